@@ -1,0 +1,168 @@
+//! `cairn check`: what this kernel offers and which mechanism cairn picks
+//! for each part of its job, from the same probe results
+//! ([`crate::sys::probe::features`]) that dump and restore use.
+
+use std::fmt::Write as _;
+
+use crate::error::{IoContext, Result};
+use crate::show::json_string;
+use crate::sys::probe::{features, DirtyTracking, Features, PidRestore};
+
+/// Prints [`render`]'s output on stdout.
+pub fn check(json: bool) -> Result<()> {
+    let out = render(features(), json);
+    let mut stdout = std::io::stdout().lock();
+    std::io::Write::write_all(&mut stdout, out.as_bytes()).at("<stdout>")
+}
+
+/// One part of cairn's job and how it is done here.
+pub struct Mechanism {
+    pub part: &'static str,
+    pub mechanism: &'static str,
+    pub detail: String,
+}
+
+/// The mechanism cairn uses for each part on this machine.
+pub fn mechanisms(f: &Features) -> Vec<Mechanism> {
+    let pid = f.pid_restore();
+    let dirty = f.dirty_tracking();
+    vec![
+        Mechanism {
+            part: "freezing",
+            mechanism: "ptrace seize+interrupt",
+            detail: "cgroup freezer not used yet".into(),
+        },
+        Mechanism {
+            part: "pid_restore",
+            mechanism: pid.as_str(),
+            detail: match pid {
+                PidRestore::Clone3SetTid => f.clone3_set_tid.detail.clone(),
+                PidRestore::NsLastPid => {
+                    format!("clone3 set_tid unavailable: {}", f.clone3_set_tid.detail)
+                }
+            },
+        },
+        Mechanism {
+            part: "dirty_tracking",
+            mechanism: dirty.as_str(),
+            detail: match dirty {
+                DirtyTracking::SoftDirty => "soft-dirty works".into(),
+                DirtyTracking::UffdWpPagemapScan => {
+                    "no soft-dirty; uffd WP_ASYNC and PAGEMAP_SCAN work".into()
+                }
+                DirtyTracking::ContentHashing => {
+                    "neither soft-dirty nor uffd-wp + PAGEMAP_SCAN works".into()
+                }
+            },
+        },
+        Mechanism {
+            part: "inventory",
+            mechanism: "/proc",
+            detail: "bpf iterators: not built yet".into(),
+        },
+    ]
+}
+
+/// Formats the probe results as aligned text or as one JSON object
+/// `{"kernel", "features": {name: {"available", "detail"}}, "mechanisms":
+/// {part: {"mechanism", "detail"}}}`.
+pub fn render(f: &Features, json: bool) -> String {
+    let mechs = mechanisms(f);
+    let mut out = String::new();
+    if json {
+        let _ = write!(
+            out,
+            "{{\"kernel\":{},\"features\":{{",
+            json_string(&f.kernel)
+        );
+        for (i, (name, feat)) in f.list().iter().enumerate() {
+            let sep = if i > 0 { "," } else { "" };
+            let _ = write!(
+                out,
+                "{sep}{}:{{\"available\":{},\"detail\":{}}}",
+                json_string(name),
+                feat.available,
+                json_string(&feat.detail)
+            );
+        }
+        out.push_str("},\"mechanisms\":{");
+        for (i, m) in mechs.iter().enumerate() {
+            let sep = if i > 0 { "," } else { "" };
+            let _ = write!(
+                out,
+                "{sep}{}:{{\"mechanism\":{},\"detail\":{}}}",
+                json_string(m.part),
+                json_string(m.mechanism),
+                json_string(&m.detail)
+            );
+        }
+        out.push_str("}}\n");
+        return out;
+    }
+    let width = f
+        .list()
+        .iter()
+        .map(|(n, _)| n.len())
+        .chain(mechs.iter().map(|m| m.part.len()))
+        .max()
+        .unwrap_or(0);
+    let _ = writeln!(out, "{:width$}  {}", "kernel", f.kernel);
+    out.push_str("\nfeatures:\n");
+    for (name, feat) in f.list() {
+        let yn = if feat.available { "yes" } else { "no" };
+        let _ = writeln!(out, "{name:width$}  {yn:3} ({})", feat.detail);
+    }
+    out.push_str("\nmechanisms:\n");
+    for m in &mechs {
+        let _ = writeln!(out, "{:width$}  {} ({})", m.part, m.mechanism, m.detail);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_is_one_object_with_features() {
+        let out = render(features(), true);
+        assert!(
+            out.starts_with('{') && out.trim_end().ends_with('}'),
+            "{out}"
+        );
+        assert!(out.contains("\"features\":{"), "{out}");
+        assert!(out.contains("\"soft_dirty\":{\"available\":"), "{out}");
+        assert!(out.contains("\"mechanisms\":{"), "{out}");
+        assert!(out.contains("\"dirty_tracking\":{\"mechanism\":"), "{out}");
+        // Braces balance outside of strings.
+        let (mut depth, mut in_str, mut esc) = (0i32, false, false);
+        for c in out.chars() {
+            match (in_str, esc, c) {
+                (true, true, _) => esc = false,
+                (true, false, '\\') => esc = true,
+                (true, false, '"') => in_str = false,
+                (false, _, '"') => in_str = true,
+                (false, _, '{') => depth += 1,
+                (false, _, '}') => {
+                    depth -= 1;
+                    assert!(depth >= 0, "{out}");
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(depth, 0, "{out}");
+        assert!(!in_str);
+    }
+
+    #[test]
+    fn text_lists_every_feature_and_mechanism() {
+        let f = features();
+        let out = render(f, false);
+        for (name, _) in f.list() {
+            assert!(out.contains(name), "{name} missing: {out}");
+        }
+        assert!(out.contains("ptrace seize+interrupt"), "{out}");
+        assert!(out.contains(f.dirty_tracking().as_str()), "{out}");
+        assert!(out.contains("bpf iterators: not built yet"), "{out}");
+    }
+}

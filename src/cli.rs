@@ -1,0 +1,94 @@
+//! Command-line arguments. Flag names follow CRIU's where the meaning is
+//! the same, so scripts written for `criu` work with few changes.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "cairn", version, about = "Checkpoint and restore Linux process trees")]
+pub struct Cli {
+    /// More log output (repeat for more).
+    #[arg(short = 'v', long = "verbosity", action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Write the log to this file instead of stderr.
+    #[arg(short = 'o', long = "log-file", global = true)]
+    pub log_file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub cmd: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Checkpoint a process tree into an image directory.
+    Dump(DumpArgs),
+    /// Restore a process tree from an image directory.
+    Restore(RestoreArgs),
+    /// Decode every image of a directory (like CRIU's crit).
+    Show(ShowArgs),
+    /// Report which kernel features this machine offers and which path cairn takes.
+    Check(CheckArgs),
+    /// Run cairn's main job on a built-in example workload.
+    Demo(DemoArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DumpArgs {
+    /// Root of the process tree to dump.
+    #[arg(short = 't', long = "tree")]
+    pub pid: i32,
+    /// Directory to write the images to.
+    #[arg(short = 'D', long = "images-dir")]
+    pub images_dir: PathBuf,
+    /// Let the tree go on running after the dump (default: kill it).
+    #[arg(short = 'R', long = "leave-running")]
+    pub leave_running: bool,
+    /// The tree was started from a shell: its session and terminal are outside.
+    #[arg(short = 'j', long = "shell-job")]
+    pub shell_job: bool,
+    /// Compression level for page data (zstd; negative is faster).
+    #[arg(long = "compress-level", default_value_t = 1, allow_negative_numbers = true)]
+    pub compress_level: i32,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RestoreArgs {
+    /// Directory holding the images.
+    #[arg(short = 'D', long = "images-dir")]
+    pub images_dir: PathBuf,
+    /// Detach after restore; otherwise wait and exit with the tree root's exit code.
+    #[arg(short = 'd', long = "restore-detached")]
+    pub detached: bool,
+    /// Write the restored root pid to this file once it runs.
+    #[arg(long = "pidfile")]
+    pub pidfile: Option<PathBuf>,
+    /// Restore into the current session and terminal.
+    #[arg(short = 'j', long = "shell-job")]
+    pub shell_job: bool,
+    /// Restore even if files the process had open changed since the dump.
+    #[arg(long = "ignore-file-changes")]
+    pub ignore_file_changes: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ShowArgs {
+    /// Image directory (or a single image file).
+    pub path: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CheckArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Keep the demo's image directory here instead of a temporary one.
+    #[arg(short = 'D', long = "images-dir")]
+    pub images_dir: Option<PathBuf>,
+}

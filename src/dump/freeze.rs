@@ -1,0 +1,140 @@
+//! Freezing a tree with PTRACE_SEIZE + PTRACE_INTERRUPT: the tasks never
+//! see a SIGSTOP or SIGCONT. Every thread's registers and signal mask are
+//! recorded at the freeze; [`Frozen::thaw`] puts them back exactly, and
+//! dropping a `Frozen` that was neither thawed nor killed thaws it, so any
+//! error on the dump path leaves the tree running as before.
+
+use std::collections::BTreeSet;
+
+use crate::error::{Error, Result};
+use crate::procfs;
+use crate::sys::inject;
+use crate::sys::ptrace::{self, UserRegs, PTRACE_O_TRACESYSGOOD};
+
+/// All signals blocked (the kernel ignores SIGKILL and SIGSTOP here).
+pub const ALL_SIGNALS: u64 = u64::MAX;
+
+#[derive(Debug, Clone)]
+pub struct FrozenTask {
+    pub tid: i32,
+    pub regs: UserRegs,
+    pub sigmask: u64,
+    pub group_stopped: bool,
+    /// Registers were changed (remote syscalls); thaw must park first.
+    pub touched: bool,
+}
+
+#[derive(Debug)]
+pub struct FrozenProcess {
+    pub pid: i32,
+    pub threads: Vec<FrozenTask>,
+}
+
+#[derive(Debug)]
+pub struct Frozen {
+    pub procs: Vec<FrozenProcess>,
+    finished: bool,
+}
+
+fn seize_one(tid: i32) -> Result<FrozenTask> {
+    let group_stopped = inject::seize_and_stop(tid, PTRACE_O_TRACESYSGOOD)
+        .map_err(|e| Error::sys(tid, "seize", e))?;
+    let regs = ptrace::get_regs(tid).map_err(|e| Error::sys(tid, "PTRACE_GETREGS", e))?;
+    let sigmask = ptrace::get_sigmask(tid).map_err(|e| Error::sys(tid, "PTRACE_GETSIGMASK", e))?;
+    // Block everything while we work: signals that arrive during the dump
+    // stay pending and are part of the image (and of the thawed task).
+    ptrace::set_sigmask(tid, ALL_SIGNALS).map_err(|e| Error::sys(tid, "PTRACE_SETSIGMASK", e))?;
+    Ok(FrozenTask { tid, regs, sigmask, group_stopped, touched: false })
+}
+
+impl Frozen {
+    /// Freezes every thread of each process in `pids`. Threads created
+    /// while we seize are caught by re-reading the task list until it is
+    /// stable (a frozen thread cannot create more).
+    pub fn freeze(pids: &[i32]) -> Result<Frozen> {
+        let mut frozen = Frozen { procs: Vec::new(), finished: false };
+        for &pid in pids {
+            frozen.procs.push(FrozenProcess { pid, threads: Vec::new() });
+            let mut seen = BTreeSet::new();
+            loop {
+                let tids = procfs::list_tasks(pid)?;
+                let new: Vec<i32> = tids.into_iter().filter(|t| !seen.contains(t)).collect();
+                if new.is_empty() {
+                    break;
+                }
+                for tid in new {
+                    seen.insert(tid);
+                    match seize_one(tid) {
+                        Ok(t) => frozen.procs.last_mut().map(|p| p.threads.push(t)).unwrap_or(()),
+                        // A thread that exited meanwhile is not an error.
+                        Err(_) if !std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists() => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            if let Some(p) = frozen.procs.last_mut() {
+                // Leader first.
+                p.threads.sort_by_key(|t| (t.tid != pid, t.tid));
+                if p.threads.first().map(|t| t.tid) != Some(pid) {
+                    return Err(Error::sys(pid, "freeze", std::io::Error::other("process vanished")));
+                }
+            }
+        }
+        Ok(frozen)
+    }
+
+    pub fn task_mut(&mut self, tid: i32) -> Option<&mut FrozenTask> {
+        self.procs.iter_mut().flat_map(|p| p.threads.iter_mut()).find(|t| t.tid == tid)
+    }
+
+    /// Puts every register and mask back and detaches: the tree runs on
+    /// exactly as before. Best effort per task; returns the first error.
+    pub fn thaw(&mut self) -> Result<()> {
+        self.finished = true;
+        let mut first: Option<Error> = None;
+        for t in self.procs.iter().flat_map(|p| p.threads.iter()) {
+            let r = (|| -> std::io::Result<()> {
+                if t.touched {
+                    inject::park(t.tid)?;
+                }
+                ptrace::set_regs(t.tid, &t.regs)?;
+                ptrace::set_sigmask(t.tid, t.sigmask)?;
+                ptrace::detach(t.tid, 0)
+            })();
+            if let Err(e) = r {
+                first.get_or_insert(Error::sys(t.tid, "thaw", e));
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Kills the frozen tree (after a successful dump) and waits until the
+    /// kernel has reported every thread gone, so the pids are free.
+    pub fn kill(&mut self) -> Result<()> {
+        self.finished = true;
+        for p in &self.procs {
+            let _ = crate::sys::task::kill(p.pid, libc::SIGKILL);
+        }
+        for t in self.procs.iter().flat_map(|p| p.threads.iter()) {
+            loop {
+                match ptrace::wait(t.tid, 0) {
+                    Ok(Some((_, ptrace::WaitStatus::Stopped { .. }))) => {
+                        let _ = ptrace::cont(t.tid, 0);
+                    }
+                    _ => break,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if !self.finished {
+            if let Err(e) = self.thaw() {
+                eprintln!("cairn: warning: thawing after an error: {e}");
+            }
+        }
+    }
+}

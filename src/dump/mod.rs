@@ -1,0 +1,210 @@
+//! The dump orchestrator: freeze, collect every kind, write the images,
+//! then kill or thaw. Any error thaws the tree and removes what was
+//! written, so a failed dump costs the user nothing.
+
+pub mod freeze;
+
+use std::time::Instant;
+
+use crate::cli::DumpArgs;
+use crate::error::{Error, Result};
+use crate::image::pages::PageStoreWriter;
+use crate::image::proto::{Inventory, Pstree, PstreeEntry, TaskCore};
+use crate::image::{names, ImageDir, Kind, FORMAT_VERSION};
+use crate::kinds::files::FileTable;
+use crate::kinds::memory::{self, MmInput, PagePlan};
+use crate::kinds::task as ktask;
+use crate::procfs;
+use crate::remote::{self, Agent, SCRATCH_LEN};
+use crate::sys::inject::Remote;
+use crate::{info, warn};
+use freeze::Frozen;
+
+/// What a dump measured; printed with -v and used by benchmarks.
+#[derive(Debug, Default, Clone)]
+pub struct DumpStats {
+    pub frozen_ms: f64,
+    pub pages_scanned: u64,
+    pub image_bytes: u64,
+}
+
+fn image_files_written(dir: &ImageDir) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir.path())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "img"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn dump(args: &DumpArgs) -> Result<DumpStats> {
+    let pid = args.pid;
+    if pid <= 0 || !crate::sys::task::pid_exists(pid) {
+        return Err(Error::sys(pid, "dump", std::io::Error::from_raw_os_error(libc::ESRCH)));
+    }
+    if pid as u32 == std::process::id() {
+        return Err(Error::Usage(format!("pid {pid} is cairn itself")));
+    }
+    // Process trees are the subject of a later step: refuse them clearly.
+    for tid in procfs::list_tasks(pid)? {
+        if let Some(c) = procfs::read_children(pid, tid)?.first() {
+            return Err(Error::unsupported(pid, format!("has child process {c}; dumping process trees is not supported yet")));
+        }
+    }
+    let dir = ImageDir::create(&args.images_dir)?;
+    // A stale inventory would make a half-written directory look whole.
+    let _ = std::fs::remove_file(dir.file(names::INVENTORY));
+    let before: Vec<_> = image_files_written(&dir);
+
+    let t0 = Instant::now();
+    let mut frozen = Frozen::freeze(&[pid])?;
+    info!("froze pid {pid} ({} threads) in {:?}", frozen.procs[0].threads.len(), t0.elapsed());
+    let result = dump_frozen(&mut frozen, &dir, args);
+    match result {
+        Ok(mut stats) => {
+            if args.leave_running {
+                frozen.thaw()?;
+            } else {
+                frozen.kill()?;
+            }
+            stats.frozen_ms = t0.elapsed().as_secs_f64() * 1000.0;
+            info!("dump done: frozen {:.1} ms, {} bytes of images", stats.frozen_ms, stats.image_bytes);
+            Ok(stats)
+        }
+        Err(e) => {
+            if let Err(te) = frozen.thaw() {
+                warn!("{te}");
+            }
+            for p in image_files_written(&dir) {
+                if !before.contains(&p) {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Runs the per-process collection that needs remote syscalls, with a
+/// scratch mapping that is always removed again.
+fn collect_remote(frozen: &mut Frozen, pid: i32, status: &procfs::Status, stat: &procfs::Stat) -> Result<(TaskCore, u64)> {
+    let insn = remote::find_syscall_insn(pid)?;
+    let tids: Vec<i32> = frozen.procs.iter().find(|p| p.pid == pid).map(|p| p.threads.iter().map(|t| t.tid).collect()).unwrap_or_default();
+    for &t in &tids {
+        if let Some(ft) = frozen.task_mut(t) {
+            ft.touched = true;
+        }
+    }
+    let mut leader = Agent {
+        remote: Remote::new(pid, insn).map_err(|e| Error::sys(pid, "PTRACE_GETREGS", e))?,
+        pid,
+        scratch: 0,
+        scratch_len: SCRATCH_LEN,
+    };
+    let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+    leader.scratch = leader.call("mmap scratch", libc::SYS_mmap, &[0, SCRATCH_LEN, rw, flags, u64::MAX, 0])?;
+    let result = (|| -> Result<(TaskCore, u64)> {
+        let brk = ktask::dump_brk(&mut leader)?;
+        let mut core = ktask::dump_process(&mut leader, status, stat)?;
+        for &tid in &tids {
+            let ft = frozen.task_mut(tid).cloned().ok_or_else(|| Error::sys(tid, "thread vanished", std::io::Error::other("")))?;
+            let th = if tid == pid {
+                ktask::dump_thread(&mut leader, &ft)?
+            } else {
+                let mut a = Agent {
+                    remote: Remote::new(tid, insn).map_err(|e| Error::sys(tid, "PTRACE_GETREGS", e))?,
+                    pid,
+                    scratch: leader.scratch,
+                    scratch_len: SCRATCH_LEN,
+                };
+                ktask::dump_thread(&mut a, &ft)?
+            };
+            core.threads.push(th);
+        }
+        Ok((core, brk))
+    })();
+    let unmap = leader.call("munmap scratch", libc::SYS_munmap, &[leader.scratch, SCRATCH_LEN]);
+    let r = result?;
+    unmap?;
+    Ok(r)
+}
+
+fn dump_frozen(frozen: &mut Frozen, dir: &ImageDir, args: &DumpArgs) -> Result<DumpStats> {
+    let mut stats = DumpStats::default();
+    let mut files = FileTable::default();
+    let mut plan = PagePlan::default();
+    let mut pstree = Pstree::new();
+    let pids: Vec<i32> = frozen.procs.iter().map(|p| p.pid).collect();
+    let mut per_proc = Vec::new();
+    for &pid in &pids {
+        let status = procfs::read_status(pid)?;
+        let stat = procfs::read_stat(pid)?;
+        let (mut core, brk) = collect_remote(frozen, pid, &status, &stat)?;
+        let cwd = procfs::read_link(format!("/proc/{pid}/cwd"))?;
+        let root = procfs::read_link(format!("/proc/{pid}/root"))?;
+        core.cwd_id = files.register_fs_path(&cwd);
+        core.root_id = files.register_fs_path(&root);
+        let fdt = files.dump_fds(pid)?;
+        let smaps = procfs::read_smaps(pid)?;
+        let auxv = procfs::read_auxv(pid)?;
+        let mm = memory::dump_mm(MmInput { pid, smaps: &smaps, stat: &stat, brk, auxv }, &mut plan, |p, md, w| files.register_mapped(p, md, w))?;
+        let mut e = PstreeEntry::new();
+        e.pid = pid as u32;
+        e.ppid = stat.ppid as u32;
+        e.pgid = stat.pgrp as u32;
+        e.sid = stat.session as u32;
+        e.threads = core.threads.iter().map(|t| t.tid).collect();
+        pstree.entries.push(e);
+        per_proc.push((pid, core, mm, fdt));
+    }
+    files.dump_pipe_data()?;
+    stats.pages_scanned = plan.total_pages();
+    let t = Instant::now();
+    let mut writer = PageStoreWriter::create(dir)?;
+    let maps = memory::write_pages(&plan, &mut writer, args.compress_level)?;
+    let page_bytes = writer.finish(dir)?;
+    info!("{} pages read and written as {} bytes in {:?}", stats.pages_scanned, page_bytes, t.elapsed());
+    for (pid, core, mm, fdt) in &per_proc {
+        let pid = *pid as u32;
+        dir.write(Kind::Core, &names::core(pid), core)?;
+        dir.write(Kind::Mm, &names::mm(pid), mm)?;
+        dir.write(Kind::FdTable, &names::fdinfo(pid), fdt)?;
+    }
+    for m in &maps {
+        dir.write(Kind::Pagemap, &names::pagemap(&m.owner), m)?;
+    }
+    dir.write(Kind::Files, names::FILES, &files.files)?;
+    dir.write(Kind::Pstree, names::PSTREE, &pstree)?;
+    let mut inv = Inventory::new();
+    inv.format_version = FORMAT_VERSION;
+    inv.cairn_version = env!("CARGO_PKG_VERSION").to_string();
+    inv.dump_time_unix_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    inv.hostname = procfs::read_proc_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default();
+    inv.kernel_release = procfs::read_proc_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default();
+    inv.boot_id = procfs::boot_id().unwrap_or_default();
+    inv.root_pid = pids[0] as u32;
+    inv.leave_running = args.leave_running;
+    inv.shell_job = args.shell_job;
+    inv.inventory_source = "proc".into();
+    inv.page_size = crate::sys::PAGE_SIZE as u32;
+    // Everything else is on disk and synced before the inventory, which
+    // marks the directory complete, is written.
+    sync_dir(dir)?;
+    dir.write(Kind::Inventory, names::INVENTORY, &inv)?;
+    sync_dir(dir)?;
+    stats.image_bytes = image_files_written(dir).iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    Ok(stats)
+}
+
+fn sync_dir(dir: &ImageDir) -> Result<()> {
+    for p in image_files_written(dir) {
+        if let Ok(f) = std::fs::File::open(&p) {
+            f.sync_all().map_err(|e| Error::io(&p, e))?;
+        }
+    }
+    let d = std::fs::File::open(dir.path()).map_err(|e| Error::io(dir.path(), e))?;
+    d.sync_all().map_err(|e| Error::io(dir.path(), e))
+}

@@ -1,0 +1,334 @@
+//! Open files: fd tables, open file descriptions (regular files, devices,
+//! directories, pipes), cwd/root, and the file-identity check on restore.
+//!
+//! Every open file description gets one id, found with kcmp(KCMP_FILE), so
+//! fds that share a description (dup, fork) share it again after restore.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+use crate::error::{Error, IoContext, Result};
+use crate::image::proto::{file_desc, Fd, FdTable, FileDesc, FileStat, Files, FsPath, PipeData, PipeFile, RegFile};
+use crate::procfs;
+use crate::remote::Agent;
+use crate::sys::task;
+
+fn file_stat(md: &std::fs::Metadata) -> FileStat {
+    let mut s = FileStat::new();
+    s.dev = md.dev();
+    s.ino = md.ino();
+    s.size = md.size();
+    s.mtime_ns = md.mtime() * 1_000_000_000 + md.mtime_nsec();
+    s.mode = md.mode();
+    s
+}
+
+/// Builds files.img while the tree is dumped.
+pub struct FileTable {
+    pub files: Files,
+    next_id: u32,
+    mapped: HashMap<(u64, u64, String, bool), u32>,
+    /// (pid, fd, desc id, inode) of every description seen, for kcmp.
+    seen: Vec<(i32, i32, u32, u64)>,
+    /// pipe inode -> (pid, fd) of one end, to read the queued bytes.
+    pipes: BTreeMap<u64, (i32, i32)>,
+}
+
+impl Default for FileTable {
+    fn default() -> Self {
+        FileTable { files: Files::new(), next_id: 1, mapped: HashMap::new(), seen: Vec::new(), pipes: BTreeMap::new() }
+    }
+}
+
+impl FileTable {
+    fn add(&mut self, kind: file_desc::Kind) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut d = FileDesc::new();
+        d.id = id;
+        d.kind = Some(kind);
+        self.files.descs.push(d);
+        id
+    }
+
+    /// A mapped file or the executable: identified by path and inode.
+    pub fn register_mapped(&mut self, path: &str, md: &std::fs::Metadata, writable: bool) -> Result<u32> {
+        let key = (md.dev(), md.ino(), path.to_string(), writable);
+        if let Some(&id) = self.mapped.get(&key) {
+            return Ok(id);
+        }
+        let mut r = RegFile::new();
+        r.path = path.to_string();
+        r.flags = if writable { libc::O_RDWR as u32 } else { libc::O_RDONLY as u32 };
+        r.stat = Some(file_stat(md)).into();
+        let id = self.add(file_desc::Kind::Reg(r));
+        self.mapped.insert(key, id);
+        Ok(id)
+    }
+
+    pub fn register_fs_path(&mut self, path: &str) -> u32 {
+        let mut p = FsPath::new();
+        p.path = path.to_string();
+        self.add(file_desc::Kind::FsPath(p))
+    }
+
+    /// Reads the fd table of `pid` (frozen).
+    pub fn dump_fds(&mut self, pid: i32) -> Result<FdTable> {
+        let mut table = FdTable::new();
+        table.pid = pid as u32;
+        for (fd, target) in procfs::read_fds(pid)? {
+            let info = procfs::read_fdinfo(pid, fd)?;
+            let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
+            let flags = info.flags & !(libc::O_CLOEXEC as u32);
+            let mut id = None;
+            for &(p2, fd2, id2, ino2) in &self.seen {
+                if ino2 == info.ino && task::kcmp_file(pid, fd, p2, fd2).map_err(|e| Error::sys(pid, format!("kcmp fd {fd}"), e))? == 0 {
+                    id = Some(id2);
+                    break;
+                }
+            }
+            let id = match id {
+                Some(id) => id,
+                None => {
+                    let kind = self.describe(pid, fd, &target, flags, info.pos)?;
+                    let id = self.add(kind);
+                    self.seen.push((pid, fd, id, info.ino));
+                    id
+                }
+            };
+            let mut f = Fd::new();
+            f.fd = fd as u32;
+            f.desc_id = id;
+            f.cloexec = cloexec;
+            table.fds.push(f);
+        }
+        Ok(table)
+    }
+
+    fn describe(&mut self, pid: i32, fd: i32, target: &str, flags: u32, pos: u64) -> Result<file_desc::Kind> {
+        if let Some(("pipe", ino)) = procfs::parse_anon_link(target) {
+            self.pipes.entry(ino).or_insert((pid, fd));
+            let mut p = PipeFile::new();
+            p.pipe_ino = ino;
+            p.flags = flags;
+            return Ok(file_desc::Kind::Pipe(p));
+        }
+        if !target.starts_with('/') {
+            return Err(Error::unsupported(pid, format!("fd {fd} is {target}, which cairn cannot checkpoint yet")));
+        }
+        if target.ends_with(" (deleted)") {
+            return Err(Error::unsupported(pid, format!("fd {fd} refers to deleted file {target}")));
+        }
+        let link = format!("/proc/{pid}/fd/{fd}");
+        let md = std::fs::metadata(&link).at(&link)?;
+        let ft = md.file_type();
+        if !(ft.is_file() || ft.is_dir() || ft.is_char_device()) {
+            return Err(Error::unsupported(pid, format!("fd {fd} ({target}) is a {ft:?}, which cairn cannot checkpoint yet")));
+        }
+        let mut r = RegFile::new();
+        r.path = target.to_string();
+        r.flags = flags;
+        r.pos = pos;
+        r.stat = Some(file_stat(&md)).into();
+        Ok(file_desc::Kind::Reg(r))
+    }
+
+    /// Saves the bytes queued in every pipe seen, without consuming them.
+    pub fn dump_pipe_data(&mut self) -> Result<()> {
+        for (&ino, &(pid, fd)) in &self.pipes {
+            let link = format!("/proc/{pid}/fd/{fd}");
+            let src = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags_nonblock()
+                .open(&link)
+                .at(&link)?;
+            let cap = task::pipe_size(&src).map_err(|e| Error::sys(pid, format!("fd {fd}: F_GETPIPE_SZ"), e))?;
+            let queued = task::pipe_queued(&src).map_err(|e| Error::sys(pid, format!("fd {fd}: FIONREAD"), e))?;
+            let mut data = Vec::new();
+            if queued > 0 {
+                let (r, w) = task::pipe().map_err(|e| Error::sys(pid, "pipe", e))?;
+                task::set_pipe_size(&w, cap.max(queued)).map_err(|e| Error::sys(pid, "F_SETPIPE_SZ", e))?;
+                let n = task::tee(&src, &w, queued).map_err(|e| Error::sys(pid, format!("fd {fd}: tee"), e))?;
+                drop(w);
+                data.resize(n, 0);
+                use std::io::Read;
+                let mut rf = std::fs::File::from(r);
+                rf.read_exact(&mut data).map_err(|e| Error::sys(pid, format!("fd {fd}: read pipe copy"), e))?;
+            }
+            let mut pd = PipeData::new();
+            pd.pipe_ino = ino;
+            pd.data = data;
+            pd.capacity = cap as u32;
+            self.files.pipes.push(pd);
+        }
+        Ok(())
+    }
+}
+
+trait NonBlock {
+    fn custom_flags_nonblock(&mut self) -> &mut Self;
+}
+
+impl NonBlock for std::fs::OpenOptions {
+    fn custom_flags_nonblock(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.custom_flags(libc::O_NONBLOCK)
+    }
+}
+
+// ---------------------------------------------------------------- restore
+
+/// Lookup of descriptions by id.
+pub struct FilesIndex<'a> {
+    pub files: &'a Files,
+    by_id: HashMap<u32, &'a FileDesc>,
+}
+
+impl<'a> FilesIndex<'a> {
+    pub fn new(files: &'a Files) -> Self {
+        FilesIndex { files, by_id: files.descs.iter().map(|d| (d.id, d)).collect() }
+    }
+
+    pub fn get(&self, id: u32) -> Option<&'a FileDesc> {
+        self.by_id.get(&id).copied()
+    }
+
+    pub fn path(&self, id: u32) -> Option<String> {
+        match &self.get(id)?.kind {
+            Some(file_desc::Kind::Reg(r)) => Some(r.path.clone()),
+            Some(file_desc::Kind::FsPath(p)) => Some(p.path.clone()),
+            _ => None,
+        }
+    }
+
+    /// Refuses to restore if a regular file changed or vanished since the
+    /// dump (size, mtime; device and inode too on the same boot).
+    /// Returns the problems found; the caller decides whether they are fatal.
+    pub fn check_unchanged(&self, same_boot: bool) -> Vec<String> {
+        let mut problems = Vec::new();
+        for d in &self.files.descs {
+            let Some(file_desc::Kind::Reg(r)) = &d.kind else { continue };
+            let Some(st) = r.stat.as_ref() else { continue };
+            if st.mode & libc::S_IFMT != libc::S_IFREG {
+                continue;
+            }
+            match std::fs::metadata(&r.path) {
+                Err(e) => problems.push(format!("{}: vanished since the dump ({e})", r.path)),
+                Ok(md) => {
+                    let now = file_stat(&md);
+                    if now.size != st.size {
+                        problems.push(format!("{}: changed since the dump (size {} -> {})", r.path, st.size, now.size));
+                    } else if now.mtime_ns != st.mtime_ns {
+                        problems.push(format!("{}: changed since the dump (modification time differs)", r.path));
+                    } else if same_boot && (now.dev != st.dev || now.ino != st.ino) {
+                        problems.push(format!("{}: replaced since the dump (inode {} -> {})", r.path, st.ino, now.ino));
+                    }
+                }
+            }
+        }
+        problems.sort();
+        problems.dedup();
+        problems
+    }
+}
+
+/// Restores the fd table in the vessel, which must have no fds open.
+pub fn restore_fds(agent: &mut Agent, table: &FdTable, idx: &FilesIndex) -> Result<()> {
+    let pid = agent.pid;
+    let max_target = table.fds.iter().map(|f| f.fd).max().unwrap_or(0) as u64;
+    let high = (max_target + 1).max(64);
+    // Group fds by description, in order of their lowest fd.
+    let mut groups: BTreeMap<u32, Vec<&Fd>> = BTreeMap::new();
+    for f in &table.fds {
+        groups.entry(f.desc_id).or_default().push(f);
+    }
+    let mut staged: Vec<(u64, Vec<&Fd>, u32)> = Vec::new(); // (high fd, targets, flags to set)
+    let mut pipe_ends: HashMap<u64, (u64, u64)> = HashMap::new();
+    for (id, fds) in groups {
+        let d = idx.get(id).ok_or_else(|| Error::Restore(format!("pid {pid}: fd {} refers to unknown file {id}", fds[0].fd)))?;
+        let (tmp, flags) = match &d.kind {
+            Some(file_desc::Kind::Reg(r)) => {
+                let open_flags = (r.flags as i32) & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
+                let fd = crate::kinds::memory::remote_open(agent, 0, &r.path, open_flags | libc::O_CLOEXEC)?;
+                let is_reg = r.stat.as_ref().is_some_and(|s| s.mode & libc::S_IFMT == libc::S_IFREG);
+                if is_reg && r.pos > 0 {
+                    agent.call(&format!("lseek {}", r.path), libc::SYS_lseek, &[fd, r.pos, libc::SEEK_SET as u64])?;
+                }
+                (fd, None)
+            }
+            Some(file_desc::Kind::Pipe(p)) => {
+                let (rfd, wfd) = match pipe_ends.get(&p.pipe_ino) {
+                    Some(&e) => e,
+                    None => {
+                        let e = create_pipe(agent, p.pipe_ino, idx)?;
+                        pipe_ends.insert(p.pipe_ino, e);
+                        e
+                    }
+                };
+                let acc = p.flags as i32 & libc::O_ACCMODE;
+                let end = if acc == libc::O_WRONLY { wfd } else { rfd };
+                // A fresh fd so each description can carry its own flags.
+                let fd = agent.call("dup", libc::SYS_fcntl, &[end, libc::F_DUPFD_CLOEXEC as u64, 0])?;
+                (fd, Some(p.flags & (libc::O_NONBLOCK as u32)))
+            }
+            _ => return Err(Error::Restore(format!("pid {pid}: fd {} has a description cairn cannot restore", fds[0].fd))),
+        };
+        // Move it out of the way of every target number.
+        let hi = agent.call("fcntl(F_DUPFD_CLOEXEC)", libc::SYS_fcntl, &[tmp, libc::F_DUPFD_CLOEXEC as u64, high])?;
+        agent.call("close", libc::SYS_close, &[tmp])?;
+        if let Some(fl) = flags {
+            agent.call("fcntl(F_SETFL)", libc::SYS_fcntl, &[hi, libc::F_SETFL as u64, fl as u64])?;
+        }
+        staged.push((hi, fds, 0));
+    }
+    for (_, (r, w)) in pipe_ends {
+        agent.call("close", libc::SYS_close, &[r])?;
+        agent.call("close", libc::SYS_close, &[w])?;
+    }
+    for (hi, fds, _) in &staged {
+        for f in fds {
+            let fl = if f.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+            agent.call(&format!("dup3 to fd {}", f.fd), libc::SYS_dup3, &[*hi, f.fd as u64, fl])?;
+        }
+    }
+    for (hi, _, _) in &staged {
+        agent.call("close", libc::SYS_close, &[*hi])?;
+    }
+    Ok(())
+}
+
+/// pipe2 in the vessel, refilled with the saved bytes. Returns (read, write).
+fn create_pipe(agent: &mut Agent, ino: u64, idx: &FilesIndex) -> Result<(u64, u64)> {
+    let pid = agent.pid;
+    let a = agent.put(0, &[0u8; 8])?;
+    agent.call("pipe2", libc::SYS_pipe2, &[a, libc::O_CLOEXEC as u64])?;
+    let b = agent.get(0, 8)?;
+    let r = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as u64;
+    let w = u32::from_ne_bytes([b[4], b[5], b[6], b[7]]) as u64;
+    if let Some(pd) = idx.files.pipes.iter().find(|p| p.pipe_ino == ino) {
+        if pd.capacity > 0 {
+            let _ = agent.remote.syscall(libc::SYS_fcntl, &[w, libc::F_SETPIPE_SZ as u64, pd.capacity as u64]);
+        }
+        if !pd.data.is_empty() {
+            let link = format!("/proc/{pid}/fd/{w}");
+            let mut f = std::fs::OpenOptions::new().write(true).open(&link).at(&link)?;
+            use std::io::Write;
+            f.write_all(&pd.data).at(&link)?;
+        }
+    }
+    Ok((r, w))
+}
+
+/// chdir / chroot in the vessel.
+pub fn restore_fs(agent: &mut Agent, cwd: Option<String>, root: Option<String>) -> Result<()> {
+    // Both paths are as seen from cairn's root: chdir first, then chroot.
+    if let Some(cwd) = cwd {
+        let a = agent.put_cstr(0, &cwd)?;
+        agent.call(&format!("chdir {cwd}"), libc::SYS_chdir, &[a])?;
+    }
+    if let Some(root) = root.filter(|r| r != "/") {
+        let a = agent.put_cstr(0, &root)?;
+        agent.call(&format!("chroot {root}"), libc::SYS_chroot, &[a])?;
+    }
+    Ok(())
+}

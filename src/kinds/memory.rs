@@ -1,0 +1,786 @@
+//! Memory: VMAs, mm fields and page contents, dump and restore.
+//!
+//! Dump classifies every VMA, finds the pages worth saving with
+//! /proc/PID/pagemap (private memory) or SEEK_DATA on the shmem file
+//! (shared anonymous memory), and reads them with process_vm_readv (or
+//! /proc/PID/mem for unreadable VMAs) on every core, compressing each 4 MiB
+//! job into one zstd frame. All-zero pages are recorded as zero runs and
+//! never stored; never-touched pages are not recorded at all.
+//!
+//! Restore maps every VMA at its address with injected mmap calls, writes
+//! the pages with process_vm_writev (shared objects through their file),
+//! then applies the final protections and madvise flags.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use crate::error::{Error, IoContext, Result};
+use crate::image::pages::{PageStoreReader, PageStoreWriter};
+use crate::image::proto::{MmEntry, PageRun, Pagemap, RunKind, Vma, VmaKind};
+use crate::procfs::{self, MapsEntry};
+use crate::remote::Agent;
+use crate::sys::{mem, PAGE_SIZE};
+
+/// Pages per dump job (and so at most per chunk): 4 MiB.
+const JOB_PAGES: u64 = 1024;
+/// Highest user address on x86-64 with 4-level paging (and 5-level off).
+pub const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+
+/// Where the bytes of a job come from.
+#[derive(Debug, Clone)]
+enum Source {
+    /// process_vm_readv at this address.
+    Vm { pid: i32, vaddr: u64 },
+    /// /proc/PID/mem (unreadable VMAs: FOLL_FORCE reads them).
+    ProcMem { pid: i32, vaddr: u64 },
+    /// A shmem object, read through an fd to it.
+    Shmem { file: usize, offset: u64 },
+}
+
+#[derive(Debug, Clone)]
+struct Job {
+    owner: usize,
+    /// Address (private) or object offset (shmem) recorded in the pagemap.
+    addr: u64,
+    nr: u64,
+    src: Source,
+}
+
+/// Collects what one dump must save from memory, for all processes.
+#[derive(Default)]
+pub struct PagePlan {
+    owners: Vec<String>,
+    jobs: Vec<Job>,
+    shmem_files: Vec<File>,
+    shmem_seen: HashMap<u64, usize>,
+}
+
+impl PagePlan {
+    fn owner(&mut self, name: String) -> usize {
+        if let Some(i) = self.owners.iter().position(|o| *o == name) {
+            return i;
+        }
+        self.owners.push(name);
+        self.owners.len() - 1
+    }
+
+    fn push_runs(&mut self, owner: usize, runs: &[(u64, u64)], src: impl Fn(u64) -> Source) {
+        for &(start, nr) in runs {
+            let mut off = 0;
+            while off < nr {
+                let n = (nr - off).min(JOB_PAGES);
+                let addr = start + off * PAGE_SIZE;
+                self.jobs.push(Job { owner, addr, nr: n, src: src(addr) });
+                off += n;
+            }
+        }
+    }
+
+    pub fn total_pages(&self) -> u64 {
+        self.jobs.iter().map(|j| j.nr).sum()
+    }
+}
+
+/// Runs of consecutive pages (first address, count) whose pagemap entry
+/// satisfies `keep`.
+fn runs_from_pagemap(start: u64, flags: &[procfs::PageFlags], keep: impl Fn(procfs::PageFlags) -> bool) -> Vec<(u64, u64)> {
+    let mut runs = Vec::new();
+    let mut cur: Option<(u64, u64)> = None;
+    for (i, f) in flags.iter().enumerate() {
+        let addr = start + i as u64 * PAGE_SIZE;
+        if keep(*f) {
+            match &mut cur {
+                Some((_, n)) => *n += 1,
+                None => cur = Some((addr, 1)),
+            }
+        } else if let Some(r) = cur.take() {
+            runs.push(r);
+        }
+    }
+    runs.extend(cur);
+    runs
+}
+
+fn classify(pid: i32, m: &MapsEntry) -> Result<Option<VmaKind>> {
+    let p = m.path.as_str();
+    Ok(Some(match p {
+        "[vsyscall]" => return Ok(None),
+        "[vdso]" => VmaKind::VMA_VDSO,
+        "[vvar]" => VmaKind::VMA_VVAR,
+        "[vvar_vclock]" => VmaKind::VMA_VVAR_VCLOCK,
+        _ if m.has_flag("io") || m.has_flag("pf") => {
+            return Err(Error::unsupported(
+                pid,
+                format!("device mapping {:#x}-{:#x} {p}", m.start, m.end),
+            ))
+        }
+        _ if p.starts_with("/SYSV") => {
+            return Err(Error::unsupported(pid, format!("System V shared memory at {:#x} ({p})", m.start)))
+        }
+        _ if m.shared && (p == "/dev/zero (deleted)" || p.starts_with("[anon_shmem")) => VmaKind::VMA_ANON_SHARED,
+        _ if p.is_empty() || p == "[heap]" || p == "[stack]" || p.starts_with("[anon:") => {
+            if m.shared {
+                VmaKind::VMA_ANON_SHARED
+            } else {
+                VmaKind::VMA_ANON_PRIVATE
+            }
+        }
+        _ if p.starts_with('[') => {
+            return Err(Error::unsupported(pid, format!("special mapping {p} at {:#x}", m.start)))
+        }
+        _ if m.is_deleted() => {
+            return Err(Error::unsupported(
+                pid,
+                format!("mapping {:#x}-{:#x} of deleted file {p}", m.start, m.end),
+            ))
+        }
+        _ if m.shared => VmaKind::VMA_FILE_SHARED,
+        _ => VmaKind::VMA_FILE_PRIVATE,
+    }))
+}
+
+fn prot_of(m: &MapsEntry) -> u32 {
+    let mut p = 0;
+    if m.read {
+        p |= libc::PROT_READ as u32;
+    }
+    if m.write {
+        p |= libc::PROT_WRITE as u32;
+    }
+    if m.exec {
+        p |= libc::PROT_EXEC as u32;
+    }
+    p
+}
+
+/// Everything process-level needed to build the mm image.
+pub struct MmInput<'a> {
+    pub pid: i32,
+    pub smaps: &'a [MapsEntry],
+    pub stat: &'a procfs::Stat,
+    pub brk: u64,
+    pub auxv: Vec<u64>,
+}
+
+/// Builds the mm image of one process and adds its pages to `plan`.
+/// `register_file` gives the files-image id of a mapped file.
+pub fn dump_mm(
+    input: MmInput,
+    plan: &mut PagePlan,
+    mut register_file: impl FnMut(&str, &std::fs::Metadata, bool) -> Result<u32>,
+) -> Result<MmEntry> {
+    let pid = input.pid;
+    let st = input.stat;
+    let mut mm = MmEntry::new();
+    mm.pid = pid as u32;
+    mm.start_code = st.start_code;
+    mm.end_code = st.end_code;
+    mm.start_data = st.start_data;
+    mm.end_data = st.end_data;
+    mm.start_brk = st.start_brk;
+    mm.brk = input.brk;
+    mm.start_stack = st.start_stack;
+    mm.arg_start = st.arg_start;
+    mm.arg_end = st.arg_end;
+    mm.env_start = st.env_start;
+    mm.env_end = st.env_end;
+    mm.auxv = input.auxv;
+    let exe = std::fs::metadata(format!("/proc/{pid}/exe")).at(format!("/proc/{pid}/exe"))?;
+    let exe_path = procfs::read_link(format!("/proc/{pid}/exe"))?;
+    if exe_path.ends_with(" (deleted)") {
+        return Err(Error::unsupported(pid, format!("executable {exe_path} was deleted")));
+    }
+    mm.exe_file_id = register_file(&exe_path, &exe, false)?;
+
+    let private_owner = plan.owner(format!("pid:{pid}"));
+    for m in input.smaps {
+        let Some(kind) = classify(pid, m)? else { continue };
+        let mut v = Vma::new();
+        v.start = m.start;
+        v.end = m.end;
+        v.prot = prot_of(m);
+        v.kind = kind.into();
+        v.pgoff = m.offset;
+        v.vm_flags = m.vm_flags.clone();
+        v.name = m.path.clone();
+        let map_file = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+        match kind {
+            VmaKind::VMA_FILE_PRIVATE | VmaKind::VMA_FILE_SHARED => {
+                let md = std::fs::metadata(&map_file).at(&map_file)?;
+                v.file_id = register_file(&m.path, &md, kind == VmaKind::VMA_FILE_SHARED && m.has_flag("mw"))?;
+            }
+            VmaKind::VMA_ANON_SHARED => v.shmid = m.inode,
+            _ => {}
+        }
+        match kind {
+            VmaKind::VMA_ANON_PRIVATE | VmaKind::VMA_FILE_PRIVATE => {
+                let flags = read_pagemap_split(pid, m.start, m.end)?;
+                let anon_only = kind == VmaKind::VMA_FILE_PRIVATE;
+                let runs = runs_from_pagemap(m.start, &flags, |f| {
+                    f.swapped() || (f.present() && !(anon_only && f.file_or_shared()))
+                });
+                let readable = m.read;
+                plan.push_runs(private_owner, &runs, |vaddr| {
+                    if readable {
+                        Source::Vm { pid, vaddr }
+                    } else {
+                        Source::ProcMem { pid, vaddr }
+                    }
+                });
+            }
+            VmaKind::VMA_ANON_SHARED => {
+                let owner = plan.owner(format!("shmem:{}", m.inode));
+                let file = match plan.shmem_seen.get(&m.inode) {
+                    Some(&i) => i,
+                    None => {
+                        let f = File::open(&map_file).at(&map_file)?;
+                        plan.shmem_files.push(f);
+                        plan.shmem_seen.insert(m.inode, plan.shmem_files.len() - 1);
+                        plan.shmem_files.len() - 1
+                    }
+                };
+                let runs = shmem_data_runs(&plan.shmem_files[file], m.offset, m.offset + m.len())
+                    .at(&map_file)?;
+                // The same object mapped twice must be saved once.
+                let known: Vec<(u64, u64)> = plan
+                    .jobs
+                    .iter()
+                    .filter(|j| j.owner == owner)
+                    .map(|j| (j.addr, j.addr + j.nr * PAGE_SIZE))
+                    .collect();
+                let runs: Vec<(u64, u64)> = runs
+                    .into_iter()
+                    .filter(|(a, n)| !known.iter().any(|(s, e)| a < e && a + n * PAGE_SIZE > *s))
+                    .collect();
+                plan.push_runs(owner, &runs, |offset| Source::Shmem { file, offset });
+            }
+            _ => {}
+        }
+        mm.vmas.push(v);
+    }
+    Ok(mm)
+}
+
+/// read_pagemap in pieces it accepts (it bounds one call's size).
+fn read_pagemap_split(pid: i32, start: u64, end: u64) -> Result<Vec<procfs::PageFlags>> {
+    const STEP: u64 = 8 << 30;
+    let mut out = Vec::with_capacity(((end - start) / PAGE_SIZE) as usize);
+    let mut s = start;
+    while s < end {
+        let e = (s + STEP).min(end);
+        out.extend(procfs::read_pagemap(pid, s, e)?);
+        s = e;
+    }
+    Ok(out)
+}
+
+/// Populated page runs (offset, pages) of a shmem file in [start, end).
+fn shmem_data_runs(f: &File, start: u64, end: u64) -> std::io::Result<Vec<(u64, u64)>> {
+    use std::os::fd::AsRawFd;
+    let fd = f.as_raw_fd();
+    let mut runs = Vec::new();
+    let mut pos = start;
+    while pos < end {
+        let data = match nix::unistd::lseek(fd, pos as i64, nix::unistd::Whence::SeekData) {
+            Ok(d) => d as u64,
+            Err(nix::errno::Errno::ENXIO) => break,
+            Err(e) => return Err(e.into()),
+        };
+        if data >= end {
+            break;
+        }
+        let hole = nix::unistd::lseek(fd, data as i64, nix::unistd::Whence::SeekHole)
+            .map_err(std::io::Error::from)? as u64;
+        let s = data & !(PAGE_SIZE - 1);
+        let e = hole.min(end).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        if e > s {
+            runs.push((s, (e - s) / PAGE_SIZE));
+        }
+        pos = hole.max(s + PAGE_SIZE);
+    }
+    Ok(runs)
+}
+
+fn is_zero(page: &[u8]) -> bool {
+    page.chunks_exact(8).all(|w| w.try_into().map(u64::from_ne_bytes).unwrap_or(1) == 0)
+        && page.chunks_exact(8).remainder().iter().all(|&b| b == 0)
+}
+
+struct JobResult {
+    job: usize,
+    /// (addr, pages, is_data, byte offset in the chunk)
+    runs: Vec<(u64, u64, bool, u64)>,
+    compressed: Option<(Vec<u8>, u64)>,
+}
+
+fn read_job(job: &Job, plan: &PagePlan, buf: &mut [u8]) -> Result<()> {
+    match &job.src {
+        Source::Vm { pid, vaddr } => mem::vm_read_all(*pid, *vaddr, buf)
+            .map_err(|e| Error::sys(*pid, format!("read memory at {vaddr:#x} ({} pages)", job.nr), e)),
+        Source::ProcMem { pid, vaddr } => {
+            let p = format!("/proc/{pid}/mem");
+            let f = File::open(&p).at(&p)?;
+            f.read_exact_at(buf, *vaddr)
+                .map_err(|e| Error::sys(*pid, format!("read /proc/{pid}/mem at {vaddr:#x}"), e))
+        }
+        Source::Shmem { file, offset } => plan.shmem_files[*file]
+            .read_exact_at(buf, *offset)
+            .map_err(|e| Error::sys(0, format!("read shared memory at offset {offset:#x}"), e)),
+    }
+}
+
+fn run_job(job_idx: usize, plan: &PagePlan, buf: &mut Vec<u8>, level: i32, cctx: &mut zstd::bulk::Compressor) -> Result<JobResult> {
+    let job = &plan.jobs[job_idx];
+    let len = (job.nr * PAGE_SIZE) as usize;
+    buf.resize(len, 0);
+    read_job(job, plan, &mut buf[..len])?;
+    let mut runs: Vec<(u64, u64, bool, u64)> = Vec::new();
+    let mut data: Vec<u8> = Vec::with_capacity(len);
+    for (i, page) in buf[..len].chunks_exact(PAGE_SIZE as usize).enumerate() {
+        let addr = job.addr + i as u64 * PAGE_SIZE;
+        let zero = is_zero(page);
+        match runs.last_mut() {
+            Some(r) if r.2 != zero && r.0 + r.1 * PAGE_SIZE == addr => r.1 += 1,
+            _ => runs.push((addr, 1, !zero, data.len() as u64)),
+        }
+        if !zero {
+            data.extend_from_slice(page);
+        }
+    }
+    let compressed = if data.is_empty() {
+        None
+    } else {
+        let _ = level;
+        let c = cctx
+            .compress(&data)
+            .map_err(|e| Error::sys(0, "compress pages", e))?;
+        Some((c, data.len() as u64))
+    };
+    Ok(JobResult { job: job_idx, runs, compressed })
+}
+
+/// Reads, compresses and writes every page of `plan` using all cores.
+/// Returns one pagemap per owner.
+pub fn write_pages(plan: &PagePlan, writer: &mut PageStoreWriter, level: i32) -> Result<Vec<Pagemap>> {
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(8);
+    let next = AtomicUsize::new(0);
+    let mut maps: Vec<Pagemap> = plan
+        .owners
+        .iter()
+        .map(|o| {
+            let mut p = Pagemap::new();
+            p.owner = o.clone();
+            p
+        })
+        .collect();
+    let mut first_err: Option<Error> = None;
+    std::thread::scope(|s| {
+        let (tx, rx) = mpsc::sync_channel::<Result<JobResult>>(workers * 2);
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let next = &next;
+            s.spawn(move || {
+                let mut buf = Vec::new();
+                let mut cctx = match zstd::bulk::Compressor::new(level) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = tx.send(Err(Error::sys(0, "zstd", e)));
+                        return;
+                    }
+                };
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= plan.jobs.len() {
+                        return;
+                    }
+                    let r = run_job(i, plan, &mut buf, level, &mut cctx);
+                    let failed = r.is_err();
+                    if tx.send(r).is_err() || failed {
+                        // Stop the others early.
+                        next.store(usize::MAX / 2, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        for r in rx {
+            match r {
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                    next.store(usize::MAX / 2, Ordering::Relaxed);
+                }
+                Ok(res) if first_err.is_none() => {
+                    let chunk = match &res.compressed {
+                        Some((c, raw)) => match writer.append(c, *raw) {
+                            Ok(i) => i,
+                            Err(e) => {
+                                first_err = Some(e);
+                                next.store(usize::MAX / 2, Ordering::Relaxed);
+                                continue;
+                            }
+                        },
+                        None => 0,
+                    };
+                    let owner = plan.jobs[res.job].owner;
+                    for (addr, nr, data, off) in res.runs {
+                        let mut run = PageRun::new();
+                        run.addr = addr;
+                        run.nr_pages = nr;
+                        run.kind = if data { RunKind::RUN_DATA } else { RunKind::RUN_ZERO }.into();
+                        if data {
+                            run.chunk = chunk;
+                            run.chunk_offset = off;
+                        }
+                        maps[owner].runs.push(run);
+                    }
+                }
+                Ok(_) => {}
+            }
+        }
+    });
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    for m in &mut maps {
+        m.runs.sort_by_key(|r| r.addr);
+    }
+    Ok(maps)
+}
+
+// ---------------------------------------------------------------- restore
+
+/// Checks an mm image before anything is created from it.
+pub fn validate_mm(mm: &MmEntry, path: &std::path::Path) -> Result<()> {
+    let mut last_end = 0u64;
+    let mut vmas: Vec<&Vma> = mm.vmas.iter().collect();
+    vmas.sort_by_key(|v| v.start);
+    for v in vmas {
+        let ok = v.start < v.end
+            && v.start % PAGE_SIZE == 0
+            && v.end % PAGE_SIZE == 0
+            && v.end <= TASK_SIZE
+            && v.start >= last_end
+            && v.pgoff % PAGE_SIZE == 0;
+        if !ok {
+            return Err(Error::image(path, format!("bad VMA {:#x}-{:#x}", v.start, v.end)));
+        }
+        last_end = v.end;
+    }
+    Ok(())
+}
+
+/// Checks that every run of `pm` lies inside a VMA of the right kind and
+/// inside its chunk.
+pub fn validate_pagemap(pm: &Pagemap, mm: &MmEntry, store: &PageStoreReader, path: &std::path::Path) -> Result<()> {
+    let shmid = pm.owner.strip_prefix("shmem:").and_then(|s| s.parse::<u64>().ok());
+    for r in &pm.runs {
+        let len = r.nr_pages.checked_mul(PAGE_SIZE).ok_or_else(|| Error::image(path, "run too long"))?;
+        let end = r.addr.checked_add(len).ok_or_else(|| Error::image(path, "run wraps"))?;
+        let inside = match shmid {
+            None => mm.vmas.iter().any(|v| v.start <= r.addr && end <= v.end),
+            Some(id) => mm.vmas.iter().any(|v| v.shmid == id && v.kind.enum_value() == Ok(VmaKind::VMA_ANON_SHARED)),
+        };
+        if !inside || r.addr % PAGE_SIZE != 0 {
+            return Err(Error::image(path, format!("run at {:#x} ({} pages) is outside every VMA", r.addr, r.nr_pages)));
+        }
+        if r.kind.enum_value() == Ok(RunKind::RUN_DATA) {
+            let c = store
+                .store
+                .chunks
+                .get(r.chunk as usize)
+                .ok_or_else(|| Error::image(path, format!("run at {:#x}: no chunk {}", r.addr, r.chunk)))?;
+            if r.chunk_offset.checked_add(len).is_none_or(|e| e > c.raw_len) {
+                return Err(Error::image(path, format!("run at {:#x} overruns chunk {}", r.addr, r.chunk)));
+            }
+        }
+    }
+    Ok(())
+}
+
+const MAP_FIXED_NOREPLACE: u64 = 0x100000;
+const ARCH_MAP_VDSO_64: u64 = 0x2003;
+
+/// Opens a path in the remote task; returns the remote fd.
+pub fn remote_open(agent: &mut Agent, scratch_off: u64, path: &str, flags: i32) -> Result<u64> {
+    let a = agent.put_cstr(scratch_off, path)?;
+    let tid = agent.tid();
+    agent
+        .remote
+        .syscall(libc::SYS_openat, &[libc::AT_FDCWD as i64 as u64, a, flags as u64, 0])
+        .map_err(|e| Error::Restore(format!("pid {tid}: open {path}: {e}")))
+}
+
+/// Creates every VMA of `mm` in the vessel (which has nothing mapped but
+/// the scratch area) and the vDSO. `file_path` gives the path of a file id.
+/// Returns local fds of the shared objects, by shmid, for page writing.
+pub fn restore_vmas(agent: &mut Agent, mm: &MmEntry, file_path: &dyn Fn(u32) -> Option<String>) -> Result<HashMap<u64, File>> {
+    let pid = agent.pid;
+    // Shared anonymous objects: create each once, keep an fd to it.
+    let mut shm_size: BTreeMap<u64, u64> = BTreeMap::new();
+    for v in &mm.vmas {
+        if v.kind.enum_value() == Ok(VmaKind::VMA_ANON_SHARED) {
+            let e = shm_size.entry(v.shmid).or_default();
+            *e = (*e).max(v.pgoff + (v.end - v.start));
+        }
+    }
+    let mut shm_fds: HashMap<u64, u64> = HashMap::new();
+    let mut shm_local: HashMap<u64, File> = HashMap::new();
+    for (&id, &size) in &shm_size {
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let addr = agent.call("mmap shared", libc::SYS_mmap, &[0, size, rw, (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64, u64::MAX, 0])?;
+        let path = format!("/proc/self/map_files/{:x}-{:x}", addr, addr + size);
+        let fd = remote_open(agent, 0, &path, libc::O_RDWR | libc::O_CLOEXEC)?;
+        agent.call("munmap", libc::SYS_munmap, &[addr, size])?;
+        let local_path = format!("/proc/{pid}/fd/{fd}");
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(&local_path).at(&local_path)?;
+        shm_fds.insert(id, fd);
+        shm_local.insert(id, f);
+    }
+
+    let mut file_fds: HashMap<(u32, bool), u64> = HashMap::new();
+    for v in &mm.vmas {
+        let kind = v.kind.enum_value().map_err(|k| Error::Restore(format!("unknown VMA kind {k}")))?;
+        let len = v.end - v.start;
+        let has = |f: &str| v.vm_flags.iter().any(|x| x == f);
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u32;
+        let (prot, flags, fd, off) = match kind {
+            VmaKind::VMA_VDSO | VmaKind::VMA_VVAR | VmaKind::VMA_VVAR_VCLOCK | VmaKind::VMA_VSYSCALL => continue,
+            VmaKind::VMA_ANON_PRIVATE => {
+                let mut fl = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+                if has("gd") {
+                    fl |= libc::MAP_GROWSDOWN;
+                }
+                if has("nr") {
+                    fl |= libc::MAP_NORESERVE;
+                }
+                (v.prot | rw, fl, u64::MAX, 0)
+            }
+            VmaKind::VMA_ANON_SHARED => (v.prot | rw, libc::MAP_SHARED, shm_fds[&v.shmid], v.pgoff),
+            VmaKind::VMA_FILE_PRIVATE | VmaKind::VMA_FILE_SHARED => {
+                let shared = kind == VmaKind::VMA_FILE_SHARED;
+                let writable = shared && has("mw");
+                let fd = match file_fds.get(&(v.file_id, writable)) {
+                    Some(&fd) => fd,
+                    None => {
+                        let path = file_path(v.file_id)
+                            .ok_or_else(|| Error::Restore(format!("VMA {:#x}: no file {}", v.start, v.file_id)))?;
+                        let mode = if writable { libc::O_RDWR } else { libc::O_RDONLY };
+                        let fd = remote_open(agent, 0, &path, mode | libc::O_CLOEXEC)?;
+                        file_fds.insert((v.file_id, writable), fd);
+                        fd
+                    }
+                };
+                if shared {
+                    (v.prot, libc::MAP_SHARED, fd, v.pgoff)
+                } else {
+                    (v.prot | rw, libc::MAP_PRIVATE, fd, v.pgoff)
+                }
+            }
+            VmaKind::VMA_SYSV_SHM => return Err(Error::Restore("System V shared memory is not supported yet".into())),
+        };
+        let got = agent
+            .remote
+            .syscall(libc::SYS_mmap, &[v.start, len, prot as u64, (flags | libc::MAP_FIXED) as u64, fd, off])
+            .map_err(|e| Error::Restore(format!("pid {pid}: mmap {:#x}-{:#x} ({}): {e}", v.start, v.end, v.name)))?;
+        if got != v.start {
+            return Err(Error::Restore(format!("pid {pid}: mmap {:#x} landed at {got:#x}", v.start)));
+        }
+    }
+    for fd in file_fds.values().chain(shm_fds.values()) {
+        agent.call("close", libc::SYS_close, &[*fd])?;
+    }
+    // The vDSO: [vvar], [vvar_vclock] and [vdso] move together; the
+    // argument is the start of the first of them.
+    let special: Vec<&Vma> = mm
+        .vmas
+        .iter()
+        .filter(|v| matches!(v.kind.enum_value(), Ok(VmaKind::VMA_VDSO | VmaKind::VMA_VVAR | VmaKind::VMA_VVAR_VCLOCK)))
+        .collect();
+    if let Some(base) = special.iter().map(|v| v.start).min() {
+        agent.call("arch_prctl(ARCH_MAP_VDSO_64)", libc::SYS_arch_prctl, &[ARCH_MAP_VDSO_64, base])?;
+        let now = procfs::read_maps(pid)?;
+        for v in &special {
+            if !now.iter().any(|m| m.start == v.start && m.end == v.end && m.path == v.name) {
+                return Err(Error::Restore(format!(
+                    "pid {pid}: {} could not be placed at {:#x}-{:#x}: the vDSO layout of this kernel differs from the dump's",
+                    v.name, v.start, v.end
+                )));
+            }
+        }
+    }
+    Ok(shm_local)
+}
+
+/// Writes all page runs into the vessel, decompressing chunks on every
+/// core. Zero runs are written only where the mapping is not fresh
+/// anonymous memory.
+pub fn restore_pages(pid: i32, mm: &MmEntry, maps: &[Pagemap], store: &PageStoreReader, shm: &HashMap<u64, File>) -> Result<()> {
+    enum Dest<'a> {
+        Vm(u64),
+        File(&'a File, u64),
+    }
+    // Group data runs by chunk.
+    let mut by_chunk: BTreeMap<u32, Vec<(Dest, u64, u64)>> = BTreeMap::new();
+    let zero_page = vec![0u8; PAGE_SIZE as usize];
+    for pm in maps {
+        let shmid = pm.owner.strip_prefix("shmem:").and_then(|s| s.parse::<u64>().ok());
+        for r in &pm.runs {
+            let dest = match shmid {
+                Some(id) => match shm.get(&id) {
+                    Some(f) => Dest::File(f, r.addr),
+                    None => continue,
+                },
+                None => Dest::Vm(r.addr),
+            };
+            match r.kind.enum_value() {
+                Ok(RunKind::RUN_DATA) => by_chunk.entry(r.chunk).or_default().push((dest, r.chunk_offset, r.nr_pages)),
+                Ok(RunKind::RUN_ZERO) => {
+                    let fresh = match dest {
+                        Dest::File(..) => true,
+                        Dest::Vm(a) => mm.vmas.iter().any(|v| {
+                            v.start <= a && a < v.end && v.kind.enum_value() == Ok(VmaKind::VMA_ANON_PRIVATE)
+                        }),
+                    };
+                    if !fresh {
+                        if let Dest::Vm(a) = dest {
+                            for i in 0..r.nr_pages {
+                                mem::vm_write_all(pid, a + i * PAGE_SIZE, &zero_page)
+                                    .map_err(|e| Error::sys(pid, format!("write zero page at {:#x}", a + i * PAGE_SIZE), e))?;
+                            }
+                        }
+                    }
+                }
+                _ => return Err(Error::Restore(format!("pagemap {}: run kind not supported here", pm.owner))),
+            }
+        }
+    }
+    let work: Vec<(u32, Vec<(Dest, u64, u64)>)> = by_chunk.into_iter().collect();
+    let next = AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(8);
+    let errors: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((chunk, runs)) = work.get(i) else { return };
+                let r = (|| -> Result<()> {
+                    let raw = store.read_chunk(*chunk)?;
+                    for (dest, off, nr) in runs {
+                        let bytes = &raw[*off as usize..(*off + nr * PAGE_SIZE) as usize];
+                        match dest {
+                            Dest::Vm(a) => mem::vm_write_all(pid, *a, bytes)
+                                .map_err(|e| Error::sys(pid, format!("write {nr} pages at {a:#x}"), e))?,
+                            Dest::File(f, o) => f
+                                .write_all_at(bytes, *o)
+                                .map_err(|e| Error::sys(pid, format!("write shared memory at offset {o:#x}"), e))?,
+                        }
+                    }
+                    Ok(())
+                })();
+                if let Err(e) = r {
+                    if let Ok(mut g) = errors.lock() {
+                        g.get_or_insert(e);
+                    }
+                    next.store(usize::MAX / 2, Ordering::Relaxed);
+                    return;
+                }
+            });
+        }
+    });
+    match errors.into_inner() {
+        Ok(Some(e)) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Final protections and madvise flags, after the pages are in.
+pub fn finish_vmas(agent: &mut Agent, mm: &MmEntry) -> Result<()> {
+    for v in &mm.vmas {
+        let kind = v.kind.enum_value().ok();
+        if matches!(kind, Some(VmaKind::VMA_VDSO | VmaKind::VMA_VVAR | VmaKind::VMA_VVAR_VCLOCK | VmaKind::VMA_VSYSCALL)) {
+            continue;
+        }
+        let len = v.end - v.start;
+        if kind != Some(VmaKind::VMA_FILE_SHARED) {
+            agent.call("mprotect", libc::SYS_mprotect, &[v.start, len, v.prot as u64])?;
+        }
+        for (flag, advice) in [("dd", libc::MADV_DONTDUMP), ("dc", libc::MADV_DONTFORK), ("hg", libc::MADV_HUGEPAGE), ("nh", libc::MADV_NOHUGEPAGE), ("mg", libc::MADV_MERGEABLE)] {
+            if v.vm_flags.iter().any(|f| f == flag) {
+                // Best effort: a kernel without THP or KSM refuses some.
+                let _ = agent.remote.syscall(libc::SYS_madvise, &[v.start, len, advice as u64]);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// struct prctl_mm_map.
+pub fn set_mm_map(agent: &mut Agent, mm: &MmEntry, exe_fd: u64) -> Result<()> {
+    const PR_SET_MM: u64 = 35;
+    const PR_SET_MM_MAP: u64 = 14;
+    let auxv: Vec<u8> = mm.auxv.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    if auxv.len() > 512 * 8 {
+        return Err(Error::Restore("auxv too long".into()));
+    }
+    let auxv_addr = agent.put(4096, &auxv)?;
+    let mut b = Vec::with_capacity(104);
+    for w in [mm.start_code, mm.end_code, mm.start_data, mm.end_data, mm.start_brk, mm.brk, mm.start_stack, mm.arg_start, mm.arg_end, mm.env_start, mm.env_end, auxv_addr] {
+        b.extend_from_slice(&w.to_ne_bytes());
+    }
+    b.extend_from_slice(&(auxv.len() as u32).to_ne_bytes());
+    b.extend_from_slice(&(exe_fd as u32).to_ne_bytes());
+    let a = agent.put(0, &b)?;
+    agent.call("prctl(PR_SET_MM_MAP)", libc::SYS_prctl, &[PR_SET_MM, PR_SET_MM_MAP, a, b.len() as u64, 0])?;
+    Ok(())
+}
+
+/// Used by the restorer to pick a scratch address that collides with
+/// nothing in the image nor in the vessel.
+pub fn free_area(size: u64, taken: &[(u64, u64)]) -> Option<u64> {
+    let mut cand = 0x7e00_0000_0000u64;
+    while cand > 0x1_0000_0000 {
+        if !taken.iter().any(|&(s, e)| cand < e && cand + size > s) {
+            return Some(cand);
+        }
+        cand -= 1 << 30;
+    }
+    None
+}
+
+pub const FIXED_NOREPLACE: u64 = MAP_FIXED_NOREPLACE;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_merge_consecutive_pages() {
+        let f = |v: u64| procfs::PageFlags(v);
+        let present = 1u64 << 63;
+        let flags = [f(present), f(present), f(0), f(present)];
+        let runs = runs_from_pagemap(0x1000, &flags, |x| x.present());
+        assert_eq!(runs, vec![(0x1000, 2), (0x4000, 1)]);
+    }
+
+    #[test]
+    fn zero_detection() {
+        let mut p = vec![0u8; 4096];
+        assert!(is_zero(&p));
+        p[4095] = 1;
+        assert!(!is_zero(&p));
+        p[4095] = 0;
+        p[0] = 1;
+        assert!(!is_zero(&p));
+    }
+
+    #[test]
+    fn free_area_avoids_taken() {
+        let top = 0x7e00_0000_0000u64;
+        let a = free_area(0x10000, &[(top, top + 0x1000)]).unwrap();
+        assert!(a + 0x10000 <= top || a >= top + 0x1000);
+    }
+}

@@ -1,0 +1,8 @@
+//! One module per resource kind; each dumps and restores its kind. The
+//! orchestrators in [`crate::dump`] and [`crate::restore`] only sequence
+//! them (the split CRIU uses: seize, dump, restore by phase; pipes, files,
+//! memory ... by kind).
+
+pub mod files;
+pub mod memory;
+pub mod task;

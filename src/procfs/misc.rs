@@ -1,0 +1,227 @@
+//! Bounded file readers and small /proc files: comm, personality, task
+//! lists, children, boot id, symlinks.
+
+use super::{at_path, excerpt, parse_hex_u32, parse_i32};
+use crate::error::{Error, IoContext, Result};
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+/// Largest /proc file any reader accepts (64 MiB). Bigger files are refused
+/// with an `Error::Io` of kind `FileTooLarge`.
+pub const MAX_PROC_FILE: u64 = 64 * 1024 * 1024;
+
+/// Reads a whole file (typically under /proc, whose files report size 0) and
+/// refuses it if it is larger than [`MAX_PROC_FILE`].
+pub fn read_proc_bytes(path: impl AsRef<Path>) -> Result<Vec<u8>> {
+    read_bounded(path.as_ref(), MAX_PROC_FILE)
+}
+
+pub(crate) fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>> {
+    let file = File::open(path).at(path)?;
+    let mut buf = Vec::new();
+    file.take(max.saturating_add(1))
+        .read_to_end(&mut buf)
+        .at(path)?;
+    if buf.len() as u64 > max {
+        return Err(Error::io(
+            path,
+            io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!("larger than {max} bytes, refusing to read"),
+            ),
+        ));
+    }
+    Ok(buf)
+}
+
+/// Reads a bounded file that must be valid UTF-8.
+pub fn read_proc_string(path: impl AsRef<Path>) -> Result<String> {
+    let path = path.as_ref();
+    let bytes = read_proc_bytes(path)?;
+    String::from_utf8(bytes).map_err(|e| {
+        Error::parse(
+            path.display().to_string(),
+            format!("not valid UTF-8 at byte {}", e.utf8_error().valid_up_to()),
+        )
+    })
+}
+
+/// Reads a bounded file, replacing invalid UTF-8 (used for files whose only
+/// free-form content is a task name, which may hold arbitrary bytes).
+pub(crate) fn read_proc_lossy(path: &Path) -> Result<String> {
+    let bytes = read_proc_bytes(path)?;
+    Ok(match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
+}
+
+pub(crate) fn proc_path(pid: i32, file: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/{file}"))
+}
+
+pub(crate) fn task_path(pid: i32, tid: i32, file: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/task/{tid}/{file}"))
+}
+
+/// Name of a thread from /proc/PID/task/TID/comm, without the trailing
+/// newline (other whitespace is kept: a comm may end in spaces). Invalid
+/// UTF-8 is replaced.
+pub fn read_comm(pid: i32, tid: i32) -> Result<String> {
+    let mut s = read_proc_lossy(&task_path(pid, tid, "comm"))?;
+    if s.ends_with('\n') {
+        s.pop();
+    }
+    Ok(s)
+}
+
+/// Target of a symbolic link (e.g. /proc/PID/fd/N, /proc/PID/exe,
+/// /proc/PID/ns/net). A target that is not valid UTF-8 is an error rather
+/// than a silently altered path.
+pub fn read_link(path: impl AsRef<Path>) -> Result<String> {
+    let path = path.as_ref();
+    let target = std::fs::read_link(path).at(path)?;
+    target.into_os_string().into_string().map_err(|t| {
+        Error::parse(
+            path.display().to_string(),
+            format!("link target is not valid UTF-8: {t:?}"),
+        )
+    })
+}
+
+/// Parses the hexadecimal personality word ("00000000\n").
+pub(crate) fn parse_personality(text: &str) -> Result<u32> {
+    let t = text.trim();
+    parse_hex_u32(t).ok_or_else(|| Error::parse("personality", format!("bad value {}", excerpt(t))))
+}
+
+/// /proc/PID/personality (hexadecimal; readable only with ptrace access).
+pub fn read_personality(pid: i32) -> Result<u32> {
+    let path = proc_path(pid, "personality");
+    let text = read_proc_string(&path)?;
+    parse_personality(&text).map_err(|e| at_path(e, &path))
+}
+
+/// Parses a space-separated list of pids ("12 345 " or "").
+pub(crate) fn parse_pid_list(text: &str) -> Result<Vec<i32>> {
+    text.split_whitespace()
+        .map(|w| {
+            parse_i32(w)
+                .filter(|&p| p > 0)
+                .ok_or_else(|| Error::parse("pid list", format!("bad pid {}", excerpt(w))))
+        })
+        .collect()
+}
+
+/// Children of thread TID from /proc/PID/task/TID/children, in kernel order.
+pub fn read_children(pid: i32, tid: i32) -> Result<Vec<i32>> {
+    let path = task_path(pid, tid, "children");
+    let text = read_proc_string(&path)?;
+    parse_pid_list(&text).map_err(|e| at_path(e, &path))
+}
+
+/// Sorted numeric entry names of a directory; other entries are skipped.
+pub(crate) fn list_numeric_dir(path: &Path) -> Result<Vec<i32>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(path).at(path)? {
+        let entry = entry.at(path)?;
+        if let Some(n) = entry.file_name().to_str().and_then(parse_i32) {
+            if n >= 0 {
+                out.push(n);
+            }
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Sorted thread ids of a process, from /proc/PID/task.
+pub fn list_tasks(pid: i32) -> Result<Vec<i32>> {
+    list_numeric_dir(&proc_path(pid, "task"))
+}
+
+/// The kernel's boot id (a UUID string), from
+/// /proc/sys/kernel/random/boot_id.
+pub fn boot_id() -> Result<String> {
+    let path = Path::new("/proc/sys/kernel/random/boot_id");
+    let s = read_proc_string(path)?;
+    let id = s.trim();
+    if id.is_empty() {
+        return Err(Error::parse(path.display().to_string(), "empty boot id"));
+    }
+    Ok(id.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn me() -> i32 {
+        std::process::id() as i32
+    }
+
+    #[test]
+    fn personality() {
+        assert_eq!(parse_personality("00000000\n").unwrap(), 0);
+        assert_eq!(parse_personality("00400000\n").unwrap(), 0x0040_0000);
+        assert_eq!(parse_personality("ffffffff").unwrap(), u32::MAX);
+        assert!(parse_personality("").is_err());
+        assert!(parse_personality("100000000\n").is_err());
+        assert!(parse_personality("zz\n").is_err());
+    }
+
+    #[test]
+    fn pid_lists() {
+        assert_eq!(parse_pid_list("").unwrap(), Vec::<i32>::new());
+        assert_eq!(parse_pid_list("12 345 ").unwrap(), vec![12, 345]);
+        assert_eq!(parse_pid_list("7\n").unwrap(), vec![7]);
+        assert!(parse_pid_list("1 x").is_err());
+        assert!(parse_pid_list("-1").is_err());
+        assert!(parse_pid_list("0").is_err());
+        assert!(parse_pid_list("99999999999").is_err());
+    }
+
+    #[test]
+    fn bounded_read_refuses_big_files() {
+        let dir = std::env::temp_dir().join(format!("cairn-procfs-{}", me()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("big");
+        std::fs::write(&f, vec![b'x'; 1025]).unwrap();
+        assert_eq!(read_bounded(&f, 1025).unwrap().len(), 1025);
+        let err = read_bounded(&f, 1024).unwrap_err();
+        match err {
+            Error::Io { source, .. } => assert_eq!(source.kind(), io::ErrorKind::FileTooLarge),
+            e => panic!("unexpected {e:?}"),
+        }
+        std::fs::write(&f, b"\xff\xfe").unwrap();
+        assert!(matches!(read_proc_string(&f), Err(Error::Parse { .. })));
+        assert_eq!(read_proc_lossy(&f).unwrap(), "\u{fffd}\u{fffd}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(
+            read_proc_bytes(dir.join("missing")),
+            Err(Error::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn live_self() {
+        let pid = me();
+        let tasks = list_tasks(pid).unwrap();
+        assert!(tasks.contains(&pid));
+        assert!(tasks.windows(2).all(|w| w[0] < w[1]));
+        let comm = read_comm(pid, pid).unwrap();
+        assert!(!comm.is_empty() && !comm.ends_with('\n'));
+        assert_eq!(read_personality(pid).unwrap() & 0xff, 0); // PER_LINUX
+        let _ = read_children(pid, pid).unwrap();
+        let id = boot_id().unwrap();
+        assert_eq!(id.len(), 36, "{id}");
+        assert_eq!(
+            read_link("/proc/self/exe").unwrap(),
+            std::env::current_exe().unwrap().to_str().unwrap()
+        );
+        assert!(read_link("/proc/self/ns/net").unwrap().starts_with("net:["));
+        assert!(read_link("/nonexistent-cairn").is_err());
+        assert!(list_tasks(-5).is_err());
+    }
+}

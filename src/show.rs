@@ -1,0 +1,432 @@
+//! `cairn show`: decode the images of a checkpoint directory (or one image
+//! file) for people (protobuf text format) or scripts (JSON), like CRIU's
+//! `crit show`.
+//!
+//! Every file's kind comes from the magic in its header, not from its name,
+//! so a renamed or misplaced image is still decoded as what it is. Page data
+//! (`pages.img`) is never printed: only its size and the number of chunks
+//! `pagestore.img` lists.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use protobuf::{MessageDyn, MessageFull};
+
+use crate::error::{Error, IoContext, Result};
+use crate::image::{decode_image, names, proto, Header, Kind, HEADER_LEN, MAX_MESSAGE_BYTES};
+
+/// Prints [`render`]'s output on stdout.
+pub fn show(path: &Path, json: bool) -> Result<()> {
+    let out = render(path, json)?;
+    let mut stdout = std::io::stdout().lock();
+    std::io::Write::write_all(&mut stdout, out.as_bytes()).at("<stdout>")
+}
+
+/// Decodes `path` (an image directory or a single image file) and formats
+/// it: text with a heading per file, or one JSON object
+/// `{"dir": ..., "images": [{"file", "kind", "message"}, ...]}`.
+pub fn render(path: &Path, json: bool) -> Result<String> {
+    let meta = std::fs::metadata(path).at(path)?;
+    let (dir, files) = if meta.is_dir() {
+        (path.to_path_buf(), image_files(path)?)
+    } else {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        (dir, vec![path.to_path_buf()])
+    };
+    let images = files
+        .iter()
+        .map(|f| decode_file(f, &dir))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(if json {
+        to_json(&dir, &images)
+    } else {
+        to_text(&images)
+    })
+}
+
+/// One decoded image file.
+struct Decoded {
+    file: String,
+    kind: Kind,
+    body: Body,
+}
+
+enum Body {
+    Message(Box<dyn MessageDyn>),
+    /// `pages.img`: its size and the chunk count from `pagestore.img`
+    /// (`None` when there is no page store beside it).
+    Pages {
+        bytes: u64,
+        chunks: Option<usize>,
+    },
+}
+
+/// The `*.img` files of `dir` in display order: inventory, pstree, the
+/// per-process files (by pid, then name), then the rest by name.
+fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).at(dir)? {
+        let entry = entry.at(dir)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(".img") && entry.file_type().at(entry.path())?.is_file() {
+            files.push(name.to_string());
+        }
+    }
+    if files.is_empty() {
+        return Err(Error::image(dir, "no image files (*.img) here"));
+    }
+    files.sort_by_cached_key(|n| sort_key(n));
+    Ok(files.into_iter().map(|n| dir.join(n)).collect())
+}
+
+/// Orders file names: inventory, pstree, per-pid files, everything else.
+fn sort_key(name: &str) -> (u8, u64, String) {
+    if name == names::INVENTORY {
+        return (0, 0, String::new());
+    }
+    if name == names::PSTREE {
+        return (1, 0, String::new());
+    }
+    match owner_pid(name) {
+        Some(pid) => (2, pid, name.to_string()),
+        None => (3, 0, name.to_string()),
+    }
+}
+
+/// The pid in a per-process file name (`core-12.img`, `mm-12.img`,
+/// `fdinfo-12.img`, `pagemap-pid-12.img`); `None` for shared objects
+/// (`pagemap-shmem-<inode>.img`) and directory-wide files.
+fn owner_pid(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(".img")?;
+    let (prefix, num) = stem.rsplit_once('-')?;
+    if !matches!(prefix, "core" | "mm" | "fdinfo" | "pagemap-pid") {
+        return None;
+    }
+    num.parse().ok()
+}
+
+fn decode_file(path: &Path, dir: &Path) -> Result<Decoded> {
+    // The header first: pages.img may be gigabytes and is never read whole.
+    let mut f = File::open(path).at(path)?;
+    let size = f.metadata().at(path)?.len();
+    let mut head = [0u8; HEADER_LEN];
+    f.read_exact(&mut head)
+        .map_err(|_| Error::image(path, "truncated header"))?;
+    let hdr = Header::decode(&head, path)?;
+    let file = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string());
+    // The rest of a message image, read only for message kinds.
+    let mut whole = || -> Result<Vec<u8>> {
+        if size > MAX_MESSAGE_BYTES {
+            return Err(Error::image(
+                path,
+                format!("{size} bytes: too large for a message image"),
+            ));
+        }
+        let mut bytes = head.to_vec();
+        f.read_to_end(&mut bytes).at(path)?;
+        Ok(bytes)
+    };
+    let k = hdr.kind;
+    let body = match k {
+        Kind::Inventory => msg::<proto::Inventory>(k, &whole()?, path)?,
+        Kind::Pstree => msg::<proto::Pstree>(k, &whole()?, path)?,
+        Kind::Core => msg::<proto::TaskCore>(k, &whole()?, path)?,
+        Kind::Mm => msg::<proto::MmEntry>(k, &whole()?, path)?,
+        Kind::Pagemap => msg::<proto::Pagemap>(k, &whole()?, path)?,
+        Kind::PageStore => msg::<proto::PageStore>(k, &whole()?, path)?,
+        Kind::Files => msg::<proto::Files>(k, &whole()?, path)?,
+        Kind::FdTable => msg::<proto::FdTable>(k, &whole()?, path)?,
+        Kind::Pages => {
+            let store = dir.join(names::PAGESTORE);
+            let chunks = if store.is_file() {
+                let b = std::fs::read(&store).at(&store)?;
+                let ps: proto::PageStore = decode_image(Kind::PageStore, &b, &store)?;
+                Some(ps.chunks.len())
+            } else {
+                None
+            };
+            Body::Pages {
+                bytes: size - HEADER_LEN as u64,
+                chunks,
+            }
+        }
+    };
+    Ok(Decoded {
+        file,
+        kind: hdr.kind,
+        body,
+    })
+}
+
+fn msg<M: MessageFull>(kind: Kind, bytes: &[u8], path: &Path) -> Result<Body> {
+    let m: M = decode_image(kind, bytes, path)?;
+    Ok(Body::Message(Box::new(m)))
+}
+
+fn to_text(images: &[Decoded]) -> String {
+    let mut out = String::new();
+    for (i, img) in images.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let _ = writeln!(out, "=== {} ({}) ===", img.file, img.kind.name());
+        match &img.body {
+            Body::Message(m) => {
+                let text = protobuf::text_format::print_to_string_pretty(m.as_ref());
+                if text.is_empty() {
+                    out.push_str("(empty message)\n");
+                } else {
+                    out.push_str(&text);
+                    if !text.ends_with('\n') {
+                        out.push('\n');
+                    }
+                }
+            }
+            Body::Pages { bytes, chunks } => {
+                let _ = write!(out, "page data: {bytes} bytes");
+                match chunks {
+                    Some(c) => {
+                        let _ = writeln!(out, " in {c} chunks (see {})", names::PAGESTORE);
+                    }
+                    None => {
+                        let _ = writeln!(out, " ({} not found)", names::PAGESTORE);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn to_json(dir: &Path, images: &[Decoded]) -> String {
+    let opts = protobuf_json_mapping::PrintOptions {
+        proto_field_name: true,
+        always_output_default_values: true,
+        ..Default::default()
+    };
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "{{\"dir\":{},\"images\":[",
+        json_string(&dir.to_string_lossy())
+    );
+    for (i, img) in images.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let message = match &img.body {
+            Body::Message(m) => {
+                // Printing a decoded message fails only on non-finite
+                // floats, which no cairn image holds; say so rather than
+                // produce invalid JSON.
+                protobuf_json_mapping::print_to_string_with_options(m.as_ref(), &opts)
+                    .unwrap_or_else(|e| format!("{{\"error\":{}}}", json_string(&e.to_string())))
+            }
+            Body::Pages { bytes, chunks } => {
+                let chunks = chunks.map_or_else(|| "null".to_string(), |c| c.to_string());
+                format!("{{\"bytes\":{bytes},\"chunks\":{chunks}}}")
+            }
+        };
+        let _ = write!(
+            out,
+            "{{\"file\":{},\"kind\":{},\"message\":{message}}}",
+            json_string(&img.file),
+            json_string(img.kind.name()),
+        );
+    }
+    out.push_str("]}\n");
+    out
+}
+
+/// Quotes and escapes `s` as a JSON string.
+pub fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::{ImageDir, FORMAT_VERSION};
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            use std::sync::atomic::{AtomicU32, Ordering};
+            static SEQ: AtomicU32 = AtomicU32::new(0);
+            let n = SEQ.fetch_add(1, Ordering::Relaxed);
+            let p =
+                std::env::temp_dir().join(format!("cairn-show-{tag}-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            TempDir(p)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn sample_dir(tag: &str) -> TempDir {
+        let t = TempDir::new(tag);
+        let d = ImageDir::create(&t.0).unwrap();
+        let mut inv = proto::Inventory::new();
+        inv.format_version = FORMAT_VERSION;
+        inv.root_pid = 4242;
+        inv.kernel_release = "6.18.0-test".into();
+        d.write(Kind::Inventory, names::INVENTORY, &inv).unwrap();
+
+        let mut ps = proto::Pstree::new();
+        let mut e = proto::PstreeEntry::new();
+        e.pid = 4242;
+        e.threads = vec![4242];
+        ps.entries.push(e);
+        d.write(Kind::Pstree, names::PSTREE, &ps).unwrap();
+
+        let mut core = proto::TaskCore::new();
+        core.pid = 4242;
+        core.comm = "sleeper".into();
+        d.write(Kind::Core, &names::core(4242), &core).unwrap();
+
+        let mut store = proto::PageStore::new();
+        store.chunks.push(proto::PageChunk::new());
+        store.chunks.push(proto::PageChunk::new());
+        d.write(Kind::PageStore, names::PAGESTORE, &store).unwrap();
+
+        // pages.img: a header with length and crc 0, then opaque frames.
+        let hdr = Header {
+            kind: Kind::Pages,
+            version: FORMAT_VERSION,
+            body_len: 0,
+            crc32: 0,
+        };
+        let mut pages = hdr.encode().to_vec();
+        pages.extend_from_slice(&[0xab; 100]);
+        std::fs::write(d.file(names::PAGES), pages).unwrap();
+        // Not an image: ignored.
+        std::fs::write(d.file("notes.txt"), "hello").unwrap();
+        t
+    }
+
+    #[test]
+    fn json_has_every_image_in_order() {
+        let t = sample_dir("json");
+        let out = render(&t.0, true).unwrap();
+        assert!(out.starts_with("{\"dir\":"), "{out}");
+        for needle in [
+            "\"file\":\"inventory.img\",\"kind\":\"inventory\"",
+            "\"root_pid\": 4242",
+            "\"kernel_release\": \"6.18.0-test\"",
+            "\"kind\":\"pstree\"",
+            "\"file\":\"core-4242.img\",\"kind\":\"core\"",
+            "\"comm\": \"sleeper\"",
+            "\"file\":\"pages.img\",\"kind\":\"pages\",\"message\":{\"bytes\":100,\"chunks\":2}",
+        ] {
+            assert!(out.contains(needle), "missing {needle} in {out}");
+        }
+        assert!(!out.contains("notes.txt"));
+        let pos = |s: &str| out.find(s).unwrap();
+        assert!(pos("inventory.img") < pos("pstree.img"));
+        assert!(pos("pstree.img") < pos("core-4242.img"));
+        assert!(pos("core-4242.img") < pos("pagestore.img"));
+    }
+
+    #[test]
+    fn text_has_headings_and_never_page_bytes() {
+        let t = sample_dir("text");
+        let out = render(&t.0, false).unwrap();
+        assert!(out.contains("=== inventory.img (inventory) ==="), "{out}");
+        assert!(out.contains("root_pid: 4242"), "{out}");
+        assert!(out.contains("page data: 100 bytes in 2 chunks"), "{out}");
+        assert!(!out.contains("171"), "page bytes leaked: {out}");
+    }
+
+    #[test]
+    fn single_file_is_decoded_by_its_magic() {
+        let t = sample_dir("single");
+        // A core image under a misleading name is still shown as a core.
+        std::fs::rename(t.0.join(names::core(4242)), t.0.join("renamed.img")).unwrap();
+        let out = render(&t.0.join("renamed.img"), true).unwrap();
+        assert!(out.contains("\"kind\":\"core\""), "{out}");
+        assert!(out.contains("\"comm\": \"sleeper\""), "{out}");
+        assert!(!out.contains("inventory"), "{out}");
+    }
+
+    #[test]
+    fn bad_images_are_errors() {
+        let t = sample_dir("bad");
+        let p = t.0.join(names::core(4242));
+        let mut b = std::fs::read(&p).unwrap();
+        let last = b.len() - 1;
+        b[last] ^= 0xff;
+        std::fs::write(&p, &b).unwrap();
+        let err = render(&t.0, true).unwrap_err();
+        assert!(err.to_string().contains("checksum"), "{err}");
+
+        std::fs::write(&p, b"garbage").unwrap();
+        assert!(render(&p, false).is_err());
+        let empty = TempDir::new("empty");
+        std::fs::create_dir_all(&empty.0).unwrap();
+        assert!(render(&empty.0, false).is_err());
+    }
+
+    #[test]
+    fn order_puts_processes_by_pid() {
+        let mut v = vec![
+            "pages.img",
+            "mm-100.img",
+            "core-9.img",
+            "pagemap-shmem-77.img",
+            "pagemap-pid-9.img",
+            "pstree.img",
+            "inventory.img",
+            "files.img",
+        ];
+        v.sort_by_cached_key(|n| sort_key(n));
+        assert_eq!(
+            v,
+            [
+                "inventory.img",
+                "pstree.img",
+                "core-9.img",
+                "pagemap-pid-9.img",
+                "mm-100.img",
+                "files.img",
+                "pagemap-shmem-77.img",
+                "pages.img",
+            ]
+        );
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_string("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
+    }
+}

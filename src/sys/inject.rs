@@ -1,0 +1,137 @@
+//! Remote system calls: make a ptrace-stopped task execute one syscall.
+//!
+//! The task's registers are pointed at a `syscall` instruction somewhere in
+//! its address space (the vDSO has several, so nothing is written into the
+//! target), with `orig_rax = -1` so the kernel does not apply syscall-restart
+//! logic to our values. `PTRACE_SYSCALL` twice takes it through the
+//! syscall-entry and syscall-exit stops; `rax` then holds the result.
+//!
+//! Before the final registers are put back, [`Remote::park`] moves the task
+//! from the syscall-exit stop into a `PTRACE_EVENT_STOP` inside the signal
+//! path (PTRACE_INTERRUPT + PTRACE_CONT). Detaching from there lets the
+//! kernel restart an interrupted syscall exactly as it would after any
+//! ptrace stop.
+
+use std::io;
+
+use super::ptrace::{self, UserRegs, WaitStatus, PTRACE_EVENT_STOP};
+
+/// Waits for the next ptrace stop of `tid`; an exit is an error.
+pub fn wait_stop(tid: i32) -> io::Result<(i32, i32)> {
+    match ptrace::wait(tid, 0)? {
+        Some((_, WaitStatus::Stopped { sig, event })) => Ok((sig, event)),
+        Some((_, WaitStatus::Exited(c))) => {
+            Err(io::Error::other(format!("task {tid} exited with status {c}")))
+        }
+        Some((_, WaitStatus::Signaled(s))) => {
+            Err(io::Error::other(format!("task {tid} killed by signal {s}")))
+        }
+        None => Err(io::Error::other(format!("task {tid}: no wait status"))),
+    }
+}
+
+/// Seizes and interrupts a task; returns once it is in PTRACE_EVENT_STOP.
+/// `stopped` reports whether it was already in a group stop (SIGSTOP).
+pub fn seize_and_stop(tid: i32, options: u64) -> io::Result<bool> {
+    ptrace::seize(tid, options)?;
+    ptrace::interrupt(tid)?;
+    loop {
+        let (sig, event) = wait_stop(tid)?;
+        if event == PTRACE_EVENT_STOP {
+            return Ok(matches!(sig, libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU));
+        }
+        // A signal arrived before the interrupt: leave it pending for the
+        // task by re-queueing it when we let it go. Here we pass it on and
+        // wait for the interrupt stop that is still due.
+        ptrace::cont(tid, sig)?;
+    }
+}
+
+/// A ptrace-stopped task that can be made to run system calls.
+pub struct Remote {
+    pub tid: i32,
+    insn: u64,
+    base: UserRegs,
+}
+
+impl Remote {
+    /// `insn` is the address of a `syscall` (0f 05) instruction mapped
+    /// executable in the task.
+    pub fn new(tid: i32, insn: u64) -> io::Result<Remote> {
+        let base = ptrace::get_regs(tid)?;
+        Ok(Remote { tid, insn, base })
+    }
+
+    pub fn set_insn(&mut self, insn: u64) {
+        self.insn = insn;
+    }
+
+    /// Runs syscall `nr`; returns the raw `rax` (negative errno on failure).
+    pub fn syscall_raw(&mut self, nr: libc::c_long, args: &[u64]) -> io::Result<i64> {
+        let mut r = self.base;
+        let a = |i: usize| args.get(i).copied().unwrap_or(0);
+        r.rip = self.insn;
+        r.rax = nr as u64;
+        r.orig_rax = u64::MAX;
+        r.rdi = a(0);
+        r.rsi = a(1);
+        r.rdx = a(2);
+        r.r10 = a(3);
+        r.r8 = a(4);
+        r.r9 = a(5);
+        ptrace::set_regs(self.tid, &r)?;
+        self.step_to_syscall_stop(true)?;
+        self.step_to_syscall_stop(false)?;
+        let out = ptrace::get_regs(self.tid)?;
+        Ok(out.rax as i64)
+    }
+
+    fn step_to_syscall_stop(&mut self, entry: bool) -> io::Result<()> {
+        ptrace::syscall(self.tid, 0)?;
+        loop {
+            let (sig, event) = wait_stop(self.tid)?;
+            if sig == (libc::SIGTRAP | 0x80) {
+                return Ok(());
+            }
+            if event == PTRACE_EVENT_STOP {
+                // Group stop or a stray interrupt: keep going.
+                ptrace::syscall(self.tid, 0)?;
+                continue;
+            }
+            let rip = ptrace::get_regs(self.tid).map(|r| r.rip).unwrap_or(0);
+            return Err(io::Error::other(format!(
+                "tid {}: signal {sig} instead of the syscall-{} stop (rip {rip:#x})",
+                self.tid,
+                if entry { "entry" } else { "exit" }
+            )));
+        }
+    }
+
+    /// Runs syscall `nr`; a negative result becomes the matching io::Error.
+    pub fn syscall(&mut self, nr: libc::c_long, args: &[u64]) -> io::Result<u64> {
+        let r = self.syscall_raw(nr, args)?;
+        if (-4095..0).contains(&r) {
+            Err(io::Error::from_raw_os_error((-r) as i32))
+        } else {
+            Ok(r as u64)
+        }
+    }
+
+    /// Brings the task from a syscall-exit stop into PTRACE_EVENT_STOP in
+    /// the signal path (see the module documentation).
+    pub fn park(&mut self) -> io::Result<()> {
+        park(self.tid)
+    }
+}
+
+/// See [`Remote::park`].
+pub fn park(tid: i32) -> io::Result<()> {
+    ptrace::interrupt(tid)?;
+    ptrace::cont(tid, 0)?;
+    let (sig, event) = wait_stop(tid)?;
+    if event == PTRACE_EVENT_STOP {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!("tid {tid}: signal {sig} while parking")))
+    }
+}

@@ -1,0 +1,22 @@
+//! The kernel-interface layer: every raw system call and every `unsafe`
+//! block of cairn lives below this module, each with a `SAFETY:` comment.
+//! Everything exported from here is a safe function that returns
+//! `std::io::Result`; callers add the pid/fd/address context.
+
+pub mod inject;
+pub mod mem;
+pub mod ptrace;
+pub mod task;
+
+use std::io;
+
+/// Converts a raw `-1`/errno return into `io::Result`.
+pub(crate) fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+pub const PAGE_SIZE: u64 = 4096;

@@ -1,0 +1,191 @@
+//! Process-level syscalls: creating tasks with a chosen pid, comparing
+//! kernel objects, limits, signals and pipes.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use super::check;
+
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Body of a freshly created vessel: die with the parent, then sleep in
+/// pause() until the parent seizes it. Only raw syscalls: the parent may
+/// have been multi-threaded, so no locks may be touched here.
+fn vessel_body(parent: i32) -> ! {
+    // SAFETY: raw syscalls without pointers; this process is a fresh copy
+    // that only waits to be driven by its tracer.
+    unsafe {
+        libc::syscall(libc::SYS_prctl, libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        if libc::syscall(libc::SYS_getppid) as i32 != parent {
+            libc::syscall(libc::SYS_exit_group, 127);
+        }
+        loop {
+            libc::syscall(libc::SYS_pause);
+        }
+    }
+}
+
+/// Creates a child process ("vessel") with exactly `pid` (clone3 set_tid)
+/// that waits in pause() to be seized. Returns its pid.
+pub fn spawn_vessel_clone3(pid: i32) -> io::Result<i32> {
+    let parent = getpid();
+    let tid: libc::pid_t = pid;
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: &tid as *const libc::pid_t as u64,
+        set_tid_size: 1,
+        ..Default::default()
+    };
+    // SAFETY: clone3 without CLONE_VM creates a copy of this process; the
+    // child runs only `vessel_body`, which never returns and touches no
+    // shared state. `args` and `tid` outlive the call.
+    let r = unsafe {
+        libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>())
+    };
+    if r == 0 {
+        vessel_body(parent);
+    }
+    check(r).map(|p| p as i32)
+}
+
+/// Creates a vessel with `pid` through /proc/sys/kernel/ns_last_pid (for
+/// kernels without clone3 set_tid). Racy against other forks; the caller
+/// checks the resulting pid.
+pub fn spawn_vessel_last_pid(pid: i32) -> io::Result<i32> {
+    let parent = getpid();
+    std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", pid - 1))?;
+    // SAFETY: fork in the child runs only `vessel_body`, which never returns.
+    let r = unsafe { libc::fork() };
+    if r == 0 {
+        vessel_body(parent);
+    }
+    check(r as libc::c_long).map(|p| p as i32)
+}
+
+/// Plain fork. In the child, only the caller's code runs; the caller must
+/// be single-threaded when it calls this.
+pub enum Fork {
+    Parent(i32),
+    Child,
+}
+
+pub fn fork() -> io::Result<Fork> {
+    // SAFETY: the caller guarantees the process is single-threaded, so the
+    // child inherits no locked state.
+    let r = unsafe { libc::fork() };
+    match check(r as libc::c_long)? {
+        0 => Ok(Fork::Child),
+        p => Ok(Fork::Parent(p as i32)),
+    }
+}
+
+const KCMP_FILE: libc::c_long = 0;
+
+/// kcmp(KCMP_FILE): do two fds (possibly in two processes) refer to the same
+/// open file description? Returns the kernel's ordering (0 = same).
+pub fn kcmp_file(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> io::Result<i32> {
+    // SAFETY: kcmp takes only integers.
+    let r = unsafe {
+        libc::syscall(libc::SYS_kcmp, pid1, pid2, KCMP_FILE, fd1 as libc::c_long, fd2 as libc::c_long)
+    };
+    check(r).map(|v| v as i32)
+}
+
+/// prlimit64(pid, resource): read limits.
+pub fn get_rlimit(pid: i32, resource: u32) -> io::Result<(u64, u64)> {
+    let mut old = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `old` is a valid out-pointer; no new limit is passed.
+    let r = unsafe { libc::prlimit64(pid, resource as _, std::ptr::null(), &mut old) };
+    check(r as libc::c_long)?;
+    Ok((old.rlim_cur, old.rlim_max))
+}
+
+/// get_robust_list(tid): (head, len).
+pub fn get_robust_list(tid: i32) -> io::Result<(u64, u64)> {
+    let mut head: u64 = 0;
+    let mut len: usize = 0;
+    // SAFETY: both out-pointers are valid for the call.
+    let r = unsafe {
+        libc::syscall(libc::SYS_get_robust_list, tid, &mut head as *mut u64, &mut len as *mut usize)
+    };
+    check(r)?;
+    Ok((head, len as u64))
+}
+
+pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: kill takes only integers.
+    check(unsafe { libc::kill(pid, sig) } as libc::c_long).map(drop)
+}
+
+pub fn tgkill(tgid: i32, tid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: tgkill takes only integers.
+    check(unsafe { libc::syscall(libc::SYS_tgkill, tgid, tid, sig) }).map(drop)
+}
+
+/// Does a process with this pid exist (in our pid namespace)?
+pub fn pid_exists(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// pipe2(O_CLOEXEC): (read end, write end).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } as libc::c_long)?;
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// tee(2) without blocking: duplicates up to `len` bytes queued in pipe
+/// `from` into pipe `to` without consuming them.
+pub fn tee(from: &impl AsRawFd, to: &impl AsRawFd, len: usize) -> io::Result<usize> {
+    // SAFETY: tee takes only descriptors and integers.
+    let r = unsafe { libc::tee(from.as_raw_fd(), to.as_raw_fd(), len, libc::SPLICE_F_NONBLOCK) };
+    check(r as libc::c_long).map(|n| n as usize)
+}
+
+pub fn pipe_size(fd: &impl AsRawFd) -> io::Result<usize> {
+    // SAFETY: F_GETPIPE_SZ takes no pointer.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) } as libc::c_long)
+        .map(|n| n as usize)
+}
+
+pub fn set_pipe_size(fd: &impl AsRawFd, size: usize) -> io::Result<usize> {
+    // SAFETY: F_SETPIPE_SZ takes an integer.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int) }
+        as libc::c_long)
+    .map(|n| n as usize)
+}
+
+/// FIONREAD: bytes queued in a pipe.
+pub fn pipe_queued(fd: &impl AsRawFd) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int to the valid pointer.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) } as libc::c_long)?;
+    Ok(n as usize)
+}
+
+pub fn getpid() -> i32 {
+    std::process::id() as i32
+}
+
+/// Number of threads of the calling process (to check fork safety).
+pub fn own_thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
+}
