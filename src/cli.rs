@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "cairn", version, about = "Checkpoint and restore Linux process trees")]
+#[command(
+    name = "cairn",
+    version,
+    about = "Checkpoint and restore Linux process trees"
+)]
 pub struct Cli {
     /// More log output (repeat for more).
     #[arg(short = 'v', long = "verbosity", action = clap::ArgAction::Count, global = true)]
@@ -47,7 +51,11 @@ pub struct DumpArgs {
     #[arg(short = 'j', long = "shell-job")]
     pub shell_job: bool,
     /// Compression level for page data (zstd; negative is faster).
-    #[arg(long = "compress-level", default_value_t = 1, allow_negative_numbers = true)]
+    #[arg(
+        long = "compress-level",
+        default_value_t = 1,
+        allow_negative_numbers = true
+    )]
     pub compress_level: i32,
 }
 

@@ -51,19 +51,35 @@ pub mod exit {
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
     pub fn sys(pid: i32, op: impl Into<String>, source: impl Into<std::io::Error>) -> Self {
-        Error::Sys { pid, op: op.into(), source: source.into() }
+        Error::Sys {
+            pid,
+            op: op.into(),
+            source: source.into(),
+        }
     }
     pub fn image(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::Image { path: path.into(), msg: msg.into() }
+        Error::Image {
+            path: path.into(),
+            msg: msg.into(),
+        }
     }
     pub fn parse(what: impl Into<String>, msg: impl Into<String>) -> Self {
-        Error::Parse { what: what.into(), msg: msg.into() }
+        Error::Parse {
+            what: what.into(),
+            msg: msg.into(),
+        }
     }
     pub fn unsupported(pid: i32, what: impl Into<String>) -> Self {
-        Error::Unsupported { pid, what: what.into() }
+        Error::Unsupported {
+            pid,
+            what: what.into(),
+        }
     }
 }
 

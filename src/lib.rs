@@ -8,7 +8,9 @@
 //! - [`kinds`]: one module per resource kind, each dumping and restoring it.
 //! - [`dump`], [`restore`]: the orchestrators that sequence the kinds.
 
+pub mod check;
 pub mod cli;
+pub mod demo;
 pub mod dump;
 pub mod error;
 pub mod image;
@@ -18,6 +20,7 @@ pub mod log;
 pub mod procfs;
 pub mod remote;
 pub mod restore;
+pub mod show;
 pub mod sys;
 
 pub use error::{Error, Result};

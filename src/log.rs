@@ -11,7 +11,10 @@ static FILE: Mutex<Option<std::fs::File>> = Mutex::new(None);
 pub fn init(level: u8, file: Option<&std::path::Path>) -> std::io::Result<()> {
     LEVEL.store(level, Ordering::Relaxed);
     if let Some(p) = file {
-        let f = std::fs::OpenOptions::new().create(true).append(true).open(p)?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)?;
         if let Ok(mut g) = FILE.lock() {
             *g = Some(f);
         }

@@ -5,32 +5,56 @@ use clap::Parser;
 use cairn::cli::{Cli, Command};
 use cairn::error::{exit, Error};
 
-fn exit_code_for(e: &Error, dumping: bool) -> u8 {
-    match e {
-        Error::Usage(_) => exit::USAGE,
-        Error::Image { .. } => exit::IMAGE_INVALID,
-        Error::Unsupported { .. } => exit::UNSUPPORTED,
-        _ if dumping => exit::DUMP_FAILED,
-        _ => exit::RESTORE_FAILED,
+#[derive(Clone, Copy)]
+enum Phase {
+    Dump,
+    Restore,
+    Other,
+}
+
+fn exit_code_for(e: &Error, phase: Phase) -> u8 {
+    match (e, phase) {
+        (Error::Usage(_), _) => exit::USAGE,
+        (Error::Image { .. }, _) => exit::IMAGE_INVALID,
+        (Error::Unsupported { .. }, _) => exit::UNSUPPORTED,
+        (_, Phase::Dump) => exit::DUMP_FAILED,
+        (_, Phase::Restore) => exit::RESTORE_FAILED,
+        (_, Phase::Other) => 1,
     }
 }
 
 fn main() -> ExitCode {
+    // `cairn demo` re-executes this binary as its workload.
+    let mut argv = std::env::args_os().skip(1);
+    if argv.next().is_some_and(|a| a == cairn::demo::WORKLOAD_ARG) {
+        let Some(path) = argv.next() else {
+            return ExitCode::from(exit::USAGE);
+        };
+        return match cairn::demo::workload(std::path::Path::new(&path)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cairn: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cli = Cli::parse();
     if let Err(e) = cairn::log::init(cli.verbose, cli.log_file.as_deref()) {
         eprintln!("cairn: log file: {e}");
         return ExitCode::from(exit::USAGE);
     }
-    let (result, dumping) = match &cli.cmd {
-        Command::Dump(a) => (cairn::dump::dump(a).map(|_| 0), true),
-        Command::Restore(a) => (cairn::restore::restore(a), false),
-        Command::Show(_) | Command::Check(_) | Command::Demo(_) => (Err(Error::Usage("not wired yet".into())), false),
+    let (result, phase) = match &cli.cmd {
+        Command::Dump(a) => (cairn::dump::dump(a).map(|_| 0), Phase::Dump),
+        Command::Restore(a) => (cairn::restore::restore(a), Phase::Restore),
+        Command::Show(a) => (cairn::show::show(&a.path, a.json).map(|()| 0), Phase::Other),
+        Command::Check(a) => (cairn::check::check(a.json).map(|()| 0), Phase::Other),
+        Command::Demo(a) => (cairn::demo::run(a).map(|()| 0), Phase::Other),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
             eprintln!("cairn: {e}");
-            ExitCode::from(exit_code_for(&e, dumping))
+            ExitCode::from(exit_code_for(&e, phase))
         }
     }
 }

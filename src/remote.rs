@@ -25,13 +25,19 @@ impl Agent {
     /// Runs a syscall; errors name the task and the syscall.
     pub fn call(&mut self, name: &str, nr: libc::c_long, args: &[u64]) -> Result<u64> {
         let tid = self.remote.tid;
-        self.remote.syscall(nr, args).map_err(|e| Error::sys(tid, format!("remote {name}"), e))
+        self.remote
+            .syscall(nr, args)
+            .map_err(|e| Error::sys(tid, format!("remote {name}"), e))
     }
 
     /// Writes `bytes` at scratch offset `off`; returns the remote address.
     pub fn put(&self, off: u64, bytes: &[u8]) -> Result<u64> {
         if off + bytes.len() as u64 > self.scratch_len {
-            return Err(Error::sys(self.pid, "scratch", std::io::Error::other("scratch area too small")));
+            return Err(Error::sys(
+                self.pid,
+                "scratch",
+                std::io::Error::other("scratch area too small"),
+            ));
         }
         let addr = self.scratch + off;
         mem::vm_write_all(self.pid, addr, bytes)
@@ -71,7 +77,10 @@ pub fn find_syscall_insn(pid: i32) -> Result<u64> {
     let maps = crate::procfs::read_maps(pid)?;
     let mut candidates: Vec<&crate::procfs::MapsEntry> =
         maps.iter().filter(|m| m.path == "[vdso]").collect();
-    candidates.extend(maps.iter().filter(|m| m.exec && m.read && m.path != "[vdso]" && m.path != "[vsyscall]"));
+    candidates.extend(
+        maps.iter()
+            .filter(|m| m.exec && m.read && m.path != "[vdso]" && m.path != "[vsyscall]"),
+    );
     for m in candidates {
         let len = (m.end - m.start).min(1 << 20) as usize;
         let mut buf = vec![0u8; len];
@@ -82,5 +91,8 @@ pub fn find_syscall_insn(pid: i32) -> Result<u64> {
             return Ok(m.start + i as u64);
         }
     }
-    Err(Error::unsupported(pid, "no syscall instruction found in the vDSO or any executable mapping"))
+    Err(Error::unsupported(
+        pid,
+        "no syscall instruction found in the vDSO or any executable mapping",
+    ))
 }

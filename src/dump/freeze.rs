@@ -44,7 +44,13 @@ fn seize_one(tid: i32) -> Result<FrozenTask> {
     // Block everything while we work: signals that arrive during the dump
     // stay pending and are part of the image (and of the thawed task).
     ptrace::set_sigmask(tid, ALL_SIGNALS).map_err(|e| Error::sys(tid, "PTRACE_SETSIGMASK", e))?;
-    Ok(FrozenTask { tid, regs, sigmask, group_stopped, touched: false })
+    Ok(FrozenTask {
+        tid,
+        regs,
+        sigmask,
+        group_stopped,
+        touched: false,
+    })
 }
 
 impl Frozen {
@@ -52,9 +58,15 @@ impl Frozen {
     /// while we seize are caught by re-reading the task list until it is
     /// stable (a frozen thread cannot create more).
     pub fn freeze(pids: &[i32]) -> Result<Frozen> {
-        let mut frozen = Frozen { procs: Vec::new(), finished: false };
+        let mut frozen = Frozen {
+            procs: Vec::new(),
+            finished: false,
+        };
         for &pid in pids {
-            frozen.procs.push(FrozenProcess { pid, threads: Vec::new() });
+            frozen.procs.push(FrozenProcess {
+                pid,
+                threads: Vec::new(),
+            });
             let mut seen = BTreeSet::new();
             loop {
                 let tids = procfs::list_tasks(pid)?;
@@ -65,9 +77,15 @@ impl Frozen {
                 for tid in new {
                     seen.insert(tid);
                     match seize_one(tid) {
-                        Ok(t) => frozen.procs.last_mut().map(|p| p.threads.push(t)).unwrap_or(()),
+                        Ok(t) => frozen
+                            .procs
+                            .last_mut()
+                            .map(|p| p.threads.push(t))
+                            .unwrap_or(()),
                         // A thread that exited meanwhile is not an error.
-                        Err(_) if !std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists() => {}
+                        Err(_)
+                            if !std::path::Path::new(&format!("/proc/{pid}/task/{tid}"))
+                                .exists() => {}
                         Err(e) => return Err(e),
                     }
                 }
@@ -76,7 +94,11 @@ impl Frozen {
                 // Leader first.
                 p.threads.sort_by_key(|t| (t.tid != pid, t.tid));
                 if p.threads.first().map(|t| t.tid) != Some(pid) {
-                    return Err(Error::sys(pid, "freeze", std::io::Error::other("process vanished")));
+                    return Err(Error::sys(
+                        pid,
+                        "freeze",
+                        std::io::Error::other("process vanished"),
+                    ));
                 }
             }
         }
@@ -84,7 +106,10 @@ impl Frozen {
     }
 
     pub fn task_mut(&mut self, tid: i32) -> Option<&mut FrozenTask> {
-        self.procs.iter_mut().flat_map(|p| p.threads.iter_mut()).find(|t| t.tid == tid)
+        self.procs
+            .iter_mut()
+            .flat_map(|p| p.threads.iter_mut())
+            .find(|t| t.tid == tid)
     }
 
     /// Puts every register and mask back and detaches: the tree runs on

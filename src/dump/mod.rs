@@ -42,7 +42,11 @@ fn image_files_written(dir: &ImageDir) -> Vec<std::path::PathBuf> {
 pub fn dump(args: &DumpArgs) -> Result<DumpStats> {
     let pid = args.pid;
     if pid <= 0 || !crate::sys::task::pid_exists(pid) {
-        return Err(Error::sys(pid, "dump", std::io::Error::from_raw_os_error(libc::ESRCH)));
+        return Err(Error::sys(
+            pid,
+            "dump",
+            std::io::Error::from_raw_os_error(libc::ESRCH),
+        ));
     }
     if pid as u32 == std::process::id() {
         return Err(Error::Usage(format!("pid {pid} is cairn itself")));
@@ -50,9 +54,15 @@ pub fn dump(args: &DumpArgs) -> Result<DumpStats> {
     // Process trees are the subject of a later step: refuse them clearly.
     for tid in procfs::list_tasks(pid)? {
         if let Some(c) = procfs::read_children(pid, tid)?.first() {
-            return Err(Error::unsupported(pid, format!("has child process {c}; dumping process trees is not supported yet")));
+            return Err(Error::unsupported(
+                pid,
+                format!("has child process {c}; dumping process trees is not supported yet"),
+            ));
         }
     }
+    // Refuse what we cannot dump before the process is touched at all.
+    crate::kinds::files::precheck(pid)?;
+    memory::precheck(pid)?;
     let dir = ImageDir::create(&args.images_dir)?;
     // A stale inventory would make a half-written directory look whole.
     let _ = std::fs::remove_file(dir.file(names::INVENTORY));
@@ -60,7 +70,11 @@ pub fn dump(args: &DumpArgs) -> Result<DumpStats> {
 
     let t0 = Instant::now();
     let mut frozen = Frozen::freeze(&[pid])?;
-    info!("froze pid {pid} ({} threads) in {:?}", frozen.procs[0].threads.len(), t0.elapsed());
+    info!(
+        "froze pid {pid} ({} threads) in {:?}",
+        frozen.procs[0].threads.len(),
+        t0.elapsed()
+    );
     let result = dump_frozen(&mut frozen, &dir, args);
     match result {
         Ok(mut stats) => {
@@ -70,7 +84,10 @@ pub fn dump(args: &DumpArgs) -> Result<DumpStats> {
                 frozen.kill()?;
             }
             stats.frozen_ms = t0.elapsed().as_secs_f64() * 1000.0;
-            info!("dump done: frozen {:.1} ms, {} bytes of images", stats.frozen_ms, stats.image_bytes);
+            info!(
+                "dump done: frozen {:.1} ms, {} bytes of images",
+                stats.frozen_ms, stats.image_bytes
+            );
             Ok(stats)
         }
         Err(e) => {
@@ -89,9 +106,19 @@ pub fn dump(args: &DumpArgs) -> Result<DumpStats> {
 
 /// Runs the per-process collection that needs remote syscalls, with a
 /// scratch mapping that is always removed again.
-fn collect_remote(frozen: &mut Frozen, pid: i32, status: &procfs::Status, stat: &procfs::Stat) -> Result<(TaskCore, u64)> {
+fn collect_remote(
+    frozen: &mut Frozen,
+    pid: i32,
+    status: &procfs::Status,
+    stat: &procfs::Stat,
+) -> Result<(TaskCore, u64)> {
     let insn = remote::find_syscall_insn(pid)?;
-    let tids: Vec<i32> = frozen.procs.iter().find(|p| p.pid == pid).map(|p| p.threads.iter().map(|t| t.tid).collect()).unwrap_or_default();
+    let tids: Vec<i32> = frozen
+        .procs
+        .iter()
+        .find(|p| p.pid == pid)
+        .map(|p| p.threads.iter().map(|t| t.tid).collect())
+        .unwrap_or_default();
     for &t in &tids {
         if let Some(ft) = frozen.task_mut(t) {
             ft.touched = true;
@@ -105,17 +132,25 @@ fn collect_remote(frozen: &mut Frozen, pid: i32, status: &procfs::Status, stat: 
     };
     let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
     let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-    leader.scratch = leader.call("mmap scratch", libc::SYS_mmap, &[0, SCRATCH_LEN, rw, flags, u64::MAX, 0])?;
+    leader.scratch = leader.call(
+        "mmap scratch",
+        libc::SYS_mmap,
+        &[0, SCRATCH_LEN, rw, flags, u64::MAX, 0],
+    )?;
     let result = (|| -> Result<(TaskCore, u64)> {
         let brk = ktask::dump_brk(&mut leader)?;
         let mut core = ktask::dump_process(&mut leader, status, stat)?;
         for &tid in &tids {
-            let ft = frozen.task_mut(tid).cloned().ok_or_else(|| Error::sys(tid, "thread vanished", std::io::Error::other("")))?;
+            let ft = frozen
+                .task_mut(tid)
+                .cloned()
+                .ok_or_else(|| Error::sys(tid, "thread vanished", std::io::Error::other("")))?;
             let th = if tid == pid {
                 ktask::dump_thread(&mut leader, &ft)?
             } else {
                 let mut a = Agent {
-                    remote: Remote::new(tid, insn).map_err(|e| Error::sys(tid, "PTRACE_GETREGS", e))?,
+                    remote: Remote::new(tid, insn)
+                        .map_err(|e| Error::sys(tid, "PTRACE_GETREGS", e))?,
                     pid,
                     scratch: leader.scratch,
                     scratch_len: SCRATCH_LEN,
@@ -126,7 +161,11 @@ fn collect_remote(frozen: &mut Frozen, pid: i32, status: &procfs::Status, stat: 
         }
         Ok((core, brk))
     })();
-    let unmap = leader.call("munmap scratch", libc::SYS_munmap, &[leader.scratch, SCRATCH_LEN]);
+    let unmap = leader.call(
+        "munmap scratch",
+        libc::SYS_munmap,
+        &[leader.scratch, SCRATCH_LEN],
+    );
     let r = result?;
     unmap?;
     Ok(r)
@@ -150,7 +189,17 @@ fn dump_frozen(frozen: &mut Frozen, dir: &ImageDir, args: &DumpArgs) -> Result<D
         let fdt = files.dump_fds(pid)?;
         let smaps = procfs::read_smaps(pid)?;
         let auxv = procfs::read_auxv(pid)?;
-        let mm = memory::dump_mm(MmInput { pid, smaps: &smaps, stat: &stat, brk, auxv }, &mut plan, |p, md, w| files.register_mapped(p, md, w))?;
+        let mm = memory::dump_mm(
+            MmInput {
+                pid,
+                smaps: &smaps,
+                stat: &stat,
+                brk,
+                auxv,
+            },
+            &mut plan,
+            |p, md, w| files.register_mapped(p, md, w),
+        )?;
         let mut e = PstreeEntry::new();
         e.pid = pid as u32;
         e.ppid = stat.ppid as u32;
@@ -166,7 +215,12 @@ fn dump_frozen(frozen: &mut Frozen, dir: &ImageDir, args: &DumpArgs) -> Result<D
     let mut writer = PageStoreWriter::create(dir)?;
     let maps = memory::write_pages(&plan, &mut writer, args.compress_level)?;
     let page_bytes = writer.finish(dir)?;
-    info!("{} pages read and written as {} bytes in {:?}", stats.pages_scanned, page_bytes, t.elapsed());
+    info!(
+        "{} pages read and written as {} bytes in {:?}",
+        stats.pages_scanned,
+        page_bytes,
+        t.elapsed()
+    );
     for (pid, core, mm, fdt) in &per_proc {
         let pid = *pid as u32;
         dir.write(Kind::Core, &names::core(pid), core)?;
@@ -181,9 +235,16 @@ fn dump_frozen(frozen: &mut Frozen, dir: &ImageDir, args: &DumpArgs) -> Result<D
     let mut inv = Inventory::new();
     inv.format_version = FORMAT_VERSION;
     inv.cairn_version = env!("CARGO_PKG_VERSION").to_string();
-    inv.dump_time_unix_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-    inv.hostname = procfs::read_proc_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default();
-    inv.kernel_release = procfs::read_proc_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default();
+    inv.dump_time_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    inv.hostname = procfs::read_proc_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    inv.kernel_release = procfs::read_proc_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
     inv.boot_id = procfs::boot_id().unwrap_or_default();
     inv.root_pid = pids[0] as u32;
     inv.leave_running = args.leave_running;
@@ -195,7 +256,11 @@ fn dump_frozen(frozen: &mut Frozen, dir: &ImageDir, args: &DumpArgs) -> Result<D
     sync_dir(dir)?;
     dir.write(Kind::Inventory, names::INVENTORY, &inv)?;
     sync_dir(dir)?;
-    stats.image_bytes = image_files_written(dir).iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    stats.image_bytes = image_files_written(dir)
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
     Ok(stats)
 }
 

@@ -30,11 +30,11 @@ use crate::error::{Error, IoContext, Result};
 #[allow(ambiguous_glob_reexports)]
 pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/proto/mod.rs"));
-    pub use task::*;
     pub use files::*;
     pub use inventory::*;
     pub use mm::*;
     pub use pagemap::*;
+    pub use task::*;
 }
 
 pub const FORMAT_VERSION: u32 = 1;
@@ -167,7 +167,12 @@ impl Header {
         }
         let mut l = [0u8; 8];
         l.copy_from_slice(&b[16..24]);
-        Ok(Header { kind, version, body_len: u64::from_le_bytes(l), crc32: word(24..28) })
+        Ok(Header {
+            kind,
+            version,
+            body_len: u64::from_le_bytes(l),
+            crc32: word(24..28),
+        })
     }
 }
 
@@ -221,7 +226,10 @@ pub fn decompress_bounded(data: &[u8], limit: u64) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
     let n = dec.take(limit + 1).read_to_end(&mut out)?;
     if n as u64 > limit {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "too large"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "too large",
+        ));
     }
     Ok(out)
 }
@@ -236,17 +244,28 @@ impl ImageDir {
     /// Creates the directory (mode 0700) if needed.
     pub fn create(path: &Path) -> Result<ImageDir> {
         if !path.is_dir() {
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path).at(path)?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
+                .at(path)?;
         }
-        Ok(ImageDir { path: path.to_path_buf() })
+        Ok(ImageDir {
+            path: path.to_path_buf(),
+        })
     }
 
     /// Opens an existing image directory; it must hold an inventory.
     pub fn open(path: &Path) -> Result<ImageDir> {
         if !path.join(names::INVENTORY).is_file() {
-            return Err(Error::image(path, "not a cairn image directory (no inventory.img)"));
+            return Err(Error::image(
+                path,
+                "not a cairn image directory (no inventory.img)",
+            ));
         }
-        Ok(ImageDir { path: path.to_path_buf() })
+        Ok(ImageDir {
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -260,7 +279,13 @@ impl ImageDir {
     /// Creates an image file with mode 0600.
     pub fn create_file(&self, name: &str) -> Result<File> {
         let p = self.file(name);
-        OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&p).at(&p)
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&p)
+            .at(&p)
     }
 
     pub fn write<M: Message>(&self, kind: Kind, name: &str, msg: &M) -> Result<()> {

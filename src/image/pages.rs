@@ -26,14 +26,31 @@ impl PageStoreWriter {
     pub fn create(dir: &ImageDir) -> Result<PageStoreWriter> {
         let path = dir.file(names::PAGES);
         let mut file = dir.create_file(names::PAGES)?;
-        let hdr = Header { kind: Kind::Pages, version: FORMAT_VERSION, body_len: 0, crc32: 0 };
+        let hdr = Header {
+            kind: Kind::Pages,
+            version: FORMAT_VERSION,
+            body_len: 0,
+            crc32: 0,
+        };
         file.write_all(&hdr.encode()).at(&path)?;
-        Ok(PageStoreWriter { file, path, offset: 0, store: PageStore::new() })
+        Ok(PageStoreWriter {
+            file,
+            path,
+            offset: 0,
+            store: PageStore::new(),
+        })
     }
 
     /// Appends one compressed frame; returns its chunk index.
     pub fn append(&mut self, compressed: &[u8], raw_len: u64) -> Result<u32> {
         self.file.write_all(compressed).at(&self.path)?;
+        // Overlap disk writes with the rest of the dump; the final fsync
+        // then only waits for the tail.
+        let _ = crate::sys::mem::start_writeback(
+            &self.file,
+            HEADER_LEN as u64 + self.offset,
+            compressed.len() as u64,
+        );
         let mut c = PageChunk::new();
         c.offset = self.offset;
         c.compressed_len = compressed.len() as u64;
@@ -46,7 +63,9 @@ impl PageStoreWriter {
 
     /// Syncs pages.img and writes pagestore.img.
     pub fn finish(self, dir: &ImageDir) -> Result<u64> {
+        let t = std::time::Instant::now();
         self.file.sync_all().at(&self.path)?;
+        crate::info!("pages.img synced in {:?}", t.elapsed());
         dir.write(Kind::PageStore, names::PAGESTORE, &self.store)?;
         Ok(self.offset)
     }
@@ -67,19 +86,36 @@ impl PageStoreReader {
         let file = File::open(&path).at(&path)?;
         let size = file.metadata().at(&path)?.len();
         let mut hdr = [0u8; HEADER_LEN];
-        file.read_exact_at(&mut hdr, 0).map_err(|_| Error::image(&path, "truncated header"))?;
+        file.read_exact_at(&mut hdr, 0)
+            .map_err(|_| Error::image(&path, "truncated header"))?;
         let h = Header::decode(&hdr, &path)?;
         if h.kind != Kind::Pages {
-            return Err(Error::image(&path, format!("is a {} image, expected pages", h.kind.name())));
+            return Err(Error::image(
+                &path,
+                format!("is a {} image, expected pages", h.kind.name()),
+            ));
         }
         for (i, c) in store.chunks.iter().enumerate() {
-            let end = c.offset.checked_add(c.compressed_len).and_then(|e| e.checked_add(HEADER_LEN as u64));
-            if end.is_none_or(|e| e > size) || c.raw_len > MAX_CHUNK_RAW || c.compressed_len > MAX_CHUNK_RAW * 2
+            let end = c
+                .offset
+                .checked_add(c.compressed_len)
+                .and_then(|e| e.checked_add(HEADER_LEN as u64));
+            if end.is_none_or(|e| e > size)
+                || c.raw_len > MAX_CHUNK_RAW
+                || c.compressed_len > MAX_CHUNK_RAW * 2
             {
-                return Err(Error::image(&path, format!("chunk {i} lies outside the file or is too large")));
+                return Err(Error::image(
+                    &path,
+                    format!("chunk {i} lies outside the file or is too large"),
+                ));
             }
         }
-        Ok(PageStoreReader { file, path, size, store })
+        Ok(PageStoreReader {
+            file,
+            path,
+            size,
+            store,
+        })
     }
 
     pub fn chunk_count(&self) -> usize {
@@ -102,12 +138,18 @@ impl PageStoreReader {
             .read_exact_at(&mut buf, HEADER_LEN as u64 + c.offset)
             .map_err(|e| Error::image(&self.path, format!("chunk {idx}: {e}")))?;
         if crc32fast::hash(&buf) != c.crc32 {
-            return Err(Error::image(&self.path, format!("chunk {idx}: checksum mismatch")));
+            return Err(Error::image(
+                &self.path,
+                format!("chunk {idx}: checksum mismatch"),
+            ));
         }
         let raw = zstd::bulk::decompress(&buf, c.raw_len as usize)
             .map_err(|e| Error::image(&self.path, format!("chunk {idx}: decompress: {e}")))?;
         if raw.len() as u64 != c.raw_len {
-            return Err(Error::image(&self.path, format!("chunk {idx}: wrong length")));
+            return Err(Error::image(
+                &self.path,
+                format!("chunk {idx}: wrong length"),
+            ));
         }
         Ok(raw)
     }

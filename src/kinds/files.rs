@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use crate::error::{Error, IoContext, Result};
-use crate::image::proto::{file_desc, Fd, FdTable, FileDesc, FileStat, Files, FsPath, PipeData, PipeFile, RegFile};
+use crate::image::proto::{
+    file_desc, Fd, FdTable, FileDesc, FileStat, Files, FsPath, PipeData, PipeFile, RegFile,
+};
 use crate::procfs;
 use crate::remote::Agent;
 use crate::sys::task;
@@ -36,7 +38,13 @@ pub struct FileTable {
 
 impl Default for FileTable {
     fn default() -> Self {
-        FileTable { files: Files::new(), next_id: 1, mapped: HashMap::new(), seen: Vec::new(), pipes: BTreeMap::new() }
+        FileTable {
+            files: Files::new(),
+            next_id: 1,
+            mapped: HashMap::new(),
+            seen: Vec::new(),
+            pipes: BTreeMap::new(),
+        }
     }
 }
 
@@ -52,14 +60,23 @@ impl FileTable {
     }
 
     /// A mapped file or the executable: identified by path and inode.
-    pub fn register_mapped(&mut self, path: &str, md: &std::fs::Metadata, writable: bool) -> Result<u32> {
+    pub fn register_mapped(
+        &mut self,
+        path: &str,
+        md: &std::fs::Metadata,
+        writable: bool,
+    ) -> Result<u32> {
         let key = (md.dev(), md.ino(), path.to_string(), writable);
         if let Some(&id) = self.mapped.get(&key) {
             return Ok(id);
         }
         let mut r = RegFile::new();
         r.path = path.to_string();
-        r.flags = if writable { libc::O_RDWR as u32 } else { libc::O_RDONLY as u32 };
+        r.flags = if writable {
+            libc::O_RDWR as u32
+        } else {
+            libc::O_RDONLY as u32
+        };
         r.stat = Some(file_stat(md)).into();
         let id = self.add(file_desc::Kind::Reg(r));
         self.mapped.insert(key, id);
@@ -82,7 +99,11 @@ impl FileTable {
             let flags = info.flags & !(libc::O_CLOEXEC as u32);
             let mut id = None;
             for &(p2, fd2, id2, ino2) in &self.seen {
-                if ino2 == info.ino && task::kcmp_file(pid, fd, p2, fd2).map_err(|e| Error::sys(pid, format!("kcmp fd {fd}"), e))? == 0 {
+                if ino2 == info.ino
+                    && task::kcmp_file(pid, fd, p2, fd2)
+                        .map_err(|e| Error::sys(pid, format!("kcmp fd {fd}"), e))?
+                        == 0
+                {
                     id = Some(id2);
                     break;
                 }
@@ -105,7 +126,14 @@ impl FileTable {
         Ok(table)
     }
 
-    fn describe(&mut self, pid: i32, fd: i32, target: &str, flags: u32, pos: u64) -> Result<file_desc::Kind> {
+    fn describe(
+        &mut self,
+        pid: i32,
+        fd: i32,
+        target: &str,
+        flags: u32,
+        pos: u64,
+    ) -> Result<file_desc::Kind> {
         if let Some(("pipe", ino)) = procfs::parse_anon_link(target) {
             self.pipes.entry(ino).or_insert((pid, fd));
             let mut p = PipeFile::new();
@@ -114,16 +142,25 @@ impl FileTable {
             return Ok(file_desc::Kind::Pipe(p));
         }
         if !target.starts_with('/') {
-            return Err(Error::unsupported(pid, format!("fd {fd} is {target}, which cairn cannot checkpoint yet")));
+            return Err(Error::unsupported(
+                pid,
+                format!("fd {fd} is {target}, which cairn cannot checkpoint yet"),
+            ));
         }
         if target.ends_with(" (deleted)") {
-            return Err(Error::unsupported(pid, format!("fd {fd} refers to deleted file {target}")));
+            return Err(Error::unsupported(
+                pid,
+                format!("fd {fd} refers to deleted file {target}"),
+            ));
         }
         let link = format!("/proc/{pid}/fd/{fd}");
         let md = std::fs::metadata(&link).at(&link)?;
         let ft = md.file_type();
         if !(ft.is_file() || ft.is_dir() || ft.is_char_device()) {
-            return Err(Error::unsupported(pid, format!("fd {fd} ({target}) is a {ft:?}, which cairn cannot checkpoint yet")));
+            return Err(Error::unsupported(
+                pid,
+                format!("fd {fd} ({target}) is a {ft:?}, which cairn cannot checkpoint yet"),
+            ));
         }
         let mut r = RegFile::new();
         r.path = target.to_string();
@@ -142,18 +179,23 @@ impl FileTable {
                 .custom_flags_nonblock()
                 .open(&link)
                 .at(&link)?;
-            let cap = task::pipe_size(&src).map_err(|e| Error::sys(pid, format!("fd {fd}: F_GETPIPE_SZ"), e))?;
-            let queued = task::pipe_queued(&src).map_err(|e| Error::sys(pid, format!("fd {fd}: FIONREAD"), e))?;
+            let cap = task::pipe_size(&src)
+                .map_err(|e| Error::sys(pid, format!("fd {fd}: F_GETPIPE_SZ"), e))?;
+            let queued = task::pipe_queued(&src)
+                .map_err(|e| Error::sys(pid, format!("fd {fd}: FIONREAD"), e))?;
             let mut data = Vec::new();
             if queued > 0 {
                 let (r, w) = task::pipe().map_err(|e| Error::sys(pid, "pipe", e))?;
-                task::set_pipe_size(&w, cap.max(queued)).map_err(|e| Error::sys(pid, "F_SETPIPE_SZ", e))?;
-                let n = task::tee(&src, &w, queued).map_err(|e| Error::sys(pid, format!("fd {fd}: tee"), e))?;
+                task::set_pipe_size(&w, cap.max(queued))
+                    .map_err(|e| Error::sys(pid, "F_SETPIPE_SZ", e))?;
+                let n = task::tee(&src, &w, queued)
+                    .map_err(|e| Error::sys(pid, format!("fd {fd}: tee"), e))?;
                 drop(w);
                 data.resize(n, 0);
                 use std::io::Read;
                 let mut rf = std::fs::File::from(r);
-                rf.read_exact(&mut data).map_err(|e| Error::sys(pid, format!("fd {fd}: read pipe copy"), e))?;
+                rf.read_exact(&mut data)
+                    .map_err(|e| Error::sys(pid, format!("fd {fd}: read pipe copy"), e))?;
             }
             let mut pd = PipeData::new();
             pd.pipe_ino = ino;
@@ -163,6 +205,31 @@ impl FileTable {
         }
         Ok(())
     }
+}
+
+/// Refuses, before anything is frozen, fds that cairn cannot dump.
+pub fn precheck(pid: i32) -> Result<()> {
+    for (fd, target) in procfs::read_fds(pid)? {
+        if let Some((kind, _)) = procfs::parse_anon_link(&target) {
+            if kind != "pipe" {
+                return Err(Error::unsupported(
+                    pid,
+                    format!("fd {fd} is {target}, which cairn cannot checkpoint yet"),
+                ));
+            }
+        } else if !target.starts_with('/') {
+            return Err(Error::unsupported(
+                pid,
+                format!("fd {fd} is {target}, which cairn cannot checkpoint yet"),
+            ));
+        } else if target.ends_with(" (deleted)") {
+            return Err(Error::unsupported(
+                pid,
+                format!("fd {fd} refers to deleted file {target}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 trait NonBlock {
@@ -186,7 +253,10 @@ pub struct FilesIndex<'a> {
 
 impl<'a> FilesIndex<'a> {
     pub fn new(files: &'a Files) -> Self {
-        FilesIndex { files, by_id: files.descs.iter().map(|d| (d.id, d)).collect() }
+        FilesIndex {
+            files,
+            by_id: files.descs.iter().map(|d| (d.id, d)).collect(),
+        }
     }
 
     pub fn get(&self, id: u32) -> Option<&'a FileDesc> {
@@ -207,7 +277,9 @@ impl<'a> FilesIndex<'a> {
     pub fn check_unchanged(&self, same_boot: bool) -> Vec<String> {
         let mut problems = Vec::new();
         for d in &self.files.descs {
-            let Some(file_desc::Kind::Reg(r)) = &d.kind else { continue };
+            let Some(file_desc::Kind::Reg(r)) = &d.kind else {
+                continue;
+            };
             let Some(st) = r.stat.as_ref() else { continue };
             if st.mode & libc::S_IFMT != libc::S_IFREG {
                 continue;
@@ -217,11 +289,20 @@ impl<'a> FilesIndex<'a> {
                 Ok(md) => {
                     let now = file_stat(&md);
                     if now.size != st.size {
-                        problems.push(format!("{}: changed since the dump (size {} -> {})", r.path, st.size, now.size));
+                        problems.push(format!(
+                            "{}: changed since the dump (size {} -> {})",
+                            r.path, st.size, now.size
+                        ));
                     } else if now.mtime_ns != st.mtime_ns {
-                        problems.push(format!("{}: changed since the dump (modification time differs)", r.path));
+                        problems.push(format!(
+                            "{}: changed since the dump (modification time differs)",
+                            r.path
+                        ));
                     } else if same_boot && (now.dev != st.dev || now.ino != st.ino) {
-                        problems.push(format!("{}: replaced since the dump (inode {} -> {})", r.path, st.ino, now.ino));
+                        problems.push(format!(
+                            "{}: replaced since the dump (inode {} -> {})",
+                            r.path, st.ino, now.ino
+                        ));
                     }
                 }
             }
@@ -245,14 +326,32 @@ pub fn restore_fds(agent: &mut Agent, table: &FdTable, idx: &FilesIndex) -> Resu
     let mut staged: Vec<(u64, Vec<&Fd>, u32)> = Vec::new(); // (high fd, targets, flags to set)
     let mut pipe_ends: HashMap<u64, (u64, u64)> = HashMap::new();
     for (id, fds) in groups {
-        let d = idx.get(id).ok_or_else(|| Error::Restore(format!("pid {pid}: fd {} refers to unknown file {id}", fds[0].fd)))?;
+        let d = idx.get(id).ok_or_else(|| {
+            Error::Restore(format!(
+                "pid {pid}: fd {} refers to unknown file {id}",
+                fds[0].fd
+            ))
+        })?;
         let (tmp, flags) = match &d.kind {
             Some(file_desc::Kind::Reg(r)) => {
-                let open_flags = (r.flags as i32) & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
-                let fd = crate::kinds::memory::remote_open(agent, 0, &r.path, open_flags | libc::O_CLOEXEC)?;
-                let is_reg = r.stat.as_ref().is_some_and(|s| s.mode & libc::S_IFMT == libc::S_IFREG);
+                let open_flags = (r.flags as i32)
+                    & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
+                let fd = crate::kinds::memory::remote_open(
+                    agent,
+                    0,
+                    &r.path,
+                    open_flags | libc::O_CLOEXEC,
+                )?;
+                let is_reg = r
+                    .stat
+                    .as_ref()
+                    .is_some_and(|s| s.mode & libc::S_IFMT == libc::S_IFREG);
                 if is_reg && r.pos > 0 {
-                    agent.call(&format!("lseek {}", r.path), libc::SYS_lseek, &[fd, r.pos, libc::SEEK_SET as u64])?;
+                    agent.call(
+                        &format!("lseek {}", r.path),
+                        libc::SYS_lseek,
+                        &[fd, r.pos, libc::SEEK_SET as u64],
+                    )?;
                 }
                 (fd, None)
             }
@@ -268,16 +367,33 @@ pub fn restore_fds(agent: &mut Agent, table: &FdTable, idx: &FilesIndex) -> Resu
                 let acc = p.flags as i32 & libc::O_ACCMODE;
                 let end = if acc == libc::O_WRONLY { wfd } else { rfd };
                 // A fresh fd so each description can carry its own flags.
-                let fd = agent.call("dup", libc::SYS_fcntl, &[end, libc::F_DUPFD_CLOEXEC as u64, 0])?;
+                let fd = agent.call(
+                    "dup",
+                    libc::SYS_fcntl,
+                    &[end, libc::F_DUPFD_CLOEXEC as u64, 0],
+                )?;
                 (fd, Some(p.flags & (libc::O_NONBLOCK as u32)))
             }
-            _ => return Err(Error::Restore(format!("pid {pid}: fd {} has a description cairn cannot restore", fds[0].fd))),
+            _ => {
+                return Err(Error::Restore(format!(
+                    "pid {pid}: fd {} has a description cairn cannot restore",
+                    fds[0].fd
+                )))
+            }
         };
         // Move it out of the way of every target number.
-        let hi = agent.call("fcntl(F_DUPFD_CLOEXEC)", libc::SYS_fcntl, &[tmp, libc::F_DUPFD_CLOEXEC as u64, high])?;
+        let hi = agent.call(
+            "fcntl(F_DUPFD_CLOEXEC)",
+            libc::SYS_fcntl,
+            &[tmp, libc::F_DUPFD_CLOEXEC as u64, high],
+        )?;
         agent.call("close", libc::SYS_close, &[tmp])?;
         if let Some(fl) = flags {
-            agent.call("fcntl(F_SETFL)", libc::SYS_fcntl, &[hi, libc::F_SETFL as u64, fl as u64])?;
+            agent.call(
+                "fcntl(F_SETFL)",
+                libc::SYS_fcntl,
+                &[hi, libc::F_SETFL as u64, fl as u64],
+            )?;
         }
         staged.push((hi, fds, 0));
     }
@@ -288,7 +404,11 @@ pub fn restore_fds(agent: &mut Agent, table: &FdTable, idx: &FilesIndex) -> Resu
     for (hi, fds, _) in &staged {
         for f in fds {
             let fl = if f.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
-            agent.call(&format!("dup3 to fd {}", f.fd), libc::SYS_dup3, &[*hi, f.fd as u64, fl])?;
+            agent.call(
+                &format!("dup3 to fd {}", f.fd),
+                libc::SYS_dup3,
+                &[*hi, f.fd as u64, fl],
+            )?;
         }
     }
     for (hi, _, _) in &staged {
@@ -307,11 +427,17 @@ fn create_pipe(agent: &mut Agent, ino: u64, idx: &FilesIndex) -> Result<(u64, u6
     let w = u32::from_ne_bytes([b[4], b[5], b[6], b[7]]) as u64;
     if let Some(pd) = idx.files.pipes.iter().find(|p| p.pipe_ino == ino) {
         if pd.capacity > 0 {
-            let _ = agent.remote.syscall(libc::SYS_fcntl, &[w, libc::F_SETPIPE_SZ as u64, pd.capacity as u64]);
+            let _ = agent.remote.syscall(
+                libc::SYS_fcntl,
+                &[w, libc::F_SETPIPE_SZ as u64, pd.capacity as u64],
+            );
         }
         if !pd.data.is_empty() {
             let link = format!("/proc/{pid}/fd/{w}");
-            let mut f = std::fs::OpenOptions::new().write(true).open(&link).at(&link)?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&link)
+                .at(&link)?;
             use std::io::Write;
             f.write_all(&pd.data).at(&link)?;
         }

@@ -73,7 +73,12 @@ impl PagePlan {
             while off < nr {
                 let n = (nr - off).min(JOB_PAGES);
                 let addr = start + off * PAGE_SIZE;
-                self.jobs.push(Job { owner, addr, nr: n, src: src(addr) });
+                self.jobs.push(Job {
+                    owner,
+                    addr,
+                    nr: n,
+                    src: src(addr),
+                });
                 off += n;
             }
         }
@@ -86,7 +91,11 @@ impl PagePlan {
 
 /// Runs of consecutive pages (first address, count) whose pagemap entry
 /// satisfies `keep`.
-fn runs_from_pagemap(start: u64, flags: &[procfs::PageFlags], keep: impl Fn(procfs::PageFlags) -> bool) -> Vec<(u64, u64)> {
+fn runs_from_pagemap(
+    start: u64,
+    flags: &[procfs::PageFlags],
+    keep: impl Fn(procfs::PageFlags) -> bool,
+) -> Vec<(u64, u64)> {
     let mut runs = Vec::new();
     let mut cur: Option<(u64, u64)> = None;
     for (i, f) in flags.iter().enumerate() {
@@ -118,9 +127,14 @@ fn classify(pid: i32, m: &MapsEntry) -> Result<Option<VmaKind>> {
             ))
         }
         _ if p.starts_with("/SYSV") => {
-            return Err(Error::unsupported(pid, format!("System V shared memory at {:#x} ({p})", m.start)))
+            return Err(Error::unsupported(
+                pid,
+                format!("System V shared memory at {:#x} ({p})", m.start),
+            ))
         }
-        _ if m.shared && (p == "/dev/zero (deleted)" || p.starts_with("[anon_shmem")) => VmaKind::VMA_ANON_SHARED,
+        _ if m.shared && (p == "/dev/zero (deleted)" || p.starts_with("[anon_shmem")) => {
+            VmaKind::VMA_ANON_SHARED
+        }
         _ if p.is_empty() || p == "[heap]" || p == "[stack]" || p.starts_with("[anon:") => {
             if m.shared {
                 VmaKind::VMA_ANON_SHARED
@@ -129,7 +143,10 @@ fn classify(pid: i32, m: &MapsEntry) -> Result<Option<VmaKind>> {
             }
         }
         _ if p.starts_with('[') => {
-            return Err(Error::unsupported(pid, format!("special mapping {p} at {:#x}", m.start)))
+            return Err(Error::unsupported(
+                pid,
+                format!("special mapping {p} at {:#x}", m.start),
+            ))
         }
         _ if m.is_deleted() => {
             return Err(Error::unsupported(
@@ -154,6 +171,14 @@ fn prot_of(m: &MapsEntry) -> u32 {
         p |= libc::PROT_EXEC as u32;
     }
     p
+}
+
+/// Refuses, before anything is frozen, mappings cairn cannot dump.
+pub fn precheck(pid: i32) -> Result<()> {
+    for m in procfs::read_smaps(pid)? {
+        classify(pid, &m)?;
+    }
+    Ok(())
 }
 
 /// Everything process-level needed to build the mm image.
@@ -191,13 +216,18 @@ pub fn dump_mm(
     let exe = std::fs::metadata(format!("/proc/{pid}/exe")).at(format!("/proc/{pid}/exe"))?;
     let exe_path = procfs::read_link(format!("/proc/{pid}/exe"))?;
     if exe_path.ends_with(" (deleted)") {
-        return Err(Error::unsupported(pid, format!("executable {exe_path} was deleted")));
+        return Err(Error::unsupported(
+            pid,
+            format!("executable {exe_path} was deleted"),
+        ));
     }
     mm.exe_file_id = register_file(&exe_path, &exe, false)?;
 
     let private_owner = plan.owner(format!("pid:{pid}"));
     for m in input.smaps {
-        let Some(kind) = classify(pid, m)? else { continue };
+        let Some(kind) = classify(pid, m)? else {
+            continue;
+        };
         let mut v = Vma::new();
         v.start = m.start;
         v.end = m.end;
@@ -210,7 +240,11 @@ pub fn dump_mm(
         match kind {
             VmaKind::VMA_FILE_PRIVATE | VmaKind::VMA_FILE_SHARED => {
                 let md = std::fs::metadata(&map_file).at(&map_file)?;
-                v.file_id = register_file(&m.path, &md, kind == VmaKind::VMA_FILE_SHARED && m.has_flag("mw"))?;
+                v.file_id = register_file(
+                    &m.path,
+                    &md,
+                    kind == VmaKind::VMA_FILE_SHARED && m.has_flag("mw"),
+                )?;
             }
             VmaKind::VMA_ANON_SHARED => v.shmid = m.inode,
             _ => {}
@@ -305,7 +339,8 @@ fn shmem_data_runs(f: &File, start: u64, end: u64) -> std::io::Result<Vec<(u64, 
 }
 
 fn is_zero(page: &[u8]) -> bool {
-    page.chunks_exact(8).all(|w| w.try_into().map(u64::from_ne_bytes).unwrap_or(1) == 0)
+    page.chunks_exact(8)
+        .all(|w| w.try_into().map(u64::from_ne_bytes).unwrap_or(1) == 0)
         && page.chunks_exact(8).remainder().iter().all(|&b| b == 0)
 }
 
@@ -318,8 +353,13 @@ struct JobResult {
 
 fn read_job(job: &Job, plan: &PagePlan, buf: &mut [u8]) -> Result<()> {
     match &job.src {
-        Source::Vm { pid, vaddr } => mem::vm_read_all(*pid, *vaddr, buf)
-            .map_err(|e| Error::sys(*pid, format!("read memory at {vaddr:#x} ({} pages)", job.nr), e)),
+        Source::Vm { pid, vaddr } => mem::vm_read_all(*pid, *vaddr, buf).map_err(|e| {
+            Error::sys(
+                *pid,
+                format!("read memory at {vaddr:#x} ({} pages)", job.nr),
+                e,
+            )
+        }),
         Source::ProcMem { pid, vaddr } => {
             let p = format!("/proc/{pid}/mem");
             let f = File::open(&p).at(&p)?;
@@ -332,7 +372,13 @@ fn read_job(job: &Job, plan: &PagePlan, buf: &mut [u8]) -> Result<()> {
     }
 }
 
-fn run_job(job_idx: usize, plan: &PagePlan, buf: &mut Vec<u8>, level: i32, cctx: &mut zstd::bulk::Compressor) -> Result<JobResult> {
+fn run_job(
+    job_idx: usize,
+    plan: &PagePlan,
+    buf: &mut Vec<u8>,
+    level: i32,
+    cctx: &mut zstd::bulk::Compressor,
+) -> Result<JobResult> {
     let job = &plan.jobs[job_idx];
     let len = (job.nr * PAGE_SIZE) as usize;
     buf.resize(len, 0);
@@ -359,13 +405,24 @@ fn run_job(job_idx: usize, plan: &PagePlan, buf: &mut Vec<u8>, level: i32, cctx:
             .map_err(|e| Error::sys(0, "compress pages", e))?;
         Some((c, data.len() as u64))
     };
-    Ok(JobResult { job: job_idx, runs, compressed })
+    Ok(JobResult {
+        job: job_idx,
+        runs,
+        compressed,
+    })
 }
 
 /// Reads, compresses and writes every page of `plan` using all cores.
 /// Returns one pagemap per owner.
-pub fn write_pages(plan: &PagePlan, writer: &mut PageStoreWriter, level: i32) -> Result<Vec<Pagemap>> {
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(8);
+pub fn write_pages(
+    plan: &PagePlan,
+    writer: &mut PageStoreWriter,
+    level: i32,
+) -> Result<Vec<Pagemap>> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .min(8);
     let next = AtomicUsize::new(0);
     let mut maps: Vec<Pagemap> = plan
         .owners
@@ -430,7 +487,12 @@ pub fn write_pages(plan: &PagePlan, writer: &mut PageStoreWriter, level: i32) ->
                         let mut run = PageRun::new();
                         run.addr = addr;
                         run.nr_pages = nr;
-                        run.kind = if data { RunKind::RUN_DATA } else { RunKind::RUN_ZERO }.into();
+                        run.kind = if data {
+                            RunKind::RUN_DATA
+                        } else {
+                            RunKind::RUN_ZERO
+                        }
+                        .into();
                         if data {
                             run.chunk = chunk;
                             run.chunk_offset = off;
@@ -466,7 +528,10 @@ pub fn validate_mm(mm: &MmEntry, path: &std::path::Path) -> Result<()> {
             && v.start >= last_end
             && v.pgoff % PAGE_SIZE == 0;
         if !ok {
-            return Err(Error::image(path, format!("bad VMA {:#x}-{:#x}", v.start, v.end)));
+            return Err(Error::image(
+                path,
+                format!("bad VMA {:#x}-{:#x}", v.start, v.end),
+            ));
         }
         last_end = v.end;
     }
@@ -475,26 +540,53 @@ pub fn validate_mm(mm: &MmEntry, path: &std::path::Path) -> Result<()> {
 
 /// Checks that every run of `pm` lies inside a VMA of the right kind and
 /// inside its chunk.
-pub fn validate_pagemap(pm: &Pagemap, mm: &MmEntry, store: &PageStoreReader, path: &std::path::Path) -> Result<()> {
-    let shmid = pm.owner.strip_prefix("shmem:").and_then(|s| s.parse::<u64>().ok());
+pub fn validate_pagemap(
+    pm: &Pagemap,
+    mm: &MmEntry,
+    store: &PageStoreReader,
+    path: &std::path::Path,
+) -> Result<()> {
+    let shmid = pm
+        .owner
+        .strip_prefix("shmem:")
+        .and_then(|s| s.parse::<u64>().ok());
     for r in &pm.runs {
-        let len = r.nr_pages.checked_mul(PAGE_SIZE).ok_or_else(|| Error::image(path, "run too long"))?;
-        let end = r.addr.checked_add(len).ok_or_else(|| Error::image(path, "run wraps"))?;
+        let len = r
+            .nr_pages
+            .checked_mul(PAGE_SIZE)
+            .ok_or_else(|| Error::image(path, "run too long"))?;
+        let end = r
+            .addr
+            .checked_add(len)
+            .ok_or_else(|| Error::image(path, "run wraps"))?;
         let inside = match shmid {
             None => mm.vmas.iter().any(|v| v.start <= r.addr && end <= v.end),
-            Some(id) => mm.vmas.iter().any(|v| v.shmid == id && v.kind.enum_value() == Ok(VmaKind::VMA_ANON_SHARED)),
+            Some(id) => mm
+                .vmas
+                .iter()
+                .any(|v| v.shmid == id && v.kind.enum_value() == Ok(VmaKind::VMA_ANON_SHARED)),
         };
         if !inside || r.addr % PAGE_SIZE != 0 {
-            return Err(Error::image(path, format!("run at {:#x} ({} pages) is outside every VMA", r.addr, r.nr_pages)));
+            return Err(Error::image(
+                path,
+                format!(
+                    "run at {:#x} ({} pages) is outside every VMA",
+                    r.addr, r.nr_pages
+                ),
+            ));
         }
         if r.kind.enum_value() == Ok(RunKind::RUN_DATA) {
-            let c = store
-                .store
-                .chunks
-                .get(r.chunk as usize)
-                .ok_or_else(|| Error::image(path, format!("run at {:#x}: no chunk {}", r.addr, r.chunk)))?;
-            if r.chunk_offset.checked_add(len).is_none_or(|e| e > c.raw_len) {
-                return Err(Error::image(path, format!("run at {:#x} overruns chunk {}", r.addr, r.chunk)));
+            let c = store.store.chunks.get(r.chunk as usize).ok_or_else(|| {
+                Error::image(path, format!("run at {:#x}: no chunk {}", r.addr, r.chunk))
+            })?;
+            if r.chunk_offset
+                .checked_add(len)
+                .is_none_or(|e| e > c.raw_len)
+            {
+                return Err(Error::image(
+                    path,
+                    format!("run at {:#x} overruns chunk {}", r.addr, r.chunk),
+                ));
             }
         }
     }
@@ -510,14 +602,21 @@ pub fn remote_open(agent: &mut Agent, scratch_off: u64, path: &str, flags: i32) 
     let tid = agent.tid();
     agent
         .remote
-        .syscall(libc::SYS_openat, &[libc::AT_FDCWD as i64 as u64, a, flags as u64, 0])
+        .syscall(
+            libc::SYS_openat,
+            &[libc::AT_FDCWD as i64 as u64, a, flags as u64, 0],
+        )
         .map_err(|e| Error::Restore(format!("pid {tid}: open {path}: {e}")))
 }
 
 /// Creates every VMA of `mm` in the vessel (which has nothing mapped but
 /// the scratch area) and the vDSO. `file_path` gives the path of a file id.
 /// Returns local fds of the shared objects, by shmid, for page writing.
-pub fn restore_vmas(agent: &mut Agent, mm: &MmEntry, file_path: &dyn Fn(u32) -> Option<String>) -> Result<HashMap<u64, File>> {
+pub fn restore_vmas(
+    agent: &mut Agent,
+    mm: &MmEntry,
+    file_path: &dyn Fn(u32) -> Option<String>,
+) -> Result<HashMap<u64, File>> {
     let pid = agent.pid;
     // Shared anonymous objects: create each once, keep an fd to it.
     let mut shm_size: BTreeMap<u64, u64> = BTreeMap::new();
@@ -531,24 +630,45 @@ pub fn restore_vmas(agent: &mut Agent, mm: &MmEntry, file_path: &dyn Fn(u32) -> 
     let mut shm_local: HashMap<u64, File> = HashMap::new();
     for (&id, &size) in &shm_size {
         let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
-        let addr = agent.call("mmap shared", libc::SYS_mmap, &[0, size, rw, (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64, u64::MAX, 0])?;
+        let addr = agent.call(
+            "mmap shared",
+            libc::SYS_mmap,
+            &[
+                0,
+                size,
+                rw,
+                (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64,
+                u64::MAX,
+                0,
+            ],
+        )?;
         let path = format!("/proc/self/map_files/{:x}-{:x}", addr, addr + size);
         let fd = remote_open(agent, 0, &path, libc::O_RDWR | libc::O_CLOEXEC)?;
         agent.call("munmap", libc::SYS_munmap, &[addr, size])?;
         let local_path = format!("/proc/{pid}/fd/{fd}");
-        let f = std::fs::OpenOptions::new().read(true).write(true).open(&local_path).at(&local_path)?;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&local_path)
+            .at(&local_path)?;
         shm_fds.insert(id, fd);
         shm_local.insert(id, f);
     }
 
     let mut file_fds: HashMap<(u32, bool), u64> = HashMap::new();
     for v in &mm.vmas {
-        let kind = v.kind.enum_value().map_err(|k| Error::Restore(format!("unknown VMA kind {k}")))?;
+        let kind = v
+            .kind
+            .enum_value()
+            .map_err(|k| Error::Restore(format!("unknown VMA kind {k}")))?;
         let len = v.end - v.start;
         let has = |f: &str| v.vm_flags.iter().any(|x| x == f);
         let rw = (libc::PROT_READ | libc::PROT_WRITE) as u32;
         let (prot, flags, fd, off) = match kind {
-            VmaKind::VMA_VDSO | VmaKind::VMA_VVAR | VmaKind::VMA_VVAR_VCLOCK | VmaKind::VMA_VSYSCALL => continue,
+            VmaKind::VMA_VDSO
+            | VmaKind::VMA_VVAR
+            | VmaKind::VMA_VVAR_VCLOCK
+            | VmaKind::VMA_VSYSCALL => continue,
             VmaKind::VMA_ANON_PRIVATE => {
                 let mut fl = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
                 if has("gd") {
@@ -566,9 +686,14 @@ pub fn restore_vmas(agent: &mut Agent, mm: &MmEntry, file_path: &dyn Fn(u32) -> 
                 let fd = match file_fds.get(&(v.file_id, writable)) {
                     Some(&fd) => fd,
                     None => {
-                        let path = file_path(v.file_id)
-                            .ok_or_else(|| Error::Restore(format!("VMA {:#x}: no file {}", v.start, v.file_id)))?;
-                        let mode = if writable { libc::O_RDWR } else { libc::O_RDONLY };
+                        let path = file_path(v.file_id).ok_or_else(|| {
+                            Error::Restore(format!("VMA {:#x}: no file {}", v.start, v.file_id))
+                        })?;
+                        let mode = if writable {
+                            libc::O_RDWR
+                        } else {
+                            libc::O_RDONLY
+                        };
                         let fd = remote_open(agent, 0, &path, mode | libc::O_CLOEXEC)?;
                         file_fds.insert((v.file_id, writable), fd);
                         fd
@@ -580,14 +705,36 @@ pub fn restore_vmas(agent: &mut Agent, mm: &MmEntry, file_path: &dyn Fn(u32) -> 
                     (v.prot | rw, libc::MAP_PRIVATE, fd, v.pgoff)
                 }
             }
-            VmaKind::VMA_SYSV_SHM => return Err(Error::Restore("System V shared memory is not supported yet".into())),
+            VmaKind::VMA_SYSV_SHM => {
+                return Err(Error::Restore(
+                    "System V shared memory is not supported yet".into(),
+                ))
+            }
         };
         let got = agent
             .remote
-            .syscall(libc::SYS_mmap, &[v.start, len, prot as u64, (flags | libc::MAP_FIXED) as u64, fd, off])
-            .map_err(|e| Error::Restore(format!("pid {pid}: mmap {:#x}-{:#x} ({}): {e}", v.start, v.end, v.name)))?;
+            .syscall(
+                libc::SYS_mmap,
+                &[
+                    v.start,
+                    len,
+                    prot as u64,
+                    (flags | libc::MAP_FIXED) as u64,
+                    fd,
+                    off,
+                ],
+            )
+            .map_err(|e| {
+                Error::Restore(format!(
+                    "pid {pid}: mmap {:#x}-{:#x} ({}): {e}",
+                    v.start, v.end, v.name
+                ))
+            })?;
         if got != v.start {
-            return Err(Error::Restore(format!("pid {pid}: mmap {:#x} landed at {got:#x}", v.start)));
+            return Err(Error::Restore(format!(
+                "pid {pid}: mmap {:#x} landed at {got:#x}",
+                v.start
+            )));
         }
     }
     for fd in file_fds.values().chain(shm_fds.values()) {
@@ -598,13 +745,25 @@ pub fn restore_vmas(agent: &mut Agent, mm: &MmEntry, file_path: &dyn Fn(u32) -> 
     let special: Vec<&Vma> = mm
         .vmas
         .iter()
-        .filter(|v| matches!(v.kind.enum_value(), Ok(VmaKind::VMA_VDSO | VmaKind::VMA_VVAR | VmaKind::VMA_VVAR_VCLOCK)))
+        .filter(|v| {
+            matches!(
+                v.kind.enum_value(),
+                Ok(VmaKind::VMA_VDSO | VmaKind::VMA_VVAR | VmaKind::VMA_VVAR_VCLOCK)
+            )
+        })
         .collect();
     if let Some(base) = special.iter().map(|v| v.start).min() {
-        agent.call("arch_prctl(ARCH_MAP_VDSO_64)", libc::SYS_arch_prctl, &[ARCH_MAP_VDSO_64, base])?;
+        agent.call(
+            "arch_prctl(ARCH_MAP_VDSO_64)",
+            libc::SYS_arch_prctl,
+            &[ARCH_MAP_VDSO_64, base],
+        )?;
         let now = procfs::read_maps(pid)?;
         for v in &special {
-            if !now.iter().any(|m| m.start == v.start && m.end == v.end && m.path == v.name) {
+            if !now
+                .iter()
+                .any(|m| m.start == v.start && m.end == v.end && m.path == v.name)
+            {
                 return Err(Error::Restore(format!(
                     "pid {pid}: {} could not be placed at {:#x}-{:#x}: the vDSO layout of this kernel differs from the dump's",
                     v.name, v.start, v.end
@@ -618,7 +777,13 @@ pub fn restore_vmas(agent: &mut Agent, mm: &MmEntry, file_path: &dyn Fn(u32) -> 
 /// Writes all page runs into the vessel, decompressing chunks on every
 /// core. Zero runs are written only where the mapping is not fresh
 /// anonymous memory.
-pub fn restore_pages(pid: i32, mm: &MmEntry, maps: &[Pagemap], store: &PageStoreReader, shm: &HashMap<u64, File>) -> Result<()> {
+pub fn restore_pages(
+    pid: i32,
+    mm: &MmEntry,
+    maps: &[Pagemap],
+    store: &PageStoreReader,
+    shm: &HashMap<u64, File>,
+) -> Result<()> {
     enum Dest<'a> {
         Vm(u64),
         File(&'a File, u64),
@@ -627,7 +792,10 @@ pub fn restore_pages(pid: i32, mm: &MmEntry, maps: &[Pagemap], store: &PageStore
     let mut by_chunk: BTreeMap<u32, Vec<(Dest, u64, u64)>> = BTreeMap::new();
     let zero_page = vec![0u8; PAGE_SIZE as usize];
     for pm in maps {
-        let shmid = pm.owner.strip_prefix("shmem:").and_then(|s| s.parse::<u64>().ok());
+        let shmid = pm
+            .owner
+            .strip_prefix("shmem:")
+            .and_then(|s| s.parse::<u64>().ok());
         for r in &pm.runs {
             let dest = match shmid {
                 Some(id) => match shm.get(&id) {
@@ -637,46 +805,71 @@ pub fn restore_pages(pid: i32, mm: &MmEntry, maps: &[Pagemap], store: &PageStore
                 None => Dest::Vm(r.addr),
             };
             match r.kind.enum_value() {
-                Ok(RunKind::RUN_DATA) => by_chunk.entry(r.chunk).or_default().push((dest, r.chunk_offset, r.nr_pages)),
+                Ok(RunKind::RUN_DATA) => {
+                    by_chunk
+                        .entry(r.chunk)
+                        .or_default()
+                        .push((dest, r.chunk_offset, r.nr_pages))
+                }
                 Ok(RunKind::RUN_ZERO) => {
                     let fresh = match dest {
                         Dest::File(..) => true,
                         Dest::Vm(a) => mm.vmas.iter().any(|v| {
-                            v.start <= a && a < v.end && v.kind.enum_value() == Ok(VmaKind::VMA_ANON_PRIVATE)
+                            v.start <= a
+                                && a < v.end
+                                && v.kind.enum_value() == Ok(VmaKind::VMA_ANON_PRIVATE)
                         }),
                     };
                     if !fresh {
                         if let Dest::Vm(a) = dest {
                             for i in 0..r.nr_pages {
-                                mem::vm_write_all(pid, a + i * PAGE_SIZE, &zero_page)
-                                    .map_err(|e| Error::sys(pid, format!("write zero page at {:#x}", a + i * PAGE_SIZE), e))?;
+                                mem::vm_write_all(pid, a + i * PAGE_SIZE, &zero_page).map_err(
+                                    |e| {
+                                        Error::sys(
+                                            pid,
+                                            format!("write zero page at {:#x}", a + i * PAGE_SIZE),
+                                            e,
+                                        )
+                                    },
+                                )?;
                             }
                         }
                     }
                 }
-                _ => return Err(Error::Restore(format!("pagemap {}: run kind not supported here", pm.owner))),
+                _ => {
+                    return Err(Error::Restore(format!(
+                        "pagemap {}: run kind not supported here",
+                        pm.owner
+                    )))
+                }
             }
         }
     }
     let work: Vec<(u32, Vec<(Dest, u64, u64)>)> = by_chunk.into_iter().collect();
     let next = AtomicUsize::new(0);
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(8);
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .min(8);
     let errors: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((chunk, runs)) = work.get(i) else { return };
+                let Some((chunk, runs)) = work.get(i) else {
+                    return;
+                };
                 let r = (|| -> Result<()> {
                     let raw = store.read_chunk(*chunk)?;
                     for (dest, off, nr) in runs {
                         let bytes = &raw[*off as usize..(*off + nr * PAGE_SIZE) as usize];
                         match dest {
-                            Dest::Vm(a) => mem::vm_write_all(pid, *a, bytes)
-                                .map_err(|e| Error::sys(pid, format!("write {nr} pages at {a:#x}"), e))?,
-                            Dest::File(f, o) => f
-                                .write_all_at(bytes, *o)
-                                .map_err(|e| Error::sys(pid, format!("write shared memory at offset {o:#x}"), e))?,
+                            Dest::Vm(a) => mem::vm_write_all(pid, *a, bytes).map_err(|e| {
+                                Error::sys(pid, format!("write {nr} pages at {a:#x}"), e)
+                            })?,
+                            Dest::File(f, o) => f.write_all_at(bytes, *o).map_err(|e| {
+                                Error::sys(pid, format!("write shared memory at offset {o:#x}"), e)
+                            })?,
                         }
                     }
                     Ok(())
@@ -701,17 +894,37 @@ pub fn restore_pages(pid: i32, mm: &MmEntry, maps: &[Pagemap], store: &PageStore
 pub fn finish_vmas(agent: &mut Agent, mm: &MmEntry) -> Result<()> {
     for v in &mm.vmas {
         let kind = v.kind.enum_value().ok();
-        if matches!(kind, Some(VmaKind::VMA_VDSO | VmaKind::VMA_VVAR | VmaKind::VMA_VVAR_VCLOCK | VmaKind::VMA_VSYSCALL)) {
+        if matches!(
+            kind,
+            Some(
+                VmaKind::VMA_VDSO
+                    | VmaKind::VMA_VVAR
+                    | VmaKind::VMA_VVAR_VCLOCK
+                    | VmaKind::VMA_VSYSCALL
+            )
+        ) {
             continue;
         }
         let len = v.end - v.start;
         if kind != Some(VmaKind::VMA_FILE_SHARED) {
-            agent.call("mprotect", libc::SYS_mprotect, &[v.start, len, v.prot as u64])?;
+            agent.call(
+                "mprotect",
+                libc::SYS_mprotect,
+                &[v.start, len, v.prot as u64],
+            )?;
         }
-        for (flag, advice) in [("dd", libc::MADV_DONTDUMP), ("dc", libc::MADV_DONTFORK), ("hg", libc::MADV_HUGEPAGE), ("nh", libc::MADV_NOHUGEPAGE), ("mg", libc::MADV_MERGEABLE)] {
+        for (flag, advice) in [
+            ("dd", libc::MADV_DONTDUMP),
+            ("dc", libc::MADV_DONTFORK),
+            ("hg", libc::MADV_HUGEPAGE),
+            ("nh", libc::MADV_NOHUGEPAGE),
+            ("mg", libc::MADV_MERGEABLE),
+        ] {
             if v.vm_flags.iter().any(|f| f == flag) {
                 // Best effort: a kernel without THP or KSM refuses some.
-                let _ = agent.remote.syscall(libc::SYS_madvise, &[v.start, len, advice as u64]);
+                let _ = agent
+                    .remote
+                    .syscall(libc::SYS_madvise, &[v.start, len, advice as u64]);
             }
         }
     }
@@ -728,13 +941,30 @@ pub fn set_mm_map(agent: &mut Agent, mm: &MmEntry, exe_fd: u64) -> Result<()> {
     }
     let auxv_addr = agent.put(4096, &auxv)?;
     let mut b = Vec::with_capacity(104);
-    for w in [mm.start_code, mm.end_code, mm.start_data, mm.end_data, mm.start_brk, mm.brk, mm.start_stack, mm.arg_start, mm.arg_end, mm.env_start, mm.env_end, auxv_addr] {
+    for w in [
+        mm.start_code,
+        mm.end_code,
+        mm.start_data,
+        mm.end_data,
+        mm.start_brk,
+        mm.brk,
+        mm.start_stack,
+        mm.arg_start,
+        mm.arg_end,
+        mm.env_start,
+        mm.env_end,
+        auxv_addr,
+    ] {
         b.extend_from_slice(&w.to_ne_bytes());
     }
     b.extend_from_slice(&(auxv.len() as u32).to_ne_bytes());
     b.extend_from_slice(&(exe_fd as u32).to_ne_bytes());
     let a = agent.put(0, &b)?;
-    agent.call("prctl(PR_SET_MM_MAP)", libc::SYS_prctl, &[PR_SET_MM, PR_SET_MM_MAP, a, b.len() as u64, 0])?;
+    agent.call(
+        "prctl(PR_SET_MM_MAP)",
+        libc::SYS_prctl,
+        &[PR_SET_MM, PR_SET_MM_MAP, a, b.len() as u64, 0],
+    )?;
     Ok(())
 }
 

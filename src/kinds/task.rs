@@ -4,7 +4,9 @@
 
 use crate::dump::freeze::FrozenTask;
 use crate::error::{Error, Result};
-use crate::image::proto::{Creds, PendingSignal, Rlimit, Rseq, SigAction, SigAltStack, TaskCore, ThreadCore, X86Regs};
+use crate::image::proto::{
+    Creds, PendingSignal, Rlimit, Rseq, SigAction, SigAltStack, TaskCore, ThreadCore, X86Regs,
+};
 use crate::procfs;
 use crate::remote::Agent;
 use crate::sys::ptrace::{self, UserRegs};
@@ -35,17 +37,50 @@ pub fn resume_regs(mut r: UserRegs) -> UserRegs {
 
 pub fn regs_to_proto(r: &UserRegs) -> X86Regs {
     let mut p = X86Regs::new();
-    (p.r15, p.r14, p.r13, p.r12, p.rbp, p.rbx, p.r11, p.r10, p.r9) = (r.r15, r.r14, r.r13, r.r12, r.rbp, r.rbx, r.r11, r.r10, r.r9);
-    (p.r8, p.rax, p.rcx, p.rdx, p.rsi, p.rdi, p.orig_rax, p.rip, p.cs) = (r.r8, r.rax, r.rcx, r.rdx, r.rsi, r.rdi, r.orig_rax, r.rip, r.cs);
-    (p.eflags, p.rsp, p.ss, p.fs_base, p.gs_base, p.ds, p.es, p.fs, p.gs) = (r.eflags, r.rsp, r.ss, r.fs_base, r.gs_base, r.ds, r.es, r.fs, r.gs);
+    (p.r15, p.r14, p.r13, p.r12, p.rbp, p.rbx, p.r11, p.r10, p.r9) =
+        (r.r15, r.r14, r.r13, r.r12, r.rbp, r.rbx, r.r11, r.r10, r.r9);
+    (
+        p.r8, p.rax, p.rcx, p.rdx, p.rsi, p.rdi, p.orig_rax, p.rip, p.cs,
+    ) = (
+        r.r8, r.rax, r.rcx, r.rdx, r.rsi, r.rdi, r.orig_rax, r.rip, r.cs,
+    );
+    (
+        p.eflags, p.rsp, p.ss, p.fs_base, p.gs_base, p.ds, p.es, p.fs, p.gs,
+    ) = (
+        r.eflags, r.rsp, r.ss, r.fs_base, r.gs_base, r.ds, r.es, r.fs, r.gs,
+    );
     p
 }
 
 pub fn regs_from_proto(p: &X86Regs) -> UserRegs {
     UserRegs {
-        r15: p.r15, r14: p.r14, r13: p.r13, r12: p.r12, rbp: p.rbp, rbx: p.rbx, r11: p.r11, r10: p.r10, r9: p.r9,
-        r8: p.r8, rax: p.rax, rcx: p.rcx, rdx: p.rdx, rsi: p.rsi, rdi: p.rdi, orig_rax: p.orig_rax, rip: p.rip, cs: p.cs,
-        eflags: p.eflags, rsp: p.rsp, ss: p.ss, fs_base: p.fs_base, gs_base: p.gs_base, ds: p.ds, es: p.es, fs: p.fs, gs: p.gs,
+        r15: p.r15,
+        r14: p.r14,
+        r13: p.r13,
+        r12: p.r12,
+        rbp: p.rbp,
+        rbx: p.rbx,
+        r11: p.r11,
+        r10: p.r10,
+        r9: p.r9,
+        r8: p.r8,
+        rax: p.rax,
+        rcx: p.rcx,
+        rdx: p.rdx,
+        rsi: p.rsi,
+        rdi: p.rdi,
+        orig_rax: p.orig_rax,
+        rip: p.rip,
+        cs: p.cs,
+        eflags: p.eflags,
+        rsp: p.rsp,
+        ss: p.ss,
+        fs_base: p.fs_base,
+        gs_base: p.gs_base,
+        ds: p.ds,
+        es: p.es,
+        fs: p.fs,
+        gs: p.gs,
     }
 }
 
@@ -91,19 +126,24 @@ pub fn dump_thread(agent: &mut Agent, t: &FrozenTask) -> Result<ThreadCore> {
     let mut th = ThreadCore::new();
     th.tid = tid as u32;
     let mut regs = resume_regs(t.regs);
-    let cfg = ptrace::get_rseq_config(tid).map_err(|e| Error::sys(tid, "PTRACE_GET_RSEQ_CONFIGURATION", e))?;
+    let cfg = ptrace::get_rseq_config(tid)
+        .map_err(|e| Error::sys(tid, "PTRACE_GET_RSEQ_CONFIGURATION", e))?;
     rseq_fixup(agent.pid, &cfg, &mut regs);
     th.regs = Some(regs_to_proto(&regs)).into();
-    th.xsave = ptrace::get_xstate(tid).map_err(|e| Error::sys(tid, "PTRACE_GETREGSET NT_X86_XSTATE", e))?;
+    th.xsave = ptrace::get_xstate(tid)
+        .map_err(|e| Error::sys(tid, "PTRACE_GETREGSET NT_X86_XSTATE", e))?;
     th.sigmask = t.sigmask;
-    th.pending = pending(ptrace::peek_siginfo(tid, false).map_err(|e| Error::sys(tid, "PTRACE_PEEKSIGINFO", e))?);
+    th.pending = pending(
+        ptrace::peek_siginfo(tid, false).map_err(|e| Error::sys(tid, "PTRACE_PEEKSIGINFO", e))?,
+    );
     let mut r = Rseq::new();
     r.addr = cfg.rseq_abi_pointer;
     r.len = cfg.rseq_abi_size;
     r.flags = cfg.flags;
     r.signature = cfg.signature;
     th.rseq = Some(r).into();
-    let (head, len) = task::get_robust_list(tid).map_err(|e| Error::sys(tid, "get_robust_list", e))?;
+    let (head, len) =
+        task::get_robust_list(tid).map_err(|e| Error::sys(tid, "get_robust_list", e))?;
     th.robust_list = head;
     th.robust_list_len = len;
     th.comm = procfs::read_comm(agent.pid, tid)?;
@@ -116,13 +156,21 @@ pub fn dump_thread(agent: &mut Agent, t: &FrozenTask) -> Result<ThreadCore> {
     ss.flags = i32::from_ne_bytes(b[8..12].try_into().unwrap_or_default()) as u32;
     ss.size = u64::from_ne_bytes(b[16..24].try_into().unwrap_or_default());
     th.altstack = Some(ss).into();
-    agent.call("prctl(PR_GET_TID_ADDRESS)", libc::SYS_prctl, &[libc::PR_GET_TID_ADDRESS as u64, a])?;
+    agent.call(
+        "prctl(PR_GET_TID_ADDRESS)",
+        libc::SYS_prctl,
+        &[libc::PR_GET_TID_ADDRESS as u64, a],
+    )?;
     th.clear_child_tid = agent.get_u64(0)?;
     Ok(th)
 }
 
 /// Process-wide state; `agent` runs in the thread-group leader.
-pub fn dump_process(agent: &mut Agent, status: &procfs::Status, stat: &procfs::Stat) -> Result<TaskCore> {
+pub fn dump_process(
+    agent: &mut Agent,
+    status: &procfs::Status,
+    stat: &procfs::Stat,
+) -> Result<TaskCore> {
     let pid = agent.pid;
     let mut core = TaskCore::new();
     core.pid = pid as u32;
@@ -131,7 +179,8 @@ pub fn dump_process(agent: &mut Agent, status: &procfs::Status, stat: &procfs::S
     core.umask = status.umask.unwrap_or(0o022);
     core.exit_signal = stat.exit_signal as u32;
     for res in 0..16u32 {
-        let (cur, max) = task::get_rlimit(pid, res).map_err(|e| Error::sys(pid, format!("prlimit {res}"), e))?;
+        let (cur, max) =
+            task::get_rlimit(pid, res).map_err(|e| Error::sys(pid, format!("prlimit {res}"), e))?;
         let mut r = Rlimit::new();
         r.resource = res;
         r.cur = cur;
@@ -143,15 +192,29 @@ pub fn dump_process(agent: &mut Agent, status: &procfs::Status, stat: &procfs::S
     (c.uid, c.euid, c.suid, c.fsuid) = (status.uid[0], status.uid[1], status.uid[2], status.uid[3]);
     (c.gid, c.egid, c.sgid, c.fsgid) = (status.gid[0], status.gid[1], status.gid[2], status.gid[3]);
     c.groups = status.groups.clone();
-    (c.cap_inh, c.cap_prm, c.cap_eff, c.cap_bnd, c.cap_amb) = (status.cap_inh, status.cap_prm, status.cap_eff, status.cap_bnd, status.cap_amb);
+    (c.cap_inh, c.cap_prm, c.cap_eff, c.cap_bnd, c.cap_amb) = (
+        status.cap_inh,
+        status.cap_prm,
+        status.cap_eff,
+        status.cap_bnd,
+        status.cap_amb,
+    );
     c.no_new_privs = status.no_new_privs;
-    c.securebits = agent.call("prctl(PR_GET_SECUREBITS)", libc::SYS_prctl, &[libc::PR_GET_SECUREBITS as u64])? as u32;
+    c.securebits = agent.call(
+        "prctl(PR_GET_SECUREBITS)",
+        libc::SYS_prctl,
+        &[libc::PR_GET_SECUREBITS as u64],
+    )? as u32;
     core.creds = Some(c).into();
     for sig in 1..=64u32 {
         if sig == libc::SIGKILL as u32 || sig == libc::SIGSTOP as u32 {
             continue;
         }
-        agent.call(&format!("rt_sigaction({sig})"), libc::SYS_rt_sigaction, &[sig as u64, 0, a, 8])?;
+        agent.call(
+            &format!("rt_sigaction({sig})"),
+            libc::SYS_rt_sigaction,
+            &[sig as u64, 0, a, 8],
+        )?;
         let b = agent.get(0, 32)?;
         let w = |i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().unwrap_or_default());
         let mut s = SigAction::new();
@@ -159,12 +222,27 @@ pub fn dump_process(agent: &mut Agent, status: &procfs::Status, stat: &procfs::S
         (s.handler, s.flags, s.restorer, s.mask) = (w(0), w(8), w(16), w(24));
         core.sigactions.push(s);
     }
-    core.shared_pending = pending(ptrace::peek_siginfo(pid, true).map_err(|e| Error::sys(pid, "PTRACE_PEEKSIGINFO shared", e))?);
-    agent.call("prctl(PR_GET_PDEATHSIG)", libc::SYS_prctl, &[libc::PR_GET_PDEATHSIG as u64, a])?;
+    core.shared_pending = pending(
+        ptrace::peek_siginfo(pid, true)
+            .map_err(|e| Error::sys(pid, "PTRACE_PEEKSIGINFO shared", e))?,
+    );
+    agent.call(
+        "prctl(PR_GET_PDEATHSIG)",
+        libc::SYS_prctl,
+        &[libc::PR_GET_PDEATHSIG as u64, a],
+    )?;
     core.pdeath_signal = agent.get_u32(0)?;
-    agent.call("prctl(PR_GET_CHILD_SUBREAPER)", libc::SYS_prctl, &[libc::PR_GET_CHILD_SUBREAPER as u64, a])?;
+    agent.call(
+        "prctl(PR_GET_CHILD_SUBREAPER)",
+        libc::SYS_prctl,
+        &[libc::PR_GET_CHILD_SUBREAPER as u64, a],
+    )?;
     core.child_subreaper = agent.get_u32(0)? != 0;
-    core.dumpable = agent.call("prctl(PR_GET_DUMPABLE)", libc::SYS_prctl, &[libc::PR_GET_DUMPABLE as u64])? != 0;
+    core.dumpable = agent.call(
+        "prctl(PR_GET_DUMPABLE)",
+        libc::SYS_prctl,
+        &[libc::PR_GET_DUMPABLE as u64],
+    )? != 0;
     Ok(core)
 }
 
@@ -185,15 +263,42 @@ pub fn restore_process_attrs(agent: &mut Agent, core: &TaskCore) -> Result<()> {
             b.extend_from_slice(&w.to_ne_bytes());
         }
         let a = agent.put(0, &b)?;
-        agent.call(&format!("rt_sigaction({})", s.signo), libc::SYS_rt_sigaction, &[s.signo as u64, a, 0, 8])?;
+        agent.call(
+            &format!("rt_sigaction({})", s.signo),
+            libc::SYS_rt_sigaction,
+            &[s.signo as u64, a, 0, 8],
+        )?;
     }
     agent.call("umask", libc::SYS_umask, &[core.umask as u64])?;
-    agent.call("personality", libc::SYS_personality, &[core.personality as u64])?;
+    agent.call(
+        "personality",
+        libc::SYS_personality,
+        &[core.personality as u64],
+    )?;
     let a = agent.put_cstr(0, &core.comm)?;
-    agent.call("prctl(PR_SET_NAME)", libc::SYS_prctl, &[libc::PR_SET_NAME as u64, a])?;
-    agent.call("prctl(PR_SET_PDEATHSIG)", libc::SYS_prctl, &[libc::PR_SET_PDEATHSIG as u64, core.pdeath_signal as u64])?;
-    agent.call("prctl(PR_SET_CHILD_SUBREAPER)", libc::SYS_prctl, &[libc::PR_SET_CHILD_SUBREAPER as u64, core.child_subreaper as u64])?;
-    agent.call("prctl(PR_SET_DUMPABLE)", libc::SYS_prctl, &[libc::PR_SET_DUMPABLE as u64, core.dumpable as u64])?;
+    agent.call(
+        "prctl(PR_SET_NAME)",
+        libc::SYS_prctl,
+        &[libc::PR_SET_NAME as u64, a],
+    )?;
+    agent.call(
+        "prctl(PR_SET_PDEATHSIG)",
+        libc::SYS_prctl,
+        &[libc::PR_SET_PDEATHSIG as u64, core.pdeath_signal as u64],
+    )?;
+    agent.call(
+        "prctl(PR_SET_CHILD_SUBREAPER)",
+        libc::SYS_prctl,
+        &[
+            libc::PR_SET_CHILD_SUBREAPER as u64,
+            core.child_subreaper as u64,
+        ],
+    )?;
+    agent.call(
+        "prctl(PR_SET_DUMPABLE)",
+        libc::SYS_prctl,
+        &[libc::PR_SET_DUMPABLE as u64, core.dumpable as u64],
+    )?;
     Ok(())
 }
 
@@ -201,10 +306,14 @@ pub fn restore_process_attrs(agent: &mut Agent, core: &TaskCore) -> Result<()> {
 /// without CAP_SYS_RESOURCE, which is reported, and the limit is clamped.
 pub fn restore_rlimits(agent: &mut Agent, core: &TaskCore, warn: &mut Vec<String>) -> Result<()> {
     for r in &core.rlimits {
-        let (_, our_max) = task::get_rlimit(agent.pid, r.resource).map_err(|e| Error::sys(agent.pid, "prlimit", e))?;
+        let (_, our_max) = task::get_rlimit(agent.pid, r.resource)
+            .map_err(|e| Error::sys(agent.pid, "prlimit", e))?;
         let (mut cur, mut max) = (r.cur, r.max);
         if max > our_max {
-            warn.push(format!("rlimit {}: hard limit {} lowered to {} (raising needs CAP_SYS_RESOURCE)", r.resource, max, our_max));
+            warn.push(format!(
+                "rlimit {}: hard limit {} lowered to {} (raising needs CAP_SYS_RESOURCE)",
+                r.resource, max, our_max
+            ));
             max = our_max;
             cur = cur.min(max);
         }
@@ -212,7 +321,11 @@ pub fn restore_rlimits(agent: &mut Agent, core: &TaskCore, warn: &mut Vec<String
         b.extend_from_slice(&cur.to_ne_bytes());
         b.extend_from_slice(&max.to_ne_bytes());
         let a = agent.put(0, &b)?;
-        agent.call(&format!("prlimit64({})", r.resource), libc::SYS_prlimit64, &[0, r.resource as u64, a, 0])?;
+        agent.call(
+            &format!("prlimit64({})", r.resource),
+            libc::SYS_prlimit64,
+            &[0, r.resource as u64, a, 0],
+        )?;
     }
     Ok(())
 }
@@ -231,31 +344,64 @@ pub fn restore_thread_attrs(agent: &mut Agent, th: &ThreadCore) -> Result<()> {
         agent.call("sigaltstack", libc::SYS_sigaltstack, &[a, 0])?;
     }
     if let Some(r) = th.rseq.as_ref().filter(|r| r.addr != 0) {
-        agent.call("rseq", libc::SYS_rseq, &[r.addr, r.len as u64, 0, r.signature as u64])?;
+        agent.call(
+            "rseq",
+            libc::SYS_rseq,
+            &[r.addr, r.len as u64, 0, r.signature as u64],
+        )?;
     }
     if th.robust_list != 0 {
-        agent.call("set_robust_list", libc::SYS_set_robust_list, &[th.robust_list, th.robust_list_len])?;
+        agent.call(
+            "set_robust_list",
+            libc::SYS_set_robust_list,
+            &[th.robust_list, th.robust_list_len],
+        )?;
     }
-    agent.call("set_tid_address", libc::SYS_set_tid_address, &[th.clear_child_tid])?;
+    agent.call(
+        "set_tid_address",
+        libc::SYS_set_tid_address,
+        &[th.clear_child_tid],
+    )?;
     if !th.comm.is_empty() {
         let a = agent.put_cstr(0, &th.comm)?;
-        agent.call("prctl(PR_SET_NAME)", libc::SYS_prctl, &[libc::PR_SET_NAME as u64, a])?;
+        agent.call(
+            "prctl(PR_SET_NAME)",
+            libc::SYS_prctl,
+            &[libc::PR_SET_NAME as u64, a],
+        )?;
     }
     Ok(())
 }
 
 /// Queues the saved pending signals again, in order (all signals are
 /// blocked in the vessel until the final mask is set).
-pub fn restore_pending(agent: &mut Agent, tgid: i32, tid: i32, list: &[PendingSignal], shared: bool) -> Result<()> {
+pub fn restore_pending(
+    agent: &mut Agent,
+    tgid: i32,
+    tid: i32,
+    list: &[PendingSignal],
+    shared: bool,
+) -> Result<()> {
     for p in list {
         if p.siginfo.len() != 128 {
-            return Err(Error::Restore(format!("pid {tgid}: bad siginfo for signal {}", p.signo)));
+            return Err(Error::Restore(format!(
+                "pid {tgid}: bad siginfo for signal {}",
+                p.signo
+            )));
         }
         let a = agent.put(0, &p.siginfo)?;
         if shared {
-            agent.call(&format!("rt_sigqueueinfo({})", p.signo), libc::SYS_rt_sigqueueinfo, &[tgid as u64, p.signo as u64, a])?;
+            agent.call(
+                &format!("rt_sigqueueinfo({})", p.signo),
+                libc::SYS_rt_sigqueueinfo,
+                &[tgid as u64, p.signo as u64, a],
+            )?;
         } else {
-            agent.call(&format!("rt_tgsigqueueinfo({})", p.signo), libc::SYS_rt_tgsigqueueinfo, &[tgid as u64, tid as u64, p.signo as u64, a])?;
+            agent.call(
+                &format!("rt_tgsigqueueinfo({})", p.signo),
+                libc::SYS_rt_tgsigqueueinfo,
+                &[tgid as u64, tid as u64, p.signo as u64, a],
+            )?;
         }
     }
     Ok(())
@@ -272,17 +418,37 @@ pub fn restore_creds(agent: &mut Agent, c: &Creds) -> Result<()> {
         .unwrap_or(40);
     for cap in 0..=last_cap {
         if c.cap_bnd & (1 << cap) == 0 {
-            agent.call(&format!("prctl(PR_CAPBSET_DROP, {cap})"), libc::SYS_prctl, &[libc::PR_CAPBSET_DROP as u64, cap])?;
+            agent.call(
+                &format!("prctl(PR_CAPBSET_DROP, {cap})"),
+                libc::SYS_prctl,
+                &[libc::PR_CAPBSET_DROP as u64, cap],
+            )?;
         }
     }
     let secure = c.securebits as u64;
-    agent.call("prctl(PR_SET_SECUREBITS)", libc::SYS_prctl, &[libc::PR_SET_SECUREBITS as u64, secure | SECBIT_KEEP_CAPS])?;
+    agent.call(
+        "prctl(PR_SET_SECUREBITS)",
+        libc::SYS_prctl,
+        &[libc::PR_SET_SECUREBITS as u64, secure | SECBIT_KEEP_CAPS],
+    )?;
     let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
     let a = agent.put(0, &groups)?;
-    agent.call("setgroups", libc::SYS_setgroups, &[c.groups.len() as u64, a])?;
-    agent.call("setresgid", libc::SYS_setresgid, &[c.gid as u64, c.egid as u64, c.sgid as u64])?;
+    agent.call(
+        "setgroups",
+        libc::SYS_setgroups,
+        &[c.groups.len() as u64, a],
+    )?;
+    agent.call(
+        "setresgid",
+        libc::SYS_setresgid,
+        &[c.gid as u64, c.egid as u64, c.sgid as u64],
+    )?;
     agent.call("setfsgid", libc::SYS_setfsgid, &[c.fsgid as u64])?;
-    agent.call("setresuid", libc::SYS_setresuid, &[c.uid as u64, c.euid as u64, c.suid as u64])?;
+    agent.call(
+        "setresuid",
+        libc::SYS_setresuid,
+        &[c.uid as u64, c.euid as u64, c.suid as u64],
+    )?;
     agent.call("setfsuid", libc::SYS_setfsuid, &[c.fsuid as u64])?;
     // capset v3: header {version, pid}, two data structs {eff, prm, inh}.
     let mut b = Vec::with_capacity(32);
@@ -297,14 +463,32 @@ pub fn restore_creds(agent: &mut Agent, c: &Creds) -> Result<()> {
     agent.call("capset", libc::SYS_capset, &[a, a + 8])?;
     for cap in 0..=last_cap {
         if c.cap_amb & (1 << cap) != 0 {
-            agent.call("prctl(PR_CAP_AMBIENT_RAISE)", libc::SYS_prctl, &[libc::PR_CAP_AMBIENT as u64, libc::PR_CAP_AMBIENT_RAISE as u64, cap, 0, 0])?;
+            agent.call(
+                "prctl(PR_CAP_AMBIENT_RAISE)",
+                libc::SYS_prctl,
+                &[
+                    libc::PR_CAP_AMBIENT as u64,
+                    libc::PR_CAP_AMBIENT_RAISE as u64,
+                    cap,
+                    0,
+                    0,
+                ],
+            )?;
         }
     }
     if secure & (SECBIT_KEEP_CAPS | SECBIT_KEEP_CAPS_LOCKED) == 0 {
-        agent.call("prctl(PR_SET_KEEPCAPS, 0)", libc::SYS_prctl, &[libc::PR_SET_KEEPCAPS as u64, 0])?;
+        agent.call(
+            "prctl(PR_SET_KEEPCAPS, 0)",
+            libc::SYS_prctl,
+            &[libc::PR_SET_KEEPCAPS as u64, 0],
+        )?;
     }
     if c.no_new_privs {
-        agent.call("prctl(PR_SET_NO_NEW_PRIVS)", libc::SYS_prctl, &[libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0])?;
+        agent.call(
+            "prctl(PR_SET_NO_NEW_PRIVS)",
+            libc::SYS_prctl,
+            &[libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0],
+        )?;
     }
     Ok(())
 }
@@ -315,20 +499,37 @@ mod tests {
 
     #[test]
     fn restart_codes() {
-        let mut r = UserRegs { orig_rax: 0, rax: (-ERESTARTSYS) as u64, rip: 0x1002, ..Default::default() };
+        let mut r = UserRegs {
+            orig_rax: 0,
+            rax: (-ERESTARTSYS) as u64,
+            rip: 0x1002,
+            ..Default::default()
+        };
         let o = resume_regs(r);
         assert_eq!((o.rax, o.rip, o.orig_rax), (0, 0x1000, u64::MAX));
         r.rax = (-ERESTART_RESTARTBLOCK) as u64;
         let o = resume_regs(r);
         assert_eq!((o.rax as i64, o.rip), (-(libc::EINTR as i64), 0x1002));
         // Not in a syscall: untouched apart from orig_rax.
-        let r = UserRegs { orig_rax: u64::MAX, rax: (-ERESTARTSYS) as u64, rip: 0x1002, ..Default::default() };
+        let r = UserRegs {
+            orig_rax: u64::MAX,
+            rax: (-ERESTARTSYS) as u64,
+            rip: 0x1002,
+            ..Default::default()
+        };
         assert_eq!(resume_regs(r).rip, 0x1002);
     }
 
     #[test]
     fn regs_round_trip() {
-        let r = UserRegs { r15: 1, rip: 2, gs: 3, fs_base: 4, orig_rax: 5, ..Default::default() };
+        let r = UserRegs {
+            r15: 1,
+            rip: 2,
+            gs: 3,
+            fs_base: 4,
+            orig_rax: 5,
+            ..Default::default()
+        };
         assert_eq!(regs_from_proto(&regs_to_proto(&r)), r);
     }
 }

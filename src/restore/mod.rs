@@ -46,28 +46,47 @@ impl Images {
         if pstree.entries.is_empty() {
             return Err(Error::image(dir.file(names::PSTREE), "no processes"));
         }
-        let (mut cores, mut mms, mut fdtables, mut pagemaps) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut cores, mut mms, mut fdtables, mut pagemaps) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for e in &pstree.entries {
             let pid = e.pid;
             if pid == 0 || pid > i32::MAX as u32 {
-                return Err(Error::image(dir.file(names::PSTREE), format!("bad pid {pid}")));
+                return Err(Error::image(
+                    dir.file(names::PSTREE),
+                    format!("bad pid {pid}"),
+                ));
             }
             let core: TaskCore = dir.read(Kind::Core, &names::core(pid))?;
             if core.threads.is_empty() || core.threads[0].tid != pid {
-                return Err(Error::image(dir.file(&names::core(pid)), "thread list must start with the leader"));
+                return Err(Error::image(
+                    dir.file(&names::core(pid)),
+                    "thread list must start with the leader",
+                ));
             }
             for th in &core.threads {
                 if th.regs.is_none() {
-                    return Err(Error::image(dir.file(&names::core(pid)), format!("thread {} has no registers", th.tid)));
+                    return Err(Error::image(
+                        dir.file(&names::core(pid)),
+                        format!("thread {} has no registers", th.tid),
+                    ));
                 }
             }
             let mm: MmEntry = dir.read(Kind::Mm, &names::mm(pid))?;
             memory::validate_mm(&mm, &dir.file(&names::mm(pid)))?;
             let pm_name = names::pagemap(&format!("pid:{pid}"));
-            let pm: Pagemap = if dir.exists(&pm_name) { dir.read(Kind::Pagemap, &pm_name)? } else { Pagemap::new() };
+            let pm: Pagemap = if dir.exists(&pm_name) {
+                dir.read(Kind::Pagemap, &pm_name)?
+            } else {
+                Pagemap::new()
+            };
             memory::validate_pagemap(&pm, &mm, &store, &dir.file(&pm_name))?;
             pagemaps.push(pm);
-            let mut shmids: Vec<u64> = mm.vmas.iter().filter(|v| v.shmid != 0).map(|v| v.shmid).collect();
+            let mut shmids: Vec<u64> = mm
+                .vmas
+                .iter()
+                .filter(|v| v.shmid != 0)
+                .map(|v| v.shmid)
+                .collect();
             shmids.sort();
             shmids.dedup();
             for id in shmids {
@@ -82,7 +101,17 @@ impl Images {
             mms.push(mm);
             fdtables.push(dir.read(Kind::FdTable, &names::fdinfo(pid))?);
         }
-        Ok(Images { dir, inventory, pstree, cores, mms, fdtables, files, pagemaps, store })
+        Ok(Images {
+            dir,
+            inventory,
+            pstree,
+            cores,
+            mms,
+            fdtables,
+            files,
+            pagemaps,
+            store,
+        })
     }
 }
 
@@ -104,14 +133,19 @@ impl Drop for VesselGuard {
 fn spawn_vessel(pid: i32) -> Result<i32> {
     match task::spawn_vessel_clone3(pid) {
         Ok(p) => Ok(p),
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Err(Error::Restore(format!("pid {pid} is already in use"))),
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            Err(Error::Restore(format!("pid {pid} is already in use")))
+        }
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::E2BIG)) => {
             warn!("clone3 with set_tid unavailable ({e}); using ns_last_pid");
-            let p = task::spawn_vessel_last_pid(pid).map_err(|e| Error::sys(pid, "fork via ns_last_pid", e))?;
+            let p = task::spawn_vessel_last_pid(pid)
+                .map_err(|e| Error::sys(pid, "fork via ns_last_pid", e))?;
             if p != pid {
                 let _ = task::kill(p, libc::SIGKILL);
                 let _ = ptrace::wait_raw(p);
-                return Err(Error::Restore(format!("pid {pid} could not be obtained (got {p})")));
+                return Err(Error::Restore(format!(
+                    "pid {pid} could not be obtained (got {p})"
+                )));
             }
             Ok(p)
         }
@@ -128,53 +162,102 @@ fn restore_process(img: &Images, i: usize) -> Result<i32> {
     let t0 = Instant::now();
 
     let vessel = spawn_vessel(pid)?;
-    let mut guard = VesselGuard { pid: vessel, armed: true };
-    inject::seize_and_stop(vessel, PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL).map_err(|e| Error::sys(vessel, "seize vessel", e))?;
-    ptrace::set_sigmask(vessel, u64::MAX).map_err(|e| Error::sys(vessel, "PTRACE_SETSIGMASK", e))?;
+    let mut guard = VesselGuard {
+        pid: vessel,
+        armed: true,
+    };
+    inject::seize_and_stop(vessel, PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL)
+        .map_err(|e| Error::sys(vessel, "seize vessel", e))?;
+    ptrace::set_sigmask(vessel, u64::MAX)
+        .map_err(|e| Error::sys(vessel, "PTRACE_SETSIGMASK", e))?;
     // The vessel is a copy of us: our own vDSO's syscall instruction is at
     // the same address in it.
     let insn = remote::find_syscall_insn(task::getpid())?;
-    let mut remote = Remote::new(vessel, insn).map_err(|e| Error::sys(vessel, "PTRACE_GETREGS", e))?;
+    let mut remote =
+        Remote::new(vessel, insn).map_err(|e| Error::sys(vessel, "PTRACE_GETREGS", e))?;
     let sys = |e: std::io::Error, what: &str| Error::sys(vessel, what.to_string(), e);
 
     // 1. Drop what the vessel inherited from cairn.
-    let cfg = ptrace::get_rseq_config(vessel).map_err(|e| sys(e, "PTRACE_GET_RSEQ_CONFIGURATION"))?;
+    let cfg =
+        ptrace::get_rseq_config(vessel).map_err(|e| sys(e, "PTRACE_GET_RSEQ_CONFIGURATION"))?;
     if cfg.rseq_abi_pointer != 0 {
         remote
-            .syscall(libc::SYS_rseq, &[cfg.rseq_abi_pointer, cfg.rseq_abi_size as u64, 1, cfg.signature as u64])
+            .syscall(
+                libc::SYS_rseq,
+                &[
+                    cfg.rseq_abi_pointer,
+                    cfg.rseq_abi_size as u64,
+                    1,
+                    cfg.signature as u64,
+                ],
+            )
             .map_err(|e| sys(e, "rseq unregister"))?;
     }
-    remote.syscall(libc::SYS_close_range, &[0, u32::MAX as u64, 0]).map_err(|e| sys(e, "close_range"))?;
+    remote
+        .syscall(libc::SYS_close_range, &[0, u32::MAX as u64, 0])
+        .map_err(|e| sys(e, "close_range"))?;
 
     // 2. A scratch area that collides with neither the image nor us.
     let mut taken: Vec<(u64, u64)> = mm.vmas.iter().map(|v| (v.start, v.end)).collect();
     taken.extend(procfs::read_maps(vessel)?.iter().map(|m| (m.start, m.end)));
     let area = SCRATCH_LEN + 4096;
-    let want = memory::free_area(area, &taken).ok_or_else(|| Error::Restore("no free address range for the restorer".into()))?;
+    let want = memory::free_area(area, &taken)
+        .ok_or_else(|| Error::Restore("no free address range for the restorer".into()))?;
     let rwx = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64;
     let fl = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64 | memory::FIXED_NOREPLACE;
-    let tramp = remote.syscall(libc::SYS_mmap, &[want, area, rwx, fl, u64::MAX, 0]).map_err(|e| sys(e, "mmap scratch"))?;
+    let tramp = remote
+        .syscall(libc::SYS_mmap, &[want, area, rwx, fl, u64::MAX, 0])
+        .map_err(|e| sys(e, "mmap scratch"))?;
     mem::vm_write_all(vessel, tramp, &[0x0f, 0x05]).map_err(|e| sys(e, "write trampoline"))?;
     remote.set_insn(tramp);
-    let mut agent = Agent { remote, pid: vessel, scratch: tramp + 4096, scratch_len: SCRATCH_LEN };
+    let mut agent = Agent {
+        remote,
+        pid: vessel,
+        scratch: tramp + 4096,
+        scratch_len: SCRATCH_LEN,
+    };
 
     // 3. Nothing of cairn stays mapped.
     agent.call("munmap below scratch", libc::SYS_munmap, &[0, tramp])?;
-    agent.call("munmap above scratch", libc::SYS_munmap, &[tramp + area, TASK_SIZE - (tramp + area)])?;
+    agent.call(
+        "munmap above scratch",
+        libc::SYS_munmap,
+        &[tramp + area, TASK_SIZE - (tramp + area)],
+    )?;
 
     // 4. Memory.
     let shm = memory::restore_vmas(&mut agent, mm, &|id| idx.path(id))?;
-    let owners: Vec<&Pagemap> = img.pagemaps.iter().filter(|p| p.owner == format!("pid:{pid}") || p.owner.starts_with("shmem:")).collect();
+    let owners: Vec<&Pagemap> = img
+        .pagemaps
+        .iter()
+        .filter(|p| p.owner == format!("pid:{pid}") || p.owner.starts_with("shmem:"))
+        .collect();
     let owned: Vec<Pagemap> = owners.into_iter().cloned().collect();
     let tp = Instant::now();
     memory::restore_pages(vessel, mm, &owned, &img.store, &shm)?;
     info!("pid {pid}: pages written in {:?}", tp.elapsed());
     drop(shm);
     memory::finish_vmas(&mut agent, mm)?;
-    let exe = idx.path(mm.exe_file_id).ok_or_else(|| Error::Restore(format!("pid {pid}: executable unknown")))?;
-    let exe_fd = memory::remote_open(&mut agent, 0, &exe, libc::O_RDONLY | libc::O_CLOEXEC)?;
-    memory::set_mm_map(&mut agent, mm, exe_fd)?;
-    agent.call("close", libc::SYS_close, &[exe_fd])?;
+    let exe = idx
+        .path(mm.exe_file_id)
+        .ok_or_else(|| Error::Restore(format!("pid {pid}: executable unknown")))?;
+    // The vessel's exe link is cairn's; the kernel refuses to replace it
+    // while that file is still mapped, which is the case when the restored
+    // program is cairn itself. Then the link is already right.
+    let same_exe = match (std::fs::metadata("/proc/self/exe"), std::fs::metadata(&exe)) {
+        (Ok(a), Ok(b)) => {
+            use std::os::unix::fs::MetadataExt;
+            (a.dev(), a.ino()) == (b.dev(), b.ino())
+        }
+        _ => false,
+    };
+    if same_exe {
+        memory::set_mm_map(&mut agent, mm, u32::MAX as u64)?;
+    } else {
+        let exe_fd = memory::remote_open(&mut agent, 0, &exe, libc::O_RDONLY | libc::O_CLOEXEC)?;
+        memory::set_mm_map(&mut agent, mm, exe_fd)?;
+        agent.call("close", libc::SYS_close, &[exe_fd])?;
+    }
 
     // 5. Files and filesystem context.
     files::restore_fds(&mut agent, &img.fdtables[i], &idx)?;
@@ -199,13 +282,16 @@ fn restore_process(img: &Images, i: usize) -> Result<i32> {
     // restored vDSO, then put the registers back and let it go.
     let insn = remote::find_syscall_insn(vessel)?;
     if insn >= tramp && insn < tramp + area {
-        return Err(Error::Restore(format!("pid {pid}: no syscall instruction outside the restorer area")));
+        return Err(Error::Restore(format!(
+            "pid {pid}: no syscall instruction outside the restorer area"
+        )));
     }
     agent.remote.set_insn(insn);
     agent.call("munmap scratch", libc::SYS_munmap, &[tramp, area])?;
     agent.remote.park().map_err(|e| sys(e, "park"))?;
     if !th.xsave.is_empty() {
-        ptrace::set_xstate(vessel, &th.xsave).map_err(|e| sys(e, "PTRACE_SETREGSET NT_X86_XSTATE"))?;
+        ptrace::set_xstate(vessel, &th.xsave)
+            .map_err(|e| sys(e, "PTRACE_SETREGSET NT_X86_XSTATE"))?;
     }
     let regs = ktask::regs_from_proto(th.regs.as_ref().unwrap_or_default());
     ptrace::set_regs(vessel, &regs).map_err(|e| sys(e, "PTRACE_SETREGS"))?;
@@ -225,10 +311,15 @@ fn write_pidfile(path: &std::path::Path, pid: i32) -> Result<()> {
 /// Checks that can refuse a restore before anything is created.
 fn preflight(img: &Images, args: &RestoreArgs) -> Result<()> {
     if img.pstree.entries.len() != 1 {
-        return Err(Error::Restore("restoring process trees is not supported yet".into()));
+        return Err(Error::Restore(
+            "restoring process trees is not supported yet".into(),
+        ));
     }
     if img.cores[0].threads.len() != 1 {
-        return Err(Error::Restore(format!("pid {}: multi-threaded processes are not supported yet", img.cores[0].pid)));
+        return Err(Error::Restore(format!(
+            "pid {}: multi-threaded processes are not supported yet",
+            img.cores[0].pid
+        )));
     }
     let same_boot = procfs::boot_id().ok().as_deref() == Some(img.inventory.boot_id.as_str());
     let problems = FilesIndex::new(&img.files).check_unchanged(same_boot);
@@ -238,7 +329,10 @@ fn preflight(img: &Images, args: &RestoreArgs) -> Result<()> {
                 warn!("{p} (restoring anyway: --ignore-file-changes)");
             }
         } else {
-            return Err(Error::Restore(format!("{} (use --ignore-file-changes to restore anyway)", problems.join("; "))));
+            return Err(Error::Restore(format!(
+                "{} (use --ignore-file-changes to restore anyway)",
+                problems.join("; ")
+            )));
         }
     }
     for e in &img.pstree.entries {
@@ -262,7 +356,11 @@ pub fn restore(args: &RestoreArgs) -> Result<i32> {
         write_pidfile(p, pid)?;
     }
     let st = ptrace::wait_raw(pid).map_err(|e| Error::sys(pid, "waitpid", e))?;
-    Ok(if libc::WIFEXITED(st) { libc::WEXITSTATUS(st) } else { 128 + libc::WTERMSIG(st) })
+    Ok(if libc::WIFEXITED(st) {
+        libc::WEXITSTATUS(st)
+    } else {
+        128 + libc::WTERMSIG(st)
+    })
 }
 
 /// Detached: a short-lived child does the restore, so the restored process
@@ -270,7 +368,9 @@ pub fn restore(args: &RestoreArgs) -> Result<i32> {
 fn restore_detached(img: &Images, args: &RestoreArgs) -> Result<i32> {
     use std::io::{Read, Write};
     if task::own_thread_count() > 1 {
-        return Err(Error::Restore("internal: restore must fork while single-threaded".into()));
+        return Err(Error::Restore(
+            "internal: restore must fork while single-threaded".into(),
+        ));
     }
     let (r, w) = task::pipe().map_err(|e| Error::sys(task::getpid(), "pipe", e))?;
     match task::fork().map_err(|e| Error::sys(task::getpid(), "fork", e))? {
@@ -279,7 +379,9 @@ fn restore_detached(img: &Images, args: &RestoreArgs) -> Result<i32> {
             let mut w = std::fs::File::from(w);
             let msg = match restore_process(img, 0) {
                 Ok(pid) => match &args.pidfile {
-                    Some(p) => write_pidfile(p, pid).map(|_| format!("ok {pid}")).unwrap_or_else(|e| format!("err {e}")),
+                    Some(p) => write_pidfile(p, pid)
+                        .map(|_| format!("ok {pid}"))
+                        .unwrap_or_else(|e| format!("err {e}")),
                     None => format!("ok {pid}"),
                 },
                 Err(e) => format!("err {e}"),
@@ -298,9 +400,12 @@ fn restore_detached(img: &Images, args: &RestoreArgs) -> Result<i32> {
                     info!("restored pid {p} (detached)");
                     Ok(0)
                 }
-                None => Err(Error::Restore(s.strip_prefix("err ").unwrap_or("restorer died").to_string())),
+                None => Err(Error::Restore(
+                    s.strip_prefix("err ")
+                        .unwrap_or("restorer died")
+                        .to_string(),
+                )),
             }
         }
     }
 }
-

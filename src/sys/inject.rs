@@ -20,9 +20,9 @@ use super::ptrace::{self, UserRegs, WaitStatus, PTRACE_EVENT_STOP};
 pub fn wait_stop(tid: i32) -> io::Result<(i32, i32)> {
     match ptrace::wait(tid, 0)? {
         Some((_, WaitStatus::Stopped { sig, event })) => Ok((sig, event)),
-        Some((_, WaitStatus::Exited(c))) => {
-            Err(io::Error::other(format!("task {tid} exited with status {c}")))
-        }
+        Some((_, WaitStatus::Exited(c))) => Err(io::Error::other(format!(
+            "task {tid} exited with status {c}"
+        ))),
         Some((_, WaitStatus::Signaled(s))) => {
             Err(io::Error::other(format!("task {tid} killed by signal {s}")))
         }
@@ -38,7 +38,10 @@ pub fn seize_and_stop(tid: i32, options: u64) -> io::Result<bool> {
     loop {
         let (sig, event) = wait_stop(tid)?;
         if event == PTRACE_EVENT_STOP {
-            return Ok(matches!(sig, libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU));
+            return Ok(matches!(
+                sig,
+                libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
+            ));
         }
         // A signal arrived before the interrupt: leave it pending for the
         // task by re-queueing it when we let it go. Here we pass it on and
@@ -132,6 +135,8 @@ pub fn park(tid: i32) -> io::Result<()> {
     if event == PTRACE_EVENT_STOP {
         Ok(())
     } else {
-        Err(io::Error::other(format!("tid {tid}: signal {sig} while parking")))
+        Err(io::Error::other(format!(
+            "tid {tid}: signal {sig} while parking"
+        )))
     }
 }

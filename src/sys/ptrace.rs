@@ -89,7 +89,6 @@ pub fn get_event_msg(tid: i32) -> io::Result<u64> {
     Ok(v)
 }
 
-
 pub fn get_regs(tid: i32) -> io::Result<UserRegs> {
     let mut r = MaybeUninit::<UserRegs>::zeroed();
     raw(libc::PTRACE_GETREGS, tid, 0, r.as_mut_ptr() as usize)?;
@@ -104,16 +103,33 @@ pub fn set_regs(tid: i32, regs: &UserRegs) -> io::Result<()> {
 /// The NT_X86_XSTATE regset (the full XSAVE area).
 pub fn get_xstate(tid: i32) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; 1 << 16];
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-    raw(libc::PTRACE_GETREGSET, tid, NT_X86_XSTATE, &mut iov as *mut _ as usize)?;
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    raw(
+        libc::PTRACE_GETREGSET,
+        tid,
+        NT_X86_XSTATE,
+        &mut iov as *mut _ as usize,
+    )?;
     buf.truncate(iov.iov_len);
     Ok(buf)
 }
 
 pub fn set_xstate(tid: i32, data: &[u8]) -> io::Result<()> {
     let mut copy = data.to_vec();
-    let mut iov = libc::iovec { iov_base: copy.as_mut_ptr().cast(), iov_len: copy.len() };
-    raw(libc::PTRACE_SETREGSET, tid, NT_X86_XSTATE, &mut iov as *mut _ as usize).map(drop)
+    let mut iov = libc::iovec {
+        iov_base: copy.as_mut_ptr().cast(),
+        iov_len: copy.len(),
+    };
+    raw(
+        libc::PTRACE_SETREGSET,
+        tid,
+        NT_X86_XSTATE,
+        &mut iov as *mut _ as usize,
+    )
+    .map(drop)
 }
 
 pub fn get_sigmask(tid: i32) -> io::Result<u64> {
@@ -123,7 +139,13 @@ pub fn get_sigmask(tid: i32) -> io::Result<u64> {
 }
 
 pub fn set_sigmask(tid: i32, mask: u64) -> io::Result<()> {
-    raw(libc::PTRACE_SETSIGMASK, tid, 8, &mask as *const u64 as usize).map(drop)
+    raw(
+        libc::PTRACE_SETSIGMASK,
+        tid,
+        8,
+        &mask as *const u64 as usize,
+    )
+    .map(drop)
 }
 
 #[repr(C)]
@@ -187,7 +209,10 @@ pub enum WaitStatus {
     Exited(i32),
     Signaled(i32),
     /// Stopped with this signal; `event` is the PTRACE_EVENT_* in bits 16+.
-    Stopped { sig: i32, event: i32 },
+    Stopped {
+        sig: i32,
+        event: i32,
+    },
 }
 
 pub fn decode_status(status: i32) -> WaitStatus {
@@ -196,7 +221,10 @@ pub fn decode_status(status: i32) -> WaitStatus {
     } else if libc::WIFSIGNALED(status) {
         WaitStatus::Signaled(libc::WTERMSIG(status))
     } else {
-        WaitStatus::Stopped { sig: libc::WSTOPSIG(status), event: (status >> 16) & 0xff }
+        WaitStatus::Stopped {
+            sig: libc::WSTOPSIG(status),
+            event: (status >> 16) & 0xff,
+        }
     }
 }
 

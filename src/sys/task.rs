@@ -29,7 +29,14 @@ fn vessel_body(parent: i32) -> ! {
     // SAFETY: raw syscalls without pointers; this process is a fresh copy
     // that only waits to be driven by its tracer.
     unsafe {
-        libc::syscall(libc::SYS_prctl, libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        libc::syscall(
+            libc::SYS_prctl,
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL,
+            0,
+            0,
+            0,
+        );
         if libc::syscall(libc::SYS_getppid) as i32 != parent {
             libc::syscall(libc::SYS_exit_group, 127);
         }
@@ -54,7 +61,11 @@ pub fn spawn_vessel_clone3(pid: i32) -> io::Result<i32> {
     // child runs only `vessel_body`, which never returns and touches no
     // shared state. `args` and `tid` outlive the call.
     let r = unsafe {
-        libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>())
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
     };
     if r == 0 {
         vessel_body(parent);
@@ -100,14 +111,24 @@ const KCMP_FILE: libc::c_long = 0;
 pub fn kcmp_file(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> io::Result<i32> {
     // SAFETY: kcmp takes only integers.
     let r = unsafe {
-        libc::syscall(libc::SYS_kcmp, pid1, pid2, KCMP_FILE, fd1 as libc::c_long, fd2 as libc::c_long)
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid1,
+            pid2,
+            KCMP_FILE,
+            fd1 as libc::c_long,
+            fd2 as libc::c_long,
+        )
     };
     check(r).map(|v| v as i32)
 }
 
 /// prlimit64(pid, resource): read limits.
 pub fn get_rlimit(pid: i32, resource: u32) -> io::Result<(u64, u64)> {
-    let mut old = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+    let mut old = libc::rlimit64 {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: `old` is a valid out-pointer; no new limit is passed.
     let r = unsafe { libc::prlimit64(pid, resource as _, std::ptr::null(), &mut old) };
     check(r as libc::c_long)?;
@@ -120,7 +141,12 @@ pub fn get_robust_list(tid: i32) -> io::Result<(u64, u64)> {
     let mut len: usize = 0;
     // SAFETY: both out-pointers are valid for the call.
     let r = unsafe {
-        libc::syscall(libc::SYS_get_robust_list, tid, &mut head as *mut u64, &mut len as *mut usize)
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            tid,
+            &mut head as *mut u64,
+            &mut len as *mut usize,
+        )
     };
     check(r)?;
     Ok((head, len as u64))
@@ -156,7 +182,14 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// `from` into pipe `to` without consuming them.
 pub fn tee(from: &impl AsRawFd, to: &impl AsRawFd, len: usize) -> io::Result<usize> {
     // SAFETY: tee takes only descriptors and integers.
-    let r = unsafe { libc::tee(from.as_raw_fd(), to.as_raw_fd(), len, libc::SPLICE_F_NONBLOCK) };
+    let r = unsafe {
+        libc::tee(
+            from.as_raw_fd(),
+            to.as_raw_fd(),
+            len,
+            libc::SPLICE_F_NONBLOCK,
+        )
+    };
     check(r as libc::c_long).map(|n| n as usize)
 }
 
@@ -168,8 +201,10 @@ pub fn pipe_size(fd: &impl AsRawFd) -> io::Result<usize> {
 
 pub fn set_pipe_size(fd: &impl AsRawFd, size: usize) -> io::Result<usize> {
     // SAFETY: F_SETPIPE_SZ takes an integer.
-    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int) }
-        as libc::c_long)
+    check(
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int) }
+            as libc::c_long,
+    )
     .map(|n| n as usize)
 }
 
@@ -187,5 +222,7 @@ pub fn getpid() -> i32 {
 
 /// Number of threads of the calling process (to check fork safety).
 pub fn own_thread_count() -> usize {
-    std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(0)
 }

@@ -1,1 +1,656 @@
-fn main() {}
+//! Project tasks, run as `cargo xtask <task>` (alias in .cargo/config.toml).
+//!
+//! - `cargo xtask test [ARGS...]`: the test command of the README and CI.
+//!   Installs missing build tools, builds release, runs
+//!   `cargo test --release --workspace ARGS...` and exits with its code.
+//! - `cargo xtask bench [--runs N] [--size SIZE]`: times `cairn dump` and
+//!   `cairn restore` of a process holding SIZE (default 1 GiB) of
+//!   incompressible and of 2:1 compressible memory; prints medians.
+//!
+//! std only, so the xtask builds in seconds on a fresh machine.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+type Result<T, E = String> = std::result::Result<T, E>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (task, rest) = match args.split_first() {
+        Some((t, rest)) => (t.as_str(), rest),
+        None => ("help", &[][..]),
+    };
+    let r = match task {
+        "test" => test(rest),
+        "bench" => bench(rest).map(|()| 0),
+        "help" | "-h" | "--help" => {
+            eprintln!("{USAGE}");
+            Ok(0)
+        }
+        other => Err(format!("unknown task {other:?}\n{USAGE}")),
+    };
+    match r {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const USAGE: &str = "usage: cargo xtask test [CARGO TEST ARGS...]
+       cargo xtask bench [--runs N] [--size SIZE]";
+
+/// The workspace root (xtask's parent).
+fn root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent().unwrap_or(here).to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+/// Runs a command to completion; an error unless it succeeds.
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?}: {status}"))
+    }
+}
+
+// ---------------------------------------------------------------- test
+
+/// Debian packages the build and tests need, each with the command whose
+/// absence means it must be installed.
+const TOOLS: &[(&str, &str)] = &[("gcc", "gcc")];
+
+/// Installs the packages of [`TOOLS`] whose command is missing
+/// (`apt-get update` once, then one `apt-get install`).
+fn ensure_tools() -> Result<()> {
+    let missing: Vec<&str> = TOOLS
+        .iter()
+        .filter(|(cmd, _)| !on_path(cmd))
+        .map(|&(_, pkg)| pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    run(Command::new("apt-get")
+        .arg("update")
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    match TOOLS.iter().find(|(cmd, _)| !on_path(cmd)) {
+        Some((cmd, pkg)) => Err(format!("{cmd} still missing after installing {pkg}")),
+        None => Ok(()),
+    }
+}
+
+fn on_path(cmd: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(path) = std::env::var_os("PATH") else {
+        return false;
+    };
+    std::env::split_paths(&path).any(|dir| {
+        std::fs::metadata(dir.join(cmd))
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
+/// Test counts summed over every "test result:" line of `cargo test`.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Counts {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Counts {
+    /// Adds the counts of a libtest line such as
+    /// `test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; ...`.
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut w = part.split_whitespace().rev();
+            let (Some(what), Some(n)) = (w.next(), w.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+fn test(extra: &[String]) -> Result<u8> {
+    let start = Instant::now();
+    ensure_tools()?;
+    run(cargo().args(["build", "--release"]))?;
+    let mut cmd = cargo();
+    cmd.args(["test", "--release", "--workspace"])
+        .args(extra)
+        .stdout(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| format!("{cmd:?}: {e}"))?;
+    let mut counts = Counts::default();
+    if let Some(out) = child.stdout.take() {
+        let stdout = std::io::stdout();
+        for line in BufReader::new(out).lines() {
+            let line = line.map_err(|e| format!("reading cargo test output: {e}"))?;
+            counts.add_line(&line);
+            let mut o = stdout.lock();
+            let _ = writeln!(o, "{line}");
+            let _ = o.flush();
+        }
+    }
+    let status = child.wait().map_err(|e| format!("{cmd:?}: {e}"))?;
+    let code = status.code().unwrap_or(1).clamp(0, 255) as u8;
+    let verdict = if code == 0 {
+        "ok".to_string()
+    } else {
+        format!("FAILED (exit code {code})")
+    };
+    println!(
+        "xtask test: {verdict} in {:.0} s",
+        start.elapsed().as_secs_f64()
+    );
+    println!(
+        "summary: {} passed, {} failed, {} skipped",
+        counts.passed, counts.failed, counts.ignored
+    );
+    Ok(code)
+}
+
+// ---------------------------------------------------------------- bench
+
+const GIB: u64 = 1 << 30;
+const MIB: u64 = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DataKind {
+    Incompressible,
+    Compressible,
+}
+
+impl DataKind {
+    /// The workload's argument.
+    fn arg(self) -> &'static str {
+        match self {
+            DataKind::Incompressible => "incompressible",
+            DataKind::Compressible => "compressible",
+        }
+    }
+    fn label(self) -> &'static str {
+        match self {
+            DataKind::Incompressible => "incompressible",
+            DataKind::Compressible => "compressible-2:1",
+        }
+    }
+}
+
+struct BenchArgs {
+    runs: usize,
+    size: u64,
+}
+
+fn parse_bench_args(args: &[String]) -> Result<BenchArgs> {
+    let mut b = BenchArgs { runs: 3, size: GIB };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--runs" => {
+                b.runs = value()?
+                    .parse()
+                    .map_err(|_| "--runs wants a number".to_string())?;
+                if b.runs == 0 {
+                    return Err("--runs must be at least 1".into());
+                }
+            }
+            "--size" => b.size = parse_size(value()?)?,
+            other => return Err(format!("unknown bench argument {other:?}\n{USAGE}")),
+        }
+    }
+    Ok(b)
+}
+
+/// "1G", "512M", "64K" or bytes.
+fn parse_size(s: &str) -> Result<u64> {
+    let (num, shift) = match s.char_indices().last() {
+        Some((i, 'G' | 'g')) => (&s[..i], 30),
+        Some((i, 'M' | 'm')) => (&s[..i], 20),
+        Some((i, 'K' | 'k')) => (&s[..i], 10),
+        _ => (s, 0),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("bad size {s:?}"))?;
+    n.checked_shl(shift)
+        .filter(|&v| v > 0 && v >> shift == n)
+        .ok_or_else(|| format!("bad size {s:?}"))
+}
+
+/// "1GiB", "512MiB", "64KiB", "100B".
+fn size_label(n: u64) -> String {
+    for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+        if n >= 1 << shift && n.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    format!("{n}B")
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+struct Run {
+    dump_s: f64,
+    restore_s: f64,
+    image_bytes: u64,
+}
+
+struct Summary {
+    kind: DataKind,
+    dump_s: f64,
+    restore_s: f64,
+    image_bytes: u64,
+    ratio: f64,
+}
+
+impl Summary {
+    fn of(kind: DataKind, size: u64, runs: &[Run]) -> Summary {
+        let image = median(
+            &runs
+                .iter()
+                .map(|r| r.image_bytes as f64)
+                .collect::<Vec<_>>(),
+        );
+        Summary {
+            kind,
+            dump_s: median(&runs.iter().map(|r| r.dump_s).collect::<Vec<_>>()),
+            restore_s: median(&runs.iter().map(|r| r.restore_s).collect::<Vec<_>>()),
+            image_bytes: image as u64,
+            ratio: if image > 0.0 {
+                size as f64 / image
+            } else {
+                f64::NAN
+            },
+        }
+    }
+
+    fn line(&self, size: u64) -> String {
+        format!(
+            "bench dump {} {}: dump {:.2} s, restore {:.2} s, image {:.0} MiB (ratio {:.2})",
+            size_label(size),
+            self.kind.label(),
+            self.dump_s,
+            self.restore_s,
+            self.image_bytes as f64 / MIB as f64,
+            self.ratio
+        )
+    }
+}
+
+fn table(size: u64, runs: usize, rows: &[Summary]) -> String {
+    let mut t = String::from(
+        "| data | memory | runs | dump (s) | restore (s) | image (MiB) | ratio |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        t.push_str(&format!(
+            "| {} | {} | {runs} | {:.2} | {:.2} | {:.0} | {:.2} |\n",
+            r.kind.label(),
+            size_label(size),
+            r.dump_s,
+            r.restore_s,
+            r.image_bytes as f64 / MIB as f64,
+            r.ratio
+        ));
+    }
+    t
+}
+
+/// Everything the bench started: killed by pid on drop, also on error.
+#[derive(Default)]
+struct Procs {
+    children: Vec<Child>,
+    /// Restored processes: not our children, so killed but not reaped.
+    others: Vec<i32>,
+}
+
+impl Procs {
+    fn kill_other(&mut self, pid: i32) {
+        kill9(pid);
+        self.others.retain(|&p| p != pid);
+        wait_gone(pid, Duration::from_secs(10));
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for &p in &self.others {
+            kill9(p);
+        }
+    }
+}
+
+fn kill9(pid: i32) {
+    if pid > 0 {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Waits until `pid` is gone or a zombie.
+fn wait_gone(pid: i32, timeout: Duration) {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return,
+            Ok(s) if s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')) => return,
+            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Waits up to `timeout` for a child to exit; true once it is reaped.
+fn reap(child: &mut Child, timeout: Duration) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return true,
+            Err(_) => return false,
+            Ok(None) if Instant::now() >= end => return false,
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// Polls for a pidfile (written atomically) until `timeout`.
+fn wait_pidfile(
+    path: &Path,
+    timeout: Duration,
+    mut alive: impl FnMut() -> Result<()>,
+) -> Result<i32> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if let Ok(pid) = s.trim().parse() {
+                return Ok(pid);
+            }
+        }
+        alive()?;
+        if Instant::now() >= end {
+            return Err(format!(
+                "{} did not appear within {timeout:?}",
+                path.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn dir_bytes(dir: &Path) -> Result<u64> {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        let m = e
+            .and_then(|e| e.metadata())
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        if m.is_file() {
+            n += m.len();
+        }
+    }
+    Ok(n)
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    let b = parse_bench_args(args)?;
+    ensure_tools()?;
+    run(cargo().args(["build", "--release"]))?;
+    let root = root();
+    let cairn = root.join("target/release/cairn");
+    let workload = root.join("target/release/bench_mem");
+    run(Command::new("gcc")
+        .args(["-O2", "-Wall", "-o"])
+        .arg(&workload)
+        .arg(root.join("tests/workloads/bench_mem.c")))?;
+
+    let work = std::env::temp_dir().join(format!("cairn-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let mut procs = Procs::default();
+    let result = (|| {
+        let mut rows = Vec::new();
+        for kind in [DataKind::Incompressible, DataKind::Compressible] {
+            let mut runs = Vec::new();
+            for i in 0..b.runs {
+                let r = bench_once(&cairn, &workload, &work, kind, b.size, &mut procs)?;
+                eprintln!(
+                    "xtask: {} run {}/{}: dump {:.2} s, restore {:.2} s, image {:.0} MiB",
+                    kind.label(),
+                    i + 1,
+                    b.runs,
+                    r.dump_s,
+                    r.restore_s,
+                    r.image_bytes as f64 / MIB as f64
+                );
+                runs.push(r);
+            }
+            rows.push(Summary::of(kind, b.size, &runs));
+        }
+        Ok::<_, String>(rows)
+    })();
+    drop(procs);
+    let _ = std::fs::remove_dir_all(&work);
+    let rows = result?;
+    for r in &rows {
+        println!("{}", r.line(b.size));
+    }
+    println!();
+    print!("{}", table(b.size, b.runs, &rows));
+    Ok(())
+}
+
+/// One start, dump, restore, kill cycle.
+fn bench_once(
+    cairn: &Path,
+    workload: &Path,
+    work: &Path,
+    kind: DataKind,
+    size: u64,
+    procs: &mut Procs,
+) -> Result<Run> {
+    let ready = work.join("workload.pid");
+    let restored_file = work.join("restored.pid");
+    let images = work.join("images");
+    let log = work.join("workload.log");
+    for p in [&ready, &restored_file] {
+        let _ = std::fs::remove_file(p);
+    }
+    let _ = std::fs::remove_dir_all(&images);
+
+    // Regular files and /dev/null only: cairn does not restore pipes or
+    // terminals of a dumped process.
+    let log_f = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let child = Command::new(workload)
+        .arg(size.to_string())
+        .arg(kind.arg())
+        .arg("--pidfile")
+        .arg(&ready)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_f)
+        .spawn()
+        .map_err(|e| format!("{}: {e}", workload.display()))?;
+    procs.children.push(child);
+    let idx = procs.children.len() - 1;
+    let pid = wait_pidfile(&ready, Duration::from_secs(300), || {
+        match procs.children[idx].try_wait() {
+            Ok(Some(st)) => Err(format!(
+                "bench_mem exited ({st}): {}",
+                std::fs::read_to_string(&log).unwrap_or_default().trim()
+            )),
+            _ => Ok(()),
+        }
+    })?;
+
+    let t = Instant::now();
+    run(Command::new(cairn)
+        .args(["dump", "-t", &pid.to_string(), "-D"])
+        .arg(&images))?;
+    let dump_s = t.elapsed().as_secs_f64();
+    // dump kills the workload; reap it.
+    if !reap(&mut procs.children[idx], Duration::from_secs(10)) {
+        return Err(format!("cairn dump left pid {pid} running"));
+    }
+    let _ = procs.children.remove(idx).wait(); // already reaped: returns at once
+    let image_bytes = dir_bytes(&images)?;
+
+    let t = Instant::now();
+    let restore = Command::new(cairn)
+        .args(["restore", "-D"])
+        .arg(&images)
+        .args(["-d", "--pidfile"])
+        .arg(&restored_file)
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", cairn.display()))?;
+    procs.children.push(restore);
+    let idx = procs.children.len() - 1;
+    let restored = wait_pidfile(&restored_file, Duration::from_secs(300), || {
+        match procs.children[idx].try_wait() {
+            Ok(Some(st)) if !st.success() => Err(format!("cairn restore failed: {st}")),
+            _ => Ok(()),
+        }
+    })?;
+    let restore_s = t.elapsed().as_secs_f64();
+    procs.others.push(restored);
+    // A detached restore exits by itself once the tree runs.
+    if !reap(&mut procs.children[idx], Duration::from_secs(60)) {
+        return Err("cairn restore -d did not exit".into());
+    }
+    let _ = procs.children.remove(idx).wait(); // already reaped: returns at once
+    procs.kill_other(restored);
+    let _ = std::fs::remove_dir_all(&images);
+    Ok(Run {
+        dump_s,
+        restore_s,
+        image_bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_add_up_over_test_binaries() {
+        let mut c = Counts::default();
+        c.add_line("test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.40s");
+        c.add_line(
+            "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out",
+        );
+        c.add_line("test foo ... ok");
+        c.add_line("running 5 tests");
+        assert_eq!(
+            c,
+            Counts {
+                passed: 15,
+                failed: 2,
+                ignored: 1
+            }
+        );
+    }
+
+    #[test]
+    fn sizes_parse_and_print() {
+        assert_eq!(parse_size("1G"), Ok(GIB));
+        assert_eq!(parse_size("64M"), Ok(64 * MIB));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("99999999999999G").is_err());
+        assert_eq!(size_label(GIB), "1GiB");
+        assert_eq!(size_label(64 * MIB), "64MiB");
+        assert_eq!(size_label(1000), "1000B");
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn bench_args() {
+        let a = parse_bench_args(&["--runs".into(), "5".into()]).unwrap();
+        assert_eq!((a.runs, a.size), (5, GIB));
+        assert!(parse_bench_args(&["--runs".into()]).is_err());
+        assert!(parse_bench_args(&["--runs".into(), "0".into()]).is_err());
+        assert!(parse_bench_args(&["--bogus".into()]).is_err());
+    }
+
+    #[test]
+    fn report_lines() {
+        let runs = [
+            Run {
+                dump_s: 2.0,
+                restore_s: 1.0,
+                image_bytes: 512 * MIB,
+            },
+            Run {
+                dump_s: 1.0,
+                restore_s: 3.0,
+                image_bytes: 512 * MIB,
+            },
+            Run {
+                dump_s: 3.0,
+                restore_s: 2.0,
+                image_bytes: 512 * MIB,
+            },
+        ];
+        let s = Summary::of(DataKind::Compressible, GIB, &runs);
+        assert_eq!(
+            s.line(GIB),
+            "bench dump 1GiB compressible-2:1: dump 2.00 s, restore 2.00 s, image 512 MiB (ratio 2.00)"
+        );
+        let t = table(GIB, 3, &[s]);
+        assert!(
+            t.contains("| compressible-2:1 | 1GiB | 3 | 2.00 | 2.00 | 512 | 2.00 |"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn tools_are_found_on_path() {
+        assert!(on_path("sh"));
+        assert!(!on_path("cairn-no-such-tool"));
+    }
+}
