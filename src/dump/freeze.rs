@@ -140,14 +140,17 @@ impl Frozen {
         for p in &self.procs {
             let _ = crate::sys::task::kill(p.pid, libc::SIGKILL);
         }
-        for t in self.procs.iter().flat_map(|p| p.threads.iter()) {
-            loop {
-                match ptrace::wait(t.tid, 0) {
-                    Ok(Some((_, ptrace::WaitStatus::Stopped { .. }))) => {
-                        let _ = ptrace::cont(t.tid, 0);
-                    }
-                    _ => break,
-                }
+        // The leader of a thread group is reported only after its other
+        // threads are reaped, so reap the leaders last.
+        let mut order: Vec<i32> = self
+            .procs
+            .iter()
+            .flat_map(|p| p.threads.iter().skip(1).map(|t| t.tid))
+            .collect();
+        order.extend(self.procs.iter().map(|p| p.pid));
+        for tid in order {
+            while let Ok(Some((_, ptrace::WaitStatus::Stopped { .. }))) = ptrace::wait(tid, 0) {
+                let _ = ptrace::cont(tid, 0);
             }
         }
         Ok(())

@@ -178,16 +178,22 @@ pub fn dump_process(
     core.personality = procfs::read_personality(pid)?;
     core.umask = status.umask.unwrap_or(0o022);
     core.exit_signal = stat.exit_signal as u32;
+    let a = agent.scratch;
     for res in 0..16u32 {
-        let (cur, max) =
-            task::get_rlimit(pid, res).map_err(|e| Error::sys(pid, format!("prlimit {res}"), e))?;
+        // prlimit64 from inside: reading another uid's limits from outside
+        // needs CAP_SYS_RESOURCE.
+        agent.call(
+            &format!("prlimit64({res})"),
+            libc::SYS_prlimit64,
+            &[0, res as u64, 0, a],
+        )?;
+        let (cur, max) = (agent.get_u64(0)?, agent.get_u64(8)?);
         let mut r = Rlimit::new();
         r.resource = res;
         r.cur = cur;
         r.max = max;
         core.rlimits.push(r);
     }
-    let a = agent.scratch;
     let mut c = Creds::new();
     (c.uid, c.euid, c.suid, c.fsuid) = (status.uid[0], status.uid[1], status.uid[2], status.uid[3]);
     (c.gid, c.egid, c.sgid, c.fsgid) = (status.gid[0], status.gid[1], status.gid[2], status.gid[3]);
@@ -306,8 +312,12 @@ pub fn restore_process_attrs(agent: &mut Agent, core: &TaskCore) -> Result<()> {
 /// without CAP_SYS_RESOURCE, which is reported, and the limit is clamped.
 pub fn restore_rlimits(agent: &mut Agent, core: &TaskCore, warn: &mut Vec<String>) -> Result<()> {
     for r in &core.rlimits {
-        let (_, our_max) = task::get_rlimit(agent.pid, r.resource)
-            .map_err(|e| Error::sys(agent.pid, "prlimit", e))?;
+        agent.call(
+            "prlimit64",
+            libc::SYS_prlimit64,
+            &[0, r.resource as u64, 0, agent.scratch],
+        )?;
+        let our_max = agent.get_u64(8)?;
         let (mut cur, mut max) = (r.cur, r.max);
         if max > our_max {
             warn.push(format!(
@@ -409,6 +419,18 @@ pub fn restore_pending(
 
 const SECBIT_KEEP_CAPS: u64 = 1 << 4;
 const SECBIT_KEEP_CAPS_LOCKED: u64 = 1 << 5;
+
+/// Session and process group: a session leader becomes one again, a
+/// process-group leader leads a group again; otherwise the process joins
+/// cairn's (as with CRIU's --shell-job).
+pub fn restore_session(agent: &mut Agent, pid: u32, pgid: u32, sid: u32) -> Result<()> {
+    if sid == pid {
+        agent.call("setsid", libc::SYS_setsid, &[])?;
+    } else if pgid == pid {
+        agent.call("setpgid", libc::SYS_setpgid, &[0, 0])?;
+    }
+    Ok(())
+}
 
 /// Credentials, last: after this the vessel may no longer be privileged.
 pub fn restore_creds(agent: &mut Agent, c: &Creds) -> Result<()> {

@@ -21,7 +21,7 @@ use crate::kinds::task as ktask;
 use crate::procfs;
 use crate::remote::{self, Agent, SCRATCH_LEN};
 use crate::sys::inject::{self, Remote};
-use crate::sys::ptrace::{self, PTRACE_O_EXITKILL, PTRACE_O_TRACESYSGOOD};
+use crate::sys::ptrace::{self, PTRACE_O_EXITKILL, PTRACE_O_TRACECLONE, PTRACE_O_TRACESYSGOOD};
 use crate::sys::{mem, task};
 
 /// Every image of a checkpoint, read and checked.
@@ -166,8 +166,11 @@ fn restore_process(img: &Images, i: usize) -> Result<i32> {
         pid: vessel,
         armed: true,
     };
-    inject::seize_and_stop(vessel, PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL)
-        .map_err(|e| Error::sys(vessel, "seize vessel", e))?;
+    inject::seize_and_stop(
+        vessel,
+        PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL | PTRACE_O_TRACECLONE,
+    )
+    .map_err(|e| Error::sys(vessel, "seize vessel", e))?;
     ptrace::set_sigmask(vessel, u64::MAX)
         .map_err(|e| Error::sys(vessel, "PTRACE_SETSIGMASK", e))?;
     // The vessel is a copy of us: our own vDSO's syscall instruction is at
@@ -264,21 +267,70 @@ fn restore_process(img: &Images, i: usize) -> Result<i32> {
     files::restore_fs(&mut agent, idx.path(core.cwd_id), idx.path(core.root_id))?;
 
     // 6. Process and thread attributes, pending signals, then credentials.
+    let e = &img.pstree.entries[i];
+    ktask::restore_session(&mut agent, e.pid, e.pgid, e.sid)?;
     ktask::restore_process_attrs(&mut agent, core)?;
     let mut warnings = Vec::new();
     ktask::restore_rlimits(&mut agent, core, &mut warnings)?;
     for w in warnings {
         warn!("pid {pid}: {w}");
     }
-    let th = &core.threads[0];
-    ktask::restore_thread_attrs(&mut agent, th)?;
     ktask::restore_pending(&mut agent, pid, pid, &core.shared_pending, true)?;
-    ktask::restore_pending(&mut agent, pid, pid, &th.pending, false)?;
+
+    // 7. Threads: each made by clone3(CLONE_THREAD, set_tid) in the
+    // leader, auto-attached through PTRACE_O_TRACECLONE. Then per-thread
+    // state, credentials last (they are per thread).
+    let mut agents = vec![agent];
+    for th in &core.threads[1..] {
+        let tid = th.tid as i32;
+        let a = agents[0].put(128, &(tid as u64).to_ne_bytes())?;
+        let mut args = Vec::with_capacity(88);
+        let flags: u64 = (libc::CLONE_VM
+            | libc::CLONE_FS
+            | libc::CLONE_FILES
+            | libc::CLONE_SIGHAND
+            | libc::CLONE_THREAD
+            | libc::CLONE_SYSVSEM) as u64;
+        for w in [flags, 0, 0, 0, 0, 0, 0, 0, a, 1, 0] {
+            args.extend_from_slice(&w.to_ne_bytes());
+        }
+        let argp = agents[0].put(0, &args)?;
+        let got = agents[0]
+            .remote
+            .syscall(libc::SYS_clone3, &[argp, 88])
+            .map_err(|e| {
+                if e.raw_os_error() == Some(libc::EEXIST) {
+                    Error::Restore(format!("thread id {tid} is already in use"))
+                } else {
+                    Error::sys(pid, format!("clone3 thread {tid}"), e)
+                }
+            })?;
+        if got != tid as u64 {
+            return Err(Error::Restore(format!(
+                "pid {pid}: thread came back as {got}, not {tid}"
+            )));
+        }
+        inject::wait_stop(tid).map_err(|e| Error::sys(tid, "wait for new thread", e))?;
+        ptrace::set_sigmask(tid, u64::MAX).map_err(|e| Error::sys(tid, "PTRACE_SETSIGMASK", e))?;
+        let remote = Remote::new(tid, tramp).map_err(|e| Error::sys(tid, "PTRACE_GETREGS", e))?;
+        agents.push(Agent {
+            remote,
+            pid: vessel,
+            scratch: tramp + 4096,
+            scratch_len: SCRATCH_LEN,
+        });
+    }
+    for (a, th) in agents.iter_mut().zip(&core.threads) {
+        ktask::restore_thread_attrs(a, th)?;
+        ktask::restore_pending(a, pid, th.tid as i32, &th.pending, false)?;
+    }
     if let Some(c) = core.creds.as_ref() {
-        ktask::restore_creds(&mut agent, c)?;
+        for a in agents.iter_mut() {
+            ktask::restore_creds(a, c)?;
+        }
     }
 
-    // 7. Remove the scratch area using a syscall instruction of the
+    // 8. Remove the scratch area using a syscall instruction of the
     // restored vDSO, then put the registers back and let it go.
     let insn = remote::find_syscall_insn(vessel)?;
     if insn >= tramp && insn < tramp + area {
@@ -286,17 +338,24 @@ fn restore_process(img: &Images, i: usize) -> Result<i32> {
             "pid {pid}: no syscall instruction outside the restorer area"
         )));
     }
-    agent.remote.set_insn(insn);
-    agent.call("munmap scratch", libc::SYS_munmap, &[tramp, area])?;
-    agent.remote.park().map_err(|e| sys(e, "park"))?;
-    if !th.xsave.is_empty() {
-        ptrace::set_xstate(vessel, &th.xsave)
-            .map_err(|e| sys(e, "PTRACE_SETREGSET NT_X86_XSTATE"))?;
+    agents[0].remote.set_insn(insn);
+    agents[0].call("munmap scratch", libc::SYS_munmap, &[tramp, area])?;
+    for (a, th) in agents.iter_mut().zip(&core.threads) {
+        let tid = a.tid();
+        let sys = |e: std::io::Error, what: &str| Error::sys(tid, what.to_string(), e);
+        a.remote.park().map_err(|e| sys(e, "park"))?;
+        if !th.xsave.is_empty() {
+            ptrace::set_xstate(tid, &th.xsave)
+                .map_err(|e| sys(e, "PTRACE_SETREGSET NT_X86_XSTATE"))?;
+        }
+        let regs = ktask::regs_from_proto(th.regs.as_ref().unwrap_or_default());
+        ptrace::set_regs(tid, &regs).map_err(|e| sys(e, "PTRACE_SETREGS"))?;
+        ptrace::set_sigmask(tid, th.sigmask).map_err(|e| sys(e, "PTRACE_SETSIGMASK"))?;
     }
-    let regs = ktask::regs_from_proto(th.regs.as_ref().unwrap_or_default());
-    ptrace::set_regs(vessel, &regs).map_err(|e| sys(e, "PTRACE_SETREGS"))?;
-    ptrace::set_sigmask(vessel, th.sigmask).map_err(|e| sys(e, "PTRACE_SETSIGMASK"))?;
-    ptrace::detach(vessel, 0).map_err(|e| sys(e, "PTRACE_DETACH"))?;
+    // Detach only when every thread is ready, the leader last.
+    for a in agents.iter().rev() {
+        ptrace::detach(a.tid(), 0).map_err(|e| Error::sys(a.tid(), "PTRACE_DETACH", e))?;
+    }
     guard.armed = false;
     info!("pid {pid}: restored in {:?}", t0.elapsed());
     Ok(vessel)
@@ -314,12 +373,6 @@ fn preflight(img: &Images, args: &RestoreArgs) -> Result<()> {
         return Err(Error::Restore(
             "restoring process trees is not supported yet".into(),
         ));
-    }
-    if img.cores[0].threads.len() != 1 {
-        return Err(Error::Restore(format!(
-            "pid {}: multi-threaded processes are not supported yet",
-            img.cores[0].pid
-        )));
     }
     let same_boot = procfs::boot_id().ok().as_deref() == Some(img.inventory.boot_id.as_str());
     let problems = FilesIndex::new(&img.files).check_unchanged(same_boot);

@@ -96,8 +96,9 @@ impl Remote {
             if sig == (libc::SIGTRAP | 0x80) {
                 return Ok(());
             }
-            if event == PTRACE_EVENT_STOP {
-                // Group stop or a stray interrupt: keep going.
+            if event != 0 {
+                // A group stop, a stray interrupt, or the clone event of a
+                // clone we asked for: keep going.
                 ptrace::syscall(self.tid, 0)?;
                 continue;
             }

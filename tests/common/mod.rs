@@ -1,0 +1,1214 @@
+//! zdtm-style harness for cairn's integration tests.
+//!
+//! A *workload* is a small C program from `tests/workloads/NAME.c` built on
+//! `tests/workloads/zdtm.h`: it sets up some state, writes its pid to the
+//! file given with `--pidfile` when ready, waits for SIGTERM, verifies the
+//! state and prints `PASS` (exit 0) or `FAIL: ...` (exit 1) to its log.
+//!
+//! The harness compiles workloads lazily, starts them (stdin `/dev/null`,
+//! stdout and stderr to one log file, as a session leader in a fresh
+//! directory), runs `cairn dump` / `cairn restore`, signals the restored
+//! process and requires `PASS`. Everything it starts is tracked by pid (or
+//! pidfd) and killed on every failure or timeout path; nothing is ever
+//! killed by name.
+//!
+//! Each test binary includes this file with `mod common;`; not every binary
+//! uses every helper.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long a freshly started workload may take to write its pidfile.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a restore may take until the restored process is running.
+pub const RESTORE_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a (restored or original) workload may take to exit after SIGTERM.
+pub const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Upper bound for one `cairn dump` / `cairn show` / failing `cairn restore`.
+pub const CAIRN_TIMEOUT: Duration = Duration::from_secs(120);
+
+const CFLAGS: &[&str] = &["-O1", "-g", "-Wall", "-Werror"];
+
+/// The cairn binary under test: the crate's own build, unless the
+/// environment variable `CAIRN_TEST_BIN` names another one (e.g. a release
+/// build, or a stand-in used to check the harness itself).
+pub fn cairn_bin() -> PathBuf {
+    match std::env::var_os("CAIRN_TEST_BIN") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_cairn")),
+    }
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// `if skip_unless_root() { return; }` at the top of every test: cairn needs
+/// root (ptrace of any process, restoring credentials, ...). CI runs as root.
+pub fn skip_unless_root() -> bool {
+    if is_root() {
+        false
+    } else {
+        println!("skipped: needs root");
+        true
+    }
+}
+
+fn next_id() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+fn os(s: impl AsRef<OsStr>) -> OsString {
+    s.as_ref().to_os_string()
+}
+
+// ---------------------------------------------------------------------------
+// Building workloads
+
+fn workload_src_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("workloads")
+}
+
+/// `<target-dir>/cairn-workloads`.
+pub fn workload_out_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("CARGO_TARGET_TMPDIR has a parent")
+        .join("cairn-workloads")
+}
+
+fn fnv1a(h: &mut u64, bytes: &[u8]) {
+    for &b in bytes {
+        *h ^= u64::from(b);
+        *h = h.wrapping_mul(0x100_0000_01b3);
+    }
+}
+
+/// Path of the compiled workload NAME, compiling it if needed.
+///
+/// Compiled once per test process (a per-name `OnceLock`), and across
+/// processes (cargo runs several test binaries, nextest one process per
+/// test) guarded by a per-name `flock` and a stamp holding a hash of the
+/// sources and flags: an up-to-date binary is never replaced, so the
+/// executable of a dumped workload does not change before its restore.
+pub fn workload_bin(name: &str) -> PathBuf {
+    type Cell = Arc<OnceLock<Result<PathBuf, String>>>;
+    static BUILT: OnceLock<Mutex<HashMap<String, Cell>>> = OnceLock::new();
+    let cell: Cell = {
+        let mut map = BUILT
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.entry(name.to_string()).or_default().clone()
+    };
+    match cell.get_or_init(|| compile_workload(name)) {
+        Ok(p) => p.clone(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn compile_workload(name: &str) -> Result<PathBuf, String> {
+    let src = workload_src_dir().join(format!("{name}.c"));
+    let hdr = workload_src_dir().join("zdtm.h");
+    let src_text = fs::read(&src).map_err(|e| format!("reading {}: {e}", src.display()))?;
+    let hdr_text = fs::read(&hdr).map_err(|e| format!("reading {}: {e}", hdr.display()))?;
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for f in CFLAGS {
+        fnv1a(&mut h, f.as_bytes());
+    }
+    fnv1a(&mut h, &src_text);
+    fnv1a(&mut h, b"\0zdtm.h\0");
+    fnv1a(&mut h, &hdr_text);
+    let stamp_want = format!("{h:016x}\n");
+
+    let out_dir = workload_out_dir();
+    fs::create_dir_all(&out_dir).map_err(|e| format!("mkdir {}: {e}", out_dir.display()))?;
+    let bin = out_dir.join(name);
+    let stamp = out_dir.join(format!("{name}.stamp"));
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(out_dir.join(format!("{name}.lock")))
+        .map_err(|e| format!("lock file for {name}: {e}"))?;
+    // SAFETY: flock on a file descriptor we own; the lock is released when
+    // `lock` is dropped (closed) at the end of this function.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(format!(
+            "flock for {name}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if bin.exists() && fs::read_to_string(&stamp).ok().as_deref() == Some(stamp_want.as_str()) {
+        return Ok(bin);
+    }
+    let tmp = out_dir.join(format!("{name}.tmp.{}", std::process::id()));
+    let out = Command::new("cc")
+        .args(CFLAGS)
+        .arg("-o")
+        .arg(&tmp)
+        .arg(&src)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("running cc for {name}: {e}"))?;
+    if !out.status.success() {
+        let _ = fs::remove_file(&tmp);
+        return Err(format!(
+            "compiling workload {name} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    fs::rename(&tmp, &bin).map_err(|e| format!("rename to {}: {e}", bin.display()))?;
+    let stamp_tmp = out_dir.join(format!("{name}.stamp.tmp.{}", std::process::id()));
+    fs::write(&stamp_tmp, &stamp_want).map_err(|e| format!("stamp: {e}"))?;
+    fs::rename(&stamp_tmp, &stamp).map_err(|e| format!("stamp: {e}"))?;
+    drop(lock);
+    Ok(bin)
+}
+
+// ---------------------------------------------------------------------------
+// Small process helpers
+
+/// A fresh, unique directory under `CARGO_TARGET_TMPDIR/cairn-tests`.
+pub fn fresh_dir(tag: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cairn-tests");
+    fs::create_dir_all(&root).expect("create the cairn-tests dir");
+    loop {
+        let p = root.join(format!("{tag}-{}-{}", std::process::id(), next_id()));
+        match fs::create_dir(&p) {
+            Ok(()) => {
+                // The tree must be traversable by a workload that drops root.
+                let _ = fs::set_permissions(&root, fs::Permissions::from_mode(0o755));
+                fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).expect("chmod");
+                return fs::canonicalize(&p).expect("canonicalize the test dir");
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => panic!("create {}: {e}", p.display()),
+        }
+    }
+}
+
+/// Poll `child` until it exits or `timeout` passes.
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) => return Some(st),
+            Ok(None) => {}
+            Err(e) => panic!("waitpid({}): {e}", child.id()),
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Shell-style exit code: the code, or 128+signal.
+pub fn exit_code(st: &ExitStatus) -> i32 {
+    st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
+}
+
+/// Whether a process with this pid exists (zombies included).
+pub fn pid_exists(pid: i32) -> bool {
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
+/// Wait until no process has this pid (or timeout). Returns whether it is gone.
+pub fn wait_pid_gone(pid: i32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while pid_exists(pid) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+/// A pidfd for `pid`: signals sent through it can never hit a recycled pid.
+pub fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Send `sig` through a pidfd. Errors (the process is gone) are returned.
+pub fn pidfd_signal(fd: &OwnedFd, sig: i32) -> std::io::Result<()> {
+    // SAFETY: valid pidfd, a signal number, no siginfo, no flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Wait until the process behind a pidfd has exited. Returns false on timeout.
+pub fn pidfd_wait_exit(fd: &OwnedFd, timeout: Duration) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = left.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd, count 1.
+        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if r > 0 {
+            return true;
+        }
+        if r == 0 {
+            return false;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            panic!("poll(pidfd): {e}");
+        }
+    }
+}
+
+fn children_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = fs::read_to_string(t.path().join("children")) {
+                out.extend(s.split_whitespace().filter_map(|x| x.parse::<i32>().ok()));
+            }
+        }
+    }
+    out
+}
+
+fn descendants_of(pid: i32, out: &mut Vec<i32>) {
+    for c in children_of(pid) {
+        if !out.contains(&c) {
+            out.push(c);
+            descendants_of(c, out);
+        }
+    }
+}
+
+/// Kill a child of ours (a cairn run) and everything below it, by pid.
+/// The child is stopped first, so it can neither reap (recycling a pid we
+/// are about to signal) nor fork while we collect its descendants.
+pub fn kill_tree(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let pid = child.id() as i32;
+        let p = nix::unistd::Pid::from_raw(pid);
+        let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGSTOP);
+        let mut desc = Vec::new();
+        descendants_of(pid, &mut desc);
+        for d in desc.iter().rev() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*d),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}
+
+/// The last `max` bytes of a file, for panic messages.
+pub fn tail(path: &Path, max: usize) -> String {
+    match fs::read(path) {
+        Ok(b) => {
+            let start = b.len().saturating_sub(max);
+            let mut s = String::from_utf8_lossy(&b[start..]).into_owned();
+            if start > 0 {
+                s.insert_str(0, "[...]\n");
+            }
+            s
+        }
+        Err(e) => format!("<cannot read {}: {e}>", path.display()),
+    }
+}
+
+/// Parse a pidfile; the value must read the same twice (no torn writes).
+fn read_pidfile(path: &Path) -> Option<i32> {
+    let parse = || -> Option<i32> { fs::read_to_string(path).ok()?.trim().parse().ok() };
+    let first = parse()?;
+    std::thread::sleep(Duration::from_millis(20));
+    (parse()? == first && first > 0).then_some(first)
+}
+
+/// Whether `hay` contains the decimal number `n` not as part of a longer number.
+pub fn contains_number(hay: &str, n: i64) -> bool {
+    let needle = n.to_string();
+    let b = hay.as_bytes();
+    let mut from = 0;
+    while let Some(i) = hay[from..].find(&needle) {
+        let s = from + i;
+        let e = s + needle.len();
+        let before_ok = s == 0 || !b[s - 1].is_ascii_digit();
+        let after_ok = e == b.len() || !b[e].is_ascii_digit();
+        if before_ok && after_ok {
+            return true;
+        }
+        from = s + 1;
+    }
+    false
+}
+
+/// Total apparent size in bytes of the regular files under `dir`.
+pub fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    for e in fs::read_dir(dir).unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display())) {
+        let e = e.expect("dir entry");
+        let m = fs::symlink_metadata(e.path()).expect("metadata");
+        if m.is_dir() {
+            total += dir_size(&e.path());
+        } else {
+            total += m.len();
+        }
+    }
+    total
+}
+
+// ---------------------------------------------------------------------------
+// Running cairn
+
+/// Run cairn with a timeout; stdout/stderr go to `<out_base>.stdout/.stderr`
+/// (kept in the test directory) and are returned as an `Output`.
+pub fn run_cairn(args: &[OsString], out_base: &Path, timeout: Duration) -> Output {
+    let so = out_base.with_extension("stdout");
+    let se = out_base.with_extension("stderr");
+    let mut child = Command::new(cairn_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(File::create(&so).expect("create stdout file"))
+        .stderr(File::create(&se).expect("create stderr file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", cairn_bin().display()));
+    match wait_timeout(&mut child, timeout) {
+        Some(status) => Output {
+            status,
+            stdout: fs::read(&so).unwrap_or_default(),
+            stderr: fs::read(&se).unwrap_or_default(),
+        },
+        None => {
+            kill_tree(&mut child);
+            panic!(
+                "`cairn {}` did not finish within {timeout:?}; killed it.\nstderr:\n{}",
+                args.iter()
+                    .map(|a| a.to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                tail(&se, 8000)
+            );
+        }
+    }
+}
+
+/// `cairn dump -t PID -D DIR EXTRA...`; returns its output (not checked).
+pub fn dump(pid: i32, dir: &Path, extra_flags: &[&str]) -> Output {
+    let mut args = vec![os("dump"), os("-t"), os(pid.to_string()), os("-D"), os(dir)];
+    args.extend(extra_flags.iter().map(os));
+    let base = dir.with_file_name(format!("cairn-dump-{}", next_id()));
+    run_cairn(&args, &base, CAIRN_TIMEOUT)
+}
+
+pub fn describe(out: &Output) -> String {
+    format!(
+        "exit {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        exit_code(&out.status),
+        tail_str(&String::from_utf8_lossy(&out.stdout), 4000),
+        tail_str(&String::from_utf8_lossy(&out.stderr), 8000)
+    )
+}
+
+fn tail_str(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("[...]\n{}", &s[start..])
+}
+
+/// Require a successful cairn run.
+pub fn assert_ok(out: &Output, what: &str) {
+    assert!(out.status.success(), "{what} failed: {}", describe(out));
+}
+
+/// Require that the workload log says PASS (a line "PASS", no "FAIL" line).
+pub fn assert_log_pass(log: &Path, what: &str) {
+    let text = fs::read_to_string(log).unwrap_or_else(|e| panic!("read {}: {e}", log.display()));
+    let pass = text.lines().any(|l| l == "PASS");
+    let failed = text.lines().any(|l| l.starts_with("FAIL"));
+    assert!(
+        pass && !failed,
+        "{what}: the workload did not PASS. Its log:\n{}",
+        tail_str(&text, 8000)
+    );
+}
+
+/// A running `cairn restore` (and, once known, the restored process).
+/// Dropping it kills both, the restored process through its pidfd and
+/// cairn with everything below it.
+pub struct RestoreRun {
+    pub cairn: Option<Child>,
+    /// The restored process's pid, from cairn's pidfile.
+    pub pid: i32,
+    pidfd: Option<OwnedFd>,
+    out_base: PathBuf,
+    pidfile: PathBuf,
+    log: Option<PathBuf>,
+    status: Option<ExitStatus>,
+}
+
+impl RestoreRun {
+    fn context(&self) -> String {
+        let mut s = format!(
+            "--- cairn restore stdout ---\n{}\n--- cairn restore stderr ---\n{}",
+            tail(&self.out_base.with_extension("stdout"), 4000),
+            tail(&self.out_base.with_extension("stderr"), 8000)
+        );
+        if let Some(log) = &self.log {
+            s += &format!("\n--- workload log ---\n{}", tail(log, 6000));
+        }
+        s
+    }
+
+    /// Send a signal to the restored process (through its pidfd).
+    pub fn signal(&self, sig: i32) {
+        let Some(fd) = self.pidfd.as_ref() else {
+            panic!(
+                "the restored process {} is not running\n{}",
+                self.pid,
+                self.context()
+            );
+        };
+        if let Err(e) = pidfd_signal(fd, sig) {
+            panic!(
+                "signal {sig} to the restored pid {}: {e}\n{}",
+                self.pid,
+                self.context()
+            );
+        }
+    }
+
+    /// Wait for the restored process to exit (pidfd poll; it need not be our child).
+    pub fn wait_restored_exit(&self, timeout: Duration) {
+        let Some(fd) = self.pidfd.as_ref() else {
+            return; // it was already gone when its pid was read
+        };
+        if !pidfd_wait_exit(fd, timeout) {
+            panic!(
+                "the restored process {} did not exit within {timeout:?}\n{}",
+                self.pid,
+                self.context()
+            );
+        }
+    }
+
+    /// Wait for cairn to exit; panics (after killing everything) on timeout.
+    pub fn wait_cairn(&mut self, timeout: Duration) -> ExitStatus {
+        if let Some(st) = self.status {
+            return st;
+        }
+        let child = self.cairn.as_mut().expect("cairn child");
+        match wait_timeout(child, timeout) {
+            Some(st) => {
+                self.status = Some(st);
+                st
+            }
+            None => {
+                let ctx = self.context();
+                self.kill_all();
+                panic!("cairn restore did not exit within {timeout:?}; killed it.\n{ctx}");
+            }
+        }
+    }
+
+    /// cairn's output so far (files), with its exit status.
+    pub fn output(&self) -> Output {
+        Output {
+            status: self.status.unwrap_or_else(|| ExitStatus::from_raw(0xff00)),
+            stdout: fs::read(self.out_base.with_extension("stdout")).unwrap_or_default(),
+            stderr: fs::read(self.out_base.with_extension("stderr")).unwrap_or_default(),
+        }
+    }
+
+    fn kill_all(&mut self) {
+        if let Some(fd) = &self.pidfd {
+            let _ = pidfd_signal(fd, libc::SIGKILL);
+        }
+        if let Some(c) = self.cairn.as_mut() {
+            kill_tree(c);
+        }
+    }
+}
+
+impl Drop for RestoreRun {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+/// Spawn `cairn restore -D images --pidfile F [-v] [-d] EXTRA...`. Restores
+/// that are expected to fail run without -v, so that what their stderr names
+/// is the error, not progress output.
+fn spawn_restore(
+    images: &Path,
+    extra: &[&str],
+    detached: bool,
+    verbose: bool,
+) -> (Child, PathBuf, PathBuf) {
+    let n = next_id();
+    let pidfile = images.with_file_name(format!("restore-{n}.pid"));
+    let out_base = images.with_file_name(format!("cairn-restore-{n}"));
+    let _ = fs::remove_file(&pidfile);
+    let mut args = vec![
+        os("restore"),
+        os("-D"),
+        os(images),
+        os("--pidfile"),
+        os(&pidfile),
+    ];
+    if verbose {
+        args.push(os("-v"));
+    }
+    if detached {
+        args.push(os("-d"));
+    }
+    args.extend(extra.iter().map(os));
+    let child = Command::new(cairn_bin())
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(File::create(out_base.with_extension("stdout")).expect("stdout file"))
+        .stderr(File::create(out_base.with_extension("stderr")).expect("stderr file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", cairn_bin().display()));
+    (child, pidfile, out_base)
+}
+
+/// Start `cairn restore -D images --pidfile F -v [-d] EXTRA...` and wait until
+/// F names the restored process. Panics (cleaning up) if cairn exits first
+/// or nothing happens within `RESTORE_READY_TIMEOUT`, or if the restored pid
+/// is not `expected_pid`.
+pub fn restore_start(
+    images: &Path,
+    extra: &[&str],
+    detached: bool,
+    expected_pid: i32,
+    log: Option<&Path>,
+) -> RestoreRun {
+    let (child, pidfile, out_base) = spawn_restore(images, extra, detached, true);
+    let mut run = RestoreRun {
+        cairn: Some(child),
+        pid: 0,
+        pidfd: None,
+        out_base,
+        pidfile,
+        log: log.map(Path::to_path_buf),
+        status: None,
+    };
+    let deadline = Instant::now() + RESTORE_READY_TIMEOUT;
+    loop {
+        // Check the exit first: a pidfile written just before exiting still counts.
+        let exited = run
+            .cairn
+            .as_mut()
+            .unwrap()
+            .try_wait()
+            .expect("waitpid cairn");
+        if let Some(pid) = read_pidfile(&run.pidfile) {
+            run.pid = pid;
+            if pid != expected_pid {
+                // Not knowing what that pid is, leave it alone; Drop kills
+                // cairn and its descendants.
+                let ctx = run.context();
+                panic!("cairn restored pid {pid}, expected the original pid {expected_pid}\n{ctx}");
+            }
+            run.pidfd = pidfd_open(pid);
+            if run.pidfd.is_none() && exited.is_none() {
+                let ctx = run.context();
+                panic!("cairn's pidfile names pid {pid}, but there is no such process\n{ctx}");
+            }
+            if let Some(st) = exited {
+                run.status = Some(st);
+            }
+            return run;
+        }
+        if let Some(st) = exited {
+            run.status = Some(st);
+            panic!(
+                "cairn restore exited ({}) without writing its pidfile\n{}",
+                exit_code(&st),
+                run.context()
+            );
+        }
+        if Instant::now() >= deadline {
+            let ctx = run.context();
+            run.kill_all();
+            panic!(
+                "cairn restore did not write its pidfile within {RESTORE_READY_TIMEOUT:?}\n{ctx}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The full restore cycle: `cairn restore` (waiting mode), wait for the
+/// pidfile, SIGTERM the restored pid, wait for cairn; require exit code 0 and
+/// PASS in the workload log. Returns cairn's output.
+pub fn restore_wait(images: &Path, extra_flags: &[&str], expected_pid: i32, log: &Path) -> Output {
+    let mut run = restore_start(images, extra_flags, false, expected_pid, Some(log));
+    run.signal(libc::SIGTERM);
+    let st = run.wait_cairn(EXIT_TIMEOUT);
+    let out = run.output();
+    assert!(
+        st.success(),
+        "cairn restore (waiting for the restored workload) exited {}\n{}",
+        exit_code(&st),
+        run.context()
+    );
+    assert_log_pass(log, "after restore");
+    out
+}
+
+/// A restore that must fail: requires a non-zero exit and that no process
+/// was restored (cairn never wrote its pidfile). Runs without -v. If it
+/// restores anyway, the process is killed (only if it has `expected_pid`,
+/// the pid in the images) along with cairn. Returns cairn's output.
+pub fn restore_expect_fail(images: &Path, extra_flags: &[&str], expected_pid: i32) -> Output {
+    let (child, pidfile, out_base) = spawn_restore(images, extra_flags, false, false);
+    let mut run = RestoreRun {
+        cairn: Some(child),
+        pid: 0,
+        pidfd: None,
+        out_base,
+        pidfile,
+        log: None,
+        status: None,
+    };
+    let deadline = Instant::now() + CAIRN_TIMEOUT;
+    loop {
+        let exited = run
+            .cairn
+            .as_mut()
+            .unwrap()
+            .try_wait()
+            .expect("waitpid cairn");
+        if let Some(pid) = read_pidfile(&run.pidfile) {
+            run.pid = pid;
+            if pid == expected_pid {
+                run.pidfd = pidfd_open(pid);
+            }
+            let ctx = run.context();
+            run.kill_all();
+            panic!("the restore was expected to fail, but it restored pid {pid}\n{ctx}");
+        }
+        if let Some(st) = exited {
+            run.status = Some(st);
+            let out = run.output();
+            assert!(
+                !st.success(),
+                "the restore was expected to fail but exited 0\n{}",
+                run.context()
+            );
+            return out;
+        }
+        if Instant::now() >= deadline {
+            let ctx = run.context();
+            run.kill_all();
+            panic!("the failing restore did not exit within {CAIRN_TIMEOUT:?}\n{ctx}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Workloads
+
+#[derive(Default, Clone, Copy)]
+pub struct StartOpts {
+    /// chmod 0777 the work directory: for workloads that drop root before
+    /// writing their pidfile (proc_creds).
+    pub world_writable_workdir: bool,
+}
+
+/// A started workload. Dropping it SIGKILLs the original process (if still
+/// alive and unreaped; it is our child) and removes the test directory
+/// unless the test is failing.
+pub struct Workload {
+    pub name: String,
+    /// The pid the workload reported (== its pid as our child).
+    pub pid: i32,
+    child: Child,
+    /// The test directory: `work/` (the workload's cwd), `workload.log`,
+    /// `images/` and cairn's outputs.
+    pub dir: PathBuf,
+    pub work: PathBuf,
+    pub log: PathBuf,
+    pub images: PathBuf,
+}
+
+impl Workload {
+    pub fn start(name: &str, args: &[&str]) -> Workload {
+        Self::start_opts(name, args, StartOpts::default())
+    }
+
+    pub fn start_opts(name: &str, args: &[&str], opts: StartOpts) -> Workload {
+        let bin = workload_bin(name);
+        let dir = fresh_dir(name);
+        let work = dir.join("work");
+        fs::create_dir(&work).expect("mkdir work");
+        let mode = if opts.world_writable_workdir {
+            0o777
+        } else {
+            0o755
+        };
+        fs::set_permissions(&work, fs::Permissions::from_mode(mode)).expect("chmod work");
+        let log = dir.join("workload.log");
+        let pidfile = work.join("ready.pid");
+        // One open file description for both stdout and stderr, not O_APPEND.
+        let out = File::create(&log).expect("create the workload log");
+        let err = out.try_clone().expect("dup the log fd");
+        let mut cmd = Command::new(&bin);
+        cmd.arg("--pidfile")
+            .arg(&pidfile)
+            .args(args)
+            .current_dir(&work)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        // SAFETY: the closure runs in the forked child before exec and only
+        // calls setsid(2), which is async-signal-safe. The workload becomes a
+        // session and process-group leader, so its images do not refer to
+        // the test runner's session.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        let mut w = Workload {
+            name: name.to_string(),
+            pid: child.id() as i32,
+            child,
+            images: dir.join("images"),
+            dir,
+            work,
+            log,
+        };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(pid) = read_pidfile(&pidfile) {
+                assert_eq!(
+                    pid, w.pid,
+                    "workload {name} wrote pid {pid} but we started pid {}",
+                    w.pid
+                );
+                return w;
+            }
+            if let Some(st) = w.child.try_wait().expect("waitpid workload") {
+                panic!(
+                    "workload {name} exited ({}) before it was ready. Its log:\n{}",
+                    exit_code(&st),
+                    tail(&w.log, 8000)
+                );
+            }
+            if Instant::now() >= deadline {
+                // Drop kills it.
+                panic!(
+                    "workload {name} (pid {}) was not ready within {READY_TIMEOUT:?}. Its log:\n{}",
+                    w.pid,
+                    tail(&w.log, 8000)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// `cairn dump` of this workload into `self.images`.
+    pub fn dump(&self, extra_flags: &[&str]) -> Output {
+        dump(self.pid, &self.images, extra_flags)
+    }
+
+    /// `cairn dump -v` that must succeed.
+    pub fn dump_ok(&self, extra_flags: &[&str]) {
+        let mut flags = vec!["-v"];
+        flags.extend_from_slice(extra_flags);
+        let out = self.dump(&flags);
+        assert!(
+            out.status.success(),
+            "dump of {} (pid {}) failed: {}\n--- workload log ---\n{}",
+            self.name,
+            self.pid,
+            describe(&out),
+            tail(&self.log, 4000)
+        );
+    }
+
+    /// Whether the original process is still running (not exited).
+    pub fn original_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// After a dump without --leave-running: the original must go away.
+    /// Reaps it (it is our child) and checks the pid is free for the restore.
+    pub fn expect_killed_by_dump(&mut self) {
+        if wait_timeout(&mut self.child, Duration::from_secs(10)).is_none() {
+            panic!(
+                "{} (pid {}) still runs 10 s after `cairn dump` without --leave-running",
+                self.name, self.pid
+            );
+        }
+        assert!(
+            wait_pid_gone(self.pid, Duration::from_secs(5)),
+            "pid {} is still in use after the dumped process was reaped",
+            self.pid
+        );
+    }
+
+    /// SIGTERM the original (still our child) and require exit 0 and PASS.
+    pub fn terminate_original_expect_pass(&mut self) {
+        assert!(
+            self.original_alive(),
+            "{} (pid {}) is not running any more. Its log:\n{}",
+            self.name,
+            self.pid,
+            tail(&self.log, 6000)
+        );
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM the original workload");
+        let st = match wait_timeout(&mut self.child, EXIT_TIMEOUT) {
+            Some(st) => st,
+            None => panic!(
+                "{} (pid {}) did not exit within {EXIT_TIMEOUT:?} after SIGTERM (left stopped or \
+                 broken by the dump?). Its log:\n{}",
+                self.name,
+                self.pid,
+                tail(&self.log, 6000)
+            ),
+        };
+        assert!(
+            st.success(),
+            "the original {} exited with {} after SIGTERM. Its log:\n{}",
+            self.name,
+            exit_code(&st),
+            tail(&self.log, 6000)
+        );
+        assert_log_pass(&self.log, "original after a --leave-running dump");
+    }
+
+    /// Restore from `self.images`, SIGTERM, require PASS.
+    pub fn restore_wait(&self, extra_flags: &[&str]) -> Output {
+        restore_wait(&self.images, extra_flags, self.pid, &self.log)
+    }
+
+    /// Start a restore and return it once the restored process runs.
+    pub fn restore_start(&self, extra_flags: &[&str], detached: bool) -> RestoreRun {
+        restore_start(
+            &self.images,
+            extra_flags,
+            detached,
+            self.pid,
+            Some(&self.log),
+        )
+    }
+
+    /// Remember the log's size and mtime (call right after the dump) ...
+    pub fn log_snapshot(&self) -> LogSnapshot {
+        let m = fs::metadata(&self.log).expect("stat the workload log");
+        LogSnapshot {
+            len: m.len(),
+            mtime: m.modified().expect("mtime"),
+        }
+    }
+
+    /// ... and put the log back to that state (same inode, size and mtime),
+    /// so that a second restore from the same images does not see a changed
+    /// file. (The restored process writes to the log: PASS, notes.)
+    pub fn log_reset(&self, snap: &LogSnapshot) {
+        let f = File::options()
+            .write(true)
+            .open(&self.log)
+            .expect("open the workload log");
+        f.set_len(snap.len).expect("truncate the workload log");
+        f.set_modified(snap.mtime).expect("reset the log's mtime");
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+pub struct LogSnapshot {
+    len: u64,
+    mtime: std::time::SystemTime,
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // Still our unreaped child: its pid cannot have been recycled.
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("test files kept in {}", self.dir.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Start NAME, dump it (which kills it), check the original is gone, restore,
+/// SIGTERM the restored process and require PASS. Returns the workload (its
+/// images and log stay until it is dropped).
+pub fn checkpoint_restore(name: &str, args: &[&str]) -> Workload {
+    checkpoint_restore_opts(name, args, StartOpts::default())
+}
+
+pub fn checkpoint_restore_opts(name: &str, args: &[&str], opts: StartOpts) -> Workload {
+    let mut w = Workload::start_opts(name, args, opts);
+    w.dump_ok(&[]);
+    w.expect_killed_by_dump();
+    w.restore_wait(&[]);
+    w
+}
+
+/// Start NAME, dump it with --leave-running, and require that the original
+/// keeps working: SIGTERM makes it PASS with exit status 0.
+pub fn leave_running(name: &str, args: &[&str]) -> Workload {
+    let mut w = Workload::start(name, args);
+    w.dump_ok(&["--leave-running"]);
+    w.terminate_original_expect_pass();
+    w
+}
+
+// ---------------------------------------------------------------------------
+// A tiny JSON syntax checker (no serde in dev-dependencies).
+
+/// Whether `s` is one syntactically valid JSON value (surrounding whitespace allowed).
+pub fn is_valid_json(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    json_ws(b, &mut i);
+    if !json_value(b, &mut i, 0) {
+        return false;
+    }
+    json_ws(b, &mut i);
+    i == b.len()
+}
+
+fn json_ws(b: &[u8], i: &mut usize) {
+    while *i < b.len() && matches!(b[*i], b' ' | b'\t' | b'\n' | b'\r') {
+        *i += 1;
+    }
+}
+
+fn json_lit(b: &[u8], i: &mut usize, lit: &[u8]) -> bool {
+    if b[*i..].starts_with(lit) {
+        *i += lit.len();
+        true
+    } else {
+        false
+    }
+}
+
+fn json_string(b: &[u8], i: &mut usize) -> bool {
+    if b.get(*i) != Some(&b'"') {
+        return false;
+    }
+    *i += 1;
+    while *i < b.len() {
+        match b[*i] {
+            b'"' => {
+                *i += 1;
+                return true;
+            }
+            b'\\' => {
+                *i += 1;
+                match b.get(*i) {
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => *i += 1,
+                    Some(b'u') => {
+                        if b.len() < *i + 5 || !b[*i + 1..*i + 5].iter().all(u8::is_ascii_hexdigit)
+                        {
+                            return false;
+                        }
+                        *i += 5;
+                    }
+                    _ => return false,
+                }
+            }
+            c if c < 0x20 => return false,
+            _ => *i += 1,
+        }
+    }
+    false
+}
+
+fn json_number(b: &[u8], i: &mut usize) -> bool {
+    let start = *i;
+    if b.get(*i) == Some(&b'-') {
+        *i += 1;
+    }
+    let digits = |i: &mut usize| {
+        let s = *i;
+        while *i < b.len() && b[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i > s
+    };
+    if !digits(i) {
+        return false;
+    }
+    if b.get(*i) == Some(&b'.') {
+        *i += 1;
+        if !digits(i) {
+            return false;
+        }
+    }
+    if matches!(b.get(*i), Some(b'e' | b'E')) {
+        *i += 1;
+        if matches!(b.get(*i), Some(b'+' | b'-')) {
+            *i += 1;
+        }
+        if !digits(i) {
+            return false;
+        }
+    }
+    *i > start
+}
+
+fn json_value(b: &[u8], i: &mut usize, depth: usize) -> bool {
+    if depth > 256 || *i >= b.len() {
+        return false;
+    }
+    match b[*i] {
+        b'{' => {
+            *i += 1;
+            json_ws(b, i);
+            if b.get(*i) == Some(&b'}') {
+                *i += 1;
+                return true;
+            }
+            loop {
+                json_ws(b, i);
+                if !json_string(b, i) {
+                    return false;
+                }
+                json_ws(b, i);
+                if b.get(*i) != Some(&b':') {
+                    return false;
+                }
+                *i += 1;
+                json_ws(b, i);
+                if !json_value(b, i, depth + 1) {
+                    return false;
+                }
+                json_ws(b, i);
+                match b.get(*i) {
+                    Some(b',') => *i += 1,
+                    Some(b'}') => {
+                        *i += 1;
+                        return true;
+                    }
+                    _ => return false,
+                }
+            }
+        }
+        b'[' => {
+            *i += 1;
+            json_ws(b, i);
+            if b.get(*i) == Some(&b']') {
+                *i += 1;
+                return true;
+            }
+            loop {
+                json_ws(b, i);
+                if !json_value(b, i, depth + 1) {
+                    return false;
+                }
+                json_ws(b, i);
+                match b.get(*i) {
+                    Some(b',') => *i += 1,
+                    Some(b']') => {
+                        *i += 1;
+                        return true;
+                    }
+                    _ => return false,
+                }
+            }
+        }
+        b'"' => json_string(b, i),
+        b't' => json_lit(b, i, b"true"),
+        b'f' => json_lit(b, i, b"false"),
+        b'n' => json_lit(b, i, b"null"),
+        _ => json_number(b, i),
+    }
+}
+
+/// Self-test of the helpers that do not need cairn (runs in every binary
+/// that includes this module, so the checker itself cannot silently rot).
+pub fn selftest_helpers() {
+    assert!(is_valid_json(
+        r#"{"a": [1, -2.5e3, true, null, "x\"\u00e9"], "b": {}}"#
+    ));
+    assert!(is_valid_json(" [ ] "));
+    assert!(!is_valid_json(r#"{"a": 1,}"#));
+    assert!(!is_valid_json(r#"{"a" 1}"#));
+    assert!(!is_valid_json("[1] x"));
+    assert!(!is_valid_json(""));
+    assert!(contains_number("error: pid 1234 is taken", 1234));
+    assert!(!contains_number("error: pid 12345 is taken", 1234));
+    assert!(!contains_number("pid 91234", 1234));
+    assert!(contains_number("1234", 1234));
+}
+
+/// Append one byte to an existing file (changes its size and mtime).
+pub fn append_byte(path: &Path) {
+    let mut f = File::options()
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {} for append: {e}", path.display()));
+    f.write_all(b"!").expect("append a byte");
+}
