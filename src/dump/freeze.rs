@@ -27,7 +27,16 @@ pub struct FrozenTask {
 #[derive(Debug)]
 pub struct FrozenProcess {
     pub pid: i32,
+    pub ppid: i32,
     pub threads: Vec<FrozenTask>,
+    /// A zombie (not reaped by its frozen parent): its wait status.
+    pub zombie_status: Option<i32>,
+}
+
+impl FrozenProcess {
+    pub fn stopped(&self) -> bool {
+        self.threads.first().is_some_and(|t| t.group_stopped)
+    }
 }
 
 #[derive(Debug)]
@@ -54,18 +63,46 @@ fn seize_one(tid: i32) -> Result<FrozenTask> {
 }
 
 impl Frozen {
-    /// Freezes every thread of each process in `pids`. Threads created
-    /// while we seize are caught by re-reading the task list until it is
-    /// stable (a frozen thread cannot create more).
-    pub fn freeze(pids: &[i32]) -> Result<Frozen> {
+    /// Freezes the tree rooted at `root`, parents before children. Once
+    /// every thread of a process is stopped it can neither fork nor reap,
+    /// so its list of children is final: each child is either alive (and
+    /// is frozen next) or a zombie. Threads created while we seize are
+    /// caught by re-reading the task list until it is stable.
+    pub fn freeze_tree(root: i32) -> Result<Frozen> {
         let mut frozen = Frozen {
             procs: Vec::new(),
             finished: false,
         };
-        for &pid in pids {
+        let root_ppid = procfs::read_stat(root)?.ppid;
+        let mut queue = std::collections::VecDeque::from([(root, root_ppid)]);
+        while let Some((pid, ppid)) = queue.pop_front() {
+            let stat = match procfs::read_stat(pid) {
+                Ok(s) => s,
+                Err(e) if pid == root => return Err(e),
+                // Reaped by a parent that is not ours to freeze: gone.
+                Err(_) => continue,
+            };
+            if stat.state == 'Z' || stat.state == 'X' {
+                if pid == root {
+                    return Err(Error::sys(
+                        pid,
+                        "dump",
+                        std::io::Error::other("the process is a zombie"),
+                    ));
+                }
+                frozen.procs.push(FrozenProcess {
+                    pid,
+                    ppid,
+                    threads: Vec::new(),
+                    zombie_status: Some(stat.exit_code),
+                });
+                continue;
+            }
             frozen.procs.push(FrozenProcess {
                 pid,
+                ppid,
                 threads: Vec::new(),
+                zombie_status: None,
             });
             let mut seen = BTreeSet::new();
             loop {
@@ -77,32 +114,61 @@ impl Frozen {
                 for tid in new {
                     seen.insert(tid);
                     match seize_one(tid) {
-                        Ok(t) => frozen
-                            .procs
-                            .last_mut()
-                            .map(|p| p.threads.push(t))
-                            .unwrap_or(()),
-                        // A thread that exited meanwhile is not an error.
+                        Ok(t) => {
+                            if let Some(p) = frozen.procs.last_mut() {
+                                p.threads.push(t);
+                            }
+                        }
+                        // A thread that exited meanwhile is not an error;
+                        // a process that became a zombie is handled below.
                         Err(_)
                             if !std::path::Path::new(&format!("/proc/{pid}/task/{tid}"))
                                 .exists() => {}
+                        Err(_)
+                            if tid == pid
+                                && procfs::read_stat(pid).is_ok_and(|s| s.state == 'Z') => {}
                         Err(e) => return Err(e),
                     }
                 }
             }
-            if let Some(p) = frozen.procs.last_mut() {
-                // Leader first.
-                p.threads.sort_by_key(|t| (t.tid != pid, t.tid));
-                if p.threads.first().map(|t| t.tid) != Some(pid) {
-                    return Err(Error::sys(
-                        pid,
-                        "freeze",
-                        std::io::Error::other("process vanished"),
-                    ));
+            let Some(p) = frozen.procs.last_mut() else {
+                continue;
+            };
+            p.threads.sort_by_key(|t| (t.tid != pid, t.tid));
+            if p.threads.first().map(|t| t.tid) != Some(pid) {
+                // It exited while we froze it: now a zombie of a frozen parent.
+                match procfs::read_stat(pid) {
+                    Ok(s) if s.state == 'Z' && pid != root => {
+                        let threads = std::mem::take(&mut p.threads);
+                        p.zombie_status = Some(s.exit_code);
+                        for t in threads {
+                            let _ = ptrace::detach(t.tid, 0);
+                        }
+                        continue;
+                    }
+                    _ => {
+                        return Err(Error::sys(
+                            pid,
+                            "freeze",
+                            std::io::Error::other("process vanished"),
+                        ))
+                    }
                 }
             }
+            let mut children = Vec::new();
+            for t in &p.threads {
+                children.extend(procfs::read_children(pid, t.tid)?);
+            }
+            children.sort();
+            children.dedup();
+            queue.extend(children.into_iter().map(|c| (c, pid)));
         }
         Ok(frozen)
+    }
+
+    /// All live (non-zombie) processes.
+    pub fn live(&self) -> impl Iterator<Item = &FrozenProcess> {
+        self.procs.iter().filter(|p| p.zombie_status.is_none())
     }
 
     pub fn task_mut(&mut self, tid: i32) -> Option<&mut FrozenTask> {
@@ -137,7 +203,7 @@ impl Frozen {
     /// kernel has reported every thread gone, so the pids are free.
     pub fn kill(&mut self) -> Result<()> {
         self.finished = true;
-        for p in &self.procs {
+        for p in self.live() {
             let _ = crate::sys::task::kill(p.pid, libc::SIGKILL);
         }
         // The leader of a thread group is reported only after its other
@@ -147,7 +213,7 @@ impl Frozen {
             .iter()
             .flat_map(|p| p.threads.iter().skip(1).map(|t| t.tid))
             .collect();
-        order.extend(self.procs.iter().map(|p| p.pid));
+        order.extend(self.live().map(|p| p.pid));
         for tid in order {
             while let Ok(Some((_, ptrace::WaitStatus::Stopped { .. }))) = ptrace::wait(tid, 0) {
                 let _ = ptrace::cont(tid, 0);

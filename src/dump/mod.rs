@@ -9,7 +9,7 @@ use std::time::Instant;
 use crate::cli::DumpArgs;
 use crate::error::{Error, Result};
 use crate::image::pages::PageStoreWriter;
-use crate::image::proto::{Inventory, Pstree, PstreeEntry, TaskCore};
+use crate::image::proto::{Inventory, Pstree, PstreeEntry, TaskCore, TaskState};
 use crate::image::{names, ImageDir, Kind, FORMAT_VERSION};
 use crate::kinds::files::FileTable;
 use crate::kinds::memory::{self, MmInput, PagePlan};
@@ -51,28 +51,22 @@ pub fn dump(args: &DumpArgs) -> Result<DumpStats> {
     if pid as u32 == std::process::id() {
         return Err(Error::Usage(format!("pid {pid} is cairn itself")));
     }
-    // Process trees are the subject of a later step: refuse them clearly.
-    for tid in procfs::list_tasks(pid)? {
-        if let Some(c) = procfs::read_children(pid, tid)?.first() {
-            return Err(Error::unsupported(
-                pid,
-                format!("has child process {c}; dumping process trees is not supported yet"),
-            ));
-        }
+    // Refuse what we cannot dump before any process is touched at all.
+    for p in tree_pids(pid) {
+        crate::kinds::files::precheck(p)?;
+        memory::precheck(p)?;
     }
-    // Refuse what we cannot dump before the process is touched at all.
-    crate::kinds::files::precheck(pid)?;
-    memory::precheck(pid)?;
     let dir = ImageDir::create(&args.images_dir)?;
     // A stale inventory would make a half-written directory look whole.
     let _ = std::fs::remove_file(dir.file(names::INVENTORY));
     let before: Vec<_> = image_files_written(&dir);
 
     let t0 = Instant::now();
-    let mut frozen = Frozen::freeze(&[pid])?;
+    let mut frozen = Frozen::freeze_tree(pid)?;
     info!(
-        "froze pid {pid} ({} threads) in {:?}",
-        frozen.procs[0].threads.len(),
+        "froze {} processes, {} threads, in {:?}",
+        frozen.procs.len(),
+        frozen.procs.iter().map(|p| p.threads.len()).sum::<usize>(),
         t0.elapsed()
     );
     let result = dump_frozen(&mut frozen, &dir, args);
@@ -171,17 +165,56 @@ fn collect_remote(
     Ok(r)
 }
 
+/// The tree as it is now (not frozen): for the pre-checks only.
+fn tree_pids(root: i32) -> Vec<i32> {
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() && out.len() < 100_000 {
+        let p = out[i];
+        for t in procfs::list_tasks(p).unwrap_or_default() {
+            out.extend(procfs::read_children(p, t).unwrap_or_default());
+        }
+        i += 1;
+    }
+    out
+}
+
 fn dump_frozen(frozen: &mut Frozen, dir: &ImageDir, args: &DumpArgs) -> Result<DumpStats> {
     let mut stats = DumpStats::default();
     let mut files = FileTable::default();
     let mut plan = PagePlan::default();
     let mut pstree = Pstree::new();
-    let pids: Vec<i32> = frozen.procs.iter().map(|p| p.pid).collect();
+    let procs: Vec<(i32, i32, Option<i32>, bool)> = frozen
+        .procs
+        .iter()
+        .map(|p| (p.pid, p.ppid, p.zombie_status, p.stopped()))
+        .collect();
+    let live: std::collections::HashSet<i32> = frozen.live().map(|p| p.pid).collect();
     let mut per_proc = Vec::new();
-    for &pid in &pids {
-        let status = procfs::read_status(pid)?;
+    for &(pid, ppid, zombie, stopped) in &procs {
         let stat = procfs::read_stat(pid)?;
+        let mut e = PstreeEntry::new();
+        e.pid = pid as u32;
+        e.ppid = ppid as u32;
+        e.pgid = stat.pgrp as u32;
+        e.sid = stat.session as u32;
+        if let Some(status) = zombie {
+            let mut core = TaskCore::new();
+            core.pid = pid as u32;
+            core.state = TaskState::TASK_ZOMBIE.into();
+            core.exit_status = status;
+            core.comm = stat.comm.clone();
+            core.exit_signal = stat.exit_signal as u32;
+            e.threads = vec![pid as u32];
+            pstree.entries.push(e);
+            per_proc.push((pid, core, None, None));
+            continue;
+        }
+        let status = procfs::read_status(pid)?;
         let (mut core, brk) = collect_remote(frozen, pid, &status, &stat)?;
+        if stopped {
+            core.state = TaskState::TASK_STOPPED.into();
+        }
         let cwd = procfs::read_link(format!("/proc/{pid}/cwd"))?;
         let root = procfs::read_link(format!("/proc/{pid}/root"))?;
         core.cwd_id = files.register_fs_path(&cwd);
@@ -192,6 +225,7 @@ fn dump_frozen(frozen: &mut Frozen, dir: &ImageDir, args: &DumpArgs) -> Result<D
         let mm = memory::dump_mm(
             MmInput {
                 pid,
+                ppid: live.contains(&ppid).then_some(ppid),
                 smaps: &smaps,
                 stat: &stat,
                 brk,
@@ -200,14 +234,9 @@ fn dump_frozen(frozen: &mut Frozen, dir: &ImageDir, args: &DumpArgs) -> Result<D
             &mut plan,
             |p, md, w| files.register_mapped(p, md, w),
         )?;
-        let mut e = PstreeEntry::new();
-        e.pid = pid as u32;
-        e.ppid = stat.ppid as u32;
-        e.pgid = stat.pgrp as u32;
-        e.sid = stat.session as u32;
         e.threads = core.threads.iter().map(|t| t.tid).collect();
         pstree.entries.push(e);
-        per_proc.push((pid, core, mm, fdt));
+        per_proc.push((pid, core, Some(mm), Some(fdt)));
     }
     files.dump_pipe_data()?;
     stats.pages_scanned = plan.total_pages();
@@ -224,8 +253,12 @@ fn dump_frozen(frozen: &mut Frozen, dir: &ImageDir, args: &DumpArgs) -> Result<D
     for (pid, core, mm, fdt) in &per_proc {
         let pid = *pid as u32;
         dir.write(Kind::Core, &names::core(pid), core)?;
-        dir.write(Kind::Mm, &names::mm(pid), mm)?;
-        dir.write(Kind::FdTable, &names::fdinfo(pid), fdt)?;
+        if let Some(mm) = mm {
+            dir.write(Kind::Mm, &names::mm(pid), mm)?;
+        }
+        if let Some(fdt) = fdt {
+            dir.write(Kind::FdTable, &names::fdinfo(pid), fdt)?;
+        }
     }
     for m in &maps {
         dir.write(Kind::Pagemap, &names::pagemap(&m.owner), m)?;
@@ -246,7 +279,7 @@ fn dump_frozen(frozen: &mut Frozen, dir: &ImageDir, args: &DumpArgs) -> Result<D
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
     inv.boot_id = procfs::boot_id().unwrap_or_default();
-    inv.root_pid = pids[0] as u32;
+    inv.root_pid = procs[0].0 as u32;
     inv.leave_running = args.leave_running;
     inv.shell_job = args.shell_job;
     inv.inventory_source = "proc".into();

@@ -313,95 +313,155 @@ impl<'a> FilesIndex<'a> {
     }
 }
 
+/// Open file descriptions already created in some vessel, so that other
+/// processes of the tree get the same description (pidfd_getfd), not a
+/// copy: shared offsets and flags stay shared.
+#[derive(Default)]
+pub struct SharedFiles {
+    /// description id -> (vessel pid, keeper fd there)
+    descs: HashMap<u32, (i32, u64)>,
+    /// pipe inode -> (vessel pid, read end, write end)
+    pipes: HashMap<u64, (i32, u64, u64)>,
+    /// Every keeper fd, to be closed once all fd tables are done.
+    pub keepers: Vec<(i32, u64)>,
+}
+
+/// Gets fd `fd` of process `owner` into the vessel (same description).
+fn fetch_fd(agent: &mut Agent, owner: i32, fd: u64) -> Result<u64> {
+    if owner == agent.pid {
+        return agent.call(
+            "fcntl(F_DUPFD_CLOEXEC)",
+            libc::SYS_fcntl,
+            &[fd, libc::F_DUPFD_CLOEXEC as u64, 0],
+        );
+    }
+    let pfd = agent.call(
+        &format!("pidfd_open({owner})"),
+        libc::SYS_pidfd_open,
+        &[owner as u64, 0],
+    )?;
+    let r = agent.call(
+        &format!("pidfd_getfd({owner}, {fd})"),
+        libc::SYS_pidfd_getfd,
+        &[pfd, fd, 0],
+    );
+    agent.call("close", libc::SYS_close, &[pfd])?;
+    r
+}
+
 /// Restores the fd table in the vessel, which must have no fds open.
-pub fn restore_fds(agent: &mut Agent, table: &FdTable, idx: &FilesIndex) -> Result<()> {
+pub fn restore_fds(
+    agent: &mut Agent,
+    table: &FdTable,
+    idx: &FilesIndex,
+    shared: &mut SharedFiles,
+) -> Result<()> {
     let pid = agent.pid;
     let max_target = table.fds.iter().map(|f| f.fd).max().unwrap_or(0) as u64;
     let high = (max_target + 1).max(64);
-    // Group fds by description, in order of their lowest fd.
+    // Group fds by description.
     let mut groups: BTreeMap<u32, Vec<&Fd>> = BTreeMap::new();
     for f in &table.fds {
         groups.entry(f.desc_id).or_default().push(f);
     }
-    let mut staged: Vec<(u64, Vec<&Fd>, u32)> = Vec::new(); // (high fd, targets, flags to set)
-    let mut pipe_ends: HashMap<u64, (u64, u64)> = HashMap::new();
+    let mut staged: Vec<(u64, Vec<&Fd>)> = Vec::new();
     for (id, fds) in groups {
+        let first = fds.first().map(|f| f.fd).unwrap_or(0);
         let d = idx.get(id).ok_or_else(|| {
-            Error::Restore(format!(
-                "pid {pid}: fd {} refers to unknown file {id}",
-                fds[0].fd
-            ))
+            Error::Restore(format!("pid {pid}: fd {first} refers to unknown file {id}"))
         })?;
-        let (tmp, flags) = match &d.kind {
-            Some(file_desc::Kind::Reg(r)) => {
-                let open_flags = (r.flags as i32)
-                    & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
-                let fd = crate::kinds::memory::remote_open(
-                    agent,
-                    0,
-                    &r.path,
-                    open_flags | libc::O_CLOEXEC,
-                )?;
-                let is_reg = r
-                    .stat
-                    .as_ref()
-                    .is_some_and(|s| s.mode & libc::S_IFMT == libc::S_IFREG);
-                if is_reg && r.pos > 0 {
-                    agent.call(
-                        &format!("lseek {}", r.path),
-                        libc::SYS_lseek,
-                        &[fd, r.pos, libc::SEEK_SET as u64],
+        let tmp = if let Some(&(owner, kfd)) = shared.descs.get(&id) {
+            fetch_fd(agent, owner, kfd)?
+        } else {
+            match &d.kind {
+                Some(file_desc::Kind::Reg(r)) => {
+                    let open_flags = (r.flags as i32)
+                        & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
+                    let fd = crate::kinds::memory::remote_open(
+                        agent,
+                        0,
+                        &r.path,
+                        open_flags | libc::O_CLOEXEC,
                     )?;
-                }
-                (fd, None)
-            }
-            Some(file_desc::Kind::Pipe(p)) => {
-                let (rfd, wfd) = match pipe_ends.get(&p.pipe_ino) {
-                    Some(&e) => e,
-                    None => {
-                        let e = create_pipe(agent, p.pipe_ino, idx)?;
-                        pipe_ends.insert(p.pipe_ino, e);
-                        e
+                    let is_reg = r
+                        .stat
+                        .as_ref()
+                        .is_some_and(|s| s.mode & libc::S_IFMT == libc::S_IFREG);
+                    if is_reg && r.pos > 0 {
+                        agent.call(
+                            &format!("lseek {}", r.path),
+                            libc::SYS_lseek,
+                            &[fd, r.pos, libc::SEEK_SET as u64],
+                        )?;
                     }
-                };
-                let acc = p.flags as i32 & libc::O_ACCMODE;
-                let end = if acc == libc::O_WRONLY { wfd } else { rfd };
-                // A fresh fd so each description can carry its own flags.
-                let fd = agent.call(
-                    "dup",
-                    libc::SYS_fcntl,
-                    &[end, libc::F_DUPFD_CLOEXEC as u64, 0],
-                )?;
-                (fd, Some(p.flags & (libc::O_NONBLOCK as u32)))
-            }
-            _ => {
-                return Err(Error::Restore(format!(
-                    "pid {pid}: fd {} has a description cairn cannot restore",
-                    fds[0].fd
-                )))
+                    fd
+                }
+                Some(file_desc::Kind::Pipe(p)) => {
+                    let (owner, r, w) = match shared.pipes.get(&p.pipe_ino) {
+                        Some(&e) => e,
+                        None => {
+                            let (r, w) = create_pipe(agent, p.pipe_ino, idx)?;
+                            let r = agent
+                                .call(
+                                    "fcntl(F_DUPFD_CLOEXEC)",
+                                    libc::SYS_fcntl,
+                                    &[r, libc::F_DUPFD_CLOEXEC as u64, high],
+                                )
+                                .and_then(|hr| {
+                                    agent.call("close", libc::SYS_close, &[r]).map(|_| hr)
+                                })?;
+                            let w = agent
+                                .call(
+                                    "fcntl(F_DUPFD_CLOEXEC)",
+                                    libc::SYS_fcntl,
+                                    &[w, libc::F_DUPFD_CLOEXEC as u64, high],
+                                )
+                                .and_then(|hw| {
+                                    agent.call("close", libc::SYS_close, &[w]).map(|_| hw)
+                                })?;
+                            shared.pipes.insert(p.pipe_ino, (pid, r, w));
+                            shared.keepers.push((pid, r));
+                            shared.keepers.push((pid, w));
+                            (pid, r, w)
+                        }
+                    };
+                    let end = if p.flags as i32 & libc::O_ACCMODE == libc::O_WRONLY {
+                        w
+                    } else {
+                        r
+                    };
+                    let fd = fetch_fd(agent, owner, end)?;
+                    agent.call(
+                        "fcntl(F_SETFL)",
+                        libc::SYS_fcntl,
+                        &[
+                            fd,
+                            libc::F_SETFL as u64,
+                            (p.flags & libc::O_NONBLOCK as u32) as u64,
+                        ],
+                    )?;
+                    fd
+                }
+                _ => {
+                    return Err(Error::Restore(format!(
+                        "pid {pid}: fd {first} has a description cairn cannot restore"
+                    )))
+                }
             }
         };
-        // Move it out of the way of every target number.
+        // Move it out of the way of every target number; it stays open
+        // as the keeper other processes fetch the description from.
         let hi = agent.call(
             "fcntl(F_DUPFD_CLOEXEC)",
             libc::SYS_fcntl,
             &[tmp, libc::F_DUPFD_CLOEXEC as u64, high],
         )?;
         agent.call("close", libc::SYS_close, &[tmp])?;
-        if let Some(fl) = flags {
-            agent.call(
-                "fcntl(F_SETFL)",
-                libc::SYS_fcntl,
-                &[hi, libc::F_SETFL as u64, fl as u64],
-            )?;
-        }
-        staged.push((hi, fds, 0));
+        shared.descs.entry(id).or_insert((pid, hi));
+        shared.keepers.push((pid, hi));
+        staged.push((hi, fds));
     }
-    for (_, (r, w)) in pipe_ends {
-        agent.call("close", libc::SYS_close, &[r])?;
-        agent.call("close", libc::SYS_close, &[w])?;
-    }
-    for (hi, fds, _) in &staged {
+    for (hi, fds) in &staged {
         for f in fds {
             let fl = if f.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
             agent.call(
@@ -410,9 +470,6 @@ pub fn restore_fds(agent: &mut Agent, table: &FdTable, idx: &FilesIndex) -> Resu
                 &[*hi, f.fd as u64, fl],
             )?;
         }
-    }
-    for (hi, _, _) in &staged {
-        agent.call("close", libc::SYS_close, &[*hi])?;
     }
     Ok(())
 }

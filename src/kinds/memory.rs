@@ -56,6 +56,12 @@ pub struct PagePlan {
     jobs: Vec<Job>,
     shmem_files: Vec<File>,
     shmem_seen: HashMap<u64, usize>,
+    /// Pagemap entries of each private VMA dumped so far, by pid, to find
+    /// pages a child still shares copy-on-write with its parent.
+    pfns: HashMap<i32, Vec<(u64, Vec<procfs::PageFlags>)>>,
+    /// (child owner, parent owner, first address, pages): ranges whose
+    /// bytes are the parent's, stored once.
+    inherit: Vec<(usize, usize, u64, u64)>,
 }
 
 impl PagePlan {
@@ -82,6 +88,15 @@ impl PagePlan {
                 off += n;
             }
         }
+    }
+
+    fn parent_flags(&self, ppid: i32, start: u64, end: u64) -> Option<&[procfs::PageFlags]> {
+        let vmas = self.pfns.get(&ppid)?;
+        let (s, f) = vmas
+            .iter()
+            .find(|(s, f)| *s <= start && end <= s + f.len() as u64 * PAGE_SIZE)?;
+        let i = ((start - s) / PAGE_SIZE) as usize;
+        f.get(i..i + ((end - start) / PAGE_SIZE) as usize)
     }
 
     pub fn total_pages(&self) -> u64 {
@@ -184,6 +199,8 @@ pub fn precheck(pid: i32) -> Result<()> {
 /// Everything process-level needed to build the mm image.
 pub struct MmInput<'a> {
     pub pid: i32,
+    /// Parent process, if it is part of the dump (for copy-on-write dedup).
+    pub ppid: Option<i32>,
     pub smaps: &'a [MapsEntry],
     pub stat: &'a procfs::Stat,
     pub brk: u64,
@@ -253,9 +270,47 @@ pub fn dump_mm(
             VmaKind::VMA_ANON_PRIVATE | VmaKind::VMA_FILE_PRIVATE => {
                 let flags = read_pagemap_split(pid, m.start, m.end)?;
                 let anon_only = kind == VmaKind::VMA_FILE_PRIVATE;
-                let runs = runs_from_pagemap(m.start, &flags, |f| {
+                let wanted = |f: procfs::PageFlags| {
                     f.swapped() || (f.present() && !(anon_only && f.file_or_shared()))
+                };
+                // Pages still shared copy-on-write with the parent: same
+                // frame, not exclusively ours. Stored once, for the parent.
+                let parent = input.ppid.and_then(|pp| {
+                    plan.parent_flags(pp, m.start, m.end)
+                        .map(|f| (pp, f.to_vec()))
                 });
+                let shared: Vec<bool> = match &parent {
+                    Some((_, pf)) => flags
+                        .iter()
+                        .zip(pf)
+                        .map(|(f, p)| {
+                            wanted(*f)
+                                && f.present()
+                                && p.present()
+                                && f.pfn() != 0
+                                && f.pfn() == p.pfn()
+                                && !f.exclusive()
+                        })
+                        .collect(),
+                    None => vec![false; flags.len()],
+                };
+                let marks: Vec<procfs::PageFlags> = shared
+                    .iter()
+                    .map(|&b| procfs::PageFlags(if b { 1 << 63 } else { 0 }))
+                    .collect();
+                if let Some((pp, _)) = &parent {
+                    let powner = plan.owner(format!("pid:{pp}"));
+                    for (a, n) in runs_from_pagemap(m.start, &marks, |f| f.present()) {
+                        plan.inherit.push((private_owner, powner, a, n));
+                    }
+                }
+                let keep: Vec<procfs::PageFlags> = flags
+                    .iter()
+                    .zip(&shared)
+                    .map(|(f, sh)| procfs::PageFlags(if wanted(*f) && !sh { 1 << 63 } else { 0 }))
+                    .collect();
+                let runs = runs_from_pagemap(m.start, &keep, |f| f.present());
+                plan.pfns.entry(pid).or_default().push((m.start, flags));
                 let readable = m.read;
                 plan.push_runs(private_owner, &runs, |vaddr| {
                     if readable {
@@ -506,6 +561,26 @@ pub fn write_pages(
     });
     if let Some(e) = first_err {
         return Err(e);
+    }
+    for &(child, parent, start, nr) in &plan.inherit {
+        let end = start + nr * PAGE_SIZE;
+        let copies: Vec<PageRun> = maps[parent]
+            .runs
+            .iter()
+            .filter(|r| r.addr < end && r.addr + r.nr_pages * PAGE_SIZE > start)
+            .map(|r| {
+                let s = r.addr.max(start);
+                let e = (r.addr + r.nr_pages * PAGE_SIZE).min(end);
+                let mut c = r.clone();
+                c.addr = s;
+                c.nr_pages = (e - s) / PAGE_SIZE;
+                if r.kind.enum_value() == Ok(RunKind::RUN_DATA) {
+                    c.chunk_offset = r.chunk_offset + (s - r.addr);
+                }
+                c
+            })
+            .collect();
+        maps[child].runs.extend(copies);
     }
     for m in &mut maps {
         m.runs.sort_by_key(|r| r.addr);

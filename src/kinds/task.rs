@@ -423,11 +423,27 @@ const SECBIT_KEEP_CAPS_LOCKED: u64 = 1 << 5;
 /// Session and process group: a session leader becomes one again, a
 /// process-group leader leads a group again; otherwise the process joins
 /// cairn's (as with CRIU's --shell-job).
-pub fn restore_session(agent: &mut Agent, pid: u32, pgid: u32, sid: u32) -> Result<()> {
+pub fn restore_session(
+    agent: &mut Agent,
+    pid: u32,
+    pgid: u32,
+    sid: u32,
+    pgid_in_tree: bool,
+) -> Result<()> {
     if sid == pid {
         agent.call("setsid", libc::SYS_setsid, &[])?;
     } else if pgid == pid {
         agent.call("setpgid", libc::SYS_setpgid, &[0, 0])?;
+    } else if pgid_in_tree {
+        // The group's leader was created earlier, in this session.
+        let cur = agent.call("getpgid", libc::SYS_getpgid, &[0])?;
+        if cur != pgid as u64 {
+            agent.call(
+                &format!("setpgid(0, {pgid})"),
+                libc::SYS_setpgid,
+                &[0, pgid as u64],
+            )?;
+        }
     }
     Ok(())
 }

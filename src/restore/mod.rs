@@ -1,27 +1,41 @@
 //! The restore orchestrator.
 //!
-//! All images are read and validated before any process exists. A
-//! "vessel" is then created with the dumped pid (clone3 with set_tid, or
-//! ns_last_pid), seized, and turned into the dumped process by remote
-//! system calls: it drops everything inherited from cairn, gets the old
-//! address space, files, signal state and credentials, and finally the
-//! saved registers. The vessel is traced with PTRACE_O_EXITKILL and killed
-//! on any error, so a failed restore leaves no process behind.
+//! All images are read and validated before any process exists. Then, in
+//! phases over the whole tree:
+//! 1. create: a "vessel" with the root's pid (clone3 with set_tid, or
+//!    ns_last_pid) is seized; every other process is forked inside its
+//!    parent vessel by an injected clone3 with its pid, in tree order, and
+//!    joins its session and process group; zombies exit at once with their
+//!    saved status;
+//! 2. memory: each vessel drops everything inherited from cairn and gets
+//!    its old address space;
+//! 3. files: fd tables, with descriptions shared across processes fetched
+//!    with pidfd_getfd so they stay shared;
+//! 4. attributes, threads (injected clone3 with CLONE_THREAD), pending
+//!    signals, credentials;
+//! 5. registers, signal masks, detach.
+//! Every vessel is traced with PTRACE_O_EXITKILL and killed on any error,
+//! so a failed restore leaves no process behind.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use crate::cli::RestoreArgs;
 use crate::error::{Error, Result};
 use crate::image::pages::PageStoreReader;
-use crate::image::proto::{FdTable, Files, Inventory, MmEntry, Pagemap, Pstree, TaskCore};
+use crate::image::proto::{
+    FdTable, Files, Inventory, MmEntry, Pagemap, Pstree, TaskCore, TaskState,
+};
 use crate::image::{names, ImageDir, Kind};
-use crate::kinds::files::{self, FilesIndex};
+use crate::kinds::files::{self, FilesIndex, SharedFiles};
 use crate::kinds::memory::{self, TASK_SIZE};
 use crate::kinds::task as ktask;
 use crate::procfs;
 use crate::remote::{self, Agent, SCRATCH_LEN};
 use crate::sys::inject::{self, Remote};
-use crate::sys::ptrace::{self, PTRACE_O_EXITKILL, PTRACE_O_TRACECLONE, PTRACE_O_TRACESYSGOOD};
+use crate::sys::ptrace::{
+    self, PTRACE_O_EXITKILL, PTRACE_O_TRACECLONE, PTRACE_O_TRACEFORK, PTRACE_O_TRACESYSGOOD,
+};
 use crate::sys::{mem, task};
 
 /// Every image of a checkpoint, read and checked.
@@ -30,11 +44,16 @@ pub struct Images {
     pub inventory: Inventory,
     pub pstree: Pstree,
     pub cores: Vec<TaskCore>,
-    pub mms: Vec<MmEntry>,
-    pub fdtables: Vec<FdTable>,
+    /// None for zombies.
+    pub mms: Vec<Option<MmEntry>>,
+    pub fdtables: Vec<Option<FdTable>>,
     pub files: Files,
     pub pagemaps: Vec<Pagemap>,
     pub store: PageStoreReader,
+}
+
+fn is_zombie(core: &TaskCore) -> bool {
+    core.state.enum_value() == Ok(TaskState::TASK_ZOMBIE)
 }
 
 impl Images {
@@ -43,31 +62,60 @@ impl Images {
         let pstree: Pstree = dir.read(Kind::Pstree, names::PSTREE)?;
         let files: Files = dir.read(Kind::Files, names::FILES)?;
         let store = PageStoreReader::open(&dir)?;
+        let tree_path = dir.file(names::PSTREE);
         if pstree.entries.is_empty() {
-            return Err(Error::image(dir.file(names::PSTREE), "no processes"));
+            return Err(Error::image(&tree_path, "no processes"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, e) in pstree.entries.iter().enumerate() {
+            if e.pid == 0 || e.pid > i32::MAX as u32 || !seen.insert(e.pid) {
+                return Err(Error::image(
+                    &tree_path,
+                    format!("bad or repeated pid {}", e.pid),
+                ));
+            }
+            if i > 0 && !pstree.entries[..i].iter().any(|p| p.pid == e.ppid) {
+                return Err(Error::image(
+                    &tree_path,
+                    format!(
+                        "pid {}: parent {} is not earlier in the tree",
+                        e.pid, e.ppid
+                    ),
+                ));
+            }
         }
         let (mut cores, mut mms, mut fdtables, mut pagemaps) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for e in &pstree.entries {
             let pid = e.pid;
-            if pid == 0 || pid > i32::MAX as u32 {
+            let core_path = dir.file(&names::core(pid));
+            let core: TaskCore = dir.read(Kind::Core, &names::core(pid))?;
+            if core.pid != pid {
                 return Err(Error::image(
-                    dir.file(names::PSTREE),
-                    format!("bad pid {pid}"),
+                    &core_path,
+                    format!("holds pid {}, expected {pid}", core.pid),
                 ));
             }
-            let core: TaskCore = dir.read(Kind::Core, &names::core(pid))?;
+            if is_zombie(&core) {
+                if pstree.entries.iter().any(|c| c.ppid == pid) {
+                    return Err(Error::image(&core_path, "a zombie cannot have children"));
+                }
+                cores.push(core);
+                mms.push(None);
+                fdtables.push(None);
+                continue;
+            }
             if core.threads.is_empty() || core.threads[0].tid != pid {
                 return Err(Error::image(
-                    dir.file(&names::core(pid)),
+                    &core_path,
                     "thread list must start with the leader",
                 ));
             }
             for th in &core.threads {
-                if th.regs.is_none() {
+                if th.regs.is_none() || th.tid == 0 || th.tid > i32::MAX as u32 {
                     return Err(Error::image(
-                        dir.file(&names::core(pid)),
-                        format!("thread {} has no registers", th.tid),
+                        &core_path,
+                        format!("thread {} is incomplete", th.tid),
                     ));
                 }
             }
@@ -91,15 +139,19 @@ impl Images {
             shmids.dedup();
             for id in shmids {
                 let n = names::pagemap(&format!("shmem:{id}"));
-                if dir.exists(&n) {
+                if dir.exists(&n)
+                    && !pagemaps
+                        .iter()
+                        .any(|p: &Pagemap| p.owner == format!("shmem:{id}"))
+                {
                     let pm: Pagemap = dir.read(Kind::Pagemap, &n)?;
                     memory::validate_pagemap(&pm, &mm, &store, &dir.file(&n))?;
                     pagemaps.push(pm);
                 }
             }
             cores.push(core);
-            mms.push(mm);
-            fdtables.push(dir.read(Kind::FdTable, &names::fdinfo(pid))?);
+            mms.push(Some(mm));
+            fdtables.push(Some(dir.read(Kind::FdTable, &names::fdinfo(pid))?));
         }
         Ok(Images {
             dir,
@@ -115,17 +167,24 @@ impl Images {
     }
 }
 
-/// Kills and reaps the vessel unless disarmed.
-struct VesselGuard {
-    pid: i32,
-    armed: bool,
+/// Kills every vessel created so far unless disarmed, so a failed restore
+/// leaves nothing behind.
+#[derive(Default)]
+struct Vessels {
+    pids: Vec<i32>,
+    disarmed: bool,
 }
 
-impl Drop for VesselGuard {
+impl Drop for Vessels {
     fn drop(&mut self) {
-        if self.armed {
-            let _ = task::kill(self.pid, libc::SIGKILL);
-            let _ = ptrace::wait_raw(self.pid);
+        if self.disarmed {
+            return;
+        }
+        for &p in self.pids.iter().rev() {
+            let _ = task::kill(p, libc::SIGKILL);
+        }
+        for &p in self.pids.iter().rev() {
+            let _ = ptrace::wait(p, 0);
         }
     }
 }
@@ -153,38 +212,174 @@ fn spawn_vessel(pid: i32) -> Result<i32> {
     }
 }
 
-/// Restores the (single) process and leaves it running. Returns its pid.
-fn restore_process(img: &Images, i: usize) -> Result<i32> {
-    let core = &img.cores[i];
-    let mm = &img.mms[i];
-    let pid = core.pid as i32;
-    let idx = FilesIndex::new(&img.files);
-    let t0 = Instant::now();
+/// One process being restored.
+struct Proc {
+    /// Index into the images.
+    i: usize,
+    pid: i32,
+    zombie: bool,
+    /// Leader first; the other threads are added in phase 4.
+    agents: Vec<Agent>,
+    /// Restorer area (trampoline page + scratch) once memory is restored.
+    tramp: u64,
+}
 
-    let vessel = spawn_vessel(pid)?;
-    let mut guard = VesselGuard {
-        pid: vessel,
-        armed: true,
+const AREA: u64 = SCRATCH_LEN + 4096;
+
+/// clone3 args: flags, exit_signal, set_tid pointer, 88 bytes.
+fn clone3_args(flags: u64, exit_signal: u64, set_tid: u64) -> Vec<u8> {
+    let mut b = Vec::with_capacity(88);
+    for w in [flags, 0, 0, 0, exit_signal, 0, 0, 0, set_tid, 1, 0] {
+        b.extend_from_slice(&w.to_ne_bytes());
+    }
+    b
+}
+
+/// Injected clone3 with an exact pid/tid; returns once the new task is in
+/// its first ptrace stop.
+fn clone_with_tid(parent: &mut Agent, flags: u64, exit_signal: u64, tid: i32) -> Result<()> {
+    let a = parent.put(128, &(tid as u64).to_ne_bytes())?;
+    let argp = parent.put(0, &clone3_args(flags, exit_signal, a))?;
+    let ppid = parent.pid;
+    let got = parent
+        .remote
+        .syscall(libc::SYS_clone3, &[argp, 88])
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::EEXIST) {
+                Error::Restore(format!("pid {tid} is already in use"))
+            } else {
+                Error::sys(ppid, format!("clone3 for {tid}"), e)
+            }
+        })?;
+    if got != tid as u64 {
+        return Err(Error::Restore(format!(
+            "pid {ppid}: clone3 gave {got}, not {tid}"
+        )));
+    }
+    inject::wait_stop(tid).map_err(|e| Error::sys(tid, "wait for new task", e))?;
+    ptrace::set_sigmask(tid, u64::MAX).map_err(|e| Error::sys(tid, "PTRACE_SETSIGMASK", e))
+}
+
+/// A zombie: make the fresh vessel end the way the process did.
+fn become_zombie(agent: &mut Agent, status: i32, comm: &str, insn: u64) -> Result<()> {
+    let pid = agent.pid;
+    let name = agent.put_cstr(256, comm)?;
+    agent.call(
+        "prctl(PR_SET_NAME)",
+        libc::SYS_prctl,
+        &[libc::PR_SET_NAME as u64, name],
+    )?;
+    let mut regs = ptrace::get_regs(pid).map_err(|e| Error::sys(pid, "PTRACE_GETREGS", e))?;
+    regs.rip = insn;
+    regs.orig_rax = u64::MAX;
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status) as u64;
+        let dfl = agent.put(0, &[0u8; 32])?;
+        agent.call(
+            "rt_sigaction(SIG_DFL)",
+            libc::SYS_rt_sigaction,
+            &[sig, dfl, 0, 8],
+        )?;
+        let zero = agent.put(64, &[0u8; 16])?;
+        agent.call(
+            "prlimit64(RLIMIT_CORE)",
+            libc::SYS_prlimit64,
+            &[0, libc::RLIMIT_CORE as u64, zero, 0],
+        )?;
+        (regs.rax, regs.rdi, regs.rsi) = (libc::SYS_kill as u64, pid as u64, sig);
+        ptrace::set_sigmask(pid, 0).map_err(|e| Error::sys(pid, "PTRACE_SETSIGMASK", e))?;
+    } else {
+        (regs.rax, regs.rdi) = (
+            libc::SYS_exit_group as u64,
+            libc::WEXITSTATUS(status) as u64,
+        );
+    }
+    ptrace::set_regs(pid, &regs).map_err(|e| Error::sys(pid, "PTRACE_SETREGS", e))?;
+    ptrace::detach(pid, 0).map_err(|e| Error::sys(pid, "PTRACE_DETACH", e))?;
+    for _ in 0..2000 {
+        if procfs::read_stat(pid).is_ok_and(|s| s.state == 'Z') {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    Err(Error::Restore(format!(
+        "pid {pid}: did not become a zombie"
+    )))
+}
+
+/// Phase 1: every process of the tree, with its pid, parent, session and
+/// process group. Each vessel is still a copy of cairn here.
+fn create_tree(img: &Images, vessels: &mut Vessels) -> Result<Vec<Proc>> {
+    let own_insn = remote::find_syscall_insn(task::getpid())?;
+    let opts = PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL | PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK;
+    let mut procs: Vec<Proc> = Vec::new();
+    for (i, e) in img.pstree.entries.iter().enumerate() {
+        let pid = e.pid as i32;
+        let core = &img.cores[i];
+        if i == 0 {
+            let v = spawn_vessel(pid)?;
+            vessels.pids.push(v);
+            inject::seize_and_stop(v, opts).map_err(|e| Error::sys(v, "seize vessel", e))?;
+            ptrace::set_sigmask(v, u64::MAX).map_err(|e| Error::sys(v, "PTRACE_SETSIGMASK", e))?;
+        } else {
+            let pi = procs
+                .iter()
+                .position(|p| p.pid == e.ppid as i32)
+                .ok_or_else(|| Error::Restore(format!("pid {pid}: parent {} missing", e.ppid)))?;
+            let exit_signal = if core.exit_signal == 0 {
+                libc::SIGCHLD as u64
+            } else {
+                core.exit_signal as u64
+            };
+            clone_with_tid(&mut procs[pi].agents[0], 0, exit_signal, pid)?;
+            vessels.pids.push(pid);
+        }
+        let remote =
+            Remote::new(pid, own_insn).map_err(|e| Error::sys(pid, "PTRACE_GETREGS", e))?;
+        let mut agent = Agent {
+            remote,
+            pid,
+            scratch: 0,
+            scratch_len: 4096,
+        };
+        if i == 0 {
+            // A small page for clone3 arguments; children inherit it.
+            let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+            let fl = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+            agent.scratch = agent.call("mmap", libc::SYS_mmap, &[0, 4096, rw, fl, u64::MAX, 0])?;
+        } else {
+            agent.scratch = procs[0].agents[0].scratch;
+        }
+        let leader = |pgid: u32| img.pstree.entries.iter().any(|x| x.pid == pgid);
+        ktask::restore_session(&mut agent, e.pid, e.pgid, e.sid, leader(e.pgid))?;
+        let zombie = is_zombie(core);
+        if zombie {
+            become_zombie(&mut agent, core.exit_status, &core.comm, own_insn)?;
+        }
+        procs.push(Proc {
+            i,
+            pid,
+            zombie,
+            agents: vec![agent],
+            tramp: 0,
+        });
+    }
+    Ok(procs)
+}
+
+/// Phase 2: the address space of one process.
+fn restore_memory(img: &Images, p: &mut Proc, idx: &FilesIndex) -> Result<()> {
+    let Some(mm) = img.mms[p.i].as_ref() else {
+        return Ok(());
     };
-    inject::seize_and_stop(
-        vessel,
-        PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL | PTRACE_O_TRACECLONE,
-    )
-    .map_err(|e| Error::sys(vessel, "seize vessel", e))?;
-    ptrace::set_sigmask(vessel, u64::MAX)
-        .map_err(|e| Error::sys(vessel, "PTRACE_SETSIGMASK", e))?;
-    // The vessel is a copy of us: our own vDSO's syscall instruction is at
-    // the same address in it.
-    let insn = remote::find_syscall_insn(task::getpid())?;
-    let mut remote =
-        Remote::new(vessel, insn).map_err(|e| Error::sys(vessel, "PTRACE_GETREGS", e))?;
-    let sys = |e: std::io::Error, what: &str| Error::sys(vessel, what.to_string(), e);
-
-    // 1. Drop what the vessel inherited from cairn.
-    let cfg =
-        ptrace::get_rseq_config(vessel).map_err(|e| sys(e, "PTRACE_GET_RSEQ_CONFIGURATION"))?;
+    let pid = p.pid;
+    let agent = &mut p.agents[0];
+    let sys = |e: std::io::Error, what: &str| Error::sys(pid, what.to_string(), e);
+    // Drop what the vessel inherited from cairn.
+    let cfg = ptrace::get_rseq_config(pid).map_err(|e| sys(e, "PTRACE_GET_RSEQ_CONFIGURATION"))?;
     if cfg.rseq_abi_pointer != 0 {
-        remote
+        agent
+            .remote
             .syscall(
                 libc::SYS_rseq,
                 &[
@@ -196,51 +391,51 @@ fn restore_process(img: &Images, i: usize) -> Result<i32> {
             )
             .map_err(|e| sys(e, "rseq unregister"))?;
     }
-    remote
+    agent
+        .remote
         .syscall(libc::SYS_close_range, &[0, u32::MAX as u64, 0])
         .map_err(|e| sys(e, "close_range"))?;
-
-    // 2. A scratch area that collides with neither the image nor us.
+    // A restorer area that collides with neither the image nor the vessel.
     let mut taken: Vec<(u64, u64)> = mm.vmas.iter().map(|v| (v.start, v.end)).collect();
-    taken.extend(procfs::read_maps(vessel)?.iter().map(|m| (m.start, m.end)));
-    let area = SCRATCH_LEN + 4096;
-    let want = memory::free_area(area, &taken)
-        .ok_or_else(|| Error::Restore("no free address range for the restorer".into()))?;
+    taken.extend(procfs::read_maps(pid)?.iter().map(|m| (m.start, m.end)));
+    let want = memory::free_area(AREA, &taken).ok_or_else(|| {
+        Error::Restore(format!("pid {pid}: no free address range for the restorer"))
+    })?;
     let rwx = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64;
     let fl = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64 | memory::FIXED_NOREPLACE;
-    let tramp = remote
-        .syscall(libc::SYS_mmap, &[want, area, rwx, fl, u64::MAX, 0])
-        .map_err(|e| sys(e, "mmap scratch"))?;
-    mem::vm_write_all(vessel, tramp, &[0x0f, 0x05]).map_err(|e| sys(e, "write trampoline"))?;
-    remote.set_insn(tramp);
-    let mut agent = Agent {
-        remote,
-        pid: vessel,
-        scratch: tramp + 4096,
-        scratch_len: SCRATCH_LEN,
-    };
-
-    // 3. Nothing of cairn stays mapped.
-    agent.call("munmap below scratch", libc::SYS_munmap, &[0, tramp])?;
+    let tramp = agent
+        .remote
+        .syscall(libc::SYS_mmap, &[want, AREA, rwx, fl, u64::MAX, 0])
+        .map_err(|e| sys(e, "mmap restorer area"))?;
+    mem::vm_write_all(pid, tramp, &[0x0f, 0x05]).map_err(|e| sys(e, "write trampoline"))?;
+    agent.remote.set_insn(tramp);
+    agent.scratch = tramp + 4096;
+    agent.scratch_len = SCRATCH_LEN;
+    p.tramp = tramp;
+    // Nothing of cairn stays mapped.
     agent.call(
-        "munmap above scratch",
+        "munmap below the restorer area",
         libc::SYS_munmap,
-        &[tramp + area, TASK_SIZE - (tramp + area)],
+        &[0, tramp],
     )?;
-
-    // 4. Memory.
-    let shm = memory::restore_vmas(&mut agent, mm, &|id| idx.path(id))?;
-    let owners: Vec<&Pagemap> = img
+    agent.call(
+        "munmap above the restorer area",
+        libc::SYS_munmap,
+        &[tramp + AREA, TASK_SIZE - (tramp + AREA)],
+    )?;
+    let shm = memory::restore_vmas(agent, mm, &|id| idx.path(id))?;
+    let own = format!("pid:{pid}");
+    let maps: Vec<Pagemap> = img
         .pagemaps
         .iter()
-        .filter(|p| p.owner == format!("pid:{pid}") || p.owner.starts_with("shmem:"))
+        .filter(|m| m.owner == own || m.owner.starts_with("shmem:"))
+        .cloned()
         .collect();
-    let owned: Vec<Pagemap> = owners.into_iter().cloned().collect();
-    let tp = Instant::now();
-    memory::restore_pages(vessel, mm, &owned, &img.store, &shm)?;
-    info!("pid {pid}: pages written in {:?}", tp.elapsed());
+    let t = Instant::now();
+    memory::restore_pages(pid, mm, &maps, &img.store, &shm)?;
+    info!("pid {pid}: pages written in {:?}", t.elapsed());
     drop(shm);
-    memory::finish_vmas(&mut agent, mm)?;
+    memory::finish_vmas(agent, mm)?;
     let exe = idx
         .path(mm.exe_file_id)
         .ok_or_else(|| Error::Restore(format!("pid {pid}: executable unknown")))?;
@@ -255,92 +450,85 @@ fn restore_process(img: &Images, i: usize) -> Result<i32> {
         _ => false,
     };
     if same_exe {
-        memory::set_mm_map(&mut agent, mm, u32::MAX as u64)?;
+        memory::set_mm_map(agent, mm, u32::MAX as u64)?;
     } else {
-        let exe_fd = memory::remote_open(&mut agent, 0, &exe, libc::O_RDONLY | libc::O_CLOEXEC)?;
-        memory::set_mm_map(&mut agent, mm, exe_fd)?;
+        let exe_fd = memory::remote_open(agent, 0, &exe, libc::O_RDONLY | libc::O_CLOEXEC)?;
+        memory::set_mm_map(agent, mm, exe_fd)?;
         agent.call("close", libc::SYS_close, &[exe_fd])?;
     }
+    Ok(())
+}
 
-    // 5. Files and filesystem context.
-    files::restore_fds(&mut agent, &img.fdtables[i], &idx)?;
-    files::restore_fs(&mut agent, idx.path(core.cwd_id), idx.path(core.root_id))?;
-
-    // 6. Process and thread attributes, pending signals, then credentials.
-    let e = &img.pstree.entries[i];
-    ktask::restore_session(&mut agent, e.pid, e.pgid, e.sid)?;
-    ktask::restore_process_attrs(&mut agent, core)?;
+/// Phase 4: attributes, threads, pending signals, credentials.
+fn restore_attrs(
+    img: &Images,
+    p: &mut Proc,
+    has_zombie_child: bool,
+    idx: &FilesIndex,
+) -> Result<()> {
+    let core = &img.cores[p.i];
+    let pid = p.pid;
+    let agent = &mut p.agents[0];
+    files::restore_fs(agent, idx.path(core.cwd_id), idx.path(core.root_id))?;
+    ktask::restore_process_attrs(agent, core)?;
     let mut warnings = Vec::new();
-    ktask::restore_rlimits(&mut agent, core, &mut warnings)?;
+    ktask::restore_rlimits(agent, core, &mut warnings)?;
     for w in warnings {
         warn!("pid {pid}: {w}");
     }
-    ktask::restore_pending(&mut agent, pid, pid, &core.shared_pending, true)?;
-
-    // 7. Threads: each made by clone3(CLONE_THREAD, set_tid) in the
-    // leader, auto-attached through PTRACE_O_TRACECLONE. Then per-thread
-    // state, credentials last (they are per thread).
-    let mut agents = vec![agent];
+    if has_zombie_child {
+        // The SIGCHLD of a zombie recreated for it was delivered long
+        // before the dump: drop the new one.
+        let set = agent.put(0, &(1u64 << (libc::SIGCHLD - 1)).to_ne_bytes())?;
+        let ts = agent.put(16, &[0u8; 16])?;
+        let _ = agent
+            .remote
+            .syscall(libc::SYS_rt_sigtimedwait, &[set, 0, ts, 8]);
+    }
+    ktask::restore_pending(agent, pid, pid, &core.shared_pending, true)?;
+    let thread_flags = (libc::CLONE_VM
+        | libc::CLONE_FS
+        | libc::CLONE_FILES
+        | libc::CLONE_SIGHAND
+        | libc::CLONE_THREAD
+        | libc::CLONE_SYSVSEM) as u64;
     for th in &core.threads[1..] {
         let tid = th.tid as i32;
-        let a = agents[0].put(128, &(tid as u64).to_ne_bytes())?;
-        let mut args = Vec::with_capacity(88);
-        let flags: u64 = (libc::CLONE_VM
-            | libc::CLONE_FS
-            | libc::CLONE_FILES
-            | libc::CLONE_SIGHAND
-            | libc::CLONE_THREAD
-            | libc::CLONE_SYSVSEM) as u64;
-        for w in [flags, 0, 0, 0, 0, 0, 0, 0, a, 1, 0] {
-            args.extend_from_slice(&w.to_ne_bytes());
-        }
-        let argp = agents[0].put(0, &args)?;
-        let got = agents[0]
-            .remote
-            .syscall(libc::SYS_clone3, &[argp, 88])
-            .map_err(|e| {
-                if e.raw_os_error() == Some(libc::EEXIST) {
-                    Error::Restore(format!("thread id {tid} is already in use"))
-                } else {
-                    Error::sys(pid, format!("clone3 thread {tid}"), e)
-                }
-            })?;
-        if got != tid as u64 {
-            return Err(Error::Restore(format!(
-                "pid {pid}: thread came back as {got}, not {tid}"
-            )));
-        }
-        inject::wait_stop(tid).map_err(|e| Error::sys(tid, "wait for new thread", e))?;
-        ptrace::set_sigmask(tid, u64::MAX).map_err(|e| Error::sys(tid, "PTRACE_SETSIGMASK", e))?;
-        let remote = Remote::new(tid, tramp).map_err(|e| Error::sys(tid, "PTRACE_GETREGS", e))?;
-        agents.push(Agent {
+        clone_with_tid(&mut p.agents[0], thread_flags, 0, tid)?;
+        let remote = Remote::new(tid, p.tramp).map_err(|e| Error::sys(tid, "PTRACE_GETREGS", e))?;
+        p.agents.push(Agent {
             remote,
-            pid: vessel,
-            scratch: tramp + 4096,
+            pid,
+            scratch: p.tramp + 4096,
             scratch_len: SCRATCH_LEN,
         });
     }
-    for (a, th) in agents.iter_mut().zip(&core.threads) {
+    for (a, th) in p.agents.iter_mut().zip(&core.threads) {
         ktask::restore_thread_attrs(a, th)?;
         ktask::restore_pending(a, pid, th.tid as i32, &th.pending, false)?;
     }
     if let Some(c) = core.creds.as_ref() {
-        for a in agents.iter_mut() {
+        for a in p.agents.iter_mut() {
             ktask::restore_creds(a, c)?;
         }
     }
+    Ok(())
+}
 
-    // 8. Remove the scratch area using a syscall instruction of the
-    // restored vDSO, then put the registers back and let it go.
-    let insn = remote::find_syscall_insn(vessel)?;
-    if insn >= tramp && insn < tramp + area {
+/// Phase 5: remove the restorer area through a syscall instruction of the
+/// restored vDSO, then registers and masks of every thread.
+fn finish(img: &Images, p: &mut Proc) -> Result<()> {
+    let core = &img.cores[p.i];
+    let pid = p.pid;
+    let insn = remote::find_syscall_insn(pid)?;
+    if insn >= p.tramp && insn < p.tramp + AREA {
         return Err(Error::Restore(format!(
             "pid {pid}: no syscall instruction outside the restorer area"
         )));
     }
-    agents[0].remote.set_insn(insn);
-    agents[0].call("munmap scratch", libc::SYS_munmap, &[tramp, area])?;
-    for (a, th) in agents.iter_mut().zip(&core.threads) {
+    p.agents[0].remote.set_insn(insn);
+    p.agents[0].call("munmap restorer area", libc::SYS_munmap, &[p.tramp, AREA])?;
+    for (a, th) in p.agents.iter_mut().zip(&core.threads) {
         let tid = a.tid();
         let sys = |e: std::io::Error, what: &str| Error::sys(tid, what.to_string(), e);
         a.remote.park().map_err(|e| sys(e, "park"))?;
@@ -352,13 +540,58 @@ fn restore_process(img: &Images, i: usize) -> Result<i32> {
         ptrace::set_regs(tid, &regs).map_err(|e| sys(e, "PTRACE_SETREGS"))?;
         ptrace::set_sigmask(tid, th.sigmask).map_err(|e| sys(e, "PTRACE_SETSIGMASK"))?;
     }
-    // Detach only when every thread is ready, the leader last.
-    for a in agents.iter().rev() {
-        ptrace::detach(a.tid(), 0).map_err(|e| Error::sys(a.tid(), "PTRACE_DETACH", e))?;
+    Ok(())
+}
+
+/// Restores the whole tree and leaves it running. Returns the root pid.
+fn restore_tree(img: &Images) -> Result<i32> {
+    let t0 = Instant::now();
+    let idx = FilesIndex::new(&img.files);
+    let mut vessels = Vessels::default();
+    let mut procs = create_tree(img, &mut vessels)?;
+    for p in procs.iter_mut().filter(|p| !p.zombie) {
+        restore_memory(img, p, &idx)?;
     }
-    guard.armed = false;
-    info!("pid {pid}: restored in {:?}", t0.elapsed());
-    Ok(vessel)
+    let mut shared = SharedFiles::default();
+    for p in procs.iter_mut().filter(|p| !p.zombie) {
+        if let Some(t) = img.fdtables[p.i].as_ref() {
+            files::restore_fds(&mut p.agents[0], t, &idx, &mut shared)?;
+        }
+    }
+    let by_pid: HashMap<i32, usize> = procs.iter().enumerate().map(|(k, p)| (p.pid, k)).collect();
+    for (owner, fd) in std::mem::take(&mut shared.keepers) {
+        if let Some(&k) = by_pid.get(&owner) {
+            procs[k].agents[0].call("close keeper", libc::SYS_close, &[fd])?;
+        }
+    }
+    let zombie_parents: Vec<u32> = img
+        .pstree
+        .entries
+        .iter()
+        .zip(&img.cores)
+        .filter(|(_, c)| is_zombie(c))
+        .map(|(e, _)| e.ppid)
+        .collect();
+    for p in procs.iter_mut().filter(|p| !p.zombie) {
+        let hz = zombie_parents.contains(&(p.pid as u32));
+        restore_attrs(img, p, hz, &idx)?;
+    }
+    for p in procs.iter_mut().filter(|p| !p.zombie) {
+        finish(img, p)?;
+    }
+    // Everyone is ready: let them go, children before parents, leaders
+    // last in each process.
+    for p in procs.iter().rev().filter(|p| !p.zombie) {
+        if img.cores[p.i].state.enum_value() == Ok(TaskState::TASK_STOPPED) {
+            task::kill(p.pid, libc::SIGSTOP).map_err(|e| Error::sys(p.pid, "SIGSTOP", e))?;
+        }
+        for a in p.agents.iter().rev() {
+            ptrace::detach(a.tid(), 0).map_err(|e| Error::sys(a.tid(), "PTRACE_DETACH", e))?;
+        }
+    }
+    vessels.disarmed = true;
+    info!("restored {} processes in {:?}", procs.len(), t0.elapsed());
+    Ok(procs[0].pid)
 }
 
 fn write_pidfile(path: &std::path::Path, pid: i32) -> Result<()> {
@@ -369,11 +602,6 @@ fn write_pidfile(path: &std::path::Path, pid: i32) -> Result<()> {
 
 /// Checks that can refuse a restore before anything is created.
 fn preflight(img: &Images, args: &RestoreArgs) -> Result<()> {
-    if img.pstree.entries.len() != 1 {
-        return Err(Error::Restore(
-            "restoring process trees is not supported yet".into(),
-        ));
-    }
     let same_boot = procfs::boot_id().ok().as_deref() == Some(img.inventory.boot_id.as_str());
     let problems = FilesIndex::new(&img.files).check_unchanged(same_boot);
     if !problems.is_empty() {
@@ -404,7 +632,7 @@ pub fn restore(args: &RestoreArgs) -> Result<i32> {
     if args.detached {
         return restore_detached(&img, args);
     }
-    let pid = restore_process(&img, 0)?;
+    let pid = restore_tree(&img)?;
     if let Some(p) = &args.pidfile {
         write_pidfile(p, pid)?;
     }
@@ -430,7 +658,7 @@ fn restore_detached(img: &Images, args: &RestoreArgs) -> Result<i32> {
         task::Fork::Child => {
             drop(r);
             let mut w = std::fs::File::from(w);
-            let msg = match restore_process(img, 0) {
+            let msg = match restore_tree(img) {
                 Ok(pid) => match &args.pidfile {
                     Some(p) => write_pidfile(p, pid)
                         .map(|_| format!("ok {pid}"))
