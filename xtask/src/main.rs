@@ -431,6 +431,9 @@ fn dir_bytes(dir: &Path) -> Result<u64> {
 }
 
 fn bench(args: &[String]) -> Result<()> {
+    if args.first().map(String::as_str) == Some("tree") {
+        return bench_tree(&args[1..]);
+    }
     let b = parse_bench_args(args)?;
     ensure_tools()?;
     run(cargo().args(["build", "--release"]))?;
@@ -652,5 +655,191 @@ mod tests {
     fn tools_are_found_on_path() {
         assert!(on_path("sh"));
         assert!(!on_path("cairn-no-such-tool"));
+    }
+}
+
+/// `cargo xtask bench tree [--runs N]`: freeze time and dump/restore time
+/// of flat trees of 10, 100 and 500 processes with 8 threads each.
+fn bench_tree(args: &[String]) -> Result<()> {
+    let b = parse_bench_args(args)?;
+    ensure_tools()?;
+    run(cargo().args(["build", "--release"]))?;
+    let root = root();
+    let cairn = root.join("target/release/cairn");
+    let workload = root.join("target/release/bench_tree");
+    run(Command::new("gcc")
+        .args(["-O2", "-Wall", "-pthread", "-o"])
+        .arg(&workload)
+        .arg(root.join("tests/workloads/bench_tree.c")))?;
+    let work = std::env::temp_dir().join(format!("cairn-bench-tree-{}", std::process::id()));
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let mut lines = Vec::new();
+    let result = (|| {
+        for procs_n in [10usize, 100, 500] {
+            let (mut freeze, mut dump, mut restore) = (Vec::new(), Vec::new(), Vec::new());
+            for i in 0..b.runs {
+                let r = tree_once(&cairn, &workload, &work, procs_n, 8)?;
+                eprintln!(
+                    "xtask: tree {procs_n}x8 run {}/{}: freeze {:.1} ms, dump {:.2} s, restore {:.2} s",
+                    i + 1,
+                    b.runs,
+                    r.0,
+                    r.1,
+                    r.2
+                );
+                freeze.push(r.0);
+                dump.push(r.1);
+                restore.push(r.2);
+            }
+            lines.push((procs_n, median(&freeze), median(&dump), median(&restore)));
+        }
+        Ok::<_, String>(())
+    })();
+    let _ = std::fs::remove_dir_all(&work);
+    result?;
+    for (n, f, d, r) in &lines {
+        println!(
+            "bench tree {n} processes x 8 threads: freeze {f:.1} ms ({:.3} ms/task), dump {d:.2} s, restore {r:.2} s",
+            f / (*n as f64 * 8.0)
+        );
+    }
+    println!();
+    println!("| processes | threads | freeze (ms) | per task (ms) | dump (s) | restore (s) |");
+    println!("|---|---|---|---|---|---|");
+    for (n, f, d, r) in &lines {
+        println!(
+            "| {n} | {} | {f:.1} | {:.3} | {d:.2} | {r:.2} |",
+            n * 8,
+            f / (*n as f64 * 8.0)
+        );
+    }
+    Ok(())
+}
+
+/// Kills a whole tree by pid: children first (read from /proc), then the root.
+fn kill_tree(root: i32) {
+    for p in tree_pids(root).iter().rev() {
+        kill9(*p);
+    }
+}
+
+/// The pids of a tree, parents first.
+fn tree_pids(root: i32) -> Vec<i32> {
+    let mut all = vec![root];
+    let mut i = 0;
+    while i < all.len() {
+        let p = all[i];
+        if let Ok(rd) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in rd.flatten() {
+                let f = t.path().join("children");
+                if let Ok(s) = std::fs::read_to_string(f) {
+                    all.extend(s.split_whitespace().filter_map(|x| x.parse::<i32>().ok()));
+                }
+            }
+        }
+        i += 1;
+    }
+    all
+}
+
+/// One start, dump (with -v to read the freeze time), restore, kill cycle.
+fn tree_once(
+    cairn: &Path,
+    workload: &Path,
+    work: &Path,
+    procs_n: usize,
+    threads: usize,
+) -> Result<(f64, f64, f64)> {
+    let ready = work.join("tree.pid");
+    let restored_file = work.join("restored.pid");
+    let images = work.join("images");
+    for p in [&ready, &restored_file] {
+        let _ = std::fs::remove_file(p);
+    }
+    let _ = std::fs::remove_dir_all(&images);
+    let mut child = Command::new(workload)
+        .args([procs_n.to_string(), threads.to_string(), "--pidfile".into()])
+        .arg(&ready)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", workload.display()))?;
+    let pid = match wait_pidfile(&ready, Duration::from_secs(120), || Ok(())) {
+        Ok(p) => p,
+        Err(e) => {
+            kill_tree(child.id() as i32);
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
+    let pids = tree_pids(pid);
+    let t = Instant::now();
+    let out = Command::new(cairn)
+        .args(["dump", "-v", "-t", &pid.to_string(), "-D"])
+        .arg(&images)
+        .output()
+        .map_err(|e| format!("{}: {e}", cairn.display()))?;
+    let dump_s = t.elapsed().as_secs_f64();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        kill_tree(pid);
+        let _ = child.wait();
+        return Err(format!("cairn dump failed: {err}"));
+    }
+    let _ = child.wait();
+    // "froze N processes, T threads, in 12.3ms" (Debug of a Duration).
+    let freeze_ms = err
+        .lines()
+        .find_map(|l| {
+            l.split_once("threads, in ")
+                .map(|(_, d)| d.trim().to_string())
+        })
+        .and_then(|d| parse_duration_ms(&d))
+        .ok_or_else(|| format!("no freeze time in cairn's log: {err}"))?;
+    // The killed tree's children are reaped by whoever inherits them;
+    // wait until every pid is free.
+    for p in &pids {
+        wait_free(*p, Duration::from_secs(30));
+    }
+    let t = Instant::now();
+    let st = Command::new(cairn)
+        .args(["restore", "-d", "--pidfile"])
+        .arg(&restored_file)
+        .arg("-D")
+        .arg(&images)
+        .status()
+        .map_err(|e| format!("{}: {e}", cairn.display()))?;
+    let restore_s = t.elapsed().as_secs_f64();
+    if !st.success() {
+        return Err(format!("cairn restore failed: {st}"));
+    }
+    kill_tree(pid);
+    wait_gone(pid, Duration::from_secs(10));
+    let _ = std::fs::remove_dir_all(&images);
+    Ok((freeze_ms, dump_s, restore_s))
+}
+
+fn parse_duration_ms(d: &str) -> Option<f64> {
+    let num: String = d
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let v: f64 = num.parse().ok()?;
+    let unit = &d[num.len()..];
+    Some(match unit {
+        "ns" => v / 1e6,
+        "µs" | "us" => v / 1e3,
+        "ms" => v,
+        "s" => v * 1e3,
+        _ => return None,
+    })
+}
+
+/// Waits until no process (not even a zombie) has `pid`.
+fn wait_free(pid: i32, timeout: Duration) {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end && Path::new(&format!("/proc/{pid}")).exists() {
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
