@@ -311,3 +311,80 @@ impl ImageDir {
         self.file(name).exists()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::proto::{MmEntry, Vma, VmaKind};
+    use super::*;
+
+    fn sample() -> MmEntry {
+        let mut mm = MmEntry::new();
+        mm.pid = 42;
+        mm.brk = 0x5555_0000;
+        mm.auxv = vec![6, 4096, 0, 0];
+        let mut v = Vma::new();
+        v.start = 0x1000;
+        v.end = 0x3000;
+        v.kind = VmaKind::VMA_FILE_PRIVATE.into();
+        v.vm_flags = vec!["rd".into(), "mr".into()];
+        v.name = "/bin/true".into();
+        mm.vmas.push(v);
+        mm
+    }
+
+    #[test]
+    fn round_trip() {
+        let bytes = encode_image(Kind::Mm, &sample()).unwrap();
+        let back: MmEntry = decode_image(Kind::Mm, &bytes, Path::new("mm.img")).unwrap();
+        assert_eq!(back, sample());
+    }
+
+    fn err_of(bytes: &[u8]) -> String {
+        decode_image::<MmEntry>(Kind::Mm, bytes, Path::new("x.img")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn corruption_is_reported_not_panicked() {
+        let good = encode_image(Kind::Mm, &sample()).unwrap();
+        // Wrong kind.
+        assert!(decode_image::<MmEntry>(Kind::Core, &good, Path::new("x")).unwrap_err().to_string().contains("expected core"));
+        // Bad magic, version, truncation, checksum.
+        let mut b = good.clone();
+        b[0] = b'X';
+        assert!(err_of(&b).contains("bad magic"));
+        let mut b = good.clone();
+        b[12] = 99;
+        assert!(err_of(&b).contains("format version"));
+        assert!(err_of(&good[..10]).contains("truncated"));
+        assert!(err_of(&good[..good.len() - 1]).contains("bytes"));
+        let mut b = good.clone();
+        let last = b.len() - 1;
+        b[last] ^= 0xff;
+        assert!(err_of(&b).contains("checksum"));
+        // Every truncation and every single bit flip of the header gives an
+        // error or (for reserved bits) the same message, never a panic.
+        for n in 0..good.len() {
+            let _ = decode_image::<MmEntry>(Kind::Mm, &good[..n], Path::new("x"));
+        }
+        for i in 0..HEADER_LEN * 8 {
+            let mut b = good.clone();
+            b[i / 8] ^= 1 << (i % 8);
+            let _ = decode_image::<MmEntry>(Kind::Mm, &b, Path::new("x"));
+        }
+    }
+
+    #[test]
+    fn decompression_is_bounded() {
+        let big = vec![0u8; 1 << 20];
+        let z = zstd::bulk::compress(&big, 1).unwrap();
+        assert!(decompress_bounded(&z, 1 << 10).is_err());
+        assert_eq!(decompress_bounded(&z, 1 << 20).unwrap().len(), 1 << 20);
+    }
+
+    #[test]
+    fn kinds_have_distinct_magics() {
+        for a in Kind::ALL {
+            assert_eq!(Kind::from_magic(a.magic()), Some(a));
+        }
+    }
+}

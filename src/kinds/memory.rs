@@ -920,7 +920,8 @@ pub fn restore_pages(
             }
         }
     }
-    let work: Vec<(u32, Vec<(Dest, u64, u64)>)> = by_chunk.into_iter().collect();
+    type ChunkWork<'a> = (u32, Vec<(Dest<'a>, u64, u64)>);
+    let work: Vec<ChunkWork> = by_chunk.into_iter().collect();
     let next = AtomicUsize::new(0);
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())

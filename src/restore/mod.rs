@@ -14,6 +14,7 @@
 //! 4. attributes, threads (injected clone3 with CLONE_THREAD), pending
 //!    signals, credentials;
 //! 5. registers, signal masks, detach.
+//!
 //! Every vessel is traced with PTRACE_O_EXITKILL and killed on any error,
 //! so a failed restore leaves no process behind.
 
