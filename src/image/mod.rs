@@ -340,14 +340,19 @@ mod tests {
     }
 
     fn err_of(bytes: &[u8]) -> String {
-        decode_image::<MmEntry>(Kind::Mm, bytes, Path::new("x.img")).unwrap_err().to_string()
+        decode_image::<MmEntry>(Kind::Mm, bytes, Path::new("x.img"))
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
     fn corruption_is_reported_not_panicked() {
         let good = encode_image(Kind::Mm, &sample()).unwrap();
         // Wrong kind.
-        assert!(decode_image::<MmEntry>(Kind::Core, &good, Path::new("x")).unwrap_err().to_string().contains("expected core"));
+        assert!(decode_image::<MmEntry>(Kind::Core, &good, Path::new("x"))
+            .unwrap_err()
+            .to_string()
+            .contains("expected core"));
         // Bad magic, version, truncation, checksum.
         let mut b = good.clone();
         b[0] = b'X';

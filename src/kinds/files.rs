@@ -375,13 +375,15 @@ pub fn restore_fds(
         } else {
             match &d.kind {
                 Some(file_desc::Kind::Reg(r)) => {
-                    let open_flags = (r.flags as i32)
-                        & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
+                    // O_NOCTTY: a restored session leader must not pick
+                    // up a controlling terminal just by reopening a tty.
+                    let open_flags =
+                        (r.flags as i32) & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
                     let fd = crate::kinds::memory::remote_open(
                         agent,
                         0,
                         &r.path,
-                        open_flags | libc::O_CLOEXEC,
+                        open_flags | libc::O_CLOEXEC | libc::O_NOCTTY,
                     )?;
                     let is_reg = r
                         .stat
