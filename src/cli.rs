@@ -76,6 +76,10 @@ pub struct RestoreArgs {
     /// Restore even if files the process had open changed since the dump.
     #[arg(long = "ignore-file-changes")]
     pub ignore_file_changes: bool,
+    /// How the root gets its pid: "clone3" (set_tid, the default where the
+    /// kernel has it) or "ns_last_pid" (the fallback; for tests).
+    #[arg(long = "pid-restore", hide = true, value_parser = ["clone3", "ns_last_pid"])]
+    pub pid_restore: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]

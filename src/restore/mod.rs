@@ -190,7 +190,30 @@ impl Drop for Vessels {
     }
 }
 
-fn spawn_vessel(pid: i32) -> Result<i32> {
+fn spawn_vessel(pid: i32, force_last_pid: bool) -> Result<i32> {
+    let last_pid = |why: &str| -> Result<i32> {
+        info!("pid {pid}: using ns_last_pid ({why})");
+        // Another fork can take the pid between our write and our fork:
+        // check, and try again a few times.
+        for _ in 0..5 {
+            let p = task::spawn_vessel_last_pid(pid)
+                .map_err(|e| Error::sys(pid, "fork via ns_last_pid", e))?;
+            if p == pid {
+                return Ok(p);
+            }
+            let _ = task::kill(p, libc::SIGKILL);
+            let _ = ptrace::wait_raw(p);
+            if task::pid_exists(pid) {
+                break;
+            }
+        }
+        Err(Error::Restore(format!(
+            "pid {pid} could not be obtained through ns_last_pid"
+        )))
+    };
+    if force_last_pid {
+        return last_pid("asked for");
+    }
     match task::spawn_vessel_clone3(pid) {
         Ok(p) => Ok(p),
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
@@ -198,16 +221,7 @@ fn spawn_vessel(pid: i32) -> Result<i32> {
         }
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::E2BIG)) => {
             warn!("clone3 with set_tid unavailable ({e}); using ns_last_pid");
-            let p = task::spawn_vessel_last_pid(pid)
-                .map_err(|e| Error::sys(pid, "fork via ns_last_pid", e))?;
-            if p != pid {
-                let _ = task::kill(p, libc::SIGKILL);
-                let _ = ptrace::wait_raw(p);
-                return Err(Error::Restore(format!(
-                    "pid {pid} could not be obtained (got {p})"
-                )));
-            }
-            Ok(p)
+            last_pid("clone3 set_tid unavailable")
         }
         Err(e) => Err(Error::sys(pid, "clone3 with set_tid", e)),
     }
@@ -310,7 +324,7 @@ fn become_zombie(agent: &mut Agent, status: i32, comm: &str, insn: u64) -> Resul
 
 /// Phase 1: every process of the tree, with its pid, parent, session and
 /// process group. Each vessel is still a copy of cairn here.
-fn create_tree(img: &Images, vessels: &mut Vessels) -> Result<Vec<Proc>> {
+fn create_tree(img: &Images, vessels: &mut Vessels, force_last_pid: bool) -> Result<Vec<Proc>> {
     let own_insn = remote::find_syscall_insn(task::getpid())?;
     let opts = PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL | PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK;
     let mut procs: Vec<Proc> = Vec::new();
@@ -318,7 +332,7 @@ fn create_tree(img: &Images, vessels: &mut Vessels) -> Result<Vec<Proc>> {
         let pid = e.pid as i32;
         let core = &img.cores[i];
         if i == 0 {
-            let v = spawn_vessel(pid)?;
+            let v = spawn_vessel(pid, force_last_pid)?;
             vessels.pids.push(v);
             inject::seize_and_stop(v, opts).map_err(|e| Error::sys(v, "seize vessel", e))?;
             ptrace::set_sigmask(v, u64::MAX).map_err(|e| Error::sys(v, "PTRACE_SETSIGMASK", e))?;
@@ -545,11 +559,12 @@ fn finish(img: &Images, p: &mut Proc) -> Result<()> {
 }
 
 /// Restores the whole tree and leaves it running. Returns the root pid.
-fn restore_tree(img: &Images) -> Result<i32> {
+fn restore_tree(img: &Images, args: &RestoreArgs) -> Result<i32> {
     let t0 = Instant::now();
     let idx = FilesIndex::new(&img.files);
     let mut vessels = Vessels::default();
-    let mut procs = create_tree(img, &mut vessels)?;
+    let force_last_pid = args.pid_restore.as_deref() == Some("ns_last_pid");
+    let mut procs = create_tree(img, &mut vessels, force_last_pid)?;
     for p in procs.iter_mut().filter(|p| !p.zombie) {
         restore_memory(img, p, &idx)?;
     }
@@ -633,7 +648,7 @@ pub fn restore(args: &RestoreArgs) -> Result<i32> {
     if args.detached {
         return restore_detached(&img, args);
     }
-    let pid = restore_tree(&img)?;
+    let pid = restore_tree(&img, args)?;
     if let Some(p) = &args.pidfile {
         write_pidfile(p, pid)?;
     }
@@ -659,7 +674,7 @@ fn restore_detached(img: &Images, args: &RestoreArgs) -> Result<i32> {
         task::Fork::Child => {
             drop(r);
             let mut w = std::fs::File::from(w);
-            let msg = match restore_tree(img) {
+            let msg = match restore_tree(img, args) {
                 Ok(pid) => match &args.pidfile {
                     Some(p) => write_pidfile(p, pid)
                         .map(|_| format!("ok {pid}"))
