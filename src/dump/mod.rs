@@ -52,9 +52,15 @@ pub fn dump(args: &DumpArgs) -> Result<DumpStats> {
         return Err(Error::Usage(format!("pid {pid} is cairn itself")));
     }
     // Refuse what we cannot dump before any process is touched at all.
+    // A child that exits meanwhile is no reason to refuse: the frozen
+    // pass decides about it.
     for p in tree_pids(pid) {
-        crate::kinds::files::precheck(p)?;
-        memory::precheck(p)?;
+        if let Err(e) = crate::kinds::files::precheck(p).and_then(|_| memory::precheck(p)) {
+            let alive = procfs::read_stat(p).is_ok_and(|s| s.state != 'Z' && s.state != 'X');
+            if p == pid || alive {
+                return Err(e);
+            }
+        }
     }
     let dir = ImageDir::create(&args.images_dir)?;
     // A stale inventory would make a half-written directory look whole.

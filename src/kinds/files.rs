@@ -327,7 +327,7 @@ pub struct SharedFiles {
 }
 
 /// Gets fd `fd` of process `owner` into the vessel (same description).
-fn fetch_fd(agent: &mut Agent, owner: i32, fd: u64) -> Result<u64> {
+pub fn fetch_fd(agent: &mut Agent, owner: i32, fd: u64) -> Result<u64> {
     if owner == agent.pid {
         return agent.call(
             "fcntl(F_DUPFD_CLOEXEC)",

@@ -671,6 +671,32 @@ pub fn validate_pagemap(
 const MAP_FIXED_NOREPLACE: u64 = 0x100000;
 const ARCH_MAP_VDSO_64: u64 = 0x2003;
 
+/// Shared anonymous memory objects of the whole tree during a restore.
+#[derive(Default)]
+pub struct ShmObjects {
+    /// shmid -> size in bytes (largest extent any process maps).
+    pub sizes: HashMap<u64, u64>,
+    /// shmid -> (vessel that created it, its fd there, kept open until
+    /// every process has mapped it).
+    pub owners: HashMap<u64, (i32, u64)>,
+}
+
+impl ShmObjects {
+    pub fn new<'a>(mms: impl Iterator<Item = &'a MmEntry>) -> ShmObjects {
+        let mut sizes: HashMap<u64, u64> = HashMap::new();
+        for v in mms.flat_map(|m| m.vmas.iter()) {
+            if v.kind.enum_value() == Ok(VmaKind::VMA_ANON_SHARED) {
+                let e = sizes.entry(v.shmid).or_default();
+                *e = (*e).max(v.pgoff + (v.end - v.start));
+            }
+        }
+        ShmObjects {
+            sizes,
+            owners: HashMap::new(),
+        }
+    }
+}
+
 /// Opens a path in the remote task; returns the remote fd.
 pub fn remote_open(agent: &mut Agent, scratch_off: u64, path: &str, flags: i32) -> Result<u64> {
     let a = agent.put_cstr(scratch_off, path)?;
@@ -691,19 +717,36 @@ pub fn restore_vmas(
     agent: &mut Agent,
     mm: &MmEntry,
     file_path: &dyn Fn(u32) -> Option<String>,
+    shm_objects: &mut ShmObjects,
 ) -> Result<HashMap<u64, File>> {
     let pid = agent.pid;
-    // Shared anonymous objects: create each once, keep an fd to it.
-    let mut shm_size: BTreeMap<u64, u64> = BTreeMap::new();
-    for v in &mm.vmas {
-        if v.kind.enum_value() == Ok(VmaKind::VMA_ANON_SHARED) {
-            let e = shm_size.entry(v.shmid).or_default();
-            *e = (*e).max(v.pgoff + (v.end - v.start));
-        }
-    }
+    // Shared anonymous objects: each is created once, in the first process
+    // that maps it, and kept open there; the others fetch the same object
+    // with pidfd_getfd.
+    let mut ids: Vec<u64> = mm
+        .vmas
+        .iter()
+        .filter(|v| v.kind.enum_value() == Ok(VmaKind::VMA_ANON_SHARED))
+        .map(|v| v.shmid)
+        .collect();
+    ids.sort();
+    ids.dedup();
     let mut shm_fds: HashMap<u64, u64> = HashMap::new();
+    let mut to_close: Vec<u64> = Vec::new();
     let mut shm_local: HashMap<u64, File> = HashMap::new();
-    for (&id, &size) in &shm_size {
+    for id in ids {
+        if let Some(&(owner, ofd)) = shm_objects.owners.get(&id) {
+            let fd = crate::kinds::files::fetch_fd(agent, owner, ofd)?;
+            shm_fds.insert(id, fd);
+            to_close.push(fd);
+            continue;
+        }
+        let size = shm_objects.sizes.get(&id).copied().unwrap_or(0);
+        if size == 0 {
+            return Err(Error::Restore(format!(
+                "pid {pid}: shared memory object {id} has no size"
+            )));
+        }
         let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
         let addr = agent.call(
             "mmap shared",
@@ -728,8 +771,8 @@ pub fn restore_vmas(
             .at(&local_path)?;
         shm_fds.insert(id, fd);
         shm_local.insert(id, f);
+        shm_objects.owners.insert(id, (pid, fd));
     }
-
     let mut file_fds: HashMap<(u32, bool), u64> = HashMap::new();
     for v in &mm.vmas {
         let kind = v
@@ -812,7 +855,7 @@ pub fn restore_vmas(
             )));
         }
     }
-    for fd in file_fds.values().chain(shm_fds.values()) {
+    for fd in file_fds.values().chain(to_close.iter()) {
         agent.call("close", libc::SYS_close, &[*fd])?;
     }
     // The vDSO: [vvar], [vvar_vclock] and [vdso] move together; the

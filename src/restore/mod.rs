@@ -383,7 +383,12 @@ fn create_tree(img: &Images, vessels: &mut Vessels, force_last_pid: bool) -> Res
 }
 
 /// Phase 2: the address space of one process.
-fn restore_memory(img: &Images, p: &mut Proc, idx: &FilesIndex) -> Result<()> {
+fn restore_memory(
+    img: &Images,
+    p: &mut Proc,
+    idx: &FilesIndex,
+    shm: &mut memory::ShmObjects,
+) -> Result<()> {
     let Some(mm) = img.mms[p.i].as_ref() else {
         return Ok(());
     };
@@ -438,7 +443,7 @@ fn restore_memory(img: &Images, p: &mut Proc, idx: &FilesIndex) -> Result<()> {
         libc::SYS_munmap,
         &[tramp + AREA, TASK_SIZE - (tramp + AREA)],
     )?;
-    let shm = memory::restore_vmas(agent, mm, &|id| idx.path(id))?;
+    let shm = memory::restore_vmas(agent, mm, &|id| idx.path(id), shm)?;
     let own = format!("pid:{pid}");
     let maps: Vec<Pagemap> = img
         .pagemaps
@@ -565,8 +570,15 @@ fn restore_tree(img: &Images, args: &RestoreArgs) -> Result<i32> {
     let mut vessels = Vessels::default();
     let force_last_pid = args.pid_restore.as_deref() == Some("ns_last_pid");
     let mut procs = create_tree(img, &mut vessels, force_last_pid)?;
+    let mut shm = memory::ShmObjects::new(img.mms.iter().flatten());
     for p in procs.iter_mut().filter(|p| !p.zombie) {
-        restore_memory(img, p, &idx)?;
+        restore_memory(img, p, &idx, &mut shm)?;
+    }
+    let by_pid: HashMap<i32, usize> = procs.iter().enumerate().map(|(k, p)| (p.pid, k)).collect();
+    for (_, (owner, fd)) in shm.owners.drain() {
+        if let Some(&k) = by_pid.get(&owner) {
+            procs[k].agents[0].call("close shared memory keeper", libc::SYS_close, &[fd])?;
+        }
     }
     let mut shared = SharedFiles::default();
     for p in procs.iter_mut().filter(|p| !p.zombie) {
@@ -574,7 +586,6 @@ fn restore_tree(img: &Images, args: &RestoreArgs) -> Result<i32> {
             files::restore_fds(&mut p.agents[0], t, &idx, &mut shared)?;
         }
     }
-    let by_pid: HashMap<i32, usize> = procs.iter().enumerate().map(|(k, p)| (p.pid, k)).collect();
     for (owner, fd) in std::mem::take(&mut shared.keepers) {
         if let Some(&k) = by_pid.get(&owner) {
             procs[k].agents[0].call("close keeper", libc::SYS_close, &[fd])?;
@@ -631,6 +642,17 @@ fn preflight(img: &Images, args: &RestoreArgs) -> Result<()> {
                 problems.join("; ")
             )));
         }
+    }
+    // A pid still held by a zombie (e.g. the children of a tree just
+    // killed by `cairn dump`, waiting for init to reap them) is given a
+    // few seconds to become free.
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    while Instant::now() < deadline
+        && img.pstree.entries.iter().any(|e| {
+            procfs::read_stat(e.pid as i32).is_ok_and(|s| s.state == 'Z' || s.state == 'X')
+        })
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
     for e in &img.pstree.entries {
         if task::pid_exists(e.pid as i32) {
