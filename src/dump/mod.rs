@@ -221,11 +221,33 @@ fn dump_frozen(frozen: &mut Frozen, dir: &ImageDir, args: &DumpArgs) -> Result<D
         if stopped {
             core.state = TaskState::TASK_STOPPED.into();
         }
+        // fd table and fs info shared with an earlier process of the tree.
+        for &(other, _, z, _) in procs.iter().take_while(|x| x.0 != pid) {
+            if z.is_some() {
+                continue;
+            }
+            let k = |w| {
+                crate::sys::task::kcmp_shared(pid, other, w).map_err(|e| Error::sys(pid, "kcmp", e))
+            };
+            if core.files_shared_with == 0 && k(crate::sys::task::Shared::Files)? {
+                core.files_shared_with = other as u32;
+            }
+            if core.fs_shared_with == 0 && k(crate::sys::task::Shared::Fs)? {
+                core.fs_shared_with = other as u32;
+            }
+        }
         let cwd = procfs::read_link(format!("/proc/{pid}/cwd"))?;
         let root = procfs::read_link(format!("/proc/{pid}/root"))?;
         core.cwd_id = files.register_fs_path(&cwd);
         core.root_id = files.register_fs_path(&root);
-        let fdt = files.dump_fds(pid)?;
+        let fdt = if core.files_shared_with != 0 {
+            // Same table as that process: nothing more to save.
+            let mut t = crate::image::proto::FdTable::new();
+            t.pid = pid as u32;
+            t
+        } else {
+            files.dump_fds(pid)?
+        };
         let smaps = procfs::read_smaps(pid)?;
         let auxv = procfs::read_auxv(pid)?;
         let mm = memory::dump_mm(

@@ -346,7 +346,16 @@ fn create_tree(img: &Images, vessels: &mut Vessels, force_last_pid: bool) -> Res
             } else {
                 core.exit_signal as u64
             };
-            clone_with_tid(&mut procs[pi].agents[0], 0, exit_signal, pid)?;
+            // Sharing with the parent is made by clone itself; with another
+            // process it is not supported (refused in preflight).
+            let mut flags = 0u64;
+            if core.files_shared_with != 0 {
+                flags |= libc::CLONE_FILES as u64;
+            }
+            if core.fs_shared_with != 0 {
+                flags |= libc::CLONE_FS as u64;
+            }
+            clone_with_tid(&mut procs[pi].agents[0], flags, exit_signal, pid)?;
             vessels.pids.push(pid);
         }
         let remote =
@@ -411,10 +420,14 @@ fn restore_memory(
             )
             .map_err(|e| sys(e, "rseq unregister"))?;
     }
-    agent
-        .remote
-        .syscall(libc::SYS_close_range, &[0, u32::MAX as u64, 0])
-        .map_err(|e| sys(e, "close_range"))?;
+    // A table shared with the parent was emptied there already (and may
+    // hold its shared-memory keepers now).
+    if img.cores[p.i].files_shared_with == 0 {
+        agent
+            .remote
+            .syscall(libc::SYS_close_range, &[0, u32::MAX as u64, 0])
+            .map_err(|e| sys(e, "close_range"))?;
+    }
     // A restorer area that collides with neither the image nor the vessel.
     let mut taken: Vec<(u64, u64)> = mm.vmas.iter().map(|v| (v.start, v.end)).collect();
     taken.extend(procfs::read_maps(pid)?.iter().map(|m| (m.start, m.end)));
@@ -582,6 +595,9 @@ fn restore_tree(img: &Images, args: &RestoreArgs) -> Result<i32> {
     }
     let mut shared = SharedFiles::default();
     for p in procs.iter_mut().filter(|p| !p.zombie) {
+        if img.cores[p.i].files_shared_with != 0 {
+            continue;
+        }
         if let Some(t) = img.fdtables[p.i].as_ref() {
             files::restore_fds(&mut p.agents[0], t, &idx, &mut shared)?;
         }
@@ -653,6 +669,19 @@ fn preflight(img: &Images, args: &RestoreArgs) -> Result<()> {
         })
     {
         std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    for (e, c) in img.pstree.entries.iter().zip(&img.cores) {
+        for (what, with) in [
+            ("fd table", c.files_shared_with),
+            ("fs info", c.fs_shared_with),
+        ] {
+            if with != 0 && with != e.ppid {
+                return Err(Error::Restore(format!(
+                    "pid {} shares its {what} with pid {with}, which is not its parent: not supported yet",
+                    e.pid
+                )));
+            }
+        }
     }
     for e in &img.pstree.entries {
         if task::pid_exists(e.pid as i32) {

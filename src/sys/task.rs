@@ -105,6 +105,37 @@ pub fn fork() -> io::Result<Fork> {
 }
 
 const KCMP_FILE: libc::c_long = 0;
+const KCMP_FILES: libc::c_long = 2;
+const KCMP_FS: libc::c_long = 3;
+
+/// What two processes may share as a whole.
+#[derive(Clone, Copy)]
+pub enum Shared {
+    /// The fd table (CLONE_FILES).
+    Files,
+    /// cwd, root and umask (CLONE_FS).
+    Fs,
+}
+
+/// kcmp(KCMP_FILES / KCMP_FS): do two processes share that object?
+pub fn kcmp_shared(pid1: i32, pid2: i32, what: Shared) -> io::Result<bool> {
+    let t = match what {
+        Shared::Files => KCMP_FILES,
+        Shared::Fs => KCMP_FS,
+    };
+    // SAFETY: kcmp takes only integers.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid1,
+            pid2,
+            t,
+            0 as libc::c_long,
+            0 as libc::c_long,
+        )
+    };
+    check(r).map(|v| v == 0)
+}
 
 /// kcmp(KCMP_FILE): do two fds (possibly in two processes) refer to the same
 /// open file description? Returns the kernel's ordering (0 = same).

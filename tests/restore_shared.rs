@@ -1,0 +1,16 @@
+//! Resources shared between processes as a whole (not by threads): the fd
+//! table and the fs info of a child made with clone(CLONE_FILES | CLONE_FS).
+
+mod common;
+
+use common::*;
+
+/// After restore, an fd the child opens appears in the parent, and the
+/// child's chdir and umask are the parent's too.
+#[test]
+fn tree_clone_shared() {
+    if skip_unless_root() {
+        return;
+    }
+    tree_checkpoint_restore("tree_clone_shared", &[], TreeOpts::default());
+}
