@@ -14,3 +14,13 @@ fn tree_clone_shared() {
     }
     tree_checkpoint_restore("tree_clone_shared", &[], TreeOpts::default());
 }
+
+/// A POSIX shared memory object in /dev/shm mapped by parent and child:
+/// one copy after restore, contents kept.
+#[test]
+fn tree_posix_shm() {
+    if skip_unless_root() {
+        return;
+    }
+    tree_checkpoint_restore("tree_posix_shm", &[], TreeOpts::default());
+}
