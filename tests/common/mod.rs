@@ -121,13 +121,29 @@ pub fn workload_bin(name: &str) -> PathBuf {
     }
 }
 
+/// Whether a workload is linked with -pthread: the `thread_*` workloads and
+/// any workload that includes <pthread.h> (e.g. tree_big).
+fn needs_pthread(name: &str, src_text: &[u8]) -> bool {
+    name.starts_with("thread_") || src_text.windows(11).any(|w| w == b"<pthread.h>")
+}
+
+/// The compiler flags for one workload: `CFLAGS`, plus -pthread if needed.
+fn workload_cflags(name: &str, src_text: &[u8]) -> Vec<&'static str> {
+    let mut flags = CFLAGS.to_vec();
+    if needs_pthread(name, src_text) {
+        flags.push("-pthread");
+    }
+    flags
+}
+
 fn compile_workload(name: &str) -> Result<PathBuf, String> {
     let src = workload_src_dir().join(format!("{name}.c"));
     let hdr = workload_src_dir().join("zdtm.h");
     let src_text = fs::read(&src).map_err(|e| format!("reading {}: {e}", src.display()))?;
     let hdr_text = fs::read(&hdr).map_err(|e| format!("reading {}: {e}", hdr.display()))?;
+    let cflags = workload_cflags(name, &src_text);
     let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for f in CFLAGS {
+    for f in &cflags {
         fnv1a(&mut h, f.as_bytes());
     }
     fnv1a(&mut h, &src_text);
@@ -158,7 +174,7 @@ fn compile_workload(name: &str) -> Result<PathBuf, String> {
     }
     let tmp = out_dir.join(format!("{name}.tmp.{}", std::process::id()));
     let out = Command::new("cc")
-        .args(CFLAGS)
+        .args(&cflags)
         .arg("-o")
         .arg(&tmp)
         .arg(&src)
@@ -1211,4 +1227,635 @@ pub fn append_byte(path: &Path) {
         .open(path)
         .unwrap_or_else(|e| panic!("open {} for append: {e}", path.display()));
     f.write_all(b"!").expect("append a byte");
+}
+
+// ---------------------------------------------------------------------------
+// Process trees (tree_* and thread_* workloads)
+//
+// A tree workload's root is the harness's child; its descendants are not.
+// `PidTracker` holds a pidfd for every process of the tree it has seen, so
+// that cleanup can signal them without ever hitting a recycled pid, and
+// `TreeTest` runs the dump/restore cycle of a whole tree, comparing the
+// restored tree (pids, tids, parents, groups, sessions, stopped/zombie
+// states) with the original and killing everything on every exit path.
+
+/// What /proc says about one process of a tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcInfo {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    /// The state letter of /proc/PID/stat (R, S, D, T, t, Z, ...).
+    pub state: char,
+    /// Thread ids (/proc/PID/task), sorted.
+    pub tids: Vec<i32>,
+    /// The first non-zero TracerPid among the threads (0: nobody ptraces it).
+    pub tracer: i32,
+}
+
+/// Read one process's `ProcInfo`; None if it is gone.
+pub fn proc_info(pid: i32) -> Option<ProcInfo> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let mut it = rest.split_whitespace();
+    let state = it.next()?.chars().next()?;
+    let ppid = it.next()?.parse().ok()?;
+    let pgid = it.next()?.parse().ok()?;
+    let sid = it.next()?.parse().ok()?;
+    let mut tids: Vec<i32> = fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    tids.sort_unstable();
+    let tracer = tids
+        .iter()
+        .filter_map(|t| fs::read_to_string(format!("/proc/{pid}/task/{t}/status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("TracerPid:"))
+                .and_then(|v| v.trim().parse::<i32>().ok())
+        })
+        .find(|&t| t != 0)
+        .unwrap_or(0);
+    Some(ProcInfo {
+        pid,
+        ppid,
+        pgid,
+        sid,
+        state,
+        tids,
+        tracer,
+    })
+}
+
+/// `root` and all its descendants (root first), from
+/// /proc/PID/task/*/children.
+pub fn tree_pids(root: i32) -> Vec<i32> {
+    let mut out = vec![root];
+    descendants_of(root, &mut out);
+    out
+}
+
+/// `ProcInfo` of every process of the tree below (and including) `root`,
+/// sorted by pid.
+pub fn tree_snapshot(root: i32) -> Vec<ProcInfo> {
+    let mut v: Vec<ProcInfo> = tree_pids(root).into_iter().filter_map(proc_info).collect();
+    v.sort_by_key(|p| p.pid);
+    v
+}
+
+pub fn format_tree(tree: &[ProcInfo]) -> String {
+    let mut s = String::new();
+    for p in tree {
+        s += &format!(
+            "  pid {} ppid {} pgid {} sid {} state {} tracer {} tids {:?}\n",
+            p.pid, p.ppid, p.pgid, p.sid, p.state, p.tracer, p.tids
+        );
+    }
+    s
+}
+
+/// How `after` (a restored or a --leave-running tree) differs from
+/// `before`. The root's ppid is compared only with `root_ppid`, if given.
+/// States: a stopped ('T') or zombie ('Z') process must stay so; no other
+/// process may be stopped, traced or dead.
+pub fn tree_diff(
+    before: &[ProcInfo],
+    after: &[ProcInfo],
+    root: i32,
+    root_ppid: Option<i32>,
+) -> Vec<String> {
+    let mut d = Vec::new();
+    for b in before {
+        let Some(a) = after.iter().find(|a| a.pid == b.pid) else {
+            d.push(format!("pid {} (ppid {}) is missing", b.pid, b.ppid));
+            continue;
+        };
+        let p = b.pid;
+        if p == root {
+            if let Some(want) = root_ppid {
+                if a.ppid != want {
+                    d.push(format!("root {p}: ppid {}, expected {want}", a.ppid));
+                }
+            }
+        } else if a.ppid != b.ppid {
+            d.push(format!("pid {p}: ppid {}, was {}", a.ppid, b.ppid));
+        }
+        if a.pgid != b.pgid {
+            d.push(format!("pid {p}: pgid {}, was {}", a.pgid, b.pgid));
+        }
+        if a.sid != b.sid {
+            d.push(format!("pid {p}: sid {}, was {}", a.sid, b.sid));
+        }
+        if a.tids != b.tids {
+            d.push(format!("pid {p}: threads {:?}, were {:?}", a.tids, b.tids));
+        }
+        if a.tracer != 0 {
+            d.push(format!("pid {p}: still ptraced by {}", a.tracer));
+        }
+        let stopped_or_dead = |c: char| matches!(c, 'T' | 't' | 'Z' | 'X' | 'x');
+        if matches!(b.state, 'T' | 'Z') {
+            if a.state != b.state {
+                d.push(format!("pid {p}: state '{}', was '{}'", a.state, b.state));
+            }
+        } else if stopped_or_dead(a.state) {
+            d.push(format!("pid {p}: state '{}', was '{}'", a.state, b.state));
+        }
+    }
+    for a in after {
+        if !before.iter().any(|b| b.pid == a.pid) {
+            d.push(format!(
+                "unexpected process {} (ppid {}, state '{}')",
+                a.pid, a.ppid, a.state
+            ));
+        }
+    }
+    d
+}
+
+/// Whether the process behind a pidfd has exited (zombies included).
+pub fn pidfd_exited(fd: &OwnedFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, count 1, no wait.
+    let r = unsafe { libc::poll(&mut pfd, 1, 0) };
+    r > 0
+}
+
+fn proc_ppid(pid: i32) -> Option<i32> {
+    proc_info(pid).map(|p| p.ppid)
+}
+
+/// Pidfds of every process of one or more trees seen so far. Dropping it
+/// (or `kill_all`) stops and then SIGKILLs all of them, and whatever they
+/// forked meanwhile; signals go through pidfds only.
+pub struct PidTracker {
+    procs: Mutex<Vec<(i32, OwnedFd)>>,
+}
+
+impl Default for PidTracker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PidTracker {
+    pub fn new() -> PidTracker {
+        PidTracker {
+            procs: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(i32, OwnedFd)>> {
+        self.procs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Track one process. `parent`: the process it was found under; the
+    /// pidfd is kept only if the pid still has that parent once the pidfd
+    /// is open (so a pid recycled meanwhile is never tracked).
+    fn track_one(&self, pid: i32, parent: Option<i32>) {
+        if self
+            .lock()
+            .iter()
+            .any(|(p, fd)| *p == pid && !pidfd_exited(fd))
+        {
+            return;
+        }
+        let Some(fd) = pidfd_open(pid) else { return };
+        if let Some(pp) = parent {
+            if proc_ppid(pid) != Some(pp) {
+                return;
+            }
+        }
+        self.lock().push((pid, fd));
+    }
+
+    /// Track `root` (a pid known to be right: our child, or read from a
+    /// pidfile) and all its current descendants. Returns the tree's pids.
+    pub fn track_tree(&self, root: i32) -> Vec<i32> {
+        self.track_one(root, None);
+        let mut seen = vec![root];
+        let mut todo = vec![root];
+        while let Some(p) = todo.pop() {
+            for c in children_of(p) {
+                if !seen.contains(&c) {
+                    seen.push(c);
+                    self.track_one(c, Some(p));
+                    todo.push(c);
+                }
+            }
+        }
+        seen
+    }
+
+    /// Pids of the tracked processes that have not exited.
+    pub fn live(&self) -> Vec<i32> {
+        self.lock()
+            .iter()
+            .filter(|(_, fd)| !pidfd_exited(fd))
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    /// Whether the tracked process `pid` (any tracked instance) still runs.
+    pub fn is_live(&self, pid: i32) -> bool {
+        self.lock()
+            .iter()
+            .any(|(p, fd)| *p == pid && !pidfd_exited(fd))
+    }
+
+    /// SIGSTOP every live tracked process and track what they forked, until
+    /// nothing new shows up; then SIGKILL everything tracked.
+    pub fn kill_all(&self) {
+        for _ in 0..50 {
+            let live = self.live();
+            for (p, fd) in self.lock().iter() {
+                if live.contains(p) {
+                    let _ = pidfd_signal(fd, libc::SIGSTOP);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            let before = self.lock().len();
+            for p in &live {
+                self.track_tree(*p);
+            }
+            if self.lock().len() == before {
+                break;
+            }
+        }
+        for (_, fd) in self.lock().iter() {
+            let _ = pidfd_signal(fd, libc::SIGKILL);
+        }
+    }
+}
+
+impl Drop for PidTracker {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+impl RestoreRun {
+    /// cairn's output and the workload log, for messages.
+    pub fn describe_run(&self) -> String {
+        self.context()
+    }
+
+    /// pid of the `cairn restore` process, while it is our unreaped child.
+    pub fn cairn_pid(&self) -> Option<i32> {
+        match (&self.cairn, self.status) {
+            (Some(c), None) => Some(c.id() as i32),
+            _ => None,
+        }
+    }
+}
+
+/// Wait until init has reaped the orphans it had: an orphan zombie created
+/// now is reaped no earlier than the ones before it. After a dump killed a
+/// tree, the killed children are zombies of init until it reaps them, and
+/// their pids cannot be restored before. (Used where the harness cannot
+/// know every pid of the dumped tree, e.g. a tree that keeps forking.)
+pub fn wait_init_reaped_orphans(timeout: Duration) {
+    let out = Command::new("sh")
+        .args(["-c", "true & echo $!"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .expect("run sh");
+    let Ok(pid) = String::from_utf8_lossy(&out.stdout).trim().parse::<i32>() else {
+        panic!("sh printed no pid: {:?}", out);
+    };
+    if !wait_pid_gone(pid, timeout) {
+        panic!("init did not reap the orphan {pid} within {timeout:?}");
+    }
+}
+
+/// Options of `tree_checkpoint_restore`.
+#[derive(Clone, Copy)]
+pub struct TreeOpts {
+    /// Compare the restored tree with the tree at readiness (pids, tids,
+    /// ppids, groups, sessions, stopped/zombie states). Off for workloads
+    /// whose tree keeps changing.
+    pub compare_tree: bool,
+    /// Sleep this long between readiness and the dump.
+    pub dump_delay: Duration,
+    /// Upper bound for the apparent size of the image directory.
+    pub max_image_bytes: Option<u64>,
+}
+
+impl Default for TreeOpts {
+    fn default() -> Self {
+        TreeOpts {
+            compare_tree: true,
+            dump_delay: Duration::ZERO,
+            max_image_bytes: None,
+        }
+    }
+}
+
+/// A tree workload under test: the workload (its root is our child), the
+/// tracker of every process seen in its trees (original and restored), the
+/// restore run, and the tree as it was at readiness. Dropping it kills
+/// everything tracked first, then the restore and the workload as usual.
+pub struct TreeTest {
+    pub run: Option<RestoreRun>,
+    pub tracker: PidTracker,
+    pub w: Workload,
+    /// The original tree at readiness.
+    pub before: Vec<ProcInfo>,
+}
+
+impl Drop for TreeTest {
+    fn drop(&mut self) {
+        if let Some(run) = &self.run {
+            if let Some(c) = run.cairn_pid() {
+                self.tracker.track_tree(c);
+            }
+            if run.pid > 0 && self.tracker.is_live(run.pid) {
+                self.tracker.track_tree(run.pid);
+            }
+        }
+        if self.w.original_alive() {
+            self.tracker.track_tree(self.w.pid);
+        }
+        self.tracker.kill_all();
+    }
+}
+
+impl TreeTest {
+    /// Start the workload and record its tree.
+    pub fn start(name: &str, args: &[&str]) -> TreeTest {
+        let w = Workload::start(name, args);
+        let tracker = PidTracker::new();
+        tracker.track_tree(w.pid);
+        let before = tree_snapshot(w.pid);
+        TreeTest {
+            run: None,
+            tracker,
+            w,
+            before,
+        }
+    }
+
+    /// `cairn dump -v EXTRA` of the tree that must succeed. Tracks the tree
+    /// once more right before.
+    pub fn dump_ok(&mut self, extra_flags: &[&str]) {
+        if self.w.original_alive() {
+            self.tracker.track_tree(self.w.pid);
+        }
+        self.w.dump_ok(extra_flags);
+    }
+
+    /// After a dump without --leave-running: the root (our child) must be
+    /// gone, and every process of the tree must be gone (dead and reaped,
+    /// so that its pid is free for the restore) within 15 s.
+    pub fn expect_tree_killed_by_dump(&mut self) {
+        self.w.expect_killed_by_dump();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let running: Vec<i32> = self
+                .before
+                .iter()
+                .map(|p| p.pid)
+                .filter(|&p| self.tracker.is_live(p))
+                .collect();
+            let present: Vec<i32> = self
+                .before
+                .iter()
+                .map(|p| p.pid)
+                .filter(|&p| pid_exists(p))
+                .collect();
+            if running.is_empty() && present.is_empty() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                let now: Vec<ProcInfo> = present.iter().filter_map(|&p| proc_info(p)).collect();
+                panic!(
+                    "15 s after `cairn dump` (without --leave-running) of {}, processes of the \
+                     dumped tree still run ({running:?}) or their pids are still taken \
+                     ({present:?}):\n{}",
+                    self.w.name,
+                    format_tree(&now)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Start `cairn restore` (waiting for the pidfile) and track the
+    /// restored tree and cairn.
+    pub fn restore_start(&mut self, extra_flags: &[&str], detached: bool) {
+        let run = self.w.restore_start(extra_flags, detached);
+        if let Some(c) = run.cairn_pid() {
+            self.tracker.track_tree(c);
+        }
+        self.tracker.track_tree(run.pid);
+        self.run = Some(run);
+    }
+
+    fn run(&self) -> &RestoreRun {
+        self.run.as_ref().expect("restore_start first")
+    }
+
+    /// The restored tree must equal the original (retrying for up to 3 s,
+    /// in case cairn writes its pidfile before the last details settle).
+    /// Without -d the root's parent must be cairn.
+    pub fn check_restored_tree(&self) {
+        let run = self.run();
+        let root_ppid = run.cairn_pid();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            self.tracker.track_tree(run.pid);
+            let after = tree_snapshot(run.pid);
+            let diff = tree_diff(&self.before, &after, self.w.pid, root_ppid);
+            if diff.is_empty() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "the restored tree of {} differs from the dumped one:\n  {}\nbefore the \
+                     dump:\n{}after restore:\n{}{}",
+                    self.w.name,
+                    diff.join("\n  "),
+                    format_tree(&self.before),
+                    format_tree(&after),
+                    run.describe_run()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM the restored root, require cairn's exit code 0 and PASS, and
+    /// that no process of the restored tree is left running.
+    pub fn finish(&mut self) {
+        let run = self.run.as_mut().expect("restore_start first");
+        run.signal(libc::SIGTERM);
+        let st = run.wait_cairn(EXIT_TIMEOUT);
+        assert!(
+            st.success(),
+            "cairn restore (waiting for the restored {}) exited {}\n{}",
+            self.w.name,
+            exit_code(&st),
+            run.describe_run()
+        );
+        assert_log_pass(&self.w.log, "after restore");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let live = self.tracker.live();
+            if live.is_empty() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                let now: Vec<ProcInfo> = live.iter().filter_map(|&p| proc_info(p)).collect();
+                panic!(
+                    "processes of the restored {} tree still run 10 s after its root exited:\n{}",
+                    self.w.name,
+                    format_tree(&now)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Checks for a --leave-running dump: every process of the tree still
+    /// exists with the same ids and threads, is neither stopped nor traced.
+    pub fn check_tree_left_running(&self) {
+        let root_ppid = self
+            .before
+            .iter()
+            .find(|p| p.pid == self.w.pid)
+            .map(|p| p.ppid);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let after = tree_snapshot(self.w.pid);
+            let diff = tree_diff(&self.before, &after, self.w.pid, root_ppid);
+            if diff.is_empty() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "after `cairn dump --leave-running`, the tree of {} differs:\n  {}\nbefore \
+                     the dump:\n{}after it:\n{}",
+                    self.w.name,
+                    diff.join("\n  "),
+                    format_tree(&self.before),
+                    format_tree(&after)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The checkpoint/restore cycle of a tree workload: start NAME, (wait
+/// `dump_delay`), dump it (which must kill the whole tree), check the image
+/// size if asked, restore, compare the restored tree with the original if
+/// asked, SIGTERM the restored root and require exit code 0 and PASS.
+pub fn tree_checkpoint_restore(name: &str, args: &[&str], opts: TreeOpts) -> TreeTest {
+    let mut t = TreeTest::start(name, args);
+    if !opts.dump_delay.is_zero() {
+        std::thread::sleep(opts.dump_delay);
+    }
+    t.dump_ok(&[]);
+    t.expect_tree_killed_by_dump();
+    if !opts.compare_tree {
+        wait_init_reaped_orphans(Duration::from_secs(15));
+    }
+    if let Some(max) = opts.max_image_bytes {
+        let size = dir_size(&t.w.images);
+        assert!(
+            size < max,
+            "the images of {name} take {size} bytes, more than the limit of {max}"
+        );
+    }
+    t.restore_start(&[], false);
+    if opts.compare_tree {
+        t.check_restored_tree();
+    }
+    t.finish();
+    t
+}
+
+/// Run a workload without cairn: start it, SIGTERM the root, require exit
+/// code 0 and PASS (checks the workload's own logic). Everything it forked
+/// is killed on the way out.
+pub fn run_without_cairn(name: &str, args: &[&str]) {
+    let mut t = TreeTest::start(name, args);
+    t.w.terminate_original_expect_pass();
+}
+
+/// Self-test of the tree helpers that do not need cairn: `tree_diff` on
+/// made-up trees, and `proc_info`/`tree_snapshot` on a real two-level tree
+/// (sh with a sleeping child), which is then killed through a `PidTracker`.
+pub fn selftest_tree_helpers() {
+    let p = |pid, ppid, state, tids: &[i32]| ProcInfo {
+        pid,
+        ppid,
+        pgid: 100,
+        sid: 100,
+        state,
+        tids: tids.to_vec(),
+        tracer: 0,
+    };
+    let before = vec![
+        p(100, 1, 'S', &[100, 101]),
+        p(102, 100, 'T', &[102]),
+        p(103, 100, 'Z', &[103]),
+    ];
+    assert!(tree_diff(&before, &before, 100, Some(1)).is_empty());
+    let mut after = before.clone();
+    after[0].ppid = 55;
+    assert!(tree_diff(&before, &after, 100, None).is_empty());
+    assert_eq!(tree_diff(&before, &after, 100, Some(1)).len(), 1);
+    let mut after = before.clone();
+    after[1].state = 'S';
+    after[2].state = 'S';
+    assert_eq!(tree_diff(&before, &after, 100, None).len(), 2);
+    let mut after = before.clone();
+    after[0].tids = vec![100];
+    after[1].pgid = 102;
+    after[2].ppid = 1;
+    after.push(p(104, 100, 'S', &[104]));
+    assert_eq!(tree_diff(&before, &after, 100, None).len(), 4);
+    let mut after = before.clone();
+    after[0].state = 't';
+    after[0].tracer = 4242;
+    assert_eq!(tree_diff(&before, &after, 100, None).len(), 2);
+    assert_eq!(tree_diff(&before, &before[..2], 100, None).len(), 1);
+
+    // A real tree: sh -> sleep.
+    let mut child = Command::new("sh")
+        .args(["-c", "sleep 1000 & wait"])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn sh");
+    let pid = child.id() as i32;
+    let tracker = PidTracker::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pids = loop {
+        let pids = tracker.track_tree(pid);
+        if pids.len() == 2 {
+            break pids;
+        }
+        assert!(Instant::now() < deadline, "sh did not start its child");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let snap = tree_snapshot(pid);
+    assert_eq!(snap.len(), 2, "{}", format_tree(&snap));
+    assert_eq!(snap.iter().find(|x| x.pid != pid).unwrap().ppid, pid);
+    assert_eq!(tracker.live().len(), 2);
+    tracker.kill_all();
+    let _ = child.wait();
+    assert!(
+        wait_pid_gone(pids[1], Duration::from_secs(15)),
+        "the tracked grandchild {} survived kill_all",
+        pids[1]
+    );
+    assert!(tracker.live().is_empty());
 }
