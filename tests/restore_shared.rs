@@ -24,3 +24,14 @@ fn tree_posix_shm() {
     }
     tree_checkpoint_restore("tree_posix_shm", &[], TreeOpts::default());
 }
+
+/// System V shared memory: a live segment (reused after the dump) and one
+/// marked for removal (destroyed when the tree is killed, recreated with
+/// its old id from the image), both attached by parent and child.
+#[test]
+fn tree_sysv_shm() {
+    if skip_unless_root() {
+        return;
+    }
+    tree_checkpoint_restore("tree_sysv_shm", &[], TreeOpts::default());
+}

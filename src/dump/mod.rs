@@ -267,6 +267,7 @@ fn dump_frozen(frozen: &mut Frozen, dir: &ImageDir, args: &DumpArgs) -> Result<D
         per_proc.push((pid, core, Some(mm), Some(fdt)));
     }
     files.dump_pipe_data()?;
+    files.files.sysv_shm = crate::kinds::sysv::dump(plan.sysv_ids.iter().copied())?;
     stats.pages_scanned = plan.total_pages();
     let t = Instant::now();
     let mut writer = PageStoreWriter::create(dir)?;

@@ -55,7 +55,9 @@ pub struct PagePlan {
     owners: Vec<String>,
     jobs: Vec<Job>,
     shmem_files: Vec<File>,
-    shmem_seen: HashMap<u64, usize>,
+    shmem_seen: HashMap<String, usize>,
+    /// System V segments seen (shmid).
+    pub sysv_ids: std::collections::BTreeSet<u32>,
     /// Pagemap entries of each private VMA dumped so far, by pid, to find
     /// pages a child still shares copy-on-write with its parent.
     pfns: HashMap<i32, Vec<(u64, Vec<procfs::PageFlags>)>>,
@@ -141,12 +143,7 @@ fn classify(pid: i32, m: &MapsEntry) -> Result<Option<VmaKind>> {
                 format!("device mapping {:#x}-{:#x} {p}", m.start, m.end),
             ))
         }
-        _ if p.starts_with("/SYSV") => {
-            return Err(Error::unsupported(
-                pid,
-                format!("System V shared memory at {:#x} ({p})", m.start),
-            ))
-        }
+        _ if p.starts_with("/SYSV") && m.shared => VmaKind::VMA_SYSV_SHM,
         _ if m.shared && (p == "/dev/zero (deleted)" || p.starts_with("[anon_shmem")) => {
             VmaKind::VMA_ANON_SHARED
         }
@@ -263,7 +260,7 @@ pub fn dump_mm(
                     kind == VmaKind::VMA_FILE_SHARED && m.has_flag("mw"),
                 )?;
             }
-            VmaKind::VMA_ANON_SHARED => v.shmid = m.inode,
+            VmaKind::VMA_ANON_SHARED | VmaKind::VMA_SYSV_SHM => v.shmid = m.inode,
             _ => {}
         }
         match kind {
@@ -320,14 +317,20 @@ pub fn dump_mm(
                     }
                 });
             }
-            VmaKind::VMA_ANON_SHARED => {
-                let owner = plan.owner(format!("shmem:{}", m.inode));
-                let file = match plan.shmem_seen.get(&m.inode) {
+            VmaKind::VMA_ANON_SHARED | VmaKind::VMA_SYSV_SHM => {
+                let name = if kind == VmaKind::VMA_SYSV_SHM {
+                    plan.sysv_ids.insert(m.inode as u32);
+                    format!("sysv:{}", m.inode)
+                } else {
+                    format!("shmem:{}", m.inode)
+                };
+                let owner = plan.owner(name.clone());
+                let file = match plan.shmem_seen.get(&name) {
                     Some(&i) => i,
                     None => {
                         let f = File::open(&map_file).at(&map_file)?;
                         plan.shmem_files.push(f);
-                        plan.shmem_seen.insert(m.inode, plan.shmem_files.len() - 1);
+                        plan.shmem_seen.insert(name, plan.shmem_files.len() - 1);
                         plan.shmem_files.len() - 1
                     }
                 };
@@ -621,9 +624,15 @@ pub fn validate_pagemap(
     store: &PageStoreReader,
     path: &std::path::Path,
 ) -> Result<()> {
+    let shared_kind = if pm.owner.starts_with("sysv:") {
+        VmaKind::VMA_SYSV_SHM
+    } else {
+        VmaKind::VMA_ANON_SHARED
+    };
     let shmid = pm
         .owner
         .strip_prefix("shmem:")
+        .or_else(|| pm.owner.strip_prefix("sysv:"))
         .and_then(|s| s.parse::<u64>().ok());
     for r in &pm.runs {
         let len = r
@@ -639,7 +648,7 @@ pub fn validate_pagemap(
             Some(id) => mm
                 .vmas
                 .iter()
-                .any(|v| v.shmid == id && v.kind.enum_value() == Ok(VmaKind::VMA_ANON_SHARED)),
+                .any(|v| v.shmid == id && v.kind.enum_value() == Ok(shared_kind)),
         };
         if !inside || r.addr % PAGE_SIZE != 0 {
             return Err(Error::image(
@@ -679,6 +688,8 @@ pub struct ShmObjects {
     /// shmid -> (vessel that created it, its fd there, kept open until
     /// every process has mapped it).
     pub owners: HashMap<u64, (i32, u64)>,
+    /// System V segments whose contents have been written already.
+    pub sysv_filled: std::collections::HashSet<u64>,
 }
 
 impl ShmObjects {
@@ -693,8 +704,75 @@ impl ShmObjects {
         ShmObjects {
             sizes,
             owners: HashMap::new(),
+            sysv_filled: Default::default(),
         }
     }
+}
+
+/// Attaches a System V segment (which exists by now, see
+/// `kinds::sysv`) with an injected shmat at the VMA's address. A segment
+/// split into several VMAs is attached once, at the VMA of offset 0.
+fn attach_sysv(
+    agent: &mut Agent,
+    mm: &MmEntry,
+    v: &Vma,
+    shm: &mut ShmObjects,
+    local: &mut HashMap<String, File>,
+) -> Result<()> {
+    let pid = agent.pid;
+    let same: Vec<&Vma> = mm
+        .vmas
+        .iter()
+        .filter(|x| x.shmid == v.shmid && x.kind.enum_value() == Ok(VmaKind::VMA_SYSV_SHM))
+        .collect();
+    if v.pgoff != 0 {
+        if !same.iter().any(|x| x.pgoff == 0) {
+            return Err(Error::Restore(format!(
+                "pid {pid}: System V segment {} is attached only in part at {:#x}: not supported",
+                v.shmid, v.start
+            )));
+        }
+        return Ok(());
+    }
+    const SHM_RDONLY: u64 = 0o10000;
+    const SHM_EXEC: u64 = 0o100000;
+    let mut flags = SHM_RDONLY;
+    if same.iter().any(|x| x.prot & libc::PROT_WRITE as u32 != 0) {
+        flags &= !SHM_RDONLY;
+    }
+    if same.iter().any(|x| x.prot & libc::PROT_EXEC as u32 != 0) {
+        flags |= SHM_EXEC;
+    }
+    let got = agent.call(
+        &format!("shmat({})", v.shmid),
+        libc::SYS_shmat,
+        &[v.shmid, v.start, flags],
+    )?;
+    if got != v.start {
+        return Err(Error::Restore(format!(
+            "pid {pid}: shmat of segment {} landed at {got:#x}",
+            v.shmid
+        )));
+    }
+    if shm.sysv_filled.insert(v.shmid) {
+        let m = procfs::read_maps(pid)?
+            .into_iter()
+            .find(|m| m.start == v.start)
+            .ok_or_else(|| {
+                Error::Restore(format!(
+                    "pid {pid}: segment {} not mapped after shmat",
+                    v.shmid
+                ))
+            })?;
+        let path = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .at(&path)?;
+        local.insert(format!("sysv:{}", v.shmid), f);
+    }
+    Ok(())
 }
 
 /// Opens a path in the remote task; returns the remote fd.
@@ -718,7 +796,7 @@ pub fn restore_vmas(
     mm: &MmEntry,
     file_path: &dyn Fn(u32) -> Option<String>,
     shm_objects: &mut ShmObjects,
-) -> Result<HashMap<u64, File>> {
+) -> Result<HashMap<String, File>> {
     let pid = agent.pid;
     // Shared anonymous objects: each is created once, in the first process
     // that maps it, and kept open there; the others fetch the same object
@@ -733,7 +811,7 @@ pub fn restore_vmas(
     ids.dedup();
     let mut shm_fds: HashMap<u64, u64> = HashMap::new();
     let mut to_close: Vec<u64> = Vec::new();
-    let mut shm_local: HashMap<u64, File> = HashMap::new();
+    let mut shm_local: HashMap<String, File> = HashMap::new();
     for id in ids {
         if let Some(&(owner, ofd)) = shm_objects.owners.get(&id) {
             let fd = crate::kinds::files::fetch_fd(agent, owner, ofd)?;
@@ -770,7 +848,7 @@ pub fn restore_vmas(
             .open(&local_path)
             .at(&local_path)?;
         shm_fds.insert(id, fd);
-        shm_local.insert(id, f);
+        shm_local.insert(format!("shmem:{id}"), f);
         shm_objects.owners.insert(id, (pid, fd));
     }
     let mut file_fds: HashMap<(u32, bool), u64> = HashMap::new();
@@ -824,9 +902,8 @@ pub fn restore_vmas(
                 }
             }
             VmaKind::VMA_SYSV_SHM => {
-                return Err(Error::Restore(
-                    "System V shared memory is not supported yet".into(),
-                ))
+                attach_sysv(agent, mm, v, shm_objects, &mut shm_local)?;
+                continue;
             }
         };
         let got = agent
@@ -900,7 +977,7 @@ pub fn restore_pages(
     mm: &MmEntry,
     maps: &[Pagemap],
     store: &PageStoreReader,
-    shm: &HashMap<u64, File>,
+    shm: &HashMap<String, File>,
 ) -> Result<()> {
     enum Dest<'a> {
         Vm(u64),
@@ -910,17 +987,16 @@ pub fn restore_pages(
     let mut by_chunk: BTreeMap<u32, Vec<(Dest, u64, u64)>> = BTreeMap::new();
     let zero_page = vec![0u8; PAGE_SIZE as usize];
     for pm in maps {
-        let shmid = pm
-            .owner
-            .strip_prefix("shmem:")
-            .and_then(|s| s.parse::<u64>().ok());
+        let private = pm.owner.starts_with("pid:");
         for r in &pm.runs {
-            let dest = match shmid {
-                Some(id) => match shm.get(&id) {
+            let dest = if private {
+                Dest::Vm(r.addr)
+            } else {
+                // Shared objects are filled once, by their creator.
+                match shm.get(&pm.owner) {
                     Some(f) => Dest::File(f, r.addr),
                     None => continue,
-                },
-                None => Dest::Vm(r.addr),
+                }
             };
             match r.kind.enum_value() {
                 Ok(RunKind::RUN_DATA) => {

@@ -5,4 +5,5 @@
 
 pub mod files;
 pub mod memory;
+pub mod sysv;
 pub mod task;

@@ -225,3 +225,62 @@ mod tests {
         assert!(list_tasks(-5).is_err());
     }
 }
+
+/// One line of /proc/sysvipc/shm.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SysvShmInfo {
+    pub key: i32,
+    pub shmid: u32,
+    /// Mode bits as printed (octal), including SHM_DEST / SHM_LOCKED.
+    pub perms: u32,
+    pub size: u64,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Parses /proc/sysvipc/shm (header line, then one segment per line).
+pub fn parse_sysvipc_shm(text: &str) -> Result<Vec<SysvShmInfo>> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.is_empty() {
+            continue;
+        }
+        let bad = || Error::parse("/proc/sysvipc/shm", format!("line {}: {line:?}", n + 1));
+        if f.len() < 9 {
+            return Err(bad());
+        }
+        out.push(SysvShmInfo {
+            key: f[0].parse().map_err(|_| bad())?,
+            shmid: f[1].parse().map_err(|_| bad())?,
+            perms: u32::from_str_radix(f[2], 8).map_err(|_| bad())?,
+            size: f[3].parse().map_err(|_| bad())?,
+            uid: f[7].parse().map_err(|_| bad())?,
+            gid: f[8].parse().map_err(|_| bad())?,
+        });
+    }
+    Ok(out)
+}
+
+pub fn read_sysvipc_shm() -> Result<Vec<SysvShmInfo>> {
+    parse_sysvipc_shm(&read_proc_string("/proc/sysvipc/shm")?)
+}
+
+#[cfg(test)]
+mod sysv_tests {
+    use super::*;
+
+    #[test]
+    fn sysvipc_shm() {
+        let t = "       key      shmid perms                  size  cpid  lpid nattch   uid   gid  cuid  cgid      atime      dtime      ctime                   rss                  swap\n\
+                 1234       32769  1600                 65536  100   101      1     0     0     0     0 1700000000 0 1700000000 65536 0\n";
+        let v = parse_sysvipc_shm(t).unwrap();
+        assert_eq!(v.len(), 1);
+        assert_eq!(
+            (v[0].key, v[0].shmid, v[0].perms, v[0].size),
+            (1234, 32769, 0o1600, 65536)
+        );
+        assert!(parse_sysvipc_shm("h\n1 2\n").is_err());
+        assert!(parse_sysvipc_shm("h\n").unwrap().is_empty());
+    }
+}

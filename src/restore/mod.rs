@@ -130,22 +130,31 @@ impl Images {
             };
             memory::validate_pagemap(&pm, &mm, &store, &dir.file(&pm_name))?;
             pagemaps.push(pm);
-            let mut shmids: Vec<u64> = mm
+            let mut shared_owners: Vec<String> = mm
                 .vmas
                 .iter()
-                .filter(|v| v.shmid != 0)
-                .map(|v| v.shmid)
+                .filter_map(|v| match v.kind.enum_value() {
+                    Ok(crate::image::proto::VmaKind::VMA_ANON_SHARED) => {
+                        Some(format!("shmem:{}", v.shmid))
+                    }
+                    Ok(crate::image::proto::VmaKind::VMA_SYSV_SHM) => {
+                        Some(format!("sysv:{}", v.shmid))
+                    }
+                    _ => None,
+                })
                 .collect();
-            shmids.sort();
-            shmids.dedup();
-            for id in shmids {
-                let n = names::pagemap(&format!("shmem:{id}"));
-                if dir.exists(&n)
-                    && !pagemaps
-                        .iter()
-                        .any(|p: &Pagemap| p.owner == format!("shmem:{id}"))
-                {
+            shared_owners.sort();
+            shared_owners.dedup();
+            for owner in shared_owners {
+                let n = names::pagemap(&owner);
+                if dir.exists(&n) && !pagemaps.iter().any(|p: &Pagemap| p.owner == owner) {
                     let pm: Pagemap = dir.read(Kind::Pagemap, &n)?;
+                    if pm.owner != owner {
+                        return Err(Error::image(
+                            dir.file(&n),
+                            format!("holds pages of {}, expected {owner}", pm.owner),
+                        ));
+                    }
                     memory::validate_pagemap(&pm, &mm, &store, &dir.file(&n))?;
                     pagemaps.push(pm);
                 }
@@ -461,7 +470,7 @@ fn restore_memory(
     let maps: Vec<Pagemap> = img
         .pagemaps
         .iter()
-        .filter(|m| m.owner == own || m.owner.starts_with("shmem:"))
+        .filter(|m| m.owner == own || !m.owner.starts_with("pid:"))
         .cloned()
         .collect();
     let t = Instant::now();
@@ -583,6 +592,7 @@ fn restore_tree(img: &Images, args: &RestoreArgs) -> Result<i32> {
     let mut vessels = Vessels::default();
     let force_last_pid = args.pid_restore.as_deref() == Some("ns_last_pid");
     let mut procs = create_tree(img, &mut vessels, force_last_pid)?;
+    crate::kinds::sysv::prepare(&img.files.sysv_shm)?;
     let mut shm = memory::ShmObjects::new(img.mms.iter().flatten());
     for p in procs.iter_mut().filter(|p| !p.zombie) {
         restore_memory(img, p, &idx, &mut shm)?;
@@ -593,6 +603,7 @@ fn restore_tree(img: &Images, args: &RestoreArgs) -> Result<i32> {
             procs[k].agents[0].call("close shared memory keeper", libc::SYS_close, &[fd])?;
         }
     }
+    crate::kinds::sysv::finish(&img.files.sysv_shm)?;
     let mut shared = SharedFiles::default();
     for p in procs.iter_mut().filter(|p| !p.zombie) {
         if img.cores[p.i].files_shared_with != 0 {

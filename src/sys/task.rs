@@ -257,3 +257,50 @@ pub fn own_thread_count() -> usize {
         .map(|d| d.count())
         .unwrap_or(0)
 }
+
+/// shmget(key, size, IPC_CREAT | IPC_EXCL | mode): a new System V segment.
+pub fn shm_create(key: i32, size: u64, mode: u32) -> io::Result<i32> {
+    // SAFETY: shmget takes only integers.
+    let r = unsafe {
+        libc::shmget(
+            key,
+            size as usize,
+            libc::IPC_CREAT | libc::IPC_EXCL | (mode & 0o777) as i32,
+        )
+    };
+    check(r as libc::c_long).map(|v| v as i32)
+}
+
+/// (key, size, uid, gid) of an existing segment, via IPC_STAT.
+pub fn shm_stat(shmid: i32) -> io::Result<(i32, u64, u32, u32)> {
+    // SAFETY: shmid_ds is plain data; zero is a valid value of it.
+    let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: IPC_STAT writes one shmid_ds to the valid pointer.
+    check(unsafe { libc::shmctl(shmid, libc::IPC_STAT, &mut ds) } as libc::c_long)?;
+    Ok((
+        ds.shm_perm.__key,
+        ds.shm_segsz as u64,
+        ds.shm_perm.uid,
+        ds.shm_perm.gid,
+    ))
+}
+
+/// Sets owner and mode of a segment (IPC_STAT, then IPC_SET).
+pub fn shm_set_owner(shmid: i32, uid: u32, gid: u32, mode: u32) -> io::Result<()> {
+    // SAFETY: shmid_ds is plain data; zero is a valid value of it.
+    let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: IPC_STAT writes one shmid_ds to the valid pointer.
+    check(unsafe { libc::shmctl(shmid, libc::IPC_STAT, &mut ds) } as libc::c_long)?;
+    ds.shm_perm.uid = uid;
+    ds.shm_perm.gid = gid;
+    ds.shm_perm.mode = (mode & 0o777) as _;
+    // SAFETY: IPC_SET reads one shmid_ds from the valid pointer.
+    check(unsafe { libc::shmctl(shmid, libc::IPC_SET, &mut ds) } as libc::c_long).map(drop)
+}
+
+/// Marks a segment for removal once the last process detaches.
+pub fn shm_remove(shmid: i32) -> io::Result<()> {
+    // SAFETY: IPC_RMID takes no buffer.
+    check(unsafe { libc::shmctl(shmid, libc::IPC_RMID, std::ptr::null_mut()) } as libc::c_long)
+        .map(drop)
+}
