@@ -34,6 +34,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Run cairn's main job on a built-in example workload.
     Demo(DemoArgs),
+    /// Remove image directories older than a limit (default 5 days).
+    Prune(PruneArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -57,6 +59,11 @@ pub struct DumpArgs {
         allow_negative_numbers = true
     )]
     pub compress_level: i32,
+    /// Keep the contents of open regular files up to this size each:
+    /// "all", "none" or a size with k, M or G (deleted open files are
+    /// always kept).
+    #[arg(long = "file-contents", value_name = "all|none|SIZE", default_value_t = crate::kinds::contents::DEFAULT_LIMIT)]
+    pub file_contents: crate::kinds::contents::ContentsLimit,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -73,13 +80,22 @@ pub struct RestoreArgs {
     /// Restore into the current session and terminal.
     #[arg(short = 'j', long = "shell-job")]
     pub shell_job: bool,
-    /// Restore even if files the process had open changed since the dump.
+    /// Restore even if files the process had open changed since the dump
+    /// (those whose contents are in the images are put back anyway).
     #[arg(long = "ignore-file-changes")]
     pub ignore_file_changes: bool,
     /// How the root gets its pid: "clone3" (set_tid, the default where the
     /// kernel has it) or "ns_last_pid" (the fallback; for tests).
     #[arg(long = "pid-restore", hide = true, value_parser = ["clone3", "ns_last_pid"])]
     pub pid_restore: Option<String>,
+    /// Where to look for the program if it was moved since the dump: it
+    /// must have the checkpointed contents.
+    #[arg(long = "exe-dir", value_name = "DIR")]
+    pub exe_dir: Option<PathBuf>,
+    /// The option named in errors about a moved program ("--exe-dir", or
+    /// "-bp" for `resume`).
+    #[arg(skip = String::from("--exe-dir"))]
+    pub exe_dir_flag: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -103,4 +119,18 @@ pub struct DemoArgs {
     /// Keep the demo's image directory here instead of a temporary one.
     #[arg(short = 'D', long = "images-dir")]
     pub images_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PruneArgs {
+    /// An image directory, or a directory whose image directories are
+    /// considered (default: the current directory).
+    pub dir: Option<PathBuf>,
+    /// Remove image directories whose dump is older than this: a number
+    /// with s, m, h, d or w (a number alone counts days).
+    #[arg(long = "older-than", value_name = "AGE", default_value = "5d", value_parser = crate::prune::parse_age)]
+    pub older_than: std::time::Duration,
+    /// Only list what would be removed.
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
 }

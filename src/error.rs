@@ -49,7 +49,27 @@ pub mod exit {
     pub const UNSUPPORTED: u8 = 6;
 }
 
+/// What a command was doing when it failed, for [`Error::exit_code`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Dump,
+    Restore,
+    Other,
+}
+
 impl Error {
+    /// The documented exit code (README, "Exit codes") for this error.
+    pub fn exit_code(&self, phase: Phase) -> u8 {
+        match (self, phase) {
+            (Error::Usage(_), _) => exit::USAGE,
+            (Error::Image { .. }, _) => exit::IMAGE_INVALID,
+            (Error::Unsupported { .. }, _) => exit::UNSUPPORTED,
+            (_, Phase::Dump) => exit::DUMP_FAILED,
+            (_, Phase::Restore) => exit::RESTORE_FAILED,
+            (_, Phase::Other) => 1,
+        }
+    }
+
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),

@@ -9,6 +9,7 @@
 //! - [`dump`], [`restore`]: the orchestrators that sequence the kinds.
 
 pub mod check;
+pub mod chkpnt;
 pub mod cli;
 pub mod demo;
 pub mod dump;
@@ -18,6 +19,7 @@ pub mod kinds;
 #[macro_use]
 pub mod log;
 pub mod procfs;
+pub mod prune;
 pub mod remote;
 pub mod restore;
 pub mod show;

@@ -3,25 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use cairn::cli::{Cli, Command};
-use cairn::error::{exit, Error};
-
-#[derive(Clone, Copy)]
-enum Phase {
-    Dump,
-    Restore,
-    Other,
-}
-
-fn exit_code_for(e: &Error, phase: Phase) -> u8 {
-    match (e, phase) {
-        (Error::Usage(_), _) => exit::USAGE,
-        (Error::Image { .. }, _) => exit::IMAGE_INVALID,
-        (Error::Unsupported { .. }, _) => exit::UNSUPPORTED,
-        (_, Phase::Dump) => exit::DUMP_FAILED,
-        (_, Phase::Restore) => exit::RESTORE_FAILED,
-        (_, Phase::Other) => 1,
-    }
-}
+use cairn::error::{exit, Phase};
 
 fn main() -> ExitCode {
     // `cairn demo` re-executes this binary as its workload.
@@ -49,12 +31,13 @@ fn main() -> ExitCode {
         Command::Show(a) => (cairn::show::show(&a.path, a.json).map(|()| 0), Phase::Other),
         Command::Check(a) => (cairn::check::check(a.json).map(|()| 0), Phase::Other),
         Command::Demo(a) => (cairn::demo::run(a).map(|()| 0), Phase::Other),
+        Command::Prune(a) => (cairn::prune::prune(a).map(|()| 0), Phase::Other),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
             eprintln!("cairn: {e}");
-            ExitCode::from(exit_code_for(&e, phase))
+            ExitCode::from(e.exit_code(phase))
         }
     }
 }

@@ -145,6 +145,7 @@ fn decode_file(path: &Path, dir: &Path) -> Result<Decoded> {
         Kind::PageStore => msg::<proto::PageStore>(k, &whole()?, path)?,
         Kind::Files => msg::<proto::Files>(k, &whole()?, path)?,
         Kind::FdTable => msg::<proto::FdTable>(k, &whole()?, path)?,
+        Kind::Contents => msg::<proto::FileContents>(k, &whole()?, path)?,
         Kind::Pages => {
             let store = dir.join(names::PAGESTORE);
             let chunks = if store.is_file() {

@@ -86,7 +86,9 @@ fn assert_names_path(out: &std::process::Output, path: &Path) {
 }
 
 /// Start `name` with `--file PATH` (a file in a directory of its own, apart
-/// from the workload's cwd), dump it, let `change` modify or delete the file,
+/// from the workload's cwd), dump it without file contents
+/// (`--file-contents=none`: with them, restore would put the file back; see
+/// tests/chkpnt.rs), let `change` modify or delete the file,
 /// and require that restore refuses, names the file, and leaves no process
 /// behind. Returns the workload (for further restores) and the data dir.
 fn restore_refuses_changed_file(
@@ -99,7 +101,7 @@ fn restore_refuses_changed_file(
     let mut all = vec!["--file", path_str(&path)];
     all.extend_from_slice(args);
     let mut w = Workload::start(name, &all);
-    w.dump_ok(&[]);
+    w.dump_ok(&["--file-contents=none"]);
     w.expect_killed_by_dump();
     assert!(
         path.exists(),

@@ -140,6 +140,7 @@ fn collect_remote(
     let result = (|| -> Result<(TaskCore, u64)> {
         let brk = ktask::dump_brk(&mut leader)?;
         let mut core = ktask::dump_process(&mut leader, status, stat)?;
+        ktask::dump_timers(&mut leader, &mut core)?;
         for &tid in &tids {
             let ft = frozen
                 .task_mut(tid)
@@ -188,6 +189,7 @@ fn tree_pids(root: i32) -> Vec<i32> {
 fn dump_frozen(frozen: &mut Frozen, dir: &ImageDir, args: &DumpArgs) -> Result<DumpStats> {
     let mut stats = DumpStats::default();
     let mut files = FileTable::default();
+    let mut exe_sums = crate::kinds::exe::ExeSums::default();
     let mut plan = PagePlan::default();
     let mut pstree = Pstree::new();
     let procs: Vec<(i32, i32, Option<i32>, bool)> = frozen
@@ -250,7 +252,7 @@ fn dump_frozen(frozen: &mut Frozen, dir: &ImageDir, args: &DumpArgs) -> Result<D
         };
         let smaps = procfs::read_smaps(pid)?;
         let auxv = procfs::read_auxv(pid)?;
-        let mm = memory::dump_mm(
+        let mut mm = memory::dump_mm(
             MmInput {
                 pid,
                 ppid: live.contains(&ppid).then_some(ppid),
@@ -262,6 +264,7 @@ fn dump_frozen(frozen: &mut Frozen, dir: &ImageDir, args: &DumpArgs) -> Result<D
             &mut plan,
             |p, md, w| files.register_mapped(p, md, w),
         )?;
+        exe_sums.record(pid, &mut mm)?;
         e.threads = core.threads.iter().map(|t| t.tid).collect();
         pstree.entries.push(e);
         per_proc.push((pid, core, Some(mm), Some(fdt)));
@@ -272,6 +275,9 @@ fn dump_frozen(frozen: &mut Frozen, dir: &ImageDir, args: &DumpArgs) -> Result<D
     let t = Instant::now();
     let mut writer = PageStoreWriter::create(dir)?;
     let maps = memory::write_pages(&plan, &mut writer, args.compress_level)?;
+    // Open files' contents go to the same chunk store, still frozen.
+    let contents =
+        crate::kinds::contents::dump(&files, &mut writer, args.file_contents, args.compress_level)?;
     let page_bytes = writer.finish(dir)?;
     info!(
         "{} pages read and written as {} bytes in {:?}",
@@ -293,6 +299,7 @@ fn dump_frozen(frozen: &mut Frozen, dir: &ImageDir, args: &DumpArgs) -> Result<D
         dir.write(Kind::Pagemap, &names::pagemap(&m.owner), m)?;
     }
     dir.write(Kind::Files, names::FILES, &files.files)?;
+    dir.write(Kind::Contents, names::CONTENTS, &contents)?;
     dir.write(Kind::Pstree, names::PSTREE, &pstree)?;
     let mut inv = Inventory::new();
     inv.format_version = FORMAT_VERSION;

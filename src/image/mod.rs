@@ -30,6 +30,7 @@ use crate::error::{Error, IoContext, Result};
 #[allow(ambiguous_glob_reexports)]
 pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/proto/mod.rs"));
+    pub use contents::*;
     pub use files::*;
     pub use inventory::*;
     pub use mm::*;
@@ -54,10 +55,11 @@ pub enum Kind {
     Pages,
     Files,
     FdTable,
+    Contents,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Inventory,
         Kind::Pstree,
         Kind::Core,
@@ -67,6 +69,7 @@ impl Kind {
         Kind::Pages,
         Kind::Files,
         Kind::FdTable,
+        Kind::Contents,
     ];
 
     pub fn magic(self) -> u32 {
@@ -80,6 +83,7 @@ impl Kind {
             Kind::Pages => 0x5041_4701,
             Kind::Files => 0x4649_4c01,
             Kind::FdTable => 0x4644_5401,
+            Kind::Contents => 0x434e_5401,
         }
     }
 
@@ -98,6 +102,7 @@ impl Kind {
             Kind::Pages => "pages",
             Kind::Files => "files",
             Kind::FdTable => "fdinfo",
+            Kind::Contents => "contents",
         }
     }
 }
@@ -109,6 +114,7 @@ pub mod names {
     pub const FILES: &str = "files.img";
     pub const PAGESTORE: &str = "pagestore.img";
     pub const PAGES: &str = "pages.img";
+    pub const CONTENTS: &str = "contents.img";
     pub fn core(pid: u32) -> String {
         format!("core-{pid}.img")
     }

@@ -83,6 +83,15 @@ impl FileTable {
         Ok(id)
     }
 
+    /// (pid, fd, description id) of one fd of every description from an
+    /// fd table, for reading what the fd refers to (kinds::contents).
+    pub fn fd_of_descs(&self) -> Vec<(i32, i32, u32)> {
+        self.seen
+            .iter()
+            .map(|&(p, fd, id, _)| (p, fd, id))
+            .collect()
+    }
+
     pub fn register_fs_path(&mut self, path: &str) -> u32 {
         let mut p = FsPath::new();
         p.path = path.to_string();
@@ -111,7 +120,10 @@ impl FileTable {
             let id = match id {
                 Some(id) => id,
                 None => {
-                    let kind = self.describe(pid, fd, &target, flags, info.pos)?;
+                    let kind = match crate::kinds::anonfd::describe(pid, fd, &target, &info)? {
+                        Some(k) => k,
+                        None => self.describe(pid, fd, &target, flags, info.pos)?,
+                    };
                     let id = self.add(kind);
                     self.seen.push((pid, fd, id, info.ino));
                     id
@@ -147,14 +159,16 @@ impl FileTable {
                 format!("fd {fd} is {target}, which cairn cannot checkpoint yet"),
             ));
         }
-        if target.ends_with(" (deleted)") {
-            return Err(Error::unsupported(
-                pid,
-                format!("fd {fd} refers to deleted file {target}"),
-            ));
-        }
         let link = format!("/proc/{pid}/fd/{fd}");
         let md = std::fs::metadata(&link).at(&link)?;
+        // Deleted but open: kept with its contents (kinds::contents).
+        let ghost = crate::kinds::contents::ghost_path(target, &md);
+        if ghost.is_some() && !md.file_type().is_file() {
+            return Err(Error::unsupported(
+                pid,
+                format!("fd {fd} refers to deleted {target}, which is not a regular file"),
+            ));
+        }
         let ft = md.file_type();
         if !(ft.is_file() || ft.is_dir() || ft.is_char_device()) {
             return Err(Error::unsupported(
@@ -163,7 +177,8 @@ impl FileTable {
             ));
         }
         let mut r = RegFile::new();
-        r.path = target.to_string();
+        r.deleted = ghost.is_some();
+        r.path = ghost.unwrap_or_else(|| target.to_string());
         r.flags = flags;
         r.pos = pos;
         r.stat = Some(file_stat(&md)).into();
@@ -210,6 +225,9 @@ impl FileTable {
 /// Refuses, before anything is frozen, fds that cairn cannot dump.
 pub fn precheck(pid: i32) -> Result<()> {
     for (fd, target) in procfs::read_fds(pid)? {
+        if crate::kinds::anonfd::handles(&target) {
+            continue;
+        }
         if let Some((kind, _)) = procfs::parse_anon_link(&target) {
             if kind != "pipe" {
                 return Err(Error::unsupported(
@@ -223,10 +241,7 @@ pub fn precheck(pid: i32) -> Result<()> {
                 format!("fd {fd} is {target}, which cairn cannot checkpoint yet"),
             ));
         } else if target.ends_with(" (deleted)") {
-            return Err(Error::unsupported(
-                pid,
-                format!("fd {fd} refers to deleted file {target}"),
-            ));
+            crate::kinds::contents::precheck_ghost(pid, fd, &target)?;
         }
     }
     Ok(())
@@ -249,6 +264,12 @@ impl NonBlock for std::fs::OpenOptions {
 pub struct FilesIndex<'a> {
     pub files: &'a Files,
     by_id: HashMap<u32, &'a FileDesc>,
+    /// Paths to open instead of the saved ones, by description id: a
+    /// moved executable (--exe-dir), a recreated deleted file.
+    pub redirect: HashMap<u32, String>,
+    /// Descriptions whose file is checked (or put back) elsewhere, which
+    /// `check_unchanged` leaves out: saved contents, verified executables.
+    pub checked_elsewhere: std::collections::HashSet<u32>,
 }
 
 impl<'a> FilesIndex<'a> {
@@ -256,6 +277,8 @@ impl<'a> FilesIndex<'a> {
         FilesIndex {
             files,
             by_id: files.descs.iter().map(|d| (d.id, d)).collect(),
+            redirect: HashMap::new(),
+            checked_elsewhere: Default::default(),
         }
     }
 
@@ -264,6 +287,9 @@ impl<'a> FilesIndex<'a> {
     }
 
     pub fn path(&self, id: u32) -> Option<String> {
+        if let Some(p) = self.redirect.get(&id) {
+            return Some(p.clone());
+        }
         match &self.get(id)?.kind {
             Some(file_desc::Kind::Reg(r)) => Some(r.path.clone()),
             Some(file_desc::Kind::FsPath(p)) => Some(p.path.clone()),
@@ -280,6 +306,9 @@ impl<'a> FilesIndex<'a> {
             let Some(file_desc::Kind::Reg(r)) = &d.kind else {
                 continue;
             };
+            if self.checked_elsewhere.contains(&d.id) {
+                continue;
+            }
             let Some(st) = r.stat.as_ref() else { continue };
             if st.mode & libc::S_IFMT != libc::S_IFREG {
                 continue;
@@ -379,10 +408,11 @@ pub fn restore_fds(
                     // up a controlling terminal just by reopening a tty.
                     let open_flags =
                         (r.flags as i32) & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
+                    let path = idx.redirect.get(&id).unwrap_or(&r.path);
                     let fd = crate::kinds::memory::remote_open(
                         agent,
                         0,
-                        &r.path,
+                        path,
                         open_flags | libc::O_CLOEXEC | libc::O_NOCTTY,
                     )?;
                     let is_reg = r
@@ -391,7 +421,7 @@ pub fn restore_fds(
                         .is_some_and(|s| s.mode & libc::S_IFMT == libc::S_IFREG);
                     if is_reg && r.pos > 0 {
                         agent.call(
-                            &format!("lseek {}", r.path),
+                            &format!("lseek {path}"),
                             libc::SYS_lseek,
                             &[fd, r.pos, libc::SEEK_SET as u64],
                         )?;
@@ -444,6 +474,16 @@ pub fn restore_fds(
                     )?;
                     fd
                 }
+                Some(
+                    k @ (file_desc::Kind::Eventfd(_)
+                    | file_desc::Kind::Signalfd(_)
+                    | file_desc::Kind::Timerfd(_)
+                    | file_desc::Kind::Epoll(_)
+                    | file_desc::Kind::Inotify(_)
+                    | file_desc::Kind::Memfd(_)),
+                ) => crate::kinds::anonfd::create(agent, k)?.ok_or_else(|| {
+                    Error::Restore(format!("pid {pid}: fd {first}: unknown kind"))
+                })?,
                 _ => {
                     return Err(Error::Restore(format!(
                         "pid {pid}: fd {first} has a description cairn cannot restore"
@@ -473,6 +513,8 @@ pub fn restore_fds(
             )?;
         }
     }
+    // Epoll watch lists name other fds: filled in once all are in place.
+    crate::kinds::anonfd::populate_epolls(agent, table, idx)?;
     Ok(())
 }
 

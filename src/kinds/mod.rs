@@ -3,6 +3,9 @@
 //! them (the split CRIU uses: seize, dump, restore by phase; pipes, files,
 //! memory ... by kind).
 
+pub mod anonfd;
+pub mod contents;
+pub mod exe;
 pub mod files;
 pub mod memory;
 pub mod sysv;

@@ -5,7 +5,8 @@
 use crate::dump::freeze::FrozenTask;
 use crate::error::{Error, Result};
 use crate::image::proto::{
-    Creds, PendingSignal, Rlimit, Rseq, SigAction, SigAltStack, TaskCore, ThreadCore, X86Regs,
+    Creds, ITimer, PendingSignal, PosixTimer, Rlimit, Rseq, SigAction, SigAltStack, TaskCore,
+    ThreadCore, X86Regs,
 };
 use crate::procfs;
 use crate::remote::Agent;
@@ -250,6 +251,151 @@ pub fn dump_process(
         &[libc::PR_GET_DUMPABLE as u64],
     )? != 0;
     Ok(core)
+}
+
+const SIGEV_SIGNAL: i32 = 0;
+const SIGEV_NONE: i32 = 1;
+const SIGEV_THREAD_ID: i32 = 4;
+
+fn ts_ns(b: &[u8], i: usize) -> u64 {
+    let w = |k: usize| u64::from_ne_bytes(b[k..k + 8].try_into().unwrap_or_default());
+    w(i).saturating_mul(1_000_000_000).saturating_add(w(i + 8))
+}
+
+/// Interval timers and POSIX timers; `agent` runs in the leader.
+pub fn dump_timers(agent: &mut Agent, core: &mut TaskCore) -> Result<()> {
+    let pid = agent.pid;
+    let a = agent.scratch;
+    for which in 0..3u32 {
+        agent.call(
+            &format!("getitimer({which})"),
+            libc::SYS_getitimer,
+            &[which as u64, a],
+        )?;
+        let b = agent.get(0, 32)?;
+        let w = |k: usize| u64::from_ne_bytes(b[k..k + 8].try_into().unwrap_or_default());
+        let mut t = ITimer::new();
+        t.which = which;
+        t.interval_us = w(0).saturating_mul(1_000_000).saturating_add(w(8));
+        t.value_us = w(16).saturating_mul(1_000_000).saturating_add(w(24));
+        if t.value_us != 0 || t.interval_us != 0 {
+            core.itimers.push(t);
+        }
+    }
+    for info in procfs::read_timers(pid)? {
+        agent.call(
+            &format!("timer_gettime({})", info.id),
+            libc::SYS_timer_gettime,
+            &[info.id as u64, a],
+        )?;
+        let b = agent.get(0, 32)?;
+        let mut t = PosixTimer::new();
+        t.id = info.id;
+        t.clockid = info.clockid;
+        t.signo = info.signo;
+        t.sigev_value = info.sigev_value;
+        t.notify = match info.notify.as_str() {
+            "signal" => SIGEV_SIGNAL,
+            "none" => SIGEV_NONE,
+            "thread" => SIGEV_THREAD_ID,
+            other => {
+                return Err(Error::unsupported(
+                    pid,
+                    format!("POSIX timer {} with notify {other}", info.id),
+                ))
+            }
+        };
+        t.notify_tid = if t.notify == SIGEV_THREAD_ID {
+            info.notify_id
+        } else {
+            0
+        };
+        t.interval_ns = ts_ns(&b, 0);
+        t.value_ns = ts_ns(&b, 16);
+        core.posix_timers.push(t);
+    }
+    Ok(())
+}
+
+/// Re-arms the timers (after the threads exist: a timer may signal one).
+pub fn restore_timers(agent: &mut Agent, core: &TaskCore) -> Result<()> {
+    let pid = agent.pid;
+    for t in &core.itimers {
+        let mut b = Vec::with_capacity(32);
+        for w in [
+            t.interval_us / 1_000_000,
+            t.interval_us % 1_000_000,
+            t.value_us / 1_000_000,
+            t.value_us % 1_000_000,
+        ] {
+            b.extend_from_slice(&w.to_ne_bytes());
+        }
+        let a = agent.put(0, &b)?;
+        agent.call(
+            &format!("setitimer({})", t.which),
+            libc::SYS_setitimer,
+            &[t.which as u64, a, 0],
+        )?;
+    }
+    if core.posix_timers.is_empty() {
+        return Ok(());
+    }
+    const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
+    // Without it (before Linux 6.16) ids are handed out in order; the
+    // check below catches a mismatch.
+    let exact = agent
+        .remote
+        .syscall(libc::SYS_prctl, &[PR_TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0])
+        .is_ok();
+    let mut timers: Vec<&PosixTimer> = core.posix_timers.iter().collect();
+    timers.sort_by_key(|t| t.id);
+    for t in timers {
+        // struct sigevent: value, signo, notify, tid (64 bytes in all).
+        let mut sev = vec![0u8; 64];
+        sev[0..8].copy_from_slice(&t.sigev_value.to_ne_bytes());
+        sev[8..12].copy_from_slice(&t.signo.to_ne_bytes());
+        sev[12..16].copy_from_slice(&t.notify.to_ne_bytes());
+        sev[16..20].copy_from_slice(&t.notify_tid.to_ne_bytes());
+        let sp = agent.put(0, &sev)?;
+        let idp = agent.put(128, &(t.id as i64).to_ne_bytes())?;
+        agent.call(
+            &format!("timer_create({})", t.id),
+            libc::SYS_timer_create,
+            &[t.clockid as u64, sp, idp],
+        )?;
+        let got = agent.get_u32(128)? as i32;
+        if got != t.id {
+            return Err(Error::Restore(format!(
+                "pid {pid}: POSIX timer {} came back as {got}",
+                t.id
+            )));
+        }
+        if t.value_ns > 0 {
+            let mut b = Vec::with_capacity(32);
+            for w in [
+                t.interval_ns / 1_000_000_000,
+                t.interval_ns % 1_000_000_000,
+                t.value_ns / 1_000_000_000,
+                t.value_ns % 1_000_000_000,
+            ] {
+                b.extend_from_slice(&w.to_ne_bytes());
+            }
+            let a = agent.put(256, &b)?;
+            agent.call(
+                &format!("timer_settime({})", t.id),
+                libc::SYS_timer_settime,
+                &[t.id as u64, 0, a, 0],
+            )?;
+        }
+    }
+    if exact {
+        agent.call(
+            "prctl(PR_TIMER_CREATE_RESTORE_IDS, OFF)",
+            libc::SYS_prctl,
+            &[PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0],
+        )?;
+    }
+    Ok(())
 }
 
 /// brk(0) in the target: the current program break.

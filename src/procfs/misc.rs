@@ -284,3 +284,85 @@ mod sysv_tests {
         assert!(parse_sysvipc_shm("h\n").unwrap().is_empty());
     }
 }
+
+/// One timer of /proc/PID/timers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PosixTimerInfo {
+    pub id: i32,
+    pub signo: i32,
+    pub sigev_value: u64,
+    /// "signal", "thread" or "none".
+    pub notify: String,
+    /// The pid/tid after the dot in "notify: signal/pid.N".
+    pub notify_id: i32,
+    pub clockid: i32,
+}
+
+/// Parses /proc/PID/timers.
+pub fn parse_timers(text: &str) -> Result<Vec<PosixTimerInfo>> {
+    let mut out: Vec<PosixTimerInfo> = Vec::new();
+    let bad = |l: &str| Error::parse("timers", format!("line {l:?}"));
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        let v = v.trim();
+        match k {
+            "ID" => out.push(PosixTimerInfo {
+                id: v.parse().map_err(|_| bad(line))?,
+                ..Default::default()
+            }),
+            "signal" => {
+                let t = out.last_mut().ok_or_else(|| bad(line))?;
+                let (s, val) = v.split_once('/').ok_or_else(|| bad(line))?;
+                t.signo = s.parse().map_err(|_| bad(line))?;
+                t.sigev_value = u64::from_str_radix(val, 16).map_err(|_| bad(line))?;
+            }
+            "notify" => {
+                let t = out.last_mut().ok_or_else(|| bad(line))?;
+                let (kind, rest) = v.split_once('/').ok_or_else(|| bad(line))?;
+                t.notify = kind.to_string();
+                t.notify_id = rest
+                    .rsplit('.')
+                    .next()
+                    .and_then(|x| x.parse().ok())
+                    .ok_or_else(|| bad(line))?;
+            }
+            "ClockID" => {
+                out.last_mut().ok_or_else(|| bad(line))?.clockid =
+                    v.parse().map_err(|_| bad(line))?;
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+pub fn read_timers(pid: i32) -> Result<Vec<PosixTimerInfo>> {
+    parse_timers(&read_proc_string(format!("/proc/{pid}/timers"))?)
+}
+
+#[cfg(test)]
+mod timer_tests {
+    use super::*;
+
+    #[test]
+    fn timers() {
+        let t = "ID: 1\nsignal: 14/0000000000000000\nnotify: signal/pid.29163\nClockID: 0\nID: 0\nsignal: 35/0000000000001234\nnotify: thread/tid.7\nClockID: 1\n";
+        let v = parse_timers(t).unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(
+            (
+                v[1].id,
+                v[1].signo,
+                v[1].sigev_value,
+                v[1].notify.as_str(),
+                v[1].notify_id,
+                v[1].clockid
+            ),
+            (0, 35, 0x1234, "thread", 7, 1)
+        );
+        assert!(parse_timers("signal: 1/0\n").is_err());
+        assert!(parse_timers("").unwrap().is_empty());
+    }
+}

@@ -23,7 +23,7 @@ pub use misc::{
     boot_id, list_tasks, read_children, read_comm, read_link, read_personality, read_proc_bytes,
     read_proc_string, MAX_PROC_FILE,
 };
-pub use misc::{read_sysvipc_shm, SysvShmInfo};
+pub use misc::{read_sysvipc_shm, read_timers, PosixTimerInfo, SysvShmInfo};
 pub use pagemap::{parse_pagemap, read_pagemap, PageFlags};
 pub use stat::{parse_stat, read_stat, read_task_stat, Stat};
 pub use status::{parse_status, read_status, read_task_status, Status};

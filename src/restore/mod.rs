@@ -28,6 +28,7 @@ use crate::image::proto::{
     FdTable, Files, Inventory, MmEntry, Pagemap, Pstree, TaskCore, TaskState,
 };
 use crate::image::{names, ImageDir, Kind};
+use crate::kinds::contents;
 use crate::kinds::files::{self, FilesIndex, SharedFiles};
 use crate::kinds::memory::{self, TASK_SIZE};
 use crate::kinds::task as ktask;
@@ -549,6 +550,7 @@ fn restore_attrs(
         ktask::restore_thread_attrs(a, th)?;
         ktask::restore_pending(a, pid, th.tid as i32, &th.pending, false)?;
     }
+    ktask::restore_timers(&mut p.agents[0], core)?;
     if let Some(c) = core.creds.as_ref() {
         for a in p.agents.iter_mut() {
             ktask::restore_creds(a, c)?;
@@ -586,9 +588,13 @@ fn finish(img: &Images, p: &mut Proc) -> Result<()> {
 }
 
 /// Restores the whole tree and leaves it running. Returns the root pid.
-fn restore_tree(img: &Images, args: &RestoreArgs) -> Result<i32> {
+/// `fixups` says where files are opened from instead of their saved paths
+/// (moved executable, recreated deleted files); the deleted files are
+/// unlinked once every fd table is in place.
+fn restore_tree(img: &Images, args: &RestoreArgs, fixups: &mut Fixups) -> Result<i32> {
     let t0 = Instant::now();
-    let idx = FilesIndex::new(&img.files);
+    let mut idx = FilesIndex::new(&img.files);
+    idx.redirect = fixups.redirect.clone();
     let mut vessels = Vessels::default();
     let force_last_pid = args.pid_restore.as_deref() == Some("ns_last_pid");
     let mut procs = create_tree(img, &mut vessels, force_last_pid)?;
@@ -618,6 +624,7 @@ fn restore_tree(img: &Images, args: &RestoreArgs) -> Result<i32> {
             procs[k].agents[0].call("close keeper", libc::SYS_close, &[fd])?;
         }
     }
+    fixups.ghosts.unlink_all();
     let zombie_parents: Vec<u32> = img
         .pstree
         .entries
@@ -654,10 +661,12 @@ fn write_pidfile(path: &std::path::Path, pid: i32) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
-/// Checks that can refuse a restore before anything is created.
-fn preflight(img: &Images, args: &RestoreArgs) -> Result<()> {
+/// Checks that can refuse a restore before anything is created. `idx`
+/// knows which files are checked elsewhere (saved contents, a verified
+/// executable).
+fn preflight(img: &Images, args: &RestoreArgs, idx: &FilesIndex) -> Result<()> {
     let same_boot = procfs::boot_id().ok().as_deref() == Some(img.inventory.boot_id.as_str());
-    let problems = FilesIndex::new(&img.files).check_unchanged(same_boot);
+    let problems = idx.check_unchanged(same_boot);
     if !problems.is_empty() {
         if args.ignore_file_changes {
             for p in &problems {
@@ -702,15 +711,42 @@ fn preflight(img: &Images, args: &RestoreArgs) -> Result<()> {
     Ok(())
 }
 
+/// Where files are opened from instead of their saved paths, by
+/// description id, and the deleted files recreated for the restore.
+struct Fixups {
+    redirect: HashMap<u32, String>,
+    ghosts: contents::Ghosts,
+}
+
 /// `cairn restore`. Returns the exit code cairn should exit with.
 pub fn restore(args: &RestoreArgs) -> Result<i32> {
     let dir = ImageDir::open(&args.images_dir)?;
     let img = Images::load(dir)?;
-    preflight(&img, args)?;
-    if args.detached {
-        return restore_detached(&img, args);
+    let saved = contents::load(&img.dir, &img.store, &img.files)?;
+    let mut idx = FilesIndex::new(&img.files);
+    crate::kinds::exe::plan(
+        &img.mms,
+        &mut idx,
+        args.exe_dir.as_deref(),
+        &args.exe_dir_flag,
+    )?;
+    if let Some(c) = &saved {
+        contents::mark_checked(c, &mut idx);
     }
-    let pid = restore_tree(&img, args)?;
+    preflight(&img, args, &idx)?;
+    // Only now, with nothing left to refuse the restore, are files touched.
+    let ghosts = match &saved {
+        Some(c) => contents::put_back(c, &img.store)?,
+        None => contents::Ghosts::default(),
+    };
+    let mut redirect = std::mem::take(&mut idx.redirect);
+    redirect.extend(ghosts.redirect.clone());
+    drop(idx);
+    let mut fixups = Fixups { redirect, ghosts };
+    if args.detached {
+        return restore_detached(&img, args, &mut fixups);
+    }
+    let pid = restore_tree(&img, args, &mut fixups)?;
     if let Some(p) = &args.pidfile {
         write_pidfile(p, pid)?;
     }
@@ -724,7 +760,7 @@ pub fn restore(args: &RestoreArgs) -> Result<i32> {
 
 /// Detached: a short-lived child does the restore, so the restored process
 /// is reparented when that child exits. The result comes back on a pipe.
-fn restore_detached(img: &Images, args: &RestoreArgs) -> Result<i32> {
+fn restore_detached(img: &Images, args: &RestoreArgs, fixups: &mut Fixups) -> Result<i32> {
     use std::io::{Read, Write};
     if task::own_thread_count() > 1 {
         return Err(Error::Restore(
@@ -736,7 +772,7 @@ fn restore_detached(img: &Images, args: &RestoreArgs) -> Result<i32> {
         task::Fork::Child => {
             drop(r);
             let mut w = std::fs::File::from(w);
-            let msg = match restore_tree(img, args) {
+            let msg = match restore_tree(img, args, fixups) {
                 Ok(pid) => match &args.pidfile {
                     Some(p) => write_pidfile(p, pid)
                         .map(|_| format!("ok {pid}"))

@@ -8,6 +8,7 @@ pub mod mem;
 pub mod probe;
 pub mod ptrace;
 pub mod task;
+pub mod time;
 
 use std::io;
 

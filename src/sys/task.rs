@@ -304,3 +304,36 @@ pub fn shm_remove(shmid: i32) -> io::Result<()> {
     check(unsafe { libc::shmctl(shmid, libc::IPC_RMID, std::ptr::null_mut()) } as libc::c_long)
         .map(drop)
 }
+
+/// F_GET_SEALS of a memfd.
+pub fn get_seals(fd: &impl AsRawFd) -> io::Result<u32> {
+    // SAFETY: F_GET_SEALS takes no argument.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) } as libc::c_long)
+        .map(|v| v as u32)
+}
+
+/// open_by_handle_at(mount_fd, handle, O_PATH): the file a kernel file
+/// handle (as printed in inotify fdinfo) names. Needs CAP_DAC_READ_SEARCH.
+pub fn open_by_handle(
+    mount: &impl AsRawFd,
+    handle_type: i32,
+    handle: &[u8],
+) -> io::Result<OwnedFd> {
+    let mut buf = Vec::with_capacity(8 + handle.len());
+    buf.extend_from_slice(&(handle.len() as u32).to_ne_bytes());
+    buf.extend_from_slice(&handle_type.to_ne_bytes());
+    buf.extend_from_slice(handle);
+    // SAFETY: `buf` is a complete struct file_handle (header + bytes) that
+    // outlives the call; the kernel only reads it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount.as_raw_fd(),
+            buf.as_ptr(),
+            libc::O_PATH | libc::O_CLOEXEC,
+        )
+    };
+    let fd = check(r)? as RawFd;
+    // SAFETY: the descriptor was just returned by the kernel and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}

@@ -1859,3 +1859,175 @@ pub fn selftest_tree_helpers() {
     );
     assert!(tracker.live().is_empty());
 }
+
+// ---------------------------------------------------------------------------
+// chkpnt / resume, the commands of the Solaris guide (tests/chkpnt.rs)
+
+/// The `chkpnt` binary of this build.
+pub fn chkpnt_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_chkpnt"))
+}
+
+/// The `resume` binary of this build.
+pub fn resume_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_resume"))
+}
+
+/// Run `bin ARGS` in `cwd` with a timeout; stdout/stderr go to
+/// `<out_base>.stdout/.stderr` and are returned as an `Output`. On timeout
+/// the tool and everything below it is killed and the test fails.
+pub fn run_tool_in(
+    bin: &Path,
+    args: &[OsString],
+    cwd: &Path,
+    out_base: &Path,
+    timeout: Duration,
+) -> Output {
+    let so = out_base.with_extension("stdout");
+    let se = out_base.with_extension("stderr");
+    let mut child = Command::new(bin)
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(File::create(&so).expect("create stdout file"))
+        .stderr(File::create(&se).expect("create stderr file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+    match wait_timeout(&mut child, timeout) {
+        Some(status) => Output {
+            status,
+            stdout: fs::read(&so).unwrap_or_default(),
+            stderr: fs::read(&se).unwrap_or_default(),
+        },
+        None => {
+            kill_tree(&mut child);
+            panic!(
+                "`{} {}` did not finish within {timeout:?}; killed it.\nstderr:\n{}",
+                bin.display(),
+                args.iter()
+                    .map(|a| a.to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                tail(&se, 8000)
+            );
+        }
+    }
+}
+
+impl Workload {
+    /// Like [`Workload::start`], but runs the program `exe` (e.g. a copy of
+    /// the workload NAME's binary placed where the test wants it).
+    pub fn start_exe(exe: &Path, name: &str, args: &[&str]) -> Workload {
+        let dir = fresh_dir(name);
+        let work = dir.join("work");
+        fs::create_dir(&work).expect("mkdir work");
+        fs::set_permissions(&work, fs::Permissions::from_mode(0o755)).expect("chmod work");
+        let log = dir.join("workload.log");
+        let pidfile = work.join("ready.pid");
+        let out = File::create(&log).expect("create the workload log");
+        let err = out.try_clone().expect("dup the log fd");
+        let mut cmd = Command::new(exe);
+        cmd.arg("--pidfile")
+            .arg(&pidfile)
+            .args(args)
+            .current_dir(&work)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        // SAFETY: the closure runs in the forked child before exec and only
+        // calls setsid(2), which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", exe.display()));
+        let mut w = Workload {
+            name: name.to_string(),
+            pid: child.id() as i32,
+            child,
+            images: dir.join("images"),
+            dir,
+            work,
+            log,
+        };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(pid) = read_pidfile(&pidfile) {
+                assert_eq!(
+                    pid, w.pid,
+                    "{name} wrote pid {pid} but we started {}",
+                    w.pid
+                );
+                return w;
+            }
+            if let Some(st) = w.child.try_wait().expect("waitpid workload") {
+                panic!(
+                    "{} exited ({}) before it was ready. Its log:\n{}",
+                    exe.display(),
+                    exit_code(&st),
+                    tail(&w.log, 8000)
+                );
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "{} (pid {}) was not ready within {READY_TIMEOUT:?}",
+                    exe.display(),
+                    w.pid
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// A process restored detached (by `resume`), which is not our child:
+/// held through a pidfd and SIGKILLed on drop unless it has exited.
+pub struct Resumed {
+    pub pid: i32,
+    pidfd: Option<OwnedFd>,
+}
+
+impl Resumed {
+    /// Takes hold of `pid`, which must be running.
+    pub fn hold(pid: i32) -> Resumed {
+        let pidfd = pidfd_open(pid);
+        assert!(pidfd.is_some(), "the resumed process {pid} is not running");
+        Resumed { pid, pidfd }
+    }
+
+    /// SIGTERM it, wait for its exit and require PASS in `log`.
+    pub fn terminate_expect_pass(mut self, log: &Path) {
+        let fd = self.pidfd.take().expect("pidfd");
+        if let Err(e) = pidfd_signal(&fd, libc::SIGTERM) {
+            panic!(
+                "SIGTERM to the resumed pid {}: {e}. Its log:\n{}",
+                self.pid,
+                tail(log, 6000)
+            );
+        }
+        if !pidfd_wait_exit(&fd, EXIT_TIMEOUT) {
+            let _ = pidfd_signal(&fd, libc::SIGKILL);
+            panic!(
+                "the resumed pid {} did not exit within {EXIT_TIMEOUT:?}. Its log:\n{}",
+                self.pid,
+                tail(log, 6000)
+            );
+        }
+        assert_log_pass(log, "after resume");
+    }
+}
+
+impl Drop for Resumed {
+    fn drop(&mut self) {
+        if let Some(fd) = &self.pidfd {
+            let _ = pidfd_signal(fd, libc::SIGKILL);
+            let _ = pidfd_wait_exit(fd, Duration::from_secs(5));
+        }
+    }
+}

@@ -1,0 +1,751 @@
+//! Contents of open regular files (contents.img) and deleted-but-open
+//! ("ghost") files.
+//!
+//! Dump: the bytes of every regular file the tree has open through an fd
+//! (up to a per-file limit, `--file-contents`) are read through
+//! `/proc/PID/fd/N` while the tree is frozen and appended to the page store
+//! as zstd chunks; contents.img lists, per file, its path, mode, owner,
+//! mtime and chunks. Deleted-but-open files are always saved, whatever the
+//! limit: nothing else could bring them back.
+//!
+//! Restore: a saved file that vanished is recreated; one whose contents
+//! differ is moved aside to `PATH.cairn-YYYYMMDD-HHMMSS` and the checkpointed
+//! contents are put back at `PATH` (a warning names both), so nothing is
+//! lost silently. A ghost file is recreated as a new file (at its old path
+//! if that is free, else under a temporary name beside it), opened by the
+//! restored fds and unlinked once every fd table is in place.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+use crate::image::pages::{PageStoreReader, PageStoreWriter, MAX_CHUNK_RAW};
+use crate::image::proto::{file_desc, FileContent, FileContents, Files};
+use crate::image::{names, ImageDir, Kind};
+use crate::kinds::files::{FileTable, FilesIndex};
+use crate::{info, warn};
+
+/// How much of each open regular file a dump keeps (`--file-contents`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentsLimit {
+    /// Only deleted-but-open files (which are always kept).
+    None,
+    /// Every file, whatever its size.
+    All,
+    /// Files of at most this many bytes.
+    Max(u64),
+}
+
+/// The default per-file limit: 64 MiB.
+pub const DEFAULT_LIMIT: ContentsLimit = ContentsLimit::Max(64 << 20);
+
+impl Default for ContentsLimit {
+    fn default() -> Self {
+        DEFAULT_LIMIT
+    }
+}
+
+impl ContentsLimit {
+    /// The value recorded in contents.img: 0 for none, u64::MAX for all.
+    pub fn as_u64(self) -> u64 {
+        match self {
+            ContentsLimit::None => 0,
+            ContentsLimit::All => u64::MAX,
+            ContentsLimit::Max(n) => n,
+        }
+    }
+
+    /// Whether a (not deleted) file of `size` bytes is saved.
+    pub fn keeps(self, size: u64) -> bool {
+        match self {
+            ContentsLimit::None => false,
+            ContentsLimit::All => true,
+            ContentsLimit::Max(n) => size <= n,
+        }
+    }
+}
+
+impl std::str::FromStr for ContentsLimit {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "all" => Ok(ContentsLimit::All),
+            "none" => Ok(ContentsLimit::None),
+            _ => parse_size(s).map(ContentsLimit::Max),
+        }
+    }
+}
+
+impl std::fmt::Display for ContentsLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ContentsLimit::None => f.write_str("none"),
+            ContentsLimit::All => f.write_str("all"),
+            ContentsLimit::Max(n) => f.write_str(&format_size(*n)),
+        }
+    }
+}
+
+/// Parses a byte count: digits with an optional binary suffix `k`, `M`,
+/// `G` or `T` (either case, optionally followed by `B` or `iB`; all are
+/// powers of 1024): `4096`, `512k`, `64M`, `1GiB`.
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let bad = || format!("invalid size {s:?} (expected all, none or a number with k, M or G)");
+    let t = s.trim();
+    let digits = t.bytes().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 {
+        return Err(bad());
+    }
+    let n: u64 = t[..digits].parse().map_err(|_| bad())?;
+    let shift = match t[digits..].to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(1u64 << shift).ok_or_else(bad)
+}
+
+/// `n` bytes as the shortest exact form `parse_size` reads back.
+pub fn format_size(n: u64) -> String {
+    for (shift, unit) in [(40, "T"), (30, "G"), (20, "M"), (10, "k")] {
+        if n != 0 && n.is_multiple_of(1u64 << shift) {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    n.to_string()
+}
+
+// ---------------------------------------------------------------- dump
+
+const DELETED: &str = " (deleted)";
+
+/// For an fd link target ending in " (deleted)" whose file is really gone
+/// (not a file that is named so), the path the file had.
+pub fn ghost_path(target: &str, md: &std::fs::Metadata) -> Option<String> {
+    let stripped = target.strip_suffix(DELETED)?;
+    let literal =
+        std::fs::symlink_metadata(target).is_ok_and(|m| m.dev() == md.dev() && m.ino() == md.ino());
+    (!literal).then(|| stripped.to_string())
+}
+
+/// The pre-check for an fd whose target ends in " (deleted)": a deleted
+/// regular file can be dumped (its contents are kept), anything else not.
+pub fn precheck_ghost(pid: i32, fd: i32, target: &str) -> Result<()> {
+    let link = format!("/proc/{pid}/fd/{fd}");
+    match std::fs::metadata(&link) {
+        Ok(md) if md.file_type().is_file() => Ok(()),
+        // Closed meanwhile: the frozen pass decides.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Ok(_) => Err(Error::unsupported(
+            pid,
+            format!("fd {fd} refers to deleted {target}, which is not a regular file"),
+        )),
+        Err(e) => Err(Error::io(link, e)),
+    }
+}
+
+/// Pseudo file systems whose "contents" are generated by the kernel:
+/// never saved, never written back.
+fn is_pseudo_fs(f: &File) -> bool {
+    const PSEUDO: &[u64] = &[
+        0x9fa0,      // proc
+        0x6265_6572, // sysfs
+        0x0027_e0eb, // cgroup
+        0x6367_7270, // cgroup2
+        0x6462_6720, // debugfs
+        0x7472_6163, // tracefs
+        0x7363_6673, // securityfs
+        0xcafe_4a11, // bpf
+        0x6165_676c, // pstore
+        0x6265_6570, // configfs
+        0xde5e_81e4, // efivarfs
+        0x1cd1,      // devpts
+        0x6573_5543, // fusectl
+        0xf97c_ff8c, // selinuxfs
+        0x4249_4e4d, // binfmt_misc
+        0x9584_58f6, // hugetlbfs
+    ];
+    match nix::sys::statfs::fstatfs(f) {
+        Ok(s) => PSEUDO.contains(&(s.filesystem_type().0 as u64)),
+        Err(_) => false,
+    }
+}
+
+/// Reads `f` to its end in chunks of at most `MAX_CHUNK_RAW` bytes and
+/// appends each, compressed, to the page store. Stops with `None` once more
+/// than `max` bytes were read. Returns (size, chunk indices).
+fn store_file(
+    f: &mut File,
+    path: &Path,
+    max: u64,
+    writer: &mut PageStoreWriter,
+    cctx: &mut zstd::bulk::Compressor,
+) -> Result<Option<(u64, Vec<u32>)>> {
+    let mut buf = vec![0u8; MAX_CHUNK_RAW as usize];
+    let mut total = 0u64;
+    let mut chunks = Vec::new();
+    loop {
+        let mut n = 0;
+        while n < buf.len() {
+            match f.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(path, e)),
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if total > max {
+            return Ok(None);
+        }
+        let c = cctx
+            .compress(&buf[..n])
+            .map_err(|e| Error::io(path, std::io::Error::other(format!("compress: {e}"))))?;
+        chunks.push(writer.append(&c, n as u64)?);
+        if n < buf.len() {
+            break;
+        }
+    }
+    Ok(Some((total, chunks)))
+}
+
+/// Saves the contents of the regular files of every fd table in `files`
+/// (the tree is frozen) into the page store; returns the contents image.
+pub fn dump(
+    files: &FileTable,
+    writer: &mut PageStoreWriter,
+    limit: ContentsLimit,
+    level: i32,
+) -> Result<FileContents> {
+    let mut out = FileContents::new();
+    out.limit = limit.as_u64();
+    let descs: HashMap<u32, &crate::image::proto::RegFile> = files
+        .files
+        .descs
+        .iter()
+        .filter_map(|d| match &d.kind {
+            Some(file_desc::Kind::Reg(r)) => Some((d.id, r)),
+            _ => None,
+        })
+        .collect();
+    let mut cctx =
+        zstd::bulk::Compressor::new(level).map_err(|e| Error::sys(0, "zstd compressor", e))?;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    if workers > 1 {
+        let _ = cctx.set_parameter(zstd::zstd_safe::CParameter::NbWorkers(workers as u32));
+    }
+    // (path, dev, ino, deleted) -> index in out.files
+    let mut entries: HashMap<(String, u64, u64, bool), usize> = HashMap::new();
+    // (dev, ino) -> (size, chunks): hard links are stored once.
+    let mut stored: HashMap<(u64, u64), (u64, Vec<u32>)> = HashMap::new();
+    let mut skipped: HashSet<String> = HashSet::new();
+    let mut bytes = 0u64;
+    for (pid, fd, id) in files.fd_of_descs() {
+        let Some(r) = descs.get(&id) else { continue };
+        let Some(st) = r.stat.as_ref() else { continue };
+        if st.mode & libc::S_IFMT != libc::S_IFREG {
+            continue;
+        }
+        let key = (r.path.clone(), st.dev, st.ino, r.deleted);
+        if let Some(&i) = entries.get(&key) {
+            out.files[i].desc_ids.push(id);
+            continue;
+        }
+        if !r.deleted && !limit.keeps(st.size) {
+            if limit != ContentsLimit::None && skipped.insert(r.path.clone()) {
+                info!(
+                    "{}: {} bytes, more than --file-contents={limit}: contents not saved",
+                    r.path, st.size
+                );
+            }
+            continue;
+        }
+        let link = format!("/proc/{pid}/fd/{fd}");
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOATIME)
+            .open(&link)
+            .or_else(|_| File::open(&link));
+        let mut f = match opened {
+            Ok(f) => f,
+            Err(e) if !r.deleted => {
+                warn!("{}: cannot read it ({e}); contents not saved", r.path);
+                skipped.insert(r.path.clone());
+                continue;
+            }
+            Err(e) => return Err(Error::sys(pid, format!("fd {fd}: open {link}"), e)),
+        };
+        if !r.deleted && is_pseudo_fs(&f) {
+            continue;
+        }
+        let md = f.metadata().at(&link)?;
+        let (size, chunks) = match stored.get(&(md.dev(), md.ino())) {
+            Some(s) => s.clone(),
+            None => {
+                let max = if r.deleted { u64::MAX } else { limit.as_u64() };
+                match store_file(&mut f, Path::new(&r.path), max, writer, &mut cctx)? {
+                    Some(s) => {
+                        bytes += s.0;
+                        stored.insert((md.dev(), md.ino()), s.clone());
+                        s
+                    }
+                    None => {
+                        info!(
+                            "{}: grew past the limit while read: contents not saved",
+                            r.path
+                        );
+                        skipped.insert(r.path.clone());
+                        continue;
+                    }
+                }
+            }
+        };
+        let mut c = FileContent::new();
+        c.path = r.path.clone();
+        c.deleted = r.deleted;
+        c.desc_ids.push(id);
+        c.size = size;
+        c.mode = md.mode();
+        c.uid = md.uid();
+        c.gid = md.gid();
+        c.mtime_ns = md.mtime() * 1_000_000_000 + md.mtime_nsec();
+        c.chunks = chunks;
+        entries.insert(key, out.files.len());
+        out.files.push(c);
+    }
+    // A path whose contents are saved for one description is not
+    // "skipped" because of another.
+    let saved: HashSet<&str> = out.files.iter().map(|f| f.path.as_str()).collect();
+    let mut skipped: Vec<String> = skipped
+        .into_iter()
+        .filter(|p| !saved.contains(p.as_str()))
+        .collect();
+    skipped.sort();
+    out.skipped = skipped;
+    info!(
+        "contents of {} open files saved ({bytes} bytes before compression)",
+        out.files.len()
+    );
+    Ok(out)
+}
+
+// ---------------------------------------------------------------- restore
+
+/// Reads and checks contents.img; `None` for images without one.
+pub fn load(
+    dir: &ImageDir,
+    store: &PageStoreReader,
+    files: &Files,
+) -> Result<Option<FileContents>> {
+    if !dir.exists(names::CONTENTS) {
+        // Older images: a deleted file cannot be restored without it.
+        if let Some(r) = deleted_regs(files).next() {
+            return Err(Error::image(
+                dir.file(names::CONTENTS),
+                format!("missing, but {} was a deleted open file", r.1),
+            ));
+        }
+        return Ok(None);
+    }
+    let path = dir.file(names::CONTENTS);
+    let c: FileContents = dir.read(Kind::Contents, names::CONTENTS)?;
+    let regs: HashMap<u32, (&str, bool)> = files
+        .descs
+        .iter()
+        .filter_map(|d| match &d.kind {
+            Some(file_desc::Kind::Reg(r)) => Some((d.id, (r.path.as_str(), r.deleted))),
+            _ => None,
+        })
+        .collect();
+    for f in &c.files {
+        if !f.path.starts_with('/') {
+            return Err(Error::image(
+                &path,
+                format!("path {:?} is not absolute", f.path),
+            ));
+        }
+        let mut sum = 0u64;
+        for &ch in &f.chunks {
+            let raw = store
+                .store
+                .chunks
+                .get(ch as usize)
+                .map(|c| c.raw_len)
+                .ok_or_else(|| Error::image(&path, format!("{}: no chunk {ch}", f.path)))?;
+            sum = sum.saturating_add(raw);
+        }
+        if sum != f.size {
+            return Err(Error::image(
+                &path,
+                format!("{}: chunks hold {sum} bytes, size is {}", f.path, f.size),
+            ));
+        }
+        for id in &f.desc_ids {
+            if regs.get(id) != Some(&(f.path.as_str(), f.deleted)) {
+                return Err(Error::image(
+                    &path,
+                    format!("{}: description {id} is not this file", f.path),
+                ));
+            }
+        }
+    }
+    let covered: HashSet<u32> = c
+        .files
+        .iter()
+        .filter(|f| f.deleted)
+        .flat_map(|f| f.desc_ids.iter().copied())
+        .collect();
+    if let Some((_, p)) = deleted_regs(files).find(|(id, _)| !covered.contains(id)) {
+        return Err(Error::image(
+            &path,
+            format!("no contents for the deleted open file {p}"),
+        ));
+    }
+    Ok(Some(c))
+}
+
+fn deleted_regs(files: &Files) -> impl Iterator<Item = (u32, &str)> {
+    files.descs.iter().filter_map(|d| match &d.kind {
+        Some(file_desc::Kind::Reg(r)) if r.deleted => Some((d.id, r.path.as_str())),
+        _ => None,
+    })
+}
+
+/// Leaves the files whose contents are saved out of the identity check
+/// (`FilesIndex::check_unchanged`): `put_back` deals with them. For a file
+/// that still exists this covers every description of that path, mapped
+/// ones too.
+pub fn mark_checked(c: &FileContents, idx: &mut FilesIndex) {
+    let paths: HashSet<&str> = c
+        .files
+        .iter()
+        .filter(|f| !f.deleted)
+        .map(|f| f.path.as_str())
+        .collect();
+    let mut ids: Vec<u32> = c
+        .files
+        .iter()
+        .filter(|f| f.deleted)
+        .flat_map(|f| f.desc_ids.iter().copied())
+        .collect();
+    for d in &idx.files.descs {
+        if let Some(file_desc::Kind::Reg(r)) = &d.kind {
+            if !r.deleted && paths.contains(r.path.as_str()) {
+                ids.push(d.id);
+            }
+        }
+    }
+    idx.checked_elsewhere.extend(ids);
+}
+
+/// Deleted files recreated for the restore. Each is unlinked by
+/// [`Ghosts::unlink_all`] once the restored fds hold it, or on drop (a
+/// failed restore), but only while its name still refers to the file
+/// cairn made.
+#[derive(Debug, Default)]
+pub struct Ghosts {
+    /// Description id -> the path to open it from.
+    pub redirect: HashMap<u32, String>,
+    made: Vec<(PathBuf, u64, u64)>,
+}
+
+impl Ghosts {
+    pub fn unlink_all(&mut self) {
+        for (p, dev, ino) in self.made.drain(..) {
+            let ours =
+                std::fs::symlink_metadata(&p).is_ok_and(|m| m.dev() == dev && m.ino() == ino);
+            if ours {
+                if let Err(e) = std::fs::remove_file(&p) {
+                    warn!(
+                        "{}: cannot remove the recreated deleted file: {e}",
+                        p.display()
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Ghosts {
+    fn drop(&mut self) {
+        self.unlink_all();
+    }
+}
+
+/// Puts saved files back before the tree is created: recreates what
+/// vanished, moves changed files aside and writes the checkpointed
+/// contents, and recreates deleted files. Returns the recreated deleted
+/// files, whose paths the restore must open instead of the saved ones.
+pub fn put_back(c: &FileContents, store: &PageStoreReader) -> Result<Ghosts> {
+    let mut ghosts = Ghosts::default();
+    for f in c.files.iter().filter(|f| !f.deleted) {
+        put_back_one(f, store)?;
+    }
+    for (n, f) in c.files.iter().filter(|f| f.deleted).enumerate() {
+        let p = make_ghost(f, store, n)?;
+        let md = std::fs::symlink_metadata(&p).at(&p)?;
+        info!(
+            "deleted file {} recreated as {} until the fds are open",
+            f.path,
+            p.display()
+        );
+        let s = p.to_string_lossy().into_owned();
+        for &id in &f.desc_ids {
+            ghosts.redirect.insert(id, s.clone());
+        }
+        ghosts.made.push((p, md.dev(), md.ino()));
+    }
+    Ok(ghosts)
+}
+
+fn put_back_one(f: &FileContent, store: &PageStoreReader) -> Result<()> {
+    let path = Path::new(&f.path);
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                if !dir.exists() {
+                    std::fs::create_dir_all(dir).at(dir)?;
+                    warn!("{}: directory recreated", dir.display());
+                }
+            }
+            let tmp = write_temp(f, store, path)?;
+            std::fs::rename(&tmp, path).map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                Error::io(path, e)
+            })?;
+            warn!(
+                "{}: gone since the checkpoint; recreated with its checkpointed contents",
+                f.path
+            );
+        }
+        Err(e) => return Err(Error::io(path, e)),
+        Ok(md) => {
+            if md.file_type().is_file() && same_contents(path, f, store)? {
+                return Ok(());
+            }
+            let tmp = write_temp(f, store, path)?;
+            let aside = aside_name(path);
+            std::fs::rename(path, &aside).map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                Error::io(path, e)
+            })?;
+            std::fs::rename(&tmp, path).map_err(|e| {
+                // Put the current version back where it was.
+                let _ = std::fs::rename(&aside, path);
+                let _ = std::fs::remove_file(&tmp);
+                Error::io(path, e)
+            })?;
+            warn!(
+                "{} changed since the checkpoint: put back its checkpointed contents; \
+                 the current version is now {}",
+                f.path,
+                aside.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether the file at `path` holds exactly the saved bytes.
+fn same_contents(path: &Path, f: &FileContent, store: &PageStoreReader) -> Result<bool> {
+    let mut file = File::open(path).at(path)?;
+    if file.metadata().at(path)?.len() != f.size {
+        return Ok(false);
+    }
+    let mut cur = Vec::new();
+    for &ch in &f.chunks {
+        let want = store.read_chunk(ch)?;
+        cur.resize(want.len(), 0);
+        if file.read_exact(&mut cur).is_err() || cur != want {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// `PATH.cairn-YYYYMMDD-HHMMSS` (local time), with `.N` added until the
+/// name is free.
+pub fn aside_name(path: &Path) -> PathBuf {
+    let t = crate::sys::time::local_now().ok();
+    let stamp = t.map_or_else(
+        || "old".to_string(),
+        |t| {
+            format!(
+                "{:04}{:02}{:02}-{:02}{:02}{:02}",
+                t.year, t.month, t.day, t.hour, t.minute, t.second
+            )
+        },
+    );
+    let base = format!("{}.cairn-{stamp}", path.display());
+    let mut p = PathBuf::from(&base);
+    let mut n = 1;
+    while std::fs::symlink_metadata(&p).is_ok() {
+        p = PathBuf::from(format!("{base}.{n}"));
+        n += 1;
+    }
+    p
+}
+
+/// Creates `path` (which must not exist) with the saved contents, mode,
+/// owner and mtime.
+fn write_new(f: &FileContent, store: &PageStoreReader, path: &Path) -> Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .at(path)?;
+    let r = (|| -> Result<()> {
+        for &ch in &f.chunks {
+            file.write_all(&store.read_chunk(ch)?).at(path)?;
+        }
+        if let Err(e) = std::os::unix::fs::fchown(&file, Some(f.uid), Some(f.gid)) {
+            warn!(
+                "{}: cannot give it back to {}:{}: {e}",
+                path.display(),
+                f.uid,
+                f.gid
+            );
+        }
+        file.set_permissions(std::fs::Permissions::from_mode(f.mode & 0o7777))
+            .at(path)?;
+        let mtime =
+            std::time::UNIX_EPOCH + std::time::Duration::from_nanos(f.mtime_ns.max(0) as u64);
+        file.set_modified(mtime).at(path)?;
+        file.sync_all().at(path)
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    r
+}
+
+/// Writes the saved contents to a new temporary file beside `path`.
+fn write_temp(f: &FileContent, store: &PageStoreReader, path: &Path) -> Result<PathBuf> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let mut n = 0;
+    loop {
+        let tmp = dir.join(format!(".{name}.cairn-tmp-{}-{n}", std::process::id()));
+        if std::fs::symlink_metadata(&tmp).is_err() {
+            write_new(f, store, &tmp)?;
+            return Ok(tmp);
+        }
+        n += 1;
+    }
+}
+
+/// Recreates deleted file number `n`: at its old path if that is free,
+/// else under a hidden name in the same directory, else (the directory is
+/// gone too) in the temporary directory.
+fn make_ghost(f: &FileContent, store: &PageStoreReader, n: usize) -> Result<PathBuf> {
+    let path = Path::new(&f.path);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".into());
+    let dir = path.parent().filter(|d| d.is_dir());
+    let p = match dir {
+        Some(_) if std::fs::symlink_metadata(path).is_err() => path.to_path_buf(),
+        Some(d) => d.join(format!(".{name}.cairn-ghost-{}-{n}", std::process::id())),
+        None => {
+            let p =
+                std::env::temp_dir().join(format!("cairn-ghost-{}-{n}-{name}", std::process::id()));
+            warn!(
+                "the directory of the deleted file {} is gone; it is recreated as {}",
+                f.path,
+                p.display()
+            );
+            p
+        }
+    };
+    write_new(f, store, &p)?;
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("64m"), Ok(64 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("3MB"), Ok(3 << 20));
+        assert_eq!(parse_size("1T"), Ok(1 << 40));
+        assert_eq!(parse_size("10B"), Ok(10));
+        for bad in [
+            "",
+            "k",
+            "12x",
+            "-1",
+            "1.5M",
+            "M64",
+            "99999999999999999999",
+            "16777216T",
+            "10iB",
+            "1MM",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn limits_parse_and_print() {
+        assert_eq!("all".parse(), Ok(ContentsLimit::All));
+        assert_eq!("none".parse(), Ok(ContentsLimit::None));
+        assert_eq!("64M".parse(), Ok(ContentsLimit::Max(64 << 20)));
+        assert!("some".parse::<ContentsLimit>().is_err());
+        assert_eq!(ContentsLimit::default(), ContentsLimit::Max(64 << 20));
+        for l in [
+            ContentsLimit::All,
+            ContentsLimit::None,
+            ContentsLimit::Max(0),
+            ContentsLimit::Max(1000),
+            ContentsLimit::Max(64 << 20),
+            ContentsLimit::Max(3 << 30),
+        ] {
+            assert_eq!(l.to_string().parse(), Ok(l), "{l}");
+        }
+        assert_eq!(ContentsLimit::Max(64 << 20).to_string(), "64M");
+        assert!(ContentsLimit::Max(10).keeps(10));
+        assert!(!ContentsLimit::Max(10).keeps(11));
+        assert!(!ContentsLimit::None.keeps(0));
+        assert!(ContentsLimit::All.keeps(u64::MAX));
+    }
+
+    #[test]
+    fn aside_names_are_free() {
+        let dir = std::env::temp_dir().join(format!("cairn-aside-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("data");
+        let a = aside_name(&p);
+        let s = a.to_string_lossy().into_owned();
+        let stamp = s.strip_prefix(&format!("{}.cairn-", p.display())).unwrap();
+        assert_eq!(stamp.len(), 15, "{s}");
+        assert_eq!(&stamp[8..9], "-", "{s}");
+        std::fs::write(&a, b"x").unwrap();
+        let b = aside_name(&p);
+        assert_ne!(a, b);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
