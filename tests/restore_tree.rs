@@ -31,6 +31,7 @@ fn tree_workloads_pass_without_cairn() {
         "tree_subreaper",
         "tree_shared_fd",
         "tree_pipe",
+        "tree_fifo",
         "tree_shm_anon",
         "tree_cow",
         "tree_fork_storm",
@@ -102,6 +103,23 @@ fn tree_pipe() {
         return;
     }
     tree_checkpoint_restore("tree_pipe", &[], TreeOpts::default());
+}
+
+/// FIFOs between parent and child with unread data; one FIFO is deleted
+/// between dump and restore and must be recreated.
+#[test]
+fn tree_fifo() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut t = TreeTest::start("tree_fifo", &[]);
+    t.dump_ok(&[]);
+    t.expect_tree_killed_by_dump();
+    let fifo_b = t.w.work.join("fifo_b");
+    std::fs::remove_file(&fifo_b).expect("remove fifo_b");
+    t.restore_start(&[], false);
+    t.check_restored_tree();
+    t.finish();
 }
 
 /// A MAP_SHARED|MAP_ANONYMOUS region stays one region for both processes.

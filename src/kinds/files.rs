@@ -9,7 +9,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use crate::error::{Error, IoContext, Result};
 use crate::image::proto::{
-    file_desc, Fd, FdTable, FileDesc, FileStat, Files, FsPath, PipeData, PipeFile, RegFile,
+    file_desc, Fd, FdTable, FileDesc, FileStat, Files, FifoFile, FsPath, PipeData, PipeFile,
+    RegFile,
 };
 use crate::procfs;
 use crate::remote::Agent;
@@ -32,8 +33,9 @@ pub struct FileTable {
     mapped: HashMap<(u64, u64, String, bool), u32>,
     /// (pid, fd, desc id, inode) of every description seen, for kcmp.
     seen: Vec<(i32, i32, u32, u64)>,
-    /// pipe inode -> (pid, fd) of one end, to read the queued bytes.
-    pipes: BTreeMap<u64, (i32, i32)>,
+    /// (pipe or FIFO inode, is a FIFO) -> (pid, fd) of one end, to read
+    /// the queued bytes.
+    pipes: BTreeMap<(u64, bool), (i32, i32)>,
 }
 
 impl Default for FileTable {
@@ -147,7 +149,7 @@ impl FileTable {
         pos: u64,
     ) -> Result<file_desc::Kind> {
         if let Some(("pipe", ino)) = procfs::parse_anon_link(target) {
-            self.pipes.entry(ino).or_insert((pid, fd));
+            self.pipes.entry((ino, false)).or_insert((pid, fd));
             let mut p = PipeFile::new();
             p.pipe_ino = ino;
             p.flags = flags;
@@ -170,6 +172,20 @@ impl FileTable {
             ));
         }
         let ft = md.file_type();
+        if ft.is_fifo() {
+            if ghost.is_some() {
+                return Err(Error::unsupported(
+                    pid,
+                    format!("fd {fd} refers to deleted FIFO {target}"),
+                ));
+            }
+            self.pipes.entry((md.ino(), true)).or_insert((pid, fd));
+            let mut f = FifoFile::new();
+            f.path = target.to_string();
+            f.flags = flags;
+            f.stat = Some(file_stat(&md)).into();
+            return Ok(file_desc::Kind::Fifo(f));
+        }
         if !(ft.is_file() || ft.is_dir() || ft.is_char_device()) {
             return Err(Error::unsupported(
                 pid,
@@ -187,7 +203,7 @@ impl FileTable {
 
     /// Saves the bytes queued in every pipe seen, without consuming them.
     pub fn dump_pipe_data(&mut self) -> Result<()> {
-        for (&ino, &(pid, fd)) in &self.pipes {
+        for (&(ino, fifo), &(pid, fd)) in &self.pipes {
             let link = format!("/proc/{pid}/fd/{fd}");
             let src = std::fs::OpenOptions::new()
                 .read(true)
@@ -216,6 +232,7 @@ impl FileTable {
             pd.pipe_ino = ino;
             pd.data = data;
             pd.capacity = cap as u32;
+            pd.fifo = fifo;
             self.files.pipes.push(pd);
         }
         Ok(())
@@ -303,6 +320,19 @@ impl<'a> FilesIndex<'a> {
     pub fn check_unchanged(&self, same_boot: bool) -> Vec<String> {
         let mut problems = Vec::new();
         for d in &self.files.descs {
+            if let Some(file_desc::Kind::Fifo(f)) = &d.kind {
+                // A missing FIFO is recreated (recreate_fifos); something
+                // else at its path is not ours to replace.
+                match std::fs::symlink_metadata(&f.path) {
+                    Ok(md) if !md.file_type().is_fifo() => problems.push(format!(
+                        "{}: was a FIFO at the dump, is now a {:?}",
+                        f.path,
+                        md.file_type()
+                    )),
+                    _ => {}
+                }
+                continue;
+            }
             let Some(file_desc::Kind::Reg(r)) = &d.kind else {
                 continue;
             };
@@ -351,6 +381,9 @@ pub struct SharedFiles {
     descs: HashMap<u32, (i32, u64)>,
     /// pipe inode -> (vessel pid, read end, write end)
     pipes: HashMap<u64, (i32, u64, u64)>,
+    /// FIFO inode (at dump) -> (vessel pid, an O_RDWR fd on it), which
+    /// keeps the FIFO open for both sides while the fds are opened.
+    fifos: HashMap<u64, (i32, u64)>,
     /// Every keeper fd, to be closed once all fd tables are done.
     pub keepers: Vec<(i32, u64)>,
 }
@@ -474,6 +507,7 @@ pub fn restore_fds(
                     )?;
                     fd
                 }
+                Some(file_desc::Kind::Fifo(f)) => open_fifo(agent, f, idx, shared, high)?,
                 Some(
                     k @ (file_desc::Kind::Eventfd(_)
                     | file_desc::Kind::Signalfd(_)
@@ -544,6 +578,94 @@ fn create_pipe(agent: &mut Agent, ino: u64, idx: &FilesIndex) -> Result<(u64, u6
         }
     }
     Ok((r, w))
+}
+
+/// Opens a FIFO by path in the vessel with its saved flags. The first
+/// open of a FIFO also opens it O_RDWR (kept until every fd table is done),
+/// so that no open blocks or fails for want of the other side, and puts
+/// the queued bytes back through that fd.
+fn open_fifo(
+    agent: &mut Agent,
+    f: &FifoFile,
+    idx: &FilesIndex,
+    shared: &mut SharedFiles,
+    high: u64,
+) -> Result<u64> {
+    let pid = agent.pid;
+    let ino = f.stat.as_ref().map_or(0, |s| s.ino);
+    if let std::collections::hash_map::Entry::Vacant(slot) = shared.fifos.entry(ino) {
+        let k = crate::kinds::memory::remote_open(
+            agent,
+            0,
+            &f.path,
+            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY,
+        )?;
+        let hk = agent.call(
+            "fcntl(F_DUPFD_CLOEXEC)",
+            libc::SYS_fcntl,
+            &[k, libc::F_DUPFD_CLOEXEC as u64, high],
+        )?;
+        agent.call("close", libc::SYS_close, &[k])?;
+        slot.insert((pid, hk));
+        shared.keepers.push((pid, hk));
+        if let Some(pd) = idx.files.pipes.iter().find(|p| p.fifo && p.pipe_ino == ino) {
+            if pd.capacity > 0 {
+                let _ = agent.remote.syscall(
+                    libc::SYS_fcntl,
+                    &[hk, libc::F_SETPIPE_SZ as u64, pd.capacity as u64],
+                );
+            }
+            if !pd.data.is_empty() {
+                let link = format!("/proc/{pid}/fd/{hk}");
+                let mut w = std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags_nonblock()
+                    .open(&link)
+                    .at(&link)?;
+                use std::io::Write;
+                w.write_all(&pd.data)
+                    .map_err(|e| Error::io(&f.path, e))?;
+            }
+        }
+    }
+    let fd = crate::kinds::memory::remote_open(
+        agent,
+        0,
+        &f.path,
+        (f.flags as i32 & libc::O_ACCMODE) | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY,
+    )?;
+    agent.call(
+        "fcntl(F_SETFL)",
+        libc::SYS_fcntl,
+        &[
+            fd,
+            libc::F_SETFL as u64,
+            (f.flags & (libc::O_NONBLOCK | libc::O_APPEND) as u32) as u64,
+        ],
+    )?;
+    Ok(fd)
+}
+
+/// Recreates the FIFOs of the images that vanished since the dump
+/// (mkfifo with the saved mode). Call once nothing can
+/// refuse the restore any more.
+pub fn recreate_fifos(files: &Files) -> Result<()> {
+    for d in &files.descs {
+        let Some(file_desc::Kind::Fifo(f)) = &d.kind else {
+            continue;
+        };
+        if std::fs::symlink_metadata(&f.path).is_ok() {
+            continue;
+        }
+        let st = f.stat.as_ref();
+        let mode = st.map_or(0o600, |s| s.mode & 0o7777);
+        task::mkfifo(&f.path, mode).map_err(|e| Error::io(&f.path, e))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&f.path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io(&f.path, e))?;
+        crate::warn!("{}: FIFO vanished since the dump; recreated", f.path);
+    }
+    Ok(())
 }
 
 /// chdir / chroot in the vessel.

@@ -739,6 +739,7 @@ pub fn restore(args: &RestoreArgs) -> Result<i32> {
         Some(c) => contents::put_back(c, &img.store)?,
         None => contents::Ghosts::default(),
     };
+    crate::kinds::files::recreate_fifos(&img.files)?;
     let mut redirect = std::mem::take(&mut idx.redirect);
     redirect.extend(ghosts.redirect.clone());
     drop(idx);

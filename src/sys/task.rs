@@ -209,6 +209,12 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// mkfifo(2) at `path` with `mode` (before the umask).
+pub fn mkfifo(path: &str, mode: u32) -> io::Result<()> {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(mode as libc::mode_t))
+        .map_err(io::Error::from)
+}
+
 /// tee(2) without blocking: duplicates up to `len` bytes queued in pipe
 /// `from` into pipe `to` without consuming them.
 pub fn tee(from: &impl AsRawFd, to: &impl AsRawFd, len: usize) -> io::Result<usize> {

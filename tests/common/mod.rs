@@ -136,19 +136,39 @@ fn workload_cflags(name: &str, src_text: &[u8]) -> Vec<&'static str> {
     flags
 }
 
+/// The `*.h` files of the workload directory, by name, with their bytes.
+fn workload_headers() -> Result<Vec<(String, Vec<u8>)>, String> {
+    let dir = workload_src_dir();
+    let rd = fs::read_dir(&dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
+    let mut out = Vec::new();
+    for e in rd {
+        let p = e.map_err(|e| format!("reading {}: {e}", dir.display()))?.path();
+        if p.extension().is_some_and(|x| x == "h") {
+            let text = fs::read(&p).map_err(|e| format!("reading {}: {e}", p.display()))?;
+            let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            out.push((name, text));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 fn compile_workload(name: &str) -> Result<PathBuf, String> {
     let src = workload_src_dir().join(format!("{name}.c"));
-    let hdr = workload_src_dir().join("zdtm.h");
     let src_text = fs::read(&src).map_err(|e| format!("reading {}: {e}", src.display()))?;
-    let hdr_text = fs::read(&hdr).map_err(|e| format!("reading {}: {e}", hdr.display()))?;
     let cflags = workload_cflags(name, &src_text);
     let mut h = 0xcbf2_9ce4_8422_2325u64;
     for f in &cflags {
         fnv1a(&mut h, f.as_bytes());
     }
     fnv1a(&mut h, &src_text);
-    fnv1a(&mut h, b"\0zdtm.h\0");
-    fnv1a(&mut h, &hdr_text);
+    // Every shared header (zdtm.h, tree.h, ...) is part of the stamp.
+    for (hname, text) in workload_headers()? {
+        fnv1a(&mut h, b"\0");
+        fnv1a(&mut h, hname.as_bytes());
+        fnv1a(&mut h, b"\0");
+        fnv1a(&mut h, &text);
+    }
     let stamp_want = format!("{h:016x}\n");
 
     let out_dir = workload_out_dir();
