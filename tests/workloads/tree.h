@@ -8,6 +8,8 @@
 
 #include "zdtm.h"
 
+#include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 
 static inline pid_t xfork(void)
@@ -109,6 +111,44 @@ static inline char proc_state(pid_t pid, pid_t *ppid)
 	if (ppid)
 		*ppid = pp;
 	return st;
+}
+
+static inline int queued(int fd, const char *what)
+{
+	int n = -1;
+
+	if (ioctl(fd, FIONREAD, &n))
+		pfail("FIONREAD on %s", what);
+	return n;
+}
+
+/* Read exactly len bytes, waiting at most 10 s for each chunk. 0 on EOF. */
+static inline size_t read_full(int fd, void *buf, size_t len, const char *who, const char *what)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		int r = poll(&p, 1, 10000);
+		ssize_t n;
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			pfail("%s: poll", who);
+		if (r == 0)
+			fail("%s: nothing to read for 10 s while waiting for %s (%zu of %zu bytes)", who,
+			     what, got, len);
+		n = read(fd, (char *)buf + got, len - got);
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (n < 0)
+			pfail("%s: read %s", who, what);
+		if (n == 0)
+			return got;
+		got += n;
+	}
+	return got;
 }
 
 #endif /* TREE_H */

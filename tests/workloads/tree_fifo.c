@@ -16,20 +16,9 @@
  */
 #include "tree.h"
 
-#include <poll.h>
-#include <sys/ioctl.h>
 
 #define A_LEN 4000
 #define B_LEN 700
-
-static int queued(int fd, const char *what)
-{
-	int n = -1;
-
-	if (ioctl(fd, FIONREAD, &n))
-		pfail("FIONREAD on %s", what);
-	return n;
-}
 
 static void expect_flags(int fd, int want, const char *who, const char *what)
 {
@@ -52,34 +41,6 @@ static void expect_fifo(const char *path, mode_t mode, const char *who)
 		fail("%s: %s is not a FIFO (mode %#o)", who, path, st.st_mode);
 	if ((st.st_mode & 07777) != mode)
 		fail("%s: %s has mode %#o, expected %#o", who, path, st.st_mode & 07777, mode);
-}
-
-/* Read exactly len bytes, polling up to 10 s per chunk; returns what was read. */
-static size_t read_full(int fd, void *buf, size_t len, const char *who)
-{
-	size_t got = 0;
-
-	while (got < len) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		ssize_t n;
-		int r = poll(&p, 1, 10000);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			pfail("%s: poll", who);
-		if (r == 0)
-			fail("%s: nothing to read for 10 s (%zu of %zu bytes)", who, got, len);
-		n = read(fd, (char *)buf + got, len - got);
-		if (n < 0 && (errno == EINTR || errno == EAGAIN))
-			continue;
-		if (n < 0)
-			pfail("%s: read", who);
-		if (n == 0)
-			return got;
-		got += n;
-	}
-	return got;
 }
 
 static void __attribute__((noreturn)) child(int ready)
@@ -106,7 +67,7 @@ static void __attribute__((noreturn)) child(int ready)
 	if (queued(rb, "fifo_b") != B_LEN)
 		fail("C: fifo_b holds %d bytes after the go, expected %d", queued(rb, "fifo_b"),
 		     B_LEN);
-	if (read_full(rb, buf, B_LEN, "C") != B_LEN)
+	if (read_full(rb, buf, B_LEN, "C", "fifo data") != B_LEN)
 		fail("C: EOF on fifo_b before %d bytes", B_LEN);
 	if ((bad = check_pattern(buf, B_LEN, 22, 0)) >= 0)
 		fail("C: fifo_b byte %ld differs", bad);
@@ -166,14 +127,14 @@ int main(int argc, char **argv)
 		fail("fifo_a holds %d bytes after the go, expected %d", n, A_LEN);
 	if (kill(c, SIGTERM))
 		pfail("kill(C, SIGTERM)");
-	if (read_full(ra, buf, A_LEN, "root") != A_LEN)
+	if (read_full(ra, buf, A_LEN, "root", "fifo data") != A_LEN)
 		fail("root: EOF on fifo_a before %d bytes", A_LEN);
 	if ((bad = check_pattern(buf, A_LEN, 21, 0)) >= 0)
 		fail("root: fifo_a byte %ld differs", bad);
-	if (read_full(ra, buf, 4, "root") != 4 || memcmp(buf, "done", 4))
+	if (read_full(ra, buf, 4, "root", "fifo data") != 4 || memcmp(buf, "done", 4))
 		fail("root: expected \"done\" on fifo_a, got \"%.4s\"", (char *)buf);
 	expect_exit(c, "C", 0);
-	if ((n = read_full(ra, buf, 1, "root")) != 0)
+	if ((n = read_full(ra, buf, 1, "root", "fifo data")) != 0)
 		fail("root: read data (0x%02x) on fifo_a where EOF was expected", buf[0]);
 	expect_no_children();
 	pass();

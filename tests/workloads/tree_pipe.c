@@ -12,50 +12,10 @@
  */
 #include "tree.h"
 
-#include <poll.h>
-#include <sys/ioctl.h>
 #include <sys/wait.h>
 
 #define DOWN_LEN 5000
 #define UP_LEN 3000
-
-static int queued(int fd, const char *what)
-{
-	int n = -1;
-
-	if (ioctl(fd, FIONREAD, &n))
-		pfail("FIONREAD on %s", what);
-	return n;
-}
-
-/* Read exactly len bytes, waiting at most 10 s for each chunk. 0 on EOF. */
-static size_t read_full(int fd, void *buf, size_t len, const char *who, const char *what)
-{
-	size_t got = 0;
-
-	while (got < len) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		int r = poll(&p, 1, 10000);
-		ssize_t n;
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			pfail("%s: poll", who);
-		if (r == 0)
-			fail("%s: nothing to read for 10 s while waiting for %s (%zu of %zu bytes)", who,
-			     what, got, len);
-		n = read(fd, (char *)buf + got, len - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			pfail("%s: read %s", who, what);
-		if (n == 0)
-			return got;
-		got += n;
-	}
-	return got;
-}
 
 static void expect_eof(int fd, const char *who, const char *what)
 {
