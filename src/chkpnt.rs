@@ -234,6 +234,7 @@ pub fn chkpnt_main() -> ExitCode {
         images_dir: dir.clone(),
         leave_running: !opts.kill,
         shell_job: false,
+        ext_unix_sk: false,
         compress_level: 1,
         file_contents: opts.file_contents,
     };

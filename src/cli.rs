@@ -52,6 +52,11 @@ pub struct DumpArgs {
     /// The tree was started from a shell: its session and terminal are outside.
     #[arg(short = 'j', long = "shell-job")]
     pub shell_job: bool,
+    /// Allow unix sockets whose peer is outside the tree: a datagram
+    /// socket is reconnected to the peer's name on restore, a stream or
+    /// seqpacket one comes back with its peer gone (queued data, then EOF).
+    #[arg(long = "ext-unix-sk")]
+    pub ext_unix_sk: bool,
     /// Compression level for page data (zstd; negative is faster).
     #[arg(
         long = "compress-level",

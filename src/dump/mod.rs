@@ -54,7 +54,8 @@ pub fn dump(args: &DumpArgs) -> Result<DumpStats> {
     // Refuse what we cannot dump before any process is touched at all.
     // A child that exits meanwhile is no reason to refuse: the frozen
     // pass decides about it.
-    for p in tree_pids(pid) {
+    let pids = tree_pids(pid);
+    for &p in &pids {
         if let Err(e) = crate::kinds::files::precheck(p).and_then(|_| memory::precheck(p)) {
             let alive = procfs::read_stat(p).is_ok_and(|s| s.state != 'Z' && s.state != 'X');
             if p == pid || alive {
@@ -62,6 +63,7 @@ pub fn dump(args: &DumpArgs) -> Result<DumpStats> {
             }
         }
     }
+    crate::kinds::unix::precheck_tree(&pids, args.ext_unix_sk, args.leave_running)?;
     let dir = ImageDir::create(&args.images_dir)?;
     // A stale inventory would make a half-written directory look whole.
     let _ = std::fs::remove_file(dir.file(names::INVENTORY));
@@ -270,6 +272,9 @@ fn dump_frozen(frozen: &mut Frozen, dir: &ImageDir, args: &DumpArgs) -> Result<D
         per_proc.push((pid, core, Some(mm), Some(fdt)));
     }
     files.dump_pipe_data()?;
+    files
+        .unix
+        .finish(&mut files.files, args.ext_unix_sk, args.leave_running)?;
     files.files.sysv_shm = crate::kinds::sysv::dump(plan.sysv_ids.iter().copied())?;
     stats.pages_scanned = plan.total_pages();
     let t = Instant::now();
@@ -297,6 +302,11 @@ fn dump_frozen(frozen: &mut Frozen, dir: &ImageDir, args: &DumpArgs) -> Result<D
     }
     for m in &maps {
         dir.write(Kind::Pagemap, &names::pagemap(&m.owner), m)?;
+    }
+    if !args.leave_running {
+        // Destructive (connections waiting in a backlog are accepted to
+        // read them): only now, with nearly everything written.
+        files.unix.take_backlogs(&mut files.files)?;
     }
     dir.write(Kind::Files, names::FILES, &files.files)?;
     dir.write(Kind::Contents, names::CONTENTS, &contents)?;

@@ -35,7 +35,9 @@ pub mod proto {
     pub use inventory::*;
     pub use mm::*;
     pub use pagemap::*;
+    pub use sockopts::*;
     pub use task::*;
+    pub use unix::*;
 }
 
 pub const FORMAT_VERSION: u32 = 1;

@@ -36,6 +36,8 @@ pub struct FileTable {
     /// (pipe or FIFO inode, is a FIFO) -> (pid, fd) of one end, to read
     /// the queued bytes.
     pipes: BTreeMap<(u64, bool), (i32, i32)>,
+    /// Unix sockets (kinds::unix).
+    pub unix: crate::kinds::unix::UnixDump,
 }
 
 impl Default for FileTable {
@@ -46,6 +48,7 @@ impl Default for FileTable {
             mapped: HashMap::new(),
             seen: Vec::new(),
             pipes: BTreeMap::new(),
+            unix: Default::default(),
         }
     }
 }
@@ -148,6 +151,12 @@ impl FileTable {
         flags: u32,
         pos: u64,
     ) -> Result<file_desc::Kind> {
+        if let Some(("socket", ino)) = procfs::parse_anon_link(target) {
+            if let Some(k) = self.unix.describe(pid, fd, ino, flags)? {
+                return Ok(k);
+            }
+            return Err(unsupported_socket(pid, fd, target));
+        }
         if let Some(("pipe", ino)) = procfs::parse_anon_link(target) {
             self.pipes.entry((ino, false)).or_insert((pid, fd));
             let mut p = PipeFile::new();
@@ -239,11 +248,38 @@ impl FileTable {
     }
 }
 
+/// The protocol of the socket at fd `fd` of `pid` ("UNIX", "TCP", ...).
+fn socket_proto(pid: i32, fd: i32) -> String {
+    crate::sys::sock::proto_name(&format!("/proc/{pid}/fd/{fd}"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Whether cairn can checkpoint sockets of this protocol.
+fn socket_supported(proto: &str) -> bool {
+    crate::kinds::unix::handles_proto(proto)
+}
+
+fn unsupported_socket(pid: i32, fd: i32, target: &str) -> Error {
+    Error::unsupported(
+        pid,
+        format!(
+            "fd {fd} is a {} socket ({target}), which cairn cannot checkpoint",
+            socket_proto(pid, fd)
+        ),
+    )
+}
+
 /// Refuses, before anything is frozen, fds that cairn cannot dump.
 pub fn precheck(pid: i32) -> Result<()> {
     for (fd, target) in procfs::read_fds(pid)? {
         if crate::kinds::anonfd::handles(&target) {
             continue;
+        }
+        if let Some(("socket", _)) = procfs::parse_anon_link(&target) {
+            if socket_supported(&socket_proto(pid, fd)) {
+                continue;
+            }
+            return Err(unsupported_socket(pid, fd, &target));
         }
         if let Some((kind, _)) = procfs::parse_anon_link(&target) {
             if kind != "pipe" {
@@ -386,6 +422,14 @@ pub struct SharedFiles {
     fifos: HashMap<u64, (i32, u64)>,
     /// Every keeper fd, to be closed once all fd tables are done.
     pub keepers: Vec<(i32, u64)>,
+}
+
+impl SharedFiles {
+    /// Offers description `id` as fd `fd` of process `owner` (a vessel or
+    /// cairn itself), which keeps it open until every fd table is done.
+    pub fn provide(&mut self, id: u32, owner: i32, fd: u64) {
+        self.descs.insert(id, (owner, fd));
+    }
 }
 
 /// Gets fd `fd` of process `owner` into the vessel (same description).

@@ -8,5 +8,7 @@ pub mod contents;
 pub mod exe;
 pub mod files;
 pub mod memory;
+pub mod sockopts;
 pub mod sysv;
 pub mod task;
+pub mod unix;

@@ -611,6 +611,8 @@ fn restore_tree(img: &Images, args: &RestoreArgs, fixups: &mut Fixups) -> Result
     }
     crate::kinds::sysv::finish(&img.files.sysv_shm)?;
     let mut shared = SharedFiles::default();
+    // Unix sockets are rebuilt in cairn; the vessels fetch them.
+    let unix = crate::kinds::unix::restore(&img.files, &mut shared)?;
     for p in procs.iter_mut().filter(|p| !p.zombie) {
         if img.cores[p.i].files_shared_with != 0 {
             continue;
@@ -624,6 +626,7 @@ fn restore_tree(img: &Images, args: &RestoreArgs, fixups: &mut Fixups) -> Result
             procs[k].agents[0].call("close keeper", libc::SYS_close, &[fd])?;
         }
     }
+    drop(unix);
     fixups.ghosts.unlink_all();
     let zombie_parents: Vec<u32> = img
         .pstree

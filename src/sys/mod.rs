@@ -7,6 +7,8 @@ pub mod inject;
 pub mod mem;
 pub mod probe;
 pub mod ptrace;
+pub mod sock;
+pub mod sockdiag;
 pub mod task;
 pub mod time;
 

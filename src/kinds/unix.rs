@@ -1,0 +1,1217 @@
+//! Unix sockets: stream, datagram and seqpacket; socketpairs; names (paths
+//! and abstract); listeners with connections waiting in their backlog;
+//! queued data; shutdown state; socket options.
+//!
+//! Dump: peers, names and pending connections come from NETLINK_SOCK_DIAG
+//! (`sys::sockdiag::unix`). Queues are read through a copy of the socket
+//! taken with pidfd_getfd, with MSG_PEEK and SO_PEEK_OFF (set back
+//! afterwards), so nothing is consumed and a dump with --leave-running, or
+//! one that fails, leaves every queue as it was. The one exception is the
+//! data sent into connections still waiting in a listener's backlog: it can
+//! only be read by accepting them, so that happens as the last step of a
+//! dump that kills the tree, and a --leave-running dump refuses.
+//!
+//! Restore: every unix socket of the tree is rebuilt in cairn itself, in an
+//! order that recreates the same graph (socketpairs; names bound; stream
+//! connections through a listener with the accepted side's name; dgram
+//! queues refilled from a socket with the sender's name; backlogs refilled
+//! by connecting the clients again in queue order), and the vessels fetch
+//! them with pidfd_getfd like any other shared description.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsStr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::image::proto::{file_desc, Files, UnixExternal, UnixIcon, UnixPacket, UnixSocket};
+use crate::kinds::files::SharedFiles;
+use crate::kinds::sockopts;
+use crate::sys::sock;
+use crate::sys::sockdiag::unix::{self as diag, UnixDiag};
+use crate::{info, warn};
+
+/// Most bytes read from one socket's queue.
+const MAX_QUEUE: usize = 1 << 30;
+
+/// Whether a `system.sockprotoname` is a unix socket's.
+pub fn handles_proto(proto: &str) -> bool {
+    proto == "UNIX" || proto == "UNIX-STREAM"
+}
+
+fn type_name(ty: u32) -> &'static str {
+    match ty as i32 {
+        libc::SOCK_STREAM => "stream",
+        libc::SOCK_DGRAM => "dgram",
+        libc::SOCK_SEQPACKET => "seqpacket",
+        _ => "unknown-type",
+    }
+}
+
+/// A name for messages: `"/run/x.sock"`, `@abstract`, or `unnamed`.
+pub fn show_name(name: &[u8]) -> String {
+    match name.first() {
+        None => "unnamed".into(),
+        Some(0) => format!("@{}", String::from_utf8_lossy(&name[1..])),
+        Some(_) => String::from_utf8_lossy(path_bytes(name)).into_owned(),
+    }
+}
+
+/// A path name without its terminating NULs.
+fn path_bytes(name: &[u8]) -> &[u8] {
+    let end = name.iter().position(|&c| c == 0).unwrap_or(name.len());
+    &name[..end]
+}
+
+fn is_path(name: &[u8]) -> bool {
+    name.first().is_some_and(|&c| c != 0)
+}
+
+/// Where the file of a path name is, seen from cairn.
+fn full_path(name: &[u8], dir: &str) -> PathBuf {
+    let p = Path::new(OsStr::from_bytes(path_bytes(name)));
+    if p.is_absolute() || dir.is_empty() {
+        p.to_path_buf()
+    } else {
+        Path::new(dir).join(p)
+    }
+}
+
+fn kdev(st_dev: u64) -> u32 {
+    ((libc::major(st_dev) << 20) | libc::minor(st_dev)) as u32
+}
+
+// ------------------------------------------------------------------- dump
+
+/// The unix sockets of a tree being dumped.
+#[derive(Default)]
+pub struct UnixDump {
+    /// The kernel's view of every unix socket, read once.
+    diag: Option<HashMap<u32, UnixDiag>>,
+    /// inode -> (pid, fd) of the first fd seen on it, for messages.
+    held: HashMap<u32, (i32, i32)>,
+    /// Copies of listening sockets, to read their backlog at the end.
+    listeners: HashMap<u32, OwnedFd>,
+    /// Listeners whose backlog must be accepted to be read.
+    backlog_reads: Vec<u32>,
+}
+
+fn diag_all() -> Result<HashMap<u32, UnixDiag>> {
+    let all = diag::dump_all()
+        .map_err(|e| Error::sys(crate::sys::task::getpid(), "unix_diag dump", e))?;
+    Ok(all.into_iter().map(|d| (d.ino, d)).collect())
+}
+
+/// Who holds socket `ino` (pid, fd, comm), for an error message. Scans
+/// /proc; only used when a dump is refused.
+fn holder(ino: u32) -> String {
+    let want = format!("socket:[{ino}]");
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return "held by no process found".into();
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for f in fds.flatten() {
+            if std::fs::read_link(f.path())
+                .is_ok_and(|l| l.as_os_str().as_bytes() == want.as_bytes())
+            {
+                let comm = crate::procfs::read_comm(pid, pid).unwrap_or_default();
+                return format!(
+                    "held by pid {pid} ({}) fd {}",
+                    comm.trim(),
+                    f.file_name().to_string_lossy()
+                );
+            }
+        }
+    }
+    "held by no process (in flight or closed)".into()
+}
+
+/// Checks the unix sockets of a tree (inode -> (pid, fd)) against the
+/// kernel's view: every peer and every waiting connection must be in the
+/// tree unless `ext_ok`; with `leave_running`, connections waiting in a
+/// backlog must carry no data. Used before freezing and again while frozen.
+fn check_graph(
+    held: &HashMap<u32, (i32, i32)>,
+    all: &HashMap<u32, UnixDiag>,
+    ext_ok: bool,
+    leave_running: bool,
+) -> Result<()> {
+    let mut inos: Vec<&u32> = held.keys().collect();
+    inos.sort();
+    for &ino in inos {
+        let (pid, fd) = held[&ino];
+        let Some(d) = all.get(&ino) else {
+            return Err(Error::unsupported(
+                pid,
+                format!("fd {fd}: unix socket socket:[{ino}] is not in cairn's network namespace (not supported)"),
+            ));
+        };
+        let what = || {
+            format!(
+                "fd {fd}: unix {} socket {} (socket:[{ino}])",
+                type_name(d.ty as u32),
+                show_name(d.name.as_deref().unwrap_or_default())
+            )
+        };
+        let peer = match d.peer {
+            Some(0) => listener_of(all, ino).map(|l| l.ino),
+            p => p,
+        };
+        if let Some(p) = peer.filter(|p| *p != 0 && !held.contains_key(p)) {
+            if !ext_ok {
+                let pname = all
+                    .get(&p)
+                    .and_then(|x| x.name.as_deref())
+                    .map(show_name)
+                    .unwrap_or_else(|| "unnamed".into());
+                return Err(Error::unsupported(
+                    pid,
+                    format!(
+                        "{} is connected to socket:[{p}] ({pname}, {}) outside the dumped tree; dump the tree that holds both ends, or use --ext-unix-sk",
+                        what(),
+                        holder(p)
+                    ),
+                ));
+            }
+        }
+        if d.state == diag::TCP_LISTEN {
+            let mut with_data = 0;
+            for &c in &d.icons {
+                let inside = c != 0 && held.contains_key(&c);
+                if c != 0 && !inside && !ext_ok {
+                    return Err(Error::unsupported(
+                        pid,
+                        format!(
+                            "{} has a connection waiting to be accepted from socket:[{c}] ({}) outside the dumped tree; use --ext-unix-sk",
+                            what(),
+                            holder(c)
+                        ),
+                    ));
+                }
+                let sent = all.get(&c).and_then(|x| x.rqlen).map(|r| r.1).unwrap_or(0);
+                if c == 0 || sent > 0 {
+                    with_data += 1;
+                }
+            }
+            if leave_running && with_data > 0 {
+                return Err(Error::unsupported(
+                    pid,
+                    format!(
+                        "{} has {with_data} connection(s) waiting to be accepted that may carry data; that data can only be read by accepting them, which --leave-running must not do (dump without --leave-running)",
+                        what()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The listener whose backlog holds a connection from `client`.
+fn listener_of(all: &HashMap<u32, UnixDiag>, client: u32) -> Option<&UnixDiag> {
+    all.values()
+        .find(|l| l.state == diag::TCP_LISTEN && l.icons.contains(&client))
+}
+
+/// Before freezing: the unix sockets of the tree `pids` must form a graph
+/// cairn can restore. Errors name the pid, fd and peer.
+pub fn precheck_tree(pids: &[i32], ext_ok: bool, leave_running: bool) -> Result<()> {
+    let mut held = HashMap::new();
+    for &pid in pids {
+        let Ok(fds) = crate::procfs::read_fds(pid) else {
+            continue;
+        };
+        for (fd, target) in fds {
+            if let Some(("socket", ino)) = crate::procfs::parse_anon_link(&target) {
+                let link = format!("/proc/{pid}/fd/{fd}");
+                if sock::proto_name(&link).is_ok_and(|p| handles_proto(&p)) {
+                    held.entry(ino as u32).or_insert((pid, fd));
+                }
+            }
+        }
+    }
+    if held.is_empty() {
+        return Ok(());
+    }
+    check_graph(&held, &diag_all()?, ext_ok, leave_running)
+}
+
+impl UnixDump {
+    fn diag(&mut self) -> Result<&HashMap<u32, UnixDiag>> {
+        if self.diag.is_none() {
+            self.diag = Some(diag_all()?);
+        }
+        Ok(self.diag.as_ref().expect("just set"))
+    }
+
+    /// Describes fd `fd` of `pid` (frozen), a socket with inode `ino`, if
+    /// it is a unix socket (None otherwise). `flags` are its file status
+    /// flags.
+    pub fn describe(
+        &mut self,
+        pid: i32,
+        fd: i32,
+        ino: u64,
+        flags: u32,
+    ) -> Result<Option<file_desc::Kind>> {
+        let link = format!("/proc/{pid}/fd/{fd}");
+        match sock::proto_name(&link) {
+            Ok(p) if handles_proto(&p) => {}
+            _ => return Ok(None),
+        }
+        let ino = ino as u32;
+        let d = match self.diag()?.get(&ino) {
+            Some(d) => d.clone(),
+            None => {
+                return Err(Error::unsupported(
+                    pid,
+                    format!("fd {fd}: unix socket socket:[{ino}] is not in cairn's network namespace (not supported)"),
+                ))
+            }
+        };
+        let ty = d.ty as i32;
+        if ![libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(&ty) {
+            return Err(Error::unsupported(
+                pid,
+                format!("fd {fd}: unix socket of type {ty}"),
+            ));
+        }
+        if ![diag::TCP_ESTABLISHED, diag::TCP_CLOSE, diag::TCP_LISTEN].contains(&d.state) {
+            return Err(Error::unsupported(
+                pid,
+                format!("fd {fd}: unix socket in state {}", d.state),
+            ));
+        }
+        let sk = sock::pidfd_getfd(pid, fd)
+            .map_err(|e| Error::sys(pid, format!("pidfd_getfd of fd {fd}"), e))?;
+        let sys = |what: &str, e: std::io::Error| {
+            Error::sys(pid, format!("fd {fd} (unix socket): {what}"), e)
+        };
+        let mut u = UnixSocket::new();
+        u.ino = ino;
+        u.type_ = d.ty as u32;
+        u.state = d.state as u32;
+        u.name = d.name.clone().unwrap_or_default();
+        u.flags = flags;
+        u.shutdown = d.shutdown as u32;
+        u.uid = d.uid.unwrap_or(0);
+        u.opts = Some(sockopts::dump(&sk).map_err(|e| sys("getsockopt", e))?).into();
+        if d.state == diag::TCP_LISTEN {
+            u.backlog = d.rqlen.map(|r| r.1).unwrap_or(0);
+        } else {
+            if d.peer.is_some() {
+                u.peer_name = sock::peer_name(&sk).unwrap_or_default();
+            }
+            let (queue, rights) = peek_queue(&sk, ty).map_err(|e| sys("peek at the queue", e))?;
+            if rights > 0 {
+                return Err(Error::unsupported(
+                    pid,
+                    format!(
+                        "fd {fd}: unix socket {} has {rights} file descriptor(s) in flight (SCM_RIGHTS) in its queue; cairn cannot checkpoint descriptors in flight yet",
+                        show_name(&u.name)
+                    ),
+                ));
+            }
+            u.queue = queue;
+        }
+        if is_path(&u.name) {
+            resolve_name(pid, fd, &d, &mut u)?;
+        }
+        if d.state == diag::TCP_LISTEN {
+            self.listeners.insert(ino, sk);
+        }
+        self.held.entry(ino).or_insert((pid, fd));
+        Ok(Some(file_desc::Kind::Unix(u)))
+    }
+
+    /// Once every fd table is read: links the sockets to their peers and
+    /// pending connections, and refuses outside peers unless `ext_ok`.
+    pub fn finish(&mut self, files: &mut Files, ext_ok: bool, leave_running: bool) -> Result<()> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        // The graph as it is now, with the tree frozen.
+        self.diag = Some(diag_all()?);
+        let all = self.diag.as_ref().expect("just set");
+        check_graph(&self.held, all, ext_ok, leave_running)?;
+        for desc in files.descs.iter_mut() {
+            let Some(file_desc::Kind::Unix(u)) = desc.kind.as_mut() else {
+                continue;
+            };
+            let Some(d) = all.get(&u.ino) else { continue };
+            match d.peer {
+                None => {}
+                Some(0) => match listener_of(all, u.ino) {
+                    Some(l) if self.held.contains_key(&l.ino) => {
+                        u.pending = true;
+                        u.peer = l.ino;
+                    }
+                    Some(l) => {
+                        u.external = Some(external(l, u)).into();
+                    }
+                    None => u.peer_gone = true,
+                },
+                Some(p) if self.held.contains_key(&p) => u.peer = p,
+                Some(p) => match all.get(&p) {
+                    Some(x) => u.external = Some(external(x, u)).into(),
+                    None => u.peer_gone = true,
+                },
+            }
+            if d.state == diag::TCP_LISTEN {
+                let mut read = false;
+                for &c in &d.icons {
+                    let mut icon = UnixIcon::new();
+                    if c != 0 && self.held.contains_key(&c) {
+                        icon.client = c;
+                    } else {
+                        icon.client_gone = true;
+                    }
+                    let sent = all.get(&c).and_then(|x| x.rqlen).map(|r| r.1).unwrap_or(0);
+                    read |= c == 0 || sent > 0;
+                    u.icons.push(icon);
+                }
+                if read {
+                    self.backlog_reads.push(u.ino);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The destructive step, only for a dump that kills the tree: accepts
+    /// the connections waiting in the backlogs that carry data, and saves
+    /// that data. Call it last, right before the images are written.
+    pub fn take_backlogs(&mut self, files: &mut Files) -> Result<()> {
+        for ino in std::mem::take(&mut self.backlog_reads) {
+            let (pid, fd) = self.held[&ino];
+            let Some(lsk) = self.listeners.get(&ino) else {
+                continue;
+            };
+            let Some(u) = files.descs.iter_mut().find_map(|d| match d.kind.as_mut() {
+                Some(file_desc::Kind::Unix(u)) if u.ino == ino => Some(u),
+                _ => None,
+            }) else {
+                continue;
+            };
+            let sys = |what: &str, e: std::io::Error| {
+                Error::sys(pid, format!("fd {fd} (listening unix socket): {what}"), e)
+            };
+            let mut i = 0;
+            loop {
+                let c = match sock::accept(lsk) {
+                    Ok(c) => c,
+                    Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break,
+                    Err(e) => return Err(sys("accept a waiting connection", e)),
+                };
+                let queue =
+                    drain(&c, u.type_ as i32).map_err(|e| sys("read a waiting connection", e))?;
+                if i >= u.icons.len() {
+                    // Arrived from outside after the check: it goes back as a
+                    // connection whose client has gone.
+                    let mut icon = UnixIcon::new();
+                    icon.client_gone = true;
+                    u.icons.push(icon);
+                }
+                u.icons[i].queue = queue;
+                i += 1;
+            }
+            info!(
+                "pid {pid} fd {fd}: read {i} connection(s) waiting in the backlog of {}",
+                show_name(&u.name)
+            );
+        }
+        Ok(())
+    }
+}
+
+fn external(peer: &UnixDiag, u: &UnixSocket) -> UnixExternal {
+    let mut x = UnixExternal::new();
+    x.ino = peer.ino;
+    x.name = peer.name.clone().unwrap_or_else(|| u.peer_name.clone());
+    x
+}
+
+/// Fills `name_dir`, `deleted` and the file's mode and owner of a socket
+/// bound to a path.
+fn resolve_name(pid: i32, fd: i32, d: &UnixDiag, u: &mut UnixSocket) -> Result<()> {
+    let root = crate::procfs::read_link(format!("/proc/{pid}/root"))?;
+    let rel = !path_bytes(&u.name).starts_with(b"/");
+    if root != "/" {
+        return Err(Error::unsupported(
+            pid,
+            format!(
+                "fd {fd}: unix socket bound to {} in a process whose root is {root}: not supported yet",
+                show_name(&u.name)
+            ),
+        ));
+    }
+    if rel {
+        u.name_dir = crate::procfs::read_link(format!("/proc/{pid}/cwd"))?;
+    }
+    let path = full_path(&u.name, &u.name_dir);
+    match std::fs::metadata(&path) {
+        Ok(st)
+            if st.file_type().is_socket()
+                && d.vfs
+                    .is_some_and(|(ino, dev)| ino as u64 == st.ino() && dev == kdev(st.dev())) =>
+        {
+            u.file_mode = st.mode();
+            u.file_uid = st.uid();
+            u.file_gid = st.gid();
+        }
+        _ => u.deleted = true,
+    }
+    Ok(())
+}
+
+/// Reads the receive queue of `sk` without consuming it: MSG_PEEK from
+/// offset 0 onwards (SO_PEEK_OFF), then the socket's own peek offset is set
+/// back. Returns the messages and how many descriptors were in flight.
+fn peek_queue(sk: &OwnedFd, ty: i32) -> std::io::Result<(Vec<UnixPacket>, usize)> {
+    let saved = sock::get_int(sk, libc::SOL_SOCKET, libc::SO_PEEK_OFF)?;
+    sock::set_int(sk, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)?;
+    let r = read_queue(sk, ty, libc::MSG_PEEK);
+    let back = sock::set_int(sk, libc::SOL_SOCKET, libc::SO_PEEK_OFF, saved);
+    let r = r?;
+    back?;
+    Ok(r)
+}
+
+/// Reads (and consumes) everything queued on a socket cairn owns.
+fn drain(sk: &OwnedFd, ty: i32) -> std::io::Result<Vec<UnixPacket>> {
+    let (q, rights) = read_queue(sk, ty, 0)?;
+    if rights > 0 {
+        return Err(std::io::Error::other(
+            "descriptors in flight (SCM_RIGHTS) in a waiting connection",
+        ));
+    }
+    Ok(q)
+}
+
+/// The messages of a receive queue, read with `flags` (MSG_PEEK or 0),
+/// without blocking. Stream bytes come as one packet; datagrams and
+/// seqpacket records one each, with the sender's name. A zero-length
+/// datagram is only seen at the head of the queue (the kernel skips
+/// zero-length ones when peeking at an offset).
+fn read_queue(sk: &OwnedFd, ty: i32, flags: i32) -> std::io::Result<(Vec<UnixPacket>, usize)> {
+    let stream = ty == libc::SOCK_STREAM;
+    let flags = flags | libc::MSG_DONTWAIT | if stream { 0 } else { libc::MSG_TRUNC };
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut out: Vec<UnixPacket> = Vec::new();
+    let mut rights = 0;
+    let mut total = 0usize;
+    let again = |e: &std::io::Error| e.raw_os_error() == Some(libc::EAGAIN);
+    loop {
+        let r = match sock::recv_msg(sk, &mut buf, flags) {
+            Ok(r) => r,
+            Err(e) if again(&e) => break,
+            Err(e) => return Err(e),
+        };
+        rights += r.rights + r.ctrunc as usize;
+        if stream {
+            if r.copied == 0 {
+                break;
+            }
+            match out.first_mut() {
+                Some(p) => p.data.extend_from_slice(&buf[..r.copied]),
+                None => {
+                    let mut p = UnixPacket::new();
+                    p.data = buf[..r.copied].to_vec();
+                    out.push(p);
+                }
+            }
+            total += r.copied;
+        } else {
+            // With MSG_TRUNC the kernel returns what is left of the
+            // datagram; a long one comes in several pieces.
+            let want = r.len;
+            let mut data = buf[..r.copied].to_vec();
+            while data.len() < want {
+                let more = sock::recv_msg(sk, &mut buf, flags)?;
+                rights += more.rights;
+                if more.copied == 0 {
+                    break;
+                }
+                data.extend_from_slice(&buf[..more.copied]);
+            }
+            total += data.len();
+            let mut p = UnixPacket::new();
+            p.data = data;
+            p.sender = r.name;
+            out.push(p);
+            if want == 0 && flags & libc::MSG_PEEK == 0 && out.len() > 1 << 20 {
+                break;
+            }
+        }
+        if total > MAX_QUEUE || out.len() > 1 << 20 {
+            return Err(std::io::Error::other(
+                "more than 1 GiB or 1M messages queued",
+            ));
+        }
+    }
+    Ok((out, rights))
+}
+
+// ---------------------------------------------------------------- restore
+
+/// The sockets rebuilt in cairn, kept open until every vessel has fetched
+/// its descriptors.
+#[derive(Default)]
+pub struct Restored {
+    _fds: Vec<OwnedFd>,
+}
+
+/// One restore of the unix sockets of a tree.
+struct Rebuild<'a> {
+    by_ino: BTreeMap<u32, &'a UnixSocket>,
+    fds: HashMap<u32, OwnedFd>,
+    /// Socket files to remove at the end (deleted names, temporary names).
+    unlink: Vec<PathBuf>,
+    /// Sockets bound to a name so far, by name: to connect to them.
+    bound: HashMap<Vec<u8>, u32>,
+    warnings: Vec<String>,
+}
+
+fn rerr(u: &UnixSocket, what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Restore(format!(
+        "unix {} socket {} (socket:[{}]): {what}: {e}",
+        type_name(u.type_),
+        show_name(&u.name),
+        u.ino
+    ))
+}
+
+fn nonblock(fd: &OwnedFd) -> std::io::Result<()> {
+    let fl = sock::get_fl(fd)?;
+    sock::set_fl(fd, fl | libc::O_NONBLOCK)
+}
+
+/// connect() to a name (relative ones from `dir`).
+fn connect_name(fd: &OwnedFd, name: &[u8], dir: &str) -> std::io::Result<()> {
+    if is_path(name) && !path_bytes(name).starts_with(b"/") && !dir.is_empty() {
+        sock::in_dir(dir, fd, name, true)
+    } else {
+        sock::connect_unix(fd, name)
+    }
+}
+
+/// Whether a socket file at `path` is stale: nobody is bound to it.
+fn stale(path: &Path) -> bool {
+    let Ok(probe) = sock::socket(libc::AF_UNIX, libc::SOCK_STREAM) else {
+        return false;
+    };
+    let mut name = path.as_os_str().as_bytes().to_vec();
+    name.push(0);
+    match sock::connect_unix(&probe, &name) {
+        Err(e) => e.raw_os_error() == Some(libc::ECONNREFUSED),
+        Ok(()) => false,
+    }
+}
+
+/// bind() to a name. A socket file left at the path by a process that
+/// is gone (stale: nobody bound to it) is replaced; a live one is an error.
+fn bind_name(fd: &OwnedFd, name: &[u8], dir: &str) -> std::io::Result<()> {
+    if is_path(name) {
+        let path = full_path(name, dir);
+        if let Ok(st) = std::fs::symlink_metadata(&path) {
+            if !st.file_type().is_socket() || !stale(&path) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!("{} exists and is not a stale socket file", path.display()),
+                ));
+            }
+            std::fs::remove_file(&path)?;
+        }
+        if !path_bytes(name).starts_with(b"/") && !dir.is_empty() {
+            return sock::in_dir(dir, fd, name, false);
+        }
+    }
+    sock::bind_unix(fd, name)
+}
+
+/// The address to sendto() a socket with `name` from cairn.
+fn send_addr(name: &[u8], dir: &str) -> Vec<u8> {
+    if is_path(name) && !path_bytes(name).starts_with(b"/") && !dir.is_empty() {
+        let mut p = full_path(name, dir).into_os_string().into_vec();
+        p.push(0);
+        p
+    } else {
+        name.to_vec()
+    }
+}
+
+/// Writes all of `data` (a stream) or each packet (datagrams, records) from
+/// `from`, to its peer or to `to`.
+fn send_all(
+    from: &OwnedFd,
+    packets: &[UnixPacket],
+    stream: bool,
+    to: Option<&[u8]>,
+) -> std::io::Result<()> {
+    let total: usize = packets.iter().map(|p| p.data.len()).sum();
+    if total > 0 {
+        // Room for everything at once: the kernel charges queued bytes to
+        // the sender. The saved size is set again afterwards.
+        let want = (total + (packets.len() + 16) * 1024).min(i32::MAX as usize / 2);
+        let _ = sock::set_int(from, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, want as i32);
+    }
+    for p in packets {
+        if stream {
+            let mut off = 0;
+            while off < p.data.len() {
+                off += sock::send_to(from, &p.data[off..], None)?;
+            }
+        } else {
+            let n = sock::send_to(from, &p.data, to)?;
+            if n != p.data.len() {
+                return Err(std::io::Error::other("short datagram write"));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl<'a> Rebuild<'a> {
+    fn sock(&self, ino: u32) -> &'a UnixSocket {
+        self.by_ino[&ino]
+    }
+
+    fn fd(&self, ino: u32) -> Result<&OwnedFd> {
+        self.fds
+            .get(&ino)
+            .ok_or_else(|| Error::Restore(format!("unix socket socket:[{ino}] was not created")))
+    }
+
+    fn peer(&self, u: &UnixSocket) -> Option<&'a UnixSocket> {
+        (u.peer != 0)
+            .then(|| self.by_ino.get(&u.peer).copied())
+            .flatten()
+    }
+
+    fn mutual(&self, u: &UnixSocket) -> Option<&'a UnixSocket> {
+        self.peer(u)
+            .filter(|p| p.peer == u.ino && !u.pending && !p.pending && p.type_ == u.type_)
+    }
+
+    /// A connected stream/seqpacket socket.
+    fn conn(u: &UnixSocket) -> bool {
+        u.type_ as i32 != libc::SOCK_DGRAM && u.state == diag::TCP_ESTABLISHED as u32
+    }
+
+    /// The side of a connected pair that gets its name from a listener
+    /// (the accepted side); the other one binds its own name, if any.
+    fn server_side(&self, a: &'a UnixSocket, b: &'a UnixSocket) -> Option<&'a UnixSocket> {
+        let listener = |n: &[u8]| {
+            self.by_ino
+                .values()
+                .any(|l| l.state == diag::TCP_LISTEN as u32 && l.name == n)
+        };
+        match (a.name.is_empty(), b.name.is_empty()) {
+            (true, true) => None,
+            (true, false) => Some(b),
+            (false, true) => Some(a),
+            _ if listener(&a.name) => Some(a),
+            _ => Some(b),
+        }
+    }
+
+    /// Sockets that carry their own name (bound with bind()).
+    fn self_bound(&self, u: &UnixSocket) -> bool {
+        if u.name.is_empty() {
+            return false;
+        }
+        if !Self::conn(u) || u.pending {
+            return true;
+        }
+        match self.mutual(u) {
+            Some(p) => self.server_side(u, p).map(|s| s.ino) != Some(u.ino),
+            // Peer gone or outside: rebuilt as an accepted socket.
+            None => false,
+        }
+    }
+
+    /// Binds `u`'s own name, with its file's mode and owner.
+    fn bind(&mut self, u: &UnixSocket) -> Result<()> {
+        let fd = self.fd(u.ino)?;
+        bind_name(fd, &u.name, &u.name_dir).map_err(|e| rerr(u, "bind", e))?;
+        if is_path(&u.name) {
+            let path = full_path(&u.name, &u.name_dir);
+            if u.deleted {
+                self.unlink.push(path);
+            } else if u.file_mode != 0 {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(
+                    &path,
+                    std::fs::Permissions::from_mode(u.file_mode & 0o7777),
+                );
+                if let Err(e) = std::os::unix::fs::lchown(&path, Some(u.file_uid), Some(u.file_gid))
+                {
+                    self.warnings
+                        .push(format!("{}: chown: {e}", path.display()));
+                }
+            }
+        }
+        self.bound.insert(u.name.clone(), u.ino);
+        Ok(())
+    }
+
+    /// Connects `client` to a listener named `name` and returns the
+    /// accepted side: through the tree's own listener of that name if there
+    /// is one (its backlog is still empty), else through a temporary one.
+    fn connect_through(&mut self, client: &OwnedFd, s: &UnixSocket) -> std::io::Result<OwnedFd> {
+        let ty = s.type_ as i32;
+        let own = self
+            .by_ino
+            .values()
+            .find(|l| l.state == diag::TCP_LISTEN as u32 && l.name == s.name && l.type_ == s.type_);
+        if let Some(l) = own {
+            let lfd = self
+                .fds
+                .get(&l.ino)
+                .ok_or_else(|| std::io::Error::other("listener missing"))?;
+            connect_name(client, &s.name, &s.name_dir)?;
+            return sock::accept(lfd);
+        }
+        let temp = sock::socket(libc::AF_UNIX, ty)?;
+        bind_name(&temp, &s.name, &s.name_dir)?;
+        if is_path(&s.name) && s.deleted {
+            self.unlink.push(full_path(&s.name, &s.name_dir));
+        }
+        sock::listen(&temp, 1)?;
+        connect_name(client, &s.name, &s.name_dir)?;
+        sock::accept(&temp)
+    }
+
+    /// A connected stream/seqpacket pair `a` <-> `b`.
+    fn make_pair(&mut self, a: &'a UnixSocket, b: &'a UnixSocket) -> Result<()> {
+        let ty = a.type_ as i32;
+        if let Some(s) = self.server_side(a, b) {
+            let c = if s.ino == a.ino { b } else { a };
+            let client = sock::socket(libc::AF_UNIX, ty).map_err(|e| rerr(c, "socket", e))?;
+            self.fds.insert(c.ino, client);
+            if self.self_bound(c) {
+                self.bind(c)?;
+            }
+            let client = self.fds.remove(&c.ino).expect("just inserted");
+            match self.connect_through(&client, s) {
+                Ok(server) => {
+                    self.fds.insert(c.ino, client);
+                    self.fds.insert(s.ino, server);
+                    return Ok(());
+                }
+                Err(e) => self.warnings.push(format!(
+                    "unix socket {} (socket:[{}]): its name cannot be given back ({e}); restored without it",
+                    show_name(&s.name),
+                    s.ino
+                )),
+            }
+            // The client's own name stays bound; connect them without names.
+            drop(client);
+            self.fds.remove(&c.ino);
+        }
+        let (x, y) = sock::socketpair(ty).map_err(|e| rerr(a, "socketpair", e))?;
+        self.fds.insert(a.ino, x);
+        self.fds.insert(b.ino, y);
+        Ok(())
+    }
+
+    /// A connected stream/seqpacket socket whose peer has gone (or is
+    /// outside the tree): a connection whose other end is closed once the
+    /// queued data is written. Returns the temporary other end.
+    fn make_orphan(&mut self, u: &'a UnixSocket) -> Result<OwnedFd> {
+        let ty = u.type_ as i32;
+        if !u.name.is_empty() {
+            let other = sock::socket(libc::AF_UNIX, ty).map_err(|e| rerr(u, "socket", e))?;
+            match self.connect_through(&other, u) {
+                Ok(s) => {
+                    self.fds.insert(u.ino, s);
+                    return Ok(other);
+                }
+                Err(e) => self.warnings.push(format!(
+                    "unix socket {} (socket:[{}]): its name cannot be given back ({e}); restored without it",
+                    show_name(&u.name),
+                    u.ino
+                )),
+            }
+        }
+        let (x, y) = sock::socketpair(ty).map_err(|e| rerr(u, "socketpair", e))?;
+        self.fds.insert(u.ino, x);
+        Ok(y)
+    }
+
+    /// The datagram socket of the tree bound to `name`.
+    fn dgram_named(&self, name: &[u8]) -> Option<u32> {
+        self.bound
+            .get(name)
+            .copied()
+            .filter(|i| !name.is_empty() && self.sock(*i).type_ as i32 == libc::SOCK_DGRAM)
+    }
+
+    /// A socket to send datagrams with sender name `name` from (a
+    /// temporary one when no socket of the tree has that name).
+    fn sender_for(&mut self, name: &[u8], temps: &mut HashMap<Vec<u8>, OwnedFd>) -> Result<()> {
+        if temps.contains_key(name) || self.dgram_named(name).is_some() {
+            return Ok(());
+        }
+        let t = sock::socket(libc::AF_UNIX, libc::SOCK_DGRAM)
+            .map_err(|e| Error::Restore(format!("socket: {e}")))?;
+        if !name.is_empty() {
+            let path = is_path(name).then(|| full_path(name, ""));
+            let free = path
+                .as_ref()
+                .is_none_or(|p| std::fs::symlink_metadata(p).is_err());
+            match free.then(|| sock::bind_unix(&t, name)) {
+                Some(Ok(())) => {
+                    if let Some(p) = path {
+                        let _ = std::fs::remove_file(p);
+                    }
+                }
+                _ => self.warnings.push(format!(
+                    "datagrams queued from {} are restored with no sender address (the name is taken)",
+                    show_name(name)
+                )),
+            }
+        }
+        temps.insert(name.to_vec(), t);
+        Ok(())
+    }
+
+    /// Refills the queue of datagram socket `r` and connects it.
+    fn fill_dgram(
+        &mut self,
+        r: &'a UnixSocket,
+        temps: &mut HashMap<Vec<u8>, OwnedFd>,
+    ) -> Result<()> {
+        let pair = self
+            .mutual(r)
+            .filter(|p| p.name.is_empty() && r.name.is_empty());
+        if let Some(p) = pair {
+            // A socketpair: everything came from the other end.
+            return send_all(self.fd(p.ino)?, &r.queue, false, None)
+                .map_err(|e| rerr(r, "refill the queue", e));
+        }
+        if r.queue.is_empty() {
+            return Ok(());
+        }
+        if r.name.is_empty() {
+            self.warnings.push(format!(
+                "unix dgram socket socket:[{}]: {} queued datagram(s) dropped (unnamed and not a socketpair)",
+                r.ino,
+                r.queue.len()
+            ));
+            return Ok(());
+        }
+        let to = send_addr(&r.name, &r.name_dir);
+        // Datagrams from the socket `r` is connected to come last, after `r`
+        // is connected to it (the kernel only lets its peer send then).
+        let peer = self.peer(r);
+        let from_peer = |p: &UnixPacket| peer.is_some_and(|x| x.name == p.sender);
+        let split = r
+            .queue
+            .iter()
+            .rposition(|p| !from_peer(p))
+            .map_or(0, |i| i + 1);
+        for p in &r.queue[..split] {
+            self.sender_for(&p.sender, temps)?;
+            let from = match self.dgram_named(&p.sender) {
+                Some(ino) => self.fd(ino)?,
+                None => &temps[&p.sender],
+            };
+            send_all(from, std::slice::from_ref(p), false, Some(&to))
+                .map_err(|e| rerr(r, "refill the queue", e))?;
+        }
+        if split < r.queue.len() {
+            let p = peer.expect("split implies a peer");
+            self.connect_dgram(r)?;
+            send_all(self.fd(p.ino)?, &r.queue[split..], false, Some(&to))
+                .map_err(|e| rerr(r, "refill the queue", e))?;
+        }
+        Ok(())
+    }
+
+    /// Connects datagram socket `u` to its peer, an outside peer, or a peer
+    /// that has gone. Idempotent.
+    fn connect_dgram(&mut self, u: &'a UnixSocket) -> Result<()> {
+        let fd = self.fd(u.ino)?;
+        if sock::peer_name(fd).is_ok() {
+            return Ok(());
+        }
+        if let Some(p) = self.peer(u) {
+            if self
+                .mutual(u)
+                .is_some_and(|p| p.name.is_empty() && u.name.is_empty())
+            {
+                return Ok(()); // socketpair
+            }
+            let fd = self.fd(u.ino)?;
+            return connect_name(fd, &p.name, &p.name_dir).map_err(|e| rerr(u, "connect", e));
+        }
+        if let Some(x) = u.external.as_ref() {
+            match connect_name(fd, &x.name, &x.name_dir) {
+                Ok(()) => return Ok(()),
+                Err(e) => self.warnings.push(format!(
+                    "unix dgram socket socket:[{}]: cannot reconnect to {} outside the tree ({e}); its peer is gone",
+                    u.ino,
+                    show_name(&x.name)
+                )),
+            }
+        } else if !u.peer_gone {
+            return Ok(());
+        }
+        // Connected to a socket that is closed: connect to a temporary one
+        // with the old peer's name, if that name is free, and close it.
+        let temp =
+            sock::socket(libc::AF_UNIX, libc::SOCK_DGRAM).map_err(|e| rerr(u, "socket", e))?;
+        let mut name = u.peer_name.clone();
+        let free = !name.is_empty()
+            && (!is_path(&name) || std::fs::symlink_metadata(full_path(&name, "")).is_err());
+        if !free || sock::bind_unix(&temp, &name).is_err() {
+            name = format!("\0cairn-gone-{}-{}", std::process::id(), u.ino).into_bytes();
+            sock::bind_unix(&temp, &name).map_err(|e| rerr(u, "bind a stand-in peer", e))?;
+        }
+        let fd = self.fd(u.ino)?;
+        sock::connect_unix(fd, &name).map_err(|e| rerr(u, "connect", e))?;
+        if is_path(&name) {
+            let _ = std::fs::remove_file(full_path(&name, ""));
+        }
+        Ok(())
+    }
+}
+
+/// Rebuilds every unix socket of `files` in cairn and offers each to the
+/// vessels through `shared` (they fetch it with pidfd_getfd). The result
+/// must stay alive until every fd table is restored.
+pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<Restored> {
+    let mut descs: Vec<(u32, &UnixSocket)> = Vec::new();
+    for d in &files.descs {
+        if let Some(file_desc::Kind::Unix(u)) = &d.kind {
+            descs.push((d.id, u));
+        }
+    }
+    if descs.is_empty() {
+        return Ok(Restored::default());
+    }
+    let mut r = Rebuild {
+        by_ino: descs.iter().map(|(_, u)| (u.ino, *u)).collect(),
+        fds: HashMap::new(),
+        unlink: Vec::new(),
+        bound: HashMap::new(),
+        warnings: Vec::new(),
+    };
+    if r.by_ino.len() != descs.len() {
+        return Err(Error::Restore(
+            "two unix socket descriptions with one inode".into(),
+        ));
+    }
+    let socks: Vec<&UnixSocket> = r.by_ino.values().copied().collect();
+    // 1. Sockets that need no peer to exist: socketpairs and plain ones.
+    for &u in &socks {
+        if r.fds.contains_key(&u.ino) || (Rebuild::conn(u) && !u.pending) {
+            continue;
+        }
+        let ty = u.type_ as i32;
+        match r
+            .mutual(u)
+            .filter(|p| u.name.is_empty() && p.name.is_empty())
+        {
+            Some(p) => {
+                let (x, y) = sock::socketpair(ty).map_err(|e| rerr(u, "socketpair", e))?;
+                r.fds.insert(u.ino, x);
+                r.fds.insert(p.ino, y);
+            }
+            None => {
+                let s = sock::socket(libc::AF_UNIX, ty).map_err(|e| rerr(u, "socket", e))?;
+                r.fds.insert(u.ino, s);
+            }
+        }
+    }
+    // 2. Names, then listen().
+    for &u in &socks {
+        if r.fds.contains_key(&u.ino) && r.self_bound(u) {
+            r.bind(u)?;
+        }
+    }
+    for &u in &socks {
+        if u.state == diag::TCP_LISTEN as u32 {
+            let backlog = (u.backlog as i32).max(u.icons.len() as i32);
+            sock::listen(r.fd(u.ino)?, backlog).map_err(|e| rerr(u, "listen", e))?;
+        }
+    }
+    // 3. Connected stream and seqpacket sockets, with their queues.
+    let mut orphans: Vec<(u32, OwnedFd)> = Vec::new();
+    for &u in &socks {
+        if r.fds.contains_key(&u.ino) || !Rebuild::conn(u) || u.pending {
+            continue;
+        }
+        match r.mutual(u) {
+            Some(p) => r.make_pair(u, p)?,
+            None => {
+                if u.external.is_some() {
+                    info!(
+                        "unix socket socket:[{}]: its peer outside the tree is not reconnected; restored with the peer gone",
+                        u.ino
+                    );
+                }
+                let other = r.make_orphan(u)?;
+                orphans.push((u.ino, other));
+            }
+        }
+    }
+    for &u in &socks {
+        if !Rebuild::conn(u) || u.pending || u.queue.is_empty() {
+            continue;
+        }
+        let stream = u.type_ as i32 == libc::SOCK_STREAM;
+        let from = match orphans.iter().find(|(i, _)| *i == u.ino) {
+            Some((_, o)) => o,
+            None => match r.mutual(u) {
+                Some(p) => r.fd(p.ino)?,
+                None => continue,
+            },
+        };
+        send_all(from, &u.queue, stream, None).map_err(|e| rerr(u, "refill the queue", e))?;
+    }
+    drop(orphans);
+    // 4. Datagram queues, then datagram connections.
+    let mut temps = HashMap::new();
+    for &u in &socks {
+        if u.type_ as i32 == libc::SOCK_DGRAM {
+            r.fill_dgram(u, &mut temps)?;
+        }
+    }
+    drop(temps);
+    for &u in &socks {
+        if u.type_ as i32 == libc::SOCK_DGRAM {
+            r.connect_dgram(u)?;
+        }
+    }
+    // 5. Backlogs: the waiting connections again, in their order.
+    for &l in &socks {
+        if l.state != diag::TCP_LISTEN as u32 {
+            continue;
+        }
+        let stream = l.type_ as i32 == libc::SOCK_STREAM;
+        for icon in &l.icons {
+            let temp;
+            let client = match r.fds.get(&icon.client).filter(|_| icon.client != 0) {
+                Some(c) => c,
+                None => {
+                    temp = sock::socket(libc::AF_UNIX, l.type_ as i32)
+                        .map_err(|e| rerr(l, "socket", e))?;
+                    &temp
+                }
+            };
+            nonblock(client).map_err(|e| rerr(l, "fcntl", e))?;
+            connect_name(client, &l.name, &l.name_dir)
+                .map_err(|e| rerr(l, "connect a waiting connection again", e))?;
+            send_all(client, &icon.queue, stream, None)
+                .map_err(|e| rerr(l, "refill a waiting connection", e))?;
+        }
+    }
+    // 6. Shutdown, options, flags.
+    let mut optwarn = Vec::new();
+    for &u in &socks {
+        let fd = r.fd(u.ino)?;
+        let how = match u.shutdown & 3 {
+            1 => Some(libc::SHUT_RD),
+            2 => Some(libc::SHUT_WR),
+            3 => Some(libc::SHUT_RDWR),
+            _ => None,
+        };
+        if let Some(how) = how.filter(|_| u.state != diag::TCP_LISTEN as u32) {
+            if let Err(e) = sock::shutdown(fd, how) {
+                if e.raw_os_error() != Some(libc::ENOTCONN) {
+                    return Err(rerr(u, "shutdown", e));
+                }
+            }
+        }
+        if let Some(o) = u.opts.as_ref() {
+            for f in sockopts::restore(fd, o) {
+                optwarn.push(format!("unix socket socket:[{}]: {f}", u.ino));
+            }
+            if o.peek_off >= 0 {
+                sock::set_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, o.peek_off)
+                    .map_err(|e| rerr(u, "SO_PEEK_OFF", e))?;
+            }
+        }
+        let fl = sock::get_fl(fd).map_err(|e| rerr(u, "fcntl", e))?;
+        let want = (fl & !libc::O_NONBLOCK) | (u.flags as i32 & libc::O_NONBLOCK);
+        sock::set_fl(fd, want).map_err(|e| rerr(u, "fcntl", e))?;
+    }
+    r.warnings.extend(optwarn);
+    for p in std::mem::take(&mut r.unlink) {
+        let _ = std::fs::remove_file(p);
+    }
+    for w in &r.warnings {
+        warn!("{w}");
+    }
+    let me = crate::sys::task::getpid();
+    let mut seen = HashSet::new();
+    for (id, u) in &descs {
+        let fd = r.fd(u.ino)?;
+        seen.insert(u.ino);
+        shared.provide(*id, me, fd.as_raw_fd() as u64);
+    }
+    info!("rebuilt {} unix socket(s)", seen.len());
+    Ok(Restored {
+        _fds: r.fds.into_values().collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(show_name(b""), "unnamed");
+        assert_eq!(show_name(b"\0abc"), "@abc");
+        assert_eq!(show_name(b"/tmp/x\0"), "/tmp/x");
+        assert_eq!(full_path(b"x.sock\0", "/run"), PathBuf::from("/run/x.sock"));
+        assert_eq!(full_path(b"/a/b\0", "/run"), PathBuf::from("/a/b"));
+        assert_eq!(send_addr(b"x\0", "/d"), b"/d/x\0".to_vec());
+        assert_eq!(send_addr(b"\0x", "/d"), b"\0x".to_vec());
+    }
+
+    #[test]
+    fn peek_keeps_the_queue() {
+        let (a, b) = sock::socketpair(libc::SOCK_DGRAM).unwrap();
+        sock::send_to(&a, b"one", None).unwrap();
+        // Longer than one peek's buffer: read in pieces.
+        sock::set_int(&a, libc::SOL_SOCKET, libc::SO_SNDBUF, 1 << 20).unwrap();
+        sock::send_to(&a, &vec![7u8; 300 * 1024], None).unwrap();
+        let (q, rights) = peek_queue(&b, libc::SOCK_DGRAM).unwrap();
+        assert_eq!(rights, 0);
+        assert_eq!(q.len(), 2);
+        assert_eq!(q[0].data, b"one");
+        assert_eq!(q[1].data, vec![7u8; 300 * 1024]);
+        let (q2, _) = peek_queue(&b, libc::SOCK_DGRAM).unwrap();
+        assert_eq!(q.len(), q2.len());
+        let mut buf = [0u8; 8];
+        let r = sock::recv_msg(&b, &mut buf, libc::MSG_DONTWAIT).unwrap();
+        assert_eq!(&buf[..r.copied], b"one");
+        assert_eq!(
+            sock::get_int(&b, libc::SOL_SOCKET, libc::SO_PEEK_OFF).unwrap(),
+            -1
+        );
+    }
+
+    #[test]
+    fn stream_peek() {
+        let (a, b) = sock::socketpair(libc::SOCK_STREAM).unwrap();
+        sock::send_to(&a, b"hello ", None).unwrap();
+        sock::send_to(&a, b"world", None).unwrap();
+        let (q, _) = peek_queue(&b, libc::SOCK_STREAM).unwrap();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].data, b"hello world");
+        assert_eq!(sock::inq(&b).unwrap(), 11);
+    }
+}

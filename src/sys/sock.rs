@@ -1,0 +1,425 @@
+//! Socket system calls on cairn's own descriptors: sockets created for a
+//! restore, and copies of a frozen task's sockets taken with
+//! [`pidfd_getfd`] (same open file description, so options and queues
+//! read here are the task's).
+//!
+//! Unix addresses are passed as the `sun_path` bytes the kernel keeps
+//! (`name`): a path with its terminating NUL, or a NUL followed by an
+//! abstract name; the address length is `2 + name.len()`.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use super::check;
+
+fn own(fd: libc::c_long) -> io::Result<OwnedFd> {
+    let fd = check(fd)? as RawFd;
+    // SAFETY: the descriptor was just returned by the kernel and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A copy of fd `fd` of process `pid` in cairn (pidfd_getfd): the same
+/// open file description, close-on-exec here.
+pub fn pidfd_getfd(pid: i32, fd: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags.
+    let pfd = own(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    // SAFETY: pidfd_getfd takes a pidfd, a fd number and flags.
+    own(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pfd.as_raw_fd(), fd, 0) })
+}
+
+/// The protocol name of the socket behind `path` (a /proc/PID/fd link),
+/// from the `system.sockprotoname` attribute: "UNIX", "UNIX-STREAM",
+/// "TCP", "UDPv6", "NETLINK", "PACKET", ... Needs no access to the socket.
+pub fn proto_name(path: &str) -> io::Result<String> {
+    let p = CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let name = c"system.sockprotoname";
+    let mut buf = [0u8; 64];
+    // SAFETY: both strings are NUL-terminated and `buf` is valid for writes
+    // of its length during the call.
+    let n = unsafe {
+        libc::getxattr(
+            p.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = check(n as libc::c_long)? as usize;
+    let s = &buf[..n.min(buf.len())];
+    let s = s.split(|&c| c == 0).next().unwrap_or(s);
+    Ok(String::from_utf8_lossy(s).into_owned())
+}
+
+pub fn socket(domain: i32, ty: i32) -> io::Result<OwnedFd> {
+    // SAFETY: socket() takes only integers.
+    own(unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, 0) } as libc::c_long)
+}
+
+pub fn socketpair(ty: i32) -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1i32; 2];
+    let flags = ty | libc::SOCK_CLOEXEC;
+    // SAFETY: `fds` has room for the two descriptors the kernel writes.
+    let r = unsafe { libc::socketpair(libc::AF_UNIX, flags, 0, fds.as_mut_ptr()) };
+    check(r as libc::c_long)?;
+    // SAFETY: both descriptors were just returned by the kernel and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn sockaddr_un(name: &[u8]) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+    // SAFETY: an all-zero sockaddr_un is valid.
+    let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    if name.len() > sa.sun_path.len() {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    for (d, s) in sa.sun_path.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    Ok((sa, (2 + name.len()) as libc::socklen_t))
+}
+
+/// bind() to a unix name (see the module doc); an empty name autobinds.
+pub fn bind_unix(fd: &impl AsRawFd, name: &[u8]) -> io::Result<()> {
+    let (sa, len) = sockaddr_un(name)?;
+    // SAFETY: `sa` is a valid sockaddr_un of at least `len` bytes.
+    check(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sa as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    } as libc::c_long)
+    .map(drop)
+}
+
+pub fn connect_unix(fd: &impl AsRawFd, name: &[u8]) -> io::Result<()> {
+    let (sa, len) = sockaddr_un(name)?;
+    // SAFETY: `sa` is a valid sockaddr_un of at least `len` bytes.
+    check(unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&sa as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    } as libc::c_long)
+    .map(drop)
+}
+
+/// Runs `op(fd, name)` (bind or connect) with cairn's working directory
+/// at `dir`, for a relative socket name: in a forked child, since the
+/// working directory is per process and cairn may have threads. The
+/// socket is shared with the child, so the effect is cairn's.
+pub fn in_dir(dir: &str, fd: &impl AsRawFd, name: &[u8], connect: bool) -> io::Result<()> {
+    let d = CString::new(dir).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let (sa, len) = sockaddr_un(name)?;
+    let raw = fd.as_raw_fd();
+    // SAFETY: the child only makes raw system calls (chdir, bind/connect,
+    // _exit) on memory prepared before the fork, which is async-signal-safe
+    // even if cairn has other threads.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: see above; `d` and `sa` are valid copies in the child.
+        unsafe {
+            let mut r = libc::chdir(d.as_ptr());
+            if r == 0 {
+                let p = (&sa as *const libc::sockaddr_un).cast();
+                r = if connect {
+                    libc::connect(raw, p, len)
+                } else {
+                    libc::bind(raw, p, len)
+                };
+            }
+            let e = if r == 0 { 0 } else { *libc::__errno_location() };
+            libc::_exit(e.clamp(0, 255));
+        }
+    }
+    check(pid as libc::c_long)?;
+    let mut st = 0;
+    // SAFETY: waits for our own child; `st` is valid for writes.
+    check(unsafe { libc::waitpid(pid, &mut st, 0) } as libc::c_long)?;
+    match libc::WIFEXITED(st).then(|| libc::WEXITSTATUS(st)) {
+        Some(0) => Ok(()),
+        Some(e) => Err(io::Error::from_raw_os_error(e)),
+        None => Err(io::Error::other("bind/connect helper died")),
+    }
+}
+
+pub fn listen(fd: &impl AsRawFd, backlog: i32) -> io::Result<()> {
+    // SAFETY: listen() takes only integers.
+    check(unsafe { libc::listen(fd.as_raw_fd(), backlog) } as libc::c_long).map(drop)
+}
+
+/// accept4 without blocking; close-on-exec.
+pub fn accept(fd: &impl AsRawFd) -> io::Result<OwnedFd> {
+    // SAFETY: no address is asked for.
+    own(unsafe {
+        libc::accept4(
+            fd.as_raw_fd(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+        )
+    } as libc::c_long)
+}
+
+pub fn shutdown(fd: &impl AsRawFd, how: i32) -> io::Result<()> {
+    // SAFETY: shutdown() takes only integers.
+    check(unsafe { libc::shutdown(fd.as_raw_fd(), how) } as libc::c_long).map(drop)
+}
+
+pub fn get_int(fd: &impl AsRawFd, level: i32, opt: i32) -> io::Result<i32> {
+    let mut v: i32 = 0;
+    let mut len = 4 as libc::socklen_t;
+    // SAFETY: `v` and `len` are valid for writes of their sizes.
+    check(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            (&mut v as *mut i32).cast(),
+            &mut len,
+        )
+    } as libc::c_long)?;
+    Ok(v)
+}
+
+pub fn set_int(fd: &impl AsRawFd, level: i32, opt: i32, v: i32) -> io::Result<()> {
+    // SAFETY: `v` is valid for reads of 4 bytes.
+    check(
+        unsafe { libc::setsockopt(fd.as_raw_fd(), level, opt, (&v as *const i32).cast(), 4) }
+            as libc::c_long,
+    )
+    .map(drop)
+}
+
+/// A timeval option (SO_RCVTIMEO, SO_SNDTIMEO) in microseconds.
+pub fn get_timeval_us(fd: &impl AsRawFd, opt: i32) -> io::Result<u64> {
+    let mut tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 0,
+    };
+    let mut len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+    // SAFETY: `tv` and `len` are valid for writes of their sizes.
+    check(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&mut tv as *mut libc::timeval).cast(),
+            &mut len,
+        )
+    } as libc::c_long)?;
+    Ok(tv.tv_sec.max(0) as u64 * 1_000_000 + tv.tv_usec.max(0) as u64)
+}
+
+pub fn set_timeval_us(fd: &impl AsRawFd, opt: i32, us: u64) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: (us / 1_000_000) as libc::time_t,
+        tv_usec: (us % 1_000_000) as libc::suseconds_t,
+    };
+    // SAFETY: `tv` is valid for reads of its size.
+    check(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    } as libc::c_long)
+    .map(drop)
+}
+
+/// What one `recvmsg` returned.
+#[derive(Debug, Default)]
+pub struct Received {
+    /// Bytes copied into the buffer.
+    pub copied: usize,
+    /// The return value: with MSG_TRUNC on a datagram socket the full
+    /// length of what was left of the datagram.
+    pub len: usize,
+    /// The sender's address (unix: sun_path bytes), if the kernel gave one.
+    pub name: Vec<u8>,
+    /// Descriptors that came with it (SCM_RIGHTS, SCM_PIDFD); the caller
+    /// owns (and usually just drops) them.
+    pub fds: Vec<OwnedFd>,
+    /// How many of `fds` came as SCM_RIGHTS (descriptors in flight).
+    pub rights: usize,
+    /// Control data did not fit.
+    pub ctrunc: bool,
+}
+
+const SCM_PIDFD: i32 = 0x04;
+
+/// recvmsg(fd, buf, flags) with room for an address and control data.
+pub fn recv_msg(fd: &impl AsRawFd, buf: &mut [u8], flags: i32) -> io::Result<Received> {
+    // SAFETY: an all-zero sockaddr_un is valid storage for an address.
+    let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut ctl = vec![0u64; 512]; // 4 KiB, aligned for cmsghdr
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: an all-zero msghdr is valid; the pointers are set below.
+    let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
+    mh.msg_name = (&mut sa as *mut libc::sockaddr_un).cast();
+    mh.msg_namelen = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    mh.msg_iov = &mut iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = ctl.as_mut_ptr().cast();
+    mh.msg_controllen = ctl.len() * 8;
+    // SAFETY: every pointer in `mh` refers to live buffers of the given
+    // sizes for the duration of the call.
+    let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut mh, flags | libc::MSG_CMSG_CLOEXEC) };
+    let n = check(n as libc::c_long)? as usize;
+    let mut r = Received {
+        copied: n.min(buf.len()),
+        len: n,
+        ctrunc: mh.msg_flags & libc::MSG_CTRUNC != 0,
+        ..Default::default()
+    };
+    let nl = (mh.msg_namelen as usize).min(std::mem::size_of::<libc::sockaddr_un>());
+    if nl > 2 {
+        r.name = sa.sun_path[..nl - 2].iter().map(|&c| c as u8).collect();
+    }
+    // SAFETY: the CMSG_* macros walk the control buffer the kernel filled,
+    // bounded by msg_controllen; each SCM_RIGHTS/SCM_PIDFD payload is an
+    // array of ints that are new descriptors owned by nobody else.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&mh);
+        while !c.is_null() {
+            let h = &*c;
+            if h.cmsg_level == libc::SOL_SOCKET
+                && (h.cmsg_type == libc::SCM_RIGHTS || h.cmsg_type == SCM_PIDFD)
+            {
+                let data = libc::CMSG_DATA(c) as *const i32;
+                let count = (h.cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
+                for i in 0..count {
+                    let fd = std::ptr::read_unaligned(data.add(i));
+                    if fd >= 0 {
+                        r.fds.push(OwnedFd::from_raw_fd(fd));
+                        if h.cmsg_type == libc::SCM_RIGHTS {
+                            r.rights += 1;
+                        }
+                    }
+                }
+            }
+            c = libc::CMSG_NXTHDR(&mh, c);
+        }
+    }
+    Ok(r)
+}
+
+/// sendto without blocking or SIGPIPE; `to` is a unix name or None for the
+/// connected peer. Returns the bytes sent.
+pub fn send_to(fd: &impl AsRawFd, data: &[u8], to: Option<&[u8]>) -> io::Result<usize> {
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    let n = match to {
+        Some(name) => {
+            let (sa, len) = sockaddr_un(name)?;
+            // SAFETY: `data` and `sa` are valid for reads of their lengths.
+            unsafe {
+                libc::sendto(
+                    fd.as_raw_fd(),
+                    data.as_ptr().cast(),
+                    data.len(),
+                    flags,
+                    (&sa as *const libc::sockaddr_un).cast(),
+                    len,
+                )
+            }
+        }
+        // SAFETY: `data` is valid for reads of its length.
+        None => unsafe { libc::send(fd.as_raw_fd(), data.as_ptr().cast(), data.len(), flags) },
+    };
+    Ok(check(n as libc::c_long)? as usize)
+}
+
+fn name_of(fd: RawFd, peer: bool) -> io::Result<Vec<u8>> {
+    // SAFETY: an all-zero sockaddr_un is valid storage.
+    let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    let p = (&mut sa as *mut libc::sockaddr_un).cast();
+    // SAFETY: `sa` and `len` are valid for writes of their sizes.
+    let r = unsafe {
+        if peer {
+            libc::getpeername(fd, p, &mut len)
+        } else {
+            libc::getsockname(fd, p, &mut len)
+        }
+    };
+    check(r as libc::c_long)?;
+    let nl = (len as usize).min(std::mem::size_of::<libc::sockaddr_un>());
+    Ok(sa.sun_path[..nl.saturating_sub(2)]
+        .iter()
+        .map(|&c| c as u8)
+        .collect())
+}
+
+/// getsockname of a unix socket: its name bytes (empty if unbound).
+pub fn sock_name(fd: &impl AsRawFd) -> io::Result<Vec<u8>> {
+    name_of(fd.as_raw_fd(), false)
+}
+
+/// getpeername of a unix socket.
+pub fn peer_name(fd: &impl AsRawFd) -> io::Result<Vec<u8>> {
+    name_of(fd.as_raw_fd(), true)
+}
+
+/// F_GETFL / F_SETFL on a descriptor of cairn's.
+pub fn get_fl(fd: &impl AsRawFd) -> io::Result<i32> {
+    // SAFETY: F_GETFL takes no argument.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) } as libc::c_long).map(|v| v as i32)
+}
+
+pub fn set_fl(fd: &impl AsRawFd, fl: i32) -> io::Result<()> {
+    // SAFETY: F_SETFL takes an integer.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl) } as libc::c_long).map(drop)
+}
+
+/// FIONREAD / SIOCINQ: bytes readable.
+pub fn inq(fd: &impl AsRawFd) -> io::Result<usize> {
+    let mut n: i32 = 0;
+    // SAFETY: FIONREAD writes one int to `n`.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) } as libc::c_long)?;
+    Ok(n.max(0) as usize)
+}
+
+/// SO_LINGER: (on, seconds).
+pub fn get_linger(fd: &impl AsRawFd) -> io::Result<(bool, u32)> {
+    let mut l = libc::linger {
+        l_onoff: 0,
+        l_linger: 0,
+    };
+    let mut len = std::mem::size_of::<libc::linger>() as libc::socklen_t;
+    // SAFETY: `l` and `len` are valid for writes of their sizes.
+    check(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&mut l as *mut libc::linger).cast(),
+            &mut len,
+        )
+    } as libc::c_long)?;
+    Ok((l.l_onoff != 0, l.l_linger.max(0) as u32))
+}
+
+pub fn set_linger(fd: &impl AsRawFd, on: bool, secs: u32) -> io::Result<()> {
+    let l = libc::linger {
+        l_onoff: on as i32,
+        l_linger: secs as i32,
+    };
+    // SAFETY: `l` is valid for reads of its size.
+    check(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    } as libc::c_long)
+    .map(drop)
+}
