@@ -110,6 +110,11 @@ pub struct ShowArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Instead of printing the images, check all of them completely
+    /// (checksums, the inventory's list of files, what a restore checks,
+    /// every page chunk); exit code 5 at the first bad one.
+    #[arg(long)]
+    pub verify: bool,
 }
 
 #[derive(Args, Debug, Clone)]

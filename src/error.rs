@@ -36,6 +36,10 @@ pub enum Error {
     /// Bad command-line usage that clap could not catch.
     #[error("{0}")]
     Usage(String),
+    /// An error of a helper process (`restore -d`), with the exit code it
+    /// maps to there.
+    #[error("{msg}")]
+    Forwarded { code: u8, msg: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -62,11 +66,27 @@ impl Error {
     pub fn exit_code(&self, phase: Phase) -> u8 {
         match (self, phase) {
             (Error::Usage(_), _) => exit::USAGE,
+            (Error::Forwarded { code, .. }, _) => *code,
+            // Writing images: the dump failed, the tree runs on.
+            (Error::Image { .. }, Phase::Dump) => exit::DUMP_FAILED,
             (Error::Image { .. }, _) => exit::IMAGE_INVALID,
             (Error::Unsupported { .. }, _) => exit::UNSUPPORTED,
             (_, Phase::Dump) => exit::DUMP_FAILED,
             (_, Phase::Restore) => exit::RESTORE_FAILED,
             (_, Phase::Other) => 1,
+        }
+    }
+
+    /// The same error with the paths it names passed through `f` (a
+    /// staging directory shown as the directory the user asked for).
+    pub fn with_paths(self, f: impl Fn(&std::path::Path) -> PathBuf) -> Self {
+        match self {
+            Error::Io { path, source } => Error::Io {
+                path: f(&path),
+                source,
+            },
+            Error::Image { path, msg } => Error::Image { path: f(&path), msg },
+            e => e,
         }
     }
 

@@ -24,5 +24,6 @@ pub mod remote;
 pub mod restore;
 pub mod show;
 pub mod sys;
+pub mod verify;
 
 pub use error::{Error, Result};

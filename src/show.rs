@@ -137,15 +137,6 @@ fn decode_file(path: &Path, dir: &Path) -> Result<Decoded> {
     };
     let k = hdr.kind;
     let body = match k {
-        Kind::Inventory => msg::<proto::Inventory>(k, &whole()?, path)?,
-        Kind::Pstree => msg::<proto::Pstree>(k, &whole()?, path)?,
-        Kind::Core => msg::<proto::TaskCore>(k, &whole()?, path)?,
-        Kind::Mm => msg::<proto::MmEntry>(k, &whole()?, path)?,
-        Kind::Pagemap => msg::<proto::Pagemap>(k, &whole()?, path)?,
-        Kind::PageStore => msg::<proto::PageStore>(k, &whole()?, path)?,
-        Kind::Files => msg::<proto::Files>(k, &whole()?, path)?,
-        Kind::FdTable => msg::<proto::FdTable>(k, &whole()?, path)?,
-        Kind::Contents => msg::<proto::FileContents>(k, &whole()?, path)?,
         Kind::Pages => {
             let store = dir.join(names::PAGESTORE);
             let chunks = if store.is_file() {
@@ -160,12 +151,38 @@ fn decode_file(path: &Path, dir: &Path) -> Result<Decoded> {
                 chunks,
             }
         }
+        k => decode_message(k, &whole()?, path)?,
     };
     Ok(Decoded {
         file,
         kind: hdr.kind,
         body,
     })
+}
+
+/// Checks and decodes a whole message image of kind `k` (every kind but
+/// `pages`): the one table of which message each kind holds.
+fn decode_message(k: Kind, bytes: &[u8], path: &Path) -> Result<Body> {
+    match k {
+        Kind::Inventory => msg::<proto::Inventory>(k, bytes, path),
+        Kind::Pstree => msg::<proto::Pstree>(k, bytes, path),
+        Kind::Core => msg::<proto::TaskCore>(k, bytes, path),
+        Kind::Mm => msg::<proto::MmEntry>(k, bytes, path),
+        Kind::Pagemap => msg::<proto::Pagemap>(k, bytes, path),
+        Kind::PageStore => msg::<proto::PageStore>(k, bytes, path),
+        Kind::Files => msg::<proto::Files>(k, bytes, path),
+        Kind::FdTable => msg::<proto::FdTable>(k, bytes, path),
+        Kind::Contents => msg::<proto::FileContents>(k, bytes, path),
+        Kind::Pages => Err(Error::image(path, "page data is not a message")),
+    }
+}
+
+/// Checks and decodes a whole message image, whatever its kind (from its
+/// magic); for `cairn show --verify`.
+pub fn check_message_file(bytes: &[u8], path: &Path) -> Result<Kind> {
+    let hdr = Header::decode(bytes, path)?;
+    decode_message(hdr.kind, bytes, path)?;
+    Ok(hdr.kind)
 }
 
 fn msg<M: MessageFull>(kind: Kind, bytes: &[u8], path: &Path) -> Result<Body> {

@@ -10,6 +10,7 @@ use crate::cli::DumpArgs;
 use crate::error::{Error, Result};
 use crate::image::pages::PageStoreWriter;
 use crate::image::proto::{Inventory, Pstree, PstreeEntry, TaskCore, TaskState};
+use crate::image::staging::Staging;
 use crate::image::{names, ImageDir, Kind, FORMAT_VERSION};
 use crate::kinds::files::FileTable;
 use crate::kinds::memory::{self, MmInput, PagePlan};
@@ -64,10 +65,15 @@ pub fn dump(args: &DumpArgs) -> Result<DumpStats> {
         }
     }
     crate::kinds::unix::precheck_tree(&pids, args.ext_unix_sk, args.leave_running)?;
-    let dir = ImageDir::create(&args.images_dir)?;
-    // A stale inventory would make a half-written directory look whole.
-    let _ = std::fs::remove_file(dir.file(names::INVENTORY));
-    let before: Vec<_> = image_files_written(&dir);
+    // Images go to a staging directory that becomes DIR only once it is
+    // complete and synced (image::staging); dropping it removes it.
+    let staging = Staging::begin(&args.images_dir)?;
+    let dir = staging.dir().clone();
+    let (work, shown) = (staging.work_path().to_path_buf(), args.images_dir.clone());
+    let user_path = move |p: &std::path::Path| match p.strip_prefix(&work) {
+        Ok(rest) => shown.join(rest),
+        Err(_) => p.to_path_buf(),
+    };
 
     let t0 = Instant::now();
     let mut frozen = Frozen::freeze_tree(pid)?;
@@ -77,7 +83,9 @@ pub fn dump(args: &DumpArgs) -> Result<DumpStats> {
         frozen.procs.iter().map(|p| p.threads.len()).sum::<usize>(),
         t0.elapsed()
     );
-    let result = dump_frozen(&mut frozen, &dir, args);
+    // The images are in place before the tree is killed: a dump that
+    // cannot be completed leaves the tree running.
+    let result = dump_frozen(&mut frozen, &dir, args).and_then(|s| staging.commit().map(|()| s));
     match result {
         Ok(mut stats) => {
             if args.leave_running {
@@ -96,12 +104,7 @@ pub fn dump(args: &DumpArgs) -> Result<DumpStats> {
             if let Err(te) = frozen.thaw() {
                 warn!("{te}");
             }
-            for p in image_files_written(&dir) {
-                if !before.contains(&p) {
-                    let _ = std::fs::remove_file(p);
-                }
-            }
-            Err(e)
+            Err(e.with_paths(user_path))
         }
     }
 }
@@ -330,25 +333,13 @@ fn dump_frozen(frozen: &mut Frozen, dir: &ImageDir, args: &DumpArgs) -> Result<D
     inv.shell_job = args.shell_job;
     inv.inventory_source = "proc".into();
     inv.page_size = crate::sys::PAGE_SIZE as u32;
-    // Everything else is on disk and synced before the inventory, which
-    // marks the directory complete, is written.
-    sync_dir(dir)?;
-    dir.write(Kind::Inventory, names::INVENTORY, &inv)?;
-    sync_dir(dir)?;
+    // Every other image is on disk and synced: the inventory lists them
+    // and marks the directory complete.
+    dir.write_inventory(&mut inv)?;
     stats.image_bytes = image_files_written(dir)
         .iter()
         .filter_map(|p| std::fs::metadata(p).ok())
         .map(|m| m.len())
         .sum();
     Ok(stats)
-}
-
-fn sync_dir(dir: &ImageDir) -> Result<()> {
-    for p in image_files_written(dir) {
-        if let Ok(f) = std::fs::File::open(&p) {
-            f.sync_all().map_err(|e| Error::io(&p, e))?;
-        }
-    }
-    let d = std::fs::File::open(dir.path()).map_err(|e| Error::io(dir.path(), e))?;
-    d.sync_all().map_err(|e| Error::io(dir.path(), e))
 }

@@ -9,22 +9,31 @@
 //! | 12..16| format version (u32 LE, [`FORMAT_VERSION`])     |
 //! | 16..24| body length in bytes (u64 LE)                   |
 //! | 24..28| crc32 of the body (u32 LE)                      |
-//! | 28..32| reserved, zero                                  |
+//! | 28..32| crc32 of header bytes 0..28 (u32 LE)            |
 //!
 //! For protobuf kinds the body is one zstd frame holding one encoded
 //! message. For `pages.img` the body is a sequence of independent zstd
-//! frames indexed by `pagestore.img`; its header has body length and crc 0.
+//! frames indexed by `pagestore.img`, each with its own crc there.
+//!
+//! `inventory.img` is written last and lists every other file of the
+//! directory with its size and header crc ([`ImageDir::write_inventory`]);
+//! [`ImageDir::load`] refuses a directory whose files differ from that
+//! list, and every read checks the file against it.
 
 pub mod pages;
+pub mod staging;
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use protobuf::Message;
 
 use crate::error::{Error, IoContext, Result};
+use proto::{ImageFile, Inventory};
 
 /// Generated protobuf types (proto/*.proto).
 #[allow(ambiguous_glob_reexports)]
@@ -40,7 +49,8 @@ pub mod proto {
     pub use unix::*;
 }
 
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: the header carries a crc of itself, the inventory lists every file.
+pub const FORMAT_VERSION: u32 = 2;
 pub const COMMON_MAGIC: &[u8; 8] = b"CAIRNIMG";
 pub const HEADER_LEN: usize = 32;
 /// No single protobuf image may decode to more than this.
@@ -107,6 +117,12 @@ impl Kind {
             Kind::Contents => "contents",
         }
     }
+
+    /// Whether the body is one zstd-compressed protobuf message (every kind
+    /// but the raw page data).
+    pub fn is_message(self) -> bool {
+        self != Kind::Pages
+    }
 }
 
 /// File names inside an image directory.
@@ -136,7 +152,14 @@ pub struct Header {
     pub kind: Kind,
     pub version: u32,
     pub body_len: u64,
+    /// crc32 of the body.
     pub crc32: u32,
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
 }
 
 impl Header {
@@ -147,10 +170,19 @@ impl Header {
         h[12..16].copy_from_slice(&self.version.to_le_bytes());
         h[16..24].copy_from_slice(&self.body_len.to_le_bytes());
         h[24..28].copy_from_slice(&self.crc32.to_le_bytes());
+        let hc = crc32fast::hash(&h[0..28]);
+        h[28..32].copy_from_slice(&hc.to_le_bytes());
         h
     }
 
-    /// Parses and checks a header; `path` is only for the error message.
+    /// The crc32 of the header itself (bytes 28..32 of an encoded header):
+    /// what the inventory records per file.
+    pub fn header_crc(raw: &[u8; HEADER_LEN]) -> u32 {
+        le32(raw, 28)
+    }
+
+    /// Parses and checks a header (magic, version, its own crc, kind);
+    /// `path` is only for the error message.
     pub fn decode(b: &[u8], path: &Path) -> Result<Header> {
         if b.len() < HEADER_LEN {
             return Err(Error::image(path, "truncated header"));
@@ -158,28 +190,29 @@ impl Header {
         if &b[0..8] != COMMON_MAGIC {
             return Err(Error::image(path, "not a cairn image (bad magic)"));
         }
-        let word = |r: std::ops::Range<usize>| {
-            let mut a = [0u8; 4];
-            a.copy_from_slice(&b[r]);
-            u32::from_le_bytes(a)
-        };
-        let magic = word(8..12);
-        let kind = Kind::from_magic(magic)
-            .ok_or_else(|| Error::image(path, format!("unknown image kind magic {magic:#x}")))?;
-        let version = word(12..16);
+        let version = le32(b, 12);
         if version != FORMAT_VERSION {
             return Err(Error::image(
                 path,
-                format!("format version {version}, this cairn reads {FORMAT_VERSION}"),
+                format!(
+                    "format version {version} (written by another cairn, or damaged), \
+                     this cairn reads {FORMAT_VERSION}"
+                ),
             ));
         }
+        if crc32fast::hash(&b[0..28]) != le32(b, 28) {
+            return Err(Error::image(path, "header checksum mismatch"));
+        }
+        let magic = le32(b, 8);
+        let kind = Kind::from_magic(magic)
+            .ok_or_else(|| Error::image(path, format!("unknown image kind magic {magic:#x}")))?;
         let mut l = [0u8; 8];
         l.copy_from_slice(&b[16..24]);
         Ok(Header {
             kind,
             version,
             body_len: u64::from_le_bytes(l),
-            crc32: word(24..28),
+            crc32: le32(b, 24),
         })
     }
 }
@@ -203,26 +236,44 @@ pub fn encode_image<M: Message>(kind: Kind, msg: &M) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Decodes a complete image file; checks magic, kind, version, length and
-/// crc before it decompresses anything.
-pub fn decode_image<M: Message>(kind: Kind, bytes: &[u8], path: &Path) -> Result<M> {
+/// Checks a complete message image file (header, kind, length, body crc)
+/// and returns its header. Nothing is decompressed.
+pub fn check_image(kind: Option<Kind>, bytes: &[u8], path: &Path) -> Result<Header> {
     let hdr = Header::decode(bytes, path)?;
-    if hdr.kind != kind {
-        return Err(Error::image(
-            path,
-            format!("is a {} image, expected {}", hdr.kind.name(), kind.name()),
-        ));
+    if let Some(kind) = kind {
+        if hdr.kind != kind {
+            return Err(Error::image(
+                path,
+                format!("is a {} image, expected {}", hdr.kind.name(), kind.name()),
+            ));
+        }
     }
     let body = &bytes[HEADER_LEN..];
     if hdr.body_len != body.len() as u64 {
         return Err(Error::image(
             path,
-            format!("body is {} bytes, header says {}", body.len(), hdr.body_len),
+            format!(
+                "body is {} bytes, header says {} (truncated or extended)",
+                body.len(),
+                hdr.body_len
+            ),
         ));
     }
     if crc32fast::hash(body) != hdr.crc32 {
         return Err(Error::image(path, "checksum mismatch"));
     }
+    Ok(hdr)
+}
+
+/// Decodes a complete image file; checks magic, kind, version, length and
+/// both crcs before it decompresses anything.
+pub fn decode_image<M: Message>(kind: Kind, bytes: &[u8], path: &Path) -> Result<M> {
+    check_image(Some(kind), bytes, path)?;
+    decode_body(&bytes[HEADER_LEN..], path)
+}
+
+/// Decompresses (bounded) and parses a checked message body.
+pub fn decode_body<M: Message>(body: &[u8], path: &Path) -> Result<M> {
     let raw = decompress_bounded(body, MAX_MESSAGE_BYTES)
         .map_err(|e| Error::image(path, format!("decompress: {e}")))?;
     M::parse_from_bytes(&raw).map_err(|e| Error::image(path, format!("decode: {e}")))
@@ -242,14 +293,56 @@ pub fn decompress_bounded(data: &[u8], limit: u64) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Reads a whole message image file, refusing one larger than any message
+/// image can be before anything is allocated for it.
+fn read_bounded(p: &Path) -> Result<Vec<u8>> {
+    let f = File::open(p).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::image(p, "missing")
+        } else {
+            Error::io(p, e)
+        }
+    })?;
+    let size = f.metadata().at(p)?.len();
+    if size > MAX_MESSAGE_BYTES + HEADER_LEN as u64 {
+        return Err(Error::image(
+            p,
+            format!("{size} bytes: too large for a message image"),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    f.take(size + 1).read_to_end(&mut bytes).at(p)?;
+    Ok(bytes)
+}
+
+/// A file name that can be part of an image directory: `NAME.img`, no
+/// path separators, not hidden.
+pub fn is_image_name(name: &str) -> bool {
+    name.len() > 4
+        && name.len() <= 255
+        && name.ends_with(".img")
+        && !name.starts_with('.')
+        && !name.contains('/')
+        && !name.contains('\0')
+}
+
 /// An image directory on disk.
 #[derive(Debug, Clone)]
 pub struct ImageDir {
+    /// Where the files are read and written.
     path: PathBuf,
+    /// Where the directory is once a dump is complete: differs from `path`
+    /// while a dump writes into a staging directory (see [`staging`]).
+    /// Paths recorded in images relative to the directory (a parent
+    /// checkpoint) are relative to this one.
+    final_path: PathBuf,
+    /// The files `inventory.img` lists, by name (set by [`ImageDir::load`]).
+    manifest: Option<Arc<HashMap<String, ImageFile>>>,
 }
 
 impl ImageDir {
-    /// Creates the directory (mode 0700) if needed.
+    /// Creates the directory (mode 0700) if needed and writes into it
+    /// directly (tests and tools; a dump writes through [`staging`]).
     pub fn create(path: &Path) -> Result<ImageDir> {
         if !path.is_dir() {
             std::fs::DirBuilder::new()
@@ -258,30 +351,113 @@ impl ImageDir {
                 .create(path)
                 .at(path)?;
         }
-        Ok(ImageDir {
+        Ok(ImageDir::at(path, path))
+    }
+
+    /// A directory of images read without any inventory check (`cairn
+    /// show` of single files).
+    pub fn view(path: &Path) -> ImageDir {
+        ImageDir::at(path, path)
+    }
+
+    fn at(path: &Path, final_path: &Path) -> ImageDir {
+        ImageDir {
             path: path.to_path_buf(),
-        })
+            final_path: final_path.to_path_buf(),
+            manifest: None,
+        }
     }
 
     /// Opens an existing image directory; it must hold an inventory.
+    /// Nothing is verified (see [`ImageDir::load`]).
     pub fn open(path: &Path) -> Result<ImageDir> {
         if !path.join(names::INVENTORY).is_file() {
             return Err(Error::image(
                 path,
-                "not a cairn image directory (no inventory.img)",
+                "not a cairn image directory, or an incomplete one (no inventory.img)",
             ));
         }
-        Ok(ImageDir {
-            path: path.to_path_buf(),
-        })
+        Ok(ImageDir::at(path, path))
+    }
+
+    /// Opens a complete checkpoint for restoring from it: reads and checks
+    /// `inventory.img`, then requires every file it lists to be there with
+    /// its recorded size. Later reads check each file's header against
+    /// the list, so a file of another dump is refused.
+    pub fn load(path: &Path) -> Result<(ImageDir, Inventory)> {
+        let mut dir = ImageDir::open(path)?;
+        let inv_path = dir.file(names::INVENTORY);
+        let inv: Inventory = decode_image(Kind::Inventory, &read_bounded(&inv_path)?, &inv_path)?;
+        if inv.images.is_empty() {
+            return Err(Error::image(
+                &inv_path,
+                "lists no image files: an incomplete checkpoint",
+            ));
+        }
+        let mut manifest = HashMap::new();
+        for f in &inv.images {
+            if !is_image_name(&f.name) || f.name == names::INVENTORY {
+                return Err(Error::image(
+                    &inv_path,
+                    format!("lists a bad file name {:?}", f.name),
+                ));
+            }
+            if manifest.insert(f.name.clone(), f.clone()).is_some() {
+                return Err(Error::image(
+                    &inv_path,
+                    format!("lists {} twice", f.name),
+                ));
+            }
+        }
+        for f in manifest.values() {
+            let p = dir.file(&f.name);
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.is_file() && m.len() == f.size => {}
+                Ok(m) if m.is_file() => {
+                    return Err(Error::image(
+                        &p,
+                        format!(
+                            "is {} bytes, but inventory.img records {} (truncated, \
+                             extended, or from another dump)",
+                            m.len(),
+                            f.size
+                        ),
+                    ))
+                }
+                Ok(_) => return Err(Error::image(&p, "is not a regular file")),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(Error::image(
+                        &p,
+                        "missing (listed in inventory.img): an incomplete checkpoint",
+                    ))
+                }
+                Err(e) => return Err(Error::io(&p, e)),
+            }
+        }
+        dir.manifest = Some(Arc::new(manifest));
+        Ok((dir, inv))
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// See the field of that name: where the directory is for good.
+    pub fn final_path(&self) -> &Path {
+        &self.final_path
+    }
+
     pub fn file(&self, name: &str) -> PathBuf {
         self.path.join(name)
+    }
+
+    /// The names `inventory.img` lists (after [`ImageDir::load`]).
+    pub fn listed(&self) -> Option<Vec<String>> {
+        self.manifest.as_ref().map(|m| {
+            let mut v: Vec<String> = m.keys().cloned().collect();
+            v.sort();
+            v
+        })
     }
 
     /// Creates an image file with mode 0600.
@@ -296,27 +472,144 @@ impl ImageDir {
             .at(&p)
     }
 
+    /// Writes one message image and syncs it to disk.
     pub fn write<M: Message>(&self, kind: Kind, name: &str, msg: &M) -> Result<()> {
         let bytes = encode_image(kind, msg)?;
         let p = self.file(name);
         let mut f = self.create_file(name)?;
-        f.write_all(&bytes).at(&p)
+        f.write_all(&bytes).at(&p)?;
+        f.sync_all().at(&p)
     }
 
-    pub fn read<M: Message>(&self, kind: Kind, name: &str) -> Result<M> {
+    /// Writes `inventory.img` last: `inv.images` is set to every other
+    /// `*.img` file of the directory, with its size and header crc.
+    pub fn write_inventory(&self, inv: &mut Inventory) -> Result<()> {
+        let mut list = Vec::new();
+        for e in std::fs::read_dir(&self.path).at(&self.path)? {
+            let e = e.at(&self.path)?;
+            let Some(name) = e.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if !is_image_name(&name) || name == names::INVENTORY {
+                continue;
+            }
+            let p = e.path();
+            let f = File::open(&p).at(&p)?;
+            let size = f.metadata().at(&p)?.len();
+            let mut raw = [0u8; HEADER_LEN];
+            f.read_exact_at(&mut raw, 0)
+                .map_err(|_| Error::image(&p, "truncated header"))?;
+            Header::decode(&raw, &p)?;
+            let mut entry = ImageFile::new();
+            entry.name = name;
+            entry.size = size;
+            entry.header_crc32 = Header::header_crc(&raw);
+            list.push(entry);
+        }
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        inv.images = list;
+        self.write(Kind::Inventory, names::INVENTORY, inv)
+    }
+
+    /// The inventory entry of `name`, if the directory was loaded; an
+    /// error if it was loaded and `name` is not listed.
+    fn listed_entry(&self, name: &str) -> Result<Option<&ImageFile>> {
+        match &self.manifest {
+            None => Ok(None),
+            Some(m) => m.get(name).map(Some).ok_or_else(|| {
+                Error::image(
+                    self.file(name),
+                    "not part of this checkpoint (not listed in inventory.img)",
+                )
+            }),
+        }
+    }
+
+    /// Checks a file's raw header against its inventory entry.
+    fn check_listed(&self, name: &str, raw: &[u8], size: u64) -> Result<()> {
+        if let Some(entry) = self.listed_entry(name)? {
+            let mut h = [0u8; HEADER_LEN];
+            if raw.len() >= HEADER_LEN {
+                h.copy_from_slice(&raw[..HEADER_LEN]);
+            }
+            if entry.size != size || Header::header_crc(&h) != entry.header_crc32 {
+                return Err(Error::image(
+                    self.file(name),
+                    "differs from what inventory.img records (changed since the \
+                     dump, or from another dump)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one message image file and checks it (header, kind, length,
+    /// body crc, inventory entry) without decoding it.
+    fn read_checked(&self, kind: Kind, name: &str) -> Result<Vec<u8>> {
         let p = self.file(name);
-        let bytes = std::fs::read(&p).map_err(|e| {
+        self.listed_entry(name)?;
+        let bytes = read_bounded(&p)?;
+        check_image(Some(kind), &bytes, &p)?;
+        self.check_listed(name, &bytes, bytes.len() as u64)?;
+        Ok(bytes)
+    }
+
+    /// The checks of [`ImageDir::read`] without the decoding.
+    pub fn check_file(&self, kind: Kind, name: &str) -> Result<()> {
+        self.read_checked(kind, name).map(drop)
+    }
+
+    /// Reads and checks one message image.
+    pub fn read<M: Message>(&self, kind: Kind, name: &str) -> Result<M> {
+        let bytes = self.read_checked(kind, name)?;
+        decode_body(&bytes[HEADER_LEN..], &self.file(name))
+    }
+
+    /// Opens an image whose body is read piecewise (pages.img): checks its
+    /// header, kind, size and inventory entry. Returns the file, its header
+    /// and its size.
+    pub fn open_raw(&self, kind: Kind, name: &str) -> Result<(File, Header, u64)> {
+        let p = self.file(name);
+        self.listed_entry(name)?;
+        let file = File::open(&p).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::image(&p, "missing")
             } else {
                 Error::io(&p, e)
             }
         })?;
-        decode_image(kind, &bytes, &p)
+        let size = file.metadata().at(&p)?.len();
+        let mut raw = [0u8; HEADER_LEN];
+        file.read_exact_at(&mut raw, 0)
+            .map_err(|_| Error::image(&p, "truncated header"))?;
+        let h = Header::decode(&raw, &p)?;
+        if h.kind != kind {
+            return Err(Error::image(
+                &p,
+                format!("is a {} image, expected {}", h.kind.name(), kind.name()),
+            ));
+        }
+        if h.body_len != size - HEADER_LEN as u64 {
+            return Err(Error::image(
+                &p,
+                format!(
+                    "body is {} bytes, header says {} (truncated or extended)",
+                    size - HEADER_LEN as u64,
+                    h.body_len
+                ),
+            ));
+        }
+        self.check_listed(name, &raw, size)?;
+        Ok((file, h, size))
     }
 
+    /// Whether the directory has this image (after [`ImageDir::load`]:
+    /// whether the inventory lists it).
     pub fn exists(&self, name: &str) -> bool {
-        self.file(name).exists()
+        match &self.manifest {
+            Some(m) => m.contains_key(name),
+            None => self.file(name).exists(),
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::proto::{PageChunk, PageStore};
 use super::{names, Header, ImageDir, Kind, FORMAT_VERSION, HEADER_LEN};
@@ -13,12 +13,15 @@ use crate::error::{Error, IoContext, Result};
 
 /// Largest raw chunk cairn writes, and the largest it accepts on restore.
 pub const MAX_CHUNK_RAW: u64 = 16 << 20;
+/// Largest compressed chunk accepted: zstd's bound for MAX_CHUNK_RAW.
+pub const MAX_CHUNK_COMPRESSED: u64 = MAX_CHUNK_RAW + (MAX_CHUNK_RAW >> 8) + (128 << 10);
 
 /// Appends compressed chunks to pages.img.
 pub struct PageStoreWriter {
     file: File,
     path: PathBuf,
     offset: u64,
+    crc: crc32fast::Hasher,
     store: PageStore,
 }
 
@@ -26,6 +29,8 @@ impl PageStoreWriter {
     pub fn create(dir: &ImageDir) -> Result<PageStoreWriter> {
         let path = dir.file(names::PAGES);
         let mut file = dir.create_file(names::PAGES)?;
+        // A placeholder (body length 0): until `finish` writes the real
+        // header, the file does not match its contents and is refused.
         let hdr = Header {
             kind: Kind::Pages,
             version: FORMAT_VERSION,
@@ -37,6 +42,7 @@ impl PageStoreWriter {
             file,
             path,
             offset: 0,
+            crc: crc32fast::Hasher::new(),
             store: PageStore::new(),
         })
     }
@@ -44,6 +50,7 @@ impl PageStoreWriter {
     /// Appends one compressed frame; returns its chunk index.
     pub fn append(&mut self, compressed: &[u8], raw_len: u64) -> Result<u32> {
         self.file.write_all(compressed).at(&self.path)?;
+        self.crc.update(compressed);
         // Overlap disk writes with the rest of the dump; the final fsync
         // then only waits for the tail.
         let _ = crate::sys::mem::start_writeback(
@@ -61,9 +68,17 @@ impl PageStoreWriter {
         Ok((self.store.chunks.len() - 1) as u32)
     }
 
-    /// Syncs pages.img and writes pagestore.img.
+    /// Writes the final header of pages.img (length and crc of all
+    /// chunks), syncs it and writes pagestore.img.
     pub fn finish(self, dir: &ImageDir) -> Result<u64> {
         let t = std::time::Instant::now();
+        let hdr = Header {
+            kind: Kind::Pages,
+            version: FORMAT_VERSION,
+            body_len: self.offset,
+            crc32: self.crc.clone().finalize(),
+        };
+        self.file.write_all_at(&hdr.encode(), 0).at(&self.path)?;
         self.file.sync_all().at(&self.path)?;
         crate::info!("pages.img synced in {:?}", t.elapsed());
         dir.write(Kind::PageStore, names::PAGESTORE, &self.store)?;
@@ -71,11 +86,68 @@ impl PageStoreWriter {
     }
 }
 
+/// Checks a chunk table against the body length of pages.img: chunks
+/// follow each other without gaps or overlaps and cover the whole body,
+/// and none is larger than cairn writes.
+pub fn validate_store(store: &PageStore, body_len: u64) -> std::result::Result<(), String> {
+    let mut expect = 0u64;
+    for (i, c) in store.chunks.iter().enumerate() {
+        if c.offset != expect {
+            return Err(format!(
+                "chunk {i} starts at {}, expected {expect} (gap or overlap)",
+                c.offset
+            ));
+        }
+        if c.compressed_len == 0
+            || c.compressed_len > MAX_CHUNK_COMPRESSED
+            || c.raw_len == 0
+            || c.raw_len > MAX_CHUNK_RAW
+        {
+            return Err(format!(
+                "chunk {i}: {} bytes compressed, {} raw: bad size",
+                c.compressed_len, c.raw_len
+            ));
+        }
+        expect = c
+            .offset
+            .checked_add(c.compressed_len)
+            .filter(|&e| e <= body_len)
+            .ok_or_else(|| format!("chunk {i} lies outside pages.img"))?;
+    }
+    if expect != body_len {
+        return Err(format!(
+            "{} bytes of pages.img after the last chunk",
+            body_len - expect
+        ));
+    }
+    Ok(())
+}
+
+/// Reads the body of an image file (`size` bytes in all) and checks it
+/// against the crc in its header.
+pub fn verify_raw_body(file: &File, header: &Header, size: u64, path: &Path) -> Result<()> {
+    let mut crc = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = HEADER_LEN as u64;
+    while off < size {
+        let n = ((size - off) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..n], off)
+            .map_err(|e| Error::image(path, format!("read at {off}: {e}")))?;
+        crc.update(&buf[..n]);
+        off += n as u64;
+    }
+    if crc.finalize() != header.crc32 {
+        return Err(Error::image(path, "checksum mismatch"));
+    }
+    Ok(())
+}
+
 /// Reads chunks of pages.img, validating each against the chunk table.
 pub struct PageStoreReader {
     file: File,
     path: PathBuf,
     size: u64,
+    header: Header,
     pub store: PageStore,
 }
 
@@ -83,39 +155,21 @@ impl PageStoreReader {
     pub fn open(dir: &ImageDir) -> Result<PageStoreReader> {
         let store: PageStore = dir.read(Kind::PageStore, names::PAGESTORE)?;
         let path = dir.file(names::PAGES);
-        let file = File::open(&path).at(&path)?;
-        let size = file.metadata().at(&path)?.len();
-        let mut hdr = [0u8; HEADER_LEN];
-        file.read_exact_at(&mut hdr, 0)
-            .map_err(|_| Error::image(&path, "truncated header"))?;
-        let h = Header::decode(&hdr, &path)?;
-        if h.kind != Kind::Pages {
-            return Err(Error::image(
-                &path,
-                format!("is a {} image, expected pages", h.kind.name()),
-            ));
-        }
-        for (i, c) in store.chunks.iter().enumerate() {
-            let end = c
-                .offset
-                .checked_add(c.compressed_len)
-                .and_then(|e| e.checked_add(HEADER_LEN as u64));
-            if end.is_none_or(|e| e > size)
-                || c.raw_len > MAX_CHUNK_RAW
-                || c.compressed_len > MAX_CHUNK_RAW * 2
-            {
-                return Err(Error::image(
-                    &path,
-                    format!("chunk {i} lies outside the file or is too large"),
-                ));
-            }
-        }
+        let (file, header, size) = dir.open_raw(Kind::Pages, names::PAGES)?;
+        validate_store(&store, header.body_len).map_err(|m| Error::image(&path, m))?;
         Ok(PageStoreReader {
             file,
             path,
             size,
+            header,
             store,
         })
+    }
+
+    /// Reads the whole body and checks it against the header's crc (for
+    /// `cairn show --verify`; restore checks each chunk as it reads it).
+    pub fn verify_body(&self) -> Result<()> {
+        verify_raw_body(&self.file, &self.header, self.size, &self.path)
     }
 
     pub fn chunk_count(&self) -> usize {

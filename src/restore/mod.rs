@@ -59,8 +59,10 @@ fn is_zombie(core: &TaskCore) -> bool {
 }
 
 impl Images {
-    pub fn load(dir: ImageDir) -> Result<Images> {
-        let inventory: Inventory = dir.read(Kind::Inventory, names::INVENTORY)?;
+    /// Reads and checks every image of the checkpoint in `path` (see
+    /// [`ImageDir::load`] for the integrity checks).
+    pub fn load(path: &std::path::Path) -> Result<Images> {
+        let (dir, inventory) = ImageDir::load(path)?;
         let pstree: Pstree = dir.read(Kind::Pstree, names::PSTREE)?;
         let files: Files = dir.read(Kind::Files, names::FILES)?;
         let store = PageStoreReader::open(&dir)?;
@@ -723,8 +725,7 @@ struct Fixups {
 
 /// `cairn restore`. Returns the exit code cairn should exit with.
 pub fn restore(args: &RestoreArgs) -> Result<i32> {
-    let dir = ImageDir::open(&args.images_dir)?;
-    let img = Images::load(dir)?;
+    let img = Images::load(&args.images_dir)?;
     let saved = contents::load(&img.dir, &img.store, &img.files)?;
     let mut idx = FilesIndex::new(&img.files);
     crate::kinds::exe::plan(
@@ -772,18 +773,26 @@ fn restore_detached(img: &Images, args: &RestoreArgs, fixups: &mut Fixups) -> Re
         ));
     }
     let (r, w) = task::pipe().map_err(|e| Error::sys(task::getpid(), "pipe", e))?;
-    match task::fork().map_err(|e| Error::sys(task::getpid(), "fork", e))? {
+    let parent = task::getpid();
+    match task::fork().map_err(|e| Error::sys(parent, "fork", e))? {
         task::Fork::Child => {
             drop(r);
+            // If cairn is killed, this helper dies too, and with it every
+            // vessel (PDEATHSIG, PTRACE_O_EXITKILL): no half-restored tree.
+            if task::set_pdeathsig(libc::SIGKILL).is_err() || task::getppid() != parent {
+                std::process::exit(1);
+            }
             let mut w = std::fs::File::from(w);
             let msg = match restore_tree(img, args, fixups) {
                 Ok(pid) => match &args.pidfile {
                     Some(p) => write_pidfile(p, pid)
                         .map(|_| format!("ok {pid}"))
-                        .unwrap_or_else(|e| format!("err {e}")),
+                        .unwrap_or_else(|e| {
+                            format!("err {} {e}", e.exit_code(crate::error::Phase::Restore))
+                        }),
                     None => format!("ok {pid}"),
                 },
-                Err(e) => format!("err {e}"),
+                Err(e) => format!("err {} {e}", e.exit_code(crate::error::Phase::Restore)),
             };
             let _ = w.write_all(msg.as_bytes());
             drop(w);
@@ -794,17 +803,26 @@ fn restore_detached(img: &Images, args: &RestoreArgs, fixups: &mut Fixups) -> Re
             let mut s = String::new();
             let _ = std::fs::File::from(r).read_to_string(&mut s);
             let _ = ptrace::wait_raw(child);
-            match s.strip_prefix("ok ") {
-                Some(p) => {
-                    info!("restored pid {p} (detached)");
-                    Ok(0)
-                }
-                None => Err(Error::Restore(
-                    s.strip_prefix("err ")
-                        .unwrap_or("restorer died")
-                        .to_string(),
-                )),
-            }
+            parse_helper_result(&s)
         }
+    }
+}
+
+/// What the `restore -d` helper reported: `ok PID` or `err CODE MESSAGE`.
+fn parse_helper_result(s: &str) -> Result<i32> {
+    if let Some(p) = s.strip_prefix("ok ") {
+        info!("restored pid {p} (detached)");
+        return Ok(0);
+    }
+    let Some(rest) = s.strip_prefix("err ") else {
+        return Err(Error::Restore("the restoring helper died".into()));
+    };
+    let (code, msg) = rest.split_once(' ').unwrap_or(("", rest));
+    match code.parse::<u8>() {
+        Ok(code) if code != 0 => Err(Error::Forwarded {
+            code,
+            msg: msg.to_string(),
+        }),
+        _ => Err(Error::Restore(rest.to_string())),
     }
 }

@@ -1,0 +1,168 @@
+//! `cairn show --verify`: checks a checkpoint completely without restoring
+//! it, and stops at the first problem with an error naming the file and
+//! what is wrong with it (exit code 5).
+//!
+//! For a directory, in this order:
+//! 1. `inventory.img` and the list of files it holds: every listed file is
+//!    there with its recorded size, and every `*.img` file is listed;
+//! 2. every file: header (magic, version, its own crc, kind), body length
+//!    and body crc, matching its inventory entry; message images are
+//!    decoded; for `pages.img` the whole body is read;
+//! 3. everything a restore checks before it creates a process
+//!    ([`crate::restore::Images::load`], the contents image);
+//! 4. every chunk of the page store is read, checked against its crc and
+//!    decompressed to its recorded length.
+//!
+//! For a single file, steps 2 (without the inventory entry) and, for
+//! `pages.img` with its `pagestore.img` beside it, 4.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::error::{Error, IoContext, Result};
+use crate::image::pages::PageStoreReader;
+use crate::image::{is_image_name, names, ImageDir, Kind, HEADER_LEN, MAX_MESSAGE_BYTES};
+use crate::show::json_string;
+
+/// What was verified.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub images: usize,
+    pub bytes: u64,
+    pub chunks: usize,
+}
+
+/// Prints the report of [`verify`] on stdout (text, or one JSON object).
+pub fn run(path: &Path, json: bool) -> Result<()> {
+    let r = verify(path)?;
+    let out = if json {
+        format!(
+            "{{\"path\":{},\"verified\":true,\"images\":{},\"bytes\":{},\"chunks\":{}}}\n",
+            json_string(&path.to_string_lossy()),
+            r.images,
+            r.bytes,
+            r.chunks
+        )
+    } else {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{}: verified {} image{}, {} bytes, {} page chunk{}",
+            path.display(),
+            r.images,
+            if r.images == 1 { "" } else { "s" },
+            r.bytes,
+            r.chunks,
+            if r.chunks == 1 { "" } else { "s" },
+        );
+        s
+    };
+    let mut stdout = std::io::stdout().lock();
+    std::io::Write::write_all(&mut stdout, out.as_bytes()).at("<stdout>")
+}
+
+/// Verifies a checkpoint directory or one image file.
+pub fn verify(path: &Path) -> Result<Report> {
+    let meta = std::fs::metadata(path).at(path)?;
+    if meta.is_dir() {
+        verify_dir(path)
+    } else {
+        verify_file(path)
+    }
+}
+
+fn read_message_file(p: &Path) -> Result<Vec<u8>> {
+    let size = std::fs::metadata(p).at(p)?.len();
+    if size > MAX_MESSAGE_BYTES + HEADER_LEN as u64 {
+        return Err(Error::image(
+            p,
+            format!("{size} bytes: too large for a message image"),
+        ));
+    }
+    std::fs::read(p).at(p)
+}
+
+/// Reads every chunk of the store: crc and decompressed length.
+fn verify_chunks(store: &PageStoreReader) -> Result<usize> {
+    for i in 0..store.chunk_count() {
+        store.read_chunk(i as u32)?;
+    }
+    Ok(store.chunk_count())
+}
+
+fn verify_file(p: &Path) -> Result<Report> {
+    let mut raw = [0u8; HEADER_LEN];
+    {
+        use std::io::Read;
+        let mut f = std::fs::File::open(p).at(p)?;
+        f.read_exact(&mut raw)
+            .map_err(|_| Error::image(p, "truncated header"))?;
+    }
+    let hdr = crate::image::Header::decode(&raw, p)?;
+    let size = std::fs::metadata(p).at(p)?.len();
+    let mut r = Report {
+        images: 1,
+        bytes: size,
+        chunks: 0,
+    };
+    if hdr.kind.is_message() {
+        crate::show::check_message_file(&read_message_file(p)?, p)?;
+        return Ok(r);
+    }
+    // pages.img: with its chunk table beside it, every chunk; otherwise the
+    // body crc alone.
+    let dir = ImageDir::view(p.parent().unwrap_or(Path::new(".")));
+    let file = p.file_name().and_then(|n| n.to_str()).unwrap_or(names::PAGES);
+    if file == names::PAGES && dir.file(names::PAGESTORE).is_file() {
+        let store = PageStoreReader::open(&dir)?;
+        r.chunks = verify_chunks(&store)?;
+        store.verify_body()?;
+    } else {
+        let (f, h, size) = dir.open_raw(Kind::Pages, file)?;
+        crate::image::pages::verify_raw_body(&f, &h, size, p)?;
+    }
+    Ok(r)
+}
+
+fn verify_dir(path: &Path) -> Result<Report> {
+    let (dir, _inv) = ImageDir::load(path)?;
+    let listed = dir.listed().unwrap_or_default();
+    let mut r = Report::default();
+    // Files that are not part of the checkpoint.
+    for e in std::fs::read_dir(path).at(path)? {
+        let e = e.at(path)?;
+        let Some(name) = e.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if is_image_name(&name) && name != names::INVENTORY && !listed.contains(&name) {
+            return Err(Error::image(
+                e.path(),
+                "not part of this checkpoint (not listed in inventory.img)",
+            ));
+        }
+    }
+    r.images = listed.len() + 1;
+    r.bytes = std::fs::metadata(dir.file(names::INVENTORY))
+        .at(dir.file(names::INVENTORY))?
+        .len();
+    for name in &listed {
+        let p = dir.file(name);
+        if name == names::PAGES {
+            // Header, size and inventory entry here; body and chunks below.
+            let (_, _, size) = dir.open_raw(Kind::Pages, name)?;
+            r.bytes += size;
+            continue;
+        }
+        let bytes = read_message_file(&p)?;
+        let kind = crate::show::check_message_file(&bytes, &p)?;
+        // Same checks as a restore's read, including the inventory entry.
+        dir.check_file(kind, name)?;
+        r.bytes += bytes.len() as u64;
+    }
+    // What a restore validates before it creates anything.
+    let img = crate::restore::Images::load(path)?;
+    crate::kinds::contents::load(&img.dir, &img.store, &img.files)?;
+    r.chunks = verify_chunks(&img.store)?;
+    img.store.verify_body()?;
+    Ok(r)
+}
