@@ -237,6 +237,8 @@ pub fn chkpnt_main() -> ExitCode {
         ext_unix_sk: false,
         compress_level: 1,
         file_contents: opts.file_contents,
+        tcp_established: false,
+        network_lock: Default::default(),
     };
     match crate::dump::dump(&args) {
         Ok(_) => {
@@ -275,6 +277,7 @@ pub fn resume_main() -> ExitCode {
         pid_restore: None,
         exe_dir: opts.exe_dir.clone(),
         exe_dir_flag: "-bp".into(),
+        tcp_established: false,
     };
     match crate::restore::restore(&args) {
         Ok(_) => {

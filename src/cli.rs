@@ -69,6 +69,14 @@ pub struct DumpArgs {
     /// always kept).
     #[arg(long = "file-contents", value_name = "all|none|SIZE", default_value_t = crate::kinds::contents::DEFAULT_LIMIT)]
     pub file_contents: crate::kinds::contents::ContentsLimit,
+    /// Checkpoint established TCP connections (with TCP_REPAIR; the
+    /// network is locked for them until the restore).
+    #[arg(long = "tcp-established")]
+    pub tcp_established: bool,
+    /// How established connections are kept from the network while they
+    /// are checkpointed: "nftables" (default) or "skip" (do it yourself).
+    #[arg(long = "network-lock", value_name = "nftables|skip", default_value_t = crate::netlock::Method::Nftables)]
+    pub network_lock: crate::netlock::Method,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -101,6 +109,10 @@ pub struct RestoreArgs {
     /// "-bp" for `resume`).
     #[arg(skip = String::from("--exe-dir"))]
     pub exe_dir_flag: String,
+    /// Restore established TCP connections (needed if the dump had
+    /// --tcp-established and the tree had any).
+    #[arg(long = "tcp-established")]
+    pub tcp_established: bool,
 }
 
 #[derive(Args, Debug, Clone)]

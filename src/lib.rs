@@ -18,6 +18,7 @@ pub mod image;
 pub mod kinds;
 #[macro_use]
 pub mod log;
+pub mod netlock;
 pub mod procfs;
 pub mod prune;
 pub mod remote;

@@ -13,6 +13,7 @@ use crate::image::proto::{Inventory, Pstree, PstreeEntry, TaskCore, TaskState};
 use crate::image::staging::Staging;
 use crate::image::{names, ImageDir, Kind, FORMAT_VERSION};
 use crate::kinds::files::FileTable;
+use crate::kinds::inet;
 use crate::kinds::memory::{self, MmInput, PagePlan};
 use crate::kinds::task as ktask;
 use crate::procfs;
@@ -57,7 +58,10 @@ pub fn dump(args: &DumpArgs) -> Result<DumpStats> {
     // pass decides about it.
     let pids = tree_pids(pid);
     for &p in &pids {
-        if let Err(e) = crate::kinds::files::precheck(p).and_then(|_| memory::precheck(p)) {
+        if let Err(e) = crate::kinds::files::precheck(p)
+            .and_then(|_| memory::precheck(p))
+            .and_then(|_| inet::precheck(p, args.tcp_established, args.network_lock))
+        {
             let alive = procfs::read_stat(p).is_ok_and(|s| s.state != 'Z' && s.state != 'X');
             if p == pid || alive {
                 return Err(e);
@@ -87,11 +91,14 @@ pub fn dump(args: &DumpArgs) -> Result<DumpStats> {
     // cannot be completed leaves the tree running.
     let result = dump_frozen(&mut frozen, &dir, args).and_then(|s| staging.commit().map(|()| s));
     match result {
-        Ok(mut stats) => {
+        Ok((mut stats, net)) => {
             if args.leave_running {
+                // Connections go on: repair mode off, unlock, then thaw.
+                net.resume()?;
                 frozen.thaw()?;
             } else {
                 frozen.kill()?;
+                net.killed();
             }
             stats.frozen_ms = t0.elapsed().as_secs_f64() * 1000.0;
             info!(
@@ -191,7 +198,11 @@ fn tree_pids(root: i32) -> Vec<i32> {
     out
 }
 
-fn dump_frozen(frozen: &mut Frozen, dir: &ImageDir, args: &DumpArgs) -> Result<DumpStats> {
+fn dump_frozen(
+    frozen: &mut Frozen,
+    dir: &ImageDir,
+    args: &DumpArgs,
+) -> Result<(DumpStats, inet::DumpState)> {
     let mut stats = DumpStats::default();
     let mut files = FileTable::default();
     let mut exe_sums = crate::kinds::exe::ExeSums::default();
@@ -203,6 +214,14 @@ fn dump_frozen(frozen: &mut Frozen, dir: &ImageDir, args: &DumpArgs) -> Result<D
         .map(|p| (p.pid, p.ppid, p.zombie_status, p.stopped()))
         .collect();
     let live: std::collections::HashSet<i32> = frozen.live().map(|p| p.pid).collect();
+    // IP sockets: refused or locked before any of their state is read.
+    let live_pids: Vec<i32> = frozen.live().map(|p| p.pid).collect();
+    files.inet = inet::DumpState::prepare(
+        procs[0].0,
+        &live_pids,
+        args.tcp_established,
+        args.network_lock,
+    )?;
     let mut per_proc = Vec::new();
     for &(pid, ppid, zombie, stopped) in &procs {
         let stat = procfs::read_stat(pid)?;
@@ -311,6 +330,7 @@ fn dump_frozen(frozen: &mut Frozen, dir: &ImageDir, args: &DumpArgs) -> Result<D
         // read them): only now, with nearly everything written.
         files.unix.take_backlogs(&mut files.files)?;
     }
+    files.files.net_lock = files.inet.net_lock().into();
     dir.write(Kind::Files, names::FILES, &files.files)?;
     dir.write(Kind::Contents, names::CONTENTS, &contents)?;
     dir.write(Kind::Pstree, names::PSTREE, &pstree)?;
@@ -341,5 +361,5 @@ fn dump_frozen(frozen: &mut Frozen, dir: &ImageDir, args: &DumpArgs) -> Result<D
         .filter_map(|p| std::fs::metadata(p).ok())
         .map(|m| m.len())
         .sum();
-    Ok(stats)
+    Ok((stats, std::mem::take(&mut files.inet)))
 }

@@ -41,6 +41,7 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/proto/mod.rs"));
     pub use contents::*;
     pub use files::*;
+    pub use inet::*;
     pub use inventory::*;
     pub use mm::*;
     pub use pagemap::*;

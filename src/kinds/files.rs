@@ -38,6 +38,8 @@ pub struct FileTable {
     pipes: BTreeMap<(u64, bool), (i32, i32)>,
     /// Unix sockets (kinds::unix).
     pub unix: crate::kinds::unix::UnixDump,
+    /// IP sockets (kinds::inet).
+    pub inet: crate::kinds::inet::DumpState,
 }
 
 impl Default for FileTable {
@@ -49,6 +51,7 @@ impl Default for FileTable {
             seen: Vec::new(),
             pipes: BTreeMap::new(),
             unix: Default::default(),
+            inet: Default::default(),
         }
     }
 }
@@ -127,7 +130,10 @@ impl FileTable {
                 None => {
                     let kind = match crate::kinds::anonfd::describe(pid, fd, &target, &info)? {
                         Some(k) => k,
-                        None => self.describe(pid, fd, &target, flags, info.pos)?,
+                        None => match self.inet.describe(pid, fd, &target, &info)? {
+                            Some(k) => k,
+                            None => self.describe(pid, fd, &target, flags, info.pos)?,
+                        },
                     };
                     let id = self.add(kind);
                     self.seen.push((pid, fd, id, info.ino));
@@ -256,7 +262,7 @@ fn socket_proto(pid: i32, fd: i32) -> String {
 
 /// Whether cairn can checkpoint sockets of this protocol.
 fn socket_supported(proto: &str) -> bool {
-    crate::kinds::unix::handles_proto(proto)
+    crate::kinds::unix::handles_proto(proto) || crate::kinds::inet::handles_proto(proto)
 }
 
 fn unsupported_socket(pid: i32, fd: i32, target: &str) -> Error {
@@ -422,6 +428,8 @@ pub struct SharedFiles {
     fifos: HashMap<u64, (i32, u64)>,
     /// Every keeper fd, to be closed once all fd tables are done.
     pub keepers: Vec<(i32, u64)>,
+    /// Restored IP sockets still in TCP repair mode (kinds::inet).
+    pub inet: crate::kinds::inet::Restored,
 }
 
 impl SharedFiles {
@@ -562,6 +570,9 @@ pub fn restore_fds(
                 ) => crate::kinds::anonfd::create(agent, k)?.ok_or_else(|| {
                     Error::Restore(format!("pid {pid}: fd {first}: unknown kind"))
                 })?,
+                Some(file_desc::Kind::Inet(sk)) => {
+                    crate::kinds::inet::create(agent, sk, &mut shared.inet)?
+                }
                 _ => {
                     return Err(Error::Restore(format!(
                         "pid {pid}: fd {first} has a description cairn cannot restore"

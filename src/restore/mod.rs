@@ -645,6 +645,9 @@ fn restore_tree(img: &Images, args: &RestoreArgs, fixups: &mut Fixups) -> Result
     for p in procs.iter_mut().filter(|p| !p.zombie) {
         finish(img, p)?;
     }
+    // Restored connections leave repair mode (still behind the network
+    // lock, which the caller lifts once the tree runs).
+    shared.inet.go_live()?;
     // Everyone is ready: let them go, children before parents, leaders
     // last in each process.
     for p in procs.iter().rev().filter(|p| !p.zombie) {
@@ -726,6 +729,12 @@ struct Fixups {
 /// `cairn restore`. Returns the exit code cairn should exit with.
 pub fn restore(args: &RestoreArgs) -> Result<i32> {
     let img = Images::load(&args.images_dir)?;
+    crate::kinds::inet::check_restore(&img.files, &img.fdtables, args.tcp_established)?;
+    // Connections the dump left locked stay locked (or are locked again,
+    // on another machine) until they are live; any failure from here on
+    // lifts the lock.
+    let mut net_lock =
+        crate::kinds::inet::restore_lock(&img.files, img.inventory.root_pid as i32)?;
     let saved = contents::load(&img.dir, &img.store, &img.files)?;
     let mut idx = FilesIndex::new(&img.files);
     crate::kinds::exe::plan(
@@ -752,6 +761,11 @@ pub fn restore(args: &RestoreArgs) -> Result<i32> {
         return restore_detached(&img, args, &mut fixups);
     }
     let pid = restore_tree(&img, args, &mut fixups)?;
+    if let Some(l) = net_lock.as_mut() {
+        if let Err(e) = l.release() {
+            warn!("{e}");
+        }
+    }
     if let Some(p) = &args.pidfile {
         write_pidfile(p, pid)?;
     }

@@ -5,6 +5,7 @@
 
 pub mod inject;
 pub mod mem;
+pub mod net;
 pub mod probe;
 pub mod ptrace;
 pub mod sock;

@@ -1,0 +1,955 @@
+//! IPv4 and IPv6 sockets: TCP (listening, unconnected, established with
+//! `--tcp-established`, see [`super::tcp`]) and UDP (bound, connected,
+//! with their queued datagrams).
+//!
+//! cairn reaches a socket of the target through `pidfd_getfd`: its own
+//! descriptor for the same open file description, on which it reads (dump)
+//! or sets (restore) everything with ordinary socket calls. On restore the
+//! socket itself is created by an injected `socket(2)` in the vessel, so it
+//! belongs to the restored process's network namespace, and then
+//! configured from cairn through such a descriptor.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::OwnedFd;
+
+use crate::error::{Error, Result};
+use crate::image::proto::{file_desc, Datagram, FdTable, Files, InetSk, Linger};
+use crate::netlock::{self, Conn, Lock};
+use crate::procfs::{self, FdInfo};
+use crate::remote::Agent;
+use crate::sys::net::{self, InetAddr};
+use crate::{info, warn};
+
+pub const TCP_ESTABLISHED: u32 = 1;
+pub const TCP_CLOSE: u32 = 7;
+pub const TCP_LISTEN: u32 = 10;
+const SO_PEEK_OFF: i32 = 42;
+
+/// The name of a TCP state (tcp_states.h).
+pub fn tcp_state_name(s: u32) -> &'static str {
+    match s {
+        1 => "ESTABLISHED",
+        2 => "SYN_SENT",
+        3 => "SYN_RECV",
+        4 => "FIN_WAIT1",
+        5 => "FIN_WAIT2",
+        6 => "TIME_WAIT",
+        7 => "CLOSE",
+        8 => "CLOSE_WAIT",
+        9 => "LAST_ACK",
+        10 => "LISTEN",
+        11 => "CLOSING",
+        12 => "NEW_SYN_RECV",
+        _ => "unknown",
+    }
+}
+
+// ------------------------------------------------------------ addresses
+
+pub fn addr_to_proto(a: &InetAddr) -> crate::image::proto::InetAddr {
+    let mut p = crate::image::proto::InetAddr::new();
+    p.ip = match a.ip {
+        IpAddr::V4(v) => v.octets().to_vec(),
+        IpAddr::V6(v) => v.octets().to_vec(),
+    };
+    p.port = a.port as u32;
+    p.flowinfo = a.flowinfo;
+    p.scope_id = a.scope_id;
+    p
+}
+
+pub fn addr_from_proto(p: &crate::image::proto::InetAddr) -> Option<InetAddr> {
+    let ip = match p.ip.len() {
+        4 => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(&p.ip[..]).ok()?)),
+        16 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&p.ip[..]).ok()?)),
+        _ => return None,
+    };
+    Some(InetAddr {
+        ip,
+        port: u16::try_from(p.port).ok()?,
+        flowinfo: p.flowinfo,
+        scope_id: p.scope_id,
+    })
+}
+
+fn proto_name(family: i32, proto: i32) -> String {
+    let p = match proto {
+        libc::IPPROTO_TCP => "TCP",
+        libc::IPPROTO_UDP => "UDP",
+        _ => "",
+    };
+    let f = if family == libc::AF_INET6 { "v6" } else { "v4" };
+    if p.is_empty() {
+        format!("IP{f} protocol {proto}")
+    } else {
+        format!("{p}{f}")
+    }
+}
+
+// ------------------------------------------------------------ options
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum For {
+    All,
+    Tcp,
+    /// TCP sockets that are not connected (listening or closed).
+    TcpUnconnected,
+    Udp,
+    V4,
+    V6,
+    V4Udp,
+    V6Udp,
+}
+
+/// Integer options saved by name and restored when they differ from a
+/// fresh socket's. SO_REUSEADDR and SO_PEEK_OFF get special ordering;
+/// SO_SNDBUF / SO_RCVBUF are set with their FORCE variants.
+const INT_OPTS: &[(&str, i32, i32, For)] = &[
+    ("SO_REUSEADDR", libc::SOL_SOCKET, libc::SO_REUSEADDR, For::All),
+    ("SO_REUSEPORT", libc::SOL_SOCKET, libc::SO_REUSEPORT, For::All),
+    ("SO_KEEPALIVE", libc::SOL_SOCKET, libc::SO_KEEPALIVE, For::Tcp),
+    ("SO_OOBINLINE", libc::SOL_SOCKET, libc::SO_OOBINLINE, For::Tcp),
+    ("SO_BROADCAST", libc::SOL_SOCKET, libc::SO_BROADCAST, For::Udp),
+    ("SO_DONTROUTE", libc::SOL_SOCKET, libc::SO_DONTROUTE, For::All),
+    ("SO_PRIORITY", libc::SOL_SOCKET, libc::SO_PRIORITY, For::All),
+    ("SO_MARK", libc::SOL_SOCKET, libc::SO_MARK, For::All),
+    ("SO_RCVLOWAT", libc::SOL_SOCKET, libc::SO_RCVLOWAT, For::All),
+    ("SO_SNDBUF", libc::SOL_SOCKET, libc::SO_SNDBUF, For::All),
+    ("SO_RCVBUF", libc::SOL_SOCKET, libc::SO_RCVBUF, For::All),
+    ("SO_PEEK_OFF", libc::SOL_SOCKET, SO_PEEK_OFF, For::Udp),
+    ("TCP_NODELAY", libc::IPPROTO_TCP, libc::TCP_NODELAY, For::Tcp),
+    ("TCP_CORK", libc::IPPROTO_TCP, libc::TCP_CORK, For::Tcp),
+    ("TCP_KEEPIDLE", libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, For::Tcp),
+    ("TCP_KEEPINTVL", libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, For::Tcp),
+    ("TCP_KEEPCNT", libc::IPPROTO_TCP, libc::TCP_KEEPCNT, For::Tcp),
+    ("TCP_SYNCNT", libc::IPPROTO_TCP, libc::TCP_SYNCNT, For::Tcp),
+    ("TCP_LINGER2", libc::IPPROTO_TCP, libc::TCP_LINGER2, For::Tcp),
+    ("TCP_DEFER_ACCEPT", libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, For::Tcp),
+    ("TCP_USER_TIMEOUT", libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, For::Tcp),
+    ("TCP_NOTSENT_LOWAT", libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT, For::Tcp),
+    ("TCP_MAXSEG", libc::IPPROTO_TCP, libc::TCP_MAXSEG, For::TcpUnconnected),
+    ("TCP_FASTOPEN", libc::IPPROTO_TCP, libc::TCP_FASTOPEN, For::TcpUnconnected),
+    ("IP_TOS", libc::IPPROTO_IP, libc::IP_TOS, For::V4),
+    ("IP_TTL", libc::IPPROTO_IP, libc::IP_TTL, For::V4),
+    ("IP_FREEBIND", libc::IPPROTO_IP, libc::IP_FREEBIND, For::V4),
+    ("IP_TRANSPARENT", libc::IPPROTO_IP, libc::IP_TRANSPARENT, For::V4),
+    ("IP_MTU_DISCOVER", libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, For::V4),
+    ("IP_RECVERR", libc::IPPROTO_IP, libc::IP_RECVERR, For::V4),
+    ("IP_BIND_ADDRESS_NO_PORT", libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, For::V4),
+    ("IP_PKTINFO", libc::IPPROTO_IP, libc::IP_PKTINFO, For::V4Udp),
+    ("IP_RECVTOS", libc::IPPROTO_IP, libc::IP_RECVTOS, For::V4Udp),
+    ("IP_MULTICAST_TTL", libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, For::V4Udp),
+    ("IP_MULTICAST_LOOP", libc::IPPROTO_IP, libc::IP_MULTICAST_LOOP, For::V4Udp),
+    ("IPV6_V6ONLY", libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, For::V6),
+    ("IPV6_TCLASS", libc::IPPROTO_IPV6, libc::IPV6_TCLASS, For::V6),
+    ("IPV6_UNICAST_HOPS", libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, For::V6),
+    ("IPV6_MTU_DISCOVER", libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, For::V6),
+    ("IPV6_RECVERR", libc::IPPROTO_IPV6, libc::IPV6_RECVERR, For::V6),
+    ("IPV6_FREEBIND", libc::IPPROTO_IPV6, 78, For::V6),
+    ("IPV6_TRANSPARENT", libc::IPPROTO_IPV6, 75, For::V6),
+    ("IPV6_RECVPKTINFO", libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, For::V6Udp),
+    ("IPV6_MULTICAST_HOPS", libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_HOPS, For::V6Udp),
+    ("IPV6_MULTICAST_LOOP", libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_LOOP, For::V6Udp),
+];
+
+fn applies(w: For, family: i32, proto: i32, state: u32) -> bool {
+    let tcp = proto == libc::IPPROTO_TCP;
+    let udp = proto == libc::IPPROTO_UDP;
+    let v4 = family == libc::AF_INET;
+    match w {
+        For::All => true,
+        For::Tcp => tcp,
+        For::TcpUnconnected => tcp && state != TCP_ESTABLISHED,
+        For::Udp => udp,
+        For::V4 => v4,
+        For::V6 => !v4,
+        For::V4Udp => v4 && udp,
+        For::V6Udp => !v4 && udp,
+    }
+}
+
+fn read_timeo(sock: &OwnedFd, name: i32) -> u64 {
+    let mut b = [0u8; 16];
+    match net::getsockopt(sock, libc::SOL_SOCKET, name, &mut b) {
+        Ok(16) => {
+            let s = i64::from_ne_bytes(b[..8].try_into().unwrap_or([0; 8]));
+            let us = i64::from_ne_bytes(b[8..].try_into().unwrap_or([0; 8]));
+            (s.max(0) as u64) * 1_000_000 + us.max(0) as u64
+        }
+        _ => 0,
+    }
+}
+
+fn set_timeo(sock: &OwnedFd, name: i32, us: u64) -> std::io::Result<()> {
+    let mut b = Vec::with_capacity(16);
+    b.extend_from_slice(&((us / 1_000_000) as i64).to_ne_bytes());
+    b.extend_from_slice(&((us % 1_000_000) as i64).to_ne_bytes());
+    net::setsockopt(sock, libc::SOL_SOCKET, name, &b)
+}
+
+fn dump_opts(sock: &OwnedFd, sk: &mut InetSk) {
+    let (family, proto) = (sk.family as i32, sk.protocol as i32);
+    for &(name, level, opt, w) in INT_OPTS {
+        if !applies(w, family, proto, sk.state) {
+            continue;
+        }
+        if let Ok(v) = net::get_int(sock, level, opt) {
+            sk.opts.insert(name.to_string(), v);
+        }
+    }
+    let mut l = [0u8; 8];
+    if net::getsockopt(sock, libc::SOL_SOCKET, libc::SO_LINGER, &mut l).is_ok() {
+        let on = i32::from_ne_bytes(l[..4].try_into().unwrap_or([0; 4]));
+        if on != 0 {
+            let mut lg = Linger::new();
+            lg.on = true;
+            lg.secs = i32::from_ne_bytes(l[4..].try_into().unwrap_or([0; 4]));
+            sk.linger = Some(lg).into();
+        }
+    }
+    sk.rcvtimeo_us = read_timeo(sock, libc::SO_RCVTIMEO);
+    sk.sndtimeo_us = read_timeo(sock, libc::SO_SNDTIMEO);
+    let mut dev = [0u8; libc::IFNAMSIZ];
+    if let Ok(n) = net::getsockopt(sock, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, &mut dev) {
+        let s = &dev[..n.min(dev.len())];
+        let s = s.split(|&b| b == 0).next().unwrap_or(&[]);
+        sk.bind_dev = String::from_utf8_lossy(s).into_owned();
+    }
+}
+
+/// Sets the options of `sk` that a fresh socket does not already have,
+/// except SO_REUSEADDR and SO_PEEK_OFF (see [`finish_opts`]).
+fn restore_opts(sock: &OwnedFd, sk: &InetSk) -> std::io::Result<()> {
+    let ctx = |what: &str| {
+        let what = what.to_string();
+        move |e: std::io::Error| std::io::Error::new(e.kind(), format!("{what}: {e}"))
+    };
+    for &(name, level, opt, _) in INT_OPTS {
+        let Some(&want) = sk.opts.get(name) else {
+            continue;
+        };
+        if name == "SO_REUSEADDR" || name == "SO_PEEK_OFF" {
+            continue;
+        }
+        if net::get_int(sock, level, opt).ok() == Some(want) {
+            continue;
+        }
+        let (opt, val) = match opt {
+            // The kernel doubles what it is given and reports that.
+            libc::SO_SNDBUF => (libc::SO_SNDBUFFORCE, want / 2),
+            libc::SO_RCVBUF => (libc::SO_RCVBUFFORCE, want / 2),
+            o => (o, want),
+        };
+        net::set_int(sock, level, opt, val).map_err(ctx(&format!("setsockopt {name}={want}")))?;
+    }
+    if let Some(l) = sk.linger.as_ref().filter(|l| l.on) {
+        let mut b = Vec::with_capacity(8);
+        b.extend_from_slice(&1i32.to_ne_bytes());
+        b.extend_from_slice(&l.secs.to_ne_bytes());
+        net::setsockopt(sock, libc::SOL_SOCKET, libc::SO_LINGER, &b).map_err(ctx("SO_LINGER"))?;
+    }
+    if sk.rcvtimeo_us != 0 {
+        set_timeo(sock, libc::SO_RCVTIMEO, sk.rcvtimeo_us).map_err(ctx("SO_RCVTIMEO"))?;
+    }
+    if sk.sndtimeo_us != 0 {
+        set_timeo(sock, libc::SO_SNDTIMEO, sk.sndtimeo_us).map_err(ctx("SO_SNDTIMEO"))?;
+    }
+    if !sk.bind_dev.is_empty() {
+        net::setsockopt(
+            sock,
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            sk.bind_dev.as_bytes(),
+        )
+        .map_err(ctx(&format!("SO_BINDTODEVICE {}", sk.bind_dev)))?;
+    }
+    Ok(())
+}
+
+/// SO_REUSEADDR (kept on while binding) and SO_PEEK_OFF, last.
+fn finish_opts(sock: &OwnedFd, sk: &InetSk) -> std::io::Result<()> {
+    let reuse = sk.opts.get("SO_REUSEADDR").copied().unwrap_or(0);
+    if net::get_int(sock, libc::SOL_SOCKET, libc::SO_REUSEADDR).ok() != Some(reuse) {
+        net::set_int(sock, libc::SOL_SOCKET, libc::SO_REUSEADDR, reuse)?;
+    }
+    if let Some(&p) = sk.opts.get("SO_PEEK_OFF") {
+        if p >= 0 {
+            net::set_int(sock, libc::SOL_SOCKET, SO_PEEK_OFF, p)?;
+        }
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------ probing
+
+/// What cairn needs to know about a socket to decide whether it can
+/// checkpoint it.
+#[derive(Clone, Debug)]
+pub struct Probe {
+    pub ino: u64,
+    pub family: i32,
+    pub ty: i32,
+    pub proto: i32,
+    /// TCP state; for UDP ESTABLISHED if connected, else CLOSE.
+    pub state: u32,
+    pub local: Option<InetAddr>,
+    pub peer: Option<InetAddr>,
+    /// For a listener: connections waiting to be accepted, and the backlog.
+    pub pending: u32,
+    pub backlog: u32,
+}
+
+impl Probe {
+    fn conn_text(&self) -> String {
+        let l = self.local.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+        match &self.peer {
+            Some(p) => format!("{l} -> {p}"),
+            None => l,
+        }
+    }
+
+    fn describe(&self) -> String {
+        let what = if self.proto == libc::IPPROTO_TCP {
+            match self.state {
+                TCP_LISTEN => "listening socket".to_string(),
+                TCP_ESTABLISHED => "established connection".to_string(),
+                s => format!("socket in state {}", tcp_state_name(s)),
+            }
+        } else {
+            "socket".to_string()
+        };
+        format!(
+            "{} {what} {} (inode {})",
+            proto_name(self.family, self.proto),
+            self.conn_text(),
+            self.ino
+        )
+    }
+}
+
+/// Our own descriptor for fd `fd` of `pid`.
+fn grab(pid: i32, fd: i32) -> Result<OwnedFd> {
+    let pidfd = net::pidfd_open(pid).map_err(|e| Error::sys(pid, "pidfd_open", e))?;
+    net::pidfd_getfd(&pidfd, fd).map_err(|e| Error::sys(pid, format!("pidfd_getfd fd {fd}"), e))
+}
+
+/// Classifies a socket; None if it is not an IPv4/IPv6 socket.
+pub fn probe(sock: &OwnedFd, ino: u64) -> std::io::Result<Option<Probe>> {
+    let family = net::get_int(sock, libc::SOL_SOCKET, libc::SO_DOMAIN)?;
+    if family != libc::AF_INET && family != libc::AF_INET6 {
+        return Ok(None);
+    }
+    let ty = net::get_int(sock, libc::SOL_SOCKET, libc::SO_TYPE)?;
+    let proto = net::get_int(sock, libc::SOL_SOCKET, libc::SO_PROTOCOL)?;
+    let local = net::local_addr(sock)?;
+    let peer = net::peer_addr(sock)?;
+    let mut p = Probe {
+        ino,
+        family,
+        ty,
+        proto,
+        state: if peer.is_some() {
+            TCP_ESTABLISHED
+        } else {
+            TCP_CLOSE
+        },
+        local,
+        peer,
+        pending: 0,
+        backlog: 0,
+    };
+    if proto == libc::IPPROTO_TCP && ty == libc::SOCK_STREAM {
+        let ti = net::tcp_info(sock)?;
+        p.state = ti.state as u32;
+        if p.state == TCP_LISTEN {
+            p.pending = ti.unacked;
+            p.backlog = ti.sacked;
+        }
+    }
+    Ok(Some(p))
+}
+
+/// Why cairn cannot checkpoint this socket (None: it can).
+fn refusal(p: &Probe, tcp_established: bool) -> Option<String> {
+    let tcp = p.proto == libc::IPPROTO_TCP && p.ty == libc::SOCK_STREAM;
+    let udp = p.proto == libc::IPPROTO_UDP && p.ty == libc::SOCK_DGRAM;
+    if !tcp && !udp {
+        return Some(format!(
+            "is an IP{} socket of type {} and protocol {}, which cairn cannot checkpoint yet \
+             (only TCP and UDP)",
+            if p.family == libc::AF_INET6 { "v6" } else { "v4" },
+            p.ty,
+            p.proto
+        ));
+    }
+    if udp {
+        return None;
+    }
+    match p.state {
+        TCP_LISTEN | TCP_CLOSE => None,
+        TCP_ESTABLISHED if tcp_established => None,
+        TCP_ESTABLISHED => Some(format!(
+            "is an {}; pass --tcp-established (on dump and restore) to checkpoint it with \
+             TCP_REPAIR",
+            p.describe()
+        )),
+        _ => Some(format!(
+            "is a {}, which cairn cannot checkpoint (only listening, unconnected and \
+             established TCP sockets)",
+            p.describe()
+        )),
+    }
+}
+
+fn socket_ino(target: &str) -> Option<u64> {
+    match procfs::parse_anon_link(target) {
+        Some(("socket", ino)) => Some(ino),
+        _ => None,
+    }
+}
+
+/// Is fd `fd` of `pid` an IPv4/IPv6 socket (whatever its protocol)? For
+/// the generic pre-check, which leaves those to [`precheck`].
+pub fn handles(pid: i32, fd: i32, target: &str) -> bool {
+    let Some(ino) = socket_ino(target) else {
+        return false;
+    };
+    grab(pid, fd)
+        .ok()
+        .and_then(|s| probe(&s, ino).ok())
+        .flatten()
+        .is_some()
+}
+
+/// The IPv4/IPv6 sockets of `pid`: (fd, our descriptor, probe).
+fn scan(pid: i32) -> Result<Vec<(i32, OwnedFd, Probe)>> {
+    let mut out = Vec::new();
+    for (fd, target) in procfs::read_fds(pid)? {
+        let Some(ino) = socket_ino(&target) else {
+            continue;
+        };
+        let sock = match grab(pid, fd) {
+            Ok(s) => s,
+            // Closed meanwhile (not frozen yet): nothing to check.
+            Err(_) if !crate::sys::task::pid_exists(pid) => continue,
+            Err(e) => return Err(e),
+        };
+        if let Some(p) = probe(&sock, ino).map_err(|e| Error::sys(pid, format!("fd {fd}: probe socket"), e))? {
+            out.push((fd, sock, p));
+        }
+    }
+    Ok(out)
+}
+
+/// Refuses, before anything is frozen, IP sockets cairn cannot dump with
+/// these options (naming pid, fd and the connection).
+pub fn precheck(pid: i32, tcp_established: bool, lock: netlock::Method) -> Result<()> {
+    let mut any_tcp = false;
+    for (fd, _, p) in scan(pid)? {
+        if let Some(why) = refusal(&p, tcp_established) {
+            return Err(Error::unsupported(pid, format!("fd {fd} {why}")));
+        }
+        any_tcp |= p.proto == libc::IPPROTO_TCP;
+    }
+    if tcp_established && any_tcp {
+        netlock::check_available(lock, pid)?;
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------ dump
+
+/// The inet part of a dump: our descriptors of the tree's sockets, the
+/// ones put in repair mode, and the network lock. Dropped without
+/// [`DumpState::killed`] or [`DumpState::resume`], it turns repair mode
+/// off and unlocks, so a failed dump leaves every connection as it was.
+#[derive(Default)]
+pub struct DumpState {
+    tcp_established: bool,
+    socks: HashMap<u64, OwnedFd>,
+    repaired: Vec<u64>,
+    lock: Option<Lock>,
+}
+
+impl DumpState {
+    /// With the tree frozen: finds every IP socket of `pids`, refuses what
+    /// cannot be dumped, and locks established connections and listeners
+    /// (with `--tcp-established`) before any of their state is read.
+    pub fn prepare(
+        root: i32,
+        pids: &[i32],
+        tcp_established: bool,
+        method: netlock::Method,
+    ) -> Result<DumpState> {
+        let mut st = DumpState::default();
+        st.tcp_established = tcp_established;
+        let mut conns = Vec::new();
+        for &pid in pids {
+            for (fd, sock, p) in scan(pid)? {
+                if let Some(why) = refusal(&p, tcp_established) {
+                    return Err(Error::unsupported(pid, format!("fd {fd} {why}")));
+                }
+                if p.proto == libc::IPPROTO_TCP {
+                    if let Some(local) = p.local {
+                        match p.state {
+                            TCP_ESTABLISHED => conns.push(Conn {
+                                local,
+                                peer: p.peer,
+                            }),
+                            TCP_LISTEN => conns.push(Conn { local, peer: None }),
+                            _ => {}
+                        }
+                    }
+                }
+                st.socks.entry(p.ino).or_insert(sock);
+            }
+        }
+        if tcp_established && !conns.is_empty() {
+            conns.dedup();
+            st.lock = Some(Lock::acquire(
+                method,
+                netlock::table_name(root),
+                conns,
+                root,
+            )?);
+        }
+        Ok(st)
+    }
+
+    /// The lock to record in files.img.
+    pub fn net_lock(&self) -> Option<crate::image::proto::NetLock> {
+        self.lock.as_ref().map(|l| l.to_proto())
+    }
+
+    fn repair_off_all(&mut self) -> Result<()> {
+        let mut first_err = None;
+        for ino in std::mem::take(&mut self.repaired) {
+            if let Some(s) = self.socks.get(&ino) {
+                if let Err(e) = super::tcp::repair(s, false) {
+                    first_err.get_or_insert(Error::Restore(format!(
+                        "socket inode {ino}: {e}"
+                    )));
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// --leave-running: connections go on; repair mode off, then unlock.
+    pub fn resume(mut self) -> Result<()> {
+        let r = self.repair_off_all();
+        let u = self.lock.take().map_or(Ok(()), |mut l| l.release());
+        r.and(u)
+    }
+
+    /// The tree was killed: our descriptors are closed with the sockets
+    /// still in repair mode (so no FIN or reset is sent), and the network
+    /// stays locked for the restore.
+    pub fn killed(mut self) {
+        self.repaired.clear();
+        self.socks.clear();
+        if let Some(l) = self.lock.take() {
+            let n = l.keep();
+            info!("network stays locked until the restore (nft table inet {})", n.table);
+        }
+    }
+
+    /// Describes fd `fd` of `pid` (frozen) if it is an IP socket.
+    pub fn describe(
+        &mut self,
+        pid: i32,
+        fd: i32,
+        target: &str,
+        info: &FdInfo,
+    ) -> Result<Option<file_desc::Kind>> {
+        let Some(ino) = socket_ino(target) else {
+            return Ok(None);
+        };
+        if !self.socks.contains_key(&ino) {
+            let s = grab(pid, fd)?;
+            self.socks.insert(ino, s);
+        }
+        let sock = &self.socks[&ino];
+        let sys = |what: &str| {
+            let what = format!("fd {fd}: {what}");
+            move |e: std::io::Error| Error::sys(pid, what.clone(), e)
+        };
+        let Some(p) = probe(sock, ino).map_err(sys("probe socket"))? else {
+            return Ok(None);
+        };
+        if let Some(why) = refusal(&p, self.tcp_established) {
+            return Err(Error::unsupported(pid, format!("fd {fd} {why}")));
+        }
+        if p.state == TCP_LISTEN && p.pending > 0 && p.proto == libc::IPPROTO_TCP {
+            return Err(Error::unsupported(
+                pid,
+                format!(
+                    "fd {fd}: {} has {} connections waiting to be accepted, which would be \
+                     lost; try again when they are accepted",
+                    p.describe(),
+                    p.pending
+                ),
+            ));
+        }
+        let mut sk = InetSk::new();
+        sk.ino = ino;
+        sk.family = p.family as u32;
+        sk.type_ = p.ty as u32;
+        sk.protocol = p.proto as u32;
+        sk.state = p.state;
+        sk.flags = info.flags & !(libc::O_CLOEXEC as u32);
+        sk.local = p.local.as_ref().map(addr_to_proto).into();
+        sk.peer = p.peer.as_ref().map(addr_to_proto).into();
+        sk.backlog = p.backlog;
+        dump_opts(sock, &mut sk);
+        if p.proto == libc::IPPROTO_TCP && p.state == TCP_ESTABLISHED {
+            super::tcp::repair(sock, true).map_err(sys("TCP_REPAIR"))?;
+            self.repaired.push(ino);
+            let stream = super::tcp::dump_stream(sock).map_err(|e| {
+                Error::sys(pid, format!("fd {fd}: {}: {e}", p.describe()), e)
+            })?;
+            info!(
+                "pid {pid} fd {fd}: {}: {} bytes to read, {} unacknowledged of which {} unsent",
+                p.describe(),
+                stream.inq.len(),
+                stream.outq.len(),
+                stream.unsent_len
+            );
+            sk.tcp = Some(stream).into();
+        }
+        if p.proto == libc::IPPROTO_UDP {
+            let (q, dropped) = peek_datagrams(sock).map_err(sys("read queued datagrams"))?;
+            if dropped > 0 {
+                warn!(
+                    "pid {pid} fd {fd}: {dropped} queued datagrams of {} cannot be saved and are dropped",
+                    p.describe()
+                );
+            }
+            sk.queue = q;
+            sk.queue_dropped = dropped;
+        }
+        Ok(Some(file_desc::Kind::Inet(sk)))
+    }
+}
+
+impl Drop for DumpState {
+    fn drop(&mut self) {
+        if let Err(e) = self.repair_off_all() {
+            warn!("{e}");
+        }
+        // The lock, if still held, is lifted by its own Drop.
+    }
+}
+
+/// Most datagrams cairn reads from one socket.
+const MAX_DATAGRAMS: usize = 1 << 16;
+
+/// The queued datagrams, read without consuming them: MSG_PEEK with
+/// SO_PEEK_OFF walks the queue one datagram after the other. Returns
+/// (datagrams, how many could not be read).
+fn peek_datagrams(sock: &OwnedFd) -> std::io::Result<(Vec<Datagram>, u32)> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let old = net::get_int(sock, libc::SOL_SOCKET, SO_PEEK_OFF)?;
+    if net::set_int(sock, libc::SOL_SOCKET, SO_PEEK_OFF, 0).is_err() {
+        // No peek offsets here: only the head could be read, so nothing
+        // is saved; say whether something was queued.
+        let queued = old < 0
+            && net::recv_from(sock, &mut buf, libc::MSG_PEEK | libc::MSG_DONTWAIT).is_ok();
+        return Ok((out, queued as u32));
+    }
+    let r = (|| -> std::io::Result<()> {
+        while out.len() < MAX_DATAGRAMS {
+            match net::recv_from(sock, &mut buf, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+                Ok((n, _full, from)) => {
+                    let mut d = Datagram::new();
+                    d.from = from.as_ref().map(addr_to_proto).into();
+                    d.data = buf[..n].to_vec();
+                    out.push(d);
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    })();
+    let reset = net::set_int(sock, libc::SOL_SOCKET, SO_PEEK_OFF, old);
+    r?;
+    reset?;
+    Ok((out, 0))
+}
+
+// ------------------------------------------------------------ restore
+
+/// Our descriptors of restored sockets that are still in repair mode,
+/// and pidfds of the vessels.
+#[derive(Default)]
+pub struct Restored {
+    pidfds: HashMap<i32, OwnedFd>,
+    repaired: Vec<(String, OwnedFd)>,
+}
+
+impl Restored {
+    /// Once the whole tree is ready: repair mode off on every restored
+    /// connection (each sends a window probe, still dropped by the lock).
+    pub fn go_live(&mut self) -> Result<()> {
+        for (what, s) in self.repaired.drain(..) {
+            super::tcp::repair(&s, false)
+                .map_err(|e| Error::Restore(format!("{what}: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// Loopback of the family of `a`, if `a` is a wildcard address.
+fn deliver_to(local: &InetAddr, from: &InetAddr) -> InetAddr {
+    let mut to = *local;
+    let from_v4 = from.canonical_ip().is_ipv4();
+    if local.ip.is_unspecified() || (from_v4 && !local.canonical_ip().is_ipv4()) {
+        to.ip = if from_v4 {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            IpAddr::V6(Ipv6Addr::LOCALHOST)
+        };
+    }
+    to
+}
+
+/// Puts saved datagrams back into a restored socket's queue, with their
+/// senders' addresses: each is sent as a raw IP packet from its sender to
+/// the socket, over loopback. Returns how many arrived.
+fn inject_datagrams(sock: &OwnedFd, sk: &InetSk, local: &InetAddr) -> std::io::Result<usize> {
+    let mut raws: HashMap<bool, OwnedFd> = HashMap::new();
+    for d in &sk.queue {
+        let Some(from) = d.from.as_ref().and_then(addr_from_proto) else {
+            continue;
+        };
+        let to = deliver_to(local, &from);
+        let v4 = from.canonical_ip().is_ipv4();
+        let fam = if v4 { libc::AF_INET } else { libc::AF_INET6 };
+        if !raws.contains_key(&v4) {
+            raws.insert(v4, net::socket(fam, libc::SOCK_RAW, libc::IPPROTO_RAW)?);
+        }
+        let pkt = net::udp_packet(&from, &to, &d.data)?;
+        let dst = InetAddr::new(to.canonical_ip(), 0);
+        net::send_to(&raws[&v4], &pkt, &dst, fam)?;
+    }
+    // Wait (briefly) until they are all queued, counting with peeks.
+    let want = sk.queue.len();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let (got, _) = peek_datagrams(sock)?;
+        if got.len() >= want || std::time::Instant::now() >= deadline {
+            return Ok(got.len());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// Creates the socket of `sk` in the vessel and returns its fd there
+/// (close-on-exec; the caller moves it to its numbers).
+pub fn create(agent: &mut Agent, sk: &InetSk, st: &mut Restored) -> Result<u64> {
+    let pid = agent.pid;
+    let family = sk.family as i32;
+    let local = sk.local.as_ref().and_then(addr_from_proto);
+    let peer = sk.peer.as_ref().and_then(addr_from_proto);
+    let what = {
+        let p = Probe {
+            ino: sk.ino,
+            family,
+            ty: sk.type_ as i32,
+            proto: sk.protocol as i32,
+            state: sk.state,
+            local,
+            peer,
+            pending: 0,
+            backlog: sk.backlog,
+        };
+        format!("pid {pid}: {}", p.describe())
+    };
+    let fail = |e: std::io::Error| Error::Restore(format!("{what}: {e}"));
+    let fd = agent.call(
+        "socket",
+        libc::SYS_socket,
+        &[
+            family as u64,
+            (sk.type_ as i32 | libc::SOCK_CLOEXEC) as u64,
+            sk.protocol as u64,
+        ],
+    )?;
+    if !st.pidfds.contains_key(&pid) {
+        let p = net::pidfd_open(pid).map_err(|e| Error::sys(pid, "pidfd_open", e))?;
+        st.pidfds.insert(pid, p);
+    }
+    let sock = net::pidfd_getfd(&st.pidfds[&pid], fd as i32)
+        .map_err(|e| Error::sys(pid, format!("pidfd_getfd of the new socket {fd}"), e))?;
+    restore_opts(&sock, sk).map_err(fail)?;
+    let tcp = sk.protocol as i32 == libc::IPPROTO_TCP;
+    match (tcp, sk.state, sk.tcp.as_ref()) {
+        (true, TCP_ESTABLISHED, Some(stream)) => {
+            let (Some(l), Some(p)) = (local, peer) else {
+                return Err(fail(std::io::Error::other("connection without addresses")));
+            };
+            super::tcp::restore_stream(&sock, family, &l, &p, stream).map_err(fail)?;
+            finish_opts(&sock, sk).map_err(fail)?;
+            st.repaired.push((what.clone(), sock.try_clone().map_err(fail)?));
+            info!(
+                "{what}: restored in repair mode ({} bytes to read, {} unacknowledged)",
+                stream.inq.len(),
+                stream.outq.len()
+            );
+        }
+        (true, TCP_ESTABLISHED, None) => {
+            return Err(fail(std::io::Error::other(
+                "established connection without its TCP state in the images",
+            )))
+        }
+        _ => {
+            if let Some(l) = local.filter(|l| l.port != 0) {
+                net::set_int(&sock, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).map_err(fail)?;
+                net::bind(&sock, &l, family)
+                    .map_err(|e| fail(std::io::Error::new(e.kind(), format!("bind: {e}"))))?;
+            }
+            if tcp && sk.state == TCP_LISTEN {
+                net::listen(&sock, sk.backlog as i32).map_err(fail)?;
+            }
+            if !tcp {
+                if let Some(p) = peer {
+                    net::connect(&sock, &p, family).map_err(|e| {
+                        fail(std::io::Error::new(e.kind(), format!("connect: {e}")))
+                    })?;
+                }
+                if !sk.queue.is_empty() {
+                    let l = local.unwrap_or(InetAddr::new(
+                        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                        0,
+                    ));
+                    match inject_datagrams(&sock, sk, &l) {
+                        Ok(n) if n >= sk.queue.len() => {}
+                        Ok(n) => warn!(
+                            "{what}: only {n} of {} queued datagrams could be put back",
+                            sk.queue.len()
+                        ),
+                        Err(e) => warn!("{what}: queued datagrams dropped: {e}"),
+                    }
+                }
+            }
+            finish_opts(&sock, sk).map_err(fail)?;
+        }
+    }
+    let fl = net::get_fl(&sock).map_err(fail)?;
+    let want = (fl & !libc::O_NONBLOCK) | (sk.flags as i32 & libc::O_NONBLOCK);
+    if want != fl {
+        net::set_fl(&sock, want).map_err(fail)?;
+    }
+    Ok(fd)
+}
+
+/// Refuses a restore of established connections without
+/// `--tcp-established`, naming pid, fd and connection.
+pub fn check_restore(files: &Files, tables: &[Option<FdTable>], tcp_established: bool) -> Result<()> {
+    if tcp_established {
+        return Ok(());
+    }
+    for d in &files.descs {
+        let Some(file_desc::Kind::Inet(sk)) = &d.kind else {
+            continue;
+        };
+        if sk.tcp.is_none() {
+            continue;
+        }
+        let at = tables
+            .iter()
+            .flatten()
+            .find_map(|t| {
+                t.fds
+                    .iter()
+                    .find(|f| f.desc_id == d.id)
+                    .map(|f| format!("pid {} fd {}", t.pid, f.fd))
+            })
+            .unwrap_or_else(|| "a process".into());
+        let conn = match (
+            sk.local.as_ref().and_then(addr_from_proto),
+            sk.peer.as_ref().and_then(addr_from_proto),
+        ) {
+            (Some(l), Some(p)) => format!("{l} -> {p}"),
+            _ => format!("inode {}", sk.ino),
+        };
+        return Err(Error::Usage(format!(
+            "{at} holds the established TCP connection {conn}: restore it with --tcp-established"
+        )));
+    }
+    Ok(())
+}
+
+/// The network lock recorded by the dump, acquired again for the restore
+/// (lifted when the returned lock is released or dropped).
+pub fn restore_lock(files: &Files, pid: i32) -> Result<Option<Lock>> {
+    match files.net_lock.as_ref() {
+        Some(n) if !n.table.is_empty() => Ok(Some(Lock::from_proto(n, pid)?)),
+        _ => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_round_trip() {
+        for s in ["127.0.0.1", "::1", "::ffff:10.1.2.3", "fe80::1"] {
+            let a = InetAddr {
+                ip: s.parse().unwrap(),
+                port: 6379,
+                flowinfo: 5,
+                scope_id: 2,
+            };
+            assert_eq!(addr_from_proto(&addr_to_proto(&a)), Some(a));
+        }
+        let mut bad = crate::image::proto::InetAddr::new();
+        bad.ip = vec![1, 2, 3];
+        assert_eq!(addr_from_proto(&bad), None);
+        bad.ip = vec![1, 2, 3, 4];
+        bad.port = 70000;
+        assert_eq!(addr_from_proto(&bad), None);
+    }
+
+    #[test]
+    fn refusals_name_the_connection() {
+        let p = Probe {
+            ino: 9,
+            family: libc::AF_INET,
+            ty: libc::SOCK_STREAM,
+            proto: libc::IPPROTO_TCP,
+            state: TCP_ESTABLISHED,
+            local: Some(InetAddr::new("127.0.0.1".parse().unwrap(), 5000)),
+            peer: Some(InetAddr::new("127.0.0.1".parse().unwrap(), 6000)),
+            pending: 0,
+            backlog: 0,
+        };
+        let why = refusal(&p, false).unwrap();
+        assert!(why.contains("127.0.0.1:5000 -> 127.0.0.1:6000"), "{why}");
+        assert!(why.contains("--tcp-established"), "{why}");
+        assert!(refusal(&p, true).is_none());
+        let fw = Probe { state: 4, ..p.clone() };
+        assert!(refusal(&fw, true).unwrap().contains("FIN_WAIT1"));
+        let raw = Probe {
+            ty: libc::SOCK_RAW,
+            proto: 1,
+            ..p
+        };
+        assert!(refusal(&raw, true).unwrap().contains("only TCP and UDP"));
+    }
+
+    #[test]
+    fn wildcard_receivers_get_loopback() {
+        let any6 = InetAddr::new("::".parse().unwrap(), 53);
+        let from4 = InetAddr::new("::ffff:10.0.0.2".parse().unwrap(), 9);
+        assert_eq!(deliver_to(&any6, &from4).ip, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let from6 = InetAddr::new("fd00::2".parse().unwrap(), 9);
+        assert_eq!(deliver_to(&any6, &from6).ip, IpAddr::V6(Ipv6Addr::LOCALHOST));
+        let bound = InetAddr::new("10.0.0.1".parse().unwrap(), 53);
+        assert_eq!(deliver_to(&bound, &from4), bound);
+    }
+}

@@ -1,0 +1,199 @@
+//! Established TCP connections through TCP_REPAIR (`--tcp-established`),
+//! the way CRIU's libsoccr does it.
+//!
+//! Dump (socket in repair mode, network locked, see [`crate::netlock`]):
+//! the sequence number of each queue (TCP_QUEUE_SEQ), the bytes of the
+//! receive queue and of the send queue (read with MSG_PEEK per queue), how
+//! much of the send queue was never sent (SIOCOUTQNSD), the MSS clamp, the
+//! options negotiated at connect time (SACK, window scaling, timestamps),
+//! the timestamp clock and the window (TCP_REPAIR_WINDOW).
+//!
+//! Restore, on a fresh socket in repair mode: queue sequence numbers,
+//! bind, connect (which in repair mode goes straight to ESTABLISHED
+//! without a packet), options, timestamp, the receive queue, the part of
+//! the send queue that was sent (so that it is retransmitted and can be
+//! acknowledged), the window, and then, with repair mode off for a
+//! moment, the part that was never sent, as an ordinary write. The socket
+//! stays in repair mode until the whole tree is ready; then
+//! [`super::inet::Restored::go_live`] turns it off (the kernel sends a
+//! window probe) and the network is unlocked.
+
+use std::os::fd::OwnedFd;
+
+use crate::image::proto::{TcpStream, TcpWindow};
+use crate::sys::net::{self, RepairWindow};
+
+type IoResult<T> = std::io::Result<T>;
+
+fn ctx(what: &str) -> impl Fn(std::io::Error) -> std::io::Error + '_ {
+    move |e| std::io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+pub fn repair(sock: &OwnedFd, on: bool) -> IoResult<()> {
+    net::set_int(sock, libc::IPPROTO_TCP, net::TCP_REPAIR, on as i32)
+        .map_err(ctx(if on { "TCP_REPAIR on" } else { "TCP_REPAIR off" }))
+}
+
+fn select_queue(sock: &OwnedFd, q: i32) -> IoResult<()> {
+    net::set_int(sock, libc::IPPROTO_TCP, net::TCP_REPAIR_QUEUE, q).map_err(ctx("TCP_REPAIR_QUEUE"))
+}
+
+/// Reads queue `q` (its TCP_QUEUE_SEQ and `len` bytes, peeked).
+fn read_queue(sock: &OwnedFd, q: i32, len: usize) -> IoResult<(u32, Vec<u8>)> {
+    select_queue(sock, q)?;
+    let seq = net::get_int(sock, libc::IPPROTO_TCP, net::TCP_QUEUE_SEQ)
+        .map_err(ctx("TCP_QUEUE_SEQ"))? as u32;
+    let mut buf = vec![0u8; len + 1];
+    let n = if len > 0 {
+        net::recv(sock, &mut buf, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+            .map_err(ctx("peek queue"))?
+    } else {
+        0
+    };
+    if n != len {
+        return Err(std::io::Error::other(format!(
+            "queue {q} holds {n} bytes, expected {len}"
+        )));
+    }
+    buf.truncate(len);
+    Ok((seq, buf))
+}
+
+/// The state of an established connection. The socket must be in repair
+/// mode and the connection locked.
+pub fn dump_stream(sock: &OwnedFd) -> IoResult<TcpStream> {
+    let ti = net::tcp_info(sock).map_err(ctx("TCP_INFO"))?;
+    let inq = net::ioctl_int(sock, net::SIOCINQ).map_err(ctx("SIOCINQ"))? as usize;
+    let outq = net::ioctl_int(sock, net::SIOCOUTQ).map_err(ctx("SIOCOUTQ"))? as usize;
+    let unsent = net::ioctl_int(sock, net::SIOCOUTQNSD).map_err(ctx("SIOCOUTQNSD"))? as usize;
+    let mut s = TcpStream::new();
+    s.mss_clamp = net::get_int(sock, libc::IPPROTO_TCP, libc::TCP_MAXSEG)
+        .map_err(ctx("TCP_MAXSEG"))? as u32;
+    s.opt_mask = ti.options as u32;
+    if ti.options & net::TCPI_OPT_WSCALE != 0 {
+        s.snd_wscale = ti.snd_wscale as u32;
+        s.rcv_wscale = ti.rcv_wscale as u32;
+    }
+    if ti.options & net::TCPI_OPT_TIMESTAMPS != 0 {
+        s.timestamp = net::get_int(sock, libc::IPPROTO_TCP, net::TCP_TIMESTAMP)
+            .map_err(ctx("TCP_TIMESTAMP"))? as u32;
+    }
+    match net::get_repair_window(sock) {
+        Ok(w) => {
+            let mut tw = TcpWindow::new();
+            tw.snd_wl1 = w.snd_wl1;
+            tw.snd_wnd = w.snd_wnd;
+            tw.max_window = w.max_window;
+            tw.rcv_wnd = w.rcv_wnd;
+            tw.rcv_wup = w.rcv_wup;
+            s.window = Some(tw).into();
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => {}
+        Err(e) => return Err(ctx("TCP_REPAIR_WINDOW")(e)),
+    }
+    let (iseq, ibytes) = read_queue(sock, net::TCP_RECV_QUEUE, inq)?;
+    let (oseq, obytes) = read_queue(sock, net::TCP_SEND_QUEUE, outq)?;
+    select_queue(sock, 0)?;
+    s.inq_seq = iseq;
+    s.inq = ibytes;
+    s.outq_seq = oseq;
+    s.outq = obytes;
+    s.unsent_len = unsent.min(outq) as u32;
+    Ok(s)
+}
+
+/// Writes `data` into the selected queue, in smaller pieces if the kernel
+/// refuses a large one (the receive queue is filled with linear skbs).
+fn write_queue(sock: &OwnedFd, data: &[u8], flags: i32) -> IoResult<()> {
+    let mut off = 0;
+    let mut chunk = data.len().clamp(1, 1 << 20);
+    while off < data.len() {
+        let n = (data.len() - off).min(chunk);
+        match net::send(sock, &data[off..off + n], flags) {
+            Ok(0) => return Err(std::io::Error::other("queue write returned 0")),
+            Ok(w) => off += w,
+            Err(_) if chunk > 1024 => chunk /= 2,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Makes `sock` (fresh, options set) the connection `local` -> `peer` in
+/// the state `s`. Leaves it in repair mode.
+pub fn restore_stream(
+    sock: &OwnedFd,
+    family: i32,
+    local: &net::InetAddr,
+    peer: &net::InetAddr,
+    s: &TcpStream,
+) -> IoResult<()> {
+    if s.unsent_len as usize > s.outq.len() {
+        return Err(std::io::Error::other("unsent part longer than the send queue"));
+    }
+    repair(sock, true)?;
+    let set_seq = |q: i32, seq: u32| -> IoResult<()> {
+        select_queue(sock, q)?;
+        net::set_int(sock, libc::IPPROTO_TCP, net::TCP_QUEUE_SEQ, seq as i32)
+            .map_err(ctx("set TCP_QUEUE_SEQ"))
+    };
+    set_seq(
+        net::TCP_RECV_QUEUE,
+        s.inq_seq.wrapping_sub(s.inq.len() as u32),
+    )?;
+    set_seq(
+        net::TCP_SEND_QUEUE,
+        s.outq_seq.wrapping_sub(s.outq.len() as u32),
+    )?;
+    net::bind(sock, local, family).map_err(ctx("bind"))?;
+    net::connect(sock, peer, family).map_err(ctx("connect in repair mode"))?;
+    let mut opts = Vec::new();
+    let m = s.opt_mask as u8;
+    if m & net::TCPI_OPT_SACK != 0 {
+        opts.push((net::TCPOPT_SACK_PERM, 0));
+    }
+    if m & net::TCPI_OPT_WSCALE != 0 {
+        opts.push((net::TCPOPT_WINDOW, s.snd_wscale | (s.rcv_wscale << 16)));
+    }
+    if m & net::TCPI_OPT_TIMESTAMPS != 0 {
+        opts.push((net::TCPOPT_TIMESTAMP, 0));
+    }
+    opts.push((net::TCPOPT_MAXSEG, s.mss_clamp));
+    net::set_repair_options(sock, &opts).map_err(ctx("TCP_REPAIR_OPTIONS"))?;
+    if m & net::TCPI_OPT_TIMESTAMPS != 0 {
+        net::set_int(sock, libc::IPPROTO_TCP, net::TCP_TIMESTAMP, s.timestamp as i32)
+            .map_err(ctx("set TCP_TIMESTAMP"))?;
+    }
+    if !s.inq.is_empty() {
+        select_queue(sock, net::TCP_RECV_QUEUE)?;
+        write_queue(sock, &s.inq, 0).map_err(ctx("restore receive queue"))?;
+    }
+    let sent = s.outq.len() - s.unsent_len as usize;
+    if sent > 0 {
+        select_queue(sock, net::TCP_SEND_QUEUE)?;
+        write_queue(sock, &s.outq[..sent], 0).map_err(ctx("restore send queue (sent part)"))?;
+    }
+    if let Some(w) = s.window.as_ref() {
+        net::set_repair_window(
+            sock,
+            &RepairWindow {
+                snd_wl1: w.snd_wl1,
+                snd_wnd: w.snd_wnd,
+                max_window: w.max_window,
+                rcv_wnd: w.rcv_wnd,
+                rcv_wup: w.rcv_wup,
+            },
+        )
+        .map_err(ctx("TCP_REPAIR_WINDOW"))?;
+    }
+    select_queue(sock, 0)?;
+    if s.unsent_len > 0 {
+        // Never sent: an ordinary write. The packets it sends now are
+        // dropped by the network lock and retransmitted later.
+        repair(sock, false)?;
+        write_queue(sock, &s.outq[sent..], libc::MSG_DONTWAIT)
+            .map_err(ctx("restore send queue (unsent part)"))?;
+        repair(sock, true)?;
+    }
+    Ok(())
+}

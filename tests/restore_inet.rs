@@ -1,0 +1,55 @@
+//! IPv4/IPv6 sockets (issue 4): TCP listeners and unconnected sockets,
+//! UDP sockets, socket options. Each workload checks its own sockets
+//! after the restore.
+
+mod common;
+
+use common::*;
+
+/// Listeners (IPv4, IPv6-only, dual stack) with backlog, options and
+/// flags; bound and unbound unconnected TCP sockets; clients connect
+/// after restore.
+#[test]
+fn sk_tcp_listen() {
+    if skip_unless_root() {
+        return;
+    }
+    checkpoint_restore("sk_tcp_listen", &[]);
+}
+
+/// The same with --leave-running: the original keeps its listeners.
+#[test]
+fn sk_tcp_listen_leave_running() {
+    if skip_unless_root() {
+        return;
+    }
+    leave_running("sk_tcp_listen", &[]);
+}
+
+/// A listener with a connection waiting to be accepted is refused (it
+/// would be lost), after the network was locked: the lock is lifted again
+/// and the process goes on, the waiting connection intact.
+#[test]
+fn sk_tcp_listen_pending_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("sk_tcp_listen", &["--pending"]);
+    let out = w.dump(&["--tcp-established"]);
+    assert_eq!(exit_code(&out.status), 6, "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("waiting to be accepted") && err.contains("127.0.0.1:"),
+        "{err}"
+    );
+    let tables = std::process::Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .expect("nft");
+    let tables = String::from_utf8_lossy(&tables.stdout);
+    assert!(
+        !tables.contains(&format!("cairn_{}_", w.pid)),
+        "the network lock was not lifted after the failed dump: {tables}"
+    );
+    w.terminate_original_expect_pass();
+}

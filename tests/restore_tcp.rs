@@ -1,0 +1,348 @@
+//! Established TCP connections (issue 4): `--tcp-established` with
+//! TCP_REPAIR and the network lock. Both ends in the tree, the far end in
+//! another network namespace ("another machine"), the refusal without the
+//! flag, and --leave-running.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Both ends in the tree (parent and child, over IPv4 and IPv6 loopback),
+/// with full queues and an unsent part: every byte checked after restore.
+#[test]
+fn tcp_established_pair() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("sk_tcp_stream", &[]);
+    w.dump_ok(&["--tcp-established"]);
+    w.expect_killed_by_dump();
+    let dump_log = newest_dump_stderr(&w.dir);
+    assert!(
+        dump_log.contains("unsent") && dump_log.contains("bytes to read"),
+        "the dump log does not describe the connections:\n{dump_log}"
+    );
+    // The images decode, connections included.
+    let out = run_cairn(
+        &["show".into(), w.images.clone().into_os_string()],
+        &w.dir.join("show"),
+        CAIRN_TIMEOUT,
+    );
+    assert_ok(&out, "cairn show");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("inq_seq") && text.contains("net_lock"), "{text}");
+    w.restore_wait(&["--tcp-established"]);
+}
+
+/// A restore that fails after the network was locked again (the listening
+/// port is taken) lifts the lock and leaves nothing behind; once the port
+/// is free, the same images restore.
+#[test]
+fn tcp_established_failed_restore_unlocks() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("sk_tcp_stream", &[]);
+    let port: u16 = fs::read_to_string(w.work.join("ports"))
+        .expect("ports file")
+        .trim()
+        .parse()
+        .expect("port");
+    w.dump_ok(&["--tcp-established"]);
+    w.expect_killed_by_dump();
+    let taken = std::net::TcpListener::bind(("127.0.0.1", port)).expect("take the port");
+    let out = restore_expect_fail(&w.images, &["--tcp-established"], w.pid);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bind") && err.contains(&port.to_string()),
+        "the restore failure does not name the bind: {err}"
+    );
+    assert!(!pid_exists(w.pid), "a half-restored process is left");
+    assert_no_lock_tables(&w.pid.to_string());
+    drop(taken);
+    w.restore_wait(&["--tcp-established"]);
+}
+
+/// Without --tcp-established an established connection is refused before
+/// the tree is touched, naming pid, fd and the connection; the process
+/// goes on. A restore of images with connections needs the flag too.
+#[test]
+fn tcp_established_refused_without_flag() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("sk_tcp_stream", &[]);
+    let out = w.dump(&[]);
+    assert_eq!(
+        exit_code(&out.status),
+        6,
+        "dump of an established connection without --tcp-established: {}",
+        describe(&out)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("pid {}", w.pid))
+            && err.contains("fd ")
+            && err.contains("127.0.0.1:")
+            && err.contains("->")
+            && err.contains("--tcp-established"),
+        "the refusal does not name pid, fd and connection: {err}"
+    );
+    assert!(!w.images.join("inventory.img").exists());
+    // Untouched: it streams on and passes.
+    w.terminate_original_expect_pass();
+}
+
+/// A dump with --tcp-established and --leave-running: the connections go
+/// on in the original; the restore of such images needs the flag.
+#[test]
+fn tcp_established_leave_running() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("sk_tcp_stream", &[]);
+    w.dump_ok(&["--tcp-established", "--leave-running"]);
+    std::thread::sleep(Duration::from_millis(300));
+    // Images with connections are refused without the flag (and restore
+    // nothing: the original still holds the pids).
+    let out = restore_expect_fail(&w.images, &[], w.pid);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--tcp-established") && err.contains(&format!("pid {}", w.pid)),
+        "{err}"
+    );
+    w.terminate_original_expect_pass();
+    assert_no_lock_tables(&w.pid.to_string());
+}
+
+fn newest_dump_stderr(dir: &Path) -> String {
+    let mut logs: Vec<PathBuf> = fs::read_dir(dir)
+        .expect("read test dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("cairn-dump-"))
+                && p.extension().is_some_and(|x| x == "stderr")
+        })
+        .collect();
+    logs.sort_by_key(|p| fs::metadata(p).and_then(|m| m.modified()).ok());
+    logs.last()
+        .map(|p| fs::read_to_string(p).unwrap_or_default())
+        .unwrap_or_default()
+}
+
+/// No nftables table of cairn's for this root pid is left.
+fn assert_no_lock_tables(pid: &str) {
+    let out = Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .expect("nft list tables");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains(&format!("cairn_{pid}_")),
+        "a network lock table is left: {text}"
+    );
+}
+
+// ------------------------------------------------------------ the far end
+
+/// A network namespace joined to ours by a veth pair with a slow link
+/// (tbf), removed on drop.
+struct FarEnd {
+    ns: String,
+    host_if: String,
+    pub host_ip: String,
+    pub peer_ip: String,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("ip {args:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl FarEnd {
+    fn create() -> Result<FarEnd, String> {
+        let n = std::process::id() % 200;
+        let ns = format!("cairn-t{}", std::process::id());
+        let host_if = format!("cvh{}", std::process::id() % 100_000);
+        let peer_if = format!("cvp{}", std::process::id() % 100_000);
+        let f = FarEnd {
+            ns: ns.clone(),
+            host_if: host_if.clone(),
+            host_ip: format!("10.231.{n}.1"),
+            peer_ip: format!("10.231.{n}.2"),
+        };
+        ip(&["netns", "add", &ns])?;
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &peer_if,
+        ])?;
+        ip(&["link", "set", &peer_if, "netns", &ns])?;
+        ip(&["addr", "add", &format!("{}/24", f.host_ip), "dev", &host_if])?;
+        ip(&["link", "set", &host_if, "up"])?;
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{}/24", f.peer_ip),
+            "dev",
+            &peer_if,
+        ])?;
+        ip(&["-n", &ns, "link", "set", &peer_if, "up"])?;
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        // A slow link, so that sent data is still unacknowledged at the
+        // checkpoint (in flight in the queue of the link).
+        let tc = Command::new("tc")
+            .args([
+                "qdisc", "add", "dev", &host_if, "root", "tbf", "rate", "2mbit", "burst",
+                "16kb", "latency", "300ms",
+            ])
+            .output()
+            .map_err(|e| format!("tc: {e}"))?;
+        if !tc.status.success() {
+            return Err(format!(
+                "tc qdisc add tbf: {}",
+                String::from_utf8_lossy(&tc.stderr).trim()
+            ));
+        }
+        Ok(f)
+    }
+}
+
+impl Drop for FarEnd {
+    fn drop(&mut self) {
+        let _ = ip(&["link", "del", &self.host_if]);
+        let _ = ip(&["netns", "del", &self.ns]);
+    }
+}
+
+/// The peer process, killed by pid on drop.
+struct Peer {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The far end is another machine: a peer in another network namespace
+/// over a veth pair streams both ways during the dump and after the
+/// restore, never sees a reset, and both sides check every byte.
+#[test]
+fn tcp_established_far_peer() {
+    if skip_unless_root() {
+        return;
+    }
+    let far = match FarEnd::create() {
+        Ok(f) => f,
+        Err(e) => panic!("cannot build the network namespace for the peer: {e}"),
+    };
+    let dir = fresh_dir("tcp-peer");
+    let log = dir.join("peer.log");
+    let pidfile = dir.join("peer.pid");
+    let port = "7411";
+    let out = fs::File::create(&log).expect("peer log");
+    let child = Command::new("ip")
+        .args(["netns", "exec", &far.ns])
+        .arg(workload_bin("tcp_peer"))
+        .arg("--pidfile")
+        .arg(&pidfile)
+        .args(["--listen", &far.peer_ip, "--port", port, "--min", "600000"])
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("dup"))
+        .stderr(out)
+        .spawn()
+        .expect("start tcp_peer");
+    let mut peer = Peer {
+        child,
+        log: log.clone(),
+    };
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while !pidfile.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "tcp_peer did not start: {}",
+            tail(&log, 2000)
+        );
+        if let Ok(Some(st)) = peer.child.try_wait() {
+            panic!("tcp_peer exited ({st}): {}", tail(&log, 2000));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut w = Workload::start("sk_tcp_stream", &["--peer", &far.peer_ip, "--port", port]);
+    // Let the stream run for a moment with data in flight.
+    std::thread::sleep(Duration::from_millis(500));
+    w.dump_ok(&["--tcp-established"]);
+    w.expect_killed_by_dump();
+    let dump_log = newest_dump_stderr(&w.dir);
+    for l in dump_log
+        .lines()
+        .filter(|l| l.contains("bytes to read") || l.contains("network"))
+    {
+        println!("dump: {l}");
+    }
+    // The slow link keeps sent data unacknowledged: both parts of the send
+    // queue are exercised.
+    let line = dump_log
+        .lines()
+        .find(|l| l.contains("established connection") && l.contains("unacknowledged"))
+        .unwrap_or_else(|| panic!("no connection in the dump log:\n{dump_log}"));
+    let nums: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let (unacked, unsent) = (nums[nums.len() - 2], nums[nums.len() - 1]);
+    assert!(
+        unacked > unsent && unsent > 0,
+        "expected sent-but-unacknowledged and unsent data at the checkpoint: {line}"
+    );
+    // While the tree is gone the network stays locked: the peer streams
+    // into silence (and must not see a reset).
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        matches!(peer.child.try_wait(), Ok(None)),
+        "the peer stopped while the tree was checkpointed: {}",
+        tail(&peer.log, 2000)
+    );
+    w.restore_wait(&["--tcp-established"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let st = loop {
+        if let Some(st) = peer.child.try_wait().expect("wait peer") {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the peer did not finish: {}",
+            tail(&peer.log, 2000)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(st.success(), "the peer failed: {}", tail(&peer.log, 4000));
+    assert_log_pass(&peer.log, "the peer outside the tree");
+    println!("peer: {}", tail(&peer.log, 400));
+    println!("workload: {}", tail(&w.log, 600));
+    assert_no_lock_tables(&w.pid.to_string());
+    let _ = fs::remove_dir_all(&dir);
+}
