@@ -48,7 +48,9 @@ impl std::str::FromStr for Method {
         match s {
             "nftables" => Ok(Method::Nftables),
             "skip" => Ok(Method::Skip),
-            _ => Err(format!("unknown network lock method {s:?} (nftables or skip)")),
+            _ => Err(format!(
+                "unknown network lock method {s:?} (nftables or skip)"
+            )),
         }
     }
 }
@@ -81,7 +83,9 @@ pub fn nft_path() -> Option<std::path::PathBuf> {
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
     dirs.extend(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(Into::into));
-    dirs.into_iter().map(|d| d.join("nft")).find(|p| p.is_file())
+    dirs.into_iter()
+        .map(|d| d.join("nft"))
+        .find(|p| p.is_file())
 }
 
 /// Refuses early (before anything is frozen) if locking cannot work.
@@ -159,7 +163,8 @@ pub fn lock_script(table: &str, conns: &[Conn]) -> String {
             }
         }
     }
-    let mut s = format!("add table inet {table}\ndelete table inet {table}\ntable inet {table} {{\n");
+    let mut s =
+        format!("add table inet {table}\ndelete table inet {table}\ntable inet {table} {{\n");
     for (name, hook, rules) in [("input", "input", &input), ("output", "output", &output)] {
         s += &format!(
             "  chain {name} {{\n    type filter hook {hook} priority raw; policy accept;\n"
@@ -269,7 +274,11 @@ impl Lock {
                 IpAddr::V6(_) => libc::AF_INET6 as u32,
             };
             lc.local = Some(crate::kinds::inet::addr_to_proto(&c.local)).into();
-            lc.peer = c.peer.as_ref().map(crate::kinds::inet::addr_to_proto).into();
+            lc.peer = c
+                .peer
+                .as_ref()
+                .map(crate::kinds::inet::addr_to_proto)
+                .into();
             n.conns.push(lc);
         }
         n
@@ -295,7 +304,10 @@ impl Lock {
                 .as_ref()
                 .and_then(crate::kinds::inet::addr_from_proto)
                 .ok_or_else(|| Error::Restore("network lock: connection without address".into()))?;
-            let peer = c.peer.as_ref().and_then(crate::kinds::inet::addr_from_proto);
+            let peer = c
+                .peer
+                .as_ref()
+                .and_then(crate::kinds::inet::addr_from_proto);
             conns.push(Conn { local, peer });
         }
         Lock::acquire(method, n.table.clone(), conns, pid)

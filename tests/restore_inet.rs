@@ -53,3 +53,22 @@ fn sk_tcp_listen_pending_refused() {
     );
     w.terminate_original_expect_pass();
 }
+
+/// UDP, IPv4 and IPv6, bound and connected, with options; the datagrams
+/// queued in them come back in order with their senders.
+#[test]
+fn sk_udp() {
+    if skip_unless_root() {
+        return;
+    }
+    checkpoint_restore("sk_udp", &[]);
+}
+
+/// --leave-running: reading the queues does not consume them.
+#[test]
+fn sk_udp_leave_running() {
+    if skip_unless_root() {
+        return;
+    }
+    leave_running("sk_udp", &[]);
+}

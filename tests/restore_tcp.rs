@@ -35,7 +35,10 @@ fn tcp_established_pair() {
     );
     assert_ok(&out, "cairn show");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("inq_seq") && text.contains("net_lock"), "{text}");
+    assert!(
+        text.contains("inq_seq") && text.contains("net_lock"),
+        "{text}"
+    );
     w.restore_wait(&["--tcp-established"]);
 }
 
@@ -210,8 +213,8 @@ impl FarEnd {
         // checkpoint (in flight in the queue of the link).
         let tc = Command::new("tc")
             .args([
-                "qdisc", "add", "dev", &host_if, "root", "tbf", "rate", "2mbit", "burst",
-                "16kb", "latency", "300ms",
+                "qdisc", "add", "dev", &host_if, "root", "tbf", "rate", "2mbit", "burst", "16kb",
+                "latency", "300ms",
             ])
             .output()
             .map_err(|e| format!("tc: {e}"))?;
@@ -345,4 +348,18 @@ fn tcp_established_far_peer() {
     println!("workload: {}", tail(&w.log, 600));
     assert_no_lock_tables(&w.pid.to_string());
     let _ = fs::remove_dir_all(&dir);
+}
+
+/// Options of established connections and listeners (SO_LINGER,
+/// timeouts, priority, mark, device, buffer sizes, TOS/TCLASS, TCP_CORK,
+/// TCP_USER_TIMEOUT ...).
+#[test]
+fn tcp_established_options() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("sk_tcp_opts", &[]);
+    w.dump_ok(&["--tcp-established"]);
+    w.expect_killed_by_dump();
+    w.restore_wait(&["--tcp-established"]);
 }

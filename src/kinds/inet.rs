@@ -9,6 +9,7 @@
 //! belongs to the restored process's network namespace, and then
 //! configured from cairn through such a descriptor.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::OwnedFd;
@@ -49,10 +50,7 @@ pub fn tcp_state_name(s: u32) -> &'static str {
 
 pub fn addr_to_proto(a: &InetAddr) -> crate::image::proto::InetAddr {
     let mut p = crate::image::proto::InetAddr::new();
-    p.ip = match a.ip {
-        IpAddr::V4(v) => v.octets().to_vec(),
-        IpAddr::V6(v) => v.octets().to_vec(),
-    };
+    p.ip = a.ip.to_string();
     p.port = a.port as u32;
     p.flowinfo = a.flowinfo;
     p.scope_id = a.scope_id;
@@ -60,13 +58,8 @@ pub fn addr_to_proto(a: &InetAddr) -> crate::image::proto::InetAddr {
 }
 
 pub fn addr_from_proto(p: &crate::image::proto::InetAddr) -> Option<InetAddr> {
-    let ip = match p.ip.len() {
-        4 => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(&p.ip[..]).ok()?)),
-        16 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&p.ip[..]).ok()?)),
-        _ => return None,
-    };
     Some(InetAddr {
-        ip,
+        ip: p.ip.parse().ok()?,
         port: u16::try_from(p.port).ok()?,
         flowinfo: p.flowinfo,
         scope_id: p.scope_id,
@@ -106,51 +99,197 @@ enum For {
 /// fresh socket's. SO_REUSEADDR and SO_PEEK_OFF get special ordering;
 /// SO_SNDBUF / SO_RCVBUF are set with their FORCE variants.
 const INT_OPTS: &[(&str, i32, i32, For)] = &[
-    ("SO_REUSEADDR", libc::SOL_SOCKET, libc::SO_REUSEADDR, For::All),
-    ("SO_REUSEPORT", libc::SOL_SOCKET, libc::SO_REUSEPORT, For::All),
-    ("SO_KEEPALIVE", libc::SOL_SOCKET, libc::SO_KEEPALIVE, For::Tcp),
-    ("SO_OOBINLINE", libc::SOL_SOCKET, libc::SO_OOBINLINE, For::Tcp),
-    ("SO_BROADCAST", libc::SOL_SOCKET, libc::SO_BROADCAST, For::Udp),
-    ("SO_DONTROUTE", libc::SOL_SOCKET, libc::SO_DONTROUTE, For::All),
+    (
+        "SO_REUSEADDR",
+        libc::SOL_SOCKET,
+        libc::SO_REUSEADDR,
+        For::All,
+    ),
+    (
+        "SO_REUSEPORT",
+        libc::SOL_SOCKET,
+        libc::SO_REUSEPORT,
+        For::All,
+    ),
+    (
+        "SO_KEEPALIVE",
+        libc::SOL_SOCKET,
+        libc::SO_KEEPALIVE,
+        For::Tcp,
+    ),
+    (
+        "SO_OOBINLINE",
+        libc::SOL_SOCKET,
+        libc::SO_OOBINLINE,
+        For::Tcp,
+    ),
+    (
+        "SO_BROADCAST",
+        libc::SOL_SOCKET,
+        libc::SO_BROADCAST,
+        For::Udp,
+    ),
+    (
+        "SO_DONTROUTE",
+        libc::SOL_SOCKET,
+        libc::SO_DONTROUTE,
+        For::All,
+    ),
+    // IP_TOS sets the priority too: it goes first.
+    ("IP_TOS", libc::IPPROTO_IP, libc::IP_TOS, For::V4),
+    (
+        "IPV6_TCLASS",
+        libc::IPPROTO_IPV6,
+        libc::IPV6_TCLASS,
+        For::V6,
+    ),
     ("SO_PRIORITY", libc::SOL_SOCKET, libc::SO_PRIORITY, For::All),
     ("SO_MARK", libc::SOL_SOCKET, libc::SO_MARK, For::All),
     ("SO_RCVLOWAT", libc::SOL_SOCKET, libc::SO_RCVLOWAT, For::All),
     ("SO_SNDBUF", libc::SOL_SOCKET, libc::SO_SNDBUF, For::All),
     ("SO_RCVBUF", libc::SOL_SOCKET, libc::SO_RCVBUF, For::All),
     ("SO_PEEK_OFF", libc::SOL_SOCKET, SO_PEEK_OFF, For::Udp),
-    ("TCP_NODELAY", libc::IPPROTO_TCP, libc::TCP_NODELAY, For::Tcp),
+    (
+        "TCP_NODELAY",
+        libc::IPPROTO_TCP,
+        libc::TCP_NODELAY,
+        For::Tcp,
+    ),
     ("TCP_CORK", libc::IPPROTO_TCP, libc::TCP_CORK, For::Tcp),
-    ("TCP_KEEPIDLE", libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, For::Tcp),
-    ("TCP_KEEPINTVL", libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, For::Tcp),
-    ("TCP_KEEPCNT", libc::IPPROTO_TCP, libc::TCP_KEEPCNT, For::Tcp),
+    (
+        "TCP_KEEPIDLE",
+        libc::IPPROTO_TCP,
+        libc::TCP_KEEPIDLE,
+        For::Tcp,
+    ),
+    (
+        "TCP_KEEPINTVL",
+        libc::IPPROTO_TCP,
+        libc::TCP_KEEPINTVL,
+        For::Tcp,
+    ),
+    (
+        "TCP_KEEPCNT",
+        libc::IPPROTO_TCP,
+        libc::TCP_KEEPCNT,
+        For::Tcp,
+    ),
     ("TCP_SYNCNT", libc::IPPROTO_TCP, libc::TCP_SYNCNT, For::Tcp),
-    ("TCP_LINGER2", libc::IPPROTO_TCP, libc::TCP_LINGER2, For::Tcp),
-    ("TCP_DEFER_ACCEPT", libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, For::Tcp),
-    ("TCP_USER_TIMEOUT", libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, For::Tcp),
-    ("TCP_NOTSENT_LOWAT", libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT, For::Tcp),
-    ("TCP_MAXSEG", libc::IPPROTO_TCP, libc::TCP_MAXSEG, For::TcpUnconnected),
-    ("TCP_FASTOPEN", libc::IPPROTO_TCP, libc::TCP_FASTOPEN, For::TcpUnconnected),
-    ("IP_TOS", libc::IPPROTO_IP, libc::IP_TOS, For::V4),
+    (
+        "TCP_LINGER2",
+        libc::IPPROTO_TCP,
+        libc::TCP_LINGER2,
+        For::Tcp,
+    ),
+    (
+        "TCP_DEFER_ACCEPT",
+        libc::IPPROTO_TCP,
+        libc::TCP_DEFER_ACCEPT,
+        For::Tcp,
+    ),
+    (
+        "TCP_USER_TIMEOUT",
+        libc::IPPROTO_TCP,
+        libc::TCP_USER_TIMEOUT,
+        For::Tcp,
+    ),
+    (
+        "TCP_NOTSENT_LOWAT",
+        libc::IPPROTO_TCP,
+        libc::TCP_NOTSENT_LOWAT,
+        For::Tcp,
+    ),
+    (
+        "TCP_MAXSEG",
+        libc::IPPROTO_TCP,
+        libc::TCP_MAXSEG,
+        For::TcpUnconnected,
+    ),
+    (
+        "TCP_FASTOPEN",
+        libc::IPPROTO_TCP,
+        libc::TCP_FASTOPEN,
+        For::TcpUnconnected,
+    ),
     ("IP_TTL", libc::IPPROTO_IP, libc::IP_TTL, For::V4),
     ("IP_FREEBIND", libc::IPPROTO_IP, libc::IP_FREEBIND, For::V4),
-    ("IP_TRANSPARENT", libc::IPPROTO_IP, libc::IP_TRANSPARENT, For::V4),
-    ("IP_MTU_DISCOVER", libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, For::V4),
+    (
+        "IP_TRANSPARENT",
+        libc::IPPROTO_IP,
+        libc::IP_TRANSPARENT,
+        For::V4,
+    ),
+    (
+        "IP_MTU_DISCOVER",
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        For::V4,
+    ),
     ("IP_RECVERR", libc::IPPROTO_IP, libc::IP_RECVERR, For::V4),
-    ("IP_BIND_ADDRESS_NO_PORT", libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, For::V4),
+    (
+        "IP_BIND_ADDRESS_NO_PORT",
+        libc::IPPROTO_IP,
+        libc::IP_BIND_ADDRESS_NO_PORT,
+        For::V4,
+    ),
     ("IP_PKTINFO", libc::IPPROTO_IP, libc::IP_PKTINFO, For::V4Udp),
     ("IP_RECVTOS", libc::IPPROTO_IP, libc::IP_RECVTOS, For::V4Udp),
-    ("IP_MULTICAST_TTL", libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, For::V4Udp),
-    ("IP_MULTICAST_LOOP", libc::IPPROTO_IP, libc::IP_MULTICAST_LOOP, For::V4Udp),
-    ("IPV6_V6ONLY", libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, For::V6),
-    ("IPV6_TCLASS", libc::IPPROTO_IPV6, libc::IPV6_TCLASS, For::V6),
-    ("IPV6_UNICAST_HOPS", libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, For::V6),
-    ("IPV6_MTU_DISCOVER", libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, For::V6),
-    ("IPV6_RECVERR", libc::IPPROTO_IPV6, libc::IPV6_RECVERR, For::V6),
+    (
+        "IP_MULTICAST_TTL",
+        libc::IPPROTO_IP,
+        libc::IP_MULTICAST_TTL,
+        For::V4Udp,
+    ),
+    (
+        "IP_MULTICAST_LOOP",
+        libc::IPPROTO_IP,
+        libc::IP_MULTICAST_LOOP,
+        For::V4Udp,
+    ),
+    (
+        "IPV6_V6ONLY",
+        libc::IPPROTO_IPV6,
+        libc::IPV6_V6ONLY,
+        For::V6,
+    ),
+    (
+        "IPV6_UNICAST_HOPS",
+        libc::IPPROTO_IPV6,
+        libc::IPV6_UNICAST_HOPS,
+        For::V6,
+    ),
+    (
+        "IPV6_MTU_DISCOVER",
+        libc::IPPROTO_IPV6,
+        libc::IPV6_MTU_DISCOVER,
+        For::V6,
+    ),
+    (
+        "IPV6_RECVERR",
+        libc::IPPROTO_IPV6,
+        libc::IPV6_RECVERR,
+        For::V6,
+    ),
     ("IPV6_FREEBIND", libc::IPPROTO_IPV6, 78, For::V6),
     ("IPV6_TRANSPARENT", libc::IPPROTO_IPV6, 75, For::V6),
-    ("IPV6_RECVPKTINFO", libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, For::V6Udp),
-    ("IPV6_MULTICAST_HOPS", libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_HOPS, For::V6Udp),
-    ("IPV6_MULTICAST_LOOP", libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_LOOP, For::V6Udp),
+    (
+        "IPV6_RECVPKTINFO",
+        libc::IPPROTO_IPV6,
+        libc::IPV6_RECVPKTINFO,
+        For::V6Udp,
+    ),
+    (
+        "IPV6_MULTICAST_HOPS",
+        libc::IPPROTO_IPV6,
+        libc::IPV6_MULTICAST_HOPS,
+        For::V6Udp,
+    ),
+    (
+        "IPV6_MULTICAST_LOOP",
+        libc::IPPROTO_IPV6,
+        libc::IPV6_MULTICAST_LOOP,
+        For::V6Udp,
+    ),
 ];
 
 fn applies(w: For, family: i32, proto: i32, state: u32) -> bool {
@@ -302,7 +441,10 @@ pub struct Probe {
 
 impl Probe {
     fn conn_text(&self) -> String {
-        let l = self.local.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+        let l = self
+            .local
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "-".into());
         match &self.peer {
             Some(p) => format!("{l} -> {p}"),
             None => l,
@@ -378,7 +520,11 @@ fn refusal(p: &Probe, tcp_established: bool) -> Option<String> {
         return Some(format!(
             "is an IP{} socket of type {} and protocol {}, which cairn cannot checkpoint yet \
              (only TCP and UDP)",
-            if p.family == libc::AF_INET6 { "v6" } else { "v4" },
+            if p.family == libc::AF_INET6 {
+                "v6"
+            } else {
+                "v4"
+            },
             p.ty,
             p.proto
         ));
@@ -435,7 +581,9 @@ fn scan(pid: i32) -> Result<Vec<(i32, OwnedFd, Probe)>> {
             Err(_) if !crate::sys::task::pid_exists(pid) => continue,
             Err(e) => return Err(e),
         };
-        if let Some(p) = probe(&sock, ino).map_err(|e| Error::sys(pid, format!("fd {fd}: probe socket"), e))? {
+        if let Some(p) =
+            probe(&sock, ino).map_err(|e| Error::sys(pid, format!("fd {fd}: probe socket"), e))?
+        {
             out.push((fd, sock, p));
         }
     }
@@ -527,9 +675,7 @@ impl DumpState {
         for ino in std::mem::take(&mut self.repaired) {
             if let Some(s) = self.socks.get(&ino) {
                 if let Err(e) = super::tcp::repair(s, false) {
-                    first_err.get_or_insert(Error::Restore(format!(
-                        "socket inode {ino}: {e}"
-                    )));
+                    first_err.get_or_insert(Error::Restore(format!("socket inode {ino}: {e}")));
                 }
             }
         }
@@ -551,7 +697,10 @@ impl DumpState {
         self.socks.clear();
         if let Some(l) = self.lock.take() {
             let n = l.keep();
-            info!("network stays locked until the restore (nft table inet {})", n.table);
+            info!(
+                "network stays locked until the restore (nft table inet {})",
+                n.table
+            );
         }
     }
 
@@ -566,9 +715,8 @@ impl DumpState {
         let Some(ino) = socket_ino(target) else {
             return Ok(None);
         };
-        if !self.socks.contains_key(&ino) {
-            let s = grab(pid, fd)?;
-            self.socks.insert(ino, s);
+        if let Entry::Vacant(e) = self.socks.entry(ino) {
+            e.insert(grab(pid, fd)?);
         }
         let sock = &self.socks[&ino];
         let sys = |what: &str| {
@@ -606,9 +754,8 @@ impl DumpState {
         if p.proto == libc::IPPROTO_TCP && p.state == TCP_ESTABLISHED {
             super::tcp::repair(sock, true).map_err(sys("TCP_REPAIR"))?;
             self.repaired.push(ino);
-            let stream = super::tcp::dump_stream(sock).map_err(|e| {
-                Error::sys(pid, format!("fd {fd}: {}: {e}", p.describe()), e)
-            })?;
+            let stream = super::tcp::dump_stream(sock)
+                .map_err(|e| Error::sys(pid, format!("fd {fd}: {}: {e}", p.describe()), e))?;
             info!(
                 "pid {pid} fd {fd}: {}: {} bytes to read, {} unacknowledged of which {} unsent",
                 p.describe(),
@@ -655,8 +802,8 @@ fn peek_datagrams(sock: &OwnedFd) -> std::io::Result<(Vec<Datagram>, u32)> {
     if net::set_int(sock, libc::SOL_SOCKET, SO_PEEK_OFF, 0).is_err() {
         // No peek offsets here: only the head could be read, so nothing
         // is saved; say whether something was queued.
-        let queued = old < 0
-            && net::recv_from(sock, &mut buf, libc::MSG_PEEK | libc::MSG_DONTWAIT).is_ok();
+        let queued =
+            old < 0 && net::recv_from(sock, &mut buf, libc::MSG_PEEK | libc::MSG_DONTWAIT).is_ok();
         return Ok((out, queued as u32));
     }
     let r = (|| -> std::io::Result<()> {
@@ -695,8 +842,7 @@ impl Restored {
     /// connection (each sends a window probe, still dropped by the lock).
     pub fn go_live(&mut self) -> Result<()> {
         for (what, s) in self.repaired.drain(..) {
-            super::tcp::repair(&s, false)
-                .map_err(|e| Error::Restore(format!("{what}: {e}")))?;
+            super::tcp::repair(&s, false).map_err(|e| Error::Restore(format!("{what}: {e}")))?;
         }
         Ok(())
     }
@@ -728,8 +874,8 @@ fn inject_datagrams(sock: &OwnedFd, sk: &InetSk, local: &InetAddr) -> std::io::R
         let to = deliver_to(local, &from);
         let v4 = from.canonical_ip().is_ipv4();
         let fam = if v4 { libc::AF_INET } else { libc::AF_INET6 };
-        if !raws.contains_key(&v4) {
-            raws.insert(v4, net::socket(fam, libc::SOCK_RAW, libc::IPPROTO_RAW)?);
+        if let Entry::Vacant(e) = raws.entry(v4) {
+            e.insert(net::socket(fam, libc::SOCK_RAW, libc::IPPROTO_RAW)?);
         }
         let pkt = net::udp_packet(&from, &to, &d.data)?;
         let dst = InetAddr::new(to.canonical_ip(), 0);
@@ -778,9 +924,8 @@ pub fn create(agent: &mut Agent, sk: &InetSk, st: &mut Restored) -> Result<u64> 
             sk.protocol as u64,
         ],
     )?;
-    if !st.pidfds.contains_key(&pid) {
-        let p = net::pidfd_open(pid).map_err(|e| Error::sys(pid, "pidfd_open", e))?;
-        st.pidfds.insert(pid, p);
+    if let Entry::Vacant(e) = st.pidfds.entry(pid) {
+        e.insert(net::pidfd_open(pid).map_err(|e| Error::sys(pid, "pidfd_open", e))?);
     }
     let sock = net::pidfd_getfd(&st.pidfds[&pid], fd as i32)
         .map_err(|e| Error::sys(pid, format!("pidfd_getfd of the new socket {fd}"), e))?;
@@ -793,7 +938,8 @@ pub fn create(agent: &mut Agent, sk: &InetSk, st: &mut Restored) -> Result<u64> 
             };
             super::tcp::restore_stream(&sock, family, &l, &p, stream).map_err(fail)?;
             finish_opts(&sock, sk).map_err(fail)?;
-            st.repaired.push((what.clone(), sock.try_clone().map_err(fail)?));
+            st.repaired
+                .push((what.clone(), sock.try_clone().map_err(fail)?));
             info!(
                 "{what}: restored in repair mode ({} bytes to read, {} unacknowledged)",
                 stream.inq.len(),
@@ -821,10 +967,7 @@ pub fn create(agent: &mut Agent, sk: &InetSk, st: &mut Restored) -> Result<u64> 
                     })?;
                 }
                 if !sk.queue.is_empty() {
-                    let l = local.unwrap_or(InetAddr::new(
-                        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                        0,
-                    ));
+                    let l = local.unwrap_or(InetAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
                     match inject_datagrams(&sock, sk, &l) {
                         Ok(n) if n >= sk.queue.len() => {}
                         Ok(n) => warn!(
@@ -848,7 +991,11 @@ pub fn create(agent: &mut Agent, sk: &InetSk, st: &mut Restored) -> Result<u64> 
 
 /// Refuses a restore of established connections without
 /// `--tcp-established`, naming pid, fd and connection.
-pub fn check_restore(files: &Files, tables: &[Option<FdTable>], tcp_established: bool) -> Result<()> {
+pub fn check_restore(
+    files: &Files,
+    tables: &[Option<FdTable>],
+    tcp_established: bool,
+) -> Result<()> {
     if tcp_established {
         return Ok(());
     }
@@ -908,9 +1055,9 @@ mod tests {
             assert_eq!(addr_from_proto(&addr_to_proto(&a)), Some(a));
         }
         let mut bad = crate::image::proto::InetAddr::new();
-        bad.ip = vec![1, 2, 3];
+        bad.ip = "1.2.3".into();
         assert_eq!(addr_from_proto(&bad), None);
-        bad.ip = vec![1, 2, 3, 4];
+        bad.ip = "1.2.3.4".into();
         bad.port = 70000;
         assert_eq!(addr_from_proto(&bad), None);
     }
@@ -932,7 +1079,10 @@ mod tests {
         assert!(why.contains("127.0.0.1:5000 -> 127.0.0.1:6000"), "{why}");
         assert!(why.contains("--tcp-established"), "{why}");
         assert!(refusal(&p, true).is_none());
-        let fw = Probe { state: 4, ..p.clone() };
+        let fw = Probe {
+            state: 4,
+            ..p.clone()
+        };
         assert!(refusal(&fw, true).unwrap().contains("FIN_WAIT1"));
         let raw = Probe {
             ty: libc::SOCK_RAW,
@@ -946,9 +1096,15 @@ mod tests {
     fn wildcard_receivers_get_loopback() {
         let any6 = InetAddr::new("::".parse().unwrap(), 53);
         let from4 = InetAddr::new("::ffff:10.0.0.2".parse().unwrap(), 9);
-        assert_eq!(deliver_to(&any6, &from4).ip, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(
+            deliver_to(&any6, &from4).ip,
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        );
         let from6 = InetAddr::new("fd00::2".parse().unwrap(), 9);
-        assert_eq!(deliver_to(&any6, &from6).ip, IpAddr::V6(Ipv6Addr::LOCALHOST));
+        assert_eq!(
+            deliver_to(&any6, &from6).ip,
+            IpAddr::V6(Ipv6Addr::LOCALHOST)
+        );
         let bound = InetAddr::new("10.0.0.1".parse().unwrap(), 53);
         assert_eq!(deliver_to(&bound, &from4), bound);
     }

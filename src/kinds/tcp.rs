@@ -30,8 +30,11 @@ fn ctx(what: &str) -> impl Fn(std::io::Error) -> std::io::Error + '_ {
 }
 
 pub fn repair(sock: &OwnedFd, on: bool) -> IoResult<()> {
-    net::set_int(sock, libc::IPPROTO_TCP, net::TCP_REPAIR, on as i32)
-        .map_err(ctx(if on { "TCP_REPAIR on" } else { "TCP_REPAIR off" }))
+    net::set_int(sock, libc::IPPROTO_TCP, net::TCP_REPAIR, on as i32).map_err(ctx(if on {
+        "TCP_REPAIR on"
+    } else {
+        "TCP_REPAIR off"
+    }))
 }
 
 fn select_queue(sock: &OwnedFd, q: i32) -> IoResult<()> {
@@ -45,8 +48,7 @@ fn read_queue(sock: &OwnedFd, q: i32, len: usize) -> IoResult<(u32, Vec<u8>)> {
         .map_err(ctx("TCP_QUEUE_SEQ"))? as u32;
     let mut buf = vec![0u8; len + 1];
     let n = if len > 0 {
-        net::recv(sock, &mut buf, libc::MSG_PEEK | libc::MSG_DONTWAIT)
-            .map_err(ctx("peek queue"))?
+        net::recv(sock, &mut buf, libc::MSG_PEEK | libc::MSG_DONTWAIT).map_err(ctx("peek queue"))?
     } else {
         0
     };
@@ -67,8 +69,8 @@ pub fn dump_stream(sock: &OwnedFd) -> IoResult<TcpStream> {
     let outq = net::ioctl_int(sock, net::SIOCOUTQ).map_err(ctx("SIOCOUTQ"))? as usize;
     let unsent = net::ioctl_int(sock, net::SIOCOUTQNSD).map_err(ctx("SIOCOUTQNSD"))? as usize;
     let mut s = TcpStream::new();
-    s.mss_clamp = net::get_int(sock, libc::IPPROTO_TCP, libc::TCP_MAXSEG)
-        .map_err(ctx("TCP_MAXSEG"))? as u32;
+    s.mss_clamp =
+        net::get_int(sock, libc::IPPROTO_TCP, libc::TCP_MAXSEG).map_err(ctx("TCP_MAXSEG"))? as u32;
     s.opt_mask = ti.options as u32;
     if ti.options & net::TCPI_OPT_WSCALE != 0 {
         s.snd_wscale = ti.snd_wscale as u32;
@@ -129,7 +131,9 @@ pub fn restore_stream(
     s: &TcpStream,
 ) -> IoResult<()> {
     if s.unsent_len as usize > s.outq.len() {
-        return Err(std::io::Error::other("unsent part longer than the send queue"));
+        return Err(std::io::Error::other(
+            "unsent part longer than the send queue",
+        ));
     }
     repair(sock, true)?;
     let set_seq = |q: i32, seq: u32| -> IoResult<()> {
@@ -161,8 +165,13 @@ pub fn restore_stream(
     opts.push((net::TCPOPT_MAXSEG, s.mss_clamp));
     net::set_repair_options(sock, &opts).map_err(ctx("TCP_REPAIR_OPTIONS"))?;
     if m & net::TCPI_OPT_TIMESTAMPS != 0 {
-        net::set_int(sock, libc::IPPROTO_TCP, net::TCP_TIMESTAMP, s.timestamp as i32)
-            .map_err(ctx("set TCP_TIMESTAMP"))?;
+        net::set_int(
+            sock,
+            libc::IPPROTO_TCP,
+            net::TCP_TIMESTAMP,
+            s.timestamp as i32,
+        )
+        .map_err(ctx("set TCP_TIMESTAMP"))?;
     }
     if !s.inq.is_empty() {
         select_queue(sock, net::TCP_RECV_QUEUE)?;

@@ -206,11 +206,7 @@ pub fn set_int(fd: &impl AsRawFd, level: i32, name: i32, v: i32) -> io::Result<(
 
 fn name_call(
     fd: &impl AsRawFd,
-    f: unsafe extern "C" fn(
-        libc::c_int,
-        *mut libc::sockaddr,
-        *mut libc::socklen_t,
-    ) -> libc::c_int,
+    f: unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int,
 ) -> io::Result<Option<InetAddr>> {
     let mut a = RawAddr::empty();
     // SAFETY: `a.storage` is writable for `a.len` bytes; the kernel writes
@@ -280,8 +276,10 @@ pub fn listen(fd: &impl AsRawFd, backlog: i32) -> io::Result<()> {
 pub fn ioctl_int(fd: &impl AsRawFd, req: u64) -> io::Result<i32> {
     let mut v: libc::c_int = 0;
     // SAFETY: the request writes one int to `v`.
-    check(unsafe { libc::ioctl(fd.as_raw_fd(), req as _, &mut v as *mut libc::c_int) }
-        as libc::c_long)?;
+    check(
+        unsafe { libc::ioctl(fd.as_raw_fd(), req as _, &mut v as *mut libc::c_int) }
+            as libc::c_long,
+    )?;
     Ok(v)
 }
 

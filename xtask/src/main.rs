@@ -70,16 +70,24 @@ fn run(cmd: &mut Command) -> Result<()> {
 
 /// Debian packages the build and tests need, each with the command whose
 /// absence means it must be installed.
-const TOOLS: &[(&str, &str)] = &[("gcc", "gcc")];
+const TOOLS: &[(&str, &str)] = &[
+    ("gcc", "gcc"),
+    // Network locking of established TCP connections, and the network
+    // namespace of the far peer in the TCP tests.
+    ("nft", "nftables"),
+    ("ip", "iproute2"),
+    ("tc", "iproute2"),
+];
 
 /// Installs the packages of [`TOOLS`] whose command is missing
 /// (`apt-get update` once, then one `apt-get install`).
 fn ensure_tools() -> Result<()> {
-    let missing: Vec<&str> = TOOLS
+    let mut missing: Vec<&str> = TOOLS
         .iter()
         .filter(|(cmd, _)| !on_path(cmd))
         .map(|&(_, pkg)| pkg)
         .collect();
+    missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }
@@ -139,8 +147,24 @@ impl Counts {
     }
 }
 
+/// PATH with the system directories that root's tools (nft, ip, tc) live
+/// in, for a caller whose PATH lacks them.
+fn path_with_sbin() -> std::ffi::OsString {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    for d in ["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"] {
+        if !dirs.iter().any(|x| x == Path::new(d)) {
+            dirs.push(d.into());
+        }
+    }
+    std::env::join_paths(dirs).unwrap_or_default()
+}
+
 fn test(extra: &[String]) -> Result<u8> {
     let start = Instant::now();
+    // The tests run nft, ip and tc by name.
+    std::env::set_var("PATH", path_with_sbin());
     ensure_tools()?;
     run(cargo().args(["build", "--release"]))?;
     let mut cmd = cargo();

@@ -1,0 +1,132 @@
+/*
+ * sk_tcp_opts: socket options of established TCP connections (IPv4 and
+ * IPv6, both ends in this process) and of a listener survive a
+ * checkpoint with --tcp-established: SO_LINGER, SO_SNDTIMEO, SO_PRIORITY,
+ * SO_MARK, SO_BINDTODEVICE, SO_REUSEPORT, SO_OOBINLINE, SO_SNDBUF,
+ * SO_KEEPALIVE, IP_TOS, IPV6_TCLASS, TCP_CORK, TCP_USER_TIMEOUT,
+ * TCP_NOTSENT_LOWAT. Afterwards both connections carry data.
+ */
+#include "zdtm.h"
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <net/if.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+static int getint(int fd, int level, int opt)
+{
+	int v = 0;
+	socklen_t l = sizeof(v);
+
+	if (getsockopt(fd, level, opt, &v, &l))
+		pfail("getsockopt %d/%d", level, opt);
+	return v;
+}
+
+static void setint(int fd, int level, int opt, int v)
+{
+	if (setsockopt(fd, level, opt, &v, sizeof(v)))
+		pfail("setsockopt %d/%d=%d", level, opt, v);
+}
+
+/* A connected pair over loopback of `family`; *l keeps the listener. */
+static void pair(int family, int *l, int *c, int *a)
+{
+	struct sockaddr_storage ss = { 0 };
+	socklen_t len;
+
+	*l = socket(family, SOCK_STREAM, 0);
+	if (family == AF_INET) {
+		struct sockaddr_in *s = (void *)&ss;
+		s->sin_family = AF_INET;
+		s->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		len = sizeof(*s);
+	} else {
+		struct sockaddr_in6 *s = (void *)&ss;
+		s->sin6_family = AF_INET6;
+		s->sin6_addr = in6addr_loopback;
+		len = sizeof(*s);
+	}
+	setint(*l, SOL_SOCKET, SO_REUSEPORT, 1);
+	if (*l < 0 || bind(*l, (void *)&ss, len) || listen(*l, 2) ||
+	    getsockname(*l, (void *)&ss, &len))
+		pfail("listener");
+	*c = socket(family, SOCK_STREAM, 0);
+	if (*c < 0 || connect(*c, (void *)&ss, len))
+		pfail("connect");
+	*a = accept(*l, NULL, NULL);
+	if (*a < 0)
+		pfail("accept");
+}
+
+static void talk(int x, int y, const char *what)
+{
+	char b[8];
+
+	if (write(x, "abcdef", 6) != 6 || read(y, b, 6) != 6 || memcmp(b, "abcdef", 6))
+		fail("%s: data does not flow after restore", what);
+}
+
+int main(int argc, char **argv)
+{
+	struct linger lg = { 1, 5 }, lgot;
+	struct timeval tv = { 2, 0 }, tgot;
+	socklen_t sl;
+	char dev[IFNAMSIZ];
+	int l4, c4, a4, l6, c6, a6, sndbuf;
+
+	test_init(argc, argv);
+	pair(AF_INET, &l4, &c4, &a4);
+	pair(AF_INET6, &l6, &c6, &a6);
+	if (setsockopt(c4, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) ||
+	    setsockopt(c4, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) ||
+	    setsockopt(c4, SOL_SOCKET, SO_BINDTODEVICE, "lo", 3))
+		pfail("setsockopt");
+	setint(c4, IPPROTO_IP, IP_TOS, 0x20); /* sets the priority too: first */
+	setint(c4, SOL_SOCKET, SO_PRIORITY, 3);
+	setint(c4, SOL_SOCKET, SO_MARK, 7);
+	setint(c4, SOL_SOCKET, SO_OOBINLINE, 1);
+	setint(c4, SOL_SOCKET, SO_KEEPALIVE, 1);
+	setint(c4, SOL_SOCKET, SO_SNDBUF, 200000);
+	sndbuf = getint(c4, SOL_SOCKET, SO_SNDBUF);
+	setint(c4, IPPROTO_TCP, TCP_USER_TIMEOUT, 12345);
+	setint(c4, IPPROTO_TCP, TCP_NOTSENT_LOWAT, 65536);
+	setint(a4, IPPROTO_TCP, TCP_CORK, 1);
+	setint(c6, IPPROTO_IPV6, IPV6_TCLASS, 0x40);
+
+	test_daemon();
+	test_waitsig();
+
+	sl = sizeof(lgot);
+	if (getsockopt(c4, SOL_SOCKET, SO_LINGER, &lgot, &sl) || !lgot.l_onoff || lgot.l_linger != 5)
+		fail("SO_LINGER changed");
+	sl = sizeof(tgot);
+	if (getsockopt(c4, SOL_SOCKET, SO_SNDTIMEO, &tgot, &sl) || tgot.tv_sec != 2)
+		fail("SO_SNDTIMEO changed");
+	sl = sizeof(dev);
+	if (getsockopt(c4, SOL_SOCKET, SO_BINDTODEVICE, dev, &sl) || strcmp(dev, "lo"))
+		fail("SO_BINDTODEVICE changed");
+	if (getint(c4, SOL_SOCKET, SO_PRIORITY) != 3 || getint(c4, SOL_SOCKET, SO_MARK) != 7 ||
+	    !getint(c4, SOL_SOCKET, SO_OOBINLINE) || !getint(c4, SOL_SOCKET, SO_KEEPALIVE))
+		fail("SO_PRIORITY/SO_MARK/SO_OOBINLINE/SO_KEEPALIVE changed");
+	if (getint(c4, SOL_SOCKET, SO_SNDBUF) != sndbuf)
+		fail("SO_SNDBUF %d, was %d", getint(c4, SOL_SOCKET, SO_SNDBUF), sndbuf);
+	if (getint(c4, IPPROTO_IP, IP_TOS) != 0x20)
+		fail("IP_TOS changed");
+	if (getint(c4, IPPROTO_TCP, TCP_USER_TIMEOUT) != 12345 ||
+	    getint(c4, IPPROTO_TCP, TCP_NOTSENT_LOWAT) != 65536)
+		fail("TCP_USER_TIMEOUT/TCP_NOTSENT_LOWAT changed");
+	if (!getint(a4, IPPROTO_TCP, TCP_CORK))
+		fail("TCP_CORK lost");
+	if (getint(c6, IPPROTO_IPV6, IPV6_TCLASS) != 0x40)
+		fail("IPV6_TCLASS changed");
+	if (!getint(l4, SOL_SOCKET, SO_REUSEPORT) || !getint(l6, SOL_SOCKET, SO_REUSEPORT))
+		fail("SO_REUSEPORT lost");
+	setint(a4, IPPROTO_TCP, TCP_CORK, 0);
+	talk(c4, a4, "IPv4 client -> server");
+	talk(a4, c4, "IPv4 server -> client");
+	talk(c6, a6, "IPv6 client -> server");
+	talk(a6, c6, "IPv6 server -> client");
+	pass();
+}
