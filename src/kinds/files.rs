@@ -9,7 +9,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use crate::error::{Error, IoContext, Result};
 use crate::image::proto::{
-    file_desc, Fd, FdTable, FileDesc, FileStat, Files, FifoFile, FsPath, PipeData, PipeFile,
+    file_desc, Fd, FdTable, FifoFile, FileDesc, FileStat, Files, FsPath, PipeData, PipeFile,
     RegFile,
 };
 use crate::procfs;
@@ -678,8 +678,7 @@ fn open_fifo(
                     .open(&link)
                     .at(&link)?;
                 use std::io::Write;
-                w.write_all(&pd.data)
-                    .map_err(|e| Error::io(&f.path, e))?;
+                w.write_all(&pd.data).map_err(|e| Error::io(&f.path, e))?;
             }
         }
     }

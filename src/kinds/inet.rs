@@ -15,17 +15,17 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::OwnedFd;
 
 use crate::error::{Error, Result};
-use crate::image::proto::{file_desc, Datagram, FdTable, Files, InetSk, Linger};
+use crate::image::proto::{file_desc, Datagram, FdTable, Files, InetSk};
 use crate::netlock::{self, Conn, Lock};
 use crate::procfs::{self, FdInfo};
 use crate::remote::Agent;
 use crate::sys::net::{self, InetAddr};
+use crate::sys::sock;
 use crate::{info, warn};
 
 pub const TCP_ESTABLISHED: u32 = 1;
 pub const TCP_CLOSE: u32 = 7;
 pub const TCP_LISTEN: u32 = 10;
-const SO_PEEK_OFF: i32 = 42;
 
 /// The name of a TCP state (tcp_states.h).
 pub fn tcp_state_name(s: u32) -> &'static str {
@@ -95,9 +95,9 @@ enum For {
     V6Udp,
 }
 
-/// Integer options saved by name and restored when they differ from a
-/// fresh socket's. SO_REUSEADDR and SO_PEEK_OFF get special ordering;
-/// SO_SNDBUF / SO_RCVBUF are set with their FORCE variants.
+/// TCP, IP and IPv6 integer options, saved by name and restored when
+/// they differ from a fresh socket's (SOL_SOCKET options are
+/// [`super::sockopts`]'s).
 const INT_OPTS: &[(&str, i32, i32, For)] = &[
     (
         "SO_REUSEADDR",
@@ -143,12 +143,6 @@ const INT_OPTS: &[(&str, i32, i32, For)] = &[
         libc::IPV6_TCLASS,
         For::V6,
     ),
-    ("SO_PRIORITY", libc::SOL_SOCKET, libc::SO_PRIORITY, For::All),
-    ("SO_MARK", libc::SOL_SOCKET, libc::SO_MARK, For::All),
-    ("SO_RCVLOWAT", libc::SOL_SOCKET, libc::SO_RCVLOWAT, For::All),
-    ("SO_SNDBUF", libc::SOL_SOCKET, libc::SO_SNDBUF, For::All),
-    ("SO_RCVBUF", libc::SOL_SOCKET, libc::SO_RCVBUF, For::All),
-    ("SO_PEEK_OFF", libc::SOL_SOCKET, SO_PEEK_OFF, For::Udp),
     (
         "TCP_NODELAY",
         libc::IPPROTO_TCP,
@@ -308,91 +302,47 @@ fn applies(w: For, family: i32, proto: i32, state: u32) -> bool {
     }
 }
 
-fn read_timeo(sock: &OwnedFd, name: i32) -> u64 {
-    let mut b = [0u8; 16];
-    match net::getsockopt(sock, libc::SOL_SOCKET, name, &mut b) {
-        Ok(16) => {
-            let s = i64::from_ne_bytes(b[..8].try_into().unwrap_or([0; 8]));
-            let us = i64::from_ne_bytes(b[8..].try_into().unwrap_or([0; 8]));
-            (s.max(0) as u64) * 1_000_000 + us.max(0) as u64
-        }
-        _ => 0,
-    }
-}
-
-fn set_timeo(sock: &OwnedFd, name: i32, us: u64) -> std::io::Result<()> {
-    let mut b = Vec::with_capacity(16);
-    b.extend_from_slice(&((us / 1_000_000) as i64).to_ne_bytes());
-    b.extend_from_slice(&((us % 1_000_000) as i64).to_ne_bytes());
-    net::setsockopt(sock, libc::SOL_SOCKET, name, &b)
-}
-
-fn dump_opts(sock: &OwnedFd, sk: &mut InetSk) {
+fn dump_opts(sock: &OwnedFd, sk: &mut InetSk) -> std::io::Result<()> {
     let (family, proto) = (sk.family as i32, sk.protocol as i32);
     for &(name, level, opt, w) in INT_OPTS {
         if !applies(w, family, proto, sk.state) {
             continue;
         }
-        if let Ok(v) = net::get_int(sock, level, opt) {
+        if let Ok(v) = sock::get_int(sock, level, opt) {
             sk.opts.insert(name.to_string(), v);
         }
     }
-    let mut l = [0u8; 8];
-    if net::getsockopt(sock, libc::SOL_SOCKET, libc::SO_LINGER, &mut l).is_ok() {
-        let on = i32::from_ne_bytes(l[..4].try_into().unwrap_or([0; 4]));
-        if on != 0 {
-            let mut lg = Linger::new();
-            lg.on = true;
-            lg.secs = i32::from_ne_bytes(l[4..].try_into().unwrap_or([0; 4]));
-            sk.linger = Some(lg).into();
-        }
-    }
-    sk.rcvtimeo_us = read_timeo(sock, libc::SO_RCVTIMEO);
-    sk.sndtimeo_us = read_timeo(sock, libc::SO_SNDTIMEO);
+    sk.sock_opts = Some(super::sockopts::dump(sock)?).into();
     let mut dev = [0u8; libc::IFNAMSIZ];
     if let Ok(n) = net::getsockopt(sock, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, &mut dev) {
         let s = &dev[..n.min(dev.len())];
         let s = s.split(|&b| b == 0).next().unwrap_or(&[]);
         sk.bind_dev = String::from_utf8_lossy(s).into_owned();
     }
+    Ok(())
 }
 
-/// Sets the options of `sk` that a fresh socket does not already have,
-/// except SO_REUSEADDR and SO_PEEK_OFF (see [`finish_opts`]).
-fn restore_opts(sock: &OwnedFd, sk: &InetSk) -> std::io::Result<()> {
+/// Sets the options of `sk` that a fresh socket does not already have.
+/// SO_REUSEADDR stays on until the socket is bound ([`finish_opts`]).
+fn restore_opts(sock: &OwnedFd, sk: &InetSk, what: &str) -> std::io::Result<()> {
     let ctx = |what: &str| {
         let what = what.to_string();
         move |e: std::io::Error| std::io::Error::new(e.kind(), format!("{what}: {e}"))
     };
+    // IP_TOS sets the priority too: the IP options go before SOL_SOCKET's.
     for &(name, level, opt, _) in INT_OPTS {
         let Some(&want) = sk.opts.get(name) else {
             continue;
         };
-        if name == "SO_REUSEADDR" || name == "SO_PEEK_OFF" {
+        if sock::get_int(sock, level, opt).ok() == Some(want) {
             continue;
         }
-        if net::get_int(sock, level, opt).ok() == Some(want) {
-            continue;
+        sock::set_int(sock, level, opt, want).map_err(ctx(&format!("setsockopt {name}={want}")))?;
+    }
+    if let Some(o) = sk.sock_opts.as_ref() {
+        for f in super::sockopts::restore(sock, o) {
+            warn!("{what}: socket option not restored: {f}");
         }
-        let (opt, val) = match opt {
-            // The kernel doubles what it is given and reports that.
-            libc::SO_SNDBUF => (libc::SO_SNDBUFFORCE, want / 2),
-            libc::SO_RCVBUF => (libc::SO_RCVBUFFORCE, want / 2),
-            o => (o, want),
-        };
-        net::set_int(sock, level, opt, val).map_err(ctx(&format!("setsockopt {name}={want}")))?;
-    }
-    if let Some(l) = sk.linger.as_ref().filter(|l| l.on) {
-        let mut b = Vec::with_capacity(8);
-        b.extend_from_slice(&1i32.to_ne_bytes());
-        b.extend_from_slice(&l.secs.to_ne_bytes());
-        net::setsockopt(sock, libc::SOL_SOCKET, libc::SO_LINGER, &b).map_err(ctx("SO_LINGER"))?;
-    }
-    if sk.rcvtimeo_us != 0 {
-        set_timeo(sock, libc::SO_RCVTIMEO, sk.rcvtimeo_us).map_err(ctx("SO_RCVTIMEO"))?;
-    }
-    if sk.sndtimeo_us != 0 {
-        set_timeo(sock, libc::SO_SNDTIMEO, sk.sndtimeo_us).map_err(ctx("SO_SNDTIMEO"))?;
     }
     if !sk.bind_dev.is_empty() {
         net::setsockopt(
@@ -408,14 +358,13 @@ fn restore_opts(sock: &OwnedFd, sk: &InetSk) -> std::io::Result<()> {
 
 /// SO_REUSEADDR (kept on while binding) and SO_PEEK_OFF, last.
 fn finish_opts(sock: &OwnedFd, sk: &InetSk) -> std::io::Result<()> {
-    let reuse = sk.opts.get("SO_REUSEADDR").copied().unwrap_or(0);
-    if net::get_int(sock, libc::SOL_SOCKET, libc::SO_REUSEADDR).ok() != Some(reuse) {
-        net::set_int(sock, libc::SOL_SOCKET, libc::SO_REUSEADDR, reuse)?;
+    let o = sk.sock_opts.as_ref();
+    let reuse = o.is_some_and(|o| o.reuseaddr) as i32;
+    if sock::get_int(sock, libc::SOL_SOCKET, libc::SO_REUSEADDR).ok() != Some(reuse) {
+        sock::set_int(sock, libc::SOL_SOCKET, libc::SO_REUSEADDR, reuse)?;
     }
-    if let Some(&p) = sk.opts.get("SO_PEEK_OFF") {
-        if p >= 0 {
-            net::set_int(sock, libc::SOL_SOCKET, SO_PEEK_OFF, p)?;
-        }
+    if let Some(p) = o.map(|o| o.peek_off).filter(|&p| p >= 0) {
+        sock::set_int(sock, libc::SOL_SOCKET, libc::SO_PEEK_OFF, p)?;
     }
     Ok(())
 }
@@ -472,18 +421,17 @@ impl Probe {
 
 /// Our own descriptor for fd `fd` of `pid`.
 fn grab(pid: i32, fd: i32) -> Result<OwnedFd> {
-    let pidfd = net::pidfd_open(pid).map_err(|e| Error::sys(pid, "pidfd_open", e))?;
-    net::pidfd_getfd(&pidfd, fd).map_err(|e| Error::sys(pid, format!("pidfd_getfd fd {fd}"), e))
+    sock::pidfd_getfd(pid, fd).map_err(|e| Error::sys(pid, format!("pidfd_getfd fd {fd}"), e))
 }
 
 /// Classifies a socket; None if it is not an IPv4/IPv6 socket.
 pub fn probe(sock: &OwnedFd, ino: u64) -> std::io::Result<Option<Probe>> {
-    let family = net::get_int(sock, libc::SOL_SOCKET, libc::SO_DOMAIN)?;
+    let family = sock::get_int(sock, libc::SOL_SOCKET, libc::SO_DOMAIN)?;
     if family != libc::AF_INET && family != libc::AF_INET6 {
         return Ok(None);
     }
-    let ty = net::get_int(sock, libc::SOL_SOCKET, libc::SO_TYPE)?;
-    let proto = net::get_int(sock, libc::SOL_SOCKET, libc::SO_PROTOCOL)?;
+    let ty = sock::get_int(sock, libc::SOL_SOCKET, libc::SO_TYPE)?;
+    let proto = sock::get_int(sock, libc::SOL_SOCKET, libc::SO_PROTOCOL)?;
     let local = net::local_addr(sock)?;
     let peer = net::peer_addr(sock)?;
     let mut p = Probe {
@@ -555,17 +503,9 @@ fn socket_ino(target: &str) -> Option<u64> {
     }
 }
 
-/// Is fd `fd` of `pid` an IPv4/IPv6 socket (whatever its protocol)? For
-/// the generic pre-check, which leaves those to [`precheck`].
-pub fn handles(pid: i32, fd: i32, target: &str) -> bool {
-    let Some(ino) = socket_ino(target) else {
-        return false;
-    };
-    grab(pid, fd)
-        .ok()
-        .and_then(|s| probe(&s, ino).ok())
-        .flatten()
-        .is_some()
+/// Socket protocols (`system.sockprotoname`) handled here.
+pub fn handles_proto(proto: &str) -> bool {
+    matches!(proto, "TCP" | "TCPv6" | "UDP" | "UDPv6")
 }
 
 /// The IPv4/IPv6 sockets of `pid`: (fd, our descriptor, probe).
@@ -575,6 +515,11 @@ fn scan(pid: i32) -> Result<Vec<(i32, OwnedFd, Probe)>> {
         let Some(ino) = socket_ino(&target) else {
             continue;
         };
+        // Other protocols are not touched (kinds::unix, or refused).
+        match sock::proto_name(&format!("/proc/{pid}/fd/{fd}")) {
+            Ok(p) if handles_proto(&p) => {}
+            _ => continue,
+        }
         let sock = match grab(pid, fd) {
             Ok(s) => s,
             // Closed meanwhile (not frozen yet): nothing to check.
@@ -715,6 +660,11 @@ impl DumpState {
         let Some(ino) = socket_ino(target) else {
             return Ok(None);
         };
+        if !self.socks.contains_key(&ino)
+            && !sock::proto_name(&format!("/proc/{pid}/fd/{fd}")).is_ok_and(|p| handles_proto(&p))
+        {
+            return Ok(None);
+        }
         if let Entry::Vacant(e) = self.socks.entry(ino) {
             e.insert(grab(pid, fd)?);
         }
@@ -750,7 +700,7 @@ impl DumpState {
         sk.local = p.local.as_ref().map(addr_to_proto).into();
         sk.peer = p.peer.as_ref().map(addr_to_proto).into();
         sk.backlog = p.backlog;
-        dump_opts(sock, &mut sk);
+        dump_opts(sock, &mut sk).map_err(sys("socket options"))?;
         if p.proto == libc::IPPROTO_TCP && p.state == TCP_ESTABLISHED {
             super::tcp::repair(sock, true).map_err(sys("TCP_REPAIR"))?;
             self.repaired.push(ino);
@@ -798,8 +748,8 @@ const MAX_DATAGRAMS: usize = 1 << 16;
 fn peek_datagrams(sock: &OwnedFd) -> std::io::Result<(Vec<Datagram>, u32)> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; 65536];
-    let old = net::get_int(sock, libc::SOL_SOCKET, SO_PEEK_OFF)?;
-    if net::set_int(sock, libc::SOL_SOCKET, SO_PEEK_OFF, 0).is_err() {
+    let old = sock::get_int(sock, libc::SOL_SOCKET, libc::SO_PEEK_OFF)?;
+    if sock::set_int(sock, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0).is_err() {
         // No peek offsets here: only the head could be read, so nothing
         // is saved; say whether something was queued.
         let queued =
@@ -821,7 +771,7 @@ fn peek_datagrams(sock: &OwnedFd) -> std::io::Result<(Vec<Datagram>, u32)> {
         }
         Ok(())
     })();
-    let reset = net::set_int(sock, libc::SOL_SOCKET, SO_PEEK_OFF, old);
+    let reset = sock::set_int(sock, libc::SOL_SOCKET, libc::SO_PEEK_OFF, old);
     r?;
     reset?;
     Ok((out, 0))
@@ -830,10 +780,8 @@ fn peek_datagrams(sock: &OwnedFd) -> std::io::Result<(Vec<Datagram>, u32)> {
 // ------------------------------------------------------------ restore
 
 /// Our descriptors of restored sockets that are still in repair mode,
-/// and pidfds of the vessels.
 #[derive(Default)]
 pub struct Restored {
-    pidfds: HashMap<i32, OwnedFd>,
     repaired: Vec<(String, OwnedFd)>,
 }
 
@@ -875,7 +823,7 @@ fn inject_datagrams(sock: &OwnedFd, sk: &InetSk, local: &InetAddr) -> std::io::R
         let v4 = from.canonical_ip().is_ipv4();
         let fam = if v4 { libc::AF_INET } else { libc::AF_INET6 };
         if let Entry::Vacant(e) = raws.entry(v4) {
-            e.insert(net::socket(fam, libc::SOCK_RAW, libc::IPPROTO_RAW)?);
+            e.insert(net::socket_proto(fam, libc::SOCK_RAW, libc::IPPROTO_RAW)?);
         }
         let pkt = net::udp_packet(&from, &to, &d.data)?;
         let dst = InetAddr::new(to.canonical_ip(), 0);
@@ -924,12 +872,9 @@ pub fn create(agent: &mut Agent, sk: &InetSk, st: &mut Restored) -> Result<u64> 
             sk.protocol as u64,
         ],
     )?;
-    if let Entry::Vacant(e) = st.pidfds.entry(pid) {
-        e.insert(net::pidfd_open(pid).map_err(|e| Error::sys(pid, "pidfd_open", e))?);
-    }
-    let sock = net::pidfd_getfd(&st.pidfds[&pid], fd as i32)
+    let sock = sock::pidfd_getfd(pid, fd as i32)
         .map_err(|e| Error::sys(pid, format!("pidfd_getfd of the new socket {fd}"), e))?;
-    restore_opts(&sock, sk).map_err(fail)?;
+    restore_opts(&sock, sk, &what).map_err(fail)?;
     let tcp = sk.protocol as i32 == libc::IPPROTO_TCP;
     match (tcp, sk.state, sk.tcp.as_ref()) {
         (true, TCP_ESTABLISHED, Some(stream)) => {
@@ -953,12 +898,12 @@ pub fn create(agent: &mut Agent, sk: &InetSk, st: &mut Restored) -> Result<u64> 
         }
         _ => {
             if let Some(l) = local.filter(|l| l.port != 0) {
-                net::set_int(&sock, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).map_err(fail)?;
+                sock::set_int(&sock, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).map_err(fail)?;
                 net::bind(&sock, &l, family)
                     .map_err(|e| fail(std::io::Error::new(e.kind(), format!("bind: {e}"))))?;
             }
             if tcp && sk.state == TCP_LISTEN {
-                net::listen(&sock, sk.backlog as i32).map_err(fail)?;
+                sock::listen(&sock, sk.backlog as i32).map_err(fail)?;
             }
             if !tcp {
                 if let Some(p) = peer {
@@ -981,10 +926,10 @@ pub fn create(agent: &mut Agent, sk: &InetSk, st: &mut Restored) -> Result<u64> 
             finish_opts(&sock, sk).map_err(fail)?;
         }
     }
-    let fl = net::get_fl(&sock).map_err(fail)?;
+    let fl = sock::get_fl(&sock).map_err(fail)?;
     let want = (fl & !libc::O_NONBLOCK) | (sk.flags as i32 & libc::O_NONBLOCK);
     if want != fl {
-        net::set_fl(&sock, want).map_err(fail)?;
+        sock::set_fl(&sock, want).map_err(fail)?;
     }
     Ok(fd)
 }

@@ -22,6 +22,7 @@ use std::os::fd::OwnedFd;
 
 use crate::image::proto::{TcpStream, TcpWindow};
 use crate::sys::net::{self, RepairWindow};
+use crate::sys::sock;
 
 type IoResult<T> = std::io::Result<T>;
 
@@ -30,7 +31,7 @@ fn ctx(what: &str) -> impl Fn(std::io::Error) -> std::io::Error + '_ {
 }
 
 pub fn repair(sock: &OwnedFd, on: bool) -> IoResult<()> {
-    net::set_int(sock, libc::IPPROTO_TCP, net::TCP_REPAIR, on as i32).map_err(ctx(if on {
+    sock::set_int(sock, libc::IPPROTO_TCP, net::TCP_REPAIR, on as i32).map_err(ctx(if on {
         "TCP_REPAIR on"
     } else {
         "TCP_REPAIR off"
@@ -38,13 +39,14 @@ pub fn repair(sock: &OwnedFd, on: bool) -> IoResult<()> {
 }
 
 fn select_queue(sock: &OwnedFd, q: i32) -> IoResult<()> {
-    net::set_int(sock, libc::IPPROTO_TCP, net::TCP_REPAIR_QUEUE, q).map_err(ctx("TCP_REPAIR_QUEUE"))
+    sock::set_int(sock, libc::IPPROTO_TCP, net::TCP_REPAIR_QUEUE, q)
+        .map_err(ctx("TCP_REPAIR_QUEUE"))
 }
 
 /// Reads queue `q` (its TCP_QUEUE_SEQ and `len` bytes, peeked).
 fn read_queue(sock: &OwnedFd, q: i32, len: usize) -> IoResult<(u32, Vec<u8>)> {
     select_queue(sock, q)?;
-    let seq = net::get_int(sock, libc::IPPROTO_TCP, net::TCP_QUEUE_SEQ)
+    let seq = sock::get_int(sock, libc::IPPROTO_TCP, net::TCP_QUEUE_SEQ)
         .map_err(ctx("TCP_QUEUE_SEQ"))? as u32;
     let mut buf = vec![0u8; len + 1];
     let n = if len > 0 {
@@ -70,14 +72,14 @@ pub fn dump_stream(sock: &OwnedFd) -> IoResult<TcpStream> {
     let unsent = net::ioctl_int(sock, net::SIOCOUTQNSD).map_err(ctx("SIOCOUTQNSD"))? as usize;
     let mut s = TcpStream::new();
     s.mss_clamp =
-        net::get_int(sock, libc::IPPROTO_TCP, libc::TCP_MAXSEG).map_err(ctx("TCP_MAXSEG"))? as u32;
+        sock::get_int(sock, libc::IPPROTO_TCP, libc::TCP_MAXSEG).map_err(ctx("TCP_MAXSEG"))? as u32;
     s.opt_mask = ti.options as u32;
     if ti.options & net::TCPI_OPT_WSCALE != 0 {
         s.snd_wscale = ti.snd_wscale as u32;
         s.rcv_wscale = ti.rcv_wscale as u32;
     }
     if ti.options & net::TCPI_OPT_TIMESTAMPS != 0 {
-        s.timestamp = net::get_int(sock, libc::IPPROTO_TCP, net::TCP_TIMESTAMP)
+        s.timestamp = sock::get_int(sock, libc::IPPROTO_TCP, net::TCP_TIMESTAMP)
             .map_err(ctx("TCP_TIMESTAMP"))? as u32;
     }
     match net::get_repair_window(sock) {
@@ -138,7 +140,7 @@ pub fn restore_stream(
     repair(sock, true)?;
     let set_seq = |q: i32, seq: u32| -> IoResult<()> {
         select_queue(sock, q)?;
-        net::set_int(sock, libc::IPPROTO_TCP, net::TCP_QUEUE_SEQ, seq as i32)
+        sock::set_int(sock, libc::IPPROTO_TCP, net::TCP_QUEUE_SEQ, seq as i32)
             .map_err(ctx("set TCP_QUEUE_SEQ"))
     };
     set_seq(
@@ -165,7 +167,7 @@ pub fn restore_stream(
     opts.push((net::TCPOPT_MAXSEG, s.mss_clamp));
     net::set_repair_options(sock, &opts).map_err(ctx("TCP_REPAIR_OPTIONS"))?;
     if m & net::TCPI_OPT_TIMESTAMPS != 0 {
-        net::set_int(
+        sock::set_int(
             sock,
             libc::IPPROTO_TCP,
             net::TCP_TIMESTAMP,

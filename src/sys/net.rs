@@ -1,7 +1,8 @@
-//! Socket system calls on descriptors cairn holds itself: the target's
-//! sockets are reached through `pidfd_getfd` (the same open file
-//! description, so every option set here is set on the target's socket),
-//! plus the TCP_REPAIR interface and raw IP injection of saved datagrams.
+//! IPv4/IPv6 socket calls on descriptors cairn holds itself (the target's
+//! sockets reached through [`super::sock::pidfd_getfd`]): inet addresses,
+//! the TCP_REPAIR interface, and raw IP packets to put saved datagrams
+//! back. Generic socket calls (options, flags, listen) are in
+//! [`super::sock`].
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -134,26 +135,8 @@ impl RawAddr {
     }
 }
 
-/// pidfd_open(pid).
-pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd.
-    let fd = check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })? as RawFd;
-    // SAFETY: the kernel just returned this fd; nobody else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// pidfd_getfd: our own descriptor for fd `fd` of the process behind
-/// `pidfd` (the same open file description). Needs ptrace access.
-pub fn pidfd_getfd(pidfd: &OwnedFd, fd: i32) -> io::Result<OwnedFd> {
-    // SAFETY: integers only; returns a new fd (close-on-exec).
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-    let nfd = check(r)? as RawFd;
-    // SAFETY: the kernel just returned this fd; nobody else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(nfd) })
-}
-
-/// socket(2), close-on-exec.
-pub fn socket(family: i32, ty: i32, proto: i32) -> io::Result<OwnedFd> {
+/// socket(2) with a protocol (a raw socket), close-on-exec.
+pub fn socket_proto(family: i32, ty: i32, proto: i32) -> io::Result<OwnedFd> {
     // SAFETY: integers only.
     let fd = check(unsafe { libc::socket(family, ty | libc::SOCK_CLOEXEC, proto) } as libc::c_long)?
         as RawFd;
@@ -192,16 +175,6 @@ pub fn setsockopt(fd: &impl AsRawFd, level: i32, name: i32, buf: &[u8]) -> io::R
         )
     };
     check(r as libc::c_long).map(drop)
-}
-
-pub fn get_int(fd: &impl AsRawFd, level: i32, name: i32) -> io::Result<i32> {
-    let mut b = [0u8; 4];
-    getsockopt(fd, level, name, &mut b)?;
-    Ok(i32::from_ne_bytes(b))
-}
-
-pub fn set_int(fd: &impl AsRawFd, level: i32, name: i32, v: i32) -> io::Result<()> {
-    setsockopt(fd, level, name, &v.to_ne_bytes())
 }
 
 fn name_call(
@@ -264,12 +237,6 @@ pub fn connect(fd: &impl AsRawFd, a: &InetAddr, family: i32) -> io::Result<()> {
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(()),
         r => r.map(drop),
     }
-}
-
-/// listen(2).
-pub fn listen(fd: &impl AsRawFd, backlog: i32) -> io::Result<()> {
-    // SAFETY: integers only.
-    check(unsafe { libc::listen(fd.as_raw_fd(), backlog) } as libc::c_long).map(drop)
 }
 
 /// An ioctl that writes one int (SIOCINQ, SIOCOUTQ, SIOCOUTQNSD).
@@ -355,18 +322,6 @@ pub fn send_to(fd: &impl AsRawFd, buf: &[u8], a: &InetAddr, family: i32) -> io::
         )
     };
     check(v as libc::c_long).map(|n| n as usize)
-}
-
-/// fcntl(F_GETFL).
-pub fn get_fl(fd: &impl AsRawFd) -> io::Result<i32> {
-    // SAFETY: F_GETFL takes no argument.
-    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) } as libc::c_long).map(|v| v as i32)
-}
-
-/// fcntl(F_SETFL).
-pub fn set_fl(fd: &impl AsRawFd, flags: i32) -> io::Result<()> {
-    // SAFETY: F_SETFL takes an int.
-    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags) } as libc::c_long).map(drop)
 }
 
 // ------------------------------------------------------------ TCP_REPAIR

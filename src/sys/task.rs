@@ -211,8 +211,11 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// mkfifo(2) at `path` with `mode` (before the umask).
 pub fn mkfifo(path: &str, mode: u32) -> io::Result<()> {
-    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(mode as libc::mode_t))
-        .map_err(io::Error::from)
+    nix::unistd::mkfifo(
+        path,
+        nix::sys::stat::Mode::from_bits_truncate(mode as libc::mode_t),
+    )
+    .map_err(io::Error::from)
 }
 
 /// tee(2) without blocking: duplicates up to `len` bytes queued in pipe

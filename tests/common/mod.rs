@@ -142,10 +142,16 @@ fn workload_headers() -> Result<Vec<(String, Vec<u8>)>, String> {
     let rd = fs::read_dir(&dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
     let mut out = Vec::new();
     for e in rd {
-        let p = e.map_err(|e| format!("reading {}: {e}", dir.display()))?.path();
+        let p = e
+            .map_err(|e| format!("reading {}: {e}", dir.display()))?
+            .path();
         if p.extension().is_some_and(|x| x == "h") {
             let text = fs::read(&p).map_err(|e| format!("reading {}: {e}", p.display()))?;
-            let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let name = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             out.push((name, text));
         }
     }
@@ -162,31 +168,11 @@ fn compile_workload(name: &str) -> Result<PathBuf, String> {
         fnv1a(&mut h, f.as_bytes());
     }
     fnv1a(&mut h, &src_text);
-<<<<<<< HEAD
     // Every shared header (zdtm.h, tree.h, ...) is part of the stamp.
     for (hname, text) in workload_headers()? {
         fnv1a(&mut h, b"\0");
         fnv1a(&mut h, hname.as_bytes());
         fnv1a(&mut h, b"\0");
-=======
-    fnv1a(&mut h, b"\0zdtm.h\0");
-    fnv1a(&mut h, &hdr_text);
-    // Other shared headers (stream.h ...): a change rebuilds every workload.
-    let mut hdrs: Vec<PathBuf> = fs::read_dir(workload_src_dir())
-        .map_err(|e| format!("reading {}: {e}", workload_src_dir().display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "h") && !p.ends_with("zdtm.h"))
-        .collect();
-    hdrs.sort();
-    for p in hdrs {
-        let text = fs::read(&p).map_err(|e| format!("reading {}: {e}", p.display()))?;
-        fnv1a(
-            &mut h,
-            p.file_name()
-                .map(|n| n.as_encoded_bytes())
-                .unwrap_or_default(),
-        );
->>>>>>> 376b23e (UDP sockets with queued datagrams, socket options of established connections; docs; xtask installs nftables and iproute2)
         fnv1a(&mut h, &text);
     }
     let stamp_want = format!("{h:016x}\n");
