@@ -243,10 +243,8 @@ pub fn connect(fd: &impl AsRawFd, a: &InetAddr, family: i32) -> io::Result<()> {
 pub fn ioctl_int(fd: &impl AsRawFd, req: u64) -> io::Result<i32> {
     let mut v: libc::c_int = 0;
     // SAFETY: the request writes one int to `v`.
-    check(
-        unsafe { libc::ioctl(fd.as_raw_fd(), req as _, &mut v as *mut libc::c_int) }
-            as libc::c_long,
-    )?;
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), req as _, &mut v as *mut libc::c_int) };
+    check(r as libc::c_long)?;
     Ok(v)
 }
 
