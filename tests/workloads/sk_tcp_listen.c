@@ -5,6 +5,7 @@
  * to every listener and talk to the accepted connection.
  */
 #include "zdtm.h"
+#include "sockopt.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -22,30 +23,14 @@ struct lsn {
 	struct sockaddr_storage ss;
 };
 
-static void setint(int fd, int level, int opt, int v, const char *what)
-{
-	if (setsockopt(fd, level, opt, &v, sizeof(v)))
-		pfail("setsockopt %s", what);
-}
-
-static int getint(int fd, int level, int opt, const char *what)
-{
-	int v = 0;
-	socklen_t l = sizeof(v);
-
-	if (getsockopt(fd, level, opt, &v, &l))
-		pfail("getsockopt %s", what);
-	return v;
-}
-
 static void make(struct lsn *l)
 {
 	l->fd = socket(l->family, SOCK_STREAM | (l->nonblock ? SOCK_NONBLOCK : 0), 0);
 	if (l->fd < 0)
 		pfail("socket");
-	setint(l->fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR");
+	setint(l->fd, SOL_SOCKET, SO_REUSEADDR, 1);
 	if (l->family == AF_INET6)
-		setint(l->fd, IPPROTO_IPV6, IPV6_V6ONLY, l->v6only, "IPV6_V6ONLY");
+		setint(l->fd, IPPROTO_IPV6, IPV6_V6ONLY, l->v6only);
 	memset(&l->ss, 0, sizeof(l->ss));
 	if (l->family == AF_INET) {
 		struct sockaddr_in *a = (void *)&l->ss;
@@ -138,12 +123,12 @@ int main(int argc, char **argv)
 		ports[i] = port_of(&ls[i].ss);
 	}
 	/* Options on the IPv4 listener. */
-	setint(ls[0].fd, SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE");
-	setint(ls[0].fd, SOL_SOCKET, SO_RCVBUF, 100000, "SO_RCVBUF");
-	setint(ls[0].fd, IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY");
-	setint(ls[0].fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, 0, "TCP_DEFER_ACCEPT");
-	setint(ls[1].fd, IPPROTO_TCP, TCP_KEEPIDLE, 77, "TCP_KEEPIDLE");
-	int rcvbuf = getint(ls[0].fd, SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF");
+	setint(ls[0].fd, SOL_SOCKET, SO_KEEPALIVE, 1);
+	setint(ls[0].fd, SOL_SOCKET, SO_RCVBUF, 100000);
+	setint(ls[0].fd, IPPROTO_TCP, TCP_NODELAY, 1);
+	setint(ls[0].fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, 0);
+	setint(ls[1].fd, IPPROTO_TCP, TCP_KEEPIDLE, 77);
+	int rcvbuf = getint(ls[0].fd, SOL_SOCKET, SO_RCVBUF);
 
 	/* A bound, unconnected TCP socket and an unbound one. */
 	bound = socket(AF_INET, SOCK_STREAM, 0);
@@ -191,26 +176,26 @@ int main(int argc, char **argv)
 			pfail("getsockname %s", l->addr);
 		if (port_of(&ss) != ports[i])
 			fail("%s: port %d, expected %d", l->addr, port_of(&ss), ports[i]);
-		if (!getint(l->fd, SOL_SOCKET, SO_ACCEPTCONN, "SO_ACCEPTCONN"))
+		if (!getint(l->fd, SOL_SOCKET, SO_ACCEPTCONN))
 			fail("%s is not listening", l->addr);
-		if (!getint(l->fd, SOL_SOCKET, SO_REUSEADDR, "SO_REUSEADDR"))
+		if (!getint(l->fd, SOL_SOCKET, SO_REUSEADDR))
 			fail("%s lost SO_REUSEADDR", l->addr);
 		if (getsockopt(l->fd, IPPROTO_TCP, TCP_INFO, &ti, &tl))
 			pfail("TCP_INFO");
 		if ((int)ti.tcpi_sacked != l->backlog)
 			fail("%s: backlog %u, expected %d", l->addr, ti.tcpi_sacked, l->backlog);
 		if (l->family == AF_INET6 &&
-		    getint(l->fd, IPPROTO_IPV6, IPV6_V6ONLY, "V6ONLY") != l->v6only)
+		    getint(l->fd, IPPROTO_IPV6, IPV6_V6ONLY) != l->v6only)
 			fail("%s: IPV6_V6ONLY changed", l->addr);
 		if (!!(fcntl(l->fd, F_GETFL) & O_NONBLOCK) != l->nonblock)
 			fail("%s: O_NONBLOCK changed", l->addr);
 	}
-	if (!getint(ls[0].fd, SOL_SOCKET, SO_KEEPALIVE, "SO_KEEPALIVE") ||
-	    getint(ls[0].fd, SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF") != rcvbuf ||
-	    !getint(ls[0].fd, IPPROTO_TCP, TCP_NODELAY, "TCP_NODELAY"))
+	if (!getint(ls[0].fd, SOL_SOCKET, SO_KEEPALIVE) ||
+	    getint(ls[0].fd, SOL_SOCKET, SO_RCVBUF) != rcvbuf ||
+	    !getint(ls[0].fd, IPPROTO_TCP, TCP_NODELAY))
 		fail("options of the IPv4 listener changed (rcvbuf %d, was %d)",
-		     getint(ls[0].fd, SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF"), rcvbuf);
-	if (getint(ls[1].fd, IPPROTO_TCP, TCP_KEEPIDLE, "TCP_KEEPIDLE") != 77)
+		     getint(ls[0].fd, SOL_SOCKET, SO_RCVBUF), rcvbuf);
+	if (getint(ls[1].fd, IPPROTO_TCP, TCP_KEEPIDLE) != 77)
 		fail("TCP_KEEPIDLE changed");
 
 	talk(&ls[0], AF_INET, "127.0.0.1");
@@ -221,8 +206,8 @@ int main(int argc, char **argv)
 	slen = sizeof(sin);
 	if (getsockname(bound, (void *)&sin, &slen) || ntohs(sin.sin_port) != bport)
 		fail("the bound unconnected socket lost its port %d", bport);
-	if (getint(unbound, SOL_SOCKET, SO_DOMAIN, "SO_DOMAIN") != AF_INET6 ||
-	    getint(unbound, SOL_SOCKET, SO_TYPE, "SO_TYPE") != SOCK_STREAM)
+	if (getint(unbound, SOL_SOCKET, SO_DOMAIN) != AF_INET6 ||
+	    getint(unbound, SOL_SOCKET, SO_TYPE) != SOCK_STREAM)
 		fail("the unbound socket changed kind");
 	/* The bound socket can still connect. */
 	sin.sin_port = htons(ports[0]);

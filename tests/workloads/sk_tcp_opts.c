@@ -7,28 +7,13 @@
  * TCP_NOTSENT_LOWAT. Afterwards both connections carry data.
  */
 #include "zdtm.h"
+#include "sockopt.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <net/if.h>
 #include <sys/socket.h>
 #include <sys/time.h>
-
-static int getint(int fd, int level, int opt)
-{
-	int v = 0;
-	socklen_t l = sizeof(v);
-
-	if (getsockopt(fd, level, opt, &v, &l))
-		pfail("getsockopt %d/%d", level, opt);
-	return v;
-}
-
-static void setint(int fd, int level, int opt, int v)
-{
-	if (setsockopt(fd, level, opt, &v, sizeof(v)))
-		pfail("setsockopt %d/%d=%d", level, opt, v);
-}
 
 /* A connected pair over loopback of `family`; *l keeps the listener. */
 static void pair(int family, int *l, int *c, int *a)

@@ -20,6 +20,7 @@
  * the tree (in another network namespace); only "main" exists.
  */
 #include "stream.h"
+#include "sockopt.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -29,22 +30,6 @@
 #define BULK_BACK (20 * 1024)
 #define AFTER (512 * 1024)
 #define STEP_BYTES 4096
-
-static int getint(int fd, int level, int opt)
-{
-	int v = 0;
-	socklen_t l = sizeof(v);
-
-	if (getsockopt(fd, level, opt, &v, &l))
-		pfail("getsockopt %d/%d", level, opt);
-	return v;
-}
-
-static void setint(int fd, int level, int opt, int v)
-{
-	if (setsockopt(fd, level, opt, &v, sizeof(v)))
-		pfail("setsockopt %d/%d", level, opt);
-}
 
 static int listener(int family, struct sockaddr_storage *ss, socklen_t *len)
 {

@@ -4,26 +4,11 @@
  * boundaries, order and senders); afterwards they send and receive.
  */
 #include "zdtm.h"
+#include "sockopt.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/time.h>
-
-static int getint(int fd, int level, int opt)
-{
-	int v = 0;
-	socklen_t l = sizeof(v);
-
-	if (getsockopt(fd, level, opt, &v, &l))
-		pfail("getsockopt %d/%d", level, opt);
-	return v;
-}
-
-static void setint(int fd, int level, int opt, int v)
-{
-	if (setsockopt(fd, level, opt, &v, sizeof(v)))
-		pfail("setsockopt %d/%d=%d", level, opt, v);
-}
 
 static int udp(int family, const char *addr, struct sockaddr_storage *ss, socklen_t *len)
 {
