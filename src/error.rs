@@ -85,7 +85,10 @@ impl Error {
                 path: f(&path),
                 source,
             },
-            Error::Image { path, msg } => Error::Image { path: f(&path), msg },
+            Error::Image { path, msg } => Error::Image {
+                path: f(&path),
+                msg,
+            },
             e => e,
         }
     }

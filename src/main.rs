@@ -28,7 +28,10 @@ fn main() -> ExitCode {
     let (result, phase) = match &cli.cmd {
         Command::Dump(a) => (cairn::dump::dump(a).map(|_| 0), Phase::Dump),
         Command::Restore(a) => (cairn::restore::restore(a), Phase::Restore),
-        Command::Show(a) if a.verify => (cairn::verify::run(&a.path, a.json).map(|()| 0), Phase::Other),
+        Command::Show(a) if a.verify => (
+            cairn::verify::run(&a.path, a.json).map(|()| 0),
+            Phase::Other,
+        ),
         Command::Show(a) => (cairn::show::show(&a.path, a.json).map(|()| 0), Phase::Other),
         Command::Check(a) => (cairn::check::check(a.json).map(|()| 0), Phase::Other),
         Command::Demo(a) => (cairn::demo::run(a).map(|()| 0), Phase::Other),

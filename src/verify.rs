@@ -112,7 +112,10 @@ fn verify_file(p: &Path) -> Result<Report> {
     // pages.img: with its chunk table beside it, every chunk; otherwise the
     // body crc alone.
     let dir = ImageDir::view(p.parent().unwrap_or(Path::new(".")));
-    let file = p.file_name().and_then(|n| n.to_str()).unwrap_or(names::PAGES);
+    let file = p
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(names::PAGES);
     if file == names::PAGES && dir.file(names::PAGESTORE).is_file() {
         let store = PageStoreReader::open(&dir)?;
         r.chunks = verify_chunks(&store)?;

@@ -51,7 +51,12 @@ fn name_of(dir: &Path, prefix: &str) -> String {
 fn expect_refused(dir: &Path, file: &str, why: &str, pid: i32, restore_too: bool) {
     let v = run(&["show", "--verify", dir.to_str().unwrap()], dir);
     let e = stderr(&v);
-    assert_eq!(exit_code(&v.status), 5, "verify of {file} ({why}): {}", describe(&v));
+    assert_eq!(
+        exit_code(&v.status),
+        5,
+        "verify of {file} ({why}): {}",
+        describe(&v)
+    );
     assert!(
         e.contains(file) && e.contains(why),
         "verify should name {file} and say {why:?}: {e}"
@@ -60,10 +65,18 @@ fn expect_refused(dir: &Path, file: &str, why: &str, pid: i32, restore_too: bool
     if restore_too {
         let r = restore_expect_fail(dir, &[], pid);
         let e = stderr(&r);
-        assert_eq!(exit_code(&r.status), 5, "restore with {file} ({why}): {}", describe(&r));
+        assert_eq!(
+            exit_code(&r.status),
+            5,
+            "restore with {file} ({why}): {}",
+            describe(&r)
+        );
         assert!(e.contains(file) && e.contains(why), "restore: {e}");
         assert!(!e.contains("panicked"), "{e}");
-        assert!(wait_pid_gone(pid, std::time::Duration::from_secs(5)), "pid {pid} left behind");
+        assert!(
+            wait_pid_gone(pid, std::time::Duration::from_secs(5)),
+            "pid {pid} left behind"
+        );
     }
 }
 
@@ -75,14 +88,20 @@ fn images_are_private_complete_and_checked() {
     // A second dump to swap files from.
     let other = Workload::start("mem_anon_private", &[]);
     let other_images = other.dir.join("other-images");
-    assert_ok(&dump(other.pid, &other_images, &["--leave-running"]), "dump other");
+    assert_ok(
+        &dump(other.pid, &other_images, &["--leave-running"]),
+        "dump other",
+    );
 
     let mut w = Workload::start("mem_heap", &[]);
     w.dump_ok(&[]);
     w.expect_killed_by_dump();
     let img = w.images.clone();
     // Private: 0700 directory, 0600 files; nothing staged is left over.
-    assert_eq!(fs::metadata(&img).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(
+        fs::metadata(&img).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
     for e in fs::read_dir(&img).unwrap() {
         let e = e.unwrap();
         let m = e.metadata().unwrap();
@@ -91,12 +110,25 @@ fn images_are_private_complete_and_checked() {
     }
     for e in fs::read_dir(&w.dir).unwrap() {
         let n = e.unwrap().file_name().to_string_lossy().into_owned();
-        assert!(!n.contains("cairn-tmp"), "staging directory {n} left behind");
+        assert!(
+            !n.contains("cairn-tmp"),
+            "staging directory {n} left behind"
+        );
     }
-    let v = run(&["show", "--verify", img.to_str().unwrap()], &w.dir.join("verify"));
+    let v = run(
+        &["show", "--verify", img.to_str().unwrap()],
+        &w.dir.join("verify"),
+    );
     assert_ok(&v, "show --verify");
-    assert!(String::from_utf8_lossy(&v.stdout).contains("verified"), "{}", describe(&v));
-    let vj = run(&["show", "--verify", "--json", img.to_str().unwrap()], &w.dir.join("verifyj"));
+    assert!(
+        String::from_utf8_lossy(&v.stdout).contains("verified"),
+        "{}",
+        describe(&v)
+    );
+    let vj = run(
+        &["show", "--verify", "--json", img.to_str().unwrap()],
+        &w.dir.join("verifyj"),
+    );
     assert_ok(&vj, "show --verify --json");
     assert!(is_valid_json(&String::from_utf8_lossy(&vj.stdout)));
 
@@ -129,19 +161,35 @@ fn images_are_private_complete_and_checked() {
     let d = case("truncated");
     let p = d.join("pages.img");
     let len = fs::metadata(&p).unwrap().len();
-    fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(len - 7).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(len - 7)
+        .unwrap();
     expect_refused(&d, "pages.img", "truncated", w.pid, true);
     let d = case("extended");
     let p = d.join(&core);
     let len = fs::metadata(&p).unwrap().len();
-    fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(len + 1).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(len + 1)
+        .unwrap();
     expect_refused(&d, &core, "extended", w.pid, true);
     let d = case("missing");
     fs::remove_file(d.join(&mm)).unwrap();
     expect_refused(&d, &mm, "missing", w.pid, true);
     let d = case("unlisted");
     fs::write(d.join("core-1.img"), fs::read(d.join(&core)).unwrap()).unwrap();
-    expect_refused(&d, "core-1.img", "not part of this checkpoint", w.pid, false);
+    expect_refused(
+        &d,
+        "core-1.img",
+        "not part of this checkpoint",
+        w.pid,
+        false,
+    );
     // Files of another dump, each valid on its own.
     let d = case("swapped");
     for f in ["pages.img", "pagestore.img"] {

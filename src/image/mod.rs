@@ -404,10 +404,7 @@ impl ImageDir {
                 ));
             }
             if manifest.insert(f.name.clone(), f.clone()).is_some() {
-                return Err(Error::image(
-                    &inv_path,
-                    format!("lists {} twice", f.name),
-                ));
+                return Err(Error::image(&inv_path, format!("lists {} twice", f.name)));
             }
         }
         for f in manifest.values() {

@@ -259,8 +259,11 @@ pub fn pipe_queued(fd: &impl AsRawFd) -> io::Result<usize> {
 /// PR_SET_PDEATHSIG for the calling thread.
 pub fn set_pdeathsig(sig: i32) -> io::Result<()> {
     // SAFETY: prctl with integer arguments only.
-    check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) } as libc::c_long)
-        .map(drop)
+    check(
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) }
+            as libc::c_long,
+    )
+    .map(drop)
 }
 
 pub fn getppid() -> i32 {

@@ -77,6 +77,8 @@ const TOOLS: &[(&str, &str)] = &[
     ("nft", "nftables"),
     ("ip", "iproute2"),
     ("tc", "iproute2"),
+    // The real-program test (tests/real_redis.rs).
+    ("redis-server", "redis-server"),
 ];
 
 /// Installs the packages of [`TOOLS`] whose command is missing
