@@ -46,6 +46,21 @@ fn tcp_established_pair() {
         text.contains("inq_seq") && text.contains("net_lock"),
         "{text}"
     );
+    let out = run_cairn(
+        &[
+            "show".into(),
+            w.images.clone().into_os_string(),
+            "--json".into(),
+        ],
+        &w.dir.join("show-json"),
+        CAIRN_TIMEOUT,
+    );
+    assert_ok(&out, "cairn show --json");
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        is_valid_json(&json) && json.contains("\"outq_seq\"") && json.contains("\"unsent_len\""),
+        "{json}"
+    );
     w.restore_wait(&["--tcp-established"]);
 }
 
