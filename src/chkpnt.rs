@@ -239,6 +239,7 @@ pub fn chkpnt_main() -> ExitCode {
         file_contents: opts.file_contents,
         tcp_established: false,
         network_lock: Default::default(),
+        incr: Default::default(),
     };
     match crate::dump::dump(&args) {
         Ok(_) => {

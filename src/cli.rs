@@ -26,6 +26,9 @@ pub struct Cli {
 pub enum Command {
     /// Checkpoint a process tree into an image directory.
     Dump(DumpArgs),
+    /// Copy a process tree's memory while it keeps running: a layer that a
+    /// later pre-dump or dump builds on (--prev-images-dir).
+    PreDump(PreDumpArgs),
     /// Restore a process tree from an image directory.
     Restore(RestoreArgs),
     /// Decode every image of a directory (like CRIU's crit).
@@ -77,6 +80,44 @@ pub struct DumpArgs {
     /// are checkpointed: "nftables" (default) or "skip" (do it yourself).
     #[arg(long = "network-lock", value_name = "nftables|skip", default_value_t = crate::netlock::Method::Nftables)]
     pub network_lock: crate::netlock::Method,
+    #[command(flatten)]
+    pub incr: IncrArgs,
+}
+
+/// Options of incremental checkpoints, shared by `dump` and `pre-dump`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct IncrArgs {
+    /// The previous layer (relative to --images-dir unless absolute): only
+    /// what changed since it is stored; restore takes the rest from it.
+    #[arg(long = "prev-images-dir", value_name = "DIR")]
+    pub prev_images_dir: Option<PathBuf>,
+    /// Keep tracking memory changes after this dump, for a later dump with
+    /// --prev-images-dir (with --leave-running; pre-dump always does).
+    #[arg(long = "track-mem")]
+    pub track_mem: bool,
+    /// Force a dirty-tracking mechanism: soft-dirty, uffd-wp or hash
+    /// (default: the best this kernel has, see `cairn check`).
+    #[arg(long = "dirty-tracking", hide = true)]
+    pub dirty_tracking: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PreDumpArgs {
+    /// Root of the process tree.
+    #[arg(short = 't', long = "tree")]
+    pub pid: i32,
+    /// Directory to write the layer to.
+    #[arg(short = 'D', long = "images-dir")]
+    pub images_dir: PathBuf,
+    /// Compression level for page data (zstd; negative is faster).
+    #[arg(
+        long = "compress-level",
+        default_value_t = 1,
+        allow_negative_numbers = true
+    )]
+    pub compress_level: i32,
+    #[command(flatten)]
+    pub incr: IncrArgs,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -25,6 +25,7 @@ pub mod remote;
 pub mod restore;
 pub mod show;
 pub mod sys;
+pub mod track;
 pub mod verify;
 
 pub use error::{Error, Result};

@@ -20,6 +20,10 @@ fn main() -> ExitCode {
             }
         };
     }
+    if argv_first_is(cairn::track::keeper::KEEPER_ARG) {
+        let name = std::env::args().nth(2).unwrap_or_default();
+        return ExitCode::from(cairn::track::keeper::run(&name));
+    }
     let cli = Cli::parse();
     if let Err(e) = cairn::log::init(cli.verbose, cli.log_file.as_deref()) {
         eprintln!("cairn: log file: {e}");
@@ -27,6 +31,7 @@ fn main() -> ExitCode {
     }
     let (result, phase) = match &cli.cmd {
         Command::Dump(a) => (cairn::dump::dump(a).map(|_| 0), Phase::Dump),
+        Command::PreDump(a) => (cairn::dump::pre_dump(a).map(|_| 0), Phase::Dump),
         Command::Restore(a) => (cairn::restore::restore(a), Phase::Restore),
         Command::Show(a) if a.verify => (
             cairn::verify::run(&a.path, a.json).map(|()| 0),
@@ -44,4 +49,8 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code(phase))
         }
     }
+}
+
+fn argv_first_is(what: &str) -> bool {
+    std::env::args_os().nth(1).is_some_and(|a| a == what)
 }

@@ -42,11 +42,114 @@ pub fn render(path: &Path, json: bool) -> Result<String> {
         .iter()
         .map(|f| decode_file(f, &dir))
         .collect::<Result<Vec<_>>>()?;
-    Ok(if json {
-        to_json(&dir, &images)
+    let chain = if meta.is_dir() {
+        chain_of(&dir)?
     } else {
-        to_text(&images)
+        Vec::new()
+    };
+    Ok(if json {
+        to_json(&dir, &images, &chain)
+    } else {
+        let mut out = chain_text(&chain);
+        out.push_str(&to_text(&images));
+        out
     })
+}
+
+/// One layer of an incremental chain, as `show` lists it.
+struct LayerInfo {
+    dir: String,
+    inventory: proto::Inventory,
+    /// Pages by run kind over all pagemaps: data, zero, in parent.
+    pages: [u64; 3],
+}
+
+/// The layers of the chain that starts at `dir` (empty for a directory
+/// that is not part of one). A broken chain is an error naming the
+/// directory.
+fn chain_of(dir: &Path) -> Result<Vec<LayerInfo>> {
+    use crate::image::chain;
+    let inv_path = dir.join(names::INVENTORY);
+    if !inv_path.is_file() {
+        return Ok(Vec::new());
+    }
+    let b = std::fs::read(&inv_path).at(&inv_path)?;
+    let inv: proto::Inventory = decode_image(Kind::Inventory, &b, &inv_path)?;
+    if inv.parent_dir.is_empty() && inv.tracking_armed.is_empty() && !inv.pre_dump {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    let mut cur: (PathBuf, proto::Inventory) = (dir.to_path_buf(), inv);
+    loop {
+        let d = crate::image::ImageDir::open(&cur.0)?;
+        let mut pages = [0u64; 3];
+        for e in std::fs::read_dir(&cur.0).at(&cur.0)?.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with("pagemap-") && n.ends_with(".img") {
+                let pm: proto::Pagemap = d.read(Kind::Pagemap, &n)?;
+                for r in &pm.runs {
+                    let i = match r.kind.enum_value() {
+                        Ok(proto::RunKind::RUN_DATA) => 0,
+                        Ok(proto::RunKind::RUN_ZERO) => 1,
+                        _ => 2,
+                    };
+                    pages[i] += r.nr_pages;
+                }
+            }
+        }
+        let next = chain::parent_path(&cur.0, &cur.1);
+        let child_id = cur.1.parent_layer_id.clone();
+        out.push(LayerInfo {
+            dir: cur.0.display().to_string(),
+            inventory: cur.1,
+            pages,
+        });
+        let Some(p) = next else { break };
+        if out.len() > chain::MAX_DEPTH {
+            return Err(Error::image(
+                &p,
+                "the chain of parents is too long or loops",
+            ));
+        }
+        let (_, inv) = chain::open_layer(&p, Path::new(&out[out.len() - 1].dir), &child_id)?;
+        cur = (p, inv);
+    }
+    Ok(out)
+}
+
+fn chain_text(chain: &[LayerInfo]) -> String {
+    let mut out = String::new();
+    if chain.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, "=== chain ({} layers, newest first) ===", chain.len());
+    for (i, l) in chain.iter().enumerate() {
+        let inv = &l.inventory;
+        let what = if inv.pre_dump { "pre-dump" } else { "dump" };
+        let how = if inv.dirty_tracking.is_empty() {
+            "full".to_string()
+        } else {
+            format!("changes found by {}", inv.dirty_tracking)
+        };
+        let _ = writeln!(
+            out,
+            "layer {i}: {} ({what}, {how}): {} pages stored, {} zero, {} in parent{}",
+            l.dir,
+            l.pages[0],
+            l.pages[1],
+            l.pages[2],
+            if inv.tracking_armed.is_empty() {
+                String::new()
+            } else {
+                format!("; armed {} for the next layer", inv.tracking_armed)
+            }
+        );
+        for f in &inv.full_owners {
+            let _ = writeln!(out, "  stored whole: {f}");
+        }
+    }
+    out.push('\n');
+    out
 }
 
 /// One decoded image file.
@@ -173,6 +276,7 @@ fn decode_message(k: Kind, bytes: &[u8], path: &Path) -> Result<Body> {
         Kind::Files => msg::<proto::Files>(k, bytes, path),
         Kind::FdTable => msg::<proto::FdTable>(k, bytes, path),
         Kind::Contents => msg::<proto::FileContents>(k, bytes, path),
+        Kind::PageHash => msg::<proto::PageHashes>(k, bytes, path),
         Kind::Pages => Err(Error::image(path, "page data is not a message")),
     }
 }
@@ -225,7 +329,7 @@ fn to_text(images: &[Decoded]) -> String {
     out
 }
 
-fn to_json(dir: &Path, images: &[Decoded]) -> String {
+fn to_json(dir: &Path, images: &[Decoded], chain: &[LayerInfo]) -> String {
     let opts = protobuf_json_mapping::PrintOptions {
         proto_field_name: true,
         always_output_default_values: true,
@@ -259,6 +363,31 @@ fn to_json(dir: &Path, images: &[Decoded]) -> String {
             "{{\"file\":{},\"kind\":{},\"message\":{message}}}",
             json_string(&img.file),
             json_string(img.kind.name()),
+        );
+    }
+    out.push_str("],\"chain\":[");
+    for (i, l) in chain.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let inv = &l.inventory;
+        let _ = write!(
+            out,
+            "{{\"dir\":{},\"pre_dump\":{},\"layer_id\":{},\"parent_dir\":{},\"dirty_tracking\":{},\"tracking_armed\":{},\"pages\":{{\"data\":{},\"zero\":{},\"parent\":{}}},\"full_owners\":[{}]}}",
+            json_string(&l.dir),
+            inv.pre_dump,
+            json_string(&inv.layer_id),
+            json_string(&inv.parent_dir),
+            json_string(&inv.dirty_tracking),
+            json_string(&inv.tracking_armed),
+            l.pages[0],
+            l.pages[1],
+            l.pages[2],
+            inv.full_owners
+                .iter()
+                .map(|f| json_string(f))
+                .collect::<Vec<_>>()
+                .join(",")
         );
     }
     out.push_str("]}\n");

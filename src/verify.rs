@@ -10,8 +10,9 @@
 //!    decoded; for `pages.img` the whole body is read;
 //! 3. everything a restore checks before it creates a process
 //!    ([`crate::restore::Images::load`], the contents image);
-//! 4. every chunk of the page store is read, checked against its crc and
-//!    decompressed to its recorded length.
+//! 4. every chunk of the page store (of every layer, for an incremental
+//!    checkpoint) is read, checked against its crc and decompressed to its
+//!    recorded length.
 //!
 //! For a single file, steps 2 (without the inventory entry) and, for
 //! `pages.img` with its `pagestore.img` beside it, 4.
@@ -164,8 +165,11 @@ fn verify_dir(path: &Path) -> Result<Report> {
     }
     // What a restore validates before it creates anything.
     let img = crate::restore::Images::load(path)?;
-    crate::kinds::contents::load(&img.dir, &img.store, &img.files)?;
-    r.chunks = verify_chunks(&img.store)?;
-    img.store.verify_body()?;
+    crate::kinds::contents::load(&img.dir, img.store(), &img.files)?;
+    // The page stores of every layer of an incremental chain.
+    for l in &img.chain.layers {
+        r.chunks += verify_chunks(&l.store)?;
+        l.store.verify_body()?;
+    }
     Ok(r)
 }

@@ -6,19 +6,21 @@ pub mod freeze;
 
 use std::time::Instant;
 
-use crate::cli::DumpArgs;
+use crate::cli::{DumpArgs, PreDumpArgs};
 use crate::error::{Error, Result};
 use crate::image::pages::PageStoreWriter;
 use crate::image::proto::{Inventory, Pstree, PstreeEntry, TaskCore, TaskState};
 use crate::image::staging::Staging;
 use crate::image::{names, ImageDir, Kind, FORMAT_VERSION};
 use crate::kinds::files::FileTable;
+use crate::kinds::incr::{self, ParentView};
 use crate::kinds::inet;
 use crate::kinds::memory::{self, MmInput, PagePlan};
 use crate::kinds::task as ktask;
 use crate::procfs;
 use crate::remote::{self, Agent, SCRATCH_LEN};
 use crate::sys::inject::Remote;
+use crate::track::{self, Tracker};
 use crate::{info, warn};
 use freeze::Frozen;
 
@@ -28,6 +30,112 @@ pub struct DumpStats {
     pub frozen_ms: f64,
     pub pages_scanned: u64,
     pub image_bytes: u64,
+    /// Pages recorded as unchanged since the parent layer.
+    pub parent_pages: u64,
+}
+
+/// The incremental side of one dump or pre-dump.
+struct Layering {
+    tracker: Option<Tracker>,
+    /// Tracking goes on after this layer (pre-dump, dump -R --track-mem).
+    keep: bool,
+    layer_id: String,
+    prev: Option<std::path::PathBuf>,
+    parent_layer_id: String,
+}
+
+impl Layering {
+    fn new(
+        root: i32,
+        images_dir: &std::path::Path,
+        incr_args: &crate::cli::IncrArgs,
+        keep: bool,
+        plan: &mut PagePlan,
+    ) -> Result<Layering> {
+        let parent = match &incr_args.prev_images_dir {
+            Some(p) => Some(ParentView::open(images_dir, p)?),
+            None => None,
+        };
+        let mech = track::pick(incr_args.dirty_tracking.as_deref())?;
+        let tracker = if parent.is_some() || keep {
+            let start = procfs::read_stat(root)?.starttime;
+            Some(Tracker::begin(mech, root, start, parent.as_ref()))
+        } else {
+            None
+        };
+        let parent_layer_id = parent
+            .as_ref()
+            .map(|p| p.inventory.layer_id.clone())
+            .unwrap_or_default();
+        // Hashes are written only for a layer that a later one builds on.
+        plan.chain = keep;
+        plan.hash_private = plan.chain && mech == track::Mechanism::Hash;
+        plan.parent = parent;
+        Ok(Layering {
+            tracker,
+            keep,
+            layer_id: incr::new_layer_id(),
+            prev: incr_args.prev_images_dir.clone(),
+            parent_layer_id,
+        })
+    }
+
+    /// Frozen, before a process's pages are planned.
+    fn before(
+        &mut self,
+        plan: &mut PagePlan,
+        pid: i32,
+        start_time: u64,
+        smaps: &[procfs::MapsEntry],
+    ) {
+        if let (Some(t), true) = (&mut self.tracker, plan.parent.is_some()) {
+            let d = t.dirty(pid, start_time, smaps, self.keep);
+            plan.dirty.insert(pid, d);
+        }
+    }
+
+    /// Frozen, after a process's pages were planned.
+    fn after(
+        &mut self,
+        frozen: &mut Frozen,
+        pid: i32,
+        start_time: u64,
+        smaps: &[procfs::MapsEntry],
+    ) {
+        if let (Some(t), true) = (&mut self.tracker, self.keep) {
+            t.arm(frozen, pid, start_time, smaps);
+        }
+    }
+
+    fn fill_inventory(&self, inv: &mut Inventory, plan: &PagePlan) {
+        inv.layer_id = self.layer_id.clone();
+        if let Some(p) = &self.prev {
+            inv.parent_dir = p.display().to_string();
+            inv.parent_layer_id = self.parent_layer_id.clone();
+        }
+        if let Some(t) = &self.tracker {
+            if plan.parent.is_some() {
+                inv.dirty_tracking = t.mech.name().to_string();
+            }
+            if self.keep && t.armed() {
+                inv.tracking_armed = t.mech.name().to_string();
+            }
+        }
+        inv.full_owners = plan.full_owners.clone();
+    }
+
+    /// The layer is complete.
+    fn done(self, dir: &ImageDir) {
+        if let (Some(t), true) = (self.tracker, self.keep) {
+            t.keep(&self.layer_id, dir.final_path());
+        }
+    }
+
+    fn failed(self) {
+        if let Some(t) = self.tracker {
+            t.abort();
+        }
+    }
 }
 
 fn image_files_written(dir: &ImageDir) -> Vec<std::path::PathBuf> {
@@ -78,9 +186,18 @@ pub fn dump(args: &DumpArgs) -> Result<DumpStats> {
         Ok(rest) => shown.join(rest),
         Err(_) => p.to_path_buf(),
     };
+    let mut plan = PagePlan::default();
+    let keep = args.incr.track_mem && args.leave_running;
+    let mut layering = Layering::new(pid, &args.images_dir, &args.incr, keep, &mut plan)?;
 
     let t0 = Instant::now();
-    let mut frozen = Frozen::freeze_tree(pid)?;
+    let mut frozen = match Frozen::freeze_tree(pid) {
+        Ok(f) => f,
+        Err(e) => {
+            layering.failed();
+            return Err(e);
+        }
+    };
     info!(
         "froze {} processes, {} threads, in {:?}",
         frozen.procs.len(),
@@ -89,7 +206,8 @@ pub fn dump(args: &DumpArgs) -> Result<DumpStats> {
     );
     // The images are in place before the tree is killed: a dump that
     // cannot be completed leaves the tree running.
-    let result = dump_frozen(&mut frozen, &dir, args).and_then(|s| staging.commit().map(|()| s));
+    let result = dump_frozen(&mut frozen, &dir, args, plan, &mut layering)
+        .and_then(|s| staging.commit().map(|()| s));
     match result {
         Ok((mut stats, net)) => {
             if args.leave_running {
@@ -101,19 +219,195 @@ pub fn dump(args: &DumpArgs) -> Result<DumpStats> {
                 net.killed();
             }
             stats.frozen_ms = t0.elapsed().as_secs_f64() * 1000.0;
+            layering.done(&dir);
             info!(
-                "dump done: frozen {:.1} ms, {} bytes of images",
-                stats.frozen_ms, stats.image_bytes
+                "dump done: frozen {:.1} ms, {} bytes of images, {} pages in parent layers",
+                stats.frozen_ms, stats.image_bytes, stats.parent_pages
             );
+            print_stats("dump", &stats);
             Ok(stats)
         }
         Err(e) => {
             if let Err(te) = frozen.thaw() {
                 warn!("{te}");
             }
+            layering.failed();
             Err(e.with_paths(user_path))
         }
     }
+}
+
+/// Machine-readable figures at -v, for benchmarks.
+fn print_stats(what: &str, s: &DumpStats) {
+    info!(
+        "stats {what}: frozen_ms={:.1} image_bytes={} pages_read={} pages_in_parent={}",
+        s.frozen_ms, s.image_bytes, s.pages_scanned, s.parent_pages
+    );
+}
+
+/// `cairn pre-dump`: freezes the tree only to take its memory map and
+/// (re)arm dirty tracking, then copies the pages while it runs. Pages
+/// written during the copy are caught by the next layer, because tracking
+/// was armed before the copy began.
+pub fn pre_dump(args: &PreDumpArgs) -> Result<DumpStats> {
+    let pid = args.pid;
+    if pid <= 0 || !crate::sys::task::pid_exists(pid) {
+        return Err(Error::sys(
+            pid,
+            "pre-dump",
+            std::io::Error::from_raw_os_error(libc::ESRCH),
+        ));
+    }
+    if pid as u32 == std::process::id() {
+        return Err(Error::Usage(format!("pid {pid} is cairn itself")));
+    }
+    for p in tree_pids(pid) {
+        if let Err(e) = memory::precheck(p) {
+            let alive = procfs::read_stat(p).is_ok_and(|s| s.state != 'Z' && s.state != 'X');
+            if p == pid || alive {
+                return Err(e);
+            }
+        }
+    }
+    let mut plan = PagePlan::default();
+    plan.tolerate_faults = true;
+    let staging = Staging::begin(&args.images_dir)?;
+    let dir = staging.dir().clone();
+    let mut layering = Layering::new(pid, &args.images_dir, &args.incr, true, &mut plan)?;
+    let mut stats = DumpStats::default();
+    let r = (|| -> Result<(Pstree, i32)> {
+        let t0 = Instant::now();
+        let mut frozen = Frozen::freeze_tree(pid)?;
+        let planned = plan_frozen(&mut frozen, &mut plan, &mut layering);
+        // The tree runs again whatever happened; the copy follows.
+        let thawed = frozen.thaw();
+        stats.frozen_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        let pstree = planned?;
+        thawed?;
+        info!("pre-dump: frozen {:.1} ms", stats.frozen_ms);
+        Ok((pstree, pid))
+    })();
+    let r = r.and_then(|(pstree, root)| {
+        stats.pages_scanned = plan.total_pages();
+        let t = Instant::now();
+        let mut writer = PageStoreWriter::create(&dir)?;
+        let written = memory::write_pages(&plan, &mut writer, args.compress_level)?;
+        stats.parent_pages = written.parent_pages();
+        let bytes = writer.finish(&dir)?;
+        info!(
+            "pre-dump: {} pages read while running, {bytes} bytes, in {:?}",
+            stats.pages_scanned,
+            t.elapsed()
+        );
+        for m in &written.maps {
+            dir.write(Kind::Pagemap, &names::pagemap(&m.owner), m)?;
+        }
+        for h in &written.hashes {
+            dir.write(Kind::PageHash, &names::pagehash(&h.owner), h)?;
+        }
+        dir.write(Kind::Pstree, names::PSTREE, &pstree)?;
+        let mut inv = base_inventory(root);
+        inv.pre_dump = true;
+        inv.leave_running = true;
+        layering.fill_inventory(&mut inv, &plan);
+        dir.write_inventory(&mut inv)?;
+        stats.image_bytes = dir_bytes(&dir);
+        staging.commit()
+    });
+    match r {
+        Ok(()) => {
+            layering.done(&dir);
+            print_stats("pre-dump", &stats);
+            Ok(stats)
+        }
+        Err(e) => {
+            layering.failed();
+            Err(e)
+        }
+    }
+}
+
+/// The frozen part of a pre-dump: every live process's memory map and
+/// page selection, and the tracking armed for the next layer.
+fn plan_frozen(
+    frozen: &mut Frozen,
+    plan: &mut PagePlan,
+    layering: &mut Layering,
+) -> Result<Pstree> {
+    let mut pstree = Pstree::new();
+    let procs: Vec<(i32, i32, bool, Vec<u32>)> = frozen
+        .procs
+        .iter()
+        .map(|p| {
+            (
+                p.pid,
+                p.ppid,
+                p.zombie_status.is_some(),
+                p.threads.iter().map(|t| t.tid as u32).collect(),
+            )
+        })
+        .collect();
+    let live: std::collections::HashSet<i32> = frozen.live().map(|p| p.pid).collect();
+    for (pid, ppid, zombie, threads) in procs {
+        let stat = procfs::read_stat(pid)?;
+        let mut e = PstreeEntry::new();
+        e.pid = pid as u32;
+        e.ppid = ppid as u32;
+        e.pgid = stat.pgrp as u32;
+        e.sid = stat.session as u32;
+        e.start_time = stat.starttime;
+        e.threads = if zombie { vec![pid as u32] } else { threads };
+        pstree.entries.push(e);
+        if zombie {
+            continue;
+        }
+        let smaps = procfs::read_smaps(pid)?;
+        layering.before(plan, pid, stat.starttime, &smaps);
+        memory::dump_mm(
+            MmInput {
+                pid,
+                ppid: live.contains(&ppid).then_some(ppid),
+                smaps: &smaps,
+                stat: &stat,
+                brk: 0,
+                auxv: Vec::new(),
+                start_time: stat.starttime,
+            },
+            plan,
+            |_, _, _| Ok(0),
+        )?;
+        layering.after(frozen, pid, stat.starttime, &smaps);
+    }
+    Ok(pstree)
+}
+
+fn dir_bytes(dir: &ImageDir) -> u64 {
+    image_files_written(dir)
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+fn base_inventory(root: i32) -> Inventory {
+    let mut inv = Inventory::new();
+    inv.format_version = FORMAT_VERSION;
+    inv.cairn_version = env!("CARGO_PKG_VERSION").to_string();
+    inv.dump_time_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    inv.hostname = procfs::read_proc_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    inv.kernel_release = procfs::read_proc_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    inv.boot_id = procfs::boot_id().unwrap_or_default();
+    inv.root_pid = root as u32;
+    inv.inventory_source = "proc".into();
+    inv.page_size = crate::sys::PAGE_SIZE as u32;
+    inv
 }
 
 /// Runs the per-process collection that needs remote syscalls, with a
@@ -202,11 +496,12 @@ fn dump_frozen(
     frozen: &mut Frozen,
     dir: &ImageDir,
     args: &DumpArgs,
+    mut plan: PagePlan,
+    layering: &mut Layering,
 ) -> Result<(DumpStats, inet::DumpState)> {
     let mut stats = DumpStats::default();
     let mut files = FileTable::default();
     let mut exe_sums = crate::kinds::exe::ExeSums::default();
-    let mut plan = PagePlan::default();
     let mut pstree = Pstree::new();
     let procs: Vec<(i32, i32, Option<i32>, bool)> = frozen
         .procs
@@ -230,6 +525,7 @@ fn dump_frozen(
         e.ppid = ppid as u32;
         e.pgid = stat.pgrp as u32;
         e.sid = stat.session as u32;
+        e.start_time = stat.starttime;
         if let Some(status) = zombie {
             let mut core = TaskCore::new();
             core.pid = pid as u32;
@@ -276,6 +572,7 @@ fn dump_frozen(
         };
         let smaps = procfs::read_smaps(pid)?;
         let auxv = procfs::read_auxv(pid)?;
+        layering.before(&mut plan, pid, stat.starttime, &smaps);
         let mut mm = memory::dump_mm(
             MmInput {
                 pid,
@@ -284,10 +581,12 @@ fn dump_frozen(
                 stat: &stat,
                 brk,
                 auxv,
+                start_time: stat.starttime,
             },
             &mut plan,
             |p, md, w| files.register_mapped(p, md, w),
         )?;
+        layering.after(frozen, pid, stat.starttime, &smaps);
         exe_sums.record(pid, &mut mm)?;
         e.threads = core.threads.iter().map(|t| t.tid).collect();
         pstree.entries.push(e);
@@ -301,7 +600,8 @@ fn dump_frozen(
     stats.pages_scanned = plan.total_pages();
     let t = Instant::now();
     let mut writer = PageStoreWriter::create(dir)?;
-    let maps = memory::write_pages(&plan, &mut writer, args.compress_level)?;
+    let written = memory::write_pages(&plan, &mut writer, args.compress_level)?;
+    stats.parent_pages = written.parent_pages();
     // Open files' contents go to the same chunk store, still frozen.
     let contents =
         crate::kinds::contents::dump(&files, &mut writer, args.file_contents, args.compress_level)?;
@@ -322,8 +622,11 @@ fn dump_frozen(
             dir.write(Kind::FdTable, &names::fdinfo(pid), fdt)?;
         }
     }
-    for m in &maps {
+    for m in &written.maps {
         dir.write(Kind::Pagemap, &names::pagemap(&m.owner), m)?;
+    }
+    for h in &written.hashes {
+        dir.write(Kind::PageHash, &names::pagehash(&h.owner), h)?;
     }
     if !args.leave_running {
         // Destructive (connections waiting in a backlog are accepted to
@@ -334,32 +637,13 @@ fn dump_frozen(
     dir.write(Kind::Files, names::FILES, &files.files)?;
     dir.write(Kind::Contents, names::CONTENTS, &contents)?;
     dir.write(Kind::Pstree, names::PSTREE, &pstree)?;
-    let mut inv = Inventory::new();
-    inv.format_version = FORMAT_VERSION;
-    inv.cairn_version = env!("CARGO_PKG_VERSION").to_string();
-    inv.dump_time_unix_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    inv.hostname = procfs::read_proc_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    inv.kernel_release = procfs::read_proc_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    inv.boot_id = procfs::boot_id().unwrap_or_default();
-    inv.root_pid = procs[0].0 as u32;
+    let mut inv = base_inventory(procs[0].0);
     inv.leave_running = args.leave_running;
     inv.shell_job = args.shell_job;
-    inv.inventory_source = "proc".into();
-    inv.page_size = crate::sys::PAGE_SIZE as u32;
+    layering.fill_inventory(&mut inv, &plan);
     // Every other image is on disk and synced: the inventory lists them
     // and marks the directory complete.
     dir.write_inventory(&mut inv)?;
-    stats.image_bytes = image_files_written(dir)
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len())
-        .sum();
+    stats.image_bytes = dir_bytes(dir);
     Ok((stats, std::mem::take(&mut files.inet)))
 }

@@ -20,6 +20,7 @@
 //! [`ImageDir::load`] refuses a directory whose files differ from that
 //! list, and every read checks the file against it.
 
+pub mod chain;
 pub mod pages;
 pub mod staging;
 
@@ -47,6 +48,7 @@ pub mod proto {
     pub use pagemap::*;
     pub use sockopts::*;
     pub use task::*;
+    pub use track::*;
     pub use unix::*;
 }
 
@@ -69,10 +71,11 @@ pub enum Kind {
     Files,
     FdTable,
     Contents,
+    PageHash,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Inventory,
         Kind::Pstree,
         Kind::Core,
@@ -83,6 +86,7 @@ impl Kind {
         Kind::Files,
         Kind::FdTable,
         Kind::Contents,
+        Kind::PageHash,
     ];
 
     pub fn magic(self) -> u32 {
@@ -97,6 +101,7 @@ impl Kind {
             Kind::Files => 0x4649_4c01,
             Kind::FdTable => 0x4644_5401,
             Kind::Contents => 0x434e_5401,
+            Kind::PageHash => 0x5047_4801,
         }
     }
 
@@ -116,6 +121,7 @@ impl Kind {
             Kind::Files => "files",
             Kind::FdTable => "fdinfo",
             Kind::Contents => "contents",
+            Kind::PageHash => "pagehash",
         }
     }
 
@@ -142,6 +148,9 @@ pub mod names {
     }
     pub fn pagemap(owner: &str) -> String {
         format!("pagemap-{}.img", owner.replace(':', "-"))
+    }
+    pub fn pagehash(owner: &str) -> String {
+        format!("pagehash-{}.img", owner.replace(':', "-"))
     }
     pub fn fdinfo(pid: u32) -> String {
         format!("fdinfo-{pid}.img")

@@ -18,8 +18,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use crate::error::{Error, IoContext, Result};
+use crate::image::chain::Resolved;
 use crate::image::pages::{PageStoreReader, PageStoreWriter};
-use crate::image::proto::{MmEntry, PageRun, Pagemap, RunKind, Vma, VmaKind};
+use crate::image::proto::{MmEntry, PageHashes, PageRun, Pagemap, RunKind, Vma, VmaKind};
+use crate::kinds::incr::{self, Base, Dirty, Hashes, PageHash, ParentView};
 use crate::procfs::{self, MapsEntry};
 use crate::remote::Agent;
 use crate::sys::{mem, PAGE_SIZE};
@@ -47,7 +49,14 @@ struct Job {
     addr: u64,
     nr: u64,
     src: Source,
+    /// Compare each page's hash with the parent layer's.
+    compare: bool,
 }
+
+/// Per-page decisions for one private VMA: its start, its pagemap
+/// entries, and which pages are read plainly (neither in parent nor
+/// compared), for copy-on-write sharing with children.
+type VmaPages = (u64, Vec<procfs::PageFlags>, Vec<bool>);
 
 /// Collects what one dump must save from memory, for all processes.
 #[derive(Default)]
@@ -60,10 +69,30 @@ pub struct PagePlan {
     pub sysv_ids: std::collections::BTreeSet<u32>,
     /// Pagemap entries of each private VMA dumped so far, by pid, to find
     /// pages a child still shares copy-on-write with its parent.
-    pfns: HashMap<i32, Vec<(u64, Vec<procfs::PageFlags>)>>,
+    pfns: HashMap<i32, Vec<VmaPages>>,
     /// (child owner, parent owner, first address, pages): ranges whose
     /// bytes are the parent's, stored once.
     inherit: Vec<(usize, usize, u64, u64)>,
+    /// Incremental dumps: the parent layer.
+    pub parent: Option<ParentView>,
+    /// Incremental dumps: how each process's pages changed since the
+    /// parent layer, or why that is not known.
+    pub dirty: HashMap<i32, std::result::Result<Dirty, String>>,
+    /// The layer is part of a chain: shared memory is hashed for the next
+    /// layer to compare, and with `hash_private` private memory too.
+    pub chain: bool,
+    pub hash_private: bool,
+    /// Pre-dump: pages are read while the tree runs, and a page that
+    /// cannot be read any more (unmapped meanwhile) is left out.
+    pub tolerate_faults: bool,
+    /// Owners whose pages are hashed in this layer.
+    hashed: std::collections::HashSet<usize>,
+    /// The parent's hashes of owners compared by content.
+    compare: HashMap<usize, Hashes>,
+    /// (owner, first address, pages) unchanged since the parent layer.
+    parent_runs: Vec<(usize, u64, u64)>,
+    /// Owners stored whole although the layer has a parent, with why.
+    pub full_owners: Vec<String>,
 }
 
 impl PagePlan {
@@ -76,6 +105,7 @@ impl PagePlan {
     }
 
     fn push_runs(&mut self, owner: usize, runs: &[(u64, u64)], src: impl Fn(u64) -> Source) {
+        let compare = self.compare.contains_key(&owner);
         for &(start, nr) in runs {
             let mut off = 0;
             while off < nr {
@@ -86,23 +116,104 @@ impl PagePlan {
                     addr,
                     nr: n,
                     src: src(addr),
+                    compare,
                 });
                 off += n;
             }
         }
     }
 
-    fn parent_flags(&self, ppid: i32, start: u64, end: u64) -> Option<&[procfs::PageFlags]> {
+    /// The parent process's pagemap entries and plain-read marks for
+    /// [start, end), if it has a private VMA covering that range.
+    fn parent_flags(
+        &self,
+        ppid: i32,
+        start: u64,
+        end: u64,
+    ) -> Option<(&[procfs::PageFlags], &[bool])> {
         let vmas = self.pfns.get(&ppid)?;
-        let (s, f) = vmas
+        let (s, f, r) = vmas
             .iter()
-            .find(|(s, f)| *s <= start && end <= s + f.len() as u64 * PAGE_SIZE)?;
+            .find(|(s, f, _)| *s <= start && end <= s + f.len() as u64 * PAGE_SIZE)?;
         let i = ((start - s) / PAGE_SIZE) as usize;
-        f.get(i..i + ((end - start) / PAGE_SIZE) as usize)
+        let n = ((end - start) / PAGE_SIZE) as usize;
+        Some((f.get(i..i + n)?, r.get(i..i + n)?))
     }
 
     pub fn total_pages(&self) -> u64 {
         self.jobs.iter().map(|j| j.nr).sum()
+    }
+
+    /// What the parent layer holds for process `pid` and how its pages
+    /// changed; `None` when its pages must all be stored.
+    fn private_base(&mut self, pid: i32, start_time: u64, owner: usize) -> Result<Option<Base>> {
+        let Some(parent) = &self.parent else {
+            return Ok(None);
+        };
+        let name = format!("pid:{pid}");
+        if !parent.same_process(pid, start_time) {
+            self.full_owners.push(format!(
+                "{name}: not in the parent layer (a new process, or its pid was reused)"
+            ));
+            return Ok(None);
+        }
+        let dirty = self
+            .dirty
+            .remove(&pid)
+            .unwrap_or_else(|| Err("no dirty-page tracking".into()));
+        let Some((held, hashes)) = parent.held(&name)? else {
+            self.full_owners
+                .push(format!("{name}: the parent layer holds no pages of it"));
+            return Ok(None);
+        };
+        let dirty = match dirty {
+            Ok(Dirty::Hash) if hashes.is_none() => {
+                Err("the parent layer has no page hashes for it".to_string())
+            }
+            d => d,
+        };
+        let dirty = match dirty {
+            Ok(d) => d,
+            Err(why) => {
+                self.full_owners.push(format!("{name}: {why}"));
+                Dirty::All
+            }
+        };
+        if let (Dirty::Hash, Some(h)) = (&dirty, &hashes) {
+            self.compare.insert(owner, h.clone());
+        }
+        Ok(Some(Base {
+            held,
+            hashes,
+            dirty,
+        }))
+    }
+
+    /// Adds runs (start, pages) of one VMA unchanged since the parent
+    /// (never merged across VMAs: a run lies inside one).
+    fn push_parent(&mut self, owner: usize, runs: Vec<(u64, u64)>) {
+        self.parent_runs
+            .extend(runs.into_iter().map(|(a, n)| (owner, a, n)));
+    }
+}
+
+/// Whether the page at `addr` (pagemap entry `f`, in a VMA of `kind`) is
+/// unchanged since the parent layer, by what `base` knows.
+fn unchanged(base: &Base, addr: u64, f: procfs::PageFlags, kind: VmaKind) -> bool {
+    if !base.held.contains(addr) {
+        return false;
+    }
+    match &base.dirty {
+        Dirty::All | Dirty::Hash => false,
+        Dirty::SoftDirty => !f.soft_dirty(),
+        // A swapped entry in a file mapping may be a uffd-wp marker left
+        // where a copy-on-write page was dropped (the file's page shows
+        // through now): only present pages are trusted there.
+        Dirty::Written { tracked, written } => {
+            tracked.contains(addr)
+                && !written.contains(addr)
+                && (kind == VmaKind::VMA_ANON_PRIVATE || f.present())
+        }
     }
 }
 
@@ -202,6 +313,8 @@ pub struct MmInput<'a> {
     pub stat: &'a procfs::Stat,
     pub brk: u64,
     pub auxv: Vec<u64>,
+    /// /proc/PID/stat start time (incremental dumps: same process?).
+    pub start_time: u64,
 }
 
 /// Builds the mm image of one process and adds its pages to `plan`.
@@ -238,6 +351,10 @@ pub fn dump_mm(
     mm.exe_file_id = register_file(&exe_path, &exe, false)?;
 
     let private_owner = plan.owner(format!("pid:{pid}"));
+    if plan.chain && plan.hash_private {
+        plan.hashed.insert(private_owner);
+    }
+    let base = plan.private_base(pid, input.start_time, private_owner)?;
     for m in input.smaps {
         let Some(kind) = classify(pid, m)? else {
             continue;
@@ -248,7 +365,14 @@ pub fn dump_mm(
         v.prot = prot_of(m);
         v.kind = kind.into();
         v.pgoff = m.offset;
-        v.vm_flags = m.vm_flags.clone();
+        // uffd registration ("uw", "um", "ui") is cairn's own tracking
+        // or the process's, and is not restored.
+        v.vm_flags = m
+            .vm_flags
+            .iter()
+            .filter(|f| !matches!(f.as_str(), "uw" | "um" | "ui"))
+            .cloned()
+            .collect();
         v.name = m.path.clone();
         let map_file = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
         match kind {
@@ -270,18 +394,40 @@ pub fn dump_mm(
                 let wanted = |f: procfs::PageFlags| {
                     f.swapped() || (f.present() && !(anon_only && f.file_or_shared()))
                 };
+                // Incremental: pages unchanged since the parent layer are
+                // recorded as in parent; the rest is read.
+                let n = flags.len();
+                let mut in_parent = vec![false; n];
+                let mut read = vec![false; n];
+                for (i, f) in flags.iter().enumerate() {
+                    if !wanted(*f) {
+                        continue;
+                    }
+                    let addr = m.start + i as u64 * PAGE_SIZE;
+                    if base.as_ref().is_some_and(|b| unchanged(b, addr, *f, kind)) {
+                        in_parent[i] = true;
+                    } else {
+                        read[i] = true;
+                    }
+                }
+                let compared = plan.compare.contains_key(&private_owner);
+                let plain: Vec<bool> = read.iter().map(|&r| r && !compared).collect();
                 // Pages still shared copy-on-write with the parent: same
-                // frame, not exclusively ours. Stored once, for the parent.
+                // frame, not exclusively ours, read plainly by both.
+                // Stored once, for the parent.
                 let parent = input.ppid.and_then(|pp| {
                     plan.parent_flags(pp, m.start, m.end)
-                        .map(|f| (pp, f.to_vec()))
+                        .map(|(f, r)| (pp, f.to_vec(), r.to_vec()))
                 });
                 let shared: Vec<bool> = match &parent {
-                    Some((_, pf)) => flags
+                    Some((_, pf, pr)) => flags
                         .iter()
                         .zip(pf)
-                        .map(|(f, p)| {
-                            wanted(*f)
+                        .zip(pr)
+                        .zip(&plain)
+                        .map(|(((f, p), &p_read), &me_read)| {
+                            me_read
+                                && p_read
                                 && f.present()
                                 && p.present()
                                 && f.pfn() != 0
@@ -289,25 +435,27 @@ pub fn dump_mm(
                                 && !f.exclusive()
                         })
                         .collect(),
-                    None => vec![false; flags.len()],
+                    None => vec![false; n],
                 };
-                let marks: Vec<procfs::PageFlags> = shared
-                    .iter()
-                    .map(|&b| procfs::PageFlags(if b { 1 << 63 } else { 0 }))
-                    .collect();
-                if let Some((pp, _)) = &parent {
+                let marks = |v: &[bool]| -> Vec<procfs::PageFlags> {
+                    v.iter()
+                        .map(|&b| procfs::PageFlags(if b { 1 << 63 } else { 0 }))
+                        .collect()
+                };
+                if let Some((pp, _, _)) = &parent {
                     let powner = plan.owner(format!("pid:{pp}"));
-                    for (a, n) in runs_from_pagemap(m.start, &marks, |f| f.present()) {
+                    for (a, n) in runs_from_pagemap(m.start, &marks(&shared), |f| f.present()) {
                         plan.inherit.push((private_owner, powner, a, n));
                     }
                 }
-                let keep: Vec<procfs::PageFlags> = flags
-                    .iter()
-                    .zip(&shared)
-                    .map(|(f, sh)| procfs::PageFlags(if wanted(*f) && !sh { 1 << 63 } else { 0 }))
-                    .collect();
-                let runs = runs_from_pagemap(m.start, &keep, |f| f.present());
-                plan.pfns.entry(pid).or_default().push((m.start, flags));
+                let keep: Vec<bool> = read.iter().zip(&shared).map(|(&r, &sh)| r && !sh).collect();
+                let runs = runs_from_pagemap(m.start, &marks(&keep), |f| f.present());
+                let parent_runs = runs_from_pagemap(m.start, &marks(&in_parent), |f| f.present());
+                plan.push_parent(private_owner, parent_runs);
+                plan.pfns
+                    .entry(pid)
+                    .or_default()
+                    .push((m.start, flags, plain));
                 let readable = m.read;
                 plan.push_runs(private_owner, &runs, |vaddr| {
                     if readable {
@@ -328,6 +476,17 @@ pub fn dump_mm(
                 let file = match plan.shmem_seen.get(&name) {
                     Some(&i) => i,
                     None => {
+                        // Shared memory can change through any process that
+                        // maps it (or its file): in a chain it is always
+                        // compared by content.
+                        if plan.chain {
+                            plan.hashed.insert(owner);
+                        }
+                        if let Some(p) = &plan.parent {
+                            if let Some((_, Some(h))) = p.held(&name)? {
+                                plan.compare.insert(owner, h);
+                            }
+                        }
                         let f = File::open(&map_file).at(&map_file)?;
                         plan.shmem_files.push(f);
                         plan.shmem_seen.insert(name, plan.shmem_files.len() - 1);
@@ -404,9 +563,11 @@ fn is_zero(page: &[u8]) -> bool {
 
 struct JobResult {
     job: usize,
-    /// (addr, pages, is_data, byte offset in the chunk)
-    runs: Vec<(u64, u64, bool, u64)>,
+    /// (addr, pages, kind, byte offset in the chunk)
+    runs: Vec<(u64, u64, RunKind, u64)>,
     compressed: Option<(Vec<u8>, u64)>,
+    /// Hashes of the job's pages, for owners hashed in this layer.
+    hashes: Vec<(u64, PageHash)>,
 }
 
 fn read_job(job: &Job, plan: &PagePlan, buf: &mut [u8]) -> Result<()> {
@@ -430,34 +591,93 @@ fn read_job(job: &Job, plan: &PagePlan, buf: &mut [u8]) -> Result<()> {
     }
 }
 
+/// Reads a job; in a pre-dump (the tree runs) a job that fails is read
+/// page by page and the pages that cannot be read any more are marked
+/// missing. Returns which pages were read.
+fn read_job_tolerant(job: &Job, plan: &PagePlan, buf: &mut [u8]) -> Result<Vec<bool>> {
+    match read_job(job, plan, buf) {
+        Ok(()) => Ok(vec![true; job.nr as usize]),
+        Err(e) if !plan.tolerate_faults => Err(e),
+        Err(_) => {
+            let ps = PAGE_SIZE as usize;
+            let mut ok = Vec::with_capacity(job.nr as usize);
+            for (i, page) in buf.chunks_exact_mut(ps).enumerate() {
+                let d = i as u64 * PAGE_SIZE;
+                let mut one = job.clone();
+                one.nr = 1;
+                one.src = match &job.src {
+                    Source::Vm { pid, vaddr } => Source::Vm {
+                        pid: *pid,
+                        vaddr: vaddr + d,
+                    },
+                    Source::ProcMem { pid, vaddr } => Source::ProcMem {
+                        pid: *pid,
+                        vaddr: vaddr + d,
+                    },
+                    Source::Shmem { file, offset } => Source::Shmem {
+                        file: *file,
+                        offset: offset + d,
+                    },
+                };
+                ok.push(read_job(&one, plan, page).is_ok());
+            }
+            crate::debug!(
+                "{} of {} pages at {:#x} vanished while the tree ran",
+                ok.iter().filter(|&&x| !x).count(),
+                job.nr,
+                job.addr
+            );
+            Ok(ok)
+        }
+    }
+}
+
 fn run_job(
     job_idx: usize,
     plan: &PagePlan,
     buf: &mut Vec<u8>,
-    level: i32,
     cctx: &mut zstd::bulk::Compressor,
 ) -> Result<JobResult> {
     let job = &plan.jobs[job_idx];
     let len = (job.nr * PAGE_SIZE) as usize;
     buf.resize(len, 0);
-    read_job(job, plan, &mut buf[..len])?;
-    let mut runs: Vec<(u64, u64, bool, u64)> = Vec::new();
+    let ok = read_job_tolerant(job, plan, &mut buf[..len])?;
+    let hashed = plan.hashed.contains(&job.owner);
+    let parent_hashes = if job.compare {
+        plan.compare.get(&job.owner)
+    } else {
+        None
+    };
+    let mut runs: Vec<(u64, u64, RunKind, u64)> = Vec::new();
+    let mut hashes = Vec::new();
     let mut data: Vec<u8> = Vec::with_capacity(len);
     for (i, page) in buf[..len].chunks_exact(PAGE_SIZE as usize).enumerate() {
-        let addr = job.addr + i as u64 * PAGE_SIZE;
-        let zero = is_zero(page);
-        match runs.last_mut() {
-            Some(r) if r.2 != zero && r.0 + r.1 * PAGE_SIZE == addr => r.1 += 1,
-            _ => runs.push((addr, 1, !zero, data.len() as u64)),
+        if !ok[i] {
+            continue;
         }
-        if !zero {
+        let addr = job.addr + i as u64 * PAGE_SIZE;
+        let h = (hashed || parent_hashes.is_some()).then(|| incr::page_hash(page));
+        if let (true, Some(h)) = (hashed, h) {
+            hashes.push((addr, h));
+        }
+        let kind = if is_zero(page) {
+            RunKind::RUN_ZERO
+        } else if parent_hashes.is_some_and(|p| h.is_some() && p.get(addr) == h) {
+            RunKind::RUN_PARENT
+        } else {
+            RunKind::RUN_DATA
+        };
+        match runs.last_mut() {
+            Some(r) if r.2 == kind && r.0 + r.1 * PAGE_SIZE == addr => r.1 += 1,
+            _ => runs.push((addr, 1, kind, data.len() as u64)),
+        }
+        if kind == RunKind::RUN_DATA {
             data.extend_from_slice(page);
         }
     }
     let compressed = if data.is_empty() {
         None
     } else {
-        let _ = level;
         let c = cctx
             .compress(&data)
             .map_err(|e| Error::sys(0, "compress pages", e))?;
@@ -467,16 +687,31 @@ fn run_job(
         job: job_idx,
         runs,
         compressed,
+        hashes,
     })
 }
 
+/// What [`write_pages`] produced: one pagemap per owner, and the page
+/// hashes of the owners hashed in this layer.
+pub struct Written {
+    pub maps: Vec<Pagemap>,
+    pub hashes: Vec<PageHashes>,
+}
+
+impl Written {
+    /// Pages recorded as unchanged since the parent layer.
+    pub fn parent_pages(&self) -> u64 {
+        self.maps
+            .iter()
+            .flat_map(|m| m.runs.iter())
+            .filter(|r| r.kind.enum_value() == Ok(RunKind::RUN_PARENT))
+            .map(|r| r.nr_pages)
+            .sum()
+    }
+}
+
 /// Reads, compresses and writes every page of `plan` using all cores.
-/// Returns one pagemap per owner.
-pub fn write_pages(
-    plan: &PagePlan,
-    writer: &mut PageStoreWriter,
-    level: i32,
-) -> Result<Vec<Pagemap>> {
+pub fn write_pages(plan: &PagePlan, writer: &mut PageStoreWriter, level: i32) -> Result<Written> {
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
@@ -491,6 +726,7 @@ pub fn write_pages(
             p
         })
         .collect();
+    let mut hashes: HashMap<usize, Vec<(u64, PageHash)>> = HashMap::new();
     let mut first_err: Option<Error> = None;
     std::thread::scope(|s| {
         let (tx, rx) = mpsc::sync_channel::<Result<JobResult>>(workers * 2);
@@ -511,7 +747,7 @@ pub fn write_pages(
                     if i >= plan.jobs.len() {
                         return;
                     }
-                    let r = run_job(i, plan, &mut buf, level, &mut cctx);
+                    let r = run_job(i, plan, &mut buf, &mut cctx);
                     let failed = r.is_err();
                     if tx.send(r).is_err() || failed {
                         // Stop the others early.
@@ -541,21 +777,19 @@ pub fn write_pages(
                         None => 0,
                     };
                     let owner = plan.jobs[res.job].owner;
-                    for (addr, nr, data, off) in res.runs {
+                    for (addr, nr, kind, off) in res.runs {
                         let mut run = PageRun::new();
                         run.addr = addr;
                         run.nr_pages = nr;
-                        run.kind = if data {
-                            RunKind::RUN_DATA
-                        } else {
-                            RunKind::RUN_ZERO
-                        }
-                        .into();
-                        if data {
+                        run.kind = kind.into();
+                        if kind == RunKind::RUN_DATA {
                             run.chunk = chunk;
                             run.chunk_offset = off;
                         }
                         maps[owner].runs.push(run);
+                    }
+                    if !res.hashes.is_empty() {
+                        hashes.entry(owner).or_default().extend(res.hashes);
                     }
                 }
                 Ok(_) => {}
@@ -571,6 +805,7 @@ pub fn write_pages(
             .runs
             .iter()
             .filter(|r| r.addr < end && r.addr + r.nr_pages * PAGE_SIZE > start)
+            .filter(|r| r.kind.enum_value() != Ok(RunKind::RUN_PARENT))
             .map(|r| {
                 let s = r.addr.max(start);
                 let e = (r.addr + r.nr_pages * PAGE_SIZE).min(end);
@@ -585,10 +820,36 @@ pub fn write_pages(
             .collect();
         maps[child].runs.extend(copies);
     }
+    for &(owner, addr, nr) in &plan.parent_runs {
+        let mut run = PageRun::new();
+        run.addr = addr;
+        run.nr_pages = nr;
+        run.kind = RunKind::RUN_PARENT.into();
+        maps[owner].runs.push(run);
+        if plan.hashed.contains(&owner) {
+            if let Some(ph) = plan.compare.get(&owner) {
+                let v = hashes.entry(owner).or_default();
+                for i in 0..nr {
+                    let a = addr + i * PAGE_SIZE;
+                    if let Some(h) = ph.get(a) {
+                        v.push((a, h));
+                    }
+                }
+            }
+        }
+    }
     for m in &mut maps {
         m.runs.sort_by_key(|r| r.addr);
     }
-    Ok(maps)
+    let mut out_hashes: Vec<(usize, PageHashes)> = hashes
+        .into_iter()
+        .map(|(o, v)| (o, Hashes::from_pages(v).to_proto(&plan.owners[o])))
+        .collect();
+    out_hashes.sort_by_key(|h| h.0);
+    Ok(Written {
+        maps,
+        hashes: out_hashes.into_iter().map(|h| h.1).collect(),
+    })
 }
 
 // ---------------------------------------------------------------- restore
@@ -975,37 +1236,36 @@ pub fn restore_vmas(
 pub fn restore_pages(
     pid: i32,
     mm: &MmEntry,
-    maps: &[Pagemap],
-    store: &PageStoreReader,
+    maps: &[(&str, &[Resolved])],
+    stores: &[&PageStoreReader],
     shm: &HashMap<String, File>,
 ) -> Result<()> {
     enum Dest<'a> {
         Vm(u64),
         File(&'a File, u64),
     }
-    // Group data runs by chunk.
-    let mut by_chunk: BTreeMap<u32, Vec<(Dest, u64, u64)>> = BTreeMap::new();
+    // Group data runs by (layer, chunk).
+    type ByChunk<'a> = BTreeMap<(usize, u32), Vec<(Dest<'a>, u64, u64)>>;
+    let mut by_chunk: ByChunk = BTreeMap::new();
     let zero_page = vec![0u8; PAGE_SIZE as usize];
-    for pm in maps {
-        let private = pm.owner.starts_with("pid:");
-        for r in &pm.runs {
+    for (owner, runs) in maps {
+        let private = owner.starts_with("pid:");
+        for r in runs.iter() {
             let dest = if private {
                 Dest::Vm(r.addr)
             } else {
                 // Shared objects are filled once, by their creator.
-                match shm.get(&pm.owner) {
+                match shm.get(*owner) {
                     Some(f) => Dest::File(f, r.addr),
                     None => continue,
                 }
             };
-            match r.kind.enum_value() {
-                Ok(RunKind::RUN_DATA) => {
-                    by_chunk
-                        .entry(r.chunk)
-                        .or_default()
-                        .push((dest, r.chunk_offset, r.nr_pages))
-                }
-                Ok(RunKind::RUN_ZERO) => {
+            match r.data {
+                Some((chunk, off)) => by_chunk
+                    .entry((r.layer, chunk))
+                    .or_default()
+                    .push((dest, off, r.nr_pages)),
+                None => {
                     let fresh = match dest {
                         Dest::File(..) => true,
                         Dest::Vm(a) => mm.vmas.iter().any(|v| {
@@ -1030,16 +1290,10 @@ pub fn restore_pages(
                         }
                     }
                 }
-                _ => {
-                    return Err(Error::Restore(format!(
-                        "pagemap {}: run kind not supported here",
-                        pm.owner
-                    )))
-                }
             }
         }
     }
-    type ChunkWork<'a> = (u32, Vec<(Dest<'a>, u64, u64)>);
+    type ChunkWork<'a> = ((usize, u32), Vec<(Dest<'a>, u64, u64)>);
     let work: Vec<ChunkWork> = by_chunk.into_iter().collect();
     let next = AtomicUsize::new(0);
     let workers = std::thread::available_parallelism()
@@ -1051,10 +1305,13 @@ pub fn restore_pages(
         for _ in 0..workers {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((chunk, runs)) = work.get(i) else {
+                let Some(((layer, chunk), runs)) = work.get(i) else {
                     return;
                 };
                 let r = (|| -> Result<()> {
+                    let store = stores.get(*layer).ok_or_else(|| {
+                        Error::Restore(format!("pid {pid}: no layer {layer} in the chain"))
+                    })?;
                     let raw = store.read_chunk(*chunk)?;
                     for (dest, off, nr) in runs {
                         let bytes = &raw[*off as usize..(*off + nr * PAGE_SIZE) as usize];

@@ -7,6 +7,7 @@ pub mod anonfd;
 pub mod contents;
 pub mod exe;
 pub mod files;
+pub mod incr;
 pub mod inet;
 pub mod memory;
 pub mod sockopts;

@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use crate::cli::RestoreArgs;
 use crate::error::{Error, Result};
+use crate::image::chain::{Chain, Resolved};
 use crate::image::pages::PageStoreReader;
 use crate::image::proto::{
     FdTable, Files, Inventory, MmEntry, Pagemap, Pstree, TaskCore, TaskState,
@@ -51,7 +52,10 @@ pub struct Images {
     pub fdtables: Vec<Option<FdTable>>,
     pub files: Files,
     pub pagemaps: Vec<Pagemap>,
-    pub store: PageStoreReader,
+    /// Each pagemap's runs resolved through the chain of parent layers.
+    pub resolved: Vec<Vec<Resolved>>,
+    /// This layer (`layers[0]`) and its parents.
+    pub chain: Chain,
 }
 
 fn is_zombie(core: &TaskCore) -> bool {
@@ -63,6 +67,12 @@ impl Images {
     /// [`ImageDir::load`] for the integrity checks).
     pub fn load(path: &std::path::Path) -> Result<Images> {
         let (dir, inventory) = ImageDir::load(path)?;
+        if inventory.pre_dump {
+            return Err(Error::image(
+                dir.path(),
+                "is a pre-dump (memory only): restore from the dump made on top of it",
+            ));
+        }
         let pstree: Pstree = dir.read(Kind::Pstree, names::PSTREE)?;
         let files: Files = dir.read(Kind::Files, names::FILES)?;
         let store = PageStoreReader::open(&dir)?;
@@ -166,6 +176,25 @@ impl Images {
             mms.push(Some(mm));
             fdtables.push(Some(dir.read(Kind::FdTable, &names::fdinfo(pid))?));
         }
+        // Pages in parent layers: every layer is checked, every run
+        // resolved, before anything is created.
+        let chain = Chain::open(dir.clone(), inventory.clone(), store)?;
+        let resolved = pagemaps
+            .iter()
+            .map(|pm| chain.resolve(pm))
+            .collect::<Result<Vec<_>>>()?;
+        if chain.layers.len() > 1 {
+            info!(
+                "{} layers: pages come from {}",
+                chain.layers.len(),
+                chain
+                    .layers
+                    .iter()
+                    .map(|l| l.dir.path().display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         Ok(Images {
             dir,
             inventory,
@@ -175,8 +204,14 @@ impl Images {
             fdtables,
             files,
             pagemaps,
-            store,
+            resolved,
+            chain,
         })
+    }
+
+    /// This layer's page store (open files' contents live here).
+    pub fn store(&self) -> &PageStoreReader {
+        &self.chain.layers[0].store
     }
 }
 
@@ -470,14 +505,16 @@ fn restore_memory(
     )?;
     let shm = memory::restore_vmas(agent, mm, &|id| idx.path(id), shm)?;
     let own = format!("pid:{pid}");
-    let maps: Vec<Pagemap> = img
+    let maps: Vec<(&str, &[Resolved])> = img
         .pagemaps
         .iter()
-        .filter(|m| m.owner == own || !m.owner.starts_with("pid:"))
-        .cloned()
+        .zip(&img.resolved)
+        .filter(|(m, _)| m.owner == own || !m.owner.starts_with("pid:"))
+        .map(|(m, r)| (m.owner.as_str(), r.as_slice()))
         .collect();
+    let stores: Vec<&PageStoreReader> = img.chain.layers.iter().map(|l| &l.store).collect();
     let t = Instant::now();
-    memory::restore_pages(pid, mm, &maps, &img.store, &shm)?;
+    memory::restore_pages(pid, mm, &maps, &stores, &shm)?;
     info!("pid {pid}: pages written in {:?}", t.elapsed());
     drop(shm);
     memory::finish_vmas(agent, mm)?;
@@ -734,7 +771,7 @@ pub fn restore(args: &RestoreArgs) -> Result<i32> {
     // on another machine) until they are live; any failure from here on
     // lifts the lock.
     let mut net_lock = crate::kinds::inet::restore_lock(&img.files, img.inventory.root_pid as i32)?;
-    let saved = contents::load(&img.dir, &img.store, &img.files)?;
+    let saved = contents::load(&img.dir, img.store(), &img.files)?;
     let mut idx = FilesIndex::new(&img.files);
     crate::kinds::exe::plan(
         &img.mms,
@@ -748,7 +785,7 @@ pub fn restore(args: &RestoreArgs) -> Result<i32> {
     preflight(&img, args, &idx)?;
     // Only now, with nothing left to refuse the restore, are files touched.
     let ghosts = match &saved {
-        Some(c) => contents::put_back(c, &img.store)?,
+        Some(c) => contents::put_back(c, img.store())?,
         None => contents::Ghosts::default(),
     };
     crate::kinds::files::recreate_fifos(&img.files)?;

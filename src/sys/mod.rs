@@ -3,6 +3,7 @@
 //! Everything exported from here is a safe function that returns
 //! `std::io::Result`; callers add the pid/fd/address context.
 
+pub mod fdpass;
 pub mod inject;
 pub mod mem;
 pub mod net;
@@ -12,6 +13,7 @@ pub mod sock;
 pub mod sockdiag;
 pub mod task;
 pub mod time;
+pub mod uffd;
 
 use std::io;
 

@@ -459,44 +459,90 @@ fn probe_pagemap_scan() -> Feature {
     }
 }
 
+/// Really tests what incremental dumps rely on: a userfaultfd in
+/// write-protect async mode, driven through PAGEMAP_SCAN, sees a write from
+/// user space and one by the kernel (read(2) into the page) after the pages
+/// were write-protected, and nothing before.
 fn probe_uffd_wp_async() -> Feature {
-    #[repr(C)]
-    struct UffdioApi {
-        api: u64,
-        features: u64,
-        ioctls: u64,
-    }
-    const UFFD_USER_MODE_ONLY: libc::c_long = 1;
-    const UFFD_API: u64 = 0xaa;
-    const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
-    // _IOWR(0xAA, 0x3F, struct uffdio_api)
-    const UFFDIO_API: libc::c_ulong = (3 << 30)
-        | ((std::mem::size_of::<UffdioApi>() as libc::c_ulong) << 16)
-        | (0xaa << 8)
-        | 0x3f;
-
-    let flags = libc::O_CLOEXEC as libc::c_long | UFFD_USER_MODE_ONLY;
-    // SAFETY: userfaultfd takes only flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, flags) };
-    if fd < 0 {
-        return Feature::no(format!("userfaultfd: {}", errno()));
-    }
-    let fd = own_fd(fd);
-    let mut api = UffdioApi {
-        api: UFFD_API,
-        features: UFFD_FEATURE_WP_ASYNC,
-        ioctls: 0,
+    use super::uffd;
+    let pages = match (AnonPage::new(), AnonPage::new()) {
+        (Ok(a), Ok(b)) => [a, b],
+        (Err(e), _) | (_, Err(e)) => return Feature::no(format!("mmap: {e}")),
     };
-    // SAFETY: `api` is a valid, writable uffdio_api for the call; the
-    // userfaultfd has no registered ranges, so this only negotiates.
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_API, &mut api as *mut UffdioApi) };
-    if r < 0 {
-        return Feature::no(format!("UFFDIO_API with WP_ASYNC: {}", errno()));
+    for p in &pages {
+        p.touch(1);
     }
-    Feature::from_bool(
-        api.features & UFFD_FEATURE_WP_ASYNC != 0,
-        format!("UFFDIO_API features {:#x}", api.features),
-    )
+    let fd = match uffd::userfaultfd_self() {
+        Ok(f) => f,
+        Err(e) => return Feature::no(format!("userfaultfd: {e}")),
+    };
+    let want = uffd::UFFD_FEATURE_WP_ASYNC | uffd::UFFD_FEATURE_WP_UNPOPULATED;
+    let got = match uffd::api(&fd, want) {
+        Ok(f) => f,
+        Err(e) => return Feature::no(format!("UFFDIO_API with WP_ASYNC|WP_UNPOPULATED: {e}")),
+    };
+    if got & want != want {
+        return Feature::no(format!("UFFDIO_API features {got:#x}"));
+    }
+    let pm = match File::open("/proc/self/pagemap") {
+        Ok(f) => f,
+        Err(e) => return Feature::no(format!("/proc/self/pagemap: {e}")),
+    };
+    let anyof = uffd::PAGE_IS_PRESENT | uffd::PAGE_IS_SWAPPED;
+    let written = |p: &AnonPage, wp: bool| -> std::io::Result<usize> {
+        let mut out = [uffd::PageRegion::default(); 4];
+        let q = uffd::ScanQuery {
+            flags: uffd::PM_SCAN_CHECK_WPASYNC | if wp { uffd::PM_SCAN_WP_MATCHING } else { 0 },
+            mask: uffd::PAGE_IS_WRITTEN,
+            anyof,
+            ret: uffd::PAGE_IS_WRITTEN | anyof,
+        };
+        uffd::pagemap_scan(&pm, p.addr(), p.addr() + p.len as u64, q, &mut out).map(|r| r.0)
+    };
+    for p in &pages {
+        if let Err(e) = uffd::register_wp(&fd, p.addr(), p.addr() + p.len as u64) {
+            return Feature::no(format!("UFFDIO_REGISTER (write-protect): {e}"));
+        }
+        match written(p, true) {
+            Ok(1) => {}
+            Ok(n) => {
+                return Feature::no(format!(
+                    "arming scan reported {n} regions for a written page"
+                ))
+            }
+            Err(e) => return Feature::no(format!("PAGEMAP_SCAN with PM_SCAN_WP_MATCHING: {e}")),
+        }
+        match written(p, false) {
+            Ok(0) => {}
+            Ok(_) => return Feature::no("a write-protected page reads as written"),
+            Err(e) => return Feature::no(format!("PAGEMAP_SCAN: {e}")),
+        }
+    }
+    pages[0].touch(2);
+    let kernel_write = File::open("/proc/self/stat").and_then(|f| {
+        // SAFETY: the destination is the live, writable mapping of
+        // `pages[1]` (`len` bytes, owned by it); read(2) writes at most 64
+        // bytes there.
+        let r = unsafe { libc::read(f.as_raw_fd(), pages[1].addr as *mut c_void, 64) };
+        if r < 0 {
+            Err(errno())
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(e) = kernel_write {
+        return Feature::no(format!("read(2) into the probe page: {e}"));
+    }
+    match (written(&pages[0], false), written(&pages[1], false)) {
+        (Ok(a), Ok(b)) => Feature::from_bool(
+            a == 1 && b == 1,
+            format!(
+                "UFFDIO_API features {got:#x}; after a user write and a read(2) into \
+                 write-protected pages PAGEMAP_SCAN saw {a} and {b} written regions (want 1 and 1)"
+            ),
+        ),
+        (Err(e), _) | (_, Err(e)) => Feature::no(format!("PAGEMAP_SCAN: {e}")),
+    }
 }
 
 /// Really tests soft-dirty: a page written after clear_refs must show bit

@@ -1,0 +1,504 @@
+//! Incremental checkpoints: chains of pre-dumps and a final dump, restored
+//! from the last layer. The workload (`incr_mem`) changes its memory in a
+//! different way after each layer and checks after restore that its memory
+//! is exactly what it was at the final dump.
+//!
+//! Each mechanism is exercised where the kernel has it: uffd-wp async with
+//! PAGEMAP_SCAN (6.7+), soft-dirty (kernels with CONFIG_MEM_SOFT_DIRTY;
+//! not this machine's, but the kernels of `cargo xtask vm-test`), and page
+//! hashes (everywhere). A test whose mechanism is missing says so and
+//! returns.
+mod common;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use cairn::image::proto::{Inventory, Pagemap, RunKind};
+use cairn::image::{names, ImageDir, Kind};
+use cairn::sys::probe::features;
+use common::*;
+
+/// Whether `mech` works here; prints why a test skips if not.
+fn have(mech: &str) -> bool {
+    let f = features();
+    let (ok, why) = match mech {
+        "soft-dirty" => (f.soft_dirty.available, f.soft_dirty.detail.clone()),
+        "uffd-wp" => (
+            f.uffd_wp_async.available && f.pagemap_scan.available,
+            format!("{}; {}", f.uffd_wp_async.detail, f.pagemap_scan.detail),
+        ),
+        _ => (true, String::new()),
+    };
+    if !ok {
+        println!("skipped: no {mech} on this kernel ({why})");
+    }
+    ok
+}
+
+/// A workload and the layers of its chain (`<test dir>/ck/<k>`).
+struct Chain {
+    w: Workload,
+    ck: PathBuf,
+    /// Keeper pids cairn reported, killed (if still ours) on drop.
+    keepers: Vec<i32>,
+    /// Extra cairn flags for every layer (e.g. --dirty-tracking hash).
+    flags: Vec<String>,
+}
+
+fn os(s: impl AsRef<std::ffi::OsStr>) -> OsString {
+    s.as_ref().to_os_string()
+}
+
+fn is_keeper(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| c.windows(14).any(|w| w == b"__cairn-keeper"))
+        .unwrap_or(false)
+}
+
+impl Chain {
+    fn start(args: &[&str], flags: &[&str]) -> Chain {
+        let w = Workload::start("incr_mem", args);
+        let ck = w.dir.join("ck");
+        std::fs::create_dir_all(&ck).expect("mkdir ck");
+        Chain {
+            w,
+            ck,
+            keepers: Vec::new(),
+            flags: flags.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn layer(&self, k: usize) -> PathBuf {
+        self.ck.join(k.to_string())
+    }
+
+    /// `cairn -v CMD -t PID -D ck/k [--prev-images-dir ../PREV] FLAGS...`.
+    fn run(&mut self, cmd: &str, k: usize, prev: Option<usize>, extra: &[&str]) -> Output {
+        let mut args = vec![
+            os("-v"),
+            os(cmd),
+            os("-t"),
+            os(self.w.pid.to_string()),
+            os("-D"),
+            os(self.layer(k)),
+        ];
+        if let Some(p) = prev {
+            args.push(os("--prev-images-dir"));
+            args.push(os(format!("../{p}")));
+        }
+        args.extend(self.flags.iter().map(os));
+        args.extend(extra.iter().map(os));
+        let out = run_cairn(&args, &self.ck.join(format!("{cmd}-{k}")), CAIRN_TIMEOUT);
+        let err = String::from_utf8_lossy(&out.stderr);
+        for l in err.lines() {
+            if let Some(p) = l.split("keeper pid ").nth(1) {
+                if let Ok(p) = p.trim().parse::<i32>() {
+                    self.keepers.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    fn pre_dump(&mut self, k: usize, prev: Option<usize>) {
+        let out = self.run("pre-dump", k, prev, &[]);
+        assert!(
+            out.status.success(),
+            "pre-dump {k} failed: {}\n--- workload log ---\n{}",
+            describe(&out),
+            tail(&self.w.log, 4000)
+        );
+    }
+
+    /// SIGUSR1, then wait for the workload's `phase-k` file.
+    fn phase(&mut self, k: usize) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.w.pid),
+            nix::sys::signal::Signal::SIGUSR1,
+        )
+        .expect("SIGUSR1");
+        let f = self.w.work.join(format!("phase-{k}"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !f.exists() {
+            assert!(
+                self.w.original_alive() && Instant::now() < deadline,
+                "the workload did not finish phase {k}. Its log:\n{}",
+                tail(&self.w.log, 4000)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The final dump (kills the workload).
+    fn final_dump(&mut self, k: usize, prev: usize) {
+        let out = self.run("dump", k, Some(prev), &["--track-mem"]);
+        assert!(
+            out.status.success(),
+            "dump {k} failed: {}\n--- workload log ---\n{}",
+            describe(&out),
+            tail(&self.w.log, 4000)
+        );
+        self.w.expect_killed_by_dump();
+        self.expect_no_keeper();
+    }
+
+    /// Every keeper cairn started is gone (the final dump ends tracking).
+    fn expect_no_keeper(&mut self) {
+        for &k in &self.keepers {
+            let gone = wait_pid_gone(k, Duration::from_secs(5)) || !is_keeper(k);
+            assert!(gone, "keeper {k} still runs after the final dump");
+        }
+    }
+
+    fn restore(&self, k: usize) {
+        restore_wait(&self.layer(k), &[], self.w.pid, &self.w.log);
+    }
+
+    fn inventory(&self, k: usize) -> Inventory {
+        let d = ImageDir::open(&self.layer(k)).expect("open layer");
+        d.read(Kind::Inventory, names::INVENTORY)
+            .expect("inventory")
+    }
+
+    /// Pages of `owner` in layer k: (data + zero, in parent).
+    fn pages(&self, k: usize, owner: &str) -> (u64, u64) {
+        let d = ImageDir::open(&self.layer(k)).expect("open layer");
+        let pm: Pagemap = d
+            .read(Kind::Pagemap, &names::pagemap(owner))
+            .expect("pagemap");
+        let mut v = (0, 0);
+        for r in &pm.runs {
+            if r.kind.enum_value() == Ok(RunKind::RUN_PARENT) {
+                v.1 += r.nr_pages;
+            } else {
+                v.0 += r.nr_pages;
+            }
+        }
+        v
+    }
+}
+
+impl Drop for Chain {
+    fn drop(&mut self) {
+        for &k in &self.keepers {
+            if is_keeper(k) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(k),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+/// Four pre-dumps with a phase of changes after each, a final dump, a
+/// restore from the last of the 5 layers: the workload checks every byte.
+/// Tracking must have found the changes: the final layer stores a few
+/// pages of the root and takes thousands from the parents.
+fn chain_of_five(mech: &str) {
+    let flags: Vec<String> = if mech == "default" {
+        Vec::new()
+    } else {
+        vec![format!("--dirty-tracking={mech}")]
+    };
+    let flags: Vec<&str> = flags.iter().map(|s| s.as_str()).collect();
+    let mut c = Chain::start(&["--phases", "4", "--writer"], &flags);
+    for k in 1..=4 {
+        c.pre_dump(k, (k > 1).then(|| k - 1));
+        c.phase(k);
+    }
+    c.final_dump(5, 4);
+    let root = format!("pid:{}", c.w.pid);
+    let inv = c.inventory(5);
+    let want = if mech == "default" {
+        cairn::track::Mechanism::best().name().to_string()
+    } else {
+        mech.to_string()
+    };
+    assert_eq!(inv.dirty_tracking, want);
+    assert!(
+        !inv.full_owners
+            .iter()
+            .any(|f| f.starts_with(&format!("{root}:"))),
+        "the root was stored whole: {:?}",
+        inv.full_owners
+    );
+    let (stored, parent) = c.pages(5, &root);
+    assert!(
+        stored < 300 && parent > 2500,
+        "final layer of {root}: {stored} pages stored, {parent} in parent (tracking missed nothing, but found too little unchanged)"
+    );
+    // Layer 3 was taken after the writer thread rewrote W during layer
+    // 2's copy: those pages are stored again.
+    let (stored3, _) = c.pages(3, &root);
+    assert!(
+        stored3 > 100,
+        "layer 3 stored only {stored3} pages of {root}"
+    );
+    c.restore(5);
+}
+
+#[test]
+fn chain_of_five_default_mechanism() {
+    if skip_unless_root() {
+        return;
+    }
+    chain_of_five("default");
+}
+
+#[test]
+fn chain_of_five_uffd_wp() {
+    if skip_unless_root() || !have("uffd-wp") {
+        return;
+    }
+    chain_of_five("uffd-wp");
+}
+
+#[test]
+fn chain_of_five_soft_dirty() {
+    if skip_unless_root() || !have("soft-dirty") {
+        return;
+    }
+    chain_of_five("soft-dirty");
+}
+
+#[test]
+fn chain_of_five_hash() {
+    if skip_unless_root() {
+        return;
+    }
+    chain_of_five("hash");
+}
+
+/// The tracking state is lost (keeper killed): the next layer stores the
+/// process whole, says why, and restores right.
+#[test]
+fn lost_tracking_state_gives_a_full_layer() {
+    if skip_unless_root() || !have("uffd-wp") {
+        return;
+    }
+    let mut c = Chain::start(&["--phases", "2"], &["--dirty-tracking=uffd-wp"]);
+    c.pre_dump(1, None);
+    c.phase(1);
+    let k = *c.keepers.last().expect("pre-dump 1 reported its keeper");
+    assert!(is_keeper(k), "keeper {k} is not running");
+    // The keeper must not be part of the workload's tree.
+    assert!(
+        !tree_pids(c.w.pid).contains(&k),
+        "keeper {k} is in the target's tree"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(k),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the keeper");
+    assert!(wait_pid_gone(k, Duration::from_secs(5)));
+    c.pre_dump(2, Some(1));
+    c.phase(2);
+    let root = format!("pid:{}", c.w.pid);
+    let inv = c.inventory(2);
+    assert!(
+        inv.full_owners
+            .iter()
+            .any(|f| f.starts_with(&format!("{root}:")) && f.contains("no tracking state")),
+        "layer 2 does not say the root was stored whole: {:?}",
+        inv.full_owners
+    );
+    assert_eq!(
+        c.pages(2, &root).1,
+        0,
+        "pages taken from the parent without tracking"
+    );
+    // Layer 2 armed tracking again: the final layer is incremental.
+    c.final_dump(3, 2);
+    let (stored, parent) = c.pages(3, &root);
+    assert!(
+        parent > 2000 && stored < 300,
+        "{stored} stored, {parent} in parent"
+    );
+    c.restore(3);
+}
+
+/// A dump on an older layer than the one tracking was re-armed by gets no
+/// help from the tracking (never a wrong layer), and restores right.
+#[test]
+fn dump_on_an_older_parent_is_full() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut c = Chain::start(&["--phases", "2"], &[]);
+    c.pre_dump(1, None);
+    c.phase(1);
+    c.pre_dump(2, Some(1));
+    c.phase(2);
+    c.final_dump(3, 1);
+    let inv = c.inventory(3);
+    if cairn::track::Mechanism::best() != cairn::track::Mechanism::Hash {
+        let root = format!("pid:{}", c.w.pid);
+        assert!(
+            inv.full_owners
+                .iter()
+                .any(|f| f.starts_with(&format!("{root}:"))),
+            "the root was not stored whole: {:?}",
+            inv.full_owners
+        );
+    }
+    c.restore(3);
+}
+
+/// Pre-dumps leave the process running and unharmed: it goes on with its
+/// phases, its fd table and signals unchanged (the workload checks), and
+/// passes its own check without any restore. The keeper exits with it.
+#[test]
+fn pre_dump_leaves_the_process_running() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut c = Chain::start(&["--phases", "3"], &[]);
+    c.pre_dump(1, None);
+    c.phase(1);
+    c.pre_dump(2, Some(1));
+    c.phase(2);
+    assert!(c.w.original_alive());
+    let keepers = c.keepers.clone();
+    c.w.terminate_original_expect_pass();
+    for k in keepers {
+        assert!(
+            wait_pid_gone(k, Duration::from_secs(5)) || !is_keeper(k),
+            "keeper {k} outlived the process it tracked"
+        );
+    }
+}
+
+struct Tmpfs(PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A pre-dump that fails after the freeze (its images dir is full) leaves
+/// the process untouched: running, no tracking left behind, its own check
+/// passes.
+#[test]
+fn failed_pre_dump_leaves_the_process_untouched() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut c = Chain::start(&["--phases", "1"], &[]);
+    let small = c.w.dir.join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "mount a 1 MiB tmpfs");
+    let _guard = Tmpfs(small.clone());
+    let args = vec![
+        os("-v"),
+        os("pre-dump"),
+        os("-t"),
+        os(c.w.pid.to_string()),
+        os("-D"),
+        os(small.join("1")),
+    ];
+    let out = run_cairn(&args, &c.w.dir.join("failed"), CAIRN_TIMEOUT);
+    assert_eq!(exit_code(&out.status), 3, "{}", describe(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("keeper pid"),
+        "a keeper was started: {}",
+        describe(&out)
+    );
+    assert!(!small.join("1").join("inventory.img").exists());
+    // No userfaultfd registration is left on its memory.
+    let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", c.w.pid)).unwrap();
+    assert!(
+        !smaps
+            .lines()
+            .any(|l| l.starts_with("VmFlags:") && l.split_whitespace().any(|f| f == "uw")),
+        "write-protect tracking left registered after a failed pre-dump"
+    );
+    c.phase(1);
+    c.w.terminate_original_expect_pass();
+}
+
+/// Restore checks the chain: a missing or replaced parent is an image
+/// error (exit 5) naming the directory. `cairn show` lists the layers.
+#[test]
+fn broken_chains_are_refused_and_show_lists_layers() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut c = Chain::start(&["--phases", "2"], &[]);
+    c.pre_dump(1, None);
+    c.phase(1);
+    c.pre_dump(2, Some(1));
+    c.phase(2);
+    c.final_dump(3, 2);
+
+    let show = run_cairn(
+        &[os("show"), os(c.layer(3))],
+        &c.ck.join("show"),
+        CAIRN_TIMEOUT,
+    );
+    assert_ok(&show, "cairn show");
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        text.contains("=== chain (3 layers, newest first) ==="),
+        "{text}"
+    );
+    assert!(
+        text.contains("layer 2: ") && text.contains("(pre-dump, full)"),
+        "{text}"
+    );
+    let json = run_cairn(
+        &[os("show"), os("--json"), os(c.layer(3))],
+        &c.ck.join("show-json"),
+        CAIRN_TIMEOUT,
+    );
+    assert_ok(&json, "cairn show --json");
+    let j = String::from_utf8_lossy(&json.stdout);
+    assert!(is_valid_json(&j), "{j}");
+    assert!(j.contains("\"chain\":[{\"dir\":"), "{j}");
+
+    // A pre-dump is not restorable by itself.
+    let out = restore_expect_fail(&c.layer(2), &[], c.w.pid);
+    assert_eq!(exit_code(&out.status), 5, "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pre-dump"));
+
+    // Layer 1 replaced by another checkpoint: refused, naming it.
+    let l1 = c.layer(1);
+    let moved = c.ck.join("1.orig");
+    std::fs::rename(&l1, &moved).unwrap();
+    copy_dir(&c.layer(2), &l1);
+    let out = restore_expect_fail(&c.layer(3), &[], c.w.pid);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(exit_code(&out.status), 5, "{}", describe(&out));
+    assert!(err.contains("was replaced") && err.contains("/1"), "{err}");
+    // Layer 1 missing.
+    std::fs::remove_dir_all(&l1).unwrap();
+    let out = restore_expect_fail(&c.layer(3), &[], c.w.pid);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(exit_code(&out.status), 5, "{}", describe(&out));
+    assert!(
+        err.contains("no such directory") && err.contains("/1"),
+        "{err}"
+    );
+    // Back in place: the chain restores.
+    std::fs::rename(&moved, &l1).unwrap();
+    c.restore(3);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
