@@ -1,5 +1,9 @@
 // Generates Rust code for the image schemas in proto/ with the pure-Rust
-// protobuf parser, so no protoc is needed on the build machine.
+// protobuf parser, so no protoc is needed on the build machine, and
+// compiles the BPF programs in bpf/ with clang into libbpf-rs skeletons
+// (OUT_DIR/<name>.skel.rs, included by src/sys/bpf.rs).
+use std::path::PathBuf;
+
 fn main() {
     let protos: Vec<_> = std::fs::read_dir("proto")
         .expect("proto/ directory")
@@ -13,4 +17,21 @@ fn main() {
         .cargo_out_dir("proto")
         .run_from_script();
     println!("cargo:rerun-if-changed=proto");
+
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
+    for name in ["inventory", "forks"] {
+        let src = format!("bpf/{name}.bpf.c");
+        let skel = out.join(format!("{name}.skel.rs"));
+        if let Err(e) = libbpf_cargo::SkeletonBuilder::new()
+            .source(&src)
+            .clang_args(["-Ibpf", "-Wall", "-Werror"])
+            .build_and_generate(&skel)
+        {
+            panic!(
+                "building {src} failed: {e:#}\n(clang is needed: `cargo xtask test` or \
+                 `cargo xtask demo` installs it)"
+            );
+        }
+    }
+    println!("cargo:rerun-if-changed=bpf");
 }

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use crate::error::{IoContext, Result};
 use crate::show::json_string;
-use crate::sys::probe::{features, DirtyTracking, Features, PidRestore};
+use crate::sys::probe::{features, Collection, DirtyTracking, Features, PidRestore};
 
 /// Prints [`render`]'s output on stdout.
 pub fn check(json: bool) -> Result<()> {
@@ -57,8 +57,30 @@ pub fn mechanisms(f: &Features) -> Vec<Mechanism> {
         },
         Mechanism {
             part: "inventory",
-            mechanism: "/proc",
-            detail: "bpf iterators: not built yet".into(),
+            mechanism: f.inventory().as_str(),
+            detail: match f.inventory() {
+                Collection::Bpf => "task, task_vma and task_file iterators (--no-bpf: /proc)".into(),
+                Collection::Proc if !f.bpf_iter.available => {
+                    format!("BPF iterators unavailable: {}", f.bpf_iter.detail)
+                }
+                Collection::Proc => f.initial_pid_ns.detail.clone(),
+            },
+        },
+        Mechanism {
+            part: "fork_tracking",
+            mechanism: f.fork_tracking().as_str(),
+            detail: match f.fork_tracking() {
+                Collection::Bpf => {
+                    "tp_btf sched_process_fork/exit into a ring buffer (--no-bpf: /proc children lists)".into()
+                }
+                Collection::Proc if !f.bpf_tp_btf.available => {
+                    format!("tp_btf unavailable: {}; /proc children lists", f.bpf_tp_btf.detail)
+                }
+                Collection::Proc if !f.bpf_ringbuf.available => {
+                    format!("ring buffer unavailable: {}; /proc children lists", f.bpf_ringbuf.detail)
+                }
+                Collection::Proc => "BPF inventory unavailable; /proc children lists".into(),
+            },
         },
     ]
 }
@@ -163,6 +185,8 @@ mod tests {
         }
         assert!(out.contains("ptrace seize+interrupt"), "{out}");
         assert!(out.contains(f.dirty_tracking().as_str()), "{out}");
-        assert!(out.contains("bpf iterators: not built yet"), "{out}");
+        assert!(out.contains("inventory"), "{out}");
+        assert!(out.contains("fork_tracking"), "{out}");
+        assert!(out.contains(f.inventory().as_str()), "{out}");
     }
 }

@@ -39,6 +39,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// Remove image directories older than a limit (default 5 days).
     Prune(PruneArgs),
+    /// Print what cairn collects of a tree (processes, threads, VMAs,
+    /// fds), from BPF iterators or /proc.
+    Inventory(InventoryArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -175,6 +178,19 @@ pub struct CheckArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct InventoryArgs {
+    /// Root of the process tree.
+    #[arg(short = 't', long = "tree")]
+    pub pid: i32,
+    /// Print JSON (every field).
+    #[arg(long)]
+    pub json: bool,
+    /// Collect from /proc even where BPF works.
+    #[arg(long = "no-bpf")]
+    pub no_bpf: bool,
 }
 
 #[derive(Args, Debug, Clone)]

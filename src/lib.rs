@@ -15,6 +15,7 @@ pub mod demo;
 pub mod dump;
 pub mod error;
 pub mod image;
+pub mod inventory;
 pub mod kinds;
 #[macro_use]
 pub mod log;

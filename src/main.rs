@@ -41,6 +41,7 @@ fn main() -> ExitCode {
         Command::Check(a) => (cairn::check::check(a.json).map(|()| 0), Phase::Other),
         Command::Demo(a) => (cairn::demo::run(a).map(|()| 0), Phase::Other),
         Command::Prune(a) => (cairn::prune::prune(a).map(|()| 0), Phase::Other),
+        Command::Inventory(a) => (cairn::inventory::command(a).map(|()| 0), Phase::Other),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

@@ -56,6 +56,16 @@ pub struct Features {
     pub kernel_version: Option<(u32, u32)>,
     pub btf: Feature,
     pub bpf: Feature,
+    /// The task, task_vma and task_file iterators of bpf/inventory.bpf.c
+    /// (with bpf_d_path) loaded and read on cairn itself.
+    pub bpf_iter: Feature,
+    /// tp_btf programs on sched_process_fork/exit attached and reporting
+    /// a fork of cairn's.
+    pub bpf_tp_btf: Feature,
+    pub bpf_ringbuf: Feature,
+    /// cairn runs in the initial pid namespace (the BPF programs compare
+    /// the kernel's global pids with the ones cairn sees).
+    pub initial_pid_ns: Feature,
     pub pagemap_scan: Feature,
     pub uffd_wp_async: Feature,
     pub soft_dirty: Feature,
@@ -70,6 +80,9 @@ pub struct Features {
     pub cap_sys_resource: Feature,
     pub cap_sys_ptrace: Feature,
     pub ptrace_scope: Feature,
+    pub pidfd_getfd: Feature,
+    pub kcmp: Feature,
+    pub process_vm_readv: Feature,
 }
 
 /// How the pids of restored tasks are chosen.
@@ -84,6 +97,22 @@ impl PidRestore {
         match self {
             PidRestore::Clone3SetTid => "clone3 set_tid",
             PidRestore::NsLastPid => "ns_last_pid",
+        }
+    }
+}
+
+/// Whether a part of the job is done by BPF programs or from /proc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Collection {
+    Bpf,
+    Proc,
+}
+
+impl Collection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Collection::Bpf => "bpf",
+            Collection::Proc => "proc",
         }
     }
 }
@@ -111,53 +140,45 @@ impl Features {
     pub fn probe() -> Features {
         let kernel = kernel_release();
         let kernel_version = parse_version(&kernel);
-        let at_least = |want: (u32, u32)| -> Feature {
-            match kernel_version {
-                Some(v) if v >= want => {
-                    Feature::yes(format!("kernel {}.{} >= {}.{}", v.0, v.1, want.0, want.1))
-                }
-                Some(v) => Feature::no(format!("kernel {}.{} < {}.{}", v.0, v.1, want.0, want.1)),
-                None => Feature::no(format!("cannot parse kernel release {kernel:?}")),
-            }
-        };
-        let clone3_set_tid = {
-            let k = at_least((5, 5));
-            let ns = Path::new(NS_LAST_PID).exists();
-            match (k.available, ns) {
-                (true, true) => Feature::yes(format!("{}, {NS_LAST_PID} present", k.detail)),
-                (true, false) => Feature::no(format!(
-                    "{NS_LAST_PID} missing (no CONFIG_CHECKPOINT_RESTORE?)"
-                )),
-                (false, _) => k,
-            }
-        };
+        let (bpf_iter, bpf_tp_btf) = guarded2(probe_bpf_programs);
         Features {
             btf: guarded(|| exists("/sys/kernel/btf/vmlinux")),
             bpf: guarded(probe_bpf),
+            bpf_iter,
+            bpf_tp_btf,
+            bpf_ringbuf: guarded(probe_ringbuf),
+            initial_pid_ns: guarded(probe_initial_pid_ns),
             pagemap_scan: guarded(probe_pagemap_scan),
             uffd_wp_async: guarded(probe_uffd_wp_async),
             soft_dirty: guarded(probe_soft_dirty),
-            clone3_set_tid,
+            clone3_set_tid: guarded(probe_clone3_set_tid),
             ns_last_pid_writable: guarded(probe_ns_last_pid),
-            ptrace_get_rseq_conf: at_least((5, 13)),
+            ptrace_get_rseq_conf: guarded(probe_rseq_conf),
             tcp_repair: guarded(probe_tcp_repair),
             time_ns: guarded(|| exists("/proc/self/ns/time")),
-            cgroup2_freeze: guarded(|| exists("/sys/fs/cgroup/cgroup.controllers")),
+            cgroup2_freeze: guarded(probe_cgroup2_freeze),
             cap_checkpoint_restore: guarded(|| cap(Capability::CAP_CHECKPOINT_RESTORE)),
             cap_sys_admin: guarded(|| cap(Capability::CAP_SYS_ADMIN)),
             cap_sys_resource: guarded(|| cap(Capability::CAP_SYS_RESOURCE)),
             cap_sys_ptrace: guarded(|| cap(Capability::CAP_SYS_PTRACE)),
             ptrace_scope: guarded(probe_ptrace_scope),
+            pidfd_getfd: guarded(probe_pidfd_getfd),
+            kcmp: guarded(probe_kcmp),
+            process_vm_readv: guarded(probe_process_vm_readv),
             kernel,
             kernel_version,
         }
     }
 
     /// Every feature with its stable name, in display order.
-    pub fn list(&self) -> [(&'static str, &Feature); 16] {
+    pub fn list(&self) -> [(&'static str, &Feature); 23] {
         [
             ("btf", &self.btf),
             ("bpf", &self.bpf),
+            ("bpf_iter", &self.bpf_iter),
+            ("bpf_tp_btf", &self.bpf_tp_btf),
+            ("bpf_ringbuf", &self.bpf_ringbuf),
+            ("initial_pid_ns", &self.initial_pid_ns),
             ("pagemap_scan", &self.pagemap_scan),
             ("uffd_wp_async", &self.uffd_wp_async),
             ("soft_dirty", &self.soft_dirty),
@@ -172,7 +193,31 @@ impl Features {
             ("cap_sys_resource", &self.cap_sys_resource),
             ("cap_sys_ptrace", &self.cap_sys_ptrace),
             ("ptrace_scope", &self.ptrace_scope),
+            ("pidfd_getfd", &self.pidfd_getfd),
+            ("kcmp", &self.kcmp),
+            ("process_vm_readv", &self.process_vm_readv),
         ]
+    }
+
+    /// How the inventory (processes, threads, VMAs, fds) is collected.
+    pub fn inventory(&self) -> Collection {
+        if self.bpf_iter.available && self.initial_pid_ns.available {
+            Collection::Bpf
+        } else {
+            Collection::Proc
+        }
+    }
+
+    /// How children born while the tree is being frozen are found.
+    pub fn fork_tracking(&self) -> Collection {
+        if self.bpf_tp_btf.available
+            && self.bpf_ringbuf.available
+            && self.inventory() == Collection::Bpf
+        {
+            Collection::Bpf
+        } else {
+            Collection::Proc
+        }
     }
 
     pub fn pid_restore(&self) -> PidRestore {
@@ -207,6 +252,12 @@ const NS_LAST_PID: &str = "/proc/sys/kernel/ns_last_pid";
 fn guarded(f: impl FnOnce() -> Feature) -> Feature {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
         .unwrap_or_else(|_| Feature::no("probe panicked"))
+}
+
+/// Like [`guarded`] for a probe that answers for two features.
+fn guarded2(f: impl FnOnce() -> (Feature, Feature)) -> (Feature, Feature) {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|_| (Feature::no("probe panicked"), Feature::no("probe panicked")))
 }
 
 fn exists(path: &str) -> Feature {
@@ -390,6 +441,291 @@ fn probe_bpf() -> Feature {
     }
     drop(own_fd(fd));
     Feature::yes("loaded a socket filter")
+}
+
+/// Loads cairn's BPF programs (shared with the dump, see
+/// [`super::bpf::shared`]) and uses them on cairn itself: the iterators
+/// must find cairn's task, VMAs and fds; the fork tracker must report a
+/// child cairn forks.
+fn probe_bpf_programs() -> (Feature, Feature) {
+    let me = std::process::id() as i32;
+    let loaded = super::bpf::shared();
+    let iter = match &loaded.iters {
+        Err(e) => Feature::no(e.clone()),
+        Ok(it) => match it.borrow_mut().collect(me) {
+            Err(e) => Feature::no(e.to_string()),
+            Ok(out) if out.tasks.is_empty() || out.vmas.is_empty() || out.files.is_empty() => {
+                Feature::no(format!(
+                    "iterators found too little of cairn itself ({} / {} / {} bytes)",
+                    out.tasks.len(),
+                    out.vmas.len(),
+                    out.files.len()
+                ))
+            }
+            Ok(out) => Feature::yes(format!(
+                "task, task_vma, task_file iterators with bpf_d_path: {} + {} + {} bytes for cairn itself",
+                out.tasks.len(),
+                out.vmas.len(),
+                out.files.len()
+            )),
+        },
+    };
+    let tp = match &loaded.tracker {
+        Err(e) => Feature::no(e.clone()),
+        Ok(t) => {
+            let mut t = t.borrow_mut();
+            let seen = (|| -> std::io::Result<Vec<u8>> {
+                t.watch(me)?;
+                let st = std::process::Command::new("/bin/true")
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+                let events = t.drain();
+                t.watch(0)?;
+                st?;
+                events
+            })();
+            match seen {
+                Err(e) => Feature::no(e.to_string()),
+                // struct cairn_event: kind 1 (fork) with ppid == cairn.
+                Ok(ev) if ev.chunks_exact(24).any(|c| {
+                    c[0..4] == 1u32.to_le_bytes() && c[12..16] == me.to_le_bytes()
+                }) =>
+                {
+                    Feature::yes("sched_process_fork/exit attached; a fork of cairn's was reported")
+                }
+                Ok(ev) => Feature::no(format!(
+                    "attached, but a fork of cairn's was not reported ({} bytes of events)",
+                    ev.len()
+                )),
+            }
+        }
+    };
+    (iter, tp)
+}
+
+fn probe_ringbuf() -> Feature {
+    let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+        ..Default::default()
+    };
+    match libbpf_rs::MapHandle::create(
+        libbpf_rs::MapType::RingBuf,
+        Some("cairn_probe"),
+        0,
+        0,
+        page_size() as u32,
+        &opts,
+    ) {
+        Ok(_) => Feature::yes("created a BPF ring buffer map"),
+        Err(e) => Feature::no(format!("BPF_MAP_CREATE ringbuf: {e}")),
+    }
+}
+
+fn probe_initial_pid_ns() -> Feature {
+    let status = match std::fs::read_to_string("/proc/self/status") {
+        Ok(s) => s,
+        Err(e) => return Feature::no(format!("/proc/self/status: {e}")),
+    };
+    match status.lines().find_map(|l| l.strip_prefix("NSpid:")) {
+        Some(v) if v.split_whitespace().count() == 1 => {
+            Feature::yes("NSpid has one level: the initial pid namespace")
+        }
+        Some(v) => Feature::no(format!("cairn runs in a child pid namespace (NSpid:{v})")),
+        None => Feature::no("no NSpid line in /proc/self/status"),
+    }
+}
+
+/// clone3 with set_tid = {1}: a kernel that supports set_tid (and lets us
+/// use it) fails with EEXIST, pid 1 being taken; E2BIG/EINVAL mean no
+/// set_tid, EPERM no CAP_CHECKPOINT_RESTORE. No process is created.
+fn probe_clone3_set_tid() -> Feature {
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    let tid: libc::pid_t = 1;
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: &tid as *const libc::pid_t as u64,
+        set_tid_size: 1,
+        ..Default::default()
+    };
+    // SAFETY: clone3 without CLONE_VM; pid 1 exists in our namespace, so
+    // the kernel refuses before a child runs. Should it ever create one
+    // (a namespace without init), the child exits at once without
+    // touching any state, and the parent reaps it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if r == 0 {
+        // SAFETY: the child only exits.
+        unsafe { libc::syscall(libc::SYS_exit_group, 0) };
+    }
+    if r > 0 {
+        let mut st = 0;
+        // SAFETY: waits for the child just created; `st` is writable.
+        unsafe { libc::waitpid(r as i32, &mut st, 0) };
+        return Feature::yes("clone3 created a task with the requested pid");
+    }
+    let e = errno();
+    match e.raw_os_error() {
+        Some(libc::EEXIST) => Feature::yes("clone3 set_tid {1}: EEXIST (supported, permitted)"),
+        Some(libc::EPERM) => Feature::no("clone3 set_tid: EPERM (needs CAP_CHECKPOINT_RESTORE)"),
+        _ => Feature::no(format!("clone3 set_tid: {e}")),
+    }
+}
+
+fn probe_pidfd_getfd() -> Feature {
+    // SAFETY: pidfd_open takes integers and returns a new fd or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
+    if pidfd < 0 {
+        return Feature::no(format!("pidfd_open: {}", errno()));
+    }
+    let pidfd = own_fd(pidfd);
+    let f = match File::open("/dev/null") {
+        Ok(f) => f,
+        Err(e) => return Feature::no(format!("/dev/null: {e}")),
+    };
+    // SAFETY: pidfd_getfd takes integers and returns a new fd or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_getfd,
+            pidfd.as_raw_fd(),
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    if fd < 0 {
+        return Feature::no(format!("pidfd_getfd: {}", errno()));
+    }
+    drop(own_fd(fd));
+    Feature::yes("copied an fd of cairn's own")
+}
+
+fn probe_kcmp() -> Feature {
+    let f = match File::open("/dev/null") {
+        Ok(f) => f,
+        Err(e) => return Feature::no(format!("/dev/null: {e}")),
+    };
+    // SAFETY: getpid takes no arguments.
+    let me = unsafe { libc::getpid() };
+    // SAFETY: kcmp takes only integers (KCMP_FILE = 0).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            me,
+            me,
+            0 as libc::c_long,
+            f.as_raw_fd() as libc::c_long,
+            f.as_raw_fd() as libc::c_long,
+        )
+    };
+    match r {
+        0 => Feature::yes("KCMP_FILE of an fd with itself: equal"),
+        r if r < 0 => Feature::no(format!("kcmp: {}", errno())),
+        r => Feature::no(format!("kcmp of an fd with itself returned {r}")),
+    }
+}
+
+fn probe_process_vm_readv() -> Feature {
+    let src = [0x5au8; 16];
+    let mut dst = [0u8; 16];
+    let local = libc::iovec {
+        iov_base: dst.as_mut_ptr().cast(),
+        iov_len: dst.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: src.as_ptr() as *mut c_void,
+        iov_len: src.len(),
+    };
+    // SAFETY: both iovecs describe live buffers of this process of the
+    // given lengths; the call only writes into `dst`.
+    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    if n < 0 {
+        return Feature::no(format!("process_vm_readv: {}", errno()));
+    }
+    Feature::from_bool(
+        n == 16 && dst == src,
+        format!("read {n} bytes of cairn's own memory"),
+    )
+}
+
+/// The cgroup v2 mount point, from /proc/self/mountinfo.
+pub fn cgroup2_mount() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        (post.split_whitespace().next() == Some("cgroup2"))
+            .then(|| pre.split_whitespace().nth(4).map(str::to_string))?
+    })
+}
+
+/// Makes an empty child cgroup, freezes it through cgroup.freeze, checks
+/// that cgroup.events says "frozen 1", and removes it again.
+fn probe_cgroup2_freeze() -> Feature {
+    let Some(mnt) = cgroup2_mount() else {
+        return Feature::no("no cgroup2 file system mounted");
+    };
+    let dir = Path::new(&mnt).join(format!("cairn-probe-{}", std::process::id()));
+    if let Err(e) = std::fs::create_dir(&dir) {
+        return Feature::no(format!("mkdir {}: {e}", dir.display()));
+    }
+    let r = (|| -> std::io::Result<bool> {
+        std::fs::write(dir.join("cgroup.freeze"), "1")?;
+        let events = std::fs::read_to_string(dir.join("cgroup.events"))?;
+        Ok(events.lines().any(|l| l.trim() == "frozen 1"))
+    })();
+    let _ = std::fs::remove_dir(&dir);
+    match r {
+        Ok(true) => Feature::yes(format!("froze an empty cgroup under {mnt}")),
+        Ok(false) => Feature::no(format!("cgroup.freeze under {mnt} did not freeze")),
+        Err(e) => Feature::no(format!("cgroup.freeze under {mnt}: {e}")),
+    }
+}
+
+/// Seizes a child that only sleeps and asks for its rseq configuration.
+fn probe_rseq_conf() -> Feature {
+    // SAFETY: the child runs only raw syscalls (no locks, no allocation)
+    // until it is killed; the parent kills and reaps it below.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        loop {
+            // SAFETY: pause takes no arguments.
+            unsafe { libc::syscall(libc::SYS_pause) };
+        }
+    }
+    if child < 0 {
+        return Feature::no(format!("fork: {}", errno()));
+    }
+    let r = super::inject::seize_and_stop(child, 0)
+        .and_then(|_| super::ptrace::get_rseq_config(child));
+    // SAFETY: kill and waitpid on our own child, with a writable status.
+    unsafe {
+        libc::kill(child, libc::SIGKILL);
+        let mut st = 0;
+        libc::waitpid(child, &mut st, 0);
+    }
+    match r {
+        Ok(_) => Feature::yes("PTRACE_GET_RSEQ_CONFIGURATION answered for a seized child"),
+        Err(e) => Feature::no(format!("PTRACE_GET_RSEQ_CONFIGURATION: {e}")),
+    }
 }
 
 fn probe_pagemap_scan() -> Feature {

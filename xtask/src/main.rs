@@ -1,5 +1,8 @@
 //! Project tasks, run as `cargo xtask <task>` (alias in .cargo/config.toml).
 //!
+//! - `cargo xtask demo [ARGS...]`: the first command of the README's quick
+//!   start. Installs missing build tools, builds release and runs
+//!   `cairn demo ARGS...`.
 //! - `cargo xtask test [ARGS...]`: the test command of the README and CI.
 //!   Installs missing build tools, builds release, runs
 //!   `cargo test --release --workspace ARGS...` and exits with its code.
@@ -25,6 +28,7 @@ fn main() -> ExitCode {
     };
     let r = match task {
         "test" => test(rest),
+        "demo" => demo(rest),
         "bench" => bench(rest).map(|()| 0),
         "help" | "-h" | "--help" => {
             eprintln!("{USAGE}");
@@ -41,7 +45,8 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask test [CARGO TEST ARGS...]
+const USAGE: &str = "usage: cargo xtask demo [DEMO ARGS...]
+       cargo xtask test [CARGO TEST ARGS...]
        cargo xtask bench [--runs N] [--size SIZE]";
 
 /// The workspace root (xtask's parent).
@@ -68,25 +73,59 @@ fn run(cmd: &mut Command) -> Result<()> {
 
 // ---------------------------------------------------------------- test
 
-/// Debian packages the build and tests need, each with the command whose
-/// absence means it must be installed.
-const TOOLS: &[(&str, &str)] = &[
-    ("gcc", "gcc"),
-    // Network locking of established TCP connections, and the network
-    // namespace of the far peer in the TCP tests.
-    ("nft", "nftables"),
-    ("ip", "iproute2"),
-    ("tc", "iproute2"),
-    // The real-program test (tests/real_redis.rs).
-    ("redis-server", "redis-server"),
+/// What shows that a Debian package is installed.
+#[derive(Debug, Clone, Copy)]
+enum Has {
+    /// A command on PATH.
+    Cmd(&'static str),
+    /// A file (a header, a pkg-config file).
+    File(&'static str),
+}
+
+impl Has {
+    fn present(self) -> bool {
+        match self {
+            Has::Cmd(c) => on_path(c),
+            Has::File(f) => Path::new(f).exists(),
+        }
+    }
+}
+
+/// Debian packages the build needs, each with what shows it is there: gcc
+/// for zstd and the workloads, clang for bpf/*.bpf.c, libelf's and zlib's
+/// headers for libbpf-sys (which builds libbpf with make and pkg-config).
+const BUILD_TOOLS: &[(Has, &str)] = &[
+    (Has::Cmd("gcc"), "gcc"),
+    (Has::Cmd("make"), "make"),
+    (Has::Cmd("pkg-config"), "pkg-config"),
+    (Has::Cmd("clang"), "clang"),
+    (Has::File("/usr/include/libelf.h"), "libelf-dev"),
+    (Has::File("/usr/include/zlib.h"), "zlib1g-dev"),
 ];
 
-/// Installs the packages of [`TOOLS`] whose command is missing
-/// (`apt-get update` once, then one `apt-get install`).
-fn ensure_tools() -> Result<()> {
-    let mut missing: Vec<&str> = TOOLS
+/// What the tests need on top of [`BUILD_TOOLS`].
+const TEST_TOOLS: &[(Has, &str)] = &[
+    // Network locking of established TCP connections, and the network
+    // namespace of the far peer in the TCP tests.
+    (Has::Cmd("nft"), "nftables"),
+    (Has::Cmd("ip"), "iproute2"),
+    (Has::Cmd("tc"), "iproute2"),
+    // The real-program test (tests/real_redis.rs).
+    (Has::Cmd("redis-server"), "redis-server"),
+];
+
+/// Installs the packages of [`BUILD_TOOLS`] and, unless `build_only`,
+/// [`TEST_TOOLS`] that are missing (`apt-get update` once, then one
+/// `apt-get install`).
+fn ensure_tools_for(build_only: bool) -> Result<()> {
+    let tools: Vec<(Has, &str)> = if build_only {
+        BUILD_TOOLS.to_vec()
+    } else {
+        [BUILD_TOOLS, TEST_TOOLS].concat()
+    };
+    let mut missing: Vec<&str> = tools
         .iter()
-        .filter(|(cmd, _)| !on_path(cmd))
+        .filter(|(has, _)| !has.present())
         .map(|&(_, pkg)| pkg)
         .collect();
     missing.dedup();
@@ -101,10 +140,15 @@ fn ensure_tools() -> Result<()> {
         .args(["install", "-y", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    match TOOLS.iter().find(|(cmd, _)| !on_path(cmd)) {
-        Some((cmd, pkg)) => Err(format!("{cmd} still missing after installing {pkg}")),
+    match tools.iter().find(|(has, _)| !has.present()) {
+        Some((has, pkg)) => Err(format!("{has:?} still missing after installing {pkg}")),
         None => Ok(()),
     }
+}
+
+/// Everything the build and the tests need.
+fn ensure_tools() -> Result<()> {
+    ensure_tools_for(false)
 }
 
 fn on_path(cmd: &str) -> bool {
@@ -161,6 +205,19 @@ fn path_with_sbin() -> std::ffi::OsString {
         }
     }
     std::env::join_paths(dirs).unwrap_or_default()
+}
+
+/// `cargo xtask demo`: installs what the build needs, builds, and runs
+/// `cairn demo` with its exit code.
+fn demo(extra: &[String]) -> Result<u8> {
+    ensure_tools_for(true)?;
+    run(cargo().args(["build", "--release"]))?;
+    let status = Command::new(root().join("target/release/cairn"))
+        .arg("demo")
+        .args(extra)
+        .status()
+        .map_err(|e| format!("target/release/cairn: {e}"))?;
+    Ok(status.code().unwrap_or(1).clamp(0, 255) as u8)
 }
 
 fn test(extra: &[String]) -> Result<u8> {
@@ -681,6 +738,9 @@ mod tests {
     fn tools_are_found_on_path() {
         assert!(on_path("sh"));
         assert!(!on_path("cairn-no-such-tool"));
+        assert!(Has::Cmd("sh").present());
+        assert!(Has::File("/").present());
+        assert!(!Has::File("/cairn-no-such-file").present());
     }
 }
 

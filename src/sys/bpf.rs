@@ -1,0 +1,303 @@
+//! The BPF programs of bpf/ (libbpf-rs skeletons that build.rs generates
+//! from bpf/*.bpf.c): loading them, running the inventory iterators, and
+//! the fork tracker's ring buffer. This layer only moves bytes; the records
+//! are decoded by `crate::inventory::records`.
+//!
+//! Every function returns `io::Result`; a libbpf failure becomes an
+//! `io::Error` whose message says what failed and carries libbpf's last
+//! warning (usually the verifier's or the kernel's reason).
+
+use std::cell::RefCell;
+use std::io::{self, Read};
+use std::mem::MaybeUninit;
+use std::rc::Rc;
+use std::sync::Mutex;
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, OpenObject, PrintLevel, RingBuffer, RingBufferBuilder};
+
+#[allow(clippy::all, clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
+#[allow(dead_code, non_camel_case_types, non_snake_case, unused)]
+mod skel {
+    pub mod inventory {
+        include!(concat!(env!("OUT_DIR"), "/inventory.skel.rs"));
+    }
+    pub mod forks {
+        include!(concat!(env!("OUT_DIR"), "/forks.skel.rs"));
+    }
+}
+
+use skel::forks::{ForksSkel, ForksSkelBuilder};
+use skel::inventory::{InventorySkel, InventorySkelBuilder};
+
+/// Record layouts as the skeleton generated them from bpf/records.h, for
+/// the decoder's layout test.
+pub mod layout {
+    pub use super::skel::forks::types::cairn_event;
+    pub use super::skel::inventory::types::{
+        cairn_fd_rec, cairn_rec_hdr, cairn_task_rec, cairn_vma_rec,
+    };
+}
+
+/// libbpf's warnings of this run, newest last (bounded): the reason a
+/// load failed is in there.
+static LIBBPF_LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn libbpf_print(level: PrintLevel, msg: String) {
+    if let Ok(mut log) = LIBBPF_LOG.lock() {
+        if log.len() >= 64 {
+            log.remove(0);
+        }
+        log.push(msg.trim_end().to_string());
+    }
+    if matches!(level, PrintLevel::Debug) {
+        return;
+    }
+    crate::debug!("libbpf: {}", msg.trim_end());
+}
+
+fn quiet_libbpf() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        libbpf_rs::set_print(Some((PrintLevel::Warn, libbpf_print)));
+    });
+}
+
+/// An io::Error for a failed libbpf step, with libbpf's last word.
+fn bpf_err(what: &str, e: libbpf_rs::Error) -> io::Error {
+    let last = LIBBPF_LOG
+        .lock()
+        .ok()
+        .and_then(|mut l| l.drain(..).rev().find(|m| !m.is_empty()));
+    use libbpf_rs::ErrorKind as K;
+    let kind = match e.kind() {
+        K::NotFound => io::ErrorKind::NotFound,
+        K::PermissionDenied => io::ErrorKind::PermissionDenied,
+        K::InvalidInput => io::ErrorKind::InvalidInput,
+        K::Unsupported => io::ErrorKind::Unsupported,
+        K::OutOfMemory => io::ErrorKind::OutOfMemory,
+        _ => io::ErrorKind::Other,
+    };
+    match last {
+        Some(l) => io::Error::new(kind, format!("{what}: {e:#} (libbpf: {l})")),
+        None => io::Error::new(kind, format!("{what}: {e:#}")),
+    }
+}
+
+/// Storage for an open BPF object. A skeleton borrows it for as long as
+/// it lives, and the skeletons here live in structs, so it is leaked: a
+/// few dozen bytes per load, and cairn loads at most a handful per run.
+fn object_storage() -> &'static mut MaybeUninit<OpenObject> {
+    Box::leak(Box::new(MaybeUninit::uninit()))
+}
+
+/// The bytes the three inventory iterators wrote for one tree.
+#[derive(Debug, Default)]
+pub struct IterOutput {
+    pub tasks: Vec<u8>,
+    pub vmas: Vec<u8>,
+    pub files: Vec<u8>,
+    /// Tasks below the deepest level the programs walk (not reported).
+    pub too_deep: u64,
+    /// Tree processes that did not fit in the tree map.
+    pub map_full: u64,
+}
+
+/// The loaded inventory iterators (task, task_vma, task_file).
+pub struct Iterators {
+    skel: InventorySkel<'static>,
+    generation: u32,
+}
+
+impl Iterators {
+    /// Opens and loads bpf/inventory.bpf.c (CO-RE against the running
+    /// kernel's BTF; the verifier checks every program here).
+    pub fn load() -> io::Result<Iterators> {
+        quiet_libbpf();
+        let open = InventorySkelBuilder::default()
+            .open(object_storage())
+            .map_err(|e| bpf_err("open inventory.bpf.o", e))?;
+        let skel = open
+            .load()
+            .map_err(|e| bpf_err("load inventory.bpf.o", e))?;
+        Ok(Iterators {
+            skel,
+            generation: 0,
+        })
+    }
+
+    /// Runs the three iterators, in order, for the tree rooted at `root`
+    /// (a pid as cairn sees it; cairn must run in the initial pid
+    /// namespace, see `crate::inventory`).
+    pub fn collect(&mut self, root: i32) -> io::Result<IterOutput> {
+        self.generation = self.generation.wrapping_add(1).max(1);
+        {
+            let bss = self
+                .skel
+                .maps
+                .bss_data
+                .as_deref_mut()
+                .ok_or_else(|| io::Error::other("inventory.bpf.o has no .bss"))?;
+            bss.root_tgid = root;
+            bss.generation = self.generation;
+            bss.too_deep = 0;
+            bss.tree_map_full = 0;
+        }
+        let tasks = run_iter(&self.skel.progs.tasks, "iter/task")?;
+        let vmas = run_iter(&self.skel.progs.vmas, "iter/task_vma")?;
+        let files = run_iter(&self.skel.progs.files, "iter/task_file")?;
+        let bss = self
+            .skel
+            .maps
+            .bss_data
+            .as_deref()
+            .ok_or_else(|| io::Error::other("inventory.bpf.o has no .bss"))?;
+        Ok(IterOutput {
+            tasks,
+            vmas,
+            files,
+            too_deep: bss.too_deep,
+            map_full: bss.tree_map_full,
+        })
+    }
+}
+
+/// Attaches an iterator program, creates one iterator and reads it to the
+/// end. The kernel hands out at most a few pages per read(2); a large
+/// buffer lets it fill them all.
+fn run_iter(prog: &libbpf_rs::ProgramMut<'_>, what: &str) -> io::Result<Vec<u8>> {
+    let link = prog
+        .attach()
+        .map_err(|e| bpf_err(&format!("attach {what}"), e))?;
+    let mut it =
+        libbpf_rs::Iter::new(&link).map_err(|e| bpf_err(&format!("create {what}"), e))?;
+    let mut out = Vec::with_capacity(1 << 20);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match it.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io::Error::new(e.kind(), format!("read {what}: {e}"))),
+        }
+    }
+    Ok(out)
+}
+
+/// The fork/exit tracker (tp_btf/sched_process_fork and
+/// sched_process_exit) of one tree, with its ring buffer.
+pub struct ForkTracker {
+    skel: ForksSkel<'static>,
+    _links: Vec<Link>,
+    ring: RingBuffer<'static>,
+    pending: Rc<RefCell<Vec<u8>>>,
+}
+
+impl ForkTracker {
+    /// Loads bpf/forks.bpf.c and attaches both programs, watching nothing
+    /// yet (see [`ForkTracker::watch`]).
+    pub fn load() -> io::Result<ForkTracker> {
+        quiet_libbpf();
+        let open = ForksSkelBuilder::default()
+            .open(object_storage())
+            .map_err(|e| bpf_err("open forks.bpf.o", e))?;
+        let skel = open.load().map_err(|e| bpf_err("load forks.bpf.o", e))?;
+        let pending = Rc::new(RefCell::new(Vec::new()));
+        let sink = Rc::clone(&pending);
+        let mut rb = RingBufferBuilder::new();
+        rb.add(&skel.maps.events, move |data: &[u8]| {
+            sink.borrow_mut().extend_from_slice(data);
+            0
+        })
+        .map_err(|e| bpf_err("ring buffer", e))?;
+        let ring = rb.build().map_err(|e| bpf_err("ring buffer", e))?;
+        let links = vec![
+            skel.progs
+                .on_fork
+                .attach()
+                .map_err(|e| bpf_err("attach tp_btf/sched_process_fork", e))?,
+            skel.progs
+                .on_exit
+                .attach()
+                .map_err(|e| bpf_err("attach tp_btf/sched_process_exit", e))?,
+        ];
+        Ok(ForkTracker {
+            skel,
+            _links: links,
+            ring,
+            pending,
+        })
+    }
+
+    /// From now on, reports every task created in or leaving the tree of
+    /// `root` (0: nothing). Events of an earlier tree are discarded and
+    /// the counters start afresh.
+    pub fn watch(&mut self, root: i32) -> io::Result<()> {
+        let bss = self
+            .skel
+            .maps
+            .bss_data
+            .as_deref_mut()
+            .ok_or_else(|| io::Error::other("forks.bpf.o has no .bss"))?;
+        bss.root_tgid = 0;
+        self.drain()?;
+        let bss = self
+            .skel
+            .maps
+            .bss_data
+            .as_deref_mut()
+            .ok_or_else(|| io::Error::other("forks.bpf.o has no .bss"))?;
+        bss.lost = 0;
+        bss.too_deep = 0;
+        bss.root_tgid = root;
+        Ok(())
+    }
+
+    /// Takes every event submitted so far (a sequence of
+    /// `struct cairn_event`). Reads the mapped ring; no system call.
+    pub fn drain(&mut self) -> io::Result<Vec<u8>> {
+        self.ring
+            .consume()
+            .map_err(|e| bpf_err("consume ring buffer", e))?;
+        Ok(std::mem::take(&mut *self.pending.borrow_mut()))
+    }
+
+    /// Events dropped because the ring buffer was full.
+    pub fn lost(&self) -> u64 {
+        self.skel.maps.bss_data.as_deref().map_or(0, |b| b.lost)
+    }
+
+    /// Tasks deeper than the programs walk (their events are missing).
+    pub fn too_deep(&self) -> u64 {
+        self.skel.maps.bss_data.as_deref().map_or(0, |b| b.too_deep)
+    }
+}
+
+/// The programs of this run, loaded once (per thread: libbpf objects are
+/// not shared between threads) and reused by every code path: the
+/// feature probes load them, the dump and `cairn inventory` use them.
+/// Each part is there or says why it is not.
+pub struct Loaded {
+    pub iters: Result<RefCell<Iterators>, String>,
+    pub tracker: Result<RefCell<ForkTracker>, String>,
+}
+
+thread_local! {
+    static LOADED: std::cell::OnceCell<Rc<Loaded>> = const { std::cell::OnceCell::new() };
+}
+
+/// The loaded programs (the same answer for the whole run).
+pub fn shared() -> Rc<Loaded> {
+    LOADED.with(|cell| {
+        Rc::clone(cell.get_or_init(|| {
+            Rc::new(Loaded {
+                iters: Iterators::load()
+                    .map(RefCell::new)
+                    .map_err(|e| e.to_string()),
+                tracker: ForkTracker::load()
+                    .map(RefCell::new)
+                    .map_err(|e| e.to_string()),
+            })
+        }))
+    })
+}
