@@ -134,7 +134,10 @@ int tasks(struct bpf_iter__task *ctx)
 	r.sid = nr_of(BPF_CORE_READ(sig, pids[PIDTYPE_SID]));
 	r.state = task->__state;
 	r.exit_state = task->exit_state;
+	/* As /proc/PID/stat shows it for the thread group. */
 	r.exit_code = task->exit_code;
+	if (BPF_CORE_READ(sig, flags) & (SIGNAL_GROUP_EXIT | SIGNAL_STOP_STOPPED))
+		r.exit_code = BPF_CORE_READ(sig, group_exit_code);
 	r.exit_signal = task->exit_signal;
 	r.flags = task->flags;
 	bpf_core_read(r.comm, sizeof(r.comm), &task->comm);

@@ -66,8 +66,13 @@ struct pid {
 } PA;
 
 struct signal_struct {
+	unsigned int flags;
+	int group_exit_code;
 	struct pid *pids[4];
 } PA;
+
+#define SIGNAL_STOP_STOPPED 0x00000001
+#define SIGNAL_GROUP_EXIT 0x00000004
 
 /* enum pid_type */
 #define PIDTYPE_PID 0

@@ -38,7 +38,7 @@ struct cairn_task_rec {
 	__s32 sid;
 	__u32 state; /* __state */
 	__s32 exit_state;
-	__s32 exit_code;
+	__s32 exit_code; /* as /proc/PID/stat: the group's while stopped or exiting */
 	__s32 exit_signal;
 	__u32 flags; /* PF_* */
 	__u32 pad;
