@@ -651,98 +651,6 @@ fn bench_once(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counts_add_up_over_test_binaries() {
-        let mut c = Counts::default();
-        c.add_line("test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.40s");
-        c.add_line(
-            "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out",
-        );
-        c.add_line("test foo ... ok");
-        c.add_line("running 5 tests");
-        assert_eq!(
-            c,
-            Counts {
-                passed: 15,
-                failed: 2,
-                ignored: 1
-            }
-        );
-    }
-
-    #[test]
-    fn sizes_parse_and_print() {
-        assert_eq!(parse_size("1G"), Ok(GIB));
-        assert_eq!(parse_size("64M"), Ok(64 * MIB));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("x").is_err());
-        assert!(parse_size("99999999999999G").is_err());
-        assert_eq!(size_label(GIB), "1GiB");
-        assert_eq!(size_label(64 * MIB), "64MiB");
-        assert_eq!(size_label(1000), "1000B");
-    }
-
-    #[test]
-    fn medians() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert!(median(&[]).is_nan());
-    }
-
-    #[test]
-    fn bench_args() {
-        let a = parse_bench_args(&["--runs".into(), "5".into()]).unwrap();
-        assert_eq!((a.runs, a.size), (5, GIB));
-        assert!(parse_bench_args(&["--runs".into()]).is_err());
-        assert!(parse_bench_args(&["--runs".into(), "0".into()]).is_err());
-        assert!(parse_bench_args(&["--bogus".into()]).is_err());
-    }
-
-    #[test]
-    fn report_lines() {
-        let runs = [
-            Run {
-                dump_s: 2.0,
-                restore_s: 1.0,
-                image_bytes: 512 * MIB,
-            },
-            Run {
-                dump_s: 1.0,
-                restore_s: 3.0,
-                image_bytes: 512 * MIB,
-            },
-            Run {
-                dump_s: 3.0,
-                restore_s: 2.0,
-                image_bytes: 512 * MIB,
-            },
-        ];
-        let s = Summary::of(DataKind::Compressible, GIB, &runs);
-        assert_eq!(
-            s.line(GIB),
-            "bench dump 1GiB compressible-2:1: dump 2.00 s, restore 2.00 s, image 512 MiB (ratio 2.00)"
-        );
-        let t = table(GIB, 3, &[s]);
-        assert!(
-            t.contains("| compressible-2:1 | 1GiB | 3 | 2.00 | 2.00 | 512 | 2.00 |"),
-            "{t}"
-        );
-    }
-
-    #[test]
-    fn tools_are_found_on_path() {
-        assert!(on_path("sh"));
-        assert!(!on_path("cairn-no-such-tool"));
-        assert!(Has::Cmd("sh").present());
-        assert!(Has::File("/").present());
-        assert!(!Has::File("/cairn-no-such-file").present());
-    }
-}
 
 /// `cargo xtask bench tree [--runs N]`: freeze time and dump/restore time
 /// of flat trees of 10, 100 and 500 processes with 8 threads each.
@@ -927,5 +835,98 @@ fn wait_free(pid: i32, timeout: Duration) {
     let end = Instant::now() + timeout;
     while Instant::now() < end && Path::new(&format!("/proc/{pid}")).exists() {
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_add_up_over_test_binaries() {
+        let mut c = Counts::default();
+        c.add_line("test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.40s");
+        c.add_line(
+            "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out",
+        );
+        c.add_line("test foo ... ok");
+        c.add_line("running 5 tests");
+        assert_eq!(
+            c,
+            Counts {
+                passed: 15,
+                failed: 2,
+                ignored: 1
+            }
+        );
+    }
+
+    #[test]
+    fn sizes_parse_and_print() {
+        assert_eq!(parse_size("1G"), Ok(GIB));
+        assert_eq!(parse_size("64M"), Ok(64 * MIB));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("99999999999999G").is_err());
+        assert_eq!(size_label(GIB), "1GiB");
+        assert_eq!(size_label(64 * MIB), "64MiB");
+        assert_eq!(size_label(1000), "1000B");
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn bench_args() {
+        let a = parse_bench_args(&["--runs".into(), "5".into()]).unwrap();
+        assert_eq!((a.runs, a.size), (5, GIB));
+        assert!(parse_bench_args(&["--runs".into()]).is_err());
+        assert!(parse_bench_args(&["--runs".into(), "0".into()]).is_err());
+        assert!(parse_bench_args(&["--bogus".into()]).is_err());
+    }
+
+    #[test]
+    fn report_lines() {
+        let runs = [
+            Run {
+                dump_s: 2.0,
+                restore_s: 1.0,
+                image_bytes: 512 * MIB,
+            },
+            Run {
+                dump_s: 1.0,
+                restore_s: 3.0,
+                image_bytes: 512 * MIB,
+            },
+            Run {
+                dump_s: 3.0,
+                restore_s: 2.0,
+                image_bytes: 512 * MIB,
+            },
+        ];
+        let s = Summary::of(DataKind::Compressible, GIB, &runs);
+        assert_eq!(
+            s.line(GIB),
+            "bench dump 1GiB compressible-2:1: dump 2.00 s, restore 2.00 s, image 512 MiB (ratio 2.00)"
+        );
+        let t = table(GIB, 3, &[s]);
+        assert!(
+            t.contains("| compressible-2:1 | 1GiB | 3 | 2.00 | 2.00 | 512 | 2.00 |"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn tools_are_found_on_path() {
+        assert!(on_path("sh"));
+        assert!(!on_path("cairn-no-such-tool"));
+        assert!(Has::Cmd("sh").present());
+        assert!(Has::File("/").present());
+        assert!(!Has::File("/cairn-no-such-file").present());
     }
 }
