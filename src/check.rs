@@ -56,6 +56,21 @@ pub fn mechanisms(f: &Features) -> Vec<Mechanism> {
             },
         },
         Mechanism {
+            part: "tcp_established",
+            mechanism: match (f.tcp_repair.available, crate::netlock::nft_path()) {
+                (true, Some(_)) => "tcp_repair + nftables lock",
+                (true, None) => "tcp_repair, --network-lock=skip only",
+                (false, _) => "unavailable",
+            },
+            detail: match crate::netlock::nft_path() {
+                Some(p) => format!("{}; nft at {}", f.tcp_repair.detail, p.display()),
+                None => format!(
+                    "{}; nft not installed (Debian package nftables)",
+                    f.tcp_repair.detail
+                ),
+            },
+        },
+        Mechanism {
             part: "inventory",
             mechanism: f.inventory().as_str(),
             detail: match f.inventory() {

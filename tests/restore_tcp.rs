@@ -395,3 +395,20 @@ fn tcp_established_options() {
     w.expect_killed_by_dump();
     w.restore_wait(&["--tcp-established"]);
 }
+
+/// --network-lock=skip: no nftables table is made (both ends are in the
+/// tree, so nothing outside needs to be kept quiet), and the connections
+/// come back all the same.
+#[test]
+fn tcp_established_network_lock_skip() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("sk_tcp_stream", &[]);
+    w.dump_ok(&["--tcp-established", "--network-lock=skip"]);
+    w.expect_killed_by_dump();
+    let log = newest_dump_stderr(&w.dir);
+    assert!(!log.contains("network locked"), "{log}");
+    assert_no_lock_tables(&w.pid.to_string());
+    w.restore_wait(&["--tcp-established"]);
+}

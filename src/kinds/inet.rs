@@ -779,18 +779,20 @@ fn peek_datagrams(sock: &OwnedFd) -> std::io::Result<(Vec<Datagram>, u32)> {
 
 // ------------------------------------------------------------ restore
 
-/// Our descriptors of restored sockets that are still in repair mode,
+/// Our descriptors of restored connections that are still in repair mode.
 #[derive(Default)]
 pub struct Restored {
-    repaired: Vec<(String, OwnedFd)>,
+    /// (for messages, our descriptor, the never-sent part of its send queue)
+    repaired: Vec<(String, OwnedFd, Vec<u8>)>,
 }
 
 impl Restored {
-    /// Once the whole tree is ready: repair mode off on every restored
-    /// connection (each sends a window probe, still dropped by the lock).
+    /// Once every socket of the tree exists: repair mode off on every
+    /// restored connection (each sends a window probe, still dropped by
+    /// the lock) and the never-sent data written.
     pub fn go_live(&mut self) -> Result<()> {
-        for (what, s) in self.repaired.drain(..) {
-            super::tcp::repair(&s, false).map_err(|e| Error::Restore(format!("{what}: {e}")))?;
+        for (what, s, unsent) in self.repaired.drain(..) {
+            super::tcp::go_live(&s, &unsent).map_err(|e| Error::Restore(format!("{what}: {e}")))?;
         }
         Ok(())
     }
@@ -883,8 +885,12 @@ pub fn create(agent: &mut Agent, sk: &InetSk, st: &mut Restored) -> Result<u64> 
             };
             super::tcp::restore_stream(&sock, family, &l, &p, stream).map_err(fail)?;
             finish_opts(&sock, sk).map_err(fail)?;
-            st.repaired
-                .push((what.clone(), sock.try_clone().map_err(fail)?));
+            let sent = stream.outq.len() - stream.unsent_len as usize;
+            st.repaired.push((
+                what.clone(),
+                sock.try_clone().map_err(fail)?,
+                stream.outq[sent..].to_vec(),
+            ));
             info!(
                 "{what}: restored in repair mode ({} bytes to read, {} unacknowledged)",
                 stream.inq.len(),

@@ -12,11 +12,10 @@
 //! bind, connect (which in repair mode goes straight to ESTABLISHED
 //! without a packet), options, timestamp, the receive queue, the part of
 //! the send queue that was sent (so that it is retransmitted and can be
-//! acknowledged), the window, and then, with repair mode off for a
-//! moment, the part that was never sent, as an ordinary write. The socket
-//! stays in repair mode until the whole tree is ready; then
-//! [`super::inet::Restored::go_live`] turns it off (the kernel sends a
-//! window probe) and the network is unlocked.
+//! acknowledged) and the window. The socket stays in repair mode until
+//! every socket of the tree exists; then [`go_live`] turns it off (the
+//! kernel sends a window probe) and writes the part that was never sent
+//! as an ordinary write, and the network is unlocked.
 
 use std::os::fd::OwnedFd;
 
@@ -124,7 +123,8 @@ fn write_queue(sock: &OwnedFd, data: &[u8], flags: i32) -> IoResult<()> {
 }
 
 /// Makes `sock` (fresh, options set) the connection `local` -> `peer` in
-/// the state `s`. Leaves it in repair mode.
+/// the state `s`, except for the unsent part of the send queue
+/// ([`go_live`]). Leaves it in repair mode.
 pub fn restore_stream(
     sock: &OwnedFd,
     family: i32,
@@ -198,13 +198,19 @@ pub fn restore_stream(
         .map_err(ctx("TCP_REPAIR_WINDOW"))?;
     }
     select_queue(sock, 0)?;
-    if s.unsent_len > 0 {
-        // Never sent: an ordinary write. The packets it sends now are
-        // dropped by the network lock and retransmitted later.
-        repair(sock, false)?;
-        write_queue(sock, &s.outq[sent..], libc::MSG_DONTWAIT)
+    Ok(())
+}
+
+/// The end of a restore: repair mode off (the kernel sends a window
+/// probe), then the part of the send queue that was never sent, as an
+/// ordinary write. This waits until every socket of the tree exists, so
+/// that a peer in the tree is there to receive it even without a network
+/// lock; with the lock, the packets are dropped and retransmitted later.
+pub fn go_live(sock: &OwnedFd, unsent: &[u8]) -> IoResult<()> {
+    repair(sock, false)?;
+    if !unsent.is_empty() {
+        write_queue(sock, unsent, libc::MSG_DONTWAIT)
             .map_err(ctx("restore send queue (unsent part)"))?;
-        repair(sock, true)?;
     }
     Ok(())
 }
