@@ -80,6 +80,25 @@ int main(int argc, char **argv)
 	setint(a4, IPPROTO_TCP, TCP_CORK, 1);
 	setint(c6, IPPROTO_IPV6, IPV6_TCLASS, 0x40);
 
+	/* A dual-stack listener and an IPv4 client: the accepted socket is
+	 * IPv6 with IPv4-mapped addresses. */
+	int l46 = socket(AF_INET6, SOCK_STREAM, 0), c46, a46;
+	struct sockaddr_in6 any = { .sin6_family = AF_INET6 };
+	struct sockaddr_in to4 = { .sin_family = AF_INET };
+	socklen_t al = sizeof(any);
+	setint(l46, IPPROTO_IPV6, IPV6_V6ONLY, 0);
+	if (l46 < 0 || bind(l46, (void *)&any, sizeof(any)) || listen(l46, 1) ||
+	    getsockname(l46, (void *)&any, &al))
+		pfail("dual-stack listener");
+	to4.sin_port = any.sin6_port;
+	to4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	c46 = socket(AF_INET, SOCK_STREAM, 0);
+	if (c46 < 0 || connect(c46, (void *)&to4, sizeof(to4)))
+		pfail("connect to the dual-stack listener");
+	a46 = accept(l46, NULL, NULL);
+	if (a46 < 0)
+		pfail("accept");
+
 	test_daemon();
 	test_waitsig();
 
@@ -113,5 +132,9 @@ int main(int argc, char **argv)
 	talk(a4, c4, "IPv4 server -> client");
 	talk(c6, a6, "IPv6 client -> server");
 	talk(a6, c6, "IPv6 server -> client");
+	talk(c46, a46, "IPv4 client -> IPv4-mapped server");
+	talk(a46, c46, "IPv4-mapped server -> IPv4 client");
+	if (getint(a46, SOL_SOCKET, SO_DOMAIN) != AF_INET6)
+		fail("the accepted dual-stack socket is not IPv6 any more");
 	pass();
 }
