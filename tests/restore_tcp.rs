@@ -20,6 +20,7 @@ fn tcp_established_pair() {
         return;
     }
     let mut w = Workload::start("sk_tcp_stream", &[]);
+    let _unlock = LockCleanup(w.pid);
     w.dump_ok(&["--tcp-established"]);
     w.expect_killed_by_dump();
     let dump_log = newest_dump_stderr(&w.dir);
@@ -73,6 +74,7 @@ fn tcp_established_failed_restore_unlocks() {
         return;
     }
     let mut w = Workload::start("sk_tcp_stream", &[]);
+    let _unlock = LockCleanup(w.pid);
     let port: u16 = fs::read_to_string(w.work.join("ports"))
         .expect("ports file")
         .trim()
@@ -102,6 +104,7 @@ fn tcp_established_refused_without_flag() {
         return;
     }
     let mut w = Workload::start("sk_tcp_stream", &[]);
+    let _unlock = LockCleanup(w.pid);
     let out = w.dump(&[]);
     assert_eq!(
         exit_code(&out.status),
@@ -131,6 +134,7 @@ fn tcp_established_leave_running() {
         return;
     }
     let mut w = Workload::start("sk_tcp_stream", &[]);
+    let _unlock = LockCleanup(w.pid);
     w.dump_ok(&["--tcp-established", "--leave-running"]);
     std::thread::sleep(Duration::from_millis(300));
     // Images with connections are refused without the flag (and restore
@@ -173,6 +177,16 @@ fn newest_dump_stderr(dir: &Path) -> String {
     logs.last()
         .map(|p| fs::read_to_string(p).unwrap_or_default())
         .unwrap_or_default()
+}
+
+/// Deletes, on drop, the nftables tables a dump of root `pid` left, so a
+/// test that fails between dump and restore leaves no lock behind.
+struct LockCleanup(i32);
+
+impl Drop for LockCleanup {
+    fn drop(&mut self) {
+        remove_lock_tables(self.0);
+    }
 }
 
 /// No nftables table of cairn's for this root pid is left.
@@ -331,6 +345,7 @@ fn tcp_established_far_peer() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let mut w = Workload::start("sk_tcp_stream", &["--peer", &far.peer_ip, "--port", port]);
+    let _unlock = LockCleanup(w.pid);
     // Let the stream run for a moment with data in flight.
     std::thread::sleep(Duration::from_millis(500));
     w.dump_ok(&["--tcp-established"]);
@@ -391,6 +406,7 @@ fn tcp_established_options() {
         return;
     }
     let mut w = Workload::start("sk_tcp_opts", &[]);
+    let _unlock = LockCleanup(w.pid);
     w.dump_ok(&["--tcp-established"]);
     w.expect_killed_by_dump();
     w.restore_wait(&["--tcp-established"]);
@@ -405,6 +421,7 @@ fn tcp_established_network_lock_skip() {
         return;
     }
     let mut w = Workload::start("sk_tcp_stream", &[]);
+    let _unlock = LockCleanup(w.pid);
     w.dump_ok(&["--tcp-established", "--network-lock=skip"]);
     w.expect_killed_by_dump();
     let log = newest_dump_stderr(&w.dir);

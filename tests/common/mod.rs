@@ -2057,3 +2057,23 @@ impl Drop for Resumed {
         }
     }
 }
+
+/// Deletes the nftables tables (`inet cairn_<pid>_*`) that a dump of root
+/// `pid` with `--tcp-established` left, for tests that fail between dump
+/// and restore. Touches no other table.
+pub fn remove_lock_tables(pid: i32) {
+    let Ok(out) = Command::new("nft").args(["list", "tables"]).output() else {
+        return;
+    };
+    let prefix = format!("cairn_{pid}_");
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(t) = l
+            .strip_prefix("table inet ")
+            .filter(|t| t.starts_with(&prefix))
+        {
+            let _ = Command::new("nft")
+                .args(["delete", "table", "inet", t])
+                .output();
+        }
+    }
+}
