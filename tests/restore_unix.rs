@@ -25,3 +25,148 @@ fn unix_pair_leave_running() {
     }
     leave_running("unix_pair", &[]);
 }
+
+/// Names: a listener on a relative path with an accepted connection (its
+/// accepted end in a child) and two connections waiting in the backlog,
+/// one with data; a connection whose server end closed; a seqpacket
+/// listener on an abstract name; datagrams from three senders with their
+/// addresses; a connected datagram socket; a socket whose file was
+/// unlinked.
+#[test]
+fn unix_named() {
+    if skip_unless_root() {
+        return;
+    }
+    checkpoint_restore("unix_named", &[]);
+}
+
+/// The same with --leave-running (no data in the backlog, which could not
+/// be read without accepting it): the original finds everything intact.
+#[test]
+fn unix_named_leave_running() {
+    if skip_unless_root() {
+        return;
+    }
+    leave_running("unix_named", &["--quiet-backlog"]);
+}
+
+/// With data in a connection waiting in a backlog, --leave-running is
+/// refused (reading it would mean accepting it), naming the pid and fd,
+/// and the process is untouched.
+#[test]
+fn unix_backlog_data_leave_running_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("unix_named", &[]);
+    let out = w.dump(&["--leave-running"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{}", describe(&out));
+    assert!(
+        err.contains(&format!("pid {}", w.pid))
+            && err.contains("fd ")
+            && err.contains("--leave-running"),
+        "unclear refusal: {err}"
+    );
+    w.terminate_original_expect_pass();
+}
+
+/// Peers outside the tree: refused, naming the pid, the fd and the peer,
+/// without --ext-unix-sk (the process goes on untouched); with it, the
+/// datagram socket is reconnected to the outside socket's name and the
+/// stream socket comes back with its data and its peer gone.
+#[test]
+fn unix_external_peer() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::{UnixDatagram, UnixListener};
+    if skip_unless_root() {
+        return;
+    }
+    let outside = fresh_dir("unix-ext-peer");
+    let dpath = outside.join("ext.dgram");
+    let lpath = outside.join("ext.listen");
+    let dgram = UnixDatagram::bind(&dpath).expect("bind the outside datagram socket");
+    let listener = UnixListener::bind(&lpath).expect("bind the outside listener");
+    let mut w = Workload::start(
+        "unix_ext",
+        &[
+            "--dgram",
+            dpath.to_str().unwrap(),
+            "--listen",
+            lpath.to_str().unwrap(),
+        ],
+    );
+    let (mut conn, _) = listener.accept().expect("accept the workload's connection");
+    conn.write_all(b"from-server").unwrap();
+    let mut buf = [0u8; 64];
+    let n = dgram.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"before");
+    let mut got = [0u8; 9];
+    conn.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"to-server");
+
+    let out = w.dump(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{}", describe(&out));
+    assert!(
+        err.contains(&format!("pid {}", w.pid))
+            && err.contains("fd ")
+            && err.contains("outside the dumped tree")
+            && err.contains("--ext-unix-sk")
+            && err.contains(&format!("pid {}", std::process::id())),
+        "unclear refusal: {err}"
+    );
+
+    w.dump_ok(&["--ext-unix-sk"]);
+    w.expect_killed_by_dump();
+    // The original's connection ended with it (reset: it had unread data).
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    match conn.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        r => panic!("the dumped process's connection is still open: {r:?}"),
+    }
+    std::fs::write(w.work.join("expect-restored"), b"").unwrap();
+    w.restore_wait(&[]);
+    dgram
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let n = dgram
+        .recv(&mut buf)
+        .expect("the restored socket sends to its outside peer");
+    assert_eq!(&buf[..n], b"after");
+    let _ = std::fs::remove_dir_all(&outside);
+}
+
+/// The original, after a dump refused for an outside peer, goes on and
+/// passes its own checks.
+#[test]
+fn unix_external_peer_refused_untouched() {
+    use std::io::Write;
+    use std::os::unix::net::{UnixDatagram, UnixListener};
+    if skip_unless_root() {
+        return;
+    }
+    let outside = fresh_dir("unix-ext-refused");
+    let dpath = outside.join("ext.dgram");
+    let lpath = outside.join("ext.listen");
+    let dgram = UnixDatagram::bind(&dpath).unwrap();
+    let listener = UnixListener::bind(&lpath).unwrap();
+    let mut w = Workload::start(
+        "unix_ext",
+        &[
+            "--dgram",
+            dpath.to_str().unwrap(),
+            "--listen",
+            lpath.to_str().unwrap(),
+        ],
+    );
+    let (mut conn, _) = listener.accept().unwrap();
+    conn.write_all(b"from-server").unwrap();
+    let out = w.dump(&[]);
+    assert_eq!(out.status.code(), Some(6), "{}", describe(&out));
+    w.terminate_original_expect_pass();
+    drop(dgram);
+    let _ = std::fs::remove_dir_all(&outside);
+}

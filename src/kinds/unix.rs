@@ -405,7 +405,8 @@ impl UnixDump {
                 Error::sys(pid, format!("fd {fd} (listening unix socket): {what}"), e)
             };
             let mut i = 0;
-            loop {
+            // The listener is the task's: never block on it.
+            while sock::readable(lsk).map_err(|e| sys("poll", e))? {
                 let c = match sock::accept(lsk) {
                     Ok(c) => c,
                     Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break,
@@ -603,17 +604,18 @@ fn connect_name(fd: &OwnedFd, name: &[u8], dir: &str) -> std::io::Result<()> {
     }
 }
 
-/// Whether a socket file at `path` is stale: nobody is bound to it.
+/// Whether a socket file at `path` is stale: no socket of this network
+/// namespace has it as its file (asked through sock_diag, so that a live
+/// listener sees no probe connection).
 fn stale(path: &Path) -> bool {
-    let Ok(probe) = sock::socket(libc::AF_UNIX, libc::SOCK_STREAM) else {
+    let Ok(st) = std::fs::symlink_metadata(path) else {
         return false;
     };
-    let mut name = path.as_os_str().as_bytes().to_vec();
-    name.push(0);
-    match sock::connect_unix(&probe, &name) {
-        Err(e) => e.raw_os_error() == Some(libc::ECONNREFUSED),
-        Ok(()) => false,
-    }
+    let Ok(all) = diag::dump_all() else {
+        return false;
+    };
+    let key = (st.ino() as u32, kdev(st.dev()));
+    !all.iter().any(|d| d.vfs == Some(key))
 }
 
 /// bind() to a name. A socket file left at the path by a process that
@@ -840,6 +842,31 @@ impl<'a> Rebuild<'a> {
                     show_name(&u.name),
                     u.ino
                 )),
+            }
+        }
+        if u.name.is_empty() && !u.peer_name.is_empty() {
+            // A client whose server end has gone: connect it through a
+            // listener with the old peer's name, so getpeername() still
+            // names it, and let the accepted end go.
+            let client = sock::socket(libc::AF_UNIX, ty).map_err(|e| rerr(u, "socket", e))?;
+            let mut stand_in = UnixSocket::new();
+            stand_in.type_ = u.type_;
+            stand_in.name = u.peer_name.clone();
+            let own = self.by_ino.values().any(|l| {
+                l.state == diag::TCP_LISTEN as u32 && l.name == u.peer_name && l.type_ == u.type_
+            });
+            let absolute = !is_path(&u.peer_name) || path_bytes(&u.peer_name).starts_with(b"/");
+            if own || absolute {
+                let created = is_path(&u.peer_name)
+                    && !own
+                    && std::fs::symlink_metadata(full_path(&u.peer_name, "")).is_err();
+                if let Ok(server) = self.connect_through(&client, &stand_in) {
+                    if created {
+                        self.unlink.push(full_path(&u.peer_name, ""));
+                    }
+                    self.fds.insert(u.ino, client);
+                    return Ok(server);
+                }
             }
         }
         let (x, y) = sock::socketpair(ty).map_err(|e| rerr(u, "socketpair", e))?;

@@ -150,7 +150,21 @@ pub fn listen(fd: &impl AsRawFd, backlog: i32) -> io::Result<()> {
     check(unsafe { libc::listen(fd.as_raw_fd(), backlog) } as libc::c_long).map(drop)
 }
 
-/// accept4 without blocking; close-on-exec.
+/// Whether `fd` is readable now (poll with no timeout): a listener with a
+/// connection waiting.
+pub fn readable(fd: &impl AsRawFd) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, count 1, no timeout.
+    let n = check(unsafe { libc::poll(&mut p, 1, 0) } as libc::c_long)?;
+    Ok(n > 0 && p.revents & libc::POLLIN != 0)
+}
+
+/// accept4; the new socket is non-blocking and close-on-exec. Blocks if
+/// the listener does and nothing waits: check [`readable`] first.
 pub fn accept(fd: &impl AsRawFd) -> io::Result<OwnedFd> {
     // SAFETY: no address is asked for.
     own(unsafe {
