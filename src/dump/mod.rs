@@ -177,6 +177,7 @@ pub fn dump(args: &DumpArgs) -> Result<DumpStats> {
         }
     }
     crate::kinds::unix::precheck_tree(&pids, args.ext_unix_sk, args.leave_running)?;
+    crate::kinds::tty::precheck_tree(&pids, args.shell_job)?;
     // Images go to a staging directory that becomes DIR only once it is
     // complete and synced (image::staging); dropping it removes it.
     let staging = Staging::begin(&args.images_dir)?;
@@ -596,6 +597,10 @@ fn dump_frozen(
     files
         .unix
         .finish(&mut files.files, args.ext_unix_sk, args.leave_running)?;
+    let live_pids: Vec<i32> = live.iter().copied().collect();
+    files
+        .tty
+        .finish(&mut files.files, &live_pids, procs[0].0, args.shell_job)?;
     files.files.sysv_shm = crate::kinds::sysv::dump(plan.sysv_ids.iter().copied())?;
     stats.pages_scanned = plan.total_pages();
     let t = Instant::now();

@@ -49,6 +49,7 @@ pub mod proto {
     pub use sockopts::*;
     pub use task::*;
     pub use track::*;
+    pub use tty::*;
     pub use unix::*;
 }
 

@@ -40,6 +40,8 @@ pub struct FileTable {
     pub unix: crate::kinds::unix::UnixDump,
     /// IP sockets (kinds::inet).
     pub inet: crate::kinds::inet::DumpState,
+    /// Terminals (kinds::tty).
+    pub tty: crate::kinds::tty::TtyDump,
 }
 
 impl Default for FileTable {
@@ -52,6 +54,7 @@ impl Default for FileTable {
             pipes: BTreeMap::new(),
             unix: Default::default(),
             inet: Default::default(),
+            tty: Default::default(),
         }
     }
 }
@@ -201,12 +204,12 @@ impl FileTable {
             f.stat = Some(file_stat(&md)).into();
             return Ok(file_desc::Kind::Fifo(f));
         }
-        if !(ft.is_file() || ft.is_dir() || ft.is_char_device()) {
-            return Err(Error::unsupported(
-                pid,
-                format!("fd {fd} ({target}) is a {ft:?}, which cairn cannot checkpoint yet"),
-            ));
+        if ft.is_char_device() {
+            if let Some(k) = self.tty.describe(pid, fd, target, flags)? {
+                return Ok(k);
+            }
         }
+        check_file_type(pid, fd, target, &md)?;
         let mut r = RegFile::new();
         r.deleted = ghost.is_some();
         r.path = ghost.unwrap_or_else(|| target.to_string());
@@ -275,6 +278,45 @@ fn unsupported_socket(pid: i32, fd: i32, target: &str) -> Error {
     )
 }
 
+/// Character devices that are reopened by path: they hold no state of
+/// their own (null, zero, full, random, urandom). Terminals are
+/// kinds::tty's.
+fn plain_device(rdev: u64) -> bool {
+    libc::major(rdev) == 1 && [3, 5, 7, 8, 9].contains(&libc::minor(rdev))
+}
+
+/// Refuses file types cairn cannot reopen: block devices, sockets bound
+/// in the file system reached by path, and character devices other than
+/// the plain ones and terminals.
+fn check_file_type(pid: i32, fd: i32, target: &str, md: &std::fs::Metadata) -> Result<()> {
+    let ft = md.file_type();
+    if ft.is_file() || ft.is_dir() || ft.is_fifo() {
+        return Ok(());
+    }
+    let what = if ft.is_char_device() {
+        if plain_device(md.rdev()) || crate::kinds::tty::is_tty(md.rdev()) {
+            return Ok(());
+        }
+        format!(
+            "character device {}:{}",
+            libc::major(md.rdev()),
+            libc::minor(md.rdev())
+        )
+    } else if ft.is_block_device() {
+        format!(
+            "block device {}:{}",
+            libc::major(md.rdev()),
+            libc::minor(md.rdev())
+        )
+    } else {
+        format!("{ft:?}")
+    };
+    Err(Error::unsupported(
+        pid,
+        format!("fd {fd} ({target}) is a {what}, which cairn cannot checkpoint"),
+    ))
+}
+
 /// Refuses, before anything is frozen, fds that cairn cannot dump.
 pub fn precheck(pid: i32) -> Result<()> {
     for (fd, target) in procfs::read_fds(pid)? {
@@ -301,6 +343,11 @@ pub fn precheck(pid: i32) -> Result<()> {
             ));
         } else if target.ends_with(" (deleted)") {
             crate::kinds::contents::precheck_ghost(pid, fd, &target)?;
+        } else {
+            let link = format!("/proc/{pid}/fd/{fd}");
+            if let Ok(md) = std::fs::metadata(&link) {
+                check_file_type(pid, fd, &target, &md)?;
+            }
         }
     }
     Ok(())

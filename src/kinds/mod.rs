@@ -14,4 +14,5 @@ pub mod sockopts;
 pub mod sysv;
 pub mod task;
 pub mod tcp;
+pub mod tty;
 pub mod unix;

@@ -652,6 +652,7 @@ fn restore_tree(img: &Images, args: &RestoreArgs, fixups: &mut Fixups) -> Result
     let mut shared = SharedFiles::default();
     // Unix sockets are rebuilt in cairn; the vessels fetch them.
     let unix = crate::kinds::unix::restore(&img.files, &mut shared)?;
+    let ttys = crate::kinds::tty::restore(&img.files, &mut shared, args.shell_job)?;
     for p in procs.iter_mut().filter(|p| !p.zombie) {
         if img.cores[p.i].files_shared_with != 0 {
             continue;
@@ -666,6 +667,9 @@ fn restore_tree(img: &Images, args: &RestoreArgs, fixups: &mut Fixups) -> Result
         }
     }
     drop(unix);
+    for p in procs.iter_mut().filter(|p| !p.zombie) {
+        ttys.set_controlling(&mut p.agents[0])?;
+    }
     fixups.ghosts.unlink_all();
     let zombie_parents: Vec<u32> = img
         .pstree
@@ -682,6 +686,7 @@ fn restore_tree(img: &Images, args: &RestoreArgs, fixups: &mut Fixups) -> Result
     for p in procs.iter_mut().filter(|p| !p.zombie) {
         finish(img, p)?;
     }
+    ttys.go(img.pstree.entries[0].pgid as i32)?;
     // Restored connections leave repair mode (still behind the network
     // lock, which the caller lifts once the tree runs).
     shared.inet.go_live()?;

@@ -14,6 +14,7 @@ pub mod sock;
 pub mod sockdiag;
 pub mod task;
 pub mod time;
+pub mod tty;
 pub mod uffd;
 
 use std::io;
