@@ -25,3 +25,132 @@ fn tty_pty_leave_running() {
     }
     leave_running("tty_pty", &[]);
 }
+
+/// Kills a process started by a test (and what it started) on drop.
+struct Guard(std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        kill_tree(&mut self.0);
+    }
+}
+
+fn wait_pidfile(path: &std::path::Path, timeout: std::time::Duration) -> Option<i32> {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if let Some(p) = read_pidfile(path) {
+            return Some(p);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    None
+}
+
+/// A job started from a shell (a stand-in shell on a pty: the job's stdio
+/// on the terminal, its own process group in the foreground, the shell's
+/// session). `dump` without --shell-job is refused before the job is
+/// touched; with it the job is checkpointed, then restored with
+/// --shell-job by a cairn whose controlling terminal is another pty: the
+/// job writes to and reads from that terminal, in its foreground, with
+/// the raw-mode settings it had made. A restore without --shell-job is
+/// refused.
+#[test]
+fn shell_job() {
+    use common::pty::Pty;
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+    if skip_unless_root() {
+        return;
+    }
+    let dir = fresh_dir("shell_job");
+    let work = dir.join("work");
+    std::fs::create_dir(&work).unwrap();
+    let images = dir.join("images");
+    let pidfile = work.join("ready.pid");
+    let mut pty1 = Pty::open();
+    let shell = Command::new(workload_bin("pty_shell"))
+        .arg(&pty1.slave)
+        .arg(workload_bin("tty_shell"))
+        .arg("--pidfile")
+        .arg(&pidfile)
+        .current_dir(&work)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the stand-in shell");
+    let mut shell = Guard(shell);
+    let pid = wait_pidfile(&pidfile, READY_TIMEOUT).expect("the job did not get ready");
+    assert!(
+        pty1.read_until("ready", Duration::from_secs(10)),
+        "the job printed nothing: {:?}",
+        pty1.all
+    );
+
+    let out = dump(pid, &images, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{}", describe(&out));
+    assert!(
+        err.contains(&format!("pid {pid}")) && err.contains("fd 0") && err.contains("--shell-job"),
+        "unclear refusal: {err}"
+    );
+
+    let out = dump(pid, &images, &["--shell-job", "-v"]);
+    assert_ok(&out, "dump --shell-job");
+    let st = wait_timeout(&mut shell.0, Duration::from_secs(10)).expect("the shell did not end");
+    assert_ne!(exit_code(&st), 0, "the dumped job exited by itself");
+    assert!(wait_pid_gone(pid, Duration::from_secs(5)));
+
+    let out = restore_expect_fail(&images, &[], pid);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--shell-job"),
+        "{}",
+        describe(&out)
+    );
+
+    let mut pty2 = Pty::open();
+    let rpid = dir.join("restored.pid");
+    let rlog = dir.join("restore.log");
+    let restorer = Command::new(workload_bin("pty_shell"))
+        .arg(&pty2.slave)
+        .arg(cairn_bin())
+        .arg("restore")
+        .arg("-D")
+        .arg(&images)
+        .arg("--shell-job")
+        .arg("--pidfile")
+        .arg(&rpid)
+        .arg("-v")
+        .arg("-o")
+        .arg(&rlog)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the restoring shell");
+    let mut restorer = Guard(restorer);
+    let got = wait_pidfile(&rpid, RESTORE_READY_TIMEOUT).unwrap_or_else(|| {
+        pty2.read_until("\n", Duration::from_millis(500));
+        panic!("no restore: {}\n{:?}", tail(&rlog, 4000), pty2.all)
+    });
+    assert_eq!(got, pid);
+    let pfd = pidfd_open(pid).expect("the restored job runs");
+    pidfd_signal(&pfd, libc::SIGTERM).unwrap();
+    assert!(
+        pty2.read_until("say something", Duration::from_secs(20)),
+        "the restored job did not write to the new terminal: {:?}\n{}",
+        pty2.all,
+        tail(&rlog, 4000)
+    );
+    pty2.write("pong\n");
+    assert!(
+        pty2.read_until("PASS", Duration::from_secs(20)),
+        "the restored job did not pass: {:?}",
+        pty2.all
+    );
+    assert!(!pty2.all.contains("FAIL"), "{:?}", pty2.all);
+    let st =
+        wait_timeout(&mut restorer.0, Duration::from_secs(20)).expect("cairn restore did not end");
+    assert_eq!(exit_code(&st), 0, "cairn restore: {}", tail(&rlog, 4000));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -92,9 +92,9 @@ pub fn set_exclusive(fd: &impl AsRawFd, on: bool) -> io::Result<()> {
 /// The device number (user encoding) of the terminal behind `fd`, also
 /// for /dev/tty, which stands for the caller's controlling terminal.
 pub fn device(fd: &impl AsRawFd) -> io::Result<u64> {
-    let v = ioctl_get(fd, libc::TIOCGDEV)? as u32;
-    // The kernel's encoding: major << 20 | minor.
-    Ok(libc::makedev(v >> 20, v & 0xfffff))
+    // The kernel returns the 32-bit user encoding (new_encode_dev).
+    let v = ioctl_get(fd, libc::TIOCGDEV)? as u32 as u64;
+    Ok(libc::makedev(libc::major(v), libc::minor(v)))
 }
 
 /// tcsetpgrp: make `pgrp` the foreground process group of `fd`, which must

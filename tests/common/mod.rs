@@ -16,6 +16,8 @@
 //! uses every helper.
 #![allow(dead_code)]
 
+pub mod pty;
+
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
@@ -401,7 +403,7 @@ pub fn tail(path: &Path, max: usize) -> String {
 }
 
 /// Parse a pidfile; the value must read the same twice (no torn writes).
-fn read_pidfile(path: &Path) -> Option<i32> {
+pub fn read_pidfile(path: &Path) -> Option<i32> {
     let parse = || -> Option<i32> { fs::read_to_string(path).ok()?.trim().parse().ok() };
     let first = parse()?;
     std::thread::sleep(Duration::from_millis(20));
