@@ -72,30 +72,51 @@ fn leave_running_fd_epoll() {
     w.terminate_original_expect_pass();
 }
 
-/// An fd cairn cannot save yet (a netlink socket) makes the dump refuse before the process is touched, naming
-/// the pid and the fd; the process goes on unharmed.
+/// Starts fd_unsupported with `kind`, requires a refused dump (exit code
+/// 6) whose message names the pid, the fd and every word of `names`, made
+/// before the process was frozen; the process goes on unharmed.
+fn refused(kind: &str, names: &[&str]) {
+    let mut w = Workload::start("fd_unsupported", &["--kind", kind]);
+    let out = w.dump(&["-v"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "dump of a process with a {kind} fd: {}",
+        describe(&out)
+    );
+    let line = err
+        .lines()
+        .find(|l| l.contains("unsupported"))
+        .unwrap_or_else(|| panic!("no refusal in: {err}"));
+    assert!(
+        line.contains(&format!("pid {}", w.pid))
+            && line.contains("fd 3")
+            && names.iter().all(|n| line.contains(n)),
+        "unclear refusal for {kind}: {line}"
+    );
+    assert!(
+        !err.contains("froze"),
+        "the {kind} refusal came after freezing: {err}"
+    );
+    w.terminate_original_expect_pass();
+}
+
+/// fds cairn cannot save make the dump refuse before the process is
+/// touched, naming the pid, the fd and the kind: sockets of other families
+/// (netlink, packet), io_uring, devices with state of their own (kvm, tun),
+/// block devices. Each process goes on unharmed.
 #[test]
 fn unsupported_fd_refused() {
     if skip_unless_root() {
         return;
     }
-    let mut w = Workload::start("fd_unsupported", &[]);
-    let out = w.dump(&[]);
-    assert!(
-        !out.status.success(),
-        "dump of a process with a netlink socket succeeded"
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(&w.pid.to_string()) && err.contains("fd ") && err.contains("socket"),
-        "unclear refusal: {err}"
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(6),
-        "exit code for unsupported: {err}"
-    );
-    w.terminate_original_expect_pass();
+    refused("netlink", &["NETLINK", "socket"]);
+    refused("packet", &["PACKET", "socket"]);
+    refused("io_uring", &["io_uring"]);
+    refused("kvm", &["/dev/kvm", "character device 10:232"]);
+    refused("tun", &["/dev/net/tun", "character device 10:200"]);
+    refused("block", &["/dev/loop0", "block device 7:0"]);
 }
 
 /// inotify watches (paths found from their file handles), with their wds

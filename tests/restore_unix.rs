@@ -7,13 +7,27 @@ mod common;
 use common::*;
 
 /// Socketpairs of the three types, data both ways, shutdown, options,
-/// one end in a child, epoll on a socket.
+/// one end in a child, epoll on a socket. `cairn show` decodes the sockets
+/// (text and JSON) with their queues.
 #[test]
 fn unix_pair() {
     if skip_unless_root() {
         return;
     }
-    checkpoint_restore("unix_pair", &[]);
+    let w = checkpoint_restore("unix_pair", &[]);
+    let files = w.images.join("files.img");
+    let text = run_cairn(&["show".into(), files.clone().into()], &w.dir.join("show"), CAIRN_TIMEOUT);
+    assert_ok(&text, "cairn show files.img");
+    let t = String::from_utf8_lossy(&text.stdout);
+    assert!(t.contains("unix {") && t.contains("stream-a2b-1"), "{t}");
+    let json = run_cairn(
+        &["show".into(), files.into(), "--json".into()],
+        &w.dir.join("show-json"),
+        CAIRN_TIMEOUT,
+    );
+    assert_ok(&json, "cairn show files.img --json");
+    let j = String::from_utf8_lossy(&json.stdout);
+    assert!(is_valid_json(&j) && j.contains("\"unix\"") && j.contains("\"peer\""), "{j}");
 }
 
 /// A dump with --leave-running reads the queues without consuming them:
@@ -73,8 +87,10 @@ fn unix_backlog_data_leave_running_refused() {
 
 /// Peers outside the tree: refused, naming the pid, the fd and the peer,
 /// without --ext-unix-sk (the process goes on untouched); with it, the
-/// datagram socket is reconnected to the outside socket's name and the
-/// stream socket comes back with its data and its peer gone.
+/// datagram socket is reconnected to the outside socket's name, the
+/// stream socket comes back with its data and its peer gone, and a
+/// connection from outside waiting in the backlog of the tree's listener
+/// comes back with its data and its client gone.
 #[test]
 fn unix_external_peer() {
     use std::io::{Read, Write};
@@ -85,6 +101,7 @@ fn unix_external_peer() {
     let outside = fresh_dir("unix-ext-peer");
     let dpath = outside.join("ext.dgram");
     let lpath = outside.join("ext.listen");
+    let spath = outside.join("served");
     let dgram = UnixDatagram::bind(&dpath).expect("bind the outside datagram socket");
     let listener = UnixListener::bind(&lpath).expect("bind the outside listener");
     let mut w = Workload::start(
@@ -94,8 +111,12 @@ fn unix_external_peer() {
             dpath.to_str().unwrap(),
             "--listen",
             lpath.to_str().unwrap(),
+            "--serve",
+            spath.to_str().unwrap(),
         ],
     );
+    let mut client = std::os::unix::net::UnixStream::connect(&spath).unwrap();
+    client.write_all(b"ext-client").unwrap();
     let (mut conn, _) = listener.accept().expect("accept the workload's connection");
     conn.write_all(b"from-server").unwrap();
     let mut buf = [0u8; 64];
@@ -151,6 +172,7 @@ fn unix_external_peer_refused_untouched() {
     let outside = fresh_dir("unix-ext-refused");
     let dpath = outside.join("ext.dgram");
     let lpath = outside.join("ext.listen");
+    let spath = outside.join("served");
     let dgram = UnixDatagram::bind(&dpath).unwrap();
     let listener = UnixListener::bind(&lpath).unwrap();
     let mut w = Workload::start(
@@ -160,13 +182,17 @@ fn unix_external_peer_refused_untouched() {
             dpath.to_str().unwrap(),
             "--listen",
             lpath.to_str().unwrap(),
+            "--serve",
+            spath.to_str().unwrap(),
         ],
     );
+    let mut client = std::os::unix::net::UnixStream::connect(&spath).unwrap();
+    client.write_all(b"ext-client").unwrap();
     let (mut conn, _) = listener.accept().unwrap();
     conn.write_all(b"from-server").unwrap();
     let out = w.dump(&[]);
     assert_eq!(out.status.code(), Some(6), "{}", describe(&out));
     w.terminate_original_expect_pass();
-    drop(dgram);
+    drop((dgram, client));
     let _ = std::fs::remove_dir_all(&outside);
 }

@@ -2,14 +2,17 @@
  * unix_ext: unix sockets whose peers are outside the dumped tree (the
  * test holds them): a datagram socket connect()ed to the test's bound
  * datagram socket (--dgram PATH) and a stream socket connected to the
- * test's listener (--listen PATH), with "from-server" queued on it.
+ * test's listener (--listen PATH), with "from-server" queued on it; and a
+ * listener of its own (--serve PATH) with a connection from the test
+ * waiting in its backlog, "ext-client" sent on it.
  *
  * Checks after SIGTERM: if the file "expect-restored" exists in the working
  * directory (the test creates it before restoring with --ext-unix-sk), the
  * datagram socket is connected to PATH again and the stream socket reads
  * its queued data, then EOF (its peer is gone), and writing to it fails
- * with EPIPE; otherwise (the original, after a refused dump) both are
- * connected as before.
+ * with EPIPE, and the waiting connection is accepted with its data, then
+ * EOF (its client is gone); otherwise (the original, after a refused dump)
+ * all are connected as before.
  */
 #include "zdtm.h"
 
@@ -30,7 +33,9 @@ static int connect_to(int type, const char *path)
 
 int main(int argc, char **argv)
 {
-	const char *dpath, *lpath;
+	const char *dpath, *lpath, *spath;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int lsn, c;
 	char buf[64];
 	ssize_t n;
 	int d, s, restored;
@@ -38,8 +43,13 @@ int main(int argc, char **argv)
 	test_init(argc, argv);
 	dpath = test_arg("--dgram");
 	lpath = test_arg("--listen");
-	if (!dpath || !lpath)
-		fail("usage: --dgram PATH --listen PATH");
+	spath = test_arg("--serve");
+	if (!dpath || !lpath || !spath)
+		fail("usage: --dgram PATH --listen PATH --serve PATH");
+	strncpy(sa.sun_path, spath, sizeof(sa.sun_path) - 1);
+	lsn = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (lsn < 0 || bind(lsn, (struct sockaddr *)&sa, sizeof(sa)) || listen(lsn, 4))
+		pfail("listen on %s", spath);
 	d = connect_to(SOCK_DGRAM, dpath);
 	s = connect_to(SOCK_STREAM, lpath);
 	if (send(d, "before", 6, 0) != 6 || send(s, "to-server", 9, 0) != 9)
@@ -66,5 +76,17 @@ int main(int argc, char **argv)
 	} else if (n != -1 || errno != EAGAIN) {
 		fail("stream socket: unexpected recv %zd (errno %d)", n, errno);
 	}
+	c = accept(lsn, NULL, NULL);
+	if (c < 0)
+		pfail("accept the waiting connection");
+	n = recv(c, buf, sizeof(buf) - 1, MSG_DONTWAIT);
+	if (n < 0)
+		pfail("waiting connection: recv");
+	buf[n] = 0;
+	if (strcmp(buf, "ext-client"))
+		fail("waiting connection: got \"%s\", want \"ext-client\"", buf);
+	n = recv(c, buf, 1, MSG_DONTWAIT);
+	if (restored ? n != 0 : (n != -1 || errno != EAGAIN))
+		fail("waiting connection: after the data recv gave %zd (errno %d)", n, errno);
 	pass();
 }
