@@ -16,7 +16,11 @@ fn unix_pair() {
     }
     let w = checkpoint_restore("unix_pair", &[]);
     let files = w.images.join("files.img");
-    let text = run_cairn(&["show".into(), files.clone().into()], &w.dir.join("show"), CAIRN_TIMEOUT);
+    let text = run_cairn(
+        &["show".into(), files.clone().into()],
+        &w.dir.join("show"),
+        CAIRN_TIMEOUT,
+    );
     assert_ok(&text, "cairn show files.img");
     let t = String::from_utf8_lossy(&text.stdout);
     assert!(t.contains("unix {") && t.contains("stream-a2b-1"), "{t}");
@@ -27,7 +31,10 @@ fn unix_pair() {
     );
     assert_ok(&json, "cairn show files.img --json");
     let j = String::from_utf8_lossy(&json.stdout);
-    assert!(is_valid_json(&j) && j.contains("\"unix\"") && j.contains("\"peer\""), "{j}");
+    assert!(
+        is_valid_json(&j) && j.contains("\"unix\"") && j.contains("\"peer\""),
+        "{j}"
+    );
 }
 
 /// A dump with --leave-running reads the queues without consuming them:
@@ -85,26 +92,38 @@ fn unix_backlog_data_leave_running_refused() {
     w.terminate_original_expect_pass();
 }
 
-/// Peers outside the tree: refused, naming the pid, the fd and the peer,
-/// without --ext-unix-sk (the process goes on untouched); with it, the
-/// datagram socket is reconnected to the outside socket's name, the
-/// stream socket comes back with its data and its peer gone, and a
-/// connection from outside waiting in the backlog of the tree's listener
-/// comes back with its data and its client gone.
-#[test]
-fn unix_external_peer() {
-    use std::io::{Read, Write};
-    use std::os::unix::net::{UnixDatagram, UnixListener};
-    if skip_unless_root() {
-        return;
+/// The outside ends of unix_ext's sockets, held by the test.
+struct Outside {
+    dir: std::path::PathBuf,
+    dgram: std::os::unix::net::UnixDatagram,
+    /// The accepted end of the workload's stream connection.
+    conn: std::os::unix::net::UnixStream,
+    /// The test's connection waiting in the workload's backlog.
+    _client: std::os::unix::net::UnixStream,
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
-    let outside = fresh_dir("unix-ext-peer");
-    let dpath = outside.join("ext.dgram");
-    let lpath = outside.join("ext.listen");
-    let spath = outside.join("served");
+}
+
+/// Starts unix_ext with its peers outside (held by this test): a bound
+/// datagram socket, a listener whose accepted end sends "from-server",
+/// and a client that connects to the workload's listener and sends
+/// "ext-client".
+fn start_ext(tag: &str) -> (Workload, Outside) {
+    use std::io::Write;
+    use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+    let dir = fresh_dir(tag);
+    let (dpath, lpath, spath) = (
+        dir.join("ext.dgram"),
+        dir.join("ext.listen"),
+        dir.join("served"),
+    );
     let dgram = UnixDatagram::bind(&dpath).expect("bind the outside datagram socket");
     let listener = UnixListener::bind(&lpath).expect("bind the outside listener");
-    let mut w = Workload::start(
+    let w = Workload::start(
         "unix_ext",
         &[
             "--dgram",
@@ -115,15 +134,39 @@ fn unix_external_peer() {
             spath.to_str().unwrap(),
         ],
     );
-    let mut client = std::os::unix::net::UnixStream::connect(&spath).unwrap();
+    let mut client = UnixStream::connect(&spath).unwrap();
     client.write_all(b"ext-client").unwrap();
     let (mut conn, _) = listener.accept().expect("accept the workload's connection");
     conn.write_all(b"from-server").unwrap();
+    (
+        w,
+        Outside {
+            dir,
+            dgram,
+            conn,
+            _client: client,
+        },
+    )
+}
+
+/// Peers outside the tree: refused, naming the pid, the fd and the peer,
+/// without --ext-unix-sk (the process goes on untouched); with it, the
+/// datagram socket is reconnected to the outside socket's name, the
+/// stream socket comes back with its data and its peer gone, and a
+/// connection from outside waiting in the backlog of the tree's listener
+/// comes back with its data and its client gone.
+#[test]
+fn unix_external_peer() {
+    use std::io::Read;
+    if skip_unless_root() {
+        return;
+    }
+    let (mut w, mut o) = start_ext("unix-ext-peer");
     let mut buf = [0u8; 64];
-    let n = dgram.recv(&mut buf).unwrap();
+    let n = o.dgram.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"before");
     let mut got = [0u8; 9];
-    conn.read_exact(&mut got).unwrap();
+    o.conn.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"to-server");
 
     let out = w.dump(&[]);
@@ -141,58 +184,32 @@ fn unix_external_peer() {
     w.dump_ok(&["--ext-unix-sk"]);
     w.expect_killed_by_dump();
     // The original's connection ended with it (reset: it had unread data).
-    conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .unwrap();
-    match conn.read(&mut buf) {
+    let timeout = Some(std::time::Duration::from_secs(5));
+    o.conn.set_read_timeout(timeout).unwrap();
+    match o.conn.read(&mut buf) {
         Ok(0) => {}
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
         r => panic!("the dumped process's connection is still open: {r:?}"),
     }
     std::fs::write(w.work.join("expect-restored"), b"").unwrap();
     w.restore_wait(&[]);
-    dgram
-        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .unwrap();
-    let n = dgram
+    o.dgram.set_read_timeout(timeout).unwrap();
+    let n = o
+        .dgram
         .recv(&mut buf)
         .expect("the restored socket sends to its outside peer");
     assert_eq!(&buf[..n], b"after");
-    let _ = std::fs::remove_dir_all(&outside);
 }
 
 /// The original, after a dump refused for an outside peer, goes on and
 /// passes its own checks.
 #[test]
 fn unix_external_peer_refused_untouched() {
-    use std::io::Write;
-    use std::os::unix::net::{UnixDatagram, UnixListener};
     if skip_unless_root() {
         return;
     }
-    let outside = fresh_dir("unix-ext-refused");
-    let dpath = outside.join("ext.dgram");
-    let lpath = outside.join("ext.listen");
-    let spath = outside.join("served");
-    let dgram = UnixDatagram::bind(&dpath).unwrap();
-    let listener = UnixListener::bind(&lpath).unwrap();
-    let mut w = Workload::start(
-        "unix_ext",
-        &[
-            "--dgram",
-            dpath.to_str().unwrap(),
-            "--listen",
-            lpath.to_str().unwrap(),
-            "--serve",
-            spath.to_str().unwrap(),
-        ],
-    );
-    let mut client = std::os::unix::net::UnixStream::connect(&spath).unwrap();
-    client.write_all(b"ext-client").unwrap();
-    let (mut conn, _) = listener.accept().unwrap();
-    conn.write_all(b"from-server").unwrap();
+    let (mut w, _o) = start_ext("unix-ext-refused");
     let out = w.dump(&[]);
     assert_eq!(out.status.code(), Some(6), "{}", describe(&out));
     w.terminate_original_expect_pass();
-    drop((dgram, client));
-    let _ = std::fs::remove_dir_all(&outside);
 }

@@ -15,6 +15,7 @@
  * after restore.
  */
 #include "zdtm.h"
+#include "unixsk.h"
 
 #include <stddef.h>
 #include <sys/socket.h>
@@ -53,24 +54,6 @@ static int connect_to(int type, const char *name, int abstract)
 	if (s < 0 || connect(s, (struct sockaddr *)&a, l))
 		pfail("connect %s", name);
 	return s;
-}
-
-static void put(int fd, const char *s)
-{
-	if (send(fd, s, strlen(s), MSG_NOSIGNAL) != (ssize_t)strlen(s))
-		pfail("send %s", s);
-}
-
-static void expect(int fd, const char *want, const char *what)
-{
-	char buf[256];
-	ssize_t n = recv(fd, buf, sizeof(buf) - 1, MSG_DONTWAIT);
-
-	if (n < 0)
-		pfail("%s: recv", what);
-	buf[n] = 0;
-	if (strcmp(buf, want))
-		fail("%s: got \"%s\", want \"%s\"", what, buf, want);
 }
 
 /* The name of a socket (or its peer) equals `want` (abstract: leading @). */

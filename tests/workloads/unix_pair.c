@@ -11,6 +11,8 @@
  * queues must be intact.
  */
 #include "zdtm.h"
+#include "sockopt.h"
+#include "unixsk.h"
 
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -18,34 +20,6 @@
 #include <sys/wait.h>
 
 static int st[2], dg[2], sq[2];
-
-static void put(int fd, const char *s)
-{
-	if (send(fd, s, strlen(s), MSG_NOSIGNAL) != (ssize_t)strlen(s))
-		pfail("send %s", s);
-}
-
-/* Receive one message/record (or the whole stream) and compare. */
-static void expect(int fd, const char *want, const char *what)
-{
-	char buf[256];
-	ssize_t n = recv(fd, buf, sizeof(buf) - 1, MSG_DONTWAIT);
-
-	if (n < 0)
-		pfail("%s: recv", what);
-	buf[n] = 0;
-	if (strcmp(buf, want))
-		fail("%s: got \"%s\" (%zd bytes), want \"%s\"", what, buf, n, want);
-}
-
-static void expect_empty(int fd, const char *what)
-{
-	char c;
-	ssize_t n = recv(fd, &c, 1, MSG_DONTWAIT);
-
-	if (n >= 0 || errno != EAGAIN)
-		fail("%s: queue not empty after the expected data (recv %zd, errno %d)", what, n, errno);
-}
 
 static int child_main(void)
 {
@@ -62,16 +36,6 @@ static int child_main(void)
 	expect_empty(sq[1], "child: seqpacket");
 	put(sq[1], "seq-child-reply");
 	return 0;
-}
-
-static int getint(int fd, int opt)
-{
-	int v;
-	socklen_t l = sizeof(v);
-
-	if (getsockopt(fd, SOL_SOCKET, opt, &v, &l))
-		pfail("getsockopt %d", opt);
-	return v;
 }
 
 int main(int argc, char **argv)
@@ -105,8 +69,8 @@ int main(int argc, char **argv)
 	    setsockopt(dg[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) ||
 	    setsockopt(dg[1], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)))
 		pfail("setsockopt");
-	sndbuf = getint(st[0], SO_SNDBUF);
-	rcvbuf = getint(st[0], SO_RCVBUF);
+	sndbuf = getint(st[0], SOL_SOCKET, SO_SNDBUF);
+	rcvbuf = getint(st[0], SOL_SOCKET, SO_RCVBUF);
 	if (fcntl(sq[0], F_SETFL, O_NONBLOCK) || fcntl(dg[0], F_SETFD, FD_CLOEXEC))
 		pfail("fcntl");
 
@@ -175,10 +139,10 @@ int main(int argc, char **argv)
 	expect(sq[0], "seq-child-reply", "seqpacket reply");
 
 	/* Options and flags. */
-	if (getint(st[0], SO_SNDBUF) != sndbuf || getint(st[0], SO_RCVBUF) != rcvbuf)
-		fail("buffer sizes %d/%d, want %d/%d", getint(st[0], SO_SNDBUF),
-		     getint(st[0], SO_RCVBUF), sndbuf, rcvbuf);
-	if (!getint(dg[1], SO_PASSCRED) || getint(dg[0], SO_PASSCRED))
+	if (getint(st[0], SOL_SOCKET, SO_SNDBUF) != sndbuf || getint(st[0], SOL_SOCKET, SO_RCVBUF) != rcvbuf)
+		fail("buffer sizes %d/%d, want %d/%d", getint(st[0], SOL_SOCKET, SO_SNDBUF),
+		     getint(st[0], SOL_SOCKET, SO_RCVBUF), sndbuf, rcvbuf);
+	if (!getint(dg[1], SOL_SOCKET, SO_PASSCRED) || getint(dg[0], SOL_SOCKET, SO_PASSCRED))
 		fail("SO_PASSCRED lost or spread");
 	socklen_t l = sizeof(tv2);
 	if (getsockopt(dg[1], SOL_SOCKET, SO_RCVTIMEO, &tv2, &l) || tv2.tv_sec != 2 ||
@@ -188,8 +152,8 @@ int main(int argc, char **argv)
 		fail("SO_SNDTIMEO %ld.%06ld", (long)tv2.tv_sec, (long)tv2.tv_usec);
 	if (!(fcntl(dg[0], F_GETFD) & FD_CLOEXEC) || (fcntl(dg[1], F_GETFD) & FD_CLOEXEC))
 		fail("close-on-exec flags");
-	if (getint(st[0], SO_TYPE) != SOCK_STREAM || getint(dg[0], SO_TYPE) != SOCK_DGRAM ||
-	    getint(sq[0], SO_TYPE) != SOCK_SEQPACKET)
+	if (getint(st[0], SOL_SOCKET, SO_TYPE) != SOCK_STREAM || getint(dg[0], SOL_SOCKET, SO_TYPE) != SOCK_DGRAM ||
+	    getint(sq[0], SOL_SOCKET, SO_TYPE) != SOCK_SEQPACKET)
 		fail("socket types");
 	pass();
 }
