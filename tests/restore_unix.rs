@@ -213,3 +213,25 @@ fn unix_external_peer_refused_untouched() {
     assert_eq!(out.status.code(), Some(6), "{}", describe(&out));
     w.terminate_original_expect_pass();
 }
+
+/// A descriptor in flight (SCM_RIGHTS in a queue) is refused, naming the
+/// pid and fd, after the tree was frozen and other queues were peeked at:
+/// the failed dump leaves every queue, and the descriptor in flight, as
+/// they were.
+#[test]
+fn unix_fd_in_flight_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("unix_scm", &[]);
+    let out = w.dump(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{}", describe(&out));
+    assert!(
+        err.contains(&format!("pid {}", w.pid))
+            && err.contains("fd ")
+            && err.contains("SCM_RIGHTS"),
+        "unclear refusal: {err}"
+    );
+    w.terminate_original_expect_pass();
+}
