@@ -31,27 +31,46 @@ const JOB_PAGES: u64 = 1024;
 /// Highest user address on x86-64 with 4-level paging (and 5-level off).
 pub const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 
-/// Where the bytes of a job come from.
-#[derive(Debug, Clone)]
+/// Where the bytes of a job come from; the addresses of its segments are
+/// virtual addresses (Vm, ProcMem) or offsets in the object (Shmem).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
-    /// process_vm_readv at this address.
-    Vm { pid: i32, vaddr: u64 },
+    /// process_vm_readv.
+    Vm { pid: i32 },
     /// /proc/PID/mem (unreadable VMAs: FOLL_FORCE reads them).
-    ProcMem { pid: i32, vaddr: u64 },
+    ProcMem { pid: i32 },
     /// A shmem object, read through an fd to it.
-    Shmem { file: usize, offset: u64 },
+    Shmem { file: usize },
 }
 
+/// A piece of work for one core, and one chunk of the page store: up to
+/// JOB_PAGES pages of one owner, in segments (first address, pages) as the
+/// pagemap records them. Scattered pages (an incremental layer) share a
+/// job instead of costing a chunk each.
 #[derive(Debug, Clone)]
 struct Job {
     owner: usize,
-    /// Address (private) or object offset (shmem) recorded in the pagemap.
-    addr: u64,
-    nr: u64,
+    segs: Vec<(u64, u64)>,
     src: Source,
     /// Compare each page's hash with the parent layer's.
     compare: bool,
 }
+
+impl Job {
+    fn pages(&self) -> u64 {
+        self.segs.iter().map(|s| s.1).sum()
+    }
+
+    /// Address of each page, in job order.
+    fn addrs(&self) -> impl Iterator<Item = u64> + '_ {
+        self.segs
+            .iter()
+            .flat_map(|&(a, n)| (0..n).map(move |i| a + i * PAGE_SIZE))
+    }
+}
+
+/// Most segments in one job (process_vm_readv takes IOV_MAX iovecs).
+const JOB_SEGS: usize = mem::IOV_MAX;
 
 /// Per-page decisions for one private VMA: its start, its pagemap
 /// entries, and which pages are read plainly (neither in parent nor
@@ -104,20 +123,33 @@ impl PagePlan {
         self.owners.len() - 1
     }
 
-    fn push_runs(&mut self, owner: usize, runs: &[(u64, u64)], src: impl Fn(u64) -> Source) {
+    fn push_runs(&mut self, owner: usize, runs: &[(u64, u64)], src: Source) {
         let compare = self.compare.contains_key(&owner);
         for &(start, nr) in runs {
             let mut off = 0;
             while off < nr {
-                let n = (nr - off).min(JOB_PAGES);
-                let addr = start + off * PAGE_SIZE;
-                self.jobs.push(Job {
-                    owner,
-                    addr,
-                    nr: n,
-                    src: src(addr),
-                    compare,
+                // Into the last job if it is of the same owner and source
+                // and has room; else a new one.
+                let fits = self.jobs.last().is_some_and(|j| {
+                    j.owner == owner
+                        && j.src == src
+                        && j.compare == compare
+                        && j.pages() < JOB_PAGES
+                        && j.segs.len() < JOB_SEGS
                 });
+                if !fits {
+                    self.jobs.push(Job {
+                        owner,
+                        segs: Vec::new(),
+                        src,
+                        compare,
+                    });
+                }
+                let Some(j) = self.jobs.last_mut() else {
+                    return;
+                };
+                let n = (nr - off).min(JOB_PAGES - j.pages());
+                j.segs.push((start + off * PAGE_SIZE, n));
                 off += n;
             }
         }
@@ -141,7 +173,7 @@ impl PagePlan {
     }
 
     pub fn total_pages(&self) -> u64 {
-        self.jobs.iter().map(|j| j.nr).sum()
+        self.jobs.iter().map(|j| j.pages()).sum()
     }
 
     /// What the parent layer holds for process `pid` and how its pages
@@ -391,8 +423,20 @@ pub fn dump_mm(
             VmaKind::VMA_ANON_PRIVATE | VmaKind::VMA_FILE_PRIVATE => {
                 let flags = read_pagemap_split(pid, m.start, m.end)?;
                 let anon_only = kind == VmaKind::VMA_FILE_PRIVATE;
+                // Anonymous pages that map the shared zero page (read,
+                // never written, or read again after MADV_DONTNEED) are
+                // zero: nothing is stored, they come back as zero. (Such a
+                // page is not soft-dirty: it must not count as unchanged.)
+                let zero_pfn = if kind == VmaKind::VMA_ANON_PRIVATE {
+                    mem::zero_page_pfn()
+                } else {
+                    None
+                };
                 let wanted = |f: procfs::PageFlags| {
-                    f.swapped() || (f.present() && !(anon_only && f.file_or_shared()))
+                    f.swapped()
+                        || (f.present()
+                            && !(anon_only && f.file_or_shared())
+                            && zero_pfn.is_none_or(|z| f.pfn() != z))
                 };
                 // Incremental: pages unchanged since the parent layer are
                 // recorded as in parent; the rest is read.
@@ -456,14 +500,12 @@ pub fn dump_mm(
                     .entry(pid)
                     .or_default()
                     .push((m.start, flags, plain));
-                let readable = m.read;
-                plan.push_runs(private_owner, &runs, |vaddr| {
-                    if readable {
-                        Source::Vm { pid, vaddr }
-                    } else {
-                        Source::ProcMem { pid, vaddr }
-                    }
-                });
+                let src = if m.read {
+                    Source::Vm { pid }
+                } else {
+                    Source::ProcMem { pid }
+                };
+                plan.push_runs(private_owner, &runs, src);
             }
             VmaKind::VMA_ANON_SHARED | VmaKind::VMA_SYSV_SHM => {
                 let name = if kind == VmaKind::VMA_SYSV_SHM {
@@ -500,13 +542,13 @@ pub fn dump_mm(
                     .jobs
                     .iter()
                     .filter(|j| j.owner == owner)
-                    .map(|j| (j.addr, j.addr + j.nr * PAGE_SIZE))
+                    .flat_map(|j| j.segs.iter().map(|&(a, n)| (a, a + n * PAGE_SIZE)))
                     .collect();
                 let runs: Vec<(u64, u64)> = runs
                     .into_iter()
                     .filter(|(a, n)| !known.iter().any(|(s, e)| a < e && a + n * PAGE_SIZE > *s))
                     .collect();
-                plan.push_runs(owner, &runs, |offset| Source::Shmem { file, offset });
+                plan.push_runs(owner, &runs, Source::Shmem { file });
             }
             _ => {}
         }
@@ -570,25 +612,52 @@ struct JobResult {
     hashes: Vec<(u64, PageHash)>,
 }
 
-fn read_job(job: &Job, plan: &PagePlan, buf: &mut [u8]) -> Result<()> {
-    match &job.src {
-        Source::Vm { pid, vaddr } => mem::vm_read_all(*pid, *vaddr, buf).map_err(|e| {
-            Error::sys(
-                *pid,
-                format!("read memory at {vaddr:#x} ({} pages)", job.nr),
-                e,
-            )
-        }),
-        Source::ProcMem { pid, vaddr } => {
+/// Reads segment `(addr, nr)` of `job` into `buf`.
+fn read_seg(job: &Job, plan: &PagePlan, addr: u64, nr: u64, buf: &mut [u8]) -> Result<()> {
+    match job.src {
+        Source::Vm { pid } => mem::vm_read_all(pid, addr, buf)
+            .map_err(|e| Error::sys(pid, format!("read memory at {addr:#x} ({nr} pages)"), e)),
+        Source::ProcMem { pid } => {
             let p = format!("/proc/{pid}/mem");
             let f = File::open(&p).at(&p)?;
-            f.read_exact_at(buf, *vaddr)
-                .map_err(|e| Error::sys(*pid, format!("read /proc/{pid}/mem at {vaddr:#x}"), e))
+            f.read_exact_at(buf, addr)
+                .map_err(|e| Error::sys(pid, format!("read /proc/{pid}/mem at {addr:#x}"), e))
         }
-        Source::Shmem { file, offset } => plan.shmem_files[*file]
-            .read_exact_at(buf, *offset)
-            .map_err(|e| Error::sys(0, format!("read shared memory at offset {offset:#x}"), e)),
+        Source::Shmem { file } => plan.shmem_files[file]
+            .read_exact_at(buf, addr)
+            .map_err(|e| Error::sys(0, format!("read shared memory at offset {addr:#x}"), e)),
     }
+}
+
+/// Reads every segment of `job` into `buf`, in order (one
+/// process_vm_readv for all the segments of process memory).
+fn read_job(job: &Job, plan: &PagePlan, buf: &mut [u8]) -> Result<()> {
+    if let (Source::Vm { pid }, true) = (job.src, job.segs.len() > 1) {
+        let segs: Vec<(u64, usize)> = job
+            .segs
+            .iter()
+            .map(|&(a, n)| (a, (n * PAGE_SIZE) as usize))
+            .collect();
+        return mem::vm_readv_all(pid, &segs, buf).map_err(|e| {
+            Error::sys(
+                pid,
+                format!(
+                    "read {} pages in {} pieces from {:#x}",
+                    job.pages(),
+                    segs.len(),
+                    job.segs[0].0
+                ),
+                e,
+            )
+        });
+    }
+    let mut off = 0usize;
+    for &(a, n) in &job.segs {
+        let len = (n * PAGE_SIZE) as usize;
+        read_seg(job, plan, a, n, &mut buf[off..off + len])?;
+        off += len;
+    }
+    Ok(())
 }
 
 /// Reads a job; in a pre-dump (the tree runs) a job that fails is read
@@ -596,36 +665,20 @@ fn read_job(job: &Job, plan: &PagePlan, buf: &mut [u8]) -> Result<()> {
 /// missing. Returns which pages were read.
 fn read_job_tolerant(job: &Job, plan: &PagePlan, buf: &mut [u8]) -> Result<Vec<bool>> {
     match read_job(job, plan, buf) {
-        Ok(()) => Ok(vec![true; job.nr as usize]),
+        Ok(()) => Ok(vec![true; job.pages() as usize]),
         Err(e) if !plan.tolerate_faults => Err(e),
         Err(_) => {
             let ps = PAGE_SIZE as usize;
-            let mut ok = Vec::with_capacity(job.nr as usize);
-            for (i, page) in buf.chunks_exact_mut(ps).enumerate() {
-                let d = i as u64 * PAGE_SIZE;
-                let mut one = job.clone();
-                one.nr = 1;
-                one.src = match &job.src {
-                    Source::Vm { pid, vaddr } => Source::Vm {
-                        pid: *pid,
-                        vaddr: vaddr + d,
-                    },
-                    Source::ProcMem { pid, vaddr } => Source::ProcMem {
-                        pid: *pid,
-                        vaddr: vaddr + d,
-                    },
-                    Source::Shmem { file, offset } => Source::Shmem {
-                        file: *file,
-                        offset: offset + d,
-                    },
-                };
-                ok.push(read_job(&one, plan, page).is_ok());
-            }
+            let ok: Vec<bool> = job
+                .addrs()
+                .zip(buf.chunks_exact_mut(ps))
+                .map(|(a, page)| read_seg(job, plan, a, 1, page).is_ok())
+                .collect();
             crate::debug!(
-                "{} of {} pages at {:#x} vanished while the tree ran",
+                "{} of {} pages from {:#x} vanished while the tree ran",
                 ok.iter().filter(|&&x| !x).count(),
-                job.nr,
-                job.addr
+                job.pages(),
+                job.segs[0].0
             );
             Ok(ok)
         }
@@ -639,7 +692,7 @@ fn run_job(
     cctx: &mut zstd::bulk::Compressor,
 ) -> Result<JobResult> {
     let job = &plan.jobs[job_idx];
-    let len = (job.nr * PAGE_SIZE) as usize;
+    let len = (job.pages() * PAGE_SIZE) as usize;
     buf.resize(len, 0);
     let ok = read_job_tolerant(job, plan, &mut buf[..len])?;
     let hashed = plan.hashed.contains(&job.owner);
@@ -651,11 +704,23 @@ fn run_job(
     let mut runs: Vec<(u64, u64, RunKind, u64)> = Vec::new();
     let mut hashes = Vec::new();
     let mut data: Vec<u8> = Vec::with_capacity(len);
-    for (i, page) in buf[..len].chunks_exact(PAGE_SIZE as usize).enumerate() {
+    // Segment starts: a run never spans two segments (they may be two
+    // VMAs that touch, and a run lies inside one VMA).
+    let mut starts = std::collections::HashSet::new();
+    let mut at = 0usize;
+    for &(_, n) in &job.segs {
+        starts.insert(at);
+        at += n as usize;
+    }
+    for (i, (addr, page)) in job
+        .addrs()
+        .zip(buf[..len].chunks_exact(PAGE_SIZE as usize))
+        .enumerate()
+    {
         if !ok[i] {
             continue;
         }
-        let addr = job.addr + i as u64 * PAGE_SIZE;
+        let first = starts.contains(&i);
         let h = (hashed || parent_hashes.is_some()).then(|| incr::page_hash(page));
         if let (true, Some(h)) = (hashed, h) {
             hashes.push((addr, h));
@@ -668,7 +733,7 @@ fn run_job(
             RunKind::RUN_DATA
         };
         match runs.last_mut() {
-            Some(r) if r.2 == kind && r.0 + r.1 * PAGE_SIZE == addr => r.1 += 1,
+            Some(r) if !first && r.2 == kind && r.0 + r.1 * PAGE_SIZE == addr => r.1 += 1,
             _ => runs.push((addr, 1, kind, data.len() as u64)),
         }
         if kind == RunKind::RUN_DATA {

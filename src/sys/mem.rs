@@ -73,6 +73,110 @@ pub fn vm_read_all(pid: i32, mut remote: u64, mut local: &mut [u8]) -> io::Resul
     Ok(())
 }
 
+/// Reads the remote ranges `segs` (address, length) of `pid`, one after
+/// the other, into `local` (as long as their sum), with as few
+/// process_vm_readv calls as the kernel allows; a fault is an error.
+pub fn vm_readv_all(pid: i32, segs: &[(u64, usize)], local: &mut [u8]) -> io::Result<()> {
+    let total: usize = segs.iter().map(|s| s.1).sum();
+    if total != local.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "segments and buffer differ in length",
+        ));
+    }
+    // (segment index, bytes of it already read)
+    let (mut i, mut done_in_seg, mut off) = (0usize, 0usize, 0usize);
+    while i < segs.len() {
+        let rest = &segs[i..segs.len().min(i + IOV_MAX)];
+        let remote: Vec<libc::iovec> = rest
+            .iter()
+            .enumerate()
+            .map(|(k, &(a, l))| {
+                let skip = if k == 0 { done_in_seg } else { 0 };
+                libc::iovec {
+                    iov_base: (a as usize + skip) as *mut _,
+                    iov_len: l - skip,
+                }
+            })
+            .collect();
+        let want: usize = remote.iter().map(|r| r.iov_len).sum();
+        let l = libc::iovec {
+            iov_base: local[off..].as_mut_ptr().cast(),
+            iov_len: want,
+        };
+        // SAFETY: the local iovec covers `want` bytes of `local` from
+        // `off` (the segments' sum equals local's length), writable and
+        // alive across the call; the remote iovecs are only interpreted in
+        // the target's address space.
+        let n = check(unsafe {
+            libc::process_vm_readv(pid, &l, 1, remote.as_ptr(), remote.len() as libc::c_ulong, 0)
+        } as libc::c_long)? as usize;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "process_vm_readv read 0",
+            ));
+        }
+        off += n;
+        // Advance over the segments read.
+        let mut left = n;
+        while left > 0 && i < segs.len() {
+            let room = segs[i].1 - done_in_seg;
+            if left >= room {
+                left -= room;
+                i += 1;
+                done_in_seg = 0;
+            } else {
+                done_in_seg += left;
+                left = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The page frame number of the kernel's shared zero page (what a read of
+/// untouched anonymous memory maps), found once by reading a fresh page of
+/// our own; `None` when pagemap hides frame numbers (no CAP_SYS_ADMIN).
+pub fn zero_page_pfn() -> Option<u64> {
+    static PFN: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *PFN.get_or_init(|| {
+        let len = 4096usize;
+        // SAFETY: a fresh private anonymous mapping at an address the
+        // kernel picks; it aliases nothing and is unmapped below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return None;
+        }
+        // SAFETY: `p` is a live, readable mapping of `len` bytes; the
+        // volatile read faults the zero page in.
+        let _ = unsafe { std::ptr::read_volatile(p.cast::<u8>()) };
+        let entry = (|| -> io::Result<u64> {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::File::open("/proc/self/pagemap")?;
+            let mut b = [0u8; 8];
+            f.read_exact_at(&mut b, (p as u64) / 4096 * 8)?;
+            Ok(u64::from_ne_bytes(b))
+        })();
+        // SAFETY: unmaps exactly the mapping made above; nothing refers to it.
+        unsafe {
+            libc::munmap(p, len);
+        }
+        let e = entry.ok()?;
+        let pfn = e & ((1 << 55) - 1);
+        (e >> 63 == 1 && pfn != 0).then_some(pfn)
+    })
+}
+
 /// Starts writeback of a file range without waiting (sync_file_range
 /// SYNC_FILE_RANGE_WRITE), so a later fsync has little left to do.
 pub fn start_writeback(fd: &impl std::os::fd::AsRawFd, offset: u64, len: u64) -> io::Result<()> {
@@ -86,4 +190,36 @@ pub fn start_writeback(fd: &impl std::os::fd::AsRawFd, offset: u64, len: u64) ->
         )
     };
     check(r as libc::c_long).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_page_is_found_as_root() {
+        if nix::unistd::geteuid().is_root() {
+            assert!(zero_page_pfn().is_some());
+        }
+        assert_eq!(zero_page_pfn(), zero_page_pfn());
+    }
+
+    #[test]
+    fn scattered_reads_land_in_order() {
+        let src: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+        let base = src.as_ptr() as u64;
+        // Many small pieces (more than one call's worth) and a large one.
+        let mut segs: Vec<(u64, usize)> = (0..1500).map(|i| (base + i * 40, 7)).collect();
+        segs.push((base + 1000, 30_000));
+        let total: usize = segs.iter().map(|s| s.1).sum();
+        let mut out = vec![0u8; total];
+        vm_readv_all(std::process::id() as i32, &segs, &mut out).unwrap();
+        let mut off = 0;
+        for &(a, l) in &segs {
+            let s = (a - base) as usize;
+            assert_eq!(&out[off..off + l], &src[s..s + l]);
+            off += l;
+        }
+        assert!(vm_readv_all(std::process::id() as i32, &segs, &mut out[1..]).is_err());
+    }
 }

@@ -199,6 +199,11 @@ impl Tracker {
                 t.lost = Some(e);
             }
         }
+        if mech == Mechanism::SoftDirty && crate::sys::mem::zero_page_pfn().is_none() {
+            // A zero-page mapping is never soft-dirty; it must be told
+            // from the page it replaced.
+            t.lost = Some("the zero page's frame number is hidden (no CAP_SYS_ADMIN)".into());
+        }
         if let Some(p) = parent {
             if t.lost.is_none() && t.taken_layer != p.inventory.layer_id {
                 t.lost = Some(format!(

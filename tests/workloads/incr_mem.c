@@ -9,7 +9,8 @@
  * dumps it (the final layer) and restores it. Phase k changes memory in
  * these ways (k = 1..4; with fewer phases only the first ones happen):
  *   1: user writes to A; read(2) into B (the kernel writes); MADV_DONTNEED
- *      of C pages 2-4; munmap of D; new mapping G; a new thread that writes
+ *      of C pages 2-4, two of them read again (the zero page is mapped
+ *      there, and it is not soft-dirty); munmap of D; new mapping G; a new thread that writes
  *      A and waits; MADV_DONTNEED of a copy-on-write page of the private
  *      file mapping F (the file shows through again); with --writer, a
  *      thread that rewrites W continuously until phase 2 (so layer 2 is
@@ -223,6 +224,9 @@ static void phase(int k)
 		read_into(B + PG + 100, 6000, 0);
 		if (madvise((void *)(C + 2 * PG), 3 * PG, MADV_DONTNEED))
 			pfail("madvise C");
+		/* Read back: the zero page is mapped there now (not soft-dirty). */
+		if (((volatile uint8_t *)C)[2 * PG] || ((volatile uint8_t *)C)[4 * PG + 5])
+			fail("C reads non-zero right after MADV_DONTNEED");
 		if (munmap((void *)D, 8 * PG))
 			pfail("munmap D");
 		map_at(G, 8 * PG, MAP_PRIVATE);

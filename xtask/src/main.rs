@@ -9,8 +9,12 @@
 //! - `cargo xtask bench [--runs N] [--size SIZE]`: times `cairn dump` and
 //!   `cairn restore` of a process holding SIZE (default 1 GiB) of
 //!   incompressible and of 2:1 compressible memory; prints medians.
+//! - `cargo xtask bench incremental [--runs N] [--size SIZE] [--dirty PCT]`:
+//!   full dump against pre-dump + final dump (`incr.rs`).
 //!
 //! std only, so the xtask builds in seconds on a fresh machine.
+
+mod incr;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -47,7 +51,9 @@ fn main() -> ExitCode {
 
 const USAGE: &str = "usage: cargo xtask demo [DEMO ARGS...]
        cargo xtask test [CARGO TEST ARGS...]
-       cargo xtask bench [--runs N] [--size SIZE]";
+       cargo xtask bench [--runs N] [--size SIZE]
+       cargo xtask bench tree [--runs N]
+       cargo xtask bench incremental [--runs N] [--size SIZE] [--dirty PCT]";
 
 /// The workspace root (xtask's parent).
 fn root() -> PathBuf {
@@ -516,6 +522,9 @@ fn dir_bytes(dir: &Path) -> Result<u64> {
 fn bench(args: &[String]) -> Result<()> {
     if args.first().map(String::as_str) == Some("tree") {
         return bench_tree(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("incremental") {
+        return incr::bench(&args[1..]);
     }
     let b = parse_bench_args(args)?;
     ensure_tools()?;
