@@ -233,7 +233,8 @@ pub fn chkpnt_main() -> ExitCode {
         pid: opts.pid,
         images_dir: dir.clone(),
         leave_running: !opts.kill,
-        shell_job: false,
+        // A process started from a shell is checkpointed as a job of it.
+        shell_job: true,
         ext_unix_sk: false,
         compress_level: 1,
         file_contents: opts.file_contents,
@@ -273,7 +274,8 @@ pub fn resume_main() -> ExitCode {
         images_dir: opts.dir.clone(),
         detached: true,
         pidfile: None,
-        shell_job: false,
+        // A shell job comes back into resume's terminal.
+        shell_job: true,
         ignore_file_changes: false,
         pid_restore: None,
         exe_dir: opts.exe_dir.clone(),

@@ -46,23 +46,29 @@ fn wait_pidfile(path: &std::path::Path, timeout: std::time::Duration) -> Option<
     None
 }
 
-/// A job started from a shell (a stand-in shell on a pty: the job's stdio
-/// on the terminal, its own process group in the foreground, the shell's
-/// session). `dump` without --shell-job is refused before the job is
-/// touched; with it the job is checkpointed, then restored with
-/// --shell-job by a cairn whose controlling terminal is another pty: the
-/// job writes to and reads from that terminal, in its foreground, with
-/// the raw-mode settings it had made. A restore without --shell-job is
-/// refused.
-#[test]
-fn shell_job() {
+/// How a shell-job test checkpoints and restores.
+struct JobCycle {
+    /// Checkpoints pid into the images directory (the job must be gone
+    /// afterwards); returns the command's output.
+    dump: fn(i32, &std::path::Path) -> std::process::Output,
+    /// The restoring command line, run by a stand-in shell on another
+    /// pty; None between "--pidfile" and its value means "no pidfile": the
+    /// command says the pid itself.
+    restore: fn(&std::path::Path, &std::path::Path, &std::path::Path) -> Vec<std::ffi::OsString>,
+    /// The restoring command returns once the job runs (detached): the
+    /// stand-in shell must stay.
+    detached: bool,
+}
+
+/// Starts tty_shell as a job of a stand-in shell on a pty, checkpoints it
+/// with `c.dump`, restores it with `c.restore` run by a stand-in shell
+/// whose terminal is another pty, and checks on that terminal that the job
+/// talks to it and passes.
+fn shell_job_cycle(tag: &str, c: JobCycle) {
     use common::pty::Pty;
     use std::process::{Command, Stdio};
     use std::time::Duration;
-    if skip_unless_root() {
-        return;
-    }
-    let dir = fresh_dir("shell_job");
+    let dir = fresh_dir(tag);
     let work = dir.join("work");
     std::fs::create_dir(&work).unwrap();
     let images = dir.join("images");
@@ -86,55 +92,43 @@ fn shell_job() {
         "the job printed nothing: {:?}",
         pty1.all
     );
-
-    let out = dump(pid, &images, &[]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(6), "{}", describe(&out));
-    assert!(
-        err.contains(&format!("pid {pid}")) && err.contains("fd 0") && err.contains("--shell-job"),
-        "unclear refusal: {err}"
-    );
-
-    let out = dump(pid, &images, &["--shell-job", "-v"]);
-    assert_ok(&out, "dump --shell-job");
+    let out = (c.dump)(pid, &images);
+    assert_ok(&out, "checkpoint of the shell job");
     let st = wait_timeout(&mut shell.0, Duration::from_secs(10)).expect("the shell did not end");
     assert_ne!(exit_code(&st), 0, "the dumped job exited by itself");
     assert!(wait_pid_gone(pid, Duration::from_secs(5)));
 
-    let out = restore_expect_fail(&images, &[], pid);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--shell-job"),
-        "{}",
-        describe(&out)
-    );
-
     let mut pty2 = Pty::open();
     let rpid = dir.join("restored.pid");
     let rlog = dir.join("restore.log");
-    let restorer = Command::new(workload_bin("pty_shell"))
+    let mut cmd = Command::new(workload_bin("pty_shell"));
+    if c.detached {
+        cmd.arg("--stay");
+    }
+    let restorer = cmd
         .arg(&pty2.slave)
-        .arg(cairn_bin())
-        .arg("restore")
-        .arg("-D")
-        .arg(&images)
-        .arg("--shell-job")
-        .arg("--pidfile")
-        .arg(&rpid)
-        .arg("-v")
-        .arg("-o")
-        .arg(&rlog)
+        .args((c.restore)(&images, &rpid, &rlog))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start the restoring shell");
     let mut restorer = Guard(restorer);
-    let got = wait_pidfile(&rpid, RESTORE_READY_TIMEOUT).unwrap_or_else(|| {
-        pty2.read_until("\n", Duration::from_millis(500));
-        panic!("no restore: {}\n{:?}", tail(&rlog, 4000), pty2.all)
-    });
-    assert_eq!(got, pid);
-    let pfd = pidfd_open(pid).expect("the restored job runs");
+    let pfd = if c.detached {
+        assert!(
+            pty2.read_until(&format!("{pid} resumed"), Duration::from_secs(30)),
+            "no resume: {:?}",
+            pty2.all
+        );
+        pidfd_open(pid).expect("the restored job runs")
+    } else {
+        let got = wait_pidfile(&rpid, RESTORE_READY_TIMEOUT).unwrap_or_else(|| {
+            pty2.read_until("\n", Duration::from_millis(500));
+            panic!("no restore: {}\n{:?}", tail(&rlog, 4000), pty2.all)
+        });
+        assert_eq!(got, pid);
+        pidfd_open(pid).expect("the restored job runs")
+    };
     pidfd_signal(&pfd, libc::SIGTERM).unwrap();
     assert!(
         pty2.read_until("say something", Duration::from_secs(20)),
@@ -149,8 +143,124 @@ fn shell_job() {
         pty2.all
     );
     assert!(!pty2.all.contains("FAIL"), "{:?}", pty2.all);
-    let st =
-        wait_timeout(&mut restorer.0, Duration::from_secs(20)).expect("cairn restore did not end");
-    assert_eq!(exit_code(&st), 0, "cairn restore: {}", tail(&rlog, 4000));
+    assert!(pidfd_wait_exit(&pfd, Duration::from_secs(20)), "the job did not exit");
+    if !c.detached {
+        let st = wait_timeout(&mut restorer.0, Duration::from_secs(20))
+            .expect("cairn restore did not end");
+        assert_eq!(exit_code(&st), 0, "cairn restore: {}", tail(&rlog, 4000));
+    }
+    drop(restorer);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Refusals around shell jobs: a dump without --shell-job names the pid,
+/// the fd and the flag and leaves the job alone; a restore of a shell job
+/// without --shell-job is refused.
+#[test]
+fn shell_job_refusals() {
+    use common::pty::Pty;
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+    if skip_unless_root() {
+        return;
+    }
+    let dir = fresh_dir("shell_job_refusals");
+    let work = dir.join("work");
+    std::fs::create_dir(&work).unwrap();
+    let images = dir.join("images");
+    let pidfile = work.join("ready.pid");
+    let mut pty1 = Pty::open();
+    let shell = Command::new(workload_bin("pty_shell"))
+        .arg(&pty1.slave)
+        .arg(workload_bin("tty_shell"))
+        .arg("--pidfile")
+        .arg(&pidfile)
+        .current_dir(&work)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the stand-in shell");
+    let mut shell = Guard(shell);
+    let pid = wait_pidfile(&pidfile, READY_TIMEOUT).expect("the job did not get ready");
+    assert!(pty1.read_until("ready", Duration::from_secs(10)));
+    let out = dump(pid, &images, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{}", describe(&out));
+    assert!(
+        err.contains(&format!("pid {pid}")) && err.contains("fd 0") && err.contains("--shell-job"),
+        "unclear refusal: {err}"
+    );
+    // Untouched: it still runs and answers on its terminal.
+    let pfd = pidfd_open(pid).expect("the job still runs");
+    assert_ok(&dump(pid, &images, &["--shell-job"]), "dump --shell-job");
+    let st = wait_timeout(&mut shell.0, Duration::from_secs(10)).expect("the shell did not end");
+    assert_ne!(exit_code(&st), 0);
+    assert!(pidfd_wait_exit(&pfd, Duration::from_secs(5)));
+    assert!(wait_pid_gone(pid, Duration::from_secs(5)));
+    let out = restore_expect_fail(&images, &[], pid);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--shell-job"),
+        "{}",
+        describe(&out)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A job started from a shell (its stdio on the shell's terminal, its own
+/// process group in the foreground, the shell's session), checkpointed
+/// with `cairn dump --shell-job` and restored with `cairn restore
+/// --shell-job` by a cairn whose controlling terminal is another pty: the
+/// job writes to and reads from that terminal, in its foreground, with the
+/// raw-mode settings it had made.
+#[test]
+fn shell_job() {
+    if skip_unless_root() {
+        return;
+    }
+    shell_job_cycle(
+        "shell_job",
+        JobCycle {
+            dump: |pid, images| dump(pid, images, &["--shell-job", "-v"]),
+            restore: |images, pidfile, log| {
+                vec![
+                    cairn_bin().into(),
+                    "restore".into(),
+                    "-D".into(),
+                    images.into(),
+                    "--shell-job".into(),
+                    "--pidfile".into(),
+                    pidfile.into(),
+                    "-v".into(),
+                    "-o".into(),
+                    log.into(),
+                ]
+            },
+            detached: false,
+        },
+    );
+}
+
+/// The guide's commands take a job of the calling shell as shell jobs:
+/// `chkpnt -k` of a job on one terminal, `resume` from another terminal.
+#[test]
+fn chkpnt_resume_shell_job() {
+    if skip_unless_root() {
+        return;
+    }
+    shell_job_cycle(
+        "chkpnt_shell_job",
+        JobCycle {
+            dump: |pid, images| {
+                std::process::Command::new(chkpnt_bin())
+                    .args(["-p", &pid.to_string(), "-k", "-od"])
+                    .arg(images)
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .expect("run chkpnt")
+            },
+            restore: |images, _, _| vec![resume_bin().into(), "-od".into(), images.into()],
+            detached: true,
+        },
+    );
 }

@@ -1,10 +1,12 @@
 /*
  * pty_shell: a stand-in for an interactive shell, for the --shell-job
- * tests (not a workload itself). Usage: pty_shell SLAVE PROG [ARGS...]
+ * tests (not a workload itself). Usage: pty_shell [--stay] SLAVE PROG [ARGS...]
  * Becomes a session leader with the terminal SLAVE as its controlling
  * terminal, and runs PROG as a job: in a process group of its own, in the
  * foreground, with stdin, stdout and stderr on the terminal. Waits for it
- * and exits with its exit code (128 + signal if it was killed).
+ * and exits with its exit code (128 + signal if it was killed); with --stay
+ * it stays (the session and its terminal with it) until it is killed, as an
+ * interactive shell does.
  */
 #include "zdtm.h"
 
@@ -14,9 +16,14 @@
 
 int main(int argc, char **argv)
 {
-	int t, st;
+	int t, st, stay = 0;
 	pid_t c;
 
+	if (argc > 1 && !strcmp(argv[1], "--stay")) {
+		stay = 1;
+		argv++;
+		argc--;
+	}
 	if (argc < 3) {
 		fprintf(stderr, "usage: %s SLAVE PROG [ARGS...]\n", argv[0]);
 		return 2;
@@ -47,5 +54,7 @@ int main(int argc, char **argv)
 	while (waitpid(c, &st, 0) < 0)
 		if (errno != EINTR)
 			pfail("waitpid");
+	while (stay)
+		pause();
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
