@@ -92,8 +92,16 @@ fn bpf_and_proc_inventories_are_identical() {
     let mut w = Workload::start("inv_busy", &[]);
     let bpf = inventory(w.pid, false, &w.dir, "inventory-bpf");
     let proc = inventory(w.pid, true, &w.dir, "inventory-proc");
-    assert!(bpf.contains("\"collector\":\"bpf\""), "{}", &bpf[..200.min(bpf.len())]);
-    assert!(proc.contains("\"collector\":\"proc\""), "{}", &proc[..200.min(proc.len())]);
+    assert!(
+        bpf.contains("\"collector\":\"bpf\""),
+        "{}",
+        &bpf[..200.min(bpf.len())]
+    );
+    assert!(
+        proc.contains("\"collector\":\"proc\""),
+        "{}",
+        &proc[..200.min(proc.len())]
+    );
     let bpf_as_proc = bpf.replacen("\"collector\":\"bpf\"", "\"collector\":\"proc\"", 1);
     assert!(
         bpf_as_proc == proc,
@@ -125,7 +133,11 @@ fn bpf_and_proc_inventories_are_identical() {
         "\"vm_flags\":[\"rd\",\"wr\",\"mr\",\"mw\",\"me\",\"ac\"]",
         "\"dc\"",
     ] {
-        assert!(bpf.contains(want), "the inventory lacks {want}: {}", &bpf[..2000.min(bpf.len())]);
+        assert!(
+            bpf.contains(want),
+            "the inventory lacks {want}: {}",
+            &bpf[..2000.min(bpf.len())]
+        );
     }
     assert_eq!(bpf.matches("{\"pid\":").count(), 6, "6 processes expected");
     let fds = bpf.matches("{\"fd\":").count();

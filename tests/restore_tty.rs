@@ -7,13 +7,31 @@ use common::*;
 
 /// Two pty pairs with termios, window size, packet, exclusive and lock
 /// modes, queued bytes both ways, and a child whose controlling terminal
-/// is one of them.
+/// is one of them. `cairn show --json` decodes them.
 #[test]
 fn tty_pty() {
     if skip_unless_root() {
         return;
     }
-    checkpoint_restore("tty_pty", &[]);
+    let w = checkpoint_restore("tty_pty", &[]);
+    let out = run_cairn(
+        &[
+            "show".into(),
+            w.images.join("files.img").into(),
+            "--json".into(),
+        ],
+        &w.dir.join("show-json"),
+        CAIRN_TIMEOUT,
+    );
+    assert_ok(&out, "cairn show files.img --json");
+    let j = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        is_valid_json(&j)
+            && j.contains("\"ptys\"")
+            && j.contains("PTY_MASTER")
+            && j.contains("\"slave_termios\""),
+        "{j}"
+    );
 }
 
 /// Reading a pty's queues at dump time gives them back: the original
@@ -143,7 +161,10 @@ fn shell_job_cycle(tag: &str, c: JobCycle) {
         pty2.all
     );
     assert!(!pty2.all.contains("FAIL"), "{:?}", pty2.all);
-    assert!(pidfd_wait_exit(&pfd, Duration::from_secs(20)), "the job did not exit");
+    assert!(
+        pidfd_wait_exit(&pfd, Duration::from_secs(20)),
+        "the job did not exit"
+    );
     if !c.detached {
         let st = wait_timeout(&mut restorer.0, Duration::from_secs(20))
             .expect("cairn restore did not end");

@@ -462,14 +462,20 @@ fn from_records(root: i32, out: crate::sys::bpf::IterOutput) -> Result<Inventory
         return Err(Error::sys(
             root,
             "bpf inventory",
-            std::io::Error::other(format!("{} tasks deeper than the programs walk", out.too_deep)),
+            std::io::Error::other(format!(
+                "{} tasks deeper than the programs walk",
+                out.too_deep
+            )),
         ));
     }
     if out.map_full > 0 {
         return Err(Error::sys(
             root,
             "bpf inventory",
-            std::io::Error::other(format!("{} processes did not fit in the tree map", out.map_full)),
+            std::io::Error::other(format!(
+                "{} processes did not fit in the tree map",
+                out.map_full
+            )),
         ));
     }
     let mut procs: BTreeMap<i32, ProcEntry> = BTreeMap::new();
@@ -497,7 +503,10 @@ fn from_records(root: i32, out: crate::sys::bpf::IterOutput) -> Result<Inventory
     }
     for (tgid, mut tids) in threads {
         let p = procs.get_mut(&tgid).ok_or_else(|| {
-            Error::parse("bpf task records", format!("threads of {tgid} without their leader"))
+            Error::parse(
+                "bpf task records",
+                format!("threads of {tgid} without their leader"),
+            )
         })?;
         tids.sort_unstable();
         p.threads = tids;
@@ -597,7 +606,11 @@ pub fn command(args: &crate::cli::InventoryArgs) -> Result<()> {
         inv.collector.as_str(),
         took.as_secs_f64() * 1e3
     );
-    let out = if args.json { to_json(&inv) } else { to_text(&inv) };
+    let out = if args.json {
+        to_json(&inv)
+    } else {
+        to_text(&inv)
+    };
     use crate::error::IoContext;
     std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes()).at("<stdout>")
 }
@@ -798,7 +811,13 @@ mod tests {
 
     #[test]
     fn ordering_is_breadth_first_and_drops_strangers() {
-        let procs = vec![entry(30, 20), entry(20, 10), entry(12, 10), entry(10, 1), entry(99, 5)];
+        let procs = vec![
+            entry(30, 20),
+            entry(20, 10),
+            entry(12, 10),
+            entry(10, 1),
+            entry(99, 5),
+        ];
         let inv = Inventory::ordered(10, Collector::Proc, procs).unwrap();
         let order: Vec<i32> = inv.procs.iter().map(|p| p.pid).collect();
         assert_eq!(order, [10, 12, 20, 30]);

@@ -135,7 +135,10 @@ impl Fields<'_> {
 }
 
 fn bad(what: &str, off: usize, msg: impl std::fmt::Display) -> Error {
-    Error::parse(format!("bpf {what} records"), format!("at byte {off}: {msg}"))
+    Error::parse(
+        format!("bpf {what} records"),
+        format!("at byte {off}: {msg}"),
+    )
 }
 
 /// Splits a stream into (kind, record bytes), checking every length.
@@ -158,12 +161,26 @@ fn records<'a>(what: &str, mut b: &'a [u8]) -> Result<Vec<(u16, &'a [u8])>> {
     Ok(out)
 }
 
-fn fixed<'a>(what: &str, rec: &'a [u8], want_kind: u16, kind: u16, min: usize) -> Result<Fields<'a>> {
+fn fixed<'a>(
+    what: &str,
+    rec: &'a [u8],
+    want_kind: u16,
+    kind: u16,
+    min: usize,
+) -> Result<Fields<'a>> {
     if kind != want_kind {
-        return Err(bad(what, 0, format!("record of kind {kind}, expected {want_kind}")));
+        return Err(bad(
+            what,
+            0,
+            format!("record of kind {kind}, expected {want_kind}"),
+        ));
     }
     if rec.len() < min {
-        return Err(bad(what, 0, format!("record of {} bytes, expected >= {min}", rec.len())));
+        return Err(bad(
+            what,
+            0,
+            format!("record of {} bytes, expected >= {min}", rec.len()),
+        ));
     }
     Ok(Fields { b: rec })
 }
@@ -199,13 +216,21 @@ pub fn parse_vmas(b: &[u8]) -> Result<Vec<VmaRec>> {
             let f = fixed("vma", rec, REC_VMA, kind, VMA_LEN)?;
             let name_len = f.u16(52) as usize;
             if VMA_LEN + name_len != rec.len() {
-                return Err(bad("vma", 0, format!("name of {name_len} bytes in a record of {}", rec.len())));
+                return Err(bad(
+                    "vma",
+                    0,
+                    format!("name of {name_len} bytes in a record of {}", rec.len()),
+                ));
             }
             let name_kind = VmaName::from_u8(f.u8(54))
                 .ok_or_else(|| bad("vma", 0, format!("unknown name kind {}", f.u8(54))))?;
             let (start, end) = (f.u64(8), f.u64(16));
             if start > end {
-                return Err(bad("vma", 0, format!("start {start:#x} above end {end:#x}")));
+                return Err(bad(
+                    "vma",
+                    0,
+                    format!("start {start:#x} above end {end:#x}"),
+                ));
             }
             Ok(VmaRec {
                 tgid: f.i32(4),
@@ -229,7 +254,11 @@ pub fn parse_fds(b: &[u8]) -> Result<Vec<FdRec>> {
             let f = fixed("fd", rec, REC_FD, kind, FD_LEN)?;
             let path_len = f.u16(44) as usize;
             if FD_LEN + path_len != rec.len() {
-                return Err(bad("fd", 0, format!("path of {path_len} bytes in a record of {}", rec.len())));
+                return Err(bad(
+                    "fd",
+                    0,
+                    format!("path of {path_len} bytes in a record of {}", rec.len()),
+                ));
             }
             let path_error = f.u8(46) != 0;
             Ok(FdRec {
@@ -250,7 +279,11 @@ pub fn parse_fds(b: &[u8]) -> Result<Vec<FdRec>> {
 /// Decodes ring-buffer events (each exactly EVENT_LEN bytes).
 pub fn parse_events(b: &[u8]) -> Result<Vec<Event>> {
     if !b.len().is_multiple_of(EVENT_LEN) {
-        return Err(bad("event", 0, format!("{} bytes is not a whole number of events", b.len())));
+        return Err(bad(
+            "event",
+            0,
+            format!("{} bytes is not a whole number of events", b.len()),
+        ));
     }
     b.chunks_exact(EVENT_LEN)
         .enumerate()

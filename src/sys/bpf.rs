@@ -16,7 +16,11 @@ use std::sync::Mutex;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, OpenObject, PrintLevel, RingBuffer, RingBufferBuilder};
 
-#[allow(clippy::all, clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
+#[allow(
+    clippy::all,
+    clippy::undocumented_unsafe_blocks,
+    unsafe_op_in_unsafe_fn
+)]
 #[allow(dead_code, non_camel_case_types, non_snake_case, unused)]
 mod skel {
     pub mod inventory {
@@ -169,8 +173,7 @@ fn run_iter(prog: &libbpf_rs::ProgramMut<'_>, what: &str) -> io::Result<Vec<u8>>
     let link = prog
         .attach()
         .map_err(|e| bpf_err(&format!("attach {what}"), e))?;
-    let mut it =
-        libbpf_rs::Iter::new(&link).map_err(|e| bpf_err(&format!("create {what}"), e))?;
+    let mut it = libbpf_rs::Iter::new(&link).map_err(|e| bpf_err(&format!("create {what}"), e))?;
     let mut out = Vec::with_capacity(1 << 20);
     let mut buf = vec![0u8; 1 << 20];
     loop {

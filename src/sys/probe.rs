@@ -489,9 +489,10 @@ fn probe_bpf_programs() -> (Feature, Feature) {
             match seen {
                 Err(e) => Feature::no(e.to_string()),
                 // struct cairn_event: kind 1 (fork) with ppid == cairn.
-                Ok(ev) if ev.chunks_exact(24).any(|c| {
-                    c[0..4] == 1u32.to_le_bytes() && c[12..16] == me.to_le_bytes()
-                }) =>
+                Ok(ev)
+                    if ev.chunks_exact(24).any(|c| {
+                        c[0..4] == 1u32.to_le_bytes() && c[12..16] == me.to_le_bytes()
+                    }) =>
                 {
                     Feature::yes("sched_process_fork/exit attached; a fork of cairn's was reported")
                 }
@@ -604,14 +605,7 @@ fn probe_pidfd_getfd() -> Feature {
         Err(e) => return Feature::no(format!("/dev/null: {e}")),
     };
     // SAFETY: pidfd_getfd takes integers and returns a new fd or -1.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_getfd,
-            pidfd.as_raw_fd(),
-            f.as_raw_fd(),
-            0,
-        )
-    };
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), f.as_raw_fd(), 0) };
     if fd < 0 {
         return Feature::no(format!("pidfd_getfd: {}", errno()));
     }
@@ -714,8 +708,8 @@ fn probe_rseq_conf() -> Feature {
     if child < 0 {
         return Feature::no(format!("fork: {}", errno()));
     }
-    let r = super::inject::seize_and_stop(child, 0)
-        .and_then(|_| super::ptrace::get_rseq_config(child));
+    let r =
+        super::inject::seize_and_stop(child, 0).and_then(|_| super::ptrace::get_rseq_config(child));
     // SAFETY: kill and waitpid on our own child, with a writable status.
     unsafe {
         libc::kill(child, libc::SIGKILL);

@@ -660,7 +660,6 @@ fn bench_once(
     })
 }
 
-
 /// `cargo xtask bench tree [--runs N]`: freeze time and dump/restore time
 /// of flat trees of 10, 100 and 500 processes with 8 threads each.
 fn bench_tree(args: &[String]) -> Result<()> {
