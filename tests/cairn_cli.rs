@@ -317,16 +317,3 @@ fn log_file_option() {
         );
     }
 }
-
-/// The pid fallback for kernels without clone3 set_tid: the root vessel is
-/// forked right after writing pid-1 to /proc/sys/kernel/ns_last_pid.
-#[test]
-fn restore_via_ns_last_pid() {
-    if skip_unless_root() {
-        return;
-    }
-    let mut w = Workload::start("mem_heap", &[]);
-    w.dump_ok(&[]);
-    w.expect_killed_by_dump();
-    w.restore_wait(&["--pid-restore", "ns_last_pid"]);
-}
