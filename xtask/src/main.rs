@@ -139,10 +139,13 @@ fn ensure_tools_for(build_only: bool) -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing {}", missing.join(" "));
+    // Wait for a dpkg lock held by another apt run (an unattended upgrade,
+    // a second build) instead of failing at once.
     run(Command::new("apt-get")
-        .arg("update")
+        .args(["-o", "DPkg::Lock::Timeout=600", "update"])
         .env("DEBIAN_FRONTEND", "noninteractive"))?;
     run(Command::new("apt-get")
+        .args(["-o", "DPkg::Lock::Timeout=600"])
         .args(["install", "-y", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))?;
