@@ -212,8 +212,12 @@ int vmas(struct bpf_iter__task_vma *ctx)
 			r.name_kind = CAIRN_VMA_SHMEM_NAME;
 			len = str_into(anon->name, nb);
 		} else {
-			len = path_of(file, nb);
-			r.name_kind = len ? CAIRN_VMA_FILE : CAIRN_VMA_NAME_ERROR;
+			/* bpf_d_path refuses vm_file here: a pointer loaded
+			 * through ctx->vma is untrusted (kernel 6.18). The
+			 * path's identity goes to user space instead. */
+			r.path_mnt = (__u64)BPF_CORE_READ(file, f_path.mnt);
+			r.path_dentry = (__u64)BPF_CORE_READ(file, f_path.dentry);
+			r.name_kind = CAIRN_VMA_FILE_KEY;
 		}
 	} else if (BPF_CORE_READ(vma, vm_ops, name)) {
 		/* Only special mappings (vdso, vvar, ...) name themselves; the

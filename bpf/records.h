@@ -14,7 +14,7 @@
 #ifndef CAIRN_RECORDS_H
 #define CAIRN_RECORDS_H
 
-#define CAIRN_REC_VERSION 1
+#define CAIRN_REC_VERSION 2
 
 #define CAIRN_REC_TASK 1
 #define CAIRN_REC_VMA 2
@@ -54,6 +54,9 @@ struct cairn_task_rec {
 #define CAIRN_VMA_ANON_NAME 5   /* name: anon_vma_name -> "[anon:NAME]" */
 #define CAIRN_VMA_SHMEM_NAME 6  /* name: anon_vma_name -> "[anon_shmem:NAME]" */
 #define CAIRN_VMA_NAME_ERROR 7  /* bpf_d_path failed; user space asks /proc */
+#define CAIRN_VMA_FILE_KEY 8    /* file: no name, path_mnt/path_dentry say
+				 * which; user space names each distinct
+				 * one once (from /proc/PID/maps) */
 
 /* One VMA of a tree process (thread-group leaders only): task_vma. */
 struct cairn_vma_rec {
@@ -67,7 +70,11 @@ struct cairn_vma_rec {
 	__u16 name_len;
 	__u8 name_kind;
 	__u8 pad;
-}; /* 56 bytes, then name_len bytes of name */
+	/* CAIRN_VMA_FILE_KEY: vm_file->f_path (kernel addresses, only ever
+	 * compared): the same (mnt, dentry) is the same name in /proc. */
+	__u64 path_mnt;
+	__u64 path_dentry;
+}; /* 72 bytes, then name_len bytes of name */
 
 /* One fd of a tree process (thread-group leaders only): task_file. */
 struct cairn_fd_rec {

@@ -241,6 +241,7 @@ pub fn chkpnt_main() -> ExitCode {
         tcp_established: false,
         network_lock: Default::default(),
         incr: Default::default(),
+        freeze: Default::default(),
     };
     match crate::dump::dump(&args) {
         Ok(_) => {

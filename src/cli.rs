@@ -85,6 +85,23 @@ pub struct DumpArgs {
     pub network_lock: crate::netlock::Method,
     #[command(flatten)]
     pub incr: IncrArgs,
+    #[command(flatten)]
+    pub freeze: FreezeArgs,
+}
+
+/// How the tree is found while it is frozen, shared by `dump` and
+/// `pre-dump`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct FreezeArgs {
+    /// Do not use BPF: find the tree's children in /proc children lists
+    /// instead of the BPF task iterator and fork tracker.
+    #[arg(long = "no-bpf")]
+    pub no_bpf: bool,
+    /// For tests: after the BPF snapshot of the tree, wait (up to 10 s)
+    /// until the fork tracker has reported a new process of the tree, so
+    /// that the freeze must take it from the ring buffer.
+    #[arg(long = "freeze-wait-fork", hide = true)]
+    pub wait_fork: bool,
 }
 
 /// Options of incremental checkpoints, shared by `dump` and `pre-dump`.
@@ -121,6 +138,8 @@ pub struct PreDumpArgs {
     pub compress_level: i32,
     #[command(flatten)]
     pub incr: IncrArgs,
+    #[command(flatten)]
+    pub freeze: FreezeArgs,
 }
 
 #[derive(Args, Debug, Clone)]

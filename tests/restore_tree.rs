@@ -35,6 +35,7 @@ fn tree_workloads_pass_without_cairn() {
         "tree_shm_anon",
         "tree_cow",
         "tree_fork_storm",
+        "tree_fork_on_signal",
         "tree_big",
     ] {
         run_without_cairn(name, &[]);
@@ -151,13 +152,15 @@ fn tree_cow() {
 /// A root that forks continuously, dumped mid-storm (100 ms after
 /// readiness); one dump attempt, which must succeed. The tree changes all
 /// the time, so it is not compared from outside; the workload checks its
-/// own bookkeeping of forked, reaped and live children.
+/// own bookkeeping of forked, reaped and live children. The freezer finds
+/// the tree with BPF (task iterator snapshot + fork tracker) where it can;
+/// the log says which.
 #[test]
 fn tree_fork_storm() {
     if skip_unless_root() {
         return;
     }
-    tree_checkpoint_restore(
+    let t = tree_checkpoint_restore(
         "tree_fork_storm",
         &[],
         TreeOpts {
@@ -165,6 +168,109 @@ fn tree_fork_storm() {
             dump_delay: Duration::from_millis(100),
             ..TreeOpts::default()
         },
+    );
+    let log = t.dump_log();
+    match fork_tracking_unavailable() {
+        None => assert!(
+            log.contains("freeze: BPF fork tracker"),
+            "BPF fork tracking is available, but the dump did not use it:\n{log}"
+        ),
+        Some(why) => eprintln!("fork tracking is not BPF here ({why}); /proc was used"),
+    }
+}
+
+/// The same storm frozen with `--no-bpf`: children from /proc children
+/// lists only, and the log says so.
+#[test]
+fn tree_fork_storm_no_bpf() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = tree_checkpoint_restore(
+        "tree_fork_storm",
+        &[],
+        TreeOpts {
+            compare_tree: false,
+            dump_delay: Duration::from_millis(100),
+            dump_flags: &["--no-bpf"],
+            ..TreeOpts::default()
+        },
+    );
+    let log = t.dump_log();
+    assert!(
+        log.contains("freeze: /proc children lists (--no-bpf)")
+            && !log.contains("freeze: BPF fork tracker"),
+        "the dump with --no-bpf did not say it read /proc:\n{log}"
+    );
+}
+
+/// The fork tracker catches a process born after the freezer's snapshot:
+/// `--freeze-wait-fork` makes cairn wait, after the BPF snapshot, until a
+/// process is born in the tree; the test makes the root fork one exactly
+/// then (SIGUSR1 once cairn says it waits). The child is known to cairn
+/// only from the ring buffer: the log must count it as caught, and the
+/// restored root must find it as its child (the workload checks all of
+/// its children and that one was forked on SIGUSR1).
+#[test]
+fn fork_tracker_catches_child_born_while_freezing() {
+    if skip_unless_root() {
+        return;
+    }
+    if let Some(why) = fork_tracking_unavailable() {
+        eprintln!("skipped: fork tracking is not BPF here: {why}");
+        return;
+    }
+    let mut t = TreeTest::start("tree_fork_on_signal", &["--children", "3"]);
+    let err = t.w.dir.join("dump-wait-fork.stderr");
+    let mut cairn = std::process::Command::new(cairn_bin())
+        .args(["dump", "-v", "--freeze-wait-fork", "-t"])
+        .arg(t.w.pid.to_string())
+        .arg("-D")
+        .arg(&t.w.images)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err).expect("create the dump's stderr file"))
+        .spawn()
+        .expect("spawn cairn dump");
+    t.tracker.track_tree(cairn.id() as i32);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&err)
+        .unwrap_or_default()
+        .contains("waiting for a fork in the tree")
+    {
+        if std::time::Instant::now() >= deadline || wait_timeout(&mut cairn, Duration::ZERO).is_some()
+        {
+            kill_tree(&mut cairn);
+            panic!(
+                "cairn dump never said it waits for a fork:\n{}",
+                tail(&err, 8000)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(t.w.pid),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .expect("SIGUSR1 to the workload's root");
+    let Some(st) = wait_timeout(&mut cairn, CAIRN_TIMEOUT) else {
+        kill_tree(&mut cairn);
+        panic!("cairn dump did not finish:\n{}", tail(&err, 8000));
+    };
+    let log = std::fs::read_to_string(&err).unwrap_or_default();
+    assert!(st.success(), "cairn dump failed:\n{log}");
+    assert!(
+        log.contains("caught from fork events: 1 processes"),
+        "the dump did not count the child born after its snapshot as caught from the \
+         fork tracker:\n{log}"
+    );
+    t.expect_tree_killed_by_dump();
+    t.restore_start(&[], false);
+    t.finish();
+    let wl = std::fs::read_to_string(&t.w.log).unwrap_or_default();
+    assert!(
+        wl.contains("forked 4 children, 1 on SIGUSR1"),
+        "the restored root did not report the child forked on SIGUSR1:\n{wl}"
     );
 }
 

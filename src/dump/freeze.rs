@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 
 use crate::error::{Error, Result};
 use crate::procfs;
+use super::watch::TreeWatch;
 use crate::sys::inject;
 use crate::sys::ptrace::{self, UserRegs, PTRACE_O_TRACESYSGOOD};
 
@@ -62,26 +63,97 @@ fn seize_one(tid: i32) -> Result<FrozenTask> {
     })
 }
 
+/// Children of a frozen process from /proc: the children lists of all
+/// its threads.
+fn proc_children(p: &FrozenProcess) -> Result<Vec<i32>> {
+    let mut children = Vec::new();
+    for t in &p.threads {
+        children.extend(procfs::read_children(p.pid, t.tid)?);
+    }
+    Ok(children)
+}
+
+/// Where the freezer learns the tree: BPF (snapshot + fork events) or
+/// /proc; counts for the log.
+struct Source {
+    watch: Option<TreeWatch>,
+    /// BPF was used at the start (and perhaps given up on).
+    bpf: bool,
+    /// Tasks frozen (or found as zombies) that only fork events reported.
+    caught_procs: usize,
+    caught_threads: usize,
+    /// Tasks that vanished during the freeze and whose exit the tracker
+    /// reported.
+    exits_noted: usize,
+}
+
+impl Source {
+    /// Takes the ring buffer's events; if the view is no longer complete,
+    /// goes on with /proc. Returns true if it just gave up on BPF.
+    fn absorb(&mut self) -> bool {
+        let Some(w) = &mut self.watch else {
+            return false;
+        };
+        match w.absorb() {
+            Ok(()) => false,
+            Err(why) => {
+                crate::warn!("freeze: BPF view given up ({why}); /proc children lists from here");
+                self.watch = None;
+                true
+            }
+        }
+    }
+
+    fn exited(&self, tid: i32) -> bool {
+        self.watch.as_ref().is_some_and(|w| w.exited(tid))
+    }
+}
+
 impl Frozen {
     /// Freezes the tree rooted at `root`, parents before children. Once
     /// every thread of a process is stopped it can neither fork nor reap,
     /// so its list of children is final: each child is either alive (and
-    /// is frozen next) or a zombie. Threads created while we seize are
-    /// caught by re-reading the task list until it is stable.
-    pub fn freeze_tree(root: i32) -> Result<Frozen> {
+    /// is frozen next) or a zombie. With `watch` (BPF, see
+    /// [`super::watch`]) the threads and children come from the task
+    /// iterator's snapshot and the fork tracker's events, so a task born
+    /// while we seize is caught from the ring buffer; without it, from
+    /// /proc (the task list is re-read until it is stable, and the
+    /// children lists of every thread). Each task is seized once.
+    pub fn freeze_tree(root: i32, watch: Option<TreeWatch>) -> Result<Frozen> {
         let mut frozen = Frozen {
             procs: Vec::new(),
             finished: false,
         };
+        let mut src = Source {
+            bpf: watch.is_some(),
+            watch,
+            caught_procs: 0,
+            caught_threads: 0,
+            exits_noted: 0,
+        };
         let root_ppid = procfs::read_stat(root)?.ppid;
         let mut queue = std::collections::VecDeque::from([(root, root_ppid)]);
+        let mut queued = std::collections::HashSet::from([root]);
         while let Some((pid, ppid)) = queue.pop_front() {
             let stat = match procfs::read_stat(pid) {
                 Ok(s) => s,
                 Err(e) if pid == root => return Err(e),
                 // Reaped by a parent that is not ours to freeze: gone.
-                Err(_) => continue,
+                Err(_) => {
+                    if src.exited(pid) {
+                        src.exits_noted += 1;
+                    }
+                    continue;
+                }
             };
+            // The pid of a child that is gone, taken by another process.
+            if pid != root && stat.ppid != ppid {
+                continue;
+            }
+            let caught = src.watch.as_ref().is_some_and(|w| w.caught(pid));
+            if caught {
+                src.caught_procs += 1;
+            }
             if stat.state == 'Z' || stat.state == 'X' {
                 if pid == root {
                     return Err(Error::sys(
@@ -106,24 +178,55 @@ impl Frozen {
             });
             let mut seen = BTreeSet::new();
             loop {
-                let tids = procfs::list_tasks(pid)?;
+                let tids = match &src.watch {
+                    Some(w) => w.threads_of(pid),
+                    None => match procfs::list_tasks(pid) {
+                        Ok(t) => t,
+                        // Gone meanwhile: decided below.
+                        Err(_) if pid != root => Vec::new(),
+                        Err(e) => return Err(e),
+                    },
+                };
                 let new: Vec<i32> = tids.into_iter().filter(|t| !seen.contains(t)).collect();
                 if new.is_empty() {
+                    // Stopped threads create no more. BPF: one more look
+                    // at the events decides (if the view is given up,
+                    // the next round reads /proc); /proc: stable.
+                    if src.watch.is_some() {
+                        let more = src.absorb()
+                            || src.watch.as_ref().is_some_and(|w| {
+                                w.threads_of(pid).iter().any(|t| !seen.contains(t))
+                            });
+                        if more {
+                            continue;
+                        }
+                    }
                     break;
                 }
                 for tid in new {
                     seen.insert(tid);
                     match seize_one(tid) {
                         Ok(t) => {
+                            if tid != pid && src.watch.as_ref().is_some_and(|w| w.caught(tid)) {
+                                src.caught_threads += 1;
+                            }
                             if let Some(p) = frozen.procs.last_mut() {
                                 p.threads.push(t);
                             }
                         }
                         // A thread that exited meanwhile is not an error;
                         // a process that became a zombie is handled below.
+                        Err(_) if src.exited(tid) => src.exits_noted += 1,
                         Err(_)
                             if !std::path::Path::new(&format!("/proc/{pid}/task/{tid}"))
-                                .exists() => {}
+                                .exists() =>
+                        {
+                            // The tracker may not have told us yet.
+                            src.absorb();
+                            if src.exited(tid) {
+                                src.exits_noted += 1;
+                            }
+                        }
                         Err(_)
                             if tid == pid
                                 && procfs::read_stat(pid).is_ok_and(|s| s.state == 'Z') => {}
@@ -136,13 +239,26 @@ impl Frozen {
             };
             p.threads.sort_by_key(|t| (t.tid != pid, t.tid));
             if p.threads.first().map(|t| t.tid) != Some(pid) {
-                // It exited while we froze it: now a zombie of a frozen parent.
-                match procfs::read_stat(pid) {
+                // It exited while we froze it: now a zombie of a frozen
+                // parent, or gone altogether (its parent does not wait).
+                let stat = procfs::read_stat(pid);
+                match stat {
                     Ok(s) if s.state == 'Z' && pid != root => {
                         let threads = std::mem::take(&mut p.threads);
                         p.zombie_status = Some(s.exit_code);
                         for t in threads {
                             let _ = ptrace::detach(t.tid, 0);
+                        }
+                        continue;
+                    }
+                    Err(_) if pid != root => {
+                        let threads = std::mem::take(&mut p.threads);
+                        for t in threads {
+                            let _ = ptrace::detach(t.tid, 0);
+                        }
+                        frozen.procs.pop();
+                        if src.exited(pid) {
+                            src.exits_noted += 1;
                         }
                         continue;
                     }
@@ -155,13 +271,33 @@ impl Frozen {
                     }
                 }
             }
-            let mut children = Vec::new();
-            for t in &p.threads {
-                children.extend(procfs::read_children(pid, t.tid)?);
+            // Every thread is stopped: the events up to now hold every
+            // child it made (an earlier process's list was checked by the
+            // absorb of its own turn, so a loss now is not its loss).
+            src.absorb();
+            let children = match &src.watch {
+                Some(w) => w.children_of(pid),
+                None => proc_children(p)?,
+            };
+            for c in children {
+                if queued.insert(c) {
+                    queue.push_back((c, pid));
+                }
             }
-            children.sort();
-            children.dedup();
-            queue.extend(children.into_iter().map(|c| (c, pid)));
+        }
+        if src.bpf {
+            let w = src.watch.as_ref().map(|w| w.stats).unwrap_or_default();
+            crate::info!(
+                "freeze: BPF fork tracker{}: {} tasks in the snapshot, {} fork and {} exit events; \
+                 caught from fork events: {} processes, {} threads; {} exits noted",
+                if src.watch.is_some() { "" } else { " (given up)" },
+                w.snapshot,
+                w.forks,
+                w.exits,
+                src.caught_procs,
+                src.caught_threads,
+                src.exits_noted
+            );
         }
         Ok(frozen)
     }

@@ -3,6 +3,7 @@
 //! written, so a failed dump costs the user nothing.
 
 pub mod freeze;
+pub mod watch;
 
 use std::time::Instant;
 
@@ -191,8 +192,11 @@ pub fn dump(args: &DumpArgs) -> Result<DumpStats> {
     let keep = args.incr.track_mem && args.leave_running;
     let mut layering = Layering::new(pid, &args.images_dir, &args.incr, keep, &mut plan)?;
 
+    // BPF starts watching the tree before anything is seized (loading
+    // the programs is not part of the frozen time).
+    let watch = watch::TreeWatch::start(pid, &args.freeze);
     let t0 = Instant::now();
-    let mut frozen = match Frozen::freeze_tree(pid) {
+    let mut frozen = match Frozen::freeze_tree(pid, watch) {
         Ok(f) => f,
         Err(e) => {
             layering.failed();
@@ -277,8 +281,9 @@ pub fn pre_dump(args: &PreDumpArgs) -> Result<DumpStats> {
     let mut layering = Layering::new(pid, &args.images_dir, &args.incr, true, &mut plan)?;
     let mut stats = DumpStats::default();
     let r = (|| -> Result<(Pstree, i32)> {
+        let watch = watch::TreeWatch::start(pid, &args.freeze);
         let t0 = Instant::now();
-        let mut frozen = Frozen::freeze_tree(pid)?;
+        let mut frozen = Frozen::freeze_tree(pid, watch)?;
         let planned = plan_frozen(&mut frozen, &mut plan, &mut layering);
         // The tree runs again whatever happened; the copy follows.
         let thawed = frozen.thaw();

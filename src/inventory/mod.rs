@@ -411,10 +411,50 @@ const VM_WRITE: u64 = 0x2;
 const VM_EXEC: u64 = 0x4;
 const VM_MAYSHARE: u64 = 0x80;
 
-fn vma_entry(v: records::VmaRec, fallback: &mut Option<Vec<MapsEntry>>) -> Result<MapsEntry> {
+/// The name /proc/PID/maps gives the mapping at `start`-`end`, from the
+/// process's maps (read once per process).
+fn maps_name(
+    pid: i32,
+    start: u64,
+    end: u64,
+    fallback: &mut Option<Vec<MapsEntry>>,
+) -> Result<String> {
+    if fallback.is_none() {
+        *fallback = Some(procfs::read_maps(pid)?);
+    }
+    fallback
+        .iter()
+        .flatten()
+        .find(|m| m.start == start && m.end == end)
+        .map(|m| m.path.clone())
+        .ok_or_else(|| {
+            Error::parse(
+                format!("/proc/{pid}/maps"),
+                format!("no mapping {start:#x}-{end:#x}"),
+            )
+        })
+}
+
+/// Names of mapped files by their path's (vfsmount, dentry): one lookup
+/// in /proc per distinct file of the tree, not per process.
+type FileNames = std::collections::HashMap<(u64, u64), String>;
+
+fn vma_entry(
+    v: records::VmaRec,
+    fallback: &mut Option<Vec<MapsEntry>>,
+    names: &mut FileNames,
+) -> Result<MapsEntry> {
     let pid = v.tgid;
     let name = |v: &records::VmaRec| utf8(v.name.clone(), || format!("/proc/{pid}/maps name"));
     let path = match v.name_kind {
+        VmaName::FileKey => match names.get(&v.path_key) {
+            Some(n) => n.clone(),
+            None => {
+                let n = maps_name(pid, v.start, v.end, fallback)?;
+                names.insert(v.path_key, n.clone());
+                n
+            }
+        },
         VmaName::Anon => String::new(),
         VmaName::File => maps_path(&name(&v)?),
         VmaName::Special => name(&v)?,
@@ -422,22 +462,7 @@ fn vma_entry(v: records::VmaRec, fallback: &mut Option<Vec<MapsEntry>>) -> Resul
         VmaName::Stack => "[stack]".into(),
         VmaName::AnonName => format!("[anon:{}]", name(&v)?),
         VmaName::ShmemName => format!("[anon_shmem:{}]", name(&v)?),
-        VmaName::Error => {
-            if fallback.is_none() {
-                *fallback = Some(procfs::read_maps(pid)?);
-            }
-            fallback
-                .iter()
-                .flatten()
-                .find(|m| m.start == v.start && m.end == v.end)
-                .map(|m| m.path.clone())
-                .ok_or_else(|| {
-                    Error::parse(
-                        format!("/proc/{pid}/maps"),
-                        format!("no mapping {:#x}-{:#x}", v.start, v.end),
-                    )
-                })?
-        }
+        VmaName::Error => maps_name(pid, v.start, v.end, fallback)?,
     };
     let (dev_major, dev_minor) = kernel_dev(v.dev);
     Ok(MapsEntry {
@@ -512,9 +537,10 @@ fn from_records(root: i32, out: crate::sys::bpf::IterOutput) -> Result<Inventory
         p.threads = tids;
     }
     let mut fallback: BTreeMap<i32, Option<Vec<MapsEntry>>> = BTreeMap::new();
+    let mut names = FileNames::new();
     for v in records::parse_vmas(&out.vmas)? {
         let tgid = v.tgid;
-        let e = vma_entry(v, fallback.entry(tgid).or_default())?;
+        let e = vma_entry(v, fallback.entry(tgid).or_default(), &mut names)?;
         if let Some(p) = procs.get_mut(&tgid) {
             p.vmas.push(e);
         }

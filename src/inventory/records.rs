@@ -14,7 +14,7 @@ pub const REC_FD: u16 = 3;
 
 pub const HDR_LEN: usize = 8;
 pub const TASK_LEN: usize = 64;
-pub const VMA_LEN: usize = 56;
+pub const VMA_LEN: usize = 72;
 pub const FD_LEN: usize = 48;
 pub const EVENT_LEN: usize = 24;
 
@@ -30,6 +30,9 @@ pub enum VmaName {
     ShmemName,
     /// The kernel could not produce the path; ask /proc.
     Error,
+    /// A file whose path the record identifies by `path_key` only: the
+    /// same key is the same name, asked of /proc once.
+    FileKey,
 }
 
 impl VmaName {
@@ -43,6 +46,7 @@ impl VmaName {
             5 => VmaName::AnonName,
             6 => VmaName::ShmemName,
             7 => VmaName::Error,
+            8 => VmaName::FileKey,
             _ => return None,
         })
     }
@@ -76,6 +80,8 @@ pub struct VmaRec {
     pub dev: u32,
     pub name_kind: VmaName,
     pub name: Vec<u8>,
+    /// (vfsmount, dentry) of the mapped file's path, for FileKey.
+    pub path_key: (u64, u64),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,6 +248,7 @@ pub fn parse_vmas(b: &[u8]) -> Result<Vec<VmaRec>> {
                 dev: f.u32(48),
                 name_kind,
                 name: rec[VMA_LEN..].to_vec(),
+                path_key: (f.u64(56), f.u64(64)),
             })
         })
         .collect()
@@ -328,6 +335,8 @@ mod tests {
         assert_eq!(offset_of!(layout::cairn_vma_rec, dev), 48);
         assert_eq!(offset_of!(layout::cairn_vma_rec, name_len), 52);
         assert_eq!(offset_of!(layout::cairn_vma_rec, name_kind), 54);
+        assert_eq!(offset_of!(layout::cairn_vma_rec, path_mnt), 56);
+        assert_eq!(offset_of!(layout::cairn_vma_rec, path_dentry), 64);
         assert_eq!(offset_of!(layout::cairn_fd_rec, fd), 8);
         assert_eq!(offset_of!(layout::cairn_fd_rec, pos), 16);
         assert_eq!(offset_of!(layout::cairn_fd_rec, dev), 32);

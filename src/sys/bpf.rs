@@ -130,26 +130,32 @@ impl Iterators {
         })
     }
 
-    /// Runs the three iterators, in order, for the tree rooted at `root`
-    /// (a pid as cairn sees it; cairn must run in the initial pid
-    /// namespace, see `crate::inventory`).
-    pub fn collect(&mut self, root: i32) -> io::Result<IterOutput> {
-        self.generation = self.generation.wrapping_add(1).max(1);
-        {
-            let bss = self
-                .skel
-                .maps
-                .bss_data
-                .as_deref_mut()
-                .ok_or_else(|| io::Error::other("inventory.bpf.o has no .bss"))?;
-            bss.root_tgid = root;
-            bss.generation = self.generation;
-            bss.too_deep = 0;
-            bss.tree_map_full = 0;
-        }
+    /// Runs only the task iterator for the tree rooted at `root`: every
+    /// task (thread) of the tree, one record each (the freezer's snapshot).
+    pub fn tasks(&mut self, root: i32) -> io::Result<IterOutput> {
+        self.start(root)?;
         let tasks = run_iter(&self.skel.progs.tasks, "iter/task")?;
-        let vmas = run_iter(&self.skel.progs.vmas, "iter/task_vma")?;
-        let files = run_iter(&self.skel.progs.files, "iter/task_file")?;
+        let mut out = self.counters()?;
+        out.tasks = tasks;
+        Ok(out)
+    }
+
+    fn start(&mut self, root: i32) -> io::Result<()> {
+        self.generation = self.generation.wrapping_add(1).max(1);
+        let bss = self
+            .skel
+            .maps
+            .bss_data
+            .as_deref_mut()
+            .ok_or_else(|| io::Error::other("inventory.bpf.o has no .bss"))?;
+        bss.root_tgid = root;
+        bss.generation = self.generation;
+        bss.too_deep = 0;
+        bss.tree_map_full = 0;
+        Ok(())
+    }
+
+    fn counters(&self) -> io::Result<IterOutput> {
         let bss = self
             .skel
             .maps
@@ -157,11 +163,25 @@ impl Iterators {
             .as_deref()
             .ok_or_else(|| io::Error::other("inventory.bpf.o has no .bss"))?;
         Ok(IterOutput {
+            too_deep: bss.too_deep,
+            map_full: bss.tree_map_full,
+            ..IterOutput::default()
+        })
+    }
+
+    /// Runs the three iterators, in order, for the tree rooted at `root`
+    /// (a pid as cairn sees it; cairn must run in the initial pid
+    /// namespace, see `crate::inventory`).
+    pub fn collect(&mut self, root: i32) -> io::Result<IterOutput> {
+        self.start(root)?;
+        let tasks = run_iter(&self.skel.progs.tasks, "iter/task")?;
+        let vmas = run_iter(&self.skel.progs.vmas, "iter/task_vma")?;
+        let files = run_iter(&self.skel.progs.files, "iter/task_file")?;
+        Ok(IterOutput {
             tasks,
             vmas,
             files,
-            too_deep: bss.too_deep,
-            map_full: bss.tree_map_full,
+            ..self.counters()?
         })
     }
 }

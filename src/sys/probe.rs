@@ -524,6 +524,11 @@ fn probe_ringbuf() -> Feature {
     }
 }
 
+/// Whether cairn runs in the initial pid namespace (pids as BPF sees them).
+pub fn initial_pid_ns() -> Feature {
+    probe_initial_pid_ns()
+}
+
 fn probe_initial_pid_ns() -> Feature {
     let status = match std::fs::read_to_string("/proc/self/status") {
         Ok(s) => s,

@@ -912,8 +912,8 @@ impl Workload {
         dump(self.pid, &self.images, extra_flags)
     }
 
-    /// `cairn dump -v` that must succeed.
-    pub fn dump_ok(&self, extra_flags: &[&str]) {
+    /// `cairn dump -v` that must succeed; returns its output.
+    pub fn dump_ok(&self, extra_flags: &[&str]) -> Output {
         let mut flags = vec!["-v"];
         flags.extend_from_slice(extra_flags);
         let out = self.dump(&flags);
@@ -925,6 +925,7 @@ impl Workload {
             describe(&out),
             tail(&self.log, 4000)
         );
+        out
     }
 
     /// Whether the original process is still running (not exited).
@@ -1563,6 +1564,29 @@ pub fn wait_init_reaped_orphans(timeout: Duration) {
     }
 }
 
+/// Why cairn's BPF fork tracking cannot be used here (the
+/// `fork_tracking` mechanism of `cairn check --json` with its detail), or
+/// None when it can.
+pub fn fork_tracking_unavailable() -> Option<String> {
+    let dir = fresh_dir("fork-tracking-check");
+    let out = run_cairn(
+        &[OsString::from("check"), OsString::from("--json")],
+        &dir.join("check"),
+        Duration::from_secs(60),
+    );
+    assert_ok(&out, "cairn check --json");
+    let json = String::from_utf8_lossy(&out.stdout).into_owned();
+    let key = "\"fork_tracking\":{\"mechanism\":";
+    let at = json
+        .find(key)
+        .unwrap_or_else(|| panic!("no fork_tracking in cairn check --json: {json}"));
+    if json[at + key.len()..].starts_with("\"bpf\"") {
+        None
+    } else {
+        Some(json[at..(at + 300).min(json.len())].to_string())
+    }
+}
+
 /// Options of `tree_checkpoint_restore`.
 #[derive(Clone, Copy)]
 pub struct TreeOpts {
@@ -1574,6 +1598,8 @@ pub struct TreeOpts {
     pub dump_delay: Duration,
     /// Upper bound for the apparent size of the image directory.
     pub max_image_bytes: Option<u64>,
+    /// Flags for `cairn dump` (after `-v`).
+    pub dump_flags: &'static [&'static str],
 }
 
 impl Default for TreeOpts {
@@ -1582,6 +1608,7 @@ impl Default for TreeOpts {
             compare_tree: true,
             dump_delay: Duration::ZERO,
             max_image_bytes: None,
+            dump_flags: &[],
         }
     }
 }
@@ -1596,6 +1623,8 @@ pub struct TreeTest {
     pub w: Workload,
     /// The original tree at readiness.
     pub before: Vec<ProcInfo>,
+    /// The output of the last `dump_ok`.
+    pub dump_out: Option<Output>,
 }
 
 impl Drop for TreeTest {
@@ -1627,6 +1656,7 @@ impl TreeTest {
             tracker,
             w,
             before,
+            dump_out: None,
         }
     }
 
@@ -1636,7 +1666,15 @@ impl TreeTest {
         if self.w.original_alive() {
             self.tracker.track_tree(self.w.pid);
         }
-        self.w.dump_ok(extra_flags);
+        self.dump_out = Some(self.w.dump_ok(extra_flags));
+    }
+
+    /// The stderr (log) of the last `dump_ok`.
+    pub fn dump_log(&self) -> String {
+        self.dump_out
+            .as_ref()
+            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+            .unwrap_or_default()
     }
 
     /// After a dump without --leave-running: the root (our child) must be
@@ -1790,7 +1828,7 @@ pub fn tree_checkpoint_restore(name: &str, args: &[&str], opts: TreeOpts) -> Tre
     if !opts.dump_delay.is_zero() {
         std::thread::sleep(opts.dump_delay);
     }
-    t.dump_ok(&[]);
+    t.dump_ok(opts.dump_flags);
     t.expect_tree_killed_by_dump();
     if !opts.compare_tree {
         wait_init_reaped_orphans(Duration::from_secs(15));

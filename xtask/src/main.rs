@@ -11,10 +11,13 @@
 //!   incompressible and of 2:1 compressible memory; prints medians.
 //! - `cargo xtask bench incremental [--runs N] [--size SIZE] [--dirty PCT]`:
 //!   full dump against pre-dump + final dump (`incr.rs`).
+//! - `cargo xtask bench inventory [--runs N]`: `cairn inventory` of trees
+//!   of 10, 100 and 1,000 processes with BPF and from /proc (`inv.rs`).
 //!
 //! std only, so the xtask builds in seconds on a fresh machine.
 
 mod incr;
+mod inv;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -53,7 +56,8 @@ const USAGE: &str = "usage: cargo xtask demo [DEMO ARGS...]
        cargo xtask test [CARGO TEST ARGS...]
        cargo xtask bench [--runs N] [--size SIZE]
        cargo xtask bench tree [--runs N]
-       cargo xtask bench incremental [--runs N] [--size SIZE] [--dirty PCT]";
+       cargo xtask bench incremental [--runs N] [--size SIZE] [--dirty PCT]
+       cargo xtask bench inventory [--runs N]";
 
 /// The workspace root (xtask's parent).
 fn root() -> PathBuf {
@@ -528,6 +532,9 @@ fn bench(args: &[String]) -> Result<()> {
     }
     if args.first().map(String::as_str) == Some("incremental") {
         return incr::bench(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("inventory") {
+        return inv::bench(&args[1..]);
     }
     let b = parse_bench_args(args)?;
     ensure_tools()?;
