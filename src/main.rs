@@ -24,6 +24,11 @@ fn main() -> ExitCode {
         let name = std::env::args().nth(2).unwrap_or_default();
         return ExitCode::from(cairn::track::keeper::run(&name));
     }
+    if argv_first_is(cairn::guard::GUARD_ARG) {
+        let role = std::env::args().nth(2).unwrap_or_default();
+        let pid = std::env::args().nth(3).unwrap_or_default();
+        return ExitCode::from(cairn::guard::run(&role, &pid));
+    }
     let cli = Cli::parse();
     if let Err(e) = cairn::log::init(cli.verbose, cli.log_file.as_deref()) {
         eprintln!("cairn: log file: {e}");

@@ -96,3 +96,121 @@ pub fn find_syscall_insn(pid: i32) -> Result<u64> {
         "no syscall instruction found in the vDSO or any executable mapping",
     ))
 }
+
+/// Where injected syscalls run in a task being dumped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyscallSite {
+    /// A `syscall` instruction.
+    pub insn: u64,
+    /// The parking loop around `insn` (see `Remote::guard`):
+    /// `(loop_entry, last byte)`, or None when the vDSO has none (calls
+    /// then run unguarded).
+    pub parking: Option<(u64, u64)>,
+}
+
+impl SyscallSite {
+    /// Whether `rip` lies in the parking loop.
+    pub fn parks(&self, rip: u64) -> bool {
+        self.parking
+            .is_some_and(|(lo, hi)| (lo..=hi).contains(&rip))
+    }
+}
+
+/// Harmless with all-zero arguments: gettimeofday, clock_gettime,
+/// clock_getres.
+const PARKING_SYSCALLS: [u8; 3] = [0x60, 0xe4, 0xe5];
+
+/// Finds in `code` a sequence `mov $nr, %eax; syscall; leave; xor...;
+/// ret` where `nr` is harmless with zero arguments and the xors clear
+/// rdi and rsi (and never rbp or rsp): with `rbp` pointing at a frame
+/// `[P] = P, [P+8] = start` it loops forever. Returns the offsets of the
+/// `mov`, of the `syscall` and of the `ret`.
+pub fn find_parking_loop(code: &[u8]) -> Option<(usize, usize, usize)> {
+    let mut i = 0;
+    while i + 8 <= code.len() {
+        let w = &code[i..];
+        if w[0] == 0xb8
+            && PARKING_SYSCALLS.contains(&w[1])
+            && w[2..5] == [0, 0, 0]
+            && w[5..8] == [0x0f, 0x05, 0xc9]
+        {
+            let (mut j, mut rdi, mut rsi) = (8, false, false);
+            loop {
+                match w.get(j..j + 3) {
+                    // xor r8d..r15d with itself
+                    Some([0x45, 0x31, m]) if m >> 6 == 3 && (m >> 3) & 7 == m & 7 => j += 3,
+                    _ => match w.get(j..j + 2) {
+                        Some([0x31, m]) if m >> 6 == 3 && (m >> 3) & 7 == m & 7 => {
+                            match m & 7 {
+                                4 | 5 => break, // esp, ebp
+                                6 => rsi = true,
+                                7 => rdi = true,
+                                _ => {}
+                            }
+                            j += 2;
+                        }
+                        _ => break,
+                    },
+                }
+            }
+            if w.get(j) == Some(&0xc3) && rdi && rsi {
+                return Some((i, i + 5, i + j));
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The syscall site for a task being dumped: the vDSO's parking loop if
+/// it has one, else any `syscall` instruction.
+pub fn find_syscall_site(pid: i32) -> Result<SyscallSite> {
+    let maps = crate::procfs::read_maps(pid)?;
+    if let Some(m) = maps.iter().find(|m| m.path == "[vdso]") {
+        let len = (m.end - m.start).min(1 << 20) as usize;
+        let mut buf = vec![0u8; len];
+        if mem::vm_read_all(pid, m.start, &mut buf).is_ok() {
+            if let Some((entry, insn, end)) = find_parking_loop(&buf) {
+                return Ok(SyscallSite {
+                    insn: m.start + insn as u64,
+                    parking: Some((m.start + entry as u64, m.start + end as u64)),
+                });
+            }
+        }
+    }
+    Ok(SyscallSite {
+        insn: find_syscall_insn(pid)?,
+        parking: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// From the x86-64 vDSO of Linux 6.18 (`__vdso_gettimeofday`).
+    const VDSO_6_18: &[u8] = &[
+        0x0f, 0x84, 0xff, 0x00, 0x00, 0x00, 0xb8, 0x60, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xc9, 0x31,
+        0xd2, 0x31, 0xc9, 0x31, 0xf6, 0x31, 0xff, 0x45, 0x31, 0xc0, 0x45, 0x31, 0xc9, 0x45, 0x31,
+        0xd2, 0x45, 0x31, 0xdb, 0xc3, 0x48,
+    ];
+
+    #[test]
+    fn parking_loop_found() {
+        assert_eq!(find_parking_loop(VDSO_6_18), Some((6, 11, 34)));
+    }
+
+    #[test]
+    fn parking_loop_needs_rdi_rsi_cleared_and_rbp_kept() {
+        let mut no_rdi = VDSO_6_18.to_vec();
+        no_rdi[21] = 0xc0; // xor %edi,%edi -> xor %eax,%eax
+        assert_eq!(find_parking_loop(&no_rdi), None);
+        let mut rbp = VDSO_6_18.to_vec();
+        rbp[15] = 0xed; // xor %ebp,%ebp ends the sequence before ret
+        assert_eq!(find_parking_loop(&rbp), None);
+        let mut other_nr = VDSO_6_18.to_vec();
+        other_nr[7] = 0x3e; // kill(2)
+        assert_eq!(find_parking_loop(&other_nr), None);
+        assert_eq!(find_parking_loop(&VDSO_6_18[..20]), None);
+    }
+}

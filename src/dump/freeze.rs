@@ -7,9 +7,11 @@
 use std::collections::BTreeSet;
 
 use crate::error::{Error, Result};
+use crate::guard::{Guardian, Role};
 use crate::procfs;
 use super::watch::TreeWatch;
-use crate::sys::inject;
+use crate::remote::SyscallSite;
+use crate::sys::inject::{self, Remote};
 use crate::sys::ptrace::{self, UserRegs, PTRACE_O_TRACESYSGOOD};
 
 /// All signals blocked (the kernel ignores SIGKILL and SIGSTOP here).
@@ -40,17 +42,32 @@ impl FrozenProcess {
     }
 }
 
-#[derive(Debug)]
 pub struct Frozen {
     pub procs: Vec<FrozenProcess>,
     finished: bool,
+    /// Puts back what the dump changed if cairn dies (`dump::guard`).
+    guardian: Option<Guardian>,
 }
 
-fn seize_one(tid: i32) -> Result<FrozenTask> {
+impl std::fmt::Debug for Frozen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frozen")
+            .field("procs", &self.procs)
+            .field("finished", &self.finished)
+            .field("guardian", &self.guardian.as_ref().map(|g| g.pid()))
+            .finish()
+    }
+}
+
+fn seize_one(tid: i32, guardian: &mut Option<Guardian>) -> Result<FrozenTask> {
     let group_stopped = inject::seize_and_stop(tid, PTRACE_O_TRACESYSGOOD)
         .map_err(|e| Error::sys(tid, "seize", e))?;
     let regs = ptrace::get_regs(tid).map_err(|e| Error::sys(tid, "PTRACE_GETREGS", e))?;
     let sigmask = ptrace::get_sigmask(tid).map_err(|e| Error::sys(tid, "PTRACE_GETSIGMASK", e))?;
+    // The guardian learns the thread's state before anything changes it.
+    if let Some(g) = guardian {
+        g.thread(tid, &regs, sigmask);
+    }
     // Block everything while we work: signals that arrive during the dump
     // stay pending and are part of the image (and of the thawed task).
     ptrace::set_sigmask(tid, ALL_SIGNALS).map_err(|e| Error::sys(tid, "PTRACE_SETSIGMASK", e))?;
@@ -123,6 +140,7 @@ impl Frozen {
         let mut frozen = Frozen {
             procs: Vec::new(),
             finished: false,
+            guardian: Guardian::start(Role::Dump),
         };
         let mut src = Source {
             bpf: watch.is_some(),
@@ -205,7 +223,7 @@ impl Frozen {
                 }
                 for tid in new {
                     seen.insert(tid);
-                    match seize_one(tid) {
+                    match seize_one(tid, &mut frozen.guardian) {
                         Ok(t) => {
                             if tid != pid && src.watch.as_ref().is_some_and(|w| w.caught(tid)) {
                                 src.caught_threads += 1;
@@ -314,9 +332,43 @@ impl Frozen {
             .find(|t| t.tid == tid)
     }
 
+    /// A `Remote` for thread `tid` of process `pid`, guarded against
+    /// cairn's death (`Remote::guard`, `dump::guard`) where the vDSO
+    /// allows; the thread is marked as touched.
+    pub fn remote(&mut self, pid: i32, tid: i32, site: &SyscallSite) -> Result<Remote> {
+        let mut r =
+            Remote::new(tid, site.insn).map_err(|e| Error::sys(tid, "PTRACE_GETREGS", e))?;
+        if let Some(t) = self.task_mut(tid) {
+            t.touched = true;
+        }
+        if let (Some((lo, hi)), Some(g)) = (site.parking, &mut self.guardian) {
+            match r.guard(pid, lo) {
+                Ok(frame) => g.parking(tid, frame, lo, hi),
+                Err(e) => crate::warn!(
+                    "tid {tid}: no parking frame below its stack pointer {:#x} ({e}): \
+                     remote calls in it are not guarded",
+                    r.base().rsp
+                ),
+            }
+        }
+        Ok(r)
+    }
+
+    fn release_guardian(&mut self) {
+        if let Some(g) = self.guardian.take() {
+            g.done();
+        }
+    }
+
     /// Puts every register and mask back and detaches: the tree runs on
     /// exactly as before. Best effort per task; returns the first error.
     pub fn thaw(&mut self) -> Result<()> {
+        let r = self.thaw_tasks();
+        self.release_guardian();
+        r
+    }
+
+    fn thaw_tasks(&mut self) -> Result<()> {
         self.finished = true;
         let mut first: Option<Error> = None;
         for t in self.procs.iter().flat_map(|p| p.threads.iter()) {
@@ -342,6 +394,8 @@ impl Frozen {
         for p in self.live() {
             let _ = crate::sys::task::kill(p.pid, libc::SIGKILL);
         }
+        // Nothing of the tree is left to put back.
+        self.release_guardian();
         // The leader of a thread group is reported only after its other
         // threads are reaped, so reap the leaders last.
         let mut order: Vec<i32> = self

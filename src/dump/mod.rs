@@ -20,7 +20,6 @@ use crate::kinds::memory::{self, MmInput, PagePlan};
 use crate::kinds::task as ktask;
 use crate::procfs;
 use crate::remote::{self, Agent, SCRATCH_LEN};
-use crate::sys::inject::Remote;
 use crate::track::{self, Tracker};
 use crate::{info, warn};
 use freeze::Frozen;
@@ -424,20 +423,15 @@ fn collect_remote(
     status: &procfs::Status,
     stat: &procfs::Stat,
 ) -> Result<(TaskCore, u64)> {
-    let insn = remote::find_syscall_insn(pid)?;
+    let site = remote::find_syscall_site(pid)?;
     let tids: Vec<i32> = frozen
         .procs
         .iter()
         .find(|p| p.pid == pid)
         .map(|p| p.threads.iter().map(|t| t.tid).collect())
         .unwrap_or_default();
-    for &t in &tids {
-        if let Some(ft) = frozen.task_mut(t) {
-            ft.touched = true;
-        }
-    }
     let mut leader = Agent {
-        remote: Remote::new(pid, insn).map_err(|e| Error::sys(pid, "PTRACE_GETREGS", e))?,
+        remote: frozen.remote(pid, pid, &site)?,
         pid,
         scratch: 0,
         scratch_len: SCRATCH_LEN,
@@ -462,8 +456,7 @@ fn collect_remote(
                 ktask::dump_thread(&mut leader, &ft)?
             } else {
                 let mut a = Agent {
-                    remote: Remote::new(tid, insn)
-                        .map_err(|e| Error::sys(tid, "PTRACE_GETREGS", e))?,
+                    remote: frozen.remote(pid, tid, &site)?,
                     pid,
                     scratch: leader.scratch,
                     scratch_len: SCRATCH_LEN,

@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use crate::cli::RestoreArgs;
 use crate::error::{Error, Result};
+use crate::guard::{Guardian, Role};
 use crate::image::chain::{Chain, Resolved};
 use crate::image::pages::PageStoreReader;
 use crate::image::proto::{
@@ -217,10 +218,36 @@ impl Images {
 
 /// Kills every vessel created so far unless disarmed, so a failed restore
 /// leaves nothing behind.
-#[derive(Default)]
 struct Vessels {
     pids: Vec<i32>,
     disarmed: bool,
+    /// Kills every process if cairn dies before `release` (`crate::guard`).
+    guardian: Option<Guardian>,
+}
+
+impl Vessels {
+    fn new() -> Vessels {
+        Vessels {
+            pids: Vec::new(),
+            disarmed: false,
+            guardian: Guardian::start(Role::Restore),
+        }
+    }
+
+    fn add(&mut self, pid: i32) {
+        if let Some(g) = &mut self.guardian {
+            g.process(pid);
+        }
+        self.pids.push(pid);
+    }
+
+    /// Every process is let go: the restore is complete.
+    fn release(&mut self) {
+        self.disarmed = true;
+        if let Some(g) = self.guardian.take() {
+            g.done();
+        }
+    }
 }
 
 impl Drop for Vessels {
@@ -233,6 +260,10 @@ impl Drop for Vessels {
         }
         for &p in self.pids.iter().rev() {
             let _ = ptrace::wait(p, 0);
+        }
+        // Nothing is left for the guardian to kill.
+        if let Some(g) = self.guardian.take() {
+            g.done();
         }
     }
 }
@@ -380,7 +411,7 @@ fn create_tree(img: &Images, vessels: &mut Vessels, force_last_pid: bool) -> Res
         let core = &img.cores[i];
         if i == 0 {
             let v = spawn_vessel(pid, force_last_pid)?;
-            vessels.pids.push(v);
+            vessels.add(v);
             inject::seize_and_stop(v, opts).map_err(|e| Error::sys(v, "seize vessel", e))?;
             ptrace::set_sigmask(v, u64::MAX).map_err(|e| Error::sys(v, "PTRACE_SETSIGMASK", e))?;
         } else {
@@ -403,7 +434,7 @@ fn create_tree(img: &Images, vessels: &mut Vessels, force_last_pid: bool) -> Res
                 flags |= libc::CLONE_FS as u64;
             }
             clone_with_tid(&mut procs[pi].agents[0], flags, exit_signal, pid)?;
-            vessels.pids.push(pid);
+            vessels.add(pid);
         }
         let remote =
             Remote::new(pid, own_insn).map_err(|e| Error::sys(pid, "PTRACE_GETREGS", e))?;
@@ -634,7 +665,7 @@ fn restore_tree(img: &Images, args: &RestoreArgs, fixups: &mut Fixups) -> Result
     let t0 = Instant::now();
     let mut idx = FilesIndex::new(&img.files);
     idx.redirect = fixups.redirect.clone();
-    let mut vessels = Vessels::default();
+    let mut vessels = Vessels::new();
     let force_last_pid = args.pid_restore.as_deref() == Some("ns_last_pid");
     let mut procs = create_tree(img, &mut vessels, force_last_pid)?;
     crate::kinds::sysv::prepare(&img.files.sysv_shm)?;
@@ -700,7 +731,7 @@ fn restore_tree(img: &Images, args: &RestoreArgs, fixups: &mut Fixups) -> Result
             ptrace::detach(a.tid(), 0).map_err(|e| Error::sys(a.tid(), "PTRACE_DETACH", e))?;
         }
     }
-    vessels.disarmed = true;
+    vessels.release();
     info!("restored {} processes in {:?}", procs.len(), t0.elapsed());
     Ok(procs[0].pid)
 }

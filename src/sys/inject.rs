@@ -55,6 +55,9 @@ pub struct Remote {
     pub tid: i32,
     insn: u64,
     base: UserRegs,
+    /// `rbp` for every injected call: the frame chain of a parking loop
+    /// (see [`Remote::guard`]).
+    guard_rbp: Option<u64>,
 }
 
 impl Remote {
@@ -62,9 +65,39 @@ impl Remote {
     /// executable in the task.
     pub fn new(tid: i32, insn: u64) -> io::Result<Remote> {
         let base = ptrace::get_regs(tid)?;
-        Ok(Remote { tid, insn, base })
+        Ok(Remote {
+            tid,
+            insn,
+            base,
+            guard_rbp: None,
+        })
     }
 
+    /// The registers the task had when this `Remote` was made.
+    pub fn base(&self) -> &UserRegs {
+        &self.base
+    }
+
+    /// Makes every injected call safe against the tracer's death. `insn`
+    /// must be the `syscall` of a vDSO sequence `mov $harmless, %eax;
+    /// syscall; leave; xor ... (rdi and rsi among them); ret` that starts
+    /// at `loop_entry`. Writes a two-word frame `[P] = P, [P+8] =
+    /// loop_entry` on the task's stack below its red zone (where the
+    /// kernel would put a signal frame) and runs every call with `rbp =
+    /// P`: if the task is let go at any point of a call (cairn killed),
+    /// it finishes the syscall, and `leave; ret` takes it into an endless
+    /// `gettimeofday(NULL, NULL)` loop on that frame instead of running
+    /// on with changed registers, until the guardian puts its registers
+    /// back. Returns P.
+    pub fn guard(&mut self, pid: i32, loop_entry: u64) -> io::Result<u64> {
+        let p = (self.base.rsp.wrapping_sub(128 + 256)) & !15;
+        let mut frame = [0u8; 16];
+        frame[..8].copy_from_slice(&p.to_ne_bytes());
+        frame[8..].copy_from_slice(&loop_entry.to_ne_bytes());
+        super::mem::vm_write_all(pid, p, &frame)?;
+        self.guard_rbp = Some(p);
+        Ok(p)
+    }
     pub fn set_insn(&mut self, insn: u64) {
         self.insn = insn;
     }
@@ -74,6 +107,9 @@ impl Remote {
         let mut r = self.base;
         let a = |i: usize| args.get(i).copied().unwrap_or(0);
         r.rip = self.insn;
+        if let Some(p) = self.guard_rbp {
+            r.rbp = p;
+        }
         r.rax = nr as u64;
         r.orig_rax = u64::MAX;
         r.rdi = a(0);

@@ -361,3 +361,12 @@ pub fn open_by_handle(
     // SAFETY: the descriptor was just returned by the kernel and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// Sets `sig` to SIG_IGN for the calling process.
+pub fn ignore_signal(sig: i32) -> io::Result<()> {
+    // SAFETY: installing SIG_IGN runs no code of ours in signal context.
+    if unsafe { libc::signal(sig, libc::SIG_IGN) } == libc::SIG_ERR {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

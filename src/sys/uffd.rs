@@ -256,3 +256,18 @@ pub fn clear_refs(pid: i32, what: &str) -> io::Result<()> {
         .open(format!("/proc/{pid}/clear_refs"))?
         .write_all(what.as_bytes())
 }
+
+/// pidfd_send_signal(pidfd, sig): never hits a recycled pid.
+pub fn pidfd_kill(pidfd: &impl AsRawFd, sig: i32) -> io::Result<()> {
+    // SAFETY: pidfd_send_signal with a NULL siginfo and integer arguments.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    })
+    .map(drop)
+}

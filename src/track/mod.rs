@@ -29,7 +29,6 @@ use crate::error::{Error, Result};
 use crate::image::proto::{TrackState, TrackedProcess, TrackedRange};
 use crate::kinds::incr::{Dirty, ParentView, Ranges};
 use crate::procfs::MapsEntry;
-use crate::sys::inject::Remote;
 use crate::sys::probe::{features, DirtyTracking};
 use crate::sys::uffd;
 
@@ -522,11 +521,8 @@ fn scan_written(
 /// to its mm), takes it with pidfd_getfd and closes it in the process
 /// again: its fd table ends as it was.
 fn create_in_target(frozen: &mut Frozen, pid: i32) -> Result<OwnedFd> {
-    let insn = crate::remote::find_syscall_insn(pid)?;
-    if let Some(t) = frozen.task_mut(pid) {
-        t.touched = true;
-    }
-    let mut r = Remote::new(pid, insn).map_err(|e| Error::sys(pid, "PTRACE_GETREGS", e))?;
+    let site = crate::remote::find_syscall_site(pid)?;
+    let mut r = frozen.remote(pid, pid, &site)?;
     let fd = r
         .syscall(libc::SYS_userfaultfd, &[uffd::UFFD_CREATE_FLAGS])
         .map_err(|e| Error::sys(pid, "remote userfaultfd", e))?;

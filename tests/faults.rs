@@ -1,0 +1,508 @@
+//! Faults in the middle: the dumper killed at random moments, the
+//! restorer killed midway, the disk full during a dump. Each time the
+//! target must come out as if nothing had happened (alive, not traced,
+//! not stopped, its own check passes) or, for a restore, nothing
+//! half-restored may remain.
+mod common;
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A small xorshift generator: the seed is printed, so a failing run can
+/// be repeated with `CAIRN_FAULT_SEED`.
+struct Rng(u64);
+
+impl Rng {
+    fn new() -> Rng {
+        let seed = std::env::var("CAIRN_FAULT_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
+                    | 1
+            });
+        eprintln!("random moments from CAIRN_FAULT_SEED={seed}");
+        Rng(seed)
+    }
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn spawn_cairn(args: &[&str], base: &Path) -> Child {
+    Command::new(cairn_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(File::create(base.with_extension("stdout")).unwrap())
+        .stderr(File::create(base.with_extension("stderr")).unwrap())
+        .spawn()
+        .expect("spawn cairn")
+}
+
+/// Kills `child` (our child, so its pid is still ours) and reaps it.
+fn sigkill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A thread's "State:" letter and "TracerPid:" from /proc.
+fn thread_state(pid: i32, tid: &str) -> Option<(char, i32, String)> {
+    let s = fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
+    let field = |k: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let state = field("State:").chars().next().unwrap_or('?');
+    let tracer = field("TracerPid:").parse().unwrap_or(-1);
+    Some((state, tracer, field("SigBlk:")))
+}
+
+/// Waits until every thread of `pid` is untraced and not stopped, and none
+/// has every signal blocked; panics with what it saw otherwise.
+fn expect_released(pid: i32, what: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut bad = Vec::new();
+        let tids: Vec<String> = fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if tids.is_empty() {
+            panic!("{what}: pid {pid} is gone. Its log:\n{}", tail(log, 4000));
+        }
+        for t in &tids {
+            if let Some((state, tracer, blk)) = thread_state(pid, t) {
+                if tracer != 0
+                    || state == 't'
+                    || state == 'T'
+                    || state == 'Z'
+                    || u64::from_str_radix(&blk, 16).is_ok_and(|m| m.count_ones() >= 60)
+                {
+                    bad.push(format!(
+                        "tid {t}: state {state}, tracer {tracer}, SigBlk {blk}"
+                    ));
+                }
+            }
+        }
+        if bad.is_empty() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("{what}: not released after 15 s: {}", bad.join("; "));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The guardian's pid from a dump's -v log, if it had started.
+fn guardian_pid(stderr: &Path) -> Option<i32> {
+    let s = fs::read_to_string(stderr).ok()?;
+    let rest = s.split("guardian started (pid ").nth(1)?;
+    rest.split(')').next()?.parse().ok()
+}
+
+fn staging_leftovers(dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.to_string_lossy().contains("cairn-tmp"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `cairn dump` SIGKILLed at ten moments spread over a dump (measured
+/// first): the target is released each time (not traced, not stopped, no
+/// signal left blocked), the guardian exits, DIR is absent or a complete
+/// checkpoint, and in the end the workload's own check passes: memory,
+/// file offset, signal masks, and a thread whose registers were never
+/// changed under it.
+#[test]
+fn dumper_killed_at_random_moments() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("fault_mem", &["--mib", "64"]);
+    let pid = w.pid.to_string();
+    // How long a whole dump takes here and now.
+    let t = Instant::now();
+    let full = w.dir.join("full");
+    assert_ok(
+        &dump(w.pid, &full, &["--leave-running"]),
+        "a first, complete dump",
+    );
+    let took = t.elapsed();
+    eprintln!("a whole dump takes {took:?}");
+    let mut rng = Rng::new();
+    let runs = 10;
+    let mut summary = Vec::new();
+    for i in 0..runs {
+        // Run i is killed in the i-th tenth of the dump's duration (the
+        // last one a little after its end, in case this dump is slower).
+        let frac = (i as f64 + rng.unit()) / runs as f64;
+        let delay = took.mul_f64(frac * 1.1);
+        let dir = w.dir.join(format!("run{i}"));
+        let base = w.dir.join(format!("run{i}-cairn"));
+        let mut c = spawn_cairn(
+            &[
+                "dump",
+                "-v",
+                "-t",
+                &pid,
+                "-D",
+                dir.to_str().unwrap(),
+                "--leave-running",
+            ],
+            &base,
+        );
+        std::thread::sleep(delay);
+        let finished = matches!(c.try_wait(), Ok(Some(_)));
+        sigkill(&mut c);
+        let stderr = base.with_extension("stderr");
+        expect_released(w.pid, &format!("run {i} (killed after {delay:?})"), &w.log);
+        if let Some(g) = guardian_pid(&stderr) {
+            assert!(
+                wait_pid_gone(g, Duration::from_secs(15)),
+                "run {i}: the guardian {g} is still there"
+            );
+        }
+        // DIR is never a partial checkpoint.
+        if dir.exists() {
+            let v = run_cairn(
+                &["show".into(), "--verify".into(), dir.clone().into()],
+                &w.dir.join(format!("run{i}-verify")),
+                CAIRN_TIMEOUT,
+            );
+            assert_ok(
+                &v,
+                &format!("run {i}: show --verify of the DIR the dump left"),
+            );
+        }
+        let log = fs::read_to_string(&stderr).unwrap_or_default();
+        let guard_said = log
+            .lines()
+            .find(|l| l.starts_with("cairn guard:"))
+            .unwrap_or("")
+            .to_string();
+        summary.push(format!(
+            "run {i}: killed after {delay:?} ({}){}{}",
+            if finished { "had finished" } else { "mid-dump" },
+            if dir.exists() { ", DIR complete" } else { "" },
+            if guard_said.is_empty() {
+                String::new()
+            } else {
+                format!("; {guard_said}")
+            }
+        ));
+    }
+    eprintln!("{}", summary.join("\n"));
+    assert!(w.original_alive(), "the workload died");
+    // Leftover staging directories are hidden, never a checkpoint, and
+    // removed by the next dump to the same place.
+    for s in staging_leftovers(&w.dir) {
+        assert!(
+            s.file_name().unwrap().to_string_lossy().starts_with('.'),
+            "{s:?}"
+        );
+    }
+    let again = w.dir.join("run0");
+    let _ = fs::remove_dir_all(&again);
+    assert_ok(
+        &dump(w.pid, &again, &["--leave-running"]),
+        "a dump after the kills",
+    );
+    assert!(
+        !staging_leftovers(&w.dir)
+            .iter()
+            .any(|p| p.to_string_lossy().contains(".run0.cairn-tmp")),
+        "the next dump to run0 did not remove the old staging directory"
+    );
+    w.terminate_original_expect_pass();
+}
+
+/// A tmpfs of `mib` MiB, unmounted on drop.
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    fn mount(at: &Path, mib: u32) -> SmallFs {
+        fs::create_dir_all(at).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={mib}m,mode=0755"))
+            .arg("cairn-test-small")
+            .arg(at)
+            .status()
+            .expect("run mount");
+        assert!(st.success(), "mount a {mib} MiB tmpfs at {}", at.display());
+        SmallFs(at.to_path_buf())
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A dump of 64 MiB onto an 8 MiB file system: exit code 3, an error that
+/// names the path and ENOSPC, nothing left on the file system (new DIR and
+/// existing DIR alike), the target running and its check passing.
+#[test]
+fn disk_full_during_dump() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("fault_mem", &["--mib", "64"]);
+    let small = SmallFs::mount(&w.dir.join("small"), 8);
+    let fresh = small.0.join("images");
+    let given = small.0.join("given");
+    fs::create_dir(&given).unwrap();
+    for (i, (dir, what)) in [(&fresh, "a new DIR"), (&given, "an existing DIR")]
+        .into_iter()
+        .enumerate()
+    {
+        // cairn's outputs go beside the small file system, not on it.
+        let out = run_cairn(
+            &[
+                "dump".into(),
+                "-t".into(),
+                w.pid.to_string().into(),
+                "-D".into(),
+                dir.into(),
+            ],
+            &w.dir.join(format!("dump-{i}")),
+            CAIRN_TIMEOUT,
+        );
+        assert_eq!(exit_code(&out.status), 3, "{what}: {}", describe(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        eprintln!("{what}: {}", err.trim());
+        assert!(
+            err.contains(&dir.display().to_string()) && err.contains("No space left on device"),
+            "{what}: the error must name the path and ENOSPC: {}",
+            describe(&out)
+        );
+        assert!(
+            !err.contains("cairn-tmp"),
+            "{what}: names the staging directory: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+        let mut left: Vec<String> = fs::read_dir(&small.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["given"], "{what}: left on the file system");
+        assert_eq!(
+            fs::read_dir(&given).unwrap().count(),
+            0,
+            "{what}: left in the existing DIR"
+        );
+        expect_released(w.pid, what, &w.log);
+    }
+    drop(small);
+    w.terminate_original_expect_pass();
+}
+
+/// Every pid of `pids` that exists and is not a zombie.
+fn present(pids: &[i32]) -> Vec<i32> {
+    pids.iter()
+        .copied()
+        .filter(|&p| {
+            fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('Z')))
+                .is_some_and(|zombie| !zombie)
+        })
+        .collect()
+}
+
+fn released(pid: i32) -> bool {
+    let tids: Vec<String> = fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    !tids.is_empty()
+        && tids.iter().all(|t| {
+            thread_state(pid, t).is_some_and(|(s, tracer, _)| tracer == 0 && s != 't' && s != 'T')
+        })
+}
+
+/// Waits until the tree is either wholly gone or wholly there and let go;
+/// returns whether it is there. Panics on anything in between.
+fn settled(pids: &[i32], what: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut stable_since: Option<Instant> = None;
+    loop {
+        let p = present(pids);
+        let state = if p.is_empty() {
+            Some(false)
+        } else if p.len() == pids.len() && p.iter().all(|&q| released(q)) {
+            Some(true)
+        } else {
+            None
+        };
+        match state {
+            Some(false) => return false,
+            Some(true) => {
+                let since = *stable_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_millis(300) {
+                    return true;
+                }
+            }
+            None => stable_since = None,
+        }
+        if Instant::now() >= deadline {
+            let now: Vec<ProcInfo> = p.iter().filter_map(|&q| proc_info(q)).collect();
+            panic!(
+                "{what}: a half-restored tree remains ({} of {} processes):\n{}",
+                p.len(),
+                pids.len(),
+                format_tree(&now)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn pass_count(log: &Path) -> usize {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| *l == "PASS")
+        .count()
+}
+
+/// SIGTERMs a restored (complete) tree's root and waits for its PASS and
+/// for every process to be gone. (Each restore puts the log back as it was
+/// at the dump, the current one renamed aside: PASS lines are counted in
+/// the log as it is now.)
+fn finish_restored(pids: &[i32], log: &Path, what: &str) {
+    let passes = pass_count(log);
+    let fd = pidfd_open(pids[0]).expect("pidfd of the restored root");
+    pidfd_signal(&fd, libc::SIGTERM).expect("SIGTERM the restored root");
+    let deadline = Instant::now() + EXIT_TIMEOUT;
+    while !present(pids).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        present(pids).is_empty(),
+        "{what}: the restored tree did not exit"
+    );
+    let n = pass_count(log);
+    assert_eq!(n, passes + 1, "{what}: no PASS. Log:\n{}", tail(log, 4000));
+    for &p in pids {
+        assert!(
+            wait_pid_gone(p, Duration::from_secs(10)),
+            "{what}: pid {p} still taken"
+        );
+    }
+}
+
+/// `cairn restore` (with and without -d) SIGKILLed at random moments of a
+/// restore of a process tree: afterwards either no process of the tree is
+/// left, or all of them are, let go, and the tree's own check passes. The
+/// images stay good for the next try.
+#[test]
+fn restorer_killed_at_random_moments() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("tree_levels", &[]);
+    std::thread::sleep(Duration::from_millis(200));
+    let pids = tree_pids(w.pid);
+    assert_eq!(pids.len(), 4, "tree_levels has four processes: {pids:?}");
+    w.dump_ok(&[]);
+    w.expect_killed_by_dump();
+    for &p in &pids {
+        assert!(
+            wait_pid_gone(p, Duration::from_secs(10)),
+            "pid {p} still taken"
+        );
+    }
+    let images = w.images.to_str().unwrap().to_string();
+    // How long a whole detached restore takes.
+    let t = Instant::now();
+    let out = run_cairn(
+        &[
+            "restore".into(),
+            "-d".into(),
+            "-D".into(),
+            images.clone().into(),
+        ],
+        &w.dir.join("restore-full"),
+        CAIRN_TIMEOUT,
+    );
+    assert_ok(&out, "a complete restore");
+    let took = t.elapsed();
+    eprintln!("a whole restore takes {took:?}");
+    assert!(
+        settled(&pids, "the complete restore"),
+        "the complete restore left nothing"
+    );
+    finish_restored(&pids, &w.log, "the complete restore");
+    let mut rng = Rng::new();
+    let runs = 8;
+    let mut summary = Vec::new();
+    for i in 0..runs {
+        let frac = (i as f64 + rng.unit()) / runs as f64;
+        let delay = took.mul_f64(frac * 1.3);
+        let detached = i % 2 == 0;
+        let mut args = vec!["restore", "-v", "-D", &images];
+        if detached {
+            args.push("-d");
+        }
+        let base = w.dir.join(format!("restore-{i}"));
+        let mut c = spawn_cairn(&args, &base);
+        std::thread::sleep(delay);
+        sigkill(&mut c);
+        let what = format!(
+            "run {i} ({}, killed after {delay:?})",
+            if detached { "-d" } else { "waiting" }
+        );
+        let there = settled(&pids, &what);
+        let log = fs::read_to_string(base.with_extension("stderr")).unwrap_or_default();
+        let guard_said = log
+            .lines()
+            .find(|l| l.starts_with("cairn guard:"))
+            .unwrap_or("")
+            .to_string();
+        summary.push(format!(
+            "{what}: {} {guard_said}",
+            if there {
+                "complete tree"
+            } else {
+                "nothing left"
+            }
+        ));
+        if there {
+            finish_restored(&pids, &w.log, &what);
+        }
+        for &p in &pids {
+            assert!(
+                wait_pid_gone(p, Duration::from_secs(10)),
+                "{what}: pid {p} still taken"
+            );
+        }
+    }
+    eprintln!("{}", summary.join("\n"));
+}
