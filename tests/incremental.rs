@@ -502,3 +502,23 @@ fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
 }
+
+/// `pre-dump --no-bpf` and `dump --no-bpf`: the freezer reads /proc (the
+/// log says so) and the chain restores as usual.
+#[test]
+fn chain_with_no_bpf() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut c = Chain::start(&["--phases", "1"], &["--no-bpf"]);
+    let out = c.run("pre-dump", 1, None, &[]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success() && err.contains("freeze: /proc children lists (--no-bpf)"),
+        "pre-dump --no-bpf: {}",
+        describe(&out)
+    );
+    c.phase(1);
+    c.final_dump(2, 1);
+    c.restore(2);
+}
