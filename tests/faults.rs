@@ -5,6 +5,7 @@
 //! half-restored may remain.
 mod common;
 
+use std::ffi::OsString;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -505,4 +506,92 @@ fn restorer_killed_at_random_moments() {
         }
     }
     eprintln!("{}", summary.join("\n"));
+}
+
+/// The README's exit-code table and `src/error.rs` list the same codes,
+/// and a few failures of each kind exit with their documented code.
+#[test]
+fn exit_codes_match_the_readme() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = fs::read_to_string(root.join("README.md")).unwrap();
+    let table = readme
+        .split("### Exit codes")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("README has an Exit codes section");
+    let mut documented: Vec<u8> = table
+        .lines()
+        .filter_map(|l| l.strip_prefix("| "))
+        .filter_map(|l| l.split(' ').next()?.parse().ok())
+        .collect();
+    documented.sort_unstable();
+    let src = fs::read_to_string(root.join("src/error.rs")).unwrap();
+    let mut coded: Vec<u8> = src
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pub const "))
+        .filter_map(|l| l.split("u8 = ").nth(1)?.trim_end_matches(';').parse().ok())
+        .chain([0, 1])
+        .collect();
+    coded.sort_unstable();
+    assert_eq!(documented, coded, "README exit codes vs src/error.rs");
+
+    let base = fresh_dir("exit-codes");
+    let run = |args: &[&str], tag: &str| {
+        run_cairn(
+            &args.iter().map(OsString::from).collect::<Vec<_>>(),
+            &base.join(tag),
+            CAIRN_TIMEOUT,
+        )
+    };
+    let code = |o: &std::process::Output| exit_code(&o.status);
+    // 2: usage.
+    assert_eq!(code(&run(&["dump"], "u1")), 2);
+    assert_eq!(code(&run(&["frobnicate"], "u2")), 2);
+    assert_eq!(code(&run(&["dump", "-t", "1", "-D"], "u3")), 2);
+    // 5: not an image directory; a damaged image.
+    let empty = base.join("empty");
+    fs::create_dir(&empty).unwrap();
+    let e = empty.to_str().unwrap();
+    assert_eq!(code(&run(&["restore", "-D", e], "i1")), 5);
+    assert_eq!(code(&run(&["show", "--verify", e], "i2")), 5);
+    // 1: prune of a directory that holds no checkpoint.
+    assert_eq!(code(&run(&["prune", e], "p1")), 1);
+    if !is_root() {
+        eprintln!("skipped the dump and restore exit codes: not root");
+        let _ = fs::remove_dir_all(&base);
+        return;
+    }
+    // 3: the dump failed and the target runs on.
+    let mut w = Workload::start("mem_heap", &[]);
+    fs::write(base.join("a-file"), "not a directory").unwrap();
+    let far = base.join("a-file/images");
+    let pid = w.pid.to_string();
+    let out = run(&["dump", "-t", &pid, "-D", far.to_str().unwrap()], "d1");
+    assert_eq!(code(&out), 3, "{}", describe(&out));
+    assert!(w.original_alive());
+    // 4: the restore failed (the pid is taken: the original runs).
+    let img = base.join("images");
+    assert_ok(&dump(w.pid, &img, &["--leave-running"]), "dump");
+    let out = run(&["restore", "-D", img.to_str().unwrap()], "r1");
+    assert_eq!(code(&out), 4, "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already in use"));
+    // 5 again: a byte of an image changed.
+    let core = fs::read_dir(&img)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("core-")
+        })
+        .unwrap();
+    let mut b = fs::read(&core).unwrap();
+    let n = b.len();
+    b[n - 1] ^= 0x40;
+    fs::write(&core, b).unwrap();
+    let out = run(&["restore", "-D", img.to_str().unwrap()], "r2");
+    assert_eq!(code(&out), 5, "{}", describe(&out));
+    w.terminate_original_expect_pass();
+    let _ = fs::remove_dir_all(&base);
 }

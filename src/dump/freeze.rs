@@ -6,10 +6,10 @@
 
 use std::collections::BTreeSet;
 
+use super::watch::TreeWatch;
 use crate::error::{Error, Result};
 use crate::guard::{Guardian, Role};
 use crate::procfs;
-use super::watch::TreeWatch;
 use crate::remote::SyscallSite;
 use crate::sys::inject::{self, Remote};
 use crate::sys::ptrace::{self, UserRegs, PTRACE_O_TRACESYSGOOD};

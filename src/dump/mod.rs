@@ -165,6 +165,7 @@ pub fn dump(args: &DumpArgs) -> Result<DumpStats> {
     // A child that exits meanwhile is no reason to refuse: the frozen
     // pass decides about it.
     let pids = tree_pids(pid);
+    may_trace(&pids)?;
     for &p in &pids {
         if let Err(e) = crate::kinds::files::precheck(p)
             .and_then(|_| memory::precheck(p))
@@ -265,7 +266,9 @@ pub fn pre_dump(args: &PreDumpArgs) -> Result<DumpStats> {
     if pid as u32 == std::process::id() {
         return Err(Error::Usage(format!("pid {pid} is cairn itself")));
     }
-    for p in tree_pids(pid) {
+    let pids = tree_pids(pid);
+    may_trace(&pids)?;
+    for p in pids {
         if let Err(e) = memory::precheck(p) {
             let alive = procfs::read_stat(p).is_ok_and(|s| s.state != 'Z' && s.state != 'X');
             if p == pid || alive {
@@ -475,6 +478,40 @@ fn collect_remote(
     let r = result?;
     unmap?;
     Ok(r)
+}
+
+/// Without CAP_SYS_PTRACE, cairn may trace only processes of its own
+/// user (real, effective and saved ids all its own, as the kernel's
+/// ptrace access check wants): anything else is refused up front with a
+/// clear message rather than a bare EPERM from some /proc file.
+fn may_trace(pids: &[i32]) -> Result<()> {
+    let me = procfs::read_status(crate::sys::task::getpid())?;
+    const CAP_SYS_PTRACE: u32 = 19;
+    if me.cap_eff & (1 << CAP_SYS_PTRACE) != 0 {
+        return Ok(());
+    }
+    for &p in pids {
+        let Ok(st) = procfs::read_status(p) else {
+            continue;
+        };
+        if st.uid[..3].iter().any(|&u| u != me.uid[0])
+            || st.gid[..3].iter().any(|&g| g != me.gid[0])
+        {
+            return Err(Error::sys(
+                p,
+                "dump",
+                std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!(
+                        "not permitted: it runs as uid {} gid {}, cairn as uid {} gid {} \
+                         without CAP_SYS_PTRACE, so it may not trace it",
+                        st.uid[1], st.gid[1], me.uid[0], me.gid[0]
+                    ),
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The tree as it is now (not frozen): for the pre-checks only.

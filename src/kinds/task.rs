@@ -594,14 +594,96 @@ pub fn restore_session(
     Ok(())
 }
 
+const CAP_SETGID: u32 = 6;
+const CAP_SETUID: u32 = 7;
+const CAP_SETPCAP: u32 = 8;
+
+/// What the restoring cairn may give a process: its own credentials, or
+/// anything with the capabilities that allow it.
+pub struct OwnCreds {
+    status: crate::procfs::Status,
+    securebits: u32,
+}
+
+impl OwnCreds {
+    pub fn read() -> Result<OwnCreds> {
+        let status = crate::procfs::read_status(crate::sys::task::getpid())?;
+        let securebits = crate::sys::task::securebits()
+            .map_err(|e| Error::sys(crate::sys::task::getpid(), "PR_GET_SECUREBITS", e))?;
+        Ok(OwnCreds { status, securebits })
+    }
+
+    fn has(&self, cap: u32) -> bool {
+        self.status.cap_eff & (1 << cap) != 0
+    }
+
+    /// Why cairn may not restore process `pid` with credentials `c`, if it
+    /// may not: unprivileged, cairn restores only as the user it runs as,
+    /// with no capability it does not hold itself.
+    pub fn refuse(&self, pid: u32, c: &Creds) -> Option<String> {
+        let me = &self.status;
+        let who = format!("uid {} gid {}", me.uid[1], me.gid[1]);
+        let mut why = Vec::new();
+        let uids = [c.uid, c.euid, c.suid, c.fsuid];
+        if !self.has(CAP_SETUID) && uids.iter().any(|u| !me.uid.contains(u)) {
+            why.push(format!("uids {uids:?}"));
+        }
+        let gids = [c.gid, c.egid, c.sgid, c.fsgid];
+        if !self.has(CAP_SETGID) && gids.iter().any(|g| !me.gid.contains(g)) {
+            why.push(format!("gids {gids:?}"));
+        }
+        if !self.has(CAP_SETGID) {
+            let (mut a, mut b) = (c.groups.clone(), me.groups.clone());
+            a.sort_unstable();
+            b.sort_unstable();
+            if a != b {
+                why.push(format!("supplementary groups {:?}", c.groups));
+            }
+        }
+        let caps = c.cap_eff | c.cap_prm | c.cap_inh | c.cap_amb;
+        let allowed = if self.has(CAP_SETPCAP) {
+            me.cap_prm | me.cap_bnd
+        } else {
+            me.cap_prm
+        };
+        if caps & !allowed != 0 {
+            why.push(format!("capabilities {:#x}", caps & !allowed));
+        }
+        if !self.has(CAP_SETPCAP) && c.cap_bnd & me.cap_bnd != me.cap_bnd {
+            why.push(format!(
+                "a bounding set without {:#x}",
+                me.cap_bnd & !c.cap_bnd
+            ));
+        }
+        if !self.has(CAP_SETPCAP) && c.securebits != self.securebits {
+            why.push(format!("securebits {:#x}", c.securebits));
+        }
+        if why.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "pid {pid}: the images ask for {} but cairn runs as {who} without the \
+             capabilities to grant that (CAP_SETUID, CAP_SETGID, CAP_SETPCAP or the \
+             capabilities themselves): refused",
+            why.join(", ")
+        ))
+    }
+}
+
 /// Credentials, last: after this the vessel may no longer be privileged.
+/// Only what differs from the vessel's (cairn's own) is changed, so an
+/// unprivileged restore of a process of the same user needs no
+/// capability ([`OwnCreds::refuse`] checked the rest).
 pub fn restore_creds(agent: &mut Agent, c: &Creds) -> Result<()> {
     let last_cap = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
         .unwrap_or(40);
+    let now = crate::procfs::read_status(agent.tid())?;
+    let own_bits = crate::sys::task::securebits().unwrap_or(u32::MAX);
+    let privileged = now.cap_eff & (1 << CAP_SETPCAP) != 0;
     for cap in 0..=last_cap {
-        if c.cap_bnd & (1 << cap) == 0 {
+        if c.cap_bnd & (1 << cap) == 0 && now.cap_bnd & (1 << cap) != 0 {
             agent.call(
                 &format!("prctl(PR_CAPBSET_DROP, {cap})"),
                 libc::SYS_prctl,
@@ -610,18 +692,26 @@ pub fn restore_creds(agent: &mut Agent, c: &Creds) -> Result<()> {
         }
     }
     let secure = c.securebits as u64;
-    agent.call(
-        "prctl(PR_SET_SECUREBITS)",
-        libc::SYS_prctl,
-        &[libc::PR_SET_SECUREBITS as u64, secure | SECBIT_KEEP_CAPS],
-    )?;
-    let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
-    let a = agent.put(0, &groups)?;
-    agent.call(
-        "setgroups",
-        libc::SYS_setgroups,
-        &[c.groups.len() as u64, a],
-    )?;
+    // Unprivileged (no CAP_SETPCAP) the bits can only be what they are.
+    if privileged || c.securebits != own_bits {
+        agent.call(
+            "prctl(PR_SET_SECUREBITS)",
+            libc::SYS_prctl,
+            &[libc::PR_SET_SECUREBITS as u64, secure | SECBIT_KEEP_CAPS],
+        )?;
+    }
+    let (mut want, mut have) = (c.groups.clone(), now.groups.clone());
+    want.sort_unstable();
+    have.sort_unstable();
+    if want != have {
+        let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
+        let a = agent.put(0, &groups)?;
+        agent.call(
+            "setgroups",
+            libc::SYS_setgroups,
+            &[c.groups.len() as u64, a],
+        )?;
+    }
     agent.call(
         "setresgid",
         libc::SYS_setresgid,

@@ -301,6 +301,15 @@ fn spawn_vessel(pid: i32, force_last_pid: bool) -> Result<i32> {
             warn!("clone3 with set_tid unavailable ({e}); using ns_last_pid");
             last_pid("clone3 set_tid unavailable")
         }
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => Err(Error::sys(
+            pid,
+            "clone3 with set_tid",
+            std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "not permitted: giving a process its pid needs CAP_CHECKPOINT_RESTORE \
+                 (or root)",
+            ),
+        )),
         Err(e) => Err(Error::sys(pid, "clone3 with set_tid", e)),
     }
 }
@@ -782,6 +791,13 @@ fn preflight(img: &Images, args: &RestoreArgs, idx: &FilesIndex) -> Result<()> {
                     e.pid
                 )));
             }
+        }
+    }
+    // Credentials: unprivileged, only the user cairn runs as.
+    let own = ktask::OwnCreds::read()?;
+    for (e, c) in img.pstree.entries.iter().zip(&img.cores) {
+        if let Some(why) = c.creds.as_ref().and_then(|cr| own.refuse(e.pid, cr)) {
+            return Err(Error::Restore(why));
         }
     }
     for e in &img.pstree.entries {

@@ -370,3 +370,10 @@ pub fn ignore_signal(sig: i32) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// prctl(PR_GET_SECUREBITS) of the calling thread.
+pub fn securebits() -> io::Result<u32> {
+    // SAFETY: prctl with integer arguments only.
+    let r = check(unsafe { libc::prctl(libc::PR_GET_SECUREBITS, 0, 0, 0, 0) } as libc::c_long)?;
+    Ok(r as u32)
+}
