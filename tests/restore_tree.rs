@@ -204,23 +204,14 @@ fn tree_fork_storm_no_bpf() {
     );
 }
 
-/// The fork tracker catches a process born after the freezer's snapshot:
-/// `--freeze-wait-fork` makes cairn wait, after the BPF snapshot, until a
-/// process is born in the tree; the test makes the root fork one exactly
-/// then (SIGUSR1 once cairn says it waits). The child is known to cairn
-/// only from the ring buffer: the log must count it as caught, and the
-/// restored root must find it as its child (the workload checks all of
-/// its children and that one was forked on SIGUSR1).
-#[test]
-fn fork_tracker_catches_child_born_while_freezing() {
-    if skip_unless_root() {
-        return;
-    }
-    if let Some(why) = fork_tracking_unavailable() {
-        eprintln!("skipped: fork tracking is not BPF here: {why}");
-        return;
-    }
-    let mut t = TreeTest::start("tree_fork_on_signal", &["--children", "3"]);
+/// Dumps tree_fork_on_signal ARGS with `--freeze-wait-fork`: cairn waits,
+/// after its BPF snapshot, until a process is born in the tree, and the
+/// test makes the root fork one exactly then (SIGUSR1 once cairn says it
+/// waits). The dump's log must contain every string of `log_wants`; after
+/// restore and the go the workload must PASS and its log contain every
+/// string of `workload_wants`.
+fn dump_while_forking(args: &[&str], log_wants: &[&str], workload_wants: &[&str]) {
+    let mut t = TreeTest::start("tree_fork_on_signal", args);
     let err = t.w.dir.join("dump-wait-fork.stderr");
     let mut cairn = std::process::Command::new(cairn_bin())
         .args(["dump", "-v", "--freeze-wait-fork", "-t"])
@@ -259,18 +250,62 @@ fn fork_tracker_catches_child_born_while_freezing() {
     };
     let log = std::fs::read_to_string(&err).unwrap_or_default();
     assert!(st.success(), "cairn dump failed:\n{log}");
-    assert!(
-        log.contains("caught from fork events: 1 processes"),
-        "the dump did not count the child born after its snapshot as caught from the \
-         fork tracker:\n{log}"
-    );
+    for want in log_wants {
+        assert!(
+            log.contains(want),
+            "the dump's log lacks {want:?}:\n{log}"
+        );
+    }
     t.expect_tree_killed_by_dump();
     t.restore_start(&[], false);
     t.finish();
     let wl = std::fs::read_to_string(&t.w.log).unwrap_or_default();
-    assert!(
-        wl.contains("forked 4 children, 1 on SIGUSR1"),
-        "the restored root did not report the child forked on SIGUSR1:\n{wl}"
+    for want in workload_wants {
+        assert!(
+            wl.contains(want),
+            "the restored workload's log lacks {want:?}:\n{wl}"
+        );
+    }
+}
+
+/// The fork tracker catches a process born after the freezer's snapshot:
+/// the child is known to cairn only from the ring buffer, the log must
+/// count it as caught, and the restored root must find it as its child
+/// (the workload checks all of its children and that one was forked on
+/// SIGUSR1).
+#[test]
+fn fork_tracker_catches_child_born_while_freezing() {
+    if skip_unless_root() {
+        return;
+    }
+    if let Some(why) = fork_tracking_unavailable() {
+        eprintln!("skipped: fork tracking is not BPF here: {why}");
+        return;
+    }
+    dump_while_forking(
+        &["--children", "3"],
+        &["caught from fork events: 1 processes"],
+        &["forked 4 children, 1 on SIGUSR1"],
+    );
+}
+
+/// A grandchild reparented to the (subreaper) root after the BPF
+/// snapshot, whose parent died and was reaped before the freeze: the
+/// snapshot has it under its old parent, which is gone, so the freezer
+/// must find it under its new one (adopted) and dump it with the tree.
+#[test]
+fn freeze_finds_grandchild_reparented_after_snapshot() {
+    if skip_unless_root() {
+        return;
+    }
+    if let Some(why) = fork_tracking_unavailable() {
+        eprintln!("skipped: fork tracking is not BPF here: {why}");
+        return;
+    }
+    dump_while_forking(
+        &["--children", "2", "--middle"],
+        &["caught from fork events: 1 processes", "; 1 adopted"],
+        &["grandchild adopted", "forked 3 children, 1 on SIGUSR1"],
     );
 }
 

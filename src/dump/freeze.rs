@@ -102,6 +102,9 @@ struct Source {
     /// Tasks that vanished during the freeze and whose exit the tracker
     /// reported.
     exits_noted: usize,
+    /// Processes found under a new parent of the tree (reparented since
+    /// the snapshot).
+    adopted: usize,
 }
 
 impl Source {
@@ -123,6 +126,27 @@ impl Source {
 
     fn exited(&self, tid: i32) -> bool {
         self.watch.as_ref().is_some_and(|w| w.exited(tid))
+    }
+
+    /// `pid` exited (or is gone): the children the BPF view gave it were
+    /// reparented, to init (then they are no longer of the tree) or to a
+    /// subreaper of the tree, whose children lists in the snapshot do not
+    /// have them. They are queued as adopted. (/proc needs nothing: a
+    /// new parent's list read after its freeze has them, and a zombie's
+    /// is empty.)
+    fn adopt_children_of(
+        &self,
+        pid: i32,
+        queued: &mut std::collections::HashSet<i32>,
+        queue: &mut std::collections::VecDeque<(i32, Option<i32>)>,
+    ) {
+        if let Some(w) = &self.watch {
+            for c in w.children_of(pid) {
+                if queued.insert(c) {
+                    queue.push_back((c, None));
+                }
+            }
+        }
     }
 }
 
@@ -148,11 +172,15 @@ impl Frozen {
             caught_procs: 0,
             caught_threads: 0,
             exits_noted: 0,
+            adopted: 0,
         };
         let root_ppid = procfs::read_stat(root)?.ppid;
-        let mut queue = std::collections::VecDeque::from([(root, root_ppid)]);
+        // (pid, the parent it must have: None for a process adopted
+        // since the BPF snapshot, whose parent must be a frozen one).
+        let mut queue = std::collections::VecDeque::from([(root, Some(root_ppid))]);
         let mut queued = std::collections::HashSet::from([root]);
-        while let Some((pid, ppid)) = queue.pop_front() {
+        let mut requeued = std::collections::HashSet::new();
+        while let Some((pid, expect)) = queue.pop_front() {
             let stat = match procfs::read_stat(pid) {
                 Ok(s) => s,
                 Err(e) if pid == root => return Err(e),
@@ -161,13 +189,33 @@ impl Frozen {
                     if src.exited(pid) {
                         src.exits_noted += 1;
                     }
+                    src.adopt_children_of(pid, &mut queued, &mut queue);
                     continue;
                 }
             };
-            // The pid of a child that is gone, taken by another process.
-            if pid != root && stat.ppid != ppid {
-                continue;
-            }
+            let ppid = match expect {
+                Some(pp) => {
+                    // The pid of a child that is gone, taken by another
+                    // process.
+                    if pid != root && stat.ppid != pp {
+                        src.adopt_children_of(pid, &mut queued, &mut queue);
+                        continue;
+                    }
+                    pp
+                }
+                // Reparented (to a subreaper) since the snapshot: ours if
+                // the new parent is; once more after it, if it is yet to
+                // be frozen.
+                None if frozen.live().any(|p| p.pid == stat.ppid) => {
+                    src.adopted += 1;
+                    stat.ppid
+                }
+                None if queued.contains(&stat.ppid) && requeued.insert(pid) => {
+                    queue.push_back((pid, None));
+                    continue;
+                }
+                None => continue,
+            };
             let caught = src.watch.as_ref().is_some_and(|w| w.caught(pid));
             if caught {
                 src.caught_procs += 1;
@@ -186,6 +234,7 @@ impl Frozen {
                     threads: Vec::new(),
                     zombie_status: Some(stat.exit_code),
                 });
+                src.adopt_children_of(pid, &mut queued, &mut queue);
                 continue;
             }
             frozen.procs.push(FrozenProcess {
@@ -267,6 +316,7 @@ impl Frozen {
                         for t in threads {
                             let _ = ptrace::detach(t.tid, 0);
                         }
+                        src.adopt_children_of(pid, &mut queued, &mut queue);
                         continue;
                     }
                     Err(_) if pid != root => {
@@ -278,6 +328,7 @@ impl Frozen {
                         if src.exited(pid) {
                             src.exits_noted += 1;
                         }
+                        src.adopt_children_of(pid, &mut queued, &mut queue);
                         continue;
                     }
                     _ => {
@@ -299,7 +350,7 @@ impl Frozen {
             };
             for c in children {
                 if queued.insert(c) {
-                    queue.push_back((c, pid));
+                    queue.push_back((c, Some(pid)));
                 }
             }
         }
@@ -307,14 +358,15 @@ impl Frozen {
             let w = src.watch.as_ref().map(|w| w.stats).unwrap_or_default();
             crate::info!(
                 "freeze: BPF fork tracker{}: {} tasks in the snapshot, {} fork and {} exit events; \
-                 caught from fork events: {} processes, {} threads; {} exits noted",
+                 caught from fork events: {} processes, {} threads; {} exits noted; {} adopted",
                 if src.watch.is_some() { "" } else { " (given up)" },
                 w.snapshot,
                 w.forks,
                 w.exits,
                 src.caught_procs,
                 src.caught_threads,
-                src.exits_noted
+                src.exits_noted,
+                src.adopted
             );
         }
         Ok(frozen)
