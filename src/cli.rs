@@ -98,8 +98,8 @@ pub struct FreezeArgs {
     #[arg(long = "no-bpf")]
     pub no_bpf: bool,
     /// For tests: after the BPF snapshot of the tree, wait (up to 10 s)
-    /// until the fork tracker has reported a new process of the tree, so
-    /// that the freeze must take it from the ring buffer.
+    /// until the fork tracker has reported a new task (process or thread)
+    /// of the tree, so that the freeze must take it from the ring buffer.
     #[arg(long = "freeze-wait-fork", hide = true)]
     pub wait_fork: bool,
 }

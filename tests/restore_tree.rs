@@ -289,6 +289,25 @@ fn fork_tracker_catches_child_born_while_freezing() {
     );
 }
 
+/// The same for a thread: the root starts one after the snapshot (the
+/// fork tracker reports threads too), and it must be seized, dumped and
+/// restored with the rest (the workload joins it and checks its value).
+#[test]
+fn fork_tracker_catches_thread_born_while_freezing() {
+    if skip_unless_root() {
+        return;
+    }
+    if let Some(why) = fork_tracking_unavailable() {
+        eprintln!("skipped: fork tracking is not BPF here: {why}");
+        return;
+    }
+    dump_while_forking(
+        &["--children", "2", "--thread"],
+        &["caught from fork events: 0 processes, 1 threads"],
+        &["joined 1 threads", "forked 2 children, 1 on SIGUSR1"],
+    );
+}
+
 /// A grandchild reparented to the (subreaper) root after the BPF
 /// snapshot, whose parent died and was reaped before the freeze: the
 /// snapshot has it under its old parent, which is gone, so the freezer

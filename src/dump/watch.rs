@@ -141,7 +141,7 @@ impl TreeWatch {
     }
 
     /// The test hook of `--freeze-wait-fork`: waits (up to 10 s) until a
-    /// process is born in the tree after the snapshot.
+    /// task (process or thread) is born in the tree after the snapshot.
     fn wait_for_fork(&mut self) -> Result<(), String> {
         crate::info!("freeze: waiting for a fork in the tree (--freeze-wait-fork)");
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -149,13 +149,14 @@ impl TreeWatch {
             self.absorb()?;
             let born = self
                 .threads
-                .iter()
-                .any(|(tgid, tids)| tids.contains(tgid) && !self.in_snapshot.contains(tgid));
+                .values()
+                .flatten()
+                .any(|tid| !self.in_snapshot.contains(tid));
             if born {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                crate::warn!("freeze: no process was born in the tree within 10 s");
+                crate::warn!("freeze: no task was born in the tree within 10 s");
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(1));

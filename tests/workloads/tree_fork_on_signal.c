@@ -15,9 +15,14 @@
  * ("grandchild adopted"), and only then forks the new child: whoever
  * waits for that fork sees a tree whose grandchild changed parents since
  * it last looked. The grandchild is checked and reaped like the children.
+ *
+ * With --thread each SIGUSR1 starts a thread instead of a child; the
+ * threads wait on a condition variable until the go, then return their
+ * number, which the root checks when it joins them ("joined N threads").
  */
 #include "tree.h"
 
+#include <pthread.h>
 #include <sys/prctl.h>
 
 #define MAXKIDS 64
@@ -27,6 +32,56 @@ static pid_t kids[MAXKIDS];
 static int codes[MAXKIDS];
 static int nkids;
 static int pipefd[2];
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static int go;
+static pthread_t threads[MAXKIDS];
+static int nthreads;
+
+static void *thread_main(void *arg)
+{
+	pthread_mutex_lock(&mu);
+	while (!go)
+		pthread_cond_wait(&cv, &mu);
+	pthread_mutex_unlock(&mu);
+	return arg;
+}
+
+static void start_thread(void)
+{
+	int err;
+
+	if (nthreads >= MAXKIDS)
+		fail("more than %d threads", MAXKIDS);
+	err = pthread_create(&threads[nthreads], NULL, thread_main,
+			     (void *)(long)(nthreads + 1000));
+	if (err) {
+		errno = err;
+		pfail("pthread_create");
+	}
+	nthreads++;
+}
+
+static void join_threads(void)
+{
+	pthread_mutex_lock(&mu);
+	go = 1;
+	pthread_cond_broadcast(&cv);
+	pthread_mutex_unlock(&mu);
+	for (int i = 0; i < nthreads; i++) {
+		void *ret;
+		int err = pthread_join(threads[i], &ret);
+
+		if (err) {
+			errno = err;
+			pfail("pthread_join");
+		}
+		if ((long)ret != i + 1000)
+			fail("thread %d returned %ld, expected %d", i, (long)ret, i + 1000);
+	}
+	test_msg("joined %d threads", nthreads);
+}
 
 static void on_usr1(int sig)
 {
@@ -112,7 +167,7 @@ static void end_middle(pid_t m, pid_t g, pid_t me)
 int main(int argc, char **argv)
 {
 	const char *n_arg;
-	int initial = 2, handled = 0, middle;
+	int initial = 2, handled = 0, middle, thread;
 	pid_t mid = 0, grandchild = 0;
 	sigset_t block, wait;
 	struct sigaction sa;
@@ -123,6 +178,7 @@ int main(int argc, char **argv)
 	if (n_arg)
 		initial = atoi(n_arg);
 	middle = test_flag("--middle");
+	thread = test_flag("--thread");
 	me = getpid();
 	if (middle && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))
 		pfail("PR_SET_CHILD_SUBREAPER");
@@ -153,7 +209,10 @@ int main(int argc, char **argv)
 				end_middle(mid, grandchild, me);
 				mid = 0;
 			}
-			fork_kid();
+			if (thread)
+				start_thread();
+			else
+				fork_kid();
 			handled++;
 		}
 		if (test_sigterm_received)
@@ -172,6 +231,7 @@ int main(int argc, char **argv)
 		if (pp != me)
 			fail("child %d (state '%c') has ppid %d, expected %d", kids[i], s, pp, me);
 	}
+	join_threads();
 	close(pipefd[0]);
 	close(pipefd[1]);
 	for (int i = 0; i < nkids; i++)
