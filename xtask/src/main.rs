@@ -18,6 +18,7 @@
 
 mod incr;
 mod inv;
+mod vm;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
         "test" => test(rest),
         "demo" => demo(rest),
         "bench" => bench(rest).map(|()| 0),
+        "vm-test" => vm::vm_test(rest),
         "help" | "-h" | "--help" => {
             eprintln!("{USAGE}");
             Ok(0)
@@ -57,7 +59,9 @@ const USAGE: &str = "usage: cargo xtask demo [DEMO ARGS...]
        cargo xtask bench [--runs N] [--size SIZE]
        cargo xtask bench tree [--runs N]
        cargo xtask bench incremental [--runs N] [--size SIZE] [--dirty PCT]
-       cargo xtask bench inventory [--runs N]";
+       cargo xtask bench inventory [--runs N]
+       cargo xtask vm-test [--kernel 6.1|6.12|all] [--tests T1,T2] [--exec CMD]
+                           [--timeout SECS] [--mem SIZE] [-- TEST FILTERS]";
 
 /// The workspace root (xtask's parent).
 fn root() -> PathBuf {
