@@ -12,8 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{
-    cargo, dir_bytes, ensure_tools, kill9, median, parse_size, reap, root, run, size_label,
-    wait_pidfile, Procs, Result, GIB, MIB,
+    dir_bytes, kill9, median, parse_size, prepare_bench, reap, root, run, size_label, wait_pidfile,
+    Procs, Result, GIB, MIB,
 };
 
 struct Args {
@@ -126,8 +126,7 @@ struct RunResult {
 
 pub fn bench(args: &[String]) -> Result<()> {
     let a = parse(args)?;
-    ensure_tools()?;
-    run(cargo().args(["build", "--release"]))?;
+    prepare_bench()?;
     let root = root();
     let cairn = root.join("target/release/cairn");
     let workload = root.join("target/release/bench_incr");
@@ -259,7 +258,12 @@ fn once(
 
     let full_s = cairn_stat(cairn, &["dump", "-t", &p, "-R"], &full, "dump")?;
     let _ = std::fs::remove_dir_all(&full);
-    let pre = cairn_stat(cairn, &["pre-dump", "-t", &p, &flag], &ck.join("1"), "pre-dump")?;
+    let pre = cairn_stat(
+        cairn,
+        &["pre-dump", "-t", &p, &flag],
+        &ck.join("1"),
+        "pre-dump",
+    )?;
     kill_usr1(pid)?;
     let end = Instant::now() + Duration::from_secs(600);
     while !rewritten.exists() {
@@ -270,7 +274,15 @@ fn once(
     }
     let last = cairn_stat(
         cairn,
-        &["dump", "-t", &p, "--prev-images-dir", "../1", "--track-mem", &flag],
+        &[
+            "dump",
+            "-t",
+            &p,
+            "--prev-images-dir",
+            "../1",
+            "--track-mem",
+            &flag,
+        ],
         &ck.join("2"),
         "dump",
     )?;

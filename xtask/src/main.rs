@@ -5,7 +5,11 @@
 //!   `cairn demo ARGS...`.
 //! - `cargo xtask test [ARGS...]`: the test command of the README and CI.
 //!   Installs missing build tools, builds release, runs
-//!   `cargo test --release --workspace ARGS...` and exits with its code.
+//!   `cargo test --release --workspace ARGS...`, then (without ARGS, where
+//!   /dev/kvm exists, unless CAIRN_VM_TEST=0) `vm-test` on every kernel,
+//!   and exits non-zero if either failed.
+//! - `cargo xtask vm-test [--kernel 6.1|6.12|all] [-- FILTERS]`: core
+//!   integration tests inside QEMU under Debian's kernels (`vm.rs`).
 //! - `cargo xtask bench [--runs N] [--size SIZE]`: times `cairn dump` and
 //!   `cairn restore` of a process holding SIZE (default 1 GiB) of
 //!   incompressible and of 2:1 compressible memory; prints medians.
@@ -260,14 +264,46 @@ fn test(extra: &[String]) -> Result<u8> {
         }
     }
     let status = child.wait().map_err(|e| format!("{cmd:?}: {e}"))?;
-    let code = status.code().unwrap_or(1).clamp(0, 255) as u8;
-    let verdict = if code == 0 {
-        "ok".to_string()
-    } else {
-        format!("FAILED (exit code {code})")
-    };
+    let mut code = status.code().unwrap_or(1).clamp(0, 255) as u8;
     println!(
-        "xtask test: {verdict} in {:.0} s",
+        "xtask test: host suite {} in {:.0} s ({} passed, {} failed, {} ignored)",
+        verdict(code),
+        start.elapsed().as_secs_f64(),
+        counts.passed,
+        counts.failed,
+        counts.ignored
+    );
+    // The kernel matrix: the core tests again under Debian's 6.1 and 6.12.
+    let vm_start = Instant::now();
+    match vm_skip_reason(extra) {
+        Some(why) => println!("xtask test: vm-test skipped: {why}"),
+        None => {
+            let a = vm::parse(&[])?;
+            let outcomes = vm::run_all(&a)?;
+            let vm_code = vm::report(&outcomes);
+            for (_, o) in &outcomes {
+                match o {
+                    vm::Outcome::Ran { counts: c, .. } => {
+                        counts.passed += c.passed;
+                        counts.failed += c.failed;
+                        counts.ignored += c.ignored;
+                    }
+                    vm::Outcome::Skipped(_) => counts.ignored += 1,
+                }
+            }
+            println!(
+                "xtask test: vm-test {} in {:.0} s",
+                verdict(vm_code),
+                vm_start.elapsed().as_secs_f64()
+            );
+            if code == 0 {
+                code = vm_code;
+            }
+        }
+    }
+    println!(
+        "xtask test: {} in {:.0} s",
+        verdict(code),
         start.elapsed().as_secs_f64()
     );
     println!(
@@ -275,6 +311,33 @@ fn test(extra: &[String]) -> Result<u8> {
         counts.passed, counts.failed, counts.ignored
     );
     Ok(code)
+}
+
+fn verdict(code: u8) -> String {
+    if code == 0 {
+        "ok".to_string()
+    } else {
+        format!("FAILED (exit code {code})")
+    }
+}
+
+/// Why `cargo xtask test` leaves out the VM runs, if it does: test filters
+/// or cargo arguments were given (they are for the host suite), the
+/// environment says so, or there is no /dev/kvm.
+fn vm_skip_reason(extra: &[String]) -> Option<String> {
+    if !extra.is_empty() {
+        return Some(format!(
+            "arguments for the host suite were given ({}); run cargo xtask vm-test for the kernel matrix",
+            extra.join(" ")
+        ));
+    }
+    if std::env::var("CAIRN_VM_TEST").is_ok_and(|v| v == "0") {
+        return Some("CAIRN_VM_TEST=0".into());
+    }
+    if !Path::new("/dev/kvm").exists() {
+        return Some("no /dev/kvm on this machine".into());
+    }
+    None
 }
 
 // ---------------------------------------------------------------- bench
@@ -528,6 +591,16 @@ fn dir_bytes(dir: &Path) -> Result<u64> {
         }
     }
     Ok(n)
+}
+
+/// Installs the build tools and builds release, except inside a test VM
+/// (`vm-test --exec`), where the host's build is used as it is.
+fn prepare_bench() -> Result<()> {
+    if std::env::var_os("CAIRN_VM_KERNEL").is_some() {
+        return Ok(());
+    }
+    ensure_tools()?;
+    run(cargo().args(["build", "--release"]))
 }
 
 fn bench(args: &[String]) -> Result<()> {

@@ -76,7 +76,9 @@ pub fn parse(args: &[String]) -> Result<Args> {
         exec: None,
         timeout: Duration::from_secs(1200),
         mem: 4 * GIB,
-        accel: std::env::var("CAIRN_VM_ACCEL").ok().filter(|v| !v.is_empty()),
+        accel: std::env::var("CAIRN_VM_ACCEL")
+            .ok()
+            .filter(|v| !v.is_empty()),
     };
     let mut it = args.iter();
     while let Some(x) = it.next() {
@@ -84,19 +86,18 @@ pub fn parse(args: &[String]) -> Result<Args> {
         match x.as_str() {
             "--kernel" => {
                 let k = value()?;
-                a.kernels = if k == "all" {
-                    SERIES.to_vec()
-                } else {
-                    k.split(',')
-                        .map(|k| {
-                            SERIES
-                                .iter()
-                                .find(|s| s.name == k)
-                                .copied()
-                                .ok_or_else(|| format!("unknown kernel {k:?} (6.1, 6.12 or all)"))
-                        })
-                        .collect::<Result<_>>()?
-                };
+                a.kernels =
+                    if k == "all" {
+                        SERIES.to_vec()
+                    } else {
+                        k.split(',')
+                            .map(|k| {
+                                SERIES.iter().find(|s| s.name == k).copied().ok_or_else(|| {
+                                    format!("unknown kernel {k:?} (6.1, 6.12 or all)")
+                                })
+                            })
+                            .collect::<Result<_>>()?
+                    };
             }
             "--tests" => {
                 a.tests = value()?
@@ -287,7 +288,12 @@ fn ensure_qemu() -> Result<()> {
             .env("DEBIAN_FRONTEND", "noninteractive"))
     };
     apt(&["update"])?;
-    apt(&["install", "-y", "--no-install-recommends", "qemu-system-x86"])?;
+    apt(&[
+        "install",
+        "-y",
+        "--no-install-recommends",
+        "qemu-system-x86",
+    ])?;
     if on_path("qemu-system-x86_64") {
         Ok(())
     } else {
@@ -471,7 +477,15 @@ fn parse_one_line(text: &str) -> Vec<(String, String)> {
 
 /// Debian's release names, for telling the archive from third-party sources.
 const DEBIAN_SUITES: &[&str] = &[
-    "buster", "bullseye", "bookworm", "trixie", "forky", "sid", "stable", "testing", "unstable",
+    "buster",
+    "bullseye",
+    "bookworm",
+    "trixie",
+    "forky",
+    "sid",
+    "stable",
+    "testing",
+    "unstable",
     "oldstable",
 ];
 
@@ -573,7 +587,12 @@ fn resolve_package(opts: &[String], s: Series) -> Result<String> {
         .map(str::trim)
         .find(|p| p.starts_with(&want))
         .map(String::from)
-        .ok_or_else(|| format!("linux-image-amd64 of {} is not a {} kernel:\n{deps}", s.suite, s.name))
+        .ok_or_else(|| {
+            format!(
+                "linux-image-amd64 of {} is not a {} kernel:\n{deps}",
+                s.suite, s.name
+            )
+        })
 }
 
 /// The newest cached .deb of the series in `dirs`.
@@ -587,9 +606,9 @@ fn cached_deb(dirs: &[PathBuf], s: Series, pkg: Option<&str>) -> Option<PathBuf>
         .filter_map(|d| std::fs::read_dir(d).ok())
         .flat_map(|rd| rd.flatten().map(|e| e.path()))
         .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with("_amd64.deb") && !n.contains("-dbg"))
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with(&prefix) && n.ends_with("_amd64.deb") && !n.contains("-dbg")
+            })
         })
         .collect();
     found.sort_by_key(|p| version_key(p));
@@ -624,8 +643,9 @@ fn fetch_kernel(vm: &Path, s: Series) -> Result<Kernel> {
                     c.current_dir(&debs).args(&opts).args(["download", &pkg]);
                     c
                 })?;
-                cached_deb(&[debs.clone()], s, Some(&pkg))
-                    .ok_or_else(|| format!("apt-get download {pkg} left no .deb in {}", debs.display()))?
+                cached_deb(std::slice::from_ref(&debs), s, Some(&pkg)).ok_or_else(|| {
+                    format!("apt-get download {pkg} left no .deb in {}", debs.display())
+                })?
             }
         },
         Err(e) => match cached_deb(&dirs, s, None) {
@@ -660,7 +680,11 @@ fn fetch_kernel(vm: &Path, s: Series) -> Result<Kernel> {
 fn prepare_kernel(vm: &Path, s: Series, deb: &Path) -> Result<Kernel> {
     let kdir = vm.join(s.name);
     let stamp = kdir.join("package");
-    let deb_name = deb.file_name().unwrap_or_default().to_string_lossy().to_string();
+    let deb_name = deb
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .to_string();
     let ready = std::fs::read_to_string(&stamp).is_ok_and(|t| t.trim() == deb_name);
     let modules_out = kdir.join("modules");
     if !ready {
@@ -730,7 +754,10 @@ fn pick_modules(dir: &Path, roots: &[&str]) -> Result<Vec<(String, PathBuf)>> {
     let mut index = BTreeMap::new();
     let mut stack = vec![dir.join("kernel")];
     while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))?.flatten() {
+        for e in std::fs::read_dir(&d)
+            .map_err(|e| format!("{}: {e}", d.display()))?
+            .flatten()
+        {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
@@ -860,7 +887,7 @@ impl Cpio {
         self.pad();
     }
     fn pad(&mut self) {
-        while self.buf.len() % 4 != 0 {
+        while !self.buf.len().is_multiple_of(4) {
             self.buf.push(0);
         }
     }
@@ -885,7 +912,8 @@ fn write_initramfs(k: &Kernel, kdir: &Path, init: &Path) -> Result<()> {
     let init_bytes = std::fs::read(init).map_err(|e| format!("{}: {e}", init.display()))?;
     c.file("init", 0o755, &init_bytes);
     let mods = kdir.join("modules");
-    let list = std::fs::read_to_string(mods.join("list")).map_err(|e| format!("modules list: {e}"))?;
+    let list =
+        std::fs::read_to_string(mods.join("list")).map_err(|e| format!("modules list: {e}"))?;
     for m in list.lines().filter(|l| !l.is_empty()) {
         let b = std::fs::read(mods.join(m)).map_err(|e| format!("{m}: {e}"))?;
         c.file(&format!("modules/{m}"), 0o644, &b);
@@ -945,14 +973,24 @@ fn boot_and_run(
     let _ = std::fs::remove_dir_all(&out);
     mkdir(&out)?;
     let script = kdir.join("run.sh");
-    std::fs::write(&script, run_script(s, exes, a)).map_err(|e| format!("{}: {e}", script.display()))?;
+    std::fs::write(&script, run_script(s, exes, a))
+        .map_err(|e| format!("{}: {e}", script.display()))?;
     let console = kdir.join("console.log");
-    let mut log = std::fs::File::create(&console).map_err(|e| format!("{}: {e}", console.display()))?;
+    let mut log =
+        std::fs::File::create(&console).map_err(|e| format!("{}: {e}", console.display()))?;
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(&accel.args)
         .args(["-smp", "2", "-m"])
         .arg(format!("{}M", a.mem / MIB))
-        .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"])
+        .args([
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+        ])
         .args(["-nic", "none"])
         .arg("-kernel")
         .arg(&k.vmlinuz)
@@ -970,7 +1008,10 @@ fn boot_and_run(
             "virtio-9p-pci,fsdev=host,mount_tag=host",
             "-fsdev",
         ])
-        .arg(format!("local,id=out,path={},security_model=none", out.display()))
+        .arg(format!(
+            "local,id=out,path={},security_model=none",
+            out.display()
+        ))
         .args(["-device", "virtio-9p-pci,fsdev=out,mount_tag=out"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -984,7 +1025,9 @@ fn boot_and_run(
         console.display()
     );
     let start = Instant::now();
-    let mut child = cmd.spawn().map_err(|e| format!("qemu-system-x86_64: {e}"))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("qemu-system-x86_64: {e}"))?;
     let pid = child.id();
     // The console: into the log, and the init's lines onto stderr.
     let stdout = child.stdout.take();
@@ -1015,7 +1058,10 @@ fn boot_and_run(
         match child.try_wait() {
             Ok(Some(st)) => break Some(st),
             Ok(None) if start.elapsed() > a.timeout => {
-                eprintln!("xtask: vm-test {}: no end after {:?}; killing qemu (pid {pid})", s.name, a.timeout);
+                eprintln!(
+                    "xtask: vm-test {}: no end after {:?}; killing qemu (pid {pid})",
+                    s.name, a.timeout
+                );
                 let _ = child.kill();
                 let _ = child.wait();
                 timed_out = true;
@@ -1059,7 +1105,10 @@ fn collect(
     let mut skips = BTreeSet::new();
     println!("vm-test kernel {} ({}):", s.name, k.release);
     if let Ok(check) = std::fs::read_to_string(out.join("check.txt")) {
-        for l in check.lines().filter(|l| l.contains("dirty") || l.contains("pagemap") || l.contains("uffd")) {
+        for l in check
+            .lines()
+            .filter(|l| l.contains("dirty") || l.contains("pagemap") || l.contains("uffd"))
+        {
             println!("  check: {}", l.trim());
         }
     }
@@ -1117,7 +1166,14 @@ fn collect(
                 format!("qemu {status:?}")
             }
         );
-        for l in console.iter().rev().take(40).collect::<Vec<_>>().into_iter().rev() {
+        for l in console
+            .iter()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
             println!("  | {l}");
         }
         if !qemu_err.trim().is_empty() {
@@ -1148,7 +1204,13 @@ mod tests {
         assert_eq!(a.filters, vec!["chain".to_string()]);
         assert_eq!(a.tests.len(), DEFAULT_TESTS.len());
         assert!(parse(&["--kernel".into(), "5.4".into()]).is_err());
-        let a = parse(&["--kernel".into(), "all".into(), "--tests".into(), "incremental".into()]).unwrap();
+        let a = parse(&[
+            "--kernel".into(),
+            "all".into(),
+            "--tests".into(),
+            "incremental".into(),
+        ])
+        .unwrap();
         assert_eq!(a.kernels.len(), 2);
         assert_eq!(a.tests, vec!["incremental".to_string()]);
     }
@@ -1166,7 +1228,10 @@ mod tests {
         );
         let one = "# x\ndeb [arch=amd64] http://m.example/debian trixie main contrib\ndeb http://v.example/apt stable-ish main\n";
         let e = parse_one_line(one);
-        assert_eq!(e[0], ("http://m.example/debian".to_string(), "trixie".to_string()));
+        assert_eq!(
+            e[0],
+            ("http://m.example/debian".to_string(), "trixie".to_string())
+        );
         assert_eq!(mirrors_of(&e).map(|m| m.1), Some(None));
         assert_eq!(mirrors_of(&[]), None);
     }
@@ -1175,7 +1240,10 @@ mod tests {
     fn cargo_json() {
         let l = r#"{"reason":"compiler-artifact","package_id":"x","manifest_path":"/r/Cargo.toml","target":{"kind":["test"],"crate_types":["bin"],"name":"incremental","src_path":"/r/tests/incremental.rs"},"profile":{},"features":[],"filenames":["/r/target/release/deps/incremental-abc"],"executable":"/r/target/release/deps/incremental-abc","fresh":true}"#;
         assert_eq!(target_name(l).as_deref(), Some("incremental"));
-        assert_eq!(json_str(l, "executable"), Some("/r/target/release/deps/incremental-abc"));
+        assert_eq!(
+            json_str(l, "executable"),
+            Some("/r/target/release/deps/incremental-abc")
+        );
         let lib = r#"{"reason":"compiler-artifact","target":{"kind":["lib"],"name":"cairn"},"executable":null}"#;
         assert_eq!(target_name(lib), None);
     }
