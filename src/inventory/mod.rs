@@ -572,10 +572,18 @@ fn from_records(root: i32, out: crate::sys::bpf::IterOutput) -> Result<Inventory
 
 /// Collects the tree rooted at `root` with the BPF iterators.
 pub fn collect_bpf(iters: &mut Iterators, root: i32) -> Result<Inventory> {
+    let t = Instant::now();
     let out = iters
         .collect(root)
         .map_err(|e| Error::sys(root, "bpf inventory", e))?;
-    from_records(root, out)
+    let (bytes, ran) = (out.tasks.len() + out.vmas.len() + out.files.len(), t.elapsed());
+    let inv = from_records(root, out)?;
+    crate::debug!(
+        "bpf inventory of {root}: iterators {:.3} ms ({bytes} bytes of records), decoding {:.3} ms",
+        ran.as_secs_f64() * 1e3,
+        (t.elapsed() - ran).as_secs_f64() * 1e3
+    );
+    Ok(inv)
 }
 
 // ---------------------------------------------------------------- choice
