@@ -123,6 +123,7 @@ impl Guardian {
     /// Starts the guardian. `None` (with a warning) if it cannot be
     /// started: the dump then goes on unguarded.
     pub fn start(role: Role) -> Option<Guardian> {
+        let t0 = Instant::now();
         let r = std::env::current_exe().and_then(|exe| {
             use std::os::unix::process::CommandExt;
             Command::new(exe)
@@ -137,7 +138,11 @@ impl Guardian {
         match r {
             Ok(mut child) => {
                 let pipe = child.stdin.take();
-                crate::info!("guardian started (pid {})", child.id());
+                crate::info!(
+                    "guardian started (pid {}) in {:?}",
+                    child.id(),
+                    t0.elapsed()
+                );
                 Some(Guardian { child, pipe })
             }
             Err(e) => {

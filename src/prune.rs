@@ -140,7 +140,39 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let limit_ms = args.older_than.as_millis() as u64;
-    for (p, inv) in candidates(&dir)? {
+    // Staging directories of dumps that died (never checkpoints) go
+    // whatever their age: in DIR and in the image directories in it.
+    let mut swept = 0;
+    let mut places = vec![dir.clone()];
+    if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            places.extend(
+                rd.flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    for place in &places {
+        for st in crate::image::staging::stale_in(place) {
+            if args.dry_run {
+                println!(
+                    "would remove {} (left by an interrupted dump)",
+                    st.display()
+                );
+            } else {
+                crate::image::staging::remove_stale(&st)?;
+                println!("removed {} (left by an interrupted dump)", st.display());
+            }
+            swept += 1;
+        }
+    }
+    let found = match candidates(&dir) {
+        Ok(c) => c,
+        Err(_) if swept > 0 => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    for (p, inv) in found {
         if inv.dump_time_unix_ms == 0 {
             warn!(
                 "{}: the inventory has no dump time; left alone",

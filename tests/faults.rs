@@ -235,6 +235,25 @@ fn dumper_killed_at_random_moments() {
             .any(|p| p.to_string_lossy().contains(".run0.cairn-tmp")),
         "the next dump to run0 did not remove the old staging directory"
     );
+    // cairn prune removes the other leftovers (whatever their age), and
+    // keeps the fresh checkpoints.
+    let before = staging_leftovers(&w.dir).len();
+    let out = run_cairn(
+        &["prune".into(), w.dir.clone().into()],
+        &w.dir.join("prune"),
+        CAIRN_TIMEOUT,
+    );
+    assert_ok(&out, "prune");
+    let left = staging_leftovers(&w.dir);
+    assert!(left.is_empty(), "prune left {left:?}: {}", describe(&out));
+    eprintln!(
+        "{before} staging directories left by the killed dumps; cairn prune:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        full.join("inventory.img").exists(),
+        "prune removed a checkpoint"
+    );
     w.terminate_original_expect_pass();
 }
 

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use super::watch::TreeWatch;
 use crate::error::{Error, Result};
-use crate::guard::{Guardian, Role};
+use crate::guard::Guardian;
 use crate::procfs;
 use crate::remote::SyscallSite;
 use crate::sys::inject::{self, Remote};
@@ -160,11 +160,15 @@ impl Frozen {
     /// while we seize is caught from the ring buffer; without it, from
     /// /proc (the task list is re-read until it is stable, and the
     /// children lists of every thread). Each task is seized once.
-    pub fn freeze_tree(root: i32, watch: Option<TreeWatch>) -> Result<Frozen> {
+    pub fn freeze_tree(
+        root: i32,
+        watch: Option<TreeWatch>,
+        guardian: Option<Guardian>,
+    ) -> Result<Frozen> {
         let mut frozen = Frozen {
             procs: Vec::new(),
             finished: false,
-            guardian: Guardian::start(Role::Dump),
+            guardian,
         };
         let mut src = Source {
             bpf: watch.is_some(),

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use crate::cli::{DumpArgs, PreDumpArgs};
 use crate::error::{Error, Result};
+use crate::guard::{Guardian, Role};
 use crate::image::pages::PageStoreWriter;
 use crate::image::proto::{Inventory, Pstree, PstreeEntry, TaskCore, TaskState};
 use crate::image::staging::Staging;
@@ -195,8 +196,10 @@ pub fn dump(args: &DumpArgs) -> Result<DumpStats> {
     // BPF starts watching the tree before anything is seized (loading
     // the programs is not part of the frozen time).
     let watch = watch::TreeWatch::start(pid, &args.freeze);
+    // So does starting the guardian (crate::guard).
+    let guardian = Guardian::start(Role::Dump);
     let t0 = Instant::now();
-    let mut frozen = match Frozen::freeze_tree(pid, watch) {
+    let mut frozen = match Frozen::freeze_tree(pid, watch, guardian) {
         Ok(f) => f,
         Err(e) => {
             layering.failed();
@@ -284,8 +287,9 @@ pub fn pre_dump(args: &PreDumpArgs) -> Result<DumpStats> {
     let mut stats = DumpStats::default();
     let r = (|| -> Result<(Pstree, i32)> {
         let watch = watch::TreeWatch::start(pid, &args.freeze);
+        let guardian = Guardian::start(Role::Dump);
         let t0 = Instant::now();
-        let mut frozen = Frozen::freeze_tree(pid, watch)?;
+        let mut frozen = Frozen::freeze_tree(pid, watch, guardian)?;
         let planned = plan_frozen(&mut frozen, &mut plan, &mut layering);
         // The tree runs again whatever happened; the copy follows.
         let thawed = frozen.thaw();

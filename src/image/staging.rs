@@ -97,6 +97,38 @@ fn clean_stale(in_dir: &Path, prefix: &str) {
     }
 }
 
+/// The staging directories directly in `dir` (`.NAME.cairn-tmp-PID`
+/// beside an image directory, `.cairn-tmp-PID` inside one) whose dumper
+/// is no longer running: what `cairn prune` removes.
+pub fn stale_in(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = rd
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else {
+                return false;
+            };
+            name.starts_with('.')
+                && name
+                    .rfind(TMP_TAG)
+                    .is_some_and(|i| stale_pid(&name[i..], TMP_TAG))
+        })
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Removes a stale staging directory (plain files only, see
+/// [`stale_in`]).
+pub fn remove_stale(p: &Path) -> Result<()> {
+    remove_staging(p).at(p)
+}
+
 fn sync_path(p: &Path) -> Result<()> {
     std::fs::File::open(p).and_then(|f| f.sync_all()).at(p)
 }
