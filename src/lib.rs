@@ -14,6 +14,7 @@ pub mod cli;
 pub mod demo;
 pub mod dump;
 pub mod error;
+pub mod fuzz;
 pub mod guard;
 pub mod image;
 pub mod inventory;

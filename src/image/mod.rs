@@ -21,8 +21,10 @@
 //! list, and every read checks the file against it.
 
 pub mod chain;
+pub mod mutate;
 pub mod pages;
 pub mod staging;
+pub mod validate;
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -290,19 +292,51 @@ pub fn decode_body<M: Message>(body: &[u8], path: &Path) -> Result<M> {
     M::parse_from_bytes(&raw).map_err(|e| Error::image(path, format!("decode: {e}")))
 }
 
-/// Decompresses one zstd stream, refusing to produce more than `limit` bytes.
+/// Decompresses a body that must be exactly one zstd frame, refusing to
+/// produce more than `limit` bytes. A frame that declares its size (cairn
+/// writes every frame so) is refused before anything is allocated if that
+/// size is over the limit, and then decompressed into a buffer of exactly
+/// that size (up to [`BULK_MAX`]; larger ones grow as the bytes arrive, so
+/// a lying header costs no memory); one that does not is read through a
+/// reader that stops after `limit` bytes.
 pub fn decompress_bounded(data: &[u8], limit: u64) -> std::io::Result<Vec<u8>> {
-    let dec = zstd::stream::read::Decoder::new(data)?;
-    let mut out = Vec::new();
-    let n = dec.take(limit + 1).read_to_end(&mut out)?;
-    if n as u64 > limit {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "too large",
-        ));
+    let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
+    let frame = zstd::zstd_safe::find_frame_compressed_size(data)
+        .map_err(|_| bad("not a zstd frame".into()))?;
+    if frame != data.len() {
+        return Err(bad(format!(
+            "{} bytes after the zstd frame",
+            data.len().saturating_sub(frame)
+        )));
     }
-    Ok(out)
+    match zstd::zstd_safe::get_frame_content_size(data) {
+        Ok(Some(n)) if n > limit => Err(bad(format!(
+            "the zstd frame declares {n} bytes, more than the {limit} allowed"
+        ))),
+        Ok(Some(n)) if n <= BULK_MAX => {
+            let out = zstd::bulk::decompress(data, n as usize)?;
+            if out.len() as u64 != n {
+                return Err(bad(format!(
+                    "the zstd frame declares {n} bytes but holds {}",
+                    out.len()
+                )));
+            }
+            Ok(out)
+        }
+        _ => {
+            let dec = zstd::stream::read::Decoder::new(data)?;
+            let mut out = Vec::new();
+            let n = dec.take(limit + 1).read_to_end(&mut out)?;
+            if n as u64 > limit {
+                return Err(bad(format!("decompresses to more than {limit} bytes")));
+            }
+            Ok(out)
+        }
+    }
 }
+
+/// Largest frame decompressed into a buffer allocated up front.
+pub const BULK_MAX: u64 = 64 << 20;
 
 /// Reads a whole message image file, refusing one larger than any message
 /// image can be before anything is allocated for it.
@@ -693,6 +727,26 @@ mod tests {
         let z = zstd::bulk::compress(&big, 1).unwrap();
         assert!(decompress_bounded(&z, 1 << 10).is_err());
         assert_eq!(decompress_bounded(&z, 1 << 20).unwrap().len(), 1 << 20);
+        // Trailing bytes, a second frame, no frame at all.
+        let mut t = z.clone();
+        t.push(0);
+        assert!(decompress_bounded(&t, 1 << 20).is_err());
+        let mut two = z.clone();
+        two.extend_from_slice(&z);
+        assert!(decompress_bounded(&two, 4 << 20).is_err());
+        assert!(decompress_bounded(b"not zstd", 1 << 20).is_err());
+        // A frame whose header lies about its size.
+        let small = zstd::bulk::compress(&[7u8; 100], 1).unwrap();
+        let mut lie = small.clone();
+        // Frame header descriptor: single segment, 1-byte size field.
+        if lie[4] & 0x20 != 0 && lie[4] >> 6 == 0 {
+            lie[5] = 50;
+            assert!(decompress_bounded(&lie, 1 << 20).is_err());
+        }
+        // Every truncation of a frame is an error, never a panic.
+        for n in 0..small.len() {
+            assert!(decompress_bounded(&small[..n], 1 << 20).is_err());
+        }
     }
 
     #[test]

@@ -358,6 +358,7 @@ pub fn load(
     }
     let path = dir.file(names::CONTENTS);
     let c: FileContents = dir.read(Kind::Contents, names::CONTENTS)?;
+    crate::image::validate::contents(&c, &path)?;
     let regs: HashMap<u32, (&str, bool)> = files
         .descs
         .iter()

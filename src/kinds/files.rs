@@ -671,8 +671,11 @@ fn create_pipe(agent: &mut Agent, ino: u64, idx: &FilesIndex) -> Result<(u64, u6
         }
         if !pd.data.is_empty() {
             let link = format!("/proc/{pid}/fd/{w}");
+            // Non-blocking: more bytes than the pipe holds (a damaged
+            // image) fail instead of blocking the restore for good.
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
+                .custom_flags_nonblock()
                 .open(&link)
                 .at(&link)?;
             use std::io::Write;

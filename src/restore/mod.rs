@@ -29,7 +29,7 @@ use crate::image::pages::PageStoreReader;
 use crate::image::proto::{
     FdTable, Files, Inventory, MmEntry, Pagemap, Pstree, TaskCore, TaskState,
 };
-use crate::image::{names, ImageDir, Kind};
+use crate::image::{names, validate, ImageDir, Kind};
 use crate::kinds::contents;
 use crate::kinds::files::{self, FilesIndex, SharedFiles};
 use crate::kinds::memory::{self, TASK_SIZE};
@@ -74,43 +74,23 @@ impl Images {
                 "is a pre-dump (memory only): restore from the dump made on top of it",
             ));
         }
-        let pstree: Pstree = dir.read(Kind::Pstree, names::PSTREE)?;
-        let files: Files = dir.read(Kind::Files, names::FILES)?;
-        let store = PageStoreReader::open(&dir)?;
+        validate::inventory(&inventory, &dir.file(names::INVENTORY))?;
+        let has_parent = !inventory.parent_dir.is_empty();
         let tree_path = dir.file(names::PSTREE);
-        if pstree.entries.is_empty() {
-            return Err(Error::image(&tree_path, "no processes"));
-        }
-        let mut seen = std::collections::HashSet::new();
-        for (i, e) in pstree.entries.iter().enumerate() {
-            if e.pid == 0 || e.pid > i32::MAX as u32 || !seen.insert(e.pid) {
-                return Err(Error::image(
-                    &tree_path,
-                    format!("bad or repeated pid {}", e.pid),
-                ));
-            }
-            if i > 0 && !pstree.entries[..i].iter().any(|p| p.pid == e.ppid) {
-                return Err(Error::image(
-                    &tree_path,
-                    format!(
-                        "pid {}: parent {} is not earlier in the tree",
-                        e.pid, e.ppid
-                    ),
-                ));
-            }
-        }
+        let pstree: Pstree = dir.read(Kind::Pstree, names::PSTREE)?;
+        validate::pstree(&pstree, inventory.root_pid, &tree_path)?;
+        let files: Files = dir.read(Kind::Files, names::FILES)?;
+        validate::files(&files, &dir.file(names::FILES))?;
+        let descs = validate::desc_index(&files);
+        let store = PageStoreReader::open(&dir)?;
         let (mut cores, mut mms, mut fdtables, mut pagemaps) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for e in &pstree.entries {
             let pid = e.pid;
             let core_path = dir.file(&names::core(pid));
             let core: TaskCore = dir.read(Kind::Core, &names::core(pid))?;
-            if core.pid != pid {
-                return Err(Error::image(
-                    &core_path,
-                    format!("holds pid {}, expected {pid}", core.pid),
-                ));
-            }
+            validate::core(&core, pid, &e.threads, &core_path)?;
+            validate::core_refs(&core, &descs, &pstree, &core_path)?;
             if is_zombie(&core) {
                 if pstree.entries.iter().any(|c| c.ppid == pid) {
                     return Err(Error::image(&core_path, "a zombie cannot have children"));
@@ -135,12 +115,18 @@ impl Images {
                 }
             }
             let mm: MmEntry = dir.read(Kind::Mm, &names::mm(pid))?;
+            validate::mm(&mm, pid, &descs, &dir.file(&names::mm(pid)))?;
             memory::validate_mm(&mm, &dir.file(&names::mm(pid)))?;
-            let pm_name = names::pagemap(&format!("pid:{pid}"));
+            let own = format!("pid:{pid}");
+            let pm_name = names::pagemap(&own);
             let pm: Pagemap = if dir.exists(&pm_name) {
-                dir.read(Kind::Pagemap, &pm_name)?
+                let pm: Pagemap = dir.read(Kind::Pagemap, &pm_name)?;
+                validate::pagemap(&pm, &own, has_parent, &dir.file(&pm_name))?;
+                pm
             } else {
-                Pagemap::new()
+                let mut pm = Pagemap::new();
+                pm.owner = own;
+                pm
             };
             memory::validate_pagemap(&pm, &mm, &store, &dir.file(&pm_name))?;
             pagemaps.push(pm);
@@ -163,19 +149,22 @@ impl Images {
                 let n = names::pagemap(&owner);
                 if dir.exists(&n) && !pagemaps.iter().any(|p: &Pagemap| p.owner == owner) {
                     let pm: Pagemap = dir.read(Kind::Pagemap, &n)?;
-                    if pm.owner != owner {
-                        return Err(Error::image(
-                            dir.file(&n),
-                            format!("holds pages of {}, expected {owner}", pm.owner),
-                        ));
-                    }
+                    validate::pagemap(&pm, &owner, has_parent, &dir.file(&n))?;
                     memory::validate_pagemap(&pm, &mm, &store, &dir.file(&n))?;
                     pagemaps.push(pm);
                 }
             }
+            let t: FdTable = dir.read(Kind::FdTable, &names::fdinfo(pid))?;
+            validate::fdtable(
+                &t,
+                pid,
+                validate::nofile_limit(&core),
+                &descs,
+                &dir.file(&names::fdinfo(pid)),
+            )?;
             cores.push(core);
             mms.push(Some(mm));
-            fdtables.push(Some(dir.read(Kind::FdTable, &names::fdinfo(pid))?));
+            fdtables.push(Some(t));
         }
         // Pages in parent layers: every layer is checked, every run
         // resolved, before anything is created.
@@ -261,6 +250,20 @@ impl Drop for Vessels {
         for &p in self.pids.iter().rev() {
             let _ = ptrace::wait(p, 0);
         }
+        // Vessels forked inside killed vessels were orphaned to cairn
+        // (a subreaper while it restores, see `restore_tree`): reap them
+        // too, so that their pids are free when the restore returns.
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        while Instant::now() < deadline {
+            match task::reap_any() {
+                Ok(Some(_)) => continue,
+                Ok(None) if self.pids.iter().any(|&p| task::pid_exists(p)) => {
+                    std::thread::sleep(std::time::Duration::from_millis(1))
+                }
+                _ => break,
+            }
+        }
+        let _ = task::set_child_subreaper(false);
         // Nothing is left for the guardian to kill.
         if let Some(g) = self.guardian.take() {
             g.done();
@@ -675,6 +678,9 @@ fn restore_tree(img: &Images, args: &RestoreArgs, fixups: &mut Fixups) -> Result
     let mut idx = FilesIndex::new(&img.files);
     idx.redirect = fixups.redirect.clone();
     let mut vessels = Vessels::new();
+    // Until the tree runs, vessels orphaned by a failure come to cairn,
+    // which reaps them (instead of init, which may take its time).
+    let _ = task::set_child_subreaper(true);
     let force_last_pid = args.pid_restore.as_deref() == Some("ns_last_pid");
     let mut procs = create_tree(img, &mut vessels, force_last_pid)?;
     crate::kinds::sysv::prepare(&img.files.sysv_shm)?;
@@ -741,6 +747,7 @@ fn restore_tree(img: &Images, args: &RestoreArgs, fixups: &mut Fixups) -> Result
         }
     }
     vessels.release();
+    let _ = task::set_child_subreaper(false);
     info!("restored {} processes in {:?}", procs.len(), t0.elapsed());
     Ok(procs[0].pid)
 }

@@ -266,6 +266,29 @@ pub fn set_pdeathsig(sig: i32) -> io::Result<()> {
     .map(drop)
 }
 
+/// PR_SET_CHILD_SUBREAPER for the calling process.
+pub fn set_child_subreaper(on: bool) -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    check(
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, on as libc::c_ulong, 0, 0, 0) }
+            as libc::c_long,
+    )
+    .map(drop)
+}
+
+/// Reaps one exited child, any child, without blocking: `Ok(Some(pid))`,
+/// `Ok(None)` if no child has exited yet, ECHILD if there are none.
+pub fn reap_any() -> io::Result<Option<i32>> {
+    let mut st: libc::c_int = 0;
+    // SAFETY: `st` is a valid out-pointer for the duration of the call.
+    let r = unsafe { libc::waitpid(-1, &mut st, libc::__WALL | libc::WNOHANG) };
+    match r {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        p => Ok(Some(p)),
+    }
+}
+
 pub fn getppid() -> i32 {
     // SAFETY: getppid takes no arguments and cannot fail.
     unsafe { libc::getppid() }

@@ -10,6 +10,10 @@
 //!   and exits non-zero if either failed.
 //! - `cargo xtask vm-test [--kernel 6.1|6.12|all] [-- FILTERS]`: core
 //!   integration tests inside QEMU under Debian's kernels (`vm.rs`).
+//! - `cargo xtask fuzz [--iterations N] [--seed S]`: the in-tree fuzzer of
+//!   the image decoders and validators (`cairn::fuzz`, driven by
+//!   tests/fuzz_images.rs on real checkpoints of four workloads); prints
+//!   the counts per target, fails on any panic.
 //! - `cargo xtask bench [--runs N] [--size SIZE]`: times `cairn dump` and
 //!   `cairn restore` of a process holding SIZE (default 1 GiB) of
 //!   incompressible and of 2:1 compressible memory; prints medians.
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
         "demo" => demo(rest),
         "bench" => bench(rest).map(|()| 0),
         "vm-test" => vm::vm_test(rest),
+        "fuzz" => fuzz(rest),
         "help" | "-h" | "--help" => {
             eprintln!("{USAGE}");
             Ok(0)
@@ -60,6 +65,7 @@ fn main() -> ExitCode {
 
 const USAGE: &str = "usage: cargo xtask demo [DEMO ARGS...]
        cargo xtask test [CARGO TEST ARGS...]
+       cargo xtask fuzz [--iterations N] [--seed S]
        cargo xtask bench [--runs N] [--size SIZE]
        cargo xtask bench tree [--runs N]
        cargo xtask bench incremental [--runs N] [--size SIZE] [--dirty PCT]
@@ -238,6 +244,30 @@ fn demo(extra: &[String]) -> Result<u8> {
         .args(extra)
         .status()
         .map_err(|e| format!("target/release/cairn: {e}"))?;
+    Ok(status.code().unwrap_or(1).clamp(0, 255) as u8)
+}
+
+/// `cargo xtask fuzz`: tests/fuzz_images.rs with more iterations.
+fn fuzz(args: &[String]) -> Result<u8> {
+    let (mut iterations, mut seed) = ("20000".to_string(), "1".to_string());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let v = it.next().ok_or_else(|| format!("{a} needs a value\n{USAGE}"))?;
+        match a.as_str() {
+            "--iterations" => iterations = v.clone(),
+            "--seed" => seed = v.clone(),
+            _ => return Err(format!("unknown fuzz option {a:?}\n{USAGE}")),
+        }
+        v.parse::<u64>()
+            .map_err(|_| format!("{a} {v:?}: not a number"))?;
+    }
+    ensure_tools()?;
+    let status = cargo()
+        .args(["test", "--release", "--test", "fuzz_images", "--", "--nocapture"])
+        .env("CAIRN_FUZZ_ITERATIONS", &iterations)
+        .env("CAIRN_FUZZ_SEED", &seed)
+        .status()
+        .map_err(|e| format!("cargo test: {e}"))?;
     Ok(status.code().unwrap_or(1).clamp(0, 255) as u8)
 }
 
