@@ -41,8 +41,9 @@ pub const MIN_XSAVE: usize = 576;
 /// Top of the user address space on x86-64 (47 bits, 4-level paging).
 pub const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 const PAGE: u64 = crate::sys::PAGE_SIZE;
-/// Words of `mm->saved_auxv` (`AT_VECTOR_SIZE` on x86-64).
-const AUXV_WORDS: usize = 52;
+/// Most words of an auxiliary vector (the kernel's `AT_VECTOR_SIZE` is
+/// about 50 and grows with new entries; it checks the exact size itself).
+const AUXV_WORDS: usize = 128;
 /// Linux signals are 1..=64.
 const SIG_MAX: u32 = 64;
 /// `RLIM_NLIMITS`.
@@ -984,15 +985,10 @@ pub fn files(f: &Files, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `fdinfo-<pid>.img`: fd numbers below the process's `RLIMIT_NOFILE`
-/// hard limit (and `FD_MAX`), unique, each naming a description.
-pub fn fdtable(
-    t: &FdTable,
-    pid: u32,
-    nofile: Option<u64>,
-    descs: &HashMap<u32, &FileDesc>,
-    path: &Path,
-) -> Result<()> {
+/// `fdinfo-<pid>.img`: fd numbers below `FD_MAX` (not below the
+/// process's `RLIMIT_NOFILE`: a process may lower it under fds it holds),
+/// unique, each naming a description.
+pub fn fdtable(t: &FdTable, pid: u32, descs: &HashMap<u32, &FileDesc>, path: &Path) -> Result<()> {
     let obj = format!("pid {pid}");
     if t.pid != 0 && t.pid != pid {
         return Err(bad(
@@ -1003,7 +999,7 @@ pub fn fdtable(
         ));
     }
     count(path, &obj, "fds", t.fds.len(), MAX_ITEMS)?;
-    let limit = nofile.unwrap_or(FD_MAX as u64).min(FD_MAX as u64);
+    let limit = FD_MAX as u64;
     let mut seen = HashSet::new();
     for fd in &t.fds {
         let fo = format!("fd {}", fd.fd);
@@ -1012,7 +1008,7 @@ pub fn fdtable(
                 path,
                 &fo,
                 "fd",
-                format!("not below the process's open file limit {limit}"),
+                format!("not below {limit}, the kernel's largest fs.nr_open"),
             ));
         }
         if !seen.insert(fd.fd) {
@@ -1050,14 +1046,6 @@ pub fn contents(c: &super::proto::FileContents, path: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The hard `RLIMIT_NOFILE` of a process, if its core records one.
-pub fn nofile_limit(c: &TaskCore) -> Option<u64> {
-    c.rlimits
-        .iter()
-        .find(|r| r.resource == libc::RLIMIT_NOFILE)
-        .map(|r| r.max)
 }
 
 /// Descriptions by id (after [`files`] made sure ids are unique).

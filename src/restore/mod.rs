@@ -155,13 +155,7 @@ impl Images {
                 }
             }
             let t: FdTable = dir.read(Kind::FdTable, &names::fdinfo(pid))?;
-            validate::fdtable(
-                &t,
-                pid,
-                validate::nofile_limit(&core),
-                &descs,
-                &dir.file(&names::fdinfo(pid)),
-            )?;
+            validate::fdtable(&t, pid, &descs, &dir.file(&names::fdinfo(pid)))?;
             cores.push(core);
             mms.push(Some(mm));
             fdtables.push(Some(t));

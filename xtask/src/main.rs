@@ -252,7 +252,9 @@ fn fuzz(args: &[String]) -> Result<u8> {
     let (mut iterations, mut seed) = ("20000".to_string(), "1".to_string());
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let v = it.next().ok_or_else(|| format!("{a} needs a value\n{USAGE}"))?;
+        let v = it
+            .next()
+            .ok_or_else(|| format!("{a} needs a value\n{USAGE}"))?;
         match a.as_str() {
             "--iterations" => iterations = v.clone(),
             "--seed" => seed = v.clone(),
@@ -263,7 +265,14 @@ fn fuzz(args: &[String]) -> Result<u8> {
     }
     ensure_tools()?;
     let status = cargo()
-        .args(["test", "--release", "--test", "fuzz_images", "--", "--nocapture"])
+        .args([
+            "test",
+            "--release",
+            "--test",
+            "fuzz_images",
+            "--",
+            "--nocapture",
+        ])
         .env("CAIRN_FUZZ_ITERATIONS", &iterations)
         .env("CAIRN_FUZZ_SEED", &seed)
         .status()
