@@ -12,7 +12,7 @@
  *      the host's files (binaries, test executables, workloads) at the same
  *      paths and can write anywhere, into memory;
  *   3. moves into /newroot and mounts proc, sys, dev, devpts, /dev/shm,
- *      /tmp, /run, cgroup2 and bpffs there, brings up lo;
+ *      /run, cgroup2 and bpffs there, brings up lo;
  *   4. mounts the 9p tag "out" (read-write, the host's results directory)
  *      at /out;
  *   5. runs `/bin/sh SCRIPT` where SCRIPT is the kernel argument
@@ -193,7 +193,11 @@ int main(void)
 	if (symlink("pts/ptmx", "/dev/ptmx"))
 		say("/dev/ptmx: %s", strerror(errno));
 	mnt("shm", "/dev/shm", "tmpfs", 0, "mode=1777");
-	mnt("tmp", "/tmp", "tmpfs", 0, "mode=1777");
+	/*
+	 * No tmpfs on /tmp: the overlay already keeps the guest's writes in
+	 * memory, and a checkout under the host's /tmp (a CI clone) must stay
+	 * visible at the same path.
+	 */
 	mnt("run", "/run", "tmpfs", 0, "mode=0755");
 	mnt_opt("cgroup2", "/sys/fs/cgroup", "cgroup2", 0, NULL);
 	mnt_opt("bpf", "/sys/fs/bpf", "bpf", 0, NULL);
