@@ -633,25 +633,28 @@ fn fetch_kernel(vm: &Path, s: Series) -> Result<Kernel> {
     mkdir(&debs)?;
     let cache = persistent_cache();
     let dirs = [debs.clone(), cache.clone()];
-    let deb = match apt_opts(vm, s).and_then(|o| Ok((resolve_package(&o, s)?, o))) {
-        Ok((pkg, opts)) => match cached_deb(&dirs, s, Some(&pkg)) {
-            Some(d) => d,
-            None => {
-                eprintln!("xtask: vm-test {}: fetching {pkg}", s.name);
-                retry(&format!("apt-get download {pkg}"), || {
-                    let mut c = Command::new("apt-get");
-                    c.current_dir(&debs).args(&opts).args(["download", &pkg]);
-                    c
-                })?;
-                cached_deb(std::slice::from_ref(&debs), s, Some(&pkg)).ok_or_else(|| {
-                    format!("apt-get download {pkg} left no .deb in {}", debs.display())
-                })?
-            }
-        },
+    let fetched = apt_opts(vm, s).and_then(|opts| {
+        let pkg = resolve_package(&opts, s)?;
+        if let Some(d) = cached_deb(&dirs, s, Some(&pkg)) {
+            return Ok(d);
+        }
+        eprintln!("xtask: vm-test {}: fetching {pkg}", s.name);
+        retry(&format!("apt-get download {pkg}"), || {
+            let mut c = Command::new("apt-get");
+            c.current_dir(&debs).args(&opts).args(["download", &pkg]);
+            c
+        })?;
+        cached_deb(std::slice::from_ref(&debs), s, Some(&pkg))
+            .ok_or_else(|| format!("apt-get download {pkg} left no .deb in {}", debs.display()))
+    });
+    // Without the archive (no network, a mirror down), the newest package
+    // of the series fetched before will do.
+    let deb = match fetched {
+        Ok(d) => d,
         Err(e) => match cached_deb(&dirs, s, None) {
             Some(d) => {
                 eprintln!(
-                    "xtask: vm-test {}: cannot reach the Debian archive ({e}); using the cached {}",
+                    "xtask: vm-test {}: no kernel from the Debian archive ({e}); using the cached {}",
                     s.name,
                     d.display()
                 );
@@ -1262,6 +1265,42 @@ mod tests {
         let a = Path::new("linux-image-6.1.0-50-amd64_6.1.176-1_amd64.deb");
         let b = Path::new("linux-image-6.1.0-57-amd64_6.1.192-3_amd64.deb");
         assert!(version_key(a) < version_key(b));
+    }
+
+    #[test]
+    fn newest_cached_package_of_a_series() {
+        let d = std::env::temp_dir().join(format!("cairn-vm-cache-test-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        for n in [
+            "linux-image-6.1.0-50-amd64_6.1.176-1_amd64.deb",
+            "linux-image-6.1.0-57-amd64_6.1.192-3_amd64.deb",
+            "linux-image-6.1.0-57-amd64-dbg_6.1.192-3_amd64.deb",
+            "linux-image-6.12.118+deb13-amd64_6.12.118-1_amd64.deb",
+        ] {
+            std::fs::write(d.join(n), b"").unwrap();
+        }
+        let s61 = SERIES[0];
+        let s612 = SERIES[1];
+        let name =
+            |p: Option<PathBuf>| p.map(|p| p.file_name().unwrap().to_string_lossy().into_owned());
+        let dirs = [d.clone(), d.join("missing")];
+        assert_eq!(
+            name(cached_deb(&dirs, s61, None)).as_deref(),
+            Some("linux-image-6.1.0-57-amd64_6.1.192-3_amd64.deb")
+        );
+        assert_eq!(
+            name(cached_deb(&dirs, s61, Some("linux-image-6.1.0-50-amd64"))).as_deref(),
+            Some("linux-image-6.1.0-50-amd64_6.1.176-1_amd64.deb")
+        );
+        assert_eq!(
+            name(cached_deb(&dirs, s612, None)).as_deref(),
+            Some("linux-image-6.12.118+deb13-amd64_6.12.118-1_amd64.deb")
+        );
+        assert_eq!(
+            cached_deb(&dirs, s61, Some("linux-image-6.1.0-99-amd64")),
+            None
+        );
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
