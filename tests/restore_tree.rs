@@ -229,7 +229,8 @@ fn dump_while_forking(args: &[&str], log_wants: &[&str], workload_wants: &[&str]
         .unwrap_or_default()
         .contains("waiting for a fork in the tree")
     {
-        if std::time::Instant::now() >= deadline || wait_timeout(&mut cairn, Duration::ZERO).is_some()
+        if std::time::Instant::now() >= deadline
+            || wait_timeout(&mut cairn, Duration::ZERO).is_some()
         {
             kill_tree(&mut cairn);
             panic!(
@@ -251,10 +252,7 @@ fn dump_while_forking(args: &[&str], log_wants: &[&str], workload_wants: &[&str]
     let log = std::fs::read_to_string(&err).unwrap_or_default();
     assert!(st.success(), "cairn dump failed:\n{log}");
     for want in log_wants {
-        assert!(
-            log.contains(want),
-            "the dump's log lacks {want:?}:\n{log}"
-        );
+        assert!(log.contains(want), "the dump's log lacks {want:?}:\n{log}");
     }
     t.expect_tree_killed_by_dump();
     t.restore_start(&[], false);

@@ -576,7 +576,10 @@ pub fn collect_bpf(iters: &mut Iterators, root: i32) -> Result<Inventory> {
     let out = iters
         .collect(root)
         .map_err(|e| Error::sys(root, "bpf inventory", e))?;
-    let (bytes, ran) = (out.tasks.len() + out.vmas.len() + out.files.len(), t.elapsed());
+    let (bytes, ran) = (
+        out.tasks.len() + out.vmas.len() + out.files.len(),
+        t.elapsed(),
+    );
     let inv = from_records(root, out)?;
     crate::debug!(
         "bpf inventory of {root}: iterators {:.3} ms ({bytes} bytes of records), decoding {:.3} ms",

@@ -109,7 +109,14 @@ pub fn vm_readv_all(pid: i32, segs: &[(u64, usize)], local: &mut [u8]) -> io::Re
         // alive across the call; the remote iovecs are only interpreted in
         // the target's address space.
         let n = check(unsafe {
-            libc::process_vm_readv(pid, &l, 1, remote.as_ptr(), remote.len() as libc::c_ulong, 0)
+            libc::process_vm_readv(
+                pid,
+                &l,
+                1,
+                remote.as_ptr(),
+                remote.len() as libc::c_ulong,
+                0,
+            )
         } as libc::c_long)? as usize;
         if n == 0 {
             return Err(io::Error::new(

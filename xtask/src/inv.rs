@@ -171,7 +171,8 @@ fn measure(cairn: &Path, workload: &Path, work: &Path, n: usize, runs: usize) ->
             b.push(sb);
             p.push(sp);
         }
-        let med = |v: &[Sample], f: fn(&Sample) -> f64| median(&v.iter().map(f).collect::<Vec<_>>());
+        let med =
+            |v: &[Sample], f: fn(&Sample) -> f64| median(&v.iter().map(f).collect::<Vec<_>>());
         Ok(Row {
             procs: n,
             bpf_ms: med(&b, |s| s.collect_ms),
