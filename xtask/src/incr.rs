@@ -12,8 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{
-    dir_bytes, kill9, median, parse_size, prepare_bench, reap, root, run, size_label, wait_pidfile,
-    Procs, Result, GIB, MIB,
+    dir_bytes, kill9, median, parse_size, prepare_bench, reap, restore_detached, root, run,
+    size_label, wait_pidfile, Procs, Result, GIB, MIB,
 };
 
 struct Args {
@@ -291,29 +291,13 @@ fn once(
     }
     let _ = procs.children.remove(idx).wait();
 
-    let t = Instant::now();
-    let restore = Command::new(cairn)
-        .args(["restore", "-D"])
-        .arg(ck.join("2"))
-        .args(["-d", "--pidfile"])
-        .arg(&restored_file)
-        .stdin(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("{}: {e}", cairn.display()))?;
-    procs.children.push(restore);
-    let idx = procs.children.len() - 1;
-    let restored = wait_pidfile(&restored_file, Duration::from_secs(600), || {
-        match procs.children[idx].try_wait() {
-            Ok(Some(st)) if !st.success() => Err(format!("cairn restore failed: {st}")),
-            _ => Ok(()),
-        }
-    })?;
-    let restore_s = t.elapsed().as_secs_f64();
-    procs.others.push(restored);
-    if !reap(&mut procs.children[idx], Duration::from_secs(60)) {
-        return Err("cairn restore -d did not exit".into());
-    }
-    let _ = procs.children.remove(idx).wait();
+    let (restored, restore_s) = restore_detached(
+        procs,
+        cairn,
+        &ck.join("2"),
+        &restored_file,
+        Duration::from_secs(600),
+    )?;
     procs.kill_other(restored);
     let _ = std::fs::remove_dir_all(&ck);
     Ok(RunResult {

@@ -596,6 +596,42 @@ fn reap(child: &mut Child, timeout: Duration) -> bool {
 }
 
 /// Polls for a pidfile (written atomically) until `timeout`.
+/// Runs `cairn restore -D images -d --pidfile pidfile` and waits up to
+/// `timeout` for the pidfile. Returns the restored pid (recorded in
+/// `procs.others`, so it is killed on drop) and the restore's wall-clock
+/// time in seconds. The detached restore exits by itself once the tree
+/// runs; it is reaped here.
+fn restore_detached(
+    procs: &mut Procs,
+    cairn: &Path,
+    images: &Path,
+    pidfile: &Path,
+    timeout: Duration,
+) -> Result<(i32, f64)> {
+    let t = Instant::now();
+    let restore = Command::new(cairn)
+        .args(["restore", "-D"])
+        .arg(images)
+        .args(["-d", "--pidfile"])
+        .arg(pidfile)
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", cairn.display()))?;
+    procs.children.push(restore);
+    let idx = procs.children.len() - 1;
+    let restored = wait_pidfile(pidfile, timeout, || match procs.children[idx].try_wait() {
+        Ok(Some(st)) if !st.success() => Err(format!("cairn restore failed: {st}")),
+        _ => Ok(()),
+    })?;
+    let restore_s = t.elapsed().as_secs_f64();
+    procs.others.push(restored);
+    if !reap(&mut procs.children[idx], Duration::from_secs(60)) {
+        return Err("cairn restore -d did not exit".into());
+    }
+    let _ = procs.children.remove(idx).wait(); // already reaped: returns at once
+    Ok((restored, restore_s))
+}
+
 fn wait_pidfile(
     path: &Path,
     timeout: Duration,
@@ -753,30 +789,13 @@ fn bench_once(
     let _ = procs.children.remove(idx).wait(); // already reaped: returns at once
     let image_bytes = dir_bytes(&images)?;
 
-    let t = Instant::now();
-    let restore = Command::new(cairn)
-        .args(["restore", "-D"])
-        .arg(&images)
-        .args(["-d", "--pidfile"])
-        .arg(&restored_file)
-        .stdin(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("{}: {e}", cairn.display()))?;
-    procs.children.push(restore);
-    let idx = procs.children.len() - 1;
-    let restored = wait_pidfile(&restored_file, Duration::from_secs(300), || {
-        match procs.children[idx].try_wait() {
-            Ok(Some(st)) if !st.success() => Err(format!("cairn restore failed: {st}")),
-            _ => Ok(()),
-        }
-    })?;
-    let restore_s = t.elapsed().as_secs_f64();
-    procs.others.push(restored);
-    // A detached restore exits by itself once the tree runs.
-    if !reap(&mut procs.children[idx], Duration::from_secs(60)) {
-        return Err("cairn restore -d did not exit".into());
-    }
-    let _ = procs.children.remove(idx).wait(); // already reaped: returns at once
+    let (restored, restore_s) = restore_detached(
+        procs,
+        cairn,
+        &images,
+        &restored_file,
+        Duration::from_secs(300),
+    )?;
     procs.kill_other(restored);
     let _ = std::fs::remove_dir_all(&images);
     Ok(Run {
