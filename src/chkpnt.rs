@@ -282,6 +282,7 @@ pub fn resume_main() -> ExitCode {
         exe_dir: opts.exe_dir.clone(),
         exe_dir_flag: "-bp".into(),
         tcp_established: false,
+        allow_foreign_images: false,
     };
     match crate::restore::restore(&args) {
         Ok(_) => {

@@ -176,6 +176,12 @@ pub struct RestoreArgs {
     /// --tcp-established and the tree had any).
     #[arg(long = "tcp-established")]
     pub tcp_established: bool,
+    /// Read images that another user owns or could have written (an
+    /// image directory or file not owned by you or root, or writable by
+    /// group or others). Refused by default: such a checkpoint may have
+    /// been forged. For people who know why.
+    #[arg(long = "allow-foreign-images")]
+    pub allow_foreign_images: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -190,6 +196,12 @@ pub struct ShowArgs {
     /// every page chunk); exit code 5 at the first bad one.
     #[arg(long)]
     pub verify: bool,
+    /// Read images that another user owns or could have written (an
+    /// image directory or file not owned by you or root, or writable by
+    /// group or others). Refused by default: such a checkpoint may have
+    /// been forged. For people who know why.
+    #[arg(long = "allow-foreign-images")]
+    pub allow_foreign_images: bool,
 }
 
 #[derive(Args, Debug, Clone)]

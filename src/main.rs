@@ -34,6 +34,9 @@ fn main() -> ExitCode {
         eprintln!("cairn: log file: {e}");
         return ExitCode::from(exit::USAGE);
     }
+    if let Command::Show(a) = &cli.cmd {
+        cairn::image::allow_foreign_images(a.allow_foreign_images);
+    }
     let (result, phase) = match &cli.cmd {
         Command::Dump(a) => (cairn::dump::dump(a).map(|_| 0), Phase::Dump),
         Command::PreDump(a) => (cairn::dump::pre_dump(a).map(|_| 0), Phase::Dump),

@@ -12,13 +12,19 @@
 //! dump wrote. The inventory goes first, so a half-removed directory is
 //! never taken for a checkpoint again.
 
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustix::fs::{AtFlags, FileType, OFlags};
 
 use crate::cli::PruneArgs;
 use crate::error::{Error, IoContext, Result};
 use crate::image::proto::Inventory;
-use crate::image::{names, ImageDir, Kind};
+use crate::image::{chain, names, ImageDir, Kind};
+use crate::sys::safefs;
 
 /// Parses an age: a number with `s`, `m`, `h`, `d` or `w` (a number alone
 /// counts days): `5d`, `12h`, `90m`, `2w`, `0`.
@@ -56,45 +62,78 @@ pub fn format_age(d: Duration) -> String {
     }
 }
 
-/// The inventory of `dir` if it is an image directory (see the module
-/// documentation), else `None`.
-pub fn image_dir_inventory(dir: &Path) -> Option<Inventory> {
-    let real_dir = std::fs::symlink_metadata(dir).ok()?.is_dir();
-    let inv_path = dir.join(names::INVENTORY);
-    let real_inv = std::fs::symlink_metadata(&inv_path).ok()?.is_file();
-    if !real_dir || !real_inv {
-        return None;
+/// A candidate for removal: an image directory opened (never through a
+/// symbolic link) relative to the directory that holds it. Everything
+/// about it is read, and everything in it removed, through `fd`.
+pub struct Candidate {
+    pub path: PathBuf,
+    parent: Arc<OwnedFd>,
+    name: OsString,
+    fd: OwnedFd,
+    pub inventory: Inventory,
+    /// Device and inode of the directory (fstat of `fd`).
+    id: (u64, u64),
+}
+
+impl std::fmt::Debug for Candidate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Candidate")
+            .field("path", &self.path)
+            .finish()
     }
-    let d = ImageDir::open(dir).ok()?;
-    d.read::<Inventory>(Kind::Inventory, names::INVENTORY).ok()
+}
+
+fn dir_id(fd: impl AsFd) -> Option<(u64, u64)> {
+    rustix::fs::fstat(fd).ok().map(|st| (st.st_dev, st.st_ino))
+}
+
+/// Opens `name` in `parent` as an image directory (see the module
+/// documentation), else `None`.
+fn open_candidate(parent: &Arc<OwnedFd>, name: &OsStr, path: PathBuf) -> Option<Candidate> {
+    let fd =
+        safefs::openat_nofollow(&**parent, name, OFlags::RDONLY | OFlags::DIRECTORY, 0).ok()?;
+    let id = dir_id(&fd)?;
+    let dup = fd.try_clone().ok()?;
+    let d = ImageDir::from_fd(dup, &path, &path);
+    let inventory = d
+        .read::<Inventory>(Kind::Inventory, names::INVENTORY)
+        .ok()?;
+    Some(Candidate {
+        path,
+        parent: parent.clone(),
+        name: name.to_os_string(),
+        fd,
+        inventory,
+        id,
+    })
 }
 
 /// The image directories `cairn prune DIR` considers: DIR itself, or the
 /// ones directly inside it. An error if there are none.
-pub fn candidates(dir: &Path) -> Result<Vec<(PathBuf, Inventory)>> {
-    let md = std::fs::symlink_metadata(dir).at(dir)?;
-    if md.file_type().is_symlink() {
-        return Err(Error::Usage(format!(
-            "{}: is a symbolic link; cairn prune does not follow links",
-            dir.display()
-        )));
+pub fn candidates(dir: &Path) -> Result<Vec<Candidate>> {
+    let (parent, name) = safefs::open_parent_dir(dir).at(dir)?;
+    let parent = Arc::new(parent);
+    let dfd = safefs::openat_nofollow(&*parent, &name, OFlags::RDONLY | OFlags::DIRECTORY, 0)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENOTDIR) {
+                Error::Usage(format!("{}: not a directory", dir.display()))
+            } else {
+                Error::io(dir, e)
+            }
+        })?;
+    if name != "." {
+        if let Some(c) = open_candidate(&parent, &name, dir.to_path_buf()) {
+            return Ok(vec![c]);
+        }
     }
-    if !md.is_dir() {
-        return Err(Error::Usage(format!("{}: not a directory", dir.display())));
-    }
-    if let Some(inv) = image_dir_inventory(dir) {
-        return Ok(vec![(dir.to_path_buf(), inv)]);
-    }
+    let dfd = Arc::new(dfd);
     let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).at(dir)? {
-        let e = e.at(dir)?;
-        // file_type() does not follow symbolic links.
-        if !e.file_type().at(e.path())?.is_dir() {
+    for (n, t) in safefs::list(&*dfd).at(dir)? {
+        if t.is_some_and(|t| t != FileType::Directory) {
             continue;
         }
-        let p = e.path();
-        if let Some(inv) = image_dir_inventory(&p) {
-            out.push((p, inv));
+        if let Some(c) = open_candidate(&dfd, &n, dir.join(&n)) {
+            out.push(c);
         }
     }
     if out.is_empty() {
@@ -103,36 +142,70 @@ pub fn candidates(dir: &Path) -> Result<Vec<(PathBuf, Inventory)>> {
             std::io::Error::other("not a cairn image directory and holds none; nothing removed"),
         ));
     }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }
 
-/// What in `dir` is not a regular `*.img` file, if anything.
-fn foreign_entry(dir: &Path) -> Result<Option<String>> {
-    for e in std::fs::read_dir(dir).at(dir)? {
-        let e = e.at(dir)?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !e.file_type().at(e.path())?.is_file() || !name.ends_with(".img") {
+/// What in the directory is not a regular `*.img` file, if anything.
+fn foreign_entry(fd: impl AsFd, shown: &Path) -> Result<Option<String>> {
+    let fd = fd.as_fd();
+    for (n, _) in safefs::list(fd).at(shown)? {
+        let name = n.to_string_lossy().into_owned();
+        let st = safefs::lstatat(fd, &n).at(shown.join(&n))?;
+        if safefs::file_type(&st) != FileType::RegularFile || !name.ends_with(".img") {
             return Ok(Some(name));
         }
     }
     Ok(None)
 }
 
-/// Removes an image directory: the inventory first, then the other
-/// images, then the (now empty) directory.
-fn remove_image_dir(dir: &Path) -> Result<()> {
-    let inv = dir.join(names::INVENTORY);
-    std::fs::remove_file(&inv).at(&inv)?;
-    for e in std::fs::read_dir(dir).at(dir)? {
-        let p = e.at(dir)?.path();
-        std::fs::remove_file(&p).at(&p)?;
+/// Removes an image directory through its descriptor: the inventory
+/// first, then the other images, then the (now empty) directory by name
+/// in its parent, if that name still is this directory.
+fn remove_image_dir(c: &Candidate) -> Result<()> {
+    let inv = c.path.join(names::INVENTORY);
+    rustix::fs::unlinkat(&c.fd, names::INVENTORY, AtFlags::empty())
+        .map_err(|e| Error::io(&inv, e.into()))?;
+    let left = safefs::remove_regular_files(&c.fd, |_| true).at(&c.path)?;
+    if let Some(n) = left.first() {
+        return Err(Error::io(
+            &c.path,
+            std::io::Error::other(format!("holds {n:?}, which is not a cairn image; left")),
+        ));
     }
-    std::fs::remove_dir(dir).at(dir)
+    let now = safefs::lstatat(&*c.parent, &c.name).at(&c.path)?;
+    if (now.st_dev, now.st_ino) != c.id {
+        return Err(Error::io(
+            &c.path,
+            std::io::Error::other("was replaced while it was removed; the new one is left alone"),
+        ));
+    }
+    rustix::fs::unlinkat(&*c.parent, &c.name, AtFlags::REMOVEDIR)
+        .map_err(|e| Error::io(&c.path, e.into()))
+}
+
+/// For each candidate, the candidate that is its parent layer, if any:
+/// the directory its inventory names (same device and inode), or else
+/// one whose layer id is the parent layer id it records.
+fn parents(found: &[Candidate]) -> Vec<Option<usize>> {
+    found
+        .iter()
+        .map(|c| {
+            let p = chain::parent_path(&c.path, &c.inventory)?;
+            let by_id = safefs::open_dir(&p).ok().and_then(dir_id);
+            found.iter().position(|o| Some(o.id) == by_id).or_else(|| {
+                let want = &c.inventory.parent_layer_id;
+                (!want.is_empty())
+                    .then(|| found.iter().position(|o| &o.inventory.layer_id == want))
+                    .flatten()
+            })
+        })
+        .collect()
 }
 
 /// `cairn prune`. Prints one line per directory removed (or, with
-/// --dry-run, that would be removed) on stdout.
+/// --dry-run, that would be removed) on stdout, and one per directory
+/// kept only because a newer layer that is kept is built on it.
 pub fn prune(args: &PruneArgs) -> Result<()> {
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
     let now_ms = SystemTime::now()
@@ -140,64 +213,102 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let limit_ms = args.older_than.as_millis() as u64;
+    let dfd = safefs::open_dir(&dir).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ENOTDIR) {
+            Error::Usage(format!("{}: not a directory", dir.display()))
+        } else {
+            Error::io(&dir, e)
+        }
+    })?;
     // Staging directories of dumps that died (never checkpoints) go
-    // whatever their age: in DIR and in the image directories in it.
+    // whatever their age: in DIR and in the directories in it. Only ours,
+    // through descriptors.
     let mut swept = 0;
-    let mut places = vec![dir.clone()];
-    if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
-        if let Ok(rd) = std::fs::read_dir(&dir) {
-            places.extend(
-                rd.flatten()
-                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                    .map(|e| e.path()),
-            );
+    let mut places: Vec<(OwnedFd, PathBuf)> = Vec::new();
+    if let Ok(entries) = safefs::list(&dfd) {
+        for (n, t) in entries {
+            if t.is_some_and(|t| t != FileType::Directory) {
+                continue;
+            }
+            if let Ok(fd) = safefs::openat_nofollow(&dfd, &n, OFlags::RDONLY | OFlags::DIRECTORY, 0)
+            {
+                places.push((fd, dir.join(&n)));
+            }
         }
     }
-    for place in &places {
-        for st in crate::image::staging::stale_in(place) {
+    places.insert(0, (dfd, dir.clone()));
+    for (fd, place) in &places {
+        for st in crate::image::staging::stale_in(fd.as_fd()) {
+            let shown = place.join(&st);
             if args.dry_run {
                 println!(
                     "would remove {} (left by an interrupted dump)",
-                    st.display()
+                    shown.display()
                 );
             } else {
-                crate::image::staging::remove_stale(&st)?;
-                println!("removed {} (left by an interrupted dump)", st.display());
+                crate::image::staging::remove_stale(fd.as_fd(), &st, &shown)?;
+                println!("removed {} (left by an interrupted dump)", shown.display());
             }
             swept += 1;
         }
     }
+    drop(places);
     let found = match candidates(&dir) {
         Ok(c) => c,
         Err(_) if swept > 0 => Vec::new(),
         Err(e) => return Err(e),
     };
-    for (p, inv) in found {
+    // Which go: old enough and holding only images; then everything a
+    // kept layer is built on (directly or not) stays.
+    let mut keep = vec![false; found.len()];
+    let mut ages = Vec::with_capacity(found.len());
+    for (i, c) in found.iter().enumerate() {
+        let p = &c.path;
+        let inv = &c.inventory;
+        let age_ms = now_ms.saturating_sub(inv.dump_time_unix_ms);
+        ages.push(format_age(Duration::from_millis(age_ms)));
         if inv.dump_time_unix_ms == 0 {
             warn!(
                 "{}: the inventory has no dump time; left alone",
                 p.display()
             );
-            continue;
-        }
-        let age_ms = now_ms.saturating_sub(inv.dump_time_unix_ms);
-        let age = format_age(Duration::from_millis(age_ms));
-        if age_ms <= limit_ms {
-            info!("{}: {age} old, kept", p.display());
-            continue;
-        }
-        if let Some(other) = foreign_entry(&p)? {
+            keep[i] = true;
+        } else if age_ms <= limit_ms {
+            info!("{}: {} old, kept", p.display(), ages[i]);
+            keep[i] = true;
+        } else if let Some(other) = foreign_entry(&c.fd, p)? {
             warn!(
                 "{}: holds {other:?}, which is not a cairn image; left alone",
                 p.display()
             );
+            keep[i] = true;
+        }
+    }
+    let parent_of = parents(&found);
+    let mut work: Vec<usize> = (0..found.len()).filter(|&i| keep[i]).collect();
+    while let Some(i) = work.pop() {
+        if let Some(p) = parent_of[i] {
+            if !keep[p] {
+                keep[p] = true;
+                println!(
+                    "kept {} ({} old): {} is built on it",
+                    found[p].path.display(),
+                    ages[p],
+                    found[i].path.display()
+                );
+                work.push(p);
+            }
+        }
+    }
+    for (i, c) in found.iter().enumerate() {
+        if keep[i] {
             continue;
         }
         if args.dry_run {
-            println!("would remove {} ({age} old)", p.display());
+            println!("would remove {} ({} old)", c.path.display(), ages[i]);
         } else {
-            remove_image_dir(&p)?;
-            println!("removed {} ({age} old)", p.display());
+            remove_image_dir(c)?;
+            println!("removed {} ({} old)", c.path.display(), ages[i]);
         }
     }
     Ok(())
@@ -260,7 +371,7 @@ mod tests {
         std::fs::write(t.join("file"), b"x").unwrap();
         let c = candidates(&t).unwrap();
         assert_eq!(c.len(), 1, "{c:?}");
-        assert_eq!(c[0].0, t.join("img"));
+        assert_eq!(c[0].path, t.join("img"));
         // The image directory itself.
         assert_eq!(candidates(&t.join("img")).unwrap().len(), 1);
         // Neither one nor holding any.
@@ -268,13 +379,15 @@ mod tests {
         assert!(candidates(&t.join("link")).is_err());
         assert!(candidates(&t.join("file")).is_err());
         // Removal keeps nothing behind; a foreign file prevents it.
-        assert_eq!(foreign_entry(&t.join("img")).unwrap(), None);
-        remove_image_dir(&t.join("img")).unwrap();
+        let c = candidates(&t.join("img")).unwrap();
+        assert_eq!(foreign_entry(&c[0].fd, &c[0].path).unwrap(), None);
+        remove_image_dir(&c[0]).unwrap();
         assert!(!t.join("img").exists());
         image_dir(&t.join("img2"), 1000);
         std::fs::write(t.join("img2/notes.txt"), b"mine").unwrap();
+        let c = candidates(&t.join("img2")).unwrap();
         assert_eq!(
-            foreign_entry(&t.join("img2")).unwrap().as_deref(),
+            foreign_entry(&c[0].fd, &c[0].path).unwrap().as_deref(),
             Some("notes.txt")
         );
         let _ = std::fs::remove_dir_all(&t);

@@ -8,14 +8,16 @@
 //! `pagestore.img` lists.
 
 use std::fmt::Write as _;
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use protobuf::{MessageDyn, MessageFull};
 
 use crate::error::{Error, IoContext, Result};
-use crate::image::{decode_image, names, proto, Header, Kind, HEADER_LEN, MAX_MESSAGE_BYTES};
+use crate::image::{
+    decode_image, names, proto, Header, ImageDir, Kind, HEADER_LEN, MAX_MESSAGE_BYTES,
+};
+use crate::sys::safefs;
 
 /// Prints [`render`]'s output on stdout.
 pub fn show(path: &Path, json: bool) -> Result<()> {
@@ -27,28 +29,44 @@ pub fn show(path: &Path, json: bool) -> Result<()> {
 /// Decodes `path` (an image directory or a single image file) and formats
 /// it: text with a heading per file, or one JSON object
 /// `{"dir": ..., "images": [{"file", "kind", "message"}, ...]}`.
+///
+/// Nothing is followed through a final symbolic link, every file is read
+/// through the directory's descriptor and must be a regular file, and a
+/// directory or file another user could have written is refused unless
+/// `--allow-foreign-images` was given ([`crate::image::check_trust`]).
 pub fn render(path: &Path, json: bool) -> Result<String> {
-    let meta = std::fs::metadata(path).at(path)?;
-    let (dir, files) = if meta.is_dir() {
-        (path.to_path_buf(), image_files(path)?)
+    let (parent, name) = safefs::open_parent_dir(path).at(path)?;
+    let is_dir = name == "."
+        || match safefs::lstatat(&parent, &name).at(path)? {
+            st if safefs::file_type(&st) == rustix::fs::FileType::Symlink => {
+                return Err(Error::io(path, std::io::Error::other(safefs::SYMLINK_MSG)))
+            }
+            st => safefs::file_type(&st) == rustix::fs::FileType::Directory,
+        };
+    let (dir, files) = if is_dir {
+        let d = ImageDir::view(path)?;
+        d.check_dir_trusted()?;
+        let files = image_files(&d)?;
+        (d, files)
     } else {
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        (dir, vec![path.to_path_buf()])
+        let file = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| Error::image(path, "not a file name"))?
+            .to_string();
+        (ImageDir::view(&dir)?, vec![file])
     };
     let images = files
         .iter()
-        .map(|f| decode_file(f, &dir))
+        .map(|f| decode_file(&dir, f))
         .collect::<Result<Vec<_>>>()?;
-    let chain = if meta.is_dir() {
-        chain_of(&dir)?
-    } else {
-        Vec::new()
-    };
+    let chain = if is_dir { chain_of(&dir)? } else { Vec::new() };
     Ok(if json {
-        to_json(&dir, &images, &chain)
+        to_json(dir.path(), &images, &chain)
     } else {
         let mut out = chain_text(&chain);
         out.push_str(&to_text(&images));
@@ -67,24 +85,23 @@ struct LayerInfo {
 /// The layers of the chain that starts at `dir` (empty for a directory
 /// that is not part of one). A broken chain is an error naming the
 /// directory.
-fn chain_of(dir: &Path) -> Result<Vec<LayerInfo>> {
+fn chain_of(dir: &ImageDir) -> Result<Vec<LayerInfo>> {
     use crate::image::chain;
-    let inv_path = dir.join(names::INVENTORY);
-    if !inv_path.is_file() {
+    if !dir.exists(names::INVENTORY) {
         return Ok(Vec::new());
     }
-    let b = std::fs::read(&inv_path).at(&inv_path)?;
-    let inv: proto::Inventory = decode_image(Kind::Inventory, &b, &inv_path)?;
+    let inv_path = dir.file(names::INVENTORY);
+    let inv: proto::Inventory =
+        decode_image(Kind::Inventory, &dir.read_all(names::INVENTORY)?, &inv_path)?;
     if inv.parent_dir.is_empty() && inv.tracking_armed.is_empty() && !inv.pre_dump {
         return Ok(Vec::new());
     }
     let mut out = Vec::new();
-    let mut cur: (PathBuf, proto::Inventory) = (dir.to_path_buf(), inv);
+    let mut cur: (ImageDir, proto::Inventory) = (dir.clone(), inv);
     loop {
-        let d = crate::image::ImageDir::open(&cur.0)?;
+        let d = &cur.0;
         let mut pages = [0u64; 3];
-        for e in std::fs::read_dir(&cur.0).at(&cur.0)?.flatten() {
-            let n = e.file_name().to_string_lossy().into_owned();
+        for (n, _) in d.entries()? {
             if n.starts_with("pagemap-") && n.ends_with(".img") {
                 let pm: proto::Pagemap = d.read(Kind::Pagemap, &n)?;
                 for r in &pm.runs {
@@ -97,10 +114,11 @@ fn chain_of(dir: &Path) -> Result<Vec<LayerInfo>> {
                 }
             }
         }
-        let next = chain::parent_path(&cur.0, &cur.1);
+        let next = chain::parent_path(d.path(), &cur.1);
         let child_id = cur.1.parent_layer_id.clone();
+        let here = d.path().to_path_buf();
         out.push(LayerInfo {
-            dir: cur.0.display().to_string(),
+            dir: here.display().to_string(),
             inventory: cur.1,
             pages,
         });
@@ -111,8 +129,7 @@ fn chain_of(dir: &Path) -> Result<Vec<LayerInfo>> {
                 "the chain of parents is too long or loops",
             ));
         }
-        let (_, inv) = chain::open_layer(&p, Path::new(&out[out.len() - 1].dir), &child_id)?;
-        cur = (p, inv);
+        cur = chain::open_layer(&p, &here, &child_id)?;
     }
     Ok(out)
 }
@@ -170,22 +187,24 @@ enum Body {
 }
 
 /// The `*.img` files of `dir` in display order: inventory, pstree, the
-/// per-process files (by pid, then name), then the rest by name.
-fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
+/// per-process files (by pid, then name), then the rest by name. Only
+/// regular files (not followed if links) are listed.
+fn image_files(dir: &ImageDir) -> Result<Vec<String>> {
     let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).at(dir)? {
-        let entry = entry.at(dir)?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.ends_with(".img") && entry.file_type().at(entry.path())?.is_file() {
-            files.push(name.to_string());
+    for (name, _) in dir.entries()? {
+        if !name.ends_with(".img") {
+            continue;
+        }
+        let st = safefs::lstatat(dir.fd(), std::ffi::OsStr::new(&name)).at(dir.file(&name))?;
+        if safefs::file_type(&st) == rustix::fs::FileType::RegularFile {
+            files.push(name);
         }
     }
     if files.is_empty() {
-        return Err(Error::image(dir, "no image files (*.img) here"));
+        return Err(Error::image(dir.path(), "no image files (*.img) here"));
     }
     files.sort_by_cached_key(|n| sort_key(n));
-    Ok(files.into_iter().map(|n| dir.join(n)).collect())
+    Ok(files)
 }
 
 /// Orders file names: inventory, pstree, per-pid files, everything else.
@@ -214,18 +233,15 @@ fn owner_pid(name: &str) -> Option<u64> {
     num.parse().ok()
 }
 
-fn decode_file(path: &Path, dir: &Path) -> Result<Decoded> {
+fn decode_file(dir: &ImageDir, file: &str) -> Result<Decoded> {
+    let path = &dir.file(file);
     // The header first: pages.img may be gigabytes and is never read whole.
-    let mut f = File::open(path).at(path)?;
-    let size = f.metadata().at(path)?.len();
+    let (mut f, size) = dir.open_file(file)?;
     let mut head = [0u8; HEADER_LEN];
     f.read_exact(&mut head)
         .map_err(|_| Error::image(path, "truncated header"))?;
     let hdr = Header::decode(&head, path)?;
-    let file = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string());
+    let file = file.to_string();
     // The rest of a message image, read only for message kinds.
     let mut whole = || -> Result<Vec<u8>> {
         if size > MAX_MESSAGE_BYTES {
@@ -241,9 +257,9 @@ fn decode_file(path: &Path, dir: &Path) -> Result<Decoded> {
     let k = hdr.kind;
     let body = match k {
         Kind::Pages => {
-            let store = dir.join(names::PAGESTORE);
-            let chunks = if store.is_file() {
-                let b = std::fs::read(&store).at(&store)?;
+            let chunks = if dir.exists(names::PAGESTORE) {
+                let store = dir.file(names::PAGESTORE);
+                let b = dir.read_all(names::PAGESTORE)?;
                 let ps: proto::PageStore = decode_image(Kind::PageStore, &b, &store)?;
                 Some(ps.chunks.len())
             } else {

@@ -22,8 +22,9 @@ use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
 use crate::image::pages::PageStoreReader;
-use crate::image::{is_image_name, names, ImageDir, Kind, HEADER_LEN, MAX_MESSAGE_BYTES};
+use crate::image::{is_image_name, names, ImageDir, Kind, HEADER_LEN};
 use crate::show::json_string;
+use crate::sys::safefs;
 
 /// What was verified.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -62,25 +63,22 @@ pub fn run(path: &Path, json: bool) -> Result<()> {
     std::io::Write::write_all(&mut stdout, out.as_bytes()).at("<stdout>")
 }
 
-/// Verifies a checkpoint directory or one image file.
+/// Verifies a checkpoint directory or one image file (never through a
+/// symbolic link; see [`crate::sys::safefs`]).
 pub fn verify(path: &Path) -> Result<Report> {
-    let meta = std::fs::metadata(path).at(path)?;
-    if meta.is_dir() {
+    let (parent, name) = safefs::open_parent_dir(path).at(path)?;
+    let is_dir = name == "."
+        || match safefs::lstatat(&parent, &name).at(path)? {
+            st if safefs::file_type(&st) == rustix::fs::FileType::Symlink => {
+                return Err(Error::io(path, std::io::Error::other(safefs::SYMLINK_MSG)))
+            }
+            st => safefs::file_type(&st) == rustix::fs::FileType::Directory,
+        };
+    if is_dir {
         verify_dir(path)
     } else {
         verify_file(path)
     }
-}
-
-fn read_message_file(p: &Path) -> Result<Vec<u8>> {
-    let size = std::fs::metadata(p).at(p)?.len();
-    if size > MAX_MESSAGE_BYTES + HEADER_LEN as u64 {
-        return Err(Error::image(
-            p,
-            format!("{size} bytes: too large for a message image"),
-        ));
-    }
-    std::fs::read(p).at(p)
 }
 
 /// Reads every chunk of the store: crc and decompressed length.
@@ -92,32 +90,35 @@ fn verify_chunks(store: &PageStoreReader) -> Result<usize> {
 }
 
 fn verify_file(p: &Path) -> Result<Report> {
+    let parent = match p.parent() {
+        Some(q) if !q.as_os_str().is_empty() => q,
+        _ => Path::new("."),
+    };
+    let dir = ImageDir::view(parent)?;
+    let file = p
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::image(p, "not a file name"))?;
+    let (mut f, size) = dir.open_file(file)?;
     let mut raw = [0u8; HEADER_LEN];
     {
         use std::io::Read;
-        let mut f = std::fs::File::open(p).at(p)?;
         f.read_exact(&mut raw)
             .map_err(|_| Error::image(p, "truncated header"))?;
     }
     let hdr = crate::image::Header::decode(&raw, p)?;
-    let size = std::fs::metadata(p).at(p)?.len();
     let mut r = Report {
         images: 1,
         bytes: size,
         chunks: 0,
     };
     if hdr.kind.is_message() {
-        crate::show::check_message_file(&read_message_file(p)?, p)?;
+        crate::show::check_message_file(&dir.read_all(file)?, p)?;
         return Ok(r);
     }
     // pages.img: with its chunk table beside it, every chunk; otherwise the
     // body crc alone.
-    let dir = ImageDir::view(p.parent().unwrap_or(Path::new(".")));
-    let file = p
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or(names::PAGES);
-    if file == names::PAGES && dir.file(names::PAGESTORE).is_file() {
+    if file == names::PAGES && dir.exists(names::PAGESTORE) {
         let store = PageStoreReader::open(&dir)?;
         r.chunks = verify_chunks(&store)?;
         store.verify_body()?;
@@ -133,22 +134,16 @@ fn verify_dir(path: &Path) -> Result<Report> {
     let listed = dir.listed().unwrap_or_default();
     let mut r = Report::default();
     // Files that are not part of the checkpoint.
-    for e in std::fs::read_dir(path).at(path)? {
-        let e = e.at(path)?;
-        let Some(name) = e.file_name().to_str().map(str::to_string) else {
-            continue;
-        };
+    for (name, _) in dir.entries()? {
         if is_image_name(&name) && name != names::INVENTORY && !listed.contains(&name) {
             return Err(Error::image(
-                e.path(),
+                dir.file(&name),
                 "not part of this checkpoint (not listed in inventory.img)",
             ));
         }
     }
     r.images = listed.len() + 1;
-    r.bytes = std::fs::metadata(dir.file(names::INVENTORY))
-        .at(dir.file(names::INVENTORY))?
-        .len();
+    r.bytes = dir.open_file(names::INVENTORY)?.1;
     for name in &listed {
         let p = dir.file(name);
         if name == names::PAGES {
@@ -157,7 +152,7 @@ fn verify_dir(path: &Path) -> Result<Report> {
             r.bytes += size;
             continue;
         }
-        let bytes = read_message_file(&p)?;
+        let bytes = dir.read_all(name)?;
         let kind = crate::show::check_message_file(&bytes, &p)?;
         // Same checks as a restore's read, including the inventory entry.
         dir.check_file(kind, name)?;

@@ -41,10 +41,15 @@ pub fn open_layer(path: &Path, child: &Path, child_id: &str) -> Result<(ImageDir
             format!("parent images dir of {}: {why}", child.display()),
         )
     };
-    if !path.is_dir() {
-        return Err(bad("no such directory".into()));
+    // The last component is never followed (crate::sys::safefs).
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(bad(crate::sys::safefs::SYMLINK_MSG.into()))
+        }
+        Ok(m) if m.is_dir() => {}
+        _ => return Err(bad("no such directory".into())),
     }
-    if !path.join(names::INVENTORY).is_file() {
+    if !std::fs::symlink_metadata(path.join(names::INVENTORY)).is_ok_and(|m| m.is_file()) {
         return Err(bad("no inventory.img: not a complete checkpoint".into()));
     }
     let (dir, inv) = ImageDir::load(path).map_err(|e| bad(e.to_string()))?;

@@ -27,15 +27,19 @@ pub mod staging;
 pub mod validate;
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::ffi::OsStr;
+use std::fs::File;
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, FileExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use protobuf::Message;
 
 use crate::error::{Error, IoContext, Result};
+use crate::sys::safefs;
 use proto::{ImageFile, Inventory};
 
 /// Generated protobuf types (proto/*.proto).
@@ -338,17 +342,10 @@ pub fn decompress_bounded(data: &[u8], limit: u64) -> std::io::Result<Vec<u8>> {
 /// Largest frame decompressed into a buffer allocated up front.
 pub const BULK_MAX: u64 = 64 << 20;
 
-/// Reads a whole message image file, refusing one larger than any message
-/// image can be before anything is allocated for it.
-fn read_bounded(p: &Path) -> Result<Vec<u8>> {
-    let f = File::open(p).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Error::image(p, "missing")
-        } else {
-            Error::io(p, e)
-        }
-    })?;
-    let size = f.metadata().at(p)?.len();
+/// Reads a whole message image file (already opened, `size` bytes),
+/// refusing one larger than any message image can be before anything is
+/// allocated for it.
+fn read_bounded(f: File, size: u64, p: &Path) -> Result<Vec<u8>> {
     if size > MAX_MESSAGE_BYTES + HEADER_LEN as u64 {
         return Err(Error::image(
             p,
@@ -358,6 +355,37 @@ fn read_bounded(p: &Path) -> Result<Vec<u8>> {
     let mut bytes = Vec::with_capacity(size as usize);
     f.take(size + 1).read_to_end(&mut bytes).at(p)?;
     Ok(bytes)
+}
+
+/// Whether `--allow-foreign-images` was given: image directories and files
+/// of other users, or writable by others, are read anyway.
+static ALLOW_FOREIGN: AtomicBool = AtomicBool::new(false);
+
+/// Sets what `--allow-foreign-images` says (restore, show).
+pub fn allow_foreign_images(yes: bool) {
+    ALLOW_FOREIGN.store(yes, Ordering::Relaxed);
+}
+
+/// The name of the override flag, for messages.
+pub const ALLOW_FOREIGN_FLAG: &str = "--allow-foreign-images";
+
+/// Refuses `st` (fstat of the descriptor about to be read) unless it is
+/// owned by root or the caller and writable by nobody else, or the
+/// override was given. `what` names it ("image directory", "image file").
+pub fn check_trust(st: &rustix::fs::Stat, p: &Path, what: &str) -> Result<()> {
+    if ALLOW_FOREIGN.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    match safefs::check_trusted(st) {
+        Ok(()) => Ok(()),
+        Err(why) => Err(Error::image(
+            p,
+            format!(
+                "refused: this {what} is {why}: another user could have forged the \
+                 checkpoint ({ALLOW_FOREIGN_FLAG} reads it anyway)"
+            ),
+        )),
+    }
 }
 
 /// A file name that can be part of an image directory: `NAME.img`, no
@@ -371,68 +399,104 @@ pub fn is_image_name(name: &str) -> bool {
         && !name.contains('\0')
 }
 
-/// An image directory on disk.
+/// An image directory on disk, held open: every file is opened, created,
+/// listed and removed relative to its descriptor ([`crate::sys::safefs`]),
+/// never by re-resolving a path; paths are for messages.
 #[derive(Debug, Clone)]
 pub struct ImageDir {
-    /// Where the files are read and written.
+    /// Where the files are read and written (for messages).
     path: PathBuf,
     /// Where the directory is once a dump is complete: differs from `path`
     /// while a dump writes into a staging directory (see [`staging`]).
     /// Paths recorded in images relative to the directory (a parent
     /// checkpoint) are relative to this one.
     final_path: PathBuf,
+    /// The directory itself.
+    fd: Arc<OwnedFd>,
     /// The files `inventory.img` lists, by name (set by [`ImageDir::load`]).
     manifest: Option<Arc<HashMap<String, ImageFile>>>,
+    /// Every file read must pass [`check_trust`] (set by
+    /// [`ImageDir::load`] and [`ImageDir::view`]).
+    trusted_only: bool,
+}
+
+/// Opens the directory `path` (never through a final symbolic link, see
+/// [`safefs`]).
+fn open_dir_fd(path: &Path) -> Result<OwnedFd> {
+    safefs::open_dir(path).at(path)
 }
 
 impl ImageDir {
     /// Creates the directory (mode 0700) if needed and writes into it
     /// directly (tests and tools; a dump writes through [`staging`]).
     pub fn create(path: &Path) -> Result<ImageDir> {
-        if !path.is_dir() {
+        if std::fs::symlink_metadata(path).is_err() {
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(path)
                 .at(path)?;
         }
-        Ok(ImageDir::at(path, path))
+        Ok(ImageDir::from_fd(open_dir_fd(path)?, path, path))
     }
 
     /// A directory of images read without any inventory check (`cairn
-    /// show` of single files).
-    pub fn view(path: &Path) -> ImageDir {
-        ImageDir::at(path, path)
+    /// show` of single files); every file read must be trusted (see
+    /// [`check_trust`]), the directory itself need not be.
+    pub fn view(path: &Path) -> Result<ImageDir> {
+        let mut d = ImageDir::from_fd(open_dir_fd(path)?, path, path);
+        d.trusted_only = true;
+        Ok(d)
     }
 
-    fn at(path: &Path, final_path: &Path) -> ImageDir {
+    /// An image directory already open as `fd` (staging).
+    pub(crate) fn from_fd(fd: OwnedFd, path: &Path, final_path: &Path) -> ImageDir {
         ImageDir {
             path: path.to_path_buf(),
             final_path: final_path.to_path_buf(),
+            fd: Arc::new(fd),
             manifest: None,
+            trusted_only: false,
         }
+    }
+
+    /// The directory's descriptor.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 
     /// Opens an existing image directory; it must hold an inventory.
     /// Nothing is verified (see [`ImageDir::load`]).
     pub fn open(path: &Path) -> Result<ImageDir> {
-        if !path.join(names::INVENTORY).is_file() {
+        let fd = open_dir_fd(path)?;
+        let is_inv = safefs::lstatat(&fd, OsStr::new(names::INVENTORY))
+            .is_ok_and(|st| safefs::file_type(&st) == rustix::fs::FileType::RegularFile);
+        if !is_inv {
             return Err(Error::image(
                 path,
                 "not a cairn image directory, or an incomplete one (no inventory.img)",
             ));
         }
-        Ok(ImageDir::at(path, path))
+        Ok(ImageDir::from_fd(fd, path, path))
     }
 
-    /// Opens a complete checkpoint for restoring from it: reads and checks
+    /// Opens a complete checkpoint for restoring from it: the directory and
+    /// every file must be trusted ([`check_trust`]); reads and checks
     /// `inventory.img`, then requires every file it lists to be there with
     /// its recorded size. Later reads check each file's header against
     /// the list, so a file of another dump is refused.
     pub fn load(path: &Path) -> Result<(ImageDir, Inventory)> {
         let mut dir = ImageDir::open(path)?;
+        let st = rustix::fs::fstat(&*dir.fd).map_err(|e| Error::io(path, e.into()))?;
+        check_trust(&st, path, "image directory")?;
+        dir.trusted_only = true;
         let inv_path = dir.file(names::INVENTORY);
-        let inv: Inventory = decode_image(Kind::Inventory, &read_bounded(&inv_path)?, &inv_path)?;
+        let (f, size) = dir.open_file(names::INVENTORY)?;
+        let inv: Inventory = decode_image(
+            Kind::Inventory,
+            &read_bounded(f, size, &inv_path)?,
+            &inv_path,
+        )?;
         if inv.images.is_empty() {
             return Err(Error::image(
                 &inv_path,
@@ -453,20 +517,29 @@ impl ImageDir {
         }
         for f in manifest.values() {
             let p = dir.file(&f.name);
-            match std::fs::symlink_metadata(&p) {
-                Ok(m) if m.is_file() && m.len() == f.size => {}
-                Ok(m) if m.is_file() => {
+            match safefs::lstatat(&*dir.fd, OsStr::new(&f.name)) {
+                Ok(m) if safefs::file_type(&m) == rustix::fs::FileType::RegularFile => {
+                    if m.st_size as u64 != f.size {
+                        return Err(Error::image(
+                            &p,
+                            format!(
+                                "is {} bytes, but inventory.img records {} (truncated, \
+                                 extended, or from another dump)",
+                                m.st_size, f.size
+                            ),
+                        ));
+                    }
+                    check_trust(&m, &p, "image file")?;
+                }
+                Ok(m) => {
                     return Err(Error::image(
                         &p,
                         format!(
-                            "is {} bytes, but inventory.img records {} (truncated, \
-                             extended, or from another dump)",
-                            m.len(),
-                            f.size
+                            "is not a regular file (a {})",
+                            safefs::type_name(safefs::file_type(&m))
                         ),
                     ))
                 }
-                Ok(_) => return Err(Error::image(&p, "is not a regular file")),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     return Err(Error::image(
                         &p,
@@ -489,6 +562,7 @@ impl ImageDir {
         &self.final_path
     }
 
+    /// The path of `name` in the directory, for messages.
     pub fn file(&self, name: &str) -> PathBuf {
         self.path.join(name)
     }
@@ -502,16 +576,83 @@ impl ImageDir {
         })
     }
 
-    /// Creates an image file with mode 0600.
+    /// The names of the entries of the directory (listed through its
+    /// descriptor) with their types; names that are not UTF-8 are left out.
+    pub fn entries(&self) -> Result<Vec<(String, Option<rustix::fs::FileType>)>> {
+        Ok(safefs::list(&*self.fd)
+            .at(&self.path)?
+            .into_iter()
+            .filter_map(|(n, t)| n.into_string().ok().map(|n| (n, t)))
+            .collect())
+    }
+
+    /// Opens `name` for reading: beneath the directory, no symbolic link,
+    /// never blocking, a regular file, trusted if the directory was
+    /// loaded or viewed. Returns the file and its size.
+    pub fn open_file(&self, name: &str) -> Result<(File, u64)> {
+        let p = self.file(name);
+        let (f, st) = safefs::open_regular(&*self.fd, name).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::image(&p, "missing")
+            } else {
+                Error::io(&p, e)
+            }
+        })?;
+        if self.trusted_only {
+            check_trust(&st, &p, "image file")?;
+        }
+        Ok((f, st.st_size as u64))
+    }
+
+    /// Reads the whole file `name` (as [`ImageDir::open_file`] opens it),
+    /// refusing one larger than any message image can be.
+    pub fn read_all(&self, name: &str) -> Result<Vec<u8>> {
+        let (f, size) = self.open_file(name)?;
+        read_bounded(f, size, &self.file(name))
+    }
+
+    /// Refuses the directory itself unless it is trusted (see
+    /// [`check_trust`]; [`ImageDir::load`] does this).
+    pub fn check_dir_trusted(&self) -> Result<()> {
+        let st = rustix::fs::fstat(&*self.fd).map_err(|e| Error::io(&self.path, e.into()))?;
+        check_trust(&st, &self.path, "image directory")
+    }
+
+    /// Removes the regular file `name` (relative to the directory's
+    /// descriptor); a missing one is no error.
+    pub fn remove_file(&self, name: &str) -> Result<()> {
+        match rustix::fs::unlinkat(&*self.fd, name, rustix::fs::AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(Error::io(self.file(name), e.into())),
+        }
+    }
+
+    /// fsync of the directory.
+    pub fn sync(&self) -> Result<()> {
+        safefs::sync(&*self.fd).at(&self.path)
+    }
+
+    /// Creates an image file with mode 0600, exclusively and never
+    /// through a link (a regular file of that name is replaced).
     pub fn create_file(&self, name: &str) -> Result<File> {
         let p = self.file(name);
-        OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&p)
-            .at(&p)
+        if !is_image_name(name) {
+            return Err(Error::image(&p, "not an image file name"));
+        }
+        match safefs::create_excl(&*self.fd, OsStr::new(name), 0o600) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let st = safefs::lstatat(&*self.fd, OsStr::new(name)).at(&p)?;
+                if safefs::file_type(&st) != rustix::fs::FileType::RegularFile {
+                    return Err(Error::io(
+                        &p,
+                        std::io::Error::other("exists and is not a regular file"),
+                    ));
+                }
+                self.remove_file(name)?;
+                safefs::create_excl(&*self.fd, OsStr::new(name), 0o600).at(&p)
+            }
+            r => r.at(&p),
+        }
     }
 
     /// Writes one message image and syncs it to disk.
@@ -527,17 +668,12 @@ impl ImageDir {
     /// `*.img` file of the directory, with its size and header crc.
     pub fn write_inventory(&self, inv: &mut Inventory) -> Result<()> {
         let mut list = Vec::new();
-        for e in std::fs::read_dir(&self.path).at(&self.path)? {
-            let e = e.at(&self.path)?;
-            let Some(name) = e.file_name().to_str().map(str::to_string) else {
-                continue;
-            };
+        for (name, _) in self.entries()? {
             if !is_image_name(&name) || name == names::INVENTORY {
                 continue;
             }
-            let p = e.path();
-            let f = File::open(&p).at(&p)?;
-            let size = f.metadata().at(&p)?.len();
+            let p = self.file(&name);
+            let (f, size) = self.open_file(&name)?;
             let mut raw = [0u8; HEADER_LEN];
             f.read_exact_at(&mut raw, 0)
                 .map_err(|_| Error::image(&p, "truncated header"))?;
@@ -590,7 +726,8 @@ impl ImageDir {
     fn read_checked(&self, kind: Kind, name: &str) -> Result<Vec<u8>> {
         let p = self.file(name);
         self.listed_entry(name)?;
-        let bytes = read_bounded(&p)?;
+        let (f, size) = self.open_file(name)?;
+        let bytes = read_bounded(f, size, &p)?;
         check_image(Some(kind), &bytes, &p)?;
         self.check_listed(name, &bytes, bytes.len() as u64)?;
         Ok(bytes)
@@ -613,14 +750,7 @@ impl ImageDir {
     pub fn open_raw(&self, kind: Kind, name: &str) -> Result<(File, Header, u64)> {
         let p = self.file(name);
         self.listed_entry(name)?;
-        let file = File::open(&p).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::image(&p, "missing")
-            } else {
-                Error::io(&p, e)
-            }
-        })?;
-        let size = file.metadata().at(&p)?.len();
+        let (file, size) = self.open_file(name)?;
         let mut raw = [0u8; HEADER_LEN];
         file.read_exact_at(&mut raw, 0)
             .map_err(|_| Error::image(&p, "truncated header"))?;
@@ -650,7 +780,7 @@ impl ImageDir {
     pub fn exists(&self, name: &str) -> bool {
         match &self.manifest {
             Some(m) => m.contains_key(name),
-            None => self.file(name).exists(),
+            None => safefs::lstatat(&*self.fd, OsStr::new(name)).is_ok(),
         }
     }
 }

@@ -23,11 +23,17 @@
 //! the directory are relative to `DIR` ([`ImageDir::final_path`]), and the
 //! staging directory beside `DIR` is at the same depth.
 
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
+use rustix::fs::{AtFlags, FileType, OFlags};
+
 use super::{is_image_name, names, ImageDir};
 use crate::error::{Error, IoContext, Result};
+use crate::sys::safefs;
 use crate::warn;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,13 +49,134 @@ pub struct Staging {
     final_dir: PathBuf,
     work: PathBuf,
     mode: Mode,
+    /// Beside: the directory that holds `DIR`; Inside: `DIR` itself. The
+    /// staging directory is `work_name` in it.
+    parent: OwnedFd,
+    work_name: OsString,
+    /// Beside: `DIR`'s name in `parent`.
+    final_name: OsString,
     dir: ImageDir,
     /// Files already moved into `DIR` by a commit that then failed.
-    moved: Vec<PathBuf>,
+    moved: Vec<String>,
     committed: bool,
 }
 
 const TMP_TAG: &str = ".cairn-tmp-";
+
+fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// The pid in a staging name after its prefix: `PID-<16 hex>` (or `PID`,
+/// as older versions named them).
+fn staging_pid(rest: &str) -> Option<i32> {
+    let (pid, rand) = match rest.split_once('-') {
+        Some((p, r)) => (p, Some(r)),
+        None => (rest, None),
+    };
+    if let Some(r) = rand {
+        if r.len() != 16 || !r.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+    }
+    pid.parse::<i32>().ok().filter(|&p| p > 0)
+}
+
+/// `prefix` followed by a pid that is not running: a staging directory
+/// left behind by a dumper that died.
+fn stale_pid(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(prefix)
+        .and_then(staging_pid)
+        .is_some_and(|pid| !crate::sys::task::pid_exists(pid))
+}
+
+/// Whether `name` in `dir` is a stale staging directory of ours: a real
+/// directory (not followed if a link) owned by the caller.
+fn is_ours_dir(dir: BorrowedFd<'_>, name: &OsStr) -> bool {
+    safefs::lstatat(dir, name)
+        .is_ok_and(|st| safefs::file_type(&st) == FileType::Directory && st.st_uid == euid())
+}
+
+/// Removes the staging directories `prefix`PID-... in `dir` whose dumper
+/// is gone and that are ours, through descriptors.
+fn clean_stale(dir: BorrowedFd<'_>, shown: &Path, prefix: &str) {
+    let Ok(entries) = safefs::list(dir) else {
+        return;
+    };
+    for (name, _) in entries {
+        let Some(n) = name.to_str() else { continue };
+        if !stale_pid(n, prefix) {
+            continue;
+        }
+        let p = shown.join(&name);
+        if !is_ours_dir(dir, &name) {
+            warn!(
+                "{}: looks like a staging directory but is not one of ours; left alone",
+                p.display()
+            );
+            continue;
+        }
+        match safefs::remove_dir_by_fd(dir, &name, Some(euid())) {
+            Ok(()) => warn!(
+                "removed {}, left behind by an interrupted dump",
+                p.display()
+            ),
+            Err(err) => warn!("cannot remove {}: {err}", p.display()),
+        }
+    }
+}
+
+/// The staging directories directly in `dir` (`.NAME.cairn-tmp-PID-...`
+/// beside an image directory, `.cairn-tmp-PID-...` inside one) whose
+/// dumper is no longer running and that are real directories owned by
+/// the caller: what `cairn prune` removes (with [`remove_stale`]).
+pub fn stale_in(dir: BorrowedFd<'_>) -> Vec<OsString> {
+    let Ok(entries) = safefs::list(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<OsString> = entries
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|name| {
+            let Some(name) = name.to_str() else {
+                return false;
+            };
+            name.starts_with('.')
+                && name
+                    .find(TMP_TAG)
+                    .is_some_and(|i| stale_pid(&name[i..], TMP_TAG))
+        })
+        .filter(|name| is_ours_dir(dir, name))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Removes the stale staging directory `name` in `dir` (see [`stale_in`]):
+/// opened without following a link, must be the caller's, only regular
+/// files inside are removed, through its descriptor.
+pub fn remove_stale(dir: BorrowedFd<'_>, name: &OsStr, shown: &Path) -> Result<()> {
+    safefs::remove_dir_by_fd(dir, name, Some(euid())).at(shown)
+}
+
+/// Makes a private staging directory `prefix`PID-<random> in `parent`.
+fn make_work(parent: BorrowedFd<'_>, prefix: &str, shown: &Path) -> Result<(OsString, OwnedFd)> {
+    let pid = std::process::id();
+    let mut last = None;
+    for _ in 0..8 {
+        let rand = safefs::random_hex().at(shown)?;
+        let name = OsString::from(format!("{prefix}{pid}-{rand}"));
+        match safefs::mkdir_private(parent, &name) {
+            Ok(fd) => return Ok((name, fd)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(Error::io(shown.join(&name), e)),
+        }
+    }
+    Err(Error::io(
+        shown,
+        last.unwrap_or_else(|| std::io::Error::other("no staging name")),
+    ))
+}
 
 fn parent_of(p: &Path) -> PathBuf {
     match p.parent() {
@@ -58,130 +185,91 @@ fn parent_of(p: &Path) -> PathBuf {
     }
 }
 
-/// `prefix` followed by a pid that is not running: a staging directory
-/// left behind by a dumper that died.
-fn stale_pid(name: &str, prefix: &str) -> bool {
-    name.strip_prefix(prefix)
-        .and_then(|p| p.parse::<i32>().ok())
-        .is_some_and(|pid| pid > 0 && !crate::sys::task::pid_exists(pid))
-}
-
-/// Removes a staging directory: only plain files inside it are removed, so
-/// nothing that is not cairn's is ever touched.
-fn remove_staging(p: &Path) -> std::io::Result<()> {
-    for e in std::fs::read_dir(p)? {
-        let e = e?;
-        if e.file_type()?.is_file() {
-            std::fs::remove_file(e.path())?;
-        }
-    }
-    std::fs::remove_dir(p)
-}
-
-fn clean_stale(in_dir: &Path, prefix: &str) {
-    let Ok(rd) = std::fs::read_dir(in_dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if stale_pid(name, prefix) && e.file_type().is_ok_and(|t| t.is_dir()) {
-            match remove_staging(&e.path()) {
-                Ok(()) => warn!(
-                    "removed {}, left behind by an interrupted dump",
-                    e.path().display()
-                ),
-                Err(err) => warn!("cannot remove {}: {err}", e.path().display()),
-            }
-        }
-    }
-}
-
-/// The staging directories directly in `dir` (`.NAME.cairn-tmp-PID`
-/// beside an image directory, `.cairn-tmp-PID` inside one) whose dumper
-/// is no longer running: what `cairn prune` removes.
-pub fn stale_in(dir: &Path) -> Vec<PathBuf> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut out: Vec<PathBuf> = rd
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter(|e| {
-            let name = e.file_name();
-            let Some(name) = name.to_str() else {
-                return false;
-            };
-            name.starts_with('.')
-                && name
-                    .rfind(TMP_TAG)
-                    .is_some_and(|i| stale_pid(&name[i..], TMP_TAG))
-        })
-        .map(|e| e.path())
-        .collect();
-    out.sort();
-    out
-}
-
-/// Removes a stale staging directory (plain files only, see
-/// [`stale_in`]).
-pub fn remove_stale(p: &Path) -> Result<()> {
-    remove_staging(p).at(p)
-}
-
-fn sync_path(p: &Path) -> Result<()> {
-    std::fs::File::open(p).and_then(|f| f.sync_all()).at(p)
+fn sync_file_at(dir: BorrowedFd<'_>, name: &str, shown: &Path) -> Result<()> {
+    let fd = safefs::open_beneath(dir, name, OFlags::RDONLY | OFlags::NONBLOCK, 0).at(shown)?;
+    safefs::sync(&fd).at(shown)
 }
 
 impl Staging {
     /// Prepares the staging directory for a dump into `final_dir`.
     pub fn begin(final_dir: &Path) -> Result<Staging> {
-        let pid = std::process::id();
-        let (mode, work) = match std::fs::metadata(final_dir) {
-            Ok(m) if m.is_dir() => {
-                clean_stale(final_dir, TMP_TAG);
-                (Mode::Inside, final_dir.join(format!("{TMP_TAG}{pid}")))
+        let (pfd, name) = match safefs::open_parent_dir(final_dir) {
+            Ok(x) => x,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let parent = parent_of(final_dir);
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&parent)
+                    .at(&parent)?;
+                safefs::open_parent_dir(final_dir).at(final_dir)?
             }
-            Ok(_) => {
+            Err(e) => return Err(Error::io(final_dir, e)),
+        };
+        let existing = if name == "." {
+            Some(FileType::Directory)
+        } else {
+            match safefs::lstatat(&pfd, &name) {
+                Ok(st) => Some(safefs::file_type(&st)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(Error::io(final_dir, e)),
+            }
+        };
+        let (mode, parent, prefix, shown_parent) = match existing {
+            Some(FileType::Directory) => {
+                let dfd = if name == "." {
+                    rustix::fs::openat(
+                        &pfd,
+                        ".",
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                        rustix::fs::Mode::empty(),
+                    )
+                    .map_err(|e| Error::io(final_dir, e.into()))?
+                } else {
+                    safefs::openat_nofollow(&pfd, &name, OFlags::RDONLY | OFlags::DIRECTORY, 0)
+                        .at(final_dir)?
+                };
+                clean_stale(dfd.as_fd(), final_dir, TMP_TAG);
+                (
+                    Mode::Inside,
+                    dfd,
+                    TMP_TAG.to_string(),
+                    final_dir.to_path_buf(),
+                )
+            }
+            Some(FileType::Symlink) => {
+                return Err(Error::Usage(format!(
+                    "{}: {}",
+                    final_dir.display(),
+                    safefs::SYMLINK_MSG
+                )))
+            }
+            Some(_) => {
                 return Err(Error::Usage(format!(
                     "{}: exists and is not a directory",
                     final_dir.display()
                 )))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let parent = parent_of(final_dir);
-                let name = final_dir
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .ok_or_else(|| {
-                        Error::Usage(format!("{}: not a directory name", final_dir.display()))
-                    })?;
-                if !parent.is_dir() {
-                    std::fs::DirBuilder::new()
-                        .recursive(true)
-                        .mode(0o700)
-                        .create(&parent)
-                        .at(&parent)?;
-                }
-                let prefix = format!(".{name}{TMP_TAG}");
-                clean_stale(&parent, &prefix);
-                (Mode::Beside, parent.join(format!("{prefix}{pid}")))
+            None => {
+                let n = name.to_str().ok_or_else(|| {
+                    Error::Usage(format!("{}: not a directory name", final_dir.display()))
+                })?;
+                let prefix = format!(".{n}{TMP_TAG}");
+                let shown = parent_of(final_dir);
+                clean_stale(pfd.as_fd(), &shown, &prefix);
+                (Mode::Beside, pfd, prefix, shown)
             }
-            Err(e) => return Err(Error::io(final_dir, e)),
         };
-        if work.exists() {
-            // Ours from an earlier run with the same pid (another boot).
-            remove_staging(&work).at(&work)?;
-        }
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&work)
-            .at(&work)?;
+        let (work_name, wfd) = make_work(parent.as_fd(), &prefix, &shown_parent)?;
+        let work = shown_parent.join(&work_name);
         Ok(Staging {
             final_dir: final_dir.to_path_buf(),
-            dir: ImageDir::at(&work, final_dir),
+            dir: ImageDir::from_fd(wfd, &work, final_dir),
             work,
             mode,
+            parent,
+            work_name,
+            final_name: name,
             moved: Vec::new(),
             committed: false,
         })
@@ -210,13 +298,9 @@ impl Staging {
     /// documentation). The staging directory must hold `inventory.img`.
     pub fn commit(mut self) -> Result<()> {
         let mut files = Vec::new();
-        for e in std::fs::read_dir(&self.work).at(&self.work)? {
-            let e = e.at(&self.work)?;
-            let p = e.path();
-            sync_path(&p)?;
-            if let Some(n) = e.file_name().to_str() {
-                files.push(n.to_string());
-            }
+        for (n, _) in self.dir.entries()? {
+            sync_file_at(self.dir.fd(), &n, &self.work.join(&n))?;
+            files.push(n);
         }
         if !files.iter().any(|f| f == names::INVENTORY) {
             return Err(Error::image(
@@ -224,7 +308,7 @@ impl Staging {
                 "missing: nothing to commit",
             ));
         }
-        sync_path(&self.work)?;
+        self.dir.sync()?;
         match self.mode {
             Mode::Beside => self.commit_beside()?,
             Mode::Inside => self.commit_inside(&files)?,
@@ -234,12 +318,12 @@ impl Staging {
     }
 
     fn commit_beside(&self) -> Result<()> {
-        use rustix::fs::{renameat_with, RenameFlags, CWD};
+        use rustix::fs::{renameat, renameat_with, RenameFlags};
         match renameat_with(
-            CWD,
-            &self.work,
-            CWD,
-            &self.final_dir,
+            &self.parent,
+            &self.work_name,
+            &self.parent,
+            &self.final_name,
             RenameFlags::NOREPLACE,
         ) {
             Ok(()) => {}
@@ -250,44 +334,50 @@ impl Staging {
                 ))
             }
             // A file system without renameat2 flags.
-            Err(rustix::io::Errno::INVAL) if !self.final_dir.exists() => {
-                std::fs::rename(&self.work, &self.final_dir).at(&self.final_dir)?
+            Err(rustix::io::Errno::INVAL)
+                if safefs::lstatat(&self.parent, &self.final_name).is_err() =>
+            {
+                renameat(
+                    &self.parent,
+                    &self.work_name,
+                    &self.parent,
+                    &self.final_name,
+                )
+                .map_err(|e| Error::io(&self.final_dir, e.into()))?
             }
             Err(e) => return Err(Error::io(&self.final_dir, e.into())),
         }
-        sync_path(&parent_of(&self.final_dir))
+        safefs::sync(&self.parent).at(parent_of(&self.final_dir))
     }
 
     fn commit_inside(&mut self, files: &[String]) -> Result<()> {
         let d = &self.final_dir;
+        let dfd = self.parent.as_fd();
         // The old checkpoint stops being one before any file of it changes.
         let old_inv = d.join(names::INVENTORY);
-        match std::fs::remove_file(&old_inv) {
-            Ok(()) => sync_path(d)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&old_inv, e)),
+        match rustix::fs::unlinkat(dfd, names::INVENTORY, AtFlags::empty()) {
+            Ok(()) => safefs::sync(dfd).at(d)?,
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(Error::io(&old_inv, e.into())),
         }
-        for e in std::fs::read_dir(d).at(d)? {
-            let e = e.at(d)?;
-            let Some(name) = e.file_name().to_str().map(str::to_string) else {
-                continue;
-            };
-            if is_image_name(&name)
-                && !files.contains(&name)
-                && e.file_type().is_ok_and(|t| t.is_file())
-            {
-                std::fs::remove_file(e.path()).at(e.path())?;
-            }
-        }
+        // Old images: regular files only, by the directory's descriptor.
+        safefs::remove_regular_files(dfd, |n| {
+            n.to_str()
+                .is_some_and(|n| is_image_name(n) && !files.iter().any(|f| f == n))
+        })
+        .at(d)?;
+        let wfd = self.dir.fd();
         for name in files.iter().filter(|n| n.as_str() != names::INVENTORY) {
             let to = d.join(name);
-            std::fs::rename(self.work.join(name), &to).at(&to)?;
-            self.moved.push(to);
+            rustix::fs::renameat(wfd, name.as_str(), dfd, name.as_str())
+                .map_err(|e| Error::io(&to, e.into()))?;
+            self.moved.push(name.clone());
         }
-        sync_path(d)?;
-        std::fs::rename(self.work.join(names::INVENTORY), &old_inv).at(&old_inv)?;
-        sync_path(d)?;
-        if let Err(e) = std::fs::remove_dir(&self.work) {
+        safefs::sync(dfd).at(d)?;
+        rustix::fs::renameat(wfd, names::INVENTORY, dfd, names::INVENTORY)
+            .map_err(|e| Error::io(&old_inv, e.into()))?;
+        safefs::sync(dfd).at(d)?;
+        if let Err(e) = rustix::fs::unlinkat(dfd, &self.work_name, AtFlags::REMOVEDIR) {
             warn!("cannot remove {}: {e}", self.work.display());
         }
         Ok(())
@@ -299,15 +389,21 @@ impl Drop for Staging {
         if self.committed {
             return;
         }
-        for p in &self.moved {
-            let _ = std::fs::remove_file(p);
+        for n in &self.moved {
+            let _ = rustix::fs::unlinkat(&self.parent, n.as_str(), AtFlags::empty());
         }
-        if let Err(e) = remove_staging(&self.work) {
+        if let Err(e) = safefs::remove_dir_by_fd(&self.parent, &self.work_name, Some(euid())) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 warn!("cannot remove {}: {e}", self.work.display());
             }
         }
     }
+}
+
+/// Whether `name` is a staging name (for tests and prune).
+pub fn is_staging_name(name: &OsStr) -> bool {
+    let b = name.as_bytes();
+    b.starts_with(b".") && name.to_str().is_some_and(|n| n.contains(TMP_TAG))
 }
 
 #[cfg(test)]
@@ -402,11 +498,71 @@ mod tests {
         let stale = t.join(".images.cairn-tmp-99999999");
         std::fs::create_dir(&stale).unwrap();
         std::fs::write(stale.join("pages.img"), "x").unwrap();
-        let live = t.join(format!(".images.cairn-tmp-{}", std::process::id()));
+        let stale_new = t.join(".images.cairn-tmp-99999998-0123456789abcdef");
+        std::fs::create_dir(&stale_new).unwrap();
+        std::fs::write(stale_new.join("pages.img"), "x").unwrap();
         let s = Staging::begin(&d).unwrap();
         assert!(!stale.exists());
-        assert_eq!(s.work_path(), live);
+        assert!(!stale_new.exists());
+        // PID-<16 hex digits>, unpredictable.
+        let name = s.work_path().file_name().unwrap().to_str().unwrap();
+        let rest = name
+            .strip_prefix(&format!(".images.cairn-tmp-{}-", std::process::id()))
+            .unwrap();
+        assert!(rest.len() == 16 && rest.bytes().all(|b| b.is_ascii_hexdigit()));
         drop(s);
+        assert_eq!(entries(&t), Vec::<String>::new());
+        let _ = std::fs::remove_dir_all(&t);
+    }
+
+    /// Links planted at staging names (old predictable ones and dead
+    /// dumpers' ones) are neither followed nor removed, and whatever they
+    /// point to is untouched; so is a stale directory that is not ours.
+    #[test]
+    fn planted_links_and_foreign_dirs_are_left_alone() {
+        let t = tmp("planted");
+        let victim = t.join("victim");
+        std::fs::create_dir(&victim).unwrap();
+        std::fs::write(victim.join("precious"), "keep").unwrap();
+        std::fs::write(victim.join("core-1.img"), "keep").unwrap();
+        let pid = std::process::id();
+        for n in [
+            format!(".images.cairn-tmp-{pid}"),
+            ".images.cairn-tmp-99999997".to_string(),
+            ".images.cairn-tmp-99999996-0123456789abcdef".to_string(),
+        ] {
+            std::os::unix::fs::symlink(&victim, t.join(n)).unwrap();
+        }
+        let d = t.join("images");
+        let s = Staging::begin(&d).unwrap();
+        write_some(&s, 11);
+        s.commit().unwrap();
+        assert_eq!(entries(&victim), ["core-1.img", "precious"]);
+        assert_eq!(entries(&t).len(), 5, "{:?}", entries(&t));
+        // Inside an existing DIR: a link named like an old image is not
+        // followed when old images are removed.
+        std::os::unix::fs::symlink(victim.join("core-1.img"), d.join("core-2.img")).unwrap();
+        std::os::unix::fs::symlink(&victim, d.join(".cairn-tmp-99999995")).unwrap();
+        let s = Staging::begin(&d).unwrap();
+        write_some(&s, 12);
+        s.commit().unwrap();
+        assert_eq!(entries(&victim), ["core-1.img", "precious"]);
+        assert_eq!(std::fs::read(victim.join("core-1.img")).unwrap(), b"keep");
+        assert_eq!(ImageDir::load(&d).unwrap().1.root_pid, 12);
+        // A link at DIR itself is refused.
+        let l = t.join("link");
+        std::os::unix::fs::symlink(&victim, &l).unwrap();
+        let e = Staging::begin(&l).err().unwrap().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        if rustix::process::geteuid().is_root() {
+            let foreign = t.join(".images.cairn-tmp-99999994-0123456789abcdef");
+            std::fs::create_dir(&foreign).unwrap();
+            std::fs::write(foreign.join("x.img"), "theirs").unwrap();
+            std::os::unix::fs::chown(&foreign, Some(64123), Some(64123)).unwrap();
+            let _ = std::fs::remove_dir_all(&d);
+            drop(Staging::begin(&d).unwrap());
+            assert!(foreign.join("x.img").exists());
+        }
         let _ = std::fs::remove_dir_all(&t);
     }
 

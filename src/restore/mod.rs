@@ -746,10 +746,12 @@ fn restore_tree(img: &Images, args: &RestoreArgs, fixups: &mut Fixups) -> Result
     Ok(procs[0].pid)
 }
 
+/// Writes the pid file: a new file with a random name, created
+/// exclusively (never through a link) in the pid file's directory, then
+/// renamed over the final name (a link there is replaced, not followed).
 fn write_pidfile(path: &std::path::Path, pid: i32) -> Result<()> {
-    let tmp = path.with_extension("cairn-tmp");
-    std::fs::write(&tmp, format!("{pid}\n")).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    crate::sys::safefs::replace_file(path, format!("{pid}\n").as_bytes(), 0o644)
+        .map_err(|e| Error::io(path, e))
 }
 
 /// Checks that can refuse a restore before anything is created. `idx`
@@ -818,6 +820,7 @@ struct Fixups {
 
 /// `cairn restore`. Returns the exit code cairn should exit with.
 pub fn restore(args: &RestoreArgs) -> Result<i32> {
+    crate::image::allow_foreign_images(args.allow_foreign_images);
     let img = Images::load(&args.images_dir)?;
     crate::kinds::inet::check_restore(&img.files, &img.fdtables, args.tcp_established)?;
     // Connections the dump left locked stay locked (or are locked again,

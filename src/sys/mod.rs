@@ -10,6 +10,7 @@ pub mod mem;
 pub mod net;
 pub mod probe;
 pub mod ptrace;
+pub mod safefs;
 pub mod sock;
 pub mod sockdiag;
 pub mod task;
