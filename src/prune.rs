@@ -108,19 +108,29 @@ fn open_candidate(parent: &Arc<OwnedFd>, name: &OsStr, path: PathBuf) -> Option<
     })
 }
 
+/// The error for a DIR that cannot be opened: a usage error for a link
+/// or a file.
+fn dir_error(dir: &Path, e: std::io::Error) -> Error {
+    if e.raw_os_error() == Some(libc::ENOTDIR) {
+        Error::Usage(format!("{}: not a directory", dir.display()))
+    } else if e.to_string() == safefs::SYMLINK_MSG {
+        Error::Usage(format!(
+            "{}: {}; cairn prune does not follow links",
+            dir.display(),
+            safefs::SYMLINK_MSG
+        ))
+    } else {
+        Error::io(dir, e)
+    }
+}
+
 /// The image directories `cairn prune DIR` considers: DIR itself, or the
 /// ones directly inside it. An error if there are none.
 pub fn candidates(dir: &Path) -> Result<Vec<Candidate>> {
     let (parent, name) = safefs::open_parent_dir(dir).at(dir)?;
     let parent = Arc::new(parent);
     let dfd = safefs::openat_nofollow(&*parent, &name, OFlags::RDONLY | OFlags::DIRECTORY, 0)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(libc::ENOTDIR) {
-                Error::Usage(format!("{}: not a directory", dir.display()))
-            } else {
-                Error::io(dir, e)
-            }
-        })?;
+        .map_err(|e| dir_error(dir, e))?;
     if name != "." {
         if let Some(c) = open_candidate(&parent, &name, dir.to_path_buf()) {
             return Ok(vec![c]);
@@ -213,13 +223,7 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let limit_ms = args.older_than.as_millis() as u64;
-    let dfd = safefs::open_dir(&dir).map_err(|e| {
-        if e.raw_os_error() == Some(libc::ENOTDIR) {
-            Error::Usage(format!("{}: not a directory", dir.display()))
-        } else {
-            Error::io(&dir, e)
-        }
-    })?;
+    let dfd = safefs::open_dir(&dir).map_err(|e| dir_error(&dir, e))?;
     // Staging directories of dumps that died (never checkpoints) go
     // whatever their age: in DIR and in the directories in it. Only ours,
     // through descriptors.

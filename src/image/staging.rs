@@ -109,6 +109,12 @@ fn clean_stale(dir: BorrowedFd<'_>, shown: &Path, prefix: &str) {
             continue;
         }
         let p = shown.join(&name);
+        let is_dir = safefs::lstatat(dir, &name)
+            .is_ok_and(|st| safefs::file_type(&st) == FileType::Directory);
+        if !is_dir {
+            // A link or file planted at a staging name: never followed.
+            continue;
+        }
         if !is_ours_dir(dir, &name) {
             warn!(
                 "{}: looks like a staging directory but is not one of ours; left alone",
