@@ -11,6 +11,18 @@
 //! `*.img` files is left alone with a warning: cairn only deletes what a
 //! dump wrote. The inventory goes first, so a half-removed directory is
 //! never taken for a checkpoint again.
+//!
+//! Everything goes through descriptors ([`crate::sys::safefs`]): DIR and
+//! each candidate are opened `O_DIRECTORY|O_NOFOLLOW`, the inventory is
+//! read and the files removed through the candidate's descriptor, and the
+//! empty directory is removed by name in its parent only if that name is
+//! still the same directory. A directory swapped for a link meanwhile is
+//! never followed.
+//!
+//! Chains: a layer that a kept checkpoint is built on (directly or through
+//! other layers; see [`crate::image::chain`]) is kept, whatever its age,
+//! with a line saying which layer needs it. A chain whose layers are all
+//! old enough goes as a whole.
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};

@@ -5,21 +5,29 @@
 //! result into place:
 //!
 //! - `DIR` does not exist: the staging directory is
-//!   `PARENT/.NAME.cairn-tmp-PID` (mode 0700, on the same file system), and
-//!   it is renamed to `DIR` in one step (`renameat2(RENAME_NOREPLACE)`):
-//!   `DIR` either does not exist or is complete.
+//!   `PARENT/.NAME.cairn-tmp-PID-<16 random hex digits>` (mode 0700, on the
+//!   same file system), and it is renamed to `DIR` in one step
+//!   (`renameat2(RENAME_NOREPLACE)` between directory descriptors): `DIR`
+//!   either does not exist or is complete.
 //! - `DIR` exists (an empty directory made for the dump, as CRIU users
 //!   do, a previous checkpoint, a mount point): it is kept as it is (owner,
-//!   mode, mount), the staging directory is `DIR/.cairn-tmp-PID`, and at
+//!   mode, mount), the staging directory is `DIR/.cairn-tmp-PID-<random>`, and at
 //!   the end the old `inventory.img` is removed first, the old images, the
 //!   new ones are renamed into `DIR`, and the new `inventory.img` comes
 //!   last. A previous checkpoint in `DIR` stays valid until then; in
 //!   between, `DIR` has no inventory and is refused as incomplete.
 //!
+//! Names are unpredictable (getrandom), so nobody can plant a link at the
+//! name in advance; the directory is made with `mkdirat(0700)`, opened
+//! `O_DIRECTORY|O_NOFOLLOW` and checked (ours, 0700), and everything in it
+//! is done through its descriptor ([`crate::sys::safefs`]).
+//!
 //! A staging directory that is dropped without [`Staging::commit`] is
 //! removed with everything in it, so a failed dump leaves nothing. One left
 //! behind by a dumper that was killed is removed by the next dump into the
-//! same place once its pid is gone. Paths recorded in images relative to
+//! same place once its pid is gone, if it is a real directory owned by the
+//! caller (only the regular files in it, by descriptor); links and other
+//! users' directories at staging names are left alone. Paths recorded in images relative to
 //! the directory are relative to `DIR` ([`ImageDir::final_path`]), and the
 //! staging directory beside `DIR` is at the same depth.
 
