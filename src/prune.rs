@@ -408,4 +408,45 @@ mod tests {
         );
         let _ = std::fs::remove_dir_all(&t);
     }
+
+    /// ch/1 <- ch/2 <- ch/3 (each names its parent), ch/4 alone: with
+    /// ch/3 young, ch/1 and ch/2 stay (ch/3 needs them), old ch/4 goes;
+    /// once every layer is old the chain goes as a whole.
+    #[test]
+    fn layers_kept_layers_need_are_kept() {
+        let t = tmp("chain");
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let layer = |n: &str, parent: Option<&str>, age_ms: u64| {
+            let d = ImageDir::create(&t.join(n)).unwrap();
+            let mut inv = Inventory::new();
+            inv.format_version = crate::image::FORMAT_VERSION;
+            inv.dump_time_unix_ms = now - age_ms;
+            inv.layer_id = format!("id-{n}");
+            if let Some(p) = parent {
+                inv.parent_dir = format!("../{p}");
+                inv.parent_layer_id = format!("id-{p}");
+            }
+            d.write(Kind::Inventory, names::INVENTORY, &inv).unwrap();
+        };
+        layer("1", None, 10 * 86_400_000);
+        layer("2", Some("1"), 9 * 86_400_000);
+        layer("3", Some("2"), 1000);
+        layer("4", None, 10 * 86_400_000);
+        let args = |age: u64| PruneArgs {
+            dir: Some(t.clone()),
+            older_than: Duration::from_secs(age),
+            dry_run: false,
+        };
+        prune(&args(86_400)).unwrap();
+        for n in ["1", "2", "3"] {
+            assert!(t.join(n).join(names::INVENTORY).is_file(), "{n} removed");
+        }
+        assert!(!t.join("4").exists());
+        prune(&args(0)).unwrap();
+        assert_eq!(std::fs::read_dir(&t).unwrap().count(), 0);
+        let _ = std::fs::remove_dir_all(&t);
+    }
 }
