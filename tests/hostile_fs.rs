@@ -46,7 +46,7 @@ fn os(s: impl AsRef<std::ffi::OsStr>) -> OsString {
 }
 
 fn cairn(args: &[&dyn AsRef<std::ffi::OsStr>], base: &Path) -> Output {
-    let args: Vec<OsString> = args.iter().map(|a| os(a)).collect();
+    let args: Vec<OsString> = args.iter().map(os).collect();
     run_cairn(&args, base, CAIRN_TIMEOUT)
 }
 
@@ -363,6 +363,27 @@ fn final_links_of_user_paths_are_not_followed() {
         "{err}"
     );
     assert!(w.original_alive(), "a refused dump hurt the target");
+    // --prev-images-dir: a link to a directory.
+    let prev = sh.join("prev");
+    std::os::unix::fs::symlink(&v, &prev).unwrap();
+    give(&prev);
+    let out = dump(
+        w.pid,
+        &t.join("img2"),
+        &["--prev-images-dir", prev.to_str().unwrap()],
+    );
+    assert!(
+        !out.status.success(),
+        "dump on a linked parent: {}",
+        describe(&out)
+    );
+    assert!(
+        stderr(&out).contains("is a symbolic link"),
+        "{}",
+        describe(&out)
+    );
+    assert!(w.original_alive(), "a refused dump hurt the target");
+    assert!(!t.join("img2").exists());
     assert_eq!(
         diff(&before, &snapshot(&v)),
         Vec::<String>::new(),
@@ -452,7 +473,14 @@ fn final_links_of_user_paths_are_not_followed() {
     names.sort();
     assert_eq!(
         names,
-        ["ck", "log", "log2", "restored.cairn-tmp", "restored.pid"],
+        [
+            "ck",
+            "log",
+            "log2",
+            "prev",
+            "restored.cairn-tmp",
+            "restored.pid"
+        ],
         "left behind"
     );
 }
@@ -638,6 +666,15 @@ fn prune_keeps_the_parent_of_a_kept_layer() {
         "{}",
         describe(&out)
     );
+    // A parent layer another user could have written is refused too.
+    fs::set_permissions(&one, fs::Permissions::from_mode(0o777)).unwrap();
+    let out = restore_expect_fail(&two, &[], w.pid);
+    assert!(
+        stderr(&out).contains("refused") && stderr(&out).contains("parent images dir"),
+        "{}",
+        describe(&out)
+    );
+    fs::set_permissions(&one, fs::Permissions::from_mode(0o700)).unwrap();
     restore_wait(&two, &[], w.pid, &w.log);
     // Both old now: the whole chain goes.
     std::thread::sleep(Duration::from_secs(1));
