@@ -243,6 +243,15 @@ impl Staging {
                     safefs::openat_nofollow(&pfd, &name, OFlags::RDONLY | OFlags::DIRECTORY, 0)
                         .at(final_dir)?
                 };
+                if let Ok(st) = rustix::fs::fstat(&dfd) {
+                    if let Err(why) = safefs::check_trusted(&st) {
+                        warn!(
+                            "{}: the directory is {why}; restore and show will refuse \
+                             this checkpoint unless given --allow-foreign-images",
+                            final_dir.display()
+                        );
+                    }
+                }
                 clean_stale(dfd.as_fd(), final_dir, TMP_TAG);
                 (
                     Mode::Inside,
