@@ -123,7 +123,7 @@ fn open_candidate(parent: &Arc<OwnedFd>, name: &OsStr, path: PathBuf) -> Option<
 /// The error for a DIR that cannot be opened: a usage error for a link
 /// or a file.
 fn dir_error(dir: &Path, e: std::io::Error) -> Error {
-    if e.raw_os_error() == Some(libc::ENOTDIR) {
+    if e.kind() == std::io::ErrorKind::NotADirectory {
         Error::Usage(format!("{}: not a directory", dir.display()))
     } else if e.to_string() == safefs::SYMLINK_MSG {
         Error::Usage(format!(

@@ -475,6 +475,12 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
+        // Missing parents are made (0700).
+        let deep = t.join("a/b/images");
+        let s = Staging::begin(&deep).unwrap();
+        write_some(&s, 7);
+        s.commit().unwrap();
+        assert!(ImageDir::load(&deep).is_ok());
         let _ = std::fs::remove_dir_all(&t);
     }
 

@@ -122,11 +122,8 @@ fn walk(shown: PathBuf, comps: Vec<OsString>, mut links: usize) -> io::Result<Ow
             Mode::empty(),
         )
         .map_err(|e| {
-            other(format!(
-                "{}: {}",
-                shown.join(&c).display(),
-                io::Error::from(e)
-            ))
+            let e = io::Error::from(e);
+            io::Error::new(e.kind(), format!("{}: {e}", shown.join(&c).display()))
         })?;
         let st = rfs::fstat(&next)?;
         let here = shown.join(&c);
@@ -165,7 +162,10 @@ fn walk(shown: PathBuf, comps: Vec<OsString>, mut links: usize) -> io::Result<Ow
             continue;
         }
         if file_type(&st) != FileType::Directory {
-            return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("{}: not a directory", here.display()),
+            ));
         }
         cur = next;
         shown = here;
