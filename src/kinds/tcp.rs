@@ -37,6 +37,46 @@ pub fn repair(sock: &OwnedFd, on: bool) -> IoResult<()> {
     }))
 }
 
+/// setsockopt(TCP_REPAIR) value that leaves repair mode without sending
+/// a window probe (Linux 4.19).
+const TCP_REPAIR_OFF_NO_WP: i32 = -1;
+
+/// Takes a socket out of repair mode that a dump put into it without
+/// changing its state (a dump that failed, was interrupted, or left the
+/// tree running; the guardian of a dead dumper). Nothing is sent: the
+/// connection is exactly as before, so no window probe is needed (while
+/// the network is locked it would be dropped anyway, and it would reset
+/// the window bookkeeping, `snd_wl1`). Leaving repair mode clears
+/// SO_REUSEADDR (the kernel sets `sk_reuse` to "no"), so `reuse`, its
+/// value before repair mode, is put back. Kernels before 4.19 know only
+/// TCP_REPAIR_OFF, which probes.
+pub fn repair_off_untouched(sock: &impl std::os::fd::AsRawFd, reuse: i32) -> IoResult<()> {
+    let r = sock::set_int(
+        sock,
+        libc::IPPROTO_TCP,
+        net::TCP_REPAIR,
+        TCP_REPAIR_OFF_NO_WP,
+    );
+    match r {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            sock::set_int(sock, libc::IPPROTO_TCP, net::TCP_REPAIR, 0)
+        }
+        r => r,
+    }
+    .map_err(ctx("TCP_REPAIR off"))?;
+    let now = sock::get_int(sock, libc::SOL_SOCKET, libc::SO_REUSEADDR).unwrap_or(reuse);
+    if (now != 0) != (reuse != 0) {
+        sock::set_int(
+            sock,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            i32::from(reuse != 0),
+        )
+        .map_err(ctx("SO_REUSEADDR"))?;
+    }
+    Ok(())
+}
+
 fn select_queue(sock: &OwnedFd, q: i32) -> IoResult<()> {
     sock::set_int(sock, libc::IPPROTO_TCP, net::TCP_REPAIR_QUEUE, q)
         .map_err(ctx("TCP_REPAIR_QUEUE"))
