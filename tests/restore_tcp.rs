@@ -603,7 +603,10 @@ fn tcp_established_dump_killed_after_repair() {
             "{name}: the guardian {guardian} is still there"
         );
         assert!(
-            eventually(|| tcp_sockets(w.pid).iter().all(|s| !s.2)),
+            eventually(|| {
+                let now = tcp_sockets(w.pid);
+                now.len() == before.len() && now.iter().all(|s| !s.2)
+            }),
             "{name}: sockets left in repair mode: {:?}",
             tcp_sockets(w.pid)
         );
