@@ -15,28 +15,39 @@
 //! **Dump**:
 //! When a tracer dies the kernel detaches its tracees and lets them run
 //! on (`exit_ptrace`), but it puts nothing back: a thread goes on with
-//! the registers and the signal mask the tracer left. A dump changes both:
-//! every frozen thread has all signals blocked until it is thawed, and a
-//! thread runs injected syscalls with other registers. So a dump starts a
-//! guardian first, `cairn __cairn-guard` (cairn itself, in a session of its
-//! own, deaf to SIGINT/SIGTERM/SIGHUP), and tells it through a pipe, for
-//! each thread, its registers and signal mask before anything was changed,
-//! and the parking frame of each thread that runs injected syscalls
-//! (`Remote::guard`). A thread let go in the middle of an injected call
-//! finishes the call and then spins in a `gettimeofday(NULL, NULL)` loop of
-//! its vDSO instead of running with wrong registers.
+//! the registers and the signal mask the tracer left, a socket stays in
+//! TCP repair mode (its owner's reads fail with EPERM, its writes with
+//! EINVAL) and the network lock's nftables table stays. So a dump starts
+//! a guardian first, `cairn __cairn-guard` (cairn itself, or `chkpnt`,
+//! in a session of its own, deaf to SIGINT/SIGTERM/SIGHUP), and tells it
+//! through a unix socketpair ([`fdpass`] messages), for each thread, its
+//! registers and signal mask before anything was changed, and the parking
+//! frame of each thread that runs injected syscalls (`Remote::guard`); for
+//! each socket it is about to put into repair mode, a descriptor of it
+//! (SCM_RIGHTS: the guardian holds the same open file, and repair mode can
+//! be turned off from any holder) and its SO_REUSEADDR; the name of the
+//! nft table once the network is locked; the staging directory. A thread
+//! let go in the middle of an injected call finishes the call and then
+//! spins in a `gettimeofday(NULL, NULL)` loop of its vDSO instead of
+//! running with wrong registers.
 //!
-//! The guardian waits for the end of the pipe. A dumper that finishes
+//! The guardian waits for the end of the socket. A dumper that finishes
 //! (thawed or killed the tree) says so first ([`Guardian::done`]) and the
-//! guardian just exits. A pipe that ends without that means the dumper
-//! died: the guardian seizes every thread it was told of (waiting until
-//! the dead tracer's detach has happened), and puts back the registers of
-//! each thread found in its parking loop and the signal mask of each
-//! thread that still has everything blocked, then detaches. The tree then
-//! runs on exactly as before; what stays is the dump's 64 KiB scratch
-//! mapping in a process that was killed during its remote phase, and a
-//! staging directory (never taken for a checkpoint; the next dump to the
-//! same place removes it, see `image::staging`).
+//! guardian just exits. A socket that ends without that means the dumper
+//! died: the guardian takes every socket out of repair mode (the threads
+//! that could use them are still parked), seizes every thread it was told
+//! of (waiting until the dead tracer's detach has happened), puts back the
+//! registers of each thread found in its parking loop and the signal mask
+//! of each thread that still has everything blocked, detaches, then (repair
+//! mode off first) deletes the lock table and removes the staging
+//! directory. The tree then runs on exactly as before; what stays is the
+//! dump's 64 KiB scratch mapping in a process that was killed during its
+//! remote phase. A dumper that died after it said the images are complete
+//! and it kills the tree ([`tell_killing`]) leaves the kill to finish:
+//! the guardian SIGKILLs what is left of the tree and keeps the lock.
+//!
+//! SIGINT, SIGTERM and SIGHUP to the dumper or restorer: see
+//! [`Interrupts`].
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -794,6 +805,50 @@ mod tests {
         };
         assert_eq!(regs_from(&regs_words(&r)), Some(r));
         assert_eq!(regs_from(&[1, 2, 3]), None);
+    }
+
+    #[test]
+    fn guardian_messages() {
+        let mut t = Told::default();
+        let (a, _b) = UnixStream::pair().unwrap();
+        t.take(b"S 1234 1", vec![OwnedFd::from(a)]);
+        t.take(b"S 99 0", vec![]);
+        t.take(b"N cairn_7_8", vec![]);
+        t.take(b"W /tmp/a dir/.x.cairn-tmp-5", vec![]);
+        t.take(b"P 7 10 20 30", vec![]);
+        assert_eq!(t.sockets.len(), 1);
+        assert_eq!((t.sockets[0].0, t.sockets[0].1), (1234, 1));
+        assert_eq!(t.table.as_deref(), Some("cairn_7_8"));
+        assert_eq!(
+            t.staging.as_deref(),
+            Some(Path::new("/tmp/a dir/.x.cairn-tmp-5"))
+        );
+        assert_eq!(t.threads[&7].parking, Some((0x10, 0x20, 0x30)));
+        assert!(!t.killing && !t.done);
+        t.take(b"X", vec![]);
+        t.take(b"D", vec![]);
+        assert!(t.killing && t.done);
+    }
+
+    #[test]
+    fn staging_removed_only_if_it_is_the_dumpers() {
+        let d = std::env::temp_dir().join(format!("cairn-guard-stg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let mine = d.join(".img.cairn-tmp-4242");
+        let other = d.join(".img.cairn-tmp-4243");
+        let link = d.join(".l.cairn-tmp-4242");
+        for p in [&mine, &other] {
+            std::fs::create_dir(p).unwrap();
+            std::fs::write(p.join("core-1.img"), b"x").unwrap();
+        }
+        std::os::unix::fs::symlink(&other, &link).unwrap();
+        remove_staging(Some(&other), "4242");
+        remove_staging(Some(&link), "4242");
+        assert!(other.join("core-1.img").exists());
+        remove_staging(Some(&mine), "4242");
+        assert!(!mine.exists());
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

@@ -254,3 +254,47 @@ pub fn go_live(sock: &OwnedFd, unsent: &[u8]) -> IoResult<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// What the guardian does for a dead dumper: a live loopback
+    /// connection put into repair mode comes out of it with SO_REUSEADDR
+    /// as before, and carries data both ways (needs CAP_NET_ADMIN).
+    #[test]
+    fn repair_off_untouched_keeps_the_connection() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut b, _) = l.accept().unwrap();
+        let fd = OwnedFd::from(b.try_clone().unwrap());
+        let get = |opt| sock::get_int(&fd, libc::IPPROTO_TCP, opt).unwrap();
+        sock::set_int(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).unwrap();
+        match repair(&fd, true) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                eprintln!("skipped: TCP_REPAIR needs CAP_NET_ADMIN");
+                return;
+            }
+            r => r.unwrap(),
+        }
+        assert_eq!(get(net::TCP_REPAIR), 1);
+        // In repair mode the connection is dead to its owner.
+        let mut buf = [0u8; 4];
+        b.set_nonblocking(true).unwrap();
+        assert!(b.read(&mut buf).is_err());
+        b.set_nonblocking(false).unwrap();
+        repair_off_untouched(&fd, 1).unwrap();
+        assert_eq!(get(net::TCP_REPAIR), 0);
+        assert_eq!(
+            sock::get_int(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR).unwrap(),
+            1
+        );
+        a.write_all(b"ping").unwrap();
+        b.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"ping");
+        b.write_all(b"pong").unwrap();
+        a.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"pong");
+    }
+}
