@@ -8,7 +8,7 @@
 //! processes already let go. So a restore starts a guardian too and tells
 //! it each process it creates (the guardian holds a pidfd of each, so a
 //! recycled pid is never hit); only when every process is let go does
-//! cairn say it is done. A pipe that ends before that means the restorer
+//! cairn say it is done. A socket that ends before that means the restorer
 //! died: the guardian SIGKILLs every process it was told of. That message
 //! is the point where a restore becomes complete.
 //!
