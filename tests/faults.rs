@@ -676,7 +676,8 @@ fn sig_masks(pid: i32) -> Vec<(String, String)> {
 }
 
 /// SIGTERM and SIGINT to `cairn dump` (without --leave-running) in the
-/// middle (tree frozen; images written, not yet committed): cairn rolls
+/// middle (tree frozen; images written, not yet committed), and SIGTERM
+/// to `cairn pre-dump` before its copy: cairn rolls
 /// back, says so and exits with 128 + the signal; the target runs on,
 /// untraced, every thread's signal mask as before, no DIR, no staging
 /// directory, no guardian; and in the end its own check passes.
@@ -689,18 +690,19 @@ fn dump_interrupted_by_sigterm_and_sigint() {
     let pid = w.pid.to_string();
     std::thread::sleep(Duration::from_millis(200));
     let masks = sig_masks(w.pid);
-    for (i, (sig, name, point)) in [
-        (libc::SIGTERM, "SIGTERM", "frozen"),
-        (libc::SIGINT, "SIGINT", "written"),
-        (libc::SIGTERM, "SIGTERM", "written"),
+    for (i, (cmd, sig, name, point)) in [
+        ("dump", libc::SIGTERM, "SIGTERM", "frozen"),
+        ("dump", libc::SIGINT, "SIGINT", "written"),
+        ("dump", libc::SIGTERM, "SIGTERM", "written"),
+        ("pre-dump", libc::SIGTERM, "SIGTERM", "pre-dump-copy"),
     ]
     .into_iter()
     .enumerate()
     {
-        let what = format!("{name} at {point}");
+        let what = format!("{cmd}: {name} at {point}");
         let dir = w.dir.join(format!("int{i}"));
         let base = w.dir.join(format!("int{i}-cairn"));
-        let args = ["dump", "-v", "-t", &pid, "-D", dir.to_str().unwrap()];
+        let args = [cmd, "-v", "-t", &pid, "-D", dir.to_str().unwrap()];
         let mut c = spawn_paused(&cairn_bin(), &args, point, &base);
         let st = signal_child(&mut c, sig);
         let stderr = base.with_extension("stderr");

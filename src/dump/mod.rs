@@ -299,6 +299,8 @@ pub fn pre_dump(args: &PreDumpArgs) -> Result<DumpStats> {
     if pid as u32 == std::process::id() {
         return Err(Error::Usage(format!("pid {pid} is cairn itself")));
     }
+    // SIGINT/SIGTERM/SIGHUP stop the pre-dump at the next safe point.
+    let _interrupts = crate::guard::Interrupts::install(Role::Dump);
     let pids = tree_pids(pid);
     may_trace(&pids)?;
     for p in pids {
@@ -330,6 +332,9 @@ pub fn pre_dump(args: &PreDumpArgs) -> Result<DumpStats> {
         Ok((pstree, pid))
     })();
     let r = r.and_then(|(pstree, root)| {
+        // The tree runs again; the copy is not begun if interrupted.
+        crate::guard::check()?;
+        crate::guard::pause_at("pre-dump-copy")?;
         stats.pages_scanned = plan.total_pages();
         let t = Instant::now();
         let mut writer = PageStoreWriter::create(&dir)?;
@@ -354,6 +359,7 @@ pub fn pre_dump(args: &PreDumpArgs) -> Result<DumpStats> {
         layering.fill_inventory(&mut inv, &plan);
         dir.write_inventory(&mut inv)?;
         stats.image_bytes = dir_bytes(&dir);
+        crate::guard::commit()?;
         staging.commit()
     });
     match r {
@@ -364,7 +370,7 @@ pub fn pre_dump(args: &PreDumpArgs) -> Result<DumpStats> {
         }
         Err(e) => {
             layering.failed();
-            Err(e)
+            Err(interrupted_or(e, pid))
         }
     }
 }
