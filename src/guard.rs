@@ -638,12 +638,39 @@ pub fn run(role: &str, dumper: &str) -> u8 {
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE] {
         let _ = crate::sys::task::ignore_signal(sig);
     }
+    // One descriptor per socket in repair mode and per process: as many
+    // as the hard limit allows.
+    if let Ok(l) = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .maximum
+        .ok_or(())
+    {
+        let _ = rustix::process::setrlimit(
+            rustix::process::Resource::Nofile,
+            rustix::process::Rlimit {
+                current: Some(l),
+                maximum: Some(l),
+            },
+        );
+    }
     let mut told = Told::default();
     if let Ok(fd) = std::io::stdin().as_fd().try_clone_to_owned() {
         let mut link = UnixStream::from(fd);
         // Ends with the dumper: its end is closed when it exits.
-        while let Ok((payload, fds)) = fdpass::recv_msg(&mut link) {
-            told.take(&payload, fds);
+        loop {
+            match fdpass::recv_msg(&mut link) {
+                Ok((payload, fds)) => told.take(&payload, fds),
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                Err(e) => {
+                    // Lost the thread of the messages (e.g. descriptors
+                    // beyond our limit): acting on a partial picture, or
+                    // on a dumper that is alive, could do harm. Stand down.
+                    eprintln!(
+                        "cairn guard: messages of pid {dumper} unreadable ({e}); not guarding it"
+                    );
+                    let _ = std::io::copy(&mut link, &mut std::io::sink());
+                    return 1;
+                }
+            }
         }
     }
     if told.done {
