@@ -618,9 +618,14 @@ fn exit_codes_match_the_readme() {
 /// Starts `bin ARGS` with CAIRN_PAUSE_AT=`point` and returns it once it
 /// said it is paused there (its stdout and stderr go beside `base`).
 fn spawn_paused(bin: &Path, args: &[&str], point: &str, base: &Path) -> Child {
+    spawn_paused_as(bin, args, point, point, base)
+}
+
+/// [`spawn_paused`] with CAIRN_PAUSE_AT=`env`, waiting for `point`.
+fn spawn_paused_as(bin: &Path, args: &[&str], env: &str, point: &str, base: &Path) -> Child {
     let mut c = Command::new(bin)
         .args(args)
-        .env("CAIRN_PAUSE_AT", point)
+        .env("CAIRN_PAUSE_AT", env)
         .stdin(Stdio::null())
         .stdout(File::create(base.with_extension("stdout")).unwrap())
         .stderr(File::create(base.with_extension("stderr")).unwrap())
@@ -814,4 +819,52 @@ fn restore_interrupted_by_sigterm() {
     assert_ok(&out, "a restore after the interrupted ones");
     assert!(settled(&pids, "the complete restore"));
     finish_restored(&pids, &w.log, "the complete restore");
+}
+
+/// A dump that does not stop at the first SIGTERM (stuck in a long step,
+/// CAIRN_PAUSE_AT=written!): a second SIGTERM hands over to the guardian
+/// at once. cairn says so and exits with 143; the guardian puts the tree
+/// back and removes the staging directory; the target's check passes.
+#[test]
+fn second_signal_hands_over_to_the_guardian() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("fault_mem", &["--mib", "16"]);
+    let pid = w.pid.to_string();
+    std::thread::sleep(Duration::from_millis(200));
+    let masks = sig_masks(w.pid);
+    let dir = w.dir.join("twice");
+    let base = w.dir.join("twice-cairn");
+    let args = ["dump", "-v", "-t", &pid, "-D", dir.to_str().unwrap()];
+    // The marker names the point without the "!".
+    let mut c = spawn_paused_as(&cairn_bin(), &args, "written!", "written", &base);
+    let cpid = nix::unistd::Pid::from_raw(c.id() as i32);
+    nix::sys::signal::kill(cpid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        matches!(c.try_wait(), Ok(None)),
+        "cairn exited at the first SIGTERM while stuck"
+    );
+    let st = signal_child(&mut c, libc::SIGTERM);
+    let stderr = base.with_extension("stderr");
+    let err = fs::read_to_string(&stderr).unwrap_or_default();
+    assert_eq!(st.code(), Some(143), "exit status; stderr:\n{err}");
+    assert!(
+        err.contains("handed over to the guardian"),
+        "cairn does not say it handed over: {err}"
+    );
+    expect_released(w.pid, "after the hand-over", &w.log);
+    assert_eq!(sig_masks(w.pid), masks, "signal masks changed");
+    if let Some(g) = guardian_pid(&stderr) {
+        assert!(
+            wait_pid_gone(g, Duration::from_secs(15)),
+            "the guardian {g} is still there"
+        );
+    }
+    let err = fs::read_to_string(&stderr).unwrap_or_default();
+    assert!(err.contains("cairn guard: the dumper"), "{err}");
+    assert!(!dir.exists());
+    assert_eq!(staging_leftovers(&w.dir), Vec::<PathBuf>::new());
+    w.terminate_original_expect_pass();
 }
