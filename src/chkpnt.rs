@@ -197,6 +197,10 @@ const RESUME_HELP: &str = "Restores a process checkpointed with chkpnt (cairn re
 
 /// `chkpnt`'s main.
 pub fn chkpnt_main() -> ExitCode {
+    // The dump's guardian is this binary re-executed (crate::guard).
+    if let Some(code) = crate::guard::run_hidden() {
+        return ExitCode::from(code);
+    }
     let prog = "chkpnt";
     let opts = match parse_chkpnt(std::env::args_os().skip(1).collect()) {
         Ok(Parsed::Run(o)) => o,
@@ -260,6 +264,10 @@ pub fn chkpnt_main() -> ExitCode {
 
 /// `resume`'s main.
 pub fn resume_main() -> ExitCode {
+    // The restore's guardian is this binary re-executed (crate::guard).
+    if let Some(code) = crate::guard::run_hidden() {
+        return ExitCode::from(code);
+    }
     let prog = "resume";
     let opts = match parse_resume(std::env::args_os().skip(1).collect()) {
         Ok(Parsed::Run(o)) => o,

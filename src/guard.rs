@@ -8,47 +8,73 @@
 //! processes already let go. So a restore starts a guardian too and tells
 //! it each process it creates (the guardian holds a pidfd of each, so a
 //! recycled pid is never hit); only when every process is let go does
-//! cairn say it is done. A pipe that ends before that means the restorer
+//! cairn say it is done. A socket that ends before that means the restorer
 //! died: the guardian SIGKILLs every process it was told of. That message
 //! is the point where a restore becomes complete.
 //!
 //! **Dump**:
 //! When a tracer dies the kernel detaches its tracees and lets them run
 //! on (`exit_ptrace`), but it puts nothing back: a thread goes on with
-//! the registers and the signal mask the tracer left. A dump changes both:
-//! every frozen thread has all signals blocked until it is thawed, and a
-//! thread runs injected syscalls with other registers. So a dump starts a
-//! guardian first, `cairn __cairn-guard` (cairn itself, in a session of its
-//! own, deaf to SIGINT/SIGTERM/SIGHUP), and tells it through a pipe, for
-//! each thread, its registers and signal mask before anything was changed,
-//! and the parking frame of each thread that runs injected syscalls
-//! (`Remote::guard`). A thread let go in the middle of an injected call
-//! finishes the call and then spins in a `gettimeofday(NULL, NULL)` loop of
-//! its vDSO instead of running with wrong registers.
+//! the registers and the signal mask the tracer left, a socket stays in
+//! TCP repair mode (its owner's reads fail with EPERM, its writes with
+//! EINVAL) and the network lock's nftables table stays. So a dump starts
+//! a guardian first, `cairn __cairn-guard` (cairn itself, or `chkpnt`,
+//! in a session of its own, deaf to SIGINT/SIGTERM/SIGHUP), and tells it
+//! through a unix socketpair ([`fdpass`] messages), for each thread, its
+//! registers and signal mask before anything was changed, and the parking
+//! frame of each thread that runs injected syscalls (`Remote::guard`); for
+//! each socket it is about to put into repair mode, a descriptor of it
+//! (SCM_RIGHTS: the guardian holds the same open file, and repair mode can
+//! be turned off from any holder) and its SO_REUSEADDR; the name of the
+//! nft table once the network is locked; the staging directory. A thread
+//! let go in the middle of an injected call finishes the call and then
+//! spins in a `gettimeofday(NULL, NULL)` loop of its vDSO instead of
+//! running with wrong registers.
 //!
-//! The guardian waits for the end of the pipe. A dumper that finishes
+//! The guardian waits for the end of the socket. A dumper that finishes
 //! (thawed or killed the tree) says so first ([`Guardian::done`]) and the
-//! guardian just exits. A pipe that ends without that means the dumper
-//! died: the guardian seizes every thread it was told of (waiting until
-//! the dead tracer's detach has happened), and puts back the registers of
-//! each thread found in its parking loop and the signal mask of each
-//! thread that still has everything blocked, then detaches. The tree then
-//! runs on exactly as before; what stays is the dump's 64 KiB scratch
-//! mapping in a process that was killed during its remote phase, and a
-//! staging directory (never taken for a checkpoint; the next dump to the
-//! same place removes it, see `image::staging`).
+//! guardian just exits. A socket that ends without that means the dumper
+//! died: the guardian takes every socket out of repair mode (the threads
+//! that could use them are still parked), seizes every thread it was told
+//! of (waiting until the dead tracer's detach has happened), puts back the
+//! registers of each thread found in its parking loop and the signal mask
+//! of each thread that still has everything blocked, detaches, then (repair
+//! mode off first) deletes the lock table and removes the staging
+//! directory. The tree then runs on exactly as before; what stays is the
+//! dump's 64 KiB scratch mapping in a process that was killed during its
+//! remote phase. A dumper that died after it said the images are complete
+//! and it kills the tree ([`tell_killing`]) leaves the kill to finish:
+//! the guardian SIGKILLs what is left of the tree and keeps the lock.
+//!
+//! SIGINT, SIGTERM and SIGHUP to the dumper or restorer: see
+//! [`Interrupts`].
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::error::{Error, Result};
+use crate::sys::fdpass;
 use crate::sys::ptrace::{self, UserRegs};
 use crate::sys::{inject, uffd};
 use crate::warn;
 
 /// First argument that makes `cairn` run as a guardian.
 pub const GUARD_ARG: &str = "__cairn-guard";
+
+/// Environment variable that makes a dump or restore wait at a named
+/// point until it is interrupted (or two minutes pass), saying so on
+/// stderr first: how the tests stop cairn at a chosen moment.
+pub const PAUSE_ENV: &str = "CAIRN_PAUSE_AT";
+
+/// How long an interrupted dump may take to put the tree back itself
+/// before it hands over to the guardian.
+const HANDOVER_AFTER: Duration = Duration::from_secs(20);
 
 /// What the guardian watches over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,10 +98,69 @@ impl Role {
     }
 }
 
-/// The dumper's (restorer's) side.
+/// The hidden first arguments with which cairn (and `chkpnt`, `resume`,
+/// which re-execute themselves the same way) runs one of its helpers:
+/// the guardian and the tracking keeper. `None`: an ordinary command line.
+pub fn run_hidden() -> Option<u8> {
+    let first = std::env::args_os().nth(1)?;
+    let arg = |n| std::env::args().nth(n).unwrap_or_default();
+    if first == GUARD_ARG {
+        return Some(run(&arg(2), &arg(3)));
+    }
+    if first == crate::track::keeper::KEEPER_ARG {
+        return Some(crate::track::keeper::run(&arg(2)));
+    }
+    None
+}
+
+/// What the dumper (restorer) shares between its threads about the
+/// guardian and about SIGINT/SIGTERM/SIGHUP; see [`Interrupts`].
+struct Shared {
+    /// Our end of the socket to the guardian.
+    link: Option<UnixStream>,
+    guardian: Option<u32>,
+    role: Option<Role>,
+    /// Past the point of no return: a dump that commits its images, a
+    /// restore that let its tree go. Signals no longer roll back.
+    committed: bool,
+    /// The command is over (its rollback included).
+    finished: bool,
+    /// A signal that came after the commit point.
+    late: i32,
+}
+
+static SHARED: Mutex<Shared> = Mutex::new(Shared {
+    link: None,
+    guardian: None,
+    role: None,
+    committed: false,
+    finished: false,
+    late: 0,
+});
+
+/// The first SIGINT/SIGTERM/SIGHUP of a dump not yet committed (0: none).
+static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
+
+fn shared() -> std::sync::MutexGuard<'static, Shared> {
+    SHARED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn send_locked(s: &mut Shared, payload: &[u8], fds: &[std::os::fd::RawFd]) {
+    if let Some(l) = &mut s.link {
+        if let Err(e) = fdpass::send_msg(l, payload, fds) {
+            warn!("guardian {}: {e}", s.guardian.unwrap_or(0));
+            s.link = None;
+        }
+    }
+}
+
+fn send(payload: &[u8], fds: &[std::os::fd::RawFd]) {
+    send_locked(&mut shared(), payload, fds);
+}
+
+/// The dumper (restorer) side of a guardian.
 pub struct Guardian {
     child: Child,
-    pipe: Option<ChildStdin>,
 }
 
 fn regs_words(r: &UserRegs) -> [u64; 27] {
@@ -121,29 +206,41 @@ fn regs_from(w: &[u64]) -> Option<UserRegs> {
 
 impl Guardian {
     /// Starts the guardian. `None` (with a warning) if it cannot be
-    /// started: the dump then goes on unguarded.
+    /// started: the dump then goes on unguarded. A restore's guardian
+    /// also starts the restore's handling of SIGINT/SIGTERM/SIGHUP
+    /// ([`Interrupts`]): only here is the restoring process (the helper
+    /// of `restore -d`) past its single-threaded fork.
     pub fn start(role: Role) -> Option<Guardian> {
         let t0 = Instant::now();
-        let r = std::env::current_exe().and_then(|exe| {
+        let r = UnixStream::pair().and_then(|(ours, theirs)| {
             use std::os::unix::process::CommandExt;
-            Command::new(exe)
+            let exe = std::env::current_exe()?;
+            let child = Command::new(exe)
                 .arg(GUARD_ARG)
                 .arg(role.arg())
                 .arg(std::process::id().to_string())
-                .stdin(Stdio::piped())
+                .stdin(Stdio::from(OwnedFd::from(theirs)))
                 .stdout(Stdio::null())
                 .process_group(0)
-                .spawn()
+                .spawn()?;
+            Ok((ours, child))
         });
         match r {
-            Ok(mut child) => {
-                let pipe = child.stdin.take();
+            Ok((ours, child)) => {
                 crate::info!(
                     "guardian started (pid {}) in {:?}",
                     child.id(),
                     t0.elapsed()
                 );
-                Some(Guardian { child, pipe })
+                {
+                    let mut s = shared();
+                    s.link = Some(ours);
+                    s.guardian = Some(child.id());
+                }
+                if role == Role::Restore {
+                    Interrupts::install(Role::Restore).leak();
+                }
+                Some(Guardian { child })
             }
             Err(e) => {
                 warn!("cannot start the guardian ({e}): {}", role.unguarded());
@@ -156,45 +253,303 @@ impl Guardian {
         self.child.id()
     }
 
-    fn send(&mut self, line: String) {
-        if let Some(p) = &mut self.pipe {
-            if let Err(e) = p.write_all(line.as_bytes()) {
-                warn!("guardian {}: {e}", self.child.id());
-                self.pipe = None;
-            }
-        }
-    }
-
     /// A thread as it was frozen, before anything of it was changed.
     pub fn thread(&mut self, tid: i32, regs: &UserRegs, sigmask: u64) {
         let mut line = format!("T {tid} {sigmask:x}");
         for w in regs_words(regs) {
             line.push_str(&format!(" {w:x}"));
         }
-        line.push('\n');
-        self.send(line);
+        send(line.as_bytes(), &[]);
     }
 
     /// A thread that runs injected calls with parking frame `frame`; its
     /// parking loop is `lo..=hi`.
     pub fn parking(&mut self, tid: i32, frame: u64, lo: u64, hi: u64) {
-        self.send(format!("P {tid} {frame:x} {lo:x} {hi:x}\n"));
+        send(format!("P {tid} {frame:x} {lo:x} {hi:x}").as_bytes(), &[]);
     }
 
     /// A restored process, killed if the restorer dies before
     /// [`Guardian::done`].
     pub fn process(&mut self, pid: i32) {
-        self.send(format!("K {pid}\n"));
+        let n = {
+            let mut s = shared();
+            send_locked(&mut s, format!("K {pid}").as_bytes(), &[]);
+            PROCESSES.fetch_add(1, Ordering::SeqCst) + 1
+        };
+        let _ = pause_at(&format!("restore-process-{n}"));
     }
 
     /// Every thread is thawed or killed (dump), every process let go
-    /// (restore): the guardian exits doing nothing.
+    /// (restore): the guardian exits doing nothing. For a restore this is
+    /// the point where it is complete: a signal that comes later no longer
+    /// rolls it back.
     pub fn done(mut self) {
-        self.send("D\n".into());
-        self.pipe = None;
+        {
+            let mut s = shared();
+            send_locked(&mut s, b"D", &[]);
+            s.link = None;
+            s.guardian = None;
+            if s.role == Some(Role::Restore) {
+                s.committed = true;
+            }
+        }
         let _ = self.child.wait();
     }
 }
+
+/// Restored processes told to the guardian (for the pause points).
+static PROCESSES: AtomicI32 = AtomicI32::new(0);
+
+/// A socket that the dump puts into repair mode (`reuse`: its
+/// SO_REUSEADDR before). Told before repair mode is turned on: a
+/// guardian turning it off on a socket that is not in repair mode does no
+/// harm.
+pub fn tell_socket(sock: &impl AsRawFd, ino: u64, reuse: i32) {
+    send(format!("S {ino} {reuse}").as_bytes(), &[sock.as_raw_fd()]);
+}
+
+/// The nftables table this dump created for its network lock.
+pub fn tell_lock(table: &str) {
+    send(format!("N {table}").as_bytes(), &[]);
+}
+
+/// The dump's staging directory (removed if the dumper dies).
+pub fn tell_staging(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let mut m = b"W ".to_vec();
+    m.extend_from_slice(path.as_os_str().as_bytes());
+    send(&m, &[]);
+}
+
+/// The images are in place and the tree is about to be killed: from now
+/// on the dump is complete, and a guardian whose dumper dies finishes the
+/// kill instead of putting anything back.
+pub fn tell_killing() {
+    send(b"X", &[]);
+}
+
+// ------------------------------------------------------------ signals
+
+fn sig_name(sig: i32) -> &'static str {
+    nix::sys::signal::Signal::try_from(sig)
+        .map(|s| s.as_str())
+        .unwrap_or("a signal")
+}
+
+fn handled() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
+    }
+    set
+}
+
+/// SIGINT, SIGTERM and SIGHUP during a dump or a restore. They are
+/// blocked in the calling thread (and so in every thread it starts
+/// later) and taken by a thread of their own with `sigwait`, so no code
+/// ever runs in signal context:
+///
+/// - **Dump**: the first signal sets a flag that the dump checks at safe
+///   points ([`check`], [`pause_at`], [`commit`]); the dump then fails
+///   the ordinary way (repair mode off, network unlocked, tree thawed,
+///   staging directory removed) and exits with 128 + the signal's number.
+///   A second signal, or a dump that has not finished rolling back after
+///   20 s, hands over to the guardian (cairn exits; the guardian puts the
+///   tree back as for a SIGKILL). Once the dump passed [`commit`] a
+///   signal changes nothing: the dump completes.
+/// - **Restore**: a signal before the tree is let go ([`Guardian::done`])
+///   hands over at once: the guardian kills what was let go so far, cairn
+///   exits and takes the processes it still traces with it. Later, cairn
+///   just exits with 128 + the signal's number as before.
+pub struct Interrupts {
+    old: Option<nix::sys::signal::SigSet>,
+}
+
+impl Interrupts {
+    /// Starts handling the signals for `role`.
+    pub fn install(role: Role) -> Interrupts {
+        use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
+        {
+            let mut s = shared();
+            s.role = Some(role);
+            s.committed = false;
+            s.finished = false;
+            s.late = 0;
+        }
+        INTERRUPTED.store(0, Ordering::SeqCst);
+        let set = handled();
+        let mut old = SigSet::empty();
+        if let Err(e) = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old)) {
+            warn!("cannot block SIGINT/SIGTERM/SIGHUP: {e}");
+            return Interrupts { old: None };
+        }
+        static STARTED: std::sync::Once = std::sync::Once::new();
+        STARTED.call_once(|| {
+            let r = std::thread::Builder::new()
+                .name("cairn-signals".into())
+                .spawn(move || loop {
+                    match set.wait() {
+                        Ok(sig) => on_signal(sig as i32),
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                });
+            if let Err(e) = r {
+                warn!("cannot start the signal thread: {e}");
+            }
+        });
+        Interrupts { old: Some(old) }
+    }
+
+    /// Keeps handling signals until the process exits.
+    fn leak(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Interrupts {
+    /// The command is over: signals act as they did before.
+    fn drop(&mut self) {
+        use nix::sys::signal::{pthread_sigmask, SigmaskHow};
+        shared().finished = true;
+        if let Some(old) = &self.old {
+            let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(old), None);
+        }
+    }
+}
+
+fn on_signal(sig: i32) {
+    let mut s = shared();
+    let role = s.role;
+    if s.finished || role.is_none() {
+        drop(s);
+        std::process::exit(128 + sig);
+    }
+    match role {
+        Some(Role::Restore) => {
+            if s.committed {
+                std::process::exit(128 + sig);
+            }
+            handover_restore(&mut s, sig)
+        }
+        _ if s.committed => {
+            s.late = sig;
+        }
+        _ if INTERRUPTED.load(Ordering::SeqCst) != 0 => handover_dump(sig),
+        _ => {
+            INTERRUPTED.store(sig, Ordering::SeqCst);
+            eprintln!(
+                "cairn: {}: stopping the dump and putting the tree back as it was (another \
+                 signal hands over to the guardian at once)",
+                sig_name(sig)
+            );
+            drop(s);
+            let _ = std::thread::Builder::new().spawn(move || {
+                std::thread::sleep(HANDOVER_AFTER);
+                let s = shared();
+                if !s.finished && !s.committed {
+                    handover_dump(sig);
+                }
+            });
+        }
+    }
+}
+
+/// Exits (with [`SHARED`] held, so the dump never reaches its commit
+/// point): the guardian puts the tree back.
+fn handover_dump(sig: i32) -> ! {
+    eprintln!(
+        "cairn: interrupted by {}: handed over to the guardian, which puts the tree back as \
+         it was",
+        sig_name(sig)
+    );
+    std::process::exit(128 + sig)
+}
+
+/// Ends the link to the guardian (which kills every process let go so
+/// far), waits for it, and exits; the processes cairn still traces die
+/// with it (PTRACE_O_EXITKILL).
+fn handover_restore(s: &mut Shared, sig: i32) -> ! {
+    if let Some(l) = s.link.take() {
+        let _ = l.shutdown(std::net::Shutdown::Both);
+        drop(l);
+        if let Some(fd) = s.guardian.and_then(|g| uffd::pidfd_open(g as i32).ok()) {
+            let _ = fdpass::poll2(&fd, &fd, 10_000);
+        }
+    }
+    eprintln!(
+        "cairn: interrupted by {}: the restore was rolled back, no process of the tree is left",
+        sig_name(sig)
+    );
+    std::process::exit(128 + sig)
+}
+
+/// The signal that interrupted the dump, if any.
+pub fn interrupted() -> Option<i32> {
+    match INTERRUPTED.load(Ordering::SeqCst) {
+        0 => None,
+        s => Some(s),
+    }
+}
+
+/// The error a dump fails with once interrupted (exit code 128 + signal).
+pub fn interrupted_error(sig: i32, what: String) -> Error {
+    Error::Forwarded {
+        code: (128 + sig).clamp(0, 255) as u8,
+        msg: format!("interrupted by {}: {what}", sig_name(sig)),
+    }
+}
+
+/// A safe point of the dump: an error if it was interrupted.
+pub fn check() -> Result<()> {
+    match interrupted() {
+        Some(sig) => Err(interrupted_error(sig, "the dump stops".into())),
+        None => Ok(()),
+    }
+}
+
+/// The dump's point of no return (just before its images are moved into
+/// place): an error if it was interrupted; after it, signals change
+/// nothing.
+pub fn commit() -> Result<()> {
+    let mut s = shared();
+    check()?;
+    s.committed = true;
+    Ok(())
+}
+
+/// A signal that came after [`commit`] (0: none).
+pub fn late_signal() -> Option<&'static str> {
+    match shared().late {
+        0 => None,
+        s => Some(sig_name(s)),
+    }
+}
+
+/// If [`PAUSE_ENV`] names `point`, says so on stderr and waits until the
+/// dump is interrupted (an error) or two minutes pass.
+/// `POINT!` waits without looking at the flag: a step that takes long
+/// (what the hand-over to the guardian is for).
+pub fn pause_at(point: &str) -> Result<()> {
+    let Some(v) = std::env::var_os(PAUSE_ENV) else {
+        return Ok(());
+    };
+    let stuck = v == format!("{point}!").as_str();
+    if v != point && !stuck {
+        return Ok(());
+    }
+    eprintln!("cairn: paused at {point} ({PAUSE_ENV})");
+    let end = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < end {
+        if !stuck {
+            check()?;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------ the guardian
 
 #[derive(Default)]
 struct Record {
@@ -209,30 +564,47 @@ fn all_blocked(mask: u64) -> bool {
     mask | (1 << (libc::SIGKILL - 1)) | (1 << (libc::SIGSTOP - 1)) == u64::MAX
 }
 
-/// `cairn __cairn-guard dump|restore PID`: see the module documentation.
-/// Returns the exit code.
-pub fn run(role: &str, dumper: &str) -> u8 {
-    let _ = nix::unistd::setsid();
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE] {
-        let _ = crate::sys::task::ignore_signal(sig);
-    }
-    let mut threads: BTreeMap<i32, Record> = BTreeMap::new();
-    let mut procs: Vec<(i32, std::os::fd::OwnedFd)> = Vec::new();
-    let mut done = false;
-    for line in BufReader::new(std::io::stdin().lock()).lines() {
-        let Ok(line) = line else { break };
+/// What a guardian was told.
+#[derive(Default)]
+struct Told {
+    threads: BTreeMap<i32, Record>,
+    /// Pidfds of the dumped processes (opened while they are frozen).
+    dumped: Vec<(i32, OwnedFd)>,
+    procs: Vec<(i32, OwnedFd)>,
+    /// Sockets in repair mode: (inode, SO_REUSEADDR before, our dup).
+    sockets: Vec<(u64, i32, OwnedFd)>,
+    table: Option<String>,
+    staging: Option<PathBuf>,
+    killing: bool,
+    done: bool,
+}
+
+impl Told {
+    fn take(&mut self, payload: &[u8], fds: Vec<OwnedFd>) {
+        if let Some(p) = payload.strip_prefix(b"W ") {
+            use std::os::unix::ffi::OsStrExt;
+            self.staging = Some(PathBuf::from(std::ffi::OsStr::from_bytes(p)));
+            return;
+        }
+        let line = String::from_utf8_lossy(payload);
         let f: Vec<&str> = line.split_whitespace().collect();
         let hex = |s: &str| u64::from_str_radix(s, 16).ok();
         match f.as_slice() {
-            ["D"] => done = true,
+            ["D"] => self.done = true,
+            ["X"] => self.killing = true,
             ["T", tid, mask, regs @ ..] => {
                 let (Ok(tid), Some(mask)) = (tid.parse::<i32>(), hex(mask)) else {
-                    continue;
+                    return;
                 };
                 let words: Option<Vec<u64>> = regs.iter().map(|w| hex(w)).collect();
-                let r = threads.entry(tid).or_default();
+                let r = self.threads.entry(tid).or_default();
                 r.regs = words.as_deref().and_then(regs_from);
                 r.sigmask = mask;
+                // A thread group leader (the dumper holds it frozen, so the
+                // pidfd is the right process); other threads fail here.
+                if let Ok(fd) = uffd::pidfd_open(tid) {
+                    self.dumped.push((tid, fd));
+                }
             }
             ["K", pid] => {
                 // The pidfd is opened while the restorer still holds the
@@ -242,23 +614,78 @@ pub fn run(role: &str, dumper: &str) -> u8 {
                     .ok()
                     .and_then(|p| uffd::pidfd_open(p).ok().map(|fd| (p, fd)))
                 {
-                    procs.push(fd);
+                    self.procs.push(fd);
                 }
             }
             ["P", tid, frame, lo, hi] => {
                 if let (Ok(tid), Some(fr), Some(lo), Some(hi)) =
                     (tid.parse::<i32>(), hex(frame), hex(lo), hex(hi))
                 {
-                    threads.entry(tid).or_default().parking = Some((fr, lo, hi));
+                    self.threads.entry(tid).or_default().parking = Some((fr, lo, hi));
                 }
             }
+            ["S", ino, reuse] => {
+                if let (Ok(ino), Ok(reuse), Some(fd)) = (
+                    ino.parse::<u64>(),
+                    reuse.parse::<i32>(),
+                    fds.into_iter().next(),
+                ) {
+                    self.sockets.push((ino, reuse, fd));
+                }
+            }
+            ["N", table] => self.table = Some(table.to_string()),
             _ => {}
         }
     }
-    if done {
+}
+
+/// `cairn __cairn-guard dump|restore PID`: see the module documentation.
+/// Returns the exit code.
+pub fn run(role: &str, dumper: &str) -> u8 {
+    let _ = nix::unistd::setsid();
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE] {
+        let _ = crate::sys::task::ignore_signal(sig);
+    }
+    // One descriptor per socket in repair mode and per process: as many
+    // as the hard limit allows.
+    if let Ok(l) = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .maximum
+        .ok_or(())
+    {
+        let _ = rustix::process::setrlimit(
+            rustix::process::Resource::Nofile,
+            rustix::process::Rlimit {
+                current: Some(l),
+                maximum: Some(l),
+            },
+        );
+    }
+    let mut told = Told::default();
+    if let Ok(fd) = std::io::stdin().as_fd().try_clone_to_owned() {
+        let mut link = UnixStream::from(fd);
+        // Ends with the dumper: its end is closed when it exits.
+        loop {
+            match fdpass::recv_msg(&mut link) {
+                Ok((payload, fds)) => told.take(&payload, fds),
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                Err(e) => {
+                    // Lost the thread of the messages (e.g. descriptors
+                    // beyond our limit): acting on a partial picture, or
+                    // on a dumper that is alive, could do harm. Stand down.
+                    eprintln!(
+                        "cairn guard: messages of pid {dumper} unreadable ({e}); not guarding it"
+                    );
+                    let _ = std::io::copy(&mut link, &mut std::io::sink());
+                    return 1;
+                }
+            }
+        }
+    }
+    if told.done {
         return 0;
     }
     if role == "restore" {
+        let procs = &told.procs;
         let killed = procs
             .iter()
             .filter(|(_, fd)| uffd::pidfd_kill(fd, libc::SIGKILL).is_ok())
@@ -272,11 +699,39 @@ pub fn run(role: &str, dumper: &str) -> u8 {
         }
         return 0;
     }
-    if threads.is_empty() {
+    if told.killing {
+        // The images are complete: finish what the dumper began.
+        let killed = told
+            .dumped
+            .iter()
+            .filter(|(_, fd)| uffd::pidfd_kill(fd, libc::SIGKILL).is_ok())
+            .count();
+        eprintln!(
+            "cairn guard: the dumper (pid {dumper}) died while killing the tree after a \
+             complete dump; killed the {killed} processes left"
+        );
         return 0;
     }
-    let (mut regs_fixed, mut masks_fixed, mut failed) = (0, 0, 0);
-    for (&tid, rec) in &threads {
+    if told.threads.is_empty() && told.sockets.is_empty() && told.table.is_none() {
+        remove_staging(told.staging.as_deref(), dumper);
+        return 0;
+    }
+    let mut failed = 0;
+    // Sockets first: every thread the dump touched spins in its parking
+    // loop until its registers are put back below, so none of them can
+    // meet a socket still in repair mode.
+    let mut sockets_fixed = 0;
+    for (ino, reuse, fd) in &told.sockets {
+        match crate::kinds::tcp::repair_off_untouched(fd, *reuse) {
+            Ok(()) => sockets_fixed += 1,
+            Err(e) => {
+                failed += 1;
+                eprintln!("cairn guard: socket inode {ino}: {e}");
+            }
+        }
+    }
+    let (mut regs_fixed, mut masks_fixed) = (0, 0);
+    for (&tid, rec) in &told.threads {
         match repair(tid, rec) {
             Ok((r, m)) => {
                 regs_fixed += r as usize;
@@ -288,10 +743,25 @@ pub fn run(role: &str, dumper: &str) -> u8 {
             }
         }
     }
+    // Only with repair mode off is the network unlocked: a packet that
+    // reached a socket in repair mode could be answered wrongly.
+    let mut unlocked = String::new();
+    if let Some(t) = &told.table {
+        match crate::netlock::unlock_table(t) {
+            Ok(()) => unlocked = format!(", removed the network lock (nft table inet {t})"),
+            Err(e) => {
+                failed += 1;
+                eprintln!("cairn guard: network lock nft table inet {t}: {e}");
+            }
+        }
+    }
+    remove_staging(told.staging.as_deref(), dumper);
     eprintln!(
         "cairn guard: the dumper (pid {dumper}) died during the dump; of {} threads, put back \
-         the registers of {regs_fixed} and the signal mask of {masks_fixed}{}",
-        threads.len(),
+         the registers of {regs_fixed} and the signal mask of {masks_fixed}; took {sockets_fixed} \
+         of {} sockets out of repair mode{unlocked}{}",
+        told.threads.len(),
+        told.sockets.len(),
         if failed > 0 {
             format!(", {failed} failed")
         } else {
@@ -299,6 +769,23 @@ pub fn run(role: &str, dumper: &str) -> u8 {
         }
     );
     u8::from(failed > 0)
+}
+
+/// Removes the staging directory of a dead dumper: only a real directory
+/// (not a symlink) whose name is a staging name of that dumper's pid.
+fn remove_staging(p: Option<&Path>, dumper: &str) {
+    let Some(p) = p else { return };
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ours = name.starts_with('.') && name.ends_with(&format!("cairn-tmp-{dumper}"));
+    if !ours || !std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()) {
+        return;
+    }
+    if let Err(e) = crate::image::staging::remove_stale(p) {
+        eprintln!("cairn guard: {e}");
+    }
 }
 
 /// Seizes `tid` once the dead dumper's detach is through, puts back what
@@ -353,6 +840,50 @@ mod tests {
         };
         assert_eq!(regs_from(&regs_words(&r)), Some(r));
         assert_eq!(regs_from(&[1, 2, 3]), None);
+    }
+
+    #[test]
+    fn guardian_messages() {
+        let mut t = Told::default();
+        let (a, _b) = UnixStream::pair().unwrap();
+        t.take(b"S 1234 1", vec![OwnedFd::from(a)]);
+        t.take(b"S 99 0", vec![]);
+        t.take(b"N cairn_7_8", vec![]);
+        t.take(b"W /tmp/a dir/.x.cairn-tmp-5", vec![]);
+        t.take(b"P 7 10 20 30", vec![]);
+        assert_eq!(t.sockets.len(), 1);
+        assert_eq!((t.sockets[0].0, t.sockets[0].1), (1234, 1));
+        assert_eq!(t.table.as_deref(), Some("cairn_7_8"));
+        assert_eq!(
+            t.staging.as_deref(),
+            Some(Path::new("/tmp/a dir/.x.cairn-tmp-5"))
+        );
+        assert_eq!(t.threads[&7].parking, Some((0x10, 0x20, 0x30)));
+        assert!(!t.killing && !t.done);
+        t.take(b"X", vec![]);
+        t.take(b"D", vec![]);
+        assert!(t.killing && t.done);
+    }
+
+    #[test]
+    fn staging_removed_only_if_it_is_the_dumpers() {
+        let d = std::env::temp_dir().join(format!("cairn-guard-stg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let mine = d.join(".img.cairn-tmp-4242");
+        let other = d.join(".img.cairn-tmp-4243");
+        let link = d.join(".l.cairn-tmp-4242");
+        for p in [&mine, &other] {
+            std::fs::create_dir(p).unwrap();
+            std::fs::write(p.join("core-1.img"), b"x").unwrap();
+        }
+        std::os::unix::fs::symlink(&other, &link).unwrap();
+        remove_staging(Some(&other), "4242");
+        remove_staging(Some(&link), "4242");
+        assert!(other.join("core-1.img").exists());
+        remove_staging(Some(&mine), "4242");
+        assert!(!mine.exists());
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

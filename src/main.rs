@@ -20,14 +20,9 @@ fn main() -> ExitCode {
             }
         };
     }
-    if argv_first_is(cairn::track::keeper::KEEPER_ARG) {
-        let name = std::env::args().nth(2).unwrap_or_default();
-        return ExitCode::from(cairn::track::keeper::run(&name));
-    }
-    if argv_first_is(cairn::guard::GUARD_ARG) {
-        let role = std::env::args().nth(2).unwrap_or_default();
-        let pid = std::env::args().nth(3).unwrap_or_default();
-        return ExitCode::from(cairn::guard::run(&role, &pid));
+    // The guardian and the tracking keeper (cairn re-executes itself).
+    if let Some(code) = cairn::guard::run_hidden() {
+        return ExitCode::from(code);
     }
     let cli = Cli::parse();
     if let Err(e) = cairn::log::init(cli.verbose, cli.log_file.as_deref()) {
@@ -58,8 +53,4 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code(phase))
         }
     }
-}
-
-fn argv_first_is(what: &str) -> bool {
-    std::env::args_os().nth(1).is_some_and(|a| a == what)
 }

@@ -182,6 +182,18 @@ fn unlock_script(table: &str) -> String {
     format!("add table inet {table}\ndelete table inet {table}\n")
 }
 
+/// Removes the lock table `table` (whether or not it still exists): what
+/// the guardian does for a dumper that died holding the lock. Refuses a
+/// name that is not one of cairn's lock tables.
+pub fn unlock_table(table: &str) -> std::io::Result<()> {
+    if !valid_table_name(table) || !table.starts_with("cairn_") {
+        return Err(std::io::Error::other(format!(
+            "{table:?} is not a cairn lock table"
+        )));
+    }
+    run_nft(&unlock_script(table))
+}
+
 fn run_nft(script: &str) -> std::io::Result<()> {
     let nft = nft_path().ok_or_else(|| std::io::Error::other("nft is not installed"))?;
     let mut child = Command::new(nft)
@@ -228,6 +240,8 @@ impl Lock {
         if method == Method::Nftables {
             run_nft(&lock_script(&l.table, &l.conns))
                 .map_err(|e| Error::sys(pid, format!("network lock (nft table {})", l.table), e))?;
+            // From now on a guardian whose dumper dies removes it.
+            crate::guard::tell_lock(&l.table);
             info!(
                 "network locked: nft table inet {} ({} connections and listeners)",
                 l.table,

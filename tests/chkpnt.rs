@@ -711,3 +711,102 @@ fn prune_old_new_and_foreign() {
     assert!(d("old-with-notes/notes.txt").is_file());
     let _ = fs::remove_dir_all(&outs);
 }
+
+/// Every thread's (tid, SigBlk, TracerPid) of `pid`.
+fn thread_masks(pid: i32) -> Vec<(String, String, String)> {
+    let mut v: Vec<(String, String, String)> = fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let t = e.file_name().to_string_lossy().into_owned();
+                    let s = fs::read_to_string(format!("/proc/{pid}/task/{t}/status")).ok()?;
+                    let f = |k: &str| {
+                        s.lines()
+                            .find_map(|l| l.strip_prefix(k))
+                            .map(|v| v.trim().to_string())
+                            .unwrap_or_default()
+                    };
+                    Some((t, f("SigBlk:"), f("TracerPid:")))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// `chkpnt` SIGKILLed in the middle of its checkpoint (frozen, images
+/// written, CAIRN_PAUSE_AT=written): its guardian (chkpnt re-executed)
+/// puts the target back: every thread untraced with its signal mask as
+/// before, no directory or staging directory left, and the target's own
+/// check passes.
+#[test]
+fn chkpnt_killed_in_the_middle() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("fault_mem", &["--mib", "64"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let before = thread_masks(w.pid);
+    assert!(before.iter().all(|t| t.2 == "0"), "{before:?}");
+    let dir = w.dir.join("ck");
+    let base = w.dir.join("chkpnt-killed");
+    let stderr = base.with_extension("stderr");
+    let mut c = std::process::Command::new(chkpnt_bin())
+        .args(["-v", "-p", &w.pid.to_string(), "-od"])
+        .arg(&dir)
+        .env("CAIRN_PAUSE_AT", "written")
+        .stdin(std::process::Stdio::null())
+        .stdout(fs::File::create(base.with_extension("stdout")).unwrap())
+        .stderr(fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("spawn chkpnt");
+    let deadline = std::time::Instant::now() + CAIRN_TIMEOUT;
+    while !fs::read_to_string(&stderr).is_ok_and(|s| s.contains("paused at written")) {
+        if let Ok(Some(st)) = c.try_wait() {
+            panic!(
+                "chkpnt exited ({st}) before pausing: {}",
+                tail(&stderr, 4000)
+            );
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!("chkpnt did not pause: {}", tail(&stderr, 4000));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Frozen at this moment: every signal blocked, traced.
+    assert!(
+        thread_masks(w.pid).iter().all(|t| t.2 != "0"),
+        "not frozen at the pause"
+    );
+    c.kill().expect("SIGKILL chkpnt");
+    let _ = c.wait();
+    let err = fs::read_to_string(&stderr).unwrap_or_default();
+    let guardian: i32 = err
+        .split("guardian started (pid ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("chkpnt started no guardian: {err}"));
+    assert!(
+        wait_pid_gone(guardian, Duration::from_secs(20)),
+        "the guardian {guardian} is still there"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while thread_masks(w.pid) != before && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        thread_masks(w.pid),
+        before,
+        "signal masks or tracers not as before: {}",
+        tail(&stderr, 2000)
+    );
+    assert!(!dir.exists(), "{} exists", dir.display());
+    let left = entries_with_prefix(&w.dir, ".ck");
+    assert!(left.is_empty(), "staging directories left: {left:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    w.terminate_original_expect_pass();
+}

@@ -614,3 +614,257 @@ fn exit_codes_match_the_readme() {
     w.terminate_original_expect_pass();
     let _ = fs::remove_dir_all(&base);
 }
+
+/// Starts `bin ARGS` with CAIRN_PAUSE_AT=`point` and returns it once it
+/// said it is paused there (its stdout and stderr go beside `base`).
+fn spawn_paused(bin: &Path, args: &[&str], point: &str, base: &Path) -> Child {
+    spawn_paused_as(bin, args, point, point, base)
+}
+
+/// [`spawn_paused`] with CAIRN_PAUSE_AT=`env`, waiting for `point`.
+fn spawn_paused_as(bin: &Path, args: &[&str], env: &str, point: &str, base: &Path) -> Child {
+    let mut c = Command::new(bin)
+        .args(args)
+        .env("CAIRN_PAUSE_AT", env)
+        .stdin(Stdio::null())
+        .stdout(File::create(base.with_extension("stdout")).unwrap())
+        .stderr(File::create(base.with_extension("stderr")).unwrap())
+        .spawn()
+        .expect("spawn cairn");
+    let stderr = base.with_extension("stderr");
+    let deadline = Instant::now() + CAIRN_TIMEOUT;
+    let marker = format!("paused at {point}");
+    loop {
+        if fs::read_to_string(&stderr).is_ok_and(|s| s.contains(&marker)) {
+            return c;
+        }
+        if let Ok(Some(st)) = c.try_wait() {
+            panic!(
+                "{} exited ({st}) before pausing at {point}: {}",
+                bin.display(),
+                tail(&stderr, 4000)
+            );
+        }
+        if Instant::now() >= deadline {
+            sigkill(&mut c);
+            panic!("not paused at {point}: {}", tail(&stderr, 4000));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends `sig` to our child `c` and waits for its exit status.
+fn signal_child(c: &mut Child, sig: i32) -> std::process::ExitStatus {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(c.id() as i32),
+        nix::sys::signal::Signal::try_from(sig).unwrap(),
+    )
+    .expect("signal cairn");
+    wait_timeout(c, CAIRN_TIMEOUT).unwrap_or_else(|| {
+        sigkill(c);
+        panic!("cairn did not exit after signal {sig}")
+    })
+}
+
+/// Every thread's SigBlk, by tid.
+fn sig_masks(pid: i32) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter_map(|t| thread_state(pid, &t).map(|(_, _, blk)| (t, blk)))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// SIGTERM and SIGINT to `cairn dump` (without --leave-running) in the
+/// middle (tree frozen; images written, not yet committed), and SIGTERM
+/// to `cairn pre-dump` before its copy: cairn rolls
+/// back, says so and exits with 128 + the signal; the target runs on,
+/// untraced, every thread's signal mask as before, no DIR, no staging
+/// directory, no guardian; and in the end its own check passes.
+#[test]
+fn dump_interrupted_by_sigterm_and_sigint() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("fault_mem", &["--mib", "32"]);
+    let pid = w.pid.to_string();
+    std::thread::sleep(Duration::from_millis(200));
+    let masks = sig_masks(w.pid);
+    for (i, (cmd, sig, name, point)) in [
+        ("dump", libc::SIGTERM, "SIGTERM", "frozen"),
+        ("dump", libc::SIGINT, "SIGINT", "written"),
+        ("dump", libc::SIGTERM, "SIGTERM", "written"),
+        ("pre-dump", libc::SIGTERM, "SIGTERM", "pre-dump-copy"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let what = format!("{cmd}: {name} at {point}");
+        let dir = w.dir.join(format!("int{i}"));
+        let base = w.dir.join(format!("int{i}-cairn"));
+        let args = [cmd, "-v", "-t", &pid, "-D", dir.to_str().unwrap()];
+        let mut c = spawn_paused(&cairn_bin(), &args, point, &base);
+        let st = signal_child(&mut c, sig);
+        let stderr = base.with_extension("stderr");
+        let err = fs::read_to_string(&stderr).unwrap_or_default();
+        // Exited with the documented code, not killed by the signal.
+        assert_eq!(
+            st.code(),
+            Some(128 + sig),
+            "{what}: exit status; stderr:\n{err}"
+        );
+        assert!(
+            err.contains(&format!("interrupted by {name}"))
+                && err.contains("left running as before"),
+            "{what}: cairn does not say it was interrupted and rolled back:\n{err}"
+        );
+        expect_released(w.pid, &what, &w.log);
+        assert_eq!(sig_masks(w.pid), masks, "{what}: signal masks changed");
+        if let Some(g) = guardian_pid(&stderr) {
+            assert!(
+                wait_pid_gone(g, Duration::from_secs(15)),
+                "{what}: the guardian {g} is still there"
+            );
+        }
+        assert!(!dir.exists(), "{what}: {} exists", dir.display());
+        assert_eq!(
+            staging_leftovers(&w.dir),
+            Vec::<PathBuf>::new(),
+            "{what}: staging directory left"
+        );
+        assert!(w.original_alive(), "{what}: the workload died");
+    }
+    w.terminate_original_expect_pass();
+}
+
+/// SIGTERM and SIGHUP to `cairn restore` of a tree of four processes in
+/// the middle (two processes created): cairn says it rolled back, exits
+/// with 128 + the signal, and no process of the tree remains; the images
+/// then restore completely.
+#[test]
+fn restore_interrupted_by_sigterm() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("tree_levels", &[]);
+    std::thread::sleep(Duration::from_millis(200));
+    let pids = tree_pids(w.pid);
+    assert_eq!(pids.len(), 4, "tree_levels has four processes: {pids:?}");
+    w.dump_ok(&[]);
+    w.expect_killed_by_dump();
+    for &p in &pids {
+        assert!(
+            wait_pid_gone(p, Duration::from_secs(10)),
+            "pid {p} still taken"
+        );
+    }
+    let images = w.images.to_str().unwrap().to_string();
+    for (i, (sig, name)) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGHUP, "SIGHUP")]
+        .into_iter()
+        .enumerate()
+    {
+        let base = w.dir.join(format!("restore-int{i}"));
+        let mut c = spawn_paused(
+            &cairn_bin(),
+            &["restore", "-v", "-D", &images],
+            "restore-process-2",
+            &base,
+        );
+        let live = present(&pids);
+        assert!(
+            !live.is_empty(),
+            "{name}: no process of the tree exists at the pause point"
+        );
+        let st = signal_child(&mut c, sig);
+        let stderr = base.with_extension("stderr");
+        let err = fs::read_to_string(&stderr).unwrap_or_default();
+        // Exited with the documented code, not killed by the signal.
+        assert_eq!(
+            st.code(),
+            Some(128 + sig),
+            "{name}: exit status; stderr:\n{err}"
+        );
+        assert!(
+            err.contains(&format!("interrupted by {name}"))
+                && err.contains("no process of the tree is left"),
+            "{name}: cairn does not say it rolled the restore back:\n{err}"
+        );
+        assert!(
+            !settled(&pids, name),
+            "{name}: the interrupted restore left the tree"
+        );
+        for &p in &pids {
+            assert!(
+                wait_pid_gone(p, Duration::from_secs(10)),
+                "{name}: pid {p} still taken"
+            );
+        }
+        if let Some(g) = guardian_pid(&stderr) {
+            assert!(
+                wait_pid_gone(g, Duration::from_secs(15)),
+                "{name}: the guardian {g} is still there"
+            );
+        }
+    }
+    let out = run_cairn(
+        &["restore".into(), "-d".into(), "-D".into(), images.into()],
+        &w.dir.join("restore-after"),
+        CAIRN_TIMEOUT,
+    );
+    assert_ok(&out, "a restore after the interrupted ones");
+    assert!(settled(&pids, "the complete restore"));
+    finish_restored(&pids, &w.log, "the complete restore");
+}
+
+/// A dump that does not stop at the first SIGTERM (stuck in a long step,
+/// CAIRN_PAUSE_AT=written!): a second SIGTERM hands over to the guardian
+/// at once. cairn says so and exits with 143; the guardian puts the tree
+/// back and removes the staging directory; the target's check passes.
+#[test]
+fn second_signal_hands_over_to_the_guardian() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("fault_mem", &["--mib", "16"]);
+    let pid = w.pid.to_string();
+    std::thread::sleep(Duration::from_millis(200));
+    let masks = sig_masks(w.pid);
+    let dir = w.dir.join("twice");
+    let base = w.dir.join("twice-cairn");
+    let args = ["dump", "-v", "-t", &pid, "-D", dir.to_str().unwrap()];
+    // The marker names the point without the "!".
+    let mut c = spawn_paused_as(&cairn_bin(), &args, "written!", "written", &base);
+    let cpid = nix::unistd::Pid::from_raw(c.id() as i32);
+    nix::sys::signal::kill(cpid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        matches!(c.try_wait(), Ok(None)),
+        "cairn exited at the first SIGTERM while stuck"
+    );
+    let st = signal_child(&mut c, libc::SIGTERM);
+    let stderr = base.with_extension("stderr");
+    let err = fs::read_to_string(&stderr).unwrap_or_default();
+    assert_eq!(st.code(), Some(143), "exit status; stderr:\n{err}");
+    assert!(
+        err.contains("handed over to the guardian"),
+        "cairn does not say it handed over: {err}"
+    );
+    expect_released(w.pid, "after the hand-over", &w.log);
+    assert_eq!(sig_masks(w.pid), masks, "signal masks changed");
+    if let Some(g) = guardian_pid(&stderr) {
+        assert!(
+            wait_pid_gone(g, Duration::from_secs(15)),
+            "the guardian {g} is still there"
+        );
+    }
+    let err = fs::read_to_string(&stderr).unwrap_or_default();
+    assert!(err.contains("cairn guard: the dumper"), "{err}");
+    assert!(!dir.exists());
+    assert_eq!(staging_leftovers(&w.dir), Vec::<PathBuf>::new());
+    w.terminate_original_expect_pass();
+}

@@ -429,3 +429,233 @@ fn tcp_established_network_lock_skip() {
     assert_no_lock_tables(&w.pid.to_string());
     w.restore_wait(&["--tcp-established"]);
 }
+
+// ------------------------------------------------------------ interrupted dumps
+
+/// The TCP sockets of the tree of `root`: (pid, fd, in repair mode).
+fn tcp_sockets(root: i32) -> Vec<(i32, i32, bool)> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let mut out = Vec::new();
+    for pid in tree_pids(root) {
+        let Some(pidfd) = pidfd_open(pid) else {
+            continue;
+        };
+        let Ok(rd) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(fd) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if !fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:")) {
+                continue;
+            }
+            // SAFETY: pidfd_getfd with a valid pidfd and integers; returns
+            // a new fd or -1.
+            let got = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+            if got < 0 {
+                continue;
+            }
+            // SAFETY: the kernel just returned this fd; nothing else owns it.
+            let s = unsafe { OwnedFd::from_raw_fd(got as i32) };
+            let get = |level: i32, opt: i32| -> Option<i32> {
+                let mut v: libc::c_int = 0;
+                let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+                // SAFETY: getsockopt into a c_int of the given length.
+                let r = unsafe {
+                    libc::getsockopt(
+                        s.as_raw_fd(),
+                        level,
+                        opt,
+                        &mut v as *mut libc::c_int as *mut libc::c_void,
+                        &mut len,
+                    )
+                };
+                (r == 0).then_some(v)
+            };
+            let domain = get(libc::SOL_SOCKET, libc::SO_DOMAIN);
+            if get(libc::SOL_SOCKET, libc::SO_PROTOCOL) != Some(libc::IPPROTO_TCP)
+                || !matches!(domain, Some(libc::AF_INET) | Some(libc::AF_INET6))
+            {
+                continue;
+            }
+            // TCP_REPAIR (19) reads back the repair flag.
+            let repair = get(libc::IPPROTO_TCP, 19).is_some_and(|v| v != 0);
+            out.push((pid, fd, repair));
+        }
+    }
+    out
+}
+
+fn lock_tables(pid: i32) -> Vec<String> {
+    let out = Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .expect("nft list tables");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&format!("cairn_{pid}_")))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits until `ok()` holds (or 15 s pass); returns whether it did.
+fn eventually(ok: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ok()
+}
+
+/// `cairn dump --tcp-established` SIGKILLed, SIGTERMed and SIGHUPed right
+/// after every connection was put into repair mode and the network locked
+/// (CAIRN_PAUSE_AT=repaired): afterwards no socket of the tree is in
+/// repair mode, no lock table is left, no staging directory, no guardian,
+/// no image directory; the tree runs on untraced, and in the end its own
+/// check passes: every byte of both connections, both ways, during and
+/// after the interrupted dumps.
+#[test]
+fn tcp_established_dump_killed_after_repair() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("sk_tcp_stream", &[]);
+    let _unlock = LockCleanup(w.pid);
+    let pid = w.pid.to_string();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = tcp_sockets(w.pid);
+    assert!(
+        before.len() >= 4 && before.iter().all(|s| !s.2),
+        "expected the tree's TCP sockets, none in repair mode: {before:?}"
+    );
+    for (i, (sig, name)) in [
+        (libc::SIGKILL, "SIGKILL"),
+        (libc::SIGTERM, "SIGTERM"),
+        (libc::SIGHUP, "SIGHUP"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dir = w.dir.join(format!("int{i}"));
+        let base = w.dir.join(format!("int{i}-cairn"));
+        let stderr = base.with_extension("stderr");
+        let mut c = Command::new(cairn_bin())
+            .args(["dump", "-v", "--tcp-established", "-t", &pid, "-D"])
+            .arg(&dir)
+            .env("CAIRN_PAUSE_AT", "repaired")
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(base.with_extension("stdout")).unwrap())
+            .stderr(fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("spawn cairn");
+        let deadline = Instant::now() + CAIRN_TIMEOUT;
+        while !fs::read_to_string(&stderr).is_ok_and(|s| s.contains("paused at repaired")) {
+            if let Ok(Some(st)) = c.try_wait() {
+                panic!(
+                    "{name}: cairn exited ({st}) before pausing: {}",
+                    tail(&stderr, 4000)
+                );
+            }
+            if Instant::now() >= deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("{name}: cairn did not pause: {}", tail(&stderr, 4000));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // The moment is the one meant: connections in repair mode, locked.
+        let during = tcp_sockets(w.pid);
+        assert!(
+            during.iter().any(|s| s.2),
+            "{name}: no socket in repair mode at the pause: {during:?}"
+        );
+        assert!(
+            !lock_tables(w.pid).is_empty(),
+            "{name}: no lock table at the pause"
+        );
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::try_from(sig).unwrap(),
+        )
+        .expect("signal cairn");
+        let st = wait_timeout(&mut c, CAIRN_TIMEOUT).expect("cairn exits");
+        let err = fs::read_to_string(&stderr).unwrap_or_default();
+        if sig != libc::SIGKILL {
+            assert_eq!(st.code(), Some(128 + sig), "{name}: exit status: {err}");
+            assert!(
+                err.contains(&format!("interrupted by {name}"))
+                    && err.contains("left running as before"),
+                "{name}: cairn does not say it rolled back: {err}"
+            );
+        }
+        let guardian: i32 = err
+            .split("guardian started (pid ")
+            .nth(1)
+            .and_then(|r| r.split(')').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{name}: no guardian started: {err}"));
+        assert!(
+            wait_pid_gone(guardian, Duration::from_secs(20)),
+            "{name}: the guardian {guardian} is still there"
+        );
+        assert!(
+            eventually(|| {
+                let now = tcp_sockets(w.pid);
+                now.len() == before.len() && now.iter().all(|s| !s.2)
+            }),
+            "{name}: sockets left in repair mode: {:?}",
+            tcp_sockets(w.pid)
+        );
+        assert!(
+            eventually(|| lock_tables(w.pid).is_empty()),
+            "{name}: lock table left: {:?}",
+            lock_tables(w.pid)
+        );
+        let tids: Vec<String> = fs::read_dir(format!("/proc/{}/task", w.pid))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        for t in tids {
+            let s =
+                fs::read_to_string(format!("/proc/{}/task/{t}/status", w.pid)).unwrap_or_default();
+            assert!(
+                s.contains("TracerPid:\t0"),
+                "{name}: tid {t} still traced: {s}"
+            );
+        }
+        assert!(!dir.exists(), "{name}: {} exists", dir.display());
+        let left: Vec<PathBuf> = fs::read_dir(&w.dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().contains("cairn-tmp"))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "{name}: staging directories left: {left:?}"
+        );
+        // The connections carry data again (the workload checks every byte).
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            w.original_alive(),
+            "{name}: the workload died: {}",
+            tail(&w.log, 4000)
+        );
+        println!(
+            "{name}: {}",
+            fs::read_to_string(&stderr)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("cairn guard") || l.contains("interrupted"))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+    }
+    w.terminate_original_expect_pass();
+    assert_no_lock_tables(&pid);
+}

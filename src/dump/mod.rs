@@ -162,6 +162,8 @@ pub fn dump(args: &DumpArgs) -> Result<DumpStats> {
     if pid as u32 == std::process::id() {
         return Err(Error::Usage(format!("pid {pid} is cairn itself")));
     }
+    // SIGINT/SIGTERM/SIGHUP from here on roll the dump back (crate::guard).
+    let _interrupts = crate::guard::Interrupts::install(Role::Dump);
     // Refuse what we cannot dump before any process is touched at all.
     // A child that exits meanwhile is no reason to refuse: the frozen
     // pass decides about it.
@@ -198,14 +200,16 @@ pub fn dump(args: &DumpArgs) -> Result<DumpStats> {
     let watch = watch::TreeWatch::start(pid, &args.freeze);
     // So does starting the guardian (crate::guard).
     let guardian = Guardian::start(Role::Dump);
+    crate::guard::tell_staging(staging.work_path());
     let t0 = Instant::now();
-    let mut frozen = match Frozen::freeze_tree(pid, watch, guardian) {
-        Ok(f) => f,
-        Err(e) => {
-            layering.failed();
-            return Err(e);
-        }
-    };
+    let mut frozen =
+        match crate::guard::check().and_then(|()| Frozen::freeze_tree(pid, watch, guardian)) {
+            Ok(f) => f,
+            Err(e) => {
+                layering.failed();
+                return Err(interrupted_or(e, pid));
+            }
+        };
     info!(
         "froze {} processes, {} threads, in {:?}",
         frozen.procs.len(),
@@ -214,8 +218,14 @@ pub fn dump(args: &DumpArgs) -> Result<DumpStats> {
     );
     // The images are in place before the tree is killed: a dump that
     // cannot be completed leaves the tree running.
-    let result = dump_frozen(&mut frozen, &dir, args, plan, &mut layering)
-        .and_then(|s| staging.commit().map(|()| s));
+    let result = crate::guard::pause_at("frozen")
+        .and_then(|()| dump_frozen(&mut frozen, &dir, args, plan, &mut layering))
+        .and_then(|s| {
+            // The point of no return: a signal from here on changes
+            // nothing, the dump completes.
+            crate::guard::commit()?;
+            staging.commit().map(|()| s)
+        });
     match result {
         Ok((mut stats, net)) => {
             if args.leave_running {
@@ -223,8 +233,12 @@ pub fn dump(args: &DumpArgs) -> Result<DumpStats> {
                 net.resume()?;
                 frozen.thaw()?;
             } else {
+                crate::guard::tell_killing();
                 frozen.kill()?;
                 net.killed();
+            }
+            if let Some(sig) = crate::guard::late_signal() {
+                warn!("{sig} came after the images were complete: the dump finished");
             }
             stats.frozen_ms = t0.elapsed().as_secs_f64() * 1000.0;
             layering.done(&dir);
@@ -240,8 +254,24 @@ pub fn dump(args: &DumpArgs) -> Result<DumpStats> {
                 warn!("{te}");
             }
             layering.failed();
-            Err(e.with_paths(user_path))
+            Err(interrupted_or(e.with_paths(user_path), pid))
         }
+    }
+}
+
+/// `e`, or, if the dump was interrupted by a signal (and so stopped at a
+/// safe point and rolled back), the error that says so and exits with 128
+/// plus the signal's number.
+fn interrupted_or(e: Error, pid: i32) -> Error {
+    match crate::guard::interrupted() {
+        Some(sig) => crate::guard::interrupted_error(
+            sig,
+            format!(
+                "the dump was rolled back and no images were written; pid {pid} and its tree \
+                 are left running as before"
+            ),
+        ),
+        None => e,
     }
 }
 
@@ -269,6 +299,8 @@ pub fn pre_dump(args: &PreDumpArgs) -> Result<DumpStats> {
     if pid as u32 == std::process::id() {
         return Err(Error::Usage(format!("pid {pid} is cairn itself")));
     }
+    // SIGINT/SIGTERM/SIGHUP stop the pre-dump at the next safe point.
+    let _interrupts = crate::guard::Interrupts::install(Role::Dump);
     let pids = tree_pids(pid);
     may_trace(&pids)?;
     for p in pids {
@@ -300,6 +332,9 @@ pub fn pre_dump(args: &PreDumpArgs) -> Result<DumpStats> {
         Ok((pstree, pid))
     })();
     let r = r.and_then(|(pstree, root)| {
+        // The tree runs again; the copy is not begun if interrupted.
+        crate::guard::check()?;
+        crate::guard::pause_at("pre-dump-copy")?;
         stats.pages_scanned = plan.total_pages();
         let t = Instant::now();
         let mut writer = PageStoreWriter::create(&dir)?;
@@ -324,6 +359,7 @@ pub fn pre_dump(args: &PreDumpArgs) -> Result<DumpStats> {
         layering.fill_inventory(&mut inv, &plan);
         dir.write_inventory(&mut inv)?;
         stats.image_bytes = dir_bytes(&dir);
+        crate::guard::commit()?;
         staging.commit()
     });
     match r {
@@ -334,7 +370,7 @@ pub fn pre_dump(args: &PreDumpArgs) -> Result<DumpStats> {
         }
         Err(e) => {
             layering.failed();
-            Err(e)
+            Err(interrupted_or(e, pid))
         }
     }
 }
@@ -559,6 +595,7 @@ fn dump_frozen(
     )?;
     let mut per_proc = Vec::new();
     for &(pid, ppid, zombie, stopped) in &procs {
+        crate::guard::check()?;
         let stat = procfs::read_stat(pid)?;
         let mut e = PstreeEntry::new();
         e.pid = pid as u32;
@@ -632,6 +669,8 @@ fn dump_frozen(
         pstree.entries.push(e);
         per_proc.push((pid, core, Some(mm), Some(fdt)));
     }
+    // Every socket is in repair mode and the network locked.
+    crate::guard::pause_at("repaired")?;
     files.dump_pipe_data()?;
     files
         .unix
@@ -642,6 +681,7 @@ fn dump_frozen(
         .finish(&mut files.files, &live_pids, procs[0].0, args.shell_job)?;
     files.files.sysv_shm = crate::kinds::sysv::dump(plan.sysv_ids.iter().copied())?;
     stats.pages_scanned = plan.total_pages();
+    crate::guard::check()?;
     let t = Instant::now();
     let mut writer = PageStoreWriter::create(dir)?;
     let written = memory::write_pages(&plan, &mut writer, args.compress_level)?;
@@ -685,6 +725,7 @@ fn dump_frozen(
     inv.leave_running = args.leave_running;
     inv.shell_job = args.shell_job;
     layering.fill_inventory(&mut inv, &plan);
+    crate::guard::pause_at("written")?;
     // Every other image is on disk and synced: the inventory lists them
     // and marks the directory complete.
     dir.write_inventory(&mut inv)?;

@@ -561,7 +561,8 @@ pub fn precheck(pid: i32, tcp_established: bool, lock: netlock::Method) -> Resul
 pub struct DumpState {
     tcp_established: bool,
     socks: HashMap<u64, OwnedFd>,
-    repaired: Vec<u64>,
+    /// Sockets put in repair mode, with their SO_REUSEADDR before.
+    repaired: Vec<(u64, i32)>,
     lock: Option<Lock>,
 }
 
@@ -617,9 +618,9 @@ impl DumpState {
 
     fn repair_off_all(&mut self) -> Result<()> {
         let mut first_err = None;
-        for ino in std::mem::take(&mut self.repaired) {
+        for (ino, reuse) in std::mem::take(&mut self.repaired) {
             if let Some(s) = self.socks.get(&ino) {
-                if let Err(e) = super::tcp::repair(s, false) {
+                if let Err(e) = super::tcp::repair_off_untouched(s, reuse) {
                     first_err.get_or_insert(Error::Restore(format!("socket inode {ino}: {e}")));
                 }
             }
@@ -702,8 +703,13 @@ impl DumpState {
         sk.backlog = p.backlog;
         dump_opts(sock, &mut sk).map_err(sys("socket options"))?;
         if p.proto == libc::IPPROTO_TCP && p.state == TCP_ESTABLISHED {
+            let reuse = sock::get_int(sock, libc::SOL_SOCKET, libc::SO_REUSEADDR)
+                .map_err(sys("SO_REUSEADDR"))?;
+            // The guardian holds it before it changes: a dumper that dies
+            // from here on leaves no socket in repair mode.
+            crate::guard::tell_socket(sock, ino, reuse);
             super::tcp::repair(sock, true).map_err(sys("TCP_REPAIR"))?;
-            self.repaired.push(ino);
+            self.repaired.push((ino, reuse));
             let stream = super::tcp::dump_stream(sock)
                 .map_err(|e| Error::sys(pid, format!("fd {fd}: {}: {e}", p.describe()), e))?;
             info!(

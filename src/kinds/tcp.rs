@@ -37,6 +37,46 @@ pub fn repair(sock: &OwnedFd, on: bool) -> IoResult<()> {
     }))
 }
 
+/// setsockopt(TCP_REPAIR) value that leaves repair mode without sending
+/// a window probe (Linux 4.19).
+const TCP_REPAIR_OFF_NO_WP: i32 = -1;
+
+/// Takes a socket out of repair mode that a dump put into it without
+/// changing its state (a dump that failed, was interrupted, or left the
+/// tree running; the guardian of a dead dumper). Nothing is sent: the
+/// connection is exactly as before, so no window probe is needed (while
+/// the network is locked it would be dropped anyway, and it would reset
+/// the window bookkeeping, `snd_wl1`). Leaving repair mode clears
+/// SO_REUSEADDR (the kernel sets `sk_reuse` to "no"), so `reuse`, its
+/// value before repair mode, is put back. Kernels before 4.19 know only
+/// TCP_REPAIR_OFF, which probes.
+pub fn repair_off_untouched(sock: &impl std::os::fd::AsRawFd, reuse: i32) -> IoResult<()> {
+    let r = sock::set_int(
+        sock,
+        libc::IPPROTO_TCP,
+        net::TCP_REPAIR,
+        TCP_REPAIR_OFF_NO_WP,
+    );
+    match r {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            sock::set_int(sock, libc::IPPROTO_TCP, net::TCP_REPAIR, 0)
+        }
+        r => r,
+    }
+    .map_err(ctx("TCP_REPAIR off"))?;
+    let now = sock::get_int(sock, libc::SOL_SOCKET, libc::SO_REUSEADDR).unwrap_or(reuse);
+    if (now != 0) != (reuse != 0) {
+        sock::set_int(
+            sock,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            i32::from(reuse != 0),
+        )
+        .map_err(ctx("SO_REUSEADDR"))?;
+    }
+    Ok(())
+}
+
 fn select_queue(sock: &OwnedFd, q: i32) -> IoResult<()> {
     sock::set_int(sock, libc::IPPROTO_TCP, net::TCP_REPAIR_QUEUE, q)
         .map_err(ctx("TCP_REPAIR_QUEUE"))
@@ -213,4 +253,48 @@ pub fn go_live(sock: &OwnedFd, unsent: &[u8]) -> IoResult<()> {
             .map_err(ctx("restore send queue (unsent part)"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// What the guardian does for a dead dumper: a live loopback
+    /// connection put into repair mode comes out of it with SO_REUSEADDR
+    /// as before, and carries data both ways (needs CAP_NET_ADMIN).
+    #[test]
+    fn repair_off_untouched_keeps_the_connection() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut b, _) = l.accept().unwrap();
+        let fd = OwnedFd::from(b.try_clone().unwrap());
+        let get = |opt| sock::get_int(&fd, libc::IPPROTO_TCP, opt).unwrap();
+        sock::set_int(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).unwrap();
+        match repair(&fd, true) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                eprintln!("skipped: TCP_REPAIR needs CAP_NET_ADMIN");
+                return;
+            }
+            r => r.unwrap(),
+        }
+        assert_eq!(get(net::TCP_REPAIR), 1);
+        // In repair mode the connection is dead to its owner.
+        let mut buf = [0u8; 4];
+        b.set_nonblocking(true).unwrap();
+        assert!(b.read(&mut buf).is_err());
+        b.set_nonblocking(false).unwrap();
+        repair_off_untouched(&fd, 1).unwrap();
+        assert_eq!(get(net::TCP_REPAIR), 0);
+        assert_eq!(
+            sock::get_int(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR).unwrap(),
+            1
+        );
+        a.write_all(b"ping").unwrap();
+        b.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"ping");
+        b.write_all(b"pong").unwrap();
+        a.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"pong");
+    }
 }

@@ -1,6 +1,8 @@
 //! Unix stream sockets in the abstract namespace, and passing fds over
 //! them (SCM_RIGHTS): how the tracking keeper hands userfaultfds from one
-//! cairn command to the next.
+//! cairn command to the next, and how a dumper talks to its guardian
+//! (`crate::guard`, over a socketpair: thread states, and the sockets it
+//! puts into TCP repair mode).
 //!
 //! A message is a 12-byte header (magic, payload length, number of fds),
 //! then the fds in batches of at most [`FD_BATCH`] (each batch rides on one
