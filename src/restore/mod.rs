@@ -406,12 +406,70 @@ fn become_zombie(agent: &mut Agent, status: i32, comm: &str, insn: u64) -> Resul
     )))
 }
 
+/// Makes the first vessel, a copy of cairn, drop all of cairn's memory
+/// but the mapping `keep` (which holds the syscall instruction injected
+/// calls run through) and its scratch page, and unregister cairn's rseq
+/// area, before it forks anything. Each fork copies the parent's mappings
+/// and links every anonymous one to the anon_vma of each of its ancestors
+/// (the kernel reuses none while the ancestors still map it): a chain of
+/// N vessels that each held cairn's ~100 mappings cost O(N^2) in the
+/// kernel at every clone and every munmap (66 s for 1,000 processes).
+/// With two mappings left, and each child replacing its copy of the
+/// scratch page by a fresh one, a clone costs the same at any depth.
+fn shrink_vessel(agent: &mut Agent, keep: (u64, u64)) -> Result<()> {
+    let pid = agent.pid;
+    let cfg = ptrace::get_rseq_config(pid)
+        .map_err(|e| Error::sys(pid, "PTRACE_GET_RSEQ_CONFIGURATION", e))?;
+    if cfg.rseq_abi_pointer != 0 {
+        // Unregistered here, so that no vessel forked from this one has
+        // it either (the area is about to go).
+        agent.call(
+            "rseq unregister",
+            libc::SYS_rseq,
+            &[
+                cfg.rseq_abi_pointer,
+                cfg.rseq_abi_size as u64,
+                1,
+                cfg.signature as u64,
+            ],
+        )?;
+    }
+    let mut kept = [keep, (agent.scratch, agent.scratch + 4096)];
+    kept.sort();
+    let mut from = 0u64;
+    for (start, end) in kept.into_iter().chain([(TASK_SIZE, TASK_SIZE)]) {
+        if start > from {
+            agent.call(
+                "munmap cairn's memory",
+                libc::SYS_munmap,
+                &[from, start - from],
+            )?;
+        }
+        from = from.max(end);
+    }
+    Ok(())
+}
+
 /// Phase 1: every process of the tree, with its pid, parent, session and
 /// process group. Each vessel is still a copy of cairn here.
 fn create_tree(img: &Images, vessels: &mut Vessels, force_last_pid: bool) -> Result<Vec<Proc>> {
     let own_insn = remote::find_syscall_insn(task::getpid())?;
+    // The mapping that holds the syscall instruction: the only part of
+    // cairn a vessel keeps (see `shrink_vessel`).
+    let insn_vma = procfs::read_maps(task::getpid())?
+        .iter()
+        .find(|m| (m.start..m.end).contains(&own_insn))
+        .map(|m| (m.start, m.end))
+        .ok_or_else(|| {
+            Error::Restore(format!(
+                "no mapping holds cairn's syscall instruction {own_insn:#x}"
+            ))
+        })?;
     let opts = PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL | PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK;
     let mut procs: Vec<Proc> = Vec::new();
+    // Index in `procs` by pid, and the process group leaders.
+    let mut by_pid: HashMap<i32, usize> = HashMap::new();
+    let pids: std::collections::HashSet<u32> = img.pstree.entries.iter().map(|e| e.pid).collect();
     for (i, e) in img.pstree.entries.iter().enumerate() {
         let pid = e.pid as i32;
         let core = &img.cores[i];
@@ -421,9 +479,9 @@ fn create_tree(img: &Images, vessels: &mut Vessels, force_last_pid: bool) -> Res
             inject::seize_and_stop(v, opts).map_err(|e| Error::sys(v, "seize vessel", e))?;
             ptrace::set_sigmask(v, u64::MAX).map_err(|e| Error::sys(v, "PTRACE_SETSIGMASK", e))?;
         } else {
-            let pi = procs
-                .iter()
-                .position(|p| p.pid == e.ppid as i32)
+            let pi = by_pid
+                .get(&(e.ppid as i32))
+                .copied()
                 .ok_or_else(|| Error::Restore(format!("pid {pid}: parent {} missing", e.ppid)))?;
             let exit_signal = if core.exit_signal == 0 {
                 libc::SIGCHLD as u64
@@ -450,20 +508,29 @@ fn create_tree(img: &Images, vessels: &mut Vessels, force_last_pid: bool) -> Res
             scratch: 0,
             scratch_len: 4096,
         };
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
         if i == 0 {
-            // A small page for clone3 arguments; children inherit it.
-            let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+            // A small page for clone3 arguments and the like.
             let fl = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
             agent.scratch = agent.call("mmap", libc::SYS_mmap, &[0, 4096, rw, fl, u64::MAX, 0])?;
+            shrink_vessel(&mut agent, insn_vma)?;
         } else {
+            // The copy of the parent's page is replaced by a fresh one
+            // (see `shrink_vessel`).
             agent.scratch = procs[0].agents[0].scratch;
+            let fl = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED) as u64;
+            agent.call(
+                "mmap fresh scratch page",
+                libc::SYS_mmap,
+                &[agent.scratch, 4096, rw, fl, u64::MAX, 0],
+            )?;
         }
-        let leader = |pgid: u32| img.pstree.entries.iter().any(|x| x.pid == pgid);
-        ktask::restore_session(&mut agent, e.pid, e.pgid, e.sid, leader(e.pgid))?;
+        ktask::restore_session(&mut agent, e.pid, e.pgid, e.sid, pids.contains(&e.pgid))?;
         let zombie = is_zombie(core);
         if zombie {
             become_zombie(&mut agent, core.exit_status, &core.comm, own_insn)?;
         }
+        by_pid.insert(pid, procs.len());
         procs.push(Proc {
             i,
             pid,
@@ -475,12 +542,46 @@ fn create_tree(img: &Images, vessels: &mut Vessels, force_last_pid: bool) -> Res
     Ok(procs)
 }
 
+/// The pagemaps by owner: a process's own by its owner name, and those of
+/// shared memory, which every process gets (so that finding a process's
+/// maps does not cost the number of processes).
+struct PageOwners<'a> {
+    own: HashMap<&'a str, usize>,
+    shared: Vec<usize>,
+}
+
+impl<'a> PageOwners<'a> {
+    fn new(img: &'a Images) -> PageOwners<'a> {
+        let (mut own, mut shared) = (HashMap::new(), Vec::new());
+        for (k, m) in img.pagemaps.iter().enumerate() {
+            if m.owner.starts_with("pid:") {
+                own.insert(m.owner.as_str(), k);
+            } else {
+                shared.push(k);
+            }
+        }
+        PageOwners { own, shared }
+    }
+
+    /// The maps of process `owner` ("pid:N") and of all shared memory, in
+    /// the order of the images.
+    fn maps_of<'b>(&self, img: &'b Images, owner: &str) -> Vec<(&'b str, &'b [Resolved])> {
+        let mut ks: Vec<usize> = self.own.get(owner).copied().into_iter().collect();
+        ks.extend(&self.shared);
+        ks.sort_unstable();
+        ks.into_iter()
+            .map(|k| (img.pagemaps[k].owner.as_str(), img.resolved[k].as_slice()))
+            .collect()
+    }
+}
+
 /// Phase 2: the address space of one process.
 fn restore_memory(
     img: &Images,
     p: &mut Proc,
     idx: &FilesIndex,
     shm: &mut memory::ShmObjects,
+    owners: &PageOwners,
 ) -> Result<()> {
     let Some(mm) = img.mms[p.i].as_ref() else {
         return Ok(());
@@ -541,14 +642,7 @@ fn restore_memory(
         &[tramp + AREA, TASK_SIZE - (tramp + AREA)],
     )?;
     let shm = memory::restore_vmas(agent, mm, &|id| idx.path(id), shm)?;
-    let own = format!("pid:{pid}");
-    let maps: Vec<(&str, &[Resolved])> = img
-        .pagemaps
-        .iter()
-        .zip(&img.resolved)
-        .filter(|(m, _)| m.owner == own || !m.owner.starts_with("pid:"))
-        .map(|(m, r)| (m.owner.as_str(), r.as_slice()))
-        .collect();
+    let maps = owners.maps_of(img, &format!("pid:{pid}"));
     let stores: Vec<&PageStoreReader> = img.chain.layers.iter().map(|l| &l.store).collect();
     let t = Instant::now();
     memory::restore_pages(pid, mm, &maps, &stores, &shm)?;
@@ -677,10 +771,17 @@ fn restore_tree(img: &Images, args: &RestoreArgs, fixups: &mut Fixups) -> Result
     let _ = task::set_child_subreaper(true);
     let force_last_pid = args.pid_restore.as_deref() == Some("ns_last_pid");
     let mut procs = create_tree(img, &mut vessels, force_last_pid)?;
+    let mut phases = vec![("create", t0.elapsed())];
+    let lap = |name: &'static str, phases: &mut Vec<_>| {
+        let at = t0.elapsed();
+        let prev: std::time::Duration = phases.iter().map(|&(_, d)| d).sum();
+        phases.push((name, at.saturating_sub(prev)));
+    };
     crate::kinds::sysv::prepare(&img.files.sysv_shm)?;
     let mut shm = memory::ShmObjects::new(img.mms.iter().flatten());
+    let owners = PageOwners::new(img);
     for p in procs.iter_mut().filter(|p| !p.zombie) {
-        restore_memory(img, p, &idx, &mut shm)?;
+        restore_memory(img, p, &idx, &mut shm, &owners)?;
     }
     let by_pid: HashMap<i32, usize> = procs.iter().enumerate().map(|(k, p)| (p.pid, k)).collect();
     for (_, (owner, fd)) in shm.owners.drain() {
@@ -689,6 +790,7 @@ fn restore_tree(img: &Images, args: &RestoreArgs, fixups: &mut Fixups) -> Result
         }
     }
     crate::kinds::sysv::finish(&img.files.sysv_shm)?;
+    lap("memory", &mut phases);
     let mut shared = SharedFiles::default();
     // Unix sockets are rebuilt in cairn; the vessels fetch them.
     let unix = crate::kinds::unix::restore(&img.files, &mut shared)?;
@@ -711,7 +813,8 @@ fn restore_tree(img: &Images, args: &RestoreArgs, fixups: &mut Fixups) -> Result
         ttys.set_controlling(&mut p.agents[0])?;
     }
     fixups.ghosts.unlink_all();
-    let zombie_parents: Vec<u32> = img
+    lap("files", &mut phases);
+    let zombie_parents: std::collections::HashSet<u32> = img
         .pstree
         .entries
         .iter()
@@ -723,6 +826,7 @@ fn restore_tree(img: &Images, args: &RestoreArgs, fixups: &mut Fixups) -> Result
         let hz = zombie_parents.contains(&(p.pid as u32));
         restore_attrs(img, p, hz, &idx)?;
     }
+    lap("attributes", &mut phases);
     for p in procs.iter_mut().filter(|p| !p.zombie) {
         finish(img, p)?;
     }
@@ -742,7 +846,17 @@ fn restore_tree(img: &Images, args: &RestoreArgs, fixups: &mut Fixups) -> Result
     }
     vessels.release();
     let _ = task::set_child_subreaper(false);
-    info!("restored {} processes in {:?}", procs.len(), t0.elapsed());
+    lap("finish", &mut phases);
+    info!(
+        "restored {} processes in {:?} ({})",
+        procs.len(),
+        t0.elapsed(),
+        phases
+            .iter()
+            .map(|(n, d)| format!("{n} {d:.1?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     Ok(procs[0].pid)
 }
 
