@@ -265,13 +265,145 @@ impl Drop for Vessels {
     }
 }
 
-fn spawn_vessel(pid: i32, force_last_pid: bool) -> Result<i32> {
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_SYS_PTRACE: u32 = 19;
+const CAP_SETPCAP: u32 = 8;
+const CAP_CHECKPOINT_RESTORE: u32 = 40;
+
+/// Whether the vessels must make themselves dumpable. A cairn that gained
+/// capabilities from its file (`setcap cap_checkpoint_restore+ep`) is not
+/// dumpable, and neither are its forks: without CAP_SYS_PTRACE it could
+/// neither seize the first vessel nor read or write the memory of any
+/// (process_vm_*, /proc, pidfd_getfd all ask the same as ptrace).
+///
+/// cairn itself stays non-dumpable: the user's programs can get at none of
+/// it. A vessel is made dumpable by itself, holding cairn's credentials
+/// (the user's ids and the capability) and a copy of cairn's memory, and
+/// is seized at once (children are born seized). The kernel lets another
+/// process of the user access a dumpable process only if it holds every
+/// capability that process holds (cap_ptrace_access_check), so none of
+/// the user's own programs can, only another cairn of the same install,
+/// which itself only does what cairn does (its dump of a vessel could
+/// not be restored with the capability: see `file_caps_refuse`). Traced,
+/// a vessel dies with cairn (PTRACE_O_EXITKILL), and it gives up the
+/// capability (`restore_creds`) before it is let go.
+fn vessels_dumpable() -> Result<bool> {
+    let me = task::getpid();
+    if task::dumpable().map_err(|e| Error::sys(me, "PR_GET_DUMPABLE", e))? {
+        return Ok(false);
+    }
+    let st = procfs::read_status(me)?;
+    Ok(st.cap_eff & (1 << CAP_SYS_PTRACE) == 0)
+}
+
+/// Capabilities the restoring cairn holds but the user does not: what a
+/// set-capability install (file capabilities) holds beyond the ambient
+/// set, when run by a user other than root. No restored process may get
+/// them: they were given to cairn's code, not to the user's programs (an
+/// image asking for them may have been edited).
+fn file_caps_refuse(img: &Images) -> Result<()> {
+    let only_cairns = file_caps()?;
+    if only_cairns == 0 {
+        return Ok(());
+    }
+    let me = procfs::read_status(task::getpid())?;
+    for (e, c) in img.pstree.entries.iter().zip(&img.cores) {
+        let Some(cr) = c.creds.as_ref() else {
+            continue;
+        };
+        let caps = cr.cap_eff | cr.cap_prm | cr.cap_inh | cr.cap_amb;
+        if caps & only_cairns != 0 {
+            return Err(Error::Restore(format!(
+                "pid {}: the images ask for capabilities {:#x}, which cairn holds only through \
+                 its file capabilities (not as uid {}'s own): refused",
+                e.pid,
+                caps & only_cairns,
+                me.uid[0]
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// See [`file_caps_refuse`]: the capabilities cairn holds only through
+/// its file (0 for root, an ambient set, CAP_SETPCAP).
+fn file_caps() -> Result<u64> {
+    let me = procfs::read_status(task::getpid())?;
+    let only_cairns = me.cap_prm & !me.cap_amb;
+    if me.uid[0] == 0 || me.cap_eff & (1 << CAP_SETPCAP) != 0 {
+        return Ok(0);
+    }
+    Ok(only_cairns)
+}
+
+/// Whether this cairn, as it runs, could restore a tree: it can give
+/// processes their pids (CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN) and
+/// seize a vessel made the way a restore makes them (a test vessel with
+/// any pid, killed at once). `cairn dump` asks before it touches the tree
+/// when the dump is to kill it, so that a tree this install could not
+/// bring back is not lost. Nor is a process of `pids` that holds a
+/// capability cairn holds only through its file: a restore by this
+/// install would refuse it (`file_caps_refuse`).
+pub fn check_restorable(pids: &[i32]) -> Result<()> {
+    let me = task::getpid();
+    let st = procfs::read_status(me)?;
+    let only_cairns = file_caps()?;
+    for &p in pids {
+        let Ok(ps) = procfs::read_status(p) else {
+            continue;
+        };
+        let caps = ps.cap_prm | ps.cap_eff | ps.cap_inh | ps.cap_amb;
+        if caps & only_cairns != 0 {
+            return Err(Error::sys(
+                p,
+                "dump",
+                std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!(
+                        "not permitted: it holds capabilities {:#x}, which cairn holds only \
+                         through its file capabilities, and a restore by this cairn would not \
+                         give them back (the tree would be lost); --leave-running dumps it anyway",
+                        caps & only_cairns
+                    ),
+                ),
+            ));
+        }
+    }
+    if st.cap_eff & (1 << CAP_CHECKPOINT_RESTORE | 1 << CAP_SYS_ADMIN) == 0 {
+        return Err(Error::sys(
+            me,
+            "check that a restore is possible",
+            std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "not permitted: restoring the processes with their pids needs \
+                 CAP_CHECKPOINT_RESTORE (or root), which cairn lacks, so the tree is not \
+                 dumped (it would be killed); --leave-running dumps it anyway",
+            ),
+        ));
+    }
+    let v = task::spawn_vessel_clone3(0, vessels_dumpable()?)
+        .map_err(|e| Error::sys(me, "clone3 (test vessel)", e))?;
+    let r = inject::seize_and_stop(v, PTRACE_O_EXITKILL);
+    let _ = task::kill(v, libc::SIGKILL);
+    let _ = ptrace::wait(v, 0);
+    r.map_err(|e| {
+        Error::sys(
+            v,
+            "seize a test vessel (cairn could not restore the tree, so it is not dumped: \
+             it would be killed; --leave-running dumps it anyway)",
+            ptrace::explain_seize_error(v, e, None),
+        )
+    })?;
+    Ok(())
+}
+
+fn spawn_vessel(pid: i32, force_last_pid: bool, dumpable: bool) -> Result<i32> {
     let last_pid = |why: &str| -> Result<i32> {
         info!("pid {pid}: using ns_last_pid ({why})");
         // Another fork can take the pid between our write and our fork:
         // check, and try again a few times.
         for _ in 0..5 {
-            let p = task::spawn_vessel_last_pid(pid)
+            let p = task::spawn_vessel_last_pid(pid, dumpable)
                 .map_err(|e| Error::sys(pid, "fork via ns_last_pid", e))?;
             if p == pid {
                 return Ok(p);
@@ -289,7 +421,7 @@ fn spawn_vessel(pid: i32, force_last_pid: bool) -> Result<i32> {
     if force_last_pid {
         return last_pid("asked for");
     }
-    match task::spawn_vessel_clone3(pid) {
+    match task::spawn_vessel_clone3(pid, dumpable) {
         Ok(p) => Ok(p),
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
             Err(Error::Restore(format!("pid {pid} is already in use")))
@@ -474,9 +606,11 @@ fn create_tree(img: &Images, vessels: &mut Vessels, force_last_pid: bool) -> Res
         let pid = e.pid as i32;
         let core = &img.cores[i];
         if i == 0 {
-            let v = spawn_vessel(pid, force_last_pid)?;
+            let v = spawn_vessel(pid, force_last_pid, vessels_dumpable()?)?;
             vessels.add(v);
-            inject::seize_and_stop(v, opts).map_err(|e| Error::sys(v, "seize vessel", e))?;
+            inject::seize_and_stop(v, opts).map_err(|e| {
+                Error::sys(v, "seize vessel", ptrace::explain_seize_error(v, e, None))
+            })?;
             ptrace::set_sigmask(v, u64::MAX).map_err(|e| Error::sys(v, "PTRACE_SETSIGMASK", e))?;
         } else {
             let pi = by_pid
@@ -915,6 +1049,7 @@ fn preflight(img: &Images, args: &RestoreArgs, idx: &FilesIndex) -> Result<()> {
             return Err(Error::Restore(why));
         }
     }
+    file_caps_refuse(img)?;
     for e in &img.pstree.entries {
         if task::pid_exists(e.pid as i32) {
             return Err(Error::Restore(format!("pid {} is already in use", e.pid)));
