@@ -141,6 +141,8 @@ const TEST_TOOLS: &[(Has, &str)] = &[
     (Has::Cmd("tc"), "iproute2"),
     // The real-program test (tests/real_redis.rs).
     (Has::Cmd("redis-server"), "redis-server"),
+    // A cairn with file capabilities (tests/perms.rs).
+    (Has::File("/usr/sbin/setcap"), "libcap2-bin"),
 ];
 
 /// Installs the packages of [`BUILD_TOOLS`] and, unless `build_only`,
