@@ -270,14 +270,16 @@ const CAP_SYS_PTRACE: u32 = 19;
 const CAP_SETPCAP: u32 = 8;
 const CAP_CHECKPOINT_RESTORE: u32 = 40;
 
-/// Whether the vessels must make themselves dumpable. A cairn that gained
-/// capabilities from its file (`setcap cap_checkpoint_restore+ep`) is not
-/// dumpable, and neither are its forks: without CAP_SYS_PTRACE it could
-/// neither seize the first vessel nor read or write the memory of any
-/// (process_vm_*, /proc, pidfd_getfd all ask the same as ptrace).
+/// Whether the vessels must make themselves dumpable. A cairn that is not
+/// dumpable (set-user-ID, or an exec that gained file capabilities such
+/// as `setcap cap_checkpoint_restore+ep` on kernels that mark that so;
+/// 6.18 leaves such an exec dumpable when the uids do not change) has
+/// non-dumpable forks: without CAP_SYS_PTRACE it could neither seize the
+/// first vessel nor read or write the memory of any (process_vm_*, /proc,
+/// pidfd_getfd all ask what ptrace asks).
 ///
-/// cairn itself stays non-dumpable: the user's programs can get at none of
-/// it. A vessel is made dumpable by itself, holding cairn's credentials
+/// cairn itself is left as the kernel made it. A vessel is made dumpable
+/// by itself, holding cairn's credentials
 /// (the user's ids and the capability) and a copy of cairn's memory, and
 /// is seized at once (children are born seized). The kernel lets another
 /// process of the user access a dumpable process only if it holds every
