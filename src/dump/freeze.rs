@@ -60,8 +60,10 @@ impl std::fmt::Debug for Frozen {
 }
 
 fn seize_one(tid: i32, guardian: &mut Option<Guardian>) -> Result<FrozenTask> {
-    let group_stopped = inject::seize_and_stop(tid, PTRACE_O_TRACESYSGOOD)
-        .map_err(|e| Error::sys(tid, "seize", e))?;
+    let group_stopped = inject::seize_and_stop(tid, PTRACE_O_TRACESYSGOOD).map_err(|e| {
+        let g = guardian.as_ref().map(|g| g.pid() as i32);
+        Error::sys(tid, "seize", ptrace::explain_seize_error(tid, e, g))
+    })?;
     let regs = ptrace::get_regs(tid).map_err(|e| Error::sys(tid, "PTRACE_GETREGS", e))?;
     let sigmask = ptrace::get_sigmask(tid).map_err(|e| Error::sys(tid, "PTRACE_GETSIGMASK", e))?;
     // The guardian learns the thread's state before anything changes it.

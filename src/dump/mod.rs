@@ -169,6 +169,9 @@ pub fn dump(args: &DumpArgs) -> Result<DumpStats> {
     // pass decides about it.
     let pids = tree_pids(pid);
     may_trace(&pids)?;
+    if !args.leave_running {
+        crate::restore::check_restorable(&pids)?;
+    }
     for &p in &pids {
         if let Err(e) = crate::kinds::files::precheck(p)
             .and_then(|_| memory::precheck(p))

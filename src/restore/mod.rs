@@ -265,13 +265,147 @@ impl Drop for Vessels {
     }
 }
 
-fn spawn_vessel(pid: i32, force_last_pid: bool) -> Result<i32> {
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_SYS_PTRACE: u32 = 19;
+const CAP_SETPCAP: u32 = 8;
+const CAP_CHECKPOINT_RESTORE: u32 = 40;
+
+/// Whether the vessels must make themselves dumpable. A cairn that is not
+/// dumpable (set-user-ID, or an exec that gained file capabilities such
+/// as `setcap cap_checkpoint_restore+ep` on kernels that mark that so;
+/// 6.18 leaves such an exec dumpable when the uids do not change) has
+/// non-dumpable forks: without CAP_SYS_PTRACE it could neither seize the
+/// first vessel nor read or write the memory of any (process_vm_*, /proc,
+/// pidfd_getfd all ask what ptrace asks).
+///
+/// cairn itself is left as the kernel made it. A vessel is made dumpable
+/// by itself, holding cairn's credentials
+/// (the user's ids and the capability) and a copy of cairn's memory, and
+/// is seized at once (children are born seized). The kernel lets another
+/// process of the user access a dumpable process only if it holds every
+/// capability that process holds (cap_ptrace_access_check), so none of
+/// the user's own programs can, only another cairn of the same install,
+/// which itself only does what cairn does (its dump of a vessel could
+/// not be restored with the capability: see `file_caps_refuse`). Traced,
+/// a vessel dies with cairn (PTRACE_O_EXITKILL), and it gives up the
+/// capability (`restore_creds`) before it is let go.
+fn vessels_dumpable() -> Result<bool> {
+    let me = task::getpid();
+    if task::dumpable().map_err(|e| Error::sys(me, "PR_GET_DUMPABLE", e))? {
+        return Ok(false);
+    }
+    let st = procfs::read_status(me)?;
+    Ok(st.cap_eff & (1 << CAP_SYS_PTRACE) == 0)
+}
+
+/// Capabilities the restoring cairn holds but the user does not: what a
+/// set-capability install (file capabilities) holds beyond the ambient
+/// set, when run by a user other than root. No restored process may get
+/// them: they were given to cairn's code, not to the user's programs (an
+/// image asking for them may have been edited).
+fn file_caps_refuse(img: &Images) -> Result<()> {
+    let only_cairns = file_caps()?;
+    if only_cairns == 0 {
+        return Ok(());
+    }
+    let me = procfs::read_status(task::getpid())?;
+    for (e, c) in img.pstree.entries.iter().zip(&img.cores) {
+        let Some(cr) = c.creds.as_ref() else {
+            continue;
+        };
+        let caps = cr.cap_eff | cr.cap_prm | cr.cap_inh | cr.cap_amb;
+        if caps & only_cairns != 0 {
+            return Err(Error::Restore(format!(
+                "pid {}: the images ask for capabilities {:#x}, which cairn holds only through \
+                 its file capabilities (not as uid {}'s own): refused",
+                e.pid,
+                caps & only_cairns,
+                me.uid[0]
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// See [`file_caps_refuse`]: the capabilities cairn holds only through
+/// its file (0 for root, an ambient set, CAP_SETPCAP).
+fn file_caps() -> Result<u64> {
+    let me = procfs::read_status(task::getpid())?;
+    let only_cairns = me.cap_prm & !me.cap_amb;
+    if me.uid[0] == 0 || me.cap_eff & (1 << CAP_SETPCAP) != 0 {
+        return Ok(0);
+    }
+    Ok(only_cairns)
+}
+
+/// Whether this cairn, as it runs, could restore a tree: it can give
+/// processes their pids (CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN) and
+/// seize a vessel made the way a restore makes them (a test vessel with
+/// any pid, killed at once). `cairn dump` asks before it touches the tree
+/// when the dump is to kill it, so that a tree this install could not
+/// bring back is not lost. Nor is a process of `pids` that holds a
+/// capability cairn holds only through its file: a restore by this
+/// install would refuse it (`file_caps_refuse`).
+pub fn check_restorable(pids: &[i32]) -> Result<()> {
+    let me = task::getpid();
+    let st = procfs::read_status(me)?;
+    let only_cairns = file_caps()?;
+    for &p in pids {
+        let Ok(ps) = procfs::read_status(p) else {
+            continue;
+        };
+        let caps = ps.cap_prm | ps.cap_eff | ps.cap_inh | ps.cap_amb;
+        if caps & only_cairns != 0 {
+            return Err(Error::sys(
+                p,
+                "dump",
+                std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!(
+                        "not permitted: it holds capabilities {:#x}, which cairn holds only \
+                         through its file capabilities, and a restore by this cairn would not \
+                         give them back (the tree would be lost); --leave-running dumps it anyway",
+                        caps & only_cairns
+                    ),
+                ),
+            ));
+        }
+    }
+    if st.cap_eff & (1 << CAP_CHECKPOINT_RESTORE | 1 << CAP_SYS_ADMIN) == 0 {
+        return Err(Error::sys(
+            me,
+            "check that a restore is possible",
+            std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "not permitted: restoring the processes with their pids needs \
+                 CAP_CHECKPOINT_RESTORE (or root), which cairn lacks, so the tree is not \
+                 dumped (it would be killed); --leave-running dumps it anyway",
+            ),
+        ));
+    }
+    let v = task::spawn_vessel_clone3(0, vessels_dumpable()?)
+        .map_err(|e| Error::sys(me, "clone3 (test vessel)", e))?;
+    let r = inject::seize_and_stop(v, PTRACE_O_EXITKILL);
+    let _ = task::kill(v, libc::SIGKILL);
+    let _ = ptrace::wait(v, 0);
+    r.map_err(|e| {
+        Error::sys(
+            v,
+            "seize a test vessel (cairn could not restore the tree, so it is not dumped: \
+             it would be killed; --leave-running dumps it anyway)",
+            ptrace::explain_seize_error(v, e, None),
+        )
+    })?;
+    Ok(())
+}
+
+fn spawn_vessel(pid: i32, force_last_pid: bool, dumpable: bool) -> Result<i32> {
     let last_pid = |why: &str| -> Result<i32> {
         info!("pid {pid}: using ns_last_pid ({why})");
         // Another fork can take the pid between our write and our fork:
         // check, and try again a few times.
         for _ in 0..5 {
-            let p = task::spawn_vessel_last_pid(pid)
+            let p = task::spawn_vessel_last_pid(pid, dumpable)
                 .map_err(|e| Error::sys(pid, "fork via ns_last_pid", e))?;
             if p == pid {
                 return Ok(p);
@@ -289,7 +423,7 @@ fn spawn_vessel(pid: i32, force_last_pid: bool) -> Result<i32> {
     if force_last_pid {
         return last_pid("asked for");
     }
-    match task::spawn_vessel_clone3(pid) {
+    match task::spawn_vessel_clone3(pid, dumpable) {
         Ok(p) => Ok(p),
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
             Err(Error::Restore(format!("pid {pid} is already in use")))
@@ -406,24 +540,84 @@ fn become_zombie(agent: &mut Agent, status: i32, comm: &str, insn: u64) -> Resul
     )))
 }
 
+/// Makes the first vessel, a copy of cairn, drop all of cairn's memory
+/// but the mapping `keep` (which holds the syscall instruction injected
+/// calls run through) and its scratch page, and unregister cairn's rseq
+/// area, before it forks anything. Each fork copies the parent's mappings
+/// and links every anonymous one to the anon_vma of each of its ancestors
+/// (the kernel reuses none while the ancestors still map it): a chain of
+/// N vessels that each held cairn's ~100 mappings cost O(N^2) in the
+/// kernel at every clone and every munmap (66 s for 1,000 processes).
+/// With two mappings left, and each child replacing its copy of the
+/// scratch page by a fresh one, a clone costs the same at any depth.
+fn shrink_vessel(agent: &mut Agent, keep: (u64, u64)) -> Result<()> {
+    let pid = agent.pid;
+    let cfg = ptrace::get_rseq_config(pid)
+        .map_err(|e| Error::sys(pid, "PTRACE_GET_RSEQ_CONFIGURATION", e))?;
+    if cfg.rseq_abi_pointer != 0 {
+        // Unregistered here, so that no vessel forked from this one has
+        // it either (the area is about to go).
+        agent.call(
+            "rseq unregister",
+            libc::SYS_rseq,
+            &[
+                cfg.rseq_abi_pointer,
+                cfg.rseq_abi_size as u64,
+                1,
+                cfg.signature as u64,
+            ],
+        )?;
+    }
+    let mut kept = [keep, (agent.scratch, agent.scratch + 4096)];
+    kept.sort();
+    let mut from = 0u64;
+    for (start, end) in kept.into_iter().chain([(TASK_SIZE, TASK_SIZE)]) {
+        if start > from {
+            agent.call(
+                "munmap cairn's memory",
+                libc::SYS_munmap,
+                &[from, start - from],
+            )?;
+        }
+        from = from.max(end);
+    }
+    Ok(())
+}
+
 /// Phase 1: every process of the tree, with its pid, parent, session and
 /// process group. Each vessel is still a copy of cairn here.
 fn create_tree(img: &Images, vessels: &mut Vessels, force_last_pid: bool) -> Result<Vec<Proc>> {
     let own_insn = remote::find_syscall_insn(task::getpid())?;
+    // The mapping that holds the syscall instruction: the only part of
+    // cairn a vessel keeps (see `shrink_vessel`).
+    let insn_vma = procfs::read_maps(task::getpid())?
+        .iter()
+        .find(|m| (m.start..m.end).contains(&own_insn))
+        .map(|m| (m.start, m.end))
+        .ok_or_else(|| {
+            Error::Restore(format!(
+                "no mapping holds cairn's syscall instruction {own_insn:#x}"
+            ))
+        })?;
     let opts = PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL | PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK;
     let mut procs: Vec<Proc> = Vec::new();
+    // Index in `procs` by pid, and the process group leaders.
+    let mut by_pid: HashMap<i32, usize> = HashMap::new();
+    let pids: std::collections::HashSet<u32> = img.pstree.entries.iter().map(|e| e.pid).collect();
     for (i, e) in img.pstree.entries.iter().enumerate() {
         let pid = e.pid as i32;
         let core = &img.cores[i];
         if i == 0 {
-            let v = spawn_vessel(pid, force_last_pid)?;
+            let v = spawn_vessel(pid, force_last_pid, vessels_dumpable()?)?;
             vessels.add(v);
-            inject::seize_and_stop(v, opts).map_err(|e| Error::sys(v, "seize vessel", e))?;
+            inject::seize_and_stop(v, opts).map_err(|e| {
+                Error::sys(v, "seize vessel", ptrace::explain_seize_error(v, e, None))
+            })?;
             ptrace::set_sigmask(v, u64::MAX).map_err(|e| Error::sys(v, "PTRACE_SETSIGMASK", e))?;
         } else {
-            let pi = procs
-                .iter()
-                .position(|p| p.pid == e.ppid as i32)
+            let pi = by_pid
+                .get(&(e.ppid as i32))
+                .copied()
                 .ok_or_else(|| Error::Restore(format!("pid {pid}: parent {} missing", e.ppid)))?;
             let exit_signal = if core.exit_signal == 0 {
                 libc::SIGCHLD as u64
@@ -450,20 +644,29 @@ fn create_tree(img: &Images, vessels: &mut Vessels, force_last_pid: bool) -> Res
             scratch: 0,
             scratch_len: 4096,
         };
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
         if i == 0 {
-            // A small page for clone3 arguments; children inherit it.
-            let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+            // A small page for clone3 arguments and the like.
             let fl = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
             agent.scratch = agent.call("mmap", libc::SYS_mmap, &[0, 4096, rw, fl, u64::MAX, 0])?;
+            shrink_vessel(&mut agent, insn_vma)?;
         } else {
+            // The copy of the parent's page is replaced by a fresh one
+            // (see `shrink_vessel`).
             agent.scratch = procs[0].agents[0].scratch;
+            let fl = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED) as u64;
+            agent.call(
+                "mmap fresh scratch page",
+                libc::SYS_mmap,
+                &[agent.scratch, 4096, rw, fl, u64::MAX, 0],
+            )?;
         }
-        let leader = |pgid: u32| img.pstree.entries.iter().any(|x| x.pid == pgid);
-        ktask::restore_session(&mut agent, e.pid, e.pgid, e.sid, leader(e.pgid))?;
+        ktask::restore_session(&mut agent, e.pid, e.pgid, e.sid, pids.contains(&e.pgid))?;
         let zombie = is_zombie(core);
         if zombie {
             become_zombie(&mut agent, core.exit_status, &core.comm, own_insn)?;
         }
+        by_pid.insert(pid, procs.len());
         procs.push(Proc {
             i,
             pid,
@@ -475,12 +678,46 @@ fn create_tree(img: &Images, vessels: &mut Vessels, force_last_pid: bool) -> Res
     Ok(procs)
 }
 
+/// The pagemaps by owner: a process's own by its owner name, and those of
+/// shared memory, which every process gets (so that finding a process's
+/// maps does not cost the number of processes).
+struct PageOwners<'a> {
+    own: HashMap<&'a str, usize>,
+    shared: Vec<usize>,
+}
+
+impl<'a> PageOwners<'a> {
+    fn new(img: &'a Images) -> PageOwners<'a> {
+        let (mut own, mut shared) = (HashMap::new(), Vec::new());
+        for (k, m) in img.pagemaps.iter().enumerate() {
+            if m.owner.starts_with("pid:") {
+                own.insert(m.owner.as_str(), k);
+            } else {
+                shared.push(k);
+            }
+        }
+        PageOwners { own, shared }
+    }
+
+    /// The maps of process `owner` ("pid:N") and of all shared memory, in
+    /// the order of the images.
+    fn maps_of<'b>(&self, img: &'b Images, owner: &str) -> Vec<(&'b str, &'b [Resolved])> {
+        let mut ks: Vec<usize> = self.own.get(owner).copied().into_iter().collect();
+        ks.extend(&self.shared);
+        ks.sort_unstable();
+        ks.into_iter()
+            .map(|k| (img.pagemaps[k].owner.as_str(), img.resolved[k].as_slice()))
+            .collect()
+    }
+}
+
 /// Phase 2: the address space of one process.
 fn restore_memory(
     img: &Images,
     p: &mut Proc,
     idx: &FilesIndex,
     shm: &mut memory::ShmObjects,
+    owners: &PageOwners,
 ) -> Result<()> {
     let Some(mm) = img.mms[p.i].as_ref() else {
         return Ok(());
@@ -541,14 +778,7 @@ fn restore_memory(
         &[tramp + AREA, TASK_SIZE - (tramp + AREA)],
     )?;
     let shm = memory::restore_vmas(agent, mm, &|id| idx.path(id), shm)?;
-    let own = format!("pid:{pid}");
-    let maps: Vec<(&str, &[Resolved])> = img
-        .pagemaps
-        .iter()
-        .zip(&img.resolved)
-        .filter(|(m, _)| m.owner == own || !m.owner.starts_with("pid:"))
-        .map(|(m, r)| (m.owner.as_str(), r.as_slice()))
-        .collect();
+    let maps = owners.maps_of(img, &format!("pid:{pid}"));
     let stores: Vec<&PageStoreReader> = img.chain.layers.iter().map(|l| &l.store).collect();
     let t = Instant::now();
     memory::restore_pages(pid, mm, &maps, &stores, &shm)?;
@@ -677,10 +907,17 @@ fn restore_tree(img: &Images, args: &RestoreArgs, fixups: &mut Fixups) -> Result
     let _ = task::set_child_subreaper(true);
     let force_last_pid = args.pid_restore.as_deref() == Some("ns_last_pid");
     let mut procs = create_tree(img, &mut vessels, force_last_pid)?;
+    let mut phases = vec![("create", t0.elapsed())];
+    let lap = |name: &'static str, phases: &mut Vec<_>| {
+        let at = t0.elapsed();
+        let prev: std::time::Duration = phases.iter().map(|&(_, d)| d).sum();
+        phases.push((name, at.saturating_sub(prev)));
+    };
     crate::kinds::sysv::prepare(&img.files.sysv_shm)?;
     let mut shm = memory::ShmObjects::new(img.mms.iter().flatten());
+    let owners = PageOwners::new(img);
     for p in procs.iter_mut().filter(|p| !p.zombie) {
-        restore_memory(img, p, &idx, &mut shm)?;
+        restore_memory(img, p, &idx, &mut shm, &owners)?;
     }
     let by_pid: HashMap<i32, usize> = procs.iter().enumerate().map(|(k, p)| (p.pid, k)).collect();
     for (_, (owner, fd)) in shm.owners.drain() {
@@ -689,6 +926,7 @@ fn restore_tree(img: &Images, args: &RestoreArgs, fixups: &mut Fixups) -> Result
         }
     }
     crate::kinds::sysv::finish(&img.files.sysv_shm)?;
+    lap("memory", &mut phases);
     let mut shared = SharedFiles::default();
     // Unix sockets are rebuilt in cairn; the vessels fetch them.
     let unix = crate::kinds::unix::restore(&img.files, &mut shared)?;
@@ -711,7 +949,8 @@ fn restore_tree(img: &Images, args: &RestoreArgs, fixups: &mut Fixups) -> Result
         ttys.set_controlling(&mut p.agents[0])?;
     }
     fixups.ghosts.unlink_all();
-    let zombie_parents: Vec<u32> = img
+    lap("files", &mut phases);
+    let zombie_parents: std::collections::HashSet<u32> = img
         .pstree
         .entries
         .iter()
@@ -723,6 +962,7 @@ fn restore_tree(img: &Images, args: &RestoreArgs, fixups: &mut Fixups) -> Result
         let hz = zombie_parents.contains(&(p.pid as u32));
         restore_attrs(img, p, hz, &idx)?;
     }
+    lap("attributes", &mut phases);
     for p in procs.iter_mut().filter(|p| !p.zombie) {
         finish(img, p)?;
     }
@@ -742,7 +982,17 @@ fn restore_tree(img: &Images, args: &RestoreArgs, fixups: &mut Fixups) -> Result
     }
     vessels.release();
     let _ = task::set_child_subreaper(false);
-    info!("restored {} processes in {:?}", procs.len(), t0.elapsed());
+    lap("finish", &mut phases);
+    info!(
+        "restored {} processes in {:?} ({})",
+        procs.len(),
+        t0.elapsed(),
+        phases
+            .iter()
+            .map(|(n, d)| format!("{n} {d:.1?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     Ok(procs[0].pid)
 }
 
@@ -803,6 +1053,7 @@ fn preflight(img: &Images, args: &RestoreArgs, idx: &FilesIndex) -> Result<()> {
             return Err(Error::Restore(why));
         }
     }
+    file_caps_refuse(img)?;
     for e in &img.pstree.entries {
         if task::pid_exists(e.pid as i32) {
             return Err(Error::Restore(format!("pid {} is already in use", e.pid)));

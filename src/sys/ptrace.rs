@@ -265,3 +265,164 @@ pub fn wait_raw(pid: i32) -> io::Result<i32> {
         return Ok(st);
     }
 }
+
+/// PF_KTHREAD in the flags field of /proc/PID/stat.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// A process's name (`/proc/PID/comm`), or "?".
+fn comm(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// `Key:` of /proc/TID/status, trimmed.
+fn status_field(tid: i32, key: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
+}
+
+fn hex_field(tid: i32, key: &str) -> u64 {
+    status_field(tid, key)
+        .and_then(|v| u64::from_str_radix(&v, 16).ok())
+        .unwrap_or(0)
+}
+
+/// The ancestors of `pid` (its parent first), up to init.
+fn ancestors(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut p = pid;
+    while let Some(pp) = status_field(p, "PPid:").and_then(|v| v.parse::<i32>().ok()) {
+        if pp <= 0 || out.contains(&pp) || out.len() > 4096 {
+            break;
+        }
+        out.push(pp);
+        p = pp;
+    }
+    out
+}
+
+/// Why PTRACE_SEIZE of `tid` by this process fails, as far as /proc tells:
+/// cairn itself or its guardian (`guardian`), a kernel thread, another
+/// tracer, or what cairn lacks (CAP_SYS_PTRACE; Yama's ptrace_scope; the
+/// ids, the dumpability and the capabilities the kernel compares).
+pub fn seize_denied_reason(tid: i32, guardian: Option<i32>) -> String {
+    let me = std::process::id() as i32;
+    let tgid = status_field(tid, "Tgid:")
+        .and_then(|v| v.parse::<i32>().ok())
+        .unwrap_or(tid);
+    if tgid == me {
+        let up: Vec<String> = ancestors(me)
+            .iter()
+            .map(|p| format!("{p} ({})", comm(*p)))
+            .collect();
+        return format!(
+            "pid {tgid} is cairn itself: a tree that holds cairn cannot be dumped (its root is \
+             one of cairn's ancestors: {})",
+            up.join(", ")
+        );
+    }
+    if guardian == Some(tgid) {
+        return format!("pid {tgid} is cairn's own guardian");
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{tid}/stat")).unwrap_or_default();
+    let flags = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().nth(6))
+        .and_then(|f| f.parse::<u64>().ok())
+        .unwrap_or(0);
+    if flags & PF_KTHREAD != 0 {
+        return format!(
+            "pid {tid} ({}) is a kernel thread, which cannot be traced or dumped",
+            comm(tid)
+        );
+    }
+    let tracer = status_field(tid, "TracerPid:")
+        .and_then(|v| v.parse::<i32>().ok())
+        .unwrap_or(0);
+    if tracer != 0 && tracer != me {
+        return format!(
+            "pid {tid} is traced by pid {tracer} ({}), and a task has one tracer at a time",
+            comm(tracer)
+        );
+    }
+    let mut why = Vec::new();
+    let my_eff = hex_field(me, "CapEff:");
+    if my_eff & (1 << 19) == 0 {
+        let ids = |t: i32, k: &str| -> Vec<u32> {
+            status_field(t, k)
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect()
+        };
+        let (tu, tg, mu, mg) = (
+            ids(tid, "Uid:"),
+            ids(tid, "Gid:"),
+            ids(me, "Uid:"),
+            ids(me, "Gid:"),
+        );
+        let my_uid = mu.first().copied().unwrap_or(u32::MAX);
+        let my_gid = mg.first().copied().unwrap_or(u32::MAX);
+        if tu.iter().take(3).any(|&u| u != my_uid) || tg.iter().take(3).any(|&g| g != my_gid) {
+            why.push(format!(
+                "it runs as uid {} gid {}, cairn as uid {my_uid} gid {my_gid}",
+                tu.get(1).copied().unwrap_or(0),
+                tg.get(1).copied().unwrap_or(0)
+            ));
+        }
+        // /proc/PID of a non-dumpable process belongs to root.
+        use std::os::unix::fs::MetadataExt;
+        if my_uid != 0
+            && std::fs::metadata(format!("/proc/{tgid}")).is_ok_and(|m| m.uid() == 0)
+            && tu.first() == Some(&my_uid)
+        {
+            why.push(
+                "it is not dumpable (set-user-ID, file capabilities or PR_SET_DUMPABLE 0)".into(),
+            );
+        }
+        let extra = hex_field(tid, "CapPrm:") & !hex_field(me, "CapPrm:");
+        if extra != 0 {
+            why.push(format!("it holds capabilities cairn does not ({extra:#x})"));
+        }
+        if let Ok(s) = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope") {
+            let scope = s.trim();
+            let what = match scope {
+                "0" => None,
+                "1" => Some("only a process's ancestors may trace it"),
+                "2" => Some("only with CAP_SYS_PTRACE"),
+                _ => Some("no process may be traced at all"),
+            };
+            if let Some(w) = what {
+                why.push(format!(
+                    "/proc/sys/kernel/yama/ptrace_scope is {scope} ({w})"
+                ));
+            }
+        }
+        why.push("cairn lacks CAP_SYS_PTRACE".into());
+    }
+    if why.is_empty() {
+        return format!(
+            "pid {tid} ({}) may not be traced (a security module may refuse it)",
+            comm(tid)
+        );
+    }
+    format!(
+        "pid {tid} ({}) may not be traced: {}",
+        comm(tid),
+        why.join("; ")
+    )
+}
+
+/// `e`, a failed PTRACE_SEIZE of `tid`, with the reason when it is EPERM.
+pub fn explain_seize_error(tid: i32, e: io::Error, guardian: Option<i32>) -> io::Error {
+    if e.raw_os_error() != Some(libc::EPERM) {
+        return e;
+    }
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!("{e}: {}", seize_denied_reason(tid, guardian)),
+    )
+}

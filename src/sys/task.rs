@@ -22,10 +22,11 @@ struct CloneArgs {
     cgroup: u64,
 }
 
-/// Body of a freshly created vessel: die with the parent, then sleep in
-/// pause() until the parent seizes it. Only raw syscalls: the parent may
-/// have been multi-threaded, so no locks may be touched here.
-fn vessel_body(parent: i32) -> ! {
+/// Body of a freshly created vessel: die with the parent, become
+/// dumpable if asked (see `restore::Vessels`), then sleep in pause() until
+/// the parent seizes it. Only raw syscalls: the parent may have been
+/// multi-threaded, so no locks may be touched here.
+fn vessel_body(parent: i32, dumpable: bool) -> ! {
     // SAFETY: raw syscalls without pointers; this process is a fresh copy
     // that only waits to be driven by its tracer.
     unsafe {
@@ -40,21 +41,29 @@ fn vessel_body(parent: i32) -> ! {
         if libc::syscall(libc::SYS_getppid) as i32 != parent {
             libc::syscall(libc::SYS_exit_group, 127);
         }
+        if dumpable && libc::syscall(libc::SYS_prctl, libc::PR_SET_DUMPABLE, 1, 0, 0, 0) != 0 {
+            libc::syscall(libc::SYS_exit_group, 126);
+        }
         loop {
             libc::syscall(libc::SYS_pause);
         }
     }
 }
 
-/// Creates a child process ("vessel") with exactly `pid` (clone3 set_tid)
-/// that waits in pause() to be seized. Returns its pid.
-pub fn spawn_vessel_clone3(pid: i32) -> io::Result<i32> {
+/// Creates a child process ("vessel") with exactly `pid` (clone3 set_tid;
+/// 0: any pid) that waits in pause() to be seized, made dumpable first if
+/// `dumpable`. Returns its pid.
+pub fn spawn_vessel_clone3(pid: i32, dumpable: bool) -> io::Result<i32> {
     let parent = getpid();
     let tid: libc::pid_t = pid;
     let args = CloneArgs {
         exit_signal: libc::SIGCHLD as u64,
-        set_tid: &tid as *const libc::pid_t as u64,
-        set_tid_size: 1,
+        set_tid: if pid > 0 {
+            &tid as *const libc::pid_t as u64
+        } else {
+            0
+        },
+        set_tid_size: u64::from(pid > 0),
         ..Default::default()
     };
     // SAFETY: clone3 without CLONE_VM creates a copy of this process; the
@@ -68,7 +77,7 @@ pub fn spawn_vessel_clone3(pid: i32) -> io::Result<i32> {
         )
     };
     if r == 0 {
-        vessel_body(parent);
+        vessel_body(parent, dumpable);
     }
     check(r).map(|p| p as i32)
 }
@@ -76,13 +85,13 @@ pub fn spawn_vessel_clone3(pid: i32) -> io::Result<i32> {
 /// Creates a vessel with `pid` through /proc/sys/kernel/ns_last_pid (for
 /// kernels without clone3 set_tid). Racy against other forks; the caller
 /// checks the resulting pid.
-pub fn spawn_vessel_last_pid(pid: i32) -> io::Result<i32> {
+pub fn spawn_vessel_last_pid(pid: i32, dumpable: bool) -> io::Result<i32> {
     let parent = getpid();
     std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", pid - 1))?;
     // SAFETY: fork in the child runs only `vessel_body`, which never returns.
     let r = unsafe { libc::fork() };
     if r == 0 {
-        vessel_body(parent);
+        vessel_body(parent, dumpable);
     }
     check(r as libc::c_long).map(|p| p as i32)
 }
@@ -392,6 +401,15 @@ pub fn ignore_signal(sig: i32) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// prctl(PR_GET_DUMPABLE) of the calling process: false when it is not
+/// dumpable (set-user-ID, file capabilities, PR_SET_DUMPABLE 0), which
+/// makes its forks non-dumpable too.
+pub fn dumpable() -> io::Result<bool> {
+    // SAFETY: prctl with integer arguments only.
+    let r = check(unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) } as libc::c_long)?;
+    Ok(r == 1)
 }
 
 /// prctl(PR_GET_SECUREBITS) of the calling thread.

@@ -17,6 +17,10 @@
 //! - `cargo xtask bench [--runs N] [--size SIZE]`: times `cairn dump` and
 //!   `cairn restore` of a process holding SIZE (default 1 GiB) of
 //!   incompressible and of 2:1 compressible memory; prints medians.
+//! - `cargo xtask bench chain [--runs N]`: dump and restore of chains of
+//!   100, 250, 500 and 1,000 processes (each the only child of the one
+//!   before: `tests/workloads/tree_chain.c`), which check themselves after
+//!   the restore.
 //! - `cargo xtask bench incremental [--runs N] [--size SIZE] [--dirty PCT]`:
 //!   full dump against pre-dump + final dump (`incr.rs`).
 //! - `cargo xtask bench inventory [--runs N]`: `cairn inventory` of trees
@@ -68,6 +72,7 @@ const USAGE: &str = "usage: cargo xtask demo [DEMO ARGS...]
        cargo xtask fuzz [--iterations N] [--seed S]
        cargo xtask bench [--runs N] [--size SIZE]
        cargo xtask bench tree [--runs N]
+       cargo xtask bench chain [--runs N] [--depths N,N,...]
        cargo xtask bench incremental [--runs N] [--size SIZE] [--dirty PCT]
        cargo xtask bench inventory [--runs N]
        cargo xtask vm-test [--kernel 6.1|6.12|all] [--tests T1,T2] [--exec CMD]
@@ -136,6 +141,8 @@ const TEST_TOOLS: &[(Has, &str)] = &[
     (Has::Cmd("tc"), "iproute2"),
     // The real-program test (tests/real_redis.rs).
     (Has::Cmd("redis-server"), "redis-server"),
+    // A cairn with file capabilities (tests/perms.rs).
+    (Has::File("/usr/sbin/setcap"), "libcap2-bin"),
 ];
 
 /// Installs the packages of [`BUILD_TOOLS`] and, unless `build_only`,
@@ -682,6 +689,9 @@ fn bench(args: &[String]) -> Result<()> {
     if args.first().map(String::as_str) == Some("tree") {
         return bench_tree(&args[1..]);
     }
+    if args.first().map(String::as_str) == Some("chain") {
+        return bench_chain(&args[1..]);
+    }
     if args.first().map(String::as_str) == Some("incremental") {
         return incr::bench(&args[1..]);
     }
@@ -861,6 +871,164 @@ fn bench_tree(args: &[String]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `cargo xtask bench chain [--runs N] [--depths N,N,...]`: dump and
+/// restore of chains of processes (default depths 100, 250, 500, 1000).
+/// Every restored chain must check itself (PASS in its log) after the go.
+fn bench_chain(args: &[String]) -> Result<()> {
+    let mut depths = vec![100usize, 250, 500, 1000];
+    let mut rest = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--depths" {
+            let v = it.next().ok_or("--depths needs a value")?;
+            depths = v
+                .split(',')
+                .map(|d| d.trim().parse().ok().filter(|&n: &usize| n >= 1))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| format!("bad --depths {v:?}"))?;
+        } else {
+            rest.push(a.clone());
+        }
+    }
+    let b = parse_bench_args(&rest)?;
+    prepare_bench()?;
+    let root = root();
+    let cairn = root.join("target/release/cairn");
+    let workload = root.join("target/release/tree_chain");
+    run(Command::new("gcc")
+        .args(["-O2", "-Wall", "-I"])
+        .arg(root.join("tests/workloads"))
+        .arg("-o")
+        .arg(&workload)
+        .arg(root.join("tests/workloads/tree_chain.c")))?;
+    let work = std::env::temp_dir().join(format!("cairn-bench-chain-{}", std::process::id()));
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let mut rows = Vec::new();
+    let result = (|| {
+        for &n in &depths {
+            let (mut dump, mut restore) = (Vec::new(), Vec::new());
+            for i in 0..b.runs {
+                let (d, r) = chain_once(&cairn, &workload, &work, n)?;
+                eprintln!(
+                    "xtask: chain {n} run {}/{}: dump {d:.2} s, restore {r:.2} s",
+                    i + 1,
+                    b.runs
+                );
+                dump.push(d);
+                restore.push(r);
+            }
+            rows.push((n, median(&dump), median(&restore)));
+        }
+        Ok::<_, String>(())
+    })();
+    let _ = std::fs::remove_dir_all(&work);
+    result?;
+    for (n, d, r) in &rows {
+        println!(
+            "bench chain {n} processes: dump {d:.2} s, restore {r:.2} s ({:.2} ms/process)",
+            r * 1e3 / *n as f64
+        );
+    }
+    println!();
+    println!("| depth | dump (s) | restore (s) | restore per process (ms) |");
+    println!("|---|---|---|---|");
+    for (n, d, r) in &rows {
+        println!("| {n} | {d:.2} | {r:.2} | {:.2} |", r * 1e3 / *n as f64);
+    }
+    Ok(())
+}
+
+/// One chain: start, dump (kills it), restore detached, go, and require
+/// the restored chain's PASS. Returns (dump s, restore s).
+fn chain_once(cairn: &Path, workload: &Path, work: &Path, depth: usize) -> Result<(f64, f64)> {
+    let ready = work.join("chain.pid");
+    let restored_file = work.join("restored.pid");
+    let images = work.join("images");
+    let log = work.join("chain.log");
+    for p in [&ready, &restored_file, &log] {
+        let _ = std::fs::remove_file(p);
+    }
+    let _ = std::fs::remove_dir_all(&images);
+    let log_f = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let log_f2 = log_f
+        .try_clone()
+        .map_err(|e| format!("{}: {e}", log.display()))?;
+    let mut child = Command::new(workload)
+        .args(["--depth", &depth.to_string(), "--pidfile"])
+        .arg(&ready)
+        .current_dir(work)
+        .stdin(Stdio::null())
+        .stdout(log_f)
+        .stderr(log_f2)
+        .spawn()
+        .map_err(|e| format!("{}: {e}", workload.display()))?;
+    let pid = match wait_pidfile(&ready, Duration::from_secs(300), || Ok(())) {
+        Ok(p) => p,
+        Err(e) => {
+            kill_tree(child.id() as i32);
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
+    let pids = tree_pids(pid);
+    if pids.len() != depth {
+        kill_tree(pid);
+        let _ = child.wait();
+        return Err(format!(
+            "the chain has {} processes, not {depth}",
+            pids.len()
+        ));
+    }
+    let t = Instant::now();
+    let out = Command::new(cairn)
+        .args(["dump", "-t", &pid.to_string(), "-D"])
+        .arg(&images)
+        .output()
+        .map_err(|e| format!("{}: {e}", cairn.display()))?;
+    let dump_s = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        kill_tree(pid);
+        let _ = child.wait();
+        return Err(format!(
+            "cairn dump failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let _ = child.wait();
+    for p in &pids {
+        wait_free(*p, Duration::from_secs(60));
+    }
+    let mut procs = Procs::default();
+    let (restored, restore_s) = restore_detached(
+        &mut procs,
+        cairn,
+        &images,
+        &restored_file,
+        Duration::from_secs(600),
+    )?;
+    let now = tree_pids(restored);
+    if now.len() != depth {
+        kill_tree(restored);
+        return Err(format!(
+            "the restored chain has {} processes, not {depth}",
+            now.len()
+        ));
+    }
+    // The go: the chain checks itself and the root writes PASS.
+    let _ = Command::new("kill")
+        .args(["-TERM", &restored.to_string()])
+        .status();
+    wait_free(restored, Duration::from_secs(120));
+    procs.others.clear();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    if text.lines().filter(|l| *l == "PASS").count() != 1 || text.contains("FAIL") {
+        kill_tree(restored);
+        return Err(format!("the restored chain did not pass:\n{text}"));
+    }
+    let _ = std::fs::remove_dir_all(&images);
+    Ok((dump_s, restore_s))
 }
 
 /// Kills a whole tree by pid: children first (read from /proc), then the root.
