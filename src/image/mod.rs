@@ -20,6 +20,7 @@
 //! [`ImageDir::load`] refuses a directory whose files differ from that
 //! list, and every read checks the file against it.
 
+pub mod budget;
 pub mod chain;
 pub mod mutate;
 pub mod pages;
@@ -33,7 +34,7 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use protobuf::Message;
+use protobuf::{Message, MessageFull};
 
 use crate::error::{Error, IoContext, Result};
 use proto::{ImageFile, Inventory};
@@ -59,7 +60,8 @@ pub mod proto {
 pub const FORMAT_VERSION: u32 = 2;
 pub const COMMON_MAGIC: &[u8; 8] = b"CAIRNIMG";
 pub const HEADER_LEN: usize = 32;
-/// No single protobuf image may decode to more than this.
+/// No single protobuf image may decode to more than this; most kinds
+/// have a smaller limit, and a command a total ([`budget`]).
 pub const MAX_MESSAGE_BYTES: u64 = 1 << 30;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -280,15 +282,22 @@ pub fn check_image(kind: Option<Kind>, bytes: &[u8], path: &Path) -> Result<Head
 
 /// Decodes a complete image file; checks magic, kind, version, length and
 /// both crcs before it decompresses anything.
-pub fn decode_image<M: Message>(kind: Kind, bytes: &[u8], path: &Path) -> Result<M> {
+pub fn decode_image<M: MessageFull>(kind: Kind, bytes: &[u8], path: &Path) -> Result<M> {
     check_image(Some(kind), bytes, path)?;
-    decode_body(&bytes[HEADER_LEN..], path)
+    decode_body(kind, &bytes[HEADER_LEN..], path)
 }
 
-/// Decompresses (bounded) and parses a checked message body.
-pub fn decode_body<M: Message>(body: &[u8], path: &Path) -> Result<M> {
-    let raw = decompress_bounded(body, MAX_MESSAGE_BYTES)
-        .map_err(|e| Error::image(path, format!("decompress: {e}")))?;
+/// Decompresses and parses a checked message body of `kind`, within the
+/// limits of [`budget`]: decompression stops at what the kind and the
+/// command may still use, the wire format is scanned (no unknown fields,
+/// the parsed size estimated and charged) before the parser runs.
+pub fn decode_body<M: MessageFull>(kind: Kind, body: &[u8], path: &Path) -> Result<M> {
+    let (cap, what) = budget::cap(kind);
+    let raw = decompress_bounded(body, cap)
+        .map_err(|e| Error::image(path, format!("decompress: {e} ({what})")))?;
+    let scan = budget::scan(&M::descriptor(), &raw)
+        .map_err(|e| Error::image(path, format!("decode: {e}")))?;
+    budget::charge(kind, scan.memory).map_err(|e| Error::image(path, e))?;
     M::parse_from_bytes(&raw).map_err(|e| Error::image(path, format!("decode: {e}")))
 }
 
@@ -602,9 +611,9 @@ impl ImageDir {
     }
 
     /// Reads and checks one message image.
-    pub fn read<M: Message>(&self, kind: Kind, name: &str) -> Result<M> {
+    pub fn read<M: MessageFull>(&self, kind: Kind, name: &str) -> Result<M> {
         let bytes = self.read_checked(kind, name)?;
-        decode_body(&bytes[HEADER_LEN..], &self.file(name))
+        decode_body(kind, &bytes[HEADER_LEN..], &self.file(name))
     }
 
     /// Opens an image whose body is read piecewise (pages.img): checks its
