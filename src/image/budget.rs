@@ -41,12 +41,104 @@ use super::Kind;
 /// keeping a hostile image far from the memory of a typical host.
 pub const TOTAL: u64 = 2 << 30;
 
-/// Estimated cost of one parsed message instance: twice the largest
-/// generated struct (a `Vec` of messages may hold twice the capacity it
-/// needs). The test `structs_fit` checks every generated type against it.
-pub const MESSAGE_COST: u64 = 2 * MAX_STRUCT;
-/// Upper bound of `size_of` of every generated message type.
+/// Upper bound of `size_of` of every generated message type (the test
+/// `structs_fit` checks them); the cost of a type [`message_cost`] does
+/// not know.
 pub const MAX_STRUCT: u64 = 512;
+
+macro_rules! each_message {
+    ($m:ident) => {
+        $m!(
+            FileContent,
+            FileContents,
+            FileStat,
+            RegFile,
+            PipeFile,
+            FifoFile,
+            FsPath,
+            EventFd,
+            SignalFd,
+            TimerFd,
+            EpollTarget,
+            EventPoll,
+            MemFd,
+            InotifyWatch,
+            Inotify,
+            FileDesc,
+            PipeData,
+            SysvShm,
+            Files,
+            Fd,
+            FdTable,
+            InetAddr,
+            TcpWindow,
+            TcpStream,
+            Datagram,
+            InetSk,
+            LockedConn,
+            NetLock,
+            Inventory,
+            ImageFile,
+            PstreeEntry,
+            Pstree,
+            Vma,
+            MmEntry,
+            PageRun,
+            Pagemap,
+            PageChunk,
+            PageStore,
+            PageHashRun,
+            PageHashes,
+            SockOpts,
+            X86Regs,
+            PendingSignal,
+            SigAction,
+            SigAltStack,
+            Rseq,
+            ThreadCore,
+            Rlimit,
+            Creds,
+            TaskCore,
+            ITimer,
+            PosixTimer,
+            TrackedRange,
+            TrackedProcess,
+            TrackState,
+            Termios,
+            Winsize,
+            TtyFile,
+            PtyPair,
+            ShellTty,
+            UnixPacket,
+            UnixIcon,
+            UnixExternal,
+            UnixSocket
+        )
+    };
+}
+
+/// Estimated cost of one parsed instance of the message `d`: twice its
+/// struct (a `Vec` of messages may hold twice the capacity it needs),
+/// plus an allocation's overhead.
+pub fn message_cost(d: &MessageDescriptor) -> u64 {
+    use std::collections::HashMap;
+    use std::sync::OnceLock;
+    static SIZES: OnceLock<HashMap<&'static str, u64>> = OnceLock::new();
+    let sizes = SIZES.get_or_init(|| {
+        use super::proto::*;
+        use protobuf::MessageFull;
+        let mut m = HashMap::new();
+        macro_rules! add {
+            ($($t:ident),*) => {$(
+                m.insert(stringify!($t), std::mem::size_of::<$t>() as u64);
+                let _ = <$t as MessageFull>::descriptor;
+            )*};
+        }
+        each_message!(add);
+        m
+    });
+    2 * sizes.get(d.name()).copied().unwrap_or(MAX_STRUCT) + 16
+}
 /// Cost of a string or bytes field beyond its bytes (the `Vec` header).
 const BYTES_COST: u64 = 32;
 /// Cost of one element of a repeated scalar field (u64, and a `Vec`
@@ -238,7 +330,7 @@ fn scan_in(
         return Err(format!("{}: nested more than {MAX_DEPTH} deep", d.name()));
     }
     s.messages += 1;
-    s.memory = s.memory.saturating_add(MESSAGE_COST);
+    s.memory = s.memory.saturating_add(message_cost(d));
     let mut w = Wire { b, at: 0 };
     while w.at < b.len() {
         let at = w.at;
@@ -315,7 +407,7 @@ fn scan_map_entry(
     b: &[u8],
     s: &mut Scan,
 ) -> std::result::Result<(), String> {
-    s.memory = s.memory.saturating_add(MESSAGE_COST);
+    s.memory = s.memory.saturating_add(2 * MAX_STRUCT);
     let mut w = Wire { b, at: 0 };
     while w.at < b.len() {
         let at = w.at;
@@ -455,7 +547,7 @@ mod tests {
         let raw = core().write_to_bytes().unwrap();
         let s = scan(&TaskCore::descriptor(), &raw).unwrap();
         assert_eq!(s.messages, 4); // core, thread, regs, rlimit
-        assert!(s.memory >= raw.len() as u64 + 4 * MESSAGE_COST + 600);
+        assert!(s.memory >= raw.len() as u64 + message_cost(&ThreadCore::descriptor()) + 600);
         let mut o = InetSk::new();
         o.opts.insert("TCP_NODELAY".into(), 1);
         o.opts.insert("IP_TOS".into(), -3);
@@ -511,7 +603,7 @@ mod tests {
         let raw: Vec<u8> = (0..100_000).flat_map(|_| [(num << 3) | 2, 0]).collect();
         let s = scan(&TaskCore::descriptor(), &raw).unwrap();
         assert_eq!(s.messages, 100_001);
-        assert!(s.memory > 100_000 * MESSAGE_COST);
+        assert!(s.memory > 100_000 * message_cost(&ThreadCore::descriptor()));
     }
 
     #[test]

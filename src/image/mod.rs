@@ -298,6 +298,15 @@ pub fn decode_body<M: MessageFull>(kind: Kind, body: &[u8], path: &Path) -> Resu
     let scan = budget::scan(&M::descriptor(), &raw)
         .map_err(|e| Error::image(path, format!("decode: {e}")))?;
     budget::charge(kind, scan.memory).map_err(|e| Error::image(path, e))?;
+    crate::debug!(
+        "{}: {} bytes decompressed, ~{} bytes parsed ({} messages); {} bytes of the \
+         command's decoding budget used",
+        path.display(),
+        raw.len(),
+        scan.memory,
+        scan.messages,
+        budget::used()
+    );
     M::parse_from_bytes(&raw).map_err(|e| Error::image(path, format!("decode: {e}")))
 }
 
