@@ -34,10 +34,9 @@ use super::Kind;
 
 /// The most all messages decoded by one command may cost (decompressed
 /// bytes plus the estimated parsed size). Measured need (docs/IMAGES.md,
-/// "Decoding budget"): a few MiB for the test suite's largest images,
-/// about 70 MiB for a 4 GiB, 800-thread process whose memory is
-/// fragmented into a million runs; `show --verify` decodes everything
-/// twice. 2 GiB leaves room for large socket and pipe queues while
+/// "Decoding budget"): 20 MB for an 800-thread process, 17 MB for 1 GiB
+/// of memory fragmented into 131,072 runs (so ~70 MB for 4 GiB), twice
+/// that for `show --verify`, which decodes everything twice. 2 GiB leaves room for large socket and pipe queues while
 /// keeping a hostile image far from the memory of a typical host.
 pub const TOTAL: u64 = 2 << 30;
 
@@ -153,10 +152,10 @@ pub const MAX_DEPTH: u32 = 100;
 pub fn kind_limit(kind: Kind) -> u64 {
     const MIB: u64 = 1 << 20;
     match kind {
-        // One process's threads: ~1.5 KiB decoded per thread plus its
-        // XSAVE area (2.7 KiB with AVX-512, 11 KiB with AMX tiles), parsed
-        // into one ThreadCore each: 64 MiB holds ~10,000 threads with AMX.
-        Kind::Core => 64 * MIB,
+        // One process's threads. Measured: 800 threads decode to 8.9 MB
+        // (11 KiB each, most of it the XSAVE area) and are estimated at
+        // 18.6 MB parsed, so 128 MiB holds about 5,500 such threads.
+        Kind::Core => 128 * MIB,
         // Processes and their thread ids (at most PID_MAX of them).
         Kind::Pstree => 128 * MIB,
         // Name, size, crc per file of the directory.
