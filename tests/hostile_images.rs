@@ -127,7 +127,7 @@ fn padded_cores_are_refused_with_little_memory() {
     assert!(!cores.is_empty());
     for (tag, pad, declared, why) in [
         ("declared", PAD, true, "limit of a core image"),
-        ("streamed", PAD, false, "limit of a core image"),
+        ("streamed", PAD, false, "does not declare its size"),
         ("small", 40 << 20, true, "unknown field"),
     ] {
         let mut set = base.clone();

@@ -310,13 +310,14 @@ pub fn decode_body<M: MessageFull>(kind: Kind, body: &[u8], path: &Path) -> Resu
     M::parse_from_bytes(&raw).map_err(|e| Error::image(path, format!("decode: {e}")))
 }
 
-/// Decompresses a body that must be exactly one zstd frame, refusing to
-/// produce more than `limit` bytes. A frame that declares its size (cairn
-/// writes every frame so) is refused before anything is allocated if that
-/// size is over the limit, and then decompressed into a buffer of exactly
-/// that size (up to [`BULK_MAX`]; larger ones grow as the bytes arrive, so
-/// a lying header costs no memory); one that does not is read through a
-/// reader that stops after `limit` bytes.
+/// Decompresses a body that must be exactly one zstd frame that declares
+/// its size (cairn writes every frame so), refusing to produce more than
+/// `limit` bytes. A declared size over the limit is refused before
+/// anything is allocated; one within it is decompressed into a buffer of
+/// exactly that size (up to [`BULK_MAX`]; larger ones grow as the bytes
+/// arrive, through a reader that stops after `limit` bytes, so a lying
+/// header costs no memory). A frame without its size is refused: it
+/// could only be measured by decompressing it.
 pub fn decompress_bounded(data: &[u8], limit: u64) -> std::io::Result<Vec<u8>> {
     let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
     let frame = zstd::zstd_safe::find_frame_compressed_size(data)
@@ -328,6 +329,9 @@ pub fn decompress_bounded(data: &[u8], limit: u64) -> std::io::Result<Vec<u8>> {
         )));
     }
     match zstd::zstd_safe::get_frame_content_size(data) {
+        Ok(None) => Err(bad(
+            "the zstd frame does not declare its size (cairn writes every frame with it)".into(),
+        )),
         Ok(Some(n)) if n > limit => Err(bad(format!(
             "the zstd frame declares {n} bytes, more than the {limit} allowed"
         ))),
@@ -761,6 +765,16 @@ mod tests {
             lie[5] = 50;
             assert!(decompress_bounded(&lie, 1 << 20).is_err());
         }
+        // An empty message's frame declares 0 bytes; a frame without its
+        // size is refused whatever it holds.
+        let empty = zstd::bulk::compress(&[], 3).unwrap();
+        assert_eq!(decompress_bounded(&empty, 0).unwrap().len(), 0);
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        enc.include_contentsize(false).unwrap();
+        std::io::Write::write_all(&mut enc, &[1u8; 10]).unwrap();
+        let undeclared = enc.finish().unwrap();
+        let e = decompress_bounded(&undeclared, 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("does not declare its size"), "{e}");
         // Every truncation of a frame is an error, never a panic.
         for n in 0..small.len() {
             assert!(decompress_bounded(&small[..n], 1 << 20).is_err());
