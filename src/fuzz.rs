@@ -141,6 +141,7 @@ pub fn run(bases: &[PathBuf], scratch: &Path, iterations: u64, seed: u64) -> Res
             std::fs::write(dir.join(n), b).map_err(|e| crate::Error::io(dir.join(n), e))?;
         }
         let what = mutation.what.as_str();
+        crate::image::budget::reset();
         for (n, b) in &changed {
             target(&mut report, it, what, "header", || {
                 Header::decode(&b[..b.len().min(HEADER_LEN)], Path::new(n))
@@ -163,6 +164,8 @@ pub fn run(bases: &[PathBuf], scratch: &Path, iterations: u64, seed: u64) -> Res
                 validate_store(&s, body as u64)
             });
         }
+        // Each target is a command of its own: a fresh decoding budget.
+        crate::image::budget::reset();
         let loaded = catch_unwind(AssertUnwindSafe(|| {
             crate::restore::Images::load(dir).and_then(|img| {
                 crate::kinds::contents::load(&img.dir, img.store(), &img.files).map(drop)
@@ -179,9 +182,11 @@ pub fn run(bases: &[PathBuf], scratch: &Path, iterations: u64, seed: u64) -> Res
             Ok(r) => r.map_err(|e| e.to_string()),
             Err(p) => std::panic::resume_unwind(p),
         });
+        crate::image::budget::reset();
         target(&mut report, it, what, "verify", || {
             crate::verify::verify(dir).map_err(|e| e.to_string())
         });
+        crate::image::budget::reset();
         target(&mut report, it, what, "show", || {
             crate::show::render(dir, it % 2 == 0).map_err(|e| e.to_string())
         });

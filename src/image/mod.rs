@@ -20,6 +20,7 @@
 //! [`ImageDir::load`] refuses a directory whose files differ from that
 //! list, and every read checks the file against it.
 
+pub mod budget;
 pub mod chain;
 pub mod mutate;
 pub mod pages;
@@ -36,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use protobuf::Message;
+use protobuf::{Message, MessageFull};
 
 use crate::error::{Error, IoContext, Result};
 use crate::sys::safefs;
@@ -63,7 +64,8 @@ pub mod proto {
 pub const FORMAT_VERSION: u32 = 2;
 pub const COMMON_MAGIC: &[u8; 8] = b"CAIRNIMG";
 pub const HEADER_LEN: usize = 32;
-/// No single protobuf image may decode to more than this.
+/// No single protobuf image may decode to more than this; most kinds
+/// have a smaller limit, and a command a total ([`budget`]).
 pub const MAX_MESSAGE_BYTES: u64 = 1 << 30;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -284,25 +286,42 @@ pub fn check_image(kind: Option<Kind>, bytes: &[u8], path: &Path) -> Result<Head
 
 /// Decodes a complete image file; checks magic, kind, version, length and
 /// both crcs before it decompresses anything.
-pub fn decode_image<M: Message>(kind: Kind, bytes: &[u8], path: &Path) -> Result<M> {
+pub fn decode_image<M: MessageFull>(kind: Kind, bytes: &[u8], path: &Path) -> Result<M> {
     check_image(Some(kind), bytes, path)?;
-    decode_body(&bytes[HEADER_LEN..], path)
+    decode_body(kind, &bytes[HEADER_LEN..], path)
 }
 
-/// Decompresses (bounded) and parses a checked message body.
-pub fn decode_body<M: Message>(body: &[u8], path: &Path) -> Result<M> {
-    let raw = decompress_bounded(body, MAX_MESSAGE_BYTES)
-        .map_err(|e| Error::image(path, format!("decompress: {e}")))?;
+/// Decompresses and parses a checked message body of `kind`, within the
+/// limits of [`budget`]: decompression stops at what the kind and the
+/// command may still use, the wire format is scanned (no unknown fields,
+/// the parsed size estimated and charged) before the parser runs.
+pub fn decode_body<M: MessageFull>(kind: Kind, body: &[u8], path: &Path) -> Result<M> {
+    let (cap, what) = budget::cap(kind);
+    let raw = decompress_bounded(body, cap)
+        .map_err(|e| Error::image(path, format!("decompress: {e} ({what})")))?;
+    let scan = budget::scan(&M::descriptor(), &raw)
+        .map_err(|e| Error::image(path, format!("decode: {e}")))?;
+    budget::charge(kind, scan.memory).map_err(|e| Error::image(path, e))?;
+    crate::debug!(
+        "{}: {} bytes decompressed, ~{} bytes parsed ({} messages); {} bytes of the \
+         command's decoding budget used",
+        path.display(),
+        raw.len(),
+        scan.memory,
+        scan.messages,
+        budget::used()
+    );
     M::parse_from_bytes(&raw).map_err(|e| Error::image(path, format!("decode: {e}")))
 }
 
-/// Decompresses a body that must be exactly one zstd frame, refusing to
-/// produce more than `limit` bytes. A frame that declares its size (cairn
-/// writes every frame so) is refused before anything is allocated if that
-/// size is over the limit, and then decompressed into a buffer of exactly
-/// that size (up to [`BULK_MAX`]; larger ones grow as the bytes arrive, so
-/// a lying header costs no memory); one that does not is read through a
-/// reader that stops after `limit` bytes.
+/// Decompresses a body that must be exactly one zstd frame that declares
+/// its size (cairn writes every frame so), refusing to produce more than
+/// `limit` bytes. A declared size over the limit is refused before
+/// anything is allocated; one within it is decompressed into a buffer of
+/// exactly that size (up to [`BULK_MAX`]; larger ones grow as the bytes
+/// arrive, through a reader that stops after `limit` bytes, so a lying
+/// header costs no memory). A frame without its size is refused: it
+/// could only be measured by decompressing it.
 pub fn decompress_bounded(data: &[u8], limit: u64) -> std::io::Result<Vec<u8>> {
     let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
     let frame = zstd::zstd_safe::find_frame_compressed_size(data)
@@ -314,6 +333,9 @@ pub fn decompress_bounded(data: &[u8], limit: u64) -> std::io::Result<Vec<u8>> {
         )));
     }
     match zstd::zstd_safe::get_frame_content_size(data) {
+        Ok(None) => Err(bad(
+            "the zstd frame does not declare its size (cairn writes every frame with it)".into(),
+        )),
         Ok(Some(n)) if n > limit => Err(bad(format!(
             "the zstd frame declares {n} bytes, more than the {limit} allowed"
         ))),
@@ -739,9 +761,9 @@ impl ImageDir {
     }
 
     /// Reads and checks one message image.
-    pub fn read<M: Message>(&self, kind: Kind, name: &str) -> Result<M> {
+    pub fn read<M: MessageFull>(&self, kind: Kind, name: &str) -> Result<M> {
         let bytes = self.read_checked(kind, name)?;
-        decode_body(&bytes[HEADER_LEN..], &self.file(name))
+        decode_body(kind, &bytes[HEADER_LEN..], &self.file(name))
     }
 
     /// Opens an image whose body is read piecewise (pages.img): checks its
@@ -873,6 +895,16 @@ mod tests {
             lie[5] = 50;
             assert!(decompress_bounded(&lie, 1 << 20).is_err());
         }
+        // An empty message's frame declares 0 bytes; a frame without its
+        // size is refused whatever it holds.
+        let empty = zstd::bulk::compress(&[], 3).unwrap();
+        assert_eq!(decompress_bounded(&empty, 0).unwrap().len(), 0);
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        enc.include_contentsize(false).unwrap();
+        std::io::Write::write_all(&mut enc, &[1u8; 10]).unwrap();
+        let undeclared = enc.finish().unwrap();
+        let e = decompress_bounded(&undeclared, 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("does not declare its size"), "{e}");
         // Every truncation of a frame is an error, never a panic.
         for n in 0..small.len() {
             assert!(decompress_bounded(&small[..n], 1 << 20).is_err());

@@ -141,6 +141,105 @@ impl ImageSet {
     }
 }
 
+impl ImageSet {
+    /// Decodes the message image `name` (checksums and limits as a
+    /// restore's).
+    pub fn message<M: protobuf::MessageFull>(&self, kind: Kind, name: &str) -> Option<M> {
+        super::decode_image(kind, self.get(name)?, Path::new(name)).ok()
+    }
+
+    /// Replaces (or adds) the message image `name` and fixes its
+    /// inventory entry, as a forger would.
+    pub fn set_message<M: protobuf::Message>(&mut self, kind: Kind, name: &str, m: &M) {
+        let Ok(b) = super::encode_image(kind, m) else {
+            return;
+        };
+        self.set_file(name, b);
+    }
+
+    /// Replaces (or adds) the file `name` with `bytes` and fixes its
+    /// inventory entry.
+    pub fn set_file(&mut self, name: &str, bytes: Vec<u8>) {
+        match self.index(name) {
+            Some(i) => self.files[i].1 = bytes,
+            None => {
+                self.files.push((name.to_string(), bytes));
+                self.files.sort_by(|a, b| a.0.cmp(&b.0));
+            }
+        }
+        self.fix_inventory(name);
+    }
+
+    /// Appends a chunk holding `raw` to pages.img and its chunk table
+    /// (both resealed, inventory fixed); returns its index.
+    pub fn append_chunk(&mut self, raw: &[u8]) -> Option<u32> {
+        let mut store: PageStore = self.message(Kind::PageStore, names::PAGESTORE)?;
+        let mut pages = self.get(names::PAGES)?.to_vec();
+        let c = zstd::bulk::compress(raw, 3).ok()?;
+        let mut chunk = super::proto::PageChunk::new();
+        chunk.offset = (pages.len() - HEADER_LEN) as u64;
+        chunk.compressed_len = c.len() as u64;
+        chunk.raw_len = raw.len() as u64;
+        chunk.crc32 = crc32fast::hash(&c);
+        pages.extend_from_slice(&c);
+        reseal(&mut pages);
+        store.chunks.push(chunk);
+        self.set_file(names::PAGES, pages);
+        self.set_message(Kind::PageStore, names::PAGESTORE, &store);
+        Some((store.chunks.len() - 1) as u32)
+    }
+}
+
+/// The message image `bytes` with an unknown field (number `field`, a
+/// length-delimited run of `pad` zero bytes) appended to its message:
+/// checksums valid, the body a zstd frame that declares its size or
+/// not. What a forger pads images with to make decoders allocate.
+pub fn with_unknown_field(
+    bytes: &[u8],
+    field: u32,
+    pad: u64,
+    declare_size: bool,
+) -> Option<Vec<u8>> {
+    use std::io::Write;
+    let kind = kind_of(bytes).filter(|k| k.is_message())?;
+    let mut raw = super::decompress_bounded(bytes.get(HEADER_LEN..)?, MAX_MESSAGE_BYTES).ok()?;
+    let varint = |mut v: u64, out: &mut Vec<u8>| {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    };
+    varint((u64::from(field) << 3) | 2, &mut raw);
+    varint(pad, &mut raw);
+    let total = raw.len() as u64 + pad;
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).ok()?;
+    if declare_size {
+        enc.set_pledged_src_size(Some(total)).ok()?;
+        enc.include_contentsize(true).ok()?;
+    } else {
+        enc.include_contentsize(false).ok()?;
+    }
+    enc.write_all(&raw).ok()?;
+    let zeros = vec![0u8; 1 << 20];
+    let mut left = pad;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        enc.write_all(&zeros[..n]).ok()?;
+        left -= n as u64;
+    }
+    let body = enc.finish().ok()?;
+    let hdr = Header {
+        kind,
+        version: FORMAT_VERSION,
+        body_len: body.len() as u64,
+        crc32: crc32fast::hash(&body),
+    };
+    let mut out = hdr.encode().to_vec();
+    out.extend_from_slice(&body);
+    Some(out)
+}
+
 /// Rewrites the header crc of an encoded image after its header changed.
 fn reseal_header(b: &mut [u8]) {
     if b.len() >= HEADER_LEN {
@@ -589,6 +688,30 @@ pub fn mutate(set: &mut ImageSet, other: Option<&ImageSet>, rng: &mut Rng) -> Mu
                     set.fix_inventory(&name);
                     (true, format!("{name}: body changed, crc recomputed"))
                 }
+            }
+        }
+        44..=47 => {
+            // An unknown field appended: small, or large enough to hit
+            // the decoding limits (declared in the frame or not).
+            let b = set.files[fi].1.clone();
+            let pad = match rng.below(4) {
+                0 => rng.below(64) as u64,
+                1 => 1 << 20,
+                2 => 80 << 20,
+                _ => 300 << 20,
+            };
+            let field = 1000 + rng.below(1 << 16) as u32;
+            let declare = rng.chance(50);
+            match with_unknown_field(&b, field, pad, declare) {
+                Some(nb) => {
+                    set.files[fi].1 = nb;
+                    set.fix_inventory(&name);
+                    (
+                        true,
+                        format!("{name}: unknown field {field} of {pad} bytes appended"),
+                    )
+                }
+                None => (true, format!("{name}: not a message (no change)")),
             }
         }
         _ => {

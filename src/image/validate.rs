@@ -57,6 +57,62 @@ const QUEUE_MAX: usize = 1 << 30;
 const FORBIDDEN_OPEN_FLAGS: u32 =
     (libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_TRUNC) as u32;
 
+/// File status flags a memfd description can carry: the access mode and
+/// what `fcntl(F_SETFL)` or the kernel set (`O_APPEND`, `O_NONBLOCK`,
+/// `O_DSYNC`, `O_SYNC`, `O_DIRECT`, `O_NOATIME`, `FASYNC`,
+/// `O_LARGEFILE`); anything else would make restore's reopen fail or
+/// open something else (`O_DIRECTORY`, `O_PATH`, `O_TMPFILE` ...).
+const MEMFD_FLAGS: u32 = (libc::O_ACCMODE
+    | libc::O_APPEND
+    | libc::O_NONBLOCK
+    | libc::O_DSYNC
+    | libc::O_SYNC
+    | libc::O_DIRECT
+    | libc::O_NOATIME
+    | libc::O_ASYNC
+    | libc::O_CLOEXEC) as u32
+    | KERNEL_O_LARGEFILE;
+/// The kernel's `O_LARGEFILE` on x86-64, set on every file it opens for
+/// a 64-bit process (the libc constant is 0 there).
+const KERNEL_O_LARGEFILE: u32 = 0o100000;
+/// The VMAs the kernel places itself (restore maps them with
+/// `ARCH_MAP_VDSO_64`): no page data can be written into them.
+const KERNEL_VMAS: [VmaKind; 4] = [
+    VmaKind::VMA_VDSO,
+    VmaKind::VMA_VVAR,
+    VmaKind::VMA_VVAR_VCLOCK,
+    VmaKind::VMA_VSYSCALL,
+];
+/// TCP states (tcp_states.h) cairn dumps and restores.
+const TCP_ESTABLISHED: u32 = 1;
+const TCP_CLOSE: u32 = 7;
+const TCP_LISTEN: u32 = 10;
+
+/// The fd numbers a restore can place: it moves every description above
+/// the largest fd of the table first (`F_DUPFD`), in a vessel that has
+/// cairn's `RLIMIT_NOFILE`, so the table must fit below that soft limit
+/// (and below the machine's `fs.nr_open`). Read once per process.
+pub fn restore_fd_limit() -> (u64, &'static str) {
+    static LIMIT: std::sync::OnceLock<(u64, &'static str)> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(1 << 20);
+        let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap_or(u64::MAX);
+        if soft < nr_open {
+            (
+                soft,
+                "cairn's RLIMIT_NOFILE, which the restored processes start with",
+            )
+        } else {
+            (nr_open, "this machine's fs.nr_open")
+        }
+    })
+}
+
 /// An error about `obj`'s `field` in the image at `path`.
 fn bad(path: &Path, obj: impl Display, field: &str, why: impl Display) -> Error {
     if field.is_empty() {
@@ -691,6 +747,7 @@ pub fn pagemap(pm: &Pagemap, owner: &str, has_parent: bool, path: &Path) -> Resu
     }
     count(path, "pagemap", "runs", pm.runs.len(), MAX_ITEMS * 16)?;
     let mut spans: Vec<(u64, u64, usize)> = Vec::with_capacity(pm.runs.len());
+    let mut data: Vec<(u32, u64, u64, usize)> = Vec::new();
     for (i, r) in pm.runs.iter().enumerate() {
         let ro = format!("run {i} at {:#x}", r.addr);
         let kind = r
@@ -724,10 +781,33 @@ pub fn pagemap(pm: &Pagemap, owner: &str, has_parent: bool, path: &Path) -> Resu
                     format!("{}: beyond the address space", r.nr_pages),
                 )
             })?;
-        if kind == RunKind::RUN_DATA && r.chunk_offset % PAGE != 0 {
-            return Err(bad(path, &ro, "chunk_offset", "not page-aligned"));
+        if kind == RunKind::RUN_DATA {
+            if r.chunk_offset % PAGE != 0 {
+                return Err(bad(path, &ro, "chunk_offset", "not page-aligned"));
+            }
+            let data_end = r
+                .chunk_offset
+                .checked_add(end - r.addr)
+                .ok_or_else(|| bad(path, &ro, "chunk_offset", "offset plus length overflows"))?;
+            data.push((r.chunk, r.chunk_offset, data_end, i));
         }
         spans.push((r.addr, end, i));
+    }
+    // Each byte of page data is the contents of one page of this owner:
+    // runs that share data would multiply what a small image restores.
+    data.sort_unstable();
+    for w in data.windows(2) {
+        if w[0].0 == w[1].0 && w[1].1 < w[0].2 {
+            return Err(bad(
+                path,
+                format!("run {}", w[1].3),
+                "chunk_offset",
+                format!(
+                    "data of chunk {} at {:#x} is also the data of run {} (reused page data)",
+                    w[1].0, w[1].1, w[0].3
+                ),
+            ));
+        }
     }
     spans.sort_unstable();
     for w in spans.windows(2) {
@@ -809,6 +889,18 @@ pub fn files(f: &Files, path: &Path) -> Result<()> {
                 if m.seals & !0x3f != 0 {
                     return Err(bad(path, &obj, "seals", format!("{:#x}", m.seals)));
                 }
+                if m.flags & !MEMFD_FLAGS != 0 || m.flags & libc::O_ACCMODE as u32 == 3 {
+                    return Err(bad(
+                        path,
+                        &obj,
+                        "flags",
+                        format!(
+                            "{:#o}: not file status flags of a memfd (bits {:#o} are not)",
+                            m.flags,
+                            m.flags & !MEMFD_FLAGS
+                        ),
+                    ));
+                }
             }
             K::Inotify(n) => {
                 count(path, &obj, "watches", n.watches.len(), MAX_ITEMS)?;
@@ -835,6 +927,25 @@ pub fn files(f: &Files, path: &Path) -> Result<()> {
                 }
                 if u.shutdown > 3 {
                     return Err(bad(path, &obj, "shutdown", u.shutdown));
+                }
+                if ![TCP_ESTABLISHED, TCP_CLOSE, TCP_LISTEN].contains(&u.state) {
+                    return Err(bad(
+                        path,
+                        &obj,
+                        "state",
+                        format!("{}: not established, close or listen", u.state),
+                    ));
+                }
+                if u.state == TCP_LISTEN && u.type_ == libc::SOCK_DGRAM as u32 {
+                    return Err(bad(path, &obj, "state", "a datagram socket cannot listen"));
+                }
+                if u.state != TCP_LISTEN && !u.icons.is_empty() {
+                    return Err(bad(
+                        path,
+                        &obj,
+                        "icons",
+                        "connections waiting to be accepted, but not a listener",
+                    ));
                 }
                 count(path, &obj, "queue", u.queue.len(), MAX_ITEMS)?;
                 let total: usize = u.queue.iter().map(|p| p.data.len()).sum();
@@ -884,6 +995,7 @@ pub fn files(f: &Files, path: &Path) -> Result<()> {
                     }
                 }
                 check_name(path, &obj, "bind_dev", &s.bind_dev, 15)?;
+                inet_kind(s, path, &obj)?;
                 if let Some(t) = s.tcp.as_ref() {
                     check_bytes(path, &obj, "tcp.inq", t.inq.len(), QUEUE_MAX)?;
                     check_bytes(path, &obj, "tcp.outq", t.outq.len(), QUEUE_MAX)?;
@@ -906,6 +1018,7 @@ pub fn files(f: &Files, path: &Path) -> Result<()> {
             }
         }
     }
+    unix_graph(f, path)?;
     count(path, "files", "pipes", f.pipes.len(), MAX_ITEMS)?;
     let mut inos = HashSet::new();
     for p in &f.pipes {
@@ -985,6 +1098,148 @@ pub fn files(f: &Files, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What restore can create of an IP socket: TCP over SOCK_STREAM or UDP
+/// over SOCK_DGRAM, a TCP socket listening, closed, or established (with
+/// its TCP state and both addresses), and addresses of the socket's
+/// family.
+fn inet_kind(s: &super::proto::InetSk, path: &Path, obj: &str) -> Result<()> {
+    let tcp = s.type_ == libc::SOCK_STREAM as u32 && s.protocol == libc::IPPROTO_TCP as u32;
+    let udp = s.type_ == libc::SOCK_DGRAM as u32 && s.protocol == libc::IPPROTO_UDP as u32;
+    if !tcp && !udp {
+        return Err(bad(
+            path,
+            obj,
+            "type",
+            format!(
+                "type {} with protocol {}: only TCP over SOCK_STREAM and UDP over SOCK_DGRAM",
+                s.type_, s.protocol
+            ),
+        ));
+    }
+    if tcp {
+        if ![TCP_ESTABLISHED, TCP_CLOSE, TCP_LISTEN].contains(&s.state) {
+            return Err(bad(
+                path,
+                obj,
+                "state",
+                format!(
+                    "{}: a TCP socket is restored established, closed or listening",
+                    s.state
+                ),
+            ));
+        }
+        if s.state == TCP_ESTABLISHED && (s.tcp.is_none() || s.local.is_none() || s.peer.is_none())
+        {
+            return Err(bad(
+                path,
+                obj,
+                "tcp",
+                "an established connection needs its TCP state and both addresses",
+            ));
+        }
+    } else {
+        if ![TCP_ESTABLISHED, TCP_CLOSE].contains(&s.state) {
+            return Err(bad(
+                path,
+                obj,
+                "state",
+                format!("{}: a UDP socket is connected (1) or not (7)", s.state),
+            ));
+        }
+        if s.tcp.is_some() {
+            return Err(bad(path, obj, "tcp", "TCP state on a UDP socket"));
+        }
+    }
+    if !udp && !s.queue.is_empty() {
+        return Err(bad(path, obj, "queue", "datagrams queued on a TCP socket"));
+    }
+    let v4 = s.family == libc::AF_INET as u32;
+    for (f, a) in [("local.ip", s.local.as_ref()), ("peer.ip", s.peer.as_ref())] {
+        if let Some(ip) = a.and_then(|a| a.ip.parse::<std::net::IpAddr>().ok()) {
+            if v4 && ip.is_ipv6() {
+                return Err(bad(
+                    path,
+                    obj,
+                    f,
+                    format!("{ip}: an IPv6 address on an AF_INET socket"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The unix sockets together: one description per socket inode, and a
+/// peer that is in the images (the other end, or the listener of a
+/// pending connection) of the same type.
+fn unix_graph(f: &Files, path: &Path) -> Result<()> {
+    let mut by_ino: HashMap<u32, (u32, &super::proto::UnixSocket)> = HashMap::new();
+    for d in &f.descs {
+        if let Some(file_desc::Kind::Unix(u)) = &d.kind {
+            if let Some((other, _)) = by_ino.insert(u.ino, (d.id, u)) {
+                return Err(bad(
+                    path,
+                    format!("description {}", d.id),
+                    "ino",
+                    format!(
+                        "socket:[{}] is also description {other} (one description per socket)",
+                        u.ino
+                    ),
+                ));
+            }
+        }
+    }
+    for (id, u) in by_ino.values() {
+        if u.peer == 0 {
+            continue;
+        }
+        if let Some((pdesc, p)) = by_ino.get(&u.peer) {
+            if p.type_ != u.type_ {
+                return Err(bad(
+                    path,
+                    format!("description {id}"),
+                    "type",
+                    format!(
+                        "{}, but its peer socket:[{}] (description {pdesc}) is of type {}",
+                        u.type_, p.ino, p.type_
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Private page runs of `pm` against the address space `m`: none in a
+/// VMA the kernel places itself ([vdso], [vvar], [vsyscall]), where
+/// restore cannot write.
+pub fn pagemap_vmas(pm: &Pagemap, m: &MmEntry, path: &Path) -> Result<()> {
+    if !pm.owner.starts_with("pid:") {
+        return Ok(());
+    }
+    let special: Vec<(u64, u64, &str)> = m
+        .vmas
+        .iter()
+        .filter(|v| v.kind.enum_value().is_ok_and(|k| KERNEL_VMAS.contains(&k)))
+        .map(|v| (v.start, v.end, v.name.as_str()))
+        .collect();
+    for (i, r) in pm.runs.iter().enumerate() {
+        let end = r.addr.saturating_add(r.nr_pages.saturating_mul(PAGE));
+        if let Some((s, e, n)) = special.iter().find(|(s, e, _)| r.addr < *e && *s < end) {
+            return Err(bad(
+                path,
+                format!("run {i} at {:#x}", r.addr),
+                "addr",
+                format!(
+                    "inside {} ({s:#x}-{e:#x}), which the kernel maps: no pages can be restored there",
+                    if n.is_empty() { "a kernel-placed VMA" } else { n }
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `fdinfo-<pid>.img`: fd numbers below `FD_MAX` (not below the
 /// process's `RLIMIT_NOFILE`: a process may lower it under fds it holds),
 /// unique, each naming a description.
@@ -1020,6 +1275,29 @@ pub fn fdtable(t: &FdTable, pid: u32, descs: &HashMap<u32, &FileDesc>, path: &Pa
                 &fo,
                 "desc_id",
                 format!("no description {} in files.img", fd.desc_id),
+            ));
+        }
+    }
+    // Restore first moves each description to a number above the
+    // largest fd (at least 64), then onto its fds: all of that must be
+    // below the limit the restored processes have.
+    if let Some(max) = t.fds.iter().map(|f| f.fd).max() {
+        let groups = t
+            .fds
+            .iter()
+            .map(|f| f.desc_id)
+            .collect::<HashSet<_>>()
+            .len() as u64;
+        let need = (max as u64 + 1).max(64) + groups;
+        let (lim, what) = restore_fd_limit();
+        if need > lim {
+            return Err(bad(
+                path,
+                format!("fd {max}"),
+                "fd",
+                format!(
+                    "restore needs fd numbers up to {need} for this table, above {lim} ({what})"
+                ),
             ));
         }
     }

@@ -39,6 +39,12 @@ pub enum ContentsLimit {
     Max(u64),
 }
 
+/// Most entries of contents.img that may share one chunk list (names of
+/// one inode the tree has open, each stored once): restore writes the
+/// list once per entry, so this bounds what it writes to 64 times the
+/// data the image holds.
+pub const MAX_LINKS: usize = 64;
+
 /// The default per-file limit: 64 MiB.
 pub const DEFAULT_LIMIT: ContentsLimit = ContentsLimit::Max(64 << 20);
 
@@ -367,21 +373,51 @@ pub fn load(
             _ => None,
         })
         .collect();
-    for f in &c.files {
+    // The chunk list of each file, by its first chunk: files that share
+    // chunks are names of one inode, stored once (hard links).
+    let mut lists: HashMap<u32, (&[u32], usize, usize)> = HashMap::new();
+    let mut owner_of: HashMap<u32, usize> = HashMap::new();
+    let mut names: HashSet<(&str, bool)> = HashSet::new();
+    for (i, f) in c.files.iter().enumerate() {
+        let entry = |field: &str, why: String| {
+            Error::image(&path, format!("file {i} ({}): {field}: {why}", f.path))
+        };
         if !f.path.starts_with('/') {
             return Err(Error::image(
                 &path,
                 format!("path {:?} is not absolute", f.path),
             ));
         }
+        if !names.insert((f.path.as_str(), f.deleted)) {
+            return Err(entry("path", "listed twice".into()));
+        }
         let mut sum = 0u64;
-        for &ch in &f.chunks {
+        let n = f.chunks.len();
+        for (k, &ch) in f.chunks.iter().enumerate() {
             let raw = store
                 .store
                 .chunks
                 .get(ch as usize)
                 .map(|c| c.raw_len)
                 .ok_or_else(|| Error::image(&path, format!("{}: no chunk {ch}", f.path)))?;
+            // A dump reads a file in order into chunks of MAX_CHUNK_RAW
+            // bytes, the last one shorter or full: a chunk named twice, out
+            // of order or short in the middle is no file's contents.
+            if k > 0 && ch <= f.chunks[k - 1] {
+                return Err(entry(
+                    "chunks",
+                    format!(
+                        "chunk {ch} after chunk {} (each chunk once, in file order)",
+                        f.chunks[k - 1]
+                    ),
+                ));
+            }
+            if k + 1 < n && raw != MAX_CHUNK_RAW {
+                return Err(entry(
+                    "chunks",
+                    format!("chunk {ch} holds {raw} bytes in the middle of the file, not {MAX_CHUNK_RAW}"),
+                ));
+            }
             sum = sum.saturating_add(raw);
         }
         if sum != f.size {
@@ -389,6 +425,47 @@ pub fn load(
                 &path,
                 format!("{}: chunks hold {sum} bytes, size is {}", f.path, f.size),
             ));
+        }
+        if let Some(&first) = f.chunks.first() {
+            match lists.get_mut(&first) {
+                Some((l, users, _)) if *l == f.chunks.as_slice() => {
+                    *users += 1;
+                    if *users > MAX_LINKS {
+                        return Err(entry(
+                            "chunks",
+                            format!(
+                                "the contents of more than {MAX_LINKS} files (names of one \
+                                 file are stored once, but not this often)"
+                            ),
+                        ));
+                    }
+                }
+                Some((_, _, j)) => {
+                    let j = *j;
+                    return Err(entry(
+                        "chunks",
+                        format!(
+                            "chunk {first} also holds part of file {j} ({}) with other chunks",
+                            c.files[j].path
+                        ),
+                    ));
+                }
+                None => {
+                    for &ch in &f.chunks {
+                        if let Some(&j) = owner_of.get(&ch) {
+                            return Err(entry(
+                                "chunks",
+                                format!(
+                                    "chunk {ch} also holds part of file {j} ({})",
+                                    c.files[j].path
+                                ),
+                            ));
+                        }
+                        owner_of.insert(ch, i);
+                    }
+                    lists.insert(first, (f.chunks.as_slice(), 1, i));
+                }
+            }
         }
         for id in &f.desc_ids {
             if regs.get(id) != Some(&(f.path.as_str(), f.deleted)) {

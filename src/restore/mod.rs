@@ -129,6 +129,7 @@ impl Images {
                 pm
             };
             memory::validate_pagemap(&pm, &mm, &store, &dir.file(&pm_name))?;
+            validate::pagemap_vmas(&pm, &mm, &dir.file(&pm_name))?;
             pagemaps.push(pm);
             let mut shared_owners: Vec<String> = mm
                 .vmas
