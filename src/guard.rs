@@ -52,7 +52,7 @@
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
@@ -313,12 +313,18 @@ pub fn tell_lock(table: &str) {
     send(format!("N {table}").as_bytes(), &[]);
 }
 
-/// The dump's staging directory (removed if the dumper dies).
-pub fn tell_staging(path: &Path) {
+/// The dump's staging directory (removed if the dumper dies). The
+/// guardian gets the directory that holds it as a descriptor and removes
+/// it by name through that descriptor, never by path: a path could lead
+/// elsewhere by then.
+pub fn tell_staging(staging: &crate::image::staging::Staging) {
     use std::os::unix::ffi::OsStrExt;
+    let (parent, name) = staging.parent_and_name();
     let mut m = b"W ".to_vec();
-    m.extend_from_slice(path.as_os_str().as_bytes());
-    send(&m, &[]);
+    m.extend_from_slice(name.as_bytes());
+    m.push(0);
+    m.extend_from_slice(staging.work_path().as_os_str().as_bytes());
+    send(&m, &[parent.as_raw_fd()]);
 }
 
 /// The images are in place and the tree is about to be killed: from now
@@ -574,7 +580,9 @@ struct Told {
     /// Sockets in repair mode: (inode, SO_REUSEADDR before, our dup).
     sockets: Vec<(u64, i32, OwnedFd)>,
     table: Option<String>,
-    staging: Option<PathBuf>,
+    /// The directory holding the staging directory, its name there, and
+    /// its path (for messages).
+    staging: Option<(OwnedFd, std::ffi::OsString, PathBuf)>,
     killing: bool,
     done: bool,
 }
@@ -583,7 +591,14 @@ impl Told {
     fn take(&mut self, payload: &[u8], fds: Vec<OwnedFd>) {
         if let Some(p) = payload.strip_prefix(b"W ") {
             use std::os::unix::ffi::OsStrExt;
-            self.staging = Some(PathBuf::from(std::ffi::OsStr::from_bytes(p)));
+            let mut parts = p.splitn(2, |&b| b == 0);
+            let name = std::ffi::OsStr::from_bytes(parts.next().unwrap_or_default());
+            let shown = PathBuf::from(std::ffi::OsStr::from_bytes(
+                parts.next().unwrap_or_default(),
+            ));
+            if let Some(fd) = fds.into_iter().next() {
+                self.staging = Some((fd, name.to_os_string(), shown));
+            }
             return;
         }
         let line = String::from_utf8_lossy(payload);
@@ -713,7 +728,7 @@ pub fn run(role: &str, dumper: &str) -> u8 {
         return 0;
     }
     if told.threads.is_empty() && told.sockets.is_empty() && told.table.is_none() {
-        remove_staging(told.staging.as_deref(), dumper);
+        remove_staging(told.staging.as_ref(), dumper);
         return 0;
     }
     let mut failed = 0;
@@ -755,7 +770,7 @@ pub fn run(role: &str, dumper: &str) -> u8 {
             }
         }
     }
-    remove_staging(told.staging.as_deref(), dumper);
+    remove_staging(told.staging.as_ref(), dumper);
     eprintln!(
         "cairn guard: the dumper (pid {dumper}) died during the dump; of {} threads, put back \
          the registers of {regs_fixed} and the signal mask of {masks_fixed}; took {sockets_fixed} \
@@ -771,20 +786,24 @@ pub fn run(role: &str, dumper: &str) -> u8 {
     u8::from(failed > 0)
 }
 
-/// Removes the staging directory of a dead dumper: only a real directory
-/// (not a symlink) whose name is a staging name of that dumper's pid.
-fn remove_staging(p: Option<&Path>, dumper: &str) {
-    let Some(p) = p else { return };
-    let name = p
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let ours = name.starts_with('.') && name.ends_with(&format!("cairn-tmp-{dumper}"));
-    if !ours || !std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()) {
+/// Removes the staging directory of a dead dumper, through the descriptor
+/// of the directory that holds it: only a real directory owned by us (a
+/// link is never followed) whose name is a staging name of that dumper's
+/// pid, and only the regular files in it.
+fn remove_staging(st: Option<&(OwnedFd, std::ffi::OsString, PathBuf)>, dumper: &str) {
+    let Some((parent, name, shown)) = st else {
+        return;
+    };
+    let n = name.to_string_lossy();
+    let tag = format!("cairn-tmp-{dumper}-");
+    if !n.starts_with('.') || !n.contains(&tag) || !crate::image::staging::is_staging_name(name) {
         return;
     }
-    if let Err(e) = crate::image::staging::remove_stale(p) {
-        eprintln!("cairn guard: {e}");
+    if let Err(e) = crate::image::staging::remove_stale(parent.as_fd(), name, shown) {
+        if !matches!(&e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+        {
+            eprintln!("cairn guard: {e}");
+        }
     }
 }
 
@@ -849,15 +868,18 @@ mod tests {
         t.take(b"S 1234 1", vec![OwnedFd::from(a)]);
         t.take(b"S 99 0", vec![]);
         t.take(b"N cairn_7_8", vec![]);
-        t.take(b"W /tmp/a dir/.x.cairn-tmp-5", vec![]);
+        let (c, _d) = UnixStream::pair().unwrap();
+        t.take(
+            b"W .x.cairn-tmp-5-ab\0/tmp/a dir/.x.cairn-tmp-5-ab",
+            vec![OwnedFd::from(c)],
+        );
         t.take(b"P 7 10 20 30", vec![]);
         assert_eq!(t.sockets.len(), 1);
         assert_eq!((t.sockets[0].0, t.sockets[0].1), (1234, 1));
         assert_eq!(t.table.as_deref(), Some("cairn_7_8"));
-        assert_eq!(
-            t.staging.as_deref(),
-            Some(Path::new("/tmp/a dir/.x.cairn-tmp-5"))
-        );
+        let st = t.staging.as_ref().unwrap();
+        assert_eq!(st.1, std::ffi::OsString::from(".x.cairn-tmp-5-ab"));
+        assert_eq!(st.2, PathBuf::from("/tmp/a dir/.x.cairn-tmp-5-ab"));
         assert_eq!(t.threads[&7].parking, Some((0x10, 0x20, 0x30)));
         assert!(!t.killing && !t.done);
         t.take(b"X", vec![]);
@@ -870,19 +892,24 @@ mod tests {
         let d = std::env::temp_dir().join(format!("cairn-guard-stg-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
-        let mine = d.join(".img.cairn-tmp-4242");
-        let other = d.join(".img.cairn-tmp-4243");
-        let link = d.join(".l.cairn-tmp-4242");
-        for p in [&mine, &other] {
-            std::fs::create_dir(p).unwrap();
-            std::fs::write(p.join("core-1.img"), b"x").unwrap();
+        let mine = ".img.cairn-tmp-4242-0123456789abcdef";
+        let other = ".img.cairn-tmp-4243-0123456789abcdef";
+        let link = ".l.cairn-tmp-4242-0123456789abcdef";
+        for p in [mine, other] {
+            std::fs::create_dir(d.join(p)).unwrap();
+            std::fs::write(d.join(p).join("core-1.img"), b"x").unwrap();
         }
-        std::os::unix::fs::symlink(&other, &link).unwrap();
-        remove_staging(Some(&other), "4242");
-        remove_staging(Some(&link), "4242");
-        assert!(other.join("core-1.img").exists());
-        remove_staging(Some(&mine), "4242");
-        assert!(!mine.exists());
+        std::os::unix::fs::symlink(d.join(other), d.join(link)).unwrap();
+        let told = |name: &str| {
+            let fd = OwnedFd::from(std::fs::File::open(&d).unwrap());
+            (fd, std::ffi::OsString::from(name), d.join(name))
+        };
+        remove_staging(Some(&told(other)), "4242");
+        remove_staging(Some(&told(link)), "4242");
+        assert!(d.join(other).join("core-1.img").exists());
+        assert!(d.join(link).symlink_metadata().is_ok());
+        remove_staging(Some(&told(mine)), "4242");
+        assert!(!d.join(mine).exists());
         let _ = std::fs::remove_dir_all(&d);
     }
 

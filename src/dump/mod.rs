@@ -203,7 +203,7 @@ pub fn dump(args: &DumpArgs) -> Result<DumpStats> {
     let watch = watch::TreeWatch::start(pid, &args.freeze);
     // So does starting the guardian (crate::guard).
     let guardian = Guardian::start(Role::Dump);
-    crate::guard::tell_staging(staging.work_path());
+    crate::guard::tell_staging(&staging);
     let t0 = Instant::now();
     let mut frozen =
         match crate::guard::check().and_then(|()| Frozen::freeze_tree(pid, watch, guardian)) {

@@ -34,7 +34,6 @@
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, OFlags};
@@ -211,11 +210,7 @@ impl Staging {
             Ok(x) => x,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let parent = parent_of(final_dir);
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(&parent)
-                    .at(&parent)?;
+                safefs::make_dirs(&parent).at(&parent)?;
                 safefs::open_parent_dir(final_dir).at(final_dir)?
             }
             Err(e) => return Err(Error::io(final_dir, e)),
@@ -296,6 +291,13 @@ impl Staging {
             moved: Vec::new(),
             committed: false,
         })
+    }
+
+    /// The directory that holds the staging directory, and the staging
+    /// directory's name in it: what the guardian needs to remove it
+    /// through a descriptor if the dumper dies ([`remove_stale`]).
+    pub fn parent_and_name(&self) -> (BorrowedFd<'_>, &OsStr) {
+        (self.parent.as_fd(), &self.work_name)
     }
 
     /// Where the images are written until [`Staging::commit`].

@@ -92,8 +92,31 @@ pub fn open_parent(path: &Path) -> io::Result<(OwnedFd, OsString)> {
     } else {
         PathBuf::new()
     };
-    let dir = walk(start, comps, 0)?;
+    let dir = walk(start, comps, 0, false)?;
     Ok((dir, last))
+}
+
+/// Makes the directory `path` and every missing directory above it (mode
+/// 0700), like `mkdir -p` but by the same walk as [`open_parent`]: each
+/// missing component is made with `mkdirat` in the directory the walk
+/// holds, so nothing is ever made through an untrusted link.
+pub fn make_dirs(path: &Path) -> io::Result<()> {
+    let mut comps: Vec<OsString> = Vec::new();
+    let mut absolute = false;
+    for c in path.components() {
+        match c {
+            Component::RootDir => absolute = true,
+            Component::ParentDir => comps.push("..".into()),
+            Component::Normal(n) => comps.push(n.to_os_string()),
+            _ => {}
+        }
+    }
+    let start = if absolute {
+        Path::new("/").to_path_buf()
+    } else {
+        PathBuf::new()
+    };
+    walk(start, comps, 0, true).map(drop)
 }
 
 /// Opens the start of a walk: `/` or the current directory.
@@ -109,12 +132,29 @@ fn open_start(abs: bool) -> io::Result<OwnedFd> {
 
 /// Walks `comps` (every one a directory or a trusted link to one) from
 /// `shown` (`/` or empty for the current directory).
-fn walk(shown: PathBuf, comps: Vec<OsString>, mut links: usize) -> io::Result<OwnedFd> {
+fn walk(
+    shown: PathBuf,
+    comps: Vec<OsString>,
+    mut links: usize,
+    create: bool,
+) -> io::Result<OwnedFd> {
     let mut cur = open_start(shown.as_os_str() == "/")?;
     let mut shown = shown;
     // Pending components, last first.
     let mut todo: Vec<OsString> = comps.into_iter().rev().collect();
     while let Some(c) = todo.pop() {
+        if create && c != ".." {
+            match rfs::mkdirat(&cur, c.as_os_str(), Mode::from_raw_mode(0o700)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => {
+                    let e = io::Error::from(e);
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("{}: {e}", shown.join(&c).display()),
+                    ));
+                }
+            }
+        }
         let next = rfs::openat(
             &cur,
             c.as_os_str(),
@@ -558,6 +598,14 @@ mod tests {
             e.contains("owned by uid 64123") && e.contains("theirs"),
             "{e}"
         );
+        // mkdir -p through it makes nothing at the link's target.
+        let e = make_dirs(&t.join("theirs/made/deeper"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("owned by uid 64123"), "{e}");
+        assert!(!t.join("real/made").exists());
+        make_dirs(&t.join("mine/made/deeper")).unwrap();
+        assert!(t.join("mine/made/deeper").is_dir());
         let _ = std::fs::remove_dir_all(&t);
     }
 
