@@ -31,7 +31,7 @@ const RUN_AFTER_RESTORE: Duration = Duration::from_millis(1500);
 /// Upper bound for any one step (start, dump, restore, first tick).
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The demo's workload: every [`TICK`] it increments a counter and writes
+/// The demo's workload: every `TICK` it increments a counter and writes
 /// `count N pid P` to `path` (replacing the file atomically) and to stdout.
 /// The pid is asked of the kernel each time, so a restored copy reports
 /// the pid it really runs under.

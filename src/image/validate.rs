@@ -1211,7 +1211,7 @@ fn unix_graph(f: &Files, path: &Path) -> Result<()> {
 }
 
 /// Private page runs of `pm` against the address space `m`: none in a
-/// VMA the kernel places itself ([vdso], [vvar], [vsyscall]), where
+/// VMA the kernel places itself (\[vdso\], \[vvar\], \[vsyscall\]), where
 /// restore cannot write.
 pub fn pagemap_vmas(pm: &Pagemap, m: &MmEntry, path: &Path) -> Result<()> {
     if !pm.owner.starts_with("pid:") {

@@ -98,8 +98,8 @@ impl FdKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FdEntry {
     pub fd: i32,
-    /// The link target: "/path", "/path (deleted)", "pipe:[123]",
-    /// "socket:[45]", "anon_inode:[eventfd]", ...
+    /// The link target: "/path", "/path (deleted)", "pipe:\[123\]",
+    /// "socket:\[45\]", "anon_inode:\[eventfd\]", ...
     pub target: String,
     /// pos, flags (with O_CLOEXEC as fdinfo shows it), mnt_id, ino. The
     /// kind-specific lines (`extra`) are not part of the inventory: the

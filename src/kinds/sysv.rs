@@ -1,7 +1,7 @@
 //! System V shared memory segments attached by the dumped tree.
 //!
 //! Dump records each segment's key, id, size, mode and owner from
-//! /proc/sysvipc/shm (its pages go to the pagemap of owner "sysv:<id>",
+//! /proc/sysvipc/shm (its pages go to the pagemap of owner `"sysv:<id>"`,
 //! see `kinds::memory`). Restore makes sure a segment with the same id
 //! exists before the processes attach it: one that survived the dump (same
 //! key and size) is reused, otherwise it is created with its old id through

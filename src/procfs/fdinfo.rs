@@ -85,8 +85,8 @@ pub fn read_fdinfo(pid: i32, fd: i32) -> Result<FdInfo> {
 }
 
 /// List open fds of a process: sorted fd numbers with the readlink target
-/// of /proc/PID/fd/N ("/path", "pipe:[123]", "socket:[45]",
-/// "anon_inode:[eventfd]", "/dev/null", "/path (deleted)").
+/// of /proc/PID/fd/N ("/path", "pipe:\[123\]", "socket:\[45\]",
+/// "anon_inode:\[eventfd\]", "/dev/null", "/path (deleted)").
 ///
 /// An fd that disappears between listing and readlink is skipped (this
 /// includes the directory fd used for the listing when pid is the caller).
@@ -105,10 +105,10 @@ pub fn read_fds(pid: i32) -> Result<Vec<(i32, String)>> {
     Ok(out)
 }
 
-/// Parse a link target such as "pipe:[123]" -> Some(("pipe", 123)),
-/// "socket:[45]" -> Some(("socket",45)), "net:[4026531840]" ->
+/// Parse a link target such as "pipe:\[123\]" -> Some(("pipe", 123)),
+/// "socket:\[45\]" -> Some(("socket",45)), "net:\[4026531840\]" ->
 /// Some(("net", 4026531840)); paths and non-numeric targets such as
-/// "anon_inode:[eventfd]" -> None.
+/// "anon_inode:\[eventfd\]" -> None.
 pub fn parse_anon_link(target: &str) -> Option<(&str, u64)> {
     if target.starts_with('/') {
         return None;

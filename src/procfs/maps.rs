@@ -23,7 +23,7 @@ pub struct MapsEntry {
     pub dev_major: u32,
     pub dev_minor: u32,
     pub inode: u64,
-    /// "" for anonymous memory, "[heap]", "[stack]", "[vdso]",
+    /// "" for anonymous memory, "\[heap\]", "\[stack\]", "\[vdso\]",
     /// "/usr/lib/x.so", "/dev/zero (deleted)", "/memfd:name (deleted)", ...
     pub path: String,
     /// Two-letter codes from the smaps "VmFlags:" line; empty from maps.

@@ -8,6 +8,9 @@
 //!   `cargo test --release --workspace ARGS...`, then (without ARGS, where
 //!   /dev/kvm exists, unless CAIRN_VM_TEST=0) `vm-test` on every kernel,
 //!   and exits non-zero if either failed.
+//! - `cargo xtask lint`: `cargo fmt --check`, clippy with every warning
+//!   an error (all targets), and rustdoc with every warning an error; CI
+//!   runs it before the tests.
 //! - `cargo xtask vm-test [--kernel 6.1|6.12|all] [-- FILTERS]`: core
 //!   integration tests inside QEMU under Debian's kernels (`vm.rs`).
 //! - `cargo xtask fuzz [--iterations N] [--seed S]`: the in-tree fuzzer of
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
     };
     let r = match task {
         "test" => test(rest),
+        "lint" => lint(rest).map(|()| 0),
         "demo" => demo(rest),
         "bench" => bench(rest).map(|()| 0),
         "vm-test" => vm::vm_test(rest),
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
 
 const USAGE: &str = "usage: cargo xtask demo [DEMO ARGS...]
        cargo xtask test [CARGO TEST ARGS...]
+       cargo xtask lint
        cargo xtask fuzz [--iterations N] [--seed S]
        cargo xtask bench [--runs N] [--size SIZE]
        cargo xtask bench tree [--runs N]
@@ -285,6 +290,49 @@ fn fuzz(args: &[String]) -> Result<u8> {
         .status()
         .map_err(|e| format!("cargo test: {e}"))?;
     Ok(status.code().unwrap_or(1).clamp(0, 255) as u8)
+}
+
+/// `cargo xtask lint`: formatting, clippy and rustdoc, each failing on
+/// any warning. The build tools are needed too: clippy runs the build
+/// scripts (the BPF programs are compiled by clang there).
+fn lint(extra: &[String]) -> Result<()> {
+    if let Some(a) = extra.first() {
+        return Err(format!("lint takes no arguments (got {a:?})"));
+    }
+    let start = Instant::now();
+    ensure_tools_for(true)?;
+    for (component, probe) in [("rustfmt", "fmt"), ("clippy", "clippy")] {
+        let ok = cargo()
+            .args([probe, "--version"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return Err(format!(
+                "cargo {probe} is not installed (rustup component add {component}); \
+                 lint cannot run"
+            ));
+        }
+    }
+    eprintln!("xtask lint: cargo fmt --check");
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    eprintln!("xtask lint: clippy (warnings are errors)");
+    run(cargo().args([
+        "clippy",
+        "--release",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    eprintln!("xtask lint: rustdoc (warnings are errors)");
+    run(cargo()
+        .args(["doc", "--release", "--no-deps", "--workspace"])
+        .env("RUSTDOCFLAGS", "-D warnings"))?;
+    eprintln!("xtask lint: ok in {:.0?}", start.elapsed());
+    Ok(())
 }
 
 fn test(extra: &[String]) -> Result<u8> {
