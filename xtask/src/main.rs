@@ -207,6 +207,8 @@ struct Counts {
     passed: u64,
     failed: u64,
     ignored: u64,
+    /// "test result: FAILED" lines: test binaries that reported failures.
+    failed_results: u64,
 }
 
 impl Counts {
@@ -216,6 +218,9 @@ impl Counts {
         let Some(rest) = line.trim().strip_prefix("test result: ") else {
             return;
         };
+        if rest.starts_with("FAILED") {
+            self.failed_results += 1;
+        }
         for part in rest.split(';') {
             let mut w = part.split_whitespace().rev();
             let (Some(what), Some(n)) = (w.next(), w.next()) else {
@@ -341,11 +346,31 @@ fn test(extra: &[String]) -> Result<u8> {
     std::env::set_var("PATH", path_with_sbin());
     ensure_tools()?;
     run(cargo().args(["build", "--release"]))?;
+    // Every test binary runs even after one fails (--no-fail-fast), so
+    // the counts cover the whole suite; a binary that fails without a
+    // "test result:" line of its own (it crashed, or its harness died) is
+    // counted from cargo's "error: test failed" lines on stderr.
     let mut cmd = cargo();
-    cmd.args(["test", "--release", "--workspace"])
+    cmd.args(["test", "--release", "--workspace", "--no-fail-fast"])
         .args(extra)
-        .stdout(Stdio::piped());
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| format!("{cmd:?}: {e}"))?;
+    let failed_binaries = child.stderr.take().map(|err| {
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            let stderr = std::io::stderr();
+            for line in BufReader::new(err).lines().map_while(|l| l.ok()) {
+                if line.starts_with("error: test failed") {
+                    n += 1;
+                }
+                let mut e = stderr.lock();
+                let _ = writeln!(e, "{line}");
+                let _ = e.flush();
+            }
+            n
+        })
+    });
     let mut counts = Counts::default();
     if let Some(out) = child.stdout.take() {
         let stdout = std::io::stdout();
@@ -358,14 +383,25 @@ fn test(extra: &[String]) -> Result<u8> {
         }
     }
     let status = child.wait().map_err(|e| format!("{cmd:?}: {e}"))?;
+    let failed_binaries = failed_binaries.and_then(|t| t.join().ok()).unwrap_or(0);
+    let crashed = failed_binaries.saturating_sub(counts.failed_results);
+    counts.failed += crashed;
     let mut code = status.code().unwrap_or(1).clamp(0, 255) as u8;
+    if crashed > 0 && code == 0 {
+        code = 1;
+    }
     println!(
-        "xtask test: host suite {} in {:.0} s ({} passed, {} failed, {} ignored)",
+        "xtask test: host suite {} in {:.0} s ({} passed, {} failed, {} ignored{})",
         verdict(code),
         start.elapsed().as_secs_f64(),
         counts.passed,
         counts.failed,
-        counts.ignored
+        counts.ignored,
+        if crashed > 0 {
+            format!("; {crashed} test binaries failed without a result line, counted as failed")
+        } else {
+            String::new()
+        }
     );
     // The kernel matrix: the core tests again under Debian's 6.1 and 6.12.
     let vm_start = Instant::now();
@@ -1225,7 +1261,8 @@ mod tests {
             Counts {
                 passed: 15,
                 failed: 2,
-                ignored: 1
+                ignored: 1,
+                failed_results: 1,
             }
         );
     }
