@@ -576,7 +576,7 @@ fn exit_codes_match_the_readme() {
     // 1: prune of a directory that holds no checkpoint.
     assert_eq!(code(&run(&["prune", e], "p1")), 1);
     if !is_root() {
-        eprintln!("skipped the dump and restore exit codes: not root");
+        note_skip("the dump and restore exit codes: not root");
         let _ = fs::remove_dir_all(&base);
         return;
     }

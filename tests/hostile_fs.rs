@@ -35,7 +35,9 @@ fn skip() -> bool {
         return true;
     }
     if setpriv().is_none() {
-        println!("skipped: no setpriv(1) to run the attacker as uid {ATTACKER}");
+        note_skip(&format!(
+            "no setpriv(1) to run the attacker as uid {ATTACKER}"
+        ));
         return true;
     }
     false

@@ -32,7 +32,7 @@ fn have(mech: &str) -> bool {
         _ => (true, String::new()),
     };
     if !ok {
-        println!("skipped: no {mech} on this kernel ({why})");
+        note_skip(&format!("no {mech} on this kernel ({why})"));
     }
     ok
 }

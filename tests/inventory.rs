@@ -86,7 +86,7 @@ fn bpf_and_proc_inventories_are_identical() {
         return;
     }
     if let Some(why) = bpf_unavailable() {
-        println!("skipped: BPF iterators unavailable: {why}");
+        note_skip(&format!("BPF iterators unavailable: {why}"));
         return;
     }
     let mut w = Workload::start("inv_busy", &[]);

@@ -29,7 +29,9 @@ fn skip_unless_can_drop() -> bool {
         return true;
     }
     if setpriv().is_none() {
-        eprintln!("skipped: no setpriv(1) (util-linux) to run cairn as uid {NOBODY}");
+        note_skip(&format!(
+            "no setpriv(1) (util-linux) to run cairn as uid {NOBODY}"
+        ));
         return true;
     }
     false
@@ -330,7 +332,7 @@ fn setcap_bin() -> Option<PathBuf> {
 /// setcap(8) (libcap2-bin, which `cargo xtask test` installs).
 fn setcap_cairn() -> Option<PathBuf> {
     let Some(setcap) = setcap_bin() else {
-        eprintln!("skipped: no setcap(8) (libcap2-bin)");
+        note_skip("no setcap(8) (libcap2-bin)");
         return None;
     };
     let exe = fresh_dir("setcap").join("cairn");

@@ -313,7 +313,7 @@ fn redis_tcp_established() {
     let bin = match redis_server() {
         Ok(b) => b,
         Err(e) => {
-            println!("skipped: redis-server is not available: {e}");
+            note_skip(&format!("redis-server is not available: {e}"));
             return;
         }
     };
@@ -391,7 +391,7 @@ fn redis_leave_running() {
     let bin = match redis_server() {
         Ok(b) => b,
         Err(e) => {
-            println!("skipped: redis-server is not available: {e}");
+            note_skip(&format!("redis-server is not available: {e}"));
             return;
         }
     };

@@ -176,7 +176,9 @@ fn tree_fork_storm() {
             log.contains("freeze: BPF fork tracker"),
             "BPF fork tracking is available, but the dump did not use it:\n{log}"
         ),
-        Some(why) => eprintln!("fork tracking is not BPF here ({why}); /proc was used"),
+        Some(why) => note_skip(&format!(
+            "the BPF check: fork tracking is not BPF here ({why}); /proc was used"
+        )),
     }
 }
 
@@ -278,7 +280,7 @@ fn fork_tracker_catches_child_born_while_freezing() {
         return;
     }
     if let Some(why) = fork_tracking_unavailable() {
-        eprintln!("skipped: fork tracking is not BPF here: {why}");
+        note_skip(&format!("fork tracking is not BPF here: {why}"));
         return;
     }
     dump_while_forking(
@@ -297,7 +299,7 @@ fn fork_tracker_catches_thread_born_while_freezing() {
         return;
     }
     if let Some(why) = fork_tracking_unavailable() {
-        eprintln!("skipped: fork tracking is not BPF here: {why}");
+        note_skip(&format!("fork tracking is not BPF here: {why}"));
         return;
     }
     dump_while_forking(
@@ -317,7 +319,7 @@ fn freeze_finds_grandchild_reparented_after_snapshot() {
         return;
     }
     if let Some(why) = fork_tracking_unavailable() {
-        eprintln!("skipped: fork tracking is not BPF here: {why}");
+        note_skip(&format!("fork tracking is not BPF here: {why}"));
         return;
     }
     dump_while_forking(

@@ -66,8 +66,36 @@ pub fn skip_unless_root() -> bool {
     if is_root() {
         false
     } else {
-        println!("skipped: needs root");
+        note_skip("needs root");
         true
+    }
+}
+
+/// Every skip goes through here: it says why, and appends a line (test
+/// name and reason) to the file named by `CAIRN_SKIP_LOG`, which
+/// `cargo xtask test` sets, so that skips are counted and listed in its
+/// summary instead of passing silently (and, in CI on the host, fail the
+/// run: see xtask's `test`).
+pub fn note_skip(reason: &str) {
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .map(|n| n.split('-').next().unwrap_or_default().to_string())
+        .unwrap_or_default();
+    eprintln!("skipped: {reason}");
+    if let Some(log) = std::env::var_os("CAIRN_SKIP_LOG") {
+        use std::io::Write;
+        let line = format!("{exe}::{test}: {}\n", reason.replace('\n', " "));
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            // One write of a short line with O_APPEND: lines of
+            // concurrent tests do not interleave.
+            let _ = f.write_all(line.as_bytes());
+        }
     }
 }
 
