@@ -35,14 +35,7 @@ pub fn show(path: &Path, json: bool) -> Result<()> {
 /// directory or file another user could have written is refused unless
 /// `--allow-foreign-images` was given ([`crate::image::check_trust`]).
 pub fn render(path: &Path, json: bool) -> Result<String> {
-    let (parent, name) = safefs::open_parent_dir(path).at(path)?;
-    let is_dir = name == "."
-        || match safefs::lstatat(&parent, &name).at(path)? {
-            st if safefs::file_type(&st) == rustix::fs::FileType::Symlink => {
-                return Err(Error::io(path, std::io::Error::other(safefs::SYMLINK_MSG)))
-            }
-            st => safefs::file_type(&st) == rustix::fs::FileType::Directory,
-        };
+    let is_dir = safefs::is_dir_nofollow(path).at(path)?;
     let (dir, files) = if is_dir {
         let d = ImageDir::view(path)?;
         d.check_dir_trusted()?;

@@ -66,14 +66,7 @@ pub fn run(path: &Path, json: bool) -> Result<()> {
 /// Verifies a checkpoint directory or one image file (never through a
 /// symbolic link; see [`crate::sys::safefs`]).
 pub fn verify(path: &Path) -> Result<Report> {
-    let (parent, name) = safefs::open_parent_dir(path).at(path)?;
-    let is_dir = name == "."
-        || match safefs::lstatat(&parent, &name).at(path)? {
-            st if safefs::file_type(&st) == rustix::fs::FileType::Symlink => {
-                return Err(Error::io(path, std::io::Error::other(safefs::SYMLINK_MSG)))
-            }
-            st => safefs::file_type(&st) == rustix::fs::FileType::Directory,
-        };
+    let is_dir = safefs::is_dir_nofollow(path).at(path)?;
     if is_dir {
         verify_dir(path)
     } else {

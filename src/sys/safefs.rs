@@ -319,6 +319,20 @@ pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     openat_nofollow(&parent, &name, OFlags::RDONLY | OFlags::DIRECTORY, 0)
 }
 
+/// Whether `path` names a directory (`true`) or anything else (`false`),
+/// by the walk of [`open_parent`]; a symbolic link as its last component
+/// is an error ([`SYMLINK_MSG`]), never followed.
+pub fn is_dir_nofollow(path: &Path) -> io::Result<bool> {
+    let (parent, name) = open_parent_dir(path)?;
+    if name == "." {
+        return Ok(true);
+    }
+    match file_type(&lstatat(&parent, &name)?) {
+        FileType::Symlink => Err(other(SYMLINK_MSG.to_string())),
+        t => Ok(t == FileType::Directory),
+    }
+}
+
 /// The directory that holds the last component of `path`, opened for
 /// reading (for listing, fsync, `*at` calls), and that component.
 pub fn open_parent_dir(path: &Path) -> io::Result<(OwnedFd, OsString)> {
