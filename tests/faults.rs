@@ -438,15 +438,9 @@ fn finish_restored(pids: &[i32], log: &Path, what: &str) {
     }
 }
 
-/// `cairn restore` (with and without -d) SIGKILLed at random moments of a
-/// restore of a process tree: afterwards either no process of the tree is
-/// left, or all of them are, let go, and the tree's own check passes. The
-/// images stay good for the next try.
-#[test]
-fn restorer_killed_at_random_moments() {
-    if skip_unless_root() {
-        return;
-    }
+/// tree_levels (four processes) checkpointed and killed by the dump, its
+/// pids free again: the workload, its pids and its image directory.
+fn dumped_tree_levels() -> (Workload, Vec<i32>, String) {
     let mut w = Workload::start("tree_levels", &[]);
     std::thread::sleep(Duration::from_millis(200));
     let pids = tree_pids(w.pid);
@@ -460,6 +454,19 @@ fn restorer_killed_at_random_moments() {
         );
     }
     let images = w.images.to_str().unwrap().to_string();
+    (w, pids, images)
+}
+
+/// `cairn restore` (with and without -d) SIGKILLed at random moments of a
+/// restore of a process tree: afterwards either no process of the tree is
+/// left, or all of them are, let go, and the tree's own check passes. The
+/// images stay good for the next try.
+#[test]
+fn restorer_killed_at_random_moments() {
+    if skip_unless_root() {
+        return;
+    }
+    let (w, pids, images) = dumped_tree_levels();
     // How long a whole detached restore takes.
     let t = Instant::now();
     let out = run_cairn(
@@ -751,19 +758,7 @@ fn restore_interrupted_by_sigterm() {
     if skip_unless_root() {
         return;
     }
-    let mut w = Workload::start("tree_levels", &[]);
-    std::thread::sleep(Duration::from_millis(200));
-    let pids = tree_pids(w.pid);
-    assert_eq!(pids.len(), 4, "tree_levels has four processes: {pids:?}");
-    w.dump_ok(&[]);
-    w.expect_killed_by_dump();
-    for &p in &pids {
-        assert!(
-            wait_pid_gone(p, Duration::from_secs(10)),
-            "pid {p} still taken"
-        );
-    }
-    let images = w.images.to_str().unwrap().to_string();
+    let (w, pids, images) = dumped_tree_levels();
     for (i, (sig, name)) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGHUP, "SIGHUP")]
         .into_iter()
         .enumerate()

@@ -363,22 +363,7 @@ fn scan_in(
             }
             _ => {
                 if wt == want {
-                    match wt {
-                        0 => {
-                            w.varint()?;
-                        }
-                        1 => {
-                            w.skip(8)?;
-                        }
-                        5 => {
-                            w.skip(4)?;
-                        }
-                        _ => {
-                            let len = w.varint()?;
-                            w.skip(len)?;
-                            s.memory = s.memory.saturating_add(len + BYTES_COST);
-                        }
-                    }
+                    skip_value(&mut w, wt, s)?;
                     if repeated {
                         s.memory = s.memory.saturating_add(SCALAR_COST);
                     }
@@ -420,21 +405,28 @@ fn scan_map_entry(
         if wt != wire_of_runtime(t) || matches!(t, RuntimeType::Message(_)) {
             return Err(unknown(d, number, wt, at));
         }
-        match wt {
-            0 => {
-                w.varint()?;
-            }
-            1 => {
-                w.skip(8)?;
-            }
-            5 => {
-                w.skip(4)?;
-            }
-            _ => {
-                let len = w.varint()?;
-                w.skip(len)?;
-                s.memory = s.memory.saturating_add(len + BYTES_COST);
-            }
+        skip_value(&mut w, wt, s)?;
+    }
+    Ok(())
+}
+
+/// Steps over one value of wire type `wt` (varint, 64-bit, 32-bit, or
+/// length-delimited, which is charged as bytes).
+fn skip_value(w: &mut Wire, wt: u64, s: &mut Scan) -> std::result::Result<(), String> {
+    match wt {
+        0 => {
+            w.varint()?;
+        }
+        1 => {
+            w.skip(8)?;
+        }
+        5 => {
+            w.skip(4)?;
+        }
+        _ => {
+            let len = w.varint()?;
+            w.skip(len)?;
+            s.memory = s.memory.saturating_add(len + BYTES_COST);
         }
     }
     Ok(())
