@@ -20,6 +20,7 @@ use crate::kinds::inet;
 use crate::kinds::memory::{self, MmInput, PagePlan};
 use crate::kinds::task as ktask;
 use crate::procfs;
+use crate::remote::Calls;
 use crate::remote::{self, Agent, SCRATCH_LEN};
 use crate::track::{self, Tracker};
 use crate::{info, warn};

@@ -15,6 +15,7 @@ use crate::image::proto::{
 use crate::kinds::files::FilesIndex;
 use crate::procfs::FdInfo;
 use crate::remote::Agent;
+use crate::remote::Calls;
 
 /// Largest memfd whose contents cairn saves.
 const MAX_MEMFD: u64 = 1 << 30;

@@ -14,6 +14,7 @@ use crate::image::proto::{
 };
 use crate::procfs;
 use crate::remote::Agent;
+use crate::remote::Calls;
 use crate::sys::task;
 
 fn file_stat(md: &std::fs::Metadata) -> FileStat {
@@ -487,29 +488,6 @@ impl SharedFiles {
     }
 }
 
-/// Gets fd `fd` of process `owner` into the vessel (same description).
-pub fn fetch_fd(agent: &mut Agent, owner: i32, fd: u64) -> Result<u64> {
-    if owner == agent.pid {
-        return agent.call(
-            "fcntl(F_DUPFD_CLOEXEC)",
-            libc::SYS_fcntl,
-            &[fd, libc::F_DUPFD_CLOEXEC as u64, 0],
-        );
-    }
-    let pfd = agent.call(
-        &format!("pidfd_open({owner})"),
-        libc::SYS_pidfd_open,
-        &[owner as u64, 0],
-    )?;
-    let r = agent.call(
-        &format!("pidfd_getfd({owner}, {fd})"),
-        libc::SYS_pidfd_getfd,
-        &[pfd, fd, 0],
-    );
-    agent.call("close", libc::SYS_close, &[pfd])?;
-    r
-}
-
 /// Restores the fd table in the vessel, which must have no fds open.
 pub fn restore_fds(
     agent: &mut Agent,
@@ -532,7 +510,7 @@ pub fn restore_fds(
             Error::Restore(format!("pid {pid}: fd {first} refers to unknown file {id}"))
         })?;
         let tmp = if let Some(&(owner, kfd)) = shared.descs.get(&id) {
-            fetch_fd(agent, owner, kfd)?
+            agent.fetch_fd(owner, kfd)?
         } else {
             match &d.kind {
                 Some(file_desc::Kind::Reg(r)) => {
@@ -541,22 +519,13 @@ pub fn restore_fds(
                     let open_flags =
                         (r.flags as i32) & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
                     let path = idx.redirect.get(&id).unwrap_or(&r.path);
-                    let fd = crate::kinds::memory::remote_open(
-                        agent,
-                        0,
-                        path,
-                        open_flags | libc::O_CLOEXEC | libc::O_NOCTTY,
-                    )?;
+                    let fd = agent.open(path, open_flags | libc::O_CLOEXEC | libc::O_NOCTTY)?;
                     let is_reg = r
                         .stat
                         .as_ref()
                         .is_some_and(|s| s.mode & libc::S_IFMT == libc::S_IFREG);
                     if is_reg && r.pos > 0 {
-                        agent.call(
-                            &format!("lseek {path}"),
-                            libc::SYS_lseek,
-                            &[fd, r.pos, libc::SEEK_SET as u64],
-                        )?;
+                        agent.lseek(fd, r.pos, libc::SEEK_SET, path)?;
                     }
                     fd
                 }
@@ -565,24 +534,8 @@ pub fn restore_fds(
                         Some(&e) => e,
                         None => {
                             let (r, w) = create_pipe(agent, p.pipe_ino, idx)?;
-                            let r = agent
-                                .call(
-                                    "fcntl(F_DUPFD_CLOEXEC)",
-                                    libc::SYS_fcntl,
-                                    &[r, libc::F_DUPFD_CLOEXEC as u64, high],
-                                )
-                                .and_then(|hr| {
-                                    agent.call("close", libc::SYS_close, &[r]).map(|_| hr)
-                                })?;
-                            let w = agent
-                                .call(
-                                    "fcntl(F_DUPFD_CLOEXEC)",
-                                    libc::SYS_fcntl,
-                                    &[w, libc::F_DUPFD_CLOEXEC as u64, high],
-                                )
-                                .and_then(|hw| {
-                                    agent.call("close", libc::SYS_close, &[w]).map(|_| hw)
-                                })?;
+                            let r = agent.dup_above(r, high)?;
+                            let w = agent.dup_above(w, high)?;
                             shared.pipes.insert(p.pipe_ino, (pid, r, w));
                             shared.keepers.push((pid, r));
                             shared.keepers.push((pid, w));
@@ -594,16 +547,8 @@ pub fn restore_fds(
                     } else {
                         r
                     };
-                    let fd = fetch_fd(agent, owner, end)?;
-                    agent.call(
-                        "fcntl(F_SETFL)",
-                        libc::SYS_fcntl,
-                        &[
-                            fd,
-                            libc::F_SETFL as u64,
-                            (p.flags & libc::O_NONBLOCK as u32) as u64,
-                        ],
-                    )?;
+                    let fd = agent.fetch_fd(owner, end)?;
+                    agent.set_fl(fd, (p.flags & libc::O_NONBLOCK as u32) as u64)?;
                     fd
                 }
                 Some(file_desc::Kind::Fifo(f)) => open_fifo(agent, f, idx, shared, high)?,
@@ -629,24 +574,14 @@ pub fn restore_fds(
         };
         // Move it out of the way of every target number; it stays open
         // as the keeper other processes fetch the description from.
-        let hi = agent.call(
-            "fcntl(F_DUPFD_CLOEXEC)",
-            libc::SYS_fcntl,
-            &[tmp, libc::F_DUPFD_CLOEXEC as u64, high],
-        )?;
-        agent.call("close", libc::SYS_close, &[tmp])?;
+        let hi = agent.dup_above(tmp, high)?;
         shared.descs.entry(id).or_insert((pid, hi));
         shared.keepers.push((pid, hi));
         staged.push((hi, fds));
     }
     for (hi, fds) in &staged {
         for f in fds {
-            let fl = if f.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
-            agent.call(
-                &format!("dup3 to fd {}", f.fd),
-                libc::SYS_dup3,
-                &[*hi, f.fd as u64, fl],
-            )?;
+            agent.dup3(*hi, f.fd as u64, f.cloexec)?;
         }
     }
     // Epoll watch lists name other fds: filled in once all are in place.
@@ -657,17 +592,12 @@ pub fn restore_fds(
 /// pipe2 in the vessel, refilled with the saved bytes. Returns (read, write).
 fn create_pipe(agent: &mut Agent, ino: u64, idx: &FilesIndex) -> Result<(u64, u64)> {
     let pid = agent.pid;
-    let a = agent.put(0, &[0u8; 8])?;
-    agent.call("pipe2", libc::SYS_pipe2, &[a, libc::O_CLOEXEC as u64])?;
-    let b = agent.get(0, 8)?;
-    let r = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as u64;
-    let w = u32::from_ne_bytes([b[4], b[5], b[6], b[7]]) as u64;
+    let (r, w) = agent.pipe2(libc::O_CLOEXEC)?;
     if let Some(pd) = idx.files.pipes.iter().find(|p| p.pipe_ino == ino) {
         if pd.capacity > 0 {
-            let _ = agent.remote.syscall(
-                libc::SYS_fcntl,
-                &[w, libc::F_SETPIPE_SZ as u64, pd.capacity as u64],
-            );
+            // Best effort: a smaller pipe still holds the saved bytes,
+            // which are checked when written below.
+            let _ = agent.set_pipe_size(w, pd.capacity as u64);
         }
         if !pd.data.is_empty() {
             let link = format!("/proc/{pid}/fd/{w}");
@@ -699,26 +629,16 @@ fn open_fifo(
     let pid = agent.pid;
     let ino = f.stat.as_ref().map_or(0, |s| s.ino);
     if let std::collections::hash_map::Entry::Vacant(slot) = shared.fifos.entry(ino) {
-        let k = crate::kinds::memory::remote_open(
-            agent,
-            0,
+        let k = agent.open(
             &f.path,
             libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY,
         )?;
-        let hk = agent.call(
-            "fcntl(F_DUPFD_CLOEXEC)",
-            libc::SYS_fcntl,
-            &[k, libc::F_DUPFD_CLOEXEC as u64, high],
-        )?;
-        agent.call("close", libc::SYS_close, &[k])?;
+        let hk = agent.dup_above(k, high)?;
         slot.insert((pid, hk));
         shared.keepers.push((pid, hk));
         if let Some(pd) = idx.files.pipes.iter().find(|p| p.fifo && p.pipe_ino == ino) {
             if pd.capacity > 0 {
-                let _ = agent.remote.syscall(
-                    libc::SYS_fcntl,
-                    &[hk, libc::F_SETPIPE_SZ as u64, pd.capacity as u64],
-                );
+                let _ = agent.set_pipe_size(hk, pd.capacity as u64);
             }
             if !pd.data.is_empty() {
                 let link = format!("/proc/{pid}/fd/{hk}");
@@ -732,20 +652,13 @@ fn open_fifo(
             }
         }
     }
-    let fd = crate::kinds::memory::remote_open(
-        agent,
-        0,
+    let fd = agent.open(
         &f.path,
         (f.flags as i32 & libc::O_ACCMODE) | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY,
     )?;
-    agent.call(
-        "fcntl(F_SETFL)",
-        libc::SYS_fcntl,
-        &[
-            fd,
-            libc::F_SETFL as u64,
-            (f.flags & (libc::O_NONBLOCK | libc::O_APPEND) as u32) as u64,
-        ],
+    agent.set_fl(
+        fd,
+        (f.flags & (libc::O_NONBLOCK | libc::O_APPEND) as u32) as u64,
     )?;
     Ok(fd)
 }
@@ -776,12 +689,10 @@ pub fn recreate_fifos(files: &Files) -> Result<()> {
 pub fn restore_fs(agent: &mut Agent, cwd: Option<String>, root: Option<String>) -> Result<()> {
     // Both paths are as seen from cairn's root: chdir first, then chroot.
     if let Some(cwd) = cwd {
-        let a = agent.put_cstr(0, &cwd)?;
-        agent.call(&format!("chdir {cwd}"), libc::SYS_chdir, &[a])?;
+        agent.chdir(&cwd)?;
     }
     if let Some(root) = root.filter(|r| r != "/") {
-        let a = agent.put_cstr(0, &root)?;
-        agent.call(&format!("chroot {root}"), libc::SYS_chroot, &[a])?;
+        agent.chroot(&root)?;
     }
     Ok(())
 }

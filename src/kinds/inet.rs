@@ -19,6 +19,7 @@ use crate::image::proto::{file_desc, Datagram, FdTable, Files, InetSk};
 use crate::netlock::{self, Conn, Lock};
 use crate::procfs::{self, FdInfo};
 use crate::remote::Agent;
+use crate::remote::Calls;
 use crate::sys::net::{self, InetAddr};
 use crate::sys::sock;
 use crate::{info, warn};

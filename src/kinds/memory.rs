@@ -24,6 +24,7 @@ use crate::image::proto::{MmEntry, PageHashes, PageRun, Pagemap, RunKind, Vma, V
 use crate::kinds::incr::{self, Base, Dirty, Hashes, PageHash, ParentView};
 use crate::procfs::{self, MapsEntry};
 use crate::remote::Agent;
+use crate::remote::Calls;
 use crate::sys::{mem, PAGE_SIZE};
 
 /// Pages per dump job (and so at most per chunk): 4 MiB.
@@ -1101,19 +1102,6 @@ fn attach_sysv(
     Ok(())
 }
 
-/// Opens a path in the remote task; returns the remote fd.
-pub fn remote_open(agent: &mut Agent, scratch_off: u64, path: &str, flags: i32) -> Result<u64> {
-    let a = agent.put_cstr(scratch_off, path)?;
-    let tid = agent.tid();
-    agent
-        .remote
-        .syscall(
-            libc::SYS_openat,
-            &[libc::AT_FDCWD as i64 as u64, a, flags as u64, 0],
-        )
-        .map_err(|e| Error::Restore(format!("pid {tid}: open {path}: {e}")))
-}
-
 /// Creates every VMA of `mm` in the vessel (which has nothing mapped but
 /// the scratch area) and the vDSO. `file_path` gives the path of a file id.
 /// Returns local fds of the shared objects, by shmid, for page writing.
@@ -1140,7 +1128,7 @@ pub fn restore_vmas(
     let mut shm_local: HashMap<String, File> = HashMap::new();
     for id in ids {
         if let Some(&(owner, ofd)) = shm_objects.owners.get(&id) {
-            let fd = crate::kinds::files::fetch_fd(agent, owner, ofd)?;
+            let fd = agent.fetch_fd(owner, ofd)?;
             shm_fds.insert(id, fd);
             to_close.push(fd);
             continue;
@@ -1165,7 +1153,7 @@ pub fn restore_vmas(
             ],
         )?;
         let path = format!("/proc/self/map_files/{:x}-{:x}", addr, addr + size);
-        let fd = remote_open(agent, 0, &path, libc::O_RDWR | libc::O_CLOEXEC)?;
+        let fd = agent.open(&path, libc::O_RDWR | libc::O_CLOEXEC)?;
         agent.call("munmap", libc::SYS_munmap, &[addr, size])?;
         let local_path = format!("/proc/{pid}/fd/{fd}");
         let f = std::fs::OpenOptions::new()
@@ -1216,7 +1204,7 @@ pub fn restore_vmas(
                         } else {
                             libc::O_RDONLY
                         };
-                        let fd = remote_open(agent, 0, &path, mode | libc::O_CLOEXEC)?;
+                        let fd = agent.open(&path, mode | libc::O_CLOEXEC)?;
                         file_fds.insert((v.file_id, writable), fd);
                         fd
                     }

@@ -10,6 +10,7 @@ use crate::image::proto::{
 };
 use crate::procfs;
 use crate::remote::Agent;
+use crate::remote::Calls;
 use crate::sys::ptrace::{self, UserRegs};
 use crate::sys::{mem, task};
 

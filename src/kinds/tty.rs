@@ -34,6 +34,7 @@ use crate::image::proto::{
 };
 use crate::kinds::files::SharedFiles;
 use crate::remote::Agent;
+use crate::remote::Calls;
 use crate::sys::{sock, tty};
 use crate::{info, warn};
 
@@ -660,12 +661,7 @@ impl Restored {
             if *sid != agent.pid {
                 continue;
             }
-            let fd = crate::kinds::memory::remote_open(
-                agent,
-                0,
-                path,
-                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-            )?;
+            let fd = agent.open(path, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC)?;
             agent.call(
                 &format!("ioctl({path}, TIOCSCTTY)"),
                 libc::SYS_ioctl,

@@ -35,7 +35,9 @@ use crate::kinds::files::{self, FilesIndex, SharedFiles};
 use crate::kinds::memory::{self, TASK_SIZE};
 use crate::kinds::task as ktask;
 use crate::procfs;
+use crate::remote::Calls;
 use crate::remote::{self, Agent, SCRATCH_LEN};
+use crate::sys::abi::CloneArgs;
 use crate::sys::inject::{self, Remote};
 use crate::sys::ptrace::{
     self, PTRACE_O_EXITKILL, PTRACE_O_TRACECLONE, PTRACE_O_TRACEFORK, PTRACE_O_TRACESYSGOOD,
@@ -460,31 +462,22 @@ struct Proc {
 
 const AREA: u64 = SCRATCH_LEN + 4096;
 
-/// clone3 args: flags, exit_signal, set_tid pointer, 88 bytes.
-fn clone3_args(flags: u64, exit_signal: u64, set_tid: u64) -> Vec<u8> {
-    let mut b = Vec::with_capacity(88);
-    for w in [flags, 0, 0, 0, exit_signal, 0, 0, 0, set_tid, 1, 0] {
-        b.extend_from_slice(&w.to_ne_bytes());
-    }
-    b
-}
-
 /// Injected clone3 with an exact pid/tid; returns once the new task is in
 /// its first ptrace stop.
 fn clone_with_tid(parent: &mut Agent, flags: u64, exit_signal: u64, tid: i32) -> Result<()> {
-    let a = parent.put(128, &(tid as u64).to_ne_bytes())?;
-    let argp = parent.put(0, &clone3_args(flags, exit_signal, a))?;
     let ppid = parent.pid;
-    let got = parent
-        .remote
-        .syscall(libc::SYS_clone3, &[argp, 88])
-        .map_err(|e| {
-            if e.raw_os_error() == Some(libc::EEXIST) {
-                Error::Restore(format!("pid {tid} is already in use"))
-            } else {
-                Error::sys(ppid, format!("clone3 for {tid}"), e)
-            }
-        })?;
+    let args = CloneArgs {
+        flags,
+        exit_signal,
+        ..Default::default()
+    };
+    let got = parent.clone3(&args, &[tid]).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EEXIST) {
+            Error::Restore(format!("pid {tid} is already in use"))
+        } else {
+            Error::sys(ppid, format!("clone3 for {tid}"), e)
+        }
+    })?;
     if got != tid as u64 {
         return Err(Error::Restore(format!(
             "pid {ppid}: clone3 gave {got}, not {tid}"
@@ -802,7 +795,7 @@ fn restore_memory(
     if same_exe {
         memory::set_mm_map(agent, mm, u32::MAX as u64)?;
     } else {
-        let exe_fd = memory::remote_open(agent, 0, &exe, libc::O_RDONLY | libc::O_CLOEXEC)?;
+        let exe_fd = agent.open(&exe, libc::O_RDONLY | libc::O_CLOEXEC)?;
         memory::set_mm_map(agent, mm, exe_fd)?;
         agent.call("close", libc::SYS_close, &[exe_fd])?;
     }

@@ -3,6 +3,7 @@
 //! Everything exported from here is a safe function that returns
 //! `std::io::Result`; callers add the pid/fd/address context.
 
+pub mod abi;
 pub mod bpf;
 pub mod fdpass;
 pub mod inject;

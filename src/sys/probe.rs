@@ -547,21 +547,7 @@ fn probe_initial_pid_ns() -> Feature {
 /// use it) fails with EEXIST, pid 1 being taken; E2BIG/EINVAL mean no
 /// set_tid, EPERM no CAP_CHECKPOINT_RESTORE. No process is created.
 fn probe_clone3_set_tid() -> Feature {
-    #[repr(C)]
-    #[derive(Default)]
-    struct CloneArgs {
-        flags: u64,
-        pidfd: u64,
-        child_tid: u64,
-        parent_tid: u64,
-        exit_signal: u64,
-        stack: u64,
-        stack_size: u64,
-        tls: u64,
-        set_tid: u64,
-        set_tid_size: u64,
-        cgroup: u64,
-    }
+    use super::abi::CloneArgs;
     let tid: libc::pid_t = 1;
     let args = CloneArgs {
         exit_signal: libc::SIGCHLD as u64,
@@ -728,37 +714,7 @@ fn probe_rseq_conf() -> Feature {
 }
 
 fn probe_pagemap_scan() -> Feature {
-    /// struct pm_scan_arg (linux/fs.h).
-    #[repr(C)]
-    #[derive(Default)]
-    struct PmScanArg {
-        size: u64,
-        flags: u64,
-        start: u64,
-        end: u64,
-        walk_end: u64,
-        vec: u64,
-        vec_len: u64,
-        max_pages: u64,
-        category_inverted: u64,
-        category_mask: u64,
-        category_anyof_mask: u64,
-        return_mask: u64,
-    }
-    /// struct page_region.
-    #[repr(C)]
-    #[derive(Default, Clone, Copy)]
-    struct PageRegion {
-        start: u64,
-        end: u64,
-        categories: u64,
-    }
-    const PAGE_IS_PRESENT: u64 = 1 << 3;
-    // _IOWR('f', 16, struct pm_scan_arg)
-    const PAGEMAP_SCAN: libc::c_ulong = (3 << 30)
-        | ((std::mem::size_of::<PmScanArg>() as libc::c_ulong) << 16)
-        | ((b'f' as libc::c_ulong) << 8)
-        | 16;
+    use super::uffd::{pagemap_scan, PageRegion, ScanQuery, PAGE_IS_PRESENT};
 
     let page = match AnonPage::new() {
         Ok(p) => p,
@@ -770,23 +726,23 @@ fn probe_pagemap_scan() -> Feature {
         Err(e) => return Feature::no(format!("/proc/self/pagemap: {e}")),
     };
     let mut regions = [PageRegion::default(); 1];
-    let mut arg = PmScanArg {
-        size: std::mem::size_of::<PmScanArg>() as u64,
-        start: page.addr(),
-        end: page.addr() + page.len as u64,
-        vec: regions.as_mut_ptr() as u64,
-        vec_len: regions.len() as u64,
-        category_anyof_mask: PAGE_IS_PRESENT,
-        return_mask: PAGE_IS_PRESENT,
-        ..Default::default()
+    let q = ScanQuery {
+        flags: 0,
+        mask: 0,
+        anyof: PAGE_IS_PRESENT,
+        ret: PAGE_IS_PRESENT,
     };
-    // SAFETY: `arg` is a valid pm_scan_arg whose `vec` points at
-    // `vec_len` writable page_regions; it only reads page-table state of
-    // the range (no write-protect flags are set).
-    let r = unsafe { libc::ioctl(f.as_raw_fd(), PAGEMAP_SCAN, &mut arg as *mut PmScanArg) };
-    if r < 0 {
-        return Feature::no(format!("PAGEMAP_SCAN ioctl: {}", errno()));
-    }
+    // Only reads page-table state of the range (no write-protect flags).
+    let r = match pagemap_scan(
+        &f,
+        page.addr(),
+        page.addr() + page.len as u64,
+        q,
+        &mut regions,
+    ) {
+        Ok((n, _)) => n,
+        Err(e) => return Feature::no(format!("PAGEMAP_SCAN ioctl: {e}")),
+    };
     if r >= 1 && regions[0].categories & PAGE_IS_PRESENT != 0 {
         Feature::yes("ioctl found the probe page present")
     } else {

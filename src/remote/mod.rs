@@ -6,6 +6,11 @@ use crate::error::{Error, Result};
 use crate::sys::inject::Remote;
 use crate::sys::mem;
 
+mod calls;
+pub mod fake;
+
+pub use calls::Calls;
+
 pub struct Agent {
     pub remote: Remote,
     /// Thread-group id, for memory access.
@@ -18,20 +23,8 @@ pub struct Agent {
 pub const SCRATCH_LEN: u64 = 64 * 1024;
 
 impl Agent {
-    pub fn tid(&self) -> i32 {
-        self.remote.tid
-    }
-
-    /// Runs a syscall; errors name the task and the syscall.
-    pub fn call(&mut self, name: &str, nr: libc::c_long, args: &[u64]) -> Result<u64> {
-        let tid = self.remote.tid;
-        self.remote
-            .syscall(nr, args)
-            .map_err(|e| Error::sys(tid, format!("remote {name}"), e))
-    }
-
     /// Writes `bytes` at scratch offset `off`; returns the remote address.
-    pub fn put(&self, off: u64, bytes: &[u8]) -> Result<u64> {
+    fn put_scratch(&self, off: u64, bytes: &[u8]) -> Result<u64> {
         if off + bytes.len() as u64 > self.scratch_len {
             return Err(Error::sys(
                 self.pid,
@@ -45,29 +38,19 @@ impl Agent {
         Ok(addr)
     }
 
-    /// Writes a NUL-terminated string at scratch offset `off`.
-    pub fn put_cstr(&self, off: u64, s: &str) -> Result<u64> {
-        let mut b = s.as_bytes().to_vec();
-        b.push(0);
-        self.put(off, &b)
-    }
-
-    pub fn get(&self, off: u64, len: usize) -> Result<Vec<u8>> {
+    fn get_scratch(&self, off: u64, len: usize) -> Result<Vec<u8>> {
+        if off + len as u64 > self.scratch_len {
+            return Err(Error::sys(
+                self.pid,
+                "scratch",
+                std::io::Error::other("read beyond the scratch area"),
+            ));
+        }
         let mut b = vec![0u8; len];
         let addr = self.scratch + off;
         mem::vm_read_all(self.pid, addr, &mut b)
             .map_err(|e| Error::sys(self.pid, format!("read scratch at {addr:#x}"), e))?;
         Ok(b)
-    }
-
-    pub fn get_u64(&self, off: u64) -> Result<u64> {
-        let b = self.get(off, 8)?;
-        Ok(u64::from_ne_bytes(b.try_into().unwrap_or([0; 8])))
-    }
-
-    pub fn get_u32(&self, off: u64) -> Result<u32> {
-        let b = self.get(off, 4)?;
-        Ok(u32::from_ne_bytes(b.try_into().unwrap_or([0; 4])))
     }
 }
 

@@ -1,0 +1,445 @@
+//! A simulated process for unit tests of restore logic: the [`Calls`]
+//! primitives over an in-memory fd table, a scratch buffer and a small
+//! file system, with no root, ptrace or real process needed.
+//!
+//! Several [`FakeTask`]s share one [`FakeWorld`], so that calls between
+//! processes (pidfd_getfd) work as in a restored tree: a fetched fd
+//! refers to the same open file description as the original. Syscalls the
+//! fake does not know fail with ENOSYS, so a test notices when restore
+//! logic starts to depend on one.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::rc::Rc;
+
+use super::Calls;
+use crate::error::{Error, Result};
+
+/// Where the fake scratch area appears to live.
+pub const FAKE_SCRATCH: u64 = 0x7f00_0000_0000;
+const FAKE_SCRATCH_LEN: usize = 64 * 1024;
+/// RLIMIT_NOFILE of every fake process.
+pub const FAKE_NOFILE: u64 = 1024;
+
+/// What an open file description is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FakeObject {
+    /// A file opened by path.
+    Path(String),
+    /// End of pipe number `n` (counted per world), read end if `read`.
+    Pipe { n: u32, read: bool },
+    /// A pidfd for the process.
+    Pidfd(i32),
+}
+
+/// An open file description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeDesc {
+    pub object: FakeObject,
+    /// File status flags (O_ACCMODE, O_NONBLOCK, O_APPEND ...).
+    pub flags: u64,
+    pub pos: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FakeFd {
+    /// Index into [`FakeWorld::descs`].
+    pub desc: usize,
+    pub cloexec: bool,
+}
+
+/// Everything the fake processes share.
+#[derive(Debug, Default)]
+pub struct FakeWorld {
+    /// Paths that open() finds.
+    pub files: BTreeSet<String>,
+    pub descs: Vec<FakeDesc>,
+    /// pid -> fd table.
+    pub fds: BTreeMap<i32, BTreeMap<u64, FakeFd>>,
+    /// pid -> (cwd, root).
+    pub fs: BTreeMap<i32, (String, String)>,
+    pipes: u32,
+}
+
+impl FakeWorld {
+    pub fn new() -> Rc<RefCell<FakeWorld>> {
+        Rc::new(RefCell::new(FakeWorld::default()))
+    }
+
+    /// The fd table of `pid`: fd -> (description, close-on-exec).
+    pub fn table(&self, pid: i32) -> BTreeMap<u64, (FakeDesc, bool)> {
+        self.fds
+            .get(&pid)
+            .map(|t| {
+                t.iter()
+                    .map(|(&fd, f)| (fd, (self.descs[f.desc].clone(), f.cloexec)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Description index behind fd `fd` of `pid`.
+    pub fn desc_of(&self, pid: i32, fd: u64) -> Option<usize> {
+        self.fds.get(&pid)?.get(&fd).map(|f| f.desc)
+    }
+}
+
+/// One simulated process.
+pub struct FakeTask {
+    pub pid: i32,
+    pub world: Rc<RefCell<FakeWorld>>,
+    scratch: Vec<u8>,
+    /// Every syscall made, by name, in order.
+    pub log: Vec<String>,
+}
+
+fn err(e: i32) -> io::Error {
+    io::Error::from_raw_os_error(e)
+}
+
+impl FakeTask {
+    pub fn new(world: &Rc<RefCell<FakeWorld>>, pid: i32) -> FakeTask {
+        {
+            let mut w = world.borrow_mut();
+            w.fds.entry(pid).or_default();
+            w.fs.entry(pid).or_insert(("/".into(), "/".into()));
+        }
+        FakeTask {
+            pid,
+            world: Rc::clone(world),
+            scratch: vec![0; FAKE_SCRATCH_LEN],
+            log: Vec::new(),
+        }
+    }
+
+    fn scratch_off(&self, addr: u64, len: usize) -> io::Result<usize> {
+        let off = addr
+            .checked_sub(FAKE_SCRATCH)
+            .ok_or_else(|| err(libc::EFAULT))? as usize;
+        if off + len > self.scratch.len() {
+            return Err(err(libc::EFAULT));
+        }
+        Ok(off)
+    }
+
+    fn cstr(&self, addr: u64) -> io::Result<String> {
+        let off = self.scratch_off(addr, 1)?;
+        let end = self.scratch[off..]
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or_else(|| err(libc::EFAULT))?;
+        Ok(String::from_utf8_lossy(&self.scratch[off..off + end]).into_owned())
+    }
+
+    /// Installs description `desc` at the lowest free fd >= `min`.
+    fn install(&mut self, desc: usize, min: u64, cloexec: bool) -> io::Result<u64> {
+        if min >= FAKE_NOFILE {
+            return Err(err(libc::EINVAL));
+        }
+        let mut w = self.world.borrow_mut();
+        let t = w.fds.entry(self.pid).or_default();
+        let fd = (min..FAKE_NOFILE)
+            .find(|fd| !t.contains_key(fd))
+            .ok_or_else(|| err(libc::EMFILE))?;
+        t.insert(fd, FakeFd { desc, cloexec });
+        Ok(fd)
+    }
+
+    fn new_desc(&mut self, object: FakeObject, flags: u64) -> usize {
+        let mut w = self.world.borrow_mut();
+        w.descs.push(FakeDesc {
+            object,
+            flags,
+            pos: 0,
+        });
+        w.descs.len() - 1
+    }
+
+    fn fd(&self, fd: u64) -> io::Result<FakeFd> {
+        self.world
+            .borrow()
+            .fds
+            .get(&self.pid)
+            .and_then(|t| t.get(&fd).copied())
+            .ok_or_else(|| err(libc::EBADF))
+    }
+
+    fn run(&mut self, nr: libc::c_long, a: [u64; 6]) -> io::Result<u64> {
+        let cloexec = |flags: u64| flags & libc::O_CLOEXEC as u64 != 0;
+        match nr {
+            libc::SYS_openat => {
+                if a[0] != libc::AT_FDCWD as i64 as u64 {
+                    return Err(err(libc::ENOSYS));
+                }
+                let path = self.cstr(a[1])?;
+                if !self.world.borrow().files.contains(&path) {
+                    return Err(err(libc::ENOENT));
+                }
+                let keep = !(libc::O_CLOEXEC
+                    | libc::O_CREAT
+                    | libc::O_EXCL
+                    | libc::O_NOCTTY
+                    | libc::O_TRUNC) as u64;
+                let d = self.new_desc(FakeObject::Path(path), a[2] & keep);
+                self.install(d, 0, cloexec(a[2]))
+            }
+            libc::SYS_close => {
+                let mut w = self.world.borrow_mut();
+                let t = w.fds.entry(self.pid).or_default();
+                t.remove(&a[0]).map(|_| 0).ok_or_else(|| err(libc::EBADF))
+            }
+            libc::SYS_fcntl => {
+                let f = self.fd(a[0])?;
+                match a[1] as i32 {
+                    libc::F_DUPFD => self.install(f.desc, a[2], false),
+                    libc::F_DUPFD_CLOEXEC => self.install(f.desc, a[2], true),
+                    libc::F_GETFL => Ok(self.world.borrow().descs[f.desc].flags),
+                    libc::F_SETFL => {
+                        let settable = (libc::O_APPEND | libc::O_NONBLOCK) as u64;
+                        let d = &mut self.world.borrow_mut().descs[f.desc];
+                        d.flags = (d.flags & !settable) | (a[2] & settable);
+                        Ok(0)
+                    }
+                    libc::F_SETPIPE_SZ => Ok(a[2].max(4096).next_power_of_two()),
+                    _ => Err(err(libc::ENOSYS)),
+                }
+            }
+            libc::SYS_dup3 => {
+                let f = self.fd(a[0])?;
+                if a[0] == a[1] {
+                    return Err(err(libc::EINVAL));
+                }
+                if a[1] >= FAKE_NOFILE {
+                    return Err(err(libc::EBADF));
+                }
+                let mut w = self.world.borrow_mut();
+                let t = w.fds.entry(self.pid).or_default();
+                t.insert(
+                    a[1],
+                    FakeFd {
+                        desc: f.desc,
+                        cloexec: cloexec(a[2]),
+                    },
+                );
+                Ok(a[1])
+            }
+            libc::SYS_lseek => {
+                let f = self.fd(a[0])?;
+                if a[2] != libc::SEEK_SET as u64 {
+                    return Err(err(libc::ENOSYS));
+                }
+                self.world.borrow_mut().descs[f.desc].pos = a[1];
+                Ok(a[1])
+            }
+            libc::SYS_pipe2 => {
+                let n = {
+                    let mut w = self.world.borrow_mut();
+                    w.pipes += 1;
+                    w.pipes
+                };
+                let fl = a[1] & libc::O_NONBLOCK as u64;
+                let rd = self.new_desc(FakeObject::Pipe { n, read: true }, fl);
+                let wd = self.new_desc(
+                    FakeObject::Pipe { n, read: false },
+                    fl | libc::O_WRONLY as u64,
+                );
+                let r = self.install(rd, 0, cloexec(a[1]))?;
+                let w = self.install(wd, 0, cloexec(a[1]))?;
+                let off = self.scratch_off(a[0], 8)?;
+                self.scratch[off..off + 4].copy_from_slice(&(r as u32).to_ne_bytes());
+                self.scratch[off + 4..off + 8].copy_from_slice(&(w as u32).to_ne_bytes());
+                Ok(0)
+            }
+            libc::SYS_pidfd_open => {
+                let pid = a[0] as i32;
+                if !self.world.borrow().fds.contains_key(&pid) {
+                    return Err(err(libc::ESRCH));
+                }
+                let d = self.new_desc(FakeObject::Pidfd(pid), libc::O_RDWR as u64);
+                self.install(d, 0, true)
+            }
+            libc::SYS_pidfd_getfd => {
+                let f = self.fd(a[0])?;
+                let FakeObject::Pidfd(owner) = self.world.borrow().descs[f.desc].object else {
+                    return Err(err(libc::EBADF));
+                };
+                let desc = self
+                    .world
+                    .borrow()
+                    .desc_of(owner, a[1])
+                    .ok_or_else(|| err(libc::EBADF))?;
+                self.install(desc, 0, true)
+            }
+            libc::SYS_chdir | libc::SYS_chroot => {
+                let path = self.cstr(a[0])?;
+                if !self.world.borrow().files.contains(&path) {
+                    return Err(err(libc::ENOENT));
+                }
+                let mut w = self.world.borrow_mut();
+                let fs = w.fs.entry(self.pid).or_default();
+                if nr == libc::SYS_chdir {
+                    fs.0 = path;
+                } else {
+                    fs.1 = path;
+                }
+                Ok(0)
+            }
+            _ => Err(err(libc::ENOSYS)),
+        }
+    }
+}
+
+/// A syscall's name for the log.
+fn name(nr: libc::c_long) -> String {
+    match nr {
+        libc::SYS_openat => "openat".into(),
+        libc::SYS_close => "close".into(),
+        libc::SYS_fcntl => "fcntl".into(),
+        libc::SYS_dup3 => "dup3".into(),
+        libc::SYS_lseek => "lseek".into(),
+        libc::SYS_pipe2 => "pipe2".into(),
+        libc::SYS_pidfd_open => "pidfd_open".into(),
+        libc::SYS_pidfd_getfd => "pidfd_getfd".into(),
+        libc::SYS_chdir => "chdir".into(),
+        libc::SYS_chroot => "chroot".into(),
+        n => format!("syscall {n}"),
+    }
+}
+
+impl Calls for FakeTask {
+    fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    fn tid(&self) -> i32 {
+        self.pid
+    }
+
+    fn syscall(&mut self, nr: libc::c_long, args: &[u64]) -> io::Result<u64> {
+        let mut a = [0u64; 6];
+        for (d, s) in a.iter_mut().zip(args) {
+            *d = *s;
+        }
+        self.log.push(name(nr));
+        self.run(nr, a)
+    }
+
+    fn put(&mut self, off: u64, bytes: &[u8]) -> Result<u64> {
+        let off = off as usize;
+        if off + bytes.len() > self.scratch.len() {
+            return Err(Error::sys(
+                self.pid,
+                "scratch",
+                io::Error::other("scratch area too small"),
+            ));
+        }
+        self.scratch[off..off + bytes.len()].copy_from_slice(bytes);
+        Ok(FAKE_SCRATCH + off as u64)
+    }
+
+    fn get(&self, off: u64, len: usize) -> Result<Vec<u8>> {
+        let off = off as usize;
+        self.scratch
+            .get(off..off + len)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| {
+                Error::sys(
+                    self.pid,
+                    "scratch",
+                    io::Error::other("read beyond the scratch area"),
+                )
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn world_with(files: &[&str]) -> Rc<RefCell<FakeWorld>> {
+        let w = FakeWorld::new();
+        w.borrow_mut().files = files.iter().map(|s| s.to_string()).collect();
+        w
+    }
+
+    #[test]
+    fn open_dup_above_and_dup3_share_one_description() {
+        let w = world_with(&["/etc/hosts"]);
+        let mut t = FakeTask::new(&w, 100);
+        let fd = t
+            .open("/etc/hosts", libc::O_RDONLY | libc::O_CLOEXEC)
+            .unwrap();
+        assert_eq!(fd, 0);
+        let hi = t.dup_above(fd, 64).unwrap();
+        assert_eq!(hi, 64);
+        t.dup3(hi, 5, false).unwrap();
+        t.lseek(5, 42, libc::SEEK_SET, "/etc/hosts").unwrap();
+        let table = w.borrow().table(100);
+        assert_eq!(table.keys().copied().collect::<Vec<_>>(), vec![5, 64]);
+        // One description: the offset set through fd 5 shows through 64.
+        assert_eq!(table[&64].0.pos, 42);
+        assert_eq!((table[&5].1, table[&64].1), (false, true));
+        assert_eq!(t.log, ["openat", "fcntl", "close", "dup3", "lseek"]);
+    }
+
+    #[test]
+    fn errors_are_the_kernels() {
+        let w = world_with(&[]);
+        let mut t = FakeTask::new(&w, 100);
+        let e = t.open("/nope", libc::O_RDONLY).unwrap_err().to_string();
+        assert!(
+            e.contains("open /nope") && e.contains("No such file"),
+            "{e}"
+        );
+        let e = t.close(7).unwrap_err().to_string();
+        assert!(e.contains("remote close"), "{e}");
+        assert_eq!(
+            t.syscall(libc::SYS_mmap, &[]).unwrap_err().raw_os_error(),
+            Some(libc::ENOSYS)
+        );
+        assert!(t.dup_min(0, FAKE_NOFILE).is_err());
+    }
+
+    #[test]
+    fn fetch_fd_between_processes_keeps_the_description() {
+        let w = world_with(&[]);
+        let mut a = FakeTask::new(&w, 100);
+        let mut b = FakeTask::new(&w, 101);
+        let (r, wr) = a.pipe2(libc::O_CLOEXEC).unwrap();
+        assert_eq!((r, wr), (0, 1));
+        let got = b.fetch_fd(100, wr).unwrap();
+        b.set_fl(got, libc::O_NONBLOCK as u64).unwrap();
+        let world = w.borrow();
+        assert_eq!(world.desc_of(101, got), world.desc_of(100, wr));
+        // The pidfd used on the way is closed again.
+        assert_eq!(world.table(101).len(), 1);
+        assert_eq!(
+            world.table(100)[&wr].0.flags,
+            (libc::O_WRONLY | libc::O_NONBLOCK) as u64
+        );
+        drop(world);
+        // Fetching from oneself duplicates.
+        let dup = a.fetch_fd(100, r).unwrap();
+        assert_eq!(w.borrow().desc_of(100, dup), w.borrow().desc_of(100, r));
+    }
+
+    #[test]
+    fn clone3_args_reach_the_kernel_packed() {
+        // The fake has no clone3: check the bytes the typed call writes.
+        let w = world_with(&[]);
+        let mut t = FakeTask::new(&w, 100);
+        let args = crate::sys::abi::CloneArgs {
+            exit_signal: libc::SIGCHLD as u64,
+            ..Default::default()
+        };
+        let e = t.clone3(&args, &[4242]).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSYS));
+        let packed = t.get(0, 88).unwrap();
+        let word = |i: usize| u64::from_ne_bytes(packed[i * 8..i * 8 + 8].try_into().unwrap());
+        assert_eq!(word(4), libc::SIGCHLD as u64);
+        assert_eq!(word(8), FAKE_SCRATCH + 128);
+        assert_eq!(word(9), 1);
+        assert_eq!(t.get_u32(128).unwrap(), 4242);
+    }
+}
