@@ -141,6 +141,12 @@ pub enum Outcome {
         release: String,
         counts: Counts,
         ok: bool,
+        /// The guest kernel panicked (an oops: the command line has
+        /// oops=panic) while this test binary ran.
+        panicked_in: Option<String>,
+        /// An earlier run of this kernel whose guest kernel panicked (the
+        /// test binary it ran); it was run once more.
+        earlier_panic: Option<String>,
     },
     Skipped(String),
 }
@@ -166,6 +172,8 @@ pub fn report(outcomes: &[(Series, Outcome)]) -> u8 {
                 release,
                 counts,
                 ok,
+                panicked_in,
+                earlier_panic,
             } => {
                 println!(
                     "  kernel {} ({release}): {}: {} passed, {} failed, {} ignored",
@@ -175,6 +183,17 @@ pub fn report(outcomes: &[(Series, Outcome)]) -> u8 {
                     counts.failed,
                     counts.ignored
                 );
+                if let Some(t) = earlier_panic {
+                    println!(
+                        "    the guest kernel panicked in an earlier run (during {t}); that run \
+                         was repeated once (its oops is printed above and kept in \
+                         target/vm/{}/console-panic.log)",
+                        s.name
+                    );
+                }
+                if let Some(t) = panicked_in {
+                    println!("    the guest kernel panicked during {t} (oops printed above)");
+                }
                 if !ok {
                     code = 1;
                 }
@@ -223,7 +242,28 @@ pub fn run_all(a: &Args) -> Result<Vec<(Series, Outcome)>> {
                 continue;
             }
         };
-        let o = boot_and_run(&vm, s, &kernel, &init, &exes, a, &accel)?;
+        let mut o = boot_and_run(&vm, s, &kernel, &init, &exes, a, &accel)?;
+        // A guest kernel oops is the kernel's failure, not a test's: it is
+        // reported with its trace, and the kernel's run is repeated once.
+        // A second panic fails the run.
+        if let Outcome::Ran {
+            panicked_in: Some(t),
+            ..
+        } = &o
+        {
+            let t = t.clone();
+            let kdir = vm.join(s.name);
+            let _ = std::fs::copy(kdir.join("console.log"), kdir.join("console-panic.log"));
+            eprintln!(
+                "xtask: vm-test {}: the guest kernel panicked during {t}; running this kernel \
+                 once more",
+                s.name
+            );
+            o = boot_and_run(&vm, s, &kernel, &init, &exes, a, &accel)?;
+            if let Outcome::Ran { earlier_panic, .. } = &mut o {
+                *earlier_panic = Some(t);
+            }
+        }
         out.push((s, o));
     }
     Ok(out)
@@ -1160,7 +1200,22 @@ fn collect(
     for why in &skips {
         println!("  skipped in the VM: {why}");
     }
-    if !finished {
+    let panicked_in = kernel_panic(console).then(|| {
+        console
+            .iter()
+            .rev()
+            .find_map(|l| l.split("cairn-vm: test ").nth(1))
+            .map_or("boot".to_string(), |t| t.trim().to_string())
+    });
+    if let Some(t) = &panicked_in {
+        ok = false;
+        println!(
+            "  the guest kernel panicked during {t} (qemu {status:?}); its oops from the console:"
+        );
+        for l in oops_lines(console) {
+            println!("  | {l}");
+        }
+    } else if !finished {
         println!(
             "  the VM did not finish its script ({}); console (last 40 lines):",
             if timed_out {
@@ -1187,7 +1242,39 @@ fn collect(
         release: k.release.clone(),
         counts,
         ok,
+        panicked_in,
+        earlier_panic: None,
     })
+}
+
+/// Whether the guest kernel panicked (the console's last words).
+fn kernel_panic(console: &[String]) -> bool {
+    console
+        .iter()
+        .any(|l| l.contains("Kernel panic - not syncing"))
+}
+
+/// The console from the first line of the kernel's first oops report to
+/// the panic (at most 200 lines), or its last 80 lines if no report
+/// start is found.
+fn oops_lines(console: &[String]) -> Vec<&str> {
+    const STARTS: [&str; 6] = [
+        "------------[ cut here ]------------",
+        "BUG: ",
+        "Oops: ",
+        "general protection fault",
+        "kernel BUG at",
+        "WARNING: CPU:",
+    ];
+    let start = console
+        .iter()
+        .position(|l| STARTS.iter().any(|s| l.contains(s)))
+        .unwrap_or(console.len().saturating_sub(80));
+    console[start..]
+        .iter()
+        .take(200)
+        .map(String::as_str)
+        .collect()
 }
 
 fn tail(s: &str, n: usize) -> Vec<&str> {
@@ -1198,6 +1285,25 @@ fn tail(s: &str, n: usize) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oops_is_found_and_cut_from_its_start() {
+        let console: Vec<String> = [
+            "[vm] cairn-vm: test restore_mem",
+            "[ 1.0] cairn-vm: test restore_tree",
+            "[ 2.0] BUG: kernel NULL pointer dereference, address: 0000000000000008",
+            "[ 2.1] RIP: 0010:do_exit+0x2f6/0xad0",
+            "[ 2.2] Kernel panic - not syncing: Fatal exception in interrupt",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert!(kernel_panic(&console));
+        let o = oops_lines(&console);
+        assert_eq!(o.len(), 3);
+        assert!(o[0].contains("BUG: kernel NULL"));
+        assert!(!kernel_panic(&console[..4]));
+    }
 
     #[test]
     fn args() {
