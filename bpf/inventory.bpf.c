@@ -152,7 +152,15 @@ static __always_inline void emit(struct seq_file *seq, void *rec, __u32 rec_len,
 				 struct name_buf *nb, __u32 len)
 {
 	bpf_seq_write(seq, rec, rec_len);
-	if (nb && len > 0 && len < CAIRN_NAME_MAX)
+	if (!nb || len == 0 || len >= CAIRN_NAME_MAX)
+		return;
+	/* The verifiers of Linux 6.1 and 6.12 lose the range of a compared
+	 * __u32 ("R3 min value is negative"): hide the value from clang so
+	 * that the mask is emitted, and the mask gives every verifier the
+	 * bound [0, CAIRN_NAME_MAX) (CAIRN_NAME_MAX is a power of two). */
+	asm volatile("" : "+r"(len));
+	len &= CAIRN_NAME_MAX - 1;
+	if (len > 0)
 		bpf_seq_write(seq, nb->buf, len);
 }
 

@@ -21,7 +21,7 @@
 #define CAIRN_REC_FD 3
 
 /* Longest name (path) a record carries; bpf_d_path's buffer. */
-#define CAIRN_NAME_MAX 4096
+#define CAIRN_NAME_MAX 4096 /* a power of two: bpf masks lengths with it */
 
 struct cairn_rec_hdr {
 	__u16 kind;

@@ -67,12 +67,35 @@ fn quiet_libbpf() {
     });
 }
 
-/// An io::Error for a failed libbpf step, with libbpf's last word.
+/// The verifier's reason from libbpf's messages: the program that failed
+/// and the last lines of its load log (where the verifier says why).
+fn verifier_reason(msgs: &[String]) -> Option<String> {
+    let i = msgs.iter().rposition(|m| m.contains("BEGIN PROG LOAD LOG"))?;
+    let log: Vec<&str> = msgs[i]
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.contains("PROG LOAD LOG") && !l.starts_with("processed "))
+        .collect();
+    let prog = std::iter::once(&msgs[i])
+        .chain(msgs[i + 1..].iter())
+        .chain(msgs[..i].iter().rev())
+        .find_map(|m| {
+            let rest = m.split("prog '").nth(1)?;
+            Some(rest.split('\'').next()?.to_string())
+        })
+        .unwrap_or_else(|| "?".into());
+    let tail = log[log.len().saturating_sub(3)..].join(" | ");
+    Some(format!("program {prog} refused by the verifier: {tail}"))
+}
+
+/// An io::Error for a failed libbpf step, with libbpf's last word (and the
+/// verifier's reason when a program was refused).
 fn bpf_err(what: &str, e: libbpf_rs::Error) -> io::Error {
-    let last = LIBBPF_LOG
+    let msgs: Vec<String> = LIBBPF_LOG
         .lock()
-        .ok()
-        .and_then(|mut l| l.drain(..).rev().find(|m| !m.is_empty()));
+        .map(|mut l| l.drain(..).collect())
+        .unwrap_or_default();
+    let last = verifier_reason(&msgs).or_else(|| msgs.iter().rev().find(|m| !m.is_empty()).cloned());
     use libbpf_rs::ErrorKind as K;
     let kind = match e.kind() {
         K::NotFound => io::ErrorKind::NotFound,
@@ -323,4 +346,28 @@ pub fn shared() -> Rc<Loaded> {
             })
         }))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifier_reason_names_the_program_and_the_last_log_lines() {
+        let msgs: Vec<String> = [
+            "libbpf: map 'tree': created",
+            "libbpf: prog 'vmas': BPF program load failed: Permission denied",
+            "libbpf: prog 'vmas': -- BEGIN PROG LOAD LOG --\n0: R1=ctx() R10=fp0\n\
+             1: (85) call bpf_d_path#147\nhelper call is not allowed in probe\n\
+             processed 12 insns (limit 1000000)\n-- END PROG LOAD LOG --",
+            "libbpf: failed to load object 'inventory_bpf'",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let r = verifier_reason(&msgs).unwrap();
+        assert!(r.starts_with("program vmas refused by the verifier: "), "{r}");
+        assert!(r.ends_with("helper call is not allowed in probe"), "{r}");
+        assert_eq!(verifier_reason(&msgs[..1]), None);
+    }
 }

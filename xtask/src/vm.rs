@@ -1150,7 +1150,11 @@ fn collect(
     if let Ok(check) = std::fs::read_to_string(out.join("check.txt")) {
         for l in check
             .lines()
-            .filter(|l| l.contains("dirty") || l.contains("pagemap") || l.contains("uffd"))
+            .filter(|l| {
+                ["dirty", "pagemap", "uffd", "bpf", "inventory", "fork_tracking"]
+                    .iter()
+                    .any(|k| l.contains(k))
+            })
         {
             println!("  check: {}", l.trim());
         }
