@@ -1,7 +1,6 @@
 //! cairn: checkpoint and restore of Linux process trees.
 //!
-//! Layout (see docs/ARCHITECTURE.md), bottom up; each layer uses only
-//! the ones above it in this list:
+//! Layout (see docs/ARCHITECTURE.md), roughly bottom up:
 //! - [`sys`]: the only place with `unsafe` (`unsafe_code` is denied for
 //!   the rest of the crate): raw syscalls, ptrace, remote syscall
 //!   injection, BPF loading.
@@ -15,10 +14,12 @@
 //! - [`dump`], [`restore`]: the orchestrators that sequence the kinds,
 //!   with [`guard`] making a killed cairn harmless; they take plain
 //!   [`options`] structs.
-//! - [`cmd`]: the commands: `cairn`'s command line and dispatch, the
-//!   front-end-only commands (show, verify, check, demo, prune,
+//! - [`cmd`]: the commands, on top: `cairn`'s command line and dispatch,
+//!   the front-end-only commands (show, verify, check, demo, prune,
 //!   inventory) and the `chkpnt`/`resume` binaries (`src/main.rs` and
-//!   `src/bin/` only call into it).
+//!   `src/bin/` only call into it). The library does not import it (only
+//!   the fuzzer drives `show` and `verify`); [`json`] holds the JSON
+//!   helper that the commands and the inventory share.
 //! - `fuzz` and `image::mutate` (the in-tree fuzzer and the image
 //!   mutator of the hostile-input tests) exist only with the `fuzz`
 //!   feature, which the tests turn on; a default build has neither.

@@ -285,6 +285,7 @@ pub struct PruneArgs {
 }
 
 impl DumpArgs {
+    /// The library's options for these arguments.
     pub fn options(&self) -> DumpOptions {
         DumpOptions {
             pid: self.pid,
@@ -303,6 +304,7 @@ impl DumpArgs {
 }
 
 impl PreDumpArgs {
+    /// The library's options for these arguments.
     pub fn options(&self) -> PreDumpOptions {
         PreDumpOptions {
             pid: self.pid,
@@ -315,6 +317,7 @@ impl PreDumpArgs {
 }
 
 impl IncrArgs {
+    /// The library's options for these arguments.
     pub fn options(&self) -> IncrOptions {
         IncrOptions {
             prev_images_dir: self.prev_images_dir.clone(),
@@ -325,6 +328,7 @@ impl IncrArgs {
 }
 
 impl FreezeArgs {
+    /// The library's options for these arguments.
     pub fn options(&self) -> FreezeOptions {
         FreezeOptions {
             no_bpf: self.no_bpf,
@@ -334,6 +338,7 @@ impl FreezeArgs {
 }
 
 impl RestoreArgs {
+    /// The library's options for these arguments.
     pub fn options(&self) -> RestoreOptions {
         RestoreOptions {
             images_dir: self.images_dir.clone(),
@@ -351,6 +356,7 @@ impl RestoreArgs {
 }
 
 impl PruneArgs {
+    /// The library's options for these arguments.
     pub fn options(&self) -> prune::PruneOptions {
         prune::PruneOptions {
             dir: self.dir.clone(),
