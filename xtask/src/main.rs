@@ -348,7 +348,7 @@ fn lint(extra: &[String]) -> Result<()> {
 /// `cairn::image::mutate`) into the tests that use them. The dev-dependency
 /// of cairn on itself (Cargo.toml) turns it on for every test build; it is
 /// named here too so that the suite and the fuzzer say what they build.
-const FUZZ_FEATURE: &str = "cairn/fuzz";
+const FUZZ_FEATURE: &str = "fuzz";
 
 fn test(extra: &[String]) -> Result<u8> {
     let start = Instant::now();
