@@ -12,7 +12,7 @@
 //!   ([`validate_store`]);
 //! - `load`: [`crate::restore::Images::load`] (inventory, every message,
 //!   the validators, the chain) and the contents image;
-//! - `verify`: `cairn show --verify` ([`crate::verify::verify`]);
+//! - `verify`: `cairn show --verify` ([`crate::cmd::verify::verify`]);
 //! - `show`: `cairn show` as text and as JSON.
 
 use std::collections::BTreeMap;
@@ -184,11 +184,11 @@ pub fn run(bases: &[PathBuf], scratch: &Path, iterations: u64, seed: u64) -> Res
         });
         crate::image::budget::reset();
         target(&mut report, it, what, "verify", || {
-            crate::verify::verify(dir).map_err(|e| e.to_string())
+            crate::cmd::verify::verify(dir).map_err(|e| e.to_string())
         });
         crate::image::budget::reset();
         target(&mut report, it, what, "show", || {
-            crate::show::render(dir, it % 2 == 0).map_err(|e| e.to_string())
+            crate::cmd::show::render(dir, it % 2 == 0).map_err(|e| e.to_string())
         });
         // Back to the base for the next round.
         for (n, _) in &changed {

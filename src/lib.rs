@@ -1,34 +1,48 @@
 //! cairn: checkpoint and restore of Linux process trees.
 //!
-//! Layout (see docs/ARCHITECTURE.md):
-//! - [`sys`]: the only place with `unsafe`: raw syscalls, ptrace, remote
-//!   syscall injection.
-//! - [`procfs`]: pure parsers for /proc files.
-//! - [`image`]: the image directory, container format and page store.
-//! - [`kinds`]: one module per resource kind, each dumping and restoring it.
-//! - [`dump`], [`restore`]: the orchestrators that sequence the kinds.
+//! Layout (see docs/ARCHITECTURE.md), roughly bottom up:
+//! - [`sys`]: the only place with `unsafe` (`unsafe_code` is denied for
+//!   the rest of the crate): raw syscalls, ptrace, remote syscall
+//!   injection, BPF loading.
+//! - [`procfs`]: pure parsers for /proc files; [`inventory`]: a tree's
+//!   processes, threads, VMAs and fds from BPF iterators or /proc.
+//! - [`image`]: the image directory, container format, page store and
+//!   the validators of decoded images.
+//! - [`remote`]: syscalls run inside a stopped task; [`kinds`]: one
+//!   module per resource kind, each dumping and restoring it;
+//!   [`netlock`], [`track`]: network locking and dirty-page tracking.
+//! - [`dump`], [`restore`]: the orchestrators that sequence the kinds,
+//!   with [`guard`] making a killed cairn harmless; they take plain
+//!   [`options`] structs.
+//! - [`cmd`]: the commands, on top: `cairn`'s command line and dispatch,
+//!   the front-end-only commands (show, verify, check, demo, prune,
+//!   inventory) and the `chkpnt`/`resume` binaries (`src/main.rs` and
+//!   `src/bin/` only call into it). The library does not import it (only
+//!   the fuzzer drives `show` and `verify`); [`json`] holds the JSON
+//!   helper that the commands and the inventory share.
+//! - `fuzz` and `image::mutate` (the in-tree fuzzer and the image
+//!   mutator of the hostile-input tests) exist only with the `fuzz`
+//!   feature, which the tests turn on; a default build has neither.
+#![deny(unsafe_code)]
 
-pub mod check;
-pub mod chkpnt;
-pub mod cli;
-pub mod demo;
+pub mod cmd;
 pub mod dump;
 pub mod error;
+#[cfg(feature = "fuzz")]
 pub mod fuzz;
 pub mod guard;
 pub mod image;
 pub mod inventory;
+pub mod json;
 pub mod kinds;
 #[macro_use]
 pub mod log;
 pub mod netlock;
+pub mod options;
 pub mod procfs;
-pub mod prune;
 pub mod remote;
 pub mod restore;
-pub mod show;
 pub mod sys;
 pub mod track;
-pub mod verify;
 
 pub use error::{Error, Result};

@@ -1,18 +1,24 @@
+//! `cairn`: parses the command line and runs the command ([`cairn::cmd`]).
+#![deny(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use cairn::cli::{Cli, Command};
-use cairn::error::{exit, Phase};
+use cairn::cmd::Cli;
+use cairn::error::exit;
 
 fn main() -> ExitCode {
     // `cairn demo` re-executes this binary as its workload.
     let mut argv = std::env::args_os().skip(1);
-    if argv.next().is_some_and(|a| a == cairn::demo::WORKLOAD_ARG) {
+    if argv
+        .next()
+        .is_some_and(|a| a == cairn::cmd::demo::WORKLOAD_ARG)
+    {
         let Some(path) = argv.next() else {
             return ExitCode::from(exit::USAGE);
         };
-        return match cairn::demo::workload(std::path::Path::new(&path)) {
+        return match cairn::cmd::demo::workload(std::path::Path::new(&path)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("cairn: {e}");
@@ -29,23 +35,7 @@ fn main() -> ExitCode {
         eprintln!("cairn: log file: {e}");
         return ExitCode::from(exit::USAGE);
     }
-    if let Command::Show(a) = &cli.cmd {
-        cairn::image::allow_foreign_images(a.allow_foreign_images);
-    }
-    let (result, phase) = match &cli.cmd {
-        Command::Dump(a) => (cairn::dump::dump(a).map(|_| 0), Phase::Dump),
-        Command::PreDump(a) => (cairn::dump::pre_dump(a).map(|_| 0), Phase::Dump),
-        Command::Restore(a) => (cairn::restore::restore(a), Phase::Restore),
-        Command::Show(a) if a.verify => (
-            cairn::verify::run(&a.path, a.json).map(|()| 0),
-            Phase::Other,
-        ),
-        Command::Show(a) => (cairn::show::show(&a.path, a.json).map(|()| 0), Phase::Other),
-        Command::Check(a) => (cairn::check::check(a.json).map(|()| 0), Phase::Other),
-        Command::Demo(a) => (cairn::demo::run(a).map(|()| 0), Phase::Other),
-        Command::Prune(a) => (cairn::prune::prune(a).map(|()| 0), Phase::Other),
-        Command::Inventory(a) => (cairn::inventory::command(a).map(|()| 0), Phase::Other),
-    };
+    let (result, phase) = cairn::cmd::run(&cli.cmd);
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {

@@ -3,6 +3,15 @@
 //! a process tree with pipes, unix sockets). `cargo xtask fuzz
 //! [--iterations N] [--seed S]` runs this test with more iterations and
 //! prints its counts; as part of the suite it runs 1,000.
+
+// cairn::fuzz exists only with cairn's `fuzz` feature, which every test
+// build has through the dev-dependency in Cargo.toml: without it, fail
+// here rather than lose these tests.
+#[cfg(not(feature = "fuzz"))]
+compile_error!(
+    "tests/fuzz_images.rs needs cairn's `fuzz` feature: see [dev-dependencies] in Cargo.toml"
+);
+
 mod common;
 
 use common::*;

@@ -9,6 +9,15 @@
 //! - what restore would refuse late (page runs in [vdso], fd numbers
 //!   above the fd limit, memfd flags, socket kinds) `show --verify`
 //!   refuses, naming the field.
+
+// cairn::image::mutate exists only with cairn's `fuzz` feature, which every test
+// build has through the dev-dependency in Cargo.toml: without it, fail
+// here rather than lose these tests.
+#[cfg(not(feature = "fuzz"))]
+compile_error!(
+    "tests/hostile_images.rs needs cairn's `fuzz` feature: see [dev-dependencies] in Cargo.toml"
+);
+
 mod common;
 
 use std::fs;

@@ -3,6 +3,15 @@
 //! private (0600 files, 0700 directories), and `cairn show --verify` and
 //! `cairn restore` refuse each kind of damage with exit code 5, naming the
 //! file and what is wrong, leaving no process behind.
+
+// cairn::image::mutate exists only with cairn's `fuzz` feature, which every test
+// build has through the dev-dependency in Cargo.toml: without it, fail
+// here rather than lose these tests.
+#[cfg(not(feature = "fuzz"))]
+compile_error!(
+    "tests/integrity.rs needs cairn's `fuzz` feature: see [dev-dependencies] in Cargo.toml"
+);
+
 mod common;
 
 use std::fs;

@@ -1,4 +1,5 @@
-//! `chkpnt -p <PID> [-od <DIR>] [-k]`: see `cairn::chkpnt`.
+//! `chkpnt -p <PID> [-od <DIR>] [-k]`: see `cairn::cmd::chkpnt`.
+#![deny(unsafe_code)]
 fn main() -> std::process::ExitCode {
-    cairn::chkpnt::chkpnt_main()
+    cairn::cmd::chkpnt::chkpnt_main()
 }

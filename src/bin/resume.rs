@@ -1,4 +1,5 @@
-//! `resume -od <DIR> [-bp <DIR1>]`: see `cairn::chkpnt`.
+//! `resume -od <DIR> [-bp <DIR1>]`: see `cairn::cmd::chkpnt`.
+#![deny(unsafe_code)]
 fn main() -> std::process::ExitCode {
-    cairn::chkpnt::resume_main()
+    cairn::cmd::chkpnt::resume_main()
 }

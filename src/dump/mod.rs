@@ -7,7 +7,6 @@ pub mod watch;
 
 use std::time::Instant;
 
-use crate::cli::{DumpArgs, PreDumpArgs};
 use crate::error::{Error, Result};
 use crate::guard::{Guardian, Role};
 use crate::image::pages::PageStoreWriter;
@@ -19,6 +18,7 @@ use crate::kinds::incr::{self, ParentView};
 use crate::kinds::inet;
 use crate::kinds::memory::{self, MmInput, PagePlan};
 use crate::kinds::task as ktask;
+use crate::options::{DumpOptions, PreDumpOptions};
 use crate::procfs;
 use crate::remote::Calls;
 use crate::remote::{self, Agent, SCRATCH_LEN};
@@ -50,7 +50,7 @@ impl Layering {
     fn new(
         root: i32,
         images_dir: &std::path::Path,
-        incr_args: &crate::cli::IncrArgs,
+        incr_args: &crate::options::IncrOptions,
         keep: bool,
         plan: &mut PagePlan,
     ) -> Result<Layering> {
@@ -151,7 +151,7 @@ fn image_files_written(dir: &ImageDir) -> Vec<std::path::PathBuf> {
         .unwrap_or_default()
 }
 
-pub fn dump(args: &DumpArgs) -> Result<DumpStats> {
+pub fn dump(args: &DumpOptions) -> Result<DumpStats> {
     let pid = args.pid;
     if pid <= 0 || !crate::sys::task::pid_exists(pid) {
         return Err(Error::sys(
@@ -291,7 +291,7 @@ fn print_stats(what: &str, s: &DumpStats) {
 /// (re)arm dirty tracking, then copies the pages while it runs. Pages
 /// written during the copy are caught by the next layer, because tracking
 /// was armed before the copy began.
-pub fn pre_dump(args: &PreDumpArgs) -> Result<DumpStats> {
+pub fn pre_dump(args: &PreDumpOptions) -> Result<DumpStats> {
     let pid = args.pid;
     if pid <= 0 || !crate::sys::task::pid_exists(pid) {
         return Err(Error::sys(
@@ -575,7 +575,7 @@ fn tree_pids(root: i32) -> Vec<i32> {
 fn dump_frozen(
     frozen: &mut Frozen,
     dir: &ImageDir,
-    args: &DumpArgs,
+    args: &DumpOptions,
     mut plan: PagePlan,
     layering: &mut Layering,
 ) -> Result<(DumpStats, inet::DumpState)> {

@@ -19,8 +19,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::cli::FreezeArgs;
 use crate::inventory::records::{self, EventKind};
+use crate::options::FreezeOptions;
 use crate::sys::bpf::{self, Loaded};
 
 /// What the BPF view found, for the log and the tests.
@@ -66,7 +66,7 @@ impl TreeWatch {
     /// Starts watching the tree of `root`: attaches the fork tracker to it,
     /// then takes the snapshot. `None` (the reason logged once) when BPF
     /// cannot be used or `--no-bpf` was given: the freezer reads /proc.
-    pub fn start(root: i32, args: &FreezeArgs) -> Option<TreeWatch> {
+    pub fn start(root: i32, args: &FreezeOptions) -> Option<TreeWatch> {
         if args.no_bpf {
             crate::info!("freeze: /proc children lists (--no-bpf)");
             return None;

@@ -22,6 +22,7 @@
 
 pub mod budget;
 pub mod chain;
+#[cfg(feature = "fuzz")]
 pub mod mutate;
 pub mod pages;
 pub mod staging;

@@ -21,8 +21,8 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::json::json_string;
 use crate::procfs::{self, FdInfo, MapsEntry};
-use crate::show::json_string;
 use crate::sys::bpf::Iterators;
 use records::VmaName;
 
@@ -631,26 +631,6 @@ pub fn collect(root: i32, no_bpf: bool) -> Result<(Inventory, std::time::Duratio
 }
 
 // ---------------------------------------------------------------- output
-
-/// `cairn inventory`: collects the tree and prints it on stdout; the
-/// collector and the time it took go to the log (-v).
-pub fn command(args: &crate::cli::InventoryArgs) -> Result<()> {
-    let (inv, took) = collect(args.pid, args.no_bpf)?;
-    crate::info!(
-        "inventory of {}: {} by {} in {:.3} ms",
-        args.pid,
-        inv.summary(),
-        inv.collector.as_str(),
-        took.as_secs_f64() * 1e3
-    );
-    let out = if args.json {
-        to_json(&inv)
-    } else {
-        to_text(&inv)
-    };
-    use crate::error::IoContext;
-    std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes()).at("<stdout>")
-}
 
 fn json_strings(v: &[String]) -> String {
     let items: Vec<String> = v.iter().map(|s| json_string(s)).collect();

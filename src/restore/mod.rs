@@ -21,7 +21,6 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use crate::cli::RestoreArgs;
 use crate::error::{Error, Result};
 use crate::guard::{Guardian, Role};
 use crate::image::chain::{Chain, Resolved};
@@ -34,6 +33,7 @@ use crate::kinds::contents;
 use crate::kinds::files::{self, FilesIndex, SharedFiles};
 use crate::kinds::memory::{self, TASK_SIZE};
 use crate::kinds::task as ktask;
+use crate::options::RestoreOptions;
 use crate::procfs;
 use crate::remote::Calls;
 use crate::remote::{self, Agent, SCRATCH_LEN};
@@ -891,7 +891,7 @@ fn finish(img: &Images, p: &mut Proc) -> Result<()> {
 /// `fixups` says where files are opened from instead of their saved paths
 /// (moved executable, recreated deleted files); the deleted files are
 /// unlinked once every fd table is in place.
-fn restore_tree(img: &Images, args: &RestoreArgs, fixups: &mut Fixups) -> Result<i32> {
+fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Result<i32> {
     let t0 = Instant::now();
     let mut idx = FilesIndex::new(&img.files);
     idx.redirect = fixups.redirect.clone();
@@ -1001,7 +1001,7 @@ fn write_pidfile(path: &std::path::Path, pid: i32) -> Result<()> {
 /// Checks that can refuse a restore before anything is created. `idx`
 /// knows which files are checked elsewhere (saved contents, a verified
 /// executable).
-fn preflight(img: &Images, args: &RestoreArgs, idx: &FilesIndex) -> Result<()> {
+fn preflight(img: &Images, args: &RestoreOptions, idx: &FilesIndex) -> Result<()> {
     let same_boot = procfs::boot_id().ok().as_deref() == Some(img.inventory.boot_id.as_str());
     let problems = idx.check_unchanged(same_boot);
     if !problems.is_empty() {
@@ -1064,7 +1064,7 @@ struct Fixups {
 }
 
 /// `cairn restore`. Returns the exit code cairn should exit with.
-pub fn restore(args: &RestoreArgs) -> Result<i32> {
+pub fn restore(args: &RestoreOptions) -> Result<i32> {
     crate::image::allow_foreign_images(args.allow_foreign_images);
     let img = Images::load(&args.images_dir)?;
     crate::kinds::inet::check_restore(&img.files, &img.fdtables, args.tcp_established)?;
@@ -1116,7 +1116,7 @@ pub fn restore(args: &RestoreArgs) -> Result<i32> {
 
 /// Detached: a short-lived child does the restore, so the restored process
 /// is reparented when that child exits. The result comes back on a pipe.
-fn restore_detached(img: &Images, args: &RestoreArgs, fixups: &mut Fixups) -> Result<i32> {
+fn restore_detached(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Result<i32> {
     use std::io::{Read, Write};
     if task::own_thread_count() > 1 {
         return Err(Error::Restore(

@@ -285,6 +285,8 @@ fn fuzz(args: &[String]) -> Result<u8> {
         .args([
             "test",
             "--release",
+            "--features",
+            FUZZ_FEATURE,
             "--test",
             "fuzz_images",
             "--",
@@ -335,10 +337,18 @@ fn lint(extra: &[String]) -> Result<()> {
     eprintln!("xtask lint: rustdoc (warnings are errors)");
     run(cargo()
         .args(["doc", "--release", "--no-deps", "--workspace"])
+        // The test tools' docs too (clippy sees them through the tests).
+        .args(["--features", FUZZ_FEATURE])
         .env("RUSTDOCFLAGS", "-D warnings"))?;
     eprintln!("xtask lint: ok in {:.0?}", start.elapsed());
     Ok(())
 }
+
+/// The feature that builds cairn's test tools (`cairn::fuzz`,
+/// `cairn::image::mutate`) into the tests that use them. The dev-dependency
+/// of cairn on itself (Cargo.toml) turns it on for every test build; it is
+/// named here too so that the suite and the fuzzer say what they build.
+const FUZZ_FEATURE: &str = "fuzz";
 
 fn test(extra: &[String]) -> Result<u8> {
     let start = Instant::now();
@@ -356,6 +366,7 @@ fn test(extra: &[String]) -> Result<u8> {
     let mut cmd = cargo();
     cmd.env("CAIRN_SKIP_LOG", &skip_log);
     cmd.args(["test", "--release", "--workspace", "--no-fail-fast"])
+        .args(["--features", FUZZ_FEATURE])
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -19,11 +19,11 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::cli::{DumpArgs, RestoreArgs};
 use crate::error::{exit, Error, Phase};
 use crate::image::proto::Inventory;
 use crate::image::{names, ImageDir, Kind};
 use crate::kinds::contents::ContentsLimit;
+use crate::options::{DumpOptions, RestoreOptions};
 use crate::sys::time::LocalTime;
 
 pub const CHKPNT_USAGE: &str =
@@ -233,7 +233,7 @@ pub fn chkpnt_main() -> ExitCode {
             }
         }
     };
-    let args = DumpArgs {
+    let args = DumpOptions {
         pid: opts.pid,
         images_dir: dir.clone(),
         leave_running: !opts.kill,
@@ -279,7 +279,7 @@ pub fn resume_main() -> ExitCode {
         Err(msg) => return usage_error(prog, RESUME_USAGE, &msg),
     };
     let _ = crate::log::init(opts.verbose, None);
-    let args = RestoreArgs {
+    let args = RestoreOptions {
         images_dir: opts.dir.clone(),
         detached: true,
         pidfile: None,

@@ -17,6 +17,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::image::{
     decode_image, names, proto, Header, ImageDir, Kind, HEADER_LEN, MAX_MESSAGE_BYTES,
 };
+use crate::json::json_string;
 use crate::sys::safefs;
 
 /// Prints [`render`]'s output on stdout.
@@ -403,27 +404,6 @@ fn to_json(dir: &Path, images: &[Decoded], chain: &[LayerInfo]) -> String {
     out
 }
 
-/// Quotes and escapes `s` as a JSON string.
-pub fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -579,10 +559,5 @@ mod tests {
                 "pages.img",
             ]
         );
-    }
-
-    #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(json_string("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
     }
 }

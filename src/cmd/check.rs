@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use crate::error::{IoContext, Result};
-use crate::show::json_string;
+use crate::json::json_string;
 use crate::sys::probe::{features, Collection, DirtyTracking, Features, PidRestore};
 
 /// Prints [`render`]'s output on stdout.

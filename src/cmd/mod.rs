@@ -1,9 +1,52 @@
-//! Command-line arguments. Flag names follow CRIU's where the meaning is
-//! the same, so scripts written for `criu` work with few changes.
+//! The commands: `cairn`'s command line (flag names follow CRIU's where
+//! the meaning is the same, so scripts written for `criu` work with few
+//! changes) and its dispatch to the library, plus the commands that are
+//! front ends only: `cairn show` ([`show`]), `cairn show --verify`
+//! ([`verify`]), `cairn check` ([`check`]), `cairn demo` ([`demo`]),
+//! `cairn prune` ([`prune`]), `cairn inventory` ([`inventory`]), and the
+//! `chkpnt`/`resume` binaries ([`chkpnt`]).
+//!
+//! Only this module knows the command-line types: `dump`, `pre-dump` and
+//! `restore` hand the library plain [`crate::options`] structs, and the
+//! front ends below take plain arguments.
+
+pub mod check;
+pub mod chkpnt;
+pub mod demo;
+pub mod inventory;
+pub mod prune;
+pub mod show;
+pub mod verify;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::error::{Phase, Result};
+use crate::options::{DumpOptions, FreezeOptions, IncrOptions, PreDumpOptions, RestoreOptions};
+
+/// Runs `cairn`'s command `cmd`: its exit code (the root's exit code for
+/// an attached restore, 0 otherwise) or its error, and the phase that
+/// picks the error's exit code.
+pub fn run(cmd: &Command) -> (Result<i32>, Phase) {
+    if let Command::Show(a) = cmd {
+        crate::image::allow_foreign_images(a.allow_foreign_images);
+    }
+    match cmd {
+        Command::Dump(a) => (crate::dump::dump(&a.options()).map(|_| 0), Phase::Dump),
+        Command::PreDump(a) => (crate::dump::pre_dump(&a.options()).map(|_| 0), Phase::Dump),
+        Command::Restore(a) => (crate::restore::restore(&a.options()), Phase::Restore),
+        Command::Show(a) if a.verify => (verify::run(&a.path, a.json).map(|()| 0), Phase::Other),
+        Command::Show(a) => (show::show(&a.path, a.json).map(|()| 0), Phase::Other),
+        Command::Check(a) => (check::check(a.json).map(|()| 0), Phase::Other),
+        Command::Demo(a) => (demo::run(a.images_dir.as_deref()).map(|()| 0), Phase::Other),
+        Command::Prune(a) => (prune::prune(&a.options()).map(|()| 0), Phase::Other),
+        Command::Inventory(a) => (
+            inventory::run(a.pid, a.json, a.no_bpf).map(|()| 0),
+            Phase::Other,
+        ),
+    }
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -168,10 +211,6 @@ pub struct RestoreArgs {
     /// must have the checkpointed contents.
     #[arg(long = "exe-dir", value_name = "DIR")]
     pub exe_dir: Option<PathBuf>,
-    /// The option named in errors about a moved program ("--exe-dir", or
-    /// "-bp" for `resume`).
-    #[arg(skip = String::from("--exe-dir"))]
-    pub exe_dir_flag: String,
     /// Restore established TCP connections (needed if the dump had
     /// --tcp-established and the tree had any).
     #[arg(long = "tcp-established")]
@@ -238,9 +277,91 @@ pub struct PruneArgs {
     pub dir: Option<PathBuf>,
     /// Remove image directories whose dump is older than this: a number
     /// with s, m, h, d or w (a number alone counts days).
-    #[arg(long = "older-than", value_name = "AGE", default_value = "5d", value_parser = crate::prune::parse_age)]
+    #[arg(long = "older-than", value_name = "AGE", default_value = "5d", value_parser = prune::parse_age)]
     pub older_than: std::time::Duration,
     /// Only list what would be removed.
     #[arg(long = "dry-run")]
     pub dry_run: bool,
+}
+
+impl DumpArgs {
+    /// The library's options for these arguments.
+    pub fn options(&self) -> DumpOptions {
+        DumpOptions {
+            pid: self.pid,
+            images_dir: self.images_dir.clone(),
+            leave_running: self.leave_running,
+            shell_job: self.shell_job,
+            ext_unix_sk: self.ext_unix_sk,
+            compress_level: self.compress_level,
+            file_contents: self.file_contents,
+            tcp_established: self.tcp_established,
+            network_lock: self.network_lock,
+            incr: self.incr.options(),
+            freeze: self.freeze.options(),
+        }
+    }
+}
+
+impl PreDumpArgs {
+    /// The library's options for these arguments.
+    pub fn options(&self) -> PreDumpOptions {
+        PreDumpOptions {
+            pid: self.pid,
+            images_dir: self.images_dir.clone(),
+            compress_level: self.compress_level,
+            incr: self.incr.options(),
+            freeze: self.freeze.options(),
+        }
+    }
+}
+
+impl IncrArgs {
+    /// The library's options for these arguments.
+    pub fn options(&self) -> IncrOptions {
+        IncrOptions {
+            prev_images_dir: self.prev_images_dir.clone(),
+            track_mem: self.track_mem,
+            dirty_tracking: self.dirty_tracking.clone(),
+        }
+    }
+}
+
+impl FreezeArgs {
+    /// The library's options for these arguments.
+    pub fn options(&self) -> FreezeOptions {
+        FreezeOptions {
+            no_bpf: self.no_bpf,
+            wait_fork: self.wait_fork,
+        }
+    }
+}
+
+impl RestoreArgs {
+    /// The library's options for these arguments.
+    pub fn options(&self) -> RestoreOptions {
+        RestoreOptions {
+            images_dir: self.images_dir.clone(),
+            detached: self.detached,
+            pidfile: self.pidfile.clone(),
+            shell_job: self.shell_job,
+            ignore_file_changes: self.ignore_file_changes,
+            pid_restore: self.pid_restore.clone(),
+            exe_dir: self.exe_dir.clone(),
+            exe_dir_flag: "--exe-dir".into(),
+            tcp_established: self.tcp_established,
+            allow_foreign_images: self.allow_foreign_images,
+        }
+    }
+}
+
+impl PruneArgs {
+    /// The library's options for these arguments.
+    pub fn options(&self) -> prune::PruneOptions {
+        prune::PruneOptions {
+            dir: self.dir.clone(),
+            older_than: self.older_than,
+            dry_run: self.dry_run,
+        }
+    }
 }

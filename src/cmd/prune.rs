@@ -32,11 +32,23 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustix::fs::{AtFlags, FileType, OFlags};
 
-use crate::cli::PruneArgs;
 use crate::error::{Error, IoContext, Result};
 use crate::image::proto::Inventory;
 use crate::image::{chain, names, ImageDir, Kind};
 use crate::sys::safefs;
+use crate::{info, warn};
+
+/// What `cairn prune` removes.
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    /// An image directory, or a directory whose image directories are
+    /// considered (default: the current directory).
+    pub dir: Option<PathBuf>,
+    /// Remove image directories whose dump is older than this.
+    pub older_than: Duration,
+    /// Only list what would be removed.
+    pub dry_run: bool,
+}
 
 /// Parses an age: a number with `s`, `m`, `h`, `d` or `w` (a number alone
 /// counts days): `5d`, `12h`, `90m`, `2w`, `0`.
@@ -228,7 +240,7 @@ fn parents(found: &[Candidate]) -> Vec<Option<usize>> {
 /// `cairn prune`. Prints one line per directory removed (or, with
 /// --dry-run, that would be removed) on stdout, and one per directory
 /// kept only because a newer layer that is kept is built on it.
-pub fn prune(args: &PruneArgs) -> Result<()> {
+pub fn prune(args: &PruneOptions) -> Result<()> {
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -435,7 +447,7 @@ mod tests {
         layer("2", Some("1"), 9 * 86_400_000);
         layer("3", Some("2"), 1000);
         layer("4", None, 10 * 86_400_000);
-        let args = |age: u64| PruneArgs {
+        let args = |age: u64| PruneOptions {
             dir: Some(t.clone()),
             older_than: Duration::from_secs(age),
             dry_run: false,

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::cli::DemoArgs;
 use crate::error::{Error, IoContext, Result};
 
 /// The hidden first argument that makes `cairn` run [`workload`].
@@ -63,12 +62,13 @@ fn count(path: &Path, ticks: Option<u64>) -> Result<()> {
 }
 
 /// Runs the demo; an error if any step fails or the restored process did
-/// not continue counting.
-pub fn run(args: &DemoArgs) -> Result<()> {
+/// not continue counting. `images_dir`: keep the images there instead of
+/// in a temporary directory (`-D`).
+pub fn run(images_dir: Option<&Path>) -> Result<()> {
     let exe = std::env::current_exe().at("/proc/self/exe")?;
     let work = WorkDir::create()?;
-    let images = match &args.images_dir {
-        Some(d) => d.clone(),
+    let images = match images_dir {
+        Some(d) => d.to_path_buf(),
         None => work.path.join("images"),
     };
     let counter = work.path.join("counter");
@@ -193,7 +193,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         "OK: the count went on from {} to {} in pid {pid}",
         at_dump.count, later.count
     ));
-    if args.images_dir.is_some() {
+    if images_dir.is_some() {
         say(&format!(
             "images kept in {} (see: cairn show {0})",
             images.display()

@@ -23,7 +23,7 @@ use std::path::Path;
 use crate::error::{Error, IoContext, Result};
 use crate::image::pages::PageStoreReader;
 use crate::image::{is_image_name, names, ImageDir, Kind, HEADER_LEN};
-use crate::show::json_string;
+use crate::json::json_string;
 use crate::sys::safefs;
 
 /// What was verified.
@@ -106,7 +106,7 @@ fn verify_file(p: &Path) -> Result<Report> {
         chunks: 0,
     };
     if hdr.kind.is_message() {
-        crate::show::check_message_file(&dir.read_all(file)?, p)?;
+        super::show::check_message_file(&dir.read_all(file)?, p)?;
         return Ok(r);
     }
     // pages.img: with its chunk table beside it, every chunk; otherwise the
@@ -146,7 +146,7 @@ fn verify_dir(path: &Path) -> Result<Report> {
             continue;
         }
         let bytes = dir.read_all(name)?;
-        let kind = crate::show::check_message_file(&bytes, &p)?;
+        let kind = super::show::check_message_file(&bytes, &p)?;
         // Same checks as a restore's read, including the inventory entry.
         dir.check_file(kind, name)?;
         r.bytes += bytes.len() as u64;

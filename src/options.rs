@@ -1,0 +1,100 @@
+//! The options of the library's entry points ([`crate::dump::dump`],
+//! [`crate::dump::pre_dump`], [`crate::restore::restore`]) as plain
+//! structs. The commands in [`crate::cmd`] fill them in (`cairn` from its
+//! command line, `chkpnt` and `resume` from theirs); the library never
+//! sees the command-line types. The meaning of each field is that of the
+//! `cairn` flag of the same name (`cairn dump --help`).
+
+use std::path::PathBuf;
+
+use crate::kinds::contents::ContentsLimit;
+use crate::netlock;
+
+/// What [`crate::dump::dump`] does.
+#[derive(Debug, Clone)]
+pub struct DumpOptions {
+    /// Root of the process tree (`--tree`).
+    pub pid: i32,
+    /// Where the images go (`--images-dir`).
+    pub images_dir: PathBuf,
+    /// Thaw the tree after the dump instead of killing it (`--leave-running`).
+    pub leave_running: bool,
+    /// The tree's session and terminal are outside it (`--shell-job`).
+    pub shell_job: bool,
+    /// Allow unix sockets whose peer is outside the tree (`--ext-unix-sk`).
+    pub ext_unix_sk: bool,
+    /// zstd level of the page data (`--compress-level`).
+    pub compress_level: i32,
+    /// Which open files' contents are kept (`--file-contents`).
+    pub file_contents: ContentsLimit,
+    /// Checkpoint established TCP connections (`--tcp-established`).
+    pub tcp_established: bool,
+    /// How those connections are kept from the network (`--network-lock`).
+    pub network_lock: netlock::Method,
+    pub incr: IncrOptions,
+    pub freeze: FreezeOptions,
+}
+
+/// What [`crate::dump::pre_dump`] does.
+#[derive(Debug, Clone)]
+pub struct PreDumpOptions {
+    /// Root of the process tree (`--tree`).
+    pub pid: i32,
+    /// Where the layer goes (`--images-dir`).
+    pub images_dir: PathBuf,
+    /// zstd level of the page data (`--compress-level`).
+    pub compress_level: i32,
+    pub incr: IncrOptions,
+    pub freeze: FreezeOptions,
+}
+
+/// Incremental checkpoints, shared by dump and pre-dump.
+#[derive(Debug, Clone, Default)]
+pub struct IncrOptions {
+    /// The previous layer, relative to the images directory unless
+    /// absolute (`--prev-images-dir`).
+    pub prev_images_dir: Option<PathBuf>,
+    /// Keep tracking memory changes after the dump (`--track-mem`).
+    pub track_mem: bool,
+    /// Force a dirty-tracking mechanism (`--dirty-tracking`).
+    pub dirty_tracking: Option<String>,
+}
+
+/// How the tree is found while it is frozen, shared by dump and pre-dump.
+#[derive(Debug, Clone, Default)]
+pub struct FreezeOptions {
+    /// /proc children lists instead of BPF (`--no-bpf`).
+    pub no_bpf: bool,
+    /// For tests: wait for a fork after the BPF snapshot (`--freeze-wait-fork`).
+    pub wait_fork: bool,
+}
+
+/// What [`crate::restore::restore`] does.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// Where the images are (`--images-dir`).
+    pub images_dir: PathBuf,
+    /// Return once the tree runs instead of waiting for its root
+    /// (`--restore-detached`).
+    pub detached: bool,
+    /// Write the restored root's pid here (`--pidfile`).
+    pub pidfile: Option<PathBuf>,
+    /// Restore into the current session and terminal (`--shell-job`).
+    pub shell_job: bool,
+    /// Restore even if open files changed since the dump
+    /// (`--ignore-file-changes`).
+    pub ignore_file_changes: bool,
+    /// "clone3" or "ns_last_pid" (`--pid-restore`); `None`: the best the
+    /// kernel has.
+    pub pid_restore: Option<String>,
+    /// Where a moved program is looked for (`--exe-dir`).
+    pub exe_dir: Option<PathBuf>,
+    /// The option named in errors about a moved program ("--exe-dir", or
+    /// "-bp" for `resume`).
+    pub exe_dir_flag: String,
+    /// Restore established TCP connections (`--tcp-established`).
+    pub tcp_established: bool,
+    /// Read images another user owns or could have written
+    /// (`--allow-foreign-images`).
+    pub allow_foreign_images: bool,
+}
