@@ -70,7 +70,9 @@ fn quiet_libbpf() {
 /// The verifier's reason from libbpf's messages: the program that failed
 /// and the last lines of its load log (where the verifier says why).
 fn verifier_reason(msgs: &[String]) -> Option<String> {
-    let i = msgs.iter().rposition(|m| m.contains("BEGIN PROG LOAD LOG"))?;
+    let i = msgs
+        .iter()
+        .rposition(|m| m.contains("BEGIN PROG LOAD LOG"))?;
     let log: Vec<&str> = msgs[i]
         .lines()
         .map(str::trim)
@@ -95,7 +97,8 @@ fn bpf_err(what: &str, e: libbpf_rs::Error) -> io::Error {
         .lock()
         .map(|mut l| l.drain(..).collect())
         .unwrap_or_default();
-    let last = verifier_reason(&msgs).or_else(|| msgs.iter().rev().find(|m| !m.is_empty()).cloned());
+    let last =
+        verifier_reason(&msgs).or_else(|| msgs.iter().rev().find(|m| !m.is_empty()).cloned());
     use libbpf_rs::ErrorKind as K;
     let kind = match e.kind() {
         K::NotFound => io::ErrorKind::NotFound,
@@ -366,7 +369,10 @@ mod tests {
         .map(|s| s.to_string())
         .collect();
         let r = verifier_reason(&msgs).unwrap();
-        assert!(r.starts_with("program vmas refused by the verifier: "), "{r}");
+        assert!(
+            r.starts_with("program vmas refused by the verifier: "),
+            "{r}"
+        );
         assert!(r.ends_with("helper call is not allowed in probe"), "{r}");
         assert_eq!(verifier_reason(&msgs[..1]), None);
     }

@@ -1148,14 +1148,18 @@ fn collect(
     let mut skips = BTreeSet::new();
     println!("vm-test kernel {} ({}):", s.name, k.release);
     if let Ok(check) = std::fs::read_to_string(out.join("check.txt")) {
-        for l in check
-            .lines()
-            .filter(|l| {
-                ["dirty", "pagemap", "uffd", "bpf", "inventory", "fork_tracking"]
-                    .iter()
-                    .any(|k| l.contains(k))
-            })
-        {
+        for l in check.lines().filter(|l| {
+            [
+                "dirty",
+                "pagemap",
+                "uffd",
+                "bpf",
+                "inventory",
+                "fork_tracking",
+            ]
+            .iter()
+            .any(|k| l.contains(k))
+        }) {
             println!("  check: {}", l.trim());
         }
     }
