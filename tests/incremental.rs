@@ -403,6 +403,7 @@ fn older_parent(mech: &str) {
         .iter()
         .find(|f| f.starts_with(&format!("{root}:")));
     let (stored, parent) = c.pages(3, &root);
+    println!("layer 3 ({used}) of {root}: {stored} pages stored, {parent} taken from layer 1");
     if used == "hash" {
         assert!(
             whole.is_none(),
