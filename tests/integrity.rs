@@ -339,9 +339,95 @@ fn wait_dead(pid: i32, timeout: std::time::Duration) -> bool {
     }
 }
 
-/// `cairn restore ARGS` (not detached): if it restores the tree (its
-/// pidfile appears) the tree is killed, which ends cairn too. Returns
-/// cairn's output.
+/// How one `cairn restore` (not detached) of `restore_or_kill` went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Restored {
+    /// cairn never wrote its pid file: its exit status is the restore's.
+    No,
+    /// cairn restored this pid and the test found it alive, stopped it
+    /// (so it could not end by itself meanwhile) and killed it with
+    /// SIGKILL: cairn, which waits for it, must exit 128 + SIGKILL.
+    KilledByTest(i32),
+    /// cairn restored this pid, which ended by itself before the test
+    /// could stop it (a forged image may restore into a process that
+    /// crashes): cairn's exit status is that end, passed on.
+    EndedByItself(i32),
+    /// cairn exited and left its restored pid running (no longer its
+    /// child); the test killed it. Always wrong.
+    LeftRunning(i32),
+}
+
+/// What `restore_or_kill` saw: cairn's output with its real exit status,
+/// and whether (and how) a tree was restored.
+struct RestoreRun {
+    out: std::process::Output,
+    restored: Restored,
+}
+
+/// The restored root `pid`, a child of cairn (`cairn_pid`): stopped with
+/// SIGSTOP and then, with its tree and any process of the workload still
+/// holding one of the dumped `pids`, killed. Returns whether it was
+/// alive and stopped (`KilledByTest`) or had ended (`EndedByItself`).
+fn stop_and_kill(
+    pid: i32,
+    cairn_pid: i32,
+    bin: &Path,
+    name: &str,
+    pids: &[i32],
+    ctx: &str,
+) -> Restored {
+    let tracker = PidTracker::new();
+    for p in pids {
+        if *p != pid && is_workload(*p, bin, name) {
+            tracker.track_tree(*p);
+        }
+    }
+    // The pidfd is taken before the parent is checked: the pid cannot be
+    // recycled under it.
+    let fd = pidfd_open(pid);
+    let ours = proc_info(pid).is_some_and(|i| i.ppid == cairn_pid);
+    let verdict = match fd {
+        Some(fd) if ours => {
+            let _ = pidfd_signal(&fd, libc::SIGSTOP);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                if pidfd_exited(&fd) {
+                    break Restored::EndedByItself(pid);
+                }
+                if proc_info(pid).is_some_and(|i| i.state == 'T') {
+                    tracker.track_tree(pid);
+                    break Restored::KilledByTest(pid);
+                }
+                if std::time::Instant::now() >= deadline {
+                    tracker.track_tree(pid);
+                    tracker.kill_all();
+                    panic!(
+                        "{ctx}: the restored pid {pid} neither stopped on SIGSTOP nor ended \
+                         within 10 s: {:?}",
+                        proc_info(pid)
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        // Still the workload, but no longer cairn's child: cairn is gone
+        // and left it behind.
+        Some(fd) if !pidfd_exited(&fd) && is_workload(pid, bin, name) => {
+            tracker.track_tree(pid);
+            Restored::LeftRunning(pid)
+        }
+        // Gone already (or reaped, the pid reused).
+        _ => Restored::EndedByItself(pid),
+    };
+    tracker.kill_all();
+    verdict
+}
+
+/// `cairn restore ARGS` (not detached). If it restores the tree (its
+/// pidfile appears), the restored root is stopped and the tree killed,
+/// which ends cairn too (it waits for the root and exits with its end).
+/// Returns cairn's output with its real exit status and what was
+/// restored; `judge_restore` says whether that is right.
 fn restore_or_kill(
     args: &[&str],
     out_base: &Path,
@@ -350,7 +436,7 @@ fn restore_or_kill(
     name: &str,
     pids: &[i32],
     ctx: &str,
-) -> std::process::Output {
+) -> RestoreRun {
     let so = out_base.with_extension("stdout");
     let se = out_base.with_extension("stderr");
     let mut child = std::process::Command::new(cairn_bin())
@@ -360,24 +446,17 @@ fn restore_or_kill(
         .stderr(fs::File::create(&se).unwrap())
         .spawn()
         .expect("spawn cairn");
+    let cairn_pid = child.id() as i32;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let mut restored = false;
+    let mut restored = Restored::No;
     let status = loop {
         if let Some(st) = child.try_wait().expect("wait cairn") {
             break st;
         }
-        if !restored && read_pidfile(pidfile).is_some() {
-            restored = true;
-            let tracker = PidTracker::new();
-            for p in read_pidfile(pidfile)
-                .into_iter()
-                .chain(pids.iter().copied())
-            {
-                if is_workload(p, bin, name) {
-                    tracker.track_tree(p);
-                }
+        if restored == Restored::No {
+            if let Some(pid) = read_pidfile(pidfile) {
+                restored = stop_and_kill(pid, cairn_pid, bin, name, pids, ctx);
             }
-            tracker.kill_all();
         }
         if std::time::Instant::now() >= deadline {
             kill_tree(&mut child);
@@ -388,27 +467,73 @@ fn restore_or_kill(
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     };
-    let mut st = status;
-    // The pidfile is written once the tree runs: the restore succeeded,
-    // whatever became of the (forged) process afterwards (killed above, or
-    // crashed by itself before that, cairn then passing on its end).
-    if read_pidfile(pidfile).is_some() {
-        let tracker = PidTracker::new();
-        for p in read_pidfile(pidfile)
-            .into_iter()
-            .chain(pids.iter().copied())
-        {
-            if is_workload(p, bin, name) {
-                tracker.track_tree(p);
-            }
+    if restored == Restored::No {
+        if let Some(pid) = read_pidfile(pidfile) {
+            // cairn wrote its pid file and exited before the test saw it:
+            // it had waited for the restored root, which ended by itself.
+            // Kill what may be left of the tree.
+            restored = stop_and_kill(pid, cairn_pid, bin, name, pids, ctx);
         }
-        tracker.kill_all();
-        st = std::os::unix::process::ExitStatusExt::from_raw(0);
     }
-    std::process::Output {
-        status: st,
-        stdout: fs::read(&so).unwrap_or_default(),
-        stderr: fs::read(&se).unwrap_or_default(),
+    RestoreRun {
+        out: std::process::Output {
+            status,
+            stdout: fs::read(&so).unwrap_or_default(),
+            stderr: fs::read(&se).unwrap_or_default(),
+        },
+        restored,
+    }
+}
+
+/// The verdict on one `restore_or_kill` of mutation `m`: a refused
+/// restore is judged by `check_outcome` on cairn's real exit status; a
+/// restored tree must come from a forged image that is still valid, and
+/// cairn must pass on its root's end (128 + SIGKILL when the test killed
+/// it). Returns the code for the summary (0: restored).
+fn judge_restore(r: &RestoreRun, m: &cairn::image::mutate::Mutation, ctx: &str) -> i32 {
+    let e = stderr(&r.out);
+    let code = exit_code(&r.out.status);
+    match r.restored {
+        Restored::No => {
+            assert!(
+                code != 0,
+                "{ctx}: cairn restore exited 0 without writing its pid file on {}\n{e}",
+                m.what
+            );
+            check_outcome(&r.out, m, true, ctx)
+        }
+        Restored::LeftRunning(pid) => panic!(
+            "{ctx}: cairn exited {code} and left its restored pid {pid} running on {}\n{e}",
+            m.what
+        ),
+        Restored::KilledByTest(pid) | Restored::EndedByItself(pid) => {
+            assert!(
+                !e.contains("panicked") && r.out.status.code().is_some(),
+                "{ctx}: cairn restored pid {pid} and then panicked or was killed ({:?}) on {}\n{e}",
+                r.out.status,
+                m.what
+            );
+            if let Restored::KilledByTest(_) = r.restored {
+                assert_eq!(
+                    code,
+                    128 + libc::SIGKILL,
+                    "{ctx}: cairn restored pid {pid}, which the test killed with SIGKILL, but \
+                     cairn exited {code}, not passing on its end, on {}\n{e}",
+                    m.what
+                );
+            } else {
+                println!(
+                    "{ctx}: restored pid {pid} ended by itself; cairn passed on exit {code}: {}",
+                    m.what
+                );
+            }
+            assert!(
+                m.hostile,
+                "{ctx}: damage the checksums must catch was restored: {}",
+                m.what
+            );
+            0
+        }
     }
 }
 
@@ -460,6 +585,31 @@ fn mutated_images_are_refused_cleanly() {
         .iter()
         .map(|n| fs::canonicalize(workload_bin(n)).unwrap())
         .collect();
+    // The way restores are judged below, on the intact copies: each
+    // restores, its root is stopped and killed, and cairn passes that on.
+    for k in 0..names.len() {
+        let ctx = format!("the intact images of {}", names[k]);
+        let pidfile = trees[k].w.dir.join("intact.pid");
+        let d = work[k].to_str().unwrap();
+        let args = ["restore", "-D", d, "--pidfile", pidfile.to_str().unwrap()];
+        let out_base = trees[k].w.dir.join("intact-run");
+        let r = restore_or_kill(
+            &args, &out_base, &pidfile, &bins[k], names[k], &pids[k], &ctx,
+        );
+        assert_eq!(
+            (r.restored, exit_code(&r.out.status)),
+            (Restored::KilledByTest(pids[k][0]), 128 + libc::SIGKILL),
+            "{ctx}: expected a restore of pid {}, killed by the test, passed on by cairn\n{}",
+            pids[k][0],
+            describe(&r.out)
+        );
+        for &p in &pids[k] {
+            assert!(
+                wait_dead(p, std::time::Duration::from_secs(10)),
+                "{ctx}: pid {p} left behind"
+            );
+        }
+    }
     let mut rng = Rng::new(SEED);
     let mut codes: std::collections::BTreeMap<(bool, i32), usize> = Default::default();
     let t0 = std::time::Instant::now();
@@ -483,17 +633,18 @@ fn mutated_images_are_refused_cleanly() {
         let _ = fs::remove_file(&pidfile);
         let d = dir.to_str().unwrap();
         let t1 = std::time::Instant::now();
-        let o = if restore {
+        let code = if restore {
             let args = ["restore", "-D", d, "--pidfile", pidfile.to_str().unwrap()];
-            restore_or_kill(
+            let r = restore_or_kill(
                 &args, &out_base, &pidfile, &bins[k], names[k], &pids[k], &ctx,
-            )
+            );
+            judge_restore(&r, &m, &ctx)
         } else {
             let args: Vec<std::ffi::OsString> =
                 ["show", "--verify", d].iter().map(|a| a.into()).collect();
-            run_cairn(&args, &out_base, std::time::Duration::from_secs(60))
+            let o = run_cairn(&args, &out_base, std::time::Duration::from_secs(60));
+            check_outcome(&o, &m, restore, &ctx)
         };
-        let code = check_outcome(&o, &m, restore, &ctx);
         let took = t1.elapsed();
         *codes.entry((restore, code)).or_default() += 1;
         // Nothing of the workload is left (a killed restore's vessels are

@@ -51,7 +51,10 @@ fn fd_memfd() {
     checkpoint_restore("fd_memfd", &[]);
 }
 
-/// setitimer timers and POSIX timers (ids, clocks, signals, values, time left).
+/// setitimer timers and POSIX timers: ids, clock ids, signals, sigev
+/// values and notify kinds (/proc/self/timers), intervals, time left, and
+/// that each still fires; `checkpoint_restore` requires the workload's
+/// PASS after the restore.
 #[test]
 fn timers() {
     if skip_unless_root() {

@@ -136,7 +136,8 @@ fn tcp_established_leave_running() {
     let mut w = Workload::start("sk_tcp_stream", &[]);
     let _unlock = LockCleanup(w.pid);
     w.dump_ok(&["--tcp-established", "--leave-running"]);
-    std::thread::sleep(Duration::from_millis(300));
+    // The connections carry data after the dump.
+    wait_streaming(&mut w, "after the dump with --leave-running");
     // Images with connections are refused without the flag (and restore
     // nothing: the original still holds the pids).
     let out = restore_expect_fail(&w.images, &[], w.pid);
@@ -344,10 +345,26 @@ fn tcp_established_far_peer() {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+    let peer_pid = read_pidfile(&pidfile).expect("tcp_peer's pid file");
     let mut w = Workload::start("sk_tcp_stream", &["--peer", &far.peer_ip, "--port", port]);
     let _unlock = LockCleanup(w.pid);
-    // Let the stream run for a moment with data in flight.
-    std::thread::sleep(Duration::from_millis(500));
+    // The stream runs with data in flight: sent, not yet acknowledged.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let conns = tcp_conns(&[w.pid]);
+        if conns
+            .iter()
+            .any(|c| c.state == TCP_ESTABLISHED && c.unacked > 0)
+        {
+            break;
+        }
+        assert!(
+            w.original_alive() && Instant::now() < deadline,
+            "no unacknowledged data on the workload's connection within 60 s: {conns:?}\n{}",
+            tail(&w.log, 2000)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     w.dump_ok(&["--tcp-established"]);
     w.expect_killed_by_dump();
     let dump_log = newest_dump_stderr(&w.dir);
@@ -369,13 +386,36 @@ fn tcp_established_far_peer() {
         "expected sent-but-unacknowledged data at the checkpoint: {line}"
     );
     // While the tree is gone the network stays locked: the peer streams
-    // into silence (and must not see a reset).
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        matches!(peer.child.try_wait(), Ok(None)),
-        "the peer stopped while the tree was checkpointed: {}",
-        tail(&peer.log, 2000)
-    );
+    // into silence, retransmitting or probing a window that nothing
+    // answers, on a connection still established (no reset).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            matches!(peer.child.try_wait(), Ok(None)),
+            "the peer stopped while the tree was checkpointed: {}",
+            tail(&peer.log, 2000)
+        );
+        // Its connection (not its listener).
+        let conns: Vec<TcpConn> = tcp_conns(&[peer_pid])
+            .into_iter()
+            .filter(|c| c.state != TCP_LISTEN)
+            .collect();
+        assert!(
+            !conns.is_empty() && conns.iter().all(|c| c.state == TCP_ESTABLISHED),
+            "the peer's connection is no longer established while the tree is checkpointed: \
+             {conns:?}"
+        );
+        if conns.iter().any(|c| c.retransmits > 0 || c.probes > 0) {
+            println!("peer, into the lock: {conns:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the peer never went unanswered within 60 s of the checkpoint (is the network \
+             locked? is it still sending?): {conns:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     w.restore_wait(&["--tcp-established"]);
     let deadline = Instant::now() + Duration::from_secs(60);
     let st = loop {
@@ -432,11 +472,12 @@ fn tcp_established_network_lock_skip() {
 
 // ------------------------------------------------------------ interrupted dumps
 
-/// The TCP sockets of the tree of `root`: (pid, fd, in repair mode).
-fn tcp_sockets(root: i32) -> Vec<(i32, i32, bool)> {
+/// Copies (pidfd_getfd) of the IPv4 and IPv6 TCP sockets of the
+/// processes `pids`, with their pid and fd number.
+fn tcp_fds(pids: &[i32]) -> Vec<(i32, i32, std::os::fd::OwnedFd)> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     let mut out = Vec::new();
-    for pid in tree_pids(root) {
+    for &pid in pids {
         let Some(pidfd) = pidfd_open(pid) else {
             continue;
         };
@@ -458,33 +499,139 @@ fn tcp_sockets(root: i32) -> Vec<(i32, i32, bool)> {
             }
             // SAFETY: the kernel just returned this fd; nothing else owns it.
             let s = unsafe { OwnedFd::from_raw_fd(got as i32) };
-            let get = |level: i32, opt: i32| -> Option<i32> {
-                let mut v: libc::c_int = 0;
-                let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-                // SAFETY: getsockopt into a c_int of the given length.
-                let r = unsafe {
-                    libc::getsockopt(
-                        s.as_raw_fd(),
-                        level,
-                        opt,
-                        &mut v as *mut libc::c_int as *mut libc::c_void,
-                        &mut len,
-                    )
-                };
-                (r == 0).then_some(v)
-            };
-            let domain = get(libc::SOL_SOCKET, libc::SO_DOMAIN);
-            if get(libc::SOL_SOCKET, libc::SO_PROTOCOL) != Some(libc::IPPROTO_TCP)
+            let domain = getsockopt_int(&s, libc::SOL_SOCKET, libc::SO_DOMAIN);
+            if getsockopt_int(&s, libc::SOL_SOCKET, libc::SO_PROTOCOL) != Some(libc::IPPROTO_TCP)
                 || !matches!(domain, Some(libc::AF_INET) | Some(libc::AF_INET6))
             {
                 continue;
             }
-            // TCP_REPAIR (19) reads back the repair flag.
-            let repair = get(libc::IPPROTO_TCP, 19).is_some_and(|v| v != 0);
-            out.push((pid, fd, repair));
+            out.push((pid, fd, s));
         }
     }
     out
+}
+
+fn getsockopt_int(s: &std::os::fd::OwnedFd, level: i32, opt: i32) -> Option<i32> {
+    use std::os::fd::AsRawFd;
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt into a c_int of the given length.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            level,
+            opt,
+            &mut v as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    (r == 0).then_some(v)
+}
+
+/// The TCP sockets of the tree of `root`: (pid, fd, in repair mode).
+fn tcp_sockets(root: i32) -> Vec<(i32, i32, bool)> {
+    tcp_fds(&tree_pids(root))
+        .into_iter()
+        // TCP_REPAIR (19) reads back the repair flag.
+        .map(|(pid, fd, s)| {
+            let repair = getsockopt_int(&s, libc::IPPROTO_TCP, 19).is_some_and(|v| v != 0);
+            (pid, fd, repair)
+        })
+        .collect()
+}
+
+const TCP_ESTABLISHED: u8 = 1;
+const TCP_LISTEN: u8 = 10;
+
+/// What the tests wait on from TCP_INFO (struct tcp_info of
+/// linux/tcp.h: byte offsets 0, 2, 3, 24, 120, 128).
+#[derive(Debug, Clone, Copy)]
+#[allow(dead_code)] // pid and fd are read through Debug
+struct TcpConn {
+    pid: i32,
+    fd: i32,
+    state: u8,
+    /// Retransmissions (RTO) of the oldest unacknowledged segment so far.
+    retransmits: u8,
+    /// Zero-window probes gone unanswered so far.
+    probes: u8,
+    /// Segments sent and not acknowledged.
+    unacked: u32,
+    bytes_acked: u64,
+    bytes_received: u64,
+}
+
+/// TCP_INFO of every TCP socket (listeners included) of the processes
+/// `pids`.
+fn tcp_conns(pids: &[i32]) -> Vec<TcpConn> {
+    use std::os::fd::AsRawFd;
+    let mut out = Vec::new();
+    for (pid, fd, s) in tcp_fds(pids) {
+        let mut b = [0u8; 256];
+        let mut len = b.len() as libc::socklen_t;
+        // SAFETY: getsockopt TCP_INFO into a buffer of `len` bytes.
+        let r = unsafe {
+            libc::getsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                b.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        if r != 0 || len < 136 {
+            continue;
+        }
+        let u32_at = |i: usize| u32::from_ne_bytes(b[i..i + 4].try_into().unwrap());
+        let u64_at = |i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().unwrap());
+        out.push(TcpConn {
+            pid,
+            fd,
+            state: b[0],
+            retransmits: b[2],
+            probes: b[3],
+            unacked: u32_at(24),
+            bytes_acked: u64_at(120),
+            bytes_received: u64_at(128),
+        });
+    }
+    out
+}
+
+/// Bytes received so far on the TCP connections of `pids`, in all.
+fn bytes_received(pids: &[i32]) -> u64 {
+    tcp_conns(pids).iter().map(|c| c.bytes_received).sum()
+}
+
+/// Waits (up to 60 s) until the tree of the (original) workload has
+/// received 64 KiB more than `since` over its TCP connections, failing at
+/// once if it dies: its connections carry data.
+fn wait_streaming_since(w: &mut Workload, since: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            w.original_alive(),
+            "{what}: the workload died: {}",
+            tail(&w.log, 4000)
+        );
+        let now = bytes_received(&tree_pids(w.pid));
+        if now >= since + 65536 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the connections do not carry data: {} bytes received in 60 s: {:?}",
+            now.saturating_sub(since),
+            tcp_conns(&tree_pids(w.pid))
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `wait_streaming_since` from now.
+fn wait_streaming(w: &mut Workload, what: &str) {
+    let since = bytes_received(&tree_pids(w.pid));
+    wait_streaming_since(w, since, what);
 }
 
 fn lock_tables(pid: i32) -> Vec<String> {
@@ -526,12 +673,14 @@ fn tcp_established_dump_killed_after_repair() {
     let mut w = Workload::start("sk_tcp_stream", &[]);
     let _unlock = LockCleanup(w.pid);
     let pid = w.pid.to_string();
-    std::thread::sleep(Duration::from_millis(300));
-    let before = tcp_sockets(w.pid);
+    // Listeners and both ends of both connections, none in repair mode.
+    let ready = |s: &Vec<(i32, i32, bool)>| s.len() >= 6 && s.iter().all(|s| !s.2);
     assert!(
-        before.len() >= 4 && before.iter().all(|s| !s.2),
-        "expected the tree's TCP sockets, none in repair mode: {before:?}"
+        eventually(|| ready(&tcp_sockets(w.pid))),
+        "expected the tree's TCP sockets, none in repair mode: {:?}",
+        tcp_sockets(w.pid)
     );
+    let before = tcp_sockets(w.pid);
     for (i, (sig, name)) in [
         (libc::SIGKILL, "SIGKILL"),
         (libc::SIGTERM, "SIGTERM"),
@@ -577,6 +726,7 @@ fn tcp_established_dump_killed_after_repair() {
             !lock_tables(w.pid).is_empty(),
             "{name}: no lock table at the pause"
         );
+        let at_pause = bytes_received(&tree_pids(w.pid));
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(c.id() as i32),
             nix::sys::signal::Signal::try_from(sig).unwrap(),
@@ -640,12 +790,7 @@ fn tcp_established_dump_killed_after_repair() {
             "{name}: staging directories left: {left:?}"
         );
         // The connections carry data again (the workload checks every byte).
-        std::thread::sleep(Duration::from_millis(500));
-        assert!(
-            w.original_alive(),
-            "{name}: the workload died: {}",
-            tail(&w.log, 4000)
-        );
+        wait_streaming_since(&mut w, at_pause, &format!("after {name}"));
         println!(
             "{name}: {}",
             fs::read_to_string(&stderr)
