@@ -609,6 +609,26 @@ pub fn note_fallback(why: &str) {
     ONCE.call_once(|| crate::warn!("BPF not used ({why}); collecting from /proc"));
 }
 
+/// Collects with the BPF iterators only (the programs loaded once per
+/// run, [`crate::sys::bpf::shared`]); `Err` says why BPF cannot be used
+/// here or why the collection failed (a tree deeper than the programs
+/// walk, ...). For the dump, which falls back to its own /proc reads.
+pub fn collect_bpf_only(
+    root: i32,
+) -> std::result::Result<(Inventory, std::time::Duration), String> {
+    if let Some(why) = bpf_unavailable() {
+        return Err(why);
+    }
+    match &crate::sys::bpf::shared().iters {
+        Ok(iters) => {
+            let t = Instant::now();
+            let inv = collect_bpf(&mut iters.borrow_mut(), root).map_err(|e| e.to_string())?;
+            Ok((inv, t.elapsed()))
+        }
+        Err(e) => Err(format!("BPF iterators: {e}")),
+    }
+}
+
 /// Collects with BPF if it can be used and `no_bpf` is false, else from
 /// /proc; returns the inventory and the time the collection took.
 pub fn collect(root: i32, no_bpf: bool) -> Result<(Inventory, std::time::Duration)> {
