@@ -287,3 +287,94 @@ fn dump_records_its_inventory_source_and_is_the_same_either_way() {
         t.finish();
     }
 }
+
+/// `cairn -v CMD -t PID -D DIR EXTRA...` that must succeed; the keeper
+/// pids it reports are added to `keepers`.
+fn run_ok(w: &Workload, cmd: &str, dir: &std::path::Path, extra: &[&str], keepers: &mut Vec<i32>) {
+    let mut args: Vec<OsString> = ["-v", cmd, "-t", &w.pid.to_string(), "-D"]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    args.push(dir.as_os_str().to_owned());
+    args.extend(extra.iter().map(OsString::from));
+    let tag = dir.file_name().expect("a layer name").to_string_lossy();
+    let out = run_cairn(&args, &w.dir.join(format!("{cmd}-{tag}")), CAIRN_TIMEOUT);
+    for l in String::from_utf8_lossy(&out.stderr).lines() {
+        if let Some(p) = l.split("keeper pid ").nth(1).and_then(|p| p.trim().parse().ok()) {
+            keepers.push(p);
+        }
+    }
+    assert_ok(&out, &format!("{cmd} {tag} of {}", w.name));
+}
+
+fn is_keeper(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| c.windows(14).any(|w| w == b"__cairn-keeper"))
+        .unwrap_or(false)
+}
+
+/// A pre-dump records its source too: a pre-dump with one source and the
+/// final dump on top of it with the other, both ways; the workload
+/// (incr_mem, which changes its memory in between) checks every byte
+/// after the restore from the final layer.
+#[test]
+fn pre_dump_records_its_inventory_source() {
+    if skip_unless_root() {
+        return;
+    }
+    if let Some(why) = bpf_unavailable() {
+        note_skip(&format!("BPF unavailable: {why}"));
+        return;
+    }
+    for (pre, last) in [("bpf", "proc"), ("proc", "bpf")] {
+        let flag = |s: &str| if s == "proc" { vec!["--no-bpf"] } else { vec![] };
+        let mut w = Workload::start("incr_mem", &["--phases", "1"]);
+        let mut keepers = Vec::new();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let (l1, l2) = (w.dir.join("ck").join("1"), w.dir.join("ck").join("2"));
+            std::fs::create_dir_all(w.dir.join("ck")).expect("mkdir ck");
+            run_ok(&w, "pre-dump", &l1, &flag(pre), &mut keepers);
+            let (src, _) = split_source(&show(&l1, "show-1", &w.dir));
+            assert_eq!(src, pre, "the pre-dump {}records {src:?}", flag(pre).join(" "));
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(w.pid),
+                nix::sys::signal::Signal::SIGUSR1,
+            )
+            .expect("SIGUSR1");
+            let phase = w.work.join("phase-1");
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while !phase.exists() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "incr_mem did not finish phase 1: {}",
+                    tail(&w.log, 4000)
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let mut extra = vec!["--prev-images-dir", "../1", "--track-mem"];
+            extra.extend(flag(last));
+            run_ok(&w, "dump", &l2, &extra, &mut keepers);
+            let (src, _) = split_source(&show(&l2, "show-2", &w.dir));
+            assert_eq!(src, last, "the final dump {}records {src:?}", flag(last).join(" "));
+            w.expect_killed_by_dump();
+            restore_wait(&l2, &[], w.pid, &w.log);
+        }));
+        for &k in &keepers {
+            if result.is_err() && is_keeper(k) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(k),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        if let Err(e) = result {
+            std::panic::resume_unwind(e);
+        }
+        for k in keepers {
+            assert!(
+                wait_pid_gone(k, Duration::from_secs(5)) || !is_keeper(k),
+                "keeper {k} still runs after the final dump"
+            );
+        }
+    }
+}
