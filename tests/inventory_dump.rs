@@ -85,9 +85,14 @@ fn split_source(text: &str) -> (String, String) {
                 source = v.trim_matches('"').to_string();
                 continue;
             }
-            if ["dump_time_unix_ms: ", "layer_id: ", "  size: ", "  header_crc32: "]
-                .iter()
-                .any(|p| line.starts_with(p))
+            if [
+                "dump_time_unix_ms: ",
+                "layer_id: ",
+                "  size: ",
+                "  header_crc32: ",
+            ]
+            .iter()
+            .any(|p| line.starts_with(p))
             {
                 continue;
             }
@@ -160,8 +165,8 @@ fn first_difference(a: &str, b: &str) -> String {
 /// dumps of an idle tree differ in that word when a thread ran on another
 /// CPU in between.
 fn pin_tree(root: i32) {
-    let mine = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
-        .expect("sched_getaffinity");
+    let mine =
+        nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).expect("sched_getaffinity");
     let cpu = (0..nix::sched::CpuSet::count())
         .find(|&c| mine.is_set(c).unwrap_or(false))
         .expect("an allowed CPU");
@@ -262,9 +267,18 @@ fn dump_records_its_inventory_source_and_is_the_same_either_way() {
         let (src_bpf, bpf) = dump_and_show(&t.w, "bpf", &[]);
         let (src_proc, proc) = dump_and_show(&t.w, "proc", &["--no-bpf"]);
         let (src_bpf2, bpf2) = dump_and_show(&t.w, "bpf-again", &[]);
-        assert_eq!(src_bpf, "bpf", "{name}: the dump with BPF records {src_bpf:?}");
-        assert_eq!(src_bpf2, "bpf", "{name}: the dump with BPF records {src_bpf2:?}");
-        assert_eq!(src_proc, "proc", "{name}: the dump with --no-bpf records {src_proc:?}");
+        assert_eq!(
+            src_bpf, "bpf",
+            "{name}: the dump with BPF records {src_bpf:?}"
+        );
+        assert_eq!(
+            src_bpf2, "bpf",
+            "{name}: the dump with BPF records {src_bpf2:?}"
+        );
+        assert_eq!(
+            src_proc, "proc",
+            "{name}: the dump with --no-bpf records {src_proc:?}"
+        );
         assert!(
             bpf == proc,
             "{name}: the images with BPF and with --no-bpf differ {}",
@@ -300,7 +314,11 @@ fn run_ok(w: &Workload, cmd: &str, dir: &std::path::Path, extra: &[&str], keeper
     let tag = dir.file_name().expect("a layer name").to_string_lossy();
     let out = run_cairn(&args, &w.dir.join(format!("{cmd}-{tag}")), CAIRN_TIMEOUT);
     for l in String::from_utf8_lossy(&out.stderr).lines() {
-        if let Some(p) = l.split("keeper pid ").nth(1).and_then(|p| p.trim().parse().ok()) {
+        if let Some(p) = l
+            .split("keeper pid ")
+            .nth(1)
+            .and_then(|p| p.trim().parse().ok())
+        {
             keepers.push(p);
         }
     }
@@ -327,7 +345,13 @@ fn pre_dump_records_its_inventory_source() {
         return;
     }
     for (pre, last) in [("bpf", "proc"), ("proc", "bpf")] {
-        let flag = |s: &str| if s == "proc" { vec!["--no-bpf"] } else { vec![] };
+        let flag = |s: &str| {
+            if s == "proc" {
+                vec!["--no-bpf"]
+            } else {
+                vec![]
+            }
+        };
         let mut w = Workload::start("incr_mem", &["--phases", "1"]);
         let mut keepers = Vec::new();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -335,7 +359,12 @@ fn pre_dump_records_its_inventory_source() {
             std::fs::create_dir_all(w.dir.join("ck")).expect("mkdir ck");
             run_ok(&w, "pre-dump", &l1, &flag(pre), &mut keepers);
             let (src, _) = split_source(&show(&l1, "show-1", &w.dir));
-            assert_eq!(src, pre, "the pre-dump {}records {src:?}", flag(pre).join(" "));
+            assert_eq!(
+                src,
+                pre,
+                "the pre-dump {}records {src:?}",
+                flag(pre).join(" ")
+            );
             nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(w.pid),
                 nix::sys::signal::Signal::SIGUSR1,
@@ -355,7 +384,12 @@ fn pre_dump_records_its_inventory_source() {
             extra.extend(flag(last));
             run_ok(&w, "dump", &l2, &extra, &mut keepers);
             let (src, _) = split_source(&show(&l2, "show-2", &w.dir));
-            assert_eq!(src, last, "the final dump {}records {src:?}", flag(last).join(" "));
+            assert_eq!(
+                src,
+                last,
+                "the final dump {}records {src:?}",
+                flag(last).join(" ")
+            );
             w.expect_killed_by_dump();
             restore_wait(&l2, &[], w.pid, &w.log);
         }));

@@ -28,9 +28,10 @@
 //!   full dump against pre-dump + final dump (`incr.rs`).
 //! - `cargo xtask bench inventory [--runs N]`: `cairn inventory` of trees
 //!   of 10, 100 and 1,000 processes with BPF and from /proc (`inv.rs`).
-//! - `cargo xtask bench inventory-dump [--runs N]`: the dump's own /proc
-//!   reads of processes, VMAs and fds against the inventory's BPF and
-//!   /proc collections, and the dump's frozen time (`inv.rs`).
+//! - `cargo xtask bench inventory-dump [--runs N] [--baseline CAIRN]`:
+//!   the dump's own /proc reads of processes, VMAs and fds against the
+//!   inventory's BPF and /proc collections, and the frozen time of dumps
+//!   and pre-dumps, also of another cairn binary (`inv.rs`).
 //!
 //! std only, so the xtask builds in seconds on a fresh machine.
 
@@ -83,7 +84,7 @@ const USAGE: &str = "usage: cargo xtask demo [DEMO ARGS...]
        cargo xtask bench chain [--runs N] [--depths N,N,...]
        cargo xtask bench incremental [--runs N] [--size SIZE] [--dirty PCT]
        cargo xtask bench inventory [--runs N]
-       cargo xtask bench inventory-dump [--runs N]
+       cargo xtask bench inventory-dump [--runs N] [--baseline CAIRN]
        cargo xtask vm-test [--kernel 6.1|6.12|all] [--tests T1,T2] [--exec CMD]
                            [--timeout SECS] [--mem SIZE] [-- TEST FILTERS]";
 
