@@ -8,9 +8,12 @@
 //!   process `stat`, `task/`, `smaps`, and per fd its link, `fdinfo` and
 //!   a stat of the link.
 //!
-//! The dumper consumes whichever ran (`crate::dump`), and `cairn
-//! inventory` prints it, so a test can require the two to be equal field
-//! by field. BPF is used when the probes found it working (see
+//! `cairn inventory` prints it, so a test can require the two to be
+//! equal field by field. The dump (`crate::dump`) takes each process's
+//! VMAs and fds from a BPF inventory of the frozen tree
+//! ([`collect_bpf_only`]) and reads /proc itself where BPF cannot be used,
+//! recording which in the image inventory (`inventory_source`). BPF is
+//! used when the probes found it working (see
 //! [`crate::sys::probe::Features::inventory`]) unless `--no-bpf`; when
 //! loading fails the reason is logged once and /proc is used.
 
