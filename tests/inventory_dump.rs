@@ -9,6 +9,16 @@ use std::time::Duration;
 
 use common::*;
 
+/// The tests of this file run one at a time: a task deeper than the BPF
+/// programs walk (64 levels) anywhere on the machine makes every
+/// collection give up (the iterators cannot tell whether it belongs to the
+/// tree), so the deep chain of `deep_tree_falls_back_to_proc_and_says_so`
+/// must not overlap the others.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Why the BPF iterators cannot be used here (from `cairn check --json`),
 /// or None when they can.
 fn bpf_unavailable() -> Option<String> {
@@ -253,6 +263,7 @@ const WORKLOADS: [&str; 18] = [
 /// state and passes.
 #[test]
 fn dump_records_its_inventory_source_and_is_the_same_either_way() {
+    let _one = serial();
     if skip_unless_root() {
         return;
     }
@@ -337,6 +348,7 @@ fn is_keeper(pid: i32) -> bool {
 /// after the restore from the final layer.
 #[test]
 fn pre_dump_records_its_inventory_source() {
+    let _one = serial();
     if skip_unless_root() {
         return;
     }
@@ -411,4 +423,33 @@ fn pre_dump_records_its_inventory_source() {
             );
         }
     }
+}
+
+/// A tree deeper than the BPF programs walk (64 levels): the collection
+/// fails, the dump says so and reads /proc, records "proc", and the chain
+/// restores and checks itself.
+#[test]
+fn deep_tree_falls_back_to_proc_and_says_so() {
+    let _one = serial();
+    if skip_unless_root() {
+        return;
+    }
+    if let Some(why) = bpf_unavailable() {
+        note_skip(&format!("BPF unavailable: {why}"));
+        return;
+    }
+    let mut t = TreeTest::start("tree_chain", &["--depth", "80"]);
+    t.dump_ok(&[]);
+    let log = t.dump_log();
+    assert!(
+        log.contains("dump: BPF inventory not used (")
+            && log.contains("deeper than the programs walk"),
+        "the dump of an 80-level chain did not say why it did not use BPF:\n{log}"
+    );
+    let (src, _) = split_source(&show(&t.w.images, "show", &t.w.dir));
+    assert_eq!(src, "proc", "the dump that read /proc records {src:?}");
+    t.expect_tree_killed_by_dump();
+    t.restore_start(&[], false);
+    t.check_restored_tree();
+    t.finish();
 }

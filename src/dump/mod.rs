@@ -80,8 +80,7 @@ impl Discovery {
     /// The VMAs and fds (number, link target) of `pid`, once: from the
     /// inventory, else its smaps and, as `None`, fds for the file table to
     /// list itself.
-    #[allow(clippy::type_complexity)]
-    fn take(&mut self, pid: i32) -> Result<(Vec<procfs::MapsEntry>, Option<Vec<(i32, String)>>)> {
+    fn take(&mut self, pid: i32) -> Result<(Vec<procfs::MapsEntry>, Option<FdList>)> {
         match self.bpf.as_mut().and_then(|m| m.remove(&pid)) {
             Some(p) => Ok((
                 p.vmas,
@@ -96,6 +95,9 @@ impl Discovery {
         }
     }
 }
+
+/// A process's fds and their link targets.
+type FdList = Vec<(i32, String)>;
 
 /// The inventory describes the frozen tree: every live frozen process is
 /// there, alive, with the same threads.
