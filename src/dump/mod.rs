@@ -36,6 +36,92 @@ pub struct DumpStats {
     pub parent_pages: u64,
 }
 
+/// Where the frozen dump finds each process's VMAs and fds: the tree's
+/// inventory, collected once by the BPF iterators right after the freeze
+/// (`crate::inventory`), or `/proc` per process (`smaps`, `fd/`) as
+/// before, with `--no-bpf`, when BPF cannot be used, or when the
+/// inventory does not match the frozen tree. The image inventory records
+/// which (`inventory_source`). The tree itself (processes and threads)
+/// is the freezer's, which has its own BPF view (`watch`).
+struct Discovery {
+    /// pid -> its entry, taken out as the dump reaches it.
+    bpf: Option<std::collections::HashMap<i32, crate::inventory::ProcEntry>>,
+}
+
+impl Discovery {
+    fn collect(frozen: &Frozen, no_bpf: bool) -> Discovery {
+        let root = frozen.procs.first().map_or(0, |p| p.pid);
+        if no_bpf {
+            info!("dump: VMAs and fds from /proc (--no-bpf)");
+            return Discovery { bpf: None };
+        }
+        let bpf = crate::inventory::collect_bpf_only(root)
+            .and_then(|(inv, took)| {
+                matches_frozen(&inv, frozen)?;
+                info!(
+                    "dump: inventory of {root} by bpf in {:.3} ms: {}",
+                    took.as_secs_f64() * 1e3,
+                    inv.summary()
+                );
+                Ok(inv.procs.into_iter().map(|p| (p.pid, p)).collect())
+            })
+            .map_err(|why| info!("dump: BPF inventory not used ({why}); VMAs and fds from /proc"))
+            .ok();
+        Discovery { bpf }
+    }
+
+    /// "bpf" or "proc", for `Inventory.inventory_source`.
+    fn source(&self) -> &'static str {
+        match self.bpf {
+            Some(_) => crate::inventory::Collector::Bpf.as_str(),
+            None => crate::inventory::Collector::Proc.as_str(),
+        }
+    }
+
+    /// The VMAs and fds (number, link target) of `pid`, once: from the
+    /// inventory, else its smaps and, as `None`, fds for the file table to
+    /// list itself.
+    fn take(&mut self, pid: i32) -> Result<(Vec<procfs::MapsEntry>, Option<FdList>)> {
+        match self.bpf.as_mut().and_then(|m| m.remove(&pid)) {
+            Some(p) => Ok((
+                p.vmas,
+                Some(p.fds.into_iter().map(|f| (f.fd, f.target)).collect()),
+            )),
+            None if self.bpf.is_some() => Err(Error::sys(
+                pid,
+                "dump",
+                std::io::Error::other("not in the tree's inventory, or taken twice"),
+            )),
+            None => Ok((procfs::read_smaps(pid)?, None)),
+        }
+    }
+}
+
+/// A process's fds and their link targets.
+type FdList = Vec<(i32, String)>;
+
+/// The inventory describes the frozen tree: every live frozen process is
+/// there, alive, with the same threads.
+fn matches_frozen(
+    inv: &crate::inventory::Inventory,
+    frozen: &Frozen,
+) -> std::result::Result<(), String> {
+    for p in frozen.live() {
+        let Some(e) = inv.proc(p.pid) else {
+            return Err(format!("pid {} is not in it", p.pid));
+        };
+        let mut tids: Vec<i32> = p.threads.iter().map(|t| t.tid).collect();
+        tids.sort_unstable();
+        if e.is_zombie() || e.threads != tids {
+            return Err(format!(
+                "pid {}: state {}, threads {:?}, frozen threads {tids:?}",
+                p.pid, e.state, e.threads
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The incremental side of one dump or pre-dump.
 struct Layering {
     tracker: Option<Tracker>,
@@ -321,12 +407,15 @@ pub fn pre_dump(args: &PreDumpOptions) -> Result<DumpStats> {
     let dir = staging.dir().clone();
     let mut layering = Layering::new(pid, &args.images_dir, &args.incr, true, &mut plan)?;
     let mut stats = DumpStats::default();
+    let mut source = "";
     let r = (|| -> Result<(Pstree, i32)> {
         let watch = watch::TreeWatch::start(pid, &args.freeze);
         let guardian = Guardian::start(Role::Dump);
         let t0 = Instant::now();
         let mut frozen = Frozen::freeze_tree(pid, watch, guardian)?;
-        let planned = plan_frozen(&mut frozen, &mut plan, &mut layering);
+        let mut found = Discovery::collect(&frozen, args.freeze.no_bpf);
+        source = found.source();
+        let planned = plan_frozen(&mut frozen, &mut found, &mut plan, &mut layering);
         // The tree runs again whatever happened; the copy follows.
         let thawed = frozen.thaw();
         stats.frozen_ms = t0.elapsed().as_secs_f64() * 1000.0;
@@ -357,7 +446,7 @@ pub fn pre_dump(args: &PreDumpOptions) -> Result<DumpStats> {
             dir.write(Kind::PageHash, &names::pagehash(&h.owner), h)?;
         }
         dir.write(Kind::Pstree, names::PSTREE, &pstree)?;
-        let mut inv = base_inventory(root);
+        let mut inv = base_inventory(root, source);
         inv.pre_dump = true;
         inv.leave_running = true;
         layering.fill_inventory(&mut inv, &plan);
@@ -383,6 +472,7 @@ pub fn pre_dump(args: &PreDumpOptions) -> Result<DumpStats> {
 /// page selection, and the tracking armed for the next layer.
 fn plan_frozen(
     frozen: &mut Frozen,
+    found: &mut Discovery,
     plan: &mut PagePlan,
     layering: &mut Layering,
 ) -> Result<Pstree> {
@@ -413,7 +503,7 @@ fn plan_frozen(
         if zombie {
             continue;
         }
-        let smaps = procfs::read_smaps(pid)?;
+        let (smaps, _) = found.take(pid)?;
         layering.before(plan, pid, stat.starttime, &smaps);
         memory::dump_mm(
             MmInput {
@@ -441,7 +531,7 @@ fn dir_bytes(dir: &ImageDir) -> u64 {
         .sum()
 }
 
-fn base_inventory(root: i32) -> Inventory {
+fn base_inventory(root: i32, source: &str) -> Inventory {
     let mut inv = Inventory::new();
     inv.format_version = FORMAT_VERSION;
     inv.cairn_version = env!("CARGO_PKG_VERSION").to_string();
@@ -457,7 +547,7 @@ fn base_inventory(root: i32) -> Inventory {
         .unwrap_or_default();
     inv.boot_id = procfs::boot_id().unwrap_or_default();
     inv.root_pid = root as u32;
-    inv.inventory_source = "proc".into();
+    inv.inventory_source = source.into();
     inv.page_size = crate::sys::PAGE_SIZE as u32;
     inv
 }
@@ -583,6 +673,7 @@ fn dump_frozen(
     let mut files = FileTable::default();
     let mut exe_sums = crate::kinds::exe::ExeSums::default();
     let mut pstree = Pstree::new();
+    let mut found = Discovery::collect(frozen, args.freeze.no_bpf);
     let procs: Vec<(i32, i32, Option<i32>, bool)> = frozen
         .procs
         .iter()
@@ -643,15 +734,15 @@ fn dump_frozen(
         let root = procfs::read_link(format!("/proc/{pid}/root"))?;
         core.cwd_id = files.register_fs_path(&cwd);
         core.root_id = files.register_fs_path(&root);
+        let (smaps, fds) = found.take(pid)?;
         let fdt = if core.files_shared_with != 0 {
             // Same table as that process: nothing more to save.
             let mut t = crate::image::proto::FdTable::new();
             t.pid = pid as u32;
             t
         } else {
-            files.dump_fds(pid)?
+            files.dump_fds(pid, fds)?
         };
-        let smaps = procfs::read_smaps(pid)?;
         let auxv = procfs::read_auxv(pid)?;
         layering.before(&mut plan, pid, stat.starttime, &smaps);
         let mut mm = memory::dump_mm(
@@ -725,7 +816,7 @@ fn dump_frozen(
     dir.write(Kind::Files, names::FILES, &files.files)?;
     dir.write(Kind::Contents, names::CONTENTS, &contents)?;
     dir.write(Kind::Pstree, names::PSTREE, &pstree)?;
-    let mut inv = base_inventory(procs[0].0);
+    let mut inv = base_inventory(procs[0].0, found.source());
     inv.leave_running = args.leave_running;
     inv.shell_job = args.shell_job;
     layering.fill_inventory(&mut inv, &plan);

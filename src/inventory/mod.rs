@@ -8,9 +8,12 @@
 //!   process `stat`, `task/`, `smaps`, and per fd its link, `fdinfo` and
 //!   a stat of the link.
 //!
-//! The dumper consumes whichever ran (`crate::dump`), and `cairn
-//! inventory` prints it, so a test can require the two to be equal field
-//! by field. BPF is used when the probes found it working (see
+//! `cairn inventory` prints it, so a test can require the two to be
+//! equal field by field. The dump (`crate::dump`) takes each process's
+//! VMAs and fds from a BPF inventory of the frozen tree
+//! ([`collect_bpf_only`]) and reads /proc itself where BPF cannot be used,
+//! recording which in the image inventory (`inventory_source`). BPF is
+//! used when the probes found it working (see
 //! [`crate::sys::probe::Features::inventory`]) unless `--no-bpf`; when
 //! loading fails the reason is logged once and /proc is used.
 
@@ -607,6 +610,26 @@ pub fn bpf_unavailable() -> Option<String> {
 pub fn note_fallback(why: &str) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| crate::warn!("BPF not used ({why}); collecting from /proc"));
+}
+
+/// Collects with the BPF iterators only (the programs loaded once per
+/// run, [`crate::sys::bpf::shared`]); `Err` says why BPF cannot be used
+/// here or why the collection failed (a tree deeper than the programs
+/// walk, ...). For the dump, which falls back to its own /proc reads.
+pub fn collect_bpf_only(
+    root: i32,
+) -> std::result::Result<(Inventory, std::time::Duration), String> {
+    if let Some(why) = bpf_unavailable() {
+        return Err(why);
+    }
+    match &crate::sys::bpf::shared().iters {
+        Ok(iters) => {
+            let t = Instant::now();
+            let inv = collect_bpf(&mut iters.borrow_mut(), root).map_err(|e| e.to_string())?;
+            Ok((inv, t.elapsed()))
+        }
+        Err(e) => Err(format!("BPF iterators: {e}")),
+    }
 }
 
 /// Collects with BPF if it can be used and `no_bpf` is false, else from

@@ -111,10 +111,16 @@ impl FileTable {
     }
 
     /// Reads the fd table of `pid` (frozen).
-    pub fn dump_fds(&mut self, pid: i32) -> Result<FdTable> {
+    /// `listed`: the fds and their link targets if known (the dump's
+    /// inventory), else read from /proc.
+    pub fn dump_fds(&mut self, pid: i32, listed: Option<Vec<(i32, String)>>) -> Result<FdTable> {
         let mut table = FdTable::new();
         table.pid = pid as u32;
-        for (fd, target) in procfs::read_fds(pid)? {
+        let listed = match listed {
+            Some(l) => l,
+            None => procfs::read_fds(pid)?,
+        };
+        for (fd, target) in listed {
             let info = procfs::read_fdinfo(pid, fd)?;
             let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
             let flags = info.flags & !(libc::O_CLOEXEC as u32);

@@ -3,11 +3,12 @@
  * children), each with at least 50 fds and 50 VMAs, for
  * `cargo xtask bench inventory`.
  *
- *   bench_inv PROCS DIR --pidfile PATH
+ *   bench_inv PROCS DIR --pidfile PATH [FDS PAGES]
  *
- * The root opens 47 fds on 8 regular files it creates in DIR (plus stdin,
- * stdout and stderr: 50) and maps 50 pages whose protections alternate
- * (read-write, read-only), so they are 50 VMAs besides the usual ones
+ * The root opens FDS (default 47) fds on 8 regular files it creates in DIR
+ * (plus stdin, stdout and stderr: 50) and maps PAGES (default 50) pages
+ * whose protections alternate (read-write, read-only), so they are PAGES
+ * VMAs besides the usual ones
  * (text, data, heap, stack, libraries, vdso). The children inherit both.
  * The pidfile (written as PATH.tmp, then renamed) appears once every
  * child is forked. Then everything sleeps until killed.
@@ -20,21 +21,27 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define FDS 47
 #define FILES 8
-#define PAGES 50
 
 int main(int argc, char **argv)
 {
 	char path[4096], tmp[4096], buf[32];
 	long page = sysconf(_SC_PAGESIZE);
-	int procs, fd, len;
+	int procs, fd, len, nfds = 47, npages = 50;
 	pid_t *kids;
 	char *map;
 
-	if (argc != 5 || strcmp(argv[3], "--pidfile") != 0) {
-		fprintf(stderr, "usage: %s PROCS DIR --pidfile PATH\n", argv[0]);
+	if ((argc != 5 && argc != 7) || strcmp(argv[3], "--pidfile") != 0) {
+		fprintf(stderr, "usage: %s PROCS DIR --pidfile PATH [FDS PAGES]\n", argv[0]);
 		return 2;
+	}
+	if (argc == 7) {
+		nfds = atoi(argv[5]);
+		npages = atoi(argv[6]);
+		if (nfds < 0 || npages < 1) {
+			fprintf(stderr, "FDS must be >= 0, PAGES >= 1\n");
+			return 2;
+		}
 	}
 	procs = atoi(argv[1]);
 	kids = calloc(procs > 0 ? procs : 1, sizeof(*kids));
@@ -42,19 +49,19 @@ int main(int argc, char **argv)
 		perror("calloc");
 		return 1;
 	}
-	for (int i = 0; i < FDS; i++) {
+	for (int i = 0; i < nfds; i++) {
 		snprintf(path, sizeof(path), "%s/file-%d", argv[2], i % FILES);
 		if (open(path, O_RDWR | O_CREAT, 0600) < 0) {
 			perror(path);
 			return 1;
 		}
 	}
-	map = mmap(NULL, PAGES * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	map = mmap(NULL, npages * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (map == MAP_FAILED) {
 		perror("mmap");
 		return 1;
 	}
-	for (int i = 0; i < PAGES; i++) {
+	for (int i = 0; i < npages; i++) {
 		map[i * page] = 1;
 		if (i % 2 && mprotect(map + i * page, page, PROT_READ)) {
 			perror("mprotect");

@@ -28,6 +28,10 @@
 //!   full dump against pre-dump + final dump (`incr.rs`).
 //! - `cargo xtask bench inventory [--runs N]`: `cairn inventory` of trees
 //!   of 10, 100 and 1,000 processes with BPF and from /proc (`inv.rs`).
+//! - `cargo xtask bench inventory-dump [--runs N] [--baseline CAIRN]`:
+//!   the dump's own /proc reads of processes, VMAs and fds against the
+//!   inventory's BPF and /proc collections, and the frozen time of dumps
+//!   and pre-dumps, also of another cairn binary (`inv.rs`).
 //!
 //! std only, so the xtask builds in seconds on a fresh machine.
 
@@ -80,6 +84,7 @@ const USAGE: &str = "usage: cargo xtask demo [DEMO ARGS...]
        cargo xtask bench chain [--runs N] [--depths N,N,...]
        cargo xtask bench incremental [--runs N] [--size SIZE] [--dirty PCT]
        cargo xtask bench inventory [--runs N]
+       cargo xtask bench inventory-dump [--runs N] [--baseline CAIRN]
        cargo xtask vm-test [--kernel 6.1|6.12|all] [--tests T1,T2] [--exec CMD]
                            [--timeout SECS] [--mem SIZE] [-- TEST FILTERS]";
 
@@ -824,6 +829,9 @@ fn bench(args: &[String]) -> Result<()> {
     }
     if args.first().map(String::as_str) == Some("inventory") {
         return inv::bench(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("inventory-dump") {
+        return inv::bench_dump(&args[1..]);
     }
     let b = parse_bench_args(args)?;
     ensure_tools()?;
