@@ -15,18 +15,15 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
 #include "records.h"
+#include "subtree.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define MAX_DEPTH 64
-
-/* Set by user space before attaching; 0 means "off". */
-int root_tgid;
+/* root_tgid (subtree.h) is set by user space before attaching; 0 means
+ * "off". */
 /* Events that did not fit in the ring buffer: user space then takes a
  * fresh snapshot of the tree instead of trusting the events. */
 __u64 lost;
-/* Trees deeper than MAX_DEPTH: events below it are not reported. */
-__u64 too_deep;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -35,23 +32,6 @@ struct {
 
 /* Layout anchor for the user-space decoder's unit test. Never written. */
 const volatile struct cairn_event layout_event;
-
-static __always_inline int in_subtree(struct task_struct *t, int root)
-{
-	for (int i = 0; i < MAX_DEPTH; i++) {
-		int tgid = BPF_CORE_READ(t, tgid);
-
-		if (tgid == root)
-			return 1;
-		if (tgid <= 1)
-			return 0;
-		t = BPF_CORE_READ(t, real_parent);
-		if (!t)
-			return 0;
-	}
-	__sync_fetch_and_add(&too_deep, 1);
-	return 0;
-}
 
 static __always_inline void report(__u32 kind, struct task_struct *t, int ppid,
 				   int exit_code)

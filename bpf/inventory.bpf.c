@@ -19,21 +19,17 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include "records.h"
+#include "subtree.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
-/* Deepest tree walked (a deeper descendant is not seen: user space
- * compares counts with /proc and falls back). */
-#define MAX_DEPTH 64
 #define O_CLOEXEC 02000000
 
-/* The tree's root process and this collection's number, set by user
- * space before the task pass. */
-int root_tgid;
+/* This collection's number, set by user space before the task pass
+ * (with root_tgid and root_start_ns of subtree.h). */
 __u32 generation;
 /* Counters user space checks after the passes. */
 __u64 tree_map_full;
-__u64 too_deep;
 
 /* tgid -> generation of the collection that found it in the tree (an
  * entry of an older collection does not count, so nothing is cleared). */
@@ -60,24 +56,6 @@ struct {
 const volatile struct cairn_task_rec layout_task_rec;
 const volatile struct cairn_vma_rec layout_vma_rec;
 const volatile struct cairn_fd_rec layout_fd_rec;
-
-/* Whether t's real_parent chain reaches root (t itself counts). */
-static __always_inline int in_subtree(struct task_struct *t, int root)
-{
-	for (int i = 0; i < MAX_DEPTH; i++) {
-		int tgid = BPF_CORE_READ(t, tgid);
-
-		if (tgid == root)
-			return 1;
-		if (tgid <= 1)
-			return 0;
-		t = BPF_CORE_READ(t, real_parent);
-		if (!t)
-			return 0;
-	}
-	__sync_fetch_and_add(&too_deep, 1);
-	return 0;
-}
 
 /* Leaders of tree processes only; the last answer is cached because the
  * vma and file iterators visit one task's objects in a row (per read

@@ -105,6 +105,7 @@ struct task_struct {
 	int tgid;
 	struct task_struct *real_parent;
 	struct task_struct *group_leader;
+	u64 start_boottime;
 	char comm[16];
 	struct mm_struct *mm;
 	struct files_struct *files;

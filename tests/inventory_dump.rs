@@ -453,3 +453,36 @@ fn deep_tree_falls_back_to_proc_and_says_so() {
     t.check_restored_tree();
     t.finish();
 }
+
+/// A deep chain elsewhere on the machine that started before the tree does
+/// not stop the dump from using BPF: the programs' walks stop at a process
+/// older than the tree's root (bpf/subtree.h), so they never reach the
+/// depth limit on that chain.
+#[test]
+fn an_older_deep_chain_elsewhere_does_not_disable_bpf() {
+    let _one = serial();
+    if skip_unless_root() {
+        return;
+    }
+    if let Some(why) = bpf_unavailable() {
+        note_skip(&format!("BPF unavailable: {why}"));
+        return;
+    }
+    let _chain = TreeTest::start("tree_chain", &["--depth", "80"]);
+    // The root must start at least one clock tick (1/100 s) after the
+    // chain: its start time is known to the programs to that precision.
+    std::thread::sleep(Duration::from_millis(50));
+    let mut t = TreeTest::start("tree_chain", &["--depth", "3"]);
+    t.dump_ok(&[]);
+    let log = t.dump_log();
+    assert!(
+        !log.contains("BPF inventory not used"),
+        "an 80-level chain outside the tree, older than it, kept the dump from using BPF:\n{log}"
+    );
+    let (src, _) = split_source(&show(&t.w.images, "show", &t.w.dir));
+    assert_eq!(src, "bpf", "the dump records {src:?}");
+    t.expect_tree_killed_by_dump();
+    t.restore_start(&[], false);
+    t.check_restored_tree();
+    t.finish();
+}

@@ -133,6 +133,36 @@ pub struct IterOutput {
     pub map_full: u64,
 }
 
+/// The start time of process `pid` in CLOCK_BOOTTIME nanoseconds, rounded
+/// down to a clock tick (from /proc/PID/stat), for the BPF walks' early
+/// stop (bpf/subtree.h): 0, which turns the early stop off, when it cannot
+/// be known exactly: an unreadable stat, or cairn in a time namespace with
+/// offsets (the kernel adds the reader's boottime offset to the field).
+fn root_start_ns(pid: i32) -> u64 {
+    let offsets_zero = match std::fs::read_to_string("/proc/self/timens_offsets") {
+        Ok(s) => s
+            .lines()
+            .all(|l| l.split_whitespace().skip(1).all(|v| v == "0")),
+        Err(_) => true,
+    };
+    if !offsets_zero {
+        return 0;
+    }
+    // SAFETY: sysconf reads a constant of the C library; no pointers.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz <= 0 {
+        return 0;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Field 22; the fields after the comm's ')' start with field 3.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(22 - 3))
+        .and_then(|t| t.parse::<u64>().ok())
+        .map_or(0, |ticks| ticks.saturating_mul(1_000_000_000 / hz as u64))
+}
+
 /// The loaded inventory iterators (task, task_vma, task_file).
 pub struct Iterators {
     skel: InventorySkel<'static>,
@@ -175,6 +205,7 @@ impl Iterators {
             .as_deref_mut()
             .ok_or_else(|| io::Error::other("inventory.bpf.o has no .bss"))?;
         bss.root_tgid = root;
+        bss.root_start_ns = root_start_ns(root);
         bss.generation = self.generation;
         bss.too_deep = 0;
         bss.tree_map_full = 0;
@@ -298,6 +329,7 @@ impl ForkTracker {
             .ok_or_else(|| io::Error::other("forks.bpf.o has no .bss"))?;
         bss.lost = 0;
         bss.too_deep = 0;
+        bss.root_start_ns = if root > 0 { root_start_ns(root) } else { 0 };
         bss.root_tgid = root;
         Ok(())
     }
@@ -354,6 +386,24 @@ pub fn shared() -> Rc<Loaded> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn root_start_is_at_most_the_true_start() {
+        // cairn's own start: before now, and after boot.
+        let ns = root_start_ns(std::process::id() as i32);
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: ts is a valid, writable timespec.
+        assert_eq!(
+            unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) },
+            0
+        );
+        let now = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+        assert!(ns > 0 && ns <= now, "{ns} vs now {now}");
+        assert_eq!(root_start_ns(i32::MAX), 0);
+    }
 
     #[test]
     fn verifier_reason_names_the_program_and_the_last_log_lines() {
