@@ -291,8 +291,11 @@ pub struct PosixTimerInfo {
     pub id: i32,
     pub signo: i32,
     pub sigev_value: u64,
-    /// "signal", "thread" or "none".
+    /// "signal", "thread" or "none" (the kernel's name for
+    /// `sigev_notify & ~SIGEV_THREAD_ID`).
     pub notify: String,
+    /// "tid.N" rather than "pid.N": SIGEV_THREAD_ID, aimed at thread N.
+    pub notify_thread: bool,
     /// The pid/tid after the dot in "notify: signal/pid.N".
     pub notify_id: i32,
     pub clockid: i32,
@@ -321,12 +324,14 @@ pub fn parse_timers(text: &str) -> Result<Vec<PosixTimerInfo>> {
             "notify" => {
                 let t = out.last_mut().ok_or_else(|| bad(line))?;
                 let (kind, rest) = v.split_once('/').ok_or_else(|| bad(line))?;
+                let (target, id) = rest.split_once('.').ok_or_else(|| bad(line))?;
                 t.notify = kind.to_string();
-                t.notify_id = rest
-                    .rsplit('.')
-                    .next()
-                    .and_then(|x| x.parse().ok())
-                    .ok_or_else(|| bad(line))?;
+                t.notify_thread = match target {
+                    "tid" => true,
+                    "pid" => false,
+                    _ => return Err(bad(line)),
+                };
+                t.notify_id = id.parse().map_err(|_| bad(line))?;
             }
             "ClockID" => {
                 out.last_mut().ok_or_else(|| bad(line))?.clockid =
@@ -348,7 +353,9 @@ mod timer_tests {
 
     #[test]
     fn timers() {
-        let t = "ID: 1\nsignal: 14/0000000000000000\nnotify: signal/pid.29163\nClockID: 0\nID: 0\nsignal: 35/0000000000001234\nnotify: thread/tid.7\nClockID: 1\n";
+        // As fs/proc/base.c show_timer() writes them: SIGEV_THREAD_ID is
+        // "signal/tid.N", SIGEV_THREAD "thread/pid.N".
+        let t = "ID: 1\nsignal: 14/0000000000000000\nnotify: signal/pid.29163\nClockID: 0\nID: 0\nsignal: 35/0000000000001234\nnotify: signal/tid.7\nClockID: 1\n";
         let v = parse_timers(t).unwrap();
         assert_eq!(v.len(), 2);
         assert_eq!(
@@ -357,11 +364,14 @@ mod timer_tests {
                 v[1].signo,
                 v[1].sigev_value,
                 v[1].notify.as_str(),
+                v[1].notify_thread,
                 v[1].notify_id,
                 v[1].clockid
             ),
-            (0, 35, 0x1234, "thread", 7, 1)
+            (0, 35, 0x1234, "signal", true, 7, 1)
         );
+        assert!(!v[0].notify_thread);
+        assert!(parse_timers("ID: 1\nnotify: signal/xid.7\n").is_err());
         assert!(parse_timers("signal: 1/0\n").is_err());
         assert!(parse_timers("").unwrap().is_empty());
     }

@@ -1,5 +1,5 @@
 /*
- * timers: the three setitimer(2) timers and four POSIX timers come back
+ * timers: the three setitimer(2) timers and five POSIX timers come back
  * with what they were made with, and still fire.
  *
  *   ITIMER_REAL     interval 5 s, 100 s left; SIGALRM ignored
@@ -11,10 +11,12 @@
  *       (its signal blocked until the check: it fires all along, a
  *       checkpoint included, and is never re-armed)
  *   t3  CLOCK_PROCESS_CPUTIME_ID, SIGEV_NONE value 44, 9 s / 1000 s
+ *   t4  CLOCK_MONOTONIC, SIGEV_THREAD_ID (this thread) SIGRTMIN+5 value 55,
+ *       every 30 ms (blocked until the check, like t2)
  *
- * After restore, /proc/self/timers must list exactly these four ids, each
+ * After restore, /proc/self/timers must list exactly these five ids, each
  * with its clock id, signal number, sigev_value and notify kind (to this
- * process); timer_gettime / getitimer must show each interval exactly and
+ * process, or to this thread for t4); timer_gettime / getitimer must show each interval exactly and
  * a time left that is plausible; and every timer must still fire: t2 on
  * its own (several signals with its value and id once unblocked), the
  * virtual itimer when the process burns user time, ITIMER_REAL counting
@@ -29,20 +31,20 @@
  * process's CPU clock, MAKE_PROCESS_CPUCLOCK(0, CPUCLOCK_SCHED). */
 #define KERNEL_PROCESS_CPUCLOCK (-6)
 
-#define NT 4
+#define NT 5
 static timer_t tid[NT];
 
 /* Per signal: deliveries, and deliveries whose siginfo was not the
  * expected timer's (value, code or timer id). */
-static volatile sig_atomic_t got[NT], wrong[NT], vtalrm;
-static volatile int wrong_value[NT], wrong_code[NT], wrong_timer[NT];
+static volatile sig_atomic_t got[NT + 1], wrong[NT + 1], vtalrm;
+static volatile int wrong_value[NT + 1], wrong_code[NT + 1], wrong_timer[NT + 1];
 
 static void on_rt(int sig, siginfo_t *si, void *uc)
 {
 	int i = sig - SIGRTMIN;
 
 	(void)uc;
-	if (i < 1 || i >= NT)
+	if (i < 1 || i > NT)
 		return;
 	if (si->si_value.sival_int != 11 * i || si->si_code != SI_TIMER ||
 	    si->si_timerid != (int)(intptr_t)tid[i - 1]) {
@@ -69,6 +71,8 @@ static void make_timer(int i, clockid_t clock, int notify, int value)
 	/* t<i> signals SIGRTMIN+i+1; SIGEV_NONE has no signal (0). */
 	sev.sigev_signo = notify == SIGEV_NONE ? 0 : SIGRTMIN + i + 1;
 	sev.sigev_value.sival_ptr = (void *)(intptr_t)value;
+	if (notify == SIGEV_THREAD_ID)
+		sev._sigev_un._tid = gettid();
 	if (timer_create(clock, &sev, &tid[i]))
 		pfail("timer_create t%d", i);
 }
@@ -121,7 +125,8 @@ static int read_proc_timers(struct proc_timer *out, int max)
 	return n + 1;
 }
 
-static void check_proc_timer(int i, int clock, const char *notify, int signo, int value)
+static void check_proc_timer(int i, int clock, const char *notify, const char *per,
+			     int target, int signo, int value)
 {
 	struct proc_timer pt[NT + 4];
 	int n = read_proc_timers(pt, NT + 4), id = (int)(intptr_t)tid[i];
@@ -131,10 +136,10 @@ static void check_proc_timer(int i, int clock, const char *notify, int signo, in
 			continue;
 		if (pt[k].clock != clock)
 			fail("t%d (id %d): clock id %d, made with %d", i, id, pt[k].clock, clock);
-		if (strcmp(pt[k].notify, notify) || strcmp(pt[k].per, "pid") ||
-		    pt[k].notify_pid != getpid())
-			fail("t%d (id %d): notify %s/%s.%d, made with %s/pid.%d", i, id,
-			     pt[k].notify, pt[k].per, pt[k].notify_pid, notify, getpid());
+		if (strcmp(pt[k].notify, notify) || strcmp(pt[k].per, per) ||
+		    pt[k].notify_pid != target)
+			fail("t%d (id %d): notify %s/%s.%d, made with %s/%s.%d", i, id,
+			     pt[k].notify, pt[k].per, pt[k].notify_pid, notify, per, target);
 		if (pt[k].signo != signo || pt[k].value != (unsigned long long)value)
 			fail("t%d (id %d): signal %d value %#llx, made with %d value %#x", i, id,
 			     pt[k].signo, pt[k].value, signo, value);
@@ -230,7 +235,7 @@ int main(int argc, char **argv)
 	sa.sa_sigaction = on_rt;
 	sa.sa_flags = SA_SIGINFO | SA_RESTART;
 	sigemptyset(&sa.sa_mask);
-	for (int i = 1; i < NT; i++)
+	for (int i = 1; i <= NT; i++)
 		if (sigaction(SIGRTMIN + i, &sa, NULL))
 			pfail("sigaction SIGRTMIN+%d", i);
 	memset(&sa, 0, sizeof(sa));
@@ -245,6 +250,7 @@ int main(int argc, char **argv)
 	 * check, so the checkpoint never meets a signal being delivered. */
 	sigemptyset(&rt3);
 	sigaddset(&rt3, SIGRTMIN + 3);
+	sigaddset(&rt3, SIGRTMIN + 5);
 	if (sigprocmask(SIG_BLOCK, &rt3, NULL))
 		pfail("sigprocmask");
 
@@ -261,9 +267,12 @@ int main(int argc, char **argv)
 	make_timer(1, CLOCK_REALTIME, SIGEV_SIGNAL, 22);
 	make_timer(2, CLOCK_BOOTTIME, SIGEV_SIGNAL, 33);
 	make_timer(3, CLOCK_PROCESS_CPUTIME_ID, SIGEV_NONE, 44);
+	/* To this thread (SIGEV_THREAD_ID): "signal/tid.N" in /proc. */
+	make_timer(4, CLOCK_MONOTONIC, SIGEV_THREAD_ID, 55);
 	arm(0, 3000, 200000);
 	arm(2, 20, 20);
 	arm(3, 9000, 1000000);
+	arm(4, 30, 30);
 	test_daemon();
 	test_waitsig();
 
@@ -275,15 +284,17 @@ int main(int argc, char **argv)
 		if (n != NT)
 			fail("/proc/self/timers lists %d timers, expected %d", n, NT);
 	}
-	check_proc_timer(0, CLOCK_MONOTONIC, "signal", SIGRTMIN + 1, 11);
-	check_proc_timer(1, CLOCK_REALTIME, "signal", SIGRTMIN + 2, 22);
-	check_proc_timer(2, CLOCK_BOOTTIME, "signal", SIGRTMIN + 3, 33);
-	check_proc_timer(3, KERNEL_PROCESS_CPUCLOCK, "none", 0, 44);
+	check_proc_timer(0, CLOCK_MONOTONIC, "signal", "pid", getpid(), SIGRTMIN + 1, 11);
+	check_proc_timer(1, CLOCK_REALTIME, "signal", "pid", getpid(), SIGRTMIN + 2, 22);
+	check_proc_timer(2, CLOCK_BOOTTIME, "signal", "pid", getpid(), SIGRTMIN + 3, 33);
+	check_proc_timer(3, KERNEL_PROCESS_CPUCLOCK, "none", "pid", getpid(), 0, 44);
+	check_proc_timer(4, CLOCK_MONOTONIC, "signal", "tid", gettid(), SIGRTMIN + 5, 55);
 	/* Intervals exactly, time left plausibly (never more than made with). */
 	check_posix(0, 3000, 150, 200);
 	check_posix(1, 0, 0, 0);
 	check_posix(2, 20, 0, 1);
 	check_posix(3, 9000, 990, 1000);
+	check_posix(4, 30, 0, 1);
 	check_itimer(ITIMER_REAL, "ITIMER_REAL", 5000000, 50000, 100000, &cur);
 	/* The kernel adds a tick (at most 10 ms) to a CPU itimer's value. */
 	check_itimer(ITIMER_VIRTUAL, "ITIMER_VIRTUAL", 20000, 0, 50 + 10, &cur2);
@@ -294,6 +305,7 @@ int main(int argc, char **argv)
 	if (sigprocmask(SIG_UNBLOCK, &rt3, NULL))
 		pfail("sigprocmask");
 	wait_fired(3, 6, "t2 (never re-armed)");
+	wait_fired(5, 3, "t4 (to this thread, never re-armed)");
 
 	/* ITIMER_REAL counts down. */
 	sleep_ms(200);
