@@ -399,3 +399,197 @@ pub fn restore_fs(calls: &mut dyn Calls, cwd: Option<String>, root: Option<Strin
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The engine on simulated processes ([`crate::remote::fake`]): no
+    //! root, no real process.
+    use super::*;
+    use crate::image::proto::{EpollTarget, EventFd, EventPoll, PipeFile, UnixSocket};
+    use crate::remote::fake::{FakeObject, FakeTask, FakeWorld};
+
+    fn desc(id: u32, kind: file_desc::Kind) -> FileDesc {
+        let mut d = FileDesc::new();
+        d.id = id;
+        d.kind = Some(kind);
+        d
+    }
+
+    fn reg(path: &str, flags: i32, pos: u64) -> file_desc::Kind {
+        let mut r = RegFile::new();
+        r.path = path.into();
+        r.flags = flags as u32;
+        r.pos = pos;
+        let mut st = FileStat::new();
+        st.mode = libc::S_IFREG | 0o644;
+        r.stat = Some(st).into();
+        file_desc::Kind::Reg(r)
+    }
+
+    fn pipe_end(ino: u64, flags: i32) -> file_desc::Kind {
+        let mut p = PipeFile::new();
+        p.pipe_ino = ino;
+        p.flags = flags as u32;
+        file_desc::Kind::Pipe(p)
+    }
+
+    fn table(pid: i32, fds: &[(u32, u32, bool)]) -> FdTable {
+        let mut t = FdTable::new();
+        t.pid = pid as u32;
+        for &(fd, desc_id, cloexec) in fds {
+            let mut f = Fd::new();
+            f.fd = fd;
+            f.desc_id = desc_id;
+            f.cloexec = cloexec;
+            t.fds.push(f);
+        }
+        t
+    }
+
+    /// Restores `tables` in order, one fake process each, then closes the
+    /// keepers as restore does.
+    fn restore_all(
+        world: &std::rc::Rc<std::cell::RefCell<FakeWorld>>,
+        files: &Files,
+        tables: &[FdTable],
+    ) -> Result<Vec<FakeTask>> {
+        let idx = FilesIndex::new(files);
+        let mut shared = SharedFiles::default();
+        let mut tasks: Vec<FakeTask> = tables
+            .iter()
+            .map(|t| FakeTask::new(world, t.pid as i32))
+            .collect();
+        for (task, t) in tasks.iter_mut().zip(tables) {
+            restore_fds(task, t, &idx, &mut shared)?;
+        }
+        for (owner, fd) in std::mem::take(&mut shared.keepers) {
+            let t = tasks.iter_mut().find(|t| t.pid == owner).unwrap();
+            t.close(fd)?;
+        }
+        Ok(tasks)
+    }
+
+    #[test]
+    fn shared_descriptions_offsets_and_cloexec_across_two_processes() {
+        let world = FakeWorld::new();
+        world.borrow_mut().files.insert("/srv/data".into());
+        let mut files = Files::new();
+        files.descs = vec![
+            desc(1, reg("/srv/data", libc::O_RDWR | libc::O_APPEND, 42)),
+            desc(2, pipe_end(77, libc::O_RDONLY)),
+            desc(3, pipe_end(77, libc::O_WRONLY | libc::O_NONBLOCK)),
+            desc(4, reg("/srv/data", libc::O_RDONLY, 0)),
+        ];
+        let tables = [
+            // fd 0 and fd 5 share description 1 (dup); fd 5 close-on-exec.
+            table(
+                100,
+                &[(0, 1, false), (5, 1, true), (3, 2, false), (4, 3, true)],
+            ),
+            // The same description 1 (inherited), the pipe's write end,
+            // and another open of the same file.
+            table(101, &[(0, 1, false), (7, 3, false), (9, 4, false)]),
+        ];
+        restore_all(&world, &files, &tables).unwrap();
+        let w = world.borrow();
+        let (a, b) = (w.table(100), w.table(101));
+        // Exactly the saved fds: no keeper or pidfd is left behind.
+        assert_eq!(a.keys().copied().collect::<Vec<_>>(), [0, 3, 4, 5]);
+        assert_eq!(b.keys().copied().collect::<Vec<_>>(), [0, 7, 9]);
+        // One description for fd 0 and 5 of pid 100 and fd 0 of pid 101,
+        // at the saved offset, with its status flags.
+        let d = w.desc_of(100, 0);
+        assert_eq!(w.desc_of(100, 5), d);
+        assert_eq!(w.desc_of(101, 0), d);
+        assert_eq!(a[&0].0.object, FakeObject::Path("/srv/data".into()));
+        assert_eq!(a[&0].0.pos, 42);
+        assert_eq!(a[&0].0.flags, (libc::O_RDWR | libc::O_APPEND) as u64);
+        // Another open of the same file is another description.
+        assert_ne!(w.desc_of(101, 9), d);
+        assert_eq!(b[&9].0.pos, 0);
+        // close-on-exec is per fd.
+        assert_eq!(
+            (a[&0].1, a[&5].1, a[&3].1, a[&4].1),
+            (false, true, false, true)
+        );
+        assert!(!b[&7].1);
+        // Both ends of one pipe; the write end shared with pid 101.
+        let FakeObject::Pipe { n, read: true } = a[&3].0.object else {
+            panic!("fd 3: {:?}", a[&3].0);
+        };
+        assert_eq!(a[&4].0.object, FakeObject::Pipe { n, read: false });
+        assert_eq!(w.desc_of(101, 7), w.desc_of(100, 4));
+        assert_ne!(a[&4].0.flags & libc::O_NONBLOCK as u64, 0);
+        assert_eq!(a[&3].0.flags & libc::O_NONBLOCK as u64, 0);
+    }
+
+    #[test]
+    fn epoll_watches_are_added_once_the_table_is_in_place() {
+        let world = FakeWorld::new();
+        let mut ev = EventFd::new();
+        ev.count = 5;
+        let mut ep = EventPoll::new();
+        let mut t = EpollTarget::new();
+        t.fd = 8;
+        t.events = libc::EPOLLIN as u32;
+        t.data = 0xfeed;
+        ep.targets.push(t);
+        let mut files = Files::new();
+        // The epoll description comes first, the fd it watches later.
+        files.descs = vec![
+            desc(1, file_desc::Kind::Epoll(ep)),
+            desc(2, file_desc::Kind::Eventfd(ev)),
+        ];
+        let tables = [table(100, &[(3, 1, true), (8, 2, false), (9, 2, false)])];
+        let tasks = restore_all(&world, &files, &tables).unwrap();
+        let w = world.borrow();
+        let a = w.table(100);
+        assert_eq!(
+            a[&8].0.object,
+            FakeObject::Eventfd {
+                count: 5,
+                semaphore: false
+            }
+        );
+        let ev_desc = w.desc_of(100, 8).unwrap();
+        assert_eq!(
+            a[&3].0.object,
+            FakeObject::Epoll {
+                watches: vec![(8, ev_desc, libc::EPOLLIN as u32, 0xfeed)]
+            }
+        );
+        // The watch is added after every dup3 (its fd number exists).
+        let log = &tasks[0].log;
+        let ctl = log.iter().position(|c| c == "epoll_ctl").unwrap();
+        assert!(log[..ctl].iter().filter(|c| *c == "dup3").count() == 3);
+    }
+
+    #[test]
+    fn refusals_name_pid_and_fd() {
+        let world = FakeWorld::new();
+        let mut files = Files::new();
+        files.descs = vec![desc(1, file_desc::Kind::Unix(UnixSocket::new()))];
+        // A unix socket nobody rebuilt and offered.
+        let e = restore_all(&world, &files, &[table(100, &[(4, 1, false)])])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("pid 100: fd 4 has a description cairn cannot restore"),
+            "{e}"
+        );
+        // A description that is not in files.img.
+        let e = restore_all(&world, &files, &[table(101, &[(6, 9, false)])])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("pid 101: fd 6 refers to unknown file 9"), "{e}");
+        // A file that vanished: the kernel's error, with the path.
+        files.descs = vec![desc(1, reg("/gone", libc::O_RDONLY, 0))];
+        let e = restore_all(&world, &files, &[table(102, &[(0, 1, false)])])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("pid 102: open /gone"), "{e}");
+    }
+}
