@@ -149,7 +149,7 @@ impl<'a> FdRef<'a> {
         format!("/proc/{}/fd/{}", self.pid, self.fd)
     }
 
-    /// "pipe", 1234 for "pipe:[1234]".
+    /// `("pipe", 1234)` for `pipe:[1234]`.
     pub fn anon(&self) -> Option<(&'a str, u64)> {
         procfs::parse_anon_link(self.target)
     }

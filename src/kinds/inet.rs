@@ -53,23 +53,7 @@ pub fn tcp_state_name(s: u32) -> &'static str {
 
 // ------------------------------------------------------------ addresses
 
-pub fn addr_to_proto(a: &InetAddr) -> crate::image::proto::InetAddr {
-    let mut p = crate::image::proto::InetAddr::new();
-    p.ip = a.ip.to_string();
-    p.port = a.port as u32;
-    p.flowinfo = a.flowinfo;
-    p.scope_id = a.scope_id;
-    p
-}
-
-pub fn addr_from_proto(p: &crate::image::proto::InetAddr) -> Option<InetAddr> {
-    Some(InetAddr {
-        ip: p.ip.parse().ok()?,
-        port: u16::try_from(p.port).ok()?,
-        flowinfo: p.flowinfo,
-        scope_id: p.scope_id,
-    })
-}
+pub use crate::netlock::{addr_from_proto, addr_to_proto};
 
 fn proto_name(family: i32, proto: i32) -> String {
     let p = match proto {
