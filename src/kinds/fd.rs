@@ -17,12 +17,13 @@
 //! its docs (docs/ARCHITECTURE.md, "Adding an fd kind").
 
 use std::cell::OnceCell;
+use std::collections::HashMap;
 use std::fs::Metadata;
 use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
 use crate::image::proto::{file_desc, Fd, FdTable, Files};
-use crate::kinds::files::{FilesIndex, SharedFiles};
+use crate::kinds::files::FilesIndex;
 use crate::kinds::{anonfd, fifo, inet, pipe, regular, tty, unix};
 use crate::procfs::{self, FdInfo};
 use crate::remote::Calls;
@@ -56,6 +57,14 @@ pub trait FdKind: Sync {
     /// in and returns its fd there (close-on-exec; the engine moves it to
     /// its numbers and offers it to the other processes).
     fn open(&self, k: &file_desc::Kind, calls: &mut dyn Calls, cx: &mut RestoreCx) -> Result<u64>;
+
+    /// Restore, before any fd table: a kind whose descriptions are
+    /// rebuilt in cairn (unix sockets, terminals) rebuilds them all and
+    /// offers each with [`SharedFiles::provide`]; the vessels then fetch
+    /// them instead of calling [`FdKind::open`].
+    fn prepare(&self, _files: &Files, _shared: &mut SharedFiles, _shell_job: bool) -> Result<()> {
+        Ok(())
+    }
 
     /// Once every fd of the process is in place: what names other fds
     /// (epoll watch lists). Run for each fd of the table, in table order.
@@ -264,6 +273,48 @@ impl RestoreCx<'_, '_> {
             "pid {pid}: fd {} has a description cairn cannot restore",
             self.fd
         ))
+    }
+}
+
+/// Open file descriptions already created in some vessel, so that other
+/// processes of the tree get the same description (pidfd_getfd), not a
+/// copy: shared offsets and flags stay shared. Also what the kinds keep
+/// during a restore.
+#[derive(Default)]
+pub struct SharedFiles {
+    /// description id -> (vessel pid, keeper fd there)
+    pub(crate) descs: HashMap<u32, (i32, u64)>,
+    /// Every keeper fd, to be closed once all fd tables are done.
+    pub keepers: Vec<(i32, u64)>,
+    /// Pipes created so far (kinds::pipe).
+    pub(crate) pipes: pipe::PipeRestore,
+    /// FIFOs opened so far (kinds::fifo).
+    pub(crate) fifos: fifo::FifoRestore,
+    /// Restored IP sockets still in TCP repair mode (kinds::inet).
+    pub inet: inet::InetRestore,
+    /// Unix sockets rebuilt in cairn, until every vessel fetched its own
+    /// (kinds::unix).
+    pub unix: unix::UnixRestore,
+    /// Terminals rebuilt in cairn and what is left to do with them
+    /// (kinds::tty).
+    pub tty: tty::TtyRestore,
+}
+
+impl SharedFiles {
+    /// Offers description `id` as fd `fd` of process `owner` (a vessel or
+    /// cairn itself), which keeps it open until every fd table is done.
+    pub fn provide(&mut self, id: u32, owner: i32, fd: u64) {
+        self.descs.insert(id, (owner, fd));
+    }
+
+    /// Before any fd table: each kind that rebuilds its descriptions in
+    /// cairn (unix sockets, then terminals) does so, in [`KINDS`] order,
+    /// and offers them to the vessels.
+    pub fn prepare(&mut self, files: &Files, shell_job: bool) -> Result<()> {
+        for k in KINDS {
+            k.prepare(files, self, shell_job)?;
+        }
+        Ok(())
     }
 }
 

@@ -19,11 +19,11 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use crate::error::{Error, Result};
 use crate::image::proto::{file_desc, Fd, FdTable, FileDesc, FileStat, Files, FsPath, RegFile};
 use crate::kinds::fd::{kind_of, DumpCx, FdRef, RestoreCx, KINDS};
-use crate::kinds::{fifo, inet, pipe, tty, unix};
 use crate::procfs;
 use crate::remote::Calls;
 use crate::sys::task;
 
+pub use crate::kinds::fd::SharedFiles;
 pub use crate::kinds::fifo::recreate_fifos;
 
 pub(crate) fn file_stat(md: &std::fs::Metadata) -> FileStat {
@@ -287,46 +287,6 @@ impl<'a> FilesIndex<'a> {
         problems.sort();
         problems.dedup();
         problems
-    }
-}
-
-/// Open file descriptions already created in some vessel, so that other
-/// processes of the tree get the same description (pidfd_getfd), not a
-/// copy: shared offsets and flags stay shared. Also what the kinds keep
-/// during a restore.
-#[derive(Default)]
-pub struct SharedFiles {
-    /// description id -> (vessel pid, keeper fd there)
-    descs: HashMap<u32, (i32, u64)>,
-    /// Every keeper fd, to be closed once all fd tables are done.
-    pub keepers: Vec<(i32, u64)>,
-    /// Pipes created so far (kinds::pipe).
-    pub(crate) pipes: pipe::PipeRestore,
-    /// FIFOs opened so far (kinds::fifo).
-    pub(crate) fifos: fifo::FifoRestore,
-    /// Restored IP sockets still in TCP repair mode (kinds::inet).
-    pub inet: inet::InetRestore,
-    /// Unix sockets rebuilt in cairn, until every vessel fetched its own
-    /// (kinds::unix).
-    pub unix: unix::UnixRestore,
-    /// Terminals rebuilt in cairn and what is left to do with them
-    /// (kinds::tty).
-    pub tty: tty::TtyRestore,
-}
-
-impl SharedFiles {
-    /// Offers description `id` as fd `fd` of process `owner` (a vessel or
-    /// cairn itself), which keeps it open until every fd table is done.
-    pub fn provide(&mut self, id: u32, owner: i32, fd: u64) {
-        self.descs.insert(id, (owner, fd));
-    }
-
-    /// Before any fd table: rebuilds the unix sockets, then the
-    /// terminals, in cairn, and offers them to the vessels.
-    pub fn prepare(&mut self, files: &Files, shell_job: bool) -> Result<()> {
-        self.unix = unix::restore(files, self)?;
-        self.tty = tty::restore(files, self, shell_job)?;
-        Ok(())
     }
 }
 

@@ -35,8 +35,7 @@ use crate::image::proto::{
 use crate::image::validate::{
     bad as invalid, check_bytes, check_open_flags, check_path, check_pid, count, QUEUE_MAX,
 };
-use crate::kinds::fd::{not_mine, DumpCx, FdKind, FdRef, RestoreCx};
-use crate::kinds::files::SharedFiles;
+use crate::kinds::fd::{not_mine, DumpCx, FdKind, FdRef, RestoreCx, SharedFiles};
 use crate::remote::Calls;
 use crate::sys::{sock, tty};
 use crate::{info, warn};
@@ -766,6 +765,11 @@ impl FdKind for Tty {
                 check_bytes(path, "shell terminal", "termios.cc", t.cc.len(), 32)?;
             }
         }
+        Ok(())
+    }
+
+    fn prepare(&self, files: &Files, shared: &mut SharedFiles, shell_job: bool) -> Result<()> {
+        shared.tty = restore(files, shared, shell_job)?;
         Ok(())
     }
 

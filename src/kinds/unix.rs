@@ -31,8 +31,7 @@ use crate::image::validate::{
     bad as invalid, check_bytes, check_path, count, MAX_ITEMS, QUEUE_MAX, TCP_CLOSE,
     TCP_ESTABLISHED, TCP_LISTEN,
 };
-use crate::kinds::fd::{not_mine, DumpCx, FdKind, FdRef, RestoreCx};
-use crate::kinds::files::SharedFiles;
+use crate::kinds::fd::{not_mine, DumpCx, FdKind, FdRef, RestoreCx, SharedFiles};
 use crate::kinds::sockopts;
 use crate::remote::Calls;
 use crate::sys::sock;
@@ -1319,6 +1318,11 @@ impl FdKind for Unix {
                 }
             }
         }
+        Ok(())
+    }
+
+    fn prepare(&self, files: &Files, shared: &mut SharedFiles, _shell_job: bool) -> Result<()> {
+        shared.unix = restore(files, shared)?;
         Ok(())
     }
 
