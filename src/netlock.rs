@@ -287,12 +287,8 @@ impl Lock {
                 IpAddr::V4(_) => libc::AF_INET as u32,
                 IpAddr::V6(_) => libc::AF_INET6 as u32,
             };
-            lc.local = Some(crate::kinds::inet::addr_to_proto(&c.local)).into();
-            lc.peer = c
-                .peer
-                .as_ref()
-                .map(crate::kinds::inet::addr_to_proto)
-                .into();
+            lc.local = Some(addr_to_proto(&c.local)).into();
+            lc.peer = c.peer.as_ref().map(addr_to_proto).into();
             n.conns.push(lc);
         }
         n
@@ -313,15 +309,11 @@ impl Lock {
         }
         let mut conns = Vec::new();
         for c in &n.conns {
-            let local = c
-                .local
-                .as_ref()
-                .and_then(crate::kinds::inet::addr_from_proto)
-                .ok_or_else(|| Error::Restore("network lock: connection without address".into()))?;
-            let peer = c
-                .peer
-                .as_ref()
-                .and_then(crate::kinds::inet::addr_from_proto);
+            let local =
+                c.local.as_ref().and_then(addr_from_proto).ok_or_else(|| {
+                    Error::Restore("network lock: connection without address".into())
+                })?;
+            let peer = c.peer.as_ref().and_then(addr_from_proto);
             conns.push(Conn { local, peer });
         }
         Lock::acquire(method, n.table.clone(), conns, pid)
@@ -350,6 +342,26 @@ fn valid_table_name(s: &str) -> bool {
         && s.len() <= 64
         && s.starts_with(|c: char| c.is_ascii_alphabetic())
         && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// An address as images record it.
+pub fn addr_to_proto(a: &InetAddr) -> crate::image::proto::InetAddr {
+    let mut p = crate::image::proto::InetAddr::new();
+    p.ip = a.ip.to_string();
+    p.port = a.port as u32;
+    p.flowinfo = a.flowinfo;
+    p.scope_id = a.scope_id;
+    p
+}
+
+/// An address from an image (None if it does not parse).
+pub fn addr_from_proto(p: &crate::image::proto::InetAddr) -> Option<InetAddr> {
+    Some(InetAddr {
+        ip: p.ip.parse().ok()?,
+        port: u16::try_from(p.port).ok()?,
+        flowinfo: p.flowinfo,
+        scope_id: p.scope_id,
+    })
 }
 
 #[cfg(test)]

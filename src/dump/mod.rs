@@ -682,7 +682,7 @@ fn dump_frozen(
     let live: std::collections::HashSet<i32> = frozen.live().map(|p| p.pid).collect();
     // IP sockets: refused or locked before any of their state is read.
     let live_pids: Vec<i32> = frozen.live().map(|p| p.pid).collect();
-    files.inet = inet::DumpState::prepare(
+    files.kinds.inet = inet::DumpState::prepare(
         procs[0].0,
         &live_pids,
         args.tcp_established,
@@ -768,10 +768,12 @@ fn dump_frozen(
     crate::guard::pause_at("repaired")?;
     files.dump_pipe_data()?;
     files
+        .kinds
         .unix
         .finish(&mut files.files, args.ext_unix_sk, args.leave_running)?;
     let live_pids: Vec<i32> = live.iter().copied().collect();
     files
+        .kinds
         .tty
         .finish(&mut files.files, &live_pids, procs[0].0, args.shell_job)?;
     files.files.sysv_shm = crate::kinds::sysv::dump(plan.sysv_ids.iter().copied())?;
@@ -810,9 +812,9 @@ fn dump_frozen(
     if !args.leave_running {
         // Destructive (connections waiting in a backlog are accepted to
         // read them): only now, with nearly everything written.
-        files.unix.take_backlogs(&mut files.files)?;
+        files.kinds.unix.take_backlogs(&mut files.files)?;
     }
-    files.files.net_lock = files.inet.net_lock().into();
+    files.files.net_lock = files.kinds.inet.net_lock().into();
     dir.write(Kind::Files, names::FILES, &files.files)?;
     dir.write(Kind::Contents, names::CONTENTS, &contents)?;
     dir.write(Kind::Pstree, names::PSTREE, &pstree)?;
@@ -825,5 +827,5 @@ fn dump_frozen(
     // and marks the directory complete.
     dir.write_inventory(&mut inv)?;
     stats.image_bytes = dir_bytes(dir);
-    Ok((stats, std::mem::take(&mut files.inet)))
+    Ok((stats, std::mem::take(&mut files.kinds.inet)))
 }

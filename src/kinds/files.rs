@@ -1,23 +1,32 @@
-//! Open files: fd tables, open file descriptions (regular files, devices,
-//! directories, pipes), cwd/root, and the file-identity check on restore.
+//! Open files, the engine between the fd kinds ([`crate::kinds::fd`]):
+//! fd tables, shared descriptions, cwd/root, and the file-identity check
+//! on restore. What each kind of description is, is its kind's business;
+//! this module only sequences the kinds.
 //!
 //! Every open file description gets one id, found with kcmp(KCMP_FILE), so
 //! fds that share a description (dup, fork) share it again after restore.
+//! Restore order: unix sockets and terminals are rebuilt in cairn first
+//! ([`SharedFiles::prepare`]); then, process by process, each description
+//! is created once (by its kind) or fetched from the process that has it,
+//! moved above every target number, and dup3'd onto its fds; once a
+//! process's table is complete its kinds' `post_open` runs (epoll watch
+//! lists); restored connections leave TCP repair mode only when the whole
+//! tree is about to run ([`crate::kinds::inet::InetRestore::go_live`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
-use crate::error::{Error, IoContext, Result};
-use crate::image::proto::{
-    file_desc, Fd, FdTable, FifoFile, FileDesc, FileStat, Files, FsPath, PipeData, PipeFile,
-    RegFile,
-};
+use crate::error::{Error, Result};
+use crate::image::proto::{file_desc, Fd, FdTable, FileDesc, FileStat, Files, FsPath, RegFile};
+use crate::kinds::fd::{kind_of, DumpCx, FdRef, RestoreCx, KINDS};
 use crate::procfs;
-use crate::remote::Agent;
 use crate::remote::Calls;
 use crate::sys::task;
 
-fn file_stat(md: &std::fs::Metadata) -> FileStat {
+pub use crate::kinds::fd::SharedFiles;
+pub use crate::kinds::fifo::recreate_fifos;
+
+pub(crate) fn file_stat(md: &std::fs::Metadata) -> FileStat {
     let mut s = FileStat::new();
     s.dev = md.dev();
     s.ino = md.ino();
@@ -34,15 +43,8 @@ pub struct FileTable {
     mapped: HashMap<(u64, u64, String, bool), u32>,
     /// (pid, fd, desc id, inode) of every description seen, for kcmp.
     seen: Vec<(i32, i32, u32, u64)>,
-    /// (pipe or FIFO inode, is a FIFO) -> (pid, fd) of one end, to read
-    /// the queued bytes.
-    pipes: BTreeMap<(u64, bool), (i32, i32)>,
-    /// Unix sockets (kinds::unix).
-    pub unix: crate::kinds::unix::UnixDump,
-    /// IP sockets (kinds::inet).
-    pub inet: crate::kinds::inet::DumpState,
-    /// Terminals (kinds::tty).
-    pub tty: crate::kinds::tty::TtyDump,
+    /// What the kinds keep while dumping (sockets, terminals, pipes).
+    pub kinds: DumpCx,
 }
 
 impl Default for FileTable {
@@ -52,10 +54,7 @@ impl Default for FileTable {
             next_id: 1,
             mapped: HashMap::new(),
             seen: Vec::new(),
-            pipes: BTreeMap::new(),
-            unix: Default::default(),
-            inet: Default::default(),
-            tty: Default::default(),
+            kinds: DumpCx::default(),
         }
     }
 }
@@ -123,7 +122,6 @@ impl FileTable {
         for (fd, target) in listed {
             let info = procfs::read_fdinfo(pid, fd)?;
             let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
-            let flags = info.flags & !(libc::O_CLOEXEC as u32);
             let mut id = None;
             for &(p2, fd2, id2, ino2) in &self.seen {
                 if ino2 == info.ino
@@ -138,13 +136,8 @@ impl FileTable {
             let id = match id {
                 Some(id) => id,
                 None => {
-                    let kind = match crate::kinds::anonfd::describe(pid, fd, &target, &info)? {
-                        Some(k) => k,
-                        None => match self.inet.describe(pid, fd, &target, &info)? {
-                            Some(k) => k,
-                            None => self.describe(pid, fd, &target, flags, info.pos)?,
-                        },
-                    };
+                    let f = FdRef::new(pid, fd, &target, Some(&info));
+                    let kind = describe(&f, &mut self.kinds)?;
                     let id = self.add(kind);
                     self.seen.push((pid, fd, id, info.ino));
                     id
@@ -159,216 +152,51 @@ impl FileTable {
         Ok(table)
     }
 
-    fn describe(
-        &mut self,
-        pid: i32,
-        fd: i32,
-        target: &str,
-        flags: u32,
-        pos: u64,
-    ) -> Result<file_desc::Kind> {
-        if let Some(("socket", ino)) = procfs::parse_anon_link(target) {
-            if let Some(k) = self.unix.describe(pid, fd, ino, flags)? {
-                return Ok(k);
-            }
-            return Err(unsupported_socket(pid, fd, target));
-        }
-        if let Some(("pipe", ino)) = procfs::parse_anon_link(target) {
-            self.pipes.entry((ino, false)).or_insert((pid, fd));
-            let mut p = PipeFile::new();
-            p.pipe_ino = ino;
-            p.flags = flags;
-            return Ok(file_desc::Kind::Pipe(p));
-        }
-        if !target.starts_with('/') {
-            return Err(Error::unsupported(
-                pid,
-                format!("fd {fd} is {target}, which cairn cannot checkpoint yet"),
-            ));
-        }
-        let link = format!("/proc/{pid}/fd/{fd}");
-        let md = std::fs::metadata(&link).at(&link)?;
-        // Deleted but open: kept with its contents (kinds::contents).
-        let ghost = crate::kinds::contents::ghost_path(target, &md);
-        if ghost.is_some() && !md.file_type().is_file() {
-            return Err(Error::unsupported(
-                pid,
-                format!("fd {fd} refers to deleted {target}, which is not a regular file"),
-            ));
-        }
-        let ft = md.file_type();
-        if ft.is_fifo() {
-            if ghost.is_some() {
-                return Err(Error::unsupported(
-                    pid,
-                    format!("fd {fd} refers to deleted FIFO {target}"),
-                ));
-            }
-            self.pipes.entry((md.ino(), true)).or_insert((pid, fd));
-            let mut f = FifoFile::new();
-            f.path = target.to_string();
-            f.flags = flags;
-            f.stat = Some(file_stat(&md)).into();
-            return Ok(file_desc::Kind::Fifo(f));
-        }
-        if ft.is_char_device() {
-            if let Some(k) = self.tty.describe(pid, fd, target, flags)? {
-                return Ok(k);
-            }
-        }
-        check_file_type(pid, fd, target, &md)?;
-        let mut r = RegFile::new();
-        r.deleted = ghost.is_some();
-        r.path = ghost.unwrap_or_else(|| target.to_string());
-        r.flags = flags;
-        r.pos = pos;
-        r.stat = Some(file_stat(&md)).into();
-        Ok(file_desc::Kind::Reg(r))
-    }
-
     /// Saves the bytes queued in every pipe seen, without consuming them.
     pub fn dump_pipe_data(&mut self) -> Result<()> {
-        for (&(ino, fifo), &(pid, fd)) in &self.pipes {
-            let link = format!("/proc/{pid}/fd/{fd}");
-            let src = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags_nonblock()
-                .open(&link)
-                .at(&link)?;
-            let cap = task::pipe_size(&src)
-                .map_err(|e| Error::sys(pid, format!("fd {fd}: F_GETPIPE_SZ"), e))?;
-            let queued = task::pipe_queued(&src)
-                .map_err(|e| Error::sys(pid, format!("fd {fd}: FIONREAD"), e))?;
-            let mut data = Vec::new();
-            if queued > 0 {
-                let (r, w) = task::pipe().map_err(|e| Error::sys(pid, "pipe", e))?;
-                task::set_pipe_size(&w, cap.max(queued))
-                    .map_err(|e| Error::sys(pid, "F_SETPIPE_SZ", e))?;
-                let n = task::tee(&src, &w, queued)
-                    .map_err(|e| Error::sys(pid, format!("fd {fd}: tee"), e))?;
-                drop(w);
-                data.resize(n, 0);
-                use std::io::Read;
-                let mut rf = std::fs::File::from(r);
-                rf.read_exact(&mut data)
-                    .map_err(|e| Error::sys(pid, format!("fd {fd}: read pipe copy"), e))?;
-            }
-            let mut pd = PipeData::new();
-            pd.pipe_ino = ino;
-            pd.data = data;
-            pd.capacity = cap as u32;
-            pd.fifo = fifo;
-            self.files.pipes.push(pd);
-        }
-        Ok(())
+        self.kinds.pipes.dump_data(&mut self.files)
     }
 }
 
-/// The protocol of the socket at fd `fd` of `pid` ("UNIX", "TCP", ...).
-fn socket_proto(pid: i32, fd: i32) -> String {
-    crate::sys::sock::proto_name(&format!("/proc/{pid}/fd/{fd}"))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-/// Whether cairn can checkpoint sockets of this protocol.
-fn socket_supported(proto: &str) -> bool {
-    crate::kinds::unix::handles_proto(proto) || crate::kinds::inet::handles_proto(proto)
-}
-
-fn unsupported_socket(pid: i32, fd: i32, target: &str) -> Error {
-    Error::unsupported(
-        pid,
-        format!(
-            "fd {fd} is a {} socket ({target}), which cairn cannot checkpoint",
-            socket_proto(pid, fd)
-        ),
-    )
-}
-
-/// Character devices that are reopened by path: they hold no state of
-/// their own (null, zero, full, random, urandom). Terminals are
-/// kinds::tty's.
-fn plain_device(rdev: u64) -> bool {
-    libc::major(rdev) == 1 && [3, 5, 7, 8, 9].contains(&libc::minor(rdev))
-}
-
-/// Refuses file types cairn cannot reopen: block devices, sockets bound
-/// in the file system reached by path, and character devices other than
-/// the plain ones and terminals.
-fn check_file_type(pid: i32, fd: i32, target: &str, md: &std::fs::Metadata) -> Result<()> {
-    let ft = md.file_type();
-    if ft.is_file() || ft.is_dir() || ft.is_fifo() {
-        return Ok(());
-    }
-    let what = if ft.is_char_device() {
-        if plain_device(md.rdev()) || crate::kinds::tty::is_tty(md.rdev()) {
-            return Ok(());
+/// The first kind of [`KINDS`] that describes `f`.
+fn describe(f: &FdRef, cx: &mut DumpCx) -> Result<file_desc::Kind> {
+    for k in KINDS {
+        if let Some(d) = k.describe(f, cx)? {
+            return Ok(d);
         }
-        format!(
-            "character device {}:{}",
-            libc::major(md.rdev()),
-            libc::minor(md.rdev())
-        )
-    } else if ft.is_block_device() {
-        format!(
-            "block device {}:{}",
-            libc::major(md.rdev()),
-            libc::minor(md.rdev())
-        )
-    } else {
-        format!("{ft:?}")
-    };
-    Err(Error::unsupported(
-        pid,
-        format!("fd {fd} ({target}) is a {what}, which cairn cannot checkpoint"),
-    ))
+    }
+    Err(unclaimed(f))
 }
 
-/// Refuses, before anything is frozen, fds that cairn cannot dump.
+/// The refusal of an fd no kind claims.
+fn unclaimed(f: &FdRef) -> Error {
+    if f.socket_ino().is_some() {
+        return Error::unsupported(
+            f.pid,
+            format!(
+                "fd {} is a {} socket ({}), which cairn cannot checkpoint",
+                f.fd,
+                f.proto(),
+                f.target
+            ),
+        );
+    }
+    f.not_yet()
+}
+
+/// Refuses, before anything is frozen, fds that cairn cannot dump: each
+/// must be claimed by a kind of [`KINDS`] (which may refuse it itself).
 pub fn precheck(pid: i32) -> Result<()> {
-    for (fd, target) in procfs::read_fds(pid)? {
-        if crate::kinds::anonfd::handles(&target) {
-            continue;
-        }
-        if let Some(("socket", _)) = procfs::parse_anon_link(&target) {
-            if socket_supported(&socket_proto(pid, fd)) {
-                continue;
-            }
-            return Err(unsupported_socket(pid, fd, &target));
-        }
-        if let Some((kind, _)) = procfs::parse_anon_link(&target) {
-            if kind != "pipe" {
-                return Err(Error::unsupported(
-                    pid,
-                    format!("fd {fd} is {target}, which cairn cannot checkpoint yet"),
-                ));
-            }
-        } else if !target.starts_with('/') {
-            return Err(Error::unsupported(
-                pid,
-                format!("fd {fd} is {target}, which cairn cannot checkpoint yet"),
-            ));
-        } else if target.ends_with(" (deleted)") {
-            crate::kinds::contents::precheck_ghost(pid, fd, &target)?;
-        } else {
-            let link = format!("/proc/{pid}/fd/{fd}");
-            if let Ok(md) = std::fs::metadata(&link) {
-                check_file_type(pid, fd, &target, &md)?;
+    'fds: for (fd, target) in procfs::read_fds(pid)? {
+        let f = FdRef::new(pid, fd, &target, None);
+        for k in KINDS {
+            if k.precheck(&f)? {
+                continue 'fds;
             }
         }
+        return Err(unclaimed(&f));
     }
     Ok(())
-}
-
-trait NonBlock {
-    fn custom_flags_nonblock(&mut self) -> &mut Self;
-}
-
-impl NonBlock for std::fs::OpenOptions {
-    fn custom_flags_nonblock(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        self.custom_flags(libc::O_NONBLOCK)
-    }
 }
 
 // ---------------------------------------------------------------- restore
@@ -468,40 +296,15 @@ impl<'a> FilesIndex<'a> {
     }
 }
 
-/// Open file descriptions already created in some vessel, so that other
-/// processes of the tree get the same description (pidfd_getfd), not a
-/// copy: shared offsets and flags stay shared.
-#[derive(Default)]
-pub struct SharedFiles {
-    /// description id -> (vessel pid, keeper fd there)
-    descs: HashMap<u32, (i32, u64)>,
-    /// pipe inode -> (vessel pid, read end, write end)
-    pipes: HashMap<u64, (i32, u64, u64)>,
-    /// FIFO inode (at dump) -> (vessel pid, an O_RDWR fd on it), which
-    /// keeps the FIFO open for both sides while the fds are opened.
-    fifos: HashMap<u64, (i32, u64)>,
-    /// Every keeper fd, to be closed once all fd tables are done.
-    pub keepers: Vec<(i32, u64)>,
-    /// Restored IP sockets still in TCP repair mode (kinds::inet).
-    pub inet: crate::kinds::inet::Restored,
-}
-
-impl SharedFiles {
-    /// Offers description `id` as fd `fd` of process `owner` (a vessel or
-    /// cairn itself), which keeps it open until every fd table is done.
-    pub fn provide(&mut self, id: u32, owner: i32, fd: u64) {
-        self.descs.insert(id, (owner, fd));
-    }
-}
-
-/// Restores the fd table in the vessel, which must have no fds open.
+/// Restores the fd table in the process `calls` runs in, which must have
+/// no fds open.
 pub fn restore_fds(
-    agent: &mut Agent,
+    calls: &mut dyn Calls,
     table: &FdTable,
     idx: &FilesIndex,
     shared: &mut SharedFiles,
 ) -> Result<()> {
-    let pid = agent.pid;
+    let pid = calls.pid();
     let max_target = table.fds.iter().map(|f| f.fd).max().unwrap_or(0) as u64;
     let high = (max_target + 1).max(64);
     // Group fds by description.
@@ -516,189 +319,243 @@ pub fn restore_fds(
             Error::Restore(format!("pid {pid}: fd {first} refers to unknown file {id}"))
         })?;
         let tmp = if let Some(&(owner, kfd)) = shared.descs.get(&id) {
-            agent.fetch_fd(owner, kfd)?
+            calls.fetch_fd(owner, kfd)?
         } else {
+            let mut cx = RestoreCx {
+                idx,
+                shared: &mut *shared,
+                high,
+                id,
+                fd: first,
+            };
             match &d.kind {
-                Some(file_desc::Kind::Reg(r)) => {
-                    // O_NOCTTY: a restored session leader must not pick
-                    // up a controlling terminal just by reopening a tty.
-                    let open_flags =
-                        (r.flags as i32) & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
-                    let path = idx.redirect.get(&id).unwrap_or(&r.path);
-                    let fd = agent.open(path, open_flags | libc::O_CLOEXEC | libc::O_NOCTTY)?;
-                    let is_reg = r
-                        .stat
-                        .as_ref()
-                        .is_some_and(|s| s.mode & libc::S_IFMT == libc::S_IFREG);
-                    if is_reg && r.pos > 0 {
-                        agent.lseek(fd, r.pos, libc::SEEK_SET, path)?;
-                    }
-                    fd
-                }
-                Some(file_desc::Kind::Pipe(p)) => {
-                    let (owner, r, w) = match shared.pipes.get(&p.pipe_ino) {
-                        Some(&e) => e,
-                        None => {
-                            let (r, w) = create_pipe(agent, p.pipe_ino, idx)?;
-                            let r = agent.dup_above(r, high)?;
-                            let w = agent.dup_above(w, high)?;
-                            shared.pipes.insert(p.pipe_ino, (pid, r, w));
-                            shared.keepers.push((pid, r));
-                            shared.keepers.push((pid, w));
-                            (pid, r, w)
-                        }
-                    };
-                    let end = if p.flags as i32 & libc::O_ACCMODE == libc::O_WRONLY {
-                        w
-                    } else {
-                        r
-                    };
-                    let fd = agent.fetch_fd(owner, end)?;
-                    agent.set_fl(fd, (p.flags & libc::O_NONBLOCK as u32) as u64)?;
-                    fd
-                }
-                Some(file_desc::Kind::Fifo(f)) => open_fifo(agent, f, idx, shared, high)?,
-                Some(
-                    k @ (file_desc::Kind::Eventfd(_)
-                    | file_desc::Kind::Signalfd(_)
-                    | file_desc::Kind::Timerfd(_)
-                    | file_desc::Kind::Epoll(_)
-                    | file_desc::Kind::Inotify(_)
-                    | file_desc::Kind::Memfd(_)),
-                ) => crate::kinds::anonfd::create(agent, k)?.ok_or_else(|| {
-                    Error::Restore(format!("pid {pid}: fd {first}: unknown kind"))
-                })?,
-                Some(file_desc::Kind::Inet(sk)) => {
-                    crate::kinds::inet::create(agent, sk, &mut shared.inet)?
-                }
-                _ => {
-                    return Err(Error::Restore(format!(
-                        "pid {pid}: fd {first} has a description cairn cannot restore"
-                    )))
-                }
+                Some(k) => kind_of(k).open(k, calls, &mut cx)?,
+                None => return Err(cx.cannot(pid)),
             }
         };
         // Move it out of the way of every target number; it stays open
         // as the keeper other processes fetch the description from.
-        let hi = agent.dup_above(tmp, high)?;
+        let hi = calls.dup_above(tmp, high)?;
         shared.descs.entry(id).or_insert((pid, hi));
         shared.keepers.push((pid, hi));
         staged.push((hi, fds));
     }
     for (hi, fds) in &staged {
         for f in fds {
-            agent.dup3(*hi, f.fd as u64, f.cloexec)?;
+            calls.dup3(*hi, f.fd as u64, f.cloexec)?;
         }
     }
-    // Epoll watch lists name other fds: filled in once all are in place.
-    crate::kinds::anonfd::populate_epolls(agent, table, idx)?;
-    Ok(())
-}
-
-/// pipe2 in the vessel, refilled with the saved bytes. Returns (read, write).
-fn create_pipe(agent: &mut Agent, ino: u64, idx: &FilesIndex) -> Result<(u64, u64)> {
-    let pid = agent.pid;
-    let (r, w) = agent.pipe2(libc::O_CLOEXEC)?;
-    if let Some(pd) = idx.files.pipes.iter().find(|p| p.pipe_ino == ino) {
-        if pd.capacity > 0 {
-            // Best effort: a smaller pipe still holds the saved bytes,
-            // which are checked when written below.
-            let _ = agent.set_pipe_size(w, pd.capacity as u64);
+    // What names other fds (epoll watch lists): now that all are in place.
+    for f in &table.fds {
+        if let Some(k) = idx.get(f.desc_id).and_then(|d| d.kind.as_ref()) {
+            kind_of(k).post_open(k, calls, f, table)?;
         }
-        if !pd.data.is_empty() {
-            let link = format!("/proc/{pid}/fd/{w}");
-            // Non-blocking: more bytes than the pipe holds (a damaged
-            // image) fail instead of blocking the restore for good.
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags_nonblock()
-                .open(&link)
-                .at(&link)?;
-            use std::io::Write;
-            f.write_all(&pd.data).at(&link)?;
-        }
-    }
-    Ok((r, w))
-}
-
-/// Opens a FIFO by path in the vessel with its saved flags. The first
-/// open of a FIFO also opens it O_RDWR (kept until every fd table is done),
-/// so that no open blocks or fails for want of the other side, and puts
-/// the queued bytes back through that fd.
-fn open_fifo(
-    agent: &mut Agent,
-    f: &FifoFile,
-    idx: &FilesIndex,
-    shared: &mut SharedFiles,
-    high: u64,
-) -> Result<u64> {
-    let pid = agent.pid;
-    let ino = f.stat.as_ref().map_or(0, |s| s.ino);
-    if let std::collections::hash_map::Entry::Vacant(slot) = shared.fifos.entry(ino) {
-        let k = agent.open(
-            &f.path,
-            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY,
-        )?;
-        let hk = agent.dup_above(k, high)?;
-        slot.insert((pid, hk));
-        shared.keepers.push((pid, hk));
-        if let Some(pd) = idx.files.pipes.iter().find(|p| p.fifo && p.pipe_ino == ino) {
-            if pd.capacity > 0 {
-                let _ = agent.set_pipe_size(hk, pd.capacity as u64);
-            }
-            if !pd.data.is_empty() {
-                let link = format!("/proc/{pid}/fd/{hk}");
-                let mut w = std::fs::OpenOptions::new()
-                    .write(true)
-                    .custom_flags_nonblock()
-                    .open(&link)
-                    .at(&link)?;
-                use std::io::Write;
-                w.write_all(&pd.data).map_err(|e| Error::io(&f.path, e))?;
-            }
-        }
-    }
-    let fd = agent.open(
-        &f.path,
-        (f.flags as i32 & libc::O_ACCMODE) | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY,
-    )?;
-    agent.set_fl(
-        fd,
-        (f.flags & (libc::O_NONBLOCK | libc::O_APPEND) as u32) as u64,
-    )?;
-    Ok(fd)
-}
-
-/// Recreates the FIFOs of the images that vanished since the dump
-/// (mkfifo with the saved mode). Call once nothing can
-/// refuse the restore any more.
-pub fn recreate_fifos(files: &Files) -> Result<()> {
-    for d in &files.descs {
-        let Some(file_desc::Kind::Fifo(f)) = &d.kind else {
-            continue;
-        };
-        if std::fs::symlink_metadata(&f.path).is_ok() {
-            continue;
-        }
-        let st = f.stat.as_ref();
-        let mode = st.map_or(0o600, |s| s.mode & 0o7777);
-        task::mkfifo(&f.path, mode).map_err(|e| Error::io(&f.path, e))?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&f.path, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| Error::io(&f.path, e))?;
-        crate::warn!("{}: FIFO vanished since the dump; recreated", f.path);
     }
     Ok(())
 }
 
 /// chdir / chroot in the vessel.
-pub fn restore_fs(agent: &mut Agent, cwd: Option<String>, root: Option<String>) -> Result<()> {
+pub fn restore_fs(calls: &mut dyn Calls, cwd: Option<String>, root: Option<String>) -> Result<()> {
     // Both paths are as seen from cairn's root: chdir first, then chroot.
     if let Some(cwd) = cwd {
-        agent.chdir(&cwd)?;
+        calls.chdir(&cwd)?;
     }
     if let Some(root) = root.filter(|r| r != "/") {
-        agent.chroot(&root)?;
+        calls.chroot(&root)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The engine on simulated processes ([`crate::remote::fake`]): no
+    //! root, no real process.
+    use super::*;
+    use crate::image::proto::{EpollTarget, EventFd, EventPoll, PipeFile, UnixSocket};
+    use crate::remote::fake::{FakeObject, FakeTask, FakeWorld};
+
+    fn desc(id: u32, kind: file_desc::Kind) -> FileDesc {
+        let mut d = FileDesc::new();
+        d.id = id;
+        d.kind = Some(kind);
+        d
+    }
+
+    fn reg(path: &str, flags: i32, pos: u64) -> file_desc::Kind {
+        let mut r = RegFile::new();
+        r.path = path.into();
+        r.flags = flags as u32;
+        r.pos = pos;
+        let mut st = FileStat::new();
+        st.mode = libc::S_IFREG | 0o644;
+        r.stat = Some(st).into();
+        file_desc::Kind::Reg(r)
+    }
+
+    fn pipe_end(ino: u64, flags: i32) -> file_desc::Kind {
+        let mut p = PipeFile::new();
+        p.pipe_ino = ino;
+        p.flags = flags as u32;
+        file_desc::Kind::Pipe(p)
+    }
+
+    fn table(pid: i32, fds: &[(u32, u32, bool)]) -> FdTable {
+        let mut t = FdTable::new();
+        t.pid = pid as u32;
+        for &(fd, desc_id, cloexec) in fds {
+            let mut f = Fd::new();
+            f.fd = fd;
+            f.desc_id = desc_id;
+            f.cloexec = cloexec;
+            t.fds.push(f);
+        }
+        t
+    }
+
+    /// Restores `tables` in order, one fake process each, then closes the
+    /// keepers as restore does.
+    fn restore_all(
+        world: &std::rc::Rc<std::cell::RefCell<FakeWorld>>,
+        files: &Files,
+        tables: &[FdTable],
+    ) -> Result<Vec<FakeTask>> {
+        let idx = FilesIndex::new(files);
+        let mut shared = SharedFiles::default();
+        let mut tasks: Vec<FakeTask> = tables
+            .iter()
+            .map(|t| FakeTask::new(world, t.pid as i32))
+            .collect();
+        for (task, t) in tasks.iter_mut().zip(tables) {
+            restore_fds(task, t, &idx, &mut shared)?;
+        }
+        for (owner, fd) in std::mem::take(&mut shared.keepers) {
+            let t = tasks.iter_mut().find(|t| t.pid == owner).unwrap();
+            t.close(fd)?;
+        }
+        Ok(tasks)
+    }
+
+    #[test]
+    fn shared_descriptions_offsets_and_cloexec_across_two_processes() {
+        let world = FakeWorld::new();
+        world.borrow_mut().files.insert("/srv/data".into());
+        let mut files = Files::new();
+        files.descs = vec![
+            desc(1, reg("/srv/data", libc::O_RDWR | libc::O_APPEND, 42)),
+            desc(2, pipe_end(77, libc::O_RDONLY)),
+            desc(3, pipe_end(77, libc::O_WRONLY | libc::O_NONBLOCK)),
+            desc(4, reg("/srv/data", libc::O_RDONLY, 0)),
+        ];
+        let tables = [
+            // fd 0 and fd 5 share description 1 (dup); fd 5 close-on-exec.
+            table(
+                100,
+                &[(0, 1, false), (5, 1, true), (3, 2, false), (4, 3, true)],
+            ),
+            // The same description 1 (inherited), the pipe's write end,
+            // and another open of the same file.
+            table(101, &[(0, 1, false), (7, 3, false), (9, 4, false)]),
+        ];
+        restore_all(&world, &files, &tables).unwrap();
+        let w = world.borrow();
+        let (a, b) = (w.table(100), w.table(101));
+        // Exactly the saved fds: no keeper or pidfd is left behind.
+        assert_eq!(a.keys().copied().collect::<Vec<_>>(), [0, 3, 4, 5]);
+        assert_eq!(b.keys().copied().collect::<Vec<_>>(), [0, 7, 9]);
+        // One description for fd 0 and 5 of pid 100 and fd 0 of pid 101,
+        // at the saved offset, with its status flags.
+        let d = w.desc_of(100, 0);
+        assert_eq!(w.desc_of(100, 5), d);
+        assert_eq!(w.desc_of(101, 0), d);
+        assert_eq!(a[&0].0.object, FakeObject::Path("/srv/data".into()));
+        assert_eq!(a[&0].0.pos, 42);
+        assert_eq!(a[&0].0.flags, (libc::O_RDWR | libc::O_APPEND) as u64);
+        // Another open of the same file is another description.
+        assert_ne!(w.desc_of(101, 9), d);
+        assert_eq!(b[&9].0.pos, 0);
+        // close-on-exec is per fd.
+        assert_eq!(
+            (a[&0].1, a[&5].1, a[&3].1, a[&4].1),
+            (false, true, false, true)
+        );
+        assert!(!b[&7].1);
+        // Both ends of one pipe; the write end shared with pid 101.
+        let FakeObject::Pipe { n, read: true } = a[&3].0.object else {
+            panic!("fd 3: {:?}", a[&3].0);
+        };
+        assert_eq!(a[&4].0.object, FakeObject::Pipe { n, read: false });
+        assert_eq!(w.desc_of(101, 7), w.desc_of(100, 4));
+        assert_ne!(a[&4].0.flags & libc::O_NONBLOCK as u64, 0);
+        assert_eq!(a[&3].0.flags & libc::O_NONBLOCK as u64, 0);
+    }
+
+    #[test]
+    fn epoll_watches_are_added_once_the_table_is_in_place() {
+        let world = FakeWorld::new();
+        let mut ev = EventFd::new();
+        ev.count = 5;
+        let mut ep = EventPoll::new();
+        let mut t = EpollTarget::new();
+        t.fd = 8;
+        t.events = libc::EPOLLIN as u32;
+        t.data = 0xfeed;
+        ep.targets.push(t);
+        let mut files = Files::new();
+        // The epoll description comes first, the fd it watches later.
+        files.descs = vec![
+            desc(1, file_desc::Kind::Epoll(ep)),
+            desc(2, file_desc::Kind::Eventfd(ev)),
+        ];
+        let tables = [table(100, &[(3, 1, true), (8, 2, false), (9, 2, false)])];
+        let tasks = restore_all(&world, &files, &tables).unwrap();
+        let w = world.borrow();
+        let a = w.table(100);
+        assert_eq!(
+            a[&8].0.object,
+            FakeObject::Eventfd {
+                count: 5,
+                semaphore: false
+            }
+        );
+        let ev_desc = w.desc_of(100, 8).unwrap();
+        assert_eq!(
+            a[&3].0.object,
+            FakeObject::Epoll {
+                watches: vec![(8, ev_desc, libc::EPOLLIN as u32, 0xfeed)]
+            }
+        );
+        // The watch is added after every dup3 (its fd number exists).
+        let log = &tasks[0].log;
+        let ctl = log.iter().position(|c| c == "epoll_ctl").unwrap();
+        assert!(log[..ctl].iter().filter(|c| *c == "dup3").count() == 3);
+    }
+
+    #[test]
+    fn refusals_name_pid_and_fd() {
+        let world = FakeWorld::new();
+        let mut files = Files::new();
+        files.descs = vec![desc(1, file_desc::Kind::Unix(UnixSocket::new()))];
+        // A unix socket nobody rebuilt and offered.
+        let e = restore_all(&world, &files, &[table(100, &[(4, 1, false)])])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("pid 100: fd 4 has a description cairn cannot restore"),
+            "{e}"
+        );
+        // A description that is not in files.img.
+        let e = restore_all(&world, &files, &[table(101, &[(6, 9, false)])])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("pid 101: fd 6 refers to unknown file 9"), "{e}");
+        // A file that vanished: the kernel's error, with the path.
+        files.descs = vec![desc(1, reg("/gone", libc::O_RDONLY, 0))];
+        let e = restore_all(&world, &files, &[table(102, &[(0, 1, false)])])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("pid 102: open /gone"), "{e}");
+    }
 }

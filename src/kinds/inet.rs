@@ -16,13 +16,17 @@ use std::os::fd::OwnedFd;
 
 use crate::error::{Error, Result};
 use crate::image::proto::{file_desc, Datagram, FdTable, Files, InetSk};
+use crate::image::validate::{
+    bad as invalid, check_bytes, check_name, count, short, MAX_ITEMS, QUEUE_MAX,
+};
+use crate::kinds::fd::{not_mine, DumpCx, FdKind, FdRef, RestoreCx};
 use crate::netlock::{self, Conn, Lock};
 use crate::procfs::{self, FdInfo};
-use crate::remote::Agent;
 use crate::remote::Calls;
 use crate::sys::net::{self, InetAddr};
 use crate::sys::sock;
 use crate::{info, warn};
+use std::path::Path;
 
 pub const TCP_ESTABLISHED: u32 = 1;
 pub const TCP_CLOSE: u32 = 7;
@@ -49,23 +53,7 @@ pub fn tcp_state_name(s: u32) -> &'static str {
 
 // ------------------------------------------------------------ addresses
 
-pub fn addr_to_proto(a: &InetAddr) -> crate::image::proto::InetAddr {
-    let mut p = crate::image::proto::InetAddr::new();
-    p.ip = a.ip.to_string();
-    p.port = a.port as u32;
-    p.flowinfo = a.flowinfo;
-    p.scope_id = a.scope_id;
-    p
-}
-
-pub fn addr_from_proto(p: &crate::image::proto::InetAddr) -> Option<InetAddr> {
-    Some(InetAddr {
-        ip: p.ip.parse().ok()?,
-        port: u16::try_from(p.port).ok()?,
-        flowinfo: p.flowinfo,
-        scope_id: p.scope_id,
-    })
-}
+pub use crate::netlock::{addr_from_proto, addr_to_proto};
 
 fn proto_name(family: i32, proto: i32) -> String {
     let p = match proto {
@@ -788,12 +776,12 @@ fn peek_datagrams(sock: &OwnedFd) -> std::io::Result<(Vec<Datagram>, u32)> {
 
 /// Our descriptors of restored connections that are still in repair mode.
 #[derive(Default)]
-pub struct Restored {
+pub struct InetRestore {
     /// (for messages, our descriptor, the never-sent part of its send queue)
     repaired: Vec<(String, OwnedFd, Vec<u8>)>,
 }
 
-impl Restored {
+impl InetRestore {
     /// Once every socket of the tree exists: repair mode off on every
     /// restored connection (each sends a window probe, still dropped by
     /// the lock) and the never-sent data written.
@@ -852,8 +840,8 @@ fn inject_datagrams(sock: &OwnedFd, sk: &InetSk, local: &InetAddr) -> std::io::R
 
 /// Creates the socket of `sk` in the vessel and returns its fd there
 /// (close-on-exec; the caller moves it to its numbers).
-pub fn create(agent: &mut Agent, sk: &InetSk, st: &mut Restored) -> Result<u64> {
-    let pid = agent.pid;
+pub fn create(calls: &mut dyn Calls, sk: &InetSk, st: &mut InetRestore) -> Result<u64> {
+    let pid = calls.pid();
     let family = sk.family as i32;
     let local = sk.local.as_ref().and_then(addr_from_proto);
     let peer = sk.peer.as_ref().and_then(addr_from_proto);
@@ -872,14 +860,10 @@ pub fn create(agent: &mut Agent, sk: &InetSk, st: &mut Restored) -> Result<u64> 
         format!("pid {pid}: {}", p.describe())
     };
     let fail = |e: std::io::Error| Error::Restore(format!("{what}: {e}"));
-    let fd = agent.call(
-        "socket",
-        libc::SYS_socket,
-        &[
-            family as u64,
-            (sk.type_ as i32 | libc::SOCK_CLOEXEC) as u64,
-            sk.protocol as u64,
-        ],
+    let fd = calls.socket(
+        family,
+        sk.type_ as i32 | libc::SOCK_CLOEXEC,
+        sk.protocol as i32,
     )?;
     let sock = sock::pidfd_getfd(pid, fd as i32)
         .map_err(|e| Error::sys(pid, format!("pidfd_getfd of the new socket {fd}"), e))?;
@@ -995,6 +979,185 @@ pub fn restore_lock(files: &Files, pid: i32) -> Result<Option<Lock>> {
         Some(n) if !n.table.is_empty() => Ok(Some(Lock::from_proto(n, pid)?)),
         _ => Ok(None),
     }
+}
+
+// ------------------------------------------------------------ the kind
+
+/// IP sockets (TCP and UDP over IPv4 and IPv6).
+pub struct Inet;
+
+impl FdKind for Inet {
+    fn name(&self) -> &'static str {
+        "IP socket"
+    }
+
+    fn precheck(&self, f: &FdRef) -> Result<bool> {
+        Ok(f.socket_ino().is_some() && handles_proto(f.proto()))
+    }
+
+    fn describe(&self, f: &FdRef, cx: &mut DumpCx) -> Result<Option<file_desc::Kind>> {
+        cx.inet.describe(f.pid, f.fd, f.target, f.info()?)
+    }
+
+    fn validate(&self, k: &file_desc::Kind, path: &Path, obj: &str) -> Result<()> {
+        let file_desc::Kind::Inet(s) = k else {
+            return Err(not_mine(self));
+        };
+        if s.family != libc::AF_INET as u32 && s.family != libc::AF_INET6 as u32 {
+            return Err(invalid(
+                path,
+                obj,
+                "family",
+                format!("{}: not AF_INET or AF_INET6", s.family),
+            ));
+        }
+        for (f, a) in [("local", s.local.as_ref()), ("peer", s.peer.as_ref())] {
+            if let Some(a) = a {
+                if a.port > 65535 {
+                    return Err(invalid(path, obj, &format!("{f}.port"), a.port));
+                }
+                if !a.ip.is_empty() && a.ip.parse::<std::net::IpAddr>().is_err() {
+                    return Err(invalid(
+                        path,
+                        obj,
+                        &format!("{f}.ip"),
+                        format!("{:?}: not an address", short(&a.ip)),
+                    ));
+                }
+            }
+        }
+        check_name(path, obj, "bind_dev", &s.bind_dev, 15)?;
+        inet_kind(s, path, obj)?;
+        if let Some(t) = s.tcp.as_ref() {
+            check_bytes(path, obj, "tcp.inq", t.inq.len(), QUEUE_MAX)?;
+            check_bytes(path, obj, "tcp.outq", t.outq.len(), QUEUE_MAX)?;
+            if t.unsent_len as usize > t.outq.len() {
+                return Err(invalid(
+                    path,
+                    obj,
+                    "tcp.unsent_len",
+                    format!("{} of {} bytes queued", t.unsent_len, t.outq.len()),
+                ));
+            }
+            if t.snd_wscale > 14 || t.rcv_wscale > 14 {
+                return Err(invalid(
+                    path,
+                    obj,
+                    "tcp.snd_wscale",
+                    "window scale above 14",
+                ));
+            }
+        }
+        count(path, obj, "queue", s.queue.len(), MAX_ITEMS)?;
+        for q in &s.queue {
+            check_bytes(path, obj, "queue.data", q.data.len(), 65535)?;
+        }
+        Ok(())
+    }
+
+    /// The network lock the dump took.
+    fn validate_files(&self, f: &Files, path: &Path) -> Result<()> {
+        if let Some(l) = f.net_lock.as_ref() {
+            if !l.table.is_empty()
+                && !l
+                    .table
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                return Err(invalid(
+                    path,
+                    "network lock",
+                    "table",
+                    format!("{:?}: not a table name", short(&l.table)),
+                ));
+            }
+            count(path, "network lock", "conns", l.conns.len(), MAX_ITEMS)?;
+        }
+        Ok(())
+    }
+
+    fn open(&self, k: &file_desc::Kind, calls: &mut dyn Calls, cx: &mut RestoreCx) -> Result<u64> {
+        let file_desc::Kind::Inet(sk) = k else {
+            return Err(not_mine(self));
+        };
+        create(calls, sk, &mut cx.shared.inet)
+    }
+}
+
+/// What restore can create of an IP socket: TCP over SOCK_STREAM or UDP
+/// over SOCK_DGRAM, a TCP socket listening, closed, or established (with
+/// its TCP state and both addresses), and addresses of the socket's
+/// family.
+fn inet_kind(s: &InetSk, path: &Path, obj: &str) -> Result<()> {
+    let tcp = s.type_ == libc::SOCK_STREAM as u32 && s.protocol == libc::IPPROTO_TCP as u32;
+    let udp = s.type_ == libc::SOCK_DGRAM as u32 && s.protocol == libc::IPPROTO_UDP as u32;
+    if !tcp && !udp {
+        return Err(invalid(
+            path,
+            obj,
+            "type",
+            format!(
+                "type {} with protocol {}: only TCP over SOCK_STREAM and UDP over SOCK_DGRAM",
+                s.type_, s.protocol
+            ),
+        ));
+    }
+    if tcp {
+        if ![TCP_ESTABLISHED, TCP_CLOSE, TCP_LISTEN].contains(&s.state) {
+            return Err(invalid(
+                path,
+                obj,
+                "state",
+                format!(
+                    "{}: a TCP socket is restored established, closed or listening",
+                    s.state
+                ),
+            ));
+        }
+        if s.state == TCP_ESTABLISHED && (s.tcp.is_none() || s.local.is_none() || s.peer.is_none())
+        {
+            return Err(invalid(
+                path,
+                obj,
+                "tcp",
+                "an established connection needs its TCP state and both addresses",
+            ));
+        }
+    } else {
+        if ![TCP_ESTABLISHED, TCP_CLOSE].contains(&s.state) {
+            return Err(invalid(
+                path,
+                obj,
+                "state",
+                format!("{}: a UDP socket is connected (1) or not (7)", s.state),
+            ));
+        }
+        if s.tcp.is_some() {
+            return Err(invalid(path, obj, "tcp", "TCP state on a UDP socket"));
+        }
+    }
+    if !udp && !s.queue.is_empty() {
+        return Err(invalid(
+            path,
+            obj,
+            "queue",
+            "datagrams queued on a TCP socket",
+        ));
+    }
+    let v4 = s.family == libc::AF_INET as u32;
+    for (f, a) in [("local.ip", s.local.as_ref()), ("peer.ip", s.peer.as_ref())] {
+        if let Some(ip) = a.and_then(|a| a.ip.parse::<std::net::IpAddr>().ok()) {
+            if v4 && ip.is_ipv6() {
+                return Err(invalid(
+                    path,
+                    obj,
+                    f,
+                    format!("{ip}: an IPv6 address on an AF_INET socket"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -32,11 +32,14 @@ use crate::error::{Error, Result};
 use crate::image::proto::{
     file_desc, Files, PtyPair, ShellTty, Termios, TtyFile, TtyKind, Winsize,
 };
-use crate::kinds::files::SharedFiles;
-use crate::remote::Agent;
+use crate::image::validate::{
+    bad as invalid, check_bytes, check_open_flags, check_path, check_pid, count, QUEUE_MAX,
+};
+use crate::kinds::fd::{not_mine, DumpCx, FdKind, FdRef, RestoreCx, SharedFiles};
 use crate::remote::Calls;
 use crate::sys::{sock, tty};
 use crate::{info, warn};
+use std::path::Path;
 
 /// Most bytes saved per direction of a pty.
 const MAX_QUEUED: usize = 1 << 20;
@@ -482,7 +485,7 @@ fn dump_pair(index: u32, master: &OwnedFd, pids: &[i32]) -> std::io::Result<PtyP
 /// Terminals rebuilt in cairn, kept until every vessel has its fds, and
 /// what is left to do once the processes exist.
 #[derive(Default)]
-pub struct Restored {
+pub struct TtyRestore {
     _fds: Vec<OwnedFd>,
     /// (session leader, its new slave path, foreground group).
     ctty: Vec<(i32, String, i32)>,
@@ -508,8 +511,8 @@ fn dev_path(rdev: u64) -> Option<String> {
 /// Rebuilds the pty pairs of `files` in cairn, opens the shell's terminal
 /// fds on cairn's own terminal (`shell_job`), and offers every terminal
 /// description to the vessels through `shared`.
-pub fn restore(files: &Files, shared: &mut SharedFiles, shell_job: bool) -> Result<Restored> {
-    let mut out = Restored::default();
+pub fn restore(files: &Files, shared: &mut SharedFiles, shell_job: bool) -> Result<TtyRestore> {
+    let mut out = TtyRestore::default();
     let descs: Vec<(u32, &TtyFile)> = files
         .descs
         .iter()
@@ -652,24 +655,20 @@ pub fn restore(files: &Files, shared: &mut SharedFiles, shell_job: bool) -> Resu
     Ok(out)
 }
 
-impl Restored {
+impl TtyRestore {
     /// In vessel `agent` (all fds in place): if it leads the session of a
     /// restored pty, that pty becomes its controlling terminal again, with
     /// its foreground process group.
-    pub fn set_controlling(&self, agent: &mut Agent) -> Result<()> {
+    pub fn set_controlling(&self, calls: &mut dyn Calls) -> Result<()> {
         for (sid, path, fg) in &self.ctty {
-            if *sid != agent.pid {
+            if *sid != calls.pid() {
                 continue;
             }
-            let fd = agent.open(path, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC)?;
-            agent.call(
-                &format!("ioctl({path}, TIOCSCTTY)"),
-                libc::SYS_ioctl,
-                &[fd, libc::TIOCSCTTY, 0],
-            )?;
+            let fd = calls.open(path, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC)?;
+            calls.ioctl(&format!("{path}, TIOCSCTTY"), fd, libc::TIOCSCTTY, 0)?;
             if *fg > 0 {
-                let a = agent.put(64, &fg.to_ne_bytes())?;
-                if let Err(e) = agent.call(
+                let a = calls.put(64, &fg.to_ne_bytes())?;
+                if let Err(e) = calls.call(
                     &format!("tcsetpgrp({path}, {fg})"),
                     libc::SYS_ioctl,
                     &[fd, libc::TIOCSPGRP, a],
@@ -677,7 +676,7 @@ impl Restored {
                     warn!("{e}");
                 }
             }
-            agent.call("close", libc::SYS_close, &[fd])?;
+            calls.close(fd)?;
         }
         Ok(())
     }
@@ -690,6 +689,94 @@ impl Restored {
                 .map_err(|e| Error::Restore(format!("tcsetpgrp(cairn's terminal, {pgrp}): {e}")))?;
         }
         Ok(())
+    }
+}
+
+// ------------------------------------------------------------ the kind
+
+/// Terminals: pty masters and slaves of the tree, and the shell's
+/// terminal (`--shell-job`). Rebuilt in cairn before the fd tables
+/// (`SharedFiles::prepare`), which the vessels then fetch.
+pub struct Tty;
+
+/// Whether fd `f` is on a terminal device reached by path (not deleted).
+fn on_tty(f: &FdRef) -> bool {
+    f.target.starts_with('/')
+        && !f.target.ends_with(" (deleted)")
+        && f.metadata()
+            .is_ok_and(|m| m.file_type().is_char_device() && is_tty(m.rdev()))
+}
+
+impl FdKind for Tty {
+    fn name(&self) -> &'static str {
+        "terminal"
+    }
+
+    fn precheck(&self, f: &FdRef) -> Result<bool> {
+        Ok(on_tty(f))
+    }
+
+    fn describe(&self, f: &FdRef, cx: &mut DumpCx) -> Result<Option<file_desc::Kind>> {
+        if !f.target.starts_with('/') || !f.metadata()?.file_type().is_char_device() {
+            return Ok(None);
+        }
+        // A deleted device node is refused here.
+        f.ghost()?;
+        cx.tty.describe(f.pid, f.fd, f.target, f.flags())
+    }
+
+    fn validate(&self, k: &file_desc::Kind, path: &Path, obj: &str) -> Result<()> {
+        let file_desc::Kind::Tty(t) = k else {
+            return Err(not_mine(self));
+        };
+        if !t.path.is_empty() {
+            check_path(path, obj, "path", &t.path, false)?;
+        }
+        check_open_flags(path, obj, t.flags)?;
+        if t.kind.enum_value().is_err() {
+            return Err(invalid(path, obj, "kind", "unknown terminal kind"));
+        }
+        Ok(())
+    }
+
+    /// The pty pairs and the shell's terminal.
+    fn validate_files(&self, f: &Files, path: &Path) -> Result<()> {
+        count(path, "files", "ptys", f.ptys.len(), 1 << 16)?;
+        for p in &f.ptys {
+            let obj = format!("pty pair {}", p.index);
+            for (n, t) in [
+                ("slave_termios", p.slave_termios.as_ref()),
+                ("master_termios", p.master_termios.as_ref()),
+            ] {
+                if let Some(t) = t {
+                    check_bytes(path, &obj, &format!("{n}.cc"), t.cc.len(), 32)?;
+                }
+            }
+            check_bytes(path, &obj, "input", p.input.len(), QUEUE_MAX)?;
+            check_bytes(path, &obj, "output", p.output.len(), QUEUE_MAX)?;
+            check_pid(path, &obj, "ctty_sid", p.ctty_sid, true)?;
+            check_pid(path, &obj, "fg_pgrp", p.fg_pgrp, true)?;
+        }
+        if let Some(s) = f.shell_tty.as_ref() {
+            if !s.path.is_empty() {
+                check_path(path, "shell terminal", "path", &s.path, false)?;
+            }
+            if let Some(t) = s.termios.as_ref() {
+                check_bytes(path, "shell terminal", "termios.cc", t.cc.len(), 32)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn prepare(&self, files: &Files, shared: &mut SharedFiles, shell_job: bool) -> Result<()> {
+        shared.tty = restore(files, shared, shell_job)?;
+        Ok(())
+    }
+
+    /// Rebuilt in cairn and offered before any fd table: an fd that gets
+    /// here has a description nobody offered.
+    fn open(&self, _k: &file_desc::Kind, calls: &mut dyn Calls, cx: &mut RestoreCx) -> Result<u64> {
+        Err(cx.cannot(calls.pid()))
     }
 }
 

@@ -27,8 +27,13 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::image::proto::{file_desc, Files, UnixExternal, UnixIcon, UnixPacket, UnixSocket};
-use crate::kinds::files::SharedFiles;
+use crate::image::validate::{
+    bad as invalid, check_bytes, check_path, count, MAX_ITEMS, QUEUE_MAX, TCP_CLOSE,
+    TCP_ESTABLISHED, TCP_LISTEN,
+};
+use crate::kinds::fd::{not_mine, DumpCx, FdKind, FdRef, RestoreCx, SharedFiles};
 use crate::kinds::sockopts;
+use crate::remote::Calls;
 use crate::sys::sock;
 use crate::sys::sockdiag::unix::{self as diag, UnixDiag};
 use crate::{info, warn};
@@ -566,7 +571,7 @@ fn read_queue(sk: &OwnedFd, ty: i32, flags: i32) -> std::io::Result<(Vec<UnixPac
 /// The sockets rebuilt in cairn, kept open until every vessel has fetched
 /// its descriptors.
 #[derive(Default)]
-pub struct Restored {
+pub struct UnixRestore {
     _fds: Vec<OwnedFd>,
 }
 
@@ -1016,7 +1021,7 @@ impl<'a> Rebuild<'a> {
 /// Rebuilds every unix socket of `files` in cairn and offers each to the
 /// vessels through `shared` (they fetch it with pidfd_getfd). The result
 /// must stay alive until every fd table is restored.
-pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<Restored> {
+pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<UnixRestore> {
     let mut descs: Vec<(u32, &UnixSocket)> = Vec::new();
     for d in &files.descs {
         if let Some(file_desc::Kind::Unix(u)) = &d.kind {
@@ -1024,7 +1029,7 @@ pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<Restored> {
         }
     }
     if descs.is_empty() {
-        return Ok(Restored::default());
+        return Ok(UnixRestore::default());
     }
     let mut r = Rebuild {
         by_ino: descs.iter().map(|(_, u)| (u.ino, *u)).collect(),
@@ -1188,9 +1193,144 @@ pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<Restored> {
         shared.provide(*id, me, fd.as_raw_fd() as u64);
     }
     info!("rebuilt {} unix socket(s)", seen.len());
-    Ok(Restored {
+    Ok(UnixRestore {
         _fds: r.fds.into_values().collect(),
     })
+}
+
+// ------------------------------------------------------------ the kind
+
+/// Unix sockets: rebuilt in cairn before the fd tables
+/// (`SharedFiles::prepare`), which the vessels then fetch.
+pub struct Unix;
+
+impl FdKind for Unix {
+    fn name(&self) -> &'static str {
+        "unix socket"
+    }
+
+    fn precheck(&self, f: &FdRef) -> Result<bool> {
+        Ok(f.socket_ino().is_some() && handles_proto(f.proto()))
+    }
+
+    fn describe(&self, f: &FdRef, cx: &mut DumpCx) -> Result<Option<file_desc::Kind>> {
+        let Some(ino) = f.socket_ino() else {
+            return Ok(None);
+        };
+        cx.unix.describe(f.pid, f.fd, ino, f.flags())
+    }
+
+    fn validate(&self, k: &file_desc::Kind, path: &Path, obj: &str) -> Result<()> {
+        let file_desc::Kind::Unix(u) = k else {
+            return Err(not_mine(self));
+        };
+        check_bytes(path, obj, "name", u.name.len(), 108)?;
+        check_bytes(path, obj, "peer_name", u.peer_name.len(), 108)?;
+        if !u.name_dir.is_empty() {
+            check_path(path, obj, "name_dir", &u.name_dir, false)?;
+        }
+        if ![1, 2, 5].contains(&u.type_) {
+            return Err(invalid(
+                path,
+                obj,
+                "type",
+                format!("{}: not stream, dgram or seqpacket", u.type_),
+            ));
+        }
+        if u.shutdown > 3 {
+            return Err(invalid(path, obj, "shutdown", u.shutdown));
+        }
+        if ![TCP_ESTABLISHED, TCP_CLOSE, TCP_LISTEN].contains(&u.state) {
+            return Err(invalid(
+                path,
+                obj,
+                "state",
+                format!("{}: not established, close or listen", u.state),
+            ));
+        }
+        if u.state == TCP_LISTEN && u.type_ == libc::SOCK_DGRAM as u32 {
+            return Err(invalid(
+                path,
+                obj,
+                "state",
+                "a datagram socket cannot listen",
+            ));
+        }
+        if u.state != TCP_LISTEN && !u.icons.is_empty() {
+            return Err(invalid(
+                path,
+                obj,
+                "icons",
+                "connections waiting to be accepted, but not a listener",
+            ));
+        }
+        count(path, obj, "queue", u.queue.len(), MAX_ITEMS)?;
+        let total: usize = u.queue.iter().map(|p| p.data.len()).sum();
+        check_bytes(path, obj, "queue", total, QUEUE_MAX)?;
+        for p in &u.queue {
+            check_bytes(path, obj, "queue.sender", p.sender.len(), 108)?;
+        }
+        count(path, obj, "icons", u.icons.len(), 1 << 16)?;
+        for c in &u.icons {
+            count(path, obj, "icons.queue", c.queue.len(), MAX_ITEMS)?;
+        }
+        if let Some(x) = u.external.as_ref() {
+            check_bytes(path, obj, "external.name", x.name.len(), 108)?;
+        }
+        Ok(())
+    }
+
+    /// The unix sockets together: one description per socket inode, and
+    /// a peer that is in the images (the other end, or the listener of a
+    /// pending connection) of the same type.
+    fn validate_files(&self, f: &Files, path: &Path) -> Result<()> {
+        let mut by_ino: HashMap<u32, (u32, &UnixSocket)> = HashMap::new();
+        for d in &f.descs {
+            if let Some(file_desc::Kind::Unix(u)) = &d.kind {
+                if let Some((other, _)) = by_ino.insert(u.ino, (d.id, u)) {
+                    return Err(invalid(
+                        path,
+                        format!("description {}", d.id),
+                        "ino",
+                        format!(
+                            "socket:[{}] is also description {other} (one description per socket)",
+                            u.ino
+                        ),
+                    ));
+                }
+            }
+        }
+        for (id, u) in by_ino.values() {
+            if u.peer == 0 {
+                continue;
+            }
+            if let Some((pdesc, p)) = by_ino.get(&u.peer) {
+                if p.type_ != u.type_ {
+                    return Err(invalid(
+                        path,
+                        format!("description {id}"),
+                        "type",
+                        format!(
+                            "{}, but its peer socket:[{}] (description {pdesc}) is of type {}",
+                            u.type_, p.ino, p.type_
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn prepare(&self, files: &Files, shared: &mut SharedFiles, _shell_job: bool) -> Result<()> {
+        shared.unix = restore(files, shared)?;
+        Ok(())
+    }
+
+    /// Rebuilt in cairn and offered before any fd table: an fd that gets
+    /// here has a description nobody offered.
+    fn open(&self, _k: &file_desc::Kind, calls: &mut dyn Calls, cx: &mut RestoreCx) -> Result<u64> {
+        Err(cx.cannot(calls.pid()))
+    }
 }
 
 #[cfg(test)]

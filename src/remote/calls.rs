@@ -214,6 +214,120 @@ pub trait Calls {
         )
     }
 
+    /// write(fd, bytes) with the bytes at scratch offset `off`; `what`
+    /// names the file in errors.
+    fn write_at(&mut self, off: u64, fd: u64, bytes: &[u8], what: &str) -> Result<u64> {
+        let a = self.put(off, bytes)?;
+        self.call(
+            &format!("write {what}"),
+            libc::SYS_write,
+            &[fd, a, bytes.len() as u64],
+        )
+    }
+
+    /// ioctl(fd, req, arg) with an integer (or already remote) argument.
+    fn ioctl(&mut self, what: &str, fd: u64, req: u64, arg: u64) -> Result<u64> {
+        self.call(&format!("ioctl({what})"), libc::SYS_ioctl, &[fd, req, arg])
+    }
+
+    /// fchmod(fd, mode).
+    fn fchmod(&mut self, fd: u64, mode: u32) -> Result<()> {
+        self.call("fchmod", libc::SYS_fchmod, &[fd, mode as u64])
+            .map(drop)
+    }
+
+    /// fcntl(fd, F_ADD_SEALS, seals).
+    fn add_seals(&mut self, fd: u64, seals: u32) -> Result<()> {
+        self.call(
+            "fcntl(F_ADD_SEALS)",
+            libc::SYS_fcntl,
+            &[fd, libc::F_ADD_SEALS as u64, seals as u64],
+        )
+        .map(drop)
+    }
+
+    /// eventfd2(0, flags).
+    fn eventfd2(&mut self, flags: i32) -> Result<u64> {
+        self.call("eventfd2", libc::SYS_eventfd2, &[0, flags as u64])
+    }
+
+    /// signalfd4(-1, mask, 8, flags): a new signalfd.
+    fn signalfd4(&mut self, mask: u64, flags: i32) -> Result<u64> {
+        let a = self.put(0, &mask.to_ne_bytes())?;
+        self.call(
+            "signalfd4",
+            libc::SYS_signalfd4,
+            &[u64::MAX, a, 8, flags as u64],
+        )
+    }
+
+    /// timerfd_create(clockid, flags).
+    fn timerfd_create(&mut self, clockid: i32, flags: i32) -> Result<u64> {
+        self.call(
+            "timerfd_create",
+            libc::SYS_timerfd_create,
+            &[clockid as u64, flags as u64],
+        )
+    }
+
+    /// timerfd_settime(fd, 0, {interval, value}, NULL), relative, times
+    /// in ns.
+    fn timerfd_settime(&mut self, fd: u64, interval_ns: u64, value_ns: u64) -> Result<()> {
+        let mut b = Vec::with_capacity(32);
+        for w in [
+            interval_ns / 1_000_000_000,
+            interval_ns % 1_000_000_000,
+            value_ns / 1_000_000_000,
+            value_ns % 1_000_000_000,
+        ] {
+            b.extend_from_slice(&w.to_ne_bytes());
+        }
+        let a = self.put(0, &b)?;
+        self.call("timerfd_settime", libc::SYS_timerfd_settime, &[fd, 0, a, 0])
+            .map(drop)
+    }
+
+    /// epoll_create1(flags).
+    fn epoll_create1(&mut self, flags: i32) -> Result<u64> {
+        self.call("epoll_create1", libc::SYS_epoll_create1, &[flags as u64])
+    }
+
+    /// epoll_ctl(epfd, op, fd, {events, data}). The raw result, so that
+    /// callers can tell EEXIST apart.
+    fn epoll_ctl(&mut self, epfd: u64, op: i32, fd: u64, events: u32, data: u64) -> io::Result<()> {
+        let mut b = Vec::with_capacity(12);
+        b.extend_from_slice(&events.to_ne_bytes());
+        b.extend_from_slice(&data.to_ne_bytes());
+        let a = self.put(0, &b).map_err(io::Error::other)?;
+        self.syscall(libc::SYS_epoll_ctl, &[epfd, op as u64, fd, a])
+            .map(drop)
+    }
+
+    /// inotify_init1(flags).
+    fn inotify_init1(&mut self, flags: i32) -> Result<u64> {
+        self.call("inotify_init1", libc::SYS_inotify_init1, &[flags as u64])
+    }
+
+    /// inotify_add_watch(fd, path, mask); returns the watch descriptor.
+    fn inotify_add_watch(&mut self, fd: u64, path: &str, mask: u32) -> Result<u64> {
+        let p = self.put_cstr(0, path)?;
+        self.call(
+            &format!("inotify_add_watch({path})"),
+            libc::SYS_inotify_add_watch,
+            &[fd, p, mask as u64],
+        )
+    }
+
+    /// memfd_create(name, flags).
+    fn memfd_create(&mut self, name: &str, flags: u32) -> Result<u64> {
+        let a = self.put_cstr(0, name)?;
+        self.call(
+            &format!("memfd_create({name})"),
+            libc::SYS_memfd_create,
+            &[a, flags as u64],
+        )
+    }
+
     /// clone3 with `args` (whose set_tid fields are filled in from
     /// `set_tid`). Returns the raw result: the new task's id in the
     /// caller, or the kernel's error unchanged (EEXIST: the id is taken).

@@ -31,6 +31,12 @@ pub enum FakeObject {
     Pipe { n: u32, read: bool },
     /// A pidfd for the process.
     Pidfd(i32),
+    /// An eventfd with its counter.
+    Eventfd { count: u64, semaphore: bool },
+    /// An epoll instance: its watches as (fd, description, events, data).
+    Epoll {
+        watches: Vec<(u64, usize, u32, u64)>,
+    },
 }
 
 /// An open file description.
@@ -271,6 +277,65 @@ impl FakeTask {
                     .ok_or_else(|| err(libc::EBADF))?;
                 self.install(desc, 0, true)
             }
+            libc::SYS_eventfd2 => {
+                let fl = a[1] & libc::O_NONBLOCK as u64;
+                let semaphore = a[1] & libc::EFD_SEMAPHORE as u64 != 0;
+                let d = self.new_desc(
+                    FakeObject::Eventfd {
+                        count: a[0],
+                        semaphore,
+                    },
+                    fl | libc::O_RDWR as u64,
+                );
+                self.install(d, 0, cloexec(a[1]))
+            }
+            libc::SYS_write => {
+                let f = self.fd(a[0])?;
+                let off = self.scratch_off(a[1], a[2] as usize)?;
+                let bytes = self.scratch[off..off + a[2] as usize].to_vec();
+                let mut w = self.world.borrow_mut();
+                match &mut w.descs[f.desc].object {
+                    FakeObject::Eventfd { count, .. } => {
+                        let v =
+                            u64::from_ne_bytes(bytes.try_into().map_err(|_| err(libc::EINVAL))?);
+                        *count = count.checked_add(v).ok_or_else(|| err(libc::EAGAIN))?;
+                        Ok(8)
+                    }
+                    _ => Err(err(libc::ENOSYS)),
+                }
+            }
+            libc::SYS_epoll_create1 => {
+                let d = self.new_desc(
+                    FakeObject::Epoll {
+                        watches: Vec::new(),
+                    },
+                    libc::O_RDWR as u64,
+                );
+                self.install(d, 0, cloexec(a[0]))
+            }
+            libc::SYS_epoll_ctl => {
+                let ep = self.fd(a[0])?;
+                let target = self.fd(a[2])?;
+                if a[1] != libc::EPOLL_CTL_ADD as u64 {
+                    return Err(err(libc::ENOSYS));
+                }
+                let off = self.scratch_off(a[3], 12)?;
+                let ev = &self.scratch[off..off + 12];
+                let events = u32::from_ne_bytes(ev[0..4].try_into().unwrap_or_default());
+                let data = u64::from_ne_bytes(ev[4..12].try_into().unwrap_or_default());
+                let mut w = self.world.borrow_mut();
+                let FakeObject::Epoll { watches } = &mut w.descs[ep.desc].object else {
+                    return Err(err(libc::EINVAL));
+                };
+                if watches
+                    .iter()
+                    .any(|&(fd, d, _, _)| fd == a[2] && d == target.desc)
+                {
+                    return Err(err(libc::EEXIST));
+                }
+                watches.push((a[2], target.desc, events, data));
+                Ok(0)
+            }
             libc::SYS_chdir | libc::SYS_chroot => {
                 let path = self.cstr(a[0])?;
                 if !self.world.borrow().files.contains(&path) {
@@ -303,6 +368,10 @@ fn name(nr: libc::c_long) -> String {
         libc::SYS_pidfd_getfd => "pidfd_getfd".into(),
         libc::SYS_chdir => "chdir".into(),
         libc::SYS_chroot => "chroot".into(),
+        libc::SYS_eventfd2 => "eventfd2".into(),
+        libc::SYS_write => "write".into(),
+        libc::SYS_epoll_create1 => "epoll_create1".into(),
+        libc::SYS_epoll_ctl => "epoll_ctl".into(),
         n => format!("syscall {n}"),
     }
 }

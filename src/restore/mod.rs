@@ -922,9 +922,8 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
     crate::kinds::sysv::finish(&img.files.sysv_shm)?;
     lap("memory", &mut phases);
     let mut shared = SharedFiles::default();
-    // Unix sockets are rebuilt in cairn; the vessels fetch them.
-    let unix = crate::kinds::unix::restore(&img.files, &mut shared)?;
-    let ttys = crate::kinds::tty::restore(&img.files, &mut shared, args.shell_job)?;
+    // Unix sockets and terminals are rebuilt in cairn; the vessels fetch them.
+    shared.prepare(&img.files, args.shell_job)?;
     for p in procs.iter_mut().filter(|p| !p.zombie) {
         if img.cores[p.i].files_shared_with != 0 {
             continue;
@@ -938,9 +937,9 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
             procs[k].agents[0].call("close keeper", libc::SYS_close, &[fd])?;
         }
     }
-    drop(unix);
+    shared.unix = Default::default();
     for p in procs.iter_mut().filter(|p| !p.zombie) {
-        ttys.set_controlling(&mut p.agents[0])?;
+        shared.tty.set_controlling(&mut p.agents[0])?;
     }
     fixups.ghosts.unlink_all();
     lap("files", &mut phases);
@@ -960,7 +959,7 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
     for p in procs.iter_mut().filter(|p| !p.zombie) {
         finish(img, p)?;
     }
-    ttys.go(img.pstree.entries[0].pgid as i32)?;
+    shared.tty.go(img.pstree.entries[0].pgid as i32)?;
     // Restored connections leave repair mode (still behind the network
     // lock, which the caller lifts once the tree runs).
     shared.inet.go_live()?;
