@@ -94,31 +94,13 @@ impl Images {
             validate::core(&core, pid, &e.threads, &core_path)?;
             validate::core_refs(&core, &descs, &pstree, &core_path)?;
             if is_zombie(&core) {
-                if pstree.entries.iter().any(|c| c.ppid == pid) {
-                    return Err(Error::image(&core_path, "a zombie cannot have children"));
-                }
                 cores.push(core);
                 mms.push(None);
                 fdtables.push(None);
                 continue;
             }
-            if core.threads.is_empty() || core.threads[0].tid != pid {
-                return Err(Error::image(
-                    &core_path,
-                    "thread list must start with the leader",
-                ));
-            }
-            for th in &core.threads {
-                if th.regs.is_none() || th.tid == 0 || th.tid > i32::MAX as u32 {
-                    return Err(Error::image(
-                        &core_path,
-                        format!("thread {} is incomplete", th.tid),
-                    ));
-                }
-            }
             let mm: MmEntry = dir.read(Kind::Mm, &names::mm(pid))?;
             validate::mm(&mm, pid, &descs, &dir.file(&names::mm(pid)))?;
-            memory::validate_mm(&mm, &dir.file(&names::mm(pid)))?;
             let own = format!("pid:{pid}");
             let pm_name = names::pagemap(&own);
             let pm: Pagemap = if dir.exists(&pm_name) {
@@ -130,7 +112,7 @@ impl Images {
                 pm.owner = own;
                 pm
             };
-            memory::validate_pagemap(&pm, &mm, &store, &dir.file(&pm_name))?;
+            validate::pagemap_in_mm(&pm, &mm, &store, &dir.file(&pm_name))?;
             validate::pagemap_vmas(&pm, &mm, &dir.file(&pm_name))?;
             pagemaps.push(pm);
             let mut shared_owners: Vec<String> = mm
@@ -153,7 +135,7 @@ impl Images {
                 if dir.exists(&n) && !pagemaps.iter().any(|p: &Pagemap| p.owner == owner) {
                     let pm: Pagemap = dir.read(Kind::Pagemap, &n)?;
                     validate::pagemap(&pm, &owner, has_parent, &dir.file(&n))?;
-                    memory::validate_pagemap(&pm, &mm, &store, &dir.file(&n))?;
+                    validate::pagemap_in_mm(&pm, &mm, &store, &dir.file(&n))?;
                     pagemaps.push(pm);
                 }
             }

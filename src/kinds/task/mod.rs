@@ -14,6 +14,8 @@ use crate::remote::Calls;
 use crate::sys::ptrace::{self, UserRegs};
 use crate::sys::{mem, task};
 
+pub mod validate;
+
 const ERESTARTSYS: i64 = 512;
 const ERESTARTNOINTR: i64 = 513;
 const ERESTARTNOHAND: i64 = 514;
