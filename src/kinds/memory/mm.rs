@@ -6,7 +6,6 @@ use super::plan::PagePlan;
 use crate::error::{Error, IoContext, Result};
 use crate::image::proto::MmEntry;
 use crate::procfs::{self, MapsEntry};
-use crate::remote::Agent;
 use crate::remote::Calls;
 
 /// Everything process-level needed to build the mm image.
@@ -81,9 +80,7 @@ pub fn dump_mm(
 }
 
 /// struct prctl_mm_map.
-pub fn set_mm_map(agent: &mut Agent, mm: &MmEntry, exe_fd: u64) -> Result<()> {
-    const PR_SET_MM: u64 = 35;
-    const PR_SET_MM_MAP: u64 = 14;
+pub fn set_mm_map(agent: &mut dyn Calls, mm: &MmEntry, exe_fd: u64) -> Result<()> {
     let auxv: Vec<u8> = mm.auxv.iter().flat_map(|w| w.to_ne_bytes()).collect();
     if auxv.len() > 512 * 8 {
         return Err(Error::Restore("auxv too long".into()));
@@ -108,11 +105,5 @@ pub fn set_mm_map(agent: &mut Agent, mm: &MmEntry, exe_fd: u64) -> Result<()> {
     }
     b.extend_from_slice(&(auxv.len() as u32).to_ne_bytes());
     b.extend_from_slice(&(exe_fd as u32).to_ne_bytes());
-    let a = agent.put(0, &b)?;
-    agent.call(
-        "prctl(PR_SET_MM_MAP)",
-        libc::SYS_prctl,
-        &[PR_SET_MM, PR_SET_MM_MAP, a, b.len() as u64, 0],
-    )?;
-    Ok(())
+    agent.set_mm_map(&b)
 }

@@ -6,15 +6,14 @@
 use crate::error::{Error, Result};
 use crate::image::proto::{MmEntry, Vma, VmaKind};
 use crate::procfs;
-use crate::remote::Agent;
 use crate::remote::Calls;
 
 const ARCH_MAP_VDSO_64: u64 = 0x2003;
 
 /// Moves the vDSO and its data pages of the vessel to where `mm` had
 /// them (nothing if it had none).
-pub(super) fn restore(agent: &mut Agent, mm: &MmEntry) -> Result<()> {
-    let pid = agent.pid;
+pub(super) fn restore(agent: &mut dyn Calls, mm: &MmEntry) -> Result<()> {
+    let pid = agent.pid();
     // The vDSO: [vvar], [vvar_vclock] and [vdso] move together; the
     // argument is the start of the first of them.
     let special: Vec<&Vma> = mm
@@ -28,11 +27,7 @@ pub(super) fn restore(agent: &mut Agent, mm: &MmEntry) -> Result<()> {
         })
         .collect();
     if let Some(base) = special.iter().map(|v| v.start).min() {
-        agent.call(
-            "arch_prctl(ARCH_MAP_VDSO_64)",
-            libc::SYS_arch_prctl,
-            &[ARCH_MAP_VDSO_64, base],
-        )?;
+        agent.arch_prctl("ARCH_MAP_VDSO_64", ARCH_MAP_VDSO_64, base)?;
         let now = procfs::read_maps(pid)?;
         for v in &special {
             if !now

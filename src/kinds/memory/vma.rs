@@ -9,7 +9,6 @@ use std::fs::File;
 use crate::error::{Error, IoContext, Result};
 use crate::image::proto::{MmEntry, Vma, VmaKind};
 use crate::procfs::{self, MapsEntry};
-use crate::remote::Agent;
 use crate::remote::Calls;
 
 pub(super) fn classify(pid: i32, m: &MapsEntry) -> Result<Option<VmaKind>> {
@@ -149,13 +148,13 @@ impl ShmObjects {
 /// `kinds::sysv`) with an injected shmat at the VMA's address. A segment
 /// split into several VMAs is attached once, at the VMA of offset 0.
 fn attach_sysv(
-    agent: &mut Agent,
+    agent: &mut dyn Calls,
     mm: &MmEntry,
     v: &Vma,
     shm: &mut ShmObjects,
     local: &mut HashMap<String, File>,
 ) -> Result<()> {
-    let pid = agent.pid;
+    let pid = agent.pid();
     let same: Vec<&Vma> = mm
         .vmas
         .iter()
@@ -179,11 +178,7 @@ fn attach_sysv(
     if same.iter().any(|x| x.prot & libc::PROT_EXEC as u32 != 0) {
         flags |= SHM_EXEC;
     }
-    let got = agent.call(
-        &format!("shmat({})", v.shmid),
-        libc::SYS_shmat,
-        &[v.shmid, v.start, flags],
-    )?;
+    let got = agent.shmat(v.shmid, v.start, flags)?;
     if got != v.start {
         return Err(Error::Restore(format!(
             "pid {pid}: shmat of segment {} landed at {got:#x}",
@@ -215,12 +210,12 @@ fn attach_sysv(
 /// the scratch area) and the vDSO. `file_path` gives the path of a file id.
 /// Returns local fds of the shared objects, by shmid, for page writing.
 pub fn restore_vmas(
-    agent: &mut Agent,
+    agent: &mut dyn Calls,
     mm: &MmEntry,
     file_path: &dyn Fn(u32) -> Option<String>,
     shm_objects: &mut ShmObjects,
 ) -> Result<HashMap<String, File>> {
-    let pid = agent.pid;
+    let pid = agent.pid();
     // Shared anonymous objects: each is created once, in the first process
     // that maps it, and kept open there; the others fetch the same object
     // with pidfd_getfd.
@@ -248,22 +243,11 @@ pub fn restore_vmas(
                 "pid {pid}: shared memory object {id} has no size"
             )));
         }
-        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
-        let addr = agent.call(
-            "mmap shared",
-            libc::SYS_mmap,
-            &[
-                0,
-                size,
-                rw,
-                (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64,
-                u64::MAX,
-                0,
-            ],
-        )?;
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        let addr = agent.mmap_anon("shared", 0, size, rw, libc::MAP_SHARED)?;
         let path = format!("/proc/self/map_files/{:x}-{:x}", addr, addr + size);
         let fd = agent.open(&path, libc::O_RDWR | libc::O_CLOEXEC)?;
-        agent.call("munmap", libc::SYS_munmap, &[addr, size])?;
+        agent.munmap(addr, size)?;
         let local_path = format!("/proc/{pid}/fd/{fd}");
         let f = std::fs::OpenOptions::new()
             .read(true)
@@ -330,18 +314,7 @@ pub fn restore_vmas(
             }
         };
         let got = agent
-            .remote
-            .syscall(
-                libc::SYS_mmap,
-                &[
-                    v.start,
-                    len,
-                    prot as u64,
-                    (flags | libc::MAP_FIXED) as u64,
-                    fd,
-                    off,
-                ],
-            )
+            .try_mmap(v.start, len, prot as i32, flags | libc::MAP_FIXED, fd, off)
             .map_err(|e| {
                 Error::Restore(format!(
                     "pid {pid}: mmap {:#x}-{:#x} ({}): {e}",
@@ -356,14 +329,14 @@ pub fn restore_vmas(
         }
     }
     for fd in file_fds.values().chain(to_close.iter()) {
-        agent.call("close", libc::SYS_close, &[*fd])?;
+        agent.close(*fd)?;
     }
     super::vdso::restore(agent, mm)?;
     Ok(shm_local)
 }
 
 /// Final protections and madvise flags, after the pages are in.
-pub fn finish_vmas(agent: &mut Agent, mm: &MmEntry) -> Result<()> {
+pub fn finish_vmas(agent: &mut dyn Calls, mm: &MmEntry) -> Result<()> {
     for v in &mm.vmas {
         let kind = v.kind.enum_value().ok();
         if matches!(
@@ -379,11 +352,7 @@ pub fn finish_vmas(agent: &mut Agent, mm: &MmEntry) -> Result<()> {
         }
         let len = v.end - v.start;
         if kind != Some(VmaKind::VMA_FILE_SHARED) {
-            agent.call(
-                "mprotect",
-                libc::SYS_mprotect,
-                &[v.start, len, v.prot as u64],
-            )?;
+            agent.mprotect(v.start, len, v.prot as i32)?;
         }
         for (flag, advice) in [
             ("dd", libc::MADV_DONTDUMP),
@@ -394,9 +363,7 @@ pub fn finish_vmas(agent: &mut Agent, mm: &MmEntry) -> Result<()> {
         ] {
             if v.vm_flags.iter().any(|f| f == flag) {
                 // Best effort: a kernel without THP or KSM refuses some.
-                let _ = agent
-                    .remote
-                    .syscall(libc::SYS_madvise, &[v.start, len, advice as u64]);
+                let _ = agent.madvise(v.start, len, advice);
             }
         }
     }
@@ -427,5 +394,101 @@ mod tests {
         let top = 0x7e00_0000_0000u64;
         let a = free_area(0x10000, &[(top, top + 0x1000)]).unwrap();
         assert!(a + 0x10000 <= top || a >= top + 0x1000);
+    }
+
+    fn vma(start: u64, end: u64, kind: VmaKind, prot: i32, file_id: u32, flags: &[&str]) -> Vma {
+        let mut v = Vma::new();
+        (v.start, v.end, v.kind, v.prot, v.file_id) =
+            (start, end, kind.into(), prot as u32, file_id);
+        v.vm_flags = flags.iter().map(|f| f.to_string()).collect();
+        v
+    }
+
+    /// The address space of a small program, restored into a fake
+    /// process: every VMA at its address, a file opened once per access
+    /// mode and closed again, writable while the pages go in, then the
+    /// final protections and advice.
+    #[test]
+    fn vmas_are_recreated_at_their_addresses_on_the_fake() {
+        use crate::remote::fake::{FakeObject, FakeTask, FakeWorld};
+        let w = FakeWorld::new();
+        w.borrow_mut().files.insert("/bin/prog".into());
+        let mut t = FakeTask::new(&w, 100);
+        let (r, rx) = (libc::PROT_READ, libc::PROT_READ | libc::PROT_EXEC);
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        let mut mm = MmEntry::new();
+        mm.vmas = vec![
+            vma(0x40_0000, 0x40_2000, VmaKind::VMA_FILE_PRIVATE, rx, 7, &[]),
+            vma(
+                0x40_2000,
+                0x40_3000,
+                VmaKind::VMA_FILE_PRIVATE,
+                r,
+                7,
+                &["dd"],
+            ),
+            vma(
+                0x60_0000,
+                0x60_4000,
+                VmaKind::VMA_ANON_PRIVATE,
+                rw,
+                0,
+                &["gd"],
+            ),
+            vma(
+                0x7fff_0000_0000,
+                0x7fff_0000_1000,
+                VmaKind::VMA_ANON_PRIVATE,
+                r,
+                0,
+                &["nr"],
+            ),
+        ];
+        let path = |id: u32| (id == 7).then(|| "/bin/prog".to_string());
+        let shm = restore_vmas(&mut t, &mm, &path, &mut ShmObjects::default()).unwrap();
+        assert!(shm.is_empty());
+        let got: Vec<(u64, u64, i32)> =
+            t.mm.vmas.iter().map(|(&s, v)| (s, v.end, v.prot)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (0x40_0000, 0x40_2000, rx | rw),
+                (0x40_2000, 0x40_3000, rw),
+                (0x60_0000, 0x60_4000, rw),
+                (0x7fff_0000_0000, 0x7fff_0000_1000, rw),
+            ]
+        );
+        let prog = Some(FakeObject::Path("/bin/prog".into()));
+        assert_eq!(t.mm.vmas[&0x40_2000].object, prog);
+        assert_eq!(t.mm.vmas[&0x40_2000].off, 0);
+        assert!(t.mm.vmas[&0x60_0000].flags & libc::MAP_GROWSDOWN != 0);
+        assert!(t.mm.vmas[&0x7fff_0000_0000].flags & libc::MAP_NORESERVE != 0);
+        assert_eq!(t.log.iter().filter(|c| *c == "openat").count(), 1);
+        assert!(w.borrow().table(100).is_empty(), "the file is closed");
+        finish_vmas(&mut t, &mm).unwrap();
+        let prot: Vec<i32> = t.mm.vmas.values().map(|v| v.prot).collect();
+        assert_eq!(prot, vec![rx, r, rw, r]);
+        assert_eq!(t.mm.advice, vec![(0x40_2000, 0x1000, libc::MADV_DONTDUMP)]);
+    }
+
+    #[test]
+    fn a_vma_of_an_unknown_file_is_refused_by_name() {
+        use crate::remote::fake::{FakeTask, FakeWorld};
+        let w = FakeWorld::new();
+        let mut t = FakeTask::new(&w, 100);
+        let mut mm = MmEntry::new();
+        mm.vmas = vec![vma(
+            0x40_0000,
+            0x40_1000,
+            VmaKind::VMA_FILE_SHARED,
+            libc::PROT_READ,
+            9,
+            &[],
+        )];
+        let e = restore_vmas(&mut t, &mm, &|_| None, &mut ShmObjects::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("VMA 0x400000: no file 9"), "{e}");
+        assert!(t.mm.vmas.is_empty());
     }
 }

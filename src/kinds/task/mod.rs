@@ -9,7 +9,6 @@ use crate::image::proto::{
     ThreadCore, X86Regs,
 };
 use crate::procfs;
-use crate::remote::Agent;
 use crate::remote::Calls;
 use crate::sys::ptrace::{self, UserRegs};
 use crate::sys::{mem, task};
@@ -125,14 +124,14 @@ fn rseq_fixup(pid: i32, cfg: &ptrace::RseqConfig, regs: &mut UserRegs) {
 }
 
 /// Per-thread state; `agent` runs in this thread.
-pub fn dump_thread(agent: &mut Agent, t: &FrozenTask) -> Result<ThreadCore> {
+pub fn dump_thread(agent: &mut dyn Calls, t: &FrozenTask) -> Result<ThreadCore> {
     let tid = t.tid;
     let mut th = ThreadCore::new();
     th.tid = tid as u32;
     let mut regs = resume_regs(t.regs);
     let cfg = ptrace::get_rseq_config(tid)
         .map_err(|e| Error::sys(tid, "PTRACE_GET_RSEQ_CONFIGURATION", e))?;
-    rseq_fixup(agent.pid, &cfg, &mut regs);
+    rseq_fixup(agent.pid(), &cfg, &mut regs);
     th.regs = Some(regs_to_proto(&regs)).into();
     th.xsave = ptrace::get_xstate(tid)
         .map_err(|e| Error::sys(tid, "PTRACE_GETREGSET NT_X86_XSTATE", e))?;
@@ -150,48 +149,32 @@ pub fn dump_thread(agent: &mut Agent, t: &FrozenTask) -> Result<ThreadCore> {
         task::get_robust_list(tid).map_err(|e| Error::sys(tid, "get_robust_list", e))?;
     th.robust_list = head;
     th.robust_list_len = len;
-    th.comm = procfs::read_comm(agent.pid, tid)?;
+    th.comm = procfs::read_comm(agent.pid(), tid)?;
     // sigaltstack(NULL, &old) and PR_GET_TID_ADDRESS run in the thread.
-    let a = agent.scratch;
-    agent.call("sigaltstack", libc::SYS_sigaltstack, &[0, a])?;
-    let b = agent.get(0, 24)?;
     let mut ss = SigAltStack::new();
-    ss.sp = u64::from_ne_bytes(b[0..8].try_into().unwrap_or_default());
-    ss.flags = i32::from_ne_bytes(b[8..12].try_into().unwrap_or_default()) as u32;
-    ss.size = u64::from_ne_bytes(b[16..24].try_into().unwrap_or_default());
+    (ss.sp, ss.flags, ss.size) = agent.sigaltstack_get()?;
     th.altstack = Some(ss).into();
-    agent.call(
-        "prctl(PR_GET_TID_ADDRESS)",
-        libc::SYS_prctl,
-        &[libc::PR_GET_TID_ADDRESS as u64, a],
-    )?;
-    th.clear_child_tid = agent.get_u64(0)?;
+    th.clear_child_tid = agent.tid_address()?;
     Ok(th)
 }
 
 /// Process-wide state; `agent` runs in the thread-group leader.
 pub fn dump_process(
-    agent: &mut Agent,
+    agent: &mut dyn Calls,
     status: &procfs::Status,
     stat: &procfs::Stat,
 ) -> Result<TaskCore> {
-    let pid = agent.pid;
+    let pid = agent.pid();
     let mut core = TaskCore::new();
     core.pid = pid as u32;
     core.comm = procfs::read_comm(pid, pid)?;
     core.personality = procfs::read_personality(pid)?;
     core.umask = status.umask.unwrap_or(0o022);
     core.exit_signal = stat.exit_signal as u32;
-    let a = agent.scratch;
     for res in 0..16u32 {
         // prlimit64 from inside: reading another uid's limits from outside
         // needs CAP_SYS_RESOURCE.
-        agent.call(
-            &format!("prlimit64({res})"),
-            libc::SYS_prlimit64,
-            &[0, res as u64, 0, a],
-        )?;
-        let (cur, max) = (agent.get_u64(0)?, agent.get_u64(8)?);
+        let (cur, max) = agent.getrlimit(res)?;
         let mut r = Rlimit::new();
         r.resource = res;
         r.cur = cur;
@@ -210,49 +193,26 @@ pub fn dump_process(
         status.cap_amb,
     );
     c.no_new_privs = status.no_new_privs;
-    c.securebits = agent.call(
-        "prctl(PR_GET_SECUREBITS)",
-        libc::SYS_prctl,
-        &[libc::PR_GET_SECUREBITS as u64],
-    )? as u32;
+    c.securebits = agent.prctl("PR_GET_SECUREBITS", libc::PR_GET_SECUREBITS, &[])? as u32;
     core.creds = Some(c).into();
     for sig in 1..=64u32 {
         if sig == libc::SIGKILL as u32 || sig == libc::SIGSTOP as u32 {
             continue;
         }
-        agent.call(
-            &format!("rt_sigaction({sig})"),
-            libc::SYS_rt_sigaction,
-            &[sig as u64, 0, a, 8],
-        )?;
-        let b = agent.get(0, 32)?;
-        let w = |i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().unwrap_or_default());
+        let [handler, flags, restorer, mask] = agent.sigaction_get(sig)?;
         let mut s = SigAction::new();
         s.signo = sig;
-        (s.handler, s.flags, s.restorer, s.mask) = (w(0), w(8), w(16), w(24));
+        (s.handler, s.flags, s.restorer, s.mask) = (handler, flags, restorer, mask);
         core.sigactions.push(s);
     }
     core.shared_pending = pending(
         ptrace::peek_siginfo(pid, true)
             .map_err(|e| Error::sys(pid, "PTRACE_PEEKSIGINFO shared", e))?,
     );
-    agent.call(
-        "prctl(PR_GET_PDEATHSIG)",
-        libc::SYS_prctl,
-        &[libc::PR_GET_PDEATHSIG as u64, a],
-    )?;
-    core.pdeath_signal = agent.get_u32(0)?;
-    agent.call(
-        "prctl(PR_GET_CHILD_SUBREAPER)",
-        libc::SYS_prctl,
-        &[libc::PR_GET_CHILD_SUBREAPER as u64, a],
-    )?;
-    core.child_subreaper = agent.get_u32(0)? != 0;
-    core.dumpable = agent.call(
-        "prctl(PR_GET_DUMPABLE)",
-        libc::SYS_prctl,
-        &[libc::PR_GET_DUMPABLE as u64],
-    )? != 0;
+    core.pdeath_signal = agent.prctl_get_int("PR_GET_PDEATHSIG", libc::PR_GET_PDEATHSIG)?;
+    core.child_subreaper =
+        agent.prctl_get_int("PR_GET_CHILD_SUBREAPER", libc::PR_GET_CHILD_SUBREAPER)? != 0;
+    core.dumpable = agent.prctl("PR_GET_DUMPABLE", libc::PR_GET_DUMPABLE, &[])? != 0;
     Ok(core)
 }
 
@@ -266,32 +226,20 @@ fn ts_ns(b: &[u8], i: usize) -> u64 {
 }
 
 /// Interval timers and POSIX timers; `agent` runs in the leader.
-pub fn dump_timers(agent: &mut Agent, core: &mut TaskCore) -> Result<()> {
-    let pid = agent.pid;
-    let a = agent.scratch;
+pub fn dump_timers(agent: &mut dyn Calls, core: &mut TaskCore) -> Result<()> {
+    let pid = agent.pid();
     for which in 0..3u32 {
-        agent.call(
-            &format!("getitimer({which})"),
-            libc::SYS_getitimer,
-            &[which as u64, a],
-        )?;
-        let b = agent.get(0, 32)?;
-        let w = |k: usize| u64::from_ne_bytes(b[k..k + 8].try_into().unwrap_or_default());
+        let w = agent.getitimer(which)?;
         let mut t = ITimer::new();
         t.which = which;
-        t.interval_us = w(0).saturating_mul(1_000_000).saturating_add(w(8));
-        t.value_us = w(16).saturating_mul(1_000_000).saturating_add(w(24));
+        t.interval_us = w[0].saturating_mul(1_000_000).saturating_add(w[1]);
+        t.value_us = w[2].saturating_mul(1_000_000).saturating_add(w[3]);
         if t.value_us != 0 || t.interval_us != 0 {
             core.itimers.push(t);
         }
     }
     for info in procfs::read_timers(pid)? {
-        agent.call(
-            &format!("timer_gettime({})", info.id),
-            libc::SYS_timer_gettime,
-            &[info.id as u64, a],
-        )?;
-        let b = agent.get(0, 32)?;
+        let b = agent.timer_gettime(info.id)?;
         let mut t = PosixTimer::new();
         t.id = info.id;
         t.clockid = info.clockid;
@@ -321,34 +269,31 @@ pub fn dump_timers(agent: &mut Agent, core: &mut TaskCore) -> Result<()> {
 }
 
 /// Re-arms the timers (after the threads exist: a timer may signal one).
-pub fn restore_timers(agent: &mut Agent, core: &TaskCore) -> Result<()> {
-    let pid = agent.pid;
+pub fn restore_timers(agent: &mut dyn Calls, core: &TaskCore) -> Result<()> {
+    let pid = agent.pid();
     for t in &core.itimers {
-        let mut b = Vec::with_capacity(32);
-        for w in [
-            t.interval_us / 1_000_000,
-            t.interval_us % 1_000_000,
-            t.value_us / 1_000_000,
-            t.value_us % 1_000_000,
-        ] {
-            b.extend_from_slice(&w.to_ne_bytes());
-        }
-        let a = agent.put(0, &b)?;
-        agent.call(
-            &format!("setitimer({})", t.which),
-            libc::SYS_setitimer,
-            &[t.which as u64, a, 0],
+        agent.setitimer(
+            t.which,
+            [
+                t.interval_us / 1_000_000,
+                t.interval_us % 1_000_000,
+                t.value_us / 1_000_000,
+                t.value_us % 1_000_000,
+            ],
         )?;
     }
     if core.posix_timers.is_empty() {
         return Ok(());
     }
-    const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
+    const PR_TIMER_CREATE_RESTORE_IDS: i32 = 77;
     // Without it (before Linux 6.16) ids are handed out in order; the
     // check below catches a mismatch.
     let exact = agent
-        .remote
-        .syscall(libc::SYS_prctl, &[PR_TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0])
+        .prctl(
+            "PR_TIMER_CREATE_RESTORE_IDS, ON",
+            PR_TIMER_CREATE_RESTORE_IDS,
+            &[1, 0, 0, 0],
+        )
         .is_ok();
     let mut timers: Vec<&PosixTimer> = core.posix_timers.iter().collect();
     timers.sort_by_key(|t| t.id);
@@ -359,14 +304,7 @@ pub fn restore_timers(agent: &mut Agent, core: &TaskCore) -> Result<()> {
         sev[8..12].copy_from_slice(&t.signo.to_ne_bytes());
         sev[12..16].copy_from_slice(&t.notify.to_ne_bytes());
         sev[16..20].copy_from_slice(&t.notify_tid.to_ne_bytes());
-        let sp = agent.put(0, &sev)?;
-        let idp = agent.put(128, &(t.id as i64).to_ne_bytes())?;
-        agent.call(
-            &format!("timer_create({})", t.id),
-            libc::SYS_timer_create,
-            &[t.clockid as u64, sp, idp],
-        )?;
-        let got = agent.get_u32(128)? as i32;
+        let got = agent.timer_create(t.id, t.clockid, &sev)?;
         if got != t.id {
             return Err(Error::Restore(format!(
                 "pid {pid}: POSIX timer {} came back as {got}",
@@ -383,27 +321,22 @@ pub fn restore_timers(agent: &mut Agent, core: &TaskCore) -> Result<()> {
             ] {
                 b.extend_from_slice(&w.to_ne_bytes());
             }
-            let a = agent.put(256, &b)?;
-            agent.call(
-                &format!("timer_settime({})", t.id),
-                libc::SYS_timer_settime,
-                &[t.id as u64, 0, a, 0],
-            )?;
+            agent.timer_settime(t.id, &b)?;
         }
     }
     if exact {
-        agent.call(
-            "prctl(PR_TIMER_CREATE_RESTORE_IDS, OFF)",
-            libc::SYS_prctl,
-            &[PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0],
+        agent.prctl(
+            "PR_TIMER_CREATE_RESTORE_IDS, OFF",
+            PR_TIMER_CREATE_RESTORE_IDS,
+            &[0, 0, 0, 0],
         )?;
     }
     Ok(())
 }
 
 /// brk(0) in the target: the current program break.
-pub fn dump_brk(agent: &mut Agent) -> Result<u64> {
-    agent.call("brk", libc::SYS_brk, &[0])
+pub fn dump_brk(agent: &mut dyn Calls) -> Result<u64> {
+    agent.brk(0)
 }
 
 // ---------------------------------------------------------------- restore
@@ -411,62 +344,40 @@ pub fn dump_brk(agent: &mut Agent) -> Result<u64> {
 /// Signal dispositions, umask, personality, comm, pdeath signal,
 /// subreaper and dumpable: everything process-wide that needs no privilege
 /// to be dropped later.
-pub fn restore_process_attrs(agent: &mut Agent, core: &TaskCore) -> Result<()> {
+pub fn restore_process_attrs(agent: &mut dyn Calls, core: &TaskCore) -> Result<()> {
     for s in &core.sigactions {
-        let mut b = Vec::with_capacity(32);
-        for w in [s.handler, s.flags, s.restorer, s.mask] {
-            b.extend_from_slice(&w.to_ne_bytes());
-        }
-        let a = agent.put(0, &b)?;
-        agent.call(
-            &format!("rt_sigaction({})", s.signo),
-            libc::SYS_rt_sigaction,
-            &[s.signo as u64, a, 0, 8],
-        )?;
+        agent.sigaction_set(s.signo, [s.handler, s.flags, s.restorer, s.mask])?;
     }
-    agent.call("umask", libc::SYS_umask, &[core.umask as u64])?;
-    agent.call(
-        "personality",
-        libc::SYS_personality,
-        &[core.personality as u64],
+    agent.umask(core.umask)?;
+    agent.personality(core.personality)?;
+    agent.set_comm(&core.comm)?;
+    agent.prctl(
+        "PR_SET_PDEATHSIG",
+        libc::PR_SET_PDEATHSIG,
+        &[core.pdeath_signal as u64],
     )?;
-    let a = agent.put_cstr(0, &core.comm)?;
-    agent.call(
-        "prctl(PR_SET_NAME)",
-        libc::SYS_prctl,
-        &[libc::PR_SET_NAME as u64, a],
+    agent.prctl(
+        "PR_SET_CHILD_SUBREAPER",
+        libc::PR_SET_CHILD_SUBREAPER,
+        &[core.child_subreaper as u64],
     )?;
-    agent.call(
-        "prctl(PR_SET_PDEATHSIG)",
-        libc::SYS_prctl,
-        &[libc::PR_SET_PDEATHSIG as u64, core.pdeath_signal as u64],
-    )?;
-    agent.call(
-        "prctl(PR_SET_CHILD_SUBREAPER)",
-        libc::SYS_prctl,
-        &[
-            libc::PR_SET_CHILD_SUBREAPER as u64,
-            core.child_subreaper as u64,
-        ],
-    )?;
-    agent.call(
-        "prctl(PR_SET_DUMPABLE)",
-        libc::SYS_prctl,
-        &[libc::PR_SET_DUMPABLE as u64, core.dumpable as u64],
+    agent.prctl(
+        "PR_SET_DUMPABLE",
+        libc::PR_SET_DUMPABLE,
+        &[core.dumpable as u64],
     )?;
     Ok(())
 }
 
 /// Limits: soft and hard values; a hard limit above ours cannot be raised
 /// without CAP_SYS_RESOURCE, which is reported, and the limit is clamped.
-pub fn restore_rlimits(agent: &mut Agent, core: &TaskCore, warn: &mut Vec<String>) -> Result<()> {
+pub fn restore_rlimits(
+    agent: &mut dyn Calls,
+    core: &TaskCore,
+    warn: &mut Vec<String>,
+) -> Result<()> {
     for r in &core.rlimits {
-        agent.call(
-            "prlimit64",
-            libc::SYS_prlimit64,
-            &[0, r.resource as u64, 0, agent.scratch],
-        )?;
-        let our_max = agent.get_u64(8)?;
+        let (_, our_max) = agent.getrlimit(r.resource)?;
         let (mut cur, mut max) = (r.cur, r.max);
         if max > our_max {
             warn.push(format!(
@@ -476,58 +387,27 @@ pub fn restore_rlimits(agent: &mut Agent, core: &TaskCore, warn: &mut Vec<String
             max = our_max;
             cur = cur.min(max);
         }
-        let mut b = Vec::with_capacity(16);
-        b.extend_from_slice(&cur.to_ne_bytes());
-        b.extend_from_slice(&max.to_ne_bytes());
-        let a = agent.put(0, &b)?;
-        agent.call(
-            &format!("prlimit64({})", r.resource),
-            libc::SYS_prlimit64,
-            &[0, r.resource as u64, a, 0],
-        )?;
+        agent.setrlimit(r.resource, cur, max)?;
     }
     Ok(())
 }
 
 /// Per-thread kernel state registered by syscalls: alternate signal
 /// stack, rseq, robust list, clear_child_tid.
-pub fn restore_thread_attrs(agent: &mut Agent, th: &ThreadCore) -> Result<()> {
+pub fn restore_thread_attrs(agent: &mut dyn Calls, th: &ThreadCore) -> Result<()> {
     if let Some(ss) = th.altstack.as_ref() {
-        let mut b = Vec::with_capacity(24);
-        b.extend_from_slice(&ss.sp.to_ne_bytes());
         // SS_ONSTACK is a state, not a flag one can set.
-        b.extend_from_slice(&((ss.flags & !1) as i32).to_ne_bytes());
-        b.extend_from_slice(&0u32.to_ne_bytes());
-        b.extend_from_slice(&ss.size.to_ne_bytes());
-        let a = agent.put(0, &b)?;
-        agent.call("sigaltstack", libc::SYS_sigaltstack, &[a, 0])?;
+        agent.sigaltstack_set(ss.sp, (ss.flags & !1) as i32, ss.size)?;
     }
     if let Some(r) = th.rseq.as_ref().filter(|r| r.addr != 0) {
-        agent.call(
-            "rseq",
-            libc::SYS_rseq,
-            &[r.addr, r.len as u64, 0, r.signature as u64],
-        )?;
+        agent.rseq("rseq", r.addr, r.len, 0, r.signature)?;
     }
     if th.robust_list != 0 {
-        agent.call(
-            "set_robust_list",
-            libc::SYS_set_robust_list,
-            &[th.robust_list, th.robust_list_len],
-        )?;
+        agent.set_robust_list(th.robust_list, th.robust_list_len)?;
     }
-    agent.call(
-        "set_tid_address",
-        libc::SYS_set_tid_address,
-        &[th.clear_child_tid],
-    )?;
+    agent.set_tid_address(th.clear_child_tid)?;
     if !th.comm.is_empty() {
-        let a = agent.put_cstr(0, &th.comm)?;
-        agent.call(
-            "prctl(PR_SET_NAME)",
-            libc::SYS_prctl,
-            &[libc::PR_SET_NAME as u64, a],
-        )?;
+        agent.set_comm(&th.comm)?;
     }
     Ok(())
 }
@@ -535,7 +415,7 @@ pub fn restore_thread_attrs(agent: &mut Agent, th: &ThreadCore) -> Result<()> {
 /// Queues the saved pending signals again, in order (all signals are
 /// blocked in the vessel until the final mask is set).
 pub fn restore_pending(
-    agent: &mut Agent,
+    agent: &mut dyn Calls,
     tgid: i32,
     tid: i32,
     list: &[PendingSignal],
@@ -548,19 +428,10 @@ pub fn restore_pending(
                 p.signo
             )));
         }
-        let a = agent.put(0, &p.siginfo)?;
         if shared {
-            agent.call(
-                &format!("rt_sigqueueinfo({})", p.signo),
-                libc::SYS_rt_sigqueueinfo,
-                &[tgid as u64, p.signo as u64, a],
-            )?;
+            agent.rt_sigqueueinfo(tgid, p.signo, &p.siginfo)?;
         } else {
-            agent.call(
-                &format!("rt_tgsigqueueinfo({})", p.signo),
-                libc::SYS_rt_tgsigqueueinfo,
-                &[tgid as u64, tid as u64, p.signo as u64, a],
-            )?;
+            agent.rt_tgsigqueueinfo(tgid, tid, p.signo, &p.siginfo)?;
         }
     }
     Ok(())
@@ -573,25 +444,21 @@ const SECBIT_KEEP_CAPS_LOCKED: u64 = 1 << 5;
 /// process-group leader leads a group again; otherwise the process joins
 /// cairn's (as with CRIU's --shell-job).
 pub fn restore_session(
-    agent: &mut Agent,
+    agent: &mut dyn Calls,
     pid: u32,
     pgid: u32,
     sid: u32,
     pgid_in_tree: bool,
 ) -> Result<()> {
     if sid == pid {
-        agent.call("setsid", libc::SYS_setsid, &[])?;
+        agent.setsid()?;
     } else if pgid == pid {
-        agent.call("setpgid", libc::SYS_setpgid, &[0, 0])?;
+        agent.setpgid(0, 0)?;
     } else if pgid_in_tree {
         // The group's leader was created earlier, in this session.
-        let cur = agent.call("getpgid", libc::SYS_getpgid, &[0])?;
+        let cur = agent.getpgid(0)?;
         if cur != pgid as u64 {
-            agent.call(
-                &format!("setpgid(0, {pgid})"),
-                libc::SYS_setpgid,
-                &[0, pgid as u64],
-            )?;
+            agent.setpgid(0, pgid)?;
         }
     }
     Ok(())
@@ -677,7 +544,7 @@ impl OwnCreds {
 /// Only what differs from the vessel's (cairn's own) is changed, so an
 /// unprivileged restore of a process of the same user needs no
 /// capability ([`OwnCreds::refuse`] checked the rest).
-pub fn restore_creds(agent: &mut Agent, c: &Creds) -> Result<()> {
+pub fn restore_creds(agent: &mut dyn Calls, c: &Creds) -> Result<()> {
     let last_cap = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
@@ -687,84 +554,50 @@ pub fn restore_creds(agent: &mut Agent, c: &Creds) -> Result<()> {
     let privileged = now.cap_eff & (1 << CAP_SETPCAP) != 0;
     for cap in 0..=last_cap {
         if c.cap_bnd & (1 << cap) == 0 && now.cap_bnd & (1 << cap) != 0 {
-            agent.call(
-                &format!("prctl(PR_CAPBSET_DROP, {cap})"),
-                libc::SYS_prctl,
-                &[libc::PR_CAPBSET_DROP as u64, cap],
+            agent.prctl(
+                &format!("PR_CAPBSET_DROP, {cap}"),
+                libc::PR_CAPBSET_DROP,
+                &[cap],
             )?;
         }
     }
     let secure = c.securebits as u64;
     // Unprivileged (no CAP_SETPCAP) the bits can only be what they are.
     if privileged || c.securebits != own_bits {
-        agent.call(
-            "prctl(PR_SET_SECUREBITS)",
-            libc::SYS_prctl,
-            &[libc::PR_SET_SECUREBITS as u64, secure | SECBIT_KEEP_CAPS],
+        agent.prctl(
+            "PR_SET_SECUREBITS",
+            libc::PR_SET_SECUREBITS,
+            &[secure | SECBIT_KEEP_CAPS],
         )?;
     }
     let (mut want, mut have) = (c.groups.clone(), now.groups.clone());
     want.sort_unstable();
     have.sort_unstable();
     if want != have {
-        let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
-        let a = agent.put(0, &groups)?;
-        agent.call(
-            "setgroups",
-            libc::SYS_setgroups,
-            &[c.groups.len() as u64, a],
-        )?;
+        agent.setgroups(&c.groups)?;
     }
-    agent.call(
-        "setresgid",
-        libc::SYS_setresgid,
-        &[c.gid as u64, c.egid as u64, c.sgid as u64],
-    )?;
-    agent.call("setfsgid", libc::SYS_setfsgid, &[c.fsgid as u64])?;
-    agent.call(
-        "setresuid",
-        libc::SYS_setresuid,
-        &[c.uid as u64, c.euid as u64, c.suid as u64],
-    )?;
-    agent.call("setfsuid", libc::SYS_setfsuid, &[c.fsuid as u64])?;
-    // capset v3: header {version, pid}, two data structs {eff, prm, inh}.
-    let mut b = Vec::with_capacity(32);
-    b.extend_from_slice(&0x2008_0522u32.to_ne_bytes());
-    b.extend_from_slice(&0u32.to_ne_bytes());
-    for half in [0, 32] {
-        for v in [c.cap_eff, c.cap_prm, c.cap_inh] {
-            b.extend_from_slice(&((v >> half) as u32).to_ne_bytes());
-        }
-    }
-    let a = agent.put(0, &b)?;
-    agent.call("capset", libc::SYS_capset, &[a, a + 8])?;
+    agent.setresgid(c.gid, c.egid, c.sgid)?;
+    agent.setfsgid(c.fsgid)?;
+    agent.setresuid(c.uid, c.euid, c.suid)?;
+    agent.setfsuid(c.fsuid)?;
+    agent.capset(c.cap_eff, c.cap_prm, c.cap_inh)?;
     for cap in 0..=last_cap {
         if c.cap_amb & (1 << cap) != 0 {
-            agent.call(
-                "prctl(PR_CAP_AMBIENT_RAISE)",
-                libc::SYS_prctl,
-                &[
-                    libc::PR_CAP_AMBIENT as u64,
-                    libc::PR_CAP_AMBIENT_RAISE as u64,
-                    cap,
-                    0,
-                    0,
-                ],
+            agent.prctl(
+                "PR_CAP_AMBIENT_RAISE",
+                libc::PR_CAP_AMBIENT,
+                &[libc::PR_CAP_AMBIENT_RAISE as u64, cap, 0, 0],
             )?;
         }
     }
     if secure & (SECBIT_KEEP_CAPS | SECBIT_KEEP_CAPS_LOCKED) == 0 {
-        agent.call(
-            "prctl(PR_SET_KEEPCAPS, 0)",
-            libc::SYS_prctl,
-            &[libc::PR_SET_KEEPCAPS as u64, 0],
-        )?;
+        agent.prctl("PR_SET_KEEPCAPS, 0", libc::PR_SET_KEEPCAPS, &[0])?;
     }
     if c.no_new_privs {
-        agent.call(
-            "prctl(PR_SET_NO_NEW_PRIVS)",
-            libc::SYS_prctl,
-            &[libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0],
+        agent.prctl(
+            "PR_SET_NO_NEW_PRIVS",
+            libc::PR_SET_NO_NEW_PRIVS,
+            &[1, 0, 0, 0],
         )?;
     }
     Ok(())
