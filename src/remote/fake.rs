@@ -92,8 +92,10 @@ pub struct FakeTask {
     scratch: Vec<u8>,
     /// Every syscall made, by name, in order.
     pub log: Vec<String>,
-    /// Address space and name (see [`FakeMm`]).
+    /// Address space (see [`FakeMm`]).
     pub mm: FakeMm,
+    /// Name, dispositions, limits and other attributes (see [`FakeAttrs`]).
+    pub attrs: FakeAttrs,
 }
 
 fn err(e: i32) -> io::Error {
@@ -113,6 +115,7 @@ impl FakeTask {
             scratch: vec![0; FAKE_SCRATCH_LEN],
             log: Vec::new(),
             mm: FakeMm::default(),
+            attrs: FakeAttrs::default(),
         }
     }
 
@@ -357,9 +360,10 @@ impl Calls for FakeTask {
     }
 }
 
-// ------------------------------------------------- address space, name
-// (mmap, munmap, mprotect, madvise, prctl(PR_SET_NAME)), for the restore
-// logic of kinds::memory and kinds::task.
+// ------------------------------------ address space, process attributes
+// (mmap, munmap, mprotect, madvise, prctl, rt_sigaction, prlimit64,
+// umask, personality), for the restore logic of kinds::memory and
+// kinds::task.
 
 /// Where a fake mmap without an address starts looking.
 const FAKE_MMAP_BASE: u64 = 0x7e00_0000_0000;
@@ -376,14 +380,42 @@ pub struct FakeVma {
     pub off: u64,
 }
 
-/// A fake process's address space (start -> mapping), its name, and
-/// the advice it was given.
+/// A fake process's address space (start -> mapping) and the advice it
+/// was given.
 #[derive(Debug, Default, Clone)]
 pub struct FakeMm {
     pub vmas: BTreeMap<u64, FakeVma>,
-    pub comm: String,
     /// madvise calls: (address, length, advice).
     pub advice: Vec<(u64, u64, i32)>,
+}
+
+/// A fake process's attributes: what rt_sigaction, prlimit64, umask,
+/// personality and prctl set and get.
+#[derive(Debug, Clone)]
+pub struct FakeAttrs {
+    pub comm: String,
+    pub umask: u32,
+    pub personality: u32,
+    /// signal -> (handler, flags, restorer, mask); absent: SIG_DFL.
+    pub sigactions: BTreeMap<u32, [u64; 4]>,
+    /// resource -> (soft, hard); absent: unlimited.
+    pub rlimits: BTreeMap<u32, (u64, u64)>,
+    /// Values set by prctl(PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER,
+    /// PR_SET_DUMPABLE), by option.
+    pub prctl: BTreeMap<i32, u64>,
+}
+
+impl Default for FakeAttrs {
+    fn default() -> FakeAttrs {
+        FakeAttrs {
+            comm: String::new(),
+            umask: 0o022,
+            personality: 0,
+            sigactions: BTreeMap::new(),
+            rlimits: BTreeMap::new(),
+            prctl: BTreeMap::new(),
+        }
+    }
 }
 
 impl FakeMm {
@@ -473,6 +505,10 @@ fn mm_name(nr: libc::c_long) -> Option<&'static str> {
         libc::SYS_mprotect => "mprotect",
         libc::SYS_madvise => "madvise",
         libc::SYS_prctl => "prctl",
+        libc::SYS_rt_sigaction => "rt_sigaction",
+        libc::SYS_prlimit64 => "prlimit64",
+        libc::SYS_umask => "umask",
+        libc::SYS_personality => "personality",
         _ => return None,
     })
 }
@@ -562,8 +598,107 @@ impl FakeTask {
                 while name.len() > 15 {
                     name.pop();
                 }
-                self.mm.comm = name;
+                self.attrs.comm = name;
                 Ok(0)
+            }
+            libc::SYS_prctl => {
+                let op = a[0] as i32;
+                match op {
+                    libc::PR_SET_PDEATHSIG
+                    | libc::PR_SET_CHILD_SUBREAPER
+                    | libc::PR_SET_DUMPABLE => {
+                        self.attrs.prctl.insert(op, a[1]);
+                        Ok(0)
+                    }
+                    libc::PR_GET_DUMPABLE => {
+                        Ok(*self.attrs.prctl.get(&libc::PR_SET_DUMPABLE).unwrap_or(&1))
+                    }
+                    libc::PR_GET_PDEATHSIG | libc::PR_GET_CHILD_SUBREAPER => {
+                        let set = if op == libc::PR_GET_PDEATHSIG {
+                            libc::PR_SET_PDEATHSIG
+                        } else {
+                            libc::PR_SET_CHILD_SUBREAPER
+                        };
+                        let v = *self.attrs.prctl.get(&set).unwrap_or(&0) as u32;
+                        let off = self.scratch_off(a[1], 4)?;
+                        self.scratch[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+                        Ok(0)
+                    }
+                    _ => Err(err(libc::ENOSYS)),
+                }
+            }
+            libc::SYS_rt_sigaction => {
+                let sig = a[0] as u32;
+                if sig == 0
+                    || sig > 64
+                    || sig == libc::SIGKILL as u32
+                    || sig == libc::SIGSTOP as u32
+                    || a[3] != 8
+                {
+                    return Err(err(libc::EINVAL));
+                }
+                let old = self.attrs.sigactions.get(&sig).copied().unwrap_or([0; 4]);
+                if a[1] != 0 {
+                    let off = self.scratch_off(a[1], 32)?;
+                    let b = &self.scratch[off..off + 32];
+                    let w = |i: usize| {
+                        u64::from_ne_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or_default())
+                    };
+                    let new = [w(0), w(1), w(2), w(3)];
+                    self.attrs.sigactions.insert(sig, new);
+                }
+                if a[2] != 0 {
+                    let off = self.scratch_off(a[2], 32)?;
+                    for (i, v) in old.iter().enumerate() {
+                        self.scratch[off + i * 8..off + i * 8 + 8]
+                            .copy_from_slice(&v.to_ne_bytes());
+                    }
+                }
+                Ok(0)
+            }
+            libc::SYS_prlimit64 => {
+                let res = a[1] as u32;
+                if a[0] != 0 || res >= 16 {
+                    return Err(err(libc::EINVAL));
+                }
+                let old = self
+                    .attrs
+                    .rlimits
+                    .get(&res)
+                    .copied()
+                    .unwrap_or((u64::MAX, u64::MAX));
+                if a[2] != 0 {
+                    let off = self.scratch_off(a[2], 16)?;
+                    let b = &self.scratch[off..off + 16];
+                    let cur = u64::from_ne_bytes(b[0..8].try_into().unwrap_or_default());
+                    let max = u64::from_ne_bytes(b[8..16].try_into().unwrap_or_default());
+                    if cur > max {
+                        return Err(err(libc::EINVAL));
+                    }
+                    // Unprivileged: a hard limit is never raised.
+                    if max > old.1 {
+                        return Err(err(libc::EPERM));
+                    }
+                    self.attrs.rlimits.insert(res, (cur, max));
+                }
+                if a[3] != 0 {
+                    let off = self.scratch_off(a[3], 16)?;
+                    self.scratch[off..off + 8].copy_from_slice(&old.0.to_ne_bytes());
+                    self.scratch[off + 8..off + 16].copy_from_slice(&old.1.to_ne_bytes());
+                }
+                Ok(0)
+            }
+            libc::SYS_umask => {
+                let old = self.attrs.umask;
+                self.attrs.umask = a[0] as u32 & 0o777;
+                Ok(old as u64)
+            }
+            libc::SYS_personality => {
+                let old = self.attrs.personality;
+                if a[0] != 0xffff_ffff {
+                    self.attrs.personality = a[0] as u32;
+                }
+                Ok(old as u64)
             }
             _ => Err(err(libc::ENOSYS)),
         }
@@ -689,6 +824,6 @@ mod tests {
         assert_eq!(t.mm.vmas[&a].prot, libc::PROT_NONE);
         assert!(t.mprotect(a, 0x3000, libc::PROT_READ).is_err());
         t.set_comm("a-very-long-process-name").unwrap();
-        assert_eq!(t.mm.comm, "a-very-long-pro");
+        assert_eq!(t.attrs.comm, "a-very-long-pro");
     }
 }

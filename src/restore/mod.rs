@@ -754,10 +754,15 @@ fn restore_attrs(
     let pid = p.pid;
     let agent = &mut p.agents[0];
     files::restore_fs(agent, idx.path(core.cwd_id), idx.path(core.root_id))?;
-    ktask::restore_process_attrs(agent, core)?;
+    // The per-process objects (kinds::task::objects), in list order:
+    // those of this phase now, the others once the threads exist.
     let mut warnings = Vec::new();
-    ktask::restore_rlimits(agent, core, &mut warnings)?;
-    for w in warnings {
+    for k in ktask::PROC_KINDS {
+        if k.phase() == ktask::Phase::BeforeThreads {
+            k.restore(agent, core, &mut warnings)?;
+        }
+    }
+    for w in warnings.drain(..) {
         warn!("pid {pid}: {w}");
     }
     if has_zombie_child {
@@ -787,7 +792,14 @@ fn restore_attrs(
         ktask::restore_thread_attrs(a, th)?;
         ktask::restore_pending(a, pid, th.tid as i32, &th.pending, false)?;
     }
-    ktask::restore_timers(&mut p.agents[0], core)?;
+    for k in ktask::PROC_KINDS {
+        if k.phase() == ktask::Phase::AfterThreads {
+            k.restore(&mut p.agents[0], core, &mut warnings)?;
+        }
+    }
+    for w in warnings {
+        warn!("pid {pid}: {w}");
+    }
     if let Some(c) = core.creds.as_ref() {
         for a in p.agents.iter_mut() {
             ktask::restore_creds(a, c)?;

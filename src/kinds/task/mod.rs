@@ -4,16 +4,16 @@
 
 use crate::dump::freeze::FrozenTask;
 use crate::error::{Error, Result};
-use crate::image::proto::{
-    Creds, ITimer, PendingSignal, PosixTimer, Rlimit, Rseq, SigAction, SigAltStack, TaskCore,
-    ThreadCore, X86Regs,
-};
+use crate::image::proto::{Creds, PendingSignal, Rseq, SigAltStack, TaskCore, ThreadCore, X86Regs};
 use crate::procfs;
 use crate::remote::Calls;
 use crate::sys::ptrace::{self, UserRegs};
 use crate::sys::{mem, task};
 
+pub mod objects;
 pub mod validate;
+
+pub use objects::{DumpCtx, Phase, ProcKind, PROC_KINDS};
 
 const ERESTARTSYS: i64 = 512;
 const ERESTARTNOINTR: i64 = 513;
@@ -158,7 +158,9 @@ pub fn dump_thread(agent: &mut dyn Calls, t: &FrozenTask) -> Result<ThreadCore> 
     Ok(th)
 }
 
-/// Process-wide state; `agent` runs in the thread-group leader.
+/// Process-wide state; `agent` runs in the thread-group leader. The
+/// objects of [`PROC_KINDS`] (signal dispositions, attributes, limits,
+/// timers) are read by their kinds.
 pub fn dump_process(
     agent: &mut dyn Calls,
     status: &procfs::Status,
@@ -167,20 +169,7 @@ pub fn dump_process(
     let pid = agent.pid();
     let mut core = TaskCore::new();
     core.pid = pid as u32;
-    core.comm = procfs::read_comm(pid, pid)?;
-    core.personality = procfs::read_personality(pid)?;
-    core.umask = status.umask.unwrap_or(0o022);
     core.exit_signal = stat.exit_signal as u32;
-    for res in 0..16u32 {
-        // prlimit64 from inside: reading another uid's limits from outside
-        // needs CAP_SYS_RESOURCE.
-        let (cur, max) = agent.getrlimit(res)?;
-        let mut r = Rlimit::new();
-        r.resource = res;
-        r.cur = cur;
-        r.max = max;
-        core.rlimits.push(r);
-    }
     let mut c = Creds::new();
     (c.uid, c.euid, c.suid, c.fsuid) = (status.uid[0], status.uid[1], status.uid[2], status.uid[3]);
     (c.gid, c.egid, c.sgid, c.fsgid) = (status.gid[0], status.gid[1], status.gid[2], status.gid[3]);
@@ -195,143 +184,15 @@ pub fn dump_process(
     c.no_new_privs = status.no_new_privs;
     c.securebits = agent.prctl("PR_GET_SECUREBITS", libc::PR_GET_SECUREBITS, &[])? as u32;
     core.creds = Some(c).into();
-    for sig in 1..=64u32 {
-        if sig == libc::SIGKILL as u32 || sig == libc::SIGSTOP as u32 {
-            continue;
-        }
-        let [handler, flags, restorer, mask] = agent.sigaction_get(sig)?;
-        let mut s = SigAction::new();
-        s.signo = sig;
-        (s.handler, s.flags, s.restorer, s.mask) = (handler, flags, restorer, mask);
-        core.sigactions.push(s);
-    }
     core.shared_pending = pending(
         ptrace::peek_siginfo(pid, true)
             .map_err(|e| Error::sys(pid, "PTRACE_PEEKSIGINFO shared", e))?,
     );
-    core.pdeath_signal = agent.prctl_get_int("PR_GET_PDEATHSIG", libc::PR_GET_PDEATHSIG)?;
-    core.child_subreaper =
-        agent.prctl_get_int("PR_GET_CHILD_SUBREAPER", libc::PR_GET_CHILD_SUBREAPER)? != 0;
-    core.dumpable = agent.prctl("PR_GET_DUMPABLE", libc::PR_GET_DUMPABLE, &[])? != 0;
+    let ctx = DumpCtx { status, stat };
+    for k in PROC_KINDS {
+        k.dump(agent, &ctx, &mut core)?;
+    }
     Ok(core)
-}
-
-const SIGEV_SIGNAL: i32 = 0;
-const SIGEV_NONE: i32 = 1;
-const SIGEV_THREAD_ID: i32 = 4;
-
-fn ts_ns(b: &[u8], i: usize) -> u64 {
-    let w = |k: usize| u64::from_ne_bytes(b[k..k + 8].try_into().unwrap_or_default());
-    w(i).saturating_mul(1_000_000_000).saturating_add(w(i + 8))
-}
-
-/// Interval timers and POSIX timers; `agent` runs in the leader.
-pub fn dump_timers(agent: &mut dyn Calls, core: &mut TaskCore) -> Result<()> {
-    let pid = agent.pid();
-    for which in 0..3u32 {
-        let w = agent.getitimer(which)?;
-        let mut t = ITimer::new();
-        t.which = which;
-        t.interval_us = w[0].saturating_mul(1_000_000).saturating_add(w[1]);
-        t.value_us = w[2].saturating_mul(1_000_000).saturating_add(w[3]);
-        if t.value_us != 0 || t.interval_us != 0 {
-            core.itimers.push(t);
-        }
-    }
-    for info in procfs::read_timers(pid)? {
-        let b = agent.timer_gettime(info.id)?;
-        let mut t = PosixTimer::new();
-        t.id = info.id;
-        t.clockid = info.clockid;
-        t.signo = info.signo;
-        t.sigev_value = info.sigev_value;
-        t.notify = match info.notify.as_str() {
-            "signal" => SIGEV_SIGNAL,
-            "none" => SIGEV_NONE,
-            "thread" => SIGEV_THREAD_ID,
-            other => {
-                return Err(Error::unsupported(
-                    pid,
-                    format!("POSIX timer {} with notify {other}", info.id),
-                ))
-            }
-        };
-        t.notify_tid = if t.notify == SIGEV_THREAD_ID {
-            info.notify_id
-        } else {
-            0
-        };
-        t.interval_ns = ts_ns(&b, 0);
-        t.value_ns = ts_ns(&b, 16);
-        core.posix_timers.push(t);
-    }
-    Ok(())
-}
-
-/// Re-arms the timers (after the threads exist: a timer may signal one).
-pub fn restore_timers(agent: &mut dyn Calls, core: &TaskCore) -> Result<()> {
-    let pid = agent.pid();
-    for t in &core.itimers {
-        agent.setitimer(
-            t.which,
-            [
-                t.interval_us / 1_000_000,
-                t.interval_us % 1_000_000,
-                t.value_us / 1_000_000,
-                t.value_us % 1_000_000,
-            ],
-        )?;
-    }
-    if core.posix_timers.is_empty() {
-        return Ok(());
-    }
-    const PR_TIMER_CREATE_RESTORE_IDS: i32 = 77;
-    // Without it (before Linux 6.16) ids are handed out in order; the
-    // check below catches a mismatch.
-    let exact = agent
-        .prctl(
-            "PR_TIMER_CREATE_RESTORE_IDS, ON",
-            PR_TIMER_CREATE_RESTORE_IDS,
-            &[1, 0, 0, 0],
-        )
-        .is_ok();
-    let mut timers: Vec<&PosixTimer> = core.posix_timers.iter().collect();
-    timers.sort_by_key(|t| t.id);
-    for t in timers {
-        // struct sigevent: value, signo, notify, tid (64 bytes in all).
-        let mut sev = vec![0u8; 64];
-        sev[0..8].copy_from_slice(&t.sigev_value.to_ne_bytes());
-        sev[8..12].copy_from_slice(&t.signo.to_ne_bytes());
-        sev[12..16].copy_from_slice(&t.notify.to_ne_bytes());
-        sev[16..20].copy_from_slice(&t.notify_tid.to_ne_bytes());
-        let got = agent.timer_create(t.id, t.clockid, &sev)?;
-        if got != t.id {
-            return Err(Error::Restore(format!(
-                "pid {pid}: POSIX timer {} came back as {got}",
-                t.id
-            )));
-        }
-        if t.value_ns > 0 {
-            let mut b = Vec::with_capacity(32);
-            for w in [
-                t.interval_ns / 1_000_000_000,
-                t.interval_ns % 1_000_000_000,
-                t.value_ns / 1_000_000_000,
-                t.value_ns % 1_000_000_000,
-            ] {
-                b.extend_from_slice(&w.to_ne_bytes());
-            }
-            agent.timer_settime(t.id, &b)?;
-        }
-    }
-    if exact {
-        agent.prctl(
-            "PR_TIMER_CREATE_RESTORE_IDS, OFF",
-            PR_TIMER_CREATE_RESTORE_IDS,
-            &[0, 0, 0, 0],
-        )?;
-    }
-    Ok(())
 }
 
 /// brk(0) in the target: the current program break.
@@ -340,57 +201,6 @@ pub fn dump_brk(agent: &mut dyn Calls) -> Result<u64> {
 }
 
 // ---------------------------------------------------------------- restore
-
-/// Signal dispositions, umask, personality, comm, pdeath signal,
-/// subreaper and dumpable: everything process-wide that needs no privilege
-/// to be dropped later.
-pub fn restore_process_attrs(agent: &mut dyn Calls, core: &TaskCore) -> Result<()> {
-    for s in &core.sigactions {
-        agent.sigaction_set(s.signo, [s.handler, s.flags, s.restorer, s.mask])?;
-    }
-    agent.umask(core.umask)?;
-    agent.personality(core.personality)?;
-    agent.set_comm(&core.comm)?;
-    agent.prctl(
-        "PR_SET_PDEATHSIG",
-        libc::PR_SET_PDEATHSIG,
-        &[core.pdeath_signal as u64],
-    )?;
-    agent.prctl(
-        "PR_SET_CHILD_SUBREAPER",
-        libc::PR_SET_CHILD_SUBREAPER,
-        &[core.child_subreaper as u64],
-    )?;
-    agent.prctl(
-        "PR_SET_DUMPABLE",
-        libc::PR_SET_DUMPABLE,
-        &[core.dumpable as u64],
-    )?;
-    Ok(())
-}
-
-/// Limits: soft and hard values; a hard limit above ours cannot be raised
-/// without CAP_SYS_RESOURCE, which is reported, and the limit is clamped.
-pub fn restore_rlimits(
-    agent: &mut dyn Calls,
-    core: &TaskCore,
-    warn: &mut Vec<String>,
-) -> Result<()> {
-    for r in &core.rlimits {
-        let (_, our_max) = agent.getrlimit(r.resource)?;
-        let (mut cur, mut max) = (r.cur, r.max);
-        if max > our_max {
-            warn.push(format!(
-                "rlimit {}: hard limit {} lowered to {} (raising needs CAP_SYS_RESOURCE)",
-                r.resource, max, our_max
-            ));
-            max = our_max;
-            cur = cur.min(max);
-        }
-        agent.setrlimit(r.resource, cur, max)?;
-    }
-    Ok(())
-}
 
 /// Per-thread kernel state registered by syscalls: alternate signal
 /// stack, rseq, robust list, clear_child_tid.

@@ -18,11 +18,17 @@ pub const MAX_XSAVE: usize = 1 << 16;
 /// Smallest XSAVE area: legacy region plus header.
 pub const MIN_XSAVE: usize = 576;
 /// Linux signals are 1..=64.
-const SIG_MAX: u32 = 64;
+pub(super) const SIG_MAX: u32 = 64;
 /// `RLIM_NLIMITS`.
-const RLIM_NLIMITS: u32 = 16;
+pub(super) const RLIM_NLIMITS: u32 = 16;
 
-fn check_signo(path: &Path, obj: impl Display, field: &str, sig: u32, zero_ok: bool) -> Result<()> {
+pub(super) fn check_signo(
+    path: &Path,
+    obj: impl Display,
+    field: &str,
+    sig: u32,
+    zero_ok: bool,
+) -> Result<()> {
     if (sig == 0 && !zero_ok) || sig > SIG_MAX {
         return Err(bad(
             path,
@@ -214,39 +220,8 @@ pub fn core(c: &TaskCore, pid: u32, tids: &[u32], path: &Path) -> Result<()> {
             ));
         }
     }
-    if c.umask > 0o777 {
-        return Err(bad(path, &obj, "umask", format!("{:#o}", c.umask)));
-    }
-    check_signo(path, &obj, "pdeath_signal", c.pdeath_signal, true)?;
-    count(
-        path,
-        &obj,
-        "sigactions",
-        c.sigactions.len(),
-        SIG_MAX as usize,
-    )?;
-    let mut sigs = HashSet::new();
-    for s in &c.sigactions {
-        check_signo(path, &obj, "sigactions.signo", s.signo, false)?;
-        if s.signo == libc::SIGKILL as u32
-            || s.signo == libc::SIGSTOP as u32
-            || !sigs.insert(s.signo)
-        {
-            return Err(bad(
-                path,
-                &obj,
-                "sigactions.signo",
-                format!("{}: SIGKILL, SIGSTOP or repeated", s.signo),
-            ));
-        }
-        for (f, v) in [
-            ("sigactions.handler", s.handler),
-            ("sigactions.restorer", s.restorer),
-        ] {
-            if v >= TASK_SIZE {
-                return Err(bad(path, &obj, f, format!("{v:#x}: not a user address")));
-            }
-        }
+    for k in super::PROC_KINDS {
+        k.validate(c, path)?;
     }
     count(
         path,
@@ -266,32 +241,6 @@ pub fn core(c: &TaskCore, pid: u32, tids: &[u32], path: &Path) -> Result<()> {
             ));
         }
     }
-    count(
-        path,
-        &obj,
-        "rlimits",
-        c.rlimits.len(),
-        RLIM_NLIMITS as usize,
-    )?;
-    let mut res = HashSet::new();
-    for r in &c.rlimits {
-        if r.resource >= RLIM_NLIMITS || !res.insert(r.resource) {
-            return Err(bad(
-                path,
-                &obj,
-                "rlimits.resource",
-                format!("{}: unknown or repeated", r.resource),
-            ));
-        }
-        if r.cur > r.max {
-            return Err(bad(
-                path,
-                &obj,
-                format!("rlimit {}", r.resource).as_str(),
-                format!("soft limit {} above hard limit {}", r.cur, r.max),
-            ));
-        }
-    }
     if let Some(cr) = c.creds.as_ref() {
         count(path, &obj, "creds.groups", cr.groups.len(), 65536)?;
         if cr.securebits > 0xff {
@@ -300,28 +249,6 @@ pub fn core(c: &TaskCore, pid: u32, tids: &[u32], path: &Path) -> Result<()> {
                 &obj,
                 "creds.securebits",
                 format!("{:#x}", cr.securebits),
-            ));
-        }
-    }
-    for t in &c.itimers {
-        if t.which > 2 {
-            return Err(bad(path, &obj, "itimers.which", t.which));
-        }
-    }
-    count(path, &obj, "posix_timers", c.posix_timers.len(), MAX_ITEMS)?;
-    for t in &c.posix_timers {
-        if t.id < 0 {
-            return Err(bad(path, &obj, "posix_timers.id", t.id));
-        }
-        if t.signo < 0 || t.signo as u32 > SIG_MAX {
-            return Err(bad(path, &obj, "posix_timers.signo", t.signo));
-        }
-        if t.notify_tid != 0 && !c.threads.iter().any(|th| th.tid as i32 == t.notify_tid) {
-            return Err(bad(
-                path,
-                &obj,
-                "posix_timers.notify_tid",
-                format!("{}: not a thread of this process", t.notify_tid),
             ));
         }
     }
