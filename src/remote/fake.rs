@@ -517,7 +517,7 @@ impl FakeTask {
     fn run_mm(&mut self, nr: libc::c_long, a: [u64; 6]) -> io::Result<u64> {
         let page = crate::sys::PAGE_SIZE;
         let range = |addr: u64, len: u64| -> io::Result<(u64, u64)> {
-            if addr % page != 0 || len == 0 {
+            if !addr.is_multiple_of(page) || len == 0 {
                 return Err(err(libc::EINVAL));
             }
             let end = addr

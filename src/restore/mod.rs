@@ -479,7 +479,7 @@ fn become_zombie(agent: &mut Agent, status: i32, comm: &str, insn: u64) -> Resul
     if libc::WIFSIGNALED(status) {
         let sig = libc::WTERMSIG(status) as u64;
         agent.sigaction_set_as("rt_sigaction(SIG_DFL)", sig as u32, [0; 4])?;
-        agent.setrlimit(libc::RLIMIT_CORE as u32, 0, 0)?;
+        agent.setrlimit(libc::RLIMIT_CORE, 0, 0)?;
         (regs.rax, regs.rdi, regs.rsi) = (libc::SYS_kill as u64, pid as u64, sig);
         ptrace::set_sigmask(pid, 0).map_err(|e| Error::sys(pid, "PTRACE_SETSIGMASK", e))?;
     } else {

@@ -342,14 +342,14 @@ impl PagePlan {
                                 self.compare.insert(owner, h);
                             }
                         }
-                        let f = File::open(&map_file).at(&map_file)?;
+                        let f = File::open(map_file).at(map_file)?;
                         self.shmem_files.push(f);
                         self.shmem_seen.insert(name, self.shmem_files.len() - 1);
                         self.shmem_files.len() - 1
                     }
                 };
                 let runs = shmem_data_runs(&self.shmem_files[file], m.offset, m.offset + m.len())
-                    .at(&map_file)?;
+                    .at(map_file)?;
                 // The same object mapped twice must be saved once.
                 let known: Vec<(u64, u64)> = self
                     .jobs

@@ -100,7 +100,7 @@ pub(super) fn describe(
     v.name = m.path.clone();
     match kind {
         VmaKind::VMA_FILE_PRIVATE | VmaKind::VMA_FILE_SHARED => {
-            let md = std::fs::metadata(&map_file).at(&map_file)?;
+            let md = std::fs::metadata(map_file).at(map_file)?;
             v.file_id = register_file(
                 &m.path,
                 &md,
