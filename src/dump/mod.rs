@@ -583,7 +583,6 @@ fn collect_remote(
     let result = (|| -> Result<(TaskCore, u64)> {
         let brk = ktask::dump_brk(&mut leader)?;
         let mut core = ktask::dump_process(&mut leader, status, stat)?;
-        ktask::dump_timers(&mut leader, &mut core)?;
         for &tid in &tids {
             let ft = frozen
                 .task_mut(tid)

@@ -341,6 +341,392 @@ pub trait Calls {
         let argp = self.put(0, &a.to_bytes()).map_err(io::Error::other)?;
         self.syscall(libc::SYS_clone3, &[argp, CloneArgs::SIZE as u64])
     }
+
+    // ------------------------------------------ memory and per-process state
+    // (kinds::memory, kinds::task, restore): each error names the syscall.
+
+    /// mmap with the kernel's error unchanged, for callers that name the
+    /// mapping in their own error.
+    fn try_mmap(
+        &mut self,
+        addr: u64,
+        len: u64,
+        prot: i32,
+        flags: i32,
+        fd: u64,
+        off: u64,
+    ) -> io::Result<u64> {
+        self.syscall(
+            libc::SYS_mmap,
+            &[addr, len, prot as u64, flags as u64, fd, off],
+        )
+    }
+
+    /// An anonymous mapping (`flags` adds to MAP_ANONYMOUS); `what` names
+    /// it in errors ("mmap {what}").
+    fn mmap_anon(&mut self, what: &str, addr: u64, len: u64, prot: i32, flags: i32) -> Result<u64> {
+        self.call(
+            &format!("mmap {what}"),
+            libc::SYS_mmap,
+            &[
+                addr,
+                len,
+                prot as u64,
+                (flags | libc::MAP_ANONYMOUS) as u64,
+                u64::MAX,
+                0,
+            ],
+        )
+    }
+
+    /// munmap; `what` names the range in errors ("munmap {what}").
+    fn munmap_as(&mut self, what: &str, addr: u64, len: u64) -> Result<()> {
+        self.call(&format!("munmap {what}"), libc::SYS_munmap, &[addr, len])
+            .map(drop)
+    }
+
+    /// close; `what` names the fd in errors ("close {what}").
+    fn close_as(&mut self, what: &str, fd: u64) -> Result<()> {
+        self.call(&format!("close {what}"), libc::SYS_close, &[fd])
+            .map(drop)
+    }
+
+    /// close_range(first, last, 0).
+    fn close_range(&mut self, first: u64, last: u64) -> Result<()> {
+        self.call("close_range", libc::SYS_close_range, &[first, last, 0])
+            .map(drop)
+    }
+
+    /// madvise(addr, len, advice).
+    fn madvise(&mut self, addr: u64, len: u64, advice: i32) -> Result<()> {
+        self.call("madvise", libc::SYS_madvise, &[addr, len, advice as u64])
+            .map(drop)
+    }
+
+    /// shmat(shmid, addr, flags); returns where the segment landed.
+    fn shmat(&mut self, shmid: u64, addr: u64, flags: u64) -> Result<u64> {
+        self.call(
+            &format!("shmat({shmid})"),
+            libc::SYS_shmat,
+            &[shmid, addr, flags],
+        )
+    }
+
+    /// arch_prctl(code, arg); `name` names the code in errors.
+    fn arch_prctl(&mut self, name: &str, code: u64, arg: u64) -> Result<u64> {
+        self.call(
+            &format!("arch_prctl({name})"),
+            libc::SYS_arch_prctl,
+            &[code, arg],
+        )
+    }
+
+    /// brk(addr); brk(0) is the current program break.
+    fn brk(&mut self, addr: u64) -> Result<u64> {
+        self.call("brk", libc::SYS_brk, &[addr])
+    }
+
+    /// prctl(PR_SET_NAME, comm), the name at scratch offset `off`.
+    fn set_comm_at(&mut self, off: u64, comm: &str) -> Result<()> {
+        let a = self.put_cstr(off, comm)?;
+        self.prctl("PR_SET_NAME", libc::PR_SET_NAME, &[a]).map(drop)
+    }
+
+    /// prctl(PR_SET_NAME, comm).
+    fn set_comm(&mut self, comm: &str) -> Result<()> {
+        self.set_comm_at(0, comm)
+    }
+
+    /// A prctl that stores an int at its pointer argument
+    /// (PR_GET_PDEATHSIG, PR_GET_CHILD_SUBREAPER).
+    fn prctl_get_int(&mut self, name: &str, op: i32) -> Result<u32> {
+        let a = self.put(0, &[])?;
+        self.prctl(name, op, &[a])?;
+        self.get_u32(0)
+    }
+
+    /// prctl(PR_GET_TID_ADDRESS): the thread's clear_child_tid.
+    fn tid_address(&mut self) -> Result<u64> {
+        let a = self.put(0, &[])?;
+        self.prctl("PR_GET_TID_ADDRESS", libc::PR_GET_TID_ADDRESS, &[a])?;
+        self.get_u64(0)
+    }
+
+    /// prctl(PR_SET_MM, PR_SET_MM_MAP) with `map` (a struct prctl_mm_map
+    /// whose auxv pointer the caller placed) at scratch offset 0.
+    fn set_mm_map(&mut self, map: &[u8]) -> Result<()> {
+        const PR_SET_MM: i32 = 35;
+        const PR_SET_MM_MAP: u64 = 14;
+        let a = self.put(0, map)?;
+        self.prctl(
+            "PR_SET_MM_MAP",
+            PR_SET_MM,
+            &[PR_SET_MM_MAP, a, map.len() as u64, 0],
+        )
+        .map(drop)
+    }
+
+    /// rt_sigaction(sig, NULL, &old): (handler, flags, restorer, mask).
+    fn sigaction_get(&mut self, sig: u32) -> Result<[u64; 4]> {
+        let a = self.put(0, &[])?;
+        self.call(
+            &format!("rt_sigaction({sig})"),
+            libc::SYS_rt_sigaction,
+            &[sig as u64, 0, a, 8],
+        )?;
+        let b = self.get(0, 32)?;
+        let w = |i: usize| u64::from_ne_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+        Ok([w(0), w(1), w(2), w(3)])
+    }
+
+    /// rt_sigaction(sig, &act, NULL); `act` is (handler, flags, restorer,
+    /// mask); `what` names the call in errors.
+    fn sigaction_set_as(&mut self, what: &str, sig: u32, act: [u64; 4]) -> Result<()> {
+        let b: Vec<u8> = act.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let a = self.put(0, &b)?;
+        self.call(what, libc::SYS_rt_sigaction, &[sig as u64, a, 0, 8])
+            .map(drop)
+    }
+
+    /// rt_sigaction(sig, &act, NULL).
+    fn sigaction_set(&mut self, sig: u32, act: [u64; 4]) -> Result<()> {
+        self.sigaction_set_as(&format!("rt_sigaction({sig})"), sig, act)
+    }
+
+    /// prlimit64(0, res, NULL, &old): (soft, hard).
+    fn getrlimit(&mut self, res: u32) -> Result<(u64, u64)> {
+        let a = self.put(0, &[])?;
+        self.call(
+            &format!("prlimit64({res})"),
+            libc::SYS_prlimit64,
+            &[0, res as u64, 0, a],
+        )?;
+        Ok((self.get_u64(0)?, self.get_u64(8)?))
+    }
+
+    /// prlimit64(0, res, &new, NULL).
+    fn setrlimit(&mut self, res: u32, cur: u64, max: u64) -> Result<()> {
+        let mut b = cur.to_ne_bytes().to_vec();
+        b.extend_from_slice(&max.to_ne_bytes());
+        let a = self.put(0, &b)?;
+        self.call(
+            &format!("prlimit64({res})"),
+            libc::SYS_prlimit64,
+            &[0, res as u64, a, 0],
+        )
+        .map(drop)
+    }
+
+    /// getitimer(which): (interval, value) as (seconds, microseconds).
+    fn getitimer(&mut self, which: u32) -> Result<[u64; 4]> {
+        let a = self.put(0, &[])?;
+        self.call(
+            &format!("getitimer({which})"),
+            libc::SYS_getitimer,
+            &[which as u64, a],
+        )?;
+        let b = self.get(0, 32)?;
+        let w = |i: usize| u64::from_ne_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+        Ok([w(0), w(1), w(2), w(3)])
+    }
+
+    /// setitimer(which, &new, NULL); `t` as [`Calls::getitimer`] returns.
+    fn setitimer(&mut self, which: u32, t: [u64; 4]) -> Result<()> {
+        let b: Vec<u8> = t.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let a = self.put(0, &b)?;
+        self.call(
+            &format!("setitimer({which})"),
+            libc::SYS_setitimer,
+            &[which as u64, a, 0],
+        )
+        .map(drop)
+    }
+
+    /// timer_gettime(id): the raw struct itimerspec (32 bytes).
+    fn timer_gettime(&mut self, id: i32) -> Result<Vec<u8>> {
+        let a = self.put(0, &[])?;
+        self.call(
+            &format!("timer_gettime({id})"),
+            libc::SYS_timer_gettime,
+            &[id as u64, a],
+        )?;
+        self.get(0, 32)
+    }
+
+    /// timer_create(clockid, &sigevent, &id) with `sigevent` (64 bytes) and
+    /// `id` as the id asked for (PR_TIMER_CREATE_RESTORE_IDS); returns the
+    /// id the kernel gave. `id` names the timer in errors.
+    fn timer_create(&mut self, id: i32, clockid: i32, sigevent: &[u8]) -> Result<i32> {
+        let sp = self.put(0, sigevent)?;
+        let idp = self.put(128, &(id as i64).to_ne_bytes())?;
+        self.call(
+            &format!("timer_create({id})"),
+            libc::SYS_timer_create,
+            &[clockid as u64, sp, idp],
+        )?;
+        Ok(self.get_u32(128)? as i32)
+    }
+
+    /// timer_settime(id, 0, &spec, NULL) with `spec` a struct itimerspec.
+    fn timer_settime(&mut self, id: i32, spec: &[u8]) -> Result<()> {
+        let a = self.put(256, spec)?;
+        self.call(
+            &format!("timer_settime({id})"),
+            libc::SYS_timer_settime,
+            &[id as u64, 0, a, 0],
+        )
+        .map(drop)
+    }
+
+    /// sigaltstack(NULL, &old): (sp, flags, size).
+    fn sigaltstack_get(&mut self) -> Result<(u64, u32, u64)> {
+        let a = self.put(0, &[])?;
+        self.call("sigaltstack", libc::SYS_sigaltstack, &[0, a])?;
+        let b = self.get(0, 24)?;
+        Ok((
+            u64::from_ne_bytes(b[0..8].try_into().unwrap_or_default()),
+            i32::from_ne_bytes(b[8..12].try_into().unwrap_or_default()) as u32,
+            u64::from_ne_bytes(b[16..24].try_into().unwrap_or_default()),
+        ))
+    }
+
+    /// sigaltstack(&new, NULL).
+    fn sigaltstack_set(&mut self, sp: u64, flags: i32, size: u64) -> Result<()> {
+        let mut b = Vec::with_capacity(24);
+        b.extend_from_slice(&sp.to_ne_bytes());
+        b.extend_from_slice(&flags.to_ne_bytes());
+        b.extend_from_slice(&0u32.to_ne_bytes());
+        b.extend_from_slice(&size.to_ne_bytes());
+        let a = self.put(0, &b)?;
+        self.call("sigaltstack", libc::SYS_sigaltstack, &[a, 0])
+            .map(drop)
+    }
+
+    /// rseq(addr, len, flags, sig): flags 0 registers, 1
+    /// (RSEQ_FLAG_UNREGISTER) unregisters; `what` names the call.
+    fn rseq(&mut self, what: &str, addr: u64, len: u32, flags: u64, sig: u32) -> Result<()> {
+        self.call(what, libc::SYS_rseq, &[addr, len as u64, flags, sig as u64])
+            .map(drop)
+    }
+
+    fn set_robust_list(&mut self, head: u64, len: u64) -> Result<()> {
+        self.call("set_robust_list", libc::SYS_set_robust_list, &[head, len])
+            .map(drop)
+    }
+
+    fn set_tid_address(&mut self, addr: u64) -> Result<()> {
+        self.call("set_tid_address", libc::SYS_set_tid_address, &[addr])
+            .map(drop)
+    }
+
+    fn umask(&mut self, mask: u32) -> Result<u32> {
+        self.call("umask", libc::SYS_umask, &[mask as u64])
+            .map(|m| m as u32)
+    }
+
+    fn personality(&mut self, p: u32) -> Result<u32> {
+        self.call("personality", libc::SYS_personality, &[p as u64])
+            .map(|m| m as u32)
+    }
+
+    /// rt_sigqueueinfo(tgid, sig, &info) (`info` 128 bytes).
+    fn rt_sigqueueinfo(&mut self, tgid: i32, sig: u32, info: &[u8]) -> Result<()> {
+        let a = self.put(0, info)?;
+        self.call(
+            &format!("rt_sigqueueinfo({sig})"),
+            libc::SYS_rt_sigqueueinfo,
+            &[tgid as u64, sig as u64, a],
+        )
+        .map(drop)
+    }
+
+    /// rt_tgsigqueueinfo(tgid, tid, sig, &info) (`info` 128 bytes).
+    fn rt_tgsigqueueinfo(&mut self, tgid: i32, tid: i32, sig: u32, info: &[u8]) -> Result<()> {
+        let a = self.put(0, info)?;
+        self.call(
+            &format!("rt_tgsigqueueinfo({sig})"),
+            libc::SYS_rt_tgsigqueueinfo,
+            &[tgid as u64, tid as u64, sig as u64, a],
+        )
+        .map(drop)
+    }
+
+    /// rt_sigtimedwait for the signals of `set`, not waiting; returns the
+    /// signal taken, or the kernel's error (EAGAIN: none pending).
+    fn sigtimedwait_now(&mut self, set: u64) -> io::Result<u64> {
+        let s = self.put(0, &set.to_ne_bytes()).map_err(io::Error::other)?;
+        let ts = self.put(16, &[0u8; 16]).map_err(io::Error::other)?;
+        self.syscall(libc::SYS_rt_sigtimedwait, &[s, 0, ts, 8])
+    }
+
+    fn setsid(&mut self) -> Result<u64> {
+        self.call("setsid", libc::SYS_setsid, &[])
+    }
+
+    fn getpgid(&mut self, pid: i32) -> Result<u64> {
+        self.call("getpgid", libc::SYS_getpgid, &[pid as u64])
+    }
+
+    /// setpgid(pid, pgid); the error names the group unless both are 0.
+    fn setpgid(&mut self, pid: i32, pgid: u32) -> Result<()> {
+        let name = if pid == 0 && pgid == 0 {
+            "setpgid".to_string()
+        } else {
+            format!("setpgid({pid}, {pgid})")
+        };
+        self.call(&name, libc::SYS_setpgid, &[pid as u64, pgid as u64])
+            .map(drop)
+    }
+
+    fn setgroups(&mut self, groups: &[u32]) -> Result<()> {
+        let b: Vec<u8> = groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
+        let a = self.put(0, &b)?;
+        self.call("setgroups", libc::SYS_setgroups, &[groups.len() as u64, a])
+            .map(drop)
+    }
+
+    fn setresgid(&mut self, r: u32, e: u32, s: u32) -> Result<()> {
+        self.call(
+            "setresgid",
+            libc::SYS_setresgid,
+            &[r as u64, e as u64, s as u64],
+        )
+        .map(drop)
+    }
+
+    fn setresuid(&mut self, r: u32, e: u32, s: u32) -> Result<()> {
+        self.call(
+            "setresuid",
+            libc::SYS_setresuid,
+            &[r as u64, e as u64, s as u64],
+        )
+        .map(drop)
+    }
+
+    fn setfsgid(&mut self, g: u32) -> Result<()> {
+        self.call("setfsgid", libc::SYS_setfsgid, &[g as u64])
+            .map(drop)
+    }
+
+    fn setfsuid(&mut self, u: u32) -> Result<()> {
+        self.call("setfsuid", libc::SYS_setfsuid, &[u as u64])
+            .map(drop)
+    }
+
+    /// capset, version 3, for the calling thread: 64-bit effective,
+    /// permitted and inheritable sets.
+    fn capset(&mut self, eff: u64, prm: u64, inh: u64) -> Result<()> {
+        let mut b = Vec::with_capacity(32);
+        b.extend_from_slice(&0x2008_0522u32.to_ne_bytes());
+        b.extend_from_slice(&0u32.to_ne_bytes());
+        for half in [0, 32] {
+            for v in [eff, prm, inh] {
+                b.extend_from_slice(&((v >> half) as u32).to_ne_bytes());
+            }
+        }
+        let a = self.put(0, &b)?;
+        self.call("capset", libc::SYS_capset, &[a, a + 8]).map(drop)
+    }
 }
 
 impl Calls for super::Agent {

@@ -98,6 +98,10 @@ pub struct FakeTask {
     scratch: Vec<u8>,
     /// Every syscall made, by name, in order.
     pub log: Vec<String>,
+    /// Address space (see [`FakeMm`]).
+    pub mm: FakeMm,
+    /// Name, dispositions, limits and other attributes (see [`FakeAttrs`]).
+    pub attrs: FakeAttrs,
 }
 
 fn err(e: i32) -> io::Error {
@@ -116,6 +120,8 @@ impl FakeTask {
             world: Rc::clone(world),
             scratch: vec![0; FAKE_SCRATCH_LEN],
             log: Vec::new(),
+            mm: FakeMm::default(),
+            attrs: FakeAttrs::default(),
         }
     }
 
@@ -350,6 +356,7 @@ impl FakeTask {
                 }
                 Ok(0)
             }
+            nr if mm_name(nr).is_some() => self.run_mm(nr, a),
             _ => Err(err(libc::ENOSYS)),
         }
     }
@@ -372,7 +379,7 @@ fn name(nr: libc::c_long) -> String {
         libc::SYS_write => "write".into(),
         libc::SYS_epoll_create1 => "epoll_create1".into(),
         libc::SYS_epoll_ctl => "epoll_ctl".into(),
-        n => format!("syscall {n}"),
+        n => mm_name(n).map_or_else(|| format!("syscall {n}"), str::to_string),
     }
 }
 
@@ -422,6 +429,351 @@ impl Calls for FakeTask {
     }
 }
 
+// ------------------------------------ address space, process attributes
+// (mmap, munmap, mprotect, madvise, prctl, rt_sigaction, prlimit64,
+// umask, personality), for the restore logic of kinds::memory and
+// kinds::task.
+
+/// Where a fake mmap without an address starts looking.
+const FAKE_MMAP_BASE: u64 = 0x7e00_0000_0000;
+
+/// One mapping of a fake address space.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeVma {
+    pub end: u64,
+    pub prot: i32,
+    /// MAP_* flags as given (MAP_FIXED and MAP_FIXED_NOREPLACE cleared).
+    pub flags: i32,
+    /// What is mapped: None for anonymous memory.
+    pub object: Option<FakeObject>,
+    pub off: u64,
+}
+
+/// A fake process's address space (start -> mapping) and the advice it
+/// was given.
+#[derive(Debug, Default, Clone)]
+pub struct FakeMm {
+    pub vmas: BTreeMap<u64, FakeVma>,
+    /// madvise calls: (address, length, advice).
+    pub advice: Vec<(u64, u64, i32)>,
+}
+
+/// A fake process's attributes: what rt_sigaction, prlimit64, umask,
+/// personality and prctl set and get.
+#[derive(Debug, Clone)]
+pub struct FakeAttrs {
+    pub comm: String,
+    pub umask: u32,
+    pub personality: u32,
+    /// signal -> (handler, flags, restorer, mask); absent: SIG_DFL.
+    pub sigactions: BTreeMap<u32, [u64; 4]>,
+    /// resource -> (soft, hard); absent: unlimited.
+    pub rlimits: BTreeMap<u32, (u64, u64)>,
+    /// Values set by prctl(PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER,
+    /// PR_SET_DUMPABLE), by option.
+    pub prctl: BTreeMap<i32, u64>,
+}
+
+impl Default for FakeAttrs {
+    fn default() -> FakeAttrs {
+        FakeAttrs {
+            comm: String::new(),
+            umask: 0o022,
+            personality: 0,
+            sigactions: BTreeMap::new(),
+            rlimits: BTreeMap::new(),
+            prctl: BTreeMap::new(),
+        }
+    }
+}
+
+impl FakeMm {
+    fn overlaps(&self, s: u64, e: u64) -> bool {
+        self.vmas.iter().any(|(&vs, v)| vs < e && s < v.end)
+    }
+
+    /// Whether [s, e) is mapped throughout.
+    fn covered(&self, s: u64, e: u64) -> bool {
+        let mut at = s;
+        for (&vs, v) in self.vmas.range(..e) {
+            if v.end <= at {
+                continue;
+            }
+            if vs > at {
+                return false;
+            }
+            at = v.end;
+            if at >= e {
+                return true;
+            }
+        }
+        at >= e
+    }
+
+    /// Removes [s, e), splitting the mappings it cuts.
+    fn punch(&mut self, s: u64, e: u64) {
+        let hit: Vec<u64> = self
+            .vmas
+            .iter()
+            .filter(|(&vs, v)| vs < e && s < v.end)
+            .map(|(&vs, _)| vs)
+            .collect();
+        for vs in hit {
+            let Some(v) = self.vmas.remove(&vs) else {
+                continue;
+            };
+            if vs < s {
+                self.vmas.insert(
+                    vs,
+                    FakeVma {
+                        end: s,
+                        ..v.clone()
+                    },
+                );
+            }
+            if v.end > e {
+                let off = if v.object.is_some() {
+                    v.off + (e - vs)
+                } else {
+                    0
+                };
+                self.vmas.insert(e, FakeVma { off, ..v });
+            }
+        }
+    }
+
+    /// Splits the mappings at `a` (if one spans it).
+    fn split_at(&mut self, a: u64) {
+        let Some((&vs, v)) = self.vmas.range(..a).next_back() else {
+            return;
+        };
+        if v.end > a {
+            let v = v.clone();
+            let off = if v.object.is_some() {
+                v.off + (a - vs)
+            } else {
+                0
+            };
+            self.vmas.insert(
+                vs,
+                FakeVma {
+                    end: a,
+                    ..v.clone()
+                },
+            );
+            self.vmas.insert(a, FakeVma { off, ..v });
+        }
+    }
+}
+
+/// A syscall the address-space part of the fake knows, by name.
+fn mm_name(nr: libc::c_long) -> Option<&'static str> {
+    Some(match nr {
+        libc::SYS_mmap => "mmap",
+        libc::SYS_munmap => "munmap",
+        libc::SYS_mprotect => "mprotect",
+        libc::SYS_madvise => "madvise",
+        libc::SYS_prctl => "prctl",
+        libc::SYS_rt_sigaction => "rt_sigaction",
+        libc::SYS_prlimit64 => "prlimit64",
+        libc::SYS_umask => "umask",
+        libc::SYS_personality => "personality",
+        _ => return None,
+    })
+}
+
+impl FakeTask {
+    fn run_mm(&mut self, nr: libc::c_long, a: [u64; 6]) -> io::Result<u64> {
+        let page = crate::sys::PAGE_SIZE;
+        let range = |addr: u64, len: u64| -> io::Result<(u64, u64)> {
+            if !addr.is_multiple_of(page) || len == 0 {
+                return Err(err(libc::EINVAL));
+            }
+            let end = addr
+                .checked_add(len.div_ceil(page) * page)
+                .ok_or_else(|| err(libc::EINVAL))?;
+            Ok((addr, end))
+        };
+        match nr {
+            libc::SYS_mmap => {
+                let (prot, flags) = (a[2] as i32, a[3] as i32);
+                let len = a[1].div_ceil(page) * page;
+                if len == 0 {
+                    return Err(err(libc::EINVAL));
+                }
+                let object = if flags & libc::MAP_ANONYMOUS != 0 {
+                    None
+                } else {
+                    let f = self.fd(a[4])?;
+                    Some(self.world.borrow().descs[f.desc].object.clone())
+                };
+                let fixed = flags & libc::MAP_FIXED != 0;
+                let noreplace = flags & libc::MAP_FIXED_NOREPLACE != 0;
+                let start = if fixed || noreplace {
+                    let (s, e) = range(a[0], len)?;
+                    if noreplace && self.mm.overlaps(s, e) {
+                        return Err(err(libc::EEXIST));
+                    }
+                    self.mm.punch(s, e);
+                    s
+                } else {
+                    let mut s = FAKE_MMAP_BASE;
+                    while self.mm.overlaps(s, s + len) {
+                        s += len;
+                    }
+                    s
+                };
+                let flags = flags & !(libc::MAP_FIXED | libc::MAP_FIXED_NOREPLACE);
+                let off = if object.is_some() { a[5] } else { 0 };
+                self.mm.vmas.insert(
+                    start,
+                    FakeVma {
+                        end: start + len,
+                        prot,
+                        flags,
+                        object,
+                        off,
+                    },
+                );
+                Ok(start)
+            }
+            libc::SYS_munmap => {
+                let (s, e) = range(a[0], a[1])?;
+                self.mm.punch(s, e);
+                Ok(0)
+            }
+            libc::SYS_mprotect => {
+                let (s, e) = range(a[0], a[1])?;
+                if !self.mm.covered(s, e) {
+                    return Err(err(libc::ENOMEM));
+                }
+                self.mm.split_at(s);
+                self.mm.split_at(e);
+                for (_, v) in self.mm.vmas.range_mut(s..e) {
+                    v.prot = a[2] as i32;
+                }
+                Ok(0)
+            }
+            libc::SYS_madvise => {
+                let (s, e) = range(a[0], a[1])?;
+                if !self.mm.covered(s, e) {
+                    return Err(err(libc::ENOMEM));
+                }
+                self.mm.advice.push((a[0], a[1], a[2] as i32));
+                Ok(0)
+            }
+            libc::SYS_prctl if a[0] == libc::PR_SET_NAME as u64 => {
+                let mut name = self.cstr(a[1])?;
+                while name.len() > 15 {
+                    name.pop();
+                }
+                self.attrs.comm = name;
+                Ok(0)
+            }
+            libc::SYS_prctl => {
+                let op = a[0] as i32;
+                match op {
+                    libc::PR_SET_PDEATHSIG
+                    | libc::PR_SET_CHILD_SUBREAPER
+                    | libc::PR_SET_DUMPABLE => {
+                        self.attrs.prctl.insert(op, a[1]);
+                        Ok(0)
+                    }
+                    libc::PR_GET_DUMPABLE => {
+                        Ok(*self.attrs.prctl.get(&libc::PR_SET_DUMPABLE).unwrap_or(&1))
+                    }
+                    libc::PR_GET_PDEATHSIG | libc::PR_GET_CHILD_SUBREAPER => {
+                        let set = if op == libc::PR_GET_PDEATHSIG {
+                            libc::PR_SET_PDEATHSIG
+                        } else {
+                            libc::PR_SET_CHILD_SUBREAPER
+                        };
+                        let v = *self.attrs.prctl.get(&set).unwrap_or(&0) as u32;
+                        let off = self.scratch_off(a[1], 4)?;
+                        self.scratch[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+                        Ok(0)
+                    }
+                    _ => Err(err(libc::ENOSYS)),
+                }
+            }
+            libc::SYS_rt_sigaction => {
+                let sig = a[0] as u32;
+                if sig == 0
+                    || sig > 64
+                    || sig == libc::SIGKILL as u32
+                    || sig == libc::SIGSTOP as u32
+                    || a[3] != 8
+                {
+                    return Err(err(libc::EINVAL));
+                }
+                let old = self.attrs.sigactions.get(&sig).copied().unwrap_or([0; 4]);
+                if a[1] != 0 {
+                    let off = self.scratch_off(a[1], 32)?;
+                    let b = &self.scratch[off..off + 32];
+                    let w = |i: usize| {
+                        u64::from_ne_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or_default())
+                    };
+                    let new = [w(0), w(1), w(2), w(3)];
+                    self.attrs.sigactions.insert(sig, new);
+                }
+                if a[2] != 0 {
+                    let off = self.scratch_off(a[2], 32)?;
+                    for (i, v) in old.iter().enumerate() {
+                        self.scratch[off + i * 8..off + i * 8 + 8]
+                            .copy_from_slice(&v.to_ne_bytes());
+                    }
+                }
+                Ok(0)
+            }
+            libc::SYS_prlimit64 => {
+                let res = a[1] as u32;
+                if a[0] != 0 || res >= 16 {
+                    return Err(err(libc::EINVAL));
+                }
+                let old = self
+                    .attrs
+                    .rlimits
+                    .get(&res)
+                    .copied()
+                    .unwrap_or((u64::MAX, u64::MAX));
+                if a[2] != 0 {
+                    let off = self.scratch_off(a[2], 16)?;
+                    let b = &self.scratch[off..off + 16];
+                    let cur = u64::from_ne_bytes(b[0..8].try_into().unwrap_or_default());
+                    let max = u64::from_ne_bytes(b[8..16].try_into().unwrap_or_default());
+                    if cur > max {
+                        return Err(err(libc::EINVAL));
+                    }
+                    // Unprivileged: a hard limit is never raised.
+                    if max > old.1 {
+                        return Err(err(libc::EPERM));
+                    }
+                    self.attrs.rlimits.insert(res, (cur, max));
+                }
+                if a[3] != 0 {
+                    let off = self.scratch_off(a[3], 16)?;
+                    self.scratch[off..off + 8].copy_from_slice(&old.0.to_ne_bytes());
+                    self.scratch[off + 8..off + 16].copy_from_slice(&old.1.to_ne_bytes());
+                }
+                Ok(0)
+            }
+            libc::SYS_umask => {
+                let old = self.attrs.umask;
+                self.attrs.umask = a[0] as u32 & 0o777;
+                Ok(old as u64)
+            }
+            libc::SYS_personality => {
+                let old = self.attrs.personality;
+                if a[0] != 0xffff_ffff {
+                    self.attrs.personality = a[0] as u32;
+                }
+                Ok(old as u64)
+            }
+            _ => Err(err(libc::ENOSYS)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,7 +816,7 @@ mod tests {
         let e = t.close(7).unwrap_err().to_string();
         assert!(e.contains("remote close"), "{e}");
         assert_eq!(
-            t.syscall(libc::SYS_mmap, &[]).unwrap_err().raw_os_error(),
+            t.syscall(libc::SYS_reboot, &[]).unwrap_err().raw_os_error(),
             Some(libc::ENOSYS)
         );
         assert!(t.dup_min(0, FAKE_NOFILE).is_err());
@@ -510,5 +862,37 @@ mod tests {
         assert_eq!(word(8), FAKE_SCRATCH + 128);
         assert_eq!(word(9), 1);
         assert_eq!(t.get_u32(128).unwrap(), 4242);
+    }
+
+    #[test]
+    fn mappings_are_placed_replaced_split_and_protected() {
+        let w = world_with(&["/lib/x.so"]);
+        let mut t = FakeTask::new(&w, 100);
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        let a = t.mmap_anon("a", 0, 0x3000, rw, libc::MAP_PRIVATE).unwrap();
+        assert_eq!(a, FAKE_MMAP_BASE);
+        // NOREPLACE refuses a taken range; FIXED replaces it.
+        let noreplace = libc::MAP_PRIVATE | libc::MAP_FIXED_NOREPLACE;
+        let e = t.mmap_anon("b", a + 0x1000, 0x1000, rw, noreplace);
+        assert!(e.unwrap_err().to_string().contains("mmap b"));
+        let fd = t.open("/lib/x.so", libc::O_RDONLY).unwrap();
+        let fixed = libc::MAP_PRIVATE | libc::MAP_FIXED;
+        let got = t
+            .mmap(a + 0x1000, 0x1000, libc::PROT_READ, fixed, fd, 0x5000)
+            .unwrap();
+        assert_eq!(got, a + 0x1000);
+        let starts: Vec<u64> = t.mm.vmas.keys().copied().collect();
+        assert_eq!(starts, vec![a, a + 0x1000, a + 0x2000]);
+        assert_eq!(
+            t.mm.vmas[&(a + 0x1000)].object,
+            Some(FakeObject::Path("/lib/x.so".into()))
+        );
+        // mprotect splits; a hole refuses it, as the kernel does.
+        t.munmap(a + 0x2000, 0x1000).unwrap();
+        t.mprotect(a, 0x800, libc::PROT_NONE).unwrap();
+        assert_eq!(t.mm.vmas[&a].prot, libc::PROT_NONE);
+        assert!(t.mprotect(a, 0x3000, libc::PROT_READ).is_err());
+        t.set_comm("a-very-long-process-name").unwrap();
+        assert_eq!(t.attrs.comm, "a-very-long-pro");
     }
 }

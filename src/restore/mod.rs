@@ -94,31 +94,13 @@ impl Images {
             validate::core(&core, pid, &e.threads, &core_path)?;
             validate::core_refs(&core, &descs, &pstree, &core_path)?;
             if is_zombie(&core) {
-                if pstree.entries.iter().any(|c| c.ppid == pid) {
-                    return Err(Error::image(&core_path, "a zombie cannot have children"));
-                }
                 cores.push(core);
                 mms.push(None);
                 fdtables.push(None);
                 continue;
             }
-            if core.threads.is_empty() || core.threads[0].tid != pid {
-                return Err(Error::image(
-                    &core_path,
-                    "thread list must start with the leader",
-                ));
-            }
-            for th in &core.threads {
-                if th.regs.is_none() || th.tid == 0 || th.tid > i32::MAX as u32 {
-                    return Err(Error::image(
-                        &core_path,
-                        format!("thread {} is incomplete", th.tid),
-                    ));
-                }
-            }
             let mm: MmEntry = dir.read(Kind::Mm, &names::mm(pid))?;
             validate::mm(&mm, pid, &descs, &dir.file(&names::mm(pid)))?;
-            memory::validate_mm(&mm, &dir.file(&names::mm(pid)))?;
             let own = format!("pid:{pid}");
             let pm_name = names::pagemap(&own);
             let pm: Pagemap = if dir.exists(&pm_name) {
@@ -130,7 +112,7 @@ impl Images {
                 pm.owner = own;
                 pm
             };
-            memory::validate_pagemap(&pm, &mm, &store, &dir.file(&pm_name))?;
+            validate::pagemap_in_mm(&pm, &mm, &store, &dir.file(&pm_name))?;
             validate::pagemap_vmas(&pm, &mm, &dir.file(&pm_name))?;
             pagemaps.push(pm);
             let mut shared_owners: Vec<String> = mm
@@ -153,7 +135,7 @@ impl Images {
                 if dir.exists(&n) && !pagemaps.iter().any(|p: &Pagemap| p.owner == owner) {
                     let pm: Pagemap = dir.read(Kind::Pagemap, &n)?;
                     validate::pagemap(&pm, &owner, has_parent, &dir.file(&n))?;
-                    memory::validate_pagemap(&pm, &mm, &store, &dir.file(&n))?;
+                    validate::pagemap_in_mm(&pm, &mm, &store, &dir.file(&n))?;
                     pagemaps.push(pm);
                 }
             }
@@ -490,29 +472,14 @@ fn clone_with_tid(parent: &mut Agent, flags: u64, exit_signal: u64, tid: i32) ->
 /// A zombie: make the fresh vessel end the way the process did.
 fn become_zombie(agent: &mut Agent, status: i32, comm: &str, insn: u64) -> Result<()> {
     let pid = agent.pid;
-    let name = agent.put_cstr(256, comm)?;
-    agent.call(
-        "prctl(PR_SET_NAME)",
-        libc::SYS_prctl,
-        &[libc::PR_SET_NAME as u64, name],
-    )?;
+    agent.set_comm_at(256, comm)?;
     let mut regs = ptrace::get_regs(pid).map_err(|e| Error::sys(pid, "PTRACE_GETREGS", e))?;
     regs.rip = insn;
     regs.orig_rax = u64::MAX;
     if libc::WIFSIGNALED(status) {
         let sig = libc::WTERMSIG(status) as u64;
-        let dfl = agent.put(0, &[0u8; 32])?;
-        agent.call(
-            "rt_sigaction(SIG_DFL)",
-            libc::SYS_rt_sigaction,
-            &[sig, dfl, 0, 8],
-        )?;
-        let zero = agent.put(64, &[0u8; 16])?;
-        agent.call(
-            "prlimit64(RLIMIT_CORE)",
-            libc::SYS_prlimit64,
-            &[0, libc::RLIMIT_CORE as u64, zero, 0],
-        )?;
+        agent.sigaction_set_as("rt_sigaction(SIG_DFL)", sig as u32, [0; 4])?;
+        agent.setrlimit(libc::RLIMIT_CORE, 0, 0)?;
         (regs.rax, regs.rdi, regs.rsi) = (libc::SYS_kill as u64, pid as u64, sig);
         ptrace::set_sigmask(pid, 0).map_err(|e| Error::sys(pid, "PTRACE_SETSIGMASK", e))?;
     } else {
@@ -551,15 +518,12 @@ fn shrink_vessel(agent: &mut Agent, keep: (u64, u64)) -> Result<()> {
     if cfg.rseq_abi_pointer != 0 {
         // Unregistered here, so that no vessel forked from this one has
         // it either (the area is about to go).
-        agent.call(
+        agent.rseq(
             "rseq unregister",
-            libc::SYS_rseq,
-            &[
-                cfg.rseq_abi_pointer,
-                cfg.rseq_abi_size as u64,
-                1,
-                cfg.signature as u64,
-            ],
+            cfg.rseq_abi_pointer,
+            cfg.rseq_abi_size,
+            1,
+            cfg.signature,
         )?;
     }
     let mut kept = [keep, (agent.scratch, agent.scratch + 4096)];
@@ -567,11 +531,7 @@ fn shrink_vessel(agent: &mut Agent, keep: (u64, u64)) -> Result<()> {
     let mut from = 0u64;
     for (start, end) in kept.into_iter().chain([(TASK_SIZE, TASK_SIZE)]) {
         if start > from {
-            agent.call(
-                "munmap cairn's memory",
-                libc::SYS_munmap,
-                &[from, start - from],
-            )?;
+            agent.munmap_as("cairn's memory", from, start - from)?;
         }
         from = from.max(end);
     }
@@ -638,22 +598,18 @@ fn create_tree(img: &Images, vessels: &mut Vessels, force_last_pid: bool) -> Res
             scratch: 0,
             scratch_len: 4096,
         };
-        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
         if i == 0 {
             // A small page for clone3 arguments and the like.
-            let fl = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-            agent.scratch = agent.call("mmap", libc::SYS_mmap, &[0, 4096, rw, fl, u64::MAX, 0])?;
+            agent.scratch = agent.mmap_anon("scratch page", 0, 4096, rw, libc::MAP_PRIVATE)?;
             shrink_vessel(&mut agent, insn_vma)?;
         } else {
             // The copy of the parent's page is replaced by a fresh one
             // (see `shrink_vessel`).
             agent.scratch = procs[0].agents[0].scratch;
-            let fl = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED) as u64;
-            agent.call(
-                "mmap fresh scratch page",
-                libc::SYS_mmap,
-                &[agent.scratch, 4096, rw, fl, u64::MAX, 0],
-            )?;
+            let fl = libc::MAP_PRIVATE | libc::MAP_FIXED;
+            let at = agent.scratch;
+            agent.mmap_anon("fresh scratch page", at, 4096, rw, fl)?;
         }
         ktask::restore_session(&mut agent, e.pid, e.pgid, e.sid, pids.contains(&e.pgid))?;
         let zombie = is_zombie(core);
@@ -722,26 +678,18 @@ fn restore_memory(
     // Drop what the vessel inherited from cairn.
     let cfg = ptrace::get_rseq_config(pid).map_err(|e| sys(e, "PTRACE_GET_RSEQ_CONFIGURATION"))?;
     if cfg.rseq_abi_pointer != 0 {
-        agent
-            .remote
-            .syscall(
-                libc::SYS_rseq,
-                &[
-                    cfg.rseq_abi_pointer,
-                    cfg.rseq_abi_size as u64,
-                    1,
-                    cfg.signature as u64,
-                ],
-            )
-            .map_err(|e| sys(e, "rseq unregister"))?;
+        agent.rseq(
+            "rseq unregister",
+            cfg.rseq_abi_pointer,
+            cfg.rseq_abi_size,
+            1,
+            cfg.signature,
+        )?;
     }
     // A table shared with the parent was emptied there already (and may
     // hold its shared-memory keepers now).
     if img.cores[p.i].files_shared_with == 0 {
-        agent
-            .remote
-            .syscall(libc::SYS_close_range, &[0, u32::MAX as u64, 0])
-            .map_err(|e| sys(e, "close_range"))?;
+        agent.close_range(0, u32::MAX as u64)?;
     }
     // A restorer area that collides with neither the image nor the vessel.
     let mut taken: Vec<(u64, u64)> = mm.vmas.iter().map(|v| (v.start, v.end)).collect();
@@ -749,27 +697,20 @@ fn restore_memory(
     let want = memory::free_area(AREA, &taken).ok_or_else(|| {
         Error::Restore(format!("pid {pid}: no free address range for the restorer"))
     })?;
-    let rwx = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64;
-    let fl = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64 | memory::FIXED_NOREPLACE;
-    let tramp = agent
-        .remote
-        .syscall(libc::SYS_mmap, &[want, AREA, rwx, fl, u64::MAX, 0])
-        .map_err(|e| sys(e, "mmap restorer area"))?;
+    let rwx = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC;
+    let fl = libc::MAP_PRIVATE | memory::FIXED_NOREPLACE as i32;
+    let tramp = agent.mmap_anon("restorer area", want, AREA, rwx, fl)?;
     mem::vm_write_all(pid, tramp, &[0x0f, 0x05]).map_err(|e| sys(e, "write trampoline"))?;
     agent.remote.set_insn(tramp);
     agent.scratch = tramp + 4096;
     agent.scratch_len = SCRATCH_LEN;
     p.tramp = tramp;
     // Nothing of cairn stays mapped.
-    agent.call(
-        "munmap below the restorer area",
-        libc::SYS_munmap,
-        &[0, tramp],
-    )?;
-    agent.call(
-        "munmap above the restorer area",
-        libc::SYS_munmap,
-        &[tramp + AREA, TASK_SIZE - (tramp + AREA)],
+    agent.munmap_as("below the restorer area", 0, tramp)?;
+    agent.munmap_as(
+        "above the restorer area",
+        tramp + AREA,
+        TASK_SIZE - (tramp + AREA),
     )?;
     let shm = memory::restore_vmas(agent, mm, &|id| idx.path(id), shm)?;
     let maps = owners.maps_of(img, &format!("pid:{pid}"));
@@ -797,7 +738,7 @@ fn restore_memory(
     } else {
         let exe_fd = agent.open(&exe, libc::O_RDONLY | libc::O_CLOEXEC)?;
         memory::set_mm_map(agent, mm, exe_fd)?;
-        agent.call("close", libc::SYS_close, &[exe_fd])?;
+        agent.close(exe_fd)?;
     }
     Ok(())
 }
@@ -813,20 +754,21 @@ fn restore_attrs(
     let pid = p.pid;
     let agent = &mut p.agents[0];
     files::restore_fs(agent, idx.path(core.cwd_id), idx.path(core.root_id))?;
-    ktask::restore_process_attrs(agent, core)?;
+    // The per-process objects (kinds::task::objects), in list order:
+    // those of this phase now, the others once the threads exist.
     let mut warnings = Vec::new();
-    ktask::restore_rlimits(agent, core, &mut warnings)?;
-    for w in warnings {
+    for k in ktask::PROC_KINDS {
+        if k.phase() == ktask::Phase::BeforeThreads {
+            k.restore(agent, core, &mut warnings)?;
+        }
+    }
+    for w in warnings.drain(..) {
         warn!("pid {pid}: {w}");
     }
     if has_zombie_child {
         // The SIGCHLD of a zombie recreated for it was delivered long
         // before the dump: drop the new one.
-        let set = agent.put(0, &(1u64 << (libc::SIGCHLD - 1)).to_ne_bytes())?;
-        let ts = agent.put(16, &[0u8; 16])?;
-        let _ = agent
-            .remote
-            .syscall(libc::SYS_rt_sigtimedwait, &[set, 0, ts, 8]);
+        let _ = agent.sigtimedwait_now(1u64 << (libc::SIGCHLD - 1));
     }
     ktask::restore_pending(agent, pid, pid, &core.shared_pending, true)?;
     let thread_flags = (libc::CLONE_VM
@@ -850,7 +792,14 @@ fn restore_attrs(
         ktask::restore_thread_attrs(a, th)?;
         ktask::restore_pending(a, pid, th.tid as i32, &th.pending, false)?;
     }
-    ktask::restore_timers(&mut p.agents[0], core)?;
+    for k in ktask::PROC_KINDS {
+        if k.phase() == ktask::Phase::AfterThreads {
+            k.restore(&mut p.agents[0], core, &mut warnings)?;
+        }
+    }
+    for w in warnings {
+        warn!("pid {pid}: {w}");
+    }
     if let Some(c) = core.creds.as_ref() {
         for a in p.agents.iter_mut() {
             ktask::restore_creds(a, c)?;
@@ -871,7 +820,7 @@ fn finish(img: &Images, p: &mut Proc) -> Result<()> {
         )));
     }
     p.agents[0].remote.set_insn(insn);
-    p.agents[0].call("munmap restorer area", libc::SYS_munmap, &[p.tramp, AREA])?;
+    p.agents[0].munmap_as("restorer area", p.tramp, AREA)?;
     for (a, th) in p.agents.iter_mut().zip(&core.threads) {
         let tid = a.tid();
         let sys = |e: std::io::Error, what: &str| Error::sys(tid, what.to_string(), e);
@@ -916,7 +865,7 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
     let by_pid: HashMap<i32, usize> = procs.iter().enumerate().map(|(k, p)| (p.pid, k)).collect();
     for (_, (owner, fd)) in shm.owners.drain() {
         if let Some(&k) = by_pid.get(&owner) {
-            procs[k].agents[0].call("close shared memory keeper", libc::SYS_close, &[fd])?;
+            procs[k].agents[0].close_as("shared memory keeper", fd)?;
         }
     }
     crate::kinds::sysv::finish(&img.files.sysv_shm)?;

@@ -1,0 +1,465 @@
+//! Page I/O: reading the pages a [`PagePlan`] selected (process_vm_readv,
+//! /proc/PID/mem, or the shmem file), on every core, compressing each job
+//! into one zstd frame; and, at restore, writing them into the vessel.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use super::plan::{Job, PagePlan, Source};
+use crate::error::{Error, IoContext, Result};
+use crate::image::chain::Resolved;
+use crate::image::pages::{PageStoreReader, PageStoreWriter};
+use crate::image::proto::{MmEntry, PageHashes, PageRun, Pagemap, RunKind, VmaKind};
+use crate::kinds::incr::{self, Hashes, PageHash};
+use crate::sys::{mem, PAGE_SIZE};
+
+fn is_zero(page: &[u8]) -> bool {
+    page.chunks_exact(8)
+        .all(|w| w.try_into().map(u64::from_ne_bytes).unwrap_or(1) == 0)
+        && page.chunks_exact(8).remainder().iter().all(|&b| b == 0)
+}
+
+struct JobResult {
+    job: usize,
+    /// (addr, pages, kind, byte offset in the chunk)
+    runs: Vec<(u64, u64, RunKind, u64)>,
+    compressed: Option<(Vec<u8>, u64)>,
+    /// Hashes of the job's pages, for owners hashed in this layer.
+    hashes: Vec<(u64, PageHash)>,
+}
+
+/// Reads segment `(addr, nr)` of `job` into `buf`.
+fn read_seg(job: &Job, plan: &PagePlan, addr: u64, nr: u64, buf: &mut [u8]) -> Result<()> {
+    match job.src {
+        Source::Vm { pid } => mem::vm_read_all(pid, addr, buf)
+            .map_err(|e| Error::sys(pid, format!("read memory at {addr:#x} ({nr} pages)"), e)),
+        Source::ProcMem { pid } => {
+            let p = format!("/proc/{pid}/mem");
+            let f = File::open(&p).at(&p)?;
+            f.read_exact_at(buf, addr)
+                .map_err(|e| Error::sys(pid, format!("read /proc/{pid}/mem at {addr:#x}"), e))
+        }
+        Source::Shmem { file } => plan.shmem_files[file]
+            .read_exact_at(buf, addr)
+            .map_err(|e| Error::sys(0, format!("read shared memory at offset {addr:#x}"), e)),
+    }
+}
+
+/// Reads every segment of `job` into `buf`, in order (one
+/// process_vm_readv for all the segments of process memory).
+fn read_job(job: &Job, plan: &PagePlan, buf: &mut [u8]) -> Result<()> {
+    if let (Source::Vm { pid }, true) = (job.src, job.segs.len() > 1) {
+        let segs: Vec<(u64, usize)> = job
+            .segs
+            .iter()
+            .map(|&(a, n)| (a, (n * PAGE_SIZE) as usize))
+            .collect();
+        return mem::vm_readv_all(pid, &segs, buf).map_err(|e| {
+            Error::sys(
+                pid,
+                format!(
+                    "read {} pages in {} pieces from {:#x}",
+                    job.pages(),
+                    segs.len(),
+                    job.segs[0].0
+                ),
+                e,
+            )
+        });
+    }
+    let mut off = 0usize;
+    for &(a, n) in &job.segs {
+        let len = (n * PAGE_SIZE) as usize;
+        read_seg(job, plan, a, n, &mut buf[off..off + len])?;
+        off += len;
+    }
+    Ok(())
+}
+
+/// Reads a job; in a pre-dump (the tree runs) a job that fails is read
+/// page by page and the pages that cannot be read any more are marked
+/// missing. Returns which pages were read.
+fn read_job_tolerant(job: &Job, plan: &PagePlan, buf: &mut [u8]) -> Result<Vec<bool>> {
+    match read_job(job, plan, buf) {
+        Ok(()) => Ok(vec![true; job.pages() as usize]),
+        Err(e) if !plan.tolerate_faults => Err(e),
+        Err(_) => {
+            let ps = PAGE_SIZE as usize;
+            let ok: Vec<bool> = job
+                .addrs()
+                .zip(buf.chunks_exact_mut(ps))
+                .map(|(a, page)| read_seg(job, plan, a, 1, page).is_ok())
+                .collect();
+            crate::debug!(
+                "{} of {} pages from {:#x} vanished while the tree ran",
+                ok.iter().filter(|&&x| !x).count(),
+                job.pages(),
+                job.segs[0].0
+            );
+            Ok(ok)
+        }
+    }
+}
+
+fn run_job(
+    job_idx: usize,
+    plan: &PagePlan,
+    buf: &mut Vec<u8>,
+    cctx: &mut zstd::bulk::Compressor,
+) -> Result<JobResult> {
+    let job = &plan.jobs[job_idx];
+    let len = (job.pages() * PAGE_SIZE) as usize;
+    buf.resize(len, 0);
+    let ok = read_job_tolerant(job, plan, &mut buf[..len])?;
+    let hashed = plan.hashed.contains(&job.owner);
+    let parent_hashes = if job.compare {
+        plan.compare.get(&job.owner)
+    } else {
+        None
+    };
+    let mut runs: Vec<(u64, u64, RunKind, u64)> = Vec::new();
+    let mut hashes = Vec::new();
+    let mut data: Vec<u8> = Vec::with_capacity(len);
+    // Segment starts: a run never spans two segments (they may be two
+    // VMAs that touch, and a run lies inside one VMA).
+    let mut starts = std::collections::HashSet::new();
+    let mut at = 0usize;
+    for &(_, n) in &job.segs {
+        starts.insert(at);
+        at += n as usize;
+    }
+    for (i, (addr, page)) in job
+        .addrs()
+        .zip(buf[..len].chunks_exact(PAGE_SIZE as usize))
+        .enumerate()
+    {
+        if !ok[i] {
+            continue;
+        }
+        let first = starts.contains(&i);
+        let h = (hashed || parent_hashes.is_some()).then(|| incr::page_hash(page));
+        if let (true, Some(h)) = (hashed, h) {
+            hashes.push((addr, h));
+        }
+        let kind = if is_zero(page) {
+            RunKind::RUN_ZERO
+        } else if parent_hashes.is_some_and(|p| h.is_some() && p.get(addr) == h) {
+            RunKind::RUN_PARENT
+        } else {
+            RunKind::RUN_DATA
+        };
+        match runs.last_mut() {
+            Some(r) if !first && r.2 == kind && r.0 + r.1 * PAGE_SIZE == addr => r.1 += 1,
+            _ => runs.push((addr, 1, kind, data.len() as u64)),
+        }
+        if kind == RunKind::RUN_DATA {
+            data.extend_from_slice(page);
+        }
+    }
+    let compressed = if data.is_empty() {
+        None
+    } else {
+        let c = cctx
+            .compress(&data)
+            .map_err(|e| Error::sys(0, "compress pages", e))?;
+        Some((c, data.len() as u64))
+    };
+    Ok(JobResult {
+        job: job_idx,
+        runs,
+        compressed,
+        hashes,
+    })
+}
+
+/// What [`write_pages`] produced: one pagemap per owner, and the page
+/// hashes of the owners hashed in this layer.
+pub struct Written {
+    pub maps: Vec<Pagemap>,
+    pub hashes: Vec<PageHashes>,
+}
+
+impl Written {
+    /// Pages recorded as unchanged since the parent layer.
+    pub fn parent_pages(&self) -> u64 {
+        self.maps
+            .iter()
+            .flat_map(|m| m.runs.iter())
+            .filter(|r| r.kind.enum_value() == Ok(RunKind::RUN_PARENT))
+            .map(|r| r.nr_pages)
+            .sum()
+    }
+}
+
+/// Reads, compresses and writes every page of `plan` using all cores.
+pub fn write_pages(plan: &PagePlan, writer: &mut PageStoreWriter, level: i32) -> Result<Written> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .min(8);
+    let next = AtomicUsize::new(0);
+    let mut maps: Vec<Pagemap> = plan
+        .owners
+        .iter()
+        .map(|o| {
+            let mut p = Pagemap::new();
+            p.owner = o.clone();
+            p
+        })
+        .collect();
+    let mut hashes: HashMap<usize, Vec<(u64, PageHash)>> = HashMap::new();
+    let mut first_err: Option<Error> = None;
+    std::thread::scope(|s| {
+        let (tx, rx) = mpsc::sync_channel::<Result<JobResult>>(workers * 2);
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let next = &next;
+            s.spawn(move || {
+                let mut buf = Vec::new();
+                let mut cctx = match zstd::bulk::Compressor::new(level) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = tx.send(Err(Error::sys(0, "zstd", e)));
+                        return;
+                    }
+                };
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= plan.jobs.len() {
+                        return;
+                    }
+                    let r = run_job(i, plan, &mut buf, &mut cctx);
+                    let failed = r.is_err();
+                    if tx.send(r).is_err() || failed {
+                        // Stop the others early.
+                        next.store(usize::MAX / 2, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        for r in rx {
+            match r {
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                    next.store(usize::MAX / 2, Ordering::Relaxed);
+                }
+                Ok(res) if first_err.is_none() => {
+                    let chunk = match &res.compressed {
+                        Some((c, raw)) => match writer.append(c, *raw) {
+                            Ok(i) => i,
+                            Err(e) => {
+                                first_err = Some(e);
+                                next.store(usize::MAX / 2, Ordering::Relaxed);
+                                continue;
+                            }
+                        },
+                        None => 0,
+                    };
+                    let owner = plan.jobs[res.job].owner;
+                    for (addr, nr, kind, off) in res.runs {
+                        let mut run = PageRun::new();
+                        run.addr = addr;
+                        run.nr_pages = nr;
+                        run.kind = kind.into();
+                        if kind == RunKind::RUN_DATA {
+                            run.chunk = chunk;
+                            run.chunk_offset = off;
+                        }
+                        maps[owner].runs.push(run);
+                    }
+                    if !res.hashes.is_empty() {
+                        hashes.entry(owner).or_default().extend(res.hashes);
+                    }
+                }
+                Ok(_) => {}
+            }
+        }
+    });
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    for &(child, parent, start, nr) in &plan.inherit {
+        let end = start + nr * PAGE_SIZE;
+        let copies: Vec<PageRun> = maps[parent]
+            .runs
+            .iter()
+            .filter(|r| r.addr < end && r.addr + r.nr_pages * PAGE_SIZE > start)
+            .filter(|r| r.kind.enum_value() != Ok(RunKind::RUN_PARENT))
+            .map(|r| {
+                let s = r.addr.max(start);
+                let e = (r.addr + r.nr_pages * PAGE_SIZE).min(end);
+                let mut c = r.clone();
+                c.addr = s;
+                c.nr_pages = (e - s) / PAGE_SIZE;
+                if r.kind.enum_value() == Ok(RunKind::RUN_DATA) {
+                    c.chunk_offset = r.chunk_offset + (s - r.addr);
+                }
+                c
+            })
+            .collect();
+        maps[child].runs.extend(copies);
+    }
+    for &(owner, addr, nr) in &plan.parent_runs {
+        let mut run = PageRun::new();
+        run.addr = addr;
+        run.nr_pages = nr;
+        run.kind = RunKind::RUN_PARENT.into();
+        maps[owner].runs.push(run);
+        if plan.hashed.contains(&owner) {
+            if let Some(ph) = plan.compare.get(&owner) {
+                let v = hashes.entry(owner).or_default();
+                for i in 0..nr {
+                    let a = addr + i * PAGE_SIZE;
+                    if let Some(h) = ph.get(a) {
+                        v.push((a, h));
+                    }
+                }
+            }
+        }
+    }
+    for m in &mut maps {
+        m.runs.sort_by_key(|r| r.addr);
+    }
+    let mut out_hashes: Vec<(usize, PageHashes)> = hashes
+        .into_iter()
+        .map(|(o, v)| (o, Hashes::from_pages(v).to_proto(&plan.owners[o])))
+        .collect();
+    out_hashes.sort_by_key(|h| h.0);
+    Ok(Written {
+        maps,
+        hashes: out_hashes.into_iter().map(|h| h.1).collect(),
+    })
+}
+
+/// Writes all page runs into the vessel, decompressing chunks on every
+/// core. Zero runs are written only where the mapping is not fresh
+/// anonymous memory.
+pub fn restore_pages(
+    pid: i32,
+    mm: &MmEntry,
+    maps: &[(&str, &[Resolved])],
+    stores: &[&PageStoreReader],
+    shm: &HashMap<String, File>,
+) -> Result<()> {
+    enum Dest<'a> {
+        Vm(u64),
+        File(&'a File, u64),
+    }
+    // Group data runs by (layer, chunk).
+    type ByChunk<'a> = BTreeMap<(usize, u32), Vec<(Dest<'a>, u64, u64)>>;
+    let mut by_chunk: ByChunk = BTreeMap::new();
+    let zero_page = vec![0u8; PAGE_SIZE as usize];
+    for (owner, runs) in maps {
+        let private = owner.starts_with("pid:");
+        for r in runs.iter() {
+            let dest = if private {
+                Dest::Vm(r.addr)
+            } else {
+                // Shared objects are filled once, by their creator.
+                match shm.get(*owner) {
+                    Some(f) => Dest::File(f, r.addr),
+                    None => continue,
+                }
+            };
+            match r.data {
+                Some((chunk, off)) => by_chunk
+                    .entry((r.layer, chunk))
+                    .or_default()
+                    .push((dest, off, r.nr_pages)),
+                None => {
+                    let fresh = match dest {
+                        Dest::File(..) => true,
+                        Dest::Vm(a) => mm.vmas.iter().any(|v| {
+                            v.start <= a
+                                && a < v.end
+                                && v.kind.enum_value() == Ok(VmaKind::VMA_ANON_PRIVATE)
+                        }),
+                    };
+                    if !fresh {
+                        if let Dest::Vm(a) = dest {
+                            for i in 0..r.nr_pages {
+                                mem::vm_write_all(pid, a + i * PAGE_SIZE, &zero_page).map_err(
+                                    |e| {
+                                        Error::sys(
+                                            pid,
+                                            format!("write zero page at {:#x}", a + i * PAGE_SIZE),
+                                            e,
+                                        )
+                                    },
+                                )?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    type ChunkWork<'a> = ((usize, u32), Vec<(Dest<'a>, u64, u64)>);
+    let work: Vec<ChunkWork> = by_chunk.into_iter().collect();
+    let next = AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .min(8);
+    let errors: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(((layer, chunk), runs)) = work.get(i) else {
+                    return;
+                };
+                let r = (|| -> Result<()> {
+                    let store = stores.get(*layer).ok_or_else(|| {
+                        Error::Restore(format!("pid {pid}: no layer {layer} in the chain"))
+                    })?;
+                    let raw = store.read_chunk(*chunk)?;
+                    for (dest, off, nr) in runs {
+                        let bytes = &raw[*off as usize..(*off + nr * PAGE_SIZE) as usize];
+                        match dest {
+                            Dest::Vm(a) => mem::vm_write_all(pid, *a, bytes).map_err(|e| {
+                                Error::sys(pid, format!("write {nr} pages at {a:#x}"), e)
+                            })?,
+                            Dest::File(f, o) => f.write_all_at(bytes, *o).map_err(|e| {
+                                Error::sys(pid, format!("write shared memory at offset {o:#x}"), e)
+                            })?,
+                        }
+                    }
+                    Ok(())
+                })();
+                if let Err(e) = r {
+                    if let Ok(mut g) = errors.lock() {
+                        g.get_or_insert(e);
+                    }
+                    next.store(usize::MAX / 2, Ordering::Relaxed);
+                    return;
+                }
+            });
+        }
+    });
+    match errors.into_inner() {
+        Ok(Some(e)) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_detection() {
+        let mut p = vec![0u8; 4096];
+        assert!(is_zero(&p));
+        p[4095] = 1;
+        assert!(!is_zero(&p));
+        p[4095] = 0;
+        p[0] = 1;
+        assert!(!is_zero(&p));
+    }
+}

@@ -1,0 +1,494 @@
+//! VMAs: classifying and describing the mappings of a process at dump,
+//! and recreating them in a vessel at restore (injected mmap, shmat for
+//! System V segments, shared anonymous objects created once and fetched
+//! by the other processes), then their final protections and advice.
+
+use std::collections::HashMap;
+use std::fs::File;
+
+use crate::error::{Error, IoContext, Result};
+use crate::image::proto::{MmEntry, Vma, VmaKind};
+use crate::procfs::{self, MapsEntry};
+use crate::remote::Calls;
+
+pub(super) fn classify(pid: i32, m: &MapsEntry) -> Result<Option<VmaKind>> {
+    let p = m.path.as_str();
+    Ok(Some(match p {
+        "[vsyscall]" => return Ok(None),
+        "[vdso]" => VmaKind::VMA_VDSO,
+        "[vvar]" => VmaKind::VMA_VVAR,
+        "[vvar_vclock]" => VmaKind::VMA_VVAR_VCLOCK,
+        _ if m.has_flag("io") || m.has_flag("pf") => {
+            return Err(Error::unsupported(
+                pid,
+                format!("device mapping {:#x}-{:#x} {p}", m.start, m.end),
+            ))
+        }
+        _ if p.starts_with("/SYSV") && m.shared => VmaKind::VMA_SYSV_SHM,
+        _ if m.shared && (p == "/dev/zero (deleted)" || p.starts_with("[anon_shmem")) => {
+            VmaKind::VMA_ANON_SHARED
+        }
+        _ if p.is_empty() || p == "[heap]" || p == "[stack]" || p.starts_with("[anon:") => {
+            if m.shared {
+                VmaKind::VMA_ANON_SHARED
+            } else {
+                VmaKind::VMA_ANON_PRIVATE
+            }
+        }
+        _ if p.starts_with('[') => {
+            return Err(Error::unsupported(
+                pid,
+                format!("special mapping {p} at {:#x}", m.start),
+            ))
+        }
+        _ if m.is_deleted() => {
+            return Err(Error::unsupported(
+                pid,
+                format!("mapping {:#x}-{:#x} of deleted file {p}", m.start, m.end),
+            ))
+        }
+        _ if m.shared => VmaKind::VMA_FILE_SHARED,
+        _ => VmaKind::VMA_FILE_PRIVATE,
+    }))
+}
+
+fn prot_of(m: &MapsEntry) -> u32 {
+    let mut p = 0;
+    if m.read {
+        p |= libc::PROT_READ as u32;
+    }
+    if m.write {
+        p |= libc::PROT_WRITE as u32;
+    }
+    if m.exec {
+        p |= libc::PROT_EXEC as u32;
+    }
+    p
+}
+
+/// Refuses, before anything is frozen, mappings cairn cannot dump.
+pub fn precheck(pid: i32) -> Result<()> {
+    for m in procfs::read_smaps(pid)? {
+        classify(pid, &m)?;
+    }
+    Ok(())
+}
+
+/// The image of VMA `m`, of `kind`; `map_file` is its
+/// /proc/PID/map_files entry, `register_file` gives the files-image id of
+/// a mapped file.
+pub(super) fn describe(
+    m: &MapsEntry,
+    kind: VmaKind,
+    map_file: &str,
+    register_file: &mut impl FnMut(&str, &std::fs::Metadata, bool) -> Result<u32>,
+) -> Result<Vma> {
+    let mut v = Vma::new();
+    v.start = m.start;
+    v.end = m.end;
+    v.prot = prot_of(m);
+    v.kind = kind.into();
+    v.pgoff = m.offset;
+    // uffd registration ("uw", "um", "ui") is cairn's own tracking
+    // or the process's, and is not restored.
+    v.vm_flags = m
+        .vm_flags
+        .iter()
+        .filter(|f| !matches!(f.as_str(), "uw" | "um" | "ui"))
+        .cloned()
+        .collect();
+    v.name = m.path.clone();
+    match kind {
+        VmaKind::VMA_FILE_PRIVATE | VmaKind::VMA_FILE_SHARED => {
+            let md = std::fs::metadata(map_file).at(map_file)?;
+            v.file_id = register_file(
+                &m.path,
+                &md,
+                kind == VmaKind::VMA_FILE_SHARED && m.has_flag("mw"),
+            )?;
+        }
+        VmaKind::VMA_ANON_SHARED | VmaKind::VMA_SYSV_SHM => v.shmid = m.inode,
+        _ => {}
+    }
+    Ok(v)
+}
+
+const MAP_FIXED_NOREPLACE: u64 = 0x100000;
+
+/// Shared anonymous memory objects of the whole tree during a restore.
+#[derive(Default)]
+pub struct ShmObjects {
+    /// shmid -> size in bytes (largest extent any process maps).
+    pub sizes: HashMap<u64, u64>,
+    /// shmid -> (vessel that created it, its fd there, kept open until
+    /// every process has mapped it).
+    pub owners: HashMap<u64, (i32, u64)>,
+    /// System V segments whose contents have been written already.
+    pub sysv_filled: std::collections::HashSet<u64>,
+}
+
+impl ShmObjects {
+    pub fn new<'a>(mms: impl Iterator<Item = &'a MmEntry>) -> ShmObjects {
+        let mut sizes: HashMap<u64, u64> = HashMap::new();
+        for v in mms.flat_map(|m| m.vmas.iter()) {
+            if v.kind.enum_value() == Ok(VmaKind::VMA_ANON_SHARED) {
+                let e = sizes.entry(v.shmid).or_default();
+                *e = (*e).max(v.pgoff + (v.end - v.start));
+            }
+        }
+        ShmObjects {
+            sizes,
+            owners: HashMap::new(),
+            sysv_filled: Default::default(),
+        }
+    }
+}
+
+/// Attaches a System V segment (which exists by now, see
+/// `kinds::sysv`) with an injected shmat at the VMA's address. A segment
+/// split into several VMAs is attached once, at the VMA of offset 0.
+fn attach_sysv(
+    agent: &mut dyn Calls,
+    mm: &MmEntry,
+    v: &Vma,
+    shm: &mut ShmObjects,
+    local: &mut HashMap<String, File>,
+) -> Result<()> {
+    let pid = agent.pid();
+    let same: Vec<&Vma> = mm
+        .vmas
+        .iter()
+        .filter(|x| x.shmid == v.shmid && x.kind.enum_value() == Ok(VmaKind::VMA_SYSV_SHM))
+        .collect();
+    if v.pgoff != 0 {
+        if !same.iter().any(|x| x.pgoff == 0) {
+            return Err(Error::Restore(format!(
+                "pid {pid}: System V segment {} is attached only in part at {:#x}: not supported",
+                v.shmid, v.start
+            )));
+        }
+        return Ok(());
+    }
+    const SHM_RDONLY: u64 = 0o10000;
+    const SHM_EXEC: u64 = 0o100000;
+    let mut flags = SHM_RDONLY;
+    if same.iter().any(|x| x.prot & libc::PROT_WRITE as u32 != 0) {
+        flags &= !SHM_RDONLY;
+    }
+    if same.iter().any(|x| x.prot & libc::PROT_EXEC as u32 != 0) {
+        flags |= SHM_EXEC;
+    }
+    let got = agent.shmat(v.shmid, v.start, flags)?;
+    if got != v.start {
+        return Err(Error::Restore(format!(
+            "pid {pid}: shmat of segment {} landed at {got:#x}",
+            v.shmid
+        )));
+    }
+    if shm.sysv_filled.insert(v.shmid) {
+        let m = procfs::read_maps(pid)?
+            .into_iter()
+            .find(|m| m.start == v.start)
+            .ok_or_else(|| {
+                Error::Restore(format!(
+                    "pid {pid}: segment {} not mapped after shmat",
+                    v.shmid
+                ))
+            })?;
+        let path = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .at(&path)?;
+        local.insert(format!("sysv:{}", v.shmid), f);
+    }
+    Ok(())
+}
+
+/// Creates every VMA of `mm` in the vessel (which has nothing mapped but
+/// the scratch area) and the vDSO. `file_path` gives the path of a file id.
+/// Returns local fds of the shared objects, by shmid, for page writing.
+pub fn restore_vmas(
+    agent: &mut dyn Calls,
+    mm: &MmEntry,
+    file_path: &dyn Fn(u32) -> Option<String>,
+    shm_objects: &mut ShmObjects,
+) -> Result<HashMap<String, File>> {
+    let pid = agent.pid();
+    // Shared anonymous objects: each is created once, in the first process
+    // that maps it, and kept open there; the others fetch the same object
+    // with pidfd_getfd.
+    let mut ids: Vec<u64> = mm
+        .vmas
+        .iter()
+        .filter(|v| v.kind.enum_value() == Ok(VmaKind::VMA_ANON_SHARED))
+        .map(|v| v.shmid)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let mut shm_fds: HashMap<u64, u64> = HashMap::new();
+    let mut to_close: Vec<u64> = Vec::new();
+    let mut shm_local: HashMap<String, File> = HashMap::new();
+    for id in ids {
+        if let Some(&(owner, ofd)) = shm_objects.owners.get(&id) {
+            let fd = agent.fetch_fd(owner, ofd)?;
+            shm_fds.insert(id, fd);
+            to_close.push(fd);
+            continue;
+        }
+        let size = shm_objects.sizes.get(&id).copied().unwrap_or(0);
+        if size == 0 {
+            return Err(Error::Restore(format!(
+                "pid {pid}: shared memory object {id} has no size"
+            )));
+        }
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        let addr = agent.mmap_anon("shared", 0, size, rw, libc::MAP_SHARED)?;
+        let path = format!("/proc/self/map_files/{:x}-{:x}", addr, addr + size);
+        let fd = agent.open(&path, libc::O_RDWR | libc::O_CLOEXEC)?;
+        agent.munmap(addr, size)?;
+        let local_path = format!("/proc/{pid}/fd/{fd}");
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&local_path)
+            .at(&local_path)?;
+        shm_fds.insert(id, fd);
+        shm_local.insert(format!("shmem:{id}"), f);
+        shm_objects.owners.insert(id, (pid, fd));
+    }
+    let mut file_fds: HashMap<(u32, bool), u64> = HashMap::new();
+    for v in &mm.vmas {
+        let kind = v
+            .kind
+            .enum_value()
+            .map_err(|k| Error::Restore(format!("unknown VMA kind {k}")))?;
+        let len = v.end - v.start;
+        let has = |f: &str| v.vm_flags.iter().any(|x| x == f);
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u32;
+        let (prot, flags, fd, off) = match kind {
+            VmaKind::VMA_VDSO
+            | VmaKind::VMA_VVAR
+            | VmaKind::VMA_VVAR_VCLOCK
+            | VmaKind::VMA_VSYSCALL => continue,
+            VmaKind::VMA_ANON_PRIVATE => {
+                let mut fl = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+                if has("gd") {
+                    fl |= libc::MAP_GROWSDOWN;
+                }
+                if has("nr") {
+                    fl |= libc::MAP_NORESERVE;
+                }
+                (v.prot | rw, fl, u64::MAX, 0)
+            }
+            VmaKind::VMA_ANON_SHARED => (v.prot | rw, libc::MAP_SHARED, shm_fds[&v.shmid], v.pgoff),
+            VmaKind::VMA_FILE_PRIVATE | VmaKind::VMA_FILE_SHARED => {
+                let shared = kind == VmaKind::VMA_FILE_SHARED;
+                let writable = shared && has("mw");
+                let fd = match file_fds.get(&(v.file_id, writable)) {
+                    Some(&fd) => fd,
+                    None => {
+                        let path = file_path(v.file_id).ok_or_else(|| {
+                            Error::Restore(format!("VMA {:#x}: no file {}", v.start, v.file_id))
+                        })?;
+                        let mode = if writable {
+                            libc::O_RDWR
+                        } else {
+                            libc::O_RDONLY
+                        };
+                        let fd = agent.open(&path, mode | libc::O_CLOEXEC)?;
+                        file_fds.insert((v.file_id, writable), fd);
+                        fd
+                    }
+                };
+                if shared {
+                    (v.prot, libc::MAP_SHARED, fd, v.pgoff)
+                } else {
+                    (v.prot | rw, libc::MAP_PRIVATE, fd, v.pgoff)
+                }
+            }
+            VmaKind::VMA_SYSV_SHM => {
+                attach_sysv(agent, mm, v, shm_objects, &mut shm_local)?;
+                continue;
+            }
+        };
+        let got = agent
+            .try_mmap(v.start, len, prot as i32, flags | libc::MAP_FIXED, fd, off)
+            .map_err(|e| {
+                Error::Restore(format!(
+                    "pid {pid}: mmap {:#x}-{:#x} ({}): {e}",
+                    v.start, v.end, v.name
+                ))
+            })?;
+        if got != v.start {
+            return Err(Error::Restore(format!(
+                "pid {pid}: mmap {:#x} landed at {got:#x}",
+                v.start
+            )));
+        }
+    }
+    for fd in file_fds.values().chain(to_close.iter()) {
+        agent.close(*fd)?;
+    }
+    super::vdso::restore(agent, mm)?;
+    Ok(shm_local)
+}
+
+/// Final protections and madvise flags, after the pages are in.
+pub fn finish_vmas(agent: &mut dyn Calls, mm: &MmEntry) -> Result<()> {
+    for v in &mm.vmas {
+        let kind = v.kind.enum_value().ok();
+        if matches!(
+            kind,
+            Some(
+                VmaKind::VMA_VDSO
+                    | VmaKind::VMA_VVAR
+                    | VmaKind::VMA_VVAR_VCLOCK
+                    | VmaKind::VMA_VSYSCALL
+            )
+        ) {
+            continue;
+        }
+        let len = v.end - v.start;
+        if kind != Some(VmaKind::VMA_FILE_SHARED) {
+            agent.mprotect(v.start, len, v.prot as i32)?;
+        }
+        for (flag, advice) in [
+            ("dd", libc::MADV_DONTDUMP),
+            ("dc", libc::MADV_DONTFORK),
+            ("hg", libc::MADV_HUGEPAGE),
+            ("nh", libc::MADV_NOHUGEPAGE),
+            ("mg", libc::MADV_MERGEABLE),
+        ] {
+            if v.vm_flags.iter().any(|f| f == flag) {
+                // Best effort: a kernel without THP or KSM refuses some.
+                let _ = agent.madvise(v.start, len, advice);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Used by the restorer to pick a scratch address that collides with
+/// nothing in the image nor in the vessel.
+pub fn free_area(size: u64, taken: &[(u64, u64)]) -> Option<u64> {
+    let mut cand = 0x7e00_0000_0000u64;
+    while cand > 0x1_0000_0000 {
+        if !taken.iter().any(|&(s, e)| cand < e && cand + size > s) {
+            return Some(cand);
+        }
+        cand -= 1 << 30;
+    }
+    None
+}
+
+pub const FIXED_NOREPLACE: u64 = MAP_FIXED_NOREPLACE;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_area_avoids_taken() {
+        let top = 0x7e00_0000_0000u64;
+        let a = free_area(0x10000, &[(top, top + 0x1000)]).unwrap();
+        assert!(a + 0x10000 <= top || a >= top + 0x1000);
+    }
+
+    fn vma(start: u64, end: u64, kind: VmaKind, prot: i32, file_id: u32, flags: &[&str]) -> Vma {
+        let mut v = Vma::new();
+        (v.start, v.end, v.kind, v.prot, v.file_id) =
+            (start, end, kind.into(), prot as u32, file_id);
+        v.vm_flags = flags.iter().map(|f| f.to_string()).collect();
+        v
+    }
+
+    /// The address space of a small program, restored into a fake
+    /// process: every VMA at its address, a file opened once per access
+    /// mode and closed again, writable while the pages go in, then the
+    /// final protections and advice.
+    #[test]
+    fn vmas_are_recreated_at_their_addresses_on_the_fake() {
+        use crate::remote::fake::{FakeObject, FakeTask, FakeWorld};
+        let w = FakeWorld::new();
+        w.borrow_mut().files.insert("/bin/prog".into());
+        let mut t = FakeTask::new(&w, 100);
+        let (r, rx) = (libc::PROT_READ, libc::PROT_READ | libc::PROT_EXEC);
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        let mut mm = MmEntry::new();
+        mm.vmas = vec![
+            vma(0x40_0000, 0x40_2000, VmaKind::VMA_FILE_PRIVATE, rx, 7, &[]),
+            vma(
+                0x40_2000,
+                0x40_3000,
+                VmaKind::VMA_FILE_PRIVATE,
+                r,
+                7,
+                &["dd"],
+            ),
+            vma(
+                0x60_0000,
+                0x60_4000,
+                VmaKind::VMA_ANON_PRIVATE,
+                rw,
+                0,
+                &["gd"],
+            ),
+            vma(
+                0x7fff_0000_0000,
+                0x7fff_0000_1000,
+                VmaKind::VMA_ANON_PRIVATE,
+                r,
+                0,
+                &["nr"],
+            ),
+        ];
+        let path = |id: u32| (id == 7).then(|| "/bin/prog".to_string());
+        let shm = restore_vmas(&mut t, &mm, &path, &mut ShmObjects::default()).unwrap();
+        assert!(shm.is_empty());
+        let got: Vec<(u64, u64, i32)> =
+            t.mm.vmas.iter().map(|(&s, v)| (s, v.end, v.prot)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (0x40_0000, 0x40_2000, rx | rw),
+                (0x40_2000, 0x40_3000, rw),
+                (0x60_0000, 0x60_4000, rw),
+                (0x7fff_0000_0000, 0x7fff_0000_1000, rw),
+            ]
+        );
+        let prog = Some(FakeObject::Path("/bin/prog".into()));
+        assert_eq!(t.mm.vmas[&0x40_2000].object, prog);
+        assert_eq!(t.mm.vmas[&0x40_2000].off, 0);
+        assert!(t.mm.vmas[&0x60_0000].flags & libc::MAP_GROWSDOWN != 0);
+        assert!(t.mm.vmas[&0x7fff_0000_0000].flags & libc::MAP_NORESERVE != 0);
+        assert_eq!(t.log.iter().filter(|c| *c == "openat").count(), 1);
+        assert!(w.borrow().table(100).is_empty(), "the file is closed");
+        finish_vmas(&mut t, &mm).unwrap();
+        let prot: Vec<i32> = t.mm.vmas.values().map(|v| v.prot).collect();
+        assert_eq!(prot, vec![rx, r, rw, r]);
+        assert_eq!(t.mm.advice, vec![(0x40_2000, 0x1000, libc::MADV_DONTDUMP)]);
+    }
+
+    #[test]
+    fn a_vma_of_an_unknown_file_is_refused_by_name() {
+        use crate::remote::fake::{FakeTask, FakeWorld};
+        let w = FakeWorld::new();
+        let mut t = FakeTask::new(&w, 100);
+        let mut mm = MmEntry::new();
+        mm.vmas = vec![vma(
+            0x40_0000,
+            0x40_1000,
+            VmaKind::VMA_FILE_SHARED,
+            libc::PROT_READ,
+            9,
+            &[],
+        )];
+        let e = restore_vmas(&mut t, &mm, &|_| None, &mut ShmObjects::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("VMA 0x400000: no file 9"), "{e}");
+        assert!(t.mm.vmas.is_empty());
+    }
+}

@@ -1,0 +1,455 @@
+//! Task state: registers and XSAVE, signals (dispositions, masks, pending
+//! queues, alternate stacks), rseq, robust futex lists, credentials,
+//! limits and the small per-process attributes.
+
+use crate::dump::freeze::FrozenTask;
+use crate::error::{Error, Result};
+use crate::image::proto::{Creds, PendingSignal, Rseq, SigAltStack, TaskCore, ThreadCore, X86Regs};
+use crate::procfs;
+use crate::remote::Calls;
+use crate::sys::ptrace::{self, UserRegs};
+use crate::sys::{mem, task};
+
+pub mod objects;
+pub mod validate;
+
+pub use objects::{DumpCtx, Phase, ProcKind, PROC_KINDS};
+
+const ERESTARTSYS: i64 = 512;
+const ERESTARTNOINTR: i64 = 513;
+const ERESTARTNOHAND: i64 = 514;
+const ERESTART_RESTARTBLOCK: i64 = 516;
+
+/// Registers as the task will resume: a syscall interrupted by the freeze
+/// is set up to run again (or to return EINTR where the kernel's restart
+/// state cannot be carried over), as the kernel does after a signal.
+pub fn resume_regs(mut r: UserRegs) -> UserRegs {
+    if (r.orig_rax as i64) >= 0 {
+        match -(r.rax as i64) {
+            ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => {
+                r.rax = r.orig_rax;
+                r.rip -= 2;
+            }
+            ERESTART_RESTARTBLOCK => r.rax = (-libc::EINTR) as i64 as u64,
+            _ => {}
+        }
+    }
+    r.orig_rax = u64::MAX;
+    r
+}
+
+pub fn regs_to_proto(r: &UserRegs) -> X86Regs {
+    let mut p = X86Regs::new();
+    (p.r15, p.r14, p.r13, p.r12, p.rbp, p.rbx, p.r11, p.r10, p.r9) =
+        (r.r15, r.r14, r.r13, r.r12, r.rbp, r.rbx, r.r11, r.r10, r.r9);
+    (
+        p.r8, p.rax, p.rcx, p.rdx, p.rsi, p.rdi, p.orig_rax, p.rip, p.cs,
+    ) = (
+        r.r8, r.rax, r.rcx, r.rdx, r.rsi, r.rdi, r.orig_rax, r.rip, r.cs,
+    );
+    (
+        p.eflags, p.rsp, p.ss, p.fs_base, p.gs_base, p.ds, p.es, p.fs, p.gs,
+    ) = (
+        r.eflags, r.rsp, r.ss, r.fs_base, r.gs_base, r.ds, r.es, r.fs, r.gs,
+    );
+    p
+}
+
+pub fn regs_from_proto(p: &X86Regs) -> UserRegs {
+    UserRegs {
+        r15: p.r15,
+        r14: p.r14,
+        r13: p.r13,
+        r12: p.r12,
+        rbp: p.rbp,
+        rbx: p.rbx,
+        r11: p.r11,
+        r10: p.r10,
+        r9: p.r9,
+        r8: p.r8,
+        rax: p.rax,
+        rcx: p.rcx,
+        rdx: p.rdx,
+        rsi: p.rsi,
+        rdi: p.rdi,
+        orig_rax: p.orig_rax,
+        rip: p.rip,
+        cs: p.cs,
+        eflags: p.eflags,
+        rsp: p.rsp,
+        ss: p.ss,
+        fs_base: p.fs_base,
+        gs_base: p.gs_base,
+        ds: p.ds,
+        es: p.es,
+        fs: p.fs,
+        gs: p.gs,
+    }
+}
+
+fn pending(list: Vec<[u8; 128]>) -> Vec<PendingSignal> {
+    list.into_iter()
+        .map(|si| {
+            let mut p = PendingSignal::new();
+            p.signo = i32::from_ne_bytes([si[0], si[1], si[2], si[3]]) as u32;
+            p.siginfo = si.to_vec();
+            p
+        })
+        .collect()
+}
+
+/// If the thread stopped inside an rseq critical section, move it to the
+/// abort handler, as the kernel would on preemption.
+fn rseq_fixup(pid: i32, cfg: &ptrace::RseqConfig, regs: &mut UserRegs) {
+    if cfg.rseq_abi_pointer == 0 {
+        return;
+    }
+    let mut p = [0u8; 8];
+    if mem::vm_read_all(pid, cfg.rseq_abi_pointer + 8, &mut p).is_err() {
+        return;
+    }
+    let cs = u64::from_ne_bytes(p);
+    if cs == 0 {
+        return;
+    }
+    let mut b = [0u8; 32];
+    if mem::vm_read_all(pid, cs, &mut b).is_err() {
+        return;
+    }
+    let w = |i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+    let (start, post, abort) = (w(8), w(16), w(24));
+    if regs.rip >= start && regs.rip < start.wrapping_add(post) {
+        regs.rip = abort;
+    }
+}
+
+/// Per-thread state; `agent` runs in this thread.
+pub fn dump_thread(agent: &mut dyn Calls, t: &FrozenTask) -> Result<ThreadCore> {
+    let tid = t.tid;
+    let mut th = ThreadCore::new();
+    th.tid = tid as u32;
+    let mut regs = resume_regs(t.regs);
+    let cfg = ptrace::get_rseq_config(tid)
+        .map_err(|e| Error::sys(tid, "PTRACE_GET_RSEQ_CONFIGURATION", e))?;
+    rseq_fixup(agent.pid(), &cfg, &mut regs);
+    th.regs = Some(regs_to_proto(&regs)).into();
+    th.xsave = ptrace::get_xstate(tid)
+        .map_err(|e| Error::sys(tid, "PTRACE_GETREGSET NT_X86_XSTATE", e))?;
+    th.sigmask = t.sigmask;
+    th.pending = pending(
+        ptrace::peek_siginfo(tid, false).map_err(|e| Error::sys(tid, "PTRACE_PEEKSIGINFO", e))?,
+    );
+    let mut r = Rseq::new();
+    r.addr = cfg.rseq_abi_pointer;
+    r.len = cfg.rseq_abi_size;
+    r.flags = cfg.flags;
+    r.signature = cfg.signature;
+    th.rseq = Some(r).into();
+    let (head, len) =
+        task::get_robust_list(tid).map_err(|e| Error::sys(tid, "get_robust_list", e))?;
+    th.robust_list = head;
+    th.robust_list_len = len;
+    th.comm = procfs::read_comm(agent.pid(), tid)?;
+    // sigaltstack(NULL, &old) and PR_GET_TID_ADDRESS run in the thread.
+    let mut ss = SigAltStack::new();
+    (ss.sp, ss.flags, ss.size) = agent.sigaltstack_get()?;
+    th.altstack = Some(ss).into();
+    th.clear_child_tid = agent.tid_address()?;
+    Ok(th)
+}
+
+/// Process-wide state; `agent` runs in the thread-group leader. The
+/// objects of [`PROC_KINDS`] (signal dispositions, attributes, limits,
+/// timers) are read by their kinds.
+pub fn dump_process(
+    agent: &mut dyn Calls,
+    status: &procfs::Status,
+    stat: &procfs::Stat,
+) -> Result<TaskCore> {
+    let pid = agent.pid();
+    let mut core = TaskCore::new();
+    core.pid = pid as u32;
+    core.exit_signal = stat.exit_signal as u32;
+    let mut c = Creds::new();
+    (c.uid, c.euid, c.suid, c.fsuid) = (status.uid[0], status.uid[1], status.uid[2], status.uid[3]);
+    (c.gid, c.egid, c.sgid, c.fsgid) = (status.gid[0], status.gid[1], status.gid[2], status.gid[3]);
+    c.groups = status.groups.clone();
+    (c.cap_inh, c.cap_prm, c.cap_eff, c.cap_bnd, c.cap_amb) = (
+        status.cap_inh,
+        status.cap_prm,
+        status.cap_eff,
+        status.cap_bnd,
+        status.cap_amb,
+    );
+    c.no_new_privs = status.no_new_privs;
+    c.securebits = agent.prctl("PR_GET_SECUREBITS", libc::PR_GET_SECUREBITS, &[])? as u32;
+    core.creds = Some(c).into();
+    core.shared_pending = pending(
+        ptrace::peek_siginfo(pid, true)
+            .map_err(|e| Error::sys(pid, "PTRACE_PEEKSIGINFO shared", e))?,
+    );
+    let ctx = DumpCtx { status, stat };
+    for k in PROC_KINDS {
+        k.dump(agent, &ctx, &mut core)?;
+    }
+    Ok(core)
+}
+
+/// brk(0) in the target: the current program break.
+pub fn dump_brk(agent: &mut dyn Calls) -> Result<u64> {
+    agent.brk(0)
+}
+
+// ---------------------------------------------------------------- restore
+
+/// Per-thread kernel state registered by syscalls: alternate signal
+/// stack, rseq, robust list, clear_child_tid.
+pub fn restore_thread_attrs(agent: &mut dyn Calls, th: &ThreadCore) -> Result<()> {
+    if let Some(ss) = th.altstack.as_ref() {
+        // SS_ONSTACK is a state, not a flag one can set.
+        agent.sigaltstack_set(ss.sp, (ss.flags & !1) as i32, ss.size)?;
+    }
+    if let Some(r) = th.rseq.as_ref().filter(|r| r.addr != 0) {
+        agent.rseq("rseq", r.addr, r.len, 0, r.signature)?;
+    }
+    if th.robust_list != 0 {
+        agent.set_robust_list(th.robust_list, th.robust_list_len)?;
+    }
+    agent.set_tid_address(th.clear_child_tid)?;
+    if !th.comm.is_empty() {
+        agent.set_comm(&th.comm)?;
+    }
+    Ok(())
+}
+
+/// Queues the saved pending signals again, in order (all signals are
+/// blocked in the vessel until the final mask is set).
+pub fn restore_pending(
+    agent: &mut dyn Calls,
+    tgid: i32,
+    tid: i32,
+    list: &[PendingSignal],
+    shared: bool,
+) -> Result<()> {
+    for p in list {
+        if p.siginfo.len() != 128 {
+            return Err(Error::Restore(format!(
+                "pid {tgid}: bad siginfo for signal {}",
+                p.signo
+            )));
+        }
+        if shared {
+            agent.rt_sigqueueinfo(tgid, p.signo, &p.siginfo)?;
+        } else {
+            agent.rt_tgsigqueueinfo(tgid, tid, p.signo, &p.siginfo)?;
+        }
+    }
+    Ok(())
+}
+
+const SECBIT_KEEP_CAPS: u64 = 1 << 4;
+const SECBIT_KEEP_CAPS_LOCKED: u64 = 1 << 5;
+
+/// Session and process group: a session leader becomes one again, a
+/// process-group leader leads a group again; otherwise the process joins
+/// cairn's (as with CRIU's --shell-job).
+pub fn restore_session(
+    agent: &mut dyn Calls,
+    pid: u32,
+    pgid: u32,
+    sid: u32,
+    pgid_in_tree: bool,
+) -> Result<()> {
+    if sid == pid {
+        agent.setsid()?;
+    } else if pgid == pid {
+        agent.setpgid(0, 0)?;
+    } else if pgid_in_tree {
+        // The group's leader was created earlier, in this session.
+        let cur = agent.getpgid(0)?;
+        if cur != pgid as u64 {
+            agent.setpgid(0, pgid)?;
+        }
+    }
+    Ok(())
+}
+
+const CAP_SETGID: u32 = 6;
+const CAP_SETUID: u32 = 7;
+const CAP_SETPCAP: u32 = 8;
+
+/// What the restoring cairn may give a process: its own credentials, or
+/// anything with the capabilities that allow it.
+pub struct OwnCreds {
+    status: crate::procfs::Status,
+    securebits: u32,
+}
+
+impl OwnCreds {
+    pub fn read() -> Result<OwnCreds> {
+        let status = crate::procfs::read_status(crate::sys::task::getpid())?;
+        let securebits = crate::sys::task::securebits()
+            .map_err(|e| Error::sys(crate::sys::task::getpid(), "PR_GET_SECUREBITS", e))?;
+        Ok(OwnCreds { status, securebits })
+    }
+
+    fn has(&self, cap: u32) -> bool {
+        self.status.cap_eff & (1 << cap) != 0
+    }
+
+    /// Why cairn may not restore process `pid` with credentials `c`, if it
+    /// may not: unprivileged, cairn restores only as the user it runs as,
+    /// with no capability it does not hold itself.
+    pub fn refuse(&self, pid: u32, c: &Creds) -> Option<String> {
+        let me = &self.status;
+        let who = format!("uid {} gid {}", me.uid[1], me.gid[1]);
+        let mut why = Vec::new();
+        let uids = [c.uid, c.euid, c.suid, c.fsuid];
+        if !self.has(CAP_SETUID) && uids.iter().any(|u| !me.uid.contains(u)) {
+            why.push(format!("uids {uids:?}"));
+        }
+        let gids = [c.gid, c.egid, c.sgid, c.fsgid];
+        if !self.has(CAP_SETGID) && gids.iter().any(|g| !me.gid.contains(g)) {
+            why.push(format!("gids {gids:?}"));
+        }
+        if !self.has(CAP_SETGID) {
+            let (mut a, mut b) = (c.groups.clone(), me.groups.clone());
+            a.sort_unstable();
+            b.sort_unstable();
+            if a != b {
+                why.push(format!("supplementary groups {:?}", c.groups));
+            }
+        }
+        let caps = c.cap_eff | c.cap_prm | c.cap_inh | c.cap_amb;
+        let allowed = if self.has(CAP_SETPCAP) {
+            me.cap_prm | me.cap_bnd
+        } else {
+            me.cap_prm
+        };
+        if caps & !allowed != 0 {
+            why.push(format!("capabilities {:#x}", caps & !allowed));
+        }
+        if !self.has(CAP_SETPCAP) && c.cap_bnd & me.cap_bnd != me.cap_bnd {
+            why.push(format!(
+                "a bounding set without {:#x}",
+                me.cap_bnd & !c.cap_bnd
+            ));
+        }
+        if !self.has(CAP_SETPCAP) && c.securebits != self.securebits {
+            why.push(format!("securebits {:#x}", c.securebits));
+        }
+        if why.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "pid {pid}: the images ask for {} but cairn runs as {who} without the \
+             capabilities to grant that (CAP_SETUID, CAP_SETGID, CAP_SETPCAP or the \
+             capabilities themselves): refused",
+            why.join(", ")
+        ))
+    }
+}
+
+/// Credentials, last: after this the vessel may no longer be privileged.
+/// Only what differs from the vessel's (cairn's own) is changed, so an
+/// unprivileged restore of a process of the same user needs no
+/// capability ([`OwnCreds::refuse`] checked the rest).
+pub fn restore_creds(agent: &mut dyn Calls, c: &Creds) -> Result<()> {
+    let last_cap = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(40);
+    let now = crate::procfs::read_status(agent.tid())?;
+    let own_bits = crate::sys::task::securebits().unwrap_or(u32::MAX);
+    let privileged = now.cap_eff & (1 << CAP_SETPCAP) != 0;
+    for cap in 0..=last_cap {
+        if c.cap_bnd & (1 << cap) == 0 && now.cap_bnd & (1 << cap) != 0 {
+            agent.prctl(
+                &format!("PR_CAPBSET_DROP, {cap}"),
+                libc::PR_CAPBSET_DROP,
+                &[cap],
+            )?;
+        }
+    }
+    let secure = c.securebits as u64;
+    // Unprivileged (no CAP_SETPCAP) the bits can only be what they are.
+    if privileged || c.securebits != own_bits {
+        agent.prctl(
+            "PR_SET_SECUREBITS",
+            libc::PR_SET_SECUREBITS,
+            &[secure | SECBIT_KEEP_CAPS],
+        )?;
+    }
+    let (mut want, mut have) = (c.groups.clone(), now.groups.clone());
+    want.sort_unstable();
+    have.sort_unstable();
+    if want != have {
+        agent.setgroups(&c.groups)?;
+    }
+    agent.setresgid(c.gid, c.egid, c.sgid)?;
+    agent.setfsgid(c.fsgid)?;
+    agent.setresuid(c.uid, c.euid, c.suid)?;
+    agent.setfsuid(c.fsuid)?;
+    agent.capset(c.cap_eff, c.cap_prm, c.cap_inh)?;
+    for cap in 0..=last_cap {
+        if c.cap_amb & (1 << cap) != 0 {
+            agent.prctl(
+                "PR_CAP_AMBIENT_RAISE",
+                libc::PR_CAP_AMBIENT,
+                &[libc::PR_CAP_AMBIENT_RAISE as u64, cap, 0, 0],
+            )?;
+        }
+    }
+    if secure & (SECBIT_KEEP_CAPS | SECBIT_KEEP_CAPS_LOCKED) == 0 {
+        agent.prctl("PR_SET_KEEPCAPS, 0", libc::PR_SET_KEEPCAPS, &[0])?;
+    }
+    if c.no_new_privs {
+        agent.prctl(
+            "PR_SET_NO_NEW_PRIVS",
+            libc::PR_SET_NO_NEW_PRIVS,
+            &[1, 0, 0, 0],
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_codes() {
+        let mut r = UserRegs {
+            orig_rax: 0,
+            rax: (-ERESTARTSYS) as u64,
+            rip: 0x1002,
+            ..Default::default()
+        };
+        let o = resume_regs(r);
+        assert_eq!((o.rax, o.rip, o.orig_rax), (0, 0x1000, u64::MAX));
+        r.rax = (-ERESTART_RESTARTBLOCK) as u64;
+        let o = resume_regs(r);
+        assert_eq!((o.rax as i64, o.rip), (-(libc::EINTR as i64), 0x1002));
+        // Not in a syscall: untouched apart from orig_rax.
+        let r = UserRegs {
+            orig_rax: u64::MAX,
+            rax: (-ERESTARTSYS) as u64,
+            rip: 0x1002,
+            ..Default::default()
+        };
+        assert_eq!(resume_regs(r).rip, 0x1002);
+    }
+
+    #[test]
+    fn regs_round_trip() {
+        let r = UserRegs {
+            r15: 1,
+            rip: 2,
+            gs: 3,
+            fs_base: 4,
+            orig_rax: 5,
+            ..Default::default()
+        };
+        assert_eq!(regs_from_proto(&regs_to_proto(&r)), r);
+    }
+}

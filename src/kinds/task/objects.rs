@@ -1,0 +1,554 @@
+//! The per-process objects that are not fds: signal dispositions, the
+//! small attributes (umask, personality, name, parent-death signal,
+//! subreaper, dumpable), resource limits and timers. Each is one
+//! [`ProcKind`]: read from the frozen process into its core image,
+//! checked in the image, restored into the vessel. They are listed once,
+//! in [`PROC_KINDS`]; the restore engine (`crate::restore`) runs them at
+//! its fixed points ([`Phase`]), in list order.
+//!
+//! Not here, because their ordering is intricate (see
+//! docs/ARCHITECTURE.md, "Per-process objects"): session and process
+//! group (set while the tree is created, before any memory), credentials
+//! (last, in every thread, after which the vessel may have lost the
+//! privilege everything else needs), pending signals (queued once the
+//! threads exist, with all signals blocked), and the per-thread state
+//! (registers, sigaltstack, rseq, robust list).
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use super::validate::{check_signo, RLIM_NLIMITS, SIG_MAX};
+use crate::error::{Error, Result};
+use crate::image::proto::{ITimer, PosixTimer, Rlimit, SigAction, TaskCore};
+use crate::image::validate::{bad, count, MAX_ITEMS, TASK_SIZE};
+use crate::procfs;
+use crate::remote::Calls;
+
+/// What the dump knows of a process besides what a kind reads itself.
+pub struct DumpCtx<'a> {
+    pub status: &'a procfs::Status,
+    pub stat: &'a procfs::Stat,
+}
+
+/// When the restore engine restores an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// With the process's attributes, before its other threads exist.
+    BeforeThreads,
+    /// Once every thread exists (a timer may signal one).
+    AfterThreads,
+}
+
+/// A per-process object that is not an fd.
+pub trait ProcKind: Sync {
+    /// Its name, for docs and errors.
+    fn name(&self) -> &'static str;
+    /// When the engine restores it.
+    fn phase(&self) -> Phase;
+    /// Reads it from the frozen process (`agent` runs in the leader).
+    fn dump(&self, agent: &mut dyn Calls, ctx: &DumpCtx, core: &mut TaskCore) -> Result<()>;
+    /// Checks it in the core image of a live process at `path`.
+    fn validate(&self, core: &TaskCore, path: &Path) -> Result<()>;
+    /// Restores it into the vessel (`agent` runs in the leader); what
+    /// could only be approximated goes to `warn`.
+    fn restore(&self, agent: &mut dyn Calls, core: &TaskCore, warn: &mut Vec<String>)
+        -> Result<()>;
+}
+
+/// Every per-process object, in the order of their restore within a
+/// phase.
+pub static PROC_KINDS: &[&dyn ProcKind] = &[&SigActions, &Attrs, &Rlimits, &Timers];
+
+fn obj(core: &TaskCore) -> String {
+    format!("pid {}", core.pid)
+}
+
+/// Signal dispositions (handler, flags, restorer, mask) of signals 1..=64
+/// but SIGKILL and SIGSTOP.
+pub struct SigActions;
+
+impl ProcKind for SigActions {
+    fn name(&self) -> &'static str {
+        "signal dispositions"
+    }
+
+    fn phase(&self) -> Phase {
+        Phase::BeforeThreads
+    }
+
+    fn dump(&self, agent: &mut dyn Calls, _: &DumpCtx, core: &mut TaskCore) -> Result<()> {
+        for sig in 1..=64u32 {
+            if sig == libc::SIGKILL as u32 || sig == libc::SIGSTOP as u32 {
+                continue;
+            }
+            let [handler, flags, restorer, mask] = agent.sigaction_get(sig)?;
+            let mut s = SigAction::new();
+            s.signo = sig;
+            (s.handler, s.flags, s.restorer, s.mask) = (handler, flags, restorer, mask);
+            core.sigactions.push(s);
+        }
+        Ok(())
+    }
+
+    fn validate(&self, c: &TaskCore, path: &Path) -> Result<()> {
+        let obj = obj(c);
+        count(
+            path,
+            &obj,
+            "sigactions",
+            c.sigactions.len(),
+            SIG_MAX as usize,
+        )?;
+        let mut sigs = HashSet::new();
+        for s in &c.sigactions {
+            check_signo(path, &obj, "sigactions.signo", s.signo, false)?;
+            if s.signo == libc::SIGKILL as u32
+                || s.signo == libc::SIGSTOP as u32
+                || !sigs.insert(s.signo)
+            {
+                return Err(bad(
+                    path,
+                    &obj,
+                    "sigactions.signo",
+                    format!("{}: SIGKILL, SIGSTOP or repeated", s.signo),
+                ));
+            }
+            for (f, v) in [
+                ("sigactions.handler", s.handler),
+                ("sigactions.restorer", s.restorer),
+            ] {
+                if v >= TASK_SIZE {
+                    return Err(bad(path, &obj, f, format!("{v:#x}: not a user address")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn restore(&self, agent: &mut dyn Calls, core: &TaskCore, _: &mut Vec<String>) -> Result<()> {
+        for s in &core.sigactions {
+            agent.sigaction_set(s.signo, [s.handler, s.flags, s.restorer, s.mask])?;
+        }
+        Ok(())
+    }
+}
+
+/// umask, personality, comm, parent-death signal, child subreaper and
+/// dumpable: everything process-wide that needs no privilege to be
+/// dropped later.
+pub struct Attrs;
+
+impl ProcKind for Attrs {
+    fn name(&self) -> &'static str {
+        "process attributes"
+    }
+
+    fn phase(&self) -> Phase {
+        Phase::BeforeThreads
+    }
+
+    fn dump(&self, agent: &mut dyn Calls, ctx: &DumpCtx, core: &mut TaskCore) -> Result<()> {
+        let pid = agent.pid();
+        core.comm = procfs::read_comm(pid, pid)?;
+        core.personality = procfs::read_personality(pid)?;
+        core.umask = ctx.status.umask.unwrap_or(0o022);
+        core.pdeath_signal = agent.prctl_get_int("PR_GET_PDEATHSIG", libc::PR_GET_PDEATHSIG)?;
+        core.child_subreaper =
+            agent.prctl_get_int("PR_GET_CHILD_SUBREAPER", libc::PR_GET_CHILD_SUBREAPER)? != 0;
+        core.dumpable = agent.prctl("PR_GET_DUMPABLE", libc::PR_GET_DUMPABLE, &[])? != 0;
+        Ok(())
+    }
+
+    fn validate(&self, c: &TaskCore, path: &Path) -> Result<()> {
+        let obj = obj(c);
+        if c.umask > 0o777 {
+            return Err(bad(path, &obj, "umask", format!("{:#o}", c.umask)));
+        }
+        check_signo(path, &obj, "pdeath_signal", c.pdeath_signal, true)
+    }
+
+    fn restore(&self, agent: &mut dyn Calls, core: &TaskCore, _: &mut Vec<String>) -> Result<()> {
+        agent.umask(core.umask)?;
+        agent.personality(core.personality)?;
+        agent.set_comm(&core.comm)?;
+        agent.prctl(
+            "PR_SET_PDEATHSIG",
+            libc::PR_SET_PDEATHSIG,
+            &[core.pdeath_signal as u64],
+        )?;
+        agent.prctl(
+            "PR_SET_CHILD_SUBREAPER",
+            libc::PR_SET_CHILD_SUBREAPER,
+            &[core.child_subreaper as u64],
+        )?;
+        agent.prctl(
+            "PR_SET_DUMPABLE",
+            libc::PR_SET_DUMPABLE,
+            &[core.dumpable as u64],
+        )?;
+        Ok(())
+    }
+}
+
+/// Resource limits, soft and hard.
+pub struct Rlimits;
+
+impl ProcKind for Rlimits {
+    fn name(&self) -> &'static str {
+        "resource limits"
+    }
+
+    fn phase(&self) -> Phase {
+        Phase::BeforeThreads
+    }
+
+    fn dump(&self, agent: &mut dyn Calls, _: &DumpCtx, core: &mut TaskCore) -> Result<()> {
+        for res in 0..RLIM_NLIMITS {
+            // prlimit64 from inside: reading another uid's limits from
+            // outside needs CAP_SYS_RESOURCE.
+            let (cur, max) = agent.getrlimit(res)?;
+            let mut r = Rlimit::new();
+            r.resource = res;
+            r.cur = cur;
+            r.max = max;
+            core.rlimits.push(r);
+        }
+        Ok(())
+    }
+
+    fn validate(&self, c: &TaskCore, path: &Path) -> Result<()> {
+        let obj = obj(c);
+        count(
+            path,
+            &obj,
+            "rlimits",
+            c.rlimits.len(),
+            RLIM_NLIMITS as usize,
+        )?;
+        let mut res = HashSet::new();
+        for r in &c.rlimits {
+            if r.resource >= RLIM_NLIMITS || !res.insert(r.resource) {
+                return Err(bad(
+                    path,
+                    &obj,
+                    "rlimits.resource",
+                    format!("{}: unknown or repeated", r.resource),
+                ));
+            }
+            if r.cur > r.max {
+                return Err(bad(
+                    path,
+                    &obj,
+                    format!("rlimit {}", r.resource).as_str(),
+                    format!("soft limit {} above hard limit {}", r.cur, r.max),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A hard limit above ours cannot be raised without
+    /// CAP_SYS_RESOURCE: that is reported, and the limit is clamped.
+    fn restore(
+        &self,
+        agent: &mut dyn Calls,
+        core: &TaskCore,
+        warn: &mut Vec<String>,
+    ) -> Result<()> {
+        for r in &core.rlimits {
+            let (_, our_max) = agent.getrlimit(r.resource)?;
+            let (mut cur, mut max) = (r.cur, r.max);
+            if max > our_max {
+                warn.push(format!(
+                    "rlimit {}: hard limit {} lowered to {} (raising needs CAP_SYS_RESOURCE)",
+                    r.resource, max, our_max
+                ));
+                max = our_max;
+                cur = cur.min(max);
+            }
+            agent.setrlimit(r.resource, cur, max)?;
+        }
+        Ok(())
+    }
+}
+
+const SIGEV_SIGNAL: i32 = 0;
+const SIGEV_NONE: i32 = 1;
+const SIGEV_THREAD_ID: i32 = 4;
+
+fn ts_ns(b: &[u8], i: usize) -> u64 {
+    let w = |k: usize| u64::from_ne_bytes(b[k..k + 8].try_into().unwrap_or_default());
+    w(i).saturating_mul(1_000_000_000).saturating_add(w(i + 8))
+}
+
+/// Interval timers and POSIX timers.
+pub struct Timers;
+
+impl ProcKind for Timers {
+    fn name(&self) -> &'static str {
+        "timers"
+    }
+
+    fn phase(&self) -> Phase {
+        Phase::AfterThreads
+    }
+
+    fn dump(&self, agent: &mut dyn Calls, _: &DumpCtx, core: &mut TaskCore) -> Result<()> {
+        let pid = agent.pid();
+        for which in 0..3u32 {
+            let w = agent.getitimer(which)?;
+            let mut t = ITimer::new();
+            t.which = which;
+            t.interval_us = w[0].saturating_mul(1_000_000).saturating_add(w[1]);
+            t.value_us = w[2].saturating_mul(1_000_000).saturating_add(w[3]);
+            if t.value_us != 0 || t.interval_us != 0 {
+                core.itimers.push(t);
+            }
+        }
+        for info in procfs::read_timers(pid)? {
+            let b = agent.timer_gettime(info.id)?;
+            let mut t = PosixTimer::new();
+            t.id = info.id;
+            t.clockid = info.clockid;
+            t.signo = info.signo;
+            t.sigev_value = info.sigev_value;
+            t.notify = match info.notify.as_str() {
+                "signal" => SIGEV_SIGNAL,
+                "none" => SIGEV_NONE,
+                "thread" => SIGEV_THREAD_ID,
+                other => {
+                    return Err(Error::unsupported(
+                        pid,
+                        format!("POSIX timer {} with notify {other}", info.id),
+                    ))
+                }
+            };
+            t.notify_tid = if t.notify == SIGEV_THREAD_ID {
+                info.notify_id
+            } else {
+                0
+            };
+            t.interval_ns = ts_ns(&b, 0);
+            t.value_ns = ts_ns(&b, 16);
+            core.posix_timers.push(t);
+        }
+        Ok(())
+    }
+
+    fn validate(&self, c: &TaskCore, path: &Path) -> Result<()> {
+        let obj = obj(c);
+        for t in &c.itimers {
+            if t.which > 2 {
+                return Err(bad(path, &obj, "itimers.which", t.which));
+            }
+        }
+        count(path, &obj, "posix_timers", c.posix_timers.len(), MAX_ITEMS)?;
+        for t in &c.posix_timers {
+            if t.id < 0 {
+                return Err(bad(path, &obj, "posix_timers.id", t.id));
+            }
+            if t.signo < 0 || t.signo as u32 > SIG_MAX {
+                return Err(bad(path, &obj, "posix_timers.signo", t.signo));
+            }
+            if t.notify_tid != 0 && !c.threads.iter().any(|th| th.tid as i32 == t.notify_tid) {
+                return Err(bad(
+                    path,
+                    &obj,
+                    "posix_timers.notify_tid",
+                    format!("{}: not a thread of this process", t.notify_tid),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn restore(&self, agent: &mut dyn Calls, core: &TaskCore, _: &mut Vec<String>) -> Result<()> {
+        let pid = agent.pid();
+        for t in &core.itimers {
+            agent.setitimer(
+                t.which,
+                [
+                    t.interval_us / 1_000_000,
+                    t.interval_us % 1_000_000,
+                    t.value_us / 1_000_000,
+                    t.value_us % 1_000_000,
+                ],
+            )?;
+        }
+        if core.posix_timers.is_empty() {
+            return Ok(());
+        }
+        const PR_TIMER_CREATE_RESTORE_IDS: i32 = 77;
+        // Without it (before Linux 6.16) ids are handed out in order; the
+        // check below catches a mismatch.
+        let exact = agent
+            .prctl(
+                "PR_TIMER_CREATE_RESTORE_IDS, ON",
+                PR_TIMER_CREATE_RESTORE_IDS,
+                &[1, 0, 0, 0],
+            )
+            .is_ok();
+        let mut timers: Vec<&PosixTimer> = core.posix_timers.iter().collect();
+        timers.sort_by_key(|t| t.id);
+        for t in timers {
+            // struct sigevent: value, signo, notify, tid (64 bytes in all).
+            let mut sev = vec![0u8; 64];
+            sev[0..8].copy_from_slice(&t.sigev_value.to_ne_bytes());
+            sev[8..12].copy_from_slice(&t.signo.to_ne_bytes());
+            sev[12..16].copy_from_slice(&t.notify.to_ne_bytes());
+            sev[16..20].copy_from_slice(&t.notify_tid.to_ne_bytes());
+            let got = agent.timer_create(t.id, t.clockid, &sev)?;
+            if got != t.id {
+                return Err(Error::Restore(format!(
+                    "pid {pid}: POSIX timer {} came back as {got}",
+                    t.id
+                )));
+            }
+            if t.value_ns > 0 {
+                let mut b = Vec::with_capacity(32);
+                for w in [
+                    t.interval_ns / 1_000_000_000,
+                    t.interval_ns % 1_000_000_000,
+                    t.value_ns / 1_000_000_000,
+                    t.value_ns % 1_000_000_000,
+                ] {
+                    b.extend_from_slice(&w.to_ne_bytes());
+                }
+                agent.timer_settime(t.id, &b)?;
+            }
+        }
+        if exact {
+            agent.prctl(
+                "PR_TIMER_CREATE_RESTORE_IDS, OFF",
+                PR_TIMER_CREATE_RESTORE_IDS,
+                &[0, 0, 0, 0],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::proto::{ThreadCore, X86Regs};
+    use crate::remote::fake::{FakeTask, FakeWorld};
+
+    fn live_core() -> TaskCore {
+        let mut c = TaskCore::new();
+        c.pid = 5;
+        let mut th = ThreadCore::new();
+        th.tid = 5;
+        th.regs = Some(X86Regs::new()).into();
+        c.threads.push(th);
+        c
+    }
+
+    #[test]
+    fn each_kind_is_listed_once_and_checks_its_own_fields() {
+        let names: HashSet<&str> = PROC_KINDS.iter().map(|k| k.name()).collect();
+        assert_eq!(names.len(), PROC_KINDS.len());
+        let p = Path::new("core-5.img");
+        let ok = live_core();
+        for k in PROC_KINDS {
+            k.validate(&ok, p).unwrap();
+        }
+        let mut c = live_core();
+        c.umask = 0o1777;
+        let mut s = SigAction::new();
+        s.signo = libc::SIGKILL as u32;
+        c.sigactions.push(s);
+        let mut r = Rlimit::new();
+        (r.resource, r.cur, r.max) = (3, 10, 5);
+        c.rlimits.push(r);
+        let mut t = ITimer::new();
+        t.which = 3;
+        c.itimers.push(t);
+        // Each kind finds its own field, and the core check finds one.
+        let mut fields = Vec::new();
+        for k in PROC_KINDS {
+            let e = k.validate(&c, p).unwrap_err().to_string();
+            fields.push(e);
+        }
+        for (e, want) in
+            fields
+                .iter()
+                .zip(["sigactions.signo", "umask", "rlimit 3", "itimers.which"])
+        {
+            assert!(e.contains("core-5.img") && e.contains(want), "{e}");
+        }
+        assert!(crate::image::validate::core(&c, 5, &[5], p).is_err());
+    }
+
+    /// Dispositions and limits restored into a fake process read back
+    /// the same; a hard limit above the vessel's is lowered and reported.
+    #[test]
+    fn sigactions_and_rlimits_round_trip_on_the_fake() {
+        let w = FakeWorld::new();
+        let mut vessel = FakeTask::new(&w, 100);
+        vessel.attrs.rlimits.insert(7, (1024, 4096));
+        let mut c = live_core();
+        for (sig, handler) in [(libc::SIGUSR1 as u32, 0x40_1000), (libc::SIGTERM as u32, 1)] {
+            let mut s = SigAction::new();
+            (s.signo, s.handler, s.flags, s.mask) = (sig, handler, 0x0400_0000, 1 << 9);
+            c.sigactions.push(s);
+        }
+        for (res, cur, max) in [(3u32, 8 << 20, u64::MAX), (7, 2048, 8192)] {
+            let mut r = Rlimit::new();
+            (r.resource, r.cur, r.max) = (res, cur, max);
+            c.rlimits.push(r);
+        }
+        let mut warn = Vec::new();
+        SigActions.restore(&mut vessel, &c, &mut warn).unwrap();
+        Rlimits.restore(&mut vessel, &c, &mut warn).unwrap();
+        assert_eq!(warn.len(), 1, "{warn:?}");
+        assert!(warn[0].contains("rlimit 7: hard limit 8192 lowered to 4096"));
+        let mut back = TaskCore::new();
+        let status = procfs::read_status(std::process::id() as i32).unwrap();
+        let stat = procfs::read_stat(std::process::id() as i32).unwrap();
+        let ctx = DumpCtx {
+            status: &status,
+            stat: &stat,
+        };
+        SigActions.dump(&mut vessel, &ctx, &mut back).unwrap();
+        Rlimits.dump(&mut vessel, &ctx, &mut back).unwrap();
+        assert_eq!(back.sigactions.len(), 62);
+        let usr1 = back
+            .sigactions
+            .iter()
+            .find(|s| s.signo == libc::SIGUSR1 as u32)
+            .unwrap();
+        assert_eq!(
+            (usr1.handler, usr1.flags, usr1.mask),
+            (0x40_1000, 0x0400_0000, 1 << 9)
+        );
+        let lim = |res: u32| {
+            back.rlimits
+                .iter()
+                .find(|r| r.resource == res)
+                .map(|r| (r.cur, r.max))
+        };
+        assert_eq!(lim(3), Some((8 << 20, u64::MAX)));
+        assert_eq!(lim(7), Some((2048, 4096)));
+        assert_eq!(back.rlimits.len(), RLIM_NLIMITS as usize);
+    }
+
+    #[test]
+    fn attributes_are_restored_on_the_fake() {
+        let w = FakeWorld::new();
+        let mut vessel = FakeTask::new(&w, 100);
+        let mut c = live_core();
+        (c.umask, c.personality, c.comm) = (0o077, 0x0040_0000, "worker".into());
+        (c.pdeath_signal, c.child_subreaper, c.dumpable) = (9, true, false);
+        Attrs.restore(&mut vessel, &c, &mut Vec::new()).unwrap();
+        let a = &vessel.attrs;
+        assert_eq!(
+            (a.umask, a.personality, a.comm.as_str()),
+            (0o077, 0x0040_0000, "worker")
+        );
+        let prctl = |op| a.prctl.get(&op).copied();
+        assert_eq!(prctl(libc::PR_SET_PDEATHSIG), Some(9));
+        assert_eq!(prctl(libc::PR_SET_CHILD_SUBREAPER), Some(1));
+        assert_eq!(prctl(libc::PR_SET_DUMPABLE), Some(0));
+    }
+}
