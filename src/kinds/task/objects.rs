@@ -274,6 +274,8 @@ impl ProcKind for Rlimits {
 
 const SIGEV_SIGNAL: i32 = 0;
 const SIGEV_NONE: i32 = 1;
+const SIGEV_THREAD: i32 = 2;
+/// Or-ed into SIGEV_SIGNAL: the signal goes to one thread.
 const SIGEV_THREAD_ID: i32 = 4;
 
 fn ts_ns(b: &[u8], i: usize) -> u64 {
@@ -312,10 +314,12 @@ impl ProcKind for Timers {
             t.clockid = info.clockid;
             t.signo = info.signo;
             t.sigev_value = info.sigev_value;
-            t.notify = match info.notify.as_str() {
+            // /proc shows `sigev_notify & ~SIGEV_THREAD_ID` by name and
+            // "tid.N" when SIGEV_THREAD_ID is set (fs/proc/base.c).
+            let base = match info.notify.as_str() {
                 "signal" => SIGEV_SIGNAL,
                 "none" => SIGEV_NONE,
-                "thread" => SIGEV_THREAD_ID,
+                "thread" => SIGEV_THREAD,
                 other => {
                     return Err(Error::unsupported(
                         pid,
@@ -323,10 +327,19 @@ impl ProcKind for Timers {
                     ))
                 }
             };
-            t.notify_tid = if t.notify == SIGEV_THREAD_ID {
-                info.notify_id
+            if info.notify_thread && base != SIGEV_SIGNAL {
+                return Err(Error::unsupported(
+                    pid,
+                    format!(
+                        "POSIX timer {} with notify {}/tid.{}",
+                        info.id, info.notify, info.notify_id
+                    ),
+                ));
+            }
+            (t.notify, t.notify_tid) = if info.notify_thread {
+                (SIGEV_SIGNAL | SIGEV_THREAD_ID, info.notify_id)
             } else {
-                0
+                (base, 0)
             };
             t.interval_ns = ts_ns(&b, 0);
             t.value_ns = ts_ns(&b, 16);
@@ -349,6 +362,19 @@ impl ProcKind for Timers {
             }
             if t.signo < 0 || t.signo as u32 > SIG_MAX {
                 return Err(bad(path, &obj, "posix_timers.signo", t.signo));
+            }
+            if ![SIGEV_SIGNAL, SIGEV_NONE, SIGEV_THREAD, SIGEV_SIGNAL | SIGEV_THREAD_ID]
+                .contains(&t.notify)
+            {
+                return Err(bad(path, &obj, "posix_timers.notify", t.notify));
+            }
+            if (t.notify == SIGEV_THREAD_ID) != (t.notify_tid != 0) {
+                return Err(bad(
+                    path,
+                    &obj,
+                    "posix_timers.notify_tid",
+                    format!("{} with notify {}", t.notify_tid, t.notify),
+                ));
             }
             if t.notify_tid != 0 && !c.threads.iter().any(|th| th.tid as i32 == t.notify_tid) {
                 return Err(bad(
