@@ -24,7 +24,7 @@ use crate::error::Result;
 use crate::image::mutate::{mutate, ImageSet, Rng};
 use crate::image::pages::validate_store;
 use crate::image::proto::PageStore;
-use crate::image::{decode_image, names, Header, Kind, HEADER_LEN};
+use crate::image::{decode_image, names, Header, ImageType, HEADER_LEN};
 
 /// Counts of one target.
 #[derive(Debug, Default, Clone)]
@@ -156,8 +156,9 @@ pub fn run(bases: &[PathBuf], scratch: &Path, iterations: u64, seed: u64) -> Res
         }
         if let Some(ps) = m.get(names::PAGESTORE) {
             target(&mut report, it, what, "pagestore", || {
-                let s: PageStore = decode_image(Kind::PageStore, ps, Path::new(names::PAGESTORE))
-                    .map_err(|e| e.to_string())?;
+                let s: PageStore =
+                    decode_image(ImageType::PageStore, ps, Path::new(names::PAGESTORE))
+                        .map_err(|e| e.to_string())?;
                 let body = m
                     .get(names::PAGES)
                     .map_or(0, |p| p.len().saturating_sub(HEADER_LEN));

@@ -581,7 +581,7 @@ fn chkpnt_and_resume_usage_errors() {
 /// A minimal image directory (inventory and pstree) dumped `age` ago.
 fn image_dir(p: &Path, age: Duration) {
     use cairn::image::proto::{Inventory, Pstree};
-    use cairn::image::{names, ImageDir, Kind, FORMAT_VERSION};
+    use cairn::image::{names, ImageDir, ImageType, FORMAT_VERSION};
     let d = ImageDir::create(p).expect("create image dir");
     let mut inv = Inventory::new();
     inv.format_version = FORMAT_VERSION;
@@ -590,9 +590,9 @@ fn image_dir(p: &Path, age: Duration) {
         .duration_since(UNIX_EPOCH)
         .expect("time")
         .as_millis() as u64;
-    d.write(Kind::Inventory, names::INVENTORY, &inv)
+    d.write(ImageType::Inventory, names::INVENTORY, &inv)
         .expect("write inventory");
-    d.write(Kind::Pstree, names::PSTREE, &Pstree::new())
+    d.write(ImageType::Pstree, names::PSTREE, &Pstree::new())
         .expect("write pstree");
 }
 

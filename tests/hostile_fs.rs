@@ -268,7 +268,7 @@ fn as_attacker(cmd: &Path, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Child {
 /// A minimal image directory (inventory, pstree) dumped `age` ago.
 fn image_dir(p: &Path, age: Duration) {
     use cairn::image::proto::{Inventory, Pstree};
-    use cairn::image::{names, ImageDir, Kind, FORMAT_VERSION};
+    use cairn::image::{names, ImageDir, ImageType, FORMAT_VERSION};
     let d = ImageDir::create(p).unwrap();
     let mut inv = Inventory::new();
     inv.format_version = FORMAT_VERSION;
@@ -277,8 +277,9 @@ fn image_dir(p: &Path, age: Duration) {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    d.write(Kind::Inventory, names::INVENTORY, &inv).unwrap();
-    d.write(Kind::Pstree, names::PSTREE, &Pstree::new())
+    d.write(ImageType::Inventory, names::INVENTORY, &inv)
+        .unwrap();
+    d.write(ImageType::Pstree, names::PSTREE, &Pstree::new())
         .unwrap();
 }
 

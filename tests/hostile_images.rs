@@ -27,7 +27,7 @@ use std::process::{Command, Output, Stdio};
 use cairn::image::mutate::{with_unknown_field, ImageSet};
 use cairn::image::proto::{file_desc, FdTable, FileContents, Files, MmEntry, PageRun, Pagemap};
 use cairn::image::proto::{RunKind, VmaKind};
-use cairn::image::{names, Kind};
+use cairn::image::{names, ImageType};
 use common::*;
 
 fn stderr(o: &Output) -> String {
@@ -220,7 +220,7 @@ fn repeated_chunks_are_refused_before_writing() {
         .append_chunk(&vec![0u8; 16 << 20])
         .expect("append chunk");
     let c: FileContents = set
-        .message(Kind::Contents, names::CONTENTS)
+        .message(ImageType::Contents, names::CONTENTS)
         .expect("contents");
     assert!(!c.files.is_empty(), "files_regular saves no contents");
     let entry = |path: &str, chunks: Vec<u32>| {
@@ -236,7 +236,7 @@ fn repeated_chunks_are_refused_before_writing() {
     let mut once = c.clone();
     once.files.push(entry(&target_s, vec![chunk; 1024]));
     let mut s1 = set.clone();
-    s1.set_message(Kind::Contents, names::CONTENTS, &once);
+    s1.set_message(ImageType::Contents, names::CONTENTS, &once);
     // 1,024 entries sharing that chunk.
     let mut many = c.clone();
     for i in 0..1024 {
@@ -244,7 +244,7 @@ fn repeated_chunks_are_refused_before_writing() {
             .push(entry(&format!("{target_s}-{i}"), vec![chunk]));
     }
     let mut s2 = set.clone();
-    s2.set_message(Kind::Contents, names::CONTENTS, &many);
+    s2.set_message(ImageType::Contents, names::CONTENTS, &many);
     for (tag, s, why) in [
         ("repeated", s1, "each chunk once"),
         ("shared", s2, "more than 64 files"),
@@ -289,7 +289,7 @@ fn verify_refuses_what_restore_refuses() {
     w.dump_ok(&["--leave-running"]);
     let base = ImageSet::load(&w.images).expect("load");
     let pid = w.pid as u32;
-    let mm: MmEntry = base.message(Kind::Mm, &names::mm(pid)).expect("mm");
+    let mm: MmEntry = base.message(ImageType::Mm, &names::mm(pid)).expect("mm");
     let vdso = mm
         .vmas
         .iter()
@@ -297,25 +297,25 @@ fn verify_refuses_what_restore_refuses() {
         .expect("a [vdso] VMA")
         .clone();
     let pm_name = names::pagemap(&format!("pid:{pid}"));
-    let mut pm: Pagemap = base.message(Kind::Pagemap, &pm_name).expect("pagemap");
+    let mut pm: Pagemap = base.message(ImageType::Pagemap, &pm_name).expect("pagemap");
     let mut run = PageRun::new();
     run.addr = vdso.start;
     run.nr_pages = 1;
     run.kind = RunKind::RUN_ZERO.into();
     pm.runs.push(run);
     let mut set = base.clone();
-    set.set_message(Kind::Pagemap, &pm_name, &pm);
+    set.set_message(ImageType::Pagemap, &pm_name, &pm);
     let d = forged(&w, "vdso", &set);
     verify_refuses(&d, &pm_name, &["addr", "[vdso]"]);
     restore_refuses(&d, &pm_name, &["[vdso]"], w.pid);
 
     // An fd number above what the restored process can hold.
     let fdi = names::fdinfo(pid);
-    let mut t: FdTable = base.message(Kind::FdTable, &fdi).expect("fdinfo");
+    let mut t: FdTable = base.message(ImageType::FdTable, &fdi).expect("fdinfo");
     let (lim, _) = cairn::image::validate::restore_fd_limit();
     t.fds.last_mut().expect("an fd").fd = (lim - 1) as u32;
     let mut set = base.clone();
-    set.set_message(Kind::FdTable, &fdi, &t);
+    set.set_message(ImageType::FdTable, &fdi, &t);
     let d = forged(&w, "fd", &set);
     verify_refuses(&d, &fdi, &["fd", "restore needs fd numbers"]);
     restore_refuses(&d, &fdi, &["restore needs fd numbers"], w.pid);
@@ -381,10 +381,10 @@ fn verify_refuses_what_restore_refuses() {
         let mut w = Workload::start(name, &[]);
         w.dump_ok(&["--leave-running"]);
         let base = ImageSet::load(&w.images).expect("load");
-        let mut files: Files = base.message(Kind::Files, names::FILES).expect("files");
+        let mut files: Files = base.message(ImageType::Files, names::FILES).expect("files");
         assert!(forge(&mut files), "{name}: nothing to forge");
         let mut set = base.clone();
-        set.set_message(Kind::Files, names::FILES, &files);
+        set.set_message(ImageType::Files, names::FILES, &files);
         let d = forged(&w, name, &set);
         let e = verify_refuses(&d, names::FILES, why);
         println!("{name}: {e}");

@@ -16,7 +16,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use cairn::image::proto::{Inventory, Pagemap, RunKind};
-use cairn::image::{names, ImageDir, Kind};
+use cairn::image::{names, ImageDir, ImageType};
 use cairn::sys::probe::features;
 use common::*;
 
@@ -166,7 +166,7 @@ impl Chain {
 
     fn inventory(&self, k: usize) -> Inventory {
         let d = ImageDir::open(&self.layer(k)).expect("open layer");
-        d.read(Kind::Inventory, names::INVENTORY)
+        d.read(ImageType::Inventory, names::INVENTORY)
             .expect("inventory")
     }
 
@@ -174,7 +174,7 @@ impl Chain {
     fn pages(&self, k: usize, owner: &str) -> (u64, u64) {
         let d = ImageDir::open(&self.layer(k)).expect("open layer");
         let pm: Pagemap = d
-            .read(Kind::Pagemap, &names::pagemap(owner))
+            .read(ImageType::Pagemap, &names::pagemap(owner))
             .expect("pagemap");
         let mut v = (0, 0);
         for r in &pm.runs {
@@ -380,7 +380,7 @@ fn older_parent(mech: &str) {
     let root = format!("pid:{}", c.w.pid);
     let d = ImageDir::open(&c.layer(3)).expect("open layer 3");
     let pm: Pagemap = d
-        .read(Kind::Pagemap, &names::pagemap(&root))
+        .read(ImageType::Pagemap, &names::pagemap(&root))
         .expect("pagemap");
     let from_parent = |a: u64| {
         pm.runs.iter().any(|r| {

@@ -21,7 +21,7 @@ use std::process::ExitCode;
 
 use crate::error::{exit, Error, Phase};
 use crate::image::proto::Inventory;
-use crate::image::{names, ImageDir, Kind};
+use crate::image::{names, ImageDir, ImageType};
 use crate::kinds::contents::ContentsLimit;
 use crate::options::{DumpOptions, RestoreOptions};
 use crate::sys::time::LocalTime;
@@ -295,7 +295,7 @@ pub fn resume_main() -> ExitCode {
     match crate::restore::restore(&args) {
         Ok(_) => {
             let pid = ImageDir::open(&opts.dir)
-                .and_then(|d| d.read::<Inventory>(Kind::Inventory, names::INVENTORY))
+                .and_then(|d| d.read::<Inventory>(ImageType::Inventory, names::INVENTORY))
                 .map(|i| i.root_pid)
                 .unwrap_or(0);
             println!("{RESUME_OK}");

@@ -34,7 +34,7 @@ use rustix::fs::{AtFlags, FileType, OFlags};
 
 use crate::error::{Error, IoContext, Result};
 use crate::image::proto::Inventory;
-use crate::image::{chain, names, ImageDir, Kind};
+use crate::image::{chain, names, ImageDir, ImageType};
 use crate::sys::safefs;
 use crate::{info, warn};
 
@@ -120,7 +120,7 @@ fn open_candidate(parent: &Arc<OwnedFd>, name: &OsStr, path: PathBuf) -> Option<
     let dup = fd.try_clone().ok()?;
     let d = ImageDir::from_fd(dup, &path, &path);
     let inventory = d
-        .read::<Inventory>(Kind::Inventory, names::INVENTORY)
+        .read::<Inventory>(ImageType::Inventory, names::INVENTORY)
         .ok()?;
     Some(Candidate {
         path,
@@ -380,9 +380,10 @@ mod tests {
         let mut inv = Inventory::new();
         inv.format_version = crate::image::FORMAT_VERSION;
         inv.dump_time_unix_ms = ms;
-        d.write(Kind::Inventory, names::INVENTORY, &inv).unwrap();
+        d.write(ImageType::Inventory, names::INVENTORY, &inv)
+            .unwrap();
         d.write(
-            Kind::Pstree,
+            ImageType::Pstree,
             names::PSTREE,
             &crate::image::proto::Pstree::new(),
         )
@@ -441,7 +442,8 @@ mod tests {
                 inv.parent_dir = format!("../{p}");
                 inv.parent_layer_id = format!("id-{p}");
             }
-            d.write(Kind::Inventory, names::INVENTORY, &inv).unwrap();
+            d.write(ImageType::Inventory, names::INVENTORY, &inv)
+                .unwrap();
         };
         layer("1", None, 10 * 86_400_000);
         layer("2", Some("1"), 9 * 86_400_000);

@@ -15,7 +15,7 @@ use protobuf::{MessageDyn, MessageFull};
 
 use crate::error::{Error, IoContext, Result};
 use crate::image::{
-    decode_image, names, proto, Header, ImageDir, Kind, HEADER_LEN, MAX_MESSAGE_BYTES,
+    decode_image, names, proto, Header, ImageDir, ImageType, HEADER_LEN, MAX_MESSAGE_BYTES,
 };
 use crate::json::json_string;
 use crate::sys::safefs;
@@ -85,8 +85,11 @@ fn chain_of(dir: &ImageDir) -> Result<Vec<LayerInfo>> {
         return Ok(Vec::new());
     }
     let inv_path = dir.file(names::INVENTORY);
-    let inv: proto::Inventory =
-        decode_image(Kind::Inventory, &dir.read_all(names::INVENTORY)?, &inv_path)?;
+    let inv: proto::Inventory = decode_image(
+        ImageType::Inventory,
+        &dir.read_all(names::INVENTORY)?,
+        &inv_path,
+    )?;
     if inv.parent_dir.is_empty() && inv.tracking_armed.is_empty() && !inv.pre_dump {
         return Ok(Vec::new());
     }
@@ -97,7 +100,7 @@ fn chain_of(dir: &ImageDir) -> Result<Vec<LayerInfo>> {
         let mut pages = [0u64; 3];
         for (n, _) in d.entries()? {
             if n.starts_with("pagemap-") && n.ends_with(".img") {
-                let pm: proto::Pagemap = d.read(Kind::Pagemap, &n)?;
+                let pm: proto::Pagemap = d.read(ImageType::Pagemap, &n)?;
                 for r in &pm.runs {
                     let i = match r.kind.enum_value() {
                         Ok(proto::RunKind::RUN_DATA) => 0,
@@ -166,7 +169,7 @@ fn chain_text(chain: &[LayerInfo]) -> String {
 /// One decoded image file.
 struct Decoded {
     file: String,
-    kind: Kind,
+    kind: ImageType,
     body: Body,
 }
 
@@ -250,11 +253,11 @@ fn decode_file(dir: &ImageDir, file: &str) -> Result<Decoded> {
     };
     let k = hdr.kind;
     let body = match k {
-        Kind::Pages => {
+        ImageType::Pages => {
             let chunks = if dir.exists(names::PAGESTORE) {
                 let store = dir.file(names::PAGESTORE);
                 let b = dir.read_all(names::PAGESTORE)?;
-                let ps: proto::PageStore = decode_image(Kind::PageStore, &b, &store)?;
+                let ps: proto::PageStore = decode_image(ImageType::PageStore, &b, &store)?;
                 Some(ps.chunks.len())
             } else {
                 None
@@ -275,31 +278,31 @@ fn decode_file(dir: &ImageDir, file: &str) -> Result<Decoded> {
 
 /// Checks and decodes a whole message image of kind `k` (every kind but
 /// `pages`): the one table of which message each kind holds.
-fn decode_message(k: Kind, bytes: &[u8], path: &Path) -> Result<Body> {
+fn decode_message(k: ImageType, bytes: &[u8], path: &Path) -> Result<Body> {
     match k {
-        Kind::Inventory => msg::<proto::Inventory>(k, bytes, path),
-        Kind::Pstree => msg::<proto::Pstree>(k, bytes, path),
-        Kind::Core => msg::<proto::TaskCore>(k, bytes, path),
-        Kind::Mm => msg::<proto::MmEntry>(k, bytes, path),
-        Kind::Pagemap => msg::<proto::Pagemap>(k, bytes, path),
-        Kind::PageStore => msg::<proto::PageStore>(k, bytes, path),
-        Kind::Files => msg::<proto::Files>(k, bytes, path),
-        Kind::FdTable => msg::<proto::FdTable>(k, bytes, path),
-        Kind::Contents => msg::<proto::FileContents>(k, bytes, path),
-        Kind::PageHash => msg::<proto::PageHashes>(k, bytes, path),
-        Kind::Pages => Err(Error::image(path, "page data is not a message")),
+        ImageType::Inventory => msg::<proto::Inventory>(k, bytes, path),
+        ImageType::Pstree => msg::<proto::Pstree>(k, bytes, path),
+        ImageType::Core => msg::<proto::TaskCore>(k, bytes, path),
+        ImageType::Mm => msg::<proto::MmEntry>(k, bytes, path),
+        ImageType::Pagemap => msg::<proto::Pagemap>(k, bytes, path),
+        ImageType::PageStore => msg::<proto::PageStore>(k, bytes, path),
+        ImageType::Files => msg::<proto::Files>(k, bytes, path),
+        ImageType::FdTable => msg::<proto::FdTable>(k, bytes, path),
+        ImageType::Contents => msg::<proto::FileContents>(k, bytes, path),
+        ImageType::PageHash => msg::<proto::PageHashes>(k, bytes, path),
+        ImageType::Pages => Err(Error::image(path, "page data is not a message")),
     }
 }
 
 /// Checks and decodes a whole message image, whatever its kind (from its
 /// magic); for `cairn show --verify`.
-pub fn check_message_file(bytes: &[u8], path: &Path) -> Result<Kind> {
+pub fn check_message_file(bytes: &[u8], path: &Path) -> Result<ImageType> {
     let hdr = Header::decode(bytes, path)?;
     decode_message(hdr.kind, bytes, path)?;
     Ok(hdr.kind)
 }
 
-fn msg<M: MessageFull>(kind: Kind, bytes: &[u8], path: &Path) -> Result<Body> {
+fn msg<M: MessageFull>(kind: ImageType, bytes: &[u8], path: &Path) -> Result<Body> {
     let m: M = decode_image(kind, bytes, path)?;
     Ok(Body::Message(Box::new(m)))
 }
@@ -437,28 +440,30 @@ mod tests {
         inv.format_version = FORMAT_VERSION;
         inv.root_pid = 4242;
         inv.kernel_release = "6.18.0-test".into();
-        d.write(Kind::Inventory, names::INVENTORY, &inv).unwrap();
+        d.write(ImageType::Inventory, names::INVENTORY, &inv)
+            .unwrap();
 
         let mut ps = proto::Pstree::new();
         let mut e = proto::PstreeEntry::new();
         e.pid = 4242;
         e.threads = vec![4242];
         ps.entries.push(e);
-        d.write(Kind::Pstree, names::PSTREE, &ps).unwrap();
+        d.write(ImageType::Pstree, names::PSTREE, &ps).unwrap();
 
         let mut core = proto::TaskCore::new();
         core.pid = 4242;
         core.comm = "sleeper".into();
-        d.write(Kind::Core, &names::core(4242), &core).unwrap();
+        d.write(ImageType::Core, &names::core(4242), &core).unwrap();
 
         let mut store = proto::PageStore::new();
         store.chunks.push(proto::PageChunk::new());
         store.chunks.push(proto::PageChunk::new());
-        d.write(Kind::PageStore, names::PAGESTORE, &store).unwrap();
+        d.write(ImageType::PageStore, names::PAGESTORE, &store)
+            .unwrap();
 
         // pages.img: a header with length and crc 0, then opaque frames.
         let hdr = Header {
-            kind: Kind::Pages,
+            kind: ImageType::Pages,
             version: FORMAT_VERSION,
             body_len: 0,
             crc32: 0,

@@ -22,7 +22,7 @@ use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
 use crate::image::pages::PageStoreReader;
-use crate::image::{is_image_name, names, ImageDir, Kind, HEADER_LEN};
+use crate::image::{is_image_name, names, ImageDir, ImageType, HEADER_LEN};
 use crate::json::json_string;
 use crate::sys::safefs;
 
@@ -116,7 +116,7 @@ fn verify_file(p: &Path) -> Result<Report> {
         r.chunks = verify_chunks(&store)?;
         store.verify_body()?;
     } else {
-        let (f, h, size) = dir.open_raw(Kind::Pages, file)?;
+        let (f, h, size) = dir.open_raw(ImageType::Pages, file)?;
         crate::image::pages::verify_raw_body(&f, &h, size, p)?;
     }
     Ok(r)
@@ -141,7 +141,7 @@ fn verify_dir(path: &Path) -> Result<Report> {
         let p = dir.file(name);
         if name == names::PAGES {
             // Header, size and inventory entry here; body and chunks below.
-            let (_, _, size) = dir.open_raw(Kind::Pages, name)?;
+            let (_, _, size) = dir.open_raw(ImageType::Pages, name)?;
             r.bytes += size;
             continue;
         }

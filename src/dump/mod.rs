@@ -12,7 +12,7 @@ use crate::guard::{Guardian, Role};
 use crate::image::pages::PageStoreWriter;
 use crate::image::proto::{Inventory, Pstree, PstreeEntry, TaskCore, TaskState};
 use crate::image::staging::Staging;
-use crate::image::{names, ImageDir, Kind, FORMAT_VERSION};
+use crate::image::{names, ImageDir, ImageType, FORMAT_VERSION};
 use crate::kinds::files::FileTable;
 use crate::kinds::incr::{self, ParentView};
 use crate::kinds::inet;
@@ -440,12 +440,12 @@ pub fn pre_dump(args: &PreDumpOptions) -> Result<DumpStats> {
             t.elapsed()
         );
         for m in &written.maps {
-            dir.write(Kind::Pagemap, &names::pagemap(&m.owner), m)?;
+            dir.write(ImageType::Pagemap, &names::pagemap(&m.owner), m)?;
         }
         for h in &written.hashes {
-            dir.write(Kind::PageHash, &names::pagehash(&h.owner), h)?;
+            dir.write(ImageType::PageHash, &names::pagehash(&h.owner), h)?;
         }
-        dir.write(Kind::Pstree, names::PSTREE, &pstree)?;
+        dir.write(ImageType::Pstree, names::PSTREE, &pstree)?;
         let mut inv = base_inventory(root, source);
         inv.pre_dump = true;
         inv.leave_running = true;
@@ -794,19 +794,19 @@ fn dump_frozen(
     );
     for (pid, core, mm, fdt) in &per_proc {
         let pid = *pid as u32;
-        dir.write(Kind::Core, &names::core(pid), core)?;
+        dir.write(ImageType::Core, &names::core(pid), core)?;
         if let Some(mm) = mm {
-            dir.write(Kind::Mm, &names::mm(pid), mm)?;
+            dir.write(ImageType::Mm, &names::mm(pid), mm)?;
         }
         if let Some(fdt) = fdt {
-            dir.write(Kind::FdTable, &names::fdinfo(pid), fdt)?;
+            dir.write(ImageType::FdTable, &names::fdinfo(pid), fdt)?;
         }
     }
     for m in &written.maps {
-        dir.write(Kind::Pagemap, &names::pagemap(&m.owner), m)?;
+        dir.write(ImageType::Pagemap, &names::pagemap(&m.owner), m)?;
     }
     for h in &written.hashes {
-        dir.write(Kind::PageHash, &names::pagehash(&h.owner), h)?;
+        dir.write(ImageType::PageHash, &names::pagehash(&h.owner), h)?;
     }
     if !args.leave_running {
         // Destructive (connections waiting in a backlog are accepted to
@@ -814,9 +814,9 @@ fn dump_frozen(
         files.kinds.unix.take_backlogs(&mut files.files)?;
     }
     files.files.net_lock = files.kinds.inet.net_lock().into();
-    dir.write(Kind::Files, names::FILES, &files.files)?;
-    dir.write(Kind::Contents, names::CONTENTS, &contents)?;
-    dir.write(Kind::Pstree, names::PSTREE, &pstree)?;
+    dir.write(ImageType::Files, names::FILES, &files.files)?;
+    dir.write(ImageType::Contents, names::CONTENTS, &contents)?;
+    dir.write(ImageType::Pstree, names::PSTREE, &pstree)?;
     let mut inv = base_inventory(procs[0].0, found.source());
     inv.leave_running = args.leave_running;
     inv.shell_job = args.shell_job;

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use protobuf::descriptor::field_descriptor_proto::{Label, Type};
 use protobuf::reflect::{MessageDescriptor, RuntimeFieldType, RuntimeType};
 
-use super::Kind;
+use super::ImageType;
 
 /// The most all messages decoded by one command may cost (decompressed
 /// bytes plus the estimated parsed size). Measured need (docs/IMAGES.md,
@@ -149,29 +149,29 @@ pub const MAX_DEPTH: u32 = 100;
 /// The most one image of `kind` may cost. Kinds whose size follows from
 /// a small, bounded thing get a tight limit; the others the general
 /// [`super::MAX_MESSAGE_BYTES`].
-pub fn kind_limit(kind: Kind) -> u64 {
+pub fn kind_limit(kind: ImageType) -> u64 {
     const MIB: u64 = 1 << 20;
     match kind {
         // One process's threads. Measured: 800 threads decode to 8.9 MB
         // (11 KiB each, most of it the XSAVE area) and are estimated at
         // 18.6 MB parsed, so 128 MiB holds about 5,500 such threads.
-        Kind::Core => 128 * MIB,
+        ImageType::Core => 128 * MIB,
         // Processes and their thread ids (at most PID_MAX of them).
-        Kind::Pstree => 128 * MIB,
+        ImageType::Pstree => 128 * MIB,
         // Name, size, crc per file of the directory.
-        Kind::Inventory => 64 * MIB,
+        ImageType::Inventory => 64 * MIB,
         // VMAs: vm.max_map_count is 65,530 by default (~200 bytes each).
-        Kind::Mm => 256 * MIB,
+        ImageType::Mm => 256 * MIB,
         // fd table: fd, description id, flag per fd.
-        Kind::FdTable => 256 * MIB,
+        ImageType::FdTable => 256 * MIB,
         // One entry per open regular file.
-        Kind::Contents => 256 * MIB,
+        ImageType::Contents => 256 * MIB,
         // Chunk table: 4 numbers per chunk of pages.img.
-        Kind::PageStore => 256 * MIB,
+        ImageType::PageStore => 256 * MIB,
         // Runs of memory (fragmented memory: millions), page hashes (16
         // bytes a page), descriptions with socket and pipe queues.
-        Kind::Pagemap | Kind::PageHash | Kind::Files => super::MAX_MESSAGE_BYTES,
-        Kind::Pages => 0,
+        ImageType::Pagemap | ImageType::PageHash | ImageType::Files => super::MAX_MESSAGE_BYTES,
+        ImageType::Pages => 0,
     }
 }
 
@@ -190,7 +190,7 @@ pub fn reset() {
 
 /// The most the next image of `kind` may decompress to, and what says so
 /// (for the error message).
-pub fn cap(kind: Kind) -> (u64, String) {
+pub fn cap(kind: ImageType) -> (u64, String) {
     let left = TOTAL.saturating_sub(used());
     let per = kind_limit(kind);
     if per <= left {
@@ -212,7 +212,7 @@ pub fn cap(kind: Kind) -> (u64, String) {
 
 /// Counts `cost` against the limit of `kind` and the command's total;
 /// the error says which limit.
-pub fn charge(kind: Kind, cost: u64) -> std::result::Result<(), String> {
+pub fn charge(kind: ImageType, cost: u64) -> std::result::Result<(), String> {
     let per = kind_limit(kind);
     if cost > per {
         return Err(format!(
@@ -534,9 +534,9 @@ mod tests {
 
     #[test]
     fn limits_name_themselves() {
-        let e = charge(Kind::Core, kind_limit(Kind::Core) + 1).unwrap_err();
+        let e = charge(ImageType::Core, kind_limit(ImageType::Core) + 1).unwrap_err();
         assert!(e.contains("limit of a core image"), "{e}");
-        let e = charge(Kind::Files, TOTAL + 1).unwrap_err();
+        let e = charge(ImageType::Files, TOTAL + 1).unwrap_err();
         assert!(e.contains("limit of a files image"), "{e}");
     }
 }

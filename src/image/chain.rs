@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use super::pages::PageStoreReader;
 use super::proto::{Inventory, PageRun, Pagemap, RunKind};
-use super::{names, ImageDir, Kind};
+use super::{names, ImageDir, ImageType};
 use crate::error::{Error, Result};
 use crate::sys::PAGE_SIZE;
 
@@ -134,7 +134,7 @@ impl Chain {
         if needs_parent {
             for l in &self.layers[1..] {
                 maps.push(if l.dir.exists(&name) {
-                    let pm: Pagemap = l.dir.read(Kind::Pagemap, &name)?;
+                    let pm: Pagemap = l.dir.read(ImageType::Pagemap, &name)?;
                     if pm.owner != top.owner {
                         return Err(Error::image(
                             l.dir.file(&name),

@@ -5,7 +5,7 @@
 //! | bytes | field                                           |
 //! |-------|-------------------------------------------------|
 //! | 0..8  | common magic `CAIRNIMG`                         |
-//! | 8..12 | kind magic (u32 LE, [`Kind::magic`])            |
+//! | 8..12 | kind magic (u32 LE, [`ImageType::magic`])            |
 //! | 12..16| format version (u32 LE, [`FORMAT_VERSION`])     |
 //! | 16..24| body length in bytes (u64 LE)                   |
 //! | 24..28| crc32 of the body (u32 LE)                      |
@@ -70,7 +70,7 @@ pub const HEADER_LEN: usize = 32;
 pub const MAX_MESSAGE_BYTES: u64 = 1 << 30;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub enum ImageType {
     Inventory,
     Pstree,
     Core,
@@ -84,61 +84,61 @@ pub enum Kind {
     PageHash,
 }
 
-impl Kind {
-    pub const ALL: [Kind; 11] = [
-        Kind::Inventory,
-        Kind::Pstree,
-        Kind::Core,
-        Kind::Mm,
-        Kind::Pagemap,
-        Kind::PageStore,
-        Kind::Pages,
-        Kind::Files,
-        Kind::FdTable,
-        Kind::Contents,
-        Kind::PageHash,
+impl ImageType {
+    pub const ALL: [ImageType; 11] = [
+        ImageType::Inventory,
+        ImageType::Pstree,
+        ImageType::Core,
+        ImageType::Mm,
+        ImageType::Pagemap,
+        ImageType::PageStore,
+        ImageType::Pages,
+        ImageType::Files,
+        ImageType::FdTable,
+        ImageType::Contents,
+        ImageType::PageHash,
     ];
 
     pub fn magic(self) -> u32 {
         match self {
-            Kind::Inventory => 0x494e_5601,
-            Kind::Pstree => 0x5053_5401,
-            Kind::Core => 0x434f_5201,
-            Kind::Mm => 0x4d4d_0001,
-            Kind::Pagemap => 0x5047_4d01,
-            Kind::PageStore => 0x5047_5301,
-            Kind::Pages => 0x5041_4701,
-            Kind::Files => 0x4649_4c01,
-            Kind::FdTable => 0x4644_5401,
-            Kind::Contents => 0x434e_5401,
-            Kind::PageHash => 0x5047_4801,
+            ImageType::Inventory => 0x494e_5601,
+            ImageType::Pstree => 0x5053_5401,
+            ImageType::Core => 0x434f_5201,
+            ImageType::Mm => 0x4d4d_0001,
+            ImageType::Pagemap => 0x5047_4d01,
+            ImageType::PageStore => 0x5047_5301,
+            ImageType::Pages => 0x5041_4701,
+            ImageType::Files => 0x4649_4c01,
+            ImageType::FdTable => 0x4644_5401,
+            ImageType::Contents => 0x434e_5401,
+            ImageType::PageHash => 0x5047_4801,
         }
     }
 
-    pub fn from_magic(m: u32) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.magic() == m)
+    pub fn from_magic(m: u32) -> Option<ImageType> {
+        ImageType::ALL.into_iter().find(|k| k.magic() == m)
     }
 
     pub fn name(self) -> &'static str {
         match self {
-            Kind::Inventory => "inventory",
-            Kind::Pstree => "pstree",
-            Kind::Core => "core",
-            Kind::Mm => "mm",
-            Kind::Pagemap => "pagemap",
-            Kind::PageStore => "pagestore",
-            Kind::Pages => "pages",
-            Kind::Files => "files",
-            Kind::FdTable => "fdinfo",
-            Kind::Contents => "contents",
-            Kind::PageHash => "pagehash",
+            ImageType::Inventory => "inventory",
+            ImageType::Pstree => "pstree",
+            ImageType::Core => "core",
+            ImageType::Mm => "mm",
+            ImageType::Pagemap => "pagemap",
+            ImageType::PageStore => "pagestore",
+            ImageType::Pages => "pages",
+            ImageType::Files => "files",
+            ImageType::FdTable => "fdinfo",
+            ImageType::Contents => "contents",
+            ImageType::PageHash => "pagehash",
         }
     }
 
     /// Whether the body is one zstd-compressed protobuf message (every kind
     /// but the raw page data).
     pub fn is_message(self) -> bool {
-        self != Kind::Pages
+        self != ImageType::Pages
     }
 }
 
@@ -169,7 +169,7 @@ pub mod names {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
-    pub kind: Kind,
+    pub kind: ImageType,
     pub version: u32,
     pub body_len: u64,
     /// crc32 of the body.
@@ -224,7 +224,7 @@ impl Header {
             return Err(Error::image(path, "header checksum mismatch"));
         }
         let magic = le32(b, 8);
-        let kind = Kind::from_magic(magic)
+        let kind = ImageType::from_magic(magic)
             .ok_or_else(|| Error::image(path, format!("unknown image kind magic {magic:#x}")))?;
         let mut l = [0u8; 8];
         l.copy_from_slice(&b[16..24]);
@@ -238,7 +238,7 @@ impl Header {
 }
 
 /// Encodes a message into a complete image file (header + body).
-pub fn encode_image<M: Message>(kind: Kind, msg: &M) -> Result<Vec<u8>> {
+pub fn encode_image<M: Message>(kind: ImageType, msg: &M) -> Result<Vec<u8>> {
     let raw = msg
         .write_to_bytes()
         .map_err(|e| Error::image(kind.name(), format!("encode: {e}")))?;
@@ -258,7 +258,7 @@ pub fn encode_image<M: Message>(kind: Kind, msg: &M) -> Result<Vec<u8>> {
 
 /// Checks a complete message image file (header, kind, length, body crc)
 /// and returns its header. Nothing is decompressed.
-pub fn check_image(kind: Option<Kind>, bytes: &[u8], path: &Path) -> Result<Header> {
+pub fn check_image(kind: Option<ImageType>, bytes: &[u8], path: &Path) -> Result<Header> {
     let hdr = Header::decode(bytes, path)?;
     if let Some(kind) = kind {
         if hdr.kind != kind {
@@ -287,7 +287,7 @@ pub fn check_image(kind: Option<Kind>, bytes: &[u8], path: &Path) -> Result<Head
 
 /// Decodes a complete image file; checks magic, kind, version, length and
 /// both crcs before it decompresses anything.
-pub fn decode_image<M: MessageFull>(kind: Kind, bytes: &[u8], path: &Path) -> Result<M> {
+pub fn decode_image<M: MessageFull>(kind: ImageType, bytes: &[u8], path: &Path) -> Result<M> {
     check_image(Some(kind), bytes, path)?;
     decode_body(kind, &bytes[HEADER_LEN..], path)
 }
@@ -296,7 +296,7 @@ pub fn decode_image<M: MessageFull>(kind: Kind, bytes: &[u8], path: &Path) -> Re
 /// limits of [`budget`]: decompression stops at what the kind and the
 /// command may still use, the wire format is scanned (no unknown fields,
 /// the parsed size estimated and charged) before the parser runs.
-pub fn decode_body<M: MessageFull>(kind: Kind, body: &[u8], path: &Path) -> Result<M> {
+pub fn decode_body<M: MessageFull>(kind: ImageType, body: &[u8], path: &Path) -> Result<M> {
     let (cap, what) = budget::cap(kind);
     let raw = decompress_bounded(body, cap)
         .map_err(|e| Error::image(path, format!("decompress: {e} ({what})")))?;
@@ -516,7 +516,7 @@ impl ImageDir {
         let inv_path = dir.file(names::INVENTORY);
         let (f, size) = dir.open_file(names::INVENTORY)?;
         let inv: Inventory = decode_image(
-            Kind::Inventory,
+            ImageType::Inventory,
             &read_bounded(f, size, &inv_path)?,
             &inv_path,
         )?;
@@ -679,7 +679,7 @@ impl ImageDir {
     }
 
     /// Writes one message image and syncs it to disk.
-    pub fn write<M: Message>(&self, kind: Kind, name: &str, msg: &M) -> Result<()> {
+    pub fn write<M: Message>(&self, kind: ImageType, name: &str, msg: &M) -> Result<()> {
         let bytes = encode_image(kind, msg)?;
         let p = self.file(name);
         let mut f = self.create_file(name)?;
@@ -709,7 +709,7 @@ impl ImageDir {
         }
         list.sort_by(|a, b| a.name.cmp(&b.name));
         inv.images = list;
-        self.write(Kind::Inventory, names::INVENTORY, inv)
+        self.write(ImageType::Inventory, names::INVENTORY, inv)
     }
 
     /// The inventory entry of `name`, if the directory was loaded; an
@@ -746,7 +746,7 @@ impl ImageDir {
 
     /// Reads one message image file and checks it (header, kind, length,
     /// body crc, inventory entry) without decoding it.
-    fn read_checked(&self, kind: Kind, name: &str) -> Result<Vec<u8>> {
+    fn read_checked(&self, kind: ImageType, name: &str) -> Result<Vec<u8>> {
         let p = self.file(name);
         self.listed_entry(name)?;
         let (f, size) = self.open_file(name)?;
@@ -757,12 +757,12 @@ impl ImageDir {
     }
 
     /// The checks of [`ImageDir::read`] without the decoding.
-    pub fn check_file(&self, kind: Kind, name: &str) -> Result<()> {
+    pub fn check_file(&self, kind: ImageType, name: &str) -> Result<()> {
         self.read_checked(kind, name).map(drop)
     }
 
     /// Reads and checks one message image.
-    pub fn read<M: MessageFull>(&self, kind: Kind, name: &str) -> Result<M> {
+    pub fn read<M: MessageFull>(&self, kind: ImageType, name: &str) -> Result<M> {
         let bytes = self.read_checked(kind, name)?;
         decode_body(kind, &bytes[HEADER_LEN..], &self.file(name))
     }
@@ -770,7 +770,7 @@ impl ImageDir {
     /// Opens an image whose body is read piecewise (pages.img): checks its
     /// header, kind, size and inventory entry. Returns the file, its header
     /// and its size.
-    pub fn open_raw(&self, kind: Kind, name: &str) -> Result<(File, Header, u64)> {
+    pub fn open_raw(&self, kind: ImageType, name: &str) -> Result<(File, Header, u64)> {
         let p = self.file(name);
         self.listed_entry(name)?;
         let (file, size) = self.open_file(name)?;
@@ -830,25 +830,27 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let bytes = encode_image(Kind::Mm, &sample()).unwrap();
-        let back: MmEntry = decode_image(Kind::Mm, &bytes, Path::new("mm.img")).unwrap();
+        let bytes = encode_image(ImageType::Mm, &sample()).unwrap();
+        let back: MmEntry = decode_image(ImageType::Mm, &bytes, Path::new("mm.img")).unwrap();
         assert_eq!(back, sample());
     }
 
     fn err_of(bytes: &[u8]) -> String {
-        decode_image::<MmEntry>(Kind::Mm, bytes, Path::new("x.img"))
+        decode_image::<MmEntry>(ImageType::Mm, bytes, Path::new("x.img"))
             .unwrap_err()
             .to_string()
     }
 
     #[test]
     fn corruption_is_reported_not_panicked() {
-        let good = encode_image(Kind::Mm, &sample()).unwrap();
+        let good = encode_image(ImageType::Mm, &sample()).unwrap();
         // Wrong kind.
-        assert!(decode_image::<MmEntry>(Kind::Core, &good, Path::new("x"))
-            .unwrap_err()
-            .to_string()
-            .contains("expected core"));
+        assert!(
+            decode_image::<MmEntry>(ImageType::Core, &good, Path::new("x"))
+                .unwrap_err()
+                .to_string()
+                .contains("expected core")
+        );
         // Bad magic, version, truncation, checksum.
         let mut b = good.clone();
         b[0] = b'X';
@@ -865,12 +867,12 @@ mod tests {
         // Every truncation and every single bit flip of the header gives an
         // error or (for reserved bits) the same message, never a panic.
         for n in 0..good.len() {
-            let _ = decode_image::<MmEntry>(Kind::Mm, &good[..n], Path::new("x"));
+            let _ = decode_image::<MmEntry>(ImageType::Mm, &good[..n], Path::new("x"));
         }
         for i in 0..HEADER_LEN * 8 {
             let mut b = good.clone();
             b[i / 8] ^= 1 << (i % 8);
-            let _ = decode_image::<MmEntry>(Kind::Mm, &b, Path::new("x"));
+            let _ = decode_image::<MmEntry>(ImageType::Mm, &b, Path::new("x"));
         }
     }
 
@@ -914,8 +916,8 @@ mod tests {
 
     #[test]
     fn kinds_have_distinct_magics() {
-        for a in Kind::ALL {
-            assert_eq!(Kind::from_magic(a.magic()), Some(a));
+        for a in ImageType::ALL {
+            assert_eq!(ImageType::from_magic(a.magic()), Some(a));
         }
     }
 }

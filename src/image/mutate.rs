@@ -30,7 +30,7 @@ use super::proto::{
     FdTable, FileContents, Files, Inventory, MmEntry, PageHashes, PageStore, Pagemap, Pstree,
     TaskCore,
 };
-use super::{names, Header, Kind, FORMAT_VERSION, HEADER_LEN, MAX_MESSAGE_BYTES};
+use super::{names, Header, ImageType, FORMAT_VERSION, HEADER_LEN, MAX_MESSAGE_BYTES};
 use crate::error::{IoContext, Result};
 
 /// splitmix64: small, fast, deterministic.
@@ -125,7 +125,7 @@ impl ImageSet {
         }
         let crc = Header::header_crc(&h);
         let Ok(mut inv) = super::decode_image::<Inventory>(
-            Kind::Inventory,
+            ImageType::Inventory,
             &self.files[ii].1,
             Path::new(names::INVENTORY),
         ) else {
@@ -135,7 +135,7 @@ impl ImageSet {
             f.size = size;
             f.header_crc32 = crc;
         }
-        if let Ok(b) = super::encode_image(Kind::Inventory, &inv) {
+        if let Ok(b) = super::encode_image(ImageType::Inventory, &inv) {
             self.files[ii].1 = b;
         }
     }
@@ -144,13 +144,13 @@ impl ImageSet {
 impl ImageSet {
     /// Decodes the message image `name` (checksums and limits as a
     /// restore's).
-    pub fn message<M: protobuf::MessageFull>(&self, kind: Kind, name: &str) -> Option<M> {
+    pub fn message<M: protobuf::MessageFull>(&self, kind: ImageType, name: &str) -> Option<M> {
         super::decode_image(kind, self.get(name)?, Path::new(name)).ok()
     }
 
     /// Replaces (or adds) the message image `name` and fixes its
     /// inventory entry, as a forger would.
-    pub fn set_message<M: protobuf::Message>(&mut self, kind: Kind, name: &str, m: &M) {
+    pub fn set_message<M: protobuf::Message>(&mut self, kind: ImageType, name: &str, m: &M) {
         let Ok(b) = super::encode_image(kind, m) else {
             return;
         };
@@ -173,7 +173,7 @@ impl ImageSet {
     /// Appends a chunk holding `raw` to pages.img and its chunk table
     /// (both resealed, inventory fixed); returns its index.
     pub fn append_chunk(&mut self, raw: &[u8]) -> Option<u32> {
-        let mut store: PageStore = self.message(Kind::PageStore, names::PAGESTORE)?;
+        let mut store: PageStore = self.message(ImageType::PageStore, names::PAGESTORE)?;
         let mut pages = self.get(names::PAGES)?.to_vec();
         let c = zstd::bulk::compress(raw, 3).ok()?;
         let mut chunk = super::proto::PageChunk::new();
@@ -185,7 +185,7 @@ impl ImageSet {
         reseal(&mut pages);
         store.chunks.push(chunk);
         self.set_file(names::PAGES, pages);
-        self.set_message(Kind::PageStore, names::PAGESTORE, &store);
+        self.set_message(ImageType::PageStore, names::PAGESTORE, &store);
         Some((store.chunks.len() - 1) as u32)
     }
 }
@@ -482,20 +482,20 @@ pub fn mutate_message(rng: &mut Rng, m: &mut dyn MessageDyn, depth: usize) -> St
 }
 
 /// Decodes a message image of kind `kind` into a dynamic message.
-fn decode_dyn(kind: Kind, bytes: &[u8]) -> Option<Box<dyn MessageDyn>> {
+fn decode_dyn(kind: ImageType, bytes: &[u8]) -> Option<Box<dyn MessageDyn>> {
     use protobuf::MessageFull;
     let d = match kind {
-        Kind::Inventory => Inventory::descriptor(),
-        Kind::Pstree => Pstree::descriptor(),
-        Kind::Core => TaskCore::descriptor(),
-        Kind::Mm => MmEntry::descriptor(),
-        Kind::Pagemap => Pagemap::descriptor(),
-        Kind::PageStore => PageStore::descriptor(),
-        Kind::Files => Files::descriptor(),
-        Kind::FdTable => FdTable::descriptor(),
-        Kind::Contents => FileContents::descriptor(),
-        Kind::PageHash => PageHashes::descriptor(),
-        Kind::Pages => return None,
+        ImageType::Inventory => Inventory::descriptor(),
+        ImageType::Pstree => Pstree::descriptor(),
+        ImageType::Core => TaskCore::descriptor(),
+        ImageType::Mm => MmEntry::descriptor(),
+        ImageType::Pagemap => Pagemap::descriptor(),
+        ImageType::PageStore => PageStore::descriptor(),
+        ImageType::Files => Files::descriptor(),
+        ImageType::FdTable => FdTable::descriptor(),
+        ImageType::Contents => FileContents::descriptor(),
+        ImageType::PageHash => PageHashes::descriptor(),
+        ImageType::Pages => return None,
     };
     let hdr = super::check_image(Some(kind), bytes, Path::new("x")).ok()?;
     let _ = hdr;
@@ -504,7 +504,7 @@ fn decode_dyn(kind: Kind, bytes: &[u8]) -> Option<Box<dyn MessageDyn>> {
 }
 
 /// Encodes raw protobuf bytes as a complete image of `kind`.
-fn encode_raw(kind: Kind, raw: &[u8]) -> Vec<u8> {
+fn encode_raw(kind: ImageType, raw: &[u8]) -> Vec<u8> {
     let body = zstd::bulk::compress(raw, 1).unwrap_or_default();
     let hdr = Header {
         kind,
@@ -517,7 +517,7 @@ fn encode_raw(kind: Kind, raw: &[u8]) -> Vec<u8> {
     out
 }
 
-fn kind_of(bytes: &[u8]) -> Option<Kind> {
+fn kind_of(bytes: &[u8]) -> Option<ImageType> {
     Header::decode(bytes, Path::new("x")).ok().map(|h| h.kind)
 }
 
@@ -597,7 +597,7 @@ pub fn mutate(set: &mut ImageSet, other: Option<&ImageSet>, rng: &mut Rng) -> Mu
         19..=22 => {
             let b = &mut set.files[fi].1;
             if b.len() >= HEADER_LEN {
-                let k = Kind::ALL[rng.below(Kind::ALL.len())];
+                let k = ImageType::ALL[rng.below(ImageType::ALL.len())];
                 let m = if rng.chance(20) {
                     rng.next_u64() as u32
                 } else {
@@ -761,16 +761,16 @@ pub fn decode_as_every_kind(bytes: &[u8]) -> usize {
             }
         };
     }
-    try_kind!(Kind::Inventory, Inventory);
-    try_kind!(Kind::Pstree, Pstree);
-    try_kind!(Kind::Core, TaskCore);
-    try_kind!(Kind::Mm, MmEntry);
-    try_kind!(Kind::Pagemap, Pagemap);
-    try_kind!(Kind::PageStore, PageStore);
-    try_kind!(Kind::Files, Files);
-    try_kind!(Kind::FdTable, FdTable);
-    try_kind!(Kind::Contents, FileContents);
-    try_kind!(Kind::PageHash, PageHashes);
+    try_kind!(ImageType::Inventory, Inventory);
+    try_kind!(ImageType::Pstree, Pstree);
+    try_kind!(ImageType::Core, TaskCore);
+    try_kind!(ImageType::Mm, MmEntry);
+    try_kind!(ImageType::Pagemap, Pagemap);
+    try_kind!(ImageType::PageStore, PageStore);
+    try_kind!(ImageType::Files, Files);
+    try_kind!(ImageType::FdTable, FdTable);
+    try_kind!(ImageType::Contents, FileContents);
+    try_kind!(ImageType::PageHash, PageHashes);
     ok
 }
 
@@ -794,7 +794,7 @@ mod tests {
         v.start = 0x1000;
         v.end = 0x2000;
         mm.vmas.push(v);
-        let img = super::super::encode_image(Kind::Mm, &mm).unwrap();
+        let img = super::super::encode_image(ImageType::Mm, &mm).unwrap();
         let mut set = ImageSet {
             files: vec![("mm-42.img".into(), img)],
         };

@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::proto::{PageChunk, PageStore};
-use super::{names, Header, ImageDir, Kind, FORMAT_VERSION, HEADER_LEN};
+use super::{names, Header, ImageDir, ImageType, FORMAT_VERSION, HEADER_LEN};
 use crate::error::{Error, IoContext, Result};
 
 /// Largest raw chunk cairn writes, and the largest it accepts on restore.
@@ -32,7 +32,7 @@ impl PageStoreWriter {
         // A placeholder (body length 0): until `finish` writes the real
         // header, the file does not match its contents and is refused.
         let hdr = Header {
-            kind: Kind::Pages,
+            kind: ImageType::Pages,
             version: FORMAT_VERSION,
             body_len: 0,
             crc32: 0,
@@ -73,7 +73,7 @@ impl PageStoreWriter {
     pub fn finish(self, dir: &ImageDir) -> Result<u64> {
         let t = std::time::Instant::now();
         let hdr = Header {
-            kind: Kind::Pages,
+            kind: ImageType::Pages,
             version: FORMAT_VERSION,
             body_len: self.offset,
             crc32: self.crc.clone().finalize(),
@@ -81,7 +81,7 @@ impl PageStoreWriter {
         self.file.write_all_at(&hdr.encode(), 0).at(&self.path)?;
         self.file.sync_all().at(&self.path)?;
         crate::info!("pages.img synced in {:?}", t.elapsed());
-        dir.write(Kind::PageStore, names::PAGESTORE, &self.store)?;
+        dir.write(ImageType::PageStore, names::PAGESTORE, &self.store)?;
         Ok(self.offset)
     }
 }
@@ -153,9 +153,9 @@ pub struct PageStoreReader {
 
 impl PageStoreReader {
     pub fn open(dir: &ImageDir) -> Result<PageStoreReader> {
-        let store: PageStore = dir.read(Kind::PageStore, names::PAGESTORE)?;
+        let store: PageStore = dir.read(ImageType::PageStore, names::PAGESTORE)?;
         let path = dir.file(names::PAGES);
-        let (file, header, size) = dir.open_raw(Kind::Pages, names::PAGES)?;
+        let (file, header, size) = dir.open_raw(ImageType::Pages, names::PAGES)?;
         validate_store(&store, header.body_len).map_err(|m| Error::image(&path, m))?;
         Ok(PageStoreReader {
             file,

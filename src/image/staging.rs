@@ -435,7 +435,7 @@ pub fn is_staging_name(name: &OsStr) -> bool {
 mod tests {
     use super::*;
     use crate::image::proto::{Inventory, Pstree};
-    use crate::image::Kind;
+    use crate::image::ImageType;
 
     fn tmp(tag: &str) -> PathBuf {
         let p = std::env::temp_dir().join(format!("cairn-staging-{tag}-{}", std::process::id()));
@@ -446,7 +446,7 @@ mod tests {
 
     fn write_some(s: &Staging, root: u32) {
         s.dir()
-            .write(Kind::Pstree, names::PSTREE, &Pstree::new())
+            .write(ImageType::Pstree, names::PSTREE, &Pstree::new())
             .unwrap();
         let mut inv = Inventory::new();
         inv.root_pid = root;

@@ -47,7 +47,7 @@ impl Collector {
 
 /// What an fd refers to, from the inode's type and the link target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FdKind {
+pub enum FdType {
     File,
     Dir,
     CharDev,
@@ -62,36 +62,36 @@ pub enum FdKind {
     Other,
 }
 
-impl FdKind {
-    pub fn of(mode: u32, target: &str) -> FdKind {
+impl FdType {
+    pub fn of(mode: u32, target: &str) -> FdType {
         if target.starts_with("anon_inode:") {
-            return FdKind::AnonInode;
+            return FdType::AnonInode;
         }
         match mode & libc::S_IFMT {
-            libc::S_IFREG => FdKind::File,
-            libc::S_IFDIR => FdKind::Dir,
-            libc::S_IFCHR => FdKind::CharDev,
-            libc::S_IFBLK => FdKind::BlockDev,
-            libc::S_IFIFO if target.starts_with("pipe:[") => FdKind::Pipe,
-            libc::S_IFIFO => FdKind::Fifo,
-            libc::S_IFSOCK => FdKind::Socket,
-            libc::S_IFLNK => FdKind::Symlink,
-            _ => FdKind::Other,
+            libc::S_IFREG => FdType::File,
+            libc::S_IFDIR => FdType::Dir,
+            libc::S_IFCHR => FdType::CharDev,
+            libc::S_IFBLK => FdType::BlockDev,
+            libc::S_IFIFO if target.starts_with("pipe:[") => FdType::Pipe,
+            libc::S_IFIFO => FdType::Fifo,
+            libc::S_IFSOCK => FdType::Socket,
+            libc::S_IFLNK => FdType::Symlink,
+            _ => FdType::Other,
         }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
-            FdKind::File => "file",
-            FdKind::Dir => "dir",
-            FdKind::CharDev => "chr",
-            FdKind::BlockDev => "blk",
-            FdKind::Fifo => "fifo",
-            FdKind::Pipe => "pipe",
-            FdKind::Socket => "socket",
-            FdKind::Symlink => "symlink",
-            FdKind::AnonInode => "anon_inode",
-            FdKind::Other => "other",
+            FdType::File => "file",
+            FdType::Dir => "dir",
+            FdType::CharDev => "chr",
+            FdType::BlockDev => "blk",
+            FdType::Fifo => "fifo",
+            FdType::Pipe => "pipe",
+            FdType::Socket => "socket",
+            FdType::Symlink => "symlink",
+            FdType::AnonInode => "anon_inode",
+            FdType::Other => "other",
         }
     }
 }
@@ -112,7 +112,7 @@ pub struct FdEntry {
     pub dev: (u32, u32),
     /// st_mode of the inode.
     pub mode: u32,
-    pub kind: FdKind,
+    pub kind: FdType,
 }
 
 /// One process of the tree.
@@ -260,7 +260,7 @@ fn proc_entry(pid: i32, ppid: Option<i32>) -> Result<ProcEntry> {
 }
 
 fn fd_entry(fd: i32, target: String, info: FdInfo, dev: (u32, u32), mode: u32) -> FdEntry {
-    let kind = FdKind::of(mode, &target);
+    let kind = FdType::of(mode, &target);
     FdEntry {
         fd,
         target,
@@ -819,12 +819,12 @@ mod tests {
 
     #[test]
     fn fd_kinds() {
-        assert_eq!(FdKind::of(0o100644, "/x"), FdKind::File);
-        assert_eq!(FdKind::of(0o010600, "pipe:[5]"), FdKind::Pipe);
-        assert_eq!(FdKind::of(0o010600, "/tmp/fifo"), FdKind::Fifo);
-        assert_eq!(FdKind::of(0o140777, "socket:[5]"), FdKind::Socket);
-        assert_eq!(FdKind::of(0o600, "anon_inode:[eventfd]"), FdKind::AnonInode);
-        assert_eq!(FdKind::of(0o020666, "/dev/null"), FdKind::CharDev);
+        assert_eq!(FdType::of(0o100644, "/x"), FdType::File);
+        assert_eq!(FdType::of(0o010600, "pipe:[5]"), FdType::Pipe);
+        assert_eq!(FdType::of(0o010600, "/tmp/fifo"), FdType::Fifo);
+        assert_eq!(FdType::of(0o140777, "socket:[5]"), FdType::Socket);
+        assert_eq!(FdType::of(0o600, "anon_inode:[eventfd]"), FdType::AnonInode);
+        assert_eq!(FdType::of(0o020666, "/dev/null"), FdType::CharDev);
     }
 
     #[test]

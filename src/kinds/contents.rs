@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, IoContext, Result};
 use crate::image::pages::{PageStoreReader, PageStoreWriter, MAX_CHUNK_RAW};
 use crate::image::proto::{file_desc, FileContent, FileContents, Files};
-use crate::image::{names, ImageDir, Kind};
+use crate::image::{names, ImageDir, ImageType};
 use crate::kinds::files::{FileTable, FilesIndex};
 use crate::{info, warn};
 
@@ -363,7 +363,7 @@ pub fn load(
         return Ok(None);
     }
     let path = dir.file(names::CONTENTS);
-    let c: FileContents = dir.read(Kind::Contents, names::CONTENTS)?;
+    let c: FileContents = dir.read(ImageType::Contents, names::CONTENTS)?;
     crate::image::validate::contents(&c, &path)?;
     let regs: HashMap<u32, (&str, bool)> = files
         .descs

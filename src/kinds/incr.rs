@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::image::chain::{self, Chain};
 use crate::image::pages::PageStoreReader;
 use crate::image::proto::{Inventory, PageHashRun, PageHashes, Pagemap, Pstree};
-use crate::image::{names, ImageDir, Kind};
+use crate::image::{names, ImageDir, ImageType};
 use crate::sys::PAGE_SIZE;
 
 /// Bytes of one page hash (xxh3-128, little-endian).
@@ -196,7 +196,7 @@ impl ParentView {
         };
         let (dir, inventory) = chain::open_layer(&path, images_dir, "")?;
         let store = PageStoreReader::open(&dir)?;
-        let pstree: Pstree = dir.read(Kind::Pstree, names::PSTREE)?;
+        let pstree: Pstree = dir.read(ImageType::Pstree, names::PSTREE)?;
         // The layers below must be whole too: better refused now than at
         // restore.
         let chain = Chain::open(dir, inventory, store)?;
@@ -235,10 +235,10 @@ impl ParentView {
         if !self.dir.exists(&n) {
             return Ok(None);
         }
-        let pm: Pagemap = self.dir.read(Kind::Pagemap, &n)?;
+        let pm: Pagemap = self.dir.read(ImageType::Pagemap, &n)?;
         let hn = names::pagehash(owner);
         let hashes = if self.dir.exists(&hn) {
-            let p: PageHashes = self.dir.read(Kind::PageHash, &hn)?;
+            let p: PageHashes = self.dir.read(ImageType::PageHash, &hn)?;
             Some(Hashes::from_proto(&p, &self.dir.file(&hn))?)
         } else {
             None

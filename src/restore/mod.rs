@@ -28,7 +28,7 @@ use crate::image::pages::PageStoreReader;
 use crate::image::proto::{
     FdTable, Files, Inventory, MmEntry, Pagemap, Pstree, TaskCore, TaskState,
 };
-use crate::image::{names, validate, ImageDir, Kind};
+use crate::image::{names, validate, ImageDir, ImageType};
 use crate::kinds::contents;
 use crate::kinds::files::{self, FilesIndex, SharedFiles};
 use crate::kinds::memory::{self, TASK_SIZE};
@@ -79,9 +79,9 @@ impl Images {
         validate::inventory(&inventory, &dir.file(names::INVENTORY))?;
         let has_parent = !inventory.parent_dir.is_empty();
         let tree_path = dir.file(names::PSTREE);
-        let pstree: Pstree = dir.read(Kind::Pstree, names::PSTREE)?;
+        let pstree: Pstree = dir.read(ImageType::Pstree, names::PSTREE)?;
         validate::pstree(&pstree, inventory.root_pid, &tree_path)?;
-        let files: Files = dir.read(Kind::Files, names::FILES)?;
+        let files: Files = dir.read(ImageType::Files, names::FILES)?;
         validate::files(&files, &dir.file(names::FILES))?;
         let descs = validate::desc_index(&files);
         let store = PageStoreReader::open(&dir)?;
@@ -90,7 +90,7 @@ impl Images {
         for e in &pstree.entries {
             let pid = e.pid;
             let core_path = dir.file(&names::core(pid));
-            let core: TaskCore = dir.read(Kind::Core, &names::core(pid))?;
+            let core: TaskCore = dir.read(ImageType::Core, &names::core(pid))?;
             validate::core(&core, pid, &e.threads, &core_path)?;
             validate::core_refs(&core, &descs, &pstree, &core_path)?;
             if is_zombie(&core) {
@@ -99,12 +99,12 @@ impl Images {
                 fdtables.push(None);
                 continue;
             }
-            let mm: MmEntry = dir.read(Kind::Mm, &names::mm(pid))?;
+            let mm: MmEntry = dir.read(ImageType::Mm, &names::mm(pid))?;
             validate::mm(&mm, pid, &descs, &dir.file(&names::mm(pid)))?;
             let own = format!("pid:{pid}");
             let pm_name = names::pagemap(&own);
             let pm: Pagemap = if dir.exists(&pm_name) {
-                let pm: Pagemap = dir.read(Kind::Pagemap, &pm_name)?;
+                let pm: Pagemap = dir.read(ImageType::Pagemap, &pm_name)?;
                 validate::pagemap(&pm, &own, has_parent, &dir.file(&pm_name))?;
                 pm
             } else {
@@ -133,13 +133,13 @@ impl Images {
             for owner in shared_owners {
                 let n = names::pagemap(&owner);
                 if dir.exists(&n) && !pagemaps.iter().any(|p: &Pagemap| p.owner == owner) {
-                    let pm: Pagemap = dir.read(Kind::Pagemap, &n)?;
+                    let pm: Pagemap = dir.read(ImageType::Pagemap, &n)?;
                     validate::pagemap(&pm, &owner, has_parent, &dir.file(&n))?;
                     validate::pagemap_in_mm(&pm, &mm, &store, &dir.file(&n))?;
                     pagemaps.push(pm);
                 }
             }
-            let t: FdTable = dir.read(Kind::FdTable, &names::fdinfo(pid))?;
+            let t: FdTable = dir.read(ImageType::FdTable, &names::fdinfo(pid))?;
             validate::fdtable(&t, pid, &descs, &dir.file(&names::fdinfo(pid)))?;
             cores.push(core);
             mms.push(Some(mm));

@@ -363,8 +363,13 @@ impl ProcKind for Timers {
             if t.signo < 0 || t.signo as u32 > SIG_MAX {
                 return Err(bad(path, &obj, "posix_timers.signo", t.signo));
             }
-            if ![SIGEV_SIGNAL, SIGEV_NONE, SIGEV_THREAD, SIGEV_SIGNAL | SIGEV_THREAD_ID]
-                .contains(&t.notify)
+            if ![
+                SIGEV_SIGNAL,
+                SIGEV_NONE,
+                SIGEV_THREAD,
+                SIGEV_SIGNAL | SIGEV_THREAD_ID,
+            ]
+            .contains(&t.notify)
             {
                 return Err(bad(path, &obj, "posix_timers.notify", t.notify));
             }
