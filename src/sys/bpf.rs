@@ -396,10 +396,8 @@ mod tests {
             tv_nsec: 0,
         };
         // SAFETY: ts is a valid, writable timespec.
-        assert_eq!(
-            unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) },
-            0
-        );
+        let r = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+        assert_eq!(r, 0);
         let now = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
         assert!(ns > 0 && ns <= now, "{ns} vs now {now}");
         assert_eq!(root_start_ns(i32::MAX), 0);
