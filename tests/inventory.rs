@@ -8,29 +8,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// Why the BPF iterators cannot be used here (from `cairn check --json`),
-/// or None when they can.
-fn bpf_unavailable() -> Option<String> {
-    let dir = fresh_dir("inventory-check");
-    let out = run_cairn(
-        &[OsString::from("check"), OsString::from("--json")],
-        &dir.join("check"),
-        Duration::from_secs(60),
-    );
-    assert_ok(&out, "cairn check --json");
-    let json = String::from_utf8_lossy(&out.stdout).into_owned();
-    for f in ["bpf_iter", "initial_pid_ns"] {
-        let key = format!("\"{f}\":{{\"available\":");
-        let at = json
-            .find(&key)
-            .unwrap_or_else(|| panic!("no {f} in cairn check --json: {json}"));
-        if !json[at + key.len()..].starts_with("true") {
-            return Some(format!("{f}: {}", &json[at..(at + 300).min(json.len())]));
-        }
-    }
-    None
-}
-
 fn inventory(pid: i32, no_bpf: bool, dir: &std::path::Path, tag: &str) -> String {
     let mut args: Vec<OsString> = ["-v", "inventory", "-t", &pid.to_string(), "--json"]
         .iter()
@@ -85,7 +62,7 @@ fn bpf_and_proc_inventories_are_identical() {
     if skip_unless_root() {
         return;
     }
-    if let Some(why) = bpf_unavailable() {
+    if let Some(why) = bpf_iterators_unavailable() {
         note_skip(&format!("BPF iterators unavailable: {why}"));
         return;
     }

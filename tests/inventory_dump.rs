@@ -19,29 +19,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     ONE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Why the BPF iterators cannot be used here (from `cairn check --json`),
-/// or None when they can.
-fn bpf_unavailable() -> Option<String> {
-    let dir = fresh_dir("inventory-dump-check");
-    let out = run_cairn(
-        &[OsString::from("check"), OsString::from("--json")],
-        &dir.join("check"),
-        Duration::from_secs(60),
-    );
-    assert_ok(&out, "cairn check --json");
-    let json = String::from_utf8_lossy(&out.stdout).into_owned();
-    for f in ["bpf_iter", "initial_pid_ns"] {
-        let key = format!("\"{f}\":{{\"available\":");
-        let at = json
-            .find(&key)
-            .unwrap_or_else(|| panic!("no {f} in cairn check --json: {json}"));
-        if !json[at + key.len()..].starts_with("true") {
-            return Some(format!("{f}: {}", &json[at..(at + 300).min(json.len())]));
-        }
-    }
-    None
-}
-
 /// `cairn show DIR` (text).
 fn show(dir: &std::path::Path, tag: &str, out_base: &std::path::Path) -> String {
     let out = run_cairn(
@@ -267,7 +244,7 @@ fn dump_records_its_inventory_source_and_is_the_same_either_way() {
     if skip_unless_root() {
         return;
     }
-    if let Some(why) = bpf_unavailable() {
+    if let Some(why) = bpf_iterators_unavailable() {
         note_skip(&format!("BPF unavailable: {why}"));
         return;
     }
@@ -352,7 +329,7 @@ fn pre_dump_records_its_inventory_source() {
     if skip_unless_root() {
         return;
     }
-    if let Some(why) = bpf_unavailable() {
+    if let Some(why) = bpf_iterators_unavailable() {
         note_skip(&format!("BPF unavailable: {why}"));
         return;
     }
@@ -434,7 +411,7 @@ fn deep_tree_falls_back_to_proc_and_says_so() {
     if skip_unless_root() {
         return;
     }
-    if let Some(why) = bpf_unavailable() {
+    if let Some(why) = bpf_iterators_unavailable() {
         note_skip(&format!("BPF unavailable: {why}"));
         return;
     }
@@ -464,7 +441,7 @@ fn an_older_deep_chain_elsewhere_does_not_disable_bpf() {
     if skip_unless_root() {
         return;
     }
-    if let Some(why) = bpf_unavailable() {
+    if let Some(why) = bpf_iterators_unavailable() {
         note_skip(&format!("BPF unavailable: {why}"));
         return;
     }

@@ -2161,3 +2161,26 @@ pub fn remove_lock_tables(pid: i32) {
         }
     }
 }
+
+/// Why the BPF iterators cannot be used here (from `cairn check --json`),
+/// or None when they can.
+pub fn bpf_iterators_unavailable() -> Option<String> {
+    let dir = fresh_dir("bpf-check");
+    let out = run_cairn(
+        &[OsString::from("check"), OsString::from("--json")],
+        &dir.join("check"),
+        Duration::from_secs(60),
+    );
+    assert_ok(&out, "cairn check --json");
+    let json = String::from_utf8_lossy(&out.stdout).into_owned();
+    for f in ["bpf_iter", "initial_pid_ns"] {
+        let key = format!("\"{f}\":{{\"available\":");
+        let at = json
+            .find(&key)
+            .unwrap_or_else(|| panic!("no {f} in cairn check --json: {json}"));
+        if !json[at + key.len()..].starts_with("true") {
+            return Some(format!("{f}: {}", &json[at..(at + 300).min(json.len())]));
+        }
+    }
+    None
+}
