@@ -272,6 +272,7 @@ pub fn dump(args: &DumpOptions) -> Result<DumpStats> {
     }
     crate::kinds::unix::precheck_tree(&pids, args.ext_unix_sk, args.leave_running)?;
     crate::kinds::tty::precheck_tree(&pids, args.shell_job)?;
+    crate::kinds::locks::precheck(&pids)?;
     // Images go to a staging directory that becomes DIR only once it is
     // complete and synced (image::staging); dropping it removes it.
     let staging = Staging::begin(&args.images_dir)?;
@@ -765,6 +766,11 @@ fn dump_frozen(
     }
     // Every socket is in repair mode and the network locked.
     crate::guard::pause_at("repaired")?;
+    // File locks, before contents are read (a leased file is not opened).
+    let tables: Vec<_> = (per_proc.iter())
+        .map(|(p, c, _, t)| (*p, c.files_shared_with, t.as_ref()))
+        .collect();
+    files.files.locks = crate::kinds::locks::dump(&tables, &files.files)?;
     files.dump_pipe_data()?;
     files
         .kinds

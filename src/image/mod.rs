@@ -52,6 +52,7 @@ pub mod proto {
     pub use files::*;
     pub use inet::*;
     pub use inventory::*;
+    pub use locks::*;
     pub use mm::*;
     pub use pagemap::*;
     pub use sockopts::*;

@@ -285,6 +285,7 @@ pub fn files(f: &Files, path: &Path) -> Result<()> {
     for kind in crate::kinds::fd::KINDS {
         kind.validate_files(f, path)?;
     }
+    crate::kinds::locks::validate(f, path)?;
     count(path, "files", "sysv_shm", f.sysv_shm.len(), 1 << 16)?;
     for s in &f.sysv_shm {
         if s.size == 0 || s.size > 1 << 46 || s.mode > 0o7777 {

@@ -199,7 +199,9 @@ fn store_file(
     loop {
         let mut n = 0;
         while n < buf.len() {
-            match f.read(&mut buf[n..]) {
+            // At an offset: a leased file is read through the tree's own
+            // description, whose position must not move.
+            match std::os::unix::fs::FileExt::read_at(&*f, &mut buf[n..], total + n as u64) {
                 Ok(0) => break,
                 Ok(k) => n += k,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -254,6 +256,7 @@ pub fn dump(
     // (dev, ino) -> (size, chunks): hard links are stored once.
     let mut stored: HashMap<(u64, u64), (u64, Vec<u32>)> = HashMap::new();
     let mut skipped: HashSet<String> = HashSet::new();
+    let leased = crate::kinds::locks::leased(&files.files);
     let mut bytes = 0u64;
     for (pid, fd, id) in files.fd_of_descs() {
         let Some(r) = descs.get(&id) else { continue };
@@ -276,11 +279,16 @@ pub fn dump(
             continue;
         }
         let link = format!("/proc/{pid}/fd/{fd}");
-        let opened = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOATIME)
-            .open(&link)
-            .or_else(|_| File::open(&link));
+        // Opening a file the tree holds a lease on would break the lease:
+        // it is read through the leased description (kinds::locks::leased).
+        let opened = match leased.get(&(st.dev, st.ino)) {
+            Some(&(lp, lfd)) => crate::kinds::locks::readable(lp, lfd),
+            None => OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOATIME)
+                .open(&link)
+                .or_else(|_| File::open(&link)),
+        };
         let mut f = match opened {
             Ok(f) => f,
             Err(e) if !r.deleted => {

@@ -15,6 +15,7 @@ pub mod fifo;
 pub mod files;
 pub mod incr;
 pub mod inet;
+pub mod locks;
 pub mod memory;
 pub mod pipe;
 pub mod regular;

@@ -727,6 +727,65 @@ pub trait Calls {
         let a = self.put(0, &b)?;
         self.call("capset", libc::SYS_capset, &[a, a + 8]).map(drop)
     }
+
+    // locks (kinds::locks): taking file locks and leases back.
+
+    /// fcntl(fd, cmd, &struct flock) for F_SETLK and F_OFD_SETLK, which
+    /// never wait: lock type `ty` (F_RDLCK, F_WRLCK, F_UNLCK) on `len`
+    /// bytes from `start` (`len` 0: to the end of the file). The struct
+    /// goes at scratch offset 0. The kernel's error as is (EAGAIN: a
+    /// conflicting lock is held).
+    fn lock_range(&mut self, fd: u64, cmd: i32, ty: i16, start: u64, len: u64) -> io::Result<()> {
+        // struct flock on x86_64: l_type, l_whence (i16), pad, l_start,
+        // l_len (i64), l_pid (i32, 0: required by F_OFD_SETLK), pad.
+        let mut b = [0u8; 32];
+        b[0..2].copy_from_slice(&ty.to_ne_bytes());
+        b[2..4].copy_from_slice(&(libc::SEEK_SET as i16).to_ne_bytes());
+        b[8..16].copy_from_slice(&start.to_ne_bytes());
+        b[16..24].copy_from_slice(&len.to_ne_bytes());
+        let a = self.put(0, &b).map_err(|e| io::Error::other(e.to_string()))?;
+        self.syscall(libc::SYS_fcntl, &[fd, cmd as u64, a])
+            .map(drop)
+    }
+
+    /// flock(fd, op); the kernel's error as is (EWOULDBLOCK with LOCK_NB).
+    fn lock_flock(&mut self, fd: u64, op: i32) -> io::Result<()> {
+        self.syscall(libc::SYS_flock, &[fd, op as u64]).map(drop)
+    }
+
+    /// fcntl(fd, F_SETLEASE, ty); the kernel's error as is.
+    fn lock_lease(&mut self, fd: u64, ty: i32) -> io::Result<()> {
+        self.syscall(libc::SYS_fcntl, &[fd, libc::F_SETLEASE as u64, ty as u64])
+            .map(drop)
+    }
+
+    /// fcntl(fd, F_GETOWN_EX): the owner's (type, pid) of the description.
+    fn lock_owner_get(&mut self, fd: u64) -> Result<(i32, i32)> {
+        let a = self.put(0, &[0u8; 8])?;
+        self.call(
+            "fcntl(F_GETOWN_EX)",
+            libc::SYS_fcntl,
+            &[fd, 16 /* F_GETOWN_EX */, a],
+        )?;
+        let b = self.get(0, 8)?;
+        let ty = i32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+        let pid = i32::from_ne_bytes([b[4], b[5], b[6], b[7]]);
+        Ok((ty, pid))
+    }
+
+    /// fcntl(fd, F_SETOWN_EX, {ty, pid}).
+    fn lock_owner_set(&mut self, fd: u64, ty: i32, pid: i32) -> Result<()> {
+        let mut b = [0u8; 8];
+        b[0..4].copy_from_slice(&ty.to_ne_bytes());
+        b[4..8].copy_from_slice(&pid.to_ne_bytes());
+        let a = self.put(0, &b)?;
+        self.call(
+            "fcntl(F_SETOWN_EX)",
+            libc::SYS_fcntl,
+            &[fd, 15 /* F_SETOWN_EX */, a],
+        )
+        .map(drop)
+    }
 }
 
 impl Calls for super::Agent {

@@ -891,6 +891,16 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
         shared.tty.set_controlling(&mut p.agents[0])?;
     }
     fixups.ghosts.unlink_all();
+    // File locks: every fd is in place and no keeper left to close.
+    let tables: Vec<_> = (procs.iter())
+        .map(|p| (p.pid, img.cores[p.i].files_shared_with, img.fdtables[p.i].as_ref()))
+        .collect();
+    let mut calls: HashMap<i32, &mut dyn crate::remote::Calls> = (procs.iter_mut())
+        .filter(|p| !p.zombie)
+        .map(|p| (p.pid, &mut p.agents[0] as &mut dyn crate::remote::Calls))
+        .collect();
+    crate::kinds::locks::restore(&img.files.locks, &tables, &idx, &mut calls)?;
+    drop(calls);
     lap("files", &mut phases);
     let zombie_parents: std::collections::HashSet<u32> = img
         .pstree

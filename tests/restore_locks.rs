@@ -1,0 +1,155 @@
+//! File locks (issue 14): POSIX record locks, OFD locks, flock locks and
+//! leases come back with their owners and ranges; processes waiting for a
+//! lock wait again; a lease being broken is refused at dump, which leaves
+//! the workload running.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// POSIX read and write locks on several ranges (one to EOF) of the
+/// parent and of a child, an OFD lock, flock LOCK_SH and LOCK_EX (one on a
+/// directory, one on a description shared with a child), a child waiting
+/// in F_SETLKW and one in flock: the workload compares its fdinfo "lock:"
+/// lines with the ones before the dump, checks conflicts from a helper,
+/// then lets the waiting children have their locks.
+#[test]
+fn files_locks() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = tree_checkpoint_restore(
+        "files_locks",
+        &[],
+        TreeOpts {
+            compare_tree: true,
+            ..Default::default()
+        },
+    );
+    let log = t.dump_log();
+    assert!(
+        !log.contains("lease"),
+        "the dump log mentions a lease where there is none:\n{log}"
+    );
+}
+
+/// The same tree after a --leave-running dump: nothing was dropped or
+/// changed in the original (its locks are compared by the workload).
+#[test]
+fn files_locks_leave_running() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut t = TreeTest::start("files_locks", &[]);
+    t.dump_ok(&["--leave-running"]);
+    t.check_tree_left_running();
+    t.w.terminate_original_expect_pass();
+}
+
+/// A read and a write lease: the dump takes far less than the kernel's
+/// lease break time (it must not open the leased files, which would break
+/// the write lease and wait for it), and both leases come back unbroken
+/// and still working.
+#[test]
+fn files_lease() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("files_lease", &[]);
+    let t = Instant::now();
+    w.dump_ok(&[]);
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "the dump of a process holding leases took {took:?} (the lease break time is 45 s by \
+         default: did the dump break a lease?)"
+    );
+    w.expect_killed_by_dump();
+    w.restore_wait(&[]);
+}
+
+/// Kills the opener blocked in open(2) on drop.
+struct Opener(Child);
+
+impl Drop for Opener {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Another process opens the write-leased file for writing, so the lease
+/// is being broken: the dump refuses, naming the pid, the fd and the
+/// reason, and leaves the workload running (not stopped, not traced); the
+/// workload then checks it saw exactly that one break and that its read
+/// lease is untouched.
+#[test]
+fn files_lease_breaking_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("files_lease", &["--expect-break"]);
+    let wr = w.work.join("wr");
+    // Blocks in open(2) until the lease is given up or the break time ends.
+    let opener = Opener(
+        Command::new("sh")
+            .arg("-c")
+            .arg("exec 3>>\"$0\"")
+            .arg(&wr)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn the opener"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pat = format!(" {} ", w.pid);
+    loop {
+        let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+        if locks
+            .lines()
+            .any(|l| l.contains("LEASE  BREAKING") && l.contains(&pat))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lease of pid {} is not being broken after 10 s:\n{locks}",
+            w.pid
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let t = Instant::now();
+    let out = w.dump(&["-v"]);
+    assert!(
+        !out.status.success(),
+        "the dump of a process whose lease is being broken succeeded: {}",
+        describe(&out)
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "the refusal took {:?}",
+        t.elapsed()
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("pid {}", w.pid))
+            && err.contains("fd 4")
+            && err.contains("being broken"),
+        "the refusal does not name pid {}, fd 4 and the reason: {}",
+        w.pid,
+        describe(&out)
+    );
+    assert!(
+        !w.images.join("inventory.img").exists(),
+        "a refused dump left images"
+    );
+    let st = std::fs::read_to_string(format!("/proc/{}/status", w.pid)).unwrap_or_default();
+    assert!(
+        st.contains("TracerPid:\t0\n") && !st.contains("State:\tT"),
+        "the workload was left traced or stopped:\n{st}"
+    );
+    drop(opener);
+    w.terminate_original_expect_pass();
+}
