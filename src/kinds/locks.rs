@@ -535,9 +535,15 @@ fn take(c: &mut dyn Calls, l: &FileLock) -> std::io::Result<()> {
         }
         LockKind::LOCK_LEASE => {
             let other = |e: Error| std::io::Error::other(e.to_string());
+            // F_SETLEASE makes the taker the file's owner (lease breaks
+            // signal it), as it did when the holder took the lease; an
+            // owner restored before (F_SETOWN_EX) is put back.
             let (oty, opid) = c.lock_owner_get(fd).map_err(other)?;
             c.lock_lease(fd, ty)?;
-            c.lock_owner_set(fd, oty, opid).map_err(other)
+            if opid != 0 {
+                c.lock_owner_set(fd, oty, opid).map_err(other)?;
+            }
+            Ok(())
         }
         LockKind::LOCK_UNKNOWN => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
     }

@@ -125,9 +125,13 @@ int main(int argc, char **argv)
 		exit(0);
 	}
 	{
-		int st;
+		int st = 0;
+		pid_t r;
 
-		if (waitpid(h, &st, 0) != h || !WIFEXITED(st) || WEXITSTATUS(st))
+		/* SIGIO (the break the helper started) may interrupt the wait. */
+		while ((r = waitpid(h, &st, 0)) < 0 && errno == EINTR)
+			;
+		if (r != h || !WIFEXITED(st) || WEXITSTATUS(st))
 			fail("the helper failed (status %#x)", st);
 	}
 	for (int i = 0; i < 5000 && !sigio; i++)

@@ -60,7 +60,7 @@ static void lock_lines(char *out, size_t size)
 	if (!d)
 		pfail("opendir /proc/self/fdinfo");
 	while ((e = readdir(d))) {
-		char path[64];
+		char path[300];
 		char *p;
 
 		if (e->d_name[0] == '.' || atoi(e->d_name) == dirfd(d))
@@ -70,12 +70,12 @@ static void lock_lines(char *out, size_t size)
 		for (p = buf; (p = strstr(p, "lock:\t"));) {
 			char *eol = strchr(p, '\n');
 			char *rest = strchr(p, ' ');
-			char line[256];
+			char line[600];
 
 			if (!eol || !rest || rest > eol)
 				fail("odd lock line in %s", path);
-			snprintf(line, sizeof(line), "fd %s: %.*s", e->d_name, (int)(eol - rest - 1),
-				 rest + 1);
+			snprintf(line, sizeof(line), "fd %.16s: %.300s", e->d_name, rest + 1);
+			line[strcspn(line, "\n")] = 0;
 			if (n == 256)
 				fail("too many lock lines");
 			lines[n++] = strdup(line);
