@@ -7,7 +7,8 @@
  * description child 1 inherits (one lock, shared). Child 1 holds POSIX
  * locks of its own ("f", and a read range of "a"). Child 2 waits in
  * F_SETLKW for a range of "a" the parent holds, child 3 in flock(LOCK_EX)
- * for "d".
+ * for "d". Child 4 shares the parent's fd table (clone(CLONE_FILES)) and
+ * holds a POSIX lock on "g": the table owns it, the kernel names child 4.
  *
  * After the restore each process compares the "lock:" lines of its
  * fdinfo with the ones it saw before the dump (kind, type, pid, inode,
@@ -19,9 +20,13 @@
 #include "tree.h"
 
 #include <dirent.h>
+#include <sched.h>
 #include <sys/file.h>
 
 #define SNAP 8192
+
+static char c4_stack[256 * 1024];
+static int c4_ready, c4_go[2];
 
 static void set_lock(int fd, int cmd, short type, off_t start, off_t len, const char *what)
 {
@@ -178,12 +183,28 @@ static void wait_blocked(pid_t pid, const char *who)
 	fail("%s (pid %d) is not blocked on a lock after 10 s", who, pid);
 }
 
+/* Child 4: shares the parent's fd table. */
+static int child4(void *arg)
+{
+	int fg = open("g", O_RDWR | O_CREAT, 0644);
+	char c;
+
+	(void)arg;
+	if (fg < 0)
+		_exit(11);
+	set_lock(fg, F_SETLK, F_WRLCK, 0, 10, "child 4: g 0-9 write");
+	ready_send(c4_ready, "child 4");
+	while (read(c4_go[0], &c, 1) < 0 && errno == EINTR)
+		;
+	_exit(0);
+}
+
 int main(int argc, char **argv)
 {
 	static char before[SNAP];
 	int ready[2], got2[2], got3[2];
 	int fa, fb, fc, fd, fe, fdir;
-	pid_t me, c1, c2, c3, h;
+	pid_t me, c1, c2, c3, c4, h;
 
 	test_init(argc, argv);
 	me = getpid();
@@ -245,7 +266,14 @@ int main(int argc, char **argv)
 			pfail("child 3: write");
 		exit(0);
 	}
-	ready_collect(ready[0], 1);
+	c4_ready = ready[1];
+	if (pipe(c4_go))
+		pfail("pipe");
+	fflush(NULL);
+	c4 = clone(child4, c4_stack + sizeof(c4_stack), CLONE_FILES | SIGCHLD, NULL);
+	if (c4 < 0)
+		pfail("clone");
+	ready_collect(ready[0], 2);
 	wait_blocked(c2, "child 2");
 	wait_blocked(c3, "child 3");
 	lock_lines(before, sizeof(before));
@@ -265,6 +293,8 @@ int main(int argc, char **argv)
 		expect_getlk(F_GETLK, "a", 1000000, 1, F_WRLCK, me);
 		expect_getlk(F_GETLK, "f", 0, 0, F_WRLCK, c1);
 		expect_getlk(F_GETLK, "f", 5, 0, F_UNLCK, 0);
+		expect_getlk(F_GETLK, "g", 9, 1, F_WRLCK, c4);
+		expect_getlk(F_GETLK, "g", 10, 1, F_UNLCK, 0);
 		expect_getlk(F_OFD_GETLK, "b", 99, 1, F_WRLCK, -1);
 		expect_getlk(F_OFD_GETLK, "b", 100, 1, F_UNLCK, 0);
 		expect_flock("c", LOCK_SH, 0);
@@ -279,6 +309,9 @@ int main(int argc, char **argv)
 	if (kill(c1, SIGTERM))
 		pfail("kill child 1");
 	expect_exit(c1, "child 1", 0);
+	if (write(c4_go[1], "g", 1) != 1)
+		pfail("write go");
+	expect_exit(c4, "child 4", 0);
 
 	nothing_yet(got2[0], "child 2");
 	set_lock(fa, F_SETLK, F_UNLCK, 20, 10, "a 20-29 unlock");
