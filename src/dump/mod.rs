@@ -770,7 +770,7 @@ fn dump_frozen(
     let tables: Vec<_> = (per_proc.iter())
         .map(|(p, c, _, t)| (*p, c.files_shared_with, t.as_ref()))
         .collect();
-    files.files.locks = crate::kinds::locks::dump(&tables, &files.files)?;
+    files.files.locks = crate::kinds::locks::dump(&tables)?;
     files.dump_pipe_data()?;
     files
         .kinds

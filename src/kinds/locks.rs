@@ -136,40 +136,40 @@ pub fn refusal(l: &LockLine, target: &str, tree: &HashSet<i32>) -> Option<String
     let kind = l.kind();
     if kind == LockKind::LOCK_UNKNOWN {
         return Some(format!(
-            "holds a {} lock on {target}, which cairn cannot take back",
+            "a {} lock, which cairn cannot take back",
             l.class
         ));
     }
     if kind == LockKind::LOCK_LEASE {
         if l.mode == "BREAKING" {
             return Some(format!(
-                "its lease on {target} is being broken (another process opened the file and \
-                 waits for the holder to give the lease up): a lease cannot be put back in that \
-                 state; retry once the break is over"
+                "its lease is being broken (another process opened the file and waits for the \
+                 holder to give the lease up): a lease cannot be put back in that state; retry \
+                 once the break is over"
             ));
         }
         if l.mode != "ACTIVE" {
             return Some(format!(
-                "holds a lease on {target} in state {}, which cairn cannot take back",
+                "a lease in state {}, which cairn cannot take back",
                 l.mode
             ));
         }
     } else if l.mode != "ADVISORY" {
         return Some(format!(
-            "holds a {} {} lock on {target}, which cairn cannot take back",
+            "a {} {} lock, which cairn cannot take back",
             l.mode, l.class
         ));
     }
     if l.ty != "READ" && l.ty != "WRITE" {
         return Some(format!(
-            "holds a {} {} lock on {target}, which cairn cannot take back",
+            "a {} {} lock, which cairn cannot take back",
             l.ty, l.class
         ));
     }
     if !target.starts_with('/') {
         return Some(format!(
-            "holds a {} lock on {target}; cairn takes locks back only on files, directories, \
-             FIFOs and memfds",
+            "a {} lock, and cairn takes locks back only on files, directories, FIFOs and \
+             memfds",
             l.class
         ));
     }
@@ -180,9 +180,9 @@ pub fn refusal(l: &LockLine, target: &str, tree: &HashSet<i32>) -> Option<String
         && crate::sys::task::pid_exists(l.pid)
     {
         return Some(format!(
-            "its {} lock on {target} was taken by pid {}, outside the tree, which shares this \
-             open file description: the restored tree gets a description of its own, so the \
-             lock could not stay shared with pid {}",
+            "its {} lock was taken by pid {}, outside the tree, which shares this open file \
+             description: the restored tree gets a description of its own, so the lock could \
+             not stay shared with pid {}",
             l.class, l.pid, l.pid
         ));
     }
@@ -198,7 +198,7 @@ fn check_fd(
 ) -> Result<()> {
     for l in lines {
         if let Some(why) = refusal(l, target, tree) {
-            return Err(Error::unsupported(pid, format!("fd {fd} {why}")));
+            return Err(Error::unsupported(pid, format!("fd {fd} ({target}): {why}")));
         }
     }
     Ok(())
@@ -240,10 +240,8 @@ pub fn precheck(pids: &[i32]) -> Result<()> {
 pub type TableRef<'a> = (i32, u32, Option<&'a FdTable>);
 
 /// Dump (the tree frozen): every lock the tree holds, each once, with the
-/// process and fd that take it again. `files` (descriptions so far) names
-/// the files in messages.
-pub fn dump(tables: &[TableRef], files: &Files) -> Result<Vec<FileLock>> {
-    let idx = FilesIndex::new(files);
+/// process and fd that take it again.
+pub fn dump(tables: &[TableRef]) -> Result<Vec<FileLock>> {
     let system = system_locks()?;
     if system.is_empty() {
         return Ok(Vec::new());
@@ -272,9 +270,7 @@ pub fn dump(tables: &[TableRef], files: &Files) -> Result<Vec<FileLock>> {
             if lines.is_empty() {
                 continue;
             }
-            let target = idx
-                .path(f.desc_id)
-                .unwrap_or_else(|| format!("description {}", f.desc_id));
+            let target = procfs::read_link(format!("/proc/{pid}/fd/{fd}"))?;
             check_fd(pid, fd, &target, &lines, &tree)?;
             for l in lines.iter().filter(|l| !l.blocked) {
                 let kind = l.kind();
@@ -603,7 +599,10 @@ mod tests {
         let why = ok("1: DELEG  ACTIVE    READ 100 08:02:5 0 EOF", "/f").unwrap();
         assert!(why.contains("DELEG"), "{why}");
         let why = ok("1: FLOCK  ADVISORY  WRITE 100 00:0c:5 0 EOF", "pipe:[5]").unwrap();
-        assert!(why.contains("pipe:[5]"), "{why}");
+        assert!(why.contains("only on files"), "{why}");
+        let l = LockLine::parse("1: LEASE  BREAKING  READ 100 08:02:5 0 EOF").unwrap();
+        let e = check_fd(100, 4, "/f", &[l], &tree).unwrap_err().to_string();
+        assert!(e.contains("pid 100: unsupported: fd 4 (/f): its lease is being broken"), "{e}");
         // A flock taken by a live process outside the tree (this test).
         let me = std::process::id() as i32;
         let why = ok(
