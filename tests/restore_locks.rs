@@ -160,3 +160,59 @@ fn files_lease_breaking_refused() {
     drop(opener);
     w.terminate_original_expect_pass();
 }
+
+/// A lock that someone outside the tree holds at restore time: the restore
+/// fails, naming the file and the range, and leaves no process behind;
+/// once the lock is gone, the same images restore completely.
+#[test]
+fn files_locks_conflict_at_restore() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut t = TreeTest::start("files_locks", &[]);
+    t.dump_ok(&[]);
+    t.expect_tree_killed_by_dump();
+    let a = t.w.work.join("a");
+    let f = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(&a)
+        .expect("open a");
+    // An OFD write lock on byte 25, inside the parent's write lock 20-29.
+    let lk = libc::flock {
+        l_type: libc::F_WRLCK as i16,
+        l_whence: libc::SEEK_SET as i16,
+        l_start: 25,
+        l_len: 1,
+        l_pid: 0,
+    };
+    nix::fcntl::fcntl(
+        std::os::fd::AsRawFd::as_raw_fd(&f),
+        nix::fcntl::FcntlArg::F_OFD_SETLK(&lk),
+    )
+    .expect("take the conflicting OFD lock");
+    let out = restore_expect_fail(&t.w.images, &[], t.w.pid);
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("the failure: {}", err.trim());
+    assert!(
+        err.contains(&format!("pid {}: fd 3", t.w.pid))
+            && err.contains(&format!("({})", a.display()))
+            && err.contains("POSIX write lock on bytes 20-29")
+            && err.contains("conflicting lock"),
+        "the failed restore does not name pid {}, {} and bytes 20-29: {}",
+        t.w.pid,
+        a.display(),
+        describe(&out)
+    );
+    for p in &t.before {
+        assert!(
+            wait_pid_gone(p.pid, Duration::from_secs(5)),
+            "pid {} is left behind by the failed restore",
+            p.pid
+        );
+    }
+    drop(f);
+    t.restore_start(&[], false);
+    t.check_restored_tree();
+    t.finish();
+}

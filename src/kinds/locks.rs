@@ -135,10 +135,7 @@ fn lines_of(pid: i32, fd: i32, info: &FdInfo) -> Result<Vec<LockLine>> {
 pub fn refusal(l: &LockLine, target: &str, tree: &HashSet<i32>) -> Option<String> {
     let kind = l.kind();
     if kind == LockKind::LOCK_UNKNOWN {
-        return Some(format!(
-            "a {} lock, which cairn cannot take back",
-            l.class
-        ));
+        return Some(format!("a {} lock, which cairn cannot take back", l.class));
     }
     if kind == LockKind::LOCK_LEASE {
         if l.mode == "BREAKING" {
@@ -174,10 +171,7 @@ pub fn refusal(l: &LockLine, target: &str, tree: &HashSet<i32>) -> Option<String
         ));
     }
     let by_description = matches!(kind, LockKind::LOCK_FLOCK | LockKind::LOCK_LEASE);
-    if by_description
-        && l.pid > 0
-        && !tree.contains(&l.pid)
-        && crate::sys::task::pid_exists(l.pid)
+    if by_description && l.pid > 0 && !tree.contains(&l.pid) && crate::sys::task::pid_exists(l.pid)
     {
         return Some(format!(
             "its {} lock was taken by pid {}, outside the tree, which shares this open file \
@@ -198,7 +192,10 @@ fn check_fd(
 ) -> Result<()> {
     for l in lines {
         if let Some(why) = refusal(l, target, tree) {
-            return Err(Error::unsupported(pid, format!("fd {fd} ({target}): {why}")));
+            return Err(Error::unsupported(
+                pid,
+                format!("fd {fd} ({target}): {why}"),
+            ));
         }
     }
     Ok(())
@@ -358,7 +355,11 @@ pub fn leased(files: &Files) -> HashMap<(u64, u64), (i32, i32)> {
 /// cairn, to be read at offsets; an error if it is not open for reading.
 pub fn readable(pid: i32, fd: i32) -> std::io::Result<std::fs::File> {
     let f = std::fs::File::from(crate::sys::sock::pidfd_getfd(pid, fd)?);
-    let fl = nix::fcntl::fcntl(std::os::fd::AsRawFd::as_raw_fd(&f), nix::fcntl::FcntlArg::F_GETFL).map_err(std::io::Error::from)?;
+    let fl = nix::fcntl::fcntl(
+        std::os::fd::AsRawFd::as_raw_fd(&f),
+        nix::fcntl::FcntlArg::F_GETFL,
+    )
+    .map_err(std::io::Error::from)?;
     if fl & libc::O_ACCMODE == libc::O_WRONLY {
         return Err(std::io::Error::other(
             "the leased description is write-only and the file is not opened: that would \
@@ -396,7 +397,12 @@ pub fn validate(f: &Files, path: &Path) -> Result<()> {
         }
         let whole = l.start == 0 && l.to_eof;
         if matches!(kind, LockKind::LOCK_FLOCK | LockKind::LOCK_LEASE) && !whole {
-            return Err(bad(path, &obj, "start", "a flock lock or lease covers a whole file"));
+            return Err(bad(
+                path,
+                &obj,
+                "start",
+                "a flock lock or lease covers a whole file",
+            ));
         }
         if l.pid == 0 || l.pid > i32::MAX as u32 {
             return Err(bad(path, &obj, "pid", l.pid));
@@ -454,7 +460,8 @@ fn check_plan(locks: &[FileLock], tables: &[TableRef]) -> Result<()> {
         } else {
             table
         };
-        let ok = table.is_some_and(|t| t.fds.iter().any(|f| f.fd == l.fd && f.desc_id == l.desc_id));
+        let ok =
+            table.is_some_and(|t| t.fds.iter().any(|f| f.fd == l.fd && f.desc_id == l.desc_id));
         if !ok {
             return Err(Error::Restore(format!(
                 "pid {pid}: a {} lock is to be taken on fd {}, which does not hold description {}",
@@ -520,13 +527,21 @@ pub fn restore(
 /// Takes lock `l` in the process `c` runs in.
 fn take(c: &mut dyn Calls, l: &FileLock) -> std::io::Result<()> {
     let fd = l.fd as u64;
-    let ty = if l.write { libc::F_WRLCK } else { libc::F_RDLCK };
+    let ty = if l.write {
+        libc::F_WRLCK
+    } else {
+        libc::F_RDLCK
+    };
     let len = if l.to_eof { 0 } else { l.end - l.start + 1 };
     match l.kind.enum_value_or_default() {
         LockKind::LOCK_POSIX => c.lock_range(fd, libc::F_SETLK, ty as i16, l.start, len),
         LockKind::LOCK_OFD => c.lock_range(fd, libc::F_OFD_SETLK, ty as i16, l.start, len),
         LockKind::LOCK_FLOCK => {
-            let op = if l.write { libc::LOCK_EX } else { libc::LOCK_SH };
+            let op = if l.write {
+                libc::LOCK_EX
+            } else {
+                libc::LOCK_SH
+            };
             c.lock_flock(fd, op | libc::LOCK_NB)
         }
         LockKind::LOCK_LEASE => {
@@ -567,7 +582,10 @@ mod tests {
             }
         );
         let l = LockLine::parse("OFDLCK ADVISORY  READ  -1 00:2a:77 20 29").unwrap();
-        assert_eq!((l.class.as_str(), l.pid, l.start, l.end), ("OFDLCK", -1, 20, Some(29)));
+        assert_eq!(
+            (l.class.as_str(), l.pid, l.start, l.end),
+            ("OFDLCK", -1, 20, Some(29))
+        );
         let l = LockLine::parse("3: -> FLOCK  ADVISORY  WRITE 99 fd:01:17 0 EOF").unwrap();
         assert!(l.blocked);
         assert_eq!((l.dev.as_str(), l.ino), ("fd:01", 17));
@@ -588,10 +606,16 @@ mod tests {
     fn refuses_what_cannot_come_back() {
         let tree: HashSet<i32> = [100, 101].into_iter().collect();
         let ok = |s: &str, target: &str| refusal(&LockLine::parse(s).unwrap(), target, &tree);
-        assert_eq!(ok("1: POSIX  ADVISORY  WRITE 100 08:02:5 0 EOF", "/f"), None);
+        assert_eq!(
+            ok("1: POSIX  ADVISORY  WRITE 100 08:02:5 0 EOF", "/f"),
+            None
+        );
         assert_eq!(ok("1: OFDLCK ADVISORY  READ -1 08:02:5 0 9", "/f"), None);
         assert_eq!(ok("1: LEASE  ACTIVE    READ 101 08:02:5 0 EOF", "/f"), None);
-        assert_eq!(ok("1: FLOCK  ADVISORY  WRITE 101 08:02:5 0 EOF", "/d"), None);
+        assert_eq!(
+            ok("1: FLOCK  ADVISORY  WRITE 101 08:02:5 0 EOF", "/d"),
+            None
+        );
         let why = ok("1: LEASE  BREAKING  READ 100 08:02:5 0 EOF", "/f").unwrap();
         assert!(why.contains("being broken"), "{why}");
         let why = ok("1: POSIX  MANDATORY WRITE 100 08:02:5 0 EOF", "/f").unwrap();
@@ -602,7 +626,10 @@ mod tests {
         assert!(why.contains("only on files"), "{why}");
         let l = LockLine::parse("1: LEASE  BREAKING  READ 100 08:02:5 0 EOF").unwrap();
         let e = check_fd(100, 4, "/f", &[l], &tree).unwrap_err().to_string();
-        assert!(e.contains("pid 100: unsupported: fd 4 (/f): its lease is being broken"), "{e}");
+        assert!(
+            e.contains("pid 100: unsupported: fd 4 (/f): its lease is being broken"),
+            "{e}"
+        );
         // A flock taken by a live process outside the tree (this test).
         let me = std::process::id() as i32;
         let why = ok(
@@ -610,11 +637,17 @@ mod tests {
             "/f",
         )
         .unwrap();
-        assert!(why.contains(&format!("taken by pid {me}, outside the tree")), "{why}");
+        assert!(
+            why.contains(&format!("taken by pid {me}, outside the tree")),
+            "{why}"
+        );
         // A POSIX lock shown with another pid is the table's (checked by
         // the /proc/locks cross-check instead).
         assert_eq!(
-            ok(&format!("1: POSIX  ADVISORY  WRITE {me} 08:02:5 0 EOF"), "/f"),
+            ok(
+                &format!("1: POSIX  ADVISORY  WRITE {me} 08:02:5 0 EOF"),
+                "/f"
+            ),
             None
         );
     }
@@ -659,7 +692,10 @@ mod tests {
         }
         let mut g = f.clone();
         g.locks[0].desc_id = 9;
-        assert!(validate(&g, p).unwrap_err().to_string().contains("no description 9"));
+        assert!(validate(&g, p)
+            .unwrap_err()
+            .to_string()
+            .contains("no description 9"));
         g.locks[0].desc_id = 1;
         g.locks[0].pid = 0;
         assert!(validate(&g, p).unwrap_err().to_string().contains("pid"));
@@ -675,16 +711,27 @@ mod tests {
         t.fds.push(fd);
         let empty = FdTable::new();
         // pid 11 shares pid 10's table; pid 12 has its own, empty one.
-        let tables: Vec<TableRef> = vec![(10, 0, Some(&t)), (11, 10, Some(&empty)), (12, 0, Some(&empty))];
+        let tables: Vec<TableRef> = vec![
+            (10, 0, Some(&t)),
+            (11, 10, Some(&empty)),
+            (12, 0, Some(&empty)),
+        ];
         let mut l = lock(LockKind::LOCK_POSIX, 0, 9, false);
         check_plan(std::slice::from_ref(&l), &tables).unwrap();
         l.pid = 11;
         check_plan(std::slice::from_ref(&l), &tables).unwrap();
         l.pid = 12;
-        let e = check_plan(std::slice::from_ref(&l), &tables).unwrap_err().to_string();
-        assert!(e.contains("pid 12: a POSIX lock is to be taken on fd 3"), "{e}");
+        let e = check_plan(std::slice::from_ref(&l), &tables)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("pid 12: a POSIX lock is to be taken on fd 3"),
+            "{e}"
+        );
         l.pid = 13;
-        let e = check_plan(std::slice::from_ref(&l), &tables).unwrap_err().to_string();
+        let e = check_plan(std::slice::from_ref(&l), &tables)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("pid 13, which is not in the tree"), "{e}");
     }
 }
