@@ -743,7 +743,9 @@ pub trait Calls {
         b[2..4].copy_from_slice(&(libc::SEEK_SET as i16).to_ne_bytes());
         b[8..16].copy_from_slice(&start.to_ne_bytes());
         b[16..24].copy_from_slice(&len.to_ne_bytes());
-        let a = self.put(0, &b).map_err(|e| io::Error::other(e.to_string()))?;
+        let a = self
+            .put(0, &b)
+            .map_err(|e| io::Error::other(e.to_string()))?;
         self.syscall(libc::SYS_fcntl, &[fd, cmd as u64, a])
             .map(drop)
     }

@@ -893,7 +893,13 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
     fixups.ghosts.unlink_all();
     // File locks: every fd is in place and no keeper left to close.
     let tables: Vec<_> = (procs.iter())
-        .map(|p| (p.pid, img.cores[p.i].files_shared_with, img.fdtables[p.i].as_ref()))
+        .map(|p| {
+            (
+                p.pid,
+                img.cores[p.i].files_shared_with,
+                img.fdtables[p.i].as_ref(),
+            )
+        })
         .collect();
     let mut calls: HashMap<i32, &mut dyn crate::remote::Calls> = (procs.iter_mut())
         .filter(|p| !p.zombie)
