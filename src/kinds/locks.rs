@@ -139,11 +139,12 @@ pub fn refusal(l: &LockLine, target: &str, tree: &HashSet<i32>) -> Option<String
     }
     if kind == LockKind::LOCK_LEASE {
         if l.mode == "BREAKING" {
-            return Some(format!(
+            return Some(
                 "its lease is being broken (another process opened the file and waits for the \
                  holder to give the lease up): a lease cannot be put back in that state; retry \
                  once the break is over"
-            ));
+                    .into(),
+            );
         }
         if l.mode != "ACTIVE" {
             return Some(format!(
@@ -231,6 +232,9 @@ pub fn precheck(pids: &[i32]) -> Result<()> {
     Ok(())
 }
 
+/// (owner table or 0, description, kind, start, end, write): one lock.
+type LockKey = (i32, u32, i32, u64, Option<u64>, bool);
+
 /// One process of the frozen tree as [`dump`] and [`restore`] see it: its
 /// pid, the pid whose fd table it shares (0: its own), its fd table (None
 /// for a zombie).
@@ -246,7 +250,7 @@ pub fn dump(tables: &[TableRef]) -> Result<Vec<FileLock>> {
     let tree: HashSet<i32> = tables.iter().map(|t| t.0).collect();
     let mut out: Vec<FileLock> = Vec::new();
     // (owner table or 0, desc, kind, start, end, write) -> index in out.
-    let mut seen: HashMap<(i32, u32, i32, u64, Option<u64>, bool), usize> = HashMap::new();
+    let mut seen: HashMap<LockKey, usize> = HashMap::new();
     // (shown pid, dev, ino, start, end, write) of every POSIX lock found.
     let mut posix_found = HashSet::new();
     for &(pid, shared_with, table) in tables {
