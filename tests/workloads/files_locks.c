@@ -3,7 +3,8 @@
  *
  * The parent holds POSIX read and write locks on several ranges of "a"
  * (one to EOF), an OFD write lock on "b", flock LOCK_SH on "c", LOCK_EX
- * on "d", LOCK_SH on its working directory, and LOCK_EX on "e", whose
+ * on "d", LOCK_SH on its working directory and on a FIFO, an OFD read lock
+ * on a memfd, and LOCK_EX on "e", whose
  * description child 1 inherits (one lock, shared). Child 1 holds POSIX
  * locks of its own ("f", and a read range of "a"). Child 2 waits in
  * F_SETLKW for a range of "a" the parent holds, child 3 in flock(LOCK_EX)
@@ -22,10 +23,12 @@
 #include <dirent.h>
 #include <sched.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 
 #define SNAP 8192
 
 static char c4_stack[256 * 1024];
+static int memfd_fd = -1;
 static int c4_ready, c4_go[2];
 
 static void set_lock(int fd, int cmd, short type, off_t start, off_t len, const char *what)
@@ -81,6 +84,16 @@ static void lock_lines(char *out, size_t size)
 				fail("odd lock line in %s", path);
 			snprintf(line, sizeof(line), "fd %.16s: %.300s", e->d_name, rest + 1);
 			line[strcspn(line, "\n")] = 0;
+			if (atoi(e->d_name) == memfd_fd) {
+				/* A restored memfd is a new inode: compare all but that. */
+				char k[16], m[16], t[16], pid[16], dev[64], st[32], en[32];
+
+				if (sscanf(rest + 1, "%15s %15s %15s %15s %63s %31s %31s", k, m, t, pid,
+					   dev, st, en) != 7)
+					fail("odd memfd lock line in %s", path);
+				snprintf(line, sizeof(line), "fd %.16s: %s %s %s %s (memfd) %s %s",
+					 e->d_name, k, m, t, pid, st, en);
+			}
 			if (n == 256)
 				fail("too many lock lines");
 			lines[n++] = strdup(line);
@@ -203,7 +216,8 @@ int main(int argc, char **argv)
 {
 	static char before[SNAP];
 	int ready[2], got2[2], got3[2];
-	int fa, fb, fc, fd, fe, fdir;
+	int fa, fb, fc, fd, fe, fdir, fp, fm;
+	char mpath[64];
 	pid_t me, c1, c2, c3, c4, h;
 
 	test_init(argc, argv);
@@ -216,6 +230,17 @@ int main(int argc, char **argv)
 	fdir = open(".", O_RDONLY | O_DIRECTORY);
 	if (fdir < 0)
 		pfail("open .");
+	if (mkfifo("p", 0644))
+		pfail("mkfifo p");
+	fp = open("p", O_RDWR);
+	fm = memfd_create("locked", 0);
+	if (fp < 0 || fm < 0 || write(fm, "0123456789", 10) != 10)
+		pfail("open p, memfd");
+	memfd_fd = fm;
+	snprintf(mpath, sizeof(mpath), "/proc/self/fd/%d", fm);
+	set_lock(fm, F_OFD_SETLK, F_RDLCK, 2, 4, "memfd 2-5 OFD read");
+	if (flock(fp, LOCK_SH))
+		pfail("flock p");
 	set_lock(fa, F_SETLK, F_RDLCK, 0, 10, "a 0-9 read");
 	set_lock(fa, F_SETLK, F_WRLCK, 20, 10, "a 20-29 write");
 	set_lock(fa, F_SETLK, F_RDLCK, 60, 5, "a 60-64 read");
@@ -301,6 +326,10 @@ int main(int argc, char **argv)
 		expect_flock("c", LOCK_EX, EWOULDBLOCK);
 		expect_flock("d", LOCK_SH, EWOULDBLOCK);
 		expect_flock("e", LOCK_SH, EWOULDBLOCK);
+		expect_flock("p", LOCK_SH, 0);
+		expect_flock("p", LOCK_EX, EWOULDBLOCK);
+		expect_getlk(F_OFD_GETLK, mpath, 5, 1, F_RDLCK, -1);
+		expect_getlk(F_OFD_GETLK, mpath, 6, 1, F_UNLCK, 0);
 		expect_flock(".", LOCK_SH, 0);
 		expect_flock(".", LOCK_EX, EWOULDBLOCK);
 		exit(0);
