@@ -216,3 +216,75 @@ fn files_locks_conflict_at_restore() {
     t.check_restored_tree();
     t.finish();
 }
+
+/// A flock lock that a live process outside the tree took on a description
+/// the tree shares (`flock FILE sleep`, which holds the lock while its
+/// command runs): the dump of the command refuses it, naming the pid, the
+/// fd and the outside holder, and leaves the command running.
+#[test]
+fn files_flock_outside_owner_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let dir = fresh_dir("flock_outside");
+    let file = dir.join("lockfile");
+    let mut holder = Opener(
+        Command::new("flock")
+            .arg(&file)
+            .args(["sleep", "1000"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn flock(1)"),
+    );
+    let flock_pid = holder.0.id() as i32;
+    // The command, once it runs with the locked file open.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let sleeper = loop {
+        let kids = std::fs::read_to_string(format!("/proc/{flock_pid}/task/{flock_pid}/children"))
+            .unwrap_or_default();
+        if let Some(p) = kids
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse::<i32>().ok())
+        {
+            let fds = std::fs::read_dir(format!("/proc/{p}/fd"))
+                .map(|d| d.count())
+                .unwrap_or(0);
+            let exe = std::fs::read_link(format!("/proc/{p}/exe")).unwrap_or_default();
+            if fds > 3 && exe.ends_with("sleep") {
+                break p;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "flock(1) did not start its command"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let images = dir.join("images");
+    let out = dump(sleeper, &images, &["-v"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("the refusal: {}", err.trim());
+    assert!(
+        !out.status.success()
+            && err.contains(&format!("pid {sleeper}: unsupported: fd 3"))
+            && err.contains(&format!("taken by pid {flock_pid}, outside the tree")),
+        "the dump of pid {sleeper}, which shares flock(1)'s locked description, did not \
+         refuse it naming fd 3 and pid {flock_pid}: {}",
+        describe(&out)
+    );
+    let st = std::fs::read_to_string(format!("/proc/{sleeper}/status")).unwrap_or_default();
+    assert!(
+        st.contains("TracerPid:\t0\n") && st.contains("State:\tS"),
+        "the command was not left running:\n{st}"
+    );
+    // flock(1) ends when its command does.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sleeper),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = holder.0.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
