@@ -10,10 +10,15 @@ use crate::error::{Error, IoContext, Result};
 use crate::image::proto::{MmEntry, Vma, VmaKind};
 use crate::procfs::{self, MapsEntry};
 use crate::remote::Calls;
+use crate::sys::PAGE_SIZE;
+
+/// Pagemap bit 58 (PM_GUARD_REGION, Linux 6.14+): a guard region
+/// installed with MADV_GUARD_INSTALL covers the page.
+pub(super) const PM_GUARD_REGION: u64 = 1 << 58;
 
 pub(super) fn classify(pid: i32, m: &MapsEntry) -> Result<Option<VmaKind>> {
     let p = m.path.as_str();
-    Ok(Some(match p {
+    let kind = match p {
         "[vsyscall]" => return Ok(None),
         "[vdso]" => VmaKind::VMA_VDSO,
         "[vvar]" => VmaKind::VMA_VVAR,
@@ -41,6 +46,26 @@ pub(super) fn classify(pid: i32, m: &MapsEntry) -> Result<Option<VmaKind>> {
                 format!("special mapping {p} at {:#x}", m.start),
             ))
         }
+        _ if p == "/[aio] (deleted)" => {
+            return Err(Error::unsupported(
+                pid,
+                format!(
+                    "AIO ring {:#x}-{:#x} (io_setup): its kernel context and \
+                     requests in flight cannot be recreated",
+                    m.start, m.end
+                ),
+            ))
+        }
+        _ if p.starts_with("/memfd:") && m.is_deleted() => {
+            return Err(Error::unsupported(
+                pid,
+                format!(
+                    "mapping {:#x}-{:#x} of {p}: a mapped memfd is restored only \
+                     through an open fd of it",
+                    m.start, m.end
+                ),
+            ))
+        }
         _ if m.is_deleted() => {
             return Err(Error::unsupported(
                 pid,
@@ -49,7 +74,158 @@ pub(super) fn classify(pid: i32, m: &MapsEntry) -> Result<Option<VmaKind>> {
         }
         _ if m.shared => VmaKind::VMA_FILE_SHARED,
         _ => VmaKind::VMA_FILE_PRIVATE,
-    }))
+    };
+    check_flags(pid, m, kind)?;
+    Ok(Some(kind))
+}
+
+/// VmFlags a mapping gets from how it is mapped (protections, shared or
+/// private, the file's open mode, MAP_GROWSDOWN, MAP_NORESERVE): they come
+/// back with the mmap and are compared after restore.
+const IMPLIED_FLAGS: [&str; 10] = ["rd", "wr", "ex", "sh", "mr", "mw", "me", "ms", "gd", "nr"];
+
+/// VmFlags restored by madvise after the pages are in.
+const ADVICE_FLAGS: [(&str, i32); 8] = [
+    ("dd", libc::MADV_DONTDUMP),
+    ("dc", libc::MADV_DONTFORK),
+    ("hg", libc::MADV_HUGEPAGE),
+    ("nh", libc::MADV_NOHUGEPAGE),
+    ("mg", libc::MADV_MERGEABLE),
+    ("wf", libc::MADV_WIPEONFORK),
+    ("sr", libc::MADV_SEQUENTIAL),
+    ("rr", libc::MADV_RANDOM),
+];
+
+/// VmFlags restored by mlock2 (VM_LOCKED, and VM_LOCKONFAULT for
+/// MLOCK_ONFAULT).
+const LOCK_FLAGS: [&str; 2] = ["lo", "lf"];
+
+/// VmFlags that are the kernel's bookkeeping, not state a program sees:
+/// commit accounting ("ac", also set by a restore that maps writable
+/// first), soft-dirty tracking ("sd", set on every new mapping) and
+/// userfaultfd registration ("uw", "um", "ui": cairn's own dirty-page
+/// tracking; a program's own userfaultfd is refused with its fd).
+/// Neither saved nor compared.
+const BOOKKEEPING_FLAGS: [&str; 5] = ["ac", "sd", "uw", "um", "ui"];
+
+/// VMAs the kernel places itself: their flags are the kernel's.
+fn is_kernel_vma(kind: VmaKind) -> bool {
+    matches!(
+        kind,
+        VmaKind::VMA_VDSO | VmaKind::VMA_VVAR | VmaKind::VMA_VVAR_VCLOCK | VmaKind::VMA_VSYSCALL
+    )
+}
+
+/// What a VmFlags letter cairn does not restore means, for the refusal.
+fn flag_meaning(f: &str) -> &'static str {
+    match f {
+        "ht" => "hugetlb mapping (MAP_HUGETLB or a hugetlbfs file)",
+        "sf" => "synchronous page faults (MAP_SYNC, DAX)",
+        "ar" => "architecture-specific flag (x86: PAT memory type)",
+        "mm" => "mixed page-frame mapping (VM_MIXEDMAP, a driver's)",
+        "de" => "not expandable (VM_DONTEXPAND, a driver's or a kernel special mapping)",
+        "ss" => "shadow stack",
+        "sl" => "sealed with mseal",
+        "dp" => "droppable (MAP_DROPPABLE)",
+        "bt" | "mt" => "arm64 memory tagging or BTI",
+        "io" | "pf" => "device memory",
+        _ => "unknown to cairn",
+    }
+}
+
+/// Refuses a mapping with a VmFlags letter cairn does not restore exactly,
+/// naming the letter, its meaning and the address.
+fn check_flags(pid: i32, m: &MapsEntry, kind: VmaKind) -> Result<()> {
+    if is_kernel_vma(kind) {
+        return Ok(());
+    }
+    for f in &m.vm_flags {
+        let f = f.as_str();
+        let known = IMPLIED_FLAGS.contains(&f)
+            || ADVICE_FLAGS.iter().any(|(a, _)| *a == f)
+            || LOCK_FLAGS.contains(&f)
+            || BOOKKEEPING_FLAGS.contains(&f)
+            || f == GUARD_HINT;
+        if !known {
+            return Err(Error::unsupported(
+                pid,
+                format!(
+                    "mapping {:#x}-{:#x} {} has VmFlags \"{f}\" ({}): not restored",
+                    m.start,
+                    m.end,
+                    m.path,
+                    flag_meaning(f)
+                ),
+            ));
+        }
+        if f == "wf" && kind != VmaKind::VMA_ANON_PRIVATE {
+            return Err(Error::unsupported(
+                pid,
+                format!(
+                    "mapping {:#x}-{:#x} {}: VmFlags \"wf\" (MADV_WIPEONFORK) on a mapping that is not private anonymous",
+                    m.start, m.end, m.path
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// "gu" (Linux 6.18+): the VMA may hold guard regions, a sticky hint that
+/// stays after MADV_GUARD_REMOVE. The guard regions themselves are saved
+/// from the pagemap, installed again (which sets the hint) and checked.
+const GUARD_HINT: &str = "gu";
+
+/// The saved flags of a VMA that are compared after restore (all but the
+/// kernel's bookkeeping and the guard hint).
+fn compared_flags(flags: &[String]) -> std::collections::BTreeSet<&str> {
+    flags
+        .iter()
+        .map(String::as_str)
+        .filter(|f| !BOOKKEEPING_FLAGS.contains(f) && *f != GUARD_HINT)
+        .collect()
+}
+
+/// After restore: the VmFlags of every restored mapping of the vessel
+/// (its smaps) must be those saved; a difference fails the restore,
+/// naming the address and the letters.
+pub fn verify_flags(pid: i32, mm: &MmEntry) -> Result<()> {
+    let now = procfs::read_smaps(pid)?;
+    for v in &mm.vmas {
+        if v.kind.enum_value().map_or(true, is_kernel_vma) {
+            continue;
+        }
+        let got = now
+            .iter()
+            .find(|m| m.start <= v.start && v.start < m.end)
+            .ok_or_else(|| {
+                Error::Restore(format!(
+                    "pid {pid}: VMA {:#x}-{:#x} ({}) is not mapped after restore",
+                    v.start, v.end, v.name
+                ))
+            })?;
+        for g in v.guard_runs.chunks_exact(2) {
+            let pm = procfs::read_pagemap(pid, g[0], g[0] + g[1] * PAGE_SIZE)?;
+            if let Some(i) = pm.iter().position(|f| f.0 & PM_GUARD_REGION == 0) {
+                return Err(Error::Restore(format!(
+                    "pid {pid}: guard region page {:#x} is not guarded after restore",
+                    g[0] + i as u64 * PAGE_SIZE
+                )));
+            }
+        }
+        let want = compared_flags(&v.vm_flags);
+        let have = compared_flags(&got.vm_flags);
+        if want != have {
+            let missing: Vec<&str> = want.difference(&have).copied().collect();
+            let extra: Vec<&str> = have.difference(&want).copied().collect();
+            return Err(Error::Restore(format!(
+                "pid {pid}: VMA {:#x}-{:#x} ({}) came back with other VmFlags: \
+                 missing {missing:?}, unexpected {extra:?}",
+                v.start, v.end, v.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn prot_of(m: &MapsEntry) -> u32 {
@@ -89,12 +265,12 @@ pub(super) fn describe(
     v.prot = prot_of(m);
     v.kind = kind.into();
     v.pgoff = m.offset;
-    // uffd registration ("uw", "um", "ui") is cairn's own tracking
-    // or the process's, and is not restored.
+    // The kernel's bookkeeping (accounting, soft-dirty, uffd
+    // registration: see BOOKKEEPING_FLAGS) is not saved.
     v.vm_flags = m
         .vm_flags
         .iter()
-        .filter(|f| !matches!(f.as_str(), "uw" | "um" | "ui"))
+        .filter(|f| !BOOKKEEPING_FLAGS.contains(&f.as_str()))
         .cloned()
         .collect();
     v.name = m.path.clone();
@@ -304,6 +480,13 @@ pub fn restore_vmas(
                 };
                 if shared {
                     (v.prot, libc::MAP_SHARED, fd, v.pgoff)
+                } else if has("nr") {
+                    (
+                        v.prot | rw,
+                        libc::MAP_PRIVATE | libc::MAP_NORESERVE,
+                        fd,
+                        v.pgoff,
+                    )
                 } else {
                     (v.prot | rw, libc::MAP_PRIVATE, fd, v.pgoff)
                 }
@@ -335,7 +518,11 @@ pub fn restore_vmas(
     Ok(shm_local)
 }
 
-/// Final protections and madvise flags, after the pages are in.
+/// madvise(MADV_GUARD_INSTALL), Linux 6.13+.
+const MADV_GUARD_INSTALL: i32 = 102;
+
+/// Final protections, madvise flags, guard regions and locks, after the
+/// pages are in.
 pub fn finish_vmas(agent: &mut dyn Calls, mm: &MmEntry) -> Result<()> {
     for v in &mm.vmas {
         let kind = v.kind.enum_value().ok();
@@ -354,17 +541,38 @@ pub fn finish_vmas(agent: &mut dyn Calls, mm: &MmEntry) -> Result<()> {
         if kind != Some(VmaKind::VMA_FILE_SHARED) {
             agent.mprotect(v.start, len, v.prot as i32)?;
         }
-        for (flag, advice) in [
-            ("dd", libc::MADV_DONTDUMP),
-            ("dc", libc::MADV_DONTFORK),
-            ("hg", libc::MADV_HUGEPAGE),
-            ("nh", libc::MADV_NOHUGEPAGE),
-            ("mg", libc::MADV_MERGEABLE),
-        ] {
-            if v.vm_flags.iter().any(|f| f == flag) {
-                // Best effort: a kernel without THP or KSM refuses some.
-                let _ = agent.madvise(v.start, len, advice);
+        let has = |f: &str| v.vm_flags.iter().any(|x| x == f);
+        for (flag, advice) in ADVICE_FLAGS {
+            if has(flag) {
+                // A kernel without THP or KSM refuses some: the restore
+                // fails then, naming the flag, rather than lose it.
+                agent.madvise(v.start, len, advice).map_err(|e| {
+                    Error::Restore(format!(
+                        "pid {}: VMA {:#x}-{:#x} ({}): VmFlags \"{flag}\" not restored: {e}",
+                        agent.pid(),
+                        v.start,
+                        v.end,
+                        v.name
+                    ))
+                })?;
             }
+        }
+        for g in v.guard_runs.chunks_exact(2) {
+            agent
+                .madvise(g[0], g[1] * PAGE_SIZE, MADV_GUARD_INSTALL)
+                .map_err(|e| {
+                    Error::Restore(format!(
+                        "pid {}: guard region at {:#x} ({} pages): MADV_GUARD_INSTALL: {e}",
+                        agent.pid(),
+                        g[0],
+                        g[1]
+                    ))
+                })?;
+        }
+        if has("lo") {
+            const MLOCK_ONFAULT: u64 = 1;
+            let flags = if has("lf") { MLOCK_ONFAULT } else { 0 };
+            agent.call("mlock2", libc::SYS_mlock2, &[v.start, len, flags])?;
         }
     }
     Ok(())
