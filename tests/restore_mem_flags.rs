@@ -91,3 +91,21 @@ fn mem_refuse_aio_ring() {
 fn mem_refuse_sealed() {
     refused("sealed", &["\"sl\"", "mseal"]);
 }
+
+/// mlockall(MCL_FUTURE): mappings made after the restore are locked too.
+#[test]
+fn mem_mlockall_future() {
+    if skip_unless_root() {
+        return;
+    }
+    checkpoint_restore("mem_mlockall", &[]);
+}
+
+/// mlockall(MCL_FUTURE | MCL_ONFAULT).
+#[test]
+fn mem_mlockall_future_onfault() {
+    if skip_unless_root() {
+        return;
+    }
+    checkpoint_restore("mem_mlockall", &["--onfault"]);
+}

@@ -741,6 +741,7 @@ fn restore_memory(
         memory::set_mm_map(agent, mm, exe_fd)?;
         agent.close(exe_fd)?;
     }
+    memory::restore_def_flags(agent, mm)?;
     Ok(())
 }
 

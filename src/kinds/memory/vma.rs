@@ -578,6 +578,59 @@ pub fn finish_vmas(agent: &mut dyn Calls, mm: &MmEntry) -> Result<()> {
     Ok(())
 }
 
+/// mm->def_flags of a frozen process, from the VmFlags of the fresh
+/// anonymous mapping at `scratch` (which the dump just made there): "lo"
+/// (mlockall(MCL_FUTURE)) and "lf" (MCL_ONFAULT). Any other flag a fresh
+/// mapping should not have is refused.
+pub fn def_flags(pid: i32, scratch: u64) -> Result<Vec<String>> {
+    let m = procfs::read_smaps(pid)?
+        .into_iter()
+        .find(|m| m.start <= scratch && scratch < m.end)
+        .ok_or_else(|| {
+            Error::Restore(format!(
+                "pid {pid}: the scratch mapping at {scratch:#x} is not in its smaps"
+            ))
+        })?;
+    let mut out = Vec::new();
+    for f in &m.vm_flags {
+        match f.as_str() {
+            "lo" | "lf" => out.push(f.clone()),
+            f if IMPLIED_FLAGS.contains(&f) || BOOKKEEPING_FLAGS.contains(&f) => {}
+            "mg" => {
+                return Err(Error::unsupported(
+                    pid,
+                    "KSM for every mapping (PR_SET_MEMORY_MERGE): not restored",
+                ))
+            }
+            f => {
+                return Err(Error::unsupported(
+                    pid,
+                    format!(
+                        "new mappings get VmFlags \"{f}\" ({}): not restored",
+                        flag_meaning(f)
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// mlockall(MCL_FUTURE), with MCL_ONFAULT, as the dump found it: last,
+/// so that none of the restore's own mappings is locked meanwhile.
+pub fn restore_def_flags(agent: &mut dyn Calls, mm: &MmEntry) -> Result<()> {
+    if !mm.def_flags.iter().any(|f| f == "lo") {
+        return Ok(());
+    }
+    const MCL_FUTURE: u64 = 2;
+    const MCL_ONFAULT: u64 = 4;
+    let mut fl = MCL_FUTURE;
+    if mm.def_flags.iter().any(|f| f == "lf") {
+        fl |= MCL_ONFAULT;
+    }
+    agent.call("mlockall", libc::SYS_mlockall, &[fl]).map(drop)
+}
+
 /// Used by the restorer to pick a scratch address that collides with
 /// nothing in the image nor in the vessel.
 pub fn free_area(size: u64, taken: &[(u64, u64)]) -> Option<u64> {
