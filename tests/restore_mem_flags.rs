@@ -47,7 +47,9 @@ fn refused(kind: &str, names: &[&str]) {
     let mut w = Workload::start("mem_refuse", &["--kind", kind]);
     let log = w.log_text();
     if log.contains("unsupported-kernel") {
-        note_skip(&format!("mem_refuse --kind {kind}: the kernel lacks the call"));
+        note_skip(&format!(
+            "mem_refuse --kind {kind}: the kernel lacks the call"
+        ));
         w.terminate_original_expect_pass();
         return;
     }

@@ -104,7 +104,10 @@ pub fn mm(m: &MmEntry, pid: u32, descs: &HashMap<u32, &FileDesc>, path: &Path) -
                     path,
                     &vo,
                     "guard_runs",
-                    format!("{:#x} ({} pages): not page-aligned pages inside the VMA", g[0], g[1]),
+                    format!(
+                        "{:#x} ({} pages): not page-aligned pages inside the VMA",
+                        g[0], g[1]
+                    ),
                 ));
             }
         }
@@ -371,6 +374,20 @@ mod tests {
             "{e}"
         );
         m.vmas[0].end = 0x3000;
+        // Guard regions: pairs of whole pages inside the VMA.
+        for bad_runs in [
+            vec![0x1000],
+            vec![0x2000, 2],
+            vec![0x1800, 1],
+            vec![0x1000, 0],
+        ] {
+            m.vmas[0].guard_runs = bad_runs;
+            let e = mm(&m, 1, &descs, p).unwrap_err().to_string();
+            assert!(e.contains("guard_runs"), "{e}");
+        }
+        m.vmas[0].guard_runs = vec![0x2000, 1];
+        let e = mm(&m, 1, &descs, p).unwrap_err().to_string();
+        assert!(!e.contains("guard_runs"), "{e}");
         m.vmas.push(v);
         let e = mm(&m, 1, &descs, p).unwrap_err().to_string();
         assert!(e.contains("overlaps"), "{e}");

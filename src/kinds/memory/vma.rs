@@ -732,6 +732,68 @@ mod tests {
         assert_eq!(t.mm.advice, vec![(0x40_2000, 0x1000, libc::MADV_DONTDUMP)]);
     }
 
+    fn entry(path: &str, flags: &[&str]) -> MapsEntry {
+        MapsEntry {
+            start: 0x1000,
+            end: 0x3000,
+            read: true,
+            write: true,
+            path: path.into(),
+            vm_flags: flags.iter().map(|f| f.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Every VmFlags letter is restored, bookkeeping, or refused with the
+    /// letter, its meaning and the address.
+    #[test]
+    fn vm_flags_are_restored_or_refused_by_letter() {
+        let ok = entry(
+            "",
+            &[
+                "rd", "wr", "mr", "mw", "me", "ac", "lo", "lf", "dc", "wf", "gu",
+            ],
+        );
+        assert_eq!(classify(7, &ok).unwrap(), Some(VmaKind::VMA_ANON_PRIVATE));
+        for (f, words) in [
+            ("ht", "hugetlb"),
+            ("sl", "mseal"),
+            ("dp", "MAP_DROPPABLE"),
+            ("ss", "shadow stack"),
+            ("zz", "unknown"),
+        ] {
+            let e = classify(7, &entry("", &["rd", f])).unwrap_err().to_string();
+            assert!(
+                e.contains("pid 7")
+                    && e.contains("0x1000-0x3000")
+                    && e.contains(f)
+                    && e.contains(words),
+                "{e}"
+            );
+        }
+        // Wipe-on-fork exists for private anonymous memory only.
+        let e = classify(7, &entry("/lib/x.so", &["rd", "wf"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("MADV_WIPEONFORK"), "{e}");
+        // The kernel's own mappings keep their own flags.
+        let vdso = entry("[vdso]", &["rd", "ex", "de"]);
+        assert_eq!(classify(7, &vdso).unwrap(), Some(VmaKind::VMA_VDSO));
+        let aio = classify(7, &entry("/[aio] (deleted)", &["rd"])).unwrap_err();
+        assert!(aio.to_string().contains("AIO ring 0x1000-0x3000"), "{aio}");
+    }
+
+    /// Accounting, soft-dirty, uffd and the guard hint are not compared;
+    /// everything else is.
+    #[test]
+    fn compared_flags_leave_out_bookkeeping() {
+        let f = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let a = f(&["rd", "wr", "ac", "sd", "gu", "lo"]);
+        let b = f(&["rd", "wr", "uw", "lo"]);
+        assert_eq!(compared_flags(&a), compared_flags(&b));
+        assert_ne!(compared_flags(&a), compared_flags(&f(&["rd", "wr"])));
+    }
+
     #[test]
     fn a_vma_of_an_unknown_file_is_refused_by_name() {
         use crate::remote::fake::{FakeTask, FakeWorld};
