@@ -111,3 +111,8 @@ fn mem_mlockall_future_onfault() {
     }
     checkpoint_restore("mem_mlockall", &["--onfault"]);
 }
+
+#[test]
+fn mem_refuse_pkey() {
+    refused("pkey", &["protection key"]);
+}

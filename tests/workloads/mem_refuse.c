@@ -4,6 +4,7 @@
  * unharmed, and it checks the mapping still works on SIGTERM.
  *   aio     an AIO ring (io_setup), "/[aio] (deleted)" in maps
  *   sealed  an anonymous area sealed with mseal (Linux 6.10+)
+ *   pkey    an anonymous area with a memory protection key (pkey_mprotect)
  * Prints "unsupported-kernel" and passes when the kernel lacks the call.
  */
 #include "zdtm.h"
@@ -24,7 +25,7 @@ int main(int argc, char **argv)
 	test_init(argc, argv);
 	kind = test_arg("--kind");
 	if (!kind)
-		fail("usage: --kind aio|sealed");
+		fail("usage: --kind aio|sealed|pkey");
 	if (!strcmp(kind, "aio")) {
 		if (syscall(SYS_io_setup, 16, &ctx))
 			pfail("io_setup");
@@ -42,6 +43,19 @@ int main(int argc, char **argv)
 			} else {
 				pfail("mseal");
 			}
+		}
+		printf("addr %#lx\n", (unsigned long)p);
+	} else if (!strcmp(kind, "pkey")) {
+		p = mmap(NULL, 4 * 4096, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED)
+			pfail("mmap");
+		fill_pattern(p, 4 * 4096, 7, 0);
+		long key = syscall(SYS_pkey_alloc, 0, 0);
+		if (key < 0 || syscall(SYS_pkey_mprotect, p, 4 * 4096,
+				       PROT_READ | PROT_WRITE, key)) {
+			printf("unsupported-kernel\n");
+			fflush(stdout);
 		}
 		printf("addr %#lx\n", (unsigned long)p);
 	} else {

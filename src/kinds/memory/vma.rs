@@ -242,12 +242,46 @@ fn prot_of(m: &MapsEntry) -> u32 {
     p
 }
 
-/// Refuses, before anything is frozen, mappings cairn cannot dump.
+/// Refuses, before anything is frozen, mappings cairn cannot dump, and
+/// mappings with a memory protection key other than 0 (pkey_mprotect:
+/// not restored).
 pub fn precheck(pid: i32) -> Result<()> {
-    for m in procfs::read_smaps(pid)? {
+    let path = format!("/proc/{pid}/smaps");
+    let text = procfs::misc::read_proc_string(&path)?;
+    for m in procfs::parse_smaps(&text).map_err(|e| Error::parse(&path, e.to_string()))? {
         classify(pid, &m)?;
     }
+    if let Some((range, key)) = nonzero_pkey(&text) {
+        return Err(Error::unsupported(
+            pid,
+            format!(
+                "mapping {range} has memory protection key {key} (pkey_mprotect): not restored"
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// The first mapping (its "start-end" range) of smaps `text` whose
+/// ProtectionKey is not 0, with the key.
+fn nonzero_pkey(text: &str) -> Option<(String, String)> {
+    let mut range = "";
+    for line in text.lines() {
+        if let Some(key) = line.strip_prefix("ProtectionKey:") {
+            let key = key.trim();
+            if key != "0" {
+                let (s, e) = range.split_once('-').unwrap_or((range, ""));
+                return Some((format!("0x{s}-0x{e}"), key.to_string()));
+            }
+        } else if line.split_once(' ').is_some_and(|(first, _)| {
+            first.split_once('-').is_some_and(|(a, b)| {
+                !a.is_empty() && a.chars().chain(b.chars()).all(|c| c.is_ascii_hexdigit())
+            })
+        }) {
+            range = line.split(' ').next().unwrap_or("");
+        }
+    }
+    None
 }
 
 /// The image of VMA `m`, of `kind`; `map_file` is its
@@ -781,6 +815,20 @@ mod tests {
         assert_eq!(classify(7, &vdso).unwrap(), Some(VmaKind::VMA_VDSO));
         let aio = classify(7, &entry("/[aio] (deleted)", &["rd"])).unwrap_err();
         assert!(aio.to_string().contains("AIO ring 0x1000-0x3000"), "{aio}");
+    }
+
+    #[test]
+    fn a_protection_key_is_found_with_its_mapping() {
+        let text = "7f00-7f10 rw-p 00000000 00:00 0 \nProtectionKey:         0\n\
+                    7f20-7f30 rw-p 00000000 00:00 0 \nProtectionKey:         3\nVmFlags: rd wr\n";
+        assert_eq!(
+            nonzero_pkey(text),
+            Some(("0x7f20-0x7f30".to_string(), "3".to_string()))
+        );
+        assert_eq!(
+            nonzero_pkey("7f00-7f10 rw-p 0 00:00 0\nProtectionKey: 0\n"),
+            None
+        );
     }
 
     /// Accounting, soft-dirty, uffd and the guard hint are not compared;
