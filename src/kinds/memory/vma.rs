@@ -46,7 +46,7 @@ pub(super) fn classify(pid: i32, m: &MapsEntry) -> Result<Option<VmaKind>> {
                 format!("special mapping {p} at {:#x}", m.start),
             ))
         }
-        _ if p == "/[aio] (deleted)" => {
+        _ if p == "/[aio] (deleted)" || p == "[aio]" => {
             return Err(Error::unsupported(
                 pid,
                 format!(
