@@ -560,7 +560,7 @@ fn collect_remote(
     pid: i32,
     status: &procfs::Status,
     stat: &procfs::Stat,
-) -> Result<(TaskCore, u64)> {
+) -> Result<(TaskCore, u64, Vec<String>)> {
     let site = remote::find_syscall_site(pid)?;
     let tids: Vec<i32> = frozen
         .procs
@@ -581,7 +581,9 @@ fn collect_remote(
         libc::SYS_mmap,
         &[0, SCRATCH_LEN, rw, flags, u64::MAX, 0],
     )?;
-    let result = (|| -> Result<(TaskCore, u64)> {
+    let result = (|| -> Result<(TaskCore, u64, Vec<String>)> {
+        // mlockall(MCL_FUTURE) shows on the new scratch mapping.
+        let def_flags = memory::def_flags(pid, leader.scratch)?;
         let brk = ktask::dump_brk(&mut leader)?;
         let mut core = ktask::dump_process(&mut leader, status, stat)?;
         for &tid in &tids {
@@ -602,7 +604,7 @@ fn collect_remote(
             };
             core.threads.push(th);
         }
-        Ok((core, brk))
+        Ok((core, brk, def_flags))
     })();
     let unmap = leader.call(
         "munmap scratch",
@@ -711,7 +713,7 @@ fn dump_frozen(
             continue;
         }
         let status = procfs::read_status(pid)?;
-        let (mut core, brk) = collect_remote(frozen, pid, &status, &stat)?;
+        let (mut core, brk, def_flags) = collect_remote(frozen, pid, &status, &stat)?;
         if stopped {
             core.state = TaskState::TASK_STOPPED.into();
         }
@@ -758,6 +760,7 @@ fn dump_frozen(
             &mut plan,
             |p, md, w| files.register_mapped(p, md, w),
         )?;
+        mm.def_flags = def_flags;
         layering.after(frozen, pid, stat.starttime, &smaps);
         exe_sums.record(pid, &mut mm)?;
         e.threads = core.threads.iter().map(|t| t.tid).collect();

@@ -348,7 +348,7 @@ pub fn state_letter(state: u32, exit_state: i32) -> char {
 /// (fs/proc/task_mmu.c, show_smap_vma_flags(), x86-64). Protection-key
 /// bits print nothing; a set bit without a name prints "??", as there.
 pub fn vm_flag_codes(flags: u64) -> Vec<String> {
-    const NAMES: [(u32, &str); 39] = [
+    const NAMES: [(u32, &str); 40] = [
         (0, "rd"),
         (1, "wr"),
         (2, "ex"),
@@ -360,6 +360,8 @@ pub fn vm_flag_codes(flags: u64) -> Vec<String> {
         (8, "gd"),
         (9, "um"),
         (10, "pf"),
+        // VM_MAYBE_GUARD (6.18+): guard regions may be installed.
+        (11, "gu"),
         (12, "uw"),
         (13, "lo"),
         (14, "io"),

@@ -720,6 +720,7 @@ fn restore_memory(
     info!("pid {pid}: pages written in {:?}", t.elapsed());
     drop(shm);
     memory::finish_vmas(agent, mm)?;
+    memory::verify_flags(pid, mm)?;
     let exe = idx
         .path(mm.exe_file_id)
         .ok_or_else(|| Error::Restore(format!("pid {pid}: executable unknown")))?;
@@ -740,6 +741,7 @@ fn restore_memory(
         memory::set_mm_map(agent, mm, exe_fd)?;
         agent.close(exe_fd)?;
     }
+    memory::restore_def_flags(agent, mm)?;
     Ok(())
 }
 

@@ -27,7 +27,10 @@ mod vma;
 pub use mm::{dump_mm, set_mm_map, MmInput};
 pub use pages::{restore_pages, write_pages, Written};
 pub use plan::PagePlan;
-pub use vma::{finish_vmas, free_area, precheck, restore_vmas, ShmObjects, FIXED_NOREPLACE};
+pub use vma::{
+    def_flags, finish_vmas, free_area, precheck, restore_def_flags, restore_vmas, verify_flags,
+    ShmObjects, FIXED_NOREPLACE,
+};
 
 /// Highest user address on x86-64 with 4-level paging (and 5-level off).
 pub const TASK_SIZE: u64 = 0x7fff_ffff_f000;

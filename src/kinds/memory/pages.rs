@@ -42,10 +42,23 @@ fn read_seg(job: &Job, plan: &PagePlan, addr: u64, nr: u64, buf: &mut [u8]) -> R
             f.read_exact_at(buf, addr)
                 .map_err(|e| Error::sys(pid, format!("read /proc/{pid}/mem at {addr:#x}"), e))
         }
-        Source::Shmem { file } => plan.shmem_files[file]
-            .read_exact_at(buf, addr)
+        Source::Shmem { file } => read_shmem(&plan.shmem_files[file], addr, buf)
             .map_err(|e| Error::sys(0, format!("read shared memory at offset {addr:#x}"), e)),
     }
+}
+
+/// Reads `buf.len()` bytes of a shmem object at `off`. The bytes past its
+/// size (a System V segment of 56 bytes fills only part of its page) are
+/// zero.
+fn read_shmem(f: &File, off: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    let size = f.metadata()?.len();
+    let have = usize::try_from(size.saturating_sub(off))
+        .unwrap_or(usize::MAX)
+        .min(buf.len());
+    let (data, tail) = buf.split_at_mut(have);
+    f.read_exact_at(data, off)?;
+    tail.fill(0);
+    Ok(())
 }
 
 /// Reads every segment of `job` into `buf`, in order (one
@@ -425,7 +438,7 @@ pub fn restore_pages(
                             Dest::Vm(a) => mem::vm_write_all(pid, *a, bytes).map_err(|e| {
                                 Error::sys(pid, format!("write {nr} pages at {a:#x}"), e)
                             })?,
-                            Dest::File(f, o) => f.write_all_at(bytes, *o).map_err(|e| {
+                            Dest::File(f, o) => write_shmem(f, *o, bytes).map_err(|e| {
                                 Error::sys(pid, format!("write shared memory at offset {o:#x}"), e)
                             })?,
                         }
@@ -448,9 +461,55 @@ pub fn restore_pages(
     }
 }
 
+/// Writes `bytes` into a shmem object at `off`, up to its size: the
+/// object keeps its size (the tail of a System V segment's last page is
+/// beyond it, and zero).
+fn write_shmem(f: &File, off: u64, bytes: &[u8]) -> std::io::Result<()> {
+    let size = f.metadata()?.len();
+    let have = usize::try_from(size.saturating_sub(off))
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    f.write_all_at(&bytes[..have], off)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A 56-byte object is read as one page, zero past its size, and
+    /// written back without growing.
+    #[test]
+    fn shmem_objects_keep_their_odd_size() {
+        let mut f = tempfile_in_tmp();
+        std::io::Write::write_all(&mut f, &[7u8; 56]).unwrap();
+        let mut page = vec![1u8; 4096];
+        read_shmem(&f, 0, &mut page).unwrap();
+        assert!(page[..56].iter().all(|&b| b == 7));
+        assert!(page[56..].iter().all(|&b| b == 0));
+        page[..56].fill(9);
+        write_shmem(&f, 0, &page).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), 56);
+        let mut back = [0u8; 56];
+        f.read_exact_at(&mut back, 0).unwrap();
+        assert_eq!(back, [9u8; 56]);
+    }
+
+    fn tempfile_in_tmp() -> File {
+        let dir = std::env::temp_dir();
+        for i in 0..100u32 {
+            let p = dir.join(format!("cairn-shmem-test-{}-{i}", std::process::id()));
+            let r = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&p);
+            if let Ok(f) = r {
+                let _ = std::fs::remove_file(&p);
+                return f;
+            }
+        }
+        panic!("no temporary file");
+    }
 
     #[test]
     fn zero_detection() {

@@ -13,6 +13,8 @@ use crate::kinds::incr::{Base, Dirty, Hashes, ParentView};
 use crate::procfs::{self, MapsEntry};
 use crate::sys::{mem, PAGE_SIZE};
 
+use super::vma::PM_GUARD_REGION;
+
 /// Pages per dump job (and so at most per chunk): 4 MiB.
 const JOB_PAGES: u64 = 1024;
 
@@ -220,7 +222,8 @@ impl PagePlan {
     /// Adds the pages of VMA `m` (of `kind`) of process `pid` worth
     /// saving; `private_owner` is the process's owner index, `base` what
     /// the parent layer holds of it, `map_file` the VMA's
-    /// /proc/PID/map_files entry.
+    /// /proc/PID/map_files entry. Returns the VMA's guard regions (runs of
+    /// first address and pages).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn add_vma(
         &mut self,
@@ -231,10 +234,18 @@ impl PagePlan {
         base: Option<&Base>,
         private_owner: usize,
         map_file: &str,
-    ) -> Result<()> {
+    ) -> Result<Vec<(u64, u64)>> {
+        let mut guards = Vec::new();
+        if matches!(
+            kind,
+            VmaKind::VMA_ANON_SHARED | VmaKind::VMA_SYSV_SHM | VmaKind::VMA_FILE_SHARED
+        ) {
+            guards = guard_runs(m.start, &read_pagemap_split(pid, m.start, m.end)?);
+        }
         match kind {
             VmaKind::VMA_ANON_PRIVATE | VmaKind::VMA_FILE_PRIVATE => {
                 let flags = read_pagemap_split(pid, m.start, m.end)?;
+                guards = guard_runs(m.start, &flags);
                 let anon_only = kind == VmaKind::VMA_FILE_PRIVATE;
                 // Anonymous pages that map the shared zero page (read,
                 // never written, or read again after MADV_DONTNEED) are
@@ -245,8 +256,9 @@ impl PagePlan {
                 } else {
                     None
                 };
+                // A guard page shows as swapped: it has no contents.
                 let wanted = |f: procfs::PageFlags| {
-                    f.swapped()
+                    (f.0 & PM_GUARD_REGION == 0 && f.swapped())
                         || (f.present()
                             && !(anon_only && f.file_or_shared())
                             && zero_pfn.is_none_or(|z| f.pfn() != z))
@@ -365,8 +377,14 @@ impl PagePlan {
             }
             _ => {}
         }
-        Ok(())
+        Ok(guards)
     }
+}
+
+/// Guard regions (MADV_GUARD_INSTALL) of a VMA: runs (first address,
+/// pages). They live in the page tables only; restore installs them again.
+fn guard_runs(start: u64, flags: &[procfs::PageFlags]) -> Vec<(u64, u64)> {
+    runs_from_pagemap(start, flags, |f| f.0 & PM_GUARD_REGION != 0)
 }
 
 /// Whether the page at `addr` (pagemap entry `f`, in a VMA of `kind`) is

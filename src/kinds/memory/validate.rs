@@ -88,6 +88,29 @@ pub fn mm(m: &MmEntry, pid: u32, descs: &HashMap<u32, &FileDesc>, path: &Path) -
             ));
         }
         count(path, &vo, "vm_flags", v.vm_flags.len(), 64)?;
+        if !v.guard_runs.len().is_multiple_of(2) {
+            return Err(bad(path, &vo, "guard_runs", "not pairs (address, pages)"));
+        }
+        for g in v.guard_runs.chunks_exact(2) {
+            let inside = g[0] % PAGE == 0
+                && g[1] != 0
+                && g[0] >= v.start
+                && g[1]
+                    .checked_mul(PAGE)
+                    .and_then(|l| l.checked_add(g[0]))
+                    .is_some_and(|e| e <= v.end);
+            if !inside {
+                return Err(bad(
+                    path,
+                    &vo,
+                    "guard_runs",
+                    format!(
+                        "{:#x} ({} pages): not page-aligned pages inside the VMA",
+                        g[0], g[1]
+                    ),
+                ));
+            }
+        }
         if matches!(kind, VmaKind::VMA_FILE_PRIVATE | VmaKind::VMA_FILE_SHARED) {
             let reg = |k: &file_desc::Kind| {
                 matches!(k, file_desc::Kind::Reg(_) | file_desc::Kind::Memfd(_))
@@ -351,6 +374,20 @@ mod tests {
             "{e}"
         );
         m.vmas[0].end = 0x3000;
+        // Guard regions: pairs of whole pages inside the VMA.
+        for bad_runs in [
+            vec![0x1000],
+            vec![0x2000, 2],
+            vec![0x1800, 1],
+            vec![0x1000, 0],
+        ] {
+            m.vmas[0].guard_runs = bad_runs;
+            let e = mm(&m, 1, &descs, p).unwrap_err().to_string();
+            assert!(e.contains("guard_runs"), "{e}");
+        }
+        m.vmas[0].guard_runs = vec![0x2000, 1];
+        let e = mm(&m, 1, &descs, p).unwrap_err().to_string();
+        assert!(!e.contains("guard_runs"), "{e}");
         m.vmas.push(v);
         let e = mm(&m, 1, &descs, p).unwrap_err().to_string();
         assert!(e.contains("overlaps"), "{e}");

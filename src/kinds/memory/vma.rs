@@ -10,10 +10,15 @@ use crate::error::{Error, IoContext, Result};
 use crate::image::proto::{MmEntry, Vma, VmaKind};
 use crate::procfs::{self, MapsEntry};
 use crate::remote::Calls;
+use crate::sys::PAGE_SIZE;
+
+/// Pagemap bit 58 (PM_GUARD_REGION, Linux 6.14+): a guard region
+/// installed with MADV_GUARD_INSTALL covers the page.
+pub(super) const PM_GUARD_REGION: u64 = 1 << 58;
 
 pub(super) fn classify(pid: i32, m: &MapsEntry) -> Result<Option<VmaKind>> {
     let p = m.path.as_str();
-    Ok(Some(match p {
+    let kind = match p {
         "[vsyscall]" => return Ok(None),
         "[vdso]" => VmaKind::VMA_VDSO,
         "[vvar]" => VmaKind::VMA_VVAR,
@@ -41,6 +46,26 @@ pub(super) fn classify(pid: i32, m: &MapsEntry) -> Result<Option<VmaKind>> {
                 format!("special mapping {p} at {:#x}", m.start),
             ))
         }
+        _ if p == "/[aio] (deleted)" || p == "[aio]" => {
+            return Err(Error::unsupported(
+                pid,
+                format!(
+                    "AIO ring {:#x}-{:#x} (io_setup): its kernel context and \
+                     requests in flight cannot be recreated",
+                    m.start, m.end
+                ),
+            ))
+        }
+        _ if p.starts_with("/memfd:") && m.is_deleted() => {
+            return Err(Error::unsupported(
+                pid,
+                format!(
+                    "mapping {:#x}-{:#x} of {p}: a mapped memfd is restored only \
+                     through an open fd of it",
+                    m.start, m.end
+                ),
+            ))
+        }
         _ if m.is_deleted() => {
             return Err(Error::unsupported(
                 pid,
@@ -49,7 +74,158 @@ pub(super) fn classify(pid: i32, m: &MapsEntry) -> Result<Option<VmaKind>> {
         }
         _ if m.shared => VmaKind::VMA_FILE_SHARED,
         _ => VmaKind::VMA_FILE_PRIVATE,
-    }))
+    };
+    check_flags(pid, m, kind)?;
+    Ok(Some(kind))
+}
+
+/// VmFlags a mapping gets from how it is mapped (protections, shared or
+/// private, the file's open mode, MAP_GROWSDOWN, MAP_NORESERVE): they come
+/// back with the mmap and are compared after restore.
+const IMPLIED_FLAGS: [&str; 10] = ["rd", "wr", "ex", "sh", "mr", "mw", "me", "ms", "gd", "nr"];
+
+/// VmFlags restored by madvise after the pages are in.
+const ADVICE_FLAGS: [(&str, i32); 8] = [
+    ("dd", libc::MADV_DONTDUMP),
+    ("dc", libc::MADV_DONTFORK),
+    ("hg", libc::MADV_HUGEPAGE),
+    ("nh", libc::MADV_NOHUGEPAGE),
+    ("mg", libc::MADV_MERGEABLE),
+    ("wf", libc::MADV_WIPEONFORK),
+    ("sr", libc::MADV_SEQUENTIAL),
+    ("rr", libc::MADV_RANDOM),
+];
+
+/// VmFlags restored by mlock2 (VM_LOCKED, and VM_LOCKONFAULT for
+/// MLOCK_ONFAULT).
+const LOCK_FLAGS: [&str; 2] = ["lo", "lf"];
+
+/// VmFlags that are the kernel's bookkeeping, not state a program sees:
+/// commit accounting ("ac", also set by a restore that maps writable
+/// first), soft-dirty tracking ("sd", set on every new mapping) and
+/// userfaultfd registration ("uw", "um", "ui": cairn's own dirty-page
+/// tracking; a program's own userfaultfd is refused with its fd).
+/// Neither saved nor compared.
+const BOOKKEEPING_FLAGS: [&str; 5] = ["ac", "sd", "uw", "um", "ui"];
+
+/// VMAs the kernel places itself: their flags are the kernel's.
+fn is_kernel_vma(kind: VmaKind) -> bool {
+    matches!(
+        kind,
+        VmaKind::VMA_VDSO | VmaKind::VMA_VVAR | VmaKind::VMA_VVAR_VCLOCK | VmaKind::VMA_VSYSCALL
+    )
+}
+
+/// What a VmFlags letter cairn does not restore means, for the refusal.
+fn flag_meaning(f: &str) -> &'static str {
+    match f {
+        "ht" => "hugetlb mapping (MAP_HUGETLB or a hugetlbfs file)",
+        "sf" => "synchronous page faults (MAP_SYNC, DAX)",
+        "ar" => "architecture-specific flag (x86: PAT memory type)",
+        "mm" => "mixed page-frame mapping (VM_MIXEDMAP, a driver's)",
+        "de" => "not expandable (VM_DONTEXPAND, a driver's or a kernel special mapping)",
+        "ss" => "shadow stack",
+        "sl" => "sealed with mseal",
+        "dp" => "droppable (MAP_DROPPABLE)",
+        "bt" | "mt" => "arm64 memory tagging or BTI",
+        "io" | "pf" => "device memory",
+        _ => "unknown to cairn",
+    }
+}
+
+/// Refuses a mapping with a VmFlags letter cairn does not restore exactly,
+/// naming the letter, its meaning and the address.
+fn check_flags(pid: i32, m: &MapsEntry, kind: VmaKind) -> Result<()> {
+    if is_kernel_vma(kind) {
+        return Ok(());
+    }
+    for f in &m.vm_flags {
+        let f = f.as_str();
+        let known = IMPLIED_FLAGS.contains(&f)
+            || ADVICE_FLAGS.iter().any(|(a, _)| *a == f)
+            || LOCK_FLAGS.contains(&f)
+            || BOOKKEEPING_FLAGS.contains(&f)
+            || f == GUARD_HINT;
+        if !known {
+            return Err(Error::unsupported(
+                pid,
+                format!(
+                    "mapping {:#x}-{:#x} {} has VmFlags \"{f}\" ({}): not restored",
+                    m.start,
+                    m.end,
+                    m.path,
+                    flag_meaning(f)
+                ),
+            ));
+        }
+        if f == "wf" && kind != VmaKind::VMA_ANON_PRIVATE {
+            return Err(Error::unsupported(
+                pid,
+                format!(
+                    "mapping {:#x}-{:#x} {}: VmFlags \"wf\" (MADV_WIPEONFORK) on a mapping that is not private anonymous",
+                    m.start, m.end, m.path
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// "gu" (Linux 6.18+): the VMA may hold guard regions, a sticky hint that
+/// stays after MADV_GUARD_REMOVE. The guard regions themselves are saved
+/// from the pagemap, installed again (which sets the hint) and checked.
+const GUARD_HINT: &str = "gu";
+
+/// The saved flags of a VMA that are compared after restore (all but the
+/// kernel's bookkeeping and the guard hint).
+fn compared_flags(flags: &[String]) -> std::collections::BTreeSet<&str> {
+    flags
+        .iter()
+        .map(String::as_str)
+        .filter(|f| !BOOKKEEPING_FLAGS.contains(f) && *f != GUARD_HINT)
+        .collect()
+}
+
+/// After restore: the VmFlags of every restored mapping of the vessel
+/// (its smaps) must be those saved; a difference fails the restore,
+/// naming the address and the letters.
+pub fn verify_flags(pid: i32, mm: &MmEntry) -> Result<()> {
+    let now = procfs::read_smaps(pid)?;
+    for v in &mm.vmas {
+        if v.kind.enum_value().map_or(true, is_kernel_vma) {
+            continue;
+        }
+        let got = now
+            .iter()
+            .find(|m| m.start <= v.start && v.start < m.end)
+            .ok_or_else(|| {
+                Error::Restore(format!(
+                    "pid {pid}: VMA {:#x}-{:#x} ({}) is not mapped after restore",
+                    v.start, v.end, v.name
+                ))
+            })?;
+        for g in v.guard_runs.chunks_exact(2) {
+            let pm = procfs::read_pagemap(pid, g[0], g[0] + g[1] * PAGE_SIZE)?;
+            if let Some(i) = pm.iter().position(|f| f.0 & PM_GUARD_REGION == 0) {
+                return Err(Error::Restore(format!(
+                    "pid {pid}: guard region page {:#x} is not guarded after restore",
+                    g[0] + i as u64 * PAGE_SIZE
+                )));
+            }
+        }
+        let want = compared_flags(&v.vm_flags);
+        let have = compared_flags(&got.vm_flags);
+        if want != have {
+            let missing: Vec<&str> = want.difference(&have).copied().collect();
+            let extra: Vec<&str> = have.difference(&want).copied().collect();
+            return Err(Error::Restore(format!(
+                "pid {pid}: VMA {:#x}-{:#x} ({}) came back with other VmFlags: \
+                 missing {missing:?}, unexpected {extra:?}",
+                v.start, v.end, v.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn prot_of(m: &MapsEntry) -> u32 {
@@ -66,12 +242,46 @@ fn prot_of(m: &MapsEntry) -> u32 {
     p
 }
 
-/// Refuses, before anything is frozen, mappings cairn cannot dump.
+/// Refuses, before anything is frozen, mappings cairn cannot dump, and
+/// mappings with a memory protection key other than 0 (pkey_mprotect:
+/// not restored).
 pub fn precheck(pid: i32) -> Result<()> {
-    for m in procfs::read_smaps(pid)? {
+    let path = format!("/proc/{pid}/smaps");
+    let text = procfs::misc::read_proc_string(&path)?;
+    for m in procfs::parse_smaps(&text).map_err(|e| Error::parse(&path, e.to_string()))? {
         classify(pid, &m)?;
     }
+    if let Some((range, key)) = nonzero_pkey(&text) {
+        return Err(Error::unsupported(
+            pid,
+            format!(
+                "mapping {range} has memory protection key {key} (pkey_mprotect): not restored"
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// The first mapping (its "start-end" range) of smaps `text` whose
+/// ProtectionKey is not 0, with the key.
+fn nonzero_pkey(text: &str) -> Option<(String, String)> {
+    let mut range = "";
+    for line in text.lines() {
+        if let Some(key) = line.strip_prefix("ProtectionKey:") {
+            let key = key.trim();
+            if key != "0" {
+                let (s, e) = range.split_once('-').unwrap_or((range, ""));
+                return Some((format!("0x{s}-0x{e}"), key.to_string()));
+            }
+        } else if line.split_once(' ').is_some_and(|(first, _)| {
+            first.split_once('-').is_some_and(|(a, b)| {
+                !a.is_empty() && a.chars().chain(b.chars()).all(|c| c.is_ascii_hexdigit())
+            })
+        }) {
+            range = line.split(' ').next().unwrap_or("");
+        }
+    }
+    None
 }
 
 /// The image of VMA `m`, of `kind`; `map_file` is its
@@ -89,12 +299,12 @@ pub(super) fn describe(
     v.prot = prot_of(m);
     v.kind = kind.into();
     v.pgoff = m.offset;
-    // uffd registration ("uw", "um", "ui") is cairn's own tracking
-    // or the process's, and is not restored.
+    // The kernel's bookkeeping (accounting, soft-dirty, uffd
+    // registration: see BOOKKEEPING_FLAGS) is not saved.
     v.vm_flags = m
         .vm_flags
         .iter()
-        .filter(|f| !matches!(f.as_str(), "uw" | "um" | "ui"))
+        .filter(|f| !BOOKKEEPING_FLAGS.contains(&f.as_str()))
         .cloned()
         .collect();
     v.name = m.path.clone();
@@ -304,6 +514,13 @@ pub fn restore_vmas(
                 };
                 if shared {
                     (v.prot, libc::MAP_SHARED, fd, v.pgoff)
+                } else if has("nr") {
+                    (
+                        v.prot | rw,
+                        libc::MAP_PRIVATE | libc::MAP_NORESERVE,
+                        fd,
+                        v.pgoff,
+                    )
                 } else {
                     (v.prot | rw, libc::MAP_PRIVATE, fd, v.pgoff)
                 }
@@ -335,7 +552,11 @@ pub fn restore_vmas(
     Ok(shm_local)
 }
 
-/// Final protections and madvise flags, after the pages are in.
+/// madvise(MADV_GUARD_INSTALL), Linux 6.13+.
+const MADV_GUARD_INSTALL: i32 = 102;
+
+/// Final protections, madvise flags, guard regions and locks, after the
+/// pages are in.
 pub fn finish_vmas(agent: &mut dyn Calls, mm: &MmEntry) -> Result<()> {
     for v in &mm.vmas {
         let kind = v.kind.enum_value().ok();
@@ -354,20 +575,94 @@ pub fn finish_vmas(agent: &mut dyn Calls, mm: &MmEntry) -> Result<()> {
         if kind != Some(VmaKind::VMA_FILE_SHARED) {
             agent.mprotect(v.start, len, v.prot as i32)?;
         }
-        for (flag, advice) in [
-            ("dd", libc::MADV_DONTDUMP),
-            ("dc", libc::MADV_DONTFORK),
-            ("hg", libc::MADV_HUGEPAGE),
-            ("nh", libc::MADV_NOHUGEPAGE),
-            ("mg", libc::MADV_MERGEABLE),
-        ] {
-            if v.vm_flags.iter().any(|f| f == flag) {
-                // Best effort: a kernel without THP or KSM refuses some.
-                let _ = agent.madvise(v.start, len, advice);
+        let has = |f: &str| v.vm_flags.iter().any(|x| x == f);
+        for (flag, advice) in ADVICE_FLAGS {
+            if has(flag) {
+                // A kernel without THP or KSM refuses some: the restore
+                // fails then, naming the flag, rather than lose it.
+                agent.madvise(v.start, len, advice).map_err(|e| {
+                    Error::Restore(format!(
+                        "pid {}: VMA {:#x}-{:#x} ({}): VmFlags \"{flag}\" not restored: {e}",
+                        agent.pid(),
+                        v.start,
+                        v.end,
+                        v.name
+                    ))
+                })?;
             }
+        }
+        for g in v.guard_runs.chunks_exact(2) {
+            agent
+                .madvise(g[0], g[1] * PAGE_SIZE, MADV_GUARD_INSTALL)
+                .map_err(|e| {
+                    Error::Restore(format!(
+                        "pid {}: guard region at {:#x} ({} pages): MADV_GUARD_INSTALL: {e}",
+                        agent.pid(),
+                        g[0],
+                        g[1]
+                    ))
+                })?;
+        }
+        if has("lo") {
+            const MLOCK_ONFAULT: u64 = 1;
+            let flags = if has("lf") { MLOCK_ONFAULT } else { 0 };
+            agent.call("mlock2", libc::SYS_mlock2, &[v.start, len, flags])?;
         }
     }
     Ok(())
+}
+
+/// mm->def_flags of a frozen process, from the VmFlags of the fresh
+/// anonymous mapping at `scratch` (which the dump just made there): "lo"
+/// (mlockall(MCL_FUTURE)) and "lf" (MCL_ONFAULT). Any other flag a fresh
+/// mapping should not have is refused.
+pub fn def_flags(pid: i32, scratch: u64) -> Result<Vec<String>> {
+    let m = procfs::read_smaps(pid)?
+        .into_iter()
+        .find(|m| m.start <= scratch && scratch < m.end)
+        .ok_or_else(|| {
+            Error::Restore(format!(
+                "pid {pid}: the scratch mapping at {scratch:#x} is not in its smaps"
+            ))
+        })?;
+    let mut out = Vec::new();
+    for f in &m.vm_flags {
+        match f.as_str() {
+            "lo" | "lf" => out.push(f.clone()),
+            f if IMPLIED_FLAGS.contains(&f) || BOOKKEEPING_FLAGS.contains(&f) => {}
+            "mg" => {
+                return Err(Error::unsupported(
+                    pid,
+                    "KSM for every mapping (PR_SET_MEMORY_MERGE): not restored",
+                ))
+            }
+            f => {
+                return Err(Error::unsupported(
+                    pid,
+                    format!(
+                        "new mappings get VmFlags \"{f}\" ({}): not restored",
+                        flag_meaning(f)
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// mlockall(MCL_FUTURE), with MCL_ONFAULT, as the dump found it: last,
+/// so that none of the restore's own mappings is locked meanwhile.
+pub fn restore_def_flags(agent: &mut dyn Calls, mm: &MmEntry) -> Result<()> {
+    if !mm.def_flags.iter().any(|f| f == "lo") {
+        return Ok(());
+    }
+    const MCL_FUTURE: u64 = 2;
+    const MCL_ONFAULT: u64 = 4;
+    let mut fl = MCL_FUTURE;
+    if mm.def_flags.iter().any(|f| f == "lf") {
+        fl |= MCL_ONFAULT;
+    }
+    agent.call("mlockall", libc::SYS_mlockall, &[fl]).map(drop)
 }
 
 /// Used by the restorer to pick a scratch address that collides with
@@ -469,6 +764,82 @@ mod tests {
         let prot: Vec<i32> = t.mm.vmas.values().map(|v| v.prot).collect();
         assert_eq!(prot, vec![rx, r, rw, r]);
         assert_eq!(t.mm.advice, vec![(0x40_2000, 0x1000, libc::MADV_DONTDUMP)]);
+    }
+
+    fn entry(path: &str, flags: &[&str]) -> MapsEntry {
+        MapsEntry {
+            start: 0x1000,
+            end: 0x3000,
+            read: true,
+            write: true,
+            path: path.into(),
+            vm_flags: flags.iter().map(|f| f.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Every VmFlags letter is restored, bookkeeping, or refused with the
+    /// letter, its meaning and the address.
+    #[test]
+    fn vm_flags_are_restored_or_refused_by_letter() {
+        let ok = entry(
+            "",
+            &[
+                "rd", "wr", "mr", "mw", "me", "ac", "lo", "lf", "dc", "wf", "gu",
+            ],
+        );
+        assert_eq!(classify(7, &ok).unwrap(), Some(VmaKind::VMA_ANON_PRIVATE));
+        for (f, words) in [
+            ("ht", "hugetlb"),
+            ("sl", "mseal"),
+            ("dp", "MAP_DROPPABLE"),
+            ("ss", "shadow stack"),
+            ("zz", "unknown"),
+        ] {
+            let e = classify(7, &entry("", &["rd", f])).unwrap_err().to_string();
+            assert!(
+                e.contains("pid 7")
+                    && e.contains("0x1000-0x3000")
+                    && e.contains(f)
+                    && e.contains(words),
+                "{e}"
+            );
+        }
+        // Wipe-on-fork exists for private anonymous memory only.
+        let e = classify(7, &entry("/lib/x.so", &["rd", "wf"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("MADV_WIPEONFORK"), "{e}");
+        // The kernel's own mappings keep their own flags.
+        let vdso = entry("[vdso]", &["rd", "ex", "de"]);
+        assert_eq!(classify(7, &vdso).unwrap(), Some(VmaKind::VMA_VDSO));
+        let aio = classify(7, &entry("/[aio] (deleted)", &["rd"])).unwrap_err();
+        assert!(aio.to_string().contains("AIO ring 0x1000-0x3000"), "{aio}");
+    }
+
+    #[test]
+    fn a_protection_key_is_found_with_its_mapping() {
+        let text = "7f00-7f10 rw-p 00000000 00:00 0 \nProtectionKey:         0\n\
+                    7f20-7f30 rw-p 00000000 00:00 0 \nProtectionKey:         3\nVmFlags: rd wr\n";
+        assert_eq!(
+            nonzero_pkey(text),
+            Some(("0x7f20-0x7f30".to_string(), "3".to_string()))
+        );
+        assert_eq!(
+            nonzero_pkey("7f00-7f10 rw-p 0 00:00 0\nProtectionKey: 0\n"),
+            None
+        );
+    }
+
+    /// Accounting, soft-dirty, uffd and the guard hint are not compared;
+    /// everything else is.
+    #[test]
+    fn compared_flags_leave_out_bookkeeping() {
+        let f = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let a = f(&["rd", "wr", "ac", "sd", "gu", "lo"]);
+        let b = f(&["rd", "wr", "uw", "lo"]);
+        assert_eq!(compared_flags(&a), compared_flags(&b));
+        assert_ne!(compared_flags(&a), compared_flags(&f(&["rd", "wr"])));
     }
 
     #[test]

@@ -1,0 +1,118 @@
+//! Memory, exactness: VMA flags (mlock, MLOCK_ONFAULT, madvise flags,
+//! guard regions), System V segments of odd sizes, and the mappings cairn
+//! refuses at dump (naming pid, address and reason) instead of restoring
+//! them differently.
+mod common;
+
+use common::*;
+
+/// Every flag mem_vmflags sets comes back (the workload compares each
+/// area's smaps VmFlags and Locked lines, contents, and the flags in
+/// practice after a fork).
+#[test]
+fn mem_vmflags() {
+    if skip_unless_root() {
+        return;
+    }
+    checkpoint_restore("mem_vmflags", &[]);
+}
+
+/// The same without a guard region (which the kernels of CI before 6.13
+/// lack anyway): the madvise and mlock flags alone.
+#[test]
+fn mem_vmflags_no_guard() {
+    if skip_unless_root() {
+        return;
+    }
+    checkpoint_restore("mem_vmflags", &["--no-guard"]);
+}
+
+/// A 56-byte and a (3 pages + 100 bytes) System V segment: dumped,
+/// recreated with their exact sizes, contents and sharing.
+#[test]
+fn mem_sysv_odd() {
+    if skip_unless_root() {
+        return;
+    }
+    checkpoint_restore("mem_sysv_odd", &[]);
+}
+
+/// `cairn dump` of mem_refuse --kind `kind` must fail with "unsupported"
+/// naming the pid, the address the workload printed and every word of
+/// `names`, before freezing; the workload goes on unharmed.
+fn refused(kind: &str, names: &[&str]) {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("mem_refuse", &["--kind", kind]);
+    let log = w.log_text();
+    if log.contains("unsupported-kernel") {
+        note_skip(&format!(
+            "mem_refuse --kind {kind}: the kernel lacks the call"
+        ));
+        w.terminate_original_expect_pass();
+        return;
+    }
+    let addr = log
+        .lines()
+        .find_map(|l| l.strip_prefix("addr "))
+        .unwrap_or_else(|| panic!("no address in the workload log: {log}"))
+        .trim()
+        .to_string();
+    let out = w.dump(&["-v"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "dump of a process with a {kind} mapping: {}",
+        describe(&out)
+    );
+    let line = err
+        .lines()
+        .find(|l| l.contains("unsupported"))
+        .unwrap_or_else(|| panic!("no refusal in: {err}"));
+    assert!(
+        line.contains(&format!("pid {}", w.pid))
+            && line.contains(&addr)
+            && names.iter().all(|n| line.contains(n)),
+        "unclear refusal of a {kind} mapping at {addr}: {line}"
+    );
+    assert!(
+        !err.contains("froze"),
+        "the {kind} refusal came after freezing: {err}"
+    );
+    w.terminate_original_expect_pass();
+}
+
+#[test]
+fn mem_refuse_aio_ring() {
+    refused("aio", &["AIO ring"]);
+}
+
+#[test]
+fn mem_refuse_sealed() {
+    refused("sealed", &["\"sl\"", "mseal"]);
+}
+
+/// mlockall(MCL_FUTURE): mappings made after the restore are locked too.
+#[test]
+fn mem_mlockall_future() {
+    if skip_unless_root() {
+        return;
+    }
+    checkpoint_restore("mem_mlockall", &[]);
+}
+
+/// mlockall(MCL_FUTURE | MCL_ONFAULT).
+#[test]
+fn mem_mlockall_future_onfault() {
+    if skip_unless_root() {
+        return;
+    }
+    checkpoint_restore("mem_mlockall", &["--onfault"]);
+}
+
+#[test]
+fn mem_refuse_pkey() {
+    refused("pkey", &["protection key"]);
+}
