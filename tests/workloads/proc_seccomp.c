@@ -160,6 +160,8 @@ int main(int argc, char **argv)
 	test_waitsig();
 
 	atomic_store(&phase, 2);
+	if (prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1)
+		fail("NO_NEW_PRIVS lost");
 	check(0, errs[0], sizeof(errs[0]));
 	for (int i = 1; i < 3; i++)
 		pthread_join(th[i], NULL);
