@@ -172,14 +172,7 @@ pub fn dump_thread(agent: &mut dyn Calls, seccomp_mode: u32) -> Result<ThreadAtt
 pub fn dump_process(agent: &mut dyn Calls) -> Result<ProcAttrs> {
     let pid = agent.pid();
     let mut a = ProcAttrs::new();
-    let adj = procfs::read_proc_string(&format!("/proc/{pid}/oom_score_adj"))?;
-    a.oom_score_adj = adj.trim().parse().map_err(|_| {
-        Error::sys(
-            pid,
-            "read oom_score_adj",
-            std::io::Error::other(format!("{adj:?}")),
-        )
-    })?;
+    a.oom_score_adj = read_oom(pid)?;
     a.thp_disable = agent.prctl("PR_GET_THP_DISABLE", PR_GET_THP_DISABLE, &[0, 0, 0, 0])? as u32;
     a.loginuid = read_loginuid(pid)?;
     Ok(a)
@@ -407,7 +400,7 @@ fn write_self(agent: &mut dyn Calls, file: &str, value: &str) -> Result<()> {
 }
 
 fn read_oom(pid: i32) -> Result<i32> {
-    let s = procfs::read_proc_string(&format!("/proc/{pid}/oom_score_adj"))?;
+    let s = procfs::read_proc_string(format!("/proc/{pid}/oom_score_adj"))?;
     s.trim().parse().map_err(|_| {
         Error::sys(
             pid,
