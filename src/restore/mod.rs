@@ -615,6 +615,9 @@ fn create_tree(img: &Images, vessels: &mut Vessels, force_last_pid: bool) -> Res
             let at = agent.scratch;
             agent.mmap_anon("fresh scratch page", at, 4096, rw, fl)?;
         }
+        if let Some(a) = core.attrs.as_ref() {
+            crate::kinds::cgroup::restore(pid, &a.cgroup)?;
+        }
         ktask::restore_session(&mut agent, e.pid, e.pgid, e.sid, pids.contains(&e.pgid))?;
         let zombie = is_zombie(core);
         if zombie {

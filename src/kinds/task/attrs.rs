@@ -175,6 +175,7 @@ pub fn dump_process(agent: &mut dyn Calls) -> Result<ProcAttrs> {
     a.oom_score_adj = read_oom(pid)?;
     a.thp_disable = agent.prctl("PR_GET_THP_DISABLE", PR_GET_THP_DISABLE, &[0, 0, 0, 0])? as u32;
     a.loginuid = read_loginuid(pid)?;
+    a.cgroup = crate::kinds::cgroup::dump(pid, &procfs::list_tasks(pid)?)?;
     Ok(a)
 }
 
@@ -303,6 +304,7 @@ pub fn validate(c: &TaskCore, path: &Path) -> Result<()> {
         if !(-1000..=1000).contains(&a.oom_score_adj) {
             return Err(bad(path, &obj, "attrs.oom_score_adj", a.oom_score_adj));
         }
+        crate::kinds::cgroup::validate(&a.cgroup, c.pid, path)?;
         if a.thp_disable > 3 {
             return Err(bad(path, &obj, "attrs.thp_disable", a.thp_disable));
         }
