@@ -93,3 +93,14 @@ fn proc_cgroup() {
         std::panic::resume_unwind(e);
     }
 }
+
+/// A dump that leaves the tree running does not disturb the filters (nor
+/// the strict-mode child, whose injected calls would kill it were the
+/// filters not suspended): the original passes.
+#[test]
+fn proc_seccomp_leave_running() {
+    if skip_unless_root() {
+        return;
+    }
+    leave_running("proc_seccomp", &[]);
+}
