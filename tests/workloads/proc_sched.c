@@ -10,6 +10,7 @@
  *          timer slack 777000 ns;
  *   dl     SCHED_DEADLINE 2 ms / 20 ms / 20 ms (skipped, with a note, when
  *          the kernel refuses it here);
+ * "batch" also sets its own parent-death signal (SIGURG; per thread);
  * and the process: oom_score_adj 321, PR_SET_THP_DISABLE, loginuid 4321
  * (when the kernel has audit), a parent-death signal.
  * After the restore each thread reads its own values back (sched_getattr,
@@ -161,10 +162,17 @@ static void *thread_main(void *arg)
 		wants[i].policy = SCHED_OTHER;
 		wants[i].runtime = wants[i].deadline = wants[i].period = 0;
 	}
+	/* The parent-death signal is per thread: only "batch" has one. */
+	if (i == 2 && prctl(PR_SET_PDEATHSIG, SIGURG, 0, 0, 0))
+		pfail("PR_SET_PDEATHSIG in a thread");
 	atomic_fetch_add(&ready, 1);
 	while (atomic_load(&phase) == 0)
 		usleep(1000);
 	check(&wants[i], errbuf[i], sizeof(errbuf[i]));
+	int sig = -1;
+	if (!errbuf[i][0] && (prctl(PR_GET_PDEATHSIG, &sig, 0, 0, 0) || sig != (i == 2 ? SIGURG : 0)))
+		snprintf(errbuf[i], sizeof(errbuf[i]), "%s: parent-death signal %d, expected %d",
+			 wants[i].name, sig, i == 2 ? SIGURG : 0);
 	atomic_fetch_add(&checked, 1);
 	return NULL;
 }

@@ -165,6 +165,7 @@ pub fn dump_thread(agent: &mut dyn Calls, seccomp_mode: u32) -> Result<ThreadAtt
     t.ioprio = sched::get_ioprio(tid).map_err(|e| Error::sys(tid, "ioprio_get", e))?;
     t.timerslack_ns = agent.prctl("PR_GET_TIMERSLACK", PR_GET_TIMERSLACK, &[])?;
     t.seccomp_mode = seccomp_mode;
+    t.pdeath_signal = agent.prctl_get_int("PR_GET_PDEATHSIG", libc::PR_GET_PDEATHSIG)?;
     Ok(t)
 }
 
@@ -331,6 +332,15 @@ pub fn validate(c: &TaskCore, path: &Path) -> Result<()> {
             }
         }
     }
+    let stops = [libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
+    if c.stop_signal != 0 && !stops.contains(&(c.stop_signal as i32)) {
+        return Err(bad(
+            path,
+            &obj,
+            "stop_signal",
+            format!("{}: not a stop signal", c.stop_signal),
+        ));
+    }
     for th in &c.threads {
         let Some(t) = th.attrs.as_ref() else {
             continue;
@@ -353,6 +363,7 @@ pub fn validate(c: &TaskCore, path: &Path) -> Result<()> {
                 ));
             }
         }
+        super::validate::check_signo(path, &obj, "attrs.pdeath_signal", t.pdeath_signal, true)?;
         if t.affinity.len() > 1024 {
             return Err(bad(path, &obj, "attrs.affinity", "longer than 8192 CPUs"));
         }
@@ -610,12 +621,14 @@ fn mask_list(mask: &[u8]) -> String {
 /// unprivileged write leaves oom_score_adj_min alone). `agents` are the
 /// process's threads, leader first.
 pub fn restore_late<A: Calls>(agents: &mut [A], core: &TaskCore) -> Result<()> {
-    for a in agents.iter_mut() {
-        a.prctl(
-            "PR_SET_PDEATHSIG",
-            libc::PR_SET_PDEATHSIG,
-            &[core.pdeath_signal as u64],
-        )?;
+    for (i, a) in agents.iter_mut().enumerate() {
+        // Per thread; older images have the leader's only.
+        let sig = match core.threads.get(i).and_then(|th| th.attrs.as_ref()) {
+            Some(t) => t.pdeath_signal,
+            None if i == 0 => core.pdeath_signal,
+            None => 0,
+        };
+        a.prctl("PR_SET_PDEATHSIG", libc::PR_SET_PDEATHSIG, &[sig as u64])?;
     }
     let Some(leader) = agents.first_mut() else {
         return Ok(());
