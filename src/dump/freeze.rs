@@ -23,6 +23,8 @@ pub struct FrozenTask {
     pub regs: UserRegs,
     pub sigmask: u64,
     pub group_stopped: bool,
+    /// The signal of that group stop.
+    pub stop_signal: i32,
     /// Registers were changed (remote syscalls); thaw must park first.
     pub touched: bool,
 }
@@ -39,6 +41,11 @@ pub struct FrozenProcess {
 impl FrozenProcess {
     pub fn stopped(&self) -> bool {
         self.threads.first().is_some_and(|t| t.group_stopped)
+    }
+
+    /// The signal that stopped it, if [`FrozenProcess::stopped`].
+    pub fn stop_signal(&self) -> i32 {
+        self.threads.first().map_or(0, |t| t.stop_signal)
     }
 }
 
@@ -60,7 +67,7 @@ impl std::fmt::Debug for Frozen {
 }
 
 fn seize_one(tid: i32, guardian: &mut Option<Guardian>) -> Result<FrozenTask> {
-    let group_stopped = inject::seize_and_stop(tid, PTRACE_O_TRACESYSGOOD).map_err(|e| {
+    let stop_signal = inject::seize_and_stop_sig(tid, PTRACE_O_TRACESYSGOOD).map_err(|e| {
         let g = guardian.as_ref().map(|g| g.pid() as i32);
         Error::sys(tid, "seize", ptrace::explain_seize_error(tid, e, g))
     })?;
@@ -77,7 +84,8 @@ fn seize_one(tid: i32, guardian: &mut Option<Guardian>) -> Result<FrozenTask> {
         tid,
         regs,
         sigmask,
-        group_stopped,
+        group_stopped: stop_signal.is_some(),
+        stop_signal: stop_signal.unwrap_or(0),
         touched: false,
     })
 }

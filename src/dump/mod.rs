@@ -263,6 +263,7 @@ pub fn dump(args: &DumpOptions) -> Result<DumpStats> {
         if let Err(e) = crate::kinds::files::precheck(p)
             .and_then(|_| memory::precheck(p))
             .and_then(|_| inet::precheck(p, args.tcp_established, args.network_lock))
+            .and_then(|_| ktask::attrs::precheck(p))
         {
             let alive = procfs::read_stat(p).is_ok_and(|s| s.state != 'Z' && s.state != 'X');
             if p == pid || alive {
@@ -568,6 +569,10 @@ fn collect_remote(
         .find(|p| p.pid == pid)
         .map(|p| p.threads.iter().map(|t| t.tid).collect())
         .unwrap_or_default();
+    // Seccomp filters suspended for cairn before the first injected call.
+    let seccomp =
+        ktask::attrs::suspend_seccomp(pid, &tids, crate::sys::ptrace::PTRACE_O_TRACESYSGOOD)?;
+    let mode = |tid: i32| seccomp.get(&tid).copied().unwrap_or(0);
     let mut leader = Agent {
         remote: frozen.remote(pid, pid, &site)?,
         pid,
@@ -592,7 +597,7 @@ fn collect_remote(
                 .cloned()
                 .ok_or_else(|| Error::sys(tid, "thread vanished", std::io::Error::other("")))?;
             let th = if tid == pid {
-                ktask::dump_thread(&mut leader, &ft)?
+                ktask::dump_thread(&mut leader, &ft, mode(tid))?
             } else {
                 let mut a = Agent {
                     remote: frozen.remote(pid, tid, &site)?,
@@ -600,10 +605,11 @@ fn collect_remote(
                     scratch: leader.scratch,
                     scratch_len: SCRATCH_LEN,
                 };
-                ktask::dump_thread(&mut a, &ft)?
+                ktask::dump_thread(&mut a, &ft, mode(tid))?
             };
             core.threads.push(th);
         }
+        ktask::attrs::dump_seccomp(&mut core)?;
         Ok((core, brk, def_flags))
     })();
     let unmap = leader.call(
@@ -681,6 +687,11 @@ fn dump_frozen(
         .iter()
         .map(|p| (p.pid, p.ppid, p.zombie_status, p.stopped()))
         .collect();
+    let stop_signals: std::collections::HashMap<i32, i32> = frozen
+        .procs
+        .iter()
+        .map(|p| (p.pid, p.stop_signal()))
+        .collect();
     let live: std::collections::HashSet<i32> = frozen.live().map(|p| p.pid).collect();
     // IP sockets: refused or locked before any of their state is read.
     let live_pids: Vec<i32> = frozen.live().map(|p| p.pid).collect();
@@ -701,6 +712,7 @@ fn dump_frozen(
         e.sid = stat.session as u32;
         e.start_time = stat.starttime;
         if let Some(status) = zombie {
+            ktask::attrs::check_zombie(pid, status)?;
             let mut core = TaskCore::new();
             core.pid = pid as u32;
             core.state = TaskState::TASK_ZOMBIE.into();
@@ -716,6 +728,7 @@ fn dump_frozen(
         let (mut core, brk, def_flags) = collect_remote(frozen, pid, &status, &stat)?;
         if stopped {
             core.state = TaskState::TASK_STOPPED.into();
+            core.stop_signal = stop_signals.get(&pid).copied().unwrap_or(0) as u32;
         }
         // fd table and fs info shared with an earlier process of the tree.
         for &(other, _, z, _) in procs.iter().take_while(|x| x.0 != pid) {

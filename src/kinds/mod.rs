@@ -8,6 +8,7 @@
 //! shared descriptions, restore order).
 
 pub mod anonfd;
+pub mod cgroup;
 pub mod contents;
 pub mod exe;
 pub mod fd;

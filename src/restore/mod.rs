@@ -444,6 +444,10 @@ struct Proc {
 
 const AREA: u64 = SCRATCH_LEN + 4096;
 
+/// The ptrace options every vessel is traced with.
+const VESSEL_OPTIONS: u64 =
+    PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL | PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK;
+
 /// Injected clone3 with an exact pid/tid; returns once the new task is in
 /// its first ptrace stop.
 fn clone_with_tid(parent: &mut Agent, flags: u64, exit_signal: u64, tid: i32) -> Result<()> {
@@ -553,7 +557,7 @@ fn create_tree(img: &Images, vessels: &mut Vessels, force_last_pid: bool) -> Res
                 "no mapping holds cairn's syscall instruction {own_insn:#x}"
             ))
         })?;
-    let opts = PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL | PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK;
+    let opts = VESSEL_OPTIONS;
     let mut procs: Vec<Proc> = Vec::new();
     // Index in `procs` by pid, and the process group leaders.
     let mut by_pid: HashMap<i32, usize> = HashMap::new();
@@ -610,6 +614,9 @@ fn create_tree(img: &Images, vessels: &mut Vessels, force_last_pid: bool) -> Res
             let fl = libc::MAP_PRIVATE | libc::MAP_FIXED;
             let at = agent.scratch;
             agent.mmap_anon("fresh scratch page", at, 4096, rw, fl)?;
+        }
+        if let Some(a) = core.attrs.as_ref() {
+            crate::kinds::cgroup::restore(pid, &a.cgroup)?;
         }
         ktask::restore_session(&mut agent, e.pid, e.pgid, e.sid, pids.contains(&e.pgid))?;
         let zombie = is_zombie(core);
@@ -764,6 +771,7 @@ fn restore_attrs(
             k.restore(agent, core, &mut warnings)?;
         }
     }
+    ktask::attrs::restore_early(agent, core)?;
     for w in warnings.drain(..) {
         warn!("pid {pid}: {w}");
     }
@@ -792,6 +800,7 @@ fn restore_attrs(
     }
     for (a, th) in p.agents.iter_mut().zip(&core.threads) {
         ktask::restore_thread_attrs(a, th)?;
+        ktask::attrs::restore_thread(a, th.attrs.as_ref())?;
         ktask::restore_pending(a, pid, th.tid as i32, &th.pending, false)?;
     }
     for k in ktask::PROC_KINDS {
@@ -807,6 +816,10 @@ fn restore_attrs(
             ktask::restore_creds(a, c)?;
         }
     }
+    ktask::attrs::restore_late(&mut p.agents, core)?;
+    // Last: after this, the filters apply (to everything but cairn's own
+    // injected calls, for which they are suspended until the detach).
+    ktask::attrs::restore_seccomp(&mut p.agents, core, VESSEL_OPTIONS)?;
     Ok(())
 }
 
@@ -933,11 +946,35 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
     // Everyone is ready: let them go, children before parents, leaders
     // last in each process.
     for p in procs.iter().rev().filter(|p| !p.zombie) {
-        if img.cores[p.i].state.enum_value() == Ok(TaskState::TASK_STOPPED) {
-            task::kill(p.pid, libc::SIGSTOP).map_err(|e| Error::sys(p.pid, "SIGSTOP", e))?;
+        let core = &img.cores[p.i];
+        if core.state.enum_value() == Ok(TaskState::TASK_STOPPED) {
+            let sig = ktask::attrs::stop_signal(core);
+            task::kill(p.pid, sig).map_err(|e| Error::sys(p.pid, format!("kill({sig})"), e))?;
         }
         for a in p.agents.iter().rev() {
             ptrace::detach(a.tid(), 0).map_err(|e| Error::sys(a.tid(), "PTRACE_DETACH", e))?;
+        }
+    }
+    // A terminal stop signal is discarded in an orphaned process group
+    // (which the restored group may now be, under cairn): then SIGSTOP.
+    for p in procs.iter().filter(|p| !p.zombie) {
+        let core = &img.cores[p.i];
+        if core.state.enum_value() != Ok(TaskState::TASK_STOPPED)
+            || ktask::attrs::stop_signal(core) == libc::SIGSTOP
+        {
+            continue;
+        }
+        let deadline = Instant::now() + std::time::Duration::from_millis(500);
+        while Instant::now() < deadline && !procfs::read_stat(p.pid).is_ok_and(|s| s.state == 'T') {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        if !procfs::read_stat(p.pid).is_ok_and(|s| s.state == 'T') {
+            warn!(
+                "pid {}: signal {} did not stop it again (an orphaned process group?): \
+                 stopped by SIGSTOP instead",
+                p.pid, core.stop_signal
+            );
+            task::kill(p.pid, libc::SIGSTOP).map_err(|e| Error::sys(p.pid, "SIGSTOP", e))?;
         }
     }
     vessels.release();

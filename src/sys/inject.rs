@@ -33,6 +33,12 @@ pub fn wait_stop(tid: i32) -> io::Result<(i32, i32)> {
 /// Seizes and interrupts a task; returns once it is in PTRACE_EVENT_STOP.
 /// `stopped` reports whether it was already in a group stop (SIGSTOP).
 pub fn seize_and_stop(tid: i32, options: u64) -> io::Result<bool> {
+    seize_and_stop_sig(tid, options).map(|s| s.is_some())
+}
+
+/// [`seize_and_stop`], returning the signal of the group stop the task
+/// was in (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU), if it was.
+pub fn seize_and_stop_sig(tid: i32, options: u64) -> io::Result<Option<i32>> {
     ptrace::seize(tid, options)?;
     ptrace::interrupt(tid)?;
     loop {
@@ -41,7 +47,8 @@ pub fn seize_and_stop(tid: i32, options: u64) -> io::Result<bool> {
             return Ok(matches!(
                 sig,
                 libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
-            ));
+            )
+            .then_some(sig));
         }
         // A signal arrived before the interrupt: leave it pending for the
         // task by re-queueing it when we let it go. Here we pass it on and

@@ -15,6 +15,7 @@ pub mod net;
 pub mod probe;
 pub mod ptrace;
 pub mod safefs;
+pub mod sched;
 pub mod sock;
 pub mod sockdiag;
 pub mod task;

@@ -7,7 +7,11 @@
  * work directory writable). After restore: getresuid, getresgid, getgroups,
  * capget, PR_GET_KEEPCAPS, PR_GET_SECUREBITS, PR_GET_NO_NEW_PRIVS, the
  * bounding set, and the Uid/Gid/Groups/Cap* lines of /proc/self/status are
- * unchanged.
+ * unchanged. The parent-death signal and dumpable flag, which the uid
+ * change cleared, are set again before the dump (SIGUSR1, 1) and must
+ * survive the restore's own credential change; oom_score_adj raised to
+ * 500 by the unprivileged process comes back, and can still be lowered to
+ * 100 (a privileged write would have raised oom_score_adj_min to 500).
  */
 #include "zdtm.h"
 
@@ -77,6 +81,12 @@ int main(int argc, char **argv)
 	if (syscall(SYS_capset, &h, d))
 		pfail("capset");
 
+	if (prctl(PR_SET_PDEATHSIG, SIGUSR1, 0, 0, 0) || prctl(PR_SET_DUMPABLE, 1, 0, 0, 0))
+		pfail("PR_SET_PDEATHSIG / PR_SET_DUMPABLE");
+	int ofd = open("/proc/self/oom_score_adj", O_WRONLY);
+	if (ofd < 0 || write(ofd, "500", 3) != 3)
+		pfail("raise oom_score_adj");
+	close(ofd);
 	take(&before);
 	if (before.e != 1001 || before.eg != 1001 || before.ngroups != 2 ||
 	    before.cap[0].effective != 1u << CAP_NET_BIND_SERVICE || before.cap[1].permitted)
@@ -86,6 +96,20 @@ int main(int argc, char **argv)
 	test_waitsig();
 
 	take(&after);
+	int pdeath = 0;
+	if (prctl(PR_GET_PDEATHSIG, &pdeath, 0, 0, 0) || pdeath != SIGUSR1)
+		fail("parent-death signal %d, expected SIGUSR1", pdeath);
+	if (prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 1)
+		fail("not dumpable after the restore");
+	char adj[32];
+	read_file("/proc/self/oom_score_adj", adj, sizeof(adj));
+	if (atoi(adj) != 500)
+		fail("oom_score_adj %s, expected 500", adj);
+	ofd = open("/proc/self/oom_score_adj", O_WRONLY);
+	if (ofd < 0 || write(ofd, "100", 3) != 3)
+		fail("oom_score_adj cannot be lowered to 100 (%s): oom_score_adj_min changed",
+		     strerror(errno));
+	close(ofd);
 	if (before.r != after.r || before.e != after.e || before.s != after.s)
 		fail("resuid %u/%u/%u, expected %u/%u/%u", after.r, after.e, after.s, before.r,
 		     before.e, before.s);

@@ -10,6 +10,7 @@ use crate::remote::Calls;
 use crate::sys::ptrace::{self, UserRegs};
 use crate::sys::{mem, task};
 
+pub mod attrs;
 pub mod objects;
 pub mod validate;
 
@@ -124,7 +125,7 @@ fn rseq_fixup(pid: i32, cfg: &ptrace::RseqConfig, regs: &mut UserRegs) {
 }
 
 /// Per-thread state; `agent` runs in this thread.
-pub fn dump_thread(agent: &mut dyn Calls, t: &FrozenTask) -> Result<ThreadCore> {
+pub fn dump_thread(agent: &mut dyn Calls, t: &FrozenTask, seccomp_mode: u32) -> Result<ThreadCore> {
     let tid = t.tid;
     let mut th = ThreadCore::new();
     th.tid = tid as u32;
@@ -155,6 +156,7 @@ pub fn dump_thread(agent: &mut dyn Calls, t: &FrozenTask) -> Result<ThreadCore> 
     (ss.sp, ss.flags, ss.size) = agent.sigaltstack_get()?;
     th.altstack = Some(ss).into();
     th.clear_child_tid = agent.tid_address()?;
+    th.attrs = Some(attrs::dump_thread(agent, seccomp_mode)?).into();
     Ok(th)
 }
 
@@ -192,6 +194,7 @@ pub fn dump_process(
     for k in PROC_KINDS {
         k.dump(agent, &ctx, &mut core)?;
     }
+    core.attrs = Some(attrs::dump_process(agent)?).into();
     Ok(core)
 }
 

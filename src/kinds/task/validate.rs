@@ -223,6 +223,7 @@ pub fn core(c: &TaskCore, pid: u32, tids: &[u32], path: &Path) -> Result<()> {
     for k in super::PROC_KINDS {
         k.validate(c, path)?;
     }
+    super::attrs::validate(c, path)?;
     count(
         path,
         &obj,
