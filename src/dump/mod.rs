@@ -765,6 +765,7 @@ fn dump_frozen(
     }
     // Every socket is in repair mode and the network locked.
     crate::guard::pause_at("repaired")?;
+    files.check_tree(&pstree)?;
     files.dump_pipe_data()?;
     files
         .kinds
