@@ -18,3 +18,16 @@ fn fd_flags() {
     }
     checkpoint_restore("fd_flags", &[]);
 }
+
+/// SIGIO owners (a thread, the process group, a child) and signals
+/// (F_SETSIG) of O_ASYNC pipes and a socket: after the restore F_GETOWN_EX
+/// and F_GETSIG read back as set, the signals arrive when data does (with
+/// si_fd), and a signal whose setter's uid may not signal its owner is
+/// still not sent (the owner set again with the setter's uid and euid).
+#[test]
+fn fd_owner() {
+    if skip_unless_root() {
+        return;
+    }
+    checkpoint_restore("fd_owner", &[]);
+}
