@@ -31,3 +31,52 @@ fn fd_owner() {
     }
     checkpoint_restore("fd_owner", &[]);
 }
+
+/// pidfds of a child (PIDFD_NONBLOCK), of the process itself and of a
+/// reaped child come back referring to the same processes: signals,
+/// waitid(P_PIDFD), fdinfo's Pid, and the dead one's exit status where
+/// the kernel reports one.
+#[test]
+fn fd_pidfd() {
+    if skip_unless_root() {
+        return;
+    }
+    checkpoint_restore("fd_pidfd", &[]);
+}
+
+/// Starts `name` with `args`, requires a refused dump (exit code 6) whose
+/// message names the pid and every word of `names`; the process goes on
+/// unharmed.
+fn refused(name: &str, args: &[&str], names: &[&str]) {
+    let mut w = Workload::start(name, args);
+    let out = w.dump(&["-v"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "dump: {}", describe(&out));
+    let line = err
+        .lines()
+        .find(|l| l.contains("unsupported"))
+        .unwrap_or_else(|| panic!("no refusal in: {err}"));
+    assert!(
+        line.contains(&format!("pid {}", w.pid)) && names.iter().all(|n| line.contains(n)),
+        "unclear refusal: {line}"
+    );
+    w.terminate_original_expect_pass();
+}
+
+/// A pidfd of a process outside the tree is refused at dump, naming the
+/// pid, the fd and the process it refers to.
+#[test]
+fn fd_pidfd_outside_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    refused(
+        "fd_pidfd",
+        &["--outside"],
+        &[
+            "fd 3",
+            "pidfd of process 1,",
+            "not in the checkpointed tree",
+        ],
+    );
+}

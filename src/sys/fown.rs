@@ -253,3 +253,12 @@ pub fn pidfd_exit_status(pidfd: &impl AsRawFd) -> io::Result<Option<i32>> {
     }
     Ok(Some((info[7] >> 32) as u32 as i32))
 }
+
+/// eventfd(initval, flags) in cairn (tests of the eventfd kind).
+pub fn eventfd(initval: u32, flags: i32) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: eventfd takes two integers and returns a new fd or -1.
+    let fd = check(unsafe { libc::eventfd(initval, flags) } as libc::c_long)?;
+    // SAFETY: `fd` is a new fd that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
