@@ -80,3 +80,42 @@ fn fd_pidfd_outside_refused() {
         ],
     );
 }
+
+/// A SIGIO owner outside the tree is refused at dump, naming the pid, the
+/// fd and the owner.
+#[test]
+fn fd_owner_outside_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    refused(
+        "fd_owner",
+        &["--outside"],
+        &[
+            "fd 3",
+            "SIGIO owner (process 1)",
+            "not in the checkpointed tree",
+        ],
+    );
+}
+
+/// An epoll watch registered through an fd that was closed since (the
+/// file lives on through a dup), or whose number now names another file,
+/// is refused at dump, naming the epoll fd and the watch's fd, instead of
+/// being dropped or registered on the wrong file.
+#[test]
+fn fd_epoll_closed_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    refused(
+        "fd_epoll_closed",
+        &[],
+        &["epoll fd 3", "registered as fd 4", "closed now"],
+    );
+    refused(
+        "fd_epoll_closed",
+        &["--reused"],
+        &["epoll fd 3", "registered as fd 4", "another file"],
+    );
+}

@@ -8,7 +8,9 @@
  *      signal SIGRTMIN+2: the kernel refuses to send it (sigio_perm), as
  *      before the dump; F_GETOWNER_UIDS still says 1000/1000.
  *   D: pipe, owner C set as root, SIGRTMIN+3: C receives it.
- * Every F_GETOWN_EX and F_GETSIG must read back as set. */
+ * Every F_GETOWN_EX and F_GETSIG must read back as set.
+ * --outside: only a pipe (fd 3) whose owner is init, outside the tree,
+ * which the dump must refuse. */
 #include "zdtm.h"
 #include <pthread.h>
 #include <sys/socket.h>
@@ -73,6 +75,13 @@ int main(int argc, char **argv)
 	pthread_t th;
 
 	test_init(argc, argv);
+	if (test_flag("--outside")) {
+		if (pipe(s) || s[0] != 3 || fcntl(s[0], F_SETOWN, 1))
+			fail("pipe owned by init");
+		test_daemon();
+		test_waitsig();
+		pass();
+	}
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGIO);
 	sigaddset(&mask, SIGRTMIN + 2);
