@@ -500,6 +500,9 @@ fn restore_flags(calls: &mut dyn Calls, fd: u64, d: &FileDesc) -> Result<()> {
     Ok(())
 }
 
+/// An owner to set: (cairn's copy of the description, F_OWNER_* type, id).
+type Owner = (std::os::fd::RawFd, u32, i32);
+
 /// Sets the owner and signal of every description that had them (who
 /// gets SIGIO: F_SETOWN_EX, F_SETSIG), once every process and thread of
 /// the tree exists. `tables` are the fd tables of the restored processes
@@ -520,7 +523,7 @@ pub fn restore_owners<'a>(
     }
     // (uid, euid) -> (fd copy, type, owner), and every copy with its
     // description.
-    let mut by_creds: BTreeMap<(u32, u32), Vec<(std::os::fd::RawFd, u32, i32)>> = BTreeMap::new();
+    let mut by_creds: BTreeMap<(u32, u32), Vec<Owner>> = BTreeMap::new();
     let mut copies = Vec::new();
     for d in &files.descs {
         let owner = d.owner.as_ref();

@@ -4,7 +4,7 @@
 //!
 //! Kernels before 6.2 print no `eventfd-semaphore:` line. There the mode
 //! is found on cairn's copy of the description (pidfd_getfd) by a read
-//! and a write that leave the counter as it was ([`probe_semaphore`]):
+//! and a write that leave the counter as it was (`probe_semaphore`):
 //! a semaphore read takes 1, a plain one the whole counter. The tree is
 //! frozen, so none of its threads waits on the eventfd meanwhile; the
 //! wake-ups go to pollers (an edge-triggered epoll watch of the tree sees
@@ -168,7 +168,7 @@ mod tests {
     fn probing_finds_the_mode_and_keeps_the_counter() {
         for sem in [false, true] {
             for (count, nonblock) in [
-                (0, true),
+                (0u64, true),
                 (1, false),
                 (2, false),
                 (7, true),
@@ -183,7 +183,7 @@ mod tests {
                 }
                 let f = std::fs::File::from(crate::sys::fown::eventfd(0, fl).unwrap());
                 if count > 0 {
-                    (&f).write_all(&(count as u64).to_ne_bytes()).unwrap();
+                    (&f).write_all(&count.to_ne_bytes()).unwrap();
                 }
                 assert_eq!(probe_semaphore(&f, count).unwrap(), sem, "count {count}");
                 assert_eq!(count_of(&f), count, "semaphore {sem}");
