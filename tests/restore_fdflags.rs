@@ -119,3 +119,14 @@ fn fd_epoll_closed_refused() {
         &["epoll fd 3", "registered as fd 4", "another file"],
     );
 }
+
+/// A flag only open(2) sets, on a kind cairn recreates otherwise (O_DSYNC
+/// on a FIFO), is refused before the process is frozen, naming the pid,
+/// the fd and the flag, instead of coming back without it.
+#[test]
+fn fd_flags_lost_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    refused("fd_flags", &["--refuse"], &["fd 3", "O_DSYNC", "FIFO"]);
+}

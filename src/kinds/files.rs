@@ -516,7 +516,9 @@ pub fn restore_owners<'a>(
     tables: impl IntoIterator<Item = (i32, &'a FdTable)>,
 ) -> Result<()> {
     let mut where_: HashMap<u32, (i32, u32)> = HashMap::new();
+    let mut pids = Vec::new();
     for (pid, t) in tables {
+        pids.push(pid);
         for f in &t.fds {
             where_.entry(f.desc_id).or_insert((pid, f.fd));
         }
@@ -537,6 +539,22 @@ pub fn restore_owners<'a>(
         let sys = |what: String, e| Error::sys(pid, format!("fd {fd}: {what}"), e);
         let pfd = uffd::pidfd_open(pid).map_err(|e| sys("pidfd_open".into(), e))?;
         let copy = uffd::pidfd_getfd(&pfd, fd as i32).map_err(|e| sys("pidfd_getfd".into(), e))?;
+        // An image names only owners of the restored tree (the dump
+        // refuses others): never let it aim signals elsewhere.
+        if let Some(o) = owner.filter(|o| o.pid != 0) {
+            let inside = if o.type_ == F_OWNER_TID {
+                pids.iter()
+                    .any(|p| std::path::Path::new(&format!("/proc/{p}/task/{}", o.pid)).exists())
+            } else {
+                pids.contains(&o.pid)
+            };
+            if !inside {
+                return Err(Error::Restore(format!(
+                    "pid {pid}: fd {fd}: its SIGIO owner {} is not a restored process or thread",
+                    o.pid
+                )));
+            }
+        }
         let sig = owner.map_or(0, |o| o.signum);
         fown::set_sig(&copy, sig).map_err(|e| sys(format!("F_SETSIG {sig}"), e))?;
         match owner.filter(|o| o.pid != 0) {
@@ -765,6 +783,45 @@ mod tests {
         let log = &tasks[0].log;
         let ctl = log.iter().position(|c| c == "epoll_ctl").unwrap();
         assert!(log[..ctl].iter().filter(|c| *c == "dup3").count() == 3);
+    }
+
+    #[test]
+    fn status_flags_are_set_once_and_checked() {
+        let world = FakeWorld::new();
+        world.borrow_mut().files.insert("/srv/data".into());
+        let mut files = Files::new();
+        let mut d1 = desc(1, reg("/srv/data", libc::O_RDWR, 0));
+        d1.flags = (libc::O_RDWR | libc::O_APPEND | libc::O_NOATIME | libc::O_ASYNC) as u32;
+        d1.flags_saved = true;
+        files.descs = vec![d1];
+        let tables = [
+            table(100, &[(4, 1, false), (2, 1, false)]),
+            table(101, &[(0, 1, false)]),
+        ];
+        let tasks = restore_all(&world, &files, &tables).unwrap();
+        let w = world.borrow();
+        assert_eq!(w.table(100)[&2].0.flags, files.descs[0].flags as u64);
+        // Set once, in the first process: besides its F_DUPFD_CLOEXEC,
+        // F_SETFL without O_ASYNC, F_SETFL, F_GETFL; the other process
+        // only fetches and moves it.
+        let fcntls = |t: &FakeTask| t.log.iter().filter(|c| *c == "fcntl").count();
+        assert_eq!(fcntls(&tasks[0]), 4, "{:?}", tasks[0].log);
+        assert_eq!(fcntls(&tasks[1]), 1, "{:?}", tasks[1].log);
+        drop(w);
+        // A flag the kind did not give back fails the restore.
+        let world = FakeWorld::new();
+        let mut d = desc(1, pipe_end(9, libc::O_RDONLY));
+        d.flags = (libc::O_RDONLY | libc::O_DSYNC) as u32;
+        d.flags_saved = true;
+        files.descs = vec![d];
+        let e = restore_all(&world, &files, &[table(102, &[(3, 1, false)])])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("pid 102: fd 3: file status flags came back as none instead of O_DSYNC"),
+            "{e}"
+        );
     }
 
     #[test]

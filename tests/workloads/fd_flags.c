@@ -4,7 +4,9 @@
  * O_DIRECT packet mode, O_APPEND), a FIFO, eventfd, signalfd, timerfd,
  * epoll, inotify, memfd, a unix socketpair, a UDP socket and a pty
  * master and slave (pidfds: fd_pidfd). After the restore every fd must
- * read back the same F_GETFL and FD_CLOEXEC. */
+ * read back the same F_GETFL and FD_CLOEXEC.
+ * --refuse: only a FIFO opened O_DSYNC (fd 3), a flag only open sets,
+ * which cairn's FIFO restore does not give: the dump must refuse it. */
 #include "zdtm.h"
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -50,6 +52,13 @@ static void add(const char *name, int fd, int more, int cloexec)
 int main(int argc, char **argv)
 {
 	test_init(argc, argv);
+	if (test_flag("--refuse")) {
+		if (mkfifo("fifo", 0600) || open("fifo", O_RDWR | O_DSYNC) != 3)
+			fail("fifo O_DSYNC");
+		test_daemon();
+		test_waitsig();
+		pass();
+	}
 
 	/* A regular file: O_SYNC only open sets; O_DIRECT if the file system
 	 * takes it. */
