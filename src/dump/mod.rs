@@ -782,6 +782,7 @@ fn dump_frozen(
     }
     // Every socket is in repair mode and the network locked.
     crate::guard::pause_at("repaired")?;
+    files.check_tree(&pstree)?;
     // File locks, before contents are read (a leased file is not opened).
     let tables: Vec<_> = (per_proc.iter())
         .map(|(p, c, _, t)| (*p, c.files_shared_with, t.as_ref()))

@@ -66,6 +66,15 @@ pub trait FdKind: Sync {
         Ok(())
     }
 
+    /// The file status flags besides [`SETFL_FLAGS`] (which the engine
+    /// sets on every kind after `open`) that this kind's `open` gives the
+    /// new description as they were: a description with any other flag
+    /// is refused at dump, since it would come back without it. The
+    /// default: the access mode and the kernel's O_LARGEFILE.
+    fn open_flags(&self) -> u32 {
+        libc::O_ACCMODE as u32 | KERNEL_O_LARGEFILE
+    }
+
     /// Once every fd of the process is in place: what names other fds
     /// (epoll watch lists). Run for each fd of the table, in table order.
     fn post_open(
@@ -79,6 +88,83 @@ pub trait FdKind: Sync {
     }
 }
 
+/// The file status flags `fcntl(F_SETFL)` changes, which the engine
+/// restores on every kind ([`crate::kinds::files`]): O_APPEND,
+/// O_NONBLOCK, O_DIRECT, O_NOATIME and O_ASYNC (FASYNC).
+pub const SETFL_FLAGS: u32 =
+    (libc::O_APPEND | libc::O_NONBLOCK | libc::O_DIRECT | libc::O_NOATIME | libc::O_ASYNC) as u32;
+
+/// The kernel's `O_LARGEFILE` on x86-64, set on every file it opens for a
+/// 64-bit process (the libc constant is 0 there).
+pub const KERNEL_O_LARGEFILE: u32 = 0o100000;
+
+/// The kernel's `__O_SYNC` bit (`O_SYNC` is `__O_SYNC | O_DSYNC`).
+const KERNEL_O_SYNC: u32 = 0o4000000;
+
+/// [`FdKind::open_flags`] of a kind that reopens its file with the saved
+/// flags: what open keeps in f_flags (the access mode, O_LARGEFILE,
+/// O_DSYNC, O_SYNC, O_DIRECTORY, O_NOFOLLOW, O_PATH).
+pub const REOPEN_FLAGS: u32 =
+    (libc::O_ACCMODE | libc::O_DSYNC | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_PATH) as u32
+        | KERNEL_O_SYNC
+        | KERNEL_O_LARGEFILE;
+
+/// Names of file status flag bits, for messages: "O_APPEND|O_DIRECT".
+pub fn flag_names(bits: u32) -> String {
+    const NAMES: &[(u32, &str)] = &[
+        (0o1, "O_WRONLY"),
+        (0o2, "O_RDWR"),
+        (0o200, "O_EXCL"),
+        (0o2000, "O_APPEND"),
+        (0o4000, "O_NONBLOCK"),
+        (0o10000, "O_DSYNC"),
+        (0o20000, "O_ASYNC"),
+        (0o40000, "O_DIRECT"),
+        (KERNEL_O_LARGEFILE, "O_LARGEFILE"),
+        (0o200000, "O_DIRECTORY"),
+        (0o400000, "O_NOFOLLOW"),
+        (0o1000000, "O_NOATIME"),
+        (0o2000000, "O_CLOEXEC"),
+        (KERNEL_O_SYNC, "O_SYNC"),
+        (0o10000000, "O_PATH"),
+        (0o20000000, "O_TMPFILE"),
+    ];
+    let mut out: Vec<String> = Vec::new();
+    let mut rest = bits;
+    for &(b, n) in NAMES {
+        if bits & b != 0 {
+            out.push(n.to_string());
+            rest &= !b;
+        }
+    }
+    if rest != 0 {
+        out.push(format!("{rest:#o}"));
+    }
+    if out.is_empty() {
+        return "none".into();
+    }
+    out.join("|")
+}
+
+/// Refuses a description whose file status flags `flags` (fdinfo's) the
+/// restore of `kind` cannot give back: flags that only open sets and
+/// that the kind's `open` does not repeat ([`FdKind::open_flags`]).
+pub fn check_flags(kind: &dyn FdKind, pid: i32, fd: i32, target: &str, flags: u32) -> Result<()> {
+    let lost = flags & !(libc::O_CLOEXEC as u32) & !(SETFL_FLAGS | kind.open_flags());
+    if lost == 0 {
+        return Ok(());
+    }
+    Err(Error::unsupported(
+        pid,
+        format!(
+            "fd {fd} ({target}): file status flag {} cannot be restored on a {} \
+             (only open sets it, and cairn recreates this kind otherwise)",
+            flag_names(lost),
+            kind.name()
+        ),
+    ))
+}
+
 /// Every fd kind, in the order precheck and describe ask them: the
 /// anon-inode kinds, sockets, pipes, FIFOs, terminals, then files by path
 /// (regular files, directories, plain devices) last.
@@ -89,6 +175,7 @@ pub static KINDS: &[&dyn FdKind] = &[
     &anonfd::epoll::Epoll,
     &anonfd::inotify::Inotify,
     &anonfd::memfd::Memfd,
+    &anonfd::pidfd::Pidfd,
     &inet::Inet,
     &unix::Unix,
     &pipe::Pipe,
@@ -109,6 +196,7 @@ pub fn kind_of(k: &file_desc::Kind) -> &'static dyn FdKind {
         K::Epoll(_) => &anonfd::epoll::Epoll,
         K::Inotify(_) => &anonfd::inotify::Inotify,
         K::Memfd(_) => &anonfd::memfd::Memfd,
+        K::Pidfd(_) => &anonfd::pidfd::Pidfd,
         K::Inet(_) => &inet::Inet,
         K::Unix(_) => &unix::Unix,
         K::Pipe(_) => &pipe::Pipe,
@@ -298,6 +386,9 @@ pub struct SharedFiles {
     /// Terminals rebuilt in cairn and what is left to do with them
     /// (kinds::tty).
     pub tty: tty::TtyRestore,
+    /// Descriptions whose file status flags are set and checked (once,
+    /// in the first process that has them).
+    pub(crate) flags_done: std::collections::HashSet<u32>,
 }
 
 impl SharedFiles {
@@ -338,6 +429,7 @@ mod tests {
             K::Epoll(p::EventPoll::new()),
             K::Inotify(p::Inotify::new()),
             K::Memfd(p::MemFd::new()),
+            K::Pidfd(p::PidFd::new()),
             K::Inet(p::InetSk::new()),
             K::Unix(p::UnixSocket::new()),
             K::Pipe(p::PipeFile::new()),

@@ -16,12 +16,23 @@
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
+use std::os::fd::AsRawFd;
+
 use crate::error::{Error, Result};
-use crate::image::proto::{file_desc, Fd, FdTable, FileDesc, FileStat, Files, FsPath, RegFile};
-use crate::kinds::fd::{kind_of, DumpCx, FdRef, RestoreCx, KINDS};
+use crate::image::proto::{
+    file_desc, Fd, FdTable, FileDesc, FileOwner, FileStat, Files, FsPath, Pstree, RegFile,
+};
+use crate::kinds::fd::{
+    check_flags, flag_names, kind_of, DumpCx, FdKind, FdRef, RestoreCx, KINDS, SETFL_FLAGS,
+};
 use crate::procfs;
 use crate::remote::Calls;
-use crate::sys::task;
+use crate::sys::{fown, task, uffd};
+
+/// `F_OWNER_TID`, `F_OWNER_PID`, `F_OWNER_PGRP` (struct f_owner_ex).
+const F_OWNER_TID: u32 = 0;
+const F_OWNER_PID: u32 = 1;
+const F_OWNER_PGRP: u32 = 2;
 
 pub use crate::kinds::fd::SharedFiles;
 pub use crate::kinds::fifo::recreate_fifos;
@@ -119,6 +130,9 @@ impl FileTable {
             Some(l) => l,
             None => procfs::read_fds(pid)?,
         };
+        // A pidfd of the process, for cairn's copies of its descriptions
+        // (owner and signal are read there, not in the process).
+        let mut pidfd: Option<std::os::fd::OwnedFd> = None;
         for (fd, target) in listed {
             let info = procfs::read_fdinfo(pid, fd)?;
             let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
@@ -137,8 +151,22 @@ impl FileTable {
                 Some(id) => id,
                 None => {
                     let f = FdRef::new(pid, fd, &target, Some(&info));
-                    let kind = describe(&f, &mut self.kinds)?;
+                    let (k, kind) = describe(&f, &mut self.kinds)?;
+                    check_flags(k, pid, fd, &target, info.flags)?;
+                    let pfd = match pidfd.take() {
+                        Some(p) => p,
+                        None => {
+                            uffd::pidfd_open(pid).map_err(|e| Error::sys(pid, "pidfd_open", e))?
+                        }
+                    };
+                    let owner = read_owner(&pfd, pid, fd);
+                    pidfd = Some(pfd);
                     let id = self.add(kind);
+                    if let Some(d) = self.files.descs.last_mut() {
+                        d.flags = info.flags & !(libc::O_CLOEXEC as u32);
+                        d.flags_saved = true;
+                        d.owner = owner?.into();
+                    }
                     self.seen.push((pid, fd, id, info.ino));
                     id
                 }
@@ -152,20 +180,90 @@ impl FileTable {
         Ok(table)
     }
 
+    /// What needs the whole tree, once every fd table is read: the owner
+    /// of each description (who gets SIGIO) must be a process, thread or
+    /// process group of the tree, and a pidfd must name a process of the
+    /// tree (or a dead one).
+    pub fn check_tree(&self, pstree: &Pstree) -> Result<()> {
+        let first_fd = |id: u32| {
+            self.seen
+                .iter()
+                .find(|s| s.2 == id)
+                .map_or((0, 0), |s| (s.0, s.1))
+        };
+        let is_pid = |p: i32| pstree.entries.iter().any(|e| e.pid as i32 == p);
+        let is_tid = |t: i32| {
+            pstree
+                .entries
+                .iter()
+                .any(|e| e.threads.iter().any(|&x| x as i32 == t))
+        };
+        for d in &self.files.descs {
+            let (pid, fd) = first_fd(d.id);
+            if let Some(o) = d.owner.as_ref().filter(|o| o.pid != 0) {
+                let (inside, what) = match o.type_ {
+                    F_OWNER_TID => (is_tid(o.pid), "thread"),
+                    F_OWNER_PGRP => (is_pid(o.pid), "process group"),
+                    _ => (is_pid(o.pid), "process"),
+                };
+                if !inside {
+                    return Err(Error::unsupported(
+                        pid,
+                        format!(
+                            "fd {fd}: its SIGIO owner ({what} {}) is not in the checkpointed tree",
+                            o.pid
+                        ),
+                    ));
+                }
+            }
+            if let Some(file_desc::Kind::Pidfd(p)) = &d.kind {
+                crate::kinds::anonfd::pidfd::check_target(pid, fd, p, &is_pid, &is_tid)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Saves the bytes queued in every pipe seen, without consuming them.
     pub fn dump_pipe_data(&mut self) -> Result<()> {
         self.kinds.pipes.dump_data(&mut self.files)
     }
 }
 
-/// The first kind of [`KINDS`] that describes `f`.
-fn describe(f: &FdRef, cx: &mut DumpCx) -> Result<file_desc::Kind> {
-    for k in KINDS {
+/// The first kind of [`KINDS`] that describes `f`, and its description.
+fn describe(f: &FdRef, cx: &mut DumpCx) -> Result<(&'static dyn FdKind, file_desc::Kind)> {
+    for &k in KINDS {
         if let Some(d) = k.describe(f, cx)? {
-            return Ok(d);
+            return Ok((k, d));
         }
     }
     Err(unclaimed(f))
+}
+
+/// Owner and signal of fd `fd` of `pid`, read on cairn's copy of it
+/// (pidfd_getfd: the same description): None when neither is set.
+fn read_owner(pidfd: &std::os::fd::OwnedFd, pid: i32, fd: i32) -> Result<Option<FileOwner>> {
+    let sys = |what: &str, e| Error::sys(pid, format!("fd {fd}: {what}"), e);
+    let copy = uffd::pidfd_getfd(pidfd, fd).map_err(|e| sys("pidfd_getfd", e))?;
+    let (ty, opid) = fown::get_owner(&copy).map_err(|e| sys("F_GETOWN_EX", e))?;
+    let sig = fown::get_sig(&copy).map_err(|e| sys("F_GETSIG", e))?;
+    if opid == 0 && sig == 0 {
+        return Ok(None);
+    }
+    let mut o = FileOwner::new();
+    o.type_ = ty;
+    o.pid = opid;
+    o.signum = sig;
+    if opid != 0 {
+        (o.uid, o.euid) = fown::get_owner_uids(&copy).map_err(|e| {
+            Error::unsupported(
+                pid,
+                format!(
+                    "fd {fd} has a SIGIO owner, and the credentials it was set with cannot be read (F_GETOWNER_UIDS: {e})"
+                ),
+            )
+        })?;
+    }
+    Ok(Some(o))
 }
 
 /// The refusal of an fd no kind claims.
@@ -189,8 +287,13 @@ fn unclaimed(f: &FdRef) -> Error {
 pub fn precheck(pid: i32) -> Result<()> {
     'fds: for (fd, target) in procfs::read_fds(pid)? {
         let f = FdRef::new(pid, fd, &target, None);
-        for k in KINDS {
+        for &k in KINDS {
             if k.precheck(&f)? {
+                // File status flags its restore would lose (checked
+                // again while frozen). An fd closed meanwhile is no error.
+                if let Ok(info) = procfs::read_fdinfo(pid, fd) {
+                    check_flags(k, pid, fd, &target, info.flags)?;
+                }
                 continue 'fds;
             }
         }
@@ -345,10 +448,162 @@ pub fn restore_fds(
             calls.dup3(*hi, f.fd as u64, f.cloexec)?;
         }
     }
+    // File status flags, once per description, on its lowest fd here (the
+    // fd number O_ASYNC's signals report).
+    for (_, fds) in &staged {
+        let Some(f) = fds.iter().min_by_key(|f| f.fd) else {
+            continue;
+        };
+        if let Some(d) = idx.get(f.desc_id) {
+            if shared.flags_done.insert(f.desc_id) {
+                restore_flags(calls, f.fd as u64, d)?;
+            }
+        }
+    }
     // What names other fds (epoll watch lists): now that all are in place.
     for f in &table.fds {
         if let Some(k) = idx.get(f.desc_id).and_then(|d| d.kind.as_ref()) {
             kind_of(k).post_open(k, calls, f, table)?;
+        }
+    }
+    Ok(())
+}
+
+/// Sets the file status flags of description `d` on `fd` (the ones
+/// F_SETFL sets: the kind's open gave the others) and checks that F_GETFL
+/// then reads all of them as they were.
+fn restore_flags(calls: &mut dyn Calls, fd: u64, d: &FileDesc) -> Result<()> {
+    if !d.flags_saved {
+        return Ok(());
+    }
+    let pid = calls.pid();
+    let want = d.flags & !(libc::O_CLOEXEC as u32);
+    // F_SETFL is refused on an O_PATH fd (which has no such flags).
+    if want & libc::O_PATH as u32 == 0 {
+        let set = want & SETFL_FLAGS;
+        if set & libc::O_ASYNC as u32 != 0 {
+            // Off first, so that turning it on registers this fd number
+            // (a kind may have set it elsewhere, in cairn).
+            calls.set_fl_named(fd, set & !(libc::O_ASYNC as u32))?;
+        }
+        calls.set_fl_named(fd, set)?;
+    }
+    let got = calls.get_fl(fd)? & !(libc::O_CLOEXEC as u32);
+    if got != want {
+        return Err(Error::Restore(format!(
+            "pid {pid}: fd {fd}: file status flags came back as {} instead of {} (differ: {})",
+            flag_names(got),
+            flag_names(want),
+            flag_names(got ^ want)
+        )));
+    }
+    Ok(())
+}
+
+/// An owner to set: (cairn's copy of the description, F_OWNER_* type, id).
+type Owner = (std::os::fd::RawFd, u32, i32);
+
+/// Sets the owner and signal of every description that had them (who
+/// gets SIGIO: F_SETOWN_EX, F_SETSIG), once every process and thread of
+/// the tree exists. `tables` are the fd tables of the restored processes
+/// (pid, table). Done on cairn's copy of each description (pidfd_getfd);
+/// the owner is set by a helper with the uid and euid the original setter
+/// had, which the kernel keeps with the owner and checks when it sends
+/// the signal. A description with O_ASYNC and no saved owner has its
+/// owner cleared (a terminal's fasync sets one).
+pub fn restore_owners<'a>(
+    files: &Files,
+    tables: impl IntoIterator<Item = (i32, &'a FdTable)>,
+) -> Result<()> {
+    let mut where_: HashMap<u32, (i32, u32)> = HashMap::new();
+    let mut pids = Vec::new();
+    for (pid, t) in tables {
+        pids.push(pid);
+        for f in &t.fds {
+            where_.entry(f.desc_id).or_insert((pid, f.fd));
+        }
+    }
+    // (uid, euid) -> (fd copy, type, owner), and every copy with its
+    // description.
+    let mut by_creds: BTreeMap<(u32, u32), Vec<Owner>> = BTreeMap::new();
+    let mut copies = Vec::new();
+    for d in &files.descs {
+        let owner = d.owner.as_ref();
+        let async_ = d.flags_saved && d.flags & libc::O_ASYNC as u32 != 0;
+        if owner.is_none() && !async_ {
+            continue;
+        }
+        let Some(&(pid, fd)) = where_.get(&d.id) else {
+            continue;
+        };
+        let sys = |what: String, e| Error::sys(pid, format!("fd {fd}: {what}"), e);
+        let pfd = uffd::pidfd_open(pid).map_err(|e| sys("pidfd_open".into(), e))?;
+        let copy = uffd::pidfd_getfd(&pfd, fd as i32).map_err(|e| sys("pidfd_getfd".into(), e))?;
+        // An image names only owners of the restored tree (the dump
+        // refuses others): never let it aim signals elsewhere.
+        if let Some(o) = owner.filter(|o| o.pid != 0) {
+            let inside = if o.type_ == F_OWNER_TID {
+                pids.iter()
+                    .any(|p| std::path::Path::new(&format!("/proc/{p}/task/{}", o.pid)).exists())
+            } else {
+                pids.contains(&o.pid)
+            };
+            if !inside {
+                return Err(Error::Restore(format!(
+                    "pid {pid}: fd {fd}: its SIGIO owner {} is not a restored process or thread",
+                    o.pid
+                )));
+            }
+        }
+        let sig = owner.map_or(0, |o| o.signum);
+        fown::set_sig(&copy, sig).map_err(|e| sys(format!("F_SETSIG {sig}"), e))?;
+        match owner.filter(|o| o.pid != 0) {
+            Some(o) => by_creds.entry((o.uid, o.euid)).or_default().push((
+                copy.as_raw_fd(),
+                o.type_,
+                o.pid,
+            )),
+            None => fown::set_owner(&copy, F_OWNER_PID, 0)
+                .map_err(|e| sys("F_SETOWN_EX none".into(), e))?,
+        }
+        copies.push((pid, fd, d, copy));
+    }
+    let me = (
+        rustix::process::getuid().as_raw(),
+        rustix::process::geteuid().as_raw(),
+    );
+    for ((uid, euid), owners) in &by_creds {
+        let r = if (*uid, *euid) == me {
+            owners
+                .iter()
+                .try_for_each(|&(fd, ty, p)| fown::set_owner(&fd, ty, p))
+        } else {
+            fown::set_owner_as(*uid, *euid, owners)
+        };
+        r.map_err(|e| {
+            Error::Restore(format!(
+                "setting the SIGIO owner of {} description(s) as uid {uid}/euid {euid}: {e}",
+                owners.len()
+            ))
+        })?;
+    }
+    // Read everything back.
+    for (pid, fd, d, copy) in &copies {
+        let sys = |what: &str, e| Error::sys(*pid, format!("fd {fd}: {what}"), e);
+        let o = d.owner.clone().unwrap_or_default();
+        let (ty, opid) = fown::get_owner(copy).map_err(|e| sys("F_GETOWN_EX", e))?;
+        let sig = fown::get_sig(copy).map_err(|e| sys("F_GETSIG", e))?;
+        let uids = if o.pid != 0 {
+            fown::get_owner_uids(copy).map_err(|e| sys("F_GETOWNER_UIDS", e))?
+        } else {
+            (0, 0)
+        };
+        let same_owner = opid == o.pid && (o.pid == 0 || ty == o.type_);
+        if !same_owner || sig != o.signum || (o.pid != 0 && uids != (o.uid, o.euid)) {
+            return Err(Error::Restore(format!(
+                "pid {pid}: fd {fd}: SIGIO owner came back as type {ty} id {opid} signal {sig} set by uid/euid {}/{}, not type {} id {} signal {} by {}/{}",
+                uids.0, uids.1, o.type_, o.pid, o.signum, o.uid, o.euid
+            )));
         }
     }
     Ok(())
@@ -528,6 +783,45 @@ mod tests {
         let log = &tasks[0].log;
         let ctl = log.iter().position(|c| c == "epoll_ctl").unwrap();
         assert!(log[..ctl].iter().filter(|c| *c == "dup3").count() == 3);
+    }
+
+    #[test]
+    fn status_flags_are_set_once_and_checked() {
+        let world = FakeWorld::new();
+        world.borrow_mut().files.insert("/srv/data".into());
+        let mut files = Files::new();
+        let mut d1 = desc(1, reg("/srv/data", libc::O_RDWR, 0));
+        d1.flags = (libc::O_RDWR | libc::O_APPEND | libc::O_NOATIME | libc::O_ASYNC) as u32;
+        d1.flags_saved = true;
+        files.descs = vec![d1];
+        let tables = [
+            table(100, &[(4, 1, false), (2, 1, false)]),
+            table(101, &[(0, 1, false)]),
+        ];
+        let tasks = restore_all(&world, &files, &tables).unwrap();
+        let w = world.borrow();
+        assert_eq!(w.table(100)[&2].0.flags, files.descs[0].flags as u64);
+        // Set once, in the first process: besides its F_DUPFD_CLOEXEC,
+        // F_SETFL without O_ASYNC, F_SETFL, F_GETFL; the other process
+        // only fetches and moves it.
+        let fcntls = |t: &FakeTask| t.log.iter().filter(|c| *c == "fcntl").count();
+        assert_eq!(fcntls(&tasks[0]), 4, "{:?}", tasks[0].log);
+        assert_eq!(fcntls(&tasks[1]), 1, "{:?}", tasks[1].log);
+        drop(w);
+        // A flag the kind did not give back fails the restore.
+        let world = FakeWorld::new();
+        let mut d = desc(1, pipe_end(9, libc::O_RDONLY));
+        d.flags = (libc::O_RDONLY | libc::O_DSYNC) as u32;
+        d.flags_saved = true;
+        files.descs = vec![d];
+        let e = restore_all(&world, &files, &[table(102, &[(3, 1, false)])])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("pid 102: fd 3: file status flags came back as none instead of O_DSYNC"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -100,6 +100,10 @@ impl FdKind for Regular {
         Ok(())
     }
 
+    fn open_flags(&self) -> u32 {
+        crate::kinds::fd::REOPEN_FLAGS
+    }
+
     fn open(&self, k: &file_desc::Kind, calls: &mut dyn Calls, cx: &mut RestoreCx) -> Result<u64> {
         let file_desc::Kind::Reg(r) = k else {
             return Err(not_mine(self));

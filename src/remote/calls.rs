@@ -788,6 +788,39 @@ pub trait Calls {
         )
         .map(drop)
     }
+    // fdflags: file status flags of every kind, pidfds.
+
+    /// fcntl(fd, F_GETFL).
+    fn get_fl(&mut self, fd: u64) -> Result<u32> {
+        self.call(
+            &format!("fcntl(fd {fd}, F_GETFL)"),
+            libc::SYS_fcntl,
+            &[fd, libc::F_GETFL as u64],
+        )
+        .map(|v| v as u32)
+    }
+
+    /// fcntl(fd, F_SETFL, flags); the error names the fd and the flags.
+    fn set_fl_named(&mut self, fd: u64, flags: u32) -> Result<()> {
+        self.call(
+            &format!(
+                "fcntl(fd {fd}, F_SETFL, {})",
+                crate::kinds::fd::flag_names(flags)
+            ),
+            libc::SYS_fcntl,
+            &[fd, libc::F_SETFL as u64, flags as u64],
+        )
+        .map(drop)
+    }
+
+    /// pidfd_open(pid, flags): PIDFD_NONBLOCK, PIDFD_THREAD.
+    fn pidfd_open_flags(&mut self, pid: i32, flags: u32) -> Result<u64> {
+        self.call(
+            &format!("pidfd_open({pid}, {flags:#o})"),
+            libc::SYS_pidfd_open,
+            &[pid as u64, flags as u64],
+        )
+    }
 }
 
 impl Calls for super::Agent {

@@ -208,7 +208,7 @@ impl FakeTask {
                     libc::F_DUPFD_CLOEXEC => self.install(f.desc, a[2], true),
                     libc::F_GETFL => Ok(self.world.borrow().descs[f.desc].flags),
                     libc::F_SETFL => {
-                        let settable = (libc::O_APPEND | libc::O_NONBLOCK) as u64;
+                        let settable = crate::kinds::fd::SETFL_FLAGS as u64;
                         let d = &mut self.world.borrow_mut().descs[f.desc];
                         d.flags = (d.flags & !settable) | (a[2] & settable);
                         Ok(0)

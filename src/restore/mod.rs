@@ -935,6 +935,14 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
         let hz = zombie_parents.contains(&(p.pid as u32));
         restore_attrs(img, p, hz, &idx)?;
     }
+    // Who gets SIGIO: once every process and thread exists.
+    files::restore_owners(
+        &img.files,
+        procs
+            .iter()
+            .filter(|p| !p.zombie)
+            .filter_map(|p| img.fdtables[p.i].as_ref().map(|t| (p.pid, t))),
+    )?;
     lap("attributes", &mut phases);
     for p in procs.iter_mut().filter(|p| !p.zombie) {
         finish(img, p)?;

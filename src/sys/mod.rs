@@ -9,6 +9,7 @@
 pub mod abi;
 pub mod bpf;
 pub mod fdpass;
+pub mod fown;
 pub mod inject;
 pub mod mem;
 pub mod net;

@@ -10,10 +10,42 @@ use crate::image::proto::{file_desc, EpollTarget, EventPoll, Fd, FdTable};
 use crate::image::validate::{bad as invalid, count, FD_MAX, MAX_ITEMS};
 use crate::kinds::fd::{not_mine, DumpCx, FdKind, FdRef, RestoreCx};
 use crate::remote::Calls;
+use crate::sys::fown;
 
 const TARGET: &str = "anon_inode:[eventpoll]";
 
 pub struct Epoll;
+
+/// Refuses a watch whose file is no longer open under the fd number it
+/// was registered with (closed after a dup, or the number reused for
+/// another file): restore registers watches through that number.
+/// kcmp(KCMP_EPOLL_TFD) compares the watched file itself; without it
+/// (no CONFIG_CHECKPOINT_RESTORE), the inode fdinfo gives.
+fn check_registered(f: &FdRef, t: &EpollTarget, toff: u32) -> Result<()> {
+    let (pid, fd) = (f.pid, f.fd);
+    let refuse = |why: &str| {
+        Err(Error::unsupported(
+            pid,
+            format!(
+                "epoll fd {fd} watches a file registered as fd {}, {why}; cairn cannot restore that watch",
+                t.fd
+            ),
+        ))
+    };
+    match fown::kcmp_epoll_tfd(pid, t.fd as i32, pid, fd, t.fd as i32, toff) {
+        Ok(0) => Ok(()),
+        Ok(_) => refuse("a number that now names another file"),
+        Err(e) if e.raw_os_error() == Some(libc::EBADF) => refuse("which is closed now"),
+        Err(_) => {
+            use std::os::unix::fs::MetadataExt;
+            match std::fs::metadata(format!("/proc/{pid}/fd/{}", t.fd)) {
+                Ok(md) if t.ino == 0 || md.ino() == t.ino => Ok(()),
+                Ok(_) => refuse("a number that now names another file"),
+                Err(_) => refuse("which is closed now"),
+            }
+        }
+    }
+}
 
 impl FdKind for Epoll {
     fn name(&self) -> &'static str {
@@ -59,6 +91,8 @@ impl FdKind for Epoll {
                 .find_map(|x| x.strip_prefix("ino:"))
                 .and_then(|x| u64::from_str_radix(x, 16).ok())
                 .unwrap_or(0);
+            let toff = e.targets.iter().filter(|x| x.fd == t.fd).count() as u32;
+            check_registered(f, &t, toff)?;
             e.targets.push(t);
         }
         Ok(Some(file_desc::Kind::Epoll(e)))
