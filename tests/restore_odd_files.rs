@@ -1,0 +1,74 @@
+//! Deleted and odd files (issue 14): files changed after a
+//! `--leave-running` dump come back in place (same inode), sparse deleted
+//! files keep their holes, and what cannot come back is refused at dump.
+mod common;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+/// A directory for data files, removed unless the test fails.
+struct DataDir(PathBuf);
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("test paths are UTF-8")
+}
+
+/// SIGKILL the original after a --leave-running dump and reap it.
+fn kill_original(w: &mut Workload) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(w.pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("SIGKILL the original");
+    w.expect_killed_by_dump();
+}
+
+/// The sqlite case: a file the tree has open is changed by a later
+/// writer after a `--leave-running` dump; restore writes the checkpointed
+/// contents back into the same inode (the workload checks the inode it
+/// remembered, the hard link, contents, mode and that the fd and the path
+/// are one file), and keeps the later version beside it.
+#[test]
+fn files_inplace_after_leave_running() {
+    if skip_unless_root() {
+        return;
+    }
+    let data = DataDir(fresh_dir("inplace-data"));
+    let path = data.0.join("db.data");
+    let mut w = Workload::start("files_inplace", &["--file", path_str(&path)]);
+    let ino = fs::metadata(&path)
+        .expect("the workload made its file")
+        .ino();
+    w.dump_ok(&["--leave-running"]);
+    // A later writer: new contents, longer than before.
+    let later = vec![b'L'; 20000];
+    fs::write(&path, &later).expect("change the file");
+    kill_original(&mut w);
+    let out = w.restore_wait(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("written back into the same file"),
+        "the restore did not say it wrote the file in place:\n{err}"
+    );
+    assert_eq!(fs::metadata(&path).unwrap().ino(), ino);
+    // The later version is kept beside it, not lost.
+    let aside: Vec<PathBuf> = fs::read_dir(&data.0)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().contains("db.data.cairn-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "expected one aside copy: {aside:?}");
+    assert_eq!(fs::read(&aside[0]).unwrap(), later);
+}
