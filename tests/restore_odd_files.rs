@@ -72,3 +72,31 @@ fn files_inplace_after_leave_running() {
     assert_eq!(aside.len(), 1, "expected one aside copy: {aside:?}");
     assert_eq!(fs::read(&aside[0]).unwrap(), later);
 }
+
+/// A process that shares its fd table and fs info with its sibling (not
+/// its parent) cannot be restored: the dump refuses it, naming both pids,
+/// and leaves the tree running (it refused only at restore before).
+#[test]
+fn shared_with_a_sibling_refused_at_dump() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("files_shared_sibling", &[]);
+    let log = w.log_text();
+    let pids: Vec<i32> = log
+        .lines()
+        .find_map(|l| l.strip_prefix("note: pids "))
+        .expect("the workload names its processes")
+        .split(' ')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let out = w.dump(&["-v"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{}", describe(&out));
+    assert!(
+        err.contains(&format!("pid {}", pids[1]))
+            && err.contains(&format!("with pid {}, which is not its parent", pids[0])),
+        "unclear refusal: {err}"
+    );
+    w.terminate_original_expect_pass();
+}

@@ -272,6 +272,7 @@ pub fn dump(args: &DumpOptions) -> Result<DumpStats> {
     }
     crate::kinds::unix::precheck_tree(&pids, args.ext_unix_sk, args.leave_running)?;
     crate::kinds::tty::precheck_tree(&pids, args.shell_job)?;
+    crate::restore::precheck_shared(&pids)?;
     // Images go to a staging directory that becomes DIR only once it is
     // complete and synced (image::staging); dropping it removes it.
     let staging = Staging::begin(&args.images_dir)?;
@@ -714,11 +715,16 @@ fn dump_frozen(
         if stopped {
             core.state = TaskState::TASK_STOPPED.into();
         }
-        // fd table and fs info shared with an earlier process of the tree.
-        for &(other, _, z, _) in procs.iter().take_while(|x| x.0 != pid) {
-            if z.is_some() {
-                continue;
-            }
+        // fd table and fs info shared with an earlier process of the tree,
+        // its parent first.
+        let mut earlier: Vec<i32> = procs
+            .iter()
+            .take_while(|x| x.0 != pid)
+            .filter(|x| x.2.is_none())
+            .map(|x| x.0)
+            .collect();
+        earlier.sort_by_key(|&o| o != ppid);
+        for other in earlier {
             let k = |w| {
                 crate::sys::task::kcmp_shared(pid, other, w).map_err(|e| Error::sys(pid, "kcmp", e))
             };
@@ -728,6 +734,9 @@ fn dump_frozen(
             if core.fs_shared_with == 0 && k(crate::sys::task::Shared::Fs)? {
                 core.fs_shared_with = other as u32;
             }
+        }
+        if let Some(why) = crate::restore::shared_not_with_parent(ppid as u32, &core) {
+            return Err(Error::unsupported(pid, why));
         }
         let cwd = procfs::read_link(format!("/proc/{pid}/cwd"))?;
         let root = procfs::read_link(format!("/proc/{pid}/root"))?;

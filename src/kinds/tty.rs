@@ -205,6 +205,9 @@ pub fn precheck_tree(pids: &[i32], shell_job: bool) -> Result<()> {
             }
         }
     }
+    if shell_job {
+        precheck_groups(pids)?;
+    }
     let mut shell: Option<(u64, String)> = None;
     for (pid, fd, c, dev, target) in others {
         if matches!(c, Class::PtySlave(i) if masters.contains(&i)) {
@@ -243,6 +246,40 @@ pub fn precheck_tree(pids: &[i32], shell_job: bool) -> Result<()> {
                     format!("the process leads the session of the terminal {path}; --shell-job restores a job into the caller's session, so the session leader cannot be part of it"),
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// A shell job's process groups: a group outside the tree is the shell's,
+/// and the job comes back in the restoring cairn's group instead (with
+/// `--shell-job`, cairn takes the shell's place). That holds for the root
+/// of the tree and for processes that inherit it from their parent; a
+/// process in another outside group could not be put back in it.
+fn precheck_groups(pids: &[i32]) -> Result<()> {
+    let stats: HashMap<i32, (i32, i32)> = pids
+        .iter()
+        .filter_map(|&p| {
+            let st = crate::procfs::read_stat(p).ok()?;
+            Some((p, (st.ppid, st.pgrp)))
+        })
+        .collect();
+    for (i, &pid) in pids.iter().enumerate() {
+        let Some(&(ppid, pgrp)) = stats.get(&pid) else {
+            continue;
+        };
+        if i == 0 || stats.contains_key(&pgrp) {
+            continue;
+        }
+        if stats.get(&ppid).map(|s| s.1) != Some(pgrp) {
+            return Err(Error::unsupported(
+                pid,
+                format!(
+                    "its process group {pgrp} is outside the dumped tree and is not its \
+                     parent's: a shell job comes back in the restoring cairn's process group, \
+                     so this process could not be put back in a group of its own outside the tree"
+                ),
+            ));
         }
     }
     Ok(())
