@@ -100,3 +100,25 @@ fn shared_with_a_sibling_refused_at_dump() {
     );
     w.terminate_original_expect_pass();
 }
+
+/// A 4 GiB sparse deleted file with four data extents: the dump saves
+/// only the extents (the image stays small), the restore recreates the
+/// holes (ftruncate, then the extents), and the workload finds the same
+/// SEEK_DATA/SEEK_HOLE layout, blocks and data.
+#[test]
+fn files_sparse_deleted() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("files_sparse", &[]);
+    let t = std::time::Instant::now();
+    w.dump_ok(&[]);
+    w.expect_killed_by_dump();
+    let size = dir_size(&w.images);
+    assert!(
+        size < 8 << 20,
+        "the images of a 4 GiB file with 24 KiB of data take {size} bytes"
+    );
+    w.restore_wait(&[]);
+    eprintln!("dump and restore took {:?}", t.elapsed());
+}
