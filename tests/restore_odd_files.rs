@@ -122,3 +122,46 @@ fn files_sparse_deleted() {
     w.restore_wait(&[]);
     eprintln!("dump and restore took {:?}", t.elapsed());
 }
+
+/// A process holding /proc/PID/status of a process outside the tree
+/// (here init's) is refused at dump, naming pid, fd and path, and keeps
+/// running; its own /proc/self/status (the kernel's /proc/PID/status)
+/// comes back as its own after a restore.
+#[test]
+fn files_proc_refused_and_own_restored() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("files_proc", &["--other", "1"]);
+    let out = w.dump(&["-v"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{}", describe(&out));
+    assert!(
+        err.contains(&format!("pid {}", w.pid))
+            && err.contains("/proc/1/status")
+            && err.contains("outside the dumped tree"),
+        "unclear refusal: {err}"
+    );
+    w.terminate_original_expect_pass();
+    checkpoint_restore("files_proc", &[]);
+}
+
+/// A cwd in a removed directory is refused at dump (naming the pid and
+/// the directory), and the process keeps running with that cwd.
+#[test]
+fn files_cwd_removed_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("files_cwd_gone", &[]);
+    let out = w.dump(&["-v"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{}", describe(&out));
+    assert!(
+        err.contains(&format!("pid {}", w.pid))
+            && err.contains("cwd_gone.d")
+            && err.contains("removed"),
+        "unclear refusal: {err}"
+    );
+    w.terminate_original_expect_pass();
+}

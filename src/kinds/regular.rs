@@ -147,3 +147,122 @@ impl FdKind for FsPathKind {
         Err(cx.cannot(calls.pid()))
     }
 }
+
+/// The pid of the process a path under /proc belongs to
+/// (`/proc/PID/...`), if it names one.
+pub fn proc_pid_of(target: &str) -> Option<i32> {
+    let rest = target.strip_prefix("/proc/")?;
+    let num = rest.split('/').next()?;
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    num.parse().ok()
+}
+
+/// Whether the fd `fd` of `pid` is on the proc file system.
+fn on_procfs(pid: i32, fd: i32) -> bool {
+    std::fs::File::open(format!("/proc/{pid}/fd/{fd}"))
+        .ok()
+        .and_then(|f| nix::sys::statfs::fstatfs(&f).ok())
+        .is_some_and(|s| s.filesystem_type().0 as u64 == 0x9fa0)
+}
+
+/// Before a dump touches the tree `pids`, what the restore could not put
+/// back as it was:
+/// - a cwd or root whose directory was removed (the process still holds
+///   it, but no path leads to it; cairn does not recreate it);
+/// - an fd on a /proc file of a process outside the tree
+///   (`/proc/PID/...`): after a restore, that path would name another
+///   process, or none. Files of the tree's own processes come back with
+///   their pids.
+pub fn precheck_tree(pids: &[i32]) -> Result<()> {
+    // Threads come back with their ids too.
+    let mut ids: std::collections::HashSet<i32> = pids.iter().copied().collect();
+    for &pid in pids {
+        ids.extend(crate::procfs::list_tasks(pid).unwrap_or_default());
+    }
+    for &pid in pids {
+        for what in ["cwd", "root"] {
+            let link = format!("/proc/{pid}/{what}");
+            let Ok(t) = crate::procfs::read_link(&link) else {
+                continue;
+            };
+            let Some(gone) = t.strip_suffix(" (deleted)") else {
+                continue;
+            };
+            let literal = std::fs::metadata(&link).ok().is_some_and(|held| {
+                std::fs::symlink_metadata(&t)
+                    .is_ok_and(|m| m.dev() == held.dev() && m.ino() == held.ino())
+            });
+            if !literal {
+                return Err(Error::unsupported(
+                    pid,
+                    format!(
+                        "its {what} is the directory {gone}, which was removed: no path leads \
+                         to it any more, and cairn does not recreate removed directories"
+                    ),
+                ));
+            }
+        }
+        let Ok(fds) = crate::procfs::read_fds(pid) else {
+            continue;
+        };
+        for (fd, target) in fds {
+            let Some(other) = proc_pid_of(&target) else {
+                continue;
+            };
+            if !ids.contains(&other) && on_procfs(pid, fd) {
+                return Err(Error::unsupported(
+                    pid,
+                    format!(
+                        "fd {fd} is {target}, a file of process {other}, which is outside the \
+                         dumped tree: after a restore that path would name another process or \
+                         none"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::proc_pid_of;
+
+    #[test]
+    fn proc_paths() {
+        assert_eq!(proc_pid_of("/proc/12/status"), Some(12));
+        assert_eq!(proc_pid_of("/proc/12"), Some(12));
+        assert_eq!(proc_pid_of("/proc/12/task/13/stat"), Some(12));
+        assert_eq!(proc_pid_of("/proc/self/status"), None);
+        assert_eq!(proc_pid_of("/proc/meminfo"), None);
+        assert_eq!(proc_pid_of("/procx/12"), None);
+        assert_eq!(proc_pid_of("/proc/1a/x"), None);
+    }
+}
+
+/// Leaves the /proc files of the tree's own processes and threads
+/// (`/proc/PID/...`, `ids`) out of the identity check before the restore
+/// (`FilesIndex::check_unchanged`): they cannot exist before the tree
+/// does, and come back with their pids when the fds are opened. (Files of
+/// other processes are refused at dump: [`precheck_tree`].)
+pub fn mark_proc_checked(
+    ids: &std::collections::HashSet<u32>,
+    idx: &mut crate::kinds::files::FilesIndex,
+) {
+    let own: Vec<u32> = idx
+        .files
+        .descs
+        .iter()
+        .filter_map(|d| match &d.kind {
+            Some(file_desc::Kind::Reg(r))
+                if proc_pid_of(&r.path).is_some_and(|p| ids.contains(&(p as u32))) =>
+            {
+                Some(d.id)
+            }
+            _ => None,
+        })
+        .collect();
+    idx.checked_elsewhere.extend(own);
+}

@@ -1020,11 +1020,13 @@ pub fn shared_not_with_parent(ppid: u32, c: &TaskCore) -> Option<String> {
     })
 }
 
-/// Before a dump touches the tree `pids`: a process that shares its fd
-/// table or fs info (CLONE_FILES, CLONE_FS) with another process of the
+/// Before a dump touches the tree `pids`: what `kinds::regular`
+/// refuses (removed cwd or root, /proc files of other processes), and a
+/// process that shares its fd table or fs info (CLONE_FILES, CLONE_FS) with another process of the
 /// tree but not with its parent cannot be restored (see
 /// [`shared_not_with_parent`]); refused here, naming both.
 pub fn precheck_shared(pids: &[i32]) -> Result<()> {
+    crate::kinds::regular::precheck_tree(pids)?;
     let live: Vec<(i32, i32)> = pids
         .iter()
         .filter_map(|&p| {
@@ -1084,6 +1086,13 @@ pub fn restore(args: &RestoreOptions) -> Result<i32> {
     if let Some(c) = &saved {
         contents::mark_checked(c, &mut idx);
     }
+    let ids: std::collections::HashSet<u32> = img
+        .pstree
+        .entries
+        .iter()
+        .flat_map(|e| std::iter::once(e.pid).chain(e.threads.iter().copied()))
+        .collect();
+    crate::kinds::regular::mark_proc_checked(&ids, &mut idx);
     preflight(&img, args, &idx)?;
     // Only now, with nothing left to refuse the restore, are files touched.
     let ghosts = match &saved {
