@@ -324,3 +324,13 @@ fn shell_job_in_the_shells_process_group() {
         },
     );
 }
+
+/// A pty slave given another owner and mode (as grantpt, sshd or `mesg`
+/// do) has them again after a restore (a new slave was root's, 0620).
+#[test]
+fn tty_pty_slave_owner() {
+    if skip_unless_root() {
+        return;
+    }
+    checkpoint_restore("files_pty_owner", &[]);
+}

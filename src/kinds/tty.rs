@@ -478,6 +478,11 @@ fn dump_pair(index: u32, master: &OwnedFd, pids: &[i32]) -> std::io::Result<PtyP
         tty::set_pty_locked(master, true)?;
     }
     let slave = slave?;
+    let sst = rustix::fs::fstat(&slave)?;
+    p.has_owner = true;
+    p.slave_uid = sst.st_uid;
+    p.slave_gid = sst.st_gid;
+    p.slave_mode = sst.st_mode & 0o7777;
     let st = tty::get_termios(&slave)?;
     p.slave_termios = Some(termios_to(&st)).into();
     p.master_termios = Some(termios_to(&tty::get_termios(master)?)).into();
@@ -572,6 +577,19 @@ pub fn restore(files: &Files, shared: &mut SharedFiles, shell_job: bool) -> Resu
         let what = format!("pty /dev/pts/{} (now /dev/pts/{n})", p.index);
         let slave = tty::open(&slave_path(n), libc::O_RDWR | libc::O_NONBLOCK)
             .map_err(|e| rerr(format!("{what}: open the slave"), e))?;
+        let now =
+            rustix::fs::fstat(&slave).map_err(|e| rerr(format!("{what}: fstat"), e.into()))?;
+        if p.has_owner && (now.st_uid, now.st_gid) != (p.slave_uid, p.slave_gid) {
+            std::os::unix::fs::fchown(&slave, Some(p.slave_uid), Some(p.slave_gid))
+                .map_err(|e| rerr(format!("{what}: fchown"), e))?;
+        }
+        if p.has_owner && now.st_mode & 0o7777 != p.slave_mode & 0o7777 {
+            rustix::fs::fchmod(
+                &slave,
+                rustix::fs::Mode::from_raw_mode(p.slave_mode & 0o7777),
+            )
+            .map_err(|e| rerr(format!("{what}: fchmod"), e.into()))?;
+        }
         let base = tty::get_termios(&slave).map_err(|e| rerr(format!("{what}: tcgetattr"), e))?;
         let st = termios_from(p.slave_termios.as_ref().unwrap_or_default(), &base);
         if let Some(w) = p.winsize.as_ref() {
