@@ -165,3 +165,13 @@ fn files_cwd_removed_refused() {
     );
     w.terminate_original_expect_pass();
 }
+
+/// A deleted FIFO with queued bytes (refused at dump before): made again
+/// at its old path, opened by both fds, unlinked; the bytes are back.
+#[test]
+fn files_fifo_deleted() {
+    if skip_unless_root() {
+        return;
+    }
+    checkpoint_restore("files_fifo_ghost", &[]);
+}

@@ -225,6 +225,10 @@ pub fn data_extents(f: &File, size: u64) -> Vec<(u64, u64)> {
     out
 }
 
+/// A stored file: its size, data extents (flat pairs; empty: all data)
+/// and chunk indices.
+type Stored = (u64, Vec<u64>, Vec<u32>);
+
 /// Reads the data extents of `f` (its whole contents if it has no
 /// holes) in chunks of at most `MAX_CHUNK_RAW` bytes, the extents' bytes
 /// back to back, and appends each chunk, compressed, to the page store.
@@ -237,7 +241,7 @@ fn store_file(
     max: u64,
     writer: &mut PageStoreWriter,
     cctx: &mut zstd::bulk::Compressor,
-) -> Result<Option<(u64, Vec<u64>, Vec<u32>)>> {
+) -> Result<Option<Stored>> {
     use std::os::unix::fs::FileExt;
     let size = f.metadata().at(path)?.len();
     let mut extents = data_extents(f, size);
@@ -330,7 +334,7 @@ pub fn dump(
     // (path, dev, ino, deleted) -> index in out.files
     let mut entries: HashMap<(String, u64, u64, bool), usize> = HashMap::new();
     // (dev, ino) -> (size, extents, chunks): hard links are stored once.
-    let mut stored: HashMap<(u64, u64), (u64, Vec<u64>, Vec<u32>)> = HashMap::new();
+    let mut stored: HashMap<(u64, u64), Stored> = HashMap::new();
     let mut skipped: HashSet<String> = HashSet::new();
     let mut bytes = 0u64;
     for (pid, fd, id) in files.fd_of_descs() {
@@ -580,7 +584,7 @@ pub fn load(
 /// The extents of `f` are pairs, in order, not overlapping, within its
 /// size.
 fn check_extents(f: &FileContent) -> std::result::Result<(), String> {
-    if f.extents.len() % 2 != 0 {
+    if !f.extents.len().is_multiple_of(2) {
         return Err(format!("{} numbers, not pairs", f.extents.len()));
     }
     let mut end = 0u64;
@@ -646,6 +650,16 @@ pub struct Ghosts {
 }
 
 impl Ghosts {
+    /// Takes `path` (device `dev`, inode `ino`), made by cairn, as the
+    /// file descriptions `ids` are opened from; unlinked with the others.
+    pub fn adopt(&mut self, ids: Vec<u32>, path: PathBuf, dev: u64, ino: u64) {
+        let s = path.to_string_lossy().into_owned();
+        for id in ids {
+            self.redirect.insert(id, s.clone());
+        }
+        self.made.push((path, dev, ino));
+    }
+
     pub fn unlink_all(&mut self) {
         for (p, dev, ino) in self.made.drain(..) {
             let ours =

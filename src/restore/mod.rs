@@ -1095,10 +1095,11 @@ pub fn restore(args: &RestoreOptions) -> Result<i32> {
     crate::kinds::regular::mark_proc_checked(&ids, &mut idx);
     preflight(&img, args, &idx)?;
     // Only now, with nothing left to refuse the restore, are files touched.
-    let ghosts = match &saved {
+    let mut ghosts = match &saved {
         Some(c) => contents::put_back(c, img.store())?,
         None => contents::Ghosts::default(),
     };
+    crate::kinds::fifo::recreate_deleted(&img.files, &mut ghosts)?;
     crate::kinds::files::recreate_fifos(&img.files)?;
     let mut redirect = std::mem::take(&mut idx.redirect);
     redirect.extend(ghosts.redirect.clone());
