@@ -226,22 +226,6 @@ pub fn precheck_tree(pids: &[i32]) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::proc_pid_of;
-
-    #[test]
-    fn proc_paths() {
-        assert_eq!(proc_pid_of("/proc/12/status"), Some(12));
-        assert_eq!(proc_pid_of("/proc/12"), Some(12));
-        assert_eq!(proc_pid_of("/proc/12/task/13/stat"), Some(12));
-        assert_eq!(proc_pid_of("/proc/self/status"), None);
-        assert_eq!(proc_pid_of("/proc/meminfo"), None);
-        assert_eq!(proc_pid_of("/procx/12"), None);
-        assert_eq!(proc_pid_of("/proc/1a/x"), None);
-    }
-}
-
 /// Leaves the /proc files of the tree's own processes and threads
 /// (`/proc/PID/...`, `ids`) out of the identity check before the restore
 /// (`FilesIndex::check_unchanged`): they cannot exist before the tree
@@ -265,4 +249,20 @@ pub fn mark_proc_checked(
         })
         .collect();
     idx.checked_elsewhere.extend(own);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::proc_pid_of;
+
+    #[test]
+    fn proc_paths() {
+        assert_eq!(proc_pid_of("/proc/12/status"), Some(12));
+        assert_eq!(proc_pid_of("/proc/12"), Some(12));
+        assert_eq!(proc_pid_of("/proc/12/task/13/stat"), Some(12));
+        assert_eq!(proc_pid_of("/proc/self/status"), None);
+        assert_eq!(proc_pid_of("/proc/meminfo"), None);
+        assert_eq!(proc_pid_of("/procx/12"), None);
+        assert_eq!(proc_pid_of("/proc/1a/x"), None);
+    }
 }
