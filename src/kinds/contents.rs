@@ -1188,4 +1188,69 @@ mod tests {
         assert_ne!(a, b);
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("cairn-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn sparse_extents_are_found_and_checked() {
+        use std::os::unix::fs::FileExt;
+        let dir = tmpdir("extents");
+        let p = dir.join("sparse");
+        let f = File::options()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(&p)
+            .unwrap();
+        f.set_len(64 << 20).unwrap();
+        f.write_all_at(b"x", 0).unwrap();
+        f.write_all_at(b"y", 32 << 20).unwrap();
+        let e = data_extents(&f, 64 << 20);
+        if e.len() == 2 {
+            assert_eq!(e[0].0, 0);
+            assert!(e[1].0 <= 32 << 20 && e[1].0 + e[1].1 > 32 << 20, "{e:?}");
+        } else {
+            // A file system without holes: all data.
+            assert_eq!(e, vec![(0, 64 << 20)]);
+        }
+        let mut c = FileContent::new();
+        c.size = 100;
+        c.extents = vec![0, 10, 20, 10];
+        assert!(check_extents(&c).is_ok());
+        assert_eq!(data_len(c.size, &c.extents), 20);
+        for bad in [vec![0, 10, 5, 10], vec![0, 101], vec![u64::MAX, 2], vec![1]] {
+            c.extents = bad.clone();
+            assert!(check_extents(&c).is_err(), "{bad:?}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn in_place_only_for_the_same_file_and_never_through_a_link() {
+        let dir = tmpdir("inplace");
+        std::fs::create_dir(dir.join("real")).unwrap();
+        let p = dir.join("real/f");
+        std::fs::write(&p, b"data").unwrap();
+        let md = std::fs::metadata(&p).unwrap();
+        std::os::unix::fs::symlink(dir.join("real"), dir.join("link")).unwrap();
+        let mut c = FileContent::new();
+        c.dev = md.dev();
+        c.ino = md.ino();
+        c.uid = md.uid();
+        c.gid = md.gid();
+        c.path = p.to_string_lossy().into_owned();
+        assert!(matches!(find_same(&c, &p).unwrap(), Found::Same(..)));
+        let via = dir.join("link/f");
+        assert!(matches!(find_same(&c, &via).unwrap(), Found::Other(_)));
+        c.ino += 1;
+        assert!(matches!(find_same(&c, &p).unwrap(), Found::Other(_)));
+        c.ino = 0;
+        assert!(matches!(find_same(&c, &p).unwrap(), Found::Other(_)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
