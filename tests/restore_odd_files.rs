@@ -175,3 +175,13 @@ fn files_fifo_deleted() {
     }
     checkpoint_restore("files_fifo_ghost", &[]);
 }
+
+/// A deleted device node (a copy of /dev/null's 1:3) held open: made
+/// again beside its old place, opened, unlinked (refused at dump before).
+#[test]
+fn files_dev_deleted() {
+    if skip_unless_root() {
+        return;
+    }
+    checkpoint_restore("files_dev_ghost", &[]);
+}

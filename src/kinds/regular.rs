@@ -53,6 +53,109 @@ fn check_file_type(pid: i32, fd: i32, target: &str, md: &std::fs::Metadata) -> R
     ))
 }
 
+/// For an fd on a deleted node of a plain device (see [`plain_device`]):
+/// the path it had and its device number.
+fn deleted_plain_device(f: &FdRef) -> Option<(String, u64)> {
+    let md = f.metadata().ok()?;
+    if !md.file_type().is_char_device() || !plain_device(md.rdev()) {
+        return None;
+    }
+    let path = crate::kinds::contents::ghost_path(f.target, md)?;
+    Some((path, md.rdev()))
+}
+
+/// Makes the deleted device nodes of `files` again for the restore: at
+/// their old path if free, else under a hidden name beside it (mknodat in
+/// a directory opened without any symbolic link, never over an existing
+/// name), with the saved mode; only plain devices (validated). Their
+/// descriptions are opened from there, and `ghosts` unlinks them once
+/// every fd table is in place.
+pub fn recreate_deleted_nodes(
+    files: &crate::image::proto::Files,
+    ghosts: &mut crate::kinds::contents::Ghosts,
+) -> Result<()> {
+    use rustix::fs::{FileType, Mode};
+    for d in &files.descs {
+        let Some(file_desc::Kind::Reg(r)) = &d.kind else {
+            continue;
+        };
+        if !r.deleted_node {
+            continue;
+        }
+        if !plain_device(r.rdev) {
+            return Err(Error::Restore(format!(
+                "{}: device {}:{} is not one cairn recreates",
+                r.path,
+                libc::major(r.rdev),
+                libc::minor(r.rdev)
+            )));
+        }
+        let path = Path::new(&r.path);
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(Error::Restore(format!("{}: no file name", r.path)));
+        };
+        let dir = crate::sys::safefs::open_dir_no_links(parent).map_err(|e| {
+            Error::Restore(format!(
+                "cannot recreate the deleted device node {}: its directory: {e}",
+                r.path
+            ))
+        })?;
+        let mode = r.stat.as_ref().map_or(0o600, |s| s.mode & 0o777);
+        let hidden = format!(
+            ".{}.cairn-ghost-{}-{}",
+            name.to_string_lossy(),
+            std::process::id(),
+            d.id
+        );
+        let mut chosen = None;
+        for n in [name.to_os_string(), hidden.into()] {
+            match rustix::fs::mknodat(
+                &dir,
+                &n,
+                FileType::CharacterDevice,
+                Mode::from_raw_mode(0o600),
+                r.rdev,
+            ) {
+                Ok(()) => {
+                    chosen = Some(n);
+                    break;
+                }
+                Err(rustix::io::Errno::EXIST) => continue,
+                Err(e) => return Err(Error::io(parent.join(&n), e.into())),
+            }
+        }
+        let n = chosen.ok_or_else(|| {
+            Error::Restore(format!(
+                "{}: no free name to recreate the device node",
+                r.path
+            ))
+        })?;
+        let p = parent.join(&n);
+        let fd = crate::sys::safefs::openat_nofollow(&dir, &n, rustix::fs::OFlags::PATH, 0)
+            .map_err(|e| Error::io(&p, e))?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| Error::io(&p, e.into()))?;
+        if crate::sys::safefs::file_type(&st) != FileType::CharacterDevice || st.st_rdev != r.rdev {
+            return Err(Error::Restore(format!(
+                "{}: not the node just made",
+                p.display()
+            )));
+        }
+        use std::os::fd::AsRawFd;
+        rustix::fs::chmod(
+            format!("/proc/self/fd/{}", fd.as_raw_fd()),
+            Mode::from_raw_mode(mode),
+        )
+        .map_err(|e| Error::io(&p, e.into()))?;
+        crate::info!(
+            "deleted device node {} recreated as {} until the fds are open",
+            r.path,
+            p.display()
+        );
+        ghosts.adopt(vec![d.id], p, st.st_dev, st.st_ino);
+    }
+    Ok(())
+}
+
 pub struct Regular;
 
 impl FdKind for Regular {
@@ -65,6 +168,9 @@ impl FdKind for Regular {
             return Ok(false);
         }
         if f.target.ends_with(" (deleted)") {
+            if deleted_plain_device(f).is_some() {
+                return Ok(true);
+            }
             crate::kinds::contents::precheck_ghost(f.pid, f.fd, f.target)?;
         } else if let Ok(md) = f.metadata() {
             check_file_type(f.pid, f.fd, f.target, md)?;
@@ -75,6 +181,16 @@ impl FdKind for Regular {
     fn describe(&self, f: &FdRef, _cx: &mut DumpCx) -> Result<Option<file_desc::Kind>> {
         if !f.target.starts_with('/') {
             return Ok(None);
+        }
+        if let Some((path, rdev)) = deleted_plain_device(f) {
+            let md = f.metadata()?;
+            let mut r = RegFile::new();
+            r.deleted_node = true;
+            r.rdev = rdev;
+            r.path = path;
+            r.flags = f.flags();
+            r.stat = Some(file_stat(md)).into();
+            return Ok(Some(file_desc::Kind::Reg(r)));
         }
         let ghost = f.ghost()?;
         let md = f.metadata()?;

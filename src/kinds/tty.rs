@@ -772,10 +772,12 @@ impl FdKind for Tty {
     }
 
     fn describe(&self, f: &FdRef, cx: &mut DumpCx) -> Result<Option<file_desc::Kind>> {
-        if !f.target.starts_with('/') || !f.metadata()?.file_type().is_char_device() {
+        let md = f.metadata()?;
+        if !f.target.starts_with('/') || !md.file_type().is_char_device() || !is_tty(md.rdev()) {
             return Ok(None);
         }
-        // A deleted device node is refused here.
+        // A deleted terminal node is refused here (deleted plain devices
+        // are kinds::regular's).
         f.ghost()?;
         cx.tty.describe(f.pid, f.fd, f.target, f.flags())
     }

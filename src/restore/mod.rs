@@ -1100,6 +1100,7 @@ pub fn restore(args: &RestoreOptions) -> Result<i32> {
         None => contents::Ghosts::default(),
     };
     crate::kinds::fifo::recreate_deleted(&img.files, &mut ghosts)?;
+    crate::kinds::regular::recreate_deleted_nodes(&img.files, &mut ghosts)?;
     crate::kinds::files::recreate_fifos(&img.files)?;
     let mut redirect = std::mem::take(&mut idx.redirect);
     redirect.extend(ghosts.redirect.clone());
