@@ -11,6 +11,7 @@
  */
 #include "zdtm.h"
 #include <sched.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 
 static char stack[256 * 1024];
@@ -21,6 +22,8 @@ static int c_main(void *arg)
 	char ch;
 
 	(void)arg;
+	/* Gone with the root (its parent), whatever happens to the test. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (read(go[0], &ch, 1) != 1)
 		_exit(10);
 	if (dup2(go[0], 99) != 99)
@@ -44,6 +47,7 @@ int main(int argc, char **argv)
 	if (p < 0)
 		pfail("fork");
 	if (p == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		pid_t k = clone(c_main, stack + sizeof(stack),
 				CLONE_FILES | CLONE_FS | CLONE_PARENT | SIGCHLD, NULL);
 		if (k < 0)
