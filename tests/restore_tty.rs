@@ -76,6 +76,8 @@ struct JobCycle {
     /// The restoring command returns once the job runs (detached): the
     /// stand-in shell must stay.
     detached: bool,
+    /// Options of the stand-in shell the job is started from.
+    shell_args: &'static [&'static str],
 }
 
 /// Starts tty_shell as a job of a stand-in shell on a pty, checkpoints it
@@ -93,6 +95,7 @@ fn shell_job_cycle(tag: &str, c: JobCycle) {
     let pidfile = work.join("ready.pid");
     let mut pty1 = Pty::open();
     let shell = Command::new(workload_bin("pty_shell"))
+        .args(c.shell_args)
         .arg(&pty1.slave)
         .arg(workload_bin("tty_shell"))
         .arg("--pidfile")
@@ -258,6 +261,7 @@ fn shell_job() {
                 ]
             },
             detached: false,
+            shell_args: &[],
         },
     );
 }
@@ -282,6 +286,51 @@ fn chkpnt_resume_shell_job() {
             },
             restore: |images, _, _| vec![resume_bin().into(), "-od".into(), images.into()],
             detached: true,
+            shell_args: &[],
         },
     );
+}
+
+/// A job that shares its shell's process group (started by a shell
+/// without job control, as a script runs its commands): it comes back in
+/// the process group of the restoring cairn, which takes the shell's
+/// place, in the foreground of cairn's terminal (it failed with
+/// tcsetpgrp EPERM: the saved group was the old shell's).
+#[test]
+fn shell_job_in_the_shells_process_group() {
+    if skip_unless_root() {
+        return;
+    }
+    shell_job_cycle(
+        "shell_job_shared_pgrp",
+        JobCycle {
+            dump: |pid, images| dump(pid, images, &["--shell-job", "-v"]),
+            restore: |images, pidfile, log| {
+                vec![
+                    cairn_bin().into(),
+                    "restore".into(),
+                    "-D".into(),
+                    images.into(),
+                    "--shell-job".into(),
+                    "--pidfile".into(),
+                    pidfile.into(),
+                    "-v".into(),
+                    "-o".into(),
+                    log.into(),
+                ]
+            },
+            detached: false,
+            shell_args: &["--no-job-control"],
+        },
+    );
+}
+
+/// A pty slave given another owner and mode (as grantpt, sshd or `mesg`
+/// do) has them again after a restore (a new slave was root's, 0620).
+#[test]
+fn tty_pty_slave_owner() {
+    if skip_unless_root() {
+        return;
+    }
+    checkpoint_restore("files_pty_owner", &[]);
 }

@@ -274,6 +274,7 @@ pub fn dump(args: &DumpOptions) -> Result<DumpStats> {
     crate::kinds::unix::precheck_tree(&pids, args.ext_unix_sk, args.leave_running)?;
     crate::kinds::tty::precheck_tree(&pids, args.shell_job)?;
     crate::kinds::locks::precheck(&pids)?;
+    crate::restore::precheck_shared(&pids)?;
     // Images go to a staging directory that becomes DIR only once it is
     // complete and synced (image::staging); dropping it removes it.
     let staging = Staging::begin(&args.images_dir)?;
@@ -730,11 +731,16 @@ fn dump_frozen(
             core.state = TaskState::TASK_STOPPED.into();
             core.stop_signal = stop_signals.get(&pid).copied().unwrap_or(0) as u32;
         }
-        // fd table and fs info shared with an earlier process of the tree.
-        for &(other, _, z, _) in procs.iter().take_while(|x| x.0 != pid) {
-            if z.is_some() {
-                continue;
-            }
+        // fd table and fs info shared with an earlier process of the tree,
+        // its parent first.
+        let mut earlier: Vec<i32> = procs
+            .iter()
+            .take_while(|x| x.0 != pid)
+            .filter(|x| x.2.is_none())
+            .map(|x| x.0)
+            .collect();
+        earlier.sort_by_key(|&o| o != ppid);
+        for other in earlier {
             let k = |w| {
                 crate::sys::task::kcmp_shared(pid, other, w).map_err(|e| Error::sys(pid, "kcmp", e))
             };
@@ -744,6 +750,9 @@ fn dump_frozen(
             if core.fs_shared_with == 0 && k(crate::sys::task::Shared::Fs)? {
                 core.fs_shared_with = other as u32;
             }
+        }
+        if let Some(why) = crate::restore::shared_not_with_parent(ppid as u32, &core) {
+            return Err(Error::unsupported(pid, why));
         }
         let cwd = procfs::read_link(format!("/proc/{pid}/cwd"))?;
         let root = procfs::read_link(format!("/proc/{pid}/root"))?;

@@ -17,7 +17,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -183,47 +182,128 @@ fn is_pseudo_fs(f: &File) -> bool {
     }
 }
 
-/// Reads `f` to its end in chunks of at most `MAX_CHUNK_RAW` bytes and
-/// appends each, compressed, to the page store. Stops with `None` once more
-/// than `max` bytes were read. Returns (size, chunk indices).
+/// How many bytes of a file of `size` bytes with `extents` (flat pairs;
+/// empty: all data) are data.
+pub fn data_len(size: u64, extents: &[u64]) -> u64 {
+    if extents.is_empty() {
+        size
+    } else {
+        extents
+            .chunks(2)
+            .map(|p| p.get(1).copied().unwrap_or(0))
+            .sum()
+    }
+}
+
+/// The data extents of `f` (`size` bytes), as SEEK_DATA/SEEK_HOLE report
+/// them: (offset, length) in order. A file system without them reports
+/// the whole file as data, and so does this on any error.
+pub fn data_extents(f: &File, size: u64) -> Vec<(u64, u64)> {
+    use rustix::fs::{seek, SeekFrom};
+    let whole = if size == 0 { vec![] } else { vec![(0, size)] };
+    let mut out = Vec::new();
+    let mut off = 0u64;
+    while off < size {
+        let data = match seek(f, SeekFrom::Data(off as i64)) {
+            Ok(d) => d,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(_) => return whole,
+        };
+        if data >= size {
+            break;
+        }
+        let hole = match seek(f, SeekFrom::Hole(data as i64)) {
+            Ok(h) => h.min(size),
+            Err(_) => return whole,
+        };
+        if hole <= data {
+            return whole;
+        }
+        out.push((data, hole - data));
+        off = hole;
+    }
+    out
+}
+
+/// A stored file: its size, data extents (flat pairs; empty: all data)
+/// and chunk indices.
+type Stored = (u64, Vec<u64>, Vec<u32>);
+
+/// Reads the data extents of `f` (its whole contents if it has no
+/// holes) in chunks of at most `MAX_CHUNK_RAW` bytes, the extents' bytes
+/// back to back, and appends each chunk, compressed, to the page store.
+/// Holes are neither read nor stored. Stops with `None` once more than
+/// `max` bytes were read. Returns (size, extents (empty: all data),
+/// chunk indices).
 fn store_file(
     f: &mut File,
     path: &Path,
     max: u64,
     writer: &mut PageStoreWriter,
     cctx: &mut zstd::bulk::Compressor,
-) -> Result<Option<(u64, Vec<u32>)>> {
+) -> Result<Option<Stored>> {
+    use std::os::unix::fs::FileExt;
+    let size = f.metadata().at(path)?.len();
+    let mut extents = data_extents(f, size);
+    let dense = extents.len() == 1 && extents[0] == (0, size);
+    if size == 0 {
+        extents.clear();
+    }
     let mut buf = vec![0u8; MAX_CHUNK_RAW as usize];
+    let mut n = 0usize;
     let mut total = 0u64;
     let mut chunks = Vec::new();
-    loop {
-        let mut n = 0;
-        while n < buf.len() {
-            // At an offset: a leased file is read through the tree's own
-            // description, whose position must not move.
-            match std::os::unix::fs::FileExt::read_at(&*f, &mut buf[n..], total + n as u64) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+    let mut flush = |buf: &[u8], chunks: &mut Vec<u32>| -> Result<()> {
+        let c = cctx
+            .compress(buf)
+            .map_err(|e| Error::io(path, std::io::Error::other(format!("compress: {e}"))))?;
+        chunks.push(writer.append(&c, buf.len() as u64)?);
+        Ok(())
+    };
+    let mut kept: Vec<(u64, u64)> = Vec::new();
+    let mut end = size;
+    'extents: for &(start, len) in &extents {
+        let mut done = 0u64;
+        while done < len {
+            let want = ((len - done) as usize).min(buf.len() - n);
+            let k = match f.read_at(&mut buf[n..n + want], start + done) {
+                Ok(k) => k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Error::io(path, e)),
+            };
+            if k == 0 {
+                // Shorter than it was: keep what was read.
+                end = start + done;
+                if done > 0 {
+                    kept.push((start, done));
+                }
+                break 'extents;
+            }
+            n += k;
+            done += k as u64;
+            total += k as u64;
+            if total > max {
+                return Ok(None);
+            }
+            if n == buf.len() {
+                flush(&buf[..n], &mut chunks)?;
+                n = 0;
             }
         }
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        if total > max {
-            return Ok(None);
-        }
-        let c = cctx
-            .compress(&buf[..n])
-            .map_err(|e| Error::io(path, std::io::Error::other(format!("compress: {e}"))))?;
-        chunks.push(writer.append(&c, n as u64)?);
-        if n < buf.len() {
-            break;
-        }
+        kept.push((start, len));
     }
-    Ok(Some((total, chunks)))
+    if n > 0 {
+        flush(&buf[..n], &mut chunks)?;
+    }
+    if dense || end == 0 {
+        return Ok(Some((total, Vec::new(), chunks)));
+    }
+    if kept.is_empty() {
+        // All hole: one empty extent says it is sparse.
+        kept.push((0, 0));
+    }
+    let flat = kept.iter().flat_map(|&(o, l)| [o, l]).collect();
+    Ok(Some((end, flat, chunks)))
 }
 
 /// Saves the contents of the regular files of every fd table in `files`
@@ -253,8 +333,8 @@ pub fn dump(
     }
     // (path, dev, ino, deleted) -> index in out.files
     let mut entries: HashMap<(String, u64, u64, bool), usize> = HashMap::new();
-    // (dev, ino) -> (size, chunks): hard links are stored once.
-    let mut stored: HashMap<(u64, u64), (u64, Vec<u32>)> = HashMap::new();
+    // (dev, ino) -> (size, extents, chunks): hard links are stored once.
+    let mut stored: HashMap<(u64, u64), Stored> = HashMap::new();
     let mut skipped: HashSet<String> = HashSet::new();
     let leased = crate::kinds::locks::leased(&files.files);
     let mut bytes = 0u64;
@@ -302,13 +382,13 @@ pub fn dump(
             continue;
         }
         let md = f.metadata().at(&link)?;
-        let (size, chunks) = match stored.get(&(md.dev(), md.ino())) {
+        let (size, extents, chunks) = match stored.get(&(md.dev(), md.ino())) {
             Some(s) => s.clone(),
             None => {
                 let max = if r.deleted { u64::MAX } else { limit.as_u64() };
                 match store_file(&mut f, Path::new(&r.path), max, writer, &mut cctx)? {
                     Some(s) => {
-                        bytes += s.0;
+                        bytes += data_len(s.0, &s.1);
                         stored.insert((md.dev(), md.ino()), s.clone());
                         s
                     }
@@ -333,6 +413,9 @@ pub fn dump(
         c.gid = md.gid();
         c.mtime_ns = md.mtime() * 1_000_000_000 + md.mtime_nsec();
         c.chunks = chunks;
+        c.extents = extents;
+        c.dev = md.dev();
+        c.ino = md.ino();
         entries.insert(key, out.files.len());
         out.files.push(c);
     }
@@ -428,10 +511,15 @@ pub fn load(
             }
             sum = sum.saturating_add(raw);
         }
-        if sum != f.size {
+        check_extents(f).map_err(|why| entry("extents", why))?;
+        let data = data_len(f.size, &f.extents);
+        if sum != data {
             return Err(Error::image(
                 &path,
-                format!("{}: chunks hold {sum} bytes, size is {}", f.path, f.size),
+                format!(
+                    "{}: chunks hold {sum} bytes, the file's data is {data} (size {})",
+                    f.path, f.size
+                ),
             ));
         }
         if let Some(&first) = f.chunks.first() {
@@ -499,6 +587,29 @@ pub fn load(
     Ok(Some(c))
 }
 
+/// The extents of `f` are pairs, in order, not overlapping, within its
+/// size.
+fn check_extents(f: &FileContent) -> std::result::Result<(), String> {
+    if !f.extents.len().is_multiple_of(2) {
+        return Err(format!("{} numbers, not pairs", f.extents.len()));
+    }
+    let mut end = 0u64;
+    for p in f.extents.chunks(2) {
+        let (off, len) = (p[0], p[1]);
+        let e = off
+            .checked_add(len)
+            .filter(|&e| e <= f.size)
+            .ok_or_else(|| format!("[{off}, +{len}) is beyond the size {}", f.size))?;
+        if off < end {
+            return Err(format!(
+                "[{off}, +{len}) overlaps or precedes the one before"
+            ));
+        }
+        end = e;
+    }
+    Ok(())
+}
+
 fn deleted_regs(files: &Files) -> impl Iterator<Item = (u32, &str)> {
     files.descs.iter().filter_map(|d| match &d.kind {
         Some(file_desc::Kind::Reg(r)) if r.deleted => Some((d.id, r.path.as_str())),
@@ -545,6 +656,16 @@ pub struct Ghosts {
 }
 
 impl Ghosts {
+    /// Takes `path` (device `dev`, inode `ino`), made by cairn, as the
+    /// file descriptions `ids` are opened from; unlinked with the others.
+    pub fn adopt(&mut self, ids: Vec<u32>, path: PathBuf, dev: u64, ino: u64) {
+        let s = path.to_string_lossy().into_owned();
+        for id in ids {
+            self.redirect.insert(id, s.clone());
+        }
+        self.made.push((path, dev, ino));
+    }
+
     pub fn unlink_all(&mut self) {
         for (p, dev, ino) in self.made.drain(..) {
             let ours =
@@ -593,8 +714,262 @@ pub fn put_back(c: &FileContents, store: &PageStoreReader) -> Result<Ghosts> {
     Ok(ghosts)
 }
 
+/// What is at the path of a saved file now.
+enum Found {
+    /// The very file the dump read (same device and inode, a regular
+    /// file with the same owner, no symbolic link on the path), opened
+    /// read-write through its directory, with that directory.
+    Same(File, std::os::fd::OwnedFd),
+    /// Nothing, or something else: the checkpointed contents go to a new
+    /// file (the reason, for the log).
+    Other(String),
+}
+
+/// Looks for the file the dump read at its path, safely (see [`Found`]).
+fn find_same(f: &FileContent, path: &Path) -> Result<Found> {
+    use crate::sys::safefs;
+    use rustix::fs::OFlags;
+    if f.ino == 0 {
+        return Ok(Found::Other(
+            "an older image without the file's inode".into(),
+        ));
+    }
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(Found::Other("no file name".into()));
+    };
+    let dir = match safefs::open_dir_no_links(parent) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Found::Other("its directory is gone".into()))
+        }
+        Err(e) => return Ok(Found::Other(format!("{}: {e}", parent.display()))),
+    };
+    let st = match safefs::lstatat(&dir, name) {
+        Ok(st) => st,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Found::Other("gone".into()))
+        }
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let same = |st: &rustix::fs::Stat| -> Option<String> {
+        if safefs::file_type(st) != rustix::fs::FileType::RegularFile {
+            return Some(format!(
+                "now a {}",
+                safefs::type_name(safefs::file_type(st))
+            ));
+        }
+        if st.st_dev != f.dev || st.st_ino != f.ino {
+            return Some("another file now (not the inode the dump read)".into());
+        }
+        if st.st_uid != f.uid || st.st_gid != f.gid {
+            return Some(format!(
+                "owned by {}:{} now, not {}:{}",
+                st.st_uid, st.st_gid, f.uid, f.gid
+            ));
+        }
+        None
+    };
+    if let Some(why) = same(&st) {
+        return Ok(Found::Other(why));
+    }
+    let fd = safefs::openat_nofollow(
+        &dir,
+        name,
+        OFlags::RDWR | OFlags::NONBLOCK | OFlags::NOCTTY,
+        0,
+    )
+    .at(path)?;
+    // Checked again on the descriptor: the name may have changed hands.
+    let st = rustix::fs::fstat(&fd).map_err(|e| Error::io(path, e.into()))?;
+    if let Some(why) = same(&st) {
+        return Ok(Found::Other(why));
+    }
+    let _ = rustix::fs::fcntl_setfl(&fd, OFlags::empty());
+    Ok(Found::Same(File::from(fd), dir))
+}
+
+/// Whether `file` holds exactly the saved bytes (and, for a sparse file,
+/// the same holes).
+fn same_contents_fd(file: &File, f: &FileContent, store: &PageStoreReader) -> Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let p = Path::new(&f.path);
+    if file.metadata().at(p)?.len() != f.size {
+        return Ok(false);
+    }
+    let ext = extent_list(f);
+    if !f.extents.is_empty() {
+        let now: Vec<(u64, u64)> = data_extents(file, f.size);
+        let want: Vec<(u64, u64)> = ext.iter().copied().filter(|e| e.1 > 0).collect();
+        if now != want {
+            return Ok(false);
+        }
+    }
+    let mut cur = Vec::new();
+    let mut k = 0;
+    let (mut off, mut left) = ext.first().copied().unwrap_or((0, 0));
+    for &ch in &f.chunks {
+        let want = store.read_chunk(ch)?;
+        let mut w = &want[..];
+        while !w.is_empty() {
+            while left == 0 {
+                k += 1;
+                let Some(&(o, l)) = ext.get(k) else {
+                    return Ok(false);
+                };
+                (off, left) = (o, l);
+            }
+            let n = (left.min(w.len() as u64)) as usize;
+            cur.resize(n, 0);
+            if file.read_exact_at(&mut cur, off).is_err() || cur != w[..n] {
+                return Ok(false);
+            }
+            off += n as u64;
+            left -= n as u64;
+            w = &w[n..];
+        }
+    }
+    Ok(true)
+}
+
+/// The extents of `f` as pairs; the whole file when it has none.
+fn extent_list(f: &FileContent) -> Vec<(u64, u64)> {
+    if f.extents.is_empty() {
+        vec![(0, f.size)]
+    } else {
+        f.extents.chunks(2).map(|p| (p[0], p[1])).collect()
+    }
+}
+
+/// Writes the saved bytes of `f` into `file` at their offsets (holes are
+/// left alone: a new or truncated file keeps them as holes) and sets its
+/// size.
+fn write_contents(
+    file: &File,
+    f: &FileContent,
+    store: &PageStoreReader,
+    path: &Path,
+) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let ext = extent_list(f);
+    let mut k = 0;
+    let (mut off, mut left) = ext.first().copied().unwrap_or((0, 0));
+    for &ch in &f.chunks {
+        let data = store.read_chunk(ch)?;
+        let mut d = &data[..];
+        while !d.is_empty() {
+            while left == 0 {
+                k += 1;
+                let &(o, l) = ext.get(k).ok_or_else(|| {
+                    Error::image(path, "more saved bytes than its extents hold".to_string())
+                })?;
+                (off, left) = (o, l);
+            }
+            let n = (left.min(d.len() as u64)) as usize;
+            file.write_all_at(&d[..n], off).at(path)?;
+            off += n as u64;
+            left -= n as u64;
+            d = &d[n..];
+        }
+    }
+    file.set_len(f.size).at(path)
+}
+
+fn mtime_of(f: &FileContent) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_nanos(f.mtime_ns.max(0) as u64)
+}
+
+/// Puts the saved contents back into the very file the dump read, which
+/// is still at its path: the inode stays (a program that remembered it,
+/// as sqlite does, finds it again; hard links still share it). A changed
+/// file's current version is first copied to `PATH.cairn-DATE`.
+fn put_back_in_place(
+    f: &FileContent,
+    store: &PageStoreReader,
+    path: &Path,
+    file: &File,
+    dir: &std::os::fd::OwnedFd,
+) -> Result<()> {
+    let md = file.metadata().at(path)?;
+    let same = same_contents_fd(file, f, store)?;
+    if !same {
+        let aside = copy_aside(file, path, dir, &md)?;
+        if !f.extents.is_empty() {
+            // Holes where the checkpoint had them.
+            file.set_len(0).at(path)?;
+        }
+        write_contents(file, f, store, path)?;
+        warn!(
+            "{} changed since the checkpoint: its checkpointed contents are written back \
+             into the same file (inode {}); the current version is now {}",
+            f.path,
+            f.ino,
+            aside.display()
+        );
+    }
+    if md.mode() & 0o7777 != f.mode & 0o7777 {
+        file.set_permissions(std::fs::Permissions::from_mode(f.mode & 0o7777))
+            .at(path)?;
+    }
+    if !same || md.mtime() * 1_000_000_000 + md.mtime_nsec() != f.mtime_ns {
+        file.set_modified(mtime_of(f)).at(path)?;
+    }
+    if !same {
+        file.sync_all().at(path)?;
+    }
+    Ok(())
+}
+
+/// Copies the current contents of `file` to a new file named as
+/// [`aside_name`] says, created exclusively in `dir` (never through a
+/// link), with the current owner, mode (less set-id bits) and mtime.
+fn copy_aside(
+    file: &File,
+    path: &Path,
+    dir: &std::os::fd::OwnedFd,
+    md: &std::fs::Metadata,
+) -> Result<PathBuf> {
+    use std::io::Seek;
+    let mut made = None;
+    for _ in 0..16 {
+        let a = aside_name(path);
+        let Some(name) = a.file_name() else { break };
+        match crate::sys::safefs::create_excl(dir, name, 0o600) {
+            Ok(out) => {
+                made = Some((a, out));
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(&a, e)),
+        }
+    }
+    let (a, mut out) =
+        made.ok_or_else(|| Error::io(path, std::io::Error::other("no free name beside it")))?;
+    let r = (|| -> std::io::Result<()> {
+        let mut src = file.try_clone()?;
+        src.rewind()?;
+        std::io::copy(&mut src, &mut out)?;
+        let _ = std::os::unix::fs::fchown(&out, Some(md.uid()), Some(md.gid()));
+        out.set_permissions(std::fs::Permissions::from_mode(md.mode() & 0o1777))?;
+        out.set_modified(md.modified()?)?;
+        out.sync_all()
+    })();
+    if let Err(e) = r {
+        if let Some(n) = a.file_name() {
+            let _ = rustix::fs::unlinkat(dir, n, rustix::fs::AtFlags::empty());
+        }
+        return Err(Error::io(&a, e));
+    }
+    Ok(a)
+}
+
 fn put_back_one(f: &FileContent, store: &PageStoreReader) -> Result<()> {
     let path = Path::new(&f.path);
+    match find_same(f, path)? {
+        Found::Same(file, dir) => return put_back_in_place(f, store, path, &file, &dir),
+        Found::Other(why) => {
+            info!("{}: {why}; not written in place", f.path);
+        }
+    }
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent() {
@@ -643,19 +1018,8 @@ fn put_back_one(f: &FileContent, store: &PageStoreReader) -> Result<()> {
 
 /// Whether the file at `path` holds exactly the saved bytes.
 fn same_contents(path: &Path, f: &FileContent, store: &PageStoreReader) -> Result<bool> {
-    let mut file = File::open(path).at(path)?;
-    if file.metadata().at(path)?.len() != f.size {
-        return Ok(false);
-    }
-    let mut cur = Vec::new();
-    for &ch in &f.chunks {
-        let want = store.read_chunk(ch)?;
-        cur.resize(want.len(), 0);
-        if file.read_exact(&mut cur).is_err() || cur != want {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+    let file = File::open(path).at(path)?;
+    same_contents_fd(&file, f, store)
 }
 
 /// `PATH.cairn-YYYYMMDD-HHMMSS` (local time), with `.N` added until the
@@ -684,16 +1048,14 @@ pub fn aside_name(path: &Path) -> PathBuf {
 /// Creates `path` (which must not exist) with the saved contents, mode,
 /// owner and mtime.
 fn write_new(f: &FileContent, store: &PageStoreReader, path: &Path) -> Result<()> {
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
         .at(path)?;
     let r = (|| -> Result<()> {
-        for &ch in &f.chunks {
-            file.write_all(&store.read_chunk(ch)?).at(path)?;
-        }
+        write_contents(&file, f, store, path)?;
         if let Err(e) = std::os::unix::fs::fchown(&file, Some(f.uid), Some(f.gid)) {
             warn!(
                 "{}: cannot give it back to {}:{}: {e}",
@@ -704,9 +1066,7 @@ fn write_new(f: &FileContent, store: &PageStoreReader, path: &Path) -> Result<()
         }
         file.set_permissions(std::fs::Permissions::from_mode(f.mode & 0o7777))
             .at(path)?;
-        let mtime =
-            std::time::UNIX_EPOCH + std::time::Duration::from_nanos(f.mtime_ns.max(0) as u64);
-        file.set_modified(mtime).at(path)?;
+        file.set_modified(mtime_of(f)).at(path)?;
         file.sync_all().at(path)
     })();
     if r.is_err() {
@@ -832,6 +1192,71 @@ mod tests {
         std::fs::write(&a, b"x").unwrap();
         let b = aside_name(&p);
         assert_ne!(a, b);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("cairn-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn sparse_extents_are_found_and_checked() {
+        use std::os::unix::fs::FileExt;
+        let dir = tmpdir("extents");
+        let p = dir.join("sparse");
+        let f = File::options()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(&p)
+            .unwrap();
+        f.set_len(64 << 20).unwrap();
+        f.write_all_at(b"x", 0).unwrap();
+        f.write_all_at(b"y", 32 << 20).unwrap();
+        let e = data_extents(&f, 64 << 20);
+        if e.len() == 2 {
+            assert_eq!(e[0].0, 0);
+            assert!(e[1].0 <= 32 << 20 && e[1].0 + e[1].1 > 32 << 20, "{e:?}");
+        } else {
+            // A file system without holes: all data.
+            assert_eq!(e, vec![(0, 64 << 20)]);
+        }
+        let mut c = FileContent::new();
+        c.size = 100;
+        c.extents = vec![0, 10, 20, 10];
+        assert!(check_extents(&c).is_ok());
+        assert_eq!(data_len(c.size, &c.extents), 20);
+        for bad in [vec![0, 10, 5, 10], vec![0, 101], vec![u64::MAX, 2], vec![1]] {
+            c.extents = bad.clone();
+            assert!(check_extents(&c).is_err(), "{bad:?}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn in_place_only_for_the_same_file_and_never_through_a_link() {
+        let dir = tmpdir("inplace");
+        std::fs::create_dir(dir.join("real")).unwrap();
+        let p = dir.join("real/f");
+        std::fs::write(&p, b"data").unwrap();
+        let md = std::fs::metadata(&p).unwrap();
+        std::os::unix::fs::symlink(dir.join("real"), dir.join("link")).unwrap();
+        let mut c = FileContent::new();
+        c.dev = md.dev();
+        c.ino = md.ino();
+        c.uid = md.uid();
+        c.gid = md.gid();
+        c.path = p.to_string_lossy().into_owned();
+        assert!(matches!(find_same(&c, &p).unwrap(), Found::Same(..)));
+        let via = dir.join("link/f");
+        assert!(matches!(find_same(&c, &via).unwrap(), Found::Other(_)));
+        c.ino += 1;
+        assert!(matches!(find_same(&c, &p).unwrap(), Found::Other(_)));
+        c.ino = 0;
+        assert!(matches!(find_same(&c, &p).unwrap(), Found::Other(_)));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

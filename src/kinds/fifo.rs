@@ -25,11 +25,9 @@ pub struct FifoRestore {
     open: HashMap<u64, (i32, u64)>,
 }
 
-/// Whether fd `f` is on a FIFO reached by path (not deleted).
+/// Whether fd `f` is on a FIFO reached by path (deleted or not).
 fn is_fifo(f: &FdRef) -> bool {
-    f.target.starts_with('/')
-        && !f.target.ends_with(" (deleted)")
-        && f.metadata().is_ok_and(|m| m.file_type().is_fifo())
+    f.target.starts_with('/') && f.metadata().is_ok_and(|m| m.file_type().is_fifo())
 }
 
 pub struct Fifo;
@@ -47,12 +45,12 @@ impl FdKind for Fifo {
         if !f.target.starts_with('/') || !f.metadata()?.file_type().is_fifo() {
             return Ok(None);
         }
-        // A deleted FIFO is refused here.
-        f.ghost()?;
         let md = f.metadata()?;
+        let ghost = crate::kinds::contents::ghost_path(f.target, md);
         cx.pipes.note(md.ino(), true, f.pid, f.fd);
         let mut r = FifoFile::new();
-        r.path = f.target.to_string();
+        r.deleted = ghost.is_some();
+        r.path = ghost.unwrap_or_else(|| f.target.to_string());
         r.flags = f.flags();
         r.stat = Some(file_stat(md)).into();
         Ok(Some(file_desc::Kind::Fifo(r)))
@@ -72,9 +70,10 @@ impl FdKind for Fifo {
         };
         let pid = calls.pid();
         let ino = f.stat.as_ref().map_or(0, |s| s.ino);
+        let path = cx.idx.redirect.get(&cx.id).unwrap_or(&f.path).clone();
         if let std::collections::hash_map::Entry::Vacant(slot) = cx.shared.fifos.open.entry(ino) {
             let k = calls.open(
-                &f.path,
+                &path,
                 libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY,
             )?;
             let hk = calls.dup_above(k, cx.high)?;
@@ -90,7 +89,7 @@ impl FdKind for Fifo {
             }
         }
         let fd = calls.open(
-            &f.path,
+            &path,
             (f.flags as i32 & libc::O_ACCMODE)
                 | libc::O_NONBLOCK
                 | libc::O_CLOEXEC
@@ -112,7 +111,7 @@ pub fn recreate_fifos(files: &Files) -> Result<()> {
         let Some(file_desc::Kind::Fifo(f)) = &d.kind else {
             continue;
         };
-        if std::fs::symlink_metadata(&f.path).is_ok() {
+        if f.deleted || std::fs::symlink_metadata(&f.path).is_ok() {
             continue;
         }
         let st = f.stat.as_ref();
@@ -122,6 +121,92 @@ pub fn recreate_fifos(files: &Files) -> Result<()> {
         std::fs::set_permissions(&f.path, std::fs::Permissions::from_mode(mode))
             .map_err(|e| Error::io(&f.path, e))?;
         crate::warn!("{}: FIFO vanished since the dump; recreated", f.path);
+    }
+    Ok(())
+}
+
+/// Makes the deleted FIFOs of `files` again for the restore: at their old
+/// path if that is free, else under a hidden name beside it (made with
+/// mknodat in their directory, opened without following any link; never
+/// over an existing name). Their descriptions are opened from there, and
+/// `ghosts` unlinks them once every fd table is in place. Call once
+/// nothing can refuse the restore any more.
+pub fn recreate_deleted(files: &Files, ghosts: &mut crate::kinds::contents::Ghosts) -> Result<()> {
+    use rustix::fs::{FileType, Mode};
+    // One FIFO per inode: descriptions of one deleted FIFO share it.
+    let mut made: HashMap<u64, String> = HashMap::new();
+    for d in &files.descs {
+        let Some(file_desc::Kind::Fifo(f)) = &d.kind else {
+            continue;
+        };
+        if !f.deleted {
+            continue;
+        }
+        let ino = f.stat.as_ref().map_or(0, |s| s.ino);
+        if let Some(p) = made.get(&ino) {
+            ghosts.redirect.insert(d.id, p.clone());
+            continue;
+        }
+        let path = Path::new(&f.path);
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(Error::Restore(format!("{}: no file name", f.path)));
+        };
+        let dir = crate::sys::safefs::open_dir_no_links(parent).map_err(|e| {
+            Error::Restore(format!(
+                "cannot recreate the deleted FIFO {}: its directory: {e}",
+                f.path
+            ))
+        })?;
+        let mode = f.stat.as_ref().map_or(0o600, |s| s.mode & 0o7777);
+        let hidden = format!(
+            ".{}.cairn-ghost-{}-{}",
+            name.to_string_lossy(),
+            std::process::id(),
+            d.id
+        );
+        let mut chosen = None;
+        for n in [name.to_os_string(), hidden.into()] {
+            match rustix::fs::mknodat(&dir, &n, FileType::Fifo, Mode::from_raw_mode(0o600), 0) {
+                Ok(()) => {
+                    chosen = Some(n);
+                    break;
+                }
+                Err(rustix::io::Errno::EXIST) => continue,
+                Err(e) => return Err(Error::io(parent.join(&n), e.into())),
+            }
+        }
+        let n = chosen.ok_or_else(|| {
+            Error::Restore(format!(
+                "{}: no free name to recreate the deleted FIFO",
+                f.path
+            ))
+        })?;
+        let p = parent.join(&n);
+        // The mode (mknodat's is narrowed by the umask), set on the FIFO
+        // itself through an O_PATH descriptor (opening it for reading or
+        // writing could block), never through a link put in its place.
+        let fd = crate::sys::safefs::openat_nofollow(&dir, &n, rustix::fs::OFlags::PATH, 0)
+            .map_err(|e| Error::io(&p, e))?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| Error::io(&p, e.into()))?;
+        if crate::sys::safefs::file_type(&st) != FileType::Fifo {
+            return Err(Error::Restore(format!(
+                "{}: not the FIFO just made",
+                p.display()
+            )));
+        }
+        use std::os::fd::AsRawFd;
+        rustix::fs::chmod(
+            format!("/proc/self/fd/{}", fd.as_raw_fd()),
+            Mode::from_raw_mode(mode),
+        )
+        .map_err(|e| Error::io(&p, e.into()))?;
+        let s = p.to_string_lossy().into_owned();
+        crate::info!(
+            "deleted FIFO {} recreated as {s} until the fds are open",
+            f.path
+        );
+        ghosts.adopt(vec![d.id], p, st.st_dev, st.st_ino);
+        made.insert(ino, s);
     }
     Ok(())
 }

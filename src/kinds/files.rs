@@ -348,6 +348,9 @@ impl<'a> FilesIndex<'a> {
         let mut problems = Vec::new();
         for d in &self.files.descs {
             if let Some(file_desc::Kind::Fifo(f)) = &d.kind {
+                if f.deleted {
+                    continue; // made again under a free name (fifo::recreate_deleted)
+                }
                 // A missing FIFO is recreated (recreate_fifos); something
                 // else at its path is not ours to replace.
                 match std::fs::symlink_metadata(&f.path) {

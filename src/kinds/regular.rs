@@ -53,6 +53,109 @@ fn check_file_type(pid: i32, fd: i32, target: &str, md: &std::fs::Metadata) -> R
     ))
 }
 
+/// For an fd on a deleted node of a plain device (see [`plain_device`]):
+/// the path it had and its device number.
+fn deleted_plain_device(f: &FdRef) -> Option<(String, u64)> {
+    let md = f.metadata().ok()?;
+    if !md.file_type().is_char_device() || !plain_device(md.rdev()) {
+        return None;
+    }
+    let path = crate::kinds::contents::ghost_path(f.target, md)?;
+    Some((path, md.rdev()))
+}
+
+/// Makes the deleted device nodes of `files` again for the restore: at
+/// their old path if free, else under a hidden name beside it (mknodat in
+/// a directory opened without any symbolic link, never over an existing
+/// name), with the saved mode; only plain devices (validated). Their
+/// descriptions are opened from there, and `ghosts` unlinks them once
+/// every fd table is in place.
+pub fn recreate_deleted_nodes(
+    files: &crate::image::proto::Files,
+    ghosts: &mut crate::kinds::contents::Ghosts,
+) -> Result<()> {
+    use rustix::fs::{FileType, Mode};
+    for d in &files.descs {
+        let Some(file_desc::Kind::Reg(r)) = &d.kind else {
+            continue;
+        };
+        if !r.deleted_node {
+            continue;
+        }
+        if !plain_device(r.rdev) {
+            return Err(Error::Restore(format!(
+                "{}: device {}:{} is not one cairn recreates",
+                r.path,
+                libc::major(r.rdev),
+                libc::minor(r.rdev)
+            )));
+        }
+        let path = Path::new(&r.path);
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(Error::Restore(format!("{}: no file name", r.path)));
+        };
+        let dir = crate::sys::safefs::open_dir_no_links(parent).map_err(|e| {
+            Error::Restore(format!(
+                "cannot recreate the deleted device node {}: its directory: {e}",
+                r.path
+            ))
+        })?;
+        let mode = r.stat.as_ref().map_or(0o600, |s| s.mode & 0o777);
+        let hidden = format!(
+            ".{}.cairn-ghost-{}-{}",
+            name.to_string_lossy(),
+            std::process::id(),
+            d.id
+        );
+        let mut chosen = None;
+        for n in [name.to_os_string(), hidden.into()] {
+            match rustix::fs::mknodat(
+                &dir,
+                &n,
+                FileType::CharacterDevice,
+                Mode::from_raw_mode(0o600),
+                r.rdev,
+            ) {
+                Ok(()) => {
+                    chosen = Some(n);
+                    break;
+                }
+                Err(rustix::io::Errno::EXIST) => continue,
+                Err(e) => return Err(Error::io(parent.join(&n), e.into())),
+            }
+        }
+        let n = chosen.ok_or_else(|| {
+            Error::Restore(format!(
+                "{}: no free name to recreate the device node",
+                r.path
+            ))
+        })?;
+        let p = parent.join(&n);
+        let fd = crate::sys::safefs::openat_nofollow(&dir, &n, rustix::fs::OFlags::PATH, 0)
+            .map_err(|e| Error::io(&p, e))?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| Error::io(&p, e.into()))?;
+        if crate::sys::safefs::file_type(&st) != FileType::CharacterDevice || st.st_rdev != r.rdev {
+            return Err(Error::Restore(format!(
+                "{}: not the node just made",
+                p.display()
+            )));
+        }
+        use std::os::fd::AsRawFd;
+        rustix::fs::chmod(
+            format!("/proc/self/fd/{}", fd.as_raw_fd()),
+            Mode::from_raw_mode(mode),
+        )
+        .map_err(|e| Error::io(&p, e.into()))?;
+        crate::info!(
+            "deleted device node {} recreated as {} until the fds are open",
+            r.path,
+            p.display()
+        );
+        ghosts.adopt(vec![d.id], p, st.st_dev, st.st_ino);
+    }
+    Ok(())
+}
+
 pub struct Regular;
 
 impl FdKind for Regular {
@@ -65,6 +168,9 @@ impl FdKind for Regular {
             return Ok(false);
         }
         if f.target.ends_with(" (deleted)") {
+            if deleted_plain_device(f).is_some() {
+                return Ok(true);
+            }
             crate::kinds::contents::precheck_ghost(f.pid, f.fd, f.target)?;
         } else if let Ok(md) = f.metadata() {
             check_file_type(f.pid, f.fd, f.target, md)?;
@@ -75,6 +181,16 @@ impl FdKind for Regular {
     fn describe(&self, f: &FdRef, _cx: &mut DumpCx) -> Result<Option<file_desc::Kind>> {
         if !f.target.starts_with('/') {
             return Ok(None);
+        }
+        if let Some((path, rdev)) = deleted_plain_device(f) {
+            let md = f.metadata()?;
+            let mut r = RegFile::new();
+            r.deleted_node = true;
+            r.rdev = rdev;
+            r.path = path;
+            r.flags = f.flags();
+            r.stat = Some(file_stat(md)).into();
+            return Ok(Some(file_desc::Kind::Reg(r)));
         }
         let ghost = f.ghost()?;
         let md = f.metadata()?;
@@ -149,5 +265,124 @@ impl FdKind for FsPathKind {
 
     fn open(&self, _k: &file_desc::Kind, calls: &mut dyn Calls, cx: &mut RestoreCx) -> Result<u64> {
         Err(cx.cannot(calls.pid()))
+    }
+}
+
+/// The pid of the process a path under /proc belongs to
+/// (`/proc/PID/...`), if it names one.
+pub fn proc_pid_of(target: &str) -> Option<i32> {
+    let rest = target.strip_prefix("/proc/")?;
+    let num = rest.split('/').next()?;
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    num.parse().ok()
+}
+
+/// Whether the fd `fd` of `pid` is on the proc file system.
+fn on_procfs(pid: i32, fd: i32) -> bool {
+    std::fs::File::open(format!("/proc/{pid}/fd/{fd}"))
+        .ok()
+        .and_then(|f| nix::sys::statfs::fstatfs(&f).ok())
+        .is_some_and(|s| s.filesystem_type().0 as u64 == 0x9fa0)
+}
+
+/// Before a dump touches the tree `pids`, what the restore could not put
+/// back as it was:
+/// - a cwd or root whose directory was removed (the process still holds
+///   it, but no path leads to it; cairn does not recreate it);
+/// - an fd on a /proc file of a process outside the tree
+///   (`/proc/PID/...`): after a restore, that path would name another
+///   process, or none. Files of the tree's own processes come back with
+///   their pids.
+pub fn precheck_tree(pids: &[i32]) -> Result<()> {
+    // Threads come back with their ids too.
+    let mut ids: std::collections::HashSet<i32> = pids.iter().copied().collect();
+    for &pid in pids {
+        ids.extend(crate::procfs::list_tasks(pid).unwrap_or_default());
+    }
+    for &pid in pids {
+        for what in ["cwd", "root"] {
+            let link = format!("/proc/{pid}/{what}");
+            let Ok(t) = crate::procfs::read_link(&link) else {
+                continue;
+            };
+            let Some(gone) = t.strip_suffix(" (deleted)") else {
+                continue;
+            };
+            let literal = std::fs::metadata(&link).ok().is_some_and(|held| {
+                std::fs::symlink_metadata(&t)
+                    .is_ok_and(|m| m.dev() == held.dev() && m.ino() == held.ino())
+            });
+            if !literal {
+                return Err(Error::unsupported(
+                    pid,
+                    format!(
+                        "its {what} is the directory {gone}, which was removed: no path leads \
+                         to it any more, and cairn does not recreate removed directories"
+                    ),
+                ));
+            }
+        }
+        let Ok(fds) = crate::procfs::read_fds(pid) else {
+            continue;
+        };
+        for (fd, target) in fds {
+            let Some(other) = proc_pid_of(&target) else {
+                continue;
+            };
+            if !ids.contains(&other) && on_procfs(pid, fd) {
+                return Err(Error::unsupported(
+                    pid,
+                    format!(
+                        "fd {fd} is {target}, a file of process {other}, which is outside the \
+                         dumped tree: after a restore that path would name another process or \
+                         none"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Leaves the /proc files of the tree's own processes and threads
+/// (`/proc/PID/...`, `ids`) out of the identity check before the restore
+/// (`FilesIndex::check_unchanged`): they cannot exist before the tree
+/// does, and come back with their pids when the fds are opened. (Files of
+/// other processes are refused at dump: [`precheck_tree`].)
+pub fn mark_proc_checked(
+    ids: &std::collections::HashSet<u32>,
+    idx: &mut crate::kinds::files::FilesIndex,
+) {
+    let own: Vec<u32> = idx
+        .files
+        .descs
+        .iter()
+        .filter_map(|d| match &d.kind {
+            Some(file_desc::Kind::Reg(r))
+                if proc_pid_of(&r.path).is_some_and(|p| ids.contains(&(p as u32))) =>
+            {
+                Some(d.id)
+            }
+            _ => None,
+        })
+        .collect();
+    idx.checked_elsewhere.extend(own);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::proc_pid_of;
+
+    #[test]
+    fn proc_paths() {
+        assert_eq!(proc_pid_of("/proc/12/status"), Some(12));
+        assert_eq!(proc_pid_of("/proc/12"), Some(12));
+        assert_eq!(proc_pid_of("/proc/12/task/13/stat"), Some(12));
+        assert_eq!(proc_pid_of("/proc/self/status"), None);
+        assert_eq!(proc_pid_of("/proc/meminfo"), None);
+        assert_eq!(proc_pid_of("/procx/12"), None);
+        assert_eq!(proc_pid_of("/proc/1a/x"), None);
     }
 }

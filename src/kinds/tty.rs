@@ -205,6 +205,9 @@ pub fn precheck_tree(pids: &[i32], shell_job: bool) -> Result<()> {
             }
         }
     }
+    if shell_job {
+        precheck_groups(pids)?;
+    }
     let mut shell: Option<(u64, String)> = None;
     for (pid, fd, c, dev, target) in others {
         if matches!(c, Class::PtySlave(i) if masters.contains(&i)) {
@@ -243,6 +246,40 @@ pub fn precheck_tree(pids: &[i32], shell_job: bool) -> Result<()> {
                     format!("the process leads the session of the terminal {path}; --shell-job restores a job into the caller's session, so the session leader cannot be part of it"),
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// A shell job's process groups: a group outside the tree is the shell's,
+/// and the job comes back in the restoring cairn's group instead (with
+/// `--shell-job`, cairn takes the shell's place). That holds for the root
+/// of the tree and for processes that inherit it from their parent; a
+/// process in another outside group could not be put back in it.
+fn precheck_groups(pids: &[i32]) -> Result<()> {
+    let stats: HashMap<i32, (i32, i32)> = pids
+        .iter()
+        .filter_map(|&p| {
+            let st = crate::procfs::read_stat(p).ok()?;
+            Some((p, (st.ppid, st.pgrp)))
+        })
+        .collect();
+    for (i, &pid) in pids.iter().enumerate() {
+        let Some(&(ppid, pgrp)) = stats.get(&pid) else {
+            continue;
+        };
+        if i == 0 || stats.contains_key(&pgrp) {
+            continue;
+        }
+        if stats.get(&ppid).map(|s| s.1) != Some(pgrp) {
+            return Err(Error::unsupported(
+                pid,
+                format!(
+                    "its process group {pgrp} is outside the dumped tree and is not its \
+                     parent's: a shell job comes back in the restoring cairn's process group, \
+                     so this process could not be put back in a group of its own outside the tree"
+                ),
+            ));
         }
     }
     Ok(())
@@ -441,6 +478,11 @@ fn dump_pair(index: u32, master: &OwnedFd, pids: &[i32]) -> std::io::Result<PtyP
         tty::set_pty_locked(master, true)?;
     }
     let slave = slave?;
+    let sst = rustix::fs::fstat(&slave)?;
+    p.has_owner = true;
+    p.slave_uid = sst.st_uid;
+    p.slave_gid = sst.st_gid;
+    p.slave_mode = sst.st_mode & 0o7777;
     let st = tty::get_termios(&slave)?;
     p.slave_termios = Some(termios_to(&st)).into();
     p.master_termios = Some(termios_to(&tty::get_termios(master)?)).into();
@@ -535,6 +577,19 @@ pub fn restore(files: &Files, shared: &mut SharedFiles, shell_job: bool) -> Resu
         let what = format!("pty /dev/pts/{} (now /dev/pts/{n})", p.index);
         let slave = tty::open(&slave_path(n), libc::O_RDWR | libc::O_NONBLOCK)
             .map_err(|e| rerr(format!("{what}: open the slave"), e))?;
+        let now =
+            rustix::fs::fstat(&slave).map_err(|e| rerr(format!("{what}: fstat"), e.into()))?;
+        if p.has_owner && (now.st_uid, now.st_gid) != (p.slave_uid, p.slave_gid) {
+            std::os::unix::fs::fchown(&slave, Some(p.slave_uid), Some(p.slave_gid))
+                .map_err(|e| rerr(format!("{what}: fchown"), e))?;
+        }
+        if p.has_owner && now.st_mode & 0o7777 != p.slave_mode & 0o7777 {
+            rustix::fs::fchmod(
+                &slave,
+                rustix::fs::Mode::from_raw_mode(p.slave_mode & 0o7777),
+            )
+            .map_err(|e| rerr(format!("{what}: fchmod"), e.into()))?;
+        }
         let base = tty::get_termios(&slave).map_err(|e| rerr(format!("{what}: tcgetattr"), e))?;
         let st = termios_from(p.slave_termios.as_ref().unwrap_or_default(), &base);
         if let Some(w) = p.winsize.as_ref() {
@@ -717,10 +772,12 @@ impl FdKind for Tty {
     }
 
     fn describe(&self, f: &FdRef, cx: &mut DumpCx) -> Result<Option<file_desc::Kind>> {
-        if !f.target.starts_with('/') || !f.metadata()?.file_type().is_char_device() {
+        let md = f.metadata()?;
+        if !f.target.starts_with('/') || !md.file_type().is_char_device() || !is_tty(md.rdev()) {
             return Ok(None);
         }
-        // A deleted device node is refused here.
+        // A deleted terminal node is refused here (deleted plain devices
+        // are kinds::regular's).
         f.ghost()?;
         cx.tty.describe(f.pid, f.fd, f.target, f.flags())
     }

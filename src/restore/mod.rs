@@ -947,7 +947,15 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
     for p in procs.iter_mut().filter(|p| !p.zombie) {
         finish(img, p)?;
     }
-    shared.tty.go(img.pstree.entries[0].pgid as i32)?;
+    // A job that shared its shell's process group (not one of the tree's)
+    // is in cairn's, which takes the shell's place.
+    let root = &img.pstree.entries[0];
+    let fg = if img.pstree.entries.iter().any(|e| e.pid == root.pgid) {
+        root.pgid as i32
+    } else {
+        rustix::process::getpgrp().as_raw_nonzero().get()
+    };
+    shared.tty.go(fg)?;
     // Restored connections leave repair mode (still behind the network
     // lock, which the caller lifts once the tree runs).
     shared.inet.go_live()?;
@@ -1038,17 +1046,10 @@ fn preflight(img: &Images, args: &RestoreOptions, idx: &FilesIndex) -> Result<()
     {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+    // Dumps refuse these since issue 14; older images may hold them.
     for (e, c) in img.pstree.entries.iter().zip(&img.cores) {
-        for (what, with) in [
-            ("fd table", c.files_shared_with),
-            ("fs info", c.fs_shared_with),
-        ] {
-            if with != 0 && with != e.ppid {
-                return Err(Error::Restore(format!(
-                    "pid {} shares its {what} with pid {with}, which is not its parent: not supported yet",
-                    e.pid
-                )));
-            }
+        if let Some(why) = shared_not_with_parent(e.ppid, c) {
+            return Err(Error::Restore(format!("pid {} {why}", e.pid)));
         }
     }
     // Credentials: unprivileged, only the user cairn runs as.
@@ -1062,6 +1063,60 @@ fn preflight(img: &Images, args: &RestoreOptions, idx: &FilesIndex) -> Result<()
     for e in &img.pstree.entries {
         if task::pid_exists(e.pid as i32) {
             return Err(Error::Restore(format!("pid {} is already in use", e.pid)));
+        }
+    }
+    Ok(())
+}
+
+/// Why a process whose parent is `ppid` cannot be restored with the fd
+/// table and fs info sharing `c` records: clone shares them only with the
+/// parent that makes the process.
+pub fn shared_not_with_parent(ppid: u32, c: &TaskCore) -> Option<String> {
+    [
+        ("fd table", c.files_shared_with),
+        ("fs info", c.fs_shared_with),
+    ]
+    .into_iter()
+    .find(|&(_, with)| with != 0 && with != ppid)
+    .map(|(what, with)| {
+        format!("shares its {what} with pid {with}, which is not its parent: not supported yet")
+    })
+}
+
+/// Before a dump touches the tree `pids`: what `kinds::regular`
+/// refuses (removed cwd or root, /proc files of other processes), and a
+/// process that shares its fd table or fs info (CLONE_FILES, CLONE_FS) with another process of the
+/// tree but not with its parent cannot be restored (see
+/// [`shared_not_with_parent`]); refused here, naming both.
+pub fn precheck_shared(pids: &[i32]) -> Result<()> {
+    crate::kinds::regular::precheck_tree(pids)?;
+    let live: Vec<(i32, i32)> = pids
+        .iter()
+        .filter_map(|&p| {
+            let st = procfs::read_stat(p).ok()?;
+            (st.state != 'Z' && st.state != 'X').then_some((p, st.ppid))
+        })
+        .collect();
+    for (i, &(pid, ppid)) in live.iter().enumerate() {
+        // As the dump records it: sharing with an earlier process.
+        let earlier = &live[..i];
+        for (what, kind) in [
+            ("fd table", task::Shared::Files),
+            ("fs info", task::Shared::Fs),
+        ] {
+            let shares = |other: i32| task::kcmp_shared(pid, other, kind).unwrap_or(false);
+            if earlier.iter().any(|&(p, _)| p == ppid) && shares(ppid) {
+                continue;
+            }
+            if let Some(&(with, _)) = earlier.iter().find(|&&(p, _)| shares(p)) {
+                return Err(Error::unsupported(
+                    pid,
+                    format!(
+                        "shares its {what} with pid {with}, which is not its parent: not \
+                         supported yet"
+                    ),
+                ));
+            }
         }
     }
     Ok(())
@@ -1094,12 +1149,21 @@ pub fn restore(args: &RestoreOptions) -> Result<i32> {
     if let Some(c) = &saved {
         contents::mark_checked(c, &mut idx);
     }
+    let ids: std::collections::HashSet<u32> = img
+        .pstree
+        .entries
+        .iter()
+        .flat_map(|e| std::iter::once(e.pid).chain(e.threads.iter().copied()))
+        .collect();
+    crate::kinds::regular::mark_proc_checked(&ids, &mut idx);
     preflight(&img, args, &idx)?;
     // Only now, with nothing left to refuse the restore, are files touched.
-    let ghosts = match &saved {
+    let mut ghosts = match &saved {
         Some(c) => contents::put_back(c, img.store())?,
         None => contents::Ghosts::default(),
     };
+    crate::kinds::fifo::recreate_deleted(&img.files, &mut ghosts)?;
+    crate::kinds::regular::recreate_deleted_nodes(&img.files, &mut ghosts)?;
     crate::kinds::files::recreate_fifos(&img.files)?;
     let mut redirect = std::mem::take(&mut idx.redirect);
     redirect.extend(ghosts.redirect.clone());

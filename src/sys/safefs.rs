@@ -319,6 +319,51 @@ pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     openat_nofollow(&parent, &name, OFlags::RDONLY | OFlags::DIRECTORY, 0)
 }
 
+/// Opens the directory `path` (absolute) with no symbolic link anywhere
+/// on it, not even a trusted one (`openat2(RESOLVE_NO_SYMLINKS)`; a walk
+/// of `O_NOFOLLOW` opens where the kernel has no openat2). For paths that
+/// come from images and name the directory of a file cairn is to write
+/// in place: the path the dump saw had no link (the kernel's name of an
+/// open file), so a link there now is someone else's doing.
+pub fn open_dir_no_links(path: &Path) -> io::Result<OwnedFd> {
+    if !path.is_absolute()
+        || path
+            .components()
+            .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return Err(other(format!(
+            "{}: not an absolute path without . or ..",
+            path.display()
+        )));
+    }
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rfs::openat2(
+        CWD,
+        path,
+        flags,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    ) {
+        Ok(fd) => return Ok(fd),
+        Err(rustix::io::Errno::NOSYS) => {}
+        Err(rustix::io::Errno::LOOP) => {
+            return Err(other(format!(
+                "{}: a symbolic link on the path",
+                path.display()
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let mut cur = open_start(true)?;
+    for c in path.components() {
+        let Component::Normal(n) = c else { continue };
+        let next = openat_nofollow(&cur, n, OFlags::RDONLY | OFlags::DIRECTORY, 0)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        cur = next;
+    }
+    Ok(cur)
+}
+
 /// Whether `path` names a directory (`true`) or anything else (`false`),
 /// by the walk of [`open_parent`]; a symbolic link as its last component
 /// is an error ([`SYMLINK_MSG`]), never followed.

@@ -1,12 +1,15 @@
 /*
  * pty_shell: a stand-in for an interactive shell, for the --shell-job
- * tests (not a workload itself). Usage: pty_shell [--stay] SLAVE PROG [ARGS...]
+ * tests (not a workload itself).
+ * Usage: pty_shell [--stay] [--no-job-control] SLAVE PROG [ARGS...]
  * Becomes a session leader with the terminal SLAVE as its controlling
  * terminal, and runs PROG as a job: in a process group of its own, in the
  * foreground, with stdin, stdout and stderr on the terminal. Waits for it
  * and exits with its exit code (128 + signal if it was killed); with --stay
  * it stays (the session and its terminal with it) until it is killed, as an
- * interactive shell does.
+ * interactive shell does. With --no-job-control, PROG stays in the shell's
+ * own process group (the foreground one), as a non-interactive shell
+ * leaves the commands it runs.
  */
 #include "zdtm.h"
 
@@ -16,11 +19,16 @@
 
 int main(int argc, char **argv)
 {
-	int t, st, stay = 0;
+	int t, st, stay = 0, jobs = 1;
 	pid_t c;
 
 	if (argc > 1 && !strcmp(argv[1], "--stay")) {
 		stay = 1;
+		argv++;
+		argc--;
+	}
+	if (argc > 1 && !strcmp(argv[1], "--no-job-control")) {
+		jobs = 0;
 		argv++;
 		argc--;
 	}
@@ -39,8 +47,10 @@ int main(int argc, char **argv)
 	if (c < 0)
 		pfail("fork");
 	if (c == 0) {
-		setpgid(0, 0);
-		tcsetpgrp(t, getpid());
+		if (jobs) {
+			setpgid(0, 0);
+			tcsetpgrp(t, getpid());
+		}
 		signal(SIGTTOU, SIG_DFL);
 		dup2(t, 0);
 		dup2(t, 1);
@@ -49,8 +59,10 @@ int main(int argc, char **argv)
 		execv(argv[2], argv + 2);
 		_exit(127);
 	}
-	setpgid(c, c);
-	tcsetpgrp(t, c);
+	if (jobs) {
+		setpgid(c, c);
+		tcsetpgrp(t, c);
+	}
 	while (waitpid(c, &st, 0) < 0)
 		if (errno != EINTR)
 			pfail("waitpid");
