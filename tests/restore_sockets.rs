@@ -20,15 +20,6 @@ fn sk_inet_opts() {
     checkpoint_restore("sk_inet_opts", &[]);
 }
 
-/// --leave-running: reading the options changes nothing.
-#[test]
-fn sk_inet_opts_leave_running() {
-    if skip_unless_root() {
-        return;
-    }
-    leave_running("sk_inet_opts", &[]);
-}
-
 /// A listener without SO_REUSEADDR whose port has TIME_WAIT connections
 /// (its own, closed by the server side) is restored right after the dump:
 /// bind would fail with EADDRINUSE, so cairn removes those TIME_WAIT

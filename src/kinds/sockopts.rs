@@ -183,7 +183,7 @@ pub fn dump(fd: &impl AsRawFd) -> std::io::Result<SockOpts> {
     Ok(o)
 }
 
-fn encode_filter(prog: &[(u16, u8, u8, u32)]) -> Vec<u8> {
+fn encode_filter(prog: &[sock::FilterInsn]) -> Vec<u8> {
     let mut b = Vec::with_capacity(prog.len() * 8);
     for &(code, jt, jf, k) in prog {
         b.extend_from_slice(&code.to_le_bytes());
@@ -196,8 +196,8 @@ fn encode_filter(prog: &[(u16, u8, u8, u32)]) -> Vec<u8> {
 
 /// The instructions of an encoded filter (None: not whole instructions,
 /// or more than the kernel accepts).
-pub fn decode_filter(b: &[u8]) -> Option<Vec<(u16, u8, u8, u32)>> {
-    if b.len() % 8 != 0 || b.len() / 8 > 4096 {
+pub fn decode_filter(b: &[u8]) -> Option<Vec<sock::FilterInsn>> {
+    if !b.len().is_multiple_of(8) || b.len() / 8 > 4096 {
         return None;
     }
     Some(
@@ -414,5 +414,27 @@ mod tests {
         assert!(restore(&b, &o).is_empty());
         let p = dump(&b).unwrap();
         assert_eq!(o, p);
+    }
+
+    /// A classic filter, its lock and SO_BUF_LOCK come back; diff names
+    /// what differs.
+    #[test]
+    fn filter_and_buf_lock_round_trip() {
+        let (a, _) = sock::socketpair(libc::SOCK_DGRAM).unwrap();
+        let (b, _) = sock::socketpair(libc::SOCK_DGRAM).unwrap();
+        let prog = [(0x06u16, 0u8, 0u8, 0xffffu32)];
+        sock::attach_filter(&a, &prog).unwrap();
+        sock::set_int(&a, libc::SOL_SOCKET, sock::SO_LOCK_FILTER, 1).unwrap();
+        sock::set_int(&a, libc::SOL_SOCKET, libc::SO_SNDBUF, 65536).unwrap();
+        let _ = sock::set_int(&a, libc::SOL_SOCKET, SO_BUF_LOCK, 0);
+        let o = dump(&a).unwrap();
+        assert_eq!(decode_filter(&o.filter).unwrap(), prog);
+        assert!(o.filter_locked);
+        let fresh = dump(&b).unwrap();
+        let d = diff(&o, &fresh);
+        assert!(d.iter().any(|s| s.starts_with("SO_GET_FILTER")), "{d:?}");
+        assert!(restore(&b, &o).is_empty());
+        let p = dump(&b).unwrap();
+        assert!(diff(&o, &p).is_empty(), "{:?}", diff(&o, &p));
     }
 }

@@ -445,10 +445,13 @@ pub const SO_ATTACH_FILTER: i32 = 26;
 pub const SO_GET_FILTER: i32 = 26;
 pub const SO_LOCK_FILTER: i32 = 44;
 
+/// One classic BPF instruction: (code, jt, jf, k).
+pub type FilterInsn = (u16, u8, u8, u32);
+
 /// The classic BPF filter attached to `fd` as (code, jt, jf, k)
 /// instructions: None without a filter. An eBPF filter (SO_ATTACH_BPF),
 /// which the kernel cannot give back, is EACCES.
-pub fn get_filter(fd: &impl AsRawFd) -> io::Result<Option<Vec<(u16, u8, u8, u32)>>> {
+pub fn get_filter(fd: &impl AsRawFd) -> io::Result<Option<Vec<FilterInsn>>> {
     let mut len: libc::socklen_t = 0;
     // SAFETY: with a length of 0 the kernel only reports the number of
     // instructions in `len` and writes nothing through the null pointer.
@@ -493,7 +496,7 @@ pub fn get_filter(fd: &impl AsRawFd) -> io::Result<Option<Vec<(u16, u8, u8, u32)
 }
 
 /// Attaches the classic BPF program `prog` to `fd` (SO_ATTACH_FILTER).
-pub fn attach_filter(fd: &impl AsRawFd, prog: &[(u16, u8, u8, u32)]) -> io::Result<()> {
+pub fn attach_filter(fd: &impl AsRawFd, prog: &[FilterInsn]) -> io::Result<()> {
     let mut ins: Vec<libc::sock_filter> = prog
         .iter()
         .map(|&(code, jt, jf, k)| libc::sock_filter { code, jt, jf, k })
@@ -588,15 +591,12 @@ fn diag_ack(ty: u16, body: &[u8]) -> io::Result<()> {
     msg.extend_from_slice(&0u32.to_ne_bytes());
     msg.extend_from_slice(body);
     // SAFETY: `msg` is valid for reads of its length during the call.
-    check(
-        unsafe { libc::send(sk.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) } as libc::c_long,
-    )?;
+    let r = unsafe { libc::send(sk.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
+    check(r as libc::c_long)?;
     let mut buf = [0u8; 4096];
     // SAFETY: `buf` is valid for writes of its length during the call.
-    let n = check(
-        unsafe { libc::recv(sk.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) }
-            as libc::c_long,
-    )? as usize;
+    let r = unsafe { libc::recv(sk.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    let n = check(r as libc::c_long)? as usize;
     let mut out = Vec::new();
     super::sockdiag::parse_replies(&buf[..n], INET_DIAG_MSG_LEN, false, &mut out).map(drop)
 }
