@@ -804,3 +804,20 @@ fn tcp_established_dump_killed_after_repair() {
     w.terminate_original_expect_pass();
     assert_no_lock_tables(&pid);
 }
+
+/// An established loopback connection with SO_REUSEADDR on, buffers the
+/// kernel tuned (SO_BUF_LOCK 0), TCP_CONGESTION reno, and a large send
+/// queue the peer has not read, most of it never sent, with a small
+/// TCP_NOTSENT_LOWAT: every option reads back the same, every byte
+/// arrives in order and more flows both ways.
+#[test]
+fn tcp_established_send_queue_and_options() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("sk_inet_opts", &["--tcp"]);
+    let _unlock = LockCleanup(w.pid);
+    w.dump_ok(&["--tcp-established"]);
+    w.expect_killed_by_dump();
+    w.restore_wait(&["--tcp-established"]);
+}

@@ -273,7 +273,78 @@ const INT_OPTS: &[(&str, i32, i32, For)] = &[
         libc::IPV6_MULTICAST_LOOP,
         For::V6Udp,
     ),
+    (
+        "TCP_WINDOW_CLAMP",
+        libc::IPPROTO_TCP,
+        10,
+        For::TcpUnconnected,
+    ),
+    ("TCP_THIN_LINEAR_TIMEOUTS", libc::IPPROTO_TCP, 16, For::Tcp),
+    ("TCP_SAVE_SYN", libc::IPPROTO_TCP, 27, For::Tcp),
+    (
+        "TCP_FASTOPEN_CONNECT",
+        libc::IPPROTO_TCP,
+        30,
+        For::TcpUnconnected,
+    ),
+    ("TCP_FASTOPEN_NO_COOKIE", libc::IPPROTO_TCP, 34, For::Tcp),
+    ("TCP_INQ", libc::IPPROTO_TCP, 36, For::Tcp),
+    ("TCP_TX_DELAY", libc::IPPROTO_TCP, 37, For::Tcp),
+    ("TCP_RTO_MIN_US", libc::IPPROTO_TCP, 45, For::Tcp),
+    ("TCP_DELACK_MAX_US", libc::IPPROTO_TCP, 46, For::Tcp),
+    ("IP_RECVOPTS", libc::IPPROTO_IP, 6, For::V4),
+    ("IP_RETOPTS", libc::IPPROTO_IP, 7, For::V4),
+    ("IP_RECVTTL", libc::IPPROTO_IP, 12, For::V4),
+    ("IP_PASSSEC", libc::IPPROTO_IP, 18, For::V4),
+    ("IP_RECVORIGDSTADDR", libc::IPPROTO_IP, 20, For::V4),
+    ("IP_MINTTL", libc::IPPROTO_IP, 21, For::V4),
+    ("IP_NODEFRAG", libc::IPPROTO_IP, 22, For::V4),
+    ("IP_CHECKSUM", libc::IPPROTO_IP, 23, For::V4),
+    ("IP_RECVFRAGSIZE", libc::IPPROTO_IP, 25, For::V4),
+    ("IP_RECVERR_RFC4884", libc::IPPROTO_IP, 26, For::V4),
+    ("IP_MULTICAST_ALL", libc::IPPROTO_IP, 49, For::V4Udp),
+    ("IP_UNICAST_IF", libc::IPPROTO_IP, 50, For::V4),
+    ("IP_LOCAL_PORT_RANGE", libc::IPPROTO_IP, 51, For::V4),
+    ("IPV6_MULTICAST_ALL", libc::IPPROTO_IPV6, 29, For::V6Udp),
+    ("IPV6_FLOWINFO_SEND", libc::IPPROTO_IPV6, 33, For::V6),
+    ("IPV6_RECVHOPLIMIT", libc::IPPROTO_IPV6, 51, For::V6),
+    ("IPV6_RECVHOPOPTS", libc::IPPROTO_IPV6, 53, For::V6),
+    ("IPV6_RECVRTHDR", libc::IPPROTO_IPV6, 56, For::V6),
+    ("IPV6_RECVDSTOPTS", libc::IPPROTO_IPV6, 58, For::V6),
+    ("IPV6_RECVPATHMTU", libc::IPPROTO_IPV6, 60, For::V6),
+    ("IPV6_DONTFRAG", libc::IPPROTO_IPV6, 62, For::V6),
+    ("IPV6_RECVTCLASS", libc::IPPROTO_IPV6, 66, For::V6),
+    ("IPV6_AUTOFLOWLABEL", libc::IPPROTO_IPV6, 70, For::V6),
+    ("IPV6_ADDR_PREFERENCES", libc::IPPROTO_IPV6, 72, For::V6),
+    ("IPV6_MINHOPCOUNT", libc::IPPROTO_IPV6, 73, For::V6),
+    ("IPV6_RECVORIGDSTADDR", libc::IPPROTO_IPV6, 74, For::V6),
+    ("IPV6_UNICAST_IF", libc::IPPROTO_IPV6, 76, For::V6),
+    ("IPV6_RECVFRAGSIZE", libc::IPPROTO_IPV6, 77, For::V6),
 ];
+
+const TCP_CONGESTION: i32 = 13;
+const TCP_ULP: i32 = 31;
+
+/// Why the options of this socket cannot be restored exactly (None: they
+/// can): SOL_SOCKET's ([`super::sockopts::unrestorable`]) and an upper
+/// layer protocol (kTLS).
+fn opts_refusal(sock: &OwnedFd, p: &Probe) -> Option<String> {
+    if let Some(why) = super::sockopts::unrestorable(sock) {
+        return Some(format!("({}) {why}", p.describe()));
+    }
+    if p.proto == libc::IPPROTO_TCP {
+        if let Ok(ulp) = sock::get_string(sock, libc::IPPROTO_TCP, TCP_ULP) {
+            if !ulp.is_empty() {
+                return Some(format!(
+                    "({}) has the upper layer protocol {ulp:?} (TCP_ULP, e.g. kernel TLS), whose \
+                     state cairn cannot save",
+                    p.describe()
+                ));
+            }
+        }
+    }
+    None
+}
 
 fn applies(w: For, family: i32, proto: i32, state: u32) -> bool {
     let tcp = proto == libc::IPPROTO_TCP;
@@ -302,6 +373,14 @@ fn dump_opts(sock: &OwnedFd, sk: &mut InetSk) -> std::io::Result<()> {
         }
     }
     sk.sock_opts = Some(super::sockopts::dump(sock)?).into();
+    if proto == libc::IPPROTO_TCP {
+        let cc = sock::get_string(sock, libc::IPPROTO_TCP, TCP_CONGESTION)?;
+        let fresh = net::socket_proto(family, libc::SOCK_STREAM, libc::IPPROTO_TCP)
+            .and_then(|f| sock::get_string(&f, libc::IPPROTO_TCP, TCP_CONGESTION))?;
+        if cc != fresh {
+            sk.congestion = cc;
+        }
+    }
     let mut dev = [0u8; libc::IFNAMSIZ];
     if let Ok(n) = net::getsockopt(sock, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, &mut dev) {
         let s = &dev[..n.min(dev.len())];
@@ -328,9 +407,17 @@ fn restore_opts(sock: &OwnedFd, sk: &InetSk, what: &str) -> std::io::Result<()> 
         }
         sock::set_int(sock, level, opt, want).map_err(ctx(&format!("setsockopt {name}={want}")))?;
     }
+    if !sk.congestion.is_empty() {
+        sock::set_string(sock, libc::IPPROTO_TCP, TCP_CONGESTION, &sk.congestion)
+            .map_err(ctx(&format!("setsockopt TCP_CONGESTION={}", sk.congestion)))?;
+    }
     if let Some(o) = sk.sock_opts.as_ref() {
-        for f in super::sockopts::restore(sock, o) {
-            warn!("{what}: socket option not restored: {f}");
+        let failed = super::sockopts::restore(sock, o);
+        if !failed.is_empty() {
+            return Err(std::io::Error::other(format!(
+                "{what}: socket options not restored: {}",
+                failed.join(", ")
+            )));
         }
     }
     if !sk.bind_dev.is_empty() {
@@ -356,6 +443,145 @@ fn finish_opts(sock: &OwnedFd, sk: &InetSk) -> std::io::Result<()> {
         sock::set_int(sock, libc::SOL_SOCKET, libc::SO_PEEK_OFF, p)?;
     }
     Ok(())
+}
+
+/// The address to bind `sk` to, to end up at `l`. Binding an IPv6
+/// socket to a specific IPv6 address turns IPV6_V6ONLY on: a socket
+/// with such a local address and IPV6_V6ONLY off got its address from
+/// connect (bound to the wildcard, or not at all), so it is bound to the
+/// wildcard and the port, and connect picks the same address again
+/// ([`check_local`] makes sure).
+fn bind_addr(sk: &InetSk, l: &InetAddr) -> InetAddr {
+    let v6only = sk.opts.get("IPV6_V6ONLY").copied().unwrap_or(0);
+    match l.ip {
+        IpAddr::V6(a)
+            if sk.family == libc::AF_INET6 as u32
+                && v6only == 0
+                && sk.peer.is_some()
+                && !a.is_unspecified()
+                && a.to_ipv4_mapped().is_none() =>
+        {
+            InetAddr {
+                ip: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                ..*l
+            }
+        }
+        _ => *l,
+    }
+}
+
+/// The local address of a connected `sock` is `l`.
+fn check_local(sock: &OwnedFd, l: &InetAddr) -> std::io::Result<()> {
+    let got = net::local_addr(sock)?;
+    if got.map(|g| (g.canonical_ip(), g.port)) != Some((l.canonical_ip(), l.port)) {
+        return Err(std::io::Error::other(format!(
+            "the connection came back from {}, not {l}",
+            got.map_or("nowhere".to_string(), |g| g.to_string())
+        )));
+    }
+    Ok(())
+}
+
+/// SO_SNDBUF, SO_RCVBUF and SO_BUF_LOCK as saved.
+fn restore_buffers(sock: &OwnedFd, sk: &InetSk) -> std::io::Result<()> {
+    let Some(o) = sk.sock_opts.as_ref() else {
+        return Ok(());
+    };
+    let failed = super::sockopts::restore_buffers(sock, o);
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "socket buffers not restored: {}",
+            failed.join(", ")
+        )))
+    }
+}
+
+/// Reads the options of the restored `sock` back and fails on any
+/// difference from the image: what the kernel refused, or changed on its
+/// own while the socket was rebuilt, would otherwise be lost silently.
+fn verify(sock: &OwnedFd, sk: &InetSk) -> std::io::Result<()> {
+    let mut now = InetSk::new();
+    now.family = sk.family;
+    now.protocol = sk.protocol;
+    now.state = sk.state;
+    dump_opts(sock, &mut now)?;
+    let mut d = Vec::new();
+    let mut names: Vec<&String> = sk.opts.keys().collect();
+    names.sort();
+    for name in names {
+        let want = sk.opts[name];
+        match now.opts.get(name) {
+            Some(&g) if g == want => {}
+            g => d.push(format!(
+                "{name} is {}, was {want}",
+                g.map_or("unreadable".to_string(), |g| g.to_string())
+            )),
+        }
+    }
+    if let (Some(w), Some(g)) = (sk.sock_opts.as_ref(), now.sock_opts.as_ref()) {
+        d.extend(super::sockopts::diff(w, g));
+    }
+    if sk.bind_dev != now.bind_dev {
+        d.push(format!(
+            "SO_BINDTODEVICE is {:?}, was {:?}",
+            now.bind_dev, sk.bind_dev
+        ));
+    }
+    if sk.congestion != now.congestion {
+        d.push(format!(
+            "TCP_CONGESTION is {:?}, was {:?}",
+            now.congestion, sk.congestion
+        ));
+    }
+    if d.is_empty() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "socket options differ after the restore: {}",
+            d.join("; ")
+        )))
+    }
+}
+
+/// Binds `sock` to `l` with SO_REUSEADDR on for the moment
+/// ([`finish_opts`] puts the saved value back). A TCP socket whose port
+/// still has TIME_WAIT connections of a listener without SO_REUSEADDR
+/// (the tree's own, closed before the dump) cannot bind even so: those
+/// are removed (SOCK_DESTROY) and the bind tried again.
+fn bind_reusing(
+    sock: &OwnedFd,
+    l: &InetAddr,
+    family: i32,
+    tcp: bool,
+    what: &str,
+) -> std::io::Result<()> {
+    sock::set_int(sock, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    let wrap = |e: std::io::Error| std::io::Error::new(e.kind(), format!("bind: {e}"));
+    match net::bind(sock, l, family) {
+        Err(e) if tcp && e.raw_os_error() == Some(libc::EADDRINUSE) => {
+            let e = wrap(e);
+            let n = sock::destroy_time_wait(l.ip, l.port).map_err(|d| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{e}; removing the port's TIME_WAIT connections failed: {d} (needs \
+                         CONFIG_INET_DIAG_DESTROY)"
+                    ),
+                )
+            })?;
+            if n == 0 {
+                return Err(e);
+            }
+            info!(
+                "{what}: removed {n} TIME_WAIT connections of port {} to bind it",
+                l.port
+            );
+            net::bind(sock, l, family).map_err(wrap)
+        }
+        r => r.map_err(wrap),
+    }
 }
 
 // ------------------------------------------------------------ probing
@@ -528,8 +754,8 @@ fn scan(pid: i32) -> Result<Vec<(i32, OwnedFd, Probe)>> {
 /// these options (naming pid, fd and the connection).
 pub fn precheck(pid: i32, tcp_established: bool, lock: netlock::Method) -> Result<()> {
     let mut any_tcp = false;
-    for (fd, _, p) in scan(pid)? {
-        if let Some(why) = refusal(&p, tcp_established) {
+    for (fd, sock, p) in scan(pid)? {
+        if let Some(why) = refusal(&p, tcp_established).or_else(|| opts_refusal(&sock, &p)) {
             return Err(Error::unsupported(pid, format!("fd {fd} {why}")));
         }
         any_tcp |= p.proto == libc::IPPROTO_TCP;
@@ -570,7 +796,8 @@ impl DumpState {
         let mut conns = Vec::new();
         for &pid in pids {
             for (fd, sock, p) in scan(pid)? {
-                if let Some(why) = refusal(&p, tcp_established) {
+                if let Some(why) = refusal(&p, tcp_established).or_else(|| opts_refusal(&sock, &p))
+                {
                     return Err(Error::unsupported(pid, format!("fd {fd} {why}")));
                 }
                 if p.proto == libc::IPPROTO_TCP {
@@ -666,7 +893,7 @@ impl DumpState {
         let Some(p) = probe(sock, ino).map_err(sys("probe socket"))? else {
             return Ok(None);
         };
-        if let Some(why) = refusal(&p, self.tcp_established) {
+        if let Some(why) = refusal(&p, self.tcp_established).or_else(|| opts_refusal(sock, &p)) {
             return Err(Error::unsupported(pid, format!("fd {fd} {why}")));
         }
         if p.state == TCP_LISTEN && p.pending > 0 && p.proto == libc::IPPROTO_TCP {
@@ -777,8 +1004,9 @@ fn peek_datagrams(sock: &OwnedFd) -> std::io::Result<(Vec<Datagram>, u32)> {
 /// Our descriptors of restored connections that are still in repair mode.
 #[derive(Default)]
 pub struct InetRestore {
-    /// (for messages, our descriptor, the never-sent part of its send queue)
-    repaired: Vec<(String, OwnedFd, Vec<u8>)>,
+    /// (for messages, our descriptor, the never-sent part of its send
+    /// queue, the image)
+    repaired: Vec<(String, OwnedFd, Vec<u8>, InetSk)>,
 }
 
 impl InetRestore {
@@ -786,8 +1014,12 @@ impl InetRestore {
     /// restored connection (each sends a window probe, still dropped by
     /// the lock) and the never-sent data written.
     pub fn go_live(&mut self) -> Result<()> {
-        for (what, s, unsent) in self.repaired.drain(..) {
-            super::tcp::go_live(&s, &unsent).map_err(|e| Error::Restore(format!("{what}: {e}")))?;
+        for (what, s, unsent, sk) in self.repaired.drain(..) {
+            let fail = |e: std::io::Error| Error::Restore(format!("{what}: {e}"));
+            let reuse = sk.sock_opts.as_ref().is_some_and(|o| o.reuseaddr);
+            super::tcp::go_live(&s, &unsent, reuse).map_err(fail)?;
+            restore_buffers(&s, &sk).map_err(fail)?;
+            verify(&s, &sk).map_err(fail)?;
         }
         Ok(())
     }
@@ -874,13 +1106,17 @@ pub fn create(calls: &mut dyn Calls, sk: &InetSk, st: &mut InetRestore) -> Resul
             let (Some(l), Some(p)) = (local, peer) else {
                 return Err(fail(std::io::Error::other("connection without addresses")));
             };
-            super::tcp::restore_stream(&sock, family, &l, &p, stream).map_err(fail)?;
+            super::tcp::restore_stream(&sock, family, &bind_addr(sk, &l), &p, stream)
+                .map_err(fail)?;
+            check_local(&sock, &l).map_err(fail)?;
+            restore_buffers(&sock, sk).map_err(fail)?;
             finish_opts(&sock, sk).map_err(fail)?;
             let sent = stream.outq.len() - stream.unsent_len as usize;
             st.repaired.push((
                 what.clone(),
                 sock.try_clone().map_err(fail)?,
                 stream.outq[sent..].to_vec(),
+                sk.clone(),
             ));
             info!(
                 "{what}: restored in repair mode ({} bytes to read, {} unacknowledged)",
@@ -895,9 +1131,7 @@ pub fn create(calls: &mut dyn Calls, sk: &InetSk, st: &mut InetRestore) -> Resul
         }
         _ => {
             if let Some(l) = local.filter(|l| l.port != 0) {
-                sock::set_int(&sock, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).map_err(fail)?;
-                net::bind(&sock, &l, family)
-                    .map_err(|e| fail(std::io::Error::new(e.kind(), format!("bind: {e}"))))?;
+                bind_reusing(&sock, &bind_addr(sk, &l), family, tcp, &what).map_err(fail)?;
             }
             if tcp && sk.state == TCP_LISTEN {
                 sock::listen(&sock, sk.backlog as i32).map_err(fail)?;
@@ -907,6 +1141,9 @@ pub fn create(calls: &mut dyn Calls, sk: &InetSk, st: &mut InetRestore) -> Resul
                     net::connect(&sock, &p, family).map_err(|e| {
                         fail(std::io::Error::new(e.kind(), format!("connect: {e}")))
                     })?;
+                    if let Some(l) = local {
+                        check_local(&sock, &l).map_err(fail)?;
+                    }
                 }
                 if !sk.queue.is_empty() {
                     let l = local.unwrap_or(InetAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
@@ -921,6 +1158,7 @@ pub fn create(calls: &mut dyn Calls, sk: &InetSk, st: &mut InetRestore) -> Resul
                 }
             }
             finish_opts(&sock, sk).map_err(fail)?;
+            verify(&sock, sk).map_err(fail)?;
         }
     }
     let fl = sock::get_fl(&sock).map_err(fail)?;

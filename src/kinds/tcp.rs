@@ -215,6 +215,11 @@ pub fn restore_stream(
         )
         .map_err(ctx("set TCP_TIMESTAMP"))?;
     }
+    // Room for both queues whatever the buffer sizes (which the caller
+    // puts back afterwards): a queue write that does not fit fails (the
+    // receive queue) or waits for acknowledgements that cannot come (the
+    // send queue).
+    make_room(sock, s.inq.len(), s.outq.len())?;
     if !s.inq.is_empty() {
         select_queue(sock, net::TCP_RECV_QUEUE)?;
         write_queue(sock, &s.inq, 0).map_err(ctx("restore receive queue"))?;
@@ -246,11 +251,51 @@ pub fn restore_stream(
 /// ordinary write. This waits until every socket of the tree exists, so
 /// that a peer in the tree is there to receive it even without a network
 /// lock; with the lock, the packets are dropped and retransmitted later.
-pub fn go_live(sock: &OwnedFd, unsent: &[u8]) -> IoResult<()> {
+///
+/// The write is made to fit: the send buffer is enlarged and
+/// TCP_NOTSENT_LOWAT lifted for it (the caller puts the buffer sizes
+/// back, see [`super::sockopts::restore_buffers`]; the low-water mark is
+/// put back here). Leaving repair mode clears SO_REUSEADDR: `reuse` is
+/// put back.
+pub fn go_live(sock: &OwnedFd, unsent: &[u8], reuse: bool) -> IoResult<()> {
     repair(sock, false)?;
+    if reuse {
+        sock::set_int(sock, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)
+            .map_err(ctx("SO_REUSEADDR"))?;
+    }
     if !unsent.is_empty() {
+        let lowat = sock::get_int(sock, libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT)
+            .map_err(ctx("TCP_NOTSENT_LOWAT"))?;
+        sock::set_int(sock, libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT, i32::MAX)
+            .map_err(ctx("TCP_NOTSENT_LOWAT"))?;
+        make_room(sock, 0, unsent.len())?;
         write_queue(sock, unsent, libc::MSG_DONTWAIT)
             .map_err(ctx("restore send queue (unsent part)"))?;
+        sock::set_int(sock, libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT, lowat)
+            .map_err(ctx("TCP_NOTSENT_LOWAT"))?;
+    }
+    Ok(())
+}
+
+/// Grows the buffers of `sock` so that `rcv` more bytes fit in its
+/// receive queue and `snd` more in its send queue, counting the kernel's
+/// overhead per byte generously (never shrinks them).
+fn make_room(sock: &OwnedFd, rcv: usize, snd: usize) -> IoResult<()> {
+    for (len, get, force, name) in [
+        (rcv, libc::SO_RCVBUF, libc::SO_RCVBUFFORCE, "SO_RCVBUFFORCE"),
+        (snd, libc::SO_SNDBUF, libc::SO_SNDBUFFORCE, "SO_SNDBUFFORCE"),
+    ] {
+        if len == 0 {
+            continue;
+        }
+        let now = sock::get_int(sock, libc::SOL_SOCKET, get).map_err(ctx(name))? as usize;
+        // The kernel doubles what it is given: this is 4 times the
+        // queue plus 1 MiB, on top of what is already there.
+        let want = (now / 2)
+            .saturating_add(len.saturating_mul(2))
+            .saturating_add(1 << 19)
+            .min(i32::MAX as usize / 2);
+        sock::set_int(sock, libc::SOL_SOCKET, force, want as i32).map_err(ctx(name))?;
     }
     Ok(())
 }

@@ -308,6 +308,12 @@ impl UnixDump {
         u.flags = flags;
         u.shutdown = d.shutdown as u32;
         u.uid = d.uid.unwrap_or(0);
+        if let Some(why) = sockopts::unrestorable(&sk) {
+            return Err(Error::unsupported(
+                pid,
+                format!("fd {fd} (unix socket socket:[{ino}]) {why}"),
+            ));
+        }
         u.opts = Some(sockopts::dump(&sk).map_err(|e| sys("getsockopt", e))?).into();
         if d.state == diag::TCP_LISTEN {
             u.backlog = d.rqlen.map(|r| r.1).unwrap_or(0);
@@ -1149,7 +1155,6 @@ pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<UnixRestore> {
         }
     }
     // 6. Shutdown, options, flags.
-    let mut optwarn = Vec::new();
     for &u in &socks {
         let fd = r.fd(u.ino)?;
         let how = match u.shutdown & 3 {
@@ -1166,8 +1171,18 @@ pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<UnixRestore> {
             }
         }
         if let Some(o) = u.opts.as_ref() {
-            for f in sockopts::restore(fd, o) {
-                optwarn.push(format!("unix socket socket:[{}]: {f}", u.ino));
+            let failed = sockopts::restore(fd, o);
+            if !failed.is_empty() {
+                return Err(rerr(u, "socket options not restored", failed.join(", ")));
+            }
+            let got = sockopts::dump(fd).map_err(|e| rerr(u, "getsockopt", e))?;
+            let d = sockopts::diff(o, &got);
+            if !d.is_empty() {
+                return Err(rerr(
+                    u,
+                    "socket options differ after the restore",
+                    d.join("; "),
+                ));
             }
             if o.peek_off >= 0 {
                 sock::set_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, o.peek_off)
@@ -1178,7 +1193,6 @@ pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<UnixRestore> {
         let want = (fl & !libc::O_NONBLOCK) | (u.flags as i32 & libc::O_NONBLOCK);
         sock::set_fl(fd, want).map_err(|e| rerr(u, "fcntl", e))?;
     }
-    r.warnings.extend(optwarn);
     for p in std::mem::take(&mut r.unlink) {
         let _ = std::fs::remove_file(p);
     }

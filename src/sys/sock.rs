@@ -437,3 +437,251 @@ pub fn set_linger(fd: &impl AsRawFd, on: bool, secs: u32) -> io::Result<()> {
     } as libc::c_long)
     .map(drop)
 }
+
+// ------------------------------------------------------------ socket filters
+
+/// SO_GET_FILTER / SO_ATTACH_FILTER (asm-generic/socket.h).
+pub const SO_ATTACH_FILTER: i32 = 26;
+pub const SO_GET_FILTER: i32 = 26;
+pub const SO_LOCK_FILTER: i32 = 44;
+
+/// One classic BPF instruction: (code, jt, jf, k).
+pub type FilterInsn = (u16, u8, u8, u32);
+
+/// The classic BPF filter attached to `fd` as (code, jt, jf, k)
+/// instructions: None without a filter. An eBPF filter (SO_ATTACH_BPF),
+/// which the kernel cannot give back, is EACCES.
+pub fn get_filter(fd: &impl AsRawFd) -> io::Result<Option<Vec<FilterInsn>>> {
+    let mut len: libc::socklen_t = 0;
+    // SAFETY: with a length of 0 the kernel only reports the number of
+    // instructions in `len` and writes nothing through the null pointer.
+    check(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_GET_FILTER,
+            std::ptr::null_mut(),
+            &mut len,
+        )
+    } as libc::c_long)?;
+    if len == 0 {
+        return Ok(None);
+    }
+    let n = len as usize;
+    let mut prog = vec![
+        libc::sock_filter {
+            code: 0,
+            jt: 0,
+            jf: 0,
+            k: 0
+        };
+        n
+    ];
+    let mut len = (n * std::mem::size_of::<libc::sock_filter>()) as libc::socklen_t;
+    // SAFETY: `prog` is writable for `len` bytes; the kernel writes at most
+    // that many and sets `len` to the number of instructions.
+    check(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_GET_FILTER,
+            prog.as_mut_ptr().cast(),
+            &mut len,
+        )
+    } as libc::c_long)?;
+    prog.truncate((len as usize).min(n));
+    Ok(Some(
+        prog.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect(),
+    ))
+}
+
+/// Attaches the classic BPF program `prog` to `fd` (SO_ATTACH_FILTER).
+pub fn attach_filter(fd: &impl AsRawFd, prog: &[FilterInsn]) -> io::Result<()> {
+    let mut ins: Vec<libc::sock_filter> = prog
+        .iter()
+        .map(|&(code, jt, jf, k)| libc::sock_filter { code, jt, jf, k })
+        .collect();
+    let fprog = libc::sock_fprog {
+        len: u16::try_from(ins.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
+        filter: ins.as_mut_ptr(),
+    };
+    // SAFETY: `fprog` and the instructions it points to are valid for reads
+    // during the call; the kernel copies them.
+    check(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_FILTER,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    } as libc::c_long)
+    .map(drop)
+}
+
+/// A string option (TCP_CONGESTION, TCP_ULP): the bytes up to the first NUL.
+pub fn get_string(fd: &impl AsRawFd, level: i32, opt: i32) -> io::Result<String> {
+    let mut buf = [0u8; 64];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: `buf` is writable for `len` bytes; the kernel writes at most
+    // that much and updates `len`.
+    check(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    } as libc::c_long)?;
+    let s = &buf[..(len as usize).min(buf.len())];
+    let s = s.split(|&b| b == 0).next().unwrap_or(s);
+    Ok(String::from_utf8_lossy(s).into_owned())
+}
+
+pub fn set_string(fd: &impl AsRawFd, level: i32, opt: i32, v: &str) -> io::Result<()> {
+    // SAFETY: `v` is valid for reads of its length; the kernel only reads it.
+    check(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            v.as_ptr().cast(),
+            v.len() as libc::socklen_t,
+        )
+    } as libc::c_long)
+    .map(drop)
+}
+
+// ------------------------------------------------------------ TIME_WAIT
+
+const SOCK_DESTROY: u16 = 21;
+const TCPF_TIME_WAIT: u32 = 1 << 6;
+/// struct inet_diag_msg: family, state, timer, retrans, then the socket id.
+const INET_DIAG_MSG_LEN: usize = 72;
+/// struct inet_diag_sockid.
+const SOCKID_LEN: usize = 48;
+
+fn inet_diag_req(family: i32, id: &[u8]) -> Vec<u8> {
+    let mut req = vec![family as u8, libc::IPPROTO_TCP as u8, 0, 0];
+    req.extend_from_slice(&TCPF_TIME_WAIT.to_ne_bytes());
+    let mut sid = [0u8; SOCKID_LEN];
+    sid[..id.len().min(SOCKID_LEN)].copy_from_slice(&id[..id.len().min(SOCKID_LEN)]);
+    req.extend_from_slice(&sid);
+    req
+}
+
+/// One netlink request on NETLINK_SOCK_DIAG that expects an ACK.
+fn diag_ack(ty: u16, body: &[u8]) -> io::Result<()> {
+    let sk = own(
+        // SAFETY: socket() takes only integers.
+        unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_SOCK_DIAG,
+            )
+        } as libc::c_long,
+    )?;
+    let mut msg = Vec::with_capacity(16 + body.len());
+    msg.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
+    msg.extend_from_slice(&ty.to_ne_bytes());
+    msg.extend_from_slice(&(1u16 | 4u16).to_ne_bytes()); // NLM_F_REQUEST | NLM_F_ACK
+    msg.extend_from_slice(&1u32.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    msg.extend_from_slice(body);
+    // SAFETY: `msg` is valid for reads of its length during the call.
+    let r = unsafe { libc::send(sk.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
+    check(r as libc::c_long)?;
+    let mut buf = [0u8; 4096];
+    // SAFETY: `buf` is valid for writes of its length during the call.
+    let r = unsafe { libc::recv(sk.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    let n = check(r as libc::c_long)? as usize;
+    let mut out = Vec::new();
+    super::sockdiag::parse_replies(&buf[..n], INET_DIAG_MSG_LEN, false, &mut out).map(drop)
+}
+
+/// Removes the TIME_WAIT TCP sockets of cairn's network namespace whose
+/// local address is `ip` (any, if unspecified) and port `port`: what is
+/// left of a listener's closed connections, which keeps a socket without
+/// SO_REUSEADDR from binding the port again (SOCK_DESTROY, as `ss -K`).
+/// Returns how many were removed.
+pub fn destroy_time_wait(ip: std::net::IpAddr, port: u16) -> io::Result<usize> {
+    let mut n = 0;
+    for family in [libc::AF_INET, libc::AF_INET6] {
+        let replies = super::sockdiag::query(&inet_diag_req(family, &[]), true, INET_DIAG_MSG_LEN)?;
+        for m in replies {
+            let h = &m.header;
+            if h.len() < INET_DIAG_MSG_LEN || h[1] != 6 {
+                continue;
+            }
+            let id = &h[4..4 + SOCKID_LEN];
+            if u16::from_be_bytes([id[0], id[1]]) != port {
+                continue;
+            }
+            let src: std::net::IpAddr = if family == libc::AF_INET {
+                std::net::Ipv4Addr::new(id[4], id[5], id[6], id[7]).into()
+            } else {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(&id[4..20]);
+                let v6 = std::net::Ipv6Addr::from(a);
+                v6.to_ipv4_mapped().map_or(v6.into(), Into::into)
+            };
+            let want = match ip {
+                std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, Into::into),
+                v4 => v4,
+            };
+            if !want.is_unspecified() && want != src {
+                continue;
+            }
+            match diag_ack(SOCK_DESTROY, &inet_diag_req(family, id)) {
+                Ok(()) => n += 1,
+                // Gone meanwhile.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tw_tests {
+    use super::*;
+    use std::io::Read;
+
+    /// A port with TIME_WAIT connections of a listener without
+    /// SO_REUSEADDR cannot be bound; once they are removed it can.
+    #[test]
+    fn time_wait_removed() {
+        // Not std's TcpListener::bind, which turns SO_REUSEADDR on.
+        let plain = || {
+            let fd = super::super::net::socket_proto(libc::AF_INET, libc::SOCK_STREAM, 0).unwrap();
+            std::net::TcpListener::from(fd)
+        };
+        let l = plain();
+        let any = super::super::net::InetAddr::new("127.0.0.1".parse().unwrap(), 0);
+        super::super::net::bind(&l, &any, libc::AF_INET).unwrap();
+        listen(&l, 4).unwrap();
+        let addr = l.local_addr().unwrap();
+        let at = super::super::net::InetAddr::new(addr.ip(), addr.port());
+        for _ in 0..2 {
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            let (a, _) = l.accept().unwrap();
+            drop(a);
+            let mut b = [0u8; 1];
+            assert_eq!(c.read(&mut b).unwrap(), 0);
+        }
+        drop(l);
+        let again = plain();
+        assert!(super::super::net::bind(&again, &at, libc::AF_INET).is_err());
+        match destroy_time_wait(addr.ip(), addr.port()) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                eprintln!("skipped: SOCK_DESTROY needs CAP_NET_ADMIN");
+                return;
+            }
+            r => assert_eq!(r.unwrap(), 2),
+        }
+        super::super::net::bind(&again, &at, libc::AF_INET).unwrap();
+    }
+}
