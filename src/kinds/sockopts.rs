@@ -167,7 +167,11 @@ pub fn dump(fd: &impl AsRawFd) -> std::io::Result<SockOpts> {
     }
     for (name, opt) in MORE_OPTS {
         if let Ok(v) = sock::get_int(fd, libc::SOL_SOCKET, *opt) {
-            o.more.insert(name.to_string(), v);
+            o.more.push(crate::image::proto::NamedInt {
+                name: name.to_string(),
+                value: v,
+                ..Default::default()
+            });
         }
     }
     o.buf_lock = sock::get_int(fd, libc::SOL_SOCKET, SO_BUF_LOCK).unwrap_or(0) as u32;
@@ -263,7 +267,7 @@ pub fn restore(fd: &impl AsRawFd, o: &SockOpts) -> Vec<String> {
             None => failed.push(format!("{name}: not supported here")),
         }
     }
-    for (name, &want) in &o.more {
+    for (name, want) in o.more.iter().map(|e| (&e.name, e.value)) {
         let Some(&(_, opt)) = MORE_OPTS.iter().find(|(n, _)| n == name) else {
             failed.push(format!("{name}: unknown option"));
             continue;
@@ -367,11 +371,12 @@ pub fn diff(want: &SockOpts, got: &SockOpts) -> Vec<String> {
     for (name, _, get, _) in INT_OPTS {
         cmp(name, get(want).to_string(), get(got).to_string());
     }
-    for (name, v) in &want.more {
+    for e in &want.more {
         cmp(
-            name,
-            v.to_string(),
-            got.more.get(name).map_or("unset".into(), |g| g.to_string()),
+            &e.name,
+            e.value.to_string(),
+            (got.more.iter().find(|g| g.name == e.name))
+                .map_or("unset".into(), |g| g.value.to_string()),
         );
     }
     cmp(
