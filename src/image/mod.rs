@@ -53,6 +53,7 @@ pub mod proto {
     pub use inet::*;
     pub use inventory::*;
     pub use mm::*;
+    pub use oracle::*;
     pub use pagemap::*;
     pub use sockopts::*;
     pub use task::*;
@@ -82,10 +83,11 @@ pub enum ImageType {
     FdTable,
     Contents,
     PageHash,
+    Oracle,
 }
 
 impl ImageType {
-    pub const ALL: [ImageType; 11] = [
+    pub const ALL: [ImageType; 12] = [
         ImageType::Inventory,
         ImageType::Pstree,
         ImageType::Core,
@@ -97,6 +99,7 @@ impl ImageType {
         ImageType::FdTable,
         ImageType::Contents,
         ImageType::PageHash,
+        ImageType::Oracle,
     ];
 
     pub fn magic(self) -> u32 {
@@ -112,6 +115,7 @@ impl ImageType {
             ImageType::FdTable => 0x4644_5401,
             ImageType::Contents => 0x434e_5401,
             ImageType::PageHash => 0x5047_4801,
+            ImageType::Oracle => 0x4f52_4301,
         }
     }
 
@@ -132,6 +136,7 @@ impl ImageType {
             ImageType::FdTable => "fdinfo",
             ImageType::Contents => "contents",
             ImageType::PageHash => "pagehash",
+            ImageType::Oracle => "oracle",
         }
     }
 
@@ -150,6 +155,8 @@ pub mod names {
     pub const PAGESTORE: &str = "pagestore.img";
     pub const PAGES: &str = "pages.img";
     pub const CONTENTS: &str = "contents.img";
+    /// The oracle's snapshot of the dumped tree (`dump --oracle`).
+    pub const ORACLE: &str = "oracle.img";
     pub fn core(pid: u32) -> String {
         format!("core-{pid}.img")
     }
