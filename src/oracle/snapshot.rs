@@ -377,16 +377,18 @@ fn process_fields(pid: i32, f: &mut Fields) -> Vec<(u64, u64, String, String)> {
     }
 }
 
-/// Number of pages of [start, end) that have the same page frame in `a`
-/// and `b`, not counting frames that appear at more than one address of
-/// the range in either (the shared zero page, KSM pages): `None` if the
-/// frames are not visible (not root) or pagemap cannot be read.
+/// Number of anonymous pages of [start, end) that have the same page
+/// frame in `a` and `b`, not counting frames that appear at more than one
+/// address of the range in either (the shared zero page, KSM pages), nor
+/// file pages (page cache, present or not as it pleases the kernel):
+/// `None` if pagemap cannot be read.
 fn same_frames(a: i32, b: i32, start: u64, end: u64) -> Option<u64> {
+    let anon = |p: &procfs::PageFlags| if p.file_or_shared() { 0 } else { p.pfn() };
     let pa = procfs::read_pagemap(a, start, end).ok()?;
     let pb = procfs::read_pagemap(b, start, end).ok()?;
     Some(count_same_frames(
-        &pa.iter().map(|p| p.pfn()).collect::<Vec<_>>(),
-        &pb.iter().map(|p| p.pfn()).collect::<Vec<_>>(),
+        &pa.iter().map(anon).collect::<Vec<_>>(),
+        &pb.iter().map(anon).collect::<Vec<_>>(),
     ))
 }
 
@@ -466,28 +468,28 @@ pub fn snapshot(procs: &[ProcSpec]) -> crate::image::proto::KernelView {
             let Some(&li) = leaders.get(&p.pid) else {
                 continue;
             };
-            for (s, e, perms, _) in mine {
-                if !perms.ends_with('p')
-                    || !theirs
-                        .iter()
-                        .any(|(ts, te, tp, _)| ts == s && te == e && tp.ends_with('p'))
-                {
-                    continue;
-                }
-                let v = if (e - s) / 4096 > MAX_COW_PAGES {
-                    "<too large>".to_string()
-                } else {
-                    match same_frames(p.pid, p.ppid, *s, *e) {
-                        Some(0) => continue,
-                        Some(n) => n.to_string(),
-                        None => "<unreadable>".to_string(),
+            let (mut shared, mut note) = (0u64, String::new());
+            for (s, e, _, _) in mine.iter().filter(|v| v.2.ends_with('p')) {
+                for (ts, te, _, _) in theirs.iter().filter(|v| v.2.ends_with('p')) {
+                    let (a, b) = ((*s).max(*ts), (*e).min(*te));
+                    // [vsyscall] has no pagemap entries.
+                    if a >= b || a >= 0xffff_8000_0000_0000 {
+                        continue;
                     }
-                };
-                view.tasks[li].fields.insert(
-                    format!("cow.{s:x}-{e:x}"),
-                    format!("{v} pages shared with parent"),
-                );
+                    if (b - a) / 4096 > MAX_COW_PAGES {
+                        note = format!(" (not counted: {a:x}-{b:x} too large)");
+                        continue;
+                    }
+                    match same_frames(p.pid, p.ppid, a, b) {
+                        Some(n) => shared += n,
+                        None => note = format!(" (not counted: {a:x}-{b:x} unreadable)"),
+                    }
+                }
             }
+            view.tasks[li].fields.insert(
+                "cow.pages".into(),
+                format!("{shared} anonymous pages shared with the parent{note}"),
+            );
         }
     }
     view.tasks.sort_by_key(|t| (t.pid, t.tid));
