@@ -18,6 +18,8 @@ pub struct Ctx<'a> {
     /// The tree's root (its parent is not part of the checkpoint).
     pub root: i32,
     pub field: &'a str,
+    /// The task was a zombie at the dump.
+    pub zombie: bool,
     pub before: Option<&'a str>,
     pub after: Option<&'a str>,
 }
@@ -41,6 +43,15 @@ fn not_zombie(c: &Ctx) -> bool {
     !z(c.before) && !z(c.after)
 }
 
+fn both_armed_or_both_not(c: &Ctx) -> bool {
+    let armed = |v: Option<&str>| v.is_some_and(|s| s.replace(' ', "") != "(0,0)");
+    armed(c.before) == armed(c.after)
+}
+
+fn zombie(c: &Ctx) -> bool {
+    c.zombie
+}
+
 fn is_root(c: &Ctx) -> bool {
     c.pid == c.root
 }
@@ -57,6 +68,18 @@ pub const ALLOWED: &[Allowed] = &[
         field: "stat.state",
         when: not_zombie,
         reason: "as status.State",
+    },
+    Allowed {
+        field: "status.{Sig,Shd}{Blk,Ign,Cgt,Pnd}",
+        when: zombie,
+        reason: "a zombie receives no signal: its mask and dispositions are those of the \
+                 vessel that exited with its status",
+    },
+    Allowed {
+        field: "fd.*.it_value",
+        when: both_armed_or_both_not,
+        reason: "a timerfd's time left decreases while the tree is checkpointed (an armed \
+                 timer must stay armed, a disarmed one disarmed)",
     },
     Allowed {
         field: "status.TracerPid",
@@ -118,6 +141,8 @@ pub const ALLOWED: &[Allowed] = &[
 pub struct Pending {
     /// Field name pattern (`*` matches any run of characters).
     pub field: &'static str,
+    /// When it applies (beyond the name).
+    pub when: fn(&Ctx) -> bool,
     /// Which workloads show it.
     pub workload: &'static str,
     /// What is lost.
@@ -125,13 +150,28 @@ pub struct Pending {
 }
 
 /// Known losses, waiting for their fixes (issue 14).
-pub const PENDING_LOSSES: &[Pending] = &[Pending {
-    field: "cow.pages",
-    workload: "a child sharing private memory copy-on-write with its parent (tree_cow, \
+pub const PENDING_LOSSES: &[Pending] = &[
+    Pending {
+        field: "vma.*.path",
+        when: sysv_key,
+        workload: "a System V shared memory segment with a key (tree_sysv_shm)",
+        lost: "the segment's key: it comes back as IPC_PRIVATE (/SYSV00000000), so \
+               shmget(key) no longer finds it",
+    },
+    Pending {
+        field: "cow.pages",
+        when: always,
+        workload: "a child sharing private memory copy-on-write with its parent (tree_cow, \
                every forked workload)",
-    lost: "copy-on-write sharing: each process gets its own copy of every page \
+        lost: "copy-on-write sharing: each process gets its own copy of every page \
            (memory use multiplied); restore private memory before forking children",
-}];
+    },
+];
+
+fn sysv_key(c: &Ctx) -> bool {
+    let sysv = |v: Option<&str>| v.is_some_and(|s| s.starts_with("/SYSV"));
+    sysv(c.before) && sysv(c.after)
+}
 
 /// Glob match with `*` (any run) and `{a,b}` (one of) in the pattern.
 pub fn glob(pat: &str, s: &str) -> bool {
@@ -209,7 +249,10 @@ fn classify(c: &Ctx) -> Verdict {
     {
         return Verdict::Allowed(a.reason);
     }
-    if let Some(p) = PENDING_LOSSES.iter().find(|p| glob(p.field, c.field)) {
+    if let Some(p) = PENDING_LOSSES
+        .iter()
+        .find(|p| glob(p.field, c.field) && (p.when)(c))
+    {
         return Verdict::Pending(p.workload, p.lost);
     }
     Verdict::Unexplained
@@ -340,6 +383,7 @@ pub fn normalise(view: &KernelView) -> Vec<((i32, i32), Fields)> {
         .collect();
     tasks.sort_by_key(|t| t.0);
     let mut labels: HashMap<u64, String> = HashMap::new();
+    let mut ids: HashMap<u64, String> = HashMap::new();
     fn label(labels: &mut HashMap<u64, String>, ino: u64) -> String {
         let n = labels.len() + 1;
         labels.entry(ino).or_insert_with(|| format!("#{n}")).clone()
@@ -376,12 +420,26 @@ pub fn normalise(view: &KernelView) -> Vec<((i32, i32), Fields)> {
                 }
             }
         }
-        // Epoll targets name their inode in hex ("ino:1a3").
+        // An eventfd's id is a kernel-wide counter, new for the recreated
+        // one: compared by first appearance, as inodes.
+        for k in &keys {
+            if k.ends_with(".eventfd-id") {
+                if let Ok(n) = f[k].parse::<u64>() {
+                    let l = label(&mut ids, n);
+                    f.insert(k.clone(), l);
+                }
+            }
+        }
+        // Epoll targets name their inode in hex ("ino:1a3"); the kernel
+        // lists them in the order of their file's address.
         for k in &keys {
             if !k.ends_with(".tfd") {
                 continue;
             }
-            let v = f[k]
+            let mut parts: Vec<&str> = f[k].split(" | ").collect();
+            parts.sort();
+            let v = parts
+                .join(" | ")
                 .split(' ')
                 .map(|w| {
                     match w
@@ -438,6 +496,7 @@ pub fn diff(before: &KernelView, after: &KernelView) -> Vec<Difference> {
                 tid: k.1,
                 root,
                 field: name,
+                zombie: fb.get("status.State").is_some_and(|s| s.starts_with('Z')),
                 before: vb.map(String::as_str),
                 after: va.map(String::as_str),
             };
