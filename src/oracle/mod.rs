@@ -94,9 +94,10 @@ pub fn validate(v: &KernelView, path: &Path) -> Result<()> {
 }
 
 /// `restore --compare`: the dump's snapshot, read and checked before the
-/// restore touches anything; `None` without `--compare`.
+/// restore touches anything; `None` without `--compare` (a snapshot
+/// present is checked all the same).
 pub fn load(enabled: bool, dir: &ImageDir, root_pid: u32) -> Result<Option<KernelView>> {
-    if !enabled {
+    if !dir.exists(names::ORACLE) && !enabled {
         return Ok(None);
     }
     if !dir.exists(names::ORACLE) {
@@ -118,7 +119,9 @@ pub fn load(enabled: bool, dir: &ImageDir, root_pid: u32) -> Result<Option<Kerne
             ),
         ));
     }
-    Ok(Some(v))
+    // Without --compare a snapshot is still checked, as every file of
+    // the checkpoint is: damage is refused, not ignored.
+    Ok(enabled.then_some(v))
 }
 
 /// The differences that fail a comparison, formatted one per line.
