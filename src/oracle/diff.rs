@@ -550,7 +550,9 @@ mod tests {
     use super::*;
     use crate::image::proto::TaskView;
 
-    fn view(root: i32, tasks: &[(i32, i32, &[(&str, &str)])]) -> KernelView {
+    type Task<'a> = (i32, i32, &'a [(&'a str, &'a str)]);
+
+    fn view(root: i32, tasks: &[Task]) -> KernelView {
         let mut v = KernelView::new();
         v.root_pid = root;
         for (pid, tid, f) in tasks {

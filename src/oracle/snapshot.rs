@@ -392,7 +392,7 @@ fn same_frames(a: i32, b: i32, start: u64, end: u64) -> Option<u64> {
     ))
 }
 
-/// See [`same_frames`]: on the frame numbers (0: not present).
+/// What `same_frames` counts, on the frame numbers (0: not present).
 pub fn count_same_frames(a: &[u64], b: &[u64]) -> u64 {
     let mut seen: HashMap<u64, u32> = HashMap::new();
     for &p in a.iter().chain(b) {
