@@ -39,6 +39,7 @@ pub mod kinds;
 pub mod log;
 pub mod netlock;
 pub mod options;
+pub mod oracle;
 pub mod procfs;
 pub mod remote;
 pub mod restore;

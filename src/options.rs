@@ -33,6 +33,8 @@ pub struct DumpOptions {
     pub network_lock: netlock::Method,
     pub incr: IncrOptions,
     pub freeze: FreezeOptions,
+    /// Snapshot the frozen tree for `restore --compare` (`--oracle`).
+    pub oracle: bool,
 }
 
 /// What [`crate::dump::pre_dump`] does.
@@ -97,4 +99,7 @@ pub struct RestoreOptions {
     /// Read images another user owns or could have written
     /// (`--allow-foreign-images`).
     pub allow_foreign_images: bool,
+    /// Compare the restored tree with the dump's oracle snapshot and fail
+    /// on an unexplained difference (`--compare`).
+    pub compare: bool,
 }

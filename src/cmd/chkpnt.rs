@@ -246,6 +246,7 @@ pub fn chkpnt_main() -> ExitCode {
         network_lock: Default::default(),
         incr: Default::default(),
         freeze: Default::default(),
+        oracle: false,
     };
     match crate::dump::dump(&args) {
         Ok(_) => {
@@ -291,6 +292,7 @@ pub fn resume_main() -> ExitCode {
         exe_dir_flag: "-bp".into(),
         tcp_established: false,
         allow_foreign_images: false,
+        compare: false,
     };
     match crate::restore::restore(&args) {
         Ok(_) => {

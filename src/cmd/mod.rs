@@ -130,6 +130,10 @@ pub struct DumpArgs {
     pub incr: IncrArgs,
     #[command(flatten)]
     pub freeze: FreezeArgs,
+    /// Also snapshot the kernel's view of every task of the frozen tree
+    /// (oracle.img), for `restore --compare` (docs/ORACLE.md).
+    #[arg(long = "oracle")]
+    pub oracle: bool,
 }
 
 /// How the tree is found while it is frozen, shared by `dump` and
@@ -221,6 +225,11 @@ pub struct RestoreArgs {
     /// been forged. For people who know why.
     #[arg(long = "allow-foreign-images")]
     pub allow_foreign_images: bool,
+    /// Before letting the restored tree run, compare the kernel's view of
+    /// it with the snapshot of `dump --oracle`; any difference that is not
+    /// explained (docs/ORACLE.md) fails the restore.
+    #[arg(long = "compare")]
+    pub compare: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -299,6 +308,7 @@ impl DumpArgs {
             network_lock: self.network_lock,
             incr: self.incr.options(),
             freeze: self.freeze.options(),
+            oracle: self.oracle,
         }
     }
 }
@@ -351,6 +361,7 @@ impl RestoreArgs {
             exe_dir_flag: "--exe-dir".into(),
             tcp_established: self.tcp_established,
             allow_foreign_images: self.allow_foreign_images,
+            compare: self.compare,
         }
     }
 }

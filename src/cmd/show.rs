@@ -290,6 +290,7 @@ fn decode_message(k: ImageType, bytes: &[u8], path: &Path) -> Result<Body> {
         ImageType::FdTable => msg::<proto::FdTable>(k, bytes, path),
         ImageType::Contents => msg::<proto::FileContents>(k, bytes, path),
         ImageType::PageHash => msg::<proto::PageHashes>(k, bytes, path),
+        ImageType::Oracle => msg::<proto::KernelView>(k, bytes, path),
         ImageType::Pages => Err(Error::image(path, "page data is not a message")),
     }
 }

@@ -312,6 +312,7 @@ pub fn dump(args: &DumpOptions) -> Result<DumpStats> {
     // The images are in place before the tree is killed: a dump that
     // cannot be completed leaves the tree running.
     let result = crate::guard::pause_at("frozen")
+        .and_then(|()| crate::oracle::on_frozen(args.oracle, &frozen, &dir))
         .and_then(|()| dump_frozen(&mut frozen, &dir, args, plan, &mut layering))
         .and_then(|s| {
             // The point of no return: a signal from here on changes

@@ -54,6 +54,7 @@ pub mod proto {
     pub use inventory::*;
     pub use locks::*;
     pub use mm::*;
+    pub use oracle::*;
     pub use pagemap::*;
     pub use sockopts::*;
     pub use task::*;
@@ -83,10 +84,11 @@ pub enum ImageType {
     FdTable,
     Contents,
     PageHash,
+    Oracle,
 }
 
 impl ImageType {
-    pub const ALL: [ImageType; 11] = [
+    pub const ALL: [ImageType; 12] = [
         ImageType::Inventory,
         ImageType::Pstree,
         ImageType::Core,
@@ -98,6 +100,7 @@ impl ImageType {
         ImageType::FdTable,
         ImageType::Contents,
         ImageType::PageHash,
+        ImageType::Oracle,
     ];
 
     pub fn magic(self) -> u32 {
@@ -113,6 +116,7 @@ impl ImageType {
             ImageType::FdTable => 0x4644_5401,
             ImageType::Contents => 0x434e_5401,
             ImageType::PageHash => 0x5047_4801,
+            ImageType::Oracle => 0x4f52_4301,
         }
     }
 
@@ -133,6 +137,7 @@ impl ImageType {
             ImageType::FdTable => "fdinfo",
             ImageType::Contents => "contents",
             ImageType::PageHash => "pagehash",
+            ImageType::Oracle => "oracle",
         }
     }
 
@@ -151,6 +156,8 @@ pub mod names {
     pub const PAGESTORE: &str = "pagestore.img";
     pub const PAGES: &str = "pages.img";
     pub const CONTENTS: &str = "contents.img";
+    /// The oracle's snapshot of the dumped tree (`dump --oracle`).
+    pub const ORACLE: &str = "oracle.img";
     pub fn core(pid: u32) -> String {
         format!("core-{pid}.img")
     }

@@ -27,8 +27,8 @@ use protobuf::reflect::{
 use protobuf::MessageDyn;
 
 use super::proto::{
-    FdTable, FileContents, Files, Inventory, MmEntry, PageHashes, PageStore, Pagemap, Pstree,
-    TaskCore,
+    FdTable, FileContents, Files, Inventory, KernelView, MmEntry, PageHashes, PageStore, Pagemap,
+    Pstree, TaskCore,
 };
 use super::{names, Header, ImageType, FORMAT_VERSION, HEADER_LEN, MAX_MESSAGE_BYTES};
 use crate::error::{IoContext, Result};
@@ -495,6 +495,7 @@ fn decode_dyn(kind: ImageType, bytes: &[u8]) -> Option<Box<dyn MessageDyn>> {
         ImageType::FdTable => FdTable::descriptor(),
         ImageType::Contents => FileContents::descriptor(),
         ImageType::PageHash => PageHashes::descriptor(),
+        ImageType::Oracle => KernelView::descriptor(),
         ImageType::Pages => return None,
     };
     let hdr = super::check_image(Some(kind), bytes, Path::new("x")).ok()?;
@@ -771,6 +772,7 @@ pub fn decode_as_every_kind(bytes: &[u8]) -> usize {
     try_kind!(ImageType::FdTable, FdTable);
     try_kind!(ImageType::Contents, FileContents);
     try_kind!(ImageType::PageHash, PageHashes);
+    try_kind!(ImageType::Oracle, KernelView);
     ok
 }
 

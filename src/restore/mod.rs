@@ -959,6 +959,13 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
     // Restored connections leave repair mode (still behind the network
     // lock, which the caller lifts once the tree runs).
     shared.inet.go_live()?;
+    if let Some(before) = &fixups.oracle {
+        let tree: Vec<_> = procs
+            .iter()
+            .map(|p| (p.pid, img.pstree.entries[p.i].ppid as i32, p.zombie))
+            .collect();
+        crate::oracle::check_restored(before, &tree)?;
+    }
     // Everyone is ready: let them go, children before parents, leaders
     // last in each process.
     for p in procs.iter().rev().filter(|p| !p.zombie) {
@@ -1127,12 +1134,15 @@ pub fn precheck_shared(pids: &[i32]) -> Result<()> {
 struct Fixups {
     redirect: HashMap<u32, String>,
     ghosts: contents::Ghosts,
+    /// The dump's oracle snapshot, with `--compare`.
+    oracle: Option<crate::image::proto::KernelView>,
 }
 
 /// `cairn restore`. Returns the exit code cairn should exit with.
 pub fn restore(args: &RestoreOptions) -> Result<i32> {
     crate::image::allow_foreign_images(args.allow_foreign_images);
     let img = Images::load(&args.images_dir)?;
+    let oracle = crate::oracle::load(args.compare, &img.dir, img.inventory.root_pid)?;
     crate::kinds::inet::check_restore(&img.files, &img.fdtables, args.tcp_established)?;
     // Connections the dump left locked stay locked (or are locked again,
     // on another machine) until they are live; any failure from here on
@@ -1168,7 +1178,11 @@ pub fn restore(args: &RestoreOptions) -> Result<i32> {
     let mut redirect = std::mem::take(&mut idx.redirect);
     redirect.extend(ghosts.redirect.clone());
     drop(idx);
-    let mut fixups = Fixups { redirect, ghosts };
+    let mut fixups = Fixups {
+        redirect,
+        ghosts,
+        oracle,
+    };
     if args.detached {
         return restore_detached(&img, args, &mut fixups);
     }

@@ -522,9 +522,36 @@ pub fn run_cairn(args: &[OsString], out_base: &Path, timeout: Duration) -> Outpu
     }
 }
 
-/// `cairn dump -t PID -D DIR EXTRA...`; returns its output (not checked).
+/// Opting out of the oracle (docs/ORACLE.md). Every dump of these
+/// helpers takes the oracle's snapshot (`--oracle`) and every restore
+/// that must succeed compares the restored tree with it (`--compare`),
+/// unless its flags hold a marker "@no-oracle: REASON" (dump) or
+/// "@no-compare: REASON" (restore): a test whose restore legitimately
+/// differs from the dumped tree says so, and why, where it calls the
+/// helper. Markers are not passed to cairn.
+pub const NO_ORACLE: &str = "@no-oracle:";
+/// See [`NO_ORACLE`].
+pub const NO_COMPARE: &str = "@no-compare:";
+
+/// The flags without the opt-out markers, and whether `marker` was there.
+pub fn oracle_flags<'a>(flags: &[&'a str], marker: &str) -> (Vec<&'a str>, bool) {
+    let out: bool = flags.iter().any(|f| f.starts_with(marker));
+    let rest = flags
+        .iter()
+        .copied()
+        .filter(|f| !f.starts_with(NO_ORACLE) && !f.starts_with(NO_COMPARE))
+        .collect();
+    (rest, out)
+}
+
+/// `cairn dump -t PID -D DIR --oracle EXTRA...` (no `--oracle` with a
+/// [`NO_ORACLE`] marker); returns its output (not checked).
 pub fn dump(pid: i32, dir: &Path, extra_flags: &[&str]) -> Output {
     let mut args = vec![os("dump"), os("-t"), os(pid.to_string()), os("-D"), os(dir)];
+    let (extra_flags, opted_out) = oracle_flags(extra_flags, NO_ORACLE);
+    if !opted_out {
+        args.push(os("--oracle"));
+    }
     args.extend(extra_flags.iter().map(os));
     let base = dir.with_file_name(format!("cairn-dump-{}", next_id()));
     run_cairn(&args, &base, CAIRN_TIMEOUT)
@@ -672,13 +699,16 @@ impl Drop for RestoreRun {
 
 /// Spawn `cairn restore -D images --pidfile F [-v] [-d] EXTRA...`. Restores
 /// that are expected to fail run without -v, so that what their stderr names
-/// is the error, not progress output.
+/// is the error, not progress output; the others (`verbose`) run with
+/// `--compare` unless `extra` holds a [`NO_COMPARE`] marker.
 fn spawn_restore(
     images: &Path,
     extra: &[&str],
     detached: bool,
     verbose: bool,
 ) -> (Child, PathBuf, PathBuf) {
+    let (extra, opted_out) = oracle_flags(extra, NO_COMPARE);
+    let extra = &extra[..];
     let n = next_id();
     let pidfile = images.with_file_name(format!("restore-{n}.pid"));
     let out_base = images.with_file_name(format!("cairn-restore-{n}"));
@@ -692,6 +722,9 @@ fn spawn_restore(
     ];
     if verbose {
         args.push(os("-v"));
+        if !opted_out {
+            args.push(os("--compare"));
+        }
     }
     if detached {
         args.push(os("-d"));
