@@ -78,6 +78,12 @@ pub const ALLOWED: &[Allowed] = &[
                  vessel that exited with its status",
     },
     Allowed {
+        field: "status.Cpus_allowed{,_list}",
+        when: zombie,
+        reason: "a zombie runs no more code: its CPU affinity is that of the vessel that \
+                 exited with its status",
+    },
+    Allowed {
         field: "fd.*.it_value",
         when: both_armed_or_both_not,
         reason: "a timerfd's time left decreases while the tree is checkpointed (an armed \
@@ -401,6 +407,22 @@ fn recreated_path(p: &str) -> bool {
     p.ends_with(" (deleted)") || p.starts_with("/memfd:")
 }
 
+/// Whether an fd link names an object whose inode number is new for every
+/// process or open (a pidfd: pidfs gives each pid its own inode; a /proc
+/// file: procfs inodes belong to the process): a new number is no loss.
+fn new_inode_link(v: &str) -> bool {
+    v == "anon_inode:[pidfd]" || v.starts_with("/proc/")
+}
+
+/// "00:01:101414" (a lock line's MAJ:MIN:INODE) -> ("00:01", 101414).
+fn lock_inode(w: &str) -> Option<(&str, u64)> {
+    let (dev, ino) = w.rsplit_once(':')?;
+    if dev.len() < 3 || !dev.contains(':') {
+        return None;
+    }
+    Some((dev, ino.parse().ok()?))
+}
+
 /// Replaces the inode numbers of objects that are recreated at restore
 /// (pipes, sockets, anonymous shared memory, memfds, deleted files) by
 /// labels in order of first appearance in the tree ("pipe:[#2]"), so
@@ -433,7 +455,7 @@ pub fn normalise(view: &KernelView) -> Vec<((i32, i32), Fields)> {
                     if f.get(&ino_key).map(String::as_str) == Some(n.to_string().as_str()) {
                         f.insert(ino_key, l);
                     }
-                } else if recreated_path(&v) {
+                } else if recreated_path(&v) || new_inode_link(&v) {
                     if let Some(n) = f.get(&ino_key).and_then(|s| s.parse::<u64>().ok()) {
                         let l = label(&mut labels, n);
                         f.insert(ino_key, l);
@@ -449,6 +471,23 @@ pub fn normalise(view: &KernelView) -> Vec<((i32, i32), Fields)> {
                         f.insert(ino_key, l);
                     }
                 }
+            }
+        }
+        // Lock lines name the locked file's inode ("00:01:101414"): a
+        // recreated object's inode is replaced by its label.
+        for k in &keys {
+            if k.ends_with(".lock") || k == "locks" {
+                let v = f[k]
+                    .split(' ')
+                    .map(|w| {
+                        match lock_inode(w).and_then(|(dev, n)| Some((dev, labels.get(&n)?))) {
+                            Some((dev, l)) => format!("{dev}:{l}"),
+                            None => w.to_string(),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                f.insert(k.clone(), v);
             }
         }
         // An eventfd's id is a kernel-wide counter, new for the recreated
