@@ -940,10 +940,14 @@ impl DumpState {
         if p.proto == libc::IPPROTO_UDP {
             let (q, dropped) = peek_datagrams(sock).map_err(sys("read queued datagrams"))?;
             if dropped > 0 {
-                warn!(
-                    "pid {pid} fd {fd}: {dropped} queued datagrams of {} cannot be saved and are dropped",
-                    p.describe()
-                );
+                return Err(Error::unsupported(
+                    pid,
+                    format!(
+                        "fd {fd} ({}): datagrams are queued and this kernel cannot peek past the \
+                         first (no SO_PEEK_OFF): they cannot be saved without consuming them",
+                        p.describe()
+                    ),
+                ));
             }
             sk.queue = q;
             sk.queue_dropped = dropped;
@@ -1147,13 +1151,22 @@ pub fn create(calls: &mut dyn Calls, sk: &InetSk, st: &mut InetRestore) -> Resul
                 }
                 if !sk.queue.is_empty() {
                     let l = local.unwrap_or(InetAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
+                    // Every queued datagram comes back, or the restore
+                    // fails: a datagram dropped here would be a silent loss.
                     match inject_datagrams(&sock, sk, &l) {
                         Ok(n) if n >= sk.queue.len() => {}
-                        Ok(n) => warn!(
-                            "{what}: only {n} of {} queued datagrams could be put back",
-                            sk.queue.len()
-                        ),
-                        Err(e) => warn!("{what}: queued datagrams dropped: {e}"),
+                        Ok(n) => {
+                            return Err(fail(std::io::Error::other(format!(
+                                "only {n} of {} queued datagrams could be put back",
+                                sk.queue.len()
+                            ))))
+                        }
+                        Err(e) => {
+                            return Err(fail(std::io::Error::new(
+                                e.kind(),
+                                format!("queued datagrams could not be put back: {e}"),
+                            )))
+                        }
                     }
                 }
             }

@@ -248,23 +248,18 @@ impl ProcKind for Rlimits {
     }
 
     /// A hard limit above ours cannot be raised without
-    /// CAP_SYS_RESOURCE: that is reported, and the limit is clamped.
-    fn restore(
-        &self,
-        agent: &mut dyn Calls,
-        core: &TaskCore,
-        warn: &mut Vec<String>,
-    ) -> Result<()> {
+    /// CAP_SYS_RESOURCE: the restore fails, naming it.
+    fn restore(&self, agent: &mut dyn Calls, core: &TaskCore, _: &mut Vec<String>) -> Result<()> {
         for r in &core.rlimits {
             let (_, our_max) = agent.getrlimit(r.resource)?;
-            let (mut cur, mut max) = (r.cur, r.max);
+            let (cur, max) = (r.cur, r.max);
             if max > our_max {
-                warn.push(format!(
-                    "rlimit {}: hard limit {} lowered to {} (raising needs CAP_SYS_RESOURCE)",
-                    r.resource, max, our_max
-                ));
-                max = our_max;
-                cur = cur.min(max);
+                // Lowering it would be a silent difference: refused.
+                return Err(Error::Restore(format!(
+                    "pid {}: rlimit {}: hard limit {} is above the restoring cairn's {} \
+                     (raising it needs CAP_SYS_RESOURCE): run cairn with that hard limit",
+                    core.pid, r.resource, max, our_max
+                )));
             }
             agent.setrlimit(r.resource, cur, max)?;
         }
@@ -512,7 +507,7 @@ mod tests {
     }
 
     /// Dispositions and limits restored into a fake process read back
-    /// the same; a hard limit above the vessel's is lowered and reported.
+    /// the same; a hard limit above the vessel's fails the restore.
     #[test]
     fn sigactions_and_rlimits_round_trip_on_the_fake() {
         let w = FakeWorld::new();
@@ -531,9 +526,15 @@ mod tests {
         }
         let mut warn = Vec::new();
         SigActions.restore(&mut vessel, &c, &mut warn).unwrap();
+        // A hard limit above the vessel's is refused, not lowered.
+        let e = Rlimits.restore(&mut vessel, &c, &mut warn).unwrap_err();
+        assert!(
+            e.to_string().contains("rlimit 7: hard limit 8192 is above"),
+            "{e}"
+        );
+        c.rlimits[1].max = 4096;
         Rlimits.restore(&mut vessel, &c, &mut warn).unwrap();
-        assert_eq!(warn.len(), 1, "{warn:?}");
-        assert!(warn[0].contains("rlimit 7: hard limit 8192 lowered to 4096"));
+        assert!(warn.is_empty(), "{warn:?}");
         let mut back = TaskCore::new();
         let status = procfs::read_status(std::process::id() as i32).unwrap();
         let stat = procfs::read_stat(std::process::id() as i32).unwrap();
