@@ -327,7 +327,9 @@ fn kb(v: Option<&String>) -> u64 {
 /// Makes the VMAs of a task canonical: VmFlags without "ac" (VM_ACCOUNT
 /// is commit accounting: cairn maps a private mapping writable before it
 /// sets its final protection, so every restored private mapping is
-/// accounted), then neighbours that are alike in everything else (same
+/// accounted) and "sd" (VM_SOFTDIRTY, kernels with soft-dirty: the
+/// kernel marks every new VMA so, which makes a restored VMA count as
+/// written for the next soft-dirty scan, as it must), then neighbours that are alike in everything else (same
 /// perms, file, flags, contiguous offsets) merged into one, as the
 /// kernel would have merged them had they been created alike; their
 /// Locked sizes add up.
@@ -353,7 +355,7 @@ fn merge_vmas(f: &mut Fields) {
         if key == "VmFlags" {
             v = v
                 .split(' ')
-                .filter(|w| *w != "ac")
+                .filter(|w| *w != "ac" && *w != "sd")
                 .collect::<Vec<_>>()
                 .join(" ");
         }
@@ -690,6 +692,7 @@ mod tests {
 
     #[test]
     fn vmas_alike_but_for_accounting_are_merged() {
+        // (and a restored VMA's soft-dirty mark "sd" is bookkeeping too)
         let before = view(
             5,
             &[(
@@ -719,7 +722,7 @@ mod tests {
                     ("vma.1000-4000.perms", "r--p"),
                     ("vma.1000-4000.offset", "00001000"),
                     ("vma.1000-4000.path", "/lib/x"),
-                    ("vma.1000-4000.VmFlags", "rd mr ac"),
+                    ("vma.1000-4000.VmFlags", "rd mr ac sd"),
                     ("vma.1000-4000.Locked", "0 kB"),
                     ("stat.flags", "0x400140"),
                 ],
