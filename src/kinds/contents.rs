@@ -666,6 +666,76 @@ impl Ghosts {
         self.made.push((path, dev, ino));
     }
 
+    /// Recreates the deleted node `path` (a FIFO or a device, `what` in
+    /// messages) for description `id`: made with `mknodat` under its old
+    /// name, or a hidden one beside it if that is taken, in a directory
+    /// reached without following links; checked to be the node just made
+    /// (type, `rdev`), given `mode` through an O_PATH descriptor (never
+    /// through a link put in its place, and without opening a FIFO, which
+    /// could block), and adopted. Returns where it is.
+    pub fn make_node(
+        &mut self,
+        id: u32,
+        path: &str,
+        what: &str,
+        ty: rustix::fs::FileType,
+        rdev: u64,
+        mode: u32,
+    ) -> Result<PathBuf> {
+        use rustix::fs::Mode;
+        use std::os::fd::AsRawFd;
+        let full = Path::new(path);
+        let (Some(parent), Some(name)) = (full.parent(), full.file_name()) else {
+            return Err(Error::Restore(format!("{path}: no file name")));
+        };
+        let dir = crate::sys::safefs::open_dir_no_links(parent).map_err(|e| {
+            Error::Restore(format!(
+                "cannot recreate the deleted {what} {path}: its directory: {e}"
+            ))
+        })?;
+        let hidden = format!(
+            ".{}.cairn-ghost-{}-{id}",
+            name.to_string_lossy(),
+            std::process::id()
+        );
+        let mut chosen = None;
+        for n in [name.to_os_string(), hidden.into()] {
+            match rustix::fs::mknodat(&dir, &n, ty, Mode::from_raw_mode(0o600), rdev) {
+                Ok(()) => {
+                    chosen = Some(n);
+                    break;
+                }
+                Err(rustix::io::Errno::EXIST) => continue,
+                Err(e) => return Err(Error::io(parent.join(&n), e.into())),
+            }
+        }
+        let n = chosen.ok_or_else(|| {
+            Error::Restore(format!("{path}: no free name to recreate the {what}"))
+        })?;
+        let p = parent.join(&n);
+        let fd = crate::sys::safefs::openat_nofollow(&dir, &n, rustix::fs::OFlags::PATH, 0)
+            .map_err(|e| Error::io(&p, e))?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| Error::io(&p, e.into()))?;
+        if crate::sys::safefs::file_type(&st) != ty || (rdev != 0 && st.st_rdev != rdev) {
+            return Err(Error::Restore(format!(
+                "{}: not the {what} just made",
+                p.display()
+            )));
+        }
+        // mknodat's mode is narrowed by the umask.
+        rustix::fs::chmod(
+            format!("/proc/self/fd/{}", fd.as_raw_fd()),
+            Mode::from_raw_mode(mode),
+        )
+        .map_err(|e| Error::io(&p, e.into()))?;
+        info!(
+            "deleted {what} {path} recreated as {} until the fds are open",
+            p.display()
+        );
+        self.adopt(vec![id], p.clone(), st.st_dev, st.st_ino);
+        Ok(p)
+    }
+
     pub fn unlink_all(&mut self) {
         for (p, dev, ino) in self.made.drain(..) {
             let ours =

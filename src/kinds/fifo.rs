@@ -132,7 +132,7 @@ pub fn recreate_fifos(files: &Files) -> Result<()> {
 /// `ghosts` unlinks them once every fd table is in place. Call once
 /// nothing can refuse the restore any more.
 pub fn recreate_deleted(files: &Files, ghosts: &mut crate::kinds::contents::Ghosts) -> Result<()> {
-    use rustix::fs::{FileType, Mode};
+    use rustix::fs::FileType;
     // One FIFO per inode: descriptions of one deleted FIFO share it.
     let mut made: HashMap<u64, String> = HashMap::new();
     for d in &files.descs {
@@ -147,65 +147,9 @@ pub fn recreate_deleted(files: &Files, ghosts: &mut crate::kinds::contents::Ghos
             ghosts.redirect.insert(d.id, p.clone());
             continue;
         }
-        let path = Path::new(&f.path);
-        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-            return Err(Error::Restore(format!("{}: no file name", f.path)));
-        };
-        let dir = crate::sys::safefs::open_dir_no_links(parent).map_err(|e| {
-            Error::Restore(format!(
-                "cannot recreate the deleted FIFO {}: its directory: {e}",
-                f.path
-            ))
-        })?;
         let mode = f.stat.as_ref().map_or(0o600, |s| s.mode & 0o7777);
-        let hidden = format!(
-            ".{}.cairn-ghost-{}-{}",
-            name.to_string_lossy(),
-            std::process::id(),
-            d.id
-        );
-        let mut chosen = None;
-        for n in [name.to_os_string(), hidden.into()] {
-            match rustix::fs::mknodat(&dir, &n, FileType::Fifo, Mode::from_raw_mode(0o600), 0) {
-                Ok(()) => {
-                    chosen = Some(n);
-                    break;
-                }
-                Err(rustix::io::Errno::EXIST) => continue,
-                Err(e) => return Err(Error::io(parent.join(&n), e.into())),
-            }
-        }
-        let n = chosen.ok_or_else(|| {
-            Error::Restore(format!(
-                "{}: no free name to recreate the deleted FIFO",
-                f.path
-            ))
-        })?;
-        let p = parent.join(&n);
-        // The mode (mknodat's is narrowed by the umask), set on the FIFO
-        // itself through an O_PATH descriptor (opening it for reading or
-        // writing could block), never through a link put in its place.
-        let fd = crate::sys::safefs::openat_nofollow(&dir, &n, rustix::fs::OFlags::PATH, 0)
-            .map_err(|e| Error::io(&p, e))?;
-        let st = rustix::fs::fstat(&fd).map_err(|e| Error::io(&p, e.into()))?;
-        if crate::sys::safefs::file_type(&st) != FileType::Fifo {
-            return Err(Error::Restore(format!(
-                "{}: not the FIFO just made",
-                p.display()
-            )));
-        }
-        use std::os::fd::AsRawFd;
-        rustix::fs::chmod(
-            format!("/proc/self/fd/{}", fd.as_raw_fd()),
-            Mode::from_raw_mode(mode),
-        )
-        .map_err(|e| Error::io(&p, e.into()))?;
+        let p = ghosts.make_node(d.id, &f.path, "FIFO", FileType::Fifo, 0, mode)?;
         let s = p.to_string_lossy().into_owned();
-        crate::info!(
-            "deleted FIFO {} recreated as {s} until the fds are open",
-            f.path
-        );
-        ghosts.adopt(vec![d.id], p, st.st_dev, st.st_ino);
         made.insert(ino, s);
     }
     Ok(())

@@ -74,7 +74,7 @@ pub fn recreate_deleted_nodes(
     files: &crate::image::proto::Files,
     ghosts: &mut crate::kinds::contents::Ghosts,
 ) -> Result<()> {
-    use rustix::fs::{FileType, Mode};
+    use rustix::fs::FileType;
     for d in &files.descs {
         let Some(file_desc::Kind::Reg(r)) = &d.kind else {
             continue;
@@ -90,68 +90,15 @@ pub fn recreate_deleted_nodes(
                 libc::minor(r.rdev)
             )));
         }
-        let path = Path::new(&r.path);
-        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-            return Err(Error::Restore(format!("{}: no file name", r.path)));
-        };
-        let dir = crate::sys::safefs::open_dir_no_links(parent).map_err(|e| {
-            Error::Restore(format!(
-                "cannot recreate the deleted device node {}: its directory: {e}",
-                r.path
-            ))
-        })?;
         let mode = r.stat.as_ref().map_or(0o600, |s| s.mode & 0o777);
-        let hidden = format!(
-            ".{}.cairn-ghost-{}-{}",
-            name.to_string_lossy(),
-            std::process::id(),
-            d.id
-        );
-        let mut chosen = None;
-        for n in [name.to_os_string(), hidden.into()] {
-            match rustix::fs::mknodat(
-                &dir,
-                &n,
-                FileType::CharacterDevice,
-                Mode::from_raw_mode(0o600),
-                r.rdev,
-            ) {
-                Ok(()) => {
-                    chosen = Some(n);
-                    break;
-                }
-                Err(rustix::io::Errno::EXIST) => continue,
-                Err(e) => return Err(Error::io(parent.join(&n), e.into())),
-            }
-        }
-        let n = chosen.ok_or_else(|| {
-            Error::Restore(format!(
-                "{}: no free name to recreate the device node",
-                r.path
-            ))
-        })?;
-        let p = parent.join(&n);
-        let fd = crate::sys::safefs::openat_nofollow(&dir, &n, rustix::fs::OFlags::PATH, 0)
-            .map_err(|e| Error::io(&p, e))?;
-        let st = rustix::fs::fstat(&fd).map_err(|e| Error::io(&p, e.into()))?;
-        if crate::sys::safefs::file_type(&st) != FileType::CharacterDevice || st.st_rdev != r.rdev {
-            return Err(Error::Restore(format!(
-                "{}: not the node just made",
-                p.display()
-            )));
-        }
-        use std::os::fd::AsRawFd;
-        rustix::fs::chmod(
-            format!("/proc/self/fd/{}", fd.as_raw_fd()),
-            Mode::from_raw_mode(mode),
-        )
-        .map_err(|e| Error::io(&p, e.into()))?;
-        crate::info!(
-            "deleted device node {} recreated as {} until the fds are open",
-            r.path,
-            p.display()
-        );
-        ghosts.adopt(vec![d.id], p, st.st_dev, st.st_ino);
+        ghosts.make_node(
+            d.id,
+            &r.path,
+            "device node",
+            FileType::CharacterDevice,
+            r.rdev,
+            mode,
+        )?;
     }
     Ok(())
 }
