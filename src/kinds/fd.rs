@@ -24,7 +24,7 @@ use std::path::Path;
 use crate::error::{Error, IoContext, Result};
 use crate::image::proto::{file_desc, Fd, FdTable, Files};
 use crate::kinds::files::FilesIndex;
-use crate::kinds::{anonfd, fifo, inet, pipe, regular, tty, unix};
+use crate::kinds::{anonfd, fifo, inet, netlink, packet, pipe, regular, tty, unix};
 use crate::procfs::{self, FdInfo};
 use crate::remote::Calls;
 
@@ -176,8 +176,11 @@ pub static KINDS: &[&dyn FdKind] = &[
     &anonfd::inotify::Inotify,
     &anonfd::memfd::Memfd,
     &anonfd::pidfd::Pidfd,
+    &anonfd::fanotify::Fanotify,
     &inet::Inet,
     &unix::Unix,
+    &netlink::Netlink,
+    &packet::Packet,
     &pipe::Pipe,
     &fifo::Fifo,
     &tty::Tty,
@@ -199,6 +202,9 @@ pub fn kind_of(k: &file_desc::Kind) -> &'static dyn FdKind {
         K::Pidfd(_) => &anonfd::pidfd::Pidfd,
         K::Inet(_) => &inet::Inet,
         K::Unix(_) => &unix::Unix,
+        K::Netlink(_) => &netlink::Netlink,
+        K::Packet(_) => &packet::Packet,
+        K::Fanotify(_) => &anonfd::fanotify::Fanotify,
         K::Pipe(_) => &pipe::Pipe,
         K::Fifo(_) => &fifo::Fifo,
         K::Tty(_) => &tty::Tty,
@@ -432,6 +438,9 @@ mod tests {
             K::Pidfd(p::PidFd::new()),
             K::Inet(p::InetSk::new()),
             K::Unix(p::UnixSocket::new()),
+            K::Netlink(p::netlink::NetlinkSk::new()),
+            K::Packet(p::netlink::PacketSk::new()),
+            K::Fanotify(p::netlink::Fanotify::new()),
             K::Pipe(p::PipeFile::new()),
             K::Fifo(p::FifoFile::new()),
             K::Tty(p::TtyFile::new()),

@@ -18,6 +18,8 @@ pub mod incr;
 pub mod inet;
 pub mod locks;
 pub mod memory;
+pub mod netlink;
+pub mod packet;
 pub mod pipe;
 pub mod regular;
 pub mod sockopts;

@@ -342,6 +342,27 @@ pub trait Calls {
         self.syscall(libc::SYS_clone3, &[argp, CloneArgs::SIZE as u64])
     }
 
+    // netlink
+    /// fanotify_init(flags, event_f_flags).
+    fn fanotify_init(&mut self, flags: u32, event_flags: u32) -> Result<u64> {
+        self.call(
+            "fanotify_init",
+            libc::SYS_fanotify_init,
+            &[flags as u64, event_flags as u64],
+        )
+    }
+
+    /// fanotify_mark(fd, flags, mask, AT_FDCWD, path).
+    fn fanotify_mark(&mut self, fd: u64, flags: u32, mask: u64, path: &str) -> Result<()> {
+        let p = self.put_cstr(0, path)?;
+        self.call(
+            &format!("fanotify_mark({path})"),
+            libc::SYS_fanotify_mark,
+            &[fd, flags as u64, mask, libc::AT_FDCWD as i64 as u64, p],
+        )
+        .map(drop)
+    }
+
     // ------------------------------------------ memory and per-process state
     // (kinds::memory, kinds::task, restore): each error names the syscall.
 

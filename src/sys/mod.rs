@@ -13,6 +13,7 @@ pub mod fown;
 pub mod inject;
 pub mod mem;
 pub mod net;
+pub mod netlink;
 pub mod probe;
 pub mod ptrace;
 pub mod safefs;

@@ -390,3 +390,235 @@ mod tests {
         assert!(all.iter().any(|d| d.ino == ib && d.peer == Some(ia)));
     }
 }
+
+/// AF_NETLINK (netlink_diag). The kernel answers dumps only, so a socket
+/// is found by inode in a dump of its protocol.
+pub mod netlink {
+    use super::{le_u32, query, DiagMsg};
+    use std::io;
+
+    const NDIAG_SHOW_MEMINFO: u32 = 0x1;
+    const NDIAG_SHOW_GROUPS: u32 = 0x2;
+    const NDIAG_SHOW_FLAGS: u32 = 0x8;
+    const NETLINK_DIAG_MEMINFO: u16 = 0;
+    const NETLINK_DIAG_GROUPS: u16 = 1;
+    const NETLINK_DIAG_FLAGS: u16 = 4;
+    /// NDIAG_FLAG_CB_RUNNING: a dump is in progress on the socket.
+    pub const FLAG_CB_RUNNING: u32 = 0x1;
+    /// sizeof(struct netlink_diag_msg).
+    const MSG_LEN: usize = 28;
+
+    /// One netlink socket as netlink_diag describes it.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct NetlinkDiag {
+        pub ty: u8,
+        pub protocol: u8,
+        pub portid: u32,
+        pub dst_portid: u32,
+        pub dst_group: u32,
+        pub ino: u32,
+        /// Bytes queued for reading (SK_MEMINFO_RMEM_ALLOC).
+        pub rmem_alloc: Option<u32>,
+        /// The group bitmap (bit g-1 for group g).
+        pub groups: Vec<u32>,
+        /// NDIAG_FLAG_* bits.
+        pub flags: Option<u32>,
+    }
+
+    /// struct netlink_diag_req for every socket of `protocol`.
+    pub fn request(protocol: u8) -> Vec<u8> {
+        let mut b = Vec::with_capacity(20);
+        b.push(libc::AF_NETLINK as u8);
+        b.push(protocol);
+        b.extend_from_slice(&[0, 0]);
+        b.extend_from_slice(&0u32.to_ne_bytes()); // ino (not filtered by the kernel)
+        b.extend_from_slice(
+            &(NDIAG_SHOW_MEMINFO | NDIAG_SHOW_GROUPS | NDIAG_SHOW_FLAGS).to_ne_bytes(),
+        );
+        b.extend_from_slice(&u32::MAX.to_ne_bytes());
+        b.extend_from_slice(&u32::MAX.to_ne_bytes());
+        b
+    }
+
+    pub fn parse(m: &DiagMsg) -> NetlinkDiag {
+        let h = &m.header;
+        NetlinkDiag {
+            ty: h.get(1).copied().unwrap_or(0),
+            protocol: h.get(2).copied().unwrap_or(0),
+            portid: le_u32(h, 4).unwrap_or(0),
+            dst_portid: le_u32(h, 8).unwrap_or(0),
+            dst_group: le_u32(h, 12).unwrap_or(0),
+            ino: le_u32(h, 16).unwrap_or(0),
+            rmem_alloc: m.attr_u32(NETLINK_DIAG_MEMINFO),
+            groups: m
+                .attr(NETLINK_DIAG_GROUPS)
+                .map(|v| v.chunks_exact(4).filter_map(|c| le_u32(c, 0)).collect())
+                .unwrap_or_default(),
+            flags: m.attr_u32(NETLINK_DIAG_FLAGS),
+        }
+    }
+
+    /// The netlink socket of `protocol` with inode `ino` in cairn's network
+    /// namespace, if the kernel lists it (it lists bound sockets and those
+    /// with multicast groups; an unbound socket without groups has no
+    /// state to list).
+    pub fn by_ino(protocol: u8, ino: u32) -> io::Result<Option<NetlinkDiag>> {
+        Ok(query(&request(protocol), true, MSG_LEN)?
+            .iter()
+            .map(parse)
+            .find(|d| d.ino == ino))
+    }
+}
+
+/// AF_PACKET (packet_diag). Dumps only, found by inode.
+pub mod packet {
+    use super::{le_u32, query, DiagMsg};
+    use std::io;
+
+    const PACKET_SHOW_INFO: u32 = 0x1;
+    const PACKET_SHOW_MCLIST: u32 = 0x2;
+    const PACKET_SHOW_RING_CFG: u32 = 0x4;
+    const PACKET_SHOW_FANOUT: u32 = 0x8;
+    const PACKET_SHOW_MEMINFO: u32 = 0x10;
+    const PACKET_DIAG_INFO: u16 = 0;
+    const PACKET_DIAG_MCLIST: u16 = 1;
+    const PACKET_DIAG_RX_RING: u16 = 2;
+    const PACKET_DIAG_TX_RING: u16 = 3;
+    const PACKET_DIAG_FANOUT: u16 = 4;
+    const PACKET_DIAG_MEMINFO: u16 = 6;
+    /// sizeof(struct packet_diag_msg).
+    const MSG_LEN: usize = 16;
+
+    /// struct packet_diag_info.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct Info {
+        pub ifindex: u32,
+        pub version: u32,
+        pub reserve: u32,
+        pub copy_thresh: u32,
+        pub tstamp: u32,
+        /// PDI_RUNNING 1, PDI_AUXDATA 2, PDI_ORIGDEV 4, PDI_VNETHDR 8,
+        /// PDI_LOSS 0x10.
+        pub flags: u32,
+    }
+
+    /// One entry of struct packet_diag_mclist.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct Mc {
+        pub ifindex: u32,
+        pub count: u32,
+        pub ty: u16,
+        pub addr: Vec<u8>,
+    }
+
+    /// struct packet_diag_ring.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct Ring {
+        pub block_size: u32,
+        pub block_nr: u32,
+        pub frame_size: u32,
+        pub frame_nr: u32,
+        pub retire_tmo: u32,
+        pub sizeof_priv: u32,
+        pub features: u32,
+    }
+
+    /// One packet socket as packet_diag describes it.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct PacketDiag {
+        pub ty: u8,
+        /// The protocol (network byte order, as in sockaddr_ll).
+        pub num: u16,
+        pub ino: u32,
+        pub info: Option<Info>,
+        pub mclist: Vec<Mc>,
+        pub rx_ring: Option<Ring>,
+        pub tx_ring: Option<Ring>,
+        /// id | type << 16 | flags << 24 of its fanout group.
+        pub fanout: Option<u32>,
+        pub rmem_alloc: Option<u32>,
+    }
+
+    pub fn request() -> Vec<u8> {
+        let mut b = Vec::with_capacity(20);
+        b.push(libc::AF_PACKET as u8);
+        b.push(0);
+        b.extend_from_slice(&[0, 0]);
+        b.extend_from_slice(&0u32.to_ne_bytes());
+        let show = PACKET_SHOW_INFO
+            | PACKET_SHOW_MCLIST
+            | PACKET_SHOW_RING_CFG
+            | PACKET_SHOW_FANOUT
+            | PACKET_SHOW_MEMINFO;
+        b.extend_from_slice(&show.to_ne_bytes());
+        b.extend_from_slice(&u32::MAX.to_ne_bytes());
+        b.extend_from_slice(&u32::MAX.to_ne_bytes());
+        b
+    }
+
+    fn ring(v: &[u8]) -> Option<Ring> {
+        Some(Ring {
+            block_size: le_u32(v, 0)?,
+            block_nr: le_u32(v, 4)?,
+            frame_size: le_u32(v, 8)?,
+            frame_nr: le_u32(v, 12)?,
+            retire_tmo: le_u32(v, 16)?,
+            sizeof_priv: le_u32(v, 20)?,
+            features: le_u32(v, 24)?,
+        })
+    }
+
+    pub fn parse(m: &DiagMsg) -> PacketDiag {
+        let h = &m.header;
+        let info = m.attr(PACKET_DIAG_INFO).and_then(|v| {
+            Some(Info {
+                ifindex: le_u32(v, 0)?,
+                version: le_u32(v, 4)?,
+                reserve: le_u32(v, 8)?,
+                copy_thresh: le_u32(v, 12)?,
+                tstamp: le_u32(v, 16)?,
+                flags: le_u32(v, 20)?,
+            })
+        });
+        // struct packet_diag_mclist: u32 index, u32 count, u16 type,
+        // u16 alen, u8 addr[32] (44 bytes).
+        let mclist = m
+            .attr(PACKET_DIAG_MCLIST)
+            .map(|v| {
+                v.chunks_exact(44)
+                    .map(|c| {
+                        let alen = (u16::from_ne_bytes([c[10], c[11]]) as usize).min(32);
+                        Mc {
+                            ifindex: le_u32(c, 0).unwrap_or(0),
+                            count: le_u32(c, 4).unwrap_or(0),
+                            ty: u16::from_ne_bytes([c[8], c[9]]),
+                            addr: c[12..12 + alen].to_vec(),
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        PacketDiag {
+            ty: h.get(1).copied().unwrap_or(0),
+            num: h
+                .get(2..4)
+                .map(|s| u16::from_ne_bytes([s[0], s[1]]))
+                .unwrap_or(0),
+            ino: le_u32(h, 4).unwrap_or(0),
+            info,
+            mclist,
+            rx_ring: m.attr(PACKET_DIAG_RX_RING).and_then(ring),
+            tx_ring: m.attr(PACKET_DIAG_TX_RING).and_then(ring),
+            fanout: m.attr_u32(PACKET_DIAG_FANOUT),
+            rmem_alloc: m.attr_u32(PACKET_DIAG_MEMINFO),
+        }
+    }
+
+    /// The packet socket with inode `ino` in cairn's network namespace.
+    pub fn by_ino(ino: u32) -> io::Result<Option<PacketDiag>> {
+        Ok(query(&request(), true, MSG_LEN)?
+            .iter()
+            .map(parse)
+            .find(|d| d.ino == ino))
+    }
+}

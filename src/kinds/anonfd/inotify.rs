@@ -113,7 +113,7 @@ fn inotify_watch(pid: i32, fd: i32, line: &str) -> Result<InotifyWatch> {
 
 /// The path of the file a handle names, on the mount of device `sdev`
 /// (kernel encoding: major << 20 | minor).
-fn path_of_handle(sdev: u64, htype: i32, handle: &[u8]) -> std::io::Result<String> {
+pub(super) fn path_of_handle(sdev: u64, htype: i32, handle: &[u8]) -> std::io::Result<String> {
     let dev = format!("{}:{}", sdev >> 20, sdev & 0xfffff);
     let mi = std::fs::read_to_string("/proc/self/mountinfo")?;
     let mount = mi

@@ -1,5 +1,5 @@
 //! Descriptors that are not files on disk, one module per kind: eventfd,
-//! signalfd, timerfd, epoll, inotify, memfd and pidfd. Dump reads their state
+//! signalfd, timerfd, epoll, inotify, fanotify, memfd and pidfd. Dump reads their state
 //! from /proc/PID/fdinfo (and a memfd's bytes through /proc/PID/fd);
 //! restore recreates each with an injected syscall in the vessel. Epoll
 //! watch lists are filled in after every fd of the process is in place
@@ -7,6 +7,7 @@
 
 pub mod epoll;
 pub mod eventfd;
+pub mod fanotify;
 pub mod inotify;
 pub mod memfd;
 pub mod pidfd;
