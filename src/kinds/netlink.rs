@@ -382,11 +382,11 @@ mod tests {
     fn configure_round_trip() {
         let a = socket_proto(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE).unwrap();
         nl::nl_bind(&a, NlAddr { pid: 0, groups: 1 }).unwrap();
-        sock::set_int(&a, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, 40).unwrap();
+        sock::set_int(&a, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, 36).unwrap();
         sock::set_int(&a, SOL_NETLINK, 3, 1).unwrap();
         sock::set_int(&a, SOL_NETLINK, 12, 1).unwrap();
         let mut n = read(&a, 0, NETLINK_ROUTE).unwrap();
-        assert_eq!(n.groups, vec![1, 40]);
+        assert_eq!(n.groups, vec![1, 36]);
         assert!(n.pktinfo && n.get_strict_chk && !n.no_enobufs);
         // The same port id cannot be bound twice: give the copy its own.
         let portid = n.portid;

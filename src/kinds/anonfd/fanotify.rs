@@ -307,7 +307,8 @@ impl FdKind for Fanotify {
         };
         let pid = calls.pid();
         let fd = calls.fanotify_init(g.init_flags, g.event_flags)?;
-        for m in &g.marks {
+        // fdinfo lists the newest mark first: add them oldest first.
+        for m in g.marks.iter().rev() {
             if m.kind == MARK_INODE {
                 check_inode(pid, m)?;
             }
