@@ -330,9 +330,10 @@ impl FdKind for Packet {
             Err(_) if !crate::sys::task::pid_exists(f.pid) => return Ok(true),
             Err(e) => return Err(e),
         };
-        match examine(ino).map_err(|e| Error::sys(f.pid, format!("fd {}: packet_diag", f.fd), e))? {
-            Err(why) => return Err(refuse(f, &why)),
-            Ok(_) => {}
+        if let Err(why) =
+            examine(ino).map_err(|e| Error::sys(f.pid, format!("fd {}: packet_diag", f.fd), e))?
+        {
+            return Err(refuse(f, &why));
         }
         if let Some(why) = super::sockopts::unrestorable(&s) {
             return Err(refuse(f, &why));

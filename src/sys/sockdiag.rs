@@ -372,6 +372,37 @@ mod tests {
         assert_eq!(parse_attrs(&attr(1, b"ab")), vec![(1, b"ab".to_vec())]);
     }
 
+    /// netlink_diag and packet_diag find cairn's own sockets by inode,
+    /// with their port id and groups, and their interface.
+    #[test]
+    fn finds_own_netlink_and_packet_sockets() {
+        use std::os::unix::fs::MetadataExt;
+        let ino = |f: &OwnedFd| {
+            std::fs::metadata(format!("/proc/self/fd/{}", f.as_raw_fd()))
+                .unwrap()
+                .ino() as u32
+        };
+        let s =
+            super::super::net::socket_proto(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE)
+                .unwrap();
+        super::super::netlink::nl_bind(&s, super::super::netlink::NlAddr { pid: 0, groups: 1 })
+            .unwrap();
+        let port = super::super::netlink::nl_name(&s).unwrap().pid;
+        let d = netlink::by_ino(0, ino(&s)).unwrap().expect("listed");
+        assert_eq!(d.portid, port);
+        assert_eq!(d.groups.first().copied(), Some(1));
+        assert_eq!(d.rmem_alloc, Some(0));
+        assert_eq!(d.flags.map(|f| f & netlink::FLAG_CB_RUNNING), Some(0));
+        // Packet sockets need CAP_NET_RAW.
+        let Ok(p) = super::super::net::socket_proto(libc::AF_PACKET, libc::SOCK_DGRAM, 0) else {
+            return;
+        };
+        let d = packet::by_ino(ino(&p)).unwrap().expect("listed");
+        assert_eq!(d.ty, libc::SOCK_DGRAM as u8);
+        assert!(d.info.is_some() && d.rx_ring.is_none() && d.fanout.is_none());
+        assert!(d.mclist.is_empty());
+    }
+
     #[test]
     fn finds_own_socketpair() {
         let (a, b) = super::super::sock::socketpair(libc::SOCK_STREAM).unwrap();

@@ -165,7 +165,10 @@ fn mark_of(pid: i32, fd: i32, m: &RawMark) -> Result<FanotifyMark> {
             out.ino = m.ino;
             out.dev = m.sdev;
         }
-        MARK_MOUNT => out.path = mount_point(Some(m.mnt_id), None).map_err(fail)?.0,
+        MARK_MOUNT => {
+            out.path = mount_point(Some(m.mnt_id), None).map_err(fail)?.0;
+            out.mnt_id = m.mnt_id;
+        }
         _ => {
             out.path = mount_point(None, Some(m.sdev)).map_err(fail)?.0;
             out.dev = m.sdev;
@@ -380,7 +383,7 @@ fn verify(pid: i32, fd: u64, g: &FanotifyImg) -> Result<()> {
     for m in &g.marks {
         let (ino, sdev, mnt_id) = match m.kind {
             MARK_INODE => (m.ino, m.dev, 0),
-            MARK_MOUNT => (0, 0, mount_point_id(&m.path)),
+            MARK_MOUNT => (0, 0, m.mnt_id),
             _ => (0, m.dev, 0),
         };
         want_marks.push(RawMark {
@@ -403,22 +406,6 @@ fn verify(pid: i32, fd: u64, g: &FanotifyImg) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// The mount id of the mount at `path` (0 if none is found there).
-fn mount_point_id(path: &str) -> u64 {
-    let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return 0;
-    };
-    mi.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.get(4).map(|p| p.replace("\\040", " ")).as_deref() == Some(path))
-                .then(|| f.first()?.parse().ok())
-                .flatten()
-        })
-        .last()
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
