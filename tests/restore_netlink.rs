@@ -117,6 +117,18 @@ fn sk_packet() {
     });
 }
 
+/// --leave-running: the original keeps its packet sockets and
+/// memberships.
+#[test]
+fn sk_packet_leave_running() {
+    if skip_unless_root() {
+        return;
+    }
+    in_netns(|| {
+        leave_running("sk_packet", &[]);
+    });
+}
+
 /// A packet socket with a packet queued is refused.
 #[test]
 fn sk_packet_queued_refused() {
@@ -153,6 +165,15 @@ fn fd_fanotify() {
         return;
     }
     checkpoint_restore("fd_fanotify", &[]);
+}
+
+/// --leave-running: the original keeps its group and marks.
+#[test]
+fn fd_fanotify_leave_running() {
+    if skip_unless_root() {
+        return;
+    }
+    leave_running("fd_fanotify", &[]);
 }
 
 /// Queued fanotify events are refused (they cannot be queued again).
