@@ -104,6 +104,22 @@ fn sk_netlink_generic_refused() {
     });
 }
 
+/// A netlink socket of another network namespace is refused (its restore
+/// would land in cairn's).
+#[test]
+fn sk_netlink_other_netns_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    in_netns(|| {
+        refused(
+            "sk_netlink",
+            &["--otherns"],
+            &["not in cairn's network namespace", "fd 8"],
+        )
+    });
+}
+
 /// Packet sockets: bound to lo with SOL_PACKET options and memberships
 /// (lo stays promiscuous), an unbound one with a filter; the bound one
 /// receives a datagram sent to 127.0.0.1 after the restore.

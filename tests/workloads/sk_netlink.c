@@ -18,6 +18,8 @@
  * --queued: s1 has a message queued at checkpoint time (the dump must
  * refuse); on SIGTERM the original checks it is still there.
  * --generic: also holds a NETLINK_GENERIC socket (refused).
+ * --otherns: also holds a bound NETLINK_ROUTE socket of another network
+ * namespace (refused).
  */
 #include "zdtm.h"
 
@@ -26,6 +28,7 @@
 #include <linux/sock_diag.h>
 #include <linux/netlink_diag.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/socket.h>
 
 #ifndef NETLINK_EXT_ACK
@@ -137,6 +140,17 @@ int main(int argc, char **argv)
 		gen = nl_socket(SOCK_RAW, NETLINK_GENERIC);
 	if (test_flag("--queued"))
 		send_user(s2);
+	if (test_flag("--otherns")) {
+		int home = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+
+		if (home < 0 || unshare(CLONE_NEWNET))
+			pfail("unshare(CLONE_NEWNET)");
+		gen = nl_socket(SOCK_RAW, NETLINK_ROUTE);
+		nl_bind(gen, 0, 0);
+		if (setns(home, CLONE_NEWNET))
+			pfail("setns back");
+		close(home);
+	}
 
 	test_daemon();
 	test_waitsig();
@@ -150,7 +164,8 @@ int main(int argc, char **argv)
 			fail("the queued message is gone (%zd)", n);
 		pass();
 	}
-	(void)gen;
+	if (gen >= 0)
+		pass();
 
 	/* Addresses, groups, options. */
 	a = name_of(s1, 0);
