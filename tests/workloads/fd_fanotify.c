@@ -2,7 +2,9 @@
  * fd_fanotify: a fanotify group (FAN_CLASS_NOTIF, FAN_NONBLOCK, events
  * opened O_RDONLY|O_LARGEFILE) with two inode marks: "marked" for
  * FAN_OPEN|FAN_CLOSE_WRITE, and "quiet" for FAN_ACCESS|FAN_MODIFY with
- * FAN_MODIFY ignored (FAN_MARK_IGNORED_SURV_MODIFY).
+ * FAN_MODIFY ignored (FAN_MARK_IGNORED_SURV_MODIFY); and a mount mark and
+ * a filesystem mark on the work directory's mount with ignored masks only
+ * (so that nothing else on the machine queues events in the group).
  *
  * After the restore its fdinfo shows the same flags and marks, an open of
  * "marked" produces an FAN_OPEN event whose fd is that file (opened with
@@ -68,7 +70,12 @@ int main(int argc, char **argv)
 	mark(g, 0, FAN_OPEN | FAN_CLOSE_WRITE, "marked");
 	mark(g, 0, FAN_ACCESS | FAN_MODIFY, "quiet");
 	mark(g, FAN_MARK_IGNORED_MASK | FAN_MARK_IGNORED_SURV_MODIFY, FAN_MODIFY, "quiet");
+	mark(g, FAN_MARK_MOUNT | FAN_MARK_IGNORED_MASK | FAN_MARK_IGNORED_SURV_MODIFY, FAN_CLOSE_NOWRITE, ".");
+	mark(g, FAN_MARK_FILESYSTEM | FAN_MARK_IGNORED_MASK | FAN_MARK_IGNORED_SURV_MODIFY,
+	     FAN_ACCESS, ".");
 	fdinfo_marks(g, before, sizeof(before));
+	if (!strstr(before, "fanotify mnt_id:") || !strstr(before, "\nfanotify sdev:"))
+		fail("no mount or filesystem mark in fdinfo:\n%s", before);
 
 	if (test_flag("--perm")) {
 		perm = fanotify_init(FAN_CLASS_CONTENT, O_RDONLY);
