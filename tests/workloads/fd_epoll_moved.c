@@ -19,6 +19,7 @@
 
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 
 #define MAXL 16
@@ -108,6 +109,7 @@ int main(int argc, char **argv)
 		if (child < 0)
 			pfail("fork");
 		if (child == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
 			pause();
 			_exit(0);
 		}
