@@ -175,3 +175,30 @@ fn epoll_moved_elsewhere_refused() {
     );
     w.terminate_original_expect_pass();
 }
+
+/// An inotify watch on a removed file that is still open (the kernel keeps
+/// the watch while the inode lives) is refused at dump, naming the pid,
+/// the inotify fd and the watch, instead of being restored on a path that
+/// no longer names it; the process goes on and its watch still works.
+#[test]
+fn inotify_removed_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("fd_inotify_removed", &[]);
+    let out = w.dump(&["-v"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "dump: {}", describe(&out));
+    let line = err
+        .lines()
+        .find(|l| l.contains("unsupported"))
+        .unwrap_or_else(|| panic!("no refusal in: {err}"));
+    assert!(
+        line.contains(&format!("pid {}", w.pid))
+            && line.contains("fd 4: inotify watch 1 is on")
+            && line.contains(&format!("watched.{}", w.pid))
+            && line.contains("was removed"),
+        "unclear refusal: {line}"
+    );
+    w.terminate_original_expect_pass();
+}
