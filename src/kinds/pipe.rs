@@ -77,7 +77,7 @@ fn refuse_outside_ends(ends: &Ends) -> Result<()> {
 }
 
 /// Before freezing: pipes with an end outside the tree `pids` are refused
-/// ([`refuse_outside_ends`]); checked again on the frozen tree.
+/// (`refuse_outside_ends`); checked again on the frozen tree.
 pub fn precheck_tree(pids: &[i32]) -> Result<()> {
     let mut ends = Ends::new();
     for &pid in pids {
