@@ -273,6 +273,7 @@ pub fn dump(args: &DumpOptions) -> Result<DumpStats> {
     }
     crate::kinds::unix::precheck_tree(&pids, args.ext_unix_sk, args.leave_running)?;
     crate::kinds::tty::precheck_tree(&pids, args.shell_job)?;
+    crate::kinds::pipe::precheck_tree(&pids)?;
     crate::kinds::locks::precheck(&pids)?;
     crate::restore::precheck_shared(&pids)?;
     // Images go to a staging directory that becomes DIR only once it is

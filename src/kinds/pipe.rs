@@ -2,7 +2,9 @@
 //! and, at the end, the bytes queued in every pipe and FIFO (read with
 //! tee, so nothing is consumed). Restore creates the pipe once (pipe2 in
 //! the first vessel that needs it, refilled with the saved bytes); every
-//! other end, in any process, is fetched from there.
+//! other end, in any process, is fetched from there. A pipe with one end
+//! in the tree and the other open outside it is refused at dump (the new
+//! pipe could not be connected to that end).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
@@ -26,6 +28,75 @@ pub struct PipeDump {
     /// (pipe or FIFO inode, is a FIFO) -> (pid, fd) of one end, to read
     /// the queued bytes.
     seen: BTreeMap<(u64, bool), (i32, i32)>,
+    /// The ends of the pipes (not FIFOs) seen.
+    ends: Ends,
+}
+
+/// Pipe inode -> (pid, fd) of a read end and of a write end in the tree.
+type Ends = BTreeMap<u64, (Option<(i32, i32)>, Option<(i32, i32)>)>;
+
+/// Notes an end of pipe `ino` with access mode `acc` at fd `fd` of `pid`.
+fn note_end(ends: &mut Ends, ino: u64, acc: i32, pid: i32, fd: i32) {
+    let e = ends.entry(ino).or_default();
+    if acc != libc::O_WRONLY {
+        e.0.get_or_insert((pid, fd));
+    }
+    if acc != libc::O_RDONLY {
+        e.1.get_or_insert((pid, fd));
+    }
+}
+
+/// Refuses a pipe with one end in the tree whose other end is still open
+/// outside it (a shell pipeline's other command, a parent that kept it):
+/// the restore can only make a new pipe, whose other end would be closed
+/// (EOF for the reader, EPIPE for the writer). A read end without writers
+/// polls POLLHUP, a write end without readers POLLERR (asked through a
+/// copy of the tree's description, so no end is opened or counted).
+fn refuse_outside_ends(ends: &Ends) -> Result<()> {
+    for (&ino, &(r, w)) in ends {
+        let (end, other, bit, (pid, fd)) = match (r, w) {
+            (Some(r), None) => ("read", "write", libc::POLLHUP, r),
+            (None, Some(w)) => ("write", "read", libc::POLLERR, w),
+            _ => continue,
+        };
+        let copy = crate::sys::sock::pidfd_getfd(pid, fd)
+            .map_err(|e| Error::sys(pid, format!("pidfd_getfd of fd {fd} (pipe:[{ino}])"), e))?;
+        let ev = crate::sys::fds2::poll_now(&copy, 0)
+            .map_err(|e| Error::sys(pid, format!("fd {fd} (pipe:[{ino}]): poll"), e))?;
+        if ev & bit == 0 {
+            return Err(Error::unsupported(
+                pid,
+                format!(
+                    "fd {fd} is the {end} end of pipe:[{ino}], whose {other} end is open \
+                     outside the dumped tree: the restored pipe could not be connected to it"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Before freezing: pipes with an end outside the tree `pids` are refused
+/// (`refuse_outside_ends`); checked again on the frozen tree.
+pub fn precheck_tree(pids: &[i32]) -> Result<()> {
+    let mut ends = Ends::new();
+    for &pid in pids {
+        let Ok(fds) = crate::procfs::read_fds(pid) else {
+            continue;
+        };
+        for (fd, target) in fds {
+            let Some(("pipe", ino)) = crate::procfs::parse_anon_link(&target) else {
+                continue;
+            };
+            let Ok(copy) = crate::sys::sock::pidfd_getfd(pid, fd) else {
+                continue;
+            };
+            let fl = crate::sys::sock::get_fl(&copy)
+                .map_err(|e| Error::sys(pid, format!("fd {fd} (pipe:[{ino}]): F_GETFL"), e))?;
+            note_end(&mut ends, ino, fl & libc::O_ACCMODE, pid, fd);
+        }
+    }
+    refuse_outside_ends(&ends)
 }
 
 impl PipeDump {
@@ -34,8 +105,10 @@ impl PipeDump {
         self.seen.entry((ino, fifo)).or_insert((pid, fd));
     }
 
-    /// Saves the bytes queued in every pipe seen, without consuming them.
+    /// Saves the bytes queued in every pipe seen, without consuming them,
+    /// once pipes with an end outside the tree are refused.
     pub fn dump_data(&self, files: &mut Files) -> Result<()> {
+        refuse_outside_ends(&self.ends)?;
         for (&(ino, fifo), &(pid, fd)) in &self.seen {
             let link = format!("/proc/{pid}/fd/{fd}");
             let src = std::fs::OpenOptions::new()
@@ -135,6 +208,8 @@ impl FdKind for Pipe {
         let mut p = PipeFile::new();
         p.pipe_ino = ino;
         p.flags = f.flags();
+        let acc = p.flags as i32 & libc::O_ACCMODE;
+        note_end(&mut cx.pipes.ends, ino, acc, f.pid, f.fd);
         Ok(Some(file_desc::Kind::Pipe(p)))
     }
 

@@ -12,9 +12,10 @@
 //! needs `--shell-job` and is recorded as `ShellTty` (path, termios, window
 //! size, whether the job was in the foreground).
 //!
-//! Restore: pty pairs are created in cairn (/dev/ptmx; the new pair may
-//! have another index, and fds on the slave open the new /dev/pts/N), the
-//! queued bytes written back, then the saved modes set; the vessels fetch
+//! Restore: pty pairs are created in cairn with their index (/dev/ptmx is
+//! opened until devpts gives it, as CRIU does; a /dev/pts/N taken by
+//! another process fails the restore in its preflight), the queued bytes
+//! written back, then the saved modes set; the vessels fetch
 //! the descriptors with pidfd_getfd. A session leader gets its pty back as
 //! controlling terminal (TIOCSCTTY) with its foreground group. With
 //! `--shell-job`, fds on the shell's terminal open the restoring cairn's
@@ -550,6 +551,38 @@ fn dev_path(rdev: u64) -> Option<String> {
         .map(|p| p.to_string_lossy().into_owned())
 }
 
+/// Why pty `index` could not be opened again with its index.
+fn taken(index: u32, e: std::io::Error) -> Error {
+    if e.raw_os_error() == Some(libc::EEXIST) {
+        return Error::Restore(format!(
+            "pty /dev/pts/{index} is in use by another process: a pty comes back with its \
+             index (programs know their terminal by name); close it and restore again"
+        ));
+    }
+    Error::Restore(format!(
+        "pty /dev/pts/{index}: open /dev/ptmx until devpts gives index {index}: {e}"
+    ))
+}
+
+/// Before any process of the tree exists: every pty pair of `files` must
+/// find its index free (/dev/pts/N absent), since it comes back with it.
+pub fn preflight(files: &Files) -> Result<()> {
+    for p in &files.ptys {
+        let path = slave_path(p.index);
+        match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(Path::new(&path), e)),
+            Ok(_) => {
+                return Err(taken(
+                    p.index,
+                    std::io::Error::from_raw_os_error(libc::EEXIST),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Rebuilds the pty pairs of `files` in cairn, opens the shell's terminal
 /// fds on cairn's own terminal (`shell_job`), and offers every terminal
 /// description to the vessels through `shared`.
@@ -570,11 +603,16 @@ pub fn restore(files: &Files, shared: &mut SharedFiles, shell_job: bool) -> Resu
     let rerr = |what: String, e: std::io::Error| Error::Restore(format!("{what}: {e}"));
     let mut new_index: HashMap<u32, (u32, OwnedFd)> = HashMap::new();
     for p in &files.ptys {
-        let master =
-            tty::open("/dev/ptmx", libc::O_RDWR).map_err(|e| rerr("open /dev/ptmx".into(), e))?;
+        let master = tty::open_pty_index("/dev/ptmx", p.index).map_err(|e| taken(p.index, e))?;
         tty::set_pty_locked(&master, false).map_err(|e| rerr("unlockpt".into(), e))?;
         let n = tty::pty_index(&master).map_err(|e| rerr("TIOCGPTN".into(), e))?;
-        let what = format!("pty /dev/pts/{} (now /dev/pts/{n})", p.index);
+        if n != p.index {
+            return Err(Error::Restore(format!(
+                "pty /dev/pts/{}: /dev/ptmx gave index {n}",
+                p.index
+            )));
+        }
+        let what = format!("pty /dev/pts/{n}");
         let slave = tty::open(&slave_path(n), libc::O_RDWR | libc::O_NONBLOCK)
             .map_err(|e| rerr(format!("{what}: open the slave"), e))?;
         let now =
@@ -610,9 +648,6 @@ pub fn restore(files: &Files, shared: &mut SharedFiles, shell_job: bool) -> Resu
         }
         if p.exclusive {
             tty::set_exclusive(&slave, true).map_err(|e| rerr(format!("{what}: TIOCEXCL"), e))?;
-        }
-        if p.index != n {
-            info!("pty /dev/pts/{} is restored as /dev/pts/{n}", p.index);
         }
         if p.ctty_sid != 0 {
             out.ctty

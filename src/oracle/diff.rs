@@ -167,18 +167,6 @@ pub const PENDING_LOSSES: &[Pending] = &[
                shmget(key) no longer finds it",
     },
     Pending {
-        field: "fd.*.{link,ino,tty-index}",
-        when: pts_number,
-        workload: "a pty pair of the tree (tty_pty)",
-        lost: "the pty's number: /dev/pts/N comes back as another N (CRIU keeps the index)",
-    },
-    Pending {
-        field: "stat.tty_nr",
-        when: pts_number,
-        workload: "a pty pair of the tree (tty_pty)",
-        lost: "the controlling pty's number, as above",
-    },
-    Pending {
         field: "cow.pages",
         when: always,
         workload: "a child sharing private memory copy-on-write with its parent (tree_cow, \
@@ -187,23 +175,6 @@ pub const PENDING_LOSSES: &[Pending] = &[
            (memory use multiplied); restore private memory before forking children",
     },
 ];
-
-/// A pseudo-terminal's number (`/dev/pts/N`, its fd's inode in devpts,
-/// the controlling terminal's device number, major 136).
-fn pts_number(c: &Ctx) -> bool {
-    let pts = |v: Option<&str>| v.is_some_and(|s| s.starts_with("/dev/pts/"));
-    if c.field == "stat.tty_nr" {
-        let major = |v: Option<&str>| {
-            v.and_then(|s| s.parse::<u64>().ok())
-                .map(|n| (n >> 8) & 0xfff)
-        };
-        return major(c.before) == Some(136) && major(c.after) == Some(136);
-    }
-    if let Some(fd) = c.field.strip_suffix(".ino") {
-        return pts(c.task.get(&format!("{fd}.link")).map(String::as_str));
-    }
-    c.field.ends_with(".tty-index") || (pts(c.before) && pts(c.after))
-}
 
 fn sysv_key(c: &Ctx) -> bool {
     let sysv = |v: Option<&str>| v.is_some_and(|s| s.starts_with("/SYSV"));

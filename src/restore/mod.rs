@@ -1067,6 +1067,7 @@ fn preflight(img: &Images, args: &RestoreOptions, idx: &FilesIndex) -> Result<()
         }
     }
     file_caps_refuse(img)?;
+    crate::kinds::tty::preflight(&img.files)?;
     for e in &img.pstree.entries {
         if task::pid_exists(e.pid as i32) {
             return Err(Error::Restore(format!("pid {} is already in use", e.pid)));

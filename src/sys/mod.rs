@@ -9,6 +9,7 @@
 pub mod abi;
 pub mod bpf;
 pub mod fdpass;
+pub mod fds2;
 pub mod fown;
 pub mod inject;
 pub mod mem;

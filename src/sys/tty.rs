@@ -63,6 +63,28 @@ pub fn pty_index(master: &impl AsRawFd) -> io::Result<u32> {
     ioctl_get(master, libc::TIOCGPTN).map(|v| v as u32)
 }
 
+/// Opens a new pty master (`ptmx`, e.g. /dev/ptmx) whose index is
+/// `index`, as CRIU does: devpts hands out the lowest free index and has
+/// no call to ask for one, so masters are opened (and held) until the one
+/// with `index` comes; the others are closed. Fails with EEXIST when a
+/// master comes with a higher index (`index` is taken: devpts never
+/// skipped a free lower one) and passes other errors on (EMFILE when
+/// `index` lies above more free indices than cairn may hold fds).
+pub fn open_pty_index(ptmx: &str, index: u32) -> io::Result<OwnedFd> {
+    let mut held = Vec::new();
+    loop {
+        let m = open(ptmx, libc::O_RDWR)?;
+        let n = pty_index(&m)?;
+        if n == index {
+            return Ok(m);
+        }
+        if n > index {
+            return Err(io::Error::from_raw_os_error(libc::EEXIST));
+        }
+        held.push(m);
+    }
+}
+
 pub fn pty_locked(master: &impl AsRawFd) -> io::Result<bool> {
     ioctl_get(master, libc::TIOCGPTLCK).map(|v| v != 0)
 }

@@ -1,7 +1,7 @@
 /* fd_epoll_closed: an epoll watch whose fd was closed after a dup (the
  * file lives on as another fd), or, with --reused, whose number now names
- * another file. The dump must refuse it, naming the epoll fd and the
- * watch's fd; the process goes on and its watch still works. */
+ * another file. It comes back registered as before: the watch still
+ * reports the eventfd. */
 #include "zdtm.h"
 #include <sys/epoll.h>
 #include <sys/eventfd.h>

@@ -1,6 +1,11 @@
 //! epoll: the watch list (target fd, events, data), from fdinfo's `tfd`
 //! lines. Restore creates the instance with epoll_create1 and fills the
 //! watch list in `post_open`, once every fd of the process is in place.
+//! The kernel keys a watch by (file, fd number it was added with) and
+//! keeps it when that fd is closed while the file lives on: such a watch
+//! is recorded with the fd that holds the file now (found with kcmp) and
+//! added again through a temporary copy of it at the old number, as CRIU
+//! does.
 
 use std::path::Path;
 
@@ -16,12 +21,15 @@ const TARGET: &str = "anon_inode:[eventpoll]";
 
 pub struct Epoll;
 
-/// Refuses a watch whose file is no longer open under the fd number it
-/// was registered with (closed after a dup, or the number reused for
-/// another file): restore registers watches through that number.
-/// kcmp(KCMP_EPOLL_TFD) compares the watched file itself; without it
-/// (no CONFIG_CHECKPOINT_RESTORE), the inode fdinfo gives.
-fn check_registered(f: &FdRef, t: &EpollTarget, toff: u32) -> Result<()> {
+/// Where the file a watch registered as `t.fd` is now: `None` when fd
+/// `t.fd` of the process is still that file, else another fd of the
+/// process that is (a watch survives the close of its fd while the file
+/// lives on: a dup, or the number reused for another file). kcmp
+/// (KCMP_EPOLL_TFD) compares the watched file itself. A file no fd of
+/// the process holds any more (kept by another process or a mapping) is
+/// refused, and so is any moved watch without kcmp (no
+/// CONFIG_CHECKPOINT_RESTORE: only fdinfo's inode to go by).
+fn locate(f: &FdRef, t: &EpollTarget, toff: u32) -> Result<Option<u32>> {
     let (pid, fd) = (f.pid, f.fd);
     let refuse = |why: &str| {
         Err(Error::unsupported(
@@ -32,18 +40,30 @@ fn check_registered(f: &FdRef, t: &EpollTarget, toff: u32) -> Result<()> {
             ),
         ))
     };
-    match fown::kcmp_epoll_tfd(pid, t.fd as i32, pid, fd, t.fd as i32, toff) {
-        Ok(0) => Ok(()),
-        Ok(_) => refuse("a number that now names another file"),
-        Err(e) if e.raw_os_error() == Some(libc::EBADF) => refuse("which is closed now"),
+    let same = |c: i32| fown::kcmp_epoll_tfd(pid, c, pid, fd, t.fd as i32, toff);
+    let why = match same(t.fd as i32) {
+        Ok(0) => return Ok(None),
+        Ok(_) => "a number that now names another file",
+        Err(e) if e.raw_os_error() == Some(libc::EBADF) => "which is closed now",
         Err(_) => {
             use std::os::unix::fs::MetadataExt;
-            match std::fs::metadata(format!("/proc/{pid}/fd/{}", t.fd)) {
-                Ok(md) if t.ino == 0 || md.ino() == t.ino => Ok(()),
-                Ok(_) => refuse("a number that now names another file"),
-                Err(_) => refuse("which is closed now"),
-            }
+            return match std::fs::metadata(format!("/proc/{pid}/fd/{}", t.fd)) {
+                Ok(md) if t.ino == 0 || md.ino() == t.ino => Ok(None),
+                Ok(_) => refuse("a number that now names another file (and kcmp is not available to find the file)"),
+                Err(_) => refuse("which is closed now (and kcmp is not available to find the file)"),
+            };
         }
+    };
+    let fds = crate::procfs::read_fds(pid)?;
+    match fds
+        .iter()
+        .map(|&(c, _)| c)
+        .find(|&c| matches!(same(c), Ok(0)))
+    {
+        Some(c) => Ok(Some(c as u32)),
+        None => refuse(&format!(
+            "{why}, and no other fd of the process is that file (it lives on elsewhere)"
+        )),
     }
 }
 
@@ -92,7 +112,10 @@ impl FdKind for Epoll {
                 .and_then(|x| u64::from_str_radix(x, 16).ok())
                 .unwrap_or(0);
             let toff = e.targets.iter().filter(|x| x.fd == t.fd).count() as u32;
-            check_registered(f, &t, toff)?;
+            if let Some(via) = locate(f, &t, toff)? {
+                t.closed = true;
+                t.via = via;
+            }
             e.targets.push(t);
         }
         Ok(Some(file_desc::Kind::Epoll(e)))
@@ -106,6 +129,9 @@ impl FdKind for Epoll {
         for t in &e.targets {
             if t.fd >= FD_MAX {
                 return Err(invalid(path, obj, "targets.fd", t.fd));
+            }
+            if t.closed && (t.via >= FD_MAX || t.via == t.fd) {
+                return Err(invalid(path, obj, "targets.via", t.via));
             }
         }
         Ok(())
@@ -130,32 +156,60 @@ impl FdKind for Epoll {
             return Err(not_mine(self));
         };
         let pid = calls.pid();
+        let add = |calls: &mut dyn Calls, epfd: u64, t: &EpollTarget| {
+            match calls.epoll_ctl(epfd, libc::EPOLL_CTL_ADD, t.fd as u64, t.events, t.data) {
+                Ok(()) => Ok(()),
+                // The same epoll description reached through two fds of
+                // one table: its watches are added already.
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+                Err(e) => Err(Error::sys(
+                    pid,
+                    format!("epoll_ctl(fd {}, ADD fd {})", f.fd, t.fd),
+                    e,
+                )),
+            }
+        };
+        let high = table.fds.iter().map(|x| x.fd).max().unwrap_or(0) as u64 + 1;
         for t in &e.targets {
-            if !table.fds.iter().any(|x| x.fd == t.fd) {
+            let now = table.fds.iter().find(|x| x.fd == t.fd);
+            if !t.closed {
+                if now.is_none() {
+                    return Err(Error::Restore(format!(
+                        "pid {pid}: epoll fd {} watches fd {}, which is not in the fd table",
+                        f.fd, t.fd
+                    )));
+                }
+                add(calls, f.fd as u64, t)?;
+                continue;
+            }
+            // Registered as `fd`, whose number no longer names the file
+            // (now `via`): the file is put at `fd` for the ADD, and `fd`
+            // given back what it is in the table (or closed).
+            if !table.fds.iter().any(|x| x.fd == t.via) {
                 return Err(Error::Restore(format!(
-                    "pid {pid}: epoll fd {} watches fd {}, which is no longer open: not supported",
-                    f.fd, t.fd
+                    "pid {pid}: epoll fd {}: the file of the watch registered as fd {} is fd {}, which is not in the fd table",
+                    f.fd, t.fd, t.via
                 )));
             }
-            match calls.epoll_ctl(
-                f.fd as u64,
-                libc::EPOLL_CTL_ADD,
-                t.fd as u64,
-                t.events,
-                t.data,
-            ) {
-                Ok(()) => {}
-                // The same description reached through two fds of one
-                // table: already added.
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-                Err(e) => {
-                    return Err(Error::sys(
-                        pid,
-                        format!("epoll_ctl(fd {}, ADD fd {})", f.fd, t.fd),
-                        e,
-                    ))
+            let saved = match now {
+                Some(_) => Some(calls.dup_min(t.fd as u64, high)?),
+                None => None,
+            };
+            calls.dup3(t.via as u64, t.fd as u64, true)?;
+            // (The number may be the epoll fd's own: then its copy adds.)
+            let epfd = match saved {
+                Some(s) if t.fd == f.fd => s,
+                _ => f.fd as u64,
+            };
+            let r = add(calls, epfd, t);
+            match (saved, now) {
+                (Some(s), Some(x)) => {
+                    calls.dup3(s, t.fd as u64, x.cloexec)?;
+                    calls.close(s)?;
                 }
+                _ => calls.close(t.fd as u64)?,
             }
+            r?;
         }
         Ok(())
     }

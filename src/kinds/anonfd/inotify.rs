@@ -1,6 +1,8 @@
 //! inotify: the watches (wd, mask, and the watched file's path, found
 //! from the file handle fdinfo gives). Restore adds them again in wd
-//! order, and refuses when a watch comes back with another wd.
+//! order, and refuses when a watch comes back with another wd. A watch
+//! on a removed file (kept by the kernel while the file is open; its
+//! handle resolves to no name) is refused at dump.
 
 use std::path::Path;
 
@@ -103,6 +105,16 @@ fn inotify_watch(pid: i32, fd: i32, line: &str) -> Result<InotifyWatch> {
             format!("fd {fd}: inotify watch {wd} (inode {ino}): cannot find the watched file: {e}"),
         )
     })?;
+    if let Some(removed) = path.strip_suffix(" (deleted)") {
+        return Err(Error::unsupported(
+            pid,
+            format!(
+                "fd {fd}: inotify watch {wd} is on {removed} (inode {ino}), which was removed \
+                 (the watch lives while the file is open): cairn adds watches by path and \
+                 cannot restore it"
+            ),
+        ));
+    }
     let mut w = InotifyWatch::new();
     w.wd = wd;
     w.mask = mask as u32;
