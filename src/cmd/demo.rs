@@ -38,7 +38,27 @@ pub fn workload(path: &Path) -> Result<()> {
     // Its own session, so the checkpoint holds no session or terminal from
     // outside the dumped tree. Fails only if already a group leader.
     let _ = nix::unistd::setsid();
+    close_inherited();
     count(path, None)
+}
+
+/// Closes every descriptor above 2 the workload inherited (a runner's pipe,
+/// a shell's job-control fds): the checkpoint must hold only what the
+/// workload itself opened, and a dump refuses a pipe whose other end is
+/// outside the tree.
+fn close_inherited() {
+    let Ok(rd) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    // Collected first: the directory's own descriptor is among them.
+    let fds: Vec<i32> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        let _ = nix::unistd::close(fd);
+    }
 }
 
 /// The workload's loop; stops after `ticks` ticks if given (for tests).
