@@ -160,13 +160,6 @@ pub struct Pending {
 /// Known losses, waiting for their fixes (issue 14).
 pub const PENDING_LOSSES: &[Pending] = &[
     Pending {
-        field: "vma.*.path",
-        when: sysv_key,
-        workload: "a System V shared memory segment with a key (tree_sysv_shm)",
-        lost: "the segment's key: it comes back as IPC_PRIVATE (/SYSV00000000), so \
-               shmget(key) no longer finds it",
-    },
-    Pending {
         field: "fd.*.{link,ino,tty-index}",
         when: pts_number,
         workload: "a pty pair of the tree (tty_pty)",
@@ -203,11 +196,6 @@ fn pts_number(c: &Ctx) -> bool {
         return pts(c.task.get(&format!("{fd}.link")).map(String::as_str));
     }
     c.field.ends_with(".tty-index") || (pts(c.before) && pts(c.after))
-}
-
-fn sysv_key(c: &Ctx) -> bool {
-    let sysv = |v: Option<&str>| v.is_some_and(|s| s.starts_with("/SYSV"));
-    sysv(c.before) && sysv(c.after)
 }
 
 /// Glob match with `*` (any run) and `{a,b}` (one of) in the pattern.

@@ -17,6 +17,7 @@
 //! `PR_SET_MM_MAP`), `vdso` (`ARCH_MAP_VDSO_64`), and the validation of
 //! mm and pagemap images ([`validate`]).
 
+mod mapfiles;
 mod mm;
 mod pages;
 mod plan;
@@ -24,6 +25,7 @@ pub mod validate;
 mod vdso;
 mod vma;
 
+pub use mapfiles::take_mapped;
 pub use mm::{dump_mm, set_mm_map, MmInput};
 pub use pages::{restore_pages, write_pages, Written};
 pub use plan::PagePlan;

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 
 use crate::error::{Error, IoContext, Result};
 use crate::image::proto::{MmEntry, Vma, VmaKind};
@@ -66,12 +67,7 @@ pub(super) fn classify(pid: i32, m: &MapsEntry) -> Result<Option<VmaKind>> {
                 ),
             ))
         }
-        _ if m.is_deleted() => {
-            return Err(Error::unsupported(
-                pid,
-                format!("mapping {:#x}-{:#x} of deleted file {p}", m.start, m.end),
-            ))
-        }
+        _ if m.is_deleted() => super::mapfiles::classify_deleted(pid, m)?,
         _ if m.shared => VmaKind::VMA_FILE_SHARED,
         _ => VmaKind::VMA_FILE_PRIVATE,
     };
@@ -311,6 +307,9 @@ pub(super) fn describe(
     match kind {
         VmaKind::VMA_FILE_PRIVATE | VmaKind::VMA_FILE_SHARED => {
             let md = std::fs::metadata(map_file).at(map_file)?;
+            if m.is_deleted() && md.nlink() == 0 {
+                super::mapfiles::remember(map_file, &md)?;
+            }
             v.file_id = register_file(
                 &m.path,
                 &md,
