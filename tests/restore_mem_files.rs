@@ -29,3 +29,84 @@ fn mem_sysv_key() {
     }
     checkpoint_restore("mem_sysv_key", &[]);
 }
+
+/// Memfds mapped MAP_SHARED with their fds closed: one made before a
+/// fork (seals, odd size, mode, mapped twice, shared with the child) and
+/// one the child made. The workload checks contents, size, mode, seals,
+/// the maps names and that both processes share one memfd.
+#[test]
+fn mem_memfd_map() {
+    if skip_unless_root() {
+        return;
+    }
+    tree_checkpoint_restore("mem_memfd_map", &[], TreeOpts::default());
+}
+
+/// `cairn dump` of mem_files_refuse --kind `kind` must fail with
+/// "unsupported" naming the pid, the address the workload printed and
+/// every word of `names`, before freezing; the workload goes on unharmed.
+fn refused(kind: &str, names: &[&str]) {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("mem_files_refuse", &["--kind", kind]);
+    let log = w.log_text();
+    let addr = log
+        .lines()
+        .find_map(|l| l.strip_prefix("addr "))
+        .unwrap_or_else(|| panic!("no address in the workload log: {log}"))
+        .trim()
+        .to_string();
+    let out = w.dump(&["-v"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "dump of a process with a {kind} mapping: {}",
+        describe(&out)
+    );
+    let line = err
+        .lines()
+        .find(|l| l.contains("unsupported"))
+        .unwrap_or_else(|| panic!("no refusal in: {err}"));
+    assert!(
+        line.contains(&format!("pid {}", w.pid))
+            && line.contains(&addr)
+            && names.iter().all(|n| line.contains(n)),
+        "unclear refusal of a {kind} mapping at {addr}: {line}"
+    );
+    assert!(
+        !err.contains("froze"),
+        "the {kind} refusal came after freezing: {err}"
+    );
+    w.terminate_original_expect_pass();
+}
+
+#[test]
+fn mem_refuse_memfd_private() {
+    refused("memfd-private", &["/memfd:cairn-refuse", "MAP_PRIVATE"]);
+}
+
+#[test]
+fn mem_refuse_memfd_open() {
+    refused(
+        "memfd-open",
+        &["/memfd:cairn-refuse", "both mapped and open"],
+    );
+}
+
+#[test]
+fn mem_refuse_memfd_sealed() {
+    refused(
+        "memfd-sealed",
+        &["/memfd:cairn-refuse", "F_SEAL_FUTURE_WRITE"],
+    );
+}
+
+#[test]
+fn mem_refuse_memfd_partial() {
+    refused(
+        "memfd-partial",
+        &["/memfd:cairn-refuse", "maps only its first 4096"],
+    );
+}
