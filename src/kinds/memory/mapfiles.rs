@@ -94,7 +94,7 @@ pub(super) fn remember(map_file: &str, md: &std::fs::Metadata) -> Result<()> {
     Ok(())
 }
 
-/// The descriptors [`remember`] kept, handed over once (the next dump
+/// The descriptors `remember` kept, handed over once (the next dump
 /// starts empty).
 pub fn take_mapped() -> HashMap<(u64, u64), File> {
     MEMFDS.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -111,8 +111,10 @@ const WRITE_SEALS: u32 = 0x0008 | 0x0010;
 /// Memfds the tree being dumped maps (by device and inode) and those it
 /// holds an fd of: one memfd both mapped and open cannot be restored as
 /// one object yet, whichever process holds which.
-static MEMFDS: Mutex<Option<(HashMap<(u64, u64), String>, HashMap<(u64, u64), String>)>> =
-    Mutex::new(None);
+static MEMFDS: Mutex<Option<(Seen, Seen)>> = Mutex::new(None);
+
+/// Who refers to a memfd, by (device, inode), for a refusal.
+type Seen = HashMap<(u64, u64), String>;
 
 /// Records that `what` (a mapping or an fd, for the refusal) refers to
 /// memfd (`dev`, `ino`); refuses when the other side was seen too.

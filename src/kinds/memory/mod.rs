@@ -12,7 +12,8 @@
 //! then applies the final protections and madvise flags.
 //!
 //! Modules by concern: `vma` (classifying, describing and recreating
-//! mappings), `plan` (which pages a dump saves), `pages` (reading them,
+//! mappings), `mapfiles` (mapped deleted files and memfds), `plan` (which
+//! pages a dump saves), `pages` (reading them,
 //! writing them into a vessel), `mm` (brk, arg/env, auxv, exe,
 //! `PR_SET_MM_MAP`), `vdso` (`ARCH_MAP_VDSO_64`), and the validation of
 //! mm and pagemap images ([`validate`]).
