@@ -419,6 +419,56 @@ pub fn dump(
         entries.insert(key, out.files.len());
         out.files.push(c);
     }
+    // Deleted files the tree maps (memory::mapfiles), through no fd or
+    // through one already saved above: the same entry for the same inode.
+    let mut mapped = crate::kinds::memory::take_mapped();
+    let fd_ids: HashSet<u32> = files.fd_of_descs().iter().map(|x| x.2).collect();
+    for d in &files.files.descs {
+        let Some(file_desc::Kind::Reg(r)) = &d.kind else {
+            continue;
+        };
+        let Some(st) = r.stat.as_ref() else { continue };
+        if !r.deleted || fd_ids.contains(&d.id) {
+            continue;
+        }
+        let key = (r.path.clone(), st.dev, st.ino, true);
+        if let Some(&i) = entries.get(&key) {
+            out.files[i].desc_ids.push(d.id);
+            continue;
+        }
+        let f = mapped.get_mut(&(st.dev, st.ino)).ok_or_else(|| {
+            Error::Restore(format!(
+                "the deleted mapped file {} (inode {}) was not opened for its contents",
+                r.path, st.ino
+            ))
+        })?;
+        let md = f.metadata().at(&r.path)?;
+        let (size, extents, chunks) = match stored.get(&(md.dev(), md.ino())) {
+            Some(s) => s.clone(),
+            None => {
+                let s = store_file(f, Path::new(&r.path), u64::MAX, writer, &mut cctx)?
+                    .ok_or_else(|| Error::io(&r.path, std::io::Error::other("too large")))?;
+                bytes += data_len(s.0, &s.1);
+                stored.insert((md.dev(), md.ino()), s.clone());
+                s
+            }
+        };
+        let mut c = FileContent::new();
+        c.path = r.path.clone();
+        c.deleted = true;
+        c.desc_ids.push(d.id);
+        c.size = size;
+        c.mode = md.mode();
+        c.uid = md.uid();
+        c.gid = md.gid();
+        c.mtime_ns = md.mtime() * 1_000_000_000 + md.mtime_nsec();
+        c.chunks = chunks;
+        c.extents = extents;
+        c.dev = md.dev();
+        c.ino = md.ino();
+        entries.insert(key, out.files.len());
+        out.files.push(c);
+    }
     // A path whose contents are saved for one description is not
     // "skipped" because of another.
     let saved: HashSet<&str> = out.files.iter().map(|f| f.path.as_str()).collect();

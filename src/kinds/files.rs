@@ -94,6 +94,10 @@ impl FileTable {
         }
         let mut r = RegFile::new();
         r.path = path.to_string();
+        // A mapped deleted file (memory::mapfiles): saved with contents.
+        if let Some(p) = crate::kinds::contents::ghost_path(path, md).filter(|_| md.nlink() == 0) {
+            (r.path, r.deleted) = (p, true);
+        }
         r.flags = if writable {
             libc::O_RDWR as u32
         } else {

@@ -7,9 +7,15 @@
 //! key and size) is reused, otherwise it is created with its old id through
 //! /proc/sys/kernel/shm_next_id. Segments that were marked for removal are
 //! marked again once every process has attached them.
+//!
+//! The key: /proc/sysvipc/shm shows a removed segment (IPC_RMID) with key
+//! 0, but its mappings keep the key it was created with in their name
+//! (`/SYSV7a001234 (deleted)`). Restore creates such a segment with that
+//! key (so its mappings are named as before) and removes it again once
+//! attached, which frees the key as IPC_RMID did.
 
 use crate::error::{Error, Result};
-use crate::image::proto::SysvShm;
+use crate::image::proto::{MmEntry, SysvShm, VmaKind};
 use crate::procfs;
 use crate::sys::task;
 
@@ -38,8 +44,28 @@ pub fn dump(ids: impl IntoIterator<Item = u32>) -> Result<Vec<SysvShm>> {
     Ok(out)
 }
 
-/// Makes every segment exist with its old id before the attach.
-pub fn prepare(segs: &[SysvShm]) -> Result<()> {
+/// The key in the name of a System V mapping, `/SYSV%08x (deleted)`.
+fn key_of_name(name: &str) -> Option<i32> {
+    let hex = name.strip_prefix("/SYSV")?;
+    let hex = hex.strip_suffix(" (deleted)").unwrap_or(hex);
+    if hex.len() != 8 {
+        return None;
+    }
+    u32::from_str_radix(hex, 16).ok().map(|k| k as i32)
+}
+
+/// The key segment `shmid` was created with, from the names of its
+/// mappings in `mms` (the same in all; IPC_PRIVATE if none says).
+fn created_key<'a>(shmid: u32, mms: impl Iterator<Item = &'a MmEntry>) -> i32 {
+    mms.flat_map(|m| m.vmas.iter())
+        .filter(|v| v.kind.enum_value() == Ok(VmaKind::VMA_SYSV_SHM) && v.shmid == shmid as u64)
+        .find_map(|v| key_of_name(&v.name))
+        .unwrap_or(libc::IPC_PRIVATE)
+}
+
+/// Makes every segment exist with its old id before the attach. A
+/// removed segment gets the key its mappings in `mms` are named with.
+pub fn prepare<'a>(segs: &[SysvShm], mms: impl Iterator<Item = &'a MmEntry> + Clone) -> Result<()> {
     for s in segs {
         let id = s.shmid as i32;
         match task::shm_stat(id) {
@@ -55,16 +81,25 @@ pub fn prepare(segs: &[SysvShm]) -> Result<()> {
         let next = "/proc/sys/kernel/shm_next_id";
         std::fs::write(next, format!("{id}")).map_err(|e| Error::io(next, e))?;
         let key = if s.mode & SHM_DEST != 0 {
-            libc::IPC_PRIVATE
+            created_key(s.shmid, mms.clone())
         } else {
             s.key
         };
         let got = task::shm_create(key, s.size, s.mode);
         let _ = std::fs::write(next, "-1");
+        let got = match got {
+            Err(e) if key != s.key && e.raw_os_error() == Some(libc::EEXIST) => {
+                return Err(Error::Restore(format!(
+                    "System V shm segment {id} (removed with IPC_RMID, created with key \
+                     {key:#x}): another segment holds that key now, so it cannot come back \
+                     under it"
+                )))
+            }
+            got => got,
+        };
         let got = got.map_err(|e| {
             Error::Restore(format!(
-                "System V shm segment {id} (key {:#x}): shmget: {e}",
-                s.key
+                "System V shm segment {id} (key {key:#x}): shmget: {e}"
             ))
         })?;
         if got != id {
@@ -88,4 +123,27 @@ pub fn finish(segs: &[SysvShm]) -> Result<()> {
         })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::proto::Vma;
+
+    #[test]
+    fn the_key_of_a_removed_segment_is_read_from_its_mapping() {
+        assert_eq!(key_of_name("/SYSV7a00beef (deleted)"), Some(0x7a00_beef));
+        assert_eq!(key_of_name("/SYSVffffffff (deleted)"), Some(-1));
+        assert_eq!(key_of_name("/SYSV00000000 (deleted)"), Some(0));
+        assert_eq!(key_of_name("/SYSV7a00 (deleted)"), None);
+        assert_eq!(key_of_name("/tmp/x"), None);
+        let mut m = MmEntry::new();
+        let mut v = Vma::new();
+        v.kind = VmaKind::VMA_SYSV_SHM.into();
+        v.shmid = 5;
+        v.name = "/SYSV12345678 (deleted)".into();
+        m.vmas.push(v);
+        assert_eq!(created_key(5, [&m].into_iter()), 0x1234_5678);
+        assert_eq!(created_key(6, [&m].into_iter()), libc::IPC_PRIVATE);
+    }
 }

@@ -160,13 +160,6 @@ pub struct Pending {
 /// Known losses, waiting for their fixes (issue 14).
 pub const PENDING_LOSSES: &[Pending] = &[
     Pending {
-        field: "vma.*.path",
-        when: sysv_key,
-        workload: "a System V shared memory segment with a key (tree_sysv_shm)",
-        lost: "the segment's key: it comes back as IPC_PRIVATE (/SYSV00000000), so \
-               shmget(key) no longer finds it",
-    },
-    Pending {
         field: "cow.pages",
         when: always,
         workload: "a child sharing private memory copy-on-write with its parent (tree_cow, \
@@ -175,11 +168,6 @@ pub const PENDING_LOSSES: &[Pending] = &[
            (memory use multiplied); restore private memory before forking children",
     },
 ];
-
-fn sysv_key(c: &Ctx) -> bool {
-    let sysv = |v: Option<&str>| v.is_some_and(|s| s.starts_with("/SYSV"));
-    sysv(c.before) && sysv(c.after)
-}
 
 /// Glob match with `*` (any run) and `{a,b}` (one of) in the pattern.
 pub fn glob(pat: &str, s: &str) -> bool {

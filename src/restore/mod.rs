@@ -871,7 +871,7 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
         let prev: std::time::Duration = phases.iter().map(|&(_, d)| d).sum();
         phases.push((name, at.saturating_sub(prev)));
     };
-    crate::kinds::sysv::prepare(&img.files.sysv_shm)?;
+    crate::kinds::sysv::prepare(&img.files.sysv_shm, img.mms.iter().flatten())?;
     let mut shm = memory::ShmObjects::new(img.mms.iter().flatten());
     let owners = PageOwners::new(img);
     for p in procs.iter_mut().filter(|p| !p.zombie) {

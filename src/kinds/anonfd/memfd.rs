@@ -61,6 +61,7 @@ impl FdKind for Memfd {
         let link = f.link();
         let file = std::fs::File::open(&link).at(&link)?;
         let md = file.metadata().at(&link)?;
+        crate::kinds::memory::memfd_fd(pid, fd, md.dev(), md.ino())?;
         if md.len() > MAX_MEMFD {
             return Err(Error::unsupported(
                 pid,

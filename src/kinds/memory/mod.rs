@@ -12,11 +12,13 @@
 //! then applies the final protections and madvise flags.
 //!
 //! Modules by concern: `vma` (classifying, describing and recreating
-//! mappings), `plan` (which pages a dump saves), `pages` (reading them,
+//! mappings), `mapfiles` (mapped deleted files and memfds), `plan` (which
+//! pages a dump saves), `pages` (reading them,
 //! writing them into a vessel), `mm` (brk, arg/env, auxv, exe,
 //! `PR_SET_MM_MAP`), `vdso` (`ARCH_MAP_VDSO_64`), and the validation of
 //! mm and pagemap images ([`validate`]).
 
+mod mapfiles;
 mod mm;
 mod pages;
 mod plan;
@@ -24,6 +26,7 @@ pub mod validate;
 mod vdso;
 mod vma;
 
+pub use mapfiles::{memfd_fd, take_mapped};
 pub use mm::{dump_mm, set_mm_map, MmInput};
 pub use pages::{restore_pages, write_pages, Written};
 pub use plan::PagePlan;

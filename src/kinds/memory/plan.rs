@@ -369,10 +369,7 @@ impl PagePlan {
                     .filter(|j| j.owner == owner)
                     .flat_map(|j| j.segs.iter().map(|&(a, n)| (a, a + n * PAGE_SIZE)))
                     .collect();
-                let runs: Vec<(u64, u64)> = runs
-                    .into_iter()
-                    .filter(|(a, n)| !known.iter().any(|(s, e)| a < e && a + n * PAGE_SIZE > *s))
-                    .collect();
+                let runs = super::mapfiles::minus_known(runs, &known);
                 self.push_runs(owner, &runs, Source::Shmem { file });
             }
             _ => {}

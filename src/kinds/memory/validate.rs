@@ -111,6 +111,9 @@ pub fn mm(m: &MmEntry, pid: u32, descs: &HashMap<u32, &FileDesc>, path: &Path) -
                 ));
             }
         }
+        if v.memfd {
+            check_memfd(v, kind, path, &vo)?;
+        }
         if matches!(kind, VmaKind::VMA_FILE_PRIVATE | VmaKind::VMA_FILE_SHARED) {
             let reg = |k: &file_desc::Kind| {
                 matches!(k, file_desc::Kind::Reg(_) | file_desc::Kind::Memfd(_))
@@ -166,6 +169,41 @@ pub fn mm(m: &MmEntry, pid: u32, descs: &HashMap<u32, &FileDesc>, path: &Path) -
             "exe_file_id",
             "a regular file",
         )?;
+    }
+    Ok(())
+}
+
+/// The memfd fields of a VMA (see `memory::mapfiles`): shared memory
+/// only, a name memfd_create takes, seals it can add again, a size a
+/// memfd can have.
+fn check_memfd(v: &crate::image::proto::Vma, kind: VmaKind, path: &Path, vo: &str) -> Result<()> {
+    if kind != VmaKind::VMA_ANON_SHARED {
+        return Err(bad(
+            path,
+            vo,
+            "memfd",
+            "set on a VMA that is not shared memory",
+        ));
+    }
+    if v.memfd_name.len() > 249 || v.memfd_name.contains(['\0', '/']) {
+        return Err(bad(
+            path,
+            vo,
+            "memfd_name",
+            "longer than 249 bytes or holds a NUL or a slash",
+        ));
+    }
+    // F_SEAL_WRITE and F_SEAL_FUTURE_WRITE are refused at dump.
+    if v.memfd_seals & !0x27 != 0 {
+        return Err(bad(
+            path,
+            vo,
+            "memfd_seals",
+            format!("{:#x}: not seals restore adds", v.memfd_seals),
+        ));
+    }
+    if v.memfd_size > i64::MAX as u64 {
+        return Err(bad(path, vo, "memfd_size", "above the largest file size"));
     }
     Ok(())
 }

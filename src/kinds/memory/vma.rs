@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 
 use crate::error::{Error, IoContext, Result};
 use crate::image::proto::{MmEntry, Vma, VmaKind};
@@ -56,22 +57,8 @@ pub(super) fn classify(pid: i32, m: &MapsEntry) -> Result<Option<VmaKind>> {
                 ),
             ))
         }
-        _ if p.starts_with("/memfd:") && m.is_deleted() => {
-            return Err(Error::unsupported(
-                pid,
-                format!(
-                    "mapping {:#x}-{:#x} of {p}: a mapped memfd is restored only \
-                     through an open fd of it",
-                    m.start, m.end
-                ),
-            ))
-        }
-        _ if m.is_deleted() => {
-            return Err(Error::unsupported(
-                pid,
-                format!("mapping {:#x}-{:#x} of deleted file {p}", m.start, m.end),
-            ))
-        }
+        _ if p.starts_with("/memfd:") && m.is_deleted() => super::mapfiles::classify_memfd(pid, m)?,
+        _ if m.is_deleted() => super::mapfiles::classify_deleted(pid, m)?,
         _ if m.shared => VmaKind::VMA_FILE_SHARED,
         _ => VmaKind::VMA_FILE_PRIVATE,
     };
@@ -311,11 +298,23 @@ pub(super) fn describe(
     match kind {
         VmaKind::VMA_FILE_PRIVATE | VmaKind::VMA_FILE_SHARED => {
             let md = std::fs::metadata(map_file).at(map_file)?;
+            if m.is_deleted() && md.nlink() == 0 {
+                super::mapfiles::remember(map_file, &md)?;
+            }
             v.file_id = register_file(
                 &m.path,
                 &md,
                 kind == VmaKind::VMA_FILE_SHARED && m.has_flag("mw"),
             )?;
+        }
+        VmaKind::VMA_ANON_SHARED if m.path.starts_with("/memfd:") => {
+            v.shmid = m.inode;
+            let pid = map_file
+                .strip_prefix("/proc/")
+                .and_then(|r| r.split('/').next())
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            super::mapfiles::describe_memfd(pid, m, map_file, &mut v)?;
         }
         VmaKind::VMA_ANON_SHARED | VmaKind::VMA_SYSV_SHM => v.shmid = m.inode,
         _ => {}
@@ -335,21 +334,32 @@ pub struct ShmObjects {
     pub owners: HashMap<u64, (i32, u64)>,
     /// System V segments whose contents have been written already.
     pub sysv_filled: std::collections::HashSet<u64>,
+    /// Mapped memfds (shmid -> how many processes still have to map it,
+    /// its seals): sealed once the last one has.
+    pub memfd_users: HashMap<u64, (usize, u32)>,
 }
 
 impl ShmObjects {
     pub fn new<'a>(mms: impl Iterator<Item = &'a MmEntry>) -> ShmObjects {
         let mut sizes: HashMap<u64, u64> = HashMap::new();
-        for v in mms.flat_map(|m| m.vmas.iter()) {
-            if v.kind.enum_value() == Ok(VmaKind::VMA_ANON_SHARED) {
-                let e = sizes.entry(v.shmid).or_default();
-                *e = (*e).max(v.pgoff + (v.end - v.start));
+        let mut memfd_users: HashMap<u64, (usize, u32)> = HashMap::new();
+        for mm in mms {
+            let mut memfds = std::collections::HashSet::new();
+            for v in &mm.vmas {
+                if v.kind.enum_value() == Ok(VmaKind::VMA_ANON_SHARED) {
+                    let e = sizes.entry(v.shmid).or_default();
+                    *e = (*e).max(v.pgoff + (v.end - v.start));
+                    if v.memfd && memfds.insert(v.shmid) {
+                        memfd_users.entry(v.shmid).or_insert((0, v.memfd_seals)).0 += 1;
+                    }
+                }
             }
         }
         ShmObjects {
             sizes,
             owners: HashMap::new(),
             sysv_filled: Default::default(),
+            memfd_users,
         }
     }
 }
@@ -445,6 +455,13 @@ pub fn restore_vmas(
             let fd = agent.fetch_fd(owner, ofd)?;
             shm_fds.insert(id, fd);
             to_close.push(fd);
+            continue;
+        }
+        if let Some(v) = mm.vmas.iter().find(|v| v.shmid == id && v.memfd) {
+            let (fd, f) = super::mapfiles::create_memfd(agent, v)?;
+            shm_fds.insert(id, fd);
+            shm_local.insert(format!("shmem:{id}"), f);
+            shm_objects.owners.insert(id, (pid, fd));
             continue;
         }
         let size = shm_objects.sizes.get(&id).copied().unwrap_or(0);
@@ -545,6 +562,7 @@ pub fn restore_vmas(
             )));
         }
     }
+    super::mapfiles::seal_memfds(agent, mm, &shm_fds, shm_objects)?;
     for fd in file_fds.values().chain(to_close.iter()) {
         agent.close(*fd)?;
     }
