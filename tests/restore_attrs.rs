@@ -104,3 +104,28 @@ fn proc_seccomp_leave_running() {
     }
     leave_running("proc_seccomp", &[]);
 }
+
+/// Whether the running kernel is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut it = rel
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0)) >= (major, minor)
+}
+
+/// membarrier registrations (PRIVATE_EXPEDITED, SYNC_CORE, RSEQ,
+/// GLOBAL_EXPEDITED) come back: the restored process runs the expedited
+/// barriers and GET_REGISTRATIONS says the same. Linux 6.3+ (before,
+/// registrations are not visible to the dump).
+#[test]
+fn proc_membarrier() {
+    if skip_unless_root() {
+        return;
+    }
+    if !kernel_at_least(6, 3) {
+        note_expected_skip("MEMBARRIER_CMD_GET_REGISTRATIONS needs Linux 6.3");
+        return;
+    }
+    checkpoint_restore("proc_membarrier", &[]);
+}
