@@ -153,6 +153,8 @@ int main(int argc, char **argv)
 		pfail("fork");
 	if (c == 0) {
 		char b, mine[4096], now[4096];
+		/* EOF on go[0] when the parent is gone: no child left behind. */
+		close(go[1]);
 		join(sub);
 		cg_line(mine, sizeof(mine));
 		if (write(res[1], "r", 1) != 1)
