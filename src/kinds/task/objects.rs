@@ -545,7 +545,7 @@ impl ProcKind for Membarrier {
         if unknown != 0 || (!c.membarrier_known && c.membarrier_registrations != 0) {
             return Err(bad(
                 path,
-                &obj(c),
+                obj(c),
                 "membarrier_registrations",
                 format!(
                     "{:#x} (known: {})",
