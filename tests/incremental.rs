@@ -163,7 +163,12 @@ impl Chain {
     fn restore(&self, k: usize) {
         // The chain's final dump has no oracle snapshot: with one, a
         // restore of a uffd-wp chain hung after its pages were written
-        // (not investigated yet, see the oracle's report in issue 14).
+        // (tasks2, round 2: reproduced with `--oracle` on the final dump
+        // and no opt-out: chain_of_five_uffd_wp, _default_mechanism,
+        // chain_with_no_bpf and broken_chains fail; the restore log shows
+        // the comparison done (only the known cow.pages loss) and then
+        // no progress until the harness's SIGTERM, so the hang is after
+        // `check_restored`, while the tree is let go; not fixed yet).
         let no = "@no-compare: pre-dump chains are not compared yet";
         restore_wait(&self.layer(k), &[no], self.w.pid, &self.w.log);
     }

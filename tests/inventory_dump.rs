@@ -187,6 +187,20 @@ fn dump_and_show(w: &Workload, name: &str, extra: &[&str]) -> (String, String) {
     split_source(&show(&dir, &format!("show-{name}"), &w.dir))
 }
 
+/// [`dump_and_show`] that checks the recorded source is `want`; returns
+/// the rest of `cairn show`.
+fn dump_expecting(w: &Workload, name: &str, extra: &[&str], want: &str) -> String {
+    let (src, rest) = dump_and_show(w, name, extra);
+    assert_eq!(
+        src,
+        want,
+        "{}: the dump {name} ({}) records {src:?}",
+        w.name,
+        extra.join(" ")
+    );
+    rest
+}
+
 /// Dumps the tree (--no-bpf) until two dumps in a row give the same
 /// images. A dump's remote system calls write to a thread's stack, which
 /// makes a page that a process still shared with its parent since the
@@ -256,21 +270,9 @@ fn dump_records_its_inventory_source_and_is_the_same_either_way() {
         let mut t = TreeTest::start(name, &[]);
         pin_tree(t.w.pid);
         warm_up(&t.w);
-        let (src_bpf, bpf) = dump_and_show(&t.w, "bpf", &[]);
-        let (src_proc, proc) = dump_and_show(&t.w, "proc", &["--no-bpf"]);
-        let (src_bpf2, bpf2) = dump_and_show(&t.w, "bpf-again", &[]);
-        assert_eq!(
-            src_bpf, "bpf",
-            "{name}: the dump with BPF records {src_bpf:?}"
-        );
-        assert_eq!(
-            src_bpf2, "bpf",
-            "{name}: the dump with BPF records {src_bpf2:?}"
-        );
-        assert_eq!(
-            src_proc, "proc",
-            "{name}: the dump with --no-bpf records {src_proc:?}"
-        );
+        let bpf = dump_expecting(&t.w, "bpf", &[], "bpf");
+        let proc = dump_expecting(&t.w, "proc", &["--no-bpf"], "proc");
+        let bpf2 = dump_expecting(&t.w, "bpf-again", &[], "bpf");
         assert!(
             bpf == proc,
             "{name}: the images with BPF and with --no-bpf differ {}",

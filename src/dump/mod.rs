@@ -589,11 +589,13 @@ fn collect_remote(
         libc::SYS_mmap,
         &[0, SCRATCH_LEN, rw, flags, u64::MAX, 0],
     )?;
+    let tree: std::collections::HashSet<i32> = frozen.procs.iter().map(|p| p.pid).collect();
     let result = (|| -> Result<(TaskCore, u64, Vec<String>)> {
         // mlockall(MCL_FUTURE) shows on the new scratch mapping.
         let def_flags = memory::def_flags(pid, leader.scratch)?;
         let brk = ktask::dump_brk(&mut leader)?;
         let mut core = ktask::dump_process(&mut leader, status, stat)?;
+        crate::kinds::cgroup::dump_core(pid, &tree, &mut core)?;
         for &tid in &tids {
             let ft = frozen
                 .task_mut(tid)

@@ -616,8 +616,9 @@ fn create_tree(img: &Images, vessels: &mut Vessels, force_last_pid: bool) -> Res
             agent.mmap_anon("fresh scratch page", at, 4096, rw, fl)?;
         }
         if let Some(a) = core.attrs.as_ref() {
-            crate::kinds::cgroup::restore(pid, &a.cgroup)?;
+            crate::kinds::cgroup::restore(pid, &a.cgroup, &core.cgroup_dirs)?;
         }
+        crate::kinds::cgroup::restore_v1(pid, &core.cgroup_v1)?;
         ktask::restore_session(&mut agent, e.pid, e.pgid, e.sid, pids.contains(&e.pgid))?;
         let zombie = is_zombie(core);
         if zombie {
@@ -1187,7 +1188,7 @@ pub fn restore(args: &RestoreOptions) -> Result<i32> {
     if args.detached {
         return restore_detached(&img, args, &mut fixups);
     }
-    let pid = restore_tree(&img, args, &mut fixups)?;
+    let pid = crate::kinds::cgroup::finish_restore(restore_tree(&img, args, &mut fixups))?;
     if let Some(l) = net_lock.as_mut() {
         if let Err(e) = l.release() {
             warn!("{e}");
@@ -1224,7 +1225,7 @@ fn restore_detached(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) ->
                 std::process::exit(1);
             }
             let mut w = std::fs::File::from(w);
-            let msg = match restore_tree(img, args, fixups) {
+            let msg = match crate::kinds::cgroup::finish_restore(restore_tree(img, args, fixups)) {
                 Ok(pid) => match &args.pidfile {
                     Some(p) => write_pidfile(p, pid)
                         .map(|_| format!("ok {pid}"))

@@ -15,15 +15,103 @@ static void cg_line(char *out, size_t len)
 	char buf[4096];
 
 	read_file("/proc/self/cgroup", buf, sizeof(buf));
-	char *p = strstr(buf, "0::");
-	if (!p)
+	if (!strstr(buf, "0::"))
 		fail("no cgroup v2 line in /proc/self/cgroup");
-	if (p != buf && p[-1] != '\n')
-		fail("malformed /proc/self/cgroup");
-	char *e = strchr(p, '\n');
+	snprintf(out, len, "%s", buf);
+}
+
+/* Settings: file (relative to the cgroup dir), value to write, and the
+ * controller it needs enabled in the parent ("" for none). */
+struct setting {
+	const char *where;
+	const char *file;
+	const char *value;
+	const char *needs;
+};
+
+static const struct setting settings[] = {
+	{ "", "cgroup.max.depth", "3", "" },
+	{ "", "cgroup.max.descendants", "5", "" },
+	{ "child", "cgroup.max.descendants", "1", "" },
+};
+
+static int has_controller(const char *dir, const char *c)
+{
+	char path[4096], buf[4096];
+	snprintf(path, sizeof(path), "%s/cgroup.controllers", dir);
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n < 0)
+		return 0;
+	buf[n] = 0;
+	for (char *t = strtok(buf, " \n"); t; t = strtok(NULL, " \n"))
+		if (!strcmp(t, c))
+			return 1;
+	return 0;
+}
+
+static void setting_path(const char *dir, const struct setting *s, char *out, size_t len)
+{
+	snprintf(out, len, "%s%s%s/%s", dir, *s->where ? "/" : "", s->where, s->file);
+}
+
+static void write_str(const char *path, const char *v)
+{
+	int fd = open(path, O_WRONLY);
+	if (fd < 0 || write(fd, v, strlen(v)) < 0)
+		pfail("write %s to %s", v, path);
+	close(fd);
+}
+
+static void read_str(const char *path, char *out, size_t len)
+{
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		pfail("open %s", path);
+	ssize_t n = read(fd, out, len - 1);
+	if (n < 0)
+		pfail("read %s", path);
+	close(fd);
+	out[n] = 0;
+	char *e = strchr(out, '\n');
 	if (e)
 		*e = 0;
-	snprintf(out, len, "%s", p);
+}
+
+/* Which settings apply (1) here; sets them when `set`, else checks. */
+static int applies[sizeof(settings) / sizeof(settings[0])];
+
+static void do_settings(const char *dir, int set)
+{
+	char path[4096], got[4096];
+
+	for (unsigned i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) {
+		const struct setting *s = &settings[i];
+		if (set) {
+			applies[i] = !*s->needs || has_controller(dir, s->needs);
+			if (*s->needs && applies[i]) {
+				char ctl[4096], plus[64];
+				snprintf(ctl, sizeof(ctl), "%s/cgroup.subtree_control", dir);
+				snprintf(plus, sizeof(plus), "+%s", s->needs);
+				write_str(ctl, plus);
+			}
+		}
+		if (!applies[i])
+			continue;
+		setting_path(dir, s, path, sizeof(path));
+		if (set) {
+			write_str(path, s->value);
+			test_msg("set %s to %s\n", path, s->value);
+		} else {
+			read_str(path, got, sizeof(got));
+			if (strcmp(got, s->value))
+				fail("%s reads '%s' after the restore, expected '%s'", path, got,
+				     s->value);
+		}
+	}
 }
 
 static void join(const char *dir)
@@ -47,11 +135,17 @@ int main(int argc, char **argv)
 	const char *dir = test_arg("--cgroup");
 	if (!dir)
 		fail("--cgroup DIR missing");
+	const char *v1 = test_arg("--v1");
+	int with_settings = test_flag("--settings");
 	join(dir);
-	cg_line(before, sizeof(before));
+	if (v1)
+		join(v1);
 	snprintf(sub, sizeof(sub), "%s/child", dir);
 	if (mkdir(sub, 0755) && errno != EEXIST)
 		pfail("mkdir %s", sub);
+	if (with_settings)
+		do_settings(dir, 1);
+	cg_line(before, sizeof(before));
 	if (pipe(go) || pipe(res))
 		pfail("pipe");
 	pid_t c = fork();
@@ -59,6 +153,8 @@ int main(int argc, char **argv)
 		pfail("fork");
 	if (c == 0) {
 		char b, mine[4096], now[4096];
+		/* EOF on go[0] when the parent is gone: no child left behind. */
+		close(go[1]);
 		join(sub);
 		cg_line(mine, sizeof(mine));
 		if (write(res[1], "r", 1) != 1)
@@ -83,6 +179,8 @@ int main(int argc, char **argv)
 	cg_line(after, sizeof(after));
 	if (strcmp(before, after))
 		fail("in '%s', expected '%s'", after, before);
+	if (with_settings)
+		do_settings(dir, 0);
 	if (write(go[1], "g", 1) != 1)
 		pfail("write");
 	int st;

@@ -56,6 +56,7 @@ fn refuse(pid: i32, what: String) -> Error {
 /// the dump runs system calls inside it that the filter could block or
 /// answer by killing it.
 pub fn precheck(pid: i32) -> Result<()> {
+    crate::kinds::cgroup::precheck(pid)?;
     let me = procfs::read_status(crate::sys::task::getpid())?;
     for tid in procfs::list_tasks(pid).unwrap_or_default() {
         let Ok(st) = procfs::read_task_status(pid, tid) else {
@@ -306,6 +307,7 @@ pub fn validate(c: &TaskCore, path: &Path) -> Result<()> {
             return Err(bad(path, &obj, "attrs.oom_score_adj", a.oom_score_adj));
         }
         crate::kinds::cgroup::validate(&a.cgroup, c.pid, path)?;
+        crate::kinds::cgroup::validate_core(c, path)?;
         if a.thp_disable > 3 {
             return Err(bad(path, &obj, "attrs.thp_disable", a.thp_disable));
         }

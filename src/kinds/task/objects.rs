@@ -1,6 +1,7 @@
 //! The per-process objects that are not fds: signal dispositions, the
 //! small attributes (umask, personality, name, parent-death signal,
-//! subreaper, dumpable), resource limits and timers. Each is one
+//! subreaper, dumpable), resource limits, timers and membarrier
+//! registrations. Each is one
 //! [`ProcKind`]: read from the frozen process into its core image,
 //! checked in the image, restored into the vessel. They are listed once,
 //! in [`PROC_KINDS`]; the restore engine (`crate::restore`) runs them at
@@ -57,7 +58,7 @@ pub trait ProcKind: Sync {
 
 /// Every per-process object, in the order of their restore within a
 /// phase.
-pub static PROC_KINDS: &[&dyn ProcKind] = &[&SigActions, &Attrs, &Rlimits, &Timers];
+pub static PROC_KINDS: &[&dyn ProcKind] = &[&SigActions, &Attrs, &Rlimits, &Timers, &Membarrier];
 
 fn obj(core: &TaskCore) -> String {
     format!("pid {}", core.pid)
@@ -454,6 +455,134 @@ impl ProcKind for Timers {
     }
 }
 
+/// membarrier(2) commands (linux/membarrier.h).
+pub const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: u32 = 1 << 2;
+pub const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: u32 = 1 << 4;
+pub const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE: u32 = 1 << 6;
+pub const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ: u32 = 1 << 8;
+/// Linux 6.3+: the REGISTER_* commands the caller's mm has run.
+pub const MEMBARRIER_CMD_GET_REGISTRATIONS: u32 = 1 << 9;
+
+/// Every registration GET_REGISTRATIONS reports, in the order the
+/// restore runs them.
+const MEMBARRIER_REGISTRATIONS: &[(u32, &str)] = &[
+    (
+        MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED,
+        "REGISTER_GLOBAL_EXPEDITED",
+    ),
+    (
+        MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+        "REGISTER_PRIVATE_EXPEDITED",
+    ),
+    (
+        MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE,
+        "REGISTER_PRIVATE_EXPEDITED_SYNC_CORE",
+    ),
+    (
+        MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ,
+        "REGISTER_PRIVATE_EXPEDITED_RSEQ",
+    ),
+];
+
+/// The registrations cairn does not know among `mask`, if any.
+fn membarrier_unknown(mask: u32) -> u32 {
+    MEMBARRIER_REGISTRATIONS
+        .iter()
+        .fold(mask, |m, &(bit, _)| m & !bit)
+}
+
+/// Reads the registrations of the process `agent` runs in:
+/// `Ok(None)` when the kernel cannot say (before Linux 6.3, EINVAL).
+pub fn membarrier_registrations(agent: &mut dyn Calls) -> Result<Option<u32>> {
+    let cmd = MEMBARRIER_CMD_GET_REGISTRATIONS as u64;
+    match agent.syscall(libc::SYS_membarrier, &[cmd, 0, 0]) {
+        Ok(m) => Ok(Some(m as u32)),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => Ok(None),
+        Err(e) => Err(Error::sys(
+            agent.tid(),
+            "remote membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS)",
+            e,
+        )),
+    }
+}
+
+/// membarrier(2) registrations of the process's mm (expedited private,
+/// its SYNC_CORE and RSEQ variants, expedited global), read through
+/// MEMBARRIER_CMD_GET_REGISTRATIONS (Linux 6.3+) and registered again.
+/// On older kernels they are not visible (neither saved nor refused:
+/// n.a., docs/KERNEL-OBJECTS.md).
+pub struct Membarrier;
+
+impl ProcKind for Membarrier {
+    fn name(&self) -> &'static str {
+        "membarrier registrations"
+    }
+
+    fn phase(&self) -> Phase {
+        Phase::BeforeThreads
+    }
+
+    fn dump(&self, agent: &mut dyn Calls, _: &DumpCtx, core: &mut TaskCore) -> Result<()> {
+        let Some(mask) = membarrier_registrations(agent)? else {
+            return Ok(());
+        };
+        let unknown = membarrier_unknown(mask);
+        if unknown != 0 {
+            return Err(Error::unsupported(
+                agent.pid(),
+                format!(
+                    "membarrier registrations {mask:#x}: {unknown:#x} unknown to cairn,                      cannot be registered again"
+                ),
+            ));
+        }
+        core.membarrier_registrations = mask;
+        core.membarrier_known = true;
+        Ok(())
+    }
+
+    fn validate(&self, c: &TaskCore, path: &Path) -> Result<()> {
+        let unknown = membarrier_unknown(c.membarrier_registrations);
+        if unknown != 0 || (!c.membarrier_known && c.membarrier_registrations != 0) {
+            return Err(bad(
+                path,
+                obj(c),
+                "membarrier_registrations",
+                format!(
+                    "{:#x} (known: {})",
+                    c.membarrier_registrations, c.membarrier_known
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn restore(&self, agent: &mut dyn Calls, core: &TaskCore, _: &mut Vec<String>) -> Result<()> {
+        let mask = core.membarrier_registrations;
+        for &(bit, name) in MEMBARRIER_REGISTRATIONS {
+            if mask & bit != 0 {
+                agent.call(
+                    &format!("membarrier(MEMBARRIER_CMD_{name})"),
+                    libc::SYS_membarrier,
+                    &[bit as u64, 0, 0],
+                )?;
+            }
+        }
+        if mask == 0 {
+            return Ok(());
+        }
+        // Read back where the kernel can say.
+        if let Some(got) = membarrier_registrations(agent)? {
+            if got != mask {
+                return Err(Error::Restore(format!(
+                    "pid {}: membarrier registrations {got:#x} after the restore, not {mask:#x}",
+                    core.pid
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -490,17 +619,20 @@ mod tests {
         let mut t = ITimer::new();
         t.which = 3;
         c.itimers.push(t);
+        (c.membarrier_registrations, c.membarrier_known) = (1, true);
         // Each kind finds its own field, and the core check finds one.
         let mut fields = Vec::new();
         for k in PROC_KINDS {
             let e = k.validate(&c, p).unwrap_err().to_string();
             fields.push(e);
         }
-        for (e, want) in
-            fields
-                .iter()
-                .zip(["sigactions.signo", "umask", "rlimit 3", "itimers.which"])
-        {
+        for (e, want) in fields.iter().zip([
+            "sigactions.signo",
+            "umask",
+            "rlimit 3",
+            "itimers.which",
+            "membarrier_registrations",
+        ]) {
             assert!(e.contains("core-5.img") && e.contains(want), "{e}");
         }
         assert!(crate::image::validate::core(&c, 5, &[5], p).is_err());
@@ -563,6 +695,19 @@ mod tests {
         assert_eq!(lim(3), Some((8 << 20, u64::MAX)));
         assert_eq!(lim(7), Some((2048, 4096)));
         assert_eq!(back.rlimits.len(), RLIM_NLIMITS as usize);
+    }
+
+    #[test]
+    fn membarrier_masks() {
+        assert_eq!(membarrier_unknown(0x4 | 0x10 | 0x40 | 0x100), 0);
+        assert_eq!(membarrier_unknown(0x10 | 0x200 | 1), 0x201);
+        let p = Path::new("core-5.img");
+        let mut c = live_core();
+        c.membarrier_registrations = 0x10;
+        // Registrations from a dump that could not read them.
+        assert!(Membarrier.validate(&c, p).is_err());
+        c.membarrier_known = true;
+        Membarrier.validate(&c, p).unwrap();
     }
 
     #[test]
