@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::OwnedFd;
 
 use crate::error::{Error, Result};
-use crate::image::proto::{file_desc, Datagram, FdTable, Files, InetSk};
+use crate::image::proto::{file_desc, Datagram, FdTable, Files, InetSk, NamedInt};
 use crate::image::validate::{
     bad as invalid, check_bytes, check_name, count, short, MAX_ITEMS, QUEUE_MAX,
 };
@@ -353,13 +353,19 @@ fn applies(w: For, family: i32, proto: i32, state: u32) -> bool {
     match w {
         For::All => true,
         For::Tcp => tcp,
-        For::TcpUnconnected => tcp && state != TCP_ESTABLISHED,
+        For::TcpUnconnected => tcp && (state == TCP_LISTEN || state == TCP_CLOSE),
         For::Udp => udp,
         For::V4 => v4,
         For::V6 => !v4,
         For::V4Udp => v4 && udp,
         For::V6Udp => !v4 && udp,
     }
+}
+
+/// The saved value of the integer option `name` (the last one, should an
+/// image name it twice).
+fn int_opt(sk: &InetSk, name: &str) -> Option<i32> {
+    sk.opts.iter().rev().find(|o| o.name == name).map(|o| o.value)
 }
 
 fn dump_opts(sock: &OwnedFd, sk: &mut InetSk) -> std::io::Result<()> {
@@ -369,7 +375,11 @@ fn dump_opts(sock: &OwnedFd, sk: &mut InetSk) -> std::io::Result<()> {
             continue;
         }
         if let Ok(v) = sock::get_int(sock, level, opt) {
-            sk.opts.insert(name.to_string(), v);
+            sk.opts.push(NamedInt {
+                name: name.to_string(),
+                value: v,
+                ..Default::default()
+            });
         }
     }
     sk.sock_opts = Some(super::sockopts::dump(sock)?).into();
@@ -399,7 +409,7 @@ fn restore_opts(sock: &OwnedFd, sk: &InetSk, what: &str) -> std::io::Result<()> 
     };
     // IP_TOS sets the priority too: the IP options go before SOL_SOCKET's.
     for &(name, level, opt, _) in INT_OPTS {
-        let Some(&want) = sk.opts.get(name) else {
+        let Some(want) = int_opt(sk, name) else {
             continue;
         };
         if sock::get_int(sock, level, opt).ok() == Some(want) {
@@ -452,7 +462,7 @@ fn finish_opts(sock: &OwnedFd, sk: &InetSk) -> std::io::Result<()> {
 /// wildcard and the port, and connect picks the same address again
 /// ([`check_local`] makes sure).
 fn bind_addr(sk: &InetSk, l: &InetAddr) -> InetAddr {
-    let v6only = sk.opts.get("IPV6_V6ONLY").copied().unwrap_or(0);
+    let v6only = int_opt(sk, "IPV6_V6ONLY").unwrap_or(0);
     match l.ip {
         IpAddr::V6(a)
             if sk.family == libc::AF_INET6 as u32
@@ -508,12 +518,13 @@ fn verify(sock: &OwnedFd, sk: &InetSk) -> std::io::Result<()> {
     now.state = sk.state;
     dump_opts(sock, &mut now)?;
     let mut d = Vec::new();
-    let mut names: Vec<&String> = sk.opts.keys().collect();
-    names.sort();
+    let mut names: Vec<&str> = sk.opts.iter().map(|o| o.name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
     for name in names {
-        let want = sk.opts[name];
-        match now.opts.get(name) {
-            Some(&g) if g == want => {}
+        let want = int_opt(sk, name).unwrap_or_default();
+        match int_opt(&now, name) {
+            Some(g) if g == want => {}
             g => d.push(format!(
                 "{name} is {}, was {want}",
                 g.map_or("unreadable".to_string(), |g| g.to_string())
@@ -697,15 +708,21 @@ fn refusal(p: &Probe, tcp_established: bool) -> Option<String> {
     }
     match p.state {
         TCP_LISTEN | TCP_CLOSE => None,
-        TCP_ESTABLISHED if tcp_established => None,
+        s if super::tcp::repairable(s) && tcp_established => None,
         TCP_ESTABLISHED => Some(format!(
             "is an {}; pass --tcp-established (on dump and restore) to checkpoint it with \
              TCP_REPAIR",
             p.describe()
         )),
+        s if super::tcp::repairable(s) => Some(format!(
+            "is a {}; pass --tcp-established (on dump and restore) to checkpoint it with \
+             TCP_REPAIR",
+            p.describe()
+        )),
         _ => Some(format!(
-            "is a {}, which cairn cannot checkpoint (only listening, unconnected and \
-             established TCP sockets)",
+            "is a {}, which TCP_REPAIR cannot restore (only listening, unconnected, \
+             SYN_SENT, established and half-closed TCP sockets: ESTABLISHED, FIN_WAIT1, \
+             FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING)",
             p.describe()
         )),
     }
@@ -803,10 +820,12 @@ impl DumpState {
                 if p.proto == libc::IPPROTO_TCP {
                     if let Some(local) = p.local {
                         match p.state {
-                            TCP_ESTABLISHED => conns.push(Conn {
-                                local,
-                                peer: p.peer,
-                            }),
+                            s if super::tcp::repairable(s) && p.peer.is_some() => {
+                                conns.push(Conn {
+                                    local,
+                                    peer: p.peer,
+                                })
+                            }
                             TCP_LISTEN => conns.push(Conn { local, peer: None }),
                             _ => {}
                         }
@@ -918,7 +937,7 @@ impl DumpState {
         sk.peer = p.peer.as_ref().map(addr_to_proto).into();
         sk.backlog = p.backlog;
         dump_opts(sock, &mut sk).map_err(sys("socket options"))?;
-        if p.proto == libc::IPPROTO_TCP && p.state == TCP_ESTABLISHED {
+        if p.proto == libc::IPPROTO_TCP && super::tcp::repairable(p.state) {
             let reuse = sock::get_int(sock, libc::SOL_SOCKET, libc::SO_REUSEADDR)
                 .map_err(sys("SO_REUSEADDR"))?;
             // The guardian holds it before it changes: a dumper that dies
@@ -926,7 +945,7 @@ impl DumpState {
             crate::guard::tell_socket(sock, ino, reuse);
             super::tcp::repair(sock, true).map_err(sys("TCP_REPAIR"))?;
             self.repaired.push((ino, reuse));
-            let stream = super::tcp::dump_stream(sock)
+            let stream = super::tcp::dump_stream(sock, p.state)
                 .map_err(|e| Error::sys(pid, format!("fd {fd}: {}: {e}", p.describe()), e))?;
             info!(
                 "pid {pid} fd {fd}: {}: {} bytes to read, {} unacknowledged of which {} unsent",
@@ -1021,7 +1040,13 @@ impl InetRestore {
         for (what, s, unsent, sk) in self.repaired.drain(..) {
             let fail = |e: std::io::Error| Error::Restore(format!("{what}: {e}"));
             let reuse = sk.sock_opts.as_ref().is_some_and(|o| o.reuseaddr);
-            super::tcp::go_live(&s, &unsent, reuse).map_err(fail)?;
+            let local = sk.local.as_ref().and_then(addr_from_proto);
+            let peer = sk.peer.as_ref().and_then(addr_from_proto);
+            let conn = match (&local, &peer, sk.tcp.as_ref()) {
+                (Some(l), Some(p), Some(t)) => Some((l, p, t, sk.state)),
+                _ => None,
+            };
+            super::tcp::go_live(&s, &unsent, reuse, conn).map_err(fail)?;
             restore_buffers(&s, &sk).map_err(fail)?;
             verify(&s, &sk).map_err(fail)?;
         }
@@ -1106,11 +1131,11 @@ pub fn create(calls: &mut dyn Calls, sk: &InetSk, st: &mut InetRestore) -> Resul
     restore_opts(&sock, sk, &what).map_err(fail)?;
     let tcp = sk.protocol as i32 == libc::IPPROTO_TCP;
     match (tcp, sk.state, sk.tcp.as_ref()) {
-        (true, TCP_ESTABLISHED, Some(stream)) => {
+        (true, state, Some(stream)) if super::tcp::repairable(state) => {
             let (Some(l), Some(p)) = (local, peer) else {
                 return Err(fail(std::io::Error::other("connection without addresses")));
             };
-            super::tcp::restore_stream(&sock, family, &bind_addr(sk, &l), &p, stream)
+            super::tcp::restore_stream(&sock, family, &bind_addr(sk, &l), &l, &p, stream, state)
                 .map_err(fail)?;
             check_local(&sock, &l).map_err(fail)?;
             restore_buffers(&sock, sk).map_err(fail)?;
@@ -1123,14 +1148,14 @@ pub fn create(calls: &mut dyn Calls, sk: &InetSk, st: &mut InetRestore) -> Resul
                 sk.clone(),
             ));
             info!(
-                "{what}: restored in repair mode ({} bytes to read, {} unacknowledged)",
+                "{what}: restored in repair mode ({} bytes to read, {} unacknowledged or unsent)",
                 stream.inq.len(),
                 stream.outq.len()
             );
         }
-        (true, TCP_ESTABLISHED, None) => {
+        (true, state, None) if super::tcp::repairable(state) => {
             return Err(fail(std::io::Error::other(
-                "established connection without its TCP state in the images",
+                "connection without its TCP state in the images",
             )))
         }
         _ => {
@@ -1354,24 +1379,33 @@ fn inet_kind(s: &InetSk, path: &Path, obj: &str) -> Result<()> {
         ));
     }
     if tcp {
-        if ![TCP_ESTABLISHED, TCP_CLOSE, TCP_LISTEN].contains(&s.state) {
+        let repaired = super::tcp::repairable(s.state);
+        if !repaired && ![TCP_CLOSE, TCP_LISTEN].contains(&s.state) {
             return Err(invalid(
                 path,
                 obj,
                 "state",
                 format!(
-                    "{}: a TCP socket is restored established, closed or listening",
+                    "{}: a TCP socket is restored connected (SYN_SENT, ESTABLISHED, half \
+                     closed), closed or listening",
                     s.state
                 ),
             ));
         }
-        if s.state == TCP_ESTABLISHED && (s.tcp.is_none() || s.local.is_none() || s.peer.is_none())
-        {
+        if repaired && (s.tcp.is_none() || s.local.is_none() || s.peer.is_none()) {
             return Err(invalid(
                 path,
                 obj,
                 "tcp",
-                "an established connection needs its TCP state and both addresses",
+                "a connection needs its TCP state and both addresses",
+            ));
+        }
+        if !repaired && s.tcp.is_some() {
+            return Err(invalid(
+                path,
+                obj,
+                "tcp",
+                "TCP state on a socket that is not connected",
             ));
         }
     } else {
@@ -1455,13 +1489,56 @@ mod tests {
             state: 4,
             ..p.clone()
         };
-        assert!(refusal(&fw, true).unwrap().contains("FIN_WAIT1"));
+        assert!(refusal(&fw, true).is_none());
+        let why = refusal(&fw, false).unwrap();
+        assert!(why.contains("FIN_WAIT1") && why.contains("--tcp-established"), "{why}");
+        let sr = Probe {
+            state: 3,
+            ..p.clone()
+        };
+        let why = refusal(&sr, true).unwrap();
+        assert!(why.contains("SYN_RECV") && why.contains("cannot restore"), "{why}");
         let raw = Probe {
             ty: libc::SOCK_RAW,
             proto: 1,
             ..p
         };
         assert!(refusal(&raw, true).unwrap().contains("only TCP and UDP"));
+    }
+
+    /// Two dumps of the same socket's options give the same image bytes
+    /// (with a map, each dump had its own order).
+    #[test]
+    fn options_encode_deterministically() {
+        use protobuf::Message;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let fd = OwnedFd::from(l);
+        let bytes = || {
+            let mut sk = InetSk::new();
+            sk.family = libc::AF_INET as u32;
+            sk.protocol = libc::IPPROTO_TCP as u32;
+            sk.state = TCP_LISTEN;
+            dump_opts(&fd, &mut sk).unwrap();
+            assert!(sk.opts.len() > 10, "{:?}", sk.opts);
+            sk.write_to_bytes().unwrap()
+        };
+        let first = bytes();
+        for _ in 0..8 {
+            assert_eq!(bytes(), first);
+        }
+    }
+
+    /// Images written when the options were a map read the same.
+    #[test]
+    fn old_map_options_still_read() {
+        use protobuf::Message;
+        // Field 10, length-delimited: a map entry {key: "IP_TOS", value: 16}.
+        let mut raw = vec![0x52, 10, 0x0a, 6];
+        raw.extend_from_slice(b"IP_TOS");
+        raw.extend_from_slice(&[0x10, 16]);
+        let sk = InetSk::parse_from_bytes(&raw).unwrap();
+        assert_eq!(int_opt(&sk, "IP_TOS"), Some(16));
+        assert_eq!(int_opt(&sk, "IP_TTL"), None);
     }
 
     #[test]
