@@ -365,7 +365,11 @@ fn applies(w: For, family: i32, proto: i32, state: u32) -> bool {
 /// The saved value of the integer option `name` (the last one, should an
 /// image name it twice).
 fn int_opt(sk: &InetSk, name: &str) -> Option<i32> {
-    sk.opts.iter().rev().find(|o| o.name == name).map(|o| o.value)
+    sk.opts
+        .iter()
+        .rev()
+        .find(|o| o.name == name)
+        .map(|o| o.value)
 }
 
 fn dump_opts(sock: &OwnedFd, sk: &mut InetSk) -> std::io::Result<()> {
@@ -1491,13 +1495,19 @@ mod tests {
         };
         assert!(refusal(&fw, true).is_none());
         let why = refusal(&fw, false).unwrap();
-        assert!(why.contains("FIN_WAIT1") && why.contains("--tcp-established"), "{why}");
+        assert!(
+            why.contains("FIN_WAIT1") && why.contains("--tcp-established"),
+            "{why}"
+        );
         let sr = Probe {
             state: 3,
             ..p.clone()
         };
         let why = refusal(&sr, true).unwrap();
-        assert!(why.contains("SYN_RECV") && why.contains("cannot restore"), "{why}");
+        assert!(
+            why.contains("SYN_RECV") && why.contains("cannot restore"),
+            "{why}"
+        );
         let raw = Probe {
             ty: libc::SOCK_RAW,
             proto: 1,

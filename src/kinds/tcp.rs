@@ -366,7 +366,8 @@ fn shutdown_repaired(sock: &OwnedFd, acked: bool) -> IoResult<()> {
     if acked {
         select_queue(sock, net::TCP_SEND_QUEUE)?;
     }
-    let r = sock::shutdown(sock, libc::SHUT_WR).map_err(ctx("shutdown(SHUT_WR) to restore the FIN"));
+    let r =
+        sock::shutdown(sock, libc::SHUT_WR).map_err(ctx("shutdown(SHUT_WR) to restore the FIN"));
     if acked {
         select_queue(sock, 0)?;
     }
@@ -477,8 +478,7 @@ pub fn go_live(
         return Ok(());
     }
     if s.unsent_len > 0 && we_sent_fin(state) {
-        sock::shutdown(sock, libc::SHUT_WR)
-            .map_err(ctx("shutdown(SHUT_WR) to restore the FIN"))?;
+        sock::shutdown(sock, libc::SHUT_WR).map_err(ctx("shutdown(SHUT_WR) to restore the FIN"))?;
         if state == CLOSING {
             let r = Replay::new(local, peer, s, state);
             r.send(net::TH_FIN | net::TH_ACK, r.snd_una)?;
