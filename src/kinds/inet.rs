@@ -320,7 +320,10 @@ const INT_OPTS: &[(&str, i32, i32, For)] = &[
     ("IPV6_RECVORIGDSTADDR", libc::IPPROTO_IPV6, 74, For::V6),
     ("IPV6_UNICAST_IF", libc::IPPROTO_IPV6, 76, For::V6),
     ("IPV6_RECVFRAGSIZE", libc::IPPROTO_IPV6, 77, For::V6),
+    ("UDP_CORK", libc::IPPROTO_UDP, UDP_CORK, For::Udp),
 ];
+
+const UDP_CORK: i32 = 1;
 
 const TCP_CONGESTION: i32 = 13;
 const TCP_ULP: i32 = 31;
@@ -654,8 +657,8 @@ fn grab(pid: i32, fd: i32) -> Result<OwnedFd> {
     sock::pidfd_getfd(pid, fd).map_err(|e| Error::sys(pid, format!("pidfd_getfd fd {fd}"), e))
 }
 
-/// Classifies a socket; None if it is not an IPv4/IPv6 socket.
-pub fn probe(sock: &OwnedFd, ino: u64) -> std::io::Result<Option<Probe>> {
+/// Classifies a socket of `pid`; None if it is not an IPv4/IPv6 socket.
+pub fn probe(sock: &OwnedFd, ino: u64, pid: i32) -> std::io::Result<Option<Probe>> {
     let family = sock::get_int(sock, libc::SOL_SOCKET, libc::SO_DOMAIN)?;
     if family != libc::AF_INET && family != libc::AF_INET6 {
         return Ok(None);
@@ -686,8 +689,56 @@ pub fn probe(sock: &OwnedFd, ino: u64) -> std::io::Result<Option<Probe>> {
             p.pending = ti.unacked;
             p.backlog = ti.sacked;
         }
+        if p.state == super::tcp::SYN_SENT && p.peer.is_none() {
+            // getpeername refuses until the connection is established.
+            p.peer = proc_net_peer(pid, family, ino)?;
+            if p.peer.is_none() {
+                return Err(std::io::Error::other(format!(
+                    "the SYN_SENT socket (inode {ino}) is not in /proc/{pid}/net/tcp{}",
+                    if family == libc::AF_INET6 { "6" } else { "" }
+                )));
+            }
+        }
     }
     Ok(Some(p))
+}
+
+/// The remote address of the TCP socket with inode `ino` in the network
+/// namespace of `pid`, from /proc/PID/net/tcp or tcp6.
+fn proc_net_peer(pid: i32, family: i32, ino: u64) -> std::io::Result<Option<InetAddr>> {
+    let v6 = family == libc::AF_INET6;
+    let path = format!("/proc/{pid}/net/tcp{}", if v6 { "6" } else { "" });
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{path}: {e}")))?;
+    Ok(text.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(9)?.parse::<u64>().ok()? == ino)
+            .then(|| parse_proc_addr(f.get(2)?))
+            .flatten()
+    }))
+}
+
+/// "0100007F:1F90" (IPv4) or 32 hex digits and a port (IPv6): each 32-bit
+/// word of the address in the kernel's (little-endian here) byte order.
+fn parse_proc_addr(s: &str) -> Option<InetAddr> {
+    let (a, port) = s.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let words: Vec<u32> = (0..a.len() / 8)
+        .map(|i| u32::from_str_radix(a.get(i * 8..i * 8 + 8)?, 16).ok())
+        .collect::<Option<_>>()?;
+    let ip = match words.len() {
+        // The kernel prints the bytes of each word as a native u32.
+        1 => IpAddr::V4(Ipv4Addr::from(words[0].to_ne_bytes())),
+        4 => {
+            let mut b = [0u8; 16];
+            for (i, w) in words.iter().enumerate() {
+                b[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+            }
+            IpAddr::V6(Ipv6Addr::from(b))
+        }
+        _ => return None,
+    };
+    Some(InetAddr::new(ip, port))
 }
 
 /// Why cairn cannot checkpoint this socket (None: it can).
@@ -763,7 +814,8 @@ fn scan(pid: i32) -> Result<Vec<(i32, OwnedFd, Probe)>> {
             Err(e) => return Err(e),
         };
         if let Some(p) =
-            probe(&sock, ino).map_err(|e| Error::sys(pid, format!("fd {fd}: probe socket"), e))?
+            probe(&sock, ino, pid)
+                .map_err(|e| Error::sys(pid, format!("fd {fd}: probe socket"), e))?
         {
             out.push((fd, sock, p));
         }
@@ -913,7 +965,7 @@ impl DumpState {
             let what = format!("fd {fd}: {what}");
             move |e: std::io::Error| Error::sys(pid, what.clone(), e)
         };
-        let Some(p) = probe(sock, ino).map_err(sys("probe socket"))? else {
+        let Some(p) = probe(sock, ino, pid).map_err(sys("probe socket"))? else {
             return Ok(None);
         };
         if let Some(why) = refusal(&p, self.tcp_established).or_else(|| opts_refusal(sock, &p)) {
@@ -959,6 +1011,23 @@ impl DumpState {
                 stream.unsent_len
             );
             sk.tcp = Some(stream).into();
+        }
+        if p.proto == libc::IPPROTO_UDP
+            && sock::get_int(sock, libc::IPPROTO_UDP, UDP_CORK).is_ok_and(|c| c != 0)
+        {
+            // Corked data waits in the send queue, where nothing can read
+            // it back (only the cork flag is restored).
+            let pending = net::ioctl_int(sock, net::SIOCOUTQ).map_err(sys("SIOCOUTQ"))?;
+            if pending > 0 {
+                return Err(Error::unsupported(
+                    pid,
+                    format!(
+                        "fd {fd} ({}): {pending} bytes are corked (UDP_CORK) and not sent yet; \
+                         the kernel gives no way to read them back, they would be lost",
+                        p.describe()
+                    ),
+                ));
+            }
         }
         if p.proto == libc::IPPROTO_UDP {
             let (q, dropped) = peek_datagrams(sock).map_err(sys("read queued datagrams"))?;
@@ -1549,6 +1618,16 @@ mod tests {
         let sk = InetSk::parse_from_bytes(&raw).unwrap();
         assert_eq!(int_opt(&sk, "IP_TOS"), Some(16));
         assert_eq!(int_opt(&sk, "IP_TTL"), None);
+    }
+
+    #[test]
+    fn proc_net_addresses() {
+        let a = parse_proc_addr("0100007F:1F90").unwrap();
+        assert_eq!(a.to_string(), "127.0.0.1:8080");
+        let b = parse_proc_addr("00000000000000000000000001000000:0050").unwrap();
+        assert_eq!(b.ip, "::1".parse::<IpAddr>().unwrap());
+        assert_eq!(b.port, 80);
+        assert!(parse_proc_addr("zz:1").is_none());
     }
 
     #[test]
