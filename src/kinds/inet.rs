@@ -813,9 +813,8 @@ fn scan(pid: i32) -> Result<Vec<(i32, OwnedFd, Probe)>> {
             Err(_) if !crate::sys::task::pid_exists(pid) => continue,
             Err(e) => return Err(e),
         };
-        if let Some(p) =
-            probe(&sock, ino, pid)
-                .map_err(|e| Error::sys(pid, format!("fd {fd}: probe socket"), e))?
+        if let Some(p) = probe(&sock, ino, pid)
+            .map_err(|e| Error::sys(pid, format!("fd {fd}: probe socket"), e))?
         {
             out.push((fd, sock, p));
         }
@@ -976,7 +975,8 @@ impl DumpState {
                 pid,
                 format!(
                     "fd {fd}: {} has {} connections waiting to be accepted, which would be \
-                     lost; try again when they are accepted",
+                     lost (the kernel has no way to put a connection back into an accept \
+                     queue); try again when they are accepted",
                     p.describe(),
                     p.pending
                 ),
