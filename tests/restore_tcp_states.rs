@@ -52,7 +52,7 @@ fn tcp_half_closed_states() {
         "established connection",
     ] {
         assert!(
-            log.contains(&format!("{state}")) && log.contains("unsent"),
+            log.contains(state) && log.contains("unsent"),
             "the dump did not save a connection in {state}:\n{log}"
         );
     }
