@@ -108,6 +108,11 @@ fn ip_match(ip: IpAddr, dir: &str) -> String {
     }
 }
 
+/// The packet mark (SO_MARK) of the packets cairn itself sends to a
+/// locked connection to replay its state (a FIN, an acknowledgement; see
+/// [`crate::kinds::tcp`]): the lock lets them through. CRIU's SOCCR_MARK.
+pub const BYPASS_MARK: u32 = 0xC114;
+
 /// The nft rules (one per line) that keep `c` from the network:
 /// (input rules, output rules).
 pub fn rules(c: &Conn) -> (Vec<String>, Vec<String>) {
@@ -167,7 +172,8 @@ pub fn lock_script(table: &str, conns: &[Conn]) -> String {
         format!("add table inet {table}\ndelete table inet {table}\ntable inet {table} {{\n");
     for (name, hook, rules) in [("input", "input", &input), ("output", "output", &output)] {
         s += &format!(
-            "  chain {name} {{\n    type filter hook {hook} priority raw; policy accept;\n"
+            "  chain {name} {{\n    type filter hook {hook} priority raw; policy accept;\n    \
+             meta mark {BYPASS_MARK:#x} accept\n"
         );
         for r in rules {
             s += &format!("    {r}\n");

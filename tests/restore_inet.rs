@@ -72,3 +72,31 @@ fn sk_udp_leave_running() {
     }
     leave_running("sk_udp", &[]);
 }
+
+/// UDP_CORK on a socket with nothing corked comes back (the workload
+/// corks two sends into one datagram after the restore).
+#[test]
+fn sk_udp_cork() {
+    if skip_unless_root() {
+        return;
+    }
+    checkpoint_restore("sk_udp_cork", &[]);
+}
+
+/// Corked data cannot be read back: the dump refuses, naming pid and fd,
+/// and the process goes on (its datagram intact).
+#[test]
+fn sk_udp_cork_pending_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("sk_udp_cork", &["--pending"]);
+    let out = w.dump(&[]);
+    assert_eq!(exit_code(&out.status), 6, "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("pid {}", w.pid)) && err.contains("fd ") && err.contains("corked"),
+        "{err}"
+    );
+    w.terminate_original_expect_pass();
+}

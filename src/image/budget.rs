@@ -477,8 +477,13 @@ mod tests {
         assert_eq!(s.messages, 4); // core, thread, regs, rlimit
         assert!(s.memory >= raw.len() as u64 + message_cost(&ThreadCore::descriptor()) + 600);
         let mut o = InetSk::new();
-        o.opts.insert("TCP_NODELAY".into(), 1);
-        o.opts.insert("IP_TOS".into(), -3);
+        for (n, v) in [("TCP_NODELAY", 1), ("IP_TOS", -3)] {
+            o.opts.push(crate::image::proto::NamedInt {
+                name: n.into(),
+                value: v,
+                ..Default::default()
+            });
+        }
         let raw = o.write_to_bytes().unwrap();
         scan(&InetSk::descriptor(), &raw).unwrap();
     }

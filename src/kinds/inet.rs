@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::OwnedFd;
 
 use crate::error::{Error, Result};
-use crate::image::proto::{file_desc, Datagram, FdTable, Files, InetSk};
+use crate::image::proto::{file_desc, Datagram, FdTable, Files, InetSk, NamedInt};
 use crate::image::validate::{
     bad as invalid, check_bytes, check_name, count, short, MAX_ITEMS, QUEUE_MAX,
 };
@@ -320,7 +320,10 @@ const INT_OPTS: &[(&str, i32, i32, For)] = &[
     ("IPV6_RECVORIGDSTADDR", libc::IPPROTO_IPV6, 74, For::V6),
     ("IPV6_UNICAST_IF", libc::IPPROTO_IPV6, 76, For::V6),
     ("IPV6_RECVFRAGSIZE", libc::IPPROTO_IPV6, 77, For::V6),
+    ("UDP_CORK", libc::IPPROTO_UDP, UDP_CORK, For::Udp),
 ];
+
+const UDP_CORK: i32 = 1;
 
 const TCP_CONGESTION: i32 = 13;
 const TCP_ULP: i32 = 31;
@@ -353,13 +356,23 @@ fn applies(w: For, family: i32, proto: i32, state: u32) -> bool {
     match w {
         For::All => true,
         For::Tcp => tcp,
-        For::TcpUnconnected => tcp && state != TCP_ESTABLISHED,
+        For::TcpUnconnected => tcp && (state == TCP_LISTEN || state == TCP_CLOSE),
         For::Udp => udp,
         For::V4 => v4,
         For::V6 => !v4,
         For::V4Udp => v4 && udp,
         For::V6Udp => !v4 && udp,
     }
+}
+
+/// The saved value of the integer option `name` (the last one, should an
+/// image name it twice).
+fn int_opt(sk: &InetSk, name: &str) -> Option<i32> {
+    sk.opts
+        .iter()
+        .rev()
+        .find(|o| o.name == name)
+        .map(|o| o.value)
 }
 
 fn dump_opts(sock: &OwnedFd, sk: &mut InetSk) -> std::io::Result<()> {
@@ -369,7 +382,11 @@ fn dump_opts(sock: &OwnedFd, sk: &mut InetSk) -> std::io::Result<()> {
             continue;
         }
         if let Ok(v) = sock::get_int(sock, level, opt) {
-            sk.opts.insert(name.to_string(), v);
+            sk.opts.push(NamedInt {
+                name: name.to_string(),
+                value: v,
+                ..Default::default()
+            });
         }
     }
     sk.sock_opts = Some(super::sockopts::dump(sock)?).into();
@@ -399,7 +416,7 @@ fn restore_opts(sock: &OwnedFd, sk: &InetSk, what: &str) -> std::io::Result<()> 
     };
     // IP_TOS sets the priority too: the IP options go before SOL_SOCKET's.
     for &(name, level, opt, _) in INT_OPTS {
-        let Some(&want) = sk.opts.get(name) else {
+        let Some(want) = int_opt(sk, name) else {
             continue;
         };
         if sock::get_int(sock, level, opt).ok() == Some(want) {
@@ -452,7 +469,7 @@ fn finish_opts(sock: &OwnedFd, sk: &InetSk) -> std::io::Result<()> {
 /// wildcard and the port, and connect picks the same address again
 /// ([`check_local`] makes sure).
 fn bind_addr(sk: &InetSk, l: &InetAddr) -> InetAddr {
-    let v6only = sk.opts.get("IPV6_V6ONLY").copied().unwrap_or(0);
+    let v6only = int_opt(sk, "IPV6_V6ONLY").unwrap_or(0);
     match l.ip {
         IpAddr::V6(a)
             if sk.family == libc::AF_INET6 as u32
@@ -508,12 +525,13 @@ fn verify(sock: &OwnedFd, sk: &InetSk) -> std::io::Result<()> {
     now.state = sk.state;
     dump_opts(sock, &mut now)?;
     let mut d = Vec::new();
-    let mut names: Vec<&String> = sk.opts.keys().collect();
-    names.sort();
+    let mut names: Vec<&str> = sk.opts.iter().map(|o| o.name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
     for name in names {
-        let want = sk.opts[name];
-        match now.opts.get(name) {
-            Some(&g) if g == want => {}
+        let want = int_opt(sk, name).unwrap_or_default();
+        match int_opt(&now, name) {
+            Some(g) if g == want => {}
             g => d.push(format!(
                 "{name} is {}, was {want}",
                 g.map_or("unreadable".to_string(), |g| g.to_string())
@@ -639,8 +657,8 @@ fn grab(pid: i32, fd: i32) -> Result<OwnedFd> {
     sock::pidfd_getfd(pid, fd).map_err(|e| Error::sys(pid, format!("pidfd_getfd fd {fd}"), e))
 }
 
-/// Classifies a socket; None if it is not an IPv4/IPv6 socket.
-pub fn probe(sock: &OwnedFd, ino: u64) -> std::io::Result<Option<Probe>> {
+/// Classifies a socket of `pid`; None if it is not an IPv4/IPv6 socket.
+pub fn probe(sock: &OwnedFd, ino: u64, pid: i32) -> std::io::Result<Option<Probe>> {
     let family = sock::get_int(sock, libc::SOL_SOCKET, libc::SO_DOMAIN)?;
     if family != libc::AF_INET && family != libc::AF_INET6 {
         return Ok(None);
@@ -671,8 +689,56 @@ pub fn probe(sock: &OwnedFd, ino: u64) -> std::io::Result<Option<Probe>> {
             p.pending = ti.unacked;
             p.backlog = ti.sacked;
         }
+        if p.state == super::tcp::SYN_SENT && p.peer.is_none() {
+            // getpeername refuses until the connection is established.
+            p.peer = proc_net_peer(pid, family, ino)?;
+            if p.peer.is_none() {
+                return Err(std::io::Error::other(format!(
+                    "the SYN_SENT socket (inode {ino}) is not in /proc/{pid}/net/tcp{}",
+                    if family == libc::AF_INET6 { "6" } else { "" }
+                )));
+            }
+        }
     }
     Ok(Some(p))
+}
+
+/// The remote address of the TCP socket with inode `ino` in the network
+/// namespace of `pid`, from /proc/PID/net/tcp or tcp6.
+fn proc_net_peer(pid: i32, family: i32, ino: u64) -> std::io::Result<Option<InetAddr>> {
+    let v6 = family == libc::AF_INET6;
+    let path = format!("/proc/{pid}/net/tcp{}", if v6 { "6" } else { "" });
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{path}: {e}")))?;
+    Ok(text.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(9)?.parse::<u64>().ok()? == ino)
+            .then(|| parse_proc_addr(f.get(2)?))
+            .flatten()
+    }))
+}
+
+/// "0100007F:1F90" (IPv4) or 32 hex digits and a port (IPv6): each 32-bit
+/// word of the address in the kernel's (little-endian here) byte order.
+fn parse_proc_addr(s: &str) -> Option<InetAddr> {
+    let (a, port) = s.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let words: Vec<u32> = (0..a.len() / 8)
+        .map(|i| u32::from_str_radix(a.get(i * 8..i * 8 + 8)?, 16).ok())
+        .collect::<Option<_>>()?;
+    let ip = match words.len() {
+        // The kernel prints the bytes of each word as a native u32.
+        1 => IpAddr::V4(Ipv4Addr::from(words[0].to_ne_bytes())),
+        4 => {
+            let mut b = [0u8; 16];
+            for (i, w) in words.iter().enumerate() {
+                b[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+            }
+            IpAddr::V6(Ipv6Addr::from(b))
+        }
+        _ => return None,
+    };
+    Some(InetAddr::new(ip, port))
 }
 
 /// Why cairn cannot checkpoint this socket (None: it can).
@@ -697,15 +763,21 @@ fn refusal(p: &Probe, tcp_established: bool) -> Option<String> {
     }
     match p.state {
         TCP_LISTEN | TCP_CLOSE => None,
-        TCP_ESTABLISHED if tcp_established => None,
+        s if super::tcp::repairable(s) && tcp_established => None,
         TCP_ESTABLISHED => Some(format!(
             "is an {}; pass --tcp-established (on dump and restore) to checkpoint it with \
              TCP_REPAIR",
             p.describe()
         )),
+        s if super::tcp::repairable(s) => Some(format!(
+            "is a {}; pass --tcp-established (on dump and restore) to checkpoint it with \
+             TCP_REPAIR",
+            p.describe()
+        )),
         _ => Some(format!(
-            "is a {}, which cairn cannot checkpoint (only listening, unconnected and \
-             established TCP sockets)",
+            "is a {}, which TCP_REPAIR cannot restore (only listening, unconnected, \
+             SYN_SENT, established and half-closed TCP sockets: ESTABLISHED, FIN_WAIT1, \
+             FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING)",
             p.describe()
         )),
     }
@@ -741,8 +813,8 @@ fn scan(pid: i32) -> Result<Vec<(i32, OwnedFd, Probe)>> {
             Err(_) if !crate::sys::task::pid_exists(pid) => continue,
             Err(e) => return Err(e),
         };
-        if let Some(p) =
-            probe(&sock, ino).map_err(|e| Error::sys(pid, format!("fd {fd}: probe socket"), e))?
+        if let Some(p) = probe(&sock, ino, pid)
+            .map_err(|e| Error::sys(pid, format!("fd {fd}: probe socket"), e))?
         {
             out.push((fd, sock, p));
         }
@@ -803,10 +875,12 @@ impl DumpState {
                 if p.proto == libc::IPPROTO_TCP {
                     if let Some(local) = p.local {
                         match p.state {
-                            TCP_ESTABLISHED => conns.push(Conn {
-                                local,
-                                peer: p.peer,
-                            }),
+                            s if super::tcp::repairable(s) && p.peer.is_some() => {
+                                conns.push(Conn {
+                                    local,
+                                    peer: p.peer,
+                                })
+                            }
                             TCP_LISTEN => conns.push(Conn { local, peer: None }),
                             _ => {}
                         }
@@ -890,7 +964,7 @@ impl DumpState {
             let what = format!("fd {fd}: {what}");
             move |e: std::io::Error| Error::sys(pid, what.clone(), e)
         };
-        let Some(p) = probe(sock, ino).map_err(sys("probe socket"))? else {
+        let Some(p) = probe(sock, ino, pid).map_err(sys("probe socket"))? else {
             return Ok(None);
         };
         if let Some(why) = refusal(&p, self.tcp_established).or_else(|| opts_refusal(sock, &p)) {
@@ -901,7 +975,8 @@ impl DumpState {
                 pid,
                 format!(
                     "fd {fd}: {} has {} connections waiting to be accepted, which would be \
-                     lost; try again when they are accepted",
+                     lost (the kernel has no way to put a connection back into an accept \
+                     queue); try again when they are accepted",
                     p.describe(),
                     p.pending
                 ),
@@ -918,7 +993,7 @@ impl DumpState {
         sk.peer = p.peer.as_ref().map(addr_to_proto).into();
         sk.backlog = p.backlog;
         dump_opts(sock, &mut sk).map_err(sys("socket options"))?;
-        if p.proto == libc::IPPROTO_TCP && p.state == TCP_ESTABLISHED {
+        if p.proto == libc::IPPROTO_TCP && super::tcp::repairable(p.state) {
             let reuse = sock::get_int(sock, libc::SOL_SOCKET, libc::SO_REUSEADDR)
                 .map_err(sys("SO_REUSEADDR"))?;
             // The guardian holds it before it changes: a dumper that dies
@@ -926,7 +1001,7 @@ impl DumpState {
             crate::guard::tell_socket(sock, ino, reuse);
             super::tcp::repair(sock, true).map_err(sys("TCP_REPAIR"))?;
             self.repaired.push((ino, reuse));
-            let stream = super::tcp::dump_stream(sock)
+            let stream = super::tcp::dump_stream(sock, p.state)
                 .map_err(|e| Error::sys(pid, format!("fd {fd}: {}: {e}", p.describe()), e))?;
             info!(
                 "pid {pid} fd {fd}: {}: {} bytes to read, {} unacknowledged of which {} unsent",
@@ -936,6 +1011,23 @@ impl DumpState {
                 stream.unsent_len
             );
             sk.tcp = Some(stream).into();
+        }
+        if p.proto == libc::IPPROTO_UDP
+            && sock::get_int(sock, libc::IPPROTO_UDP, UDP_CORK).is_ok_and(|c| c != 0)
+        {
+            // Corked data waits in the send queue, where nothing can read
+            // it back (only the cork flag is restored).
+            let pending = net::ioctl_int(sock, net::SIOCOUTQ).map_err(sys("SIOCOUTQ"))?;
+            if pending > 0 {
+                return Err(Error::unsupported(
+                    pid,
+                    format!(
+                        "fd {fd} ({}): {pending} bytes are corked (UDP_CORK) and not sent yet; \
+                         the kernel gives no way to read them back, they would be lost",
+                        p.describe()
+                    ),
+                ));
+            }
         }
         if p.proto == libc::IPPROTO_UDP {
             let (q, dropped) = peek_datagrams(sock).map_err(sys("read queued datagrams"))?;
@@ -1021,7 +1113,13 @@ impl InetRestore {
         for (what, s, unsent, sk) in self.repaired.drain(..) {
             let fail = |e: std::io::Error| Error::Restore(format!("{what}: {e}"));
             let reuse = sk.sock_opts.as_ref().is_some_and(|o| o.reuseaddr);
-            super::tcp::go_live(&s, &unsent, reuse).map_err(fail)?;
+            let local = sk.local.as_ref().and_then(addr_from_proto);
+            let peer = sk.peer.as_ref().and_then(addr_from_proto);
+            let conn = match (&local, &peer, sk.tcp.as_ref()) {
+                (Some(l), Some(p), Some(t)) => Some((l, p, t, sk.state)),
+                _ => None,
+            };
+            super::tcp::go_live(&s, &unsent, reuse, conn).map_err(fail)?;
             restore_buffers(&s, &sk).map_err(fail)?;
             verify(&s, &sk).map_err(fail)?;
         }
@@ -1106,11 +1204,11 @@ pub fn create(calls: &mut dyn Calls, sk: &InetSk, st: &mut InetRestore) -> Resul
     restore_opts(&sock, sk, &what).map_err(fail)?;
     let tcp = sk.protocol as i32 == libc::IPPROTO_TCP;
     match (tcp, sk.state, sk.tcp.as_ref()) {
-        (true, TCP_ESTABLISHED, Some(stream)) => {
+        (true, state, Some(stream)) if super::tcp::repairable(state) => {
             let (Some(l), Some(p)) = (local, peer) else {
                 return Err(fail(std::io::Error::other("connection without addresses")));
             };
-            super::tcp::restore_stream(&sock, family, &bind_addr(sk, &l), &p, stream)
+            super::tcp::restore_stream(&sock, family, &bind_addr(sk, &l), &l, &p, stream, state)
                 .map_err(fail)?;
             check_local(&sock, &l).map_err(fail)?;
             restore_buffers(&sock, sk).map_err(fail)?;
@@ -1123,14 +1221,14 @@ pub fn create(calls: &mut dyn Calls, sk: &InetSk, st: &mut InetRestore) -> Resul
                 sk.clone(),
             ));
             info!(
-                "{what}: restored in repair mode ({} bytes to read, {} unacknowledged)",
+                "{what}: restored in repair mode ({} bytes to read, {} unacknowledged or unsent)",
                 stream.inq.len(),
                 stream.outq.len()
             );
         }
-        (true, TCP_ESTABLISHED, None) => {
+        (true, state, None) if super::tcp::repairable(state) => {
             return Err(fail(std::io::Error::other(
-                "established connection without its TCP state in the images",
+                "connection without its TCP state in the images",
             )))
         }
         _ => {
@@ -1354,24 +1452,33 @@ fn inet_kind(s: &InetSk, path: &Path, obj: &str) -> Result<()> {
         ));
     }
     if tcp {
-        if ![TCP_ESTABLISHED, TCP_CLOSE, TCP_LISTEN].contains(&s.state) {
+        let repaired = super::tcp::repairable(s.state);
+        if !repaired && ![TCP_CLOSE, TCP_LISTEN].contains(&s.state) {
             return Err(invalid(
                 path,
                 obj,
                 "state",
                 format!(
-                    "{}: a TCP socket is restored established, closed or listening",
+                    "{}: a TCP socket is restored connected (SYN_SENT, ESTABLISHED, half \
+                     closed), closed or listening",
                     s.state
                 ),
             ));
         }
-        if s.state == TCP_ESTABLISHED && (s.tcp.is_none() || s.local.is_none() || s.peer.is_none())
-        {
+        if repaired && (s.tcp.is_none() || s.local.is_none() || s.peer.is_none()) {
             return Err(invalid(
                 path,
                 obj,
                 "tcp",
-                "an established connection needs its TCP state and both addresses",
+                "a connection needs its TCP state and both addresses",
+            ));
+        }
+        if !repaired && s.tcp.is_some() {
+            return Err(invalid(
+                path,
+                obj,
+                "tcp",
+                "TCP state on a socket that is not connected",
             ));
         }
     } else {
@@ -1455,13 +1562,72 @@ mod tests {
             state: 4,
             ..p.clone()
         };
-        assert!(refusal(&fw, true).unwrap().contains("FIN_WAIT1"));
+        assert!(refusal(&fw, true).is_none());
+        let why = refusal(&fw, false).unwrap();
+        assert!(
+            why.contains("FIN_WAIT1") && why.contains("--tcp-established"),
+            "{why}"
+        );
+        let sr = Probe {
+            state: 3,
+            ..p.clone()
+        };
+        let why = refusal(&sr, true).unwrap();
+        assert!(
+            why.contains("SYN_RECV") && why.contains("cannot restore"),
+            "{why}"
+        );
         let raw = Probe {
             ty: libc::SOCK_RAW,
             proto: 1,
             ..p
         };
         assert!(refusal(&raw, true).unwrap().contains("only TCP and UDP"));
+    }
+
+    /// Two dumps of the same socket's options give the same image bytes
+    /// (with a map, each dump had its own order).
+    #[test]
+    fn options_encode_deterministically() {
+        use protobuf::Message;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let fd = OwnedFd::from(l);
+        let bytes = || {
+            let mut sk = InetSk::new();
+            sk.family = libc::AF_INET as u32;
+            sk.protocol = libc::IPPROTO_TCP as u32;
+            sk.state = TCP_LISTEN;
+            dump_opts(&fd, &mut sk).unwrap();
+            assert!(sk.opts.len() > 10, "{:?}", sk.opts);
+            sk.write_to_bytes().unwrap()
+        };
+        let first = bytes();
+        for _ in 0..8 {
+            assert_eq!(bytes(), first);
+        }
+    }
+
+    /// Images written when the options were a map read the same.
+    #[test]
+    fn old_map_options_still_read() {
+        use protobuf::Message;
+        // Field 10, length-delimited: a map entry {key: "IP_TOS", value: 16}.
+        let mut raw = vec![0x52, 10, 0x0a, 6];
+        raw.extend_from_slice(b"IP_TOS");
+        raw.extend_from_slice(&[0x10, 16]);
+        let sk = InetSk::parse_from_bytes(&raw).unwrap();
+        assert_eq!(int_opt(&sk, "IP_TOS"), Some(16));
+        assert_eq!(int_opt(&sk, "IP_TTL"), None);
+    }
+
+    #[test]
+    fn proc_net_addresses() {
+        let a = parse_proc_addr("0100007F:1F90").unwrap();
+        assert_eq!(a.to_string(), "127.0.0.1:8080");
+        let b = parse_proc_addr("00000000000000000000000001000000:0050").unwrap();
+        assert_eq!(b.ip, "::1".parse::<IpAddr>().unwrap());
+        assert_eq!(b.port, 80);
+        assert!(parse_proc_addr("zz:1").is_none());
     }
 
     #[test]

@@ -444,48 +444,85 @@ pub fn udp_packet(src: &InetAddr, dst: &InetAddr, payload: &[u8]) -> io::Result<
     udp.extend_from_slice(&(ulen as u16).to_be_bytes());
     udp.extend_from_slice(&[0, 0]);
     udp.extend_from_slice(payload);
+    ip_packet(src, dst, libc::IPPROTO_UDP as u8, udp, 6)
+}
+
+/// TCP header flags.
+pub const TH_FIN: u8 = 0x01;
+pub const TH_ACK: u8 = 0x10;
+
+/// The bytes of one IP packet carrying a TCP segment without data or
+/// options from `src` to `dst` (same family), with correct checksums.
+pub fn tcp_packet(
+    src: &InetAddr,
+    dst: &InetAddr,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+) -> io::Result<Vec<u8>> {
+    let mut tcp = Vec::with_capacity(20);
+    tcp.extend_from_slice(&src.port.to_be_bytes());
+    tcp.extend_from_slice(&dst.port.to_be_bytes());
+    tcp.extend_from_slice(&seq.to_be_bytes());
+    tcp.extend_from_slice(&ack.to_be_bytes());
+    // Data offset 5 words, no options.
+    tcp.extend_from_slice(&[5 << 4, flags]);
+    tcp.extend_from_slice(&window.to_be_bytes());
+    tcp.extend_from_slice(&[0, 0, 0, 0]);
+    ip_packet(src, dst, libc::IPPROTO_TCP as u8, tcp, 16)
+}
+
+/// `l4` (a UDP or TCP header and payload, its checksum at `csum_at`
+/// zero) in an IPv4 or IPv6 header from `src` to `dst`, checksums filled.
+fn ip_packet(
+    src: &InetAddr,
+    dst: &InetAddr,
+    proto: u8,
+    mut l4: Vec<u8>,
+    csum_at: usize,
+) -> io::Result<Vec<u8>> {
+    let len = l4.len();
+    let pseudo = |s: &[u8], d: &[u8], l4: &[u8]| {
+        let mut sum = csum_add(0, s);
+        sum = csum_add(sum, d);
+        sum = sum.wrapping_add(proto as u32 + len as u32);
+        match csum_fold(csum_add(sum, l4)) {
+            // UDP sends a computed 0 as all ones (0 means "none").
+            0 => 0xffff,
+            c => c,
+        }
+    };
     match (src.canonical_ip(), dst.canonical_ip()) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let total = 20 + ulen;
+            let total = 20 + len;
             if total > 0xffff {
-                return Err(io::Error::other("datagram too large"));
+                return Err(io::Error::other("packet too large"));
             }
-            let mut sum = csum_add(0, &s.octets());
-            sum = csum_add(sum, &d.octets());
-            sum = sum.wrapping_add(libc::IPPROTO_UDP as u32 + ulen as u32);
-            sum = csum_add(sum, &udp);
-            let c = match csum_fold(sum) {
-                0 => 0xffff,
-                c => c,
-            };
-            udp[6..8].copy_from_slice(&c.to_be_bytes());
+            let c = pseudo(&s.octets(), &d.octets(), &l4);
+            l4[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
             let mut ip = vec![0x45, 0];
             ip.extend_from_slice(&(total as u16).to_be_bytes());
-            ip.extend_from_slice(&[0, 0, 0x40, 0, 64, libc::IPPROTO_UDP as u8, 0, 0]);
+            ip.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0]);
             ip.extend_from_slice(&s.octets());
             ip.extend_from_slice(&d.octets());
             let hc = csum_fold(csum_add(0, &ip));
             ip[10..12].copy_from_slice(&hc.to_be_bytes());
-            ip.extend_from_slice(&udp);
+            ip.extend_from_slice(&l4);
             Ok(ip)
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let mut sum = csum_add(0, &s.octets());
-            sum = csum_add(sum, &d.octets());
-            sum = sum.wrapping_add(ulen as u32);
-            sum = sum.wrapping_add(libc::IPPROTO_UDP as u32);
-            sum = csum_add(sum, &udp);
-            let c = match csum_fold(sum) {
-                0 => 0xffff,
-                c => c,
-            };
-            udp[6..8].copy_from_slice(&c.to_be_bytes());
+            if len > 0xffff {
+                return Err(io::Error::other("packet too large"));
+            }
+            let c = pseudo(&s.octets(), &d.octets(), &l4);
+            l4[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
             let mut ip = vec![0x60, 0, 0, 0];
-            ip.extend_from_slice(&(ulen as u16).to_be_bytes());
-            ip.extend_from_slice(&[libc::IPPROTO_UDP as u8, 64]);
+            ip.extend_from_slice(&(len as u16).to_be_bytes());
+            ip.extend_from_slice(&[proto, 64]);
             ip.extend_from_slice(&s.octets());
             ip.extend_from_slice(&d.octets());
-            ip.extend_from_slice(&udp);
+            ip.extend_from_slice(&l4);
             Ok(ip)
         }
         _ => Err(io::Error::other("source and destination families differ")),
@@ -507,6 +544,21 @@ mod tests {
         let mut sum = csum_add(0, &p[12..20]);
         sum = sum.wrapping_add(17 + 13);
         sum = csum_add(sum, &p[20..]);
+        assert_eq!(csum_fold(sum), 0);
+    }
+
+    #[test]
+    fn tcp_checksums_verify() {
+        let s = InetAddr::new("::1".parse().unwrap(), 4000);
+        let d = InetAddr::new("::1".parse().unwrap(), 80);
+        let p = tcp_packet(&s, &d, 7, 9, TH_FIN | TH_ACK, 512).unwrap();
+        assert_eq!(p.len(), 40 + 20);
+        assert_eq!(p[6], 6);
+        assert_eq!(&p[40 + 4..40 + 8], &7u32.to_be_bytes());
+        assert_eq!(p[40 + 13], 0x11);
+        let mut sum = csum_add(0, &p[8..40]);
+        sum = sum.wrapping_add(6 + 20);
+        sum = csum_add(sum, &p[40..]);
         assert_eq!(csum_fold(sum), 0);
     }
 
