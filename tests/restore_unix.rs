@@ -293,7 +293,10 @@ fn unix_inflight_standalone_file_refused() {
     if skip_unless_root() {
         return;
     }
-    inflight_refused("--standalone-file", &["SCM_RIGHTS", "/stat", "no process of the tree holds"]);
+    inflight_refused(
+        "--standalone-file",
+        &["SCM_RIGHTS", "/stat", "no process of the tree holds"],
+    );
 }
 
 /// A unix socket in flight whose own queue holds a descriptor in flight
@@ -304,4 +307,24 @@ fn unix_inflight_nested_refused() {
         return;
     }
     inflight_refused("--nested", &["SCM_RIGHTS", "inside descriptors in flight"]);
+}
+
+/// Sockets bound to path names whose files were removed, or replaced by
+/// another file (a regular file, another socket's file): each is bound to
+/// its own name again while the file that took the name is moved aside,
+/// and the file comes back (same inode and contents); what was connected
+/// through the name still works, a waiting connection is accepted.
+#[test]
+fn unix_deleted_and_replaced_names() {
+    if skip_unless_root() {
+        return;
+    }
+    let w = checkpoint_restore("unix_deleted", &[]);
+    // Nothing cairn moved aside is left behind.
+    let left: Vec<_> = std::fs::read_dir(&w.work)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("cairn-parked"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }

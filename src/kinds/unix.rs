@@ -404,7 +404,11 @@ impl UnixDump {
     /// that description; a unix socket no process holds is described
     /// here as one more description; anything else is refused, naming
     /// the queue and the file.
-    fn identify_in_flight(&mut self, files: &mut Files, tree_fds: &[(i32, i32, u32)]) -> Result<()> {
+    fn identify_in_flight(
+        &mut self,
+        files: &mut Files,
+        tree_fds: &[(i32, i32, u32)],
+    ) -> Result<()> {
         let flight = std::mem::take(&mut self.flight);
         if flight.is_empty() {
             return Ok(());
@@ -427,7 +431,8 @@ impl UnixDump {
             let mut ids = Vec::new();
             for f in fds {
                 let raw = f.as_raw_fd();
-                let same = |p: i32, o: i32| crate::sys::task::kcmp_file(me, raw, p, o).ok() == Some(0);
+                let same =
+                    |p: i32, o: i32| crate::sys::task::kcmp_file(me, raw, p, o).ok() == Some(0);
                 let found = tree_fds
                     .iter()
                     .find(|&&(p, o, _)| same(p, o))
@@ -973,6 +978,76 @@ struct Rebuild<'a> {
     warnings: Vec<String>,
     /// Messages for after the fd tables ([`send_or_defer`]).
     later: Vec<Planned>,
+    /// Files that took the place of a deleted socket name, moved aside
+    /// while the socket is bound there and put back at the end (or on
+    /// any error, when dropped).
+    parked: Vec<Parked>,
+}
+
+/// A file moved aside from `path` (to `aside`, in the same directory) so
+/// that a socket can be bound at `path`; dropping it removes the socket
+/// file cairn made there and moves the file back.
+struct Parked {
+    path: PathBuf,
+    aside: PathBuf,
+}
+
+impl Parked {
+    /// Moves whatever is at `path` (not following a symlink) aside under a
+    /// new name in its directory (renameat2 RENAME_NOREPLACE), or None if
+    /// nothing is there.
+    fn aside(path: &Path) -> std::io::Result<Option<Parked>> {
+        if std::fs::symlink_metadata(path).is_err() {
+            return Ok(None);
+        }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let base = path.file_name().unwrap_or_default().to_string_lossy();
+        for i in 0..100u32 {
+            let aside = dir.join(format!(".cairn-parked-{}-{i}-{base}", std::process::id()));
+            match rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                path,
+                rustix::fs::CWD,
+                &aside,
+                rustix::fs::RenameFlags::NOREPLACE,
+            ) {
+                Ok(()) => {
+                    info!(
+                        "{} took the place of a deleted socket name: moved aside while the socket is bound",
+                        path.display()
+                    );
+                    return Ok(Some(Parked {
+                        path: path.to_path_buf(),
+                        aside,
+                    }));
+                }
+                Err(e) if e == rustix::io::Errno::EXIST => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(std::io::Error::other("no free name to move the file aside"))
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.file_type().is_socket()) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+        if let Err(e) = rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &self.aside,
+            rustix::fs::CWD,
+            &self.path,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            warn!(
+                "cannot move {} back to {}: {e}",
+                self.aside.display(),
+                self.path.display()
+            );
+        }
+    }
 }
 
 fn rerr(u: &UnixSocket, what: &str, e: impl std::fmt::Display) -> Error {
@@ -1136,6 +1211,8 @@ impl<'a> Rebuild<'a> {
 
     /// Binds `u`'s own name, with its file's mode and owner.
     fn bind(&mut self, u: &UnixSocket) -> Result<()> {
+        self.free_deleted(&u.name, &u.name_dir, u.deleted)
+            .map_err(|e| rerr(u, "move aside the file that replaced the name", e))?;
         let fd = self.fd(u.ino)?;
         bind_name(fd, &u.name, &u.name_dir).map_err(|e| rerr(u, "bind", e))?;
         if is_path(&u.name) {
@@ -1159,6 +1236,28 @@ impl<'a> Rebuild<'a> {
         Ok(())
     }
 
+    /// Before binding a socket whose path name was deleted since it was
+    /// bound: a file that took the name since (another file, or another
+    /// socket's) is moved aside until the restore of the sockets is done,
+    /// so the socket is bound at its own name and the file comes back.
+    fn free_deleted(&mut self, name: &[u8], dir: &str, deleted: bool) -> std::io::Result<()> {
+        if !deleted || !is_path(name) {
+            return Ok(());
+        }
+        let path = full_path(name, dir);
+        if self.parked.iter().any(|p| p.path == path) {
+            // Already aside; our own socket file may be there now.
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_socket()) {
+                std::fs::remove_file(&path)?;
+            }
+            return Ok(());
+        }
+        if let Some(p) = Parked::aside(&path)? {
+            self.parked.push(p);
+        }
+        Ok(())
+    }
+
     /// Connects `client` to a listener named `name` and returns the
     /// accepted side: through the tree's own listener of that name if there
     /// is one (its backlog is still empty), else through a temporary one.
@@ -1177,6 +1276,7 @@ impl<'a> Rebuild<'a> {
             return sock::accept(lfd);
         }
         let temp = sock::socket(libc::AF_UNIX, ty)?;
+        self.free_deleted(&s.name, &s.name_dir, s.deleted)?;
         bind_name(&temp, &s.name, &s.name_dir)?;
         if is_path(&s.name) && s.deleted {
             self.unlink.push(full_path(&s.name, &s.name_dir));
@@ -1316,7 +1416,10 @@ impl<'a> Rebuild<'a> {
             .filter(|p| p.name.is_empty() && r.name.is_empty());
         if let Some(p) = pair {
             // A socketpair: everything came from the other end.
-            let from = self.fds.get(&p.ino).ok_or_else(|| rerr(p, "socket", "not created"))?;
+            let from = self
+                .fds
+                .get(&p.ino)
+                .ok_or_else(|| rerr(p, "socket", "not created"))?;
             return send_or_defer(&mut self.later, r, from, &r.queue, false, None);
         }
         if r.queue.is_empty() {
@@ -1343,16 +1446,36 @@ impl<'a> Rebuild<'a> {
         for p in &r.queue[..split] {
             self.sender_for(&p.sender, temps)?;
             let from = match self.dgram_named(&p.sender) {
-                Some(ino) => self.fds.get(&ino).ok_or_else(|| rerr(r, "socket", "not created"))?,
+                Some(ino) => self
+                    .fds
+                    .get(&ino)
+                    .ok_or_else(|| rerr(r, "socket", "not created"))?,
                 None => &temps[&p.sender],
             };
-            send_or_defer(&mut self.later, r, from, std::slice::from_ref(p), false, Some(&to))?;
+            send_or_defer(
+                &mut self.later,
+                r,
+                from,
+                std::slice::from_ref(p),
+                false,
+                Some(&to),
+            )?;
         }
         if split < r.queue.len() {
             let p = peer.expect("split implies a peer");
             self.connect_dgram(r)?;
-            let from = self.fds.get(&p.ino).ok_or_else(|| rerr(p, "socket", "not created"))?;
-            send_or_defer(&mut self.later, r, from, &r.queue[split..], false, Some(&to))?;
+            let from = self
+                .fds
+                .get(&p.ino)
+                .ok_or_else(|| rerr(p, "socket", "not created"))?;
+            send_or_defer(
+                &mut self.later,
+                r,
+                from,
+                &r.queue[split..],
+                false,
+                Some(&to),
+            )?;
         }
         Ok(())
     }
@@ -1426,6 +1549,7 @@ pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<UnixRestore> {
         bound: HashMap::new(),
         warnings: Vec::new(),
         later: Vec::new(),
+        parked: Vec::new(),
     };
     if r.by_ino.len() != descs.len() {
         return Err(Error::Restore(
@@ -1587,6 +1711,8 @@ pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<UnixRestore> {
     for p in std::mem::take(&mut r.unlink) {
         let _ = std::fs::remove_file(p);
     }
+    // Files that had taken deleted names go back.
+    r.parked.clear();
     for w in &r.warnings {
         warn!("{w}");
     }

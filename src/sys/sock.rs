@@ -376,7 +376,7 @@ pub fn send_fds(
         iov_len: data.len(),
     };
     let mut ctl = vec![0u64; 256]; // 2 KiB, aligned for cmsghdr
-    // SAFETY: an all-zero msghdr is valid; the pointers are set below.
+                                   // SAFETY: an all-zero msghdr is valid; the pointers are set below.
     let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
     if let Some((sa, len)) = addr.as_ref() {
         mh.msg_name = (sa as *const libc::sockaddr_un as *mut libc::sockaddr_un).cast();
