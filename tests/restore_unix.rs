@@ -328,3 +328,43 @@ fn unix_deleted_and_replaced_names() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// An unconnected datagram socket with datagrams from several senders,
+/// most of them closed (one leaving its socket file behind, which is
+/// moved aside while a stand-in sender is bound there and comes back),
+/// and a datagram socketpair end whose writer was closed: every datagram
+/// comes back with its sender address, and the dead peer stays dead.
+#[test]
+fn unix_dgram_senders() {
+    if skip_unless_root() {
+        return;
+    }
+    checkpoint_restore("unix_dgram_senders", &[]);
+}
+
+/// Datagrams queued from a socket outside the tree that still has its
+/// name are refused (their sender address could not be given back),
+/// naming the pid, fd and sender; the original goes on untouched.
+#[test]
+fn unix_dgram_outside_sender_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let dir = fresh_dir("unix-dgram-outside");
+    let me = dir.join("outside.sock");
+    let out_sk = std::os::unix::net::UnixDatagram::bind(&me).unwrap();
+    let mut w = Workload::start("unix_dgram_senders", &["--outside"]);
+    out_sk.send_to(b"ext", w.work.join("rcv.sock")).unwrap();
+    let out = w.dump(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{}", describe(&out));
+    assert!(
+        err.contains(&format!("pid {}", w.pid))
+            && err.contains("fd ")
+            && err.contains("outside.sock")
+            && err.contains("outside the dumped tree"),
+        "unclear refusal: {err}"
+    );
+    w.terminate_original_expect_pass();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -229,6 +229,54 @@ fn check_graph(
     Ok(())
 }
 
+/// Datagrams queued from a socket outside the tree that still has its
+/// name: a restore could not bind a sender with that name to write them
+/// again with their sender address, so the dump is refused.
+fn check_senders(
+    held: &HashMap<u32, (i32, i32)>,
+    all: &HashMap<u32, UnixDiag>,
+    files: &Files,
+) -> Result<()> {
+    for d in &files.descs {
+        let Some(file_desc::Kind::Unix(u)) = &d.kind else {
+            continue;
+        };
+        if u.type_ as i32 != libc::SOCK_DGRAM {
+            continue;
+        }
+        for p in u.queue.iter().filter(|p| !p.sender.is_empty()) {
+            // A relative path names different files for different
+            // processes: only abstract and absolute names identify a socket.
+            if is_path(&p.sender) && !path_bytes(&p.sender).starts_with(b"/") {
+                continue;
+            }
+            let named = |x: &&UnixDiag| x.name.as_deref() == Some(&p.sender[..]);
+            if all
+                .values()
+                .filter(named)
+                .any(|x| held.contains_key(&x.ino))
+            {
+                continue;
+            }
+            let outside = all.values().find(named);
+            if let Some(x) = outside {
+                let (pid, fd) = held.get(&u.ino).copied().unwrap_or((0, 0));
+                return Err(Error::unsupported(
+                    pid,
+                    format!(
+                        "fd {fd}: unix dgram socket {} has datagrams queued from {} (socket:[{}], {}), a socket outside the dumped tree that still has that name: they could not be given their sender address back",
+                        show_name(&u.name),
+                        show_name(&p.sender),
+                        x.ino,
+                        holder(x.ino)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The listener whose backlog holds a connection from `client`.
 fn listener_of(all: &HashMap<u32, UnixDiag>, client: u32) -> Option<&UnixDiag> {
     all.values()
@@ -513,6 +561,7 @@ impl UnixDump {
         self.identify_in_flight(files, tree_fds)?;
         let all = self.diag.as_ref().expect("just set");
         check_graph(&self.held, all, ext_ok, leave_running, false)?;
+        check_senders(&self.held, all, files)?;
         for desc in files.descs.iter_mut() {
             let Some(file_desc::Kind::Unix(u)) = desc.kind.as_mut() else {
                 continue;
@@ -978,6 +1027,9 @@ struct Rebuild<'a> {
     warnings: Vec<String>,
     /// Messages for after the fd tables ([`send_or_defer`]).
     later: Vec<Planned>,
+    /// The other end of datagram socketpairs whose other end was closed,
+    /// to write their queue from and close.
+    dgram_orphans: HashMap<u32, OwnedFd>,
     /// Files that took the place of a deleted socket name, moved aside
     /// while the socket is bound there and put back at the end (or on
     /// any error, when dropped).
@@ -1385,20 +1437,25 @@ impl<'a> Rebuild<'a> {
         let t = sock::socket(libc::AF_UNIX, libc::SOCK_DGRAM)
             .map_err(|e| Error::Restore(format!("socket: {e}")))?;
         if !name.is_empty() {
-            let path = is_path(name).then(|| full_path(name, ""));
-            let free = path
-                .as_ref()
-                .is_none_or(|p| std::fs::symlink_metadata(p).is_err());
-            match free.then(|| sock::bind_unix(&t, name)) {
-                Some(Ok(())) => {
-                    if let Some(p) = path {
-                        let _ = std::fs::remove_file(p);
-                    }
-                }
-                _ => self.warnings.push(format!(
-                    "datagrams queued from {} are restored with no sender address (the name is taken)",
+            let taken = |e: &dyn std::fmt::Display| {
+                Error::Restore(format!(
+                    "datagrams queued from {}: cannot bind a sender with that name to write them again ({e})",
                     show_name(name)
-                )),
+                ))
+            };
+            // A file left at a path name (a closed sender's) is moved
+            // aside while a temporary sender is bound there, then back.
+            let parked = match is_path(name) {
+                true => Parked::aside(&full_path(name, "")).map_err(|e| taken(&e))?,
+                false => None,
+            };
+            sock::bind_unix(&t, name).map_err(|e| taken(&e))?;
+            match parked {
+                Some(p) => drop(p),
+                None if is_path(name) => {
+                    let _ = std::fs::remove_file(full_path(name, ""));
+                }
+                None => {}
             }
         }
         temps.insert(name.to_vec(), t);
@@ -1414,6 +1471,9 @@ impl<'a> Rebuild<'a> {
         let pair = self
             .mutual(r)
             .filter(|p| p.name.is_empty() && r.name.is_empty());
+        if let Some(o) = self.dgram_orphans.get(&r.ino) {
+            return send_or_defer(&mut self.later, r, o, &r.queue, false, None);
+        }
         if let Some(p) = pair {
             // A socketpair: everything came from the other end.
             let from = self
@@ -1426,12 +1486,14 @@ impl<'a> Rebuild<'a> {
             return Ok(());
         }
         if r.name.is_empty() {
-            self.warnings.push(format!(
-                "unix dgram socket socket:[{}]: {} queued datagram(s) dropped (unnamed and not a socketpair)",
-                r.ino,
-                r.queue.len()
+            return Err(rerr(
+                r,
+                "refill the queue",
+                format!(
+                    "{} datagram(s) queued on an unnamed socket whose peer is no longer connected to it cannot be written again",
+                    r.queue.len()
+                ),
             ));
-            return Ok(());
         }
         let to = send_addr(&r.name, &r.name_dir);
         // Datagrams from the socket `r` is connected to come last, after `r`
@@ -1549,6 +1611,7 @@ pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<UnixRestore> {
         bound: HashMap::new(),
         warnings: Vec::new(),
         later: Vec::new(),
+        dgram_orphans: HashMap::new(),
         parked: Vec::new(),
     };
     if r.by_ino.len() != descs.len() {
@@ -1571,6 +1634,17 @@ pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<UnixRestore> {
                 let (x, y) = sock::socketpair(ty).map_err(|e| rerr(u, "socketpair", e))?;
                 r.fds.insert(u.ino, x);
                 r.fds.insert(p.ino, y);
+            }
+            None if ty == libc::SOCK_DGRAM
+                && u.peer_gone
+                && u.name.is_empty()
+                && u.peer_name.is_empty() =>
+            {
+                // The end of a socketpair whose other end was closed: its
+                // queue came from there, and its peer stays a dead one.
+                let (x, y) = sock::socketpair(ty).map_err(|e| rerr(u, "socketpair", e))?;
+                r.fds.insert(u.ino, x);
+                r.dgram_orphans.insert(u.ino, y);
             }
             None => {
                 let s = sock::socket(libc::AF_UNIX, ty).map_err(|e| rerr(u, "socket", e))?;
@@ -1641,6 +1715,7 @@ pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<UnixRestore> {
             r.connect_dgram(u)?;
         }
     }
+    r.dgram_orphans.clear();
     // 5. Backlogs: the waiting connections again, in their order.
     for &l in &socks {
         if l.state != diag::TCP_LISTEN as u32 {
