@@ -1986,12 +1986,12 @@ mod tests {
         // Longer than one peek's buffer: read in pieces.
         sock::set_int(&a, libc::SOL_SOCKET, libc::SO_SNDBUF, 1 << 20).unwrap();
         sock::send_to(&a, &vec![7u8; 300 * 1024], None).unwrap();
-        let (q, rights) = peek_queue(&b, libc::SOCK_DGRAM).unwrap();
-        assert_eq!(rights, 0);
+        let (q, files, lost) = peek_queue(&b, libc::SOCK_DGRAM).unwrap();
+        assert!(!lost && files.iter().all(|f| f.is_empty()));
         assert_eq!(q.len(), 2);
         assert_eq!(q[0].data, b"one");
         assert_eq!(q[1].data, vec![7u8; 300 * 1024]);
-        let (q2, _) = peek_queue(&b, libc::SOCK_DGRAM).unwrap();
+        let (q2, _, _) = peek_queue(&b, libc::SOCK_DGRAM).unwrap();
         assert_eq!(q.len(), q2.len());
         let mut buf = [0u8; 8];
         let r = sock::recv_msg(&b, &mut buf, libc::MSG_DONTWAIT).unwrap();
@@ -2007,9 +2007,38 @@ mod tests {
         let (a, b) = sock::socketpair(libc::SOCK_STREAM).unwrap();
         sock::send_to(&a, b"hello ", None).unwrap();
         sock::send_to(&a, b"world", None).unwrap();
-        let (q, _) = peek_queue(&b, libc::SOCK_STREAM).unwrap();
+        let (q, _, _) = peek_queue(&b, libc::SOCK_STREAM).unwrap();
         assert_eq!(q.len(), 1);
         assert_eq!(q[0].data, b"hello world");
         assert_eq!(sock::inq(&b).unwrap(), 11);
+    }
+
+    /// A peek of a stream ends after the write that carries descriptors:
+    /// the bytes up to it are one packet with them (copies in cairn, the
+    /// same open file descriptions), the rest another, and nothing is
+    /// consumed.
+    #[test]
+    fn stream_peek_with_descriptors() {
+        let (a, b) = sock::socketpair(libc::SOCK_STREAM).unwrap();
+        let f = std::fs::File::open("/proc/self/stat").unwrap();
+        sock::send_to(&a, b"abc", None).unwrap();
+        sock::send_fds(&a, b"def", &[f.as_raw_fd()], None).unwrap();
+        sock::send_to(&a, b"ghi", None).unwrap();
+        let (q, files, lost) = peek_queue(&b, libc::SOCK_STREAM).unwrap();
+        assert!(!lost);
+        assert_eq!(q.len(), 2);
+        assert_eq!(q[0].data, b"abcdef");
+        assert_eq!(q[1].data, b"ghi");
+        assert_eq!(files[0].len(), 1);
+        assert!(files[1].is_empty());
+        let me = crate::sys::task::getpid();
+        let same = crate::sys::task::kcmp_file(me, files[0][0].as_raw_fd(), me, f.as_raw_fd());
+        assert_eq!(same.unwrap(), 0);
+        assert_eq!(sock::inq(&b).unwrap(), 9);
+        // A datagram with two descriptors.
+        let (c, d) = sock::socketpair(libc::SOCK_DGRAM).unwrap();
+        sock::send_fds(&c, b"x", &[f.as_raw_fd(), f.as_raw_fd()], None).unwrap();
+        let (q, files, _) = peek_queue(&d, libc::SOCK_DGRAM).unwrap();
+        assert_eq!((q.len(), files[0].len()), (1, 2));
     }
 }
