@@ -235,3 +235,136 @@ fn unix_fd_in_flight_refused() {
     );
     w.terminate_original_expect_pass();
 }
+
+/// Descriptors in flight (SCM_RIGHTS) come back: the same open file
+/// descriptions the tree holds (pipe ends, an eventfd, a regular file with
+/// its offset), in datagram, seqpacket and stream queues (the stream write
+/// that carried them is its own write again), several in one message, a
+/// unix socket that only exists in flight with its own queue and peer,
+/// and a writer's shutdown after a message with a descriptor.
+#[test]
+fn unix_inflight() {
+    if skip_unless_root() {
+        return;
+    }
+    let w = checkpoint_restore("unix_inflight", &[]);
+    let files = w.images.join("files.img");
+    let text = run_cairn(
+        &["show".into(), files.into(), "--json".into()],
+        &w.dir.join("show"),
+        CAIRN_TIMEOUT,
+    );
+    assert_ok(&text, "cairn show files.img --json");
+    let j = String::from_utf8_lossy(&text.stdout);
+    assert!(j.contains("\"fds\""), "{j}");
+}
+
+/// With --leave-running, peeking at the queues (which installs copies of
+/// the descriptors in flight in cairn) leaves them all in place.
+#[test]
+fn unix_inflight_leave_running() {
+    if skip_unless_root() {
+        return;
+    }
+    leave_running("unix_inflight", &[]);
+}
+
+/// Runs unix_inflight with `flag`, expects the dump refused with a message
+/// naming the pid, an fd and every piece of `want`, and the original to
+/// pass its own checks afterwards.
+fn inflight_refused(flag: &str, want: &[&str]) {
+    let mut w = Workload::start("unix_inflight", &[flag]);
+    let out = w.dump(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{}", describe(&out));
+    assert!(
+        err.contains(&format!("pid {}", w.pid))
+            && err.contains("fd ")
+            && want.iter().all(|x| err.contains(x)),
+        "unclear refusal: {err}"
+    );
+    w.terminate_original_expect_pass();
+}
+
+/// A file in flight that no process of the tree holds (and that is not a
+/// unix socket) is refused, naming the queue and the file.
+#[test]
+fn unix_inflight_standalone_file_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    inflight_refused(
+        "--standalone-file",
+        &["SCM_RIGHTS", "/stat", "no process of the tree holds"],
+    );
+}
+
+/// A unix socket in flight whose own queue holds a descriptor in flight
+/// is refused (no recursion).
+#[test]
+fn unix_inflight_nested_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    inflight_refused("--nested", &["SCM_RIGHTS", "inside descriptors in flight"]);
+}
+
+/// Sockets bound to path names whose files were removed, or replaced by
+/// another file (a regular file, another socket's file): each is bound to
+/// its own name again while the file that took the name is moved aside,
+/// and the file comes back (same inode and contents); what was connected
+/// through the name still works, a waiting connection is accepted.
+#[test]
+fn unix_deleted_and_replaced_names() {
+    if skip_unless_root() {
+        return;
+    }
+    let w = checkpoint_restore("unix_deleted", &[]);
+    // Nothing cairn moved aside is left behind.
+    let left: Vec<_> = std::fs::read_dir(&w.work)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("cairn-parked"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// An unconnected datagram socket with datagrams from several senders,
+/// most of them closed (one leaving its socket file behind, which is
+/// moved aside while a stand-in sender is bound there and comes back),
+/// and a datagram socketpair end whose writer was closed: every datagram
+/// comes back with its sender address, and the dead peer stays dead.
+#[test]
+fn unix_dgram_senders() {
+    if skip_unless_root() {
+        return;
+    }
+    checkpoint_restore("unix_dgram_senders", &[]);
+}
+
+/// Datagrams queued from a socket outside the tree that still has its
+/// name are refused (their sender address could not be given back),
+/// naming the pid, fd and sender; the original goes on untouched.
+#[test]
+fn unix_dgram_outside_sender_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let dir = fresh_dir("unix-dgram-outside");
+    let me = dir.join("outside.sock");
+    let out_sk = std::os::unix::net::UnixDatagram::bind(&me).unwrap();
+    let mut w = Workload::start("unix_dgram_senders", &["--outside"]);
+    out_sk.send_to(b"ext", w.work.join("rcv.sock")).unwrap();
+    let out = w.dump(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{}", describe(&out));
+    assert!(
+        err.contains(&format!("pid {}", w.pid))
+            && err.contains("fd ")
+            && err.contains("outside.sock")
+            && err.contains("outside the dumped tree"),
+        "unclear refusal: {err}"
+    );
+    w.terminate_original_expect_pass();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -802,10 +802,13 @@ fn dump_frozen(
         .collect();
     files.files.locks = crate::kinds::locks::dump(&tables)?;
     files.dump_pipe_data()?;
-    files
-        .kinds
-        .unix
-        .finish(&mut files.files, args.ext_unix_sk, args.leave_running)?;
+    let tree_fds = files.fd_of_descs();
+    files.kinds.unix.finish(
+        &mut files.files,
+        &tree_fds,
+        args.ext_unix_sk,
+        args.leave_running,
+    )?;
     let live_pids: Vec<i32> = live.iter().copied().collect();
     files
         .kinds

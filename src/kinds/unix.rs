@@ -101,6 +101,10 @@ pub struct UnixDump {
     listeners: HashMap<u32, OwnedFd>,
     /// Listeners whose backlog must be accepted to be read.
     backlog_reads: Vec<u32>,
+    /// Descriptors in flight found in queues: (socket inode, packet
+    /// index in its queue, cairn's copies of the files), identified once
+    /// every fd table is read ([`UnixDump::finish`]).
+    flight: Vec<(u32, usize, Vec<OwnedFd>)>,
 }
 
 fn diag_all() -> Result<HashMap<u32, UnixDiag>> {
@@ -148,7 +152,12 @@ fn check_graph(
     all: &HashMap<u32, UnixDiag>,
     ext_ok: bool,
     leave_running: bool,
+    precheck: bool,
 ) -> Result<()> {
+    // Before freezing, a peer no process holds may be a socket in flight
+    // in one of the tree's queues: the check while frozen, which knows
+    // them, decides.
+    let in_flight = |p: u32| precheck && holder(p).starts_with("held by no process");
     let mut inos: Vec<&u32> = held.keys().collect();
     inos.sort();
     for &ino in inos {
@@ -171,7 +180,7 @@ fn check_graph(
             p => p,
         };
         if let Some(p) = peer.filter(|p| *p != 0 && !held.contains_key(p)) {
-            if !ext_ok {
+            if !ext_ok && !in_flight(p) {
                 let pname = all
                     .get(&p)
                     .and_then(|x| x.name.as_deref())
@@ -191,7 +200,7 @@ fn check_graph(
             let mut with_data = 0;
             for &c in &d.icons {
                 let inside = c != 0 && held.contains_key(&c);
-                if c != 0 && !inside && !ext_ok {
+                if c != 0 && !inside && !ext_ok && !in_flight(c) {
                     return Err(Error::unsupported(
                         pid,
                         format!(
@@ -212,6 +221,54 @@ fn check_graph(
                     format!(
                         "{} has {with_data} connection(s) waiting to be accepted that may carry data; that data can only be read by accepting them, which --leave-running must not do (dump without --leave-running)",
                         what()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Datagrams queued from a socket outside the tree that still has its
+/// name: a restore could not bind a sender with that name to write them
+/// again with their sender address, so the dump is refused.
+fn check_senders(
+    held: &HashMap<u32, (i32, i32)>,
+    all: &HashMap<u32, UnixDiag>,
+    files: &Files,
+) -> Result<()> {
+    for d in &files.descs {
+        let Some(file_desc::Kind::Unix(u)) = &d.kind else {
+            continue;
+        };
+        if u.type_ as i32 != libc::SOCK_DGRAM {
+            continue;
+        }
+        for p in u.queue.iter().filter(|p| !p.sender.is_empty()) {
+            // A relative path names different files for different
+            // processes: only abstract and absolute names identify a socket.
+            if is_path(&p.sender) && !path_bytes(&p.sender).starts_with(b"/") {
+                continue;
+            }
+            let named = |x: &&UnixDiag| x.name.as_deref() == Some(&p.sender[..]);
+            if all
+                .values()
+                .filter(named)
+                .any(|x| held.contains_key(&x.ino))
+            {
+                continue;
+            }
+            let outside = all.values().find(named);
+            if let Some(x) = outside {
+                let (pid, fd) = held.get(&u.ino).copied().unwrap_or((0, 0));
+                return Err(Error::unsupported(
+                    pid,
+                    format!(
+                        "fd {fd}: unix dgram socket {} has datagrams queued from {} (socket:[{}], {}), a socket outside the dumped tree that still has that name: they could not be given their sender address back",
+                        show_name(&u.name),
+                        show_name(&p.sender),
+                        x.ino,
+                        holder(x.ino)
                     ),
                 ));
             }
@@ -246,7 +303,7 @@ pub fn precheck_tree(pids: &[i32], ext_ok: bool, leave_running: bool) -> Result<
     if held.is_empty() {
         return Ok(());
     }
-    check_graph(&held, &diag_all()?, ext_ok, leave_running)
+    check_graph(&held, &diag_all()?, ext_ok, leave_running, true)
 }
 
 impl UnixDump {
@@ -272,7 +329,21 @@ impl UnixDump {
             Ok(p) if handles_proto(&p) => {}
             _ => return Ok(None),
         }
-        let ino = ino as u32;
+        self.describe_sock(pid, fd, ino as u32, flags, None)
+            .map(Some)
+    }
+
+    /// Describes unix socket `ino`, fd `fd` of `pid`; `in_flight` names
+    /// the queue (pid, fd, socket) of a socket that is only in flight
+    /// (`fd` is then cairn's copy).
+    fn describe_sock(
+        &mut self,
+        pid: i32,
+        fd: i32,
+        ino: u32,
+        flags: u32,
+        in_flight: Option<(i32, i32, &str)>,
+    ) -> Result<file_desc::Kind> {
         let d = match self.diag()?.get(&ino) {
             Some(d) => d.clone(),
             None => {
@@ -321,15 +392,47 @@ impl UnixDump {
             if d.peer.is_some() {
                 u.peer_name = sock::peer_name(&sk).unwrap_or_default();
             }
-            let (queue, rights) = peek_queue(&sk, ty).map_err(|e| sys("peek at the queue", e))?;
-            if rights > 0 {
+            let (queue, files, lost) =
+                peek_queue(&sk, ty).map_err(|e| sys("peek at the queue", e))?;
+            if lost {
                 return Err(Error::unsupported(
                     pid,
                     format!(
-                        "fd {fd}: unix socket {} has {rights} file descriptor(s) in flight (SCM_RIGHTS) in its queue; cairn cannot checkpoint descriptors in flight yet",
+                        "fd {fd}: unix socket {} has more descriptors in flight (SCM_RIGHTS) in one message than cairn can receive",
                         show_name(&u.name)
                     ),
                 ));
+            }
+            let carrying = files.iter().filter(|f| !f.is_empty()).count();
+            if let (Some((qpid, qfd, qname)), true) = (in_flight, carrying > 0) {
+                return Err(Error::unsupported(
+                    qpid,
+                    format!(
+                        "fd {qfd}: unix socket {qname} has a unix socket in flight (SCM_RIGHTS, socket:[{ino}]) that itself has {carrying} message(s) with descriptors in flight in its queue; cairn does not checkpoint descriptors in flight inside descriptors in flight"
+                    ),
+                ));
+            }
+            // A connected datagram socket only takes datagrams from its
+            // peer: the ones from others queued after descriptors in
+            // flight could not be written again once it is connected.
+            let first = files.iter().position(|f| !f.is_empty());
+            let connected = ty == libc::SOCK_DGRAM && d.peer.is_some_and(|p| p != 0);
+            if let (Some(i), true) = (first, connected) {
+                if let Some(p) = queue[i..].iter().find(|p| p.sender != u.peer_name) {
+                    return Err(Error::unsupported(
+                        pid,
+                        format!(
+                            "fd {fd}: connected unix dgram socket {} has descriptors in flight (SCM_RIGHTS) in its queue followed by a datagram from {}, not its peer: cairn cannot queue that again behind them",
+                            show_name(&u.name),
+                            show_name(&p.sender)
+                        ),
+                    ));
+                }
+            }
+            for (i, f) in files.into_iter().enumerate() {
+                if !f.is_empty() {
+                    self.flight.push((ino, i, f));
+                }
             }
             u.queue = queue;
         }
@@ -340,19 +443,125 @@ impl UnixDump {
             self.listeners.insert(ino, sk);
         }
         self.held.entry(ino).or_insert((pid, fd));
-        Ok(Some(file_desc::Kind::Unix(u)))
+        Ok(file_desc::Kind::Unix(u))
+    }
+
+    /// Once every fd table is read: finds what each descriptor in flight
+    /// is. The same open file description as an fd of the tree (kcmp
+    /// against one fd of every description, `tree_fds`: (pid, fd, id)) is
+    /// that description; a unix socket no process holds is described
+    /// here as one more description; anything else is refused, naming
+    /// the queue and the file.
+    fn identify_in_flight(
+        &mut self,
+        files: &mut Files,
+        tree_fds: &[(i32, i32, u32)],
+    ) -> Result<()> {
+        let flight = std::mem::take(&mut self.flight);
+        if flight.is_empty() {
+            return Ok(());
+        }
+        let me = crate::sys::task::getpid();
+        let mut next_id = files.descs.iter().map(|d| d.id).max().unwrap_or(0) + 1;
+        // Files only in flight, described here: (cairn's copy, id).
+        let mut extra: Vec<(OwnedFd, u32)> = Vec::new();
+        let mut ids_of: Vec<(u32, usize, Vec<u32>)> = Vec::new();
+        for (ino, idx, fds) in &flight {
+            let (pid, fd) = self.held[ino];
+            let qname = files
+                .descs
+                .iter()
+                .find_map(|d| match &d.kind {
+                    Some(file_desc::Kind::Unix(u)) if u.ino == *ino => Some(show_name(&u.name)),
+                    _ => None,
+                })
+                .unwrap_or_else(|| "unnamed".into());
+            let mut ids = Vec::new();
+            for f in fds {
+                let raw = f.as_raw_fd();
+                let same =
+                    |p: i32, o: i32| crate::sys::task::kcmp_file(me, raw, p, o).ok() == Some(0);
+                let found = tree_fds
+                    .iter()
+                    .find(|&&(p, o, _)| same(p, o))
+                    .map(|t| t.2)
+                    .or_else(|| {
+                        extra
+                            .iter()
+                            .find(|(o, _)| same(me, o.as_raw_fd()))
+                            .map(|x| x.1)
+                    });
+                if let Some(id) = found {
+                    ids.push(id);
+                    continue;
+                }
+                let link = format!("/proc/{me}/fd/{raw}");
+                let target = std::fs::read_link(&link)
+                    .map(|t| t.to_string_lossy().into_owned())
+                    .unwrap_or_else(|_| "an unreadable file".into());
+                let sino = crate::procfs::parse_anon_link(&target)
+                    .filter(|(k, _)| *k == "socket")
+                    .map(|(_, i)| i as u32);
+                let unix = sock::proto_name(&link).is_ok_and(|p| handles_proto(&p));
+                let Some(sino) = sino.filter(|_| unix) else {
+                    return Err(Error::unsupported(
+                        pid,
+                        format!(
+                            "fd {fd}: unix socket {qname} (socket:[{ino}]) has a descriptor in flight (SCM_RIGHTS) to {target}, which no process of the tree holds; cairn restores descriptors in flight that the tree also holds, and unix sockets"
+                        ),
+                    ));
+                };
+                let info = crate::procfs::read_fdinfo(me, raw)?;
+                let flags = info.flags & !(libc::O_CLOEXEC as u32);
+                let kind = self.describe_sock(me, raw, sino, flags, Some((pid, fd, &qname)))?;
+                let id = next_id;
+                next_id += 1;
+                let mut d = crate::image::proto::FileDesc::new();
+                d.id = id;
+                d.kind = Some(kind);
+                d.flags = flags;
+                d.flags_saved = true;
+                files.descs.push(d);
+                extra.push((f.try_clone().map_err(|e| Error::sys(me, "dup", e))?, id));
+                ids.push(id);
+                info!("pid {pid} fd {fd}: unix socket socket:[{sino}] is in flight in the queue of {qname}");
+            }
+            ids_of.push((*ino, *idx, ids));
+        }
+        for (ino, idx, ids) in ids_of {
+            for d in files.descs.iter_mut() {
+                if let Some(file_desc::Kind::Unix(u)) = d.kind.as_mut() {
+                    if u.ino == ino {
+                        if let Some(p) = u.queue.get_mut(idx) {
+                            p.fds = ids.clone();
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Once every fd table is read: links the sockets to their peers and
     /// pending connections, and refuses outside peers unless `ext_ok`.
-    pub fn finish(&mut self, files: &mut Files, ext_ok: bool, leave_running: bool) -> Result<()> {
+    /// `tree_fds` is one fd of every description of the tree's fd tables
+    /// (pid, fd, description id), to identify descriptors in flight.
+    pub fn finish(
+        &mut self,
+        files: &mut Files,
+        tree_fds: &[(i32, i32, u32)],
+        ext_ok: bool,
+        leave_running: bool,
+    ) -> Result<()> {
         if self.held.is_empty() {
             return Ok(());
         }
         // The graph as it is now, with the tree frozen.
         self.diag = Some(diag_all()?);
+        self.identify_in_flight(files, tree_fds)?;
         let all = self.diag.as_ref().expect("just set");
-        check_graph(&self.held, all, ext_ok, leave_running)?;
+        check_graph(&self.held, all, ext_ok, leave_running, false)?;
+        check_senders(&self.held, all, files)?;
         for desc in files.descs.iter_mut() {
             let Some(file_desc::Kind::Unix(u)) = desc.kind.as_mut() else {
                 continue;
@@ -484,13 +693,22 @@ fn resolve_name(pid: i32, fd: i32, d: &UnixDiag, u: &mut UnixSocket) -> Result<(
     Ok(())
 }
 
+/// The messages of a queue, cairn's copies of the descriptors in flight
+/// that came with each (same index), and whether control data was lost.
+type Queue = (Vec<UnixPacket>, Vec<Vec<OwnedFd>>, bool);
+
 /// Reads the receive queue of `sk` without consuming it: MSG_PEEK from
 /// offset 0 onwards (SO_PEEK_OFF), then the socket's own peek offset is set
-/// back. Returns the messages and how many descriptors were in flight.
-fn peek_queue(sk: &OwnedFd, ty: i32) -> std::io::Result<(Vec<UnixPacket>, usize)> {
+/// back. Descriptors in flight come as copies installed in cairn (the
+/// kernel's MSG_PEEK gives them), which nothing else holds.
+fn peek_queue(sk: &OwnedFd, ty: i32) -> std::io::Result<Queue> {
     let saved = sock::get_int(sk, libc::SOL_SOCKET, libc::SO_PEEK_OFF)?;
     sock::set_int(sk, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)?;
-    let r = read_queue(sk, ty, libc::MSG_PEEK);
+    let r = if ty == libc::SOCK_STREAM {
+        peek_stream(sk)
+    } else {
+        read_queue(sk, ty, libc::MSG_PEEK)
+    };
     let back = sock::set_int(sk, libc::SOL_SOCKET, libc::SO_PEEK_OFF, saved);
     let r = r?;
     back?;
@@ -499,8 +717,8 @@ fn peek_queue(sk: &OwnedFd, ty: i32) -> std::io::Result<(Vec<UnixPacket>, usize)
 
 /// Reads (and consumes) everything queued on a socket cairn owns.
 fn drain(sk: &OwnedFd, ty: i32) -> std::io::Result<Vec<UnixPacket>> {
-    let (q, rights) = read_queue(sk, ty, 0)?;
-    if rights > 0 {
+    let (q, files, lost) = read_queue(sk, ty, 0)?;
+    if lost || files.iter().any(|f| !f.is_empty()) {
         return Err(std::io::Error::other(
             "descriptors in flight (SCM_RIGHTS) in a waiting connection",
         ));
@@ -508,17 +726,81 @@ fn drain(sk: &OwnedFd, ty: i32) -> std::io::Result<Vec<UnixPacket>> {
     Ok(q)
 }
 
+/// Peeks at a stream socket's queue (SO_PEEK_OFF at 0). The kernel glues
+/// the bytes of separate writes together, but a read (and a peek) ends
+/// after the write (skb) that carries descriptors and returns them: each
+/// run of bytes up to such a write is one packet with its descriptors,
+/// written again as one write. Where the write with the descriptors began
+/// inside that run cannot be seen (a peek at any of its bytes returns the
+/// descriptors of the next write that has some), so a read that stops
+/// inside the run before that write gets them earlier than it would have.
+fn peek_stream(sk: &OwnedFd) -> std::io::Result<Queue> {
+    let total = sock::inq(sk)?;
+    if total > MAX_QUEUE {
+        return Err(std::io::Error::other("more than 1 GiB queued"));
+    }
+    // Larger than the queue: a peek only ends early after descriptors.
+    let mut buf = vec![0u8; total + 1];
+    let mut out: Vec<UnixPacket> = Vec::new();
+    let mut files: Vec<Vec<OwnedFd>> = Vec::new();
+    let mut lost = false;
+    let mut off = 0usize;
+    let plain = |out: &mut Vec<UnixPacket>, files: &mut Vec<Vec<OwnedFd>>, data: &[u8]| {
+        if data.is_empty() {
+            return;
+        }
+        match out.last_mut() {
+            Some(p) if p.fds.is_empty() && files.last().is_some_and(|f| f.is_empty()) => {
+                p.data.extend_from_slice(data)
+            }
+            _ => {
+                let mut p = UnixPacket::new();
+                p.data = data.to_vec();
+                out.push(p);
+                files.push(Vec::new());
+            }
+        }
+    };
+    loop {
+        let r = match sock::recv_msg(sk, &mut buf, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+            Ok(r) => r,
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break,
+            Err(e) => return Err(e),
+        };
+        if r.copied == 0 {
+            break;
+        }
+        if r.fds.is_empty() && !r.ctrunc {
+            plain(&mut out, &mut files, &buf[..r.copied]);
+        } else {
+            lost |= r.ctrunc;
+            let mut p = UnixPacket::new();
+            p.data = buf[..r.copied].to_vec();
+            out.push(p);
+            files.push(r.fds);
+        }
+        off += r.copied;
+        if off > MAX_QUEUE {
+            return Err(std::io::Error::other("more than 1 GiB queued"));
+        }
+    }
+    Ok((out, files, lost))
+}
+
 /// The messages of a receive queue, read with `flags` (MSG_PEEK or 0),
-/// without blocking. Stream bytes come as one packet; datagrams and
-/// seqpacket records one each, with the sender's name. A zero-length
-/// datagram is only seen at the head of the queue (the kernel skips
-/// zero-length ones when peeking at an offset).
-fn read_queue(sk: &OwnedFd, ty: i32, flags: i32) -> std::io::Result<(Vec<UnixPacket>, usize)> {
+/// without blocking. Stream bytes come as one packet (a consuming read of
+/// a stream is only used on connections whose descriptors are refused);
+/// datagrams and seqpacket records one each, with the sender's name and
+/// the descriptors in flight that came with it. A zero-length datagram is
+/// only seen at the head of the queue (the kernel skips zero-length ones
+/// when peeking at an offset).
+fn read_queue(sk: &OwnedFd, ty: i32, flags: i32) -> std::io::Result<Queue> {
     let stream = ty == libc::SOCK_STREAM;
     let flags = flags | libc::MSG_DONTWAIT | if stream { 0 } else { libc::MSG_TRUNC };
     let mut buf = vec![0u8; 256 * 1024];
     let mut out: Vec<UnixPacket> = Vec::new();
-    let mut rights = 0;
+    let mut files: Vec<Vec<OwnedFd>> = Vec::new();
+    let mut lost = false;
     let mut total = 0usize;
     let again = |e: &std::io::Error| e.raw_os_error() == Some(libc::EAGAIN);
     loop {
@@ -527,28 +809,30 @@ fn read_queue(sk: &OwnedFd, ty: i32, flags: i32) -> std::io::Result<(Vec<UnixPac
             Err(e) if again(&e) => break,
             Err(e) => return Err(e),
         };
-        rights += r.rights + r.ctrunc as usize;
+        lost |= r.ctrunc;
         if stream {
             if r.copied == 0 {
                 break;
             }
+            lost |= !r.fds.is_empty();
             match out.first_mut() {
                 Some(p) => p.data.extend_from_slice(&buf[..r.copied]),
                 None => {
                     let mut p = UnixPacket::new();
                     p.data = buf[..r.copied].to_vec();
                     out.push(p);
+                    files.push(Vec::new());
                 }
             }
             total += r.copied;
         } else {
             // With MSG_TRUNC the kernel returns what is left of the
-            // datagram; a long one comes in several pieces.
+            // datagram; a long one comes in several pieces (each peek of
+            // a piece gives its descriptors again: only the first counts).
             let want = r.len;
             let mut data = buf[..r.copied].to_vec();
             while data.len() < want {
                 let more = sock::recv_msg(sk, &mut buf, flags)?;
-                rights += more.rights;
                 if more.copied == 0 {
                     break;
                 }
@@ -559,6 +843,7 @@ fn read_queue(sk: &OwnedFd, ty: i32, flags: i32) -> std::io::Result<(Vec<UnixPac
             p.data = data;
             p.sender = r.name;
             out.push(p);
+            files.push(r.fds);
             if want == 0 && flags & libc::MSG_PEEK == 0 && out.len() > 1 << 20 {
                 break;
             }
@@ -569,7 +854,7 @@ fn read_queue(sk: &OwnedFd, ty: i32, flags: i32) -> std::io::Result<(Vec<UnixPac
             ));
         }
     }
-    Ok((out, rights))
+    Ok((out, files, lost))
 }
 
 // ---------------------------------------------------------------- restore
@@ -579,6 +864,156 @@ fn read_queue(sk: &OwnedFd, ty: i32, flags: i32) -> std::io::Result<(Vec<UnixPac
 #[derive(Default)]
 pub struct UnixRestore {
     _fds: Vec<OwnedFd>,
+    /// Messages that carry descriptors in flight, and every message
+    /// queued after one of them: sent once the fd tables are restored
+    /// ([`UnixRestore::send_in_flight`]), when the descriptions exist.
+    later: Vec<Planned>,
+    /// Shutdowns to do after those sends (a shut-down socket refuses
+    /// them): (cairn's copy, how, inode).
+    shut_later: Vec<(OwnedFd, i32, u32)>,
+}
+
+/// Messages to write into one socket's queue after the fd tables exist.
+struct Planned {
+    /// "unix stream socket NAME (socket:[INO])", for messages.
+    what: String,
+    /// The socket that writes them (a copy of cairn's).
+    from: OwnedFd,
+    /// Where to (a datagram socket's name), or None for the peer.
+    to: Option<Vec<u8>>,
+    packets: Vec<UnixPacket>,
+    stream: bool,
+}
+
+impl UnixRestore {
+    /// Once every fd table is restored (`descs`: description id ->
+    /// (process, fd) that has it; cairn's own pid for what cairn
+    /// rebuilt): writes the messages that carry descriptors in flight,
+    /// each with a copy (pidfd_getfd) of the same descriptions, and what
+    /// was queued after them; then the shutdowns that had to wait.
+    pub fn send_in_flight(&mut self, descs: &HashMap<u32, (i32, u64)>) -> Result<()> {
+        let mut n = 0;
+        for p in std::mem::take(&mut self.later) {
+            let err = |what: &str, e: &dyn std::fmt::Display| {
+                Error::Restore(format!("{}: {what}: {e}", p.what))
+            };
+            let saved = sock::get_int(&p.from, libc::SOL_SOCKET, libc::SO_SNDBUF)
+                .map_err(|e| err("SO_SNDBUF", &e))?;
+            for pk in &p.packets {
+                let mut files = Vec::with_capacity(pk.fds.len());
+                for id in &pk.fds {
+                    let &(owner, fd) = descs.get(id).ok_or_else(|| {
+                        err(
+                            "a descriptor in flight",
+                            &format!("description {id} was not restored"),
+                        )
+                    })?;
+                    let f = sock::pidfd_getfd(owner, fd as i32).map_err(|e| {
+                        err(
+                            &format!("copy description {id} from pid {owner} fd {fd}"),
+                            &e,
+                        )
+                    })?;
+                    files.push(f);
+                }
+                n += files.len();
+                let raw: Vec<i32> = files.iter().map(|f| f.as_raw_fd()).collect();
+                send_packet(&p.from, pk, &raw, p.stream, p.to.as_deref())
+                    .map_err(|e| err("write a message with descriptors in flight", &e))?;
+            }
+            // The saved size again (send_packet raised it).
+            sock::set_int(
+                &p.from,
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUFFORCE,
+                (saved / 2).max(1),
+            )
+            .map_err(|e| err("SO_SNDBUFFORCE", &e))?;
+        }
+        for (fd, how, ino) in std::mem::take(&mut self.shut_later) {
+            if let Err(e) = sock::shutdown(&fd, how) {
+                if e.raw_os_error() != Some(libc::ENOTCONN) {
+                    return Err(Error::Restore(format!(
+                        "unix socket socket:[{ino}]: shutdown: {e}"
+                    )));
+                }
+            }
+        }
+        if n > 0 {
+            info!("{n} descriptor(s) in flight sent again");
+        }
+        Ok(())
+    }
+}
+
+/// Writes one packet from `from` with descriptors `fds` (SCM_RIGHTS, on
+/// the first write of a stream's bytes, as the kernel attaches them).
+fn send_packet(
+    from: &OwnedFd,
+    p: &UnixPacket,
+    fds: &[i32],
+    stream: bool,
+    to: Option<&[u8]>,
+) -> std::io::Result<()> {
+    let room = (p.data.len() + 64 * 1024).min(i32::MAX as usize / 2) as i32;
+    let cur = sock::get_int(from, libc::SOL_SOCKET, libc::SO_SNDBUF)?;
+    if cur < room {
+        let _ = sock::set_int(from, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, room);
+    }
+    if stream {
+        let mut off = 0;
+        let mut first = true;
+        while first || off < p.data.len() {
+            let f = if first { fds } else { &[] };
+            off += sock::send_fds(from, &p.data[off..], f, None)?;
+            first = false;
+        }
+    } else {
+        let n = sock::send_fds(from, &p.data, fds, to)?;
+        if n != p.data.len() {
+            return Err(std::io::Error::other("short datagram write"));
+        }
+    }
+    Ok(())
+}
+
+/// Writes `packets` into `r`'s queue from `from` now, up to the first one
+/// that carries descriptors in flight (or all of them once `r` has
+/// messages waiting in `later`); the rest is planned for
+/// [`UnixRestore::send_in_flight`].
+fn send_or_defer(
+    later: &mut Vec<Planned>,
+    r: &UnixSocket,
+    from: &OwnedFd,
+    packets: &[UnixPacket],
+    stream: bool,
+    to: Option<&[u8]>,
+) -> Result<()> {
+    let what = format!(
+        "unix {} socket {} (socket:[{}])",
+        type_name(r.type_),
+        show_name(&r.name),
+        r.ino
+    );
+    let cut = if later.iter().any(|p| p.what == what) {
+        0
+    } else {
+        packets
+            .iter()
+            .position(|p| !p.fds.is_empty())
+            .unwrap_or(packets.len())
+    };
+    send_all(from, &packets[..cut], stream, to).map_err(|e| rerr(r, "refill the queue", e))?;
+    if cut < packets.len() {
+        later.push(Planned {
+            what,
+            from: from.try_clone().map_err(|e| rerr(r, "dup", e))?,
+            to: to.map(<[u8]>::to_vec),
+            packets: packets[cut..].to_vec(),
+            stream,
+        });
+    }
+    Ok(())
 }
 
 /// One restore of the unix sockets of a tree.
@@ -590,6 +1025,81 @@ struct Rebuild<'a> {
     /// Sockets bound to a name so far, by name: to connect to them.
     bound: HashMap<Vec<u8>, u32>,
     warnings: Vec<String>,
+    /// Messages for after the fd tables ([`send_or_defer`]).
+    later: Vec<Planned>,
+    /// The other end of datagram socketpairs whose other end was closed,
+    /// to write their queue from and close.
+    dgram_orphans: HashMap<u32, OwnedFd>,
+    /// Files that took the place of a deleted socket name, moved aside
+    /// while the socket is bound there and put back at the end (or on
+    /// any error, when dropped).
+    parked: Vec<Parked>,
+}
+
+/// A file moved aside from `path` (to `aside`, in the same directory) so
+/// that a socket can be bound at `path`; dropping it removes the socket
+/// file cairn made there and moves the file back.
+struct Parked {
+    path: PathBuf,
+    aside: PathBuf,
+}
+
+impl Parked {
+    /// Moves whatever is at `path` (not following a symlink) aside under a
+    /// new name in its directory (renameat2 RENAME_NOREPLACE), or None if
+    /// nothing is there.
+    fn aside(path: &Path) -> std::io::Result<Option<Parked>> {
+        if std::fs::symlink_metadata(path).is_err() {
+            return Ok(None);
+        }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let base = path.file_name().unwrap_or_default().to_string_lossy();
+        for i in 0..100u32 {
+            let aside = dir.join(format!(".cairn-parked-{}-{i}-{base}", std::process::id()));
+            match rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                path,
+                rustix::fs::CWD,
+                &aside,
+                rustix::fs::RenameFlags::NOREPLACE,
+            ) {
+                Ok(()) => {
+                    info!(
+                        "{} took the place of a deleted socket name: moved aside while the socket is bound",
+                        path.display()
+                    );
+                    return Ok(Some(Parked {
+                        path: path.to_path_buf(),
+                        aside,
+                    }));
+                }
+                Err(e) if e == rustix::io::Errno::EXIST => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(std::io::Error::other("no free name to move the file aside"))
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.file_type().is_socket()) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+        if let Err(e) = rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &self.aside,
+            rustix::fs::CWD,
+            &self.path,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            warn!(
+                "cannot move {} back to {}: {e}",
+                self.aside.display(),
+                self.path.display()
+            );
+        }
+    }
 }
 
 fn rerr(u: &UnixSocket, what: &str, e: impl std::fmt::Display) -> Error {
@@ -753,6 +1263,8 @@ impl<'a> Rebuild<'a> {
 
     /// Binds `u`'s own name, with its file's mode and owner.
     fn bind(&mut self, u: &UnixSocket) -> Result<()> {
+        self.free_deleted(&u.name, &u.name_dir, u.deleted)
+            .map_err(|e| rerr(u, "move aside the file that replaced the name", e))?;
         let fd = self.fd(u.ino)?;
         bind_name(fd, &u.name, &u.name_dir).map_err(|e| rerr(u, "bind", e))?;
         if is_path(&u.name) {
@@ -776,6 +1288,28 @@ impl<'a> Rebuild<'a> {
         Ok(())
     }
 
+    /// Before binding a socket whose path name was deleted since it was
+    /// bound: a file that took the name since (another file, or another
+    /// socket's) is moved aside until the restore of the sockets is done,
+    /// so the socket is bound at its own name and the file comes back.
+    fn free_deleted(&mut self, name: &[u8], dir: &str, deleted: bool) -> std::io::Result<()> {
+        if !deleted || !is_path(name) {
+            return Ok(());
+        }
+        let path = full_path(name, dir);
+        if self.parked.iter().any(|p| p.path == path) {
+            // Already aside; our own socket file may be there now.
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_socket()) {
+                std::fs::remove_file(&path)?;
+            }
+            return Ok(());
+        }
+        if let Some(p) = Parked::aside(&path)? {
+            self.parked.push(p);
+        }
+        Ok(())
+    }
+
     /// Connects `client` to a listener named `name` and returns the
     /// accepted side: through the tree's own listener of that name if there
     /// is one (its backlog is still empty), else through a temporary one.
@@ -794,6 +1328,7 @@ impl<'a> Rebuild<'a> {
             return sock::accept(lfd);
         }
         let temp = sock::socket(libc::AF_UNIX, ty)?;
+        self.free_deleted(&s.name, &s.name_dir, s.deleted)?;
         bind_name(&temp, &s.name, &s.name_dir)?;
         if is_path(&s.name) && s.deleted {
             self.unlink.push(full_path(&s.name, &s.name_dir));
@@ -902,20 +1437,25 @@ impl<'a> Rebuild<'a> {
         let t = sock::socket(libc::AF_UNIX, libc::SOCK_DGRAM)
             .map_err(|e| Error::Restore(format!("socket: {e}")))?;
         if !name.is_empty() {
-            let path = is_path(name).then(|| full_path(name, ""));
-            let free = path
-                .as_ref()
-                .is_none_or(|p| std::fs::symlink_metadata(p).is_err());
-            match free.then(|| sock::bind_unix(&t, name)) {
-                Some(Ok(())) => {
-                    if let Some(p) = path {
-                        let _ = std::fs::remove_file(p);
-                    }
-                }
-                _ => self.warnings.push(format!(
-                    "datagrams queued from {} are restored with no sender address (the name is taken)",
+            let taken = |e: &dyn std::fmt::Display| {
+                Error::Restore(format!(
+                    "datagrams queued from {}: cannot bind a sender with that name to write them again ({e})",
                     show_name(name)
-                )),
+                ))
+            };
+            // A file left at a path name (a closed sender's) is moved
+            // aside while a temporary sender is bound there, then back.
+            let parked = match is_path(name) {
+                true => Parked::aside(&full_path(name, "")).map_err(|e| taken(&e))?,
+                false => None,
+            };
+            sock::bind_unix(&t, name).map_err(|e| taken(&e))?;
+            match parked {
+                Some(p) => drop(p),
+                None if is_path(name) => {
+                    let _ = std::fs::remove_file(full_path(name, ""));
+                }
+                None => {}
             }
         }
         temps.insert(name.to_vec(), t);
@@ -931,21 +1471,29 @@ impl<'a> Rebuild<'a> {
         let pair = self
             .mutual(r)
             .filter(|p| p.name.is_empty() && r.name.is_empty());
+        if let Some(o) = self.dgram_orphans.get(&r.ino) {
+            return send_or_defer(&mut self.later, r, o, &r.queue, false, None);
+        }
         if let Some(p) = pair {
             // A socketpair: everything came from the other end.
-            return send_all(self.fd(p.ino)?, &r.queue, false, None)
-                .map_err(|e| rerr(r, "refill the queue", e));
+            let from = self
+                .fds
+                .get(&p.ino)
+                .ok_or_else(|| rerr(p, "socket", "not created"))?;
+            return send_or_defer(&mut self.later, r, from, &r.queue, false, None);
         }
         if r.queue.is_empty() {
             return Ok(());
         }
         if r.name.is_empty() {
-            self.warnings.push(format!(
-                "unix dgram socket socket:[{}]: {} queued datagram(s) dropped (unnamed and not a socketpair)",
-                r.ino,
-                r.queue.len()
+            return Err(rerr(
+                r,
+                "refill the queue",
+                format!(
+                    "{} datagram(s) queued on an unnamed socket whose peer is no longer connected to it cannot be written again",
+                    r.queue.len()
+                ),
             ));
-            return Ok(());
         }
         let to = send_addr(&r.name, &r.name_dir);
         // Datagrams from the socket `r` is connected to come last, after `r`
@@ -960,17 +1508,36 @@ impl<'a> Rebuild<'a> {
         for p in &r.queue[..split] {
             self.sender_for(&p.sender, temps)?;
             let from = match self.dgram_named(&p.sender) {
-                Some(ino) => self.fd(ino)?,
+                Some(ino) => self
+                    .fds
+                    .get(&ino)
+                    .ok_or_else(|| rerr(r, "socket", "not created"))?,
                 None => &temps[&p.sender],
             };
-            send_all(from, std::slice::from_ref(p), false, Some(&to))
-                .map_err(|e| rerr(r, "refill the queue", e))?;
+            send_or_defer(
+                &mut self.later,
+                r,
+                from,
+                std::slice::from_ref(p),
+                false,
+                Some(&to),
+            )?;
         }
         if split < r.queue.len() {
             let p = peer.expect("split implies a peer");
             self.connect_dgram(r)?;
-            send_all(self.fd(p.ino)?, &r.queue[split..], false, Some(&to))
-                .map_err(|e| rerr(r, "refill the queue", e))?;
+            let from = self
+                .fds
+                .get(&p.ino)
+                .ok_or_else(|| rerr(p, "socket", "not created"))?;
+            send_or_defer(
+                &mut self.later,
+                r,
+                from,
+                &r.queue[split..],
+                false,
+                Some(&to),
+            )?;
         }
         Ok(())
     }
@@ -1043,6 +1610,9 @@ pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<UnixRestore> {
         unlink: Vec::new(),
         bound: HashMap::new(),
         warnings: Vec::new(),
+        later: Vec::new(),
+        dgram_orphans: HashMap::new(),
+        parked: Vec::new(),
     };
     if r.by_ino.len() != descs.len() {
         return Err(Error::Restore(
@@ -1064,6 +1634,17 @@ pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<UnixRestore> {
                 let (x, y) = sock::socketpair(ty).map_err(|e| rerr(u, "socketpair", e))?;
                 r.fds.insert(u.ino, x);
                 r.fds.insert(p.ino, y);
+            }
+            None if ty == libc::SOCK_DGRAM
+                && u.peer_gone
+                && u.name.is_empty()
+                && u.peer_name.is_empty() =>
+            {
+                // The end of a socketpair whose other end was closed: its
+                // queue came from there, and its peer stays a dead one.
+                let (x, y) = sock::socketpair(ty).map_err(|e| rerr(u, "socketpair", e))?;
+                r.fds.insert(u.ino, x);
+                r.dgram_orphans.insert(u.ino, y);
             }
             None => {
                 let s = sock::socket(libc::AF_UNIX, ty).map_err(|e| rerr(u, "socket", e))?;
@@ -1111,11 +1692,14 @@ pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<UnixRestore> {
         let from = match orphans.iter().find(|(i, _)| *i == u.ino) {
             Some((_, o)) => o,
             None => match r.mutual(u) {
-                Some(p) => r.fd(p.ino)?,
+                Some(p) => r
+                    .fds
+                    .get(&p.ino)
+                    .ok_or_else(|| rerr(p, "socket", "not created"))?,
                 None => continue,
             },
         };
-        send_all(from, &u.queue, stream, None).map_err(|e| rerr(u, "refill the queue", e))?;
+        send_or_defer(&mut r.later, u, from, &u.queue, stream, None)?;
     }
     drop(orphans);
     // 4. Datagram queues, then datagram connections.
@@ -1131,6 +1715,7 @@ pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<UnixRestore> {
             r.connect_dgram(u)?;
         }
     }
+    r.dgram_orphans.clear();
     // 5. Backlogs: the waiting connections again, in their order.
     for &l in &socks {
         if l.state != diag::TCP_LISTEN as u32 {
@@ -1155,6 +1740,7 @@ pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<UnixRestore> {
         }
     }
     // 6. Shutdown, options, flags.
+    let mut shut_later = Vec::new();
     for &u in &socks {
         let fd = r.fd(u.ino)?;
         let how = match u.shutdown & 3 {
@@ -1164,7 +1750,11 @@ pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<UnixRestore> {
             _ => None,
         };
         if let Some(how) = how.filter(|_| u.state != diag::TCP_LISTEN as u32) {
-            if let Err(e) = sock::shutdown(fd, how) {
+            if !r.later.is_empty() {
+                // After the messages planned for later.
+                let copy = fd.try_clone().map_err(|e| rerr(u, "dup", e))?;
+                shut_later.push((copy, how, u.ino));
+            } else if let Err(e) = sock::shutdown(fd, how) {
                 if e.raw_os_error() != Some(libc::ENOTCONN) {
                     return Err(rerr(u, "shutdown", e));
                 }
@@ -1196,6 +1786,8 @@ pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<UnixRestore> {
     for p in std::mem::take(&mut r.unlink) {
         let _ = std::fs::remove_file(p);
     }
+    // Files that had taken deleted names go back.
+    r.parked.clear();
     for w in &r.warnings {
         warn!("{w}");
     }
@@ -1209,6 +1801,8 @@ pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<UnixRestore> {
     info!("rebuilt {} unix socket(s)", seen.len());
     Ok(UnixRestore {
         _fds: r.fds.into_values().collect(),
+        later: r.later,
+        shut_later,
     })
 }
 
@@ -1283,10 +1877,22 @@ impl FdKind for Unix {
         check_bytes(path, obj, "queue", total, QUEUE_MAX)?;
         for p in &u.queue {
             check_bytes(path, obj, "queue.sender", p.sender.len(), 108)?;
+            count(path, obj, "queue.fds", p.fds.len(), sock::SCM_MAX_FD)?;
+            if p.fds.contains(&0) {
+                return Err(invalid(path, obj, "queue.fds", "description 0"));
+            }
         }
         count(path, obj, "icons", u.icons.len(), 1 << 16)?;
         for c in &u.icons {
             count(path, obj, "icons.queue", c.queue.len(), MAX_ITEMS)?;
+            if c.queue.iter().any(|p| !p.fds.is_empty()) {
+                return Err(invalid(
+                    path,
+                    obj,
+                    "icons.queue.fds",
+                    "descriptors in flight in a connection waiting to be accepted",
+                ));
+            }
         }
         if let Some(x) = u.external.as_ref() {
             check_bytes(path, obj, "external.name", x.name.len(), 108)?;
@@ -1314,7 +1920,18 @@ impl FdKind for Unix {
                 }
             }
         }
+        let ids: HashSet<u32> = f.descs.iter().map(|d| d.id).collect();
         for (id, u) in by_ino.values() {
+            for fid in u.queue.iter().flat_map(|p| &p.fds) {
+                if !ids.contains(fid) {
+                    return Err(invalid(
+                        path,
+                        format!("description {id}"),
+                        "queue.fds",
+                        format!("descriptor in flight {fid} is not a description of files.img"),
+                    ));
+                }
+            }
             if u.peer == 0 {
                 continue;
             }
@@ -1369,12 +1986,12 @@ mod tests {
         // Longer than one peek's buffer: read in pieces.
         sock::set_int(&a, libc::SOL_SOCKET, libc::SO_SNDBUF, 1 << 20).unwrap();
         sock::send_to(&a, &vec![7u8; 300 * 1024], None).unwrap();
-        let (q, rights) = peek_queue(&b, libc::SOCK_DGRAM).unwrap();
-        assert_eq!(rights, 0);
+        let (q, files, lost) = peek_queue(&b, libc::SOCK_DGRAM).unwrap();
+        assert!(!lost && files.iter().all(|f| f.is_empty()));
         assert_eq!(q.len(), 2);
         assert_eq!(q[0].data, b"one");
         assert_eq!(q[1].data, vec![7u8; 300 * 1024]);
-        let (q2, _) = peek_queue(&b, libc::SOCK_DGRAM).unwrap();
+        let (q2, _, _) = peek_queue(&b, libc::SOCK_DGRAM).unwrap();
         assert_eq!(q.len(), q2.len());
         let mut buf = [0u8; 8];
         let r = sock::recv_msg(&b, &mut buf, libc::MSG_DONTWAIT).unwrap();
@@ -1390,9 +2007,38 @@ mod tests {
         let (a, b) = sock::socketpair(libc::SOCK_STREAM).unwrap();
         sock::send_to(&a, b"hello ", None).unwrap();
         sock::send_to(&a, b"world", None).unwrap();
-        let (q, _) = peek_queue(&b, libc::SOCK_STREAM).unwrap();
+        let (q, _, _) = peek_queue(&b, libc::SOCK_STREAM).unwrap();
         assert_eq!(q.len(), 1);
         assert_eq!(q[0].data, b"hello world");
         assert_eq!(sock::inq(&b).unwrap(), 11);
+    }
+
+    /// A peek of a stream ends after the write that carries descriptors:
+    /// the bytes up to it are one packet with them (copies in cairn, the
+    /// same open file descriptions), the rest another, and nothing is
+    /// consumed.
+    #[test]
+    fn stream_peek_with_descriptors() {
+        let (a, b) = sock::socketpair(libc::SOCK_STREAM).unwrap();
+        let f = std::fs::File::open("/proc/self/stat").unwrap();
+        sock::send_to(&a, b"abc", None).unwrap();
+        sock::send_fds(&a, b"def", &[f.as_raw_fd()], None).unwrap();
+        sock::send_to(&a, b"ghi", None).unwrap();
+        let (q, files, lost) = peek_queue(&b, libc::SOCK_STREAM).unwrap();
+        assert!(!lost);
+        assert_eq!(q.len(), 2);
+        assert_eq!(q[0].data, b"abcdef");
+        assert_eq!(q[1].data, b"ghi");
+        assert_eq!(files[0].len(), 1);
+        assert!(files[1].is_empty());
+        let me = crate::sys::task::getpid();
+        let same = crate::sys::task::kcmp_file(me, files[0][0].as_raw_fd(), me, f.as_raw_fd());
+        assert_eq!(same.unwrap(), 0);
+        assert_eq!(sock::inq(&b).unwrap(), 9);
+        // A datagram with two descriptors.
+        let (c, d) = sock::socketpair(libc::SOCK_DGRAM).unwrap();
+        sock::send_fds(&c, b"x", &[f.as_raw_fd(), f.as_raw_fd()], None).unwrap();
+        let (q, files, _) = peek_queue(&d, libc::SOCK_DGRAM).unwrap();
+        assert_eq!((q.len(), files[0].len()), (1, 2));
     }
 }

@@ -897,6 +897,8 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
             files::restore_fds(&mut p.agents[0], t, &idx, &mut shared)?;
         }
     }
+    // Descriptors in flight in unix sockets: every description exists now.
+    shared.unix.send_in_flight(&shared.descs)?;
     for (owner, fd) in std::mem::take(&mut shared.keepers) {
         if let Some(&k) = by_pid.get(&owner) {
             procs[k].agents[0].call("close keeper", libc::SYS_close, &[fd])?;

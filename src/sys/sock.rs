@@ -255,9 +255,11 @@ pub struct Received {
     pub len: usize,
     /// The sender's address (unix: sun_path bytes), if the kernel gave one.
     pub name: Vec<u8>,
-    /// Descriptors that came with it (SCM_RIGHTS, SCM_PIDFD); the caller
-    /// owns (and usually just drops) them.
+    /// Descriptors in flight that came with it (SCM_RIGHTS), in order:
+    /// copies installed in cairn, which the caller owns.
     pub fds: Vec<OwnedFd>,
+    /// A pidfd that came with it (SCM_PIDFD), dropped by most callers.
+    pub pidfds: Vec<OwnedFd>,
     /// How many of `fds` came as SCM_RIGHTS (descriptors in flight).
     pub rights: usize,
     /// Control data did not fit.
@@ -312,9 +314,12 @@ pub fn recv_msg(fd: &impl AsRawFd, buf: &mut [u8], flags: i32) -> io::Result<Rec
                 for i in 0..count {
                     let fd = std::ptr::read_unaligned(data.add(i));
                     if fd >= 0 {
-                        r.fds.push(OwnedFd::from_raw_fd(fd));
+                        let fd = OwnedFd::from_raw_fd(fd);
                         if h.cmsg_type == libc::SCM_RIGHTS {
+                            r.fds.push(fd);
                             r.rights += 1;
+                        } else {
+                            r.pidfds.push(fd);
                         }
                     }
                 }
@@ -347,6 +352,62 @@ pub fn send_to(fd: &impl AsRawFd, data: &[u8], to: Option<&[u8]>) -> io::Result<
         // SAFETY: `data` is valid for reads of its length.
         None => unsafe { libc::send(fd.as_raw_fd(), data.as_ptr().cast(), data.len(), flags) },
     };
+    Ok(check(n as libc::c_long)? as usize)
+}
+
+/// Most descriptors one SCM_RIGHTS message carries (SCM_MAX_FD).
+pub const SCM_MAX_FD: usize = 253;
+
+/// sendmsg without blocking or SIGPIPE, with `fds` as SCM_RIGHTS (none:
+/// no control message); `to` is a unix name or None for the connected
+/// peer. Returns the bytes sent.
+pub fn send_fds(
+    fd: &impl AsRawFd,
+    data: &[u8],
+    fds: &[RawFd],
+    to: Option<&[u8]>,
+) -> io::Result<usize> {
+    if fds.len() > SCM_MAX_FD {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let addr = to.map(sockaddr_un).transpose()?;
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    let mut ctl = vec![0u64; 256]; // 2 KiB, aligned for cmsghdr
+                                   // SAFETY: an all-zero msghdr is valid; the pointers are set below.
+    let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
+    if let Some((sa, len)) = addr.as_ref() {
+        mh.msg_name = (sa as *const libc::sockaddr_un as *mut libc::sockaddr_un).cast();
+        mh.msg_namelen = *len;
+    }
+    mh.msg_iov = &mut iov;
+    mh.msg_iovlen = 1;
+    if !fds.is_empty() {
+        let bytes = std::mem::size_of_val(fds) as u32;
+        // SAFETY: CMSG_SPACE only computes a size.
+        let space = unsafe { libc::CMSG_SPACE(bytes) } as usize;
+        mh.msg_control = ctl.as_mut_ptr().cast();
+        mh.msg_controllen = space;
+        // SAFETY: `ctl` holds 2 KiB, more than CMSG_SPACE of 253 ints, so
+        // the first header and its data lie inside it; the kernel only
+        // reads it during sendmsg.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&mh);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(bytes) as usize;
+            let data = libc::CMSG_DATA(c) as *mut i32;
+            for (i, f) in fds.iter().enumerate() {
+                std::ptr::write_unaligned(data.add(i), *f);
+            }
+        }
+    }
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    // SAFETY: every pointer in `mh` refers to live buffers of the given
+    // sizes for the duration of the call; the kernel only reads them.
+    let n = unsafe { libc::sendmsg(fd.as_raw_fd(), &mh, flags) };
     Ok(check(n as libc::c_long)? as usize)
 }
 
