@@ -61,14 +61,15 @@ fn refuse_outside_ends(ends: &Ends) -> Result<()> {
         };
         let copy = crate::sys::sock::pidfd_getfd(pid, fd)
             .map_err(|e| Error::sys(pid, format!("pidfd_getfd of fd {fd} (pipe:[{ino}])"), e))?;
-        let ev = crate::sys::fds2::poll_now(&copy, 0)
+        let ev = crate::sys::poll::poll_now(&copy, 0)
             .map_err(|e| Error::sys(pid, format!("fd {fd} (pipe:[{ino}]): poll"), e))?;
         if ev & bit == 0 {
             return Err(Error::unsupported(
                 pid,
                 format!(
                     "fd {fd} is the {end} end of pipe:[{ino}], whose {other} end is open \
-                     outside the dumped tree: the restored pipe could not be connected to it"
+                     outside the dumped tree (in another process, or only in flight in a unix \
+                     socket's queue): the restored pipe could not be connected to it"
                 ),
             ));
         }

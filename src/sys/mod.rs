@@ -9,12 +9,12 @@
 pub mod abi;
 pub mod bpf;
 pub mod fdpass;
-pub mod fds2;
 pub mod fown;
 pub mod inject;
 pub mod mem;
 pub mod net;
 pub mod netlink;
+pub mod poll;
 pub mod probe;
 pub mod ptrace;
 pub mod safefs;

@@ -152,7 +152,7 @@ fn fnv1a(h: &mut u64, bytes: &[u8]) {
 /// sources and flags: an up-to-date binary is never replaced, so the
 /// executable of a dumped workload does not change before its restore.
 pub fn workload_bin(name: &str) -> PathBuf {
-    fds2::no_leaked_fds();
+    inherited::no_leaked_fds();
     type Cell = Arc<OnceLock<Result<PathBuf, String>>>;
     static BUILT: OnceLock<Mutex<HashMap<String, Cell>>> = OnceLock::new();
     let cell: Cell = {
@@ -2225,4 +2225,4 @@ pub fn bpf_iterators_unavailable() -> Option<String> {
     }
     None
 }
-pub mod fds2;
+pub mod inherited;

@@ -3,16 +3,20 @@
  * which cairn refuses only after the tree is frozen and other queues were
  * already read: a dump that fails there must leave every queue as it was.
  * A stream pair and a datagram pair hold data; a seqpacket pair holds a
- * record carrying a pipe's read end. After SIGTERM all data is read back
- * and the passed descriptor works.
+ * record carrying an eventfd that no process holds any more (a pipe end
+ * would be refused earlier, before the freeze, as a pipe whose other end
+ * is outside the tree). After SIGTERM all data is read back and the
+ * passed descriptor works.
  */
 #include "zdtm.h"
 #include "unixsk.h"
+#include <sys/eventfd.h>
 
 int main(int argc, char **argv)
 {
-	int st[2], dg[2], sq[2], p[2];
-	char cbuf[CMSG_SPACE(sizeof(int))], c;
+	int st[2], dg[2], sq[2], efd;
+	uint64_t v = 7;
+	char cbuf[CMSG_SPACE(sizeof(int))];
 	struct iovec iov = { .iov_base = "with-fd", .iov_len = 7 };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
 			     .msg_controllen = sizeof(cbuf) };
@@ -20,7 +24,8 @@ int main(int argc, char **argv)
 
 	test_init(argc, argv);
 	if (socketpair(AF_UNIX, SOCK_STREAM, 0, st) || socketpair(AF_UNIX, SOCK_DGRAM, 0, dg) ||
-	    socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sq) || pipe(p))
+	    socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sq) ||
+	    (efd = eventfd(0, 0)) < 0)
 		pfail("setup");
 	put(st[0], "stream-data");
 	put(dg[0], "dgram-1");
@@ -29,12 +34,12 @@ int main(int argc, char **argv)
 	cm->cmsg_level = SOL_SOCKET;
 	cm->cmsg_type = SCM_RIGHTS;
 	cm->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(cm), &p[0], sizeof(int));
+	memcpy(CMSG_DATA(cm), &efd, sizeof(int));
 	if (sendmsg(sq[0], &mh, 0) != 7)
 		pfail("sendmsg SCM_RIGHTS");
-	close(p[0]);
-	if (write(p[1], "z", 1) != 1)
-		pfail("write pipe");
+	if (write(efd, &v, sizeof(v)) != sizeof(v))
+		pfail("write eventfd");
+	close(efd);
 
 	test_daemon();
 	test_waitsig();
@@ -54,8 +59,9 @@ int main(int argc, char **argv)
 		fail("the descriptor in flight is gone");
 	int fd;
 	memcpy(&fd, CMSG_DATA(cm), sizeof(int));
-	if (read(fd, &c, 1) != 1 || c != 'z')
-		fail("the passed pipe end does not read the pipe");
+	v = 0;
+	if (read(fd, &v, sizeof(v)) != sizeof(v) || v != 7)
+		fail("the passed eventfd reads %llu, not 7", (unsigned long long)v);
 	expect_empty(sq[1], "seqpacket");
 	pass();
 }

@@ -1,5 +1,5 @@
-//! Descriptor queries of the `fds2` work (issue 14): what poll says of a
-//! pipe end right now (whether the other end is still open anywhere).
+//! poll(2) without waiting: the events of a descriptor now (of a pipe end:
+//! whether its other end is still open anywhere).
 
 use std::io;
 use std::os::fd::AsRawFd;

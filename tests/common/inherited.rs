@@ -1,4 +1,4 @@
-//! The test process's inherited descriptors (fds2, issue 14).
+//! The test process's inherited descriptors (issue 14).
 
 /// Marks every descriptor above 2 that the test process inherited without
 /// close-on-exec (a runner's pipe, a shell's job-control fds) close-on-exec,
