@@ -368,3 +368,26 @@ fn unix_dgram_outside_sender_refused() {
     w.terminate_original_expect_pass();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A queued message whose receiver has SO_PASSCRED set is refused: cairn
+/// writes queues again from its own process, so the receiver would be
+/// shown cairn's pid and uid instead of the sender's. The failed dump
+/// leaves the queue and its credentials as they were.
+#[test]
+fn unix_passcred_queue_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("unix_passcred", &[]);
+    let out = w.dump(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{}", describe(&out));
+    assert!(
+        err.contains(&format!("pid {}", w.pid))
+            && err.contains("fd ")
+            && err.contains("SO_PASSCRED")
+            && err.contains("credentials"),
+        "unclear refusal: {err}"
+    );
+    w.terminate_original_expect_pass();
+}

@@ -403,6 +403,31 @@ impl UnixDump {
                     ),
                 ));
             }
+            // cairn writes the queue again from its own process: a
+            // receiver that is shown the sender's credentials or security
+            // label would be shown cairn's.
+            if let (Some(o), false) = (u.opts.as_ref(), queue.is_empty()) {
+                let shown: Vec<&str> = [
+                    ("SO_PASSCRED", o.passcred),
+                    ("SO_PASSPIDFD", o.passpidfd),
+                    ("SO_PASSSEC", o.passsec),
+                ]
+                .iter()
+                .filter(|(_, on)| *on)
+                .map(|(n, _)| *n)
+                .collect();
+                if !shown.is_empty() {
+                    return Err(Error::unsupported(
+                        pid,
+                        format!(
+                            "fd {fd}: unix socket {} has {} message(s) queued and {} set: the messages would come back with cairn's credentials, not their senders'",
+                            show_name(&u.name),
+                            queue.len(),
+                            shown.join(", ")
+                        ),
+                    ));
+                }
+            }
             let carrying = files.iter().filter(|f| !f.is_empty()).count();
             if let (Some((qpid, qfd, qname)), true) = (in_flight, carrying > 0) {
                 return Err(Error::unsupported(
