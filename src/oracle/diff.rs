@@ -178,14 +178,6 @@ pub const PENDING_LOSSES: &[Pending] = &[
         workload: "a pty pair of the tree (tty_pty)",
         lost: "the controlling pty's number, as above",
     },
-    Pending {
-        field: "cow.pages",
-        when: always,
-        workload: "a child sharing private memory copy-on-write with its parent (tree_cow, \
-               every forked workload)",
-        lost: "copy-on-write sharing: each process gets its own copy of every page \
-           (memory use multiplied); restore private memory before forking children",
-    },
 ];
 
 /// A pseudo-terminal's number (`/dev/pts/N`, its fd's inode in devpts,
