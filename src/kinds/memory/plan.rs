@@ -347,11 +347,21 @@ impl PagePlan {
                 let runs = runs_from_pagemap(m.start, &marks(&keep), |f| f.present());
                 let parent_runs = runs_from_pagemap(m.start, &marks(&in_parent), |f| f.present());
                 self.push_parent(private_owner, parent_runs);
+                // process_vm_readv pins the pages it reads (FOLL_PIN), and
+                // the kernel unshares a page that is still shared
+                // copy-on-write before it lets it be pinned: the process
+                // would get a copy of every page it shares with a child
+                // (a --leave-running dump or a pre-dump would multiply
+                // the tree's memory). /proc/PID/mem reads without a pin.
+                let cow_shared = flags
+                    .iter()
+                    .zip(&keep)
+                    .any(|(f, &k)| k && f.present() && !f.exclusive());
                 self.pfns
                     .entry(pid)
                     .or_default()
                     .push((m.start, flags, plain));
-                let src = if m.read {
+                let src = if m.read && !cow_shared {
                     Source::Vm { pid }
                 } else {
                     Source::ProcMem { pid }
