@@ -2,13 +2,16 @@
 //!
 //! All images are read and validated before any process exists. Then, in
 //! phases over the whole tree:
-//! 1. create: a "vessel" with the root's pid (clone3 with set_tid, or
-//!    ns_last_pid) is seized; every other process is forked inside its
-//!    parent vessel by an injected clone3 with its pid, in tree order, and
-//!    joins its session and process group; zombies exit at once with their
-//!    saved status;
-//! 2. memory: each vessel drops everything inherited from cairn and gets
-//!    its old address space;
+//! 1. create, in tree order: a "vessel" with the root's pid (clone3 with
+//!    set_tid, or ns_last_pid) is seized, drops everything inherited from
+//!    cairn and gets its old address space; every other process is forked
+//!    inside its parent vessel, once the parent's memory is back, by an
+//!    injected clone3 with its pid, joins its session and process group,
+//!    and makes what it inherited its own address space, keeping the pages
+//!    it shared copy-on-write with its parent (`memory::cow`); zombies
+//!    exit at once with their saved status;
+//! 2. memory: once the children are forked, each process's protections,
+//!    advice and mm fields;
 //! 3. files: fd tables, with descriptions shared across processes fetched
 //!    with pidfd_getfd so they stay shared;
 //! 4. attributes, threads (injected clone3 with CLONE_THREAD), pending
