@@ -8,7 +8,7 @@
 //! mappings and pages, shared copy-on-write. [`plan`] decides, from the
 //! two images, what the child keeps of that: the parts of its private
 //! VMAs that the parent maps the same way (same kind, file, offset and
-//! mmap flags: [`compatible`]), the vDSO if it is where the parent has
+//! mmap flags: `compatible`), the vDSO if it is where the parent has
 //! it, and in those parts the pages to keep as they are ([`Inherit::skip`]:
 //! shared at dump, and the same bytes in both images). [`adopt`] unmaps
 //! everything else the child inherited, gives the kept parts the child's
