@@ -141,6 +141,40 @@ impl PagePlan {
         }
     }
 
+    /// The parent process's pagemap entries for each page of [start,
+    /// end), from any of its private VMAs (an entry of 0 where it has
+    /// none).
+    fn parent_pages(&self, ppid: i32, start: u64, end: u64) -> Vec<procfs::PageFlags> {
+        self.parent_pages_read(ppid, start, end).0
+    }
+
+    /// [`Self::parent_pages`] with the parent's plain-read marks.
+    fn parent_pages_read(
+        &self,
+        ppid: i32,
+        start: u64,
+        end: u64,
+    ) -> (Vec<procfs::PageFlags>, Vec<bool>) {
+        let n = ((end - start) / PAGE_SIZE) as usize;
+        let mut out = vec![procfs::PageFlags(0); n];
+        let mut read = vec![false; n];
+        for (s, f, r) in self.pfns.get(&ppid).into_iter().flatten() {
+            let e = s + f.len() as u64 * PAGE_SIZE;
+            let (a, b) = (start.max(*s), end.min(e));
+            if a >= b {
+                continue;
+            }
+            let (ci, pi) = (
+                ((a - start) / PAGE_SIZE) as usize,
+                ((a - s) / PAGE_SIZE) as usize,
+            );
+            let k = ((b - a) / PAGE_SIZE) as usize;
+            out[ci..ci + k].copy_from_slice(&f[pi..pi + k]);
+            read[ci..ci + k].copy_from_slice(&r[pi..pi + k]);
+        }
+        (out, read)
+    }
+
     pub fn total_pages(&self) -> u64 {
         self.jobs.iter().map(|j| j.pages()).sum()
     }
