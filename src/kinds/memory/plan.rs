@@ -141,24 +141,30 @@ impl PagePlan {
         }
     }
 
-    /// The parent process's pagemap entries for each page of [start,
-    /// end), from any of its private VMAs (an entry of 0 where it has
-    /// none).
-    fn parent_pages(&self, ppid: i32, start: u64, end: u64) -> Vec<procfs::PageFlags> {
-        self.parent_pages_read(ppid, start, end).0
-    }
-
-    /// [`Self::parent_pages`] with the parent's plain-read marks.
-    fn parent_pages_read(
+    /// The parent process's pagemap entries and plain-read marks for
+    /// [start, end), if it has a private VMA covering that range.
+    fn parent_flags(
         &self,
         ppid: i32,
         start: u64,
         end: u64,
-    ) -> (Vec<procfs::PageFlags>, Vec<bool>) {
+    ) -> Option<(&[procfs::PageFlags], &[bool])> {
+        let vmas = self.pfns.get(&ppid)?;
+        let (s, f, r) = vmas
+            .iter()
+            .find(|(s, f, _)| *s <= start && end <= s + f.len() as u64 * PAGE_SIZE)?;
+        let i = ((start - s) / PAGE_SIZE) as usize;
+        let n = ((end - start) / PAGE_SIZE) as usize;
+        Some((f.get(i..i + n)?, r.get(i..i + n)?))
+    }
+
+    /// The parent process's pagemap entries for each page of [start,
+    /// end), from any of its private VMAs (an entry of 0 where it has
+    /// none).
+    fn parent_pages(&self, ppid: i32, start: u64, end: u64) -> Vec<procfs::PageFlags> {
         let n = ((end - start) / PAGE_SIZE) as usize;
         let mut out = vec![procfs::PageFlags(0); n];
-        let mut read = vec![false; n];
-        for (s, f, r) in self.pfns.get(&ppid).into_iter().flatten() {
+        for (s, f, _) in self.pfns.get(&ppid).into_iter().flatten() {
             let e = s + f.len() as u64 * PAGE_SIZE;
             let (a, b) = (start.max(*s), end.min(e));
             if a >= b {
@@ -170,9 +176,8 @@ impl PagePlan {
             );
             let k = ((b - a) / PAGE_SIZE) as usize;
             out[ci..ci + k].copy_from_slice(&f[pi..pi + k]);
-            read[ci..ci + k].copy_from_slice(&r[pi..pi + k]);
         }
-        (out, read)
+        out
     }
 
     pub fn total_pages(&self) -> u64 {
@@ -302,11 +307,9 @@ impl PagePlan {
                 // Pages still shared copy-on-write with the parent: same
                 // frame, not exclusively ours, read plainly by both.
                 // Stored once, for the parent.
-                // Per page, from whichever of the parent's VMAs holds it
-                // (the parent's VMA may have grown or been split since).
-                let parent = ppid.map(|pp| {
-                    let (f, r) = self.parent_pages_read(pp, m.start, m.end);
-                    (pp, f, r)
+                let parent = ppid.and_then(|pp| {
+                    self.parent_flags(pp, m.start, m.end)
+                        .map(|(f, r)| (pp, f.to_vec(), r.to_vec()))
                 });
                 let shared: Vec<bool> = match &parent {
                     Some((_, pf, pr)) => flags
