@@ -2,13 +2,16 @@
 //!
 //! All images are read and validated before any process exists. Then, in
 //! phases over the whole tree:
-//! 1. create: a "vessel" with the root's pid (clone3 with set_tid, or
-//!    ns_last_pid) is seized; every other process is forked inside its
-//!    parent vessel by an injected clone3 with its pid, in tree order, and
-//!    joins its session and process group; zombies exit at once with their
-//!    saved status;
-//! 2. memory: each vessel drops everything inherited from cairn and gets
-//!    its old address space;
+//! 1. create, in tree order: a "vessel" with the root's pid (clone3 with
+//!    set_tid, or ns_last_pid) is seized, drops everything inherited from
+//!    cairn and gets its old address space; every other process is forked
+//!    inside its parent vessel, once the parent's memory is back, by an
+//!    injected clone3 with its pid, joins its session and process group,
+//!    and makes what it inherited its own address space, keeping the pages
+//!    it shared copy-on-write with its parent (`memory::cow`); zombies
+//!    exit at once with their saved status;
+//! 2. memory: once the children are forked, each process's protections,
+//!    advice and mm fields;
 //! 3. files: fd tables, with descriptions shared across processes fetched
 //!    with pidfd_getfd so they stay shared;
 //! 4. attributes, threads (injected clone3 with CLONE_THREAD), pending
@@ -542,12 +545,23 @@ fn shrink_vessel(agent: &mut Agent, keep: (u64, u64)) -> Result<()> {
     Ok(())
 }
 
-/// Phase 1: every process of the tree, with its pid, parent, session and
-/// process group. Each vessel is still a copy of cairn here.
-fn create_tree(img: &Images, vessels: &mut Vessels, force_last_pid: bool) -> Result<Vec<Proc>> {
+/// Phases 1 and 2, in tree order: every process of the tree, with its
+/// pid, parent, session and process group, and its memory. The root's
+/// vessel is a copy of cairn that drops all of it; every other process is
+/// forked inside its parent once the parent's memory is back, so that
+/// what they shared copy-on-write at dump is shared again
+/// (`memory::cow`). Protections, advice and the mm fields follow in
+/// [`finish_memory`], once the children are forked.
+fn create_tree(
+    img: &Images,
+    vessels: &mut Vessels,
+    force_last_pid: bool,
+    idx: &FilesIndex,
+    shm: &mut memory::ShmObjects,
+) -> Result<Vec<Proc>> {
     let own_insn = remote::find_syscall_insn(task::getpid())?;
     // The mapping that holds the syscall instruction: the only part of
-    // cairn a vessel keeps (see `shrink_vessel`).
+    // cairn the first vessel keeps (see `shrink_vessel`).
     let insn_vma = procfs::read_maps(task::getpid())?
         .iter()
         .find(|m| (m.start..m.end).contains(&own_insn))
@@ -557,11 +571,16 @@ fn create_tree(img: &Images, vessels: &mut Vessels, force_last_pid: bool) -> Res
                 "no mapping holds cairn's syscall instruction {own_insn:#x}"
             ))
         })?;
+    let owners = PageOwners::new(img);
+    let cow = CowPlan::new(img, &owners)?;
     let opts = VESSEL_OPTIONS;
     let mut procs: Vec<Proc> = Vec::new();
     // Index in `procs` by pid, and the process group leaders.
     let mut by_pid: HashMap<i32, usize> = HashMap::new();
     let pids: std::collections::HashSet<u32> = img.pstree.entries.iter().map(|e| e.pid).collect();
+    // The restorer area: free in every image and in the first vessel, so
+    // that each child inherits it from its parent.
+    let mut area = 0u64;
     for (i, e) in img.pstree.entries.iter().enumerate() {
         let pid = e.pid as i32;
         let core = &img.cores[i];
@@ -594,26 +613,24 @@ fn create_tree(img: &Images, vessels: &mut Vessels, force_last_pid: bool) -> Res
             clone_with_tid(&mut procs[pi].agents[0], flags, exit_signal, pid)?;
             vessels.add(pid);
         }
-        let remote =
-            Remote::new(pid, own_insn).map_err(|e| Error::sys(pid, "PTRACE_GETREGS", e))?;
+        let insn = if i == 0 { own_insn } else { area };
+        let remote = Remote::new(pid, insn).map_err(|e| Error::sys(pid, "PTRACE_GETREGS", e))?;
         let mut agent = Agent {
             remote,
             pid,
             scratch: 0,
             scratch_len: 4096,
         };
-        let rw = libc::PROT_READ | libc::PROT_WRITE;
         if i == 0 {
             // A small page for clone3 arguments and the like.
+            let rw = libc::PROT_READ | libc::PROT_WRITE;
             agent.scratch = agent.mmap_anon("scratch page", 0, 4096, rw, libc::MAP_PRIVATE)?;
             shrink_vessel(&mut agent, insn_vma)?;
+            area = tree_area(img, pid)?;
         } else {
-            // The copy of the parent's page is replaced by a fresh one
-            // (see `shrink_vessel`).
-            agent.scratch = procs[0].agents[0].scratch;
-            let fl = libc::MAP_PRIVATE | libc::MAP_FIXED;
-            let at = agent.scratch;
-            agent.mmap_anon("fresh scratch page", at, 4096, rw, fl)?;
+            // The parent's restorer area, inherited.
+            agent.scratch = area + 4096;
+            agent.scratch_len = SCRATCH_LEN;
         }
         if let Some(a) = core.attrs.as_ref() {
             crate::kinds::cgroup::restore(pid, &a.cgroup, &core.cgroup_dirs)?;
@@ -622,7 +639,7 @@ fn create_tree(img: &Images, vessels: &mut Vessels, force_last_pid: bool) -> Res
         ktask::restore_session(&mut agent, e.pid, e.pgid, e.sid, pids.contains(&e.pgid))?;
         let zombie = is_zombie(core);
         if zombie {
-            become_zombie(&mut agent, core.exit_status, &core.comm, own_insn)?;
+            become_zombie(&mut agent, core.exit_status, &core.comm, insn)?;
         }
         by_pid.insert(pid, procs.len());
         procs.push(Proc {
@@ -632,8 +649,72 @@ fn create_tree(img: &Images, vessels: &mut Vessels, force_last_pid: bool) -> Res
             agents: vec![agent],
             tramp: 0,
         });
+        if !zombie {
+            let k = procs.len() - 1;
+            let parent_mm = by_pid
+                .get(&(e.ppid as i32))
+                .and_then(|&pi| img.mms[procs[pi].i].as_ref());
+            restore_memory(
+                img,
+                &mut procs[k],
+                idx,
+                shm,
+                &owners,
+                &cow,
+                area,
+                parent_mm.filter(|_| i != 0),
+            )?;
+        }
     }
     Ok(procs)
+}
+
+/// An address for the restorer area that no VMA of any image and nothing
+/// in the first vessel `pid` (shrunk) takes.
+fn tree_area(img: &Images, pid: i32) -> Result<u64> {
+    let mut taken: Vec<(u64, u64)> = (img.mms.iter().flatten())
+        .flat_map(|mm| mm.vmas.iter().map(|v| (v.start, v.end)))
+        .collect();
+    taken.extend(procfs::read_maps(pid)?.iter().map(|m| (m.start, m.end)));
+    memory::free_area(AREA, &taken).ok_or_else(|| {
+        Error::Restore(format!(
+            "pid {pid}: no address range is free for the restorer in every process of the tree"
+        ))
+    })
+}
+
+/// What each process keeps of its parent's memory when it is forked
+/// from it (`memory::cow`), by index in the images, and what each
+/// parent must populate for its children.
+struct CowPlan {
+    inherit: Vec<memory::cow::Inherit>,
+    populate: Vec<Vec<(u64, u64)>>,
+}
+
+impl CowPlan {
+    fn new(img: &Images, owners: &PageOwners) -> Result<CowPlan> {
+        let n = img.pstree.entries.len();
+        let index: HashMap<u32, usize> = (img.pstree.entries.iter().enumerate())
+            .map(|(i, e)| (e.pid, i))
+            .collect();
+        let mut inherit = vec![memory::cow::Inherit::default(); n];
+        let mut populate: Vec<Vec<(u64, u64)>> = vec![Vec::new(); n];
+        for (i, e) in img.pstree.entries.iter().enumerate().skip(1) {
+            let Some(&pi) = index.get(&e.ppid) else {
+                continue;
+            };
+            let (Some(mm), Some(pmm)) = (img.mms[i].as_ref(), img.mms[pi].as_ref()) else {
+                continue;
+            };
+            let mine = owners.own_runs(img, &format!("pid:{}", e.pid));
+            let theirs = owners.own_runs(img, &format!("pid:{}", e.ppid));
+            let inh = memory::cow::plan(mm, pmm, mine, theirs);
+            populate[pi].extend(inh.skip.iter().copied());
+            inherit[i] = inh;
+        }
+        let populate = populate.into_iter().map(memory::cow::union).collect();
+        Ok(CowPlan { inherit, populate })
+    }
 }
 
 /// The pagemaps by owner: a process's own by its owner name, and those of
@@ -657,6 +738,13 @@ impl<'a> PageOwners<'a> {
         PageOwners { own, shared }
     }
 
+    /// The runs of process `owner` ("pid:N"); none if it has no pages.
+    fn own_runs<'b>(&self, img: &'b Images, owner: &str) -> &'b [Resolved] {
+        self.own
+            .get(owner)
+            .map_or(&[][..], |&k| img.resolved[k].as_slice())
+    }
+
     /// The maps of process `owner` ("pid:N") and of all shared memory, in
     /// the order of the images.
     fn maps_of<'b>(&self, img: &'b Images, owner: &str) -> Vec<(&'b str, &'b [Resolved])> {
@@ -669,13 +757,21 @@ impl<'a> PageOwners<'a> {
     }
 }
 
-/// Phase 2: the address space of one process.
+/// Phase 2: the address space of one process, but its protections,
+/// advice and mm fields ([`finish_memory`], after its children are
+/// forked). The first process drops cairn's memory and maps the restorer
+/// area at `area`; any other (`parent`: its parent's image) was forked
+/// from its parent and adopts what it keeps of its memory.
+#[allow(clippy::too_many_arguments)]
 fn restore_memory(
     img: &Images,
     p: &mut Proc,
     idx: &FilesIndex,
     shm: &mut memory::ShmObjects,
     owners: &PageOwners,
+    cow: &CowPlan,
+    area: u64,
+    parent: Option<&MmEntry>,
 ) -> Result<()> {
     let Some(mm) = img.mms[p.i].as_ref() else {
         return Ok(());
@@ -699,35 +795,75 @@ fn restore_memory(
     if img.cores[p.i].files_shared_with == 0 {
         agent.close_range(0, u32::MAX as u64)?;
     }
-    // A restorer area that collides with neither the image nor the vessel.
-    let mut taken: Vec<(u64, u64)> = mm.vmas.iter().map(|v| (v.start, v.end)).collect();
-    taken.extend(procfs::read_maps(pid)?.iter().map(|m| (m.start, m.end)));
-    let want = memory::free_area(AREA, &taken).ok_or_else(|| {
-        Error::Restore(format!("pid {pid}: no free address range for the restorer"))
-    })?;
-    let rwx = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC;
-    let fl = libc::MAP_PRIVATE | memory::FIXED_NOREPLACE as i32;
-    let tramp = agent.mmap_anon("restorer area", want, AREA, rwx, fl)?;
-    mem::vm_write_all(pid, tramp, &[0x0f, 0x05]).map_err(|e| sys(e, "write trampoline"))?;
-    agent.remote.set_insn(tramp);
-    agent.scratch = tramp + 4096;
-    agent.scratch_len = SCRATCH_LEN;
-    p.tramp = tramp;
-    // Nothing of cairn stays mapped.
-    agent.munmap_as("below the restorer area", 0, tramp)?;
-    agent.munmap_as(
-        "above the restorer area",
-        tramp + AREA,
-        TASK_SIZE - (tramp + AREA),
-    )?;
-    let shm = memory::restore_vmas(agent, mm, &|id| idx.path(id), shm)?;
-    let maps = owners.maps_of(img, &format!("pid:{pid}"));
+    let inh = &cow.inherit[p.i];
+    p.tramp = area;
+    let shm = match parent {
+        None => {
+            let rwx = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC;
+            let fl = libc::MAP_PRIVATE | memory::FIXED_NOREPLACE as i32;
+            let tramp = agent.mmap_anon("restorer area", area, AREA, rwx, fl)?;
+            mem::vm_write_all(pid, tramp, &[0x0f, 0x05]).map_err(|e| sys(e, "write trampoline"))?;
+            agent.remote.set_insn(tramp);
+            agent.scratch = tramp + 4096;
+            agent.scratch_len = SCRATCH_LEN;
+            // Nothing of cairn stays mapped.
+            agent.munmap_as("below the restorer area", 0, tramp)?;
+            agent.munmap_as(
+                "above the restorer area",
+                tramp + AREA,
+                TASK_SIZE - (tramp + AREA),
+            )?;
+            memory::restore_vmas(agent, mm, &|id| idx.path(id), shm)?
+        }
+        Some(pmm) => {
+            memory::cow::adopt(agent, mm, pmm, inh, (area, area + AREA))?;
+            let rest = memory::cow::pieces(mm, inh);
+            memory::restore_vmas(agent, &rest, &|id| idx.path(id), shm)?
+        }
+    };
+    let own_name = format!("pid:{pid}");
+    let own = memory::cow::without(owners.own_runs(img, &own_name), &inh.skip);
+    let maps: Vec<(&str, &[Resolved])> = owners
+        .maps_of(img, &own_name)
+        .into_iter()
+        .map(|(o, r)| {
+            if o == own_name {
+                (o, own.as_slice())
+            } else {
+                (o, r)
+            }
+        })
+        .collect();
     let stores: Vec<&PageStoreReader> = img.chain.layers.iter().map(|l| &l.store).collect();
     let t = Instant::now();
     memory::restore_pages(pid, mm, &maps, &stores, &shm)?;
-    info!("pid {pid}: pages written in {:?}", t.elapsed());
+    let populated = memory::cow::populate_zeros(
+        pid,
+        mm,
+        owners.own_runs(img, &own_name),
+        &cow.populate[p.i],
+        &inh.skip,
+    )?;
+    info!(
+        "pid {pid}: pages written in {:?}; {} shared copy-on-write with the parent, {populated} \
+         zero pages populated for children",
+        t.elapsed(),
+        inh.shared_pages()
+    );
     drop(shm);
-    memory::finish_vmas(agent, mm)?;
+    // Before any child is forked from it.
+    memory::lock_vmas(agent, mm)
+}
+
+/// The rest of phase 2, once the children are forked: protections,
+/// advice, their check, the mm fields (exe link, auxv) and mlockall.
+fn finish_memory(img: &Images, p: &mut Proc, idx: &FilesIndex) -> Result<()> {
+    let Some(mm) = img.mms[p.i].as_ref() else {
+        return Ok(());
+    };
+    let pid = p.pid;
+    let agent = &mut p.agents[0];
+    memory::finish_unlocked_vmas(agent, mm)?;
     memory::verify_flags(pid, mm)?;
     let exe = idx
         .path(mm.exe_file_id)
@@ -865,18 +1001,17 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
     // which reaps them (instead of init, which may take its time).
     let _ = task::set_child_subreaper(true);
     let force_last_pid = args.pid_restore.as_deref() == Some("ns_last_pid");
-    let mut procs = create_tree(img, &mut vessels, force_last_pid)?;
+    crate::kinds::sysv::prepare(&img.files.sysv_shm, img.mms.iter().flatten())?;
+    let mut shm = memory::ShmObjects::new(img.mms.iter().flatten());
+    let mut procs = create_tree(img, &mut vessels, force_last_pid, &idx, &mut shm)?;
     let mut phases = vec![("create", t0.elapsed())];
     let lap = |name: &'static str, phases: &mut Vec<_>| {
         let at = t0.elapsed();
         let prev: std::time::Duration = phases.iter().map(|&(_, d)| d).sum();
         phases.push((name, at.saturating_sub(prev)));
     };
-    crate::kinds::sysv::prepare(&img.files.sysv_shm, img.mms.iter().flatten())?;
-    let mut shm = memory::ShmObjects::new(img.mms.iter().flatten());
-    let owners = PageOwners::new(img);
     for p in procs.iter_mut().filter(|p| !p.zombie) {
-        restore_memory(img, p, &idx, &mut shm, &owners)?;
+        finish_memory(img, p, &idx)?;
     }
     let by_pid: HashMap<i32, usize> = procs.iter().enumerate().map(|(k, p)| (p.pid, k)).collect();
     for (_, (owner, fd)) in shm.owners.drain() {

@@ -65,7 +65,7 @@ pub fn dump_mm(
         };
         let map_file = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
         let mut v = super::vma::describe(m, kind, &map_file, &mut register_file)?;
-        let guards = plan.add_vma(
+        let found = plan.add_vma(
             pid,
             input.ppid,
             m,
@@ -74,7 +74,8 @@ pub fn dump_mm(
             private_owner,
             &map_file,
         )?;
-        v.guard_runs = guards.into_iter().flat_map(|(a, n)| [a, n]).collect();
+        v.guard_runs = found.guards.into_iter().flat_map(|(a, n)| [a, n]).collect();
+        v.cow_runs = found.cow.into_iter().flat_map(|(a, n)| [a, n]).collect();
         mm.vmas.push(v);
     }
     Ok(mm)

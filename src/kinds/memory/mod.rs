@@ -18,6 +18,7 @@
 //! `PR_SET_MM_MAP`), `vdso` (`ARCH_MAP_VDSO_64`), and the validation of
 //! mm and pagemap images ([`validate`]).
 
+pub mod cow;
 mod mapfiles;
 mod mm;
 mod pages;
@@ -31,8 +32,8 @@ pub use mm::{dump_mm, set_mm_map, MmInput};
 pub use pages::{restore_pages, write_pages, Written};
 pub use plan::PagePlan;
 pub use vma::{
-    def_flags, finish_vmas, free_area, precheck, restore_def_flags, restore_vmas, verify_flags,
-    ShmObjects, FIXED_NOREPLACE,
+    def_flags, finish_unlocked_vmas, finish_vmas, free_area, lock_vmas, precheck,
+    restore_def_flags, restore_vmas, verify_flags, ShmObjects, FIXED_NOREPLACE,
 };
 
 /// Highest user address on x86-64 with 4-level paging (and 5-level off).

@@ -158,6 +158,28 @@ impl PagePlan {
         Some((f.get(i..i + n)?, r.get(i..i + n)?))
     }
 
+    /// The parent process's pagemap entries for each page of [start,
+    /// end), from any of its private VMAs (an entry of 0 where it has
+    /// none).
+    fn parent_pages(&self, ppid: i32, start: u64, end: u64) -> Vec<procfs::PageFlags> {
+        let n = ((end - start) / PAGE_SIZE) as usize;
+        let mut out = vec![procfs::PageFlags(0); n];
+        for (s, f, _) in self.pfns.get(&ppid).into_iter().flatten() {
+            let e = s + f.len() as u64 * PAGE_SIZE;
+            let (a, b) = (start.max(*s), end.min(e));
+            if a >= b {
+                continue;
+            }
+            let (ci, pi) = (
+                ((a - start) / PAGE_SIZE) as usize,
+                ((a - s) / PAGE_SIZE) as usize,
+            );
+            let k = ((b - a) / PAGE_SIZE) as usize;
+            out[ci..ci + k].copy_from_slice(&f[pi..pi + k]);
+        }
+        out
+    }
+
     pub fn total_pages(&self) -> u64 {
         self.jobs.iter().map(|j| j.pages()).sum()
     }
@@ -222,8 +244,8 @@ impl PagePlan {
     /// Adds the pages of VMA `m` (of `kind`) of process `pid` worth
     /// saving; `private_owner` is the process's owner index, `base` what
     /// the parent layer holds of it, `map_file` the VMA's
-    /// /proc/PID/map_files entry. Returns the VMA's guard regions (runs of
-    /// first address and pages).
+    /// /proc/PID/map_files entry. Returns the VMA's guard regions and the
+    /// pages it still shares copy-on-write with the parent `ppid`.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn add_vma(
         &mut self,
@@ -234,8 +256,9 @@ impl PagePlan {
         base: Option<&Base>,
         private_owner: usize,
         map_file: &str,
-    ) -> Result<Vec<(u64, u64)>> {
+    ) -> Result<VmaPageRuns> {
         let mut guards = Vec::new();
+        let mut cow = Vec::new();
         if matches!(
             kind,
             VmaKind::VMA_ANON_SHARED | VmaKind::VMA_SYSV_SHM | VmaKind::VMA_FILE_SHARED
@@ -317,15 +340,28 @@ impl PagePlan {
                         self.inherit.push((private_owner, powner, a, n));
                     }
                 }
+                if let Some(pp) = ppid {
+                    cow = cow_runs(m.start, &flags, &self.parent_pages(pp, m.start, m.end));
+                }
                 let keep: Vec<bool> = read.iter().zip(&shared).map(|(&r, &sh)| r && !sh).collect();
                 let runs = runs_from_pagemap(m.start, &marks(&keep), |f| f.present());
                 let parent_runs = runs_from_pagemap(m.start, &marks(&in_parent), |f| f.present());
                 self.push_parent(private_owner, parent_runs);
+                // process_vm_readv pins the pages it reads (FOLL_PIN), and
+                // the kernel unshares a page that is still shared
+                // copy-on-write before it lets it be pinned: the process
+                // would get a copy of every page it shares with a child
+                // (a --leave-running dump or a pre-dump would multiply
+                // the tree's memory). /proc/PID/mem reads without a pin.
+                let cow_shared = flags
+                    .iter()
+                    .zip(&keep)
+                    .any(|(f, &k)| k && f.present() && !f.exclusive());
                 self.pfns
                     .entry(pid)
                     .or_default()
                     .push((m.start, flags, plain));
-                let src = if m.read {
+                let src = if m.read && !cow_shared {
                     Source::Vm { pid }
                 } else {
                     Source::ProcMem { pid }
@@ -374,8 +410,47 @@ impl PagePlan {
             }
             _ => {}
         }
-        Ok(guards)
+        Ok(VmaPageRuns { guards, cow })
     }
+}
+
+/// What [`PagePlan::add_vma`] found in a VMA's page table besides the
+/// pages to save: runs (first address, pages).
+pub(super) struct VmaPageRuns {
+    /// Guard regions (MADV_GUARD_INSTALL).
+    pub(super) guards: Vec<(u64, u64)>,
+    /// Pages shared copy-on-write with the parent process.
+    pub(super) cow: Vec<(u64, u64)>,
+}
+
+/// Pages of a private VMA starting at `start` (pagemap entries `mine`)
+/// that the parent maps at the same address with the same anonymous
+/// page frame (`theirs`), and that are not mapped exclusively: still
+/// shared copy-on-write since a fork. Page cache pages of a private file
+/// mapping are not counted (a restore shares them by mapping the file),
+/// nor the shared zero page (no frame of its own).
+fn cow_runs(
+    start: u64,
+    mine: &[procfs::PageFlags],
+    theirs: &[procfs::PageFlags],
+) -> Vec<(u64, u64)> {
+    let zero = mem::zero_page_pfn();
+    let marks: Vec<procfs::PageFlags> = mine
+        .iter()
+        .zip(theirs)
+        .map(|(f, p)| {
+            let shared = f.present()
+                && p.present()
+                && !f.file_or_shared()
+                && !p.file_or_shared()
+                && f.pfn() != 0
+                && f.pfn() == p.pfn()
+                && !f.exclusive()
+                && zero != Some(f.pfn());
+            procfs::PageFlags(if shared { 1 << 63 } else { 0 })
+        })
+        .collect();
+    runs_from_pagemap(start, &marks, |f| f.present())
 }
 
 /// Guard regions (MADV_GUARD_INSTALL) of a VMA: runs (first address,

@@ -25,6 +25,37 @@ const KERNEL_VMAS: [VmaKind; 4] = [
     VmaKind::VMA_VSYSCALL,
 ];
 
+/// Runs (first address, pages) of a VMA [start, end) in `field`: pairs
+/// of page-aligned, non-empty runs inside the VMA, ascending and apart.
+fn page_runs(path: &Path, vo: &str, field: &str, runs: &[u64], start: u64, end: u64) -> Result<()> {
+    if !runs.len().is_multiple_of(2) {
+        return Err(bad(path, vo, field, "not pairs (address, pages)"));
+    }
+    let mut last = start;
+    for g in runs.chunks_exact(2) {
+        let inside = g[0] % PAGE == 0
+            && g[1] != 0
+            && g[0] >= last
+            && g[1]
+                .checked_mul(PAGE)
+                .and_then(|l| l.checked_add(g[0]))
+                .is_some_and(|e| e <= end);
+        if !inside {
+            return Err(bad(
+                path,
+                vo,
+                field,
+                format!(
+                    "{:#x} ({} pages): not page-aligned pages inside the VMA, after the run before",
+                    g[0], g[1]
+                ),
+            ));
+        }
+        last = g[0] + g[1] * PAGE;
+    }
+    Ok(())
+}
+
 /// `mm-<pid>.img`: VMAs, mm fields, auxv, and their references into
 /// files.img.
 pub fn mm(m: &MmEntry, pid: u32, descs: &HashMap<u32, &FileDesc>, path: &Path) -> Result<()> {
@@ -88,28 +119,12 @@ pub fn mm(m: &MmEntry, pid: u32, descs: &HashMap<u32, &FileDesc>, path: &Path) -
             ));
         }
         count(path, &vo, "vm_flags", v.vm_flags.len(), 64)?;
-        if !v.guard_runs.len().is_multiple_of(2) {
-            return Err(bad(path, &vo, "guard_runs", "not pairs (address, pages)"));
-        }
-        for g in v.guard_runs.chunks_exact(2) {
-            let inside = g[0] % PAGE == 0
-                && g[1] != 0
-                && g[0] >= v.start
-                && g[1]
-                    .checked_mul(PAGE)
-                    .and_then(|l| l.checked_add(g[0]))
-                    .is_some_and(|e| e <= v.end);
-            if !inside {
-                return Err(bad(
-                    path,
-                    &vo,
-                    "guard_runs",
-                    format!(
-                        "{:#x} ({} pages): not page-aligned pages inside the VMA",
-                        g[0], g[1]
-                    ),
-                ));
-            }
+        page_runs(path, &vo, "guard_runs", &v.guard_runs, v.start, v.end)?;
+        page_runs(path, &vo, "cow_runs", &v.cow_runs, v.start, v.end)?;
+        if !v.cow_runs.is_empty()
+            && !matches!(kind, VmaKind::VMA_ANON_PRIVATE | VmaKind::VMA_FILE_PRIVATE)
+        {
+            return Err(bad(path, &vo, "cow_runs", "in a VMA that is not private"));
         }
         if v.memfd {
             check_memfd(v, kind, path, &vo)?;
@@ -426,6 +441,21 @@ mod tests {
         m.vmas[0].guard_runs = vec![0x2000, 1];
         let e = mm(&m, 1, &descs, p).unwrap_err().to_string();
         assert!(!e.contains("guard_runs"), "{e}");
+        // Copy-on-write runs: the same, ascending, in private VMAs only.
+        m.vmas[0].kind = VmaKind::VMA_ANON_PRIVATE.into();
+        for bad_runs in [vec![0x2000, 1, 0x1000, 1], vec![0x1000, 2, 0x2000, 1]] {
+            m.vmas[0].cow_runs = bad_runs;
+            let e = mm(&m, 1, &descs, p).unwrap_err().to_string();
+            assert!(e.contains("cow_runs"), "{e}");
+        }
+        m.vmas[0].cow_runs = vec![0x1000, 1, 0x2000, 1];
+        let e = mm(&m, 1, &descs, p).unwrap_err().to_string();
+        assert!(!e.contains("cow_runs"), "{e}");
+        m.vmas[0].kind = VmaKind::VMA_ANON_SHARED.into();
+        let e = mm(&m, 1, &descs, p).unwrap_err().to_string();
+        assert!(e.contains("cow_runs") && e.contains("not private"), "{e}");
+        m.vmas[0].kind = Default::default();
+        m.vmas[0].cow_runs.clear();
         m.vmas.push(v);
         let e = mm(&m, 1, &descs, p).unwrap_err().to_string();
         assert!(e.contains("overlaps"), "{e}");

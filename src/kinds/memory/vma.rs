@@ -576,23 +576,55 @@ const MADV_GUARD_INSTALL: i32 = 102;
 /// Final protections, madvise flags, guard regions and locks, after the
 /// pages are in.
 pub fn finish_vmas(agent: &mut dyn Calls, mm: &MmEntry) -> Result<()> {
-    for v in &mm.vmas {
-        let kind = v.kind.enum_value().ok();
-        if matches!(
-            kind,
-            Some(
-                VmaKind::VMA_VDSO
-                    | VmaKind::VMA_VVAR
-                    | VmaKind::VMA_VVAR_VCLOCK
-                    | VmaKind::VMA_VSYSCALL
-            )
-        ) {
-            continue;
+    finish_vmas_but(agent, mm, false)
+}
+
+/// [`finish_vmas`] after [`lock_vmas`]: the locked VMAs have their
+/// guard regions and locks already.
+pub fn finish_unlocked_vmas(agent: &mut dyn Calls, mm: &MmEntry) -> Result<()> {
+    finish_vmas_but(agent, mm, true)
+}
+
+fn is_restored_vma(v: &Vma) -> bool {
+    !matches!(
+        v.kind.enum_value().ok(),
+        Some(
+            VmaKind::VMA_VDSO
+                | VmaKind::VMA_VVAR
+                | VmaKind::VMA_VVAR_VCLOCK
+                | VmaKind::VMA_VSYSCALL
+        )
+    )
+}
+
+fn final_prot(agent: &mut dyn Calls, v: &Vma) -> Result<()> {
+    if v.kind.enum_value().ok() != Some(VmaKind::VMA_FILE_SHARED) {
+        agent.mprotect(v.start, v.end - v.start, v.prot as i32)?;
+    }
+    Ok(())
+}
+
+/// Before the children of a process are forked from it (copy-on-write
+/// sharing, see `cow`): every VMA locked with mlock ("lo") gets its final
+/// protection, its guard regions and its lock. mlock faults every page
+/// in, for writing where the VMA is writable, which would copy each page
+/// a child shares; and no guard region can be installed in a locked VMA.
+/// A fork passes neither the lock nor the protections on for good (the
+/// child sets its own).
+pub fn lock_vmas(agent: &mut dyn Calls, mm: &MmEntry) -> Result<()> {
+    for v in mm.vmas.iter().filter(|v| is_restored_vma(v)) {
+        if v.vm_flags.iter().any(|x| x == "lo") {
+            final_prot(agent, v)?;
+            guards_and_lock(agent, v)?;
         }
+    }
+    Ok(())
+}
+
+fn finish_vmas_but(agent: &mut dyn Calls, mm: &MmEntry, locked_done: bool) -> Result<()> {
+    for v in mm.vmas.iter().filter(|v| is_restored_vma(v)) {
         let len = v.end - v.start;
-        if kind != Some(VmaKind::VMA_FILE_SHARED) {
-            agent.mprotect(v.start, len, v.prot as i32)?;
-        }
+        final_prot(agent, v)?;
         let has = |f: &str| v.vm_flags.iter().any(|x| x == f);
         for (flag, advice) in ADVICE_FLAGS {
             if has(flag) {
@@ -609,23 +641,36 @@ pub fn finish_vmas(agent: &mut dyn Calls, mm: &MmEntry) -> Result<()> {
                 })?;
             }
         }
-        for g in v.guard_runs.chunks_exact(2) {
-            agent
-                .madvise(g[0], g[1] * PAGE_SIZE, MADV_GUARD_INSTALL)
-                .map_err(|e| {
-                    Error::Restore(format!(
-                        "pid {}: guard region at {:#x} ({} pages): MADV_GUARD_INSTALL: {e}",
-                        agent.pid(),
-                        g[0],
-                        g[1]
-                    ))
-                })?;
+        if !(locked_done && has("lo")) {
+            guards_and_lock(agent, v)?;
         }
-        if has("lo") {
-            const MLOCK_ONFAULT: u64 = 1;
-            let flags = if has("lf") { MLOCK_ONFAULT } else { 0 };
-            agent.call("mlock2", libc::SYS_mlock2, &[v.start, len, flags])?;
-        }
+    }
+    Ok(())
+}
+
+/// Guard regions, then mlock2 (a locked VMA takes no guard region).
+fn guards_and_lock(agent: &mut dyn Calls, v: &Vma) -> Result<()> {
+    let has = |f: &str| v.vm_flags.iter().any(|x| x == f);
+    for g in v.guard_runs.chunks_exact(2) {
+        agent
+            .madvise(g[0], g[1] * PAGE_SIZE, MADV_GUARD_INSTALL)
+            .map_err(|e| {
+                Error::Restore(format!(
+                    "pid {}: guard region at {:#x} ({} pages): MADV_GUARD_INSTALL: {e}",
+                    agent.pid(),
+                    g[0],
+                    g[1]
+                ))
+            })?;
+    }
+    if has("lo") {
+        const MLOCK_ONFAULT: u64 = 1;
+        let flags = if has("lf") { MLOCK_ONFAULT } else { 0 };
+        agent.call(
+            "mlock2",
+            libc::SYS_mlock2,
+            &[v.start, v.end - v.start, flags],
+        )?;
     }
     Ok(())
 }
