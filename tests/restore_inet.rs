@@ -100,3 +100,22 @@ fn sk_udp_cork_pending_refused() {
     );
     w.terminate_original_expect_pass();
 }
+
+/// A UDP socket's shutdown state (here SHUT_WR) is not restored yet: the
+/// dump refuses it, naming pid and fd, instead of bringing back a socket
+/// that can send again.
+#[test]
+fn sk_udp_shutdown_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("sk_udp_shutdown", &[]);
+    let out = w.dump(&[]);
+    assert_eq!(exit_code(&out.status), 6, "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("pid {}", w.pid)) && err.contains("fd ") && err.contains("SHUT_WR"),
+        "{err}"
+    );
+    w.terminate_original_expect_pass();
+}

@@ -1030,6 +1030,26 @@ impl DumpState {
             }
         }
         if p.proto == libc::IPPROTO_UDP {
+            // Only inet_diag shows a UDP socket's shutdown; it is not
+            // saved yet, so it is refused rather than lost.
+            let how =
+                crate::sys::sockdiag::inet::shutdown_of(p.family as u8, p.proto as u8, ino as u32)
+                    .map_err(sys("inet_diag (shutdown state)"))?;
+            if let Some(how @ 1..) = how {
+                let what = match how {
+                    1 => "SHUT_RD",
+                    2 => "SHUT_WR",
+                    _ => "SHUT_RDWR",
+                };
+                return Err(Error::unsupported(
+                    pid,
+                    format!(
+                        "fd {fd} ({}) was shut down ({what}); cairn does not restore a UDP \
+                         socket's shutdown state yet",
+                        p.describe()
+                    ),
+                ));
+            }
             let (q, dropped) = peek_datagrams(sock).map_err(sys("read queued datagrams"))?;
             if dropped > 0 {
                 return Err(Error::unsupported(
