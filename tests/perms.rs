@@ -608,17 +608,23 @@ fn seize_error_names_cairn_itself() {
         return;
     }
     let d = fresh_dir("ancestor");
-    let out = Command::new("sh")
+    // The shell's output goes to files, not to pipes to this test: a pipe
+    // whose other end is outside the tree would be refused first.
+    let (o, e) = (d.join("stdout"), d.join("stderr"));
+    let status = Command::new("sh")
         .arg("-c")
         .arg("\"$0\" dump -t $$ -D \"$1\"; echo \"cairn exited $?\"")
         .arg(cairn_bin())
         .arg(d.join("images"))
         .stdin(Stdio::null())
-        .output()
+        .stdout(fs::File::create(&o).unwrap())
+        .stderr(fs::File::create(&e).unwrap())
+        .status()
         .unwrap();
+    assert!(status.success(), "sh: {status}");
     let (so, se) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
+        fs::read_to_string(&o).unwrap_or_default(),
+        fs::read_to_string(&e).unwrap_or_default(),
     );
     assert!(so.contains("cairn exited 3"), "stdout {so}\nstderr {se}");
     assert!(

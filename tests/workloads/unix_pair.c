@@ -2,8 +2,10 @@
  * unix_pair: socketpairs of the three unix socket types.
  *  - data queued in both directions; datagram and record boundaries kept;
  *  - the stream pair half shut down (one end SHUT_WR);
- *  - options: SO_SNDBUF/SO_RCVBUF, SO_PASSCRED, SO_RCVTIMEO/SO_SNDTIMEO,
- *    O_NONBLOCK, FD_CLOEXEC;
+ *  - options: SO_SNDBUF/SO_RCVBUF, SO_PASSCRED (on a pair of its own with
+ *    nothing queued: queued messages of a receiver with SO_PASSCRED are
+ *    refused, see unix_passcred), SO_RCVTIMEO/SO_SNDTIMEO, O_NONBLOCK,
+ *    FD_CLOEXEC;
  *  - one end of the seqpacket pair in a child process (the pair crosses
  *    processes of the tree);
  *  - an epoll instance watching a socket with data.
@@ -19,7 +21,7 @@
 #include <sys/time.h>
 #include <sys/wait.h>
 
-static int st[2], dg[2], sq[2];
+static int st[2], dg[2], sq[2], pc[2];
 
 static int child_main(void)
 {
@@ -48,7 +50,7 @@ int main(int argc, char **argv)
 
 	test_init(argc, argv);
 	if (socketpair(AF_UNIX, SOCK_STREAM, 0, st) || socketpair(AF_UNIX, SOCK_DGRAM, 0, dg) ||
-	    socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sq))
+	    socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sq) || socketpair(AF_UNIX, SOCK_DGRAM, 0, pc))
 		pfail("socketpair");
 
 	put(st[0], "stream-a2b-1");
@@ -65,7 +67,7 @@ int main(int argc, char **argv)
 
 	if (setsockopt(st[0], SOL_SOCKET, SO_SNDBUF, &(int){ 65536 }, sizeof(int)) ||
 	    setsockopt(st[0], SOL_SOCKET, SO_RCVBUF, &(int){ 40000 }, sizeof(int)) ||
-	    setsockopt(dg[1], SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) ||
+	    setsockopt(pc[1], SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) ||
 	    setsockopt(dg[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) ||
 	    setsockopt(dg[1], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)))
 		pfail("setsockopt");
@@ -142,7 +144,7 @@ int main(int argc, char **argv)
 	if (getint(st[0], SOL_SOCKET, SO_SNDBUF) != sndbuf || getint(st[0], SOL_SOCKET, SO_RCVBUF) != rcvbuf)
 		fail("buffer sizes %d/%d, want %d/%d", getint(st[0], SOL_SOCKET, SO_SNDBUF),
 		     getint(st[0], SOL_SOCKET, SO_RCVBUF), sndbuf, rcvbuf);
-	if (!getint(dg[1], SOL_SOCKET, SO_PASSCRED) || getint(dg[0], SOL_SOCKET, SO_PASSCRED))
+	if (!getint(pc[1], SOL_SOCKET, SO_PASSCRED) || getint(pc[0], SOL_SOCKET, SO_PASSCRED))
 		fail("SO_PASSCRED lost or spread");
 	socklen_t l = sizeof(tv2);
 	if (getsockopt(dg[1], SOL_SOCKET, SO_RCVTIMEO, &tv2, &l) || tv2.tv_sec != 2 ||
