@@ -202,3 +202,24 @@ fn inotify_removed_refused() {
     );
     w.terminate_original_expect_pass();
 }
+
+/// A fired (disarmed) EPOLLONESHOT watch cannot come back disarmed (a
+/// watch added again is always armed for EPOLLERR and EPOLLHUP): the dump
+/// refuses it, naming pid, the epoll fd and the watched fd.
+#[test]
+fn epoll_oneshot_fired_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("fd_epoll_oneshot", &[]);
+    let out = w.dump(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{}", describe(&out));
+    assert!(
+        err.contains(&format!("pid {}", w.pid))
+            && err.contains("EPOLLONESHOT")
+            && err.contains("disarmed"),
+        "unclear refusal: {err}"
+    );
+    w.terminate_original_expect_pass();
+}

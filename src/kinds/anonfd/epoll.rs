@@ -18,6 +18,10 @@ use crate::remote::Calls;
 use crate::sys::fown;
 
 const TARGET: &str = "anon_inode:[eventpoll]";
+/// The flag bits of a watch (EPOLLEXCLUSIVE, EPOLLWAKEUP, EPOLLONESHOT,
+/// EPOLLET): what a fired EPOLLONESHOT watch keeps (fs/eventpoll.c).
+const EP_PRIVATE_BITS: u32 =
+    (libc::EPOLLEXCLUSIVE | libc::EPOLLWAKEUP | libc::EPOLLONESHOT | libc::EPOLLET) as u32;
 
 pub struct Epoll;
 
@@ -106,6 +110,18 @@ impl FdKind for Epoll {
             t.data = field("data:")
                 .and_then(|x| u64::from_str_radix(x, 16).ok())
                 .ok_or_else(|| bad(pid, fd, "data"))?;
+            // A fired EPOLLONESHOT watch keeps only its flag bits; a watch
+            // added again is always armed (EPOLLERR and EPOLLHUP at least).
+            if t.events & libc::EPOLLONESHOT as u32 != 0 && t.events & !EP_PRIVATE_BITS == 0 {
+                return Err(Error::unsupported(
+                    pid,
+                    format!(
+                        "fd {fd}: the EPOLLONESHOT watch of fd {} has fired and is disarmed; \
+                         a watch added again is always armed, so it cannot come back as it is",
+                        t.fd
+                    ),
+                ));
+            }
             t.ino = w
                 .iter()
                 .find_map(|x| x.strip_prefix("ino:"))
