@@ -57,10 +57,16 @@ fn tree_chain_deep() {
     if in_vm {
         eprintln!("emulated CPU: the CPU-time bound is checked on the host run");
     } else {
+        // Since copy-on-write sharing is restored (issue 14), each child is
+        // forked from its filled parent and splits VMAs at the final
+        // mprotect; in a deep chain that costs more: 0-60 ticks in CI runs,
+        // up to 164 on a loaded machine (was under 20). Making it cheaper
+        // again is issue 15 (map VMAs with their final protection). The
+        // bound still catches the vessels' old quadratic cost (seconds).
         assert!(
-            ticks < 50,
+            ticks < 250,
             "the restored chain of {depth} processes used {ticks} clock ticks (1/100 s) of \
-             CPU time in the restore: more than 1 ms per process, the cost of deep trees is \
+             CPU time in the restore: more than 5 ms per process, the cost of deep trees is \
              not linear"
         );
     }
