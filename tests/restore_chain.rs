@@ -61,8 +61,8 @@ fn tree_chain_deep() {
         // forked from its filled parent and splits VMAs at the final
         // mprotect; in a deep chain that costs more: 0-60 ticks in CI runs,
         // up to 164 on a loaded machine (was under 20). Making it cheaper
-        // again is issue 15 (map VMAs with their final protection). The
-        // bound still catches the vessels' old quadratic cost (seconds).
+        // again is issue 15 (map VMAs with their final protection); this
+        // bound only catches a cost of several seconds.
         assert!(
             ticks < 250,
             "the restored chain of {depth} processes used {ticks} clock ticks (1/100 s) of \
