@@ -154,22 +154,65 @@ fn sk_packet_queued_refused() {
     in_netns(|| refused("sk_packet", &["--queued"], &["packet socket", "queued"]));
 }
 
-/// A packet socket with a PACKET_RX_RING is refused, naming the ring.
+/// A TPACKET_V2 packet socket with a PACKET_RX_RING that received two
+/// frames and a PACKET_TX_RING is refused, naming the rings and the
+/// kernel's position in each (read with BPF: no socket option shows it).
 #[test]
 fn sk_packet_ring_refused() {
     if skip_unless_root() {
         return;
     }
-    in_netns(|| refused("sk_packet", &["--ring"], &["PACKET_RX_RING", "fd 5"]));
+    in_netns(|| {
+        refused(
+            "sk_packet",
+            &["--ring"],
+            &[
+                "fd 5",
+                "TPACKET_V2",
+                "PACKET_RX_RING (2 blocks of 4096 bytes, 4 frames of 2048; the kernel fills \
+                 frame 2 next)",
+                "PACKET_TX_RING (2 blocks of 4096 bytes, 4 frames of 2048; the kernel sends \
+                 frame 0 next)",
+            ],
+        )
+    });
 }
 
-/// A packet socket in a fanout group is refused, naming the group.
+/// A TPACKET_V3 receive ring is refused, naming the kernel's active
+/// block and its fill offset.
+#[test]
+fn sk_packet_v3_ring_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    in_netns(|| {
+        refused(
+            "sk_packet",
+            &["--v3ring"],
+            &[
+                "fd 5",
+                "TPACKET_V3",
+                "PACKET_RX_RING",
+                "the kernel fills block 0 at offset",
+            ],
+        )
+    });
+}
+
+/// A packet socket in a fanout group is refused, naming the group, its
+/// member count and the member limit it was created with.
 #[test]
 fn sk_packet_fanout_refused() {
     if skip_unless_root() {
         return;
     }
-    in_netns(|| refused("sk_packet", &["--fanout"], &["PACKET_FANOUT group 77"]));
+    in_netns(|| {
+        refused(
+            "sk_packet",
+            &["--fanout"],
+            &["PACKET_FANOUT group 77", "1 of at most 8 members", "fd 5"],
+        )
+    });
 }
 
 /// A fanotify group with inode marks (one with an ignored mask that

@@ -11,9 +11,12 @@
 //!
 //! Refused at dump: a socket with packets queued (they cannot be queued
 //! again), with a PACKET_RX_RING or PACKET_TX_RING (the ring's frames and
-//! the kernel's position in it are not saved), in a fanout group (the
-//! group's member limit, balancing position and any BPF program cannot be
-//! read back), of another network namespace.
+//! the kernel's position in it are not restored), in a fanout group (the
+//! members' order, balancing cursor and any BPF program cannot be set
+//! back), of another network namespace. The refusal of a ring or a fanout
+//! group names the state that no socket option shows (the kernel's frame
+//! or V3 block position, the group's member limit and cursor), read from
+//! struct packet_sock with BPF ([`crate::sys::pktring`]).
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -25,6 +28,7 @@ use crate::image::validate::{bad as invalid, check_name, count};
 use crate::kinds::fd::{not_mine, DumpCx, FdKind, FdRef, RestoreCx};
 use crate::remote::Calls;
 use crate::sys::netlink::{self as nl, LlAddr, SOL_PACKET};
+use crate::sys::pktring;
 use crate::sys::sock;
 use crate::sys::sockdiag::packet::{self as diag, PacketDiag};
 
@@ -110,8 +114,24 @@ fn mr_name(ty: u32) -> &'static str {
     }
 }
 
-/// The packet_diag view of the socket, or why it cannot be restored.
-fn examine(ino: u64) -> std::io::Result<std::result::Result<PacketDiag, String>> {
+/// The kernel's position in the rings of socket `ino` of `pid` and its
+/// fanout group's state (read with BPF, see [`crate::sys::pktring`]), for
+/// the refusal; `None` when it cannot be read.
+fn kernel_state(pid: i32, ino: u64) -> Option<pktring::PacketState> {
+    match pktring::read(pid, ino) {
+        Ok(s) => s,
+        Err(e) => {
+            crate::debug!("pid {pid}: packet socket {ino}: {e}");
+            None
+        }
+    }
+}
+
+const TPACKET_VERSIONS: [&str; 3] = ["TPACKET_V1", "TPACKET_V2", "TPACKET_V3"];
+
+/// The packet_diag view of the socket `ino` of `pid`, or why it cannot
+/// be restored.
+fn examine(pid: i32, ino: u64) -> std::io::Result<std::result::Result<PacketDiag, String>> {
     let Some(d) = diag::by_ino(ino as u32)? else {
         return Ok(Err(
             "is not in cairn's network namespace (not supported)".into()
@@ -123,20 +143,50 @@ fn examine(ino: u64) -> std::io::Result<std::result::Result<PacketDiag, String>>
              socket again"
         )));
     }
-    for (name, r) in [("PACKET_RX_RING", d.rx_ring), ("PACKET_TX_RING", d.tx_ring)] {
-        if let Some(r) = r {
-            return Ok(Err(format!(
-                "has a {name} ({} blocks of {} bytes, {} frames of {}): cairn does not restore \
-                 packet rings (their frames and the kernel's position in them)",
+    if d.rx_ring.is_some() || d.tx_ring.is_some() {
+        let k = kernel_state(pid, ino);
+        let mut rings = Vec::new();
+        for (name, r, tx) in [
+            ("PACKET_RX_RING", d.rx_ring, false),
+            ("PACKET_TX_RING", d.tx_ring, true),
+        ] {
+            let Some(r) = r else { continue };
+            let at = match k {
+                None => String::new(),
+                Some(k) if tx => format!("; the kernel sends frame {} next", k.tx_head),
+                Some(k) if k.version == 2 => format!(
+                    "; the kernel fills block {} at offset {} next",
+                    k.v3_active_block, k.v3_offset
+                ),
+                Some(k) => format!("; the kernel fills frame {} next", k.rx_head),
+            };
+            rings.push(format!(
+                "a {name} ({} blocks of {} bytes, {} frames of {}{at})",
                 r.block_nr, r.block_size, r.frame_nr, r.frame_size
-            )));
+            ));
         }
+        let version = k
+            .and_then(|k| TPACKET_VERSIONS.get(k.version as usize))
+            .map_or(String::new(), |v| format!(" {v}"));
+        return Ok(Err(format!(
+            "has {}{version}: cairn does not restore packet rings (the frames in the ring's \
+             mapping and the kernel's position in the ring, which no socket option sets, would \
+             have to come back together)",
+            rings.join(" and ")
+        )));
     }
     if let Some(f) = d.fanout {
+        let members = match kernel_state(pid, ino).and_then(|k| k.fanout) {
+            Some(g) => format!(
+                ", {} of at most {} members, round-robin cursor {}",
+                g.members, g.max_members, g.rr_cur
+            ),
+            None => String::new(),
+        };
         return Ok(Err(format!(
-            "is in PACKET_FANOUT group {} (type {}, flags {:#x}), which cairn cannot restore \
-             exactly (the group's member limit, balancing position and BPF program cannot be \
-             read back)",
+            "is in PACKET_FANOUT group {} (type {}, flags {:#x}{members}), which cairn cannot \
+             restore exactly (the members' order in the group, which picks the member of each \
+             packet, the balancing cursor and any fanout BPF program cannot be set back)",
             f & 0xffff,
             (f >> 16) & 0xff,
             f >> 24
@@ -330,8 +380,8 @@ impl FdKind for Packet {
             Err(_) if !crate::sys::task::pid_exists(f.pid) => return Ok(true),
             Err(e) => return Err(e),
         };
-        if let Err(why) =
-            examine(ino).map_err(|e| Error::sys(f.pid, format!("fd {}: packet_diag", f.fd), e))?
+        if let Err(why) = examine(f.pid, ino)
+            .map_err(|e| Error::sys(f.pid, format!("fd {}: packet_diag", f.fd), e))?
         {
             return Err(refuse(f, &why));
         }
@@ -349,7 +399,7 @@ impl FdKind for Packet {
             return Ok(None);
         }
         let s = grab(f)?;
-        let d = examine(ino)
+        let d = examine(f.pid, ino)
             .map_err(|e| Error::sys(f.pid, format!("fd {}: packet_diag", f.fd), e))?
             .map_err(|why| refuse(f, &why))?;
         if let Some(why) = super::sockopts::unrestorable(&s) {

@@ -15,6 +15,7 @@ pub mod mem;
 pub mod net;
 pub mod netlink;
 pub mod poll;
+pub mod pktring;
 pub mod probe;
 pub mod ptrace;
 pub mod safefs;

@@ -14,8 +14,11 @@
  * still be promiscuous because of p1 (promiscuity 1).
  *
  * --queued: p1 has a packet queued at checkpoint time (refused).
- * --ring: also holds a socket with a PACKET_RX_RING (refused).
- * --fanout: also holds a socket in a fanout group (refused).
+ * --ring: also holds a TPACKET_V2 socket with a PACKET_RX_RING that received
+ *         two frames and a PACKET_TX_RING, both mapped (refused).
+ * --v3ring: the same with a TPACKET_V3 PACKET_RX_RING only (refused).
+ * --fanout: also holds a socket in a fanout group with a member limit of 8
+ *           (refused).
  */
 #include "zdtm.h"
 
@@ -134,18 +137,41 @@ int main(int argc, char **argv)
 	if (setsockopt(p2, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)))
 		pfail("SO_ATTACH_FILTER");
 
-	if (test_flag("--ring")) {
+	if (test_flag("--ring") || test_flag("--v3ring")) {
+		/* Bound to lo for IPv4: it sees exactly the datagrams sent below. */
 		struct tpacket_req req = { .tp_block_size = 4096, .tp_block_nr = 2,
 					   .tp_frame_size = 2048, .tp_frame_nr = 4 };
+		struct tpacket_req3 req3 = { .tp_block_size = 4096, .tp_block_nr = 2,
+					     .tp_frame_size = 2048, .tp_frame_nr = 4,
+					     .tp_retire_blk_tov = 60000 };
+		int v3 = test_flag("--v3ring");
 
-		extra = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
-		if (extra < 0 || setsockopt(extra, SOL_PACKET, PACKET_RX_RING, &req, sizeof(req)))
+		extra = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_IP));
+		if (extra < 0)
+			pfail("socket");
+		set_opt(extra, PACKET_VERSION, v3 ? TPACKET_V3 : TPACKET_V2);
+		if (v3 ? setsockopt(extra, SOL_PACKET, PACKET_RX_RING, &req3, sizeof(req3))
+		       : setsockopt(extra, SOL_PACKET, PACKET_RX_RING, &req, sizeof(req)))
 			pfail("PACKET_RX_RING");
-		if (mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, extra, 0) == MAP_FAILED)
+		if (!v3 && setsockopt(extra, SOL_PACKET, PACKET_TX_RING, &req, sizeof(req)))
+			pfail("PACKET_TX_RING");
+		a = (struct sockaddr_ll){ .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_IP),
+					  .sll_ifindex = lo };
+		if (bind(extra, (struct sockaddr *)&a, sizeof(a)))
+			pfail("bind the ring socket to lo");
+		if (mmap(NULL, v3 ? 8192 : 16384, PROT_READ | PROT_WRITE, MAP_SHARED, extra, 0) == MAP_FAILED)
 			pfail("mmap the ring");
+		/* Two frames in: the datagram and lo's ICMP port unreachable
+		 * (V2: the kernel fills frame 2 next). */
+		send_udp();
+		usleep(100000);
 	}
 	if (test_flag("--fanout")) {
-		int f = 77 | (PACKET_FANOUT_HASH << 16);
+		/* struct fanout_args: id 77, PACKET_FANOUT_HASH, at most 8 members. */
+		struct {
+			uint16_t id, type_flags;
+			uint32_t max_num_members;
+		} f = { 77, PACKET_FANOUT_HASH, 8 };
 
 		extra = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
 		if (extra < 0 || setsockopt(extra, SOL_PACKET, PACKET_FANOUT, &f, sizeof(f)))

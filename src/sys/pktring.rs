@@ -1,0 +1,218 @@
+//! The kernel's private state of one packet socket (bpf/pktring.bpf.c):
+//! its position in its PACKET_RX_RING / PACKET_TX_RING, the TPACKET_V3
+//! active block, and its fanout group's member limit and round-robin
+//! cursor. Neither getsockopt nor packet_diag shows these; an
+//! iter/task_file program reads them from struct packet_sock (CO-RE
+//! against the running kernel's BTF).
+
+use std::io::{self, Read};
+use std::mem::MaybeUninit;
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::OpenObject;
+
+#[allow(
+    clippy::all,
+    clippy::undocumented_unsafe_blocks,
+    unsafe_op_in_unsafe_fn
+)]
+#[allow(dead_code, non_camel_case_types, non_snake_case, unused)]
+mod skel {
+    include!(concat!(env!("OUT_DIR"), "/pktring.skel.rs"));
+}
+
+/// What bpf/pktring.bpf.c read (its `struct pktring_state`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PacketState {
+    /// tp_version: 0 TPACKET_V1, 1 V2, 2 V3.
+    pub version: u32,
+    /// rx_ring.head: the frame the kernel fills next (V1/V2).
+    pub rx_head: u32,
+    /// rx_ring.frame_max: the ring's frame count minus one.
+    pub rx_frame_max: u32,
+    /// tx_ring.head: the frame the kernel sends next.
+    pub tx_head: u32,
+    pub tx_frame_max: u32,
+    /// TPACKET_V3 receive ring: the block the kernel fills, the offset of
+    /// its next packet in it, and the next block's sequence number.
+    pub v3_active_block: u32,
+    pub v3_offset: u64,
+    pub v3_next_seq: u64,
+    /// Packets dropped since the last frame was filled (the next frame
+    /// gets TP_STATUS_LOSING while it is not zero).
+    pub drops: u32,
+    /// The fanout group, when in one: id | type << 16 | flags << 24, its
+    /// member count, member limit and round-robin cursor.
+    pub fanout: Option<Fanout>,
+}
+
+/// A packet socket's fanout group as the kernel holds it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fanout {
+    pub id_type_flags: u32,
+    pub members: u32,
+    pub max_members: u32,
+    pub rr_cur: u32,
+}
+
+fn err(what: &str, e: libbpf_rs::Error) -> io::Error {
+    io::Error::other(format!("pktring.bpf.o: {what}: {e:#}"))
+}
+
+/// The state of the packet socket with inode `ino` that process `pid`
+/// holds (`None`: no fd of `pid` is that socket). Loads the program for
+/// this one read.
+pub fn read(pid: i32, ino: u64) -> io::Result<Option<PacketState>> {
+    // The open object lives as long as the skeleton, both in this call.
+    let mut storage = MaybeUninit::<OpenObject>::uninit();
+    let mut open = skel::PktringSkelBuilder::default()
+        .open(&mut storage)
+        .map_err(|e| err("open", e))?;
+    let ro = open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .ok_or_else(|| io::Error::other("pktring.bpf.o has no .rodata"))?;
+    ro.target_tgid = pid;
+    ro.target_ino = ino;
+    let skel = open.load().map_err(|e| err("load", e))?;
+    let link = skel
+        .progs
+        .packet_state
+        .attach()
+        .map_err(|e| err("attach iter/task_file", e))?;
+    let mut it = libbpf_rs::Iter::new(&link).map_err(|e| err("create the iterator", e))?;
+    let mut buf = [0u8; 64];
+    loop {
+        match it.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("read iter/task_file: {e}"),
+                ))
+            }
+        }
+    }
+    let o = &skel
+        .maps
+        .bss_data
+        .as_deref()
+        .ok_or_else(|| io::Error::other("pktring.bpf.o has no .bss"))?
+        .out;
+    if o.found == 0 {
+        return Ok(None);
+    }
+    Ok(Some(PacketState {
+        version: o.version,
+        rx_head: o.rx_head,
+        rx_frame_max: o.rx_frame_max,
+        tx_head: o.tx_head,
+        tx_frame_max: o.tx_frame_max,
+        v3_active_block: o.v3_active_block,
+        v3_offset: o.v3_offset,
+        v3_next_seq: o.v3_next_seq,
+        drops: o.drops,
+        fanout: (o.fanout != 0).then_some(Fanout {
+            id_type_flags: o.fanout_id_type_flags,
+            members: o.fanout_members,
+            max_members: o.fanout_max_members,
+            rr_cur: o.fanout_rr_cur,
+        }),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::net::{self, socket_proto};
+    use crate::sys::netlink::{ll_bind, LlAddr, SOL_PACKET};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+
+    /// IEEE 802 local experimental ethertype: nothing else in the test's
+    /// network namespace listens to it.
+    const ETH_P_EXP: u16 = 0x88b5;
+
+    fn ino(fd: &impl AsRawFd) -> u64 {
+        std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .unwrap()
+            .ino()
+    }
+
+    fn set_u32s(fd: &impl AsRawFd, opt: i32, v: &[u32]) {
+        let b: Vec<u8> = v.iter().flat_map(|x| x.to_ne_bytes()).collect();
+        net::setsockopt(fd, SOL_PACKET, opt, &b).unwrap();
+    }
+
+    /// In a network namespace of its own: a TPACKET_V2 socket with a
+    /// 4-frame RX and TX ring, bound to lo, that received 3 frames reads
+    /// rx_ring.head 3, tx_ring.head 0; a fanout member reads its group's
+    /// id, type, member count and the member limit it asked for.
+    #[test]
+    fn reads_ring_heads_and_fanout() {
+        if !rustix::process::geteuid().is_root() {
+            return;
+        }
+        std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let st = std::process::Command::new("ip")
+                .args(["link", "set", "lo", "up"])
+                .status()
+                .unwrap();
+            assert!(st.success());
+            let lo = crate::sys::netlink::if_index("lo").unwrap() as i32;
+            let a = LlAddr {
+                ifindex: lo,
+                protocol_be: ETH_P_EXP.to_be(),
+            };
+            let r = socket_proto(libc::AF_PACKET, libc::SOCK_RAW, 0).unwrap();
+            set_u32s(&r, 10, &[1]); // PACKET_VERSION TPACKET_V2
+            set_u32s(&r, 5, &[4096, 2, 2048, 4]); // PACKET_RX_RING
+            set_u32s(&r, 13, &[4096, 2, 2048, 4]); // PACKET_TX_RING
+            ll_bind(&r, a).unwrap();
+            let s = socket_proto(libc::AF_PACKET, libc::SOCK_RAW, 0).unwrap();
+            ll_bind(&s, a).unwrap();
+            let mut frame = vec![0u8; 64];
+            frame[12..14].copy_from_slice(&ETH_P_EXP.to_be_bytes());
+            let pid = std::process::id() as i32;
+            let before = read(pid, ino(&r)).unwrap().expect("found");
+            assert_eq!((before.rx_head, before.tx_head), (0, 0));
+            for _ in 0..3 {
+                net::send(&s, &frame, 0).unwrap();
+            }
+            let mut st = before;
+            for _ in 0..100 {
+                st = read(pid, ino(&r)).unwrap().expect("found");
+                if st.rx_head == 3 {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            assert_eq!(st.version, 1);
+            assert_eq!((st.rx_head, st.rx_frame_max), (3, 3), "{st:?}");
+            assert_eq!((st.tx_head, st.tx_frame_max), (0, 3), "{st:?}");
+            assert_eq!((st.drops, st.fanout), (0, None));
+
+            let f = socket_proto(libc::AF_PACKET, libc::SOCK_RAW, 0).unwrap();
+            ll_bind(&f, a).unwrap();
+            // struct fanout_args: id 77, PACKET_FANOUT_LB, 5 members at most.
+            let mut args = Vec::new();
+            args.extend_from_slice(&77u16.to_ne_bytes());
+            args.extend_from_slice(&1u16.to_ne_bytes());
+            args.extend_from_slice(&5u32.to_ne_bytes());
+            net::setsockopt(&f, SOL_PACKET, 18, &args).unwrap();
+            let g = read(pid, ino(&f)).unwrap().expect("found").fanout;
+            let g = g.expect("in a fanout group");
+            assert_eq!(
+                (g.id_type_flags, g.members, g.max_members),
+                (77 | 1 << 16, 1, 5)
+            );
+            assert_eq!(read(pid, 1).unwrap(), None);
+        })
+        .join()
+        .unwrap();
+    }
+}
