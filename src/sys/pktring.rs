@@ -149,8 +149,11 @@ mod tests {
 
     /// In a network namespace of its own: a TPACKET_V2 socket with a
     /// 4-frame RX and TX ring, bound to lo, that received 3 frames reads
-    /// rx_ring.head 3, tx_ring.head 0; a fanout member reads its group's
-    /// id, type, member count and the member limit it asked for.
+    /// rx_ring.head 3, tx_ring.head 0 (so frames fed to a restored ring
+    /// would move its position); a TX ring with PACKET_LOSS that was asked
+    /// to send 3 malformed frames reads tx_ring.head 3 and sent nothing; a
+    /// fanout member reads its group's id, type, member count and the
+    /// member limit it asked for.
     #[test]
     fn reads_ring_heads_and_fanout() {
         if !rustix::process::geteuid().is_root() {
@@ -195,6 +198,51 @@ mod tests {
             assert_eq!((st.rx_head, st.rx_frame_max), (3, 3), "{st:?}");
             assert_eq!((st.tx_head, st.tx_frame_max), (0, 3), "{st:?}");
             assert_eq!((st.drops, st.fanout), (0, None));
+
+            // TX: with PACKET_LOSS, frames the kernel cannot send (tp_len
+            // 0, shorter than lo's header) are skipped: tx_ring.head moves
+            // one frame each and nothing goes out.
+            let mut b = [0u8; 128];
+            while net::recv(&s, &mut b, libc::MSG_DONTWAIT).is_ok() {}
+            let t = socket_proto(libc::AF_PACKET, libc::SOCK_RAW, 0).unwrap();
+            set_u32s(&t, 10, &[1]); // PACKET_VERSION TPACKET_V2
+            set_u32s(&t, 14, &[1]); // PACKET_LOSS
+            set_u32s(&t, 13, &[4096, 2, 2048, 4]); // PACKET_TX_RING
+            ll_bind(&t, a).unwrap();
+            use rustix::mm::{MapFlags, ProtFlags};
+            // SAFETY: a new shared mapping of the ring's 8192 bytes; only
+            // this test uses it, and it is unmapped below.
+            let m = unsafe {
+                rustix::mm::mmap(
+                    std::ptr::null_mut(),
+                    8192,
+                    ProtFlags::READ | ProtFlags::WRITE,
+                    MapFlags::SHARED,
+                    &t,
+                    0,
+                )
+            }
+            .unwrap() as *mut u32;
+            for i in 0..3 {
+                // SAFETY: frame i's struct tpacket2_hdr (tp_status at 0,
+                // tp_len at 4) lies inside the mapping (2048-byte frames).
+                unsafe {
+                    m.add(i * 512 + 1).write_volatile(0);
+                    m.add(i * 512).write_volatile(1); // TP_STATUS_SEND_REQUEST
+                }
+            }
+            net::send(&t, &[], 0).unwrap();
+            let st = read(pid, ino(&t)).unwrap().expect("found");
+            assert_eq!((st.tx_head, st.tx_frame_max), (3, 3), "{st:?}");
+            // SAFETY: frame 0's status word, in the mapping.
+            assert_eq!(unsafe { m.read_volatile() }, 0, "TP_STATUS_AVAILABLE");
+            // SAFETY: the mapping made above, no reference into it is left.
+            unsafe { rustix::mm::munmap(m.cast(), 8192).unwrap() };
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert!(
+                net::recv(&s, &mut b, libc::MSG_DONTWAIT).is_err(),
+                "a frame went out"
+            );
 
             let f = socket_proto(libc::AF_PACKET, libc::SOCK_RAW, 0).unwrap();
             ll_bind(&f, a).unwrap();
