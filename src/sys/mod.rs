@@ -16,6 +16,7 @@ pub mod net;
 pub mod netlink;
 pub mod poll;
 pub mod probe;
+pub mod probe_cache;
 pub mod ptrace;
 pub mod safefs;
 pub mod sched;
