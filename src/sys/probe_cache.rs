@@ -388,7 +388,8 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         assert!(parse(&missing, &k).unwrap_err().contains("kcmp"));
-        let bad = t.replace("feature\tbpf\t1", "feature\tbpf\tyes");
+        let bad = t.replace("feature\tbtf\t1", "feature\tbtf\tyes");
+        assert_ne!(bad, t);
         assert!(parse(&bad, &k).is_err());
         let extra = format!("{t}feature\tnonsense\t1\tx\n");
         assert!(parse(&extra, &k).unwrap_err().contains("nonsense"));

@@ -1,10 +1,12 @@
-//! `cargo xtask bench small [--runs N] [--procs N]` (issue 15): dump and
+//! `cargo xtask bench small [--runs N] [--procs N] [--baseline CAIRN]`
+//! (issue 15): dump and
 //! restore of a single process with 1 MiB of memory, on the idle machine
 //! and with N (default 3,000) extra sleeping processes, the medians of
 //! `--runs` (default 11) runs each: wall-clock time and CPU time (user +
 //! system of the cairn process and everything it waited for, from
 //! wait4's rusage). CRIU is run the same way, alternating with cairn, if
-//! `criu check` passes. The images go to a directory under the system's
+//! `criu check` passes, and so is another cairn binary given with
+//! `--baseline` (an older build, to compare). The images go to a directory under the system's
 //! temporary directory and are durable (cairn syncs them; CRIU does not).
 //!
 //! The helper programs are C sources compiled into target/release: the
@@ -115,8 +117,14 @@ fn compile(name: &str, src: &str, work: &Path) -> Result<PathBuf> {
     Ok(bin)
 }
 
-fn parse(args: &[String]) -> Result<(usize, usize)> {
-    let (mut runs, mut procs) = (11usize, 3000usize);
+struct Args {
+    runs: usize,
+    procs: usize,
+    baseline: Option<PathBuf>,
+}
+
+fn parse(args: &[String]) -> Result<Args> {
+    let (mut runs, mut procs, mut baseline) = (11usize, 3000usize, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut num = |what: &str| -> Result<usize> {
@@ -128,13 +136,22 @@ fn parse(args: &[String]) -> Result<(usize, usize)> {
         match a.as_str() {
             "--runs" => runs = num("--runs")?,
             "--procs" => procs = num("--procs")?,
+            "--baseline" => {
+                baseline = Some(PathBuf::from(
+                    it.next().ok_or("--baseline needs a cairn binary")?,
+                ))
+            }
             other => return Err(format!("bench small: unknown argument {other:?}")),
         }
     }
     if runs == 0 {
         return Err("--runs must be at least 1".into());
     }
-    Ok((runs, procs))
+    Ok(Args {
+        runs,
+        procs,
+        baseline,
+    })
 }
 
 /// Wall and CPU (user + system) time of one command, in milliseconds.
@@ -178,6 +195,8 @@ fn timed(runner: &Path, out: &Path, cmd: &[&std::ffi::OsStr]) -> Result<Timed> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tool {
     Cairn,
+    /// Another cairn binary (`--baseline`).
+    Baseline,
     Criu,
 }
 
@@ -185,6 +204,7 @@ impl Tool {
     fn name(self) -> &'static str {
         match self {
             Tool::Cairn => "cairn",
+            Tool::Baseline => "baseline",
             Tool::Criu => "criu",
         }
     }
@@ -192,6 +212,7 @@ impl Tool {
 
 struct Env<'a> {
     cairn: &'a Path,
+    baseline: Option<&'a Path>,
     workload: &'a Path,
     runner: &'a Path,
     work: &'a Path,
@@ -222,10 +243,14 @@ fn once(e: &Env<'_>, tool: Tool) -> Result<(Timed, Timed)> {
         }
     };
     let pid_s = pid.to_string();
+    let bin = match (tool, e.baseline) {
+        (Tool::Baseline, Some(b)) => b,
+        _ => e.cairn,
+    };
     let (dump_cmd, restore_cmd): (Vec<&std::ffi::OsStr>, Vec<&std::ffi::OsStr>) = match tool {
-        Tool::Cairn => (
+        Tool::Cairn | Tool::Baseline => (
             vec![
-                e.cairn.as_os_str(),
+                bin.as_os_str(),
                 "dump".as_ref(),
                 "-t".as_ref(),
                 pid_s.as_ref(),
@@ -233,7 +258,7 @@ fn once(e: &Env<'_>, tool: Tool) -> Result<(Timed, Timed)> {
                 images.as_os_str(),
             ],
             vec![
-                e.cairn.as_os_str(),
+                bin.as_os_str(),
                 "restore".as_ref(),
                 "-D".as_ref(),
                 images.as_os_str(),
@@ -400,7 +425,11 @@ fn measure(e: &Env<'_>, tools: &[Tool], runs: usize, machine: &str) -> Result<Ve
 }
 
 pub fn bench(args: &[String]) -> Result<()> {
-    let (runs, procs) = parse(args)?;
+    let Args {
+        runs,
+        procs,
+        baseline,
+    } = parse(args)?;
     prepare_bench()?;
     let work = std::env::temp_dir().join(format!("cairn-bench-small-{}", std::process::id()));
     std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
@@ -411,11 +440,15 @@ pub fn bench(args: &[String]) -> Result<()> {
         let cairn = root().join("target/release/cairn");
         let e = Env {
             cairn: &cairn,
+            baseline: baseline.as_deref(),
             workload: &workload,
             runner: &runner,
             work: &work,
         };
         let mut tools = vec![Tool::Cairn];
+        if baseline.is_some() {
+            tools.push(Tool::Baseline);
+        }
         if criu_works() {
             tools.push(Tool::Criu);
         } else {
@@ -477,12 +510,15 @@ mod tests {
 
     #[test]
     fn args() {
-        assert_eq!(parse(&[]).unwrap(), (11, 3000));
-        let a: Vec<String> = ["--runs", "3", "--procs", "10"]
+        let d = parse(&[]).unwrap();
+        assert_eq!((d.runs, d.procs, d.baseline), (11, 3000, None));
+        let a: Vec<String> = ["--runs", "3", "--procs", "10", "--baseline", "/x/cairn"]
             .iter()
             .map(|s| s.to_string())
             .collect();
-        assert_eq!(parse(&a).unwrap(), (3, 10));
+        let a = parse(&a).unwrap();
+        assert_eq!((a.runs, a.procs), (3, 10));
+        assert_eq!(a.baseline, Some(PathBuf::from("/x/cairn")));
         assert!(parse(&["--runs".into(), "0".into()]).is_err());
         assert!(parse(&["--bogus".into()]).is_err());
     }
