@@ -15,6 +15,8 @@ use common::*;
 /// tree), so the deep chain of `deep_tree_falls_back_to_proc_and_says_so`
 /// must not overlap the others.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
+    // These tests compare BPF with /proc: BPF even for small trees.
+    std::env::set_var("CAIRN_BPF_MIN_TASKS", "0");
     static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     ONE.lock().unwrap_or_else(|e| e.into_inner())
 }

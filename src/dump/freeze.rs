@@ -51,6 +51,8 @@ impl FrozenProcess {
 
 pub struct Frozen {
     pub procs: Vec<FrozenProcess>,
+    /// The freezer used the BPF view (the programs are loaded).
+    pub bpf_watched: bool,
     finished: bool,
     /// Puts back what the dump changed if cairn dies (`dump::guard`).
     guardian: Option<Guardian>,
@@ -177,6 +179,7 @@ impl Frozen {
     ) -> Result<Frozen> {
         let mut frozen = Frozen {
             procs: Vec::new(),
+            bpf_watched: watch.is_some(),
             finished: false,
             guardian,
         };

@@ -55,6 +55,14 @@ impl Discovery {
             info!("dump: VMAs and fds from /proc (--no-bpf)");
             return Discovery { bpf: None };
         }
+        // A small tree: /proc costs less than loading the programs (issue
+        // 15), unless the freezer has loaded them already.
+        let tasks: usize = frozen.procs.iter().map(|p| p.threads.len().max(1)).sum();
+        let min = watch::bpf_min_tasks();
+        if tasks < min && !frozen.bpf_watched {
+            info!("dump: VMAs and fds from /proc (a small tree: {tasks} tasks; BPF from {min})");
+            return Discovery { bpf: None };
+        }
         let bpf = crate::inventory::collect_bpf_only(root)
             .and_then(|(inv, took)| {
                 matches_frozen(&inv, frozen)?;
@@ -291,7 +299,7 @@ pub fn dump(args: &DumpOptions) -> Result<DumpStats> {
 
     // BPF starts watching the tree before anything is seized (loading
     // the programs is not part of the frozen time).
-    let watch = watch::TreeWatch::start(pid, &args.freeze);
+    let watch = watch::TreeWatch::start(pid, &args.freeze, tree_tasks(&pids));
     // So does starting the guardian (crate::guard).
     let guardian = Guardian::start(Role::Dump);
     crate::guard::tell_staging(&staging);
@@ -398,7 +406,7 @@ pub fn pre_dump(args: &PreDumpOptions) -> Result<DumpStats> {
     let _interrupts = crate::guard::Interrupts::install(Role::Dump);
     let pids = tree_pids(pid);
     may_trace(&pids)?;
-    for p in pids {
+    for &p in &pids {
         if let Err(e) = memory::precheck(p) {
             let alive = procfs::read_stat(p).is_ok_and(|s| s.state != 'Z' && s.state != 'X');
             if p == pid || alive {
@@ -414,7 +422,7 @@ pub fn pre_dump(args: &PreDumpOptions) -> Result<DumpStats> {
     let mut stats = DumpStats::default();
     let mut source = "";
     let r = (|| -> Result<(Pstree, i32)> {
-        let watch = watch::TreeWatch::start(pid, &args.freeze);
+        let watch = watch::TreeWatch::start(pid, &args.freeze, tree_tasks(&pids));
         let guardian = Guardian::start(Role::Dump);
         let t0 = Instant::now();
         let mut frozen = Frozen::freeze_tree(pid, watch, guardian)?;
@@ -662,6 +670,14 @@ fn may_trace(pids: &[i32]) -> Result<()> {
 }
 
 /// The tree as it is now (not frozen): for the pre-checks only.
+/// The number of tasks (threads) of `pids` (a process that is gone
+/// counts one), from /proc/PID/stat.
+fn tree_tasks(pids: &[i32]) -> usize {
+    pids.iter()
+        .map(|&p| procfs::read_stat(p).map_or(1, |s| s.num_threads.max(1) as usize))
+        .sum()
+}
+
 fn tree_pids(root: i32) -> Vec<i32> {
     let mut out = vec![root];
     let mut i = 0;

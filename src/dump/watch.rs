@@ -66,9 +66,20 @@ impl TreeWatch {
     /// Starts watching the tree of `root`: attaches the fork tracker to it,
     /// then takes the snapshot. `None` (the reason logged once) when BPF
     /// cannot be used or `--no-bpf` was given: the freezer reads /proc.
-    pub fn start(root: i32, args: &FreezeOptions) -> Option<TreeWatch> {
+    /// `tasks` is the number of tasks (threads) the tree had just before:
+    /// below [`bpf_min_tasks`] the programs are not loaded (loading them
+    /// costs more than reading /proc for a small tree), unless the test
+    /// hook `--freeze-wait-fork` needs them.
+    pub fn start(root: i32, args: &FreezeOptions, tasks: usize) -> Option<TreeWatch> {
         if args.no_bpf {
             crate::info!("freeze: /proc children lists (--no-bpf)");
+            return None;
+        }
+        let min = bpf_min_tasks();
+        if tasks < min && !args.wait_fork {
+            crate::info!(
+                "freeze: /proc children lists (a small tree: {tasks} tasks; BPF from {min})"
+            );
             return None;
         }
         let loaded = bpf::shared();
@@ -227,6 +238,21 @@ impl Drop for TreeWatch {
         let _ = self.with_tracker(|t| t.watch(0));
     }
 }
+
+/// From how many tasks (threads) of a tree a dump loads the BPF programs
+/// (`CAIRN_BPF_MIN_TASKS`, for tests and benchmarks; default
+/// [`BPF_MIN_TASKS`]). Below, /proc is cheaper: loading and verifying the
+/// programs takes some 100-200 ms of CPU, reading a task's children list
+/// and a process's smaps and fds well under a millisecond.
+pub fn bpf_min_tasks() -> usize {
+    std::env::var("CAIRN_BPF_MIN_TASKS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(BPF_MIN_TASKS)
+}
+
+/// The default of [`bpf_min_tasks`].
+pub const BPF_MIN_TASKS: usize = 256;
 
 /// Logs, once per run, why the freezer reads /proc instead of BPF.
 pub fn note_fallback(why: &str) {

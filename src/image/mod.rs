@@ -449,6 +449,10 @@ pub struct ImageDir {
     /// Every file read must pass [`check_trust`] (set by
     /// [`ImageDir::load`] and [`ImageDir::view`]).
     trusted_only: bool,
+    /// [`ImageDir::write`] leaves the fsync to [`staging::Staging::commit`],
+    /// which syncs every file: one journal commit for the whole dump
+    /// instead of one per small image (issue 15).
+    commit_syncs: bool,
 }
 
 /// Opens the directory `path` (never through a final symbolic link, see
@@ -488,7 +492,14 @@ impl ImageDir {
             fd: Arc::new(fd),
             manifest: None,
             trusted_only: false,
+            commit_syncs: false,
         }
+    }
+
+    /// A staging directory's: its files are synced when it is committed.
+    pub(crate) fn synced_at_commit(mut self) -> ImageDir {
+        self.commit_syncs = true;
+        self
     }
 
     /// The directory's descriptor.
@@ -686,12 +697,16 @@ impl ImageDir {
         }
     }
 
-    /// Writes one message image and syncs it to disk.
+    /// Writes one message image and syncs it to disk (in a staging
+    /// directory: when it is committed).
     pub fn write<M: Message>(&self, kind: ImageType, name: &str, msg: &M) -> Result<()> {
         let bytes = encode_image(kind, msg)?;
         let p = self.file(name);
         let mut f = self.create_file(name)?;
         f.write_all(&bytes).at(&p)?;
+        if self.commit_syncs {
+            return Ok(());
+        }
         f.sync_all().at(&p)
     }
 

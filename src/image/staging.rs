@@ -282,7 +282,7 @@ impl Staging {
         let work = shown_parent.join(&work_name);
         Ok(Staging {
             final_dir: final_dir.to_path_buf(),
-            dir: ImageDir::from_fd(wfd, &work, final_dir),
+            dir: ImageDir::from_fd(wfd, &work, final_dir).synced_at_commit(),
             work,
             mode,
             parent,

@@ -17,6 +17,7 @@ pub mod netlink;
 pub mod pktring;
 pub mod poll;
 pub mod probe;
+pub mod probe_cache;
 pub mod ptrace;
 pub mod safefs;
 pub mod sched;

@@ -8,6 +8,7 @@
 //! process state, soft-dirty, clears the soft-dirty bits of cairn's own
 //! address space, which nothing else in cairn reads.
 
+use std::collections::HashMap;
 use std::ffi::c_void;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -138,22 +139,39 @@ impl DirtyTracking {
 impl Features {
     /// Runs every probe. Use [`features`] for the cached result.
     pub fn probe() -> Features {
+        Features::assemble(None)
+    }
+
+    /// Runs every probe, except those [`super::probe_cache::CACHED`] ones
+    /// whose answer `cached` has.
+    fn assemble(cached: Option<&HashMap<String, Feature>>) -> Features {
         let kernel = kernel_release();
         let kernel_version = parse_version(&kernel);
-        let (bpf_iter, bpf_tp_btf) = guarded2(probe_bpf_programs);
+        let get = |name: &str, f: fn() -> Feature| -> Feature {
+            match cached.and_then(|c| c.get(name)) {
+                Some(v) => v.clone(),
+                None => guarded(f),
+            }
+        };
+        let (bpf_iter, bpf_tp_btf) = match cached
+            .and_then(|c| Some((c.get("bpf_iter")?.clone(), c.get("bpf_tp_btf")?.clone())))
+        {
+            Some(both) => both,
+            None => guarded2(probe_bpf_programs),
+        };
         Features {
-            btf: guarded(|| exists("/sys/kernel/btf/vmlinux")),
-            bpf: guarded(probe_bpf),
+            btf: get("btf", || exists("/sys/kernel/btf/vmlinux")),
+            bpf: get("bpf", probe_bpf),
             bpf_iter,
             bpf_tp_btf,
-            bpf_ringbuf: guarded(probe_ringbuf),
+            bpf_ringbuf: get("bpf_ringbuf", probe_ringbuf),
             initial_pid_ns: guarded(probe_initial_pid_ns),
-            pagemap_scan: guarded(probe_pagemap_scan),
-            uffd_wp_async: guarded(probe_uffd_wp_async),
-            soft_dirty: guarded(probe_soft_dirty),
-            clone3_set_tid: guarded(probe_clone3_set_tid),
-            ns_last_pid_writable: guarded(probe_ns_last_pid),
-            ptrace_get_rseq_conf: guarded(probe_rseq_conf),
+            pagemap_scan: get("pagemap_scan", probe_pagemap_scan),
+            uffd_wp_async: get("uffd_wp_async", probe_uffd_wp_async),
+            soft_dirty: get("soft_dirty", probe_soft_dirty),
+            clone3_set_tid: get("clone3_set_tid", probe_clone3_set_tid),
+            ns_last_pid_writable: get("ns_last_pid_writable", probe_ns_last_pid),
+            ptrace_get_rseq_conf: get("ptrace_get_rseq_conf", probe_rseq_conf),
             tcp_repair: guarded(probe_tcp_repair),
             time_ns: guarded(|| exists("/proc/self/ns/time")),
             cgroup2_freeze: guarded(probe_cgroup2_freeze),
@@ -162,11 +180,47 @@ impl Features {
             cap_sys_resource: guarded(|| cap(Capability::CAP_SYS_RESOURCE)),
             cap_sys_ptrace: guarded(|| cap(Capability::CAP_SYS_PTRACE)),
             ptrace_scope: guarded(probe_ptrace_scope),
-            pidfd_getfd: guarded(probe_pidfd_getfd),
-            kcmp: guarded(probe_kcmp),
-            process_vm_readv: guarded(probe_process_vm_readv),
+            pidfd_getfd: get("pidfd_getfd", probe_pidfd_getfd),
+            kcmp: get("kcmp", probe_kcmp),
+            process_vm_readv: get("process_vm_readv", probe_process_vm_readv),
             kernel,
             kernel_version,
+        }
+    }
+
+    /// The features from the per-boot cache of `dir`
+    /// ([`super::probe_cache`]) where it is valid for this run (the other
+    /// probes run), else from running every probe, which then refreshes
+    /// the cache. The log says which.
+    pub fn cached_or_probe(dir: &Path) -> Features {
+        use super::probe_cache as pc;
+        let file = dir.join(pc::FILE);
+        let key = pc::Key::current(&kernel_release()).map_err(|e| format!("no key: {e}"));
+        let cached = key.clone().and_then(|k| pc::load(dir, &k));
+        match cached {
+            Ok(c) => {
+                crate::info!(
+                    "feature probes: kernel interfaces from the cache {} (this boot)",
+                    file.display()
+                );
+                Features::assemble(Some(&c))
+            }
+            Err(why) => {
+                crate::info!(
+                    "feature probes: running every probe (cache {} not used: {why})",
+                    file.display()
+                );
+                let f = Features::probe();
+                if let Ok(k) = key {
+                    match pc::store(dir, &pc::render(&k, &f.list())) {
+                        Ok(()) => crate::debug!("feature probes: cached in {}", file.display()),
+                        Err(e) => {
+                            crate::debug!("feature probes: not cached in {}: {e}", file.display())
+                        }
+                    }
+                }
+                f
+            }
         }
     }
 
@@ -240,10 +294,11 @@ impl Features {
     }
 }
 
-/// The features of this machine, probed on first use.
+/// The features of this machine, probed on first use (the kernel
+/// interfaces once per boot: [`super::probe_cache`]).
 pub fn features() -> &'static Features {
     static FEATURES: OnceLock<Features> = OnceLock::new();
-    FEATURES.get_or_init(Features::probe)
+    FEATURES.get_or_init(|| Features::cached_or_probe(&super::probe_cache::dir()))
 }
 
 const NS_LAST_PID: &str = "/proc/sys/kernel/ns_last_pid";

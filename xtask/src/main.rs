@@ -32,11 +32,16 @@
 //!   the dump's own /proc reads of processes, VMAs and fds against the
 //!   inventory's BPF and /proc collections, and the frozen time of dumps
 //!   and pre-dumps, also of another cairn binary (`inv.rs`).
+//! - `cargo xtask bench small [--runs N] [--procs N] [--baseline CAIRN]`:
+//!   dump and restore wall and CPU time of a 1 MiB process, idle and with
+//!   N extra processes, beside CRIU where it works and another cairn
+//!   binary (`small.rs`, issue 15).
 //!
 //! std only, so the xtask builds in seconds on a fresh machine.
 
 mod incr;
 mod inv;
+mod small;
 mod vm;
 
 use std::fs::File;
@@ -85,6 +90,7 @@ const USAGE: &str = "usage: cargo xtask demo [DEMO ARGS...]
        cargo xtask bench incremental [--runs N] [--size SIZE] [--dirty PCT]
        cargo xtask bench inventory [--runs N]
        cargo xtask bench inventory-dump [--runs N] [--baseline CAIRN]
+       cargo xtask bench small [--runs N] [--procs N] [--baseline CAIRN]
        cargo xtask vm-test [--kernel 6.1|6.12|all] [--tests T1,T2] [--exec CMD]
                            [--timeout SECS] [--mem SIZE] [-- TEST FILTERS]";
 
@@ -832,6 +838,9 @@ fn bench(args: &[String]) -> Result<()> {
     }
     if args.first().map(String::as_str) == Some("inventory-dump") {
         return inv::bench_dump(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("small") {
+        return small::bench(&args[1..]);
     }
     let b = parse_bench_args(args)?;
     ensure_tools()?;
