@@ -19,6 +19,7 @@ pub mod probe;
 pub mod ptrace;
 pub mod safefs;
 pub mod sched;
+pub mod scm;
 pub mod sock;
 pub mod sockdiag;
 pub mod task;
