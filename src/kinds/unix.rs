@@ -778,6 +778,35 @@ fn overflow_id(name: &str) -> u32 {
         .unwrap_or(65534)
 }
 
+/// Where each write (skb) that carries descriptors in flight lies in the
+/// receive queue of stream socket `sk`: (first byte, end) as offsets from
+/// the first unread byte, from bpf/unixq.bpf.c.
+fn fd_skbs(sk: &OwnedFd) -> std::io::Result<Vec<(usize, usize)>> {
+    let ino = std::fs::metadata(format!("/proc/self/fd/{}", sk.as_raw_fd()))?.ino();
+    let skbs = crate::sys::unixq::queue_skbs(ino)
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("descriptors in flight in a stream: cannot read where the write that carried them began ({e})"),
+            )
+        })?
+        .ok_or_else(|| {
+            std::io::Error::other(
+                "descriptors in flight in a stream: the receive queue has more than 1024 writes (skbs), more than cairn reads to find where the write that carried them began",
+            )
+        })?;
+    let mut at = 0usize;
+    let mut out = Vec::new();
+    for s in skbs {
+        let end = at + s.len as usize;
+        if s.fds {
+            out.push((at, end));
+        }
+        at = end;
+    }
+    Ok(out)
+}
+
 /// The credentials a receive returned, as saved. A message written while
 /// neither end had SO_PASSCRED/SO_PASSPIDFD carries none (the kernel
 /// attaches them only then): it reads as pid 0 with the overflow uid and
@@ -849,11 +878,13 @@ fn drain(sk: &OwnedFd, ty: i32) -> std::io::Result<Vec<UnixPacket>> {
 /// Peeks at a stream socket's queue (SO_PEEK_OFF at 0). The kernel glues
 /// the bytes of separate writes together, but a read (and a peek) ends
 /// after the write (skb) that carries descriptors and returns them: each
-/// run of bytes up to such a write is one packet with its descriptors,
-/// written again as one write. Where the write with the descriptors began
-/// inside that run cannot be seen (a peek at any of its bytes returns the
-/// descriptors of the next write that has some), so a read that stops
-/// inside the run before that write gets them earlier than it would have.
+/// run of bytes up to such a write is split where that write began: the
+/// bytes before it (merged with the plain bytes before) and the bytes of
+/// the write with its descriptors, written again as one write, so a read
+/// gets them at the same byte as before. A peek cannot show where that
+/// write began (a peek at any earlier byte returns the descriptors of the
+/// next write that has some): the kernel's skb list, read with a BPF
+/// iterator ([`fd_skbs`]), does; without it the dump fails.
 fn peek_stream(sk: &OwnedFd) -> std::io::Result<Queue> {
     let total = sock::inq(sk)?;
     if total > MAX_QUEUE {
@@ -865,6 +896,7 @@ fn peek_stream(sk: &OwnedFd) -> std::io::Result<Queue> {
     let mut files: Vec<Vec<OwnedFd>> = Vec::new();
     let mut lost = false;
     let mut off = 0usize;
+    let mut skbs: Option<Vec<(usize, usize)>> = None;
     let plain = |out: &mut Vec<UnixPacket>,
                  files: &mut Vec<Vec<OwnedFd>>,
                  data: &[u8],
@@ -901,9 +933,28 @@ fn peek_stream(sk: &OwnedFd) -> std::io::Result<Queue> {
         if r.fds.is_empty() && !r.ctrunc {
             plain(&mut out, &mut files, &buf[..r.copied], cred_of(&r));
         } else {
+            // The run ends with the write (skb) that carried descriptors;
+            // the bytes before it in the run were written without them.
+            if skbs.is_none() {
+                skbs = Some(fd_skbs(sk)?);
+            }
+            let end = off + r.copied;
+            let start = skbs
+                .as_ref()
+                .and_then(|v| v.iter().find(|(_, e)| *e == end))
+                .map(|(s, _)| *s)
+                .filter(|s| (off..end).contains(s))
+                .ok_or_else(|| {
+                    std::io::Error::other(format!(
+                        "descriptors in flight arrive with the bytes up to offset {end} of the stream, and the write that carried them was not found in the receive queue (cannot tell where it began)"
+                    ))
+                })?;
+            let head = start - off;
+            plain(&mut out, &mut files, &buf[..head], cred_of(&r));
+            let r_data = &buf[head..r.copied];
             lost |= r.ctrunc;
             let mut p = UnixPacket::new();
-            p.data = buf[..r.copied].to_vec();
+            p.data = r_data.to_vec();
             p.cred = cred_of(&r).into();
             out.push(p);
             files.push(r.fds);
@@ -2207,13 +2258,16 @@ mod tests {
         sock::send_to(&a, b"ghi", None).unwrap();
         let (q, files, lost) = peek_queue(&b, libc::SOCK_STREAM).unwrap();
         assert!(!lost);
-        assert_eq!(q.len(), 2);
-        assert_eq!(q[0].data, b"abcdef");
-        assert_eq!(q[1].data, b"ghi");
-        assert_eq!(files[0].len(), 1);
-        assert!(files[1].is_empty());
+        // "abc" was written without descriptors: its own packet.
+        assert_eq!(q.len(), 3);
+        assert_eq!(q[0].data, b"abc");
+        assert_eq!(q[1].data, b"def");
+        assert_eq!(q[2].data, b"ghi");
+        assert!(files[0].is_empty());
+        assert_eq!(files[1].len(), 1);
+        assert!(files[2].is_empty());
         let me = crate::sys::task::getpid();
-        let same = crate::sys::task::kcmp_file(me, files[0][0].as_raw_fd(), me, f.as_raw_fd());
+        let same = crate::sys::task::kcmp_file(me, files[1][0].as_raw_fd(), me, f.as_raw_fd());
         assert_eq!(same.unwrap(), 0);
         assert_eq!(sock::inq(&b).unwrap(), 9);
         // A datagram with two descriptors.

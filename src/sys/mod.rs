@@ -25,6 +25,7 @@ pub mod sockdiag;
 pub mod task;
 pub mod time;
 pub mod tty;
+pub mod unixq;
 pub mod uffd;
 
 use std::io;
