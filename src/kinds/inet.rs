@@ -840,6 +840,46 @@ pub fn precheck(pid: i32, tcp_established: bool, lock: netlock::Method) -> Resul
 
 // ------------------------------------------------------------ dump
 
+/// Without a network lock (`--network-lock=skip`), a half-closed
+/// connection whose other end is in the tree too is refused: at restore
+/// each end leaves repair mode in turn and sends its replayed FIN or a
+/// window probe to the other, which may not be restored yet (or still be
+/// in repair mode), and a reset there ends the connection; the lock is
+/// what keeps those packets away.
+fn half_closed_pair_refusal(pids: &[i32]) -> Result<()> {
+    let half =
+        |s: u32| super::tcp::repairable(s) && s != TCP_ESTABLISHED && s != super::tcp::SYN_SENT;
+    let mut all = Vec::new();
+    for &pid in pids {
+        for (fd, _, p) in scan(pid)? {
+            if p.proto == libc::IPPROTO_TCP {
+                all.push((pid, fd, p));
+            }
+        }
+    }
+    for (pid, fd, p) in &all {
+        if !half(p.state) {
+            continue;
+        }
+        let inside = all.iter().any(|(_, _, q)| {
+            q.local.is_some() && q.local == p.peer && q.peer == p.local && q.ino != p.ino
+        });
+        if inside {
+            return Err(Error::unsupported(
+                *pid,
+                format!(
+                    "fd {fd}: {} is half closed and its other end is in the tree too; \
+                     with --network-lock=skip the FIN replayed at restore could reach that \
+                     end before it is restored and be answered with a reset: dump it with \
+                     the network lock (nftables)",
+                    p.describe()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The inet part of a dump: our descriptors of the tree's sockets, the
 /// ones put in repair mode, and the network lock. Dropped without
 /// [`DumpState::killed`] or [`DumpState::resume`], it turns repair mode
@@ -888,6 +928,9 @@ impl DumpState {
                 }
                 st.socks.entry(p.ino).or_insert(sock);
             }
+        }
+        if method == netlock::Method::Skip {
+            half_closed_pair_refusal(pids)?;
         }
         if tcp_established && !conns.is_empty() {
             conns.dedup();

@@ -1240,6 +1240,79 @@ fn send_or_defer(
     Ok(())
 }
 
+/// Binds `fd` to the relative path `rel` (without its NUL) inside a
+/// fresh directory only cairn can write (mode 0700 in the temporary
+/// directory), from a thread with its own working directory
+/// (unshare(CLONE_FS), fchdir): the socket's name is `rel` as given, as a
+/// datagram's sender address shows it, while the socket file is made
+/// where nobody else can interfere (no symlink, no user-writable
+/// directory is followed), then removed with the directory. Names with
+/// `..` would leave that directory and are refused.
+fn bind_relative_private(fd: &OwnedFd, rel: &[u8]) -> std::io::Result<()> {
+    use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
+    let parts: Vec<&[u8]> = rel
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .collect();
+    if parts.is_empty() || parts.contains(&&b".."[..]) {
+        return Err(std::io::Error::other(
+            "a relative name with \"..\" (or no file name) cannot be bound in a private directory",
+        ));
+    }
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let base = std::env::temp_dir();
+    let mut dir = None;
+    for _ in 0..100 {
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let p = base.join(format!("cairn-sender-{}-{n}-{nanos}", std::process::id()));
+        match rfs::mkdir(&p, Mode::RWXU) {
+            Ok(()) => {
+                dir = Some(p);
+                break;
+            }
+            Err(rustix::io::Errno::EXIST) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let dir = dir.ok_or_else(|| std::io::Error::other("no private directory could be made"))?;
+    let made: std::cell::RefCell<Vec<PathBuf>> = std::cell::RefCell::new(vec![dir.clone()]);
+    let r = (|| -> std::io::Result<()> {
+        let root = rfs::open(
+            &dir,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let mut sub = dir.clone();
+        for c in &parts[..parts.len() - 1] {
+            sub.push(OsStr::from_bytes(c));
+            rfs::mkdir(&sub, Mode::RWXU)?;
+            made.borrow_mut().push(sub.clone());
+        }
+        let name = rel.to_vec();
+        let copy = fd.try_clone()?;
+        std::thread::scope(|sc| {
+            sc.spawn(move || -> std::io::Result<()> {
+                rustix::thread::unshare(rustix::thread::UnshareFlags::FS)?;
+                rustix::process::fchdir(&root)?;
+                sock::bind_unix(&copy, &name)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("binding thread panicked")))
+        })?;
+        let mut file = sub;
+        file.push(OsStr::from_bytes(parts[parts.len() - 1]));
+        rfs::unlinkat(rfs::CWD, &file, AtFlags::empty())?;
+        Ok(())
+    })();
+    for d in made.into_inner().iter().rev() {
+        let _ = rfs::unlinkat(rfs::CWD, d, AtFlags::REMOVEDIR);
+    }
+    r
+}
+
 /// One restore of the unix sockets of a tree.
 struct Rebuild<'a> {
     by_ino: BTreeMap<u32, &'a UnixSocket>,
@@ -1668,6 +1741,14 @@ impl<'a> Rebuild<'a> {
                     show_name(name)
                 ))
             };
+            if is_path(name) && !path_bytes(name).starts_with(b"/") {
+                // A relative name: bound in a private directory (the
+                // receiver is shown the same bytes, and no directory of
+                // the tree or of cairn is touched).
+                bind_relative_private(&t, path_bytes(name)).map_err(|e| taken(&e))?;
+                temps.insert(name.to_vec(), t);
+                return Ok(());
+            }
             // A file left at a path name (a closed sender's) is moved
             // aside while a temporary sender is bound there, then back.
             let parked = match is_path(name) {
