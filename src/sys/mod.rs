@@ -25,8 +25,8 @@ pub mod sockdiag;
 pub mod task;
 pub mod time;
 pub mod tty;
-pub mod unixq;
 pub mod uffd;
+pub mod unixq;
 
 use std::io;
 
