@@ -133,3 +133,87 @@ fn tcp_syn_sent() {
     w.restore_wait(&["--tcp-established"]);
     server.join().unwrap().unwrap();
 }
+
+/// Half-closed connections whose other ends are outside the tree (this
+/// test holds them, alive throughout): one the workload shut down for
+/// writing (FIN_WAIT2 / the test's end in CLOSE_WAIT), one the test shut
+/// down (CLOSE_WAIT in the workload). After the restore both carry on
+/// exactly: the states are the same, data flows in the open directions
+/// ("to-wl" from the test, "from-wl" from the workload) and both closes
+/// complete (each side reads EOF).
+#[test]
+fn tcp_half_closed_outside_peer() {
+    use std::io::{Read, Write};
+    if skip_unless_root() {
+        return;
+    }
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let port = l.local_addr().unwrap().port();
+    let acceptor = std::thread::spawn(move || {
+        let (a1, _) = l.accept().expect("accept c1");
+        let (a2, _) = l.accept().expect("accept c2");
+        a2.shutdown(std::net::Shutdown::Write).expect("shutdown c2");
+        (a1, a2)
+    });
+    let mut w = Workload::start("sk_tcp_half_outside", &["--port", &port.to_string()]);
+    let _unlock = LockCleanup(w.pid);
+    let (mut a1, mut a2) = acceptor.join().expect("acceptor");
+    let out = w.dump_ok(&["--tcp-established"]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("FIN_WAIT2") && log.contains("CLOSE_WAIT"),
+        "{log}"
+    );
+    w.expect_killed_by_dump();
+    let checked = w.work.join("checked");
+    let peer = std::thread::spawn(move || -> Result<(), String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while !checked.exists() {
+            if std::time::Instant::now() > deadline {
+                return Err("the workload never checked its states".into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        a1.write_all(b"to-wl")
+            .map_err(|e| format!("write c1: {e}"))?;
+        drop(a1);
+        a2.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .map_err(|e| e.to_string())?;
+        let mut got = Vec::new();
+        a2.read_to_end(&mut got)
+            .map_err(|e| format!("read c2 to EOF: {e}"))?;
+        if got != b"from-wl" {
+            return Err(format!(
+                "c2: read {:?}, want from-wl then EOF",
+                String::from_utf8_lossy(&got)
+            ));
+        }
+        Ok(())
+    });
+    w.restore_wait(&["--tcp-established"]);
+    peer.join().unwrap().unwrap();
+}
+
+/// With --network-lock=skip a half-closed connection whose other end is
+/// in the tree is refused (the FIN replayed at restore could reach the
+/// other end before it is restored and draw a reset), naming pid, fd and
+/// the reason; the workload goes on.
+#[test]
+fn tcp_half_closed_lock_skip_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("sk_tcp_states", &[]);
+    let _unlock = LockCleanup(w.pid);
+    let out = w.dump(&["--tcp-established", "--network-lock=skip"]);
+    assert_eq!(exit_code(&out.status), 6, "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("pid {}", w.pid))
+            && err.contains("fd ")
+            && err.contains("half closed")
+            && err.contains("--network-lock=skip"),
+        "{err}"
+    );
+    w.terminate_original_expect_pass();
+}

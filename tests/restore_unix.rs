@@ -369,24 +369,34 @@ fn unix_dgram_outside_sender_refused() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A queued message whose receiver has SO_PASSCRED set is refused: cairn
-/// writes queues again from its own process, so the receiver would be
-/// shown cairn's pid and uid instead of the sender's. The failed dump
-/// leaves the queue and its credentials as they were.
+/// Queued messages come back with their senders' credentials: a
+/// datagram to a receiver with SO_PASSCRED, a stream written by the
+/// process, its child and the process again (the receiver sets
+/// SO_PASSCRED only after the restore and sees each writer's pid, reads
+/// stopping where the writer changes), and a datagram to a receiver with
+/// SO_PASSPIDFD whose pidfd is one of the child. (Was refused at dump.)
 #[test]
-fn unix_passcred_queue_refused() {
+fn unix_passcred_queue() {
     if skip_unless_root() {
         return;
     }
-    let mut w = Workload::start("unix_passcred", &[]);
+    checkpoint_restore("unix_passcred", &[]);
+}
+
+/// A queued message whose sender has exited cannot be written again with
+/// its pid (the kernel wants a living process): the dump refuses, naming
+/// pid, fd and the sender's pid, and leaves the queue as it was.
+#[test]
+fn unix_passcred_sender_exited_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("unix_passcred", &["--exited"]);
     let out = w.dump(&[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(6), "{}", describe(&out));
     assert!(
-        err.contains(&format!("pid {}", w.pid))
-            && err.contains("fd ")
-            && err.contains("SO_PASSCRED")
-            && err.contains("credentials"),
+        err.contains(&format!("pid {}", w.pid)) && err.contains("fd ") && err.contains("exited"),
         "unclear refusal: {err}"
     );
     w.terminate_original_expect_pass();

@@ -840,6 +840,46 @@ pub fn precheck(pid: i32, tcp_established: bool, lock: netlock::Method) -> Resul
 
 // ------------------------------------------------------------ dump
 
+/// Without a network lock (`--network-lock=skip`), a half-closed
+/// connection whose other end is in the tree too is refused: at restore
+/// each end leaves repair mode in turn and sends its replayed FIN or a
+/// window probe to the other, which may not be restored yet (or still be
+/// in repair mode), and a reset there ends the connection; the lock is
+/// what keeps those packets away.
+fn half_closed_pair_refusal(pids: &[i32]) -> Result<()> {
+    let half =
+        |s: u32| super::tcp::repairable(s) && s != TCP_ESTABLISHED && s != super::tcp::SYN_SENT;
+    let mut all = Vec::new();
+    for &pid in pids {
+        for (fd, _, p) in scan(pid)? {
+            if p.proto == libc::IPPROTO_TCP {
+                all.push((pid, fd, p));
+            }
+        }
+    }
+    for (pid, fd, p) in &all {
+        if !half(p.state) {
+            continue;
+        }
+        let inside = all.iter().any(|(_, _, q)| {
+            q.local.is_some() && q.local == p.peer && q.peer == p.local && q.ino != p.ino
+        });
+        if inside {
+            return Err(Error::unsupported(
+                *pid,
+                format!(
+                    "fd {fd}: {} is half closed and its other end is in the tree too; \
+                     with --network-lock=skip the FIN replayed at restore could reach that \
+                     end before it is restored and be answered with a reset: dump it with \
+                     the network lock (nftables)",
+                    p.describe()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The inet part of a dump: our descriptors of the tree's sockets, the
 /// ones put in repair mode, and the network lock. Dropped without
 /// [`DumpState::killed`] or [`DumpState::resume`], it turns repair mode
@@ -888,6 +928,9 @@ impl DumpState {
                 }
                 st.socks.entry(p.ino).or_insert(sock);
             }
+        }
+        if method == netlock::Method::Skip {
+            half_closed_pair_refusal(pids)?;
         }
         if tcp_established && !conns.is_empty() {
             conns.dedup();
@@ -1030,25 +1073,16 @@ impl DumpState {
             }
         }
         if p.proto == libc::IPPROTO_UDP {
-            // Only inet_diag shows a UDP socket's shutdown; it is not
-            // saved yet, so it is refused rather than lost.
-            let how =
-                crate::sys::sockdiag::inet::shutdown_of(p.family as u8, p.proto as u8, ino as u32)
-                    .map_err(sys("inet_diag (shutdown state)"))?;
-            if let Some(how @ 1..) = how {
-                let what = match how {
-                    1 => "SHUT_RD",
-                    2 => "SHUT_WR",
-                    _ => "SHUT_RDWR",
-                };
-                return Err(Error::unsupported(
-                    pid,
-                    format!(
-                        "fd {fd} ({}) was shut down ({what}); cairn does not restore a UDP \
-                         socket's shutdown state yet",
-                        p.describe()
-                    ),
-                ));
+            // Only inet_diag shows a UDP socket's shutdown (poll() shows
+            // SHUT_RD of a socket inet_diag does not list).
+            sk.shutdown =
+                udp_shutdown(sock, p.family, ino).map_err(sys("inet_diag (shutdown state)"))?;
+            if sk.shutdown != 0 {
+                info!(
+                    "pid {pid} fd {fd}: {} was shut down ({})",
+                    p.describe(),
+                    shut_name(sk.shutdown)
+                );
             }
             let (q, dropped) = peek_datagrams(sock).map_err(sys("read queued datagrams"))?;
             if dropped > 0 {
@@ -1075,6 +1109,72 @@ impl Drop for DumpState {
         }
         // The lock, if still held, is lifted by its own Drop.
     }
+}
+
+/// The shutdown bits (1 SHUT_RD, 2 SHUT_WR) of a UDP socket: from
+/// inet_diag, which lists every bound socket; an unbound one is not listed
+/// and only poll() tells its SHUT_RD (POLLRDHUP; POLLHUP when both).
+fn udp_shutdown(sock: &OwnedFd, family: i32, ino: u64) -> std::io::Result<u32> {
+    let udp = libc::IPPROTO_UDP as u8;
+    if let Some(how) = crate::sys::sockdiag::inet::shutdown_of(family as u8, udp, ino as u32)? {
+        return Ok(u32::from(how) & 3);
+    }
+    let ev = crate::sys::poll::poll_now(sock, libc::POLLRDHUP)?;
+    Ok(if ev & libc::POLLHUP != 0 {
+        3
+    } else if ev & libc::POLLRDHUP != 0 {
+        1
+    } else {
+        0
+    })
+}
+
+/// "SHUT_RD", "SHUT_WR" or "SHUT_RDWR" for shutdown bits.
+fn shut_name(how: u32) -> &'static str {
+    match how & 3 {
+        1 => "SHUT_RD",
+        2 => "SHUT_WR",
+        3 => "SHUT_RDWR",
+        _ => "none",
+    }
+}
+
+/// Shuts the restored UDP socket `sock` down as saved (after its queue
+/// came back) and reads the state back. shutdown(2) of an unconnected UDP
+/// socket sets the bits and returns ENOTCONN.
+fn restore_udp_shutdown(sock: &OwnedFd, sk: &InetSk) -> std::io::Result<()> {
+    if sk.shutdown == 0 {
+        return Ok(());
+    }
+    let how = match sk.shutdown & 3 {
+        1 => libc::SHUT_RD,
+        2 => libc::SHUT_WR,
+        _ => libc::SHUT_RDWR,
+    };
+    match sock::shutdown(sock, how) {
+        Err(e) if e.raw_os_error() != Some(libc::ENOTCONN) => {
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("shutdown({}): {e}", shut_name(sk.shutdown)),
+            ))
+        }
+        _ => {}
+    }
+    let ino = std::fs::metadata(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(sock)
+    ))
+    .map(|m| std::os::unix::fs::MetadataExt::ino(&m))?;
+    let now = udp_shutdown(sock, sk.family as i32, ino)?;
+    // Unlisted and SHUT_WR only: nothing shows it, the call succeeded.
+    if now != sk.shutdown && !(now == 0 && sk.shutdown == 2) {
+        return Err(std::io::Error::other(format!(
+            "shut down {} after the restore, was {}",
+            shut_name(now),
+            shut_name(sk.shutdown)
+        )));
+    }
+    Ok(())
 }
 
 /// Most datagrams cairn reads from one socket.
@@ -1288,6 +1388,9 @@ pub fn create(calls: &mut dyn Calls, sk: &InetSk, st: &mut InetRestore) -> Resul
                     }
                 }
             }
+            if !tcp {
+                restore_udp_shutdown(&sock, sk).map_err(fail)?;
+            }
             finish_opts(&sock, sk).map_err(fail)?;
             verify(&sock, sk).map_err(fail)?;
         }
@@ -1416,6 +1519,14 @@ impl FdKind for Inet {
                     "window scale above 14",
                 ));
             }
+        }
+        if s.shutdown > 3 || (s.shutdown != 0 && s.protocol != libc::IPPROTO_UDP as u32) {
+            return Err(invalid(
+                path,
+                obj,
+                "shutdown",
+                format!("{}: shutdown bits (1, 2 or 3) of a UDP socket", s.shutdown),
+            ));
         }
         count(path, obj, "queue", s.queue.len(), MAX_ITEMS)?;
         for q in &s.queue {

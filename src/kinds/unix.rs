@@ -26,7 +26,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::image::proto::{file_desc, Files, UnixExternal, UnixIcon, UnixPacket, UnixSocket};
+use crate::image::proto::{
+    file_desc, Files, UnixCred, UnixExternal, UnixIcon, UnixPacket, UnixSocket,
+};
 use crate::image::validate::{
     bad as invalid, check_bytes, check_path, count, MAX_ITEMS, QUEUE_MAX, TCP_CLOSE,
     TCP_ESTABLISHED, TCP_LISTEN,
@@ -34,8 +36,8 @@ use crate::image::validate::{
 use crate::kinds::fd::{not_mine, DumpCx, FdKind, FdRef, RestoreCx, SharedFiles};
 use crate::kinds::sockopts;
 use crate::remote::Calls;
-use crate::sys::sock;
 use crate::sys::sockdiag::unix::{self as diag, UnixDiag};
+use crate::sys::{scm, sock};
 use crate::{info, warn};
 
 /// Most bytes read from one socket's queue.
@@ -403,30 +405,30 @@ impl UnixDump {
                     ),
                 ));
             }
-            // cairn writes the queue again from its own process: a
-            // receiver that is shown the sender's credentials or security
-            // label would be shown cairn's.
-            if let (Some(o), false) = (u.opts.as_ref(), queue.is_empty()) {
-                let shown: Vec<&str> = [
-                    ("SO_PASSCRED", o.passcred),
-                    ("SO_PASSPIDFD", o.passpidfd),
-                    ("SO_PASSSEC", o.passsec),
-                ]
-                .iter()
-                .filter(|(_, on)| *on)
-                .map(|(n, _)| *n)
-                .collect();
-                if !shown.is_empty() {
-                    return Err(Error::unsupported(
-                        pid,
-                        format!(
-                            "fd {fd}: unix socket {} has {} message(s) queued and {} set: the messages would come back with cairn's credentials, not their senders'",
-                            show_name(&u.name),
-                            queue.len(),
-                            shown.join(", ")
-                        ),
-                    ));
-                }
+            // cairn writes the queue again, each message with its
+            // sender's credentials (SCM_CREDENTIALS): the sender must be
+            // a process that exists at restore time.
+            if let Some(why) = cred_refusal(&queue) {
+                return Err(Error::unsupported(
+                    pid,
+                    format!(
+                        "fd {fd}: unix socket {} (socket:[{ino}]) has {} message(s) queued: {why}",
+                        show_name(&u.name),
+                        queue.len()
+                    ),
+                ));
+            }
+            // A security label (SO_PASSSEC: SCM_SECURITY) cannot be given
+            // on a sender's behalf; without a labelling LSM none is shown.
+            if u.opts.as_ref().is_some_and(|o| o.passsec) && !queue.is_empty() && lsm_labels() {
+                return Err(Error::unsupported(
+                    pid,
+                    format!(
+                        "fd {fd}: unix socket {} has {} message(s) queued and SO_PASSSEC set: its receiver is shown each sender's security label, which cairn cannot write a message with",
+                        show_name(&u.name),
+                        queue.len()
+                    ),
+                ));
             }
             let carrying = files.iter().filter(|f| !f.is_empty()).count();
             if let (Some((qpid, qfd, qname)), true) = (in_flight, carrying > 0) {
@@ -657,8 +659,21 @@ impl UnixDump {
                     Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break,
                     Err(e) => return Err(sys("accept a waiting connection", e)),
                 };
-                let queue =
+                sock::set_int(&c, libc::SOL_SOCKET, libc::SO_PASSCRED, 1)
+                    .map_err(|e| sys("SO_PASSCRED on a waiting connection", e))?;
+                let mut queue =
                     drain(&c, u.type_ as i32).map_err(|e| sys("read a waiting connection", e))?;
+                // The connection is accepted already: refusing now would
+                // lose it. A sender that has exited cannot be named again.
+                for p in &mut queue {
+                    if cred_refusal(std::slice::from_ref(p)).is_some() {
+                        warn!(
+                            "pid {pid} fd {fd}: data of a connection waiting in the backlog of {} was sent by a process that has gone: written again with cairn's credentials",
+                            show_name(&u.name)
+                        );
+                        p.cred = None.into();
+                    }
+                }
                 if i >= u.icons.len() {
                     // Arrived from outside after the check: it goes back as a
                     // connection whose client has gone.
@@ -729,15 +744,124 @@ type Queue = (Vec<UnixPacket>, Vec<Vec<OwnedFd>>, bool);
 fn peek_queue(sk: &OwnedFd, ty: i32) -> std::io::Result<Queue> {
     let saved = sock::get_int(sk, libc::SOL_SOCKET, libc::SO_PEEK_OFF)?;
     sock::set_int(sk, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)?;
-    let r = if ty == libc::SOCK_STREAM {
-        peek_stream(sk)
-    } else {
-        read_queue(sk, ty, libc::MSG_PEEK)
+    // SO_PASSCRED on for the moment: each message's sender credentials
+    // (a stream peek then also stops where the writer changes).
+    let cred = sock::get_int(sk, libc::SOL_SOCKET, libc::SO_PASSCRED)?;
+    let on = match cred {
+        0 => sock::set_int(sk, libc::SOL_SOCKET, libc::SO_PASSCRED, 1),
+        _ => Ok(()),
+    };
+    let r = on.and_then(|()| {
+        if ty == libc::SOCK_STREAM {
+            peek_stream(sk)
+        } else {
+            read_queue(sk, ty, libc::MSG_PEEK)
+        }
+    });
+    let back_cred = match cred {
+        0 => sock::set_int(sk, libc::SOL_SOCKET, libc::SO_PASSCRED, 0),
+        _ => Ok(()),
     };
     let back = sock::set_int(sk, libc::SOL_SOCKET, libc::SO_PEEK_OFF, saved);
     let r = r?;
     back?;
+    back_cred?;
     Ok(r)
+}
+
+/// The kernel's overflow uid or gid (what an unmapped or absent id reads
+/// as), from /proc/sys/kernel/overflow{uid,gid}.
+fn overflow_id(name: &str) -> u32 {
+    std::fs::read_to_string(format!("/proc/sys/kernel/{name}"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(65534)
+}
+
+/// Where each write (skb) that carries descriptors in flight lies in the
+/// receive queue of stream socket `sk`: (first byte, end) as offsets from
+/// the first unread byte, from bpf/unixq.bpf.c.
+fn fd_skbs(sk: &OwnedFd) -> std::io::Result<Vec<(usize, usize)>> {
+    let ino = std::fs::metadata(format!("/proc/self/fd/{}", sk.as_raw_fd()))?.ino();
+    let skbs = crate::sys::unixq::queue_skbs(ino)
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("descriptors in flight in a stream: cannot read where the write that carried them began ({e})"),
+            )
+        })?
+        .ok_or_else(|| {
+            std::io::Error::other(
+                "descriptors in flight in a stream: the receive queue has more than 1024 writes (skbs), more than cairn reads to find where the write that carried them began",
+            )
+        })?;
+    let mut at = 0usize;
+    let mut out = Vec::new();
+    for s in skbs {
+        let end = at + s.len as usize;
+        if s.fds {
+            out.push((at, end));
+        }
+        at = end;
+    }
+    Ok(out)
+}
+
+/// The credentials a receive returned, as saved. A message written while
+/// neither end had SO_PASSCRED/SO_PASSPIDFD carries none (the kernel
+/// attaches them only then): it reads as pid 0 with the overflow uid and
+/// gid, and is saved without, to be written again without.
+fn cred_of(r: &sock::Received) -> Option<UnixCred> {
+    let none = (0, overflow_id("overflowuid"), overflow_id("overflowgid"));
+    r.cred.filter(|c| *c != none).map(|(pid, uid, gid)| {
+        let mut c = UnixCred::new();
+        c.pid = pid;
+        c.uid = uid;
+        c.gid = gid;
+        c
+    })
+}
+
+/// The saved credentials of a packet as sendmsg takes them.
+fn cred_tuple(p: &UnixPacket) -> Option<(i32, u32, u32)> {
+    p.cred.as_ref().map(|c| (c.pid, c.uid, c.gid))
+}
+
+/// Whether the sender pid of a packet does not exist now (a process of
+/// the tree before it is restored): such messages wait until it does.
+fn sender_missing(p: &UnixPacket) -> bool {
+    p.cred
+        .as_ref()
+        .is_some_and(|c| !Path::new(&format!("/proc/{}", c.pid)).exists())
+}
+
+/// Why the queued messages of a socket cannot be written again with their
+/// senders' credentials, if so: a sender outside cairn's pid namespace
+/// (pid 0) or no longer alive has a pid no process can send as.
+fn cred_refusal(queue: &[UnixPacket]) -> Option<String> {
+    for p in queue {
+        let Some(c) = p.cred.as_ref() else {
+            continue;
+        };
+        if c.pid <= 0 {
+            return Some(
+                "a queued message was sent by a process outside cairn's pid namespace (pid 0 as seen here): it cannot be written again with its sender's pid".into(),
+            );
+        }
+        if !Path::new(&format!("/proc/{}", c.pid)).exists() {
+            return Some(format!(
+                "a queued message was sent by pid {}, which has exited: the kernel only lets a message be written with the pid of a living process, and a receiver can ask for it (SO_PASSCRED, SO_PASSPIDFD, set now or later)",
+                c.pid
+            ));
+        }
+    }
+    None
+}
+
+/// Whether a security module gives processes labels (SELinux, Smack,
+/// AppArmor): /proc/self/attr/current is then readable.
+fn lsm_labels() -> bool {
+    std::fs::read("/proc/self/attr/current").is_ok_and(|l| !l.is_empty())
 }
 
 /// Reads (and consumes) everything queued on a socket cairn owns.
@@ -754,11 +878,13 @@ fn drain(sk: &OwnedFd, ty: i32) -> std::io::Result<Vec<UnixPacket>> {
 /// Peeks at a stream socket's queue (SO_PEEK_OFF at 0). The kernel glues
 /// the bytes of separate writes together, but a read (and a peek) ends
 /// after the write (skb) that carries descriptors and returns them: each
-/// run of bytes up to such a write is one packet with its descriptors,
-/// written again as one write. Where the write with the descriptors began
-/// inside that run cannot be seen (a peek at any of its bytes returns the
-/// descriptors of the next write that has some), so a read that stops
-/// inside the run before that write gets them earlier than it would have.
+/// run of bytes up to such a write is split where that write began: the
+/// bytes before it (merged with the plain bytes before) and the bytes of
+/// the write with its descriptors, written again as one write, so a read
+/// gets them at the same byte as before. A peek cannot show where that
+/// write began (a peek at any earlier byte returns the descriptors of the
+/// next write that has some): the kernel's skb list, read with a BPF
+/// iterator ([`fd_skbs`]), does; without it the dump fails.
 fn peek_stream(sk: &OwnedFd) -> std::io::Result<Queue> {
     let total = sock::inq(sk)?;
     if total > MAX_QUEUE {
@@ -770,17 +896,26 @@ fn peek_stream(sk: &OwnedFd) -> std::io::Result<Queue> {
     let mut files: Vec<Vec<OwnedFd>> = Vec::new();
     let mut lost = false;
     let mut off = 0usize;
-    let plain = |out: &mut Vec<UnixPacket>, files: &mut Vec<Vec<OwnedFd>>, data: &[u8]| {
+    let mut skbs: Option<Vec<(usize, usize)>> = None;
+    let plain = |out: &mut Vec<UnixPacket>,
+                 files: &mut Vec<Vec<OwnedFd>>,
+                 data: &[u8],
+                 cred: Option<UnixCred>| {
         if data.is_empty() {
             return;
         }
         match out.last_mut() {
-            Some(p) if p.fds.is_empty() && files.last().is_some_and(|f| f.is_empty()) => {
+            Some(p)
+                if p.fds.is_empty()
+                    && files.last().is_some_and(|f| f.is_empty())
+                    && p.cred.as_ref() == cred.as_ref() =>
+            {
                 p.data.extend_from_slice(data)
             }
             _ => {
                 let mut p = UnixPacket::new();
                 p.data = data.to_vec();
+                p.cred = cred.into();
                 out.push(p);
                 files.push(Vec::new());
             }
@@ -796,11 +931,31 @@ fn peek_stream(sk: &OwnedFd) -> std::io::Result<Queue> {
             break;
         }
         if r.fds.is_empty() && !r.ctrunc {
-            plain(&mut out, &mut files, &buf[..r.copied]);
+            plain(&mut out, &mut files, &buf[..r.copied], cred_of(&r));
         } else {
+            // The run ends with the write (skb) that carried descriptors;
+            // the bytes before it in the run were written without them.
+            if skbs.is_none() {
+                skbs = Some(fd_skbs(sk)?);
+            }
+            let end = off + r.copied;
+            let start = skbs
+                .as_ref()
+                .and_then(|v| v.iter().find(|(_, e)| *e == end))
+                .map(|(s, _)| *s)
+                .filter(|s| (off..end).contains(s))
+                .ok_or_else(|| {
+                    std::io::Error::other(format!(
+                        "descriptors in flight arrive with the bytes up to offset {end} of the stream, and the write that carried them was not found in the receive queue (cannot tell where it began)"
+                    ))
+                })?;
+            let head = start - off;
+            plain(&mut out, &mut files, &buf[..head], cred_of(&r));
+            let r_data = &buf[head..r.copied];
             lost |= r.ctrunc;
             let mut p = UnixPacket::new();
-            p.data = buf[..r.copied].to_vec();
+            p.data = r_data.to_vec();
+            p.cred = cred_of(&r).into();
             out.push(p);
             files.push(r.fds);
         }
@@ -840,11 +995,15 @@ fn read_queue(sk: &OwnedFd, ty: i32, flags: i32) -> std::io::Result<Queue> {
                 break;
             }
             lost |= !r.fds.is_empty();
-            match out.first_mut() {
-                Some(p) => p.data.extend_from_slice(&buf[..r.copied]),
-                None => {
+            let cred = cred_of(&r);
+            match out.last_mut() {
+                Some(p) if p.cred.as_ref() == cred.as_ref() => {
+                    p.data.extend_from_slice(&buf[..r.copied])
+                }
+                _ => {
                     let mut p = UnixPacket::new();
                     p.data = buf[..r.copied].to_vec();
+                    p.cred = cred.into();
                     out.push(p);
                     files.push(Vec::new());
                 }
@@ -866,6 +1025,7 @@ fn read_queue(sk: &OwnedFd, ty: i32, flags: i32) -> std::io::Result<Queue> {
             total += data.len();
             let mut p = UnixPacket::new();
             p.data = data;
+            p.cred = cred_of(&r).into();
             p.sender = r.name;
             out.push(p);
             files.push(r.fds);
@@ -896,7 +1056,20 @@ pub struct UnixRestore {
     /// Shutdowns to do after those sends (a shut-down socket refuses
     /// them): (cairn's copy, how, inode).
     shut_later: Vec<(OwnedFd, i32, u32)>,
+    /// Sockets with SO_PASSCRED or SO_PASSPIDFD (cairn's copy, the two
+    /// saved values): both are off while the later messages are written,
+    /// else the kernel would attach cairn's credentials to those that had
+    /// none.
+    pass_later: Vec<(OwnedFd, bool, bool)>,
 }
+
+/// Sets SO_PASSCRED and SO_PASSPIDFD of `fd`.
+fn set_pass(fd: &OwnedFd, cred: bool, pidfd: bool) -> std::io::Result<()> {
+    sock::set_int(fd, libc::SOL_SOCKET, libc::SO_PASSCRED, cred as i32)?;
+    sock::set_int(fd, libc::SOL_SOCKET, SO_PASSPIDFD, pidfd as i32)
+}
+
+const SO_PASSPIDFD: i32 = 76;
 
 /// Messages to write into one socket's queue after the fd tables exist.
 struct Planned {
@@ -918,6 +1091,14 @@ impl UnixRestore {
     /// was queued after them; then the shutdowns that had to wait.
     pub fn send_in_flight(&mut self, descs: &HashMap<u32, (i32, u64)>) -> Result<()> {
         let mut n = 0;
+        let pass_err = |e: std::io::Error| {
+            Error::Restore(format!("unix socket: SO_PASSCRED/SO_PASSPIDFD: {e}"))
+        };
+        if !self.later.is_empty() {
+            for (fd, _, _) in &self.pass_later {
+                set_pass(fd, false, false).map_err(pass_err)?;
+            }
+        }
         for p in std::mem::take(&mut self.later) {
             let err = |what: &str, e: &dyn std::fmt::Display| {
                 Error::Restore(format!("{}: {what}: {e}", p.what))
@@ -943,8 +1124,13 @@ impl UnixRestore {
                 }
                 n += files.len();
                 let raw: Vec<i32> = files.iter().map(|f| f.as_raw_fd()).collect();
-                send_packet(&p.from, pk, &raw, p.stream, p.to.as_deref())
-                    .map_err(|e| err("write a message with descriptors in flight", &e))?;
+                send_packet(&p.from, pk, &raw, p.stream, p.to.as_deref()).map_err(|e| {
+                    let by = pk.cred.as_ref().map_or(0, |c| c.pid);
+                    err(
+                        &format!("write a queued message again (sent by pid {by})"),
+                        &e,
+                    )
+                })?;
             }
             // The saved size again (send_packet raised it).
             sock::set_int(
@@ -954,6 +1140,9 @@ impl UnixRestore {
                 (saved / 2).max(1),
             )
             .map_err(|e| err("SO_SNDBUFFORCE", &e))?;
+        }
+        for (fd, cred, pidfd) in std::mem::take(&mut self.pass_later) {
+            set_pass(&fd, cred, pidfd).map_err(pass_err)?;
         }
         for (fd, how, ino) in std::mem::take(&mut self.shut_later) {
             if let Err(e) = sock::shutdown(&fd, how) {
@@ -985,16 +1174,17 @@ fn send_packet(
     if cur < room {
         let _ = sock::set_int(from, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, room);
     }
+    let cred = cred_tuple(p);
     if stream {
         let mut off = 0;
         let mut first = true;
         while first || off < p.data.len() {
             let f = if first { fds } else { &[] };
-            off += sock::send_fds(from, &p.data[off..], f, None)?;
+            off += scm::send_cred(from, &p.data[off..], f, cred, None)?;
             first = false;
         }
     } else {
-        let n = sock::send_fds(from, &p.data, fds, to)?;
+        let n = scm::send_cred(from, &p.data, fds, cred, to)?;
         if n != p.data.len() {
             return Err(std::io::Error::other("short datagram write"));
         }
@@ -1025,10 +1215,19 @@ fn send_or_defer(
     } else {
         packets
             .iter()
-            .position(|p| !p.fds.is_empty())
+            .position(|p| !p.fds.is_empty() || sender_missing(p))
             .unwrap_or(packets.len())
     };
     send_all(from, &packets[..cut], stream, to).map_err(|e| rerr(r, "refill the queue", e))?;
+    if cut < packets.len() && r.deleted && to.is_some() {
+        // The name is gone once the sockets are rebuilt: what waits for
+        // its sender could not be addressed then.
+        return Err(rerr(
+            r,
+            "refill the queue",
+            "datagrams that must wait until their sender (a process of the tree) or their descriptors in flight exist cannot be addressed to a socket whose name was deleted",
+        ));
+    }
     if cut < packets.len() {
         later.push(Planned {
             what,
@@ -1039,6 +1238,79 @@ fn send_or_defer(
         });
     }
     Ok(())
+}
+
+/// Binds `fd` to the relative path `rel` (without its NUL) inside a
+/// fresh directory only cairn can write (mode 0700 in the temporary
+/// directory), from a thread with its own working directory
+/// (unshare(CLONE_FS), fchdir): the socket's name is `rel` as given, as a
+/// datagram's sender address shows it, while the socket file is made
+/// where nobody else can interfere (no symlink, no user-writable
+/// directory is followed), then removed with the directory. Names with
+/// `..` would leave that directory and are refused.
+fn bind_relative_private(fd: &OwnedFd, rel: &[u8]) -> std::io::Result<()> {
+    use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
+    let parts: Vec<&[u8]> = rel
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .collect();
+    if parts.is_empty() || parts.contains(&&b".."[..]) {
+        return Err(std::io::Error::other(
+            "a relative name with \"..\" (or no file name) cannot be bound in a private directory",
+        ));
+    }
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let base = std::env::temp_dir();
+    let mut dir = None;
+    for _ in 0..100 {
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let p = base.join(format!("cairn-sender-{}-{n}-{nanos}", std::process::id()));
+        match rfs::mkdir(&p, Mode::RWXU) {
+            Ok(()) => {
+                dir = Some(p);
+                break;
+            }
+            Err(rustix::io::Errno::EXIST) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let dir = dir.ok_or_else(|| std::io::Error::other("no private directory could be made"))?;
+    let made: std::cell::RefCell<Vec<PathBuf>> = std::cell::RefCell::new(vec![dir.clone()]);
+    let r = (|| -> std::io::Result<()> {
+        let root = rfs::open(
+            &dir,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let mut sub = dir.clone();
+        for c in &parts[..parts.len() - 1] {
+            sub.push(OsStr::from_bytes(c));
+            rfs::mkdir(&sub, Mode::RWXU)?;
+            made.borrow_mut().push(sub.clone());
+        }
+        let name = rel.to_vec();
+        let copy = fd.try_clone()?;
+        std::thread::scope(|sc| {
+            sc.spawn(move || -> std::io::Result<()> {
+                rustix::thread::unshare(rustix::thread::UnshareFlags::FS)?;
+                rustix::process::fchdir(&root)?;
+                sock::bind_unix(&copy, &name)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("binding thread panicked")))
+        })?;
+        let mut file = sub;
+        file.push(OsStr::from_bytes(parts[parts.len() - 1]));
+        rfs::unlinkat(rfs::CWD, &file, AtFlags::empty())?;
+        Ok(())
+    })();
+    for d in made.into_inner().iter().rev() {
+        let _ = rfs::unlinkat(rfs::CWD, d, AtFlags::REMOVEDIR);
+    }
+    r
 }
 
 /// One restore of the unix sockets of a tree.
@@ -1212,13 +1484,14 @@ fn send_all(
         let _ = sock::set_int(from, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, want as i32);
     }
     for p in packets {
+        let cred = cred_tuple(p);
         if stream {
             let mut off = 0;
             while off < p.data.len() {
-                off += sock::send_to(from, &p.data[off..], None)?;
+                off += scm::send_cred(from, &p.data[off..], &[], cred, None)?;
             }
         } else {
-            let n = sock::send_to(from, &p.data, to)?;
+            let n = scm::send_cred(from, &p.data, &[], cred, to)?;
             if n != p.data.len() {
                 return Err(std::io::Error::other("short datagram write"));
             }
@@ -1468,6 +1741,14 @@ impl<'a> Rebuild<'a> {
                     show_name(name)
                 ))
             };
+            if is_path(name) && !path_bytes(name).starts_with(b"/") {
+                // A relative name: bound in a private directory (the
+                // receiver is shown the same bytes, and no directory of
+                // the tree or of cairn is touched).
+                bind_relative_private(&t, path_bytes(name)).map_err(|e| taken(&e))?;
+                temps.insert(name.to_vec(), t);
+                return Ok(());
+            }
             // A file left at a path name (a closed sender's) is moved
             // aside while a temporary sender is bound there, then back.
             let parked = match is_path(name) {
@@ -1760,12 +2041,12 @@ pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<UnixRestore> {
             nonblock(client).map_err(|e| rerr(l, "fcntl", e))?;
             connect_name(client, &l.name, &l.name_dir)
                 .map_err(|e| rerr(l, "connect a waiting connection again", e))?;
-            send_all(client, &icon.queue, stream, None)
-                .map_err(|e| rerr(l, "refill a waiting connection", e))?;
+            send_or_defer(&mut r.later, l, client, &icon.queue, stream, None)?;
         }
     }
     // 6. Shutdown, options, flags.
     let mut shut_later = Vec::new();
+    let mut pass_later = Vec::new();
     for &u in &socks {
         let fd = r.fd(u.ino)?;
         let how = match u.shutdown & 3 {
@@ -1783,6 +2064,12 @@ pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<UnixRestore> {
                 if e.raw_os_error() != Some(libc::ENOTCONN) {
                     return Err(rerr(u, "shutdown", e));
                 }
+            }
+        }
+        if let Some(o) = u.opts.as_ref().filter(|o| o.passcred || o.passpidfd) {
+            if !r.later.is_empty() {
+                let copy = fd.try_clone().map_err(|e| rerr(u, "dup", e))?;
+                pass_later.push((copy, o.passcred, o.passpidfd));
             }
         }
         if let Some(o) = u.opts.as_ref() {
@@ -1828,6 +2115,7 @@ pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<UnixRestore> {
         _fds: r.fds.into_values().collect(),
         later: r.later,
         shut_later,
+        pass_later,
     })
 }
 
@@ -2051,13 +2339,16 @@ mod tests {
         sock::send_to(&a, b"ghi", None).unwrap();
         let (q, files, lost) = peek_queue(&b, libc::SOCK_STREAM).unwrap();
         assert!(!lost);
-        assert_eq!(q.len(), 2);
-        assert_eq!(q[0].data, b"abcdef");
-        assert_eq!(q[1].data, b"ghi");
-        assert_eq!(files[0].len(), 1);
-        assert!(files[1].is_empty());
+        // "abc" was written without descriptors: its own packet.
+        assert_eq!(q.len(), 3);
+        assert_eq!(q[0].data, b"abc");
+        assert_eq!(q[1].data, b"def");
+        assert_eq!(q[2].data, b"ghi");
+        assert!(files[0].is_empty());
+        assert_eq!(files[1].len(), 1);
+        assert!(files[2].is_empty());
         let me = crate::sys::task::getpid();
-        let same = crate::sys::task::kcmp_file(me, files[0][0].as_raw_fd(), me, f.as_raw_fd());
+        let same = crate::sys::task::kcmp_file(me, files[1][0].as_raw_fd(), me, f.as_raw_fd());
         assert_eq!(same.unwrap(), 0);
         assert_eq!(sock::inq(&b).unwrap(), 9);
         // A datagram with two descriptors.

@@ -60,7 +60,7 @@ fn libbpf_print(level: PrintLevel, msg: String) {
     crate::debug!("libbpf: {}", msg.trim_end());
 }
 
-fn quiet_libbpf() {
+pub(super) fn quiet_libbpf() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         libbpf_rs::set_print(Some((PrintLevel::Warn, libbpf_print)));
@@ -92,7 +92,7 @@ fn verifier_reason(msgs: &[String]) -> Option<String> {
 
 /// An io::Error for a failed libbpf step, with libbpf's last word (and the
 /// verifier's reason when a program was refused).
-fn bpf_err(what: &str, e: libbpf_rs::Error) -> io::Error {
+pub(super) fn bpf_err(what: &str, e: libbpf_rs::Error) -> io::Error {
     let msgs: Vec<String> = LIBBPF_LOG
         .lock()
         .map(|mut l| l.drain(..).collect())
@@ -117,7 +117,7 @@ fn bpf_err(what: &str, e: libbpf_rs::Error) -> io::Error {
 /// Storage for an open BPF object. A skeleton borrows it for as long as
 /// it lives, and the skeletons here live in structs, so it is leaked: a
 /// few dozen bytes per load, and cairn loads at most a handful per run.
-fn object_storage() -> &'static mut MaybeUninit<OpenObject> {
+pub(super) fn object_storage() -> &'static mut MaybeUninit<OpenObject> {
     Box::leak(Box::new(MaybeUninit::uninit()))
 }
 
@@ -246,7 +246,7 @@ impl Iterators {
 /// Attaches an iterator program, creates one iterator and reads it to the
 /// end. The kernel hands out at most a few pages per read(2); a large
 /// buffer lets it fill them all.
-fn run_iter(prog: &libbpf_rs::ProgramMut<'_>, what: &str) -> io::Result<Vec<u8>> {
+pub(super) fn run_iter(prog: &libbpf_rs::ProgramMut<'_>, what: &str) -> io::Result<Vec<u8>> {
     let link = prog
         .attach()
         .map_err(|e| bpf_err(&format!("attach {what}"), e))?;

@@ -21,12 +21,14 @@ pub mod probe_cache;
 pub mod ptrace;
 pub mod safefs;
 pub mod sched;
+pub mod scm;
 pub mod sock;
 pub mod sockdiag;
 pub mod task;
 pub mod time;
 pub mod tty;
 pub mod uffd;
+pub mod unixq;
 
 use std::io;
 

@@ -66,7 +66,7 @@ pub fn socketpair(ty: i32) -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-fn sockaddr_un(name: &[u8]) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+pub(crate) fn sockaddr_un(name: &[u8]) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
     // SAFETY: an all-zero sockaddr_un is valid.
     let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
@@ -264,6 +264,8 @@ pub struct Received {
     pub rights: usize,
     /// Control data did not fit.
     pub ctrunc: bool,
+    /// SCM_CREDENTIALS (pid, uid, gid), given when SO_PASSCRED is on.
+    pub cred: Option<(i32, u32, u32)>,
 }
 
 const SCM_PIDFD: i32 = 0x04;
@@ -306,6 +308,13 @@ pub fn recv_msg(fd: &impl AsRawFd, buf: &mut [u8], flags: i32) -> io::Result<Rec
         let mut c = libc::CMSG_FIRSTHDR(&mh);
         while !c.is_null() {
             let h = &*c;
+            if h.cmsg_level == libc::SOL_SOCKET
+                && h.cmsg_type == libc::SCM_CREDENTIALS
+                && h.cmsg_len as usize >= libc::CMSG_LEN(12) as usize
+            {
+                let u = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::ucred);
+                r.cred = Some((u.pid, u.uid, u.gid));
+            }
             if h.cmsg_level == libc::SOL_SOCKET
                 && (h.cmsg_type == libc::SCM_RIGHTS || h.cmsg_type == SCM_PIDFD)
             {

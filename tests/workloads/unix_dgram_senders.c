@@ -5,6 +5,9 @@
  *  - an abstract name, closed since;
  *  - an unnamed socket;
  *  - "s4.sock" (relative), still open;
+ *  - "sub/s5.sock" (relative, in a subdirectory), closed since: cairn
+ *    binds a stand-in with that name in a private directory, never in
+ *    its own working directory or the tree's (its file here stays);
  * and a datagram socketpair whose writer was closed after writing two
  * datagrams. After the restore every datagram comes back with its sender
  * address, s1.sock is the same file as before, and the socketpair end
@@ -79,7 +82,8 @@ int main(int argc, char **argv)
 	char cwd[4096], s1path[4200], abs2[64], at2[80];
 	struct stat st1, st;
 	struct sockaddr_un a;
-	int outside, r, s1, s2, s3, s4, pr[2];
+	int outside, r, s1, s2, s3, s4, s5, pr[2];
+	struct stat st5;
 	char c;
 
 	test_init(argc, argv);
@@ -97,6 +101,9 @@ int main(int argc, char **argv)
 	s2 = bound(abs2, 1);
 	s3 = socket(AF_UNIX, SOCK_DGRAM, 0);
 	s4 = bound("s4.sock", 0);
+	if (mkdir("sub", 0700))
+		pfail("mkdir sub");
+	s5 = bound("sub/s5.sock", 0);
 	if (s3 < 0)
 		pfail("socket");
 	send_to(s1, "m1", "rcv.sock");
@@ -104,6 +111,10 @@ int main(int argc, char **argv)
 	send_to(s3, "m3", "rcv.sock");
 	send_to(s4, "m4", "rcv.sock");
 	send_to(s1, "m5", "rcv.sock");
+	send_to(s5, "m6", "rcv.sock");
+	close(s5);
+	if (stat("sub/s5.sock", &st5))
+		pfail("stat sub/s5.sock");
 	close(s1);
 	close(s2);
 	close(s3);
@@ -124,11 +135,14 @@ int main(int argc, char **argv)
 	expect_from(r, "m3", "", "m3");
 	expect_from(r, "m4", "s4.sock", "m4");
 	expect_from(r, "m5", s1path, "m5");
+	expect_from(r, "m6", "sub/s5.sock", "m6");
 	if (outside)
 		expect_from(r, "ext", NULL, "ext");
 	expect_empty(r, "receiver");
 	if (stat(s1path, &st) || st.st_ino != st1.st_ino || !S_ISSOCK(st.st_mode))
 		fail("s1.sock is no longer the closed sender's socket file");
+	if (stat("sub/s5.sock", &st) || st.st_ino != st5.st_ino)
+		fail("sub/s5.sock is no longer the closed sender's socket file");
 
 	expect_from(pr[1], "p1", "", "p1");
 	expect_from(pr[1], "p2", "", "p2");

@@ -6,8 +6,9 @@
  *  - a seqpacket pair: "s-file" carrying a regular file the process holds
  *    (offset 2), then "s-plain";
  *  - a stream pair: "abc" written alone, "def" written with the eventfd,
- *    then "ghi": after the restore a read stops after "abcdef" with the
- *    eventfd, the next one gets "ghi" without descriptors;
+ *    then "ghi": after the restore a 3-byte read gets "abc" without
+ *    descriptors (they ride on "def", not before), the next read stops
+ *    after "def" with the eventfd, the next one gets "ghi" without;
  *  - a socket of a pair that only exists in flight (sent over the datagram
  *    pair in "d-sock", then closed), with "to-x" queued on it;
  *  - a stream pair whose writer shut its side down after sending "bye"
@@ -183,7 +184,8 @@ int main(int argc, char **argv)
 		recv_fds(sq[1], 256, "s-alone", fds, 1, "s-alone");
 
 	/* The stream pair: write boundaries where descriptors ride. */
-	recv_fds(st[1], 256, "abcdef", fds, 1, "stream abcdef");
+	recv_fds(st[1], 3, "abc", fds, 0, "stream abc");
+	recv_fds(st[1], 256, "def", fds, 1, "stream def");
 	same_file(fds[0], efd, "stream eventfd");
 	if (read(fds[0], &v, 8) != 8 || v != 7)
 		fail("the eventfd in flight reads %llu", (unsigned long long)v);
