@@ -48,7 +48,7 @@ fn aio_in_flight_refused() {
     assert!(
         line.contains(&format!("pid {}", w.pid))
             && line.contains(&addr)
-            && line.contains("in flight"),
+            && line.contains("1 request(s) in flight (submitted, not completed"),
         "unclear refusal of an AIO request in flight at {addr}: {line}"
     );
     assert!(

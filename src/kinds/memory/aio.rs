@@ -117,7 +117,7 @@ fn check_kernel(pid: i32, m: &MapsEntry, rings: &[KernelRing]) -> Result<()> {
         return no(format!(
             "{} request(s) in flight (submitted, not completed{}): they cannot be submitted \
              again as they were",
-            k.in_flight.max(1),
+            if k.in_flight > 0 { k.in_flight } else { 1 },
             if k.active_reqs {
                 ", e.g. IOCB_CMD_POLL waiting"
             } else {
