@@ -56,7 +56,7 @@ const REC_LEN: usize = 80;
 
 /// Decodes the records of bpf/aio.bpf.c (`struct cairn_aio_rec`).
 fn decode(bytes: &[u8]) -> io::Result<Vec<KernelRing>> {
-    if bytes.len() % REC_LEN != 0 {
+    if !bytes.len().is_multiple_of(REC_LEN) {
         return Err(io::Error::other(format!(
             "aio iterator: {} bytes, not a whole number of {REC_LEN}-byte records",
             bytes.len()

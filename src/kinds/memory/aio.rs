@@ -1,4 +1,4 @@
-//! AIO contexts (io_setup, "/[aio] (deleted)" mappings): saved and
+//! AIO contexts (io_setup, `/[aio] (deleted)` mappings): saved and
 //! restored exactly, or refused at dump.
 //!
 //! Dump: the kernel's side of each ring's context (`struct kioctx`) comes
@@ -133,7 +133,7 @@ fn check_kernel(pid: i32, m: &MapsEntry, rings: &[KernelRing]) -> Result<()> {
             k.user_id, k.mmap_size
         ));
     }
-    if len % PAGE_SIZE != 0 || k.nr_events as u64 != len / PAGE_SIZE * PER_PAGE - 1 {
+    if !len.is_multiple_of(PAGE_SIZE) || k.nr_events as u64 != len / PAGE_SIZE * PER_PAGE - 1 {
         return no(format!(
             "{} events in {len} bytes: not a ring io_setup makes",
             k.nr_events
@@ -360,7 +360,10 @@ pub fn validate(mm: &MmEntry) -> std::result::Result<(), (String, &'static str, 
     for (i, r) in mm.aio_rings.iter().enumerate() {
         let o = format!("AIO ring {i} ({:#x}-{:#x})", r.start, r.end);
         let len = r.end.wrapping_sub(r.start);
-        if r.start % PAGE_SIZE != 0 || r.end % PAGE_SIZE != 0 || r.start >= r.end {
+        if !r.start.is_multiple_of(PAGE_SIZE)
+            || !r.end.is_multiple_of(PAGE_SIZE)
+            || r.start >= r.end
+        {
             return Err((o, "end", "not page-aligned and above start".into()));
         }
         if r.end > super::TASK_SIZE || len > MAX_RING {
