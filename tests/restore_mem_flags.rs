@@ -85,11 +85,6 @@ fn refused(kind: &str, names: &[&str]) {
 }
 
 #[test]
-fn mem_refuse_aio_ring() {
-    refused("aio", &["AIO ring"]);
-}
-
-#[test]
 fn mem_refuse_sealed() {
     refused("sealed", &["\"sl\"", "mseal"]);
 }

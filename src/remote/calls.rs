@@ -842,6 +842,52 @@ pub trait Calls {
             &[pid as u64, flags as u64],
         )
     }
+    // aio: AIO contexts (kinds::memory::aio).
+
+    /// io_setup(nr_events): the new context's id (its ring's address).
+    fn io_setup(&mut self, nr_events: u32) -> Result<u64> {
+        let a = self.put(0, &[0u8; 8])?;
+        self.call(
+            &format!("io_setup({nr_events})"),
+            libc::SYS_io_setup,
+            &[nr_events as u64, a],
+        )?;
+        self.get_u64(0)
+    }
+
+    /// io_submit(ctx, n, iocbpp) with the iocb pointer array at `iocbpp`;
+    /// returns how many were submitted.
+    fn io_submit(&mut self, ctx: u64, n: u64, iocbpp: u64) -> Result<u64> {
+        self.call(
+            &format!("io_submit(ctx {ctx:#x}, {n})"),
+            libc::SYS_io_submit,
+            &[ctx, n, iocbpp],
+        )
+    }
+
+    fn io_destroy(&mut self, ctx: u64) -> Result<()> {
+        self.call(
+            &format!("io_destroy(ctx {ctx:#x})"),
+            libc::SYS_io_destroy,
+            &[ctx],
+        )
+        .map(drop)
+    }
+
+    /// mremap(old, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, new).
+    fn mremap_to(&mut self, old: u64, len: u64, new: u64) -> Result<u64> {
+        self.call(
+            &format!("mremap {old:#x}+{len:#x} to {new:#x}"),
+            libc::SYS_mremap,
+            &[
+                old,
+                len,
+                len,
+                (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
+                new,
+            ],
+        )
+    }
 }
 
 impl Calls for super::Agent {

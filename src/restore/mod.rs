@@ -675,6 +675,7 @@ fn tree_area(img: &Images, pid: i32) -> Result<u64> {
     let mut taken: Vec<(u64, u64)> = (img.mms.iter().flatten())
         .flat_map(|mm| mm.vmas.iter().map(|v| (v.start, v.end)))
         .collect();
+    taken.extend(img.mms.iter().flatten().flat_map(memory::aio::ranges));
     taken.extend(procfs::read_maps(pid)?.iter().map(|m| (m.start, m.end)));
     memory::free_area(AREA, &taken).ok_or_else(|| {
         Error::Restore(format!(
@@ -851,6 +852,7 @@ fn restore_memory(
         inh.shared_pages()
     );
     drop(shm);
+    memory::aio::restore_rings(agent, mm)?;
     // Before any child is forked from it.
     memory::lock_vmas(agent, mm)
 }

@@ -7,6 +7,7 @@
 #![allow(unsafe_code)]
 
 pub mod abi;
+pub mod aio;
 pub mod bpf;
 pub mod fdpass;
 pub mod fown;

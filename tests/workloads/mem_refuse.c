@@ -2,14 +2,12 @@
  * mem_refuse --kind KIND: a mapping cairn refuses to dump, at the address
  * it prints ("addr 0x..."), then waits; the refused dump must leave it
  * unharmed, and it checks the mapping still works on SIGTERM.
- *   aio     an AIO ring (io_setup), "/[aio] (deleted)" in maps
  *   sealed  an anonymous area sealed with mseal (Linux 6.10+)
  *   pkey    an anonymous area with a memory protection key (pkey_mprotect)
  * Prints "unsupported-kernel" and passes when the kernel lacks the call.
  */
 #include "zdtm.h"
 
-#include <linux/aio_abi.h>
 #include <sys/mman.h>
 
 #ifndef SYS_mseal
@@ -20,17 +18,12 @@ int main(int argc, char **argv)
 {
 	const char *kind;
 	uint8_t *p = NULL;
-	aio_context_t ctx = 0;
 
 	test_init(argc, argv);
 	kind = test_arg("--kind");
 	if (!kind)
-		fail("usage: --kind aio|sealed|pkey");
-	if (!strcmp(kind, "aio")) {
-		if (syscall(SYS_io_setup, 16, &ctx))
-			pfail("io_setup");
-		printf("addr %#lx\n", (unsigned long)ctx);
-	} else if (!strcmp(kind, "sealed")) {
+		fail("usage: --kind sealed|pkey");
+	if (!strcmp(kind, "sealed")) {
 		p = mmap(NULL, 4 * 4096, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (p == MAP_FAILED)
@@ -66,8 +59,6 @@ int main(int argc, char **argv)
 	test_daemon();
 	test_waitsig();
 
-	if (ctx && syscall(SYS_io_destroy, ctx))
-		pfail("io_destroy");
 	if (p && check_pattern(p, 4 * 4096, 7, 0) >= 0)
 		fail("sealed area changed");
 	pass();

@@ -59,6 +59,7 @@ pub fn dump_mm(
         plan.hashed.insert(private_owner);
     }
     let base = plan.private_base(pid, input.start_time, private_owner)?;
+    mm.aio_rings = super::aio::dump_rings(pid, input.smaps)?;
     for m in input.smaps {
         let Some(kind) = super::vma::classify(pid, m)? else {
             continue;

@@ -18,6 +18,7 @@
 //! `PR_SET_MM_MAP`), `vdso` (`ARCH_MAP_VDSO_64`), and the validation of
 //! mm and pagemap images ([`validate`]).
 
+pub mod aio;
 pub mod cow;
 mod mapfiles;
 mod mm;

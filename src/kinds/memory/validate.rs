@@ -136,6 +136,7 @@ pub fn mm(m: &MmEntry, pid: u32, descs: &HashMap<u32, &FileDesc>, path: &Path) -
             check_desc_ref(descs, v.file_id, reg, path, &vo, "file_id", "a file")?;
         }
     }
+    super::aio::validate(m).map_err(|(o, f, why)| bad(path, o, f, why))?;
     let fields = [
         ("start_code", m.start_code),
         ("end_code", m.end_code),

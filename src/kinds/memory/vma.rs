@@ -47,16 +47,7 @@ pub(super) fn classify(pid: i32, m: &MapsEntry) -> Result<Option<VmaKind>> {
                 format!("special mapping {p} at {:#x}", m.start),
             ))
         }
-        _ if p == "/[aio] (deleted)" || p == "[aio]" => {
-            return Err(Error::unsupported(
-                pid,
-                format!(
-                    "AIO ring {:#x}-{:#x} (io_setup): its kernel context and \
-                     requests in flight cannot be recreated",
-                    m.start, m.end
-                ),
-            ))
-        }
+        _ if super::aio::is_ring(m) => return super::aio::check(pid, m).map(|_| None),
         _ if p.starts_with("/memfd:") && m.is_deleted() => super::mapfiles::classify_memfd(pid, m)?,
         _ if m.is_deleted() => super::mapfiles::classify_deleted(pid, m)?,
         _ if m.shared => VmaKind::VMA_FILE_SHARED,
