@@ -314,10 +314,8 @@ mod tests {
         let random = pattern(3 * 4096, 7);
         let zeros = vec![0u8; 8 * 4096];
         let body = write_store(&dir, &[(&random, true), (&zeros, false), (&random, true)]);
-        assert_eq!(
-            body,
-            2 * random.len() as u64 + { zstd::bulk::compress(&zeros, 1).unwrap().len() as u64 }
-        );
+        let frame = zstd::bulk::compress(&zeros, 1).unwrap().len() as u64;
+        assert_eq!(body, 2 * random.len() as u64 + frame);
         let r = PageStoreReader::open(&dir).unwrap();
         assert_eq!(r.chunk_count(), 3);
         assert_eq!(
