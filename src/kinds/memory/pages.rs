@@ -289,7 +289,7 @@ impl Written {
 
 /// Reads, compresses and writes every page of `plan` using all cores:
 /// each worker reads a job's pages straight into its buffer, stores the
-/// chunk raw or compressed ([`store_chunk`]) and writes it at its place in
+/// chunk raw or compressed (`store_chunk`) and writes it at its place in
 /// pages.img itself; this thread only collects the page runs.
 pub fn write_pages(plan: &PagePlan, writer: &mut PageStoreWriter, level: i32) -> Result<Written> {
     let writer: &PageStoreWriter = writer;
