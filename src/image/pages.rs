@@ -1,13 +1,16 @@
-//! pages.img: page contents as independent zstd frames ("chunks"), so that
-//! dump can compress and restore can decompress on every core. The chunk
-//! table is pagestore.img; pagemap runs point into chunks.
+//! pages.img: page contents as independent chunks, so that dump can
+//! compress and restore can decompress on every core. A chunk is one zstd
+//! frame ([`ChunkCodec::CODEC_ZSTD`], every chunk of older images) or, where
+//! compression does not pay, the bytes as they are
+//! ([`ChunkCodec::CODEC_RAW`]). The chunk table is pagestore.img; pagemap
+//! runs point into chunks.
 
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::proto::{PageChunk, PageStore};
+use super::proto::{ChunkCodec, PageChunk, PageStore};
 use super::{names, Header, ImageDir, ImageType, FORMAT_VERSION, HEADER_LEN};
 use crate::error::{Error, IoContext, Result};
 
@@ -16,13 +19,14 @@ pub const MAX_CHUNK_RAW: u64 = 16 << 20;
 /// Largest compressed chunk accepted: zstd's bound for MAX_CHUNK_RAW.
 pub const MAX_CHUNK_COMPRESSED: u64 = MAX_CHUNK_RAW + (MAX_CHUNK_RAW >> 8) + (128 << 10);
 
-/// Appends compressed chunks to pages.img.
+/// Appends chunks to pages.img. Chunks may be appended from several
+/// threads at once ([`PageStoreWriter::append_at`]): each reserves its
+/// place and index under a lock and writes its bytes with pwrite, so the
+/// copies into the page cache run in parallel.
 pub struct PageStoreWriter {
     file: File,
     path: PathBuf,
-    offset: u64,
-    crc: crc32fast::Hasher,
-    store: PageStore,
+    state: std::sync::Mutex<PageStore>,
 }
 
 impl PageStoreWriter {
@@ -41,54 +45,90 @@ impl PageStoreWriter {
         Ok(PageStoreWriter {
             file,
             path,
-            offset: 0,
-            crc: crc32fast::Hasher::new(),
-            store: PageStore::new(),
+            state: std::sync::Mutex::new(PageStore::new()),
         })
     }
 
-    /// Appends one compressed frame; returns its chunk index.
+    /// Appends one zstd frame of `raw_len` bytes; returns its chunk index.
     pub fn append(&mut self, compressed: &[u8], raw_len: u64) -> Result<u32> {
-        self.file.write_all(compressed).at(&self.path)?;
-        self.crc.update(compressed);
+        let crc = crc32fast::hash(compressed);
+        self.append_at(compressed, raw_len, ChunkCodec::CODEC_ZSTD, crc)
+    }
+
+    /// Appends `data` as it is (a raw chunk); returns its chunk index.
+    pub fn append_raw(&mut self, data: &[u8]) -> Result<u32> {
+        let crc = crc32fast::hash(data);
+        self.append_at(data, data.len() as u64, ChunkCodec::CODEC_RAW, crc)
+    }
+
+    /// Appends the chunk `stored` (`raw_len` bytes once decoded with
+    /// `codec`, `crc32` the crc of `stored`, computed by the caller on its
+    /// own thread); returns its chunk index. Callable from several threads.
+    pub fn append_at(
+        &self,
+        stored: &[u8],
+        raw_len: u64,
+        codec: ChunkCodec,
+        crc32: u32,
+    ) -> Result<u32> {
+        debug_assert!(codec != ChunkCodec::CODEC_RAW || stored.len() as u64 == raw_len);
+        let mut c = PageChunk::new();
+        c.compressed_len = stored.len() as u64;
+        c.raw_len = raw_len;
+        c.crc32 = crc32;
+        c.codec = codec.into();
+        let (idx, offset) = {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            c.offset = st.chunks.last().map_or(0, |l| l.offset + l.compressed_len);
+            let off = c.offset;
+            st.chunks.push(c);
+            (st.chunks.len() - 1, off)
+        };
+        let at = HEADER_LEN as u64 + offset;
+        self.file
+            .write_all_at(stored, at)
+            .map_err(|e| Error::io(&self.path, e))?;
         // Overlap disk writes with the rest of the dump; the final fsync
         // then only waits for the tail.
-        let _ = crate::sys::mem::start_writeback(
-            &self.file,
-            HEADER_LEN as u64 + self.offset,
-            compressed.len() as u64,
-        );
-        let mut c = PageChunk::new();
-        c.offset = self.offset;
-        c.compressed_len = compressed.len() as u64;
-        c.raw_len = raw_len;
-        c.crc32 = crc32fast::hash(compressed);
-        self.offset += compressed.len() as u64;
-        self.store.chunks.push(c);
-        Ok((self.store.chunks.len() - 1) as u32)
+        let _ = crate::sys::mem::start_writeback(&self.file, at, stored.len() as u64);
+        Ok(idx as u32)
     }
 
     /// Writes the final header of pages.img (length and crc of all
-    /// chunks), syncs it and writes pagestore.img.
+    /// chunks, the crc combined from theirs), syncs it and writes
+    /// pagestore.img.
     pub fn finish(self, dir: &ImageDir) -> Result<u64> {
         let t = std::time::Instant::now();
+        let store = self.state.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut crc = crc32fast::Hasher::new();
+        for c in &store.chunks {
+            crc.combine(&crc32fast::Hasher::new_with_initial_len(
+                c.crc32,
+                c.compressed_len,
+            ));
+        }
+        let body_len = store
+            .chunks
+            .last()
+            .map_or(0, |l| l.offset + l.compressed_len);
         let hdr = Header {
             kind: ImageType::Pages,
             version: FORMAT_VERSION,
-            body_len: self.offset,
-            crc32: self.crc.clone().finalize(),
+            body_len,
+            crc32: crc.finalize(),
         };
         self.file.write_all_at(&hdr.encode(), 0).at(&self.path)?;
         self.file.sync_all().at(&self.path)?;
         crate::info!("pages.img synced in {:?}", t.elapsed());
-        dir.write(ImageType::PageStore, names::PAGESTORE, &self.store)?;
-        Ok(self.offset)
+        dir.write(ImageType::PageStore, names::PAGESTORE, &store)?;
+        Ok(body_len)
     }
 }
 
 /// Checks a chunk table against the body length of pages.img: chunks
 /// follow each other without gaps or overlaps and cover the whole body,
-/// and none is larger than cairn writes.
+/// none is larger than cairn writes, and a raw chunk stores exactly its
+/// raw length.
 pub fn validate_store(store: &PageStore, body_len: u64) -> std::result::Result<(), String> {
     let mut expect = 0u64;
     for (i, c) in store.chunks.iter().enumerate() {
@@ -107,6 +147,17 @@ pub fn validate_store(store: &PageStore, body_len: u64) -> std::result::Result<(
                 "chunk {i}: {} bytes compressed, {} raw: bad size",
                 c.compressed_len, c.raw_len
             ));
+        }
+        match c.codec.enum_value() {
+            Ok(ChunkCodec::CODEC_ZSTD) => {}
+            Ok(ChunkCodec::CODEC_RAW) if c.compressed_len == c.raw_len => {}
+            Ok(ChunkCodec::CODEC_RAW) => {
+                return Err(format!(
+                    "chunk {i}: raw, but {} bytes stored for {} raw",
+                    c.compressed_len, c.raw_len
+                ))
+            }
+            Err(v) => return Err(format!("chunk {i}: unknown codec {v}")),
         }
         expect = c
             .offset
@@ -180,7 +231,7 @@ impl PageStoreReader {
         self.size
     }
 
-    /// Reads, checks and decompresses chunk `idx`.
+    /// Reads, checks and (unless raw) decompresses chunk `idx`.
     pub fn read_chunk(&self, idx: u32) -> Result<Vec<u8>> {
         let c = self
             .store
@@ -197,6 +248,10 @@ impl PageStoreReader {
                 format!("chunk {idx}: checksum mismatch"),
             ));
         }
+        if c.codec.enum_value() == Ok(ChunkCodec::CODEC_RAW) {
+            // validate_store checked that the stored length is the raw one.
+            return Ok(buf);
+        }
         let raw = zstd::bulk::decompress(&buf, c.raw_len as usize)
             .map_err(|e| Error::image(&self.path, format!("chunk {idx}: decompress: {e}")))?;
         if raw.len() as u64 != c.raw_len {
@@ -206,5 +261,136 @@ impl PageStoreReader {
             ));
         }
         Ok(raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::proto::Inventory;
+
+    fn tmp(tag: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("cairn-pages-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    fn pattern(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn write_store(dir: &ImageDir, chunks: &[(&[u8], bool)]) -> u64 {
+        let mut w = PageStoreWriter::create(dir).unwrap();
+        for (i, (data, raw)) in chunks.iter().enumerate() {
+            let idx = if *raw {
+                w.append_raw(data).unwrap()
+            } else {
+                let c = zstd::bulk::compress(data, 1).unwrap();
+                w.append(&c, data.len() as u64).unwrap()
+            };
+            assert_eq!(idx as usize, i);
+        }
+        let n = w.finish(dir).unwrap();
+        let mut inv = Inventory::new();
+        dir.write_inventory(&mut inv).unwrap();
+        n
+    }
+
+    /// Raw and zstd chunks side by side read back as written, and the
+    /// whole-body check (`show --verify`) covers both.
+    #[test]
+    fn raw_and_compressed_chunks_read_back() {
+        let t = tmp("mixed");
+        let dir = ImageDir::create(&t).unwrap();
+        let random = pattern(3 * 4096, 7);
+        let zeros = vec![0u8; 8 * 4096];
+        let body = write_store(&dir, &[(&random, true), (&zeros, false), (&random, true)]);
+        let frame = zstd::bulk::compress(&zeros, 1).unwrap().len() as u64;
+        assert_eq!(body, 2 * random.len() as u64 + frame);
+        let r = PageStoreReader::open(&dir).unwrap();
+        assert_eq!(r.chunk_count(), 3);
+        assert_eq!(
+            r.store.chunks[0].codec.enum_value(),
+            Ok(ChunkCodec::CODEC_RAW)
+        );
+        assert_eq!(
+            r.store.chunks[1].codec.enum_value(),
+            Ok(ChunkCodec::CODEC_ZSTD)
+        );
+        assert_eq!(r.read_chunk(0).unwrap(), random);
+        assert_eq!(r.read_chunk(1).unwrap(), zeros);
+        assert_eq!(r.read_chunk(2).unwrap(), random);
+        r.verify_body().unwrap();
+        let _ = std::fs::remove_dir_all(&t);
+    }
+
+    /// A chunk table written before codecs existed (no field 5) is read
+    /// as zstd frames: old images still restore.
+    #[test]
+    fn old_format_chunk_reads_as_zstd() {
+        let t = tmp("old");
+        let dir = ImageDir::create(&t).unwrap();
+        let data = pattern(2 * 4096, 3);
+        write_store(&dir, &[(&data, false)]);
+        // Re-encode the table the way an old dump did: without the codec.
+        let r = PageStoreReader::open(&dir).unwrap();
+        let mut store = r.store.clone();
+        drop(r);
+        store.chunks[0].codec = ChunkCodec::CODEC_ZSTD.into();
+        let bytes = protobuf::Message::write_to_bytes(&store.chunks[0]).unwrap();
+        // proto3 leaves the default value out: nothing of field 5 (tag 0x28).
+        assert!(!bytes.contains(&0x28), "{bytes:?}");
+        dir.write(ImageType::PageStore, names::PAGESTORE, &store)
+            .unwrap();
+        let r = PageStoreReader::open(&dir).unwrap();
+        assert_eq!(r.read_chunk(0).unwrap(), data);
+        let _ = std::fs::remove_dir_all(&t);
+    }
+
+    /// Forged chunk tables give a clear error naming the chunk.
+    #[test]
+    fn bad_codecs_are_refused() {
+        let mut store = PageStore::new();
+        let mut c = PageChunk::new();
+        c.compressed_len = 4096;
+        c.raw_len = 8192;
+        c.codec = ChunkCodec::CODEC_RAW.into();
+        store.chunks.push(c);
+        let e = validate_store(&store, 4096).unwrap_err();
+        assert!(
+            e.contains("chunk 0: raw, but 4096 bytes stored for 8192"),
+            "{e}"
+        );
+        store.chunks[0].raw_len = 4096;
+        validate_store(&store, 4096).unwrap();
+        store.chunks[0].codec = protobuf::EnumOrUnknown::from_i32(9);
+        let e = validate_store(&store, 4096).unwrap_err();
+        assert!(e.contains("chunk 0: unknown codec 9"), "{e}");
+    }
+
+    /// A raw chunk whose bytes changed fails its crc, like a zstd one.
+    #[test]
+    fn corrupt_raw_chunk_is_refused() {
+        let t = tmp("corrupt");
+        let dir = ImageDir::create(&t).unwrap();
+        let data = pattern(4096, 5);
+        write_store(&dir, &[(&data, true)]);
+        let p = t.join(names::PAGES);
+        let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        f.write_all_at(&[data[100] ^ 1], HEADER_LEN as u64 + 100)
+            .unwrap();
+        let r = PageStoreReader::open(&dir).unwrap();
+        let e = r.read_chunk(0).unwrap_err().to_string();
+        assert!(e.contains("chunk 0: checksum mismatch"), "{e}");
+        let _ = std::fs::remove_dir_all(&t);
     }
 }

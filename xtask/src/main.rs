@@ -17,9 +17,12 @@
 //!   the image decoders and validators (`cairn::fuzz`, driven by
 //!   tests/fuzz_images.rs on real checkpoints of four workloads); prints
 //!   the counts per target, fails on any panic.
-//! - `cargo xtask bench [--runs N] [--size SIZE]`: times `cairn dump` and
-//!   `cairn restore` of a process holding SIZE (default 1 GiB) of
-//!   incompressible and of 2:1 compressible memory; prints medians.
+//! - `cargo xtask bench [--runs N] [--size SIZE] [-- DUMP-ARGS...]`: times
+//!   `cairn dump` (wall and CPU) and `cairn restore` of a process holding
+//!   SIZE (default 1 GiB) of incompressible and of 2:1 compressible memory,
+//!   and in the same runs the machine's limits (write + fdatasync of SIZE
+//!   bytes to the same directory, filling fresh memory, memcpy); prints
+//!   medians and the ratios cairn/limit.
 //! - `cargo xtask bench chain [--runs N]`: dump and restore of chains of
 //!   100, 250, 500 and 1,000 processes (each the only child of the one
 //!   before: `tests/workloads/tree_chain.c`), which check themselves after
@@ -84,7 +87,7 @@ const USAGE: &str = "usage: cargo xtask demo [DEMO ARGS...]
        cargo xtask test [CARGO TEST ARGS...]
        cargo xtask lint
        cargo xtask fuzz [--iterations N] [--seed S]
-       cargo xtask bench [--runs N] [--size SIZE]
+       cargo xtask bench [--runs N] [--size SIZE] [-- DUMP-ARGS...]
        cargo xtask bench tree [--runs N]
        cargo xtask bench chain [--runs N] [--depths N,N,...]
        cargo xtask bench incremental [--runs N] [--size SIZE] [--dirty PCT]
@@ -554,12 +557,23 @@ impl DataKind {
 struct BenchArgs {
     runs: usize,
     size: u64,
+    /// `-- ARGS...`: extra arguments of `cairn dump` (e.g.
+    /// `--compress-level 3`), to compare settings.
+    dump_args: Vec<String>,
 }
 
 fn parse_bench_args(args: &[String]) -> Result<BenchArgs> {
-    let mut b = BenchArgs { runs: 3, size: GIB };
+    let mut b = BenchArgs {
+        runs: 3,
+        size: GIB,
+        dump_args: Vec::new(),
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
+        if a == "--" {
+            b.dump_args = it.cloned().collect();
+            break;
+        }
         let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
         match a.as_str() {
             "--runs" => {
@@ -611,18 +625,35 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
+#[derive(Default)]
 struct Run {
     dump_s: f64,
+    /// User + system CPU time of `cairn dump`.
+    dump_cpu_s: f64,
     restore_s: f64,
     image_bytes: u64,
+    /// The machine's limits, measured in the same run ([`limits_once`]).
+    limits: Limits,
+}
+
+/// What the machine does with the same bytes, next to each cairn run:
+/// dd-like write of SIZE bytes + fdatasync into the bench directory,
+/// filling SIZE bytes of fresh memory (faulting it in), memcpy of SIZE.
+#[derive(Default, Clone, Copy)]
+struct Limits {
+    write_s: f64,
+    fill_s: f64,
+    memcpy_s: f64,
 }
 
 struct Summary {
     kind: DataKind,
     dump_s: f64,
+    dump_cpu_s: f64,
     restore_s: f64,
     image_bytes: u64,
     ratio: f64,
+    limits: Limits,
 }
 
 impl Summary {
@@ -633,9 +664,16 @@ impl Summary {
                 .map(|r| r.image_bytes as f64)
                 .collect::<Vec<_>>(),
         );
+        let med = |f: fn(&Run) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
         Summary {
             kind,
-            dump_s: median(&runs.iter().map(|r| r.dump_s).collect::<Vec<_>>()),
+            dump_s: med(|r| r.dump_s),
+            dump_cpu_s: med(|r| r.dump_cpu_s),
+            limits: Limits {
+                write_s: med(|r| r.limits.write_s),
+                fill_s: med(|r| r.limits.fill_s),
+                memcpy_s: med(|r| r.limits.memcpy_s),
+            },
             restore_s: median(&runs.iter().map(|r| r.restore_s).collect::<Vec<_>>()),
             image_bytes: image as u64,
             ratio: if image > 0.0 {
@@ -647,35 +685,123 @@ impl Summary {
     }
 
     fn line(&self, size: u64) -> String {
+        let l = &self.limits;
         format!(
-            "bench dump {} {}: dump {:.2} s, restore {:.2} s, image {:.0} MiB (ratio {:.2})",
+            "bench dump {} {}: dump {:.2} s (cpu {:.2} s), restore {:.2} s, image {:.0} MiB \
+             (ratio {:.2}); limits: write+fdatasync {:.2} s, fill {:.2} s, memcpy {:.2} s; \
+             dump/write {:.2}x, restore/fill {:.2}x",
             size_label(size),
             self.kind.label(),
             self.dump_s,
+            self.dump_cpu_s,
             self.restore_s,
             self.image_bytes as f64 / MIB as f64,
-            self.ratio
+            self.ratio,
+            l.write_s,
+            l.fill_s,
+            l.memcpy_s,
+            self.dump_s / l.write_s,
+            self.restore_s / l.fill_s,
         )
     }
 }
 
 fn table(size: u64, runs: usize, rows: &[Summary]) -> String {
     let mut t = String::from(
-        "| data | memory | runs | dump (s) | restore (s) | image (MiB) | ratio |\n\
-         |---|---|---|---|---|---|---|\n",
+        "| data | memory | runs | dump (s) | dump cpu (s) | write+fdatasync (s) | dump/write | \
+         restore (s) | fill (s) | restore/fill | memcpy (s) | image (MiB) | ratio |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
+        let l = &r.limits;
         t.push_str(&format!(
-            "| {} | {} | {runs} | {:.2} | {:.2} | {:.0} | {:.2} |\n",
+            "| {} | {} | {runs} | {:.2} | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2} | {:.2}x | {:.2} | {:.0} | {:.2} |\n",
             r.kind.label(),
             size_label(size),
             r.dump_s,
+            r.dump_cpu_s,
+            l.write_s,
+            r.dump_s / l.write_s,
             r.restore_s,
+            l.fill_s,
+            r.restore_s / l.fill_s,
+            l.memcpy_s,
             r.image_bytes as f64 / MIB as f64,
             r.ratio
         ));
     }
     t
+}
+
+/// The machine's limits for `size` bytes, measured now ([`Limits`]).
+/// The file is written in 1 MiB blocks from the filled memory, created
+/// exclusively in `work` (the directory the images go to) and removed.
+fn limits_once(work: &Path, size: u64) -> Result<Limits> {
+    use std::io::Write as _;
+    let n = usize::try_from(size).map_err(|_| format!("size {size} too large"))?;
+    let t = Instant::now();
+    // vec! of a non-zero byte is one memset even in the (debug) xtask
+    // build; a zero byte would map untouched zero pages instead.
+    let a: Vec<u8> = vec![0x5a; n];
+    let fill_s = t.elapsed().as_secs_f64();
+    let memcpy_s = {
+        let mut b: Vec<u8> = vec![0xa5; n];
+        let t = Instant::now();
+        b.copy_from_slice(&a);
+        let s = t.elapsed().as_secs_f64();
+        std::hint::black_box(&b);
+        s
+    };
+    let path = work.join("limit-write.bin");
+    let _ = std::fs::remove_file(&path);
+    let t = Instant::now();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    for block in a.chunks(MIB as usize) {
+        f.write_all(block)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    f.sync_data()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let write_s = t.elapsed().as_secs_f64();
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    Ok(Limits {
+        write_s,
+        fill_s,
+        memcpy_s,
+    })
+}
+
+/// User + system CPU time of this process's waited-for children so far
+/// (/proc/self/stat `cutime` + `cstime`), in seconds.
+fn children_cpu_s() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let ticks = *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .unwrap_or(100.0)
+    });
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    // Fields after the command's closing parenthesis start at field 3.
+    let Some((_, rest)) = stat.rsplit_once(") ") else {
+        return f64::NAN;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| f.get(i - 3).and_then(|v| v.parse::<f64>().ok());
+    match (get(16), get(17)) {
+        (Some(u), Some(s)) => (u + s) / ticks,
+        _ => f64::NAN,
+    }
 }
 
 /// Everything the bench started: killed by pid on drop, also on error.
@@ -861,15 +987,30 @@ fn bench(args: &[String]) -> Result<()> {
         for kind in [DataKind::Incompressible, DataKind::Compressible] {
             let mut runs = Vec::new();
             for i in 0..b.runs {
-                let r = bench_once(&cairn, &workload, &work, kind, b.size, &mut procs)?;
+                let limits = limits_once(&work, b.size)?;
+                let mut r = bench_once(
+                    &cairn,
+                    &workload,
+                    &work,
+                    kind,
+                    b.size,
+                    &mut procs,
+                    &b.dump_args,
+                )?;
+                r.limits = limits;
                 eprintln!(
-                    "xtask: {} run {}/{}: dump {:.2} s, restore {:.2} s, image {:.0} MiB",
+                    "xtask: {} run {}/{}: dump {:.2} s (cpu {:.2} s), restore {:.2} s, \
+                     image {:.0} MiB; write+fdatasync {:.2} s, fill {:.2} s, memcpy {:.2} s",
                     kind.label(),
                     i + 1,
                     b.runs,
                     r.dump_s,
+                    r.dump_cpu_s,
                     r.restore_s,
-                    r.image_bytes as f64 / MIB as f64
+                    r.image_bytes as f64 / MIB as f64,
+                    limits.write_s,
+                    limits.fill_s,
+                    limits.memcpy_s
                 );
                 runs.push(r);
             }
@@ -896,6 +1037,7 @@ fn bench_once(
     kind: DataKind,
     size: u64,
     procs: &mut Procs,
+    extra: &[String],
 ) -> Result<Run> {
     let ready = work.join("workload.pid");
     let restored_file = work.join("restored.pid");
@@ -931,11 +1073,14 @@ fn bench_once(
         }
     })?;
 
+    let cpu0 = children_cpu_s();
     let t = Instant::now();
     run(Command::new(cairn)
         .args(["dump", "-t", &pid.to_string(), "-D"])
-        .arg(&images))?;
+        .arg(&images)
+        .args(extra))?;
     let dump_s = t.elapsed().as_secs_f64();
+    let dump_cpu_s = children_cpu_s() - cpu0;
     // dump kills the workload; reap it.
     if !reap(&mut procs.children[idx], Duration::from_secs(10)) {
         return Err(format!("cairn dump left pid {pid} running"));
@@ -954,8 +1099,10 @@ fn bench_once(
     let _ = std::fs::remove_dir_all(&images);
     Ok(Run {
         dump_s,
+        dump_cpu_s,
         restore_s,
         image_bytes,
+        limits: Limits::default(),
     })
 }
 
@@ -1354,6 +1501,8 @@ mod tests {
         assert!(parse_bench_args(&["--runs".into()]).is_err());
         assert!(parse_bench_args(&["--runs".into(), "0".into()]).is_err());
         assert!(parse_bench_args(&["--bogus".into()]).is_err());
+        let a = parse_bench_args(&["--".into(), "--compress-level".into(), "3".into()]).unwrap();
+        assert_eq!(a.dump_args, ["--compress-level", "3"]);
     }
 
     #[test]
@@ -1361,28 +1510,46 @@ mod tests {
         let runs = [
             Run {
                 dump_s: 2.0,
+                dump_cpu_s: 1.0,
                 restore_s: 1.0,
                 image_bytes: 512 * MIB,
+                limits: Limits {
+                    write_s: 1.0,
+                    fill_s: 0.5,
+                    memcpy_s: 0.25,
+                },
             },
             Run {
                 dump_s: 1.0,
                 restore_s: 3.0,
                 image_bytes: 512 * MIB,
+                ..Run::default()
             },
             Run {
                 dump_s: 3.0,
+                dump_cpu_s: 1.5,
                 restore_s: 2.0,
                 image_bytes: 512 * MIB,
+                limits: Limits {
+                    write_s: 2.0,
+                    fill_s: 1.0,
+                    memcpy_s: 0.5,
+                },
             },
         ];
         let s = Summary::of(DataKind::Compressible, GIB, &runs);
         assert_eq!(
             s.line(GIB),
-            "bench dump 1GiB compressible-2:1: dump 2.00 s, restore 2.00 s, image 512 MiB (ratio 2.00)"
+            "bench dump 1GiB compressible-2:1: dump 2.00 s (cpu 1.00 s), restore 2.00 s, \
+             image 512 MiB (ratio 2.00); limits: write+fdatasync 1.00 s, fill 0.50 s, \
+             memcpy 0.25 s; dump/write 2.00x, restore/fill 4.00x"
         );
         let t = table(GIB, 3, &[s]);
         assert!(
-            t.contains("| compressible-2:1 | 1GiB | 3 | 2.00 | 2.00 | 512 | 2.00 |"),
+            t.contains(
+                "| compressible-2:1 | 1GiB | 3 | 2.00 | 1.00 | 1.00 | 2.00x | 2.00 | 0.50 | 4.00x \
+                 | 0.25 | 512 | 2.00 |"
+            ),
             "{t}"
         );
     }

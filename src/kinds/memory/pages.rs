@@ -12,7 +12,7 @@ use super::plan::{Job, PagePlan, Source};
 use crate::error::{Error, IoContext, Result};
 use crate::image::chain::Resolved;
 use crate::image::pages::{PageStoreReader, PageStoreWriter};
-use crate::image::proto::{MmEntry, PageHashes, PageRun, Pagemap, RunKind, VmaKind};
+use crate::image::proto::{ChunkCodec, MmEntry, PageHashes, PageRun, Pagemap, RunKind, VmaKind};
 use crate::kinds::incr::{self, Hashes, PageHash};
 use crate::sys::{mem, PAGE_SIZE};
 
@@ -26,9 +26,55 @@ struct JobResult {
     job: usize,
     /// (addr, pages, kind, byte offset in the chunk)
     runs: Vec<(u64, u64, RunKind, u64)>,
-    compressed: Option<(Vec<u8>, u64)>,
+    /// The chunk that holds the job's data pages, already written.
+    chunk: Option<u32>,
     /// Hashes of the job's pages, for owners hashed in this layer.
     hashes: Vec<(u64, PageHash)>,
+}
+
+/// What one worker keeps from job to job: its buffers and compressors.
+struct Worker {
+    /// The job's pages, read straight into it; data pages are then moved
+    /// to its front in place (nothing to move when every page is data).
+    buf: Vec<u8>,
+    /// The zstd frame of a compressed chunk, and the sample's.
+    out: Vec<u8>,
+    sample: Vec<u8>,
+    cctx: zstd::bulk::Compressor<'static>,
+    /// Level 1, for the sample that decides whether a chunk is compressed.
+    probe: zstd::bulk::Compressor<'static>,
+}
+
+/// Pieces of a chunk compressed to decide whether compressing it pays.
+const SAMPLE_PIECES: usize = 4;
+const SAMPLE_PIECE: usize = 16 << 10;
+
+/// Whether `data` is worth compressing: a sample of it (SAMPLE_PIECES
+/// pieces spread over it, 64 KiB of a 4 MiB chunk) compressed at level 1
+/// shrinks by at least an eighth. Incompressible memory (encrypted,
+/// already compressed, random) then costs one cheap probe per chunk and is
+/// stored raw. Small chunks are always tried whole.
+fn worth_compressing(
+    probe: &mut zstd::bulk::Compressor<'static>,
+    sample: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    data: &[u8],
+) -> bool {
+    if data.len() <= 2 * SAMPLE_PIECES * SAMPLE_PIECE {
+        return true;
+    }
+    sample.clear();
+    let step = (data.len() - SAMPLE_PIECE) / (SAMPLE_PIECES - 1);
+    for k in 0..SAMPLE_PIECES {
+        let at = k * step;
+        sample.extend_from_slice(&data[at..at + SAMPLE_PIECE]);
+    }
+    out.clear();
+    out.reserve(zstd::zstd_safe::compress_bound(sample.len()));
+    match probe.compress_to_buffer(&sample[..], out) {
+        Ok(n) => n + n / 7 < sample.len(),
+        Err(_) => true,
+    }
 }
 
 /// Reads segment `(addr, nr)` of `job` into `buf`.
@@ -120,13 +166,15 @@ fn read_job_tolerant(job: &Job, plan: &PagePlan, buf: &mut [u8]) -> Result<Vec<b
 fn run_job(
     job_idx: usize,
     plan: &PagePlan,
-    buf: &mut Vec<u8>,
-    cctx: &mut zstd::bulk::Compressor,
+    w: &mut Worker,
+    writer: &PageStoreWriter,
 ) -> Result<JobResult> {
     let job = &plan.jobs[job_idx];
-    let len = (job.pages() * PAGE_SIZE) as usize;
-    buf.resize(len, 0);
-    let ok = read_job_tolerant(job, plan, &mut buf[..len])?;
+    let ps = PAGE_SIZE as usize;
+    let len = job.pages() as usize * ps;
+    // Same length as the last job's (all but the last of an owner): no-op.
+    w.buf.resize(len, 0);
+    let ok = read_job_tolerant(job, plan, &mut w.buf[..len])?;
     let hashed = plan.hashed.contains(&job.owner);
     let parent_hashes = if job.compare {
         plan.compare.get(&job.owner)
@@ -135,7 +183,8 @@ fn run_job(
     };
     let mut runs: Vec<(u64, u64, RunKind, u64)> = Vec::new();
     let mut hashes = Vec::new();
-    let mut data: Vec<u8> = Vec::with_capacity(len);
+    // Bytes of data pages gathered at the front of `buf`.
+    let mut kept = 0usize;
     // Segment starts: a run never spans two segments (they may be two
     // VMAs that touch, and a run lies inside one VMA).
     let mut starts = std::collections::HashSet::new();
@@ -144,48 +193,79 @@ fn run_job(
         starts.insert(at);
         at += n as usize;
     }
-    for (i, (addr, page)) in job
-        .addrs()
-        .zip(buf[..len].chunks_exact(PAGE_SIZE as usize))
-        .enumerate()
-    {
+    for (i, addr) in job.addrs().enumerate() {
         if !ok[i] {
             continue;
         }
-        let first = starts.contains(&i);
-        let h = (hashed || parent_hashes.is_some()).then(|| incr::page_hash(page));
-        if let (true, Some(h)) = (hashed, h) {
-            hashes.push((addr, h));
-        }
-        let kind = if is_zero(page) {
-            RunKind::RUN_ZERO
-        } else if parent_hashes.is_some_and(|p| h.is_some() && p.get(addr) == h) {
-            RunKind::RUN_PARENT
-        } else {
-            RunKind::RUN_DATA
+        let from = i * ps;
+        let kind = {
+            let page = &w.buf[from..from + ps];
+            let h = (hashed || parent_hashes.is_some()).then(|| incr::page_hash(page));
+            if let (true, Some(h)) = (hashed, h) {
+                hashes.push((addr, h));
+            }
+            if is_zero(page) {
+                RunKind::RUN_ZERO
+            } else if parent_hashes.is_some_and(|p| h.is_some() && p.get(addr) == h) {
+                RunKind::RUN_PARENT
+            } else {
+                RunKind::RUN_DATA
+            }
         };
+        let first = starts.contains(&i);
         match runs.last_mut() {
             Some(r) if !first && r.2 == kind && r.0 + r.1 * PAGE_SIZE == addr => r.1 += 1,
-            _ => runs.push((addr, 1, kind, data.len() as u64)),
+            _ => runs.push((addr, 1, kind, kept as u64)),
         }
         if kind == RunKind::RUN_DATA {
-            data.extend_from_slice(page);
+            if kept != from {
+                w.buf.copy_within(from..from + ps, kept);
+            }
+            kept += ps;
         }
     }
-    let compressed = if data.is_empty() {
+    let chunk = if kept == 0 {
         None
     } else {
-        let c = cctx
-            .compress(&data)
-            .map_err(|e| Error::sys(0, "compress pages", e))?;
-        Some((c, data.len() as u64))
+        Some(store_chunk(w, kept, writer)?)
     };
     Ok(JobResult {
         job: job_idx,
         runs,
-        compressed,
+        chunk,
         hashes,
     })
+}
+
+/// Writes the first `kept` bytes of the worker's buffer as one chunk:
+/// compressed if a sample says it pays and the frame saves at least
+/// 1/32, raw otherwise. The crc is computed here, on the worker.
+fn store_chunk(w: &mut Worker, kept: usize, writer: &PageStoreWriter) -> Result<u32> {
+    let Worker {
+        buf,
+        out,
+        sample,
+        cctx,
+        probe,
+    } = w;
+    let data = &buf[..kept];
+    if worth_compressing(probe, sample, out, data) {
+        out.clear();
+        out.reserve(zstd::zstd_safe::compress_bound(kept));
+        let n = cctx
+            .compress_to_buffer(data, out)
+            .map_err(|e| Error::sys(0, "compress pages", e))?;
+        if n + n / 31 < kept {
+            let crc = crc32fast::hash(&out[..n]);
+            return writer.append_at(&out[..n], kept as u64, ChunkCodec::CODEC_ZSTD, crc);
+        }
+    }
+    writer.append_at(
+        data,
+        kept as u64,
+        ChunkCodec::CODEC_RAW,
+        crc32fast::hash(data),
+    )
 }
 
 /// What [`write_pages`] produced: one pagemap per owner, and the page
@@ -207,8 +287,12 @@ impl Written {
     }
 }
 
-/// Reads, compresses and writes every page of `plan` using all cores.
+/// Reads, compresses and writes every page of `plan` using all cores:
+/// each worker reads a job's pages straight into its buffer, stores the
+/// chunk raw or compressed (`store_chunk`) and writes it at its place in
+/// pages.img itself; this thread only collects the page runs.
 pub fn write_pages(plan: &PagePlan, writer: &mut PageStoreWriter, level: i32) -> Result<Written> {
+    let writer: &PageStoreWriter = writer;
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
@@ -231,11 +315,17 @@ pub fn write_pages(plan: &PagePlan, writer: &mut PageStoreWriter, level: i32) ->
             let tx = tx.clone();
             let next = &next;
             s.spawn(move || {
-                let mut buf = Vec::new();
-                let mut cctx = match zstd::bulk::Compressor::new(level) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let _ = tx.send(Err(Error::sys(0, "zstd", e)));
+                let mk = |l| zstd::bulk::Compressor::new(l).map_err(|e| Error::sys(0, "zstd", e));
+                let mut w = match (mk(level), mk(1)) {
+                    (Ok(cctx), Ok(probe)) => Worker {
+                        buf: Vec::new(),
+                        out: Vec::new(),
+                        sample: Vec::new(),
+                        cctx,
+                        probe,
+                    },
+                    (Err(e), _) | (_, Err(e)) => {
+                        let _ = tx.send(Err(e));
                         return;
                     }
                 };
@@ -244,7 +334,7 @@ pub fn write_pages(plan: &PagePlan, writer: &mut PageStoreWriter, level: i32) ->
                     if i >= plan.jobs.len() {
                         return;
                     }
-                    let r = run_job(i, plan, &mut buf, &mut cctx);
+                    let r = run_job(i, plan, &mut w, writer);
                     let failed = r.is_err();
                     if tx.send(r).is_err() || failed {
                         // Stop the others early.
@@ -262,17 +352,7 @@ pub fn write_pages(plan: &PagePlan, writer: &mut PageStoreWriter, level: i32) ->
                     next.store(usize::MAX / 2, Ordering::Relaxed);
                 }
                 Ok(res) if first_err.is_none() => {
-                    let chunk = match &res.compressed {
-                        Some((c, raw)) => match writer.append(c, *raw) {
-                            Ok(i) => i,
-                            Err(e) => {
-                                first_err = Some(e);
-                                next.store(usize::MAX / 2, Ordering::Relaxed);
-                                continue;
-                            }
-                        },
-                        None => 0,
-                    };
+                    let chunk = res.chunk.unwrap_or(0);
                     let owner = plan.jobs[res.job].owner;
                     for (addr, nr, kind, off) in res.runs {
                         let mut run = PageRun::new();
