@@ -74,7 +74,7 @@ impl MapFiles {
         Ok(())
     }
 
-    /// The descriptor [`MapFiles::remember`] kept of deleted file (`dev`, `ino`).
+    /// The descriptor `remember` kept of deleted file (`dev`, `ino`).
     pub fn mapped(&self, dev: u64, ino: u64) -> Option<&File> {
         self.mapped.get(&(dev, ino))
     }
