@@ -4,6 +4,7 @@
 //! its own state.
 mod common;
 
+use common::refuse::*;
 use common::*;
 
 /// Policy (FIFO with reset-on-fork, BATCH, DEADLINE), nice (also of an RT
@@ -245,15 +246,13 @@ fn proc_cgroup_v1_unmounted_refused() {
                 .stdin(std::process::Stdio::null())
                 .output()
                 .expect("run unshare");
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert!(!out.status.success(), "the dump succeeded:\n{err}");
-            assert!(
-                err.contains(&format!("pid {}", w.pid))
-                    && err.contains("hierarchy pids")
-                    && err.contains("not mounted"),
-                "the dump does not name pid and hierarchy:\n{err}"
+            let pid = format!("pid {}", w.pid);
+            check_refused(
+                &out,
+                w.pid,
+                &images,
+                &[&pid, "hierarchy pids", "not mounted"],
             );
-            assert!(w.original_alive(), "the refused dump hurt the workload");
             w.terminate_original_expect_pass();
         })
     });

@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::refuse::*;
 use common::*;
 
 /// O_APPEND, O_NONBLOCK, O_ASYNC, O_DIRECT, O_NOATIME, O_SYNC, O_DSYNC and
@@ -49,18 +50,7 @@ fn fd_pidfd() {
 /// unharmed.
 fn refused(name: &str, args: &[&str], names: &[&str]) {
     let mut w = Workload::start(name, args);
-    let out = w.dump(&["-v"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(6), "dump: {}", describe(&out));
-    let line = err
-        .lines()
-        .find(|l| l.contains("unsupported"))
-        .unwrap_or_else(|| panic!("no refusal in: {err}"));
-    assert!(
-        line.contains(&format!("pid {}", w.pid)) && names.iter().all(|n| line.contains(n)),
-        "unclear refusal: {line}"
-    );
-    w.terminate_original_expect_pass();
+    expect_refused(&mut w, &[], names);
 }
 
 /// A pidfd of a process outside the tree is refused at dump, naming the

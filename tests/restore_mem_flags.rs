@@ -4,6 +4,7 @@
 //! them differently.
 mod common;
 
+use common::refuse::*;
 use common::*;
 
 /// Every flag mem_vmflags sets comes back (the workload compares each
@@ -53,35 +54,10 @@ fn refused(kind: &str, names: &[&str]) {
         w.terminate_original_expect_pass();
         return;
     }
-    let addr = log
-        .lines()
-        .find_map(|l| l.strip_prefix("addr "))
-        .unwrap_or_else(|| panic!("no address in the workload log: {log}"))
-        .trim()
-        .to_string();
-    let out = w.dump(&["-v"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(6),
-        "dump of a process with a {kind} mapping: {}",
-        describe(&out)
-    );
-    let line = err
-        .lines()
-        .find(|l| l.contains("unsupported"))
-        .unwrap_or_else(|| panic!("no refusal in: {err}"));
-    assert!(
-        line.contains(&format!("pid {}", w.pid))
-            && line.contains(&addr)
-            && names.iter().all(|n| line.contains(n)),
-        "unclear refusal of a {kind} mapping at {addr}: {line}"
-    );
-    assert!(
-        !err.contains("froze"),
-        "the {kind} refusal came after freezing: {err}"
-    );
-    w.terminate_original_expect_pass();
+    let addr = logged_addr(&w);
+    let mut words = vec![addr.as_str()];
+    words.extend_from_slice(names);
+    expect_refused(&mut w, &[], &words).assert_before_freeze();
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use common::refuse::*;
 use common::*;
 
 /// A directory for data files, removed unless the test fails.
@@ -90,14 +91,11 @@ fn shared_with_a_sibling_refused_at_dump() {
         .split(' ')
         .map(|p| p.parse().unwrap())
         .collect();
+    // The refusal names the child, not the workload.
     let out = w.dump(&["-v"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(6), "{}", describe(&out));
-    assert!(
-        err.contains(&format!("pid {}", pids[1]))
-            && err.contains(&format!("with pid {}, which is not its parent", pids[0])),
-        "unclear refusal: {err}"
-    );
+    let child = format!("pid {}", pids[1]);
+    let with = format!("with pid {}, which is not its parent", pids[0]);
+    check_refused(&out, w.pid, &w.images, &[&child, &with]);
     w.terminate_original_expect_pass();
 }
 
@@ -133,16 +131,7 @@ fn files_proc_refused_and_own_restored() {
         return;
     }
     let mut w = Workload::start("files_proc", &["--other", "1"]);
-    let out = w.dump(&["-v"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(6), "{}", describe(&out));
-    assert!(
-        err.contains(&format!("pid {}", w.pid))
-            && err.contains("/proc/1/status")
-            && err.contains("outside the dumped tree"),
-        "unclear refusal: {err}"
-    );
-    w.terminate_original_expect_pass();
+    expect_refused(&mut w, &[], &["/proc/1/status", "outside the dumped tree"]);
     checkpoint_restore("files_proc", &[]);
 }
 
@@ -154,16 +143,7 @@ fn files_cwd_removed_refused() {
         return;
     }
     let mut w = Workload::start("files_cwd_gone", &[]);
-    let out = w.dump(&["-v"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(6), "{}", describe(&out));
-    assert!(
-        err.contains(&format!("pid {}", w.pid))
-            && err.contains("cwd_gone.d")
-            && err.contains("removed"),
-        "unclear refusal: {err}"
-    );
-    w.terminate_original_expect_pass();
+    expect_refused(&mut w, &[], &["cwd_gone.d", "removed"]);
 }
 
 /// A deleted FIFO with queued bytes (refused at dump before): made again

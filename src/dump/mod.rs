@@ -503,6 +503,8 @@ fn plan_frozen(
         })
         .collect();
     let live: std::collections::HashSet<i32> = frozen.live().map(|p| p.pid).collect();
+    // No files image: the mapped files are registered in a table left unused.
+    let mut scratch = FileTable::default();
     for (pid, ppid, zombie, threads) in procs {
         let stat = procfs::read_stat(pid)?;
         let mut e = PstreeEntry::new();
@@ -529,7 +531,7 @@ fn plan_frozen(
                 start_time: stat.starttime,
             },
             plan,
-            |_, _, _| Ok(0),
+            &mut scratch,
         )?;
         layering.after(frozen, pid, stat.starttime, &smaps);
     }
@@ -800,7 +802,7 @@ fn dump_frozen(
                 start_time: stat.starttime,
             },
             &mut plan,
-            |p, md, w| files.register_mapped(p, md, w),
+            &mut files,
         )?;
         mm.def_flags = def_flags;
         layering.after(frozen, pid, stat.starttime, &smaps);

@@ -236,7 +236,7 @@ type Stored = (u64, Vec<u64>, Vec<u32>);
 /// `max` bytes were read. Returns (size, extents (empty: all data),
 /// chunk indices).
 fn store_file(
-    f: &mut File,
+    f: &File,
     path: &Path,
     max: u64,
     writer: &mut PageStoreWriter,
@@ -369,7 +369,7 @@ pub fn dump(
                 .open(&link)
                 .or_else(|_| File::open(&link)),
         };
-        let mut f = match opened {
+        let f = match opened {
             Ok(f) => f,
             Err(e) if !r.deleted => {
                 warn!("{}: cannot read it ({e}); contents not saved", r.path);
@@ -386,7 +386,7 @@ pub fn dump(
             Some(s) => s.clone(),
             None => {
                 let max = if r.deleted { u64::MAX } else { limit.as_u64() };
-                match store_file(&mut f, Path::new(&r.path), max, writer, &mut cctx)? {
+                match store_file(&f, Path::new(&r.path), max, writer, &mut cctx)? {
                     Some(s) => {
                         bytes += data_len(s.0, &s.1);
                         stored.insert((md.dev(), md.ino()), s.clone());
@@ -421,7 +421,6 @@ pub fn dump(
     }
     // Deleted files the tree maps (memory::mapfiles), through no fd or
     // through one already saved above: the same entry for the same inode.
-    let mut mapped = crate::kinds::memory::take_mapped();
     let fd_ids: HashSet<u32> = files.fd_of_descs().iter().map(|x| x.2).collect();
     for d in &files.files.descs {
         let Some(file_desc::Kind::Reg(r)) = &d.kind else {
@@ -436,7 +435,7 @@ pub fn dump(
             out.files[i].desc_ids.push(d.id);
             continue;
         }
-        let f = mapped.get_mut(&(st.dev, st.ino)).ok_or_else(|| {
+        let f = files.kinds.mapfiles.mapped(st.dev, st.ino).ok_or_else(|| {
             Error::Restore(format!(
                 "the deleted mapped file {} (inode {}) was not opened for its contents",
                 r.path, st.ino

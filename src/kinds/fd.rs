@@ -343,6 +343,8 @@ pub struct DumpCx {
     pub inet: inet::DumpState,
     /// Terminals.
     pub tty: tty::TtyDump,
+    /// Mapped deleted files and memfds.
+    pub mapfiles: crate::kinds::memory::MapFiles,
 }
 
 /// What [`FdKind::open`] gets besides the description: the images, the

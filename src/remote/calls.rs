@@ -10,6 +10,7 @@
 
 use crate::error::{Error, Result};
 use crate::sys::abi::CloneArgs;
+use crate::sys::fown;
 use std::io;
 
 /// Scratch offset where [`Calls::clone3`] puts the set_tid array.
@@ -342,7 +343,8 @@ pub trait Calls {
         self.syscall(libc::SYS_clone3, &[argp, CloneArgs::SIZE as u64])
     }
 
-    // netlink
+    // fanotify (kinds::anonfd::fanotify): groups and their marks.
+
     /// fanotify_init(flags, event_f_flags).
     fn fanotify_init(&mut self, flags: u32, event_flags: u32) -> Result<u64> {
         self.call(
@@ -782,30 +784,27 @@ pub trait Calls {
             .map(drop)
     }
 
-    /// fcntl(fd, F_GETOWN_EX): the owner's (type, pid) of the description.
+    /// fcntl(fd, F_GETOWN_EX) in the process: the owner's (type, pid) of
+    /// the description. (`sys::fown` is the same call on cairn's own copy
+    /// of an fd; F_SETLEASE needs the process itself.)
     fn lock_owner_get(&mut self, fd: u64) -> Result<(i32, i32)> {
-        let a = self.put(0, &[0u8; 8])?;
+        let a = self.put(0, &fown::OwnerEx::default().to_bytes())?;
         self.call(
             "fcntl(F_GETOWN_EX)",
             libc::SYS_fcntl,
-            &[fd, 16 /* F_GETOWN_EX */, a],
+            &[fd, fown::F_GETOWN_EX as u64, a],
         )?;
-        let b = self.get(0, 8)?;
-        let ty = i32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
-        let pid = i32::from_ne_bytes([b[4], b[5], b[6], b[7]]);
-        Ok((ty, pid))
+        let o = fown::OwnerEx::from_bytes(&self.get(0, fown::OwnerEx::SIZE)?);
+        Ok((o.ty, o.pid))
     }
 
-    /// fcntl(fd, F_SETOWN_EX, {ty, pid}).
+    /// fcntl(fd, F_SETOWN_EX, {ty, pid}) in the process.
     fn lock_owner_set(&mut self, fd: u64, ty: i32, pid: i32) -> Result<()> {
-        let mut b = [0u8; 8];
-        b[0..4].copy_from_slice(&ty.to_ne_bytes());
-        b[4..8].copy_from_slice(&pid.to_ne_bytes());
-        let a = self.put(0, &b)?;
+        let a = self.put(0, &fown::OwnerEx { ty, pid }.to_bytes())?;
         self.call(
             "fcntl(F_SETOWN_EX)",
             libc::SYS_fcntl,
-            &[fd, 15 /* F_SETOWN_EX */, a],
+            &[fd, fown::F_SETOWN_EX as u64, a],
         )
         .map(drop)
     }

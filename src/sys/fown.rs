@@ -12,16 +12,41 @@ use super::check;
 
 const F_SETSIG: libc::c_int = 10;
 const F_GETSIG: libc::c_int = 11;
-const F_SETOWN_EX: libc::c_int = 15;
-const F_GETOWN_EX: libc::c_int = 16;
+pub const F_SETOWN_EX: libc::c_int = 15;
+pub const F_GETOWN_EX: libc::c_int = 16;
 const F_GETOWNER_UIDS: libc::c_int = 17;
 
 /// `struct f_owner_ex`.
 #[repr(C)]
-#[derive(Default, Clone, Copy)]
-struct OwnerEx {
-    ty: libc::c_int,
-    pid: libc::c_int,
+#[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OwnerEx {
+    pub ty: libc::c_int,
+    pub pid: libc::c_int,
+}
+
+impl OwnerEx {
+    /// Its size in bytes.
+    pub const SIZE: usize = 8;
+
+    /// Its bytes, for a call made in another process.
+    pub fn to_bytes(self) -> [u8; Self::SIZE] {
+        let mut b = [0u8; Self::SIZE];
+        b[0..4].copy_from_slice(&self.ty.to_ne_bytes());
+        b[4..8].copy_from_slice(&self.pid.to_ne_bytes());
+        b
+    }
+
+    /// From its bytes (missing ones read as 0).
+    pub fn from_bytes(b: &[u8]) -> OwnerEx {
+        let int = |i: usize| {
+            b.get(i..i + 4)
+                .map_or(0, |s| libc::c_int::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+        };
+        OwnerEx {
+            ty: int(0),
+            pid: int(4),
+        }
+    }
 }
 
 /// The owner of a description: (F_OWNER_TID 0 / PID 1 / PGRP 2, id),
@@ -261,4 +286,21 @@ pub fn eventfd(initval: u32, flags: i32) -> io::Result<std::os::fd::OwnedFd> {
     let fd = check(unsafe { libc::eventfd(initval, flags) } as libc::c_long)?;
     // SAFETY: `fd` is a new fd that nothing else owns.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bytes a call in another process passes are the struct's.
+    #[test]
+    fn owner_ex_bytes_are_the_struct() {
+        assert_eq!(std::mem::size_of::<OwnerEx>(), OwnerEx::SIZE);
+        let o = OwnerEx { ty: 2, pid: -7 };
+        let b = o.to_bytes();
+        assert_eq!(&b[0..4], &2i32.to_ne_bytes());
+        assert_eq!(&b[4..8], &(-7i32).to_ne_bytes());
+        assert_eq!(OwnerEx::from_bytes(&b), o);
+        assert_eq!(OwnerEx::from_bytes(&b[..4]), OwnerEx { ty: 2, pid: 0 });
+    }
 }

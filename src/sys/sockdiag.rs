@@ -40,6 +40,47 @@ impl DiagMsg {
     pub fn attr_u32(&self, ty: u16) -> Option<u32> {
         self.attr(ty).and_then(|v| le_u32(v, 0))
     }
+
+    /// The first byte of attribute `ty`, 0 without one.
+    pub fn attr_u8(&self, ty: u16) -> u8 {
+        self.attr(ty).and_then(|v| v.first().copied()).unwrap_or(0)
+    }
+
+    /// Attribute `ty` as two u32.
+    pub fn attr_u32_pair(&self, ty: u16) -> Option<(u32, u32)> {
+        self.attr(ty)
+            .and_then(|v| Some((le_u32(v, 0)?, le_u32(v, 4)?)))
+    }
+
+    /// Attribute `ty` as an array of u32 (empty without one).
+    pub fn attr_u32s(&self, ty: u16) -> Vec<u32> {
+        self.attr(ty)
+            .map(|v| v.chunks_exact(4).filter_map(|c| le_u32(c, 0)).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A family's request struct in the common layout: family, protocol, two
+/// bytes of padding, the family's u32 fields `words`, then no cookie
+/// (INET_DIAG_NOCOOKIE).
+fn request_of(family: i32, protocol: u8, words: &[u32]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(4 + 4 * (words.len() + 2));
+    b.push(family as u8);
+    b.push(protocol);
+    b.extend_from_slice(&[0, 0]);
+    for w in words.iter().chain(&[u32::MAX, u32::MAX]) {
+        b.extend_from_slice(&w.to_ne_bytes());
+    }
+    b
+}
+
+/// The reply for the socket with inode `ino` (the u32 at `ino_at` of the
+/// reply header) in a dump of `req`, for the families the kernel answers
+/// with dumps only; None if it lists no such socket.
+fn dump_find(req: &[u8], hdr_len: usize, ino_at: usize, ino: u32) -> io::Result<Option<DiagMsg>> {
+    Ok(query(req, true, hdr_len)?
+        .into_iter()
+        .find(|m| le_u32(&m.header, ino_at) == Some(ino)))
 }
 
 /// Native-endian u32 at `off` (netlink is host order; x86-64 is LE).
@@ -243,17 +284,8 @@ pub mod unix {
 
     /// struct unix_diag_req for one inode (Some) or for all sockets.
     pub fn request(ino: Option<u32>, show: u32) -> Vec<u8> {
-        let mut b = Vec::with_capacity(24);
-        b.push(libc::AF_UNIX as u8);
-        b.push(0); // protocol
-        b.extend_from_slice(&[0, 0]);
-        b.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
-        b.extend_from_slice(&ino.unwrap_or(0).to_ne_bytes());
-        b.extend_from_slice(&show.to_ne_bytes());
-        // No cookie: INET_DIAG_NOCOOKIE.
-        b.extend_from_slice(&u32::MAX.to_ne_bytes());
-        b.extend_from_slice(&u32::MAX.to_ne_bytes());
-        b
+        // Every state.
+        super::request_of(libc::AF_UNIX, 0, &[u32::MAX, ino.unwrap_or(0), show])
     }
 
     pub fn parse(m: &DiagMsg) -> UnixDiag {
@@ -265,20 +297,11 @@ pub mod unix {
             ..Default::default()
         };
         d.name = m.attr(UNIX_DIAG_NAME).map(|v| v.to_vec());
-        d.vfs = m
-            .attr(UNIX_DIAG_VFS)
-            .and_then(|v| Some((le_u32(v, 0)?, le_u32(v, 4)?)));
+        d.vfs = m.attr_u32_pair(UNIX_DIAG_VFS);
         d.peer = m.attr_u32(UNIX_DIAG_PEER);
-        if let Some(v) = m.attr(UNIX_DIAG_ICONS) {
-            d.icons = v.chunks_exact(4).filter_map(|c| le_u32(c, 0)).collect();
-        }
-        d.rqlen = m
-            .attr(UNIX_DIAG_RQLEN)
-            .and_then(|v| Some((le_u32(v, 0)?, le_u32(v, 4)?)));
-        d.shutdown = m
-            .attr(UNIX_DIAG_SHUTDOWN)
-            .and_then(|v| v.first().copied())
-            .unwrap_or(0);
+        d.icons = m.attr_u32s(UNIX_DIAG_ICONS);
+        d.rqlen = m.attr_u32_pair(UNIX_DIAG_RQLEN);
+        d.shutdown = m.attr_u8(UNIX_DIAG_SHUTDOWN);
         d.uid = m.attr_u32(UNIX_DIAG_UID);
         d
     }
@@ -425,7 +448,7 @@ mod tests {
 /// AF_NETLINK (netlink_diag). The kernel answers dumps only, so a socket
 /// is found by inode in a dump of its protocol.
 pub mod netlink {
-    use super::{le_u32, query, DiagMsg};
+    use super::{le_u32, DiagMsg};
     use std::io;
 
     const NDIAG_SHOW_MEMINFO: u32 = 0x1;
@@ -438,6 +461,8 @@ pub mod netlink {
     pub const FLAG_CB_RUNNING: u32 = 0x1;
     /// sizeof(struct netlink_diag_msg).
     const MSG_LEN: usize = 28;
+    /// Offset of `ndiag_ino` in it.
+    const INO_AT: usize = 16;
 
     /// One netlink socket as netlink_diag describes it.
     #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -458,17 +483,9 @@ pub mod netlink {
 
     /// struct netlink_diag_req for every socket of `protocol`.
     pub fn request(protocol: u8) -> Vec<u8> {
-        let mut b = Vec::with_capacity(20);
-        b.push(libc::AF_NETLINK as u8);
-        b.push(protocol);
-        b.extend_from_slice(&[0, 0]);
-        b.extend_from_slice(&0u32.to_ne_bytes()); // ino (not filtered by the kernel)
-        b.extend_from_slice(
-            &(NDIAG_SHOW_MEMINFO | NDIAG_SHOW_GROUPS | NDIAG_SHOW_FLAGS).to_ne_bytes(),
-        );
-        b.extend_from_slice(&u32::MAX.to_ne_bytes());
-        b.extend_from_slice(&u32::MAX.to_ne_bytes());
-        b
+        let show = NDIAG_SHOW_MEMINFO | NDIAG_SHOW_GROUPS | NDIAG_SHOW_FLAGS;
+        // ino 0: not filtered by the kernel.
+        super::request_of(libc::AF_NETLINK, protocol, &[0, show])
     }
 
     pub fn parse(m: &DiagMsg) -> NetlinkDiag {
@@ -479,12 +496,9 @@ pub mod netlink {
             portid: le_u32(h, 4).unwrap_or(0),
             dst_portid: le_u32(h, 8).unwrap_or(0),
             dst_group: le_u32(h, 12).unwrap_or(0),
-            ino: le_u32(h, 16).unwrap_or(0),
+            ino: le_u32(h, INO_AT).unwrap_or(0),
             rmem_alloc: m.attr_u32(NETLINK_DIAG_MEMINFO),
-            groups: m
-                .attr(NETLINK_DIAG_GROUPS)
-                .map(|v| v.chunks_exact(4).filter_map(|c| le_u32(c, 0)).collect())
-                .unwrap_or_default(),
+            groups: m.attr_u32s(NETLINK_DIAG_GROUPS),
             flags: m.attr_u32(NETLINK_DIAG_FLAGS),
         }
     }
@@ -494,16 +508,15 @@ pub mod netlink {
     /// with multicast groups; an unbound socket without groups has no
     /// state to list).
     pub fn by_ino(protocol: u8, ino: u32) -> io::Result<Option<NetlinkDiag>> {
-        Ok(query(&request(protocol), true, MSG_LEN)?
-            .iter()
-            .map(parse)
-            .find(|d| d.ino == ino))
+        Ok(super::dump_find(&request(protocol), MSG_LEN, INO_AT, ino)?
+            .as_ref()
+            .map(parse))
     }
 }
 
 /// AF_PACKET (packet_diag). Dumps only, found by inode.
 pub mod packet {
-    use super::{le_u32, query, DiagMsg};
+    use super::{le_u32, DiagMsg};
     use std::io;
 
     const PACKET_SHOW_INFO: u32 = 0x1;
@@ -571,20 +584,12 @@ pub mod packet {
     }
 
     pub fn request() -> Vec<u8> {
-        let mut b = Vec::with_capacity(20);
-        b.push(libc::AF_PACKET as u8);
-        b.push(0);
-        b.extend_from_slice(&[0, 0]);
-        b.extend_from_slice(&0u32.to_ne_bytes());
         let show = PACKET_SHOW_INFO
             | PACKET_SHOW_MCLIST
             | PACKET_SHOW_RING_CFG
             | PACKET_SHOW_FANOUT
             | PACKET_SHOW_MEMINFO;
-        b.extend_from_slice(&show.to_ne_bytes());
-        b.extend_from_slice(&u32::MAX.to_ne_bytes());
-        b.extend_from_slice(&u32::MAX.to_ne_bytes());
-        b
+        super::request_of(libc::AF_PACKET, 0, &[0, show])
     }
 
     fn ring(v: &[u8]) -> Option<Ring> {
@@ -647,17 +652,15 @@ pub mod packet {
 
     /// The packet socket with inode `ino` in cairn's network namespace.
     pub fn by_ino(ino: u32) -> io::Result<Option<PacketDiag>> {
-        Ok(query(&request(), true, MSG_LEN)?
-            .iter()
-            .map(parse)
-            .find(|d| d.ino == ino))
+        Ok(super::dump_find(&request(), MSG_LEN, 4, ino)?
+            .as_ref()
+            .map(parse))
     }
 }
 
 /// AF_INET/AF_INET6 (inet_diag): what a socket does not tell through
 /// getsockopt, such as a UDP socket's shutdown state.
 pub mod inet {
-    use super::{le_u32, query};
     use std::io;
 
     /// sizeof(struct inet_diag_msg).
@@ -683,15 +686,8 @@ pub mod inet {
     /// with inode `ino`, of `family` and `protocol` in cairn's network
     /// namespace; None if the kernel lists no such socket.
     pub fn shutdown_of(family: u8, protocol: u8, ino: u32) -> io::Result<Option<u8>> {
-        let replies = query(&request(family, protocol), true, MSG_LEN)?;
-        Ok(replies
-            .iter()
-            .find(|m| le_u32(&m.header, INODE_AT) == Some(ino))
-            .map(|m| {
-                m.attr(INET_DIAG_SHUTDOWN)
-                    .and_then(|v| v.first().copied())
-                    .unwrap_or(0)
-            }))
+        let m = super::dump_find(&request(family, protocol), MSG_LEN, INODE_AT, ino)?;
+        Ok(m.map(|m| m.attr_u8(INET_DIAG_SHUTDOWN)))
     }
 
     #[cfg(test)]

@@ -2226,3 +2226,4 @@ pub fn bpf_iterators_unavailable() -> Option<String> {
     None
 }
 pub mod inherited;
+pub mod refuse;

@@ -53,7 +53,7 @@ impl FdKind for Memfd {
         Ok(memfd_name(f.target).is_some())
     }
 
-    fn describe(&self, f: &FdRef, _cx: &mut DumpCx) -> Result<Option<file_desc::Kind>> {
+    fn describe(&self, f: &FdRef, cx: &mut DumpCx) -> Result<Option<file_desc::Kind>> {
         let Some(name) = memfd_name(f.target) else {
             return Ok(None);
         };
@@ -61,7 +61,7 @@ impl FdKind for Memfd {
         let link = f.link();
         let file = std::fs::File::open(&link).at(&link)?;
         let md = file.metadata().at(&link)?;
-        crate::kinds::memory::memfd_fd(pid, fd, md.dev(), md.ino())?;
+        cx.mapfiles.memfd_fd(pid, fd, md.dev(), md.ino())?;
         if md.len() > MAX_MEMFD {
             return Err(Error::unsupported(
                 pid,

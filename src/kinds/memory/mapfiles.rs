@@ -26,7 +26,6 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
-use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 use crate::image::proto::{MmEntry, Vma, VmaKind};
@@ -34,10 +33,86 @@ use crate::procfs::MapsEntry;
 use crate::remote::Calls;
 use crate::sys::PAGE_SIZE;
 
-/// The deleted files mapped by the tree being dumped, by (device, inode):
-/// one descriptor of each, opened through map_files while the tree is
-/// frozen, read by [`crate::kinds::contents::dump`].
-static MAPPED: Mutex<Option<HashMap<(u64, u64), File>>> = Mutex::new(None);
+/// What one dump keeps of the deleted files and memfds its tree maps,
+/// from the mappings to the fds and the contents (in
+/// [`crate::kinds::fd::DumpCx`], so one per dump).
+#[derive(Default)]
+pub struct MapFiles {
+    /// The deleted files mapped by the tree, by (device, inode): one
+    /// descriptor of each, opened through map_files while the tree is
+    /// frozen, read by [`crate::kinds::contents::dump`].
+    mapped: HashMap<(u64, u64), File>,
+    /// The memfds the tree maps, by (device, inode): who maps each, for
+    /// a refusal.
+    memfd_maps: Seen,
+    /// The memfds the tree holds an fd of: one memfd both mapped and open
+    /// cannot be restored as one object yet, whichever process holds which.
+    memfd_fds: Seen,
+}
+
+/// Who refers to a memfd, by (device, inode), for a refusal.
+type Seen = HashMap<(u64, u64), String>;
+
+impl MapFiles {
+    /// Keeps a descriptor of the deleted file mapped at `map_file` (device
+    /// and inode as in `md`) for the contents dump. Opened through
+    /// map_files: the same inode the process maps, however it was renamed
+    /// or unlinked.
+    pub(super) fn remember(&mut self, map_file: &str, md: &std::fs::Metadata) -> Result<()> {
+        if self.mapped.contains_key(&(md.dev(), md.ino())) {
+            return Ok(());
+        }
+        let f = File::open(map_file).map_err(|e| Error::io(map_file, e))?;
+        let now = f.metadata().map_err(|e| Error::io(map_file, e))?;
+        if (now.dev(), now.ino()) != (md.dev(), md.ino()) {
+            return Err(Error::io(
+                map_file,
+                std::io::Error::other("the mapping changed while it was dumped"),
+            ));
+        }
+        self.mapped.insert((md.dev(), md.ino()), f);
+        Ok(())
+    }
+
+    /// The descriptor `remember` kept of deleted file (`dev`, `ino`).
+    pub fn mapped(&self, dev: u64, ino: u64) -> Option<&File> {
+        self.mapped.get(&(dev, ino))
+    }
+
+    /// Records that `what` (a mapping or an fd, for the refusal) refers to
+    /// memfd (`dev`, `ino`); refuses when the other side was seen too.
+    fn memfd_seen(
+        &mut self,
+        pid: i32,
+        dev: u64,
+        ino: u64,
+        what: String,
+        mapped: bool,
+    ) -> Result<()> {
+        let (mine, other) = if mapped {
+            (&mut self.memfd_maps, &self.memfd_fds)
+        } else {
+            (&mut self.memfd_fds, &self.memfd_maps)
+        };
+        if let Some(o) = other.get(&(dev, ino)) {
+            return Err(Error::unsupported(
+                pid,
+                format!(
+                    "{what} and {o} are one memfd, mapped and open at once: not restored as one \
+                     object"
+                ),
+            ));
+        }
+        mine.entry((dev, ino)).or_insert(what);
+        Ok(())
+    }
+
+    /// For `kinds::anonfd::memfd`: fd `fd` of `pid` is memfd (`dev`,
+    /// `ino`); refused if the tree also maps it.
+    pub fn memfd_fd(&mut self, pid: i32, fd: i32, dev: u64, ino: u64) -> Result<()> {
+        self.memfd_seen(pid, dev, ino, format!("fd {fd} of pid {pid}"), false)
+    }
+}
 
 /// The kind of a mapping of deleted file `m` (its name ends in
 /// " (deleted)"): a regular file nobody links any more is a file
@@ -73,73 +148,11 @@ pub(super) fn classify_deleted(pid: i32, m: &MapsEntry) -> Result<VmaKind> {
     })
 }
 
-/// Keeps a descriptor of the deleted file mapped at `map_file` (device
-/// and inode as in `md`) for the contents dump. Opened through map_files:
-/// the same inode the process maps, however it was renamed or unlinked.
-pub(super) fn remember(map_file: &str, md: &std::fs::Metadata) -> Result<()> {
-    let mut g = MAPPED.lock().unwrap_or_else(|e| e.into_inner());
-    let all = g.get_or_insert_with(HashMap::new);
-    if all.contains_key(&(md.dev(), md.ino())) {
-        return Ok(());
-    }
-    let f = File::open(map_file).map_err(|e| Error::io(map_file, e))?;
-    let now = f.metadata().map_err(|e| Error::io(map_file, e))?;
-    if (now.dev(), now.ino()) != (md.dev(), md.ino()) {
-        return Err(Error::io(
-            map_file,
-            std::io::Error::other("the mapping changed while it was dumped"),
-        ));
-    }
-    all.insert((md.dev(), md.ino()), f);
-    Ok(())
-}
-
-/// The descriptors `remember` kept, handed over once (the next dump
-/// starts empty).
-pub fn take_mapped() -> HashMap<(u64, u64), File> {
-    MEMFDS.lock().unwrap_or_else(|e| e.into_inner()).take();
-    let mut g = MAPPED.lock().unwrap_or_else(|e| e.into_inner());
-    g.take().unwrap_or_default()
-}
-
 // ---------------------------------------------------------------- memfd
 
 /// `F_SEAL_WRITE` and `F_SEAL_FUTURE_WRITE`: a memfd so sealed cannot
 /// take its pages back after restore maps it.
 const WRITE_SEALS: u32 = 0x0008 | 0x0010;
-
-/// Memfds the tree being dumped maps (by device and inode) and those it
-/// holds an fd of: one memfd both mapped and open cannot be restored as
-/// one object yet, whichever process holds which.
-static MEMFDS: Mutex<Option<(Seen, Seen)>> = Mutex::new(None);
-
-/// Who refers to a memfd, by (device, inode), for a refusal.
-type Seen = HashMap<(u64, u64), String>;
-
-/// Records that `what` (a mapping or an fd, for the refusal) refers to
-/// memfd (`dev`, `ino`); refuses when the other side was seen too.
-fn memfd_seen(pid: i32, dev: u64, ino: u64, what: String, mapped: bool) -> Result<()> {
-    let mut g = MEMFDS.lock().unwrap_or_else(|e| e.into_inner());
-    let (maps, fds) = g.get_or_insert_with(Default::default);
-    let (mine, other) = if mapped { (maps, fds) } else { (fds, maps) };
-    if let Some(o) = other.get(&(dev, ino)) {
-        return Err(Error::unsupported(
-            pid,
-            format!(
-                "{what} and {o} are one memfd, mapped and open at once: not restored as one \
-                 object"
-            ),
-        ));
-    }
-    mine.entry((dev, ino)).or_insert(what);
-    Ok(())
-}
-
-/// For `kinds::anonfd::memfd`: fd `fd` of `pid` is memfd (`dev`, `ino`);
-/// refused if the tree also maps it.
-pub fn memfd_fd(pid: i32, fd: i32, dev: u64, ino: u64) -> Result<()> {
-    memfd_seen(pid, dev, ino, format!("fd {fd} of pid {pid}"), false)
-}
 
 /// The kind of memfd mapping `m` ("/memfd:NAME (deleted)"): a MAP_SHARED
 /// mapping is shared memory with a name (`VMA_ANON_SHARED`, see
@@ -210,11 +223,17 @@ pub(super) fn classify_memfd(pid: i32, m: &MapsEntry) -> Result<VmaKind> {
 }
 
 /// Fills in the memfd fields of `v` (name, seals, size, mode) from its
-/// file at `map_file`.
-pub(super) fn describe_memfd(pid: i32, m: &MapsEntry, map_file: &str, v: &mut Vma) -> Result<()> {
+/// file at `map_file`; `state` learns who maps it.
+pub(super) fn describe_memfd(
+    pid: i32,
+    m: &MapsEntry,
+    map_file: &str,
+    v: &mut Vma,
+    state: &mut MapFiles,
+) -> Result<()> {
     let f = File::open(map_file).map_err(|e| Error::io(map_file, e))?;
     let md = f.metadata().map_err(|e| Error::io(map_file, e))?;
-    memfd_seen(
+    state.memfd_seen(
         pid,
         md.dev(),
         md.ino(),
@@ -343,5 +362,32 @@ mod tests {
             e.contains("0x1000-0x2000") && e.contains("/nowhere (deleted)"),
             "{e}"
         );
+    }
+
+    /// The state is the dump's own: a memfd both mapped and held by an
+    /// fd is refused whichever is seen first, naming both; another dump
+    /// starts with nothing seen.
+    #[test]
+    fn a_memfd_mapped_and_open_is_refused_within_one_dump() {
+        let map = || "mapping 0x1000-0x2000 of pid 5".to_string();
+        let mut a = MapFiles::default();
+        a.memfd_seen(5, 1, 2, map(), true).unwrap();
+        a.memfd_fd(6, 4, 1, 3).unwrap();
+        let e = a.memfd_fd(6, 4, 1, 2).unwrap_err().to_string();
+        assert!(
+            e.contains("pid 6") && e.contains("fd 4 of pid 6 and mapping 0x1000-0x2000 of pid 5"),
+            "{e}"
+        );
+        let mut b = MapFiles::default();
+        b.memfd_fd(6, 4, 1, 2).unwrap();
+        let e = b.memfd_seen(5, 1, 2, map(), true).unwrap_err().to_string();
+        assert!(
+            e.contains("mapping 0x1000-0x2000 of pid 5 and fd 4 of pid 6"),
+            "{e}"
+        );
+        MapFiles::default()
+            .memfd_seen(5, 1, 2, map(), true)
+            .unwrap();
+        assert!(b.mapped(1, 2).is_none());
     }
 }

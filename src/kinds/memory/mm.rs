@@ -5,6 +5,7 @@
 use super::plan::PagePlan;
 use crate::error::{Error, IoContext, Result};
 use crate::image::proto::MmEntry;
+use crate::kinds::files::FileTable;
 use crate::procfs::{self, MapsEntry};
 use crate::remote::Calls;
 
@@ -22,12 +23,9 @@ pub struct MmInput<'a> {
 }
 
 /// Builds the mm image of one process and adds its pages to `plan`.
-/// `register_file` gives the files-image id of a mapped file.
-pub fn dump_mm(
-    input: MmInput,
-    plan: &mut PagePlan,
-    mut register_file: impl FnMut(&str, &std::fs::Metadata, bool) -> Result<u32>,
-) -> Result<MmEntry> {
+/// `files` registers the mapped files (and keeps what the contents dump
+/// reads of mapped deleted files and memfds).
+pub fn dump_mm(input: MmInput, plan: &mut PagePlan, files: &mut FileTable) -> Result<MmEntry> {
     let pid = input.pid;
     let st = input.stat;
     let mut mm = MmEntry::new();
@@ -52,7 +50,7 @@ pub fn dump_mm(
             format!("executable {exe_path} was deleted"),
         ));
     }
-    mm.exe_file_id = register_file(&exe_path, &exe, false)?;
+    mm.exe_file_id = files.register_mapped(&exe_path, &exe, false)?;
 
     let private_owner = plan.owner(format!("pid:{pid}"));
     if plan.chain && plan.hash_private {
@@ -65,7 +63,7 @@ pub fn dump_mm(
             continue;
         };
         let map_file = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
-        let mut v = super::vma::describe(m, kind, &map_file, &mut register_file)?;
+        let mut v = super::vma::describe(m, kind, &map_file, files)?;
         let found = plan.add_vma(
             pid,
             input.ppid,

@@ -28,7 +28,7 @@ pub mod validate;
 mod vdso;
 mod vma;
 
-pub use mapfiles::{memfd_fd, take_mapped};
+pub use mapfiles::MapFiles;
 pub use mm::{dump_mm, set_mm_map, MmInput};
 pub use pages::{restore_pages, write_pages, Written};
 pub use plan::PagePlan;

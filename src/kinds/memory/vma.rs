@@ -263,13 +263,12 @@ fn nonzero_pkey(text: &str) -> Option<(String, String)> {
 }
 
 /// The image of VMA `m`, of `kind`; `map_file` is its
-/// /proc/PID/map_files entry, `register_file` gives the files-image id of
-/// a mapped file.
+/// /proc/PID/map_files entry; `files` registers a mapped file.
 pub(super) fn describe(
     m: &MapsEntry,
     kind: VmaKind,
     map_file: &str,
-    register_file: &mut impl FnMut(&str, &std::fs::Metadata, bool) -> Result<u32>,
+    files: &mut crate::kinds::files::FileTable,
 ) -> Result<Vma> {
     let mut v = Vma::new();
     v.start = m.start;
@@ -290,9 +289,9 @@ pub(super) fn describe(
         VmaKind::VMA_FILE_PRIVATE | VmaKind::VMA_FILE_SHARED => {
             let md = std::fs::metadata(map_file).at(map_file)?;
             if m.is_deleted() && md.nlink() == 0 {
-                super::mapfiles::remember(map_file, &md)?;
+                files.kinds.mapfiles.remember(map_file, &md)?;
             }
-            v.file_id = register_file(
+            v.file_id = files.register_mapped(
                 &m.path,
                 &md,
                 kind == VmaKind::VMA_FILE_SHARED && m.has_flag("mw"),
@@ -305,7 +304,8 @@ pub(super) fn describe(
                 .and_then(|r| r.split('/').next())
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(0);
-            super::mapfiles::describe_memfd(pid, m, map_file, &mut v)?;
+            let state = &mut files.kinds.mapfiles;
+            super::mapfiles::describe_memfd(pid, m, map_file, &mut v, state)?;
         }
         VmaKind::VMA_ANON_SHARED | VmaKind::VMA_SYSV_SHM => v.shmid = m.inode,
         _ => {}

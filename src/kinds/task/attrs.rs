@@ -448,23 +448,21 @@ pub fn restore_early(agent: &mut dyn Calls, core: &TaskCore) -> Result<()> {
             )));
         }
     }
-    let have = read_loginuid(pid)?;
-    if have != a.loginuid {
-        write_self(agent, "loginuid", &(a.loginuid as i32).to_string()).map_err(|e| {
-            Error::Restore(format!(
-                "pid {pid}: loginuid {} could not be restored (the vessel has {have}; \
-                 writing it needs CAP_AUDIT_CONTROL): {e}",
-                a.loginuid
-            ))
-        })?;
-        let got = read_loginuid(pid)?;
-        if got != a.loginuid {
-            return Err(Error::Restore(format!(
-                "pid {pid}: loginuid reads {got} after the restore, not {}",
-                a.loginuid
-            )));
-        }
-    }
+    set_exact(
+        &format!("pid {pid}"),
+        "loginuid",
+        a.loginuid,
+        || read_loginuid(pid),
+        |have| {
+            write_self(agent, "loginuid", &(a.loginuid as i32).to_string()).map_err(|e| {
+                Error::Restore(format!(
+                    "pid {pid}: loginuid {} could not be restored (the vessel has {have}; \
+                     writing it needs CAP_AUDIT_CONTROL): {e}",
+                    a.loginuid
+                ))
+            })
+        },
+    )?;
     if a.oom_score_adj < read_oom(pid)? {
         write_self(agent, "oom_score_adj", &a.oom_score_adj.to_string())?;
     }
@@ -565,19 +563,20 @@ pub fn restore_thread(agent: &mut dyn Calls, t: Option<&ThreadAttrs>) -> Result<
             ));
         }
     }
-    let have = sched::get_ioprio(tid).map_err(|e| Error::sys(tid, "ioprio_get", e))?;
-    if have != t.ioprio {
-        sched::set_ioprio(tid, t.ioprio)
-            .map_err(|e| Error::sys(tid, format!("ioprio_set {:#x}", t.ioprio), e))?;
-        let got = sched::get_ioprio(tid).map_err(|e| Error::sys(tid, "ioprio_get", e))?;
-        if got != t.ioprio {
-            return Err(mismatch(
-                "the I/O priority",
-                format!("{got:#x}"),
-                format!("{:#x}", t.ioprio),
-            ));
-        }
-    }
+    set_exact(
+        &format!("tid {tid}"),
+        "the I/O priority",
+        Hex(t.ioprio),
+        || {
+            sched::get_ioprio(tid)
+                .map(Hex)
+                .map_err(|e| Error::sys(tid, "ioprio_get", e))
+        },
+        |_| {
+            sched::set_ioprio(tid, t.ioprio)
+                .map_err(|e| Error::sys(tid, format!("ioprio_set {:#x}", t.ioprio), e))
+        },
+    )?;
     if t.timerslack_ns != 0 {
         let got = agent.prctl("PR_GET_TIMERSLACK", PR_GET_TIMERSLACK, &[])?;
         if got != t.timerslack_ns {
@@ -644,17 +643,47 @@ pub fn restore_late<A: Calls>(agents: &mut [A], core: &TaskCore) -> Result<()> {
         return Ok(());
     };
     let pid = leader.pid();
-    if read_oom(pid)? != a.oom_score_adj {
-        write_self(leader, "oom_score_adj", &a.oom_score_adj.to_string())?;
+    set_exact(
+        &format!("pid {pid}"),
+        "oom_score_adj",
+        a.oom_score_adj,
+        || read_oom(pid),
+        |_| write_self(leader, "oom_score_adj", &a.oom_score_adj.to_string()),
+    )
+}
+
+/// Restores one attribute read back through `get`: `set` (given the value
+/// it has) unless it has `want` already, then reads it again; another
+/// value fails the restore, naming `who` (pid or tid) and `what`.
+fn set_exact<T: PartialEq + std::fmt::Display>(
+    who: &str,
+    what: &str,
+    want: T,
+    get: impl Fn() -> Result<T>,
+    set: impl FnOnce(T) -> Result<()>,
+) -> Result<()> {
+    let have = get()?;
+    if have == want {
+        return Ok(());
     }
-    let got = read_oom(pid)?;
-    if got != a.oom_score_adj {
+    set(have)?;
+    let got = get()?;
+    if got != want {
         return Err(Error::Restore(format!(
-            "pid {pid}: oom_score_adj is {got} after the restore, not {}",
-            a.oom_score_adj
+            "{who}: {what} is {got} after the restore, not {want}"
         )));
     }
     Ok(())
+}
+
+/// A value shown in hex in messages.
+#[derive(PartialEq)]
+struct Hex(u32);
+
+impl std::fmt::Display for Hex {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
 }
 
 /// The seccomp filters and strict mode, the last thing done inside the
