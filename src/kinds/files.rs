@@ -224,6 +224,8 @@ impl FileTable {
                 crate::kinds::anonfd::pidfd::check_target(pid, fd, p, &is_pid, &is_tid)?;
             }
         }
+        let held = |id: u32| self.seen.iter().any(|s| s.2 == id);
+        crate::kinds::anonfd::inotify::check_removed(&self.files, &first_fd, &held)?;
         Ok(())
     }
 

@@ -243,6 +243,7 @@ fn on_procfs(pid: i32, fd: i32) -> bool {
 ///   process, or none. Files of the tree's own processes come back with
 ///   their pids.
 pub fn precheck_tree(pids: &[i32]) -> Result<()> {
+    crate::kinds::anonfd::inotify::precheck_tree(pids)?;
     // Threads come back with their ids too.
     let mut ids: std::collections::HashSet<i32> = pids.iter().copied().collect();
     for &pid in pids {

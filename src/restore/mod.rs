@@ -1059,6 +1059,7 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
         .map(|p| (p.pid, &mut p.agents[0] as &mut dyn crate::remote::Calls))
         .collect();
     crate::kinds::locks::restore(&img.files.locks, &tables, &idx, &mut calls)?;
+    crate::kinds::anonfd::inotify::finish_removed(&img.files, &tables, &mut calls)?;
     drop(calls);
     lap("files", &mut phases);
     let zombie_parents: std::collections::HashSet<u32> = img
