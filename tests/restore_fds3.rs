@@ -51,3 +51,19 @@ fn inotify_removed_mapped_refused() {
     );
     w.terminate_original_expect_pass();
 }
+
+/// A cwd in a removed directory comes back as a removed directory: made
+/// again at its path with its mode (0751) and owner (1234:5678), entered,
+/// removed; /proc/PID/cwd reads the same "PATH (deleted)", getcwd() fails
+/// with ENOENT, nothing can be created in it, and ".." is its parent.
+#[test]
+fn cwd_removed_restored() {
+    if skip_unless_root() {
+        return;
+    }
+    let w = checkpoint_restore("files_cwd_ghost", &[]);
+    assert!(
+        !w.work.join("cwd_ghost.d").exists(),
+        "the recreated directory was left behind"
+    );
+}

@@ -146,21 +146,23 @@ fn files_proc_refused_and_own_restored() {
     checkpoint_restore("files_proc", &[]);
 }
 
-/// A cwd in a removed directory is refused at dump (naming the pid and
-/// the directory), and the process keeps running with that cwd.
+/// A cwd in a removed directory whose parent was removed too cannot
+/// come back under its path (restore_fds3 restores the others): refused at
+/// dump, naming the pid and the directory, and the process keeps running
+/// with that cwd.
 #[test]
 fn files_cwd_removed_refused() {
     if skip_unless_root() {
         return;
     }
-    let mut w = Workload::start("files_cwd_gone", &[]);
+    let mut w = Workload::start("files_cwd_ghost", &["--nested"]);
     let out = w.dump(&["-v"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(6), "{}", describe(&out));
     assert!(
         err.contains(&format!("pid {}", w.pid))
-            && err.contains("cwd_gone.d")
-            && err.contains("removed"),
+            && err.contains("nest.d/in.d")
+            && err.contains("removed together with its parent"),
         "unclear refusal: {err}"
     );
     w.terminate_original_expect_pass();

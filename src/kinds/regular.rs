@@ -103,6 +103,38 @@ pub fn recreate_deleted_nodes(
     Ok(())
 }
 
+/// Makes the removed directories that are cwds of the tree again, at
+/// their paths, for the restore (`ghosts` removes them once every process
+/// is in its cwd). Two removed directories at one path (different
+/// inodes) cannot both come back.
+pub fn recreate_removed_dirs(
+    files: &crate::image::proto::Files,
+    ghosts: &mut crate::kinds::contents::Ghosts,
+) -> Result<()> {
+    let mut seen: std::collections::HashMap<&str, u64> = Default::default();
+    for d in &files.descs {
+        let Some(file_desc::Kind::FsPath(p)) = &d.kind else {
+            continue;
+        };
+        if !p.removed {
+            continue;
+        }
+        if let Some(&ino) = seen.get(p.path.as_str()) {
+            if ino != p.ino {
+                return Err(Error::Restore(format!(
+                    "two removed directories were cwds at {} (inodes {ino} and {}): one \
+                     recreated directory cannot be both",
+                    p.path, p.ino
+                )));
+            }
+            continue;
+        }
+        seen.insert(&p.path, p.ino);
+        ghosts.make_dir(&p.path, p.mode, p.uid, p.gid)?;
+    }
+    Ok(())
+}
+
 pub struct Regular;
 
 impl FdKind for Regular {
@@ -234,10 +266,46 @@ fn on_procfs(pid: i32, fd: i32) -> bool {
         .is_some_and(|s| s.filesystem_type().0 as u64 == 0x9fa0)
 }
 
+/// Whether a cwd (`what`) in the removed directory `gone` can come back:
+/// the restore makes it again at its path (mkdir), enters it and removes
+/// it, so that getcwd() reads "PATH (deleted)" as before. Its parent must
+/// exist (a directory removed with its parent, or nested in a removed
+/// one, would come back under another path). A root in a removed
+/// directory is refused: cairn recreates only removed cwds.
+fn removed_dir_ok(pid: i32, what: &str, gone: &str) -> Result<()> {
+    if what != "cwd" {
+        return Err(Error::unsupported(
+            pid,
+            format!(
+                "its root is the directory {gone}, which was removed: cairn recreates a \
+                 removed cwd, not a removed root"
+            ),
+        ));
+    }
+    let parent = Path::new(gone)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty());
+    let parent_ok = parent.is_some_and(|p| {
+        crate::sys::safefs::is_dir_nofollow(p).unwrap_or(false)
+            && std::fs::canonicalize(p).is_ok_and(|c| c == p)
+    });
+    if !parent_ok {
+        return Err(Error::unsupported(
+            pid,
+            format!(
+                "its cwd is the directory {gone}, which was removed together with its parent \
+                 directory (or one above): cairn recreates a removed directory only in its \
+                 parent, else getcwd() would read another path"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Before a dump touches the tree `pids`, what the restore could not put
 /// back as it was:
-/// - a cwd or root whose directory was removed (the process still holds
-///   it, but no path leads to it; cairn does not recreate it);
+/// - a cwd whose removed directory's parent is gone too, and a root in a
+///   removed directory ([`removed_dir_ok`]);
 /// - an fd on a /proc file of a process outside the tree
 ///   (`/proc/PID/...`): after a restore, that path would name another
 ///   process, or none. Files of the tree's own processes come back with
@@ -263,13 +331,7 @@ pub fn precheck_tree(pids: &[i32]) -> Result<()> {
                     .is_ok_and(|m| m.dev() == held.dev() && m.ino() == held.ino())
             });
             if !literal {
-                return Err(Error::unsupported(
-                    pid,
-                    format!(
-                        "its {what} is the directory {gone}, which was removed: no path leads \
-                         to it any more, and cairn does not recreate removed directories"
-                    ),
-                ));
+                removed_dir_ok(pid, what, gone)?;
             }
         }
         let Ok(fds) = crate::procfs::read_fds(pid) else {

@@ -1074,6 +1074,8 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
         let hz = zombie_parents.contains(&(p.pid as u32));
         restore_attrs(img, p, hz, &idx)?;
     }
+    // Every process is in its cwd: removed directories go again.
+    fixups.ghosts.remove_dirs();
     // Who gets SIGIO: once every process and thread exists.
     files::restore_owners(
         &img.files,
@@ -1314,6 +1316,7 @@ pub fn restore(args: &RestoreOptions) -> Result<i32> {
     };
     crate::kinds::fifo::recreate_deleted(&img.files, &mut ghosts)?;
     crate::kinds::regular::recreate_deleted_nodes(&img.files, &mut ghosts)?;
+    crate::kinds::regular::recreate_removed_dirs(&img.files, &mut ghosts)?;
     crate::kinds::files::recreate_fifos(&img.files)?;
     let mut redirect = std::mem::take(&mut idx.redirect);
     redirect.extend(ghosts.redirect.clone());
