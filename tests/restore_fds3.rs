@@ -67,3 +67,39 @@ fn cwd_removed_restored() {
         "the recreated directory was left behind"
     );
 }
+
+/// Deleted device nodes beyond the plain character devices: a block
+/// device node (refused before) and a /dev/zero node come back as
+/// unlinked nodes of the same device, mode, owner (lost before) and
+/// access mode.
+#[test]
+fn devnode_deleted_restored() {
+    if skip_unless_root() {
+        return;
+    }
+    if !std::path::Path::new("/dev/loop0").exists() {
+        note_skip("no /dev/loop0");
+        return;
+    }
+    checkpoint_restore("files_devnode_ghost", &[]);
+}
+
+/// A deleted node of a character device whose state is per open
+/// (/dev/kmsg's read position) is refused at dump, naming pid, fd, the
+/// node and the device; the process goes on.
+#[test]
+fn devnode_stateful_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("files_dev_ghost", &["--kmsg"]);
+    let line = refusal(&w.dump(&["-v"]));
+    assert!(
+        line.contains(&format!("pid {}", w.pid))
+            && line.contains("deleted node")
+            && line.contains("character device 1:11")
+            && line.contains("per open"),
+        "unclear refusal: {line}"
+    );
+    w.terminate_original_expect_pass();
+}

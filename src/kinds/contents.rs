@@ -857,6 +857,35 @@ impl Ghosts {
         }
     }
 
+    /// Gives the node `p` that [`Ghosts::make_node`] made its owner, then
+    /// `mode` again (chown clears set-id bits), through an O_PATH
+    /// descriptor opened without following links and checked to be it.
+    pub fn set_owner(&self, p: &Path, uid: u32, gid: u32, mode: u32) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
+            return Err(Error::Restore(format!("{}: no file name", p.display())));
+        };
+        let dir = crate::sys::safefs::open_dir_no_links(parent).map_err(|e| Error::io(p, e))?;
+        let fd = crate::sys::safefs::openat_nofollow(&dir, name, rustix::fs::OFlags::PATH, 0)
+            .map_err(|e| Error::io(p, e))?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| Error::io(p, e.into()))?;
+        if !self
+            .made
+            .iter()
+            .any(|m| m.0 == p && m.1 == st.st_dev && m.2 == st.st_ino)
+        {
+            return Err(Error::Restore(format!(
+                "{}: not the node cairn made",
+                p.display()
+            )));
+        }
+        let via = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        std::os::unix::fs::chown(&via, Some(uid), Some(gid)).map_err(|e| Error::io(p, e))?;
+        rustix::fs::chmod(&via, rustix::fs::Mode::from_raw_mode(mode))
+            .map_err(|e| Error::io(p, e.into()))?;
+        Ok(())
+    }
+
     pub fn unlink_all(&mut self) {
         for (p, dev, ino) in self.made.drain(..) {
             let ours =

@@ -53,15 +53,43 @@ fn check_file_type(pid: i32, fd: i32, target: &str, md: &std::fs::Metadata) -> R
     ))
 }
 
-/// For an fd on a deleted node of a plain device (see [`plain_device`]):
-/// the path it had and its device number.
+/// For an fd on a deleted node of a plain device (see [`plain_device`])
+/// or of a block device (no state per open but the offset, which is
+/// restored): the path it had and its device number. A deleted node of
+/// another character device is refused: their state is per open
+/// (/dev/net/tun's interface, /dev/kvm's VM, /dev/kmsg's read position,
+/// a watchdog's ...) and a new open does not bring it back; terminals are
+/// kinds::tty's.
 fn deleted_plain_device(f: &FdRef) -> Option<(String, u64)> {
     let md = f.metadata().ok()?;
-    if !md.file_type().is_char_device() || !plain_device(md.rdev()) {
+    let ft = md.file_type();
+    let ok = (ft.is_char_device() && plain_device(md.rdev())) || ft.is_block_device();
+    if !ok {
         return None;
     }
     let path = crate::kinds::contents::ghost_path(f.target, md)?;
     Some((path, md.rdev()))
+}
+
+/// The refusal of a deleted node of a character device that is neither
+/// plain nor a terminal (see [`deleted_plain_device`]).
+fn deleted_stateful_device(f: &FdRef) -> Option<Error> {
+    let md = f.metadata().ok()?;
+    if !md.file_type().is_char_device() || crate::kinds::tty::is_tty(md.rdev()) {
+        return None;
+    }
+    let path = crate::kinds::contents::ghost_path(f.target, md)?;
+    Some(Error::unsupported(
+        f.pid,
+        format!(
+            "fd {} is the deleted node {path} of character device {}:{}: cairn reopens only \
+             devices without state of their own per open (null, zero, full, random, urandom, \
+             block devices); a new open of this one would not bring its state back",
+            f.fd,
+            libc::major(md.rdev()),
+            libc::minor(md.rdev())
+        ),
+    ))
 }
 
 /// Makes the deleted device nodes of `files` again for the restore: at
@@ -82,7 +110,11 @@ pub fn recreate_deleted_nodes(
         if !r.deleted_node {
             continue;
         }
-        if !plain_device(r.rdev) {
+        let is_block = r
+            .stat
+            .as_ref()
+            .is_some_and(|s| s.mode & libc::S_IFMT == libc::S_IFBLK);
+        if !is_block && !plain_device(r.rdev) {
             return Err(Error::Restore(format!(
                 "{}: device {}:{} is not one cairn recreates",
                 r.path,
@@ -90,15 +122,14 @@ pub fn recreate_deleted_nodes(
                 libc::minor(r.rdev)
             )));
         }
-        let mode = r.stat.as_ref().map_or(0o600, |s| s.mode & 0o777);
-        ghosts.make_node(
-            d.id,
-            &r.path,
-            "device node",
-            FileType::CharacterDevice,
-            r.rdev,
-            mode,
-        )?;
+        let mode = r.stat.as_ref().map_or(0o600, |s| s.mode & 0o7777);
+        let ty = if is_block {
+            FileType::BlockDevice
+        } else {
+            FileType::CharacterDevice
+        };
+        let p = ghosts.make_node(d.id, &r.path, "device node", ty, r.rdev, mode)?;
+        ghosts.set_owner(&p, r.uid, r.gid, mode)?;
     }
     Ok(())
 }
@@ -150,6 +181,9 @@ impl FdKind for Regular {
             if deleted_plain_device(f).is_some() {
                 return Ok(true);
             }
+            if let Some(e) = deleted_stateful_device(f) {
+                return Err(e);
+            }
             crate::kinds::contents::precheck_ghost(f.pid, f.fd, f.target)?;
         } else if let Ok(md) = f.metadata() {
             check_file_type(f.pid, f.fd, f.target, md)?;
@@ -168,6 +202,9 @@ impl FdKind for Regular {
             r.rdev = rdev;
             r.path = path;
             r.flags = f.flags();
+            r.pos = f.pos();
+            r.uid = md.uid();
+            r.gid = md.gid();
             r.stat = Some(file_stat(md)).into();
             return Ok(Some(file_desc::Kind::Reg(r)));
         }
@@ -211,7 +248,7 @@ impl FdKind for Regular {
         let is_reg = r
             .stat
             .as_ref()
-            .is_some_and(|s| s.mode & libc::S_IFMT == libc::S_IFREG);
+            .is_some_and(|s| matches!(s.mode & libc::S_IFMT, libc::S_IFREG | libc::S_IFBLK));
         if is_reg && r.pos > 0 {
             calls.lseek(fd, r.pos, libc::SEEK_SET, path)?;
         }
