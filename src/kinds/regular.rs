@@ -342,7 +342,7 @@ fn removed_dir_ok(pid: i32, what: &str, gone: &str) -> Result<()> {
 /// Before a dump touches the tree `pids`, what the restore could not put
 /// back as it was:
 /// - a cwd whose removed directory's parent is gone too, and a root in a
-///   removed directory ([`removed_dir_ok`]);
+///   removed directory (see `removed_dir_ok`);
 /// - an fd on a /proc file of a process outside the tree
 ///   (`/proc/PID/...`): after a restore, that path would name another
 ///   process, or none. Files of the tree's own processes come back with
