@@ -778,8 +778,8 @@ fn dump_frozen(
         }
         let cwd = procfs::read_link(format!("/proc/{pid}/cwd"))?;
         let root = procfs::read_link(format!("/proc/{pid}/root"))?;
-        core.cwd_id = files.register_fs_path(&cwd);
-        core.root_id = files.register_fs_path(&root);
+        core.cwd_id = files.register_fs_path(&cwd, pid, "cwd");
+        core.root_id = files.register_fs_path(&root, pid, "root");
         let (smaps, fds) = found.take(pid)?;
         let fdt = if core.files_shared_with != 0 {
             // Same table as that process: nothing more to save.

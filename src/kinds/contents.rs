@@ -702,6 +702,8 @@ pub struct Ghosts {
     /// Description id -> the path to open it from.
     pub redirect: HashMap<u32, String>,
     made: Vec<(PathBuf, u64, u64)>,
+    /// Removed directories made again (fds3): path, device, inode.
+    dirs: Vec<(PathBuf, u64, u64)>,
 }
 
 impl Ghosts {
@@ -785,6 +787,104 @@ impl Ghosts {
         Ok(p)
     }
 
+    /// Makes the removed directory `path` again (a cwd: fds3) at its
+    /// path, in its parent reached without following links, never over
+    /// an existing name, with `mode` and owner `uid`:`gid`; removed by
+    /// [`Ghosts::remove_dirs`] once the processes are in it. Making the
+    /// same path twice is done once.
+    pub fn make_dir(&mut self, path: &str, mode: u32, uid: u32, gid: u32) -> Result<()> {
+        use rustix::fs::{Mode, OFlags};
+        use std::os::fd::AsRawFd;
+        let full = Path::new(path);
+        if self.dirs.iter().any(|d| d.0 == full) {
+            return Ok(());
+        }
+        let (Some(parent), Some(name)) = (full.parent(), full.file_name()) else {
+            return Err(Error::Restore(format!("{path}: no directory name")));
+        };
+        let fail = |e: String| {
+            Error::Restore(format!(
+                "cannot recreate the removed directory {path} (a cwd): {e}"
+            ))
+        };
+        let dir = crate::sys::safefs::open_dir_no_links(parent)
+            .map_err(|e| fail(format!("its parent: {e}")))?;
+        match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o700)) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::EXIST) => {
+                return Err(fail(
+                    "the name is taken now (getcwd() would read another path)".into(),
+                ))
+            }
+            Err(e) => return Err(fail(e.to_string())),
+        }
+        let fd =
+            crate::sys::safefs::openat_nofollow(&dir, name, OFlags::PATH | OFlags::DIRECTORY, 0)
+                .map_err(|e| fail(e.to_string()))?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| fail(e.to_string()))?;
+        self.dirs.push((full.to_path_buf(), st.st_dev, st.st_ino));
+        // Through the O_PATH descriptor: never a link put in its place.
+        std::os::unix::fs::chown(
+            format!("/proc/self/fd/{}", fd.as_raw_fd()),
+            Some(uid),
+            Some(gid),
+        )
+        .map_err(|e| fail(format!("chown: {e}")))?;
+        rustix::fs::chmod(
+            format!("/proc/self/fd/{}", fd.as_raw_fd()),
+            Mode::from_raw_mode(mode),
+        )
+        .map_err(|e| fail(format!("chmod: {e}")))?;
+        info!("removed directory {path} recreated until the processes are in it");
+        Ok(())
+    }
+
+    /// Removes the directories [`Ghosts::make_dir`] made, while their
+    /// names still refer to them.
+    pub fn remove_dirs(&mut self) {
+        for (p, dev, ino) in self.dirs.drain(..) {
+            let ours =
+                std::fs::symlink_metadata(&p).is_ok_and(|m| m.dev() == dev && m.ino() == ino);
+            if ours {
+                if let Err(e) = std::fs::remove_dir(&p) {
+                    warn!(
+                        "{}: cannot remove the recreated directory: {e}",
+                        p.display()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Gives the node `p` that [`Ghosts::make_node`] made its owner, then
+    /// `mode` again (chown clears set-id bits), through an O_PATH
+    /// descriptor opened without following links and checked to be it.
+    pub fn set_owner(&self, p: &Path, uid: u32, gid: u32, mode: u32) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
+            return Err(Error::Restore(format!("{}: no file name", p.display())));
+        };
+        let dir = crate::sys::safefs::open_dir_no_links(parent).map_err(|e| Error::io(p, e))?;
+        let fd = crate::sys::safefs::openat_nofollow(&dir, name, rustix::fs::OFlags::PATH, 0)
+            .map_err(|e| Error::io(p, e))?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| Error::io(p, e.into()))?;
+        if !self
+            .made
+            .iter()
+            .any(|m| m.0 == p && m.1 == st.st_dev && m.2 == st.st_ino)
+        {
+            return Err(Error::Restore(format!(
+                "{}: not the node cairn made",
+                p.display()
+            )));
+        }
+        let via = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        std::os::unix::fs::chown(&via, Some(uid), Some(gid)).map_err(|e| Error::io(p, e))?;
+        rustix::fs::chmod(&via, rustix::fs::Mode::from_raw_mode(mode))
+            .map_err(|e| Error::io(p, e.into()))?;
+        Ok(())
+    }
+
     pub fn unlink_all(&mut self) {
         for (p, dev, ino) in self.made.drain(..) {
             let ours =
@@ -804,6 +904,7 @@ impl Ghosts {
 impl Drop for Ghosts {
     fn drop(&mut self) {
         self.unlink_all();
+        self.remove_dirs();
     }
 }
 

@@ -118,9 +118,24 @@ impl FileTable {
             .collect()
     }
 
-    pub fn register_fs_path(&mut self, path: &str) -> u32 {
+    /// The cwd or root (`what`) of `pid`, whose link reads `path`. A cwd
+    /// in a removed directory is recorded with the directory's mode and
+    /// owner (`kinds::regular::precheck_tree` refused what cannot be).
+    pub fn register_fs_path(&mut self, path: &str, pid: i32, what: &str) -> u32 {
         let mut p = FsPath::new();
         p.path = path.to_string();
+        let link = format!("/proc/{pid}/{what}");
+        if let Some(gone) = std::fs::metadata(&link)
+            .ok()
+            .and_then(|md| crate::kinds::contents::ghost_path(path, &md).map(|g| (g, md)))
+        {
+            p.path = gone.0;
+            p.removed = true;
+            p.mode = gone.1.mode() & 0o7777;
+            p.uid = gone.1.uid();
+            p.gid = gone.1.gid();
+            p.ino = gone.1.ino();
+        }
         self.add(file_desc::Kind::FsPath(p))
     }
 
@@ -224,6 +239,8 @@ impl FileTable {
                 crate::kinds::anonfd::pidfd::check_target(pid, fd, p, &is_pid, &is_tid)?;
             }
         }
+        let held = |id: u32| self.seen.iter().any(|s| s.2 == id);
+        crate::kinds::anonfd::inotify::check_removed(&self.files, &first_fd, &held)?;
         Ok(())
     }
 

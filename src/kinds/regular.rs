@@ -53,15 +53,43 @@ fn check_file_type(pid: i32, fd: i32, target: &str, md: &std::fs::Metadata) -> R
     ))
 }
 
-/// For an fd on a deleted node of a plain device (see [`plain_device`]):
-/// the path it had and its device number.
+/// For an fd on a deleted node of a plain device (see [`plain_device`])
+/// or of a block device (no state per open but the offset, which is
+/// restored): the path it had and its device number. A deleted node of
+/// another character device is refused: their state is per open
+/// (/dev/net/tun's interface, /dev/kvm's VM, /dev/kmsg's read position,
+/// a watchdog's ...) and a new open does not bring it back; terminals are
+/// kinds::tty's.
 fn deleted_plain_device(f: &FdRef) -> Option<(String, u64)> {
     let md = f.metadata().ok()?;
-    if !md.file_type().is_char_device() || !plain_device(md.rdev()) {
+    let ft = md.file_type();
+    let ok = (ft.is_char_device() && plain_device(md.rdev())) || ft.is_block_device();
+    if !ok {
         return None;
     }
     let path = crate::kinds::contents::ghost_path(f.target, md)?;
     Some((path, md.rdev()))
+}
+
+/// The refusal of a deleted node of a character device that is neither
+/// plain nor a terminal (see [`deleted_plain_device`]).
+fn deleted_stateful_device(f: &FdRef) -> Option<Error> {
+    let md = f.metadata().ok()?;
+    if !md.file_type().is_char_device() || crate::kinds::tty::is_tty(md.rdev()) {
+        return None;
+    }
+    let path = crate::kinds::contents::ghost_path(f.target, md)?;
+    Some(Error::unsupported(
+        f.pid,
+        format!(
+            "fd {} is the deleted node {path} of character device {}:{}: cairn reopens only \
+             devices without state of their own per open (null, zero, full, random, urandom, \
+             block devices); a new open of this one would not bring its state back",
+            f.fd,
+            libc::major(md.rdev()),
+            libc::minor(md.rdev())
+        ),
+    ))
 }
 
 /// Makes the deleted device nodes of `files` again for the restore: at
@@ -82,7 +110,11 @@ pub fn recreate_deleted_nodes(
         if !r.deleted_node {
             continue;
         }
-        if !plain_device(r.rdev) {
+        let is_block = r
+            .stat
+            .as_ref()
+            .is_some_and(|s| s.mode & libc::S_IFMT == libc::S_IFBLK);
+        if !is_block && !plain_device(r.rdev) {
             return Err(Error::Restore(format!(
                 "{}: device {}:{} is not one cairn recreates",
                 r.path,
@@ -90,15 +122,46 @@ pub fn recreate_deleted_nodes(
                 libc::minor(r.rdev)
             )));
         }
-        let mode = r.stat.as_ref().map_or(0o600, |s| s.mode & 0o777);
-        ghosts.make_node(
-            d.id,
-            &r.path,
-            "device node",
-            FileType::CharacterDevice,
-            r.rdev,
-            mode,
-        )?;
+        let mode = r.stat.as_ref().map_or(0o600, |s| s.mode & 0o7777);
+        let ty = if is_block {
+            FileType::BlockDevice
+        } else {
+            FileType::CharacterDevice
+        };
+        let p = ghosts.make_node(d.id, &r.path, "device node", ty, r.rdev, mode)?;
+        ghosts.set_owner(&p, r.uid, r.gid, mode)?;
+    }
+    Ok(())
+}
+
+/// Makes the removed directories that are cwds of the tree again, at
+/// their paths, for the restore (`ghosts` removes them once every process
+/// is in its cwd). Two removed directories at one path (different
+/// inodes) cannot both come back.
+pub fn recreate_removed_dirs(
+    files: &crate::image::proto::Files,
+    ghosts: &mut crate::kinds::contents::Ghosts,
+) -> Result<()> {
+    let mut seen: std::collections::HashMap<&str, u64> = Default::default();
+    for d in &files.descs {
+        let Some(file_desc::Kind::FsPath(p)) = &d.kind else {
+            continue;
+        };
+        if !p.removed {
+            continue;
+        }
+        if let Some(&ino) = seen.get(p.path.as_str()) {
+            if ino != p.ino {
+                return Err(Error::Restore(format!(
+                    "two removed directories were cwds at {} (inodes {ino} and {}): one \
+                     recreated directory cannot be both",
+                    p.path, p.ino
+                )));
+            }
+            continue;
+        }
+        seen.insert(&p.path, p.ino);
+        ghosts.make_dir(&p.path, p.mode, p.uid, p.gid)?;
     }
     Ok(())
 }
@@ -118,6 +181,9 @@ impl FdKind for Regular {
             if deleted_plain_device(f).is_some() {
                 return Ok(true);
             }
+            if let Some(e) = deleted_stateful_device(f) {
+                return Err(e);
+            }
             crate::kinds::contents::precheck_ghost(f.pid, f.fd, f.target)?;
         } else if let Ok(md) = f.metadata() {
             check_file_type(f.pid, f.fd, f.target, md)?;
@@ -136,6 +202,9 @@ impl FdKind for Regular {
             r.rdev = rdev;
             r.path = path;
             r.flags = f.flags();
+            r.pos = f.pos();
+            r.uid = md.uid();
+            r.gid = md.gid();
             r.stat = Some(file_stat(md)).into();
             return Ok(Some(file_desc::Kind::Reg(r)));
         }
@@ -179,7 +248,7 @@ impl FdKind for Regular {
         let is_reg = r
             .stat
             .as_ref()
-            .is_some_and(|s| s.mode & libc::S_IFMT == libc::S_IFREG);
+            .is_some_and(|s| matches!(s.mode & libc::S_IFMT, libc::S_IFREG | libc::S_IFBLK));
         if is_reg && r.pos > 0 {
             calls.lseek(fd, r.pos, libc::SEEK_SET, path)?;
         }
@@ -234,15 +303,52 @@ fn on_procfs(pid: i32, fd: i32) -> bool {
         .is_some_and(|s| s.filesystem_type().0 as u64 == 0x9fa0)
 }
 
+/// Whether a cwd (`what`) in the removed directory `gone` can come back:
+/// the restore makes it again at its path (mkdir), enters it and removes
+/// it, so that getcwd() reads "PATH (deleted)" as before. Its parent must
+/// exist (a directory removed with its parent, or nested in a removed
+/// one, would come back under another path). A root in a removed
+/// directory is refused: cairn recreates only removed cwds.
+fn removed_dir_ok(pid: i32, what: &str, gone: &str) -> Result<()> {
+    if what != "cwd" {
+        return Err(Error::unsupported(
+            pid,
+            format!(
+                "its root is the directory {gone}, which was removed: cairn recreates a \
+                 removed cwd, not a removed root"
+            ),
+        ));
+    }
+    let parent = Path::new(gone)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty());
+    let parent_ok = parent.is_some_and(|p| {
+        crate::sys::safefs::is_dir_nofollow(p).unwrap_or(false)
+            && std::fs::canonicalize(p).is_ok_and(|c| c == p)
+    });
+    if !parent_ok {
+        return Err(Error::unsupported(
+            pid,
+            format!(
+                "its cwd is the directory {gone}, which was removed together with its parent \
+                 directory (or one above): cairn recreates a removed directory only in its \
+                 parent, else getcwd() would read another path"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Before a dump touches the tree `pids`, what the restore could not put
 /// back as it was:
-/// - a cwd or root whose directory was removed (the process still holds
-///   it, but no path leads to it; cairn does not recreate it);
+/// - a cwd whose removed directory's parent is gone too, and a root in a
+///   removed directory (see `removed_dir_ok`);
 /// - an fd on a /proc file of a process outside the tree
 ///   (`/proc/PID/...`): after a restore, that path would name another
 ///   process, or none. Files of the tree's own processes come back with
 ///   their pids.
 pub fn precheck_tree(pids: &[i32]) -> Result<()> {
+    crate::kinds::anonfd::inotify::precheck_tree(pids)?;
     // Threads come back with their ids too.
     let mut ids: std::collections::HashSet<i32> = pids.iter().copied().collect();
     for &pid in pids {
@@ -262,13 +368,7 @@ pub fn precheck_tree(pids: &[i32]) -> Result<()> {
                     .is_ok_and(|m| m.dev() == held.dev() && m.ino() == held.ino())
             });
             if !literal {
-                return Err(Error::unsupported(
-                    pid,
-                    format!(
-                        "its {what} is the directory {gone}, which was removed: no path leads \
-                         to it any more, and cairn does not recreate removed directories"
-                    ),
-                ));
+                removed_dir_ok(pid, what, gone)?;
             }
         }
         let Ok(fds) = crate::procfs::read_fds(pid) else {

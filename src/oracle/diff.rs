@@ -499,6 +499,38 @@ pub fn normalise(view: &KernelView) -> Vec<((i32, i32), Fields)> {
                 .join(" ");
             f.insert(k.clone(), v);
         }
+        // fds3: an inotify watch names its file's inode in hex and its
+        // handle (which holds the inode): a recreated (removed) file's
+        // are its label.
+        for k in &keys {
+            if !k.ends_with(".inotify") {
+                continue;
+            }
+            let v = f[k]
+                .split(" | ")
+                .map(|w| {
+                    let l = w
+                        .split(' ')
+                        .find_map(|x| x.strip_prefix("ino:"))
+                        .and_then(|h| u64::from_str_radix(h, 16).ok())
+                        .and_then(|n| labels.get(&n));
+                    let Some(l) = l else {
+                        return w.to_string();
+                    };
+                    w.split(' ')
+                        .map(|x| match x.split_once(':') {
+                            Some(("ino" | "f_handle", _)) => {
+                                format!("{}:{l}", x.split(':').next().unwrap_or(""))
+                            }
+                            _ => x.to_string(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .collect::<Vec<_>>()
+                .join(" | ");
+            f.insert(k.clone(), v);
+        }
     }
     tasks
 }

@@ -1061,6 +1061,7 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
         .map(|p| (p.pid, &mut p.agents[0] as &mut dyn crate::remote::Calls))
         .collect();
     crate::kinds::locks::restore(&img.files.locks, &tables, &idx, &mut calls)?;
+    crate::kinds::anonfd::inotify::finish_removed(&img.files, &tables, &mut calls)?;
     drop(calls);
     lap("files", &mut phases);
     let zombie_parents: std::collections::HashSet<u32> = img
@@ -1075,6 +1076,8 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
         let hz = zombie_parents.contains(&(p.pid as u32));
         restore_attrs(img, p, hz, &idx)?;
     }
+    // Every process is in its cwd: removed directories go again.
+    fixups.ghosts.remove_dirs();
     // Who gets SIGIO: once every process and thread exists.
     files::restore_owners(
         &img.files,
@@ -1315,6 +1318,7 @@ pub fn restore(args: &RestoreOptions) -> Result<i32> {
     };
     crate::kinds::fifo::recreate_deleted(&img.files, &mut ghosts)?;
     crate::kinds::regular::recreate_deleted_nodes(&img.files, &mut ghosts)?;
+    crate::kinds::regular::recreate_removed_dirs(&img.files, &mut ghosts)?;
     crate::kinds::files::recreate_fifos(&img.files)?;
     let mut redirect = std::mem::take(&mut idx.redirect);
     redirect.extend(ghosts.redirect.clone());

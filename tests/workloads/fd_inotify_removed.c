@@ -1,8 +1,8 @@
 /*
  * fd_inotify_removed: an inotify watch on a file that was removed while
  * it is still open (the kernel keeps the watch until the inode goes). The
- * dump must refuse it, naming the inotify fd and the watch; the process
- * goes on and its watch still reports a write to the file.
+ * restored process's watch still reports a write to the file (cairn
+ * recreates the file as a ghost and adds the watch there).
  */
 #include "zdtm.h"
 

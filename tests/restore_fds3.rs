@@ -1,0 +1,105 @@
+//! Issue 14, third round (fds3): removed files and directories still in
+//! use come back as ghosts (inotify watches on removed files, a cwd or
+//! root in a removed directory, deleted device nodes), and pipes whose
+//! other end is outside the tree are passed in with `--inherit-fd`.
+
+mod common;
+
+use common::*;
+
+/// The unsupported line of a refused dump (exit code 6).
+fn refusal(out: &std::process::Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "dump: {}", describe(out));
+    err.lines()
+        .find(|l| l.contains("unsupported"))
+        .unwrap_or_else(|| panic!("no refusal in: {err}"))
+        .to_string()
+}
+
+/// An inotify watch on a file removed while open comes back on the
+/// recreated (and again unlinked) file with its wd and mask, between two
+/// watches on live files: nothing is queued by the restore itself (no
+/// IN_OPEN, no IN_ATTRIB from the unlink of the ghost), and the program
+/// then sees IN_ACCESS, IN_MODIFY and, on its last close, IN_CLOSE_WRITE,
+/// IN_DELETE_SELF and IN_IGNORED on that watch.
+#[test]
+fn inotify_removed_restored() {
+    if skip_unless_root() {
+        return;
+    }
+    checkpoint_restore("fd_inotify_ghost", &[]);
+}
+
+/// A watch on a removed file that the process only maps (its fd closed)
+/// cannot come back (cairn recreates a removed file from an open fd): the
+/// dump refuses it, naming pid, the inotify fd and the watch, and the
+/// process goes on with its watches.
+#[test]
+fn inotify_removed_mapped_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("fd_inotify_ghost", &["--mapped"]);
+    let line = refusal(&w.dump(&["-v"]));
+    assert!(
+        line.contains(&format!("pid {}", w.pid))
+            && line.contains("fd 3: inotify watch 2 is on")
+            && line.contains(&format!("ghost.{}", w.pid))
+            && line.contains("no fd of the tree holds open"),
+        "unclear refusal: {line}"
+    );
+    w.terminate_original_expect_pass();
+}
+
+/// A cwd in a removed directory comes back as a removed directory: made
+/// again at its path with its mode (0751) and owner (1234:5678), entered,
+/// removed; /proc/PID/cwd reads the same "PATH (deleted)", getcwd() fails
+/// with ENOENT, nothing can be created in it, and ".." is its parent.
+#[test]
+fn cwd_removed_restored() {
+    if skip_unless_root() {
+        return;
+    }
+    let w = checkpoint_restore("files_cwd_ghost", &[]);
+    assert!(
+        !w.work.join("cwd_ghost.d").exists(),
+        "the recreated directory was left behind"
+    );
+}
+
+/// Deleted device nodes beyond the plain character devices: a block
+/// device node (refused before) and a /dev/zero node come back as
+/// unlinked nodes of the same device, mode, owner (lost before) and
+/// access mode.
+#[test]
+fn devnode_deleted_restored() {
+    if skip_unless_root() {
+        return;
+    }
+    if !std::path::Path::new("/dev/loop0").exists() {
+        note_skip("no /dev/loop0");
+        return;
+    }
+    checkpoint_restore("files_devnode_ghost", &[]);
+}
+
+/// A deleted node of a character device whose state is per open
+/// (/dev/kmsg's read position) is refused at dump, naming pid, fd, the
+/// node and the device; the process goes on.
+#[test]
+fn devnode_stateful_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("files_dev_ghost", &["--kmsg"]);
+    let line = refusal(&w.dump(&["-v"]));
+    assert!(
+        line.contains(&format!("pid {}", w.pid))
+            && line.contains("deleted node")
+            && line.contains("character device 1:11")
+            && line.contains("per open"),
+        "unclear refusal: {line}"
+    );
+    w.terminate_original_expect_pass();
+}
