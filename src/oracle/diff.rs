@@ -284,6 +284,13 @@ fn mask_flags(f: &mut Fields) {
     }
 }
 
+/// VmFlags that are bookkeeping, not a loss when they differ: "ac"
+/// (VM_ACCOUNT), "sd" (VM_SOFTDIRTY) and "uw" (VM_UFFD_WP: the
+/// write-protect registration of cairn's own dirty-page tracking, which
+/// the pre-dumps of a chain leave on every private VMA until the final
+/// dump; a program's own userfaultfd is refused at dump with its fd).
+const BOOKKEEPING_FLAGS: [&str; 3] = ["ac", "sd", "uw"];
+
 /// One VMA's fields, for merging.
 struct Vma {
     start: u64,
@@ -299,9 +306,10 @@ fn kb(v: Option<&String>) -> u64 {
 /// Makes the VMAs of a task canonical: VmFlags without "ac" (VM_ACCOUNT
 /// is commit accounting: cairn maps a private mapping writable before it
 /// sets its final protection, so every restored private mapping is
-/// accounted) and "sd" (VM_SOFTDIRTY, kernels with soft-dirty: the
+/// accounted), "sd" (VM_SOFTDIRTY, kernels with soft-dirty: the
 /// kernel marks every new VMA so, which makes a restored VMA count as
-/// written for the next soft-dirty scan, as it must), then neighbours that are alike in everything else (same
+/// written for the next soft-dirty scan, as it must) and "uw" (cairn's
+/// tracking, [`BOOKKEEPING_FLAGS`]), then neighbours that are alike in everything else (same
 /// perms, file, flags, contiguous offsets) merged into one, as the
 /// kernel would have merged them had they been created alike; their
 /// Locked sizes add up.
@@ -327,7 +335,7 @@ fn merge_vmas(f: &mut Fields) {
         if key == "VmFlags" {
             v = v
                 .split(' ')
-                .filter(|w| *w != "ac" && *w != "sd")
+                .filter(|w| !BOOKKEEPING_FLAGS.contains(w))
                 .collect::<Vec<_>>()
                 .join(" ");
         }
@@ -703,7 +711,7 @@ mod tests {
                     ("vma.3000-4000.perms", "r--p"),
                     ("vma.3000-4000.offset", "00003000"),
                     ("vma.3000-4000.path", "/lib/x"),
-                    ("vma.3000-4000.VmFlags", "rd mr ac"),
+                    ("vma.3000-4000.VmFlags", "rd mr ac uw"),
                     ("vma.3000-4000.Locked", "0 kB"),
                     ("stat.flags", "0x400000"),
                 ],
