@@ -710,9 +710,7 @@ impl CowPlan {
             };
             let mine = owners.own_runs(img, &format!("pid:{}", e.pid));
             let theirs = owners.own_runs(img, &format!("pid:{}", e.ppid));
-            let inh = memory::cow::plan(mm, pmm, mine, theirs, &mut |x, y| {
-                pages.same(img, x, y)
-            });
+            let inh = memory::cow::plan(mm, pmm, mine, theirs, &mut |x, y| pages.same(img, x, y));
             populate[pi].extend(inh.skip.iter().copied());
             inherit[i] = inh;
         }
@@ -749,12 +747,7 @@ impl PageCompare {
 
     /// Whether the pages at `x` and `y` hold the same bytes (an unreadable
     /// page is not the same: it is written, and its read fails then).
-    fn same(
-        &mut self,
-        img: &Images,
-        x: memory::cow::PageSrc,
-        y: memory::cow::PageSrc,
-    ) -> bool {
+    fn same(&mut self, img: &Images, x: memory::cow::PageSrc, y: memory::cow::PageSrc) -> bool {
         match (self.page(img, 0, x), self.page(img, 1, y)) {
             (Some(a), Some(b)) => a == b,
             _ => false,

@@ -477,7 +477,11 @@ mod tests {
             matches!((x, y), (Some((0, 3, o)), Some((0, 1, q))) if q == 6 * P + o)
         };
         let inh = plan(&child, &parent, &child_runs, &parent_runs, &mut same);
-        assert_eq!(asked.len(), 3, "only pages in different places are read: {asked:?}");
+        assert_eq!(
+            asked.len(),
+            3,
+            "only pages in different places are read: {asked:?}"
+        );
         assert_eq!(inh.keep, vec![(0x10 * P, 0x20 * P), (0x100 * P, 0x110 * P)]);
         assert_eq!(
             inh.skip,
