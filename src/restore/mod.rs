@@ -723,8 +723,11 @@ impl CowPlan {
 /// page reads as zeros), keeping the last chunk read on each side.
 #[derive(Default)]
 struct PageCompare {
-    chunks: [Option<((usize, u32), Vec<u8>)>; 2],
+    chunks: [Option<CachedChunk>; 2],
 }
+
+/// A decompressed chunk and its (layer, chunk) key.
+type CachedChunk = ((usize, u32), Vec<u8>);
 
 impl PageCompare {
     /// The page at `src` (side `k` of the cache); `None` if unreadable.
