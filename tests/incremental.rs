@@ -141,7 +141,7 @@ impl Chain {
 
     /// The final dump (kills the workload).
     fn final_dump(&mut self, k: usize, prev: usize) {
-        let out = self.run("dump", k, Some(prev), &["--track-mem"]);
+        let out = self.run("dump", k, Some(prev), &["--track-mem", "--oracle"]);
         assert!(
             out.status.success(),
             "dump {k} failed: {}\n--- workload log ---\n{}",
@@ -160,17 +160,10 @@ impl Chain {
         }
     }
 
+    /// Restores layer k, compared with the oracle's snapshot of the
+    /// chain's final dump (taken with `--oracle`).
     fn restore(&self, k: usize) {
-        // The chain's final dump has no oracle snapshot: with one, a
-        // restore of a uffd-wp chain hung after its pages were written
-        // (tasks2, round 2: reproduced with `--oracle` on the final dump
-        // and no opt-out: chain_of_five_uffd_wp, _default_mechanism,
-        // chain_with_no_bpf and broken_chains fail; the restore log shows
-        // the comparison done (only the known cow.pages loss) and then
-        // no progress until the harness's SIGTERM, so the hang is after
-        // `check_restored`, while the tree is let go; not fixed yet).
-        let no = "@no-compare: pre-dump chains are not compared yet";
-        restore_wait(&self.layer(k), &[no], self.w.pid, &self.w.log);
+        restore_wait(&self.layer(k), &[], self.w.pid, &self.w.log);
     }
 
     fn inventory(&self, k: usize) -> Inventory {

@@ -200,3 +200,52 @@ fn compare_needs_a_sound_snapshot() {
     assert_eq!(exit_code(&r.status), 5, "{}", describe(&r));
     assert!(e.contains("oracle.img"), "{e}");
 }
+
+/// The scheduling state of /proc/PID/task/TID/sched (policy and kernel
+/// priority, not its clocks) is in the snapshot of every thread and
+/// compared: a snapshot that says the thread ran SCHED_RR at priority 89
+/// fails the restore of a SCHED_OTHER thread, naming both fields.
+#[test]
+fn a_sched_difference_is_caught() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("sleep_nanosleep", &[]);
+    w.dump_ok(&[]);
+    w.expect_killed_by_dump();
+    let pid = w.pid;
+    let set = ImageSet::load(&w.images).expect("load images");
+    let v: KernelView = set
+        .message(ImageType::Oracle, names::ORACLE)
+        .expect("oracle.img");
+    let root = v.tasks.iter().find(|t| t.tid == pid).expect("root task");
+    assert_eq!(
+        root.fields.get("sched.policy").map(String::as_str),
+        Some("0"),
+        "{:?}",
+        root.fields
+            .keys()
+            .filter(|k| k.starts_with("sched"))
+            .collect::<Vec<_>>()
+    );
+    assert!(root.fields.contains_key("sched.prio"));
+    let d = forged(&w, "sched", |v| {
+        let t = v
+            .tasks
+            .iter_mut()
+            .find(|t| t.tid == pid)
+            .expect("root task");
+        t.fields.insert("sched.policy".into(), "2".into());
+        t.fields.insert("sched.prio".into(), "89".into());
+    });
+    let r = restore_expect_fail(&d, &["--compare"], pid);
+    let e = stderr(&r);
+    assert!(
+        e.contains(&format!(
+            "pid {pid}: sched.policy: before \"2\" after \"0\""
+        )) && e.contains(&format!("pid {pid}: sched.prio: before \"89\"")),
+        "the restore must name both sched fields: {e}"
+    );
+    assert!(!pid_exists(pid), "the failed restore left pid {pid} behind");
+    w.restore_wait(&[]);
+}

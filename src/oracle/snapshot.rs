@@ -275,6 +275,24 @@ pub fn parse_fdinfo_text(text: &str, fd: i32, out: &mut Fields) {
     out.extend(local);
 }
 
+/// The keys of /proc/PID/task/TID/sched that are state (the others are
+/// the scheduler's clocks and counters).
+const SCHED_KEYS: &[&str] = &["policy", "prio"];
+
+/// Adds "sched.policy" and "sched.prio" from a sched text ("KEY : VALUE"
+/// lines after a heading).
+pub fn parse_sched(text: &str, out: &mut Fields) {
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        let k = k.trim();
+        if SCHED_KEYS.contains(&k) {
+            out.insert(format!("sched.{k}"), squash(v));
+        }
+    }
+}
+
 /// Reads a link with readlink(2) only (never followed), lossy.
 fn link(path: &str) -> Option<String> {
     std::fs::read_link(path)
@@ -312,6 +330,13 @@ fn thread_fields(pid: i32, tid: i32, sigmask: Option<u64>) -> Fields {
         Ok(t) => parse_stat_line(&t, &mut f),
         Err(Some(e)) => {
             f.insert("stat".into(), e);
+        }
+        Err(None) => {}
+    }
+    match read_text(&format!("/proc/{pid}/task/{tid}/sched")) {
+        Ok(t) => parse_sched(&t, &mut f),
+        Err(Some(e)) => {
+            f.insert("sched".into(), e);
         }
         Err(None) => {}
     }
@@ -560,6 +585,22 @@ mod tests {
         assert_eq!(f["vma.7f10-7f20.offset"], "00001000");
         assert_eq!(f["vma.7f10-7f20.THPeligible"], "0");
         assert!(!f.keys().any(|k| k.ends_with("Rss")));
+    }
+
+    #[test]
+    fn sched_state_not_counters() {
+        let text = "cat (42, #threads: 1)\n\
+                    -------------------------------------------------------------------\n\
+                    se.exec_start                                :        123456.789012\n\
+                    nr_switches                                  :                   12\n\
+                    policy                                       :                    2\n\
+                    prio                                         :                   89\n\
+                    clock-delta                                  :                   30\n";
+        let mut f = Fields::new();
+        parse_sched(text, &mut f);
+        assert_eq!(f["sched.policy"], "2");
+        assert_eq!(f["sched.prio"], "89");
+        assert_eq!(f.len(), 2, "{f:?}");
     }
 
     #[test]

@@ -229,12 +229,13 @@ impl Drop for Vessels {
         for &p in self.pids.iter().rev() {
             let _ = task::kill(p, libc::SIGKILL);
         }
-        for &p in self.pids.iter().rev() {
-            let _ = ptrace::wait(p, 0);
-        }
-        // Vessels forked inside killed vessels were orphaned to cairn
-        // (a subreaper while it restores, see `restore_tree`): reap them
-        // too, so that their pids are free when the restore returns.
+        // Reaped in any order, never by a blocking wait on one pid: a
+        // killed leader is not reported until every traced thread of it
+        // is reaped, and a wait on the leader alone would block forever
+        // (a restore refused by --compare hung so). Vessels forked inside
+        // killed vessels were orphaned to cairn (a subreaper while it
+        // restores, see `restore_tree`): reaped too, so that their pids
+        // are free when the restore returns.
         let deadline = Instant::now() + std::time::Duration::from_secs(5);
         while Instant::now() < deadline {
             match task::reap_any() {
@@ -700,6 +701,7 @@ impl CowPlan {
             .collect();
         let mut inherit = vec![memory::cow::Inherit::default(); n];
         let mut populate: Vec<Vec<(u64, u64)>> = vec![Vec::new(); n];
+        let mut pages = PageCompare::default();
         for (i, e) in img.pstree.entries.iter().enumerate().skip(1) {
             let Some(&pi) = index.get(&e.ppid) else {
                 continue;
@@ -709,12 +711,51 @@ impl CowPlan {
             };
             let mine = owners.own_runs(img, &format!("pid:{}", e.pid));
             let theirs = owners.own_runs(img, &format!("pid:{}", e.ppid));
-            let inh = memory::cow::plan(mm, pmm, mine, theirs);
+            let inh = memory::cow::plan(mm, pmm, mine, theirs, &mut |x, y| pages.same(img, x, y));
             populate[pi].extend(inh.skip.iter().copied());
             inherit[i] = inh;
         }
         let populate = populate.into_iter().map(memory::cow::union).collect();
         Ok(CowPlan { inherit, populate })
+    }
+}
+
+/// Compares two pages of the chain's page stores by their bytes (a zero
+/// page reads as zeros), keeping the last chunk read on each side.
+#[derive(Default)]
+struct PageCompare {
+    chunks: [Option<CachedChunk>; 2],
+}
+
+/// A decompressed chunk and its (layer, chunk) key.
+type CachedChunk = ((usize, u32), Vec<u8>);
+
+impl PageCompare {
+    /// The page at `src` (side `k` of the cache); `None` if unreadable.
+    fn page(&mut self, img: &Images, k: usize, src: memory::cow::PageSrc) -> Option<Vec<u8>> {
+        let ps = crate::sys::PAGE_SIZE as usize;
+        let Some((layer, chunk, off)) = src else {
+            return Some(vec![0; ps]);
+        };
+        let hit = self.chunks[k]
+            .as_ref()
+            .is_some_and(|(key, _)| *key == (layer, chunk));
+        if !hit {
+            let data = img.chain.layers.get(layer)?.store.read_chunk(chunk).ok()?;
+            self.chunks[k] = Some(((layer, chunk), data));
+        }
+        let (_, data) = self.chunks[k].as_ref()?;
+        let off = usize::try_from(off).ok()?;
+        data.get(off..off.checked_add(ps)?).map(<[u8]>::to_vec)
+    }
+
+    /// Whether the pages at `x` and `y` hold the same bytes (an unreadable
+    /// page is not the same: it is written, and its read fails then).
+    fn same(&mut self, img: &Images, x: memory::cow::PageSrc, y: memory::cow::PageSrc) -> bool {
+        match (self.page(img, 0, x), self.page(img, 1, y)) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        }
     }
 }
 

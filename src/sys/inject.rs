@@ -96,8 +96,23 @@ impl Remote {
     /// `gettimeofday(NULL, NULL)` loop on that frame instead of running
     /// on with changed registers, until the guardian puts its registers
     /// back. Returns P.
+    ///
+    /// A page still shared copy-on-write with a child (a thread asleep
+    /// since the fork) would be copied by the write, and the child would
+    /// lose its sharing of it (seen as a page or two of tree_cow_mix and
+    /// tree_fork_storm coming back unshared): the frame goes down to the
+    /// first page below that is not shared (up to 16 pages down).
     pub fn guard(&mut self, pid: i32, loop_entry: u64) -> io::Result<u64> {
-        let p = (self.base.rsp.wrapping_sub(128 + 256)) & !15;
+        let mut p = (self.base.rsp.wrapping_sub(128 + 256)) & !15;
+        for _ in 0..16 {
+            let page = p & !(super::PAGE_SIZE - 1);
+            match crate::procfs::read_pagemap(pid, page, page + super::PAGE_SIZE) {
+                Ok(pm) if pm.first().is_some_and(|f| f.present() && !f.exclusive()) => {
+                    p = page.wrapping_sub(16);
+                }
+                _ => break,
+            }
+        }
         let mut frame = [0u8; 16];
         frame[..8].copy_from_slice(&p.to_ne_bytes());
         frame[8..].copy_from_slice(&loop_entry.to_ne_bytes());

@@ -1119,6 +1119,10 @@ impl Drop for Workload {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             // Still our unreaped child: its pid cannot have been recycled.
+            // Its children go too (unix_pair's child waits for a signal
+            // from its parent forever: killing the root alone left it
+            // running after the tests).
+            PidTracker::new().track_tree(self.pid);
             let _ = self.child.kill();
         }
         let _ = self.child.wait();

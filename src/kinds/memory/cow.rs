@@ -93,6 +93,10 @@ fn compatible(v: &Vma, p: &Vma) -> bool {
             && v.pgoff.wrapping_sub(v.start) == p.pgoff.wrapping_sub(p.start))
 }
 
+/// Where a page's bytes are: `Some((layer, chunk, offset))` in a page
+/// store of the chain, `None` for a zero page.
+pub type PageSrc = Option<(usize, u32, u64)>;
+
 /// Where the bytes of each page come from, by address.
 struct Sources<'a> {
     runs: Vec<&'a Resolved>,
@@ -175,12 +179,18 @@ fn intersect(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
 }
 
 /// What the child `child` (pages `child_runs`) keeps of its parent
-/// `parent` (pages `parent_runs`) when it is forked from it.
+/// `parent` (pages `parent_runs`) when it is forked from it. A page
+/// shared at dump is kept when both images hold the same bytes for it:
+/// the same place in the chain, or two places `same_bytes` finds equal
+/// (in a chain the parent's page may come from an older layer than the
+/// child's: a child forked after the first layer was stored whole by the
+/// next one).
 pub fn plan(
     child: &MmEntry,
     parent: &MmEntry,
     child_runs: &[Resolved],
     parent_runs: &[Resolved],
+    same_bytes: &mut dyn FnMut(PageSrc, PageSrc) -> bool,
 ) -> Inherit {
     let mut keep = Vec::new();
     for v in child.vmas.iter().filter(|v| is_private(v)) {
@@ -213,9 +223,13 @@ pub fn plan(
         for run in v.cow_runs.chunks_exact(2) {
             for i in 0..run[1] {
                 let a = run[0] + i * PAGE_SIZE;
-                let src = mine.at(a);
-                if inside(&keep, a) && src.is_some() && src == theirs.at(a) {
-                    pages.push(a);
+                if !inside(&keep, a) {
+                    continue;
+                }
+                if let (Some(x), Some(y)) = (mine.at(a), theirs.at(a)) {
+                    if x == y || same_bytes(x, y) {
+                        pages.push(a);
+                    }
                 }
             }
         }
@@ -438,23 +452,42 @@ mod tests {
             // Shared memory where the parent had private: not kept.
             vma(0x200 * P, 0x210 * P, VmaKind::VMA_ANON_SHARED, 0, 0),
         ];
-        // Shared at dump: 0x100..0x104 (same bytes), 0x104 (other bytes),
-        // 0x105 (both zero), 0x118 (outside the parent's VMA).
-        child.vmas[2].cow_runs = vec![0x100 * P, 6, 0x118 * P, 1];
-        let parent_runs = vec![run(0x100 * P, 5, Some((1, 0))), run(0x105 * P, 1, None)];
+        // Shared at dump: 0x100..0x104 (same place), 0x104 (other bytes),
+        // 0x105 (both zero), 0x106..0x108 (the same bytes in another
+        // chunk, as an older layer holds the parent's), 0x118 (outside the
+        // parent's VMA).
+        child.vmas[2].cow_runs = vec![0x100 * P, 8, 0x118 * P, 1];
+        let parent_runs = vec![
+            run(0x100 * P, 5, Some((1, 0))),
+            run(0x105 * P, 1, None),
+            run(0x106 * P, 2, Some((1, 6 * P))),
+        ];
         let child_runs = vec![
             run(0x100 * P, 4, Some((1, 0))),
             run(0x104 * P, 1, Some((2, 0))),
             run(0x105 * P, 1, None),
+            run(0x106 * P, 2, Some((3, 0))),
             run(0x118 * P, 1, Some((2, P))),
         ];
-        let inh = plan(&child, &parent, &child_runs, &parent_runs);
+        let mut asked = Vec::new();
+        // Chunk 3 holds at 0.. what chunk 1 holds at 6 P..; chunk 2 other
+        // bytes.
+        let mut same = |x: PageSrc, y: PageSrc| {
+            asked.push((x, y));
+            matches!((x, y), (Some((0, 3, o)), Some((0, 1, q))) if q == 6 * P + o)
+        };
+        let inh = plan(&child, &parent, &child_runs, &parent_runs, &mut same);
+        assert_eq!(
+            asked.len(),
+            3,
+            "only pages in different places are read: {asked:?}"
+        );
         assert_eq!(inh.keep, vec![(0x10 * P, 0x20 * P), (0x100 * P, 0x110 * P)]);
         assert_eq!(
             inh.skip,
-            vec![(0x100 * P, 0x104 * P), (0x105 * P, 0x106 * P)]
+            vec![(0x100 * P, 0x104 * P), (0x105 * P, 0x108 * P)]
         );
-        assert_eq!(inh.shared_pages(), 5);
+        assert_eq!(inh.shared_pages(), 7);
         assert!(inh.vdso.is_empty());
         let rest = pieces(&child, &inh);
         let got: Vec<(u64, u64, u64)> = rest
@@ -502,7 +535,7 @@ mod tests {
             vma(0x7004 * P, 0x7006 * P, VmaKind::VMA_VDSO, 0, 0),
         ];
         let child = parent.clone();
-        let inh = plan(&child, &parent, &[], &[]);
+        let inh = plan(&child, &parent, &[], &[], &mut |_, _| false);
         assert_eq!(
             inh.vdso,
             vec![(0x7000 * P, 0x7004 * P), (0x7004 * P, 0x7006 * P)]
@@ -513,7 +546,7 @@ mod tests {
             v.start += 0x100 * P;
             v.end += 0x100 * P;
         }
-        let inh = plan(&moved, &parent, &[], &[]);
+        let inh = plan(&moved, &parent, &[], &[], &mut |_, _| false);
         assert!(inh.vdso.is_empty());
         assert_eq!(pieces(&moved, &inh).vmas.len(), 2);
     }
