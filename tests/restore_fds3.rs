@@ -1,10 +1,11 @@
 //! Issue 14, third round (fds3): removed files and directories still in
 //! use come back as ghosts (inotify watches on removed files, a cwd or
-//! root in a removed directory, deleted device nodes), and pipes whose
-//! other end is outside the tree are passed in with `--inherit-fd`.
+//! root in a removed directory, deleted device nodes); inotify events
+//! queued and not read are refused.
 
 mod common;
 
+use common::refuse::expect_refused;
 use common::*;
 
 /// The unsupported line of a refused dump (exit code 6).
@@ -102,4 +103,17 @@ fn devnode_stateful_refused() {
         "unclear refusal: {line}"
     );
     w.terminate_original_expect_pass();
+}
+
+/// inotify events queued and not yet read cannot be queued again (only
+/// the kernel queues them): before, they were dropped silently. The dump
+/// refuses, naming pid, fd and the bytes queued, and the program still
+/// reads its event afterwards (`--queued` checks it on SIGTERM).
+#[test]
+fn inotify_queued_events_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("fd_inotify", &["--queued"]);
+    expect_refused(&mut w, &[], &["(inotify) has", "bytes of queued events"]);
 }

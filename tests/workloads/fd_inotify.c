@@ -1,6 +1,9 @@
 /* fd_inotify: an inotify instance keeps its watches with their numbers
  * (wd) and masks: after restore, changes in the watched directories are
- * reported under the same wds. */
+ * reported under the same wds.
+ * --queued: an event is left unread in the queue before the checkpoint
+ * (the dump must refuse: queued events cannot be put back); on SIGTERM
+ * the event must still be there, unharmed by the refused dump. */
 #include "zdtm.h"
 #include <sys/inotify.h>
 
@@ -23,6 +26,24 @@ int main(int argc, char **argv)
 	int w2 = inotify_add_watch(fd, d2, IN_CREATE | IN_DELETE);
 	if (w1 < 0 || w2 < 0)
 		pfail("inotify_add_watch");
+	if (test_flag("--queued")) {
+		snprintf(f, sizeof(f), "%s/queued-file", d2);
+		int q = open(f, O_CREAT | O_WRONLY, 0600);
+		if (q < 0)
+			pfail("create queued");
+		close(q);
+		unlink(f);
+		test_daemon();
+		test_waitsig();
+		ssize_t n = read(fd, buf, sizeof(buf));
+		struct inotify_event *ev = (struct inotify_event *)buf;
+		if (n <= 0 || ev->wd != w2 || !(ev->mask & IN_CREATE) ||
+		    strcmp(ev->name, "queued-file"))
+			fail("the queued IN_CREATE event is gone (read %zd)", n);
+		rmdir(d2);
+		rmdir(d1);
+		pass();
+	}
 	test_daemon();
 	test_waitsig();
 	if (read(fd, buf, sizeof(buf)) > 0)

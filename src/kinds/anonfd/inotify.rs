@@ -33,13 +33,19 @@ impl FdKind for Inotify {
     }
 
     fn precheck(&self, f: &FdRef) -> Result<bool> {
-        Ok(f.target == TARGET)
+        if f.target != TARGET {
+            return Ok(false);
+        }
+        refuse_queued(f)?;
+        Ok(true)
     }
 
     fn describe(&self, f: &FdRef, _cx: &mut DumpCx) -> Result<Option<file_desc::Kind>> {
         if f.target != TARGET {
             return Ok(None);
         }
+        // Again once the tree is frozen: an event may have come since.
+        refuse_queued(f)?;
         let mut n = InotifyImg::new();
         n.flags = f.flags();
         for (k, v) in &f.info()?.extra {
@@ -99,6 +105,27 @@ impl FdKind for Inotify {
 /// One "inotify wd:1 ino:9981df sdev:fe00000 mask:300 ignored_mask:0
 /// fhandle-bytes:8 fhandle-type:1 f_handle:df81..." line: the watch, with
 /// the path of the watched file found from its handle.
+/// Events waiting to be read cannot be queued into an inotify instance
+/// again (only the kernel queues them): refused, with their size (FIONREAD
+/// on a copy of the descriptor, which reads nothing).
+fn refuse_queued(f: &FdRef) -> Result<()> {
+    let copy = crate::sys::sock::pidfd_getfd(f.pid, f.fd)
+        .map_err(|e| Error::sys(f.pid, format!("pidfd_getfd fd {}", f.fd), e))?;
+    let n = crate::sys::sock::inq(&copy)
+        .map_err(|e| Error::sys(f.pid, format!("fd {}: FIONREAD", f.fd), e))?;
+    if n > 0 {
+        return Err(Error::unsupported(
+            f.pid,
+            format!(
+                "fd {} (inotify) has {n} bytes of queued events, which cannot be queued into \
+                 an inotify instance again (read them before the checkpoint)",
+                f.fd
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn inotify_watch(pid: i32, fd: i32, line: &str) -> Result<InotifyWatch> {
     let get = |key: &str| line.split_whitespace().find_map(|f| f.strip_prefix(key));
     let hex = |key: &str| get(key).and_then(|v| u64::from_str_radix(v, 16).ok());

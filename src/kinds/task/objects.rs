@@ -531,7 +531,7 @@ impl ProcKind for Membarrier {
             return Err(Error::unsupported(
                 agent.pid(),
                 format!(
-                    "membarrier registrations {mask:#x}: {unknown:#x} unknown to cairn,                      cannot be registered again"
+                    "membarrier registrations {mask:#x}: {unknown:#x} unknown to cairn, cannot be registered again"
                 ),
             ));
         }
