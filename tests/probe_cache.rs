@@ -129,7 +129,11 @@ fn forged_cache_of_another_owner_or_a_link_is_ignored() {
         return;
     }
     let dir = cache_dir("probe_cache_forged");
-    let (_, log) = check(&dir, "check-first");
+    let (out, log) = check(&dir, "check-first");
+    assert!(
+        out.contains("\"probes\":\"probed now\""),
+        "cairn check does not say it probed:\n{out}"
+    );
     assert!(
         log.contains(RAN),
         "the first check did not run the probes:\n{log}"
@@ -139,6 +143,11 @@ fn forged_cache_of_another_owner_or_a_link_is_ignored() {
     assert!(
         log.contains(CACHED) && out.contains("FORGED-BY-THE-TEST"),
         "a valid root-owned cache was not used:\n{log}\n{out}"
+    );
+    assert!(
+        out.contains("\"probes\":\"kernel interfaces from the per-boot cache")
+            && out.contains("probes.v1"),
+        "cairn check does not say its answers come from the cache:\n{out}"
     );
 
     // Owned by nobody: ignored, replaced.

@@ -109,8 +109,9 @@ pub fn render(f: &Features, json: bool) -> String {
     if json {
         let _ = write!(
             out,
-            "{{\"kernel\":{},\"features\":{{",
-            json_string(&f.kernel)
+            "{{\"kernel\":{},\"probes\":{},\"features\":{{",
+            json_string(&f.kernel),
+            json_string(&f.source)
         );
         for (i, (name, feat)) in f.list().iter().enumerate() {
             let sep = if i > 0 { "," } else { "" };
@@ -144,6 +145,7 @@ pub fn render(f: &Features, json: bool) -> String {
         .max()
         .unwrap_or(0);
     let _ = writeln!(out, "{:width$}  {}", "kernel", f.kernel);
+    let _ = writeln!(out, "{:width$}  {}", "probes", f.source);
     out.push_str("\nfeatures:\n");
     for (name, feat) in f.list() {
         let yn = if feat.available { "yes" } else { "no" };

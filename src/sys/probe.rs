@@ -53,6 +53,9 @@ impl Feature {
 pub struct Features {
     /// `uname -r`.
     pub kernel: String,
+    /// Where the kernel-interface results come from: run now, or the
+    /// per-boot cache (its path), for `cairn check` to say.
+    pub source: String,
     /// (major, minor) parsed from `kernel`.
     pub kernel_version: Option<(u32, u32)>,
     pub btf: Feature,
@@ -160,6 +163,7 @@ impl Features {
             None => guarded2(probe_bpf_programs),
         };
         Features {
+            source: "probed now".into(),
             btf: get("btf", || exists("/sys/kernel/btf/vmlinux")),
             bpf: get("bpf", probe_bpf),
             bpf_iter,
@@ -203,7 +207,12 @@ impl Features {
                     "feature probes: kernel interfaces from the cache {} (this boot)",
                     file.display()
                 );
-                Features::assemble(Some(&c))
+                let mut f = Features::assemble(Some(&c));
+                f.source = format!(
+                    "kernel interfaces from the per-boot cache {} (remove it to probe again)",
+                    file.display()
+                );
+                f
             }
             Err(why) => {
                 crate::info!(
