@@ -36,8 +36,12 @@ impl FdKind for Inotify {
         if f.target != TARGET {
             return Ok(false);
         }
-        refuse_queued(f)?;
-        Ok(true)
+        // Only a refusal stops the precheck; an fd that cannot be read
+        // here (closed meanwhile) is left to `describe`, which checks again.
+        match refuse_queued(f) {
+            Err(e @ Error::Unsupported { .. }) => Err(e),
+            _ => Ok(true),
+        }
     }
 
     fn describe(&self, f: &FdRef, _cx: &mut DumpCx) -> Result<Option<file_desc::Kind>> {
