@@ -35,6 +35,8 @@ pub struct DumpOptions {
     pub freeze: FreezeOptions,
     /// Snapshot the frozen tree for `restore --compare` (`--oracle`).
     pub oracle: bool,
+    /// Objects outside the tree its fds may refer to (`--external`).
+    pub external: Vec<crate::kinds::external::Key>,
 }
 
 /// What [`crate::dump::pre_dump`] does.
@@ -102,4 +104,6 @@ pub struct RestoreOptions {
     /// Compare the restored tree with the dump's oracle snapshot and fail
     /// on an unexplained difference (`--compare`).
     pub compare: bool,
+    /// cairn's fds handed in for external objects (`--inherit-fd`).
+    pub inherit_fds: Vec<crate::kinds::external::Inherit>,
 }

@@ -247,6 +247,7 @@ pub fn chkpnt_main() -> ExitCode {
         incr: Default::default(),
         freeze: Default::default(),
         oracle: false,
+        external: Vec::new(),
     };
     match crate::dump::dump(&args) {
         Ok(_) => {
@@ -293,6 +294,7 @@ pub fn resume_main() -> ExitCode {
         tcp_established: false,
         allow_foreign_images: false,
         compare: false,
+        inherit_fds: Vec::new(),
     };
     match crate::restore::restore(&args) {
         Ok(_) => {

@@ -134,6 +134,11 @@ pub struct DumpArgs {
     /// (oracle.img), for `restore --compare` (docs/ORACLE.md).
     #[arg(long = "oracle")]
     pub oracle: bool,
+    /// An object outside the tree that its fds may refer to, handed in at
+    /// restore with --inherit-fd: pipe:[INO], socket:[INO] (a connected
+    /// unix socket; also unix[INO]) or file[MNT_ID:INO] (hex). Repeatable.
+    #[arg(long = "external", value_name = "KEY", value_parser = crate::kinds::external::parse_key)]
+    pub external: Vec<crate::kinds::external::Key>,
 }
 
 /// How the tree is found while it is frozen, shared by `dump` and
@@ -230,6 +235,10 @@ pub struct RestoreArgs {
     /// explained (docs/ORACLE.md) fails the restore.
     #[arg(long = "compare")]
     pub compare: bool,
+    /// Give cairn's fd N to every fd of the tree dumped with --external
+    /// KEY (same fd numbers and close-on-exec). Repeatable.
+    #[arg(long = "inherit-fd", value_name = "fd[N]:KEY", value_parser = crate::kinds::external::parse_inherit)]
+    pub inherit_fd: Vec<crate::kinds::external::Inherit>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -309,6 +318,7 @@ impl DumpArgs {
             incr: self.incr.options(),
             freeze: self.freeze.options(),
             oracle: self.oracle,
+            external: self.external.clone(),
         }
     }
 }
@@ -362,6 +372,7 @@ impl RestoreArgs {
             tcp_established: self.tcp_established,
             allow_foreign_images: self.allow_foreign_images,
             compare: self.compare,
+            inherit_fds: self.inherit_fd.clone(),
         }
     }
 }

@@ -279,9 +279,12 @@ pub fn dump(args: &DumpOptions) -> Result<DumpStats> {
             }
         }
     }
-    crate::kinds::unix::precheck_tree(&pids, args.ext_unix_sk, args.leave_running)?;
+    use crate::kinds::external as ext;
+    ext::precheck_tree(&pids, &args.external)?;
+    let ext_socks = ext::socket_inos(&args.external);
+    crate::kinds::unix::precheck_tree(&pids, args.ext_unix_sk, args.leave_running, &ext_socks)?;
     crate::kinds::tty::precheck_tree(&pids, args.shell_job)?;
-    crate::kinds::pipe::precheck_tree(&pids)?;
+    crate::kinds::pipe::precheck_tree(&pids, &ext::pipe_inos(&args.external))?;
     crate::kinds::locks::precheck(&pids)?;
     crate::restore::precheck_shared(&pids)?;
     // Images go to a staging directory that becomes DIR only once it is
@@ -702,6 +705,7 @@ fn dump_frozen(
 ) -> Result<(DumpStats, inet::DumpState)> {
     let mut stats = DumpStats::default();
     let mut files = FileTable::default();
+    files.kinds.external = crate::kinds::external::ExternalDump::new(&args.external);
     let mut exe_sums = crate::kinds::exe::ExeSums::default();
     let mut pstree = Pstree::new();
     let mut found = Discovery::collect(frozen, args.freeze.no_bpf);

@@ -24,7 +24,7 @@ use std::path::Path;
 use crate::error::{Error, IoContext, Result};
 use crate::image::proto::{file_desc, Fd, FdTable, Files};
 use crate::kinds::files::FilesIndex;
-use crate::kinds::{anonfd, fifo, inet, netlink, packet, pipe, regular, tty, unix};
+use crate::kinds::{anonfd, external, fifo, inet, netlink, packet, pipe, regular, tty, unix};
 use crate::procfs::{self, FdInfo};
 use crate::remote::Calls;
 
@@ -169,6 +169,8 @@ pub fn check_flags(kind: &dyn FdKind, pid: i32, fd: i32, target: &str, flags: u3
 /// anon-inode kinds, sockets, pipes, FIFOs, terminals, then files by path
 /// (regular files, directories, plain devices) last.
 pub static KINDS: &[&dyn FdKind] = &[
+    // Only the objects named with --external: before their own kinds.
+    &external::External,
     &anonfd::eventfd::Eventfd,
     &anonfd::signalfd::Signalfd,
     &anonfd::timerfd::Timerfd,
@@ -210,6 +212,7 @@ pub fn kind_of(k: &file_desc::Kind) -> &'static dyn FdKind {
         K::Tty(_) => &tty::Tty,
         K::Reg(_) => &regular::Regular,
         K::FsPath(_) => &regular::FsPathKind,
+        K::External(_) => &external::External,
     }
 }
 
@@ -345,6 +348,8 @@ pub struct DumpCx {
     pub tty: tty::TtyDump,
     /// Mapped deleted files and memfds.
     pub mapfiles: crate::kinds::memory::MapFiles,
+    /// The objects named with --external (kinds::external).
+    pub external: external::ExternalDump,
 }
 
 /// What [`FdKind::open`] gets besides the description: the images, the
@@ -448,6 +453,7 @@ mod tests {
             K::Tty(p::TtyFile::new()),
             K::Reg(p::RegFile::new()),
             K::FsPath(p::FsPath::new()),
+            K::External(p::external::ExternalFd::new()),
         ] {
             let name = kind_of(&k).name();
             assert!(

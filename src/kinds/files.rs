@@ -241,6 +241,7 @@ impl FileTable {
         }
         let held = |id: u32| self.seen.iter().any(|s| s.2 == id);
         crate::kinds::anonfd::inotify::check_removed(&self.files, &first_fd, &held)?;
+        self.kinds.external.check_found()?;
         Ok(())
     }
 

@@ -11,6 +11,7 @@ pub mod anonfd;
 pub mod cgroup;
 pub mod contents;
 pub mod exe;
+pub mod external;
 pub mod fd;
 pub mod fifo;
 pub mod files;

@@ -69,7 +69,9 @@ fn refuse_outside_ends(ends: &Ends) -> Result<()> {
                 format!(
                     "fd {fd} is the {end} end of pipe:[{ino}], whose {other} end is open \
                      outside the dumped tree (in another process, or only in flight in a unix \
-                     socket's queue): the restored pipe could not be connected to it"
+                     socket's queue): the restored pipe could not be connected to it; if that \
+                     end stays open, dump with --external pipe:[{ino}] and restore with \
+                     --inherit-fd fd[N]:pipe:[{ino}]"
                 ),
             ));
         }
@@ -78,8 +80,9 @@ fn refuse_outside_ends(ends: &Ends) -> Result<()> {
 }
 
 /// Before freezing: pipes with an end outside the tree `pids` are refused
-/// (`refuse_outside_ends`); checked again on the frozen tree.
-pub fn precheck_tree(pids: &[i32]) -> Result<()> {
+/// (`refuse_outside_ends`); checked again on the frozen tree. The pipes
+/// named with --external (`external`, inodes) are not.
+pub fn precheck_tree(pids: &[i32], external: &std::collections::HashSet<u64>) -> Result<()> {
     let mut ends = Ends::new();
     for &pid in pids {
         let Ok(fds) = crate::procfs::read_fds(pid) else {
@@ -89,6 +92,9 @@ pub fn precheck_tree(pids: &[i32]) -> Result<()> {
             let Some(("pipe", ino)) = crate::procfs::parse_anon_link(&target) else {
                 continue;
             };
+            if external.contains(&ino) {
+                continue;
+            }
             let Ok(copy) = crate::sys::sock::pidfd_getfd(pid, fd) else {
                 continue;
             };

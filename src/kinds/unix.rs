@@ -191,7 +191,7 @@ fn check_graph(
                 return Err(Error::unsupported(
                     pid,
                     format!(
-                        "{} is connected to socket:[{p}] ({pname}, {}) outside the dumped tree; dump the tree that holds both ends, or use --ext-unix-sk",
+                        "{} is connected to socket:[{p}] ({pname}, {}) outside the dumped tree; dump the tree that holds both ends, or use --ext-unix-sk, or --external socket:[{ino}] to hand it in at restore (--inherit-fd)",
                         what(),
                         holder(p)
                     ),
@@ -287,7 +287,13 @@ fn listener_of(all: &HashMap<u32, UnixDiag>, client: u32) -> Option<&UnixDiag> {
 
 /// Before freezing: the unix sockets of the tree `pids` must form a graph
 /// cairn can restore. Errors name the pid, fd and peer.
-pub fn precheck_tree(pids: &[i32], ext_ok: bool, leave_running: bool) -> Result<()> {
+/// The sockets named with --external (`external`, inodes) are left out.
+pub fn precheck_tree(
+    pids: &[i32],
+    ext_ok: bool,
+    leave_running: bool,
+    external: &HashSet<u64>,
+) -> Result<()> {
     let mut held = HashMap::new();
     for &pid in pids {
         let Ok(fds) = crate::procfs::read_fds(pid) else {
@@ -296,6 +302,9 @@ pub fn precheck_tree(pids: &[i32], ext_ok: bool, leave_running: bool) -> Result<
         for (fd, target) in fds {
             if let Some(("socket", ino)) = crate::procfs::parse_anon_link(&target) {
                 let link = format!("/proc/{pid}/fd/{fd}");
+                if external.contains(&ino) {
+                    continue;
+                }
                 if sock::proto_name(&link).is_ok_and(|p| handles_proto(&p)) {
                     held.entry(ino as u32).or_insert((pid, fd));
                 }

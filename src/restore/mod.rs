@@ -1065,6 +1065,7 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
     crate::kinds::sysv::finish(&img.files.sysv_shm)?;
     lap("memory", &mut phases);
     let mut shared = SharedFiles::default();
+    crate::kinds::external::provide(&img.files, &args.inherit_fds, &mut shared)?;
     // Unix sockets and terminals are rebuilt in cairn; the vessels fetch them.
     shared.prepare(&img.files, args.shell_job)?;
     for p in procs.iter_mut().filter(|p| !p.zombie) {
@@ -1352,6 +1353,8 @@ pub fn restore(args: &RestoreOptions) -> Result<i32> {
         .collect();
     crate::kinds::regular::mark_proc_checked(&ids, &mut idx);
     preflight(&img, args, &idx)?;
+    let tables = img.fdtables.iter().flatten();
+    crate::kinds::external::check_inherit(&img.files, tables, &args.inherit_fds)?;
     // Only now, with nothing left to refuse the restore, are files touched.
     let mut ghosts = match &saved {
         Some(c) => contents::put_back(c, img.store())?,
