@@ -46,7 +46,7 @@ fn prechecks(root: i32) -> cairn::Result<usize> {
         cairn::kinds::memory::precheck(p)?;
         cairn::kinds::inet::precheck(p, false, cairn::netlock::Method::Nftables)?;
     }
-    cairn::kinds::unix::precheck_tree(&pids, false, true)?;
+    cairn::kinds::unix::precheck_tree(&pids, false, true, &Default::default())?;
     cairn::kinds::tty::precheck_tree(&pids, false)?;
     Ok(pids.len())
 }

@@ -135,8 +135,8 @@ pub struct DumpArgs {
     #[arg(long = "oracle")]
     pub oracle: bool,
     /// An object outside the tree that its fds may refer to, handed in at
-    /// restore with --inherit-fd: pipe:[INO], socket:[INO] (a connected
-    /// unix socket; also unix[INO]) or file[MNT_ID:INO] (hex). Repeatable.
+    /// restore with --inherit-fd: `pipe:[INO]`, `socket:[INO]` (a connected
+    /// unix socket; also `unix[INO]`) or `file[MNT_ID:INO]` (hex). Repeatable.
     #[arg(long = "external", value_name = "KEY", value_parser = crate::kinds::external::parse_key)]
     pub external: Vec<crate::kinds::external::Key>,
 }
