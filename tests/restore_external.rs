@@ -58,6 +58,8 @@ struct Ext {
     child: Child,
     log: PathBuf,
     images: PathBuf,
+    /// The test directory, removed unless the test fails.
+    dir: PathBuf,
 }
 
 impl Ext {
@@ -85,6 +87,7 @@ impl Ext {
             child,
             log,
             images: dir.join("images"),
+            dir,
         };
         let deadline = Instant::now() + READY_TIMEOUT;
         while read_pidfile(&pidfile) != Some(w.pid) {
@@ -127,6 +130,9 @@ impl Drop for Ext {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
         }
     }
 }
@@ -457,7 +463,8 @@ fn external_file_inherited() {
     if skip_unless_root() {
         return;
     }
-    let path = fresh_dir("ext_file").join("out");
+    let dir = fresh_dir("ext_file");
+    let path = dir.join("out");
     let f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -493,4 +500,6 @@ fn external_file_inherited() {
         n += 1;
     }
     assert!(ended && n > 100, "{n} lines, ended: {ended}");
+    drop(w);
+    let _ = fs::remove_dir_all(&dir);
 }
