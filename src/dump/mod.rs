@@ -246,6 +246,7 @@ fn image_files_written(dir: &ImageDir) -> Vec<std::path::PathBuf> {
 }
 
 pub fn dump(args: &DumpOptions) -> Result<DumpStats> {
+    crate::sys::bpf::set_disabled(args.freeze.no_bpf); // fixes: also the fd kinds' programs
     let pid = args.pid;
     if pid <= 0 || !crate::sys::task::pid_exists(pid) {
         return Err(Error::sys(

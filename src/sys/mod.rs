@@ -30,6 +30,8 @@ pub mod time;
 pub mod tty;
 pub mod uffd;
 pub mod unixq;
+pub mod sockshut;
+pub mod procattrs;
 
 use std::io;
 
