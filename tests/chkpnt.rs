@@ -68,7 +68,10 @@ fn run(tool: &str, cwd: &Path, outs: &Path, args: &[&str]) -> Output {
         },
         None => {
             kill_tree(&mut child);
-            panic!("`{} {args:?}` did not finish within {CAIRN_TIMEOUT:?}; killed it", bin.display());
+            panic!(
+                "`{} {args:?}` did not finish within {CAIRN_TIMEOUT:?}; killed it",
+                bin.display()
+            );
         }
     }
 }

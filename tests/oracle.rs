@@ -272,7 +272,9 @@ fn subreaper_and_membarrier_are_compared() {
     let root = v.tasks.iter().find(|t| t.tid == pid).expect("root task");
     let Some(sub) = root.fields.get("kernel.subreaper") else {
         if let Some(why) = bpf_iterators_unavailable() {
-            note_skip(&format!("BPF unavailable ({why}): no subreaper in the snapshot"));
+            note_skip(&format!(
+                "BPF unavailable ({why}): no subreaper in the snapshot"
+            ));
             w.restore_wait(&[]);
             return;
         }
