@@ -19,19 +19,19 @@ pub mod pktring;
 pub mod poll;
 pub mod probe;
 pub mod probe_cache;
+pub mod procattrs;
 pub mod ptrace;
 pub mod safefs;
 pub mod sched;
 pub mod scm;
 pub mod sock;
 pub mod sockdiag;
+pub mod sockshut;
 pub mod task;
 pub mod time;
 pub mod tty;
 pub mod uffd;
 pub mod unixq;
-pub mod sockshut;
-pub mod procattrs;
 
 use std::io;
 
