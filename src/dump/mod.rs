@@ -392,6 +392,7 @@ fn print_stats(what: &str, s: &DumpStats) {
 /// written during the copy are caught by the next layer, because tracking
 /// was armed before the copy began.
 pub fn pre_dump(args: &PreDumpOptions) -> Result<DumpStats> {
+    crate::sys::bpf::set_disabled(args.freeze.no_bpf); // fixes: also the fd kinds' programs
     let pid = args.pid;
     if pid <= 0 || !crate::sys::task::pid_exists(pid) {
         return Err(Error::sys(
