@@ -19,7 +19,15 @@ fn main() {
     println!("cargo:rerun-if-changed=proto");
 
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
-    for name in ["inventory", "forks", "pktring", "unixq", "aio"] {
+    for name in [
+        "inventory",
+        "forks",
+        "pktring",
+        "unixq",
+        "aio",
+        "sockshut",  // fixes: UDP shutdown bits
+        "procattrs", // fixes: the oracle's subreaper and membarrier
+    ] {
         let src = format!("bpf/{name}.bpf.c");
         let skel = out.join(format!("{name}.skel.rs"));
         if let Err(e) = libbpf_cargo::SkeletonBuilder::new()

@@ -249,3 +249,67 @@ fn a_sched_difference_is_caught() {
     assert!(!pid_exists(pid), "the failed restore left pid {pid} behind");
     w.restore_wait(&[]);
 }
+
+/// State /proc does not show is in the snapshot (read with BPF) and
+/// compared: a child subreaper registered for private expedited
+/// membarrier has "kernel.subreaper" 1 and a non-zero
+/// "kernel.membarrier_state"; a snapshot that says neither (as if the
+/// restore had lost them) fails the restore, naming both fields; the
+/// unedited images restore and compare clean.
+#[test]
+fn subreaper_and_membarrier_are_compared() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("oracle_attrs", &[]);
+    w.dump_ok(&[]);
+    w.expect_killed_by_dump();
+    let pid = w.pid;
+    let set = ImageSet::load(&w.images).expect("load images");
+    let v: KernelView = set
+        .message(ImageType::Oracle, names::ORACLE)
+        .expect("oracle.img");
+    let root = v.tasks.iter().find(|t| t.tid == pid).expect("root task");
+    let Some(sub) = root.fields.get("kernel.subreaper") else {
+        if let Some(why) = bpf_iterators_unavailable() {
+            note_skip(&format!(
+                "BPF unavailable ({why}): no subreaper in the snapshot"
+            ));
+            w.restore_wait(&[]);
+            return;
+        }
+        panic!(
+            "BPF works and the snapshot has no kernel.subreaper ({} fields, none kernel.*)",
+            root.fields.len()
+        );
+    };
+    assert_eq!(sub, "1", "{:?}", root.fields.get("kernel.subreaper"));
+    let mb = root
+        .fields
+        .get("kernel.membarrier_state")
+        .expect("kernel.membarrier_state (CONFIG_MEMBARRIER)")
+        .clone();
+    assert_ne!(mb, "0x0", "membarrier state of a registered process");
+    let d = forged(&w, "attrs", |v| {
+        let t = v
+            .tasks
+            .iter_mut()
+            .find(|t| t.tid == pid)
+            .expect("root task");
+        t.fields.insert("kernel.subreaper".into(), "0".into());
+        t.fields
+            .insert("kernel.membarrier_state".into(), "0x0".into());
+    });
+    let r = restore_expect_fail(&d, &["--compare"], pid);
+    let e = stderr(&r);
+    assert!(
+        e.contains(&format!(
+            "pid {pid}: kernel.subreaper: before \"0\" after \"1\""
+        )) && e.contains(&format!(
+            "pid {pid}: kernel.membarrier_state: before \"0x0\" after \"{mb}\""
+        )),
+        "the restore must name both fields: {e}"
+    );
+    assert!(!pid_exists(pid), "the failed restore left pid {pid} behind");
+    w.restore_wait(&[]);
+}

@@ -105,3 +105,17 @@ fn aio_inherited_ring_refused() {
     );
     w.terminate_original_expect_pass();
 }
+
+/// With --no-bpf the kernel's side of an AIO context (requests in flight,
+/// whether the context is the process's own) cannot be read: the ring is
+/// refused, naming the pid, its address and --no-bpf, before freezing.
+/// (The BPF program was loaded regardless of --no-bpf before.)
+#[test]
+fn aio_ring_no_bpf_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("aio", &[]);
+    let r = common::refuse::expect_refused(&mut w, &["--no-bpf"], &["--no-bpf", "aio"]);
+    r.assert_before_freeze();
+}

@@ -122,3 +122,19 @@ fn sk_udp_shutdown_leave_running() {
     }
     leave_running("sk_udp_shutdown", &[]);
 }
+
+/// With --no-bpf the shutdown state of an unbound UDP socket (SHUT_WR
+/// shows to nothing but BPF) cannot be read: refused, naming the socket's
+/// fd, the reason and --no-bpf, never restored open.
+#[test]
+fn sk_udp_shutdown_unbound_no_bpf_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("sk_udp_shutdown", &[]);
+    common::refuse::expect_refused(
+        &mut w,
+        &["--no-bpf"],
+        &["fd ", "unbound UDP socket", "SHUT_WR", "--no-bpf"],
+    );
+}

@@ -265,3 +265,23 @@ fn files_flock_outside_owner_refused() {
     let _ = holder.0.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Leases taken by an unprivileged process (uid 1000, no capabilities,
+/// owning its files): after the restore the process is still uid 1000,
+/// F_GETLEASE and the fdinfo lock lines are as before, /proc/locks lists
+/// each lease once under its pid, it is still the files' owner, and a
+/// lease break's SIGIO reaches it (the owner credentials F_SETLEASE
+/// records let the kernel signal it).
+#[test]
+fn files_lease_unprivileged_owner() {
+    if skip_unless_root() {
+        return;
+    }
+    let opts = StartOpts {
+        world_writable_workdir: true,
+    };
+    let mut w = Workload::start_opts("files_lease", &["--uid"], opts);
+    w.dump_ok(&[]);
+    w.expect_killed_by_dump();
+    w.restore_wait(&[]);
+}

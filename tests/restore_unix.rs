@@ -401,3 +401,42 @@ fn unix_passcred_sender_exited_refused() {
     );
     w.terminate_original_expect_pass();
 }
+
+/// A connection waiting in a listener's backlog whose connecting process
+/// has exited: the accepted socket's SO_PEERCRED names that process, and
+/// a restore could only connect it again from cairn (its pid and
+/// credentials). Refused at dump, naming the pid, the fd, the socket and
+/// SO_PEERCRED, in both modes; the workload then accepts it and finds the
+/// exited child's pid and credentials.
+#[test]
+fn unix_backlog_client_exited_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    for flags in [&[][..], &["--leave-running"][..]] {
+        let mut w = Workload::start("unix_backlog_gone", &[]);
+        let r = common::refuse::expect_refused(
+            &mut w,
+            flags,
+            &["fd ", "socket:[", "waiting to be accepted", "SO_PEERCRED"],
+        );
+        assert!(r.line.contains("sock.listen"), "{}", r.line);
+    }
+}
+
+/// With --no-bpf, where descriptors in flight ride in a stream's queue
+/// (the skb list, read with BPF) cannot be known: refused, naming the
+/// pid, the fd, SCM_RIGHTS' reason and --no-bpf. (The BPF program was
+/// loaded regardless of --no-bpf before.)
+#[test]
+fn unix_inflight_stream_no_bpf_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("unix_inflight", &[]);
+    common::refuse::expect_refused(
+        &mut w,
+        &["--no-bpf"],
+        &["fd ", "descriptors in flight in a stream", "--no-bpf"],
+    );
+}

@@ -246,6 +246,7 @@ fn image_files_written(dir: &ImageDir) -> Vec<std::path::PathBuf> {
 }
 
 pub fn dump(args: &DumpOptions) -> Result<DumpStats> {
+    crate::sys::bpf::set_disabled(args.freeze.no_bpf); // fixes: also the fd kinds' programs
     let pid = args.pid;
     if pid <= 0 || !crate::sys::task::pid_exists(pid) {
         return Err(Error::sys(
@@ -394,6 +395,7 @@ fn print_stats(what: &str, s: &DumpStats) {
 /// written during the copy are caught by the next layer, because tracking
 /// was armed before the copy began.
 pub fn pre_dump(args: &PreDumpOptions) -> Result<DumpStats> {
+    crate::sys::bpf::set_disabled(args.freeze.no_bpf); // fixes: also the fd kinds' programs
     let pid = args.pid;
     if pid <= 0 || !crate::sys::task::pid_exists(pid) {
         return Err(Error::sys(

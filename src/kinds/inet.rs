@@ -1073,10 +1073,19 @@ impl DumpState {
             }
         }
         if p.proto == libc::IPPROTO_UDP {
-            // Only inet_diag shows a UDP socket's shutdown (poll() shows
-            // SHUT_RD of a socket inet_diag does not list).
-            sk.shutdown =
-                udp_shutdown(sock, p.family, ino).map_err(sys("inet_diag (shutdown state)"))?;
+            // inet_diag shows the shutdown of a bound UDP socket; only
+            // BPF that of an unbound one (SHUT_WR shows nowhere else).
+            sk.shutdown = match udp_shutdown(sock, p.family, ino)
+                .map_err(sys("inet_diag (shutdown state)"))?
+            {
+                Ok(bits) => bits,
+                Err(why) => {
+                    return Err(Error::unsupported(
+                        pid,
+                        format!("fd {fd} ({}): {why}", p.describe()),
+                    ))
+                }
+            };
             if sk.shutdown != 0 {
                 info!(
                     "pid {pid} fd {fd}: {} was shut down ({})",
@@ -1112,21 +1121,28 @@ impl Drop for DumpState {
 }
 
 /// The shutdown bits (1 SHUT_RD, 2 SHUT_WR) of a UDP socket: from
-/// inet_diag, which lists every bound socket; an unbound one is not listed
-/// and only poll() tells its SHUT_RD (POLLRDHUP; POLLHUP when both).
-fn udp_shutdown(sock: &OwnedFd, family: i32, ino: u64) -> std::io::Result<u32> {
+/// inet_diag, which lists every bound socket, else (an unbound socket)
+/// from BPF (bpf/sockshut.bpf.c), the one interface that shows SHUT_WR
+/// of such a socket. `Ok(Err(why))`: unbound and BPF cannot be used, so
+/// the state cannot be known (to refuse, never to guess).
+fn udp_shutdown(
+    sock: &OwnedFd,
+    family: i32,
+    ino: u64,
+) -> std::io::Result<std::result::Result<u32, String>> {
     let udp = libc::IPPROTO_UDP as u8;
     if let Some(how) = crate::sys::sockdiag::inet::shutdown_of(family as u8, udp, ino as u32)? {
-        return Ok(u32::from(how) & 3);
+        return Ok(Ok(u32::from(how) & 3));
     }
-    let ev = crate::sys::poll::poll_now(sock, libc::POLLRDHUP)?;
-    Ok(if ev & libc::POLLHUP != 0 {
-        3
-    } else if ev & libc::POLLRDHUP != 0 {
-        1
-    } else {
-        0
-    })
+    Ok(
+        crate::sys::sockshut::shutdown_bits(std::os::fd::AsFd::as_fd(sock)).map_err(|e| {
+            format!(
+                "an unbound UDP socket: its shutdown state (SHUT_WR) shows only to BPF \
+                 (sock_diag does not list it, poll() does not show SHUT_WR), and BPF could \
+                 not read it ({e}); it could be lost"
+            )
+        }),
+    )
 }
 
 /// "SHUT_RD", "SHUT_WR" or "SHUT_RDWR" for shutdown bits.
@@ -1165,9 +1181,11 @@ fn restore_udp_shutdown(sock: &OwnedFd, sk: &InetSk) -> std::io::Result<()> {
         std::os::fd::AsRawFd::as_raw_fd(sock)
     ))
     .map(|m| std::os::unix::fs::MetadataExt::ino(&m))?;
-    let now = udp_shutdown(sock, sk.family as i32, ino)?;
-    // Unlisted and SHUT_WR only: nothing shows it, the call succeeded.
-    if now != sk.shutdown && !(now == 0 && sk.shutdown == 2) {
+    // Unbound and no BPF here: the call succeeded, nothing else can tell.
+    let Ok(now) = udp_shutdown(sock, sk.family as i32, ino)? else {
+        return Ok(());
+    };
+    if now != sk.shutdown {
         return Err(std::io::Error::other(format!(
             "shut down {} after the restore, was {}",
             shut_name(now),

@@ -201,6 +201,19 @@ fn check_graph(
         if d.state == diag::TCP_LISTEN {
             let mut with_data = 0;
             for &c in &d.icons {
+                if c == 0 {
+                    // The connecting socket is closed (its process may
+                    // have exited): the accepted socket's SO_PEERCRED names
+                    // that process, and a restore can only connect from a
+                    // living one (cairn).
+                    return Err(Error::unsupported(
+                        pid,
+                        format!(
+                            "{} has a connection waiting to be accepted whose connecting socket was closed (its process may have exited): accepted after a restore, it would show cairn's pid and credentials (SO_PEERCRED, and on its data SCM_CREDENTIALS) instead of the connecting process's",
+                            what()
+                        ),
+                    ));
+                }
                 let inside = c != 0 && held.contains_key(&c);
                 if c != 0 && !inside && !ext_ok && !in_flight(c) {
                     return Err(Error::unsupported(
@@ -403,8 +416,13 @@ impl UnixDump {
             if d.peer.is_some() {
                 u.peer_name = sock::peer_name(&sk).unwrap_or_default();
             }
-            let (queue, files, lost) =
-                peek_queue(&sk, ty).map_err(|e| sys("peek at the queue", e))?;
+            // BPF off or unusable (fd_skbs): a refusal, not a failure.
+            let (queue, files, lost) = peek_queue(&sk, ty).map_err(|e| match e.kind() {
+                std::io::ErrorKind::Unsupported => {
+                    Error::unsupported(pid, format!("fd {fd} (unix socket socket:[{ino}]): {e}"))
+                }
+                _ => sys("peek at the queue", e),
+            })?;
             if lost {
                 return Err(Error::unsupported(
                     pid,

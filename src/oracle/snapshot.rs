@@ -1,7 +1,9 @@
 //! Taking the snapshot: the kernel's view of every task of a tree, read
-//! from /proc only (read-only opens of /proc files, `readlink` of the fd
-//! links, `pread` of pagemap; no file is opened through an fd link), as a
-//! map of named fields per task. The parsers are pure functions of the
+//! from /proc (read-only opens of /proc files, `readlink` of the fd
+//! links, `pread` of pagemap; no file is opened through an fd link) and,
+//! for what /proc does not show (subreaper, membarrier registrations),
+//! one BPF task iterator (`crate::sys::procattrs`), as a map of named
+//! fields per task. The parsers are pure functions of the
 //! file's text, unit-tested below.
 
 use std::collections::{BTreeMap, HashMap};
@@ -402,6 +404,16 @@ fn process_fields(pid: i32, f: &mut Fields) -> Vec<(u64, u64, String, String)> {
     }
 }
 
+/// "kernel.subreaper" (0 or 1, PR_GET_CHILD_SUBREAPER) and
+/// "kernel.membarrier_state" (the mm's MEMBARRIER_STATE_* bits in hex,
+/// absent without CONFIG_MEMBARRIER), read with BPF.
+pub fn attr_fields(a: &crate::sys::procattrs::Attrs, f: &mut Fields) {
+    f.insert("kernel.subreaper".into(), u8::from(a.subreaper).to_string());
+    if let Some(m) = a.membarrier_state {
+        f.insert("kernel.membarrier_state".into(), format!("{m:#x}"));
+    }
+}
+
 /// Number of anonymous pages of [start, end) that have the same page
 /// frame in `a` and `b`, not counting frames that appear at more than one
 /// address of the range in either (the shared zero page, KSM pages), nor
@@ -452,6 +464,16 @@ pub fn snapshot(procs: &[ProcSpec]) -> crate::image::proto::KernelView {
     let locks = read_text("/proc/locks")
         .map(|t| parse_locks(&t, &pids))
         .unwrap_or_default();
+    // State /proc does not show (subreaper, membarrier registrations):
+    // from BPF, for every process at once; absent on both sides where BPF
+    // cannot be used.
+    let attrs = match crate::sys::procattrs::all() {
+        Ok(a) => a,
+        Err(e) => {
+            debug!("oracle: no subreaper or membarrier state (BPF: {e})");
+            HashMap::new()
+        }
+    };
     let mut view = KernelView::new();
     view.root_pid = procs.first().map_or(0, |p| p.pid);
     let mut vmas: HashMap<i32, Vec<(u64, u64, String, String)>> = HashMap::new();
@@ -465,6 +487,9 @@ pub fn snapshot(procs: &[ProcSpec]) -> crate::image::proto::KernelView {
             let mut f = thread_fields(p.pid, tid, p.sigmask.get(&tid).copied());
             if tid == p.pid && !p.zombie {
                 vmas.insert(p.pid, process_fields(p.pid, &mut f));
+                if let Some(a) = attrs.get(&p.pid) {
+                    attr_fields(a, &mut f);
+                }
                 if let Some(l) = locks.get(&p.pid) {
                     f.insert("locks".into(), l.clone());
                 }

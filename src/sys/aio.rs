@@ -3,11 +3,9 @@
 //! kernel keeps it. /proc shows none of it; see `kinds::memory::aio`.
 
 use std::cell::RefCell;
-use std::io::{self, Read};
-use std::mem::MaybeUninit;
+use std::io;
 
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::OpenObject;
+use super::bpf::{load_small, run_iter};
 
 #[allow(
     clippy::all,
@@ -100,11 +98,7 @@ thread_local! {
 }
 
 fn load() -> Result<Loaded, String> {
-    let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
-    let open = AioSkelBuilder::default()
-        .open(storage)
-        .map_err(|e| format!("open aio.bpf.o: {e:#}"))?;
-    let skel = open.load().map_err(|e| format!("load aio.bpf.o: {e:#}"))?;
+    let skel = load_small::<AioSkelBuilder>("aio.bpf.o").map_err(|e| e.to_string())?;
     Ok(Loaded { skel })
 }
 
@@ -113,6 +107,9 @@ fn load() -> Result<Loaded, String> {
 pub fn rings(pid: i32) -> io::Result<Vec<KernelRing>> {
     LOADED.with(|cell| {
         let mut cell = cell.borrow_mut();
+        if super::bpf::disabled() {
+            return Err(super::bpf::off_error("aio.bpf.o"));
+        }
         let loaded = cell.get_or_insert_with(load);
         let l = loaded.as_mut().map_err(|e| io::Error::other(e.clone()))?;
         let bss = l
@@ -122,29 +119,7 @@ pub fn rings(pid: i32) -> io::Result<Vec<KernelRing>> {
             .as_deref_mut()
             .ok_or_else(|| io::Error::other("aio.bpf.o has no .bss"))?;
         bss.target_tgid = pid;
-        let link = l
-            .skel
-            .progs
-            .aio_rings
-            .attach()
-            .map_err(|e| io::Error::other(format!("attach iter/task_vma aio_rings: {e:#}")))?;
-        let mut it = libbpf_rs::Iter::new(&link)
-            .map_err(|e| io::Error::other(format!("create the aio iterator: {e:#}")))?;
-        let mut out = Vec::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match it.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!("read the aio iterator: {e}"),
-                    ))
-                }
-            }
-        }
+        let out = run_iter(&l.skel.progs.aio_rings, "iter/task_vma aio_rings")?;
         decode(&out)
     })
 }

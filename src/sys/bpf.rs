@@ -121,6 +121,59 @@ pub(super) fn object_storage() -> &'static mut MaybeUninit<OpenObject> {
     Box::leak(Box::new(MaybeUninit::uninit()))
 }
 
+/// `--no-bpf` for this run: the small programs ([`load_small`]) are not
+/// loaded, and what needs them is refused, naming `--no-bpf`.
+static DISABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns the small programs off (`--no-bpf`) or on for the rest of the run.
+pub fn set_disabled(off: bool) {
+    DISABLED.store(off, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether `--no-bpf` turned the small programs off.
+pub fn disabled() -> bool {
+    DISABLED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The error of a small program not loaded because of `--no-bpf`.
+pub(super) fn off_error(name: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("{name} not loaded: BPF is off (--no-bpf)"),
+    )
+}
+
+/// Opens and loads one of the small skeletons (`name`: its object, e.g.
+/// "aio.bpf.o"), the one way every small program is loaded: an
+/// `Unsupported` error naming `--no-bpf` when BPF is off for this run,
+/// libbpf's (or the verifier's) reason when it fails.
+pub(super) fn load_small<B>(
+    name: &str,
+) -> io::Result<<<B as SkelBuilder<'static>>::Output as OpenSkel<'static>>::Output>
+where
+    B: SkelBuilder<'static> + Default,
+{
+    if disabled() {
+        return Err(off_error(name));
+    }
+    load_small_always::<B>(name)
+}
+
+/// [`load_small`] even with `--no-bpf`: for the oracle, whose snapshots
+/// before the dump and after the restore must read the same fields.
+pub(super) fn load_small_always<B>(
+    name: &str,
+) -> io::Result<<<B as SkelBuilder<'static>>::Output as OpenSkel<'static>>::Output>
+where
+    B: SkelBuilder<'static> + Default,
+{
+    quiet_libbpf();
+    let open = B::default()
+        .open(object_storage())
+        .map_err(|e| bpf_err(&format!("open {name}"), e))?;
+    open.load().map_err(|e| bpf_err(&format!("load {name}"), e))
+}
+
 /// The bytes the three inventory iterators wrote for one tree.
 #[derive(Debug, Default)]
 pub struct IterOutput {

@@ -5,9 +5,7 @@
 
 use std::io;
 
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-
-use super::bpf::{bpf_err, object_storage, quiet_libbpf, run_iter};
+use super::bpf::{load_small, run_iter};
 
 #[allow(
     clippy::all,
@@ -31,11 +29,7 @@ pub struct Skb {
 /// order; None if the kernel listed no such socket or the queue is longer
 /// than the program walks.
 pub fn queue_skbs(ino: u64) -> io::Result<Option<Vec<Skb>>> {
-    quiet_libbpf();
-    let open = skel::UnixqSkelBuilder::default()
-        .open(object_storage())
-        .map_err(|e| bpf_err("open unixq.bpf.o", e))?;
-    let mut skel = open.load().map_err(|e| bpf_err("load unixq.bpf.o", e))?;
+    let mut skel = load_small::<skel::UnixqSkelBuilder>("unixq.bpf.o")?;
     {
         let bss = skel
             .maps

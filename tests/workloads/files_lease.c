@@ -9,6 +9,13 @@
  * leases still work: a helper's non-blocking open of "wr" fails with
  * EWOULDBLOCK and starts a break, which this process sees as SIGIO.
  *
+ * --uid: the leases are taken by an unprivileged process: it drops to uid
+ * and gid 1000 (no capabilities) first and creates the files as that
+ * user. After the restore it is still uid 1000, /proc/locks lists both
+ * leases under its pid, F_GETLEASE and the file owner are as before, and
+ * the break's SIGIO reaches it (the file owner's credentials, which
+ * F_SETLEASE records, must let the kernel signal it).
+ *
  * --expect-break: for the refusal test, another process opens "wr" for
  * writing while the workload runs, so its lease is being broken; the dump
  * must refuse, and the workload checks that it got that one SIGIO and that
@@ -16,6 +23,8 @@
  */
 #include "zdtm.h"
 
+#include <grp.h>
+#include <sys/sysmacros.h>
 #include <poll.h>
 #include <sys/wait.h>
 
@@ -60,6 +69,30 @@ static void lease_lines(int fd, char *out, size_t size)
 	}
 }
 
+/* The /proc/locks lines of leases on fd's inode held by this process. */
+static int proc_locks_leases(int fd)
+{
+	char buf[16384], want[64], *p;
+	struct stat st;
+	int n = 0;
+
+	if (fstat(fd, &st))
+		pfail("fstat");
+	read_file("/proc/locks", buf, sizeof(buf));
+	snprintf(want, sizeof(want), " %d %02x:%02x:%lu ", getpid(), major(st.st_dev),
+		 minor(st.st_dev), (unsigned long)st.st_ino);
+	for (p = buf; *p;) {
+		char *eol = strchrnul(p, '\n');
+		char line[512];
+
+		snprintf(line, sizeof(line), "%.*s ", (int)(eol - p), p);
+		if (strstr(line, "LEASE") && strstr(line, want))
+			n++;
+		p = *eol ? eol + 1 : eol;
+	}
+	return n;
+}
+
 static void expect_lease(int fd, const char *name, int want)
 {
 	int l = fcntl(fd, F_GETLEASE);
@@ -72,11 +105,15 @@ int main(int argc, char **argv)
 {
 	char rd_before[512], wr_before[512], now[512];
 	struct sigaction sa = { .sa_handler = on_sigio };
-	int expect_break, rd, wr;
+	int expect_break, as_user, rd, wr;
 	pid_t h;
 
 	test_init(argc, argv);
 	expect_break = test_flag("--expect-break");
+	as_user = test_flag("--uid");
+	if (as_user && (setgroups(0, NULL) || setresgid(1000, 1000, 1000) ||
+			setresuid(1000, 1000, 1000)))
+		pfail("drop to uid 1000");
 	sigemptyset(&sa.sa_mask);
 	if (sigaction(SIGIO, &sa, NULL))
 		pfail("sigaction(SIGIO)");
@@ -107,6 +144,12 @@ int main(int argc, char **argv)
 	if (strcmp(now, wr_before))
 		fail("wr: the lease differs.\nbefore:\n%safter:\n%s", wr_before, now);
 	expect_lease(wr, "wr", F_WRLCK);
+	if (proc_locks_leases(rd) != 1 || proc_locks_leases(wr) != 1)
+		fail("/proc/locks lists %d and %d leases of pid %d on rd and wr, expected 1 each",
+		     proc_locks_leases(rd), proc_locks_leases(wr), getpid());
+	if (as_user && (getuid() != 1000 || geteuid() != 1000 || getgid() != 1000))
+		fail("uid %d euid %d gid %d after the restore, expected 1000", getuid(), geteuid(),
+		     getgid());
 	if (sigio)
 		fail("%d lease breaks (SIGIO) since the start", (int)sigio);
 	if (fcntl(wr, F_GETOWN) != getpid() || fcntl(rd, F_GETOWN) != getpid())

@@ -1,9 +1,9 @@
 /*
  * sk_udp_shutdown: UDP sockets shut down every way, connected, bound and
- * unbound (the shutdown state is shown only by inet_diag and, for SHUT_RD,
- * poll()). Each socket's poll events and what recv (non-blocking, and
- * blocking with a 200 ms timeout) returns are recorded before the
- * checkpoint and must be the same after the restore; sends fail with
+ * unbound (the shutdown state is shown only by inet_diag and, for an
+ * unbound socket, BPF; poll() shows SHUT_RD only). Each socket's poll
+ * events and what recv (non-blocking, and blocking with a 200 ms
+ * timeout) returns are recorded before the checkpoint and must be the same after the restore; sends fail with
  * EPIPE where SHUT_WR was done and work elsewhere.
  *   wr:   connected, SHUT_WR
  *   rd:   connected, SHUT_RD, a datagram queued before the shutdown
@@ -11,6 +11,7 @@
  *   brd:  bound, not connected, SHUT_RD (shutdown() says ENOTCONN and
  *         still sets the bit)
  *   ub:   unbound, SHUT_RDWR
+ *   ubw:  unbound, SHUT_WR (ENOTCONN; no interface but BPF shows it)
  *   open: connected, not shut down
  */
 #include "zdtm.h"
@@ -18,9 +19,9 @@
 #include <poll.h>
 #include <sys/socket.h>
 
-enum { WR, RD, BOTH, BRD, UB, OPEN, N };
-static const char *names[N] = { "wr", "rd", "both", "brd", "ub", "open" };
-static const int hows[N] = { SHUT_WR, SHUT_RD, SHUT_RDWR, SHUT_RD, SHUT_RDWR, -1 };
+enum { WR, RD, BOTH, BRD, UB, UBW, OPEN, N };
+static const char *names[N] = { "wr", "rd", "both", "brd", "ub", "ubw", "open" };
+static const int hows[N] = { SHUT_WR, SHUT_RD, SHUT_RDWR, SHUT_RD, SHUT_RDWR, SHUT_WR, -1 };
 
 struct rc {
 	long n;
@@ -70,7 +71,7 @@ int main(int argc, char **argv)
 		sk[i] = socket(AF_INET, SOCK_DGRAM, 0);
 		if (sk[i] < 0 || setsockopt(sk[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)))
 			pfail("socket %s", names[i]);
-		if (i == UB)
+		if (i == UB || i == UBW)
 			continue;
 		if (bind(sk[i], (struct sockaddr *)&me, sizeof(me)) ||
 		    getsockname(sk[i], (struct sockaddr *)&me, &l))
@@ -85,7 +86,7 @@ int main(int argc, char **argv)
 		}
 	}
 	for (i = 0; i < N; i++) {
-		int want = (i == BRD || i == UB) ? ENOTCONN : 0;
+		int want = (i == BRD || i == UB || i == UBW) ? ENOTCONN : 0;
 
 		if (hows[i] < 0)
 			continue;
@@ -105,7 +106,7 @@ int main(int argc, char **argv)
 		test_msg("%s: events %#x, recv %ld/%d, blocking %ld/%d\n", names[i], ev[i], nb[i].n,
 			 nb[i].err, bl[i].n, bl[i].err);
 	}
-	if (bl[OPEN].err != EAGAIN || bl[WR].err != EAGAIN)
+	if (bl[OPEN].err != EAGAIN || bl[WR].err != EAGAIN || bl[UBW].err != EAGAIN)
 		fail("recv on a socket open for reading did not time out");
 	if (bl[BOTH].err == EAGAIN || bl[BRD].err == EAGAIN)
 		fail("recv on a socket shut for reading waited");
