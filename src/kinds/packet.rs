@@ -9,14 +9,21 @@
 //! configured from cairn: options, bind, memberships; then read back and
 //! compared.
 //!
+//! Rings (PACKET_RX_RING, PACKET_TX_RING; TPACKET_V1/V2/V3) are saved
+//! with their setup, their bytes (frames and status words) and the
+//! kernel's position in them (read from struct packet_sock with BPF,
+//! [`crate::sys::pktring`]); restore sets them up again, moves the
+//! kernel's position by feeding (RX) or sending (TX) frames on lo, writes
+//! the bytes back and checks the position with BPF
+//! (`restore_rings`); the program's mapping of them (a VMA of kind
+//! `VMA_PACKET_RING`) is made again once the fds exist ([`map_rings`]).
+//!
 //! Refused at dump: a socket with packets queued (they cannot be queued
-//! again), with a PACKET_RX_RING or PACKET_TX_RING (the ring's frames and
-//! the kernel's position in it are not restored), in a fanout group (the
-//! members' order, balancing cursor and any BPF program cannot be set
-//! back), of another network namespace. The refusal of a ring or a fanout
-//! group names the state that no socket option shows (the kernel's frame
-//! or V3 block position, the group's member limit and cursor), read from
-//! struct packet_sock with BPF ([`crate::sys::pktring`]).
+//! again), in a fanout group (the members' order, balancing cursor and
+//! any BPF program cannot be set back), of another network namespace,
+//! and ring states that cannot be set back (see `read_rings`): pending
+//! drops, a TPACKET_V3 block still open with packets in it or a frozen
+//! queue, TX frames being sent.
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -399,6 +406,9 @@ fn v3_replays(r: &PacketRing) -> u64 {
     r.v3_next_seq.saturating_sub(2)
 }
 
+/// A socket's receive ring, transmit ring and their bytes.
+type Rings = (Option<PacketRing>, Option<PacketRing>, Vec<u8>);
+
 /// The rings of socket `s` (of `pid`, inode `ino`): their setup, the
 /// kernel's position in each and their bytes, or why they cannot be
 /// restored exactly. `settled`: read twice, with the kernel's position
@@ -412,8 +422,7 @@ fn read_rings(
     d: &PacketDiag,
     vnet_hdr: bool,
     settled: bool,
-) -> std::io::Result<std::result::Result<(Option<PacketRing>, Option<PacketRing>, Vec<u8>), String>>
-{
+) -> std::io::Result<std::result::Result<Rings, String>> {
     let mut rx = d.rx_ring.as_ref().map(ring_of);
     let mut tx = d.tx_ring.as_ref().map(ring_of);
     let k = match pktring::read(pid, ino) {
@@ -462,12 +471,19 @@ fn read_rings(
             k.drops
         )));
     }
-    let version = TPACKET_VERSIONS.get(k.version as usize).copied().unwrap_or("?");
+    let version = TPACKET_VERSIONS
+        .get(k.version as usize)
+        .copied()
+        .unwrap_or("?");
     if let Some(r) = rx.as_mut() {
         if k.version == 2 {
             let a = k.v3_active_block;
             let at = a as usize * r.block_size as usize;
-            let (status, pkts, first) = (u32_at(&data, at + 8), u32_at(&data, at + 12), u32_at(&data, at + 16));
+            let (status, pkts, first) = (
+                u32_at(&data, at + 8),
+                u32_at(&data, at + 12),
+                u32_at(&data, at + 16),
+            );
             if k.v3_frozen || status != 0 {
                 return Ok(Err(format!(
                     "has a {version} PACKET_RX_RING whose queue is frozen (every block is the \
@@ -573,14 +589,21 @@ fn restore_rings(s: &OwnedFd, p: &PacketSk) -> std::result::Result<(), String> {
     }
     let total = area_len(p);
     if p.ring_data.len() as u64 != total {
-        return Err(format!("{} ring bytes saved for rings of {total}", p.ring_data.len()));
+        return Err(format!(
+            "{} ring bytes saved for rings of {total}",
+            p.ring_data.len()
+        ));
     }
     let m = pktring::RingMap::map(s, total as usize).map_err(io("mmap the rings"))?;
     let rx_len = p.rx_ring.as_ref().map_or(0, ring_len) as usize;
     let needs_lo = p.tx_ring.as_ref().is_some_and(|r| r.head != 0)
-        || p.rx_ring.as_ref().is_some_and(|r| r.head != 0 || v3_replays(r) != 0);
+        || p.rx_ring
+            .as_ref()
+            .is_some_and(|r| r.head != 0 || v3_replays(r) != 0);
     let lo = if needs_lo {
-        nl::if_index("lo").map_err(|e| format!("lo (to move the kernel's position in the ring): {e}"))? as i32
+        nl::if_index("lo")
+            .map_err(|e| format!("lo (to move the kernel's position in the ring): {e}"))?
+            as i32
     } else {
         0
     };
@@ -595,8 +618,10 @@ fn restore_rings(s: &OwnedFd, p: &PacketSk) -> std::result::Result<(), String> {
             hdr(len_at, FILL_LEN as u32).map_err(io("TX frame"))?;
             // tp_mac and tp_net (u16 each), for PACKET_TX_HAS_OFF.
             let off = data_at as u16;
-            m.write(f + mac_at, &off.to_ne_bytes()).map_err(io("TX frame"))?;
-            m.write(f + net_at, &off.to_ne_bytes()).map_err(io("TX frame"))?;
+            m.write(f + mac_at, &off.to_ne_bytes())
+                .map_err(io("TX frame"))?;
+            m.write(f + net_at, &off.to_ne_bytes())
+                .map_err(io("TX frame"))?;
             hdr(st, TP_STATUS_SEND_REQUEST).map_err(io("TX frame"))?;
         }
         pktring::send_ll(s, &[], lo, ETH_P_EXP.to_be())
@@ -606,9 +631,14 @@ fn restore_rings(s: &OwnedFd, p: &PacketSk) -> std::result::Result<(), String> {
         let replays = if v == 2 { v3_replays(r) } else { r.head as u64 };
         if replays != 0 {
             if p.protocol == 0 {
-                return Err("a receive ring at a position past its start on a socket of protocol 0".into());
+                return Err(
+                    "a receive ring at a position past its start on a socket of protocol 0".into(),
+                );
             }
-            let at = LlAddr { ifindex: lo, protocol_be: ETH_P_EXP.to_be() };
+            let at = LlAddr {
+                ifindex: lo,
+                protocol_be: ETH_P_EXP.to_be(),
+            };
             nl::ll_bind(s, at).map_err(io("bind to lo, ethertype 0x88b5"))?;
             let sender = crate::sys::net::socket_proto(libc::AF_PACKET, libc::SOCK_RAW, 0)
                 .map_err(io("a packet socket to feed the ring"))?;
@@ -638,9 +668,13 @@ fn restore_rings(s: &OwnedFd, p: &PacketSk) -> std::result::Result<(), String> {
                     send()?;
                 }
                 let last = frame_off(r, r.head - 1) + st;
-                let ok = wait_for(2000, || Ok(m.read_u32(last)? & 1 != 0)).map_err(io("RX ring"))?;
+                let ok =
+                    wait_for(2000, || Ok(m.read_u32(last)? & 1 != 0)).map_err(io("RX ring"))?;
                 if !ok {
-                    return Err(format!("the RX ring did not receive {} frames on lo", r.head));
+                    return Err(format!(
+                        "the RX ring did not receive {} frames on lo",
+                        r.head
+                    ));
                 }
             }
         }
@@ -672,7 +706,10 @@ fn restore_rings(s: &OwnedFd, p: &PacketSk) -> std::result::Result<(), String> {
         off.push(format!("{} drops", k.drops));
     }
     if !off.is_empty() {
-        return Err(format!("the kernel's position in the rings is {}", off.join(", ")));
+        return Err(format!(
+            "the kernel's position in the rings is {}",
+            off.join(", ")
+        ));
     }
     Ok(())
 }
@@ -686,7 +723,11 @@ fn own_ino(s: &OwnedFd) -> std::io::Result<u64> {
 
 /// Whether maps entry `m` maps a socket ("socket:[ino]"): its inode.
 pub fn mapped_socket(m: &crate::procfs::MapsEntry) -> Option<u64> {
-    m.path.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    m.path
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 /// VmFlags of a ring mapping as packet_mmap makes it (VM_MIXEDMAP: "mm"),
@@ -715,8 +756,14 @@ pub fn check_ring_vma(pid: i32, m: &crate::procfs::MapsEntry, ino: u64) -> Resul
              ring mapping is not restored"
         ));
     }
-    if let Some(f) = m.vm_flags.iter().find(|f| !RING_VM_FLAGS.contains(&f.as_str())) {
-        return no(format!("VmFlags \"{f}\" (set after mmap): not restored on a ring"));
+    if let Some(f) = m
+        .vm_flags
+        .iter()
+        .find(|f| !RING_VM_FLAGS.contains(&f.as_str()))
+    {
+        return no(format!(
+            "VmFlags \"{f}\" (set after mmap): not restored on a ring"
+        ));
     }
     let link = format!("socket:[{ino}]");
     let has_fd = std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -724,7 +771,9 @@ pub fn check_ring_vma(pid: i32, m: &crate::procfs::MapsEntry, ino: u64) -> Resul
         .flatten()
         .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == link.as_str()));
     if !has_fd {
-        return no("the process holds no fd of the socket (cairn maps the ring again from one)".into());
+        return no(
+            "the process holds no fd of the socket (cairn maps the ring again from one)".into(),
+        );
     }
     Ok(())
 }
@@ -881,7 +930,10 @@ impl FdKind for Packet {
                 return Err(invalid(path, obj, "sock_opts.filter", "malformed"));
             }
         }
-        for (name, r) in [("rx_ring", p.rx_ring.as_ref()), ("tx_ring", p.tx_ring.as_ref())] {
+        for (name, r) in [
+            ("rx_ring", p.rx_ring.as_ref()),
+            ("tx_ring", p.tx_ring.as_ref()),
+        ] {
             let Some(r) = r else { continue };
             let page = crate::sys::PAGE_SIZE as u32;
             let per_block = r.block_size.checked_div(r.frame_size).unwrap_or(0) as u64;

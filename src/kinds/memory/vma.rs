@@ -178,9 +178,10 @@ pub fn verify_flags(pid: i32, mm: &MmEntry) -> Result<()> {
     let now = procfs::read_smaps(pid)?;
     for v in &mm.vmas {
         // pktring: a ring is mapped after the fds (kinds::packet).
-        if v.kind.enum_value().map_or(true, |k| {
-            is_kernel_vma(k) || k == VmaKind::VMA_PACKET_RING
-        }) {
+        if v.kind
+            .enum_value()
+            .map_or(true, |k| is_kernel_vma(k) || k == VmaKind::VMA_PACKET_RING)
+        {
             continue;
         }
         let got = now
