@@ -721,7 +721,7 @@ fn own_ino(s: &OwnedFd) -> std::io::Result<u64> {
     Ok(std::fs::metadata(format!("/proc/self/fd/{}", s.as_raw_fd()))?.ino())
 }
 
-/// Whether maps entry `m` maps a socket ("socket:[ino]"): its inode.
+/// Whether maps entry `m` maps a socket (`socket:[ino]`): its inode.
 pub fn mapped_socket(m: &crate::procfs::MapsEntry) -> Option<u64> {
     m.path
         .strip_prefix("socket:[")?

@@ -199,7 +199,7 @@ impl RingMap {
     /// The 32-bit word at `off` (4-aligned), read once.
     pub fn read_u32(&self, off: usize) -> io::Result<u32> {
         self.check(off, 4)?;
-        if off % 4 != 0 {
+        if !off.is_multiple_of(4) {
             return Err(io::Error::other(format!("unaligned ring word {off}")));
         }
         // SAFETY: in bounds and aligned (checked; the mapping is
@@ -210,7 +210,7 @@ impl RingMap {
     /// Writes the 32-bit word at `off` (4-aligned) once.
     pub fn write_u32(&self, off: usize, v: u32) -> io::Result<()> {
         self.check(off, 4)?;
-        if off % 4 != 0 {
+        if !off.is_multiple_of(4) {
             return Err(io::Error::other(format!("unaligned ring word {off}")));
         }
         // SAFETY: in bounds and aligned (checked); writable.
