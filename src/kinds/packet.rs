@@ -999,6 +999,112 @@ mod tests {
     use super::*;
     use crate::sys::net::socket_proto;
 
+    /// In a network namespace of its own: a TPACKET_V1 socket with an RX
+    /// ring that received 3 frames (2 fed, 1 its TX ring sent) and a TX
+    /// ring that sent 1, and a
+    /// TPACKET_V3 socket whose TX ring sent 3, are read (setup, position,
+    /// bytes) and configured onto fresh sockets: the rings read back the
+    /// same, position and bytes (`restore_rings` moved the kernel's
+    /// position with frames on lo and checked it with BPF).
+    #[test]
+    fn rings_come_back_with_position_and_bytes() {
+        if !rustix::process::geteuid().is_root() {
+            return;
+        }
+        std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let st = std::process::Command::new("ip")
+                .args(["link", "set", "lo", "up"])
+                .status()
+                .unwrap();
+            assert!(st.success());
+            let lo = nl::if_index("lo").unwrap() as i32;
+            let pid = std::process::id() as i32;
+            let proto = 0x88b6u16;
+            let set = |fd: &OwnedFd, opt: i32, v: &[u32]| {
+                let b: Vec<u8> = v.iter().flat_map(|x| x.to_ne_bytes()).collect();
+                crate::sys::net::setsockopt(fd, SOL_PACKET, opt, &b).unwrap();
+            };
+            // (version, rx frames received, tx frames sent)
+            for (version, rx, tx) in [(0u32, 2u32, 1u32), (2, 0, 3)] {
+                let a = socket_proto(libc::AF_PACKET, libc::SOCK_RAW, 0).unwrap();
+                set(&a, 10, &[version]);
+                let req: &[u32] = if version == 2 {
+                    &[4096, 2, 2048, 4, 0, 0, 0]
+                } else {
+                    &[4096, 2, 2048, 4]
+                };
+                if rx != 0 {
+                    set(&a, PACKET_RX_RING, req);
+                }
+                set(&a, PACKET_TX_RING, req);
+                let at = LlAddr {
+                    ifindex: lo,
+                    protocol_be: proto.to_be(),
+                };
+                nl::ll_bind(&a, at).unwrap();
+                let rx_len = if rx != 0 { 8192 } else { 0 };
+                let m = pktring::RingMap::map(&a, rx_len + 8192).unwrap();
+                let sender = socket_proto(libc::AF_PACKET, libc::SOCK_RAW, 0).unwrap();
+                let mut fill = [0u8; 60];
+                fill[12..14].copy_from_slice(&proto.to_be_bytes());
+                for _ in 0..rx {
+                    pktring::send_ll(&sender, &fill, lo, proto.to_be()).unwrap();
+                }
+                let (st, len_at, _, _, data_at) = layout(version);
+                let r = PacketRing {
+                    block_size: 4096,
+                    frame_size: 2048,
+                    ..Default::default()
+                };
+                for i in 0..tx {
+                    let f = rx_len + frame_off(&r, i);
+                    m.write(f + data_at, &fill).unwrap();
+                    m.write_u32(f + len_at, 60).unwrap();
+                    m.write_u32(f + st, TP_STATUS_SEND_REQUEST).unwrap();
+                }
+                pktring::send_ll(&a, &[], lo, proto.to_be()).unwrap();
+                // The frames a sends come back to it on lo: its RX ring
+                // (V1) gets them after the frames fed to it.
+                let received = if rx != 0 { rx + tx } else { 0 };
+                if rx != 0 {
+                    let last = frame_off(&r, received - 1) + st;
+                    assert!(wait_for(2000, || Ok(m.read_u32(last)? & 1 != 0)).unwrap());
+                }
+                // Without an RX ring (V3 here) they are queued: drained.
+                let mut b = [0u8; 256];
+                while crate::sys::net::recv(&a, &mut b, libc::MSG_DONTWAIT).is_ok() {}
+                drop(m);
+                let d = diag::by_ino(own_ino(&a).unwrap() as u32).unwrap().unwrap();
+                let mut p = read(&a, own_ino(&a).unwrap(), &d).unwrap();
+                let (prx, ptx, data) = read_rings(&a, pid, own_ino(&a).unwrap(), &d, false, true)
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(prx.as_ref().map(|r| r.head), (rx != 0).then_some(received));
+                assert_eq!(ptx.as_ref().map(|r| r.head), Some(tx));
+                (p.rx_ring, p.tx_ring, p.ring_data) = (prx.into(), ptx.into(), data);
+                let fresh = socket_proto(libc::AF_PACKET, libc::SOCK_RAW, 0).unwrap();
+                configure(&fresh, &p).unwrap();
+                let ino = own_ino(&fresh).unwrap();
+                let d2 = diag::by_ino(ino as u32).unwrap().unwrap();
+                let got = read_rings(&fresh, pid, ino, &d2, false, true)
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(
+                    (got.0, got.1),
+                    (
+                        p.rx_ring.clone().into_option(),
+                        p.tx_ring.clone().into_option()
+                    ),
+                    "version {version}"
+                );
+                assert!(got.2 == p.ring_data, "version {version}: ring bytes differ");
+            }
+        })
+        .join()
+        .unwrap();
+    }
+
     /// A packet socket (options, an unbound protocol-0 socket, so nothing
     /// on the host changes) read, configured onto a fresh one and read
     /// again is the same; a fresh socket differs by name.
