@@ -6,7 +6,8 @@
  * getsockopt nor packet_diag shows: the kernel's position in its
  * PACKET_RX_RING and PACKET_TX_RING (net/packet/internal.h: rx_ring.head,
  * tx_ring.head; for TPACKET_V3 the active block, its fill offset and the
- * next block sequence number), the pending-drop count, and its fanout
+ * next block sequence number, whether its queue is frozen), the
+ * pending-drop count, and its fanout
  * group's member limit, member count and round-robin cursor.
  *
  * AF_PACKET may be built in (its types are in /sys/kernel/btf/vmlinux) or
@@ -35,6 +36,7 @@ typedef struct {
 } atomic_t;
 
 struct tpacket_kbdq_core {
+	unsigned char reset_pending_on_curr_blk;
 	unsigned short kactive_blk_num;
 	char *pkblk_start;
 	char *nxt_offset;
@@ -90,6 +92,8 @@ struct pktring_state {
 	__u32 fanout_max_members;
 	__u32 fanout_rr_cur;
 	__u32 fanout_id_type_flags;
+	/* TPACKET_V3: the queue is frozen (every block was the user's). */
+	__u32 v3_frozen;
 };
 
 const volatile int target_tgid;
@@ -131,6 +135,7 @@ int packet_state(struct bpf_iter__task_file *ctx)
 	next = BPF_CORE_READ(po, rx_ring.prb_bdqc.nxt_offset);
 	out.v3_offset = next - start;
 	out.v3_next_seq = BPF_CORE_READ(po, rx_ring.prb_bdqc.knxt_seq_num);
+	out.v3_frozen = BPF_CORE_READ(po, rx_ring.prb_bdqc.reset_pending_on_curr_blk);
 	out.drops = BPF_CORE_READ(po, tp_drops.counter);
 	f = BPF_CORE_READ(po, fanout);
 	out.fanout = f != 0;

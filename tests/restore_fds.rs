@@ -107,7 +107,7 @@ fn refused(kind: &str, names: &[&str]) {
 
 /// fds cairn cannot save make the dump refuse before the process is
 /// touched, naming the pid, the fd and the kind: sockets cairn cannot
-/// restore (NETLINK_GENERIC, a packet socket with a ring), io_uring, devices with state of their own (kvm, tun),
+/// restore (NETLINK_GENERIC, a packet socket in a fanout group), io_uring, devices with state of their own (kvm, tun),
 /// block devices. Each process goes on unharmed.
 #[test]
 fn unsupported_fd_refused() {
@@ -115,7 +115,7 @@ fn unsupported_fd_refused() {
         return;
     }
     refused("netlink", &["NETLINK", "socket"]);
-    refused("packet", &["PACKET_RX_RING", "socket"]);
+    refused("packet", &["PACKET_FANOUT", "socket"]);
     refused("io_uring", &["io_uring"]);
     refused("kvm", &["/dev/kvm", "character device 10:232"]);
     refused("tun", &["/dev/net/tun", "character device 10:200"]);

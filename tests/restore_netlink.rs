@@ -1,7 +1,7 @@
 //! Netlink sockets, packet sockets and fanotify groups (issue 14): each
 //! workload checks its own descriptors after the restore, and what cannot
 //! come back exactly (queued messages, packets or events; other netlink
-//! protocols; packet rings and fanout; permission events) is refused at
+//! protocols; packet fanout; permission events) is refused at
 //! dump, naming the fd, with the original left running.
 //!
 //! The socket tests run in a network namespace of their own: the test
@@ -152,51 +152,6 @@ fn sk_packet_queued_refused() {
         return;
     }
     in_netns(|| refused("sk_packet", &["--queued"], &["packet socket", "queued"]));
-}
-
-/// A TPACKET_V2 packet socket with a PACKET_RX_RING that received two
-/// frames and a PACKET_TX_RING is refused, naming the rings and the
-/// kernel's position in each (read with BPF: no socket option shows it).
-#[test]
-fn sk_packet_ring_refused() {
-    if skip_unless_root() {
-        return;
-    }
-    in_netns(|| {
-        refused(
-            "sk_packet",
-            &["--ring"],
-            &[
-                "fd 5",
-                "TPACKET_V2",
-                "PACKET_RX_RING (2 blocks of 4096 bytes, 4 frames of 2048; the kernel fills \
-                 frame 2 next)",
-                "PACKET_TX_RING (2 blocks of 4096 bytes, 4 frames of 2048; the kernel sends \
-                 frame 0 next)",
-            ],
-        )
-    });
-}
-
-/// A TPACKET_V3 receive ring is refused, naming the kernel's active
-/// block and its fill offset.
-#[test]
-fn sk_packet_v3_ring_refused() {
-    if skip_unless_root() {
-        return;
-    }
-    in_netns(|| {
-        refused(
-            "sk_packet",
-            &["--v3ring"],
-            &[
-                "fd 5",
-                "TPACKET_V3",
-                "PACKET_RX_RING",
-                "the kernel fills block 0 at offset",
-            ],
-        )
-    });
 }
 
 /// A packet socket in a fanout group is refused, naming the group, its

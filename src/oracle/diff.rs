@@ -451,7 +451,14 @@ pub fn normalise(view: &KernelView) -> Vec<((i32, i32), Fields)> {
             if let Some(range) = k.strip_prefix("vma.").and_then(|r| r.strip_suffix(".path")) {
                 let p = f[k].clone();
                 let ino_key = format!("vma.{range}.inode");
-                if recreated_path(&p) {
+                // pktring: a packet ring maps its (recreated) socket.
+                if let Some(("socket", n)) = anon_link(&p) {
+                    let l = label(&mut labels, n);
+                    f.insert(k.clone(), format!("socket:[{l}]"));
+                    if f.get(&ino_key).map(String::as_str) == Some(n.to_string().as_str()) {
+                        f.insert(ino_key, l);
+                    }
+                } else if recreated_path(&p) {
                     if let Some(n) = f.get(&ino_key).and_then(|s| s.parse::<u64>().ok()) {
                         let l = label(&mut labels, n);
                         f.insert(ino_key, l);

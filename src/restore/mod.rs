@@ -1076,6 +1076,18 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
             files::restore_fds(&mut p.agents[0], t, &idx, &mut shared)?;
         }
     }
+    // pktring: packet rings are mapped again from their restored sockets.
+    for p in procs.iter_mut().filter(|p| !p.zombie) {
+        let with = img.cores[p.i].files_shared_with;
+        let table = match with {
+            0 => img.fdtables[p.i].as_ref(),
+            w => (img.pstree.entries.iter().position(|e| e.pid == w))
+                .and_then(|k| img.fdtables[k].as_ref()),
+        };
+        if let (Some(mm), Some(t)) = (img.mms[p.i].as_ref(), table) {
+            crate::kinds::packet::map_rings(&mut p.agents[0], mm, t, &idx)?;
+        }
+    }
     // Descriptors in flight in unix sockets: every description exists now.
     shared.unix.send_in_flight(&shared.descs)?;
     for (owner, fd) in std::mem::take(&mut shared.keepers) {

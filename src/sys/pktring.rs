@@ -38,6 +38,9 @@ pub struct PacketState {
     pub v3_active_block: u32,
     pub v3_offset: u64,
     pub v3_next_seq: u64,
+    /// TPACKET_V3: the receive queue is frozen (the kernel found the next
+    /// block still the user's; it opens it once released).
+    pub v3_frozen: bool,
     /// Packets dropped since the last frame was filled (the next frame
     /// gets TP_STATUS_LOSING while it is not zero).
     pub drops: u32,
@@ -114,6 +117,7 @@ pub fn read(pid: i32, ino: u64) -> io::Result<Option<PacketState>> {
         v3_active_block: o.v3_active_block,
         v3_offset: o.v3_offset,
         v3_next_seq: o.v3_next_seq,
+        v3_frozen: o.v3_frozen != 0,
         drops: o.drops,
         fanout: (o.fanout != 0).then_some(Fanout {
             id_type_flags: o.fanout_id_type_flags,
@@ -122,6 +126,138 @@ pub fn read(pid: i32, ino: u64) -> io::Result<Option<PacketState>> {
             rr_cur: o.fanout_rr_cur,
         }),
     }))
+}
+
+/// cairn's own shared mapping of a packet socket's rings (receive ring
+/// then transmit ring, as the program maps them), unmapped on drop. The
+/// kernel writes frames into it at any time: every access is a volatile
+/// read or write of a word or a copy, bounds-checked.
+pub struct RingMap {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl RingMap {
+    /// mmap(2) of the whole ring area (`len`: both rings' bytes) of
+    /// socket `fd`, read-write, shared.
+    pub fn map(fd: &impl std::os::fd::AsFd, len: usize) -> io::Result<RingMap> {
+        use rustix::mm::{MapFlags, ProtFlags};
+        // SAFETY: a new mapping at an address the kernel picks; nothing
+        // else refers to it; it is unmapped in Drop.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                fd,
+                0,
+            )
+        }?;
+        Ok(RingMap {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn check(&self, off: usize, n: usize) -> io::Result<()> {
+        if off.checked_add(n).is_none_or(|e| e > self.len) {
+            return Err(io::Error::other(format!(
+                "ring access {off}+{n} beyond its {} bytes",
+                self.len
+            )));
+        }
+        Ok(())
+    }
+
+    /// A copy of every byte.
+    pub fn copy(&self) -> Vec<u8> {
+        let mut v = vec![0u8; self.len];
+        // SAFETY: the mapping holds `len` bytes; the kernel may write into
+        // it meanwhile (the caller compares two copies), which cannot
+        // make the copy unsound for plain bytes.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr, v.as_mut_ptr(), self.len) };
+        v
+    }
+
+    /// Writes `b` at offset `off`.
+    pub fn write(&self, off: usize, b: &[u8]) -> io::Result<()> {
+        self.check(off, b.len())?;
+        // SAFETY: in bounds (checked); the mapping is writable.
+        unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), self.ptr.add(off), b.len()) };
+        Ok(())
+    }
+
+    /// The 32-bit word at `off` (4-aligned), read once.
+    pub fn read_u32(&self, off: usize) -> io::Result<u32> {
+        self.check(off, 4)?;
+        if !off.is_multiple_of(4) {
+            return Err(io::Error::other(format!("unaligned ring word {off}")));
+        }
+        // SAFETY: in bounds and aligned (checked; the mapping is
+        // page-aligned).
+        Ok(unsafe { self.ptr.add(off).cast::<u32>().read_volatile() })
+    }
+
+    /// Writes the 32-bit word at `off` (4-aligned) once.
+    pub fn write_u32(&self, off: usize, v: u32) -> io::Result<()> {
+        self.check(off, 4)?;
+        if !off.is_multiple_of(4) {
+            return Err(io::Error::other(format!("unaligned ring word {off}")));
+        }
+        // SAFETY: in bounds and aligned (checked); writable.
+        unsafe { self.ptr.add(off).cast::<u32>().write_volatile(v) };
+        Ok(())
+    }
+}
+
+impl Drop for RingMap {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `map`; no reference into it outlives
+        // self.
+        let _ = unsafe { rustix::mm::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// sendto(2) of `buf` on packet socket `fd` to interface `ifindex`,
+/// protocol `proto_be`, with an all-zero 6-byte link address (what a
+/// SOCK_DGRAM socket needs to build the header; a TX ring sends its
+/// frames with it).
+pub fn send_ll(
+    fd: &impl std::os::fd::AsRawFd,
+    buf: &[u8],
+    ifindex: i32,
+    proto_be: u16,
+) -> io::Result<usize> {
+    // SAFETY: sockaddr_ll is plain data, all-zero is valid.
+    let mut a: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    a.sll_family = libc::AF_PACKET as u16;
+    a.sll_protocol = proto_be;
+    a.sll_ifindex = ifindex;
+    a.sll_halen = 6;
+    // SAFETY: buf and a are valid for the lengths given.
+    let n = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            0,
+            (&a as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }
 
 #[cfg(test)]

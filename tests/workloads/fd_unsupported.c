@@ -1,12 +1,13 @@
 /*
  * fd_unsupported: holds an fd that cairn refuses to dump, chosen with
  * --kind: netlink (a NETLINK_GENERIC socket, the default), packet (an
- * AF_PACKET socket with a PACKET_RX_RING), io_uring, kvm (/dev/kvm), tun (/dev/net/tun), block
+ * AF_PACKET socket in a PACKET_FANOUT group), io_uring, kvm (/dev/kvm), tun (/dev/net/tun), block
  * (/dev/loop0). The refused dump must leave the process exactly as it was:
  * after SIGTERM the fd is still open on the same object, and a byte left in
  * a pipe is still there (nothing was read or changed).
  */
 #include "zdtm.h"
+#include <arpa/inet.h>
 #include <linux/if_ether.h>
 #include <linux/netlink.h>
 #include <linux/if_packet.h>
@@ -26,11 +27,11 @@ int main(int argc, char **argv)
 	if (!strcmp(kind, "netlink")) {
 		s = socket(AF_NETLINK, SOCK_RAW, NETLINK_GENERIC);
 	} else if (!strcmp(kind, "packet")) {
-		struct tpacket_req req = { 4096, 1, 2048, 2 };
+		int fanout = 78 | PACKET_FANOUT_HASH << 16;
 
-		s = socket(AF_PACKET, SOCK_RAW, 0);
-		if (s >= 0 && setsockopt(s, SOL_PACKET, PACKET_RX_RING, &req, sizeof(req)))
-			pfail("PACKET_RX_RING");
+		s = socket(AF_PACKET, SOCK_RAW, htons(0x88b6));
+		if (s >= 0 && setsockopt(s, SOL_PACKET, PACKET_FANOUT, &fanout, sizeof(fanout)))
+			pfail("PACKET_FANOUT");
 	} else if (!strcmp(kind, "io_uring")) {
 		char params[120] = { 0 };
 		s = syscall(__NR_io_uring_setup, 4, params);

@@ -15,8 +15,11 @@
  *
  * --queued: p1 has a packet queued at checkpoint time (refused).
  * --ring: also holds a TPACKET_V2 socket with a PACKET_RX_RING that received
- *         two frames and a PACKET_TX_RING, both mapped (refused).
- * --v3ring: the same with a TPACKET_V3 PACKET_RX_RING only (refused).
+ *         two frames and a PACKET_TX_RING, both mapped (restorable; the
+ *         ring tests are tests/restore_pktring.rs with packet_ring.c).
+ * --v3ring: the same with a TPACKET_V3 PACKET_RX_RING only, whose active
+ *         block holds the two frames and stays open (60 s retire timeout):
+ *         refused.
  * --fanout: also holds a socket in a fanout group with a member limit of 8
  *           (refused).
  */

@@ -41,6 +41,13 @@ pub(super) fn classify(pid: i32, m: &MapsEntry) -> Result<Option<VmaKind>> {
                 VmaKind::VMA_ANON_PRIVATE
             }
         }
+        // pktring: a packet socket's rings, mapped again from the restored
+        // socket once the fds are in place (kinds::packet::map_rings).
+        _ if crate::kinds::packet::mapped_socket(m).is_some() => {
+            let ino = crate::kinds::packet::mapped_socket(m).unwrap_or(0);
+            crate::kinds::packet::check_ring_vma(pid, m, ino)?;
+            return Ok(Some(VmaKind::VMA_PACKET_RING));
+        }
         _ if p.starts_with('[') => {
             return Err(Error::unsupported(
                 pid,
@@ -170,7 +177,11 @@ fn compared_flags(flags: &[String]) -> std::collections::BTreeSet<&str> {
 pub fn verify_flags(pid: i32, mm: &MmEntry) -> Result<()> {
     let now = procfs::read_smaps(pid)?;
     for v in &mm.vmas {
-        if v.kind.enum_value().map_or(true, is_kernel_vma) {
+        // pktring: a ring is mapped after the fds (kinds::packet).
+        if v.kind
+            .enum_value()
+            .map_or(true, |k| is_kernel_vma(k) || k == VmaKind::VMA_PACKET_RING)
+        {
             continue;
         }
         let got = now
@@ -308,6 +319,7 @@ pub(super) fn describe(
             super::mapfiles::describe_memfd(pid, m, map_file, &mut v, state)?;
         }
         VmaKind::VMA_ANON_SHARED | VmaKind::VMA_SYSV_SHM => v.shmid = m.inode,
+        VmaKind::VMA_PACKET_RING => v.packet_sk = m.inode,
         _ => {}
     }
     Ok(v)
@@ -490,6 +502,8 @@ pub fn restore_vmas(
             | VmaKind::VMA_VVAR
             | VmaKind::VMA_VVAR_VCLOCK
             | VmaKind::VMA_VSYSCALL => continue,
+            // Mapped from its socket once the fds exist.
+            VmaKind::VMA_PACKET_RING => continue,
             VmaKind::VMA_ANON_PRIVATE => {
                 let mut fl = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
                 if has("gd") {
@@ -584,6 +598,7 @@ fn is_restored_vma(v: &Vma) -> bool {
                 | VmaKind::VMA_VVAR
                 | VmaKind::VMA_VVAR_VCLOCK
                 | VmaKind::VMA_VSYSCALL
+                | VmaKind::VMA_PACKET_RING
         )
     )
 }
