@@ -290,6 +290,41 @@ impl Cairn {
     }
 }
 
+/// `cairn receive --once` in namespace B and in a pid namespace of its
+/// own (a shell is its init): the tree's pids are free there, as on
+/// another machine, so the receiver takes the frozen mode. `before`:
+/// shell commands run first in that pid namespace. Once the receiver is
+/// done, the shell sends SIGTERM to the restored root (its pid in that
+/// namespace is in the pidfile) and waits; dropping it ends the
+/// namespace (`unshare --kill-child`).
+fn receiver_own_pids(net: &Net, key: &Path, dir: &Path, before: &str) -> Cairn {
+    let listen = format!("{}:{PORT}", net.addr_b);
+    let err = dir.join("receive.err");
+    let pidfile = dir.join("received.pid");
+    let script = format!(
+        "{before}\n'{cairn}' -v receive --listen {listen} --key '{key}' --once --pidfile \
+         '{pidfile}' 2>>'{err}'; echo \"receive-exit $?\" >>'{err}'; \
+         [ -s '{pidfile}' ] && kill -TERM $(cat '{pidfile}'); sleep 60",
+        cairn = cairn_bin().display(),
+        key = key.display(),
+        pidfile = pidfile.display(),
+        err = err.display(),
+    );
+    let out = dir.join("receive.out");
+    let child = Command::new("nsenter")
+        .arg(Net::ns_path(&net.b))
+        .args(["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"])
+        .args(["sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out).expect("out"))
+        .stderr(fs::File::create(dir.join("receive.sh.err")).expect("err"))
+        .spawn()
+        .expect("spawn the receiver");
+    let mut r = Cairn { child, out, err };
+    r.wait_line("listening on", Duration::from_secs(30));
+    r
+}
+
 impl Drop for Cairn {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
@@ -497,4 +532,90 @@ fn migrate_network_cut_source_runs_on() {
         return;
     }
     interrupted_midway("the network was cut", |net, _| net.cut());
+}
+
+/// Frozen mode (the pids are free on the destination, as on another
+/// machine): the source stays frozen until the destination runs the
+/// tree, then it is killed; the tree checks itself there.
+#[test]
+fn migrate_frozen_until_destination_runs() {
+    if skip_unless_root() {
+        return;
+    }
+    let net = Net::new("2gbit");
+    let mut src = Source::start(&net, &["--mem", "32"]);
+    let key = write_key(&src.dir, "key", 0x44);
+    let mut recv = receiver_own_pids(&net, &key, &src.dir, "");
+    let mut m = migrate(&net, src.pid, &key, &src.dir, &[]);
+    let code = wait_reaping(&mut m, &mut src, Duration::from_secs(180));
+    assert_eq!(
+        code,
+        0,
+        "cairn migrate: {}\nreceiver: {}",
+        m.log(),
+        recv.log()
+    );
+    recv.wait_line("receive-exit 0", Duration::from_secs(30));
+    assert!(
+        recv.log().contains("hand-over mode Frozen"),
+        "{}",
+        recv.log()
+    );
+    // Killed by the migration once the destination ran the tree.
+    let st = wait_timeout(&mut src.child, Duration::from_secs(10)).expect("source gone");
+    assert_eq!(
+        exit_code(&st),
+        128 + libc::SIGKILL,
+        "the source ended otherwise"
+    );
+    // The shell sent SIGTERM to the restored root: it checks itself.
+    let end = Instant::now() + EXIT_TIMEOUT;
+    while !fs::read_to_string(&src.log)
+        .unwrap_or_default()
+        .contains("PASS")
+    {
+        assert!(Instant::now() < end, "no PASS: {}", tail(&src.log, 4000));
+        assert!(
+            !fs::read_to_string(&src.log)
+                .unwrap_or_default()
+                .contains("FAIL"),
+            "{}",
+            tail(&src.log, 4000)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_log_pass(&src.log, "the migrated tree (frozen mode)");
+}
+
+/// Frozen mode refused at the very end: the root's pid is taken on the
+/// destination by another process. The source was frozen for the final
+/// dump and is thawed: it runs on and checks itself.
+#[test]
+fn migrate_pid_taken_on_destination_source_thawed() {
+    if skip_unless_root() {
+        return;
+    }
+    let net = Net::new("2gbit");
+    let mut src = Source::start(&net, &["--mem", "16"]);
+    let key = write_key(&src.dir, "key", 0x55);
+    let before = format!(
+        "echo {} > /proc/sys/kernel/ns_last_pid && sleep 100 & sleep 0.2",
+        src.pid - 1
+    );
+    let recv = receiver_own_pids(&net, &key, &src.dir, &before);
+    let mut m = migrate(&net, src.pid, &key, &src.dir, &[]);
+    let code = wait_reaping(&mut m, &mut src, Duration::from_secs(180));
+    assert_eq!(
+        code,
+        7,
+        "cairn migrate: {}\nreceiver: {}",
+        m.log(),
+        recv.log()
+    );
+    let err = fs::read_to_string(&m.err).unwrap();
+    assert!(
+        err.contains("is taken here by another process") && err.contains("thawed"),
+        "{err}"
+    );
+    src.terminate_expect_pass("source thawed after the destination refused");
 }
