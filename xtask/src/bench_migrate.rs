@@ -292,7 +292,11 @@ pub fn bench(args: &[String]) -> Result<()> {
     for &d in &a.dirty {
         let mut runs = Vec::new();
         for i in 0..a.runs {
-            let r = once(&cairn, &workload, &work, &net, a.size, d, &a.max_downtime)?;
+            let r = once(&cairn, &workload, &work, &net, a.size, d, &a.max_downtime).inspect_err(
+                |_| {
+                    let _ = std::fs::remove_dir_all(&work);
+                },
+            )?;
             println!(
                 "run {i}: {} rewritten {d}%/s: total {:.0} ms, downtime {:.0} ms, {:.0} MiB sent, \
                  {} rounds",
