@@ -37,6 +37,7 @@ pub mod json;
 pub mod kinds;
 #[macro_use]
 pub mod log;
+pub mod migrate;
 pub mod netlock;
 pub mod options;
 pub mod oracle;

@@ -14,6 +14,7 @@ pub mod check;
 pub mod chkpnt;
 pub mod demo;
 pub mod inventory;
+pub mod migrate;
 pub mod prune;
 pub mod show;
 pub mod verify;
@@ -45,6 +46,9 @@ pub fn run(cmd: &Command) -> (Result<i32>, Phase) {
             inventory::run(a.pid, a.json, a.no_bpf).map(|()| 0),
             Phase::Other,
         ),
+        // migrate
+        Command::Migrate(a) => (migrate::migrate(a), Phase::Dump),
+        Command::Receive(a) => (migrate::receive(a), Phase::Restore),
     }
 }
 
@@ -85,6 +89,11 @@ pub enum Command {
     /// Print what cairn collects of a tree (processes, threads, VMAs,
     /// fds), from BPF iterators or /proc.
     Inventory(InventoryArgs),
+    /// Move a running process tree to another machine (`cairn receive`
+    /// there): pre-copy rounds, then a short freeze.
+    Migrate(migrate::MigrateArgs),
+    /// Accept a migration (`cairn migrate --to`) and restore its tree here.
+    Receive(migrate::ReceiveArgs),
 }
 
 #[derive(Args, Debug, Clone)]

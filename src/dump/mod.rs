@@ -246,6 +246,31 @@ fn image_files_written(dir: &ImageDir) -> Vec<std::path::PathBuf> {
 }
 
 pub fn dump(args: &DumpOptions) -> Result<DumpStats> {
+    let then = if args.leave_running {
+        Then::Thaw
+    } else {
+        Then::Kill
+    };
+    dump_then(args, &mut |_| then).map(|(s, _)| s)
+}
+
+/// What becomes of the frozen tree once its images are complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Then {
+    Kill,
+    Thaw,
+}
+
+/// [`dump`], with `decide` called once the images are complete and in
+/// place (`args.images_dir`) while the tree is still frozen: it says
+/// whether the tree is killed or thawed (live migration keeps the tree
+/// frozen until the destination runs it, `crate::migrate`). What is
+/// collected follows `args.leave_running` as for [`dump`]: a caller that
+/// may thaw must set it.
+pub fn dump_then(
+    args: &DumpOptions,
+    decide: &mut dyn FnMut(&DumpStats) -> Then,
+) -> Result<(DumpStats, Then)> {
     crate::sys::bpf::set_disabled(args.freeze.no_bpf); // fixes: also the fd kinds' programs
     let pid = args.pid;
     if pid <= 0 || !crate::sys::task::pid_exists(pid) {
@@ -335,7 +360,8 @@ pub fn dump(args: &DumpOptions) -> Result<DumpStats> {
         });
     match result {
         Ok((mut stats, net)) => {
-            if args.leave_running {
+            let then = decide(&stats);
+            if then == Then::Thaw {
                 // Connections go on: repair mode off, unlock, then thaw.
                 net.resume()?;
                 frozen.thaw()?;
@@ -354,7 +380,7 @@ pub fn dump(args: &DumpOptions) -> Result<DumpStats> {
                 stats.frozen_ms, stats.image_bytes, stats.parent_pages
             );
             print_stats("dump", &stats);
-            Ok(stats)
+            Ok((stats, then))
         }
         Err(e) => {
             if let Err(te) = frozen.thaw() {

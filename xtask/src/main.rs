@@ -39,9 +39,13 @@
 //!   dump and restore wall and CPU time of a 1 MiB process, idle and with
 //!   N extra processes, beside CRIU where it works and another cairn
 //!   binary (`small.rs`, issue 15).
+//! - `cargo xtask bench migrate [--runs N] [--size SIZE] [--dirty PCT,PCT]`:
+//!   live migration between two network namespaces (`bench_migrate.rs`,
+//!   issue 16).
 //!
 //! std only, so the xtask builds in seconds on a fresh machine.
 
+mod bench_migrate;
 mod incr;
 mod inv;
 mod small;
@@ -94,6 +98,7 @@ const USAGE: &str = "usage: cargo xtask demo [DEMO ARGS...]
        cargo xtask bench inventory [--runs N]
        cargo xtask bench inventory-dump [--runs N] [--baseline CAIRN]
        cargo xtask bench small [--runs N] [--procs N] [--baseline CAIRN]
+       cargo xtask bench migrate [--runs N] [--size SIZE] [--dirty PCT,PCT]
        cargo xtask vm-test [--kernel 6.1|6.12|all] [--tests T1,T2] [--exec CMD]
                            [--timeout SECS] [--mem SIZE] [-- TEST FILTERS]";
 
@@ -967,6 +972,9 @@ fn bench(args: &[String]) -> Result<()> {
     }
     if args.first().map(String::as_str) == Some("small") {
         return small::bench(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("migrate") {
+        return bench_migrate::bench(&args[1..]);
     }
     let b = parse_bench_args(args)?;
     ensure_tools()?;

@@ -1,0 +1,595 @@
+//! `cairn receive`: accepts migrations, writes their layers and restores
+//! the tree. See the module documentation of [`crate::migrate`].
+
+use std::ffi::OsStr;
+use std::io::Write;
+use std::net::TcpListener;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::channel::{self, Channel, Key};
+use super::wire::{image_name_ok, Mode, Msg, VERSION};
+use crate::error::{Error, Result};
+use crate::image::proto::Pstree;
+use crate::image::{names, ImageDir, ImageType};
+use crate::options::RestoreOptions;
+use crate::sys::safefs;
+
+/// What `cairn receive` does.
+#[derive(Debug, Clone)]
+pub struct ReceiveOptions {
+    pub listen: String,
+    pub key: PathBuf,
+    pub once: bool,
+    pub pidfile: Option<PathBuf>,
+    pub images_dir: Option<PathBuf>,
+}
+
+/// At most this many layers in one migration.
+pub const MAX_LAYERS: u32 = 64;
+/// At most this many files in one layer.
+pub const MAX_FILES: usize = 100_000;
+/// How long the receiver waits for the source's next message.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the receiver waits for the source's Ack once the restored
+/// tree runs (frozen mode), before it kills that tree.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a hand-over waits for the source's pids to be free.
+pub const PIDS_FREE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Listens and receives; with `once`, returns after the first migration
+/// that got past the handshake (0 once its tree runs, an error else).
+/// Connections that fail the handshake (another key) are logged and
+/// ignored.
+pub fn receive(o: &ReceiveOptions) -> Result<i32> {
+    let key = channel::read_key(&o.key)?;
+    let listener = TcpListener::bind(&o.listen).map_err(|e| {
+        Error::io(
+            Path::new(&o.listen),
+            std::io::Error::other(format!("listen: {e}")),
+        )
+    })?;
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| o.listen.clone());
+    eprintln!("cairn: receive: listening on {local}");
+    loop {
+        let (stream, peer) = match listener.accept() {
+            Ok(x) => x,
+            Err(e) => {
+                warn!("receive: accept: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let mut authenticated = false;
+        match session(stream, &key, o, &mut authenticated) {
+            Ok(root) => {
+                eprintln!("cairn: receive: the tree from {peer} runs here, root pid {root}");
+                if o.once {
+                    return Ok(0);
+                }
+            }
+            Err(e) if !authenticated => {
+                eprintln!("cairn: receive: connection from {peer} refused: {e}");
+            }
+            Err(e) => {
+                eprintln!("cairn: receive: migration from {peer} failed: {e}");
+                if o.once {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// Where the layers go: `-D DIR` (kept), or a private directory in the
+/// temporary directory (removed at the end).
+struct Store {
+    /// The directory that holds the layer directories.
+    fd: OwnedFd,
+    path: PathBuf,
+    /// A private temporary directory: its parent and name, to remove it.
+    temp: Option<(OwnedFd, String)>,
+    layers: Vec<String>,
+}
+
+impl Store {
+    fn open(images_dir: Option<&Path>) -> Result<Store> {
+        match images_dir {
+            Some(d) => {
+                if std::fs::symlink_metadata(d).is_err() {
+                    safefs::make_dirs(d).map_err(|e| Error::io(d, e))?;
+                }
+                let fd = safefs::open_dir(d).map_err(|e| Error::io(d, e))?;
+                let st = rustix::fs::fstat(&fd).map_err(|e| Error::io(d, e.into()))?;
+                safefs::check_trusted(&st).map_err(|why| {
+                    Error::io(
+                        d,
+                        std::io::Error::other(format!("not a directory to receive into: {why}")),
+                    )
+                })?;
+                Ok(Store {
+                    fd,
+                    path: d.to_path_buf(),
+                    temp: None,
+                    layers: Vec::new(),
+                })
+            }
+            None => {
+                let tmp = std::env::temp_dir();
+                let parent = safefs::open_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+                let hex = safefs::random_hex().map_err(|e| Error::io(&tmp, e))?;
+                let name = format!("cairn-receive-{hex}");
+                let fd = safefs::mkdir_private(&parent, OsStr::new(&name))
+                    .map_err(|e| Error::io(tmp.join(&name), e))?;
+                Ok(Store {
+                    fd,
+                    path: tmp.join(&name),
+                    temp: Some((parent, name)),
+                    layers: Vec::new(),
+                })
+            }
+        }
+    }
+
+    fn layer_path(&self, i: usize) -> PathBuf {
+        self.path.join(&self.layers[i])
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some((parent, name)) = &self.temp {
+            for l in &self.layers {
+                let _ = safefs::remove_dir_by_fd(&self.fd, OsStr::new(l), None);
+            }
+            if let Err(e) = safefs::remove_dir_by_fd(parent, OsStr::new(name), None) {
+                warn!("{}: not removed: {e}", self.path.display());
+            }
+        }
+    }
+}
+
+/// The file being received.
+struct Incoming {
+    name: String,
+    file: std::fs::File,
+    left: u64,
+}
+
+/// The layer being received.
+struct LayerIn {
+    fd: OwnedFd,
+    path: PathBuf,
+    names: std::collections::HashSet<String>,
+    file: Option<Incoming>,
+}
+
+fn proto_err(peer: &str, why: impl std::fmt::Display) -> Error {
+    Error::io(
+        Path::new(peer),
+        std::io::Error::other(format!("migration protocol: {why}")),
+    )
+}
+
+/// One connection: the handshake, the layers, the restore. Returns the
+/// restored root pid.
+fn session(
+    stream: std::net::TcpStream,
+    key: &Key,
+    o: &ReceiveOptions,
+    authenticated: &mut bool,
+) -> Result<i32> {
+    let my_boot = crate::procfs::boot_id().unwrap_or_default();
+    let mut hello = None;
+    let (mut ch, _) = Channel::accept(stream, key, |p| {
+        let m = Msg::decode(p).map_err(|e| proto_err("peer", e))?;
+        let Msg::Hello { version, .. } = &m else {
+            return Err(proto_err(
+                "peer",
+                format!("expected Hello, got {}", m.name()),
+            ));
+        };
+        if *version != VERSION {
+            return Err(proto_err(
+                "peer",
+                format!("protocol version {version}, this cairn speaks {VERSION}"),
+            ));
+        }
+        hello = Some(m);
+        Ok(Msg::Welcome {
+            version: VERSION,
+            boot_id: my_boot.clone(),
+        }
+        .encode())
+    })?;
+    *authenticated = true;
+    let Some(Msg::Hello {
+        boot_id: src_boot,
+        hostname,
+        tcp_established,
+        ..
+    }) = hello
+    else {
+        return Err(proto_err(&ch.peer, "no Hello"));
+    };
+    eprintln!(
+        "cairn: receive: migration from {} (host {hostname:?}) authenticated",
+        ch.peer
+    );
+    let r = receive_layers(&mut ch, o, &src_boot, tcp_established);
+    if let Err(e) = &r {
+        let _ = ch.send(&Msg::Abort { why: e.to_string() }.encode());
+    }
+    r
+}
+
+fn receive_layers(
+    ch: &mut Channel,
+    o: &ReceiveOptions,
+    src_boot: &str,
+    tcp_established: bool,
+) -> Result<i32> {
+    let peer = ch.peer.clone();
+    let mut store = Store::open(o.images_dir.as_deref())?;
+    let mut layer: Option<LayerIn> = None;
+    let t0 = Instant::now();
+    let mut bytes = 0u64;
+    loop {
+        let m = Msg::decode(ch.recv(IDLE_TIMEOUT)?).map_err(|e| proto_err(&peer, e))?;
+        match m {
+            Msg::Layer { index } => {
+                if layer.is_some() {
+                    return Err(proto_err(&peer, "Layer inside a layer"));
+                }
+                if index as usize != store.layers.len() + 1 || index > MAX_LAYERS {
+                    return Err(proto_err(
+                        &peer,
+                        format!(
+                            "layer {index} where layer {} was due (at most {MAX_LAYERS})",
+                            store.layers.len() + 1
+                        ),
+                    ));
+                }
+                let name = index.to_string();
+                let path = store.path.join(&name);
+                let fd = safefs::mkdir_private(&store.fd, OsStr::new(&name))
+                    .map_err(|e| Error::io(&path, e))?;
+                store.layers.push(name);
+                layer = Some(LayerIn {
+                    fd,
+                    path,
+                    names: Default::default(),
+                    file: None,
+                });
+            }
+            Msg::File { name, size } => {
+                let Some(l) = layer.as_mut() else {
+                    return Err(proto_err(&peer, "File outside a layer"));
+                };
+                if l.file.is_some() {
+                    return Err(proto_err(&peer, "File before the previous one is complete"));
+                }
+                if !image_name_ok(&name) || l.names.contains(&name) || l.names.len() >= MAX_FILES {
+                    return Err(proto_err(
+                        &peer,
+                        format!(
+                            "refused file name {name:?}: not an image file name cairn writes, \
+                             sent twice, or too many files"
+                        ),
+                    ));
+                }
+                let free = rustix::fs::fstatvfs(&l.fd)
+                    .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+                    .unwrap_or(u64::MAX);
+                if size > free {
+                    return Err(Error::io(
+                        l.path.join(&name),
+                        std::io::Error::other(format!(
+                            "{size} bytes announced, {free} bytes free on this file system"
+                        )),
+                    ));
+                }
+                let file = safefs::create_excl(&l.fd, OsStr::new(&name), 0o600)
+                    .map_err(|e| Error::io(l.path.join(&name), e))?;
+                l.names.insert(name.clone());
+                let inc = Incoming {
+                    name,
+                    file,
+                    left: size,
+                };
+                if size == 0 {
+                    finish_file(l, inc)?;
+                } else {
+                    l.file = Some(inc);
+                }
+            }
+            Msg::Data(d) => {
+                let Some(l) = layer.as_mut() else {
+                    return Err(proto_err(&peer, "Data outside a layer"));
+                };
+                let Some(f) = l.file.as_mut() else {
+                    return Err(proto_err(&peer, "Data outside a file"));
+                };
+                if d.len() as u64 > f.left {
+                    return Err(proto_err(
+                        &peer,
+                        format!("{}: more bytes than announced", f.name),
+                    ));
+                }
+                f.file
+                    .write_all(&d)
+                    .map_err(|e| Error::io(l.path.join(&f.name), e))?;
+                f.left -= d.len() as u64;
+                bytes += d.len() as u64;
+                if f.left == 0 {
+                    let inc = l.file.take().expect("just checked");
+                    finish_file(l, inc)?;
+                }
+            }
+            Msg::EndLayer => {
+                let Some(l) = layer.take() else {
+                    return Err(proto_err(&peer, "EndLayer outside a layer"));
+                };
+                if let Some(f) = &l.file {
+                    return Err(proto_err(
+                        &peer,
+                        format!(
+                            "{}: {} bytes missing at the end of the layer",
+                            f.name, f.left
+                        ),
+                    ));
+                }
+                safefs::sync(&l.fd).map_err(|e| Error::io(&l.path, e))?;
+                info!(
+                    "receive: layer {} complete ({} files)",
+                    l.path.display(),
+                    l.names.len()
+                );
+                ch.send(&Msg::LayerOk.encode())?;
+            }
+            Msg::Final => {
+                if layer.is_some() || store.layers.is_empty() {
+                    return Err(proto_err(&peer, "Final before a complete layer"));
+                }
+                let secs = t0.elapsed().as_secs_f64();
+                info!(
+                    "receive: {} layers, {bytes} bytes in {secs:.3} s",
+                    store.layers.len()
+                );
+                return finish(ch, &store, o, src_boot, tcp_established);
+            }
+            Msg::Abort { why } => {
+                return Err(proto_err(&peer, format!("the source gave up: {why}")));
+            }
+            other => {
+                return Err(proto_err(
+                    &peer,
+                    format!("unexpected {} while receiving layers", other.name()),
+                ))
+            }
+        }
+    }
+}
+
+fn finish_file(l: &mut LayerIn, f: Incoming) -> Result<()> {
+    f.file
+        .sync_all()
+        .map_err(|e| Error::io(l.path.join(&f.name), e))
+}
+
+/// Whether the pids of `pstree` are free here, or held by the very
+/// processes of the source's tree (same boot, same start time: this is
+/// the source's machine, or one pid space with it).
+fn pid_mode(pstree: &Pstree, src_boot: &str) -> std::result::Result<Mode, String> {
+    let same_boot = crate::procfs::boot_id().is_ok_and(|b| b == src_boot);
+    let mut held_by_source = false;
+    for e in &pstree.entries {
+        let pid = e.pid as i32;
+        match crate::procfs::read_stat(pid) {
+            Err(_) => continue,
+            Ok(st) if same_boot && st.starttime == e.start_time => held_by_source = true,
+            Ok(st) => {
+                return Err(format!(
+                    "pid {pid} is taken here by another process ({:?}, started at tick {})",
+                    st.comm, st.starttime
+                ))
+            }
+        }
+    }
+    Ok(if held_by_source {
+        Mode::Handover
+    } else {
+        Mode::Frozen
+    })
+}
+
+fn finish(
+    ch: &mut Channel,
+    store: &Store,
+    o: &ReceiveOptions,
+    src_boot: &str,
+    tcp_established: bool,
+) -> Result<i32> {
+    let peer = ch.peer.clone();
+    let n = store.layers.len();
+    let top = store.layer_path(n - 1);
+    // The chain is this migration's own: each layer's parent is the one
+    // received before it, under its number.
+    let checked = (|| -> Result<(Pstree, i32)> {
+        for i in 0..n {
+            let (_, inv) = ImageDir::load(&store.layer_path(i))?;
+            let want = if i == 0 {
+                String::new()
+            } else {
+                format!("../{}", store.layers[i - 1])
+            };
+            if inv.parent_dir != want {
+                return Err(proto_err(
+                    &peer,
+                    format!(
+                        "layer {}: its parent is {:?}, not the layer received before it",
+                        i + 1,
+                        inv.parent_dir
+                    ),
+                ));
+            }
+            if i + 1 < n && !inv.pre_dump {
+                return Err(proto_err(
+                    &peer,
+                    format!("layer {} is not a pre-dump", i + 1),
+                ));
+            }
+        }
+        // Every layer's files are there with their listed sizes and
+        // header crcs (ImageDir::load above); the restore checks every
+        // image and every page chunk it reads before the tree runs, so a
+        // full `show --verify` here (it decompresses every page of every
+        // layer: seconds per GiB, all of it downtime) would add nothing.
+        let (dir, inv) = ImageDir::load(&top)?;
+        if inv.pre_dump {
+            return Err(proto_err(&peer, "the last layer is a pre-dump, not a dump"));
+        }
+        let pstree: Pstree = dir.read(ImageType::Pstree, names::PSTREE)?;
+        Ok((pstree, inv.root_pid as i32))
+    })();
+    let (pstree, root) = match checked {
+        Ok(x) => x,
+        Err(e) => {
+            let why = format!("the images do not verify: {e}");
+            ch.send(
+                &Msg::Verdict {
+                    mode: Mode::Refuse,
+                    why: why.clone(),
+                }
+                .encode(),
+            )?;
+            return Err(proto_err(&peer, why));
+        }
+    };
+    let mode = match pid_mode(&pstree, src_boot) {
+        Ok(m) => m,
+        Err(why) => {
+            ch.send(
+                &Msg::Verdict {
+                    mode: Mode::Refuse,
+                    why: why.clone(),
+                }
+                .encode(),
+            )?;
+            return Err(Error::Restore(why));
+        }
+    };
+    info!("receive: images verified; hand-over mode {mode:?}");
+    ch.send(
+        &Msg::Verdict {
+            mode,
+            why: String::new(),
+        }
+        .encode(),
+    )?;
+    match Msg::decode(ch.recv(IDLE_TIMEOUT)?).map_err(|e| proto_err(&peer, e))? {
+        Msg::Go => {}
+        Msg::Abort { why } => return Err(proto_err(&peer, format!("the source gave up: {why}"))),
+        m => return Err(proto_err(&peer, format!("expected Go, got {}", m.name()))),
+    }
+    if mode == Mode::Handover {
+        wait_pids_free(&pstree)?;
+    }
+    let ropts = RestoreOptions {
+        images_dir: top.clone(),
+        detached: true,
+        pidfile: None,
+        shell_job: false,
+        ignore_file_changes: false,
+        pid_restore: None,
+        exe_dir: None,
+        exe_dir_flag: "--exe-dir".into(),
+        tcp_established,
+        allow_foreign_images: false,
+        compare: false,
+    };
+    if let Err(e) = crate::restore::restore(&ropts) {
+        let why = format!("restore failed: {e}");
+        ch.send(
+            &Msg::Outcome {
+                ok: false,
+                root,
+                why: why.clone(),
+            }
+            .encode(),
+        )?;
+        return Err(Error::Restore(why));
+    }
+    // Pidfds of the restored tree, in case it must be killed again.
+    let pidfds: Vec<(i32, OwnedFd)> = pstree
+        .entries
+        .iter()
+        .filter_map(|e| {
+            crate::sys::uffd::pidfd_open(e.pid as i32)
+                .ok()
+                .map(|f| (e.pid as i32, f))
+        })
+        .collect();
+    let sent = ch.send(
+        &Msg::Outcome {
+            ok: true,
+            root,
+            why: String::new(),
+        }
+        .encode(),
+    );
+    let acked = sent.and_then(|()| match Msg::decode(ch.recv(ACK_TIMEOUT)?) {
+        Ok(Msg::Ack) => Ok(()),
+        Ok(m) => Err(proto_err(&peer, format!("expected Ack, got {}", m.name()))),
+        Err(e) => Err(proto_err(&peer, e)),
+    });
+    if let Err(e) = acked {
+        if mode == Mode::Frozen {
+            // The source may not have learnt that the tree runs here and
+            // thaws its own: never two copies.
+            for (pid, fd) in &pidfds {
+                if let Err(ke) = crate::sys::uffd::pidfd_kill(fd, libc::SIGKILL) {
+                    warn!("pid {pid}: kill: {ke}");
+                }
+            }
+            return Err(Error::Restore(format!(
+                "the source did not confirm the hand-over ({e}); the restored tree (root pid \
+                 {root}) was killed, the source thaws its own"
+            )));
+        }
+        warn!("no Ack from the source ({e}); it was already killed (hand-over mode)");
+    }
+    if let Some(p) = &o.pidfile {
+        safefs::replace_file(p, format!("{root}\n").as_bytes(), 0o644)
+            .map_err(|e| Error::io(p, e))?;
+    }
+    Ok(root)
+}
+
+/// Hand-over mode: the source kills its tree after Go; its pids are free
+/// once its parent has reaped it.
+fn wait_pids_free(pstree: &Pstree) -> Result<()> {
+    let end = Instant::now() + PIDS_FREE_TIMEOUT;
+    loop {
+        let busy: Vec<u32> = pstree
+            .entries
+            .iter()
+            .map(|e| e.pid)
+            .filter(|&p| crate::sys::task::pid_exists(p as i32))
+            .collect();
+        if busy.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > end {
+            return Err(Error::Restore(format!(
+                "pids {busy:?} are still taken {PIDS_FREE_TIMEOUT:?} after the source was told \
+                 to kill its tree (not reaped by their parent?)"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

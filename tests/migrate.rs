@@ -1,0 +1,621 @@
+//! Live migration (issue 16): `cairn migrate` to `cairn receive` between
+//! two "machines", two network namespaces joined by a veth pair that each
+//! test makes (addresses only inside them, traffic bounded by a token
+//! bucket; the namespaces, and with them the veth, are removed at the
+//! end). The workload (`migrate_mix`: threads rewriting memory, a child
+//! answering through a pipe and a unix socket) runs in the first
+//! namespace and checks itself after it arrived.
+//!
+//! Both namespaces share the pid space and the file system here, so the
+//! receiver finds the tree's pids held by the source tree itself and
+//! takes the hand-over mode (docs/ARCHITECTURE.md "Live migration"); the
+//! frozen mode has a test with the receiver in a pid namespace of its own.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Two network namespaces joined by a veth pair: A 10.201.N.1, B
+/// 10.201.N.2. Dropping it deletes both (and so the veth).
+struct Net {
+    a: String,
+    b: String,
+    addr_b: String,
+}
+
+fn ip(args: &[&str]) -> std::process::Output {
+    Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ip")
+}
+
+fn ip_ok(args: &[&str]) {
+    let out = ip(args);
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Net {
+    /// `rate`: the veth's bandwidth each way (tc tbf), e.g. "400mbit".
+    fn new(rate: &str) -> Net {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let tag = format!("{}-{n}", std::process::id());
+        let net = Net {
+            a: format!("cairnmigA-{tag}"),
+            b: format!("cairnmigB-{tag}"),
+            addr_b: format!("10.201.{}.2", n % 250),
+        };
+        ip_ok(&["netns", "add", &net.a]);
+        ip_ok(&["netns", "add", &net.b]);
+        let (va, vb) = (
+            format!("cmA{n}x{}", std::process::id() % 10000),
+            format!("cmB{n}x{}", std::process::id() % 10000),
+        );
+        ip_ok(&[
+            "link", "add", &va, "netns", &net.a, "type", "veth", "peer", "name", &vb, "netns",
+            &net.b,
+        ]);
+        for (ns, dev, host) in [(&net.a, &va, 1), (&net.b, &vb, 2)] {
+            let addr = format!("10.201.{}.{host}/24", n % 250);
+            ip_ok(&["-n", ns, "addr", "add", &addr, "dev", dev]);
+            ip_ok(&["-n", ns, "link", "set", dev, "up"]);
+            ip_ok(&["-n", ns, "link", "set", "lo", "up"]);
+            let tc = Command::new("ip")
+                .args([
+                    "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "tbf",
+                ])
+                .args(["rate", rate, "burst", "256kb", "latency", "400ms"])
+                .stdin(Stdio::null())
+                .output()
+                .expect("run tc");
+            assert!(
+                tc.status.success(),
+                "tc: {}",
+                String::from_utf8_lossy(&tc.stderr)
+            );
+        }
+        net
+    }
+
+    fn ns_path(ns: &str) -> String {
+        format!("--net=/run/netns/{ns}")
+    }
+
+    /// Cuts the link: the veth pair goes (deleting one end deletes both).
+    fn cut(&self) {
+        let out = ip(&["-n", &self.a, "link", "show", "type", "veth"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let dev = text
+            .lines()
+            .find_map(|l| l.split(": ").nth(1))
+            .and_then(|d| d.split('@').next())
+            .expect("the veth in namespace A")
+            .to_string();
+        ip_ok(&["-n", &self.a, "link", "del", &dev]);
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.a]);
+        let _ = ip(&["netns", "del", &self.b]);
+    }
+}
+
+fn write_key(dir: &Path, name: &str, byte: u8) -> PathBuf {
+    let p = dir.join(name);
+    fs::write(&p, [byte; 32]).expect("write key");
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).expect("chmod key");
+    p
+}
+
+/// The workload, started in namespace A (nsenter execs it: the child we
+/// hold is the workload itself).
+struct Source {
+    child: Child,
+    pid: i32,
+    dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Source {
+    fn start(net: &Net, args: &[&str]) -> Source {
+        let bin = workload_bin("migrate_mix");
+        let dir = fresh_dir("migrate");
+        let work = dir.join("work");
+        fs::create_dir(&work).expect("mkdir work");
+        let log = dir.join("workload.log");
+        let pidfile = work.join("ready.pid");
+        let out = fs::File::create(&log).expect("create log");
+        let err = out.try_clone().expect("dup");
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(Net::ns_path(&net.a))
+            .arg(&bin)
+            .arg("--pidfile")
+            .arg(&pidfile)
+            .args(args)
+            .current_dir(&work)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        // SAFETY: only setsid(2), async-signal-safe, between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("spawn the workload");
+        let pid = child.id() as i32;
+        let end = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(p) = read_pidfile(&pidfile) {
+                assert_eq!(p, pid, "the workload is not the child nsenter became");
+                break;
+            }
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!("workload exited ({st}): {}", tail(&log, 4000));
+            }
+            assert!(
+                Instant::now() < end,
+                "workload not ready: {}",
+                tail(&log, 4000)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Source {
+            child,
+            pid,
+            dir,
+            log,
+        }
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The source runs on: SIGTERM makes it check itself and PASS.
+    fn terminate_expect_pass(&mut self, what: &str) {
+        assert!(
+            self.alive(),
+            "{what}: the source is gone: {}",
+            tail(&self.log, 4000)
+        );
+        assert!(
+            !has_uffd_wp(self.pid),
+            "{what}: the source still carries the migration's dirty tracking (uw in smaps)"
+        );
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM");
+        let st = wait_timeout(&mut self.child, EXIT_TIMEOUT).expect("the source did not exit");
+        assert!(st.success(), "{what}: exit {st}: {}", tail(&self.log, 4000));
+        assert_log_pass(&self.log, what);
+    }
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            PidTracker::new().track_tree(self.pid);
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("test files kept in {}", self.dir.display());
+        }
+    }
+}
+
+fn has_uffd_wp(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/smaps"))
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("VmFlags:") && l.split_whitespace().any(|f| f == "uw"))
+}
+
+/// A `cairn` command in a namespace, its output to files. Dropping it
+/// kills it (by pid: our child).
+struct Cairn {
+    child: Child,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl Cairn {
+    fn start(ns: &str, args: &[&str], dir: &Path, tag: &str) -> Cairn {
+        let out = dir.join(format!("{tag}.out"));
+        let err = dir.join(format!("{tag}.err"));
+        let child = Command::new("nsenter")
+            .arg(Net::ns_path(ns))
+            .arg(cairn_bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&out).expect("out"))
+            .stderr(fs::File::create(&err).expect("err"))
+            .spawn()
+            .expect("spawn cairn");
+        Cairn { child, out, err }
+    }
+
+    fn log(&self) -> String {
+        format!(
+            "--- stdout ---\n{}\n--- stderr ---\n{}",
+            tail(&self.out, 3000),
+            tail(&self.err, 8000)
+        )
+    }
+
+    fn wait_line(&mut self, needle: &str, timeout: Duration) {
+        let end = Instant::now() + timeout;
+        loop {
+            if fs::read_to_string(&self.err)
+                .unwrap_or_default()
+                .contains(needle)
+            {
+                return;
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("cairn exited ({st}) before {needle:?}: {}", self.log());
+            }
+            assert!(
+                Instant::now() < end,
+                "no {needle:?} within {timeout:?}: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// `cairn receive --once` in namespace B and in a pid namespace of its
+/// own (a shell is its init): the tree's pids are free there, as on
+/// another machine, so the receiver takes the frozen mode. `before`:
+/// shell commands run first in that pid namespace. Once the receiver is
+/// done, the shell sends SIGTERM to the restored root (its pid in that
+/// namespace is in the pidfile) and waits; dropping it ends the
+/// namespace (`unshare --kill-child`).
+fn receiver_own_pids(net: &Net, key: &Path, dir: &Path, before: &str) -> Cairn {
+    let listen = format!("{}:{PORT}", net.addr_b);
+    let err = dir.join("receive.err");
+    let pidfile = dir.join("received.pid");
+    let script = format!(
+        "{before}\n'{cairn}' -v receive --listen {listen} --key '{key}' --once --pidfile \
+         '{pidfile}' 2>>'{err}'; echo \"receive-exit $?\" >>'{err}'; \
+         [ -s '{pidfile}' ] && kill -TERM $(cat '{pidfile}'); sleep 60",
+        cairn = cairn_bin().display(),
+        key = key.display(),
+        pidfile = pidfile.display(),
+        err = err.display(),
+    );
+    let out = dir.join("receive.out");
+    let child = Command::new("nsenter")
+        .arg(Net::ns_path(&net.b))
+        .args(["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"])
+        .args(["sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out).expect("out"))
+        .stderr(fs::File::create(dir.join("receive.sh.err")).expect("err"))
+        .spawn()
+        .expect("spawn the receiver");
+    let mut r = Cairn { child, out, err };
+    r.wait_line("listening on", Duration::from_secs(30));
+    r
+}
+
+impl Drop for Cairn {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+const PORT: &str = "7016";
+
+fn receiver(net: &Net, key: &Path, dir: &Path, extra: &[&str]) -> Cairn {
+    let listen = format!("{}:{PORT}", net.addr_b);
+    let mut args = vec![
+        "-v",
+        "receive",
+        "--listen",
+        &listen,
+        "--key",
+        key.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let mut r = Cairn::start(&net.b, &args, dir, "receive");
+    r.wait_line("listening on", Duration::from_secs(30));
+    r
+}
+
+fn migrate(net: &Net, pid: i32, key: &Path, dir: &Path, extra: &[&str]) -> Cairn {
+    let to = format!("{}:{PORT}", net.addr_b);
+    let pid = pid.to_string();
+    let mut args = vec![
+        "-v",
+        "migrate",
+        "-t",
+        &pid,
+        "--to",
+        &to,
+        "--key",
+        key.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Cairn::start(&net.a, &args, dir, "migrate")
+}
+
+/// Waits for `c` to exit, reaping the source meanwhile (hand-over mode:
+/// its pid must be free before the receiver restores it).
+fn wait_reaping(c: &mut Cairn, src: &mut Source, timeout: Duration) -> i32 {
+    let end = Instant::now() + timeout;
+    loop {
+        let _ = src.child.try_wait();
+        if let Ok(Some(st)) = c.child.try_wait() {
+            return exit_code(&st);
+        }
+        assert!(
+            Instant::now() < end,
+            "cairn still runs after {timeout:?}: {}",
+            c.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The restored tree (root `pid`, not our child): SIGTERM, wait for it
+/// to go, require PASS in the log.
+fn restored_expect_pass(pid: i32, log: &Path) {
+    let fd = pidfd_open(pid).expect("pidfd of the restored root");
+    pidfd_signal(&fd, libc::SIGTERM).expect("SIGTERM the restored root");
+    assert!(
+        pidfd_wait_exit(&fd, EXIT_TIMEOUT),
+        "the restored root {pid} did not exit: {}",
+        tail(log, 4000)
+    );
+    assert_log_pass(log, "the migrated tree");
+}
+
+#[test]
+fn migrate_tree_runs_on_destination() {
+    if skip_unless_root() {
+        return;
+    }
+    let net = Net::new("2gbit");
+    let mut src = Source::start(&net, &["--mem", "48"]);
+    let key = write_key(&src.dir, "key", 0x5a);
+    let pidfile = src.dir.join("received.pid");
+    let images = src.dir.join("received");
+    let mut recv = receiver(
+        &net,
+        &key,
+        &src.dir,
+        &[
+            "--once",
+            "--pidfile",
+            pidfile.to_str().unwrap(),
+            "-D",
+            images.to_str().unwrap(),
+        ],
+    );
+    // Let the threads write for a while first.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut m = migrate(&net, src.pid, &key, &src.dir, &["--max-downtime", "300ms"]);
+    let code = wait_reaping(&mut m, &mut src, Duration::from_secs(180));
+    assert_eq!(
+        code,
+        0,
+        "cairn migrate: {}\nreceiver: {}",
+        m.log(),
+        recv.log()
+    );
+    let st = wait_timeout(&mut recv.child, Duration::from_secs(30)).expect("receiver exit");
+    assert!(st.success(), "cairn receive --once: {}", recv.log());
+    let err = fs::read_to_string(&m.err).unwrap();
+    assert!(
+        err.contains("round 1:"),
+        "no pre-copy round in the log: {err}"
+    );
+    // The source is gone (killed after the images were verified); the
+    // tree runs on the destination with the same pids.
+    assert!(!src.alive(), "the source still runs");
+    assert_eq!(read_pidfile(&pidfile), Some(src.pid), "{}", recv.log());
+    let layers = fs::read_dir(&images).unwrap().count();
+    assert!(layers >= 2, "{layers} layers received: pre-copy and final");
+    restored_expect_pass(src.pid, &src.log);
+}
+
+#[test]
+fn migrate_wrong_key_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let net = Net::new("2gbit");
+    let mut src = Source::start(&net, &["--mem", "8"]);
+    let good = write_key(&src.dir, "key", 0x11);
+    let other = write_key(&src.dir, "other", 0x22);
+    let images = src.dir.join("received");
+    let mut recv = receiver(
+        &net,
+        &other,
+        &src.dir,
+        &["--once", "-D", images.to_str().unwrap()],
+    );
+    let mut m = migrate(&net, src.pid, &good, &src.dir, &[]);
+    let code = wait_reaping(&mut m, &mut src, Duration::from_secs(60));
+    assert_eq!(code, 7, "migrate with the wrong key: {}", m.log());
+    let err = fs::read_to_string(&m.err).unwrap();
+    assert!(err.contains("key"), "the error does not say why: {err}");
+    // The receiver refused it, wrote nothing and still waits for a
+    // migration with the right key.
+    recv.wait_line("refused", Duration::from_secs(10));
+    assert!(matches!(recv.child.try_wait(), Ok(None)), "{}", recv.log());
+    let written = fs::read_dir(&images).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(written, 0, "the receiver wrote layers for a wrong key");
+    src.terminate_expect_pass("source after a migration with the wrong key");
+}
+
+/// Starts a slow migration (64 MiB over 100 Mbit/s: about 5 s for the
+/// first layer) and calls `interrupt` once the receiver holds part of
+/// the first layer; the source must run on.
+fn interrupted_midway(what: &str, interrupt: impl FnOnce(&Net, &mut Cairn)) {
+    let net = Net::new("100mbit");
+    let mut src = Source::start(&net, &["--mem", "64"]);
+    let key = write_key(&src.dir, "key", 0x33);
+    let images = src.dir.join("received");
+    let mut recv = receiver(
+        &net,
+        &key,
+        &src.dir,
+        &["--once", "-D", images.to_str().unwrap()],
+    );
+    let mut m = migrate(&net, src.pid, &key, &src.dir, &["--compress-level", "-5"]);
+    // Wait for part of layer 1 on the receiver.
+    let pages = images.join("1").join("pages.img");
+    let end = Instant::now() + Duration::from_secs(60);
+    while fs::metadata(&pages).map(|m| m.len()).unwrap_or(0) < 4 << 20 {
+        assert!(
+            Instant::now() < end,
+            "layer 1 did not arrive: {}\n{}",
+            m.log(),
+            recv.log()
+        );
+        if let Ok(Some(st)) = m.child.try_wait() {
+            panic!("migrate ended ({st}) before the interruption: {}", m.log());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    interrupt(&net, &mut recv);
+    let code = wait_reaping(&mut m, &mut src, Duration::from_secs(120));
+    assert_eq!(code, 7, "{what}: cairn migrate: {}", m.log());
+    src.terminate_expect_pass(&format!("source after {what}"));
+}
+
+#[test]
+fn migrate_receiver_killed_source_runs_on() {
+    if skip_unless_root() {
+        return;
+    }
+    interrupted_midway("the receiver was killed", |_, recv| {
+        recv.child.kill().expect("kill the receiver");
+        let _ = recv.child.wait();
+    });
+}
+
+#[test]
+fn migrate_network_cut_source_runs_on() {
+    if skip_unless_root() {
+        return;
+    }
+    interrupted_midway("the network was cut", |net, _| net.cut());
+}
+
+/// Frozen mode (the pids are free on the destination, as on another
+/// machine): the source stays frozen until the destination runs the
+/// tree, then it is killed; the tree checks itself there.
+#[test]
+fn migrate_frozen_until_destination_runs() {
+    if skip_unless_root() {
+        return;
+    }
+    let net = Net::new("2gbit");
+    let mut src = Source::start(&net, &["--mem", "32"]);
+    let key = write_key(&src.dir, "key", 0x44);
+    let mut recv = receiver_own_pids(&net, &key, &src.dir, "");
+    let mut m = migrate(&net, src.pid, &key, &src.dir, &[]);
+    let code = wait_reaping(&mut m, &mut src, Duration::from_secs(180));
+    assert_eq!(
+        code,
+        0,
+        "cairn migrate: {}\nreceiver: {}",
+        m.log(),
+        recv.log()
+    );
+    recv.wait_line("receive-exit 0", Duration::from_secs(30));
+    assert!(
+        recv.log().contains("hand-over mode Frozen"),
+        "{}",
+        recv.log()
+    );
+    // Killed by the migration once the destination ran the tree.
+    let st = wait_timeout(&mut src.child, Duration::from_secs(10)).expect("source gone");
+    assert_eq!(
+        exit_code(&st),
+        128 + libc::SIGKILL,
+        "the source ended otherwise"
+    );
+    // The shell sent SIGTERM to the restored root: it checks itself.
+    let end = Instant::now() + EXIT_TIMEOUT;
+    while !fs::read_to_string(&src.log)
+        .unwrap_or_default()
+        .contains("PASS")
+    {
+        assert!(Instant::now() < end, "no PASS: {}", tail(&src.log, 4000));
+        assert!(
+            !fs::read_to_string(&src.log)
+                .unwrap_or_default()
+                .contains("FAIL"),
+            "{}",
+            tail(&src.log, 4000)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_log_pass(&src.log, "the migrated tree (frozen mode)");
+}
+
+/// Frozen mode refused at the very end: the root's pid is taken on the
+/// destination by another process. The source was frozen for the final
+/// dump and is thawed: it runs on and checks itself.
+#[test]
+fn migrate_pid_taken_on_destination_source_thawed() {
+    if skip_unless_root() {
+        return;
+    }
+    let net = Net::new("2gbit");
+    let mut src = Source::start(&net, &["--mem", "16"]);
+    let key = write_key(&src.dir, "key", 0x55);
+    let before = format!(
+        "echo {} > /proc/sys/kernel/ns_last_pid && sleep 100 & sleep 0.2",
+        src.pid - 1
+    );
+    let recv = receiver_own_pids(&net, &key, &src.dir, &before);
+    let mut m = migrate(&net, src.pid, &key, &src.dir, &[]);
+    let code = wait_reaping(&mut m, &mut src, Duration::from_secs(180));
+    assert_eq!(
+        code,
+        7,
+        "cairn migrate: {}\nreceiver: {}",
+        m.log(),
+        recv.log()
+    );
+    let err = fs::read_to_string(&m.err).unwrap();
+    assert!(
+        err.contains("is taken here by another process") && err.contains("thawed"),
+        "{err}"
+    );
+    src.terminate_expect_pass("source thawed after the destination refused");
+}
