@@ -135,6 +135,7 @@ pub fn migrate(a: &MigrateArgs) -> Result<i32> {
             },
             freeze: a.freeze.options(),
             oracle: false,
+            external: Vec::new(),
         },
         to: a.to.clone(),
         key: a.key.clone(),

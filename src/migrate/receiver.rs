@@ -511,6 +511,7 @@ fn finish(
         tcp_established,
         allow_foreign_images: false,
         compare: false,
+        inherit_fds: Vec::new(),
     };
     if let Err(e) = crate::restore::restore(&ropts) {
         let why = format!("restore failed: {e}");
