@@ -41,8 +41,10 @@ pub mod netlock;
 pub mod options;
 pub mod oracle;
 pub mod procfs;
+pub mod progress;
 pub mod remote;
 pub mod restore;
+pub mod stats;
 pub mod sys;
 pub mod track;
 

@@ -31,15 +31,18 @@ fn main() -> ExitCode {
         return ExitCode::from(code);
     }
     let cli = Cli::parse();
+    cairn::log::set_json(cli.log_format == "json");
     if let Err(e) = cairn::log::init(cli.verbose, cli.log_file.as_deref()) {
-        eprintln!("cairn: log file: {e}");
+        cairn::log::error(&format!("log file (-o): {e}"));
         return ExitCode::from(exit::USAGE);
     }
+    cairn::stats::set_display(cli.display_stats);
     let (result, phase) = cairn::cmd::run(&cli.cmd);
+    cairn::progress::finish();
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
-            eprintln!("cairn: {e}");
+            cairn::log::error(&e.to_string());
             ExitCode::from(e.exit_code(phase))
         }
     }

@@ -496,6 +496,7 @@ fn decode_dyn(kind: ImageType, bytes: &[u8]) -> Option<Box<dyn MessageDyn>> {
         ImageType::Contents => FileContents::descriptor(),
         ImageType::PageHash => PageHashes::descriptor(),
         ImageType::Oracle => KernelView::descriptor(),
+        ImageType::Stats => crate::image::proto::Stats::descriptor(),
         ImageType::Pages => return None,
     };
     let hdr = super::check_image(Some(kind), bytes, Path::new("x")).ok()?;
@@ -773,6 +774,7 @@ pub fn decode_as_every_kind(bytes: &[u8]) -> usize {
     try_kind!(ImageType::Contents, FileContents);
     try_kind!(ImageType::PageHash, PageHashes);
     try_kind!(ImageType::Oracle, KernelView);
+    try_kind!(ImageType::Stats, crate::image::proto::Stats);
     ok
 }
 
