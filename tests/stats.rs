@@ -92,10 +92,6 @@ fn dump_and_restore_record_plausible_stats() {
     );
     assert!(s.bytes_raw >= s.bytes_compressed, "{s:?}");
     assert!(s.pages_written > 0, "{s:?}");
-    assert!(
-        s.bytes_raw >= s.pages_written * 4096,
-        "fewer raw bytes than pages written: {s:?}"
-    );
     assert_eq!(s.image_bytes, image_bytes(&w.images), "{s:?}");
     assert_eq!(s.processes as usize, before.len(), "{s:?}");
     assert_eq!(s.threads as usize, threads, "{s:?}");

@@ -496,8 +496,8 @@ impl Drop for Frozen {
 /// Before any process is touched: what would make seizing the tree
 /// `pids` (rooted at `pids[0]`) fail, said with its cause rather than as a
 /// bare EPERM from PTRACE_SEIZE: cairn itself in the tree (the root is one
-/// of its ancestors), a kernel thread, a task another process traces
-/// (naming the tracer from TracerPid).
+/// of its ancestors) or a kernel thread. (A task another process traces
+/// is explained where its seize fails: `ptrace::explain_seize_error`.)
 pub fn precheck_seizable(pids: &[i32]) -> Result<()> {
     const PF_KTHREAD: u32 = 0x0020_0000;
     let me = std::process::id() as i32;
@@ -551,28 +551,6 @@ pub fn precheck_seizable(pids: &[i32]) -> Result<()> {
                     st.comm
                 ),
             ));
-        }
-        for tid in procfs::list_tasks(p).unwrap_or_else(|_| vec![p]) {
-            let Ok(ts) = procfs::read_task_status(p, tid) else {
-                continue;
-            };
-            let tracer = ts.tracer_pid;
-            if tracer != 0 && tracer != me {
-                let what = if tid == p {
-                    format!("pid {p} ({})", st.comm)
-                } else {
-                    format!("thread {tid} of pid {p} ({})", st.comm)
-                };
-                return Err(denied(
-                    p,
-                    format!(
-                        "{what} is traced by pid {tracer} ({}), and a task has one tracer at \
-                         a time: detach that tracer (quit the debugger or strace) and dump \
-                         again",
-                        comm(tracer)
-                    ),
-                ));
-            }
         }
     }
     Ok(())
