@@ -1,4 +1,5 @@
-//! `cairn`: parses the command line and runs the command ([`cairn::cmd`]).
+//! `cairn`: parses the command line and runs the command ([`cairn::cmd`]);
+//! run as `chkpnt` or `resume` (links to it), the DMTCP-style front ends.
 #![deny(unsafe_code)]
 
 use std::process::ExitCode;
@@ -9,6 +10,16 @@ use cairn::cmd::Cli;
 use cairn::error::exit;
 
 fn main() -> ExitCode {
+    // chkpnt and resume are this binary under another name (a link).
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    match std::path::Path::new(&argv0)
+        .file_name()
+        .and_then(|n| n.to_str())
+    {
+        Some("chkpnt") => return cairn::cmd::chkpnt::chkpnt_main(),
+        Some("resume") => return cairn::cmd::chkpnt::resume_main(),
+        _ => {}
+    }
     // `cairn demo` re-executes this binary as its workload.
     let mut argv = std::env::args_os().skip(1);
     if argv

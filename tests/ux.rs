@@ -523,3 +523,19 @@ fn tcp_refusal_grammar() {
         "{err}"
     );
 }
+
+/// chkpnt and resume are the cairn binary under other names (links made
+/// by the build), dispatched on argv[0].
+#[test]
+fn chkpnt_and_resume_are_cairn() {
+    let cairn = fs::canonicalize(env!("CARGO_BIN_EXE_cairn")).unwrap();
+    for (bin, name) in [(chkpnt_bin(), "chkpnt"), (resume_bin(), "resume")] {
+        assert_eq!(fs::canonicalize(&bin).unwrap(), cairn, "{}", bin.display());
+        let out = Command::new(&bin).arg("--version").output().unwrap();
+        assert!(out.status.success());
+        assert_eq!(
+            text(&out.stdout),
+            format!("{name} (cairn) {}\n", env!("CARGO_PKG_VERSION"))
+        );
+    }
+}
