@@ -532,9 +532,9 @@ pub fn precheck_seizable(pids: &[i32]) -> Result<()> {
         return Err(denied(
             root,
             format!(
-                "the tree holds cairn itself (pid {me}), which cannot trace itself: pid {root} \
-                 is one of its ancestors ({}); run cairn from outside the tree",
-                via.join(" <- ")
+                "pid {me} is cairn itself: a tree that holds cairn cannot be dumped (its root, \
+                 pid {root}, is one of cairn's ancestors: {}); run cairn from outside the tree",
+                via.join(", ")
             ),
         ));
     }
