@@ -6,7 +6,7 @@
 //!
 //! The recorder is per process (a command runs one dump or restore):
 //! [`begin`] starts it, [`add`] / [`timer`] add to a timing, and
-//! [`finish_dump`] / [`finish_restore`] complete and write it. Nothing
+//! [`finish_dump`] / [`restored`] complete and write it. Nothing
 //! here can fail a dump or a restore: a stats file that cannot be written
 //! is said with -v and left out.
 
@@ -247,13 +247,13 @@ fn own_dir(dir: &ImageDir) -> std::result::Result<(), String> {
         ));
     }
     crate::sys::safefs::check_trusted(&st)?;
-    if !rustix::fs::accessat(
+    if rustix::fs::accessat(
         dir.fd(),
         ".",
         rustix::fs::Access::WRITE_OK,
         rustix::fs::AtFlags::EACCESS,
     )
-    .is_ok()
+    .is_err()
     {
         return Err("the directory is not writable".into());
     }

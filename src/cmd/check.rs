@@ -218,9 +218,9 @@ pub fn render(f: &Features, json: bool) -> String {
                 json_string(&m.detail)
             );
         }
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "}},\"verdict\":{{\"ok\":{},\"line\":{},\"missing\":[{}]}}}}\n",
+            "}},\"verdict\":{{\"ok\":{},\"line\":{},\"missing\":[{}]}}}}",
             missing.is_empty(),
             json_string(&verdict_line(&missing)),
             missing

@@ -56,8 +56,8 @@ pub mod proto {
     pub use mm::*;
     pub use oracle::*;
     pub use pagemap::*;
-    pub use stats::*;
     pub use sockopts::*;
+    pub use stats::*;
     pub use task::*;
     pub use track::*;
     pub use tty::*;

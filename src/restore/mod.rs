@@ -1049,7 +1049,10 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
     let force_last_pid = args.pid_restore.as_deref() == Some("ns_last_pid");
     crate::kinds::sysv::prepare(&img.files.sysv_shm, img.mms.iter().flatten())?;
     let mut shm = memory::ShmObjects::new(img.mms.iter().flatten());
-    crate::progress::tasks_begin("restore: processes", Some(img.mms.iter().flatten().count() as u64));
+    crate::progress::tasks_begin(
+        "restore: processes",
+        Some(img.mms.iter().flatten().count() as u64),
+    );
     crate::progress::pages_begin(
         "restore: pages",
         crate::progress::data_bytes(img.resolved.iter().map(|r| r.as_slice())),
