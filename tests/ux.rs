@@ -540,3 +540,54 @@ fn chkpnt_and_resume_are_cairn() {
         );
     }
 }
+
+/// Unmounts a test's tmpfs when dropped.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A pre-dump (or dump) that fails while writing names the directory the
+/// user gave, never the internal staging directory (`.NAME.cairn-tmp-...`).
+#[test]
+fn staging_name_not_shown_in_errors() {
+    if skip_unless_root() {
+        return;
+    }
+    let w = Workload::start("sleep_nanosleep", &[]);
+    let full = w.dir.join("full");
+    fs::create_dir(&full).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4k", "tmpfs"])
+        .arg(&full)
+        .status()
+        .expect("mount");
+    assert!(st.success(), "mount a 4 KiB tmpfs");
+    let _m = Mounted(full.clone());
+    let images = full.join("images");
+    let pid = w.pid.to_string();
+    for cmd in ["pre-dump", "dump"] {
+        let mut args = vec![
+            OsStr::new(cmd),
+            OsStr::new("-t"),
+            OsStr::new(&pid),
+            OsStr::new("-D"),
+            images.as_os_str(),
+        ];
+        if cmd == "dump" {
+            args.push(OsStr::new("-R"));
+        }
+        let out = cairn(&args, &w.dir.join(cmd));
+        let err = text(&out.stderr);
+        assert_eq!(exit_code(&out.status), 3, "{cmd}: {}", describe(&out));
+        assert!(
+            err.contains(&format!("{}/", images.display()))
+                && err.contains("No space left on device")
+                && !err.contains("cairn-tmp"),
+            "{cmd}: {err}"
+        );
+    }
+}
