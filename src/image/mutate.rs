@@ -64,7 +64,7 @@ pub struct ImageSet {
 }
 
 impl ImageSet {
-    /// Reads every `*.img` of `dir`.
+    /// Reads every `*.img` of `dir` but the statistics.
     pub fn load(dir: &Path) -> Result<ImageSet> {
         let mut files = Vec::new();
         for e in std::fs::read_dir(dir).at(dir)? {
@@ -72,7 +72,12 @@ impl ImageSet {
             let Some(name) = e.file_name().to_str().map(str::to_string) else {
                 continue;
             };
-            if super::is_image_name(&name) && e.file_type().at(e.path())?.is_file() {
+            // The statistics are not part of the checkpoint (no restore
+            // reads them).
+            if super::is_image_name(&name)
+                && !super::names::is_stats(&name)
+                && e.file_type().at(e.path())?.is_file()
+            {
                 files.push((name, std::fs::read(e.path()).at(e.path())?));
             }
         }
