@@ -42,4 +42,38 @@ fn main() {
         }
     }
     println!("cargo:rerun-if-changed=bpf");
+    link_front_ends(&out);
+}
+
+/// chkpnt and resume are the cairn binary under other names (src/main.rs
+/// dispatches on argv[0]): symbolic links `chkpnt -> cairn` and `resume ->
+/// cairn` beside it in the profile directory (OUT_DIR is
+/// target/PROFILE/build/cairn-HASH/out). A file left there by a build
+/// that made them separate binaries is replaced; anything else is left.
+fn link_front_ends(out: &std::path::Path) {
+    let Some(profile) = out.ancestors().nth(3) else {
+        return;
+    };
+    for name in ["chkpnt", "resume"] {
+        let link = profile.join(name);
+        match std::fs::symlink_metadata(&link) {
+            Ok(m) if m.file_type().is_symlink() => {
+                if std::fs::read_link(&link).is_ok_and(|t| t == std::path::Path::new("cairn")) {
+                    continue;
+                }
+                let _ = std::fs::remove_file(&link);
+            }
+            Ok(m) if m.is_file() => {
+                let _ = std::fs::remove_file(&link);
+            }
+            Ok(_) => continue,
+            Err(_) => {}
+        }
+        if let Err(e) = std::os::unix::fs::symlink("cairn", &link) {
+            println!(
+                "cargo:warning=could not link {} -> cairn: {e}",
+                link.display()
+            );
+        }
+    }
 }

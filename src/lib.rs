@@ -16,8 +16,8 @@
 //!   [`options`] structs.
 //! - [`cmd`]: the commands, on top: `cairn`'s command line and dispatch,
 //!   the front-end-only commands (show, verify, check, demo, prune,
-//!   inventory) and the `chkpnt`/`resume` binaries (`src/main.rs` and
-//!   `src/bin/` only call into it). The library does not import it (only
+//!   inventory) and `chkpnt`/`resume`, the same binary under other names
+//!   (`src/main.rs` only calls into it). The library does not import it (only
 //!   the fuzzer drives `show` and `verify`); [`json`] holds the JSON
 //!   helper that the commands and the inventory share.
 //! - `fuzz` and `image::mutate` (the in-tree fuzzer and the image
@@ -42,8 +42,10 @@ pub mod netlock;
 pub mod options;
 pub mod oracle;
 pub mod procfs;
+pub mod progress;
 pub mod remote;
 pub mod restore;
+pub mod stats;
 pub mod sys;
 pub mod track;
 

@@ -1,6 +1,8 @@
 //! `cairn check`: what this kernel offers and which mechanism cairn picks
 //! for each part of its job, from the same probe results
-//! ([`crate::sys::probe::features`]) that dump and restore use.
+//! ([`crate::sys::probe::features`]) that dump and restore use, and a
+//! verdict: whether cairn can checkpoint and restore here as this user
+//! (exit code 0) or not, with what is missing (exit code 1).
 
 use std::fmt::Write as _;
 
@@ -8,11 +10,96 @@ use crate::error::{IoContext, Result};
 use crate::json::json_string;
 use crate::sys::probe::{features, Collection, DirtyTracking, Features, PidRestore};
 
-/// Prints [`render`]'s output on stdout.
-pub fn check(json: bool) -> Result<()> {
-    let out = render(features(), json);
+/// Prints [`render`]'s output on stdout; returns the exit code: 0 if
+/// cairn can checkpoint and restore here, 1 if not ([`verdict`]).
+pub fn check(json: bool) -> Result<i32> {
+    let f = features();
+    let out = render(f, json);
     let mut stdout = std::io::stdout().lock();
-    std::io::Write::write_all(&mut stdout, out.as_bytes()).at("<stdout>")
+    std::io::Write::write_all(&mut stdout, out.as_bytes()).at("<stdout>")?;
+    Ok(if verdict(f).is_empty() { 0 } else { 1 })
+}
+
+/// What cairn lacks here, as this user, to checkpoint and restore a
+/// tree of its own user: one line per missing piece, naming the
+/// capability or setting; empty when nothing is missing.
+pub fn verdict(f: &Features) -> Vec<String> {
+    let mut missing = Vec::new();
+    let cap = f.cap_checkpoint_restore.available || f.cap_sys_admin.available;
+    if !cap {
+        missing.push(
+            "CAP_CHECKPOINT_RESTORE (or CAP_SYS_ADMIN, or root): a dump reads mapped files \
+             through /proc/PID/map_files and a restore gives processes their pids; \
+             e.g. `setcap cap_checkpoint_restore,cap_sys_ptrace+ep` on the binary"
+                .to_string(),
+        );
+    } else if !f.clone3_set_tid.available && !f.ns_last_pid_writable.available {
+        missing.push(format!(
+            "a way to give restored processes their pids: clone3 set_tid ({}) and \
+             ns_last_pid ({}) both fail",
+            f.clone3_set_tid.detail, f.ns_last_pid_writable.detail
+        ));
+    }
+    if !f.ptrace_scope.available {
+        missing.push(format!(
+            "ptrace: Yama ptrace_scope is {}; cairn cannot trace any process",
+            f.ptrace_scope.detail
+        ));
+    }
+    for (name, feat, what) in [
+        (
+            "process_vm_readv",
+            &f.process_vm_readv,
+            "a dump reads memory with it",
+        ),
+        ("kcmp", &f.kcmp, "a dump compares fd tables with it"),
+        (
+            "ptrace_get_rseq_conf",
+            &f.ptrace_get_rseq_conf,
+            "a restore removes the rseq area it inherits with it",
+        ),
+    ] {
+        if !feat.available {
+            missing.push(format!("{name} ({what}): {}", feat.detail));
+        }
+    }
+    missing
+}
+
+/// The verdict line: "cairn can checkpoint and restore here" or
+/// "cairn cannot checkpoint and restore here: missing ...".
+pub fn verdict_line(missing: &[String]) -> String {
+    if missing.is_empty() {
+        "cairn can checkpoint and restore here".into()
+    } else {
+        format!(
+            "cairn cannot checkpoint and restore here as uid {}: missing {}",
+            rustix::process::geteuid().as_raw(),
+            missing.join("; ")
+        )
+    }
+}
+
+/// The mechanism that gives restored processes their pids, or
+/// "unavailable" when neither works.
+fn pid_mechanism(f: &Features) -> (&'static str, String) {
+    match f.pid_restore() {
+        PidRestore::Clone3SetTid => (
+            PidRestore::Clone3SetTid.as_str(),
+            f.clone3_set_tid.detail.clone(),
+        ),
+        PidRestore::NsLastPid if f.ns_last_pid_writable.available => (
+            PidRestore::NsLastPid.as_str(),
+            format!("clone3 set_tid unavailable: {}", f.clone3_set_tid.detail),
+        ),
+        PidRestore::NsLastPid => (
+            "unavailable",
+            format!(
+                "clone3 set_tid: {}; ns_last_pid: {}",
+                f.clone3_set_tid.detail, f.ns_last_pid_writable.detail
+            ),
+        ),
+    }
 }
 
 /// One part of cairn's job and how it is done here.
@@ -24,7 +111,7 @@ pub struct Mechanism {
 
 /// The mechanism cairn uses for each part on this machine.
 pub fn mechanisms(f: &Features) -> Vec<Mechanism> {
-    let pid = f.pid_restore();
+    let (pid_mech, pid_detail) = pid_mechanism(f);
     let dirty = f.dirty_tracking();
     vec![
         Mechanism {
@@ -34,13 +121,8 @@ pub fn mechanisms(f: &Features) -> Vec<Mechanism> {
         },
         Mechanism {
             part: "pid_restore",
-            mechanism: pid.as_str(),
-            detail: match pid {
-                PidRestore::Clone3SetTid => f.clone3_set_tid.detail.clone(),
-                PidRestore::NsLastPid => {
-                    format!("clone3 set_tid unavailable: {}", f.clone3_set_tid.detail)
-                }
-            },
+            mechanism: pid_mech,
+            detail: pid_detail,
         },
         Mechanism {
             part: "dirty_tracking",
@@ -102,9 +184,11 @@ pub fn mechanisms(f: &Features) -> Vec<Mechanism> {
 
 /// Formats the probe results as aligned text or as one JSON object
 /// `{"kernel", "features": {name: {"available", "detail"}}, "mechanisms":
-/// {part: {"mechanism", "detail"}}}`.
+/// {part: {"mechanism", "detail"}}, "verdict": {"ok", "line",
+/// "missing": [...]}}`; the text ends with the verdict line.
 pub fn render(f: &Features, json: bool) -> String {
     let mechs = mechanisms(f);
+    let missing = verdict(f);
     let mut out = String::new();
     if json {
         let _ = write!(
@@ -134,7 +218,17 @@ pub fn render(f: &Features, json: bool) -> String {
                 json_string(&m.detail)
             );
         }
-        out.push_str("}}\n");
+        let _ = writeln!(
+            out,
+            "}},\"verdict\":{{\"ok\":{},\"line\":{},\"missing\":[{}]}}}}",
+            missing.is_empty(),
+            json_string(&verdict_line(&missing)),
+            missing
+                .iter()
+                .map(|m| json_string(m))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
         return out;
     }
     let width = f
@@ -155,6 +249,7 @@ pub fn render(f: &Features, json: bool) -> String {
     for m in &mechs {
         let _ = writeln!(out, "{:width$}  {} ({})", m.part, m.mechanism, m.detail);
     }
+    let _ = writeln!(out, "\n{}", verdict_line(&missing));
     out
 }
 

@@ -39,7 +39,7 @@ pub fn run(cmd: &Command) -> (Result<i32>, Phase) {
         Command::Restore(a) => (crate::restore::restore(&a.options()), Phase::Restore),
         Command::Show(a) if a.verify => (verify::run(&a.path, a.json).map(|()| 0), Phase::Other),
         Command::Show(a) => (show::show(&a.path, a.json).map(|()| 0), Phase::Other),
-        Command::Check(a) => (check::check(a.json).map(|()| 0), Phase::Other),
+        Command::Check(a) => (check::check(a.json), Phase::Other),
         Command::Demo(a) => (demo::run(a.images_dir.as_deref()).map(|()| 0), Phase::Other),
         Command::Prune(a) => (prune::prune(&a.options()).map(|()| 0), Phase::Other),
         Command::Inventory(a) => (
@@ -52,11 +52,29 @@ pub fn run(cmd: &Command) -> (Result<i32>, Phase) {
     }
 }
 
+/// Parses `--compress-level`: an integer in zstd's range of levels.
+pub fn compress_level(s: &str) -> std::result::Result<i32, String> {
+    let n: i32 = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a number: {e}"))?;
+    let r = zstd::compression_level_range();
+    if !r.contains(&n) {
+        return Err(format!(
+            "{n} is outside zstd's levels {} to {} (negative levels are faster, 19 and \
+             above much slower)",
+            r.start(),
+            r.end()
+        ));
+    }
+    Ok(n)
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "cairn",
     version,
-    about = "Checkpoint and restore Linux process trees"
+    about = "Checkpoint and restore Linux process trees",
+    after_help = crate::error::exit::HELP
 )]
 pub struct Cli {
     /// More log output (repeat for more).
@@ -65,6 +83,15 @@ pub struct Cli {
     /// Write the log to this file instead of stderr.
     #[arg(short = 'o', long = "log-file", global = true)]
     pub log_file: Option<PathBuf>,
+    /// Log line format: "text" (timestamp, pid, message) or "json" (one
+    /// JSON object per line).
+    #[arg(long = "log-format", global = true, value_name = "text|json", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// Print the statistics of a dump, pre-dump or restore on stderr at
+    /// its end (they are also kept in the image directory, see `cairn
+    /// show`).
+    #[arg(long = "display-stats", global = true)]
+    pub display_stats: bool,
     #[command(subcommand)]
     pub cmd: Command,
 }
@@ -119,7 +146,8 @@ pub struct DumpArgs {
     #[arg(
         long = "compress-level",
         default_value_t = 1,
-        allow_negative_numbers = true
+        allow_negative_numbers = true,
+        value_parser = compress_level
     )]
     pub compress_level: i32,
     /// Keep the contents of open regular files up to this size each:
@@ -194,7 +222,8 @@ pub struct PreDumpArgs {
     #[arg(
         long = "compress-level",
         default_value_t = 1,
-        allow_negative_numbers = true
+        allow_negative_numbers = true,
+        value_parser = compress_level
     )]
     pub compress_level: i32,
     #[command(flatten)]

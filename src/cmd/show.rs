@@ -291,6 +291,7 @@ fn decode_message(k: ImageType, bytes: &[u8], path: &Path) -> Result<Body> {
         ImageType::Contents => msg::<proto::FileContents>(k, bytes, path),
         ImageType::PageHash => msg::<proto::PageHashes>(k, bytes, path),
         ImageType::Oracle => msg::<proto::KernelView>(k, bytes, path),
+        ImageType::Stats => msg::<proto::Stats>(k, bytes, path),
         ImageType::Pages => Err(Error::image(path, "page data is not a message")),
     }
 }
@@ -316,6 +317,14 @@ fn to_text(images: &[Decoded]) -> String {
         }
         let _ = writeln!(out, "=== {} ({}) ===", img.file, img.kind.name());
         match &img.body {
+            Body::Message(m) if img.kind == ImageType::Stats => {
+                // What the dump or restore measured, as --display-stats
+                // prints it.
+                match m.downcast_ref::<proto::Stats>() {
+                    Some(st) => out.push_str(&crate::stats::render(st)),
+                    None => out.push_str("(not a statistics message)\n"),
+                }
+            }
             Body::Message(m) => {
                 let text = protobuf::text_format::print_to_string_pretty(m.as_ref());
                 if text.is_empty() {

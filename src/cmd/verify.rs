@@ -128,6 +128,12 @@ fn verify_dir(path: &Path) -> Result<Report> {
     let mut r = Report::default();
     // Files that are not part of the checkpoint.
     for (name, _) in dir.entries()? {
+        // The statistics are written after the inventory (crate::stats).
+        if names::is_stats(&name) {
+            let bytes = dir.read_all(&name)?;
+            super::show::check_message_file(&bytes, &dir.file(&name))?;
+            continue;
+        }
         if is_image_name(&name) && name != names::INVENTORY && !listed.contains(&name) {
             return Err(Error::image(
                 dir.file(&name),

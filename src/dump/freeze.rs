@@ -291,6 +291,7 @@ impl Frozen {
                     seen.insert(tid);
                     match seize_one(tid, &mut frozen.guardian) {
                         Ok(t) => {
+                            crate::progress::tasks_inc(1);
                             if tid != pid && src.watch.as_ref().is_some_and(|w| w.caught(tid)) {
                                 src.caught_threads += 1;
                             }
@@ -490,4 +491,67 @@ impl Drop for Frozen {
             }
         }
     }
+}
+
+/// Before any process is touched: what would make seizing the tree
+/// `pids` (rooted at `pids[0]`) fail, said with its cause rather than as a
+/// bare EPERM from PTRACE_SEIZE: cairn itself in the tree (the root is one
+/// of its ancestors) or a kernel thread. (A task another process traces
+/// is explained where its seize fails: `ptrace::explain_seize_error`.)
+pub fn precheck_seizable(pids: &[i32]) -> Result<()> {
+    const PF_KTHREAD: u32 = 0x0020_0000;
+    let me = std::process::id() as i32;
+    let root = pids.first().copied().unwrap_or(0);
+    let comm = |p: i32| {
+        procfs::read_stat(p)
+            .map(|s| s.comm)
+            .unwrap_or_else(|_| "?".into())
+    };
+    let denied = |p: i32, why: String| {
+        Error::sys(
+            p,
+            "dump",
+            std::io::Error::new(std::io::ErrorKind::PermissionDenied, why),
+        )
+    };
+    if pids.contains(&me) {
+        let mut chain = vec![me];
+        while let Some(&last) = chain.last() {
+            if last == root || chain.len() > 64 {
+                break;
+            }
+            match procfs::read_stat(last) {
+                Ok(s) if s.ppid > 0 => chain.push(s.ppid),
+                _ => break,
+            }
+        }
+        let via: Vec<String> = chain
+            .iter()
+            .map(|&p| format!("{p} ({})", comm(p)))
+            .collect();
+        return Err(denied(
+            root,
+            format!(
+                "pid {me} is cairn itself: a tree that holds cairn cannot be dumped (its root, \
+                 pid {root}, is one of cairn's ancestors: {}); run cairn from outside the tree",
+                via.join(", ")
+            ),
+        ));
+    }
+    for &p in pids {
+        let Ok(st) = procfs::read_stat(p) else {
+            continue;
+        };
+        if st.flags & PF_KTHREAD != 0 {
+            return Err(denied(
+                p,
+                format!(
+                    "pid {p} ({}) is a kernel thread: kernel threads cannot be traced or \
+                     checkpointed (give the pid of a user process)",
+                    st.comm
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

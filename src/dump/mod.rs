@@ -274,21 +274,22 @@ pub fn dump_then(
     crate::sys::bpf::set_disabled(args.freeze.no_bpf); // fixes: also the fd kinds' programs
     let pid = args.pid;
     if pid <= 0 || !crate::sys::task::pid_exists(pid) {
-        return Err(Error::sys(
+        return Err(Error::NoSuchProcess {
             pid,
-            "dump",
-            std::io::Error::from_raw_os_error(libc::ESRCH),
-        ));
+            what: "nothing to dump".into(),
+        });
     }
     if pid as u32 == std::process::id() {
         return Err(Error::Usage(format!("pid {pid} is cairn itself")));
     }
+    crate::stats::begin("dump");
     // SIGINT/SIGTERM/SIGHUP from here on roll the dump back (crate::guard).
     let _interrupts = crate::guard::Interrupts::install(Role::Dump);
     // Refuse what we cannot dump before any process is touched at all.
     // A child that exits meanwhile is no reason to refuse: the frozen
     // pass decides about it.
     let pids = tree_pids(pid);
+    freeze::precheck_seizable(&pids)?;
     may_trace(&pids)?;
     if !args.leave_running {
         crate::restore::check_restorable(&pids)?;
@@ -318,10 +319,6 @@ pub fn dump_then(
     let staging = Staging::begin(&args.images_dir)?;
     let dir = staging.dir().clone();
     let (work, shown) = (staging.work_path().to_path_buf(), args.images_dir.clone());
-    let user_path = move |p: &std::path::Path| match p.strip_prefix(&work) {
-        Ok(rest) => shown.join(rest),
-        Err(_) => p.to_path_buf(),
-    };
     let mut plan = PagePlan::default();
     let keep = args.incr.track_mem && args.leave_running;
     let mut layering = Layering::new(pid, &args.images_dir, &args.incr, keep, &mut plan)?;
@@ -333,6 +330,7 @@ pub fn dump_then(
     let guardian = Guardian::start(Role::Dump);
     crate::guard::tell_staging(&staging);
     let t0 = Instant::now();
+    crate::progress::tasks_begin("dump: freezing", None);
     let mut frozen =
         match crate::guard::check().and_then(|()| Frozen::freeze_tree(pid, watch, guardian)) {
             Ok(f) => f,
@@ -341,6 +339,8 @@ pub fn dump_then(
                 return Err(interrupted_or(e, pid));
             }
         };
+    crate::stats::set(crate::stats::Time::Freeze, t0.elapsed());
+    crate::progress::tasks_done();
     info!(
         "froze {} processes, {} threads, in {:?}",
         frozen.procs.len(),
@@ -356,6 +356,7 @@ pub fn dump_then(
             // The point of no return: a signal from here on changes
             // nothing, the dump completes.
             crate::guard::commit()?;
+            let _sync = crate::stats::timer(crate::stats::Time::Sync);
             staging.commit().map(|()| s)
         });
     match result {
@@ -374,7 +375,9 @@ pub fn dump_then(
                 warn!("{sig} came after the images were complete: the dump finished");
             }
             stats.frozen_ms = t0.elapsed().as_secs_f64() * 1000.0;
+            crate::stats::set(crate::stats::Time::Frozen, t0.elapsed());
             layering.done(&dir);
+            crate::stats::finish_dump(&dir);
             info!(
                 "dump done: frozen {:.1} ms, {} bytes of images, {} pages in parent layers",
                 stats.frozen_ms, stats.image_bytes, stats.parent_pages
@@ -387,7 +390,7 @@ pub fn dump_then(
                 warn!("{te}");
             }
             layering.failed();
-            Err(interrupted_or(e.with_paths(user_path), pid))
+            Err(interrupted_or(e.with_staging(&work, &shown), pid))
         }
     }
 }
@@ -424,18 +427,19 @@ pub fn pre_dump(args: &PreDumpOptions) -> Result<DumpStats> {
     crate::sys::bpf::set_disabled(args.freeze.no_bpf); // fixes: also the fd kinds' programs
     let pid = args.pid;
     if pid <= 0 || !crate::sys::task::pid_exists(pid) {
-        return Err(Error::sys(
+        return Err(Error::NoSuchProcess {
             pid,
-            "pre-dump",
-            std::io::Error::from_raw_os_error(libc::ESRCH),
-        ));
+            what: "nothing to pre-dump".into(),
+        });
     }
     if pid as u32 == std::process::id() {
         return Err(Error::Usage(format!("pid {pid} is cairn itself")));
     }
+    crate::stats::begin("pre-dump");
     // SIGINT/SIGTERM/SIGHUP stop the pre-dump at the next safe point.
     let _interrupts = crate::guard::Interrupts::install(Role::Dump);
     let pids = tree_pids(pid);
+    freeze::precheck_seizable(&pids)?;
     may_trace(&pids)?;
     for &p in &pids {
         if let Err(e) = memory::precheck(p) {
@@ -449,6 +453,7 @@ pub fn pre_dump(args: &PreDumpOptions) -> Result<DumpStats> {
     plan.tolerate_faults = true;
     let staging = Staging::begin(&args.images_dir)?;
     let dir = staging.dir().clone();
+    let (work, shown) = (staging.work_path().to_path_buf(), args.images_dir.clone());
     let mut layering = Layering::new(pid, &args.images_dir, &args.incr, true, &mut plan)?;
     let mut stats = DumpStats::default();
     let mut source = "";
@@ -457,12 +462,14 @@ pub fn pre_dump(args: &PreDumpOptions) -> Result<DumpStats> {
         let guardian = Guardian::start(Role::Dump);
         let t0 = Instant::now();
         let mut frozen = Frozen::freeze_tree(pid, watch, guardian)?;
+        crate::stats::set(crate::stats::Time::Freeze, t0.elapsed());
         let mut found = Discovery::collect(&frozen, args.freeze.no_bpf);
         source = found.source();
         let planned = plan_frozen(&mut frozen, &mut found, &mut plan, &mut layering);
         // The tree runs again whatever happened; the copy follows.
         let thawed = frozen.thaw();
         stats.frozen_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        crate::stats::set(crate::stats::Time::Frozen, t0.elapsed());
         let pstree = planned?;
         thawed?;
         info!("pre-dump: frozen {:.1} ms", stats.frozen_ms);
@@ -478,6 +485,7 @@ pub fn pre_dump(args: &PreDumpOptions) -> Result<DumpStats> {
         let written = memory::write_pages(&plan, &mut writer, args.compress_level)?;
         stats.parent_pages = written.parent_pages();
         let bytes = writer.finish(&dir)?;
+        crate::stats::add(crate::stats::Time::Memory, t.elapsed());
         info!(
             "pre-dump: {} pages read while running, {bytes} bytes, in {:?}",
             stats.pages_scanned,
@@ -497,17 +505,19 @@ pub fn pre_dump(args: &PreDumpOptions) -> Result<DumpStats> {
         dir.write_inventory(&mut inv)?;
         stats.image_bytes = dir_bytes(&dir);
         crate::guard::commit()?;
+        let _sync = crate::stats::timer(crate::stats::Time::Sync);
         staging.commit()
     });
     match r {
         Ok(()) => {
             layering.done(&dir);
+            crate::stats::finish_dump(&dir);
             print_stats("pre-dump", &stats);
             Ok(stats)
         }
         Err(e) => {
             layering.failed();
-            Err(interrupted_or(e, pid))
+            Err(interrupted_or(e.with_staging(&work, &shown), pid))
         }
     }
 }
@@ -840,6 +850,13 @@ fn dump_frozen(
         layering.after(frozen, pid, stat.starttime, &smaps);
         exe_sums.record(pid, &mut mm)?;
         e.threads = core.threads.iter().map(|t| t.tid).collect();
+        crate::debug!(
+            "pid {pid} ({}): {} threads, {} VMAs, {} fds",
+            stat.comm,
+            e.threads.len(),
+            mm.vmas.len(),
+            fdt.fds.len()
+        );
         pstree.entries.push(e);
         per_proc.push((pid, core, Some(mm), Some(fdt)));
     }
@@ -868,13 +885,18 @@ fn dump_frozen(
     stats.pages_scanned = plan.total_pages();
     crate::guard::check()?;
     let t = Instant::now();
+    let page_len = crate::sys::PAGE_SIZE;
+    crate::progress::pages_begin("dump: pages", stats.pages_scanned * page_len);
     let mut writer = PageStoreWriter::create(dir)?;
     let written = memory::write_pages(&plan, &mut writer, args.compress_level)?;
+    crate::progress::finish();
     stats.parent_pages = written.parent_pages();
     // Open files' contents go to the same chunk store, still frozen.
     let contents =
         crate::kinds::contents::dump(&files, &mut writer, args.file_contents, args.compress_level)?;
     let page_bytes = writer.finish(dir)?;
+    crate::stats::add(crate::stats::Time::Memory, t.elapsed());
+    let _write = crate::stats::timer(crate::stats::Time::Write);
     info!(
         "{} pages read and written as {} bytes in {:?}",
         stats.pages_scanned,

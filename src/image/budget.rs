@@ -168,6 +168,8 @@ pub fn kind_limit(kind: ImageType) -> u64 {
         ImageType::Contents => 256 * MIB,
         // The oracle's fields of every task (src/oracle/).
         ImageType::Oracle => 256 * MIB,
+        // A few dozen numbers (crate::stats).
+        ImageType::Stats => MIB,
         // Chunk table: 4 numbers per chunk of pages.img.
         ImageType::PageStore => 256 * MIB,
         // Runs of memory (fragmented memory: millions), page hashes (16

@@ -57,6 +57,7 @@ pub mod proto {
     pub use oracle::*;
     pub use pagemap::*;
     pub use sockopts::*;
+    pub use stats::*;
     pub use task::*;
     pub use track::*;
     pub use tty::*;
@@ -85,10 +86,12 @@ pub enum ImageType {
     Contents,
     PageHash,
     Oracle,
+    /// stats-dump.img, stats-restore.img (`crate::stats`).
+    Stats,
 }
 
 impl ImageType {
-    pub const ALL: [ImageType; 12] = [
+    pub const ALL: [ImageType; 13] = [
         ImageType::Inventory,
         ImageType::Pstree,
         ImageType::Core,
@@ -101,6 +104,7 @@ impl ImageType {
         ImageType::Contents,
         ImageType::PageHash,
         ImageType::Oracle,
+        ImageType::Stats,
     ];
 
     pub fn magic(self) -> u32 {
@@ -117,6 +121,7 @@ impl ImageType {
             ImageType::Contents => 0x434e_5401,
             ImageType::PageHash => 0x5047_4801,
             ImageType::Oracle => 0x4f52_4301,
+            ImageType::Stats => 0x5354_4101,
         }
     }
 
@@ -138,6 +143,7 @@ impl ImageType {
             ImageType::Contents => "contents",
             ImageType::PageHash => "pagehash",
             ImageType::Oracle => "oracle",
+            ImageType::Stats => "stats",
         }
     }
 
@@ -158,6 +164,15 @@ pub mod names {
     pub const CONTENTS: &str = "contents.img";
     /// The oracle's snapshot of the dumped tree (`dump --oracle`).
     pub const ORACLE: &str = "oracle.img";
+    /// What the dump measured (`crate::stats`); written after the
+    /// inventory, so not listed in it, and read by no restore.
+    pub const STATS_DUMP: &str = "stats-dump.img";
+    /// What the last restore from the directory measured.
+    pub const STATS_RESTORE: &str = "stats-restore.img";
+    /// The statistics images, which inventory.img does not list.
+    pub fn is_stats(name: &str) -> bool {
+        name == STATS_DUMP || name == STATS_RESTORE
+    }
     pub fn core(pid: u32) -> String {
         format!("core-{pid}.img")
     }
@@ -311,7 +326,7 @@ pub fn decode_body<M: MessageFull>(kind: ImageType, body: &[u8], path: &Path) ->
     let scan = budget::scan(&M::descriptor(), &raw)
         .map_err(|e| Error::image(path, format!("decode: {e}")))?;
     budget::charge(kind, scan.memory).map_err(|e| Error::image(path, e))?;
-    crate::debug!(
+    crate::trace!(
         "{}: {} bytes decompressed, ~{} bytes parsed ({} messages); {} bytes of the \
          command's decoding budget used",
         path.display(),
@@ -510,9 +525,28 @@ impl ImageDir {
     /// Opens an existing image directory; it must hold an inventory.
     /// Nothing is verified (see [`ImageDir::load`]).
     pub fn open(path: &Path) -> Result<ImageDir> {
-        let fd = open_dir_fd(path)?;
-        let is_inv = safefs::lstatat(&fd, OsStr::new(names::INVENTORY))
-            .is_ok_and(|st| safefs::file_type(&st) == rustix::fs::FileType::RegularFile);
+        let denied = |e: std::io::Error| {
+            let uid = rustix::process::geteuid().as_raw();
+            let owner = std::fs::symlink_metadata(path).map_or(String::new(), |m| {
+                use std::os::unix::fs::MetadataExt;
+                format!(" (owner uid {}, mode {:04o})", m.uid(), m.mode() & 0o7777)
+            });
+            Error::image(
+                path,
+                format!(
+                    "cannot be read by uid {uid}{owner}: {e}; restore as its owner (or \
+                     root), or make it readable"
+                ),
+            )
+        };
+        let fd = match safefs::open_dir(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Err(denied(e)),
+            r => r.at(path)?,
+        };
+        let is_inv = match safefs::lstatat(&fd, OsStr::new(names::INVENTORY)) {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Err(denied(e)),
+            r => r.is_ok_and(|st| safefs::file_type(&st) == rustix::fs::FileType::RegularFile),
+        };
         if !is_inv {
             return Err(Error::image(
                 path,
@@ -704,6 +738,7 @@ impl ImageDir {
         let p = self.file(name);
         let mut f = self.create_file(name)?;
         f.write_all(&bytes).at(&p)?;
+        crate::trace!("wrote {} ({} bytes)", p.display(), bytes.len());
         if self.commit_syncs {
             return Ok(());
         }

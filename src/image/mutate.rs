@@ -64,7 +64,7 @@ pub struct ImageSet {
 }
 
 impl ImageSet {
-    /// Reads every `*.img` of `dir`.
+    /// Reads every `*.img` of `dir` but the statistics.
     pub fn load(dir: &Path) -> Result<ImageSet> {
         let mut files = Vec::new();
         for e in std::fs::read_dir(dir).at(dir)? {
@@ -72,7 +72,12 @@ impl ImageSet {
             let Some(name) = e.file_name().to_str().map(str::to_string) else {
                 continue;
             };
-            if super::is_image_name(&name) && e.file_type().at(e.path())?.is_file() {
+            // The statistics are not part of the checkpoint (no restore
+            // reads them).
+            if super::is_image_name(&name)
+                && !super::names::is_stats(&name)
+                && e.file_type().at(e.path())?.is_file()
+            {
                 files.push((name, std::fs::read(e.path()).at(e.path())?));
             }
         }
@@ -496,6 +501,7 @@ fn decode_dyn(kind: ImageType, bytes: &[u8]) -> Option<Box<dyn MessageDyn>> {
         ImageType::Contents => FileContents::descriptor(),
         ImageType::PageHash => PageHashes::descriptor(),
         ImageType::Oracle => KernelView::descriptor(),
+        ImageType::Stats => crate::image::proto::Stats::descriptor(),
         ImageType::Pages => return None,
     };
     let hdr = super::check_image(Some(kind), bytes, Path::new("x")).ok()?;
@@ -773,6 +779,7 @@ pub fn decode_as_every_kind(bytes: &[u8]) -> usize {
     try_kind!(ImageType::Contents, FileContents);
     try_kind!(ImageType::PageHash, PageHashes);
     try_kind!(ImageType::Oracle, KernelView);
+    try_kind!(ImageType::Stats, crate::image::proto::Stats);
     ok
 }
 

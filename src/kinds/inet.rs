@@ -765,7 +765,7 @@ fn refusal(p: &Probe, tcp_established: bool) -> Option<String> {
         TCP_LISTEN | TCP_CLOSE => None,
         s if super::tcp::repairable(s) && tcp_established => None,
         TCP_ESTABLISHED => Some(format!(
-            "is an {}; pass --tcp-established (on dump and restore) to checkpoint it with \
+            "is a {}; pass --tcp-established (on dump and restore) to checkpoint it with \
              TCP_REPAIR",
             p.describe()
         )),

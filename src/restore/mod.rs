@@ -415,7 +415,7 @@ fn spawn_vessel(pid: i32, force_last_pid: bool, dumpable: bool) -> Result<i32> {
     match task::spawn_vessel_clone3(pid, dumpable) {
         Ok(p) => Ok(p),
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-            Err(Error::Restore(format!("pid {pid} is already in use")))
+            Err(Error::Restore(crate::error::pid_in_use(pid, 0, false)))
         }
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::E2BIG)) => {
             warn!("clone3 with set_tid unavailable ({e}); using ns_last_pid");
@@ -886,7 +886,10 @@ fn restore_memory(
         &cow.populate[p.i],
         &inh.skip,
     )?;
-    info!(
+    crate::stats::add(crate::stats::Time::Memory, t.elapsed());
+    crate::progress::tasks_inc(1);
+    crate::progress::pages_inc(crate::progress::data_bytes(maps.iter().map(|m| m.1)));
+    crate::debug!(
         "pid {pid}: pages written in {:?}; {} shared copy-on-write with the parent, {populated} \
          zero pages populated for children",
         t.elapsed(),
@@ -1046,7 +1049,16 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
     let force_last_pid = args.pid_restore.as_deref() == Some("ns_last_pid");
     crate::kinds::sysv::prepare(&img.files.sysv_shm, img.mms.iter().flatten())?;
     let mut shm = memory::ShmObjects::new(img.mms.iter().flatten());
+    crate::progress::tasks_begin(
+        "restore: processes",
+        Some(img.mms.iter().flatten().count() as u64),
+    );
+    crate::progress::pages_begin(
+        "restore: pages",
+        crate::progress::data_bytes(img.resolved.iter().map(|r| r.as_slice())),
+    );
     let mut procs = create_tree(img, &mut vessels, force_last_pid, &idx, &mut shm)?;
+    crate::progress::finish();
     let mut phases = vec![("create", t0.elapsed())];
     let lap = |name: &'static str, phases: &mut Vec<_>| {
         let at = t0.elapsed();
@@ -1200,6 +1212,7 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
     vessels.release();
     let _ = task::set_child_subreaper(false);
     lap("finish", &mut phases);
+    crate::stats::restored(img, &phases);
     info!(
         "restored {} processes in {:?} ({})",
         procs.len(),
@@ -1267,7 +1280,8 @@ fn preflight(img: &Images, args: &RestoreOptions, idx: &FilesIndex) -> Result<()
     crate::kinds::tty::preflight(&img.files)?;
     for e in &img.pstree.entries {
         if task::pid_exists(e.pid as i32) {
-            return Err(Error::Restore(format!("pid {} is already in use", e.pid)));
+            let why = crate::error::pid_in_use(e.pid as i32, e.start_time, same_boot);
+            return Err(Error::Restore(why));
         }
     }
     Ok(())
@@ -1339,7 +1353,10 @@ struct Fixups {
 /// `cairn restore`. Returns the exit code cairn should exit with.
 pub fn restore(args: &RestoreOptions) -> Result<i32> {
     crate::image::allow_foreign_images(args.allow_foreign_images);
+    crate::stats::begin("restore");
+    let load = crate::stats::timer(crate::stats::Time::Load);
     let img = Images::load(&args.images_dir)?;
+    drop(load);
     let oracle = crate::oracle::load(args.compare, &img.dir, img.inventory.root_pid)?;
     crate::kinds::inet::check_restore(&img.files, &img.fdtables, args.tcp_established)?;
     // Connections the dump left locked stay locked (or are locked again,

@@ -2018,14 +2018,14 @@ pub fn selftest_tree_helpers() {
 // ---------------------------------------------------------------------------
 // chkpnt / resume, the commands of the Solaris guide (tests/chkpnt.rs)
 
-/// The `chkpnt` binary of this build.
+/// The `chkpnt` of this build: a link to cairn made by build.rs.
 pub fn chkpnt_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_chkpnt"))
+    PathBuf::from(env!("CARGO_BIN_EXE_cairn")).with_file_name("chkpnt")
 }
 
-/// The `resume` binary of this build.
+/// The `resume` of this build: a link to cairn made by build.rs.
 pub fn resume_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_resume"))
+    PathBuf::from(env!("CARGO_BIN_EXE_cairn")).with_file_name("resume")
 }
 
 /// Run `bin ARGS` in `cwd` with a timeout; stdout/stderr go to

@@ -352,6 +352,7 @@ pub fn write_pages(plan: &PagePlan, writer: &mut PageStoreWriter, level: i32) ->
                     next.store(usize::MAX / 2, Ordering::Relaxed);
                 }
                 Ok(res) if first_err.is_none() => {
+                    crate::progress::pages_inc(plan.jobs[res.job].pages() * PAGE_SIZE);
                     let chunk = res.chunk.unwrap_or(0);
                     let owner = plan.jobs[res.job].owner;
                     for (addr, nr, kind, off) in res.runs {
