@@ -43,6 +43,7 @@ pub mod oracle;
 pub mod procfs;
 pub mod remote;
 pub mod restore;
+pub mod run;
 pub mod sys;
 pub mod track;
 

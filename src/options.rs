@@ -102,4 +102,6 @@ pub struct RestoreOptions {
     /// Compare the restored tree with the dump's oracle snapshot and fail
     /// on an unexplained difference (`--compare`).
     pub compare: bool,
+    /// Restore in a new pid namespace (`--pid-ns`, `crate::run::pidns`).
+    pub pid_ns: bool,
 }

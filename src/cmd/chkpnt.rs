@@ -293,6 +293,7 @@ pub fn resume_main() -> ExitCode {
         tcp_established: false,
         allow_foreign_images: false,
         compare: false,
+        pid_ns: false,
     };
     match crate::restore::restore(&args) {
         Ok(_) => {

@@ -15,6 +15,7 @@ pub mod chkpnt;
 pub mod demo;
 pub mod inventory;
 pub mod prune;
+pub mod run;
 pub mod show;
 pub mod verify;
 
@@ -33,7 +34,7 @@ pub fn run(cmd: &Command) -> (Result<i32>, Phase) {
         crate::image::allow_foreign_images(a.allow_foreign_images);
     }
     match cmd {
-        Command::Dump(a) => (crate::dump::dump(&a.options()).map(|_| 0), Phase::Dump),
+        Command::Dump(a) => (crate::run::pidns::dump(&a.options()), Phase::Dump),
         Command::PreDump(a) => (crate::dump::pre_dump(&a.options()).map(|_| 0), Phase::Dump),
         Command::Restore(a) => (crate::restore::restore(&a.options()), Phase::Restore),
         Command::Show(a) if a.verify => (verify::run(&a.path, a.json).map(|()| 0), Phase::Other),
@@ -44,6 +45,12 @@ pub fn run(cmd: &Command) -> (Result<i32>, Phase) {
         Command::Inventory(a) => (
             inventory::run(a.pid, a.json, a.no_bpf).map(|()| 0),
             Phase::Other,
+        ),
+        Command::Run(a) => (crate::run::run(&a.options()), Phase::Other),
+        Command::PidnsExec(a) => (crate::run::pidns::exec_init(&a.cmd), Phase::Other),
+        Command::PidnsRestore(a) => (
+            crate::run::pidns::restore_init(&a.options()),
+            Phase::Restore,
         ),
     }
 }
@@ -85,6 +92,14 @@ pub enum Command {
     /// Print what cairn collects of a tree (processes, threads, VMAs,
     /// fds), from BPF iterators or /proc.
     Inventory(InventoryArgs),
+    /// Run a job under cairn: restore its newest checkpoint in DIR or
+    /// start CMD, checkpoint it every --interval, on --checkpoint-signal
+    /// and on SIGTERM (then stop it and exit 0, for a requeue).
+    Run(run::RunArgs),
+    #[command(name = "__pidns-exec", hide = true)]
+    PidnsExec(run::PidnsExecArgs),
+    #[command(name = "__pidns-restore", hide = true)]
+    PidnsRestore(RestoreArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -230,6 +245,10 @@ pub struct RestoreArgs {
     /// explained (docs/ORACLE.md) fails the restore.
     #[arg(long = "compare")]
     pub compare: bool,
+    /// Restore the tree in a new pid namespace (its init is cairn's),
+    /// where every process gets its pid whatever is taken outside.
+    #[arg(long = "pid-ns")]
+    pub pid_ns: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -362,6 +381,7 @@ impl RestoreArgs {
             tcp_established: self.tcp_established,
             allow_foreign_images: self.allow_foreign_images,
             compare: self.compare,
+            pid_ns: self.pid_ns,
         }
     }
 }

@@ -1254,7 +1254,11 @@ fn preflight(img: &Images, args: &RestoreOptions, idx: &FilesIndex) -> Result<()
     crate::kinds::tty::preflight(&img.files)?;
     for e in &img.pstree.entries {
         if task::pid_exists(e.pid as i32) {
-            return Err(Error::Restore(format!("pid {} is already in use", e.pid)));
+            return Err(Error::Restore(format!(
+                "pid {} is already in use (--pid-ns restores the tree in a new pid \
+                 namespace, where its pids are free)",
+                e.pid
+            )));
         }
     }
     Ok(())
@@ -1325,6 +1329,23 @@ struct Fixups {
 
 /// `cairn restore`. Returns the exit code cairn should exit with.
 pub fn restore(args: &RestoreOptions) -> Result<i32> {
+    if args.pid_ns {
+        return crate::run::pidns::restore(args);
+    }
+    let Some(pid) = start(args)? else {
+        return Ok(0);
+    };
+    let st = ptrace::wait_raw(pid).map_err(|e| Error::sys(pid, "waitpid", e))?;
+    Ok(if libc::WIFEXITED(st) {
+        libc::WEXITSTATUS(st)
+    } else {
+        128 + libc::WTERMSIG(st)
+    })
+}
+
+/// The restore up to the running tree: `Some(root pid)`, a child of
+/// cairn, or `None` after a detached restore.
+pub fn start(args: &RestoreOptions) -> Result<Option<i32>> {
     crate::image::allow_foreign_images(args.allow_foreign_images);
     let img = Images::load(&args.images_dir)?;
     let oracle = crate::oracle::load(args.compare, &img.dir, img.inventory.root_pid)?;
@@ -1370,7 +1391,7 @@ pub fn restore(args: &RestoreOptions) -> Result<i32> {
         oracle,
     };
     if args.detached {
-        return restore_detached(&img, args, &mut fixups);
+        return restore_detached(&img, args, &mut fixups).map(|_| None);
     }
     let pid = crate::kinds::cgroup::finish_restore(restore_tree(&img, args, &mut fixups))?;
     if let Some(l) = net_lock.as_mut() {
@@ -1381,12 +1402,7 @@ pub fn restore(args: &RestoreOptions) -> Result<i32> {
     if let Some(p) = &args.pidfile {
         write_pidfile(p, pid)?;
     }
-    let st = ptrace::wait_raw(pid).map_err(|e| Error::sys(pid, "waitpid", e))?;
-    Ok(if libc::WIFEXITED(st) {
-        libc::WEXITSTATUS(st)
-    } else {
-        128 + libc::WTERMSIG(st)
-    })
+    Ok(Some(pid))
 }
 
 /// Detached: a short-lived child does the restore, so the restored process
