@@ -578,7 +578,15 @@ fn checkpoint(
     };
     info!("run: checkpoint {name} ({kind:?}) of pid {}", job.root);
     chain.taken += 1;
-    let r = run_dump(&d, job, chain.taken, scratch);
+    let r = match run_dump(&d, job, chain.taken, scratch) {
+        // The final dump kills the tree; its root's end ends the pid
+        // namespace, and the dumper in it, once the images are complete.
+        Err(e) if kind == Kind::Final && job.in_ns => match ImageDir::load(&images) {
+            Ok(_) => Ok((f64::NAN, dir_bytes(&images))),
+            Err(_) => Err(e),
+        },
+        r => r,
+    };
     match r {
         Ok((frozen, bytes)) => {
             let on = d
@@ -590,7 +598,12 @@ fn checkpoint(
             crate::log::write(
                 0,
                 format_args!(
-                    "run: checkpoint {name} complete: frozen {frozen:.1} ms, {} ({bytes} bytes){on}",
+                    "run: checkpoint {name} complete: frozen {}, {} ({bytes} bytes){on}",
+                    if frozen.is_nan() {
+                        "time not reported (the dumper ended with the namespace)".to_string()
+                    } else {
+                        format!("{frozen:.1} ms")
+                    },
                     human(bytes)
                 ),
             );
@@ -609,6 +622,17 @@ fn checkpoint(
             false
         }
     }
+}
+
+/// The size of the files in `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 fn human(b: u64) -> String {
@@ -637,7 +661,7 @@ fn run_dump(d: &DumpOptions, job: &Job, n: u64, scratch: &Scratch) -> Result<(f6
     let pause_from = std::env::var(PAUSE_FROM_ENV)
         .ok()
         .and_then(|v| v.parse::<u64>().ok());
-    if pause_from.map_or(true, |f| n < f) {
+    if !pause_from.is_some_and(|f| n >= f) {
         c.env_remove(crate::guard::PAUSE_ENV);
     }
     let prep = sysns::Prep {

@@ -71,7 +71,7 @@ int main(int argc, char **argv)
 	if (buf == MAP_FAILED)
 		fail("mmap %ld %ld", errno, 0);
 	long count = 0, sum = 0;
-	char rec[REC + 1];
+	char rec[64];
 	snprintf(rec, sizeof(rec), "%012ld %08d\n", 0L, (int)me);
 	if (pwrite(fd, rec, REC, 0) != REC)
 		fail("pwrite %ld %ld", errno, 0);
