@@ -661,7 +661,7 @@ fn run_dump(d: &DumpOptions, job: &Job, n: u64, scratch: &Scratch) -> Result<(f6
     let pause_from = std::env::var(PAUSE_FROM_ENV)
         .ok()
         .and_then(|v| v.parse::<u64>().ok());
-    if !pause_from.is_some_and(|f| n >= f) {
+    if pause_from.is_none_or(|f| n < f) {
         c.env_remove(crate::guard::PAUSE_ENV);
     }
     let prep = sysns::Prep {
