@@ -46,6 +46,7 @@ pub mod progress;
 pub mod remote;
 pub mod restore;
 pub mod stats;
+pub mod run;
 pub mod sys;
 pub mod track;
 

@@ -106,4 +106,6 @@ pub struct RestoreOptions {
     pub compare: bool,
     /// cairn's fds handed in for external objects (`--inherit-fd`).
     pub inherit_fds: Vec<crate::kinds::external::Inherit>,
+    /// Restore in a new pid namespace (`--pid-ns`, `crate::run::pidns`).
+    pub pid_ns: bool,
 }

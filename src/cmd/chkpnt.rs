@@ -305,6 +305,7 @@ pub fn resume_main() -> ExitCode {
         allow_foreign_images: false,
         compare: oracle_env(),
         inherit_fds: Vec::new(),
+        pid_ns: false,
     };
     match crate::restore::restore(&args) {
         Ok(_) => {

@@ -16,6 +16,7 @@ pub mod demo;
 pub mod inventory;
 pub mod migrate;
 pub mod prune;
+pub mod run;
 pub mod show;
 pub mod verify;
 
@@ -34,7 +35,7 @@ pub fn run(cmd: &Command) -> (Result<i32>, Phase) {
         crate::image::allow_foreign_images(a.allow_foreign_images);
     }
     match cmd {
-        Command::Dump(a) => (crate::dump::dump(&a.options()).map(|_| 0), Phase::Dump),
+        Command::Dump(a) => (crate::run::pidns::dump(&a.options()), Phase::Dump),
         Command::PreDump(a) => (crate::dump::pre_dump(&a.options()).map(|_| 0), Phase::Dump),
         Command::Restore(a) => (crate::restore::restore(&a.options()), Phase::Restore),
         Command::Show(a) if a.verify => (verify::run(&a.path, a.json).map(|()| 0), Phase::Other),
@@ -49,6 +50,12 @@ pub fn run(cmd: &Command) -> (Result<i32>, Phase) {
         // migrate
         Command::Migrate(a) => (migrate::migrate(a), Phase::Dump),
         Command::Receive(a) => (migrate::receive(a), Phase::Restore),
+        Command::Run(a) => (crate::run::run(&a.options()), Phase::Other),
+        Command::PidnsExec(a) => (crate::run::pidns::exec_init(&a.cmd), Phase::Other),
+        Command::PidnsRestore(a) => (
+            crate::run::pidns::restore_init(&a.options()),
+            Phase::Restore,
+        ),
     }
 }
 
@@ -121,6 +128,14 @@ pub enum Command {
     Migrate(migrate::MigrateArgs),
     /// Accept a migration (`cairn migrate --to`) and restore its tree here.
     Receive(migrate::ReceiveArgs),
+    /// Run a job under cairn: restore its newest checkpoint in DIR or
+    /// start CMD, checkpoint it every --interval, on --checkpoint-signal
+    /// and on SIGTERM (then stop it and exit 0, for a requeue).
+    Run(run::RunArgs),
+    #[command(name = "__pidns-exec", hide = true)]
+    PidnsExec(run::PidnsExecArgs),
+    #[command(name = "__pidns-restore", hide = true)]
+    PidnsRestore(RestoreArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -277,6 +292,10 @@ pub struct RestoreArgs {
     /// KEY (same fd numbers and close-on-exec). Repeatable.
     #[arg(long = "inherit-fd", value_name = "fd[N]:KEY", value_parser = crate::kinds::external::parse_inherit)]
     pub inherit_fd: Vec<crate::kinds::external::Inherit>,
+    /// Restore the tree in a new pid namespace (its init is cairn's),
+    /// where every process gets its pid whatever is taken outside.
+    #[arg(long = "pid-ns")]
+    pub pid_ns: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -411,6 +430,7 @@ impl RestoreArgs {
             allow_foreign_images: self.allow_foreign_images,
             compare: self.compare,
             inherit_fds: self.inherit_fd.clone(),
+            pid_ns: self.pid_ns,
         }
     }
 }

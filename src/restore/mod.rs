@@ -1281,7 +1281,9 @@ fn preflight(img: &Images, args: &RestoreOptions, idx: &FilesIndex) -> Result<()
     for e in &img.pstree.entries {
         if task::pid_exists(e.pid as i32) {
             let why = crate::error::pid_in_use(e.pid as i32, e.start_time, same_boot);
-            return Err(Error::Restore(why));
+            return Err(Error::Restore(format!(
+                "{why} (or restore with --pid-ns: in a new pid namespace its pids are free)"
+            )));
         }
     }
     Ok(())
@@ -1352,6 +1354,23 @@ struct Fixups {
 
 /// `cairn restore`. Returns the exit code cairn should exit with.
 pub fn restore(args: &RestoreOptions) -> Result<i32> {
+    if args.pid_ns {
+        return crate::run::pidns::restore(args);
+    }
+    let Some(pid) = start(args)? else {
+        return Ok(0);
+    };
+    let st = ptrace::wait_raw(pid).map_err(|e| Error::sys(pid, "waitpid", e))?;
+    Ok(if libc::WIFEXITED(st) {
+        libc::WEXITSTATUS(st)
+    } else {
+        128 + libc::WTERMSIG(st)
+    })
+}
+
+/// The restore up to the running tree: `Some(root pid)`, a child of
+/// cairn, or `None` after a detached restore.
+pub fn start(args: &RestoreOptions) -> Result<Option<i32>> {
     crate::image::allow_foreign_images(args.allow_foreign_images);
     crate::stats::begin("restore");
     let load = crate::stats::timer(crate::stats::Time::Load);
@@ -1402,7 +1421,7 @@ pub fn restore(args: &RestoreOptions) -> Result<i32> {
         oracle,
     };
     if args.detached {
-        return restore_detached(&img, args, &mut fixups);
+        return restore_detached(&img, args, &mut fixups).map(|_| None);
     }
     let pid = crate::kinds::cgroup::finish_restore(restore_tree(&img, args, &mut fixups))?;
     if let Some(l) = net_lock.as_mut() {
@@ -1413,12 +1432,7 @@ pub fn restore(args: &RestoreOptions) -> Result<i32> {
     if let Some(p) = &args.pidfile {
         write_pidfile(p, pid)?;
     }
-    let st = ptrace::wait_raw(pid).map_err(|e| Error::sys(pid, "waitpid", e))?;
-    Ok(if libc::WIFEXITED(st) {
-        libc::WEXITSTATUS(st)
-    } else {
-        128 + libc::WTERMSIG(st)
-    })
+    Ok(Some(pid))
 }
 
 /// Detached: a short-lived child does the restore, so the restored process

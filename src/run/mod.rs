@@ -1,0 +1,874 @@
+//! `cairn run`: a job under cairn's supervision (issue 17, HPC).
+//!
+//! `cairn run -D DIR -- CMD` restores the newest complete checkpoint in
+//! `DIR` if there is one, or else starts `CMD` (a child of cairn in a
+//! session of its own; cairn is not part of the dumped tree). While the
+//! job runs, cairn takes `--leave-running` checkpoints into new
+//! subdirectories `DIR/ckpt-NNNNNN` (every `--interval`, and on
+//! `--checkpoint-signal`), a final one on SIGTERM (the tree is killed
+//! after it and cairn exits 0, so that a batch system can requeue the
+//! job), and exits with the tree's status when it ends by itself.
+//!
+//! Each checkpoint and each restore is a `cairn dump` / `cairn restore`
+//! child process: the one-shot machinery of those commands (guardian,
+//! signal handling, staging) works as for a command typed by hand, and a
+//! killed `cairn run` kills its dumper (PDEATHSIG), whose guardian puts
+//! the tree back. A checkpoint directory appears whole or not at all (the
+//! dump stages it beside its final name and renames it,
+//! `image::staging`), so a crash mid-checkpoint leaves the previous one
+//! as the newest. Only directories named `ckpt-N`, owned by the caller and
+//! holding an inventory are taken as checkpoints, and only those are ever
+//! removed (`--keep`).
+//!
+//! `--pid-ns`: see [`pidns`].
+
+pub mod pidns;
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use crate::error::{Error, IoContext, Result};
+use crate::image::ImageDir;
+use crate::options::{DumpOptions, RestoreOptions};
+use crate::sys::pidns as sysns;
+use crate::sys::safefs;
+
+/// A full checkpoint is taken after this many incremental layers, so that
+/// chains stay short and `--keep` can drop old ones.
+pub const CHAIN_LAYERS: usize = 8;
+
+/// What `cairn run` does (`cairn run --help`).
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The job's checkpoint directory (`-D`).
+    pub dir: PathBuf,
+    /// Time between two periodic checkpoints (`--interval`).
+    pub interval: Option<Duration>,
+    /// Full chains of checkpoints kept (`--keep`).
+    pub keep: Option<usize>,
+    /// Incremental layers on the previous checkpoint (`--incremental`).
+    pub incremental: bool,
+    /// The signal that asks for one more checkpoint.
+    pub checkpoint_signal: i32,
+    /// The tree lives in a pid namespace of its own (`--pid-ns`).
+    pub pid_ns: bool,
+    /// The dump flags every checkpoint is taken with (pid, images
+    /// directory, leave-running and incremental fields are cairn run's).
+    pub dump: DumpOptions,
+    /// The command to start when there is no checkpoint.
+    pub cmd: Vec<OsString>,
+}
+
+/// Parses a duration: a number with ms, s, m or h (`500ms`, `30s`, `10m`,
+/// `1h`); the units of `prune --older-than` plus milliseconds.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let t = s.trim();
+    let d = if let Some(ms) = t.strip_suffix("ms") {
+        ms.parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| format!("invalid duration {s:?} (e.g. 500ms, 30s, 10m, 1h)"))?
+    } else if t.bytes().last().is_some_and(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "invalid duration {s:?}: a unit is needed (ms, s, m or h)"
+        ));
+    } else {
+        crate::cmd::prune::parse_age(t)
+            .map_err(|_| format!("invalid duration {s:?} (e.g. 500ms, 30s, 10m, 1h)"))?
+    };
+    if d.is_zero() {
+        return Err(format!("invalid duration {s:?}: must be more than 0"));
+    }
+    Ok(d)
+}
+
+/// Parses a signal name (`SIGUSR1`, `USR1`) or number; the signals cairn
+/// run needs for itself are refused.
+pub fn parse_signal(s: &str) -> std::result::Result<i32, String> {
+    let sig = match s.parse::<i32>() {
+        Ok(n) => Signal::try_from(n).map_err(|_| format!("no signal {n}"))?,
+        Err(_) => {
+            let up = s.to_ascii_uppercase();
+            let name = if up.starts_with("SIG") {
+                up
+            } else {
+                format!("SIG{up}")
+            };
+            name.parse::<Signal>()
+                .map_err(|_| format!("unknown signal {s:?}"))?
+        }
+    };
+    match sig {
+        Signal::SIGTERM | Signal::SIGKILL | Signal::SIGSTOP | Signal::SIGCHLD => Err(format!(
+            "{sig} cannot be the checkpoint signal (cairn run needs it)"
+        )),
+        s => Ok(s as i32),
+    }
+}
+
+/// `-v` as many times as this cairn logs at.
+pub fn verbosity_args(min: u8) -> Vec<OsString> {
+    let n = (1..=3u8)
+        .filter(|&l| crate::log::enabled(l))
+        .count()
+        .max(min as usize);
+    vec![OsString::from("-v"); n]
+}
+
+/// cairn's own executable, to run its commands as children.
+pub fn cairn_exe() -> Result<PathBuf> {
+    std::fs::read_link("/proc/self/exe").map_err(|e| Error::io("/proc/self/exe", e))
+}
+
+/// The command line of `cairn dump` for `o`.
+pub fn dump_argv(o: &DumpOptions) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec![
+        "dump".into(),
+        "-t".into(),
+        o.pid.to_string().into(),
+        "-D".into(),
+        o.images_dir.clone().into(),
+        "--compress-level".into(),
+        o.compress_level.to_string().into(),
+        "--file-contents".into(),
+        o.file_contents.to_string().into(),
+        "--network-lock".into(),
+        o.network_lock.to_string().into(),
+    ];
+    let flags = [
+        (o.leave_running, "-R"),
+        (o.shell_job, "-j"),
+        (o.ext_unix_sk, "--ext-unix-sk"),
+        (o.tcp_established, "--tcp-established"),
+        (o.incr.track_mem, "--track-mem"),
+        (o.freeze.no_bpf, "--no-bpf"),
+        (o.freeze.wait_fork, "--freeze-wait-fork"),
+        (o.oracle, "--oracle"),
+    ];
+    a.extend(flags.iter().filter(|f| f.0).map(|f| OsString::from(f.1)));
+    if let Some(p) = &o.incr.prev_images_dir {
+        a.push("--prev-images-dir".into());
+        a.push(p.clone().into());
+    }
+    if let Some(m) = &o.incr.dirty_tracking {
+        a.push("--dirty-tracking".into());
+        a.push(m.into());
+    }
+    a
+}
+
+/// The command line of `cairn restore` for `o` (without `--pid-ns`, `-d`
+/// and `--pidfile`, which the caller adds as it needs).
+pub fn restore_argv(o: &RestoreOptions) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec!["restore".into(), "-D".into(), o.images_dir.clone().into()];
+    let flags = [
+        (o.shell_job, "-j"),
+        (o.ignore_file_changes, "--ignore-file-changes"),
+        (o.tcp_established, "--tcp-established"),
+        (o.allow_foreign_images, "--allow-foreign-images"),
+        (o.compare, "--compare"),
+    ];
+    a.extend(flags.iter().filter(|f| f.0).map(|f| OsString::from(f.1)));
+    if let Some(m) = &o.pid_restore {
+        a.push("--pid-restore".into());
+        a.push(m.into());
+    }
+    if let Some(d) = &o.exe_dir {
+        a.push("--exe-dir".into());
+        a.push(d.clone().into());
+    }
+    a
+}
+
+/// Absolute form of `p` (relative to the current directory).
+fn absolute(p: &Path) -> Result<PathBuf> {
+    std::path::absolute(p).map_err(|e| Error::io(p, e))
+}
+
+// ---------------------------------------------------------------------------
+// The checkpoint directory
+
+/// A checkpoint of the job: `DIR/ckpt-<seq>`.
+#[derive(Debug, Clone)]
+struct Ckpt {
+    seq: u64,
+    name: OsString,
+    /// Made without a parent layer.
+    full: bool,
+}
+
+const PREFIX: &str = "ckpt-";
+
+fn ckpt_name(seq: u64) -> String {
+    format!("{PREFIX}{seq:06}")
+}
+
+fn ckpt_seq(name: &OsStr) -> Option<u64> {
+    let n = name.to_str()?.strip_prefix(PREFIX)?;
+    (n.len() >= 6 && n.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| n.parse().ok())
+        .flatten()
+}
+
+/// The job's directory, held open: made (0700) if missing; a symbolic
+/// link there is refused, never followed.
+struct JobDir {
+    path: PathBuf,
+    fd: OwnedFd,
+}
+
+impl JobDir {
+    fn open(p: &Path) -> Result<JobDir> {
+        let path = absolute(p)?;
+        match safefs::is_dir_nofollow(&path) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(Error::Usage(format!(
+                    "{}: exists and is not a directory",
+                    path.display()
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                safefs::make_dirs(&path).at(&path)?;
+            }
+            Err(e) => return Err(Error::Usage(format!("{}: {e}", path.display()))),
+        }
+        let fd = safefs::open_dir(&path).at(&path)?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| Error::io(&path, e.into()))?;
+        if let Err(why) = safefs::check_trusted(&st) {
+            warn!(
+                "{}: the directory is {why}; its checkpoints are refused at restore \
+                 (another user could replace them)",
+                path.display()
+            );
+        }
+        // Staging directories of dumpers that died with everything else.
+        for n in crate::image::staging::stale_in(fd.as_fd()) {
+            match crate::image::staging::remove_stale(fd.as_fd(), &n, &path.join(&n)) {
+                Ok(()) => warn!(
+                    "removed {}, left by an interrupted checkpoint",
+                    n.to_string_lossy()
+                ),
+                Err(e) => warn!("{e}"),
+            }
+        }
+        Ok(JobDir { path, fd })
+    }
+
+    /// The complete checkpoints, oldest first: real directories named
+    /// `ckpt-N`, owned by the caller, whose inventory loads.
+    fn checkpoints(&self) -> Vec<Ckpt> {
+        let me = rustix::process::geteuid().as_raw();
+        let mut out = Vec::new();
+        for (name, _) in safefs::list(&self.fd).unwrap_or_default() {
+            let Some(seq) = ckpt_seq(&name) else { continue };
+            let Ok(st) = safefs::lstatat(&self.fd, &name) else {
+                continue;
+            };
+            if safefs::file_type(&st) != rustix::fs::FileType::Directory || st.st_uid != me {
+                continue;
+            }
+            match ImageDir::load(&self.path.join(&name)) {
+                Ok((_, inv)) => out.push(Ckpt {
+                    seq,
+                    name,
+                    full: inv.parent_dir.is_empty(),
+                }),
+                Err(e) => info!("run: {} is not a checkpoint: {e}", name.to_string_lossy()),
+            }
+        }
+        out.sort_by_key(|c| c.seq);
+        out
+    }
+
+    /// The next free sequence number.
+    fn next_seq(&self) -> u64 {
+        safefs::list(&self.fd)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|(n, _)| {
+                let s = n.to_str()?;
+                // Staging names `.ckpt-N.cairn-tmp-...` count too.
+                let s = s.strip_prefix('.').unwrap_or(s);
+                ckpt_seq(OsStr::new(s.split('.').next()?))
+            })
+            .max()
+            .map_or(1, |m| m + 1)
+    }
+
+    /// Keeps the newest `keep` full chains: every checkpoint older than
+    /// the `keep`-th newest full one is removed (its regular files, then
+    /// the directory, through descriptors).
+    fn prune(&self, keep: usize) {
+        let all = self.checkpoints();
+        let fulls: Vec<&Ckpt> = all.iter().rev().filter(|c| c.full).collect();
+        let Some(cut) = fulls.get(keep.max(1) - 1).map(|c| c.seq) else {
+            return;
+        };
+        let me = rustix::process::geteuid().as_raw();
+        for c in all.iter().filter(|c| c.seq < cut) {
+            match safefs::remove_dir_by_fd(&self.fd, &c.name, Some(me)) {
+                Ok(()) => info!("run: removed {} (--keep {keep})", c.name.to_string_lossy()),
+                Err(e) => warn!("cannot remove {}: {e}", self.path.join(&c.name).display()),
+            }
+        }
+    }
+}
+
+/// A private scratch directory (0700, random name) for the pid file of a
+/// restore and the logs of the dumpers; removed at the end.
+struct Scratch {
+    parent: OwnedFd,
+    name: OsString,
+    path: PathBuf,
+}
+
+impl Scratch {
+    fn new() -> Result<Scratch> {
+        let tmp = std::env::temp_dir();
+        let parent = safefs::open_dir(&tmp).at(&tmp)?;
+        let name = OsString::from(format!(
+            "cairn-run-{}-{}",
+            std::process::id(),
+            safefs::random_hex().at(&tmp)?
+        ));
+        safefs::mkdir_private(&parent, &name).at(tmp.join(&name))?;
+        let path = tmp.join(&name);
+        Ok(Scratch { parent, name, path })
+    }
+
+    /// A new file of ours in it, created exclusively.
+    fn file(&self, name: &str) -> Result<(PathBuf, std::fs::File)> {
+        let p = self.path.join(name);
+        let dir = safefs::open_dir(&self.path).at(&self.path)?;
+        let _ = rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::empty());
+        let f = safefs::create_excl(&dir, OsStr::new(name), 0o600).at(&p)?;
+        Ok((p, f))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let me = rustix::process::geteuid().as_raw();
+        let _ = safefs::remove_dir_by_fd(&self.parent, &self.name, Some(me));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The job
+
+/// The running job as cairn run sees it.
+struct Job {
+    /// The child cairn waits for: the tree's root (started here), the
+    /// `cairn restore` that restored it and waits for it, or the pid
+    /// namespace's init; each ends with the tree's status.
+    child: i32,
+    /// The tree's root, as cairn sees it.
+    root: i32,
+    /// The tree lives in a pid namespace of cairn's ([`pidns`]).
+    in_ns: bool,
+}
+
+impl Job {
+    /// The tree's status once the child ended (`None`: still running).
+    fn ended(&self) -> Result<Option<i32>> {
+        match sysns::wait_exit(self.child, true) {
+            Ok(Some((_, st))) => Ok(Some(sysns::status_code(st))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(Error::sys(self.child, "waitpid", e)),
+        }
+    }
+
+    fn wait(&self) -> i32 {
+        match sysns::wait_exit(self.child, false) {
+            Ok(Some((_, st))) => sysns::status_code(st),
+            _ => 1,
+        }
+    }
+
+    /// Ends the tree now: the whole pid namespace, or the root and every
+    /// process below it.
+    fn kill(&self) {
+        if self.in_ns {
+            let _ = crate::sys::task::kill(self.child, libc::SIGKILL);
+        } else {
+            for p in descendants(self.root).into_iter().rev() {
+                let _ = crate::sys::task::kill(p, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// `root` and every process below it (children lists of every thread).
+fn descendants(root: i32) -> Vec<i32> {
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() && out.len() < 100_000 {
+        let p = out[i];
+        for t in crate::procfs::list_tasks(p).unwrap_or_default() {
+            out.extend(crate::procfs::read_children(p, t).unwrap_or_default());
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The pid of `pid` in its own (innermost) pid namespace.
+pub fn inner_pid(pid: i32) -> Result<i32> {
+    let st = crate::procfs::read_status(pid)?;
+    Ok(st.ns_pid.last().copied().unwrap_or(pid))
+}
+
+/// Starts `cmd`: a child in a session of its own, stdin from /dev/null.
+fn start(o: &RunOptions) -> Result<Job> {
+    if o.pid_ns {
+        return pidns::start_exec(&o.cmd);
+    }
+    let mut c = Command::new(&o.cmd[0]);
+    c.args(&o.cmd[1..]).stdin(Stdio::null());
+    let prep = sysns::Prep {
+        setsid: true,
+        ..Default::default()
+    };
+    let child = sysns::spawn(&mut c, prep).map_err(|e| {
+        Error::Usage(format!(
+            "cannot run {}: {e}",
+            Path::new(&o.cmd[0]).display()
+        ))
+    })?;
+    let pid = child.id() as i32;
+    crate::log::write(
+        0,
+        format_args!("run: started {} as pid {pid}", o.cmd[0].to_string_lossy()),
+    );
+    Ok(Job {
+        child: pid,
+        root: pid,
+        in_ns: false,
+    })
+}
+
+/// Restores checkpoint `ck`: a `cairn restore` child (or, with
+/// `--pid-ns`, the namespace's init) that waits for the tree.
+fn restore(o: &RunOptions, dir: &JobDir, ck: &Ckpt, scratch: &Scratch) -> Result<Job> {
+    let images = dir.path.join(&ck.name);
+    let ropts = RestoreOptions {
+        images_dir: images.clone(),
+        detached: false,
+        pidfile: None,
+        shell_job: o.dump.shell_job,
+        ignore_file_changes: false,
+        pid_restore: None,
+        exe_dir: None,
+        exe_dir_flag: "--exe-dir".into(),
+        tcp_established: o.dump.tcp_established,
+        allow_foreign_images: false,
+        compare: false,
+        pid_ns: o.pid_ns,
+    };
+    crate::log::write(0, format_args!("run: restoring {}", images.display()));
+    if o.pid_ns {
+        let (init, root) = pidns::start_restore(&ropts, true)?;
+        return Ok(Job {
+            child: init,
+            root,
+            in_ns: true,
+        });
+    }
+    let pidfile = scratch.path.join("restored.pid");
+    let mut c = Command::new(cairn_exe()?);
+    c.args(verbosity_args(0))
+        .args(restore_argv(&ropts))
+        .arg("--pidfile")
+        .arg(&pidfile)
+        .stdin(Stdio::null());
+    let prep = sysns::Prep {
+        pdeathsig: true,
+        setsid: true,
+        ..Default::default()
+    };
+    let mut child = sysns::spawn(&mut c, prep)
+        .map_err(|e| Error::Usage(format!("cannot run cairn restore: {e}")))?;
+    let cpid = child.id() as i32;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(&pidfile) {
+            if let Ok(root) = s.trim().parse::<i32>() {
+                let _ = std::fs::remove_file(&pidfile);
+                return Ok(Job {
+                    child: cpid,
+                    root,
+                    in_ns: false,
+                });
+            }
+        }
+        if let Some(st) = child
+            .try_wait()
+            .map_err(|e| Error::sys(cpid, "waitpid", e))?
+        {
+            let code = st.code().unwrap_or(1).clamp(1, 255) as u8;
+            return Err(Error::Forwarded {
+                code,
+                msg: format!(
+                    "run: the restore of {} failed (exit code {code}); the checkpoint is kept",
+                    images.display()
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// What kind of checkpoint.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Periodic,
+    OnSignal,
+    Final,
+}
+
+/// The checkpoints taken so far by this cairn run.
+struct Chain {
+    /// The layer the next incremental one builds on, and the length of
+    /// its chain.
+    prev: Option<(String, usize)>,
+    taken: u64,
+}
+
+/// Takes one checkpoint of `job` into a new `DIR/ckpt-N`: a `cairn dump`
+/// child (in the job's pid namespace with `--pid-ns`), its log forwarded
+/// to cairn's. Returns whether it completed.
+fn checkpoint(
+    o: &RunOptions,
+    dir: &JobDir,
+    job: &Job,
+    chain: &mut Chain,
+    kind: Kind,
+    scratch: &Scratch,
+) -> bool {
+    let seq = dir.next_seq();
+    let name = ckpt_name(seq);
+    let images = dir.path.join(&name);
+    let mut d = o.dump.clone();
+    d.images_dir = images.clone();
+    d.leave_running = kind != Kind::Final;
+    d.incr.prev_images_dir = None;
+    d.incr.track_mem = o.incremental && kind != Kind::Final;
+    if o.incremental {
+        if let Some((p, n)) = &chain.prev {
+            if *n < CHAIN_LAYERS || kind == Kind::Final {
+                d.incr.prev_images_dir = Some(PathBuf::from("..").join(p));
+            }
+        }
+    }
+    d.pid = if job.in_ns {
+        match inner_pid(job.root) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!("run: checkpoint {name}: {e}");
+                return false;
+            }
+        }
+    } else {
+        job.root
+    };
+    info!("run: checkpoint {name} ({kind:?}) of pid {}", job.root);
+    chain.taken += 1;
+    let r = match run_dump(&d, job, chain.taken, scratch) {
+        // The final dump kills the tree; its root's end ends the pid
+        // namespace, and the dumper in it, once the images are complete.
+        Err(e) if kind == Kind::Final && job.in_ns => match ImageDir::load(&images) {
+            Ok(_) => Ok((f64::NAN, dir_bytes(&images))),
+            Err(_) => Err(e),
+        },
+        r => r,
+    };
+    match r {
+        Ok((frozen, bytes)) => {
+            let on = d
+                .incr
+                .prev_images_dir
+                .as_ref()
+                .map(|p| format!(", a layer on {}", p.display()))
+                .unwrap_or_default();
+            crate::log::write(
+                0,
+                format_args!(
+                    "run: checkpoint {name} complete: frozen {}, {} ({bytes} bytes){on}",
+                    if frozen.is_nan() {
+                        "time not reported (the dumper ended with the namespace)".to_string()
+                    } else {
+                        format!("{frozen:.1} ms")
+                    },
+                    human(bytes)
+                ),
+            );
+            let len = match (&d.incr.prev_images_dir, &chain.prev) {
+                (Some(_), Some((_, n))) => n + 1,
+                _ => 1,
+            };
+            chain.prev = Some((name, len));
+            if let Some(k) = o.keep {
+                dir.prune(k);
+            }
+            true
+        }
+        Err(e) => {
+            warn!("run: checkpoint {name} failed: {e}");
+            false
+        }
+    }
+}
+
+/// The size of the files in `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn human(b: u64) -> String {
+    let mb = b as f64 / (1 << 20) as f64;
+    if mb >= 1.0 {
+        format!("{mb:.1} MiB")
+    } else {
+        format!("{:.1} KiB", b as f64 / 1024.0)
+    }
+}
+
+/// Environment variable for tests: `CAIRN_PAUSE_AT` (see `crate::guard`)
+/// is passed on only to the checkpoints from this number on (1: the
+/// first this cairn run takes).
+pub const PAUSE_FROM_ENV: &str = "CAIRN_RUN_PAUSE_FROM";
+
+/// Runs `cairn dump` for `d`; (frozen ms, bytes) from its stats line.
+fn run_dump(d: &DumpOptions, job: &Job, n: u64, scratch: &Scratch) -> Result<(f64, u64)> {
+    let (log_path, log) = scratch.file("dump.log")?;
+    let mut c = Command::new(cairn_exe()?);
+    c.args(verbosity_args(1))
+        .args(dump_argv(d))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log));
+    let pause_from = std::env::var(PAUSE_FROM_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    if pause_from.is_none_or(|f| n < f) {
+        c.env_remove(crate::guard::PAUSE_ENV);
+    }
+    let prep = sysns::Prep {
+        pdeathsig: true,
+        setsid: true,
+        own_proc: job.in_ns,
+    };
+    let child = if job.in_ns {
+        pidns::spawn_in_ns_of(job.root, &mut c, prep)
+    } else {
+        sysns::spawn(&mut c, prep).map_err(|e| Error::Usage(format!("cannot run cairn dump: {e}")))
+    };
+    let st = child.and_then(|mut ch| {
+        let pid = ch.id() as i32;
+        ch.wait().map_err(|e| Error::sys(pid, "waitpid", e))
+    });
+    let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&log_path);
+    let mut stats = None;
+    let mut last_err = String::new();
+    for line in text.lines() {
+        let msg = line
+            .strip_prefix("cairn[")
+            .and_then(|l| l.split_once("]: "))
+            .map_or(line, |(_, m)| m);
+        if let Some(s) = msg.strip_prefix("stats dump: ") {
+            stats = Some(parse_stats(s));
+        }
+        if msg.starts_with("warning:") {
+            crate::log::write(0, format_args!("dump: {msg}"));
+        } else if let Some(e) = line.strip_prefix("cairn: ") {
+            last_err = e.to_string();
+        } else {
+            crate::log::write(2, format_args!("dump: {msg}"));
+        }
+    }
+    let st = st?;
+    if !st.success() {
+        return Err(Error::Usage(format!(
+            "cairn dump exited with {}: {last_err}",
+            st.code()
+                .map_or_else(|| "a signal".to_string(), |c| c.to_string())
+        )));
+    }
+    Ok(stats.unwrap_or((0.0, 0)))
+}
+
+/// `frozen_ms=X image_bytes=Y ...`.
+fn parse_stats(s: &str) -> (f64, u64) {
+    let mut out = (0.0, 0);
+    for kv in s.split_whitespace() {
+        match kv.split_once('=') {
+            Some(("frozen_ms", v)) => out.0 = v.parse().unwrap_or(0.0),
+            Some(("image_bytes", v)) => out.1 = v.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Blocks the signals cairn run handles and returns a signalfd for them.
+fn signals(ckpt: i32) -> Result<SignalFd> {
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGCHLD,
+    ] {
+        set.add(s);
+    }
+    if let Ok(s) = Signal::try_from(ckpt) {
+        set.add(s);
+    }
+    let me = crate::sys::task::getpid();
+    set.thread_block()
+        .map_err(|e| Error::sys(me, "block signals", std::io::Error::from(e)))?;
+    SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| Error::sys(me, "signalfd", std::io::Error::from(e)))
+}
+
+/// The next signal, or `None` once `timeout` passed.
+fn next_signal(sfd: &SignalFd, timeout: Option<Duration>) -> Result<Option<i32>> {
+    let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
+    let (ready, _) = crate::sys::fdpass::poll2(sfd, sfd, ms)
+        .map_err(|e| Error::sys(crate::sys::task::getpid(), "poll", e))?;
+    if !ready {
+        return Ok(None);
+    }
+    match sfd.read_signal() {
+        Ok(Some(info)) => Ok(Some(info.ssi_signo as i32)),
+        Ok(None) => Ok(Some(0)),
+        Err(e) => Err(Error::sys(
+            crate::sys::task::getpid(),
+            "read signalfd",
+            std::io::Error::from(e),
+        )),
+    }
+}
+
+/// `cairn run`. Returns the exit code: the tree's status when it ends by
+/// itself, 0 after the final checkpoint of a SIGTERM.
+pub fn run(o: &RunOptions) -> Result<i32> {
+    if o.cmd.is_empty() {
+        return Err(Error::Usage("cairn run: no command given after --".into()));
+    }
+    let sfd = signals(o.checkpoint_signal)?;
+    let dir = JobDir::open(&o.dir)?;
+    let scratch = Scratch::new()?;
+    let job = match dir.checkpoints().pop() {
+        Some(ck) => restore(o, &dir, &ck, &scratch)?,
+        None => start(o)?,
+    };
+    crate::log::write(
+        0,
+        format_args!(
+            "run: supervising pid {}{}; checkpoints in {}",
+            job.root,
+            if job.in_ns {
+                " (in its own pid namespace)"
+            } else {
+                ""
+            },
+            dir.path.display()
+        ),
+    );
+    let mut chain = Chain {
+        prev: None,
+        taken: 0,
+    };
+    let mut next = o.interval.map(|i| Instant::now() + i);
+    loop {
+        if let Some(code) = job.ended()? {
+            crate::log::write(0, format_args!("run: the job ended with status {code}"));
+            return Ok(code);
+        }
+        let timeout = next.map(|t| t.saturating_duration_since(Instant::now()));
+        match next_signal(&sfd, timeout)? {
+            None => {
+                checkpoint(o, &dir, &job, &mut chain, Kind::Periodic, &scratch);
+                next = o.interval.map(|i| Instant::now() + i);
+            }
+            Some(s) if s == libc::SIGTERM => {
+                crate::log::write(0, format_args!("run: SIGTERM: final checkpoint"));
+                if job.ended()?.is_some() {
+                    continue;
+                }
+                let ok = checkpoint(o, &dir, &job, &mut chain, Kind::Final, &scratch);
+                if !ok {
+                    warn!("run: the final checkpoint failed: the job is killed; the previous checkpoint stays the newest");
+                    job.kill();
+                    job.wait();
+                    return Ok(1);
+                }
+                job.wait();
+                crate::log::write(
+                    0,
+                    format_args!("run: checkpointed and stopped; exit 0 (a restart restores it)"),
+                );
+                return Ok(0);
+            }
+            Some(s) if s == o.checkpoint_signal => {
+                checkpoint(o, &dir, &job, &mut chain, Kind::OnSignal, &scratch);
+            }
+            Some(s) if s == libc::SIGINT || s == libc::SIGHUP => {
+                info!("run: passing signal {s} on to pid {}", job.root);
+                let _ = crate::sys::task::kill(job.root, s);
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("xs").is_err());
+    }
+
+    #[test]
+    fn signals_parse() {
+        assert_eq!(parse_signal("SIGUSR1"), Ok(libc::SIGUSR1));
+        assert_eq!(parse_signal("usr2"), Ok(libc::SIGUSR2));
+        assert_eq!(parse_signal("10"), Ok(10));
+        assert!(parse_signal("SIGTERM").is_err());
+        assert!(parse_signal("NOPE").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(ckpt_name(3), "ckpt-000003");
+        assert_eq!(ckpt_seq(OsStr::new("ckpt-000003")), Some(3));
+        assert_eq!(ckpt_seq(OsStr::new("ckpt-1234567")), Some(1234567));
+        assert_eq!(ckpt_seq(OsStr::new("ckpt-3")), None);
+        assert_eq!(ckpt_seq(OsStr::new("ckpt-00000x")), None);
+        assert_eq!(
+            parse_stats("frozen_ms=12.5 image_bytes=4096 pages_read=1"),
+            (12.5, 4096)
+        );
+    }
+}

@@ -1,0 +1,498 @@
+//! `cairn run` (issue 17): a job checkpointed periodically, on a signal
+//! and on SIGTERM, restarted from its newest checkpoint, and `--pid-ns`.
+//! The job is `run_counter`, which checks its own continuity (memory,
+//! its progress file, its pid) at every step and prints PASS at the end.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// One job's files: its checkpoint directory, progress file, output and
+/// cairn's log.
+struct Job {
+    dir: PathBuf,
+    ck: PathBuf,
+    progress: PathBuf,
+    out: PathBuf,
+    log: PathBuf,
+    steps: u64,
+}
+
+impl Job {
+    fn new(tag: &str, steps: u64) -> Job {
+        let dir = fresh_dir(tag);
+        Job {
+            ck: dir.join("ck"),
+            progress: dir.join("progress"),
+            out: dir.join("job.out"),
+            log: dir.join("run.log"),
+            dir,
+            steps,
+        }
+    }
+
+    /// Starts `cairn run` with `flags`, the job's stdout and stderr
+    /// appended to `job.out` and cairn's log to `run.log`.
+    fn start(&self, flags: &[&str], env: &[(&str, &str)], children: u32) -> Child {
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o644)
+            .open(&self.out)
+            .unwrap();
+        let mut c = Command::new(cairn_bin());
+        c.arg("-v")
+            .arg("-o")
+            .arg(&self.log)
+            .arg("run")
+            .arg("-D")
+            .arg(&self.ck)
+            .args(flags)
+            .arg("--")
+            .arg(workload_bin("run_counter"))
+            .arg(&self.progress)
+            .arg(self.steps.to_string());
+        if children > 0 {
+            c.arg(children.to_string());
+        }
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.stdin(Stdio::null())
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .expect("spawn cairn run")
+    }
+
+    /// (count, pid) from the progress file.
+    fn progress(&self) -> Option<(u64, i32)> {
+        let s = fs::read_to_string(&self.progress).ok()?;
+        let mut it = s.split_whitespace();
+        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    }
+
+    fn wait_count(&self, n: u64, timeout: Duration) -> (u64, i32) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((c, p)) = self.progress() {
+                if c >= n {
+                    return (c, p);
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the job did not reach {n}: {}",
+                self.describe()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Lines "checkpoint ... complete" in cairn's log.
+    fn completed(&self) -> usize {
+        self.log_text().matches(" complete: frozen ").count()
+    }
+
+    fn wait_completed(&self, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.completed() < n {
+            assert!(
+                Instant::now() < deadline,
+                "{n} checkpoints not complete: {}",
+                self.describe()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn checkpoints(&self) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(&self.ck)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "\n--- run.log:\n{}\n--- job.out:\n{}\n--- checkpoints: {:?}",
+            tail(&self.log, 6000),
+            tail(&self.out, 3000),
+            self.checkpoints()
+        )
+    }
+
+    fn wait_exit(&self, child: &mut Child, timeout: Duration) -> i32 {
+        match wait_timeout(child, timeout) {
+            Some(st) => exit_code(&st),
+            None => {
+                kill_tree(child);
+                panic!("cairn run did not exit: {}", self.describe());
+            }
+        }
+    }
+
+    fn done(&self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill takes integers only.
+    unsafe { libc::kill(pid, sig) };
+}
+
+/// The job stops on SIGTERM after a final checkpoint (cairn run exits
+/// 0), and a second `cairn run` with the same directory restores it: the
+/// counter goes on from where it was and finishes.
+#[test]
+fn sigterm_checkpoints_and_restart_goes_on() {
+    if skip_unless_root() {
+        return;
+    }
+    let job = Job::new("run-term", 1000);
+    let mut run = job.start(&["--interval", "1s"], &[], 0);
+    job.wait_completed(1, Duration::from_secs(60));
+    let (_, pid) = job.wait_count(60, Duration::from_secs(60));
+    signal(run.id() as i32, libc::SIGTERM);
+    let code = job.wait_exit(&mut run, Duration::from_secs(120));
+    assert_eq!(code, 0, "cairn run after SIGTERM: {}", job.describe());
+    assert!(
+        wait_pid_gone(pid, Duration::from_secs(10)),
+        "the job runs on"
+    );
+    let (stopped, _) = job.progress().unwrap();
+    assert!(stopped < job.steps, "finished before the SIGTERM");
+    assert!(
+        job.completed() >= 2,
+        "no final checkpoint: {}",
+        job.describe()
+    );
+    let mut run = job.start(&["--interval", "1s"], &[], 0);
+    let code = job.wait_exit(&mut run, Duration::from_secs(180));
+    assert_eq!(code, 0, "restarted job: {}", job.describe());
+    let out = fs::read_to_string(&job.out).unwrap();
+    assert!(
+        out.contains(&format!("PASS count={}", job.steps)),
+        "{}",
+        job.describe()
+    );
+    assert!(!out.contains("FAIL"), "{}", job.describe());
+    assert!(
+        job.log_text().contains("run: restoring"),
+        "{}",
+        job.describe()
+    );
+    assert_eq!(job.progress().unwrap().0, job.steps);
+    job.done();
+}
+
+/// `--checkpoint-signal` takes a checkpoint at once; `--keep 2` leaves
+/// the two newest; a job that ends by itself passes its status on.
+#[test]
+fn checkpoint_signal_and_keep() {
+    if skip_unless_root() {
+        return;
+    }
+    let job = Job::new("run-sig", 1000);
+    let mut run = job.start(&["--checkpoint-signal", "SIGUSR2", "--keep", "2"], &[], 0);
+    job.wait_count(5, Duration::from_secs(60));
+    for n in 1..=4 {
+        signal(run.id() as i32, libc::SIGUSR2);
+        job.wait_completed(n, Duration::from_secs(60));
+    }
+    // Removed once the newest is complete.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while job.checkpoints() != ["ckpt-000003", "ckpt-000004"] {
+        assert!(Instant::now() < deadline, "--keep 2: {}", job.describe());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let code = job.wait_exit(&mut run, Duration::from_secs(120));
+    assert_eq!(code, 0, "{}", job.describe());
+    assert!(fs::read_to_string(&job.out)
+        .unwrap()
+        .contains("PASS count=1000"));
+    // The tree's status, exit code or signal, is cairn run's.
+    for (cmd, want) in [("exit 3", 3), ("kill -9 $$", 137)] {
+        let d = job.dir.join(format!("status-{want}"));
+        let st = Command::new(cairn_bin())
+            .arg("run")
+            .arg("-D")
+            .arg(&d)
+            .args(["--", "/bin/sh", "-c", cmd])
+            .stdin(Stdio::null())
+            .status()
+            .unwrap();
+        assert_eq!(exit_code(&st), want, "sh -c {cmd:?}");
+    }
+    job.done();
+}
+
+/// `--incremental`: checkpoints are layers on the previous one; a
+/// restart restores through the chain.
+#[test]
+fn incremental_layers_restore() {
+    if skip_unless_root() {
+        return;
+    }
+    let job = Job::new("run-incr", 1000);
+    let mut run = job.start(
+        &["--interval", "500ms", "--incremental", "--keep", "1"],
+        &[],
+        0,
+    );
+    job.wait_completed(3, Duration::from_secs(90));
+    signal(run.id() as i32, libc::SIGTERM);
+    assert_eq!(
+        job.wait_exit(&mut run, Duration::from_secs(120)),
+        0,
+        "{}",
+        job.describe()
+    );
+    assert!(
+        job.log_text().contains(", a layer on ../ckpt-"),
+        "{}",
+        job.describe()
+    );
+    let mut run = job.start(
+        &["--interval", "500ms", "--incremental", "--keep", "1"],
+        &[],
+        0,
+    );
+    assert_eq!(
+        job.wait_exit(&mut run, Duration::from_secs(180)),
+        0,
+        "{}",
+        job.describe()
+    );
+    let out = fs::read_to_string(&job.out).unwrap();
+    assert!(
+        out.contains(&format!("PASS count={}", job.steps)) && !out.contains("FAIL"),
+        "{}",
+        job.describe()
+    );
+    job.done();
+}
+
+fn proc_state(pid: i32) -> Option<char> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rsplit_once(") ")?.1.chars().next()
+}
+
+/// `cairn run` killed (SIGKILL) while a checkpoint is being taken: the
+/// tree is put back running by the dumper's guardian, the half-written
+/// checkpoint goes, the previous one stays the newest and restores.
+#[test]
+fn killed_mid_checkpoint_leaves_the_previous_one() {
+    if skip_unless_root() {
+        return;
+    }
+    let job = Job::new("run-kill", 1000);
+    let env = [("CAIRN_RUN_PAUSE_FROM", "2"), ("CAIRN_PAUSE_AT", "frozen")];
+    let mut run = job.start(&["--interval", "1s"], &env, 0);
+    job.wait_completed(1, Duration::from_secs(60));
+    let (_, pid) = job.wait_count(1, Duration::from_secs(10));
+    // The second checkpoint holds the tree frozen: kill cairn run there.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while proc_state(pid) != Some('t') {
+        assert!(
+            Instant::now() < deadline,
+            "never frozen: {}",
+            job.describe()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(job
+        .checkpoints()
+        .iter()
+        .any(|n| n.starts_with(".ckpt-000002")));
+    run.kill().unwrap();
+    let _ = run.wait();
+    // The job runs on, the staging directory goes.
+    let (c0, _) = job.progress().unwrap();
+    job.wait_count(c0 + 20, Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while job.checkpoints() != ["ckpt-000001"] {
+        assert!(Instant::now() < deadline, "left behind: {}", job.describe());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(pid, libc::SIGKILL);
+    assert!(wait_pid_gone(pid, Duration::from_secs(10)));
+    let mut run = job.start(&["--interval", "1s"], &[], 0);
+    assert_eq!(
+        job.wait_exit(&mut run, Duration::from_secs(180)),
+        0,
+        "{}",
+        job.describe()
+    );
+    let out = fs::read_to_string(&job.out).unwrap();
+    assert!(
+        out.contains(&format!("PASS count={}", job.steps)) && !out.contains("FAIL"),
+        "{}",
+        job.describe()
+    );
+    job.done();
+}
+
+/// Starts a process with exactly `pid` (through ns_last_pid), to take it.
+fn hold_pid(pid: i32) -> Child {
+    for _ in 0..200 {
+        let _ = fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", pid - 1));
+        let mut c = Command::new("sleep").arg("600").spawn().unwrap();
+        if c.id() as i32 == pid {
+            return c;
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        if pid_exists(pid) {
+            break;
+        }
+    }
+    panic!("cannot take pid {pid}");
+}
+
+fn started_pid(log: &str) -> i32 {
+    let at = log.find("run: started ").expect("no start line");
+    let rest = &log[at..];
+    let p = rest.split(" as pid ").nth(1).unwrap();
+    p.split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A job whose pids are taken when it is restarted comes back with
+/// `--pid-ns`, in a pid namespace of its own where they are free: a
+/// job started in its own namespace (pid 2 there, taken outside by
+/// kthreadd; its child's pid too), and a job started without one whose
+/// pid a process took meanwhile. A plain restore of them is refused.
+#[test]
+fn pid_ns_restores_with_pids_taken() {
+    if skip_unless_root() {
+        return;
+    }
+    // Started in its own pid namespace, with a child.
+    let job = Job::new("run-pidns", 800);
+    let mut run = job.start(&["--interval", "1s", "--pid-ns"], &[], 1);
+    job.wait_completed(1, Duration::from_secs(60));
+    let (_, pid) = job.wait_count(30, Duration::from_secs(30));
+    assert_eq!(pid, 2, "not pid 2 in its namespace: {}", job.describe());
+    let outer = started_pid(&job.log_text());
+    signal(run.id() as i32, libc::SIGTERM);
+    assert_eq!(
+        job.wait_exit(&mut run, Duration::from_secs(120)),
+        0,
+        "{}",
+        job.describe()
+    );
+    assert!(wait_pid_gone(outer, Duration::from_secs(10)));
+    let mut holder = hold_pid(outer);
+    let newest = job.ck.join(job.checkpoints().last().unwrap());
+    let out = Command::new(cairn_bin())
+        .args(["restore", "-D"])
+        .arg(&newest)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--pid-ns"),
+        "plain restore: {err}"
+    );
+    let mut run = job.start(&["--interval", "1s", "--pid-ns"], &[], 1);
+    assert_eq!(
+        job.wait_exit(&mut run, Duration::from_secs(180)),
+        0,
+        "{}",
+        job.describe()
+    );
+    let out = fs::read_to_string(&job.out).unwrap();
+    assert!(
+        out.contains(&format!("PASS count={}", job.steps)) && !out.contains("FAIL"),
+        "{}",
+        job.describe()
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+    job.done();
+
+    // Started without one; its pid is taken before the restart.
+    let job = Job::new("run-pidns2", 800);
+    let mut run = job.start(&["--interval", "1s"], &[], 0);
+    job.wait_completed(1, Duration::from_secs(60));
+    let (_, pid) = job.wait_count(30, Duration::from_secs(30));
+    signal(run.id() as i32, libc::SIGTERM);
+    assert_eq!(
+        job.wait_exit(&mut run, Duration::from_secs(120)),
+        0,
+        "{}",
+        job.describe()
+    );
+    assert!(wait_pid_gone(pid, Duration::from_secs(10)));
+    let mut holder = hold_pid(pid);
+    let mut run = job.start(&["--interval", "1s", "--pid-ns"], &[], 0);
+    assert_eq!(
+        job.wait_exit(&mut run, Duration::from_secs(180)),
+        0,
+        "{}",
+        job.describe()
+    );
+    let out = fs::read_to_string(&job.out).unwrap();
+    assert!(
+        out.contains(&format!("PASS count={}", job.steps)) && !out.contains("FAIL"),
+        "{}",
+        job.describe()
+    );
+    assert!(pid_exists(holder.id() as i32));
+    let _ = holder.kill();
+    let _ = holder.wait();
+    job.done();
+}
+
+/// `cairn dump -t PID` of a tree in a child pid namespace (from outside)
+/// records the pids it has there and needs `--pid-ns` to come back.
+#[test]
+fn dump_from_outside_records_inner_pids() {
+    if skip_unless_root() {
+        return;
+    }
+    let job = Job::new("run-outside", 100_000);
+    let mut run = job.start(&["--pid-ns"], &[], 0);
+    job.wait_count(5, Duration::from_secs(60));
+    let outer = started_pid(&job.log_text());
+    let img = job.dir.join("img");
+    let out = Command::new(cairn_bin())
+        .args(["dump", "-R", "-t"])
+        .arg(outer.to_string())
+        .arg("-D")
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        img.join("core-2.img").exists(),
+        "{:?}",
+        fs::read_dir(&img).unwrap().count()
+    );
+    kill_tree(&mut run);
+    job.done();
+}
