@@ -878,7 +878,7 @@ fn restore_memory(
         .collect();
     let stores: Vec<&PageStoreReader> = img.chain.layers.iter().map(|l| &l.store).collect();
     let t = Instant::now();
-    memory::restore_pages(pid, mm, &maps, &stores, &shm)?;
+    let pages = memory::restore_pages(agent, mm, &maps, &stores, &shm)?;
     let populated = memory::cow::populate_zeros(
         pid,
         mm,
@@ -887,8 +887,8 @@ fn restore_memory(
         &inh.skip,
     )?;
     info!(
-        "pid {pid}: pages written in {:?}; {} shared copy-on-write with the parent, {populated} \
-         zero pages populated for children",
+        "pid {pid}: pages written in {:?} ({pages}); {} shared copy-on-write with the parent, \
+         {populated} zero pages populated for children",
         t.elapsed(),
         inh.shared_pages()
     );
