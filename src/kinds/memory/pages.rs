@@ -431,7 +431,7 @@ pub fn write_pages(plan: &PagePlan, writer: &mut PageStoreWriter, level: i32) ->
 
 /// Writes all page runs into the vessel `agent` runs in: raw chunks read
 /// in place by the vessel, the others through cairn's workers (see
-/// [`super::pagein`]). Zero runs are written only where the mapping is not
+/// `memory::pagein`). Zero runs are written only where the mapping is not
 /// fresh anonymous memory.
 pub fn restore_pages(
     agent: &mut dyn crate::remote::Calls,
