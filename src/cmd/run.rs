@@ -94,6 +94,7 @@ impl RunArgs {
                     wait_fork: false,
                 },
                 oracle: false,
+                external: Vec::new(),
             },
             cmd: self.cmd.clone(),
         }

@@ -231,37 +231,108 @@ impl PageStoreReader {
         self.size
     }
 
-    /// Reads, checks and (unless raw) decompresses chunk `idx`.
+    /// Reads, checks and (unless raw) decompresses chunk `idx` into a
+    /// new buffer (see [`PageStoreReader::read_chunk_into`] for reused
+    /// ones).
     pub fn read_chunk(&self, idx: u32) -> Result<Vec<u8>> {
-        let c = self
-            .store
+        let mut bufs = ChunkBufs::default();
+        self.read_chunk_into(idx, &mut bufs)?;
+        let raw = self.chunk(idx)?.codec.enum_value() == Ok(ChunkCodec::CODEC_RAW);
+        Ok(if raw { bufs.stored } else { bufs.raw })
+    }
+
+    /// The file (for restore, which hands it to the restored process so
+    /// that it reads raw chunks in place) and its path.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Entry `idx` of the chunk table (validated when the store was
+    /// opened: inside the body, raw chunks as long as their raw length).
+    pub fn chunk(&self, idx: u32) -> Result<&PageChunk> {
+        self.store
             .chunks
             .get(idx as usize)
-            .ok_or_else(|| Error::image(&self.path, format!("no chunk {idx}")))?;
-        let mut buf = vec![0u8; c.compressed_len as usize];
-        self.file
-            .read_exact_at(&mut buf, HEADER_LEN as u64 + c.offset)
-            .map_err(|e| Error::image(&self.path, format!("chunk {idx}: {e}")))?;
-        if crc32fast::hash(&buf) != c.crc32 {
+            .ok_or_else(|| Error::image(&self.path, format!("no chunk {idx}")))
+    }
+
+    /// Whether chunk `idx` is stored raw (its bytes in the file are the
+    /// pages).
+    pub fn is_raw(&self, idx: u32) -> bool {
+        self.chunk(idx)
+            .is_ok_and(|c| c.codec.enum_value() == Ok(ChunkCodec::CODEC_RAW))
+    }
+
+    /// Where chunk `c`'s stored bytes start in the file.
+    pub fn file_pos(&self, c: &PageChunk) -> u64 {
+        HEADER_LEN as u64 + c.offset
+    }
+
+    /// Checks `stored`, the stored bytes of chunk `idx` wherever they were
+    /// read to, against the chunk's crc.
+    pub fn check_crc(&self, idx: u32, stored: &[u8], where_: &str) -> Result<()> {
+        let c = self.chunk(idx)?;
+        if crc32fast::hash(stored) != c.crc32 {
             return Err(Error::image(
                 &self.path,
-                format!("chunk {idx}: checksum mismatch"),
+                format!("chunk {idx}: checksum mismatch{where_}"),
             ));
         }
+        Ok(())
+    }
+
+    /// Reads, checks and (unless raw) decompresses chunk `idx` into the
+    /// reused buffers `bufs`; returns its raw bytes. Buffers keep their
+    /// memory from chunk to chunk: no page of them is faulted in again.
+    pub fn read_chunk_into<'b>(&self, idx: u32, bufs: &'b mut ChunkBufs) -> Result<&'b [u8]> {
+        let c = self.chunk(idx)?;
+        let n = c.compressed_len as usize;
+        // Same length as the last chunk's (the common case): no-op.
+        bufs.stored.resize(n, 0);
+        self.file
+            .read_exact_at(&mut bufs.stored, self.file_pos(c))
+            .map_err(|e| Error::image(&self.path, format!("chunk {idx}: {e}")))?;
+        self.check_crc(idx, &bufs.stored, "")?;
         if c.codec.enum_value() == Ok(ChunkCodec::CODEC_RAW) {
             // validate_store checked that the stored length is the raw one.
-            return Ok(buf);
+            return Ok(&bufs.stored);
         }
-        let raw = zstd::bulk::decompress(&buf, c.raw_len as usize)
+        let dctx = match &mut bufs.dctx {
+            Some(d) => d,
+            None => bufs.dctx.insert(
+                zstd::bulk::Decompressor::new()
+                    .map_err(|e| Error::image(&self.path, format!("zstd: {e}")))?,
+            ),
+        };
+        bufs.raw.clear();
+        bufs.raw.reserve(c.raw_len as usize);
+        // Decompresses into the spare capacity: nothing is zeroed first.
+        let got = dctx
+            .decompress_to_buffer(&bufs.stored[..], &mut bufs.raw)
             .map_err(|e| Error::image(&self.path, format!("chunk {idx}: decompress: {e}")))?;
-        if raw.len() as u64 != c.raw_len {
+        if got as u64 != c.raw_len || bufs.raw.len() as u64 != c.raw_len {
             return Err(Error::image(
                 &self.path,
                 format!("chunk {idx}: wrong length"),
             ));
         }
-        Ok(raw)
+        Ok(&bufs.raw)
     }
+}
+
+/// Buffers for [`PageStoreReader::read_chunk_into`], kept by a restore
+/// worker from chunk to chunk.
+#[derive(Default)]
+pub struct ChunkBufs {
+    /// The chunk as stored (the pages themselves for a raw chunk).
+    stored: Vec<u8>,
+    /// A compressed chunk's pages.
+    raw: Vec<u8>,
+    dctx: Option<zstd::bulk::Decompressor<'static>>,
 }
 
 #[cfg(test)]

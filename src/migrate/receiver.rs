@@ -512,6 +512,7 @@ fn finish(
         allow_foreign_images: false,
         compare: false,
         inherit_fds: Vec::new(),
+        pid_ns: false,
     };
     if let Err(e) = crate::restore::restore(&ropts) {
         let why = format!("restore failed: {e}");

@@ -878,7 +878,7 @@ fn restore_memory(
         .collect();
     let stores: Vec<&PageStoreReader> = img.chain.layers.iter().map(|l| &l.store).collect();
     let t = Instant::now();
-    memory::restore_pages(pid, mm, &maps, &stores, &shm)?;
+    let pages = memory::restore_pages(agent, mm, &maps, &stores, &shm)?;
     let populated = memory::cow::populate_zeros(
         pid,
         mm,
@@ -889,9 +889,9 @@ fn restore_memory(
     crate::stats::add(crate::stats::Time::Memory, t.elapsed());
     crate::progress::tasks_inc(1);
     crate::progress::pages_inc(crate::progress::data_bytes(maps.iter().map(|m| m.1)));
-    crate::debug!(
-        "pid {pid}: pages written in {:?}; {} shared copy-on-write with the parent, {populated} \
-         zero pages populated for children",
+    info!(
+        "pid {pid}: pages written in {:?} ({pages}); {} shared copy-on-write with the parent, \
+         {populated} zero pages populated for children",
         t.elapsed(),
         inh.shared_pages()
     );

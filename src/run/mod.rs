@@ -469,6 +469,7 @@ fn restore(o: &RunOptions, dir: &JobDir, ck: &Ckpt, scratch: &Scratch) -> Result
         tcp_established: o.dump.tcp_established,
         allow_foreign_images: false,
         compare: false,
+        inherit_fds: Vec::new(),
         pid_ns: o.pid_ns,
     };
     crate::log::write(0, format_args!("run: restoring {}", images.display()));

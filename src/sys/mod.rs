@@ -33,6 +33,7 @@ pub mod time;
 pub mod tty;
 pub mod uffd;
 pub mod unixq;
+pub mod vmio;
 
 use std::io;
 

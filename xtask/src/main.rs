@@ -23,6 +23,10 @@
 //!   and in the same runs the machine's limits (write + fdatasync of SIZE
 //!   bytes to the same directory, filling fresh memory, memcpy); prints
 //!   medians and the ratios cairn/limit.
+//! - `cargo xtask bench scaling [--runs N] [--sizes 1G,4G] [--baseline
+//!   CAIRN]`: the same at two sizes in one run, with the restore of another
+//!   cairn binary beside ours and the scaling from one size to the other
+//!   (`bench_restore.rs`, issue 15).
 //! - `cargo xtask bench chain [--runs N]`: dump and restore of chains of
 //!   100, 250, 500 and 1,000 processes (each the only child of the one
 //!   before: `tests/workloads/tree_chain.c`), which check themselves after
@@ -46,6 +50,7 @@
 //! std only, so the xtask builds in seconds on a fresh machine.
 
 mod bench_migrate;
+mod bench_restore;
 mod incr;
 mod inv;
 mod small;
@@ -975,6 +980,9 @@ fn bench(args: &[String]) -> Result<()> {
     }
     if args.first().map(String::as_str) == Some("migrate") {
         return bench_migrate::bench(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("scaling") {
+        return bench_restore::bench(&args[1..]);
     }
     let b = parse_bench_args(args)?;
     ensure_tools()?;

@@ -8,8 +8,10 @@
 //! never stored; never-touched pages are not recorded at all.
 //!
 //! Restore maps every VMA at its address with injected mmap calls, writes
-//! the pages with process_vm_writev (shared objects through their file),
-//! then applies the final protections and madvise flags.
+//! the pages (`pagein`: raw chunks read in place by the restored process
+//! with an injected preadv, the others with process_vm_writev, shared
+//! objects through their file), then applies the final protections and
+//! madvise flags.
 //!
 //! Modules by concern: `vma` (classifying, describing and recreating
 //! mappings), `mapfiles` (mapped deleted files and memfds), `plan` (which
@@ -22,6 +24,7 @@ pub mod aio;
 pub mod cow;
 mod mapfiles;
 mod mm;
+mod pagein;
 mod pages;
 mod plan;
 pub mod validate;

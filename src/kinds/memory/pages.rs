@@ -2,7 +2,7 @@
 //! /proc/PID/mem, or the shmem file), on every core, compressing each job
 //! into one zstd frame; and, at restore, writing them into the vessel.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,7 +12,7 @@ use super::plan::{Job, PagePlan, Source};
 use crate::error::{Error, IoContext, Result};
 use crate::image::chain::Resolved;
 use crate::image::pages::{PageStoreReader, PageStoreWriter};
-use crate::image::proto::{ChunkCodec, MmEntry, PageHashes, PageRun, Pagemap, RunKind, VmaKind};
+use crate::image::proto::{ChunkCodec, MmEntry, PageHashes, PageRun, Pagemap, RunKind};
 use crate::kinds::incr::{self, Hashes, PageHash};
 use crate::sys::{mem, PAGE_SIZE};
 
@@ -430,122 +430,24 @@ pub fn write_pages(plan: &PagePlan, writer: &mut PageStoreWriter, level: i32) ->
     })
 }
 
-/// Writes all page runs into the vessel, decompressing chunks on every
-/// core. Zero runs are written only where the mapping is not fresh
-/// anonymous memory.
+/// Writes all page runs into the vessel `agent` runs in: raw chunks read
+/// in place by the vessel, the others through cairn's workers (see
+/// `memory::pagein`). Zero runs are written only where the mapping is not
+/// fresh anonymous memory.
 pub fn restore_pages(
-    pid: i32,
+    agent: &mut dyn crate::remote::Calls,
     mm: &MmEntry,
     maps: &[(&str, &[Resolved])],
     stores: &[&PageStoreReader],
     shm: &HashMap<String, File>,
-) -> Result<()> {
-    enum Dest<'a> {
-        Vm(u64),
-        File(&'a File, u64),
-    }
-    // Group data runs by (layer, chunk).
-    type ByChunk<'a> = BTreeMap<(usize, u32), Vec<(Dest<'a>, u64, u64)>>;
-    let mut by_chunk: ByChunk = BTreeMap::new();
-    let zero_page = vec![0u8; PAGE_SIZE as usize];
-    for (owner, runs) in maps {
-        let private = owner.starts_with("pid:");
-        for r in runs.iter() {
-            let dest = if private {
-                Dest::Vm(r.addr)
-            } else {
-                // Shared objects are filled once, by their creator.
-                match shm.get(*owner) {
-                    Some(f) => Dest::File(f, r.addr),
-                    None => continue,
-                }
-            };
-            match r.data {
-                Some((chunk, off)) => by_chunk
-                    .entry((r.layer, chunk))
-                    .or_default()
-                    .push((dest, off, r.nr_pages)),
-                None => {
-                    let fresh = match dest {
-                        Dest::File(..) => true,
-                        Dest::Vm(a) => mm.vmas.iter().any(|v| {
-                            v.start <= a
-                                && a < v.end
-                                && v.kind.enum_value() == Ok(VmaKind::VMA_ANON_PRIVATE)
-                        }),
-                    };
-                    if !fresh {
-                        if let Dest::Vm(a) = dest {
-                            for i in 0..r.nr_pages {
-                                mem::vm_write_all(pid, a + i * PAGE_SIZE, &zero_page).map_err(
-                                    |e| {
-                                        Error::sys(
-                                            pid,
-                                            format!("write zero page at {:#x}", a + i * PAGE_SIZE),
-                                            e,
-                                        )
-                                    },
-                                )?;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    type ChunkWork<'a> = ((usize, u32), Vec<(Dest<'a>, u64, u64)>);
-    let work: Vec<ChunkWork> = by_chunk.into_iter().collect();
-    let next = AtomicUsize::new(0);
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .min(8);
-    let errors: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(((layer, chunk), runs)) = work.get(i) else {
-                    return;
-                };
-                let r = (|| -> Result<()> {
-                    let store = stores.get(*layer).ok_or_else(|| {
-                        Error::Restore(format!("pid {pid}: no layer {layer} in the chain"))
-                    })?;
-                    let raw = store.read_chunk(*chunk)?;
-                    for (dest, off, nr) in runs {
-                        let bytes = &raw[*off as usize..(*off + nr * PAGE_SIZE) as usize];
-                        match dest {
-                            Dest::Vm(a) => mem::vm_write_all(pid, *a, bytes).map_err(|e| {
-                                Error::sys(pid, format!("write {nr} pages at {a:#x}"), e)
-                            })?,
-                            Dest::File(f, o) => write_shmem(f, *o, bytes).map_err(|e| {
-                                Error::sys(pid, format!("write shared memory at offset {o:#x}"), e)
-                            })?,
-                        }
-                    }
-                    Ok(())
-                })();
-                if let Err(e) = r {
-                    if let Ok(mut g) = errors.lock() {
-                        g.get_or_insert(e);
-                    }
-                    next.store(usize::MAX / 2, Ordering::Relaxed);
-                    return;
-                }
-            });
-        }
-    });
-    match errors.into_inner() {
-        Ok(Some(e)) => Err(e),
-        _ => Ok(()),
-    }
+) -> Result<super::pagein::PageStats> {
+    super::pagein::restore_pages(agent, mm, maps, stores, shm)
 }
 
 /// Writes `bytes` into a shmem object at `off`, up to its size: the
 /// object keeps its size (the tail of a System V segment's last page is
 /// beyond it, and zero).
-fn write_shmem(f: &File, off: u64, bytes: &[u8]) -> std::io::Result<()> {
+pub(super) fn write_shmem(f: &File, off: u64, bytes: &[u8]) -> std::io::Result<()> {
     let size = f.metadata()?.len();
     let have = usize::try_from(size.saturating_sub(off))
         .unwrap_or(usize::MAX)
