@@ -282,7 +282,7 @@ pub fn pidfd_kill(pidfd: &impl AsRawFd, sig: i32) -> io::Result<()> {
 /// fail with EFAULT. The target needs CAP_SYS_PTRACE for that, or
 /// vm.unprivileged_userfaultfd = 1.
 pub const UFFD_SYNC_CREATE_FLAGS: u64 = libc::O_CLOEXEC as u64 | libc::O_NONBLOCK as u64;
-pub const UFFD_FEATURE_EVENT_REMAP: u64 = 1 << 1;
+pub const UFFD_FEATURE_EVENT_REMAP: u64 = 1 << 2;
 pub const UFFD_FEATURE_EVENT_REMOVE: u64 = 1 << 3;
 pub const UFFD_EVENT_PAGEFAULT: u8 = 0x12;
 pub const UFFD_EVENT_FORK: u8 = 0x13;
