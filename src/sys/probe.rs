@@ -73,7 +73,7 @@ pub struct Features {
     pub pagemap_scan: Feature,
     pub uffd_wp_async: Feature,
     /// A userfaultfd in synchronous write-protect mode (without
-    /// UFFD_USER_MODE_ONLY, with the REMOVE and REMAP events) stops a
+    /// UFFD_USER_MODE_ONLY) stops a
     /// writer of a protected page until the protection is lifted: the
     /// background snapshot (`crate::kinds::memory::bgsnap`).
     pub uffd_wp_sync: Feature,
@@ -923,11 +923,8 @@ fn probe_uffd_wp_sync() -> Feature {
         Ok(f) => f,
         Err(e) => return Feature::no(format!("userfaultfd without UFFD_USER_MODE_ONLY: {e}")),
     };
-    let want = uffd::UFFD_FEATURE_EVENT_REMOVE | uffd::UFFD_FEATURE_EVENT_REMAP;
-    match uffd::api(&fd, want) {
-        Ok(got) if got & want == want => {}
-        Ok(got) => return Feature::no(format!("UFFDIO_API features {got:#x}")),
-        Err(e) => return Feature::no(format!("UFFDIO_API with EVENT_REMOVE|EVENT_REMAP: {e}")),
+    if let Err(e) = uffd::api(&fd, 0) {
+        return Feature::no(format!("UFFDIO_API: {e}"));
     }
     let (a, e) = (page.addr(), page.addr() + page.len as u64);
     if let Err(err) = uffd::register_wp(&fd, a, e) {

@@ -19,6 +19,9 @@
  * --passes-file PATH: after each completed pass of writer 0, its count is
  * written there (so a test can see the writers make progress).
  * --idle: the memory is filled once and no writer runs (for benchmarks).
+ * --dontneed N: every Nth page is dropped with madvise(MADV_DONTNEED)
+ * after its check and before its rewrite (it is zero in between: also a
+ * state of the order, as the page being written).
  */
 #include "zdtm.h"
 
@@ -43,6 +46,7 @@ static struct writer *ws;
 static int nthreads = 1;
 static atomic_int stop;
 static const char *passes_file;
+static uint64_t dontneed;
 
 static inline uint64_t word(uint64_t g, uint64_t i, uint64_t w)
 {
@@ -94,6 +98,8 @@ static void *writer_main(void *arg)
 		uint64_t *p = me->base + me->k * WORDS;
 		uint64_t i = me->first + me->k;
 		expect(p, me->g - 1, i, "before a rewrite");
+		if (dontneed && i % dontneed == 0 && madvise(p, PG, MADV_DONTNEED))
+			pfail("madvise(DONTNEED) page %lu", (unsigned long)i);
 		fill(p, me->g, i);
 		if (++me->k == me->n) {
 			me->k = 0;
@@ -115,6 +121,9 @@ int main(int argc, char **argv)
 	if (s)
 		nthreads = atoi(s);
 	passes_file = test_arg("--passes-file");
+	s = test_arg("--dontneed");
+	if (s)
+		dontneed = strtoull(s, NULL, 10);
 	if (nthreads < 1 || nthreads > 64 || mib < 1)
 		fail("bad --mib/--threads");
 	uint64_t pages = mib << 8;

@@ -35,10 +35,13 @@ use crate::kinds::incr::Ranges;
 use crate::procfs::MapsEntry;
 use crate::sys::{mem, uffd, PAGE_SIZE};
 
-/// Features asked of the snapshot's userfaultfd: madvise(DONTNEED/REMOVE)
-/// and mremap are announced before they take effect on our pages
-/// (REMOVE) or before the thread that did them goes on (REMAP).
-const FEATURES: u64 = uffd::UFFD_FEATURE_EVENT_REMOVE | uffd::UFFD_FEATURE_EVENT_REMAP;
+/// Features asked of the snapshot's userfaultfd: none beyond write-protect
+/// faults. (The REMOVE and REMAP events are complete as soon as cairn reads
+/// them, so they cannot hold a madvise or mremap back until the pages are
+/// saved; with EVENT_REMAP the moved pages would even stay protected at
+/// their new address. Without it they lose the protection, and the
+/// worker's check below sees every such change.)
+const FEATURES: u64 = 0;
 
 /// `--background-snapshot`: auto (when it works), on (or fail), off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -81,7 +84,6 @@ pub struct Snapshot {
     stop: AtomicBool,
     pub faults: AtomicU64,
     pub saved: AtomicU64,
-    pub removes: AtomicU64,
     /// Pages write-protected.
     pub protected_pages: u64,
     pub protect_ms: f64,
@@ -166,7 +168,6 @@ impl Snapshot {
             stop: AtomicBool::new(false),
             faults: AtomicU64::new(0),
             saved: AtomicU64::new(0),
-            removes: AtomicU64::new(0),
             protected_pages,
             protect_ms,
         })
@@ -296,91 +297,65 @@ impl Snapshot {
     }
 
     fn event(&self, pid: i32, m: &uffd::UffdMsg) {
+        if m.event != uffd::UFFD_EVENT_PAGEFAULT {
+            return;
+        }
         let p = &self.procs[&pid];
-        match m.event {
-            uffd::UFFD_EVENT_PAGEFAULT => {
-                let addr = m.arg[1] & !(PAGE_SIZE - 1);
-                self.faults.fetch_add(1, Ordering::Relaxed);
-                // The writer waits: the page is still as at the freeze.
-                self.save(pid, addr, addr + PAGE_SIZE);
-                if let Err(e) = uffd::writeprotect(&p.uffd, addr, addr + PAGE_SIZE, false) {
-                    self.fail(Error::sys(
-                        pid,
-                        format!("lift the write-protection of {addr:#x}"),
-                        e,
-                    ));
-                }
-            }
-            uffd::UFFD_EVENT_REMOVE => {
-                // Before madvise drops the pages: save those not saved.
-                self.removes.fetch_add(1, Ordering::Relaxed);
-                self.save(pid, m.arg[0], m.arg[1]);
-            }
-            uffd::UFFD_EVENT_REMAP => {
-                let (from, to, len) = (m.arg[0], m.arg[1], m.arg[2]);
-                // Pages moved away before they were saved, or pages moved
-                // onto memory being saved: the copy could not tell.
-                let lost = self.planned(pid, from, from + len, true)
-                    || self.planned(pid, to, to + len, false);
-                if lost {
-                    self.fail(Error::sys(
-                        pid,
-                        "background snapshot",
-                        std::io::Error::other(format!(
-                            "mremap moved {from:#x}-{:#x} to {to:#x} during the copy, \
-                             before its pages were saved; dump again (or with \
-                             --background-snapshot=off)",
-                            from + len
-                        )),
-                    ));
-                }
-            }
-            _ => {}
+        let addr = m.arg[1] & !(PAGE_SIZE - 1);
+        self.faults.fetch_add(1, Ordering::Relaxed);
+        // The writer waits: the page is still as at the freeze.
+        self.save(pid, addr);
+        if let Err(e) = uffd::writeprotect(&p.uffd, addr, addr + PAGE_SIZE, false) {
+            self.fail(Error::sys(
+                pid,
+                format!("lift the write-protection of {addr:#x}"),
+                e,
+            ));
         }
     }
 
-    /// Whether [start, end) of `pid` holds protected segments (of jobs not
-    /// done yet, with `pending`).
-    fn planned(&self, pid: i32, start: u64, end: u64, pending: bool) -> bool {
-        self.index.get(&pid).is_some_and(|v| {
-            v.iter().any(|&(s, e, j)| {
-                s < end && start < e && !(pending && self.done[j].load(Ordering::SeqCst))
-            })
-        })
-    }
-
-    /// Saves the pages of [start, end) of `pid` that are protected, not
-    /// saved yet and of a job not done: they are as at the freeze.
-    fn save(&self, pid: i32, start: u64, end: u64) {
+    /// Saves the page at `addr` of `pid` into the side buffer if it is
+    /// planned, of a job not done, not saved yet, and still
+    /// write-protected after it was read (so it was read as at the
+    /// freeze: the bit goes from off to on only at the freeze). A page
+    /// that lost its protection (dropped by madvise meanwhile) is not
+    /// saved: the worker finds it neither protected nor saved.
+    fn save(&self, pid: i32, addr: u64) {
         let Some(v) = self.index.get(&pid) else {
             return;
         };
-        let first = v.partition_point(|s| s.1 <= start);
-        for &(s, e, j) in v[first..].iter().take_while(|s| s.0 < end) {
-            if self.done[j].load(Ordering::SeqCst) {
-                continue;
-            }
-            let mut a = s.max(start);
-            while a < e.min(end) {
-                let have = self.side.lock().map_or(true, |m| m.contains_key(&(pid, a)));
-                if !have {
-                    let mut page = vec![0u8; PAGE_SIZE as usize].into_boxed_slice();
-                    match read_page(pid, a, &mut page) {
-                        Ok(()) => {
-                            if let Ok(mut m) = self.side.lock() {
-                                m.entry((pid, a)).or_insert(page);
-                            }
-                            self.saved.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(err) => self.fail(Error::sys(
-                            pid,
-                            format!("save the page at {a:#x} before its write"),
-                            err,
-                        )),
-                    }
+        let i = v.partition_point(|s| s.1 <= addr);
+        let Some(&(s, _, j)) = v.get(i) else {
+            return;
+        };
+        if s > addr || self.done[j].load(Ordering::SeqCst) {
+            return;
+        }
+        if self
+            .side
+            .lock()
+            .map_or(true, |m| m.contains_key(&(pid, addr)))
+        {
+            return;
+        }
+        let mut page = vec![0u8; PAGE_SIZE as usize].into_boxed_slice();
+        if let Err(err) = read_page(pid, addr, &mut page) {
+            self.fail(Error::sys(
+                pid,
+                format!("save the page at {addr:#x} before its write"),
+                err,
+            ));
+            return;
+        }
+        match protected_pages(&self.procs[&pid].pagemap, addr, 1) {
+            Ok(p) if p[0] => {
+                if let Ok(mut m) = self.side.lock() {
+                    m.entry((pid, addr)).or_insert(page);
                 }
-                a += PAGE_SIZE;
+                self.saved.fetch_add(1, Ordering::Relaxed);
             }
+            Ok(_) => {}
+            Err(err) => self.fail(Error::sys(pid, format!("PAGEMAP_SCAN {addr:#x}"), err)),
         }
     }
 
@@ -436,8 +411,9 @@ impl Snapshot {
                         pid,
                         "background snapshot",
                         std::io::Error::other(format!(
-                            "the page at {a:#x} changed (unmapped or moved) during the copy \
-                             before it was saved; dump again (or with --background-snapshot=off)"
+                            "the page at {a:#x} was dropped (madvise), unmapped or moved \
+                             during the copy before it was saved: the images cannot hold it \
+                             as at the freeze; dump again (or with --background-snapshot=off)"
                         )),
                     ));
                 }
@@ -461,10 +437,9 @@ impl Snapshot {
     /// The figures of the copy, for the log.
     pub fn summary(&self) -> String {
         format!(
-            "{} write faults served, {} pages saved before their write, {} madvise events",
+            "{} write faults served, {} pages saved before their write",
             self.faults.load(Ordering::Relaxed),
-            self.saved.load(Ordering::Relaxed),
-            self.removes.load(Ordering::Relaxed)
+            self.saved.load(Ordering::Relaxed)
         )
     }
 }
