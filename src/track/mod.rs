@@ -536,7 +536,7 @@ fn create_in_target(frozen: &mut Frozen, pid: i32) -> Result<OwnedFd> {
     create_uffd_in_target(frozen, pid, uffd::UFFD_CREATE_FLAGS, UFFD_FEATURES)
 }
 
-/// [`create_in_target`] with userfaultfd(2) `flags` and UFFDIO_API
+/// `create_in_target` with userfaultfd(2) `flags` and UFFDIO_API
 /// `features` of the caller's choice (the background snapshot's
 /// synchronous one, `crate::kinds::memory::bgsnap`).
 pub fn create_uffd_in_target(

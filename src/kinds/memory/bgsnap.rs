@@ -63,6 +63,11 @@ impl Mode {
     }
 }
 
+/// (start, end, job) of a write-protected segment.
+type Seg = (u64, u64, usize);
+/// Pages saved before their write, by (pid, address).
+type SideBuffer = HashMap<(i32, u64), Box<[u8]>>;
+
 /// One process of the snapshot: its userfaultfd and its pagemap.
 struct Proc {
     uffd: OwnedFd,
@@ -79,7 +84,7 @@ pub struct Snapshot {
     /// Per pid: (start, end, job) of every protected segment, sorted.
     index: HashMap<i32, Vec<(u64, u64, usize)>>,
     /// Pages saved by the fault handler before their write.
-    side: Mutex<HashMap<(i32, u64), Box<[u8]>>>,
+    side: Mutex<SideBuffer>,
     failed: Mutex<Option<Error>>,
     stop: AtomicBool,
     pub faults: AtomicU64,
@@ -183,7 +188,7 @@ impl Snapshot {
         plan: &PagePlan,
         pid: i32,
         mine: &[usize],
-    ) -> Result<(Proc, Vec<(u64, u64, usize)>)> {
+    ) -> Result<(Proc, Vec<Seg>)> {
         let fd = crate::track::create_uffd_in_target(
             frozen,
             pid,
