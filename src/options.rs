@@ -71,6 +71,9 @@ pub struct FreezeOptions {
     pub no_bpf: bool,
     /// For tests: wait for a fork after the BPF snapshot (`--freeze-wait-fork`).
     pub wait_fork: bool,
+    /// --leave-running: copy private memory after the thaw, write-protected
+    /// (`--background-snapshot`).
+    pub background_snapshot: crate::kinds::memory::bgsnap::Mode,
 }
 
 /// What [`crate::restore::restore`] does.

@@ -138,6 +138,19 @@ pub fn mechanisms(f: &Features) -> Vec<Mechanism> {
             },
         },
         Mechanism {
+            part: "background_snapshot",
+            mechanism: if f.uffd_wp_sync.available && f.pagemap_scan.available {
+                "uffd-wp sync (dump --leave-running)"
+            } else {
+                "unavailable: frozen copy"
+            },
+            detail: if f.uffd_wp_sync.available && !f.pagemap_scan.available {
+                format!("PAGEMAP_SCAN: {}", f.pagemap_scan.detail)
+            } else {
+                f.uffd_wp_sync.detail.clone()
+            },
+        },
+        Mechanism {
             part: "tcp_established",
             mechanism: match (f.tcp_repair.available, crate::netlock::nft_path()) {
                 (true, Some(_)) => "tcp_repair + nftables lock",

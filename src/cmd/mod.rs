@@ -206,6 +206,12 @@ pub struct FreezeArgs {
     /// of the tree, so that the freeze must take it from the ring buffer.
     #[arg(long = "freeze-wait-fork", hide = true)]
     pub wait_fork: bool,
+    /// With --leave-running: "auto" (default) freezes the tree only to
+    /// write-protect its private memory, which is copied while it runs
+    /// (see `cairn check`); "off" copies every page frozen; "on" fails
+    /// where the background snapshot cannot be taken.
+    #[arg(long = "background-snapshot", value_name = "auto|on|off", default_value = "auto", value_parser = crate::kinds::memory::bgsnap::Mode::parse, hide = true)]
+    pub background_snapshot: crate::kinds::memory::bgsnap::Mode,
 }
 
 /// Options of incremental checkpoints, shared by `dump` and `pre-dump`.
@@ -410,6 +416,7 @@ impl FreezeArgs {
         FreezeOptions {
             no_bpf: self.no_bpf,
             wait_fork: self.wait_fork,
+            background_snapshot: self.background_snapshot,
         }
     }
 }

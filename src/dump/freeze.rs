@@ -433,6 +433,10 @@ impl Frozen {
     /// Puts every register and mask back and detaches: the tree runs on
     /// exactly as before. Best effort per task; returns the first error.
     pub fn thaw(&mut self) -> Result<()> {
+        // Thawed already (a background snapshot thaws before its copy).
+        if self.finished {
+            return Ok(());
+        }
         let r = self.thaw_tasks();
         self.release_guardian();
         r

@@ -34,6 +34,10 @@ pub struct DumpStats {
     pub image_bytes: u64,
     /// Pages recorded as unchanged since the parent layer.
     pub parent_pages: u64,
+    /// Background snapshot: when the tree ran again, and how long the
+    /// copy of its write-protected pages took after that.
+    pub thawed_at: Option<Instant>,
+    pub background_copy_ms: f64,
 }
 
 /// Where the frozen dump finds each process's VMAs and fds: the tree's
@@ -374,8 +378,18 @@ pub fn dump_then(
             if let Some(sig) = crate::guard::late_signal() {
                 warn!("{sig} came after the images were complete: the dump finished");
             }
-            stats.frozen_ms = t0.elapsed().as_secs_f64() * 1000.0;
-            crate::stats::set(crate::stats::Time::Frozen, t0.elapsed());
+            stats.frozen_ms =
+                (stats.thawed_at.map_or_else(|| t0.elapsed(), |t| t - t0)).as_secs_f64() * 1000.0;
+            crate::stats::set(
+                crate::stats::Time::Frozen,
+                stats.thawed_at.map_or_else(|| t0.elapsed(), |t| t - t0),
+            );
+            if stats.thawed_at.is_some() {
+                info!(
+                    "stats background-snapshot: frozen_ms={:.1} copy_ms={:.1}",
+                    stats.frozen_ms, stats.background_copy_ms
+                );
+            }
             layering.done(&dir);
             crate::stats::finish_dump(&dir);
             info!(
@@ -408,6 +422,50 @@ fn interrupted_or(e: Error, pid: i32) -> Error {
             ),
         ),
         None => e,
+    }
+}
+
+/// The background snapshot of a --leave-running dump, frozen, once the
+/// plan is complete; `None`: every page is copied frozen (and why is
+/// logged).
+fn background_snapshot(
+    frozen: &mut Frozen,
+    plan: &PagePlan,
+    args: &DumpOptions,
+    layering: &mut Layering,
+) -> Result<Option<memory::bgsnap::Snapshot>> {
+    use memory::bgsnap::Mode;
+    let mode = args.freeze.background_snapshot;
+    if !args.leave_running || mode == Mode::Off {
+        return Ok(None);
+    }
+    let why = if layering.keep {
+        // One userfaultfd per VMA: the tracking's takes it.
+        Some("--track-mem arms dirty tracking on the same memory".to_string())
+    } else {
+        memory::bgsnap::unavailable()
+    };
+    let snap = match why {
+        Some(why) => Err(why),
+        None => {
+            // The parent layer's tracking was read; its userfaultfds go.
+            if let Some(t) = &mut layering.tracker {
+                t.release_taken();
+            }
+            let pids: Vec<i32> = frozen.live().map(|p| p.pid).collect();
+            memory::bgsnap::Snapshot::prepare(frozen, plan, &pids)
+                .ok_or_else(|| "no private anonymous memory could be write-protected".to_string())
+        }
+    };
+    match snap {
+        Ok(s) => Ok(Some(s)),
+        Err(why) if mode == Mode::On => Err(Error::Usage(format!(
+            "--background-snapshot=on: not possible: {why}"
+        ))),
+        Err(why) => {
+            info!("background snapshot not used ({why}): every page is copied frozen");
+            Ok(None)
+        }
     }
 }
 
@@ -888,12 +946,44 @@ fn dump_frozen(
     let page_len = crate::sys::PAGE_SIZE;
     crate::progress::pages_begin("dump: pages", stats.pages_scanned * page_len);
     let mut writer = PageStoreWriter::create(dir)?;
-    let written = memory::write_pages(&plan, &mut writer, args.compress_level)?;
-    crate::progress::finish();
-    stats.parent_pages = written.parent_pages();
+    files.files.net_lock = files.kinds.inet.net_lock().into();
+    // bgsnap: --leave-running write-protects private memory and copies
+    // it after the thaw (kinds::memory::bgsnap); the rest is copied now.
+    let snap = background_snapshot(frozen, &plan, args, layering)?;
+    let phase = snap
+        .as_ref()
+        .map_or(memory::Phase::All, memory::Phase::Frozen);
+    let mut copied = memory::copy_jobs(&plan, &writer, args.compress_level, phase)?;
     // Open files' contents go to the same chunk store, still frozen.
     let contents =
         crate::kinds::contents::dump(&files, &mut writer, args.file_contents, args.compress_level)?;
+    if let Some(snap) = &snap {
+        std::mem::take(&mut files.kinds.inet).resume()?;
+        frozen.thaw()?;
+        stats.thawed_at = Some(Instant::now());
+        let tc = Instant::now();
+        copied.merge(snap.serve(|| {
+            crate::guard::pause_at("bg-copy")?;
+            memory::copy_jobs(
+                &plan,
+                &writer,
+                args.compress_level,
+                memory::Phase::Background(snap),
+            )
+        })??);
+        stats.background_copy_ms = tc.elapsed().as_secs_f64() * 1e3;
+        info!(
+            "background snapshot: {} pages copied in {:?} while the tree ran; {}",
+            snap.protected_pages,
+            tc.elapsed(),
+            snap.summary()
+        );
+    }
+    // Closing the userfaultfds lifts what protection is left.
+    drop(snap);
+    let written = memory::finish_written(&plan, copied);
+    crate::progress::finish();
+    stats.parent_pages = written.parent_pages();
     let page_bytes = writer.finish(dir)?;
     crate::stats::add(crate::stats::Time::Memory, t.elapsed());
     let _write = crate::stats::timer(crate::stats::Time::Write);
@@ -924,7 +1014,6 @@ fn dump_frozen(
         // read them): only now, with nearly everything written.
         files.kinds.unix.take_backlogs(&mut files.files)?;
     }
-    files.files.net_lock = files.kinds.inet.net_lock().into();
     dir.write(ImageType::Files, names::FILES, &files.files)?;
     dir.write(ImageType::Contents, names::CONTENTS, &contents)?;
     dir.write(ImageType::Pstree, names::PSTREE, &pstree)?;

@@ -72,6 +72,11 @@ pub struct Features {
     pub initial_pid_ns: Feature,
     pub pagemap_scan: Feature,
     pub uffd_wp_async: Feature,
+    /// A userfaultfd in synchronous write-protect mode (without
+    /// UFFD_USER_MODE_ONLY) stops a
+    /// writer of a protected page until the protection is lifted: the
+    /// background snapshot (`crate::kinds::memory::bgsnap`).
+    pub uffd_wp_sync: Feature,
     pub soft_dirty: Feature,
     pub clone3_set_tid: Feature,
     pub ns_last_pid_writable: Feature,
@@ -172,6 +177,7 @@ impl Features {
             initial_pid_ns: guarded(probe_initial_pid_ns),
             pagemap_scan: get("pagemap_scan", probe_pagemap_scan),
             uffd_wp_async: get("uffd_wp_async", probe_uffd_wp_async),
+            uffd_wp_sync: get("uffd_wp_sync", probe_uffd_wp_sync),
             soft_dirty: get("soft_dirty", probe_soft_dirty),
             clone3_set_tid: get("clone3_set_tid", probe_clone3_set_tid),
             ns_last_pid_writable: get("ns_last_pid_writable", probe_ns_last_pid),
@@ -234,7 +240,7 @@ impl Features {
     }
 
     /// Every feature with its stable name, in display order.
-    pub fn list(&self) -> [(&'static str, &Feature); 23] {
+    pub fn list(&self) -> [(&'static str, &Feature); 24] {
         [
             ("btf", &self.btf),
             ("bpf", &self.bpf),
@@ -244,6 +250,7 @@ impl Features {
             ("initial_pid_ns", &self.initial_pid_ns),
             ("pagemap_scan", &self.pagemap_scan),
             ("uffd_wp_async", &self.uffd_wp_async),
+            ("uffd_wp_sync", &self.uffd_wp_sync),
             ("soft_dirty", &self.soft_dirty),
             ("clone3_set_tid", &self.clone3_set_tid),
             ("ns_last_pid_writable", &self.ns_last_pid_writable),
@@ -898,6 +905,76 @@ fn probe_uffd_wp_async() -> Feature {
         ),
         (Err(e), _) | (_, Err(e)) => Feature::no(format!("PAGEMAP_SCAN: {e}")),
     }
+}
+
+/// Really tests the background snapshot's mechanism: a thread writing a
+/// page write-protected by a synchronous userfaultfd blocks, the fault is
+/// reported with its address, the page is unchanged until the protection
+/// is lifted, and lifting it lets the write through.
+fn probe_uffd_wp_sync() -> Feature {
+    use super::uffd;
+    use std::time::{Duration, Instant};
+    let page = match AnonPage::new() {
+        Ok(p) => p,
+        Err(e) => return Feature::no(format!("mmap: {e}")),
+    };
+    page.touch(1);
+    let fd = match uffd::userfaultfd_self_sync() {
+        Ok(f) => f,
+        Err(e) => return Feature::no(format!("userfaultfd without UFFD_USER_MODE_ONLY: {e}")),
+    };
+    if let Err(e) = uffd::api(&fd, 0) {
+        return Feature::no(format!("UFFDIO_API: {e}"));
+    }
+    let (a, e) = (page.addr(), page.addr() + page.len as u64);
+    if let Err(err) = uffd::register_wp(&fd, a, e) {
+        return Feature::no(format!("UFFDIO_REGISTER (write-protect): {err}"));
+    }
+    if let Err(err) = uffd::writeprotect(&fd, a, e, true) {
+        return Feature::no(format!("UFFDIO_WRITEPROTECT: {err}"));
+    }
+    let writer = std::thread::spawn(move || {
+        // SAFETY: `a` is the live, writable mapping of `page`, which is
+        // dropped only after this thread is joined below.
+        unsafe { std::ptr::write_volatile(a as *mut u8, 2) }
+    });
+    let mut seen = None;
+    let end = Instant::now() + Duration::from_secs(2);
+    let mut msg = [uffd::UffdMsg::default(); 1];
+    while seen.is_none() && Instant::now() < end {
+        let _ = uffd::poll_readable(&[fd.as_raw_fd()], 50);
+        if let Ok(1) = uffd::read_msgs(&fd, &mut msg) {
+            seen = Some(msg[0]);
+        }
+    }
+    // SAFETY: `page` is a live mapping of `len` >= 1 bytes; a volatile
+    // read of its first byte.
+    let before = unsafe { std::ptr::read_volatile(a as *const u8) };
+    let lifted = uffd::writeprotect(&fd, a, e, false);
+    // Whatever happened, closing the userfaultfd releases the writer.
+    drop(fd);
+    let _ = writer.join();
+    // SAFETY: as above.
+    let after = unsafe { std::ptr::read_volatile(a as *const u8) };
+    let Some(m) = seen else {
+        return Feature::no("no write fault reported within 2 s");
+    };
+    let ok = m.event == uffd::UFFD_EVENT_PAGEFAULT
+        && m.arg[0] & uffd::UFFD_PAGEFAULT_FLAG_WP != 0
+        && m.arg[1] & !(page.len as u64 - 1) == a
+        && before == 1
+        && lifted.is_ok()
+        && after == 2;
+    Feature::from_bool(
+        ok,
+        format!(
+            "write fault event {:#x} flags {:#x} at the page: {}; page before the release {before} \
+             (want 1), after {after} (want 2); release: {lifted:?}",
+            m.event,
+            m.arg[0],
+            m.arg[1] & !(page.len as u64 - 1) == a
+        ),
+    )
 }
 
 /// Really tests soft-dirty: a page written after clear_refs must show bit

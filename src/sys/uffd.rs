@@ -271,3 +271,132 @@ pub fn pidfd_kill(pidfd: &impl AsRawFd, sig: i32) -> io::Result<()> {
     })
     .map(drop)
 }
+
+// bgsnap: a userfaultfd in synchronous write-protect mode, for background
+// snapshots (crate::kinds::memory::bgsnap). A writer of a protected page
+// blocks until cairn has saved it and lifts the protection.
+
+/// Flags for the snapshot's userfaultfd: close-on-exec and non-blocking,
+/// without UFFD_USER_MODE_ONLY: a write by the kernel on the target's
+/// behalf (read(2) into a protected buffer) must wait for cairn too, not
+/// fail with EFAULT. The target needs CAP_SYS_PTRACE for that, or
+/// vm.unprivileged_userfaultfd = 1.
+pub const UFFD_SYNC_CREATE_FLAGS: u64 = libc::O_CLOEXEC as u64 | libc::O_NONBLOCK as u64;
+pub const UFFD_FEATURE_EVENT_REMAP: u64 = 1 << 2;
+pub const UFFD_FEATURE_EVENT_REMOVE: u64 = 1 << 3;
+pub const UFFD_EVENT_PAGEFAULT: u8 = 0x12;
+pub const UFFD_EVENT_FORK: u8 = 0x13;
+pub const UFFD_EVENT_REMAP: u8 = 0x14;
+pub const UFFD_EVENT_REMOVE: u8 = 0x15;
+pub const UFFD_EVENT_UNMAP: u8 = 0x16;
+pub const UFFD_PAGEFAULT_FLAG_WP: u64 = 1 << 1;
+const UFFDIO_WRITEPROTECT_MODE_WP: u64 = 1 << 0;
+
+#[repr(C)]
+struct UffdioWriteprotect {
+    range: UffdioRange,
+    mode: u64,
+}
+
+const UFFDIO_WRITEPROTECT: libc::c_ulong =
+    iowr(0xaa, 0x06, std::mem::size_of::<UffdioWriteprotect>());
+
+/// struct uffd_msg: the event and its three u64 arguments (pagefault:
+/// flags, address; remap: from, to, len; remove/unmap: start, end).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct UffdMsg {
+    pub event: u8,
+    reserved1: u8,
+    reserved2: u16,
+    reserved3: u32,
+    pub arg: [u64; 3],
+}
+
+/// UFFDIO_WRITEPROTECT of [start, end): with `protect`, writes to the
+/// range fault to the userfaultfd; without, the protection is lifted and
+/// the threads waiting on a fault there are woken.
+pub fn writeprotect(uffd: &impl AsRawFd, start: u64, end: u64, protect: bool) -> io::Result<()> {
+    let mut w = UffdioWriteprotect {
+        range: UffdioRange {
+            start,
+            len: end - start,
+        },
+        mode: if protect {
+            UFFDIO_WRITEPROTECT_MODE_WP
+        } else {
+            0
+        },
+    };
+    loop {
+        // SAFETY: `w` is a valid uffdio_writeprotect; the kernel changes
+        // page-table bits of the userfaultfd's own mm only.
+        let r = unsafe {
+            libc::ioctl(
+                uffd.as_raw_fd(),
+                UFFDIO_WRITEPROTECT,
+                &mut w as *mut UffdioWriteprotect,
+            )
+        };
+        match check(r as libc::c_long) {
+            // EAGAIN: the mm changed under the call (a concurrent
+            // mremap/munmap); try again.
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
+            r => return r.map(drop),
+        }
+    }
+}
+
+/// Reads the pending messages of a non-blocking userfaultfd into `out`;
+/// 0 when there is none.
+pub fn read_msgs(uffd: &impl AsRawFd, out: &mut [UffdMsg]) -> io::Result<usize> {
+    let sz = std::mem::size_of::<UffdMsg>();
+    // SAFETY: `out` is writable for `out.len() * sz` bytes; the kernel
+    // writes whole uffd_msg structs there.
+    let r = unsafe {
+        libc::read(
+            uffd.as_raw_fd(),
+            out.as_mut_ptr().cast(),
+            std::mem::size_of_val(out),
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EAGAIN) => Ok(0),
+            _ => Err(e),
+        };
+    }
+    Ok(r as usize / sz)
+}
+
+/// Waits up to `ms` for one of `fds` to be readable; returns which are.
+pub fn poll_readable(fds: &[i32], ms: i32) -> io::Result<Vec<bool>> {
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `p` holds `p.len()` valid pollfds.
+    let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(vec![false; fds.len()]);
+        }
+        return Err(e);
+    }
+    Ok(p.iter().map(|x| x.revents != 0).collect())
+}
+
+/// A userfaultfd in the calling process without UFFD_USER_MODE_ONLY (for
+/// the synchronous write-protect probe).
+pub fn userfaultfd_self_sync() -> io::Result<OwnedFd> {
+    // SAFETY: userfaultfd takes only flags and returns a new fd or -1.
+    let fd = check(unsafe { libc::syscall(libc::SYS_userfaultfd, UFFD_SYNC_CREATE_FLAGS) })?;
+    // SAFETY: the fd was just returned by the kernel and is owned by nobody.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}

@@ -406,6 +406,18 @@ impl Tracker {
         let _ = self.keep(&layer, &dir);
     }
 
+    /// Closes the userfaultfds taken from the keeper (unregistering their
+    /// ranges), for a command that does not re-arm tracking and needs the
+    /// VMAs for its own userfaultfd (the background snapshot). A failed
+    /// command then cannot hand the state back: the next layer is whole.
+    pub fn release_taken(&mut self) {
+        if !self.taken.is_empty() {
+            self.taken.clear();
+            self.lost
+                .get_or_insert_with(|| "released for a background snapshot".into());
+        }
+    }
+
     /// Whether anything was armed for the next layer.
     pub fn armed(&self) -> bool {
         self.mech == Mechanism::Hash || !self.armed_procs.is_empty()
@@ -521,10 +533,22 @@ fn scan_written(
 /// to its mm), takes it with pidfd_getfd and closes it in the process
 /// again: its fd table ends as it was.
 fn create_in_target(frozen: &mut Frozen, pid: i32) -> Result<OwnedFd> {
+    create_uffd_in_target(frozen, pid, uffd::UFFD_CREATE_FLAGS, UFFD_FEATURES)
+}
+
+/// `create_in_target` with userfaultfd(2) `flags` and UFFDIO_API
+/// `features` of the caller's choice (the background snapshot's
+/// synchronous one, `crate::kinds::memory::bgsnap`).
+pub fn create_uffd_in_target(
+    frozen: &mut Frozen,
+    pid: i32,
+    flags: u64,
+    features: u64,
+) -> Result<OwnedFd> {
     let site = crate::remote::find_syscall_site(pid)?;
     let mut r = frozen.remote(pid, pid, &site)?;
     let fd = r
-        .syscall(libc::SYS_userfaultfd, &[uffd::UFFD_CREATE_FLAGS])
+        .syscall(libc::SYS_userfaultfd, &[flags])
         .map_err(|e| Error::sys(pid, "remote userfaultfd", e))?;
     let got = uffd::pidfd_open(pid)
         .and_then(|p| uffd::pidfd_getfd(&p, fd as i32))
@@ -534,6 +558,14 @@ fn create_in_target(frozen: &mut Frozen, pid: i32) -> Result<OwnedFd> {
         .map_err(|e| Error::sys(pid, format!("remote close({fd})"), e));
     let got = got?;
     closed?;
-    uffd::api(&got, UFFD_FEATURES).map_err(|e| Error::sys(pid, "UFFDIO_API (WP_ASYNC)", e))?;
+    let granted = uffd::api(&got, features)
+        .map_err(|e| Error::sys(pid, format!("UFFDIO_API (features {features:#x})"), e))?;
+    if granted & features != features {
+        return Err(Error::sys(
+            pid,
+            "UFFDIO_API",
+            std::io::Error::other(format!("features {granted:#x}, {features:#x} wanted")),
+        ));
+    }
     Ok(got)
 }

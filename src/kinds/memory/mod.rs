@@ -21,6 +21,7 @@
 //! mm and pagemap images ([`validate`]).
 
 pub mod aio;
+pub mod bgsnap;
 pub mod cow;
 mod mapfiles;
 mod mm;
@@ -33,6 +34,7 @@ mod vma;
 
 pub use mapfiles::MapFiles;
 pub use mm::{dump_mm, set_mm_map, MmInput};
+pub use pages::{copy_jobs, finish_written, Copied, Phase};
 pub use pages::{restore_pages, write_pages, Written};
 pub use plan::PagePlan;
 pub use vma::{

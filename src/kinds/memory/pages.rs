@@ -168,13 +168,31 @@ fn run_job(
     plan: &PagePlan,
     w: &mut Worker,
     writer: &PageStoreWriter,
+    bg: Option<&super::bgsnap::Snapshot>,
 ) -> Result<JobResult> {
     let job = &plan.jobs[job_idx];
     let ps = PAGE_SIZE as usize;
     let len = job.pages() as usize * ps;
     // Same length as the last job's (all but the last of an owner): no-op.
     w.buf.resize(len, 0);
-    let ok = read_job_tolerant(job, plan, &mut w.buf[..len])?;
+    let ok = match (bg, job.src) {
+        // Background snapshot: the tree runs; pages written since the
+        // freeze come from the snapshot's side buffer.
+        (Some(snap), Source::Vm { pid } | Source::ProcMem { pid }) => {
+            let buf = &mut w.buf[..len];
+            let mut ok = match read_job(job, plan, buf) {
+                Ok(()) => vec![true; job.pages() as usize],
+                Err(_) => job
+                    .addrs()
+                    .zip(buf.chunks_exact_mut(ps))
+                    .map(|(a, page)| read_seg(job, plan, a, 1, page).is_ok())
+                    .collect(),
+            };
+            snap.after_read(job_idx, pid, &job.segs, buf, &mut ok)?;
+            ok
+        }
+        _ => read_job_tolerant(job, plan, &mut w.buf[..len])?,
+    };
     let hashed = plan.hashed.contains(&job.owner);
     let parent_hashes = if job.compare {
         plan.compare.get(&job.owner)
@@ -292,7 +310,62 @@ impl Written {
 /// chunk raw or compressed (`store_chunk`) and writes it at its place in
 /// pages.img itself; this thread only collects the page runs.
 pub fn write_pages(plan: &PagePlan, writer: &mut PageStoreWriter, level: i32) -> Result<Written> {
-    let writer: &PageStoreWriter = writer;
+    let part = copy_jobs(plan, writer, level, Phase::All)?;
+    Ok(finish_written(plan, part))
+}
+
+/// Which jobs of a plan [`copy_jobs`] copies: all of them, or one side
+/// of a background snapshot ([`super::bgsnap`]).
+#[derive(Clone, Copy)]
+pub enum Phase<'a> {
+    All,
+    /// The jobs the snapshot does not protect (the tree is frozen).
+    Frozen(&'a super::bgsnap::Snapshot),
+    /// The protected jobs, while the tree runs.
+    Background(&'a super::bgsnap::Snapshot),
+}
+
+impl Phase<'_> {
+    fn takes(&self, job: usize) -> bool {
+        match self {
+            Phase::All => true,
+            Phase::Frozen(s) => !s.is_bg(job),
+            Phase::Background(s) => s.is_bg(job),
+        }
+    }
+}
+
+/// The page runs and hashes of some jobs of a plan, before
+/// [`finish_written`] adds what the plan knows without reading.
+pub struct Copied {
+    maps: Vec<Pagemap>,
+    hashes: HashMap<usize, Vec<(u64, PageHash)>>,
+}
+
+impl Copied {
+    /// Adds the runs and hashes of `other` (other jobs of the same plan).
+    pub fn merge(&mut self, other: Copied) {
+        for (m, o) in self.maps.iter_mut().zip(other.maps) {
+            m.runs.extend(o.runs);
+        }
+        for (k, v) in other.hashes {
+            self.hashes.entry(k).or_default().extend(v);
+        }
+    }
+}
+
+/// Reads, compresses and writes the jobs of `plan` that `phase` takes.
+pub fn copy_jobs(
+    plan: &PagePlan,
+    writer: &PageStoreWriter,
+    level: i32,
+    phase: Phase<'_>,
+) -> Result<Copied> {
+    let mine: Vec<usize> = (0..plan.jobs.len()).filter(|&i| phase.takes(i)).collect();
+    let bg = match phase {
+        Phase::Background(s) => Some(s),
+        _ => None,
+    };
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
@@ -313,7 +386,7 @@ pub fn write_pages(plan: &PagePlan, writer: &mut PageStoreWriter, level: i32) ->
         let (tx, rx) = mpsc::sync_channel::<Result<JobResult>>(workers * 2);
         for _ in 0..workers {
             let tx = tx.clone();
-            let next = &next;
+            let (next, mine) = (&next, &mine);
             s.spawn(move || {
                 let mk = |l| zstd::bulk::Compressor::new(l).map_err(|e| Error::sys(0, "zstd", e));
                 let mut w = match (mk(level), mk(1)) {
@@ -330,11 +403,11 @@ pub fn write_pages(plan: &PagePlan, writer: &mut PageStoreWriter, level: i32) ->
                     }
                 };
                 loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= plan.jobs.len() {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&i) = mine.get(k) else {
                         return;
-                    }
-                    let r = run_job(i, plan, &mut w, writer);
+                    };
+                    let r = run_job(i, plan, &mut w, writer, bg);
                     let failed = r.is_err();
                     if tx.send(r).is_err() || failed {
                         // Stop the others early.
@@ -377,6 +450,16 @@ pub fn write_pages(plan: &PagePlan, writer: &mut PageStoreWriter, level: i32) ->
     if let Some(e) = first_err {
         return Err(e);
     }
+    Ok(Copied { maps, hashes })
+}
+
+/// The [`Written`] of a plan whose every job was copied (`c`): adds the
+/// runs shared with a parent process and those in the parent layer.
+pub fn finish_written(plan: &PagePlan, c: Copied) -> Written {
+    let Copied {
+        mut maps,
+        mut hashes,
+    } = c;
     for &(child, parent, start, nr) in &plan.inherit {
         let end = start + nr * PAGE_SIZE;
         let copies: Vec<PageRun> = maps[parent]
@@ -424,10 +507,10 @@ pub fn write_pages(plan: &PagePlan, writer: &mut PageStoreWriter, level: i32) ->
         .map(|(o, v)| (o, Hashes::from_pages(v).to_proto(&plan.owners[o])))
         .collect();
     out_hashes.sort_by_key(|h| h.0);
-    Ok(Written {
+    Written {
         maps,
         hashes: out_hashes.into_iter().map(|h| h.1).collect(),
-    })
+    }
 }
 
 /// Writes all page runs into the vessel `agent` runs in: raw chunks read

@@ -1,0 +1,493 @@
+//! Background snapshot: a `--leave-running` dump freezes the tree only to
+//! collect its non-memory state and to write-protect its private
+//! anonymous memory with a userfaultfd in synchronous write-protect mode;
+//! the tree then runs again while the pages are copied. A thread that
+//! writes a page cairn has not saved yet blocks in the kernel; the fault
+//! handler here copies the page (still as it was at the freeze) into a
+//! side buffer, lifts the protection of that page and wakes the thread.
+//! Workers read the other pages straight from the running process and
+//! take the side buffer's copy where there is one, so the images are the
+//! memory at the freeze exactly (docs/ARCHITECTURE.md, "Background
+//! snapshot").
+//!
+//! What the protection cannot cover is copied while frozen, as before:
+//! shared memory (another process or the file may write it), private file
+//! mappings (synchronous write-protect takes anonymous, shmem and hugetlb
+//! VMAs only), and any VMA the kernel refuses to register (one the target
+//! registered with its own userfaultfd).
+//!
+//! If cairn dies during the copy its userfaultfds are closed, which lifts
+//! every protection and wakes every blocked thread: the target goes on
+//! unharmed, and the staging directory is never committed.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use super::plan::{PagePlan, Source};
+use crate::dump::freeze::Frozen;
+use crate::error::{Error, Result};
+use crate::kinds::incr::Ranges;
+use crate::procfs::MapsEntry;
+use crate::sys::{mem, uffd, PAGE_SIZE};
+
+/// Features asked of the snapshot's userfaultfd: none beyond write-protect
+/// faults. (The REMOVE and REMAP events are complete as soon as cairn reads
+/// them, so they cannot hold a madvise or mremap back until the pages are
+/// saved; with EVENT_REMAP the moved pages would even stay protected at
+/// their new address. Without it they lose the protection, and the
+/// worker's check below sees every such change.)
+const FEATURES: u64 = 0;
+
+/// `--background-snapshot`: auto (when it works), on (or fail), off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> std::result::Result<Mode, String> {
+        match s {
+            "auto" => Ok(Mode::Auto),
+            "on" => Ok(Mode::On),
+            "off" => Ok(Mode::Off),
+            _ => Err(format!("{s:?}: want auto, on or off")),
+        }
+    }
+}
+
+/// (start, end, job) of a write-protected segment.
+type Seg = (u64, u64, usize);
+/// Pages saved before their write, by (pid, address).
+type SideBuffer = HashMap<(i32, u64), Box<[u8]>>;
+
+/// One process of the snapshot: its userfaultfd and its pagemap.
+struct Proc {
+    uffd: OwnedFd,
+    pagemap: File,
+}
+
+/// A background snapshot in progress.
+pub struct Snapshot {
+    procs: HashMap<i32, Proc>,
+    /// Per job of the plan: copied in the background.
+    bg: Vec<bool>,
+    /// Per job: its pages are saved (and their protection lifted).
+    done: Vec<AtomicBool>,
+    /// Per pid: (start, end, job) of every protected segment, sorted.
+    index: HashMap<i32, Vec<(u64, u64, usize)>>,
+    /// Pages saved by the fault handler before their write.
+    side: Mutex<SideBuffer>,
+    failed: Mutex<Option<Error>>,
+    stop: AtomicBool,
+    pub faults: AtomicU64,
+    pub saved: AtomicU64,
+    /// Pages write-protected.
+    pub protected_pages: u64,
+    pub protect_ms: f64,
+}
+
+/// Why a dump cannot take the background path, if it cannot.
+pub fn unavailable() -> Option<String> {
+    let f = crate::sys::probe::features();
+    if !f.uffd_wp_sync.available {
+        return Some(format!(
+            "synchronous userfaultfd write-protect: {}",
+            f.uffd_wp_sync.detail
+        ));
+    }
+    if !f.pagemap_scan.available {
+        return Some(format!("PAGEMAP_SCAN: {}", f.pagemap_scan.detail));
+    }
+    None
+}
+
+/// Anonymous private memory: what synchronous write-protect covers.
+fn anon_private(m: &MapsEntry) -> bool {
+    !m.shared
+        && (m.path.is_empty()
+            || m.path == "[heap]"
+            || m.path == "[stack]"
+            || m.path.starts_with("[anon:"))
+        && !m.has_flag("ht")
+        && !m.has_flag("io")
+        && !m.has_flag("pf")
+}
+
+impl Snapshot {
+    /// Frozen, after the plan is complete: registers and write-protects
+    /// the private anonymous memory of each process of `pids` that the plan
+    /// reads. A process where that fails is copied frozen (its reason
+    /// logged). `None` when no page at all can go to the background.
+    pub fn prepare(frozen: &mut Frozen, plan: &PagePlan, pids: &[i32]) -> Option<Snapshot> {
+        let t = Instant::now();
+        let mut procs = HashMap::new();
+        let mut index: HashMap<i32, Vec<(u64, u64, usize)>> = HashMap::new();
+        let mut bg = vec![false; plan.jobs.len()];
+        let mut protected_pages = 0;
+        for &pid in pids {
+            let mine: Vec<usize> = (0..plan.jobs.len())
+                .filter(|&i| {
+                    matches!(plan.jobs[i].src, Source::Vm { pid: p } | Source::ProcMem { pid: p } if p == pid)
+                })
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            match Self::protect(frozen, plan, pid, &mine) {
+                Ok((p, segs)) => {
+                    for &(_, _, j) in &segs {
+                        bg[j] = true;
+                    }
+                    protected_pages += segs.iter().map(|s| (s.1 - s.0) / PAGE_SIZE).sum::<u64>();
+                    index.insert(pid, segs);
+                    procs.insert(pid, p);
+                }
+                Err(e) => {
+                    crate::info!("background snapshot: pid {pid} copied frozen: {e}")
+                }
+            }
+        }
+        if procs.is_empty() {
+            return None;
+        }
+        let protect_ms = t.elapsed().as_secs_f64() * 1e3;
+        crate::info!(
+            "background snapshot: {} processes, {protected_pages} pages write-protected in {protect_ms:.1} ms",
+            procs.len()
+        );
+        Some(Snapshot {
+            procs,
+            done: (0..bg.len()).map(|_| AtomicBool::new(false)).collect(),
+            bg,
+            index,
+            side: Mutex::new(HashMap::new()),
+            failed: Mutex::new(None),
+            stop: AtomicBool::new(false),
+            faults: AtomicU64::new(0),
+            saved: AtomicU64::new(0),
+            protected_pages,
+            protect_ms,
+        })
+    }
+
+    /// Makes the target's userfaultfd, registers its anonymous private
+    /// VMAs and write-protects the segments of jobs `mine` that lie in
+    /// them. Returns the process and (start, end, job) of each protected
+    /// segment. On error the userfaultfd is closed: nothing stays
+    /// registered or protected.
+    fn protect(
+        frozen: &mut Frozen,
+        plan: &PagePlan,
+        pid: i32,
+        mine: &[usize],
+    ) -> Result<(Proc, Vec<Seg>)> {
+        let fd = crate::track::create_uffd_in_target(
+            frozen,
+            pid,
+            uffd::UFFD_SYNC_CREATE_FLAGS,
+            FEATURES,
+        )?;
+        let maps = crate::procfs::read_maps(pid)?;
+        let mut registered = Vec::new();
+        for m in maps.iter().filter(|m| anon_private(m)) {
+            match uffd::register_wp(&fd, m.start, m.end) {
+                Ok(()) => registered.push((m.start, m.end)),
+                Err(e) => crate::debug!(
+                    "pid {pid}: {:#x}-{:#x} not write-protected ({e}): copied frozen",
+                    m.start,
+                    m.end
+                ),
+            }
+        }
+        let registered = Ranges::new(registered);
+        let mut segs = Vec::new();
+        for &j in mine {
+            let job = &plan.jobs[j];
+            let all_in = job
+                .segs
+                .iter()
+                .all(|&(a, n)| registered.covers(a, a + n * PAGE_SIZE));
+            if all_in {
+                segs.extend(job.segs.iter().map(|&(a, n)| (a, a + n * PAGE_SIZE, j)));
+            }
+        }
+        segs.sort_unstable();
+        // One ioctl per run of touching segments.
+        for &(s, e) in Ranges::new(segs.iter().map(|s| (s.0, s.1)).collect()).iter() {
+            uffd::writeprotect(&fd, s, e, true).map_err(|err| {
+                Error::sys(pid, format!("UFFDIO_WRITEPROTECT {s:#x}-{e:#x}"), err)
+            })?;
+        }
+        let pagemap = File::open(format!("/proc/{pid}/pagemap"))
+            .map_err(|e| Error::sys(pid, "open /proc/PID/pagemap", e))?;
+        Ok((Proc { uffd: fd, pagemap }, segs))
+    }
+
+    /// Whether job `i` is copied in the background.
+    pub(super) fn is_bg(&self, i: usize) -> bool {
+        self.bg[i]
+    }
+
+    /// Runs `copy` (the workers) while the fault handler serves the
+    /// target; stops the handler when `copy` returns.
+    pub fn serve<R>(&self, copy: impl FnOnce() -> R) -> Result<R> {
+        let r = std::thread::scope(|s| {
+            let h = s.spawn(|| self.handler());
+            let r = copy();
+            self.stop.store(true, Ordering::SeqCst);
+            let _ = h.join();
+            r
+        });
+        if let Some(e) = self.failed.lock().ok().and_then(|mut f| f.take()) {
+            return Err(e);
+        }
+        Ok(r)
+    }
+
+    fn fail(&self, e: Error) {
+        if let Ok(mut f) = self.failed.lock() {
+            f.get_or_insert(e);
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.failed.lock().map_or(true, |f| f.is_some())
+    }
+
+    /// The fault handler: serves write faults, madvise and mremap events of
+    /// every process until told to stop.
+    fn handler(&self) {
+        let pids: Vec<i32> = self.procs.keys().copied().collect();
+        let fds: Vec<i32> = pids
+            .iter()
+            .map(|p| self.procs[p].uffd.as_raw_fd())
+            .collect();
+        let mut msgs = [uffd::UffdMsg::default(); 64];
+        while !self.stop.load(Ordering::SeqCst) {
+            let ready = match uffd::poll_readable(&fds, 20) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.fail(Error::sys(0, "poll userfaultfds", e));
+                    // Closing the userfaultfds (at the end) releases all.
+                    return;
+                }
+            };
+            for (k, _) in ready.iter().enumerate().filter(|(_, &r)| r) {
+                let pid = pids[k];
+                loop {
+                    let n = match uffd::read_msgs(&self.procs[&pid].uffd, &mut msgs) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            self.fail(Error::sys(pid, "read userfaultfd", e));
+                            break;
+                        }
+                    };
+                    if n == 0 {
+                        break;
+                    }
+                    for m in &msgs[..n] {
+                        self.event(pid, m);
+                    }
+                }
+            }
+        }
+    }
+
+    fn event(&self, pid: i32, m: &uffd::UffdMsg) {
+        if m.event != uffd::UFFD_EVENT_PAGEFAULT {
+            return;
+        }
+        let p = &self.procs[&pid];
+        let addr = m.arg[1] & !(PAGE_SIZE - 1);
+        self.faults.fetch_add(1, Ordering::Relaxed);
+        // The writer waits: the page is still as at the freeze.
+        self.save(pid, addr);
+        if let Err(e) = uffd::writeprotect(&p.uffd, addr, addr + PAGE_SIZE, false) {
+            self.fail(Error::sys(
+                pid,
+                format!("lift the write-protection of {addr:#x}"),
+                e,
+            ));
+        }
+    }
+
+    /// Saves the page at `addr` of `pid` into the side buffer if it is
+    /// planned, of a job not done, not saved yet, and still
+    /// write-protected after it was read (so it was read as at the
+    /// freeze: the bit goes from off to on only at the freeze). A page
+    /// that lost its protection (dropped by madvise meanwhile) is not
+    /// saved: the worker finds it neither protected nor saved.
+    fn save(&self, pid: i32, addr: u64) {
+        let Some(v) = self.index.get(&pid) else {
+            return;
+        };
+        let i = v.partition_point(|s| s.1 <= addr);
+        let Some(&(s, _, j)) = v.get(i) else {
+            return;
+        };
+        if s > addr || self.done[j].load(Ordering::SeqCst) {
+            return;
+        }
+        if self
+            .side
+            .lock()
+            .map_or(true, |m| m.contains_key(&(pid, addr)))
+        {
+            return;
+        }
+        let mut page = vec![0u8; PAGE_SIZE as usize].into_boxed_slice();
+        if let Err(err) = read_page(pid, addr, &mut page) {
+            self.fail(Error::sys(
+                pid,
+                format!("save the page at {addr:#x} before its write"),
+                err,
+            ));
+            return;
+        }
+        match protected_pages(&self.procs[&pid].pagemap, addr, 1) {
+            Ok(p) if p[0] => {
+                if let Ok(mut m) = self.side.lock() {
+                    m.entry((pid, addr)).or_insert(page);
+                }
+                self.saved.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(_) => {}
+            Err(err) => self.fail(Error::sys(pid, format!("PAGEMAP_SCAN {addr:#x}"), err)),
+        }
+    }
+
+    /// A worker read job `j` (pages `addrs` into `buf`, `ok` those read):
+    /// takes the pages the handler saved, checks that every other page
+    /// was still protected after the read (so it was read as at the
+    /// freeze), marks the job done and lifts its protection.
+    pub(super) fn after_read(
+        &self,
+        j: usize,
+        pid: i32,
+        segs: &[(u64, u64)],
+        buf: &mut [u8],
+        ok: &mut [bool],
+    ) -> Result<()> {
+        crate::guard::check()?;
+        if self.failed() {
+            return Err(Error::sys(
+                pid,
+                "background snapshot",
+                std::io::Error::other("stopped"),
+            ));
+        }
+        let p = &self.procs[&pid];
+        let ps = PAGE_SIZE as usize;
+        let mut protected = Vec::with_capacity(ok.len());
+        for &(a, n) in segs {
+            protected.extend(
+                protected_pages(&p.pagemap, a, n)
+                    .map_err(|e| Error::sys(pid, format!("PAGEMAP_SCAN {a:#x} ({n} pages)"), e))?,
+            );
+        }
+        {
+            let side = self.side.lock().map_err(|_| {
+                Error::sys(
+                    pid,
+                    "background snapshot",
+                    std::io::Error::other("poisoned"),
+                )
+            })?;
+            let addrs = segs
+                .iter()
+                .flat_map(|&(a, n)| (0..n).map(move |i| a + i * PAGE_SIZE));
+            for (i, a) in addrs.enumerate() {
+                let page = &mut buf[i * ps..(i + 1) * ps];
+                if let Some(saved) = side.get(&(pid, a)) {
+                    page.copy_from_slice(saved);
+                    ok[i] = true;
+                    continue;
+                }
+                if !protected[i] {
+                    return Err(Error::sys(
+                        pid,
+                        "background snapshot",
+                        std::io::Error::other(format!(
+                            "the page at {a:#x} was dropped (madvise), unmapped or moved \
+                             during the copy before it was saved: the images cannot hold it \
+                             as at the freeze; dump again (or with --background-snapshot=off)"
+                        )),
+                    ));
+                }
+                if !ok[i] {
+                    // Protected but unreadable with process_vm_readv (made
+                    // PROT_NONE meanwhile): /proc/PID/mem reads it.
+                    read_page(pid, a, page)
+                        .map_err(|e| Error::sys(pid, format!("read the page at {a:#x}"), e))?;
+                    ok[i] = true;
+                }
+            }
+        }
+        self.done[j].store(true, Ordering::SeqCst);
+        for &(a, n) in segs {
+            // Best effort: closing the userfaultfd lifts the rest.
+            let _ = uffd::writeprotect(&p.uffd, a, a + n * PAGE_SIZE, false);
+        }
+        Ok(())
+    }
+
+    /// The figures of the copy, for the log.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} write faults served, {} pages saved before their write",
+            self.faults.load(Ordering::Relaxed),
+            self.saved.load(Ordering::Relaxed)
+        )
+    }
+}
+
+/// Reads one page of `pid` at `addr`: process_vm_readv, else
+/// /proc/PID/mem (an unreadable VMA).
+fn read_page(pid: i32, addr: u64, page: &mut [u8]) -> std::io::Result<()> {
+    if mem::vm_read_all(pid, addr, page).is_ok() {
+        return Ok(());
+    }
+    File::open(format!("/proc/{pid}/mem"))?.read_exact_at(page, addr)
+}
+
+/// Per page of [addr, addr + n pages): populated (present or swapped) and
+/// still write-protected.
+fn protected_pages(pm: &File, addr: u64, n: u64) -> std::io::Result<Vec<bool>> {
+    let end = addr + n * PAGE_SIZE;
+    let mut out = vec![false; n as usize];
+    let mut regions = vec![uffd::PageRegion::default(); uffd::SCAN_VEC_LEN];
+    let anyof = uffd::PAGE_IS_PRESENT | uffd::PAGE_IS_SWAPPED;
+    let q = uffd::ScanQuery {
+        flags: 0,
+        mask: 0,
+        anyof,
+        ret: anyof | uffd::PAGE_IS_WRITTEN,
+    };
+    let mut at = addr;
+    while at < end {
+        let (k, walk_end) = uffd::pagemap_scan(pm, at, end, q, &mut regions)?;
+        for r in &regions[..k] {
+            if r.categories & uffd::PAGE_IS_WRITTEN == 0 {
+                let (s, e) = (r.start.max(addr), r.end.min(end));
+                for a in (s..e).step_by(PAGE_SIZE as usize) {
+                    out[((a - addr) / PAGE_SIZE) as usize] = true;
+                }
+            }
+        }
+        if walk_end <= at {
+            return Err(std::io::Error::other(format!(
+                "PAGEMAP_SCAN made no progress at {at:#x}"
+            )));
+        }
+        at = walk_end;
+    }
+    Ok(out)
+}
