@@ -92,6 +92,7 @@ impl RunArgs {
                 freeze: FreezeOptions {
                     no_bpf: self.no_bpf,
                     wait_fork: false,
+                    ..Default::default()
                 },
                 oracle: false,
                 external: Vec::new(),

@@ -255,7 +255,27 @@ pub fn dump(args: &DumpOptions) -> Result<DumpStats> {
     } else {
         Then::Kill
     };
-    dump_then(args, &mut |_| then).map(|(s, _)| s)
+    use crate::kinds::memory::bgsnap::{Mode, LOST_A_PAGE};
+    LOST_A_PAGE.store(false, std::sync::atomic::Ordering::SeqCst);
+    match dump_then(args, &mut |_| then) {
+        // A page the running tree dropped or unmapped before the
+        // background copy saved it: that dump failed (the tree is
+        // unharmed and runs); a dump that copies every page frozen cannot
+        // lose one. Only for a dump on its own: a chain's parent tracking
+        // was taken by the first attempt.
+        Err(e)
+            if args.leave_running
+                && args.freeze.background_snapshot == Mode::Auto
+                && args.incr.prev_images_dir.is_none()
+                && LOST_A_PAGE.load(std::sync::atomic::Ordering::SeqCst) =>
+        {
+            warn!("background snapshot failed ({e}); dumping again with every page copied frozen");
+            let mut again = args.clone();
+            again.freeze.background_snapshot = Mode::Off;
+            dump_then(&again, &mut |_| then).map(|(s, _)| s)
+        }
+        r => r.map(|(s, _)| s),
+    }
 }
 
 /// What becomes of the frozen tree once its images are complete.

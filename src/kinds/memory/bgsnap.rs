@@ -95,6 +95,11 @@ pub struct Snapshot {
 }
 
 /// Why a dump cannot take the background path, if it cannot.
+/// Set when a background copy lost a page (dropped, unmapped or moved by
+/// the running tree before it was saved): [`crate::dump::dump`] then
+/// dumps again with every page copied frozen (`--background-snapshot=auto`).
+pub static LOST_A_PAGE: AtomicBool = AtomicBool::new(false);
+
 pub fn unavailable() -> Option<String> {
     let f = crate::sys::probe::features();
     if !f.uffd_wp_sync.available {
@@ -412,6 +417,7 @@ impl Snapshot {
                     continue;
                 }
                 if !protected[i] {
+                    LOST_A_PAGE.store(true, Ordering::SeqCst);
                     return Err(Error::sys(
                         pid,
                         "background snapshot",
