@@ -45,8 +45,8 @@ pub mod procfs;
 pub mod progress;
 pub mod remote;
 pub mod restore;
-pub mod stats;
 pub mod run;
+pub mod stats;
 pub mod sys;
 pub mod track;
 
