@@ -256,6 +256,13 @@ pub fn migrate(o: &MigrateOptions) -> Result<i32> {
             track_mem: false,
             dirty_tracking: o.dump.incr.dirty_tracking.clone(),
         },
+        // The tree must stay frozen until the destination runs it: a
+        // background snapshot (kinds::memory::bgsnap) would thaw it
+        // before its pages are copied.
+        freeze: crate::options::FreezeOptions {
+            background_snapshot: crate::kinds::memory::bgsnap::Mode::Off,
+            ..o.dump.freeze.clone()
+        },
         ..o.dump.clone()
     };
     work.layers.push(idx.to_string());
