@@ -334,6 +334,14 @@ pub fn tell_killing() {
     send(b"X", &[]);
 }
 
+/// The tree runs again before the images are complete (a background
+/// snapshot thaws it and copies its pages afterwards): nothing of the
+/// tree is left to put back, only the staging directory to remove if the
+/// dumper dies before the end.
+pub fn tell_thawed() {
+    send(b"R", &[]);
+}
+
 // ------------------------------------------------------------ signals
 
 fn sig_name(sig: i32) -> &'static str {
@@ -607,6 +615,12 @@ impl Told {
         match f.as_slice() {
             ["D"] => self.done = true,
             ["X"] => self.killing = true,
+            ["R"] => {
+                self.threads.clear();
+                self.dumped.clear();
+                self.sockets.clear();
+                self.table = None;
+            }
             ["T", tid, mask, regs @ ..] => {
                 let (Ok(tid), Some(mask)) = (tid.parse::<i32>(), hex(mask)) else {
                     return;

@@ -69,6 +69,10 @@ fn split_source(text: &str) -> (String, String) {
         let inventory = section.starts_with("=== inventory.img ");
         let pagemap = section.starts_with("=== pagemap-");
         let pagestore = section.starts_with("=== pagestore.img ");
+        // The dump's statistics (timings) differ from one dump to the next.
+        if section.starts_with("=== stats-") {
+            continue;
+        }
         if inventory {
             if let Some(v) = line.strip_prefix("inventory_source: ") {
                 source = v.trim_matches('"').to_string();

@@ -433,12 +433,29 @@ impl Frozen {
     /// Puts every register and mask back and detaches: the tree runs on
     /// exactly as before. Best effort per task; returns the first error.
     pub fn thaw(&mut self) -> Result<()> {
-        // Thawed already (a background snapshot thaws before its copy).
+        // Thawed already (a background snapshot thaws before its copy):
+        // the dump is over, the guardian has nothing left to guard.
         if self.finished {
+            self.release_guardian();
             return Ok(());
         }
         let r = self.thaw_tasks();
         self.release_guardian();
+        r
+    }
+
+    /// Thaws the tree in the middle of the dump (background snapshot):
+    /// the guardian stays, told that only the staging directory is left
+    /// to remove should the dumper die; [`Frozen::thaw`] at the end
+    /// releases it.
+    pub fn thaw_early(&mut self) -> Result<()> {
+        if self.finished {
+            return Ok(());
+        }
+        let r = self.thaw_tasks();
+        if self.guardian.is_some() {
+            crate::guard::tell_thawed();
+        }
         r
     }
 

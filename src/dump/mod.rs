@@ -979,7 +979,7 @@ fn dump_frozen(
         crate::kinds::contents::dump(&files, &mut writer, args.file_contents, args.compress_level)?;
     if let Some(snap) = &snap {
         std::mem::take(&mut files.kinds.inet).resume()?;
-        frozen.thaw()?;
+        frozen.thaw_early()?;
         stats.thawed_at = Some(Instant::now());
         let tc = Instant::now();
         copied.merge(snap.serve(|| {

@@ -250,7 +250,8 @@ impl Cursor<'_> {
 /// letters, digits and `-` only. A receiver writes nothing else.
 pub fn image_name_ok(name: &str) -> bool {
     use crate::image::names;
-    const FIXED: [&str; 7] = [
+    const FIXED: [&str; 8] = [
+        names::STATS_DUMP,
         names::INVENTORY,
         names::PSTREE,
         names::FILES,
