@@ -243,14 +243,20 @@ static void phase(int k)
 		fill_pattern((void *)G, 8 * PG, 7, 0);
 		if (madvise((void *)(F + 1 * PG), PG, MADV_DONTNEED))
 			pfail("madvise F");
+		sigset_t old;
+
+		test_term_block(&old);
 		if (pthread_create(&phase_thread, NULL, phase_thread_fn, NULL))
 			fail("pthread_create");
+		test_term_unblock(&old);
 		pthread_mutex_lock(&mu);
 		while (!thread_ready)
 			pthread_cond_wait(&cv, &mu);
 		pthread_mutex_unlock(&mu);
+		test_term_block(&old);
 		if (with_writer && pthread_create(&writer_thread, NULL, writer, NULL))
 			fail("pthread_create writer");
+		test_term_unblock(&old);
 	} else if (k == 2) {
 		read_into(B + 5 * PG + 3000, 9000, 20000);
 		if (mremap((void *)E, 8 * PG, 8 * PG, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)D) !=

@@ -45,12 +45,16 @@ static void *sleeper(void *arg)
 
 static void threads(int n)
 {
+	sigset_t old;
+
+	test_term_block(&old);
 	for (int i = 0; i < n; i++) {
 		pthread_t t;
 
 		if (pthread_create(&t, NULL, sleeper, NULL))
 			fail("pthread_create");
 	}
+	test_term_unblock(&old);
 }
 
 static int xopen(const char *path, int flags, int mode)

@@ -193,9 +193,13 @@ int main(int argc, char **argv)
 	wants[3] = (struct want){ "dl", SCHED_DEADLINE, 0, 0, 0, -1, IOPRIO(2, 1), 0,
 				  2000000, 20000000, 20000000 };
 	setup(&wants[0]);
+	sigset_t old;
+
+	test_term_block(&old);
 	for (long i = 1; i < 4; i++)
 		if (pthread_create(&th[i], NULL, thread_main, (void *)i))
 			fail("pthread_create");
+	test_term_unblock(&old);
 	while (atomic_load(&ready) < 3)
 		usleep(1000);
 	if (!dl_ok)

@@ -131,9 +131,13 @@ int main(int argc, char **argv)
 		pfail("NO_NEW_PRIVS");
 	if (install(SYS_uname, EEXIST, SECCOMP_FILTER_FLAG_LOG))
 		pfail("filter A");
+	sigset_t old;
+
+	test_term_block(&old);
 	for (long i = 1; i < 3; i++)
 		if (pthread_create(&th[i], NULL, thread_main, (void *)i))
 			fail("pthread_create");
+	test_term_unblock(&old);
 	while (atomic_load(&ready) < 2)
 		usleep(1000);
 	if (install(SYS_sysinfo, EDOM, SECCOMP_FILTER_FLAG_TSYNC))

@@ -196,6 +196,32 @@ static inline void test_daemon(void)
 }
 
 /*
+ * Threads that should not take the harness's SIGTERM: call
+ * test_term_block(&old) before pthread_create() and test_term_unblock(&old)
+ * after, so the new threads start with SIGTERM blocked and only the thread
+ * in test_waitsig() takes it. Otherwise the kernel may hand the process's
+ * SIGTERM to another thread (it prefers the main thread only while that
+ * thread "wants" signals; just after a restore releases it, with
+ * TIF_SIGPENDING still set, it does not until it has run), and the main
+ * thread would sleep on in sigsuspend() with the flag already set.
+ */
+static inline void test_term_block(sigset_t *old)
+{
+	sigset_t term;
+
+	sigemptyset(&term);
+	sigaddset(&term, SIGTERM);
+	if ((errno = pthread_sigmask(SIG_BLOCK, &term, old)))
+		pfail("pthread_sigmask");
+}
+
+static inline void test_term_unblock(const sigset_t *old)
+{
+	if ((errno = pthread_sigmask(SIG_SETMASK, old, NULL)))
+		pfail("pthread_sigmask");
+}
+
+/*
  * Wait for SIGTERM. SIGTERM is blocked outside sigsuspend(), so a signal
  * arriving between the flag check and the sleep is not lost. The caller's
  * signal mask is restored before returning.
