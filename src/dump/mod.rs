@@ -462,11 +462,6 @@ fn background_snapshot(
     let why = if layering.keep {
         // One userfaultfd per VMA: the tracking's takes it.
         Some("--track-mem arms dirty tracking on the same memory".to_string())
-    } else if args.incr.prev_images_dir.is_some() {
-        // A layer on a parent releases the parent's tracking for the
-        // snapshot's userfaultfds; one restore of such a layer hung in CI
-        // (not understood yet), so it is copied frozen until it is.
-        Some("a layer on a parent (--prev-images-dir) is copied frozen".to_string())
     } else {
         memory::bgsnap::unavailable()
     };

@@ -19,6 +19,7 @@
  * --passes-file PATH: after each completed pass of writer 0, its count is
  * written there (so a test can see the writers make progress).
  * --idle: the memory is filled once and no writer runs (for benchmarks).
+ * The writers block SIGTERM: only the main thread takes it.
  * --dontneed N: every Nth page is dropped with madvise(MADV_DONTNEED)
  * after its check and before its rewrite (it is zero in between: also a
  * state of the order, as the page being written).
@@ -145,9 +146,24 @@ int main(int argc, char **argv)
 			fill(w->base + k * WORDS, 1, w->first + k);
 	}
 	int idle = test_flag("--idle");
+	/*
+	 * The writers block SIGTERM, so only the main thread takes it. Were it
+	 * unblocked there, the kernel could hand the process's SIGTERM to a
+	 * writer, which would set the flag while the main thread sleeps on in
+	 * sigsuspend: the main thread is preferred only while it "wants" the
+	 * signal, and just after a restore lets it go (PTRACE_DETACH wakes it
+	 * with TIF_SIGPENDING set) it does not until it has run again.
+	 */
+	sigset_t term, old;
+	sigemptyset(&term);
+	sigaddset(&term, SIGTERM);
+	if ((errno = pthread_sigmask(SIG_BLOCK, &term, &old)))
+		pfail("pthread_sigmask");
 	for (int t = 0; t < nthreads && !idle; t++)
 		if ((errno = pthread_create(&ws[t].th, NULL, writer_main, &ws[t])))
 			pfail("pthread_create");
+	if ((errno = pthread_sigmask(SIG_SETMASK, &old, NULL)))
+		pfail("pthread_sigmask");
 	test_daemon();
 	test_waitsig();
 	atomic_store(&stop, 1);

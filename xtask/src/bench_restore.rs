@@ -18,9 +18,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{
-    children_cpu_s, dir_bytes, ensure_tools, limits_once, median, parse_size, reap,
-    restore_detached, run, size_label, wait_pidfile, DataKind, Limits, Procs, Result, Run, GIB,
-    MIB,
+    children_cpu_s, dir_bytes, ensure_tools, limits_once, median, parse_bench_args, parse_size,
+    reap, restore_detached, run, size_label, wait_pidfile, DataKind, Limits, Procs, Result, Run,
+    GIB, MIB,
 };
 
 struct Args {
@@ -30,39 +30,42 @@ struct Args {
     dump_args: Vec<String>,
 }
 
+/// `--sizes` and `--baseline` are this bench's own; `--runs` and `-- ...`
+/// are the common bench arguments (`parse_bench_args`).
 fn parse(args: &[String]) -> Result<Args> {
-    let mut a = Args {
-        runs: 3,
-        sizes: vec![GIB, 4 * GIB],
-        baseline: None,
-        dump_args: Vec::new(),
-    };
+    let mut sizes = vec![GIB, 4 * GIB];
+    let mut baseline = None;
+    let mut rest = Vec::new();
     let mut it = args.iter();
     while let Some(x) = it.next() {
-        if x == "--" {
-            a.dump_args = it.cloned().collect();
-            break;
-        }
-        let mut value = || it.next().ok_or_else(|| format!("{x} needs a value"));
         match x.as_str() {
-            "--runs" => {
-                a.runs = value()?
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or("--runs wants a number above 0")?
+            "--" => {
+                rest.push(x.clone());
+                rest.extend(it.by_ref().cloned());
             }
             "--sizes" => {
-                a.sizes = value()?
+                sizes = it
+                    .next()
+                    .ok_or("--sizes needs a value")?
                     .split(',')
                     .map(parse_size)
                     .collect::<Result<Vec<u64>>>()?
             }
-            "--baseline" => a.baseline = Some(PathBuf::from(value()?)),
-            other => return Err(format!("unknown bench scaling argument {other:?}")),
+            "--baseline" => {
+                baseline = Some(PathBuf::from(it.next().ok_or("--baseline needs a value")?))
+            }
+            // The common parser knows --size; this bench takes --sizes.
+            "--size" => return Err(format!("unknown bench scaling argument {x:?}")),
+            _ => rest.push(x.clone()),
         }
     }
-    Ok(a)
+    let b = parse_bench_args(&rest)?;
+    Ok(Args {
+        runs: b.runs,
+        sizes,
+        baseline,
+        dump_args: b.dump_args,
+    })
 }
 
 /// MemAvailable of /proc/meminfo, in bytes.
@@ -280,4 +283,48 @@ fn table(rows: &[Row], baseline: bool) -> String {
         }
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_own_and_common_arguments() {
+        let a = parse(&args(&[
+            "--sizes",
+            "64M,1G",
+            "--runs",
+            "2",
+            "--baseline",
+            "/x/cairn",
+            "--",
+            "--compress-level",
+            "-1",
+        ]))
+        .unwrap();
+        assert_eq!(a.sizes, vec![64 * MIB, GIB]);
+        assert_eq!(a.runs, 2);
+        assert_eq!(a.baseline, Some(PathBuf::from("/x/cairn")));
+        assert_eq!(a.dump_args, args(&["--compress-level", "-1"]));
+        let d = parse(&[]).unwrap();
+        assert_eq!((d.runs, d.sizes, d.baseline), (3, vec![GIB, 4 * GIB], None));
+        for bad in [
+            &["--runs", "0"][..],
+            &["--runs"],
+            &["--sizes"],
+            &["--size", "1G"],
+            &["--bogus"],
+        ] {
+            assert!(parse(&args(bad)).is_err(), "{bad:?}");
+        }
+        // After "--" everything is cairn's, even this bench's own names.
+        let a = parse(&args(&["--", "--sizes", "1G"])).unwrap();
+        assert_eq!(a.dump_args, args(&["--sizes", "1G"]));
+        assert_eq!(a.sizes, vec![GIB, 4 * GIB]);
+    }
 }
