@@ -16,6 +16,7 @@ pub mod mem;
 pub mod net;
 pub mod netlink;
 pub mod pidns;
+pub mod peercred;
 pub mod pktring;
 pub mod poll;
 pub mod probe;
