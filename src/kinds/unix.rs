@@ -1452,6 +1452,13 @@ fn rerr(u: &UnixSocket, what: &str, e: impl std::fmt::Display) -> Error {
     ))
 }
 
+/// The credentials socket `u` recorded (SO_PEERCRED), None for a socket
+/// whose peer is outside the tree (--ext-unix-sk: restored with its peer
+/// gone, made by cairn).
+fn pcred(u: &UnixSocket) -> Option<&UnixPeerCred> {
+    u.peercred.as_ref().filter(|_| u.external.is_none())
+}
+
 /// The backlog a listener listens with.
 fn backlog_of(l: &UnixSocket) -> i32 {
     (l.backlog as i32).max(l.icons.len() as i32)
@@ -1681,13 +1688,13 @@ impl<'a> Rebuild<'a> {
                 .fds
                 .get(&l.ino)
                 .ok_or_else(|| std::io::Error::other("listener missing"))?;
-            let relisten = ccred.is_some() && ccred != l.peercred.as_ref();
+            let relisten = ccred.is_some() && ccred != pcred(l);
             if relisten {
                 self.cr.listen(lfd, backlog_of(l), ccred)?;
             }
             let r = self.cr.connect(client, &s.name, &s.name_dir, acred);
             if relisten {
-                self.cr.listen(lfd, backlog_of(l), l.peercred.as_ref())?;
+                self.cr.listen(lfd, backlog_of(l), pcred(l))?;
             }
             r?;
             return sock::accept(lfd);
@@ -1714,7 +1721,7 @@ impl<'a> Rebuild<'a> {
                 self.bind(c)?;
             }
             let client = self.fds.remove(&c.ino).expect("just inserted");
-            match self.connect_through(&client, s, c.peercred.as_ref(), s.peercred.as_ref()) {
+            match self.connect_through(&client, s, pcred(c), pcred(s)) {
                 Ok(server) => {
                     self.fds.insert(c.ino, client);
                     self.fds.insert(s.ino, server);
@@ -1731,7 +1738,7 @@ impl<'a> Rebuild<'a> {
             self.fds.remove(&c.ino);
         }
         let (x, y) = (self.cr)
-            .socketpair(ty, a.peercred.as_ref())
+            .socketpair(ty, pcred(a))
             .map_err(|e| rerr(a, "socketpair", e))?;
         self.fds.insert(a.ino, x);
         self.fds.insert(b.ino, y);
@@ -1745,7 +1752,7 @@ impl<'a> Rebuild<'a> {
         let ty = u.type_ as i32;
         if !u.name.is_empty() {
             let other = sock::socket(libc::AF_UNIX, ty).map_err(|e| rerr(u, "socket", e))?;
-            match self.connect_through(&other, u, None, u.peercred.as_ref()) {
+            match self.connect_through(&other, u, None, pcred(u)) {
                 Ok(s) => {
                     self.fds.insert(u.ino, s);
                     return Ok(other);
@@ -1773,9 +1780,7 @@ impl<'a> Rebuild<'a> {
                 let created = is_path(&u.peer_name)
                     && !own
                     && std::fs::symlink_metadata(full_path(&u.peer_name, "")).is_err();
-                if let Ok(server) =
-                    self.connect_through(&client, &stand_in, u.peercred.as_ref(), None)
-                {
+                if let Ok(server) = self.connect_through(&client, &stand_in, pcred(u), None) {
                     if created {
                         self.unlink.push(full_path(&u.peer_name, ""));
                     }
@@ -1785,7 +1790,7 @@ impl<'a> Rebuild<'a> {
             }
         }
         let (x, y) = (self.cr)
-            .socketpair(ty, u.peercred.as_ref())
+            .socketpair(ty, pcred(u))
             .map_err(|e| rerr(u, "socketpair", e))?;
         self.fds.insert(u.ino, x);
         Ok(y)
@@ -2024,7 +2029,7 @@ pub fn restore_as<'a>(
         {
             Some(p) => {
                 let (x, y) = (r.cr)
-                    .socketpair(ty, u.peercred.as_ref())
+                    .socketpair(ty, pcred(u))
                     .map_err(|e| rerr(u, "socketpair", e))?;
                 r.fds.insert(u.ino, x);
                 r.fds.insert(p.ino, y);
@@ -2037,7 +2042,7 @@ pub fn restore_as<'a>(
                 // The end of a socketpair whose other end was closed: its
                 // queue came from there, and its peer stays a dead one.
                 let (x, y) = (r.cr)
-                    .socketpair(ty, u.peercred.as_ref())
+                    .socketpair(ty, pcred(u))
                     .map_err(|e| rerr(u, "socketpair", e))?;
                 r.fds.insert(u.ino, x);
                 r.dgram_orphans.insert(u.ino, y);
@@ -2058,7 +2063,7 @@ pub fn restore_as<'a>(
         if u.state == diag::TCP_LISTEN as u32 {
             let fd = (r.fds.get(&u.ino)).ok_or_else(|| rerr(u, "listen", "not created"))?;
             (r.cr)
-                .listen(fd, backlog_of(u), u.peercred.as_ref())
+                .listen(fd, backlog_of(u), pcred(u))
                 .map_err(|e| rerr(u, "listen", e))?;
         }
     }
@@ -2138,19 +2143,21 @@ pub fn restore_as<'a>(
             let ccred = (icon.client != 0)
                 .then(|| r.by_ino.get(&icon.client))
                 .flatten()
-                .and_then(|c| c.peercred.as_ref());
-            let relisten = ccred.is_some() && ccred != l.peercred.as_ref();
+                .and_then(|c| pcred(c));
+            // A client outside the tree (--ext-unix-sk) connects from cairn.
+            let icon_cred = icon.peercred.as_ref().filter(|_| !icon.client_gone);
+            let relisten = ccred.is_some() && ccred != pcred(l);
             if relisten {
                 (r.cr)
                     .listen(lfd, backlog_of(l), ccred)
                     .map_err(|e| rerr(l, "listen as the client's listener", e))?;
             }
             (r.cr)
-                .connect(client, &l.name, &l.name_dir, icon.peercred.as_ref())
+                .connect(client, &l.name, &l.name_dir, icon_cred)
                 .map_err(|e| rerr(l, "connect a waiting connection again", e))?;
             if relisten {
                 (r.cr)
-                    .listen(lfd, backlog_of(l), l.peercred.as_ref())
+                    .listen(lfd, backlog_of(l), pcred(l))
                     .map_err(|e| rerr(l, "listen", e))?;
             }
             send_or_defer(&mut r.later, l, client, &icon.queue, stream, None)?;
@@ -2204,7 +2211,7 @@ pub fn restore_as<'a>(
             }
         }
         if u.external.is_none() {
-            peercred::verify(fd, u.peercred.as_ref()).map_err(|e| rerr(u, "SO_PEERCRED", e))?;
+            peercred::verify(fd, pcred(u)).map_err(|e| rerr(u, "SO_PEERCRED", e))?;
         }
         let fl = sock::get_fl(fd).map_err(|e| rerr(u, "fcntl", e))?;
         let want = (fl & !libc::O_NONBLOCK) | (u.flags as i32 & libc::O_NONBLOCK);

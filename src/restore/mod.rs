@@ -1081,7 +1081,12 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
     // peercred: unix sockets first, each connection made by the process
     // (or a helper with the pid) that made it (SO_PEERCRED).
     let calls = (procs.iter_mut().filter(|p| !p.zombie))
-        .map(|p| (p.pid, &mut p.agents[0] as &mut (dyn crate::remote::Calls + 'static)))
+        .map(|p| {
+            (
+                p.pid,
+                &mut p.agents[0] as &mut (dyn crate::remote::Calls + 'static),
+            )
+        })
         .collect();
     shared.unix = crate::kinds::unix::restore_as(&img.files, &mut shared, calls)?;
     // Unix sockets and terminals are rebuilt in cairn; the vessels fetch them.
