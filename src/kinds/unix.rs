@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::image::proto::{
-    file_desc, Files, UnixCred, UnixExternal, UnixIcon, UnixPacket, UnixSocket,
+    file_desc, Files, UnixCred, UnixExternal, UnixIcon, UnixPacket, UnixPeerCred, UnixSocket,
 };
 use crate::image::validate::{
     bad as invalid, check_bytes, check_path, count, MAX_ITEMS, QUEUE_MAX, TCP_CLOSE,
@@ -39,6 +39,9 @@ use crate::remote::Calls;
 use crate::sys::sockdiag::unix::{self as diag, UnixDiag};
 use crate::sys::{scm, sock};
 use crate::{info, warn};
+
+mod peercred;
+pub use peercred::Creator;
 
 /// Most bytes read from one socket's queue.
 const MAX_QUEUE: usize = 1 << 30;
@@ -327,7 +330,9 @@ pub fn precheck_tree(
     if held.is_empty() {
         return Ok(());
     }
-    check_graph(&held, &diag_all()?, ext_ok, leave_running, true)
+    let all = diag_all()?;
+    check_graph(&held, &all, ext_ok, leave_running, true)?;
+    peercred::precheck(pids, &held, &all, ext_ok)
 }
 
 impl UnixDump {
@@ -410,6 +415,9 @@ impl UnixDump {
             ));
         }
         u.opts = Some(sockopts::dump(&sk).map_err(|e| sys("getsockopt", e))?).into();
+        u.peercred = peercred::read(&sk)
+            .map_err(|e| sys("SO_PEERCRED", e))?
+            .into();
         if d.state == diag::TCP_LISTEN {
             u.backlog = d.rqlen.map(|r| r.1).unwrap_or(0);
         } else {
@@ -652,7 +660,9 @@ impl UnixDump {
                     read |= c == 0 || sent > 0;
                     u.icons.push(icon);
                 }
-                if read {
+                // A dump that kills the tree accepts them all: the
+                // accepted side shows who connected (SO_PEERCRED).
+                if read || (!leave_running && !d.icons.is_empty()) {
                     self.backlog_reads.push(u.ino);
                 }
             }
@@ -686,6 +696,8 @@ impl UnixDump {
                     Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break,
                     Err(e) => return Err(sys("accept a waiting connection", e)),
                 };
+                let who = peercred::read(&c)
+                    .map_err(|e| sys("SO_PEERCRED of a waiting connection", e))?;
                 sock::set_int(&c, libc::SOL_SOCKET, libc::SO_PASSCRED, 1)
                     .map_err(|e| sys("SO_PASSCRED on a waiting connection", e))?;
                 let mut queue =
@@ -709,6 +721,7 @@ impl UnixDump {
                     u.icons.push(icon);
                 }
                 u.icons[i].queue = queue;
+                u.icons[i].peercred = who.into();
                 i += 1;
             }
             info!(
@@ -1075,6 +1088,8 @@ fn read_queue(sk: &OwnedFd, ty: i32, flags: i32) -> std::io::Result<Queue> {
 /// its descriptors.
 #[derive(Default)]
 pub struct UnixRestore {
+    /// Rebuilt already (by [`restore_as`], before `SharedFiles::prepare`).
+    built: bool,
     _fds: Vec<OwnedFd>,
     /// Messages that carry descriptors in flight, and every message
     /// queued after one of them: sent once the fd tables are restored
@@ -1358,6 +1373,8 @@ struct Rebuild<'a> {
     /// while the socket is bound there and put back at the end (or on
     /// any error, when dropped).
     parked: Vec<Parked>,
+    /// Makes the calls that record a peer (SO_PEERCRED) as the saved task.
+    cr: Creator<'a>,
 }
 
 /// A file moved aside from `path` (to `aside`, in the same directory) so
@@ -1433,6 +1450,18 @@ fn rerr(u: &UnixSocket, what: &str, e: impl std::fmt::Display) -> Error {
         show_name(&u.name),
         u.ino
     ))
+}
+
+/// The credentials socket `u` recorded (SO_PEERCRED), None for a socket
+/// whose peer is outside the tree (--ext-unix-sk: restored with its peer
+/// gone, made by cairn).
+fn pcred(u: &UnixSocket) -> Option<&UnixPeerCred> {
+    u.peercred.as_ref().filter(|_| u.external.is_none())
+}
+
+/// The backlog a listener listens with.
+fn backlog_of(l: &UnixSocket) -> i32 {
+    (l.backlog as i32).max(l.icons.len() as i32)
 }
 
 fn nonblock(fd: &OwnedFd) -> std::io::Result<()> {
@@ -1638,7 +1667,17 @@ impl<'a> Rebuild<'a> {
     /// Connects `client` to a listener named `name` and returns the
     /// accepted side: through the tree's own listener of that name if there
     /// is one (its backlog is still empty), else through a temporary one.
-    fn connect_through(&mut self, client: &OwnedFd, s: &UnixSocket) -> std::io::Result<OwnedFd> {
+    ///
+    /// SO_PEERCRED: the client gets `client` (what the listener recorded
+    /// at listen(), so the listener listens again as that task for the
+    /// while), the accepted side `accepted` (the task that connects).
+    fn connect_through(
+        &mut self,
+        client: &OwnedFd,
+        s: &UnixSocket,
+        ccred: Option<&UnixPeerCred>,
+        acred: Option<&UnixPeerCred>,
+    ) -> std::io::Result<OwnedFd> {
         let ty = s.type_ as i32;
         let own = self
             .by_ino
@@ -1649,7 +1688,15 @@ impl<'a> Rebuild<'a> {
                 .fds
                 .get(&l.ino)
                 .ok_or_else(|| std::io::Error::other("listener missing"))?;
-            connect_name(client, &s.name, &s.name_dir)?;
+            let relisten = ccred.is_some() && ccred != pcred(l);
+            if relisten {
+                self.cr.listen(lfd, backlog_of(l), ccred)?;
+            }
+            let r = self.cr.connect(client, &s.name, &s.name_dir, acred);
+            if relisten {
+                self.cr.listen(lfd, backlog_of(l), pcred(l))?;
+            }
+            r?;
             return sock::accept(lfd);
         }
         let temp = sock::socket(libc::AF_UNIX, ty)?;
@@ -1658,8 +1705,8 @@ impl<'a> Rebuild<'a> {
         if is_path(&s.name) && s.deleted {
             self.unlink.push(full_path(&s.name, &s.name_dir));
         }
-        sock::listen(&temp, 1)?;
-        connect_name(client, &s.name, &s.name_dir)?;
+        self.cr.listen(&temp, 1, ccred)?;
+        self.cr.connect(client, &s.name, &s.name_dir, acred)?;
         sock::accept(&temp)
     }
 
@@ -1674,7 +1721,7 @@ impl<'a> Rebuild<'a> {
                 self.bind(c)?;
             }
             let client = self.fds.remove(&c.ino).expect("just inserted");
-            match self.connect_through(&client, s) {
+            match self.connect_through(&client, s, pcred(c), pcred(s)) {
                 Ok(server) => {
                     self.fds.insert(c.ino, client);
                     self.fds.insert(s.ino, server);
@@ -1690,7 +1737,9 @@ impl<'a> Rebuild<'a> {
             drop(client);
             self.fds.remove(&c.ino);
         }
-        let (x, y) = sock::socketpair(ty).map_err(|e| rerr(a, "socketpair", e))?;
+        let (x, y) = (self.cr)
+            .socketpair(ty, pcred(a))
+            .map_err(|e| rerr(a, "socketpair", e))?;
         self.fds.insert(a.ino, x);
         self.fds.insert(b.ino, y);
         Ok(())
@@ -1703,7 +1752,7 @@ impl<'a> Rebuild<'a> {
         let ty = u.type_ as i32;
         if !u.name.is_empty() {
             let other = sock::socket(libc::AF_UNIX, ty).map_err(|e| rerr(u, "socket", e))?;
-            match self.connect_through(&other, u) {
+            match self.connect_through(&other, u, None, pcred(u)) {
                 Ok(s) => {
                     self.fds.insert(u.ino, s);
                     return Ok(other);
@@ -1731,7 +1780,7 @@ impl<'a> Rebuild<'a> {
                 let created = is_path(&u.peer_name)
                     && !own
                     && std::fs::symlink_metadata(full_path(&u.peer_name, "")).is_err();
-                if let Ok(server) = self.connect_through(&client, &stand_in) {
+                if let Ok(server) = self.connect_through(&client, &stand_in, pcred(u), None) {
                     if created {
                         self.unlink.push(full_path(&u.peer_name, ""));
                     }
@@ -1740,7 +1789,9 @@ impl<'a> Rebuild<'a> {
                 }
             }
         }
-        let (x, y) = sock::socketpair(ty).map_err(|e| rerr(u, "socketpair", e))?;
+        let (x, y) = (self.cr)
+            .socketpair(ty, pcred(u))
+            .map_err(|e| rerr(u, "socketpair", e))?;
         self.fds.insert(u.ino, x);
         Ok(y)
     }
@@ -1928,6 +1979,18 @@ impl<'a> Rebuild<'a> {
 /// vessels through `shared` (they fetch it with pidfd_getfd). The result
 /// must stay alive until every fd table is restored.
 pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<UnixRestore> {
+    restore_as(files, shared, HashMap::new())
+}
+
+/// [`restore`], with the calls that record a socket's peer (socketpair,
+/// listen, connect: SO_PEERCRED) made by the task with the saved pid and
+/// credentials: `calls` are the processes of the tree (pid -> its main
+/// thread), others are helpers made with the pid.
+pub fn restore_as<'a>(
+    files: &'a Files,
+    shared: &mut SharedFiles,
+    calls: HashMap<i32, &'a mut (dyn Calls + 'static)>,
+) -> Result<UnixRestore> {
     let mut descs: Vec<(u32, &UnixSocket)> = Vec::new();
     for d in &files.descs {
         if let Some(file_desc::Kind::Unix(u)) = &d.kind {
@@ -1946,6 +2009,7 @@ pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<UnixRestore> {
         later: Vec::new(),
         dgram_orphans: HashMap::new(),
         parked: Vec::new(),
+        cr: Creator::new(calls),
     };
     if r.by_ino.len() != descs.len() {
         return Err(Error::Restore(
@@ -1964,7 +2028,9 @@ pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<UnixRestore> {
             .filter(|p| u.name.is_empty() && p.name.is_empty())
         {
             Some(p) => {
-                let (x, y) = sock::socketpair(ty).map_err(|e| rerr(u, "socketpair", e))?;
+                let (x, y) = (r.cr)
+                    .socketpair(ty, pcred(u))
+                    .map_err(|e| rerr(u, "socketpair", e))?;
                 r.fds.insert(u.ino, x);
                 r.fds.insert(p.ino, y);
             }
@@ -1975,7 +2041,9 @@ pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<UnixRestore> {
             {
                 // The end of a socketpair whose other end was closed: its
                 // queue came from there, and its peer stays a dead one.
-                let (x, y) = sock::socketpair(ty).map_err(|e| rerr(u, "socketpair", e))?;
+                let (x, y) = (r.cr)
+                    .socketpair(ty, pcred(u))
+                    .map_err(|e| rerr(u, "socketpair", e))?;
                 r.fds.insert(u.ino, x);
                 r.dgram_orphans.insert(u.ino, y);
             }
@@ -1993,8 +2061,10 @@ pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<UnixRestore> {
     }
     for &u in &socks {
         if u.state == diag::TCP_LISTEN as u32 {
-            let backlog = (u.backlog as i32).max(u.icons.len() as i32);
-            sock::listen(r.fd(u.ino)?, backlog).map_err(|e| rerr(u, "listen", e))?;
+            let fd = (r.fds.get(&u.ino)).ok_or_else(|| rerr(u, "listen", "not created"))?;
+            (r.cr)
+                .listen(fd, backlog_of(u), pcred(u))
+                .map_err(|e| rerr(u, "listen", e))?;
         }
     }
     // 3. Connected stream and seqpacket sockets, with their queues.
@@ -2066,8 +2136,30 @@ pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<UnixRestore> {
                 }
             };
             nonblock(client).map_err(|e| rerr(l, "fcntl", e))?;
-            connect_name(client, &l.name, &l.name_dir)
+            // SO_PEERCRED: the waiting connection shows who connected,
+            // the client what the listener recorded (listen() again as
+            // that task for the while).
+            let lfd = (r.fds.get(&l.ino)).ok_or_else(|| rerr(l, "listen", "not created"))?;
+            let ccred = (icon.client != 0)
+                .then(|| r.by_ino.get(&icon.client))
+                .flatten()
+                .and_then(|c| pcred(c));
+            // A client outside the tree (--ext-unix-sk) connects from cairn.
+            let icon_cred = icon.peercred.as_ref().filter(|_| !icon.client_gone);
+            let relisten = ccred.is_some() && ccred != pcred(l);
+            if relisten {
+                (r.cr)
+                    .listen(lfd, backlog_of(l), ccred)
+                    .map_err(|e| rerr(l, "listen as the client's listener", e))?;
+            }
+            (r.cr)
+                .connect(client, &l.name, &l.name_dir, icon_cred)
                 .map_err(|e| rerr(l, "connect a waiting connection again", e))?;
+            if relisten {
+                (r.cr)
+                    .listen(lfd, backlog_of(l), pcred(l))
+                    .map_err(|e| rerr(l, "listen", e))?;
+            }
             send_or_defer(&mut r.later, l, client, &icon.queue, stream, None)?;
         }
     }
@@ -2118,6 +2210,9 @@ pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<UnixRestore> {
                     .map_err(|e| rerr(u, "SO_PEEK_OFF", e))?;
             }
         }
+        if u.external.is_none() {
+            peercred::verify(fd, pcred(u)).map_err(|e| rerr(u, "SO_PEERCRED", e))?;
+        }
         let fl = sock::get_fl(fd).map_err(|e| rerr(u, "fcntl", e))?;
         let want = (fl & !libc::O_NONBLOCK) | (u.flags as i32 & libc::O_NONBLOCK);
         sock::set_fl(fd, want).map_err(|e| rerr(u, "fcntl", e))?;
@@ -2139,6 +2234,7 @@ pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<UnixRestore> {
     }
     info!("rebuilt {} unix socket(s)", seen.len());
     Ok(UnixRestore {
+        built: true,
         _fds: r.fds.into_values().collect(),
         later: r.later,
         shut_later,
@@ -2293,6 +2389,9 @@ impl FdKind for Unix {
     }
 
     fn prepare(&self, files: &Files, shared: &mut SharedFiles, _shell_job: bool) -> Result<()> {
+        if shared.unix.built {
+            return Ok(());
+        }
         shared.unix = restore(files, shared)?;
         Ok(())
     }

@@ -362,7 +362,7 @@ const SMALL_FILES: &[&str] = &[
 /// The per-process fields of a live process (beyond its leader's thread
 /// fields); returns the VMAs (start, end, perms, path) for the sharing
 /// pass.
-fn process_fields(pid: i32, f: &mut Fields) -> Vec<(u64, u64, String, String)> {
+fn process_fields(pid: i32, tree: &[i32], f: &mut Fields) -> Vec<(u64, u64, String, String)> {
     for name in SMALL_FILES {
         match read_text(&format!("/proc/{pid}/{name}")) {
             Ok(t) => {
@@ -386,6 +386,11 @@ fn process_fields(pid: i32, f: &mut Fields) -> Vec<(u64, u64, String, String)> {
         let Some(target) = link(&format!("/proc/{pid}/fd/{fd}")) else {
             continue;
         };
+        if target.starts_with("socket:[") {
+            if let Some(v) = unix_peercred(pid, fd, tree) {
+                f.insert(format!("fd.{fd}.peercred"), v);
+            }
+        }
         f.insert(format!("fd.{fd}.link"), target);
         match read_text(&format!("/proc/{pid}/fdinfo/{fd}")) {
             Ok(t) => parse_fdinfo_text(&t, fd, f),
@@ -402,6 +407,52 @@ fn process_fields(pid: i32, f: &mut Fields) -> Vec<(u64, u64, String, String)> {
             Vec::new()
         }
     }
+}
+
+/// SO_PEERCRED and SO_PEERGROUPS of fd `fd` of `pid` if it is a unix
+/// socket (read on a pidfd_getfd copy: the socket's own values), as
+/// [`show_peercred`] writes them; None for other sockets.
+fn unix_peercred(pid: i32, fd: i32, tree: &[i32]) -> Option<String> {
+    use crate::sys::{peercred as pc, sock};
+    let proto = sock::proto_name(&format!("/proc/{pid}/fd/{fd}")).ok()?;
+    if !crate::kinds::unix::handles_proto(&proto) {
+        return None;
+    }
+    let sk = match sock::pidfd_getfd(pid, fd) {
+        Ok(sk) => sk,
+        Err(e) => return Some(format!("<pidfd_getfd: {e}>")),
+    };
+    let c = match pc::peer_cred(&sk) {
+        Ok(c) => c,
+        Err(e) => return Some(format!("<SO_PEERCRED: {e}>")),
+    };
+    let mut groups = pc::peer_groups(&sk).unwrap_or_default();
+    groups.sort_unstable();
+    let outside_alive = c.pid > 0
+        && !tree.contains(&c.pid)
+        && std::path::Path::new(&format!("/proc/{}", c.pid)).exists();
+    Some(show_peercred(c, &groups, outside_alive))
+}
+
+/// "pid P uid U gid G groups [..]" ("none" when the socket records no
+/// peer). A pid of a live process outside the tree is not named: only a
+/// socket whose peer is outside the tree (--ext-unix-sk) keeps one (the
+/// dump refuses others), and the restore gives such a socket its peer
+/// gone (cairn's pid at the restore, the outside process's at the dump).
+pub fn show_peercred(
+    c: crate::sys::peercred::Ucred,
+    groups: &[u32],
+    outside_alive: bool,
+) -> String {
+    if c.pid == 0 && c.uid == u32::MAX {
+        return "none".into();
+    }
+    let who = if outside_alive {
+        "a live process outside the tree".to_string()
+    } else {
+        format!("pid {}", c.pid)
+    };
+    format!("{who} uid {} gid {} groups {groups:?}", c.uid, c.gid)
 }
 
 /// "kernel.subreaper" (0 or 1, PR_GET_CHILD_SUBREAPER) and
@@ -486,7 +537,7 @@ pub fn snapshot(procs: &[ProcSpec]) -> crate::image::proto::KernelView {
         for &tid in &tids {
             let mut f = thread_fields(p.pid, tid, p.sigmask.get(&tid).copied());
             if tid == p.pid && !p.zombie {
-                vmas.insert(p.pid, process_fields(p.pid, &mut f));
+                vmas.insert(p.pid, process_fields(p.pid, &pids, &mut f));
                 if let Some(a) = attrs.get(&p.pid) {
                     attr_fields(a, &mut f);
                 }
@@ -650,6 +701,27 @@ mod tests {
             "-> FLOCK ADVISORY WRITE PID 00:1a:9 0 EOF; POSIX ADVISORY WRITE PID 00:1a:5678 0 EOF"
         );
         assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn peercred_values() {
+        use crate::sys::peercred::Ucred;
+        let c = Ucred {
+            pid: 42,
+            uid: 1000,
+            gid: 100,
+        };
+        assert_eq!(
+            show_peercred(c, &[4, 5], false),
+            "pid 42 uid 1000 gid 100 groups [4, 5]"
+        );
+        assert!(show_peercred(c, &[], true).starts_with("a live process outside the tree uid"));
+        let none = Ucred {
+            pid: 0,
+            uid: u32::MAX,
+            gid: u32::MAX,
+        };
+        assert_eq!(show_peercred(none, &[], false), "none");
     }
 
     #[test]

@@ -1078,6 +1078,17 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
     lap("memory", &mut phases);
     let mut shared = SharedFiles::default();
     crate::kinds::external::provide(&img.files, &args.inherit_fds, &mut shared)?;
+    // peercred: unix sockets first, each connection made by the process
+    // (or a helper with the pid) that made it (SO_PEERCRED).
+    let calls = (procs.iter_mut().filter(|p| !p.zombie))
+        .map(|p| {
+            (
+                p.pid,
+                &mut p.agents[0] as &mut (dyn crate::remote::Calls + 'static),
+            )
+        })
+        .collect();
+    shared.unix = crate::kinds::unix::restore_as(&img.files, &mut shared, calls)?;
     // Unix sockets and terminals are rebuilt in cairn; the vessels fetch them.
     shared.prepare(&img.files, args.shell_job)?;
     for p in procs.iter_mut().filter(|p| !p.zombie) {

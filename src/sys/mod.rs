@@ -15,6 +15,7 @@ pub mod inject;
 pub mod mem;
 pub mod net;
 pub mod netlink;
+pub mod peercred;
 pub mod pidns;
 pub mod pktring;
 pub mod poll;
