@@ -129,12 +129,14 @@ impl Job {
         Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
     }
 
-    fn wait_step(&self, n: u64, run: &mut Child) -> i32 {
+    /// (step, pid) once the job reached step `n` (the file is rewritten
+    /// at every step: read until it parses).
+    fn wait_step(&self, n: u64, run: &mut Child) -> (u64, i32) {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Some((s, p)) = self.progress() {
                 if s >= n {
-                    return p;
+                    return (s, p);
                 }
             }
             if Instant::now() > deadline || matches!(run.try_wait(), Ok(Some(_))) {
@@ -205,7 +207,7 @@ fn restart_checkpoint_resumes_with_the_newest_data() {
     let prog = job.progress.to_str().unwrap().to_string();
     let args = [prog.as_str(), "10", "3", "8"];
     let mut run = job.start(&[], &b.c, &args);
-    let pid = job.wait_step(8, &mut run);
+    let (_, pid) = job.wait_step(8, &mut run);
     let out = Job::text(&job.out);
     assert!(!out.contains("FAIL"), "{}", job.describe());
     assert_eq!(
@@ -259,9 +261,8 @@ fn periodic_checkpoint_restores_a_working_connection() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    let (at, _) = job.progress().unwrap();
-    let pid = job.wait_step(at + 5, &mut run);
-    let (killed_at, _) = job.progress().unwrap();
+    let at = job.wait_step(0, &mut run).0;
+    let (killed_at, pid) = job.wait_step(at + 5, &mut run);
     assert!(killed_at < 350, "too late: {}", job.describe());
     job.kill_job(pid, &mut run);
 

@@ -153,10 +153,16 @@ impl Server {
         Ok(h)
     }
 
+    /// The program will not use the connection (`cairn run --no-control`,
+    /// or a restored tree without it): nothing is polled or dumped for it.
+    pub fn close(&mut self) {
+        self.closed = true;
+    }
+
     /// The fd to poll for [`Server::handle`]; `None` once the program
     /// closed its end.
     pub fn fd(&self) -> Option<BorrowedFd<'_>> {
-        (!self.closed).then(|| self.sock.as_fd())
+        (!self.closed).then_some(self.sock.as_fd())
     }
 
     /// What `--external` names the tree's end by; `None` once the tree
@@ -314,6 +320,13 @@ impl Server {
     /// connection cannot give back.
     pub fn settle(&mut self, max: Duration) -> bool {
         self.sync();
+        if !self.closed {
+            let ev = crate::sys::poll::poll_now(&self.sock, libc::POLLIN).unwrap_or(0);
+            if ev & libc::POLLHUP != 0 {
+                info!("control: the job closed its control connection");
+                self.closed = true;
+            }
+        }
         if self.closed {
             return true;
         }

@@ -33,11 +33,13 @@ const SLOT: u64 = (SLOT_HEADER + DATA_MAX).next_multiple_of(4096) as u64;
 const DATA: &str = "data";
 const RESTART_PREFIX: &str = "restart-";
 
-/// The store of one job directory.
+/// The store of one job directory. `control/` and `data` are made when
+/// first needed: a job that does not use libcairn leaves nothing.
 pub struct Store {
-    dir: OwnedFd,
+    job: OwnedFd,
+    dir: Option<OwnedFd>,
     path: PathBuf,
-    data: OwnedFd,
+    data: Option<OwnedFd>,
     /// (sequence number, bytes) of the newest data.
     latest: Option<(u64, Vec<u8>)>,
     slot: Vec<u8>,
@@ -100,14 +102,13 @@ fn check_ours(st: &rustix::fs::Stat, t: FileType, path: &Path) -> Result<()> {
 }
 
 impl Store {
-    /// Opens (or makes) `control/` in the job directory `job` (at `path`).
+    /// Opens `control/` in the job directory `job` (at `path`) if it is
+    /// there.
     pub fn open(job: impl AsFd, path: &Path) -> Result<Store> {
         let job = job.as_fd();
         let path = path.join("control");
         let dir = match safefs::lstatat(job, OsStr::new("control")) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                safefs::mkdir_private(job, OsStr::new("control")).at(&path)?
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io(&path, e)),
             Ok(_) => {
                 let fd = safefs::openat_nofollow(
@@ -119,32 +120,24 @@ impl Store {
                 .at(&path)?;
                 let st = rustix::fs::fstat(&fd).map_err(|e| Error::io(&path, e.into()))?;
                 check_ours(&st, FileType::Directory, &path)?;
-                fd
+                Some(fd)
             }
         };
         let dpath = path.join(DATA);
-        let data = match safefs::openat_nofollow(&dir, OsStr::new(DATA), OFlags::RDWR, 0) {
-            Ok(fd) => {
-                let st = rustix::fs::fstat(&fd).map_err(|e| Error::io(&dpath, e.into()))?;
-                check_ours(&st, FileType::RegularFile, &dpath)?;
-                fd
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let fd = safefs::openat_nofollow(
-                    &dir,
-                    OsStr::new(DATA),
-                    OFlags::RDWR | OFlags::CREATE | OFlags::EXCL,
-                    0o600,
-                )
-                .at(&dpath)?;
-                rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o600))
-                    .map_err(|e| Error::io(&dpath, e.into()))?;
-                safefs::sync(&dir).at(&path)?;
-                fd
-            }
-            Err(e) => return Err(Error::io(&dpath, e)),
+        let data = match &dir {
+            None => None,
+            Some(d) => match safefs::openat_nofollow(d, OsStr::new(DATA), OFlags::RDWR, 0) {
+                Ok(fd) => {
+                    let st = rustix::fs::fstat(&fd).map_err(|e| Error::io(&dpath, e.into()))?;
+                    check_ours(&st, FileType::RegularFile, &dpath)?;
+                    Some(fd)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(Error::io(&dpath, e)),
+            },
         };
         let mut s = Store {
+            job: job.try_clone_to_owned().map_err(|e| Error::io(&path, e))?,
             dir,
             path,
             data,
@@ -155,15 +148,48 @@ impl Store {
         Ok(s)
     }
 
+    /// `control/`, made (0700) if missing.
+    fn dir(&mut self) -> Result<&OwnedFd> {
+        if self.dir.is_none() {
+            let fd = safefs::mkdir_private(&self.job, OsStr::new("control")).at(&self.path)?;
+            safefs::sync(&self.job).at(&self.path)?;
+            self.dir = Some(fd);
+        }
+        Ok(self.dir.as_ref().expect("made above"))
+    }
+
+    /// The data file, made (exclusively, 0600) if missing.
+    fn data(&mut self) -> Result<&OwnedFd> {
+        if self.data.is_none() {
+            let dpath = self.path.join(DATA);
+            let dir = self.dir()?;
+            let fd = safefs::openat_nofollow(
+                dir,
+                OsStr::new(DATA),
+                OFlags::RDWR | OFlags::CREATE | OFlags::EXCL,
+                0o600,
+            )
+            .at(&dpath)?;
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o600))
+                .map_err(|e| Error::io(&dpath, e.into()))?;
+            safefs::sync(dir).at(&self.path)?;
+            self.data = Some(fd);
+        }
+        Ok(self.data.as_ref().expect("made above"))
+    }
+
     /// The newest valid slot of the data file.
     fn read_latest(&self) -> Result<Option<(u64, Vec<u8>)>> {
         let dpath = self.path.join(DATA);
+        let Some(data) = &self.data else {
+            return Ok(None);
+        };
         let mut best: Option<(u64, Vec<u8>)> = None;
         for i in 0..2u64 {
             let mut b = vec![0u8; SLOT_HEADER + DATA_MAX];
             let mut got = 0;
             while got < b.len() {
-                match rustix::io::pread(&self.data, &mut b[got..], i * SLOT + got as u64) {
+                match rustix::io::pread(data, &mut b[got..], i * SLOT + got as u64) {
                     Ok(0) => break,
                     Ok(n) => got += n,
                     Err(rustix::io::Errno::INTR) => {}
@@ -191,6 +217,10 @@ impl Store {
             return Err(std::io::Error::from_raw_os_error(libc::E2BIG));
         }
         let seq = self.latest.as_ref().map_or(1, |(s, _)| s + 1);
+        let file = match self.data() {
+            Ok(f) => f.try_clone()?,
+            Err(e) => return Err(std::io::Error::other(e.to_string())),
+        };
         let mut slot = std::mem::take(&mut self.slot);
         make_slot(&mut slot, seq, data);
         let off = (seq % 2) * SLOT;
@@ -199,7 +229,7 @@ impl Store {
             if done == slot.len() {
                 break Ok(());
             }
-            match rustix::io::pwrite(&self.data, &slot[done..], off + done as u64) {
+            match rustix::io::pwrite(&file, &slot[done..], off + done as u64) {
                 Ok(n) => done += n,
                 Err(rustix::io::Errno::INTR) => {}
                 Err(e) => break Err(std::io::Error::from(e)),
@@ -220,33 +250,40 @@ impl Store {
 
     /// fdatasync of the data file.
     pub fn sync(&self) -> Result<()> {
-        rustix::fs::fdatasync(&self.data).map_err(|e| Error::io(self.path.join(DATA), e.into()))
+        match &self.data {
+            Some(d) => {
+                rustix::fs::fdatasync(d).map_err(|e| Error::io(self.path.join(DATA), e.into()))
+            }
+            None => Ok(()),
+        }
     }
 
     /// Records that checkpoint `ckpt` (a `ckpt-N` name) is the restart
     /// checkpoint of request `p`; forgets those of checkpoints that are
     /// gone (`exists` says which are there).
     pub fn mark_restart(
-        &self,
+        &mut self,
         ckpt: &str,
         p: Pending,
         exists: impl Fn(&str) -> bool,
     ) -> Result<()> {
         let name = format!("{RESTART_PREFIX}{ckpt}");
         let path = self.path.join(&name);
-        let _ = rustix::fs::unlinkat(&self.dir, name.as_str(), AtFlags::empty());
-        let mut f = safefs::create_excl(&self.dir, OsStr::new(&name), 0o600).at(&path)?;
+        let cpath = self.path.clone();
+        let dir = self.dir()?;
+        let _ = rustix::fs::unlinkat(dir, name.as_str(), AtFlags::empty());
+        let mut f = safefs::create_excl(dir, OsStr::new(&name), 0o600).at(&path)?;
         std::io::Write::write_all(&mut f, format!("{} {}\n", p.pid, p.id).as_bytes()).at(&path)?;
         f.sync_all().at(&path)?;
-        for (n, _) in safefs::list(&self.dir).unwrap_or_default() {
+        for (n, _) in safefs::list(dir).unwrap_or_default() {
             let Some(ck) = n.to_str().and_then(|n| n.strip_prefix(RESTART_PREFIX)) else {
                 continue;
             };
             if !exists(ck) {
-                let _ = rustix::fs::unlinkat(&self.dir, n.as_os_str(), AtFlags::empty());
+                let _ = rustix::fs::unlinkat(dir, n.as_os_str(), AtFlags::empty());
             }
         }
-        safefs::sync(&self.dir).at(&self.path)?;
+        safefs::sync(dir).at(&cpath)?;
         Ok(())
     }
 
@@ -254,7 +291,7 @@ impl Store {
     /// checkpoint.
     pub fn restart_of(&self, ckpt: &str) -> Option<Pending> {
         let name = format!("{RESTART_PREFIX}{ckpt}");
-        let (mut f, st) = safefs::open_regular(&self.dir, &name).ok()?;
+        let (mut f, st) = safefs::open_regular(self.dir.as_ref()?, &name).ok()?;
         if check_ours(&st, FileType::RegularFile, &self.path.join(&name)).is_err() {
             warn!("{}: not ours, ignored", self.path.join(&name).display());
             return None;
@@ -285,6 +322,7 @@ mod tests {
         let job = safefs::open_dir(&t).unwrap();
         let mut s = Store::open(&job, &t).unwrap();
         assert_eq!(s.latest(), None);
+        assert!(!t.join("control").exists(), "made before it is needed");
         s.put(b"one").unwrap();
         s.put(&vec![7u8; DATA_MAX]).unwrap();
         s.put(b"three").unwrap();
@@ -303,7 +341,7 @@ mod tests {
         b[SLOT_HEADER] ^= 1;
         std::os::unix::fs::FileExt::write_all_at(&f, &b, 0).unwrap();
         drop(s);
-        let s = Store::open(&job, &t).unwrap();
+        let mut s = Store::open(&job, &t).unwrap();
         assert_eq!(s.latest(), Some(&b"three"[..]));
         let p = Pending { pid: 5, id: 9 };
         s.mark_restart("ckpt-000002", p, |_| true).unwrap();

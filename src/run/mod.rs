@@ -60,6 +60,8 @@ pub struct RunOptions {
     pub checkpoint_signal: i32,
     /// The tree lives in a pid namespace of its own (`--pid-ns`).
     pub pid_ns: bool,
+    /// CMD gets a control connection for libcairn (not `--no-control`).
+    pub control: bool,
     /// The dump flags every checkpoint is taken with (pid, images
     /// directory, leave-running and incremental fields are cairn run's).
     pub dump: DumpOptions,
@@ -428,6 +430,16 @@ fn descendants(root: i32) -> Vec<i32> {
     out
 }
 
+/// Whether a process of the tree of `job` has an fd on `target` (as
+/// /proc shows it: `socket:[INO]`).
+fn tree_holds(job: &Job, target: &str) -> bool {
+    descendants(job.root).into_iter().any(|p| {
+        (crate::procfs::read_fds(p).unwrap_or_default())
+            .iter()
+            .any(|(_, t)| t == target)
+    })
+}
+
 /// The pid of `pid` in its own (innermost) pid namespace.
 pub fn inner_pid(pid: i32) -> Result<i32> {
     let st = crate::procfs::read_status(pid)?;
@@ -609,7 +621,7 @@ fn restart_checkpoint(
     let status = match &taken {
         Some(name) => {
             let exists = |c: &str| safefs::lstatat(&dir.fd, OsStr::new(c)).is_ok();
-            match server.store().mark_restart(name, p, exists) {
+            match server.store_mut().mark_restart(name, p, exists) {
                 Ok(()) => 0,
                 Err(e) => {
                     warn!("run: {name}: {e}");
@@ -644,7 +656,12 @@ fn checkpoint(
     let name = ckpt_name(seq);
     let images = dir.path.join(&name);
     let mut d = o.dump.clone();
-    d.external.extend(server.external_key());
+    // The tree's end of the control connection, unless it closed it (a
+    // copy outside the tree, in the `cairn restore` that waits for it,
+    // keeps the socket open).
+    let key = server.external_key();
+    d.external
+        .extend(key.filter(|k| tree_holds(job, &k.to_string())));
     d.images_dir = images.clone();
     d.leave_running = kind != Kind::Final;
     d.incr.prev_images_dir = None;
@@ -890,6 +907,9 @@ pub fn run(o: &RunOptions) -> Result<i32> {
     let job = match dir.checkpoints().pop() {
         Some(ck) => {
             let key = control::image_key(&dir.path.join(&ck.name)).ok().flatten();
+            if key.is_none() {
+                server.close();
+            }
             let name = ck.name.to_string_lossy();
             if let Some(p) = server.store().restart_of(&name).filter(|_| key.is_some()) {
                 info!(
@@ -899,6 +919,10 @@ pub fn run(o: &RunOptions) -> Result<i32> {
                 server.queue_restored(p)?;
             }
             restore(o, &dir, &ck, &scratch, key.map(|k| (&hand, k)))?
+        }
+        None if !o.control => {
+            server.close();
+            start_cmd(o)?
         }
         None => start(o, &hand)?,
     };
