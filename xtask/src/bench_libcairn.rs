@@ -56,6 +56,10 @@ fn measure(root: &Path, tmp: &Path, calls: u32, restarts: u32) -> Result<()> {
         .arg(format!("-Wl,-rpath,{}", tmp.display()))
         .arg("-o")
         .arg(&prog))?;
+    // The job's output is a file: a pipe to the xtask would be outside
+    // the checkpointed tree.
+    let out_path = tmp.join("bench.out");
+    let out_file = std::fs::File::create(&out_path).map_err(|e| format!("{e}"))?;
     let out = Command::new(root.join("target/release/cairn"))
         .arg("run")
         .arg("-D")
@@ -64,9 +68,12 @@ fn measure(root: &Path, tmp: &Path, calls: u32, restarts: u32) -> Result<()> {
         .arg(&prog)
         .arg(calls.to_string())
         .arg(restarts.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(out_file.try_clone().map_err(|e| format!("{e}"))?)
+        .stderr(out_file)
         .output()
         .map_err(|e| format!("cairn run: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = std::fs::read_to_string(&out_path).unwrap_or_default();
     if !out.status.success() {
         return Err(format!(
             "cairn run of the bench program: {}\n{text}\n{}",
