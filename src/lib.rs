@@ -26,6 +26,7 @@
 #![deny(unsafe_code)]
 
 pub mod cmd;
+pub mod control;
 pub mod dump;
 pub mod error;
 #[cfg(feature = "fuzz")]

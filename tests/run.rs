@@ -472,7 +472,8 @@ fn dump_from_outside_records_inner_pids() {
         return;
     }
     let job = Job::new("run-outside", 100_000);
-    let mut run = job.start(&["--pid-ns"], &[], 0);
+    // No control connection: its socket's peer (cairn run) is outside.
+    let mut run = job.start(&["--pid-ns", "--no-control"], &[], 0);
     job.wait_count(5, Duration::from_secs(60));
     let outer = started_pid(&job.log_text());
     let img = job.dir.join("img");

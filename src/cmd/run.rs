@@ -38,6 +38,11 @@ pub struct RunArgs {
     /// where it keeps its pids on restore whatever is taken outside.
     #[arg(long = "pid-ns")]
     pub pid_ns: bool,
+    /// No control connection for libcairn (CAIRN_CONTROL_FD): the job is
+    /// not a cooperating program, and can be dumped from outside without
+    /// --external.
+    #[arg(long = "no-control")]
+    pub no_control: bool,
     /// The job was started from a shell: its session and terminal are outside.
     #[arg(short = 'j', long = "shell-job")]
     pub shell_job: bool,
@@ -78,6 +83,7 @@ impl RunArgs {
             incremental: self.incremental,
             checkpoint_signal: self.checkpoint_signal,
             pid_ns: self.pid_ns,
+            control: !self.no_control,
             dump: DumpOptions {
                 pid: 0,
                 images_dir: PathBuf::new(),

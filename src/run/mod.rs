@@ -25,7 +25,7 @@
 pub mod pidns;
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,8 +33,10 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
+use crate::control;
 use crate::error::{Error, IoContext, Result};
 use crate::image::ImageDir;
+use crate::kinds::external::{Inherit, Key};
 use crate::options::{DumpOptions, RestoreOptions};
 use crate::sys::pidns as sysns;
 use crate::sys::safefs;
@@ -58,6 +60,8 @@ pub struct RunOptions {
     pub checkpoint_signal: i32,
     /// The tree lives in a pid namespace of its own (`--pid-ns`).
     pub pid_ns: bool,
+    /// CMD gets a control connection for libcairn (not `--no-control`).
+    pub control: bool,
     /// The dump flags every checkpoint is taken with (pid, images
     /// directory, leave-running and incremental fields are cairn run's).
     pub dump: DumpOptions,
@@ -159,6 +163,10 @@ pub fn dump_argv(o: &DumpOptions) -> Vec<OsString> {
         a.push("--dirty-tracking".into());
         a.push(m.into());
     }
+    for k in &o.external {
+        a.push("--external".into());
+        a.push(k.to_string().into());
+    }
     a
 }
 
@@ -181,6 +189,10 @@ pub fn restore_argv(o: &RestoreOptions) -> Vec<OsString> {
     if let Some(d) = &o.exe_dir {
         a.push("--exe-dir".into());
         a.push(d.clone().into());
+    }
+    for i in &o.inherit_fds {
+        a.push("--inherit-fd".into());
+        a.push(i.to_string().into());
     }
     a
 }
@@ -418,14 +430,49 @@ fn descendants(root: i32) -> Vec<i32> {
     out
 }
 
+/// Whether a process of the tree of `job` has an fd on `target` (as
+/// /proc shows it: `socket:[INO]`).
+fn tree_holds(job: &Job, target: &str) -> bool {
+    descendants(job.root).into_iter().any(|p| {
+        (crate::procfs::read_fds(p).unwrap_or_default())
+            .iter()
+            .any(|(_, t)| t == target)
+    })
+}
+
 /// The pid of `pid` in its own (innermost) pid namespace.
 pub fn inner_pid(pid: i32) -> Result<i32> {
     let st = crate::procfs::read_status(pid)?;
     Ok(st.ns_pid.last().copied().unwrap_or(pid))
 }
 
-/// Starts `cmd`: a child in a session of its own, stdin from /dev/null.
-fn start(o: &RunOptions) -> Result<Job> {
+/// A copy of the program's end of the control connection that the next
+/// child inherits (no close-on-exec), to close once it is spawned.
+fn inheritable(h: &control::Handoff) -> Result<OwnedFd> {
+    rustix::io::dup(&h.fd).map_err(|e| {
+        Error::sys(
+            crate::sys::task::getpid(),
+            "dup of the control connection",
+            std::io::Error::from(e),
+        )
+    })
+}
+
+/// Starts `cmd`: a child in a session of its own, stdin from /dev/null,
+/// with the program's end of the control connection (libcairn) at the
+/// fd `CAIRN_CONTROL_FD` names.
+fn start(o: &RunOptions, ctl: &control::Handoff) -> Result<Job> {
+    let fd = inheritable(ctl)?;
+    // The init of --pid-ns passes cairn's environment on to CMD; cairn
+    // run has no other thread.
+    std::env::set_var(control::proto::ENV_FD, fd.as_raw_fd().to_string());
+    let r = start_cmd(o);
+    std::env::remove_var(control::proto::ENV_FD);
+    drop(fd);
+    r
+}
+
+fn start_cmd(o: &RunOptions) -> Result<Job> {
     if o.pid_ns {
         return pidns::start_exec(&o.cmd);
     }
@@ -454,9 +501,20 @@ fn start(o: &RunOptions) -> Result<Job> {
 }
 
 /// Restores checkpoint `ck`: a `cairn restore` child (or, with
-/// `--pid-ns`, the namespace's init) that waits for the tree.
-fn restore(o: &RunOptions, dir: &JobDir, ck: &Ckpt, scratch: &Scratch) -> Result<Job> {
+/// `--pid-ns`, the namespace's init) that waits for the tree. `ctl`: the
+/// program's end of a new control connection and the key the tree's end
+/// was dumped with (`--inherit-fd`).
+fn restore(
+    o: &RunOptions,
+    dir: &JobDir,
+    ck: &Ckpt,
+    scratch: &Scratch,
+    ctl: Option<(&control::Handoff, Key)>,
+) -> Result<Job> {
     let images = dir.path.join(&ck.name);
+    let inherit = ctl
+        .map(|(h, key)| inheritable(h).map(|fd| (fd, key)))
+        .transpose()?;
     let ropts = RestoreOptions {
         images_dir: images.clone(),
         detached: false,
@@ -469,7 +527,12 @@ fn restore(o: &RunOptions, dir: &JobDir, ck: &Ckpt, scratch: &Scratch) -> Result
         tcp_established: o.dump.tcp_established,
         allow_foreign_images: false,
         compare: false,
-        inherit_fds: Vec::new(),
+        inherit_fds: (inherit.iter())
+            .map(|(fd, key)| Inherit {
+                fd: fd.as_raw_fd(),
+                key: *key,
+            })
+            .collect(),
         pid_ns: o.pid_ns,
     };
     crate::log::write(0, format_args!("run: restoring {}", images.display()));
@@ -495,6 +558,7 @@ fn restore(o: &RunOptions, dir: &JobDir, ck: &Ckpt, scratch: &Scratch) -> Result
     };
     let mut child = sysns::spawn(&mut c, prep)
         .map_err(|e| Error::Usage(format!("cannot run cairn restore: {e}")))?;
+    drop(inherit);
     let cpid = child.id() as i32;
     loop {
         if let Ok(s) = std::fs::read_to_string(&pidfile) {
@@ -530,6 +594,8 @@ enum Kind {
     Periodic,
     OnSignal,
     Final,
+    /// Asked for by the program (cairn_checkpoint()).
+    Restart,
 }
 
 /// The checkpoints taken so far by this cairn run.
@@ -540,9 +606,39 @@ struct Chain {
     taken: u64,
 }
 
+/// A restart checkpoint the program asked for: taken, marked in the
+/// store, then answered (0, or -EIO when it failed).
+fn restart_checkpoint(
+    o: &RunOptions,
+    dir: &JobDir,
+    job: &Job,
+    chain: &mut Chain,
+    scratch: &Scratch,
+    server: &mut control::Server,
+    p: control::Pending,
+) {
+    let taken = checkpoint(o, dir, job, chain, Kind::Restart, scratch, server);
+    let status = match &taken {
+        Some(name) => {
+            let exists = |c: &str| safefs::lstatat(&dir.fd, OsStr::new(c)).is_ok();
+            match server.store_mut().mark_restart(name, p, exists) {
+                Ok(()) => 0,
+                Err(e) => {
+                    warn!("run: {name}: {e}");
+                    -libc::EIO
+                }
+            }
+        }
+        None => -libc::EIO,
+    };
+    if let Err(e) = server.answer(p, status) {
+        warn!("run: {e}");
+    }
+}
+
 /// Takes one checkpoint of `job` into a new `DIR/ckpt-N`: a `cairn dump`
 /// child (in the job's pid namespace with `--pid-ns`), its log forwarded
-/// to cairn's. Returns whether it completed.
+/// to cairn's. Returns its name if it completed.
 fn checkpoint(
     o: &RunOptions,
     dir: &JobDir,
@@ -550,11 +646,22 @@ fn checkpoint(
     chain: &mut Chain,
     kind: Kind,
     scratch: &Scratch,
-) -> bool {
+    server: &mut control::Server,
+) -> Option<String> {
+    if !server.settle(SETTLE) {
+        warn!("run: checkpoint ({kind:?}) skipped: the job has not read the answers of its control connection");
+        return None;
+    }
     let seq = dir.next_seq();
     let name = ckpt_name(seq);
     let images = dir.path.join(&name);
     let mut d = o.dump.clone();
+    // The tree's end of the control connection, unless it closed it (a
+    // copy outside the tree, in the `cairn restore` that waits for it,
+    // keeps the socket open).
+    let key = server.external_key();
+    d.external
+        .extend(key.filter(|k| tree_holds(job, &k.to_string())));
     d.images_dir = images.clone();
     d.leave_running = kind != Kind::Final;
     d.incr.prev_images_dir = None;
@@ -571,7 +678,7 @@ fn checkpoint(
             Ok(p) => p,
             Err(e) => {
                 warn!("run: checkpoint {name}: {e}");
-                return false;
+                return None;
             }
         }
     } else {
@@ -612,15 +719,15 @@ fn checkpoint(
                 (Some(_), Some((_, n))) => n + 1,
                 _ => 1,
             };
-            chain.prev = Some((name, len));
+            chain.prev = Some((name.clone(), len));
             if let Some(k) = o.keep {
                 dir.prune(k);
             }
-            true
+            Some(name)
         }
         Err(e) => {
             warn!("run: checkpoint {name} failed: {e}");
-            false
+            None
         }
     }
 }
@@ -744,17 +851,37 @@ fn signals(ckpt: i32) -> Result<SignalFd> {
         .map_err(|e| Error::sys(me, "signalfd", std::io::Error::from(e)))
 }
 
-/// The next signal, or `None` once `timeout` passed.
-fn next_signal(sfd: &SignalFd, timeout: Option<Duration>) -> Result<Option<i32>> {
+/// What woke cairn run up.
+enum Wake {
+    Signal(i32),
+    /// The control connection is readable (or closed).
+    Control,
+    Timeout,
+}
+
+/// The next signal or control request, or [`Wake::Timeout`] once
+/// `timeout` passed.
+fn next_event(
+    sfd: &SignalFd,
+    ctl: Option<BorrowedFd<'_>>,
+    timeout: Option<Duration>,
+) -> Result<Wake> {
     let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
-    let (ready, _) = crate::sys::fdpass::poll2(sfd, sfd, ms)
-        .map_err(|e| Error::sys(crate::sys::task::getpid(), "poll", e))?;
-    if !ready {
-        return Ok(None);
+    let (sig, req) = match ctl {
+        Some(c) => crate::sys::fdpass::poll2(sfd, &c, ms),
+        None => crate::sys::fdpass::poll2(sfd, sfd, ms),
+    }
+    .map_err(|e| Error::sys(crate::sys::task::getpid(), "poll", e))?;
+    if !sig {
+        return Ok(if req && ctl.is_some() {
+            Wake::Control
+        } else {
+            Wake::Timeout
+        });
     }
     match sfd.read_signal() {
-        Ok(Some(info)) => Ok(Some(info.ssi_signo as i32)),
-        Ok(None) => Ok(Some(0)),
+        Ok(Some(info)) => Ok(Wake::Signal(info.ssi_signo as i32)),
+        Ok(None) => Ok(Wake::Signal(0)),
         Err(e) => Err(Error::sys(
             crate::sys::task::getpid(),
             "read signalfd",
@@ -762,6 +889,10 @@ fn next_signal(sfd: &SignalFd, timeout: Option<Duration>) -> Result<Option<i32>>
         )),
     }
 }
+
+/// How long a checkpoint waits for the job to read the answers on its
+/// control connection.
+const SETTLE: Duration = Duration::from_secs(2);
 
 /// `cairn run`. Returns the exit code: the tree's status when it ends by
 /// itself, 0 after the final checkpoint of a SIGTERM.
@@ -772,10 +903,30 @@ pub fn run(o: &RunOptions) -> Result<i32> {
     let sfd = signals(o.checkpoint_signal)?;
     let dir = JobDir::open(&o.dir)?;
     let scratch = Scratch::new()?;
+    let (mut server, hand) = control::Server::new(control::Store::open(&dir.fd, &dir.path)?)?;
     let job = match dir.checkpoints().pop() {
-        Some(ck) => restore(o, &dir, &ck, &scratch)?,
-        None => start(o)?,
+        Some(ck) => {
+            let key = control::image_key(&dir.path.join(&ck.name)).ok().flatten();
+            if key.is_none() {
+                server.close();
+            }
+            let name = ck.name.to_string_lossy();
+            if let Some(p) = server.store().restart_of(&name).filter(|_| key.is_some()) {
+                info!(
+                    "run: {name} is the restart checkpoint of request {} of pid {}: answered 1",
+                    p.id, p.pid
+                );
+                server.queue_restored(p)?;
+            }
+            restore(o, &dir, &ck, &scratch, key.map(|k| (&hand, k)))?
+        }
+        None if !o.control => {
+            server.close();
+            start_cmd(o)?
+        }
+        None => start(o, &hand)?,
     };
+    drop(hand);
     crate::log::write(
         0,
         format_args!(
@@ -796,21 +947,42 @@ pub fn run(o: &RunOptions) -> Result<i32> {
     let mut next = o.interval.map(|i| Instant::now() + i);
     loop {
         if let Some(code) = job.ended()? {
+            server.sync();
             crate::log::write(0, format_args!("run: the job ended with status {code}"));
             return Ok(code);
         }
-        let timeout = next.map(|t| t.saturating_duration_since(Instant::now()));
-        match next_signal(&sfd, timeout)? {
-            None => {
-                checkpoint(o, &dir, &job, &mut chain, Kind::Periodic, &scratch);
-                next = o.interval.map(|i| Instant::now() + i);
+        let wake = [next, server.sync_at()].into_iter().flatten().min();
+        let timeout = wake.map(|t| t.saturating_duration_since(Instant::now()));
+        match next_event(&sfd, server.fd(), timeout)? {
+            Wake::Timeout => {
+                if server.sync_at().is_some_and(|t| t <= Instant::now()) {
+                    server.sync();
+                }
+                if next.is_some_and(|t| t <= Instant::now()) {
+                    let s = &mut server;
+                    checkpoint(o, &dir, &job, &mut chain, Kind::Periodic, &scratch, s);
+                    next = o.interval.map(|i| Instant::now() + i);
+                }
             }
-            Some(s) if s == libc::SIGTERM => {
+            Wake::Control => match server.handle() {
+                Ok(control::Event::Checkpoint(p)) => {
+                    info!(
+                        "run: restart checkpoint asked by pid {} (request {})",
+                        p.pid, p.id
+                    );
+                    let s = &mut server;
+                    restart_checkpoint(o, &dir, &job, &mut chain, &scratch, s, p);
+                }
+                Ok(_) => {}
+                Err(e) => warn!("run: {e}"),
+            },
+            Wake::Signal(s) if s == libc::SIGTERM => {
                 crate::log::write(0, format_args!("run: SIGTERM: final checkpoint"));
                 if job.ended()?.is_some() {
                     continue;
                 }
-                let ok = checkpoint(o, &dir, &job, &mut chain, Kind::Final, &scratch);
+                let s = &mut server;
+                let ok = checkpoint(o, &dir, &job, &mut chain, Kind::Final, &scratch, s).is_some();
                 if !ok {
                     warn!("run: the final checkpoint failed: the job is killed; the previous checkpoint stays the newest");
                     job.kill();
@@ -824,14 +996,15 @@ pub fn run(o: &RunOptions) -> Result<i32> {
                 );
                 return Ok(0);
             }
-            Some(s) if s == o.checkpoint_signal => {
-                checkpoint(o, &dir, &job, &mut chain, Kind::OnSignal, &scratch);
+            Wake::Signal(s) if s == o.checkpoint_signal => {
+                let s = &mut server;
+                checkpoint(o, &dir, &job, &mut chain, Kind::OnSignal, &scratch, s);
             }
-            Some(s) if s == libc::SIGINT || s == libc::SIGHUP => {
+            Wake::Signal(s) if s == libc::SIGINT || s == libc::SIGHUP => {
                 info!("run: passing signal {s} on to pid {}", job.root);
                 let _ = crate::sys::task::kill(job.root, s);
             }
-            Some(_) => {}
+            Wake::Signal(_) => {}
         }
     }
 }

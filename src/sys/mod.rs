@@ -9,6 +9,7 @@
 pub mod abi;
 pub mod aio;
 pub mod bpf;
+pub mod control;
 pub mod fdpass;
 pub mod fown;
 pub mod inject;

@@ -50,6 +50,7 @@
 //! std only, so the xtask builds in seconds on a fresh machine.
 
 mod bench_bgsnap;
+mod bench_libcairn;
 mod bench_migrate;
 mod bench_restore;
 mod incr;
@@ -106,6 +107,7 @@ const USAGE: &str = "usage: cargo xtask demo [DEMO ARGS...]
        cargo xtask bench small [--runs N] [--procs N] [--baseline CAIRN]
        cargo xtask bench migrate [--runs N] [--size SIZE] [--dirty PCT,PCT]
        cargo xtask bench bgsnap [--runs N]
+       cargo xtask bench libcairn [--calls N] [--restarts N]
        cargo xtask vm-test [--kernel 6.1|6.12|all] [--tests T1,T2] [--exec CMD]
                            [--timeout SECS] [--mem SIZE] [-- TEST FILTERS]";
 
@@ -985,6 +987,9 @@ fn bench(args: &[String]) -> Result<()> {
     }
     if args.first().map(String::as_str) == Some("scaling") {
         return bench_restore::bench(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("libcairn") {
+        return bench_libcairn::bench(&args[1..]);
     }
     if args.first().map(String::as_str) == Some("bgsnap") {
         return bench_bgsnap::bench(&args[1..]);

@@ -1,0 +1,246 @@
+//! libcairn: checkpoints driven by the program itself, under a cairn
+//! supervisor (`cairn run`, `cairn pair`); the NonStop model of process
+//! pairs (issue 18).
+//!
+//! - [`checkpoint`]: a restart checkpoint at this point. It returns
+//!   [`Resumed::Continued`] in the process that goes on and
+//!   [`Resumed::Restored`] in a process restored from that checkpoint
+//!   (like fork's two returns).
+//! - [`checkpoint_data`]: a nonrestart checkpoint: at most [`DATA_MAX`]
+//!   bytes (64 KiB), sent to the supervisor, which keeps the newest.
+//! - [`takeover_data`]: that newest data, in a process that was restored
+//!   or took over.
+//! - [`is_backup`]: whether this process is a backup.
+//!
+//! The supervisor names the connection in the environment
+//! ([`proto::ENV_FD`]); the library takes it on its first call, and every
+//! call fails with `ENOTCONN` in a program not under a supervisor. The C
+//! interface (`include/cairn.h`, `libcairn.so`) is the same with negative
+//! errno values. Calls of one process are serialized; the connection
+//! belongs to the process that made the first call (other processes of
+//! the tree get `EBUSY`). See docs/ARCHITECTURE.md ("libcairn") for the
+//! protocol.
+
+mod capi;
+pub mod proto;
+mod sys;
+
+use std::fmt;
+use std::sync::{Mutex, MutexGuard};
+
+use proto::Header;
+
+pub use proto::{DATA_MAX, ENV_FD};
+
+/// An error: a (positive) errno value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Error(pub i32);
+
+impl Error {
+    /// Not under a supervisor, or the supervisor is gone (ENOTCONN).
+    pub const NOT_CONNECTED: Error = Error(libc::ENOTCONN);
+    /// Too much nonrestart data (E2BIG).
+    pub const TOO_BIG: Error = Error(libc::E2BIG);
+    /// No nonrestart data yet (ENODATA).
+    pub const NO_DATA: Error = Error(libc::ENODATA);
+
+    /// The errno value.
+    pub fn errno(self) -> i32 {
+        self.0
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", std::io::Error::from_raw_os_error(self.0))
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<Error> for std::io::Error {
+    fn from(e: Error) -> Self {
+        std::io::Error::from_raw_os_error(e.0)
+    }
+}
+
+/// Which return of [`checkpoint`] this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resumed {
+    /// The checkpoint is taken and this process goes on.
+    Continued,
+    /// This process was restored from that checkpoint.
+    Restored,
+}
+
+/// The connection to the supervisor.
+struct Conn {
+    fd: i32,
+    /// Inode of the socket at `fd` when last looked at: a restore hands
+    /// in another one at the same fd number.
+    ino: u64,
+    /// The process that uses it.
+    owner: u32,
+    /// The number of the last request.
+    last_id: u32,
+}
+
+static CONN: Mutex<Option<Conn>> = Mutex::new(None);
+
+fn lock() -> MutexGuard<'static, Option<Conn>> {
+    CONN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The connection named in the environment, if it is one.
+fn connect() -> Result<Conn, Error> {
+    let fd = std::env::var(ENV_FD)
+        .ok()
+        .and_then(|v| v.trim().parse::<i32>().ok())
+        .filter(|&f| f >= 0)
+        .ok_or(Error(libc::ENOTCONN))?;
+    let (ino, is_sock) = sys::inode(fd).map_err(|_| Error(libc::ENOTCONN))?;
+    if !is_sock || sys::sock_type(fd) != Ok(libc::SOCK_SEQPACKET) {
+        return Err(Error(libc::ENOTCONN));
+    }
+    // Programs this one starts do not inherit it.
+    sys::set_cloexec(fd).map_err(Error)?;
+    Ok(Conn {
+        fd,
+        ino,
+        owner: sys::getpid(),
+        last_id: 0,
+    })
+}
+
+/// A lost connection is ENOTCONN, whatever the socket said.
+fn lost(e: i32) -> Error {
+    match e {
+        libc::EPIPE | libc::ECONNRESET | libc::ECONNREFUSED | libc::EBADF | libc::ENOTSOCK => {
+            Error(libc::ENOTCONN)
+        }
+        e => Error(e),
+    }
+}
+
+/// Sends request `op` with `payload` and waits for its answer, whose
+/// payload goes to `out`. Returns (status, payload length).
+///
+/// The wait survives a restore of the process: a restored process finds
+/// another socket at the same fd number (with a receive timeout the
+/// supervisor set), and sends the request again on it when its wait ends
+/// without an answer. The supervisor drops a request it answered already
+/// on that connection (same pid and id), and answers the restart
+/// checkpoint a restore was made from (1) before the process runs.
+fn request(op: u16, payload: &[u8], out: &mut [u8]) -> Result<(i32, usize), Error> {
+    let mut g = lock();
+    if g.is_none() {
+        *g = Some(connect()?);
+    }
+    let Some(c) = g.as_mut() else {
+        return Err(Error(libc::ENOTCONN));
+    };
+    let pid = sys::getpid();
+    if pid != c.owner {
+        return Err(Error(libc::EBUSY));
+    }
+    c.last_id = c.last_id.wrapping_add(1).max(1);
+    let id = c.last_id;
+    let head = Header {
+        op,
+        pid,
+        id,
+        status: 0,
+    }
+    .encode();
+    c.ino = sys::inode(c.fd).map_err(lost)?.0;
+    send_retry(c.fd, &head, payload)?;
+    let mut ans = [0u8; proto::HEADER];
+    loop {
+        match sys::recv(c.fd, &mut ans, out) {
+            Ok(0) => return Err(Error(libc::ENOTCONN)),
+            Ok(n) => {
+                let Some(h) = Header::decode(&ans[..n.min(proto::HEADER)]) else {
+                    continue;
+                };
+                if n >= proto::HEADER && h.op == op && h.pid == pid && h.id == id {
+                    return Ok((h.status, n - proto::HEADER));
+                }
+                // An answer to a request of before a restore: not ours.
+            }
+            Err(libc::EINTR) | Err(libc::EAGAIN) => {
+                let ino = sys::inode(c.fd).map_err(lost)?.0;
+                if ino != c.ino {
+                    c.ino = ino;
+                    send_retry(c.fd, &head, payload)?;
+                }
+            }
+            Err(e) => return Err(lost(e)),
+        }
+    }
+}
+
+fn send_retry(fd: i32, head: &[u8], payload: &[u8]) -> Result<(), Error> {
+    loop {
+        match sys::send(fd, head, payload) {
+            Ok(()) => return Ok(()),
+            Err(libc::EINTR) | Err(libc::EAGAIN) | Err(libc::ENOBUFS) => std::thread::yield_now(),
+            Err(e) => return Err(lost(e)),
+        }
+    }
+}
+
+/// A status that must be 0 or more.
+fn status(s: i32) -> Result<i32, Error> {
+    if s < 0 {
+        Err(Error(-s))
+    } else {
+        Ok(s)
+    }
+}
+
+/// A restart checkpoint of the whole process (its tree) at this point:
+/// returns once the supervisor has it ([`Resumed::Continued`]), and
+/// again in every process restored from it ([`Resumed::Restored`]).
+pub fn checkpoint() -> Result<Resumed, Error> {
+    match status(request(proto::OP_CHECKPOINT, &[], &mut [])?.0)? {
+        0 => Ok(Resumed::Continued),
+        _ => Ok(Resumed::Restored),
+    }
+}
+
+/// A nonrestart checkpoint: `data` (at most [`DATA_MAX`] bytes, else
+/// `E2BIG`) is kept by the supervisor, the newest replacing the one
+/// before, and given by [`takeover_data`] after a restart or takeover.
+/// Returns once the supervisor stored it.
+pub fn checkpoint_data(data: &[u8]) -> Result<(), Error> {
+    if data.len() > DATA_MAX {
+        return Err(Error(libc::E2BIG));
+    }
+    status(request(proto::OP_DATA, data, &mut [])?.0).map(drop)
+}
+
+/// The newest nonrestart data the supervisor has, copied to `buf`; its
+/// length. `ENODATA` when there is none, `EMSGSIZE` when `buf` is too
+/// small (a buffer of [`DATA_MAX`] bytes always does).
+pub fn takeover_data(buf: &mut [u8]) -> Result<usize, Error> {
+    let (s, n) = request(proto::OP_TAKEOVER, &[], buf)?;
+    let s = status(s)? as usize;
+    if n > buf.len() || s != n {
+        return Err(Error(libc::EMSGSIZE));
+    }
+    Ok(n)
+}
+
+/// [`takeover_data`] into a new vector.
+pub fn takeover_vec() -> Result<Vec<u8>, Error> {
+    let mut v = vec![0u8; DATA_MAX];
+    let n = takeover_data(&mut v)?;
+    v.truncate(n);
+    Ok(v)
+}
+
+/// Whether this process is a backup (of `cairn pair`); always false
+/// under `cairn run`.
+pub fn is_backup() -> Result<bool, Error> {
+    Ok(status(request(proto::OP_IS_BACKUP, &[], &mut [])?.0)? != 0)
+}

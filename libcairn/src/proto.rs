@@ -1,0 +1,143 @@
+//! The control protocol between libcairn and its supervisor (`cairn run`,
+//! `cairn pair`). This file is shared, word for word, by the library and
+//! by cairn's server (`src/control/mod.rs` includes it with `#[path]`), so
+//! that both ends always agree. Safe code only.
+//!
+//! The connection is a `SOCK_SEQPACKET` unix socket pair made by the
+//! supervisor; the program's end is named by [`ENV_FD`] in its
+//! environment. Every message is one packet: a [`HEADER`]-byte header,
+//! little endian, then the payload.
+//!
+//! ```text
+//! offset size
+//!      0    2  version (VERSION)
+//!      2    2  op (OP_*)
+//!      4    4  pid of the process that asked (a request and its answer)
+//!      8    4  id: the asker's request number (never 0), echoed in the answer
+//!     12    4  status: 0 in a request; in an answer 0 or more (op's result)
+//!              or a negative errno
+//!     16  ...  payload (OP_DATA request, OP_TAKEOVER answer): at most DATA_MAX
+//! ```
+
+/// The protocol version this file describes.
+pub const VERSION: u16 = 1;
+/// Size of the header of every message.
+pub const HEADER: usize = 16;
+/// Most bytes of nonrestart data one checkpoint carries (64 KiB).
+pub const DATA_MAX: usize = 64 * 1024;
+/// Largest message: a header and the most data.
+pub const MSG_MAX: usize = HEADER + DATA_MAX;
+/// The environment variable naming the program's end of the connection
+/// (a decimal fd number).
+pub const ENV_FD: &str = "CAIRN_CONTROL_FD";
+
+/// A restart checkpoint: answered 0 once the supervisor has it, and 1 in
+/// a process restored from it.
+pub const OP_CHECKPOINT: u16 = 1;
+/// A nonrestart checkpoint: the payload is kept; answered 0 once stored.
+pub const OP_DATA: u16 = 2;
+/// The newest nonrestart data: answered with its length and the data as
+/// payload, or -ENODATA.
+pub const OP_TAKEOVER: u16 = 3;
+/// Whether this process is a backup: answered 0 or 1.
+pub const OP_IS_BACKUP: u16 = 4;
+
+/// A message header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub op: u16,
+    pub pid: u32,
+    pub id: u32,
+    pub status: i32,
+}
+
+impl Header {
+    /// The header's bytes.
+    pub fn encode(&self) -> [u8; HEADER] {
+        let mut b = [0u8; HEADER];
+        b[0..2].copy_from_slice(&VERSION.to_le_bytes());
+        b[2..4].copy_from_slice(&self.op.to_le_bytes());
+        b[4..8].copy_from_slice(&self.pid.to_le_bytes());
+        b[8..12].copy_from_slice(&self.id.to_le_bytes());
+        b[12..16].copy_from_slice(&self.status.to_le_bytes());
+        b
+    }
+
+    /// The header at the start of `b`, if it is one of this version.
+    pub fn decode(b: &[u8]) -> Option<Header> {
+        if b.len() < HEADER {
+            return None;
+        }
+        let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        if u16_at(0) != VERSION {
+            return None;
+        }
+        Some(Header {
+            op: u16_at(2),
+            pid: u32_at(4),
+            id: u32_at(8),
+            status: u32_at(12) as i32,
+        })
+    }
+}
+
+/// What is wrong with request `b` (a whole packet), if anything: a
+/// supervisor answers -EINVAL (or -E2BIG for too much data) and does
+/// nothing else.
+pub fn check_request(b: &[u8]) -> Result<Header, i32> {
+    let h = Header::decode(b).ok_or(libc_einval())?;
+    if h.id == 0 || h.status != 0 {
+        return Err(libc_einval());
+    }
+    let payload = b.len() - HEADER;
+    match h.op {
+        OP_DATA if payload > DATA_MAX => Err(-7), // -E2BIG
+        OP_DATA => Ok(h),
+        OP_CHECKPOINT | OP_TAKEOVER | OP_IS_BACKUP if payload == 0 => Ok(h),
+        _ => Err(libc_einval()),
+    }
+}
+
+const fn libc_einval() -> i32 {
+    -22
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trips_and_requests_are_checked() {
+        let h = Header {
+            op: OP_DATA,
+            pid: 77,
+            id: 5,
+            status: -61,
+        };
+        assert_eq!(Header::decode(&h.encode()), Some(h));
+        let mut b = h.encode();
+        b[0] = 9;
+        assert_eq!(Header::decode(&b), None);
+        assert_eq!(Header::decode(&[0; 3]), None);
+        let req = |op, id, status, extra: usize| {
+            let mut v = Header {
+                op,
+                pid: 1,
+                id,
+                status,
+            }
+            .encode()
+            .to_vec();
+            v.resize(HEADER + extra, 0);
+            v
+        };
+        assert!(check_request(&req(OP_DATA, 1, 0, DATA_MAX)).is_ok());
+        assert_eq!(check_request(&req(OP_DATA, 1, 0, DATA_MAX + 1)), Err(-7));
+        assert!(check_request(&req(OP_CHECKPOINT, 1, 0, 0)).is_ok());
+        assert_eq!(check_request(&req(OP_CHECKPOINT, 1, 0, 1)), Err(-22));
+        assert_eq!(check_request(&req(OP_CHECKPOINT, 0, 0, 0)), Err(-22));
+        assert_eq!(check_request(&req(OP_TAKEOVER, 1, 3, 0)), Err(-22));
+        assert_eq!(check_request(&req(99, 1, 0, 0)), Err(-22));
+    }
+}

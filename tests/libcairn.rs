@@ -1,0 +1,333 @@
+//! libcairn (issue 18): cooperating programs under `cairn run`. The test
+//! builds libcairn.so (`cargo build -p libcairn`) and the C example
+//! examples/libcairn/counter.c against it with gcc, then runs it: restart
+//! checkpoints at known steps, nonrestart data after every step, SIGKILL
+//! between two restart checkpoints, and a second `cairn run` on the same
+//! directory that restores the last restart point, where
+//! cairn_checkpoint() returns 1 and cairn_takeover_data() gives the newest
+//! data. The program checks all of it itself and prints PASS.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The built example programs: (C counter, Rust counter).
+struct Built {
+    c: PathBuf,
+    rust: PathBuf,
+}
+
+/// Builds libcairn (its own target directory: the outer cargo may hold
+/// the lock of the crate's), copies the shared library as libcairn.so and
+/// compiles the C example against it and include/cairn.h.
+fn built() -> &'static Built {
+    static B: OnceLock<Built> = OnceLock::new();
+    B.get_or_init(|| {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let target = tmp.join("libcairn-target");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let st = Command::new(cargo)
+            .current_dir(manifest)
+            .args(["build", "--release", "-p", "libcairn", "--lib"])
+            .args(["--example", "libcairn_counter", "--target-dir"])
+            .arg(&target)
+            .status()
+            .expect("run cargo build -p libcairn");
+        assert!(st.success(), "cargo build -p libcairn failed");
+        let lib = tmp.join(format!("libcairn-lib-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&lib);
+        fs::create_dir_all(&lib).unwrap();
+        fs::copy(
+            target.join("release/libcairn_lib.so"),
+            lib.join("libcairn.so"),
+        )
+        .expect("copy libcairn_lib.so as libcairn.so");
+        let c = lib.join("counter");
+        let out = Command::new("gcc")
+            .args(["-O2", "-Wall", "-Werror", "-I"])
+            .arg(manifest.join("libcairn/include"))
+            .arg(manifest.join("examples/libcairn/counter.c"))
+            .arg("-L")
+            .arg(&lib)
+            .arg("-lcairn")
+            .arg(format!("-Wl,-rpath,{}", lib.display()))
+            .arg("-o")
+            .arg(&c)
+            .output()
+            .expect("run gcc");
+        assert!(
+            out.status.success(),
+            "gcc counter.c: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rust = lib.join("libcairn_counter");
+        fs::copy(target.join("release/examples/libcairn_counter"), &rust)
+            .expect("copy the Rust example");
+        Built { c, rust }
+    })
+}
+
+/// One job's files.
+struct Job {
+    dir: PathBuf,
+    ck: PathBuf,
+    progress: PathBuf,
+    out: PathBuf,
+    log: PathBuf,
+}
+
+impl Job {
+    fn new(tag: &str) -> Job {
+        let dir = fresh_dir(tag);
+        Job {
+            ck: dir.join("ck"),
+            progress: dir.join("progress"),
+            out: dir.join("job.out"),
+            log: dir.join("run.log"),
+            dir,
+        }
+    }
+
+    /// `cairn run -D ck FLAGS -- PROG ARGS`, output appended to job.out.
+    fn start(&self, flags: &[&str], prog: &Path, args: &[&str]) -> Child {
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o644)
+            .open(&self.out)
+            .unwrap();
+        Command::new(cairn_bin())
+            .arg("-v")
+            .arg("-o")
+            .arg(&self.log)
+            .arg("run")
+            .arg("-D")
+            .arg(&self.ck)
+            .args(flags)
+            .arg("--")
+            .arg(prog)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .expect("spawn cairn run")
+    }
+
+    /// (step, pid) from the progress file.
+    fn progress(&self) -> Option<(u64, i32)> {
+        let s = fs::read_to_string(&self.progress).ok()?;
+        let mut it = s.split_whitespace();
+        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    }
+
+    /// (step, pid) once the job reached step `n` (the file is rewritten
+    /// at every step: read until it parses).
+    fn wait_step(&self, n: u64, run: &mut Child) -> (u64, i32) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some((s, p)) = self.progress() {
+                if s >= n {
+                    return (s, p);
+                }
+            }
+            if Instant::now() > deadline || matches!(run.try_wait(), Ok(Some(_))) {
+                kill_tree(run);
+                panic!("the job did not reach step {n}: {}", self.describe());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn text(p: &Path) -> String {
+        fs::read_to_string(p).unwrap_or_default()
+    }
+
+    fn completed(&self) -> usize {
+        Self::text(&self.log).matches(" complete: frozen ").count()
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "\n--- run.log:\n{}\n--- job.out:\n{}",
+            tail(&self.log, 6000),
+            tail(&self.out, 3000)
+        )
+    }
+
+    fn wait_exit(&self, run: &mut Child) -> i32 {
+        match wait_timeout(run, Duration::from_secs(180)) {
+            Some(st) => exit_code(&st),
+            None => {
+                kill_tree(run);
+                panic!("cairn run did not exit: {}", self.describe());
+            }
+        }
+    }
+
+    fn kill_job(&self, pid: i32, run: &mut Child) {
+        // SAFETY: kill takes integers only.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        assert!(
+            wait_pid_gone(pid, Duration::from_secs(10)),
+            "pid {pid} lives"
+        );
+        let code = self.wait_exit(run);
+        assert_ne!(code, 0, "cairn run of a killed job: {}", self.describe());
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Restart checkpoints at steps 3 and 6, data after every step; the job
+/// is killed after the data of step 8. `cairn run` again: the program
+/// resumes at step 6 (cairn_checkpoint returned 1), with the data of
+/// step 8 from cairn_takeover_data, and finishes.
+#[test]
+fn restart_checkpoint_resumes_with_the_newest_data() {
+    if skip_unless_root() {
+        return;
+    }
+    let b = built();
+    let job = Job::new("libcairn-restart");
+    let prog = job.progress.to_str().unwrap().to_string();
+    let args = [prog.as_str(), "10", "3", "8"];
+    let mut run = job.start(&[], &b.c, &args);
+    let (_, pid) = job.wait_step(8, &mut run);
+    let out = Job::text(&job.out);
+    assert!(!out.contains("FAIL"), "{}", job.describe());
+    assert_eq!(
+        job.completed(),
+        2,
+        "two restart checkpoints: {}",
+        job.describe()
+    );
+    job.kill_job(pid, &mut run);
+
+    let mut run = job.start(&[], &b.c, &args);
+    let code = job.wait_exit(&mut run);
+    let out = Job::text(&job.out);
+    assert_eq!(code, 0, "the restarted job: {}", job.describe());
+    assert!(
+        out.contains("restored at step 6; takeover data of step 8")
+            && out.contains("PASS 10 steps, restored 1"),
+        "{}",
+        job.describe()
+    );
+    let log = Job::text(&job.log);
+    assert!(
+        log.contains("is the restart checkpoint of request"),
+        "{}",
+        job.describe()
+    );
+}
+
+/// Periodic checkpoints (`--interval`) taken while the program sends data
+/// every few milliseconds (some while a request waits for its answer):
+/// the job killed after one restores with a working control connection,
+/// sends its data on, takes a restart checkpoint and finishes.
+#[test]
+fn periodic_checkpoint_restores_a_working_connection() {
+    if skip_unless_root() {
+        return;
+    }
+    let b = built();
+    let job = Job::new("libcairn-periodic");
+    let prog = job.progress.to_str().unwrap().to_string();
+    // 400 steps of 5 ms; a restart checkpoint at step 350 only.
+    let args = [prog.as_str(), "400", "350", "0", "5"];
+    let mut run = job.start(&["--interval", "500ms"], &b.c, &args);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while job.completed() < 1 {
+        assert!(Instant::now() < deadline, "{}", job.describe());
+        assert!(
+            matches!(run.try_wait(), Ok(None)),
+            "cairn run ended: {}",
+            job.describe()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let at = job.wait_step(0, &mut run).0;
+    let (killed_at, pid) = job.wait_step(at + 5, &mut run);
+    assert!(killed_at < 350, "too late: {}", job.describe());
+    job.kill_job(pid, &mut run);
+
+    let mut run = job.start(&["--interval", "500ms"], &b.c, &args);
+    let code = job.wait_exit(&mut run);
+    let out = Job::text(&job.out);
+    assert_eq!(code, 0, "the restarted job: {}", job.describe());
+    assert!(out.contains("PASS 400 steps"), "{}", job.describe());
+    assert!(!out.contains("FAIL"), "{}", job.describe());
+    let log = Job::text(&job.log);
+    assert!(log.contains("run: restoring"), "{}", job.describe());
+    assert!(
+        log.contains("restart checkpoint asked by pid"),
+        "no restart checkpoint after the restore: {}",
+        job.describe()
+    );
+}
+
+/// Outside a supervisor every call is -ENOTCONN (also with a
+/// CAIRN_CONTROL_FD that is not a control socket).
+#[test]
+fn not_under_a_supervisor_is_enotconn() {
+    let b = built();
+    for env in [None, Some("0"), Some("999"), Some("x")] {
+        let mut c = Command::new(&b.c);
+        c.arg("--standalone").stdin(Stdio::null());
+        match env {
+            Some(v) => c.env("CAIRN_CONTROL_FD", v),
+            None => c.env_remove("CAIRN_CONTROL_FD"),
+        };
+        let out = c.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("PASS"),
+            "{env:?}: {text}"
+        );
+    }
+    let out = Command::new(&b.rust)
+        .arg("--standalone")
+        .env_remove("CAIRN_CONTROL_FD")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The Rust example under `cairn run`: two restart checkpoints, data
+/// after every step, to the end.
+#[test]
+fn rust_example_runs_under_cairn_run() {
+    if skip_unless_root() {
+        return;
+    }
+    let b = built();
+    let job = Job::new("libcairn-rust");
+    let mut run = job.start(&[], &b.rust, &["7", "3"]);
+    let code = job.wait_exit(&mut run);
+    assert_eq!(code, 0, "{}", job.describe());
+    assert!(
+        Job::text(&job.out).contains("PASS 7 steps"),
+        "{}",
+        job.describe()
+    );
+    assert_eq!(job.completed(), 2, "{}", job.describe());
+}
