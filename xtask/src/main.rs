@@ -13,6 +13,8 @@
 //!   runs it before the tests.
 //! - `cargo xtask vm-test [--kernel 6.1|6.12|all] [-- FILTERS]`: core
 //!   integration tests inside QEMU under Debian's kernels (`vm.rs`).
+//! - `cargo xtask slurm [start|stop|status] [--dir DIR]`: a one-node
+//!   Slurm of the caller's own in `target/slurm` (`slurm.rs`, issue 17).
 //! - `cargo xtask fuzz [--iterations N] [--seed S]`: the in-tree fuzzer of
 //!   the image decoders and validators (`cairn::fuzz`, driven by
 //!   tests/fuzz_images.rs on real checkpoints of four workloads); prints
@@ -54,6 +56,7 @@ mod bench_migrate;
 mod bench_restore;
 mod incr;
 mod inv;
+mod slurm;
 mod small;
 mod vm;
 
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         "bench" => bench(rest).map(|()| 0),
         "vm-test" => vm::vm_test(rest),
         "fuzz" => fuzz(rest),
+        "slurm" => slurm::main(rest, &root().join("target/slurm")),
         "help" | "-h" | "--help" => {
             eprintln!("{USAGE}");
             Ok(0)
@@ -97,6 +101,7 @@ const USAGE: &str = "usage: cargo xtask demo [DEMO ARGS...]
        cargo xtask test [CARGO TEST ARGS...]
        cargo xtask lint
        cargo xtask fuzz [--iterations N] [--seed S]
+       cargo xtask slurm [start|stop|status] [--dir DIR]
        cargo xtask bench [--runs N] [--size SIZE] [-- DUMP-ARGS...]
        cargo xtask bench tree [--runs N]
        cargo xtask bench chain [--runs N] [--depths N,N,...]
@@ -174,6 +179,11 @@ const TEST_TOOLS: &[(Has, &str)] = &[
     (Has::Cmd("redis-server"), "redis-server"),
     // A cairn with file capabilities (tests/perms.rs).
     (Has::File("/usr/sbin/setcap"), "libcap2-bin"),
+    // A one-node Slurm of the tests' own (tests/slurm.rs, slurm.rs).
+    (Has::File("/usr/sbin/slurmctld"), "slurmctld"),
+    (Has::File("/usr/sbin/slurmd"), "slurmd"),
+    (Has::File("/usr/bin/sbatch"), "slurm-client"),
+    (Has::File("/usr/sbin/munged"), "munge"),
 ];
 
 /// Installs the packages of [`BUILD_TOOLS`] and, unless `build_only`,
