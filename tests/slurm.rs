@@ -16,6 +16,16 @@ use std::time::{Duration, Instant};
 use common::slurm::Slurm;
 use common::*;
 
+/// The tests run one at a time: one Slurm at a time on this machine, and
+/// the pid taken by the second one (through `ns_last_pid`) must not make
+/// the pid counter come back over the pids of the first one's job,
+/// which it needs again at its restore.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A job of `examples/slurm/job.sh` running `run_counter`.
 struct Job<'a> {
     slurm: &'a Slurm,
@@ -242,6 +252,7 @@ fn checkpoint_stats(log: &str) -> Vec<(f64, u64)> {
 /// exactly where it stopped and finishes.
 #[test]
 fn sigterm_to_batch_shell_checkpoints_requeues_and_restores() {
+    let _serial = serial();
     let Some(slurm) = Slurm::start() else {
         return;
     };
@@ -299,13 +310,23 @@ fn sigterm_to_batch_shell_checkpoints_requeues_and_restores() {
     job.done();
 }
 
+/// A process holding a pid, killed on drop.
+struct Held(std::process::Child);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts a process with exactly `pid` (through ns_last_pid), to take it.
-fn hold_pid(pid: i32) -> std::process::Child {
+fn hold_pid(pid: i32) -> Held {
     for _ in 0..200 {
         let _ = fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", pid - 1));
         let mut c = Command::new("sleep").arg("600").spawn().unwrap();
         if c.id() as i32 == pid {
-            return c;
+            return Held(c);
         }
         let _ = c.kill();
         let _ = c.wait();
@@ -323,6 +344,7 @@ fn hold_pid(pid: i32) -> std::process::Child {
 /// pid the job's root had on the machine.
 #[test]
 fn scontrol_requeue_restores_periodic_checkpoint_in_pid_ns() {
+    let _serial = serial();
     let Some(slurm) = Slurm::start() else {
         return;
     };
@@ -353,13 +375,12 @@ fn scontrol_requeue_restores_periodic_checkpoint_in_pid_ns() {
         "the job's pid {outer} runs on: {}",
         job.describe()
     );
-    let mut holder = hold_pid(outer);
+    let holder = hold_pid(outer);
     let min = job.min_count_after_restore(0);
     assert!(min > 0, "started afresh: {}", job.describe());
     job.wait_passed(1);
-    assert!(pid_exists(holder.id() as i32));
-    let _ = holder.kill();
-    let _ = holder.wait();
+    assert!(pid_exists(holder.0.id() as i32));
+    drop(holder);
     let log = job.log_text();
     assert!(
         log.contains("(in its own pid namespace)"),

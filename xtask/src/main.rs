@@ -48,11 +48,16 @@
 //! - `cargo xtask bench migrate [--runs N] [--size SIZE] [--dirty PCT,PCT]`:
 //!   live migration between two network namespaces (`bench_migrate.rs`,
 //!   issue 16).
+//! - `cargo xtask bench periodic [--interval DUR] [--checkpoints N]
+//!   [--sizes 1G,4G] [--rate PERMILLE]`: periodic incremental checkpoints
+//!   of `cairn run` with 1% of memory rewritten per second
+//!   (`bench_periodic.rs`, issue 17).
 //!
 //! std only, so the xtask builds in seconds on a fresh machine.
 
 mod bench_bgsnap;
 mod bench_migrate;
+mod bench_periodic;
 mod bench_restore;
 mod incr;
 mod inv;
@@ -111,6 +116,7 @@ const USAGE: &str = "usage: cargo xtask demo [DEMO ARGS...]
        cargo xtask bench small [--runs N] [--procs N] [--baseline CAIRN]
        cargo xtask bench migrate [--runs N] [--size SIZE] [--dirty PCT,PCT]
        cargo xtask bench bgsnap [--runs N]
+       cargo xtask bench periodic [--interval DUR] [--checkpoints N] [--sizes 1G,4G] [--rate PERMILLE]
        cargo xtask vm-test [--kernel 6.1|6.12|all] [--tests T1,T2] [--exec CMD]
                            [--timeout SECS] [--mem SIZE] [-- TEST FILTERS]";
 
@@ -995,6 +1001,9 @@ fn bench(args: &[String]) -> Result<()> {
     }
     if args.first().map(String::as_str) == Some("scaling") {
         return bench_restore::bench(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("periodic") {
+        return bench_periodic::bench(&args[1..]);
     }
     if args.first().map(String::as_str) == Some("bgsnap") {
         return bench_bgsnap::bench(&args[1..]);
