@@ -301,10 +301,16 @@ impl Instance {
         create_file(&dir.join("munge.key"), 0o400, &key)?;
         create_file(&dir.join("plugstack.conf"), 0o600, b"")?;
         let ctld = free_port()?;
-        let slurmd = (0..20)
-            .map(|_| free_port())
-            .find(|p| p.as_ref().map_or(true, |&p| p != ctld))
-            .unwrap_or_else(|| Err("no second free port".into()))?;
+        let mut slurmd = free_port()?;
+        for _ in 0..20 {
+            if slurmd != ctld {
+                break;
+            }
+            slurmd = free_port()?;
+        }
+        if slurmd == ctld {
+            return Err("no second free port".into());
+        }
         create_file(&conf, 0o644, slurm_conf(&dir, ctld, slurmd).as_bytes())?;
         let mut inst = Instance {
             dir: dir.clone(),
