@@ -147,6 +147,44 @@ impl Job {
         }
     }
 
+    /// SIGTERM to cairn run: it takes a final checkpoint and exits 0.
+    fn term(&self, run: &mut Child) {
+        signal(run.id() as i32, libc::SIGTERM);
+        let code = self.wait_exit(run, Duration::from_secs(120));
+        assert_eq!(code, 0, "cairn run after SIGTERM: {}", self.describe());
+    }
+
+    /// The job's output says PASS with the full count, and no FAIL.
+    fn assert_pass_output(&self) {
+        let out = fs::read_to_string(&self.out).unwrap();
+        assert!(
+            out.contains(&format!("PASS count={}", self.steps)) && !out.contains("FAIL"),
+            "{}",
+            self.describe()
+        );
+    }
+
+    /// cairn run exits 0 when the job finishes, and the job passed.
+    fn assert_finishes(&self, run: &mut Child) {
+        let code = self.wait_exit(run, Duration::from_secs(180));
+        assert_eq!(code, 0, "{}", self.describe());
+        self.assert_pass_output();
+    }
+
+    /// Starts cairn run again with `flags` (a restart: it restores the
+    /// newest checkpoint) and waits until the job finishes and passes.
+    fn restart_finishes(&self, flags: &[&str], children: u32) {
+        let mut run = self.start(flags, &[], children);
+        self.assert_finishes(&mut run);
+    }
+
+    /// Waits for `n` complete checkpoints and then for the count `c`;
+    /// returns the job's pid.
+    fn wait_checkpoints_and_count(&self, n: usize, c: u64) -> i32 {
+        self.wait_completed(n, Duration::from_secs(60));
+        self.wait_count(c, Duration::from_secs(60)).1
+    }
+
     fn done(&self) {
         let _ = fs::remove_dir_all(&self.dir);
     }
@@ -167,11 +205,8 @@ fn sigterm_checkpoints_and_restart_goes_on() {
     }
     let job = Job::new("run-term", 1000);
     let mut run = job.start(&["--interval", "1s"], &[], 0);
-    job.wait_completed(1, Duration::from_secs(60));
-    let (_, pid) = job.wait_count(60, Duration::from_secs(60));
-    signal(run.id() as i32, libc::SIGTERM);
-    let code = job.wait_exit(&mut run, Duration::from_secs(120));
-    assert_eq!(code, 0, "cairn run after SIGTERM: {}", job.describe());
+    let pid = job.wait_checkpoints_and_count(1, 60);
+    job.term(&mut run);
     assert!(
         wait_pid_gone(pid, Duration::from_secs(10)),
         "the job runs on"
@@ -183,16 +218,7 @@ fn sigterm_checkpoints_and_restart_goes_on() {
         "no final checkpoint: {}",
         job.describe()
     );
-    let mut run = job.start(&["--interval", "1s"], &[], 0);
-    let code = job.wait_exit(&mut run, Duration::from_secs(180));
-    assert_eq!(code, 0, "restarted job: {}", job.describe());
-    let out = fs::read_to_string(&job.out).unwrap();
-    assert!(
-        out.contains(&format!("PASS count={}", job.steps)),
-        "{}",
-        job.describe()
-    );
-    assert!(!out.contains("FAIL"), "{}", job.describe());
+    job.restart_finishes(&["--interval", "1s"], 0);
     assert!(
         job.log_text().contains("run: restoring"),
         "{}",
@@ -222,11 +248,7 @@ fn checkpoint_signal_and_keep() {
         assert!(Instant::now() < deadline, "--keep 2: {}", job.describe());
         std::thread::sleep(Duration::from_millis(20));
     }
-    let code = job.wait_exit(&mut run, Duration::from_secs(120));
-    assert_eq!(code, 0, "{}", job.describe());
-    assert!(fs::read_to_string(&job.out)
-        .unwrap()
-        .contains("PASS count=1000"));
+    job.assert_finishes(&mut run);
     // The tree's status, exit code or signal, is cairn run's.
     for (cmd, want) in [("exit 3", 3), ("kill -9 $$", 137)] {
         let d = job.dir.join(format!("status-{want}"));
@@ -257,35 +279,13 @@ fn incremental_layers_restore() {
         0,
     );
     job.wait_completed(3, Duration::from_secs(90));
-    signal(run.id() as i32, libc::SIGTERM);
-    assert_eq!(
-        job.wait_exit(&mut run, Duration::from_secs(120)),
-        0,
-        "{}",
-        job.describe()
-    );
+    job.term(&mut run);
     assert!(
         job.log_text().contains(", a layer on ../ckpt-"),
         "{}",
         job.describe()
     );
-    let mut run = job.start(
-        &["--interval", "500ms", "--incremental", "--keep", "1"],
-        &[],
-        0,
-    );
-    assert_eq!(
-        job.wait_exit(&mut run, Duration::from_secs(180)),
-        0,
-        "{}",
-        job.describe()
-    );
-    let out = fs::read_to_string(&job.out).unwrap();
-    assert!(
-        out.contains(&format!("PASS count={}", job.steps)) && !out.contains("FAIL"),
-        "{}",
-        job.describe()
-    );
+    job.restart_finishes(&["--interval", "500ms", "--incremental", "--keep", "1"], 0);
     job.done();
 }
 
@@ -333,19 +333,7 @@ fn killed_mid_checkpoint_leaves_the_previous_one() {
     }
     signal(pid, libc::SIGKILL);
     assert!(wait_pid_gone(pid, Duration::from_secs(10)));
-    let mut run = job.start(&["--interval", "1s"], &[], 0);
-    assert_eq!(
-        job.wait_exit(&mut run, Duration::from_secs(180)),
-        0,
-        "{}",
-        job.describe()
-    );
-    let out = fs::read_to_string(&job.out).unwrap();
-    assert!(
-        out.contains(&format!("PASS count={}", job.steps)) && !out.contains("FAIL"),
-        "{}",
-        job.describe()
-    );
+    job.restart_finishes(&["--interval", "1s"], 0);
     job.done();
 }
 
@@ -390,17 +378,10 @@ fn pid_ns_restores_with_pids_taken() {
     // Started in its own pid namespace, with a child.
     let job = Job::new("run-pidns", 800);
     let mut run = job.start(&["--interval", "1s", "--pid-ns"], &[], 1);
-    job.wait_completed(1, Duration::from_secs(60));
-    let (_, pid) = job.wait_count(30, Duration::from_secs(30));
+    let pid = job.wait_checkpoints_and_count(1, 30);
     assert_eq!(pid, 2, "not pid 2 in its namespace: {}", job.describe());
     let outer = started_pid(&job.log_text());
-    signal(run.id() as i32, libc::SIGTERM);
-    assert_eq!(
-        job.wait_exit(&mut run, Duration::from_secs(120)),
-        0,
-        "{}",
-        job.describe()
-    );
+    job.term(&mut run);
     assert!(wait_pid_gone(outer, Duration::from_secs(10)));
     let mut holder = hold_pid(outer);
     let newest = job.ck.join(job.checkpoints().last().unwrap());
@@ -414,19 +395,7 @@ fn pid_ns_restores_with_pids_taken() {
         !out.status.success() && err.contains("--pid-ns"),
         "plain restore: {err}"
     );
-    let mut run = job.start(&["--interval", "1s", "--pid-ns"], &[], 1);
-    assert_eq!(
-        job.wait_exit(&mut run, Duration::from_secs(180)),
-        0,
-        "{}",
-        job.describe()
-    );
-    let out = fs::read_to_string(&job.out).unwrap();
-    assert!(
-        out.contains(&format!("PASS count={}", job.steps)) && !out.contains("FAIL"),
-        "{}",
-        job.describe()
-    );
+    job.restart_finishes(&["--interval", "1s", "--pid-ns"], 1);
     let _ = holder.kill();
     let _ = holder.wait();
     job.done();
@@ -434,30 +403,11 @@ fn pid_ns_restores_with_pids_taken() {
     // Started without one; its pid is taken before the restart.
     let job = Job::new("run-pidns2", 800);
     let mut run = job.start(&["--interval", "1s"], &[], 0);
-    job.wait_completed(1, Duration::from_secs(60));
-    let (_, pid) = job.wait_count(30, Duration::from_secs(30));
-    signal(run.id() as i32, libc::SIGTERM);
-    assert_eq!(
-        job.wait_exit(&mut run, Duration::from_secs(120)),
-        0,
-        "{}",
-        job.describe()
-    );
+    let pid = job.wait_checkpoints_and_count(1, 30);
+    job.term(&mut run);
     assert!(wait_pid_gone(pid, Duration::from_secs(10)));
     let mut holder = hold_pid(pid);
-    let mut run = job.start(&["--interval", "1s", "--pid-ns"], &[], 0);
-    assert_eq!(
-        job.wait_exit(&mut run, Duration::from_secs(180)),
-        0,
-        "{}",
-        job.describe()
-    );
-    let out = fs::read_to_string(&job.out).unwrap();
-    assert!(
-        out.contains(&format!("PASS count={}", job.steps)) && !out.contains("FAIL"),
-        "{}",
-        job.describe()
-    );
+    job.restart_finishes(&["--interval", "1s", "--pid-ns"], 0);
     assert!(pid_exists(holder.id() as i32));
     let _ = holder.kill();
     let _ = holder.wait();

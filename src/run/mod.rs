@@ -791,10 +791,7 @@ fn run_dump(d: &DumpOptions, job: &Job, n: u64, scratch: &Scratch) -> Result<(f6
     let mut stats = None;
     let mut last_err = String::new();
     for line in text.lines() {
-        let msg = line
-            .strip_prefix("cairn[")
-            .and_then(|l| l.split_once("]: "))
-            .map_or(line, |(_, m)| m);
+        let msg = log_message(line);
         if let Some(s) = msg.strip_prefix("stats dump: ") {
             stats = Some(parse_stats(s));
         }
@@ -815,6 +812,13 @@ fn run_dump(d: &DumpOptions, job: &Job, n: u64, scratch: &Scratch) -> Result<(f6
         )));
     }
     Ok(stats.unwrap_or((0.0, 0)))
+}
+
+/// The message of a line of cairn's text log (`[TIME ]cairn[PID]: MSG`).
+fn log_message(line: &str) -> &str {
+    line.find("cairn[")
+        .and_then(|i| line[i..].split_once("]: "))
+        .map_or(line, |(_, m)| m)
 }
 
 /// `frozen_ms=X image_bytes=Y ...`.
@@ -1044,5 +1048,11 @@ mod tests {
             parse_stats("frozen_ms=12.5 image_bytes=4096 pages_read=1"),
             (12.5, 4096)
         );
+        // Log lines start with a timestamp.
+        assert_eq!(
+            log_message("2026-12-06T22:50:31.127Z cairn[5614]: stats dump: frozen_ms=1.0"),
+            "stats dump: frozen_ms=1.0"
+        );
+        assert_eq!(log_message("cairn[7]: warning: x"), "warning: x");
     }
 }

@@ -13,6 +13,8 @@
 //!   runs it before the tests.
 //! - `cargo xtask vm-test [--kernel 6.1|6.12|all] [-- FILTERS]`: core
 //!   integration tests inside QEMU under Debian's kernels (`vm.rs`).
+//! - `cargo xtask slurm [start|stop|status] [--dir DIR]`: a one-node
+//!   Slurm of the caller's own in `target/slurm` (`slurm.rs`, issue 17).
 //! - `cargo xtask fuzz [--iterations N] [--seed S]`: the in-tree fuzzer of
 //!   the image decoders and validators (`cairn::fuzz`, driven by
 //!   tests/fuzz_images.rs on real checkpoints of four workloads); prints
@@ -46,15 +48,21 @@
 //! - `cargo xtask bench migrate [--runs N] [--size SIZE] [--dirty PCT,PCT]`:
 //!   live migration between two network namespaces (`bench_migrate.rs`,
 //!   issue 16).
+//! - `cargo xtask bench periodic [--interval DUR] [--checkpoints N]
+//!   [--sizes 1G,4G] [--rate PERMILLE]`: periodic incremental checkpoints
+//!   of `cairn run` with 1% of memory rewritten per second
+//!   (`bench_periodic.rs`, issue 17).
 //!
 //! std only, so the xtask builds in seconds on a fresh machine.
 
 mod bench_bgsnap;
 mod bench_libcairn;
 mod bench_migrate;
+mod bench_periodic;
 mod bench_restore;
 mod incr;
 mod inv;
+mod slurm;
 mod small;
 mod vm;
 
@@ -79,6 +87,7 @@ fn main() -> ExitCode {
         "bench" => bench(rest).map(|()| 0),
         "vm-test" => vm::vm_test(rest),
         "fuzz" => fuzz(rest),
+        "slurm" => slurm::main(rest, &root().join("target/slurm")),
         "help" | "-h" | "--help" => {
             eprintln!("{USAGE}");
             Ok(0)
@@ -98,6 +107,7 @@ const USAGE: &str = "usage: cargo xtask demo [DEMO ARGS...]
        cargo xtask test [CARGO TEST ARGS...]
        cargo xtask lint
        cargo xtask fuzz [--iterations N] [--seed S]
+       cargo xtask slurm [start|stop|status] [--dir DIR]
        cargo xtask bench [--runs N] [--size SIZE] [-- DUMP-ARGS...]
        cargo xtask bench tree [--runs N]
        cargo xtask bench chain [--runs N] [--depths N,N,...]
@@ -108,6 +118,7 @@ const USAGE: &str = "usage: cargo xtask demo [DEMO ARGS...]
        cargo xtask bench migrate [--runs N] [--size SIZE] [--dirty PCT,PCT]
        cargo xtask bench bgsnap [--runs N]
        cargo xtask bench libcairn [--calls N] [--restarts N]
+       cargo xtask bench periodic [--interval DUR] [--checkpoints N] [--sizes 1G,4G] [--rate PERMILLE]
        cargo xtask vm-test [--kernel 6.1|6.12|all] [--tests T1,T2] [--exec CMD]
                            [--timeout SECS] [--mem SIZE] [-- TEST FILTERS]";
 
@@ -176,6 +187,11 @@ const TEST_TOOLS: &[(Has, &str)] = &[
     (Has::Cmd("redis-server"), "redis-server"),
     // A cairn with file capabilities (tests/perms.rs).
     (Has::File("/usr/sbin/setcap"), "libcap2-bin"),
+    // A one-node Slurm of the tests' own (tests/slurm.rs, slurm.rs).
+    (Has::File("/usr/sbin/slurmctld"), "slurmctld"),
+    (Has::File("/usr/sbin/slurmd"), "slurmd"),
+    (Has::File("/usr/bin/sbatch"), "slurm-client"),
+    (Has::File("/usr/sbin/munged"), "munge"),
 ];
 
 /// Installs the packages of [`BUILD_TOOLS`] and, unless `build_only`,
@@ -990,6 +1006,8 @@ fn bench(args: &[String]) -> Result<()> {
     }
     if args.first().map(String::as_str) == Some("libcairn") {
         return bench_libcairn::bench(&args[1..]);
+    if args.first().map(String::as_str) == Some("periodic") {
+        return bench_periodic::bench(&args[1..]);
     }
     if args.first().map(String::as_str) == Some("bgsnap") {
         return bench_bgsnap::bench(&args[1..]);
