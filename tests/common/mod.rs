@@ -2231,3 +2231,4 @@ pub fn bpf_iterators_unavailable() -> Option<String> {
 }
 pub mod inherited;
 pub mod refuse;
+pub mod netns;
