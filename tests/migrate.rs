@@ -444,3 +444,93 @@ fn migrate_pid_taken_on_destination_source_thawed() {
     );
     source_runs_on(&mut src, "source thawed after the destination refused");
 }
+
+/// Post-copy (`--lazy`): `mem_rewrite` (256 MiB, two writer threads
+/// rewriting it all the time, each page checked against the writers'
+/// order) runs on the destination before its memory is there; its pages
+/// come on fault and in the background; after the move, SIGTERM makes it
+/// check every page.
+#[test]
+fn migrate_lazy_tree_runs_before_its_memory() {
+    if skip_unless_root() {
+        return;
+    }
+    let net = Net::new("2gbit");
+    let mut src = net.start_workload("mem_rewrite", &["--mib", "256", "--threads", "2"]);
+    let key = write_key(&src.dir, "key", 0x66);
+    let pidfile = src.dir.join("received.pid");
+    let images = src.dir.join("received");
+    let mut args = once_args(&pidfile, &images);
+    args.push("--lazy-ok");
+    let mut recv = receiver(&net, &key, &src.dir, &args);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut m = migrate(&net, src.pid, &key, &src.dir, &["--lazy"]);
+    expect_migrate(&mut m, &mut src, &recv, 0, Duration::from_secs(300));
+    expect_received(&mut recv);
+    let err = fs::read_to_string(&m.err).unwrap();
+    assert!(err.contains("lazy_running_ms="), "no post-copy in the log: {err}");
+    let rlog = fs::read_to_string(&recv.err).unwrap();
+    let copied: u64 = rlog
+        .split("post-copy complete")
+        .nth(1)
+        .and_then(|t| t.split(": ").nth(1))
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no post-copy summary: {}", recv.log()));
+    // Nearly all of the 256 MiB (65536 pages) came after the tree ran.
+    assert!(copied >= 60_000, "{copied} pages copied after the start");
+    assert!(!src.original_alive(), "the source still runs");
+    assert_eq!(read_pidfile(&pidfile), Some(src.pid), "{}", recv.log());
+    restored_expect_pass(src.pid, &src.log);
+}
+
+/// Post-copy, the source's cairn killed while pages are still missing on
+/// the destination (64 MiB over 50 Mbit/s: about 10 s): the destination
+/// kills its tree (never left with part of its memory) and fails. Here
+/// (one kernel: hand-over mode) the source tree was ended before the
+/// destination restored it, so no process of the tree is left; with the
+/// pids free on the destination (frozen mode) the source tree, still
+/// frozen, is thawed by its guardian instead.
+#[test]
+fn migrate_lazy_source_killed_destination_tree_killed() {
+    if skip_unless_root() {
+        return;
+    }
+    let net = Net::new("50mbit");
+    let mut src = net.start_workload("mem_rewrite", &["--mib", "64", "--threads", "1"]);
+    let key = write_key(&src.dir, "key", 0x77);
+    let pidfile = src.dir.join("received.pid");
+    let images = src.dir.join("received");
+    let mut args = once_args(&pidfile, &images);
+    args.push("--lazy-ok");
+    let mut recv = receiver(&net, &key, &src.dir, &args);
+    let mut m = migrate(&net, src.pid, &key, &src.dir, &["--lazy"]);
+    // The tree runs on the destination: its memory is on its way.
+    let end = Instant::now() + Duration::from_secs(120);
+    while read_pidfile(&pidfile) != Some(src.pid) {
+        let _ = src.original_alive();
+        if let Ok(Some(st)) = m.child.try_wait() {
+            panic!("migrate ended ({st}) before the tree ran: {}\n{}", m.log(), recv.log());
+        }
+        assert!(Instant::now() < end, "the tree did not run: {}\n{}", m.log(), recv.log());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        matches!(m.child.try_wait(), Ok(None)),
+        "post-copy ended before the source could be killed: {}",
+        m.log()
+    );
+    m.child.kill().expect("kill cairn migrate");
+    let _ = m.child.wait();
+    let st = wait_timeout(&mut recv.child, Duration::from_secs(60)).expect("receiver exit");
+    assert!(!st.success(), "the receiver succeeded: {}", recv.log());
+    assert!(recv.log().contains("was killed"), "{}", recv.log());
+    assert!(
+        wait_pid_gone(src.pid, Duration::from_secs(10)),
+        "pid {} still runs after the source died during post-copy: {}",
+        src.pid,
+        recv.log()
+    );
+    assert!(!src.original_alive(), "the source tree still runs");
+}

@@ -546,6 +546,10 @@ impl Pager {
                     }
                 }
                 self.kill_all();
+                eprintln!(
+                    "cairn: receive: post-copy failed before every page was here ({e}): the \
+                     restored tree was killed (never left with part of its memory)"
+                );
                 Err(e)
             }
         }
