@@ -468,7 +468,10 @@ fn migrate_lazy_tree_runs_before_its_memory() {
     expect_migrate(&mut m, &mut src, &recv, 0, Duration::from_secs(300));
     expect_received(&mut recv);
     let err = fs::read_to_string(&m.err).unwrap();
-    assert!(err.contains("lazy_running_ms="), "no post-copy in the log: {err}");
+    assert!(
+        err.contains("lazy_running_ms="),
+        "no post-copy in the log: {err}"
+    );
     let rlog = fs::read_to_string(&recv.err).unwrap();
     let copied: u64 = rlog
         .split("post-copy complete")
@@ -510,9 +513,18 @@ fn migrate_lazy_source_killed_destination_tree_killed() {
     while read_pidfile(&pidfile) != Some(src.pid) {
         let _ = src.original_alive();
         if let Ok(Some(st)) = m.child.try_wait() {
-            panic!("migrate ended ({st}) before the tree ran: {}\n{}", m.log(), recv.log());
+            panic!(
+                "migrate ended ({st}) before the tree ran: {}\n{}",
+                m.log(),
+                recv.log()
+            );
         }
-        assert!(Instant::now() < end, "the tree did not run: {}\n{}", m.log(), recv.log());
+        assert!(
+            Instant::now() < end,
+            "the tree did not run: {}\n{}",
+            m.log(),
+            recv.log()
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     std::thread::sleep(Duration::from_millis(500));

@@ -75,7 +75,10 @@ pub fn serve(ch: &mut Channel, dir: &Path, layers: u32) -> Result<Served> {
         let (d, _) = ImageDir::load(&dir.join(i.to_string()))?;
         stores.push(PageStoreReader::open(&d)?);
     }
-    let mut sent: Vec<Vec<bool>> = stores.iter().map(|s| vec![false; s.chunk_count()]).collect();
+    let mut sent: Vec<Vec<bool>> = stores
+        .iter()
+        .map(|s| vec![false; s.chunk_count()])
+        .collect();
     let mut left: usize = stores.iter().map(|s| s.chunk_count()).sum();
     let mut order: VecDeque<(u32, u32)> = (0..stores.len())
         .flat_map(|l| (0..stores[l].chunk_count()).map(move |c| (l as u32 + 1, c as u32)))
@@ -380,13 +383,7 @@ impl Pager {
         loop {
             let n = match uffd::read_msgs(&self.mms[i].uffd, &mut msgs) {
                 Ok(n) => n,
-                Err(e) => {
-                    return Err(Error::sys(
-                        self.mms[i].pid,
-                        "read userfaultfd",
-                        e,
-                    ))
-                }
+                Err(e) => return Err(Error::sys(self.mms[i].pid, "read userfaultfd", e)),
             };
             if n == 0 {
                 return Ok(());
@@ -436,7 +433,10 @@ impl Pager {
                         // Dropped: such pages read as zero from now on.
                         self.mms[i].cut(m.arg[0], m.arg[1]);
                     }
-                    e => warn!("userfaultfd of pid {}: event {e:#x} ignored", self.mms[i].pid),
+                    e => warn!(
+                        "userfaultfd of pid {}: event {e:#x} ignored",
+                        self.mms[i].pid
+                    ),
                 }
             }
         }
@@ -471,7 +471,9 @@ impl Pager {
                 if off != got || end > entry.compressed_len {
                     return Err(perr(
                         &peer,
-                        format!("Page of layer {layer} chunk {chunk}: bytes {off}..{end} unexpected"),
+                        format!(
+                            "Page of layer {layer} chunk {chunk}: bytes {off}..{end} unexpected"
+                        ),
                     ));
                 }
                 let pos = lay.reader.file_pos(&entry) + off;
@@ -652,7 +654,11 @@ impl Pager {
                     }
                 }
             } else if last.elapsed() > IDLE_TIMEOUT {
-                return Err(perr(&peer, format!("nothing from the source for {IDLE_TIMEOUT:?}")).into());
+                return Err(perr(
+                    &peer,
+                    format!("nothing from the source for {IDLE_TIMEOUT:?}"),
+                )
+                .into());
             }
             for (l, c) in std::mem::take(&mut self.retry) {
                 self.install(l, c)?;

@@ -290,7 +290,10 @@ fn receive_layers(
                     ));
                 }
                 if l.file.is_some() || l.names.contains(&name) {
-                    return Err(proto_err(&peer, "Sparse before the previous file is complete"));
+                    return Err(proto_err(
+                        &peer,
+                        "Sparse before the previous file is complete",
+                    ));
                 }
                 let free = rustix::fs::fstatvfs(&l.fd)
                     .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
@@ -679,16 +682,15 @@ fn finish_lazy(
     let mut layers = Vec::new();
     for (i, f) in files.into_iter().enumerate() {
         let path = store.layer_path(i);
-        let f = f.ok_or_else(|| proto_err(&peer, format!("layer {}: no sparse pages.img", i + 1)))?;
+        let f =
+            f.ok_or_else(|| proto_err(&peer, format!("layer {}: no sparse pages.img", i + 1)))?;
         layers.push(super::postcopy::LazyLayer::open(&path, f)?);
     }
     let pages: Vec<PathBuf> = layers.iter().map(|l| l.pages_path()).collect();
     let (tx, rx) = mpsc::channel();
     let (wake_w, wake_r) =
         std::os::unix::net::UnixStream::pair().map_err(|e| Error::io("socketpair", e))?;
-    let wake_restore = wake_w
-        .try_clone()
-        .map_err(|e| Error::io("socketpair", e))?;
+    let wake_restore = wake_w.try_clone().map_err(|e| Error::io("socketpair", e))?;
     lazy::set_pager(Some(lazy::Pager {
         tx: tx.clone(),
         wake: wake_restore,

@@ -66,7 +66,13 @@ pub fn register_missing(uffd: &impl AsRawFd, start: u64, end: u64) -> io::Result
     };
     // SAFETY: `r` is a valid uffdio_register; the kernel acts on the
     // userfaultfd's own mm only.
-    let ret = unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_REGISTER, &mut r as *mut UffdioRegister) };
+    let ret = unsafe {
+        libc::ioctl(
+            uffd.as_raw_fd(),
+            UFFDIO_REGISTER,
+            &mut r as *mut UffdioRegister,
+        )
+    };
     check(ret as libc::c_long).map(drop)
 }
 
@@ -130,7 +136,13 @@ pub fn zeropage(uffd: &impl AsRawFd, start: u64, len: u64) -> io::Result<Filled>
     };
     // SAFETY: `z` is a valid uffdio_zeropage; the kernel maps the zero
     // page into the userfaultfd's own mm only.
-    let r = unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_ZEROPAGE, &mut z as *mut UffdioZeropage) };
+    let r = unsafe {
+        libc::ioctl(
+            uffd.as_raw_fd(),
+            UFFDIO_ZEROPAGE,
+            &mut z as *mut UffdioZeropage,
+        )
+    };
     if r == 0 {
         return Ok(Filled::Done);
     }

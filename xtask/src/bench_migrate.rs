@@ -327,11 +327,9 @@ pub fn bench(args: &[String]) -> Result<()> {
                 &a.max_downtime,
                 a.lazy,
             )
-            .inspect_err(
-                |_| {
-                    let _ = std::fs::remove_dir_all(&work);
-                },
-            )?;
+            .inspect_err(|_| {
+                let _ = std::fs::remove_dir_all(&work);
+            })?;
             println!(
                 "run {i}: {} rewritten {d}%/s: total {:.0} ms, downtime {:.0} ms, {:.0} MiB sent, \
                  {} rounds",

@@ -369,7 +369,10 @@ mod tests {
         );
         assert_eq!(m.find(13 * p), None);
         assert_eq!(m.find(11 * p).map(|r| r.nr), Some(2));
-        assert_eq!(m.find(15 * p).map(|r| (r.addr, r.nr, r.off)), Some((14 * p, 6, 104 * p)));
+        assert_eq!(
+            m.find(15 * p).map(|r| (r.addr, r.nr, r.off)),
+            Some((14 * p, 6, 104 * p))
+        );
         assert!(m.cut(0, 5 * p).is_empty());
         assert_eq!(m.cut(0, 100 * p).len(), 2);
         assert!(m.runs.is_empty());
