@@ -35,7 +35,7 @@ use super::wire::{page_head, Msg, PAGE_HEAD};
 use crate::error::{Error, Result};
 use crate::image::pages::{ChunkBufs, PageStoreReader};
 use crate::image::ImageDir;
-use crate::kinds::memory::lazy::{Cmd, LazyMm, Run};
+use crate::kinds::memory::lazy::{Answer, Cmd, LazyMm, Run};
 use crate::sys::uffdmiss::{self, Filled};
 use crate::sys::{uffd, PAGE_SIZE};
 
@@ -216,7 +216,7 @@ pub struct Pager {
     layers: Vec<LazyLayer>,
     mms: Vec<LazyMm>,
     by_chunk: HashMap<(u32, u32), Vec<(usize, u64)>>,
-    waiters: HashMap<(u32, u32), Vec<mpsc::Sender<std::result::Result<(), String>>>>,
+    waiters: HashMap<(u32, u32), Vec<Answer>>,
     requested: HashSet<(u32, u32)>,
     /// The chunk arriving: layer, chunk, bytes so far.
     cur: Option<(u32, u32, u64)>,

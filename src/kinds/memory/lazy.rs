@@ -127,6 +127,9 @@ impl LazyMm {
     }
 }
 
+/// Where the pager answers an [`Cmd::Ensure`].
+pub type Answer = mpsc::Sender<std::result::Result<(), String>>;
+
 /// What the restore asks of the pager.
 pub enum Cmd {
     /// Make chunk `chunk` of layer `layer` present in its pages.img (the
@@ -134,7 +137,7 @@ pub enum Cmd {
     Ensure {
         layer: u32,
         chunk: u32,
-        done: mpsc::Sender<std::result::Result<(), String>>,
+        done: Answer,
     },
     /// A restored process's missing runs.
     Add(LazyMm),
