@@ -41,6 +41,9 @@ use crate::sys::{uffd, PAGE_SIZE};
 
 /// How long either side waits for the other during post-copy.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the source may be silent while it streams the pages of a
+/// running tree.
+pub const STREAM_SILENCE: Duration = Duration::from_secs(10);
 /// How long the receiver waits for the source's Ack after Done.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -502,6 +505,18 @@ impl Pager {
         }
     }
 
+    /// How long the source may be silent: while it streams the pages of
+    /// a running tree, [`STREAM_SILENCE`] (shorter than the source's
+    /// `TCP_USER_TIMEOUT`, so that on a cut link this side kills its
+    /// tree before the source thaws its own); else [`IDLE_TIMEOUT`].
+    fn silence_limit(&self) -> Duration {
+        if self.root.is_some() && !self.all_sent {
+            STREAM_SILENCE
+        } else {
+            IDLE_TIMEOUT
+        }
+    }
+
     fn complete(&self) -> bool {
         self.all_sent
             && self.root.is_some()
@@ -620,6 +635,7 @@ impl Pager {
                         Cmd::Add(m) => self.add(m)?,
                         Cmd::Started(Ok(root)) => {
                             self.root = Some(root);
+                            last = Instant::now();
                             ch.send(
                                 &Msg::Outcome {
                                     ok: true,
@@ -653,12 +669,9 @@ impl Pager {
                         break;
                     }
                 }
-            } else if last.elapsed() > IDLE_TIMEOUT {
-                return Err(perr(
-                    &peer,
-                    format!("nothing from the source for {IDLE_TIMEOUT:?}"),
-                )
-                .into());
+            } else if last.elapsed() > self.silence_limit() {
+                let limit = self.silence_limit();
+                return Err(perr(&peer, format!("nothing from the source for {limit:?}")).into());
             }
             for (l, c) in std::mem::take(&mut self.retry) {
                 self.install(l, c)?;
