@@ -17,104 +17,10 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use common::netns::{wait_exit, Net};
 use common::*;
-
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-/// Two network namespaces joined by a veth pair: A 10.201.N.1, B
-/// 10.201.N.2. Dropping it deletes both (and so the veth).
-struct Net {
-    a: String,
-    b: String,
-    addr_b: String,
-}
-
-fn ip(args: &[&str]) -> std::process::Output {
-    Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run ip")
-}
-
-fn ip_ok(args: &[&str]) {
-    let out = ip(args);
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl Net {
-    /// `rate`: the veth's bandwidth each way (tc tbf), e.g. "400mbit".
-    fn new(rate: &str) -> Net {
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let tag = format!("{}-{n}", std::process::id());
-        let net = Net {
-            a: format!("cairnmigA-{tag}"),
-            b: format!("cairnmigB-{tag}"),
-            addr_b: format!("10.201.{}.2", n % 250),
-        };
-        ip_ok(&["netns", "add", &net.a]);
-        ip_ok(&["netns", "add", &net.b]);
-        let (va, vb) = (
-            format!("cmA{n}x{}", std::process::id() % 10000),
-            format!("cmB{n}x{}", std::process::id() % 10000),
-        );
-        ip_ok(&[
-            "link", "add", &va, "netns", &net.a, "type", "veth", "peer", "name", &vb, "netns",
-            &net.b,
-        ]);
-        for (ns, dev, host) in [(&net.a, &va, 1), (&net.b, &vb, 2)] {
-            let addr = format!("10.201.{}.{host}/24", n % 250);
-            ip_ok(&["-n", ns, "addr", "add", &addr, "dev", dev]);
-            ip_ok(&["-n", ns, "link", "set", dev, "up"]);
-            ip_ok(&["-n", ns, "link", "set", "lo", "up"]);
-            let tc = Command::new("ip")
-                .args([
-                    "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "tbf",
-                ])
-                .args(["rate", rate, "burst", "256kb", "latency", "400ms"])
-                .stdin(Stdio::null())
-                .output()
-                .expect("run tc");
-            assert!(
-                tc.status.success(),
-                "tc: {}",
-                String::from_utf8_lossy(&tc.stderr)
-            );
-        }
-        net
-    }
-
-    fn ns_path(ns: &str) -> String {
-        format!("--net=/run/netns/{ns}")
-    }
-
-    /// Cuts the link: the veth pair goes (deleting one end deletes both).
-    fn cut(&self) {
-        let out = ip(&["-n", &self.a, "link", "show", "type", "veth"]);
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let dev = text
-            .lines()
-            .find_map(|l| l.split(": ").nth(1))
-            .and_then(|d| d.split('@').next())
-            .expect("the veth in namespace A")
-            .to_string();
-        ip_ok(&["-n", &self.a, "link", "del", &dev]);
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        let _ = ip(&["netns", "del", &self.a]);
-        let _ = ip(&["netns", "del", &self.b]);
-    }
-}
 
 fn write_key(dir: &Path, name: &str, byte: u8) -> PathBuf {
     let p = dir.join(name);
@@ -123,110 +29,24 @@ fn write_key(dir: &Path, name: &str, byte: u8) -> PathBuf {
     p
 }
 
-/// The workload, started in namespace A (nsenter execs it: the child we
-/// hold is the workload itself).
-struct Source {
-    child: Child,
-    pid: i32,
-    dir: PathBuf,
-    log: PathBuf,
+/// `migrate_mix` with `args`, started in namespace A.
+fn start_source(net: &Net, args: &[&str]) -> Workload {
+    net.start_workload("migrate_mix", args)
 }
 
-impl Source {
-    fn start(net: &Net, args: &[&str]) -> Source {
-        let bin = workload_bin("migrate_mix");
-        let dir = fresh_dir("migrate");
-        let work = dir.join("work");
-        fs::create_dir(&work).expect("mkdir work");
-        let log = dir.join("workload.log");
-        let pidfile = work.join("ready.pid");
-        let out = fs::File::create(&log).expect("create log");
-        let err = out.try_clone().expect("dup");
-        let mut cmd = Command::new("nsenter");
-        cmd.arg(Net::ns_path(&net.a))
-            .arg(&bin)
-            .arg("--pidfile")
-            .arg(&pidfile)
-            .args(args)
-            .current_dir(&work)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
-        // SAFETY: only setsid(2), async-signal-safe, between fork and exec.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().expect("spawn the workload");
-        let pid = child.id() as i32;
-        let end = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(p) = read_pidfile(&pidfile) {
-                assert_eq!(p, pid, "the workload is not the child nsenter became");
-                break;
-            }
-            if let Ok(Some(st)) = child.try_wait() {
-                panic!("workload exited ({st}): {}", tail(&log, 4000));
-            }
-            assert!(
-                Instant::now() < end,
-                "workload not ready: {}",
-                tail(&log, 4000)
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Source {
-            child,
-            pid,
-            dir,
-            log,
-        }
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// The source runs on: SIGTERM makes it check itself and PASS.
-    fn terminate_expect_pass(&mut self, what: &str) {
-        assert!(
-            self.alive(),
-            "{what}: the source is gone: {}",
-            tail(&self.log, 4000)
-        );
-        assert!(
-            !has_uffd_wp(self.pid),
-            "{what}: the source still carries the migration's dirty tracking (uw in smaps)"
-        );
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.pid),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .expect("SIGTERM");
-        let st = wait_timeout(&mut self.child, EXIT_TIMEOUT).expect("the source did not exit");
-        assert!(st.success(), "{what}: exit {st}: {}", tail(&self.log, 4000));
-        assert_log_pass(&self.log, what);
-    }
-}
-
-impl Drop for Source {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            PidTracker::new().track_tree(self.pid);
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-        if !std::thread::panicking() {
-            let _ = fs::remove_dir_all(&self.dir);
-        } else {
-            eprintln!("test files kept in {}", self.dir.display());
-        }
-    }
+/// The source runs on, without the migration's dirty tracking; SIGTERM
+/// makes it check itself and PASS.
+fn source_runs_on(src: &mut Workload, what: &str) {
+    assert!(
+        src.original_alive(),
+        "{what}: the source is gone: {}",
+        tail(&src.log, 4000)
+    );
+    assert!(
+        !has_uffd_wp(src.pid),
+        "{what}: the source still carries the migration's dirty tracking (uw in smaps)"
+    );
+    src.terminate_original_expect_pass();
 }
 
 fn has_uffd_wp(pid: i32) -> bool {
@@ -248,15 +68,14 @@ impl Cairn {
     fn start(ns: &str, args: &[&str], dir: &Path, tag: &str) -> Cairn {
         let out = dir.join(format!("{tag}.out"));
         let err = dir.join(format!("{tag}.err"));
-        let child = Command::new("nsenter")
-            .arg(Net::ns_path(ns))
-            .arg(cairn_bin())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(&out).expect("out"))
-            .stderr(fs::File::create(&err).expect("err"))
-            .spawn()
-            .expect("spawn cairn");
+        let child = Net::spawn(
+            ns,
+            Command::new(cairn_bin())
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(fs::File::create(&out).expect("out"))
+                .stderr(fs::File::create(&err).expect("err")),
+        );
         Cairn { child, out, err }
     }
 
@@ -371,10 +190,10 @@ fn migrate(net: &Net, pid: i32, key: &Path, dir: &Path, extra: &[&str]) -> Cairn
 
 /// Waits for `c` to exit, reaping the source meanwhile (hand-over mode:
 /// its pid must be free before the receiver restores it).
-fn wait_reaping(c: &mut Cairn, src: &mut Source, timeout: Duration) -> i32 {
+fn wait_reaping(c: &mut Cairn, src: &mut Workload, timeout: Duration) -> i32 {
     let end = Instant::now() + timeout;
     loop {
-        let _ = src.child.try_wait();
+        let _ = src.original_alive();
         if let Ok(Some(st)) = c.child.try_wait() {
             return exit_code(&st);
         }
@@ -385,6 +204,25 @@ fn wait_reaping(c: &mut Cairn, src: &mut Source, timeout: Duration) -> i32 {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// `cairn migrate` must end with `code` within `timeout` (the source
+/// reaped meanwhile); both logs on failure.
+fn expect_migrate(m: &mut Cairn, src: &mut Workload, recv: &Cairn, code: i32, timeout: Duration) {
+    let got = wait_reaping(m, src, timeout);
+    assert_eq!(
+        got,
+        code,
+        "cairn migrate: {}\nreceiver: {}",
+        m.log(),
+        recv.log()
+    );
+}
+
+/// `cairn receive --once` must exit with success.
+fn expect_received(recv: &mut Cairn) {
+    let st = wait_timeout(&mut recv.child, Duration::from_secs(60)).expect("receiver exit");
+    assert!(st.success(), "cairn receive --once: {}", recv.log());
 }
 
 /// The restored tree (root `pid`, not our child): SIGTERM, wait for it
@@ -400,41 +238,50 @@ fn restored_expect_pass(pid: i32, log: &Path) {
     assert_log_pass(log, "the migrated tree");
 }
 
+/// Waits until `log` says PASS (a tree that is not our child checked
+/// itself); FAIL or nothing in time fails the test.
+fn wait_log_pass(log: &Path, what: &str) {
+    let end = Instant::now() + EXIT_TIMEOUT;
+    loop {
+        let text = fs::read_to_string(log).unwrap_or_default();
+        assert!(!text.contains("FAIL"), "{what}: {}", tail(log, 4000));
+        if text.contains("PASS") {
+            break;
+        }
+        assert!(Instant::now() < end, "{what}: no PASS: {}", tail(log, 4000));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_log_pass(log, what);
+}
+
+/// The args of a receiver that writes `pidfile` and keeps its layers in
+/// `images`.
+fn once_args<'a>(pidfile: &'a Path, images: &'a Path) -> Vec<&'a str> {
+    vec![
+        "--once",
+        "--pidfile",
+        pidfile.to_str().unwrap(),
+        "-D",
+        images.to_str().unwrap(),
+    ]
+}
+
 #[test]
 fn migrate_tree_runs_on_destination() {
     if skip_unless_root() {
         return;
     }
     let net = Net::new("2gbit");
-    let mut src = Source::start(&net, &["--mem", "48"]);
+    let mut src = start_source(&net, &["--mem", "48"]);
     let key = write_key(&src.dir, "key", 0x5a);
     let pidfile = src.dir.join("received.pid");
     let images = src.dir.join("received");
-    let mut recv = receiver(
-        &net,
-        &key,
-        &src.dir,
-        &[
-            "--once",
-            "--pidfile",
-            pidfile.to_str().unwrap(),
-            "-D",
-            images.to_str().unwrap(),
-        ],
-    );
+    let mut recv = receiver(&net, &key, &src.dir, &once_args(&pidfile, &images));
     // Let the threads write for a while first.
     std::thread::sleep(Duration::from_millis(300));
     let mut m = migrate(&net, src.pid, &key, &src.dir, &["--max-downtime", "300ms"]);
-    let code = wait_reaping(&mut m, &mut src, Duration::from_secs(180));
-    assert_eq!(
-        code,
-        0,
-        "cairn migrate: {}\nreceiver: {}",
-        m.log(),
-        recv.log()
-    );
-    let st = wait_timeout(&mut recv.child, Duration::from_secs(30)).expect("receiver exit");
-    assert!(st.success(), "cairn receive --once: {}", recv.log());
+    expect_migrate(&mut m, &mut src, &recv, 0, Duration::from_secs(180));
+    expect_received(&mut recv);
     let err = fs::read_to_string(&m.err).unwrap();
     assert!(
         err.contains("round 1:"),
@@ -442,11 +289,33 @@ fn migrate_tree_runs_on_destination() {
     );
     // The source is gone (killed after the images were verified); the
     // tree runs on the destination with the same pids.
-    assert!(!src.alive(), "the source still runs");
+    assert!(!src.original_alive(), "the source still runs");
     assert_eq!(read_pidfile(&pidfile), Some(src.pid), "{}", recv.log());
     let layers = fs::read_dir(&images).unwrap().count();
     assert!(layers >= 2, "{layers} layers received: pre-copy and final");
     restored_expect_pass(src.pid, &src.log);
+}
+
+/// A receiver with another key refuses the migration, writes nothing
+/// and keeps listening; the source runs on (exit 7).
+fn wrong_key_refused(extra_recv: &[&str], extra_migrate: &[&str]) {
+    let net = Net::new("2gbit");
+    let mut src = start_source(&net, &["--mem", "8"]);
+    let good = write_key(&src.dir, "key", 0x11);
+    let other = write_key(&src.dir, "other", 0x22);
+    let images = src.dir.join("received");
+    let mut args = vec!["--once", "-D", images.to_str().unwrap()];
+    args.extend_from_slice(extra_recv);
+    let mut recv = receiver(&net, &other, &src.dir, &args);
+    let mut m = migrate(&net, src.pid, &good, &src.dir, extra_migrate);
+    expect_migrate(&mut m, &mut src, &recv, 7, Duration::from_secs(60));
+    let err = fs::read_to_string(&m.err).unwrap();
+    assert!(err.contains("key"), "the error does not say why: {err}");
+    recv.wait_line("refused", Duration::from_secs(10));
+    assert!(matches!(recv.child.try_wait(), Ok(None)), "{}", recv.log());
+    let written = fs::read_dir(&images).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(written, 0, "the receiver wrote layers for a wrong key");
+    source_runs_on(&mut src, "source after a migration with the wrong key");
 }
 
 #[test]
@@ -454,29 +323,15 @@ fn migrate_wrong_key_refused() {
     if skip_unless_root() {
         return;
     }
-    let net = Net::new("2gbit");
-    let mut src = Source::start(&net, &["--mem", "8"]);
-    let good = write_key(&src.dir, "key", 0x11);
-    let other = write_key(&src.dir, "other", 0x22);
-    let images = src.dir.join("received");
-    let mut recv = receiver(
-        &net,
-        &other,
-        &src.dir,
-        &["--once", "-D", images.to_str().unwrap()],
-    );
-    let mut m = migrate(&net, src.pid, &good, &src.dir, &[]);
-    let code = wait_reaping(&mut m, &mut src, Duration::from_secs(60));
-    assert_eq!(code, 7, "migrate with the wrong key: {}", m.log());
-    let err = fs::read_to_string(&m.err).unwrap();
-    assert!(err.contains("key"), "the error does not say why: {err}");
-    // The receiver refused it, wrote nothing and still waits for a
-    // migration with the right key.
-    recv.wait_line("refused", Duration::from_secs(10));
-    assert!(matches!(recv.child.try_wait(), Ok(None)), "{}", recv.log());
-    let written = fs::read_dir(&images).map(|d| d.count()).unwrap_or(0);
-    assert_eq!(written, 0, "the receiver wrote layers for a wrong key");
-    src.terminate_expect_pass("source after a migration with the wrong key");
+    wrong_key_refused(&[], &[]);
+}
+
+#[test]
+fn migrate_lazy_wrong_key_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    wrong_key_refused(&["--lazy-ok"], &["--lazy"]);
 }
 
 /// Starts a slow migration (64 MiB over 100 Mbit/s: about 5 s for the
@@ -484,7 +339,7 @@ fn migrate_wrong_key_refused() {
 /// the first layer; the source must run on.
 fn interrupted_midway(what: &str, interrupt: impl FnOnce(&Net, &mut Cairn)) {
     let net = Net::new("100mbit");
-    let mut src = Source::start(&net, &["--mem", "64"]);
+    let mut src = start_source(&net, &["--mem", "64"]);
     let key = write_key(&src.dir, "key", 0x33);
     let images = src.dir.join("received");
     let mut recv = receiver(
@@ -510,9 +365,8 @@ fn interrupted_midway(what: &str, interrupt: impl FnOnce(&Net, &mut Cairn)) {
         std::thread::sleep(Duration::from_millis(5));
     }
     interrupt(&net, &mut recv);
-    let code = wait_reaping(&mut m, &mut src, Duration::from_secs(120));
-    assert_eq!(code, 7, "{what}: cairn migrate: {}", m.log());
-    src.terminate_expect_pass(&format!("source after {what}"));
+    expect_migrate(&mut m, &mut src, &recv, 7, Duration::from_secs(120));
+    source_runs_on(&mut src, &format!("source after {what}"));
 }
 
 #[test]
@@ -543,18 +397,11 @@ fn migrate_frozen_until_destination_runs() {
         return;
     }
     let net = Net::new("2gbit");
-    let mut src = Source::start(&net, &["--mem", "32"]);
+    let mut src = start_source(&net, &["--mem", "32"]);
     let key = write_key(&src.dir, "key", 0x44);
     let mut recv = receiver_own_pids(&net, &key, &src.dir, "");
     let mut m = migrate(&net, src.pid, &key, &src.dir, &[]);
-    let code = wait_reaping(&mut m, &mut src, Duration::from_secs(180));
-    assert_eq!(
-        code,
-        0,
-        "cairn migrate: {}\nreceiver: {}",
-        m.log(),
-        recv.log()
-    );
+    expect_migrate(&mut m, &mut src, &recv, 0, Duration::from_secs(180));
     recv.wait_line("receive-exit 0", Duration::from_secs(30));
     assert!(
         recv.log().contains("hand-over mode Frozen"),
@@ -562,29 +409,14 @@ fn migrate_frozen_until_destination_runs() {
         recv.log()
     );
     // Killed by the migration once the destination ran the tree.
-    let st = wait_timeout(&mut src.child, Duration::from_secs(10)).expect("source gone");
+    let st = wait_exit(&mut src, Duration::from_secs(10)).expect("source gone");
     assert_eq!(
         exit_code(&st),
         128 + libc::SIGKILL,
         "the source ended otherwise"
     );
     // The shell sent SIGTERM to the restored root: it checks itself.
-    let end = Instant::now() + EXIT_TIMEOUT;
-    while !fs::read_to_string(&src.log)
-        .unwrap_or_default()
-        .contains("PASS")
-    {
-        assert!(Instant::now() < end, "no PASS: {}", tail(&src.log, 4000));
-        assert!(
-            !fs::read_to_string(&src.log)
-                .unwrap_or_default()
-                .contains("FAIL"),
-            "{}",
-            tail(&src.log, 4000)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_log_pass(&src.log, "the migrated tree (frozen mode)");
+    wait_log_pass(&src.log, "the migrated tree (frozen mode)");
 }
 
 /// Frozen mode refused at the very end: the root's pid is taken on the
@@ -596,7 +428,7 @@ fn migrate_pid_taken_on_destination_source_thawed() {
         return;
     }
     let net = Net::new("2gbit");
-    let mut src = Source::start(&net, &["--mem", "16"]);
+    let mut src = start_source(&net, &["--mem", "16"]);
     let key = write_key(&src.dir, "key", 0x55);
     let before = format!(
         "echo {} > /proc/sys/kernel/ns_last_pid && sleep 100 & sleep 0.2",
@@ -604,18 +436,113 @@ fn migrate_pid_taken_on_destination_source_thawed() {
     );
     let recv = receiver_own_pids(&net, &key, &src.dir, &before);
     let mut m = migrate(&net, src.pid, &key, &src.dir, &[]);
-    let code = wait_reaping(&mut m, &mut src, Duration::from_secs(180));
-    assert_eq!(
-        code,
-        7,
-        "cairn migrate: {}\nreceiver: {}",
-        m.log(),
-        recv.log()
-    );
+    expect_migrate(&mut m, &mut src, &recv, 7, Duration::from_secs(180));
     let err = fs::read_to_string(&m.err).unwrap();
     assert!(
         err.contains("is taken here by another process") && err.contains("thawed"),
         "{err}"
     );
-    src.terminate_expect_pass("source thawed after the destination refused");
+    source_runs_on(&mut src, "source thawed after the destination refused");
+}
+
+/// Post-copy (`--lazy`): `mem_rewrite` (256 MiB, two writer threads
+/// rewriting it all the time, each page checked against the writers'
+/// order) runs on the destination before its memory is there; its pages
+/// come on fault and in the background; after the move, SIGTERM makes it
+/// check every page.
+#[test]
+fn migrate_lazy_tree_runs_before_its_memory() {
+    if skip_unless_root() {
+        return;
+    }
+    let net = Net::new("2gbit");
+    let mut src = net.start_workload("mem_rewrite", &["--mib", "256", "--threads", "2"]);
+    let key = write_key(&src.dir, "key", 0x66);
+    let pidfile = src.dir.join("received.pid");
+    let images = src.dir.join("received");
+    let mut args = once_args(&pidfile, &images);
+    args.push("--lazy-ok");
+    let mut recv = receiver(&net, &key, &src.dir, &args);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut m = migrate(&net, src.pid, &key, &src.dir, &["--lazy"]);
+    expect_migrate(&mut m, &mut src, &recv, 0, Duration::from_secs(300));
+    expect_received(&mut recv);
+    let err = fs::read_to_string(&m.err).unwrap();
+    assert!(
+        err.contains("lazy_running_ms="),
+        "no post-copy in the log: {err}"
+    );
+    let rlog = fs::read_to_string(&recv.err).unwrap();
+    let copied: u64 = rlog
+        .split("post-copy complete")
+        .nth(1)
+        .and_then(|t| t.split(": ").nth(1))
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no post-copy summary: {}", recv.log()));
+    // Nearly all of the 256 MiB (65536 pages) came after the tree ran.
+    assert!(copied >= 60_000, "{copied} pages copied after the start");
+    assert!(!src.original_alive(), "the source still runs");
+    assert_eq!(read_pidfile(&pidfile), Some(src.pid), "{}", recv.log());
+    restored_expect_pass(src.pid, &src.log);
+}
+
+/// Post-copy, the source's cairn killed while pages are still missing on
+/// the destination (64 MiB over 50 Mbit/s: about 10 s): the destination
+/// kills its tree (never left with part of its memory) and fails. Here
+/// (one kernel: hand-over mode) the source tree was ended before the
+/// destination restored it, so no process of the tree is left; with the
+/// pids free on the destination (frozen mode) the source tree, still
+/// frozen, is thawed by its guardian instead.
+#[test]
+fn migrate_lazy_source_killed_destination_tree_killed() {
+    if skip_unless_root() {
+        return;
+    }
+    let net = Net::new("50mbit");
+    let mut src = net.start_workload("mem_rewrite", &["--mib", "64", "--threads", "1"]);
+    let key = write_key(&src.dir, "key", 0x77);
+    let pidfile = src.dir.join("received.pid");
+    let images = src.dir.join("received");
+    let mut args = once_args(&pidfile, &images);
+    args.push("--lazy-ok");
+    let mut recv = receiver(&net, &key, &src.dir, &args);
+    let mut m = migrate(&net, src.pid, &key, &src.dir, &["--lazy"]);
+    // The tree runs on the destination: its memory is on its way.
+    let end = Instant::now() + Duration::from_secs(120);
+    while read_pidfile(&pidfile) != Some(src.pid) {
+        let _ = src.original_alive();
+        if let Ok(Some(st)) = m.child.try_wait() {
+            panic!(
+                "migrate ended ({st}) before the tree ran: {}\n{}",
+                m.log(),
+                recv.log()
+            );
+        }
+        assert!(
+            Instant::now() < end,
+            "the tree did not run: {}\n{}",
+            m.log(),
+            recv.log()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        matches!(m.child.try_wait(), Ok(None)),
+        "post-copy ended before the source could be killed: {}",
+        m.log()
+    );
+    m.child.kill().expect("kill cairn migrate");
+    let _ = m.child.wait();
+    let st = wait_timeout(&mut recv.child, Duration::from_secs(60)).expect("receiver exit");
+    assert!(!st.success(), "the receiver succeeded: {}", recv.log());
+    assert!(recv.log().contains("was killed"), "{}", recv.log());
+    assert!(
+        wait_pid_gone(src.pid, Duration::from_secs(10)),
+        "pid {} still runs after the source died during post-copy: {}",
+        src.pid,
+        recv.log()
+    );
+    assert!(!src.original_alive(), "the source tree still runs");
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::migrate::receiver::ReceiveOptions;
 use crate::migrate::source::MigrateOptions;
 use crate::options::{DumpOptions, IncrOptions};
@@ -24,8 +24,9 @@ pub struct MigrateArgs {
     /// both machines, e.g. `head -c 32 /dev/urandom`.
     #[arg(long = "key", value_name = "FILE")]
     pub key: PathBuf,
-    /// Post-copy (start the tree on the destination before its memory is
-    /// there): not implemented yet.
+    /// Post-copy: one pre-copy round that sends no page, then the final
+    /// dump; the destination starts the tree at once and its memory
+    /// follows (on fault first). Needs `receive --lazy-ok`.
     #[arg(long = "lazy")]
     pub lazy: bool,
     /// Pre-copy rounds go on until what is left is estimated to take no
@@ -87,7 +88,9 @@ pub struct ReceiveArgs {
     /// a private temporary directory, removed afterwards.
     #[arg(short = 'D', long = "images-dir")]
     pub images_dir: Option<PathBuf>,
-    /// Accept post-copy migrations (not implemented yet: refused).
+    /// Accept post-copy migrations (`migrate --lazy`): the tree runs here
+    /// before its memory arrived (the pidfile is written then) and is
+    /// killed if the source fails before every page is here.
     #[arg(long = "lazy-ok")]
     pub lazy_ok: bool,
 }
@@ -111,36 +114,28 @@ pub fn parse_time(s: &str) -> std::result::Result<Duration, String> {
 }
 
 pub fn migrate(a: &MigrateArgs) -> Result<i32> {
-    if a.lazy {
-        return Err(Error::Usage(
-            "--lazy (post-copy migration) is not implemented yet; migrate without it (pre-copy)"
-                .into(),
-        ));
-    }
     let opts = MigrateOptions {
         dump: DumpOptions {
-            pid: a.pid,
-            images_dir: PathBuf::new(),
-            leave_running: true,
-            shell_job: a.shell_job,
-            ext_unix_sk: a.ext_unix_sk,
-            compress_level: a.compress_level,
-            file_contents: a.file_contents,
-            tcp_established: a.tcp_established,
-            network_lock: a.network_lock,
             incr: IncrOptions {
-                prev_images_dir: None,
-                track_mem: false,
                 dirty_tracking: a.dirty_tracking.clone(),
+                ..IncrOptions::default()
             },
             freeze: a.freeze.options(),
-            oracle: false,
-            external: Vec::new(),
+            ..super::DumpFlags {
+                shell_job: a.shell_job,
+                ext_unix_sk: a.ext_unix_sk,
+                compress_level: a.compress_level,
+                file_contents: a.file_contents,
+                tcp_established: a.tcp_established,
+                network_lock: a.network_lock,
+            }
+            .options(a.pid, true)
         },
         to: a.to.clone(),
         key: a.key.clone(),
         max_downtime: a.max_downtime,
         max_rounds: a.max_rounds.max(1),
+        lazy: a.lazy,
     };
     crate::migrate::source::migrate(&opts)
 }
@@ -152,6 +147,7 @@ pub fn receive(a: &ReceiveArgs) -> Result<i32> {
         once: a.once,
         pidfile: a.pidfile.clone(),
         images_dir: a.images_dir.clone(),
+        lazy_ok: a.lazy_ok,
     })
 }
 

@@ -369,19 +369,56 @@ impl DumpArgs {
     /// The library's options for these arguments.
     pub fn options(&self) -> DumpOptions {
         DumpOptions {
-            pid: self.pid,
             images_dir: self.images_dir.clone(),
-            leave_running: self.leave_running,
+            incr: self.incr.options(),
+            freeze: self.freeze.options(),
+            oracle: self.oracle,
+            external: self.external.clone(),
+            ..DumpFlags {
+                shell_job: self.shell_job,
+                ext_unix_sk: self.ext_unix_sk,
+                compress_level: self.compress_level,
+                file_contents: self.file_contents,
+                tcp_established: self.tcp_established,
+                network_lock: self.network_lock,
+            }
+            .options(self.pid, self.leave_running)
+        }
+    }
+}
+
+/// The dump flags that `dump`, `migrate` and `run` have in common: the
+/// one conversion of them into [`DumpOptions`], so that a new dump
+/// option reaches every command that dumps.
+#[derive(Debug, Clone)]
+pub struct DumpFlags {
+    pub shell_job: bool,
+    pub ext_unix_sk: bool,
+    pub compress_level: i32,
+    pub file_contents: crate::kinds::contents::ContentsLimit,
+    pub tcp_established: bool,
+    pub network_lock: crate::netlock::Method,
+}
+
+impl DumpFlags {
+    /// The dump options of these flags for the tree of `pid`; the images
+    /// directory, incremental and freeze options, oracle and externals at
+    /// their defaults (the caller sets those it has).
+    pub fn options(self, pid: i32, leave_running: bool) -> DumpOptions {
+        DumpOptions {
+            pid,
+            images_dir: PathBuf::new(),
+            leave_running,
             shell_job: self.shell_job,
             ext_unix_sk: self.ext_unix_sk,
             compress_level: self.compress_level,
             file_contents: self.file_contents,
             tcp_established: self.tcp_established,
             network_lock: self.network_lock,
-            incr: self.incr.options(),
-            freeze: self.freeze.options(),
-            oracle: self.oracle,
-            external: self.external.clone(),
+            incr: IncrOptions::default(),
+            freeze: FreezeOptions::default(),
+            oracle: false,
+            external: Vec::new(),
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::options::{DumpOptions, FreezeOptions, IncrOptions};
+use crate::options::{DumpOptions, FreezeOptions};
 use crate::run::RunOptions;
 
 #[derive(Args, Debug, Clone)]
@@ -85,23 +85,20 @@ impl RunArgs {
             pid_ns: self.pid_ns,
             control: !self.no_control,
             dump: DumpOptions {
-                pid: 0,
-                images_dir: PathBuf::new(),
-                leave_running: true,
-                shell_job: self.shell_job,
-                ext_unix_sk: self.ext_unix_sk,
-                compress_level: self.compress_level,
-                file_contents: self.file_contents,
-                tcp_established: self.tcp_established,
-                network_lock: self.network_lock,
-                incr: IncrOptions::default(),
                 freeze: FreezeOptions {
                     no_bpf: self.no_bpf,
                     wait_fork: false,
                     ..Default::default()
                 },
-                oracle: false,
-                external: Vec::new(),
+                ..super::DumpFlags {
+                    shell_job: self.shell_job,
+                    ext_unix_sk: self.ext_unix_sk,
+                    compress_level: self.compress_level,
+                    file_contents: self.file_contents,
+                    tcp_established: self.tcp_established,
+                    network_lock: self.network_lock,
+                }
+                .options(0, true)
             },
             cmd: self.cmd.clone(),
         }

@@ -26,6 +26,7 @@
 //! Exit codes of `cairn migrate` besides 0 and the usual ones: [`exit`].
 
 pub mod channel;
+pub mod postcopy;
 pub mod receiver;
 pub mod source;
 pub mod wire;

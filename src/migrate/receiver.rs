@@ -24,6 +24,8 @@ pub struct ReceiveOptions {
     pub once: bool,
     pub pidfile: Option<PathBuf>,
     pub images_dir: Option<PathBuf>,
+    /// Accept post-copy migrations (`--lazy-ok`).
+    pub lazy_ok: bool,
 }
 
 /// At most this many layers in one migration.
@@ -211,6 +213,7 @@ fn session(
         boot_id: src_boot,
         hostname,
         tcp_established,
+        lazy,
         ..
     }) = hello
     else {
@@ -220,7 +223,14 @@ fn session(
         "cairn: receive: migration from {} (host {hostname:?}) authenticated",
         ch.peer
     );
-    let r = receive_layers(&mut ch, o, &src_boot, tcp_established);
+    let r = if lazy && !o.lazy_ok {
+        Err(proto_err(
+            &ch.peer,
+            "a post-copy (--lazy) migration, which this receiver does not accept (--lazy-ok)",
+        ))
+    } else {
+        receive_layers(&mut ch, o, &src_boot, tcp_established, lazy)
+    };
     if let Err(e) = &r {
         let _ = ch.send(&Msg::Abort { why: e.to_string() }.encode());
     }
@@ -232,9 +242,12 @@ fn receive_layers(
     o: &ReceiveOptions,
     src_boot: &str,
     tcp_established: bool,
+    lazy: bool,
 ) -> Result<i32> {
     let peer = ch.peer.clone();
     let mut store = Store::open(o.images_dir.as_deref())?;
+    // Post-copy: each layer's sparse pages.img, open for writing.
+    let mut sparse: Vec<Option<std::fs::File>> = Vec::new();
     let mut layer: Option<LayerIn> = None;
     let t0 = Instant::now();
     let mut bytes = 0u64;
@@ -265,6 +278,53 @@ fn receive_layers(
                     names: Default::default(),
                     file: None,
                 });
+            }
+            Msg::Sparse { name, size, head } => {
+                let Some(l) = layer.as_mut() else {
+                    return Err(proto_err(&peer, "Sparse outside a layer"));
+                };
+                if !lazy || name != names::PAGES || head > size || head > 4096 {
+                    return Err(proto_err(
+                        &peer,
+                        format!("refused sparse file {name:?} ({head} of {size} bytes)"),
+                    ));
+                }
+                if l.file.is_some() || l.names.contains(&name) {
+                    return Err(proto_err(
+                        &peer,
+                        "Sparse before the previous file is complete",
+                    ));
+                }
+                let free = rustix::fs::fstatvfs(&l.fd)
+                    .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+                    .unwrap_or(u64::MAX);
+                let path = l.path.join(&name);
+                if size > free {
+                    return Err(Error::io(
+                        &path,
+                        std::io::Error::other(format!(
+                            "{size} bytes announced, {free} bytes free on this file system"
+                        )),
+                    ));
+                }
+                let file = safefs::create_excl(&l.fd, OsStr::new(&name), 0o600)
+                    .map_err(|e| Error::io(&path, e))?;
+                file.set_len(size).map_err(|e| Error::io(&path, e))?;
+                let keep = file.try_clone().map_err(|e| Error::io(&path, e))?;
+                let i = store.layers.len() - 1;
+                sparse.resize_with(i + 1, || None);
+                sparse[i] = Some(keep);
+                l.names.insert(name.clone());
+                let inc = Incoming {
+                    name,
+                    file,
+                    left: head,
+                };
+                if head == 0 {
+                    finish_file(l, inc)?;
+                } else {
+                    l.file = Some(inc);
+                }
             }
             Msg::File { name, size } => {
                 let Some(l) = layer.as_mut() else {
@@ -360,7 +420,11 @@ fn receive_layers(
                     "receive: {} layers, {bytes} bytes in {secs:.3} s",
                     store.layers.len()
                 );
-                return finish(ch, &store, o, src_boot, tcp_established);
+                let lazy = lazy.then(|| {
+                    sparse.resize_with(store.layers.len(), || None);
+                    sparse
+                });
+                return finish(ch, &store, o, src_boot, tcp_established, lazy);
             }
             Msg::Abort { why } => {
                 return Err(proto_err(&peer, format!("the source gave up: {why}")));
@@ -413,6 +477,7 @@ fn finish(
     o: &ReceiveOptions,
     src_boot: &str,
     tcp_established: bool,
+    lazy: Option<Vec<Option<std::fs::File>>>,
 ) -> Result<i32> {
     let peer = ch.peer.clone();
     let n = store.layers.len();
@@ -501,7 +566,7 @@ fn finish(
     }
     let ropts = RestoreOptions {
         images_dir: top.clone(),
-        detached: true,
+        detached: lazy.is_none(),
         pidfile: None,
         shell_job: false,
         ignore_file_changes: false,
@@ -514,6 +579,9 @@ fn finish(
         inherit_fds: Vec::new(),
         pid_ns: false,
     };
+    if let Some(files) = lazy {
+        return finish_lazy(ch, store, o, &ropts, files);
+    }
     if let Err(e) = crate::restore::restore(&ropts) {
         let why = format!("restore failed: {e}");
         ch.send(
@@ -594,4 +662,86 @@ fn wait_pids_free(pstree: &Pstree) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Post-copy: restores the tree with its private anonymous memory left
+/// to a pager ([`super::postcopy::Pager`], on a thread of its own that
+/// owns the channel from here), writes the pidfile once the tree runs,
+/// and returns once every page is in place. If the source or the channel
+/// fails first, the pager has killed the tree.
+fn finish_lazy(
+    ch: &mut Channel,
+    store: &Store,
+    o: &ReceiveOptions,
+    ropts: &RestoreOptions,
+    files: Vec<Option<std::fs::File>>,
+) -> Result<i32> {
+    use crate::kinds::memory::lazy;
+    use std::sync::mpsc;
+    let peer = ch.peer.clone();
+    let mut layers = Vec::new();
+    for (i, f) in files.into_iter().enumerate() {
+        let path = store.layer_path(i);
+        let f =
+            f.ok_or_else(|| proto_err(&peer, format!("layer {}: no sparse pages.img", i + 1)))?;
+        layers.push(super::postcopy::LazyLayer::open(&path, f)?);
+    }
+    let pages: Vec<PathBuf> = layers.iter().map(|l| l.pages_path()).collect();
+    let (tx, rx) = mpsc::channel();
+    let (wake_w, wake_r) =
+        std::os::unix::net::UnixStream::pair().map_err(|e| Error::io("socketpair", e))?;
+    let wake_restore = wake_w.try_clone().map_err(|e| Error::io("socketpair", e))?;
+    lazy::set_pager(Some(lazy::Pager {
+        tx: tx.clone(),
+        wake: wake_restore,
+        pages,
+    }));
+    let pager = super::postcopy::Pager::new(layers, &peer);
+    let t0 = Instant::now();
+    let ropts = RestoreOptions {
+        pidfile: None,
+        ..ropts.clone()
+    };
+    std::thread::scope(|s| {
+        let h = s.spawn(move || pager.run(ch, rx, wake_r));
+        let r = crate::restore::start(&ropts);
+        lazy::set_pager(None);
+        let started = match &r {
+            Ok(Some(pid)) => Ok(*pid),
+            Ok(None) => Err("the restore returned no root".to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Ok(root) = &started {
+            eprintln!(
+                "cairn: receive: the tree runs here after {:.0} ms (root pid {root}); its memory \
+                 follows (post-copy)",
+                t0.elapsed().as_secs_f64() * 1e3
+            );
+            if let Some(p) = &o.pidfile {
+                if let Err(e) = safefs::replace_file(p, format!("{root}\n").as_bytes(), 0o644) {
+                    warn!("{}: {e}", p.display());
+                }
+            }
+        }
+        let lazy_pager = lazy::Pager {
+            tx,
+            wake: wake_w,
+            pages: Vec::new(),
+        };
+        let _ = lazy_pager.send(lazy::Cmd::Started(started));
+        let res = h
+            .join()
+            .unwrap_or_else(|_| Err(Error::Restore("the post-copy pager panicked".into())));
+        r?;
+        let (root, p) = res?;
+        eprintln!(
+            "cairn: receive: post-copy complete in {:.0} ms: {} pages copied, {} zero pages, {} \
+             faults",
+            t0.elapsed().as_secs_f64() * 1e3,
+            p.copied,
+            p.zeroed,
+            p.faults
+        );
+        Ok(root)
+    })
 }

@@ -28,6 +28,9 @@ pub struct MigrateOptions {
     pub max_downtime: Duration,
     /// Pre-copy rounds at most (the first copies everything).
     pub max_rounds: u32,
+    /// Post-copy (`--lazy`): no page is sent before the tree runs on the
+    /// destination ([`super::postcopy`]).
+    pub lazy: bool,
 }
 
 /// How long the source waits for the receiver to store a layer.
@@ -109,7 +112,8 @@ fn expect(ch: &mut Channel, timeout: Duration, what: &str) -> Result<Msg> {
 
 /// Sends the layer `work/index`: every image file, `inventory.img` last,
 /// then waits until the receiver has synced it. Returns the bytes sent.
-fn send_layer(ch: &mut Channel, work: &Work, index: u32) -> Result<u64> {
+/// `lazy`: pages.img goes as its header only (post-copy).
+fn send_layer(ch: &mut Channel, work: &Work, index: u32, lazy: bool) -> Result<u64> {
     let name = index.to_string();
     let path = work.path.join(&name);
     let dir = safefs::openat_nofollow(
@@ -133,14 +137,27 @@ fn send_layer(ch: &mut Channel, work: &Work, index: u32) -> Result<u64> {
         let (mut file, st) =
             safefs::open_regular(&dir, &f).map_err(|e| Error::io(path.join(&f), e))?;
         let size = st.st_size as u64;
-        ch.send(
-            &Msg::File {
-                name: f.clone(),
-                size,
-            }
-            .encode(),
-        )?;
-        let mut left = size;
+        let mut left = if lazy && f == names::PAGES {
+            let head = (crate::image::HEADER_LEN as u64).min(size);
+            ch.send(
+                &Msg::Sparse {
+                    name: f.clone(),
+                    size,
+                    head,
+                }
+                .encode(),
+            )?;
+            head
+        } else {
+            ch.send(
+                &Msg::File {
+                    name: f.clone(),
+                    size,
+                }
+                .encode(),
+            )?;
+            size
+        };
         while left > 0 {
             let want = left.min((MAX_PLAIN - 1) as u64) as usize;
             buf[0] = 5; // Msg::Data
@@ -210,6 +227,7 @@ pub fn migrate(o: &MigrateOptions) -> Result<i32> {
             .map(|s| s.trim().to_string())
             .unwrap_or_default(),
         tcp_established: o.dump.tcp_established,
+        lazy: o.lazy,
     };
     let (mut ch, welcome) = Channel::connect(&o.to, &key, &hello.encode()).map_err(|e| {
         failed(
@@ -268,16 +286,26 @@ pub fn migrate(o: &MigrateOptions) -> Result<i32> {
     work.layers.push(idx.to_string());
     let t_final = Instant::now();
     let mut handed: Option<Result<Handed>> = None;
+    let mut served: Option<super::postcopy::Served> = None;
     let sent_before = ch.sent;
     let dumped = dump::dump_then(&dopts, &mut |_| {
-        let r = final_step(&mut ch, &work, idx);
+        let r = final_step(&mut ch, &work, idx, o.lazy, &mut served);
         let then = if r.is_ok() { Then::Kill } else { Then::Thaw };
         handed = Some(r);
         then
     });
-    let report = |ch: &Channel, root: i32| {
+    let report = |ch: &Channel, root: i32, served: &Option<super::postcopy::Served>| {
         let total = t0.elapsed();
         let down = t_final.elapsed();
+        if let Some(s) = served {
+            let running = s.running.map_or(0.0, |t| (t - t_final).as_secs_f64() * 1e3);
+            eprintln!(
+                "cairn: migrate: post-copy: the tree ran on the destination {running:.0} ms after \
+                 the final dump began; stats lazy_running_ms={running:.0} lazy_chunks={} \
+                 lazy_wanted={} lazy_bytes={}",
+                s.chunks, s.wanted, s.bytes
+            );
+        }
         eprintln!(
             "cairn: migrate: done: root pid {root} runs on {}; stats rounds={rounds} \
              bytes_sent={} final_bytes={} total_ms={:.0} downtime_ms={:.0}",
@@ -312,12 +340,18 @@ pub fn migrate(o: &MigrateOptions) -> Result<i32> {
             ))
         }
         (Ok(_), Some(Ok(Handed::Done(root)))) => {
-            report(&ch, root);
+            report(&ch, root, &served);
             Ok(0)
         }
         (Ok(_), Some(Ok(Handed::Handover))) => {
             // The source tree is dead; its images are here and there.
             let r = ch.send(&Msg::Go.encode()).and_then(|()| {
+                if o.lazy {
+                    let s = super::postcopy::serve(&mut ch, &work.path, idx)?;
+                    let root = s.root;
+                    served = Some(s);
+                    return Ok(root);
+                }
                 match expect(&mut ch, RESTORE_TIMEOUT, "restoring")? {
                     Msg::Outcome { ok: true, root, .. } => {
                         let _ = ch.send(&Msg::Ack.encode());
@@ -332,7 +366,7 @@ pub fn migrate(o: &MigrateOptions) -> Result<i32> {
             });
             match r {
                 Ok(root) => {
-                    report(&ch, root);
+                    report(&ch, root, &served);
                     Ok(0)
                 }
                 Err(e) => {
@@ -389,7 +423,7 @@ fn precopy(ch: &mut Channel, work: &mut Work, o: &MigrateOptions) -> Result<u32>
         work.layers.push(name);
         dump::pre_dump(&popts)?;
         let t = Instant::now();
-        let bytes = send_layer(ch, work, idx)?;
+        let bytes = send_layer(ch, work, idx, o.lazy)?;
         let took = t.elapsed();
         sent_total += bytes;
         send_time += took;
@@ -404,6 +438,11 @@ fn precopy(ch: &mut Channel, work: &mut Work, o: &MigrateOptions) -> Result<u32>
             bw / 1e6,
             est.as_secs_f64() * 1e3
         );
+        if o.lazy {
+            // Post-copy: one round, so that the final dump (frozen)
+            // copies only what changed since; no page was sent.
+            break;
+        }
         if est <= o.max_downtime {
             break;
         }
@@ -434,7 +473,13 @@ fn precopy(ch: &mut Channel, work: &mut Work, o: &MigrateOptions) -> Result<u32>
 
 /// Inside the frozen final dump: send its layer, ask for the verdict and,
 /// in frozen mode, have the destination restore the tree.
-fn final_step(ch: &mut Channel, work: &Work, idx: u32) -> Result<Handed> {
+fn final_step(
+    ch: &mut Channel,
+    work: &Work,
+    idx: u32,
+    lazy: bool,
+    served: &mut Option<super::postcopy::Served>,
+) -> Result<Handed> {
     let peer = ch.peer.clone();
     let perr = |why: String| {
         Error::io(
@@ -442,7 +487,7 @@ fn final_step(ch: &mut Channel, work: &Work, idx: u32) -> Result<Handed> {
             std::io::Error::other(format!("migration protocol: {why}")),
         )
     };
-    send_layer(ch, work, idx)?;
+    send_layer(ch, work, idx, lazy)?;
     ch.send(&Msg::Final.encode())?;
     match expect(ch, VERDICT_TIMEOUT, "checking the images")? {
         Msg::Verdict {
@@ -460,6 +505,14 @@ fn final_step(ch: &mut Channel, work: &Work, idx: u32) -> Result<Handed> {
             mode: Mode::Frozen, ..
         } => {
             ch.send(&Msg::Go.encode())?;
+            if lazy {
+                // Post-copy: the tree stays frozen here until every page
+                // is on the destination.
+                let s = super::postcopy::serve(ch, &work.path, idx)?;
+                let root = s.root;
+                *served = Some(s);
+                return Ok(Handed::Done(root));
+            }
             match expect(ch, RESTORE_TIMEOUT, "restoring")? {
                 Msg::Outcome { ok: true, root, .. } => {
                     ch.send(&Msg::Ack.encode())?;

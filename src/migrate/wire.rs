@@ -17,6 +17,15 @@
 //! Ack                              ->     (frozen mode: the source is killed)
 //! Abort{why} either way, at any point.
 //! ```
+//!
+//! Post-copy (`Hello{lazy}`): each layer's pages.img travels as
+//! `Sparse{name, size, head}` and its header (`head` bytes of `Data`);
+//! after `Go` the source serves `Want{layer, chunk}` (the restore or a
+//! fault needs it) with `Page{layer, chunk, off, data}` frames (the
+//! chunk's stored bytes in order), and once `Outcome{ok}` came, streams
+//! every other chunk the same way, then `AllSent`. The receiver says
+//! `Done` when every page is in place; the source answers `Ack` and ends
+//! its tree.
 
 /// How the source hands the tree over (the receiver's [`Msg::Verdict`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +49,8 @@ pub enum Msg {
         boot_id: String,
         hostname: String,
         tcp_established: bool,
+        /// Post-copy (`migrate --lazy`).
+        lazy: bool,
     },
     Welcome {
         version: u32,
@@ -70,10 +81,45 @@ pub enum Msg {
     Abort {
         why: String,
     },
+    /// A file of `size` bytes of which only the first `head` follow (as
+    /// `Data`); the rest arrives as `Page`s (post-copy pages.img).
+    Sparse {
+        name: String,
+        size: u64,
+        head: u64,
+    },
+    /// Receiver: send this chunk next.
+    Want {
+        layer: u32,
+        chunk: u32,
+    },
+    /// Source: bytes of a chunk's stored form, from byte `off` of it.
+    Page {
+        layer: u32,
+        chunk: u32,
+        off: u64,
+        data: Vec<u8>,
+    },
+    /// Source: every chunk was sent.
+    AllSent,
+    /// Receiver: every page is in place.
+    Done,
+}
+
+/// The bytes before a `Page`'s data: tag, layer, chunk, offset.
+pub const PAGE_HEAD: usize = 1 + 4 + 4 + 8;
+
+/// Encodes the head of a `Page` message into `out[..PAGE_HEAD]` (the data
+/// follows; the source fills it in place).
+pub fn page_head(out: &mut [u8], layer: u32, chunk: u32, off: u64) {
+    out[0] = 17;
+    out[1..5].copy_from_slice(&layer.to_le_bytes());
+    out[5..9].copy_from_slice(&chunk.to_le_bytes());
+    out[9..17].copy_from_slice(&off.to_le_bytes());
 }
 
 /// The protocol version of [`Msg::Hello`] and [`Msg::Welcome`].
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
     let b = s.as_bytes();
@@ -91,12 +137,14 @@ impl Msg {
                 boot_id,
                 hostname,
                 tcp_established,
+                lazy,
             } => {
                 o.push(1);
                 o.extend_from_slice(&version.to_le_bytes());
                 put_str(&mut o, boot_id);
                 put_str(&mut o, hostname);
                 o.push(*tcp_established as u8);
+                o.push(*lazy as u8);
             }
             Msg::Welcome { version, boot_id } => {
                 o.push(2);
@@ -137,6 +185,29 @@ impl Msg {
                 o.push(13);
                 put_str(&mut o, why);
             }
+            Msg::Sparse { name, size, head } => {
+                o.push(14);
+                put_str(&mut o, name);
+                o.extend_from_slice(&size.to_le_bytes());
+                o.extend_from_slice(&head.to_le_bytes());
+            }
+            Msg::Want { layer, chunk } => {
+                o.push(15);
+                o.extend_from_slice(&layer.to_le_bytes());
+                o.extend_from_slice(&chunk.to_le_bytes());
+            }
+            Msg::Page {
+                layer,
+                chunk,
+                off,
+                data,
+            } => {
+                o.resize(PAGE_HEAD, 0);
+                page_head(&mut o, *layer, *chunk, *off);
+                o.extend_from_slice(data);
+            }
+            Msg::AllSent => o.push(18),
+            Msg::Done => o.push(19),
         }
         o
     }
@@ -150,6 +221,7 @@ impl Msg {
                 boot_id: c.str()?,
                 hostname: c.str()?,
                 tcp_established: c.u8()? != 0,
+                lazy: c.u8()? != 0,
             },
             2 => Msg::Welcome {
                 version: c.u32()?,
@@ -181,6 +253,26 @@ impl Msg {
             },
             12 => Msg::Ack,
             13 => Msg::Abort { why: c.str()? },
+            14 => Msg::Sparse {
+                name: c.str()?,
+                size: c.u64()?,
+                head: c.u64()?,
+            },
+            15 => Msg::Want {
+                layer: c.u32()?,
+                chunk: c.u32()?,
+            },
+            17 => {
+                let (layer, chunk, off) = (c.u32()?, c.u32()?, c.u64()?);
+                return Ok(Msg::Page {
+                    layer,
+                    chunk,
+                    off,
+                    data: c.0.to_vec(),
+                });
+            }
+            18 => Msg::AllSent,
+            19 => Msg::Done,
             t => return Err(format!("unknown message type {t}")),
         };
         if !c.0.is_empty() {
@@ -205,6 +297,11 @@ impl Msg {
             Msg::Outcome { .. } => "Outcome",
             Msg::Ack => "Ack",
             Msg::Abort { .. } => "Abort",
+            Msg::Sparse { .. } => "Sparse",
+            Msg::Want { .. } => "Want",
+            Msg::Page { .. } => "Page",
+            Msg::AllSent => "AllSent",
+            Msg::Done => "Done",
         }
     }
 }
@@ -289,6 +386,7 @@ mod tests {
                 boot_id: "b".into(),
                 hostname: "h".into(),
                 tcp_established: true,
+                lazy: true,
             },
             Msg::Welcome {
                 version: 1,
@@ -315,6 +413,20 @@ mod tests {
             },
             Msg::Ack,
             Msg::Abort { why: "a".into() },
+            Msg::Sparse {
+                name: "pages.img".into(),
+                size: 1 << 33,
+                head: 32,
+            },
+            Msg::Want { layer: 2, chunk: 7 },
+            Msg::Page {
+                layer: 1,
+                chunk: 9,
+                off: 65536,
+                data: vec![4; 100],
+            },
+            Msg::AllSent,
+            Msg::Done,
         ];
         for m in all {
             assert_eq!(Msg::decode(&m.encode()).unwrap(), m);

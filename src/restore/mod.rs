@@ -878,7 +878,9 @@ fn restore_memory(
         .collect();
     let stores: Vec<&PageStoreReader> = img.chain.layers.iter().map(|l| &l.store).collect();
     let t = Instant::now();
-    let pages = memory::restore_pages(agent, mm, &maps, &stores, &shm)?;
+    // lazy: a post-copy restore leaves a leaf's anonymous pages to its pager.
+    let leaf = !img.pstree.entries.iter().any(|e| e.ppid == pid as u32);
+    let pages = memory::lazy::restore_pages(agent, mm, &maps, &stores, &shm, leaf)?;
     let populated = memory::cow::populate_zeros(
         pid,
         mm,

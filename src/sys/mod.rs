@@ -34,6 +34,7 @@ pub mod task;
 pub mod time;
 pub mod tty;
 pub mod uffd;
+pub mod uffdmiss;
 pub mod unixq;
 pub mod vmio;
 

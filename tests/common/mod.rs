@@ -2230,5 +2230,6 @@ pub fn bpf_iterators_unavailable() -> Option<String> {
     None
 }
 pub mod inherited;
+pub mod netns;
 pub mod refuse;
 pub mod slurm;

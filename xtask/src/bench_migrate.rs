@@ -9,6 +9,13 @@
 //! sent, rounds; and the veth's bandwidth measured with a plain TCP
 //! transfer (python3) in the same namespaces. The migrated tree checks
 //! itself (PASS) after each run.
+//!
+//! `--lazy`: post-copy (`migrate --lazy`, `receive --lazy-ok`) of
+//! `tests/workloads/mem_rewrite.c --idle` (one process: its memory is
+//! the pager's; it checks every page at the end), rewritten 0%/s; the
+//! downtime column is then the time from the final dump's start to the
+//! tree running on the destination (`lazy_running_ms`), the total the
+//! time until every page arrived.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -24,6 +31,7 @@ struct Args {
     size: u64,
     dirty: Vec<f64>,
     max_downtime: String,
+    lazy: bool,
 }
 
 fn parse(args: &[String]) -> Result<Args> {
@@ -32,6 +40,7 @@ fn parse(args: &[String]) -> Result<Args> {
         size: GIB,
         dirty: vec![0.0, 1.0],
         max_downtime: "300ms".into(),
+        lazy: false,
     };
     let mut it = args.iter();
     while let Some(x) = it.next() {
@@ -46,6 +55,7 @@ fn parse(args: &[String]) -> Result<Args> {
                     .collect::<Result<_>>()?
             }
             "--max-downtime" => a.max_downtime = value()?.clone(),
+            "--lazy" => a.lazy = true,
             other => return Err(format!("unknown argument {other:?} for bench migrate")),
         }
     }
@@ -150,6 +160,7 @@ fn field(line: &str, k: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn once(
     cairn: &Path,
     workload: &Path,
@@ -158,6 +169,7 @@ fn once(
     size: u64,
     dirty: f64,
     max_downtime: &str,
+    lazy: bool,
 ) -> Result<Row> {
     let _ = std::fs::remove_dir_all(work);
     std::fs::create_dir_all(work).map_err(|e| format!("{}: {e}", work.display()))?;
@@ -169,11 +181,15 @@ fn once(
     let pidfile = work.join("w.pid");
     let log = work.join("w.log");
     let mut wcmd = Net::enter(&net.a);
-    wcmd.arg(workload)
-        .arg("--pidfile")
-        .arg(&pidfile)
-        .args(["--mem", &(size >> 20).to_string()]);
-    if rate == 0 {
+    wcmd.arg(workload).arg("--pidfile").arg(&pidfile);
+    if lazy {
+        wcmd.args(["--mib", &(size >> 20).to_string(), "--idle"]);
+    } else {
+        wcmd.args(["--mem", &(size >> 20).to_string()]);
+    }
+    if lazy {
+        // mem_rewrite --idle: 0%/s.
+    } else if rate == 0 {
         wcmd.arg("--init-only");
     } else {
         wcmd.args(["--rate", &rate.to_string()]);
@@ -196,6 +212,7 @@ fn once(
         .arg(&key)
         .arg("--pidfile")
         .arg(&rpid)
+        .args(if lazy { &["--lazy-ok"][..] } else { &[] })
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(File::create(work.join("r.err")).map_err(|e| e.to_string())?)
@@ -208,6 +225,7 @@ fn once(
         .args(["migrate", "-t", &wpid.to_string(), "--to", &listen, "--key"])
         .arg(&key)
         .args(["--max-downtime", max_downtime])
+        .args(if lazy { &["--lazy"][..] } else { &[] })
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(File::create(work.join("m.err")).map_err(|e| e.to_string())?)
@@ -265,7 +283,13 @@ fn once(
     let row = Row {
         dirty,
         total_ms: field(line, "total_ms").ok_or("total_ms")?,
-        downtime_ms: field(line, "downtime_ms").ok_or("downtime_ms")?,
+        downtime_ms: if lazy {
+            err.lines()
+                .find_map(|l| field(l, "lazy_running_ms"))
+                .ok_or("lazy_running_ms")?
+        } else {
+            field(line, "downtime_ms").ok_or("downtime_ms")?
+        },
         bytes: field(line, "bytes_sent").ok_or("bytes_sent")?,
         rounds: field(line, "rounds").ok_or("rounds")?,
     };
@@ -278,11 +302,12 @@ pub fn bench(args: &[String]) -> Result<()> {
     prepare_bench()?;
     let root = root();
     let cairn = root.join("target/release/cairn");
-    let workload = root.join("target/release/migrate_mix");
+    let name = if a.lazy { "mem_rewrite" } else { "migrate_mix" };
+    let workload = root.join(format!("target/release/{name}"));
     run(Command::new("gcc")
         .args(["-O2", "-Wall", "-pthread", "-o"])
         .arg(&workload)
-        .arg(root.join("tests/workloads/migrate_mix.c")))?;
+        .arg(root.join(format!("tests/workloads/{name}.c"))))?;
     let net = Net::new()?;
     let bw = veth_bandwidth(&net)?;
     println!("veth bandwidth (plain TCP, python3): {:.0} MB/s", bw / 1e6);
@@ -292,11 +317,19 @@ pub fn bench(args: &[String]) -> Result<()> {
     for &d in &a.dirty {
         let mut runs = Vec::new();
         for i in 0..a.runs {
-            let r = once(&cairn, &workload, &work, &net, a.size, d, &a.max_downtime).inspect_err(
-                |_| {
-                    let _ = std::fs::remove_dir_all(&work);
-                },
-            )?;
+            let r = once(
+                &cairn,
+                &workload,
+                &work,
+                &net,
+                a.size,
+                d,
+                &a.max_downtime,
+                a.lazy,
+            )
+            .inspect_err(|_| {
+                let _ = std::fs::remove_dir_all(&work);
+            })?;
             println!(
                 "run {i}: {} rewritten {d}%/s: total {:.0} ms, downtime {:.0} ms, {:.0} MiB sent, \
                  {} rounds",

@@ -23,6 +23,7 @@
 pub mod aio;
 pub mod bgsnap;
 pub mod cow;
+pub mod lazy;
 mod mapfiles;
 mod mm;
 mod pagein;
