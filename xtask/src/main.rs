@@ -17,6 +17,10 @@
 //!   the image decoders and validators (`cairn::fuzz`, driven by
 //!   tests/fuzz_images.rs on real checkpoints of four workloads); prints
 //!   the counts per target, fails on any panic.
+//! - `cargo xtask man|completions [--out DIR]`: man pages and shell
+//!   completions from the clap definitions, checked (`man.rs`).
+//! - `cargo xtask deb [--out DIR] [--check]`: the Debian package; with
+//!   `--check` installed, run, removed and checked (`deb.rs`).
 //! - `cargo xtask bench [--runs N] [--size SIZE] [-- DUMP-ARGS...]`: times
 //!   `cairn dump` (wall and CPU) and `cairn restore` of a process holding
 //!   SIZE (default 1 GiB) of incompressible and of 2:1 compressible memory,
@@ -52,8 +56,10 @@
 mod bench_bgsnap;
 mod bench_migrate;
 mod bench_restore;
+mod deb;
 mod incr;
 mod inv;
+mod man;
 mod small;
 mod vm;
 
@@ -78,6 +84,9 @@ fn main() -> ExitCode {
         "bench" => bench(rest).map(|()| 0),
         "vm-test" => vm::vm_test(rest),
         "fuzz" => fuzz(rest),
+        "man" => man::man(rest),
+        "completions" => man::completions(rest),
+        "deb" => deb::deb(rest),
         "help" | "-h" | "--help" => {
             eprintln!("{USAGE}");
             Ok(0)
@@ -97,6 +106,8 @@ const USAGE: &str = "usage: cargo xtask demo [DEMO ARGS...]
        cargo xtask test [CARGO TEST ARGS...]
        cargo xtask lint
        cargo xtask fuzz [--iterations N] [--seed S]
+       cargo xtask man|completions [--out DIR]
+       cargo xtask deb [--out DIR] [--check]
        cargo xtask bench [--runs N] [--size SIZE] [-- DUMP-ARGS...]
        cargo xtask bench tree [--runs N]
        cargo xtask bench chain [--runs N] [--depths N,N,...]
