@@ -67,7 +67,7 @@ pub fn base64(b: &[u8]) -> String {
             | u32::from(*c.get(2).unwrap_or(&0));
         for i in 0..4 {
             if i <= c.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
             } else {
                 out.push('=');
             }
@@ -347,8 +347,7 @@ impl Parser<'_> {
             }
             p.i > s
         };
-        if self.eat("0") {
-        } else if !digits(self) {
+        if !self.eat("0") && !digits(self) {
             return self.err("bad number");
         }
         if self.eat(".") && !digits(self) {

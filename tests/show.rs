@@ -249,14 +249,16 @@ fn show_full_names_numbers() {
         "rip: 0x",
         "xsave: <",
         "XSTATE_BV 0x",
-        "(x87 SSE",
+        "resource: RLIMIT_NOFILE",
+        "max: RLIM_INFINITY",
+        "umask: 0",
         "more signals: SIG_DFL, no flags, empty mask",
     ] {
         assert!(t.contains(want), "no {want:?} in:\n{t}");
     }
     let blocks = t.matches("sigactions {").count();
     assert!(
-        (8..=12).contains(&blocks),
+        (10..=16).contains(&blocks),
         "{blocks} sigaction blocks:\n{t}"
     );
     assert!(!t.contains("\\000\\000"), "escaped binary in:\n{t}");

@@ -168,6 +168,32 @@ pub fn handler(h: u64) -> String {
     }
 }
 
+const RLIMITS: [&str; 16] = [
+    "RLIMIT_CPU",
+    "RLIMIT_FSIZE",
+    "RLIMIT_DATA",
+    "RLIMIT_STACK",
+    "RLIMIT_CORE",
+    "RLIMIT_RSS",
+    "RLIMIT_NPROC",
+    "RLIMIT_NOFILE",
+    "RLIMIT_MEMLOCK",
+    "RLIMIT_AS",
+    "RLIMIT_LOCKS",
+    "RLIMIT_SIGPENDING",
+    "RLIMIT_MSGQUEUE",
+    "RLIMIT_NICE",
+    "RLIMIT_RTPRIO",
+    "RLIMIT_RTTIME",
+];
+
+/// `RLIMIT_NOFILE`, or the number.
+pub fn rlimit(r: u32) -> String {
+    RLIMITS
+        .get(r as usize)
+        .map_or_else(|| r.to_string(), |s| s.to_string())
+}
+
 /// The mmap flags a VMA kind stands for.
 pub fn map_flags(kind: &str) -> &'static str {
     match kind {

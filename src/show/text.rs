@@ -246,7 +246,9 @@ fn special(
         ("RegFile" | "FifoFile" | "PipeFile" | "FileDesc" | "MemFd", "flags") => {
             flags::open_flags(n as u32)
         }
-        (_, "mode" | "file_mode" | "memfd_mode") => format!("0{n:o}"),
+        (_, "mode" | "file_mode" | "memfd_mode") | ("TaskCore", "umask") => format!("0{n:o}"),
+        ("Rlimit", "resource") => flags::rlimit(n as u32),
+        ("Rlimit", "cur" | "max") if n == u64::MAX => "RLIM_INFINITY".into(),
         _ => return None,
     })
 }
