@@ -62,8 +62,10 @@ fn man(dir: &Path) -> std::io::Result<usize> {
     write_new(&dir.join("cairn.1"), &man_page(cmd.clone())?)?;
     n += 1;
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        let name = format!("cairn-{}", sub.get_name());
-        let page = sub.clone().name(name.clone()).display_name(name.clone());
+        // clap names are &'static str (no "string" feature): this short
+        // program leaks the few it makes.
+        let name: &'static str = Box::leak(format!("cairn-{}", sub.get_name()).into_boxed_str());
+        let page = sub.clone().name(name).display_name(name);
         write_new(&dir.join(format!("{name}.1")), &man_page(page)?)?;
         n += 1;
     }

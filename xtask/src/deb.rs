@@ -187,32 +187,7 @@ pub fn check(deb: &Path) -> Result<()> {
         .filter(|p| !p.ends_with('/'))
         .collect();
     run(Command::new("dpkg").arg("-i").arg(deb))?;
-    let result = (|| -> Result<()> {
-        let v = out(Command::new("/usr/bin/cairn").arg("--version"))?;
-        if !v.starts_with("cairn ") {
-            return Err(format!("/usr/bin/cairn --version: {v}"));
-        }
-        // The verdict; its exit code says whether this machine can
-        // checkpoint, which it must for the demo.
-        out(Command::new("/usr/bin/cairn").arg("check"))?;
-        let demo = out(Command::new("/usr/bin/cairn").arg("demo"))?;
-        println!("{demo}");
-        let h = Command::new("/usr/bin/chkpnt")
-            .arg("--help")
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !String::from_utf8_lossy(&h.stdout).contains("usage: chkpnt") {
-            return Err("/usr/bin/chkpnt --help is not chkpnt's".into());
-        }
-        let dbg = out(Command::new("readelf").args(["-S", "/usr/bin/cairn"]))?;
-        if dbg.contains(".debug_info") {
-            return Err("/usr/bin/cairn has debug info".into());
-        }
-        if !Path::new("/usr/share/man/man1/cairn-show.1.gz").exists() {
-            return Err("no cairn-show.1.gz installed".into());
-        }
-        Ok(())
-    })();
+    let result = try_installed();
     let purge = run(Command::new("dpkg").args(["--purge", PKG]));
     result?;
     purge?;
@@ -225,6 +200,34 @@ pub fn check(deb: &Path) -> Result<()> {
     }
     if Path::new("/var/lib/dpkg/info/cairn.list").exists() {
         return Err("dpkg still lists cairn".into());
+    }
+    Ok(())
+}
+
+/// Runs the installed package's commands and checks what it installed.
+fn try_installed() -> Result<()> {
+    let v = out(Command::new("/usr/bin/cairn").arg("--version"))?;
+    if !v.starts_with("cairn ") {
+        return Err(format!("/usr/bin/cairn --version: {v}"));
+    }
+    // The verdict; its exit code says whether this machine can
+    // checkpoint, which it must for the demo.
+    out(Command::new("/usr/bin/cairn").arg("check"))?;
+    let demo = out(Command::new("/usr/bin/cairn").arg("demo"))?;
+    println!("{demo}");
+    let h = Command::new("/usr/bin/chkpnt")
+        .arg("--help")
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !String::from_utf8_lossy(&h.stdout).contains("usage: chkpnt") {
+        return Err("/usr/bin/chkpnt --help is not chkpnt's".into());
+    }
+    let dbg = out(Command::new("readelf").args(["-S", "/usr/bin/cairn"]))?;
+    if dbg.contains(".debug_info") {
+        return Err("/usr/bin/cairn has debug info".into());
+    }
+    if !Path::new("/usr/share/man/man1/cairn-show.1.gz").exists() {
+        return Err("no cairn-show.1.gz installed".into());
     }
     Ok(())
 }

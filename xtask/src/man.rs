@@ -74,6 +74,7 @@ fn subcommands() -> Result<Vec<String>> {
         .nth(1)
         .ok_or("cairn --help lists no commands")?
         .lines()
+        .skip(1)
         .take_while(|l| !l.trim().is_empty())
         .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
         .filter_map(|l| l.split_whitespace().next().map(str::to_string))
@@ -99,7 +100,7 @@ pub fn check_man(dir: &Path) -> Result<()> {
                 .find(|w| w.starts_with("--"))
                 .map(|w| {
                     w.trim_end_matches(',')
-                        .split(['=', '[', '<'])
+                        .split(['=', '[', '<', '.'])
                         .next()
                         .unwrap_or("")
                 })
