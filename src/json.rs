@@ -5,8 +5,8 @@
 //!
 //! Integers: a JSON number when its magnitude is at most 2^53 (every
 //! integer a double holds exactly, so every JSON reader gets the same
-//! value), otherwise its decimal digits as a JSON string ([`u64`],
-//! [`i64`]).
+//! value), otherwise its decimal digits as a JSON string ([`u64()`],
+//! [`i64()`]).
 
 use std::fmt::Write as _;
 
@@ -79,7 +79,7 @@ pub fn base64(b: &[u8]) -> String {
 /// A protobuf message as one JSON object, for `cairn show --json`: every
 /// field under its name in the .proto file, default values included (a
 /// field is always there), enums by name (the number when the value has
-/// no name), `bytes` as base64 strings, integers as [`u64`]/[`i64`], a
+/// no name), `bytes` as base64 strings, integers as [`u64()`]/[`i64()`], a
 /// `oneof` with only its set member, a map as an object.
 pub fn message(m: &dyn MessageDyn) -> String {
     let mut out = String::new();
@@ -200,7 +200,7 @@ impl Value {
             _ => None,
         }
     }
-    /// An integer: a number, or a string of digits (what [`u64`] writes
+    /// An integer: a number, or a string of digits (what [`u64()`] writes
     /// above 2^53).
     pub fn as_u64(&self) -> Option<u64> {
         match self {
