@@ -554,14 +554,18 @@ mod tests {
     fn json_has_every_image_in_order() {
         let t = sample_dir("json");
         let out = render(&t.0, true).unwrap();
-        assert!(out.starts_with("{\"dir\":"), "{out}");
+        assert!(
+            out.starts_with("{\"schema\":\"cairn-show/1\",\"view\":\"images\",\"dir\":"),
+            "{out}"
+        );
+        assert!(crate::json::parse(&out).is_ok(), "{out}");
         for needle in [
             "\"file\":\"inventory.img\",\"kind\":\"inventory\"",
-            "\"root_pid\": 4242",
-            "\"kernel_release\": \"6.18.0-test\"",
+            "\"root_pid\":4242",
+            "\"kernel_release\":\"6.18.0-test\"",
             "\"kind\":\"pstree\"",
             "\"file\":\"core-4242.img\",\"kind\":\"core\"",
-            "\"comm\": \"sleeper\"",
+            "\"comm\":\"sleeper\"",
             "\"file\":\"pages.img\",\"kind\":\"pages\",\"message\":{\"bytes\":100,\"chunks\":2}",
         ] {
             assert!(out.contains(needle), "missing {needle} in {out}");
@@ -590,7 +594,7 @@ mod tests {
         std::fs::rename(t.0.join(names::core(4242)), t.0.join("renamed.img")).unwrap();
         let out = render(&t.0.join("renamed.img"), true).unwrap();
         assert!(out.contains("\"kind\":\"core\""), "{out}");
-        assert!(out.contains("\"comm\": \"sleeper\""), "{out}");
+        assert!(out.contains("\"comm\":\"sleeper\""), "{out}");
         assert!(!out.contains("inventory"), "{out}");
     }
 
