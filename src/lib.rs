@@ -47,6 +47,7 @@ pub mod progress;
 pub mod remote;
 pub mod restore;
 pub mod run;
+pub mod show;
 pub mod stats;
 pub mod sys;
 pub mod track;

@@ -479,7 +479,7 @@ fn ghost_file_is_kept() {
     assert_ok(&out, "cairn show --json");
     let json = stdout(&out);
     assert!(
-        json.contains("\"kind\":\"contents\"") && json.contains("\"deleted\": true"),
+        json.contains("\"kind\":\"contents\"") && json.contains("\"deleted\":true"),
         "cairn show does not decode contents.img with the deleted file:\n{json}"
     );
 

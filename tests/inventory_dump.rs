@@ -21,10 +21,14 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     ONE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// `cairn show DIR` (text).
+/// `cairn show DIR --full` (every image, as text).
 fn show(dir: &std::path::Path, tag: &str, out_base: &std::path::Path) -> String {
     let out = run_cairn(
-        &[OsString::from("show"), dir.as_os_str().to_owned()],
+        &[
+            OsString::from("show"),
+            dir.as_os_str().to_owned(),
+            OsString::from("--full"),
+        ],
         &out_base.join(tag),
         Duration::from_secs(60),
     );

@@ -345,6 +345,7 @@ fn external_pipe_inherited() {
     let show = Command::new(cairn_bin())
         .arg("show")
         .arg(&w.images)
+        .arg("--full")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&show.stdout);

@@ -49,11 +49,16 @@ fn raw_chunk_offsets(images: &std::path::Path, base: &std::path::Path) -> Vec<(u
     let out = run_cairn(&args, base, CAIRN_TIMEOUT);
     assert_ok(&out, "show pagestore.img");
     let s = String::from_utf8_lossy(&out.stdout).to_string();
-    s.split("{\"offset\": \"")
+    s.split("{\"offset\":")
         .skip(1)
         .enumerate()
         .filter(|(_, c)| c[..c.find('}').unwrap_or(c.len())].contains("CODEC_RAW"))
-        .map(|(i, c)| (i, c[..c.find('"').unwrap()].parse().unwrap()))
+        .map(|(i, c)| {
+            (
+                i,
+                c[..c.find(',').unwrap()].trim_matches('"').parse().unwrap(),
+            )
+        })
         .collect()
 }
 

@@ -37,7 +37,11 @@ fn tcp_established_pair() {
     );
     // The images decode, connections included.
     let out = run_cairn(
-        &["show".into(), w.images.clone().into_os_string()],
+        &[
+            "show".into(),
+            w.images.clone().into_os_string(),
+            "--full".into(),
+        ],
         &w.dir.join("show"),
         CAIRN_TIMEOUT,
     );

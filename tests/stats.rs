@@ -100,7 +100,7 @@ fn dump_and_restore_record_plausible_stats() {
 
     // cairn show prints them; show --verify accepts the unlisted stats.
     let show = run_cairn(
-        &[os("show"), os(&w.images)],
+        &[os("show"), os(&w.images), os("stats")],
         &w.dir.join("show"),
         CAIRN_TIMEOUT,
     );

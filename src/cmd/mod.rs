@@ -38,8 +38,7 @@ pub fn run(cmd: &Command) -> (Result<i32>, Phase) {
         Command::Dump(a) => (crate::run::pidns::dump(&a.options()), Phase::Dump),
         Command::PreDump(a) => (crate::dump::pre_dump(&a.options()).map(|_| 0), Phase::Dump),
         Command::Restore(a) => (crate::restore::restore(&a.options()), Phase::Restore),
-        Command::Show(a) if a.verify => (verify::run(&a.path, a.json).map(|()| 0), Phase::Other),
-        Command::Show(a) => (show::show(&a.path, a.json).map(|()| 0), Phase::Other),
+        Command::Show(a) => (show::run(a).map(|()| 0), Phase::Other),
         Command::Check(a) => (check::check(a.json), Phase::Other),
         Command::Demo(a) => (demo::run(a.images_dir.as_deref()).map(|()| 0), Phase::Other),
         Command::Prune(a) => (prune::prune(&a.options()).map(|()| 0), Phase::Other),
@@ -112,7 +111,8 @@ pub enum Command {
     PreDump(PreDumpArgs),
     /// Restore a process tree from an image directory.
     Restore(RestoreArgs),
-    /// Decode every image of a directory (like CRIU's crit).
+    /// Show a checkpoint: a summary, a view (ps, fds, mems, sockets,
+    /// chain, stats) or every image (--full), like CRIU's crit.
     Show(ShowArgs),
     /// Report which kernel features this machine offers and which path cairn takes.
     Check(CheckArgs),
@@ -308,7 +308,15 @@ pub struct RestoreArgs {
 pub struct ShowArgs {
     /// Image directory (or a single image file).
     pub path: PathBuf,
-    /// Print JSON.
+    /// What to show of a directory (default: a summary).
+    #[arg(value_enum)]
+    pub view: Option<show::View>,
+    /// Every image in full (addresses in hex, flags by name, default
+    /// values left out) instead of the summary.
+    #[arg(long)]
+    pub full: bool,
+    /// Print one JSON object (docs/SHOW-JSON.md; numbers as numbers up to
+    /// 2^53), also on failure (an "error" member).
     #[arg(long)]
     pub json: bool,
     /// Instead of printing the images, check all of them completely

@@ -1,6 +1,14 @@
 //! `cairn show`: decode the images of a checkpoint directory (or one image
-//! file) for people (protobuf text format) or scripts (JSON), like CRIU's
-//! `crit show`.
+//! file) for people or scripts, like CRIU's `crit show` and `crit x`.
+//!
+//! `cairn show DIR` prints a summary (when, where, what, how big, the
+//! processes); `cairn show DIR VIEW` one view of it ([`View`]: `ps`,
+//! `fds`, `mems`, `sockets`, `chain`, `stats`); `--full` (or the view
+//! `images`) every image, in protobuf's text layout with addresses in
+//! hex, flags and signals by name and no default values
+//! ([`crate::show::text`]). `cairn show FILE` prints that one image.
+//! `--json` prints one JSON object of the schema in docs/SHOW-JSON.md,
+//! also when it fails (an `error` member, and the command's exit code).
 //!
 //! Every file's kind comes from the magic in its header, not from its name,
 //! so a renamed or misplaced image is still decoded as what it is. Page data
@@ -18,31 +26,112 @@ use crate::image::{
     decode_image, names, proto, Header, ImageDir, ImageType, HEADER_LEN, MAX_MESSAGE_BYTES,
 };
 use crate::json::json_string;
+use crate::show::views;
 use crate::sys::safefs;
 
-/// Prints [`render`]'s output on stdout.
-pub fn show(path: &Path, json: bool) -> Result<()> {
-    let out = render(path, json)?;
-    let mut stdout = std::io::stdout().lock();
-    std::io::Write::write_all(&mut stdout, out.as_bytes()).at("<stdout>")
+/// The schema name and version of every JSON object `cairn show` prints
+/// (docs/SHOW-JSON.md); the version changes only when a member changes
+/// meaning or goes away.
+pub const SCHEMA: &str = "cairn-show/1";
+
+/// What `cairn show DIR VIEW` prints.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    /// When, where, what and how big, and the process list (the default).
+    Summary,
+    /// The processes: pid, parent, group, session, threads, state, command.
+    Ps,
+    /// The open files of every process, with their flags.
+    Fds,
+    /// The memory maps of every process: addresses, protections, flags,
+    /// pages stored.
+    Mems,
+    /// The sockets and which pid:fd holds them.
+    Sockets,
+    /// The layers of an incremental chain, newest first, with their
+    /// parents, dates and sizes.
+    Chain,
+    /// The statistics of the dump and of the last restore.
+    Stats,
+    /// Every image in full (same as --full).
+    Images,
 }
 
-/// Decodes `path` (an image directory or a single image file) and formats
-/// it: text with a heading per file, or one JSON object
-/// `{"dir": ..., "images": [{"file", "kind", "message"}, ...]}`.
+impl View {
+    fn name(self) -> &'static str {
+        match self {
+            View::Summary => "summary",
+            View::Ps => "ps",
+            View::Fds => "fds",
+            View::Mems => "mems",
+            View::Sockets => "sockets",
+            View::Chain => "chain",
+            View::Stats => "stats",
+            View::Images => "images",
+        }
+    }
+}
+
+/// `cairn show` and `cairn show --verify`: prints the result on stdout;
+/// with `--json` a failure is printed as a JSON error object too (and
+/// still returned, for the log and the exit code).
+pub fn run(a: &super::ShowArgs) -> Result<()> {
+    let view = if a.verify {
+        "verify"
+    } else {
+        a.view.map_or("", View::name)
+    };
+    let result = if a.verify {
+        super::verify::run(&a.path, a.json)
+    } else {
+        render_view(&a.path, a.view, a.full, a.json).and_then(|out| print(&out))
+    };
+    if let (Err(e), true) = (&result, a.json) {
+        let code = e.exit_code(crate::error::Phase::Other);
+        let _ = print(&error_json(&a.path, view, &e.to_string(), code));
+    }
+    result
+}
+
+/// The JSON object of a failed `cairn show --json`.
+pub fn error_json(path: &Path, view: &str, msg: &str, code: u8) -> String {
+    format!(
+        "{{\"schema\":\"{SCHEMA}\",\"view\":{},\"path\":{},{}\"error\":{{\"message\":{},\"exit_code\":{code}}}}}\n",
+        json_string(if view.is_empty() { "images" } else { view }),
+        json_string(&path.to_string_lossy()),
+        if view == "verify" { "\"verified\":false," } else { "" },
+        json_string(msg),
+    )
+}
+
+fn print(s: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    std::io::Write::write_all(&mut stdout, s.as_bytes()).at("<stdout>")
+}
+
+/// Every image of `path` (a directory or one image file), as text or as
+/// JSON: what `cairn show --full` and `cairn show FILE` print.
+pub fn render(path: &Path, json: bool) -> Result<String> {
+    render_view(path, None, true, json)
+}
+
+/// What `cairn show PATH [VIEW] [--full] [--json]` prints (see the module
+/// documentation).
 ///
 /// Nothing is followed through a final symbolic link, every file is read
 /// through the directory's descriptor and must be a regular file, and a
 /// directory or file another user could have written is refused unless
 /// `--allow-foreign-images` was given ([`crate::image::check_trust`]).
-pub fn render(path: &Path, json: bool) -> Result<String> {
+pub fn render_view(path: &Path, view: Option<View>, full: bool, json: bool) -> Result<String> {
     let is_dir = safefs::is_dir_nofollow(path).at(path)?;
-    let (dir, files) = if is_dir {
-        let d = ImageDir::view(path)?;
-        d.check_dir_trusted()?;
-        let files = image_files(&d)?;
-        (d, files)
-    } else {
+    if !is_dir {
+        if let Some(v) = view.filter(|v| *v != View::Images) {
+            return Err(Error::Usage(format!(
+                "{}: the {} view needs an image directory, not a single image file",
+                path.display(),
+                v.name()
+            )));
+        }
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -52,118 +141,112 @@ pub fn render(path: &Path, json: bool) -> Result<String> {
             .and_then(|n| n.to_str())
             .ok_or_else(|| Error::image(path, "not a file name"))?
             .to_string();
-        (ImageDir::view(&dir)?, vec![file])
-    };
-    let images = files
-        .iter()
-        .map(|f| decode_file(&dir, f))
-        .collect::<Result<Vec<_>>>()?;
-    let chain = if is_dir { chain_of(&dir)? } else { Vec::new() };
-    Ok(if json {
-        to_json(dir.path(), &images, &chain)
+        let dir = ImageDir::view(&dir)?;
+        let images = vec![decode_file(&dir, &file)?];
+        return Ok(if json {
+            images_json(dir.path(), &images, None, &[])
+        } else {
+            to_text(&images)
+        });
+    }
+    let d = ImageDir::view(path)?;
+    d.check_dir_trusted()?;
+    let view = view.unwrap_or(if full || json {
+        View::Images
     } else {
-        let mut out = chain_text(&chain);
-        out.push_str(&to_text(&images));
-        out
+        View::Summary
+    });
+    if view == View::Images {
+        let files = image_files(&d)?;
+        let images = files
+            .iter()
+            .map(|f| decode_file(&d, f))
+            .collect::<Result<Vec<_>>>()?;
+        let chain = views::chain_of(&d)?;
+        let chained = is_chained(&chain);
+        let shown: &[views::Layer] = if chained { &chain } else { &[] };
+        return Ok(if json {
+            let summary = views::Checkpoint::load(d.clone())
+                .map(|c| views::summary_json(&c, &chain))
+                .ok();
+            images_json(d.path(), &images, summary.as_deref(), shown)
+        } else {
+            let mut out = String::new();
+            if chained {
+                out.push_str(&views::chain_text(&chain));
+                out.push('\n');
+            }
+            out.push_str(&to_text(&images));
+            out
+        });
+    }
+    if view == View::Chain {
+        let chain = views::chain_of(&d)?;
+        if chain.is_empty() {
+            return Err(Error::image(d.path(), "no inventory.img: not a checkpoint"));
+        }
+        return Ok(if json {
+            envelope(d.path(), view, &views::chain_json(&chain))
+        } else {
+            views::chain_text(&chain)
+        });
+    }
+    let c = views::Checkpoint::load(d.clone())?;
+    if json {
+        let body = match view {
+            View::Summary => {
+                let chain = views::chain_of(&d)?;
+                format!(
+                    "\"summary\":{},{}",
+                    views::summary_json(&c, &chain),
+                    views::ps_json(&c)
+                )
+            }
+            View::Ps => views::ps_json(&c),
+            View::Fds => views::fds_json(&c),
+            View::Mems => views::mems_json(&c),
+            View::Sockets => views::sockets_json(&c),
+            View::Stats => views::stats_json(&c),
+            View::Chain | View::Images => unreachable!("handled above"),
+        };
+        return Ok(envelope(d.path(), view, &body));
+    }
+    Ok(match view {
+        View::Summary => {
+            let chain = views::chain_of(&d)?;
+            let mut s = views::summary_text(&c, &chain);
+            if is_chained(&chain) {
+                s.push('\n');
+                s.push_str(&views::chain_text(&chain));
+            }
+            s
+        }
+        View::Ps => views::ps_text(&c),
+        View::Fds => views::fds_text(&c),
+        View::Mems => views::mems_text(&c),
+        View::Sockets => views::sockets_text(&c),
+        View::Stats => views::stats_text(&c),
+        View::Chain | View::Images => unreachable!("handled above"),
     })
 }
 
-/// One layer of an incremental chain, as `show` lists it.
-struct LayerInfo {
-    dir: String,
-    inventory: proto::Inventory,
-    /// Pages by run kind over all pagemaps: data, zero, in parent.
-    pages: [u64; 3],
+/// Whether a checkpoint is part of an incremental chain: it has a parent,
+/// is a pre-dump, or armed tracking for a next layer.
+fn is_chained(chain: &[views::Layer]) -> bool {
+    chain.len() > 1
+        || chain.first().is_some_and(|l| {
+            l.inventory.pre_dump
+                || !l.inventory.tracking_armed.is_empty()
+                || !l.inventory.parent_dir.is_empty()
+        })
 }
 
-/// The layers of the chain that starts at `dir` (empty for a directory
-/// that is not part of one). A broken chain is an error naming the
-/// directory.
-fn chain_of(dir: &ImageDir) -> Result<Vec<LayerInfo>> {
-    use crate::image::chain;
-    if !dir.exists(names::INVENTORY) {
-        return Ok(Vec::new());
-    }
-    let inv_path = dir.file(names::INVENTORY);
-    let inv: proto::Inventory = decode_image(
-        ImageType::Inventory,
-        &dir.read_all(names::INVENTORY)?,
-        &inv_path,
-    )?;
-    if inv.parent_dir.is_empty() && inv.tracking_armed.is_empty() && !inv.pre_dump {
-        return Ok(Vec::new());
-    }
-    let mut out = Vec::new();
-    let mut cur: (ImageDir, proto::Inventory) = (dir.clone(), inv);
-    loop {
-        let d = &cur.0;
-        let mut pages = [0u64; 3];
-        for (n, _) in d.entries()? {
-            if n.starts_with("pagemap-") && n.ends_with(".img") {
-                let pm: proto::Pagemap = d.read(ImageType::Pagemap, &n)?;
-                for r in &pm.runs {
-                    let i = match r.kind.enum_value() {
-                        Ok(proto::RunKind::RUN_DATA) => 0,
-                        Ok(proto::RunKind::RUN_ZERO) => 1,
-                        _ => 2,
-                    };
-                    pages[i] += r.nr_pages;
-                }
-            }
-        }
-        let next = chain::parent_path(d.path(), &cur.1);
-        let child_id = cur.1.parent_layer_id.clone();
-        let here = d.path().to_path_buf();
-        out.push(LayerInfo {
-            dir: here.display().to_string(),
-            inventory: cur.1,
-            pages,
-        });
-        let Some(p) = next else { break };
-        if out.len() > chain::MAX_DEPTH {
-            return Err(Error::image(
-                &p,
-                "the chain of parents is too long or loops",
-            ));
-        }
-        cur = chain::open_layer(&p, &here, &child_id)?;
-    }
-    Ok(out)
-}
-
-fn chain_text(chain: &[LayerInfo]) -> String {
-    let mut out = String::new();
-    if chain.is_empty() {
-        return out;
-    }
-    let _ = writeln!(out, "=== chain ({} layers, newest first) ===", chain.len());
-    for (i, l) in chain.iter().enumerate() {
-        let inv = &l.inventory;
-        let what = if inv.pre_dump { "pre-dump" } else { "dump" };
-        let how = if inv.dirty_tracking.is_empty() {
-            "full".to_string()
-        } else {
-            format!("changes found by {}", inv.dirty_tracking)
-        };
-        let _ = writeln!(
-            out,
-            "layer {i}: {} ({what}, {how}): {} pages stored, {} zero, {} in parent{}",
-            l.dir,
-            l.pages[0],
-            l.pages[1],
-            l.pages[2],
-            if inv.tracking_armed.is_empty() {
-                String::new()
-            } else {
-                format!("; armed {} for the next layer", inv.tracking_armed)
-            }
-        );
-        for f in &inv.full_owners {
-            let _ = writeln!(out, "  stored whole: {f}");
-        }
-    }
-    out.push('\n');
-    out
+fn envelope(dir: &Path, view: View, body: &str) -> String {
+    format!(
+        "{{\"schema\":\"{SCHEMA}\",\"view\":\"{}\",\"dir\":{},{body}}}\n",
+        view.name(),
+        json_string(&dir.to_string_lossy())
+    )
 }
 
 /// One decoded image file.
@@ -326,7 +409,7 @@ fn to_text(images: &[Decoded]) -> String {
                 }
             }
             Body::Message(m) => {
-                let text = protobuf::text_format::print_to_string_pretty(m.as_ref());
+                let text = crate::show::text::message(m.as_ref());
                 if text.is_empty() {
                     out.push_str("(empty message)\n");
                 } else {
@@ -352,33 +435,37 @@ fn to_text(images: &[Decoded]) -> String {
     out
 }
 
-fn to_json(dir: &Path, images: &[Decoded], chain: &[LayerInfo]) -> String {
-    let opts = protobuf_json_mapping::PrintOptions {
-        proto_field_name: true,
-        always_output_default_values: true,
-        ..Default::default()
-    };
+/// The `images` view as JSON: every image with its file name, kind and
+/// message ([`crate::json::message`]), the summary when the directory is
+/// a checkpoint, and the chain.
+fn images_json(
+    dir: &Path,
+    images: &[Decoded],
+    summary: Option<&str>,
+    chain: &[views::Layer],
+) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        "{{\"dir\":{},\"images\":[",
+        "{{\"schema\":\"{SCHEMA}\",\"view\":\"images\",\"dir\":{},",
         json_string(&dir.to_string_lossy())
     );
+    if let Some(s) = summary {
+        let _ = write!(out, "\"summary\":{s},");
+    }
+    out.push_str("\"images\":[");
     for (i, img) in images.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
         let message = match &img.body {
-            Body::Message(m) => {
-                // Printing a decoded message fails only on non-finite
-                // floats, which no cairn image holds; say so rather than
-                // produce invalid JSON.
-                protobuf_json_mapping::print_to_string_with_options(m.as_ref(), &opts)
-                    .unwrap_or_else(|e| format!("{{\"error\":{}}}", json_string(&e.to_string())))
-            }
+            Body::Message(m) => crate::json::message(m.as_ref()),
             Body::Pages { bytes, chunks } => {
                 let chunks = chunks.map_or_else(|| "null".to_string(), |c| c.to_string());
-                format!("{{\"bytes\":{bytes},\"chunks\":{chunks}}}")
+                format!(
+                    "{{\"bytes\":{},\"chunks\":{chunks}}}",
+                    crate::json::u64(*bytes)
+                )
             }
         };
         let _ = write!(
@@ -388,32 +475,9 @@ fn to_json(dir: &Path, images: &[Decoded], chain: &[LayerInfo]) -> String {
             json_string(img.kind.name()),
         );
     }
-    out.push_str("],\"chain\":[");
-    for (i, l) in chain.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let inv = &l.inventory;
-        let _ = write!(
-            out,
-            "{{\"dir\":{},\"pre_dump\":{},\"layer_id\":{},\"parent_dir\":{},\"dirty_tracking\":{},\"tracking_armed\":{},\"pages\":{{\"data\":{},\"zero\":{},\"parent\":{}}},\"full_owners\":[{}]}}",
-            json_string(&l.dir),
-            inv.pre_dump,
-            json_string(&inv.layer_id),
-            json_string(&inv.parent_dir),
-            json_string(&inv.dirty_tracking),
-            json_string(&inv.tracking_armed),
-            l.pages[0],
-            l.pages[1],
-            l.pages[2],
-            inv.full_owners
-                .iter()
-                .map(|f| json_string(f))
-                .collect::<Vec<_>>()
-                .join(",")
-        );
-    }
-    out.push_str("]}\n");
+    out.push_str("],");
+    out.push_str(&views::chain_json(chain));
+    out.push_str("}\n");
     out
 }
 
@@ -490,14 +554,18 @@ mod tests {
     fn json_has_every_image_in_order() {
         let t = sample_dir("json");
         let out = render(&t.0, true).unwrap();
-        assert!(out.starts_with("{\"dir\":"), "{out}");
+        assert!(
+            out.starts_with("{\"schema\":\"cairn-show/1\",\"view\":\"images\",\"dir\":"),
+            "{out}"
+        );
+        assert!(crate::json::parse(&out).is_ok(), "{out}");
         for needle in [
             "\"file\":\"inventory.img\",\"kind\":\"inventory\"",
-            "\"root_pid\": 4242",
-            "\"kernel_release\": \"6.18.0-test\"",
+            "\"root_pid\":4242",
+            "\"kernel_release\":\"6.18.0-test\"",
             "\"kind\":\"pstree\"",
             "\"file\":\"core-4242.img\",\"kind\":\"core\"",
-            "\"comm\": \"sleeper\"",
+            "\"comm\":\"sleeper\"",
             "\"file\":\"pages.img\",\"kind\":\"pages\",\"message\":{\"bytes\":100,\"chunks\":2}",
         ] {
             assert!(out.contains(needle), "missing {needle} in {out}");
@@ -526,7 +594,7 @@ mod tests {
         std::fs::rename(t.0.join(names::core(4242)), t.0.join("renamed.img")).unwrap();
         let out = render(&t.0.join("renamed.img"), true).unwrap();
         assert!(out.contains("\"kind\":\"core\""), "{out}");
-        assert!(out.contains("\"comm\": \"sleeper\""), "{out}");
+        assert!(out.contains("\"comm\":\"sleeper\""), "{out}");
         assert!(!out.contains("inventory"), "{out}");
     }
 

@@ -39,7 +39,8 @@ pub fn run(path: &Path, json: bool) -> Result<()> {
     let r = verify(path)?;
     let out = if json {
         format!(
-            "{{\"path\":{},\"verified\":true,\"images\":{},\"bytes\":{},\"chunks\":{}}}\n",
+            "{{\"schema\":\"{}\",\"view\":\"verify\",\"path\":{},\"verified\":true,\"images\":{},\"bytes\":{},\"chunks\":{}}}\n",
+            super::show::SCHEMA,
             json_string(&path.to_string_lossy()),
             r.images,
             r.bytes,

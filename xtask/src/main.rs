@@ -19,6 +19,10 @@
 //!   the image decoders and validators (`cairn::fuzz`, driven by
 //!   tests/fuzz_images.rs on real checkpoints of four workloads); prints
 //!   the counts per target, fails on any panic.
+//! - `cargo xtask man|completions [--out DIR]`: man pages and shell
+//!   completions from the clap definitions, checked (`man.rs`).
+//! - `cargo xtask deb [--out DIR] [--check]`: the Debian package; with
+//!   `--check` installed, run, removed and checked (`deb.rs`).
 //! - `cargo xtask bench [--runs N] [--size SIZE] [-- DUMP-ARGS...]`: times
 //!   `cairn dump` (wall and CPU) and `cairn restore` of a process holding
 //!   SIZE (default 1 GiB) of incompressible and of 2:1 compressible memory,
@@ -60,9 +64,11 @@ mod bench_libcairn;
 mod bench_migrate;
 mod bench_periodic;
 mod bench_restore;
+mod deb;
 mod incr;
 mod inv;
 mod slurm;
+mod man;
 mod small;
 mod vm;
 
@@ -88,6 +94,9 @@ fn main() -> ExitCode {
         "vm-test" => vm::vm_test(rest),
         "fuzz" => fuzz(rest),
         "slurm" => slurm::main(rest, &root().join("target/slurm")),
+        "man" => man::man(rest),
+        "completions" => man::completions(rest),
+        "deb" => deb::deb(rest),
         "help" | "-h" | "--help" => {
             eprintln!("{USAGE}");
             Ok(0)
@@ -108,6 +117,8 @@ const USAGE: &str = "usage: cargo xtask demo [DEMO ARGS...]
        cargo xtask lint
        cargo xtask fuzz [--iterations N] [--seed S]
        cargo xtask slurm [start|stop|status] [--dir DIR]
+       cargo xtask man|completions [--out DIR]
+       cargo xtask deb [--out DIR] [--check]
        cargo xtask bench [--runs N] [--size SIZE] [-- DUMP-ARGS...]
        cargo xtask bench tree [--runs N]
        cargo xtask bench chain [--runs N] [--depths N,N,...]
@@ -1006,6 +1017,7 @@ fn bench(args: &[String]) -> Result<()> {
     }
     if args.first().map(String::as_str) == Some("libcairn") {
         return bench_libcairn::bench(&args[1..]);
+    }
     if args.first().map(String::as_str) == Some("periodic") {
         return bench_periodic::bench(&args[1..]);
     }
