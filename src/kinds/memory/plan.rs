@@ -158,26 +158,93 @@ impl PagePlan {
         Some((f.get(i..i + n)?, r.get(i..i + n)?))
     }
 
-    /// The parent process's pagemap entries for each page of [start,
-    /// end), from any of its private VMAs (an entry of 0 where it has
-    /// none).
-    fn parent_pages(&self, ppid: i32, start: u64, end: u64) -> Vec<procfs::PageFlags> {
-        let n = ((end - start) / PAGE_SIZE) as usize;
-        let mut out = vec![procfs::PageFlags(0); n];
+    /// The parent's entries for [start, end) as read when it was dumped
+    /// (0 where it has no private VMA).
+    fn parent_cached(&self, ppid: i32, start: u64, end: u64) -> Vec<procfs::PageFlags> {
+        let mut out = vec![procfs::PageFlags(0); ((end - start) / PAGE_SIZE) as usize];
         for (s, f, _) in self.pfns.get(&ppid).into_iter().flatten() {
             let e = s + f.len() as u64 * PAGE_SIZE;
             let (a, b) = (start.max(*s), end.min(e));
-            if a >= b {
-                continue;
+            if a < b {
+                let (ci, pi) = (
+                    ((a - start) / PAGE_SIZE) as usize,
+                    ((a - s) / PAGE_SIZE) as usize,
+                );
+                let k = ((b - a) / PAGE_SIZE) as usize;
+                out[ci..ci + k].copy_from_slice(&f[pi..pi + k]);
             }
-            let (ci, pi) = (
-                ((a - start) / PAGE_SIZE) as usize,
-                ((a - s) / PAGE_SIZE) as usize,
-            );
-            let k = ((b - a) / PAGE_SIZE) as usize;
-            out[ci..ci + k].copy_from_slice(&f[pi..pi + k]);
         }
         out
+    }
+
+    /// The parent process's pagemap entries for each page of [start, end)
+    /// in any of its private VMAs (an entry of 0 where it has none), read
+    /// now, next to the child's entries `mine`; and the child's entries
+    /// for the comparison. Page frames move under a frozen tree (compaction
+    /// migrates pages, and a migrated page stays shared with the same
+    /// processes): the parent's entries from when it was dumped, seconds
+    /// before, may name a frame its page has left since, and a page still
+    /// shared with the child would be stored as the child's own copy.
+    /// Where the two disagree on a present page, both are read once more
+    /// (a page may move between the two reads).
+    fn parent_pages_now(
+        &self,
+        pid: i32,
+        ppid: i32,
+        start: u64,
+        end: u64,
+        mine: &[procfs::PageFlags],
+    ) -> Result<(Vec<procfs::PageFlags>, Vec<procfs::PageFlags>)> {
+        let n = ((end - start) / PAGE_SIZE) as usize;
+        let mut theirs = vec![procfs::PageFlags(0); n];
+        let mut mine = mine.to_vec();
+        let covered: Vec<(u64, u64)> = (self.pfns.get(&ppid).into_iter().flatten())
+            .map(|(s, f, _)| ((*s).max(start), (s + f.len() as u64 * PAGE_SIZE).min(end)))
+            .filter(|(a, b)| a < b)
+            .collect();
+        let differ = |m: &[procfs::PageFlags], t: &[procfs::PageFlags], i: usize| {
+            m[i].present() && t[i].present() && m[i].pfn() != t[i].pfn()
+        };
+        for &(a, b) in &covered {
+            let (i, k) = (
+                ((a - start) / PAGE_SIZE) as usize,
+                ((b - a) / PAGE_SIZE) as usize,
+            );
+            theirs[i..i + k].copy_from_slice(&read_pagemap_split(ppid, a, b)?);
+        }
+        // Evidence in the log: shared pages whose frame moved since the
+        // parent was dumped.
+        let stale = self.parent_cached(ppid, start, end);
+        let moved_since = (0..n)
+            .filter(|&i| stale[i].present() && differ(&stale, &theirs, i))
+            .filter(|&i| theirs[i].pfn() == mine[i].pfn())
+            .count();
+        if moved_since > 0 {
+            crate::info!(
+                "pid {pid}: {moved_since} page(s) in {start:#x}-{end:#x} shared with parent \
+                 {ppid} moved to another frame since the parent was dumped"
+            );
+        }
+        let moved = (0..n).filter(|&i| differ(&mine, &theirs, i)).count();
+        if moved > 0 {
+            for &(a, b) in &covered {
+                let (i, k) = (
+                    ((a - start) / PAGE_SIZE) as usize,
+                    ((b - a) / PAGE_SIZE) as usize,
+                );
+                if !(i..i + k).any(|j| differ(&mine, &theirs, j)) {
+                    continue;
+                }
+                let m2 = read_pagemap_split(pid, a, b)?;
+                let t2 = read_pagemap_split(ppid, a, b)?;
+                for j in 0..k {
+                    if differ(&mine, &theirs, i + j) && !differ(&m2, &t2, j) {
+                        (mine[i + j], theirs[i + j]) = (m2[j], t2[j]);
+                    }
+                }
+            }
+        }
+        Ok((theirs, mine))
     }
 
     pub fn total_pages(&self) -> u64 {
@@ -307,12 +374,19 @@ impl PagePlan {
                 // Pages still shared copy-on-write with the parent: same
                 // frame, not exclusively ours, read plainly by both.
                 // Stored once, for the parent.
-                let parent = ppid.and_then(|pp| {
+                // The parent's frames now (see `parent_pages_now`): `cmp`
+                // are the child's entries to compare with them.
+                let now = match ppid {
+                    Some(pp) => Some(self.parent_pages_now(pid, pp, m.start, m.end, &flags)?),
+                    None => None,
+                };
+                let parent = ppid.zip(now.as_ref()).and_then(|(pp, (theirs, _))| {
                     self.parent_flags(pp, m.start, m.end)
-                        .map(|(f, r)| (pp, f.to_vec(), r.to_vec()))
+                        .map(|(_, r)| (pp, theirs.clone(), r.to_vec()))
                 });
+                let cmp: &[procfs::PageFlags] = now.as_ref().map_or(&flags, |(_, c)| c);
                 let shared: Vec<bool> = match &parent {
-                    Some((_, pf, pr)) => flags
+                    Some((_, pf, pr)) => cmp
                         .iter()
                         .zip(pf)
                         .zip(pr)
@@ -340,8 +414,8 @@ impl PagePlan {
                         self.inherit.push((private_owner, powner, a, n));
                     }
                 }
-                if let Some(pp) = ppid {
-                    cow = cow_runs(m.start, &flags, &self.parent_pages(pp, m.start, m.end));
+                if let Some((theirs, cmp)) = &now {
+                    cow = cow_runs(m.start, cmp, theirs);
                 }
                 let keep: Vec<bool> = read.iter().zip(&shared).map(|(&r, &sh)| r && !sh).collect();
                 let runs = runs_from_pagemap(m.start, &marks(&keep), |f| f.present());
