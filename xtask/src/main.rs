@@ -174,6 +174,9 @@ const TEST_TOOLS: &[(Has, &str)] = &[
     (Has::Cmd("redis-server"), "redis-server"),
     // A cairn with file capabilities (tests/perms.rs).
     (Has::File("/usr/sbin/setcap"), "libcap2-bin"),
+    // An Open MPI job on one node (tests/openmpi.rs): mpirun and mpicc.
+    (Has::Cmd("mpirun"), "openmpi-bin"),
+    (Has::Cmd("mpicc"), "libopenmpi-dev"),
 ];
 
 /// Installs the packages of [`BUILD_TOOLS`] and, unless `build_only`,
