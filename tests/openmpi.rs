@@ -124,10 +124,23 @@ fn openmpi_job_restored_after_its_files_are_wiped() {
     let images = dir.join("images");
     let iters = 300;
     let out = File::create(&log).expect("create the log");
-    // setsid: a session of its own (it execs mpirun: the same pid).
-    let mut child = Command::new("setsid")
+    let mut cmd = Command::new("mpirun");
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls setsid(2) and close_range(2), which are async-signal-safe: the
+    // job gets a session of its own and no descriptor of the test runner
+    // (a pipe of whoever started it would be a pipe to outside the tree).
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    let mut child = cmd
         .args([
-            "mpirun",
             "--allow-run-as-root",
             "--oversubscribe",
             "-np",

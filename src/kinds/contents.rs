@@ -727,6 +727,11 @@ pub struct Ghosts {
     /// Description id -> the path to open it from.
     pub redirect: HashMap<u32, String>,
     made: Vec<(PathBuf, u64, u64)>,
+    /// Ghost files made under a hidden name (another file had the same
+    /// name: Open MPI's /dev/shm/open_mpi.0000 of each process): the name
+    /// they are renamed to right before their unlink, so the fds name
+    /// them as before.
+    renamed: HashMap<PathBuf, PathBuf>,
     /// Removed directories made again (fds3): path, device, inode.
     dirs: Vec<(PathBuf, u64, u64)>,
 }
@@ -911,7 +916,28 @@ impl Ghosts {
     }
 
     pub fn unlink_all(&mut self) {
-        for (p, dev, ino) in self.made.drain(..) {
+        // Those at their own name first: the others take it after them.
+        let mut made: Vec<_> = self.made.drain(..).collect();
+        made.sort_by_key(|m| self.renamed.contains_key(&m.0));
+        for (mut p, dev, ino) in made {
+            if let Some(to) = self.renamed.get(&p) {
+                let free = std::fs::symlink_metadata(to).is_err();
+                let ours =
+                    std::fs::symlink_metadata(&p).is_ok_and(|m| m.dev() == dev && m.ino() == ino);
+                if free
+                    && ours
+                    && rustix::fs::renameat_with(
+                        rustix::fs::CWD,
+                        &p,
+                        rustix::fs::CWD,
+                        to,
+                        rustix::fs::RenameFlags::NOREPLACE,
+                    )
+                    .is_ok()
+                {
+                    p = to.clone();
+                }
+            }
             let ours =
                 std::fs::symlink_metadata(&p).is_ok_and(|m| m.dev() == dev && m.ino() == ino);
             if ours {
@@ -963,6 +989,9 @@ pub fn put_back(
         let s = p.to_string_lossy().into_owned();
         for &id in &f.desc_ids {
             ghosts.redirect.insert(id, s.clone());
+        }
+        if p != Path::new(&f.path) {
+            ghosts.renamed.insert(p.clone(), PathBuf::from(&f.path));
         }
         ghosts.made.push((p, md.dev(), md.ino()));
     }
