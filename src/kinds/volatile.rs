@@ -533,14 +533,14 @@ impl Plan {
                 .get(path.as_str())
                 .ok_or_else(|| Error::Restore(format!("{path}: no saved contents")))?;
             let dir = self.dir_of(path, &dirs, f.uid)?;
-            make_file(&dir.0, &dir.1, path, f, store, self.aside.contains(path))?;
+            make_file(&dir.0, dir.1, path, f, store, self.aside.contains(path))?;
         }
         for n in &self.fs.fifos {
             if self.as_is.contains(&n.path) {
                 continue;
             }
             let dir = self.dir_of(&n.path, &dirs, n.uid)?;
-            make_fifo(&dir.0, &dir.1, n, self.aside.contains(&n.path))?;
+            make_fifo(&dir.0, dir.1, n, self.aside.contains(&n.path))?;
         }
         for (p, mode, uid, gid) in made.iter().rev() {
             let Some(d) = dirs.get(p) else { continue };
