@@ -38,7 +38,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
@@ -131,8 +131,7 @@ fn plain_absolute(p: &Path) -> bool {
     p.is_absolute()
         && (s == b"/" || !s.ends_with(b"/"))
         && !s.windows(2).any(|w| w == b"//")
-        && p.components()
-            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+        && !s.split(|&c| c == b'/').any(|c| c == b"." || c == b"..")
 }
 
 /// The inventory's record of the volatile files of a dump: `files` are
