@@ -975,8 +975,9 @@ fn dump_frozen(
         .map_or(memory::Phase::All, memory::Phase::Frozen);
     let mut copied = memory::copy_jobs(&plan, &writer, args.compress_level, phase)?;
     // Open files' contents go to the same chunk store, still frozen.
-    let contents =
+    let (contents, volatile) =
         crate::kinds::contents::dump(&files, &mut writer, args.file_contents, args.compress_level)?;
+    let volatile = crate::kinds::volatile::dump(&files.files, volatile);
     if let Some(snap) = &snap {
         std::mem::take(&mut files.kinds.inet).resume()?;
         frozen.thaw_early()?;
@@ -1040,6 +1041,7 @@ fn dump_frozen(
     let mut inv = base_inventory(procs[0].0, found.source());
     inv.leave_running = args.leave_running;
     inv.shell_job = args.shell_job;
+    inv.volatile_fs = Some(volatile).into();
     layering.fill_inventory(&mut inv, &plan);
     crate::guard::pause_at("written")?;
     // Every other image is on disk and synced: the inventory lists them

@@ -307,13 +307,17 @@ fn store_file(
 }
 
 /// Saves the contents of the regular files of every fd table in `files`
-/// (the tree is frozen) into the page store; returns the contents image.
+/// (the tree is frozen) into the page store; returns the contents image
+/// and the paths of its files on volatile file systems (tmpfs, ramfs:
+/// `kinds::volatile`), which are saved whatever the limit, mapped-only
+/// ones too.
 pub fn dump(
     files: &FileTable,
     writer: &mut PageStoreWriter,
     limit: ContentsLimit,
     level: i32,
-) -> Result<FileContents> {
+) -> Result<(FileContents, Vec<String>)> {
+    let mut volatile = Vec::new();
     let mut out = FileContents::new();
     out.limit = limit.as_u64();
     let descs: HashMap<u32, &crate::image::proto::RegFile> = files
@@ -349,7 +353,9 @@ pub fn dump(
             out.files[i].desc_ids.push(id);
             continue;
         }
-        if !r.deleted && !limit.keeps(st.size) {
+        let link = format!("/proc/{pid}/fd/{fd}");
+        let vol = !r.deleted && crate::kinds::volatile::on_volatile_fs(&link);
+        if !r.deleted && !vol && !limit.keeps(st.size) {
             if limit != ContentsLimit::None && skipped.insert(r.path.clone()) {
                 info!(
                     "{}: {} bytes, more than --file-contents={limit}: contents not saved",
@@ -358,7 +364,6 @@ pub fn dump(
             }
             continue;
         }
-        let link = format!("/proc/{pid}/fd/{fd}");
         // Opening a file the tree holds a lease on would break the lease:
         // it is read through the leased description (kinds::locks::leased).
         let opened = match leased.get(&(st.dev, st.ino)) {
@@ -371,7 +376,7 @@ pub fn dump(
         };
         let f = match opened {
             Ok(f) => f,
-            Err(e) if !r.deleted => {
+            Err(e) if !r.deleted && !vol => {
                 warn!("{}: cannot read it ({e}); contents not saved", r.path);
                 skipped.insert(r.path.clone());
                 continue;
@@ -385,7 +390,11 @@ pub fn dump(
         let (size, extents, chunks) = match stored.get(&(md.dev(), md.ino())) {
             Some(s) => s.clone(),
             None => {
-                let max = if r.deleted { u64::MAX } else { limit.as_u64() };
+                let max = if r.deleted || vol {
+                    u64::MAX
+                } else {
+                    limit.as_u64()
+                };
                 match store_file(&f, Path::new(&r.path), max, writer, &mut cctx)? {
                     Some(s) => {
                         bytes += data_len(s.0, &s.1);
@@ -416,10 +425,14 @@ pub fn dump(
         c.extents = extents;
         c.dev = md.dev();
         c.ino = md.ino();
+        if vol {
+            volatile.push(c.path.clone());
+        }
         entries.insert(key, out.files.len());
         out.files.push(c);
     }
-    // Deleted files the tree maps (memory::mapfiles), through no fd or
+    // Deleted files the tree maps (memory::mapfiles), and files on
+    // volatile file systems it maps (kinds::volatile), through no fd or
     // through one already saved above: the same entry for the same inode.
     let fd_ids: HashSet<u32> = files.fd_of_descs().iter().map(|x| x.2).collect();
     for d in &files.files.descs {
@@ -427,10 +440,15 @@ pub fn dump(
             continue;
         };
         let Some(st) = r.stat.as_ref() else { continue };
-        if !r.deleted || fd_ids.contains(&d.id) {
+        if fd_ids.contains(&d.id) {
             continue;
         }
-        let key = (r.path.clone(), st.dev, st.ino, true);
+        // Not deleted: kept by memory::vma::describe only on tmpfs/ramfs.
+        let vol = !r.deleted && files.kinds.mapfiles.mapped(st.dev, st.ino).is_some();
+        if !r.deleted && !vol {
+            continue;
+        }
+        let key = (r.path.clone(), st.dev, st.ino, r.deleted);
         if let Some(&i) = entries.get(&key) {
             out.files[i].desc_ids.push(d.id);
             continue;
@@ -454,7 +472,7 @@ pub fn dump(
         };
         let mut c = FileContent::new();
         c.path = r.path.clone();
-        c.deleted = true;
+        c.deleted = r.deleted;
         c.desc_ids.push(d.id);
         c.size = size;
         c.mode = md.mode();
@@ -465,6 +483,9 @@ pub fn dump(
         c.extents = extents;
         c.dev = md.dev();
         c.ino = md.ino();
+        if vol {
+            volatile.push(c.path.clone());
+        }
         entries.insert(key, out.files.len());
         out.files.push(c);
     }
@@ -481,7 +502,7 @@ pub fn dump(
         "contents of {} open files saved ({bytes} bytes before compression)",
         out.files.len()
     );
-    Ok(out)
+    Ok((out, volatile))
 }
 
 // ---------------------------------------------------------------- restore
@@ -517,7 +538,7 @@ pub fn load(
     // chunks are names of one inode, stored once (hard links).
     let mut lists: HashMap<u32, (&[u32], usize, usize)> = HashMap::new();
     let mut owner_of: HashMap<u32, usize> = HashMap::new();
-    let mut names: HashSet<(&str, bool)> = HashSet::new();
+    let mut names: HashSet<(&str, bool, (u64, u64))> = HashSet::new();
     for (i, f) in c.files.iter().enumerate() {
         let entry = |field: &str, why: String| {
             Error::image(&path, format!("file {i} ({}): {field}: {why}", f.path))
@@ -528,7 +549,11 @@ pub fn load(
                 format!("path {:?} is not absolute", f.path),
             ));
         }
-        if !names.insert((f.path.as_str(), f.deleted)) {
+        // Deleted files: one name may have been several files, each
+        // created and unlinked by another process (Open MPI's
+        // /dev/shm/open_mpi.0000 per process); one entry per inode.
+        let ino = if f.deleted { (f.dev, f.ino) } else { (0, 0) };
+        if !names.insert((f.path.as_str(), f.deleted, ino)) {
             return Err(entry("path", "listed twice".into()));
         }
         let mut sum = 0u64;
@@ -702,6 +727,11 @@ pub struct Ghosts {
     /// Description id -> the path to open it from.
     pub redirect: HashMap<u32, String>,
     made: Vec<(PathBuf, u64, u64)>,
+    /// Ghost files made under a hidden name (another file had the same
+    /// name: Open MPI's /dev/shm/open_mpi.0000 of each process): the name
+    /// they are renamed to right before their unlink, so the fds name
+    /// them as before.
+    renamed: HashMap<PathBuf, PathBuf>,
     /// Removed directories made again (fds3): path, device, inode.
     dirs: Vec<(PathBuf, u64, u64)>,
 }
@@ -886,7 +916,28 @@ impl Ghosts {
     }
 
     pub fn unlink_all(&mut self) {
-        for (p, dev, ino) in self.made.drain(..) {
+        // Those at their own name first: the others take it after them.
+        let mut made: Vec<_> = self.made.drain(..).collect();
+        made.sort_by_key(|m| self.renamed.contains_key(&m.0));
+        for (mut p, dev, ino) in made {
+            if let Some(to) = self.renamed.get(&p) {
+                let free = std::fs::symlink_metadata(to).is_err();
+                let ours =
+                    std::fs::symlink_metadata(&p).is_ok_and(|m| m.dev() == dev && m.ino() == ino);
+                if free
+                    && ours
+                    && rustix::fs::renameat_with(
+                        rustix::fs::CWD,
+                        &p,
+                        rustix::fs::CWD,
+                        to,
+                        rustix::fs::RenameFlags::NOREPLACE,
+                    )
+                    .is_ok()
+                {
+                    p = to.clone();
+                }
+            }
             let ours =
                 std::fs::symlink_metadata(&p).is_ok_and(|m| m.dev() == dev && m.ino() == ino);
             if ours {
@@ -912,9 +963,19 @@ impl Drop for Ghosts {
 /// vanished, moves changed files aside and writes the checkpointed
 /// contents, and recreates deleted files. Returns the recreated deleted
 /// files, whose paths the restore must open instead of the saved ones.
-pub fn put_back(c: &FileContents, store: &PageStoreReader) -> Result<Ghosts> {
+/// The files of `skip` (on volatile file systems) are
+/// `kinds::volatile`'s.
+pub fn put_back(
+    c: &FileContents,
+    store: &PageStoreReader,
+    skip: &HashSet<String>,
+) -> Result<Ghosts> {
     let mut ghosts = Ghosts::default();
-    for f in c.files.iter().filter(|f| !f.deleted) {
+    for f in c
+        .files
+        .iter()
+        .filter(|f| !f.deleted && !skip.contains(&f.path))
+    {
         put_back_one(f, store)?;
     }
     for (n, f) in c.files.iter().filter(|f| f.deleted).enumerate() {
@@ -928,6 +989,9 @@ pub fn put_back(c: &FileContents, store: &PageStoreReader) -> Result<Ghosts> {
         let s = p.to_string_lossy().into_owned();
         for &id in &f.desc_ids {
             ghosts.redirect.insert(id, s.clone());
+        }
+        if p != Path::new(&f.path) {
+            ghosts.renamed.insert(p.clone(), PathBuf::from(&f.path));
         }
         ghosts.made.push((p, md.dev(), md.ino()));
     }
@@ -1010,7 +1074,11 @@ fn find_same(f: &FileContent, path: &Path) -> Result<Found> {
 
 /// Whether `file` holds exactly the saved bytes (and, for a sparse file,
 /// the same holes).
-fn same_contents_fd(file: &File, f: &FileContent, store: &PageStoreReader) -> Result<bool> {
+pub(crate) fn same_contents_fd(
+    file: &File,
+    f: &FileContent,
+    store: &PageStoreReader,
+) -> Result<bool> {
     use std::os::unix::fs::FileExt;
     let p = Path::new(&f.path);
     if file.metadata().at(p)?.len() != f.size {
@@ -1063,7 +1131,7 @@ fn extent_list(f: &FileContent) -> Vec<(u64, u64)> {
 /// Writes the saved bytes of `f` into `file` at their offsets (holes are
 /// left alone: a new or truncated file keeps them as holes) and sets its
 /// size.
-fn write_contents(
+pub(crate) fn write_contents(
     file: &File,
     f: &FileContent,
     store: &PageStoreReader,
@@ -1094,7 +1162,7 @@ fn write_contents(
     file.set_len(f.size).at(path)
 }
 
-fn mtime_of(f: &FileContent) -> std::time::SystemTime {
+pub(crate) fn mtime_of(f: &FileContent) -> std::time::SystemTime {
     std::time::UNIX_EPOCH + std::time::Duration::from_nanos(f.mtime_ns.max(0) as u64)
 }
 

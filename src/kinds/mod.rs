@@ -29,3 +29,4 @@ pub mod task;
 pub mod tcp;
 pub mod tty;
 pub mod unix;
+pub mod volatile;

@@ -713,11 +713,17 @@ pub fn restore(files: &Files, shared: &mut SharedFiles, shell_job: bool) -> Resu
                 continue;
             }
             Ok(TtyKind::PTY_SLAVE) => {
-                let (n, _) = new_index
+                let (n, m) = new_index
                     .get(&t.index)
                     .ok_or_else(|| Error::Restore(format!("pty {}: no saved pair", t.index)))?;
                 let p = slave_path(*n);
-                tty::open(&p, flags).map_err(|e| rerr(format!("open {p}"), e))?
+                // volatile: a slave opened through its master (openpty's
+                // TIOCGPTPEER) has no O_LARGEFILE; reopened the same way.
+                if t.flags & crate::kinds::fd::KERNEL_O_LARGEFILE == 0 {
+                    tty::open_peer(m, flags).map_err(|e| rerr(format!("{p}: TIOCGPTPEER"), e))?
+                } else {
+                    tty::open(&p, flags).map_err(|e| rerr(format!("open {p}"), e))?
+                }
             }
             Ok(TtyKind::SHELL_TTY) => {
                 let p = shell_path.as_ref().ok_or_else(|| {

@@ -154,8 +154,14 @@ pub fn report(diffs: &[Difference]) -> Result<()> {
 
 /// `restore --compare`, with every task restored and still stopped:
 /// snapshots the restored tree (`procs`: pid, parent, zombie; root
-/// first) and compares it with `before`.
-pub fn check_restored(before: &KernelView, procs: &[(i32, i32, bool)]) -> Result<()> {
+/// first) and compares it with `before`. The files at the paths of
+/// `volatile` (on tmpfs/ramfs, recreated after a wipe: kinds::volatile)
+/// may be new inodes: their fds and mappings are compared by path.
+pub fn check_restored(
+    before: &KernelView,
+    procs: &[(i32, i32, bool)],
+    volatile: &std::collections::HashSet<String>,
+) -> Result<()> {
     let specs: Vec<ProcSpec> = procs
         .iter()
         .map(|&(pid, ppid, zombie)| ProcSpec {
@@ -171,14 +177,41 @@ pub fn check_restored(before: &KernelView, procs: &[(i32, i32, bool)]) -> Result
         })
         .collect();
     let mut after = snapshot::snapshot(&specs);
+    let mut b = before.clone();
+    by_path(&mut b, volatile);
+    by_path(&mut after, volatile);
     // Without visible frames on one side there is nothing to compare.
-    if !before.pfn_visible || !after.pfn_visible {
+    if !b.pfn_visible || !after.pfn_visible {
         strip_cow(&mut after);
-        let mut b = before.clone();
         strip_cow(&mut b);
-        return report(&diff::diff(&b, &after));
     }
-    report(&diff::diff(before, &after))
+    report(&diff::diff(&b, &after))
+}
+
+/// Replaces the inode of every fd and mapping of a file at one of
+/// `paths` by the path (volatile files, recreated with a new inode).
+fn by_path(v: &mut KernelView, paths: &std::collections::HashSet<String>) {
+    if paths.is_empty() {
+        return;
+    }
+    for t in v.tasks.iter_mut() {
+        let mut set = Vec::new();
+        for (k, val) in &t.fields {
+            if !paths.contains(val) {
+                continue;
+            }
+            if let Some(fd) = k.strip_prefix("fd.").and_then(|r| r.strip_suffix(".link")) {
+                set.push(format!("fd.{fd}.ino"));
+            } else if let Some(r) = k.strip_prefix("vma.").and_then(|r| r.strip_suffix(".path")) {
+                set.push(format!("vma.{r}.inode"));
+            }
+        }
+        for k in set {
+            if t.fields.contains_key(&k) {
+                t.fields.insert(k, "(volatile file)".into());
+            }
+        }
+    }
 }
 
 fn strip_cow(v: &mut KernelView) {

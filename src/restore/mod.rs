@@ -1186,7 +1186,7 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
             .iter()
             .map(|p| (p.pid, img.pstree.entries[p.i].ppid as i32, p.zombie))
             .collect();
-        crate::oracle::check_restored(before, &tree)?;
+        crate::oracle::check_restored(before, &tree, &fixups.volatile)?;
     }
     // Everyone is ready: let them go, children before parents, leaders
     // last in each process.
@@ -1363,6 +1363,9 @@ struct Fixups {
     ghosts: contents::Ghosts,
     /// The dump's oracle snapshot, with `--compare`.
     oracle: Option<crate::image::proto::KernelView>,
+    /// Paths on volatile file systems, recreated or not (for the oracle:
+    /// kinds::volatile).
+    volatile: std::collections::HashSet<String>,
 }
 
 /// `cairn restore`. Returns the exit code cairn should exit with.
@@ -1414,11 +1417,19 @@ pub fn start(args: &RestoreOptions) -> Result<Option<i32>> {
         .collect();
     crate::kinds::regular::mark_proc_checked(&ids, &mut idx);
     preflight(&img, args, &idx)?;
+    let volatile = crate::kinds::volatile::check(
+        img.inventory.volatile_fs.as_ref(),
+        saved.as_ref(),
+        img.store(),
+        args.ignore_file_changes,
+        &img.dir.file(crate::image::names::INVENTORY),
+    )?;
     let tables = img.fdtables.iter().flatten();
     crate::kinds::external::check_inherit(&img.files, tables, &args.inherit_fds)?;
     // Only now, with nothing left to refuse the restore, are files touched.
+    volatile.make(saved.as_ref(), img.store())?;
     let mut ghosts = match &saved {
-        Some(c) => contents::put_back(c, img.store())?,
+        Some(c) => contents::put_back(c, img.store(), &volatile.paths())?,
         None => contents::Ghosts::default(),
     };
     crate::kinds::fifo::recreate_deleted(&img.files, &mut ghosts)?;
@@ -1432,6 +1443,7 @@ pub fn start(args: &RestoreOptions) -> Result<Option<i32>> {
         redirect,
         ghosts,
         oracle,
+        volatile: volatile.oracle_paths(),
     };
     if args.detached {
         return restore_detached(&img, args, &mut fixups).map(|_| None);

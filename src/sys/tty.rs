@@ -136,6 +136,25 @@ pub fn open(path: &str, flags: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+// volatile
+/// Opens the slave of pty master `master` through it (`TIOCGPTPEER`),
+/// as glibc's openpty does: the description then lacks the O_LARGEFILE
+/// that open(2) adds (Open MPI's ranks hold such slaves).
+pub fn open_peer(master: &impl AsRawFd, flags: i32) -> io::Result<OwnedFd> {
+    // Without O_CLOEXEC, which would stay in the description's flags:
+    // close-on-exec is set on the descriptor right after.
+    let fl = flags | libc::O_NOCTTY;
+    // SAFETY: TIOCGPTPEER takes the open flags as its integer argument and
+    // returns a new descriptor.
+    let fd =
+        check(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, fl) } as libc::c_long)?
+            as RawFd;
+    // SAFETY: the descriptor was just returned by the kernel and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)?;
+    Ok(fd)
+}
+
 /// Reads what is readable now from a non-blocking copy; stops at EAGAIN,
 /// EIO (a pty master whose slave is closed) or end of file.
 pub fn read_available(fd: &impl AsRawFd, max: usize) -> io::Result<Vec<u8>> {

@@ -203,6 +203,9 @@ const TEST_TOOLS: &[(Has, &str)] = &[
     (Has::File("/usr/sbin/slurmd"), "slurmd"),
     (Has::File("/usr/bin/sbatch"), "slurm-client"),
     (Has::File("/usr/sbin/munged"), "munge"),
+    // An Open MPI job on one node (tests/openmpi.rs): mpirun and mpicc.
+    (Has::Cmd("mpirun"), "openmpi-bin"),
+    (Has::Cmd("mpicc"), "libopenmpi-dev"),
 ];
 
 /// Installs the packages of [`BUILD_TOOLS`] and, unless `build_only`,

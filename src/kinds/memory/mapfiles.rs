@@ -38,7 +38,8 @@ use crate::sys::PAGE_SIZE;
 /// [`crate::kinds::fd::DumpCx`], so one per dump).
 #[derive(Default)]
 pub struct MapFiles {
-    /// The deleted files mapped by the tree, by (device, inode): one
+    /// The deleted files mapped by the tree, and those on tmpfs/ramfs
+    /// (`kinds::volatile`), by (device, inode): one
     /// descriptor of each, opened through map_files while the tree is
     /// frozen, read by [`crate::kinds::contents::dump`].
     mapped: HashMap<(u64, u64), File>,

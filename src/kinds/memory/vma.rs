@@ -299,7 +299,9 @@ pub(super) fn describe(
     match kind {
         VmaKind::VMA_FILE_PRIVATE | VmaKind::VMA_FILE_SHARED => {
             let md = std::fs::metadata(map_file).at(map_file)?;
-            if m.is_deleted() && md.nlink() == 0 {
+            // Deleted, or on tmpfs/ramfs (kinds::volatile): contents saved.
+            let deleted = m.is_deleted() && md.nlink() == 0;
+            if deleted || crate::kinds::volatile::on_volatile_fs(map_file) {
                 files.kinds.mapfiles.remember(map_file, &md)?;
             }
             v.file_id = files.register_mapped(
