@@ -1175,6 +1175,9 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
             .collect();
         crate::oracle::check_restored(before, &tree)?;
     }
+    // pair: a backup is held here, every task in place and traced, until
+    // its supervisor releases it (`crate::pair::hold`; a no-op otherwise).
+    crate::pair::hold::point(procs[0].pid, fixups.late.take(), img.store())?;
     // Everyone is ready: let them go, children before parents, leaders
     // last in each process.
     for p in procs.iter().rev().filter(|p| !p.zombie) {
@@ -1350,6 +1353,8 @@ struct Fixups {
     ghosts: contents::Ghosts,
     /// The dump's oracle snapshot, with `--compare`.
     oracle: Option<crate::image::proto::KernelView>,
+    /// pair: contents written back at the hold point (`crate::pair::hold`).
+    late: Option<crate::image::proto::FileContents>,
 }
 
 /// `cairn restore`. Returns the exit code cairn should exit with.
@@ -1403,6 +1408,8 @@ pub fn start(args: &RestoreOptions) -> Result<Option<i32>> {
     preflight(&img, args, &idx)?;
     let tables = img.fdtables.iter().flatten();
     crate::kinds::external::check_inherit(&img.files, tables, &args.inherit_fds)?;
+    // pair: a held backup writes live files back at release (crate::pair::hold).
+    let (saved, late) = crate::pair::hold::split_contents(saved);
     // Only now, with nothing left to refuse the restore, are files touched.
     let mut ghosts = match &saved {
         Some(c) => contents::put_back(c, img.store())?,
@@ -1419,6 +1426,7 @@ pub fn start(args: &RestoreOptions) -> Result<Option<i32>> {
         redirect,
         ghosts,
         oracle,
+        late,
     };
     if args.detached {
         return restore_detached(&img, args, &mut fixups).map(|_| None);

@@ -14,6 +14,7 @@ pub mod fown;
 pub mod inject;
 pub mod mem;
 pub mod net;
+pub mod pairpoll;
 pub mod netlink;
 pub mod pidns;
 pub mod pktring;
