@@ -210,7 +210,10 @@ fn kill_and_take_over(p: &Pair, n: usize) -> i32 {
         "takeover {n}: count {before} at the kill, {resumed} {:.1} ms after it ({lost} steps lost)",
         (at - t0) as f64 / 1e6
     );
-    assert!(resumed > 20, "the counter started again from zero: {resumed}");
+    assert!(
+        resumed > 20,
+        "the counter started again from zero: {resumed}"
+    );
     // One interval (1 s, 100 steps) and the time a checkpoint and a
     // backup take on a busy machine.
     assert!(lost <= 200, "{lost} steps lost: {}", p.describe());
@@ -321,7 +324,7 @@ fn tcp_listener_refused() {
     assert_eq!(code, 6, "{}", p.describe());
     let out = fs::read_to_string(&p.out).unwrap_or_default();
     assert!(
-        out.contains("listening on") && out.contains("cairn pair refuses it"),
+        out.contains("a TCP socket") && out.contains("cairn pair refuses it"),
         "{}",
         p.describe()
     );

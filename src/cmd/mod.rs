@@ -58,7 +58,10 @@ pub fn run(cmd: &Command) -> (Result<i32>, Phase) {
             Phase::Restore,
         ),
         // pair
-        Command::Pair(a) => (a.options().and_then(|o| crate::pair::run(&o)), Phase::Other),
+        Command::Pair(a) => (
+            a.options().and_then(|o| crate::pair::run(&o)),
+            Phase::Restore,
+        ),
         Command::PairBackup(a) => (crate::pair::backup_init(&a.options()), Phase::Restore),
     }
 }

@@ -54,9 +54,7 @@ fn armed() -> bool {
 /// Splits the saved file contents of a restore into what is put back
 /// before the tree is created and what is put back at release (`None`
 /// unless armed): a held backup keeps the live files for [`point`].
-pub fn split_contents(
-    saved: Option<FileContents>,
-) -> (Option<FileContents>, Option<FileContents>) {
+pub fn split_contents(saved: Option<FileContents>) -> (Option<FileContents>, Option<FileContents>) {
     let Some(all) = saved else {
         return (None, None);
     };

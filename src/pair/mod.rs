@@ -275,8 +275,9 @@ fn check_program(prog: &OsStr) -> Result<()> {
             .unwrap_or_default()
     };
     let ok = candidates.iter().any(|c| {
-        std::fs::metadata(c)
-            .is_ok_and(|m| m.is_file() && rustix::fs::access(c, rustix::fs::Access::EXEC_OK).is_ok())
+        std::fs::metadata(c).is_ok_and(|m| {
+            m.is_file() && rustix::fs::access(c, rustix::fs::Access::EXEC_OK).is_ok()
+        })
     });
     if ok {
         return Ok(());
@@ -491,7 +492,10 @@ impl Pair<'_> {
             }
             h
         } else if let Some(mut p) = self.prep.take() {
-            info!("pair: no backup held yet: waiting for the one from {}", p.ckpt);
+            info!(
+                "pair: no backup held yet: waiting for the one from {}",
+                p.ckpt
+            );
             match p.next_line(Duration::from_secs(3600)) {
                 Some(l) if l.starts_with(hold::HELD) => p,
                 l => {
@@ -727,7 +731,9 @@ impl Pair<'_> {
             .args(dump_argv(d))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::from(log.try_clone().map_err(|e| Error::io(log_name, e))?));
+            .stderr(Stdio::from(
+                log.try_clone().map_err(|e| Error::io(log_name, e))?,
+            ));
         let prep = sysns::Prep {
             pdeathsig: true,
             setsid: true,
@@ -819,7 +825,9 @@ impl Pair<'_> {
         let init = ch.id() as i32;
         let (Some(stdin), Some(out)) = (ch.stdin.take(), ch.stdout.take()) else {
             let _ = crate::sys::task::kill(init, libc::SIGKILL);
-            return Err(Error::Restore("pair: the backup's pipes are missing".into()));
+            return Err(Error::Restore(
+                "pair: the backup's pipes are missing".into(),
+            ));
         };
         let _ = rustix::fs::fcntl_setfl(&out, rustix::fs::OFlags::NONBLOCK);
         info!("pair: preparing a backup from {} (init {init})", m.name);
@@ -854,7 +862,10 @@ impl Pair<'_> {
         for m in gone {
             match safefs::remove_dir_by_fd(&self.dirfd, OsStr::new(&m.name), Some(me)) {
                 Ok(()) => info!("pair: removed {}", m.name),
-                Err(e) => warn!("pair: cannot remove {}: {e}", self.dir.join(&m.name).display()),
+                Err(e) => warn!(
+                    "pair: cannot remove {}: {e}",
+                    self.dir.join(&m.name).display()
+                ),
             }
         }
     }

@@ -51,6 +51,7 @@
 
 mod bench_bgsnap;
 mod bench_migrate;
+mod bench_pair;
 mod bench_restore;
 mod incr;
 mod inv;
@@ -106,6 +107,7 @@ const USAGE: &str = "usage: cargo xtask demo [DEMO ARGS...]
        cargo xtask bench small [--runs N] [--procs N] [--baseline CAIRN]
        cargo xtask bench migrate [--runs N] [--size SIZE] [--dirty PCT,PCT]
        cargo xtask bench bgsnap [--runs N]
+       cargo xtask bench pair [--runs N]
        cargo xtask vm-test [--kernel 6.1|6.12|all] [--tests T1,T2] [--exec CMD]
                            [--timeout SECS] [--mem SIZE] [-- TEST FILTERS]";
 
@@ -988,6 +990,10 @@ fn bench(args: &[String]) -> Result<()> {
     }
     if args.first().map(String::as_str) == Some("bgsnap") {
         return bench_bgsnap::bench(&args[1..]);
+    }
+    // pair
+    if args.first().map(String::as_str) == Some("pair") {
+        return bench_pair::bench(&args[1..]);
     }
     let b = parse_bench_args(args)?;
     ensure_tools()?;
