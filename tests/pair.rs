@@ -198,7 +198,9 @@ fn kill_and_take_over(p: &Pair, n: usize) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(30);
     let (resumed, at) = loop {
         if let Some((c, t)) = p.progress() {
-            if t > t0 {
+            // Not a last record of the dying primary: the backup's count
+            // comes from its checkpoint, at least 500 ms older.
+            if t > t0 && c <= before {
                 break (c, t);
             }
         }

@@ -46,6 +46,8 @@
 //! - `cargo xtask bench migrate [--runs N] [--size SIZE] [--dirty PCT,PCT]`:
 //!   live migration between two network namespaces (`bench_migrate.rs`,
 //!   issue 16).
+//! - `cargo xtask bench pair [--runs N] [--sizes MIB,MIB]`: takeover time
+//!   of `cairn pair` (`bench_pair.rs`, issue 18).
 //!
 //! std only, so the xtask builds in seconds on a fresh machine.
 
@@ -107,7 +109,7 @@ const USAGE: &str = "usage: cargo xtask demo [DEMO ARGS...]
        cargo xtask bench small [--runs N] [--procs N] [--baseline CAIRN]
        cargo xtask bench migrate [--runs N] [--size SIZE] [--dirty PCT,PCT]
        cargo xtask bench bgsnap [--runs N]
-       cargo xtask bench pair [--runs N]
+       cargo xtask bench pair [--runs N] [--sizes MIB,MIB]
        cargo xtask vm-test [--kernel 6.1|6.12|all] [--tests T1,T2] [--exec CMD]
                            [--timeout SECS] [--mem SIZE] [-- TEST FILTERS]";
 
