@@ -97,11 +97,7 @@ fn figure(log: &Path, tag: &str, before: &str) -> Option<f64> {
     let text = std::fs::read_to_string(log).ok()?;
     let line = text.lines().rev().find(|l| l.contains(tag))?;
     let at = line.find(before)?;
-    line[..at]
-        .rsplit(|c: char| c == ' ' || c == '(')
-        .next()?
-        .parse()
-        .ok()
+    line[..at].rsplit([' ', '(']).next()?.parse().ok()
 }
 
 fn wait_for(log: &Path, what: &str, n: usize, timeout: Duration) -> Result<()> {
