@@ -42,6 +42,7 @@ pub mod migrate;
 pub mod netlock;
 pub mod options;
 pub mod oracle;
+pub mod pair;
 pub mod procfs;
 pub mod progress;
 pub mod remote;

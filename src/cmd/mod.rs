@@ -15,6 +15,7 @@ pub mod chkpnt;
 pub mod demo;
 pub mod inventory;
 pub mod migrate;
+pub mod pair;
 pub mod prune;
 pub mod run;
 pub mod show;
@@ -55,6 +56,12 @@ pub fn run(cmd: &Command) -> (Result<i32>, Phase) {
             crate::run::pidns::restore_init(&a.options()),
             Phase::Restore,
         ),
+        // pair
+        Command::Pair(a) => (
+            a.options().and_then(|o| crate::pair::run(&o)),
+            Phase::Restore,
+        ),
+        Command::PairBackup(a) => (crate::pair::backup_init(&a.options()), Phase::Restore),
     }
 }
 
@@ -136,6 +143,12 @@ pub enum Command {
     PidnsExec(run::PidnsExecArgs),
     #[command(name = "__pidns-restore", hide = true)]
     PidnsRestore(RestoreArgs),
+    /// Run a program as a process pair: a primary checkpointed every
+    /// --interval and a backup restored from the newest checkpoint, held
+    /// ready, that takes over when the primary fails.
+    Pair(pair::PairArgs),
+    #[command(name = "__pair-backup", hide = true)]
+    PairBackup(RestoreArgs),
 }
 
 #[derive(Args, Debug, Clone)]

@@ -1188,6 +1188,9 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
             .collect();
         crate::oracle::check_restored(before, &tree, &fixups.volatile)?;
     }
+    // pair: a backup is held here, every task in place and traced, until
+    // its supervisor releases it (`crate::pair::hold`; a no-op otherwise).
+    crate::pair::hold::point(procs[0].pid, fixups.late.take(), img.store())?;
     // Everyone is ready: let them go, children before parents, leaders
     // last in each process.
     for p in procs.iter().rev().filter(|p| !p.zombie) {
@@ -1366,6 +1369,8 @@ struct Fixups {
     /// Paths on volatile file systems, recreated or not (for the oracle:
     /// kinds::volatile).
     volatile: std::collections::HashSet<String>,
+    /// pair: contents written back at the hold point (`crate::pair::hold`).
+    late: Option<crate::image::proto::FileContents>,
 }
 
 /// `cairn restore`. Returns the exit code cairn should exit with.
@@ -1426,6 +1431,8 @@ pub fn start(args: &RestoreOptions) -> Result<Option<i32>> {
     )?;
     let tables = img.fdtables.iter().flatten();
     crate::kinds::external::check_inherit(&img.files, tables, &args.inherit_fds)?;
+    // pair: a held backup writes live files back at release (crate::pair::hold).
+    let (saved, late) = crate::pair::hold::split_contents(saved);
     // Only now, with nothing left to refuse the restore, are files touched.
     volatile.make(saved.as_ref(), img.store())?;
     let mut ghosts = match &saved {
@@ -1444,6 +1451,7 @@ pub fn start(args: &RestoreOptions) -> Result<Option<i32>> {
         ghosts,
         oracle,
         volatile: volatile.oracle_paths(),
+        late,
     };
     if args.detached {
         return restore_detached(&img, args, &mut fixups).map(|_| None);

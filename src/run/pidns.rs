@@ -43,7 +43,7 @@ fn spawn_err(what: &str, e: std::io::Error) -> Error {
 }
 
 /// Spawns `cmd` as the init of a new pid namespace.
-fn spawn_new_ns(cmd: &mut Command, prep: sysns::Prep) -> Result<Child> {
+pub(crate) fn spawn_new_ns(cmd: &mut Command, prep: sysns::Prep) -> Result<Child> {
     let me = crate::sys::task::getpid();
     let own = sysns::own().map_err(|e| Error::sys(me, "open /proc/self/ns/pid", e))?;
     sysns::new_for_children()

@@ -17,6 +17,7 @@ pub mod mem;
 pub mod net;
 pub mod netlink;
 pub mod peercred;
+pub mod pairpoll;
 pub mod pidns;
 pub mod pktring;
 pub mod poll;

@@ -56,6 +56,8 @@
 //!   [--sizes 1G,4G] [--rate PERMILLE]`: periodic incremental checkpoints
 //!   of `cairn run` with 1% of memory rewritten per second
 //!   (`bench_periodic.rs`, issue 17).
+//! - `cargo xtask bench pair [--runs N] [--sizes MIB,MIB]`: takeover time
+//!   of `cairn pair` (`bench_pair.rs`, issue 18).
 //!
 //! std only, so the xtask builds in seconds on a fresh machine.
 
@@ -63,6 +65,7 @@ mod bench_bgsnap;
 mod bench_libcairn;
 mod bench_migrate;
 mod bench_periodic;
+mod bench_pair;
 mod bench_restore;
 mod deb;
 mod incr;
@@ -130,6 +133,7 @@ const USAGE: &str = "usage: cargo xtask demo [DEMO ARGS...]
        cargo xtask bench bgsnap [--runs N]
        cargo xtask bench libcairn [--calls N] [--restarts N]
        cargo xtask bench periodic [--interval DUR] [--checkpoints N] [--sizes 1G,4G] [--rate PERMILLE]
+       cargo xtask bench pair [--runs N] [--sizes MIB,MIB]
        cargo xtask vm-test [--kernel 6.1|6.12|all] [--tests T1,T2] [--exec CMD]
                            [--timeout SECS] [--mem SIZE] [-- TEST FILTERS]";
 
@@ -1026,6 +1030,10 @@ fn bench(args: &[String]) -> Result<()> {
     }
     if args.first().map(String::as_str) == Some("bgsnap") {
         return bench_bgsnap::bench(&args[1..]);
+    }
+    // pair
+    if args.first().map(String::as_str) == Some("pair") {
+        return bench_pair::bench(&args[1..]);
     }
     let b = parse_bench_args(args)?;
     ensure_tools()?;

@@ -1,0 +1,104 @@
+//! The hold point of a backup (`cairn __pair-backup`).
+//!
+//! A backup is a restore in a new pid namespace (as `cairn restore
+//! --pid-ns`) that stops just before its tasks are let go: every process
+//! and thread exists with its pid, its memory, its fds, its attributes and
+//! its registers, and all are still ptrace-stopped (seized, with
+//! `PTRACE_O_EXITKILL`) by the restoring init. There the init says `held
+//! PID` on its stdout (PID: the root's pid in the new namespace) and
+//! waits for a line `go` on its stdin; then the restore ends as usual
+//! (tasks detached, children first), the init says `ok PID` and reaps the
+//! tree as `__pidns-restore` does. What is left at release costs the same
+//! whatever the size of the tree's memory: detaching the threads, and
+//! writing back the saved contents of the files the tree has open (see
+//! below). EOF or anything else on stdin fails the restore, which kills
+//! every task (the supervisor normally kills the init instead).
+//!
+//! Files: a restore writes the checkpointed contents of the regular files
+//! the tree has open back into those files before it creates the tree
+//! (`kinds::contents`). A backup is prepared while the primary still
+//! runs and writes those very files, so a held backup writes them back
+//! only when it is released, into the same inodes its fds were opened
+//! on (a file the primary changed meanwhile gets its current version
+//! copied aside first, as for any restore). Deleted-but-open files
+//! (private to the tree) are recreated at preparation as usual.
+//!
+//! [`point`] and [`split_contents`] are the two calls in
+//! `restore/mod.rs`; both do nothing unless [`arm`] was called, which
+//! only `cairn __pair-backup` does.
+
+use std::io::{BufRead, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::image::pages::PageStoreReader;
+use crate::image::proto::FileContents;
+
+static ARMED: AtomicBool = AtomicBool::new(false);
+
+/// The line the init writes once the tree is held.
+pub const HELD: &str = "held";
+/// The line that releases a held backup.
+pub const GO: &str = "go";
+
+/// Makes this process's restore stop at the hold point.
+pub fn arm() {
+    ARMED.store(true, Ordering::SeqCst);
+}
+
+fn armed() -> bool {
+    ARMED.load(Ordering::SeqCst)
+}
+
+/// Splits the saved file contents of a restore into what is put back
+/// before the tree is created and what is put back at release (`None`
+/// unless armed): a held backup keeps the live files for [`point`].
+pub fn split_contents(saved: Option<FileContents>) -> (Option<FileContents>, Option<FileContents>) {
+    let Some(all) = saved else {
+        return (None, None);
+    };
+    if !armed() {
+        return (Some(all), None);
+    }
+    let mut now = all.clone();
+    let mut late = all;
+    now.files.retain(|f| f.deleted);
+    late.files.retain(|f| !f.deleted);
+    let late = (!late.files.is_empty()).then_some(late);
+    (Some(now), late)
+}
+
+/// The hold point: every task of the tree rooted at `root` is in place
+/// and still traced. Armed, says `held PID` on stdout and waits for `go`
+/// on stdin, then writes `late` (see [`split_contents`]) back. Not armed:
+/// returns at once.
+pub fn point(root: i32, late: Option<FileContents>, store: &PageStoreReader) -> Result<()> {
+    if !armed() {
+        return Ok(());
+    }
+    let me = crate::sys::task::getpid();
+    let mut out = std::io::stdout();
+    writeln!(out, "{HELD} {root}")
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::sys(me, "write to the pair supervisor", e))?;
+    info!("pair: backup held (root pid {root} in its namespace): waiting for the release");
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Error::sys(me, "read from the pair supervisor", e))?;
+    if line.trim() != GO {
+        return Err(Error::Restore(format!(
+            "pair: the held backup (root pid {root}) was not released (its supervisor said \
+             {:?}): the tree is killed",
+            line.trim()
+        )));
+    }
+    let t = Instant::now();
+    if let Some(c) = late {
+        crate::kinds::contents::put_back(&c, store)?;
+    }
+    info!("pair: released; files written back in {:?}", t.elapsed());
+    Ok(())
+}

@@ -1,0 +1,336 @@
+//! `cairn pair` (issue 18): a program run as a process pair. The program
+//! is `pair_counter`, which checks its own continuity (memory, its
+//! progress file, its pid) at every step and writes its count with the
+//! time into its progress file.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::*;
+
+/// One pair's files, and the `cairn pair` running (killed by pid on drop).
+struct Pair {
+    dir: PathBuf,
+    ck: PathBuf,
+    progress: PathBuf,
+    pidfile: PathBuf,
+    out: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Pair {
+    fn new(tag: &str) -> Pair {
+        let dir = fresh_dir(tag);
+        Pair {
+            ck: dir.join("ck"),
+            progress: dir.join("progress"),
+            pidfile: dir.join("primary.pid"),
+            out: dir.join("out"),
+            log: dir.join("pair.log"),
+            dir,
+            child: None,
+        }
+    }
+
+    /// Starts `cairn -v -o pair.log pair -D ck --pidfile primary.pid
+    /// FLAGS -- CMD`, its stdout and stderr (and the program's) in `out`.
+    fn start(&mut self, flags: &[&str], cmd: &[&str]) {
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o644)
+            .open(&self.out)
+            .unwrap();
+        let child = Command::new(cairn_bin())
+            .arg("-v")
+            .arg("-o")
+            .arg(&self.log)
+            .arg("pair")
+            .arg("-D")
+            .arg(&self.ck)
+            .arg("--pidfile")
+            .arg(&self.pidfile)
+            .args(flags)
+            .arg("--")
+            .args(cmd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .expect("spawn cairn pair");
+        self.child = Some(child);
+    }
+
+    fn start_counter(&mut self, flags: &[&str], step_ms: u32, steps: u32) {
+        let bin = workload_bin("pair_counter");
+        let prog = self.progress.to_string_lossy().into_owned();
+        self.start(
+            flags,
+            &[
+                &bin.to_string_lossy(),
+                &prog,
+                &step_ms.to_string(),
+                &steps.to_string(),
+            ],
+        );
+    }
+
+    /// (count, realtime ns) from the progress file.
+    fn progress(&self) -> Option<(u64, u128)> {
+        let s = fs::read_to_string(&self.progress).ok()?;
+        let mut it = s.split_whitespace();
+        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn count(&self, what: &str) -> usize {
+        self.log_text().matches(what).count()
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "\n--- pair.log:\n{}\n--- out:\n{}",
+            tail(&self.log, 8000),
+            tail(&self.out, 2000)
+        )
+    }
+
+    fn wait_for(&self, what: &str, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.count(what) < n {
+            assert!(
+                Instant::now() < deadline,
+                "{n} x {what:?} not in the log: {}",
+                self.describe()
+            );
+            if let Some(c) = self.child.as_ref() {
+                assert!(
+                    pid_exists(c.id() as i32),
+                    "cairn pair ended: {}",
+                    self.describe()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> i32 {
+        let c = self.child.as_mut().expect("started");
+        match wait_timeout(c, timeout) {
+            Some(st) => {
+                self.child = None;
+                exit_code(&st)
+            }
+            None => panic!("cairn pair did not exit: {}", self.describe()),
+        }
+    }
+
+    /// The pids of the namespaces' inits cairn pair logged.
+    fn inits(&self) -> Vec<i32> {
+        let text = self.log_text();
+        text.split("(init ")
+            .skip(1)
+            .filter_map(|s| s.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            // Its PDEATHSIG takes the namespaces' inits, and them the programs.
+            kill_tree(c);
+        }
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+fn kill(pid: i32, sig: i32) {
+    // SAFETY: kill takes integers only.
+    unsafe { libc::kill(pid, sig) };
+}
+
+/// Kills the primary with SIGKILL once its last checkpoint is some time
+/// old; the backup takes over: a new pid in the pid file, and the
+/// counter goes on from the backup's checkpoint, not from zero, having
+/// lost at most about an interval. Returns the new primary's pid.
+fn kill_and_take_over(p: &Pair, n: usize) -> i32 {
+    let old = read_pidfile(&p.pidfile).expect("pid file");
+    assert!(pid_exists(old));
+    // Mid-way between two checkpoints.
+    let ckpts = p.count(" complete in ");
+    p.wait_for(" complete in ", ckpts + 1, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(500));
+    let (before, _) = p.progress().unwrap();
+    let t0 = now_ns();
+    kill(old, libc::SIGKILL);
+    p.wait_for(&format!("takeover {n}:"), 1, Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let new = loop {
+        match read_pidfile(&p.pidfile) {
+            Some(q) if q != old => break q,
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "pid file: {}", p.describe());
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(pid_exists(new), "new primary {new}: {}", p.describe());
+    assert!(wait_pid_gone(old, Duration::from_secs(10)));
+    // The first record the backup wrote.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (resumed, at) = loop {
+        if let Some((c, t)) = p.progress() {
+            // Not a last record of the dying primary: the backup's count
+            // comes from its checkpoint, at least 500 ms older.
+            if t > t0 && c <= before {
+                break (c, t);
+            }
+        }
+        assert!(Instant::now() < deadline, "no progress: {}", p.describe());
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let lost = before.saturating_sub(resumed.saturating_sub(1));
+    eprintln!(
+        "takeover {n}: count {before} at the kill, {resumed} {:.1} ms after it ({lost} steps lost)",
+        (at - t0) as f64 / 1e6
+    );
+    assert!(
+        resumed > 20,
+        "the counter started again from zero: {resumed}"
+    );
+    // One interval (1 s, 100 steps) and the time a checkpoint and a
+    // backup take on a busy machine.
+    assert!(lost <= 200, "{lost} steps lost: {}", p.describe());
+    new
+}
+
+/// `cairn pair --interval 1s`: SIGKILL the primary twice; each time the
+/// backup takes over from the newest checkpoint (the program's own
+/// checks pass: memory, file and pid continuous), the pid file names the
+/// new primary, and a new backup is made for the next failure. SIGTERM
+/// ends both, exit 0.
+#[test]
+fn sigkill_primary_twice_backup_takes_over() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut p = Pair::new("pair-kill");
+    p.start_counter(&["--interval", "1s"], 10, 0);
+    p.wait_for("backup ready", 1, Duration::from_secs(60));
+    let first = read_pidfile(&p.pidfile).unwrap();
+    let second = kill_and_take_over(&p, 1);
+    assert_ne!(first, second);
+    let ready = p.count("backup ready");
+    p.wait_for("backup ready", ready + 1, Duration::from_secs(60));
+    let third = kill_and_take_over(&p, 2);
+    assert_ne!(second, third);
+    // Still counting.
+    let (c, _) = p.progress().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(p.progress().unwrap().0 > c, "{}", p.describe());
+    let inits = p.inits();
+    kill(p.child.as_ref().unwrap().id() as i32, libc::SIGTERM);
+    let code = p.wait_exit(Duration::from_secs(60));
+    assert_eq!(code, 0, "{}", p.describe());
+    assert!(wait_pid_gone(third, Duration::from_secs(10)));
+    for i in inits {
+        assert!(
+            wait_pid_gone(i, Duration::from_secs(10)),
+            "init {i} left: {}",
+            p.describe()
+        );
+    }
+    let out = fs::read_to_string(&p.out).unwrap_or_default();
+    assert!(!out.contains("FAIL"), "{}", p.describe());
+    assert!(!p.pidfile.exists(), "the pid file stays after the end");
+    assert_eq!(p.count("takeover "), 2, "{}", p.describe());
+}
+
+/// A primary that exits 0 ends the pair, which exits 0: no takeover.
+#[test]
+fn primary_exit_zero_ends_the_pair() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut p = Pair::new("pair-exit0");
+    p.start_counter(&["--interval", "300ms"], 10, 150);
+    let code = p.wait_exit(Duration::from_secs(120));
+    assert_eq!(code, 0, "{}", p.describe());
+    let out = fs::read_to_string(&p.out).unwrap_or_default();
+    assert!(out.contains("PASS count=150"), "{}", p.describe());
+    assert!(p.log_text().contains("exited with status 0: the pair ends"));
+    assert_eq!(p.count("takeover "), 0, "{}", p.describe());
+    for i in p.inits() {
+        assert!(wait_pid_gone(i, Duration::from_secs(10)), "init {i} left");
+    }
+}
+
+/// A program that cannot run is refused before anything starts: exit 2,
+/// the program named, no pid file.
+#[test]
+fn bad_command_fails_cleanly() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut p = Pair::new("pair-bad");
+    let missing = p.dir.join("no-such-program");
+    p.start(&["--interval", "1s"], &[&missing.to_string_lossy()]);
+    let code = p.wait_exit(Duration::from_secs(30));
+    assert_eq!(code, 2, "{}", p.describe());
+    let out = fs::read_to_string(&p.out).unwrap_or_default();
+    assert!(
+        out.contains("cannot run") && out.contains("no-such-program"),
+        "{}",
+        p.describe()
+    );
+    assert!(!p.pidfile.exists());
+}
+
+/// A listening TCP socket is the primary's: a backup could not hold it
+/// beside it. The pair refuses the checkpoint that has one, naming the
+/// socket, and ends (exit 6, unsupported), the program killed.
+#[test]
+fn tcp_listener_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut p = Pair::new("pair-listen");
+    let ready = p.dir.join("ready.pid");
+    p.start(
+        &["--interval", "500ms"],
+        &[
+            &workload_bin("sk_tcp_listen").to_string_lossy(),
+            "--pidfile",
+            &ready.to_string_lossy(),
+        ],
+    );
+    let code = p.wait_exit(Duration::from_secs(60));
+    assert_eq!(code, 6, "{}", p.describe());
+    let out = fs::read_to_string(&p.out).unwrap_or_default();
+    assert!(
+        out.contains("a TCP socket") && out.contains("cairn pair refuses it"),
+        "{}",
+        p.describe()
+    );
+    for i in p.inits() {
+        assert!(wait_pid_gone(i, Duration::from_secs(10)), "init {i} left");
+    }
+}
