@@ -72,6 +72,9 @@ impl PairArgs {
             incremental: true,
             checkpoint_signal: libc::SIGUSR1,
             pid_ns: true,
+            // libcairn's control connection is not served by cairn pair yet
+            // (pair::Control is its hook).
+            no_control: true,
             shell_job: false,
             ext_unix_sk: self.ext_unix_sk,
             tcp_established: false,

@@ -73,7 +73,12 @@ pub fn split_contents(saved: Option<FileContents>) -> (Option<FileContents>, Opt
 /// and still traced. Armed, says `held PID` on stdout and waits for `go`
 /// on stdin, then writes `late` (see [`split_contents`]) back. Not armed:
 /// returns at once.
-pub fn point(root: i32, late: Option<FileContents>, store: &PageStoreReader) -> Result<()> {
+pub fn point(
+    root: i32,
+    late: Option<FileContents>,
+    store: &PageStoreReader,
+    volatile: &std::collections::HashSet<String>,
+) -> Result<()> {
     if !armed() {
         return Ok(());
     }
@@ -97,7 +102,7 @@ pub fn point(root: i32, late: Option<FileContents>, store: &PageStoreReader) -> 
     }
     let t = Instant::now();
     if let Some(c) = late {
-        crate::kinds::contents::put_back(&c, store)?;
+        crate::kinds::contents::put_back(&c, store, volatile)?;
     }
     info!("pair: released; files written back in {:?}", t.elapsed());
     Ok(())

@@ -1190,7 +1190,12 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
     }
     // pair: a backup is held here, every task in place and traced, until
     // its supervisor releases it (`crate::pair::hold`; a no-op otherwise).
-    crate::pair::hold::point(procs[0].pid, fixups.late.take(), img.store())?;
+    crate::pair::hold::point(
+        procs[0].pid,
+        fixups.late.take(),
+        img.store(),
+        &fixups.volatile,
+    )?;
     // Everyone is ready: let them go, children before parents, leaders
     // last in each process.
     for p in procs.iter().rev().filter(|p| !p.zombie) {

@@ -64,14 +64,14 @@
 mod bench_bgsnap;
 mod bench_libcairn;
 mod bench_migrate;
-mod bench_periodic;
 mod bench_pair;
+mod bench_periodic;
 mod bench_restore;
 mod deb;
 mod incr;
 mod inv;
-mod slurm;
 mod man;
+mod slurm;
 mod small;
 mod vm;
 
