@@ -192,6 +192,9 @@ int main(int argc, char **argv)
 	from_child = sv[0];
 	if (init_only)
 		rate = 0;
+	sigset_t old;
+
+	test_term_block(&old);
 	for (long t = 0; t < 3; t++) {
 		void *(*fn)(void *) = t < 2 ? writer : pinger;
 
@@ -200,6 +203,7 @@ int main(int argc, char **argv)
 		if (pthread_create(&th[t], NULL, fn, (void *)t))
 			fail("pthread_create");
 	}
+	test_term_unblock(&old);
 	test_daemon();
 	test_waitsig();
 
