@@ -22,6 +22,7 @@
 #include "unixsk.h"
 #include <grp.h>
 #include <stddef.h>
+#include <sys/prctl.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 
@@ -101,8 +102,16 @@ static void drop_to(uid_t id, const gid_t *groups, int n)
 		_exit(3);
 }
 
-static void pause_forever(void)
+/*
+ * A child that only holds its sockets: it dies with the parent (also when
+ * the parent fails before it could kill it), so a failed run leaves no
+ * process behind. Called after any credential change, which clears the
+ * parent-death signal.
+ */
+static void pause_forever(pid_t parent)
 {
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) || getppid() != parent)
+		_exit(7);
 	for (;;)
 		pause();
 }
@@ -149,7 +158,7 @@ int main(int argc, char **argv)
 		pfail("fork");
 	if (a == 0) {
 		close(sp[0]);
-		pause_forever();
+		pause_forever(me);
 	}
 	close(sp[1]);
 
@@ -171,7 +180,7 @@ int main(int argc, char **argv)
 		if (dup2(s, 10) != 10)
 			_exit(5);
 		close(s);
-		pause_forever();
+		pause_forever(me);
 	}
 	acc = accept(lsk, NULL, NULL);
 	if (acc < 0)
