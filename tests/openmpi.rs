@@ -10,43 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::tmpfs::Tmpfs;
 use common::*;
-
-/// A tmpfs mounted at a fresh directory; unmounted (by its path) on drop.
-struct Tmpfs {
-    path: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(tag: &str) -> Tmpfs {
-        let path = fresh_dir(tag);
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "mode=1777,size=256m", "tmpfs"])
-            .arg(&path)
-            .status()
-            .expect("run mount");
-        assert!(st.success(), "mount -t tmpfs on {}: {st}", path.display());
-        Tmpfs { path }
-    }
-
-    fn wipe(&self) {
-        for e in std::fs::read_dir(&self.path).expect("list the tmpfs") {
-            let p = e.expect("entry").path();
-            if std::fs::symlink_metadata(&p).expect("lstat").is_dir() {
-                std::fs::remove_dir_all(&p).expect("wipe a directory");
-            } else {
-                std::fs::remove_file(&p).expect("wipe a file");
-            }
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.path).status();
-        let _ = std::fs::remove_dir(&self.path);
-    }
-}
 
 /// The /dev/shm entries this test made, removed on drop.
 struct ShmFiles(Vec<PathBuf>);
@@ -117,7 +82,7 @@ fn openmpi_job_restored_after_its_files_are_wiped() {
         .status()
         .expect("run mpicc");
     assert!(st.success(), "mpicc {}: {st}", src.display());
-    let tmp = Tmpfs::mount("openmpi-tmp");
+    let tmp = Tmpfs::mount("openmpi-tmp", "256m");
     let shm_before = shm_names();
     let answer = dir.join("answer");
     let log = dir.join("mpirun.log");

@@ -10,48 +10,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use common::tmpfs::Tmpfs;
 use common::*;
-
-/// A tmpfs mounted at a fresh directory; unmounted (by its path) on drop.
-struct Tmpfs {
-    path: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(tag: &str) -> Tmpfs {
-        let path = fresh_dir(tag);
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "mode=1777,size=64m", "tmpfs"])
-            .arg(&path)
-            .status()
-            .expect("run mount");
-        assert!(st.success(), "mount -t tmpfs on {}: {st}", path.display());
-        Tmpfs { path }
-    }
-
-    /// Removes everything in it (files, directories, the socket, the FIFO).
-    fn wipe(&self) {
-        for e in std::fs::read_dir(&self.path).expect("list the tmpfs") {
-            let p = e.expect("entry").path();
-            let md = std::fs::symlink_metadata(&p).expect("lstat");
-            if md.is_dir() {
-                std::fs::remove_dir_all(&p).expect("wipe a directory");
-            } else {
-                std::fs::remove_file(&p).expect("wipe a file");
-            }
-        }
-        assert_eq!(std::fs::read_dir(&self.path).unwrap().count(), 0);
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.path).status();
-        let _ = std::fs::remove_dir(&self.path);
-    }
-}
 
 /// A file this test made outside its directories, removed on drop.
 struct Removed(PathBuf);
@@ -64,6 +25,12 @@ impl Drop for Removed {
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
+}
+
+/// Wipes the tmpfs and checks nothing is left in it.
+fn wipe(fs: &Tmpfs) {
+    fs.wipe();
+    assert_eq!(std::fs::read_dir(&fs.path).unwrap().count(), 0);
 }
 
 /// Restores the dumped tree and lets it check itself (PASS).
@@ -82,7 +49,7 @@ fn volatile_files_after_a_wipe_twice() {
     if skip_unless_root() {
         return;
     }
-    let fs = Tmpfs::mount("vol-tmpfs");
+    let fs = Tmpfs::mount("vol-tmpfs", "64m");
     let seg = fs.path.join("vader_segment.1");
     let dir = fs.path.join("ompi.node.0");
     std::fs::create_dir(&dir).expect("mkdir the job directory");
@@ -90,12 +57,12 @@ fn volatile_files_after_a_wipe_twice() {
     let snap = t.w.log_snapshot();
     t.dump_ok(&[]);
     t.expect_tree_killed_by_dump();
-    fs.wipe();
+    wipe(&fs);
     restore_and_check(&mut t, &[]);
     let log = t.w.log_text();
     assert!(log.contains("PASS"), "{log}");
     // Again from the same images, after another wipe.
-    fs.wipe();
+    wipe(&fs);
     t.w.log_reset(&snap);
     restore_and_check(&mut t, &[]);
 }
@@ -107,7 +74,7 @@ fn volatile_segment_in_dev_shm() {
     if skip_unless_root() {
         return;
     }
-    let fs = Tmpfs::mount("vol-tmpfs-shm");
+    let fs = Tmpfs::mount("vol-tmpfs-shm", "64m");
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -123,7 +90,7 @@ fn volatile_segment_in_dev_shm() {
     t.dump_ok(&[]);
     t.expect_tree_killed_by_dump();
     std::fs::remove_file(&seg).expect("remove the segment");
-    fs.wipe();
+    wipe(&fs);
     restore_and_check(&mut t, &[]);
 }
 
@@ -136,7 +103,7 @@ fn volatile_file_changed_is_refused() {
     if skip_unless_root() {
         return;
     }
-    let fs = Tmpfs::mount("vol-tmpfs-chg");
+    let fs = Tmpfs::mount("vol-tmpfs-chg", "64m");
     let seg = fs.path.join("seg");
     let dir = fs.path.join("job");
     std::fs::create_dir(&dir).expect("mkdir the job directory");

@@ -2233,3 +2233,4 @@ pub mod inherited;
 pub mod netns;
 pub mod refuse;
 pub mod slurm;
+pub mod tmpfs;
