@@ -265,6 +265,16 @@ fn reseal(b: &mut [u8]) {
     }
 }
 
+/// Flips the bits `mask` of one random byte of the body (after the header)
+/// and recomputes the crc, so the frame checks pass and the decoder sees it.
+fn flip_body_byte(rng: &mut Rng, b: &mut [u8], mask: u8) {
+    if b.len() > HEADER_LEN {
+        let i = HEADER_LEN + rng.below(b.len() - HEADER_LEN);
+        b[i] ^= mask;
+        reseal(b);
+    }
+}
+
 /// A boundary value for an unsigned field that held `v`.
 fn interesting_u64(rng: &mut Rng, v: u64) -> u64 {
     match rng.below(14) {
@@ -686,12 +696,7 @@ pub fn mutate(set: &mut ImageSet, other: Option<&ImageSet>, rng: &mut Rng) -> Mu
                     (true, format!("{name}: {k} bytes of the message changed"))
                 }
                 None => {
-                    let b = &mut set.files[fi].1;
-                    if b.len() > HEADER_LEN {
-                        let i = HEADER_LEN + rng.below(b.len() - HEADER_LEN);
-                        b[i] ^= 0x40;
-                        reseal(b);
-                    }
+                    flip_body_byte(rng, &mut set.files[fi].1, 0x40);
                     set.fix_inventory(&name);
                     (true, format!("{name}: body changed, crc recomputed"))
                 }
@@ -733,12 +738,7 @@ pub fn mutate(set: &mut ImageSet, other: Option<&ImageSet>, rng: &mut Rng) -> Mu
                     (true, format!("{name}: {path}"))
                 }
                 None => {
-                    let b = &mut set.files[fi].1;
-                    if b.len() > HEADER_LEN {
-                        let i = HEADER_LEN + rng.below(b.len() - HEADER_LEN);
-                        b[i] ^= 0x01;
-                        reseal(b);
-                    }
+                    flip_body_byte(rng, &mut set.files[fi].1, 0x01);
                     set.fix_inventory(&name);
                     (true, format!("{name}: body changed, crc recomputed"))
                 }

@@ -916,22 +916,34 @@ impl Workload {
     }
 
     pub fn start_opts(name: &str, args: &[&str], opts: StartOpts) -> Workload {
-        let bin = workload_bin(name);
-        let dir = fresh_dir(name);
-        let work = dir.join("work");
-        fs::create_dir(&work).expect("mkdir work");
         let mode = if opts.world_writable_workdir {
             0o777
         } else {
             0o755
         };
-        fs::set_permissions(&work, fs::Permissions::from_mode(mode)).expect("chmod work");
+        Self::launch(&workload_bin(name), name, args, mode)
+    }
+
+    /// Like [`Workload::start`], but runs the program `exe` (e.g. a copy of
+    /// the workload NAME's binary placed where the test wants it).
+    pub fn start_exe(exe: &Path, name: &str, args: &[&str]) -> Workload {
+        Self::launch(exe, name, args, 0o755)
+    }
+
+    /// Starts `exe --pidfile work/ready.pid ARGS` in a fresh test directory
+    /// whose `work/` has mode `work_mode`, as a session leader, and waits
+    /// until it wrote its pid.
+    fn launch(exe: &Path, name: &str, args: &[&str], work_mode: u32) -> Workload {
+        let dir = fresh_dir(name);
+        let work = dir.join("work");
+        fs::create_dir(&work).expect("mkdir work");
+        fs::set_permissions(&work, fs::Permissions::from_mode(work_mode)).expect("chmod work");
         let log = dir.join("workload.log");
         let pidfile = work.join("ready.pid");
         // One open file description for both stdout and stderr, not O_APPEND.
         let out = File::create(&log).expect("create the workload log");
         let err = out.try_clone().expect("dup the log fd");
-        let mut cmd = Command::new(&bin);
+        let mut cmd = Command::new(exe);
         cmd.arg("--pidfile")
             .arg(&pidfile)
             .args(args)
@@ -953,7 +965,7 @@ impl Workload {
         }
         let child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", exe.display()));
         let mut w = Workload {
             name: name.to_string(),
             pid: child.id() as i32,
@@ -967,15 +979,18 @@ impl Workload {
         loop {
             if let Some(pid) = read_pidfile(&pidfile) {
                 assert_eq!(
-                    pid, w.pid,
-                    "workload {name} wrote pid {pid} but we started pid {}",
+                    pid,
+                    w.pid,
+                    "workload {name} ({}) wrote pid {pid} but we started pid {}",
+                    exe.display(),
                     w.pid
                 );
                 return w;
             }
             if let Some(st) = w.child.try_wait().expect("waitpid workload") {
                 panic!(
-                    "workload {name} exited ({}) before it was ready. Its log:\n{}",
+                    "workload {name} ({}) exited ({}) before it was ready. Its log:\n{}",
+                    exe.display(),
                     exit_code(&st),
                     tail(&w.log, 8000)
                 );
@@ -983,7 +998,8 @@ impl Workload {
             if Instant::now() >= deadline {
                 // Drop kills it.
                 panic!(
-                    "workload {name} (pid {}) was not ready within {READY_TIMEOUT:?}. Its log:\n{}",
+                    "workload {name} ({}, pid {}) was not ready within {READY_TIMEOUT:?}. Its log:\n{}",
+                    exe.display(),
                     w.pid,
                     tail(&w.log, 8000)
                 );
@@ -2065,78 +2081,6 @@ pub fn run_tool_in(
                     .join(" "),
                 tail(&se, 8000)
             );
-        }
-    }
-}
-
-impl Workload {
-    /// Like [`Workload::start`], but runs the program `exe` (e.g. a copy of
-    /// the workload NAME's binary placed where the test wants it).
-    pub fn start_exe(exe: &Path, name: &str, args: &[&str]) -> Workload {
-        let dir = fresh_dir(name);
-        let work = dir.join("work");
-        fs::create_dir(&work).expect("mkdir work");
-        fs::set_permissions(&work, fs::Permissions::from_mode(0o755)).expect("chmod work");
-        let log = dir.join("workload.log");
-        let pidfile = work.join("ready.pid");
-        let out = File::create(&log).expect("create the workload log");
-        let err = out.try_clone().expect("dup the log fd");
-        let mut cmd = Command::new(exe);
-        cmd.arg("--pidfile")
-            .arg(&pidfile)
-            .args(args)
-            .current_dir(&work)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
-        // SAFETY: the closure runs in the forked child before exec and only
-        // calls setsid(2), which is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", exe.display()));
-        let mut w = Workload {
-            name: name.to_string(),
-            pid: child.id() as i32,
-            child,
-            images: dir.join("images"),
-            dir,
-            work,
-            log,
-        };
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(pid) = read_pidfile(&pidfile) {
-                assert_eq!(
-                    pid, w.pid,
-                    "{name} wrote pid {pid} but we started {}",
-                    w.pid
-                );
-                return w;
-            }
-            if let Some(st) = w.child.try_wait().expect("waitpid workload") {
-                panic!(
-                    "{} exited ({}) before it was ready. Its log:\n{}",
-                    exe.display(),
-                    exit_code(&st),
-                    tail(&w.log, 8000)
-                );
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "{} (pid {}) was not ready within {READY_TIMEOUT:?}",
-                    exe.display(),
-                    w.pid
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }
