@@ -1,4 +1,4 @@
-//! `cargo xtask deb [--out DIR] [--check]`: a Debian package of cairn,
+//! `cargo xtask deb [--out DIR] [--bin CAIRN] [--check]`: a Debian package of cairn,
 //! built with dpkg-deb from a staging tree (no cargo-deb needed):
 //!
 //! - /usr/bin/cairn, the release binary with its debug info stripped
@@ -308,19 +308,23 @@ pub fn test_round_trip(bin: &Path) -> Result<Option<String>> {
 pub fn deb(args: &[String]) -> Result<u8> {
     let mut out_dir = root().join("target/deb");
     let mut do_check = false;
+    let mut bin = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--out" => out_dir = PathBuf::from(it.next().ok_or("--out needs a directory")?),
             "--check" => do_check = true,
+            // A cairn binary built already, with target/release/cairn-gen
+            // (e.g. by a test build): nothing is built.
+            "--bin" => bin = Some(PathBuf::from(it.next().ok_or("--bin needs a path")?)),
             other => {
                 return Err(format!(
-                    "usage: cargo xtask deb [--out DIR] [--check]: {other:?}"
+                    "usage: cargo xtask deb [--out DIR] [--bin CAIRN] [--check]: {other:?}"
                 ))
             }
         }
     }
-    let deb = build(&out_dir, None)?;
+    let deb = build(&out_dir, bin.as_deref())?;
     println!("xtask deb: {}", deb.display());
     if do_check {
         check(&deb)?;

@@ -22,8 +22,9 @@
 //!   the counts per target, fails on any panic.
 //! - `cargo xtask man|completions [--out DIR]`: man pages and shell
 //!   completions from the clap definitions, checked (`man.rs`).
-//! - `cargo xtask deb [--out DIR] [--check]`: the Debian package; with
-//!   `--check` installed, run, removed and checked (`deb.rs`).
+//! - `cargo xtask deb [--out DIR] [--bin CAIRN] [--check]`: the Debian
+//!   package (of CAIRN, built already, if given); with `--check`
+//!   installed, run, removed and checked (`deb.rs`).
 //! - `cargo xtask bench [--runs N] [--size SIZE] [-- DUMP-ARGS...]`: times
 //!   `cairn dump` (wall and CPU) and `cairn restore` of a process holding
 //!   SIZE (default 1 GiB) of incompressible and of 2:1 compressible memory,
@@ -122,7 +123,7 @@ const USAGE: &str = "usage: cargo xtask demo [DEMO ARGS...]
        cargo xtask fuzz [--iterations N] [--seed S]
        cargo xtask slurm [start|stop|status] [--dir DIR]
        cargo xtask man|completions [--out DIR]
-       cargo xtask deb [--out DIR] [--check]
+       cargo xtask deb [--out DIR] [--bin CAIRN] [--check]
        cargo xtask bench [--runs N] [--size SIZE] [-- DUMP-ARGS...]
        cargo xtask bench tree [--runs N]
        cargo xtask bench chain [--runs N] [--depths N,N,...]
