@@ -148,6 +148,10 @@ fn ids_of_path(idx: &FilesIndex, path: &str) -> Vec<u32> {
         .collect()
 }
 
+/// A file a process runs code from: (file id, pid, the program's crc32
+/// and size if it is the program).
+type CodeFile = (u32, u32, Option<(u32, u64)>);
+
 /// Refuses a restore whose program, or a file the tree maps as code
 /// (PROT_EXEC), changed since the dump and is not put back from the images
 /// (saved contents) nor verified (`--exe-dir`): the restored memory would
@@ -162,8 +166,7 @@ pub fn refuse_changed_code(
     same_boot: bool,
     flag: &str,
 ) -> Result<()> {
-    // (file id, pid, the program's crc32 and size if it is one).
-    let mut code: Vec<(u32, u32, Option<(u32, u64)>)> = Vec::new();
+    let mut code: Vec<CodeFile> = Vec::new();
     for mm in mms.iter().flatten() {
         let sum = (mm.exe_size != 0).then_some((mm.exe_crc32, mm.exe_size));
         code.push((mm.exe_file_id, mm.pid, sum));
