@@ -317,3 +317,40 @@ fn log_file_option() {
         );
     }
 }
+
+/// The binary runs on a machine without libbpf, libelf or zlib: they are
+/// linked statically (Cargo.toml, libbpf-rs feature "static"), and `ldd`
+/// lists only the C library's own parts (and libgcc_s, which Rust's
+/// unwinder uses and every Debian system has).
+#[test]
+fn links_only_the_c_library() {
+    let bin = cairn_bin();
+    let out = Command::new("ldd").arg(&bin).output().expect("ldd");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "ldd {}: {text}", bin.display());
+    const ALLOWED: &[&str] = &[
+        "linux-vdso.so.",
+        "ld-linux",
+        "libc.so.",
+        "libm.so.",
+        "libgcc_s.so.",
+        "libpthread.so.",
+        "libdl.so.",
+        "librt.so.",
+    ];
+    let extra: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            let lib = l.rsplit('/').next().unwrap_or(l);
+            !ALLOWED
+                .iter()
+                .any(|a| l.starts_with(a) || lib.starts_with(a))
+        })
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "{} needs shared libraries beyond the C library: {extra:?}\n{text}",
+        bin.display()
+    );
+}

@@ -320,10 +320,20 @@ fn usage_errors_say_what() {
     );
     let help = cairn(&[OsStr::new("--help")], &dir.join("help"));
     let h = text(&help.stdout);
-    assert!(
-        h.contains("Exit codes:") && h.contains("7      no such process"),
-        "{h}"
-    );
+    assert!(h.contains("Exit codes:"), "{h}");
+    for line in [
+        "0      success",
+        "1      any other error",
+        "2      usage error",
+        "3      dump failed; the target was left running",
+        "4      restore failed; nothing of the tree is left",
+        "5      an image is missing, corrupt",
+        "6      the process uses something cairn cannot checkpoint",
+        "7      no such process",
+        "128+N  interrupted by signal N",
+    ] {
+        assert!(h.contains(line), "--help does not list {line:?}:\n{h}");
+    }
     let out = cairn(
         &[
             OsStr::new("dump"),
@@ -386,7 +396,11 @@ fn seize_refusals_name_the_cause() {
     };
     let (code, err) = dump("2", "kthread");
     assert_eq!(code, 3, "{err}");
-    assert!(err.contains("pid 2 (kthreadd) is a kernel thread"), "{err}");
+    assert!(
+        err.contains("pid 2 (kthreadd) is a kernel thread")
+            && err.contains("give the pid of a user process"),
+        "{err}"
+    );
 
     // Our own ancestor: the test process holds the cairn it runs.
     let me = std::process::id().to_string();
@@ -394,7 +408,8 @@ fn seize_refusals_name_the_cause() {
     assert_eq!(code, 3, "{err}");
     assert!(
         err.contains("is cairn itself: a tree that holds cairn cannot be dumped")
-            && err.contains(&format!("its root, pid {me}, is one of cairn's ancestors")),
+            && err.contains(&format!("its root, pid {me}, is one of cairn's ancestors"))
+            && err.contains("run cairn from outside the tree"),
         "{err}"
     );
 
@@ -415,8 +430,9 @@ fn seize_refusals_name_the_cause() {
     let _ = child.wait();
     assert_eq!(code, 3, "{err}");
     assert!(
-        err.contains(&format!("is traced by pid {tracer}")),
-        "the tracer is not named: {err}"
+        err.contains(&format!("is traced by pid {tracer}"))
+            && err.contains("detach that tracer (or end it) and dump again"),
+        "the tracer is not named, or not what to do: {err}"
     );
     let _ = fs::remove_dir_all(&dir);
 }
@@ -436,7 +452,7 @@ fn pid_in_use_says_by_whom() {
         err.contains(&format!(
             "pid {} is already in use by the original process (sleep_nanosleep), still running",
             w.pid
-        )),
+        )) && err.contains("stop it before restoring"),
         "{err}"
     );
     w.terminate_original_expect_pass();
@@ -476,7 +492,8 @@ fn pid_in_use_says_by_whom() {
     assert!(
         err.contains(&format!(
             "pid {pid} is already in use: it is an unreaped zombie of the original process (sleep)"
-        )) && err.contains(&format!("its parent, pid {}", std::process::id())),
+        )) && err.contains(&format!("its parent, pid {}", std::process::id()))
+            && err.contains("that parent must reap it (or exit) before the restore"),
         "{err}"
     );
     let _ = fs::remove_dir_all(&dir);
@@ -502,6 +519,7 @@ fn unreadable_image_dir_is_named() {
     assert_eq!(exit_code(&out.status), 5, "{}", describe(&out));
     assert!(
         err.contains("cannot be read by uid 65534 (owner uid 0, mode 0744)")
+            && err.contains("restore as its owner (or root), or make it readable")
             && !err.contains("not a cairn image directory"),
         "{err}"
     );
@@ -520,7 +538,9 @@ fn tcp_refusal_grammar() {
     let err = text(&out.stderr);
     assert_eq!(exit_code(&out.status), 6, "{}", describe(&out));
     assert!(
-        err.contains("is a TCP") && !err.contains("is an TCP"),
+        err.contains("is a TCP")
+            && !err.contains("is an TCP")
+            && err.contains("pass --tcp-established (on dump and restore)"),
         "{err}"
     );
 }
@@ -590,4 +610,106 @@ fn staging_name_not_shown_in_errors() {
             "{cmd}: {err}"
         );
     }
+}
+
+/// A non-root dump without CAP_CHECKPOINT_RESTORE (here --leave-running,
+/// which skips the check that a restore is possible) names the capability
+/// and what to do before touching the tree, not a bare EPERM on some
+/// /proc/PID/map_files path; a pre-dump too. The target runs on untraced.
+#[test]
+fn dump_without_capability_names_it() {
+    if skip_unless_root() {
+        return;
+    }
+    let dir = fresh_dir("nocap");
+    let mut target = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "sleep",
+            "60",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("setpriv sleep");
+    let pid = target.id().to_string();
+    // setpriv execs sleep in the same process: wait until it runs as nobody.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !fs::read_to_string(format!("/proc/{pid}/status"))
+        .is_ok_and(|s| s.contains("Uid:\t65534") && s.contains("Name:\tsleep"))
+    {
+        assert!(std::time::Instant::now() < deadline, "sleep as nobody");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let images = dir.join("images");
+    for (tag, args) in [
+        ("dump", vec!["dump", "-R", "-t", &pid, "-D"]),
+        ("pre-dump", vec!["pre-dump", "-t", &pid, "-D"]),
+    ] {
+        let mut a: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        a.push(images.as_os_str());
+        let out = as_nobody(&a, &dir.join(tag));
+        let err = text(&out.stderr);
+        assert_eq!(exit_code(&out.status), 3, "{tag}: {}", describe(&out));
+        assert!(
+            err.contains("needs CAP_CHECKPOINT_RESTORE")
+                && err.contains("run it as root or give it the capability")
+                && !err.contains("/map_files/"),
+            "{tag}: {err}"
+        );
+        assert!(!images.exists(), "{tag} made the image directory");
+        let st = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        assert!(
+            st.contains("TracerPid:\t0") && st.contains("State:\tS"),
+            "{tag} left the target traced or stopped:\n{st}"
+        );
+    }
+    let _ = target.kill();
+    let _ = target.wait();
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// A program replaced after the dump is refused even with
+/// --ignore-file-changes (its saved memory would run against other code),
+/// naming the program and what to do, and nothing is restored; the same
+/// program copied back (other inode, new mtime, same contents) restores
+/// and the process passes its own check.
+#[test]
+fn changed_program_refused_even_when_ignoring_file_changes() {
+    if skip_unless_root() {
+        return;
+    }
+    let bin = fresh_dir("exe-changed");
+    let exe = bin.join("mem_heap");
+    fs::copy(workload_bin("mem_heap"), &exe).unwrap();
+    let mut w = Workload::start_exe(&exe, "mem_heap", &[]);
+    w.dump_ok(&[]);
+    w.expect_killed_by_dump();
+    let kept = bin.join("mem_heap.checkpointed");
+    fs::rename(&exe, &kept).unwrap();
+    fs::copy(workload_bin("sleep_nanosleep"), &exe).unwrap();
+    for flags in [&["--ignore-file-changes"][..], &[][..]] {
+        let out = restore_expect_fail(&w.images, flags, w.pid);
+        let err = text(&out.stderr);
+        assert_eq!(exit_code(&out.status), 4, "{flags:?}: {}", describe(&out));
+        assert!(
+            err.contains(&format!("{}: changed since the dump", exe.display()))
+                && err.contains("runs its program")
+                && err.contains("--ignore-file-changes does not cover a program")
+                && err.contains(&format!(
+                    "put the checkpointed program back at {}",
+                    exe.display()
+                )),
+            "{flags:?}: {err}"
+        );
+        assert!(!pid_exists(w.pid), "{flags:?}: pid {} exists", w.pid);
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    fs::copy(&kept, &exe).unwrap();
+    w.restore_wait(&["@no-compare: the program is another inode with the same contents"]);
+    let _ = fs::remove_dir_all(&bin);
 }

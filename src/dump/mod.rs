@@ -787,7 +787,33 @@ fn may_trace(pids: &[i32]) -> Result<()> {
             ));
         }
     }
-    Ok(())
+    map_files_readable()
+}
+
+/// /proc/PID/map_files, which every dump reads for the files a process
+/// maps, needs CAP_CHECKPOINT_RESTORE (or CAP_SYS_ADMIN) even for cairn's
+/// own mappings: tried on cairn's first mapping (its program), so that a
+/// dump without the capability says so before anything is touched
+/// instead of failing on some map_files path.
+fn map_files_readable() -> Result<()> {
+    let maps = procfs::misc::read_proc_string("/proc/self/maps")?;
+    let Some(range) = maps.lines().next().and_then(|l| l.split(' ').next()) else {
+        return Ok(());
+    };
+    // Following the link is what needs the capability (readlink does not).
+    match std::fs::metadata(format!("/proc/self/map_files/{range}")) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => Err(Error::sys(
+            crate::sys::task::getpid(),
+            "read /proc/PID/map_files",
+            std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "not permitted: reading the files a process maps needs CAP_CHECKPOINT_RESTORE \
+                 (or CAP_SYS_ADMIN), which cairn lacks; run it as root or give it the \
+                 capability (`setcap cap_checkpoint_restore+ep` on the cairn binary)",
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The tree as it is now (not frozen): for the pre-checks only.

@@ -125,22 +125,106 @@ pub fn plan(
             info!("program {path} taken from {}", cand.display());
             cand.to_string_lossy().into_owned()
         };
-        // Every description of that path: the executable and its mappings.
-        let ids: Vec<u32> = idx
-            .files
-            .descs
-            .iter()
-            .filter(|d| {
-                matches!(&d.kind, Some(file_desc::Kind::Reg(r)) if !r.deleted && r.path == path)
-            })
-            .map(|d| d.id)
-            .collect();
-        for id in ids {
+        for id in ids_of_path(idx, &path) {
             if verified != path {
                 idx.redirect.insert(id, verified.clone());
             }
             idx.checked_elsewhere.insert(id);
         }
+    }
+    Ok(())
+}
+
+/// Every description of regular file `path` (not deleted): a program and
+/// its mappings.
+fn ids_of_path(idx: &FilesIndex, path: &str) -> Vec<u32> {
+    idx.files
+        .descs
+        .iter()
+        .filter(
+            |d| matches!(&d.kind, Some(file_desc::Kind::Reg(r)) if !r.deleted && r.path == path),
+        )
+        .map(|d| d.id)
+        .collect()
+}
+
+/// A file a process runs code from: (file id, pid, the program's crc32
+/// and size if it is the program).
+type CodeFile = (u32, u32, Option<(u32, u64)>);
+
+/// Refuses a restore whose program, or a file the tree maps as code
+/// (PROT_EXEC), changed since the dump and is not put back from the images
+/// (saved contents) nor verified (`--exe-dir`): the restored memory would
+/// run against other code and crash at once, so `--ignore-file-changes`
+/// does not cover it. A program whose contents are still the checkpointed
+/// ones (crc32 and size), only touched or copied, is accepted and left out
+/// of the file-change check. Runs after [`plan`] and the marking of saved
+/// contents; `flag` is the option that names a moved program's directory.
+pub fn refuse_changed_code(
+    mms: &[Option<MmEntry>],
+    idx: &mut FilesIndex,
+    same_boot: bool,
+    flag: &str,
+) -> Result<()> {
+    let mut code: Vec<CodeFile> = Vec::new();
+    for mm in mms.iter().flatten() {
+        let sum = (mm.exe_size != 0).then_some((mm.exe_crc32, mm.exe_size));
+        code.push((mm.exe_file_id, mm.pid, sum));
+        for v in &mm.vmas {
+            if v.file_id != 0 && v.prot & libc::PROT_EXEC as u32 != 0 {
+                code.push((v.file_id, mm.pid, None));
+            }
+        }
+    }
+    let mut seen = HashSet::new();
+    for &(id, pid, sum) in &code {
+        if !seen.insert(id) || idx.checked_elsewhere.contains(&id) {
+            continue;
+        }
+        let Some(file_desc::Kind::Reg(r)) = idx.get(id).and_then(|d| d.kind.as_ref()) else {
+            continue;
+        };
+        let Some(st) = r.stat.as_ref() else { continue };
+        if r.deleted || st.mode & libc::S_IFMT != libc::S_IFREG || !Path::new(&r.path).exists() {
+            // Gone: `plan` or the open at restore says so.
+            continue;
+        }
+        let Some(why) = crate::kinds::files::change_since_dump(&r.path, st, same_boot) else {
+            continue;
+        };
+        let path = r.path.clone();
+        // The same file may be one process's program and another's library.
+        let sum = sum.or_else(|| {
+            code.iter()
+                .find(|c| c.0 == id && c.2.is_some())
+                .and_then(|c| c.2)
+        });
+        if let Some(want) = sum {
+            if checksum(Path::new(&path)).ok() == Some(want) {
+                info!("program {path}: touched since the dump, same contents");
+                for id in ids_of_path(idx, &path) {
+                    idx.checked_elsewhere.insert(id);
+                }
+                continue;
+            }
+        }
+        let (what, todo) = match sum {
+            Some(_) => (
+                "its program",
+                format!(
+                    "put the checkpointed program back at {path}, or name a directory that \
+                     holds it with {flag} DIR"
+                ),
+            ),
+            None => (
+                "code mapped from it",
+                format!("put the checkpointed file back at {path}"),
+            ),
+        };
+        return Err(Error::Restore(format!(
+            "{why}: pid {pid} runs {what}, and its saved memory would run against other code \
+             (--ignore-file-changes does not cover a program or library); {todo}"
+        )));
     }
     Ok(())
 }

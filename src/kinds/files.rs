@@ -395,32 +395,38 @@ impl<'a> FilesIndex<'a> {
             if st.mode & libc::S_IFMT != libc::S_IFREG {
                 continue;
             }
-            match std::fs::metadata(&r.path) {
-                Err(e) => problems.push(format!("{}: vanished since the dump ({e})", r.path)),
-                Ok(md) => {
-                    let now = file_stat(&md);
-                    if now.size != st.size {
-                        problems.push(format!(
-                            "{}: changed since the dump (size {} -> {})",
-                            r.path, st.size, now.size
-                        ));
-                    } else if now.mtime_ns != st.mtime_ns {
-                        problems.push(format!(
-                            "{}: changed since the dump (modification time differs)",
-                            r.path
-                        ));
-                    } else if same_boot && (now.dev != st.dev || now.ino != st.ino) {
-                        problems.push(format!(
-                            "{}: replaced since the dump (inode {} -> {})",
-                            r.path, st.ino, now.ino
-                        ));
-                    }
-                }
-            }
+            problems.extend(change_since_dump(&r.path, st, same_boot));
         }
         problems.sort();
         problems.dedup();
         problems
+    }
+}
+
+/// How the regular file at `path` differs from `st`, its stat at the
+/// dump (size, mtime; device and inode too on the same boot), if it does.
+pub fn change_since_dump(path: &str, st: &FileStat, same_boot: bool) -> Option<String> {
+    let md = match std::fs::metadata(path) {
+        Err(e) => return Some(format!("{path}: vanished since the dump ({e})")),
+        Ok(md) => md,
+    };
+    let now = file_stat(&md);
+    if now.size != st.size {
+        Some(format!(
+            "{path}: changed since the dump (size {} -> {})",
+            st.size, now.size
+        ))
+    } else if now.mtime_ns != st.mtime_ns {
+        Some(format!(
+            "{path}: changed since the dump (modification time differs)"
+        ))
+    } else if same_boot && (now.dev != st.dev || now.ino != st.ino) {
+        Some(format!(
+            "{path}: replaced since the dump (inode {} -> {})",
+            st.ino, now.ino
+        ))
+    } else {
+        None
     }
 }
 

@@ -1258,8 +1258,9 @@ fn write_pidfile(path: &std::path::Path, pid: i32) -> Result<()> {
 /// Checks that can refuse a restore before anything is created. `idx`
 /// knows which files are checked elsewhere (saved contents, a verified
 /// executable).
-fn preflight(img: &Images, args: &RestoreOptions, idx: &FilesIndex) -> Result<()> {
+fn preflight(img: &Images, args: &RestoreOptions, idx: &mut FilesIndex) -> Result<()> {
     let same_boot = procfs::boot_id().ok().as_deref() == Some(img.inventory.boot_id.as_str());
+    crate::kinds::exe::refuse_changed_code(&img.mms, idx, same_boot, &args.exe_dir_flag)?;
     let problems = idx.check_unchanged(same_boot);
     if !problems.is_empty() {
         if args.ignore_file_changes {
@@ -1426,7 +1427,7 @@ pub fn start(args: &RestoreOptions) -> Result<Option<i32>> {
         .flat_map(|e| std::iter::once(e.pid).chain(e.threads.iter().copied()))
         .collect();
     crate::kinds::regular::mark_proc_checked(&ids, &mut idx);
-    preflight(&img, args, &idx)?;
+    preflight(&img, args, &mut idx)?;
     let volatile = crate::kinds::volatile::check(
         img.inventory.volatile_fs.as_ref(),
         saved.as_ref(),

@@ -344,7 +344,8 @@ pub fn seize_denied_reason(tid: i32, guardian: Option<i32>) -> String {
         .unwrap_or(0);
     if tracer != 0 && tracer != me {
         return format!(
-            "pid {tid} is traced by pid {tracer} ({}), and a task has one tracer at a time",
+            "pid {tid} is traced by pid {tracer} ({}), and a task has one tracer at a time: \
+             detach that tracer (or end it) and dump again",
             comm(tracer)
         );
     }

@@ -19,7 +19,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::{kill9, median, prepare_bench, reap, root, run, wait_pidfile, Result};
+use super::{
+    kill9, median, prepare_bench, reap, room_for_large, root, run, runs_value, wait_pidfile, Result,
+};
 
 struct Args {
     runs: usize,
@@ -30,30 +32,11 @@ fn parse(args: &[String]) -> Result<Args> {
     let mut it = args.iter();
     while let Some(x) = it.next() {
         match x.as_str() {
-            "--runs" => {
-                a.runs = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|&n: &usize| n > 0)
-                    .ok_or("--runs wants a positive number")?
-            }
+            "--runs" => a.runs = runs_value(it.next())?,
             other => return Err(format!("bench bgsnap: unknown argument {other:?}")),
         }
     }
     Ok(a)
-}
-
-/// GiB available, from `free -g`.
-fn available_gib() -> u64 {
-    let out = Command::new("free").arg("-g").output();
-    let text = out
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    text.lines()
-        .find(|l| l.starts_with("Mem:"))
-        .and_then(|l| l.split_whitespace().nth(6))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// The number after `key=` on the line holding `tag`.
@@ -144,11 +127,8 @@ pub fn bench(args: &[String]) -> Result<()> {
     let work = std::env::temp_dir().join(format!("cairn-bench-bgsnap-{}", std::process::id()));
     std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
     let mut sizes = vec![(256u64, false), (1024, false)];
-    let avail = available_gib();
-    if avail >= 12 {
+    if room_for_large("4 GiB") {
         sizes.push((4096, true));
-    } else {
-        eprintln!("xtask: 4 GiB left out: free -g shows {avail} GiB available (< 12)");
     }
     let mut lines = Vec::new();
     let result = (|| {

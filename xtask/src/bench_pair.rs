@@ -20,7 +20,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::{kill9, median, prepare_bench, reap, root, run, Result};
+use super::{kill9, median, prepare_bench, reap, room_for_large, root, run, runs_value, Result};
 
 struct Args {
     runs: usize,
@@ -37,13 +37,7 @@ fn parse(args: &[String]) -> Result<Args> {
     let mut it = args.iter();
     while let Some(x) = it.next() {
         match x.as_str() {
-            "--runs" => {
-                a.runs = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|&n: &usize| n > 0)
-                    .ok_or("--runs wants a positive number")?
-            }
+            "--runs" => a.runs = runs_value(it.next())?,
             "--sizes" => {
                 let v = it.next().ok_or("--sizes wants MiB,MiB,...")?;
                 a.sizes = Some(
@@ -56,19 +50,6 @@ fn parse(args: &[String]) -> Result<Args> {
         }
     }
     Ok(a)
-}
-
-/// GiB available, from `free -g`.
-fn available_gib() -> u64 {
-    let out = Command::new("free").arg("-g").output();
-    let text = out
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    text.lines()
-        .find(|l| l.starts_with("Mem:"))
-        .and_then(|l| l.split_whitespace().nth(6))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 fn now_ns() -> u128 {
@@ -207,10 +188,8 @@ pub fn bench(args: &[String]) -> Result<()> {
         .arg(root.join("tests/workloads/pair_counter.c")))?;
     let work = std::env::temp_dir().join(format!("cairn-bench-pair-{}", std::process::id()));
     let mut sizes = a.sizes.clone().unwrap_or_else(|| vec![1u64, 1024, 4096]);
-    let avail = available_gib();
-    if avail < 12 && sizes.contains(&4096) {
+    if sizes.contains(&4096) && !room_for_large("4 GiB") {
         sizes.retain(|&m| m < 4096);
-        eprintln!("xtask: 4 GiB left out: free -g shows {avail} GiB available (< 12)");
     }
     let mut lines = Vec::new();
     for &mib in &sizes {

@@ -16,7 +16,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{kill9, median, parse_size, prepare_bench, reap, root, run, size_label, Result};
+use super::{
+    kill9, median, parse_size, prepare_bench, reap, room_for_large, root, run, size_label, Result,
+};
 
 struct Args {
     interval: String,
@@ -61,19 +63,6 @@ fn parse(args: &[String]) -> Result<Args> {
         }
     }
     Ok(a)
-}
-
-/// GiB available, from `free -g`.
-fn available_gib() -> u64 {
-    let out = Command::new("free").arg("-g").output();
-    let text = out
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    text.lines()
-        .find(|l| l.starts_with("Mem:"))
-        .and_then(|l| l.split_whitespace().nth(6))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// (frozen ms, bytes, a layer) of each "complete" line of cairn run's log.
@@ -191,9 +180,7 @@ fn once(cairn: &Path, workload: &Path, work: &Path, a: &Args, size: u64) -> Resu
 
 pub fn bench(args: &[String]) -> Result<()> {
     let mut a = parse(args)?;
-    let avail = available_gib();
-    if avail < 12 && a.sizes.iter().any(|&s| s > 1 << 30) {
-        eprintln!("xtask: sizes above 1 GiB left out: free -g shows {avail} GiB available (< 12)");
+    if a.sizes.iter().any(|&s| s > 1 << 30) && !room_for_large("sizes above 1 GiB") {
         a.sizes.retain(|&s| s <= 1 << 30);
     }
     prepare_bench()?;

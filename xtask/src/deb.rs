@@ -1,4 +1,4 @@
-//! `cargo xtask deb [--out DIR] [--check]`: a Debian package of cairn,
+//! `cargo xtask deb [--out DIR] [--bin CAIRN] [--check]`: a Debian package of cairn,
 //! built with dpkg-deb from a staging tree (no cargo-deb needed):
 //!
 //! - /usr/bin/cairn, the release binary with its debug info stripped
@@ -8,7 +8,11 @@
 //!   completions, generated from the clap definitions (`man.rs`);
 //! - README.md, docs/OPERATIONS.md and the copyright file in
 //!   /usr/share/doc/cairn;
-//! - Depends: the packages of the shared libraries `ldd` lists.
+//! - Depends: the packages of the shared libraries `ldd` lists, which
+//!   must be only the C library's (libc6, with the newest GLIBC symbol
+//!   version the binary uses) and libgcc-s1: libbpf, libelf and zlib are
+//!   linked statically (Cargo.toml), and a build that needs them (or
+//!   anything else) is refused.
 //!
 //! `--check` then installs it on this machine with `dpkg -i`, runs
 //! `/usr/bin/cairn check` and `/usr/bin/cairn demo` and the chkpnt link,
@@ -44,7 +48,31 @@ fn version() -> Result<String> {
         .ok_or_else(|| "no version in Cargo.toml".into())
 }
 
-/// Debian packages of the shared libraries the binary needs.
+/// The packages a cairn binary may depend on: the C library and the
+/// unwinder's libgcc_s, which every Debian system has.
+const BASE_DEPENDS: &[&str] = &["libc6", "libgcc-s1"];
+
+/// The newest `GLIBC_x.y` symbol version `bin` asks for, as "x.y".
+fn glibc_version(bin: &Path) -> Result<Option<String>> {
+    let syms = out(Command::new("readelf")
+        .args(["--dyn-syms", "--wide"])
+        .arg(bin))?;
+    let mut best: Option<(Vec<u32>, String)> = None;
+    for v in syms
+        .split("@GLIBC_")
+        .skip(1)
+        .filter_map(|r| r.split(|c: char| !c.is_ascii_digit() && c != '.').next())
+    {
+        let key: Vec<u32> = v.split('.').filter_map(|n| n.parse().ok()).collect();
+        if !key.is_empty() && best.as_ref().is_none_or(|(k, _)| key > *k) {
+            best = Some((key, v.to_string()));
+        }
+    }
+    Ok(best.map(|(_, v)| v))
+}
+
+/// The Depends line: the Debian packages of the shared libraries the
+/// binary needs, which must be [`BASE_DEPENDS`] only.
 fn depends(bin: &Path) -> Result<String> {
     let mut pkgs = Vec::new();
     for line in out(Command::new("ldd").arg(bin))?.lines() {
@@ -61,12 +89,23 @@ fn depends(bin: &Path) -> Result<String> {
         let owner = out(Command::new("dpkg").arg("-S").arg(lib))
             .or_else(|_| out(Command::new("dpkg").arg("-S").arg(&real)))?;
         if let Some(p) = owner.lines().next().and_then(|l| l.split(':').next()) {
+            if !BASE_DEPENDS.contains(&p) {
+                return Err(format!(
+                    "{} needs {lib} (package {p}): only the C library may be linked \
+                     dynamically (libbpf, libelf and zlib statically: libbpf-rs feature \
+                     \"static\" in Cargo.toml)",
+                    bin.display()
+                ));
+            }
             if !pkgs.contains(&p.to_string()) {
                 pkgs.push(p.to_string());
             }
         }
     }
     pkgs.sort();
+    if let (Some(libc), Some(v)) = (pkgs.iter_mut().find(|p| *p == "libc6"), glibc_version(bin)?) {
+        *libc = format!("libc6 (>= {v})");
+    }
     Ok(pkgs.join(", "))
 }
 
@@ -80,9 +119,19 @@ fn copy(from: &Path, to: &Path, mode: u32) -> Result<()> {
         .map_err(|e| format!("{}: {e}", to.display()))
 }
 
-/// Builds the package; returns its path.
-pub fn build(out_dir: &Path) -> Result<PathBuf> {
-    super::man::build_gen()?;
+/// Builds the package of `bin` (by default cairn and cairn-gen are built
+/// first, and target/release/cairn is packaged; `cargo xtask test` gives
+/// the release binary it built and the cairn-gen of its test build);
+/// returns its path.
+pub fn build(out_dir: &Path, bin: Option<&Path>) -> Result<PathBuf> {
+    let release = root().join("target/release/cairn");
+    let bin = match bin {
+        Some(b) => b,
+        None => {
+            super::man::build_gen()?;
+            &release
+        }
+    };
     let ver = version()?;
     let arch = out(Command::new("dpkg").arg("--print-architecture"))?
         .trim()
@@ -94,8 +143,8 @@ pub fn build(out_dir: &Path) -> Result<PathBuf> {
         // Only our own staging tree, made by an earlier run.
         std::fs::remove_dir_all(&stage).map_err(|e| format!("{}: {e}", stage.display()))?;
     }
+    copy(bin, &stage.join("usr/bin/cairn"), 0o755)?;
     let bin = stage.join("usr/bin/cairn");
-    copy(&root().join("target/release/cairn"), &bin, 0o755)?;
     run(Command::new("strip").arg("--strip-debug").arg(&bin))?;
     for link in ["chkpnt", "resume"] {
         std::os::unix::fs::symlink("cairn", stage.join("usr/bin").join(link))
@@ -166,14 +215,18 @@ pub fn build(out_dir: &Path) -> Result<PathBuf> {
     Ok(deb)
 }
 
-/// Installs, runs, removes and checks that nothing is left.
-pub fn check(deb: &Path) -> Result<()> {
-    let installed = Command::new("dpkg")
+/// Whether a cairn package or /usr/bin/cairn is installed here.
+fn installed() -> bool {
+    Command::new("dpkg")
         .args(["-s", PKG])
         .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if installed || Path::new("/usr/bin/cairn").exists() {
+        .is_ok_and(|o| o.status.success())
+        || Path::new("/usr/bin/cairn").exists()
+}
+
+/// Installs, runs, removes and checks that nothing is left.
+pub fn check(deb: &Path) -> Result<()> {
+    if installed() {
         return Err(
             "a cairn package or /usr/bin/cairn is already installed here: \
                     not replacing it (dpkg --purge cairn first)"
@@ -232,22 +285,46 @@ fn try_installed() -> Result<()> {
     Ok(())
 }
 
+/// The package part of `cargo xtask test`: the package of `bin` built
+/// (with the man page and completion checks), installed, run and removed.
+/// `Ok(Some(why))` when the round trip cannot run here: not root, or a
+/// cairn package already installed (it is not replaced).
+pub fn test_round_trip(bin: &Path) -> Result<Option<String>> {
+    let deb = build(&root().join("target/deb"), Some(bin))?;
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to the process's effective uid.
+    if std::fs::metadata("/proc/self").map_or(true, |m| m.uid() != 0) {
+        return Ok(Some("dpkg -i needs root".into()));
+    }
+    if installed() {
+        return Ok(Some(
+            "a cairn package or /usr/bin/cairn is already installed here".into(),
+        ));
+    }
+    check(&deb)?;
+    Ok(None)
+}
+
 pub fn deb(args: &[String]) -> Result<u8> {
     let mut out_dir = root().join("target/deb");
     let mut do_check = false;
+    let mut bin = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--out" => out_dir = PathBuf::from(it.next().ok_or("--out needs a directory")?),
             "--check" => do_check = true,
+            // A cairn binary built already, with target/release/cairn-gen
+            // (e.g. by a test build): nothing is built.
+            "--bin" => bin = Some(PathBuf::from(it.next().ok_or("--bin needs a path")?)),
             other => {
                 return Err(format!(
-                    "usage: cargo xtask deb [--out DIR] [--check]: {other:?}"
+                    "usage: cargo xtask deb [--out DIR] [--bin CAIRN] [--check]: {other:?}"
                 ))
             }
         }
     }
-    let deb = build(&out_dir)?;
+    let deb = build(&out_dir, bin.as_deref())?;
     println!("xtask deb: {}", deb.display());
     if do_check {
         check(&deb)?;

@@ -5,9 +5,10 @@
 //!   `cairn demo ARGS...`.
 //! - `cargo xtask test [ARGS...]`: the test command of the README and CI.
 //!   Installs missing build tools, builds release, runs
-//!   `cargo test --release --workspace ARGS...`, then (without ARGS, where
-//!   /dev/kvm exists, unless CAIRN_VM_TEST=0) `vm-test` on every kernel,
-//!   and exits non-zero if either failed.
+//!   `cargo test --release --workspace ARGS...`, then (without ARGS) the
+//!   man pages, completions and Debian package round trip (`deb.rs`) and
+//!   (where /dev/kvm exists, unless CAIRN_VM_TEST=0) `vm-test` on every
+//!   kernel, and exits non-zero if any failed.
 //! - `cargo xtask lint`: `cargo fmt --check`, clippy with every warning
 //!   an error (all targets), and rustdoc with every warning an error; CI
 //!   runs it before the tests.
@@ -21,8 +22,9 @@
 //!   the counts per target, fails on any panic.
 //! - `cargo xtask man|completions [--out DIR]`: man pages and shell
 //!   completions from the clap definitions, checked (`man.rs`).
-//! - `cargo xtask deb [--out DIR] [--check]`: the Debian package; with
-//!   `--check` installed, run, removed and checked (`deb.rs`).
+//! - `cargo xtask deb [--out DIR] [--bin CAIRN] [--check]`: the Debian
+//!   package (of CAIRN, built already, if given); with `--check`
+//!   installed, run, removed and checked (`deb.rs`).
 //! - `cargo xtask bench [--runs N] [--size SIZE] [-- DUMP-ARGS...]`: times
 //!   `cairn dump` (wall and CPU) and `cairn restore` of a process holding
 //!   SIZE (default 1 GiB) of incompressible and of 2:1 compressible memory,
@@ -121,7 +123,7 @@ const USAGE: &str = "usage: cargo xtask demo [DEMO ARGS...]
        cargo xtask fuzz [--iterations N] [--seed S]
        cargo xtask slurm [start|stop|status] [--dir DIR]
        cargo xtask man|completions [--out DIR]
-       cargo xtask deb [--out DIR] [--check]
+       cargo xtask deb [--out DIR] [--bin CAIRN] [--check]
        cargo xtask bench [--runs N] [--size SIZE] [-- DUMP-ARGS...]
        cargo xtask bench tree [--runs N]
        cargo xtask bench chain [--runs N] [--depths N,N,...]
@@ -181,7 +183,8 @@ impl Has {
 
 /// Debian packages the build needs, each with what shows it is there: gcc
 /// for zstd and the workloads, clang for bpf/*.bpf.c, libelf's and zlib's
-/// headers for libbpf-sys (which builds libbpf with make and pkg-config).
+/// headers and static libraries (libelf.a, libz.a: linked into cairn) for
+/// libbpf-sys (which builds libbpf with make and pkg-config).
 const BUILD_TOOLS: &[(Has, &str)] = &[
     (Has::Cmd("gcc"), "gcc"),
     (Has::Cmd("make"), "make"),
@@ -418,6 +421,14 @@ fn test(extra: &[String]) -> Result<u8> {
     std::env::set_var("PATH", path_with_sbin());
     ensure_tools()?;
     run(cargo().args(["build", "--release"]))?;
+    // The package check after the suite ships this build (what `cargo
+    // xtask deb` packages); the test build puts its own cairn here.
+    let release_bin = root().join("target/deb/cairn-release");
+    if extra.is_empty() {
+        std::fs::create_dir_all(root().join("target/deb")).map_err(|e| e.to_string())?;
+        std::fs::copy(root().join("target/release/cairn"), &release_bin)
+            .map_err(|e| format!("{}: {e}", release_bin.display()))?;
+    }
     // Every test binary runs even after one fails (--no-fail-fast), so
     // the counts cover the whole suite; a binary that fails without a
     // "test result:" line of its own (it crashed, or its harness died) is
@@ -508,6 +519,42 @@ fn test(extra: &[String]) -> Result<u8> {
             String::new()
         }
     );
+    // Issue 19: man pages and completions (made by the cairn-gen of the
+    // test build, whose unit tests ran in the suite) checked against
+    // `cairn --help`, and the Debian package built, installed, run and
+    // removed (deb.rs). Not with test filters (they are for the host suite).
+    if extra.is_empty() {
+        let t = Instant::now();
+        let r = deb::test_round_trip(&release_bin);
+        let secs = t.elapsed().as_secs_f64();
+        match r {
+            Ok(None) => {
+                counts.passed += 1;
+                println!(
+                    "xtask test: man pages, completions and package round trip ok in {secs:.0} s"
+                );
+            }
+            Ok(Some(why)) => {
+                counts.ignored += 1;
+                println!(
+                    "xtask test: package round trip skipped: {why} (man pages and completions ok)"
+                );
+                if std::env::var_os("CI").is_some_and(|v| v == "true") && code == 0 {
+                    println!("xtask test: a skip under CI=true is counted as a failure");
+                    code = 1;
+                }
+            }
+            Err(e) => {
+                counts.failed += 1;
+                println!(
+                    "xtask test: man pages, completions or package FAILED in {secs:.0} s: {e}"
+                );
+                if code == 0 {
+                    code = 1;
+                }
+            }
+        }
+    }
     // The kernel matrix: the core tests again under Debian's 6.1 and 6.12.
     let vm_start = Instant::now();
     match vm_skip_reason(extra) {
@@ -985,6 +1032,33 @@ fn dir_bytes(dir: &Path) -> Result<u64> {
         }
     }
     Ok(n)
+}
+
+/// Whether this shared machine has room for a bench's largest size: `free
+/// -g` shows at least 12 GiB available. If not, says that `what` is left
+/// out.
+fn room_for_large(what: &str) -> bool {
+    let out = Command::new("free").arg("-g").output();
+    let text = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let avail: u64 = text
+        .lines()
+        .find(|l| l.starts_with("Mem:"))
+        .and_then(|l| l.split_whitespace().nth(6))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if avail < 12 {
+        eprintln!("xtask: {what} left out: free -g shows {avail} GiB available (< 12)");
+    }
+    avail >= 12
+}
+
+/// The value of a bench's `--runs`: a positive number.
+fn runs_value(v: Option<&String>) -> Result<usize> {
+    v.and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .ok_or_else(|| "--runs wants a positive number".into())
 }
 
 /// Installs the build tools and builds release, except inside a test VM
