@@ -308,7 +308,7 @@ fn tcp_listener_refused() {
 
 /// The takeover starts when the primary begins to exit: its
 /// `/proc/PID/stat` shows PF_EXITING and the status (137) before the
-/// kernel has torn down its memory (512 MiB here, which takes a while)
+/// kernel has torn down its memory (256 MiB here, which takes a while)
 /// and before its parent hears of its end. cairn pair logs that it acted
 /// then; the backup takes over and the counter goes on from its
 /// checkpoint (the program's own checks pass).
@@ -320,9 +320,12 @@ fn takeover_starts_when_the_primary_begins_to_exit() {
     let mut p = Pair::new("pair-exiting");
     let bin = workload_bin("pair_counter");
     let prog = p.progress.to_string_lossy().into_owned();
+    // 256 MiB, 20 steps a second: the held backup's lag (an interval, a
+    // checkpoint and a backup's preparation, some seconds for this size)
+    // stays within the 200 steps kill_and_take_over allows.
     p.start(
-        &["--interval", "2s"],
-        &[&bin.to_string_lossy(), &prog, "10", "0", "512"],
+        &["--interval", "3s"],
+        &[&bin.to_string_lossy(), &prog, "50", "0", "256"],
     );
     p.wait_for("backup ready", 1, Duration::from_secs(180));
     let old = read_pidfile(&p.pidfile).unwrap();

@@ -91,11 +91,14 @@ impl Job {
         }
     }
 
+    /// The entries of the checkpoint directory but `control/` (libcairn's
+    /// socket, there while cairn run runs, and data).
     fn checkpoints(&self) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(&self.ck)
             .map(|d| {
                 d.filter_map(|e| e.ok())
                     .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n != "control")
                     .collect()
             })
             .unwrap_or_default();
