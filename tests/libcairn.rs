@@ -10,12 +10,12 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::job::JobFiles;
 use common::*;
 
 /// The built example programs: (C counter, Rust counter).
@@ -75,58 +75,34 @@ fn built() -> &'static Built {
     })
 }
 
-/// One job's files.
-struct Job {
-    dir: PathBuf,
-    ck: PathBuf,
-    progress: PathBuf,
-    out: PathBuf,
-    log: PathBuf,
+/// One job's files (`job.out`, `run.log`).
+struct Job(JobFiles);
+
+impl std::ops::Deref for Job {
+    type Target = JobFiles;
+    fn deref(&self) -> &JobFiles {
+        &self.0
+    }
 }
 
 impl Job {
     fn new(tag: &str) -> Job {
-        let dir = fresh_dir(tag);
-        Job {
-            ck: dir.join("ck"),
-            progress: dir.join("progress"),
-            out: dir.join("job.out"),
-            log: dir.join("run.log"),
-            dir,
-        }
+        Job(JobFiles::new(tag, "job.out", "run.log"))
     }
 
     /// `cairn run -D ck FLAGS -- PROG ARGS`, output appended to job.out.
     fn start(&self, flags: &[&str], prog: &Path, args: &[&str]) -> Child {
-        let out = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o644)
-            .open(&self.out)
-            .unwrap();
-        Command::new(cairn_bin())
-            .arg("-v")
-            .arg("-o")
-            .arg(&self.log)
-            .arg("run")
-            .arg("-D")
-            .arg(&self.ck)
-            .args(flags)
+        self.cairn("run", flags)
             .arg("--")
             .arg(prog)
             .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out))
             .spawn()
             .expect("spawn cairn run")
     }
 
     /// (step, pid) from the progress file.
     fn progress(&self) -> Option<(u64, i32)> {
-        let s = fs::read_to_string(&self.progress).ok()?;
-        let mut it = s.split_whitespace();
-        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+        self.progress_of()
     }
 
     /// (step, pid) once the job reached step `n` (the file is rewritten
@@ -147,30 +123,12 @@ impl Job {
         }
     }
 
-    fn text(p: &Path) -> String {
-        fs::read_to_string(p).unwrap_or_default()
-    }
-
     fn completed(&self) -> usize {
-        Self::text(&self.log).matches(" complete: frozen ").count()
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "\n--- run.log:\n{}\n--- job.out:\n{}",
-            tail(&self.log, 6000),
-            tail(&self.out, 3000)
-        )
+        self.log_text().matches(" complete: frozen ").count()
     }
 
     fn wait_exit(&self, run: &mut Child) -> i32 {
-        match wait_timeout(run, Duration::from_secs(180)) {
-            Some(st) => exit_code(&st),
-            None => {
-                kill_tree(run);
-                panic!("cairn run did not exit: {}", self.describe());
-            }
-        }
+        self.0.wait_exit(run, Duration::from_secs(180))
     }
 
     fn kill_job(&self, pid: i32, run: &mut Child) {
@@ -208,7 +166,7 @@ fn restart_checkpoint_resumes_with_the_newest_data() {
     let args = [prog.as_str(), "10", "3", "8"];
     let mut run = job.start(&[], &b.c, &args);
     let (_, pid) = job.wait_step(8, &mut run);
-    let out = Job::text(&job.out);
+    let out = job.out_text();
     assert!(!out.contains("FAIL"), "{}", job.describe());
     assert_eq!(
         job.completed(),
@@ -220,15 +178,15 @@ fn restart_checkpoint_resumes_with_the_newest_data() {
 
     let mut run = job.start(&[], &b.c, &args);
     let code = job.wait_exit(&mut run);
-    let out = Job::text(&job.out);
+    let out = job.out_text();
     assert_eq!(code, 0, "the restarted job: {}", job.describe());
     assert!(
-        out.contains("restored at step 6; takeover data of step 8")
+        out.contains("restored at step 6; takeover data of step 8; backup 0")
             && out.contains("PASS 10 steps, restored 1"),
         "{}",
         job.describe()
     );
-    let log = Job::text(&job.log);
+    let log = job.log_text();
     assert!(
         log.contains("is the restart checkpoint of request"),
         "{}",
@@ -268,11 +226,11 @@ fn periodic_checkpoint_restores_a_working_connection() {
 
     let mut run = job.start(&["--interval", "500ms"], &b.c, &args);
     let code = job.wait_exit(&mut run);
-    let out = Job::text(&job.out);
+    let out = job.out_text();
     assert_eq!(code, 0, "the restarted job: {}", job.describe());
     assert!(out.contains("PASS 400 steps"), "{}", job.describe());
     assert!(!out.contains("FAIL"), "{}", job.describe());
-    let log = Job::text(&job.log);
+    let log = job.log_text();
     assert!(log.contains("run: restoring"), "{}", job.describe());
     assert!(
         log.contains("restart checkpoint asked by pid"),
@@ -282,16 +240,31 @@ fn periodic_checkpoint_restores_a_working_connection() {
 }
 
 /// Outside a supervisor every call is -ENOTCONN (also with a
-/// CAIRN_CONTROL_FD that is not a control socket).
+/// CAIRN_CONTROL_FD that is not a control socket, or a
+/// CAIRN_CONTROL_SOCKET where nothing listens).
 #[test]
 fn not_under_a_supervisor_is_enotconn() {
     let b = built();
-    for env in [None, Some("0"), Some("999"), Some("x")] {
+    let long = format!("/nonexistent/{}/sock", "d".repeat(120));
+    let envs = [
+        (None, None),
+        (Some("0"), None),
+        (Some("999"), None),
+        (Some("x"), None),
+        (None, Some("/nonexistent/control/sock")),
+        (None, Some("/etc/passwd")),
+        (None, Some(long.as_str())),
+    ];
+    for env in envs {
         let mut c = Command::new(&b.c);
         c.arg("--standalone").stdin(Stdio::null());
-        match env {
+        match env.0 {
             Some(v) => c.env("CAIRN_CONTROL_FD", v),
             None => c.env_remove("CAIRN_CONTROL_FD"),
+        };
+        match env.1 {
+            Some(v) => c.env("CAIRN_CONTROL_SOCKET", v),
+            None => c.env_remove("CAIRN_CONTROL_SOCKET"),
         };
         let out = c.output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
@@ -303,6 +276,7 @@ fn not_under_a_supervisor_is_enotconn() {
     let out = Command::new(&b.rust)
         .arg("--standalone")
         .env_remove("CAIRN_CONTROL_FD")
+        .env_remove("CAIRN_CONTROL_SOCKET")
         .output()
         .unwrap();
     assert!(
@@ -325,9 +299,72 @@ fn rust_example_runs_under_cairn_run() {
     let code = job.wait_exit(&mut run);
     assert_eq!(code, 0, "{}", job.describe());
     assert!(
-        Job::text(&job.out).contains("PASS 7 steps"),
+        job.out_text().contains("PASS 7 steps"),
         "{}",
         job.describe()
     );
     assert_eq!(job.completed(), 2, "{}", job.describe());
+}
+
+/// A `cairn pair` killed with its primary (by pid) on every path.
+struct PairRun(Child);
+
+impl Drop for PairRun {
+    fn drop(&mut self) {
+        kill_tree(&mut self.0);
+    }
+}
+
+/// The C example under `cairn pair` (libcairn wired into the pair):
+/// restart checkpoints at steps 3 and 6, each making the next backup,
+/// data after every step; the primary is SIGKILLed after the data of
+/// step 8. The backup made from the restart checkpoint of step 6 takes
+/// over: cairn_checkpoint() returns 1 there, cairn_is_backup() 1, and
+/// cairn_takeover_data() gives the data of step 8 (the program checks
+/// all of it); it finishes and the pair exits 0.
+#[test]
+fn pair_backup_takes_over_at_the_restart_point() {
+    if skip_unless_root() {
+        return;
+    }
+    let b = built();
+    let job = Job::new("libcairn-pair");
+    let pidfile = job.dir.join("primary.pid");
+    let prog = job.progress.to_str().unwrap().to_string();
+    // No periodic checkpoint: the backups come from the restart points.
+    let mut run = PairRun(
+        job.cairn("pair", &["--interval", "10m", "--pidfile"])
+            .arg(&pidfile)
+            .arg("--")
+            .arg(&b.c)
+            .args([prog.as_str(), "10", "3", "8", "0", "1"])
+            .spawn()
+            .expect("spawn cairn pair"),
+    );
+    job.wait_step(8, &mut run.0);
+    // The backup from the second checkpoint (step 6) is held.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !job.log_text().contains("backup ready from ckpt-000002") {
+        assert!(
+            Instant::now() < deadline && matches!(run.0.try_wait(), Ok(None)),
+            "no backup from the restart checkpoint of step 6: {}",
+            job.describe()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!job.out_text().contains("FAIL"), "{}", job.describe());
+    let primary = read_pidfile(&pidfile).expect("the pid file");
+    // SAFETY: kill takes integers only.
+    unsafe { libc::kill(primary, libc::SIGKILL) };
+    let code = job.wait_exit(&mut run.0);
+    let out = job.out_text();
+    assert_eq!(code, 0, "the pair after the takeover: {}", job.describe());
+    assert!(
+        out.contains("restored at step 6; takeover data of step 8; backup 1")
+            && out.contains("PASS 10 steps, restored 1"),
+        "{}",
+        job.describe()
+    );
+    assert!(job.log_text().contains("takeover 1:"), "{}", job.describe());
+    assert!(wait_pid_gone(primary, Duration::from_secs(10)));
 }

@@ -6,33 +6,31 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::job::JobFiles;
 use common::*;
 
-/// One job's files: its checkpoint directory, progress file, output and
-/// cairn's log.
+/// One job's files (checkpoint directory, progress file, `job.out`,
+/// `run.log`) and its number of steps.
 struct Job {
-    dir: PathBuf,
-    ck: PathBuf,
-    progress: PathBuf,
-    out: PathBuf,
-    log: PathBuf,
+    f: JobFiles,
     steps: u64,
+}
+
+impl std::ops::Deref for Job {
+    type Target = JobFiles;
+    fn deref(&self) -> &JobFiles {
+        &self.f
+    }
 }
 
 impl Job {
     fn new(tag: &str, steps: u64) -> Job {
-        let dir = fresh_dir(tag);
         Job {
-            ck: dir.join("ck"),
-            progress: dir.join("progress"),
-            out: dir.join("job.out"),
-            log: dir.join("run.log"),
-            dir,
+            f: JobFiles::new(tag, "job.out", "run.log"),
             steps,
         }
     }
@@ -40,21 +38,8 @@ impl Job {
     /// Starts `cairn run` with `flags`, the job's stdout and stderr
     /// appended to `job.out` and cairn's log to `run.log`.
     fn start(&self, flags: &[&str], env: &[(&str, &str)], children: u32) -> Child {
-        let out = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o644)
-            .open(&self.out)
-            .unwrap();
-        let mut c = Command::new(cairn_bin());
-        c.arg("-v")
-            .arg("-o")
-            .arg(&self.log)
-            .arg("run")
-            .arg("-D")
-            .arg(&self.ck)
-            .args(flags)
-            .arg("--")
+        let mut c = self.cairn("run", flags);
+        c.arg("--")
             .arg(workload_bin("run_counter"))
             .arg(&self.progress)
             .arg(self.steps.to_string());
@@ -64,18 +49,12 @@ impl Job {
         for (k, v) in env {
             c.env(k, v);
         }
-        c.stdin(Stdio::null())
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .expect("spawn cairn run")
+        c.spawn().expect("spawn cairn run")
     }
 
     /// (count, pid) from the progress file.
     fn progress(&self) -> Option<(u64, i32)> {
-        let s = fs::read_to_string(&self.progress).ok()?;
-        let mut it = s.split_whitespace();
-        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+        self.progress_of()
     }
 
     fn wait_count(&self, n: u64, timeout: Duration) -> (u64, i32) {
@@ -95,10 +74,6 @@ impl Job {
         }
     }
 
-    fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
     /// Lines "checkpoint ... complete" in cairn's log.
     fn completed(&self) -> usize {
         self.log_text().matches(" complete: frozen ").count()
@@ -116,11 +91,14 @@ impl Job {
         }
     }
 
+    /// The entries of the checkpoint directory but `control/` (libcairn's
+    /// socket, there while cairn run runs, and data).
     fn checkpoints(&self) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(&self.ck)
             .map(|d| {
                 d.filter_map(|e| e.ok())
                     .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n != "control")
                     .collect()
             })
             .unwrap_or_default();
@@ -130,21 +108,14 @@ impl Job {
 
     fn describe(&self) -> String {
         format!(
-            "\n--- run.log:\n{}\n--- job.out:\n{}\n--- checkpoints: {:?}",
-            tail(&self.log, 6000),
-            tail(&self.out, 3000),
+            "{}\n--- checkpoints: {:?}",
+            self.f.describe(),
             self.checkpoints()
         )
     }
 
     fn wait_exit(&self, child: &mut Child, timeout: Duration) -> i32 {
-        match wait_timeout(child, timeout) {
-            Some(st) => exit_code(&st),
-            None => {
-                kill_tree(child);
-                panic!("cairn run did not exit: {}", self.describe());
-            }
-        }
+        self.f.wait_exit(child, timeout)
     }
 
     /// SIGTERM to cairn run: it takes a final checkpoint and exits 0.
@@ -445,5 +416,59 @@ fn dump_from_outside_records_inner_pids() {
         fs::read_dir(&img).unwrap().count()
     );
     kill_tree(&mut run);
+    job.done();
+}
+
+/// A job that never calls libcairn holds nothing of cairn's: the control
+/// socket is only named in its environment (libcairn connects on its
+/// first call). So plain `cairn dump` from outside, without
+/// `--no-control`, takes it; the job is killed by the dump, and a plain
+/// restore goes on counting from where it was to the end (the job checks
+/// its memory, file and pid at every step).
+#[test]
+fn plain_job_holds_no_control_fd_and_dumps_from_outside() {
+    if skip_unless_root() {
+        return;
+    }
+    let job = Job::new("run-lazy", 400);
+    let mut run = job.start(&[], &[], 0);
+    let (_, pid) = job.wait_count(20, Duration::from_secs(60));
+    let environ = fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let sock = environ
+        .split(|&c| c == 0)
+        .find_map(|v| v.strip_prefix(b"CAIRN_CONTROL_SOCKET="))
+        .map(|v| PathBuf::from(String::from_utf8_lossy(v).into_owned()))
+        .unwrap_or_else(|| panic!("no CAIRN_CONTROL_SOCKET: {}", job.describe()));
+    assert_eq!(sock, job.ck.join("control/sock"));
+    for e in fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+        let target = fs::read_link(e.unwrap().path()).unwrap_or_default();
+        assert!(
+            !target.to_string_lossy().starts_with("socket:"),
+            "the job holds {}",
+            target.display()
+        );
+    }
+    let img = job.dir.join("img");
+    let out = dump(pid, &img, &[]);
+    assert_ok(&out, "dump from outside of a cairn run job");
+    assert!(wait_pid_gone(pid, Duration::from_secs(10)));
+    let code = job.wait_exit(&mut run, Duration::from_secs(60));
+    assert_ne!(code, 0, "{}", job.describe());
+    let (at, _) = job.progress().unwrap();
+    let out = run_cairn(
+        &[
+            "restore".into(),
+            "-d".into(),
+            "-D".into(),
+            img.clone().into(),
+        ],
+        &job.dir.join("restore"),
+        CAIRN_TIMEOUT,
+    );
+    assert_ok(&out, "restore");
+    job.wait_count(job.steps, Duration::from_secs(60));
+    assert!(at < job.steps, "finished before the dump");
+    assert!(wait_pid_gone(pid, Duration::from_secs(30)));
+    job.assert_pass_output();
     job.done();
 }

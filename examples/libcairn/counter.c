@@ -4,7 +4,8 @@
  * checkpoint after every step (cairn_checkpoint_data: the step, the
  * running sum and 1 KiB of data derived from them).
  *
- *   cairn run -D DIR -- counter PROGRESS STEPS EVERY [PAUSE_AT [DELAY_MS]]
+ *   cairn run -D DIR -- counter PROGRESS STEPS EVERY [PAUSE_AT [DELAY_MS [BACKUP]]]
+ *   cairn pair -D DIR -- counter PROGRESS STEPS EVERY PAUSE_AT 0 1
  *
  * After step PAUSE_AT (its data sent) it writes "PAUSE_AT PID" to PROGRESS
  * and waits, to be killed there; `cairn run -D DIR` again restores it at
@@ -14,6 +15,10 @@
  * PAUSE_AT, intact; goes on to the end and prints PASS (exit 0), or FAIL
  * and the reason (exit 1). PAUSE_AT 0: no pause. DELAY_MS: a sleep after
  * every step (for periodic checkpoints, `cairn run --interval`).
+ * BACKUP: what cairn_is_backup() must say in the restored process: 0
+ * (default) under `cairn run`, 1 under `cairn pair`, where the process
+ * killed at PAUSE_AT is the primary and the one that resumes at the
+ * restart checkpoint is the backup that took over.
  *
  *   counter --standalone
  *
@@ -96,12 +101,13 @@ int main(int argc, char **argv)
 	long steps = atol(argv[2]), every = atol(argv[3]);
 	long pause_at = argc > 4 ? atol(argv[4]) : -1;
 	long delay_ms = argc > 5 ? atol(argv[5]) : 0;
+	int expect_backup = argc > 6 ? atoi(argv[6]) : 0;
 	static struct data d, got;
 	unsigned long long sum = 0;
 	int restored = 0;
 
 	if (cairn_is_backup() != 0)
-		return fail("cairn_is_backup() is not 0 under cairn run", cairn_is_backup());
+		return fail("cairn_is_backup() is not 0 in the first process", cairn_is_backup());
 	/* A fresh job has no nonrestart data yet. */
 	ssize_t n = cairn_takeover_data(&got, sizeof(got));
 	if (n != -ENODATA)
@@ -132,7 +138,11 @@ int main(int argc, char **argv)
 					return fail("the takeover data is not the newest (of the pause step)", got.step);
 				if (got.step < step)
 					return fail("the takeover data is older than the restart point", got.step);
-				printf("restored at step %ld; takeover data of step %ld\n", step, got.step);
+				int b = cairn_is_backup();
+				if (b != expect_backup)
+					return fail("cairn_is_backup() in the restored process", b);
+				printf("restored at step %ld; takeover data of step %ld; backup %d\n", step,
+				       got.step, b);
 				fflush(stdout);
 				pause_at = -1;
 			}

@@ -5,8 +5,9 @@
  * Link with -lcairn (libcairn.so, built by `cargo build --release -p
  * libcairn` as target/release/libcairn_lib.so; its SONAME is libcairn.so).
  * Every call returns a negative errno value on error: -ENOTCONN when the
- * program does not run under a supervisor (CAIRN_CONTROL_FD is not in its
- * environment). Calls of one process are serialized; the connection
+ * program does not run under a supervisor (no CAIRN_CONTROL_SOCKET in its
+ * environment, or nothing listens there). The library connects on its
+ * first call: a program that never calls it holds nothing of cairn's. Calls of one process are serialized; the connection
  * belongs to the process that makes the first call (others: -EBUSY).
  * The protocol: docs/ARCHITECTURE.md, "libcairn".
  */
@@ -44,8 +45,9 @@ int cairn_checkpoint_data(const void *buf, size_t len);
  */
 ssize_t cairn_takeover_data(void *buf, size_t len);
 
-/* 1 in a backup process of `cairn pair`, 0 otherwise (always 0 under
- * `cairn run`). */
+/* 1 in a process of `cairn pair` that is (or comes from) a backup that
+ * took over when the primary failed, 0 in the first primary (always 0
+ * under `cairn run`). */
 int cairn_is_backup(void);
 
 #ifdef __cplusplus

@@ -12,9 +12,10 @@
 //!   or took over.
 //! - [`is_backup`]: whether this process is a backup.
 //!
-//! The supervisor names the connection in the environment
-//! ([`proto::ENV_FD`]); the library takes it on its first call, and every
-//! call fails with `ENOTCONN` in a program not under a supervisor. The C
+//! The supervisor names its socket in the environment
+//! ([`proto::ENV_SOCKET`]); the library connects on its first call (a
+//! program that never calls it holds nothing of the supervisor's), and
+//! every call fails with `ENOTCONN` in a program not under a supervisor. The C
 //! interface (`include/cairn.h`, `libcairn.so`) is the same with negative
 //! errno values. Calls of one process are serialized; the connection
 //! belongs to the process that made the first call (other processes of
@@ -30,7 +31,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use proto::Header;
 
-pub use proto::{DATA_MAX, ENV_FD};
+pub use proto::{DATA_MAX, ENV_FD, ENV_SOCKET};
 
 /// An error: a (positive) errno value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,19 +92,35 @@ fn lock() -> MutexGuard<'static, Option<Conn>> {
     CONN.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The connection named in the environment, if it is one.
+/// The connection named in the environment, if it is one: an inherited
+/// descriptor ([`ENV_FD`], a program restored by an older cairn) or the
+/// supervisor's socket ([`ENV_SOCKET`]), connected now.
 fn connect() -> Result<Conn, Error> {
-    let fd = std::env::var(ENV_FD)
-        .ok()
-        .and_then(|v| v.trim().parse::<i32>().ok())
-        .filter(|&f| f >= 0)
-        .ok_or(Error(libc::ENOTCONN))?;
-    let (ino, is_sock) = sys::inode(fd).map_err(|_| Error(libc::ENOTCONN))?;
-    if !is_sock || sys::sock_type(fd) != Ok(libc::SOCK_SEQPACKET) {
-        return Err(Error(libc::ENOTCONN));
-    }
-    // Programs this one starts do not inherit it.
-    sys::set_cloexec(fd).map_err(Error)?;
+    let fd = match std::env::var(ENV_FD) {
+        Ok(v) => {
+            let fd = v
+                .trim()
+                .parse::<i32>()
+                .ok()
+                .filter(|&f| f >= 0)
+                .ok_or(Error(libc::ENOTCONN))?;
+            let (_, is_sock) = sys::inode(fd).map_err(|_| Error(libc::ENOTCONN))?;
+            if !is_sock || sys::sock_type(fd) != Ok(libc::SOCK_SEQPACKET) {
+                return Err(Error(libc::ENOTCONN));
+            }
+            // Programs this one starts do not inherit it.
+            sys::set_cloexec(fd).map_err(Error)?;
+            fd
+        }
+        Err(_) => {
+            let path = std::env::var_os(ENV_SOCKET).ok_or(Error(libc::ENOTCONN))?;
+            let fd = sys::connect_seqpacket(path.as_encoded_bytes())
+                .map_err(|_| Error(libc::ENOTCONN))?;
+            sys::set_conn_opts(fd, proto::SNDBUF, proto::RCV_TIMEOUT_MS).map_err(Error)?;
+            fd
+        }
+    };
+    let (ino, _) = sys::inode(fd).map_err(|_| Error(libc::ENOTCONN))?;
     Ok(Conn {
         fd,
         ino,
@@ -239,8 +256,10 @@ pub fn takeover_vec() -> Result<Vec<u8>, Error> {
     Ok(v)
 }
 
-/// Whether this process is a backup (of `cairn pair`); always false
-/// under `cairn run`.
+/// Whether this process is a backup of `cairn pair` that took over (it
+/// was restored from a checkpoint of the primary and released when the
+/// primary failed: the NonStop backup's return from its monitor call);
+/// always false in the first primary and under `cairn run`.
 pub fn is_backup() -> Result<bool, Error> {
     Ok(status(request(proto::OP_IS_BACKUP, &[], &mut [])?.0)? != 0)
 }

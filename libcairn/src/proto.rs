@@ -3,10 +3,10 @@
 //! by cairn's server (`src/control/mod.rs` includes it with `#[path]`), so
 //! that both ends always agree. Safe code only.
 //!
-//! The connection is a `SOCK_SEQPACKET` unix socket pair made by the
-//! supervisor; the program's end is named by [`ENV_FD`] in its
-//! environment. Every message is one packet: a [`HEADER`]-byte header,
-//! little endian, then the payload.
+//! The connection is a `SOCK_SEQPACKET` unix socket: a connection to
+//! the socket [`ENV_SOCKET`] names, or a socket pair whose end the
+//! supervisor hands in at a restore. Every message is one packet: a
+//! [`HEADER`]-byte header, little endian, then the payload.
 //!
 //! ```text
 //! offset size
@@ -28,8 +28,18 @@ pub const DATA_MAX: usize = 64 * 1024;
 /// Largest message: a header and the most data.
 pub const MSG_MAX: usize = HEADER + DATA_MAX;
 /// The environment variable naming the program's end of the connection
-/// (a decimal fd number).
+/// (a decimal fd number): inherited by a program restored by an older
+/// cairn; a new one has [`ENV_SOCKET`].
 pub const ENV_FD: &str = "CAIRN_CONTROL_FD";
+/// The environment variable naming the supervisor's listening socket (an
+/// absolute path): the library connects to it on its first call.
+pub const ENV_SOCKET: &str = "CAIRN_CONTROL_SOCKET";
+/// Receive timeout of the program's end (milliseconds): how soon a
+/// process restored while it waited for an answer notices that the
+/// socket at its fd is another one, and asks again.
+pub const RCV_TIMEOUT_MS: u64 = 100;
+/// Send buffer of both ends: room for a few of the largest messages.
+pub const SNDBUF: usize = 4 * MSG_MAX;
 
 /// A restart checkpoint: answered 0 once the supervisor has it, and 1 in
 /// a process restored from it.

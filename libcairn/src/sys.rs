@@ -108,3 +108,104 @@ pub fn recv(fd: i32, head: &mut [u8], body: &mut [u8]) -> Result<usize, i32> {
     }
     Ok(n as usize)
 }
+
+/// A `SOCK_SEQPACKET` socket (close-on-exec) connected to the unix socket
+/// at `path`; a path too long for a socket name is reached through an
+/// `O_PATH` descriptor of its directory (`/proc/self/fd/N/NAME`).
+pub fn connect_seqpacket(path: &[u8]) -> Result<i32, i32> {
+    // SAFETY: socket() takes only integers.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(errno());
+    }
+    let r = connect_path(fd, path);
+    if let Err(e) = r {
+        // SAFETY: `fd` is ours and closed once.
+        unsafe { libc::close(fd) };
+        return Err(e);
+    }
+    Ok(fd)
+}
+
+fn connect_path(fd: i32, path: &[u8]) -> Result<(), i32> {
+    // SAFETY: an all-zero sockaddr_un is valid.
+    let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let room = sa.sun_path.len() - 1;
+    if path.len() <= room {
+        return connect_name(fd, &mut sa, path);
+    }
+    let cut = path
+        .iter()
+        .rposition(|&c| c == b'/')
+        .ok_or(libc::ENAMETOOLONG)?;
+    let dir = std::ffi::CString::new(&path[..cut.max(1)]).map_err(|_| libc::EINVAL)?;
+    // SAFETY: `dir` is a NUL-terminated path.
+    let d = unsafe {
+        libc::open(
+            dir.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if d < 0 {
+        return Err(errno());
+    }
+    let mut via = format!("/proc/self/fd/{d}/").into_bytes();
+    via.extend_from_slice(&path[cut + 1..]);
+    let r = if via.len() <= room {
+        connect_name(fd, &mut sa, &via)
+    } else {
+        Err(libc::ENAMETOOLONG)
+    };
+    // SAFETY: `d` is ours and closed once.
+    unsafe { libc::close(d) };
+    r
+}
+
+fn connect_name(fd: i32, sa: &mut libc::sockaddr_un, name: &[u8]) -> Result<(), i32> {
+    sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in sa.sun_path.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    let len = (std::mem::size_of::<libc::sa_family_t>() + name.len()) as libc::socklen_t;
+    loop {
+        // SAFETY: `sa` is a valid sockaddr_un of at least `len` bytes.
+        let r = unsafe { libc::connect(fd, (sa as *const libc::sockaddr_un).cast(), len) };
+        if r == 0 {
+            return Ok(());
+        }
+        match errno() {
+            libc::EINTR => continue,
+            e => return Err(e),
+        }
+    }
+}
+
+/// The options the supervisor gives the program's end of a connection it
+/// makes: a send buffer of `sndbuf` bytes and a receive timeout of `ms`.
+pub fn set_conn_opts(fd: i32, sndbuf: usize, ms: u64) -> Result<(), i32> {
+    let v = sndbuf as libc::c_int;
+    let tv = libc::timeval {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_usec: ((ms % 1000) * 1000) as libc::suseconds_t,
+    };
+    // SAFETY: each option value is valid for reads of the length given.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) | libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(errno());
+    }
+    Ok(())
+}

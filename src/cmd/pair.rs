@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::cmd::run::RunArgs;
+use crate::cmd::run::{JobDumpArgs, RunArgs};
 use crate::pair::PairOptions;
 
 #[derive(Args, Debug, Clone)]
@@ -31,25 +31,8 @@ pub struct PairArgs {
     /// The key shared with `--backup-on`'s listener.
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
-    /// As for dump: unix sockets whose peer is outside the program.
-    #[arg(long = "ext-unix-sk")]
-    pub ext_unix_sk: bool,
-    /// As for dump.
-    #[arg(long = "network-lock", value_name = "nftables|skip", default_value_t = crate::netlock::Method::Nftables)]
-    pub network_lock: crate::netlock::Method,
-    /// As for dump.
-    #[arg(long = "file-contents", value_name = "all|none|SIZE", default_value_t = crate::kinds::contents::DEFAULT_LIMIT)]
-    pub file_contents: crate::kinds::contents::ContentsLimit,
-    /// As for dump.
-    #[arg(
-        long = "compress-level",
-        default_value_t = 1,
-        allow_negative_numbers = true
-    )]
-    pub compress_level: i32,
-    /// As for dump.
-    #[arg(long = "no-bpf")]
-    pub no_bpf: bool,
+    #[command(flatten)]
+    pub dump: JobDumpArgs,
     /// The program and its arguments (after --).
     #[arg(last = true, required = true, value_name = "CMD")]
     pub cmd: Vec<OsString>,
@@ -72,16 +55,10 @@ impl PairArgs {
             incremental: true,
             checkpoint_signal: libc::SIGUSR1,
             pid_ns: true,
-            // libcairn's control connection is not served by cairn pair yet
-            // (pair::Control is its hook).
-            no_control: true,
+            no_control: false,
             shell_job: false,
-            ext_unix_sk: self.ext_unix_sk,
             tcp_established: false,
-            network_lock: self.network_lock,
-            file_contents: self.file_contents,
-            compress_level: self.compress_level,
-            no_bpf: self.no_bpf,
+            dump: self.dump.clone(),
             cmd: self.cmd.clone(),
         }
         .options();
@@ -91,6 +68,7 @@ impl PairArgs {
             pidfile: self.pidfile.clone(),
             dump: run.dump,
             cmd: run.cmd,
+            control: run.control,
         })
     }
 }

@@ -38,20 +38,29 @@ pub struct RunArgs {
     /// where it keeps its pids on restore whatever is taken outside.
     #[arg(long = "pid-ns")]
     pub pid_ns: bool,
-    /// No control connection for libcairn (CAIRN_CONTROL_FD): the job is
-    /// not a cooperating program, and can be dumped from outside without
-    /// --external.
+    /// No control socket for libcairn (CAIRN_CONTROL_SOCKET): every
+    /// libcairn call of the job returns -ENOTCONN.
     #[arg(long = "no-control")]
     pub no_control: bool,
     /// The job was started from a shell: its session and terminal are outside.
     #[arg(short = 'j', long = "shell-job")]
     pub shell_job: bool,
-    /// As for dump: unix sockets whose peer is outside the job.
-    #[arg(long = "ext-unix-sk")]
-    pub ext_unix_sk: bool,
     /// As for dump and restore: established TCP connections.
     #[arg(long = "tcp-established")]
     pub tcp_established: bool,
+    #[command(flatten)]
+    pub dump: JobDumpArgs,
+    /// The job's command and its arguments (after --).
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub cmd: Vec<OsString>,
+}
+
+/// The dump flags of the checkpoints of `cairn run` and `cairn pair`.
+#[derive(Args, Debug, Clone)]
+pub struct JobDumpArgs {
+    /// As for dump: unix sockets whose peer is outside the program.
+    #[arg(long = "ext-unix-sk")]
+    pub ext_unix_sk: bool,
     /// As for dump.
     #[arg(long = "network-lock", value_name = "nftables|skip", default_value_t = crate::netlock::Method::Nftables)]
     pub network_lock: crate::netlock::Method,
@@ -68,9 +77,6 @@ pub struct RunArgs {
     /// As for dump.
     #[arg(long = "no-bpf")]
     pub no_bpf: bool,
-    /// The job's command and its arguments (after --).
-    #[arg(last = true, required = true, value_name = "CMD")]
-    pub cmd: Vec<OsString>,
 }
 
 impl RunArgs {
@@ -86,17 +92,17 @@ impl RunArgs {
             control: !self.no_control,
             dump: DumpOptions {
                 freeze: FreezeOptions {
-                    no_bpf: self.no_bpf,
+                    no_bpf: self.dump.no_bpf,
                     wait_fork: false,
                     ..Default::default()
                 },
                 ..super::DumpFlags {
                     shell_job: self.shell_job,
-                    ext_unix_sk: self.ext_unix_sk,
-                    compress_level: self.compress_level,
-                    file_contents: self.file_contents,
+                    ext_unix_sk: self.dump.ext_unix_sk,
+                    compress_level: self.dump.compress_level,
+                    file_contents: self.dump.file_contents,
                     tcp_established: self.tcp_established,
-                    network_lock: self.network_lock,
+                    network_lock: self.dump.network_lock,
                 }
                 .options(0, true)
             },

@@ -3,10 +3,16 @@
 //! author, `cairn pair`). The protocol is [`proto`] (the library's own
 //! file); docs/ARCHITECTURE.md ("libcairn") describes it.
 //!
-//! - [`Server::new`] makes the connection, a `SOCK_SEQPACKET` socket pair:
-//!   the program's end ([`Handoff`]) goes to CMD (the fd number in
-//!   `CAIRN_CONTROL_FD`), or to a restore with `--inherit-fd`; cairn keeps
-//!   the other, non-blocking, which [`Server::fd`] gives to poll.
+//! - [`Server::listen`] makes a `SOCK_SEQPACKET` socket at
+//!   `DIR/control/sock` (0700 directory, cairn's) named in CMD's
+//!   environment by `CAIRN_CONTROL_SOCKET`; libcairn connects on its
+//!   first call, so a program that never calls it holds no descriptor of
+//!   cairn's and can be dumped from outside as any other. One connection
+//!   is served at a time (the next is accepted when it closes).
+//!   [`Server::connect`] makes a socket pair instead, whose program's end
+//!   ([`Handoff`]) a restore hands in with `--inherit-fd` in place of the
+//!   connection the checkpoint had; [`Server::spare`] and
+//!   [`Server::adopt`] do the same for `cairn pair`'s backups.
 //! - [`Server::handle`], when that fd is readable: nonrestart data
 //!   (stored in [`Store`] before the answer), the takeover data and the
 //!   backup question are answered at once; a restart checkpoint is
@@ -30,7 +36,8 @@
 pub mod proto;
 pub mod store;
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -39,15 +46,15 @@ pub use store::Store;
 
 use crate::error::{Error, Result};
 use crate::kinds::external::Key;
-use crate::sys::{control as sys, sock};
+use crate::sys::{control as sys, safefs, sock};
 use crate::{info, warn};
 
 /// Receive timeout of the program's end: how soon a restored process
 /// waiting for an answer notices its new connection.
-pub const RCV_TIMEOUT: Duration = Duration::from_millis(100);
+pub const RCV_TIMEOUT: Duration = Duration::from_millis(proto::RCV_TIMEOUT_MS);
 
 /// Send buffer of both ends: room for a few of the largest messages.
-const SNDBUF: i32 = 4 * proto::MSG_MAX as i32;
+const SNDBUF: i32 = proto::SNDBUF as i32;
 
 /// The program's end of a new connection, to hand to CMD or a restore.
 pub struct Handoff {
@@ -80,10 +87,12 @@ pub enum Event {
 
 /// The server of one job.
 pub struct Server {
-    sock: OwnedFd,
-    /// Inode of the program's end of the current connection.
-    tree_ino: u64,
-    closed: bool,
+    /// The listening socket at `control/sock` ([`Server::listen`]).
+    listener: Option<OwnedFd>,
+    /// The connection: cairn's end and the inode of the program's.
+    conn: Option<(OwnedFd, u64)>,
+    /// No control at all (`--no-control`): nothing is listened to.
+    off: bool,
     /// (pid, id) of the last request answered on this connection.
     last: Option<(u32, u32)>,
     backup: bool,
@@ -96,79 +105,153 @@ pub struct Server {
 /// Data acknowledged before it is on disk is synced this soon after.
 pub const SYNC_DELAY: Duration = Duration::from_millis(20);
 
-fn pair() -> Result<(OwnedFd, Handoff)> {
-    let me = crate::sys::task::getpid();
-    let (ours, theirs) = sock::socketpair(libc::SOCK_SEQPACKET)
-        .map_err(|e| Error::sys(me, "socketpair for the control connection", e))?;
-    let set = |fd: &OwnedFd, what: &str, r: std::io::Result<()>| {
-        r.map_err(|e| Error::sys(me, format!("control connection: {what} on fd {fd:?}"), e))
-    };
-    set(
-        &ours,
-        "O_NONBLOCK",
-        sock::set_fl(&ours, libc::O_NONBLOCK | libc::O_RDWR),
-    )?;
-    for fd in [&ours, &theirs] {
-        set(
-            fd,
-            "SO_SNDBUF",
-            sock::set_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, SNDBUF),
-        )?;
+/// The name of the listening socket in `control/`.
+pub const SOCK_NAME: &str = "sock";
+
+fn sys_err(what: &str, e: std::io::Error) -> Error {
+    Error::sys(
+        crate::sys::task::getpid(),
+        format!("control connection: {what}"),
+        e,
+    )
+}
+
+/// Sets the buffers (and, on the program's end, the receive timeout) of
+/// a connection's socket.
+fn set_opts(fd: &OwnedFd, program: bool) -> Result<()> {
+    sock::set_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, SNDBUF)
+        .map_err(|e| sys_err("SO_SNDBUF", e))?;
+    if program {
+        sock::set_timeval_us(fd, libc::SO_RCVTIMEO, RCV_TIMEOUT.as_micros() as u64)
+            .map_err(|e| sys_err("SO_RCVTIMEO", e))?;
+    } else {
+        sock::set_fl(fd, libc::O_NONBLOCK | libc::O_RDWR).map_err(|e| sys_err("O_NONBLOCK", e))?;
     }
-    set(
-        &theirs,
-        "SO_RCVTIMEO",
-        sock::set_timeval_us(&theirs, libc::SO_RCVTIMEO, RCV_TIMEOUT.as_micros() as u64),
-    )?;
+    Ok(())
+}
+
+fn pair() -> Result<(OwnedFd, Handoff)> {
+    let (ours, theirs) =
+        sock::socketpair(libc::SOCK_SEQPACKET).map_err(|e| sys_err("socketpair", e))?;
+    set_opts(&ours, false)?;
+    set_opts(&theirs, true)?;
     let ino = rustix::fs::fstat(&theirs)
-        .map_err(|e| Error::sys(me, "fstat of the control socket", e))?
+        .map_err(|e| sys_err("fstat", e.into()))?
         .st_ino;
     Ok((ours, Handoff { fd: theirs, ino }))
 }
 
+/// A connection made for a backup ([`Server::spare`]), cairn's end.
+pub struct Spare {
+    sock: OwnedFd,
+    ino: u64,
+}
+
 impl Server {
-    /// A server storing in `store`, with a first connection.
-    pub fn new(store: Store) -> Result<(Server, Handoff)> {
-        let (sock, h) = pair()?;
-        let s = Server {
-            sock,
-            tree_ino: h.ino,
-            closed: false,
+    /// A server storing in `store`, not connected: [`Server::listen`]
+    /// makes the socket programs connect to, [`Server::connect`] a
+    /// connection to hand in.
+    pub fn new(store: Store) -> Server {
+        Server {
+            listener: None,
+            conn: None,
+            off: false,
             last: None,
             backup: false,
             store,
             buf: vec![0u8; proto::MSG_MAX + 1],
             sync_at: None,
-        };
-        Ok((s, h))
+        }
     }
 
-    /// Replaces the connection by a new one (for a restore or a backup).
+    /// Listens at `control/sock` in the job's directory (0700, cairn's),
+    /// replacing a socket a previous supervisor left there; the variable
+    /// that names it for CMD's environment. libcairn connects on its
+    /// first call, so a program that never calls it holds nothing.
+    pub fn listen(&mut self) -> Result<(OsString, OsString)> {
+        let path = self.store.dir_path().join(SOCK_NAME);
+        let dir = self.store.dir()?;
+        match safefs::lstatat(dir, OsStr::new(SOCK_NAME)) {
+            Ok(st) if safefs::file_type(&st) == rustix::fs::FileType::Socket => {
+                rustix::fs::unlinkat(dir, SOCK_NAME, rustix::fs::AtFlags::empty())
+                    .map_err(|e| Error::io(&path, e.into()))?;
+            }
+            Ok(_) => {
+                return Err(Error::Usage(format!(
+                    "{}: exists and is not a socket",
+                    path.display()
+                )))
+            }
+            Err(_) => {}
+        }
+        let l = sock::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK)
+            .map_err(|e| sys_err("socket", e))?;
+        // Through the directory's fd: the path may be longer than a
+        // socket name can be, and no link on the way is followed.
+        let via = format!("/proc/self/fd/{}/{SOCK_NAME}", dir.as_raw_fd());
+        sock::bind_unix(&l, via.as_bytes()).map_err(|e| Error::io(&path, e))?;
+        sock::listen(&l, 4).map_err(|e| sys_err("listen", e))?;
+        self.listener = Some(l);
+        Ok((proto::ENV_SOCKET.into(), path.into_os_string()))
+    }
+
+    /// Replaces the connection by a new one (for a restore).
     pub fn connect(&mut self) -> Result<Handoff> {
         let (sock, h) = pair()?;
-        self.sock = sock;
-        self.tree_ino = h.ino;
-        self.closed = false;
+        self.conn = Some((sock, h.ino));
         self.last = None;
         Ok(h)
     }
 
-    /// The program will not use the connection (`cairn run --no-control`,
-    /// or a restored tree without it): nothing is polled or dumped for it.
+    /// A new connection for a backup restored with `--inherit-fd`, not
+    /// served until [`Server::adopt`]: `answer` (the restart checkpoint
+    /// the backup is restored from) is answered 1 on it at once.
+    pub fn spare(&self, answer: Option<Pending>) -> Result<(Spare, Handoff)> {
+        let (sock, h) = pair()?;
+        if let Some(p) = answer {
+            let head = Header {
+                op: proto::OP_CHECKPOINT,
+                pid: p.pid,
+                id: p.id,
+                status: 1,
+            }
+            .encode();
+            sys::send_packet(sock.as_fd(), &head, &[])
+                .map_err(|e| sys_err("the answer of a backup", e))?;
+        }
+        let ino = h.ino;
+        Ok((Spare { sock, ino }, h))
+    }
+
+    /// Serves `spare` from now on (the backup it was made for took over),
+    /// or, with `None`, waits for the program to connect.
+    pub fn adopt(&mut self, spare: Option<Spare>) {
+        self.conn = spare.map(|s| (s.sock, s.ino));
+        self.last = None;
+    }
+
+    /// No control (`cairn run --no-control`): nothing is listened to,
+    /// polled or dumped.
     pub fn close(&mut self) {
-        self.closed = true;
+        self.off = true;
+        self.conn = None;
+        self.listener = None;
     }
 
-    /// The fd to poll for [`Server::handle`]; `None` once the program
-    /// closed its end.
+    /// The fd to poll for [`Server::handle`]: the connection's, or the
+    /// listener's while there is none.
     pub fn fd(&self) -> Option<BorrowedFd<'_>> {
-        (!self.closed).then_some(self.sock.as_fd())
+        match (&self.conn, &self.listener) {
+            (Some((c, _)), _) => Some(c.as_fd()),
+            (None, Some(l)) => Some(l.as_fd()),
+            (None, None) => None,
+        }
     }
 
-    /// What `--external` names the tree's end by; `None` once the tree
-    /// closed it.
+    /// What `--external` names the program's end of the connection by;
+    /// `None` when there is none.
     pub fn external_key(&self) -> Option<Key> {
-        (!self.closed).then_some(Key::Socket(self.tree_ino))
+        self.conn.as_ref().map(|(_, ino)| Key::Socket(*ino))
     }
 
     /// The answer to cairn_is_backup() from now on.
@@ -205,7 +288,14 @@ impl Server {
         }
         .encode();
         self.last = Some((pid, id));
-        sys::send_packet(self.sock.as_fd(), &h, body).map_err(|e| {
+        let Some((sock, _)) = &self.conn else {
+            return Err(Error::sys(
+                pid as i32,
+                format!("control connection: answer to request {id} (op {op})"),
+                std::io::Error::from_raw_os_error(libc::ENOTCONN),
+            ));
+        };
+        sys::send_packet(sock.as_fd(), &h, body).map_err(|e| {
             Error::sys(
                 pid as i32,
                 format!("control connection: answer to request {id} (op {op})"),
@@ -214,17 +304,51 @@ impl Server {
         })
     }
 
+    /// Takes a connection waiting on the listener, if there is none.
+    fn accept(&mut self) -> Result<()> {
+        let Some(l) = self.listener.as_ref().filter(|_| self.conn.is_none()) else {
+            return Ok(());
+        };
+        let c = match sock::accept(l) {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(sys_err("accept", e)),
+        };
+        set_opts(&c, false)?;
+        // The program's end is the accepted socket's peer.
+        let ours = rustix::fs::fstat(&c)
+            .map_err(|e| sys_err("fstat", e.into()))?
+            .st_ino;
+        let peer = crate::sys::sockdiag::unix::by_ino(ours as u32)
+            .ok()
+            .and_then(|d| d.peer)
+            .filter(|&p| p != 0)
+            .ok_or_else(|| {
+                sys_err(
+                    "the program's end of a new connection (sock_diag)",
+                    std::io::Error::from_raw_os_error(libc::ENOENT),
+                )
+            })?;
+        info!("control: the job connected (socket:[{peer}])");
+        self.conn = Some((c, peer as u64));
+        self.last = None;
+        Ok(())
+    }
+
     /// Reads the requests waiting: answers all but a restart checkpoint,
     /// which it returns (the requests after it wait for the next call).
     pub fn handle(&mut self) -> Result<Event> {
         let mut ev = Event::Idle;
+        if let Err(e) = self.accept() {
+            warn!("{e}");
+        }
         loop {
-            if self.closed {
-                return Ok(Event::Closed);
-            }
-            let n = match sys::recv_packet(self.sock.as_fd(), &mut self.buf) {
+            let Some((sock, _)) = &self.conn else {
+                return Ok(ev);
+            };
+            let n = match sys::recv_packet(sock.as_fd(), &mut self.buf) {
                 Ok(0) => {
-                    self.closed = true;
+                    self.conn = None;
                     info!("control: the job closed its control connection");
                     return Ok(Event::Closed);
                 }
@@ -320,26 +444,25 @@ impl Server {
     /// connection cannot give back.
     pub fn settle(&mut self, max: Duration) -> bool {
         self.sync();
-        if !self.closed {
-            let ev = crate::sys::poll::poll_now(&self.sock, libc::POLLIN).unwrap_or(0);
+        if let Some((c, _)) = &self.conn {
+            let ev = crate::sys::poll::poll_now(c, libc::POLLIN).unwrap_or(0);
             if ev & libc::POLLHUP != 0 {
                 info!("control: the job closed its control connection");
-                self.closed = true;
+                self.conn = None;
             }
         }
-        if self.closed {
+        let Some((c, ino)) = &self.conn else {
             return true;
-        }
+        };
         let end = Instant::now() + max;
         loop {
-            match sys::outq(self.sock.as_fd()) {
+            match sys::outq(c.as_fd()) {
                 Ok(0) => return true,
                 Ok(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(1)),
                 Ok(n) => {
                     warn!(
                         "control: the job has not read {n} bytes of answers on its control \
-                         connection (socket:[{}])",
-                        self.tree_ino
+                         connection (socket:[{ino}])"
                     );
                     return false;
                 }
@@ -347,6 +470,17 @@ impl Server {
                     warn!("control: SIOCOUTQ: {e}");
                     return false;
                 }
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    /// Removes the listening socket.
+    fn drop(&mut self) {
+        if self.listener.take().is_some() {
+            if let Ok(dir) = self.store.dir() {
+                let _ = rustix::fs::unlinkat(dir, SOCK_NAME, rustix::fs::AtFlags::empty());
             }
         }
     }

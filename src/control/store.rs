@@ -148,8 +148,13 @@ impl Store {
         Ok(s)
     }
 
+    /// `control/` (its path), made (0700) if missing.
+    pub(super) fn dir_path(&self) -> &Path {
+        &self.path
+    }
+
     /// `control/`, made (0700) if missing.
-    fn dir(&mut self) -> Result<&OwnedFd> {
+    pub(super) fn dir(&mut self) -> Result<&OwnedFd> {
         if self.dir.is_none() {
             let fd = safefs::mkdir_private(&self.job, OsStr::new("control")).at(&self.path)?;
             safefs::sync(&self.job).at(&self.path)?;

@@ -410,6 +410,14 @@ pub fn check(
                 plan.as_is.insert(path.clone());
                 continue;
             }
+            // A held backup of `cairn pair` shares the file with its
+            // living primary, which goes on writing it: used as it is
+            // now, and written back at the release (`pair::hold`).
+            if crate::pair::hold::defer_volatile(path) {
+                info!("{path}: on a volatile file system, in use by the primary: written back at the release");
+                plan.as_is.insert(path.clone());
+                continue;
+            }
             "holds other contents than at the checkpoint".to_string()
         };
         changed.push(format!("{path} (a volatile file): {why}"));

@@ -23,12 +23,20 @@
 //! copied aside first, as for any restore). Deleted-but-open files
 //! (private to the tree) are recreated at preparation as usual.
 //!
+//! Files on a volatile file system (tmpfs: `kinds::volatile`) are the
+//! primary's very files too (one machine, one tmpfs): one the primary
+//! changed since the checkpoint is not refused as for a restore but used
+//! as it is at preparation ([`defer_volatile`]) and written back at
+//! release like the other live files.
+//!
 //! [`point`] and [`split_contents`] are the two calls in
 //! `restore/mod.rs`; both do nothing unless [`arm`] was called, which
 //! only `cairn __pair-backup` does.
 
+use std::collections::HashSet;
 use std::io::{BufRead, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::error::{Error, Result};
@@ -36,6 +44,9 @@ use crate::image::pages::PageStoreReader;
 use crate::image::proto::FileContents;
 
 static ARMED: AtomicBool = AtomicBool::new(false);
+
+/// Volatile files the primary changed, written back at release.
+static DEFERRED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// The line the init writes once the tree is held.
 pub const HELD: &str = "held";
@@ -49,6 +60,18 @@ pub fn arm() {
 
 fn armed() -> bool {
     ARMED.load(Ordering::SeqCst)
+}
+
+/// Armed: the volatile file at `path`, which holds other contents than
+/// at the checkpoint, is the living primary's; it is written back at
+/// release (true). Not armed: false (a restore refuses it).
+pub fn defer_volatile(path: &str) -> bool {
+    if !armed() {
+        return false;
+    }
+    let mut d = DEFERRED.lock().unwrap_or_else(|e| e.into_inner());
+    d.push(path.to_string());
+    true
 }
 
 /// Splits the saved file contents of a restore into what is put back
@@ -77,7 +100,7 @@ pub fn point(
     root: i32,
     late: Option<FileContents>,
     store: &PageStoreReader,
-    volatile: &std::collections::HashSet<String>,
+    volatile: &HashSet<String>,
 ) -> Result<()> {
     if !armed() {
         return Ok(());
@@ -102,7 +125,15 @@ pub fn point(
     }
     let t = Instant::now();
     if let Some(c) = late {
-        crate::kinds::contents::put_back(&c, store, volatile)?;
+        // Volatile files were made at preparation, except those the
+        // primary was still writing.
+        let deferred = DEFERRED.lock().unwrap_or_else(|e| e.into_inner());
+        let skip: HashSet<String> = volatile
+            .iter()
+            .filter(|p| !deferred.contains(p))
+            .cloned()
+            .collect();
+        crate::kinds::contents::put_back(&c, store, &skip)?;
     }
     info!("pair: released; files written back in {:?}", t.elapsed());
     Ok(())

@@ -38,15 +38,24 @@
 //!   `cairn pair` exits 0. A killed `cairn pair` takes both with it
 //!   (PDEATHSIG on each init).
 //!
-//! Cooperating programs (libcairn) plug their control server into the
-//! loop through [`Control`] and [`run_with`].
+//! Cooperating programs (libcairn): the primary finds the control
+//! socket in `CAIRN_CONTROL_SOCKET` ([`crate::control`], served by this
+//! loop). `cairn_checkpoint_data()` is kept in `DIR/control/data` for the
+//! process that takes over (`cairn_takeover_data()`);
+//! `cairn_checkpoint()` is a checkpoint now, answered 0 in the primary,
+//! from which the next backup is made: a backup from it resumes in that
+//! call, answered 1. A checkpoint of a primary connected to cairn records
+//! the connection as external; each backup gets a connection of its own
+//! in its place (`--inherit-fd`), served once it took over.
+//! `cairn_is_backup()` answers 1 once a backup took over (in the process
+//! that took over and its successors), 0 before.
 
 pub mod hold;
 pub mod refuse;
 
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, ChildStdout, Command, Stdio};
@@ -55,14 +64,27 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
+use crate::control;
 use crate::error::{Error, IoContext, Result};
+use crate::kinds::external::{Inherit, Key};
 use crate::options::{DumpOptions, RestoreOptions};
-use crate::run::{cairn_exe, dump_argv, inner_pid, restore_argv, verbosity_args};
+use crate::run::{cairn_exe, inner_pid, restore_argv, verbosity_args};
 use crate::sys::pidns as sysns;
 use crate::sys::safefs;
 
 /// The hidden command of a backup's init.
 pub const BACKUP_CMD: &str = "__pair-backup";
+
+/// How long a checkpoint waits for the program to read the answers on
+/// its control connection.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// How often the primary's root is looked at for the start of its exit
+/// (PF_EXITING) while a backup is ready or being prepared.
+const EXITING_POLL: Duration = Duration::from_millis(2);
+
+/// PF_EXITING of /proc/PID/stat's flags: the task has begun to exit.
+const PF_EXITING: u32 = 0x4;
 
 /// `--interval` when none is given.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
@@ -82,36 +104,8 @@ pub struct PairOptions {
     pub dump: DumpOptions,
     /// The program and its arguments.
     pub cmd: Vec<OsString>,
-}
-
-/// What the control server asks of the loop after [`Control::serve`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ControlAsk {
-    Nothing,
-    /// A checkpoint now (and a backup from it).
-    Checkpoint,
-}
-
-/// The hook for the control server of cooperating programs (libcairn):
-/// the supervisor loop adds [`Control::env`] to CMD's environment, polls
-/// [`Control::fd`] beside its own descriptors, calls [`Control::serve`]
-/// when it is readable and [`Control::took_over`] after each takeover.
-pub trait Control {
-    /// Variables for CMD's environment (the control socket's name).
-    fn env(&self) -> Vec<(OsString, OsString)> {
-        Vec::new()
-    }
-    /// A descriptor the loop waits on for reading.
-    fn fd(&self) -> Option<BorrowedFd<'_>> {
-        None
-    }
-    /// [`Control::fd`] is readable.
-    fn serve(&mut self) -> Result<ControlAsk> {
-        Ok(ControlAsk::Nothing)
-    }
-    /// The backup took over: `root` is the new primary's pid (as cairn
-    /// sees it).
-    fn took_over(&mut self, _root: i32) {}
+    /// Serve libcairn's control socket.
+    pub control: bool,
 }
 
 /// The running primary: its namespace's init (cairn's child) and the
@@ -129,6 +123,9 @@ struct Backup {
     buf: Vec<u8>,
     ckpt: String,
     started: Instant,
+    /// cairn's end of the connection the backup holds in place of the
+    /// primary's.
+    conn: Option<control::Spare>,
 }
 
 impl Backup {
@@ -201,6 +198,10 @@ struct Made {
     seq: u64,
     name: String,
     base: u64,
+    /// The primary's control connection, recorded as external.
+    key: Option<Key>,
+    /// The restart checkpoint (cairn_checkpoint()) it was taken for.
+    restart: Option<control::Pending>,
 }
 
 const PREFIX: &str = "ckpt-";
@@ -293,14 +294,7 @@ fn check_program(prog: &OsStr) -> Result<()> {
     )))
 }
 
-/// The children of `pid` (every thread's).
-fn children(pid: i32) -> Vec<i32> {
-    crate::procfs::list_tasks(pid)
-        .unwrap_or_default()
-        .into_iter()
-        .flat_map(|t| crate::procfs::read_children(pid, t).unwrap_or_default())
-        .collect()
-}
+use crate::run::pidns::children;
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -324,22 +318,17 @@ struct Pair<'a> {
     /// A backup was held at least once.
     ever_held: bool,
     takeovers: u32,
-    control: Option<&'a mut dyn Control>,
+    server: control::Server,
 }
 
 /// `cairn pair`. Returns the exit code.
 pub fn run(o: &PairOptions) -> Result<i32> {
-    run_with(o, None)
-}
-
-/// `cairn pair` with a control server plugged into its loop.
-pub fn run_with<'a>(o: &'a PairOptions, control: Option<&'a mut dyn Control>) -> Result<i32> {
     let Some(prog) = o.cmd.first() else {
         return Err(Error::Usage("cairn pair: no command given after --".into()));
     };
     check_program(prog)?;
     let pidfile = o.pidfile.as_deref().map(Pidfile::open).transpose()?;
-    let (dir, dirfd) = open_dir(&o.dir)?;
+    let (dir, dirfd) = crate::run::open_dir(&o.dir, true)?;
     let sfd = signals()?;
     let next_seq = safefs::list(&dirfd)
         .unwrap_or_default()
@@ -347,7 +336,13 @@ pub fn run_with<'a>(o: &'a PairOptions, control: Option<&'a mut dyn Control>) ->
         .filter_map(|(n, _)| ckpt_seq(n))
         .max()
         .map_or(1, |m| m + 1);
-    let env = control.as_ref().map(|c| c.env()).unwrap_or_default();
+    let mut server = control::Server::new(control::Store::open(&dirfd, &dir)?);
+    let env = if o.control {
+        vec![server.listen()?]
+    } else {
+        server.close();
+        Vec::new()
+    };
     let primary = start_primary(&o.cmd, &env)?;
     let mut p = Pair {
         o,
@@ -362,7 +357,7 @@ pub fn run_with<'a>(o: &'a PairOptions, control: Option<&'a mut dyn Control>) ->
         next_seq,
         ever_held: false,
         takeovers: 0,
-        control,
+        server,
     };
     if let Some(pf) = p.pidfile.as_mut() {
         if let Err(e) = pf.write(p.primary.root) {
@@ -392,13 +387,22 @@ impl Pair<'_> {
     fn run_loop(&mut self, sfd: &SignalFd) -> Result<i32> {
         let mut next = Instant::now() + self.o.interval;
         loop {
-            let timeout = next.saturating_duration_since(Instant::now());
+            let wake = [Some(next), self.server.sync_at()]
+                .into_iter()
+                .flatten()
+                .min();
+            let mut timeout = wake.map_or(Duration::ZERO, |t| {
+                t.saturating_duration_since(Instant::now())
+            });
+            if self.held.is_some() || self.prep.is_some() {
+                timeout = timeout.min(EXITING_POLL);
+            }
             let mut fds: Vec<BorrowedFd<'_>> = vec![sfd.as_fd()];
             let prep_at = self.prep.as_ref().map(|b| {
                 fds.push(b.out.as_fd());
                 fds.len() - 1
             });
-            let ctl_at = self.control.as_ref().and_then(|c| c.fd()).map(|f| {
+            let ctl_at = self.server.fd().map(|f| {
                 fds.push(f);
                 fds.len() - 1
             });
@@ -424,20 +428,74 @@ impl Pair<'_> {
             if prep_ready {
                 self.read_prep()?;
             }
+            if let Some(code) = self.exiting()? {
+                return Ok(code);
+            }
             if let Some(code) = self.reap()? {
                 return Ok(code);
             }
-            let mut now = Instant::now() >= next;
+            if self.server.sync_at().is_some_and(|t| t <= Instant::now()) {
+                self.server.sync();
+            }
             if ctl_ready {
-                if let Some(c) = self.control.as_mut() {
-                    now |= c.serve()? == ControlAsk::Checkpoint;
+                match self.server.handle() {
+                    Ok(control::Event::Checkpoint(p)) => {
+                        info!(
+                            "pair: restart checkpoint asked by pid {} (request {})",
+                            p.pid, p.id
+                        );
+                        let status = if self.checkpoint(Some(p))? {
+                            0
+                        } else {
+                            -libc::EIO
+                        };
+                        if let Err(e) = self.server.answer(p, status) {
+                            warn!("pair: {e}");
+                        }
+                        next = Instant::now() + self.o.interval;
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!("pair: {e}"),
                 }
             }
-            if now {
-                self.checkpoint()?;
+            if Instant::now() >= next {
+                self.checkpoint(None)?;
                 next = Instant::now() + self.o.interval;
             }
         }
+    }
+
+    /// The takeover at the start of the primary's end: its root has begun
+    /// to exit (PF_EXITING, or it is a zombie) with a failure status, as
+    /// its `/proc/PID/stat` shows (the exit code is set there before the
+    /// kernel tears its memory down, which takes long for a large
+    /// program, and before its parent, the init, hears of it). Its
+    /// namespace's init is killed, which ends whatever else of the
+    /// program lives there (reaped later like any old init); the backup
+    /// takes over at once. A status 0 is left to the init's end: the pair
+    /// ends then. `Some(code)` when the pair ends.
+    fn exiting(&mut self) -> Result<Option<i32>> {
+        if self.held.is_none() && self.prep.is_none() {
+            return Ok(None);
+        }
+        let Ok(st) = crate::procfs::read_stat(self.primary.root) else {
+            return Ok(None);
+        };
+        let exiting = st.flags & PF_EXITING != 0 || matches!(st.state, 'Z' | 'X');
+        if !exiting || st.exit_code == 0 {
+            return Ok(None);
+        }
+        let code = sysns::status_code(st.exit_code);
+        crate::log::write(
+            0,
+            format_args!(
+                "pair: the primary (pid {}) began to exit with status {code}: its namespace \
+                 (init {}) is killed, the backup takes over now",
+                self.primary.root, self.primary.init
+            ),
+        );
+        let _ = crate::sys::task::kill(self.primary.init, libc::SIGKILL);
+        self.primary_ended(code)
     }
 
     /// Reaps every child that ended; `Some(code)` when the pair ends.
@@ -564,9 +622,10 @@ impl Pair<'_> {
                 ms(running)
             ),
         );
-        if let Some(c) = self.control.as_mut() {
-            c.took_over(root);
-        }
+        // The new primary's connection: the one made for it, or, if the
+        // checkpoint had none, the one it makes.
+        self.server.adopt(b.conn.take());
+        self.server.set_backup(true);
         Ok(())
     }
 
@@ -636,9 +695,14 @@ impl Pair<'_> {
         Ok(())
     }
 
-    /// Takes a checkpoint of the primary and, if none is being prepared,
-    /// starts a backup from it.
-    fn checkpoint(&mut self) -> Result<()> {
+    /// Takes a checkpoint of the primary (for restart checkpoint
+    /// `restart`, if given) and, if none is being prepared, starts a
+    /// backup from it. Whether it was taken.
+    fn checkpoint(&mut self, restart: Option<control::Pending>) -> Result<bool> {
+        if !self.server.settle(SETTLE) {
+            warn!("pair: checkpoint skipped: the program has not read the answers of its control connection");
+            return Ok(false);
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         let name = format!("{PREFIX}{seq:06}");
@@ -661,13 +725,24 @@ impl Pair<'_> {
             Ok(p) => p,
             Err(e) => {
                 info!("pair: checkpoint {name}: {e}");
-                return Ok(());
+                return Ok(false);
             }
         };
+        // The primary's end of its control connection, unless it closed
+        // it: each backup gets a connection of its own in its place.
+        let key = (self.server.external_key())
+            .filter(|k| crate::run::tree_holds(self.primary.root, &k.to_string()));
+        d.external.extend(key);
         let t = Instant::now();
         match self.dump(&d) {
             Ok(frozen) => {
-                let m = Made { seq, name, base };
+                let m = Made {
+                    seq,
+                    name,
+                    base,
+                    key,
+                    restart,
+                };
                 crate::log::write(
                     0,
                     format_args!(
@@ -688,6 +763,7 @@ impl Pair<'_> {
                     self.start_prep(&m)?;
                 }
                 self.prune();
+                Ok(true)
             }
             Err(e) => {
                 warn!("pair: checkpoint {name} failed: {e}");
@@ -698,9 +774,9 @@ impl Pair<'_> {
                         &self.dir.join(&n),
                     );
                 }
+                Ok(false)
             }
         }
-        Ok(())
     }
 
     /// Ends the pair if checkpoint `m` holds what a backup cannot hold.
@@ -726,74 +802,14 @@ impl Pair<'_> {
         let log_name = OsStr::new(".pair-dump.log");
         let _ = rustix::fs::unlinkat(&self.dirfd, log_name, rustix::fs::AtFlags::empty());
         let log = safefs::create_excl(&self.dirfd, log_name, 0o600).at(self.dir.join(log_name))?;
-        let mut c = Command::new(cairn_exe()?);
-        c.args(verbosity_args(1))
-            .args(dump_argv(d))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                log.try_clone().map_err(|e| Error::io(log_name, e))?,
-            ));
-        let prep = sysns::Prep {
-            pdeathsig: true,
-            setsid: true,
-            own_proc: true,
-        };
-        let st = crate::run::pidns::spawn_in_ns_of(self.primary.root, &mut c, prep).and_then(
-            |mut ch| {
-                let pid = ch.id() as i32;
-                ch.wait().map_err(|e| Error::sys(pid, "waitpid", e))
-            },
-        );
-        let mut text = String::new();
-        let _ = std::fs::File::from(
-            safefs::openat_nofollow(
-                &self.dirfd,
-                log_name,
-                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
-                0,
-            )
-            .map_err(|e| Error::io(log_name, e))?,
-        )
-        .read_to_string(&mut text);
-        drop(log);
-        let _ = rustix::fs::unlinkat(&self.dirfd, log_name, rustix::fs::AtFlags::empty());
-        let mut frozen = 0.0;
-        let mut last_err = String::new();
-        for line in text.lines() {
-            let msg = line
-                .strip_prefix("cairn[")
-                .and_then(|l| l.split_once("]: "))
-                .map_or(line, |(_, m)| m);
-            if let Some(s) = msg.strip_prefix("dump done: frozen ") {
-                frozen = s
-                    .split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0.0);
-            }
-            if msg.starts_with("warning:") {
-                crate::log::write(0, format_args!("dump: {msg}"));
-            } else if let Some(e) = line.strip_prefix("cairn: ") {
-                last_err = e.to_string();
-            } else {
-                crate::log::write(2, format_args!("dump: {msg}"));
-            }
-        }
-        let st = st?;
-        if !st.success() {
-            return Err(Error::Usage(format!(
-                "cairn dump exited with {}: {last_err}",
-                st.code()
-                    .map_or_else(|| "a signal".to_string(), |c| c.to_string())
-            )));
-        }
-        Ok(frozen)
+        let path = self.dir.join(log_name);
+        crate::run::dump_child(d, Some(self.primary.root), &path, log, true)
+            .map(|(frozen, _)| frozen)
     }
 
     /// Starts preparing a backup from checkpoint `m`.
     fn start_prep(&mut self, m: &Made) -> Result<()> {
-        let ropts = RestoreOptions {
+        let mut ropts = RestoreOptions {
             images_dir: self.dir.join(&m.name),
             detached: false,
             pidfile: None,
@@ -808,6 +824,21 @@ impl Pair<'_> {
             inherit_fds: Vec::new(),
             pid_ns: false,
         };
+        // A connection of its own in place of the primary's, answering
+        // its restart checkpoint 1.
+        let spare = m
+            .key
+            .map(|k| self.server.spare(m.restart).map(|c| (c, k)))
+            .transpose()?;
+        let inherit = (spare.as_ref())
+            .map(|((_, h), _)| crate::run::inheritable(h))
+            .transpose()?;
+        if let (Some(fd), Some((_, key))) = (&inherit, &spare) {
+            ropts.inherit_fds.push(Inherit {
+                fd: fd.as_raw_fd(),
+                key: *key,
+            });
+        }
         let mut args = restore_argv(&ropts);
         args.remove(0);
         let mut c = Command::new(cairn_exe()?);
@@ -822,6 +853,7 @@ impl Pair<'_> {
             setsid: true,
         };
         let mut ch = crate::run::pidns::spawn_new_ns(&mut c, prep)?;
+        drop(inherit);
         let init = ch.id() as i32;
         let (Some(stdin), Some(out)) = (ch.stdin.take(), ch.stdout.take()) else {
             let _ = crate::sys::task::kill(init, libc::SIGKILL);
@@ -838,6 +870,7 @@ impl Pair<'_> {
             buf: Vec::new(),
             ckpt: m.name.clone(),
             started: Instant::now(),
+            conn: spare.map(|((c, _), _)| c),
         });
         Ok(())
     }
@@ -884,75 +917,25 @@ impl Pair<'_> {
     }
 }
 
-/// The checkpoint directory, held open: made (0700) if missing; a
-/// symbolic link is refused, and so is a directory another user could
-/// write (the backups are restored from it).
-fn open_dir(p: &Path) -> Result<(PathBuf, OwnedFd)> {
-    let path = std::path::absolute(p).map_err(|e| Error::io(p, e))?;
-    match safefs::is_dir_nofollow(&path) {
-        Ok(true) => {}
-        Ok(false) => {
-            return Err(Error::Usage(format!(
-                "{}: exists and is not a directory",
-                path.display()
-            )))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            safefs::make_dirs(&path).at(&path)?;
-        }
-        Err(e) => return Err(Error::Usage(format!("{}: {e}", path.display()))),
-    }
-    let fd = safefs::open_dir(&path).at(&path)?;
-    let st = rustix::fs::fstat(&fd).map_err(|e| Error::io(&path, e.into()))?;
-    if let Err(why) = safefs::check_trusted(&st) {
-        return Err(Error::Usage(format!(
-            "{}: the directory is {why}: another user could replace its checkpoints",
-            path.display()
-        )));
-    }
-    for n in crate::image::staging::stale_in(fd.as_fd()) {
-        let _ = crate::image::staging::remove_stale(fd.as_fd(), &n, &path.join(&n));
-    }
-    Ok((path, fd))
-}
-
 /// Starts CMD as pid 2 of a new pid namespace (`cairn __pidns-exec`).
 fn start_primary(cmd: &[OsString], env: &[(OsString, OsString)]) -> Result<Primary> {
-    let mut c = Command::new(cairn_exe()?);
-    c.args(verbosity_args(0))
-        .arg(crate::run::pidns::EXEC_CMD)
-        .arg("--")
-        .args(cmd)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null());
-    let prep = sysns::Prep {
-        own_proc: true,
-        pdeathsig: true,
-        setsid: true,
-    };
-    let init = crate::run::pidns::spawn_new_ns(&mut c, prep)?.id() as i32;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(&root) = children(init).first() {
-            return Ok(Primary { init, root });
-        }
-        if let Ok(Some((_, st))) = sysns::wait_exit(init, true) {
-            return Err(Error::Usage(format!(
-                "cannot run {}: it ended at once with status {}",
-                cmd[0].to_string_lossy(),
-                sysns::status_code(st)
-            )));
-        }
-        if Instant::now() > deadline {
-            let _ = crate::sys::task::kill(init, libc::SIGKILL);
-            let _ = sysns::wait_exit(init, false);
-            return Err(Error::Usage(format!(
-                "cannot run {}: not started after 30 s",
-                cmd[0].to_string_lossy()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(2));
+    let (init, root) = crate::run::pidns::spawn_exec(cmd, env)?;
+    if let Some(root) = root {
+        return Ok(Primary { init, root });
     }
+    if let Ok(Some((_, st))) = sysns::wait_exit(init, true) {
+        return Err(Error::Usage(format!(
+            "cannot run {}: it ended at once with status {}",
+            cmd[0].to_string_lossy(),
+            sysns::status_code(st)
+        )));
+    }
+    let _ = crate::sys::task::kill(init, libc::SIGKILL);
+    let _ = sysns::wait_exit(init, false);
+    Err(Error::Usage(format!(
+        "cannot run {}: not started after 30 s",
+        cmd[0].to_string_lossy()
+    )))
 }
 
 /// Blocks the signals the pair handles and returns a non-blocking

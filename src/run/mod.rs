@@ -227,6 +227,54 @@ fn ckpt_seq(name: &OsStr) -> Option<u64> {
         .flatten()
 }
 
+/// A checkpoint directory (`cairn run`'s, `cairn pair`'s), held open:
+/// made (0700) if missing; a symbolic link is refused, never followed;
+/// staging directories of dumpers that died with everything else are
+/// removed. A directory another user could write is refused when
+/// `strict` (`cairn pair` restores its backups from it at once), else
+/// warned about (`cairn run` refuses its checkpoints at restore).
+pub(crate) fn open_dir(p: &Path, strict: bool) -> Result<(PathBuf, OwnedFd)> {
+    let path = absolute(p)?;
+    match safefs::is_dir_nofollow(&path) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(Error::Usage(format!(
+                "{}: exists and is not a directory",
+                path.display()
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            safefs::make_dirs(&path).at(&path)?;
+        }
+        Err(e) => return Err(Error::Usage(format!("{}: {e}", path.display()))),
+    }
+    let fd = safefs::open_dir(&path).at(&path)?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| Error::io(&path, e.into()))?;
+    if let Err(why) = safefs::check_trusted(&st) {
+        if strict {
+            return Err(Error::Usage(format!(
+                "{}: the directory is {why}: another user could replace its checkpoints",
+                path.display()
+            )));
+        }
+        warn!(
+            "{}: the directory is {why}; its checkpoints are refused at restore \
+             (another user could replace them)",
+            path.display()
+        );
+    }
+    for n in crate::image::staging::stale_in(fd.as_fd()) {
+        match crate::image::staging::remove_stale(fd.as_fd(), &n, &path.join(&n)) {
+            Ok(()) => warn!(
+                "removed {}, left by an interrupted checkpoint",
+                n.to_string_lossy()
+            ),
+            Err(e) => warn!("{e}"),
+        }
+    }
+    Ok((path, fd))
+}
+
 /// The job's directory, held open: made (0700) if missing; a symbolic
 /// link there is refused, never followed.
 struct JobDir {
@@ -236,39 +284,7 @@ struct JobDir {
 
 impl JobDir {
     fn open(p: &Path) -> Result<JobDir> {
-        let path = absolute(p)?;
-        match safefs::is_dir_nofollow(&path) {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(Error::Usage(format!(
-                    "{}: exists and is not a directory",
-                    path.display()
-                )))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                safefs::make_dirs(&path).at(&path)?;
-            }
-            Err(e) => return Err(Error::Usage(format!("{}: {e}", path.display()))),
-        }
-        let fd = safefs::open_dir(&path).at(&path)?;
-        let st = rustix::fs::fstat(&fd).map_err(|e| Error::io(&path, e.into()))?;
-        if let Err(why) = safefs::check_trusted(&st) {
-            warn!(
-                "{}: the directory is {why}; its checkpoints are refused at restore \
-                 (another user could replace them)",
-                path.display()
-            );
-        }
-        // Staging directories of dumpers that died with everything else.
-        for n in crate::image::staging::stale_in(fd.as_fd()) {
-            match crate::image::staging::remove_stale(fd.as_fd(), &n, &path.join(&n)) {
-                Ok(()) => warn!(
-                    "removed {}, left by an interrupted checkpoint",
-                    n.to_string_lossy()
-                ),
-                Err(e) => warn!("{e}"),
-            }
-        }
+        let (path, fd) = open_dir(p, false)?;
         Ok(JobDir { path, fd })
     }
 
@@ -430,10 +446,10 @@ fn descendants(root: i32) -> Vec<i32> {
     out
 }
 
-/// Whether a process of the tree of `job` has an fd on `target` (as
+/// Whether a process of the tree of `root` has an fd on `target` (as
 /// /proc shows it: `socket:[INO]`).
-fn tree_holds(job: &Job, target: &str) -> bool {
-    descendants(job.root).into_iter().any(|p| {
+pub(crate) fn tree_holds(root: i32, target: &str) -> bool {
+    descendants(root).into_iter().any(|p| {
         (crate::procfs::read_fds(p).unwrap_or_default())
             .iter()
             .any(|(_, t)| t == target)
@@ -448,7 +464,7 @@ pub fn inner_pid(pid: i32) -> Result<i32> {
 
 /// A copy of the program's end of the control connection that the next
 /// child inherits (no close-on-exec), to close once it is spawned.
-fn inheritable(h: &control::Handoff) -> Result<OwnedFd> {
+pub(crate) fn inheritable(h: &control::Handoff) -> Result<OwnedFd> {
     rustix::io::dup(&h.fd).map_err(|e| {
         Error::sys(
             crate::sys::task::getpid(),
@@ -458,26 +474,17 @@ fn inheritable(h: &control::Handoff) -> Result<OwnedFd> {
     })
 }
 
-/// Starts `cmd`: a child in a session of its own, stdin from /dev/null,
-/// with the program's end of the control connection (libcairn) at the
-/// fd `CAIRN_CONTROL_FD` names.
-fn start(o: &RunOptions, ctl: &control::Handoff) -> Result<Job> {
-    let fd = inheritable(ctl)?;
-    // The init of --pid-ns passes cairn's environment on to CMD; cairn
-    // run has no other thread.
-    std::env::set_var(control::proto::ENV_FD, fd.as_raw_fd().to_string());
-    let r = start_cmd(o);
-    std::env::remove_var(control::proto::ENV_FD);
-    drop(fd);
-    r
-}
-
-fn start_cmd(o: &RunOptions) -> Result<Job> {
+/// Starts `cmd` with `env` added to its environment (the control
+/// socket's name): a child in a session of its own, stdin from
+/// /dev/null.
+fn start_cmd(o: &RunOptions, env: &[(OsString, OsString)]) -> Result<Job> {
     if o.pid_ns {
-        return pidns::start_exec(&o.cmd);
+        return pidns::start_exec(&o.cmd, env);
     }
     let mut c = Command::new(&o.cmd[0]);
-    c.args(&o.cmd[1..]).stdin(Stdio::null());
+    c.args(&o.cmd[1..])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null());
     let prep = sysns::Prep {
         setsid: true,
         ..Default::default()
@@ -661,7 +668,7 @@ fn checkpoint(
     // keeps the socket open).
     let key = server.external_key();
     d.external
-        .extend(key.filter(|k| tree_holds(job, &k.to_string())));
+        .extend(key.filter(|k| tree_holds(job.root, &k.to_string())));
     d.images_dir = images.clone();
     d.leave_running = kind != Kind::Final;
     d.incr.prev_images_dir = None;
@@ -760,34 +767,50 @@ pub const PAUSE_FROM_ENV: &str = "CAIRN_RUN_PAUSE_FROM";
 /// Runs `cairn dump` for `d`; (frozen ms, bytes) from its stats line.
 fn run_dump(d: &DumpOptions, job: &Job, n: u64, scratch: &Scratch) -> Result<(f64, u64)> {
     let (log_path, log) = scratch.file("dump.log")?;
+    let pause_from = std::env::var(PAUSE_FROM_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    let pause = pause_from.is_some_and(|f| n >= f);
+    dump_child(d, job.in_ns.then_some(job.root), &log_path, log, pause)
+}
+
+/// Runs `cairn dump` for `d` as a child (inside the pid namespace of
+/// `ns_of` if given), its stderr into `log`, a new file of cairn's at
+/// `log_path` (removed after); its warnings and errors go to cairn's
+/// log. `pause`: `CAIRN_PAUSE_AT` (tests) is passed on. Returns (frozen
+/// ms, bytes) from its stats line.
+pub(crate) fn dump_child(
+    d: &DumpOptions,
+    ns_of: Option<i32>,
+    log_path: &Path,
+    log: std::fs::File,
+    pause: bool,
+) -> Result<(f64, u64)> {
     let mut c = Command::new(cairn_exe()?);
     c.args(verbosity_args(1))
         .args(dump_argv(d))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(log));
-    let pause_from = std::env::var(PAUSE_FROM_ENV)
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok());
-    if pause_from.is_none_or(|f| n < f) {
+    if !pause {
         c.env_remove(crate::guard::PAUSE_ENV);
     }
     let prep = sysns::Prep {
         pdeathsig: true,
         setsid: true,
-        own_proc: job.in_ns,
+        own_proc: ns_of.is_some(),
     };
-    let child = if job.in_ns {
-        pidns::spawn_in_ns_of(job.root, &mut c, prep)
-    } else {
-        sysns::spawn(&mut c, prep).map_err(|e| Error::Usage(format!("cannot run cairn dump: {e}")))
+    let child = match ns_of {
+        Some(root) => pidns::spawn_in_ns_of(root, &mut c, prep),
+        None => sysns::spawn(&mut c, prep)
+            .map_err(|e| Error::Usage(format!("cannot run cairn dump: {e}"))),
     };
     let st = child.and_then(|mut ch| {
         let pid = ch.id() as i32;
         ch.wait().map_err(|e| Error::sys(pid, "waitpid", e))
     });
-    let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-    let _ = std::fs::remove_file(&log_path);
+    let text = std::fs::read_to_string(log_path).unwrap_or_default();
+    let _ = std::fs::remove_file(log_path);
     let mut stats = None;
     let mut last_err = String::new();
     for line in text.lines() {
@@ -907,13 +930,18 @@ pub fn run(o: &RunOptions) -> Result<i32> {
     let sfd = signals(o.checkpoint_signal)?;
     let dir = JobDir::open(&o.dir)?;
     let scratch = Scratch::new()?;
-    let (mut server, hand) = control::Server::new(control::Store::open(&dir.fd, &dir.path)?)?;
+    let mut server = control::Server::new(control::Store::open(&dir.fd, &dir.path)?);
+    let env = if o.control {
+        vec![server.listen()?]
+    } else {
+        server.close();
+        Vec::new()
+    };
     let job = match dir.checkpoints().pop() {
         Some(ck) => {
+            // The tree's connection, if it had one, is handed in anew.
             let key = control::image_key(&dir.path.join(&ck.name)).ok().flatten();
-            if key.is_none() {
-                server.close();
-            }
+            let hand = key.map(|_| server.connect()).transpose()?;
             let name = ck.name.to_string_lossy();
             if let Some(p) = server.store().restart_of(&name).filter(|_| key.is_some()) {
                 info!(
@@ -922,15 +950,10 @@ pub fn run(o: &RunOptions) -> Result<i32> {
                 );
                 server.queue_restored(p)?;
             }
-            restore(o, &dir, &ck, &scratch, key.map(|k| (&hand, k)))?
+            restore(o, &dir, &ck, &scratch, hand.as_ref().zip(key))?
         }
-        None if !o.control => {
-            server.close();
-            start_cmd(o)?
-        }
-        None => start(o, &hand)?,
+        None => start_cmd(o, &env)?,
     };
-    drop(hand);
     crate::log::write(
         0,
         format_args!(

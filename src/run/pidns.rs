@@ -70,7 +70,7 @@ pub fn spawn_in_ns_of(pid: i32, cmd: &mut Command, prep: sysns::Prep) -> Result<
 }
 
 /// The children of `pid` (every thread's).
-fn children(pid: i32) -> Vec<i32> {
+pub(crate) fn children(pid: i32) -> Vec<i32> {
     crate::procfs::list_tasks(pid)
         .unwrap_or_default()
         .into_iter()
@@ -78,48 +78,66 @@ fn children(pid: i32) -> Vec<i32> {
         .collect()
 }
 
-/// `run --pid-ns`: the init starts `cmd`; the job is the init.
-pub(super) fn start_exec(cmd: &[OsString]) -> Result<Job> {
+/// Starts the init of a new pid namespace ([`EXEC_CMD`]) that runs `cmd`
+/// (pid 2 there) with `env` added to cairn's environment, and waits up to
+/// 30 s for it: (the init, CMD), as cairn sees them; CMD is `None` if the
+/// init ended first or CMD did not start in time.
+pub(crate) fn spawn_exec(
+    cmd: &[OsString],
+    env: &[(OsString, OsString)],
+) -> Result<(i32, Option<i32>)> {
     let mut c = Command::new(cairn_exe()?);
     c.args(verbosity_args(0))
         .arg(EXEC_CMD)
         .arg("--")
         .args(cmd)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null());
     let prep = sysns::Prep {
         own_proc: true,
         pdeathsig: true,
         setsid: true,
     };
-    let init = spawn_new_ns(&mut c, prep)?;
-    let ipid = init.id() as i32;
+    let ipid = spawn_new_ns(&mut c, prep)?.id() as i32;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(&root) = children(ipid).first() {
-            crate::log::write(
-                0,
-                format_args!(
-                    "run: started {} as pid {root} (pid {} in its pid namespace, init {ipid})",
-                    cmd[0].to_string_lossy(),
-                    inner_pid(root).unwrap_or(0)
-                ),
-            );
-            return Ok(Job {
-                child: ipid,
-                root,
-                in_ns: true,
-            });
+            return Ok((ipid, Some(root)));
         }
-        if !crate::sys::task::pid_exists(ipid) || Instant::now() > deadline {
-            // Ended already: the job's status is the init's.
-            return Ok(Job {
-                child: ipid,
-                root: ipid,
-                in_ns: true,
-            });
+        // Ended (a zombie, not reaped here) or not started in time.
+        let alive = crate::procfs::read_stat(ipid).is_ok_and(|s| !matches!(s.state, 'Z' | 'X'));
+        if !alive || Instant::now() > deadline {
+            return Ok((ipid, None));
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// `run --pid-ns`: the init starts `cmd` (with `env`); the job is the
+/// init.
+pub(super) fn start_exec(cmd: &[OsString], env: &[(OsString, OsString)]) -> Result<Job> {
+    let (ipid, root) = spawn_exec(cmd, env)?;
+    let Some(root) = root else {
+        // Ended already: the job's status is the init's.
+        return Ok(Job {
+            child: ipid,
+            root: ipid,
+            in_ns: true,
+        });
+    };
+    crate::log::write(
+        0,
+        format_args!(
+            "run: started {} as pid {root} (pid {} in its pid namespace, init {ipid})",
+            cmd[0].to_string_lossy(),
+            inner_pid(root).unwrap_or(0)
+        ),
+    );
+    Ok(Job {
+        child: ipid,
+        root,
+        in_ns: true,
+    })
 }
 
 /// Starts the init that restores `args` in a new pid namespace, waits

@@ -2174,6 +2174,7 @@ pub fn bpf_iterators_unavailable() -> Option<String> {
     None
 }
 pub mod inherited;
+pub mod job;
 pub mod netns;
 pub mod refuse;
 pub mod slurm;
