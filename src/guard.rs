@@ -107,6 +107,9 @@ pub fn run_hidden() -> Option<u8> {
     if first == GUARD_ARG {
         return Some(run(&arg(2), &arg(3)));
     }
+    if first == crate::migrate::guardian::ARG {
+        return Some(crate::migrate::guardian::run(&arg(2)));
+    }
     if first == crate::track::keeper::KEEPER_ARG {
         return Some(crate::track::keeper::run(&arg(2)));
     }

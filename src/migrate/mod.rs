@@ -26,9 +26,11 @@
 //! Exit codes of `cairn migrate` besides 0 and the usual ones: [`exit`].
 
 pub mod channel;
+pub mod guardian;
 pub mod postcopy;
 pub mod receiver;
 pub mod source;
+pub mod tree;
 pub mod wire;
 
 /// Exit codes of `cairn migrate` that say what became of the source tree.
