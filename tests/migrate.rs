@@ -638,6 +638,12 @@ fn migrate_lazy_guardian_killed_tree_killed() {
         recv.log()
     );
     let got = wait_reaping(&mut m, &mut src, Duration::from_secs(120));
-    assert_eq!(got, 8, "cairn migrate: {}\nreceiver: {}", m.log(), recv.log());
+    assert_eq!(
+        got,
+        8,
+        "cairn migrate: {}\nreceiver: {}",
+        m.log(),
+        recv.log()
+    );
     restored_expect_pass(src.pid, &src.log);
 }

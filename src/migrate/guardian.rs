@@ -67,8 +67,7 @@ impl Link {
     pub fn start() -> Result<Link> {
         use std::os::unix::process::CommandExt;
         let t0 = Instant::now();
-        let (ours, theirs) =
-            UnixStream::pair().map_err(|e| gerr(0, "socketpair", e))?;
+        let (ours, theirs) = UnixStream::pair().map_err(|e| gerr(0, "socketpair", e))?;
         let exe = std::env::current_exe().map_err(|e| gerr(0, "own executable", e))?;
         let child = Command::new(exe)
             .arg(ARG)
@@ -80,7 +79,10 @@ impl Link {
             .map_err(|e| gerr(0, "start", e))?;
         let pid = child.id();
         let watch = ours.try_clone().map_err(|e| gerr(pid, "socket", e))?;
-        crate::info!("post-copy guardian started (pid {pid}) in {:?}", t0.elapsed());
+        crate::info!(
+            "post-copy guardian started (pid {pid}) in {:?}",
+            t0.elapsed()
+        );
         Ok(Link {
             link: Mutex::new(ours),
             watch,
@@ -149,12 +151,7 @@ impl Link {
 
     /// Waits for the guardian (after [`Link::done`] or [`Link::abandon`]).
     fn reap(&self) {
-        if let Some(mut c) = self
-            .child
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+        if let Some(mut c) = self.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = c.wait();
         }
     }
@@ -266,7 +263,13 @@ pub fn run(receiver: &str) -> u8 {
     let mut link = UnixStream::from(fd);
     let lost = loop {
         match fdpass::recv_msg(&mut link) {
-            Ok((payload, fds)) => told.take(&payload, fds),
+            Ok((payload, fds)) => {
+                told.take(&payload, fds);
+                // The receiver waits for us after this.
+                if told.done {
+                    return 0;
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break None,
             // Lost the thread of the messages: the receiver may be alive,
             // but it can no longer count on us. Its pager sees this end
@@ -274,9 +277,6 @@ pub fn run(receiver: &str) -> u8 {
             Err(e) => break Some(e),
         }
     };
-    if told.done {
-        return 0;
-    }
     if told.mms.is_empty() && told.forked.is_empty() && told.root.is_none() {
         return 0;
     }

@@ -31,12 +31,12 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use super::channel::{Channel, MAX_PLAIN};
+use super::guardian::Link;
 use super::wire::{page_head, Msg, PAGE_HEAD};
 use crate::error::{Error, Result};
 use crate::image::pages::{ChunkBufs, PageStoreReader};
 use crate::image::ImageDir;
 use crate::kinds::memory::lazy::{Answer, Cmd, LazyMm, Run};
-use super::guardian::Link;
 use crate::sys::uffd::Filled;
 use crate::sys::{uffd, PAGE_SIZE};
 
@@ -614,11 +614,7 @@ impl Pager {
                 }
                 return Ok(self.root.unwrap_or(0));
             }
-            let mut fds = vec![
-                ch.fd().as_raw_fd(),
-                wake.as_raw_fd(),
-                self.guard.watch_fd(),
-            ];
+            let mut fds = vec![ch.fd().as_raw_fd(), wake.as_raw_fd(), self.guard.watch_fd()];
             fds.extend(self.mms.iter().map(|m| m.uffd.as_raw_fd()));
             let busy = !self.retry.is_empty() || !self.zero_retry.is_empty();
             let ready = uffd::poll_readable(&fds, if busy { 1 } else { 1000 })

@@ -21,7 +21,10 @@ pub fn descendants(root: i32) -> Vec<i32> {
 mod tests {
     #[test]
     fn finds_a_child() {
-        let mut c = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let mut c = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
         let me = std::process::id() as i32;
         let d = super::descendants(me);
         let _ = c.kill();
