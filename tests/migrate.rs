@@ -583,8 +583,8 @@ fn wait_logged(c: &Cairn, needle: &str, timeout: Duration) {
 /// page as zero. `cairn migrate` sees the channel break and (hand-over
 /// mode) restores the tree from its own images once the destination's
 /// copy is gone and its pids are free; that tree checks every page.
-/// Before the guardian the destination's copy ran on with zeros and held
-/// the pids (exit 9).
+/// Before the guardian the destination's copy ran on with zeros (the
+/// workload found a zero page: FAIL).
 #[test]
 fn migrate_lazy_receiver_killed_tree_never_runs_on_zeros() {
     if skip_unless_root() {
@@ -594,11 +594,6 @@ fn migrate_lazy_receiver_killed_tree_never_runs_on_zeros() {
         recv.child.kill().expect("kill cairn receive");
         let _ = recv.child.wait();
     });
-    wait_logged(
-        &recv,
-        "post-copy guardian: the receiver",
-        Duration::from_secs(30),
-    );
     let got = wait_reaping(&mut m, &mut src, Duration::from_secs(120));
     assert_eq!(
         got,
@@ -608,6 +603,23 @@ fn migrate_lazy_receiver_killed_tree_never_runs_on_zeros() {
         recv.log()
     );
     restored_expect_pass(src.pid, &src.log);
+    // The destination's copy never checked a page against zeros: no FAIL
+    // in the log, nor in the copy of it the local restore set aside.
+    for e in fs::read_dir(&src.dir).expect("test dir").flatten() {
+        if e.file_name().to_string_lossy().starts_with("workload.log") {
+            let text = fs::read_to_string(e.path()).unwrap_or_default();
+            assert!(
+                !text.contains("FAIL"),
+                "the destination's tree ran with missing pages ({}): {text}",
+                e.path().display()
+            );
+        }
+    }
+    wait_logged(
+        &recv,
+        "post-copy guardian: the receiver",
+        Duration::from_secs(30),
+    );
 }
 
 /// Post-copy, the post-copy guardian SIGKILLed: the receiver can no
