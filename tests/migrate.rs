@@ -590,7 +590,7 @@ fn migrate_lazy_receiver_killed_tree_never_runs_on_zeros() {
     if skip_unless_root() {
         return;
     }
-    let (_net, mut src, mut recv, mut m) = lazy_interrupted(0x78, |recv, _| {
+    let (_net, mut src, recv, mut m) = lazy_interrupted(0x78, |recv, _| {
         recv.child.kill().expect("kill cairn receive");
         let _ = recv.child.wait();
     });
