@@ -247,15 +247,7 @@ pub fn run(receiver: &str) -> u8 {
         let _ = crate::sys::task::ignore_signal(sig);
     }
     // Two descriptors per process with missing pages.
-    if let Some(l) = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum {
-        let _ = rustix::process::setrlimit(
-            rustix::process::Resource::Nofile,
-            rustix::process::Rlimit {
-                current: Some(l),
-                maximum: Some(l),
-            },
-        );
-    }
+    crate::guard::raise_nofile();
     let mut told = Told::default();
     let Ok(fd) = std::io::stdin().as_fd().try_clone_to_owned() else {
         return 1;
