@@ -107,6 +107,9 @@ pub fn run_hidden() -> Option<u8> {
     if first == GUARD_ARG {
         return Some(run(&arg(2), &arg(3)));
     }
+    if first == crate::migrate::guardian::ARG {
+        return Some(crate::migrate::guardian::run(&arg(2)));
+    }
     if first == crate::track::keeper::KEEPER_ARG {
         return Some(crate::track::keeper::run(&arg(2)));
     }
@@ -668,19 +671,10 @@ impl Told {
     }
 }
 
-/// `cairn __cairn-guard dump|restore PID`: see the module documentation.
-/// Returns the exit code.
-pub fn run(role: &str, dumper: &str) -> u8 {
-    let _ = nix::unistd::setsid();
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE] {
-        let _ = crate::sys::task::ignore_signal(sig);
-    }
-    // One descriptor per socket in repair mode and per process: as many
-    // as the hard limit allows.
-    if let Ok(l) = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-        .maximum
-        .ok_or(())
-    {
+/// Raises the soft limit of open descriptors to the hard one (a guardian
+/// holds one or more per object it guards).
+pub fn raise_nofile() {
+    if let Some(l) = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum {
         let _ = rustix::process::setrlimit(
             rustix::process::Resource::Nofile,
             rustix::process::Rlimit {
@@ -689,6 +683,17 @@ pub fn run(role: &str, dumper: &str) -> u8 {
             },
         );
     }
+}
+
+/// `cairn __cairn-guard dump|restore PID`: see the module documentation.
+/// Returns the exit code.
+pub fn run(role: &str, dumper: &str) -> u8 {
+    let _ = nix::unistd::setsid();
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE] {
+        let _ = crate::sys::task::ignore_signal(sig);
+    }
+    // One descriptor per socket in repair mode and per process.
+    raise_nofile();
     let mut told = Told::default();
     if let Ok(fd) = std::io::stdin().as_fd().try_clone_to_owned() {
         let mut link = UnixStream::from(fd);

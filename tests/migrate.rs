@@ -487,21 +487,17 @@ fn migrate_lazy_tree_runs_before_its_memory() {
     restored_expect_pass(src.pid, &src.log);
 }
 
-/// Post-copy, the source's cairn killed while pages are still missing on
-/// the destination (64 MiB over 50 Mbit/s: about 10 s): the destination
-/// kills its tree (never left with part of its memory) and fails. Here
-/// (one kernel: hand-over mode) the source tree was ended before the
-/// destination restored it, so no process of the tree is left; with the
-/// pids free on the destination (frozen mode) the source tree, still
-/// frozen, is thawed by its guardian instead.
-#[test]
-fn migrate_lazy_source_killed_destination_tree_killed() {
-    if skip_unless_root() {
-        return;
-    }
+/// Post-copy of `mem_rewrite` (64 MiB over 50 Mbit/s: about 10 s of
+/// pages), interrupted by `interrupt` 0.5 s after the tree runs on the
+/// destination (hand-over mode: one kernel). Returns the source's
+/// workload, the receiver and `cairn migrate`.
+fn lazy_interrupted(
+    key_byte: u8,
+    interrupt: impl FnOnce(&mut Cairn, &mut Cairn),
+) -> (Net, Workload, Cairn, Cairn) {
     let net = Net::new("50mbit");
     let mut src = net.start_workload("mem_rewrite", &["--mib", "64", "--threads", "1"]);
-    let key = write_key(&src.dir, "key", 0x77);
+    let key = write_key(&src.dir, "key", key_byte);
     let pidfile = src.dir.join("received.pid");
     let images = src.dir.join("received");
     let mut args = once_args(&pidfile, &images);
@@ -529,12 +525,30 @@ fn migrate_lazy_source_killed_destination_tree_killed() {
     }
     std::thread::sleep(Duration::from_millis(500));
     assert!(
-        matches!(m.child.try_wait(), Ok(None)),
-        "post-copy ended before the source could be killed: {}",
-        m.log()
+        matches!(m.child.try_wait(), Ok(None)) && matches!(recv.child.try_wait(), Ok(None)),
+        "post-copy ended before it could be interrupted: {}\n{}",
+        m.log(),
+        recv.log()
     );
-    m.child.kill().expect("kill cairn migrate");
-    let _ = m.child.wait();
+    interrupt(&mut recv, &mut m);
+    (net, src, recv, m)
+}
+
+/// Post-copy, the source's cairn killed while pages are still missing on
+/// the destination: the destination kills its tree (never left with part
+/// of its memory) and fails. Here (one kernel: hand-over mode) the source
+/// tree was ended before the destination restored it, so no process of
+/// the tree is left; with the pids free on the destination (frozen mode)
+/// the source tree, still frozen, is thawed by its guardian instead.
+#[test]
+fn migrate_lazy_source_killed_destination_tree_killed() {
+    if skip_unless_root() {
+        return;
+    }
+    let (_net, mut src, mut recv, _m) = lazy_interrupted(0x77, |_, m| {
+        m.child.kill().expect("kill cairn migrate");
+        let _ = m.child.wait();
+    });
     let st = wait_timeout(&mut recv.child, Duration::from_secs(60)).expect("receiver exit");
     assert!(!st.success(), "the receiver succeeded: {}", recv.log());
     assert!(recv.log().contains("was killed"), "{}", recv.log());
@@ -545,4 +559,103 @@ fn migrate_lazy_source_killed_destination_tree_killed() {
         recv.log()
     );
     assert!(!src.original_alive(), "the source tree still runs");
+}
+
+/// Waits until `c`'s log holds `needle` (the process may have exited).
+fn wait_logged(c: &Cairn, needle: &str, timeout: Duration) {
+    let end = Instant::now() + timeout;
+    while !fs::read_to_string(&c.err)
+        .unwrap_or_default()
+        .contains(needle)
+    {
+        assert!(
+            Instant::now() < end,
+            "no {needle:?} within {timeout:?}: {}",
+            c.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Post-copy, `cairn receive` SIGKILLed while pages are still missing:
+/// its userfaultfds stay open in the post-copy guardian, which kills the
+/// restored tree before closing them, so the tree never reads a missing
+/// page as zero. `cairn migrate` sees the channel break and (hand-over
+/// mode) restores the tree from its own images once the destination's
+/// copy is gone and its pids are free; that tree checks every page.
+/// Before the guardian the destination's copy ran on with zeros (the
+/// workload found a zero page: FAIL).
+#[test]
+fn migrate_lazy_receiver_killed_tree_never_runs_on_zeros() {
+    if skip_unless_root() {
+        return;
+    }
+    let (_net, mut src, recv, mut m) = lazy_interrupted(0x78, |recv, _| {
+        recv.child.kill().expect("kill cairn receive");
+        let _ = recv.child.wait();
+    });
+    let got = wait_reaping(&mut m, &mut src, Duration::from_secs(120));
+    assert_eq!(
+        got,
+        8,
+        "cairn migrate (restored locally expected): {}\nreceiver: {}",
+        m.log(),
+        recv.log()
+    );
+    restored_expect_pass(src.pid, &src.log);
+    // The destination's copy never checked a page against zeros: no FAIL
+    // in the log, nor in the copy of it the local restore set aside.
+    for e in fs::read_dir(&src.dir).expect("test dir").flatten() {
+        if e.file_name().to_string_lossy().starts_with("workload.log") {
+            let text = fs::read_to_string(e.path()).unwrap_or_default();
+            assert!(
+                !text.contains("FAIL"),
+                "the destination's tree ran with missing pages ({}): {text}",
+                e.path().display()
+            );
+        }
+    }
+    wait_logged(
+        &recv,
+        "post-copy guardian: the receiver",
+        Duration::from_secs(30),
+    );
+}
+
+/// Post-copy, the post-copy guardian SIGKILLed: the receiver can no
+/// longer promise that its own death would not leave the tree on zeros,
+/// so it kills the tree and fails; `cairn migrate` restores it locally
+/// (hand-over mode), where it checks every page.
+#[test]
+fn migrate_lazy_guardian_killed_tree_killed() {
+    if skip_unless_root() {
+        return;
+    }
+    let (_net, mut src, mut recv, mut m) = lazy_interrupted(0x79, |recv, _| {
+        let log = fs::read_to_string(&recv.err).unwrap_or_default();
+        let pid: i32 = log
+            .split("post-copy guardian started (pid ")
+            .nth(1)
+            .and_then(|t| t.split(')').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no guardian pid in the log: {}", recv.log()));
+        let fd = pidfd_open(pid).expect("pidfd of the guardian");
+        pidfd_signal(&fd, libc::SIGKILL).expect("kill the guardian");
+    });
+    let st = wait_timeout(&mut recv.child, Duration::from_secs(60)).expect("receiver exit");
+    assert!(!st.success(), "the receiver succeeded: {}", recv.log());
+    assert!(
+        recv.log().contains("is gone") && recv.log().contains("was killed"),
+        "{}",
+        recv.log()
+    );
+    let got = wait_reaping(&mut m, &mut src, Duration::from_secs(120));
+    assert_eq!(
+        got,
+        8,
+        "cairn migrate: {}\nreceiver: {}",
+        m.log(),
+        recv.log()
+    );
+    restored_expect_pass(src.pid, &src.log);
 }

@@ -13,6 +13,10 @@
 //!   frozen (`dump::dump_then`).
 //! - [`receiver`]: writes each layer under its number (`1`, `2`, ...),
 //!   verifies the chain, decides the hand-over mode, restores.
+//! - [`postcopy`] (`--lazy`): the source's page server and the
+//!   destination's pager; [`guardian`]: the process that holds the
+//!   pager's userfaultfds so that a killed receiver kills the tree
+//!   instead of leaving it reading zeros; [`tree`]: a root's descendants.
 //!
 //! The hand-over (docs/ARCHITECTURE.md "Live migration"): when the tree's
 //! pids are free on the destination (another machine), the source stays
@@ -26,9 +30,11 @@
 //! Exit codes of `cairn migrate` besides 0 and the usual ones: [`exit`].
 
 pub mod channel;
+pub mod guardian;
 pub mod postcopy;
 pub mod receiver;
 pub mod source;
+pub mod tree;
 pub mod wire;
 
 /// Exit codes of `cairn migrate` that say what became of the source tree.

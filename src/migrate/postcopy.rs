@@ -27,16 +27,17 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use super::channel::{Channel, MAX_PLAIN};
+use super::guardian::Link;
 use super::wire::{page_head, Msg, PAGE_HEAD};
 use crate::error::{Error, Result};
 use crate::image::pages::{ChunkBufs, PageStoreReader};
 use crate::image::ImageDir;
 use crate::kinds::memory::lazy::{Answer, Cmd, LazyMm, Run};
-use crate::sys::uffdmiss::{self, Filled};
+use crate::sys::uffd::Filled;
 use crate::sys::{uffd, PAGE_SIZE};
 
 /// How long either side waits for the other during post-copy.
@@ -229,6 +230,7 @@ pub struct Pager {
     root: Option<i32>,
     bufs: ChunkBufs,
     peer: String,
+    guard: Arc<Link>,
     /// Pages copied, zero pages mapped, faults seen.
     pub copied: u64,
     pub zeroed: u64,
@@ -247,7 +249,7 @@ impl From<Error> for Stop {
 }
 
 impl Pager {
-    pub fn new(layers: Vec<LazyLayer>, peer: &str) -> Pager {
+    pub fn new(layers: Vec<LazyLayer>, peer: &str, guard: Arc<Link>) -> Pager {
         Pager {
             layers,
             mms: Vec::new(),
@@ -261,6 +263,7 @@ impl Pager {
             root: None,
             bufs: ChunkBufs::default(),
             peer: peer.to_string(),
+            guard,
             copied: 0,
             zeroed: 0,
             faults: 0,
@@ -339,7 +342,7 @@ impl Pager {
                     m.pid, r.addr
                 )));
             };
-            match uffdmiss::copy(&m.uffd, r.addr, &raw[r.off as usize..end as usize]) {
+            match uffd::copy(&m.uffd, r.addr, &raw[r.off as usize..end as usize]) {
                 Ok(Filled::Done) => {
                     m.runs.remove(&addr);
                     self.copied += r.nr;
@@ -365,7 +368,7 @@ impl Pager {
 
     fn zero(&mut self, i: usize, page: u64) -> Result<()> {
         let m = &self.mms[i];
-        match uffdmiss::zeropage(&m.uffd, page, PAGE_SIZE) {
+        match uffd::zeropage(&m.uffd, page, PAGE_SIZE) {
             Ok(Filled::Done) => self.zeroed += 1,
             Ok(Filled::Again) => self.zero_retry.push((i, page)),
             Err(e) if matches!(e.raw_os_error(), Some(libc::ESRCH)) => {}
@@ -405,9 +408,10 @@ impl Pager {
                         }
                     }
                     uffd::UFFD_EVENT_FORK => {
-                        let fd: OwnedFd = uffdmiss::take_forked(m.arg[0]).map_err(|e| {
+                        let fd: OwnedFd = uffd::take_forked(m.arg[0]).map_err(|e| {
                             Error::sys(self.mms[i].pid, "userfaultfd of a forked child", e)
                         })?;
+                        self.guard.tell_forked(&fd)?;
                         let runs = self.mms[i].runs.clone();
                         let k = self.mms.len();
                         self.mms.push(LazyMm {
@@ -537,7 +541,13 @@ impl Pager {
     ) -> Result<(i32, Pager)> {
         let r = self.pump(ch, &rx, &mut wake);
         match r {
-            Ok(root) => Ok((root, self)),
+            Ok(root) => {
+                // Every page is in place: the userfaultfds may close.
+                if let Err(e) = self.guard.done() {
+                    warn!("{e} (every page was in place)");
+                }
+                Ok((root, self))
+            }
             Err(Stop::Failed(e)) => {
                 let _ = ch.send(&Msg::Abort { why: e.to_string() }.encode());
                 for w in self.waiters.drain().flat_map(|(_, v)| v) {
@@ -578,7 +588,7 @@ impl Pager {
         for _ in 0..3 {
             let mut pids: Vec<i32> = self.mms.iter().map(|m| m.pid).filter(|&p| p > 0).collect();
             if let Some(root) = self.root {
-                pids.extend(descendants(root));
+                pids.extend(super::tree::descendants(root));
             }
             for p in pids {
                 let _ = crate::sys::task::kill(p, libc::SIGKILL);
@@ -604,16 +614,25 @@ impl Pager {
                 }
                 return Ok(self.root.unwrap_or(0));
             }
-            let mut fds = vec![ch.fd().as_raw_fd(), wake.as_raw_fd()];
+            let mut fds = vec![ch.fd().as_raw_fd(), wake.as_raw_fd(), self.guard.watch_fd()];
             fds.extend(self.mms.iter().map(|m| m.uffd.as_raw_fd()));
             let busy = !self.retry.is_empty() || !self.zero_retry.is_empty();
             let ready = uffd::poll_readable(&fds, if busy { 1 } else { 1000 })
                 .map_err(|e| perr(&peer, e))?;
             // Faults first.
             for i in 0..self.mms.len() {
-                if ready.get(i + 2).copied().unwrap_or(false) {
+                if ready.get(i + 3).copied().unwrap_or(false) {
                     self.events(ch, i)?;
                 }
+            }
+            if ready[2] {
+                // It never writes: its end closed.
+                return Err(Error::Restore(format!(
+                    "the post-copy guardian (pid {}) is gone: a receiver killed now would \
+                     leave the tree without its missing pages",
+                    self.guard.pid()
+                ))
+                .into());
             }
             if ready[1] {
                 let mut b = [0u8; 64];
@@ -635,6 +654,7 @@ impl Pager {
                         Cmd::Add(m) => self.add(m)?,
                         Cmd::Started(Ok(root)) => {
                             self.root = Some(root);
+                            self.guard.tell_root(root)?;
                             last = Instant::now();
                             ch.send(
                                 &Msg::Outcome {
@@ -681,18 +701,4 @@ impl Pager {
             }
         }
     }
-}
-
-/// `pid` and its descendants now.
-fn descendants(pid: i32) -> Vec<i32> {
-    let mut out = vec![pid];
-    let mut i = 0;
-    while i < out.len() && out.len() < 100_000 {
-        let p = out[i];
-        for t in crate::procfs::list_tasks(p).unwrap_or_default() {
-            out.extend(crate::procfs::read_children(p, t).unwrap_or_default());
-        }
-        i += 1;
-    }
-    out
 }

@@ -687,6 +687,9 @@ fn finish_lazy(
         layers.push(super::postcopy::LazyLayer::open(&path, f)?);
     }
     let pages: Vec<PathBuf> = layers.iter().map(|l| l.pages_path()).collect();
+    // Before any userfaultfd exists: without it a killed receiver would
+    // leave the tree reading zeros.
+    let guard = std::sync::Arc::new(super::guardian::Link::start()?);
     let (tx, rx) = mpsc::channel();
     let (wake_w, wake_r) =
         std::os::unix::net::UnixStream::pair().map_err(|e| Error::io("socketpair", e))?;
@@ -695,8 +698,9 @@ fn finish_lazy(
         tx: tx.clone(),
         wake: wake_restore,
         pages,
+        guard: guard.clone(),
     }));
-    let pager = super::postcopy::Pager::new(layers, &peer);
+    let pager = super::postcopy::Pager::new(layers, &peer, guard.clone());
     let t0 = Instant::now();
     let ropts = RestoreOptions {
         pidfile: None,
@@ -727,11 +731,16 @@ fn finish_lazy(
             tx,
             wake: wake_w,
             pages: Vec::new(),
+            guard: guard.clone(),
         };
         let _ = lazy_pager.send(lazy::Cmd::Started(started));
         let res = h
             .join()
             .unwrap_or_else(|_| Err(Error::Restore("the post-copy pager panicked".into())));
+        if r.is_err() || res.is_err() {
+            // The pager killed the tree; the guardian makes sure and ends.
+            guard.abandon();
+        }
         r?;
         let (root, p) = res?;
         eprintln!(

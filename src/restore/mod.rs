@@ -880,7 +880,13 @@ fn restore_memory(
     let t = Instant::now();
     // lazy: a post-copy restore leaves a leaf's anonymous pages to its pager.
     let leaf = !img.pstree.entries.iter().any(|e| e.ppid == pid as u32);
-    let pages = memory::lazy::restore_pages(agent, mm, &maps, &stores, &shm, leaf)?;
+    let input = memory::lazy::PageInput {
+        mm,
+        maps: &maps,
+        stores: &stores,
+        shm: &shm,
+    };
+    let pages = memory::lazy::restore_pages(agent, input, leaf)?;
     let populated = memory::cow::populate_zeros(
         pid,
         mm,

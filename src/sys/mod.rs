@@ -35,7 +35,6 @@ pub mod task;
 pub mod time;
 pub mod tty;
 pub mod uffd;
-pub mod uffdmiss;
 pub mod unixq;
 pub mod vmio;
 

@@ -152,6 +152,9 @@ struct Row {
     downtime_ms: f64,
     bytes: f64,
     rounds: f64,
+    /// `--lazy`: the destination's part of `downtime_ms` (from the start
+    /// of its restore to the tree running, as `cairn receive` says it).
+    restore_ms: f64,
 }
 
 fn field(line: &str, k: &str) -> Option<f64> {
@@ -246,6 +249,13 @@ fn once(
     };
     let _ = r.wait();
     let err = std::fs::read_to_string(work.join("m.err")).unwrap_or_default();
+    let restore_ms = std::fs::read_to_string(work.join("r.err"))
+        .unwrap_or_default()
+        .split("the tree runs here after ")
+        .nth(1)
+        .and_then(|t| t.split(" ms").next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0.0);
     let _ = w.kill();
     let _ = w.wait();
     if !st.success() {
@@ -292,6 +302,7 @@ fn once(
         },
         bytes: field(line, "bytes_sent").ok_or("bytes_sent")?,
         rounds: field(line, "rounds").ok_or("rounds")?,
+        restore_ms,
     };
     let _ = std::fs::remove_dir_all(work);
     Ok(row)
@@ -331,11 +342,19 @@ pub fn bench(args: &[String]) -> Result<()> {
                 let _ = std::fs::remove_dir_all(&work);
             })?;
             println!(
-                "run {i}: {} rewritten {d}%/s: total {:.0} ms, downtime {:.0} ms, {:.0} MiB sent, \
-                 {} rounds",
+                "run {i}: {} rewritten {d}%/s: total {:.0} ms, downtime {:.0} ms{}, {:.0} MiB \
+                 sent, {} rounds",
                 size_label(a.size),
                 r.total_ms,
                 r.downtime_ms,
+                if a.lazy {
+                    format!(
+                        " (of which the destination's restore {:.0} ms)",
+                        r.restore_ms
+                    )
+                } else {
+                    String::new()
+                },
                 r.bytes / (1 << 20) as f64,
                 r.rounds
             );
@@ -348,6 +367,7 @@ pub fn bench(args: &[String]) -> Result<()> {
             downtime_ms: med(|r| r.downtime_ms),
             bytes: med(|r| r.bytes),
             rounds: med(|r| r.rounds),
+            restore_ms: med(|r| r.restore_ms),
         });
     }
     let _ = std::fs::remove_dir_all(&work);
@@ -356,7 +376,7 @@ pub fn bench(args: &[String]) -> Result<()> {
         "\n| size | rewritten | total | total / (size / veth bandwidth) | downtime | sent | rounds |"
     );
     println!("|---|---|---|---|---|---|---|");
-    for r in rows {
+    for r in &rows {
         println!(
             "| {} | {}%/s | {:.2} s | {:.1}x | {:.0} ms | {:.0} MiB | {} |",
             size_label(a.size),
@@ -367,6 +387,14 @@ pub fn bench(args: &[String]) -> Result<()> {
             r.bytes / (1 << 20) as f64,
             r.rounds
         );
+    }
+    if a.lazy {
+        for r in &rows {
+            println!(
+                "{}%/s: of the {:.0} ms to running, the destination's restore took {:.0} ms",
+                r.dirty, r.downtime_ms, r.restore_ms
+            );
+        }
     }
     println!(
         "\nveth bandwidth {:.0} MB/s, {} run(s) each, medians",

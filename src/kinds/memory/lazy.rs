@@ -28,22 +28,22 @@ use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::image::chain::Resolved;
 use crate::image::pages::PageStoreReader;
 use crate::image::proto::{MmEntry, VmaKind};
 use crate::remote::Calls;
-use crate::sys::{uffd, uffdmiss, PAGE_SIZE};
+use crate::sys::{uffd, PAGE_SIZE};
 
 use super::pagein::PageStats;
 
 /// The userfaultfd features a lazy restore asks for.
-pub const FEATURES: u64 = uffdmiss::UFFD_FEATURE_EVENT_FORK
-    | uffdmiss::UFFD_FEATURE_EVENT_REMAP
-    | uffdmiss::UFFD_FEATURE_EVENT_REMOVE
-    | uffdmiss::UFFD_FEATURE_EVENT_UNMAP;
+pub const FEATURES: u64 = uffd::UFFD_FEATURE_EVENT_FORK
+    | uffd::UFFD_FEATURE_EVENT_REMAP
+    | uffd::UFFD_FEATURE_EVENT_REMOVE
+    | uffd::UFFD_FEATURE_EVENT_UNMAP;
 
 /// `nr` pages at `addr`, stored at byte `off` of chunk `chunk` of layer
 /// `layer` (the migration's layer number, 1 = the oldest).
@@ -152,6 +152,9 @@ pub struct Pager {
     pub wake: UnixStream,
     /// pages.img of layer i + 1, by index.
     pub pages: Vec<PathBuf>,
+    /// The post-copy guardian: holds every userfaultfd before the tree
+    /// runs (`crate::migrate::guardian`).
+    pub guard: Arc<crate::migrate::guardian::Link>,
 }
 
 impl Pager {
@@ -191,17 +194,27 @@ fn eligible(mm: &MmEntry, a: u64, end: u64) -> bool {
     })
 }
 
+/// What the page step of one restored process works on: its mm, the
+/// page runs of each owner it maps, the chain's page stores, the shmem
+/// objects by name.
+#[derive(Clone, Copy)]
+pub struct PageInput<'a> {
+    pub mm: &'a MmEntry,
+    pub maps: &'a [(&'a str, &'a [Resolved])],
+    pub stores: &'a [&'a PageStoreReader],
+    pub shm: &'a HashMap<String, File>,
+}
+
 /// The page step of a restore ([`super::restore_pages`]), lazy where a
 /// pager is installed (see the module doc). `leaf`: the process has no
 /// children in the tree.
-pub fn restore_pages(
-    agent: &mut dyn Calls,
-    mm: &MmEntry,
-    maps: &[(&str, &[Resolved])],
-    stores: &[&PageStoreReader],
-    shm: &HashMap<String, File>,
-    leaf: bool,
-) -> Result<PageStats> {
+pub fn restore_pages(agent: &mut dyn Calls, input: PageInput<'_>, leaf: bool) -> Result<PageStats> {
+    let PageInput {
+        mm,
+        maps,
+        stores,
+        shm,
+    } = input;
     let guard = PAGER.lock().unwrap_or_else(|e| e.into_inner());
     let Some(pager) = guard.as_ref() else {
         drop(guard);
@@ -289,7 +302,7 @@ pub fn restore_pages(
         if !has {
             continue;
         }
-        uffdmiss::register_missing(&uffd, v.start, v.end).map_err(|e| {
+        uffd::register_missing(&uffd, v.start, v.end).map_err(|e| {
             Error::sys(
                 pid,
                 format!("UFFDIO_REGISTER (missing) {:#x}-{:#x}", v.start, v.end),
@@ -300,6 +313,9 @@ pub fn restore_pages(
     }
     let pages: u64 = lazy.values().map(|r| r.nr).sum();
     crate::info!("pid {pid}: {pages} pages left to the pager in {ranges} mappings (post-copy)");
+    // Before the tree can run: a receiver killed from now on leaves the
+    // userfaultfd with the guardian, which kills the tree.
+    pager.guard.tell_mm(pid, &uffd)?;
     pager.send(Cmd::Add(LazyMm {
         pid,
         uffd,
