@@ -218,7 +218,7 @@ impl Told {
             // pid under a dead root could be anyone's by now).
             if let Some((root, p)) = &self.root {
                 if !uffd::pidfd_wait(p, 0).unwrap_or(true) {
-                    for pid in super::tree::descendants(*root).into_iter().skip(1) {
+                    for pid in crate::procfs::descendants(*root).into_iter().skip(1) {
                         if let Ok(fd) = uffd::pidfd_open(pid) {
                             if uffd::pidfd_kill(&fd, libc::SIGKILL).is_ok() {
                                 killed += 1;

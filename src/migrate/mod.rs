@@ -16,7 +16,7 @@
 //! - [`postcopy`] (`--lazy`): the source's page server and the
 //!   destination's pager; [`guardian`]: the process that holds the
 //!   pager's userfaultfds so that a killed receiver kills the tree
-//!   instead of leaving it reading zeros; [`tree`]: a root's descendants.
+//!   instead of leaving it reading zeros.
 //!
 //! The hand-over (docs/ARCHITECTURE.md "Live migration"): when the tree's
 //! pids are free on the destination (another machine), the source stays
@@ -34,7 +34,6 @@ pub mod guardian;
 pub mod postcopy;
 pub mod receiver;
 pub mod source;
-pub mod tree;
 pub mod wire;
 
 /// Exit codes of `cairn migrate` that say what became of the source tree.

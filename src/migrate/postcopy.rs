@@ -588,7 +588,7 @@ impl Pager {
         for _ in 0..3 {
             let mut pids: Vec<i32> = self.mms.iter().map(|m| m.pid).filter(|&p| p > 0).collect();
             if let Some(root) = self.root {
-                pids.extend(super::tree::descendants(root));
+                pids.extend(crate::procfs::descendants(root));
             }
             for p in pids {
                 let _ = crate::sys::task::kill(p, libc::SIGKILL);

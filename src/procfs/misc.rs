@@ -141,6 +141,23 @@ pub fn list_tasks(pid: i32) -> Result<Vec<i32>> {
     list_numeric_dir(&proc_path(pid, "task"))
 }
 
+/// `root` and every process below it, as /proc shows them now (the
+/// children lists of every thread), parents before their children; at
+/// most 100,000. What `cairn run` and the post-copy pager and guardian
+/// kill when a tree must go.
+pub fn descendants(root: i32) -> Vec<i32> {
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() && out.len() < 100_000 {
+        let p = out[i];
+        for t in list_tasks(p).unwrap_or_default() {
+            out.extend(read_children(p, t).unwrap_or_default());
+        }
+        i += 1;
+    }
+    out
+}
+
 /// The kernel's boot id (a UUID string), from
 /// /proc/sys/kernel/random/boot_id.
 pub fn boot_id() -> Result<String> {
@@ -156,6 +173,20 @@ pub fn boot_id() -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn descendants_finds_a_child() {
+        let mut c = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let me = me();
+        let d = descendants(me);
+        let _ = c.kill();
+        let _ = c.wait();
+        assert_eq!(d[0], me);
+        assert!(d.contains(&(c.id() as i32)), "{d:?}");
+    }
 
     fn me() -> i32 {
         std::process::id() as i32

@@ -425,31 +425,17 @@ impl Job {
         if self.in_ns {
             let _ = crate::sys::task::kill(self.child, libc::SIGKILL);
         } else {
-            for p in descendants(self.root).into_iter().rev() {
+            for p in crate::procfs::descendants(self.root).into_iter().rev() {
                 let _ = crate::sys::task::kill(p, libc::SIGKILL);
             }
         }
     }
 }
 
-/// `root` and every process below it (children lists of every thread).
-fn descendants(root: i32) -> Vec<i32> {
-    let mut out = vec![root];
-    let mut i = 0;
-    while i < out.len() && out.len() < 100_000 {
-        let p = out[i];
-        for t in crate::procfs::list_tasks(p).unwrap_or_default() {
-            out.extend(crate::procfs::read_children(p, t).unwrap_or_default());
-        }
-        i += 1;
-    }
-    out
-}
-
 /// Whether a process of the tree of `root` has an fd on `target` (as
 /// /proc shows it: `socket:[INO]`).
 pub(crate) fn tree_holds(root: i32, target: &str) -> bool {
-    descendants(root).into_iter().any(|p| {
+    crate::procfs::descendants(root).into_iter().any(|p| {
         (crate::procfs::read_fds(p).unwrap_or_default())
             .iter()
             .any(|(_, t)| t == target)

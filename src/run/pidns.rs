@@ -291,7 +291,7 @@ fn same_ns(root: i32) -> Result<u64> {
     let ino =
         |p: i32| sysns::ino(&p.to_string()).map_err(|e| Error::sys(p, "its pid namespace", e));
     let want = ino(root)?;
-    for p in super::descendants(root) {
+    for p in crate::procfs::descendants(root) {
         match ino(p) {
             Ok(i) if i != want => {
                 return Err(Error::unsupported(
