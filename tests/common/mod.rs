@@ -2230,6 +2230,7 @@ pub fn bpf_iterators_unavailable() -> Option<String> {
     None
 }
 pub mod inherited;
+pub mod mpi;
 pub mod netns;
 pub mod refuse;
 pub mod slurm;
