@@ -25,6 +25,32 @@ fn wait_for(path: &Path, what: &str, timeout: Duration) -> bool {
     false
 }
 
+/// `mpirun` in a session of its own, with no descriptor of the test
+/// runner (a pipe of whoever started it would be a pipe to outside the
+/// tree), TMPDIR `tmp`, in `dir`, its output to `log`.
+fn mpirun(dir: &Path, tmp: &Tmpfs, log: &Path) -> Command {
+    let out = File::create(log).expect("create the log");
+    let mut cmd = Command::new("mpirun");
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls setsid(2) and close_range(2), which are async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    cmd.env("TMPDIR", &tmp.path)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out);
+    cmd
+}
+
 /// How a ring job is run: ranks and transport.
 struct Ring {
     tag: &'static str,
@@ -55,22 +81,7 @@ fn ring_restored_after_wipe(r: &Ring) {
     let log = dir.join("mpirun.log");
     let images = dir.join("images");
     let iters = 300;
-    let out = File::create(&log).expect("create the log");
-    let mut cmd = Command::new("mpirun");
-    // SAFETY: the closure runs in the forked child before exec and only
-    // calls setsid(2) and close_range(2), which are async-signal-safe: the
-    // job gets a session of its own and no descriptor of the test runner
-    // (a pipe of whoever started it would be a pipe to outside the tree).
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
-    }
+    let mut cmd = mpirun(&dir, &tmp, &log);
     cmd.args([
         "--allow-run-as-root",
         "--oversubscribe",
@@ -84,11 +95,6 @@ fn ring_restored_after_wipe(r: &Ring) {
         .arg(&bin)
         .arg(&answer)
         .arg(iters.to_string())
-        .env("TMPDIR", &tmp.path)
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
         .spawn()
         .expect("spawn mpirun");
     let pid = child.id() as i32;
@@ -291,20 +297,7 @@ fn openmpi_ranks_in_two_network_namespaces() {
     let answer = dir.join("answer");
     let log = dir.join("mpirun.log");
     let iters = 600;
-    let out = File::create(&log).expect("create the log");
-    let mut cmd = Command::new("mpirun");
-    // SAFETY: as in ring_restored_after_wipe: setsid(2) and close_range(2)
-    // only, both async-signal-safe.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
-    }
+    let mut cmd = mpirun(&dir, &tmp, &log);
     let hosts = format!("{}:1,{}:1", net.a, net.b);
     cmd.args(["--allow-run-as-root", "-np", "2", "--host", &hosts])
         .args(["--mca", "plm_rsh_agent"])
@@ -314,12 +307,7 @@ fn openmpi_ranks_in_two_network_namespaces() {
         .args(["--mca", "oob_tcp_if_include", &subnet])
         .arg(&bin)
         .arg(&answer)
-        .arg(iters.to_string())
-        .env("TMPDIR", &tmp.path)
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out);
+        .arg(iters.to_string());
     let mut child = common::netns::Net::spawn(&net.a, &mut cmd);
     let mpirun = child.id() as i32;
     let tracker = PidTracker::new();

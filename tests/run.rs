@@ -289,6 +289,19 @@ fn incremental_layers_restore() {
     job.done();
 }
 
+/// Waits until `pid` is stopped by a tracer (a checkpoint holds it).
+fn wait_frozen(job: &Job, pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while proc_state(pid) != Some('t') {
+        assert!(
+            Instant::now() < deadline,
+            "never frozen: {}",
+            job.describe()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn proc_state(pid: i32) -> Option<char> {
     let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     s.rsplit_once(") ")?.1.chars().next()
@@ -308,15 +321,7 @@ fn killed_mid_checkpoint_leaves_the_previous_one() {
     job.wait_completed(1, Duration::from_secs(60));
     let (_, pid) = job.wait_count(1, Duration::from_secs(10));
     // The second checkpoint holds the tree frozen: kill cairn run there.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while proc_state(pid) != Some('t') {
-        assert!(
-            Instant::now() < deadline,
-            "never frozen: {}",
-            job.describe()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_frozen(&job, pid);
     assert!(job
         .checkpoints()
         .iter()
@@ -472,15 +477,7 @@ fn sigterm_during_a_checkpoint_keeps_the_previous_one() {
     let mut run = job.start(&["--interval", "1s"], &env, 0);
     job.wait_completed(1, Duration::from_secs(60));
     let (_, pid) = job.wait_count(1, Duration::from_secs(10));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while proc_state(pid) != Some('t') {
-        assert!(
-            Instant::now() < deadline,
-            "never frozen: {}",
-            job.describe()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_frozen(&job, pid);
     signal(pid, libc::SIGTERM);
     // The dump goes on with the signal pending.
     fs::write(&go, "").unwrap();
