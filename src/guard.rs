@@ -543,8 +543,14 @@ pub fn late_signal() -> Option<&'static str> {
     }
 }
 
+/// Environment variable for tests: a path whose appearance ends a
+/// [`pause_at`] pause early (the step then goes on), e.g. to signal the
+/// frozen tree in the middle of a dump and let the dump continue.
+pub const PAUSE_UNTIL_ENV: &str = "CAIRN_PAUSE_UNTIL";
+
 /// If [`PAUSE_ENV`] names `point`, says so on stderr and waits until the
-/// dump is interrupted (an error) or two minutes pass.
+/// dump is interrupted (an error), the path [`PAUSE_UNTIL_ENV`] names
+/// exists, or two minutes pass.
 /// `POINT!` waits without looking at the flag: a step that takes long
 /// (what the hand-over to the guardian is for).
 pub fn pause_at(point: &str) -> Result<()> {
@@ -557,7 +563,11 @@ pub fn pause_at(point: &str) -> Result<()> {
     }
     eprintln!("cairn: paused at {point} ({PAUSE_ENV})");
     let end = Instant::now() + Duration::from_secs(120);
+    let until = std::env::var_os(PAUSE_UNTIL_ENV).map(PathBuf::from);
     while Instant::now() < end {
+        if until.as_ref().is_some_and(|p| p.exists()) {
+            break;
+        }
         if !stuck {
             check()?;
         }

@@ -260,6 +260,19 @@ fn incremental_layers_restore() {
     job.done();
 }
 
+/// Waits until `pid` is stopped by a tracer (a checkpoint holds it).
+fn wait_frozen(job: &Job, pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while proc_state(pid) != Some('t') {
+        assert!(
+            Instant::now() < deadline,
+            "never frozen: {}",
+            job.describe()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn proc_state(pid: i32) -> Option<char> {
     let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     s.rsplit_once(") ")?.1.chars().next()
@@ -279,15 +292,7 @@ fn killed_mid_checkpoint_leaves_the_previous_one() {
     job.wait_completed(1, Duration::from_secs(60));
     let (_, pid) = job.wait_count(1, Duration::from_secs(10));
     // The second checkpoint holds the tree frozen: kill cairn run there.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while proc_state(pid) != Some('t') {
-        assert!(
-            Instant::now() < deadline,
-            "never frozen: {}",
-            job.describe()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_frozen(&job, pid);
     assert!(job
         .checkpoints()
         .iter()
@@ -470,5 +475,52 @@ fn plain_job_holds_no_control_fd_and_dumps_from_outside() {
     assert!(at < job.steps, "finished before the dump");
     assert!(wait_pid_gone(pid, Duration::from_secs(30)));
     job.assert_pass_output();
+    job.done();
+}
+
+/// A SIGTERM that reaches the job while a periodic checkpoint holds it
+/// frozen (as `scontrol requeue` signals every process of a Slurm job):
+/// the signal waits in the frozen job's queue, and a checkpoint holding
+/// it would restore a job that dies at once. So that checkpoint is
+/// refused, naming the pid and the signal; the job dies of the signal as
+/// it would have without cairn, cairn run exits with its status, the
+/// previous checkpoint stays the newest, and a restart restores it and
+/// the job finishes.
+#[test]
+fn sigterm_during_a_checkpoint_keeps_the_previous_one() {
+    if skip_unless_root() {
+        return;
+    }
+    let job = Job::new("run-dying", 1000);
+    let go = job.dir.join("go");
+    let go_s = go.to_string_lossy().into_owned();
+    let env = [
+        ("CAIRN_RUN_PAUSE_FROM", "2"),
+        ("CAIRN_PAUSE_AT", "frozen"),
+        ("CAIRN_PAUSE_UNTIL", go_s.as_str()),
+    ];
+    let mut run = job.start(&["--interval", "1s"], &env, 0);
+    job.wait_completed(1, Duration::from_secs(60));
+    let (_, pid) = job.wait_count(1, Duration::from_secs(10));
+    wait_frozen(&job, pid);
+    signal(pid, libc::SIGTERM);
+    // The dump goes on with the signal pending.
+    fs::write(&go, "").unwrap();
+    let code = job.wait_exit(&mut run, Duration::from_secs(60));
+    assert_eq!(
+        code,
+        128 + libc::SIGTERM,
+        "cairn run did not end with the job's death by SIGTERM: {}",
+        job.describe()
+    );
+    let log = job.log_text();
+    assert!(
+        log.contains("ckpt-000002 failed")
+            && log.contains(&format!("pid {pid}: unsupported: SIGTERM is pending")),
+        "the checkpoint with SIGTERM pending was not refused: {}",
+        job.describe()
+    );
+    assert_eq!(job.checkpoints(), ["ckpt-000001"], "{}", job.describe());
+    job.restart_finishes(&["--interval", "1s"], 0);
     job.done();
 }

@@ -8,12 +8,15 @@
 
 mod common;
 
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::mpi::{build_ring, expected, shm_names, ShmFiles};
 use common::slurm::Slurm;
+use common::tmpfs::Tmpfs;
 use common::*;
 
 /// The tests run one at a time: one Slurm at a time on this machine, and
@@ -51,6 +54,28 @@ impl<'a> Job<'a> {
         flags: &str,
     ) -> Job<'a> {
         let dir = fresh_dir(tag);
+        let mut cmd: Vec<OsString> = vec![
+            workload_bin("run_counter").into(),
+            dir.join("progress").into(),
+            steps.to_string().into(),
+        ];
+        if children > 0 {
+            cmd.push(children.to_string().into());
+        }
+        Job::submit_cmd(slurm, dir, &cmd, &[], steps, interval, flags)
+    }
+
+    /// Submits `sbatch --requeue --signal=B:TERM@60 job.sh CMD...` in
+    /// `dir` with `env` added; `steps` is the count of a run_counter job.
+    fn submit_cmd(
+        slurm: &'a Slurm,
+        dir: PathBuf,
+        cmd: &[OsString],
+        env: &[(&str, &OsStr)],
+        steps: u64,
+        interval: &str,
+        flags: &str,
+    ) -> Job<'a> {
         let ck = dir.join("ck");
         let progress = dir.join("progress");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/slurm/job.sh");
@@ -59,11 +84,9 @@ impl<'a> Job<'a> {
             .arg(format!("--chdir={}", dir.display()))
             .arg(format!("--output={}/job-%j.out", dir.display()))
             .arg(&script)
-            .arg(workload_bin("run_counter"))
-            .arg(&progress)
-            .arg(steps.to_string());
-        if children > 0 {
-            c.arg(children.to_string());
+            .args(cmd);
+        for (k, v) in env {
+            c.env(k, v);
         }
         c.env("CKPT", &ck)
             .env("CAIRN", cairn_bin())
@@ -161,25 +184,7 @@ impl<'a> Job<'a> {
     /// code 0, PASS with the full count in its output, no FAIL, and the
     /// number of requeues Slurm made.
     fn wait_passed(&self, restarts: u32) {
-        self.wait("the job completed", Duration::from_secs(300), |j| {
-            matches!(
-                j.state().as_str(),
-                "COMPLETED" | "FAILED" | "CANCELLED" | "TIMEOUT" | "NODE_FAIL"
-            )
-        });
-        assert_eq!(self.state(), "COMPLETED", "{}", self.describe());
-        assert_eq!(
-            self.slurm.job_field(self.id, "ExitCode").as_deref(),
-            Some("0:0"),
-            "{}",
-            self.describe()
-        );
-        assert_eq!(
-            self.slurm.job_field(self.id, "Restarts"),
-            Some(restarts.to_string()),
-            "{}",
-            self.describe()
-        );
+        self.wait_completed(restarts);
         let out = self.out_text();
         assert!(
             out.contains(&format!("PASS count={}", self.steps)) && !out.contains("FAIL"),
@@ -219,6 +224,41 @@ impl<'a> Job<'a> {
             assert!(Instant::now() < end, "not restored: {}", self.describe());
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// The pid (on the machine) `cairn run` started the job as.
+    fn started_pid(&self) -> i32 {
+        let log = self.log_text();
+        let at = log.find("run: started ").expect("no start line");
+        log[at..]
+            .split(" as pid ")
+            .nth(1)
+            .and_then(|p| p.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+            .expect("the job's pid")
+    }
+
+    /// Waits until the job is no longer running or pending, then checks
+    /// that it completed with exit code 0 after `restarts` requeues.
+    fn wait_completed(&self, restarts: u32) {
+        self.wait("the job completed", Duration::from_secs(300), |j| {
+            matches!(
+                j.state().as_str(),
+                "COMPLETED" | "FAILED" | "CANCELLED" | "TIMEOUT" | "NODE_FAIL"
+            )
+        });
+        assert_eq!(self.state(), "COMPLETED", "{}", self.describe());
+        assert_eq!(
+            self.slurm.job_field(self.id, "ExitCode").as_deref(),
+            Some("0:0"),
+            "{}",
+            self.describe()
+        );
+        assert_eq!(
+            self.slurm.job_field(self.id, "Restarts"),
+            Some(restarts.to_string()),
+            "{}",
+            self.describe()
+        );
     }
 
     fn done(self) {
@@ -356,13 +396,7 @@ fn scontrol_requeue_restores_periodic_checkpoint_in_pid_ns() {
     );
     let (_, inner) = job.progress().unwrap();
     assert_eq!(inner, 2, "not pid 2 in its namespace: {}", job.describe());
-    let log = job.log_text();
-    let at = log.find("run: started ").expect("no start line");
-    let outer: i32 = log[at..]
-        .split(" as pid ")
-        .nth(1)
-        .and_then(|p| p.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
-        .expect("the job's pid");
+    let outer = job.started_pid();
     // Right after a checkpoint, so that none is being taken when Slurm's
     // SIGTERM comes.
     let n = job.completed();
@@ -387,5 +421,106 @@ fn scontrol_requeue_restores_periodic_checkpoint_in_pid_ns() {
         "{}",
         job.describe()
     );
+    job.done();
+}
+
+/// An Open MPI job (`mpirun -np 4` over shared memory) under Slurm with
+/// `--pid-ns`: stopped by SIGTERM to the batch shell (final checkpoint,
+/// requeued by the script), held in the queue while its /dev/shm
+/// segments and its session directory (TMPDIR, a tmpfs of the test's own)
+/// are wiped, as on another node or after a reboot, and while a process
+/// takes the pid its mpirun had; released, it is restored from that
+/// checkpoint in a new pid namespace, its ranks check every number they
+/// receive, and it finishes with the right answer.
+#[test]
+fn openmpi_job_requeued_after_its_files_are_wiped_and_pid_taken() {
+    let _serial = serial();
+    let Some(slurm) = Slurm::start() else {
+        return;
+    };
+    if !common::mpi::available() {
+        return;
+    }
+    let dir = fresh_dir("slurm-mpi");
+    let bin = build_ring(&dir);
+    let tmp = Tmpfs::mount("slurm-mpi-tmp", "256m");
+    let shm_before = shm_names();
+    let answer = dir.join("answer");
+    let iters = 1500;
+    let cmd: Vec<OsString> = vec![
+        "mpirun".into(),
+        "--allow-run-as-root".into(),
+        "--oversubscribe".into(),
+        "-np".into(),
+        "4".into(),
+        "--mca".into(),
+        "btl".into(),
+        "self,vader".into(),
+        bin.into(),
+        answer.clone().into(),
+        iters.to_string().into(),
+    ];
+    let env = [("TMPDIR", tmp.path.as_os_str())];
+    let job = Job::submit_cmd(
+        &slurm,
+        dir,
+        &cmd,
+        &env,
+        0,
+        "2s",
+        "--pid-ns --tcp-established",
+    );
+    job.wait(
+        "a checkpoint and 100 iterations",
+        Duration::from_secs(120),
+        |j| j.completed() >= 1 && j.out_text().contains("progress 100"),
+    );
+    let shm = ShmFiles::new_since(&shm_before);
+    assert!(shm.has_vader(), "no vader segment: {:?}", shm.0);
+    let outer = job.started_pid();
+    slurm.run(
+        "scancel",
+        &["--batch", "--signal=TERM", &job.id.to_string()],
+    );
+    job.wait("the final checkpoint", Duration::from_secs(120), |j| {
+        j.log_text().contains("run: checkpointed and stopped")
+    });
+    // Requeued (it waits cred_expire, 5 s, before it may start): hold it
+    // there while the node changes under it.
+    job.wait("requeued", Duration::from_secs(30), |j| {
+        j.state() == "PENDING"
+    });
+    slurm.run("scontrol", &["hold", &job.id.to_string()]);
+    assert!(
+        !answer.exists(),
+        "the job ended before the final checkpoint"
+    );
+    assert!(
+        wait_pid_gone(outer, Duration::from_secs(30)),
+        "mpirun's pid {outer} runs on: {}",
+        job.describe()
+    );
+    shm.wipe();
+    tmp.wipe();
+    let holder = hold_pid(outer);
+    slurm.run("scontrol", &["release", &job.id.to_string()]);
+    job.wait_completed(1);
+    assert!(pid_exists(holder.0.id() as i32));
+    drop(holder);
+    let got = fs::read_to_string(&answer).unwrap_or_default();
+    assert_eq!(
+        got.trim(),
+        expected(iters, 4).to_string(),
+        "wrong answer: {}",
+        job.describe()
+    );
+    let log = job.log_text();
+    assert!(
+        log.contains("run: restoring ") && log.contains("(in its own pid namespace)"),
+        "{}",
+        job.describe()
+    );
+    assert!(!job.out_text().contains("FAIL"), "{}", job.describe());
+    drop(tmp);
     job.done();
 }

@@ -744,6 +744,7 @@ fn collect_remote(
             core.threads.push(th);
         }
         ktask::attrs::dump_seccomp(&mut core)?;
+        ktask::refuse_dying(&core)?;
         Ok((core, brk, def_flags))
     })();
     let unmap = leader.call(

@@ -55,12 +55,26 @@ pub struct Prep {
 
 /// Spawns `cmd` after `prep` (see [`Prep`]). Only raw system calls run
 /// between the fork and the exec.
+/// The child starts with no signal blocked, as from a shell: a mask is
+/// kept across fork and exec, and cairn blocks the signals it reads
+/// from a signalfd (`cairn run`: SIGTERM, SIGINT, SIGHUP, SIGCHLD, the
+/// checkpoint signal), which its job must not inherit.
 pub fn spawn(cmd: &mut Command, prep: Prep) -> io::Result<Child> {
     let parent = super::task::getpid();
+    // SAFETY: sigemptyset fills the set it is given; it is made before
+    // the fork, so the child only uses it.
+    let empty = unsafe {
+        let mut s: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut s);
+        s
+    };
     // SAFETY: the closure runs in the forked child before exec and makes
     // only raw system calls with static strings (no allocation, no lock).
     unsafe {
         cmd.pre_exec(move || {
+            if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
             if prep.pdeathsig {
                 if libc::prctl(
                     libc::PR_SET_PDEATHSIG,

@@ -2175,6 +2175,7 @@ pub fn bpf_iterators_unavailable() -> Option<String> {
 }
 pub mod inherited;
 pub mod job;
+pub mod mpi;
 pub mod netns;
 pub mod refuse;
 pub mod slurm;

@@ -1,9 +1,11 @@
 /*
- * ring: two or more MPI ranks pass numbers around a ring over the
- * shared-memory transport, ITER times with a pause, so that a checkpoint
- * lands in the middle. Rank 0 writes "progress N" lines to stdout and
- * the sum to argv[1] at the end: sum over iterations i and ranks r of
- * (i * 7 + r) mod 1000, which the test computes too.
+ * ring: two or more MPI ranks pass numbers around a ring (over whichever
+ * transport mpirun chose: shared memory, TCP), ITER times with a pause,
+ * so that a checkpoint lands in the middle. Every rank checks each
+ * number it receives (FAIL and MPI_Abort on a wrong one). Rank 0 writes
+ * "progress N" lines to stdout and the sum to argv[1] at the end: sum
+ * over iterations i and ranks r of (i * 7 + r) mod 1000, which the test
+ * computes too.
  */
 #include <mpi.h>
 #include <stdio.h>
@@ -27,6 +29,14 @@ int main(int argc, char **argv)
 		for (int k = 1; k < size; k++) {
 			MPI_Sendrecv(&pass, 1, MPI_LONG_LONG, to, i, &got, 1, MPI_LONG_LONG, from, i,
 				     MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+			/* After k steps, what came is the number of rank - k. */
+			long long want = (long long)(i * 7 + (rank + size - k) % size) % 1000;
+			if (got != want) {
+				printf("FAIL: rank %d iteration %d step %d: got %lld, want %lld\n",
+				       rank, i, k, got, want);
+				fflush(stdout);
+				MPI_Abort(MPI_COMM_WORLD, 3);
+			}
 			total += got;
 			pass = got;
 		}

@@ -198,6 +198,66 @@ pub fn dump_process(
     Ok(core)
 }
 
+/// Whether `sig`, with the default disposition, ends the process
+/// (terminate or core dump; not ignore, not stop).
+fn ends_by_default(sig: u32) -> bool {
+    !matches!(
+        sig as i32,
+        libc::SIGCHLD
+            | libc::SIGCONT
+            | libc::SIGURG
+            | libc::SIGWINCH
+            | libc::SIGSTOP
+            | libc::SIGTSTP
+            | libc::SIGTTIN
+            | libc::SIGTTOU
+    )
+}
+
+/// Refuses a process that a signal is killing: a signal pending (for a
+/// thread, or for the process) that a thread does not block and whose
+/// disposition is the default one that ends the process. The freeze
+/// blocked it, so it waits in the queue; saved there, the restored
+/// process would die of it at once (as when `scontrol requeue` signals
+/// every process of a job while a periodic checkpoint holds it frozen).
+/// The dump fails instead, the tree is let go and dies of the signal as
+/// it would have, and a previous checkpoint stays the newest. `core`
+/// holds the dispositions and every thread with its mask from before the
+/// freeze.
+pub fn refuse_dying(core: &TaskCore) -> Result<()> {
+    let fatal = |sig: u32| {
+        sig == libc::SIGKILL as u32
+            || (ends_by_default(sig)
+                && core
+                    .sigactions
+                    .iter()
+                    .find(|a| a.signo == sig)
+                    .is_none_or(|a| a.handler == libc::SIG_DFL as u64))
+    };
+    let blocks = |mask: u64, sig: u32| (1..=64).contains(&sig) && mask & (1 << (sig - 1)) != 0;
+    let dying = |sig: u32, tid: u32, queue: &str| Error::Unsupported {
+        pid: core.pid as i32,
+        what: format!(
+            "{} is pending ({queue}), not blocked by thread {tid}, with the default action: \
+             the process is being killed by it, and restored it would die of it at once",
+            crate::show::flags::signal(sig),
+        ),
+    };
+    for th in &core.threads {
+        for p in th.pending.iter().filter(|p| fatal(p.signo)) {
+            if !blocks(th.sigmask, p.signo) {
+                return Err(dying(p.signo, th.tid, "sent to the thread"));
+            }
+        }
+    }
+    for p in core.shared_pending.iter().filter(|p| fatal(p.signo)) {
+        if let Some(th) = core.threads.iter().find(|t| !blocks(t.sigmask, p.signo)) {
+            return Err(dying(p.signo, th.tid, "sent to the process"));
+        }
+    }
+    Ok(())
+}
+
 /// brk(0) in the target: the current program break.
 pub fn dump_brk(agent: &mut dyn Calls) -> Result<u64> {
     agent.brk(0)
