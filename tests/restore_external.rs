@@ -533,7 +533,12 @@ fn external_tty_inherited() {
     let mut w = Ext::start(&slave, &[]);
     let lines = Lines::read(master);
     lines.wait_for(50);
-    dump_refused(w.pid, &w.images, &[], &["fd 5", "terminal", &pty.slave]);
+    dump_refused(
+        w.pid,
+        &w.images,
+        &[],
+        &["fd 5", "terminal", &pty.slave, &key],
+    );
     w.dump_ok(&["--external", &key]);
     let at_dump = lines.count();
     let inherit = format!("fd[5]:{key}");

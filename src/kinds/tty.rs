@@ -227,10 +227,13 @@ pub fn precheck_tree(
             continue;
         }
         if !shell_job {
+            let key = std::fs::metadata(format!("/proc/{pid}/fd/{fd}"))
+                .map(|m| format!(", or name it --external tty[{:x}:{:x}] to hand it in at restore (--inherit-fd)", m.rdev(), m.dev()))
+                .unwrap_or_default();
             return Err(Error::unsupported(
                 pid,
                 format!(
-                    "fd {fd} is the terminal {target}, which belongs to a session outside the dumped tree; dump it as a shell job with --shell-job"
+                    "fd {fd} is the terminal {target}, which belongs to a session outside the dumped tree; dump it as a shell job with --shell-job{key}"
                 ),
             ));
         }
