@@ -96,8 +96,10 @@ struct pktring_state {
 	__u32 v3_frozen;
 };
 
-const volatile int target_tgid;
-const volatile __u64 target_ino;
+/* Set by user space before each run (one loaded program serves a whole
+ * dump or restore). */
+int target_tgid;
+__u64 target_ino;
 
 struct pktring_state out;
 

@@ -14,7 +14,7 @@ mod common;
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -162,7 +162,9 @@ impl Lines {
                 let mut fin = None;
                 while let Some(p) = buf.iter().position(|&b| b == b'\n') {
                     let line: Vec<u8> = buf.drain(..=p).collect();
-                    let line = String::from_utf8_lossy(&line[..p]).into_owned();
+                    // A terminal writes "\r\n" for "\n" (ONLCR).
+                    let text = line[..p].strip_suffix(b"\r").unwrap_or(&line[..p]);
+                    let line = String::from_utf8_lossy(text).into_owned();
                     if line == "end" {
                         fin = Some(Ok(n));
                         break;
@@ -503,4 +505,43 @@ fn external_file_inherited() {
     assert!(ended && n > 100, "{n} lines, ended: {ended}");
     drop(w);
     let _ = fs::remove_dir_all(&dir);
+}
+
+/// A terminal of a session outside the tree (a pty whose master the test
+/// holds, not the workload's controlling terminal): dumped with
+/// --external tty[RDEV:DEV] as CRIU names it, restored with a slave of the
+/// same pty handed in: the lines go on through the terminal without a gap
+/// or a repeat. Without --external the dump is refused (a terminal of
+/// another session needs --shell-job or --external).
+#[test]
+fn external_tty_inherited() {
+    if skip_unless_root() {
+        return;
+    }
+    let pty = common::pty::Pty::open();
+    let slave: OwnedFd = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(&pty.slave)
+        .expect("open the pty slave")
+        .into();
+    let md = File::from(slave.try_clone().unwrap()).metadata().unwrap();
+    let key = format!("tty[{:x}:{:x}]", md.rdev(), md.dev());
+    let master: OwnedFd = pty.master.try_clone().expect("dup the master").into();
+
+    let mut w = Ext::start(&slave, &[]);
+    let lines = Lines::read(master);
+    lines.wait_for(50);
+    dump_refused(
+        w.pid,
+        &w.images,
+        &[],
+        &["fd 5", "terminal", &pty.slave, &key],
+    );
+    w.dump_ok(&["--external", &key]);
+    let at_dump = lines.count();
+    let inherit = format!("fd[5]:{key}");
+    restore_ok(&w, &["--inherit-fd", &inherit], &slave, Some(&lines), 100);
+    assert!(lines.finish() > at_dump + 100);
 }

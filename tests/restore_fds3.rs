@@ -117,3 +117,17 @@ fn inotify_queued_events_refused() {
     let mut w = Workload::start("fd_inotify", &["--queued"]);
     expect_refused(&mut w, &[], &["(inotify) has", "bytes of queued events"]);
 }
+
+/// A --leave-running dump reads the removed file's contents (and the live
+/// files') without raising an inotify event for the tree's watches: it
+/// reads through the tree's own descriptions (no IN_OPEN, no
+/// IN_CLOSE_NOWRITE) and through a mapping (no IN_ACCESS), so the
+/// original's queue is still empty afterwards (the workload checks it, and
+/// what its file then reports, after SIGTERM).
+#[test]
+fn inotify_removed_leave_running_queues_nothing() {
+    if skip_unless_root() {
+        return;
+    }
+    leave_running("fd_inotify_ghost", &[]);
+}

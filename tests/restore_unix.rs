@@ -181,7 +181,16 @@ fn unix_external_peer() {
         "unclear refusal: {err}"
     );
 
-    w.dump_ok(&["--ext-unix-sk"]);
+    // The stream socket's SO_PEERCRED names this test (the listener's
+    // creator), alive at restore: it will name cairn, and the dump says so.
+    let out = w.dump_ok(&["--ext-unix-sk"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let me = format!("pid {}", std::process::id());
+    assert!(
+        err.lines()
+            .any(|l| l.contains("SO_PEERCRED") && l.contains(&me) && l.contains("--ext-unix-sk")),
+        "no warning that SO_PEERCRED will name cairn: {err}"
+    );
     w.expect_killed_by_dump();
     // The original's connection ended with it (reset: it had unread data).
     let timeout = Some(std::time::Duration::from_secs(5));
@@ -192,7 +201,12 @@ fn unix_external_peer() {
         r => panic!("the dumped process's connection is still open: {r:?}"),
     }
     std::fs::write(w.work.join("expect-restored"), b"").unwrap();
-    w.restore_wait(&[]);
+    let out = w.restore_wait(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("SO_PEERCRED named") && err.contains("it names cairn after the restore"),
+        "the restore does not say SO_PEERCRED names cairn: {err}"
+    );
     o.dgram.set_read_timeout(timeout).unwrap();
     let n = o
         .dgram

@@ -334,7 +334,7 @@ pub fn dump_then(
     ext::precheck_tree(&pids, &args.external)?;
     let ext_socks = ext::socket_inos(&args.external);
     crate::kinds::unix::precheck_tree(&pids, args.ext_unix_sk, args.leave_running, &ext_socks)?;
-    crate::kinds::tty::precheck_tree(&pids, args.shell_job)?;
+    crate::kinds::tty::precheck_tree(&pids, args.shell_job, &ext::tty_keys(&args.external))?;
     crate::kinds::pipe::precheck_tree(&pids, &ext::pipe_inos(&args.external))?;
     crate::kinds::locks::precheck(&pids)?;
     crate::restore::precheck_shared(&pids)?;
@@ -975,13 +975,14 @@ fn dump_frozen(
     files.files.locks = crate::kinds::locks::dump(&tables)?;
     files.dump_pipe_data()?;
     let tree_fds = files.fd_of_descs();
+    let live_pids: Vec<i32> = live.iter().copied().collect();
     files.kinds.unix.finish(
         &mut files.files,
         &tree_fds,
+        &live_pids,
         args.ext_unix_sk,
         args.leave_running,
     )?;
-    let live_pids: Vec<i32> = live.iter().copied().collect();
     files
         .kinds
         .tty

@@ -225,6 +225,76 @@ pub fn data_extents(f: &File, size: u64) -> Vec<(u64, u64)> {
     out
 }
 
+/// Cairn's copy (pidfd_getfd) of fd `fd` of `pid`, if its description is
+/// open for reading (not write-only, not O_PATH).
+fn tree_description(pid: i32, fd: i32) -> std::io::Result<File> {
+    let f = File::from(crate::sys::sock::pidfd_getfd(pid, fd)?);
+    let fl = rustix::fs::fcntl_getfl(&f)?;
+    let mode = fl & rustix::fs::OFlags::RWMODE;
+    if fl.contains(rustix::fs::OFlags::PATH) || mode == rustix::fs::OFlags::WRONLY {
+        return Err(std::io::Error::other("not open for reading"));
+    }
+    Ok(f)
+}
+
+/// O_NOATIME on a description while the dump reads it, then its flags as
+/// they were: the tree's own description (read through cairn's copy) is
+/// then read without touching the file's access time, as a new one opened
+/// O_NOATIME would be. Without the right to set it (not the owner, no
+/// CAP_FOWNER) nothing changes.
+struct NoAtime<'f> {
+    f: &'f File,
+    was: Option<rustix::fs::OFlags>,
+}
+
+impl<'f> NoAtime<'f> {
+    fn set(f: &'f File) -> Self {
+        use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
+        let was = fcntl_getfl(f)
+            .ok()
+            .filter(|fl| !fl.contains(OFlags::NOATIME))
+            .filter(|fl| fcntl_setfl(f, *fl | OFlags::NOATIME).is_ok());
+        NoAtime { f, was }
+    }
+}
+
+impl Drop for NoAtime<'_> {
+    fn drop(&mut self) {
+        if let Some(fl) = self.was {
+            if let Err(e) = rustix::fs::fcntl_setfl(self.f, fl) {
+                warn!("could not put the file status flags {fl:?} back after reading: {e}");
+            }
+        }
+    }
+}
+
+/// [`data_extents`] of `f`, which may be a description the tree shares
+/// (SEEK_DATA/SEEK_HOLE move its position): the position is put back.
+fn extents_keeping_position(f: &File, size: u64) -> Vec<(u64, u64)> {
+    use rustix::fs::{seek, SeekFrom};
+    let Ok(pos) = seek(f, SeekFrom::Current(0)) else {
+        // No position (cannot seek): nothing to keep, no extents either.
+        return data_extents(f, size);
+    };
+    let out = data_extents(f, size);
+    if let Err(e) = seek(f, SeekFrom::Start(pos)) {
+        warn!("could not put a file position back to {pos} after reading its extents: {e}");
+    }
+    out
+}
+
+/// Reads file contents at `off` without read(2) when it can
+/// (`sys::mapread`: a mapping raises no IN_ACCESS/FAN_ACCESS for the tree's
+/// watchers and uses no file position), else with pread(2).
+fn quiet_read_at(f: &File, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::FileExt;
+    match crate::sys::mapread::read_at(f.as_fd(), off, buf) {
+        Ok(n) => Ok(n),
+        Err(_) => f.read_at(buf, off),
+    }
+}
+
 /// A stored file: its size, data extents (flat pairs; empty: all data)
 /// and chunk indices.
 type Stored = (u64, Vec<u64>, Vec<u32>);
@@ -242,9 +312,8 @@ fn store_file(
     writer: &mut PageStoreWriter,
     cctx: &mut zstd::bulk::Compressor,
 ) -> Result<Option<Stored>> {
-    use std::os::unix::fs::FileExt;
     let size = f.metadata().at(path)?.len();
-    let mut extents = data_extents(f, size);
+    let mut extents = extents_keeping_position(f, size);
     let dense = extents.len() == 1 && extents[0] == (0, size);
     if size == 0 {
         extents.clear();
@@ -266,7 +335,7 @@ fn store_file(
         let mut done = 0u64;
         while done < len {
             let want = ((len - done) as usize).min(buf.len() - n);
-            let k = match f.read_at(&mut buf[n..n + want], start + done) {
+            let k = match quiet_read_at(f, &mut buf[n..n + want], start + done) {
                 Ok(k) => k,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Error::io(path, e)),
@@ -366,13 +435,18 @@ pub fn dump(
         }
         // Opening a file the tree holds a lease on would break the lease:
         // it is read through the leased description (kinds::locks::leased).
+        // Any other is read through the tree's own description when it is
+        // open for reading (cairn's pidfd_getfd copy): no open, so no
+        // IN_OPEN/IN_CLOSE_NOWRITE for an inotify watcher (see Reader).
         let opened = match leased.get(&(st.dev, st.ino)) {
             Some(&(lp, lfd)) => crate::kinds::locks::readable(lp, lfd),
-            None => OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOATIME)
-                .open(&link)
-                .or_else(|_| File::open(&link)),
+            None => tree_description(pid, fd).or_else(|_| {
+                OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOATIME)
+                    .open(&link)
+                    .or_else(|_| File::open(&link))
+            }),
         };
         let f = match opened {
             Ok(f) => f,
@@ -395,6 +469,7 @@ pub fn dump(
                 } else {
                     limit.as_u64()
                 };
+                let _quiet = NoAtime::set(&f);
                 match store_file(&f, Path::new(&r.path), max, writer, &mut cctx)? {
                     Some(s) => {
                         bytes += data_len(s.0, &s.1);

@@ -6,7 +6,9 @@
 //!
 //! Dump: only the objects the user names with `--external KEY` are
 //! external ([`Key`]: `pipe:[INO]`, `socket:[INO]` (a connected unix
-//! socket; CRIU's `unix[INO]` too), `file[MNT_ID:INO]` (hex)); everything
+//! socket; CRIU's `unix[INO]` too), `file[MNT_ID:INO]` (hex),
+//! `tty[RDEV:DEV]` (hex: a terminal's device number and the device of its
+//! node, as CRIU writes it; not a controlling terminal)); everything
 //! else keeps the checks of its kind. Nothing of the object is saved: its
 //! queued bytes stay in it, and the outside holder keeps it. An external
 //! object must be one open file description in the tree (one
@@ -27,7 +29,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -50,6 +52,9 @@ pub enum Key {
     Socket(u64),
     /// `file[MNT_ID:INO]`, hex as CRIU writes it: an open file.
     File { mnt: u32, ino: u64 },
+    /// `tty[RDEV:DEV]`, hex as CRIU writes it: a terminal (its device
+    /// number, and the device of the file system its node is on).
+    Tty { rdev: u64, dev: u64 },
 }
 
 impl fmt::Display for Key {
@@ -58,6 +63,7 @@ impl fmt::Display for Key {
             Key::Pipe(i) => write!(f, "pipe:[{i}]"),
             Key::Socket(i) => write!(f, "socket:[{i}]"),
             Key::File { mnt, ino } => write!(f, "file[{mnt:x}:{ino:x}]"),
+            Key::Tty { rdev, dev } => write!(f, "tty[{rdev:x}:{dev:x}]"),
         }
     }
 }
@@ -69,6 +75,7 @@ impl Key {
             Key::Pipe(_) => libc::S_IFIFO,
             Key::Socket(_) => libc::S_IFSOCK,
             Key::File { .. } => libc::S_IFREG,
+            Key::Tty { .. } => libc::S_IFCHR,
         }
     }
 
@@ -77,19 +84,22 @@ impl Key {
             Key::Pipe(_) => "a pipe",
             Key::Socket(_) => "a unix socket",
             Key::File { .. } => "a regular file",
+            Key::Tty { .. } => "a terminal",
         }
     }
 
-    fn ino(&self) -> u64 {
+    /// The inode the key names (a terminal's key names its device).
+    fn ino(&self) -> Option<u64> {
         match *self {
-            Key::Pipe(i) | Key::Socket(i) => i,
-            Key::File { ino, .. } => ino,
+            Key::Pipe(i) | Key::Socket(i) => Some(i),
+            Key::File { ino, .. } => Some(ino),
+            Key::Tty { .. } => None,
         }
     }
 }
 
 /// Parses a key: `pipe:[INO]`, `socket:[INO]`, `unix[INO]` (decimal),
-/// `file[MNT_ID:INO]` (hex).
+/// `file[MNT_ID:INO]` (hex), `tty[RDEV:DEV]` (hex).
 pub fn parse_key(s: &str) -> std::result::Result<Key, String> {
     let inner = |pre: &str| s.strip_prefix(pre).and_then(|r| r.strip_suffix(']'));
     let dec = |v: &str| v.parse::<u64>().ok().filter(|&n| n > 0);
@@ -105,13 +115,20 @@ pub fn parse_key(s: &str) -> std::result::Result<Key, String> {
                 ino: hex(i)?,
             })
         })
+    } else if let Some(v) = inner("tty[") {
+        v.split_once(':').and_then(|(r, d)| {
+            Some(Key::Tty {
+                rdev: hex(r)?,
+                dev: u64::from_str_radix(d, 16).ok()?,
+            })
+        })
     } else {
         None
     };
     key.ok_or_else(|| {
         format!(
             "{s:?} is not an external key: pipe:[INO], socket:[INO] (or unix[INO]) with a \
-             decimal inode, or file[MNT_ID:INO] in hex"
+             decimal inode, file[MNT_ID:INO] or tty[RDEV:DEV] in hex"
         )
     })
 }
@@ -153,6 +170,12 @@ fn key_of(f: &FdRef) -> Option<Key> {
         Some(("socket", i)) => Some(Key::Socket(i)),
         Some(_) => None,
         None if f.target.starts_with('/') => {
+            if let Some(md) = f.metadata().ok().filter(|m| m.file_type().is_char_device()) {
+                return Some(Key::Tty {
+                    rdev: md.rdev(),
+                    dev: md.dev(),
+                });
+            }
             let info = f.info().ok()?;
             Some(Key::File {
                 mnt: info.mnt_id,
@@ -168,6 +191,16 @@ pub fn pipe_inos(keys: &[Key]) -> HashSet<u64> {
     (keys.iter())
         .filter_map(|k| match k {
             Key::Pipe(i) => Some(*i),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The terminals named external: (device number, device of the node).
+pub fn tty_keys(keys: &[Key]) -> HashSet<(u64, u64)> {
+    (keys.iter())
+        .filter_map(|k| match k {
+            Key::Tty { rdev, dev } => Some((*rdev, *dev)),
             _ => None,
         })
         .collect()
@@ -292,6 +325,32 @@ pub fn precheck_tree(pids: &[i32], keys: &[Key]) -> Result<()> {
                 }
             }
             Key::File { .. } => {}
+            Key::Tty { rdev, .. } => {
+                let (pid, fd) = h[0];
+                if !crate::kinds::tty::is_tty(rdev) {
+                    return Err(Error::unsupported(
+                        pid,
+                        format!("fd {fd} ({k}) is a character device that is not a terminal: only a terminal can be an external tty"),
+                    ));
+                }
+                // A restore cannot make an inherited terminal a session's
+                // controlling terminal again: refused, not lost.
+                for &p in pids {
+                    let Ok(st) = crate::procfs::read_stat(p) else {
+                        continue;
+                    };
+                    let ctty =
+                        libc::makedev(libc::major(st.tty_nr as u64), libc::minor(st.tty_nr as u64));
+                    if st.tty_nr != 0 && ctty == rdev {
+                        return Err(Error::unsupported(
+                            p,
+                            format!(
+                                "{k} (fd {fd} of pid {pid}) is the controlling terminal of this process: an external terminal comes back as an fd only, not as a controlling terminal (dump the job with --shell-job instead)"
+                            ),
+                        ));
+                    }
+                }
+            }
         }
     }
     Ok(())
@@ -338,7 +397,7 @@ impl FdKind for External {
         x.key = key.to_string();
         x.flags = f.flags();
         x.mode = md.mode() & libc::S_IFMT;
-        x.ino = key.ino();
+        x.ino = key.ino().unwrap_or(md.ino());
         if x.mode != key.mode() {
             return Err(Error::unsupported(
                 pid,
@@ -384,6 +443,12 @@ impl FdKind for External {
                 x.queued = sock::inq(&copy).map_err(|e| sys("SIOCINQ", e))? as u64;
             }
             Key::File { .. } => x.pos = f.pos(),
+            Key::Tty { .. } => {
+                if reads {
+                    // Input typed and not read yet: it stays in the terminal.
+                    x.queued = task::pipe_queued(&copy).map_err(|e| sys("FIONREAD", e))? as u64;
+                }
+            }
         }
         drop(copy);
         cx.external.seen.insert(key, (pid, fd));
@@ -403,7 +468,7 @@ impl FdKind for External {
                 format!("{:#o} for {key}", x.mode),
             ));
         }
-        if x.ino != key.ino() {
+        if key.ino().is_some_and(|i| i != x.ino) {
             return Err(invalid(path, obj, "ino", format!("{} for {key}", x.ino)));
         }
         let types = [libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET];
@@ -535,6 +600,11 @@ fn check_given(i: &Inherit, x: &ExternalFd, pid: i32, fd: u32) -> Result<()> {
     if md.mode() & libc::S_IFMT != i.key.mode() {
         return Err(err(format!("fd {n} is {target}, not {}", i.key.what())));
     }
+    if let Key::Tty { .. } = i.key {
+        if crate::sys::tty::get_termios(&copy).is_err() {
+            return Err(err(format!("fd {n} is {target}, not a terminal")));
+        }
+    }
     if let Key::Socket(_) = i.key {
         let proto = sock::proto_name(&link).unwrap_or_default();
         let ty = sock::get_int(&copy, libc::SOL_SOCKET, libc::SO_TYPE).unwrap_or(-1);
@@ -611,8 +681,17 @@ mod tests {
         );
         assert_eq!(f.to_string(), "file[2a:ff]");
         assert_eq!(Key::Socket(77).to_string(), "socket:[77]");
+        let t = parse_key("tty[8802:19]").unwrap();
+        assert_eq!(
+            t,
+            Key::Tty {
+                rdev: 0x8802,
+                dev: 0x19
+            }
+        );
+        assert_eq!(t.to_string(), "tty[8802:19]");
         for bad in [
-            "pipe:[]", "pipe:[x]", "pipe:[0]", "pipe:1", "tty[1:2]", "file[1]", "",
+            "pipe:[]", "pipe:[x]", "pipe:[0]", "pipe:1", "tty[1]", "tty[0:2]", "file[1]", "",
         ] {
             assert!(parse_key(bad).is_err(), "{bad}");
         }

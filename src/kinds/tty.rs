@@ -183,8 +183,14 @@ pub fn is_tty(rdev: u64) -> bool {
 /// Before freezing: the terminals of the tree `pids`. A pty slave whose
 /// master is not in the tree, and any other terminal, is the shell's
 /// terminal and needs `shell_job`; there can be only one such terminal,
-/// and no process of the tree may lead its session.
-pub fn precheck_tree(pids: &[i32], shell_job: bool) -> Result<()> {
+/// and no process of the tree may lead its session. Terminals named with
+/// `--external tty[RDEV:DEV]` (`external`: (device, device of the node))
+/// are left out: the restore is handed them.
+pub fn precheck_tree(
+    pids: &[i32],
+    shell_job: bool,
+    external: &std::collections::HashSet<(u64, u64)>,
+) -> Result<()> {
     let mut masters = Vec::new();
     let mut others: Vec<(i32, i32, Class, u64, String)> = Vec::new();
     for &pid in pids {
@@ -192,6 +198,12 @@ pub fn precheck_tree(pids: &[i32], shell_job: bool) -> Result<()> {
             continue;
         };
         for (fd, target) in fds {
+            if !external.is_empty() {
+                let node = std::fs::metadata(format!("/proc/{pid}/fd/{fd}"));
+                if node.is_ok_and(|m| external.contains(&(m.rdev(), m.dev()))) {
+                    continue;
+                }
+            }
             match tty_of(pid, fd)? {
                 Some((Class::PtyMaster, _)) => {
                     let c = sock::pidfd_getfd(pid, fd)
@@ -215,10 +227,13 @@ pub fn precheck_tree(pids: &[i32], shell_job: bool) -> Result<()> {
             continue;
         }
         if !shell_job {
+            let key = std::fs::metadata(format!("/proc/{pid}/fd/{fd}"))
+                .map(|m| format!(", or name it --external tty[{:x}:{:x}] to hand it in at restore (--inherit-fd)", m.rdev(), m.dev()))
+                .unwrap_or_default();
             return Err(Error::unsupported(
                 pid,
                 format!(
-                    "fd {fd} is the terminal {target}, which belongs to a session outside the dumped tree; dump it as a shell job with --shell-job"
+                    "fd {fd} is the terminal {target}, which belongs to a session outside the dumped tree; dump it as a shell job with --shell-job{key}"
                 ),
             ));
         }

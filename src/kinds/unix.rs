@@ -233,6 +233,16 @@ fn check_graph(
                     with_data += 1;
                 }
             }
+            if leave_running && !d.icons.is_empty() && crate::sys::bpf::disabled() {
+                return Err(Error::unsupported(
+                    pid,
+                    format!(
+                        "{} has {} connection(s) waiting to be accepted: a --leave-running dump reads who connected (SO_PEERCRED) with BPF, which --no-bpf turns off; without it a restore would show cairn's pid and credentials (dump without --leave-running, or without --no-bpf)",
+                        what(),
+                        d.icons.len()
+                    ),
+                ));
+            }
             if leave_running && with_data > 0 {
                 return Err(Error::unsupported(
                     pid,
@@ -608,10 +618,12 @@ impl UnixDump {
     /// pending connections, and refuses outside peers unless `ext_ok`.
     /// `tree_fds` is one fd of every description of the tree's fd tables
     /// (pid, fd, description id), to identify descriptors in flight.
+    /// `pids` are the processes of the tree.
     pub fn finish(
         &mut self,
         files: &mut Files,
         tree_fds: &[(i32, i32, u32)],
+        pids: &[i32],
         ext_ok: bool,
         leave_running: bool,
     ) -> Result<()> {
@@ -664,6 +676,24 @@ impl UnixDump {
                 // accepted side shows who connected (SO_PEERCRED).
                 if read || (!leave_running && !d.icons.is_empty()) {
                     self.backlog_reads.push(u.ino);
+                } else if !d.icons.is_empty() {
+                    // --leave-running: read in place (BPF), or refuse.
+                    let (pid, fd) = self.held[&u.ino];
+                    let outside = |c: u32| !self.held.contains_key(&c);
+                    let creds = peercred::waiting(&d.icons, outside, pids).map_err(|why| {
+                        Error::unsupported(
+                            pid,
+                            format!(
+                                "fd {fd}: listening unix socket {} (socket:[{}]) has {} connection(s) waiting to be accepted: {why}; accepted after a restore, they would show cairn's pid and credentials (SO_PEERCRED) instead (dump without --leave-running)",
+                                show_name(&u.name),
+                                u.ino,
+                                d.icons.len()
+                            ),
+                        )
+                    })?;
+                    for (icon, c) in u.icons.iter_mut().zip(creds) {
+                        icon.peercred = c.into();
+                    }
                 }
             }
         }
@@ -1377,6 +1407,49 @@ struct Rebuild<'a> {
     cr: Creator<'a>,
 }
 
+impl<'a> Rebuild<'a> {
+    /// The credentials socket `u` recorded (SO_PEERCRED), made by that
+    /// task. For a socket whose peer is outside the tree (--ext-unix-sk)
+    /// only when a restore can make the call as it (a process of the tree,
+    /// or a pid no process has now); else None (made by cairn, and said:
+    /// [`Rebuild::warn_lost_creds`]).
+    fn pcred(&self, u: &'a UnixSocket) -> Option<&'a UnixPeerCred> {
+        (u.peercred.as_ref()).filter(|c| u.external.is_none() || self.cr.can_act_as(c.pid))
+    }
+
+    /// The credentials a connection waiting in a backlog is made with: the
+    /// task that connected; for a client outside the tree (--ext-unix-sk)
+    /// only when a restore can make the call as it.
+    fn icon_cred(&self, icon: &'a UnixIcon) -> Option<&'a UnixPeerCred> {
+        (icon.peercred.as_ref()).filter(|c| !icon.client_gone || self.cr.can_act_as(c.pid))
+    }
+
+    /// Warns about every socket with an outside peer (--ext-unix-sk) whose
+    /// recorded SO_PEERCRED names a task a restore cannot act as (a live
+    /// process outside the tree): it comes back naming cairn.
+    fn warn_lost_creds(&mut self) {
+        let mut lost = Vec::new();
+        for u in self.by_ino.values() {
+            let ext = (u.peercred.as_ref()).filter(|_| u.external.is_some());
+            if let Some(c) = ext.filter(|_| self.pcred(u).is_none()) {
+                lost.push((u.ino, "its", c));
+            }
+            for icon in &u.icons {
+                let c = icon.peercred.as_ref().filter(|_| icon.client_gone);
+                if let Some(c) = c.filter(|_| self.icon_cred(icon).is_none()) {
+                    lost.push((u.ino, "a waiting connection's", c));
+                }
+            }
+        }
+        for (ino, whose, c) in lost {
+            self.warnings.push(format!(
+                "unix socket socket:[{ino}] (peer outside the tree, --ext-unix-sk): {whose} SO_PEERCRED named {}, a live process outside the tree now; it names cairn after the restore",
+                peercred::show(Some(c))
+            ));
+        }
+    }
+}
+
 /// A file moved aside from `path` (to `aside`, in the same directory) so
 /// that a socket can be bound at `path`; dropping it removes the socket
 /// file cairn made there and moves the file back.
@@ -1450,13 +1523,6 @@ fn rerr(u: &UnixSocket, what: &str, e: impl std::fmt::Display) -> Error {
         show_name(&u.name),
         u.ino
     ))
-}
-
-/// The credentials socket `u` recorded (SO_PEERCRED), None for a socket
-/// whose peer is outside the tree (--ext-unix-sk: restored with its peer
-/// gone, made by cairn).
-fn pcred(u: &UnixSocket) -> Option<&UnixPeerCred> {
-    u.peercred.as_ref().filter(|_| u.external.is_none())
 }
 
 /// The backlog a listener listens with.
@@ -1688,13 +1754,13 @@ impl<'a> Rebuild<'a> {
                 .fds
                 .get(&l.ino)
                 .ok_or_else(|| std::io::Error::other("listener missing"))?;
-            let relisten = ccred.is_some() && ccred != pcred(l);
+            let relisten = ccred.is_some() && ccred != self.pcred(l);
             if relisten {
                 self.cr.listen(lfd, backlog_of(l), ccred)?;
             }
             let r = self.cr.connect(client, &s.name, &s.name_dir, acred);
             if relisten {
-                self.cr.listen(lfd, backlog_of(l), pcred(l))?;
+                self.cr.listen(lfd, backlog_of(l), self.pcred(l))?;
             }
             r?;
             return sock::accept(lfd);
@@ -1721,7 +1787,7 @@ impl<'a> Rebuild<'a> {
                 self.bind(c)?;
             }
             let client = self.fds.remove(&c.ino).expect("just inserted");
-            match self.connect_through(&client, s, pcred(c), pcred(s)) {
+            match self.connect_through(&client, s, self.pcred(c), self.pcred(s)) {
                 Ok(server) => {
                     self.fds.insert(c.ino, client);
                     self.fds.insert(s.ino, server);
@@ -1738,7 +1804,7 @@ impl<'a> Rebuild<'a> {
             self.fds.remove(&c.ino);
         }
         let (x, y) = (self.cr)
-            .socketpair(ty, pcred(a))
+            .socketpair(ty, self.pcred(a))
             .map_err(|e| rerr(a, "socketpair", e))?;
         self.fds.insert(a.ino, x);
         self.fds.insert(b.ino, y);
@@ -1752,7 +1818,7 @@ impl<'a> Rebuild<'a> {
         let ty = u.type_ as i32;
         if !u.name.is_empty() {
             let other = sock::socket(libc::AF_UNIX, ty).map_err(|e| rerr(u, "socket", e))?;
-            match self.connect_through(&other, u, None, pcred(u)) {
+            match self.connect_through(&other, u, None, self.pcred(u)) {
                 Ok(s) => {
                     self.fds.insert(u.ino, s);
                     return Ok(other);
@@ -1780,7 +1846,7 @@ impl<'a> Rebuild<'a> {
                 let created = is_path(&u.peer_name)
                     && !own
                     && std::fs::symlink_metadata(full_path(&u.peer_name, "")).is_err();
-                if let Ok(server) = self.connect_through(&client, &stand_in, pcred(u), None) {
+                if let Ok(server) = self.connect_through(&client, &stand_in, self.pcred(u), None) {
                     if created {
                         self.unlink.push(full_path(&u.peer_name, ""));
                     }
@@ -1790,7 +1856,7 @@ impl<'a> Rebuild<'a> {
             }
         }
         let (x, y) = (self.cr)
-            .socketpair(ty, pcred(u))
+            .socketpair(ty, self.pcred(u))
             .map_err(|e| rerr(u, "socketpair", e))?;
         self.fds.insert(u.ino, x);
         Ok(y)
@@ -2016,6 +2082,7 @@ pub fn restore_as<'a>(
             "two unix socket descriptions with one inode".into(),
         ));
     }
+    r.warn_lost_creds();
     let socks: Vec<&UnixSocket> = r.by_ino.values().copied().collect();
     // 1. Sockets that need no peer to exist: socketpairs and plain ones.
     for &u in &socks {
@@ -2029,7 +2096,7 @@ pub fn restore_as<'a>(
         {
             Some(p) => {
                 let (x, y) = (r.cr)
-                    .socketpair(ty, pcred(u))
+                    .socketpair(ty, r.pcred(u))
                     .map_err(|e| rerr(u, "socketpair", e))?;
                 r.fds.insert(u.ino, x);
                 r.fds.insert(p.ino, y);
@@ -2042,7 +2109,7 @@ pub fn restore_as<'a>(
                 // The end of a socketpair whose other end was closed: its
                 // queue came from there, and its peer stays a dead one.
                 let (x, y) = (r.cr)
-                    .socketpair(ty, pcred(u))
+                    .socketpair(ty, r.pcred(u))
                     .map_err(|e| rerr(u, "socketpair", e))?;
                 r.fds.insert(u.ino, x);
                 r.dgram_orphans.insert(u.ino, y);
@@ -2063,7 +2130,7 @@ pub fn restore_as<'a>(
         if u.state == diag::TCP_LISTEN as u32 {
             let fd = (r.fds.get(&u.ino)).ok_or_else(|| rerr(u, "listen", "not created"))?;
             (r.cr)
-                .listen(fd, backlog_of(u), pcred(u))
+                .listen(fd, backlog_of(u), r.pcred(u))
                 .map_err(|e| rerr(u, "listen", e))?;
         }
     }
@@ -2143,10 +2210,9 @@ pub fn restore_as<'a>(
             let ccred = (icon.client != 0)
                 .then(|| r.by_ino.get(&icon.client))
                 .flatten()
-                .and_then(|c| pcred(c));
-            // A client outside the tree (--ext-unix-sk) connects from cairn.
-            let icon_cred = icon.peercred.as_ref().filter(|_| !icon.client_gone);
-            let relisten = ccred.is_some() && ccred != pcred(l);
+                .and_then(|c| r.pcred(c));
+            let icon_cred = r.icon_cred(icon);
+            let relisten = ccred.is_some() && ccred != r.pcred(l);
             if relisten {
                 (r.cr)
                     .listen(lfd, backlog_of(l), ccred)
@@ -2157,7 +2223,7 @@ pub fn restore_as<'a>(
                 .map_err(|e| rerr(l, "connect a waiting connection again", e))?;
             if relisten {
                 (r.cr)
-                    .listen(lfd, backlog_of(l), pcred(l))
+                    .listen(lfd, backlog_of(l), r.pcred(l))
                     .map_err(|e| rerr(l, "listen", e))?;
             }
             send_or_defer(&mut r.later, l, client, &icon.queue, stream, None)?;
@@ -2210,9 +2276,7 @@ pub fn restore_as<'a>(
                     .map_err(|e| rerr(u, "SO_PEEK_OFF", e))?;
             }
         }
-        if u.external.is_none() {
-            peercred::verify(fd, pcred(u)).map_err(|e| rerr(u, "SO_PEERCRED", e))?;
-        }
+        peercred::verify(fd, r.pcred(u)).map_err(|e| rerr(u, "SO_PEERCRED", e))?;
         let fl = sock::get_fl(fd).map_err(|e| rerr(u, "fcntl", e))?;
         let want = (fl & !libc::O_NONBLOCK) | (u.flags as i32 & libc::O_NONBLOCK);
         sock::set_fl(fd, want).map_err(|e| rerr(u, "fcntl", e))?;

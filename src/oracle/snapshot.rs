@@ -469,15 +469,30 @@ pub fn attr_fields(a: &crate::sys::procattrs::Attrs, f: &mut Fields) {
 /// frame in `a` and `b`, not counting frames that appear at more than one
 /// address of the range in either (the shared zero page, KSM pages), nor
 /// file pages (page cache, present or not as it pleases the kernel):
-/// `None` if pagemap cannot be read.
+/// `None` if pagemap cannot be read. Pages present in both with different
+/// frames are read again in both: memory compaction may have moved a page
+/// that is still shared between the two reads (both page tables then
+/// name its new frame), as `kinds::memory::plan` does for the dump.
 fn same_frames(a: i32, b: i32, start: u64, end: u64) -> Option<u64> {
     let anon = |p: &procfs::PageFlags| if p.file_or_shared() { 0 } else { p.pfn() };
-    let pa = procfs::read_pagemap(a, start, end).ok()?;
-    let pb = procfs::read_pagemap(b, start, end).ok()?;
-    Some(count_same_frames(
-        &pa.iter().map(anon).collect::<Vec<_>>(),
-        &pb.iter().map(anon).collect::<Vec<_>>(),
-    ))
+    let read = |pid: i32| -> Option<Vec<u64>> {
+        let pm = procfs::read_pagemap(pid, start, end).ok()?;
+        Some(pm.iter().map(anon).collect())
+    };
+    let (mut fa, mut fb) = (read(a)?, read(b)?);
+    let differ: Vec<usize> = (0..fa.len().min(fb.len()))
+        .filter(|&i| fa[i] != 0 && fb[i] != 0 && fa[i] != fb[i])
+        .collect();
+    if !differ.is_empty() {
+        let (ra, rb) = (read(a)?, read(b)?);
+        for i in differ {
+            if let (Some(&x), Some(&y)) = (ra.get(i), rb.get(i)) {
+                fa[i] = x;
+                fb[i] = y;
+            }
+        }
+    }
+    Some(count_same_frames(&fa, &fb))
 }
 
 /// What `same_frames` counts, on the frame numbers (0: not present).

@@ -13,6 +13,7 @@ pub mod control;
 pub mod fdpass;
 pub mod fown;
 pub mod inject;
+pub mod mapread;
 pub mod mem;
 pub mod net;
 pub mod netlink;

@@ -5,11 +5,9 @@
 //! iter/task_file program reads them from struct packet_sock (CO-RE
 //! against the running kernel's BTF).
 
-use std::io::{self, Read};
-use std::mem::MaybeUninit;
+use std::io;
 
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::OpenObject;
+use super::bpf::{load_small, run_iter};
 
 #[allow(
     clippy::all,
@@ -58,74 +56,57 @@ pub struct Fanout {
     pub rr_cur: u32,
 }
 
-fn err(what: &str, e: libbpf_rs::Error) -> io::Error {
-    io::Error::other(format!("pktring.bpf.o: {what}: {e:#}"))
+thread_local! {
+    /// The program, loaded once per run (a dump reads every packet socket
+    /// with it, twice or more for a ring) and kept for the rest of it.
+    static LOADED: std::cell::RefCell<Option<skel::PktringSkel<'static>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// The state of the packet socket with inode `ino` that process `pid`
-/// holds (`None`: no fd of `pid` is that socket). Loads the program for
-/// this one read.
+/// holds (`None`: no fd of `pid` is that socket). The program is loaded
+/// by the first read of the run (`bpf::load_small`: refused with
+/// `--no-bpf`) and reused.
 pub fn read(pid: i32, ino: u64) -> io::Result<Option<PacketState>> {
-    // The open object lives as long as the skeleton, both in this call.
-    let mut storage = MaybeUninit::<OpenObject>::uninit();
-    let mut open = skel::PktringSkelBuilder::default()
-        .open(&mut storage)
-        .map_err(|e| err("open", e))?;
-    let ro = open
-        .maps
-        .rodata_data
-        .as_deref_mut()
-        .ok_or_else(|| io::Error::other("pktring.bpf.o has no .rodata"))?;
-    ro.target_tgid = pid;
-    ro.target_ino = ino;
-    let skel = open.load().map_err(|e| err("load", e))?;
-    let link = skel
-        .progs
-        .packet_state
-        .attach()
-        .map_err(|e| err("attach iter/task_file", e))?;
-    let mut it = libbpf_rs::Iter::new(&link).map_err(|e| err("create the iterator", e))?;
-    let mut buf = [0u8; 64];
-    loop {
-        match it.read(&mut buf) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("read iter/task_file: {e}"),
-                ))
-            }
+    LOADED.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.is_none() {
+            *cell = Some(load_small::<skel::PktringSkelBuilder>("pktring.bpf.o")?);
         }
-    }
-    let o = &skel
-        .maps
-        .bss_data
-        .as_deref()
-        .ok_or_else(|| io::Error::other("pktring.bpf.o has no .bss"))?
-        .out;
-    if o.found == 0 {
-        return Ok(None);
-    }
-    Ok(Some(PacketState {
-        version: o.version,
-        rx_head: o.rx_head,
-        rx_frame_max: o.rx_frame_max,
-        tx_head: o.tx_head,
-        tx_frame_max: o.tx_frame_max,
-        v3_active_block: o.v3_active_block,
-        v3_offset: o.v3_offset,
-        v3_next_seq: o.v3_next_seq,
-        v3_frozen: o.v3_frozen != 0,
-        drops: o.drops,
-        fanout: (o.fanout != 0).then_some(Fanout {
-            id_type_flags: o.fanout_id_type_flags,
-            members: o.fanout_members,
-            max_members: o.fanout_max_members,
-            rr_cur: o.fanout_rr_cur,
-        }),
-    }))
+        let skel = cell.as_mut().expect("loaded above");
+        {
+            let bss = (skel.maps.bss_data.as_deref_mut())
+                .ok_or_else(|| io::Error::other("pktring.bpf.o has no .bss"))?;
+            bss.target_tgid = pid;
+            bss.target_ino = ino;
+            bss.out = Default::default();
+        }
+        run_iter(&skel.progs.packet_state, "iter/task_file packet_state")?;
+        let o = &(skel.maps.bss_data.as_deref())
+            .ok_or_else(|| io::Error::other("pktring.bpf.o has no .bss"))?
+            .out;
+        if o.found == 0 {
+            return Ok(None);
+        }
+        Ok(Some(PacketState {
+            version: o.version,
+            rx_head: o.rx_head,
+            rx_frame_max: o.rx_frame_max,
+            tx_head: o.tx_head,
+            tx_frame_max: o.tx_frame_max,
+            v3_active_block: o.v3_active_block,
+            v3_offset: o.v3_offset,
+            v3_next_seq: o.v3_next_seq,
+            v3_frozen: o.v3_frozen != 0,
+            drops: o.drops,
+            fanout: (o.fanout != 0).then_some(Fanout {
+                id_type_flags: o.fanout_id_type_flags,
+                members: o.fanout_members,
+                max_members: o.fanout_max_members,
+                rr_cur: o.fanout_rr_cur,
+            }),
+        }))
+    })
 }
 
 /// cairn's own shared mapping of a packet socket's rings (receive ring

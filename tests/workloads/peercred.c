@@ -10,8 +10,18 @@
  *   ex:  seqpacket socketpair made by child C as uid/gid 4343, handed to
  *        this process (SCM_RIGHTS); C exited and was reaped: both ends
  *        name C's pid, a pid no process has.
+ *   wait: a connection from child D, as uid/gid 4545 with group 4546,
+ *        left waiting in the listener's backlog: accepted only after
+ *        SIGTERM, it must name D with those ids (a --leave-running dump
+ *        cannot accept it to read them: BPF reads them in place);
  * After SIGTERM the values are read again (cb through pidfd_getfd) and
  * must be the same, and data still flows over each connection.
+ *
+ * --ext: also a stream connection to a listener of a live process outside
+ * the tree (a grandchild whose parent exited), made as uid/gid 4646, and a
+ * connection from that process waiting in this process's listener (dumped
+ * with --ext-unix-sk). The outside process exits once this one is gone, so
+ * its pid is free at restore: both must name it again after the restore.
  *
  * --outside: instead, a socketpair made by a live process outside the
  * tree (a grandchild whose parent exited, so it left the tree) is handed
@@ -22,6 +32,7 @@
 #include "unixsk.h"
 #include <grp.h>
 #include <stddef.h>
+#include <poll.h>
 #include <sys/prctl.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -116,13 +127,83 @@ static void pause_forever(pid_t parent)
 		pause();
 }
 
+/* Waits until listener `l` has a connection waiting. */
+static void wait_pending(int l, const char *what)
+{
+	struct pollfd p = { .fd = l, .events = POLLIN };
+
+	if (poll(&p, 1, 10000) != 1)
+		fail("%s: no connection arrived", what);
+}
+
+/*
+ * --ext: a process outside the tree (grandchild, its parent exits) that,
+ * as uid 4646, listens on an abstract name, accepts this process's
+ * connection to it, connects to this process's listener `sa` (left
+ * waiting), and exits once `me` is gone. Returns this process's connected
+ * socket; *pending is the listener holding the outside connection.
+ */
+static int ext_peer(pid_t me, int *pending, pid_t *gpid)
+{
+	struct sockaddr_un xa = { .sun_family = AF_UNIX }, la = { .sun_family = AF_UNIX };
+	socklen_t xlen, llen;
+	gid_t g[1] = { 4646 };
+	int ready[2], x, l2;
+	pid_t mid;
+	char c;
+
+	snprintf(xa.sun_path + 1, sizeof(xa.sun_path) - 1, "cairn-peercred-x-%d", me);
+	xlen = offsetof(struct sockaddr_un, sun_path) + 1 + strlen(xa.sun_path + 1);
+	snprintf(la.sun_path + 1, sizeof(la.sun_path) - 1, "cairn-peercred-w-%d", me);
+	llen = offsetof(struct sockaddr_un, sun_path) + 1 + strlen(la.sun_path + 1);
+	l2 = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (l2 < 0 || bind(l2, (struct sockaddr *)&la, llen) || listen(l2, 4) || pipe(ready))
+		pfail("ext listener");
+	mid = fork();
+	if (mid < 0)
+		pfail("fork");
+	if (mid == 0) {
+		pid_t g2 = fork();
+		int l, a, s;
+
+		if (g2 != 0)
+			_exit(g2 < 0);
+		close(l2);
+		drop_to(4646, g, 1);
+		l = socket(AF_UNIX, SOCK_STREAM, 0);
+		if (l < 0 || bind(l, (struct sockaddr *)&xa, xlen) || listen(l, 1))
+			_exit(8);
+		if (write(ready[1], "r", 1) != 1)
+			_exit(9);
+		a = accept(l, NULL, NULL);
+		s = socket(AF_UNIX, SOCK_STREAM, 0);
+		if (a < 0 || s < 0 || connect(s, (struct sockaddr *)&la, llen))
+			_exit(10);
+		/* EPERM: `me` is there, and root. */
+		while (kill(me, 0) == 0 || errno == EPERM)
+			usleep(100000);
+		_exit(0);
+	}
+	if (read(ready[0], &c, 1) != 1)
+		fail("the outside process did not start");
+	waitpid(mid, NULL, 0);
+	x = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (x < 0 || connect(x, (struct sockaddr *)&xa, xlen))
+		pfail("connect to the outside listener");
+	wait_pending(l2, "outside connection");
+	*gpid = cred_of(x, "outside listener").pid;
+	*pending = l2;
+	return x;
+}
+
 int main(int argc, char **argv)
 {
-	int sp[2], ch[2], ex[2], lsk, acc, cb = -1, pfd, copy, n, i;
+	int sp[2], ch[2], ex[2], lsk, acc, cb = -1, pfd, copy, n;
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	socklen_t salen;
-	pid_t me, a, b, c;
-	gid_t bgroups[2] = { 4243, 4244 }, got[16];
+	int w, xs = -1, xl = -1;
+	pid_t me, a, b, c, d, g = 0;
+	gid_t bgroups[2] = { 4243, 4244 }, dgroups[1] = { 4546 }, got[16];
 	char buf[8];
 
 	test_init(argc, argv);
@@ -203,6 +284,28 @@ int main(int argc, char **argv)
 	if (waitpid(c, NULL, 0) != c)
 		pfail("waitpid");
 
+	d = fork();
+	if (d < 0)
+		pfail("fork");
+	if (d == 0) {
+		int s;
+
+		drop_to(4545, dgroups, 1);
+		s = socket(AF_UNIX, SOCK_STREAM, 0);
+		if (s < 0 || connect(s, (struct sockaddr *)&sa, salen))
+			_exit(4);
+		if (dup2(s, 11) != 11)
+			_exit(5);
+		close(s);
+		pause_forever(me);
+	}
+	wait_pending(lsk, "child D's connection");
+	if (test_flag("--ext")) {
+		xs = ext_peer(me, &xl, &g);
+		test_msg("ext creator pid %d", g);
+		expect_cred(xs, g, 4646, 4646, "connection to the outside listener");
+	}
+
 	/* What the kernel recorded. */
 	expect_cred(sp[0], me, 0, 0, "socketpair made before fork");
 	expect_cred(lsk, me, 0, 0, "listener");
@@ -227,6 +330,24 @@ int main(int argc, char **argv)
 	if (copy < 0)
 		pfail("pidfd_getfd of child B's socket");
 	expect_cred(copy, me, 0, 0, "child B's connecting socket");
+	/* The connection that waited in the backlog through the dump. */
+	w = accept(lsk, NULL, NULL);
+	if (w < 0)
+		pfail("accept child D's waiting connection");
+	expect_cred(w, d, 4545, 4545, "waiting connection from child D");
+	n = ngroups(w, got, 16, "waiting connection from child D");
+	if (n != 1 || got[0] != 4546)
+		fail("waiting connection from child D: SO_PEERGROUPS has %d groups (%u), want 4546", n,
+		     n > 0 ? got[0] : 0);
+	if (xs >= 0) {
+		int o;
+
+		expect_cred(xs, g, 4646, 4646, "connection to the outside listener");
+		o = accept(xl, NULL, NULL);
+		if (o < 0)
+			pfail("accept the outside process's waiting connection");
+		expect_cred(o, g, 4646, 4646, "waiting connection from the outside process");
+	}
 	/* Data flows both ways on each connection. */
 	put(acc, "to-b");
 	expect(copy, "to-b", "accepted -> child B");
@@ -237,9 +358,11 @@ int main(int argc, char **argv)
 	put(sp[0], "sp");
 	if (read(sp[0], buf, 0) < 0)
 		pfail("read");
-	for (i = 0; i < 2; i++)
-		kill(i ? a : b, SIGKILL);
+	kill(a, SIGKILL);
+	kill(b, SIGKILL);
+	kill(d, SIGKILL);
 	waitpid(a, NULL, 0);
 	waitpid(b, NULL, 0);
+	waitpid(d, NULL, 0);
 	pass();
 }

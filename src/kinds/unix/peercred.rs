@@ -55,6 +55,72 @@ fn exists(pid: i32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// Why a restore cannot make a call as pid `pid` (None when it can: a
+/// process of the tree `pids`, or a pid no process has).
+pub(super) fn unusable(pids: &[i32], pid: i32) -> Option<String> {
+    if pid == 0 {
+        Some("a process outside cairn's pid namespace".to_string())
+    } else if pids.contains(&pid) {
+        let zombie = crate::procfs::read_stat(pid).is_ok_and(|s| s.state == 'Z');
+        zombie.then(|| format!("pid {pid}, a zombie of the tree"))
+    } else if exists(pid) {
+        let comm = crate::procfs::read_comm(pid, pid).unwrap_or_default();
+        Some(format!(
+            "pid {pid} ({}), a live process outside the dumped tree",
+            comm.trim()
+        ))
+    } else {
+        None
+    }
+}
+
+/// SO_PEERCRED of the connections waiting in a backlog, read in place
+/// with BPF (`sys::unixq::embryos`), in the order of `clients` (their
+/// connecting sockets' inodes): what a dump that
+/// does not accept them (--leave-running) saves. Err is the reason it
+/// cannot: BPF off or failing, or a connection made by a task a restore
+/// cannot make it as (`pids`: the tree). A client outside the tree
+/// (`outside`, --ext-unix-sk) is saved whoever made it: the restore
+/// decides, and says so when it cannot be exact.
+pub(super) fn waiting(
+    clients: &[u32],
+    outside: impl Fn(u32) -> bool,
+    pids: &[i32],
+) -> std::result::Result<Vec<Option<UnixPeerCred>>, String> {
+    let got = crate::sys::unixq::embryos()
+        .map_err(|e| format!("BPF could not read who connected ({e})"))?;
+    let mut out = Vec::new();
+    for &c in clients {
+        let e = got
+            .iter()
+            .find(|e| e.client_ino == u64::from(c))
+            .ok_or_else(|| format!("BPF did not find the connection from socket:[{c}]"))?;
+        let Some(cr) = &e.cred else {
+            out.push(None);
+            continue;
+        };
+        if cr.groups_truncated {
+            return Err(format!(
+                "the connection from socket:[{c}] was made by a task with more supplementary groups than cairn reads"
+            ));
+        }
+        if let Some(why) = unusable(pids, e.pid).filter(|_| !outside(c)) {
+            return Err(format!(
+                "the connection from socket:[{c}] was made by {why} (uid {} gid {}): a restore cannot connect as that process",
+                cr.uid, cr.gid
+            ));
+        }
+        let mut p = UnixPeerCred::new();
+        p.pid = e.pid;
+        p.uid = cr.uid;
+        p.gid = cr.gid;
+        p.groups = cr.groups.clone();
+        p.groups.sort_unstable();
+        out.push(Some(p));
+    }
+    Ok(out)
+}
+
 /// Before the freeze: every socket's recorded peer pid must be one a
 /// restore can make a call as: a process of the tree (`pids`), not a
 /// zombie, or a pid no process has (its process exited). `held`: inode
@@ -71,12 +137,8 @@ pub(super) fn precheck(
     inos.sort();
     for &ino in inos {
         let (pid, fd) = held[&ino];
-        if ext_ok {
-            let peer = all.get(&ino).and_then(|d| d.peer).unwrap_or(0);
-            if peer != 0 && !held.contains_key(&peer) {
-                continue;
-            }
-        }
+        let peer = all.get(&ino).and_then(|d| d.peer).unwrap_or(0);
+        let outside = ext_ok && peer != 0 && !held.contains_key(&peer);
         let Ok(sk) = crate::sys::sock::pidfd_getfd(pid, fd) else {
             continue;
         };
@@ -91,21 +153,16 @@ pub(super) fn precheck(
                 ))
             }
         };
-        let why = if c.pid == 0 {
-            Some("a process outside cairn's pid namespace".to_string())
-        } else if pids.contains(&c.pid) {
-            let zombie = crate::procfs::read_stat(c.pid).is_ok_and(|s| s.state == 'Z');
-            zombie.then(|| format!("pid {}, a zombie of the tree", c.pid))
-        } else if exists(c.pid) {
-            let comm = crate::procfs::read_comm(c.pid, c.pid).unwrap_or_default();
-            Some(format!(
-                "pid {} ({}), a live process outside the dumped tree",
-                c.pid,
-                comm.trim()
-            ))
-        } else {
-            None
-        };
+        let why = unusable(pids, c.pid);
+        if let (Some(why), true) = (&why, outside) {
+            // --ext-unix-sk: the connection comes back with its peer gone;
+            // its SO_PEERCRED is exact only if that pid is free then.
+            crate::warn!(
+                "pid {pid} fd {fd}: unix socket socket:[{ino}] (peer outside the tree, --ext-unix-sk) records its connection's peer (SO_PEERCRED: uid {} gid {}) as {why}: unless that pid is free at restore, the restored socket names cairn instead",
+                c.uid, c.gid
+            );
+            continue;
+        }
         if let Some(why) = why {
             return Err(Error::unsupported(
                 pid,
@@ -173,6 +230,12 @@ impl<'a> Creator<'a> {
             calls,
             me: crate::sys::task::getpid(),
         }
+    }
+
+    /// Whether a call can be made as pid `pid`: a process of the tree,
+    /// or a pid no process has (a helper takes it).
+    pub fn can_act_as(&self, pid: i32) -> bool {
+        self.calls.contains_key(&pid) || (pid > 0 && !exists(pid))
     }
 
     fn run(
