@@ -1003,6 +1003,9 @@ const TEST_MODULES: &[&str] = &[
     "unix_diag",
     "netlink_diag",
     "packet_diag",
+    // libcrc32c (of nf_tables) asks the crypto API for crc32c.
+    "crc32c_generic",
+    "crc32c_intel",
     "nf_tables",
     "veth",
     "tun",
