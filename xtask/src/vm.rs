@@ -1687,7 +1687,7 @@ fn render_table(cols: &[Column]) -> String {
             .collect();
         let lowest = match yes.iter().position(|&y| y) {
             None => "none".to_string(),
-            Some(i) if yes[i..].iter().all(|&y| y) => format!("{}", cols[i].label),
+            Some(i) if yes[i..].iter().all(|&y| y) => cols[i].label.clone(),
             Some(i) => format!("{} (not everywhere: configuration)", cols[i].label),
         };
         t.push_str(&format!("| `{f}` | {what} | {lowest} |"));
