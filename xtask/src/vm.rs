@@ -1745,6 +1745,14 @@ fn table_check(write: bool) -> Result<bool> {
         );
         return Ok(false);
     }
+    if !write && readme[b..e].trim().is_empty() {
+        println!(
+            "vm-test: the README has no kernel table yet; {} has this run's \
+             (cargo xtask vm-test --table --write puts it there)",
+            out.display()
+        );
+        return Ok(false);
+    }
     if write {
         let new = format!("{}{want}{}", &readme[..b], &readme[e..]);
         std::fs::write(&path, new).map_err(|e| format!("{}: {e}", path.display()))?;
