@@ -53,11 +53,6 @@ pub fn verdict(f: &Features) -> Vec<String> {
             "a dump reads memory with it",
         ),
         ("kcmp", &f.kcmp, "a dump compares fd tables with it"),
-        (
-            "ptrace_get_rseq_conf",
-            &f.ptrace_get_rseq_conf,
-            "a restore removes the rseq area it inherits with it",
-        ),
     ] {
         if !feat.available {
             missing.push(format!("{name} ({what}): {}", feat.detail));
@@ -135,6 +130,23 @@ pub fn mechanisms(f: &Features) -> Vec<Mechanism> {
                 DirtyTracking::ContentHashing => {
                     "neither soft-dirty nor uffd-wp + PAGEMAP_SCAN works".into()
                 }
+            },
+        },
+        Mechanism {
+            part: "rseq",
+            mechanism: if f.ptrace_get_rseq_conf.available {
+                "PTRACE_GET_RSEQ_CONFIGURATION"
+            } else {
+                "rseq(2) probe: glibc's areas only"
+            },
+            detail: if f.ptrace_get_rseq_conf.available {
+                "any registered rseq area is read".into()
+            } else {
+                format!(
+                    "{}; a thread whose rseq area is not glibc's is refused at dump (Linux 5.13 \
+                     reads any)",
+                    f.ptrace_get_rseq_conf.detail
+                )
             },
         },
         Mechanism {

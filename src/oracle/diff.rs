@@ -270,8 +270,10 @@ fn mask_flags(f: &mut Fields) {
 /// (VM_ACCOUNT), "sd" (VM_SOFTDIRTY) and "uw" (VM_UFFD_WP: the
 /// write-protect registration of cairn's own dirty-page tracking, which
 /// the pre-dumps of a chain leave on every private VMA until the final
-/// dump; a program's own userfaultfd is refused at dump with its fd).
-const BOOKKEEPING_FLAGS: [&str; 3] = ["ac", "sd", "uw"];
+/// dump; a program's own userfaultfd is refused at dump with its fd),
+/// and "dw" (VM_DENYWRITE, kernels before 5.15: the ELF loader's mark,
+/// which no mmap from user space can set; README, Limitations).
+const BOOKKEEPING_FLAGS: [&str; 4] = ["ac", "sd", "uw", "dw"];
 
 /// One VMA's fields, for merging.
 struct Vma {

@@ -520,9 +520,7 @@ fn become_zombie(agent: &mut Agent, status: i32, comm: &str, insn: u64) -> Resul
 /// With two mappings left, and each child replacing its copy of the
 /// scratch page by a fresh one, a clone costs the same at any depth.
 fn shrink_vessel(agent: &mut Agent, keep: (u64, u64)) -> Result<()> {
-    let pid = agent.pid;
-    let cfg = ptrace::get_rseq_config(pid)
-        .map_err(|e| Error::sys(pid, "PTRACE_GET_RSEQ_CONFIGURATION", e))?;
+    let cfg = crate::kinds::task::rseq_config(agent)?;
     if cfg.rseq_abi_pointer != 0 {
         // Unregistered here, so that no vessel forked from this one has
         // it either (the area is about to go).
@@ -822,7 +820,7 @@ fn restore_memory(
     let agent = &mut p.agents[0];
     let sys = |e: std::io::Error, what: &str| Error::sys(pid, what.to_string(), e);
     // Drop what the vessel inherited from cairn.
-    let cfg = ptrace::get_rseq_config(pid).map_err(|e| sys(e, "PTRACE_GET_RSEQ_CONFIGURATION"))?;
+    let cfg = crate::kinds::task::rseq_config(agent)?;
     if cfg.rseq_abi_pointer != 0 {
         agent.rseq(
             "rseq unregister",

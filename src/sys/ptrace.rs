@@ -192,6 +192,33 @@ pub struct RseqConfig {
     pub pad: u32,
 }
 
+/// The signature glibc registers its rseq areas with on x86 (`RSEQ_SIG`).
+pub const RSEQ_SIG_X86: u32 = 0x5305_3053;
+/// `sizeof(struct rseq)` of the original ABI: the only length kernels
+/// before Linux 6.3 accept, and what glibc registers.
+pub const RSEQ_LEN_ORIG: u32 = 32;
+
+/// `__rseq_offset` of this process's glibc (2.35 and later): where each
+/// thread's rseq area lies from its thread pointer (fs_base), if glibc
+/// registered the areas (`__rseq_size` > 0). None for an older glibc, one
+/// started with `glibc.pthread.rseq=0`, or a kernel without rseq.
+pub fn own_glibc_rseq_offset() -> Option<i64> {
+    // SAFETY: dlsym with RTLD_DEFAULT and NUL-terminated names only looks
+    // symbols up; a non-null result points at glibc's `ptrdiff_t
+    // __rseq_offset` and `unsigned int __rseq_size`, which glibc sets
+    // before main and never changes afterwards, so reading them is sound.
+    unsafe {
+        let off = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_offset".as_ptr());
+        let size = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_size".as_ptr());
+        if off.is_null() || size.is_null() || *(size as *const u32) == 0 {
+            return None;
+        }
+        Some(*(off as *const isize) as i64)
+    }
+}
+
+/// PTRACE_GET_RSEQ_CONFIGURATION (Linux 5.13+; EIO before). See
+/// `kinds::task::rseq_config` for the fallback on older kernels.
 pub fn get_rseq_config(tid: i32) -> io::Result<RseqConfig> {
     let mut c = RseqConfig::default();
     raw(

@@ -6,14 +6,25 @@
  * thread was unregistered (a FAIL); EINVAL/EPERM mean it was registered
  * with other arguments (also a FAIL). The rseq cpu_id and sched_getcpu()
  * must name a valid cpu.
+ *
+ * --own: the program's own rseq area instead of glibc's. The workload
+ * execs itself once with GLIBC_TUNABLES=glibc.pthread.rseq=0 (same pid),
+ * so glibc registers nothing, and registers a static area of its own,
+ * which a dump can only find with PTRACE_GET_RSEQ_CONFIGURATION (Linux
+ * 5.13); after restore exactly that area must be registered.
  */
 #include "zdtm.h"
 
 #include <sched.h>
 #include <sys/rseq.h>
 
+static struct rseq own_area __attribute__((aligned(32)));
+static int own;
+
 static struct rseq *area(void)
 {
+	if (own)
+		return &own_area;
 	return (struct rseq *)((char *)__builtin_thread_pointer() + __rseq_offset);
 }
 
@@ -21,7 +32,7 @@ static struct rseq *area(void)
 static const char *registration(unsigned int *len_used)
 {
 	/* Newer glibc reports the feature size in __rseq_size but registers >= 32 bytes. */
-	unsigned int lens[2] = { __rseq_size, 32 };
+	unsigned int lens[2] = { own ? 32 : __rseq_size, 32 };
 	static char msg[256];
 
 	for (int i = 0; i < 2; i++) {
@@ -70,8 +81,22 @@ int main(int argc, char **argv)
 	unsigned int len_before = 0, len_after = 0;
 	const char *err;
 
+	for (int i = 1; i < argc; i++)
+		own |= strcmp(argv[i], "--own") == 0;
+	if (own && !getenv("CAIRN_RSEQ_OWN")) {
+		setenv("GLIBC_TUNABLES", "glibc.pthread.rseq=0", 1);
+		setenv("CAIRN_RSEQ_OWN", "1", 1);
+		execv("/proc/self/exe", argv);
+		perror("exec /proc/self/exe");
+		return 1;
+	}
 	test_init(argc, argv);
-	if (__rseq_size == 0)
+	if (own) {
+		if (__rseq_size != 0)
+			fail("glibc registered rseq despite glibc.pthread.rseq=0");
+		if (syscall(SYS_rseq, &own_area, 32, 0, RSEQ_SIG))
+			pfail("rseq(own area)");
+	} else if (__rseq_size == 0)
 		fail("glibc did not register rseq (__rseq_size == 0; GLIBC_TUNABLES=glibc.pthread.rseq=0?)");
 	if ((err = registration(&len_before)))
 		fail("before the dump: %s", err);

@@ -12,8 +12,9 @@
 //! - `cargo xtask lint`: `cargo fmt --check`, clippy with every warning
 //!   an error (all targets), and rustdoc with every warning an error; CI
 //!   runs it before the tests.
-//! - `cargo xtask vm-test [--kernel 6.1|6.12|all] [-- FILTERS]`: core
-//!   integration tests inside QEMU under Debian's kernels (`vm.rs`).
+//! - `cargo xtask vm-test [--kernel 5.10|6.1|6.12|all] [-- FILTERS]`:
+//!   integration tests inside QEMU under Debian's kernels, and the
+//!   README's kernel table (`vm.rs`).
 //! - `cargo xtask slurm [start|stop|status] [--dir DIR]`: a one-node
 //!   Slurm of the caller's own in `target/slurm` (`slurm.rs`, issue 17).
 //! - `cargo xtask fuzz [--iterations N] [--seed S]`: the in-tree fuzzer of
@@ -136,8 +137,10 @@ const USAGE: &str = "usage: cargo xtask demo [DEMO ARGS...]
        cargo xtask bench libcairn [--calls N] [--restarts N]
        cargo xtask bench periodic [--interval DUR] [--checkpoints N] [--sizes 1G,4G] [--rate PERMILLE]
        cargo xtask bench pair [--runs N] [--sizes MIB,MIB]
-       cargo xtask vm-test [--kernel 6.1|6.12|all] [--tests T1,T2] [--exec CMD]
-                           [--timeout SECS] [--mem SIZE] [-- TEST FILTERS]";
+       cargo xtask vm-test [--kernel 5.10|6.1|6.12|all] [--tests T1,T2|all] [--exec CMD]
+                           [--jobs N] [--smp N] [--timeout SECS] [--test-timeout SECS]
+                           [--mem SIZE] [--accel kvm|tcg] [-- TEST FILTERS]
+       cargo xtask vm-test --table [--write]";
 
 /// The workspace root (xtask's parent).
 fn root() -> PathBuf {
@@ -560,15 +563,18 @@ fn test(extra: &[String]) -> Result<u8> {
     match vm_skip_reason(extra) {
         Some(why) => println!("xtask test: vm-test skipped: {why}"),
         None => {
-            let a = vm::parse(&[])?;
+            let a = vm::parse(&vm_args())?;
             let outcomes = vm::run_all(&a)?;
-            let vm_code = vm::report(&outcomes);
+            let mut vm_code = vm::report(&outcomes);
+            if vm::table_after_run(&a, &outcomes)? && vm_code == 0 {
+                vm_code = 1;
+            }
             for (_, o) in &outcomes {
                 match o {
-                    vm::Outcome::Ran { counts: c, .. } => {
-                        counts.passed += c.passed;
-                        counts.failed += c.failed;
-                        counts.ignored += c.ignored;
+                    vm::Outcome::Ran(r) => {
+                        counts.passed += r.counts.passed;
+                        counts.failed += r.counts.failed;
+                        counts.ignored += r.counts.ignored;
                     }
                     vm::Outcome::Skipped(_) => counts.ignored += 1,
                 }
@@ -601,6 +607,16 @@ fn verdict(code: u8) -> String {
     } else {
         format!("FAILED (exit code {code})")
     }
+}
+
+/// The vm-test arguments of `cargo xtask test`: `CAIRN_VM_ARGS`
+/// (whitespace-separated, e.g. `--jobs 1`), else the defaults.
+fn vm_args() -> Vec<String> {
+    std::env::var("CAIRN_VM_ARGS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect()
 }
 
 /// Why `cargo xtask test` leaves out the VM runs, if it does: test filters

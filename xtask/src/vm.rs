@@ -39,6 +39,24 @@ use super::{cargo, ensure_tools, on_path, parse_size, root, run, Counts, Result,
 /// subset (memory, registers and sleeping syscalls, process trees).
 pub const DEFAULT_TESTS: &[&str] = &["incremental", "restore_mem", "restore_regs", "restore_tree"];
 
+/// The other test binaries of the matrix: each runs under one kernel of a
+/// run, dealt out in this order (longest first, by their times under TCG)
+/// to the kernel with the least estimated time so far (see [`plan`]).
+/// `--tests all` runs every test binary under every kernel instead.
+pub const SPLIT_TESTS: &[(&str, u32)] = &[
+    ("restore_fds", 60),
+    ("restore_signals", 60),
+    ("restore_threads", 60),
+    ("restore_sockets", 60),
+    ("restore_unix", 60),
+    ("restore_tty", 60),
+    ("faults", 60),
+];
+
+/// Estimated seconds under TCG of the [`DEFAULT_TESTS`] (the first run of
+/// a binary the plan does not know counts as 60 s).
+const DEFAULT_SECONDS: &[(&str, u32)] = &[];
+
 /// A kernel series and the Debian suites whose `linux-image-amd64` is of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Series {
@@ -47,6 +65,10 @@ pub struct Series {
 }
 
 pub const SERIES: &[Series] = &[
+    Series {
+        name: "5.10",
+        suite: "bullseye",
+    },
     Series {
         name: "6.1",
         suite: "bookworm",
@@ -59,62 +81,97 @@ pub const SERIES: &[Series] = &[
 
 pub struct Args {
     pub kernels: Vec<Series>,
-    pub tests: Vec<String>,
+    /// `--tests`: these test binaries under every kernel; None: [`plan`].
+    pub tests: Option<Vec<String>>,
     pub filters: Vec<String>,
     pub exec: Option<String>,
+    /// Limit of one VM's whole run.
     pub timeout: Duration,
+    /// Limit of one test binary inside a VM.
+    pub test_timeout: Duration,
     pub mem: u64,
     /// `kvm`, `tcg`, or None: chosen by [`pick_accel`].
     pub accel: Option<String>,
+    /// VMs run at the same time.
+    pub jobs: usize,
+    /// vcpus of each VM.
+    pub smp: u32,
+    /// `--table`: no VM; the kernel table from the last run's results.
+    pub table_only: bool,
+    /// `--write`: the table goes into the README.
+    pub write_table: bool,
+}
+
+fn series(k: &str) -> Result<Series> {
+    SERIES.iter().find(|s| s.name == k).copied().ok_or_else(|| {
+        format!(
+            "unknown kernel {k:?} ({} or all)",
+            SERIES.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+        )
+    })
 }
 
 pub fn parse(args: &[String]) -> Result<Args> {
     let mut a = Args {
         kernels: SERIES.to_vec(),
-        tests: DEFAULT_TESTS.iter().map(|s| s.to_string()).collect(),
+        tests: None,
         filters: Vec::new(),
         exec: None,
-        timeout: Duration::from_secs(1200),
+        timeout: Duration::from_secs(3000),
+        test_timeout: Duration::from_secs(900),
         mem: 4 * GIB,
         accel: std::env::var("CAIRN_VM_ACCEL")
             .ok()
             .filter(|v| !v.is_empty()),
+        jobs: 1,
+        smp: 2,
+        table_only: false,
+        write_table: false,
     };
     let mut it = args.iter();
     while let Some(x) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{x} needs a value"));
+        let secs = |v: &String, what: &str| -> Result<Duration> {
+            Ok(Duration::from_secs(
+                v.parse().map_err(|_| format!("{what} wants seconds"))?,
+            ))
+        };
         match x.as_str() {
             "--kernel" => {
                 let k = value()?;
-                a.kernels =
-                    if k == "all" {
-                        SERIES.to_vec()
-                    } else {
-                        k.split(',')
-                            .map(|k| {
-                                SERIES.iter().find(|s| s.name == k).copied().ok_or_else(|| {
-                                    format!("unknown kernel {k:?} (6.1, 6.12 or all)")
-                                })
-                            })
-                            .collect::<Result<_>>()?
-                    };
+                a.kernels = if k == "all" {
+                    SERIES.to_vec()
+                } else {
+                    k.split(',').map(series).collect::<Result<_>>()?
+                };
             }
             "--tests" => {
-                a.tests = value()?
-                    .split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect()
-            }
-            "--exec" => a.exec = Some(value()?.clone()),
-            "--timeout" => {
-                a.timeout = Duration::from_secs(
+                a.tests = Some(
                     value()?
-                        .parse()
-                        .map_err(|_| "--timeout wants seconds".to_string())?,
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect(),
                 )
             }
+            "--exec" => a.exec = Some(value()?.clone()),
+            "--timeout" => a.timeout = secs(value()?, "--timeout")?,
+            "--test-timeout" => a.test_timeout = secs(value()?, "--test-timeout")?,
             "--mem" => a.mem = parse_size(value()?)?,
+            "--jobs" => {
+                a.jobs = value()?
+                    .parse()
+                    .ok()
+                    .filter(|&j| j > 0)
+                    .ok_or("--jobs wants a positive number")?
+            }
+            "--smp" => {
+                a.smp = value()?
+                    .parse()
+                    .ok()
+                    .filter(|&j| j > 0)
+                    .ok_or("--smp wants a positive number")?
+            }
             "--accel" => {
                 let v = value()?;
                 if v != "kvm" && v != "tcg" {
@@ -122,6 +179,8 @@ pub fn parse(args: &[String]) -> Result<Args> {
                 }
                 a.accel = Some(v.clone());
             }
+            "--table" => a.table_only = true,
+            "--write" => a.write_table = true,
             "--" => {
                 a.filters = it.by_ref().cloned().collect();
             }
@@ -131,59 +190,154 @@ pub fn parse(args: &[String]) -> Result<Args> {
     if a.mem < 512 * MIB {
         return Err("--mem: at least 512M".into());
     }
+    if a.write_table && !a.table_only {
+        return Err("--write goes with --table".into());
+    }
     Ok(a)
+}
+
+/// Every test binary of the workspace (tests/*.rs).
+fn all_test_names() -> Result<Vec<String>> {
+    let dir = root().join("tests");
+    let mut v: Vec<String> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.strip_suffix(".rs").map(String::from)
+        })
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// The test binaries each kernel of `a` runs. With `--tests`, those
+/// (`all`: every one) under each kernel. Otherwise every kernel runs
+/// [`DEFAULT_TESTS`], and each of [`SPLIT_TESTS`] goes, in its order, to
+/// the kernel with the least estimated time so far (earlier kernels
+/// first on a tie): each runs once per matrix run, and the kernels take
+/// about the same time.
+pub fn plan(a: &Args) -> Result<Vec<(Series, Vec<String>)>> {
+    if let Some(t) = &a.tests {
+        let t = if t.iter().any(|x| x == "all") {
+            all_test_names()?
+        } else {
+            t.clone()
+        };
+        return Ok(a.kernels.iter().map(|&s| (s, t.clone())).collect());
+    }
+    let est = |n: &str| {
+        SPLIT_TESTS
+            .iter()
+            .chain(DEFAULT_SECONDS)
+            .find(|(t, _)| *t == n)
+            .map_or(60, |&(_, s)| s as u64)
+    };
+    let base: Vec<String> = DEFAULT_TESTS.iter().map(|s| s.to_string()).collect();
+    let mut out: Vec<(Series, Vec<String>, u64)> = a
+        .kernels
+        .iter()
+        .map(|&s| (s, base.clone(), base.iter().map(|t| est(t)).sum()))
+        .collect();
+    if out.is_empty() {
+        return Ok(Vec::new());
+    }
+    for &(t, secs) in SPLIT_TESTS {
+        let k = (0..out.len()).min_by_key(|&i| (out[i].2, i)).unwrap_or(0);
+        out[k].1.push(t.to_string());
+        out[k].2 += secs as u64;
+    }
+    Ok(out.into_iter().map(|(s, t, _)| (s, t)).collect())
 }
 
 /// What became of one kernel.
 pub enum Outcome {
     /// Ran; the test counts and whether everything passed.
-    Ran {
-        release: String,
-        counts: Counts,
-        ok: bool,
-        /// The guest kernel panicked (an oops: the command line has
-        /// oops=panic) while this test binary ran.
-        panicked_in: Option<String>,
-        /// An earlier run of this kernel whose guest kernel panicked (the
-        /// test binary it ran); it was run once more.
-        earlier_panic: Option<String>,
-    },
+    Ran(Box<Ran>),
     Skipped(String),
 }
 
+/// One kernel's run.
+pub struct Ran {
+    pub release: String,
+    /// Passed excludes the skipped tests, which count as ignored.
+    pub counts: Counts,
+    pub ok: bool,
+    /// The test binaries run, each with its time (None: it did not end).
+    pub times: Vec<(String, Option<Duration>)>,
+    /// `BINARY::TEST: reason` of every test that skipped.
+    pub skips: Vec<String>,
+    /// The VM's whole time (boot to power-off).
+    pub elapsed: Duration,
+    /// The guest kernel panicked (an oops: the command line has
+    /// oops=panic) while this test binary ran.
+    pub panicked_in: Option<String>,
+    /// An earlier run of this kernel whose guest kernel panicked (the
+    /// test binary it ran); it was run once more.
+    pub earlier_panic: Option<String>,
+    /// The per-kernel report (per-binary results, failure logs).
+    pub text: String,
+}
+
 /// `cargo xtask vm-test ...`: exit code 0 when every kernel passed or was
-/// skipped (1 for a skip with CAIRN_VM_REQUIRED=1).
+/// skipped (1 for a skip with CAIRN_VM_REQUIRED=1, or a kernel table that
+/// differs from the README's after a full matrix run).
 pub fn vm_test(args: &[String]) -> Result<u8> {
     let a = parse(args)?;
+    if a.table_only {
+        return table_command(&a);
+    }
     ensure_tools()?;
     run(cargo().args(["build", "--release"]))?;
     let outcomes = run_all(&a)?;
-    Ok(report(&outcomes))
+    let mut code = report(&outcomes);
+    if table_after_run(&a, &outcomes)? && code == 0 {
+        code = 1;
+    }
+    Ok(code)
 }
 
-/// Prints the per-kernel summary; the exit code.
+/// Prints the per-kernel reports and the summary; the exit code.
 pub fn report(outcomes: &[(Series, Outcome)]) -> u8 {
     let required = std::env::var("CAIRN_VM_REQUIRED").is_ok_and(|v| v == "1");
     let mut code = 0;
+    for (_, o) in outcomes {
+        if let Outcome::Ran(r) = o {
+            print!("{}", r.text);
+        }
+    }
     println!("vm-test summary:");
     for (s, o) in outcomes {
         match o {
-            Outcome::Ran {
-                release,
-                counts,
-                ok,
-                panicked_in,
-                earlier_panic,
-            } => {
+            Outcome::Ran(r) => {
                 println!(
-                    "  kernel {} ({release}): {}: {} passed, {} failed, {} ignored",
+                    "  kernel {} ({}): {} in {:.0} s: {} test binaries, {} passed, {} failed, {} \
+                     ignored or skipped",
                     s.name,
-                    if *ok { "ok" } else { "FAILED" },
-                    counts.passed,
-                    counts.failed,
-                    counts.ignored
+                    r.release,
+                    if r.ok { "ok" } else { "FAILED" },
+                    r.elapsed.as_secs_f64(),
+                    r.times.len(),
+                    r.counts.passed,
+                    r.counts.failed,
+                    r.counts.ignored
                 );
-                if let Some(t) = earlier_panic {
+                let times: Vec<String> = r
+                    .times
+                    .iter()
+                    .map(|(n, d)| match d {
+                        Some(d) => format!("{n} {:.0} s", d.as_secs_f64()),
+                        None => format!("{n} (did not end)"),
+                    })
+                    .collect();
+                println!("    ran: {}", times.join(", "));
+                if r.skips.is_empty() {
+                    println!("    skipped: none");
+                }
+                for sk in &r.skips {
+                    println!("    skipped {sk}");
+                }
+                if let Some(t) = &r.earlier_panic {
                     println!(
                         "    the guest kernel panicked in an earlier run (during {t}); that run \
                          was repeated once (its oops is printed above and kept in \
@@ -191,10 +345,10 @@ pub fn report(outcomes: &[(Series, Outcome)]) -> u8 {
                         s.name
                     );
                 }
-                if let Some(t) = panicked_in {
+                if let Some(t) = &r.panicked_in {
                     println!("    the guest kernel panicked during {t} (oops printed above)");
                 }
-                if !ok {
+                if !r.ok {
                     code = 1;
                 }
             }
@@ -209,7 +363,8 @@ pub fn report(outcomes: &[(Series, Outcome)]) -> u8 {
     code
 }
 
-/// Runs every kernel of `a` in turn (the tests are built first).
+/// Runs every kernel of `a`, `a.jobs` VMs at a time (the tests are built
+/// first); the outcomes in the order of `a.kernels`.
 pub fn run_all(a: &Args) -> Result<Vec<(Series, Outcome)>> {
     let skip_all = |why: String| -> Vec<(Series, Outcome)> {
         a.kernels
@@ -227,46 +382,81 @@ pub fn run_all(a: &Args) -> Result<Vec<(Series, Outcome)>> {
     let vm = root().join("target/vm");
     mkdir(&vm)?;
     let init = build_init(&vm)?;
-    let exes = if a.exec.is_some() {
-        Vec::new()
+    let plan = plan(a)?;
+    let wanted: BTreeSet<String> = plan.iter().flat_map(|(_, t)| t.iter().cloned()).collect();
+    let exes: BTreeMap<String, PathBuf> = if a.exec.is_some() || wanted.is_empty() {
+        BTreeMap::new()
     } else {
-        test_executables(&a.tests)?
+        test_executables(&wanted.into_iter().collect::<Vec<_>>())?
+            .into_iter()
+            .collect()
     };
-    let mut out = Vec::new();
-    for &s in &a.kernels {
-        let kernel = match fetch_kernel(&vm, s) {
-            Ok(k) => k,
+    // The kernels are fetched one after the other (apt's output stays
+    // readable), then run `jobs` at a time.
+    let mut ready = Vec::new();
+    let mut out: Vec<Option<(Series, Outcome)>> = Vec::new();
+    for (s, tests) in plan {
+        match fetch_kernel(&vm, s) {
+            Ok(k) => {
+                let ex: Vec<(String, PathBuf)> = tests
+                    .iter()
+                    .filter_map(|t| exes.get(t).map(|p| (t.clone(), p.clone())))
+                    .collect();
+                ready.push((out.len(), s, k, ex));
+                out.push(None);
+            }
             Err(why) => {
                 eprintln!("xtask: vm-test {}: skipped: {why}", s.name);
-                out.push((s, Outcome::Skipped(why)));
-                continue;
-            }
-        };
-        let mut o = boot_and_run(&vm, s, &kernel, &init, &exes, a, &accel)?;
-        // A guest kernel oops is the kernel's failure, not a test's: it is
-        // reported with its trace, and the kernel's run is repeated once.
-        // A second panic fails the run.
-        if let Outcome::Ran {
-            panicked_in: Some(t),
-            ..
-        } = &o
-        {
-            let t = t.clone();
-            let kdir = vm.join(s.name);
-            let _ = std::fs::copy(kdir.join("console.log"), kdir.join("console-panic.log"));
-            eprintln!(
-                "xtask: vm-test {}: the guest kernel panicked during {t}; running this kernel \
-                 once more",
-                s.name
-            );
-            o = boot_and_run(&vm, s, &kernel, &init, &exes, a, &accel)?;
-            if let Outcome::Ran { earlier_panic, .. } = &mut o {
-                *earlier_panic = Some(t);
+                out.push(Some((s, Outcome::Skipped(why))));
             }
         }
-        out.push((s, o));
     }
-    Ok(out)
+    let queue = std::sync::Mutex::new(ready.into_iter());
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|sc| {
+        for _ in 0..a.jobs.max(1) {
+            sc.spawn(|| loop {
+                let next = queue.lock().map(|mut q| q.next()).ok().flatten();
+                let Some((i, s, k, ex)) = next else { break };
+                let r = run_kernel(&vm, s, &k, &init, &ex, a, &accel);
+                if let Ok(mut v) = results.lock() {
+                    v.push((i, s, r));
+                }
+            });
+        }
+    });
+    for (i, s, r) in results.into_inner().map_err(|_| "a VM thread panicked")? {
+        out[i] = Some((s, r?));
+    }
+    Ok(out.into_iter().flatten().collect())
+}
+
+/// Boots one kernel and runs its tests; a guest kernel oops is the
+/// kernel's failure, not a test's: it is reported with its trace, and the
+/// kernel's run is repeated once. A second panic fails the run.
+fn run_kernel(
+    vm: &Path,
+    s: Series,
+    kernel: &Kernel,
+    init: &Path,
+    exes: &[(String, PathBuf)],
+    a: &Args,
+    accel: &Accel,
+) -> Result<Outcome> {
+    let o = boot_and_run(vm, s, kernel, init, exes, a, accel)?;
+    let Some(t) = o.panicked_in.clone() else {
+        return Ok(Outcome::Ran(Box::new(o)));
+    };
+    let kdir = vm.join(s.name);
+    let _ = std::fs::copy(kdir.join("console.log"), kdir.join("console-panic.log"));
+    eprintln!(
+        "xtask: vm-test {}: the guest kernel panicked during {t}; running this kernel once more",
+        s.name
+    );
+    let mut again = boot_and_run(vm, s, kernel, init, exes, a, accel)?;
+    again.earlier_panic = Some(t);
+    again.text = format!("{}{}", o.text, again.text);
+    Ok(Outcome::Ran(Box::new(again)))
 }
 
 fn mkdir(p: &Path) -> Result<()> {
@@ -728,7 +918,13 @@ fn prepare_kernel(vm: &Path, s: Series, deb: &Path) -> Result<Kernel> {
         .unwrap_or_default()
         .to_string_lossy()
         .to_string();
-    let ready = std::fs::read_to_string(&stamp).is_ok_and(|t| t.trim() == deb_name);
+    // The stamp names the package and the modules taken from it.
+    let stamp_text = format!(
+        "{deb_name}\n{}\n{}",
+        BOOT_MODULES.join(","),
+        TEST_MODULES.join(",")
+    );
+    let ready = std::fs::read_to_string(&stamp).is_ok_and(|t| t.trim() == stamp_text);
     let modules_out = kdir.join("modules");
     if !ready {
         let _ = std::fs::remove_dir_all(&kdir);
@@ -758,7 +954,7 @@ fn prepare_kernel(vm: &Path, s: Series, deb: &Path) -> Result<Kernel> {
             .find(|d| d.is_dir())
             .ok_or_else(|| format!("no modules of {release} in {deb_name}"))?;
         mkdir(&modules_out)?;
-        let order = pick_modules(&mods, &["virtio_pci", "9pnet_virtio", "9p", "overlay"])?;
+        let order = pick_modules(&mods, BOOT_MODULES, TEST_MODULES)?;
         let mut list = String::new();
         for (name, path) in &order {
             let bytes = read_module(path)?;
@@ -773,7 +969,7 @@ fn prepare_kernel(vm: &Path, s: Series, deb: &Path) -> Result<Kernel> {
         let _ = std::fs::rename(&config, kdir.join("config"));
         std::fs::write(kdir.join("release"), &release).map_err(|e| format!("release: {e}"))?;
         let _ = std::fs::remove_dir_all(&x);
-        std::fs::write(&stamp, &deb_name).map_err(|e| format!("{}: {e}", stamp.display()))?;
+        std::fs::write(&stamp, &stamp_text).map_err(|e| format!("{}: {e}", stamp.display()))?;
     }
     let release = std::fs::read_to_string(kdir.join("release"))
         .map_err(|e| format!("{}: {e}", kdir.join("release").display()))?
@@ -791,9 +987,34 @@ fn mod_name(file: &str) -> String {
     file.split(".ko").next().unwrap_or(file).replace('-', "_")
 }
 
-/// The modules `roots` need, dependencies first, as (name, file); modules
-/// built into the kernel (modules.builtin) are left out.
-fn pick_modules(dir: &Path, roots: &[&str]) -> Result<Vec<(String, PathBuf)>> {
+/// The modules the guest needs to boot: virtio-pci, 9p, overlayfs.
+const BOOT_MODULES: &[&str] = &["virtio_pci", "9pnet_virtio", "9p", "overlay"];
+
+/// Modules the tests need that Debian builds as modules, loaded at boot
+/// (the guest has no modprobe for the kernel to load them on demand): the
+/// socket diagnostics (dumps read socket state through them), nftables
+/// (the --tcp-established network lock), veth and tun (network namespace
+/// tests). Left out where the kernel has them built in or not at all.
+const TEST_MODULES: &[&str] = &[
+    "inet_diag",
+    "tcp_diag",
+    "udp_diag",
+    "raw_diag",
+    "unix_diag",
+    "netlink_diag",
+    "packet_diag",
+    // libcrc32c (of nf_tables) asks the crypto API for crc32c.
+    "crc32c_generic",
+    "crc32c_intel",
+    "nf_tables",
+    "veth",
+    "tun",
+];
+
+/// The modules `roots` and `optional` need, dependencies first, as (name,
+/// file); modules built into the kernel (modules.builtin) are left out,
+/// and so are `optional` ones the package does not have.
+fn pick_modules(dir: &Path, roots: &[&str], optional: &[&str]) -> Result<Vec<(String, PathBuf)>> {
     let mut index = BTreeMap::new();
     let mut stack = vec![dir.join("kernel")];
     while let Some(d) = stack.pop() {
@@ -844,6 +1065,11 @@ fn pick_modules(dir: &Path, roots: &[&str]) -> Result<Vec<(String, PathBuf)>> {
     }
     for r in roots {
         visit(r, &index, &builtin, &mut seen, &mut order)?;
+    }
+    for r in optional {
+        if index.contains_key(*r) {
+            visit(r, &index, &builtin, &mut seen, &mut order)?;
+        }
     }
     Ok(order)
 }
@@ -980,9 +1206,11 @@ fn run_script(s: Series, exes: &[(String, PathBuf)], a: &Args) -> String {
         sh_quote(&root.to_string_lossy()),
         s.name
     ));
+    // Tests that skip write BINARY::TEST: reason here (tests/common).
+    t.push_str("export CAIRN_SKIP_LOG=/out/skips.log\n");
+    let cairn = sh_quote(&root.join("target/release/cairn").to_string_lossy());
     t.push_str(&format!(
-        "{} check > /out/check.txt 2>&1\n",
-        sh_quote(&root.join("target/release/cairn").to_string_lossy())
+        "{cairn} check > /out/check.txt 2>&1\n{cairn} check --json > /out/check.json 2>/dev/null\n"
     ));
     if let Some(cmd) = &a.exec {
         t.push_str(&format!(
@@ -990,9 +1218,12 @@ fn run_script(s: Series, exes: &[(String, PathBuf)], a: &Args) -> String {
         ));
     }
     let filters: Vec<String> = a.filters.iter().map(|f| sh_quote(f)).collect();
+    // timeout(1) from the host's root: a binary that hangs is killed (exit
+    // 124, or 137 after the grace time) and the next one runs.
     for (name, exe) in exes {
         t.push_str(&format!(
-            "echo 'cairn-vm: test {name}'\n{} --nocapture {} > /out/{name}.log 2>&1\nrc=$?\necho \"{name} $rc\" >> /out/results\necho \"cairn-vm: test {name} exit $rc\"\n",
+            "echo 'cairn-vm: test {name}'\ntimeout -k 20 {} {} --nocapture {} > /out/{name}.log 2>&1\nrc=$?\necho \"{name} $rc\" >> /out/results\necho \"cairn-vm: test {name} exit $rc\"\n",
+            a.test_timeout.as_secs(),
             sh_quote(&exe.to_string_lossy()),
             filters.join(" ")
         ));
@@ -1009,7 +1240,7 @@ fn boot_and_run(
     exes: &[(String, PathBuf)],
     a: &Args,
     accel: &Accel,
-) -> Result<Outcome> {
+) -> Result<Ran> {
     let kdir = vm.join(s.name);
     write_initramfs(k, &kdir, init)?;
     let out = kdir.join("out");
@@ -1023,7 +1254,9 @@ fn boot_and_run(
         std::fs::File::create(&console).map_err(|e| format!("{}: {e}", console.display()))?;
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(&accel.args)
-        .args(["-smp", "2", "-m"])
+        .arg("-smp")
+        .arg(a.smp.to_string())
+        .arg("-m")
         .arg(format!("{}M", a.mem / MIB))
         .args([
             "-display",
@@ -1060,11 +1293,13 @@ fn boot_and_run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     eprintln!(
-        "xtask: vm-test {}: booting {} ({}, 2 vcpus, {} of memory), console in {}",
+        "xtask: vm-test {}: booting {} ({}, {} vcpus, {} of memory), {} test binaries, console in {}",
         s.name,
         k.release,
         accel.why,
+        a.smp,
         super::size_label(a.mem),
+        exes.len(),
         console.display()
     );
     let start = Instant::now();
@@ -1072,7 +1307,8 @@ fn boot_and_run(
         .spawn()
         .map_err(|e| format!("qemu-system-x86_64: {e}"))?;
     let pid = child.id();
-    // The console: into the log, and the init's lines onto stderr.
+    // The console: into the log, and the init's lines onto stderr, each
+    // with the time it arrived (for the test binaries' times).
     let stdout = child.stdout.take();
     let name = s.name;
     let reader = std::thread::spawn(move || {
@@ -1083,7 +1319,7 @@ fn boot_and_run(
                 if line.contains("cairn-vm:") {
                     eprintln!("[vm {name}] {}", line.trim_end());
                 }
-                lines.push(line);
+                lines.push((start.elapsed(), line));
             }
         }
         lines
@@ -1114,16 +1350,41 @@ fn boot_and_run(
             Err(e) => return Err(format!("waiting for qemu: {e}")),
         }
     };
-    let lines = reader.join().unwrap_or_default();
+    let stamped = reader.join().unwrap_or_default();
     let qemu_err = err_reader.join().unwrap_or_default();
+    let elapsed = start.elapsed();
     eprintln!(
         "xtask: vm-test {}: VM ran {:.0} s",
         s.name,
-        start.elapsed().as_secs_f64()
+        elapsed.as_secs_f64()
     );
-    collect(s, k, &out, exes, a, &lines, status, timed_out, &qemu_err)
+    let times = binary_times(&stamped, exes);
+    let lines: Vec<String> = stamped.into_iter().map(|(_, l)| l).collect();
+    let mut r = collect(s, k, &out, exes, a, &lines, status, timed_out, &qemu_err)?;
+    r.times = times;
+    r.elapsed = elapsed;
+    Ok(r)
 }
 
+/// Each test binary's time, from the console lines `cairn-vm: test NAME`
+/// and `cairn-vm: test NAME exit N` and when they arrived.
+fn binary_times(
+    lines: &[(Duration, String)],
+    exes: &[(String, PathBuf)],
+) -> Vec<(String, Option<Duration>)> {
+    let at = |f: &dyn Fn(&str) -> bool| lines.iter().find(|(_, l)| f(l)).map(|(t, _)| *t);
+    exes.iter()
+        .map(|(n, _)| {
+            let begin = format!("cairn-vm: test {n}");
+            let exit = format!("cairn-vm: test {n} exit ");
+            let start = at(&|l| l.trim_end().ends_with(&begin));
+            let end = at(&|l| l.contains(&exit));
+            (n.clone(), start.zip(end).map(|(s, e)| e.saturating_sub(s)))
+        })
+        .collect()
+}
+
+/// Reads the results share: per test binary its counts, and the skips.
 #[allow(clippy::too_many_arguments)]
 fn collect(
     s: Series,
@@ -1135,7 +1396,9 @@ fn collect(
     status: Option<std::process::ExitStatus>,
     timed_out: bool,
     qemu_err: &str,
-) -> Result<Outcome> {
+) -> Result<Ran> {
+    use std::fmt::Write as _;
+    let mut text = String::new();
     let results = std::fs::read_to_string(out.join("results")).unwrap_or_default();
     let codes: BTreeMap<&str, i32> = results
         .lines()
@@ -1145,8 +1408,7 @@ fn collect(
     let finished = results.lines().any(|l| l == "done");
     let mut ok = finished && !timed_out;
     let mut counts = Counts::default();
-    let mut skips = BTreeSet::new();
-    println!("vm-test kernel {} ({}):", s.name, k.release);
+    let _ = writeln!(text, "vm-test kernel {} ({}):", s.name, k.release);
     if let Ok(check) = std::fs::read_to_string(out.join("check.txt")) {
         for l in check.lines().filter(|l| {
             [
@@ -1156,11 +1418,15 @@ fn collect(
                 "bpf",
                 "inventory",
                 "fork_tracking",
+                "rseq",
+                "verdict",
+                "cairn can",
+                "cairn cannot",
             ]
             .iter()
             .any(|k| l.contains(k))
         }) {
-            println!("  check: {}", l.trim());
+            let _ = writeln!(text, "  check: {}", l.trim());
         }
     }
     let mut names: Vec<&str> = exes.iter().map(|(n, _)| n.as_str()).collect();
@@ -1172,16 +1438,18 @@ fn collect(
         let mut c = Counts::default();
         for l in log.lines() {
             c.add_line(l);
-            if let Some(why) = l.trim().strip_prefix("skipped: ") {
-                skips.insert(why.to_string());
-            }
         }
         let code = codes.get(name).copied();
         let passed = code == Some(0);
-        println!(
+        let _ = writeln!(
+            text,
             "  {name}: {} ({} passed, {} failed, {} ignored)",
             match code {
                 Some(0) => "ok".to_string(),
+                Some(124) | Some(137) => format!(
+                    "FAILED (killed after the per-binary limit of {} s)",
+                    a.test_timeout.as_secs()
+                ),
                 Some(c) => format!("FAILED (exit {c})"),
                 None => "did not run".to_string(),
             },
@@ -1191,23 +1459,28 @@ fn collect(
         );
         if !passed {
             ok = false;
-            println!("  ---- {name} output (last 60 lines) ----");
+            let _ = writeln!(text, "  ---- {name} output (last 60 lines) ----");
             for l in tail(&log, 60) {
-                println!("  | {l}");
+                let _ = writeln!(text, "  | {l}");
             }
         }
         if name == "exec" {
             for l in log.lines() {
-                println!("  exec| {l}");
+                let _ = writeln!(text, "  exec| {l}");
             }
         }
         counts.passed += c.passed;
         counts.failed += c.failed;
         counts.ignored += c.ignored;
     }
-    for why in &skips {
-        println!("  skipped in the VM: {why}");
-    }
+    // A skipped test returned early and libtest counted it as passed.
+    let skips: Vec<String> = std::fs::read_to_string(out.join("skips.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.strip_prefix("expected ").unwrap_or(l).to_string())
+        .collect();
+    counts.passed = counts.passed.saturating_sub(skips.len() as u64);
+    counts.ignored += skips.len() as u64;
     let panicked_in = kernel_panic(console).then(|| {
         console
             .iter()
@@ -1217,14 +1490,16 @@ fn collect(
     });
     if let Some(t) = &panicked_in {
         ok = false;
-        println!(
+        let _ = writeln!(
+            text,
             "  the guest kernel panicked during {t} (qemu {status:?}); its oops from the console:"
         );
         for l in oops_lines(console) {
-            println!("  | {l}");
+            let _ = writeln!(text, "  | {l}");
         }
     } else if !finished {
-        println!(
+        let _ = writeln!(
+            text,
             "  the VM did not finish its script ({}); console (last 40 lines):",
             if timed_out {
                 format!("killed after {:?}", a.timeout)
@@ -1240,19 +1515,279 @@ fn collect(
             .into_iter()
             .rev()
         {
-            println!("  | {l}");
+            let _ = writeln!(text, "  | {l}");
         }
         if !qemu_err.trim().is_empty() {
-            println!("  qemu: {}", qemu_err.trim());
+            let _ = writeln!(text, "  qemu: {}", qemu_err.trim());
         }
     }
-    Ok(Outcome::Ran {
+    Ok(Ran {
         release: k.release.clone(),
         counts,
         ok,
+        times: Vec::new(),
+        skips,
+        elapsed: Duration::ZERO,
         panicked_in,
         earlier_panic: None,
+        text,
     })
+}
+
+// ---------------------------------------------------------------- kernel table
+
+/// What cairn uses each probed kernel feature for (`cairn check`'s
+/// names); features of the user (capabilities, Yama) and of cairn's own
+/// pid namespace are not kernel properties and stay out of the table.
+const FEATURE_USE: &[(&str, &str)] = &[
+    ("clone3_set_tid", "restored pids (else ns_last_pid)"),
+    (
+        "ns_last_pid_writable",
+        "restored pids without clone3 set_tid",
+    ),
+    (
+        "pidfd_getfd",
+        "taking fds from the target (else sent by an injected sendmsg)",
+    ),
+    ("kcmp", "shared fd tables and files (required)"),
+    ("process_vm_readv", "reading memory (required)"),
+    (
+        "ptrace_get_rseq_conf",
+        "any rseq area (else glibc's only, others refused at dump)",
+    ),
+    ("soft_dirty", "incremental dumps (CONFIG_MEM_SOFT_DIRTY)"),
+    (
+        "uffd_wp_async",
+        "incremental dumps by uffd-wp (with PAGEMAP_SCAN)",
+    ),
+    ("pagemap_scan", "incremental dumps by uffd-wp"),
+    ("uffd_wp_sync", "dump --leave-running (with PAGEMAP_SCAN)"),
+    ("btf", "BPF inventory and fork tracking"),
+    ("bpf", "BPF inventory and fork tracking"),
+    ("bpf_iter", "BPF inventory (else /proc)"),
+    (
+        "bpf_tp_btf",
+        "BPF fork tracking (else /proc children lists)",
+    ),
+    ("bpf_ringbuf", "BPF fork tracking"),
+    ("time_ns", "CLOCK_MONOTONIC/BOOTTIME offsets (--time-ns)"),
+    ("cgroup2_freeze", "cgroup v2 freezer probe"),
+    ("tcp_repair", "--tcp-established"),
+];
+
+/// The mechanism rows of the table (`cairn check`'s parts).
+const MECHANISM_ROWS: &[&str] = &[
+    "pid_restore",
+    "inventory",
+    "fork_tracking",
+    "dirty_tracking",
+    "background_snapshot",
+    "rseq",
+];
+
+/// One column of the table: a kernel and what `cairn check` said there.
+struct Column {
+    label: String,
+    features: BTreeMap<String, bool>,
+    mechanisms: BTreeMap<String, String>,
+}
+
+/// `cairn check`'s text: (feature → available, part → mechanism).
+fn parse_check(text: &str) -> (BTreeMap<String, bool>, BTreeMap<String, String>) {
+    let (mut feats, mut mechs) = (BTreeMap::new(), BTreeMap::new());
+    let mut section = "";
+    for l in text.lines() {
+        match l.trim() {
+            "features:" => section = "f",
+            "mechanisms:" => section = "m",
+            "" => {}
+            t => {
+                let Some((name, rest)) = t.split_once(char::is_whitespace) else {
+                    continue;
+                };
+                let rest = rest.trim_start();
+                match section {
+                    "f" => {
+                        feats.insert(name.to_string(), rest.starts_with("yes"));
+                    }
+                    "m" => {
+                        let m = rest.split(" (").next().unwrap_or(rest).trim();
+                        mechs.insert(name.to_string(), m.to_string());
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    (feats, mechs)
+}
+
+/// The columns: each series whose last run left a `cairn check` (in
+/// target/vm/SERIES/out/check.txt), then this host. Err names what is
+/// missing.
+fn table_columns() -> Result<Vec<Column>> {
+    let vm = root().join("target/vm");
+    let mut cols = Vec::new();
+    for s in SERIES {
+        let p = vm.join(s.name).join("out/check.txt");
+        let text = std::fs::read_to_string(&p).map_err(|e| {
+            format!(
+                "{}: {e} (run cargo xtask vm-test --kernel {} first)",
+                p.display(),
+                s.name
+            )
+        })?;
+        let (features, mechanisms) = parse_check(&text);
+        if features.is_empty() {
+            return Err(format!("{}: no features in it", p.display()));
+        }
+        cols.push(Column {
+            label: s.name.to_string(),
+            features,
+            mechanisms,
+        });
+    }
+    let cairn = root().join("target/release/cairn");
+    let o = Command::new(&cairn)
+        .arg("check")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{}: {e}", cairn.display()))?;
+    let (features, mechanisms) = parse_check(&String::from_utf8_lossy(&o.stdout));
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let series: Vec<&str> = release.trim().split('.').take(2).collect();
+    cols.push(Column {
+        label: format!("{} (host)", series.join(".")),
+        features,
+        mechanisms,
+    });
+    Ok(cols)
+}
+
+/// The README's table of kernel features by kernel, as markdown.
+fn render_table(cols: &[Column]) -> String {
+    let mut t = String::new();
+    let head = |first: &str, mid: &str| {
+        let mut h = format!("| {first} |{mid}");
+        for c in cols {
+            h.push_str(&format!(" {} |", c.label));
+        }
+        h
+    };
+    t.push_str(&head(
+        "kernel feature",
+        " cairn uses it for | lowest tested |",
+    ));
+    t.push('\n');
+    t.push_str(&format!("|---|---|---|{}\n", "---|".repeat(cols.len())));
+    for (f, what) in FEATURE_USE {
+        let yes: Vec<bool> = cols
+            .iter()
+            .map(|c| c.features.get(*f).copied().unwrap_or(false))
+            .collect();
+        let lowest = match yes.iter().position(|&y| y) {
+            None => "none".to_string(),
+            Some(i) if yes[i..].iter().all(|&y| y) => cols[i].label.clone(),
+            Some(i) => format!("{} (not everywhere: configuration)", cols[i].label),
+        };
+        t.push_str(&format!("| `{f}` | {what} | {lowest} |"));
+        for y in yes {
+            t.push_str(if y { " yes |" } else { " no |" });
+        }
+        t.push('\n');
+    }
+    t.push('\n');
+    t.push_str(&head("mechanism (`cairn check`)", ""));
+    t.push('\n');
+    t.push_str(&format!("|---|{}\n", "---|".repeat(cols.len())));
+    for m in MECHANISM_ROWS {
+        t.push_str(&format!("| {m} |"));
+        for c in cols {
+            let v = c.mechanisms.get(*m).map_or("?", String::as_str);
+            t.push_str(&format!(" {v} |"));
+        }
+        t.push('\n');
+    }
+    t
+}
+
+const TABLE_BEGIN: &str = "<!-- kernel-table: begin (cargo xtask vm-test --table --write) -->";
+const TABLE_END: &str = "<!-- kernel-table: end -->";
+
+/// The README's current table (between the markers) and where it is.
+fn readme_table(readme: &str) -> Result<(usize, usize)> {
+    let b = readme
+        .find(TABLE_BEGIN)
+        .ok_or("README.md has no kernel-table begin marker")?
+        + TABLE_BEGIN.len();
+    let e = readme[b..]
+        .find(TABLE_END)
+        .ok_or("README.md has no kernel-table end marker")?
+        + b;
+    Ok((b, e))
+}
+
+/// Writes target/vm/kernel-table.md; compares it with the README's (or
+/// writes it there with `write`). Ok(true) when the README's differs.
+fn table_check(write: bool) -> Result<bool> {
+    let cols = table_columns()?;
+    let table = render_table(&cols);
+    let out = root().join("target/vm/kernel-table.md");
+    std::fs::write(&out, &table).map_err(|e| format!("{}: {e}", out.display()))?;
+    let path = root().join("README.md");
+    let readme = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (b, e) = readme_table(&readme)?;
+    let want = format!("\n{table}");
+    if readme[b..e] == want {
+        println!(
+            "vm-test: the README's kernel table matches this matrix run ({})",
+            out.display()
+        );
+        return Ok(false);
+    }
+    if !write && readme[b..e].trim().is_empty() {
+        println!(
+            "vm-test: the README has no kernel table yet; {} has this run's \
+             (cargo xtask vm-test --table --write puts it there)",
+            out.display()
+        );
+        return Ok(false);
+    }
+    if write {
+        let new = format!("{}{want}{}", &readme[..b], &readme[e..]);
+        std::fs::write(&path, new).map_err(|e| format!("{}: {e}", path.display()))?;
+        println!(
+            "vm-test: README.md kernel table written from {}",
+            out.display()
+        );
+        return Ok(false);
+    }
+    println!(
+        "vm-test: the README's kernel table differs from this matrix run's ({}):\n{table}\
+         run cargo xtask vm-test --table --write to take it",
+        out.display()
+    );
+    Ok(true)
+}
+
+/// `vm-test --table [--write]`: the table from the last run's results.
+fn table_command(a: &Args) -> Result<u8> {
+    Ok(u8::from(table_check(a.write_table)?))
+}
+
+/// After a run: when every series ran (all of them, not skipped), the
+/// table is made and compared; Ok(true) when the README's is stale.
+pub fn table_after_run(a: &Args, outcomes: &[(Series, Outcome)]) -> Result<bool> {
+    let all_ran = SERIES.iter().all(|s| {
+        outcomes
+            .iter()
+            .any(|(o, r)| o == s && matches!(r, Outcome::Ran(_)))
+    });
+    if !all_ran || a.exec.is_some() {
+        println!("vm-test: kernel table not compared (not every kernel of the matrix ran)");
+        return Ok(false);
+    }
+    table_check(false)
 }
 
 /// Whether the guest kernel panicked (the console's last words).
@@ -1319,17 +1854,106 @@ mod tests {
         assert_eq!(a.kernels.len(), 1);
         assert_eq!(a.kernels[0].name, "6.1");
         assert_eq!(a.filters, vec!["chain".to_string()]);
-        assert_eq!(a.tests.len(), DEFAULT_TESTS.len());
+        assert!(a.tests.is_none());
         assert!(parse(&["--kernel".into(), "5.4".into()]).is_err());
+        assert!(parse(&["--write".into()]).is_err());
         let a = parse(&[
             "--kernel".into(),
             "all".into(),
             "--tests".into(),
             "incremental".into(),
+            "--jobs".into(),
+            "2".into(),
         ])
         .unwrap();
-        assert_eq!(a.kernels.len(), 2);
-        assert_eq!(a.tests, vec!["incremental".to_string()]);
+        assert_eq!(a.kernels.len(), SERIES.len());
+        assert_eq!(a.tests, Some(vec!["incremental".to_string()]));
+        assert_eq!(a.jobs, 2);
+        assert!(parse(&["--jobs".into(), "0".into()]).is_err());
+    }
+
+    #[test]
+    fn plan_runs_defaults_everywhere_and_each_split_test_once() {
+        let a = parse(&[]).unwrap();
+        let p = plan(&a).unwrap();
+        assert_eq!(p.len(), SERIES.len());
+        for (_, t) in &p {
+            for d in DEFAULT_TESTS {
+                assert!(t.iter().any(|x| x == d), "{d} missing from {t:?}");
+            }
+        }
+        for (t, _) in SPLIT_TESTS {
+            let n = p.iter().filter(|(_, ts)| ts.iter().any(|x| x == t)).count();
+            assert_eq!(n, 1, "{t} runs {n} times");
+        }
+        let one = parse(&["--kernel".into(), "6.12".into()]).unwrap();
+        let p = plan(&one).unwrap();
+        assert_eq!(p[0].1.len(), DEFAULT_TESTS.len() + SPLIT_TESTS.len());
+        let every = parse(&["--tests".into(), "all".into()]).unwrap();
+        let p = plan(&every).unwrap();
+        assert!(p[0].1.iter().any(|t| t == "restore_fds"));
+        assert!(p[0].1.len() > DEFAULT_TESTS.len() + SPLIT_TESTS.len());
+    }
+
+    #[test]
+    fn check_text_and_table() {
+        let text = "kernel    5.10.0\n\nfeatures:\nsoft_dirty  yes (bit 55)\npagemap_scan  no  (EINVAL)\n\nmechanisms:\ninventory  proc (BPF iterators unavailable: x)\ndirty_tracking  uffd-wp + PAGEMAP_SCAN (no soft-dirty)\n\ncairn can checkpoint and restore here\n";
+        let (f, m) = parse_check(text);
+        assert_eq!(f.get("soft_dirty"), Some(&true));
+        assert_eq!(f.get("pagemap_scan"), Some(&false));
+        assert_eq!(m.get("inventory").map(String::as_str), Some("proc"));
+        assert_eq!(
+            m.get("dirty_tracking").map(String::as_str),
+            Some("uffd-wp + PAGEMAP_SCAN")
+        );
+        let col = |label: &str, sd: bool, scan: bool| Column {
+            label: label.into(),
+            features: [
+                ("soft_dirty".to_string(), sd),
+                ("pagemap_scan".to_string(), scan),
+            ]
+            .into_iter()
+            .collect(),
+            mechanisms: BTreeMap::new(),
+        };
+        let t = render_table(&[col("5.10", true, false), col("6.18 (host)", false, true)]);
+        assert!(
+            t.contains("| `soft_dirty` | incremental dumps (CONFIG_MEM_SOFT_DIRTY) | 5.10 (not everywhere: configuration) | yes | no |"),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "| `pagemap_scan` | incremental dumps by uffd-wp | 6.18 (host) | no | yes |"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("| `kcmp` | shared fd tables and files (required) | none | no | no |"),
+            "{t}"
+        );
+        let readme = format!("a\n{TABLE_BEGIN}\nold\n{TABLE_END}\nb");
+        let (b, e) = readme_table(&readme).unwrap();
+        assert_eq!(&readme[b..e], "\nold\n");
+    }
+
+    #[test]
+    fn binary_times_from_console() {
+        let exes = vec![
+            ("restore_fds".to_string(), PathBuf::from("/x")),
+            ("restore_fds2".to_string(), PathBuf::from("/y")),
+        ];
+        let l = |s: u64, t: &str| (Duration::from_secs(s), t.to_string());
+        let lines = vec![
+            l(1, "cairn-vm: test restore_fds"),
+            l(50, "cairn-vm: test restore_fds exit 0"),
+            l(51, "cairn-vm: test restore_fds2"),
+        ];
+        let t = binary_times(&lines, &exes);
+        assert_eq!(
+            t[0],
+            ("restore_fds".to_string(), Some(Duration::from_secs(49)))
+        );
+        assert_eq!(t[1], ("restore_fds2".to_string(), None));
     }
 
     #[test]
@@ -1393,8 +2017,8 @@ mod tests {
         ] {
             std::fs::write(d.join(n), b"").unwrap();
         }
-        let s61 = SERIES[0];
-        let s612 = SERIES[1];
+        let s61 = series("6.1").unwrap();
+        let s612 = series("6.12").unwrap();
         let name =
             |p: Option<PathBuf>| p.map(|p| p.file_name().unwrap().to_string_lossy().into_owned());
         let dirs = [d.clone(), d.join("missing")];

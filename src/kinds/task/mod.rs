@@ -124,14 +124,88 @@ fn rseq_fixup(pid: i32, cfg: &ptrace::RseqConfig, regs: &mut UserRegs) {
     }
 }
 
+/// The rseq registration of the thread `agent` runs in (stopped under
+/// ptrace). PTRACE_GET_RSEQ_CONFIGURATION tells it from Linux 5.13 on.
+/// Before (EIO), rseq(2) itself is asked in the thread: registering a
+/// scratch area succeeds only if the thread has none (it is unregistered
+/// at once), and registering glibc's area (thread pointer +
+/// `__rseq_offset` of cairn's own glibc, 32 bytes, `RSEQ_SIG`) answers
+/// EBUSY only if exactly that area is registered. A registration found
+/// neither way is refused, naming the missing kernel feature.
+pub fn rseq_config(agent: &mut dyn Calls) -> Result<ptrace::RseqConfig> {
+    let tid = agent.tid();
+    match ptrace::get_rseq_config(tid) {
+        Ok(c) => return Ok(c),
+        Err(e) if e.raw_os_error() != Some(libc::EIO) => {
+            return Err(Error::sys(tid, "PTRACE_GET_RSEQ_CONFIGURATION", e))
+        }
+        Err(_) => {}
+    }
+    let len = ptrace::RSEQ_LEN_ORIG as u64;
+    let sig = ptrace::RSEQ_SIG_X86 as u64;
+    let none = ptrace::RseqConfig::default();
+    // 32 zeroed bytes, 32-byte aligned, in the scratch area.
+    let base = agent.put(0, &[0u8; 64])?;
+    let probe = base + (32 - base % 32) % 32;
+    match agent.syscall(libc::SYS_rseq, &[probe, len, 0, sig]) {
+        Ok(_) => {
+            agent.call(
+                "rseq unregister (probe)",
+                libc::SYS_rseq,
+                &[probe, len, 1, sig],
+            )?;
+            return Ok(none);
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => return Ok(none),
+        // EINVAL for a valid area: the thread has another one registered.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+        Err(e) => return Err(Error::sys(tid, "remote rseq (probe)", e)),
+    }
+    let pid = agent.pid();
+    let refuse = |what: String| {
+        Error::unsupported(
+            pid,
+            format!(
+                "thread {tid}: an rseq area is registered {what}; reading it needs \
+                 PTRACE_GET_RSEQ_CONFIGURATION (Linux 5.13), which this kernel lacks \
+                 (start the program with GLIBC_TUNABLES=glibc.pthread.rseq=0 here)"
+            ),
+        )
+    };
+    let Some(off) = ptrace::own_glibc_rseq_offset() else {
+        return Err(refuse("and cairn's own glibc has none to compare".into()));
+    };
+    let fs_base = ptrace::get_regs(tid)
+        .map_err(|e| Error::sys(tid, "PTRACE_GETREGS", e))?
+        .fs_base;
+    let area = fs_base.wrapping_add(off as u64);
+    match agent.syscall(libc::SYS_rseq, &[area, len, 0, sig]) {
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(ptrace::RseqConfig {
+            rseq_abi_pointer: area,
+            rseq_abi_size: ptrace::RSEQ_LEN_ORIG,
+            signature: ptrace::RSEQ_SIG_X86,
+            flags: 0,
+            pad: 0,
+        }),
+        Ok(_) => {
+            agent.call(
+                "rseq unregister (probe)",
+                libc::SYS_rseq,
+                &[area, len, 1, sig],
+            )?;
+            Err(refuse(format!("but not at glibc's place {area:#x}")))
+        }
+        Err(e) => Err(refuse(format!("but not at glibc's place {area:#x} ({e})"))),
+    }
+}
+
 /// Per-thread state; `agent` runs in this thread.
 pub fn dump_thread(agent: &mut dyn Calls, t: &FrozenTask, seccomp_mode: u32) -> Result<ThreadCore> {
     let tid = t.tid;
     let mut th = ThreadCore::new();
     th.tid = tid as u32;
     let mut regs = resume_regs(t.regs);
-    let cfg = ptrace::get_rseq_config(tid)
-        .map_err(|e| Error::sys(tid, "PTRACE_GET_RSEQ_CONFIGURATION", e))?;
+    let cfg = rseq_config(agent)?;
     rseq_fixup(agent.pid(), &cfg, &mut regs);
     th.regs = Some(regs_to_proto(&regs)).into();
     th.xsave = ptrace::get_xstate(tid)
