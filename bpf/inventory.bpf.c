@@ -110,7 +110,10 @@ int tasks(struct bpf_iter__task *ctx)
 	sig = task->signal;
 	r.pgid = nr_of(BPF_CORE_READ(sig, pids[PIDTYPE_PGID]));
 	r.sid = nr_of(BPF_CORE_READ(sig, pids[PIDTYPE_SID]));
-	r.state = task->__state;
+	if (bpf_core_field_exists(task->__state))
+		r.state = task->__state;
+	else
+		r.state = BPF_CORE_READ((struct task_struct___pre514 *)task, state);
 	r.exit_state = task->exit_state;
 	/* As /proc/PID/stat shows it for the thread group. */
 	r.exit_code = task->exit_code;

@@ -96,7 +96,7 @@ struct files_struct {
 } PA;
 
 struct task_struct {
-	unsigned int __state;
+	unsigned int __state; /* 5.14+; see task_struct___pre514 */
 	unsigned int flags;
 	int exit_state;
 	int exit_code;
@@ -110,6 +110,11 @@ struct task_struct {
 	struct mm_struct *mm;
 	struct files_struct *files;
 	struct signal_struct *signal;
+} PA;
+
+/* Before Linux 5.14 the task's state is `long state` (renamed __state). */
+struct task_struct___pre514 {
+	long state;
 } PA;
 
 struct super_block {
