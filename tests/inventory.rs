@@ -171,11 +171,11 @@ fn an_iterator_left_out_is_read_from_proc_and_named() {
     let proc = inventory(w.pid, true, &w.dir, "inventory-proc-left-out");
     for (leave_out, parts, features) in [
         ("vmas", &["VMAs"][..], &["bpf_iter_task_vma"][..]),
-        ("files", &["fds"], &["bpf_iter_task_file"]),
+        ("files", &["fds"][..], &["bpf_iter_task_file"][..]),
         (
             "vmas,files",
-            &["VMAs", "fds"],
-            &["bpf_iter_task_vma", "bpf_iter_task_file"],
+            &["VMAs", "fds"][..],
+            &["bpf_iter_task_vma", "bpf_iter_task_file"][..],
         ),
     ] {
         let (bpf, log) = with_left_out(Some(w.pid), leave_out, &w.dir);
