@@ -338,6 +338,38 @@ mod tests {
     }
 
     #[test]
+    fn inventory_names_the_parts_read_from_proc_and_why() {
+        let mut f = features().clone();
+        let no = |d: &str| crate::sys::probe::Feature {
+            available: false,
+            detail: d.into(),
+        };
+        let yes = crate::sys::probe::Feature {
+            available: true,
+            detail: "t".into(),
+        };
+        f.bpf_iter_task_vma = yes.clone();
+        f.bpf_iter_task_file = yes;
+        assert_eq!(
+            inventory_parts(&f),
+            "task, task_vma and task_file iterators (--no-bpf: /proc)"
+        );
+        f.bpf_iter_task_vma = no("not loaded: this kernel has no task_vma iterator");
+        let s = inventory_parts(&f);
+        assert!(
+            s.starts_with("task and task_file iterators; VMAs from /proc/PID/smaps: task_vma iterator not loaded: this kernel has no task_vma iterator"),
+            "{s}"
+        );
+        f.bpf_iter_task_file = no("not loaded: why");
+        let s = inventory_parts(&f);
+        assert!(s.starts_with("task iterator; VMAs from"), "{s}");
+        assert!(
+            s.contains("; fds from /proc/PID/fd and fdinfo: task_file iterator not loaded: why"),
+            "{s}"
+        );
+    }
+
+    #[test]
     fn text_lists_every_feature_and_mechanism() {
         let f = features();
         let out = render(f, false);

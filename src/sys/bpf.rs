@@ -602,6 +602,34 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_program_is_found_and_its_kernel_limit_named() {
+        let missing: Vec<String> = [
+            "libbpf: map 'tree': created",
+            "libbpf: prog 'vmas': failed to find kernel BTF type ID of 'bpf_iter_task_vma': -3",
+            "libbpf: prog 'vmas': failed to prepare load attributes: -3",
+            "libbpf: failed to load object 'inventory_bpf'",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(failed_program(&missing).as_deref(), Some("vmas"));
+        assert_eq!(
+            kernel_hint(&missing[1]).as_deref(),
+            Some("this kernel has no task_vma iterator (Linux 5.12+)")
+        );
+        assert_eq!(
+            kernel_hint("1: (85) call bpf_d_path#147 | helper call is not allowed in probe")
+                .as_deref(),
+            Some("the kernel does not allow bpf_d_path in this program type")
+        );
+        assert_eq!(
+            failed_program(&["libbpf: failed to create map 'tree': -1".to_string()]),
+            None
+        );
+        assert_eq!(kernel_hint("R3 min value is negative"), None);
+    }
+
+    #[test]
     fn verifier_reason_names_the_program_and_the_last_log_lines() {
         let msgs: Vec<String> = [
             "libbpf: map 'tree': created",
