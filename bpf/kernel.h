@@ -119,7 +119,12 @@ struct task_struct___pre514 {
 
 struct super_block {
 	u32 s_dev;
+	unsigned long s_magic;
 } PA;
+
+/* Whose getattr reports another st_dev than the super block's s_dev. */
+#define OVERLAYFS_SUPER_MAGIC 0x794c7630
+#define BTRFS_SUPER_MAGIC 0x9123683e
 
 struct inode {
 	unsigned short i_mode;
@@ -127,7 +132,9 @@ struct inode {
 	struct super_block *i_sb;
 } PA;
 
-struct dentry;
+struct dentry {
+	struct super_block *d_sb;
+} PA;
 
 struct vfsmount {
 	struct dentry *mnt_root;
@@ -178,6 +185,12 @@ struct anon_vma_name {
 
 struct vm_area_struct___anon_name {
 	struct anon_vma_name *anon_name;
+	/* The i_mmap node of a file's VMA. Before Linux 6.2 anon_name
+	 * shares a union with it and means something only without vm_file
+	 * (anon_vma_name() there); only its offset is read. */
+	struct {
+		unsigned long rb_subtree_last;
+	} shared;
 } PA;
 
 /* Iterator contexts (include/linux/bpf.h, kernel/bpf/task_iter.c). */

@@ -577,7 +577,15 @@ fn from_records(root: i32, out: crate::sys::bpf::IterOutput) -> Result<Inventory
             ino: f.ino,
             extra: Vec::new(),
         };
-        let e = fd_entry(f.fd, target, info, kernel_dev(f.dev), f.mode);
+        let (dev, mode) = if f.stat_dev {
+            let link = format!("/proc/{tgid}/fd/{}", f.fd);
+            use std::os::unix::fs::MetadataExt;
+            let md = std::fs::metadata(&link).map_err(|e| Error::io(link, e))?;
+            (user_dev(md.dev()), md.mode())
+        } else {
+            (kernel_dev(f.dev), f.mode)
+        };
+        let e = fd_entry(f.fd, target, info, dev, mode);
         if let Some(p) = procs.get_mut(&tgid) {
             p.fds.push(e);
         }
