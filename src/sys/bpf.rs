@@ -106,7 +106,12 @@ pub(super) fn bpf_err(what: &str, e: libbpf_rs::Error) -> io::Error {
 
 /// [`bpf_err`] with libbpf's messages `msgs` taken already.
 fn bpf_err_from(what: &str, e: libbpf_rs::Error, msgs: &[String]) -> io::Error {
-    let last = verifier_reason(msgs).or_else(|| msgs.iter().rev().find(|m| !m.is_empty()).cloned());
+    // The verifier's reason, else the newest line about a program (a
+    // missing attach target: libbpf's last lines only say the object
+    // failed), else libbpf's last word.
+    let last = verifier_reason(msgs)
+        .or_else(|| msgs.iter().rev().find(|m| m.contains("prog '")).cloned())
+        .or_else(|| msgs.iter().rev().find(|m| !m.is_empty()).cloned());
     use libbpf_rs::ErrorKind as K;
     let kind = match e.kind() {
         K::NotFound => io::ErrorKind::NotFound,
@@ -116,7 +121,10 @@ fn bpf_err_from(what: &str, e: libbpf_rs::Error, msgs: &[String]) -> io::Error {
         K::OutOfMemory => io::ErrorKind::OutOfMemory,
         _ => io::ErrorKind::Other,
     };
-    let hint = last.as_deref().and_then(kernel_hint);
+    let hint = last
+        .as_deref()
+        .and_then(kernel_hint)
+        .or_else(|| msgs.iter().rev().find_map(|m| kernel_hint(m)));
     match (last, hint) {
         (Some(l), Some(h)) => io::Error::new(kind, format!("{what}: {h} ({e:#}; libbpf: {l})")),
         (Some(l), None) => io::Error::new(kind, format!("{what}: {e:#} (libbpf: {l})")),
@@ -613,6 +621,18 @@ mod tests {
         .map(|s| s.to_string())
         .collect();
         assert_eq!(failed_program(&missing).as_deref(), Some("vmas"));
+        let e = bpf_err_from(
+            "load inventory.bpf.o",
+            libbpf_rs::Error::from(io::Error::from_raw_os_error(libc::ESRCH)),
+            &missing,
+        )
+        .to_string();
+        assert!(
+            e.starts_with(
+                "load inventory.bpf.o: this kernel has no task_vma iterator (Linux 5.12+)"
+            ) && e.contains("prog 'vmas': failed to"),
+            "{e}"
+        );
         assert_eq!(
             kernel_hint(&missing[1]).as_deref(),
             Some("this kernel has no task_vma iterator (Linux 5.12+)")
