@@ -107,7 +107,8 @@ fn bpf_and_proc_inventories_are_identical() {
         "\"path\":\"[vdso]\"",
         "\"state\":\"Z\"",
         "\"state\":\"T\"",
-        "\"vm_flags\":[\"rd\",\"wr\",\"mr\",\"mw\",\"me\",\"ac\"]",
+        // (then "sd" where new VMAs are soft-dirty: CONFIG_MEM_SOFT_DIRTY)
+        "\"vm_flags\":[\"rd\",\"wr\",\"mr\",\"mw\",\"me\",\"ac\"",
         "\"dc\"",
     ] {
         assert!(
