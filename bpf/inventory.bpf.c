@@ -110,7 +110,10 @@ int tasks(struct bpf_iter__task *ctx)
 	sig = task->signal;
 	r.pgid = nr_of(BPF_CORE_READ(sig, pids[PIDTYPE_PGID]));
 	r.sid = nr_of(BPF_CORE_READ(sig, pids[PIDTYPE_SID]));
-	r.state = task->__state;
+	if (bpf_core_field_exists(task->__state))
+		r.state = task->__state;
+	else
+		r.state = BPF_CORE_READ((struct task_struct___pre514 *)task, state);
 	r.exit_state = task->exit_state;
 	/* As /proc/PID/stat shows it for the thread group. */
 	r.exit_code = task->exit_code;
@@ -184,9 +187,11 @@ int vmas(struct bpf_iter__task_vma *ctx)
 	r.start = vma->vm_start;
 	r.end = vma->vm_end;
 	r.flags = vma->vm_flags;
-	if (bpf_core_field_exists(((struct vm_area_struct___anon_name *)0)->anon_name))
-		anon = BPF_CORE_READ((struct vm_area_struct___anon_name *)vma, anon_name);
 	file = vma->vm_file;
+	if (bpf_core_field_exists(((struct vm_area_struct___anon_name *)0)->anon_name) &&
+	    (!file || bpf_core_field_offset(struct vm_area_struct___anon_name, anon_name) !=
+			      bpf_core_field_offset(struct vm_area_struct___anon_name, shared)))
+		anon = BPF_CORE_READ((struct vm_area_struct___anon_name *)vma, anon_name);
 	mm = vma->vm_mm;
 	if (file) {
 		struct inode *inode = file->f_inode;
@@ -261,6 +266,19 @@ int files(struct bpf_iter__task_file *ctx)
 	r.ino = BPF_CORE_READ(inode, i_ino);
 	r.dev = BPF_CORE_READ(inode, i_sb, s_dev);
 	r.mode = BPF_CORE_READ(inode, i_mode);
+	/* stat(2) of the fd, which /proc's view is, reports another st_dev
+	 * than s_dev on overlayfs (the real file's inode, the overlay's
+	 * path) and btrfs (one per subvolume): user space stats those. */
+	{
+		struct super_block *isb = BPF_CORE_READ(inode, i_sb);
+		struct super_block *dsb = BPF_CORE_READ(file, f_path.dentry, d_sb);
+		unsigned long im = BPF_CORE_READ(isb, s_magic);
+		unsigned long dm = BPF_CORE_READ(dsb, s_magic);
+
+		r.stat_dev = isb != dsb || im == OVERLAYFS_SUPER_MAGIC ||
+			     dm == OVERLAYFS_SUPER_MAGIC || im == BTRFS_SUPER_MAGIC ||
+			     dm == BTRFS_SUPER_MAGIC;
+	}
 	/* real_mount(): the vfsmount is embedded in struct mount. */
 	mnt = (void *)((char *)BPF_CORE_READ(file, f_path.mnt) -
 		       bpf_core_field_offset(struct mount, mnt));

@@ -96,7 +96,7 @@ struct files_struct {
 } PA;
 
 struct task_struct {
-	unsigned int __state;
+	unsigned int __state; /* 5.14+; see task_struct___pre514 */
 	unsigned int flags;
 	int exit_state;
 	int exit_code;
@@ -112,9 +112,19 @@ struct task_struct {
 	struct signal_struct *signal;
 } PA;
 
+/* Before Linux 5.14 the task's state is `long state` (renamed __state). */
+struct task_struct___pre514 {
+	long state;
+} PA;
+
 struct super_block {
 	u32 s_dev;
+	unsigned long s_magic;
 } PA;
+
+/* Whose getattr reports another st_dev than the super block's s_dev. */
+#define OVERLAYFS_SUPER_MAGIC 0x794c7630
+#define BTRFS_SUPER_MAGIC 0x9123683e
 
 struct inode {
 	unsigned short i_mode;
@@ -122,7 +132,9 @@ struct inode {
 	struct super_block *i_sb;
 } PA;
 
-struct dentry;
+struct dentry {
+	struct super_block *d_sb;
+} PA;
 
 struct vfsmount {
 	struct dentry *mnt_root;
@@ -173,6 +185,12 @@ struct anon_vma_name {
 
 struct vm_area_struct___anon_name {
 	struct anon_vma_name *anon_name;
+	/* The i_mmap node of a file's VMA. Before Linux 6.2 anon_name
+	 * shares a union with it and means something only without vm_file
+	 * (anon_vma_name() there); only its offset is read. */
+	struct {
+		unsigned long rb_subtree_last;
+	} shared;
 } PA;
 
 /* Iterator contexts (include/linux/bpf.h, kernel/bpf/task_iter.c). */

@@ -88,7 +88,7 @@ struct cairn_fd_rec {
 	__s32 mnt_id;
 	__u16 path_len; /* 0 with path_error set: user space reads the link */
 	__u8 path_error;
-	__u8 pad;
+	__u8 stat_dev; /* dev and mode differ from stat(2)'s: user space stats */
 }; /* 48 bytes, then path_len bytes of path */
 
 /* Fork tracker events (ring buffer). */

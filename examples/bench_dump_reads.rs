@@ -47,7 +47,7 @@ fn prechecks(root: i32) -> cairn::Result<usize> {
         cairn::kinds::inet::precheck(p, false, cairn::netlock::Method::Nftables)?;
     }
     cairn::kinds::unix::precheck_tree(&pids, false, true, &Default::default())?;
-    cairn::kinds::tty::precheck_tree(&pids, false)?;
+    cairn::kinds::tty::precheck_tree(&pids, false, &Default::default())?;
     Ok(pids.len())
 }
 

@@ -107,7 +107,8 @@ fn bpf_and_proc_inventories_are_identical() {
         "\"path\":\"[vdso]\"",
         "\"state\":\"Z\"",
         "\"state\":\"T\"",
-        "\"vm_flags\":[\"rd\",\"wr\",\"mr\",\"mw\",\"me\",\"ac\"]",
+        // (then "sd" where new VMAs are soft-dirty: CONFIG_MEM_SOFT_DIRTY)
+        "\"vm_flags\":[\"rd\",\"wr\",\"mr\",\"mw\",\"me\",\"ac\"",
         "\"dc\"",
     ] {
         assert!(
@@ -121,5 +122,94 @@ fn bpf_and_proc_inventories_are_identical() {
     assert!(fds > 300, "only {fds} fds");
     let vmas = bpf.matches("{\"start\":").count();
     assert!(vmas > 300, "only {vmas} VMAs");
+    w.terminate_original_expect_pass();
+}
+
+/// `cairn -v inventory -t PID --json` (or `cairn check --json` when `pid`
+/// is None) with `CAIRN_BPF_LEAVE_OUT=leave_out` and a probe cache of its
+/// own: (stdout, stderr).
+fn with_left_out(pid: Option<i32>, leave_out: &str, dir: &std::path::Path) -> (String, String) {
+    let tag = format!("left-out-{}", leave_out.replace(',', "-"));
+    let cache = dir.join(format!("{tag}-cache"));
+    let args: Vec<String> = match pid {
+        Some(pid) => ["-v", "inventory", "-t", &pid.to_string(), "--json"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        None => vec!["check".into(), "--json".into()],
+    };
+    let out = std::process::Command::new(cairn_bin())
+        .args(&args)
+        .env("CAIRN_BPF_LEAVE_OUT", leave_out)
+        .env("CAIRN_PROBE_CACHE_DIR", &cache)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run cairn");
+    if pid.is_some() {
+        assert_ok(&out, &format!("cairn inventory ({tag})"));
+    }
+    (
+        String::from_utf8(out.stdout).expect("UTF-8 output"),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// What a kernel without the task_vma iterator (before 5.12) or without
+/// bpf_d_path in iterators does, on this kernel: with the program left
+/// out (`CAIRN_BPF_LEAVE_OUT`), the BPF inventory reads that part from
+/// /proc and is still the /proc inventory field by field; the log and
+/// `cairn check` name the program and the reason.
+#[test]
+fn an_iterator_left_out_is_read_from_proc_and_named() {
+    if skip_unless_root() {
+        return;
+    }
+    if let Some(why) = bpf_iterators_unavailable() {
+        note_skip(&format!("BPF iterators unavailable: {why}"));
+        return;
+    }
+    let mut w = Workload::start("inv_busy", &[]);
+    let proc = inventory(w.pid, true, &w.dir, "inventory-proc-left-out");
+    for (leave_out, parts, features) in [
+        ("vmas", &["VMAs"][..], &["bpf_iter_task_vma"][..]),
+        ("files", &["fds"][..], &["bpf_iter_task_file"][..]),
+        (
+            "vmas,files",
+            &["VMAs", "fds"][..],
+            &["bpf_iter_task_vma", "bpf_iter_task_file"][..],
+        ),
+    ] {
+        let (bpf, log) = with_left_out(Some(w.pid), leave_out, &w.dir);
+        assert!(
+            bpf.contains("\"collector\":\"bpf\""),
+            "{leave_out}: not collected by BPF: {}\n{log}",
+            &bpf[..200.min(bpf.len())]
+        );
+        let bpf_as_proc = bpf.replacen("\"collector\":\"bpf\"", "\"collector\":\"proc\"", 1);
+        assert!(
+            bpf_as_proc == proc,
+            "{leave_out} left out: the BPF and /proc inventories differ {}",
+            first_difference(&bpf_as_proc, &proc)
+        );
+        for part in parts {
+            assert!(
+                log.contains(&format!("bpf inventory: {part} from /proc: "))
+                    && log.contains("CAIRN_BPF_LEAVE_OUT"),
+                "{leave_out}: the log does not say {part} came from /proc and why:\n{log}"
+            );
+        }
+        let (check, _) = with_left_out(None, leave_out, &w.dir);
+        for f in features {
+            let key = format!("\"{f}\":{{\"available\":false,\"detail\":\"not loaded: ");
+            assert!(
+                check.contains(&key) && check.contains("CAIRN_BPF_LEAVE_OUT"),
+                "{leave_out}: cairn check does not say {f} is not loaded and why: {check}"
+            );
+        }
+        assert!(
+            check.contains("\"inventory\":{\"mechanism\":\"bpf\""),
+            "{leave_out}: the inventory is no longer BPF's: {check}"
+        );
+    }
     w.terminate_original_expect_pass();
 }

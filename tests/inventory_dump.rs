@@ -479,3 +479,74 @@ fn an_older_deep_chain_elsewhere_does_not_disable_bpf() {
     t.check_restored_tree();
     t.finish();
 }
+
+/// Sets an environment variable for the cairn commands a test runs, and
+/// removes it on drop (also when the test fails).
+struct EnvVar(&'static str);
+
+impl EnvVar {
+    fn set(name: &'static str, value: &str) -> EnvVar {
+        std::env::set_var(name, value);
+        EnvVar(name)
+    }
+}
+
+impl Drop for EnvVar {
+    fn drop(&mut self) {
+        std::env::remove_var(self.0);
+    }
+}
+
+/// What a kernel without the task_vma iterator (before 5.12), or one
+/// that refuses bpf_d_path in the task_file iterator, does, on this
+/// kernel: with both programs left out (`CAIRN_BPF_LEAVE_OUT`), the dump
+/// still takes its inventory from BPF (the task iterator) and records
+/// "bpf", reads VMAs and fds from /proc, says so in its log with the
+/// reason, and its images are those of `--no-bpf`. The tree it kills is
+/// restored and checks itself.
+#[test]
+fn dump_with_iterators_left_out_reads_them_from_proc() {
+    let _one = serial();
+    if skip_unless_root() {
+        return;
+    }
+    if let Some(why) = bpf_iterators_unavailable() {
+        note_skip(&format!("BPF unavailable: {why}"));
+        return;
+    }
+    for name in ["fd_memfd", "mem_file_shared", "tree_levels"] {
+        let mut t = TreeTest::start(name, &[]);
+        pin_tree(t.w.pid);
+        warm_up(&t.w);
+        let proc = dump_expecting(&t.w, "proc", &["--no-bpf"], "proc");
+        let left = {
+            let _env = EnvVar::set("CAIRN_BPF_LEAVE_OUT", "vmas,files");
+            dump_expecting(&t.w, "left-out", &[], "bpf")
+        };
+        assert!(
+            left == proc,
+            "{name}: the images with task_vma and task_file left out and with --no-bpf differ {}",
+            first_difference(&left, &proc)
+        );
+        {
+            let _env = EnvVar::set("CAIRN_BPF_LEAVE_OUT", "vmas,files");
+            t.dump_ok(&[]);
+        }
+        let log = t.dump_log();
+        for part in ["VMAs", "fds"] {
+            assert!(
+                log.contains(&format!("bpf inventory: {part} from /proc: "))
+                    && log.contains("CAIRN_BPF_LEAVE_OUT"),
+                "{name}: the dump does not say {part} came from /proc and why:\n{log}"
+            );
+        }
+        assert!(
+            log.contains("dump: inventory of ") && log.contains(" by bpf in "),
+            "{name}: the dump did not use its BPF inventory:\n{log}"
+        );
+        t.expect_tree_killed_by_dump();
+        t.restore_start(&[], false);
+        t.check_restored_tree();
+        t.finish();
+    }
+}

@@ -181,7 +181,7 @@ pub fn mechanisms(f: &Features) -> Vec<Mechanism> {
             part: "inventory",
             mechanism: f.inventory().as_str(),
             detail: match f.inventory() {
-                Collection::Bpf => "task, task_vma and task_file iterators (--no-bpf: /proc)".into(),
+                Collection::Bpf => inventory_parts(f),
                 Collection::Proc if !f.bpf_iter.available => {
                     format!("BPF iterators unavailable: {}", f.bpf_iter.detail)
                 }
@@ -205,6 +205,42 @@ pub fn mechanisms(f: &Features) -> Vec<Mechanism> {
             },
         },
     ]
+}
+
+/// What the BPF inventory takes from which program here: every part by
+/// its iterator, or, for a program this kernel does not load, that part
+/// from /proc with the reason.
+fn inventory_parts(f: &Features) -> String {
+    let mut by_bpf = vec!["task"];
+    let mut from_proc = Vec::new();
+    for (it, feat, part) in [
+        (
+            "task_vma",
+            &f.bpf_iter_task_vma,
+            "VMAs from /proc/PID/smaps",
+        ),
+        (
+            "task_file",
+            &f.bpf_iter_task_file,
+            "fds from /proc/PID/fd and fdinfo",
+        ),
+    ] {
+        if feat.available {
+            by_bpf.push(it);
+        } else {
+            from_proc.push(format!("{part}: {it} iterator {}", feat.detail));
+        }
+    }
+    let mut s = match by_bpf.len() {
+        1 => "task iterator".to_string(),
+        2 => format!("{} and {} iterators", by_bpf[0], by_bpf[1]),
+        _ => "task, task_vma and task_file iterators".to_string(),
+    };
+    for p in &from_proc {
+        let _ = write!(s, "; {p}");
+    }
+    s.push_str(" (--no-bpf: /proc)");
+    s
 }
 
 /// Formats the probe results as aligned text or as one JSON object
@@ -311,6 +347,38 @@ mod tests {
         }
         assert_eq!(depth, 0, "{out}");
         assert!(!in_str);
+    }
+
+    #[test]
+    fn inventory_names_the_parts_read_from_proc_and_why() {
+        let mut f = features().clone();
+        let no = |d: &str| crate::sys::probe::Feature {
+            available: false,
+            detail: d.into(),
+        };
+        let yes = crate::sys::probe::Feature {
+            available: true,
+            detail: "t".into(),
+        };
+        f.bpf_iter_task_vma = yes.clone();
+        f.bpf_iter_task_file = yes;
+        assert_eq!(
+            inventory_parts(&f),
+            "task, task_vma and task_file iterators (--no-bpf: /proc)"
+        );
+        f.bpf_iter_task_vma = no("not loaded: this kernel has no task_vma iterator");
+        let s = inventory_parts(&f);
+        assert!(
+            s.starts_with("task and task_file iterators; VMAs from /proc/PID/smaps: task_vma iterator not loaded: this kernel has no task_vma iterator"),
+            "{s}"
+        );
+        f.bpf_iter_task_file = no("not loaded: why");
+        let s = inventory_parts(&f);
+        assert!(s.starts_with("task iterator; VMAs from"), "{s}");
+        assert!(
+            s.contains("; fds from /proc/PID/fd and fdinfo: task_file iterator not loaded: why"),
+            "{s}"
+        );
     }
 
     #[test]

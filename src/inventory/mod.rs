@@ -149,6 +149,9 @@ pub struct Inventory {
     pub root: i32,
     pub collector: Collector,
     pub procs: Vec<ProcEntry>,
+    /// What a BPF collection read from /proc because its program is not
+    /// loaded on this kernel ("VMAs: why", "fds: why"); empty otherwise.
+    pub from_proc: Vec<String>,
 }
 
 impl Inventory {
@@ -202,6 +205,7 @@ impl Inventory {
             root,
             collector,
             procs: out,
+            from_proc: Vec::new(),
         })
     }
 }
@@ -212,10 +216,32 @@ impl Inventory {
 fn proc_entry(pid: i32, ppid: Option<i32>) -> Result<ProcEntry> {
     let stat = procfs::read_stat(pid)?;
     let threads = procfs::list_tasks(pid)?;
-    let vmas: Vec<MapsEntry> = procfs::read_smaps(pid)?
+    Ok(ProcEntry {
+        pid,
+        ppid: ppid.unwrap_or(stat.ppid),
+        pgid: stat.pgrp,
+        sid: stat.session,
+        comm: stat.comm,
+        state: stat.state,
+        exit_code: stat.exit_code,
+        exit_signal: stat.exit_signal,
+        threads,
+        vmas: proc_vmas(pid)?,
+        fds: proc_fds(pid)?,
+    })
+}
+
+/// The VMAs of `pid` from its smaps (without the vsyscall page).
+fn proc_vmas(pid: i32) -> Result<Vec<MapsEntry>> {
+    Ok(procfs::read_smaps(pid)?
         .into_iter()
         .filter(|m| !is_gate_vma(m))
-        .collect();
+        .collect())
+}
+
+/// The fds of `pid` from `fd/`, `fdinfo/` and a stat of each link; an fd
+/// closed meanwhile is left out.
+fn proc_fds(pid: i32) -> Result<Vec<FdEntry>> {
     let mut fds = Vec::new();
     for (fd, target) in procfs::read_fds(pid)? {
         let info = match procfs::read_fdinfo(pid, fd) {
@@ -244,19 +270,7 @@ fn proc_entry(pid: i32, ppid: Option<i32>) -> Result<ProcEntry> {
             md.mode(),
         ));
     }
-    Ok(ProcEntry {
-        pid,
-        ppid: ppid.unwrap_or(stat.ppid),
-        pgid: stat.pgrp,
-        sid: stat.session,
-        comm: stat.comm,
-        state: stat.state,
-        exit_code: stat.exit_code,
-        exit_signal: stat.exit_signal,
-        threads,
-        vmas,
-        fds,
-    })
+    Ok(fds)
 }
 
 fn fd_entry(fd: i32, target: String, info: FdInfo, dev: (u32, u32), mode: u32) -> FdEntry {
@@ -563,16 +577,38 @@ fn from_records(root: i32, out: crate::sys::bpf::IterOutput) -> Result<Inventory
             ino: f.ino,
             extra: Vec::new(),
         };
-        let e = fd_entry(f.fd, target, info, kernel_dev(f.dev), f.mode);
+        let (dev, mode) = if f.stat_dev {
+            let link = format!("/proc/{tgid}/fd/{}", f.fd);
+            use std::os::unix::fs::MetadataExt;
+            let md = std::fs::metadata(&link).map_err(|e| Error::io(link, e))?;
+            (user_dev(md.dev()), md.mode())
+        } else {
+            (kernel_dev(f.dev), f.mode)
+        };
+        let e = fd_entry(f.fd, target, info, dev, mode);
         if let Some(p) = procs.get_mut(&tgid) {
             p.fds.push(e);
         }
     }
+    // A program this kernel does not load: that part from /proc, the
+    // same reads as the /proc collector's (the same information).
     for p in procs.values_mut() {
+        if out.no_vmas.is_some() {
+            p.vmas = proc_vmas(p.pid)?;
+        }
+        if out.no_files.is_some() {
+            p.fds = proc_fds(p.pid)?;
+        }
         p.vmas.sort_by_key(|m| m.start);
         p.fds.sort_by_key(|f| f.fd);
     }
-    Inventory::ordered(root, Collector::Bpf, procs.into_values().collect())
+    let mut inv = Inventory::ordered(root, Collector::Bpf, procs.into_values().collect())?;
+    for (part, why) in [("VMAs", &out.no_vmas), ("fds", &out.no_files)] {
+        if let Some(why) = why {
+            inv.from_proc.push(format!("{part} from /proc: {why}"));
+        }
+    }
+    Ok(inv)
 }
 
 /// Collects the tree rooted at `root` with the BPF iterators.
@@ -591,6 +627,9 @@ pub fn collect_bpf(iters: &mut Iterators, root: i32) -> Result<Inventory> {
         ran.as_secs_f64() * 1e3,
         (t.elapsed() - ran).as_secs_f64() * 1e3
     );
+    for part in &inv.from_proc {
+        note_partial(part);
+    }
     Ok(inv)
 }
 
@@ -606,6 +645,18 @@ pub fn bpf_unavailable() -> Option<String> {
         return Some(f.initial_pid_ns.detail.clone());
     }
     None
+}
+
+/// Logs, once per run, a part of the BPF inventory read from /proc
+/// because its program is not loaded on this kernel.
+fn note_partial(what: &str) {
+    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    if let Ok(mut seen) = SEEN.lock() {
+        if !seen.iter().any(|s| s == what) {
+            seen.push(what.to_string());
+            crate::info!("bpf inventory: {what}");
+        }
+    }
 }
 
 /// Logs, once per run, why the /proc fallback is taken.

@@ -96,6 +96,9 @@ pub struct FdRec {
     pub mnt_id: i32,
     /// None: the kernel could not produce the path.
     pub path: Option<Vec<u8>>,
+    /// `dev` and `mode` are not what stat(2) of the fd reports (overlayfs,
+    /// btrfs): user space takes them from a stat of the link.
+    pub stat_dev: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,6 +281,7 @@ pub fn parse_fds(b: &[u8]) -> Result<Vec<FdRec>> {
                 mode: f.u32(36),
                 mnt_id: f.i32(40),
                 path: (!path_error).then(|| rec[FD_LEN..].to_vec()),
+                stat_dev: f.u8(47) != 0,
             })
         })
         .collect()
@@ -343,6 +347,7 @@ mod tests {
         assert_eq!(offset_of!(layout::cairn_fd_rec, mnt_id), 40);
         assert_eq!(offset_of!(layout::cairn_fd_rec, path_len), 44);
         assert_eq!(offset_of!(layout::cairn_fd_rec, path_error), 46);
+        assert_eq!(offset_of!(layout::cairn_fd_rec, stat_dev), 47);
         assert_eq!(offset_of!(layout::cairn_event, tgid), 8);
         assert_eq!(offset_of!(layout::cairn_event, exit_code), 16);
     }

@@ -90,15 +90,28 @@ fn verifier_reason(msgs: &[String]) -> Option<String> {
     Some(format!("program {prog} refused by the verifier: {tail}"))
 }
 
+/// Takes libbpf's messages of this run so far (the log is emptied).
+fn take_log() -> Vec<String> {
+    LIBBPF_LOG
+        .lock()
+        .map(|mut l| l.drain(..).collect())
+        .unwrap_or_default()
+}
+
 /// An io::Error for a failed libbpf step, with libbpf's last word (and the
 /// verifier's reason when a program was refused).
 pub(super) fn bpf_err(what: &str, e: libbpf_rs::Error) -> io::Error {
-    let msgs: Vec<String> = LIBBPF_LOG
-        .lock()
-        .map(|mut l| l.drain(..).collect())
-        .unwrap_or_default();
-    let last =
-        verifier_reason(&msgs).or_else(|| msgs.iter().rev().find(|m| !m.is_empty()).cloned());
+    bpf_err_from(what, e, &take_log())
+}
+
+/// [`bpf_err`] with libbpf's messages `msgs` taken already.
+fn bpf_err_from(what: &str, e: libbpf_rs::Error, msgs: &[String]) -> io::Error {
+    // The verifier's reason, else the newest line about a program (a
+    // missing attach target: libbpf's last lines only say the object
+    // failed), else libbpf's last word.
+    let last = verifier_reason(msgs)
+        .or_else(|| msgs.iter().rev().find(|m| m.contains("prog '")).cloned())
+        .or_else(|| msgs.iter().rev().find(|m| !m.is_empty()).cloned());
     use libbpf_rs::ErrorKind as K;
     let kind = match e.kind() {
         K::NotFound => io::ErrorKind::NotFound,
@@ -108,10 +121,60 @@ pub(super) fn bpf_err(what: &str, e: libbpf_rs::Error) -> io::Error {
         K::OutOfMemory => io::ErrorKind::OutOfMemory,
         _ => io::ErrorKind::Other,
     };
-    match last {
-        Some(l) => io::Error::new(kind, format!("{what}: {e:#} (libbpf: {l})")),
-        None => io::Error::new(kind, format!("{what}: {e:#}")),
+    let hint = last
+        .as_deref()
+        .and_then(kernel_hint)
+        .or_else(|| msgs.iter().rev().find_map(|m| kernel_hint(m)));
+    match (last, hint) {
+        (Some(l), Some(h)) => io::Error::new(kind, format!("{what}: {h} ({e:#}; libbpf: {l})")),
+        (Some(l), None) => io::Error::new(kind, format!("{what}: {e:#} (libbpf: {l})")),
+        (None, _) => io::Error::new(kind, format!("{what}: {e:#}")),
     }
+}
+
+/// The program whose load failed, from libbpf's messages: the newest
+/// "prog 'NAME': ..." line (the verifier's log, a missing attach target,
+/// a failed relocation all name it). None when the failure is the
+/// object's (a map, BTF, permission).
+fn failed_program(msgs: &[String]) -> Option<String> {
+    msgs.iter().rev().find_map(|m| {
+        let rest = m.split("prog '").nth(1)?;
+        Some(rest.split('\'').next()?.to_string())
+    })
+}
+
+/// The kernel feature behind a load failure that libbpf or the verifier
+/// names, in words, for the reasons `cairn check` and the logs print.
+fn kernel_hint(msg: &str) -> Option<String> {
+    if let Some(rest) = msg
+        .split("failed to find kernel BTF type ID of 'bpf_iter_")
+        .nth(1)
+    {
+        let target = rest.split('\'').next().unwrap_or("?");
+        let since = match target {
+            "task_vma" => " (Linux 5.12+)",
+            "unix" => " (Linux 5.17+)",
+            "task" | "task_file" => " (Linux 5.8+)",
+            _ => "",
+        };
+        return Some(format!("this kernel has no {target} iterator{since}"));
+    }
+    if msg.contains("failed to find kernel BTF type ID of") {
+        return Some("this kernel lacks the program's attach point".into());
+    }
+    for helper in ["bpf_d_path", "bpf_loop", "bpf_seq_write"] {
+        if msg.contains(&format!("unknown func {helper}"))
+            || (msg.contains(helper) && msg.contains("not allowed"))
+        {
+            return Some(format!(
+                "the kernel does not allow {helper} in this program type"
+            ));
+        }
+    }
+    if msg.contains("invalid func unknown#195896080") || msg.contains("bad CO-RE relocation") {
+        return Some("a kernel struct field the program reads is missing (CO-RE)".into());
+    }
+    None
 }
 
 /// Storage for an open BPF object. A skeleton borrows it for as long as
@@ -180,6 +243,12 @@ pub struct IterOutput {
     pub tasks: Vec<u8>,
     pub vmas: Vec<u8>,
     pub files: Vec<u8>,
+    /// Why `vmas` is empty by design: the task_vma program is not loaded
+    /// on this kernel (the VMAs must be read from /proc).
+    pub no_vmas: Option<String>,
+    /// Why `files` is empty by design: the task_file program is not
+    /// loaded (the fds must be read from /proc).
+    pub no_files: Option<String>,
     /// Tasks below the deepest level the programs walk (not reported).
     pub too_deep: u64,
     /// Tree processes that did not fit in the tree map.
@@ -216,27 +285,100 @@ fn root_start_ns(pid: i32) -> u64 {
         .map_or(0, |ticks| ticks.saturating_mul(1_000_000_000 / hz as u64))
 }
 
-/// The loaded inventory iterators (task, task_vma, task_file).
+/// The programs of bpf/inventory.bpf.c: (program, section). The task
+/// iterator is needed for anything; without the task_vma or task_file
+/// one, the VMAs or fds come from /proc.
+pub const INVENTORY_PROGS: [(&str, &str); 3] = [
+    ("tasks", "iter/task"),
+    ("vmas", "iter/task_vma"),
+    ("files", "iter/task_file"),
+];
+
+/// The loaded inventory iterators (task, and task_vma and task_file
+/// where this kernel takes them).
 pub struct Iterators {
     skel: InventorySkel<'static>,
     generation: u32,
+    /// Programs not loaded on this kernel, with libbpf's or the
+    /// verifier's reason.
+    left_out: Vec<(&'static str, String)>,
 }
 
 impl Iterators {
     /// Opens and loads bpf/inventory.bpf.c (CO-RE against the running
-    /// kernel's BTF; the verifier checks every program here).
+    /// kernel's BTF; the verifier checks every program here). A program
+    /// this kernel refuses (no such iterator, a helper it does not allow
+    /// there, the verifier) is left out and the rest loaded again, with
+    /// its reason kept ([`Iterators::left_out`]); the task iterator is
+    /// needed, so its refusal (or the object's: maps, BTF, privilege) is
+    /// the error.
     pub fn load() -> io::Result<Iterators> {
         quiet_libbpf();
-        let open = InventorySkelBuilder::default()
-            .open(object_storage())
-            .map_err(|e| bpf_err("open inventory.bpf.o", e))?;
-        let skel = open
-            .load()
-            .map_err(|e| bpf_err("load inventory.bpf.o", e))?;
-        Ok(Iterators {
-            skel,
-            generation: 0,
-        })
+        // For tests: the fallback of a kernel without these programs, on
+        // one that has them.
+        let mut left_out: Vec<(&'static str, String)> = std::env::var("CAIRN_BPF_LEAVE_OUT")
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|p| ["vmas", "files"].into_iter().find(|n| *n == p))
+            .map(|n| {
+                (
+                    n,
+                    "left out by CAIRN_BPF_LEAVE_OUT (a test setting)".to_string(),
+                )
+            })
+            .collect();
+        loop {
+            let mut open = InventorySkelBuilder::default()
+                .open(object_storage())
+                .map_err(|e| bpf_err("open inventory.bpf.o", e))?;
+            for (name, _) in &left_out {
+                let prog = match *name {
+                    "vmas" => &mut open.progs.vmas,
+                    _ => &mut open.progs.files,
+                };
+                prog.set_autoload(false);
+            }
+            take_log();
+            match open.load() {
+                Ok(skel) => {
+                    return Ok(Iterators {
+                        skel,
+                        generation: 0,
+                        left_out,
+                    })
+                }
+                Err(e) => {
+                    let msgs = take_log();
+                    let err = bpf_err_from("load inventory.bpf.o", e, &msgs);
+                    let prog = failed_program(&msgs).and_then(|p| {
+                        INVENTORY_PROGS
+                            .iter()
+                            .map(|(n, _)| *n)
+                            .find(|n| *n == p && *n != "tasks")
+                    });
+                    match prog {
+                        Some(p) if !left_out.iter().any(|(n, _)| *n == p) => {
+                            crate::debug!("bpf: inventory program {p} left out: {err}");
+                            left_out.push((p, err.to_string()));
+                        }
+                        _ => return Err(err),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The programs of [`INVENTORY_PROGS`] not loaded here, with why.
+    pub fn left_out(&self) -> &[(&'static str, String)] {
+        &self.left_out
+    }
+
+    /// Why program `name` is not loaded, or None if it is.
+    pub fn why_not(&self, name: &str) -> Option<&str> {
+        self.left_out
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, why)| why.as_str())
     }
 
     /// Runs only the task iterator for the tree rooted at `root`: every
@@ -279,18 +421,29 @@ impl Iterators {
         })
     }
 
-    /// Runs the three iterators, in order, for the tree rooted at `root`
-    /// (a pid as cairn sees it; cairn must run in the initial pid
-    /// namespace, see `crate::inventory`).
+    /// Runs the iterators, in order, for the tree rooted at `root` (a pid
+    /// as cairn sees it; cairn must run in the initial pid namespace, see
+    /// `crate::inventory`). A program not loaded here writes nothing, and
+    /// the output says why ([`IterOutput::no_vmas`], `no_files`).
     pub fn collect(&mut self, root: i32) -> io::Result<IterOutput> {
         self.start(root)?;
         let tasks = run_iter(&self.skel.progs.tasks, "iter/task")?;
-        let vmas = run_iter(&self.skel.progs.vmas, "iter/task_vma")?;
-        let files = run_iter(&self.skel.progs.files, "iter/task_file")?;
+        let no_vmas = self.why_not("vmas").map(str::to_string);
+        let vmas = match no_vmas {
+            None => run_iter(&self.skel.progs.vmas, "iter/task_vma")?,
+            Some(_) => Vec::new(),
+        };
+        let no_files = self.why_not("files").map(str::to_string);
+        let files = match no_files {
+            None => run_iter(&self.skel.progs.files, "iter/task_file")?,
+            Some(_) => Vec::new(),
+        };
         Ok(IterOutput {
             tasks,
             vmas,
             files,
+            no_vmas,
+            no_files,
             ..self.counters()?
         })
     }
@@ -454,6 +607,46 @@ mod tests {
         let now = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
         assert!(ns > 0 && ns <= now, "{ns} vs now {now}");
         assert_eq!(root_start_ns(i32::MAX), 0);
+    }
+
+    #[test]
+    fn a_refused_program_is_found_and_its_kernel_limit_named() {
+        let missing: Vec<String> = [
+            "libbpf: map 'tree': created",
+            "libbpf: prog 'vmas': failed to find kernel BTF type ID of 'bpf_iter_task_vma': -3",
+            "libbpf: prog 'vmas': failed to prepare load attributes: -3",
+            "libbpf: failed to load object 'inventory_bpf'",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(failed_program(&missing).as_deref(), Some("vmas"));
+        let e = bpf_err_from(
+            "load inventory.bpf.o",
+            libbpf_rs::Error::from(io::Error::from_raw_os_error(libc::ESRCH)),
+            &missing,
+        )
+        .to_string();
+        assert!(
+            e.starts_with(
+                "load inventory.bpf.o: this kernel has no task_vma iterator (Linux 5.12+)"
+            ) && e.contains("prog 'vmas': failed to"),
+            "{e}"
+        );
+        assert_eq!(
+            kernel_hint(&missing[1]).as_deref(),
+            Some("this kernel has no task_vma iterator (Linux 5.12+)")
+        );
+        assert_eq!(
+            kernel_hint("1: (85) call bpf_d_path#147 | helper call is not allowed in probe")
+                .as_deref(),
+            Some("the kernel does not allow bpf_d_path in this program type")
+        );
+        assert_eq!(
+            failed_program(&["libbpf: failed to create map 'tree': -1".to_string()]),
+            None
+        );
+        assert_eq!(kernel_hint("R3 min value is negative"), None);
     }
 
     #[test]

@@ -60,9 +60,14 @@ pub struct Features {
     pub kernel_version: Option<(u32, u32)>,
     pub btf: Feature,
     pub bpf: Feature,
-    /// The task, task_vma and task_file iterators of bpf/inventory.bpf.c
-    /// (with bpf_d_path) loaded and read on cairn itself.
+    /// The task iterator of bpf/inventory.bpf.c loaded and read on cairn
+    /// itself: the inventory (processes and threads) by BPF.
     pub bpf_iter: Feature,
+    /// Its task_vma iterator (Linux 5.12+): VMAs by BPF, else from smaps.
+    pub bpf_iter_task_vma: Feature,
+    /// Its task_file iterator with bpf_d_path: fds by BPF, else from
+    /// `/proc/PID/fd` and `fdinfo`.
+    pub bpf_iter_task_file: Feature,
     /// tp_btf programs on sched_process_fork/exit attached and reporting
     /// a fork of cairn's.
     pub bpf_tp_btf: Feature,
@@ -161,18 +166,30 @@ impl Features {
                 None => guarded(f),
             }
         };
-        let (bpf_iter, bpf_tp_btf) = match cached
-            .and_then(|c| Some((c.get("bpf_iter")?.clone(), c.get("bpf_tp_btf")?.clone())))
-        {
-            Some(both) => both,
-            None => guarded2(probe_bpf_programs),
+        let bpf = match cached.and_then(|c| {
+            Some(BpfProbe {
+                iter: c.get("bpf_iter")?.clone(),
+                vma: c.get("bpf_iter_task_vma")?.clone(),
+                file: c.get("bpf_iter_task_file")?.clone(),
+                tp_btf: c.get("bpf_tp_btf")?.clone(),
+            })
+        }) {
+            Some(b) => b,
+            None => std::panic::catch_unwind(probe_bpf_programs).unwrap_or_else(|_| BpfProbe {
+                iter: Feature::no("probe panicked"),
+                vma: Feature::no("probe panicked"),
+                file: Feature::no("probe panicked"),
+                tp_btf: Feature::no("probe panicked"),
+            }),
         };
         Features {
             source: "probed now".into(),
             btf: get("btf", || exists("/sys/kernel/btf/vmlinux")),
             bpf: get("bpf", probe_bpf),
-            bpf_iter,
-            bpf_tp_btf,
+            bpf_iter: bpf.iter,
+            bpf_iter_task_vma: bpf.vma,
+            bpf_iter_task_file: bpf.file,
+            bpf_tp_btf: bpf.tp_btf,
             bpf_ringbuf: get("bpf_ringbuf", probe_ringbuf),
             initial_pid_ns: guarded(probe_initial_pid_ns),
             pagemap_scan: get("pagemap_scan", probe_pagemap_scan),
@@ -240,11 +257,13 @@ impl Features {
     }
 
     /// Every feature with its stable name, in display order.
-    pub fn list(&self) -> [(&'static str, &Feature); 24] {
+    pub fn list(&self) -> [(&'static str, &Feature); 26] {
         [
             ("btf", &self.btf),
             ("bpf", &self.bpf),
             ("bpf_iter", &self.bpf_iter),
+            ("bpf_iter_task_vma", &self.bpf_iter_task_vma),
+            ("bpf_iter_task_file", &self.bpf_iter_task_file),
             ("bpf_tp_btf", &self.bpf_tp_btf),
             ("bpf_ringbuf", &self.bpf_ringbuf),
             ("initial_pid_ns", &self.initial_pid_ns),
@@ -323,12 +342,6 @@ const NS_LAST_PID: &str = "/proc/sys/kernel/ns_last_pid";
 fn guarded(f: impl FnOnce() -> Feature) -> Feature {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
         .unwrap_or_else(|_| Feature::no("probe panicked"))
-}
-
-/// Like [`guarded`] for a probe that answers for two features.
-fn guarded2(f: impl FnOnce() -> (Feature, Feature)) -> (Feature, Feature) {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .unwrap_or_else(|_| (Feature::no("probe panicked"), Feature::no("probe panicked")))
 }
 
 fn exists(path: &str) -> Feature {
@@ -514,32 +527,73 @@ fn probe_bpf() -> Feature {
     Feature::yes("loaded a socket filter")
 }
 
+/// What [`probe_bpf_programs`] found, one feature per part.
+struct BpfProbe {
+    iter: Feature,
+    vma: Feature,
+    file: Feature,
+    tp_btf: Feature,
+}
+
 /// Loads cairn's BPF programs (shared with the dump, see
 /// [`super::bpf::shared`]) and uses them on cairn itself: the iterators
-/// must find cairn's task, VMAs and fds; the fork tracker must report a
-/// child cairn forks.
-fn probe_bpf_programs() -> (Feature, Feature) {
+/// must find cairn's task and, where they are loaded, its VMAs and fds
+/// (a program this kernel refuses is named with the reason); the fork
+/// tracker must report a child cairn forks.
+fn probe_bpf_programs() -> BpfProbe {
     let me = std::process::id() as i32;
     let loaded = super::bpf::shared();
-    let iter = match &loaded.iters {
-        Err(e) => Feature::no(e.clone()),
-        Ok(it) => match it.borrow_mut().collect(me) {
-            Err(e) => Feature::no(e.to_string()),
-            Ok(out) if out.tasks.is_empty() || out.vmas.is_empty() || out.files.is_empty() => {
-                Feature::no(format!(
-                    "iterators found too little of cairn itself ({} / {} / {} bytes)",
-                    out.tasks.len(),
-                    out.vmas.len(),
-                    out.files.len()
-                ))
+    let (iter, vma, file) = match &loaded.iters {
+        Err(e) => (
+            Feature::no(e.clone()),
+            Feature::no(format!("the inventory object did not load: {e}")),
+            Feature::no(format!("the inventory object did not load: {e}")),
+        ),
+        Ok(it) => {
+            let mut it = it.borrow_mut();
+            match it.collect(me) {
+                Err(e) => (
+                    Feature::no(e.to_string()),
+                    Feature::no(format!("not run: {e}")),
+                    Feature::no(format!("not run: {e}")),
+                ),
+                Ok(out) => {
+                    let part = |bytes: &[u8], why: &Option<String>, what: &str| match why {
+                        Some(why) => Feature::no(format!("not loaded: {why}")),
+                        None if bytes.is_empty() => {
+                            Feature::no(format!("loaded, but found none of cairn's {what}"))
+                        }
+                        None => Feature::yes(format!(
+                            "loaded; {} bytes of records for cairn's {what}",
+                            bytes.len()
+                        )),
+                    };
+                    let vma = part(&out.vmas, &out.no_vmas, "VMAs");
+                    let file = part(&out.files, &out.no_files, "fds (paths by bpf_d_path)");
+                    let iter = if out.tasks.is_empty() {
+                        Feature::no("iter/task loaded, but it did not find cairn itself")
+                    } else {
+                        let from_proc: Vec<&str> = [
+                            out.no_vmas.as_ref().map(|_| "VMAs"),
+                            out.no_files.as_ref().map(|_| "fds"),
+                        ]
+                        .into_iter()
+                        .flatten()
+                        .collect();
+                        Feature::yes(format!(
+                            "iter/task: {} bytes for cairn itself{}",
+                            out.tasks.len(),
+                            if from_proc.is_empty() {
+                                String::new()
+                            } else {
+                                format!("; {} from /proc (see below)", from_proc.join(" and "))
+                            }
+                        ))
+                    };
+                    (iter, vma, file)
+                }
             }
-            Ok(out) => Feature::yes(format!(
-                "task, task_vma, task_file iterators with bpf_d_path: {} + {} + {} bytes for cairn itself",
-                out.tasks.len(),
-                out.vmas.len(),
-                out.files.len()
-            )),
-        },
+        }
     };
     let tp = match &loaded.tracker {
         Err(e) => Feature::no(e.clone()),
@@ -574,7 +628,12 @@ fn probe_bpf_programs() -> (Feature, Feature) {
             }
         }
     };
-    (iter, tp)
+    BpfProbe {
+        iter,
+        vma,
+        file,
+        tp_btf: tp,
+    }
 }
 
 fn probe_ringbuf() -> Feature {

@@ -37,10 +37,12 @@ pub const FILE: &str = "probes.v1";
 const MAGIC: &str = "cairn feature probes v1";
 
 /// The probes whose answer is kept: kernel interfaces only.
-pub const CACHED: [&str; 14] = [
+pub const CACHED: [&str; 16] = [
     "btf",
     "bpf",
     "bpf_iter",
+    "bpf_iter_task_vma",
+    "bpf_iter_task_file",
     "bpf_tp_btf",
     "bpf_ringbuf",
     "pagemap_scan",

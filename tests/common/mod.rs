@@ -1669,6 +1669,30 @@ pub fn wait_init_reaped_orphans(timeout: Duration) {
     }
 }
 
+/// Why BPF (the inventory's task iterator and the fork tracker) must work
+/// here, or None: `CAIRN_EXPECT_BPF=1`, or a VM of `cargo xtask vm-test`
+/// (`CAIRN_VM_KERNEL`, set by its script) of Linux 6.1 or newer, where
+/// both load (docs/ARCHITECTURE.md, BPF, "Per kernel"). There a test that
+/// would skip for want of BPF fails instead.
+pub fn bpf_expected() -> Option<String> {
+    if std::env::var("CAIRN_EXPECT_BPF").is_ok_and(|v| v == "1") {
+        return Some("CAIRN_EXPECT_BPF=1".into());
+    }
+    let vm = std::env::var("CAIRN_VM_KERNEL").ok()?;
+    let mut it = vm.split('.').map(|n| n.parse::<u32>().ok());
+    let (major, minor) = (it.next()??, it.next().flatten().unwrap_or(0));
+    ((major, minor) >= (6, 1)).then(|| format!("a vm-test VM of Linux {vm} (CAIRN_VM_KERNEL)"))
+}
+
+/// `why` BPF cannot be used, or a panic where BPF is expected to work
+/// ([`bpf_expected`]).
+fn unless_bpf_expected(what: &str, why: Option<String>) -> Option<String> {
+    if let (Some(why), Some(expected)) = (&why, bpf_expected()) {
+        panic!("{what} should work here ({expected}), but cannot: {why}");
+    }
+    why
+}
+
 /// Why cairn's BPF fork tracking cannot be used here (the
 /// `fork_tracking` mechanism of `cairn check --json` with its detail), or
 /// None when it can.
@@ -1685,11 +1709,12 @@ pub fn fork_tracking_unavailable() -> Option<String> {
     let at = json
         .find(key)
         .unwrap_or_else(|| panic!("no fork_tracking in cairn check --json: {json}"));
-    if json[at + key.len()..].starts_with("\"bpf\"") {
+    let why = if json[at + key.len()..].starts_with("\"bpf\"") {
         None
     } else {
         Some(json[at..(at + 300).min(json.len())].to_string())
-    }
+    };
+    unless_bpf_expected("BPF fork tracking", why)
 }
 
 /// Options of `tree_checkpoint_restore`.
@@ -2168,7 +2193,8 @@ pub fn bpf_iterators_unavailable() -> Option<String> {
             .find(&key)
             .unwrap_or_else(|| panic!("no {f} in cairn check --json: {json}"));
         if !json[at + key.len()..].starts_with("true") {
-            return Some(format!("{f}: {}", &json[at..(at + 300).min(json.len())]));
+            let why = format!("{f}: {}", &json[at..(at + 300).min(json.len())]);
+            return unless_bpf_expected("the BPF inventory", Some(why));
         }
     }
     None

@@ -37,7 +37,15 @@ use super::{cargo, ensure_tools, on_path, parse_size, root, run, Counts, Result,
 
 /// The test binaries run by default: the incremental checkpoints and a core
 /// subset (memory, registers and sleeping syscalls, process trees).
-pub const DEFAULT_TESTS: &[&str] = &["incremental", "restore_mem", "restore_regs", "restore_tree"];
+pub const DEFAULT_TESTS: &[&str] = &[
+    "incremental",
+    "restore_mem",
+    "restore_regs",
+    "restore_tree",
+    "inventory",
+    "inventory_dump",
+    "probe_cache",
+];
 
 /// The other test binaries of the matrix: each runs under one kernel of a
 /// run, dealt out in this order (longest first, by their times under TCG)
