@@ -2176,6 +2176,60 @@ pub fn remove_lock_tables(pid: i32) {
     }
 }
 
+/// Why files under `dir` cannot be found again from a kernel file handle
+/// (name_to_handle_at, then open_by_handle_at), which cairn needs for
+/// inotify and fanotify watches; None when they can. An overlayfs without
+/// `nfs_export=on` (the root of `cargo xtask vm-test`'s guests) gives
+/// ESTALE, and cairn's dump refuses such a watch naming the error.
+pub fn file_handles_undecodable(dir: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // struct file_handle: handle_bytes (u32), handle_type (i32), f_handle.
+    let mut fh = [0u32; 2 + 32];
+    fh[0] = 128;
+    let mut mnt_id: libc::c_int = 0;
+    // SAFETY: `c` is a NUL-terminated path, `fh` a file_handle with room
+    // for the 128 bytes its first word declares, `mnt_id` a valid int.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_name_to_handle_at,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            fh.as_mut_ptr(),
+            &mut mnt_id as *mut libc::c_int,
+            0,
+        )
+    };
+    if r < 0 {
+        return Some(format!(
+            "name_to_handle_at({}): {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    let mount = File::open(dir).ok()?;
+    // SAFETY: `fh` was filled by name_to_handle_at above; the mount fd is
+    // open for the call; the returned fd is owned below.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount.as_raw_fd(),
+            fh.as_ptr(),
+            libc::O_PATH,
+        )
+    };
+    if fd < 0 {
+        return Some(format!(
+            "open_by_handle_at on {}: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: fd is a new descriptor this function owns.
+    drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    None
+}
+
 /// Why the BPF iterators cannot be used here (from `cairn check --json`),
 /// or None when they can.
 pub fn bpf_iterators_unavailable() -> Option<String> {
