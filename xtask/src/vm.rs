@@ -42,8 +42,6 @@ pub const DEFAULT_TESTS: &[&str] = &[
     "restore_mem",
     "restore_regs",
     "restore_tree",
-    "inventory",
-    "inventory_dump",
     "probe_cache",
 ];
 
