@@ -25,21 +25,28 @@ pub struct Skb {
     pub fds: bool,
 }
 
+/// unixq.bpf.o loaded (honouring --no-bpf), with the program inputs in
+/// its .bss set by `set`.
+fn load_unixq(set: impl FnOnce(&mut skel::types::bss)) -> io::Result<skel::UnixqSkel<'static>> {
+    let mut skel = load_small::<skel::UnixqSkelBuilder>("unixq.bpf.o")?;
+    let bss = skel
+        .maps
+        .bss_data
+        .as_deref_mut()
+        .ok_or_else(|| io::Error::other("unixq.bpf.o has no .bss"))?;
+    set(bss);
+    Ok(skel)
+}
+
 /// The skbs of the receive queue of the unix socket with inode `ino`, in
 /// order; None if the kernel listed no such socket or the queue is longer
 /// than the program walks.
 pub fn queue_skbs(ino: u64) -> io::Result<Option<Vec<Skb>>> {
-    let mut skel = load_small::<skel::UnixqSkelBuilder>("unixq.bpf.o")?;
-    {
-        let bss = skel
-            .maps
-            .bss_data
-            .as_deref_mut()
-            .ok_or_else(|| io::Error::other("unixq.bpf.o has no .bss"))?;
+    let skel = load_unixq(|bss| {
         bss.target_ino = ino;
         bss.found = 0;
         bss.truncated = 0;
-    }
+    })?;
     let out = run_iter(&skel.progs.unixq, "iter/unix")?;
     let bss = skel
         .maps
@@ -102,15 +109,7 @@ pub fn embryos() -> io::Result<Vec<Embryo>> {
         ));
     }
     let pidns = std::fs::metadata("/proc/self/ns/pid")?.ino();
-    let mut skel = load_small::<skel::UnixqSkelBuilder>("unixq.bpf.o")?;
-    {
-        let bss = skel
-            .maps
-            .bss_data
-            .as_deref_mut()
-            .ok_or_else(|| io::Error::other("unixq.bpf.o has no .bss"))?;
-        bss.pidns_inum = pidns;
-    }
+    let skel = load_unixq(|bss| bss.pidns_inum = pidns)?;
     let out = run_iter(&skel.progs.embryos, "iter/unix embryos")?;
     Ok(out.chunks_exact(EMBRYO_REC).map(parse_embryo).collect())
 }
