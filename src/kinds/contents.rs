@@ -416,7 +416,7 @@ fn store_file(
 /// ones too. `leave_running`: the tree goes on after the dump, and a
 /// file that can only be read through a new open (no description of the
 /// tree is readable) is refused when a watcher would see that open
-/// ([`open_anew`]).
+/// (`open_anew`).
 pub fn dump(
     files: &FileTable,
     writer: &mut PageStoreWriter,

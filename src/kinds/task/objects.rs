@@ -598,7 +598,7 @@ fn membarrier_state_bpf(pid: i32) -> std::result::Result<u32, String> {
 /// membarrier(2) registrations of the process's mm (expedited private,
 /// its SYNC_CORE and RSEQ variants, expedited global), read through
 /// MEMBARRIER_CMD_GET_REGISTRATIONS (Linux 6.3+), before that from the
-/// mm's state read with BPF ([`membarrier_before_6_3`]: a dump that
+/// mm's state read with BPF (`membarrier_before_6_3`: a dump that
 /// cannot tell is refused), and registered again.
 pub struct Membarrier;
 
