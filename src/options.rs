@@ -111,4 +111,8 @@ pub struct RestoreOptions {
     pub inherit_fds: Vec<crate::kinds::external::Inherit>,
     /// Restore in a new pid namespace (`--pid-ns`, `crate::run::pidns`).
     pub pid_ns: bool,
+    /// Restore a unix socket with a peer outside the tree (`--ext-unix-sk`)
+    /// whose SO_PEERCRED names a live process as made by cairn instead
+    /// of refusing it (`--ext-unix-sk-lose-peercred`).
+    pub ext_unix_sk_lose_peercred: bool,
 }

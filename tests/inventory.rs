@@ -53,20 +53,28 @@ fn inventory_workload_passes_without_cairn() {
     w.terminate_original_expect_pass();
 }
 
+/// inv_busy started, for a test that needs root and BPF iterators; None
+/// (the reason noted) when it cannot run here.
+fn busy_with_bpf() -> Option<Workload> {
+    if skip_unless_root() {
+        return None;
+    }
+    if let Some(why) = bpf_iterators_unavailable() {
+        note_skip(&format!("BPF iterators unavailable: {why}"));
+        return None;
+    }
+    Some(Workload::start("inv_busy", &[]))
+}
+
 /// inv_busy: threads, pipes, unix/TCP/UDP sockets, a FIFO, file maps,
 /// deleted files, memfds, eventfd/epoll/signalfd/timerfd/inotify, 300
 /// fds and 300 VMAs in the root, a zombie, a stopped child, another
 /// session and process group.
 #[test]
 fn bpf_and_proc_inventories_are_identical() {
-    if skip_unless_root() {
+    let Some(mut w) = busy_with_bpf() else {
         return;
-    }
-    if let Some(why) = bpf_iterators_unavailable() {
-        note_skip(&format!("BPF iterators unavailable: {why}"));
-        return;
-    }
-    let mut w = Workload::start("inv_busy", &[]);
+    };
     let bpf = inventory(w.pid, false, &w.dir, "inventory-bpf");
     let proc = inventory(w.pid, true, &w.dir, "inventory-proc");
     assert!(
@@ -161,14 +169,9 @@ fn with_left_out(pid: Option<i32>, leave_out: &str, dir: &std::path::Path) -> (S
 /// `cairn check` name the program and the reason.
 #[test]
 fn an_iterator_left_out_is_read_from_proc_and_named() {
-    if skip_unless_root() {
+    let Some(mut w) = busy_with_bpf() else {
         return;
-    }
-    if let Some(why) = bpf_iterators_unavailable() {
-        note_skip(&format!("BPF iterators unavailable: {why}"));
-        return;
-    }
-    let mut w = Workload::start("inv_busy", &[]);
+    };
     let proc = inventory(w.pid, true, &w.dir, "inventory-proc-left-out");
     for (leave_out, parts, features) in [
         ("vmas", &["VMAs"][..], &["bpf_iter_task_vma"][..]),

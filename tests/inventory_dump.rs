@@ -260,6 +260,29 @@ const WORKLOADS: [&str; 18] = [
     "tree_shared_fd",
 ];
 
+/// The serial lock for a test that needs root and BPF iterators; None
+/// (the reason noted) when it cannot run here.
+fn serial_with_bpf() -> Option<std::sync::MutexGuard<'static, ()>> {
+    let one = serial();
+    if skip_unless_root() {
+        return None;
+    }
+    if let Some(why) = bpf_iterators_unavailable() {
+        note_skip(&format!("BPF unavailable: {why}"));
+        return None;
+    }
+    Some(one)
+}
+
+/// Workload `name` started, its threads pinned to one CPU and warmed up,
+/// so that dumps of it compare ([`pin_tree`], [`warm_up`]).
+fn start_warm(name: &str) -> TreeTest {
+    let t = TreeTest::start(name, &[]);
+    pin_tree(t.w.pid);
+    warm_up(&t.w);
+    t
+}
+
 /// Each workload, running, is dumped with BPF, with --no-bpf and with BPF
 /// again (-R): the images say "bpf", "proc", "bpf" and are otherwise the
 /// same (after `warm_up`, and with the threads pinned to one CPU, see
@@ -268,14 +291,9 @@ const WORKLOADS: [&str; 18] = [
 /// state and passes.
 #[test]
 fn dump_records_its_inventory_source_and_is_the_same_either_way() {
-    let _one = serial();
-    if skip_unless_root() {
+    let Some(_one) = serial_with_bpf() else {
         return;
-    }
-    if let Some(why) = bpf_iterators_unavailable() {
-        note_skip(&format!("BPF unavailable: {why}"));
-        return;
-    }
+    };
     for name in WORKLOADS {
         if name == "fd_inotify" {
             let tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
@@ -284,9 +302,7 @@ fn dump_records_its_inventory_source_and_is_the_same_either_way() {
                 continue;
             }
         }
-        let mut t = TreeTest::start(name, &[]);
-        pin_tree(t.w.pid);
-        warm_up(&t.w);
+        let mut t = start_warm(name);
         let bpf = dump_expecting(&t.w, "bpf", &[], "bpf");
         let proc = dump_expecting(&t.w, "proc", &["--no-bpf"], "proc");
         let bpf2 = dump_expecting(&t.w, "bpf-again", &[], "bpf");
@@ -348,14 +364,9 @@ fn is_keeper(pid: i32) -> bool {
 /// after the restore from the final layer.
 #[test]
 fn pre_dump_records_its_inventory_source() {
-    let _one = serial();
-    if skip_unless_root() {
+    let Some(_one) = serial_with_bpf() else {
         return;
-    }
-    if let Some(why) = bpf_iterators_unavailable() {
-        note_skip(&format!("BPF unavailable: {why}"));
-        return;
-    }
+    };
     for (pre, last) in [("bpf", "proc"), ("proc", "bpf")] {
         let flag = |s: &str| {
             if s == "proc" {
@@ -430,14 +441,9 @@ fn pre_dump_records_its_inventory_source() {
 /// restores and checks itself.
 #[test]
 fn deep_tree_falls_back_to_proc_and_says_so() {
-    let _one = serial();
-    if skip_unless_root() {
+    let Some(_one) = serial_with_bpf() else {
         return;
-    }
-    if let Some(why) = bpf_iterators_unavailable() {
-        note_skip(&format!("BPF unavailable: {why}"));
-        return;
-    }
+    };
     let mut t = TreeTest::start("tree_chain", &["--depth", "80"]);
     t.dump_ok(&[]);
     let log = t.dump_log();
@@ -460,14 +466,9 @@ fn deep_tree_falls_back_to_proc_and_says_so() {
 /// depth limit on that chain.
 #[test]
 fn an_older_deep_chain_elsewhere_does_not_disable_bpf() {
-    let _one = serial();
-    if skip_unless_root() {
+    let Some(_one) = serial_with_bpf() else {
         return;
-    }
-    if let Some(why) = bpf_iterators_unavailable() {
-        note_skip(&format!("BPF unavailable: {why}"));
-        return;
-    }
+    };
     let _chain = TreeTest::start("tree_chain", &["--depth", "80"]);
     // The root must start at least one clock tick (1/100 s) after the
     // chain: its start time is known to the programs to that precision.
@@ -513,18 +514,11 @@ impl Drop for EnvVar {
 /// restored and checks itself.
 #[test]
 fn dump_with_iterators_left_out_reads_them_from_proc() {
-    let _one = serial();
-    if skip_unless_root() {
+    let Some(_one) = serial_with_bpf() else {
         return;
-    }
-    if let Some(why) = bpf_iterators_unavailable() {
-        note_skip(&format!("BPF unavailable: {why}"));
-        return;
-    }
+    };
     for name in ["fd_memfd", "mem_file_shared", "tree_levels"] {
-        let mut t = TreeTest::start(name, &[]);
-        pin_tree(t.w.pid);
-        warm_up(&t.w);
+        let mut t = start_warm(name);
         let proc = dump_expecting(&t.w, "proc", &["--no-bpf"], "proc");
         let left = {
             let _env = EnvVar::set("CAIRN_BPF_LEAVE_OUT", "vmas,files");

@@ -297,3 +297,36 @@ fn proc_membarrier() {
     }
     checkpoint_restore("proc_membarrier", &[]);
 }
+
+/// A kernel without MEMBARRIER_CMD_GET_REGISTRATIONS (before 6.3), played
+/// on this one by the test setting CAIRN_TEST_MEMBARRIER_NO_GET: the
+/// registrations are read from the mm's state with BPF and come back (the
+/// workload checks them with GET_REGISTRATIONS after the restore); with
+/// --no-bpf nothing can tell, and the dump is refused, naming the pid and
+/// why, and the workload goes on.
+#[test]
+fn proc_membarrier_without_get_registrations() {
+    if skip_unless_root() {
+        return;
+    }
+    if !kernel_at_least(6, 3) {
+        note_expected_skip("the workload checks with MEMBARRIER_CMD_GET_REGISTRATIONS (Linux 6.3)");
+        return;
+    }
+    if let Some(why) = bpf_iterators_unavailable() {
+        note_skip(&format!("BPF iterators unavailable: {why}"));
+        return;
+    }
+    // Read by the cairn processes the test starts (no other test of this
+    // file registers membarrier: with BPF they read the same either way).
+    std::env::set_var("CAIRN_TEST_MEMBARRIER_NO_GET", "1");
+    let mut w = Workload::start("proc_membarrier", &[]);
+    common::refuse::expect_refused(
+        &mut w,
+        &["--no-bpf"],
+        &["membarrier", "GET_REGISTRATIONS", "--no-bpf"],
+    );
+    let w = checkpoint_restore("proc_membarrier", &[]);
+    std::env::remove_var("CAIRN_TEST_MEMBARRIER_NO_GET");
+    drop(w);
+}

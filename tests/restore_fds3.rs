@@ -131,3 +131,39 @@ fn inotify_removed_leave_running_queues_nothing() {
     }
     leave_running("fd_inotify_ghost", &[]);
 }
+
+/// A --leave-running dump must save a removed file open only write-only
+/// (fd 4), watched by the tree's inotify for IN_OPEN, IN_ACCESS and
+/// IN_CLOSE_NOWRITE: it cannot be read without opening it again, which
+/// the watch would see; refused, naming the fd, the path and the watcher,
+/// and the original goes on with an empty queue.
+#[test]
+fn inotify_wronly_leave_running_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("fd_inotify_wronly", &[]);
+    expect_refused(
+        &mut w,
+        &["--leave-running"],
+        &[
+            "fd 4 (",
+            "wronly.",
+            "write-only",
+            "fd 3 (inotify, a mark on the file)",
+        ],
+    );
+}
+
+/// The same file also open read-only (fd 5): the dump reads it through
+/// that description (no open, no event), the original's queue stays
+/// empty; and without --leave-running the write-only file comes back with
+/// its contents, the watch's queue empty.
+#[test]
+fn inotify_wronly_read_through_another_fd() {
+    if skip_unless_root() {
+        return;
+    }
+    leave_running("fd_inotify_wronly", &["--readable"]);
+    checkpoint_restore("fd_inotify_wronly", &[]);
+}

@@ -154,7 +154,10 @@ fn start_ext(tag: &str) -> (Workload, Outside) {
 /// datagram socket is reconnected to the outside socket's name, the
 /// stream socket comes back with its data and its peer gone, and a
 /// connection from outside waiting in the backlog of the tree's listener
-/// comes back with its data and its client gone.
+/// comes back with its data and its client gone. The stream socket's
+/// SO_PEERCRED names this test, alive at restore: the restore is refused
+/// before any process exists unless --ext-unix-sk-lose-peercred accepts
+/// that it names cairn.
 #[test]
 fn unix_external_peer() {
     use std::io::Read;
@@ -182,14 +185,16 @@ fn unix_external_peer() {
     );
 
     // The stream socket's SO_PEERCRED names this test (the listener's
-    // creator), alive at restore: it will name cairn, and the dump says so.
+    // creator), alive at restore: the dump says the restore cannot be
+    // exact while it lives.
     let out = w.dump_ok(&["--ext-unix-sk"]);
     let err = String::from_utf8_lossy(&out.stderr);
     let me = format!("pid {}", std::process::id());
     assert!(
-        err.lines()
-            .any(|l| l.contains("SO_PEERCRED") && l.contains(&me) && l.contains("--ext-unix-sk")),
-        "no warning that SO_PEERCRED will name cairn: {err}"
+        err.lines().any(|l| l.contains("SO_PEERCRED")
+            && l.contains(&me)
+            && l.contains("--ext-unix-sk-lose-peercred")),
+        "no warning that SO_PEERCRED cannot be restored: {err}"
     );
     w.expect_killed_by_dump();
     // The original's connection ended with it (reset: it had unread data).
@@ -200,8 +205,23 @@ fn unix_external_peer() {
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
         r => panic!("the dumped process's connection is still open: {r:?}"),
     }
+    // Refused before any process exists, naming the socket's pid, fd,
+    // socket and the recorded peer (this test, alive).
+    let out = restore_expect_fail(&w.images, &[], w.pid);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("pid {} fd ", w.pid))
+            && err.contains("socket:[")
+            && err.contains(&format!("SO_PEERCRED named {me} "))
+            && err.contains("--ext-unix-sk-lose-peercred"),
+        "unclear refusal: {}",
+        describe(&out)
+    );
+    assert!(!pid_exists(w.pid), "a refused restore left pid {}", w.pid);
+    // Accepted: the socket names cairn (the workload checks it does not
+    // name this test), and the restore says so.
     std::fs::write(w.work.join("expect-restored"), b"").unwrap();
-    let out = w.restore_wait(&[]);
+    let out = w.restore_wait(&["--ext-unix-sk-lose-peercred"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("SO_PEERCRED named") && err.contains("it names cairn after the restore"),

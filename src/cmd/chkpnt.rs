@@ -306,6 +306,7 @@ pub fn resume_main() -> ExitCode {
         compare: oracle_env(),
         inherit_fds: Vec::new(),
         pid_ns: false,
+        ext_unix_sk_lose_peercred: false,
     };
     match crate::restore::restore(&args) {
         Ok(_) => {

@@ -315,6 +315,13 @@ pub struct RestoreArgs {
     /// where every process gets its pid whatever is taken outside.
     #[arg(long = "pid-ns")]
     pub pid_ns: bool,
+    /// Accept that a unix socket dumped with --ext-unix-sk whose
+    /// SO_PEERCRED names a process that is alive now (typically its
+    /// outside peer) comes back naming cairn's pid and ids instead (a
+    /// warning names each); without it such a restore is refused before
+    /// any process is created.
+    #[arg(long = "ext-unix-sk-lose-peercred")]
+    pub ext_unix_sk_lose_peercred: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -496,6 +503,7 @@ impl RestoreArgs {
             compare: self.compare,
             inherit_fds: self.inherit_fd.clone(),
             pid_ns: self.pid_ns,
+            ext_unix_sk_lose_peercred: self.ext_unix_sk_lose_peercred,
         }
     }
 }

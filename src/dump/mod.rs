@@ -1003,8 +1003,13 @@ fn dump_frozen(
         .map_or(memory::Phase::All, memory::Phase::Frozen);
     let mut copied = memory::copy_jobs(&plan, &writer, args.compress_level, phase)?;
     // Open files' contents go to the same chunk store, still frozen.
-    let (contents, volatile) =
-        crate::kinds::contents::dump(&files, &mut writer, args.file_contents, args.compress_level)?;
+    let (contents, volatile) = crate::kinds::contents::dump(
+        &files,
+        &mut writer,
+        args.file_contents,
+        args.compress_level,
+        args.leave_running,
+    )?;
     let volatile = crate::kinds::volatile::dump(&files.files, volatile);
     if let Some(snap) = &snap {
         std::mem::take(&mut files.kinds.inet).resume()?;

@@ -237,6 +237,40 @@ fn tree_description(pid: i32, fd: i32) -> std::io::Result<File> {
     Ok(f)
 }
 
+/// fd `fd` of `pid` (file `path`, `id`: its device and inode) opened
+/// anew for reading through /proc, for a write-only description no other
+/// readable one of the tree stands for. The open raises
+/// IN_OPEN/IN_ACCESS/IN_CLOSE_NOWRITE (FAN_*) for every watcher of the
+/// file: after a `--leave-running` dump (`leave_running`) the tree, or a
+/// process outside it, would see events it did not cause, so that is
+/// refused (Err) when a mark covers the file (`kinds::watched`; a mark
+/// added while the dump reads is not seen). Ok(Err): the open failed.
+fn open_anew(
+    pid: i32,
+    fd: i32,
+    path: &str,
+    id: (u64, u64),
+    leave_running: bool,
+) -> Result<std::io::Result<File>> {
+    if leave_running {
+        let t = crate::kinds::watched::Target::of(pid, fd, path, id.0, id.1);
+        if let Some(w) = crate::kinds::watched::watcher(&t) {
+            return Err(Error::unsupported(
+                pid,
+                format!(
+                    "fd {fd} ({path}) is open write-only, and its contents can only be read by opening it again, which {w} would see (IN_OPEN/FAN_OPEN) after this --leave-running dump; give the tree a readable descriptor of it, or dump without --leave-running"
+                ),
+            ));
+        }
+    }
+    let link = format!("/proc/{pid}/fd/{fd}");
+    Ok(OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(&link)
+        .or_else(|_| File::open(&link)))
+}
+
 /// O_NOATIME on a description while the dump reads it, then its flags as
 /// they were: the tree's own description (read through cairn's copy) is
 /// then read without touching the file's access time, as a new one opened
@@ -379,12 +413,16 @@ fn store_file(
 /// (the tree is frozen) into the page store; returns the contents image
 /// and the paths of its files on volatile file systems (tmpfs, ramfs:
 /// `kinds::volatile`), which are saved whatever the limit, mapped-only
-/// ones too.
+/// ones too. `leave_running`: the tree goes on after the dump, and a
+/// file that can only be read through a new open (no description of the
+/// tree is readable) is refused when a watcher would see that open
+/// (`open_anew`).
 pub fn dump(
     files: &FileTable,
     writer: &mut PageStoreWriter,
     limit: ContentsLimit,
     level: i32,
+    leave_running: bool,
 ) -> Result<(FileContents, Vec<String>)> {
     let mut volatile = Vec::new();
     let mut out = FileContents::new();
@@ -438,15 +476,22 @@ pub fn dump(
         // Any other is read through the tree's own description when it is
         // open for reading (cairn's pidfd_getfd copy): no open, so no
         // IN_OPEN/IN_CLOSE_NOWRITE for an inotify watcher (see Reader).
+        // A write-only description: another of the tree's descriptions
+        // of the file, if one is readable, else a new open (see open_anew).
         let opened = match leased.get(&(st.dev, st.ino)) {
             Some(&(lp, lfd)) => crate::kinds::locks::readable(lp, lfd),
-            None => tree_description(pid, fd).or_else(|_| {
-                OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_NOATIME)
-                    .open(&link)
-                    .or_else(|_| File::open(&link))
-            }),
+            None => match tree_description(pid, fd).or_else(|e| {
+                (files.fd_of_descs().into_iter())
+                    .filter(|&(_, _, d)| {
+                        let r = descs.get(&d).and_then(|r| r.stat.as_ref());
+                        r.is_some_and(|s2| (s2.dev, s2.ino) == (st.dev, st.ino))
+                    })
+                    .find_map(|(p2, fd2, _)| tree_description(p2, fd2).ok())
+                    .ok_or(e)
+            }) {
+                Ok(f) => Ok(f),
+                Err(_) => open_anew(pid, fd, &r.path, (st.dev, st.ino), leave_running)?,
+            },
         };
         let f = match opened {
             Ok(f) => f,

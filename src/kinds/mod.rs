@@ -30,3 +30,4 @@ pub mod tcp;
 pub mod tty;
 pub mod unix;
 pub mod volatile;
+pub mod watched;

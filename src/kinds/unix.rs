@@ -27,7 +27,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::image::proto::{
-    file_desc, Files, UnixCred, UnixExternal, UnixIcon, UnixPacket, UnixPeerCred, UnixSocket,
+    file_desc, FdTable, Files, UnixCred, UnixExternal, UnixIcon, UnixPacket, UnixPeerCred,
+    UnixSocket,
 };
 use crate::image::validate::{
     bad as invalid, check_bytes, check_path, count, MAX_ITEMS, QUEUE_MAX, TCP_CLOSE,
@@ -1405,6 +1406,8 @@ struct Rebuild<'a> {
     parked: Vec<Parked>,
     /// Makes the calls that record a peer (SO_PEERCRED) as the saved task.
     cr: Creator<'a>,
+    /// --ext-unix-sk-lose-peercred: see [`restore_as`].
+    lose_peercred: bool,
 }
 
 impl<'a> Rebuild<'a> {
@@ -1412,7 +1415,7 @@ impl<'a> Rebuild<'a> {
     /// task. For a socket whose peer is outside the tree (--ext-unix-sk)
     /// only when a restore can make the call as it (a process of the tree,
     /// or a pid no process has now); else None (made by cairn, and said:
-    /// [`Rebuild::warn_lost_creds`]).
+    /// [`Rebuild::refuse_lost_creds`]).
     fn pcred(&self, u: &'a UnixSocket) -> Option<&'a UnixPeerCred> {
         (u.peercred.as_ref()).filter(|c| u.external.is_none() || self.cr.can_act_as(c.pid))
     }
@@ -1424,30 +1427,131 @@ impl<'a> Rebuild<'a> {
         (icon.peercred.as_ref()).filter(|c| !icon.client_gone || self.cr.can_act_as(c.pid))
     }
 
-    /// Warns about every socket with an outside peer (--ext-unix-sk) whose
-    /// recorded SO_PEERCRED names a task a restore cannot act as (a live
-    /// process outside the tree): it comes back naming cairn.
-    fn warn_lost_creds(&mut self) {
-        let mut lost = Vec::new();
-        for u in self.by_ino.values() {
-            let ext = (u.peercred.as_ref()).filter(|_| u.external.is_some());
-            if let Some(c) = ext.filter(|_| self.pcred(u).is_none()) {
-                lost.push((u.ino, "its", c));
+    /// Every socket with an outside peer (--ext-unix-sk) whose recorded
+    /// SO_PEERCRED names a task a restore cannot act as now (a live
+    /// process outside the tree) would come back naming cairn: an error
+    /// (the pid was taken since [`check_restore`]), or with
+    /// `lose_peercred` (--ext-unix-sk-lose-peercred) a warning.
+    fn refuse_lost_creds(&mut self) -> Result<()> {
+        let lost = lost_creds(self.by_ino.values().copied(), |pid| self.cr.can_act_as(pid));
+        for l in lost {
+            if !self.lose_peercred {
+                return Err(Error::Restore(format!(
+                    "unix socket socket:[{}] (peer outside the tree, --ext-unix-sk): {}; it would name cairn: restore when that pid is free, or pass --ext-unix-sk-lose-peercred",
+                    l.ino,
+                    l.what()
+                )));
             }
-            for icon in &u.icons {
-                let c = icon.peercred.as_ref().filter(|_| icon.client_gone);
-                if let Some(c) = c.filter(|_| self.icon_cred(icon).is_none()) {
-                    lost.push((u.ino, "a waiting connection's", c));
-                }
-            }
-        }
-        for (ino, whose, c) in lost {
             self.warnings.push(format!(
-                "unix socket socket:[{ino}] (peer outside the tree, --ext-unix-sk): {whose} SO_PEERCRED named {}, a live process outside the tree now; it names cairn after the restore",
-                peercred::show(Some(c))
+                "unix socket socket:[{}] (peer outside the tree, --ext-unix-sk): {}; it names cairn after the restore (--ext-unix-sk-lose-peercred)",
+                l.ino,
+                l.what()
             ));
         }
+        Ok(())
     }
+}
+
+/// A socket whose saved SO_PEERCRED a restore cannot give back: its peer
+/// is outside the tree (--ext-unix-sk) and the recorded task is one no
+/// call can be made as.
+struct LostCred<'a> {
+    ino: u32,
+    /// "its" or "a waiting connection's".
+    whose: &'static str,
+    cred: &'a UnixPeerCred,
+}
+
+impl LostCred<'_> {
+    fn what(&self) -> String {
+        let c = self.cred;
+        let now = if c.pid <= 0 {
+            "a process outside cairn's pid namespace".to_string()
+        } else {
+            let comm = crate::procfs::read_comm(c.pid, c.pid).unwrap_or_default();
+            format!("pid {} ({}) is a live process now", c.pid, comm.trim())
+        };
+        format!(
+            "{} SO_PEERCRED named {}, and {now}",
+            self.whose,
+            peercred::show(Some(c))
+        )
+    }
+}
+
+/// The sockets among `socks` with an outside peer (--ext-unix-sk, or a
+/// waiting connection from an outside client) whose saved SO_PEERCRED
+/// names a pid `can_act_as` refuses.
+fn lost_creds<'a>(
+    socks: impl Iterator<Item = &'a UnixSocket>,
+    can_act_as: impl Fn(i32) -> bool,
+) -> Vec<LostCred<'a>> {
+    let mut lost = Vec::new();
+    for u in socks {
+        let ext = (u.peercred.as_ref()).filter(|_| u.external.is_some());
+        if let Some(c) = ext.filter(|c| !can_act_as(c.pid)) {
+            lost.push(LostCred {
+                ino: u.ino,
+                whose: "its",
+                cred: c,
+            });
+        }
+        for icon in &u.icons {
+            let c = icon.peercred.as_ref().filter(|_| icon.client_gone);
+            if let Some(c) = c.filter(|c| !can_act_as(c.pid)) {
+                lost.push(LostCred {
+                    ino: u.ino,
+                    whose: "a waiting connection's",
+                    cred: c,
+                });
+            }
+        }
+    }
+    lost
+}
+
+/// Before any process of the tree exists: a socket with a peer outside
+/// the tree (--ext-unix-sk) whose saved SO_PEERCRED names a task the
+/// restore cannot act as (a pid a live process has now, or one outside
+/// cairn's pid namespace; `tree`: the pids of the tree's live processes,
+/// which the restore acts as) would come back naming cairn: refused,
+/// naming the pid, fd, socket and the recorded peer, unless `lose_ok`
+/// (--ext-unix-sk-lose-peercred).
+pub fn check_restore<'a>(
+    files: &Files,
+    tables: impl IntoIterator<Item = &'a FdTable>,
+    tree: &[i32],
+    lose_ok: bool,
+) -> Result<()> {
+    if lose_ok {
+        return Ok(()); // warned during the rebuild
+    }
+    let socks = files.descs.iter().filter_map(|d| match &d.kind {
+        Some(file_desc::Kind::Unix(u)) => Some((d.id, u)),
+        _ => None,
+    });
+    let ids: HashMap<u32, u32> = socks.clone().map(|(id, u)| (u.ino, id)).collect();
+    let lost = lost_creds(socks.map(|(_, u)| u), |pid| {
+        tree.contains(&pid) || peercred::free(pid)
+    });
+    let Some(l) = lost.first() else {
+        return Ok(());
+    };
+    let mut users: HashMap<u32, (u32, u32)> = HashMap::new();
+    for t in tables {
+        for f in &t.fds {
+            users.entry(f.desc_id).or_insert((t.pid, f.fd));
+        }
+    }
+    let at = match ids.get(&l.ino).and_then(|id| users.get(id)) {
+        Some((pid, fd)) => format!("pid {pid} fd {fd}: "),
+        None => String::new(),
+    };
+    Err(Error::Restore(format!(
+        "{at}unix socket socket:[{}] (peer outside the tree, --ext-unix-sk): {}: no call can be made as that process, so the restored socket would name cairn; restore once that pid is free, or pass --ext-unix-sk-lose-peercred to accept that",
+        l.ino,
+        l.what()
+    )))
 }
 
 /// A file moved aside from `path` (to `aside`, in the same directory) so
@@ -2045,17 +2149,21 @@ impl<'a> Rebuild<'a> {
 /// vessels through `shared` (they fetch it with pidfd_getfd). The result
 /// must stay alive until every fd table is restored.
 pub fn restore(files: &Files, shared: &mut SharedFiles) -> Result<UnixRestore> {
-    restore_as(files, shared, HashMap::new())
+    restore_as(files, shared, HashMap::new(), false)
 }
 
 /// [`restore`], with the calls that record a socket's peer (socketpair,
 /// listen, connect: SO_PEERCRED) made by the task with the saved pid and
 /// credentials: `calls` are the processes of the tree (pid -> its main
-/// thread), others are helpers made with the pid.
+/// thread), others are helpers made with the pid. `lose_peercred`
+/// (--ext-unix-sk-lose-peercred): a socket with an outside peer whose
+/// recorded task no call can be made as is made by cairn (warned)
+/// instead of failing the restore.
 pub fn restore_as<'a>(
     files: &'a Files,
     shared: &mut SharedFiles,
     calls: HashMap<i32, &'a mut (dyn Calls + 'static)>,
+    lose_peercred: bool,
 ) -> Result<UnixRestore> {
     let mut descs: Vec<(u32, &UnixSocket)> = Vec::new();
     for d in &files.descs {
@@ -2076,13 +2184,14 @@ pub fn restore_as<'a>(
         dgram_orphans: HashMap::new(),
         parked: Vec::new(),
         cr: Creator::new(calls),
+        lose_peercred,
     };
     if r.by_ino.len() != descs.len() {
         return Err(Error::Restore(
             "two unix socket descriptions with one inode".into(),
         ));
     }
-    r.warn_lost_creds();
+    r.refuse_lost_creds()?;
     let socks: Vec<&UnixSocket> = r.by_ino.values().copied().collect();
     // 1. Sockets that need no peer to exist: socketpairs and plain ones.
     for &u in &socks {

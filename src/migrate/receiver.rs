@@ -578,6 +578,7 @@ fn finish(
         compare: false,
         inherit_fds: Vec::new(),
         pid_ns: false,
+        ext_unix_sk_lose_peercred: false,
     };
     if let Some(files) = lazy {
         return finish_lazy(ch, store, o, &ropts, files);

@@ -823,6 +823,7 @@ impl Pair<'_> {
             compare: false,
             inherit_fds: Vec::new(),
             pid_ns: false,
+            ext_unix_sk_lose_peercred: false,
         };
         // A connection of its own in place of the primary's, answering
         // its restart checkpoint 1.

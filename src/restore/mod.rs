@@ -1094,7 +1094,12 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
             )
         })
         .collect();
-    shared.unix = crate::kinds::unix::restore_as(&img.files, &mut shared, calls)?;
+    shared.unix = crate::kinds::unix::restore_as(
+        &img.files,
+        &mut shared,
+        calls,
+        args.ext_unix_sk_lose_peercred,
+    )?;
     // Unix sockets and terminals are rebuilt in cairn; the vessels fetch them.
     shared.prepare(&img.files, args.shell_job)?;
     for p in procs.iter_mut().filter(|p| !p.zombie) {
@@ -1441,6 +1446,16 @@ pub fn start(args: &RestoreOptions) -> Result<Option<i32>> {
     )?;
     let tables = img.fdtables.iter().flatten();
     crate::kinds::external::check_inherit(&img.files, tables, &args.inherit_fds)?;
+    let live: Vec<i32> = (img.pstree.entries.iter().zip(&img.cores))
+        .filter(|(_, c)| !is_zombie(c))
+        .map(|(e, _)| e.pid as i32)
+        .collect();
+    crate::kinds::unix::check_restore(
+        &img.files,
+        img.fdtables.iter().flatten(),
+        &live,
+        args.ext_unix_sk_lose_peercred,
+    )?;
     // pair: a held backup writes live files back at release (crate::pair::hold).
     let (saved, late) = crate::pair::hold::split_contents(saved);
     // Only now, with nothing left to refuse the restore, are files touched.

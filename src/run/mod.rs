@@ -527,6 +527,7 @@ fn restore(
             })
             .collect(),
         pid_ns: o.pid_ns,
+        ext_unix_sk_lose_peercred: false,
     };
     crate::log::write(0, format_args!("run: restoring {}", images.display()));
     if o.pid_ns {

@@ -13,6 +13,12 @@
  * with EPIPE, and the waiting connection is accepted with its data, then
  * EOF (its client is gone); otherwise (the original, after a refused dump)
  * all are connected as before.
+ *
+ * SO_PEERCRED of the stream socket names the test (its listener's
+ * creator), alive at restore: a restore refuses that unless given
+ * --ext-unix-sk-lose-peercred, which the test passes with the file
+ * "expect-restored"; then it names another task (cairn), and before the
+ * dump (and in the original) the test's pid.
  */
 #include "zdtm.h"
 
@@ -39,6 +45,8 @@ int main(int argc, char **argv)
 	char buf[64];
 	ssize_t n;
 	int d, s, restored;
+	struct ucred before, after;
+	socklen_t len = sizeof(before);
 
 	test_init(argc, argv);
 	dpath = test_arg("--dgram");
@@ -54,11 +62,21 @@ int main(int argc, char **argv)
 	s = connect_to(SOCK_STREAM, lpath);
 	if (send(d, "before", 6, 0) != 6 || send(s, "to-server", 9, 0) != 9)
 		pfail("send");
+	if (getsockopt(s, SOL_SOCKET, SO_PEERCRED, &before, &len))
+		pfail("SO_PEERCRED");
 
 	test_daemon();
 	test_waitsig();
 
 	restored = access("expect-restored", F_OK) == 0;
+	len = sizeof(after);
+	if (getsockopt(s, SOL_SOCKET, SO_PEERCRED, &after, &len))
+		pfail("SO_PEERCRED after");
+	if (restored && after.pid == before.pid)
+		fail("stream socket: SO_PEERCRED names pid %d as before, but its task is alive: "
+		     "the restore cannot make the connection as it", after.pid);
+	if (!restored && after.pid != before.pid)
+		fail("stream socket: SO_PEERCRED names pid %d, not %d", after.pid, before.pid);
 	if (send(d, "after", 5, 0) != 5)
 		pfail("datagram socket: send to its outside peer");
 	n = recv(s, buf, sizeof(buf) - 1, MSG_DONTWAIT);

@@ -506,11 +506,100 @@ pub fn membarrier_registrations(agent: &mut dyn Calls) -> Result<Option<u32>> {
     }
 }
 
+/// MEMBARRIER_CMD_QUERY: the commands the kernel has.
+const MEMBARRIER_CMD_QUERY: u32 = 0;
+
+/// The registrations `mm->membarrier_state` (the kernel's
+/// MEMBARRIER_STATE_* bits) stands for, as MEMBARRIER_CMD_GET_REGISTRATIONS
+/// maps them (kernel/sched/membarrier.c, membarrier_get_registrations:
+/// a registration's state bit or its READY bit), and the bits left that
+/// no registration explains.
+fn membarrier_from_state(state: u32) -> (u32, u32) {
+    const STATES: [(u32, u32); 4] = [
+        // GLOBAL_EXPEDITED | GLOBAL_EXPEDITED_READY
+        (0b1100, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED),
+        // PRIVATE_EXPEDITED | PRIVATE_EXPEDITED_READY
+        (0b11, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED),
+        // PRIVATE_EXPEDITED_SYNC_CORE | its READY
+        (
+            0b11_0000,
+            MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE,
+        ),
+        // PRIVATE_EXPEDITED_RSEQ | its READY
+        (0b1100_0000, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ),
+    ];
+    STATES
+        .iter()
+        .fold((0, state), |(regs, left), &(bits, reg)| {
+            if left & bits != 0 {
+                (regs | reg, left & !bits)
+            } else {
+                (regs, left)
+            }
+        })
+}
+
+/// The registrations of a process on a kernel without
+/// MEMBARRIER_CMD_GET_REGISTRATIONS (before 6.3): from `state`, its
+/// `mm->membarrier_state` read with BPF (Err: why it could not be); else,
+/// when `query` (MEMBARRIER_CMD_QUERY's answer, 0 without membarrier)
+/// has no REGISTER_* command, none can exist. Otherwise nothing tells
+/// whether the process registered (a registration is only visible in the
+/// mm; expedited global ones are not even probed by a command), and a
+/// restore would silently drop them: Err, the reason.
+fn membarrier_before_6_3(
+    state: std::result::Result<u32, String>,
+    query: u32,
+) -> std::result::Result<u32, String> {
+    let why = match state {
+        Ok(st) => {
+            let (regs, left) = membarrier_from_state(st);
+            if left != 0 {
+                return Err(format!(
+                    "its mm's membarrier state {st:#x} has bits {left:#x} unknown to cairn"
+                ));
+            }
+            return Ok(regs);
+        }
+        Err(why) => why,
+    };
+    let registers = MEMBARRIER_REGISTRATIONS
+        .iter()
+        .fold(0, |m, &(bit, _)| m | bit);
+    if query & registers == 0 {
+        return Ok(0);
+    }
+    Err(format!(
+        "its membarrier registrations cannot be read: this kernel has no MEMBARRIER_CMD_GET_REGISTRATIONS (Linux 6.3) and its mm's membarrier state could not be read with BPF ({why}); a restore could not tell whether to register them again"
+    ))
+}
+
+/// Test setting: act as a kernel without MEMBARRIER_CMD_GET_REGISTRATIONS
+/// (before 6.3), to check [`membarrier_before_6_3`] on a newer one.
+fn pretend_no_get_registrations() -> bool {
+    std::env::var_os("CAIRN_TEST_MEMBARRIER_NO_GET").is_some()
+}
+
+/// `mm->membarrier_state` of process `pid`, read with BPF
+/// (bpf/procattrs.bpf.c); Err: why not (`--no-bpf`, BPF failing, no
+/// CONFIG_MEMBARRIER).
+fn membarrier_state_bpf(pid: i32) -> std::result::Result<u32, String> {
+    if crate::sys::bpf::disabled() {
+        return Err("--no-bpf".into());
+    }
+    let all = crate::sys::procattrs::all().map_err(|e| e.to_string())?;
+    let a = all
+        .get(&pid)
+        .ok_or_else(|| format!("the task iterator did not find pid {pid}"))?;
+    a.membarrier_state
+        .ok_or_else(|| "the kernel has no mm->membarrier_state".to_string())
+}
+
 /// membarrier(2) registrations of the process's mm (expedited private,
 /// its SYNC_CORE and RSEQ variants, expedited global), read through
-/// MEMBARRIER_CMD_GET_REGISTRATIONS (Linux 6.3+) and registered again.
-/// On older kernels they are not visible (neither saved nor refused:
-/// n.a., docs/KERNEL-OBJECTS.md).
+/// MEMBARRIER_CMD_GET_REGISTRATIONS (Linux 6.3+), before that from the
+/// mm's state read with BPF (`membarrier_before_6_3`: a dump that
+/// cannot tell is refused), and registered again.
 pub struct Membarrier;
 
 impl ProcKind for Membarrier {
@@ -523,8 +612,20 @@ impl ProcKind for Membarrier {
     }
 
     fn dump(&self, agent: &mut dyn Calls, _: &DumpCtx, core: &mut TaskCore) -> Result<()> {
-        let Some(mask) = membarrier_registrations(agent)? else {
-            return Ok(());
+        let got = match pretend_no_get_registrations() {
+            true => None,
+            false => membarrier_registrations(agent)?,
+        };
+        let mask = match got {
+            Some(m) => m,
+            None => {
+                let query = agent
+                    .syscall(libc::SYS_membarrier, &[MEMBARRIER_CMD_QUERY as u64, 0, 0])
+                    .unwrap_or(0) as u32;
+                let state = membarrier_state_bpf(agent.pid());
+                membarrier_before_6_3(state, query)
+                    .map_err(|why| Error::unsupported(agent.pid(), why))?
+            }
         };
         let unknown = membarrier_unknown(mask);
         if unknown != 0 {
@@ -695,6 +796,33 @@ mod tests {
         assert_eq!(lim(3), Some((8 << 20, u64::MAX)));
         assert_eq!(lim(7), Some((2048, 4096)));
         assert_eq!(back.rlimits.len(), RLIM_NLIMITS as usize);
+    }
+
+    /// Before Linux 6.3 (no GET_REGISTRATIONS): the registrations come
+    /// from the mm's state read with BPF, mapped as the kernel's
+    /// GET_REGISTRATIONS does; without it a kernel that has registration
+    /// commands makes the dump refuse, one without none can exist.
+    #[test]
+    fn membarrier_before_get_registrations() {
+        // PRIVATE_EXPEDITED | READY, GLOBAL_EXPEDITED | READY, RSEQ | READY
+        assert_eq!(
+            membarrier_before_6_3(Ok(0b1100_1111), 0x1ff),
+            Ok(0x4 | 0x10 | 0x100)
+        );
+        // Only the SYNC_CORE state bit (registration under way): registered.
+        assert_eq!(membarrier_before_6_3(Ok(0b10_0000), 0x1ff), Ok(0x40));
+        assert_eq!(membarrier_before_6_3(Ok(0), 0x1ff), Ok(0));
+        let e = membarrier_before_6_3(Ok(0x100), 0x1ff).unwrap_err();
+        assert!(e.contains("0x100"), "{e}");
+        // 5.10's answer to QUERY (every command through RSEQ), no BPF.
+        let e = membarrier_before_6_3(Err("--no-bpf".into()), 0x1ff).unwrap_err();
+        assert!(
+            e.contains("GET_REGISTRATIONS") && e.contains("--no-bpf"),
+            "{e}"
+        );
+        // Only the global barrier (no expedited commands), or no membarrier.
+        assert_eq!(membarrier_before_6_3(Err("--no-bpf".into()), 0x1), Ok(0));
+        assert_eq!(membarrier_before_6_3(Err("--no-bpf".into()), 0), Ok(0));
     }
 
     #[test]

@@ -55,6 +55,11 @@ fn exists(pid: i32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// Whether a helper can take pid `pid` for a call: no process has it.
+pub(super) fn free(pid: i32) -> bool {
+    pid > 0 && !exists(pid)
+}
+
 /// Why a restore cannot make a call as pid `pid` (None when it can: a
 /// process of the tree `pids`, or a pid no process has).
 pub(super) fn unusable(pids: &[i32], pid: i32) -> Option<String> {
@@ -126,7 +131,8 @@ pub(super) fn waiting(
 /// zombie, or a pid no process has (its process exited). `held`: inode
 /// -> (pid, fd) of the tree's unix sockets. A socket whose peer is
 /// outside the tree with `ext_ok` (--ext-unix-sk) is restored with its
-/// peer gone, and keeps no exact SO_PEERCRED.
+/// peer gone; a recorded pid that is not free at restore is refused there
+/// (warned here).
 pub(super) fn precheck(
     pids: &[i32],
     held: &HashMap<u32, (i32, i32)>,
@@ -156,9 +162,10 @@ pub(super) fn precheck(
         let why = unusable(pids, c.pid);
         if let (Some(why), true) = (&why, outside) {
             // --ext-unix-sk: the connection comes back with its peer gone;
-            // its SO_PEERCRED is exact only if that pid is free then.
+            // its SO_PEERCRED is exact only if that pid is free then, and
+            // the restore refuses it otherwise (`unix::check_restore`).
             crate::warn!(
-                "pid {pid} fd {fd}: unix socket socket:[{ino}] (peer outside the tree, --ext-unix-sk) records its connection's peer (SO_PEERCRED: uid {} gid {}) as {why}: unless that pid is free at restore, the restored socket names cairn instead",
+                "pid {pid} fd {fd}: unix socket socket:[{ino}] (peer outside the tree, --ext-unix-sk) records its connection's peer (SO_PEERCRED: uid {} gid {}) as {why}: a restore refuses it unless that pid is free then, or is given --ext-unix-sk-lose-peercred (the restored socket then names cairn)",
                 c.uid, c.gid
             );
             continue;
@@ -235,7 +242,7 @@ impl<'a> Creator<'a> {
     /// Whether a call can be made as pid `pid`: a process of the tree,
     /// or a pid no process has (a helper takes it).
     pub fn can_act_as(&self, pid: i32) -> bool {
-        self.calls.contains_key(&pid) || (pid > 0 && !exists(pid))
+        self.calls.contains_key(&pid) || free(pid)
     }
 
     fn run(
