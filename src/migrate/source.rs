@@ -353,26 +353,12 @@ pub fn migrate(o: &MigrateOptions) -> Result<i32> {
             // at once, so that it loads the images while this kernel
             // frees the tree's memory (dump_then's kill then waits for
             // the exits); its restore waits for the pids itself.
-            let pids = tree_pids(pid);
-            let pidfds: Vec<_> = pids
-                .iter()
-                .filter_map(|&p| crate::sys::uffd::pidfd_open(p).ok())
-                .collect();
-            for &p in &pids {
+            for p in tree_pids(pid) {
                 let _ = crate::sys::task::kill(p, libc::SIGKILL);
             }
             go = Some(ch.send(&Msg::Go.encode()));
             split.go = Some(Instant::now());
             info!("migrate: the source tree was sent SIGKILL; Go sent");
-            // Its pids are free only once the kernel has freed its
-            // memory: this thread frees it too (process_mrelease) rather
-            // than wait for the exits alone.
-            for fd in &pidfds {
-                if let Err(e) = crate::sys::uffd::process_mrelease(fd) {
-                    debug!("process_mrelease: {e}");
-                }
-            }
-            info!("migrate: the source tree's memory is released");
         }
         let then = if r.is_ok() { Then::Kill } else { Then::Thaw };
         handed = Some(r);

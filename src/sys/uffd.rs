@@ -225,15 +225,6 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// process_mrelease(pidfd) (Linux 5.15): frees the memory of a process
-/// that was killed (SIGKILL), in this thread, while it exits; EINVAL if
-/// it is not dying, ENOSYS on older kernels.
-pub fn process_mrelease(pidfd: &impl AsRawFd) -> io::Result<()> {
-    // SAFETY: process_mrelease takes integers (a pidfd and flags 0) and
-    // touches no memory of ours.
-    check(unsafe { libc::syscall(libc::SYS_process_mrelease, pidfd.as_raw_fd(), 0) }).map(|_| ())
-}
-
 /// pidfd_getfd: a duplicate, in this process, of fd `fd` of the process.
 pub fn pidfd_getfd(pidfd: &impl AsRawFd, fd: i32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_getfd takes integers and returns a new fd or -1.
