@@ -659,3 +659,36 @@ fn migrate_lazy_guardian_killed_tree_killed() {
     );
     restored_expect_pass(src.pid, &src.log);
 }
+
+/// `procfs::dying`, which a hand-over's receiver and restore wait on (the
+/// source tree is killed as Go goes out; the destination loads the images
+/// while the kernel frees the source's memory): a running or stopped
+/// process is not on its way out, a killed one is until it is reaped, and
+/// a reaped pid is free (not dying). A real child, killed and reaped here.
+#[test]
+fn procfs_dying_until_reaped() {
+    use cairn::procfs::dying;
+    let mut child = Command::new("sleep")
+        .arg("1000")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("sleep");
+    let pid = child.id() as i32;
+    assert!(!dying(pid), "pid {pid} runs: not dying");
+    let sig = |s| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), s).expect("kill");
+    sig(nix::sys::signal::Signal::SIGSTOP);
+    let end = Instant::now() + Duration::from_secs(10);
+    while !fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_default()
+        .contains(") T ")
+    {
+        assert!(Instant::now() < end, "pid {pid} did not stop");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(!dying(pid), "pid {pid} stopped: not dying");
+    // Not reaped until the check below.
+    sig(nix::sys::signal::Signal::SIGKILL);
+    assert!(dying(pid), "pid {pid} killed but not reaped: dying");
+    child.wait().expect("reap");
+    assert!(!dying(pid), "pid {pid} reaped: free, not dying");
+}

@@ -38,6 +38,8 @@ pub struct DumpStats {
     /// copy of its write-protected pages took after that.
     pub thawed_at: Option<Instant>,
     pub background_copy_ms: f64,
+    /// When the tree was frozen ([`dump_then`] sets it before `decide`).
+    pub frozen_at: Option<Instant>,
 }
 
 /// Where the frozen dump finds each process's VMAs and fds: the tree's
@@ -385,6 +387,7 @@ pub fn dump_then(
         });
     match result {
         Ok((mut stats, net)) => {
+            stats.frozen_at = Some(t0);
             let then = decide(&stats);
             if then == Then::Thaw {
                 // Connections go on: repair mode off, unlock, then thaw.

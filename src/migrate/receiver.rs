@@ -46,6 +46,8 @@ pub const PIDS_FREE_TIMEOUT: Duration = Duration::from_secs(30);
 /// ignored.
 pub fn receive(o: &ReceiveOptions) -> Result<i32> {
     let key = channel::read_key(&o.key)?;
+    // The layers live as long as the migration: no fsync (image::staging).
+    crate::image::staging::set_durable(false);
     let listener = TcpListener::bind(&o.listen).map_err(|e| {
         Error::io(
             Path::new(&o.listen),
@@ -403,7 +405,9 @@ fn receive_layers(
                         ),
                     ));
                 }
-                safefs::sync(&l.fd).map_err(|e| Error::io(&l.path, e))?;
+                if crate::image::staging::durable() {
+                    safefs::sync(&l.fd).map_err(|e| Error::io(&l.path, e))?;
+                }
                 info!(
                     "receive: layer {} complete ({} files)",
                     l.path.display(),
@@ -416,6 +420,7 @@ fn receive_layers(
                     return Err(proto_err(&peer, "Final before a complete layer"));
                 }
                 let secs = t0.elapsed().as_secs_f64();
+                info!("receive: Final: checking the chain");
                 info!(
                     "receive: {} layers, {bytes} bytes in {secs:.3} s",
                     store.layers.len()
@@ -440,6 +445,9 @@ fn receive_layers(
 }
 
 fn finish_file(l: &mut LayerIn, f: Incoming) -> Result<()> {
+    if !crate::image::staging::durable() {
+        return Ok(());
+    }
     f.file
         .sync_all()
         .map_err(|e| Error::io(l.path.join(&f.name), e))
@@ -557,12 +565,17 @@ fn finish(
         .encode(),
     )?;
     match Msg::decode(ch.recv(IDLE_TIMEOUT)?).map_err(|e| proto_err(&peer, e))? {
-        Msg::Go => {}
+        Msg::Go => info!("receive: Go"),
         Msg::Abort { why } => return Err(proto_err(&peer, format!("the source gave up: {why}"))),
         m => return Err(proto_err(&peer, format!("expected Go, got {}", m.name()))),
     }
     if mode == Mode::Handover {
+        let t = Instant::now();
         wait_pids_free(&pstree)?;
+        info!(
+            "receive: the source's pids are free or on their way out after {:.1} ms",
+            t.elapsed().as_secs_f64() * 1e3
+        );
     }
     let ropts = RestoreOptions {
         images_dir: top.clone(),
@@ -641,8 +654,11 @@ fn finish(
     Ok(root)
 }
 
-/// Hand-over mode: the source kills its tree after Go; its pids are free
-/// once its parent has reaped it.
+/// Hand-over mode: the source kills its tree, then says Go. Its pids are
+/// free once their parent has reaped them, after the kernel has freed
+/// their memory; the restore starts as soon as each pid is free or held by
+/// a process on its way out ([`crate::procfs::dying`]), and waits for the
+/// rest itself once it has loaded the images (`restore::preflight`).
 fn wait_pids_free(pstree: &Pstree) -> Result<()> {
     let end = Instant::now() + PIDS_FREE_TIMEOUT;
     loop {
@@ -650,7 +666,7 @@ fn wait_pids_free(pstree: &Pstree) -> Result<()> {
             .entries
             .iter()
             .map(|e| e.pid)
-            .filter(|&p| crate::sys::task::pid_exists(p as i32))
+            .filter(|&p| crate::sys::task::pid_exists(p as i32) && !crate::procfs::dying(p as i32))
             .collect();
         if busy.is_empty() {
             return Ok(());
@@ -658,10 +674,10 @@ fn wait_pids_free(pstree: &Pstree) -> Result<()> {
         if Instant::now() > end {
             return Err(Error::Restore(format!(
                 "pids {busy:?} are still taken {PIDS_FREE_TIMEOUT:?} after the source was told \
-                 to kill its tree (not reaped by their parent?)"
+                 to kill its tree (not killed?)"
             )));
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

@@ -180,6 +180,55 @@ fn send_layer(ch: &mut Channel, work: &Work, index: u32, lazy: bool) -> Result<u
     }
 }
 
+/// When each step of the final phase ended (post-copy's time to running,
+/// reported as `stats lazy_split:`): the frozen dump, its layer sent and
+/// stored, the receiver's verdict, the source tree killed (hand-over
+/// mode), `Go` sent.
+#[derive(Debug, Default, Clone, Copy)]
+struct Split {
+    /// When the final dump froze the tree (it ran until then).
+    frozen: Option<Instant>,
+    dumped: Option<Instant>,
+    sent: Option<Instant>,
+    verdict: Option<Instant>,
+    killed: Option<Instant>,
+    go: Option<Instant>,
+}
+
+impl Split {
+    /// `lazy_split: pre_freeze_ms=.. dump_ms=.. send_ms=.. verdict_ms=..
+    /// go_ms=.. dest_ms=.. kill_ms=..`: each step's share of the time from
+    /// `t0` (the final dump's start; the tree runs until `pre_freeze_ms`)
+    /// to `running` (the destination's report); `kill_ms`
+    /// (hand-over mode) is apart: from Go until the source tree's exits
+    /// were collected, while the destination prepares its restore.
+    fn line(&self, t0: Instant, running: Option<Instant>) -> String {
+        let mut prev = t0;
+        let mut out = String::from("lazy_split:");
+        let steps = [
+            ("pre_freeze_ms", self.frozen),
+            ("dump_ms", self.dumped),
+            ("send_ms", self.sent),
+            ("verdict_ms", self.verdict),
+            ("go_ms", self.go),
+            ("dest_ms", running),
+        ];
+        for (name, at) in steps {
+            let ms = at.map_or(0.0, |t| {
+                let d = t.saturating_duration_since(prev);
+                prev = prev.max(t);
+                d.as_secs_f64() * 1e3
+            });
+            out.push_str(&format!(" {name}={ms:.1}"));
+        }
+        if let (Some(g), Some(k)) = (self.go, self.killed) {
+            let ms = k.saturating_duration_since(g).as_secs_f64() * 1e3;
+            out.push_str(&format!(" kill_ms={ms:.1}"));
+        }
+        out
+    }
+}
+
 /// The pids of the tree now (for the pre-checks only).
 fn tree_pids(root: i32) -> Vec<i32> {
     let mut out = vec![root];
@@ -208,6 +257,8 @@ enum Handed {
 pub fn migrate(o: &MigrateOptions) -> Result<i32> {
     let pid = o.dump.pid;
     let key = channel::read_key(&o.key)?;
+    // The layers live as long as the migration: no fsync (image::staging).
+    crate::image::staging::set_durable(false);
     if pid <= 0 || !crate::sys::task::pid_exists(pid) {
         return Err(Error::sys(
             pid,
@@ -288,34 +339,63 @@ pub fn migrate(o: &MigrateOptions) -> Result<i32> {
     let mut handed: Option<Result<Handed>> = None;
     let mut served: Option<super::postcopy::Served> = None;
     let sent_before = ch.sent;
-    let dumped = dump::dump_then(&dopts, &mut |_| {
-        let r = final_step(&mut ch, &work, idx, o.lazy, &mut served);
+    let mut split = Split::default();
+    // Hand-over mode: whether Go went out (sent as the tree is killed).
+    let mut go: Option<Result<()>> = None;
+    info!("migrate: final dump (layer {idx}) begins");
+    let dumped = dump::dump_then(&dopts, &mut |stats| {
+        split.frozen = stats.frozen_at;
+        split.dumped = Some(Instant::now());
+        info!("migrate: final dump complete, the tree frozen; sending its layer");
+        let r = final_step(&mut ch, &work, idx, o.lazy, &mut served, &mut split);
+        if matches!(r, Ok(Handed::Handover)) {
+            // Hand-over: the tree dies now and the destination is told
+            // at once, so that it loads the images while this kernel
+            // frees the tree's memory (dump_then's kill then waits for
+            // the exits); its restore waits for the pids itself.
+            for p in tree_pids(pid) {
+                let _ = crate::sys::task::kill(p, libc::SIGKILL);
+            }
+            go = Some(ch.send(&Msg::Go.encode()));
+            split.go = Some(Instant::now());
+            info!("migrate: the source tree was sent SIGKILL; Go sent");
+        }
         let then = if r.is_ok() { Then::Kill } else { Then::Thaw };
         handed = Some(r);
         then
     });
-    let report = |ch: &Channel, root: i32, served: &Option<super::postcopy::Served>| {
-        let total = t0.elapsed();
-        let down = t_final.elapsed();
-        if let Some(s) = served {
-            let running = s.running.map_or(0.0, |t| (t - t_final).as_secs_f64() * 1e3);
-            eprintln!(
+    if matches!(handed, Some(Ok(Handed::Handover))) {
+        split.killed = Some(Instant::now());
+        info!("migrate: the source tree is gone (its exits collected)");
+    }
+    let report =
+        |ch: &Channel, root: i32, served: &Option<super::postcopy::Served>, split: &Split| {
+            let total = t0.elapsed();
+            let down = t_final.elapsed();
+            if let Some(s) = served {
+                // From the freeze (the final dump's start if unknown).
+                let frozen = split.frozen.unwrap_or(t_final);
+                let running = s.running.map_or(0.0, |t| {
+                    t.saturating_duration_since(frozen).as_secs_f64() * 1e3
+                });
+                eprintln!(
                 "cairn: migrate: post-copy: the tree ran on the destination {running:.0} ms after \
-                 the final dump began; stats lazy_running_ms={running:.0} lazy_chunks={} \
+                 the final dump froze it; stats lazy_running_ms={running:.0} lazy_chunks={} \
                  lazy_wanted={} lazy_bytes={}",
                 s.chunks, s.wanted, s.bytes
             );
-        }
-        eprintln!(
-            "cairn: migrate: done: root pid {root} runs on {}; stats rounds={rounds} \
+                eprintln!("cairn: migrate: stats {}", split.line(t_final, s.running));
+            }
+            eprintln!(
+                "cairn: migrate: done: root pid {root} runs on {}; stats rounds={rounds} \
              bytes_sent={} final_bytes={} total_ms={:.0} downtime_ms={:.0}",
-            o.to,
-            ch.sent,
-            ch.sent - sent_before,
-            total.as_secs_f64() * 1e3,
-            down.as_secs_f64() * 1e3
-        );
-    };
+                o.to,
+                ch.sent,
+                ch.sent - sent_before,
+                total.as_secs_f64() * 1e3,
+                down.as_secs_f64() * 1e3
+            );
+        };
     match (dumped, handed) {
         (Err(e), _) => {
             // The dump failed or was refused: it thawed the tree.
@@ -340,12 +420,13 @@ pub fn migrate(o: &MigrateOptions) -> Result<i32> {
             ))
         }
         (Ok(_), Some(Ok(Handed::Done(root)))) => {
-            report(&ch, root, &served);
+            report(&ch, root, &served, &split);
             Ok(0)
         }
         (Ok(_), Some(Ok(Handed::Handover))) => {
             // The source tree is dead; its images are here and there.
-            let r = ch.send(&Msg::Go.encode()).and_then(|()| {
+            let sent = go.take().unwrap_or_else(|| ch.send(&Msg::Go.encode()));
+            let r = sent.and_then(|()| {
                 if o.lazy {
                     let s = super::postcopy::serve(&mut ch, &work.path, idx)?;
                     let root = s.root;
@@ -366,7 +447,7 @@ pub fn migrate(o: &MigrateOptions) -> Result<i32> {
             });
             match r {
                 Ok(root) => {
-                    report(&ch, root, &served);
+                    report(&ch, root, &served, &split);
                     Ok(0)
                 }
                 Err(e) => {
@@ -479,6 +560,7 @@ fn final_step(
     idx: u32,
     lazy: bool,
     served: &mut Option<super::postcopy::Served>,
+    split: &mut Split,
 ) -> Result<Handed> {
     let peer = ch.peer.clone();
     let perr = |why: String| {
@@ -487,9 +569,14 @@ fn final_step(
             std::io::Error::other(format!("migration protocol: {why}")),
         )
     };
-    send_layer(ch, work, idx, lazy)?;
+    let bytes = send_layer(ch, work, idx, lazy)?;
+    split.sent = Some(Instant::now());
+    info!("migrate: final layer sent and stored ({bytes} bytes); waiting for the verdict");
     ch.send(&Msg::Final.encode())?;
-    match expect(ch, VERDICT_TIMEOUT, "checking the images")? {
+    let verdict = expect(ch, VERDICT_TIMEOUT, "checking the images")?;
+    split.verdict = Some(Instant::now());
+    info!("migrate: verdict {}", verdict.name());
+    match verdict {
         Msg::Verdict {
             mode: Mode::Refuse,
             why,
@@ -505,6 +592,7 @@ fn final_step(
             mode: Mode::Frozen, ..
         } => {
             ch.send(&Msg::Go.encode())?;
+            split.go = Some(Instant::now());
             if lazy {
                 // Post-copy: the tree stays frozen here until every page
                 // is on the destination.

@@ -25,7 +25,7 @@ pub use misc::{
 };
 pub use misc::{read_sysvipc_shm, read_timers, PosixTimerInfo, SysvShmInfo};
 pub use pagemap::{parse_pagemap, read_pagemap, PageFlags};
-pub use stat::{parse_stat, read_stat, read_task_stat, Stat};
+pub use stat::{dying, parse_stat, read_stat, read_task_stat, Stat};
 pub use status::{parse_status, read_status, read_task_status, Status};
 
 use crate::error::Error;

@@ -162,6 +162,22 @@ pub fn read_stat(pid: i32) -> Result<Stat> {
     read_at(&proc_path(pid, "stat"))
 }
 
+/// PF_EXITING of [`Stat::flags`]: the task has begun to exit.
+pub const PF_EXITING: u32 = 0x4;
+
+/// Whether `pid` is on its way out, so that its pid is free once its
+/// parent has reaped it: a zombie, exiting, or with SIGKILL pending for
+/// its thread group (killed, not yet scheduled to die). False for a pid
+/// that does not exist.
+pub fn dying(pid: i32) -> bool {
+    const SIGKILL_BIT: u64 = 1 << (libc::SIGKILL - 1);
+    match read_stat(pid) {
+        Ok(st) if matches!(st.state, 'Z' | 'X') || st.flags & PF_EXITING != 0 => true,
+        Ok(_) => super::read_status(pid).is_ok_and(|s| s.shd_pnd & SIGKILL_BIT != 0),
+        Err(_) => false,
+    }
+}
+
 /// Reads /proc/PID/task/TID/stat.
 pub fn read_task_stat(pid: i32, tid: i32) -> Result<Stat> {
     read_at(&task_path(pid, tid, "stat"))

@@ -1283,16 +1283,27 @@ fn preflight(img: &Images, args: &RestoreOptions, idx: &mut FilesIndex) -> Resul
             )));
         }
     }
-    // A pid still held by a zombie (e.g. the children of a tree just
-    // killed by `cairn dump`, waiting for init to reap them) is given a
-    // few seconds to become free.
+    // A pid still held by a process on its way out is given a few
+    // seconds to become free: a zombie (e.g. the children of a tree just
+    // killed by `cairn dump`, waiting for init to reap them), or a tree
+    // killed for a migration's hand-over (migrate::receiver), still
+    // freeing its memory while this restore loaded its images.
     let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    let t = Instant::now();
     while Instant::now() < deadline
-        && img.pstree.entries.iter().any(|e| {
-            procfs::read_stat(e.pid as i32).is_ok_and(|s| s.state == 'Z' || s.state == 'X')
-        })
+        && img
+            .pstree
+            .entries
+            .iter()
+            .any(|e| procfs::dying(e.pid as i32))
     {
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    if t.elapsed() > std::time::Duration::from_millis(1) {
+        info!(
+            "waited {:.1} ms for the pids of processes on their way out",
+            t.elapsed().as_secs_f64() * 1e3
+        );
     }
     // Dumps refuse these since issue 14; older images may hold them.
     for (e, c) in img.pstree.entries.iter().zip(&img.cores) {

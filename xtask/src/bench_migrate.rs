@@ -1,5 +1,6 @@
 //! `cargo xtask bench migrate [--runs N] [--size SIZE] [--dirty PCT,PCT]
-//! [--max-downtime T]`: live migration (issue 16) of a tree holding SIZE
+//! [--max-downtime T] [--lazy] [--baseline CAIRN]`: live migration
+//! (issue 16) of a tree holding SIZE
 //! (default 1 GiB) of incompressible memory (`tests/workloads/migrate_mix.c`:
 //! two threads rewrite PCT percent of it per second, a child answers
 //! through a pipe and a unix socket) from one network namespace to
@@ -15,7 +16,14 @@
 //! the pager's; it checks every page at the end), rewritten 0%/s; the
 //! downtime column is then the time from the final dump's start to the
 //! tree running on the destination (`lazy_running_ms`), the total the
-//! time until every page arrived.
+//! time until every page arrived, and each run prints where the time to
+//! running went (`cairn migrate`'s `lazy_split:`: the frozen final dump,
+//! sending its layer, the verdict, the source tree's teardown, the
+//! destination's part).
+//!
+//! `--baseline CAIRN`: every run is repeated with that binary right after
+//! (alternating, so both see the same load); its figures are printed
+//! beside.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -32,6 +40,7 @@ struct Args {
     dirty: Vec<f64>,
     max_downtime: String,
     lazy: bool,
+    baseline: Option<PathBuf>,
 }
 
 fn parse(args: &[String]) -> Result<Args> {
@@ -41,6 +50,7 @@ fn parse(args: &[String]) -> Result<Args> {
         dirty: vec![0.0, 1.0],
         max_downtime: "300ms".into(),
         lazy: false,
+        baseline: None,
     };
     let mut it = args.iter();
     while let Some(x) = it.next() {
@@ -56,6 +66,7 @@ fn parse(args: &[String]) -> Result<Args> {
             }
             "--max-downtime" => a.max_downtime = value()?.clone(),
             "--lazy" => a.lazy = true,
+            "--baseline" => a.baseline = Some(PathBuf::from(value()?)),
             other => return Err(format!("unknown argument {other:?} for bench migrate")),
         }
     }
@@ -155,6 +166,18 @@ struct Row {
     /// `--lazy`: the destination's part of `downtime_ms` (from the start
     /// of its restore to the tree running, as `cairn receive` says it).
     restore_ms: f64,
+    /// `--lazy`: `cairn migrate`'s `lazy_split:` line (empty from a
+    /// cairn that does not print it).
+    split: String,
+}
+
+/// The 1-minute load average (the machine is shared: figures depend on
+/// it).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
 }
 
 fn field(line: &str, k: &str) -> Option<f64> {
@@ -211,7 +234,7 @@ fn once(
     let listen = format!("{ADDR_B}:7016");
     let mut r = Net::enter(&net.b)
         .arg(cairn)
-        .args(["receive", "--listen", &listen, "--once", "--key"])
+        .args(["-v", "receive", "--listen", &listen, "--once", "--key"])
         .arg(&key)
         .arg("--pidfile")
         .arg(&rpid)
@@ -225,7 +248,15 @@ fn once(
     let t = Instant::now();
     let mut m = Net::enter(&net.a)
         .arg(cairn)
-        .args(["migrate", "-t", &wpid.to_string(), "--to", &listen, "--key"])
+        .args([
+            "-v",
+            "migrate",
+            "-t",
+            &wpid.to_string(),
+            "--to",
+            &listen,
+            "--key",
+        ])
         .arg(&key)
         .args(["--max-downtime", max_downtime])
         .args(if lazy { &["--lazy"][..] } else { &[] })
@@ -249,8 +280,14 @@ fn once(
     };
     let _ = r.wait();
     let err = std::fs::read_to_string(work.join("m.err")).unwrap_or_default();
-    let restore_ms = std::fs::read_to_string(work.join("r.err"))
-        .unwrap_or_default()
+    let rerr = std::fs::read_to_string(work.join("r.err")).unwrap_or_default();
+    // The -v logs of the last run stay for a look at the timestamps.
+    let logs = root().join("target/bench-migrate-logs");
+    if std::fs::create_dir_all(&logs).is_ok() {
+        let _ = std::fs::write(logs.join("migrate.log"), &err);
+        let _ = std::fs::write(logs.join("receive.log"), &rerr);
+    }
+    let restore_ms = rerr
         .split("the tree runs here after ")
         .nth(1)
         .and_then(|t| t.split(" ms").next())
@@ -259,7 +296,6 @@ fn once(
     let _ = w.kill();
     let _ = w.wait();
     if !st.success() {
-        let rerr = std::fs::read_to_string(work.join("r.err")).unwrap_or_default();
         let _ = r.kill();
         return Err(format!(
             "cairn migrate failed ({st}):\n{err}\nreceiver:\n{rerr}"
@@ -303,6 +339,20 @@ fn once(
         bytes: field(line, "bytes_sent").ok_or("bytes_sent")?,
         rounds: field(line, "rounds").ok_or("rounds")?,
         restore_ms,
+        split: match err.lines().find_map(|l| l.split("lazy_split: ").nth(1)) {
+            // The receiver's wait for the source's pids (hand-over mode)
+            // is part of dest_ms.
+            Some(s) => match rerr
+                .split("pids are free after ")
+                .nth(1)
+                .or_else(|| rerr.split("on their way out after ").nth(1))
+                .and_then(|t| t.split(" ms").next())
+            {
+                Some(w) => format!("{s} (dest: pids free after {w} ms)"),
+                None => s.to_string(),
+            },
+            None => String::new(),
+        },
     };
     let _ = std::fs::remove_dir_all(work);
     Ok(row)
@@ -324,76 +374,93 @@ pub fn bench(args: &[String]) -> Result<()> {
     println!("veth bandwidth (plain TCP, python3): {:.0} MB/s", bw / 1e6);
     let work: PathBuf =
         std::env::temp_dir().join(format!("cairn-bench-migrate-{}", std::process::id()));
-    let mut rows = Vec::new();
+    let mut bins = vec![("this cairn", cairn)];
+    if let Some(b) = &a.baseline {
+        bins.push(("baseline", b.clone()));
+    }
+    // rows[b]: the medians of binary b per dirty rate.
+    let mut rows: Vec<Vec<Row>> = bins.iter().map(|_| Vec::new()).collect();
     for &d in &a.dirty {
-        let mut runs = Vec::new();
+        let mut runs: Vec<Vec<Row>> = bins.iter().map(|_| Vec::new()).collect();
         for i in 0..a.runs {
-            let r = once(
-                &cairn,
-                &workload,
-                &work,
-                &net,
-                a.size,
-                d,
-                &a.max_downtime,
-                a.lazy,
-            )
-            .inspect_err(|_| {
-                let _ = std::fs::remove_dir_all(&work);
-            })?;
-            println!(
-                "run {i}: {} rewritten {d}%/s: total {:.0} ms, downtime {:.0} ms{}, {:.0} MiB \
-                 sent, {} rounds",
-                size_label(a.size),
-                r.total_ms,
-                r.downtime_ms,
-                if a.lazy {
-                    format!(
-                        " (of which the destination's restore {:.0} ms)",
-                        r.restore_ms
-                    )
-                } else {
-                    String::new()
-                },
-                r.bytes / (1 << 20) as f64,
-                r.rounds
-            );
-            runs.push(r);
+            for (b, (label, bin)) in bins.iter().enumerate() {
+                let r = once(
+                    bin,
+                    &workload,
+                    &work,
+                    &net,
+                    a.size,
+                    d,
+                    &a.max_downtime,
+                    a.lazy,
+                )
+                .inspect_err(|_| {
+                    let _ = std::fs::remove_dir_all(&work);
+                })?;
+                println!(
+                    "run {i} ({label}, load {}): {} rewritten {d}%/s: total {:.0} ms, downtime \
+                     {:.0} ms{}, {:.0} MiB sent, {} rounds",
+                    load_average(),
+                    size_label(a.size),
+                    r.total_ms,
+                    r.downtime_ms,
+                    if a.lazy {
+                        format!(
+                            " (of which the destination's restore {:.0} ms)",
+                            r.restore_ms
+                        )
+                    } else {
+                        String::new()
+                    },
+                    r.bytes / (1 << 20) as f64,
+                    r.rounds
+                );
+                if !r.split.is_empty() {
+                    println!("    split: {}", r.split);
+                }
+                runs[b].push(r);
+            }
         }
-        let med = |f: fn(&Row) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
-        rows.push(Row {
-            dirty: d,
-            total_ms: med(|r| r.total_ms),
-            downtime_ms: med(|r| r.downtime_ms),
-            bytes: med(|r| r.bytes),
-            rounds: med(|r| r.rounds),
-            restore_ms: med(|r| r.restore_ms),
-        });
+        for (b, runs) in runs.iter().enumerate() {
+            let med = |f: fn(&Row) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+            rows[b].push(Row {
+                dirty: d,
+                total_ms: med(|r| r.total_ms),
+                downtime_ms: med(|r| r.downtime_ms),
+                bytes: med(|r| r.bytes),
+                rounds: med(|r| r.rounds),
+                restore_ms: med(|r| r.restore_ms),
+                split: String::new(),
+            });
+        }
     }
     let _ = std::fs::remove_dir_all(&work);
     let ideal_ms = a.size as f64 / bw * 1e3;
-    println!(
-        "\n| size | rewritten | total | total / (size / veth bandwidth) | downtime | sent | rounds |"
-    );
-    println!("|---|---|---|---|---|---|---|");
-    for r in &rows {
+    for (b, (label, bin)) in bins.iter().enumerate() {
+        println!("\n{label} ({})", bin.display());
         println!(
-            "| {} | {}%/s | {:.2} s | {:.1}x | {:.0} ms | {:.0} MiB | {} |",
-            size_label(a.size),
-            r.dirty,
-            r.total_ms / 1e3,
-            r.total_ms / ideal_ms,
-            r.downtime_ms,
-            r.bytes / (1 << 20) as f64,
-            r.rounds
+            "| size | rewritten | total | total / (size / veth bandwidth) | downtime | sent | rounds |"
         );
-    }
-    if a.lazy {
-        for r in &rows {
+        println!("|---|---|---|---|---|---|---|");
+        for r in &rows[b] {
             println!(
-                "{}%/s: of the {:.0} ms to running, the destination's restore took {:.0} ms",
-                r.dirty, r.downtime_ms, r.restore_ms
+                "| {} | {}%/s | {:.2} s | {:.1}x | {:.0} ms | {:.0} MiB | {} |",
+                size_label(a.size),
+                r.dirty,
+                r.total_ms / 1e3,
+                r.total_ms / ideal_ms,
+                r.downtime_ms,
+                r.bytes / (1 << 20) as f64,
+                r.rounds
             );
+        }
+        if a.lazy {
+            for r in &rows[b] {
+                println!(
+                    "{}%/s: of the {:.0} ms to running, the destination's restore took {:.0} ms",
+                    r.dirty, r.downtime_ms, r.restore_ms
+                );
+            }
         }
     }
     println!(

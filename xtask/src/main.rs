@@ -52,7 +52,7 @@
 //!   dump and restore wall and CPU time of a 1 MiB process, idle and with
 //!   N extra processes, beside CRIU where it works and another cairn
 //!   binary (`small.rs`, issue 15).
-//! - `cargo xtask bench migrate [--runs N] [--size SIZE] [--dirty PCT,PCT]`:
+//! - `cargo xtask bench migrate [--runs N] [--size SIZE] [--dirty PCT,PCT] [--lazy] [--baseline CAIRN]`:
 //!   live migration between two network namespaces (`bench_migrate.rs`,
 //!   issue 16).
 //! - `cargo xtask bench periodic [--interval DUR] [--checkpoints N]
@@ -132,7 +132,7 @@ const USAGE: &str = "usage: cargo xtask demo [DEMO ARGS...]
        cargo xtask bench inventory [--runs N]
        cargo xtask bench inventory-dump [--runs N] [--baseline CAIRN]
        cargo xtask bench small [--runs N] [--procs N] [--baseline CAIRN]
-       cargo xtask bench migrate [--runs N] [--size SIZE] [--dirty PCT,PCT]
+       cargo xtask bench migrate [--runs N] [--size SIZE] [--dirty PCT,PCT] [--lazy] [--baseline CAIRN]
        cargo xtask bench bgsnap [--runs N]
        cargo xtask bench libcairn [--calls N] [--restarts N]
        cargo xtask bench periodic [--interval DUR] [--checkpoints N] [--sizes 1G,4G] [--rate PERMILLE]
