@@ -430,8 +430,14 @@ fn migrate_pid_taken_on_destination_source_thawed() {
     let net = Net::new("2gbit");
     let mut src = start_source(&net, &["--mem", "16"]);
     let key = write_key(&src.dir, "key", 0x55);
+    // `a && b &` would background the whole list in a subshell that may
+    // exec `sleep` under its own pid, leaving the wanted pid to the next
+    // fork; one command at a time in the namespace's init shell instead.
+    // Then the receiver's own processes are sent far from the tree's pids.
+    let far = (src.pid + 1000) % 30000 + 300;
     let before = format!(
-        "echo {} > /proc/sys/kernel/ns_last_pid && sleep 100 & sleep 0.2",
+        "echo {} > /proc/sys/kernel/ns_last_pid; sleep 100 & \
+         echo {far} > /proc/sys/kernel/ns_last_pid; sleep 0.2",
         src.pid - 1
     );
     let recv = receiver_own_pids(&net, &key, &src.dir, &before);
