@@ -118,8 +118,11 @@ impl PageStoreWriter {
             crc32: crc.finalize(),
         };
         self.file.write_all_at(&hdr.encode(), 0).at(&self.path)?;
-        self.file.sync_all().at(&self.path)?;
-        crate::info!("pages.img synced in {:?}", t.elapsed());
+        // A staging directory syncs it with every other file at its commit.
+        if !dir.syncs_at_commit() {
+            self.file.sync_all().at(&self.path)?;
+            crate::info!("pages.img synced in {:?}", t.elapsed());
+        }
         dir.write(ImageType::PageStore, names::PAGESTORE, &store)?;
         Ok(body_len)
     }
