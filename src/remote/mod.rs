@@ -35,11 +35,14 @@ pub struct KnownActions<'a> {
 }
 
 impl KnownActions<'_> {
-    /// Reads every disposition of `agent`'s process (62 calls).
+    /// Reads every disposition of `agent`'s process (61 calls). SIGTRAP's
+    /// is left unknown, so it is always set: the `int3` of a restore's
+    /// calls resets an ignored SIGTRAP to SIG_DFL in the vessels
+    /// (`inject::SYSCALL_TRAP`), whatever cairn's own was.
     pub fn read(agent: &mut Agent) -> Result<Dispositions> {
         let mut d = [None; 65];
         for sig in 1..=64u32 {
-            if sig != libc::SIGKILL as u32 && sig != libc::SIGSTOP as u32 {
+            if ![libc::SIGKILL, libc::SIGSTOP, libc::SIGTRAP].contains(&(sig as i32)) {
                 d[sig as usize] = Some(agent.sigaction_get(sig)?);
             }
         }
