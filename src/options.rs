@@ -10,6 +10,12 @@ use std::path::PathBuf;
 use crate::kinds::contents::ContentsLimit;
 use crate::netlock;
 
+/// The zstd level of page data when none is given (`--compress-level`):
+/// -1 compresses as well as level 1 on page data (same size in
+/// docs/BENCHMARKS.md, "Compression level") at half the dump time on 2
+/// cores; chunks that do not shrink are stored raw either way.
+pub const DEFAULT_COMPRESS_LEVEL: i32 = -1;
+
 /// What [`crate::dump::dump`] does.
 #[derive(Debug, Clone)]
 pub struct DumpOptions {

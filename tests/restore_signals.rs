@@ -34,3 +34,16 @@ fn sig_altstack() {
     }
     checkpoint_restore("sig_altstack", &[]);
 }
+
+/// SIGTRAP with a handler, ignored, or blocked and pending, in a process
+/// with threads: a restore's injected calls stop at an int3, whose
+/// SIGTRAP must change none of them (issue 15).
+#[test]
+fn sig_trap() {
+    if skip_unless_root() {
+        return;
+    }
+    for mode in ["handler", "ignore", "pending"] {
+        checkpoint_restore("sig_trap", &["--mode", mode]);
+    }
+}

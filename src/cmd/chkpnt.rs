@@ -250,7 +250,7 @@ pub fn chkpnt_main() -> ExitCode {
         // A process started from a shell is checkpointed as a job of it.
         shell_job: true,
         ext_unix_sk: false,
-        compress_level: 1,
+        compress_level: crate::options::DEFAULT_COMPRESS_LEVEL,
         file_contents: opts.file_contents,
         tcp_established: false,
         network_lock: Default::default(),

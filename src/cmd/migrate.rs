@@ -53,7 +53,7 @@ pub struct MigrateArgs {
     /// Compression level for page data (zstd; negative is faster).
     #[arg(
         long = "compress-level",
-        default_value_t = 1,
+        default_value_t = crate::options::DEFAULT_COMPRESS_LEVEL,
         allow_negative_numbers = true
     )]
     pub compress_level: i32,

@@ -173,7 +173,7 @@ pub struct DumpArgs {
     /// Compression level for page data (zstd; negative is faster).
     #[arg(
         long = "compress-level",
-        default_value_t = 1,
+        default_value_t = crate::options::DEFAULT_COMPRESS_LEVEL,
         allow_negative_numbers = true,
         value_parser = compress_level
     )]
@@ -255,7 +255,7 @@ pub struct PreDumpArgs {
     /// Compression level for page data (zstd; negative is faster).
     #[arg(
         long = "compress-level",
-        default_value_t = 1,
+        default_value_t = crate::options::DEFAULT_COMPRESS_LEVEL,
         allow_negative_numbers = true,
         value_parser = compress_level
     )]

@@ -70,7 +70,7 @@ pub struct JobDumpArgs {
     /// As for dump.
     #[arg(
         long = "compress-level",
-        default_value_t = 1,
+        default_value_t = crate::options::DEFAULT_COMPRESS_LEVEL,
         allow_negative_numbers = true
     )]
     pub compress_level: i32,

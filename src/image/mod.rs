@@ -517,6 +517,12 @@ impl ImageDir {
         self
     }
 
+    /// Whether [`staging::Staging::commit`] syncs this directory's files
+    /// (a writer need not sync them itself).
+    pub(crate) fn syncs_at_commit(&self) -> bool {
+        self.commit_syncs
+    }
+
     /// The directory's descriptor.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()

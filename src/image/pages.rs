@@ -118,7 +118,8 @@ impl PageStoreWriter {
             crc32: crc.finalize(),
         };
         self.file.write_all_at(&hdr.encode(), 0).at(&self.path)?;
-        if crate::image::staging::durable() {
+        // A staging directory syncs it with every other file at its commit.
+        if crate::image::staging::durable() && !dir.syncs_at_commit() {
             self.file.sync_all().at(&self.path)?;
             crate::info!("pages.img synced in {:?}", t.elapsed());
         }

@@ -216,12 +216,53 @@ pub fn durable() -> bool {
     DURABLE.load(Ordering::Relaxed)
 }
 
-fn sync_file_at(dir: BorrowedFd<'_>, name: &str, shown: &Path) -> Result<()> {
+/// Threads of [`sync_files_at`], and files each one holds open at a time.
+const SYNC_THREADS: usize = 16;
+const SYNC_WINDOW: usize = 32;
+
+/// Syncs the files `names` of `dir` (`work`: its path, for errors), all
+/// at once: up to [`SYNC_THREADS`] threads each take a share of the
+/// files, start writeback of a window of them, then fsync each one. Every
+/// fsync still returns only once its file is durable, but fsyncs that run
+/// together share the file system's journal commit and the device's
+/// cache flush (ext4 here: 13 files synced one after the other cost 13
+/// flushes, 4-8 ms each under load), so a dump of many small images
+/// waits for about one flush instead of one per file.
+fn sync_files_at(dir: BorrowedFd<'_>, names: &[String], work: &Path) -> Result<()> {
     if !durable() {
         return Ok(());
     }
-    let fd = safefs::open_beneath(dir, name, OFlags::RDONLY | OFlags::NONBLOCK, 0).at(shown)?;
-    safefs::sync(&fd).at(shown)
+    let per = names.len().div_ceil(SYNC_THREADS).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = names
+            .chunks(per)
+            .map(|part| {
+                s.spawn(move || -> Result<()> {
+                    for window in part.chunks(SYNC_WINDOW) {
+                        let mut fds = Vec::with_capacity(window.len());
+                        for n in window {
+                            let shown = work.join(n);
+                            let fd =
+                                safefs::open_beneath(dir, n, OFlags::RDONLY | OFlags::NONBLOCK, 0)
+                                    .at(&shown)?;
+                            // Only a hint: the fsync is what counts.
+                            let _ = crate::sys::mem::start_writeback(&fd, 0, 0);
+                            fds.push((fd, shown));
+                        }
+                        for (fd, shown) in &fds {
+                            safefs::sync(fd).at(shown)?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect::<Result<Vec<()>>>()
+            .map(drop)
+    })
 }
 
 impl Staging {
@@ -343,11 +384,8 @@ impl Staging {
     /// Syncs every file and moves the images into place (see the module
     /// documentation). The staging directory must hold `inventory.img`.
     pub fn commit(mut self) -> Result<()> {
-        let mut files = Vec::new();
-        for (n, _) in self.dir.entries()? {
-            sync_file_at(self.dir.fd(), &n, &self.work.join(&n))?;
-            files.push(n);
-        }
+        let files: Vec<String> = self.dir.entries()?.into_iter().map(|(n, _)| n).collect();
+        sync_files_at(self.dir.fd(), &files, &self.work)?;
         if !files.iter().any(|f| f == names::INVENTORY) {
             return Err(Error::image(
                 self.work.join(names::INVENTORY),

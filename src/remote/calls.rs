@@ -910,3 +910,37 @@ impl Calls for super::Agent {
         self.get_scratch(off, len)
     }
 }
+
+impl Calls for super::KnownActions<'_> {
+    fn pid(&self) -> i32 {
+        self.agent.pid
+    }
+
+    fn tid(&self) -> i32 {
+        self.agent.remote.tid
+    }
+
+    fn syscall(&mut self, nr: libc::c_long, args: &[u64]) -> io::Result<u64> {
+        self.agent.remote.syscall(nr, args)
+    }
+
+    fn put(&mut self, off: u64, bytes: &[u8]) -> Result<u64> {
+        self.agent.put_scratch(off, bytes)
+    }
+
+    fn get(&self, off: u64, len: usize) -> Result<Vec<u8>> {
+        self.agent.get_scratch(off, len)
+    }
+
+    fn sigaction_set(&mut self, sig: u32, act: [u64; 4]) -> Result<()> {
+        let slot = self.known.get_mut(sig as usize);
+        if slot.as_ref().is_some_and(|k| **k == Some(act)) {
+            return Ok(());
+        }
+        self.agent.sigaction_set(sig, act)?;
+        if let Some(k) = slot {
+            *k = Some(act);
+        }
+        Ok(())
+    }
+}

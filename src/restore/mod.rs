@@ -453,8 +453,14 @@ const VESSEL_OPTIONS: u64 =
     PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL | PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK;
 
 /// Injected clone3 with an exact pid/tid; returns once the new task is in
-/// its first ptrace stop.
-fn clone_with_tid(parent: &mut Agent, flags: u64, exit_signal: u64, tid: i32) -> Result<()> {
+/// its first ptrace stop, with the signal mask `mask`.
+fn clone_with_tid(
+    parent: &mut Agent,
+    flags: u64,
+    exit_signal: u64,
+    tid: i32,
+    mask: u64,
+) -> Result<()> {
     let ppid = parent.pid;
     let args = CloneArgs {
         flags,
@@ -474,7 +480,43 @@ fn clone_with_tid(parent: &mut Agent, flags: u64, exit_signal: u64, tid: i32) ->
         )));
     }
     inject::wait_stop(tid).map_err(|e| Error::sys(tid, "wait for new task", e))?;
-    ptrace::set_sigmask(tid, u64::MAX).map_err(|e| Error::sys(tid, "PTRACE_SETSIGMASK", e))
+    ptrace::set_sigmask(tid, mask).map_err(|e| Error::sys(tid, "PTRACE_SETSIGMASK", e))
+}
+
+/// Whether the injected calls of the process of `core` may stop at the
+/// `int3` of the restorer area ([`Remote::set_trap_insn`]): not when the
+/// process ignores SIGTRAP (the trap would reset it to SIG_DFL) or has
+/// one pending (unblocked for the traps, it would be taken for one);
+/// such a process takes two stops per call, with everything blocked.
+fn traps_ok(core: &TaskCore) -> bool {
+    let trap = libc::SIGTRAP as u32;
+    let ignored =
+        (core.sigactions.iter()).any(|a| a.signo == trap && a.handler == libc::SIG_IGN as u64);
+    let pending = (core.shared_pending.iter())
+        .chain(core.threads.iter().flat_map(|t| t.pending.iter()))
+        .any(|p| p.signo == trap);
+    !ignored && !pending
+}
+
+/// The signal mask of the tasks of the process of `core` while cairn
+/// works in them: everything blocked, but SIGTRAP where the calls trap
+/// ([`traps_ok`]).
+fn work_mask(core: &TaskCore) -> u64 {
+    if traps_ok(core) {
+        inject::TRAP_SIGMASK
+    } else {
+        u64::MAX
+    }
+}
+
+/// Runs `agent`'s calls through the restorer area's [`inject::SYSCALL_TRAP`]
+/// at `tramp`: one stop per call where [`traps_ok`], else two.
+fn use_tramp(agent: &mut Agent, tramp: u64, core: &TaskCore) {
+    if traps_ok(core) {
+        agent.remote.set_trap_insn(tramp);
+    } else {
+        agent.remote.set_insn(tramp);
+    }
 }
 
 /// A zombie: make the fresh vessel end the way the process did.
@@ -557,7 +599,7 @@ fn create_tree(
     force_last_pid: bool,
     idx: &FilesIndex,
     shm: &mut memory::ShmObjects,
-) -> Result<Vec<Proc>> {
+) -> Result<(Vec<Proc>, remote::Dispositions)> {
     let own_insn = remote::find_syscall_insn(task::getpid())?;
     // The mapping that holds the syscall instruction: the only part of
     // cairn the first vessel keeps (see `shrink_vessel`).
@@ -580,6 +622,9 @@ fn create_tree(
     // The restorer area: free in every image and in the first vessel, so
     // that each child inherits it from its parent.
     let mut area = 0u64;
+    // The signal dispositions every vessel starts with: the first one's,
+    // inherited by every fork (nothing changes them before phase 4).
+    let mut actions: remote::Dispositions = [None; 65];
     for (i, e) in img.pstree.entries.iter().enumerate() {
         let pid = e.pid as i32;
         let core = &img.cores[i];
@@ -609,7 +654,13 @@ fn create_tree(
             if core.fs_shared_with != 0 {
                 flags |= libc::CLONE_FS as u64;
             }
-            clone_with_tid(&mut procs[pi].agents[0], flags, exit_signal, pid)?;
+            clone_with_tid(
+                &mut procs[pi].agents[0],
+                flags,
+                exit_signal,
+                pid,
+                work_mask(core),
+            )?;
             vessels.add(pid);
         }
         let insn = if i == 0 { own_insn } else { area };
@@ -620,10 +671,14 @@ fn create_tree(
             scratch: 0,
             scratch_len: 4096,
         };
+        if i != 0 {
+            use_tramp(&mut agent, area, core);
+        }
         if i == 0 {
             // A small page for clone3 arguments and the like.
             let rw = libc::PROT_READ | libc::PROT_WRITE;
             agent.scratch = agent.mmap_anon("scratch page", 0, 4096, rw, libc::MAP_PRIVATE)?;
+            actions = remote::KnownActions::read(&mut agent)?;
             shrink_vessel(&mut agent, insn_vma)?;
             area = tree_area(img, pid)?;
         } else {
@@ -665,7 +720,7 @@ fn create_tree(
             )?;
         }
     }
-    Ok(procs)
+    Ok((procs, actions))
 }
 
 /// An address for the restorer area that no VMA of any image and nothing
@@ -842,8 +897,11 @@ fn restore_memory(
             let rwx = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC;
             let fl = libc::MAP_PRIVATE | memory::FIXED_NOREPLACE as i32;
             let tramp = agent.mmap_anon("restorer area", area, AREA, rwx, fl)?;
-            mem::vm_write_all(pid, tramp, &[0x0f, 0x05]).map_err(|e| sys(e, "write trampoline"))?;
-            agent.remote.set_insn(tramp);
+            mem::vm_write_all(pid, tramp, &inject::SYSCALL_TRAP)
+                .map_err(|e| sys(e, "write trampoline"))?;
+            let core = &img.cores[p.i];
+            ptrace::set_sigmask(pid, work_mask(core)).map_err(|e| sys(e, "PTRACE_SETSIGMASK"))?;
+            use_tramp(agent, tramp, core);
             agent.scratch = tramp + 4096;
             agent.scratch_len = SCRATCH_LEN;
             // Nothing of cairn stays mapped.
@@ -947,17 +1005,24 @@ fn restore_attrs(
     p: &mut Proc,
     has_zombie_child: bool,
     idx: &FilesIndex,
+    inherited: &remote::Dispositions,
 ) -> Result<()> {
     let core = &img.cores[p.i];
     let pid = p.pid;
     let agent = &mut p.agents[0];
     files::restore_fs(agent, idx.path(core.cwd_id), idx.path(core.root_id))?;
     // The per-process objects (kinds::task::objects), in list order:
-    // those of this phase now, the others once the threads exist.
+    // those of this phase now, the others once the threads exist. The
+    // dispositions the vessel has already are not set again.
     let mut warnings = Vec::new();
+    let mut known = *inherited;
     for k in ktask::PROC_KINDS {
         if k.phase() == ktask::Phase::BeforeThreads {
-            k.restore(agent, core, &mut warnings)?;
+            let mut calls = remote::KnownActions {
+                agent: &mut *agent,
+                known: &mut known,
+            };
+            k.restore(&mut calls, core, &mut warnings)?;
         }
     }
     ktask::attrs::restore_early(agent, core)?;
@@ -978,14 +1043,16 @@ fn restore_attrs(
         | libc::CLONE_SYSVSEM) as u64;
     for th in &core.threads[1..] {
         let tid = th.tid as i32;
-        clone_with_tid(&mut p.agents[0], thread_flags, 0, tid)?;
+        clone_with_tid(&mut p.agents[0], thread_flags, 0, tid, work_mask(core))?;
         let remote = Remote::new(tid, p.tramp).map_err(|e| Error::sys(tid, "PTRACE_GETREGS", e))?;
-        p.agents.push(Agent {
+        let mut agent = Agent {
             remote,
             pid,
             scratch: p.tramp + 4096,
             scratch_len: SCRATCH_LEN,
-        });
+        };
+        use_tramp(&mut agent, p.tramp, core);
+        p.agents.push(agent);
     }
     for (a, th) in p.agents.iter_mut().zip(&core.threads) {
         ktask::restore_thread_attrs(a, th)?;
@@ -1063,7 +1130,7 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
         "restore: pages",
         crate::progress::data_bytes(img.resolved.iter().map(|r| r.as_slice())),
     );
-    let mut procs = create_tree(img, &mut vessels, force_last_pid, &idx, &mut shm)?;
+    let (mut procs, actions) = create_tree(img, &mut vessels, force_last_pid, &idx, &mut shm)?;
     crate::progress::finish();
     let mut phases = vec![("create", t0.elapsed())];
     let lap = |name: &'static str, phases: &mut Vec<_>| {
@@ -1162,7 +1229,7 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
         .collect();
     for p in procs.iter_mut().filter(|p| !p.zombie) {
         let hz = zombie_parents.contains(&(p.pid as u32));
-        restore_attrs(img, p, hz, &idx)?;
+        restore_attrs(img, p, hz, &idx, &actions)?;
     }
     // Every process is in its cwd: removed directories go again.
     fixups.ghosts.remove_dirs();

@@ -57,10 +57,23 @@ pub fn seize_and_stop_sig(tid: i32, options: u64) -> io::Result<Option<i32>> {
     }
 }
 
+/// `syscall; int3`: written by cairn where it may write (the restorer
+/// area of a restore), calls through it take one ptrace stop each (see
+/// [`Remote::set_trap_insn`]).
+pub const SYSCALL_TRAP: [u8; 3] = [0x0f, 0x05, 0xcc];
+
+/// The signal mask of a task whose calls stop at an `int3`: everything
+/// blocked but SIGTRAP. The kernel forces the trap's SIGTRAP through a
+/// blocked or ignored disposition by resetting it to SIG_DFL, which would
+/// lose a restored handler; unblocked, the trap changes nothing.
+pub const TRAP_SIGMASK: u64 = !(1u64 << (libc::SIGTRAP - 1));
+
 /// A ptrace-stopped task that can be made to run system calls.
 pub struct Remote {
     pub tid: i32,
     insn: u64,
+    /// `insn` is followed by an `int3` ([`SYSCALL_TRAP`]).
+    trap: bool,
     base: UserRegs,
     /// `rbp` for every injected call: the frame chain of a parking loop
     /// (see [`Remote::guard`]).
@@ -75,6 +88,7 @@ impl Remote {
         Ok(Remote {
             tid,
             insn,
+            trap: false,
             base,
             guard_rbp: None,
         })
@@ -122,6 +136,24 @@ impl Remote {
     }
     pub fn set_insn(&mut self, insn: u64) {
         self.insn = insn;
+        self.trap = false;
+    }
+
+    /// Runs every call through `insn`, which must be the start of
+    /// [`SYSCALL_TRAP`] mapped executable in the task, with the task's
+    /// mask [`TRAP_SIGMASK`] and SIGTRAP neither ignored nor pending: the
+    /// task is let go with PTRACE_CONT, runs the syscall and stops at the
+    /// `int3` (a SIGTRAP signal-delivery stop, the signal then discarded).
+    /// One stop and three ptrace requests per call instead of the two
+    /// stops (syscall entry and exit) and four requests of PTRACE_SYSCALL.
+    pub fn set_trap_insn(&mut self, insn: u64) {
+        self.insn = insn;
+        self.trap = true;
+    }
+
+    /// Whether calls stop at an `int3` ([`Remote::set_trap_insn`]).
+    pub fn traps(&self) -> bool {
+        self.trap
     }
 
     /// Runs syscall `nr`; returns the raw `rax` (negative errno on failure).
@@ -141,10 +173,36 @@ impl Remote {
         r.r8 = a(4);
         r.r9 = a(5);
         ptrace::set_regs(self.tid, &r)?;
+        if self.trap {
+            return self.run_to_trap();
+        }
         self.step_to_syscall_stop(true)?;
         self.step_to_syscall_stop(false)?;
         let out = ptrace::get_regs(self.tid)?;
         Ok(out.rax as i64)
+    }
+
+    /// Lets the task run from [`SYSCALL_TRAP`] to its `int3`; returns
+    /// `rax`. Event stops on the way (the clone event of a clone we asked
+    /// for, a group stop) are continued; any other signal is an error, as
+    /// in [`Remote::step_to_syscall_stop`].
+    fn run_to_trap(&mut self) -> io::Result<i64> {
+        ptrace::cont(self.tid, 0)?;
+        loop {
+            let (sig, event) = wait_stop(self.tid)?;
+            if event != 0 {
+                ptrace::cont(self.tid, 0)?;
+                continue;
+            }
+            let out = ptrace::get_regs(self.tid)?;
+            if sig == libc::SIGTRAP && out.rip == self.insn + SYSCALL_TRAP.len() as u64 {
+                return Ok(out.rax as i64);
+            }
+            return Err(io::Error::other(format!(
+                "tid {}: signal {sig} instead of the trap after the syscall (rip {:#x})",
+                self.tid, out.rip
+            )));
+        }
     }
 
     fn step_to_syscall_stop(&mut self, entry: bool) -> io::Result<()> {
