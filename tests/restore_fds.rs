@@ -129,5 +129,11 @@ fn fd_inotify() {
     if skip_unless_root() {
         return;
     }
+    // The workload watches files in its directory under the target dir.
+    let tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    if let Some(why) = file_handles_undecodable(tmp) {
+        note_skip(&format!("inotify watches need file handles: {why}"));
+        return;
+    }
     checkpoint_restore("fd_inotify", &[]);
 }

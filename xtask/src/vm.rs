@@ -1011,7 +1011,8 @@ const TEST_MODULES: &[&str] = &[
     "raw_diag",
     "unix_diag",
     "netlink_diag",
-    "packet_diag",
+    // packet_diag's module (CONFIG_PACKET_DIAG).
+    "af_packet_diag",
     // libcrc32c (of nf_tables) asks the crypto API for crc32c.
     "crc32c_generic",
     "crc32c_intel",
