@@ -506,11 +506,73 @@ pub fn membarrier_registrations(agent: &mut dyn Calls) -> Result<Option<u32>> {
     }
 }
 
+/// The registrations of `pid` (run by `agent`) on a kernel without
+/// MEMBARRIER_CMD_GET_REGISTRATIONS (before Linux 6.3): the mm's
+/// `membarrier_state` read by a BPF task iterator where one loads (its
+/// `*_READY` bits are what GET_REGISTRATIONS reports), else the private
+/// ones found by running each expedited barrier in the process (EPERM:
+/// not registered; a barrier changes nothing) and no way to see an
+/// expedited global registration: `Err` names the kernel features.
+pub fn membarrier_registrations_before_6_3(
+    agent: &mut dyn Calls,
+) -> Result<std::result::Result<u32, String>> {
+    /// MEMBARRIER_STATE_*_READY (kernel's linux/sched/mm.h) and the
+    /// registration each stands for.
+    const READY: [(u32, u32); 4] = [
+        (1 << 0, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED),
+        (1 << 2, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED),
+        (1 << 4, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE),
+        (1 << 6, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ),
+    ];
+    let pid = agent.pid();
+    let bpf = match crate::sys::procattrs::membarrier_state(pid) {
+        Ok(state) => match state {
+            Some(Some(state)) => {
+                return Ok(Ok(READY
+                    .iter()
+                    .filter(|(bit, _)| state & bit != 0)
+                    .fold(0, |m, (_, reg)| m | reg)))
+            }
+            // No CONFIG_MEMBARRIER: nothing can be registered.
+            Some(None) => return Ok(Ok(0)),
+            None => format!("the BPF task iterator did not list pid {pid}"),
+        },
+        Err(e) => format!("BPF task iterator: {e}"),
+    };
+    // MEMBARRIER_CMD_PRIVATE_EXPEDITED{,_SYNC_CORE,_RSEQ}.
+    let mut mask = 0;
+    for (barrier, reg) in [
+        (1u32 << 3, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED),
+        (1 << 5, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE),
+        (1 << 7, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ),
+    ] {
+        match agent.syscall(libc::SYS_membarrier, &[barrier as u64, 0, 0]) {
+            Ok(_) => mask |= reg,
+            // Not registered; or a command this kernel (or CPU) lacks,
+            // whose registration it lacks too.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EINVAL)) => {}
+            Err(e) => {
+                return Err(Error::sys(
+                    agent.tid(),
+                    format!("remote membarrier({barrier:#x}) (is it registered?)"),
+                    e,
+                ))
+            }
+        }
+    }
+    Ok(Err(format!(
+        "an expedited global membarrier registration (MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) \
+         cannot be seen: MEMBARRIER_CMD_GET_REGISTRATIONS is Linux 6.3+, and {bpf} (private \
+         registrations found: {mask:#x})"
+    )))
+}
+
 /// membarrier(2) registrations of the process's mm (expedited private,
 /// its SYNC_CORE and RSEQ variants, expedited global), read through
-/// MEMBARRIER_CMD_GET_REGISTRATIONS (Linux 6.3+) and registered again.
-/// On older kernels they are not visible (neither saved nor refused:
-/// n.a., docs/KERNEL-OBJECTS.md).
+/// MEMBARRIER_CMD_GET_REGISTRATIONS (Linux 6.3+), or before 6.3 as
+/// [`membarrier_registrations_before_6_3`] finds them, and registered
+/// again. Where neither can see them all (before 6.3 without BPF), the
+/// dump is refused naming the kernel features.
 pub struct Membarrier;
 
 impl ProcKind for Membarrier {
@@ -523,8 +585,10 @@ impl ProcKind for Membarrier {
     }
 
     fn dump(&self, agent: &mut dyn Calls, _: &DumpCtx, core: &mut TaskCore) -> Result<()> {
-        let Some(mask) = membarrier_registrations(agent)? else {
-            return Ok(());
+        let mask = match membarrier_registrations(agent)? {
+            Some(mask) => mask,
+            None => membarrier_registrations_before_6_3(agent)?
+                .map_err(|why| Error::unsupported(agent.pid(), why))?,
         };
         let unknown = membarrier_unknown(mask);
         if unknown != 0 {
