@@ -1015,7 +1015,7 @@ const BOOT_MODULES: &[&str] = &["virtio_pci", "9pnet_virtio", "9p", "overlay"];
 /// (the guest has no modprobe for the kernel to load them on demand): the
 /// socket diagnostics (dumps read socket state through them), nftables
 /// (the --tcp-established network lock), veth and tun (network namespace
-/// tests). Left out where the kernel has them built in or not at all.
+/// tests), loop. Left out where the kernel has them built in or not at all.
 const TEST_MODULES: &[&str] = &[
     "inet_diag",
     "tcp_diag",
@@ -1031,6 +1031,8 @@ const TEST_MODULES: &[&str] = &[
     "nf_tables",
     "veth",
     "tun",
+    // /dev/loop0 (a block device fd the dump must refuse).
+    "loop",
 ];
 
 /// The modules `roots` and `optional` need, dependencies first, as (name,
