@@ -68,6 +68,10 @@ fn unix_named_leave_running() {
     if skip_unless_root() {
         return;
     }
+    if let Some(why) = unix_iter_missing() {
+        note_skip(&why);
+        return;
+    }
     leave_running("unix_named", &["--quiet-backlog"]);
 }
 
@@ -261,6 +265,10 @@ fn unix_inflight() {
     if skip_unless_root() {
         return;
     }
+    if let Some(why) = unix_iter_missing() {
+        note_skip(&why);
+        return;
+    }
     let w = checkpoint_restore("unix_inflight", &[]);
     let files = w.images.join("files.img");
     let text = run_cairn(
@@ -280,6 +288,10 @@ fn unix_inflight_leave_running() {
     if skip_unless_root() {
         return;
     }
+    if let Some(why) = unix_iter_missing() {
+        note_skip(&why);
+        return;
+    }
     leave_running("unix_inflight", &[]);
 }
 
@@ -287,6 +299,10 @@ fn unix_inflight_leave_running() {
 /// naming the pid, an fd and every piece of `want`, and the original to
 /// pass its own checks afterwards.
 fn inflight_refused(flag: &str, want: &[&str]) {
+    if let Some(why) = unix_iter_missing() {
+        note_skip(&why);
+        return;
+    }
     let mut w = Workload::start("unix_inflight", &[flag]);
     let out = w.dump(&[]);
     let err = String::from_utf8_lossy(&out.stderr);

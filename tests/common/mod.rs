@@ -2340,3 +2340,15 @@ pub fn time_wait_destroy_missing() -> Option<String> {
         Err(e) => Some(format!("ss: {e}")),
     }
 }
+
+/// Why the kernel has no BPF iterator of unix sockets (iter/unix, Linux
+/// 5.15+: its context type `bpf_iter__unix` is not in the kernel's BTF),
+/// through which cairn reads where descriptors in flight ride in a stream
+/// and who connected to a listener (refused without it), or None.
+pub fn unix_iter_missing() -> Option<String> {
+    match fs::read("/sys/kernel/btf/vmlinux") {
+        Ok(b) if b.windows(15).any(|w| w == b"bpf_iter__unix\0") => None,
+        Ok(_) => Some("no BPF unix socket iterator in this kernel (iter/unix, Linux 5.15+)".into()),
+        Err(e) => Some(format!("/sys/kernel/btf/vmlinux: {e}")),
+    }
+}
