@@ -411,6 +411,30 @@ impl Frozen {
         if let Some(t) = self.task_mut(tid) {
             t.touched = true;
         }
+        self.guard_remote(pid, &mut r, site);
+        Ok(r)
+    }
+
+    /// Puts back the registers thread `tid` had when it was frozen (parked
+    /// first if it ran injected calls, as [`Frozen::thaw`] does): let go
+    /// from here on, it runs on as before.
+    pub fn put_back_regs(&mut self, tid: i32) -> Result<()> {
+        let Some(t) = self.task_mut(tid) else {
+            return Ok(());
+        };
+        if t.touched {
+            inject::park(tid).map_err(|e| Error::sys(tid, "park", e))?;
+        }
+        ptrace::set_regs(tid, &t.regs).map_err(|e| Error::sys(tid, "PTRACE_SETREGS", e))?;
+        t.touched = false;
+        Ok(())
+    }
+
+    /// Makes `r` (a thread of `pid`) run its calls at `site`, guarded by
+    /// its parking loop (told to the guardian) where it has one.
+    pub fn guard_remote(&mut self, pid: i32, r: &mut Remote, site: &SyscallSite) {
+        r.set_insn(site.insn);
+        let tid = r.tid;
         if let (Some((lo, hi)), Some(g)) = (site.parking, &mut self.guardian) {
             match r.guard(pid, lo) {
                 Ok(frame) => g.parking(tid, frame, lo, hi),
@@ -421,7 +445,6 @@ impl Frozen {
                 ),
             }
         }
-        Ok(r)
     }
 
     fn release_guardian(&mut self) {

@@ -697,7 +697,7 @@ fn collect_remote(
     status: &procfs::Status,
     stat: &procfs::Stat,
 ) -> Result<(TaskCore, u64, Vec<String>)> {
-    let site = remote::find_syscall_site(pid)?;
+    let mut site = remote::find_syscall_site(pid)?;
     let tids: Vec<i32> = frozen
         .procs
         .iter()
@@ -721,6 +721,22 @@ fn collect_remote(
         libc::SYS_mmap,
         &[0, SCRATCH_LEN, rw, flags, u64::MAX, 0],
     )?;
+    // A vDSO without a parking loop: cairn's own, in a page of its own,
+    // guards every call from here on (the two mmaps ran unguarded).
+    let mut own_code = None;
+    if site.parking.is_none() {
+        match remote::own_parking_site(&mut leader) {
+            Ok(s) => {
+                site = s;
+                own_code = Some(s.insn);
+                frozen.guard_remote(pid, &mut leader.remote, &site);
+            }
+            Err(e) => crate::warn!(
+                "pid {pid}: its vDSO has no parking loop and cairn's own could not be put \
+                 there ({e}): remote calls in it are not guarded"
+            ),
+        }
+    }
     let tree: std::collections::HashSet<i32> = frozen.procs.iter().map(|p| p.pid).collect();
     let result = (|| -> Result<(TaskCore, u64, Vec<String>)> {
         // mlockall(MCL_FUTURE) shows on the new scratch mapping.
@@ -750,11 +766,28 @@ fn collect_remote(
         ktask::refuse_dying(&core)?;
         Ok((core, brk, def_flags))
     })();
-    let unmap = leader.call(
-        "munmap scratch",
-        libc::SYS_munmap,
-        &[leader.scratch, SCRATCH_LEN],
-    );
+    let mut unmap = leader
+        .call(
+            "munmap scratch",
+            libc::SYS_munmap,
+            &[leader.scratch, SCRATCH_LEN],
+        )
+        .map(drop);
+    if let Some(code) = own_code {
+        // The threads' last calls ended in the page about to go, and a
+        // thread let go there (cairn killed) would fault: the other
+        // threads get their registers back first, the leader right after
+        // its munmap.
+        for &tid in tids.iter().filter(|&&t| t != pid) {
+            unmap = unmap.and(frozen.put_back_regs(tid));
+        }
+        let u = leader.call(
+            "munmap parking code",
+            libc::SYS_munmap,
+            &[code, crate::sys::PAGE_SIZE],
+        );
+        unmap = unmap.and(u.map(drop)).and(frozen.put_back_regs(pid));
+    }
     let r = result?;
     unmap?;
     Ok(r)

@@ -438,6 +438,17 @@ fn maps_name(
     end: u64,
     fallback: &mut Option<Vec<MapsEntry>>,
 ) -> Result<String> {
+    Ok(maps_entry(pid, start, end, fallback)?.path.clone())
+}
+
+/// The /proc/PID/maps line of the VMA `start`-`end` (the file read once
+/// per process, into `fallback`).
+fn maps_entry<'a>(
+    pid: i32,
+    start: u64,
+    end: u64,
+    fallback: &'a mut Option<Vec<MapsEntry>>,
+) -> Result<&'a MapsEntry> {
     if fallback.is_none() {
         *fallback = Some(procfs::read_maps(pid)?);
     }
@@ -445,7 +456,6 @@ fn maps_name(
         .iter()
         .flatten()
         .find(|m| m.start == start && m.end == end)
-        .map(|m| m.path.clone())
         .ok_or_else(|| {
             Error::parse(
                 format!("/proc/{pid}/maps"),
@@ -454,9 +464,13 @@ fn maps_name(
         })
 }
 
-/// Names of mapped files by their path's (vfsmount, dentry): one lookup
-/// in /proc per distinct file of the tree, not per process.
-type FileNames = std::collections::HashMap<(u64, u64), String>;
+/// Names and devices of mapped files by their path's (vfsmount,
+/// dentry): one lookup in /proc per distinct file of the tree, not per
+/// process. The device is /proc's too: for a file on overlayfs, the
+/// mapping holds (since Linux 6.8) a backing file of the layer below,
+/// whose inode's device the programs see, while /proc/PID/maps shows the
+/// overlay's (`file_user_inode`), as stat(2) of the path does.
+type FileNames = std::collections::HashMap<(u64, u64), (String, (u32, u32))>;
 
 fn vma_entry(
     v: records::VmaRec,
@@ -465,15 +479,21 @@ fn vma_entry(
 ) -> Result<MapsEntry> {
     let pid = v.tgid;
     let name = |v: &records::VmaRec| utf8(v.name.clone(), || format!("/proc/{pid}/maps name"));
+    let mut dev = kernel_dev(v.dev);
     let path = match v.name_kind {
-        VmaName::FileKey => match names.get(&v.path_key) {
-            Some(n) => n.clone(),
-            None => {
-                let n = maps_name(pid, v.start, v.end, fallback)?;
-                names.insert(v.path_key, n.clone());
-                n
-            }
-        },
+        VmaName::FileKey => {
+            let (n, d) = match names.get(&v.path_key) {
+                Some(known) => known.clone(),
+                None => {
+                    let m = maps_entry(pid, v.start, v.end, fallback)?;
+                    let known = (m.path.clone(), (m.dev_major, m.dev_minor));
+                    names.insert(v.path_key, known.clone());
+                    known
+                }
+            };
+            dev = d;
+            n
+        }
         VmaName::Anon => String::new(),
         VmaName::File => maps_path(&name(&v)?),
         VmaName::Special => name(&v)?,
@@ -483,7 +503,7 @@ fn vma_entry(
         VmaName::ShmemName => format!("[anon_shmem:{}]", name(&v)?),
         VmaName::Error => maps_name(pid, v.start, v.end, fallback)?,
     };
-    let (dev_major, dev_minor) = kernel_dev(v.dev);
+    let (dev_major, dev_minor) = dev;
     Ok(MapsEntry {
         start: v.start,
         end: v.end,
@@ -554,6 +574,18 @@ fn from_records(root: i32, out: crate::sys::bpf::IterOutput) -> Result<Inventory
         })?;
         tids.sort_unstable();
         p.threads = tids;
+    }
+    // The exit code of a stopped or dead process as /proc/PID/stat shows
+    // it, which differs between kernels: 6.1's shows the group's (the
+    // stop signal, the group exit code), Debian 11's 5.10 the leader's
+    // own (0 while stopped). Such processes are few: asked of /proc, so
+    // the two collectors agree on every kernel.
+    for p in procs.values_mut() {
+        if matches!(p.state, 'T' | 't' | 'Z') {
+            if let Ok(st) = procfs::read_stat(p.pid) {
+                p.exit_code = st.exit_code;
+            }
+        }
     }
     let mut fallback: BTreeMap<i32, Option<Vec<MapsEntry>>> = BTreeMap::new();
     let mut names = FileNames::new();

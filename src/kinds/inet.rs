@@ -584,8 +584,9 @@ fn bind_reusing(
                 std::io::Error::new(
                     e.kind(),
                     format!(
-                        "{e}; removing the port's TIME_WAIT connections failed: {d} (needs \
-                         CONFIG_INET_DIAG_DESTROY)"
+                        "{e}; removing the port's TIME_WAIT connections failed: {d} (SOCK_DESTROY \
+                         of TIME_WAIT sockets needs Linux 6.0+ and CONFIG_INET_DIAG_DESTROY; \
+                         else the port is free once they expire, after 60 s)"
                     ),
                 )
             })?;

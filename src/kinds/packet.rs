@@ -136,6 +136,24 @@ fn kernel_state(pid: i32, ino: u64) -> Option<pktring::PacketState> {
 
 const TPACKET_VERSIONS: [&str; 3] = ["TPACKET_V1", "TPACKET_V2", "TPACKET_V3"];
 
+/// A failed packet_diag request about `f`. ENOENT for the whole family
+/// means the kernel has no packet_diag (CONFIG_PACKET_DIAG, the module
+/// af_packet_diag not loaded): cairn cannot read the socket, a refusal
+/// that names the kernel feature.
+fn diag_error(f: &FdRef, e: std::io::Error) -> Error {
+    if e.raw_os_error() == Some(libc::ENOENT) {
+        return Error::unsupported(
+            f.pid,
+            format!(
+                "fd {}: packet socket: the kernel has no packet_diag (CONFIG_PACKET_DIAG; \
+                 load the af_packet_diag module), through which cairn reads packet sockets",
+                f.fd
+            ),
+        );
+    }
+    Error::sys(f.pid, format!("fd {}: packet_diag", f.fd), e)
+}
+
 /// The packet_diag view of the socket `ino` of `pid`, or why it cannot
 /// be restored.
 fn examine(pid: i32, ino: u64) -> std::io::Result<std::result::Result<PacketDiag, String>> {
@@ -844,9 +862,7 @@ impl FdKind for Packet {
             Err(_) if !crate::sys::task::pid_exists(f.pid) => return Ok(true),
             Err(e) => return Err(e),
         };
-        if let Err(why) = examine(f.pid, ino)
-            .map_err(|e| Error::sys(f.pid, format!("fd {}: packet_diag", f.fd), e))?
-        {
+        if let Err(why) = examine(f.pid, ino).map_err(|e| diag_error(f, e))? {
             return Err(refuse(f, &why));
         }
         if let Some(why) = super::sockopts::unrestorable(&s) {
@@ -874,7 +890,7 @@ impl FdKind for Packet {
         }
         let s = grab(f)?;
         let d = examine(f.pid, ino)
-            .map_err(|e| Error::sys(f.pid, format!("fd {}: packet_diag", f.fd), e))?
+            .map_err(|e| diag_error(f, e))?
             .map_err(|why| refuse(f, &why))?;
         if let Some(why) = super::sockopts::unrestorable(&s) {
             return Err(refuse(f, &why));

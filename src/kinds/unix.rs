@@ -791,9 +791,7 @@ fn resolve_name(pid: i32, fd: i32, d: &UnixDiag, u: &mut UnixSocket) -> Result<(
     let path = full_path(&u.name, &u.name_dir);
     match std::fs::metadata(&path) {
         Ok(st)
-            if st.file_type().is_socket()
-                && d.vfs
-                    .is_some_and(|(ino, dev)| ino as u64 == st.ino() && dev == kdev(st.dev())) =>
+            if st.file_type().is_socket() && d.vfs.is_some_and(|v| is_file_of(v, &path, &st)) =>
         {
             u.file_mode = st.mode();
             u.file_uid = st.uid();
@@ -802,6 +800,26 @@ fn resolve_name(pid: i32, fd: i32, d: &UnixDiag, u: &mut UnixSocket) -> Result<(
         _ => u.deleted = true,
     }
     Ok(())
+}
+
+/// Whether unix_diag's (inode, device) of a socket's file is the file
+/// at `path` (whose stat is `st`).
+fn is_file_of((ino, dev): (u32, u32), path: &Path, st: &std::fs::Metadata) -> bool {
+    ino == st.ino() as u32 && (dev == kdev(st.dev()) || Some(dev) == overlay_dev(path))
+}
+
+/// On overlayfs, unix_diag names a bound socket's file by the overlay's
+/// own device (its super block's s_dev) while stat(2) of that file
+/// reports the device of the layer it lives in: the overlay's device is
+/// what stat(2) of its directory reports (directories always get it).
+/// None elsewhere (or when unknown): then only stat's own device counts.
+fn overlay_dev(path: &Path) -> Option<u32> {
+    const OVERLAYFS_SUPER_MAGIC: u64 = 0x794c_7630;
+    let fs = rustix::fs::statfs(path).ok()?;
+    if fs.f_type as u64 != OVERLAYFS_SUPER_MAGIC {
+        return None;
+    }
+    Some(kdev(std::fs::metadata(path.parent()?).ok()?.dev()))
 }
 
 /// The messages of a queue, cairn's copies of the descriptors in flight
@@ -1136,10 +1154,14 @@ pub struct UnixRestore {
     pass_later: Vec<(OwnedFd, bool, bool)>,
 }
 
-/// Sets SO_PASSCRED and SO_PASSPIDFD of `fd`.
+/// Sets SO_PASSCRED and SO_PASSPIDFD of `fd` (before Linux 6.5 there is
+/// no SO_PASSPIDFD: off is then what it is).
 fn set_pass(fd: &OwnedFd, cred: bool, pidfd: bool) -> std::io::Result<()> {
     sock::set_int(fd, libc::SOL_SOCKET, libc::SO_PASSCRED, cred as i32)?;
-    sock::set_int(fd, libc::SOL_SOCKET, SO_PASSPIDFD, pidfd as i32)
+    match sock::set_int(fd, libc::SOL_SOCKET, SO_PASSPIDFD, pidfd as i32) {
+        Err(e) if !pidfd && e.raw_os_error() == Some(libc::ENOPROTOOPT) => Ok(()),
+        r => r,
+    }
 }
 
 const SO_PASSPIDFD: i32 = 76;
@@ -1658,8 +1680,8 @@ fn stale(path: &Path) -> bool {
     let Ok(all) = diag::dump_all() else {
         return false;
     };
-    let key = (st.ino() as u32, kdev(st.dev()));
-    !all.iter().any(|d| d.vfs == Some(key))
+    !all.iter()
+        .any(|d| d.vfs.is_some_and(|v| is_file_of(v, path, &st)))
 }
 
 /// bind() to a name. A socket file left at the path by a process that

@@ -176,6 +176,60 @@ pub fn find_parking_loop(code: &[u8]) -> Option<(usize, usize, usize)> {
     None
 }
 
+/// cairn's own parking loop, for a vDSO that has none (a kernel built
+/// without CONFIG_ZERO_CALL_USED_REGS, such as Debian's 5.10, 6.1 and
+/// 6.12, has no `xor`s that clear rdi and rsi after its `syscall`s), in a
+/// page of the task's own ([`own_parking_site`]). Its first `syscall` is
+/// where the injected calls run; a task let go after one (cairn killed)
+/// goes on into an endless `gettimeofday(NULL, NULL)` loop, never using
+/// rbp, until the guardian puts its registers back:
+///
+/// ```text
+///  0: 0f 05            syscall            the injected calls
+///  2: 31 ff            xor %edi,%edi      the loop
+///  4: 31 f6            xor %esi,%esi
+///  6: b8 60 00 00 00   mov $0x60,%eax     gettimeofday
+/// 11: 0f 05            syscall
+/// 13: eb f3            jmp 2
+/// ```
+pub const PARKING_CODE: [u8; 15] = [
+    0x0f, 0x05, 0x31, 0xff, 0x31, 0xf6, 0xb8, 0x60, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xeb, 0xf3,
+];
+
+/// Maps a page with [`PARKING_CODE`] into the process `agent` runs in
+/// (read and execute only: written through /proc/PID/mem, as a tracer
+/// may) and returns it as a syscall site. The page stays in a process
+/// whose dumper died during its remote phase, as the scratch area does;
+/// else the caller unmaps it.
+pub fn own_parking_site(agent: &mut dyn Calls) -> Result<SyscallSite> {
+    let pid = agent.pid();
+    let page = crate::sys::PAGE_SIZE;
+    let addr = agent.call(
+        "mmap parking code",
+        libc::SYS_mmap,
+        &[
+            0,
+            page,
+            (libc::PROT_READ | libc::PROT_EXEC) as u64,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+            u64::MAX,
+            0,
+        ],
+    )?;
+    if let Err(e) = mem::force_write(pid, addr, &PARKING_CODE) {
+        let _ = agent.call("munmap parking code", libc::SYS_munmap, &[addr, page]);
+        return Err(Error::sys(
+            pid,
+            format!("/proc/{pid}/mem: parking code at {addr:#x}"),
+            e,
+        ));
+    }
+    Ok(SyscallSite {
+        insn: addr,
+        parking: Some((addr, addr + PARKING_CODE.len() as u64 - 1)),
+    })
+}
+
 /// The syscall site for a task being dumped: the vDSO's parking loop if
 /// it has one, else any `syscall` instruction.
 pub fn find_syscall_site(pid: i32) -> Result<SyscallSite> {
@@ -208,6 +262,18 @@ mod tests {
         0xd2, 0x31, 0xc9, 0x31, 0xf6, 0x31, 0xff, 0x45, 0x31, 0xc0, 0x45, 0x31, 0xc9, 0x45, 0x31,
         0xd2, 0x45, 0x31, 0xdb, 0xc3, 0x48,
     ];
+
+    #[test]
+    fn own_parking_code_loops_with_zero_arguments() {
+        let c = PARKING_CODE;
+        assert_eq!(c[..2], [0x0f, 0x05]);
+        // The jmp goes back to the xor of edi, 2 bytes in.
+        let after_jmp = c.len() as i64;
+        assert_eq!(after_jmp + c[14] as i8 as i64, 2);
+        assert_eq!(c[2..6], [0x31, 0xff, 0x31, 0xf6]);
+        assert_eq!(c[6..11], [0xb8, 0x60, 0, 0, 0]);
+        assert_eq!(c[11..13], [0x0f, 0x05]);
+    }
 
     #[test]
     fn parking_loop_found() {

@@ -57,6 +57,17 @@ pub fn vm_write_all(pid: i32, mut remote: u64, mut local: &[u8]) -> io::Result<(
     Ok(())
 }
 
+/// Writes `bytes` at `remote` of `pid` through /proc/PID/mem, which for
+/// a tracer writes where the mapping is not writable too (a private page
+/// is copied), as PTRACE_POKEDATA does.
+pub fn force_write(pid: i32, remote: u64, bytes: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/mem"))?
+        .write_all_at(bytes, remote)
+}
+
 /// Reads all of `local` from `remote`, looping over short reads.
 pub fn vm_read_all(pid: i32, mut remote: u64, mut local: &mut [u8]) -> io::Result<()> {
     while !local.is_empty() {

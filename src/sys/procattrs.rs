@@ -102,3 +102,27 @@ mod tests {
         assert_eq!(me.subreaper, want);
     }
 }
+
+thread_local! {
+    /// The program, loaded once per run (per thread: libbpf objects are
+    /// not shared between threads).
+    static LOADED: std::cell::OnceCell<Result<skel::ProcattrsSkel<'static>, String>> =
+        const { std::cell::OnceCell::new() };
+}
+
+/// The mm's `membarrier_state` of the process `pid` (for the dump before
+/// Linux 6.3, which has no MEMBARRIER_CMD_GET_REGISTRATIONS): None when
+/// the iterator did not list it, Some(None) without CONFIG_MEMBARRIER.
+/// The program is loaded once per run and run anew each time (a process
+/// may register between two dumps of one run).
+pub fn membarrier_state(pid: i32) -> io::Result<Option<Option<u32>>> {
+    LOADED.with(|cell| {
+        let skel = cell.get_or_init(|| {
+            load_small_always::<skel::ProcattrsSkelBuilder>("procattrs.bpf.o")
+                .map_err(|e| e.to_string())
+        });
+        let skel = skel.as_ref().map_err(|e| io::Error::other(e.clone()))?;
+        let all = decode(&run_iter(&skel.progs.procattrs, "iter/task procattrs")?)?;
+        Ok(all.get(&pid).map(|a| a.membarrier_state))
+    })
+}

@@ -27,8 +27,16 @@ pub struct Skb {
 
 /// unixq.bpf.o loaded (honouring --no-bpf), with the program inputs in
 /// its .bss set by `set`.
+/// A program that does not load (--no-bpf, no BPF, a kernel before 5.15
+/// without the unix socket iterator) is an Unsupported error: what needs
+/// it is refused, naming why.
 fn load_unixq(set: impl FnOnce(&mut skel::types::bss)) -> io::Result<skel::UnixqSkel<'static>> {
-    let mut skel = load_small::<skel::UnixqSkelBuilder>("unixq.bpf.o")?;
+    let mut skel = load_small::<skel::UnixqSkelBuilder>("unixq.bpf.o").map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("the BPF unix socket iterator (iter/unix, Linux 5.15+) is not usable: {e}"),
+        )
+    })?;
     let bss = skel
         .maps
         .bss_data

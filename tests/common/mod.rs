@@ -2260,3 +2260,95 @@ pub mod netns;
 pub mod refuse;
 pub mod slurm;
 pub mod tmpfs;
+
+/// Why the socket option (`level`, `opt`, named `what`) is not in this
+/// kernel (setsockopt on a fresh socket of `family`/`ty` fails with
+/// ENOPROTOOPT), or None when it is: options newer than the oldest
+/// kernel of `cargo xtask vm-test` (SO_BUF_LOCK 5.14, SO_PASSPIDFD 6.5).
+pub fn sockopt_missing(family: i32, ty: i32, level: i32, opt: i32, what: &str) -> Option<String> {
+    // SAFETY: plain socket(2); the fd is owned right away.
+    let fd = unsafe { libc::socket(family, ty, 0) };
+    if fd < 0 {
+        return Some(format!(
+            "{what}: socket: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: fd is a new descriptor this function owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let v: libc::c_int = 0;
+    // SAFETY: a valid fd, a c_int option value and its size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            &v as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    let e = std::io::Error::last_os_error();
+    (r < 0 && e.raw_os_error() == Some(libc::ENOPROTOOPT))
+        .then(|| format!("{what} is not in this kernel ({e})"))
+}
+
+/// Why this kernel cannot remove a TCP TIME_WAIT entry with SOCK_DESTROY
+/// (which cairn's restore of a listener whose port has some needs:
+/// `tcp_abort` takes TIME_WAIT sockets since Linux 6.0, and the kernel
+/// needs CONFIG_INET_DIAG_DESTROY), or None when it can. Probed on a
+/// loopback connection of its own, closed by the accepting side, with
+/// `ss -K` (which passes over a socket the kernel refuses to destroy).
+pub fn time_wait_destroy_missing() -> Option<String> {
+    use std::io::Read;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
+    let port = l.local_addr().ok()?.port();
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let (a, _) = l.accept().ok()?;
+    drop(a);
+    let mut buf = [0u8; 1];
+    let _ = c.read(&mut buf);
+    drop(c);
+    let sport = format!(":{port}");
+    let ss = |kill: bool| {
+        let mut cmd = Command::new("ss");
+        if kill {
+            cmd.arg("-K");
+        }
+        cmd.args(["-Htn", "state", "time-wait", "sport", "=", &sport]);
+        cmd.stdin(Stdio::null()).stderr(Stdio::null()).output()
+    };
+    let left = |o: &Output| !String::from_utf8_lossy(&o.stdout).trim().is_empty();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match ss(false) {
+            Err(e) => return Some(format!("ss: {e}")),
+            Ok(o) if left(&o) => break,
+            Ok(_) if Instant::now() > deadline => {
+                return Some(format!("no TIME_WAIT entry of port {port} appeared"))
+            }
+            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    let _ = ss(true);
+    match ss(false) {
+        Ok(o) if left(&o) => Some(
+            "SOCK_DESTROY does not remove TIME_WAIT sockets here (tcp_abort takes them since \
+             Linux 6.0; CONFIG_INET_DIAG_DESTROY)"
+                .to_string(),
+        ),
+        Ok(_) => None,
+        Err(e) => Some(format!("ss: {e}")),
+    }
+}
+
+/// Why the kernel has no BPF iterator of unix sockets (iter/unix, Linux
+/// 5.15+: its context type `bpf_iter__unix` is not in the kernel's BTF),
+/// through which cairn reads where descriptors in flight ride in a stream
+/// and who connected to a listener (refused without it), or None.
+pub fn unix_iter_missing() -> Option<String> {
+    match fs::read("/sys/kernel/btf/vmlinux") {
+        Ok(b) if b.windows(15).any(|w| w == b"bpf_iter__unix\0") => None,
+        Ok(_) => Some("no BPF unix socket iterator in this kernel (iter/unix, Linux 5.15+)".into()),
+        Err(e) => Some(format!("/sys/kernel/btf/vmlinux: {e}")),
+    }
+}

@@ -587,12 +587,11 @@ fn membarrier_state_bpf(pid: i32) -> std::result::Result<u32, String> {
     if crate::sys::bpf::disabled() {
         return Err("--no-bpf".into());
     }
-    let all = crate::sys::procattrs::all().map_err(|e| e.to_string())?;
-    let a = all
-        .get(&pid)
-        .ok_or_else(|| format!("the task iterator did not find pid {pid}"))?;
-    a.membarrier_state
-        .ok_or_else(|| "the kernel has no mm->membarrier_state".to_string())
+    match crate::sys::procattrs::membarrier_state(pid).map_err(|e| e.to_string())? {
+        Some(Some(state)) => Ok(state),
+        Some(None) => Err("the kernel has no mm->membarrier_state".into()),
+        None => Err(format!("the task iterator did not find pid {pid}")),
+    }
 }
 
 /// membarrier(2) registrations of the process's mm (expedited private,
