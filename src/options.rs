@@ -37,6 +37,18 @@ pub struct DumpOptions {
     pub oracle: bool,
     /// Objects outside the tree its fds may refer to (`--external`).
     pub external: Vec<crate::kinds::external::Key>,
+    /// Send the pages to a page server instead of the images directory
+    /// (`--page-server --address --port --key`).
+    pub page_server: Option<PageServerTarget>,
+}
+
+/// A page server a dump sends its pages to (`cairn page-server`).
+#[derive(Debug, Clone)]
+pub struct PageServerTarget {
+    /// ADDR:PORT.
+    pub address: String,
+    /// The pre-shared key file (`--key`).
+    pub key: PathBuf,
 }
 
 /// What [`crate::dump::pre_dump`] does.
