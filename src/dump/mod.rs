@@ -383,7 +383,16 @@ pub fn dump_then(
     // cannot be completed leaves the tree running.
     let result = crate::guard::pause_at("frozen")
         .and_then(|()| crate::oracle::on_frozen(args.oracle, &frozen, &dir))
-        .and_then(|()| dump_frozen(&mut frozen, &dir, args, plan, &mut layering, pusher.as_ref()))
+        .and_then(|()| {
+            dump_frozen(
+                &mut frozen,
+                &dir,
+                args,
+                plan,
+                &mut layering,
+                pusher.as_ref(),
+            )
+        })
         .and_then(|s| {
             // The page server's pages are in place before DIR is.
             if let Some(p) = &pusher {

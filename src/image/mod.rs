@@ -767,7 +767,11 @@ impl ImageDir {
     /// [`ImageDir::write_inventory`], also listing `elsewhere`: files of
     /// this checkpoint written somewhere else (a page server's pages.img
     /// and pagestore.img, `dump --page-server`).
-    pub fn write_inventory_with(&self, inv: &mut Inventory, elsewhere: Vec<ImageFile>) -> Result<()> {
+    pub fn write_inventory_with(
+        &self,
+        inv: &mut Inventory,
+        elsewhere: Vec<ImageFile>,
+    ) -> Result<()> {
         let mut list = elsewhere;
         for (name, _) in self.entries()? {
             if !is_image_name(&name) || name == names::INVENTORY {

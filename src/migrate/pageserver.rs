@@ -482,7 +482,9 @@ fn receive_pages(ch: &mut Channel, dir: &Path) -> Result<String> {
                     if crc32fast::hash(&c.buf) != c.crc {
                         return Err(perr(&peer, format!("chunk {}: checksum mismatch", c.idx)));
                     }
-                    let w = writer.as_ref().ok_or_else(|| perr(&peer, "chunk after Finish"))?;
+                    let w = writer
+                        .as_ref()
+                        .ok_or_else(|| perr(&peer, "chunk after Finish"))?;
                     let got = w.append_at(&c.buf, c.raw, c.codec, c.crc)?;
                     debug_assert_eq!(got, c.idx);
                     next += 1;
@@ -530,7 +532,6 @@ fn receive_pages(ch: &mut Channel, dir: &Path) -> Result<String> {
                 ready = true;
             }
             Msg::Commit if ready => {
-                crate::guard::pause_at("page-server-commit")?;
                 staging.commit()?;
                 ch.send(&Msg::Committed.encode())?;
                 return Ok(format!(
@@ -612,7 +613,10 @@ impl Pusher {
     /// The inventory entries of the server's files (after the pages were
     /// finished).
     pub fn listed(&self) -> Vec<ImageFile> {
-        self.listed.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.listed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Has the server move its files into place; the dump commits its own
@@ -622,7 +626,10 @@ impl Pusher {
         ch.send(&Msg::Commit.encode())?;
         match recv(&mut ch)? {
             Msg::Committed => Ok(()),
-            m => Err(perr(&self.addr, format!("expected Committed, got {}", m.name()))),
+            m => Err(perr(
+                &self.addr,
+                format!("expected Committed, got {}", m.name()),
+            )),
         }
     }
 }
@@ -712,7 +719,8 @@ impl Scratch {
         let hex = safefs::random_hex().map_err(|e| Error::io(&tmp, e))?;
         let name = format!("cairn-lazy-{hex}");
         let path = tmp.join(&name);
-        let fd = safefs::mkdir_private(&parent, OsStr::new(&name)).map_err(|e| Error::io(&path, e))?;
+        let fd =
+            safefs::mkdir_private(&parent, OsStr::new(&name)).map_err(|e| Error::io(&path, e))?;
         Ok(Scratch {
             parent,
             name,
@@ -775,7 +783,10 @@ pub fn restore_lazy(ropts: &RestoreOptions, src: &PageSource) -> Result<i32> {
                 .map_err(|e| Error::io(reader.path(), e))?;
             let write = scratch.lay_pages(&d.read_all(names::PAGESTORE)?, &head, reader.size())?;
             // The layer's own inventory, so that it loads as a layer.
-            let fd = scratch.fd.try_clone().map_err(|e| Error::io(&scratch.path, e))?;
+            let fd = scratch
+                .fd
+                .try_clone()
+                .map_err(|e| Error::io(&scratch.path, e))?;
             ImageDir::from_fd(fd, &scratch.path, &scratch.path)
                 .write_inventory(&mut Inventory::new())?;
             let layer = LazyLayer::open(&scratch.path, write)?;
@@ -830,7 +841,10 @@ fn loopback(
         safefs::random_hex().map_err(|e| Error::io("getrandom", e))?,
         safefs::random_hex().map_err(|e| Error::io("getrandom", e))?
     );
-    let (key, key2) = (channel::derive(secret.as_bytes()), channel::derive(secret.as_bytes()));
+    let (key, key2) = (
+        channel::derive(secret.as_bytes()),
+        channel::derive(secret.as_bytes()),
+    );
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("127.0.0.1", e))?;
     let addr = l
         .local_addr()
@@ -862,7 +876,11 @@ fn content_chunks(dir: &ImageDir) -> Result<Vec<u32>> {
         return Ok(Vec::new());
     }
     let c: FileContents = dir.read(ImageType::Contents, names::CONTENTS)?;
-    let mut v: Vec<u32> = c.files.iter().flat_map(|f| f.chunks.iter().copied()).collect();
+    let mut v: Vec<u32> = c
+        .files
+        .iter()
+        .flat_map(|f| f.chunks.iter().copied())
+        .collect();
     v.sort_unstable();
     v.dedup();
     Ok(v)
