@@ -305,6 +305,18 @@ fn page_server_killed_mid_dump_target_runs_on() {
 /// not the dumped one while pages come in).
 const NO_COMPARE_LAZY: &str = "@no-compare: --lazy-pages: the tree runs before its memory is in";
 
+/// The flags of a lazy restore from the page server at `server`.
+fn lazy_flags<'a>(server: &'a str, key: &'a Path) -> [&'a str; 6] {
+    [
+        "--lazy-pages",
+        "--page-server",
+        server,
+        "--key",
+        key.to_str().unwrap(),
+        NO_COMPARE_LAZY,
+    ]
+}
+
 /// Restores that say the tree ran before every page was in, and then
 /// that every page came.
 fn assert_lazy(out: &Output) {
@@ -345,14 +357,7 @@ fn lazy_pages_from_page_server() {
     dump_through_page_server(&net, &mut w, &key, &pages);
     let _ps = PageServer::start(&net, &pages, &key, "pull", true);
     let server = format!("{}:{PORT}", net.addr_b);
-    let flags = [
-        "--lazy-pages",
-        "--page-server",
-        &server,
-        "--key",
-        key.to_str().unwrap(),
-        NO_COMPARE_LAZY,
-    ];
+    let flags = lazy_flags(&server, &key);
     let out = in_netns(&net.a, || restore_wait(&w.images, &flags, w.pid, &w.log));
     assert_lazy(&out);
 }
@@ -376,14 +381,7 @@ fn lazy_pages_source_killed_tree_killed() {
     drop(fast);
     let mut ps = PageServer::start(&net, &pages, &key, "pull-killed", true);
     let server = format!("{}:{PORT}", net.addr_b);
-    let flags = [
-        "--lazy-pages",
-        "--page-server",
-        &server,
-        "--key",
-        key.to_str().unwrap(),
-        NO_COMPARE_LAZY,
-    ];
+    let flags = lazy_flags(&server, &key);
     let mut run = in_netns(&net.a, || {
         restore_start(&w.images, &flags, false, w.pid, Some(&w.log))
     });

@@ -51,7 +51,6 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Write;
-use std::net::TcpListener;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
@@ -353,16 +352,7 @@ pub struct ServerOptions {
 /// the handshake (another key) are logged and ignored.
 pub fn serve(o: &ServerOptions) -> Result<i32> {
     let key = channel::read_key(&o.key)?;
-    let listener = TcpListener::bind(&o.listen).map_err(|e| {
-        Error::io(
-            Path::new(&o.listen),
-            std::io::Error::other(format!("listen: {e}")),
-        )
-    })?;
-    let local = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| o.listen.clone());
+    let (listener, local) = channel::listen(&o.listen)?;
     eprintln!(
         "cairn: page-server: listening on {local}, images in {}",
         o.images_dir.display()
@@ -845,11 +835,7 @@ fn loopback(
         channel::derive(secret.as_bytes()),
         channel::derive(secret.as_bytes()),
     );
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("127.0.0.1", e))?;
-    let addr = l
-        .local_addr()
-        .map_err(|e| Error::io("127.0.0.1", e))?
-        .to_string();
+    let (l, addr) = channel::listen("127.0.0.1:0")?;
     let server = std::thread::spawn(move || -> Result<postcopy::Served> {
         // Someone else's connection fails the handshake: the next one.
         let mut last = None;

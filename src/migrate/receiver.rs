@@ -3,7 +3,6 @@
 
 use std::ffi::OsStr;
 use std::io::Write;
-use std::net::TcpListener;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -46,16 +45,7 @@ pub const PIDS_FREE_TIMEOUT: Duration = Duration::from_secs(30);
 /// ignored.
 pub fn receive(o: &ReceiveOptions) -> Result<i32> {
     let key = channel::read_key(&o.key)?;
-    let listener = TcpListener::bind(&o.listen).map_err(|e| {
-        Error::io(
-            Path::new(&o.listen),
-            std::io::Error::other(format!("listen: {e}")),
-        )
-    })?;
-    let local = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| o.listen.clone());
+    let (listener, local) = channel::listen(&o.listen)?;
     eprintln!("cairn: receive: listening on {local}");
     loop {
         let (stream, peer) = match listener.accept() {
