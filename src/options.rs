@@ -45,10 +45,28 @@ pub struct DumpOptions {
 /// A page server a dump sends its pages to (`cairn page-server`).
 #[derive(Debug, Clone)]
 pub struct PageServerTarget {
-    /// ADDR:PORT.
-    pub address: String,
+    /// `--address`.
+    pub host: String,
+    /// `--port`.
+    pub port: u16,
     /// The pre-shared key file (`--key`).
     pub key: PathBuf,
+}
+
+impl PageServerTarget {
+    /// HOST:PORT, with an IPv6 address in brackets.
+    pub fn join(host: &str, port: u16) -> String {
+        if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        }
+    }
+
+    /// Where to connect: HOST:PORT.
+    pub fn address(&self) -> String {
+        PageServerTarget::join(&self.host, self.port)
+    }
 }
 
 /// What [`crate::dump::pre_dump`] does.

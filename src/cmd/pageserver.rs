@@ -55,13 +55,8 @@ pub struct DumpPageServerArgs {
     pub key: Option<PathBuf>,
 }
 
-/// ADDR:PORT, with an IPv6 address in brackets.
 fn join(address: &str, port: u16) -> String {
-    if address.contains(':') && !address.starts_with('[') {
-        format!("[{address}]:{port}")
-    } else {
-        format!("{address}:{port}")
-    }
+    PageServerTarget::join(address, port)
 }
 
 impl DumpPageServerArgs {
@@ -69,7 +64,8 @@ impl DumpPageServerArgs {
     pub fn target(&self) -> Option<PageServerTarget> {
         match (self.page_server, &self.address, self.port, &self.key) {
             (true, Some(a), Some(p), Some(k)) => Some(PageServerTarget {
-                address: join(a, p),
+                host: a.clone(),
+                port: p,
                 key: k.clone(),
             }),
             _ => None,

@@ -581,12 +581,13 @@ impl Pusher {
     /// wrong key or an absent server costs nothing.
     pub fn connect(t: &PageServerTarget) -> Result<Pusher> {
         let key = channel::read_key(&t.key)?;
-        let ch = connect(&t.address, &key, Role::Push)?;
-        info!("dump: pages go to the page server at {}", t.address);
+        let addr = t.address();
+        let ch = connect(&addr, &key, Role::Push)?;
+        info!("dump: pages go to the page server at {addr}");
         Ok(Pusher {
             ch: Mutex::new(ch),
             listed: Mutex::new(Vec::new()),
-            addr: t.address.clone(),
+            addr,
         })
     }
 
