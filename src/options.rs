@@ -43,6 +43,36 @@ pub struct DumpOptions {
     pub oracle: bool,
     /// Objects outside the tree its fds may refer to (`--external`).
     pub external: Vec<crate::kinds::external::Key>,
+    /// Send the pages to a page server instead of the images directory
+    /// (`--page-server --address --port --key`).
+    pub page_server: Option<PageServerTarget>,
+}
+
+/// A page server a dump sends its pages to (`cairn page-server`).
+#[derive(Debug, Clone)]
+pub struct PageServerTarget {
+    /// `--address`.
+    pub host: String,
+    /// `--port`.
+    pub port: u16,
+    /// The pre-shared key file (`--key`).
+    pub key: PathBuf,
+}
+
+impl PageServerTarget {
+    /// HOST:PORT, with an IPv6 address in brackets.
+    pub fn join(host: &str, port: u16) -> String {
+        if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        }
+    }
+
+    /// Where to connect: HOST:PORT.
+    pub fn address(&self) -> String {
+        PageServerTarget::join(&self.host, self.port)
+    }
 }
 
 /// What [`crate::dump::pre_dump`] does.

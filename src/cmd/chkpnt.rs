@@ -258,6 +258,7 @@ pub fn chkpnt_main() -> ExitCode {
         freeze: Default::default(),
         oracle: oracle_env(),
         external: Vec::new(),
+        page_server: None,
     };
     match crate::dump::dump(&args) {
         Ok(_) => {

@@ -15,6 +15,7 @@ pub mod chkpnt;
 pub mod demo;
 pub mod inventory;
 pub mod migrate;
+pub mod pageserver;
 pub mod pair;
 pub mod prune;
 pub mod run;
@@ -38,6 +39,7 @@ pub fn run(cmd: &Command) -> (Result<i32>, Phase) {
     match cmd {
         Command::Dump(a) => (crate::run::pidns::dump(&a.options()), Phase::Dump),
         Command::PreDump(a) => (crate::dump::pre_dump(&a.options()).map(|_| 0), Phase::Dump),
+        Command::Restore(a) if a.lazy_pages => (pageserver::restore(a), Phase::Restore),
         Command::Restore(a) => (crate::restore::restore(&a.options()), Phase::Restore),
         Command::Show(a) => (show::run(a).map(|()| 0), Phase::Other),
         Command::Check(a) => (check::check(a.json), Phase::Other),
@@ -50,6 +52,7 @@ pub fn run(cmd: &Command) -> (Result<i32>, Phase) {
         // migrate
         Command::Migrate(a) => (migrate::migrate(a), Phase::Dump),
         Command::Receive(a) => (migrate::receive(a), Phase::Restore),
+        Command::PageServer(a) => (pageserver::serve(a), Phase::Restore),
         Command::Run(a) => (crate::run::run(&a.options()), Phase::Other),
         Command::PidnsExec(a) => (crate::run::pidns::exec_init(&a.cmd), Phase::Other),
         Command::PidnsRestore(a) => (
@@ -135,6 +138,9 @@ pub enum Command {
     Migrate(migrate::MigrateArgs),
     /// Accept a migration (`cairn migrate --to`) and restore its tree here.
     Receive(migrate::ReceiveArgs),
+    /// Receive the pages of `dump --page-server` into DIR, and serve them
+    /// to `restore --lazy-pages --page-server`.
+    PageServer(pageserver::PageServerArgs),
     /// Run a job under cairn: restore its newest checkpoint in DIR or
     /// start CMD, checkpoint it every --interval, on --checkpoint-signal
     /// and on SIGTERM (then stop it and exit 0, for a requeue).
@@ -204,6 +210,8 @@ pub struct DumpArgs {
     /// unix socket; also `unix[INO]`) or `file[MNT_ID:INO]` (hex). Repeatable.
     #[arg(long = "external", value_name = "KEY", value_parser = crate::kinds::external::parse_key)]
     pub external: Vec<crate::kinds::external::Key>,
+    #[command(flatten)]
+    pub page_server: pageserver::DumpPageServerArgs,
 }
 
 /// How the tree is found while it is frozen, shared by `dump` and
@@ -322,6 +330,18 @@ pub struct RestoreArgs {
     /// any process is created.
     #[arg(long = "ext-unix-sk-lose-peercred")]
     pub ext_unix_sk_lose_peercred: bool,
+    /// Start the tree before its memory is in: missing pages come on
+    /// fault (userfaultfd) and in the background, from the image directory
+    /// or from --page-server; if their source fails, the tree is killed.
+    #[arg(long = "lazy-pages")]
+    pub lazy_pages: bool,
+    /// With --lazy-pages: the pages come from `cairn page-server` at
+    /// ADDR:PORT (the -D directory holds the dump's other images).
+    #[arg(long = "page-server", value_name = "ADDR:PORT", requires_all = ["lazy_pages", "key"])]
+    pub page_server: Option<String>,
+    /// The page server's pre-shared key (see `cairn page-server --key`).
+    #[arg(long = "key", value_name = "FILE", requires = "page_server")]
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -402,6 +422,7 @@ impl DumpArgs {
             freeze: self.freeze.options(),
             oracle: self.oracle,
             external: self.external.clone(),
+            page_server: self.page_server.target(),
             ..DumpFlags {
                 shell_job: self.shell_job,
                 ext_unix_sk: self.ext_unix_sk,
@@ -447,6 +468,7 @@ impl DumpFlags {
             freeze: FreezeOptions::default(),
             oracle: false,
             external: Vec::new(),
+            page_server: None,
         }
     }
 }

@@ -340,6 +340,14 @@ pub fn dump_then(
     crate::kinds::pipe::precheck_tree(&pids, &ext::pipe_inos(&args.external))?;
     crate::kinds::locks::precheck(&pids)?;
     crate::restore::precheck_shared(&pids)?;
+    // --page-server: connected and authenticated before anything is
+    // touched (crate::migrate::pageserver).
+    let pusher = match &args.page_server {
+        Some(t) => Some(std::sync::Arc::new(
+            crate::migrate::pageserver::Pusher::connect(t)?,
+        )),
+        None => None,
+    };
     // Images go to a staging directory that becomes DIR only once it is
     // complete and synced (image::staging); dropping it removes it.
     let staging = Staging::begin(&args.images_dir)?;
@@ -377,8 +385,22 @@ pub fn dump_then(
     // cannot be completed leaves the tree running.
     let result = crate::guard::pause_at("frozen")
         .and_then(|()| crate::oracle::on_frozen(args.oracle, &frozen, &dir))
-        .and_then(|()| dump_frozen(&mut frozen, &dir, args, plan, &mut layering))
+        .and_then(|()| {
+            dump_frozen(
+                &mut frozen,
+                &dir,
+                args,
+                plan,
+                &mut layering,
+                pusher.as_ref(),
+            )
+        })
         .and_then(|s| {
+            // The page server's pages are in place before DIR is.
+            if let Some(p) = &pusher {
+                crate::guard::pause_at("page-server-commit")?;
+                p.commit()?;
+            }
             // The point of no return: a signal from here on changes
             // nothing, the dump completes.
             crate::guard::commit()?;
@@ -881,6 +903,7 @@ fn dump_frozen(
     args: &DumpOptions,
     mut plan: PagePlan,
     layering: &mut Layering,
+    pusher: Option<&std::sync::Arc<crate::migrate::pageserver::Pusher>>,
 ) -> Result<(DumpStats, inet::DumpState)> {
     let mut stats = DumpStats::default();
     let mut files = FileTable::default();
@@ -1029,7 +1052,10 @@ fn dump_frozen(
     let t = Instant::now();
     let page_len = crate::sys::PAGE_SIZE;
     crate::progress::pages_begin("dump: pages", stats.pages_scanned * page_len);
-    let mut writer = PageStoreWriter::create(dir)?;
+    let mut writer = match pusher {
+        Some(p) => PageStoreWriter::to_sink(p.clone(), p.shown()),
+        None => PageStoreWriter::create(dir)?,
+    };
     files.files.net_lock = files.kinds.inet.net_lock().into();
     // bgsnap: --leave-running write-protects private memory and copies
     // it after the thaw (kinds::memory::bgsnap); the rest is copied now.
@@ -1114,8 +1140,13 @@ fn dump_frozen(
     layering.fill_inventory(&mut inv, &plan);
     crate::guard::pause_at("written")?;
     // Every other image is on disk and synced: the inventory lists them
-    // and marks the directory complete.
-    dir.write_inventory(&mut inv)?;
+    // (and the page server's, which it has staged) and marks the
+    // directory complete.
+    let elsewhere = pusher.map(|p| p.listed()).unwrap_or_default();
+    if let Some(p) = pusher {
+        inv.page_server = p.address().to_string();
+    }
+    dir.write_inventory_with(&mut inv, elsewhere)?;
     stats.image_bytes = dir_bytes(dir);
     Ok((stats, std::mem::take(&mut files.kinds.inet)))
 }

@@ -623,10 +623,23 @@ impl ImageDir {
                     ))
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if !inv.page_server.is_empty()
+                        && (f.name == names::PAGES || f.name == names::PAGESTORE)
+                    {
+                        return Err(Error::image(
+                            &p,
+                            format!(
+                                "missing: the dump sent its pages to the page server at {}; \
+                                 copy pages.img and pagestore.img from that page server's \
+                                 directory here, or restore with --lazy-pages --page-server",
+                                inv.page_server
+                            ),
+                        ));
+                    }
                     return Err(Error::image(
                         &p,
                         "missing (listed in inventory.img): an incomplete checkpoint",
-                    ))
+                    ));
                 }
                 Err(e) => return Err(Error::io(&p, e)),
             }
@@ -754,7 +767,18 @@ impl ImageDir {
     /// Writes `inventory.img` last: `inv.images` is set to every other
     /// `*.img` file of the directory, with its size and header crc.
     pub fn write_inventory(&self, inv: &mut Inventory) -> Result<()> {
-        let mut list = Vec::new();
+        self.write_inventory_with(inv, Vec::new())
+    }
+
+    /// [`ImageDir::write_inventory`], also listing `elsewhere`: files of
+    /// this checkpoint written somewhere else (a page server's pages.img
+    /// and pagestore.img, `dump --page-server`).
+    pub fn write_inventory_with(
+        &self,
+        inv: &mut Inventory,
+        elsewhere: Vec<ImageFile>,
+    ) -> Result<()> {
+        let mut list = elsewhere;
         for (name, _) in self.entries()? {
             if !is_image_name(&name) || name == names::INVENTORY {
                 continue;

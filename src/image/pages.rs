@@ -19,12 +19,32 @@ pub const MAX_CHUNK_RAW: u64 = 16 << 20;
 /// Largest compressed chunk accepted: zstd's bound for MAX_CHUNK_RAW.
 pub const MAX_CHUNK_COMPRESSED: u64 = MAX_CHUNK_RAW + (MAX_CHUNK_RAW >> 8) + (128 << 10);
 
+/// Where a [`PageStoreWriter`] puts the chunks of a dump whose pages go
+/// elsewhere than its image directory (`dump --page-server`,
+/// `crate::migrate::pageserver`).
+pub trait ChunkSink: Send + Sync {
+    /// Chunk `idx`, its table entry `entry` (offset, lengths, codec, crc)
+    /// and its stored bytes. Called in index order, one at a time.
+    fn put(&self, idx: u32, entry: &PageChunk, stored: &[u8]) -> Result<()>;
+    /// Every chunk was put: the whole table and pages.img's header.
+    fn finish(&self, store: &PageStore, header: &Header) -> Result<()>;
+}
+
+/// Where the chunks go.
+enum Out {
+    /// pages.img in the image directory (pagestore.img beside it).
+    File(File),
+    /// A sink: pages.img and pagestore.img are written by its other end.
+    Sink(std::sync::Arc<dyn ChunkSink>),
+}
+
 /// Appends chunks to pages.img. Chunks may be appended from several
 /// threads at once ([`PageStoreWriter::append_at`]): each reserves its
 /// place and index under a lock and writes its bytes with pwrite, so the
-/// copies into the page cache run in parallel.
+/// copies into the page cache run in parallel (into a [`ChunkSink`]: one
+/// at a time, in index order, under the lock).
 pub struct PageStoreWriter {
-    file: File,
+    out: Out,
     path: PathBuf,
     state: std::sync::Mutex<PageStore>,
 }
@@ -43,10 +63,20 @@ impl PageStoreWriter {
         };
         file.write_all(&hdr.encode()).at(&path)?;
         Ok(PageStoreWriter {
-            file,
+            out: Out::File(file),
             path,
             state: std::sync::Mutex::new(PageStore::new()),
         })
+    }
+
+    /// A writer whose chunks go to `sink` (`shown`: where they go, for
+    /// messages); no pages.img nor pagestore.img is written here.
+    pub fn to_sink(sink: std::sync::Arc<dyn ChunkSink>, shown: PathBuf) -> PageStoreWriter {
+        PageStoreWriter {
+            out: Out::Sink(sink),
+            path: shown,
+            state: std::sync::Mutex::new(PageStore::new()),
+        }
     }
 
     /// Appends one zstd frame of `raw_len` bytes; returns its chunk index.
@@ -77,26 +107,33 @@ impl PageStoreWriter {
         c.raw_len = raw_len;
         c.crc32 = crc32;
         c.codec = codec.into();
-        let (idx, offset) = {
-            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            c.offset = st.chunks.last().map_or(0, |l| l.offset + l.compressed_len);
-            let off = c.offset;
-            st.chunks.push(c);
-            (st.chunks.len() - 1, off)
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        c.offset = st.chunks.last().map_or(0, |l| l.offset + l.compressed_len);
+        let (idx, offset) = (st.chunks.len() as u32, c.offset);
+        let file = match &self.out {
+            Out::Sink(sink) => {
+                // Under the lock: the sink gets the chunks in index order.
+                sink.put(idx, &c, stored)?;
+                st.chunks.push(c);
+                return Ok(idx);
+            }
+            Out::File(f) => f,
         };
+        st.chunks.push(c);
+        drop(st);
         let at = HEADER_LEN as u64 + offset;
-        self.file
-            .write_all_at(stored, at)
+        file.write_all_at(stored, at)
             .map_err(|e| Error::io(&self.path, e))?;
         // Overlap disk writes with the rest of the dump; the final fsync
         // then only waits for the tail.
-        let _ = crate::sys::mem::start_writeback(&self.file, at, stored.len() as u64);
-        Ok(idx as u32)
+        let _ = crate::sys::mem::start_writeback(file, at, stored.len() as u64);
+        Ok(idx)
     }
 
     /// Writes the final header of pages.img (length and crc of all
     /// chunks, the crc combined from theirs), syncs it and writes
-    /// pagestore.img.
+    /// pagestore.img (into a sink: hands both to it, nothing is written
+    /// into `dir`).
     pub fn finish(self, dir: &ImageDir) -> Result<u64> {
         let t = std::time::Instant::now();
         let store = self.state.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -117,10 +154,18 @@ impl PageStoreWriter {
             body_len,
             crc32: crc.finalize(),
         };
-        self.file.write_all_at(&hdr.encode(), 0).at(&self.path)?;
+        let file = match &self.out {
+            Out::Sink(sink) => {
+                sink.finish(&store, &hdr)?;
+                crate::info!("pages sent to {} in {:?}", self.path.display(), t.elapsed());
+                return Ok(body_len);
+            }
+            Out::File(f) => f,
+        };
+        file.write_all_at(&hdr.encode(), 0).at(&self.path)?;
         // A staging directory syncs it with every other file at its commit.
         if crate::image::staging::durable() && !dir.syncs_at_commit() {
-            self.file.sync_all().at(&self.path)?;
+            file.sync_all().at(&self.path)?;
             crate::info!("pages.img synced in {:?}", t.elapsed());
         }
         dir.write(ImageType::PageStore, names::PAGESTORE, &store)?;

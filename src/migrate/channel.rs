@@ -160,6 +160,17 @@ fn read_frame(stream: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<usize> 
     Ok(n)
 }
 
+/// Binds a listener on `addr` (ADDR:PORT); returns it and the address it
+/// got (for messages: a port 0 becomes the real one).
+pub fn listen(addr: &str) -> Result<(std::net::TcpListener, String)> {
+    let l = std::net::TcpListener::bind(addr).map_err(|e| net_err(addr, "listen", e))?;
+    let local = l
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| addr.to_string());
+    Ok((l, local))
+}
+
 /// How long the handshake may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 

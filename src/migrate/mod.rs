@@ -13,6 +13,8 @@
 //!   frozen (`dump::dump_then`).
 //! - [`receiver`]: writes each layer under its number (`1`, `2`, ...),
 //!   verifies the chain, decides the hand-over mode, restores.
+//! - [`pageserver`]: the CRIU-style building blocks on the same channel:
+//!   `cairn page-server`, `dump --page-server`, `restore --lazy-pages`.
 //! - [`postcopy`] (`--lazy`): the source's page server and the
 //!   destination's pager; [`guardian`]: the process that holds the
 //!   pager's userfaultfds so that a killed receiver kills the tree
@@ -31,6 +33,7 @@
 
 pub mod channel;
 pub mod guardian;
+pub mod pageserver;
 pub mod postcopy;
 pub mod receiver;
 pub mod source;

@@ -73,12 +73,19 @@ pub struct Served {
 /// answered with `Ack`). An error means the destination does not run the
 /// tree with all its memory (it kills its copy when the channel breaks).
 pub fn serve(ch: &mut Channel, dir: &Path, layers: u32) -> Result<Served> {
-    let peer = ch.peer.clone();
     let mut stores = Vec::new();
     for i in 1..=layers {
         let (d, _) = ImageDir::load(&dir.join(i.to_string()))?;
         stores.push(PageStoreReader::open(&d)?);
     }
+    serve_stores(ch, &stores)
+}
+
+/// [`serve`] of the page stores `stores` (layer i + 1 is `stores[i]`);
+/// also the page server's (`super::pageserver`).
+pub fn serve_stores(ch: &mut Channel, stores: &[PageStoreReader]) -> Result<Served> {
+    let peer = ch.peer.clone();
+    let layers = stores.len() as u32;
     let mut sent: Vec<Vec<bool>> = stores
         .iter()
         .map(|s| vec![false; s.chunk_count()])

@@ -3,7 +3,6 @@
 
 use std::ffi::OsStr;
 use std::io::Write;
-use std::net::TcpListener;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -48,16 +47,7 @@ pub fn receive(o: &ReceiveOptions) -> Result<i32> {
     let key = channel::read_key(&o.key)?;
     // The layers live as long as the migration: no fsync (image::staging).
     crate::image::staging::set_durable(false);
-    let listener = TcpListener::bind(&o.listen).map_err(|e| {
-        Error::io(
-            Path::new(&o.listen),
-            std::io::Error::other(format!("listen: {e}")),
-        )
-    })?;
-    let local = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| o.listen.clone());
+    let (listener, local) = channel::listen(&o.listen)?;
     eprintln!("cairn: receive: listening on {local}");
     loop {
         let (stream, peer) = match listener.accept() {

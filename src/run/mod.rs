@@ -167,6 +167,15 @@ pub fn dump_argv(o: &DumpOptions) -> Vec<OsString> {
         a.push("--external".into());
         a.push(k.to_string().into());
     }
+    if let Some(t) = &o.page_server {
+        a.extend([
+            "--page-server".into(),
+            "--address".into(),
+            t.host.clone().into(),
+        ]);
+        a.extend(["--port".into(), t.port.to_string().into(), "--key".into()]);
+        a.push(t.key.clone().into());
+    }
     a
 }
 

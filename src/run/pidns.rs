@@ -333,6 +333,9 @@ pub fn dump(o: &DumpOptions) -> Result<i32> {
     let mut d = o.clone();
     d.pid = inner;
     d.images_dir = absolute(&o.images_dir)?;
+    if let Some(t) = d.page_server.as_mut() {
+        t.key = absolute(&t.key)?;
+    }
     info!(
         "pid {} lives in a child pid namespace (pid {inner} there): dumped from inside it",
         o.pid
