@@ -38,6 +38,9 @@ pub struct DumpStats {
     /// copy of its write-protected pages took after that.
     pub thawed_at: Option<Instant>,
     pub background_copy_ms: f64,
+    /// Background snapshot armed before the freeze: how long the tree was
+    /// stopped then to create the userfaultfds (not part of `frozen_ms`).
+    pub armed_stop_ms: f64,
 }
 
 /// Where the frozen dump finds each process's VMAs and fds: the tree's
@@ -346,6 +349,9 @@ pub fn dump_then(
     let mut plan = PagePlan::default();
     let keep = args.incr.track_mem && args.leave_running;
     let mut layering = Layering::new(pid, &args.images_dir, &args.incr, keep, &mut plan)?;
+    // bgsnap: the memory is write-protected before the freeze.
+    let armed = arm_background_snapshot(pid, args, keep);
+    let armed_stop_ms = armed.as_ref().map_or(0.0, |a| a.stopped_ms);
 
     // BPF starts watching the tree before anything is seized (loading
     // the programs is not part of the frozen time).
@@ -375,7 +381,7 @@ pub fn dump_then(
     // cannot be completed leaves the tree running.
     let result = crate::guard::pause_at("frozen")
         .and_then(|()| crate::oracle::on_frozen(args.oracle, &frozen, &dir))
-        .and_then(|()| dump_frozen(&mut frozen, &dir, args, plan, &mut layering))
+        .and_then(|()| dump_frozen(&mut frozen, &dir, args, plan, &mut layering, armed))
         .and_then(|s| {
             // The point of no return: a signal from here on changes
             // nothing, the dump completes.
@@ -405,9 +411,10 @@ pub fn dump_then(
                 stats.thawed_at.map_or_else(|| t0.elapsed(), |t| t - t0),
             );
             if stats.thawed_at.is_some() {
+                stats.armed_stop_ms = armed_stop_ms;
                 info!(
-                    "stats background-snapshot: frozen_ms={:.1} copy_ms={:.1}",
-                    stats.frozen_ms, stats.background_copy_ms
+                    "stats background-snapshot: frozen_ms={:.1} copy_ms={:.1} armed_stop_ms={:.1}",
+                    stats.frozen_ms, stats.background_copy_ms, stats.armed_stop_ms
                 );
             }
             layering.done(&dir);
@@ -445,6 +452,32 @@ fn interrupted_or(e: Error, pid: i32) -> Error {
     }
 }
 
+/// Before the freeze: the background snapshot's write-protection, armed
+/// while the tree runs (`memory::bgsnap::arm`), when the dump will take
+/// the background path (`--leave-running`, not `=off`, no dirty tracking
+/// on the same memory, not a layer of a chain, the kernel able).
+/// `CAIRN_BGSNAP_ARM=off` leaves it to the freeze, as before (to compare).
+fn arm_background_snapshot(
+    pid: i32,
+    args: &DumpOptions,
+    keep: bool,
+) -> Option<memory::bgsnap::Armed> {
+    use memory::bgsnap::Mode;
+    if !args.leave_running
+        || args.freeze.background_snapshot == Mode::Off
+        || keep
+        || args.incr.prev_images_dir.is_some()
+        || std::env::var("CAIRN_BGSNAP_ARM").is_ok_and(|v| v == "off")
+    {
+        return None;
+    }
+    if let Some(why) = memory::bgsnap::unavailable() {
+        info!("background snapshot: not armed before the freeze ({why})");
+        return None;
+    }
+    memory::bgsnap::arm(pid)
+}
+
 /// The background snapshot of a --leave-running dump, frozen, once the
 /// plan is complete; `None`: every page is copied frozen (and why is
 /// logged).
@@ -453,6 +486,7 @@ fn background_snapshot(
     plan: &PagePlan,
     args: &DumpOptions,
     layering: &mut Layering,
+    armed: Option<memory::bgsnap::Armed>,
 ) -> Result<Option<memory::bgsnap::Snapshot>> {
     use memory::bgsnap::Mode;
     let mode = args.freeze.background_snapshot;
@@ -473,7 +507,7 @@ fn background_snapshot(
                 t.release_taken();
             }
             let pids: Vec<i32> = frozen.live().map(|p| p.pid).collect();
-            memory::bgsnap::Snapshot::prepare(frozen, plan, &pids)
+            memory::bgsnap::Snapshot::prepare(frozen, plan, &pids, armed)
                 .ok_or_else(|| "no private anonymous memory could be write-protected".to_string())
         }
     };
@@ -845,6 +879,7 @@ fn dump_frozen(
     args: &DumpOptions,
     mut plan: PagePlan,
     layering: &mut Layering,
+    armed: Option<memory::bgsnap::Armed>,
 ) -> Result<(DumpStats, inet::DumpState)> {
     let mut stats = DumpStats::default();
     let mut files = FileTable::default();
@@ -997,7 +1032,7 @@ fn dump_frozen(
     files.files.net_lock = files.kinds.inet.net_lock().into();
     // bgsnap: --leave-running write-protects private memory and copies
     // it after the thaw (kinds::memory::bgsnap); the rest is copied now.
-    let snap = background_snapshot(frozen, &plan, args, layering)?;
+    let snap = background_snapshot(frozen, &plan, args, layering, armed)?;
     let phase = snap
         .as_ref()
         .map_or(memory::Phase::All, memory::Phase::Frozen);
