@@ -276,3 +276,102 @@ fn cairn_killed_during_background_copy() {
     );
     let _ = fs::remove_dir_all(passes_file.parent().expect("dir"));
 }
+
+/// The memory map changes between the arming of the write-protection
+/// (before the freeze, while the tree runs) and the freeze: the dump
+/// pauses right after arming (`CAIRN_PAUSE_AT=bg-armed`) while the
+/// workload's racer unmaps a filled region, makes half of another
+/// read-only (its VMA splits), writes the first page of a region never
+/// touched, maps and fills a new region and forks a child that keeps a
+/// copy of it; its writers rewrite their memory all along (each write to a
+/// page armed before the freeze faults and is let through). The restored
+/// tree must be the one at the freeze: the workload checks every region as
+/// the race left it and its child's copy, and its writers' memory.
+#[test]
+fn background_snapshot_races_between_arming_and_freeze() {
+    if skip_unless_root() {
+        return;
+    }
+    let dir = fresh_dir("bgsnap-race");
+    let race = dir.join("race");
+    let done = dir.join("race.done");
+    let mut w = Workload::start(
+        "mem_rewrite",
+        &[
+            "--mib",
+            "64",
+            "--threads",
+            "2",
+            "--race-file",
+            race.to_str().expect("utf-8 path"),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let err_path = w.dir.join("cairn-race.stderr");
+    let mut cairn = Command::new(cairn_bin())
+        .args([
+            "dump",
+            "-v",
+            "--oracle",
+            "--leave-running",
+            "--background-snapshot=on",
+            "-t",
+        ])
+        .arg(w.pid.to_string())
+        .arg("-D")
+        .arg(&w.images)
+        .env("CAIRN_PAUSE_AT", "bg-armed")
+        .env("CAIRN_PAUSE_UNTIL", &done)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&err_path).expect("create stderr file"))
+        .spawn()
+        .expect("spawn cairn");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !fs::read_to_string(&err_path)
+        .unwrap_or_default()
+        .contains("paused at bg-armed")
+    {
+        if Instant::now() > deadline || cairn.try_wait().expect("wait cairn").is_some() {
+            kill_tree(&mut cairn);
+            panic!(
+                "cairn did not pause after arming the background snapshot:\n{}",
+                tail(&err_path, 6000)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fs::write(&race, b"").expect("start the race");
+    let st = match wait_timeout(&mut cairn, CAIRN_TIMEOUT) {
+        Some(st) => st,
+        None => {
+            kill_tree(&mut cairn);
+            panic!("cairn dump hung:\n{}", tail(&err_path, 6000));
+        }
+    };
+    let err = fs::read_to_string(&err_path).unwrap_or_default();
+    assert!(
+        st.success() && done.exists(),
+        "dump after the race failed ({st}, race done: {}):\n{}\n--- workload log ---\n{}",
+        done.exists(),
+        tail(&err_path, 8000),
+        tail(&w.log, 4000)
+    );
+    assert!(
+        err.contains("armed before the freeze:") && err.contains("protected again"),
+        "the dump did not arm the protection before the freeze:\n{}",
+        tail(&err_path, 8000)
+    );
+    eprintln!(
+        "{}",
+        err.lines()
+            .filter(|l| l.contains("armed before the freeze") || l.contains("write faults"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let snap = w.log_snapshot();
+    w.terminate_original_expect_pass();
+    w.log_reset(&snap);
+    w.restore_wait(&[]);
+    let _ = fs::remove_dir_all(&dir);
+}

@@ -56,7 +56,10 @@ struct Discovery {
 }
 
 impl Discovery {
-    fn collect(frozen: &Frozen, no_bpf: bool) -> Discovery {
+    /// `preloaded`: the programs were loaded before the freeze (a
+    /// background snapshot armed there, `memory::bgsnap::arm`): the
+    /// iterator lists the VMAs without the page-table walk of smaps.
+    fn collect(frozen: &Frozen, no_bpf: bool, preloaded: bool) -> Discovery {
         let root = frozen.procs.first().map_or(0, |p| p.pid);
         if no_bpf {
             info!("dump: VMAs and fds from /proc (--no-bpf)");
@@ -66,7 +69,7 @@ impl Discovery {
         // 15), unless the freezer has loaded them already.
         let tasks: usize = frozen.procs.iter().map(|p| p.threads.len().max(1)).sum();
         let min = watch::bpf_min_tasks();
-        if tasks < min && !frozen.bpf_watched {
+        if tasks < min && !frozen.bpf_watched && !preloaded {
             info!("dump: VMAs and fds from /proc (a small tree: {tasks} tasks; BPF from {min})");
             return Discovery { bpf: None };
         }
@@ -352,6 +355,10 @@ pub fn dump_then(
     // bgsnap: the memory is write-protected before the freeze.
     let armed = arm_background_snapshot(pid, args, keep);
     let armed_stop_ms = armed.as_ref().map_or(0.0, |a| a.stopped_ms);
+    if armed.is_some() {
+        // Tests change the tree here, between the arming and the freeze.
+        crate::guard::pause_at("bg-armed")?;
+    }
 
     // BPF starts watching the tree before anything is seized (loading
     // the programs is not part of the frozen time).
@@ -475,7 +482,22 @@ fn arm_background_snapshot(
         info!("background snapshot: not armed before the freeze ({why})");
         return None;
     }
-    memory::bgsnap::arm(pid)
+    let armed = memory::bgsnap::arm(pid)?;
+    // The BPF iterators list the VMAs at the freeze without walking
+    // their page tables as smaps does (the other cost that grows with
+    // the memory): loaded now, while the tree runs.
+    if !args.freeze.no_bpf && crate::inventory::bpf_unavailable().is_none() {
+        let t = Instant::now();
+        let loaded = crate::sys::bpf::shared();
+        match &loaded.iters {
+            Ok(_) => info!(
+                "background snapshot: BPF iterators loaded before the freeze in {:.1} ms",
+                t.elapsed().as_secs_f64() * 1e3
+            ),
+            Err(e) => info!("background snapshot: BPF iterators not loaded ({e})"),
+        }
+    }
+    Some(armed)
 }
 
 /// The background snapshot of a --leave-running dump, frozen, once the
@@ -575,7 +597,7 @@ pub fn pre_dump(args: &PreDumpOptions) -> Result<DumpStats> {
         let t0 = Instant::now();
         let mut frozen = Frozen::freeze_tree(pid, watch, guardian)?;
         crate::stats::set(crate::stats::Time::Freeze, t0.elapsed());
-        let mut found = Discovery::collect(&frozen, args.freeze.no_bpf);
+        let mut found = Discovery::collect(&frozen, args.freeze.no_bpf, false);
         source = found.source();
         let planned = plan_frozen(&mut frozen, &mut found, &mut plan, &mut layering);
         // The tree runs again whatever happened; the copy follows.
@@ -886,7 +908,7 @@ fn dump_frozen(
     files.kinds.external = crate::kinds::external::ExternalDump::new(&args.external);
     let mut exe_sums = crate::kinds::exe::ExeSums::default();
     let mut pstree = Pstree::new();
-    let mut found = Discovery::collect(frozen, args.freeze.no_bpf);
+    let mut found = Discovery::collect(frozen, args.freeze.no_bpf, armed.is_some());
     let procs: Vec<(i32, i32, Option<i32>, bool)> = frozen
         .procs
         .iter()
@@ -898,6 +920,19 @@ fn dump_frozen(
         .map(|p| (p.pid, p.stop_signal()))
         .collect();
     let live: std::collections::HashSet<i32> = frozen.live().map(|p| p.pid).collect();
+    if armed.is_some() && plan.parent.is_none() && !plan.chain {
+        // bgsnap: a process without a parent or child in the dump shares
+        // no page with one: its private anonymous memory is planned by
+        // PAGEMAP_SCAN regions (memory::plan::PagePlan::scan_plan).
+        plan.scan_plan = (procs.iter())
+            .filter(|&&(p, pp, z, _)| {
+                z.is_none()
+                    && !live.contains(&pp)
+                    && !procs.iter().any(|q| q.1 == p && live.contains(&q.0))
+            })
+            .map(|p| p.0)
+            .collect();
+    }
     // IP sockets: refused or locked before any of their state is read.
     let live_pids: Vec<i32> = frozen.live().map(|p| p.pid).collect();
     files.kinds.inet = inet::DumpState::prepare(

@@ -283,7 +283,7 @@ pub fn unavailable() -> Option<String> {
 }
 
 /// Anonymous private memory: what synchronous write-protect covers.
-fn anon_private(m: &MapsEntry) -> bool {
+pub(super) fn anon_private(m: &MapsEntry) -> bool {
     !m.shared
         && (m.path.is_empty()
             || m.path == "[heap]"
@@ -778,4 +778,52 @@ fn unprotected(pm: &File, s: u64, e: u64) -> std::io::Result<Vec<(u64, u64)>> {
         at = walk_end;
     }
     Ok(out)
+}
+
+/// The page regions of [start, end) of `pid` for the plan (populated,
+/// zero page, guard: `PagePlan::add_vma_scanned`), by PAGEMAP_SCAN; `None`
+/// on a kernel that lacks one of those categories (EINVAL).
+pub(super) fn page_regions(
+    pid: i32,
+    start: u64,
+    end: u64,
+) -> std::io::Result<Option<Vec<uffd::PageRegion>>> {
+    let pm = File::open(format!("/proc/{pid}/pagemap"))?;
+    let anyof = uffd::PAGE_IS_PRESENT | uffd::PAGE_IS_SWAPPED;
+    let q = uffd::ScanQuery {
+        flags: 0,
+        mask: 0,
+        anyof,
+        ret: anyof | uffd::PAGE_IS_PFNZERO | uffd::PAGE_IS_GUARD,
+    };
+    let mut regions = vec![uffd::PageRegion::default(); uffd::SCAN_VEC_LEN];
+    let mut out = Vec::new();
+    let mut at = start;
+    while at < end {
+        let (k, walk_end) = match uffd::pagemap_scan(&pm, at, end, q, &mut regions) {
+            Ok(x) => x,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        out.extend_from_slice(&regions[..k]);
+        if walk_end <= at {
+            return Err(std::io::Error::other(format!(
+                "PAGEMAP_SCAN made no progress at {at:#x}"
+            )));
+        }
+        at = walk_end;
+    }
+    Ok(Some(out))
+}
+
+/// Job `job` of a plan made from PAGEMAP_SCAN (`Job::cow_unknown`), read
+/// after the thaw: whether one of its present pages is not exclusively
+/// mapped (shared copy-on-write with a process outside the dump), read
+/// from the pagemap now. process_vm_readv would unshare such a page (a
+/// copy of it in the target); /proc/PID/mem reads it without.
+pub(super) fn shares_pages(pid: i32, segs: &[(u64, u64)]) -> bool {
+    segs.iter().any(|&(a, n)| {
+        crate::procfs::read_pagemap(pid, a, a + n * PAGE_SIZE)
+            .map_or(true, |v| v.iter().any(|f| f.present() && !f.exclusive()))
+    })
 }

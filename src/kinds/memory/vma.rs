@@ -90,8 +90,11 @@ const LOCK_FLAGS: [&str; 2] = ["lo", "lf"];
 /// first), soft-dirty tracking ("sd", set on every new mapping) and
 /// userfaultfd registration ("uw", "um", "ui": cairn's own dirty-page
 /// tracking; a program's own userfaultfd is refused with its fd).
-/// Neither saved nor compared.
-const BOOKKEEPING_FLAGS: [&str; 5] = ["ac", "sd", "uw", "um", "ui"];
+/// Neither saved nor compared. So is "dw" (VM_DENYWRITE, kernels before
+/// 5.15): the ELF loader's mark on the mappings of an executable and its
+/// interpreter, which no mmap from user space can set (README,
+/// Limitations).
+const BOOKKEEPING_FLAGS: [&str; 6] = ["ac", "sd", "uw", "um", "ui", "dw"];
 
 /// VMAs the kernel places itself: their flags are the kernel's.
 fn is_kernel_vma(kind: VmaKind) -> bool {
