@@ -376,6 +376,11 @@ pub fn dump_then(
                 return Err(interrupted_or(e, pid));
             }
         };
+    let mut armed = armed;
+    if let Some(a) = &mut armed {
+        // Before anything reads the VMAs: the program's own layout.
+        a.register_frozen(&mut frozen);
+    }
     crate::stats::set(crate::stats::Time::Freeze, t0.elapsed());
     crate::progress::tasks_done();
     info!(
@@ -769,10 +774,15 @@ fn collect_remote(
     };
     let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
     let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+    // Low (a hint: the kernel goes elsewhere if the place is taken), so
+    // that it is one of the first records of smaps: `def_flags` reads smaps
+    // only that far, and the page tables of the big mappings above it
+    // (mmap allocates top-down) are not walked while frozen.
+    const SCRATCH_HINT: u64 = 0x10_0000;
     leader.scratch = leader.call(
         "mmap scratch",
         libc::SYS_mmap,
-        &[0, SCRATCH_LEN, rw, flags, u64::MAX, 0],
+        &[SCRATCH_HINT, SCRATCH_LEN, rw, flags, u64::MAX, 0],
     )?;
     let tree: std::collections::HashSet<i32> = frozen.procs.iter().map(|p| p.pid).collect();
     let result = (|| -> Result<(TaskCore, u64, Vec<String>)> {

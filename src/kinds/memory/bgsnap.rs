@@ -102,6 +102,8 @@ pub struct Snapshot {
 /// it with PAGEMAP_SCAN and protects it again, frozen).
 pub struct Armed {
     fds: std::sync::Arc<Vec<(i32, u64, OwnedFd)>>,
+    /// Made at the freeze for processes without one (forked since).
+    extra: Vec<(i32, u64, OwnedFd)>,
     stop: std::sync::Arc<AtomicBool>,
     handler: Option<std::thread::JoinHandle<u64>>,
     /// How long the tree was stopped to create the userfaultfds.
@@ -119,7 +121,56 @@ impl Armed {
         let faults = self.stop_handler();
         let fds = std::mem::replace(&mut self.fds, std::sync::Arc::new(Vec::new()));
         let fds = std::sync::Arc::try_unwrap(fds).unwrap_or_default();
-        (fds.into_iter().map(|(p, st, fd)| (p, (st, fd))).collect(), faults)
+        let extra = std::mem::take(&mut self.extra);
+        let all = fds.into_iter().chain(extra);
+        (all.map(|(p, st, fd)| (p, (st, fd))).collect(), faults)
+    }
+
+    /// Frozen, first thing (before the tree's VMAs are read, by the oracle
+    /// too): registers every private anonymous VMA of every live process
+    /// with its snapshot userfaultfd, made now for a process that has none
+    /// (forked since the arming). Two neighbouring VMAs that differ only in
+    /// their userfaultfd do not merge: a mapping made next to an armed one
+    /// since the arming (or a child's copies of them) would stay apart, a
+    /// layout the program never had. Registered alike, they merge as they
+    /// would have without cairn, and the dump records the program's own
+    /// layout. Nothing is write-protected here. Best effort: what fails is
+    /// done again, or copied frozen, at [`Snapshot::prepare`].
+    pub fn register_frozen(&mut self, frozen: &mut Frozen) {
+        let live: Vec<i32> = frozen.live().map(|p| p.pid).collect();
+        for pid in live {
+            let Ok(start) = crate::procfs::read_stat(pid).map(|s| s.starttime) else {
+                continue;
+            };
+            let have = (self.fds.iter().chain(self.extra.iter()))
+                .find(|x| x.0 == pid && x.1 == start)
+                .map(|x| x.2.as_raw_fd());
+            let fd = match have {
+                Some(fd) => fd,
+                None => match crate::track::create_uffd_in_target(
+                    frozen,
+                    pid,
+                    uffd::UFFD_SYNC_CREATE_FLAGS,
+                    FEATURES,
+                ) {
+                    Ok(fd) => {
+                        let raw = fd.as_raw_fd();
+                        self.extra.push((pid, start, fd));
+                        raw
+                    }
+                    Err(e) => {
+                        crate::debug!("pid {pid}: no userfaultfd at the freeze ({e})");
+                        continue;
+                    }
+                },
+            };
+            let Ok(maps) = crate::procfs::read_maps(pid) else {
+                continue;
+            };
+            for m in maps.iter().filter(|m| anon_private(m)) {
+                let _ = uffd::register_wp(&fd, m.start, m.end);
+            }
+        }
     }
 
     fn stop_handler(&mut self) -> u64 {
@@ -141,7 +192,8 @@ impl Drop for Armed {
 
 /// Before the freeze, for a `--leave-running` dump that will take the
 /// background path: stops the tree once, briefly, to create a userfaultfd
-/// in each process (an injected syscall needs a stopped thread), thaws it,
+/// in each process (an injected syscall needs a stopped thread; guarded
+/// like the freeze: `crate::guard`), thaws it,
 /// then, while it runs, registers every private anonymous VMA from
 /// /proc/PID/maps and write-protects it whole (the kernel's walk of every
 /// page table entry, the cost that grows with the memory, is no longer
@@ -151,7 +203,10 @@ impl Drop for Armed {
 /// everything frozen, as before.
 pub fn arm(root: i32) -> Option<Armed> {
     let t = Instant::now();
-    let mut frozen = match Frozen::freeze_tree(root, None, None) {
+    // A guardian of its own (released at this thaw) puts the registers
+    // back should cairn die in the middle of an injected call.
+    let guardian = crate::guard::Guardian::start(crate::guard::Role::Dump);
+    let mut frozen = match Frozen::freeze_tree(root, None, guardian) {
         Ok(f) => f,
         Err(e) => {
             crate::info!("background snapshot: not armed before the freeze ({e})");
@@ -191,6 +246,7 @@ pub fn arm(root: i32) -> Option<Armed> {
     };
     let mut armed = Armed {
         fds,
+        extra: Vec::new(),
         stop,
         handler: Some(handler),
         stopped_ms,
