@@ -227,7 +227,9 @@ pub fn arm(root: i32) -> Option<Armed> {
         });
         match made {
             Ok(x) => fds.push(x),
-            Err(e) => crate::info!("background snapshot: pid {pid} not armed before the freeze: {e}"),
+            Err(e) => {
+                crate::info!("background snapshot: pid {pid} not armed before the freeze: {e}")
+            }
         }
     }
     if let Err(e) = frozen.thaw() {

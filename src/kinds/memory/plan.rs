@@ -288,8 +288,9 @@ impl PagePlan {
         owner: usize,
     ) -> Result<Option<VmaPageRuns>> {
         use crate::sys::uffd;
-        let Some(regions) = super::bgsnap::page_regions(pid, m.start, m.end)
-            .map_err(|e| crate::error::Error::sys(pid, format!("PAGEMAP_SCAN {:#x}", m.start), e))?
+        let Some(regions) = super::bgsnap::page_regions(pid, m.start, m.end).map_err(|e| {
+            crate::error::Error::sys(pid, format!("PAGEMAP_SCAN {:#x}", m.start), e)
+        })?
         else {
             return Ok(None);
         };
