@@ -762,12 +762,35 @@ fn read_page(pid: i32, addr: u64, page: &mut [u8]) -> std::io::Result<()> {
     File::open(format!("/proc/{pid}/mem"))?.read_exact_at(page, addr)
 }
 
+/// Every region PAGEMAP_SCAN reports for [start, end) with query `q`, in
+/// as many calls as it takes (one call reports at most SCAN_VEC_LEN).
+fn scan(
+    pm: &File,
+    start: u64,
+    end: u64,
+    q: uffd::ScanQuery,
+) -> std::io::Result<Vec<uffd::PageRegion>> {
+    let mut regions = vec![uffd::PageRegion::default(); uffd::SCAN_VEC_LEN];
+    let mut out = Vec::new();
+    let mut at = start;
+    while at < end {
+        let (k, walk_end) = uffd::pagemap_scan(pm, at, end, q, &mut regions)?;
+        out.extend_from_slice(&regions[..k]);
+        if walk_end <= at {
+            return Err(std::io::Error::other(format!(
+                "PAGEMAP_SCAN made no progress at {at:#x}"
+            )));
+        }
+        at = walk_end;
+    }
+    Ok(out)
+}
+
 /// Per page of [addr, addr + n pages): populated (present or swapped) and
 /// still write-protected.
 fn protected_pages(pm: &File, addr: u64, n: u64) -> std::io::Result<Vec<bool>> {
     let end = addr + n * PAGE_SIZE;
     let mut out = vec![false; n as usize];
-    let mut regions = vec![uffd::PageRegion::default(); uffd::SCAN_VEC_LEN];
     let anyof = uffd::PAGE_IS_PRESENT | uffd::PAGE_IS_SWAPPED;
     let q = uffd::ScanQuery {
         flags: 0,
@@ -775,23 +798,13 @@ fn protected_pages(pm: &File, addr: u64, n: u64) -> std::io::Result<Vec<bool>> {
         anyof,
         ret: anyof | uffd::PAGE_IS_WRITTEN,
     };
-    let mut at = addr;
-    while at < end {
-        let (k, walk_end) = uffd::pagemap_scan(pm, at, end, q, &mut regions)?;
-        for r in &regions[..k] {
-            if r.categories & uffd::PAGE_IS_WRITTEN == 0 {
-                let (s, e) = (r.start.max(addr), r.end.min(end));
-                for a in (s..e).step_by(PAGE_SIZE as usize) {
-                    out[((a - addr) / PAGE_SIZE) as usize] = true;
-                }
+    for r in scan(pm, addr, end, q)? {
+        if r.categories & uffd::PAGE_IS_WRITTEN == 0 {
+            let (s, e) = (r.start.max(addr), r.end.min(end));
+            for a in (s..e).step_by(PAGE_SIZE as usize) {
+                out[((a - addr) / PAGE_SIZE) as usize] = true;
             }
         }
-        if walk_end <= at {
-            return Err(std::io::Error::other(format!(
-                "PAGEMAP_SCAN made no progress at {at:#x}"
-            )));
-        }
-        at = walk_end;
     }
     Ok(out)
 }
@@ -811,7 +824,6 @@ struct Reprotected {
 /// swapped) and not write-protected, by PAGEMAP_SCAN (one walk of the page
 /// tables that reports only those).
 fn unprotected(pm: &File, s: u64, e: u64) -> std::io::Result<Vec<(u64, u64)>> {
-    let mut regions = vec![uffd::PageRegion::default(); uffd::SCAN_VEC_LEN];
     let q = uffd::ScanQuery {
         flags: 0,
         mask: uffd::PAGE_IS_WRITTEN,
@@ -819,21 +831,11 @@ fn unprotected(pm: &File, s: u64, e: u64) -> std::io::Result<Vec<(u64, u64)>> {
         ret: uffd::PAGE_IS_WRITTEN,
     };
     let mut out: Vec<(u64, u64)> = Vec::new();
-    let mut at = s;
-    while at < e {
-        let (k, walk_end) = uffd::pagemap_scan(pm, at, e, q, &mut regions)?;
-        for r in &regions[..k] {
-            match out.last_mut() {
-                Some(last) if last.1 == r.start => last.1 = r.end,
-                _ => out.push((r.start, r.end)),
-            }
+    for r in scan(pm, s, e, q)? {
+        match out.last_mut() {
+            Some(last) if last.1 == r.start => last.1 = r.end,
+            _ => out.push((r.start, r.end)),
         }
-        if walk_end <= at {
-            return Err(std::io::Error::other(format!(
-                "PAGEMAP_SCAN made no progress at {at:#x}"
-            )));
-        }
-        at = walk_end;
     }
     Ok(out)
 }
@@ -854,24 +856,11 @@ pub(super) fn page_regions(
         anyof,
         ret: anyof | uffd::PAGE_IS_PFNZERO | uffd::PAGE_IS_GUARD,
     };
-    let mut regions = vec![uffd::PageRegion::default(); uffd::SCAN_VEC_LEN];
-    let mut out = Vec::new();
-    let mut at = start;
-    while at < end {
-        let (k, walk_end) = match uffd::pagemap_scan(&pm, at, end, q, &mut regions) {
-            Ok(x) => x,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        out.extend_from_slice(&regions[..k]);
-        if walk_end <= at {
-            return Err(std::io::Error::other(format!(
-                "PAGEMAP_SCAN made no progress at {at:#x}"
-            )));
-        }
-        at = walk_end;
+    match scan(&pm, start, end, q) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(None),
+        Err(e) => Err(e),
     }
-    Ok(Some(out))
 }
 
 /// Job `job` of a plan made from PAGEMAP_SCAN (`Job::cow_unknown`), read
