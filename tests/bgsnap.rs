@@ -195,6 +195,24 @@ fn background_snapshot_final_layer() {
     w.restore_wait(&[]);
 }
 
+/// Waits until `cairn` (its stderr at `err_path`) says it paused at
+/// `point` (`CAIRN_PAUSE_AT`); kills it and fails after a minute or if it
+/// exits first.
+fn wait_paused(cairn: &mut std::process::Child, err_path: &Path, point: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let want = format!("paused at {point}");
+    while !fs::read_to_string(err_path)
+        .unwrap_or_default()
+        .contains(&want)
+    {
+        if Instant::now() > deadline || cairn.try_wait().expect("wait cairn").is_some() {
+            kill_tree(cairn);
+            panic!("cairn did not pause at {point}:\n{}", tail(err_path, 6000));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Passes completed by writer 0, from the workload's --passes-file.
 fn passes(path: &Path) -> u64 {
     fs::read_to_string(path)
@@ -237,20 +255,7 @@ fn cairn_killed_during_background_copy() {
         .stderr(fs::File::create(&err_path).expect("create stderr file"))
         .spawn()
         .expect("spawn cairn");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !fs::read_to_string(&err_path)
-        .unwrap_or_default()
-        .contains("paused at bg-copy")
-    {
-        if Instant::now() > deadline || cairn.try_wait().expect("wait cairn").is_some() {
-            kill_tree(&mut cairn);
-            panic!(
-                "cairn did not pause in the background copy:\n{}",
-                tail(&err_path, 6000)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_paused(&mut cairn, &err_path, "bg-copy");
     // The tree runs (the handler serves its faults) while cairn waits.
     std::thread::sleep(Duration::from_millis(300));
     let before = passes(&passes_file);
@@ -334,20 +339,7 @@ fn background_snapshot_races_between_arming_and_freeze() {
         .stderr(fs::File::create(&err_path).expect("create stderr file"))
         .spawn()
         .expect("spawn cairn");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !fs::read_to_string(&err_path)
-        .unwrap_or_default()
-        .contains("paused at bg-armed")
-    {
-        if Instant::now() > deadline || cairn.try_wait().expect("wait cairn").is_some() {
-            kill_tree(&mut cairn);
-            panic!(
-                "cairn did not pause after arming the background snapshot:\n{}",
-                tail(&err_path, 6000)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_paused(&mut cairn, &err_path, "bg-armed");
     fs::write(&race, b"").expect("start the race");
     let st = match wait_timeout(&mut cairn, CAIRN_TIMEOUT) {
         Some(st) => st,
