@@ -195,6 +195,24 @@ fn background_snapshot_final_layer() {
     w.restore_wait(&[]);
 }
 
+/// Waits until `cairn` (its stderr at `err_path`) says it paused at
+/// `point` (`CAIRN_PAUSE_AT`); kills it and fails after a minute or if it
+/// exits first.
+fn wait_paused(cairn: &mut std::process::Child, err_path: &Path, point: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let want = format!("paused at {point}");
+    while !fs::read_to_string(err_path)
+        .unwrap_or_default()
+        .contains(&want)
+    {
+        if Instant::now() > deadline || cairn.try_wait().expect("wait cairn").is_some() {
+            kill_tree(cairn);
+            panic!("cairn did not pause at {point}:\n{}", tail(err_path, 6000));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Passes completed by writer 0, from the workload's --passes-file.
 fn passes(path: &Path) -> u64 {
     fs::read_to_string(path)
@@ -237,20 +255,7 @@ fn cairn_killed_during_background_copy() {
         .stderr(fs::File::create(&err_path).expect("create stderr file"))
         .spawn()
         .expect("spawn cairn");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !fs::read_to_string(&err_path)
-        .unwrap_or_default()
-        .contains("paused at bg-copy")
-    {
-        if Instant::now() > deadline || cairn.try_wait().expect("wait cairn").is_some() {
-            kill_tree(&mut cairn);
-            panic!(
-                "cairn did not pause in the background copy:\n{}",
-                tail(&err_path, 6000)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_paused(&mut cairn, &err_path, "bg-copy");
     // The tree runs (the handler serves its faults) while cairn waits.
     std::thread::sleep(Duration::from_millis(300));
     let before = passes(&passes_file);
@@ -275,4 +280,97 @@ fn cairn_killed_during_background_copy() {
         w.images.display()
     );
     let _ = fs::remove_dir_all(passes_file.parent().expect("dir"));
+}
+
+/// The memory map changes between the arming of the write-protection
+/// (before the freeze, while the tree runs) and the freeze: the dump
+/// pauses right after arming (`CAIRN_PAUSE_AT=bg-armed`) while the
+/// workload's racer unmaps a filled region, makes half of another
+/// read-only (its VMA splits), writes the first page of a region never
+/// touched, maps and fills a new region and forks a child that keeps a
+/// copy of it; its writers rewrite their memory all along (each write to a
+/// page armed before the freeze faults and is let through). The restored
+/// tree must be the one at the freeze: the workload checks every region as
+/// the race left it and its child's copy, and its writers' memory.
+/// Without the oracle: a region mapped next to an armed VMA in this window
+/// stays a VMA of its own in the running original (two VMAs that differ in
+/// their userfaultfd do not merge, and once each has its own anon_vma they
+/// never will), while the restore maps it merged, as the program would
+/// have had it without cairn (docs/ARCHITECTURE.md, "Background
+/// snapshot"); and the oracle's count of pages the forked child shares
+/// with its parent is one off against the restore's on main's binary too
+/// (a dump of this workload after the race, no arming).
+#[test]
+fn background_snapshot_races_between_arming_and_freeze() {
+    if skip_unless_root() {
+        return;
+    }
+    let dir = fresh_dir("bgsnap-race");
+    let race = dir.join("race");
+    let done = dir.join("race.done");
+    let mut w = Workload::start(
+        "mem_rewrite",
+        &[
+            "--mib",
+            "64",
+            "--threads",
+            "2",
+            "--race-file",
+            race.to_str().expect("utf-8 path"),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let err_path = w.dir.join("cairn-race.stderr");
+    let mut cairn = Command::new(cairn_bin())
+        .args([
+            "dump",
+            "-v",
+            "--leave-running",
+            "--background-snapshot=on",
+            "-t",
+        ])
+        .arg(w.pid.to_string())
+        .arg("-D")
+        .arg(&w.images)
+        .env("CAIRN_PAUSE_AT", "bg-armed")
+        .env("CAIRN_PAUSE_UNTIL", &done)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&err_path).expect("create stderr file"))
+        .spawn()
+        .expect("spawn cairn");
+    wait_paused(&mut cairn, &err_path, "bg-armed");
+    fs::write(&race, b"").expect("start the race");
+    let st = match wait_timeout(&mut cairn, CAIRN_TIMEOUT) {
+        Some(st) => st,
+        None => {
+            kill_tree(&mut cairn);
+            panic!("cairn dump hung:\n{}", tail(&err_path, 6000));
+        }
+    };
+    let err = fs::read_to_string(&err_path).unwrap_or_default();
+    assert!(
+        st.success() && done.exists(),
+        "dump after the race failed ({st}, race done: {}):\n{}\n--- workload log ---\n{}",
+        done.exists(),
+        tail(&err_path, 8000),
+        tail(&w.log, 4000)
+    );
+    assert!(
+        err.contains("armed before the freeze:") && err.contains("protected again"),
+        "the dump did not arm the protection before the freeze:\n{}",
+        tail(&err_path, 8000)
+    );
+    eprintln!(
+        "{}",
+        err.lines()
+            .filter(|l| l.contains("armed before the freeze") || l.contains("write faults"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let snap = w.log_snapshot();
+    w.terminate_original_expect_pass();
+    w.log_reset(&snap);
+    w.restore_wait(&[]);
+    let _ = fs::remove_dir_all(&dir);
 }

@@ -40,6 +40,9 @@ pub struct DumpStats {
     pub background_copy_ms: f64,
     /// When the tree was frozen ([`dump_then`] sets it before `decide`).
     pub frozen_at: Option<Instant>,
+    /// Background snapshot armed before the freeze: how long the tree was
+    /// stopped then to create the userfaultfds (not part of `frozen_ms`).
+    pub armed_stop_ms: f64,
 }
 
 /// Where the frozen dump finds each process's VMAs and fds: the tree's
@@ -55,7 +58,10 @@ struct Discovery {
 }
 
 impl Discovery {
-    fn collect(frozen: &Frozen, no_bpf: bool) -> Discovery {
+    /// `preloaded`: the programs were loaded before the freeze (a
+    /// background snapshot armed there, `memory::bgsnap::arm`): the
+    /// iterator lists the VMAs without the page-table walk of smaps.
+    fn collect(frozen: &Frozen, no_bpf: bool, preloaded: bool) -> Discovery {
         let root = frozen.procs.first().map_or(0, |p| p.pid);
         if no_bpf {
             info!("dump: VMAs and fds from /proc (--no-bpf)");
@@ -65,7 +71,7 @@ impl Discovery {
         // 15), unless the freezer has loaded them already.
         let tasks: usize = frozen.procs.iter().map(|p| p.threads.len().max(1)).sum();
         let min = watch::bpf_min_tasks();
-        if tasks < min && !frozen.bpf_watched {
+        if tasks < min && !frozen.bpf_watched && !preloaded {
             info!("dump: VMAs and fds from /proc (a small tree: {tasks} tasks; BPF from {min})");
             return Discovery { bpf: None };
         }
@@ -356,6 +362,13 @@ pub fn dump_then(
     let mut plan = PagePlan::default();
     let keep = args.incr.track_mem && args.leave_running;
     let mut layering = Layering::new(pid, &args.images_dir, &args.incr, keep, &mut plan)?;
+    // bgsnap: the memory is write-protected before the freeze.
+    let armed = arm_background_snapshot(pid, args, keep);
+    let armed_stop_ms = armed.as_ref().map_or(0.0, |a| a.stopped_ms);
+    if armed.is_some() {
+        // Tests change the tree here, between the arming and the freeze.
+        crate::guard::pause_at("bg-armed")?;
+    }
 
     // BPF starts watching the tree before anything is seized (loading
     // the programs is not part of the frozen time).
@@ -373,6 +386,11 @@ pub fn dump_then(
                 return Err(interrupted_or(e, pid));
             }
         };
+    let mut armed = armed;
+    if let Some(a) = &mut armed {
+        // Before anything reads the VMAs: the program's own layout.
+        a.register_frozen(&mut frozen);
+    }
     crate::stats::set(crate::stats::Time::Freeze, t0.elapsed());
     crate::progress::tasks_done();
     info!(
@@ -393,6 +411,7 @@ pub fn dump_then(
                 plan,
                 &mut layering,
                 pusher.as_ref(),
+                armed,
             )
         })
         .and_then(|s| {
@@ -430,9 +449,10 @@ pub fn dump_then(
                 stats.thawed_at.map_or_else(|| t0.elapsed(), |t| t - t0),
             );
             if stats.thawed_at.is_some() {
+                stats.armed_stop_ms = armed_stop_ms;
                 info!(
-                    "stats background-snapshot: frozen_ms={:.1} copy_ms={:.1}",
-                    stats.frozen_ms, stats.background_copy_ms
+                    "stats background-snapshot: frozen_ms={:.1} copy_ms={:.1} armed_stop_ms={:.1}",
+                    stats.frozen_ms, stats.background_copy_ms, stats.armed_stop_ms
                 );
             }
             layering.done(&dir);
@@ -470,6 +490,47 @@ fn interrupted_or(e: Error, pid: i32) -> Error {
     }
 }
 
+/// Before the freeze: the background snapshot's write-protection, armed
+/// while the tree runs (`memory::bgsnap::arm`), when the dump will take
+/// the background path (`--leave-running`, not `=off`, no dirty tracking
+/// on the same memory, not a layer of a chain, the kernel able).
+/// `CAIRN_BGSNAP_ARM=off` leaves it to the freeze, as before (to compare).
+fn arm_background_snapshot(
+    pid: i32,
+    args: &DumpOptions,
+    keep: bool,
+) -> Option<memory::bgsnap::Armed> {
+    use memory::bgsnap::Mode;
+    if !args.leave_running
+        || args.freeze.background_snapshot == Mode::Off
+        || keep
+        || args.incr.prev_images_dir.is_some()
+        || std::env::var("CAIRN_BGSNAP_ARM").is_ok_and(|v| v == "off")
+    {
+        return None;
+    }
+    if let Some(why) = memory::bgsnap::unavailable() {
+        info!("background snapshot: not armed before the freeze ({why})");
+        return None;
+    }
+    let armed = memory::bgsnap::arm(pid)?;
+    // The BPF iterators list the VMAs at the freeze without walking
+    // their page tables as smaps does (the other cost that grows with
+    // the memory): loaded now, while the tree runs.
+    if !args.freeze.no_bpf && crate::inventory::bpf_unavailable().is_none() {
+        let t = Instant::now();
+        let loaded = crate::sys::bpf::shared();
+        match &loaded.iters {
+            Ok(_) => info!(
+                "background snapshot: BPF iterators loaded before the freeze in {:.1} ms",
+                t.elapsed().as_secs_f64() * 1e3
+            ),
+            Err(e) => info!("background snapshot: BPF iterators not loaded ({e})"),
+        }
+    }
+    Some(armed)
+}
+
 /// The background snapshot of a --leave-running dump, frozen, once the
 /// plan is complete; `None`: every page is copied frozen (and why is
 /// logged).
@@ -478,6 +539,7 @@ fn background_snapshot(
     plan: &PagePlan,
     args: &DumpOptions,
     layering: &mut Layering,
+    armed: Option<memory::bgsnap::Armed>,
 ) -> Result<Option<memory::bgsnap::Snapshot>> {
     use memory::bgsnap::Mode;
     let mode = args.freeze.background_snapshot;
@@ -498,7 +560,7 @@ fn background_snapshot(
                 t.release_taken();
             }
             let pids: Vec<i32> = frozen.live().map(|p| p.pid).collect();
-            memory::bgsnap::Snapshot::prepare(frozen, plan, &pids)
+            memory::bgsnap::Snapshot::prepare(frozen, plan, &pids, armed)
                 .ok_or_else(|| "no private anonymous memory could be write-protected".to_string())
         }
     };
@@ -566,7 +628,7 @@ pub fn pre_dump(args: &PreDumpOptions) -> Result<DumpStats> {
         let t0 = Instant::now();
         let mut frozen = Frozen::freeze_tree(pid, watch, guardian)?;
         crate::stats::set(crate::stats::Time::Freeze, t0.elapsed());
-        let mut found = Discovery::collect(&frozen, args.freeze.no_bpf);
+        let mut found = Discovery::collect(&frozen, args.freeze.no_bpf, false);
         source = found.source();
         let planned = plan_frozen(&mut frozen, &mut found, &mut plan, &mut layering);
         // The tree runs again whatever happened; the copy follows.
@@ -738,10 +800,15 @@ fn collect_remote(
     };
     let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
     let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+    // Low (a hint: the kernel goes elsewhere if the place is taken), so
+    // that it is one of the first records of smaps: `def_flags` reads smaps
+    // only that far, and the page tables of the big mappings above it
+    // (mmap allocates top-down) are not walked while frozen.
+    const SCRATCH_HINT: u64 = 0x10_0000;
     leader.scratch = leader.call(
         "mmap scratch",
         libc::SYS_mmap,
-        &[0, SCRATCH_LEN, rw, flags, u64::MAX, 0],
+        &[SCRATCH_HINT, SCRATCH_LEN, rw, flags, u64::MAX, 0],
     )?;
     // A vDSO without a parking loop: cairn's own, in a page of its own,
     // guards every call from here on (the two mmaps ran unguarded).
@@ -904,13 +971,14 @@ fn dump_frozen(
     mut plan: PagePlan,
     layering: &mut Layering,
     pusher: Option<&std::sync::Arc<crate::migrate::pageserver::Pusher>>,
+    armed: Option<memory::bgsnap::Armed>,
 ) -> Result<(DumpStats, inet::DumpState)> {
     let mut stats = DumpStats::default();
     let mut files = FileTable::default();
     files.kinds.external = crate::kinds::external::ExternalDump::new(&args.external);
     let mut exe_sums = crate::kinds::exe::ExeSums::default();
     let mut pstree = Pstree::new();
-    let mut found = Discovery::collect(frozen, args.freeze.no_bpf);
+    let mut found = Discovery::collect(frozen, args.freeze.no_bpf, armed.is_some());
     let procs: Vec<(i32, i32, Option<i32>, bool)> = frozen
         .procs
         .iter()
@@ -922,6 +990,19 @@ fn dump_frozen(
         .map(|p| (p.pid, p.stop_signal()))
         .collect();
     let live: std::collections::HashSet<i32> = frozen.live().map(|p| p.pid).collect();
+    if armed.is_some() && plan.parent.is_none() && !plan.chain {
+        // bgsnap: a process without a parent or child in the dump shares
+        // no page with one: its private anonymous memory is planned by
+        // PAGEMAP_SCAN regions (memory::plan::PagePlan::scan_plan).
+        plan.scan_plan = (procs.iter())
+            .filter(|&&(p, pp, z, _)| {
+                z.is_none()
+                    && !live.contains(&pp)
+                    && !procs.iter().any(|q| q.1 == p && live.contains(&q.0))
+            })
+            .map(|p| p.0)
+            .collect();
+    }
     // IP sockets: refused or locked before any of their state is read.
     let live_pids: Vec<i32> = frozen.live().map(|p| p.pid).collect();
     files.kinds.inet = inet::DumpState::prepare(
@@ -1059,7 +1140,7 @@ fn dump_frozen(
     files.files.net_lock = files.kinds.inet.net_lock().into();
     // bgsnap: --leave-running write-protects private memory and copies
     // it after the thaw (kinds::memory::bgsnap); the rest is copied now.
-    let snap = background_snapshot(frozen, &plan, args, layering)?;
+    let snap = background_snapshot(frozen, &plan, args, layering, armed)?;
     let phase = snap
         .as_ref()
         .map_or(memory::Phase::All, memory::Phase::Frozen);

@@ -164,6 +164,10 @@ pub const PAGE_IS_WRITTEN: u64 = 1 << 1;
 pub const PAGE_IS_FILE: u64 = 1 << 2;
 pub const PAGE_IS_PRESENT: u64 = 1 << 3;
 pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
+pub const PAGE_IS_PFNZERO: u64 = 1 << 5;
+/// A guard region (MADV_GUARD_INSTALL marker; Linux 6.14 and later, an
+/// older kernel refuses the bit with EINVAL).
+pub const PAGE_IS_GUARD: u64 = 1 << 8;
 /// Regions per PAGEMAP_SCAN call (the kernel bounds one call's work).
 pub const SCAN_VEC_LEN: usize = 512;
 

@@ -23,12 +23,23 @@
  * --dontneed N: every Nth page is dropped with madvise(MADV_DONTNEED)
  * after its check and before its rewrite (it is zero in between: also a
  * state of the order, as the page being written).
+ * --race-file PATH: a racer thread waits until PATH exists, then changes
+ * the memory map (a test makes it do so between the background snapshot's
+ * arming and the freeze, `CAIRN_PAUSE_AT=bg-armed`): unmaps region A
+ * (filled at the start), makes the upper half of region M read-only (its
+ * VMA splits), writes page 5 of region T (mapped, never touched), maps and
+ * fills a new region N, and forks a child that keeps its copy of N and
+ * waits for SIGTERM; then it writes PATH.done. At SIGTERM the main thread
+ * checks each region as the race left it (or as at the start, if the race
+ * never ran), and that the child still exists and found its copy of N
+ * intact (its exit status).
  */
 #include "zdtm.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 
 #define PG 4096ul
 #define WORDS (PG / 8)
@@ -113,6 +124,123 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
+#define RPAGES 64ul
+static const char *race_file;
+static uint64_t *ra, *rm, *rt, *rn;
+static pid_t rchild;
+static atomic_int raced;
+static pthread_t racer;
+
+static void check_region(uint64_t *p, uint64_t g, uint64_t first, uint64_t n, const char *what)
+{
+	for (uint64_t k = 0; k < n; k++)
+		expect(p + k * WORDS, g, first + k, what);
+}
+
+static void *racer_main(void *arg)
+{
+	char done[4096];
+	(void)arg;
+	while (access(race_file, F_OK) && !atomic_load(&stop))
+		usleep(2000);
+	if (atomic_load(&stop))
+		return NULL;
+	/* N first: it cannot take A's place. */
+	rn = mmap(NULL, RPAGES * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (rn == MAP_FAILED)
+		pfail("mmap region N");
+	for (uint64_t k = 0; k < RPAGES; k++)
+		fill(rn + k * WORDS, 12, k);
+	if (munmap(ra, RPAGES * PG))
+		pfail("munmap region A");
+	if (mprotect(rm + RPAGES / 2 * WORDS, RPAGES / 2 * PG, PROT_READ))
+		pfail("mprotect region M");
+	fill(rt + 5 * WORDS, 11, 5);
+	rchild = fork();
+	if (rchild < 0)
+		pfail("fork");
+	if (rchild == 0) {
+		/* SIGTERM is blocked in this thread, so in the child too. */
+		sigset_t term;
+		int sig;
+		sigemptyset(&term);
+		sigaddset(&term, SIGTERM);
+		while (sigwait(&term, &sig))
+			;
+		for (uint64_t k = 0; k < RPAGES; k++)
+			for (uint64_t w = 0; w < WORDS; w++)
+				if (rn[k * WORDS + w] != word(12, k, w))
+					_exit(3);
+		_exit(0);
+	}
+	atomic_store(&raced, 1);
+	snprintf(done, sizeof(done), "%s.done", race_file);
+	int fd = open(done, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0)
+		pfail("create %s", done);
+	close(fd);
+	return NULL;
+}
+
+static void race_setup(void)
+{
+	uint64_t **r[] = {&ra, &rm, &rt};
+	for (int i = 0; i < 3; i++) {
+		*r[i] = mmap(NULL, RPAGES * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			     -1, 0);
+		if (*r[i] == MAP_FAILED)
+			pfail("mmap a race region");
+	}
+	for (uint64_t k = 0; k < RPAGES; k++) {
+		fill(ra + k * WORDS, 7, k);
+		fill(rm + k * WORDS, 8, k);
+	}
+}
+
+static void race_check(void)
+{
+	unsigned char v;
+	char maps[4096];
+	int ran = atomic_load(&raced);
+	pthread_join(racer, NULL);
+	if (!ran) {
+		check_region(ra, 7, 0, RPAGES, "region A (no race)");
+		check_region(rm, 8, 0, RPAGES, "region M (no race)");
+		for (uint64_t k = 0; k < RPAGES; k++)
+			for (uint64_t w = 0; w < WORDS; w++)
+				if (rt[k * WORDS + w])
+					fail("region T page %lu touched without a race", (unsigned long)k);
+		test_msg("the race never ran");
+		return;
+	}
+	if (mincore(ra, PG, &v) == 0 || errno != ENOMEM)
+		fail("region A is mapped again after its munmap");
+	check_region(rm, 8, 0, RPAGES, "region M");
+	unsigned long hi = (unsigned long)(rm + RPAGES * WORDS);
+	unsigned long mid = (unsigned long)(rm + RPAGES / 2 * WORDS);
+	if (maps_lines(mid, hi, maps, sizeof(maps)) != 1 || !strstr(maps, " r--p "))
+		fail("upper half of region M is not one read-only VMA: %s", maps);
+	for (uint64_t k = 0; k < RPAGES; k++) {
+		if (k == 5) {
+			expect(rt + k * WORDS, 11, 5, "region T page 5");
+			continue;
+		}
+		for (uint64_t w = 0; w < WORDS; w++)
+			if (rt[k * WORDS + w])
+				fail("region T page %lu (never written) has word %lu = %#lx",
+				     (unsigned long)k, (unsigned long)w, (unsigned long)rt[k * WORDS + w]);
+	}
+	check_region(rn, 12, 0, RPAGES, "region N");
+	int st;
+	if (kill(rchild, SIGTERM))
+		pfail("the forked child %d is gone", rchild);
+	if (waitpid(rchild, &st, 0) != rchild)
+		pfail("waitpid %d", rchild);
+	if (!WIFEXITED(st) || WEXITSTATUS(st))
+		fail("the forked child found its memory changed (status %#x)", st);
+	test_msg("race: A unmapped, M split read-only, T page 5, N and the child as at the freeze");
+}
+
 int main(int argc, char **argv)
 {
 	test_init(argc, argv);
@@ -145,6 +273,9 @@ int main(int argc, char **argv)
 		for (uint64_t k = 0; k < w->n; k++)
 			fill(w->base + k * WORDS, 1, w->first + k);
 	}
+	race_file = test_arg("--race-file");
+	if (race_file)
+		race_setup();
 	int idle = test_flag("--idle");
 	/*
 	 * The writers block SIGTERM, so only the main thread takes it. Were it
@@ -162,6 +293,8 @@ int main(int argc, char **argv)
 	for (int t = 0; t < nthreads && !idle; t++)
 		if ((errno = pthread_create(&ws[t].th, NULL, writer_main, &ws[t])))
 			pfail("pthread_create");
+	if (race_file && (errno = pthread_create(&racer, NULL, racer_main, NULL)))
+		pfail("pthread_create");
 	if ((errno = pthread_sigmask(SIG_SETMASK, &old, NULL)))
 		pfail("pthread_sigmask");
 	test_daemon();
@@ -169,6 +302,8 @@ int main(int argc, char **argv)
 	atomic_store(&stop, 1);
 	for (int t = 0; t < nthreads && !idle; t++)
 		pthread_join(ws[t].th, NULL);
+	if (race_file)
+		race_check();
 	uint64_t passes = 0;
 	for (int t = 0; t < nthreads; t++) {
 		struct writer *w = &ws[t];

@@ -94,6 +94,232 @@ pub struct Snapshot {
     pub protect_ms: f64,
 }
 
+/// The write-protection armed before the freeze ([`arm`]): per process
+/// (by pid, with its start time) the snapshot's userfaultfd, already
+/// registered on the private anonymous VMAs and write-protecting them
+/// whole, and the thread that lets every write fault through until the
+/// freeze (the page then counts as written: [`Snapshot::prepare`] finds
+/// it with PAGEMAP_SCAN and protects it again, frozen).
+pub struct Armed {
+    fds: std::sync::Arc<Vec<(i32, u64, OwnedFd)>>,
+    /// Made at the freeze for processes without one (forked since).
+    extra: Vec<(i32, u64, OwnedFd)>,
+    stop: std::sync::Arc<AtomicBool>,
+    handler: Option<std::thread::JoinHandle<u64>>,
+    /// How long the tree was stopped to create the userfaultfds.
+    pub stopped_ms: f64,
+    /// Pages write-protected while the tree ran, and how long that took.
+    pub pages: u64,
+    pub protect_ms: f64,
+}
+
+impl Armed {
+    /// Stops the pre-freeze fault handler (the tree is frozen: no write
+    /// comes any more but cairn's own, done by now) and hands out the
+    /// userfaultfds; returns them and the faults let through.
+    fn finish(mut self) -> (HashMap<i32, (u64, OwnedFd)>, u64) {
+        let faults = self.stop_handler();
+        let fds = std::mem::replace(&mut self.fds, std::sync::Arc::new(Vec::new()));
+        let fds = std::sync::Arc::try_unwrap(fds).unwrap_or_default();
+        let extra = std::mem::take(&mut self.extra);
+        let all = fds.into_iter().chain(extra);
+        (all.map(|(p, st, fd)| (p, (st, fd))).collect(), faults)
+    }
+
+    /// Frozen, first thing (before the tree's VMAs are read, by the oracle
+    /// too): registers every private anonymous VMA of every live process
+    /// with its snapshot userfaultfd, made now for a process that has none
+    /// (forked since the arming). Two neighbouring VMAs that differ only in
+    /// their userfaultfd do not merge: a mapping made next to an armed one
+    /// since the arming (or a child's copies of them) would stay apart, a
+    /// layout the program never had. Registered alike, they merge as they
+    /// would have without cairn, and the dump records the program's own
+    /// layout. Nothing is write-protected here. Best effort: what fails is
+    /// done again, or copied frozen, at [`Snapshot::prepare`].
+    pub fn register_frozen(&mut self, frozen: &mut Frozen) {
+        let live: Vec<i32> = frozen.live().map(|p| p.pid).collect();
+        for pid in live {
+            let Ok(start) = crate::procfs::read_stat(pid).map(|s| s.starttime) else {
+                continue;
+            };
+            let have = (self.fds.iter().chain(self.extra.iter()))
+                .find(|x| x.0 == pid && x.1 == start)
+                .map(|x| x.2.as_raw_fd());
+            let fd = match have {
+                Some(fd) => fd,
+                None => match crate::track::create_uffd_in_target(
+                    frozen,
+                    pid,
+                    uffd::UFFD_SYNC_CREATE_FLAGS,
+                    FEATURES,
+                ) {
+                    Ok(fd) => {
+                        let raw = fd.as_raw_fd();
+                        self.extra.push((pid, start, fd));
+                        raw
+                    }
+                    Err(e) => {
+                        crate::debug!("pid {pid}: no userfaultfd at the freeze ({e})");
+                        continue;
+                    }
+                },
+            };
+            let Ok(maps) = crate::procfs::read_maps(pid) else {
+                continue;
+            };
+            for m in maps.iter().filter(|m| anon_private(m)) {
+                let _ = uffd::register_wp(&fd, m.start, m.end);
+            }
+        }
+    }
+
+    fn stop_handler(&mut self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handler
+            .take()
+            .map_or(0, |h| h.join().unwrap_or_default())
+    }
+}
+
+impl Drop for Armed {
+    /// Not used (the dump failed or took another path): the handler stops,
+    /// then closing the userfaultfds lifts every protection and wakes any
+    /// thread still waiting.
+    fn drop(&mut self) {
+        self.stop_handler();
+    }
+}
+
+/// Before the freeze, for a `--leave-running` dump that will take the
+/// background path: stops the tree once, briefly, to create a userfaultfd
+/// in each process (an injected syscall needs a stopped thread; guarded
+/// like the freeze: `crate::guard`), thaws it,
+/// then, while it runs, registers every private anonymous VMA from
+/// /proc/PID/maps and write-protects it whole (the kernel's walk of every
+/// page table entry, the cost that grows with the memory, is no longer
+/// frozen time). A write from then on faults; the handler started here
+/// lifts the protection of that one page at once, and the freeze protects
+/// again what was written. `None` (the reason logged): the dump protects
+/// everything frozen, as before.
+pub fn arm(root: i32) -> Option<Armed> {
+    let t = Instant::now();
+    // A guardian of its own (released at this thaw) puts the registers
+    // back should cairn die in the middle of an injected call.
+    let guardian = crate::guard::Guardian::start(crate::guard::Role::Dump);
+    let mut frozen = match Frozen::freeze_tree(root, None, guardian) {
+        Ok(f) => f,
+        Err(e) => {
+            crate::info!("background snapshot: not armed before the freeze ({e})");
+            return None;
+        }
+    };
+    let mut fds = Vec::new();
+    let live: Vec<i32> = frozen.live().map(|p| p.pid).collect();
+    for pid in live {
+        let made = crate::procfs::read_stat(pid).and_then(|st| {
+            crate::track::create_uffd_in_target(
+                &mut frozen,
+                pid,
+                uffd::UFFD_SYNC_CREATE_FLAGS,
+                FEATURES,
+            )
+            .map(|fd| (pid, st.starttime, fd))
+        });
+        match made {
+            Ok(x) => fds.push(x),
+            Err(e) => {
+                crate::info!("background snapshot: pid {pid} not armed before the freeze: {e}")
+            }
+        }
+    }
+    if let Err(e) = frozen.thaw() {
+        crate::warn!("background snapshot: thaw after creating the userfaultfds: {e}");
+        return None;
+    }
+    let stopped_ms = t.elapsed().as_secs_f64() * 1e3;
+    if fds.is_empty() {
+        return None;
+    }
+    let fds = std::sync::Arc::new(fds);
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let handler = {
+        let (fds, stop) = (fds.clone(), stop.clone());
+        std::thread::spawn(move || let_through(&fds, &stop))
+    };
+    let mut armed = Armed {
+        fds,
+        extra: Vec::new(),
+        stop,
+        handler: Some(handler),
+        stopped_ms,
+        pages: 0,
+        protect_ms: 0.0,
+    };
+    let t = Instant::now();
+    let mut vmas = 0;
+    for (pid, _, fd) in armed.fds.iter() {
+        let Ok(maps) = crate::procfs::read_maps(*pid) else {
+            continue;
+        };
+        for m in maps.iter().filter(|m| anon_private(m)) {
+            // The tree runs: a VMA may change meanwhile; what is not
+            // protected here is protected at the freeze.
+            let r = uffd::register_wp(fd, m.start, m.end)
+                .and_then(|()| uffd::writeprotect(fd, m.start, m.end, true));
+            match r {
+                Ok(()) => {
+                    vmas += 1;
+                    armed.pages += (m.end - m.start) / PAGE_SIZE;
+                }
+                Err(e) => crate::debug!(
+                    "pid {pid}: {:#x}-{:#x} not armed before the freeze ({e})",
+                    m.start,
+                    m.end
+                ),
+            }
+        }
+    }
+    armed.protect_ms = t.elapsed().as_secs_f64() * 1e3;
+    crate::info!(
+        "background snapshot: armed before the freeze: {} processes, {vmas} VMAs ({} pages) \
+         write-protected in {:.1} ms while the tree ran (stopped {stopped_ms:.1} ms to create \
+         the userfaultfds)",
+        armed.fds.len(),
+        armed.pages,
+        armed.protect_ms
+    );
+    Some(armed)
+}
+
+/// The pre-freeze fault handler: lifts the protection of every page a
+/// write faults on, until `stop`. Returns the faults served.
+fn let_through(fds: &[(i32, u64, OwnedFd)], stop: &AtomicBool) -> u64 {
+    let raw: Vec<i32> = fds.iter().map(|x| x.2.as_raw_fd()).collect();
+    let mut msgs = [uffd::UffdMsg::default(); 64];
+    let mut faults = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let Ok(ready) = uffd::poll_readable(&raw, 10) else {
+            return faults;
+        };
+        for (k, _) in ready.iter().enumerate().filter(|(_, &r)| r) {
+            let (pid, _, fd) = &fds[k];
+            while let Ok(n @ 1..) = uffd::read_msgs(fd, &mut msgs) {
+                for m in msgs[..n]
+                    .iter()
+                    .filter(|m| m.event == uffd::UFFD_EVENT_PAGEFAULT)
+                {
+                    faults += 1;
+                    let a = m.arg[1] & !(PAGE_SIZE - 1);
+                    if let Err(e) = uffd::writeprotect(fd, a, a + PAGE_SIZE, false) {
+                        crate::warn!("pid {pid}: lift the write-protection of {a:#x}: {e}");
+                    }
+                }
+            }
+        }
+    }
+    faults
+}
+
 /// Why a dump cannot take the background path, if it cannot.
 /// Set when a background copy lost a page (dropped, unmapped or moved by
 /// the running tree before it was saved): [`crate::dump::dump`] then
@@ -115,7 +341,7 @@ pub fn unavailable() -> Option<String> {
 }
 
 /// Anonymous private memory: what synchronous write-protect covers.
-fn anon_private(m: &MapsEntry) -> bool {
+pub(super) fn anon_private(m: &MapsEntry) -> bool {
     !m.shared
         && (m.path.is_empty()
             || m.path == "[heap]"
@@ -129,14 +355,23 @@ fn anon_private(m: &MapsEntry) -> bool {
 impl Snapshot {
     /// Frozen, after the plan is complete: registers and write-protects
     /// the private anonymous memory of each process of `pids` that the plan
-    /// reads. A process where that fails is copied frozen (its reason
-    /// logged). `None` when no page at all can go to the background.
-    pub fn prepare(frozen: &mut Frozen, plan: &PagePlan, pids: &[i32]) -> Option<Snapshot> {
+    /// reads. With `armed` (the protection set up before the freeze) only
+    /// what lost its protection since is protected again. A process where
+    /// that fails is copied frozen (its reason logged). `None` when no page
+    /// at all can go to the background.
+    pub fn prepare(
+        frozen: &mut Frozen,
+        plan: &PagePlan,
+        pids: &[i32],
+        armed: Option<Armed>,
+    ) -> Option<Snapshot> {
         let t = Instant::now();
+        let (mut pre, pre_faults) = armed.map(Armed::finish).unwrap_or_default();
         let mut procs = HashMap::new();
         let mut index: HashMap<i32, Vec<(u64, u64, usize)>> = HashMap::new();
         let mut bg = vec![false; plan.jobs.len()];
         let mut protected_pages = 0;
+        let mut again = Reprotected::default();
         for &pid in pids {
             let mine: Vec<usize> = (0..plan.jobs.len())
                 .filter(|&i| {
@@ -146,7 +381,13 @@ impl Snapshot {
             if mine.is_empty() {
                 continue;
             }
-            match Self::protect(frozen, plan, pid, &mine) {
+            // The armed userfaultfd, if it is of this very process.
+            let armed = pre.remove(&pid).and_then(|(start, fd)| {
+                crate::procfs::read_stat(pid)
+                    .is_ok_and(|st| st.starttime == start)
+                    .then_some(fd)
+            });
+            match Self::protect(frozen, plan, pid, &mine, armed, &mut again) {
                 Ok((p, segs)) => {
                     for &(_, _, j) in &segs {
                         bg[j] = true;
@@ -165,8 +406,16 @@ impl Snapshot {
         }
         let protect_ms = t.elapsed().as_secs_f64() * 1e3;
         crate::info!(
-            "background snapshot: {} processes, {protected_pages} pages write-protected in {protect_ms:.1} ms",
-            procs.len()
+            "background snapshot: {} processes, {protected_pages} pages write-protected in \
+             {protect_ms:.1} ms; armed before the freeze: {} processes, {pre_faults} write \
+             faults let through, {} pages in {} runs protected again, found by PAGEMAP_SCAN in \
+             {:.1} ms, protected in {:.1} ms",
+            procs.len(),
+            again.procs,
+            again.pages,
+            again.runs,
+            again.scan_ms,
+            again.protect_ms
         );
         Some(Snapshot {
             procs,
@@ -183,9 +432,12 @@ impl Snapshot {
         })
     }
 
-    /// Makes the target's userfaultfd, registers its anonymous private
-    /// VMAs and write-protects the segments of jobs `mine` that lie in
-    /// them. Returns the process and (start, end, job) of each protected
+    /// Makes the target's userfaultfd (or takes the one `armed` before the
+    /// freeze), registers its anonymous private VMAs and write-protects
+    /// the segments of jobs `mine` that lie in them: all of them with a
+    /// new userfaultfd; with the armed one only the pages populated and
+    /// not protected (written, or populated, or moved since it was armed).
+    /// Returns the process and (start, end, job) of each protected
     /// segment. On error the userfaultfd is closed: nothing stays
     /// registered or protected.
     fn protect(
@@ -193,25 +445,48 @@ impl Snapshot {
         plan: &PagePlan,
         pid: i32,
         mine: &[usize],
+        armed: Option<OwnedFd>,
+        again: &mut Reprotected,
     ) -> Result<(Proc, Vec<Seg>)> {
-        let fd = crate::track::create_uffd_in_target(
-            frozen,
-            pid,
-            uffd::UFFD_SYNC_CREATE_FLAGS,
-            FEATURES,
-        )?;
         let maps = crate::procfs::read_maps(pid)?;
-        let mut registered = Vec::new();
-        for m in maps.iter().filter(|m| anon_private(m)) {
-            match uffd::register_wp(&fd, m.start, m.end) {
-                Ok(()) => registered.push((m.start, m.end)),
-                Err(e) => crate::debug!(
-                    "pid {pid}: {:#x}-{:#x} not write-protected ({e}): copied frozen",
-                    m.start,
-                    m.end
-                ),
+        let register = |fd: &OwnedFd| {
+            let mut registered = Vec::new();
+            for m in maps.iter().filter(|m| anon_private(m)) {
+                match uffd::register_wp(fd, m.start, m.end) {
+                    Ok(()) => registered.push((m.start, m.end)),
+                    Err(e) => crate::debug!(
+                        "pid {pid}: {:#x}-{:#x} not write-protected ({e}): copied frozen",
+                        m.start,
+                        m.end
+                    ),
+                }
             }
+            registered
+        };
+        let mut pre = armed.is_some();
+        let mut fd_reg = armed.map(|fd| {
+            let r = register(&fd);
+            (fd, r)
+        });
+        // An armed userfaultfd that registers nothing is of an mm the
+        // process left (exec): a new one.
+        if fd_reg.as_ref().is_some_and(|(_, r)| r.is_empty()) {
+            fd_reg = None;
+            pre = false;
         }
+        let (fd, registered) = match fd_reg {
+            Some(x) => x,
+            None => {
+                let fd = crate::track::create_uffd_in_target(
+                    frozen,
+                    pid,
+                    uffd::UFFD_SYNC_CREATE_FLAGS,
+                    FEATURES,
+                )?;
+                let r = register(&fd);
+                (fd, r)
+            }
+        };
         let registered = Ranges::new(registered);
         let mut segs = Vec::new();
         for &j in mine {
@@ -225,14 +500,37 @@ impl Snapshot {
             }
         }
         segs.sort_unstable();
-        // One ioctl per run of touching segments.
-        for &(s, e) in Ranges::new(segs.iter().map(|s| (s.0, s.1)).collect()).iter() {
-            uffd::writeprotect(&fd, s, e, true).map_err(|err| {
-                Error::sys(pid, format!("UFFDIO_WRITEPROTECT {s:#x}-{e:#x}"), err)
-            })?;
-        }
         let pagemap = File::open(format!("/proc/{pid}/pagemap"))
             .map_err(|e| Error::sys(pid, "open /proc/PID/pagemap", e))?;
+        let runs = Ranges::new(segs.iter().map(|s| (s.0, s.1)).collect());
+        if pre {
+            again.procs += 1;
+        }
+        for &(s, e) in runs.iter() {
+            // Armed: the populated pages that are not protected (any
+            // other populated page has been protected, and so unchanged,
+            // since before the freeze).
+            let todo = if pre {
+                let t = Instant::now();
+                let w = unprotected(&pagemap, s, e)
+                    .map_err(|err| Error::sys(pid, format!("PAGEMAP_SCAN {s:#x}-{e:#x}"), err))?;
+                again.scan_ms += t.elapsed().as_secs_f64() * 1e3;
+                again.runs += w.len() as u64;
+                again.pages += w.iter().map(|r| (r.1 - r.0) / PAGE_SIZE).sum::<u64>();
+                w
+            } else {
+                vec![(s, e)]
+            };
+            let t = Instant::now();
+            for (s, e) in todo {
+                uffd::writeprotect(&fd, s, e, true).map_err(|err| {
+                    Error::sys(pid, format!("UFFDIO_WRITEPROTECT {s:#x}-{e:#x}"), err)
+                })?;
+            }
+            if pre {
+                again.protect_ms += t.elapsed().as_secs_f64() * 1e3;
+            }
+        }
         Ok((Proc { uffd: fd, pagemap }, segs))
     }
 
@@ -464,30 +762,20 @@ fn read_page(pid: i32, addr: u64, page: &mut [u8]) -> std::io::Result<()> {
     File::open(format!("/proc/{pid}/mem"))?.read_exact_at(page, addr)
 }
 
-/// Per page of [addr, addr + n pages): populated (present or swapped) and
-/// still write-protected.
-fn protected_pages(pm: &File, addr: u64, n: u64) -> std::io::Result<Vec<bool>> {
-    let end = addr + n * PAGE_SIZE;
-    let mut out = vec![false; n as usize];
+/// Every region PAGEMAP_SCAN reports for [start, end) with query `q`, in
+/// as many calls as it takes (one call reports at most SCAN_VEC_LEN).
+fn scan(
+    pm: &File,
+    start: u64,
+    end: u64,
+    q: uffd::ScanQuery,
+) -> std::io::Result<Vec<uffd::PageRegion>> {
     let mut regions = vec![uffd::PageRegion::default(); uffd::SCAN_VEC_LEN];
-    let anyof = uffd::PAGE_IS_PRESENT | uffd::PAGE_IS_SWAPPED;
-    let q = uffd::ScanQuery {
-        flags: 0,
-        mask: 0,
-        anyof,
-        ret: anyof | uffd::PAGE_IS_WRITTEN,
-    };
-    let mut at = addr;
+    let mut out = Vec::new();
+    let mut at = start;
     while at < end {
         let (k, walk_end) = uffd::pagemap_scan(pm, at, end, q, &mut regions)?;
-        for r in &regions[..k] {
-            if r.categories & uffd::PAGE_IS_WRITTEN == 0 {
-                let (s, e) = (r.start.max(addr), r.end.min(end));
-                for a in (s..e).step_by(PAGE_SIZE as usize) {
-                    out[((a - addr) / PAGE_SIZE) as usize] = true;
-                }
-            }
-        }
+        out.extend_from_slice(&regions[..k]);
         if walk_end <= at {
             return Err(std::io::Error::other(format!(
                 "PAGEMAP_SCAN made no progress at {at:#x}"
@@ -496,4 +784,93 @@ fn protected_pages(pm: &File, addr: u64, n: u64) -> std::io::Result<Vec<bool>> {
         at = walk_end;
     }
     Ok(out)
+}
+
+/// Per page of [addr, addr + n pages): populated (present or swapped) and
+/// still write-protected.
+fn protected_pages(pm: &File, addr: u64, n: u64) -> std::io::Result<Vec<bool>> {
+    let end = addr + n * PAGE_SIZE;
+    let mut out = vec![false; n as usize];
+    let anyof = uffd::PAGE_IS_PRESENT | uffd::PAGE_IS_SWAPPED;
+    let q = uffd::ScanQuery {
+        flags: 0,
+        mask: 0,
+        anyof,
+        ret: anyof | uffd::PAGE_IS_WRITTEN,
+    };
+    for r in scan(pm, addr, end, q)? {
+        if r.categories & uffd::PAGE_IS_WRITTEN == 0 {
+            let (s, e) = (r.start.max(addr), r.end.min(end));
+            for a in (s..e).step_by(PAGE_SIZE as usize) {
+                out[((a - addr) / PAGE_SIZE) as usize] = true;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What [`Snapshot::prepare`] protected again of the memory armed before
+/// the freeze, for the log.
+#[derive(Default)]
+struct Reprotected {
+    procs: u64,
+    pages: u64,
+    runs: u64,
+    scan_ms: f64,
+    protect_ms: f64,
+}
+
+/// Runs [start, end) of the pages of [s, e) that are populated (present or
+/// swapped) and not write-protected, by PAGEMAP_SCAN (one walk of the page
+/// tables that reports only those).
+fn unprotected(pm: &File, s: u64, e: u64) -> std::io::Result<Vec<(u64, u64)>> {
+    let q = uffd::ScanQuery {
+        flags: 0,
+        mask: uffd::PAGE_IS_WRITTEN,
+        anyof: uffd::PAGE_IS_PRESENT | uffd::PAGE_IS_SWAPPED,
+        ret: uffd::PAGE_IS_WRITTEN,
+    };
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for r in scan(pm, s, e, q)? {
+        match out.last_mut() {
+            Some(last) if last.1 == r.start => last.1 = r.end,
+            _ => out.push((r.start, r.end)),
+        }
+    }
+    Ok(out)
+}
+
+/// The page regions of [start, end) of `pid` for the plan (populated,
+/// zero page, guard: `PagePlan::add_vma_scanned`), by PAGEMAP_SCAN; `None`
+/// on a kernel that lacks one of those categories (EINVAL).
+pub(super) fn page_regions(
+    pid: i32,
+    start: u64,
+    end: u64,
+) -> std::io::Result<Option<Vec<uffd::PageRegion>>> {
+    let pm = File::open(format!("/proc/{pid}/pagemap"))?;
+    let anyof = uffd::PAGE_IS_PRESENT | uffd::PAGE_IS_SWAPPED;
+    let q = uffd::ScanQuery {
+        flags: 0,
+        mask: 0,
+        anyof,
+        ret: anyof | uffd::PAGE_IS_PFNZERO | uffd::PAGE_IS_GUARD,
+    };
+    match scan(&pm, start, end, q) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Job `job` of a plan made from PAGEMAP_SCAN (`Job::cow_unknown`), read
+/// after the thaw: whether one of its present pages is not exclusively
+/// mapped (shared copy-on-write with a process outside the dump), read
+/// from the pagemap now. process_vm_readv would unshare such a page (a
+/// copy of it in the target); /proc/PID/mem reads it without.
+pub(super) fn shares_pages(pid: i32, segs: &[(u64, u64)]) -> bool {
+    segs.iter().any(|&(a, n)| {
+        crate::procfs::read_pagemap(pid, a, a + n * PAGE_SIZE)
+            .map_or(true, |v| v.iter().any(|f| f.present() && !f.exclusive()))
+    })
 }

@@ -175,6 +175,19 @@ fn run_job(
     let len = job.pages() as usize * ps;
     // Same length as the last job's (all but the last of an owner): no-op.
     w.buf.resize(len, 0);
+    // Planned without the pagemap: a page shared copy-on-write is read
+    // without a pin (Source::ProcMem), as the plan does for the others.
+    let shared;
+    let job = match job.src {
+        Source::Vm { pid } if job.cow_unknown && super::bgsnap::shares_pages(pid, &job.segs) => {
+            shared = Job {
+                src: Source::ProcMem { pid },
+                ..job.clone()
+            };
+            &shared
+        }
+        _ => job,
+    };
     let ok = match (bg, job.src) {
         // Background snapshot: the tree runs; pages written since the
         // freeze come from the snapshot's side buffer.

@@ -41,6 +41,15 @@ pub(super) struct Job {
     pub(super) src: Source,
     /// Compare each page's hash with the parent layer's.
     pub(super) compare: bool,
+    /// Planned without the pagemap (PAGEMAP_SCAN, [`PagePlan::scan_plan`]):
+    /// whether a page is still shared copy-on-write with a process outside
+    /// the dump is read when the job is copied (`Source::Vm` would unshare
+    /// it).
+    pub(super) cow_unknown: bool,
+    /// Its pages are in private anonymous VMAs, which the background
+    /// snapshot can write-protect: never in one job with pages of other
+    /// VMAs (such a job would be copied frozen whole).
+    pub(super) anon: bool,
 }
 
 impl Job {
@@ -99,6 +108,11 @@ pub struct PagePlan {
     pub(super) parent_runs: Vec<(usize, u64, u64)>,
     /// Owners stored whole although the layer has a parent, with why.
     pub full_owners: Vec<String>,
+    /// Background snapshot armed before the freeze: processes with no
+    /// relative in the dump and no parent layer, whose private anonymous
+    /// VMAs are planned from PAGEMAP_SCAN regions (populated, zero page,
+    /// guard) instead of one pagemap entry per page.
+    pub scan_plan: std::collections::HashSet<i32>,
 }
 impl PagePlan {
     pub(super) fn owner(&mut self, name: String) -> usize {
@@ -110,6 +124,17 @@ impl PagePlan {
     }
 
     fn push_runs(&mut self, owner: usize, runs: &[(u64, u64)], src: Source) {
+        self.push_runs_as(owner, runs, src, false, false)
+    }
+
+    fn push_runs_as(
+        &mut self,
+        owner: usize,
+        runs: &[(u64, u64)],
+        src: Source,
+        cow_unknown: bool,
+        anon: bool,
+    ) {
         let compare = self.compare.contains_key(&owner);
         for &(start, nr) in runs {
             let mut off = 0;
@@ -120,6 +145,8 @@ impl PagePlan {
                     j.owner == owner
                         && j.src == src
                         && j.compare == compare
+                        && j.cow_unknown == cow_unknown
+                        && j.anon == anon
                         && j.pages() < JOB_PAGES
                         && j.segs.len() < JOB_SEGS
                 });
@@ -129,6 +156,8 @@ impl PagePlan {
                         segs: Vec::new(),
                         src,
                         compare,
+                        cow_unknown,
+                        anon,
                     });
                 }
                 let Some(j) = self.jobs.last_mut() else {
@@ -247,6 +276,53 @@ impl PagePlan {
         Ok((theirs, mine))
     }
 
+    /// [`PagePlan::add_vma`] of a private anonymous VMA of a process of
+    /// [`PagePlan::scan_plan`]: one PAGEMAP_SCAN walk reports the populated
+    /// runs (present or swapped), those of the shared zero page (zero:
+    /// nothing stored) and the guard regions, a few regions in all instead
+    /// of 8 bytes per page. `None` on a kernel without those categories.
+    fn add_vma_scanned(
+        &mut self,
+        pid: i32,
+        m: &MapsEntry,
+        owner: usize,
+    ) -> Result<Option<VmaPageRuns>> {
+        use crate::sys::uffd;
+        let Some(regions) = super::bgsnap::page_regions(pid, m.start, m.end).map_err(|e| {
+            crate::error::Error::sys(pid, format!("PAGEMAP_SCAN {:#x}", m.start), e)
+        })?
+        else {
+            return Ok(None);
+        };
+        let mut guards: Vec<(u64, u64)> = Vec::new();
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        let push = |v: &mut Vec<(u64, u64)>, a: u64, n: u64| match v.last_mut() {
+            Some(l) if l.0 + l.1 * PAGE_SIZE == a => l.1 += n,
+            _ => v.push((a, n)),
+        };
+        for r in regions {
+            let (a, n) = (r.start, (r.end - r.start) / PAGE_SIZE);
+            let c = r.categories;
+            if c & uffd::PAGE_IS_GUARD != 0 {
+                push(&mut guards, a, n);
+            } else if c & uffd::PAGE_IS_SWAPPED != 0
+                || (c & uffd::PAGE_IS_PRESENT != 0 && c & uffd::PAGE_IS_PFNZERO == 0)
+            {
+                push(&mut runs, a, n);
+            }
+        }
+        let src = if m.read {
+            Source::Vm { pid }
+        } else {
+            Source::ProcMem { pid }
+        };
+        self.push_runs_as(owner, &runs, src, m.read, super::bgsnap::anon_private(m));
+        Ok(Some(VmaPageRuns {
+            guards,
+            cow: Vec::new(),
+        }))
+    }
+
     pub fn total_pages(&self) -> u64 {
         self.jobs.iter().map(|j| j.pages()).sum()
     }
@@ -326,6 +402,17 @@ impl PagePlan {
     ) -> Result<VmaPageRuns> {
         let mut guards = Vec::new();
         let mut cow = Vec::new();
+        if kind == VmaKind::VMA_ANON_PRIVATE
+            && base.is_none()
+            && ppid.is_none()
+            && self.parent.is_none()
+            && !self.chain
+            && self.scan_plan.contains(&pid)
+        {
+            if let Some(found) = self.add_vma_scanned(pid, m, private_owner)? {
+                return Ok(found);
+            }
+        }
         if matches!(
             kind,
             VmaKind::VMA_ANON_SHARED | VmaKind::VMA_SYSV_SHM | VmaKind::VMA_FILE_SHARED
@@ -440,7 +527,8 @@ impl PagePlan {
                 } else {
                     Source::ProcMem { pid }
                 };
-                self.push_runs(private_owner, &runs, src);
+                let anon = super::bgsnap::anon_private(m);
+                self.push_runs_as(private_owner, &runs, src, false, anon);
             }
             VmaKind::VMA_ANON_SHARED | VmaKind::VMA_SYSV_SHM => {
                 let name = if kind == VmaKind::VMA_SYSV_SHM {

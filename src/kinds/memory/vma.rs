@@ -691,14 +691,11 @@ fn guards_and_lock(agent: &mut dyn Calls, v: &Vma) -> Result<()> {
 /// (mlockall(MCL_FUTURE)) and "lf" (MCL_ONFAULT). Any other flag a fresh
 /// mapping should not have is refused.
 pub fn def_flags(pid: i32, scratch: u64) -> Result<Vec<String>> {
-    let m = procfs::read_smaps(pid)?
-        .into_iter()
-        .find(|m| m.start <= scratch && scratch < m.end)
-        .ok_or_else(|| {
-            Error::Restore(format!(
-                "pid {pid}: the scratch mapping at {scratch:#x} is not in its smaps"
-            ))
-        })?;
+    let m = smaps_entry_at(pid, scratch)?.ok_or_else(|| {
+        Error::Restore(format!(
+            "pid {pid}: the scratch mapping at {scratch:#x} is not in its smaps"
+        ))
+    })?;
     let mut out = Vec::new();
     for f in &m.vm_flags {
         match f.as_str() {
@@ -722,6 +719,50 @@ pub fn def_flags(pid: i32, scratch: u64) -> Result<Vec<String>> {
         }
     }
     Ok(out)
+}
+
+/// The smaps entry of the VMA that holds `addr`, read only that far: a
+/// read shorter than a record makes the kernel produce one VMA's record
+/// (and walk that VMA's page tables for its counters), so the VMAs after
+/// it cost nothing (a dump's big memory lies above its scratch mapping
+/// as a rule, since mmap allocates top-down).
+fn smaps_entry_at(pid: i32, addr: u64) -> Result<Option<MapsEntry>> {
+    use std::io::Read;
+    let path = format!("/proc/{pid}/smaps");
+    let mut f = std::fs::File::open(&path).at(&path)?;
+    let mut text: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 512];
+    // Start of the current record, and of the first line not looked at.
+    let (mut rec, mut at) = (0usize, 0usize);
+    loop {
+        let n = f.read(&mut buf).at(&path)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        text.extend_from_slice(&buf[..n]);
+        while let Some(nl) = text[at..].iter().position(|&b| b == b'\n') {
+            let line_start = at;
+            at += nl + 1;
+            if !text[line_start..at].starts_with(b"VmFlags:") {
+                continue;
+            }
+            let record = std::str::from_utf8(&text[rec..at])
+                .map_err(|e| Error::parse(path.clone(), e.to_string()))?;
+            let m = procfs::parse_smaps(record)
+                .map_err(|e| Error::parse(path.clone(), e.to_string()))?
+                .pop();
+            rec = at;
+            match m {
+                Some(m) if m.start <= addr && addr < m.end => return Ok(Some(m)),
+                Some(m) if m.start > addr => return Ok(None),
+                _ => {}
+            }
+        }
+        // Records before the current one are not needed any more.
+        text.drain(..rec);
+        at -= rec;
+        rec = 0;
+    }
 }
 
 /// mlockall(MCL_FUTURE), with MCL_ONFAULT, as the dump found it: last,
