@@ -94,7 +94,9 @@ pub fn split_contents(saved: Option<FileContents>) -> (Option<FileContents>, Opt
     let Some(all) = saved else {
         return (None, None);
     };
-    if !armed() {
+    if !armed() || !LIVE_PRIMARY.load(Ordering::SeqCst) {
+        // A job's node (`arm_hold`): nothing else runs from these
+        // images, so every file is put back before the tree is made.
         return (Some(all), None);
     }
     let mut now = all.clone();
