@@ -34,6 +34,7 @@ pub mod fuzz;
 pub mod guard;
 pub mod image;
 pub mod inventory;
+pub mod job;
 pub mod json;
 pub mod kinds;
 #[macro_use]

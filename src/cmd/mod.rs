@@ -14,6 +14,7 @@ pub mod check;
 pub mod chkpnt;
 pub mod demo;
 pub mod inventory;
+pub mod job;
 pub mod migrate;
 pub mod pageserver;
 pub mod pair;
@@ -65,6 +66,9 @@ pub fn run(cmd: &Command) -> (Result<i32>, Phase) {
             Phase::Restore,
         ),
         Command::PairBackup(a) => (crate::pair::backup_init(&a.options()), Phase::Restore),
+        // a job on several nodes
+        Command::Job(a) => (job::job(a), Phase::Other),
+        Command::NodeAgent(a) => (job::node_agent(a), Phase::Other),
     }
 }
 
@@ -155,6 +159,11 @@ pub enum Command {
     Pair(pair::PairArgs),
     #[command(name = "__pair-backup", hide = true)]
     PairBackup(RestoreArgs),
+    /// A job on several nodes: checkpoint every node's tree inside one
+    /// barrier (a coordinator and one agent per node), restore them all.
+    Job(job::JobArgs),
+    #[command(name = "__node-agent", hide = true)]
+    NodeAgent(job::NodeAgentArgs),
 }
 
 #[derive(Args, Debug, Clone)]

@@ -375,6 +375,7 @@ fn decode_message(k: ImageType, bytes: &[u8], path: &Path) -> Result<Body> {
         ImageType::PageHash => msg::<proto::PageHashes>(k, bytes, path),
         ImageType::Oracle => msg::<proto::KernelView>(k, bytes, path),
         ImageType::Stats => msg::<proto::Stats>(k, bytes, path),
+        ImageType::Job => msg::<proto::Job>(k, bytes, path),
         ImageType::Pages => Err(Error::image(path, "page data is not a message")),
     }
 }

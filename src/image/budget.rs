@@ -170,6 +170,8 @@ pub fn kind_limit(kind: ImageType) -> u64 {
         ImageType::Oracle => 256 * MIB,
         // A few dozen numbers (crate::stats).
         ImageType::Stats => MIB,
+        // Nodes and the connections between them (crate::job).
+        ImageType::Job => 64 * MIB,
         // Chunk table: 4 numbers per chunk of pages.img.
         ImageType::PageStore => 256 * MIB,
         // Runs of memory (fragmented memory: millions), page hashes (16

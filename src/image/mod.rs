@@ -52,6 +52,7 @@ pub mod proto {
     pub use files::*;
     pub use inet::*;
     pub use inventory::*;
+    pub use job::*;
     pub use locks::*;
     pub use mm::*;
     pub use oracle::*;
@@ -88,10 +89,12 @@ pub enum ImageType {
     Oracle,
     /// stats-dump.img, stats-restore.img (`crate::stats`).
     Stats,
+    /// job.img: a checkpoint of a job on several nodes (`crate::job`).
+    Job,
 }
 
 impl ImageType {
-    pub const ALL: [ImageType; 13] = [
+    pub const ALL: [ImageType; 14] = [
         ImageType::Inventory,
         ImageType::Pstree,
         ImageType::Core,
@@ -105,6 +108,7 @@ impl ImageType {
         ImageType::PageHash,
         ImageType::Oracle,
         ImageType::Stats,
+        ImageType::Job,
     ];
 
     pub fn magic(self) -> u32 {
@@ -122,6 +126,7 @@ impl ImageType {
             ImageType::PageHash => 0x5047_4801,
             ImageType::Oracle => 0x4f52_4301,
             ImageType::Stats => 0x5354_4101,
+            ImageType::Job => 0x4a4f_4201,
         }
     }
 
@@ -144,6 +149,7 @@ impl ImageType {
             ImageType::PageHash => "pagehash",
             ImageType::Oracle => "oracle",
             ImageType::Stats => "stats",
+            ImageType::Job => "job",
         }
     }
 

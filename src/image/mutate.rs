@@ -512,6 +512,7 @@ fn decode_dyn(kind: ImageType, bytes: &[u8]) -> Option<Box<dyn MessageDyn>> {
         ImageType::PageHash => PageHashes::descriptor(),
         ImageType::Oracle => KernelView::descriptor(),
         ImageType::Stats => crate::image::proto::Stats::descriptor(),
+        ImageType::Job => crate::image::proto::Job::descriptor(),
         ImageType::Pages => return None,
     };
     let hdr = super::check_image(Some(kind), bytes, Path::new("x")).ok()?;
@@ -780,6 +781,7 @@ pub fn decode_as_every_kind(bytes: &[u8]) -> usize {
     try_kind!(ImageType::PageHash, PageHashes);
     try_kind!(ImageType::Oracle, KernelView);
     try_kind!(ImageType::Stats, crate::image::proto::Stats);
+    try_kind!(ImageType::Job, crate::image::proto::Job);
     ok
 }
 

@@ -45,6 +45,10 @@ use crate::image::proto::FileContents;
 
 static ARMED: AtomicBool = AtomicBool::new(false);
 
+/// Armed for a backup whose primary still runs (not for a node of a job,
+/// [`arm_hold`]): its live volatile files are taken as they are.
+static LIVE_PRIMARY: AtomicBool = AtomicBool::new(false);
+
 /// Volatile files the primary changed, written back at release.
 static DEFERRED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
@@ -56,6 +60,15 @@ pub const GO: &str = "go";
 /// Makes this process's restore stop at the hold point.
 pub fn arm() {
     ARMED.store(true, Ordering::SeqCst);
+    LIVE_PRIMARY.store(true, Ordering::SeqCst);
+}
+
+/// Makes this process's restore stop at the hold point, as a node of a
+/// job does (`cairn __node-agent restore`, `crate::job`): nothing else
+/// runs from these images, so a changed volatile file is refused as by
+/// any restore.
+pub fn arm_hold() {
+    ARMED.store(true, Ordering::SeqCst);
 }
 
 fn armed() -> bool {
@@ -66,7 +79,7 @@ fn armed() -> bool {
 /// at the checkpoint, is the living primary's; it is written back at
 /// release (true). Not armed: false (a restore refuses it).
 pub fn defer_volatile(path: &str) -> bool {
-    if !armed() {
+    if !armed() || !LIVE_PRIMARY.load(Ordering::SeqCst) {
         return false;
     }
     let mut d = DEFERRED.lock().unwrap_or_else(|e| e.into_inner());
@@ -81,7 +94,9 @@ pub fn split_contents(saved: Option<FileContents>) -> (Option<FileContents>, Opt
     let Some(all) = saved else {
         return (None, None);
     };
-    if !armed() {
+    if !armed() || !LIVE_PRIMARY.load(Ordering::SeqCst) {
+        // A job's node (`arm_hold`): nothing else runs from these
+        // images, so every file is put back before the tree is made.
         return (Some(all), None);
     }
     let mut now = all.clone();
@@ -110,7 +125,11 @@ pub fn point(
     writeln!(out, "{HELD} {root}")
         .and_then(|()| out.flush())
         .map_err(|e| Error::sys(me, "write to the pair supervisor", e))?;
-    info!("pair: backup held (root pid {root} in its namespace): waiting for the release");
+    if LIVE_PRIMARY.load(Ordering::SeqCst) {
+        info!("pair: backup held (root pid {root} in its namespace): waiting for the release");
+    } else {
+        info!("restored tree held (root pid {root}): waiting for the release");
+    }
     let mut line = String::new();
     std::io::stdin()
         .lock()

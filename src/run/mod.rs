@@ -207,7 +207,7 @@ pub fn restore_argv(o: &RestoreOptions) -> Vec<OsString> {
 }
 
 /// Absolute form of `p` (relative to the current directory).
-fn absolute(p: &Path) -> Result<PathBuf> {
+pub(crate) fn absolute(p: &Path) -> Result<PathBuf> {
     std::path::absolute(p).map_err(|e| Error::io(p, e))
 }
 
@@ -225,11 +225,27 @@ struct Ckpt {
 
 const PREFIX: &str = "ckpt-";
 
-fn ckpt_name(seq: u64) -> String {
+/// The next free sequence number of checkpoints in `dir` (also those of
+/// `cairn job checkpoint`, `crate::job`).
+pub(crate) fn next_seq(dir: BorrowedFd<'_>) -> u64 {
+    safefs::list(dir)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|(n, _)| {
+            let s = n.to_str()?;
+            // Staging names `.ckpt-N.cairn-tmp-...` count too.
+            let s = s.strip_prefix('.').unwrap_or(s);
+            ckpt_seq(OsStr::new(s.split('.').next()?))
+        })
+        .max()
+        .map_or(1, |m| m + 1)
+}
+
+pub(crate) fn ckpt_name(seq: u64) -> String {
     format!("{PREFIX}{seq:06}")
 }
 
-fn ckpt_seq(name: &OsStr) -> Option<u64> {
+pub(crate) fn ckpt_seq(name: &OsStr) -> Option<u64> {
     let n = name.to_str()?.strip_prefix(PREFIX)?;
     (n.len() >= 6 && n.bytes().all(|b| b.is_ascii_digit()))
         .then(|| n.parse().ok())
@@ -325,17 +341,7 @@ impl JobDir {
 
     /// The next free sequence number.
     fn next_seq(&self) -> u64 {
-        safefs::list(&self.fd)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|(n, _)| {
-                let s = n.to_str()?;
-                // Staging names `.ckpt-N.cairn-tmp-...` count too.
-                let s = s.strip_prefix('.').unwrap_or(s);
-                ckpt_seq(OsStr::new(s.split('.').next()?))
-            })
-            .max()
-            .map_or(1, |m| m + 1)
+        next_seq(self.fd.as_fd())
     }
 
     /// Keeps the newest `keep` full chains: every checkpoint older than
