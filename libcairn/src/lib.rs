@@ -236,7 +236,11 @@ fn exchange(
         return Err(Error(libc::EINVAL));
     };
     c.ino = sys::inode(c.fd).map_err(lost)?.0;
-    send_retry(c.fd, head, payload)?;
+    if let Err(e) = send_retry(c.fd, head, payload) {
+        // The supervisor may have refused the connection before the
+        // request went out: its word is queued.
+        return Err(refusal(c).unwrap_or(e));
+    }
     let mut ans = [0u8; proto::HEADER];
     let mut reset = false;
     loop {
@@ -273,6 +277,26 @@ fn exchange(
             Err(e) => return Err(lost(e)),
         }
     }
+}
+
+/// The supervisor's refusal ([`proto::OP_REFUSED`]) queued on `c`, if
+/// there is one.
+fn refusal(c: &mut Conn) -> Option<Error> {
+    let mut ans = [0u8; proto::HEADER];
+    for _ in 0..2 {
+        match sys::recv(c.fd, &mut ans, &mut []) {
+            Ok(n) if n >= proto::HEADER => {
+                let h = Header::decode(&ans)?;
+                if h.op == proto::OP_REFUSED && h.id == 0 && h.status < 0 {
+                    c.dead = true;
+                    return Some(Error(-h.status));
+                }
+            }
+            Err(libc::ECONNRESET) => {}
+            _ => return None,
+        }
+    }
+    None
 }
 
 fn send_retry(fd: i32, head: &[u8], payload: &[u8]) -> Result<(), Error> {

@@ -99,6 +99,9 @@ int main(int argc, char **argv)
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	pid_t b = fork();
 	if (b == 0) {
+		/* A's pipe ends only with the root's end. */
+		close(hold[1]);
+		close(ready[0]);
 		long t0 = now_ms();
 		int r = cairn_is_backup();
 		long waited = now_ms() - t0;
