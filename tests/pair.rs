@@ -481,10 +481,7 @@ fn backup_on_another_machine_takes_over_when_the_primary_side_dies() {
     let mut remote = Remote::start(&p, &net.b, &addr, &key);
     let bin = workload_bin("pair_counter");
     let prog = p.progress.to_string_lossy().into_owned();
-    let mut cmd = p.cairn(
-        "pair",
-        &["--interval", "1s", "--backup-on", &addr, "--key"],
-    );
+    let mut cmd = p.cairn("pair", &["--interval", "1s", "--backup-on", &addr, "--key"]);
     cmd.arg(&key)
         .arg("--pidfile")
         .arg(&p.pidfile)
@@ -558,7 +555,10 @@ fn backup_on_with_a_wrong_key_is_refused() {
     assert!(!p.progress.exists(), "the program was started");
     let err = p.dir.join("remote.err");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !fs::read_to_string(&err).unwrap_or_default().contains("refused") {
+    while !fs::read_to_string(&err)
+        .unwrap_or_default()
+        .contains("refused")
+    {
         assert!(Instant::now() < deadline, "{}", remote.text());
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -567,6 +567,8 @@ fn backup_on_with_a_wrong_key_is_refused() {
         "{}",
         remote.text()
     );
-    let stored = fs::read_dir(p.dir.join("ckB")).map(|d| d.count()).unwrap_or(0);
+    let stored = fs::read_dir(p.dir.join("ckB"))
+        .map(|d| d.count())
+        .unwrap_or(0);
     assert_eq!(stored, 0, "the listener stored something for a wrong key");
 }
