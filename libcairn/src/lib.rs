@@ -185,7 +185,7 @@ fn lost(e: i32) -> Error {
 /// connects anew.
 fn request(op: u16, payload: &[u8], out: &mut [u8]) -> Result<(i32, usize), Error> {
     let mut g = lock();
-    let r = request_on(&mut *g, op, payload, out);
+    let r = request_on(&mut g, op, payload, out);
     if let Some(c) = g.as_ref().filter(|c| c.dead && c.ours) {
         sys::close(c.fd);
         *g = None;

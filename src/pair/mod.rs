@@ -38,6 +38,11 @@
 //!   `cairn pair` exits 0. A killed `cairn pair` takes both with it
 //!   (PDEATHSIG on each init).
 //!
+//! The backup on another machine (`--backup-on ADDR:PORT --key FILE` on
+//! the primary's side, `cairn pair --listen ADDR:PORT --key FILE` on the
+//! backup machine): [`remote`], with its failure rule and the split brain
+//! a cut network causes.
+//!
 //! Cooperating programs (libcairn): the primary finds the control
 //! socket in `CAIRN_CONTROL_SOCKET` ([`crate::control`], served by this
 //! loop). `cairn_checkpoint_data()` is kept in `DIR/control/data` for the
