@@ -386,7 +386,7 @@ struct Remote {
 }
 
 impl Remote {
-    fn start(p: &Pair, ns: &str, addr: &str, key: &std::path::Path) -> Remote {
+    fn start(p: &Pair, ns: &str, addr: &str, key: &std::path::Path, extra: &[&str]) -> Remote {
         let (log, out) = (p.dir.join("remote.log"), p.dir.join("remote.out"));
         let pidfile = p.dir.join("remote.pid");
         let mut cmd = std::process::Command::new(cairn_bin());
@@ -399,6 +399,7 @@ impl Remote {
             .arg(p.dir.join("ckB"))
             .arg("--pidfile")
             .arg(&pidfile)
+            .args(extra)
             .stdin(std::process::Stdio::null())
             .stdout(fs::File::create(&out).unwrap())
             .stderr(fs::File::create(p.dir.join("remote.err")).unwrap());
@@ -460,6 +461,29 @@ fn key_file(p: &Pair, name: &str, byte: u8) -> PathBuf {
     path
 }
 
+/// Two network namespaces as two machines, the backup machine's `cairn
+/// pair --listen EXTRA` in B and the primary's `cairn pair --interval 1s
+/// --backup-on` of the counter in A; returns once a backup is held on B.
+fn remote_pair(tag: &str, port: u16, extra: &[&str]) -> (common::netns::Net, Pair, Remote) {
+    let net = common::netns::Net::new("1gbit");
+    let mut p = Pair::new(tag);
+    let key = key_file(&p, "key", 0x5a);
+    let addr = format!("{}:{port}", net.addr_b);
+    let remote = Remote::start(&p, &net.b, &addr, &key, extra);
+    let bin = workload_bin("pair_counter");
+    let prog = p.progress.to_string_lossy().into_owned();
+    let mut cmd = p.cairn("pair", &["--interval", "1s", "--backup-on", &addr, "--key"]);
+    cmd.arg(&key)
+        .arg("--pidfile")
+        .arg(&p.pidfile)
+        .arg("--")
+        .args([bin.to_str().unwrap(), &prog, "10", "0"]);
+    p.child = Some(common::netns::Net::spawn(&net.a, &mut cmd));
+    remote.wait_for("backup ready from", 1, Duration::from_secs(90));
+    p.wait_for("backup ready on", 1, Duration::from_secs(30));
+    (net, p, remote)
+}
+
 /// `cairn pair --backup-on` with two network namespaces as the two
 /// machines: the primary's side (`cairn pair` and the counter) in A, the
 /// backup machine's `cairn pair --listen` in B, over a veth pair. Once a
@@ -474,22 +498,7 @@ fn backup_on_another_machine_takes_over_when_the_primary_side_dies() {
     if skip_unless_root() {
         return;
     }
-    let net = common::netns::Net::new("1gbit");
-    let mut p = Pair::new("pair-remote");
-    let key = key_file(&p, "key", 0x5a);
-    let addr = format!("{}:7018", net.addr_b);
-    let mut remote = Remote::start(&p, &net.b, &addr, &key);
-    let bin = workload_bin("pair_counter");
-    let prog = p.progress.to_string_lossy().into_owned();
-    let mut cmd = p.cairn("pair", &["--interval", "1s", "--backup-on", &addr, "--key"]);
-    cmd.arg(&key)
-        .arg("--pidfile")
-        .arg(&p.pidfile)
-        .arg("--")
-        .args([bin.to_str().unwrap(), &prog, "10", "0"]);
-    p.child = Some(common::netns::Net::spawn(&net.a, &mut cmd));
-    remote.wait_for("backup ready from", 1, Duration::from_secs(90));
-    p.wait_for("backup ready on", 1, Duration::from_secs(30));
+    let (_net, mut p, mut remote) = remote_pair("pair-remote", 7018, &[]);
     let old = read_pidfile(&p.pidfile).expect("pid file");
     // Mid-way between two checkpoints.
     let ckpts = p.count(" complete in ");
@@ -540,7 +549,7 @@ fn backup_on_with_a_wrong_key_is_refused() {
     let good = key_file(&p, "key", 0x5a);
     let other = key_file(&p, "other", 0x33);
     let addr = format!("{}:7019", net.addr_b);
-    let mut remote = Remote::start(&p, &net.b, &addr, &other);
+    let mut remote = Remote::start(&p, &net.b, &addr, &other, &[]);
     let bin = workload_bin("pair_counter");
     let prog = p.progress.to_string_lossy().into_owned();
     let mut cmd = p.cairn("pair", &["--backup-on", &addr, "--key"]);
@@ -571,4 +580,67 @@ fn backup_on_with_a_wrong_key_is_refused() {
         .map(|d| d.count())
         .unwrap_or(0);
     assert_eq!(stored, 0, "the listener stored something for a wrong key");
+}
+
+/// Only the primary dies (SIGKILL), its `cairn pair` lives: it tells the
+/// backup machine, which takes over at once (no lost-connection rule
+/// involved); the primary's `cairn pair` exits 0, the counter goes on on
+/// B from the last checkpoint.
+#[test]
+fn backup_on_another_machine_told_of_the_primary_failure() {
+    if skip_unless_root() {
+        return;
+    }
+    let (_net, mut p, mut remote) = remote_pair("pair-remote-told", 7020, &[]);
+    let old = read_pidfile(&p.pidfile).expect("pid file");
+    let ckpts = p.count(" complete in ");
+    p.wait_for(" complete in ", ckpts + 1, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(500));
+    let (before, _) = p.progress().unwrap();
+    let t0 = now_ns();
+    kill(old, libc::SIGKILL);
+    let code = p.wait_exit(Duration::from_secs(60));
+    assert_eq!(code, 0, "{}", p.describe());
+    assert!(p.log_text().contains("takes over"), "{}", p.describe());
+    remote.wait_for("takeover 1:", 1, Duration::from_secs(60));
+    let log = fs::read_to_string(&remote.log).unwrap_or_default();
+    assert!(
+        log.contains("says the primary failed with status 137"),
+        "{}",
+        remote.text()
+    );
+    let new = read_pidfile(&remote.pidfile).expect("the backup machine's pid file");
+    assert!(pid_exists(new), "{}", remote.text());
+    check_resumed(&p, before, t0, 1);
+    kill(remote.child.id() as i32, libc::SIGTERM);
+    let st = wait_timeout(&mut remote.child, Duration::from_secs(60)).expect("listener exits");
+    assert_eq!(exit_code(&st), 0, "{}", remote.text());
+    assert!(wait_pid_gone(new, Duration::from_secs(10)));
+}
+
+/// `--fence CMD` that fails: the connection is lost, the fence says no,
+/// so the backup machine does not take over (a cut network must not make
+/// two primaries): it exits 1, its held backup gone, no pid file.
+#[test]
+fn backup_on_another_machine_fence_refuses_the_takeover() {
+    if skip_unless_root() {
+        return;
+    }
+    let fence = ["--fence", "echo fenced $CAIRN_PAIR_PEER; exit 3"];
+    let (_net, mut p, mut remote) = remote_pair("pair-remote-fence", 7021, &fence);
+    let old = read_pidfile(&p.pidfile).expect("pid file");
+    let side = p.child.take().unwrap();
+    kill(side.id() as i32, libc::SIGKILL);
+    kill(old, libc::SIGKILL);
+    let mut side = side;
+    let _ = side.wait();
+    let st = wait_timeout(&mut remote.child, Duration::from_secs(60)).expect("listener exits");
+    assert_eq!(exit_code(&st), 1, "{}", remote.text());
+    let log = fs::read_to_string(&remote.log).unwrap_or_default();
+    assert!(log.contains("no takeover"), "{}", remote.text());
+    assert!(!log.contains("takeover 1:"), "{}", remote.text());
+    assert!(!remote.pidfile.exists(), "{}", remote.text());
+    let out = fs::read_to_string(&remote.out).unwrap_or_default();
+    assert!(out.contains("fenced 10.201."), "{out}");
+    assert!(wait_pid_gone(old, Duration::from_secs(10)));
 }

@@ -1239,7 +1239,12 @@ impl Pair<'_> {
             0,
             format_args!(
                 "pair: the connection to the primary's side on {peer} is lost ({why}) without \
-                 its end: the backup takes over"
+                 its end: {}",
+                if self.o.fence.is_some() {
+                    "the fence command decides the takeover"
+                } else {
+                    "the backup takes over"
+                }
             ),
         );
         if let Some(cmd) = &self.o.fence {
