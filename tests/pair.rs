@@ -484,6 +484,15 @@ fn remote_pair(tag: &str, port: u16, extra: &[&str]) -> (common::netns::Net, Pai
     (net, p, remote)
 }
 
+/// Waits until mid-way between two checkpoints (500 ms after one): the
+/// count then and the time (ns), for [`check_resumed`] after a kill.
+fn mid_interval(p: &Pair) -> (u64, u128) {
+    let ckpts = p.count(" complete in ");
+    p.wait_for(" complete in ", ckpts + 1, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(500));
+    (p.progress().unwrap().0, now_ns())
+}
+
 /// `cairn pair --backup-on` with two network namespaces as the two
 /// machines: the primary's side (`cairn pair` and the counter) in A, the
 /// backup machine's `cairn pair --listen` in B, over a veth pair. Once a
@@ -500,12 +509,7 @@ fn backup_on_another_machine_takes_over_when_the_primary_side_dies() {
     }
     let (_net, mut p, mut remote) = remote_pair("pair-remote", 7018, &[]);
     let old = read_pidfile(&p.pidfile).expect("pid file");
-    // Mid-way between two checkpoints.
-    let ckpts = p.count(" complete in ");
-    p.wait_for(" complete in ", ckpts + 1, Duration::from_secs(60));
-    std::thread::sleep(Duration::from_millis(500));
-    let (before, _) = p.progress().unwrap();
-    let t0 = now_ns();
+    let (before, t0) = mid_interval(&p);
     let side = p.child.take().unwrap();
     kill(side.id() as i32, libc::SIGKILL);
     kill(old, libc::SIGKILL);
@@ -593,11 +597,7 @@ fn backup_on_another_machine_told_of_the_primary_failure() {
     }
     let (_net, mut p, mut remote) = remote_pair("pair-remote-told", 7020, &[]);
     let old = read_pidfile(&p.pidfile).expect("pid file");
-    let ckpts = p.count(" complete in ");
-    p.wait_for(" complete in ", ckpts + 1, Duration::from_secs(60));
-    std::thread::sleep(Duration::from_millis(500));
-    let (before, _) = p.progress().unwrap();
-    let t0 = now_ns();
+    let (before, t0) = mid_interval(&p);
     kill(old, libc::SIGKILL);
     let code = p.wait_exit(Duration::from_secs(60));
     assert_eq!(code, 0, "{}", p.describe());

@@ -378,23 +378,9 @@ pub fn run(o: &PairOptions) -> Result<i32> {
         None => None,
     };
     let primary = start_primary(&o.cmd, &env)?;
-    let mut p = Pair {
-        o,
-        dir,
-        dirfd,
-        pidfile,
-        primary,
-        held: None,
-        prep: None,
-        made: Vec::new(),
-        prev: None,
-        next_seq,
-        ever_held: false,
-        takeovers: 0,
-        server,
-        link,
-        remote_from: None,
-    };
+    let mut p = Pair::new(o, (dir, dirfd), pidfile, primary, server);
+    p.next_seq = next_seq;
+    p.link = link;
     if let Some(pf) = p.pidfile.as_mut() {
         if let Err(e) = pf.write(p.primary.root) {
             p.end_all();
@@ -419,7 +405,35 @@ pub fn run(o: &PairOptions) -> Result<i32> {
     r
 }
 
-impl Pair<'_> {
+impl<'a> Pair<'a> {
+    /// A pair of `primary` (init 0 on a backup machine before a
+    /// takeover: none) in directory `dir`, with no checkpoint yet.
+    fn new(
+        o: &'a PairOptions,
+        dir: (PathBuf, OwnedFd),
+        pidfile: Option<Pidfile>,
+        primary: Primary,
+        server: control::Server,
+    ) -> Pair<'a> {
+        Pair {
+            o,
+            dir: dir.0,
+            dirfd: dir.1,
+            pidfile,
+            primary,
+            held: None,
+            prep: None,
+            made: Vec::new(),
+            prev: None,
+            next_seq: 1,
+            ever_held: false,
+            takeovers: 0,
+            server,
+            link: None,
+            remote_from: None,
+        }
+    }
+
     fn run_loop(&mut self, sfd: &SignalFd) -> Result<i32> {
         let mut next = Instant::now() + self.o.interval;
         loop {
@@ -1098,24 +1112,9 @@ fn standby(o: &PairOptions, addr: &str, key: &Path) -> Result<i32> {
         opts.interval = up.interval;
     }
     let server = control::Server::new(control::Store::open(&dirfd, &dir)?);
-    let next_seq = 1;
-    let mut p = Pair {
-        o: &opts,
-        dir,
-        dirfd,
-        pidfile,
-        primary: Primary { init: 0, root: 0 },
-        held: None,
-        prep: None,
-        made: Vec::new(),
-        prev: None,
-        next_seq,
-        ever_held: false,
-        takeovers: 0,
-        server,
-        link: None,
-        remote_from: Some(up.peer()),
-    };
+    let none = Primary { init: 0, root: 0 };
+    let mut p = Pair::new(&opts, (dir, dirfd), pidfile, none, server);
+    p.remote_from = Some(up.peer());
     let r = match p.follow(&sfd, &mut up) {
         Ok(None) => {
             // The program's environment names the primary's socket.
