@@ -10,6 +10,8 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -18,10 +20,12 @@ use std::time::{Duration, Instant};
 use common::job::JobFiles;
 use common::*;
 
-/// The built example programs: (C counter, Rust counter).
+/// The built example programs: (C counter, Rust counter), and the
+/// test program tests/workloads/libcairn_peers.c.
 struct Built {
     c: PathBuf,
     rust: PathBuf,
+    peers: PathBuf,
 }
 
 /// Builds libcairn (its own target directory: the outer cargo may hold
@@ -50,28 +54,35 @@ fn built() -> &'static Built {
             lib.join("libcairn.so"),
         )
         .expect("copy libcairn_lib.so as libcairn.so");
-        let c = lib.join("counter");
-        let out = Command::new("gcc")
-            .args(["-O2", "-Wall", "-Werror", "-I"])
-            .arg(manifest.join("libcairn/include"))
-            .arg(manifest.join("examples/libcairn/counter.c"))
-            .arg("-L")
-            .arg(&lib)
-            .arg("-lcairn")
-            .arg(format!("-Wl,-rpath,{}", lib.display()))
-            .arg("-o")
-            .arg(&c)
-            .output()
-            .expect("run gcc");
-        assert!(
-            out.status.success(),
-            "gcc counter.c: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        // Readable by any uid: a test runs a program as another user.
+        fs::set_permissions(&lib, fs::Permissions::from_mode(0o755)).unwrap();
+        let gcc = |src: &str, out_name: &str| {
+            let bin = lib.join(out_name);
+            let out = Command::new("gcc")
+                .args(["-O2", "-Wall", "-Werror", "-I"])
+                .arg(manifest.join("libcairn/include"))
+                .arg(manifest.join(src))
+                .arg("-L")
+                .arg(&lib)
+                .arg("-lcairn")
+                .arg(format!("-Wl,-rpath,{}", lib.display()))
+                .arg("-o")
+                .arg(&bin)
+                .output()
+                .expect("run gcc");
+            assert!(
+                out.status.success(),
+                "gcc {src}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            bin
+        };
+        let c = gcc("examples/libcairn/counter.c", "counter");
+        let peers = gcc("tests/workloads/libcairn_peers.c", "libcairn_peers");
         let rust = lib.join("libcairn_counter");
         fs::copy(target.join("release/examples/libcairn_counter"), &rust)
             .expect("copy the Rust example");
-        Built { c, rust }
+        Built { c, rust, peers }
     })
 }
 
@@ -367,4 +378,61 @@ fn pair_backup_takes_over_at_the_restart_point() {
     );
     assert!(job.log_text().contains("takeover 1:"), "{}", job.describe());
     assert!(wait_pid_gone(primary, Duration::from_secs(10)));
+}
+
+/// The control socket serves the supervised tree, whatever uid its
+/// processes run as, and nobody else; a second connection waits a
+/// bounded time. Under `cairn run`, libcairn_peers's children: A holds
+/// the connection, B's call gets -ETIMEDOUT after about 5 s and is
+/// served once A closed; C changes its uid to 65534 and sends data that
+/// the root reads back (the program checks all of it). From outside the
+/// tree, with the tree's CAIRN_CONTROL_SOCKET, a process as root and
+/// one as uid 65534 (another user in the next terminal) are refused
+/// with -EACCES, and the refusals are logged.
+#[test]
+fn control_socket_serves_the_tree_whatever_its_uid_and_nobody_else() {
+    if skip_unless_root() {
+        return;
+    }
+    let b = built();
+    let job = Job::new("libcairn-peers");
+    let prog = job.progress.to_str().unwrap().to_string();
+    let mut run = job.start(&[], &b.peers, &[prog.as_str()]);
+    let (_, pid) = job.wait_step(1, &mut run);
+    let environ = fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let sock = environ
+        .split(|&c| c == 0)
+        .find_map(|v| v.strip_prefix(b"CAIRN_CONTROL_SOCKET="))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_else(|| panic!("no CAIRN_CONTROL_SOCKET: {}", job.describe()));
+    for uid in [0u32, 65534] {
+        let out = Command::new(&b.peers)
+            .arg("--outside")
+            .env("CAIRN_CONTROL_SOCKET", &sock)
+            .env_remove("CAIRN_CONTROL_FD")
+            .uid(uid)
+            .gid(uid)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run libcairn_peers --outside");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("PASS outside"),
+            "uid {uid} outside the tree: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    fs::write(format!("{prog}.done"), b"").unwrap();
+    let code = job.wait_exit(&mut run);
+    let out = job.out_text();
+    assert_eq!(code, 0, "{}", job.describe());
+    assert!(out.contains("PASS peers"), "{}", job.describe());
+    let log = job.log_text();
+    assert_eq!(
+        log.matches("not a process of the supervised tree").count(),
+        2,
+        "{}",
+        job.describe()
+    );
+    assert!(log.contains("(-ETIMEDOUT)"), "{}", job.describe());
 }

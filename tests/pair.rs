@@ -165,7 +165,14 @@ fn kill_and_take_over(p: &Pair, n: usize) -> i32 {
     };
     assert!(pid_exists(new), "new primary {new}: {}", p.describe());
     assert!(wait_pid_gone(old, Duration::from_secs(10)));
-    // The first record the backup wrote.
+    check_resumed(p, before, t0, n);
+    new
+}
+
+/// The counter goes on from the backup's checkpoint (taken before
+/// `before` was counted, at most about an interval earlier), not from
+/// zero: its first record after `t0` (the kill).
+fn check_resumed(p: &Pair, before: u64, t0: u128, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let (resumed, at) = loop {
         if let Some((c, t)) = p.progress() {
@@ -190,7 +197,6 @@ fn kill_and_take_over(p: &Pair, n: usize) -> i32 {
     // One interval (1 s, 100 steps) and the time a checkpoint and a
     // backup take on a busy machine.
     assert!(lost <= 200, "{lost} steps lost: {}", p.describe());
-    new
 }
 
 /// `cairn pair --interval 1s`: SIGKILL the primary twice; each time the
@@ -367,4 +373,274 @@ fn tmpfs_file_written_back_at_the_takeover() {
     kill(p.child.as_ref().unwrap().id() as i32, libc::SIGTERM);
     assert_eq!(p.wait_exit(Duration::from_secs(60)), 0, "{}", p.describe());
     assert!(!p.out_text().contains("FAIL"), "{}", p.describe());
+}
+
+/// The backup machine of a pair: `cairn -v -o remote.log pair --listen
+/// ADDR:PORT --key KEY -D ckB --pidfile remote.pid` in network namespace
+/// `ns`, its output in `remote.out`; killed by pid on drop.
+struct Remote {
+    child: Child,
+    log: PathBuf,
+    out: PathBuf,
+    pidfile: PathBuf,
+}
+
+impl Remote {
+    fn start(p: &Pair, ns: &str, addr: &str, key: &std::path::Path, extra: &[&str]) -> Remote {
+        let (log, out) = (p.dir.join("remote.log"), p.dir.join("remote.out"));
+        let pidfile = p.dir.join("remote.pid");
+        let mut cmd = std::process::Command::new(cairn_bin());
+        cmd.arg("-v")
+            .arg("-o")
+            .arg(&log)
+            .args(["pair", "--listen", addr, "--key"])
+            .arg(key)
+            .arg("-D")
+            .arg(p.dir.join("ckB"))
+            .arg("--pidfile")
+            .arg(&pidfile)
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .stdout(fs::File::create(&out).unwrap())
+            .stderr(fs::File::create(p.dir.join("remote.err")).unwrap());
+        let child = common::netns::Net::spawn(ns, &mut cmd);
+        let r = Remote {
+            child,
+            log,
+            out,
+            pidfile,
+        };
+        r.wait_for("listening on", 1, Duration::from_secs(30));
+        r
+    }
+
+    fn text(&self) -> String {
+        let err = self.out.with_file_name("remote.err");
+        format!(
+            "--- remote.log ---\n{}\n--- remote.err ---\n{}",
+            tail(&self.log, 6000),
+            tail(&err, 3000)
+        )
+    }
+
+    fn wait_for(&self, what: &str, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches(what)
+            .count()
+            < n
+        {
+            assert!(
+                Instant::now() < deadline && pid_exists(self.child.id() as i32),
+                "{n} x {what:?} not in the backup machine's log: {}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        kill_tree(&mut self.child);
+    }
+}
+
+/// A private key file of 32 bytes `byte`.
+fn key_file(p: &Pair, name: &str, byte: u8) -> PathBuf {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = p.dir.join(name);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(&mut f, &[byte; 32]).unwrap();
+    path
+}
+
+/// Two network namespaces as two machines, the backup machine's `cairn
+/// pair --listen EXTRA` in B and the primary's `cairn pair --interval 1s
+/// --backup-on` of the counter in A; returns once a backup is held on B.
+fn remote_pair(tag: &str, port: u16, extra: &[&str]) -> (common::netns::Net, Pair, Remote) {
+    let net = common::netns::Net::new("1gbit");
+    let mut p = Pair::new(tag);
+    let key = key_file(&p, "key", 0x5a);
+    let addr = format!("{}:{port}", net.addr_b);
+    let remote = Remote::start(&p, &net.b, &addr, &key, extra);
+    let bin = workload_bin("pair_counter");
+    let prog = p.progress.to_string_lossy().into_owned();
+    let mut cmd = p.cairn("pair", &["--interval", "1s", "--backup-on", &addr, "--key"]);
+    cmd.arg(&key)
+        .arg("--pidfile")
+        .arg(&p.pidfile)
+        .arg("--")
+        .args([bin.to_str().unwrap(), &prog, "10", "0"]);
+    p.child = Some(common::netns::Net::spawn(&net.a, &mut cmd));
+    remote.wait_for("backup ready from", 1, Duration::from_secs(90));
+    p.wait_for("backup ready on", 1, Duration::from_secs(30));
+    (net, p, remote)
+}
+
+/// Waits until mid-way between two checkpoints (500 ms after one): the
+/// count then and the time (ns), for [`check_resumed`] after a kill.
+fn mid_interval(p: &Pair) -> (u64, u128) {
+    let ckpts = p.count(" complete in ");
+    p.wait_for(" complete in ", ckpts + 1, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(500));
+    (p.progress().unwrap().0, now_ns())
+}
+
+/// `cairn pair --backup-on` with two network namespaces as the two
+/// machines: the primary's side (`cairn pair` and the counter) in A, the
+/// backup machine's `cairn pair --listen` in B, over a veth pair. Once a
+/// backup is held on B, the primary's whole side is killed (SIGKILL to
+/// its `cairn pair` and to the primary): B notices the lost connection,
+/// releases its backup, which goes on counting from the last checkpoint
+/// (the program checks its memory, file and pid), its pid in B's pid
+/// file; B goes on as a local pair (a new checkpoint and a held backup
+/// there), and SIGTERM ends it with exit 0.
+#[test]
+fn backup_on_another_machine_takes_over_when_the_primary_side_dies() {
+    if skip_unless_root() {
+        return;
+    }
+    let (_net, mut p, mut remote) = remote_pair("pair-remote", 7018, &[]);
+    let old = read_pidfile(&p.pidfile).expect("pid file");
+    let (before, t0) = mid_interval(&p);
+    let side = p.child.take().unwrap();
+    kill(side.id() as i32, libc::SIGKILL);
+    kill(old, libc::SIGKILL);
+    let mut side = side;
+    let _ = side.wait();
+    remote.wait_for("takeover 1:", 1, Duration::from_secs(60));
+    let new = read_pidfile(&remote.pidfile).expect("the backup machine's pid file");
+    assert_ne!(new, old);
+    assert!(pid_exists(new), "new primary {new}: {}", remote.text());
+    assert!(wait_pid_gone(old, Duration::from_secs(10)));
+    check_resumed(&p, before, t0, 1);
+    // Still counting, and a local pair on B now.
+    remote.wait_for("backup ready from", 2, Duration::from_secs(90));
+    let (c, _) = p.progress().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(p.progress().unwrap().0 > c, "{}", remote.text());
+    let log = fs::read_to_string(&remote.log).unwrap_or_default();
+    assert!(
+        log.contains("is lost (") && log.contains("without its end"),
+        "{}",
+        remote.text()
+    );
+    kill(remote.child.id() as i32, libc::SIGTERM);
+    let st = wait_timeout(&mut remote.child, Duration::from_secs(60)).expect("listener exits");
+    assert_eq!(exit_code(&st), 0, "{}", remote.text());
+    assert!(wait_pid_gone(new, Duration::from_secs(10)));
+    let out = fs::read_to_string(&p.out).unwrap_or_default();
+    assert!(!out.contains("FAIL"), "{}", p.describe());
+}
+
+/// A backup machine with another key: the primary's `cairn pair` ends
+/// with an error naming the key before it starts the program; the
+/// listener refuses the connection, logs it and keeps listening.
+#[test]
+fn backup_on_with_a_wrong_key_is_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let net = common::netns::Net::new("1gbit");
+    let mut p = Pair::new("pair-remote-key");
+    let good = key_file(&p, "key", 0x5a);
+    let other = key_file(&p, "other", 0x33);
+    let addr = format!("{}:7019", net.addr_b);
+    let mut remote = Remote::start(&p, &net.b, &addr, &other, &[]);
+    let bin = workload_bin("pair_counter");
+    let prog = p.progress.to_string_lossy().into_owned();
+    let mut cmd = p.cairn("pair", &["--backup-on", &addr, "--key"]);
+    cmd.arg(&good)
+        .arg("--")
+        .args([bin.to_str().unwrap(), &prog, "10", "0"]);
+    p.child = Some(common::netns::Net::spawn(&net.a, &mut cmd));
+    let code = p.wait_exit(Duration::from_secs(60));
+    assert_ne!(code, 0, "{}", p.describe());
+    let out = fs::read_to_string(&p.out).unwrap_or_default();
+    assert!(out.contains("key"), "the error does not say why: {out}");
+    assert!(!p.progress.exists(), "the program was started");
+    let err = p.dir.join("remote.err");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fs::read_to_string(&err)
+        .unwrap_or_default()
+        .contains("refused")
+    {
+        assert!(Instant::now() < deadline, "{}", remote.text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        matches!(remote.child.try_wait(), Ok(None)),
+        "{}",
+        remote.text()
+    );
+    let stored = fs::read_dir(p.dir.join("ckB"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(stored, 0, "the listener stored something for a wrong key");
+}
+
+/// Only the primary dies (SIGKILL), its `cairn pair` lives: it tells the
+/// backup machine, which takes over at once (no lost-connection rule
+/// involved); the primary's `cairn pair` exits 0, the counter goes on on
+/// B from the last checkpoint.
+#[test]
+fn backup_on_another_machine_told_of_the_primary_failure() {
+    if skip_unless_root() {
+        return;
+    }
+    let (_net, mut p, mut remote) = remote_pair("pair-remote-told", 7020, &[]);
+    let old = read_pidfile(&p.pidfile).expect("pid file");
+    let (before, t0) = mid_interval(&p);
+    kill(old, libc::SIGKILL);
+    let code = p.wait_exit(Duration::from_secs(60));
+    assert_eq!(code, 0, "{}", p.describe());
+    assert!(p.log_text().contains("takes over"), "{}", p.describe());
+    remote.wait_for("takeover 1:", 1, Duration::from_secs(60));
+    let log = fs::read_to_string(&remote.log).unwrap_or_default();
+    assert!(
+        log.contains("says the primary failed with status 137"),
+        "{}",
+        remote.text()
+    );
+    let new = read_pidfile(&remote.pidfile).expect("the backup machine's pid file");
+    assert!(pid_exists(new), "{}", remote.text());
+    check_resumed(&p, before, t0, 1);
+    kill(remote.child.id() as i32, libc::SIGTERM);
+    let st = wait_timeout(&mut remote.child, Duration::from_secs(60)).expect("listener exits");
+    assert_eq!(exit_code(&st), 0, "{}", remote.text());
+    assert!(wait_pid_gone(new, Duration::from_secs(10)));
+}
+
+/// `--fence CMD` that fails: the connection is lost, the fence says no,
+/// so the backup machine does not take over (a cut network must not make
+/// two primaries): it exits 1, its held backup gone, no pid file.
+#[test]
+fn backup_on_another_machine_fence_refuses_the_takeover() {
+    if skip_unless_root() {
+        return;
+    }
+    let fence = ["--fence", "echo fenced $CAIRN_PAIR_PEER; exit 3"];
+    let (_net, mut p, mut remote) = remote_pair("pair-remote-fence", 7021, &fence);
+    let old = read_pidfile(&p.pidfile).expect("pid file");
+    let side = p.child.take().unwrap();
+    kill(side.id() as i32, libc::SIGKILL);
+    kill(old, libc::SIGKILL);
+    let mut side = side;
+    let _ = side.wait();
+    let st = wait_timeout(&mut remote.child, Duration::from_secs(60)).expect("listener exits");
+    assert_eq!(exit_code(&st), 1, "{}", remote.text());
+    let log = fs::read_to_string(&remote.log).unwrap_or_default();
+    assert!(log.contains("no takeover"), "{}", remote.text());
+    assert!(!log.contains("takeover 1:"), "{}", remote.text());
+    assert!(!remote.pidfile.exists(), "{}", remote.text());
+    let out = fs::read_to_string(&remote.out).unwrap_or_default();
+    assert!(out.contains("fenced 10.201."), "{out}");
+    assert!(wait_pid_gone(old, Duration::from_secs(10)));
 }

@@ -7,8 +7,17 @@
  * Every call returns a negative errno value on error: -ENOTCONN when the
  * program does not run under a supervisor (no CAIRN_CONTROL_SOCKET in its
  * environment, or nothing listens there). The library connects on its
- * first call: a program that never calls it holds nothing of cairn's. Calls of one process are serialized; the connection
- * belongs to the process that makes the first call (others: -EBUSY).
+ * first call: a program that never calls it holds nothing of cairn's.
+ * Calls of one process are serialized; the connection belongs to the
+ * process that makes the first call (others: -EBUSY).
+ *
+ * Any process of the supervised tree may connect, whatever its uid (the
+ * socket is an abstract unix socket; the supervisor serves the processes
+ * that descend from it). Others get -EACCES. The supervisor serves one
+ * connection at a time: the call of a second process waits at most 5 s
+ * (CAIRN_CONNECT_WAIT_MS) for the first process's connection to close,
+ * then returns -ETIMEDOUT (also when a checkpoint comes while it waits);
+ * the next call tries again.
  * The protocol: docs/ARCHITECTURE.md, "libcairn".
  */
 #ifndef CAIRN_H
@@ -20,6 +29,9 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* How long a second process's call waits for the connection. */
+#define CAIRN_CONNECT_WAIT_MS 5000
 
 /* Most bytes one nonrestart checkpoint carries (64 KiB). */
 #define CAIRN_DATA_MAX 65536

@@ -44,6 +44,13 @@ impl Error {
     pub const TOO_BIG: Error = Error(libc::E2BIG);
     /// No nonrestart data yet (ENODATA).
     pub const NO_DATA: Error = Error(libc::ENODATA);
+    /// Another process of the tree held the supervisor's connection for
+    /// all of [`proto::CONNECT_WAIT_MS`] (5 s), or a checkpoint came
+    /// while this one waited (ETIMEDOUT); the next call tries again.
+    pub const TIMED_OUT: Error = Error(libc::ETIMEDOUT);
+    /// The supervisor does not serve this process: it is not of the tree
+    /// it supervises (EACCES).
+    pub const DENIED: Error = Error(libc::EACCES);
 
     /// The errno value.
     pub fn errno(self) -> i32 {
@@ -84,6 +91,11 @@ struct Conn {
     owner: u32,
     /// The number of the last request.
     last_id: u32,
+    /// Connected by the library to [`ENV_SOCKET`] (not inherited): it
+    /// connects anew after the supervisor closed it.
+    ours: bool,
+    /// The supervisor refused or closed it.
+    dead: bool,
 }
 
 static CONN: Mutex<Option<Conn>> = Mutex::new(None);
@@ -116,8 +128,25 @@ fn connect() -> Result<Conn, Error> {
             let path = std::env::var_os(ENV_SOCKET).ok_or(Error(libc::ENOTCONN))?;
             let fd = sys::connect_seqpacket(path.as_encoded_bytes())
                 .map_err(|_| Error(libc::ENOTCONN))?;
-            sys::set_conn_opts(fd, proto::SNDBUF, proto::RCV_TIMEOUT_MS).map_err(Error)?;
-            fd
+            // The supervisor runs as root or as this process's user: a
+            // socket of another user (one that took the name) is not it.
+            let trusted = sys::peer_uid(fd).is_ok_and(|u| u == 0 || sys::own_uids().contains(&u));
+            if !trusted {
+                sys::close(fd);
+                return Err(Error(libc::ENOTCONN));
+            }
+            if let Err(e) = sys::set_conn_opts(fd, proto::SNDBUF, proto::RCV_TIMEOUT_MS) {
+                sys::close(fd);
+                return Err(Error(e));
+            }
+            return Ok(Conn {
+                ino: sys::inode(fd).map_err(|_| Error(libc::ENOTCONN))?.0,
+                fd,
+                owner: sys::getpid(),
+                last_id: 0,
+                ours: true,
+                dead: false,
+            });
         }
     };
     let (ino, _) = sys::inode(fd).map_err(|_| Error(libc::ENOTCONN))?;
@@ -126,6 +155,8 @@ fn connect() -> Result<Conn, Error> {
         ino,
         owner: sys::getpid(),
         last_id: 0,
+        ours: false,
+        dead: false,
     })
 }
 
@@ -148,8 +179,26 @@ fn lost(e: i32) -> Error {
 /// without an answer. The supervisor drops a request it answered already
 /// on that connection (same pid and id), and answers the restart
 /// checkpoint a restore was made from (1) before the process runs.
+///
+/// A connection the supervisor refused ([`proto::OP_REFUSED`]) or closed
+/// is forgotten (closed, when the library made it), so that the next call
+/// connects anew.
 fn request(op: u16, payload: &[u8], out: &mut [u8]) -> Result<(i32, usize), Error> {
     let mut g = lock();
+    let r = request_on(&mut g, op, payload, out);
+    if let Some(c) = g.as_ref().filter(|c| c.dead && c.ours) {
+        sys::close(c.fd);
+        *g = None;
+    }
+    r
+}
+
+fn request_on(
+    g: &mut Option<Conn>,
+    op: u16,
+    payload: &[u8],
+    out: &mut [u8],
+) -> Result<(i32, usize), Error> {
     if g.is_none() {
         *g = Some(connect()?);
     }
@@ -169,17 +218,51 @@ fn request(op: u16, payload: &[u8], out: &mut [u8]) -> Result<(i32, usize), Erro
         status: 0,
     }
     .encode();
+    let r = exchange(c, &head, payload, out);
+    if matches!(r, Err(Error(libc::ENOTCONN))) {
+        c.dead = true;
+    }
+    r
+}
+
+/// Sends request `head` and `payload` on `c` and waits for its answer.
+fn exchange(
+    c: &mut Conn,
+    head: &[u8],
+    payload: &[u8],
+    out: &mut [u8],
+) -> Result<(i32, usize), Error> {
+    let Some(me) = Header::decode(head) else {
+        return Err(Error(libc::EINVAL));
+    };
     c.ino = sys::inode(c.fd).map_err(lost)?.0;
-    send_retry(c.fd, &head, payload)?;
+    if let Err(e) = send_retry(c.fd, head, payload) {
+        // The supervisor may have refused the connection before the
+        // request went out: its word is queued.
+        return Err(refusal(c).unwrap_or(e));
+    }
     let mut ans = [0u8; proto::HEADER];
+    let mut reset = false;
     loop {
         match sys::recv(c.fd, &mut ans, out) {
             Ok(0) => return Err(Error(libc::ENOTCONN)),
+            // Reported before what is queued: the supervisor's last word
+            // (OP_REFUSED) may follow.
+            Err(libc::ECONNRESET) if !reset => reset = true,
             Ok(n) => {
                 let Some(h) = Header::decode(&ans[..n.min(proto::HEADER)]) else {
                     continue;
                 };
-                if n >= proto::HEADER && h.op == op && h.pid == pid && h.id == id {
+                if h.op == proto::OP_REFUSED && h.id == 0 {
+                    // Not served: the supervisor closes it.
+                    c.dead = true;
+                    return Err(Error(if h.status < 0 {
+                        -h.status
+                    } else {
+                        libc::ECONNREFUSED
+                    }));
+                }
+                if n >= proto::HEADER && h.op == me.op && h.pid == me.pid && h.id == me.id {
                     return Ok((h.status, n - proto::HEADER));
                 }
                 // An answer to a request of before a restore: not ours.
@@ -188,12 +271,32 @@ fn request(op: u16, payload: &[u8], out: &mut [u8]) -> Result<(i32, usize), Erro
                 let ino = sys::inode(c.fd).map_err(lost)?.0;
                 if ino != c.ino {
                     c.ino = ino;
-                    send_retry(c.fd, &head, payload)?;
+                    send_retry(c.fd, head, payload)?;
                 }
             }
             Err(e) => return Err(lost(e)),
         }
     }
+}
+
+/// The supervisor's refusal ([`proto::OP_REFUSED`]) queued on `c`, if
+/// there is one.
+fn refusal(c: &mut Conn) -> Option<Error> {
+    let mut ans = [0u8; proto::HEADER];
+    for _ in 0..2 {
+        match sys::recv(c.fd, &mut ans, &mut []) {
+            Ok(n) if n >= proto::HEADER => {
+                let h = Header::decode(&ans)?;
+                if h.op == proto::OP_REFUSED && h.id == 0 && h.status < 0 {
+                    c.dead = true;
+                    return Some(Error(-h.status));
+                }
+            }
+            Err(libc::ECONNRESET) => {}
+            _ => return None,
+        }
+    }
+    None
 }
 
 fn send_retry(fd: i32, head: &[u8], payload: &[u8]) -> Result<(), Error> {

@@ -31,9 +31,18 @@ pub const MSG_MAX: usize = HEADER + DATA_MAX;
 /// (a decimal fd number): inherited by a program restored by an older
 /// cairn; a new one has [`ENV_SOCKET`].
 pub const ENV_FD: &str = "CAIRN_CONTROL_FD";
-/// The environment variable naming the supervisor's listening socket (an
-/// absolute path): the library connects to it on its first call.
+/// The environment variable naming the supervisor's listening socket:
+/// `@NAME`, an abstract unix socket name (cairn 0.x from issue 18 on:
+/// no file system permission stands in the way of a process of the tree
+/// that changed its uid; the supervisor checks who connects, see
+/// [`OP_REFUSED`]), or an absolute path (older supervisors). The library
+/// connects to it on its first call.
 pub const ENV_SOCKET: &str = "CAIRN_CONTROL_SOCKET";
+/// How long a connection waits for the supervisor to serve it
+/// (milliseconds): the supervisor serves one connection at a time, and a
+/// second one (another process of the tree) waits at most this long for
+/// the first to close before it is refused with -ETIMEDOUT.
+pub const CONNECT_WAIT_MS: u64 = 5000;
 /// Receive timeout of the program's end (milliseconds): how soon a
 /// process restored while it waited for an answer notices that the
 /// socket at its fd is another one, and asks again.
@@ -51,6 +60,15 @@ pub const OP_DATA: u16 = 2;
 pub const OP_TAKEOVER: u16 = 3;
 /// Whether this process is a backup: answered 0 or 1.
 pub const OP_IS_BACKUP: u16 = 4;
+/// Sent by the supervisor, unasked (pid and id 0), on a connection it
+/// will not serve, just before it closes it; status says why:
+/// -EACCES, the process that connected is not of the supervised tree
+/// (not a descendant of the supervisor); -ETIMEDOUT, another process's
+/// connection was served for all of [`CONNECT_WAIT_MS`] (or a checkpoint
+/// came while this one waited); -EBUSY, too many connections wait.
+/// The library returns that error from the call that waited and
+/// connects anew on the next call.
+pub const OP_REFUSED: u16 = 5;
 
 /// A message header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

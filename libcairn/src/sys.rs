@@ -110,7 +110,7 @@ pub fn recv(fd: i32, head: &mut [u8], body: &mut [u8]) -> Result<usize, i32> {
 }
 
 /// A `SOCK_SEQPACKET` socket (close-on-exec) connected to the unix socket
-/// at `path`; a path too long for a socket name is reached through an
+/// at `path`, or of abstract name NAME for `@NAME`; a path too long for a socket name is reached through an
 /// `O_PATH` descriptor of its directory (`/proc/self/fd/N/NAME`).
 pub fn connect_seqpacket(path: &[u8]) -> Result<i32, i32> {
     // SAFETY: socket() takes only integers.
@@ -131,6 +131,15 @@ fn connect_path(fd: i32, path: &[u8]) -> Result<(), i32> {
     // SAFETY: an all-zero sockaddr_un is valid.
     let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     let room = sa.sun_path.len() - 1;
+    if let Some(name) = path.strip_prefix(b"@") {
+        // An abstract name: a NUL, then the name (no NUL at its end).
+        if name.is_empty() || name.len() > room {
+            return Err(libc::EINVAL);
+        }
+        let mut abs = vec![0u8];
+        abs.extend_from_slice(name);
+        return connect_name(fd, &mut sa, &abs);
+    }
     if path.len() <= room {
         return connect_name(fd, &mut sa, path);
     }
@@ -208,4 +217,46 @@ pub fn set_conn_opts(fd: i32, sndbuf: usize, ms: u64) -> Result<(), i32> {
         return Err(errno());
     }
     Ok(())
+}
+
+/// Closes `fd` (the library's own connection).
+pub fn close(fd: i32) {
+    // SAFETY: `fd` is the library's own descriptor, closed once.
+    unsafe { libc::close(fd) };
+}
+
+/// The effective uid of the process that made socket `fd`'s peer
+/// (SO_PEERCRED).
+pub fn peer_uid(fd: i32) -> Result<u32, i32> {
+    let mut c = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `c` and `len` are valid for the ucred SO_PEERCRED writes.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut c as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(errno());
+    }
+    Ok(c.uid)
+}
+
+/// This process's real, effective and saved uids.
+pub fn own_uids() -> [u32; 3] {
+    let (mut r, mut e, mut s) = (0, 0, 0);
+    // SAFETY: getresuid writes three uids to valid locations.
+    if unsafe { libc::getresuid(&mut r, &mut e, &mut s) } != 0 {
+        // SAFETY: getuid and geteuid cannot fail.
+        return unsafe { [libc::getuid(), libc::geteuid(), libc::geteuid()] };
+    }
+    [r, e, s]
 }

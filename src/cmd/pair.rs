@@ -24,17 +24,41 @@ pub struct PairArgs {
     /// Always holds the primary's pid (replaced at each takeover).
     #[arg(long, value_name = "P")]
     pub pidfile: Option<PathBuf>,
-    /// The backup on another machine (`cairn receive`-style listener):
-    /// not supported yet.
-    #[arg(long = "backup-on", value_name = "ADDR:PORT", requires = "key")]
+    /// The backup on another machine, whose `cairn pair --listen
+    /// ADDR:PORT` receives every checkpoint and holds the backup; no
+    /// backup is kept on this machine.
+    #[arg(
+        long = "backup-on",
+        value_name = "ADDR:PORT",
+        requires = "key",
+        conflicts_with = "listen"
+    )]
     pub backup_on: Option<String>,
-    /// The key shared with `--backup-on`'s listener.
+    /// Be the backup machine of a pair whose primary's side runs
+    /// `--backup-on` this address: hold a backup from its newest
+    /// checkpoint, take over when the primary fails or its connection is
+    /// lost (see --fence), then go on as a local pair. No CMD.
+    #[arg(long, value_name = "ADDR:PORT", requires = "key")]
+    pub listen: Option<String>,
+    /// The key shared by `--backup-on` and `--listen` (16 to 4096 bytes,
+    /// mode 0600), as for `cairn migrate`.
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
+    /// With --listen: before a takeover for a lost connection, run CMD
+    /// (`sh -c`, the primary's address in CAIRN_PAIR_PEER) and take over
+    /// only if it exits 0 (fencing: without it a cut network makes both
+    /// machines run the program).
+    #[arg(long, value_name = "CMD", requires = "listen")]
+    pub fence: Option<String>,
     #[command(flatten)]
     pub dump: JobDumpArgs,
     /// The program and its arguments (after --).
-    #[arg(last = true, required = true, value_name = "CMD")]
+    #[arg(
+        last = true,
+        required_unless_present = "listen",
+        conflicts_with = "listen",
+        value_name = "CMD"
+    )]
     pub cmd: Vec<OsString>,
 }
 
@@ -42,12 +66,6 @@ impl PairArgs {
     /// The library's options: the dump flags are those `cairn run
     /// --pid-ns --incremental` would take the checkpoints with.
     pub fn options(&self) -> crate::error::Result<PairOptions> {
-        if let Some(a) = &self.backup_on {
-            return Err(crate::error::Error::Usage(format!(
-                "--backup-on {a}: a backup on another machine is not supported yet (the \
-                 backup is held on this machine)"
-            )));
-        }
         let run = RunArgs {
             dir: self.dir.clone(),
             interval: self.interval,
@@ -69,6 +87,10 @@ impl PairArgs {
             dump: run.dump,
             cmd: run.cmd,
             control: run.control,
+            interval_set: self.interval.is_some(),
+            backup_on: self.backup_on.clone().zip(self.key.clone()),
+            listen: self.listen.clone().zip(self.key.clone()),
+            fence: self.fence.clone(),
         })
     }
 }

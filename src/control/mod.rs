@@ -3,12 +3,18 @@
 //! author, `cairn pair`). The protocol is [`proto`] (the library's own
 //! file); docs/ARCHITECTURE.md ("libcairn") describes it.
 //!
-//! - [`Server::listen`] makes a `SOCK_SEQPACKET` socket at
-//!   `DIR/control/sock` (0700 directory, cairn's) named in CMD's
-//!   environment by `CAIRN_CONTROL_SOCKET`; libcairn connects on its
-//!   first call, so a program that never calls it holds no descriptor of
-//!   cairn's and can be dumped from outside as any other. One connection
-//!   is served at a time (the next is accepted when it closes).
+//! - [`Server::listen`] makes a `SOCK_SEQPACKET` socket under an
+//!   abstract name derived from the job directory ([`socket_name`]),
+//!   named in CMD's environment by `CAIRN_CONTROL_SOCKET=@NAME`; libcairn
+//!   connects on its first call, so a program that never calls it holds
+//!   no descriptor of cairn's and can be dumped from outside as any
+//!   other. Who may connect is decided by the peer, not by file
+//!   permissions: a process of the supervised tree (its pid, SO_PEERCRED,
+//!   is a descendant of cairn's: [`in_tree`]), whatever its uid; any
+//!   other is refused (-EACCES, [`proto::OP_REFUSED`]). One connection is
+//!   served at a time; one that comes meanwhile waits at most
+//!   [`CONNECT_WAIT`] for it to close, then is refused (-ETIMEDOUT), as
+//!   are the waiting ones when a checkpoint is taken.
 //!   [`Server::connect`] makes a socket pair instead, whose program's end
 //!   ([`Handoff`]) a restore hands in with `--inherit-fd` in place of the
 //!   connection the checkpoint had; [`Server::spare`] and
@@ -36,8 +42,8 @@
 pub mod proto;
 pub mod store;
 
-use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::ffi::OsString;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -46,7 +52,7 @@ pub use store::Store;
 
 use crate::error::{Error, Result};
 use crate::kinds::external::Key;
-use crate::sys::{control as sys, safefs, sock};
+use crate::sys::{control as sys, sock};
 use crate::{info, warn};
 
 /// Receive timeout of the program's end: how soon a restored process
@@ -87,10 +93,18 @@ pub enum Event {
 
 /// The server of one job.
 pub struct Server {
-    /// The listening socket at `control/sock` ([`Server::listen`]).
+    /// The listening socket ([`Server::listen`]).
     listener: Option<OwnedFd>,
+    /// Its abstract name (without the leading NUL).
+    name: Option<String>,
     /// The connection: cairn's end and the inode of the program's.
     conn: Option<(OwnedFd, u64)>,
+    /// Connections of the tree accepted while another one is served, in
+    /// order, each with the end of its wait ([`CONNECT_WAIT`]).
+    waiting: Vec<(OwnedFd, Instant)>,
+    /// The epoll instance of [`Server::fd`]: the listener and the
+    /// connection.
+    ep: Option<OwnedFd>,
     /// No control at all (`--no-control`): nothing is listened to.
     off: bool,
     /// (pid, id) of the last request answered on this connection.
@@ -105,8 +119,41 @@ pub struct Server {
 /// Data acknowledged before it is on disk is synced this soon after.
 pub const SYNC_DELAY: Duration = Duration::from_millis(20);
 
-/// The name of the listening socket in `control/`.
-pub const SOCK_NAME: &str = "sock";
+/// How long a second connection waits for the first to close.
+pub const CONNECT_WAIT: Duration = Duration::from_millis(proto::CONNECT_WAIT_MS);
+
+/// At most this many connections wait; more are refused with -EBUSY.
+pub const MAX_WAITING: usize = 8;
+
+/// The abstract socket name of the job whose directory is (`dev`,
+/// `ino`): the same for every supervisor of that directory, so that a
+/// program restored by the next one reaches it under the name its
+/// environment has.
+pub fn socket_name(dev: u64, ino: u64) -> String {
+    format!("cairn-control-{dev:x}-{ino:x}")
+}
+
+/// Whether `pid` (in cairn's pid namespace) is a descendant of this
+/// process: a process of the tree cairn supervises (its parents, up to
+/// cairn, through `/proc/PID/stat`). A process that left the tree (a
+/// daemon reparented to the machine's init) is not.
+pub fn in_tree(pid: i32) -> bool {
+    let me = crate::sys::task::getpid();
+    let mut p = pid;
+    for _ in 0..4096 {
+        if p == me {
+            return p != pid;
+        }
+        if p <= 1 {
+            return false;
+        }
+        match crate::procfs::read_stat(p) {
+            Ok(st) => p = st.ppid,
+            Err(_) => return false,
+        }
+    }
+    false
+}
 
 fn sys_err(what: &str, e: std::io::Error) -> Error {
     Error::sys(
@@ -128,6 +175,23 @@ fn set_opts(fd: &OwnedFd, program: bool) -> Result<()> {
         sock::set_fl(fd, libc::O_NONBLOCK | libc::O_RDWR).map_err(|e| sys_err("O_NONBLOCK", e))?;
     }
     Ok(())
+}
+
+/// Tells the program on connection `c` why it is not served
+/// ([`proto::OP_REFUSED`]) and closes it.
+fn refuse(c: OwnedFd, status: i32) {
+    let h = Header {
+        op: proto::OP_REFUSED,
+        pid: 0,
+        id: 0,
+        status,
+    }
+    .encode();
+    let _ = sys::send_packet(c.as_fd(), &h, &[]);
+    // Closing a socket with unread requests would reset the peer
+    // (ECONNRESET), which it would see before this answer.
+    let mut b = [0u8; proto::HEADER];
+    while sys::recv_packet(c.as_fd(), &mut b).is_ok_and(|n| n > 0) {}
 }
 
 fn pair() -> Result<(OwnedFd, Handoff)> {
@@ -154,7 +218,12 @@ impl Server {
     pub fn new(store: Store) -> Server {
         Server {
             listener: None,
+            name: None,
             conn: None,
+            waiting: Vec::new(),
+            ep: sys::epoll_new()
+                .map_err(|e| warn!("control: epoll: {e}: one connection is polled at a time"))
+                .ok(),
             off: false,
             last: None,
             backup: false,
@@ -164,42 +233,67 @@ impl Server {
         }
     }
 
-    /// Listens at `control/sock` in the job's directory (0700, cairn's),
-    /// replacing a socket a previous supervisor left there; the variable
-    /// that names it for CMD's environment. libcairn connects on its
-    /// first call, so a program that never calls it holds nothing.
+    /// Listens on the job's abstract unix socket ([`socket_name`]),
+    /// named for CMD's environment as `@NAME`: no file system permission
+    /// stands between it and a process of the tree that changed its uid;
+    /// [`Server::handle`] serves only the tree's processes (peers whose
+    /// pid is a descendant of cairn's, SO_PEERCRED), and refuses others
+    /// with -EACCES. libcairn connects on its first call, so a program
+    /// that never calls it holds nothing. Abstract names belong to a
+    /// network namespace: a process of the tree in another one cannot
+    /// connect. Fails if another supervisor of the same directory
+    /// listens.
     pub fn listen(&mut self) -> Result<(OsString, OsString)> {
-        let path = self.store.dir_path().join(SOCK_NAME);
-        let dir = self.store.dir()?;
-        match safefs::lstatat(dir, OsStr::new(SOCK_NAME)) {
-            Ok(st) if safefs::file_type(&st) == rustix::fs::FileType::Socket => {
-                rustix::fs::unlinkat(dir, SOCK_NAME, rustix::fs::AtFlags::empty())
-                    .map_err(|e| Error::io(&path, e.into()))?;
-            }
-            Ok(_) => {
-                return Err(Error::Usage(format!(
-                    "{}: exists and is not a socket",
-                    path.display()
-                )))
-            }
-            Err(_) => {}
-        }
+        let (dev, ino) = self.store.job_id()?;
+        self.listen_as(&socket_name(dev, ino))
+    }
+
+    /// [`Server::listen`] under abstract name `name` (a backup that took
+    /// over on another machine listens under the primary's name, which
+    /// its environment has).
+    pub fn listen_as(&mut self, name: &str) -> Result<(OsString, OsString)> {
         let l = sock::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK)
             .map_err(|e| sys_err("socket", e))?;
-        // Through the directory's fd: the path may be longer than a
-        // socket name can be, and no link on the way is followed.
-        let via = format!("/proc/self/fd/{}/{SOCK_NAME}", dir.as_raw_fd());
-        sock::bind_unix(&l, via.as_bytes()).map_err(|e| Error::io(&path, e))?;
-        sock::listen(&l, 4).map_err(|e| sys_err("listen", e))?;
+        let mut abs = vec![0u8];
+        abs.extend_from_slice(name.as_bytes());
+        sock::bind_unix(&l, &abs).map_err(|e| {
+            let why = if e.raw_os_error() == Some(libc::EADDRINUSE) {
+                "taken: another supervisor of this directory runs".to_string()
+            } else {
+                e.to_string()
+            };
+            Error::Usage(format!("control socket @{name}: {why}"))
+        })?;
+        sock::listen(&l, 16).map_err(|e| sys_err("listen", e))?;
+        if let Some(ep) = &self.ep {
+            sys::epoll_add(ep.as_fd(), l.as_fd()).map_err(|e| sys_err("epoll_ctl", e))?;
+        }
         self.listener = Some(l);
-        Ok((proto::ENV_SOCKET.into(), path.into_os_string()))
+        self.name = Some(name.to_string());
+        Ok((proto::ENV_SOCKET.into(), format!("@{name}").into()))
+    }
+
+    /// The abstract name listened on, if any.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// Makes `c` (cairn's end, the program's end's inode) the connection
+    /// served, or none.
+    fn set_conn(&mut self, c: Option<(OwnedFd, u64)>) {
+        if let (Some(ep), Some((fd, _))) = (&self.ep, &c) {
+            if let Err(e) = sys::epoll_add(ep.as_fd(), fd.as_fd()) {
+                warn!("control: epoll_ctl: {e}");
+            }
+        }
+        self.conn = c;
+        self.last = None;
     }
 
     /// Replaces the connection by a new one (for a restore).
     pub fn connect(&mut self) -> Result<Handoff> {
         let (sock, h) = pair()?;
-        self.conn = Some((sock, h.ino));
-        self.last = None;
+        self.set_conn(Some((sock, h.ino)));
         Ok(h)
     }
 
@@ -226,8 +320,7 @@ impl Server {
     /// Serves `spare` from now on (the backup it was made for took over),
     /// or, with `None`, waits for the program to connect.
     pub fn adopt(&mut self, spare: Option<Spare>) {
-        self.conn = spare.map(|s| (s.sock, s.ino));
-        self.last = None;
+        self.set_conn(spare.map(|s| (s.sock, s.ino)));
     }
 
     /// No control (`cairn run --no-control`): nothing is listened to,
@@ -236,11 +329,20 @@ impl Server {
         self.off = true;
         self.conn = None;
         self.listener = None;
+        self.waiting.clear();
     }
 
-    /// The fd to poll for [`Server::handle`]: the connection's, or the
-    /// listener's while there is none.
+    /// The fd to poll for [`Server::handle`]: an epoll instance of the
+    /// listener and the connection (a connection that comes while one is
+    /// served is taken to wait, [`CONNECT_WAIT`]); without epoll, the
+    /// connection's, or the listener's while there is none.
     pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        if self.off || (self.conn.is_none() && self.listener.is_none()) {
+            return None;
+        }
+        if let Some(ep) = &self.ep {
+            return Some(ep.as_fd());
+        }
         match (&self.conn, &self.listener) {
             (Some((c, _)), _) => Some(c.as_fd()),
             (None, Some(l)) => Some(l.as_fd()),
@@ -304,16 +406,44 @@ impl Server {
         })
     }
 
-    /// Takes a connection waiting on the listener, if there is none.
+    /// Takes the connections waiting on the listener: a peer that is not
+    /// of the tree is refused (-EACCES); the first becomes the
+    /// connection if there is none, the others wait their turn.
     fn accept(&mut self) -> Result<()> {
-        let Some(l) = self.listener.as_ref().filter(|_| self.conn.is_none()) else {
-            return Ok(());
-        };
-        let c = match sock::accept(l) {
-            Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) => return Err(sys_err("accept", e)),
-        };
+        loop {
+            let Some(l) = self.listener.as_ref() else {
+                return Ok(());
+            };
+            let c = match sock::accept(l) {
+                Ok(c) => c,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(sys_err("accept", e)),
+            };
+            let cred = crate::sys::peercred::peer_cred(&c);
+            let (pid, uid) = cred.as_ref().map_or((0, u32::MAX), |c| (c.pid, c.uid));
+            if !in_tree(pid) {
+                warn!(
+                    "control: refused a connection of pid {pid} (uid {uid}): not a process of \
+                     the supervised tree"
+                );
+                refuse(c, -libc::EACCES);
+                continue;
+            }
+            if self.conn.is_none() {
+                self.activate(c)?;
+            } else if self.waiting.len() >= MAX_WAITING {
+                warn!("control: pid {pid}: {MAX_WAITING} connections wait already: refused");
+                refuse(c, -libc::EBUSY);
+            } else {
+                info!("control: pid {pid} connected while another connection is served: it waits");
+                self.waiting.push((c, Instant::now() + CONNECT_WAIT));
+            }
+        }
+    }
+
+    /// Serves accepted connection `c` from now on.
+    fn activate(&mut self, c: OwnedFd) -> Result<()> {
         set_opts(&c, false)?;
         // The program's end is the accepted socket's peer.
         let ours = rustix::fs::fstat(&c)
@@ -330,9 +460,33 @@ impl Server {
                 )
             })?;
         info!("control: the job connected (socket:[{peer}])");
-        self.conn = Some((c, peer as u64));
-        self.last = None;
+        self.set_conn(Some((c, peer as u64)));
         Ok(())
+    }
+
+    /// The connection closed: the first connection waiting is served.
+    fn next_waiting(&mut self) {
+        while self.conn.is_none() && !self.waiting.is_empty() {
+            let (c, _) = self.waiting.remove(0);
+            if let Err(e) = self.activate(c) {
+                warn!("{e}");
+            }
+        }
+    }
+
+    /// Refuses the waiting connections whose wait ended (all with
+    /// `all`), -ETIMEDOUT.
+    fn expire(&mut self, all: bool) {
+        let now = Instant::now();
+        let (gone, kept): (Vec<_>, Vec<_>) = self
+            .waiting
+            .drain(..)
+            .partition(|(_, end)| all || *end <= now);
+        self.waiting = kept;
+        for (c, _) in gone {
+            info!("control: a waiting connection refused (-ETIMEDOUT)");
+            refuse(c, -libc::ETIMEDOUT);
+        }
     }
 
     /// Reads the requests waiting: answers all but a restart checkpoint,
@@ -350,6 +504,7 @@ impl Server {
                 Ok(0) => {
                     self.conn = None;
                     info!("control: the job closed its control connection");
+                    self.next_waiting();
                     return Ok(Event::Closed);
                 }
                 Ok(n) => n,
@@ -424,13 +579,17 @@ impl Server {
         }
     }
 
-    /// When the store is to be synced next ([`Server::sync`]).
+    /// When [`Server::sync`] is due next: the store is to be synced, or
+    /// a waiting connection's wait ends.
     pub fn sync_at(&self) -> Option<Instant> {
-        self.sync_at
+        let w = self.waiting.iter().map(|(_, end)| *end).min();
+        [self.sync_at, w].into_iter().flatten().min()
     }
 
-    /// Puts the acknowledged data on disk (fdatasync).
+    /// Puts the acknowledged data on disk (fdatasync); refuses the
+    /// connections whose wait ended.
     pub fn sync(&mut self) {
+        self.expire(false);
         if self.sync_at.take().is_some() {
             if let Err(e) = self.store.sync() {
                 warn!("control: {e}");
@@ -438,12 +597,14 @@ impl Server {
         }
     }
 
-    /// Before a dump: the data is on disk, and the program has read every
-    /// answer (waits up to `max`). False if it has not: a dump now would
-    /// record answers queued in its end, which a restore with a new
-    /// connection cannot give back.
+    /// Before a dump: the data is on disk, the connections waiting are
+    /// refused (-ETIMEDOUT: the dump would find them connected to
+    /// cairn), and the program has read every answer (waits up to `max`).
+    /// False if it has not: a dump now would record answers queued in its
+    /// end, which a restore with a new connection cannot give back.
     pub fn settle(&mut self, max: Duration) -> bool {
         self.sync();
+        self.expire(true);
         if let Some((c, _)) = &self.conn {
             let ev = crate::sys::poll::poll_now(c, libc::POLLIN).unwrap_or(0);
             if ev & libc::POLLHUP != 0 {
@@ -470,17 +631,6 @@ impl Server {
                     warn!("control: SIOCOUTQ: {e}");
                     return false;
                 }
-            }
-        }
-    }
-}
-
-impl Drop for Server {
-    /// Removes the listening socket.
-    fn drop(&mut self) {
-        if self.listener.take().is_some() {
-            if let Ok(dir) = self.store.dir() {
-                let _ = rustix::fs::unlinkat(dir, SOCK_NAME, rustix::fs::AtFlags::empty());
             }
         }
     }

@@ -148,9 +148,11 @@ impl Store {
         Ok(s)
     }
 
-    /// `control/` (its path), made (0700) if missing.
-    pub(super) fn dir_path(&self) -> &Path {
-        &self.path
+    /// The device and inode of the job directory: they name its
+    /// listening socket.
+    pub(super) fn job_id(&self) -> Result<(u64, u64)> {
+        let st = rustix::fs::fstat(&self.job).map_err(|e| Error::io(&self.path, e.into()))?;
+        Ok((st.st_dev, st.st_ino))
     }
 
     /// `control/`, made (0700) if missing.

@@ -38,6 +38,11 @@
 //!   `cairn pair` exits 0. A killed `cairn pair` takes both with it
 //!   (PDEATHSIG on each init).
 //!
+//! The backup on another machine (`--backup-on ADDR:PORT --key FILE` on
+//! the primary's side, `cairn pair --listen ADDR:PORT --key FILE` on the
+//! backup machine): [`remote`], with its failure rule and the split brain
+//! a cut network causes.
+//!
 //! Cooperating programs (libcairn): the primary finds the control
 //! socket in `CAIRN_CONTROL_SOCKET` ([`crate::control`], served by this
 //! loop). `cairn_checkpoint_data()` is kept in `DIR/control/data` for the
@@ -52,6 +57,7 @@
 
 pub mod hold;
 pub mod refuse;
+pub mod remote;
 
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
@@ -106,6 +112,16 @@ pub struct PairOptions {
     pub cmd: Vec<OsString>,
     /// Serve libcairn's control socket.
     pub control: bool,
+    /// `--interval` was given (a backup machine that took over uses its
+    /// primary's interval otherwise).
+    pub interval_set: bool,
+    /// `--backup-on ADDR:PORT --key FILE`: the backup on another machine
+    /// ([`remote`]).
+    pub backup_on: Option<(String, PathBuf)>,
+    /// `--listen ADDR:PORT --key FILE`: this is that backup machine.
+    pub listen: Option<(String, PathBuf)>,
+    /// `--fence CMD`: run before a takeover for a lost connection.
+    pub fence: Option<String>,
 }
 
 /// The running primary: its namespace's init (cairn's child) and the
@@ -319,10 +335,17 @@ struct Pair<'a> {
     ever_held: bool,
     takeovers: u32,
     server: control::Server,
+    /// The connection to the backup machine (`--backup-on`).
+    link: Option<remote::Link>,
+    /// On the backup machine: the address of the primary's side.
+    remote_from: Option<String>,
 }
 
 /// `cairn pair`. Returns the exit code.
 pub fn run(o: &PairOptions) -> Result<i32> {
+    if let Some((addr, key)) = &o.listen {
+        return standby(o, addr, key);
+    }
     let Some(prog) = o.cmd.first() else {
         return Err(Error::Usage("cairn pair: no command given after --".into()));
     };
@@ -343,22 +366,21 @@ pub fn run(o: &PairOptions) -> Result<i32> {
         server.close();
         Vec::new()
     };
-    let primary = start_primary(&o.cmd, &env)?;
-    let mut p = Pair {
-        o,
-        dir,
-        dirfd,
-        pidfile,
-        primary,
-        held: None,
-        prep: None,
-        made: Vec::new(),
-        prev: None,
-        next_seq,
-        ever_held: false,
-        takeovers: 0,
-        server,
+    let link = match &o.backup_on {
+        Some((addr, key)) => {
+            let l = remote::Link::connect(addr, key, o.interval, server.name().unwrap_or(""))?;
+            crate::log::write(
+                0,
+                format_args!("pair: the backup machine {addr} accepted the pair"),
+            );
+            Some(l)
+        }
+        None => None,
     };
+    let primary = start_primary(&o.cmd, &env)?;
+    let mut p = Pair::new(o, (dir, dirfd), pidfile, primary, server);
+    p.next_seq = next_seq;
+    p.link = link;
     if let Some(pf) = p.pidfile.as_mut() {
         if let Err(e) = pf.write(p.primary.root) {
             p.end_all();
@@ -383,7 +405,35 @@ pub fn run(o: &PairOptions) -> Result<i32> {
     r
 }
 
-impl Pair<'_> {
+impl<'a> Pair<'a> {
+    /// A pair of `primary` (init 0 on a backup machine before a
+    /// takeover: none) in directory `dir`, with no checkpoint yet.
+    fn new(
+        o: &'a PairOptions,
+        dir: (PathBuf, OwnedFd),
+        pidfile: Option<Pidfile>,
+        primary: Primary,
+        server: control::Server,
+    ) -> Pair<'a> {
+        Pair {
+            o,
+            dir: dir.0,
+            dirfd: dir.1,
+            pidfile,
+            primary,
+            held: None,
+            prep: None,
+            made: Vec::new(),
+            prev: None,
+            next_seq: 1,
+            ever_held: false,
+            takeovers: 0,
+            server,
+            link: None,
+            remote_from: None,
+        }
+    }
+
     fn run_loop(&mut self, sfd: &SignalFd) -> Result<i32> {
         let mut next = Instant::now() + self.o.interval;
         loop {
@@ -394,10 +444,14 @@ impl Pair<'_> {
             let mut timeout = wake.map_or(Duration::ZERO, |t| {
                 t.saturating_duration_since(Instant::now())
             });
-            if self.held.is_some() || self.prep.is_some() {
+            if self.held.is_some() || self.prep.is_some() || self.link.is_some() {
                 timeout = timeout.min(EXITING_POLL);
             }
             let mut fds: Vec<BorrowedFd<'_>> = vec![sfd.as_fd()];
+            let link_at = self.link.as_ref().map(|l| {
+                fds.push(l.fd());
+                fds.len() - 1
+            });
             let prep_at = self.prep.as_ref().map(|b| {
                 fds.push(b.out.as_fd());
                 fds.len() - 1
@@ -411,6 +465,7 @@ impl Pair<'_> {
                 .map_err(|e| Error::sys(crate::sys::task::getpid(), "poll", e))?;
             let prep_ready = prep_at.is_some_and(|i| ready[i]);
             let ctl_ready = ctl_at.is_some_and(|i| ready[i]);
+            let link_ready = link_at.is_some_and(|i| ready[i]);
             drop(fds);
             if ready[0] {
                 for s in drain_signals(sfd) {
@@ -427,6 +482,9 @@ impl Pair<'_> {
             }
             if prep_ready {
                 self.read_prep()?;
+            }
+            if link_ready {
+                self.read_link();
             }
             if let Some(code) = self.exiting()? {
                 return Ok(code);
@@ -454,6 +512,7 @@ impl Pair<'_> {
                         }
                         next = Instant::now() + self.o.interval;
                     }
+                    Ok(control::Event::Data(_)) => self.forward_data(),
                     Ok(_) => {}
                     Err(e) => warn!("pair: {e}"),
                 }
@@ -475,7 +534,7 @@ impl Pair<'_> {
     /// takes over at once. A status 0 is left to the init's end: the pair
     /// ends then. `Some(code)` when the pair ends.
     fn exiting(&mut self) -> Result<Option<i32>> {
-        if self.held.is_none() && self.prep.is_none() {
+        if self.held.is_none() && self.prep.is_none() && self.link.is_none() {
             return Ok(None);
         }
         let Ok(st) = crate::procfs::read_stat(self.primary.root) else {
@@ -544,6 +603,37 @@ impl Pair<'_> {
             );
             return Ok(Some(0));
         }
+        if let Some(l) = self.link.as_mut() {
+            let r = l.tell(Some(code));
+            let peer = l.peer.clone();
+            let held = l.held.clone();
+            self.link = None;
+            return match r {
+                Ok(()) => {
+                    crate::log::write(
+                        0,
+                        format_args!(
+                            "pair: the primary (pid {}) failed with status {code} at {at}: the \
+                             backup machine {peer} takes over ({}); the pair ends here, exit 0",
+                            self.primary.root,
+                            held.map_or(
+                                "no backup was held there yet: it waits for the one \
+                                         it prepares"
+                                    .into(),
+                                |h| format!("its backup from {h} is held")
+                            )
+                        ),
+                    );
+                    Ok(Some(0))
+                }
+                Err(e) => Err(Error::Restore(format!(
+                    "pair: the primary (pid {}) failed with status {code} at {at} and the \
+                     backup machine {peer} could not be told ({e}); it takes over when it \
+                     notices the lost connection",
+                    self.primary.root
+                ))),
+            };
+        }
         let b = if let Some(h) = self.held.take() {
             if let Some(p) = self.prep.take() {
                 p.kill();
@@ -597,6 +687,11 @@ impl Pair<'_> {
             )));
         };
         let running = noticed.elapsed();
+        let failed = match &self.remote_from {
+            Some(peer) if code < 0 => format!("the primary on {peer} was lost"),
+            Some(peer) => format!("the primary on {peer} failed with status {code}"),
+            None => format!("the primary (pid {old}) failed with status {code}"),
+        };
         let root = children(b.init)
             .into_iter()
             .find(|&c| inner_pid(c).ok() == Some(inner))
@@ -612,9 +707,8 @@ impl Pair<'_> {
         crate::log::write(
             0,
             format_args!(
-                "pair: takeover {}: the primary (pid {old}) failed with status {code} at {at}; \
-                 the backup from {} runs as the primary, pid {root} (init {}), at {} ({:.1} ms \
-                 after the failure was noticed)",
+                "pair: takeover {}: {failed} at {at}; the backup from {} runs as the primary, \
+                 pid {root} (init {}), at {} ({:.1} ms after the failure was noticed)",
                 self.takeovers,
                 b.ckpt,
                 b.init,
@@ -759,7 +853,9 @@ impl Pair<'_> {
                 self.made.push(m.clone());
                 self.prev = Some((m.clone(), len));
                 self.refuse(&m)?;
-                if self.prep.is_none() {
+                if self.link.is_some() {
+                    self.send_remote(&m);
+                } else if self.prep.is_none() {
                     self.start_prep(&m)?;
                 }
                 self.prune();
@@ -793,6 +889,66 @@ impl Pair<'_> {
                     self.dir.display()
                 ),
             )),
+        }
+    }
+
+    /// Sends checkpoint `m` to the backup machine; a failure leaves the
+    /// pair without a backup (logged).
+    fn send_remote(&mut self, m: &Made) {
+        let Some(l) = self.link.as_mut() else { return };
+        let t = Instant::now();
+        let key = m.key.map(|k| k.to_string());
+        let restart = m.restart.map(|p| (p.pid, p.id));
+        match l.send_ckpt(&self.dir.join(&m.name), &m.name, m.base, key, restart) {
+            Ok(n) => info!(
+                "pair: {} sent to the backup machine {} ({n} bytes in {:.1} ms)",
+                m.name,
+                l.peer,
+                ms(t.elapsed())
+            ),
+            Err(e) => self.link_lost(&e.to_string()),
+        }
+    }
+
+    /// Sends libcairn's newest data to the backup machine.
+    fn forward_data(&mut self) {
+        let Some(l) = self.link.as_mut() else { return };
+        let Some(d) = self.server.store().latest().map(|d| d.to_vec()) else {
+            return;
+        };
+        if let Err(e) = l.send_data(&d) {
+            self.link_lost(&e.to_string());
+        }
+    }
+
+    /// Reads what the backup machine says.
+    fn read_link(&mut self) {
+        let Some(l) = self.link.as_mut() else { return };
+        match l.read() {
+            Ok(remote::Msg::Held { name }) => {
+                crate::log::write(
+                    0,
+                    format_args!("pair: backup ready on {} from {name}", l.peer),
+                );
+                l.held = Some(name);
+            }
+            Ok(remote::Msg::Stored { name }) => info!("pair: {name} stored on {}", l.peer),
+            Ok(m) => {
+                let why = format!("unexpected {m:?}");
+                self.link_lost(&why);
+            }
+            Err(e) => self.link_lost(&e.to_string()),
+        }
+    }
+
+    /// The backup machine is gone: the pair runs on without a backup.
+    fn link_lost(&mut self, why: &str) {
+        if let Some(l) = self.link.take() {
+            warn!(
+                "pair: the backup machine {} is lost ({why}): the primary runs on without a \
+                 backup",
+                l.peer
+            );
         }
     }
 
@@ -904,9 +1060,16 @@ impl Pair<'_> {
         }
     }
 
-    /// Kills the primary and the backups and reaps them.
+    /// Kills the primary and the backups and reaps them; tells the backup
+    /// machine that the pair ends.
     fn end_all(&mut self) {
+        if let Some(mut l) = self.link.take() {
+            if let Err(e) = l.tell(None) {
+                warn!("pair: the backup machine {}: {e}", l.peer);
+            }
+        }
         let mut pids = vec![self.primary.init];
+        pids.retain(|&p| p > 0);
         pids.extend(self.held.take().map(|b| b.init));
         pids.extend(self.prep.take().map(|b| b.init));
         for &p in &pids {
@@ -915,6 +1078,237 @@ impl Pair<'_> {
         for &p in &pids {
             let _ = sysns::wait_exit(p, false);
         }
+    }
+}
+
+/// `cairn pair --listen ADDR:PORT --key FILE -D DIR`: the backup
+/// machine of a pair ([`remote`]). Waits for the primary's side, keeps a
+/// backup held from its newest checkpoint, takes over when the primary
+/// fails or is lost, and then goes on as a local pair.
+fn standby(o: &PairOptions, addr: &str, key: &Path) -> Result<i32> {
+    let key = crate::migrate::channel::read_key(key)?;
+    let pidfile = o.pidfile.as_deref().map(Pidfile::open).transpose()?;
+    let (dir, dirfd) = crate::run::open_dir(&o.dir, true)?;
+    let sfd = signals()?;
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+        Error::io(
+            Path::new(addr),
+            std::io::Error::other(format!("listen: {e}")),
+        )
+    })?;
+    let local = (listener.local_addr())
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| addr.to_string());
+    crate::log::write(
+        0,
+        format_args!("pair: listening on {local} for the primary's side of a pair"),
+    );
+    let Some(mut up) = remote::accept_primary(&listener, &key, &sfd) else {
+        return Ok(0);
+    };
+    // One primary: later connections are refused by the kernel.
+    drop(listener);
+    let mut opts = o.clone();
+    if !o.interval_set {
+        opts.interval = up.interval;
+    }
+    let server = control::Server::new(control::Store::open(&dirfd, &dir)?);
+    let none = Primary { init: 0, root: 0 };
+    let mut p = Pair::new(&opts, (dir, dirfd), pidfile, none, server);
+    p.remote_from = Some(up.peer());
+    let r = match p.follow(&sfd, &mut up) {
+        Ok(None) => {
+            // The program's environment names the primary's socket.
+            let name = std::mem::take(&mut up.control);
+            drop(up);
+            if !name.is_empty() && opts.control {
+                if let Err(e) = p.server.listen_as(&name) {
+                    warn!("pair: libcairn's socket: {e}");
+                }
+            }
+            p.run_loop(&sfd)
+        }
+        Ok(Some(code)) => Ok(code),
+        Err(e) => Err(e),
+    };
+    p.end_all();
+    if let Some(pf) = &p.pidfile {
+        pf.remove();
+    }
+    r
+}
+
+impl Pair<'_> {
+    /// The backup machine before a takeover: receives the checkpoints and
+    /// keeps a backup held from the newest. `None`: a backup took over;
+    /// `Some(code)`: the listener ends with `code`.
+    fn follow(&mut self, sfd: &SignalFd, up: &mut remote::Upstream) -> Result<Option<i32>> {
+        let peer = up.peer();
+        loop {
+            let mut fds: Vec<BorrowedFd<'_>> = vec![sfd.as_fd(), up.fd()];
+            let prep_at = self.prep.as_ref().map(|b| {
+                fds.push(b.out.as_fd());
+                fds.len() - 1
+            });
+            let ready = crate::sys::pairpoll::poll_in(&fds, 100)
+                .map_err(|e| Error::sys(crate::sys::task::getpid(), "poll", e))?;
+            let (sig, from_up, prep_ready) =
+                (ready[0], ready[1], prep_at.is_some_and(|i| ready[i]));
+            drop(fds);
+            if sig {
+                for s in drain_signals(sfd) {
+                    if s == libc::SIGTERM || s == libc::SIGINT || s == libc::SIGHUP {
+                        crate::log::write(
+                            0,
+                            format_args!("pair: signal {s}: the backup is killed; exit 0"),
+                        );
+                        return Ok(Some(0));
+                    }
+                }
+            }
+            if prep_ready {
+                let before = self.held.as_ref().map(|b| b.ckpt.clone());
+                self.read_prep()?;
+                let now = self.held.as_ref().map(|b| b.ckpt.clone());
+                if let Some(name) = now.filter(|n| Some(n) != before.as_ref()) {
+                    up.say(&remote::Msg::Held { name });
+                }
+            }
+            self.reap()?;
+            if self.server.sync_at().is_some_and(|t| t <= Instant::now()) {
+                self.server.sync();
+            }
+            let msg = if from_up {
+                match up.next(remote::PEER_TIMEOUT) {
+                    Ok(m) => Some(m),
+                    Err(e) => return self.upstream_lost(&peer, &e.to_string()),
+                }
+            } else if up.last.elapsed() > remote::PEER_TIMEOUT {
+                let why = format!("nothing heard for {:?}", remote::PEER_TIMEOUT);
+                return self.upstream_lost(&peer, &why);
+            } else {
+                None
+            };
+            match msg {
+                None | Some(remote::Msg::Alive) => {}
+                Some(remote::Msg::Ckpt {
+                    name,
+                    base,
+                    key,
+                    restart,
+                }) => self.receive(up, &name, base, &key, restart)?,
+                Some(remote::Msg::Nonrestart(d)) => {
+                    if let Err(e) = self.server.store_mut().put(&d) {
+                        warn!("pair: cannot keep the primary's nonrestart data: {e}");
+                    }
+                    self.server.sync();
+                }
+                Some(remote::Msg::Failed { code }) => {
+                    crate::log::write(
+                        0,
+                        format_args!(
+                            "pair: the primary's side on {peer} says the primary failed with \
+                             status {code}: the backup takes over"
+                        ),
+                    );
+                    return self.primary_ended(code.max(1));
+                }
+                Some(remote::Msg::End) => {
+                    crate::log::write(
+                        0,
+                        format_args!(
+                            "pair: the primary's side on {peer} ended the pair: the backup is \
+                             killed; exit 0"
+                        ),
+                    );
+                    return Ok(Some(0));
+                }
+                Some(m) => {
+                    return Err(Error::Restore(format!(
+                        "pair: the primary's side on {peer} sent {m:?}: the pair ends"
+                    )))
+                }
+            }
+        }
+    }
+
+    /// The connection to the primary's side is lost without its end:
+    /// takeover, after the fence command if there is one.
+    fn upstream_lost(&mut self, peer: &str, why: &str) -> Result<Option<i32>> {
+        crate::log::write(
+            0,
+            format_args!(
+                "pair: the connection to the primary's side on {peer} is lost ({why}) without \
+                 its end: {}",
+                if self.o.fence.is_some() {
+                    "the fence command decides the takeover"
+                } else {
+                    "the backup takes over"
+                }
+            ),
+        );
+        if let Some(cmd) = &self.o.fence {
+            if !remote::fence(cmd, peer) {
+                return Ok(Some(1));
+            }
+        }
+        if self.held.is_none() && self.prep.is_none() {
+            return Err(Error::Restore(format!(
+                "pair: no checkpoint of the primary on {peer} came before its connection was \
+                 lost: nothing to take over"
+            )));
+        }
+        self.primary_ended(-1)
+    }
+
+    /// Checkpoint `name` arrives from the primary's side: stored, and a
+    /// backup prepared from it unless one is being prepared.
+    fn receive(
+        &mut self,
+        up: &mut remote::Upstream,
+        name: &str,
+        base: u64,
+        key: &str,
+        restart: (u32, u32),
+    ) -> Result<()> {
+        let seq = ckpt_seq(OsStr::new(name))
+            .filter(|n| *n >= base && name == format!("{PREFIX}{n:06}"))
+            .ok_or_else(|| {
+                Error::Restore(format!(
+                    "pair: the primary's side sent a checkpoint named {name:?}: refused"
+                ))
+            })?;
+        let t = Instant::now();
+        up.recv_ckpt(&self.dirfd, &self.dir, name)?;
+        up.say(&remote::Msg::Stored {
+            name: name.to_string(),
+        });
+        info!(
+            "pair: {name} received from the primary's side in {:.1} ms",
+            ms(t.elapsed())
+        );
+        let key = (!key.is_empty())
+            .then(|| crate::kinds::external::parse_key(key).ok())
+            .flatten();
+        let restart = (restart != (0, 0)).then_some(control::Pending {
+            pid: restart.0,
+            id: restart.1,
+        });
+        let m = Made {
+            seq,
+            name: name.to_string(),
+            base,
+            key,
+            restart,
+        };
+        self.made.push(m.clone());
+        self.prev = Some((m.clone(), 0));
+        self.next_seq = seq + 1;
+        if self.prep.is_none() {
+            self.start_prep(&m)?;
+        }
+        self.prune();
+        Ok(())
     }
 }
 

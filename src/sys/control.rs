@@ -51,3 +51,30 @@ pub fn outq(fd: BorrowedFd<'_>) -> io::Result<usize> {
     check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCOUTQ, &mut n) } as libc::c_long)?;
     Ok(n.max(0) as usize)
 }
+
+/// A new epoll instance (close-on-exec): the one fd a supervisor polls
+/// for its listener and its connection together.
+pub fn epoll_new() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: epoll_create1 takes a flag only.
+    let fd = check(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) } as libc::c_long)?;
+    // SAFETY: `fd` is a new descriptor owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Adds `fd` to epoll instance `ep` for input (level triggered); one
+/// already there is left as it is. A descriptor leaves the set when it
+/// is closed.
+pub fn epoll_add(ep: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: fd.as_raw_fd() as u64,
+    };
+    // SAFETY: `ev` is a valid epoll_event that the call only reads.
+    let r =
+        unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut ev) };
+    match check(r as libc::c_long) {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        r => r.map(drop),
+    }
+}
