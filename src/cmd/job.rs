@@ -125,6 +125,7 @@ impl JobRestoreArgs {
                 compare: false,
                 inherit_fds: Vec::new(),
                 pid_ns: false,
+                ext_unix_sk_lose_peercred: false,
             },
             timeout: self.timeout,
         }
