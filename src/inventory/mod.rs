@@ -443,12 +443,12 @@ fn maps_name(
 
 /// The /proc/PID/maps line of the VMA `start`-`end` (the file read once
 /// per process, into `fallback`).
-fn maps_entry<'a>(
+fn maps_entry(
     pid: i32,
     start: u64,
     end: u64,
-    fallback: &'a mut Option<Vec<MapsEntry>>,
-) -> Result<&'a MapsEntry> {
+    fallback: &mut Option<Vec<MapsEntry>>,
+) -> Result<&MapsEntry> {
     if fallback.is_none() {
         *fallback = Some(procfs::read_maps(pid)?);
     }
