@@ -833,8 +833,9 @@ fn chkpnt_killed_in_the_middle() {
     let _ = c.wait();
     let err = fs::read_to_string(&stderr).unwrap_or_default();
     let guardian: i32 = err
-        .split("guardian started (pid ")
-        .nth(1)
+        // The last one: an armed background snapshot starts one of its own first.
+        .rsplit_once("guardian started (pid ")
+        .map(|(_, r)| r)
         .and_then(|r| r.split(')').next())
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("chkpnt started no guardian: {err}"));

@@ -114,7 +114,8 @@ fn expect_released(pid: i32, what: &str, log: &Path) {
 /// The guardian's pid from a dump's -v log, if it had started.
 fn guardian_pid(stderr: &Path) -> Option<i32> {
     let s = fs::read_to_string(stderr).ok()?;
-    let rest = s.split("guardian started (pid ").nth(1)?;
+    // The last one: an armed background snapshot starts one of its own first.
+    let rest = s.rsplit_once("guardian started (pid ")?.1;
     rest.split(')').next()?.parse().ok()
 }
 

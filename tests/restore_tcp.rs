@@ -747,8 +747,9 @@ fn tcp_established_dump_killed_after_repair() {
             );
         }
         let guardian: i32 = err
-            .split("guardian started (pid ")
-            .nth(1)
+            // The last one, as in tests/chkpnt.rs.
+            .rsplit_once("guardian started (pid ")
+            .map(|(_, r)| r)
             .and_then(|r| r.split(')').next())
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("{name}: no guardian started: {err}"));
