@@ -216,6 +216,17 @@ pub fn arm(root: i32) -> Option<Armed> {
     let mut fds = Vec::new();
     let live: Vec<i32> = frozen.live().map(|p| p.pid).collect();
     for pid in live {
+        // A call injected here would meet the process's seccomp mode
+        // (strict mode kills it); the dump suspends seccomp for its
+        // calls (PTRACE_O_SUSPEND_SECCOMP) only at the freeze, where
+        // such a process is protected as before.
+        if let Some(tid) = seccomp_thread(&frozen, pid) {
+            crate::info!(
+                "background snapshot: pid {pid} not armed before the freeze (thread {tid} runs \
+                 under seccomp)"
+            );
+            continue;
+        }
         let made = crate::procfs::read_stat(pid).and_then(|st| {
             crate::track::create_uffd_in_target(
                 &mut frozen,
@@ -289,6 +300,27 @@ pub fn arm(root: i32) -> Option<Armed> {
         armed.protect_ms
     );
     Some(armed)
+}
+
+/// A thread of process `pid` (frozen) under a seccomp mode or filter,
+/// or whose mode cannot be read.
+fn seccomp_thread(frozen: &Frozen, pid: i32) -> Option<i32> {
+    let tids: Vec<i32> = frozen
+        .procs
+        .iter()
+        .find(|p| p.pid == pid)
+        .map(|p| p.threads.iter().map(|t| t.tid).collect())
+        .unwrap_or_else(|| vec![pid]);
+    tids.into_iter().find(|&tid| {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
+            .map(|s| {
+                // No such line: a kernel without seccomp.
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Seccomp:"))
+                    .is_some_and(|v| v.trim() != "0")
+            })
+            .unwrap_or(true)
+    })
 }
 
 /// The pre-freeze fault handler: lifts the protection of every page a

@@ -594,6 +594,47 @@ fn membarrier_state_bpf(pid: i32) -> std::result::Result<u32, String> {
     }
 }
 
+/// The registrations of a process on a kernel without
+/// MEMBARRIER_CMD_GET_REGISTRATIONS where BPF cannot read its mm's state
+/// (`query`: MEMBARRIER_CMD_QUERY's answer): each private expedited
+/// barrier the kernel has is run in the process (EPERM: not registered;
+/// the tree is stopped, so a barrier changes nothing); an expedited
+/// global registration shows nowhere, so where the kernel has it, it is
+/// taken as registered (true). A superfluous one only adds barriers the
+/// process cannot tell from its own, and without GET_REGISTRATIONS the
+/// process cannot see it either; a restore on a kernel that would show it
+/// refuses ([`Membarrier`]'s restore).
+fn membarrier_probe(agent: &mut dyn Calls, query: u32) -> Result<(u32, bool)> {
+    const BARRIERS: [(u32, u32); 3] = [
+        // MEMBARRIER_CMD_PRIVATE_EXPEDITED{,_SYNC_CORE,_RSEQ}
+        (1 << 3, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED),
+        (1 << 5, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE),
+        (1 << 7, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ),
+    ];
+    let mut mask = 0;
+    for (barrier, reg) in BARRIERS {
+        if query & barrier == 0 {
+            continue;
+        }
+        match agent.syscall(libc::SYS_membarrier, &[barrier as u64, 0, 0]) {
+            Ok(_) => mask |= reg,
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+            Err(e) => {
+                return Err(Error::sys(
+                    agent.tid(),
+                    format!("remote membarrier({barrier:#x}) (is it registered?)"),
+                    e,
+                ))
+            }
+        }
+    }
+    let global = query & MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED != 0;
+    if global {
+        mask |= MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED;
+    }
+    Ok((mask, global))
+}
+
 /// membarrier(2) registrations of the process's mm (expedited private,
 /// its SYNC_CORE and RSEQ variants, expedited global), read through
 /// MEMBARRIER_CMD_GET_REGISTRATIONS (Linux 6.3+), before that from the
@@ -621,9 +662,18 @@ impl ProcKind for Membarrier {
                 let query = agent
                     .syscall(libc::SYS_membarrier, &[MEMBARRIER_CMD_QUERY as u64, 0, 0])
                     .unwrap_or(0) as u32;
-                let state = membarrier_state_bpf(agent.pid());
-                membarrier_before_6_3(state, query)
-                    .map_err(|why| Error::unsupported(agent.pid(), why))?
+                match membarrier_state_bpf(agent.pid()) {
+                    Ok(state) => membarrier_before_6_3(Ok(state), query)
+                        .map_err(|why| Error::unsupported(agent.pid(), why))?,
+                    Err(why) => match membarrier_before_6_3(Err(why), query) {
+                        Ok(none) => none,
+                        Err(_) => {
+                            let (mask, assumed) = membarrier_probe(agent, query)?;
+                            core.membarrier_global_assumed = assumed;
+                            mask
+                        }
+                    },
+                }
             }
         };
         let unknown = membarrier_unknown(mask);
@@ -658,6 +708,18 @@ impl ProcKind for Membarrier {
 
     fn restore(&self, agent: &mut dyn Calls, core: &TaskCore, _: &mut Vec<String>) -> Result<()> {
         let mask = core.membarrier_registrations;
+        if core.membarrier_global_assumed
+            && !pretend_no_get_registrations()
+            && membarrier_registrations(agent)?.is_some()
+        {
+            return Err(Error::Restore(format!(
+                "pid {}: it was dumped on a kernel without MEMBARRIER_CMD_GET_REGISTRATIONS \
+                 (Linux 6.3) and without BPF, where an expedited global membarrier registration \
+                 (MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) cannot be seen; this kernel would \
+                 show the one cairn assumed: restore on a kernel before 6.3, or dump with BPF",
+                core.pid
+            )));
+        }
         for &(bit, name) in MEMBARRIER_REGISTRATIONS {
             if mask & bit != 0 {
                 agent.call(
