@@ -121,7 +121,7 @@ pub fn page_head(out: &mut [u8], layer: u32, chunk: u32, off: u64) {
 /// The protocol version of [`Msg::Hello`] and [`Msg::Welcome`].
 pub const VERSION: u32 = 2;
 
-pub(super) fn put_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
     let b = s.as_bytes();
     let n = b.len().min(4096);
     out.extend_from_slice(&(n as u16).to_le_bytes());
@@ -306,11 +306,12 @@ impl Msg {
     }
 }
 
-/// Reads the fields of a message (also `super::pageserver`'s).
-pub(super) struct Cursor<'a>(pub(super) &'a [u8]);
+/// Reads the fields of a message (also `super::pageserver`'s and
+/// `crate::pair::remote`'s).
+pub(crate) struct Cursor<'a>(pub(crate) &'a [u8]);
 
 impl Cursor<'_> {
-    pub(super) fn take(&mut self, n: usize) -> Result<&[u8], String> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&[u8], String> {
         if self.0.len() < n {
             return Err("message cut short".into());
         }
@@ -318,25 +319,25 @@ impl Cursor<'_> {
         self.0 = b;
         Ok(a)
     }
-    pub(super) fn u8(&mut self) -> Result<u8, String> {
+    pub(crate) fn u8(&mut self) -> Result<u8, String> {
         Ok(self.take(1)?[0])
     }
-    pub(super) fn u32(&mut self) -> Result<u32, String> {
+    pub(crate) fn u32(&mut self) -> Result<u32, String> {
         Ok(u32::from_le_bytes(
             self.take(4)?.try_into().unwrap_or_default(),
         ))
     }
-    pub(super) fn i32(&mut self) -> Result<i32, String> {
+    pub(crate) fn i32(&mut self) -> Result<i32, String> {
         Ok(i32::from_le_bytes(
             self.take(4)?.try_into().unwrap_or_default(),
         ))
     }
-    pub(super) fn u64(&mut self) -> Result<u64, String> {
+    pub(crate) fn u64(&mut self) -> Result<u64, String> {
         Ok(u64::from_le_bytes(
             self.take(8)?.try_into().unwrap_or_default(),
         ))
     }
-    pub(super) fn str(&mut self) -> Result<String, String> {
+    pub(crate) fn str(&mut self) -> Result<String, String> {
         let n = u16::from_le_bytes(self.take(2)?.try_into().unwrap_or_default()) as usize;
         String::from_utf8(self.take(n)?.to_vec()).map_err(|_| "a string is not UTF-8".into())
     }

@@ -127,39 +127,7 @@ pub enum Msg {
 
 const T_HELLO: u8 = 0x61;
 
-fn put_str(o: &mut Vec<u8>, s: &str) {
-    let b = &s.as_bytes()[..s.len().min(4096)];
-    o.extend_from_slice(&(b.len() as u16).to_le_bytes());
-    o.extend_from_slice(b);
-}
-
-/// Reads fields off a message.
-struct Cur<'a>(&'a [u8]);
-
-impl Cur<'_> {
-    fn take(&mut self, n: usize) -> std::result::Result<&[u8], String> {
-        if self.0.len() < n {
-            return Err("message too short".into());
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Ok(a)
-    }
-    fn u32(&mut self) -> std::result::Result<u32, String> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().unwrap_or_default(),
-        ))
-    }
-    fn u64(&mut self) -> std::result::Result<u64, String> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().unwrap_or_default(),
-        ))
-    }
-    fn str(&mut self) -> std::result::Result<String, String> {
-        let n = u16::from_le_bytes(self.take(2)?.try_into().unwrap_or_default()) as usize;
-        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| "a string is not UTF-8".into())
-    }
-}
+use crate::migrate::wire::{put_str, Cursor as Cur};
 
 impl Msg {
     pub fn encode(&self) -> Vec<u8> {
