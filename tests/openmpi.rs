@@ -52,7 +52,14 @@ fn mpirun(dir: &Path, tmp: &Tmpfs, log: &Path) -> Command {
             Ok(())
         });
     }
+    // Open MPI 4.1's daemons (orted) put the hwloc topology in a shared
+    // segment at the start of the biggest hole of their address space; on
+    // this kernel that placement faults now and then (SIGSEGV in
+    // hwloc_shmem_topology_write before the daemon reports back, mpirun
+    // then waits with an empty log). "none" turns the segment off: each
+    // process reads the topology itself, as on a node without it.
     cmd.env("TMPDIR", &tmp.path)
+        .env("OMPI_MCA_rtc_hwloc_vmhole", "none")
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
@@ -353,7 +360,13 @@ impl TwoNodeJob {
         for d in [da, db].into_iter().flatten() {
             tracker.track_tree(d);
         }
-        assert!(ok, "the job did not start: {}", tail(&log, 4000));
+        assert!(
+            ok,
+            "the job did not start: {}\nnode A's daemon: {}\nnode B's daemon: {}",
+            tail(&log, 4000),
+            tail(&dir.join(format!("daemon-{}.log", net.a)), 3000),
+            tail(&dir.join(format!("daemon-{}.log", net.b)), 3000)
+        );
         let (da, db) = (da.expect("node A's daemon"), db.expect("node B's daemon"));
         // One rank under each node's daemon, none under mpirun.
         let ranks = |root: i32| {
