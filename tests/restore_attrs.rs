@@ -295,6 +295,8 @@ fn proc_membarrier() {
         return;
     }
     checkpoint_restore("proc_membarrier", &[]);
+    // A parent and a child with different registrations: each gets its own.
+    checkpoint_restore("proc_membarrier", &["--tree"]);
 }
 
 /// A kernel without MEMBARRIER_CMD_GET_REGISTRATIONS (before 6.3), played
@@ -323,6 +325,10 @@ fn proc_membarrier_without_get_registrations() {
     // same either way).
     std::env::set_var("CAIRN_TEST_MEMBARRIER_NO_GET", "1");
     let w = checkpoint_restore("proc_membarrier", &[]);
+    drop(w);
+    // One run of the BPF iterator answers for every process of the frozen
+    // tree: the child's registrations are its own, not its parent's.
+    let w = checkpoint_restore("proc_membarrier", &["--tree"]);
     drop(w);
     let mut w = Workload::start("proc_membarrier", &[]);
     w.dump_ok(&["--no-bpf"]);

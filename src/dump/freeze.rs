@@ -177,6 +177,7 @@ impl Frozen {
         watch: Option<TreeWatch>,
         guardian: Option<Guardian>,
     ) -> Result<Frozen> {
+        crate::sys::procattrs::new_freeze();
         let mut frozen = Frozen {
             procs: Vec::new(),
             bpf_watched: watch.is_some(),

@@ -108,21 +108,54 @@ thread_local! {
     /// not shared between threads).
     static LOADED: std::cell::OnceCell<Result<skel::ProcattrsSkel<'static>, String>> =
         const { std::cell::OnceCell::new() };
+    /// The states of the last iterator run and the freeze it was made in.
+    static STATES: std::cell::RefCell<Option<(u64, HashMap<i32, Option<u32>>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Counts the trees frozen by this run (see [`new_freeze`]).
+static FREEZES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A tree is being frozen: the states read before it are stale. While
+/// the tree is frozen none of its processes can register, so one run of
+/// the iterator answers for every process of it.
+pub fn new_freeze() {
+    FREEZES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
 }
 
 /// The mm's `membarrier_state` of the process `pid` (for the dump before
 /// Linux 6.3, which has no MEMBARRIER_CMD_GET_REGISTRATIONS): None when
 /// the iterator did not list it, Some(None) without CONFIG_MEMBARRIER.
-/// The program is loaded once per run and run anew each time (a process
-/// may register between two dumps of one run).
+/// The program is loaded once per run and run once per frozen tree
+/// ([`new_freeze`]: a process may register between two dumps of one run,
+/// not while its tree is frozen).
 pub fn membarrier_state(pid: i32) -> io::Result<Option<Option<u32>>> {
-    LOADED.with(|cell| {
+    let epoch = FREEZES.load(std::sync::atomic::Ordering::SeqCst);
+    let cached = STATES.with(|c| match &*c.borrow() {
+        Some((e, m)) if *e == epoch => Some(m.get(&pid).copied()),
+        _ => None,
+    });
+    if let Some(hit) = cached {
+        // A process not in the map may have been born after the run (not
+        // one of a frozen tree, but answer it from a fresh run anyway).
+        if hit.is_some() {
+            return Ok(hit);
+        }
+    }
+    let states = LOADED.with(|cell| {
         let skel = cell.get_or_init(|| {
             load_small_always::<skel::ProcattrsSkelBuilder>("procattrs.bpf.o")
                 .map_err(|e| e.to_string())
         });
         let skel = skel.as_ref().map_err(|e| io::Error::other(e.clone()))?;
         let all = decode(&run_iter(&skel.progs.procattrs, "iter/task procattrs")?)?;
-        Ok(all.get(&pid).map(|a| a.membarrier_state))
-    })
+        Ok::<_, io::Error>(
+            all.into_iter()
+                .map(|(p, a)| (p, a.membarrier_state))
+                .collect::<HashMap<_, _>>(),
+        )
+    })?;
+    let got = states.get(&pid).copied();
+    STATES.with(|c| *c.borrow_mut() = Some((epoch, states)));
+    Ok(got)
 }
