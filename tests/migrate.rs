@@ -554,6 +554,7 @@ fn migrate_lazy_source_killed_destination_tree_killed() {
     let (_net, mut src, mut recv, _m) = lazy_interrupted(0x77, |_, m| {
         m.child.kill().expect("kill cairn migrate");
         let _ = m.child.wait();
+        common::remove_scratch_of("cairn-migrate", m.child.id());
     });
     let st = wait_timeout(&mut recv.child, Duration::from_secs(60)).expect("receiver exit");
     assert!(!st.success(), "the receiver succeeded: {}", recv.log());

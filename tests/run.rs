@@ -298,6 +298,7 @@ fn killed_mid_checkpoint_leaves_the_previous_one() {
         .any(|n| n.starts_with(".ckpt-000002")));
     run.kill().unwrap();
     let _ = run.wait();
+    common::remove_scratch_of("cairn-run", run.id());
     // The job runs on, the staging directory goes.
     let (c0, _) = job.progress().unwrap();
     job.wait_count(c0 + 20, Duration::from_secs(30));

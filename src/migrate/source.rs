@@ -56,7 +56,7 @@ impl Work {
         let tmp = std::env::temp_dir();
         let parent = safefs::open_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let hex = safefs::random_hex().map_err(|e| Error::io(&tmp, e))?;
-        let name = format!("cairn-migrate-{hex}");
+        let name = format!("cairn-migrate-{}-{hex}", std::process::id());
         let fd = safefs::mkdir_private(&parent, OsStr::new(&name))
             .map_err(|e| Error::io(tmp.join(&name), e))?;
         Ok(Work {

@@ -322,6 +322,30 @@ pub fn pid_exists(pid: i32) -> bool {
     )
 }
 
+/// Removes the private scratch directories (`/tmp/KIND-PID-*`: `cairn
+/// run`'s and `cairn migrate`'s) of the cairn process `pid` that the test
+/// SIGKILLed, which could not remove them itself. Only directories (never
+/// a symlink) owned by this test's uid are removed.
+#[allow(dead_code)]
+pub fn remove_scratch_of(kind: &str, pid: u32) {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = std::env::temp_dir();
+    let prefix = format!("{kind}-{pid}-");
+    let me = rustix::process::geteuid().as_raw();
+    for e in fs::read_dir(&tmp).into_iter().flatten().flatten() {
+        if !e.file_name().to_string_lossy().starts_with(&prefix) {
+            continue;
+        }
+        let p = e.path();
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_dir() && m.uid() == me => {
+                let _ = fs::remove_dir_all(&p);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Wait until no process has this pid (or timeout). Returns whether it is gone.
 pub fn wait_pid_gone(pid: i32, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;

@@ -8,23 +8,9 @@
  */
 #include "zdtm.h"
 
-struct ksigaction {
-	unsigned long handler;
-	unsigned long flags;
-	unsigned long restorer;
-	uint64_t mask;
-};
-
-static struct ksigaction before[65], after[65];
+static struct ksigaction before[65];
 static volatile sig_atomic_t usr1_ran, usr2_ran, hup_ran, rt_ran;
 static volatile sig_atomic_t usr1_mask_ok, usr2_mask_ok, usr1_info_ok;
-
-static void kget(int sig, struct ksigaction *ks)
-{
-	memset(ks, 0, sizeof(*ks));
-	if (syscall(SYS_rt_sigaction, sig, NULL, ks, 8))
-		pfail("rt_sigaction(%d) query", sig);
-}
 
 static int blocked(int sig)
 {
@@ -105,25 +91,12 @@ int main(int argc, char **argv)
 	set(SIGRTMIN + 4, SIG_IGN, 0, NULL);
 	set(SIGWINCH, SIG_DFL, SA_RESTART, NULL); /* default, but with a flag */
 
-	for (int sig = 1; sig <= 64; sig++)
-		if (sig != SIGKILL && sig != SIGSTOP)
-			kget(sig, &before[sig]);
+	ksig_get_all(before);
 
 	test_daemon();
 	test_waitsig();
 
-	for (int sig = 1; sig <= 64; sig++) {
-		if (sig == SIGKILL || sig == SIGSTOP)
-			continue;
-		kget(sig, &after[sig]);
-		if (memcmp(&before[sig], &after[sig], sizeof(before[sig])))
-			fail("signal %d (%s): disposition changed: handler %#lx flags %#lx restorer "
-			     "%#lx mask %#llx -> handler %#lx flags %#lx restorer %#lx mask %#llx",
-			     sig, strsignal(sig), before[sig].handler, before[sig].flags,
-			     before[sig].restorer, (unsigned long long)before[sig].mask,
-			     after[sig].handler, after[sig].flags, after[sig].restorer,
-			     (unsigned long long)after[sig].mask);
-	}
+	ksig_expect_same(before);
 
 	raise(SIGUSR1);
 	if (usr1_ran != 1 || !usr1_info_ok || !usr1_mask_ok)

@@ -244,6 +244,48 @@ static inline void test_waitsig(void)
 
 /* ---- small helpers shared by several workloads ---- */
 
+/* A signal disposition as the kernel keeps it (raw rt_sigaction: handler,
+ * flags with SA_RESTORER, restorer, mask). */
+struct ksigaction {
+	unsigned long handler;
+	unsigned long flags;
+	unsigned long restorer;
+	uint64_t mask;
+};
+
+static inline void ksig_get(int sig, struct ksigaction *ks)
+{
+	memset(ks, 0, sizeof(*ks));
+	if (syscall(SYS_rt_sigaction, sig, NULL, ks, 8))
+		pfail("rt_sigaction(%d) query", sig);
+}
+
+/* Every disposition 1..64 but SIGKILL's and SIGSTOP's, into all[1..64]. */
+static inline void ksig_get_all(struct ksigaction all[65])
+{
+	for (int sig = 1; sig <= 64; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			ksig_get(sig, &all[sig]);
+}
+
+/* Fails naming the first disposition that differs from `before`. */
+static inline void ksig_expect_same(const struct ksigaction before[65])
+{
+	struct ksigaction now;
+
+	for (int sig = 1; sig <= 64; sig++) {
+		if (sig == SIGKILL || sig == SIGSTOP)
+			continue;
+		ksig_get(sig, &now);
+		if (memcmp(&before[sig], &now, sizeof(now)))
+			fail("signal %d (%s): disposition changed: handler %#lx flags %#lx restorer "
+			     "%#lx mask %#llx -> handler %#lx flags %#lx restorer %#lx mask %#llx",
+			     sig, strsignal(sig), before[sig].handler, before[sig].flags,
+			     before[sig].restorer, (unsigned long long)before[sig].mask,
+			     now.handler, now.flags, now.restorer, (unsigned long long)now.mask);
+	}
+}
+
 /* Read a whole (small, e.g. /proc) file into buf; NUL-terminates. Returns length. */
 static inline size_t read_file(const char *path, char *buf, size_t size)
 {
