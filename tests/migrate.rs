@@ -493,6 +493,41 @@ fn migrate_lazy_tree_runs_before_its_memory() {
     restored_expect_pass(src.pid, &src.log);
 }
 
+/// Post-copy (`--lazy`) of a tree whose images hold file contents in
+/// pages.img next to the memory left to the pager (`lazy_contents`: a
+/// deleted file of two contents chunks held open, an open memfd, a deleted
+/// /dev/shm mapping, the log written before the dump, 32 MiB of private
+/// memory). The receiver's pages.img is sparse until post-copy ends: the
+/// restore reads those contents chunks before any process exists, so the
+/// pager must fetch them first. After the move, SIGTERM makes the tree
+/// check every file and every page.
+#[test]
+fn migrate_lazy_file_contents() {
+    if skip_unless_root() {
+        return;
+    }
+    let net = Net::new("2gbit");
+    let mut src = net.start_workload("lazy_contents", &["--mib", "32"]);
+    let key = write_key(&src.dir, "key", 0x6b);
+    let pidfile = src.dir.join("received.pid");
+    let images = src.dir.join("received");
+    let mut args = once_args(&pidfile, &images);
+    args.push("--lazy-ok");
+    let mut recv = receiver(&net, &key, &src.dir, &args);
+    let mut m = migrate(&net, src.pid, &key, &src.dir, &["--lazy"]);
+    expect_migrate(&mut m, &mut src, &recv, 0, Duration::from_secs(180));
+    expect_received(&mut recv);
+    let err = fs::read_to_string(&m.err).unwrap();
+    assert!(
+        err.contains("lazy_running_ms="),
+        "no post-copy in the log: {err}"
+    );
+    assert!(recv.log().contains("post-copy complete"), "{}", recv.log());
+    assert!(!src.original_alive(), "the source still runs");
+    assert_eq!(read_pidfile(&pidfile), Some(src.pid), "{}", recv.log());
+    restored_expect_pass(src.pid, &src.log);
+}
+
 /// Post-copy of `mem_rewrite` (64 MiB over 50 Mbit/s: about 10 s of
 /// pages), interrupted by `interrupt` 0.5 s after the tree runs on the
 /// destination (hand-over mode: one kernel). Returns the source's

@@ -362,6 +362,37 @@ fn lazy_pages_from_page_server() {
     assert_lazy(&out);
 }
 
+/// `lazy_contents` (a deleted file of two contents chunks held open, an
+/// open memfd, a deleted /dev/shm mapping, its log written before the
+/// dump, 32 MiB of private memory): the file contents live in pages.img
+/// with the memory. From the image directory the restore reads them in
+/// place; from a page server its pages.img is sparse until the pager has
+/// fetched them, which it does before the restore begins
+/// (`postcopy::restore`). Either way the workload checks every file and
+/// every page.
+#[test]
+fn lazy_pages_file_contents() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("lazy_contents", &["--mib", "32"]);
+    w.dump_ok(&[]);
+    w.expect_killed_by_dump();
+    let out = restore_wait(&w.images, &["--lazy-pages", NO_COMPARE_LAZY], w.pid, &w.log);
+    assert_lazy(&out);
+
+    let net = Net::new("1gbit");
+    let mut w = Workload::start("lazy_contents", &["--mib", "32"]);
+    let key = key_file(&w.dir, "key", 0x47);
+    let pages = w.dir.join("pages");
+    dump_through_page_server(&net, &mut w, &key, &pages);
+    let _ps = PageServer::start(&net, &pages, &key, "pull", true);
+    let server = format!("{}:{PORT}", net.addr_b);
+    let flags = lazy_flags(&server, &key);
+    let out = in_netns(&net.a, || restore_wait(&w.images, &flags, w.pid, &w.log));
+    assert_lazy(&out);
+}
+
 /// The page source killed while pages are missing: the restore kills the
 /// tree (never left running on zeros) and fails.
 #[test]
