@@ -350,9 +350,16 @@ fn lazy_pages_from_page_server() {
     if skip_unless_root() {
         return;
     }
+    lazy_from_page_server("mem_rewrite", &["--mib", "64", "--threads", "2"], 0x45);
+}
+
+/// `workload` with `args` dumped through a page server in namespace B,
+/// then restored with `--lazy-pages --page-server` in A from a page
+/// server that serves that dump: the workload checks itself.
+fn lazy_from_page_server(workload: &str, args: &[&str], key_byte: u8) {
     let net = Net::new("1gbit");
-    let mut w = Workload::start("mem_rewrite", &["--mib", "64", "--threads", "2"]);
-    let key = key_file(&w.dir, "key", 0x45);
+    let mut w = Workload::start(workload, args);
+    let key = key_file(&w.dir, "key", key_byte);
     let pages = w.dir.join("pages");
     dump_through_page_server(&net, &mut w, &key, &pages);
     let _ps = PageServer::start(&net, &pages, &key, "pull", true);
@@ -380,17 +387,7 @@ fn lazy_pages_file_contents() {
     w.expect_killed_by_dump();
     let out = restore_wait(&w.images, &["--lazy-pages", NO_COMPARE_LAZY], w.pid, &w.log);
     assert_lazy(&out);
-
-    let net = Net::new("1gbit");
-    let mut w = Workload::start("lazy_contents", &["--mib", "32"]);
-    let key = key_file(&w.dir, "key", 0x47);
-    let pages = w.dir.join("pages");
-    dump_through_page_server(&net, &mut w, &key, &pages);
-    let _ps = PageServer::start(&net, &pages, &key, "pull", true);
-    let server = format!("{}:{PORT}", net.addr_b);
-    let flags = lazy_flags(&server, &key);
-    let out = in_netns(&net.a, || restore_wait(&w.images, &flags, w.pid, &w.log));
-    assert_lazy(&out);
+    lazy_from_page_server("lazy_contents", &["--mib", "32"], 0x47);
 }
 
 /// The page source killed while pages are missing: the restore kills the
