@@ -745,7 +745,7 @@ pub struct Source<'a> {
 /// The post-copy restore of `ropts.images_dir` (never detached here)
 /// with its private anonymous memory left to a [`Pager`] over
 /// `src.ch`: file contents the restore reads before any process exists
-/// are fetched first ([`first_chunks`]), the tree is started, the rest
+/// are fetched first (`first_chunks`), the tree is started, the rest
 /// of the pages come on fault and in the background. Returns the root
 /// pid once every page is in place; if the source fails first, the
 /// pager has killed the tree (and the post-copy guardian makes sure).
