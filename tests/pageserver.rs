@@ -390,6 +390,51 @@ fn lazy_pages_file_contents() {
     lazy_from_page_server("lazy_contents", &["--mib", "32"], 0x47);
 }
 
+/// A layer of a chain (its parent a local pre-dump) dumped through a page
+/// server: `restore --lazy-pages --page-server` refuses it before any
+/// process is restored, naming the parent and the way out (the pages
+/// copied into the layer, the chain restored as usual), which works: the
+/// workload checks its memory.
+#[test]
+fn lazy_pages_page_server_chain_layer_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let net = Net::new("1gbit");
+    let mut w = Workload::start("mem_rewrite", &["--mib", "16", "--threads", "1"]);
+    let key = key_file(&w.dir, "key", 0x48);
+    let pages = w.dir.join("pages");
+    let pre = w.dir.join("pre");
+    let out = Command::new(cairn_bin())
+        .args(["-v", "pre-dump", "-t", &w.pid.to_string(), "-D"])
+        .arg(&pre)
+        .stdin(Stdio::null())
+        .output()
+        .expect("cairn pre-dump");
+    assert!(out.status.success(), "pre-dump: {}", describe(&out));
+    let mut ps = PageServer::start(&net, &pages, &key, "push", true);
+    let mut flags = ps_flags(&net, &key);
+    flags.extend_from_slice(&["--prev-images-dir", "../pre"]);
+    let out = dump_from_a(&net, &w, &flags, &[]);
+    assert!(out.status.success(), "dump: {}", describe(&out));
+    let st = wait_timeout(&mut ps.child, Duration::from_secs(30)).expect("page server exit");
+    assert!(st.success(), "page server: {}", ps.log());
+    w.expect_killed_by_dump();
+    let _ps = PageServer::start(&net, &pages, &key, "pull", true);
+    let server = format!("{}:{PORT}", net.addr_b);
+    let flags = lazy_flags(&server, &key);
+    let out = in_netns(&net.a, || restore_expect_fail(&w.images, &flags, w.pid));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("a layer on") && err.contains("copy the pages into the directory"),
+        "{err}"
+    );
+    for f in ["pages.img", "pagestore.img"] {
+        fs::copy(pages.join(f), w.images.join(f)).expect("copy the pages");
+    }
+    restore_wait(&w.images, &[], w.pid, &w.log);
+}
+
 /// The page source killed while pages are missing: the restore kills the
 /// tree (never left running on zeros) and fails.
 #[test]
