@@ -143,10 +143,12 @@ fn names(dir: &Path) -> Vec<String> {
 
 /// The workload dumped through a page server (`--once`, which exits 0
 /// once the pages are committed): `w.images` has every image but the
-/// pages, `pages` has them.
-fn dump_through_page_server(net: &Net, w: &mut Workload, key: &Path, pages: &Path) {
+/// pages, `pages` has them. `extra`: more flags of the dump.
+fn dump_through_page_server(net: &Net, w: &mut Workload, key: &Path, pages: &Path, extra: &[&str]) {
     let mut ps = PageServer::start(net, pages, key, "push", true);
-    let out = dump_from_a(net, w, &ps_flags(net, key), &[]);
+    let mut flags = ps_flags(net, key);
+    flags.extend_from_slice(extra);
+    let out = dump_from_a(net, w, &flags, &[]);
     assert!(out.status.success(), "dump: {}", describe(&out));
     let st = wait_timeout(&mut ps.child, Duration::from_secs(30)).expect("page server exit");
     assert!(st.success(), "page server: {}", ps.log());
@@ -177,7 +179,7 @@ fn page_server_dump_restore() {
     let mut w = Workload::start("mem_rewrite", &["--mib", "64", "--threads", "2"]);
     let key = key_file(&w.dir, "key", 0x41);
     let pages = w.dir.join("pages");
-    dump_through_page_server(&net, &mut w, &key, &pages);
+    dump_through_page_server(&net, &mut w, &key, &pages, &[]);
     let out = restore_expect_fail(&w.images, &[], w.pid);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -361,7 +363,7 @@ fn lazy_from_page_server(workload: &str, args: &[&str], key_byte: u8) {
     let mut w = Workload::start(workload, args);
     let key = key_file(&w.dir, "key", key_byte);
     let pages = w.dir.join("pages");
-    dump_through_page_server(&net, &mut w, &key, &pages);
+    dump_through_page_server(&net, &mut w, &key, &pages, &[]);
     let _ps = PageServer::start(&net, &pages, &key, "pull", true);
     let server = format!("{}:{PORT}", net.addr_b);
     let flags = lazy_flags(&server, &key);
@@ -412,14 +414,8 @@ fn lazy_pages_page_server_chain_layer_refused() {
         .output()
         .expect("cairn pre-dump");
     assert!(out.status.success(), "pre-dump: {}", describe(&out));
-    let mut ps = PageServer::start(&net, &pages, &key, "push", true);
-    let mut flags = ps_flags(&net, &key);
-    flags.extend_from_slice(&["--prev-images-dir", "../pre"]);
-    let out = dump_from_a(&net, &w, &flags, &[]);
-    assert!(out.status.success(), "dump: {}", describe(&out));
-    let st = wait_timeout(&mut ps.child, Duration::from_secs(30)).expect("page server exit");
-    assert!(st.success(), "page server: {}", ps.log());
-    w.expect_killed_by_dump();
+    let prev = ["--prev-images-dir", "../pre"];
+    dump_through_page_server(&net, &mut w, &key, &pages, &prev);
     let _ps = PageServer::start(&net, &pages, &key, "pull", true);
     let server = format!("{}:{PORT}", net.addr_b);
     let flags = lazy_flags(&server, &key);
@@ -450,7 +446,7 @@ fn lazy_pages_source_killed_tree_killed() {
     // The dump goes to the page server on loopback speed: its own
     // namespace pair.
     let fast = Net::new("4gbit");
-    dump_through_page_server(&fast, &mut w, &key, &pages);
+    dump_through_page_server(&fast, &mut w, &key, &pages, &[]);
     drop(fast);
     let mut ps = PageServer::start(&net, &pages, &key, "pull-killed", true);
     let server = format!("{}:{PORT}", net.addr_b);
