@@ -143,10 +143,12 @@ fn names(dir: &Path) -> Vec<String> {
 
 /// The workload dumped through a page server (`--once`, which exits 0
 /// once the pages are committed): `w.images` has every image but the
-/// pages, `pages` has them.
-fn dump_through_page_server(net: &Net, w: &mut Workload, key: &Path, pages: &Path) {
+/// pages, `pages` has them. `extra`: more flags of the dump.
+fn dump_through_page_server(net: &Net, w: &mut Workload, key: &Path, pages: &Path, extra: &[&str]) {
     let mut ps = PageServer::start(net, pages, key, "push", true);
-    let out = dump_from_a(net, w, &ps_flags(net, key), &[]);
+    let mut flags = ps_flags(net, key);
+    flags.extend_from_slice(extra);
+    let out = dump_from_a(net, w, &flags, &[]);
     assert!(out.status.success(), "dump: {}", describe(&out));
     let st = wait_timeout(&mut ps.child, Duration::from_secs(30)).expect("page server exit");
     assert!(st.success(), "page server: {}", ps.log());
@@ -177,7 +179,7 @@ fn page_server_dump_restore() {
     let mut w = Workload::start("mem_rewrite", &["--mib", "64", "--threads", "2"]);
     let key = key_file(&w.dir, "key", 0x41);
     let pages = w.dir.join("pages");
-    dump_through_page_server(&net, &mut w, &key, &pages);
+    dump_through_page_server(&net, &mut w, &key, &pages, &[]);
     let out = restore_expect_fail(&w.images, &[], w.pid);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -350,16 +352,83 @@ fn lazy_pages_from_page_server() {
     if skip_unless_root() {
         return;
     }
+    lazy_from_page_server("mem_rewrite", &["--mib", "64", "--threads", "2"], 0x45);
+}
+
+/// `workload` with `args` dumped through a page server in namespace B,
+/// then restored with `--lazy-pages --page-server` in A from a page
+/// server that serves that dump: the workload checks itself.
+fn lazy_from_page_server(workload: &str, args: &[&str], key_byte: u8) {
     let net = Net::new("1gbit");
-    let mut w = Workload::start("mem_rewrite", &["--mib", "64", "--threads", "2"]);
-    let key = key_file(&w.dir, "key", 0x45);
+    let mut w = Workload::start(workload, args);
+    let key = key_file(&w.dir, "key", key_byte);
     let pages = w.dir.join("pages");
-    dump_through_page_server(&net, &mut w, &key, &pages);
+    dump_through_page_server(&net, &mut w, &key, &pages, &[]);
     let _ps = PageServer::start(&net, &pages, &key, "pull", true);
     let server = format!("{}:{PORT}", net.addr_b);
     let flags = lazy_flags(&server, &key);
     let out = in_netns(&net.a, || restore_wait(&w.images, &flags, w.pid, &w.log));
     assert_lazy(&out);
+}
+
+/// `lazy_contents` (a deleted file of two contents chunks held open, an
+/// open memfd, a deleted /dev/shm mapping, its log written before the
+/// dump, 32 MiB of private memory): the file contents live in pages.img
+/// with the memory. From the image directory the restore reads them in
+/// place; from a page server its pages.img is sparse until the pager has
+/// fetched them, which it does before the restore begins
+/// (`postcopy::restore`). Either way the workload checks every file and
+/// every page.
+#[test]
+fn lazy_pages_file_contents() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("lazy_contents", &["--mib", "32"]);
+    w.dump_ok(&[]);
+    w.expect_killed_by_dump();
+    let out = restore_wait(&w.images, &["--lazy-pages", NO_COMPARE_LAZY], w.pid, &w.log);
+    assert_lazy(&out);
+    lazy_from_page_server("lazy_contents", &["--mib", "32"], 0x47);
+}
+
+/// A layer of a chain (its parent a local pre-dump) dumped through a page
+/// server: `restore --lazy-pages --page-server` refuses it before any
+/// process is restored, naming the parent and the way out (the pages
+/// copied into the layer, the chain restored as usual), which works: the
+/// workload checks its memory.
+#[test]
+fn lazy_pages_page_server_chain_layer_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let net = Net::new("1gbit");
+    let mut w = Workload::start("mem_rewrite", &["--mib", "16", "--threads", "1"]);
+    let key = key_file(&w.dir, "key", 0x48);
+    let pages = w.dir.join("pages");
+    let pre = w.dir.join("pre");
+    let out = Command::new(cairn_bin())
+        .args(["-v", "pre-dump", "-t", &w.pid.to_string(), "-D"])
+        .arg(&pre)
+        .stdin(Stdio::null())
+        .output()
+        .expect("cairn pre-dump");
+    assert!(out.status.success(), "pre-dump: {}", describe(&out));
+    let prev = ["--prev-images-dir", "../pre"];
+    dump_through_page_server(&net, &mut w, &key, &pages, &prev);
+    let _ps = PageServer::start(&net, &pages, &key, "pull", true);
+    let server = format!("{}:{PORT}", net.addr_b);
+    let flags = lazy_flags(&server, &key);
+    let out = in_netns(&net.a, || restore_expect_fail(&w.images, &flags, w.pid));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("a layer on") && err.contains("copy the pages into the directory"),
+        "{err}"
+    );
+    for f in ["pages.img", "pagestore.img"] {
+        fs::copy(pages.join(f), w.images.join(f)).expect("copy the pages");
+    }
+    restore_wait(&w.images, &[], w.pid, &w.log);
 }
 
 /// The page source killed while pages are missing: the restore kills the
@@ -377,7 +446,7 @@ fn lazy_pages_source_killed_tree_killed() {
     // The dump goes to the page server on loopback speed: its own
     // namespace pair.
     let fast = Net::new("4gbit");
-    dump_through_page_server(&fast, &mut w, &key, &pages);
+    dump_through_page_server(&fast, &mut w, &key, &pages, &[]);
     drop(fast);
     let mut ps = PageServer::start(&net, &pages, &key, "pull-killed", true);
     let server = format!("{}:{PORT}", net.addr_b);

@@ -53,9 +53,8 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::channel::{self, Channel, Key, MAX_PLAIN};
@@ -64,10 +63,9 @@ use super::wire::{put_str, Cursor};
 use crate::error::{Error, Result};
 use crate::image::pages::{ChunkSink, PageStoreReader, PageStoreWriter};
 use crate::image::pages::{MAX_CHUNK_COMPRESSED, MAX_CHUNK_RAW};
-use crate::image::proto::{ChunkCodec, FileContents, ImageFile, Inventory, PageChunk, PageStore};
+use crate::image::proto::{ChunkCodec, ImageFile, Inventory, PageChunk, PageStore};
 use crate::image::staging::Staging;
 use crate::image::{names, Header, ImageDir, ImageType, FORMAT_VERSION, HEADER_LEN};
-use crate::kinds::memory::lazy;
 use crate::options::{PageServerTarget, RestoreOptions};
 use crate::sys::safefs;
 
@@ -785,7 +783,8 @@ pub fn restore_lazy(ropts: &RestoreOptions, src: &PageSource) -> Result<i32> {
             // is the pager's layer 1 (eager runs read it in place).
             let pages = vec![reader.path().to_path_buf()];
             let (mut ch, server) = loopback(reader)?;
-            let r = run_lazy(&mut ch, layer, pages, ropts, &[]);
+            let how = "--lazy-pages from the image directory".to_string();
+            let r = postcopy::restore(source(&mut ch, layer, pages, how), ropts);
             drop(ch);
             match server.join() {
                 Ok(Err(e)) if r.is_ok() => warn!("lazy restore: the page source: {e}"),
@@ -799,13 +798,12 @@ pub fn restore_lazy(ropts: &RestoreOptions, src: &PageSource) -> Result<i32> {
             let (work, write) = copy_images(&mut ch, &ropts.images_dir, &scratch)?;
             let layer = LazyLayer::open(&work, write)?;
             let pages = vec![work.join(names::PAGES)];
-            let (dir, _) = ImageDir::load(&work)?;
-            let prefetch = content_chunks(&dir)?;
             let ropts = RestoreOptions {
                 images_dir: work.clone(),
                 ..ropts.clone()
             };
-            run_lazy(&mut ch, layer, pages, &ropts, &prefetch)?
+            let how = format!("--lazy-pages from {address}");
+            postcopy::restore(source(&mut ch, layer, pages, how), &ropts)?
         }
     };
     drop(scratch);
@@ -818,6 +816,23 @@ pub fn restore_lazy(ropts: &RestoreOptions, src: &PageSource) -> Result<i32> {
     } else {
         128 + libc::WTERMSIG(st)
     })
+}
+
+/// A lazy restore's page source with `layer` as the pager's only layer
+/// (`pages`: the pages.img the restore reads for it).
+fn source<'a>(
+    ch: &'a mut Channel,
+    layer: LazyLayer,
+    pages: Vec<PathBuf>,
+    how: String,
+) -> postcopy::Source<'a> {
+    postcopy::Source {
+        ch,
+        layers: vec![layer],
+        pages,
+        cmd: "restore",
+        how,
+    }
 }
 
 /// The page source of a lazy restore from the image directory: the page
@@ -854,23 +869,6 @@ fn loopback(
     });
     let (ch, _) = Channel::connect(&addr, &key, b"")?;
     Ok((ch, server))
-}
-
-/// The chunks contents.img names: the restore reads them from pages.img
-/// before any process exists, so they are fetched first.
-fn content_chunks(dir: &ImageDir) -> Result<Vec<u32>> {
-    if !dir.exists(names::CONTENTS) {
-        return Ok(Vec::new());
-    }
-    let c: FileContents = dir.read(ImageType::Contents, names::CONTENTS)?;
-    let mut v: Vec<u32> = c
-        .files
-        .iter()
-        .flat_map(|f| f.chunks.iter().copied())
-        .collect();
-    v.sort_unstable();
-    v.dedup();
-    Ok(v)
 }
 
 /// Pull: the dump directory `d2` (its pages elsewhere) copied into
@@ -935,98 +933,6 @@ fn copy_file(dir: &ImageDir, name: &str, scratch: &Scratch) -> Result<()> {
     let mut to = scratch.create(name)?;
     std::io::copy(&mut from, &mut to).map_err(|e| Error::io(scratch.path.join(name), e))?;
     Ok(())
-}
-
-/// The post-copy restore with `layer` as the pager's only layer (`pages`:
-/// the pages.img the restore's chain reads for it), from the page source
-/// at the other end of `ch`; `prefetch`: chunks fetched before the
-/// restore begins. Returns the root pid once every page is in; if the
-/// source fails first, the pager has killed the tree.
-fn run_lazy(
-    ch: &mut Channel,
-    layer: LazyLayer,
-    pages: Vec<PathBuf>,
-    ropts: &RestoreOptions,
-    prefetch: &[u32],
-) -> Result<i32> {
-    // Before any userfaultfd exists: without it a killed restore would
-    // leave the tree reading zeros.
-    let guard = Arc::new(super::guardian::Link::start()?);
-    let (tx, rx) = mpsc::channel();
-    let (wake_w, wake_r) = UnixStream::pair().map_err(|e| Error::io("socketpair", e))?;
-    let end = |wake: UnixStream, pages: Vec<PathBuf>| lazy::Pager {
-        tx: tx.clone(),
-        wake,
-        pages,
-        guard: guard.clone(),
-    };
-    let clone = |s: &UnixStream| s.try_clone().map_err(|e| Error::io("socketpair", e));
-    let peer = ch.peer.clone();
-    let pager = postcopy::Pager::new(vec![layer], &peer, guard.clone());
-    let ropts = RestoreOptions {
-        detached: false,
-        ..ropts.clone()
-    };
-    let t0 = Instant::now();
-    std::thread::scope(|s| {
-        let h = s.spawn(move || pager.run(ch, rx, wake_r));
-        let r = (|| -> Result<Option<i32>> {
-            let ours = end(clone(&wake_w)?, Vec::new());
-            let answers = prefetch
-                .iter()
-                .map(|&chunk| {
-                    let (done, rx) = mpsc::channel();
-                    ours.send(lazy::Cmd::Ensure {
-                        layer: 1,
-                        chunk,
-                        done,
-                    })
-                    .map(|()| (chunk, rx))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            for (chunk, rx) in answers {
-                rx.recv()
-                    .map_err(|_| "the pager is gone".to_string())
-                    .and_then(|r| r)
-                    .map_err(|why| Error::Restore(format!("file contents chunk {chunk}: {why}")))?;
-            }
-            lazy::set_pager(Some(end(clone(&wake_w)?, pages.clone())));
-            let r = crate::restore::start(&ropts);
-            lazy::set_pager(None);
-            r
-        })();
-        let started = match &r {
-            Ok(Some(pid)) => Ok(*pid),
-            Ok(None) => Err("the restore returned no root".to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Ok(root) = &started {
-            eprintln!(
-                "cairn: restore: the tree runs after {:.0} ms (root pid {root}); its memory \
-                 follows (--lazy-pages from {peer})",
-                t0.elapsed().as_secs_f64() * 1e3
-            );
-        }
-        let _ = end(wake_w, Vec::new()).send(lazy::Cmd::Started(started));
-        let res = h
-            .join()
-            .unwrap_or_else(|_| Err(Error::Restore("the post-copy pager panicked".into())));
-        if r.is_err() || res.is_err() {
-            // The pager killed the tree; the guardian makes sure and ends.
-            guard.abandon();
-        }
-        r?;
-        let (root, p) = res?;
-        eprintln!(
-            "cairn: restore: every page is in after {:.0} ms: {} pages copied, {} zero pages, \
-             {} faults",
-            t0.elapsed().as_secs_f64() * 1e3,
-            p.copied,
-            p.zeroed,
-            p.faults
-        );
-        Ok(root)
-    })
 }
 
 #[cfg(test)]

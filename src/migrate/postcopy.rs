@@ -15,6 +15,11 @@
 //!   was never dumped gets the zero page. Fork, mremap, munmap and
 //!   MADV_DONTNEED events keep the runs right.
 //!
+//! - [`restore`]: the one post-copy restore, whatever the page source
+//!   ([`Source`]): `cairn receive --lazy-ok` (the migration's source) and
+//!   `cairn restore --lazy-pages` (a page server, or the image directory's
+//!   own pages served over a loopback connection) both call it.
+//!
 //! If the source or the channel dies before every page is in place, the
 //! pager kills the restored tree (never left half-memory) and the
 //! receiver fails; the source, still frozen (frozen mode), is thawed by
@@ -35,8 +40,10 @@ use super::guardian::Link;
 use super::wire::{page_head, Msg, PAGE_HEAD};
 use crate::error::{Error, Result};
 use crate::image::pages::{ChunkBufs, PageStoreReader};
-use crate::image::ImageDir;
-use crate::kinds::memory::lazy::{Answer, Cmd, LazyMm, Run};
+use crate::image::proto::FileContents;
+use crate::image::{names, ImageDir, ImageType};
+use crate::kinds::memory::lazy::{self, Answer, Cmd, LazyMm, Run};
+use crate::options::RestoreOptions;
 use crate::sys::uffd::Filled;
 use crate::sys::{uffd, PAGE_SIZE};
 
@@ -237,6 +244,8 @@ pub struct Pager {
     root: Option<i32>,
     bufs: ChunkBufs,
     peer: String,
+    /// The command, for the messages ("receive", "restore").
+    cmd: &'static str,
     guard: Arc<Link>,
     /// Pages copied, zero pages mapped, faults seen.
     pub copied: u64,
@@ -256,7 +265,7 @@ impl From<Error> for Stop {
 }
 
 impl Pager {
-    pub fn new(layers: Vec<LazyLayer>, peer: &str, guard: Arc<Link>) -> Pager {
+    pub fn new(layers: Vec<LazyLayer>, peer: &str, cmd: &'static str, guard: Arc<Link>) -> Pager {
         Pager {
             layers,
             mms: Vec::new(),
@@ -270,6 +279,7 @@ impl Pager {
             root: None,
             bufs: ChunkBufs::default(),
             peer: peer.to_string(),
+            cmd,
             guard,
             copied: 0,
             zeroed: 0,
@@ -581,8 +591,9 @@ impl Pager {
                 }
                 self.kill_all();
                 eprintln!(
-                    "cairn: receive: post-copy failed before every page was here ({e}): the \
-                     restored tree was killed (never left with part of its memory)"
+                    "cairn: {}: post-copy failed before every page was here ({e}): the \
+                     restored tree was killed (never left with part of its memory)",
+                    self.cmd
                 );
                 Err(e)
             }
@@ -708,4 +719,150 @@ impl Pager {
             }
         }
     }
+}
+
+/// The page source of a post-copy [`restore`]: the peer at the other end
+/// of `ch`, which serves the chunks of `layers` ([`serve_stores`]):
+/// `cairn migrate --lazy`'s source, a page server, or the image
+/// directory's own pages on a loopback connection
+/// (`super::pageserver`). All of them speak one protocol; they differ in
+/// the files the restore reads.
+pub struct Source<'a> {
+    pub ch: &'a mut Channel,
+    /// The pager's layers (layer i + 1 at i), each a pages.img that is
+    /// sparse until the pager has written its chunks.
+    pub layers: Vec<LazyLayer>,
+    /// The pages.img the restore's chain reads for layer i + 1: the
+    /// pager's own file, or a complete one read in place (the image
+    /// directory's).
+    pub pages: Vec<PathBuf>,
+    /// For the messages: the command ("receive", "restore") and how the
+    /// pages come.
+    pub cmd: &'static str,
+    pub how: String,
+}
+
+/// The post-copy restore of `ropts.images_dir` (never detached here)
+/// with its private anonymous memory left to a [`Pager`] over
+/// `src.ch`: file contents the restore reads before any process exists
+/// are fetched first (`first_chunks`), the tree is started, the rest
+/// of the pages come on fault and in the background. Returns the root
+/// pid once every page is in place; if the source fails first, the
+/// pager has killed the tree (and the post-copy guardian makes sure).
+pub fn restore(src: Source<'_>, ropts: &RestoreOptions) -> Result<i32> {
+    let Source {
+        ch,
+        layers,
+        pages,
+        cmd,
+        how,
+    } = src;
+    let first = first_chunks(&ropts.images_dir, &layers, &pages)?;
+    // Before any userfaultfd exists: without it a killed restore would
+    // leave the tree reading zeros.
+    let guard = Arc::new(Link::start()?);
+    let (tx, rx) = mpsc::channel();
+    let (wake_w, wake_r) = UnixStream::pair().map_err(|e| Error::io("socketpair", e))?;
+    let end = |wake: UnixStream, pages: Vec<PathBuf>| lazy::Pager {
+        tx: tx.clone(),
+        wake,
+        pages,
+        guard: guard.clone(),
+    };
+    let clone = |s: &UnixStream| s.try_clone().map_err(|e| Error::io("socketpair", e));
+    let pager = Pager::new(layers, &ch.peer, cmd, guard.clone());
+    let ropts = RestoreOptions {
+        detached: false,
+        ..ropts.clone()
+    };
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        let h = s.spawn(move || pager.run(ch, rx, wake_r));
+        let r = (|| -> Result<Option<i32>> {
+            let ours = end(clone(&wake_w)?, Vec::new());
+            let answers = first
+                .iter()
+                .map(|&(layer, chunk)| {
+                    let (done, rx) = mpsc::channel();
+                    ours.send(Cmd::Ensure { layer, chunk, done })
+                        .map(|()| ((layer, chunk), rx))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            for ((layer, chunk), rx) in answers {
+                rx.recv()
+                    .map_err(|_| "the pager is gone".to_string())
+                    .and_then(|r| r)
+                    .map_err(|why| {
+                        Error::Restore(format!("file contents: layer {layer} chunk {chunk}: {why}"))
+                    })?;
+            }
+            lazy::set_pager(Some(end(clone(&wake_w)?, pages.clone())));
+            let r = crate::restore::start(&ropts);
+            lazy::set_pager(None);
+            r
+        })();
+        let started = match &r {
+            Ok(Some(pid)) => Ok(*pid),
+            Ok(None) => Err("the restore returned no root".to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Ok(root) = &started {
+            eprintln!(
+                "cairn: {cmd}: the tree runs here after {:.0} ms (root pid {root}); its memory \
+                 follows ({how})",
+                t0.elapsed().as_secs_f64() * 1e3
+            );
+        }
+        let _ = end(wake_w, Vec::new()).send(Cmd::Started(started));
+        let res = h
+            .join()
+            .unwrap_or_else(|_| Err(Error::Restore("the post-copy pager panicked".into())));
+        if r.is_err() || res.is_err() {
+            // The pager killed the tree; the guardian makes sure and ends.
+            guard.abandon();
+        }
+        r?;
+        let (root, p) = res?;
+        eprintln!(
+            "cairn: {cmd}: post-copy complete, every page is in after {:.0} ms: {} pages \
+             copied, {} zero pages, {} faults",
+            t0.elapsed().as_secs_f64() * 1e3,
+            p.copied,
+            p.zeroed,
+            p.faults
+        );
+        Ok(root)
+    })
+}
+
+/// The chunks (layer, chunk) that the restore of `dir` reads before any
+/// process exists, from a file the pager fills: the file contents that
+/// contents.img lists (deleted files, files on tmpfs, open files: the
+/// restore writes them back first), stored in the page store of `dir`,
+/// the chain's top layer. None when that layer's pages.img is read in
+/// place (complete) rather than the pager's.
+fn first_chunks(dir: &Path, layers: &[LazyLayer], pages: &[PathBuf]) -> Result<Vec<(u32, u32)>> {
+    let (d, _) = ImageDir::load(dir)?;
+    if !d.exists(names::CONTENTS) {
+        return Ok(Vec::new());
+    }
+    let top = d.file(names::PAGES);
+    let Some(i) = pages.iter().position(|p| lazy::same_file(p, &top)) else {
+        return Ok(Vec::new());
+    };
+    if !layers
+        .get(i)
+        .is_some_and(|l| lazy::same_file(&pages[i], &l.pages_path()))
+    {
+        return Ok(Vec::new());
+    }
+    let c: FileContents = d.read(ImageType::Contents, names::CONTENTS)?;
+    let mut v: Vec<u32> = c
+        .files
+        .iter()
+        .flat_map(|f| f.chunks.iter().copied())
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    Ok(v.into_iter().map(|c| (i as u32 + 1, c)).collect())
 }

@@ -671,11 +671,11 @@ fn wait_pids_free(pstree: &Pstree) -> Result<()> {
     }
 }
 
-/// Post-copy: restores the tree with its private anonymous memory left
-/// to a pager ([`super::postcopy::Pager`], on a thread of its own that
-/// owns the channel from here), writes the pidfile once the tree runs,
-/// and returns once every page is in place. If the source or the channel
-/// fails first, the pager has killed the tree.
+/// Post-copy: restores the tree from the received layers, their sparse
+/// pages.img (`files`) filled by the pager as the source sends their
+/// chunks ([`super::postcopy::restore`]); the pidfile is written once the
+/// tree runs. Returns once every page is in place. If the source or the
+/// channel fails first, the pager has killed the tree.
 fn finish_lazy(
     ch: &mut Channel,
     store: &Store,
@@ -683,8 +683,6 @@ fn finish_lazy(
     ropts: &RestoreOptions,
     files: Vec<Option<std::fs::File>>,
 ) -> Result<i32> {
-    use crate::kinds::memory::lazy;
-    use std::sync::mpsc;
     let peer = ch.peer.clone();
     let mut layers = Vec::new();
     for (i, f) in files.into_iter().enumerate() {
@@ -693,71 +691,17 @@ fn finish_lazy(
             f.ok_or_else(|| proto_err(&peer, format!("layer {}: no sparse pages.img", i + 1)))?;
         layers.push(super::postcopy::LazyLayer::open(&path, f)?);
     }
-    let pages: Vec<PathBuf> = layers.iter().map(|l| l.pages_path()).collect();
-    // Before any userfaultfd exists: without it a killed receiver would
-    // leave the tree reading zeros.
-    let guard = std::sync::Arc::new(super::guardian::Link::start()?);
-    let (tx, rx) = mpsc::channel();
-    let (wake_w, wake_r) =
-        std::os::unix::net::UnixStream::pair().map_err(|e| Error::io("socketpair", e))?;
-    let wake_restore = wake_w.try_clone().map_err(|e| Error::io("socketpair", e))?;
-    lazy::set_pager(Some(lazy::Pager {
-        tx: tx.clone(),
-        wake: wake_restore,
-        pages,
-        guard: guard.clone(),
-    }));
-    let pager = super::postcopy::Pager::new(layers, &peer, guard.clone());
-    let t0 = Instant::now();
+    let pages = layers.iter().map(|l| l.pages_path()).collect();
     let ropts = RestoreOptions {
-        pidfile: None,
+        pidfile: o.pidfile.clone(),
         ..ropts.clone()
     };
-    std::thread::scope(|s| {
-        let h = s.spawn(move || pager.run(ch, rx, wake_r));
-        let r = crate::restore::start(&ropts);
-        lazy::set_pager(None);
-        let started = match &r {
-            Ok(Some(pid)) => Ok(*pid),
-            Ok(None) => Err("the restore returned no root".to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Ok(root) = &started {
-            eprintln!(
-                "cairn: receive: the tree runs here after {:.0} ms (root pid {root}); its memory \
-                 follows (post-copy)",
-                t0.elapsed().as_secs_f64() * 1e3
-            );
-            if let Some(p) = &o.pidfile {
-                if let Err(e) = safefs::replace_file(p, format!("{root}\n").as_bytes(), 0o644) {
-                    warn!("{}: {e}", p.display());
-                }
-            }
-        }
-        let lazy_pager = lazy::Pager {
-            tx,
-            wake: wake_w,
-            pages: Vec::new(),
-            guard: guard.clone(),
-        };
-        let _ = lazy_pager.send(lazy::Cmd::Started(started));
-        let res = h
-            .join()
-            .unwrap_or_else(|_| Err(Error::Restore("the post-copy pager panicked".into())));
-        if r.is_err() || res.is_err() {
-            // The pager killed the tree; the guardian makes sure and ends.
-            guard.abandon();
-        }
-        r?;
-        let (root, p) = res?;
-        eprintln!(
-            "cairn: receive: post-copy complete in {:.0} ms: {} pages copied, {} zero pages, {} \
-             faults",
-            t0.elapsed().as_secs_f64() * 1e3,
-            p.copied,
-            p.zeroed,
-            p.faults
-        );
-        Ok(root)
-    })
+    let src = super::postcopy::Source {
+        ch,
+        layers,
+        pages,
+        cmd: "receive",
+        how: "post-copy".into(),
+    };
+    super::postcopy::restore(src, &ropts)
 }

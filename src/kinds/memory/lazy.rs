@@ -175,7 +175,8 @@ pub fn set_pager(p: Option<Pager>) {
     *PAGER.lock().unwrap_or_else(|e| e.into_inner()) = p;
 }
 
-fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+/// Whether `a` and `b` name one file (device and inode).
+pub fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     match (std::fs::metadata(a), std::fs::metadata(b)) {
         (Ok(x), Ok(y)) => (x.dev(), x.ino()) == (y.dev(), y.ino()),
