@@ -840,8 +840,9 @@ impl OwnNetns {
         let old = fs::File::open("/proc/thread-self/ns/net").expect("open our network namespace");
         // SAFETY: unshare takes flags only; CLONE_NEWNET changes this
         // thread's network namespace, nothing in memory.
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
         assert_eq!(
-            unsafe { libc::unshare(libc::CLONE_NEWNET) },
+            rc,
             0,
             "unshare(CLONE_NEWNET): {}",
             std::io::Error::last_os_error()

@@ -586,6 +586,19 @@ fn incremental_layers_copied_while_the_job_runs() {
         ("CAIRN_PAUSE_UNTIL", &go),
     ];
     let mut run = start(&pause);
+    // A failed check leaves no cairn run nor job behind.
+    struct KillOnPanic(i32);
+    impl Drop for KillOnPanic {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                let tree = tree_pids(self.0);
+                for p in tree.into_iter().rev() {
+                    signal(p, libc::SIGKILL);
+                }
+            }
+        }
+    }
+    let _guard = KillOnPanic(run.id() as i32);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !dumper_log(run.id()).contains("paused at bg-copy") {
         assert!(
@@ -659,8 +672,7 @@ fn incremental_layers_copied_while_the_job_runs() {
     // The newest complete checkpoint is a layer copied in the background.
     let log = f.log_text();
     let newest = (log.lines())
-        .filter(|l| l.contains(" complete: frozen "))
-        .last()
+        .rfind(|l| l.contains(" complete: frozen "))
         .unwrap_or_default()
         .to_string();
     assert!(
@@ -674,6 +686,7 @@ fn incremental_layers_copied_while_the_job_runs() {
         .expect("checkpoint name")
         .to_string();
     let mut run = start(&[]);
+    let _guard = KillOnPanic(run.id() as i32);
     let deadline = Instant::now() + Duration::from_secs(60);
     while f.log_text().matches("run: supervising pid").count() < 2 {
         assert!(
