@@ -538,14 +538,6 @@ fn dumper_log(run: u32) -> String {
         .collect()
 }
 
-/// Passes completed by mem_rewrite's writer 0 (its --passes-file).
-fn passes(path: &std::path::Path) -> u64 {
-    fs::read_to_string(path)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// `--incremental` periodic layers take the background snapshot: a layer
 /// freezes the job only to collect its state and write-protect its
 /// memory, and its pages are copied, and compared by hash with the
