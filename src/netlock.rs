@@ -22,9 +22,20 @@
 //! A [`Lock`] that is dropped while held unlocks: every error path of dump
 //! and restore lifts the lock. Only a successful dump that killed the tree
 //! keeps it ([`Lock::keep`]); the restore lifts it.
+//!
+//! A kept lock whose restore never comes would drop that traffic forever.
+//! So each table records, in its comment, who holds it (pid, start time
+//! and pid namespace of the dumping or restoring cairn) and the image
+//! directory it belongs to ([`Owner`]); [`tables`] lists cairn's tables
+//! of this network namespace with what became of them ([`State`]: held by
+//! a running cairn, kept for the restore of images that are there, or
+//! abandoned: images gone, replaced or restored), for `cairn check`, and
+//! `cairn unlock` removes one by its handle, so that a table made again
+//! under the same name since it was looked at is never touched.
 
 use std::io::Write;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::error::{Error, Result};
@@ -151,8 +162,9 @@ pub fn rules(c: &Conn) -> (Vec<String>, Vec<String>) {
     }
 }
 
-/// The whole script that (re)creates `table` with the rules for `conns`.
-pub fn lock_script(table: &str, conns: &[Conn]) -> String {
+/// The whole script that (re)creates `table` with the rules for `conns`,
+/// and `comment` on the table ([`Owner::comment`]).
+pub fn lock_script(table: &str, conns: &[Conn], comment: Option<&str>) -> String {
     let mut input = Vec::new();
     let mut output = Vec::new();
     for c in conns {
@@ -170,6 +182,9 @@ pub fn lock_script(table: &str, conns: &[Conn]) -> String {
     }
     let mut s =
         format!("add table inet {table}\ndelete table inet {table}\ntable inet {table} {{\n");
+    if let Some(c) = comment {
+        s += &format!("  comment \"{c}\"\n");
+    }
     for (name, hook, rules) in [("input", "input", &input), ("output", "output", &output)] {
         s += &format!(
             "  chain {name} {{\n    type filter hook {hook} priority raw; policy accept;\n    \
@@ -201,19 +216,28 @@ pub fn unlock_table(table: &str) -> std::io::Result<()> {
 }
 
 fn run_nft(script: &str) -> std::io::Result<()> {
+    nft(&["-f", "-"], Some(script)).map(drop)
+}
+
+/// Runs `nft ARGS` (with `stdin` on its standard input); its output.
+fn nft(args: &[&str], stdin: Option<&str>) -> std::io::Result<String> {
     let nft = nft_path().ok_or_else(|| std::io::Error::other("nft is not installed"))?;
     let mut child = Command::new(nft)
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    if let Some(mut si) = child.stdin.take() {
-        si.write_all(script.as_bytes())?;
+    if let (Some(mut si), Some(text)) = (child.stdin.take(), stdin) {
+        si.write_all(text.as_bytes())?;
     }
     let out = child.wait_with_output()?;
     if out.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(std::io::Error::other(format!(
             "nft failed ({}): {}",
@@ -234,8 +258,16 @@ pub struct Lock {
 }
 
 impl Lock {
-    /// Locks `conns` now. `table` names the lock (see [`table_name`]).
-    pub fn acquire(method: Method, table: String, conns: Vec<Conn>, pid: i32) -> Result<Lock> {
+    /// Locks `conns` now. `table` names the lock (see [`table_name`]);
+    /// `dir` is the image directory it belongs to, recorded in the table
+    /// with this cairn as its holder ([`Owner`]).
+    pub fn acquire(
+        method: Method,
+        table: String,
+        conns: Vec<Conn>,
+        pid: i32,
+        dir: &Path,
+    ) -> Result<Lock> {
         let mut l = Lock {
             method,
             table,
@@ -244,7 +276,19 @@ impl Lock {
             pid,
         };
         if method == Method::Nftables {
-            run_nft(&lock_script(&l.table, &l.conns))
+            let comment = Owner::me(dir).comment();
+            run_nft(&lock_script(&l.table, &l.conns, Some(&comment)))
+                .or_else(|e| {
+                    // nft before 0.9.7 or a kernel before 5.10: no table
+                    // comments. The lock matters more than its label.
+                    run_nft(&lock_script(&l.table, &l.conns, None)).inspect(|()| {
+                        warn!(
+                            "nft table inet {}: its owner is not recorded ({e}); `cairn check` \
+                             cannot tell whether it is abandoned (`cairn unlock -D` removes it)",
+                            l.table
+                        )
+                    })
+                })
                 .map_err(|e| Error::sys(pid, format!("network lock (nft table {})", l.table), e))?;
             // From now on a guardian whose dumper dies removes it.
             crate::guard::tell_lock(&l.table);
@@ -300,9 +344,10 @@ impl Lock {
         n
     }
 
-    /// The lock described by an image, acquired again (a no-op if it is
-    /// still in place; needed after a reboot or on another machine).
-    pub fn from_proto(n: &NetLock, pid: i32) -> Result<Lock> {
+    /// The lock described by an image in `dir`, acquired again (a no-op
+    /// if it is still in place; needed after a reboot or on another
+    /// machine).
+    pub fn from_proto(n: &NetLock, pid: i32, dir: &Path) -> Result<Lock> {
         let method: Method = n
             .method
             .parse()
@@ -322,7 +367,7 @@ impl Lock {
             let peer = c.peer.as_ref().and_then(addr_from_proto);
             conns.push(Conn { local, peer });
         }
-        Lock::acquire(method, n.table.clone(), conns, pid)
+        Lock::acquire(method, n.table.clone(), conns, pid, dir)
     }
 }
 
@@ -343,11 +388,354 @@ pub fn table_name(pid: i32) -> String {
     format!("cairn_{pid}_{ms}")
 }
 
-fn valid_table_name(s: &str) -> bool {
+pub fn valid_table_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.starts_with(|c: char| c.is_ascii_alphabetic())
         && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+// ---------------------------------------------------------------------------
+// Lock tables left behind
+
+/// The label that starts the comment of every lock table cairn makes.
+const MARK: &str = "cairn-lock v1";
+
+/// The longest image directory (encoded) a table comment records: the
+/// kernel keeps at most 256 bytes of a table's comment.
+const MAX_DIR: usize = 180;
+
+/// Who holds a lock table and what it belongs to: its comment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// The cairn that made the table (dump or restore), as its own pid
+    /// namespace sees it, its start time (clock ticks after boot) and
+    /// the inode of that pid namespace.
+    pub pid: i32,
+    pub start: u64,
+    pub pidns: u64,
+    /// The image directory (absolute); `None` if too long to record.
+    pub dir: Option<PathBuf>,
+}
+
+fn pidns_of(pid: &str) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/ns/pid"))
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// `dir` as an absolute path with its parent resolved (the directory
+/// itself may not exist yet: a dump stages it beside its final name).
+pub fn absolute_dir(dir: &Path) -> PathBuf {
+    let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    match (abs.parent(), abs.file_name()) {
+        (Some(p), Some(n)) => std::fs::canonicalize(p).map_or(abs.clone(), |p| p.join(n)),
+        _ => abs,
+    }
+}
+
+/// Bytes of a path that a comment holds as they are; any other is %XX.
+fn plain(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"/._-+,:@=".contains(&b)
+}
+
+fn encode_path(p: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut s = String::new();
+    for &b in p.as_os_str().as_bytes() {
+        if plain(b) {
+            s.push(b as char);
+        } else {
+            s += &format!("%{b:02X}");
+        }
+    }
+    s
+}
+
+fn decode_path(s: &str) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else if plain(b[i]) {
+            out.push(b[i]);
+            i += 1;
+        } else {
+            return None;
+        }
+    }
+    (out.first() == Some(&b'/')).then(|| PathBuf::from(std::ffi::OsString::from_vec(out)))
+}
+
+impl Owner {
+    /// This cairn, holding the lock of the images in `dir`.
+    pub fn me(dir: &Path) -> Owner {
+        let pid = crate::sys::task::getpid();
+        Owner {
+            pid,
+            start: crate::procfs::read_stat(pid).map_or(0, |s| s.starttime),
+            pidns: pidns_of("self").unwrap_or(0),
+            dir: Some(absolute_dir(dir)),
+        }
+    }
+
+    /// The table comment: `cairn-lock v1 pid=P start=T pidns=I dir=D`
+    /// (the directory %-encoded, left out if too long).
+    pub fn comment(&self) -> String {
+        let mut c = format!(
+            "{MARK} pid={} start={} pidns={}",
+            self.pid, self.start, self.pidns
+        );
+        if let Some(d) = self.dir.as_deref().map(encode_path) {
+            if d.len() <= MAX_DIR {
+                c += &format!(" dir={d}");
+            }
+        }
+        c
+    }
+
+    /// A comment of [`Owner::comment`]'s form; `None` for any other.
+    pub fn parse(comment: &str) -> Option<Owner> {
+        let rest = comment.strip_prefix(MARK)?;
+        let (mut pid, mut start, mut pidns, mut dir) = (None, None, None, None);
+        for kv in rest.split_whitespace() {
+            match kv.split_once('=')? {
+                ("pid", v) => pid = v.parse().ok(),
+                ("start", v) => start = v.parse().ok(),
+                ("pidns", v) => pidns = v.parse().ok(),
+                ("dir", v) => dir = Some(decode_path(v)?),
+                _ => {}
+            }
+        }
+        Some(Owner {
+            pid: pid?,
+            start: start?,
+            pidns: pidns?,
+            dir,
+        })
+    }
+
+    /// The holder, if it still runs: its pid as this cairn sees it. A
+    /// holder in another pid namespace (`cairn run --pid-ns`) is looked
+    /// for by its start time.
+    pub fn holder_alive(&self) -> Option<i32> {
+        let same = |p: i32| {
+            crate::procfs::read_stat(p).is_ok_and(|s| s.starttime == self.start)
+                && pidns_of(&p.to_string()) == Some(self.pidns)
+        };
+        if pidns_of("self") == Some(self.pidns) {
+            return same(self.pid).then_some(self.pid);
+        }
+        let procs = std::fs::read_dir("/proc").ok()?;
+        procs
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .find(|&p| {
+                same(p)
+                    && crate::procfs::read_status(p)
+                        .is_ok_and(|st| st.ns_pid.last() == Some(&self.pid))
+            })
+    }
+}
+
+/// What became of a lock table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum State {
+    /// A cairn that runs holds it (a dump or a restore in progress).
+    Held { pid: i32 },
+    /// Kept by a dump for the restore of its images, which are there.
+    Kept { dir: PathBuf },
+    /// Nothing will lift it (why): its images are gone, hold another
+    /// dump, or were restored.
+    Abandoned { why: String },
+    /// cairn cannot tell (why); it is left alone.
+    Unknown { why: String },
+}
+
+impl State {
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Held { .. } => "held",
+            State::Kept { .. } => "kept",
+            State::Abandoned { .. } => "abandoned",
+            State::Unknown { .. } => "unknown",
+        }
+    }
+
+    pub fn detail(&self) -> String {
+        match self {
+            State::Held { pid } => format!("held by cairn pid {pid}, which runs"),
+            State::Kept { dir } => format!("kept for the restore of {}", dir.display()),
+            State::Abandoned { why } | State::Unknown { why } => why.clone(),
+        }
+    }
+}
+
+/// A lock table of cairn's in this network namespace.
+#[derive(Clone, Debug)]
+pub struct Table {
+    pub name: String,
+    /// Its handle: what `cairn unlock` deletes, so that a table made
+    /// again under the same name since it was looked at stays.
+    pub handle: u64,
+    pub owner: Option<Owner>,
+    pub state: State,
+}
+
+/// The table `NAME`'s handle and comment in `nft -a list table` output.
+fn parse_listing(text: &str) -> Option<(u64, Option<String>)> {
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let head = lines.next()?;
+    let handle = head.rsplit_once("# handle ")?.1.trim().parse().ok()?;
+    let comment = lines
+        .next()
+        .and_then(|l| l.strip_prefix("comment \"")?.strip_suffix('"'))
+        .map(str::to_string);
+    Some((handle, comment))
+}
+
+/// The names of the `inet` tables in `nft list tables inet` output that
+/// may be cairn's (`cairn_...`).
+fn parse_tables(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("table inet "))
+        .map(str::trim)
+        .filter(|n| n.starts_with("cairn_") && valid_table_name(n))
+        .map(str::to_string)
+        .collect()
+}
+
+/// What became of the table `name` made by `owner`.
+pub fn state_of(name: &str, owner: Option<&Owner>) -> State {
+    let Some(o) = owner else {
+        return State::Unknown {
+            why: "its owner is not recorded (a cairn before lock comments, nft without table \
+                  comments, or not cairn's): `cairn unlock -D DIR` removes it for the images \
+                  that name it"
+                .into(),
+        };
+    };
+    if let Some(pid) = o.holder_alive() {
+        return State::Held { pid };
+    }
+    let Some(dir) = &o.dir else {
+        return State::Unknown {
+            why: "its image directory is not recorded (too long a path): `cairn unlock -D DIR` \
+                  removes it"
+                .into(),
+        };
+    };
+    let d = dir.display();
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return State::Abandoned {
+                why: format!("its image directory {d} is gone"),
+            }
+        }
+        Err(e) => {
+            return State::Unknown {
+                why: format!("{d}: {e}"),
+            }
+        }
+        Ok(_) => {}
+    }
+    match std::fs::symlink_metadata(dir.join(crate::image::names::INVENTORY)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return State::Abandoned {
+                why: format!("{d} holds no checkpoint any more"),
+            }
+        }
+        _ => {}
+    }
+    match images_lock(dir) {
+        Ok(Some(t)) if t == name => {}
+        Ok(other) => {
+            return State::Abandoned {
+                why: format!(
+                    "{d} holds another dump (whose lock is {})",
+                    other.as_deref().unwrap_or("none")
+                ),
+            }
+        }
+        Err(e) => {
+            return State::Unknown {
+                why: format!("{d}: {e}"),
+            }
+        }
+    }
+    if dir.join(crate::image::names::STATS_RESTORE).exists() {
+        return State::Abandoned {
+            why: format!("its images {d} were restored"),
+        };
+    }
+    State::Kept { dir: dir.clone() }
+}
+
+/// The lock table the dump in `dir` kept (recorded in its files image).
+pub fn images_lock(dir: &Path) -> Result<Option<String>> {
+    use crate::image::{names, ImageDir, ImageType};
+    let (d, _) = ImageDir::load(dir)?;
+    let files: crate::image::proto::Files = d.read(ImageType::Files, names::FILES)?;
+    Ok(files
+        .net_lock
+        .as_ref()
+        .filter(|n| n.method == Method::Nftables.as_str() && !n.table.is_empty())
+        .map(|n| n.table.clone()))
+}
+
+/// The table `name` as nft lists it now; `None` if there is none.
+pub fn table(name: &str) -> std::io::Result<Option<Table>> {
+    if !valid_table_name(name) {
+        return Err(std::io::Error::other(format!("bad table name {name:?}")));
+    }
+    let present = nft(&["list", "tables", "inet"], None)?;
+    if !parse_tables(&present).iter().any(|t| t == name) {
+        return Ok(None);
+    }
+    let text = nft(&["-a", "list", "table", "inet", name], None)?;
+    let (handle, comment) = parse_listing(&text).ok_or_else(|| {
+        std::io::Error::other(format!("nft -a list table inet {name}: unexpected output"))
+    })?;
+    let owner = comment.as_deref().and_then(Owner::parse);
+    let state = state_of(name, owner.as_ref());
+    Ok(Some(Table {
+        name: name.to_string(),
+        handle,
+        owner,
+        state,
+    }))
+}
+
+/// cairn's lock tables in this network namespace.
+pub fn tables() -> std::io::Result<Vec<Table>> {
+    let mut out = Vec::new();
+    for name in parse_tables(&nft(&["list", "tables", "inet"], None)?) {
+        if let Some(t) = table(&name)? {
+            out.push(t);
+        }
+    }
+    Ok(out)
+}
+
+/// Deletes `t` by its handle: fails, touching nothing, if the table was
+/// removed or made again since it was listed.
+pub fn delete(t: &Table) -> std::io::Result<()> {
+    nft(
+        &["delete", "table", "inet", "handle", &t.handle.to_string()],
+        None,
+    )
+    .map(drop)
+    .map_err(|e| {
+        std::io::Error::other(format!(
+            "nft table inet {} (handle {}) changed since it was listed: {e}",
+            t.name, t.handle
+        ))
+    })
 }
 
 /// An address as images record it.
@@ -418,9 +806,55 @@ mod tests {
     }
 
     #[test]
+    fn owner_comment_round_trips() {
+        let o = Owner {
+            pid: 41,
+            start: 123456,
+            pidns: 4026531836,
+            dir: Some(PathBuf::from("/var/ckpt/job 7/\"x\"%")),
+        };
+        let c = o.comment();
+        assert_eq!(
+            c,
+            "cairn-lock v1 pid=41 start=123456 pidns=4026531836 dir=/var/ckpt/job%207/%22x%22%25"
+        );
+        assert!(!c.contains('"') && c.len() < 256);
+        assert_eq!(Owner::parse(&c), Some(o.clone()));
+        // Too long a path is not recorded.
+        let long = Owner {
+            dir: Some(PathBuf::from(format!("/{}", "d".repeat(300)))),
+            ..o
+        };
+        assert!(long.comment().len() < 256);
+        assert_eq!(Owner::parse(&long.comment()).unwrap().dir, None);
+        assert_eq!(Owner::parse("someone else's table"), None);
+        assert_eq!(Owner::parse("cairn-lock v1 pid=1 dir=/a"), None);
+        assert_eq!(
+            Owner::parse("cairn-lock v1 pid=1 start=2 pidns=3 dir=rel"),
+            None
+        );
+    }
+
+    #[test]
+    fn nft_listings_parse() {
+        let tables = "table inet filter\ntable inet cairn_12_1700000000000\ntable inet cairn_x;y\n";
+        assert_eq!(parse_tables(tables), ["cairn_12_1700000000000"]);
+        let listing = "table inet cairn_1_2 { # handle 7\n\tcomment \"cairn-lock v1 pid=1\"\n\tchain input { # handle 1\n";
+        assert_eq!(
+            parse_listing(listing),
+            Some((7, Some("cairn-lock v1 pid=1".to_string())))
+        );
+        let bare = "table inet cairn_1_2 { # handle 9\n\tchain input { # handle 1\n";
+        assert_eq!(parse_listing(bare), Some((9, None)));
+        assert_eq!(state_of("cairn_1_2", None).name(), "unknown");
+    }
+
+    #[test]
     fn script_replaces_the_table_atomically() {
-        let s = lock_script("cairn_1_2", &[]);
+        let s = lock_script("cairn_1_2", &[], Some("cairn-lock v1 pid=1"));
         assert!(s.starts_with("add table inet cairn_1_2\ndelete table inet cairn_1_2\n"));
+        assert!(s.contains("table inet cairn_1_2 {\n  comment \"cairn-lock v1 pid=1\"\n"));
+        assert!(!lock_script("cairn_1_2", &[], None).contains("comment"));
         assert!(s.contains("hook input priority raw"));
         assert!(valid_table_name(&table_name(42)));
         assert!(!valid_table_name("x; flush ruleset"));

@@ -213,14 +213,6 @@ fn wait_paused(cairn: &mut std::process::Child, err_path: &Path, point: &str) {
     }
 }
 
-/// Passes completed by writer 0, from the workload's --passes-file.
-fn passes(path: &Path) -> u64 {
-    fs::read_to_string(path)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// cairn SIGKILLed in the middle of the background copy (paused there,
 /// its fault handler serving the writers): closing its userfaultfds
 /// releases every blocked writer and lifts the protection; the target goes

@@ -826,3 +826,206 @@ fn tcp_established_send_queue_and_options() {
     w.expect_killed_by_dump();
     w.restore_wait(&["--tcp-established"]);
 }
+
+// ------------------------------------------------------------ abandoned locks
+
+/// This test thread (and every process it starts from now on: the
+/// workload, cairn, nft) in a new network namespace of its own, with
+/// loopback up; back in the first one on drop. Lock tables made in it
+/// are the test's alone: `cairn check` lists no other test's.
+struct OwnNetns(std::os::fd::OwnedFd);
+
+impl OwnNetns {
+    fn enter() -> OwnNetns {
+        let old = fs::File::open("/proc/thread-self/ns/net").expect("open our network namespace");
+        // SAFETY: unshare takes flags only; CLONE_NEWNET changes this
+        // thread's network namespace, nothing in memory.
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(
+            rc,
+            0,
+            "unshare(CLONE_NEWNET): {}",
+            std::io::Error::last_os_error()
+        );
+        ip(&["link", "set", "lo", "up"]).expect("loopback up");
+        OwnNetns(old.into())
+    }
+}
+
+impl Drop for OwnNetns {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns on a namespace fd we hold open.
+        unsafe { libc::setns(self.0.as_raw_fd(), libc::CLONE_NEWNET) };
+    }
+}
+
+/// `cairn check --json`'s network locks: (table, state, detail, images_dir).
+fn listed_locks() -> Vec<(String, String, String, String)> {
+    let out = Command::new(cairn_bin())
+        .args(["check", "--json"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("cairn check");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(is_valid_json(&text), "cairn check --json: {text}");
+    let field = |obj: &str, k: &str| -> String {
+        let key = format!("\"{k}\":");
+        let Some(at) = obj.find(&key) else {
+            return String::new();
+        };
+        let v = &obj[at + key.len()..];
+        match v.strip_prefix('"') {
+            Some(s) => s.split('"').next().unwrap_or_default().to_string(),
+            None => v.split([',', '}']).next().unwrap_or_default().to_string(),
+        }
+    };
+    let Some(at) = text.find("\"network_locks\":[") else {
+        panic!("no network_locks in cairn check --json: {text}");
+    };
+    let list = &text[at + "\"network_locks\":[".len()..];
+    let list = &list[..list.find(']').unwrap_or(0)];
+    list.split("},")
+        .filter(|o| o.contains("\"table\""))
+        .map(|o| {
+            (
+                field(o, "table"),
+                field(o, "state"),
+                field(o, "detail"),
+                field(o, "images_dir"),
+            )
+        })
+        .collect()
+}
+
+fn cairn_unlock(args: &[&str]) -> std::process::Output {
+    Command::new(cairn_bin())
+        .arg("unlock")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("cairn unlock")
+}
+
+/// Whether a new connection to 127.0.0.1:`port` completes within 1 s
+/// (a listener of the test's own is on it).
+fn connects(port: u16) -> bool {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+}
+
+/// A `--tcp-established` dump whose restore never comes keeps its lock
+/// table: `cairn check` lists it as kept for the restore of its images,
+/// and as abandoned once the image directory is removed; `cairn unlock
+/// --table` refuses the kept one and removes the abandoned one, and
+/// traffic to the dumped listener's port flows again (a new connection,
+/// dropped while locked, completes). `cairn unlock -D` removes the lock
+/// of a dump whose images are there. A table cairn did not label
+/// (another program's `cairn_1_2`) is listed as unknown and never
+/// removed, not even by `--abandoned`. All in a network namespace of the
+/// test's.
+#[test]
+fn abandoned_lock_listed_and_unlocked() {
+    if skip_unless_root() {
+        return;
+    }
+    let _ns = OwnNetns::enter();
+    let mut w = Workload::start("sk_tcp_stream", &[]);
+    let _unlock = LockCleanup(w.pid);
+    let port: u16 = fs::read_to_string(w.work.join("ports"))
+        .expect("ports file")
+        .trim()
+        .parse()
+        .expect("port");
+    w.dump_ok(&["--tcp-established"]);
+    w.expect_killed_by_dump();
+    let tables = lock_tables(w.pid);
+    assert_eq!(tables.len(), 1, "the kept lock: {tables:?}");
+    let name = tables[0].trim_start_matches("table inet ").to_string();
+    let images = fs::canonicalize(&w.images).unwrap();
+    let locks = listed_locks();
+    assert_eq!(
+        locks,
+        [(
+            name.clone(),
+            "kept".to_string(),
+            format!("kept for the restore of {}", images.display()),
+            images.display().to_string()
+        )],
+        "cairn check after the dump"
+    );
+    // The lock drops new connections to the dumped listener's port.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("take the port");
+    assert!(!connects(port), "a connection got through the lock");
+    // Kept: --table refuses it.
+    let out = cairn_unlock(&["--table", &name]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not abandoned") && err.contains("cairn unlock -D"),
+        "unlock --table of a kept lock: {}",
+        describe(&out)
+    );
+    assert_eq!(lock_tables(w.pid).len(), 1);
+    // Another program's table named like cairn's, without cairn's label.
+    let foreign = "cairn_1_2";
+    let mut nft = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("nft");
+    std::io::Write::write_all(
+        nft.stdin.as_mut().unwrap(),
+        format!("table inet {foreign} {{\n}}\n").as_bytes(),
+    )
+    .unwrap();
+    drop(nft.stdin.take());
+    assert!(nft.wait().unwrap().success());
+    // The images go: the lock is abandoned.
+    fs::remove_dir_all(&w.images).unwrap();
+    let locks = listed_locks();
+    let ours = locks.iter().find(|l| l.0 == name).expect("still listed");
+    assert_eq!(ours.1, "abandoned", "{locks:?}");
+    assert!(ours.2.contains("is gone"), "{locks:?}");
+    let theirs = locks.iter().find(|l| l.0 == foreign).expect("listed");
+    assert_eq!(theirs.1, "unknown", "{locks:?}");
+    let out = cairn_unlock(&["--table", foreign]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no cairn owner"),
+        "unlock --table of a table cairn did not label: {}",
+        describe(&out)
+    );
+    let out = cairn_unlock(&["--abandoned"]);
+    assert_ok(&out, "cairn unlock --abandoned");
+    // It removed ours, not theirs.
+    assert!(lock_tables(w.pid).is_empty(), "{:?}", lock_tables(w.pid));
+    let left = Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&left.stdout).contains(foreign),
+        "cairn removed a table it did not make"
+    );
+    // Traffic flows again.
+    assert!(connects(port), "no connection after the unlock");
+    drop(listener);
+    let _ = Command::new("nft")
+        .args(["delete", "table", "inet", foreign])
+        .output();
+
+    // unlock -D: the lock of a dump whose images are there.
+    let mut w2 = Workload::start("sk_tcp_stream", &[]);
+    let _unlock2 = LockCleanup(w2.pid);
+    w2.dump_ok(&["--tcp-established"]);
+    w2.expect_killed_by_dump();
+    assert_eq!(lock_tables(w2.pid).len(), 1);
+    let out = cairn_unlock(&["-D", w2.images.to_str().unwrap()]);
+    assert_ok(&out, "cairn unlock -D");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("removed nft table inet cairn_"),
+        "{}",
+        describe(&out)
+    );
+    assert!(lock_tables(w2.pid).is_empty());
+    assert!(listed_locks().is_empty());
+}

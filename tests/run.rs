@@ -525,3 +525,191 @@ fn sigterm_during_a_checkpoint_keeps_the_previous_one() {
     job.restart_finishes(&["--interval", "1s"], 0);
     job.done();
 }
+
+/// The log of the `cairn dump` that `cairn run` (pid `run`) runs now:
+/// `dump.log` in its scratch directory.
+fn dumper_log(run: u32) -> String {
+    let prefix = format!("cairn-run-{run}-");
+    fs::read_dir(std::env::temp_dir())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .filter_map(|e| fs::read_to_string(e.path().join("dump.log")).ok())
+        .collect()
+}
+
+/// `--incremental` periodic layers take the background snapshot: a layer
+/// freezes the job only to collect its state and write-protect its
+/// memory, and its pages are copied, and compared by hash with the
+/// parent layer's, while the job runs. The job (mem_rewrite, two writers
+/// rewriting 64 MiB all the time) must make progress while the second
+/// checkpoint, a layer on the first, is held in its copy
+/// (`CAIRN_PAUSE_AT=bg-copy`); every layer's log line says its memory was
+/// copied while the job ran. Then the job, stopped by its own SIGTERM,
+/// checks its memory (PASS), and a restart restores the newest layer of
+/// the chain: the restored job checks that its memory is exactly the
+/// state at that layer's freeze (PASS).
+#[test]
+fn incremental_layers_copied_while_the_job_runs() {
+    if skip_unless_root() {
+        return;
+    }
+    let f = JobFiles::new("run-bgsnap", "job.out", "run.log");
+    let pidfile = f.dir.join("pidfile");
+    let passes_file = f.dir.join("passes");
+    let go = f.dir.join("go");
+    let flags = ["--interval", "300ms", "--incremental"];
+    let start = |env: &[(&str, &std::path::Path)]| {
+        let mut c = f.cairn("run", &flags);
+        c.arg("--")
+            .arg(workload_bin("mem_rewrite"))
+            .arg("--pidfile")
+            .arg(&pidfile)
+            .args(["--mib", "64", "--threads", "2", "--passes-file"])
+            .arg(&passes_file);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.spawn().expect("spawn cairn run")
+    };
+    let pause: [(&str, &std::path::Path); 3] = [
+        ("CAIRN_RUN_PAUSE_FROM", std::path::Path::new("2")),
+        ("CAIRN_PAUSE_AT", std::path::Path::new("bg-copy")),
+        ("CAIRN_PAUSE_UNTIL", &go),
+    ];
+    let mut run = start(&pause);
+    // A failed check leaves no cairn run nor job behind.
+    struct KillOnPanic(i32);
+    impl Drop for KillOnPanic {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                let tree = tree_pids(self.0);
+                for p in tree.into_iter().rev() {
+                    signal(p, libc::SIGKILL);
+                }
+            }
+        }
+    }
+    let _guard = KillOnPanic(run.id() as i32);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !dumper_log(run.id()).contains("paused at bg-copy") {
+        assert!(
+            Instant::now() < deadline && run.try_wait().unwrap().is_none(),
+            "the layer never reached its background copy: {}\n--- dumper:\n{}",
+            f.describe(),
+            dumper_log(run.id())
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Held in the copy of the layer on ckpt-000001, the job runs.
+    let pid = read_pidfile(&pidfile).expect("the job's pid file");
+    assert!(
+        fs::read_dir(&f.ck)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().starts_with(".ckpt-000002")),
+        "no layer being written: {}",
+        f.describe()
+    );
+    let p0 = passes(&passes_file);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while passes(&passes_file) < p0 + 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the job made no progress during the layer's copy (passes {p0} -> {}, state {:?}): {}",
+            passes(&passes_file),
+            proc_state(pid),
+            f.describe()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!(
+        "writer 0 did {} passes over its 32 MiB while the layer was held in its copy",
+        passes(&passes_file) - p0
+    );
+    fs::write(&go, b"").unwrap();
+    let layers = |log: &str| {
+        log.lines()
+            .filter(|l| {
+                l.contains(" complete: frozen ")
+                    && l.contains("memory copied while it ran")
+                    && l.contains(", a layer on ../ckpt-")
+            })
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while layers(&f.log_text()) < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "three layers copied in the background not complete: {}",
+            f.describe()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The job ends itself (its SIGTERM: it checks every page), and cairn
+    // run passes its status on.
+    signal(pid, libc::SIGTERM);
+    assert_eq!(
+        f.wait_exit(&mut run, Duration::from_secs(120)),
+        0,
+        "{}",
+        f.describe()
+    );
+    let first = f.out_text();
+    assert!(
+        first.contains("PASS") && !first.contains("FAIL"),
+        "the original: {}",
+        f.describe()
+    );
+    // The newest complete checkpoint is a layer copied in the background.
+    let log = f.log_text();
+    let newest = (log.lines())
+        .rfind(|l| l.contains(" complete: frozen "))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        newest.contains("memory copied while it ran") && newest.contains(", a layer on"),
+        "the newest checkpoint is not a background layer: {newest}"
+    );
+    let name = newest
+        .split("checkpoint ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("checkpoint name")
+        .to_string();
+    let mut run = start(&[]);
+    let _guard = KillOnPanic(run.id() as i32);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while f.log_text().matches("run: supervising pid").count() < 2 {
+        assert!(
+            Instant::now() < deadline && run.try_wait().unwrap().is_none(),
+            "the restart did not restore: {}",
+            f.describe()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        f.log_text()
+            .contains(&format!("run: restoring {}", f.ck.join(&name).display())),
+        "the restart did not restore {name}: {}",
+        f.describe()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    signal(pid, libc::SIGTERM);
+    assert_eq!(
+        f.wait_exit(&mut run, Duration::from_secs(120)),
+        0,
+        "{}",
+        f.describe()
+    );
+    // The restore put job.out back as it was at the checkpoint (before
+    // the original's PASS); the restored job's verdict follows.
+    let out = f.out_text();
+    assert!(
+        out.contains("PASS") && !out.contains("FAIL"),
+        "the restored job: {}",
+        f.describe()
+    );
+    let _ = fs::remove_dir_all(&f.dir);
+}

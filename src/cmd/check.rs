@@ -14,10 +14,69 @@ use crate::sys::probe::{features, Collection, DirtyTracking, Features, PidRestor
 /// cairn can checkpoint and restore here, 1 if not ([`verdict`]).
 pub fn check(json: bool) -> Result<i32> {
     let f = features();
-    let out = render(f, json);
+    let mut out = render(f, json);
+    let locks = network_locks(json);
+    if json {
+        // One more member of the object.
+        if let Some(body) = out.trim_end().strip_suffix('}') {
+            out = format!("{body},\"network_locks\":{locks}}}\n");
+        }
+    } else {
+        out += &locks;
+    }
     let mut stdout = std::io::stdout().lock();
     std::io::Write::write_all(&mut stdout, out.as_bytes()).at("<stdout>")?;
     Ok(if verdict(f).is_empty() { 0 } else { 1 })
+}
+
+/// cairn's network lock tables in this network namespace
+/// ([`crate::netlock::tables`]) and what became of each: text (a section
+/// after the verdict, nothing if there is none) or a JSON array.
+fn network_locks(json: bool) -> String {
+    use crate::netlock::{tables, State};
+    let list = match crate::netlock::nft_path().map(|_| tables()) {
+        None => Ok(Vec::new()),
+        Some(r) => r,
+    };
+    let list = match list {
+        Ok(l) => l,
+        Err(e) if json => return format!("{{\"error\":{}}}", json_string(&e.to_string())),
+        Err(e) => return format!("\nnetwork locks: not listed ({e})\n"),
+    };
+    if json {
+        let items: Vec<String> = list
+            .iter()
+            .map(|t| {
+                let dir = t.owner.as_ref().and_then(|o| o.dir.as_ref());
+                format!(
+                    "{{\"table\":{},\"state\":{},\"detail\":{},\"images_dir\":{}}}",
+                    json_string(&t.name),
+                    json_string(t.state.name()),
+                    json_string(&t.state.detail()),
+                    dir.map_or("null".into(), |d| json_string(&d.display().to_string()))
+                )
+            })
+            .collect();
+        return format!("[{}]", items.join(","));
+    }
+    if list.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\nnetwork locks (nft tables of --tcp-established dumps):\n");
+    for t in &list {
+        let hint = match &t.state {
+            State::Abandoned { .. } => format!(": `cairn unlock --table {}`", t.name),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "{}  {} ({}){hint}",
+            t.name,
+            t.state.name(),
+            t.state.detail()
+        );
+    }
+    out
 }
 
 /// What cairn lacks here, as this user, to checkpoint and restore a

@@ -21,6 +21,7 @@ pub mod pair;
 pub mod prune;
 pub mod run;
 pub mod show;
+pub mod unlock;
 pub mod verify;
 
 use std::path::PathBuf;
@@ -69,6 +70,8 @@ pub fn run(cmd: &Command) -> (Result<i32>, Phase) {
         // a job on several nodes
         Command::Job(a) => (job::job(a), Phase::Other),
         Command::NodeAgent(a) => (job::node_agent(a), Phase::Other),
+        // network locks left behind
+        Command::Unlock(a) => (unlock::run(a), Phase::Other),
     }
 }
 
@@ -164,6 +167,9 @@ pub enum Command {
     Job(job::JobArgs),
     #[command(name = "__node-agent", hide = true)]
     NodeAgent(job::NodeAgentArgs),
+    /// Remove a network lock that a --tcp-established dump kept for a
+    /// restore that will not come (`cairn check` lists them).
+    Unlock(unlock::UnlockArgs),
 }
 
 #[derive(Args, Debug, Clone)]

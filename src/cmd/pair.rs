@@ -76,6 +76,7 @@ impl PairArgs {
             no_control: false,
             shell_job: false,
             tcp_established: false,
+            background_snapshot: Default::default(),
             dump: self.dump.clone(),
             cmd: self.cmd.clone(),
         }

@@ -48,6 +48,14 @@ pub struct RunArgs {
     /// As for dump and restore: established TCP connections.
     #[arg(long = "tcp-established")]
     pub tcp_established: bool,
+    /// "auto" (default): each periodic checkpoint freezes the job only
+    /// to collect its state and write-protect its memory, which is copied
+    /// while it runs (with --incremental the layers are then compared by
+    /// content hash); "off": every page is copied with the job frozen
+    /// (and --incremental tracks writes in the kernel); "on": a checkpoint
+    /// fails where the background snapshot cannot be taken.
+    #[arg(long = "background-snapshot", value_name = "auto|on|off", default_value = "auto", value_parser = crate::kinds::memory::bgsnap::Mode::parse)]
+    pub background_snapshot: crate::kinds::memory::bgsnap::Mode,
     #[command(flatten)]
     pub dump: JobDumpArgs,
     /// The job's command and its arguments (after --).
@@ -94,7 +102,7 @@ impl RunArgs {
                 freeze: FreezeOptions {
                     no_bpf: self.dump.no_bpf,
                     wait_fork: false,
-                    ..Default::default()
+                    background_snapshot: self.background_snapshot,
                 },
                 ..super::DumpFlags {
                     shell_job: self.shell_job,

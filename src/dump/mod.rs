@@ -215,6 +215,18 @@ impl Layering {
         }
     }
 
+    /// The tracking holds the tree's memory in the kernel (a userfaultfd
+    /// registered on its VMAs, or soft-dirty bits): a background snapshot
+    /// cannot write-protect the same memory. Content hashes hold nothing
+    /// there: a layer compared by hash, and the next layer's hashes, are
+    /// copied in the background like a full dump (`cairn run
+    /// --incremental`).
+    fn holds_memory(&self) -> bool {
+        self.tracker
+            .as_ref()
+            .is_some_and(|t| t.mech != track::Mechanism::Hash)
+    }
+
     fn fill_inventory(&self, inv: &mut Inventory, plan: &PagePlan) {
         inv.layer_id = self.layer_id.clone();
         if let Some(p) = &self.prev {
@@ -269,12 +281,15 @@ pub fn dump(args: &DumpOptions) -> Result<DumpStats> {
         // A page the running tree dropped or unmapped before the
         // background copy saved it: that dump failed (the tree is
         // unharmed and runs); a dump that copies every page frozen cannot
-        // lose one. Only for a dump on its own: a chain's parent tracking
-        // was taken by the first attempt.
+        // lose one. Only for a dump on its own or a layer compared by
+        // content hash: a chain's parent tracking in the kernel was taken
+        // by the first attempt.
         Err(e)
             if args.leave_running
                 && args.freeze.background_snapshot == Mode::Auto
-                && args.incr.prev_images_dir.is_none()
+                && (args.incr.prev_images_dir.is_none()
+                    || track::pick(args.incr.dirty_tracking.as_deref())
+                        .is_ok_and(|m| m == track::Mechanism::Hash))
                 && LOST_A_PAGE.load(std::sync::atomic::Ordering::SeqCst) =>
         {
             warn!("background snapshot failed ({e}); dumping again with every page copied frozen");
@@ -363,7 +378,7 @@ pub fn dump_then(
     let keep = args.incr.track_mem && args.leave_running;
     let mut layering = Layering::new(pid, &args.images_dir, &args.incr, keep, &mut plan)?;
     // bgsnap: the memory is write-protected before the freeze.
-    let armed = arm_background_snapshot(pid, args, keep);
+    let armed = arm_background_snapshot(pid, args, layering.holds_memory());
     let armed_stop_ms = armed.as_ref().map_or(0.0, |a| a.stopped_ms);
     if armed.is_some() {
         // Tests change the tree here, between the arming and the freeze.
@@ -493,18 +508,18 @@ fn interrupted_or(e: Error, pid: i32) -> Error {
 /// Before the freeze: the background snapshot's write-protection, armed
 /// while the tree runs (`memory::bgsnap::arm`), when the dump will take
 /// the background path (`--leave-running`, not `=off`, no dirty tracking
-/// on the same memory, not a layer of a chain, the kernel able).
+/// in the kernel on the same memory, the kernel able): a dump on its own,
+/// or a layer of a chain compared by content hash.
 /// `CAIRN_BGSNAP_ARM=off` leaves it to the freeze, as before (to compare).
 fn arm_background_snapshot(
     pid: i32,
     args: &DumpOptions,
-    keep: bool,
+    tracking_holds_memory: bool,
 ) -> Option<memory::bgsnap::Armed> {
     use memory::bgsnap::Mode;
     if !args.leave_running
         || args.freeze.background_snapshot == Mode::Off
-        || keep
-        || args.incr.prev_images_dir.is_some()
+        || tracking_holds_memory
         || std::env::var("CAIRN_BGSNAP_ARM").is_ok_and(|v| v == "off")
     {
         return None;
@@ -546,7 +561,7 @@ fn background_snapshot(
     if !args.leave_running || mode == Mode::Off {
         return Ok(None);
     }
-    let why = if layering.keep {
+    let why = if layering.keep && layering.holds_memory() {
         // One userfaultfd per VMA: the tracking's takes it.
         Some("--track-mem arms dirty tracking on the same memory".to_string())
     } else {
@@ -1010,6 +1025,7 @@ fn dump_frozen(
         &live_pids,
         args.tcp_established,
         args.network_lock,
+        &args.images_dir,
     )?;
     let mut per_proc = Vec::new();
     for &(pid, ppid, zombie, stopped) in &procs {

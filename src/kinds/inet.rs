@@ -897,12 +897,14 @@ pub struct DumpState {
 impl DumpState {
     /// With the tree frozen: finds every IP socket of `pids`, refuses what
     /// cannot be dumped, and locks established connections and listeners
-    /// (with `--tcp-established`) before any of their state is read.
+    /// (with `--tcp-established`) before any of their state is read; the
+    /// lock records `images_dir` as the images it belongs to.
     pub fn prepare(
         root: i32,
         pids: &[i32],
         tcp_established: bool,
         method: netlock::Method,
+        images_dir: &std::path::Path,
     ) -> Result<DumpState> {
         let mut st = DumpState::default();
         st.tcp_established = tcp_established;
@@ -940,6 +942,7 @@ impl DumpState {
                 netlock::table_name(root),
                 conns,
                 root,
+                images_dir,
             )?);
         }
         Ok(st)
@@ -1463,11 +1466,11 @@ pub fn check_restore(
     Ok(())
 }
 
-/// The network lock recorded by the dump, acquired again for the restore
-/// (lifted when the returned lock is released or dropped).
-pub fn restore_lock(files: &Files, pid: i32) -> Result<Option<Lock>> {
+/// The network lock recorded by the dump in `dir`, acquired again for the
+/// restore (lifted when the returned lock is released or dropped).
+pub fn restore_lock(files: &Files, pid: i32, dir: &std::path::Path) -> Result<Option<Lock>> {
     match files.net_lock.as_ref() {
-        Some(n) if !n.table.is_empty() => Ok(Some(Lock::from_proto(n, pid)?)),
+        Some(n) if !n.table.is_empty() => Ok(Some(Lock::from_proto(n, pid, dir)?)),
         _ => Ok(None),
     }
 }

@@ -959,8 +959,7 @@ impl<'a> Pair<'a> {
         let _ = rustix::fs::unlinkat(&self.dirfd, log_name, rustix::fs::AtFlags::empty());
         let log = safefs::create_excl(&self.dirfd, log_name, 0o600).at(self.dir.join(log_name))?;
         let path = self.dir.join(log_name);
-        crate::run::dump_child(d, Some(self.primary.root), &path, log, true)
-            .map(|(frozen, _)| frozen)
+        crate::run::dump_child(d, Some(self.primary.root), &path, log, true).map(|f| f.frozen_ms)
     }
 
     /// Starts preparing a backup from checkpoint `m`.

@@ -1495,7 +1495,11 @@ pub fn start(args: &RestoreOptions) -> Result<Option<i32>> {
     // Connections the dump left locked stay locked (or are locked again,
     // on another machine) until they are live; any failure from here on
     // lifts the lock.
-    let mut net_lock = crate::kinds::inet::restore_lock(&img.files, img.inventory.root_pid as i32)?;
+    let mut net_lock = crate::kinds::inet::restore_lock(
+        &img.files,
+        img.inventory.root_pid as i32,
+        &args.images_dir,
+    )?;
     let saved = contents::load(&img.dir, img.store(), &img.files)?;
     let mut idx = FilesIndex::new(&img.files);
     crate::kinds::exe::plan(

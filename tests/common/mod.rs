@@ -2376,3 +2376,12 @@ pub fn unix_iter_missing() -> Option<String> {
         Err(e) => Some(format!("/sys/kernel/btf/vmlinux: {e}")),
     }
 }
+
+/// Passes completed by mem_rewrite's writer 0, from the workload's
+/// --passes-file (0 before the first).
+pub fn passes(path: &Path) -> u64 {
+    fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}

@@ -11,6 +11,11 @@
 //! checkpoint. 4 GiB only when `free -g` shows at least 12 GiB available
 //! (the machine is shared). Checkpoints go to a directory under the
 //! system's temporary directory, removed after each size.
+//! `--modes auto,off` (the default): each size with cairn run's
+//! `--background-snapshot` so (auto: layers compared by content hash and
+//! copied while the job runs; off: layers tracked with uffd-wp and copied
+//! frozen, as before stop 21), one row each, with the median time the
+//! background copy took.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -25,6 +30,7 @@ struct Args {
     checkpoints: usize,
     sizes: Vec<u64>,
     rate: u32,
+    modes: Vec<String>,
 }
 
 fn parse(args: &[String]) -> Result<Args> {
@@ -33,6 +39,7 @@ fn parse(args: &[String]) -> Result<Args> {
         checkpoints: 5,
         sizes: vec![1 << 30, 4 << 30],
         rate: 10,
+        modes: vec!["auto".into(), "off".into()],
     };
     let mut it = args.iter();
     while let Some(x) = it.next() {
@@ -59,14 +66,24 @@ fn parse(args: &[String]) -> Result<Args> {
                     .filter(|&n: &u32| n <= 1000)
                     .ok_or("--rate wants per mille, 0 to 1000")?
             }
+            "--modes" => {
+                a.modes = value()?.split(',').map(str::to_string).collect();
+                if a.modes
+                    .iter()
+                    .any(|m| !["auto", "on", "off"].contains(&m.as_str()))
+                {
+                    return Err("--modes wants auto, on or off, comma-separated".into());
+                }
+            }
             other => return Err(format!("bench periodic: unknown argument {other:?}")),
         }
     }
     Ok(a)
 }
 
-/// (frozen ms, bytes, a layer) of each "complete" line of cairn run's log.
-fn checkpoints(log: &str) -> Vec<(f64, u64, bool)> {
+/// (frozen ms, bytes, a layer, background copy ms) of each "complete"
+/// line of cairn run's log.
+fn checkpoints(log: &str) -> Vec<(f64, u64, bool, Option<f64>)> {
     log.lines()
         .filter_map(|l| {
             let rest = l.split(" complete: frozen ").nth(1)?;
@@ -78,19 +95,33 @@ fn checkpoints(log: &str) -> Vec<(f64, u64, bool)> {
                 .next()?
                 .parse()
                 .ok()?;
-            Some((ms, bytes, rest.contains(", a layer on ")))
+            let bg = rest
+                .split("memory copied while it ran in ")
+                .nth(1)
+                .and_then(|r| r.split(" ms").next()?.parse().ok());
+            Some((ms, bytes, rest.contains(", a layer on "), bg))
         })
         .collect()
 }
 
 struct Row {
     size: u64,
+    mode: String,
     full: (f64, u64),
     layers: Vec<(f64, u64)>,
+    /// Background copy times of the layers.
+    copies: Vec<f64>,
     last: (f64, u64),
 }
 
-fn once(cairn: &Path, workload: &Path, work: &Path, a: &Args, size: u64) -> Result<Row> {
+fn once(
+    cairn: &Path,
+    workload: &Path,
+    work: &Path,
+    a: &Args,
+    size: u64,
+    mode: &str,
+) -> Result<Row> {
     let dir = work.join("ck");
     let log = work.join("run.log");
     let _ = std::fs::remove_dir_all(&dir);
@@ -101,6 +132,7 @@ fn once(cairn: &Path, workload: &Path, work: &Path, a: &Args, size: u64) -> Resu
         .args(["run", "-D"])
         .arg(&dir)
         .args(["--interval", &a.interval, "--incremental", "--keep", "1"])
+        .arg(format!("--background-snapshot={mode}"))
         .arg("--")
         .arg(workload)
         .arg(size.to_string())
@@ -118,12 +150,14 @@ fn once(cairn: &Path, workload: &Path, work: &Path, a: &Args, size: u64) -> Resu
             let cks = checkpoints(&text());
             for (i, c) in cks.iter().enumerate().skip(shown) {
                 eprintln!(
-                    "xtask: periodic {} checkpoint {}: frozen {:.1} ms, {:.1} MiB{}",
+                    "xtask: periodic {} ({mode}) checkpoint {}: frozen {:.1} ms, {:.1} MiB{}{}",
                     size_label(size),
                     i + 1,
                     c.0,
                     c.1 as f64 / (1 << 20) as f64,
-                    if c.2 { " (layer)" } else { " (full)" }
+                    if c.2 { " (layer)" } else { " (full)" },
+                    c.3.map(|ms| format!(", copied in the background in {ms:.0} ms"))
+                        .unwrap_or_default()
                 );
             }
             shown = cks.len();
@@ -158,8 +192,10 @@ fn once(cairn: &Path, workload: &Path, work: &Path, a: &Args, size: u64) -> Resu
         }
         Ok(Row {
             size,
+            mode: mode.to_string(),
             full: (periodic[0].0, periodic[0].1),
             layers: periodic[1..].iter().map(|c| (c.0, c.1)).collect(),
+            copies: periodic[1..].iter().filter_map(|c| c.3).collect(),
             last: (cks[n].0, cks[n].1),
         })
     })();
@@ -195,27 +231,40 @@ pub fn bench(args: &[String]) -> Result<()> {
     std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
     let mut rows = Vec::new();
     let mut result = Ok(());
-    for &size in &a.sizes {
-        match once(&cairn, &workload, &work, &a, size) {
-            Ok(r) => rows.push(r),
-            Err(e) => {
-                result = Err(e);
-                break;
+    'sizes: for &size in &a.sizes {
+        for mode in &a.modes {
+            match once(&cairn, &workload, &work, &a, size, mode) {
+                Ok(r) => rows.push(r),
+                Err(e) => {
+                    result = Err(e);
+                    break 'sizes;
+                }
             }
         }
     }
     let _ = std::fs::remove_dir_all(&work);
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     println!(
-        "| job | first (full) checkpoint: frozen, written | incremental layers: frozen, written (medians) | final checkpoint (SIGTERM): frozen, written |"
+        "| job | --background-snapshot | first (full) checkpoint: frozen, written | incremental layers: frozen, written (medians) | layers: copied while the job ran (median) | final checkpoint (SIGTERM): frozen, written |"
     );
-    println!("|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for r in &rows {
         let f: Vec<f64> = r.layers.iter().map(|l| l.0).collect();
         let b: Vec<f64> = r.layers.iter().map(|l| mib(l.1)).collect();
+        let copies = if r.copies.is_empty() {
+            "no".to_string()
+        } else {
+            format!(
+                "{} of {}, {:.0} ms",
+                r.copies.len(),
+                r.layers.len(),
+                median(&r.copies)
+            )
+        };
         println!(
-            "| {} | {:.0} ms, {:.0} MiB | {:.0} ms, {:.0} MiB ({} layers) | {:.0} ms, {:.0} MiB |",
+            "| {} | {} | {:.0} ms, {:.0} MiB | {:.0} ms, {:.0} MiB ({} layers) | {copies} | {:.0} ms, {:.0} MiB |",
             size_label(r.size),
+            r.mode,
             r.full.0,
             mib(r.full.1),
             median(&f),

@@ -56,7 +56,7 @@
 //!   live migration between two network namespaces (`bench_migrate.rs`,
 //!   issue 16).
 //! - `cargo xtask bench periodic [--interval DUR] [--checkpoints N]
-//!   [--sizes 1G,4G] [--rate PERMILLE]`: periodic incremental checkpoints
+//!   [--sizes 1G,4G] [--rate PERMILLE] [--modes auto,off]`: periodic incremental checkpoints
 //!   of `cairn run` with 1% of memory rewritten per second
 //!   (`bench_periodic.rs`, issue 17).
 //! - `cargo xtask bench pair [--runs N] [--sizes MIB,MIB]`: takeover time
@@ -135,7 +135,7 @@ const USAGE: &str = "usage: cargo xtask demo [DEMO ARGS...]
        cargo xtask bench migrate [--runs N] [--size SIZE] [--dirty PCT,PCT] [--lazy] [--baseline CAIRN]
        cargo xtask bench bgsnap [--runs N]
        cargo xtask bench libcairn [--calls N] [--restarts N]
-       cargo xtask bench periodic [--interval DUR] [--checkpoints N] [--sizes 1G,4G] [--rate PERMILLE]
+       cargo xtask bench periodic [--interval DUR] [--checkpoints N] [--sizes 1G,4G] [--rate PERMILLE] [--modes auto,off]
        cargo xtask bench pair [--runs N] [--sizes MIB,MIB]
        cargo xtask vm-test [--kernel 5.10|6.1|6.12|all] [--tests T1,T2|all] [--exec CMD]
                            [--jobs N] [--smp N] [--timeout SECS] [--test-timeout SECS]
