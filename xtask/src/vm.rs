@@ -1100,8 +1100,8 @@ const BOOT_MODULES: &[&str] = &["virtio_pci", "9pnet_virtio", "9p", "overlay"];
 /// Modules the tests need that Debian builds as modules, loaded at boot
 /// (the guest has no modprobe for the kernel to load them on demand): the
 /// socket diagnostics (dumps read socket state through them), nftables
-/// (the --tcp-established network lock), veth and tun (network namespace
-/// tests), loop. Left out where the kernel has them built in or not at all.
+/// (the --tcp-established network lock), veth, tun and the tbf qdisc
+/// (network namespace tests), loop. Left out where the kernel has them built in or not at all.
 const TEST_MODULES: &[&str] = &[
     "inet_diag",
     "tcp_diag",
@@ -1117,6 +1117,8 @@ const TEST_MODULES: &[&str] = &[
     "nf_tables",
     "veth",
     "tun",
+    // tc's tbf qdisc (tests/common/netns.rs: a veth's bandwidth).
+    "sch_tbf",
     // /dev/loop0 (a block device fd the dump must refuse).
     "loop",
 ];
