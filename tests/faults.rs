@@ -352,16 +352,16 @@ fn dumper_killed_inside_injected_calls() {
         }
         // The calls that map and unmap cairn's own parking page where the
         // vDSO has no loop (Debian's 5.10 and 6.1) are the ones left
-        // unguarded: cairn says so just before; those are listed as
+        // unguarded: cairn says so as it pauses; those are listed as
         // skipped, and the dump is interrupted (it rolls back) instead.
         let err = fs::read_to_string(&stderr).unwrap_or_default();
-        let before = err
-            .lines()
-            .take_while(|l| !l.contains(&marker))
-            .last()
-            .unwrap_or("");
-        if before.contains("unguarded call") {
-            note_skip(&format!("{what} ({point}) not killed: {}", before.trim()));
+        if err.contains(&format!("{point}: an unguarded call")) {
+            let why = err
+                .lines()
+                .filter(|l| l.contains("unguarded call:"))
+                .last()
+                .unwrap_or("");
+            note_skip(&format!("{what} ({point}) not killed: {}", why.trim()));
             let st = signal_child(&mut c, libc::SIGTERM);
             assert_eq!(st.code(), Some(128 + libc::SIGTERM), "{what}: {err}");
             expect_released(w.pid, &format!("{what}: interrupted"), &w.log);

@@ -496,9 +496,11 @@ impl Frozen {
             res = res.and(self.put_back_regs(tid));
         }
         crate::info!("pid {pid}: unguarded call: munmap of cairn's own parking page");
+        r.set_unguarded(true);
         let u = r
             .syscall(libc::SYS_munmap, &[code, crate::sys::PAGE_SIZE])
             .map_err(|e| Error::sys(pid, "remote munmap parking code", e));
+        r.set_unguarded(false);
         res.and(u.map(drop)).and(self.put_back_regs(r.tid))
     }
 

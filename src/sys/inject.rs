@@ -78,6 +78,9 @@ pub struct Remote {
     /// `rbp` for every injected call: the frame chain of a parking loop
     /// (see [`Remote::guard`]).
     guard_rbp: Option<u64>,
+    /// The next calls are not guarded even with `guard_rbp` (they remove
+    /// the parking loop itself).
+    unguarded: bool,
 }
 
 impl Remote {
@@ -91,6 +94,7 @@ impl Remote {
             trap: false,
             base,
             guard_rbp: None,
+            unguarded: false,
         })
     }
 
@@ -143,6 +147,12 @@ impl Remote {
         self.guard_rbp = Some(p);
         Ok(p)
     }
+    /// Marks the next calls as unguarded whatever their parking frame
+    /// (for [`crate::guard::pause_in_call`]'s report).
+    pub fn set_unguarded(&mut self, unguarded: bool) {
+        self.unguarded = unguarded;
+    }
+
     pub fn set_insn(&mut self, insn: u64) {
         self.insn = insn;
         self.trap = false;
@@ -186,7 +196,7 @@ impl Remote {
             return self.run_to_trap();
         }
         self.step_to_syscall_stop(true)?;
-        crate::guard::pause_in_call(nr as i64);
+        crate::guard::pause_in_call(nr as i64, self.guard_rbp.is_none() || self.unguarded);
         self.step_to_syscall_stop(false)?;
         let out = ptrace::get_regs(self.tid)?;
         Ok(out.rax as i64)
