@@ -196,7 +196,7 @@ impl Remote {
             return self.run_to_trap();
         }
         self.step_to_syscall_stop(true)?;
-        crate::guard::pause_in_call(nr as i64, self.guard_rbp.is_none() || self.unguarded);
+        crate::guard::pause_in_call(nr, self.guard_rbp.is_none() || self.unguarded);
         self.step_to_syscall_stop(false)?;
         let out = ptrace::get_regs(self.tid)?;
         Ok(out.rax as i64)

@@ -74,21 +74,56 @@ pub const DEFAULT_TESTS: &[&str] = &[
 /// injected calls ran unguarded; now they park in the vDSO's clock_gettime
 /// fallback, `remote::find_clock_loop`).
 pub const SPLIT_TESTS: &[(&str, u32, Option<&str>)] = &[
+    ("faults", 286, Some("6.12")),
     ("restore_unix", 270, Some("5.10")),
-    ("faults", 150, Some("6.12")),
+    ("hostile_fs", 213, Some("5.10")),
+    ("ux", 191, Some("6.12")),
+    ("cairn_cli", 142, Some("6.1")),
+    ("restore_chain", 142, Some("5.10")),
+    ("chkpnt", 133, Some("5.10")),
     ("restore_signals", 120, Some("6.12")),
     ("restore_threads", 120, Some("6.12")),
     ("restore_attrs", 100, Some("6.1")),
     ("restore_tty", 90, Some("6.12")),
     ("restore_sockets", 90, Some("6.1")),
+    ("real_redis", 85, Some("5.10")),
     ("restore_fds", 80, Some("5.10")),
+    ("restore_aio", 76, Some("6.1")),
+    ("perms", 74, Some("6.1")),
+    ("restore_fast", 69, Some("6.1")),
+    ("hostile_images", 67, Some("6.1")),
+    ("restore_cow", 66, Some("6.1")),
+    ("restore_files", 66, Some("6.1")),
+    ("restore_mem_files", 46, Some("5.10")),
+    ("oracle", 43, Some("5.10")),
+    ("restore_inet", 37, Some("5.10")),
+    ("restore_pktring", 33, Some("6.1")),
+    ("restore_volatile", 27, Some("6.1")),
+    ("restore_odd_files", 24, Some("6.1")),
+    ("pipeline", 20, Some("6.1")),
+    ("stats", 19, Some("6.1")),
+    ("pid_fallback", 9, Some("5.10")),
 ];
 
 /// Test binaries the plan leaves out, with the reason (`--tests all`, or
-/// `--tests NAME`, runs them); every other binary not in the plan is
-/// listed as "not in the CI plan" (its time unmeasured or beyond the
-/// budget, see [`SPLIT_TESTS`]).
-pub const NOT_IN_PLAN: &[(&str, &str)] = &[];
+/// `--tests NAME`, runs them): too long for CI's budget, or failing in
+/// the guests on the kernel they were measured on (stop 21; to be mended
+/// and brought into the plan). Every other binary not in the plan is
+/// listed as "not in the CI plan" (not measured in the guests yet).
+pub const NOT_IN_PLAN: &[(&str, &str)] = &[
+    ("fuzz_images", "828 s under TCG (6.1), more than a kernel's share of CI's budget"),
+    ("integrity", "over 900 s under TCG (5.10: killed at the per-binary limit)"),
+    ("libcairn", "builds libcairn with cargo in the guest, where cargo is not on the PATH (and a build under TCG takes minutes)"),
+    ("bgsnap", "needs PAGEMAP_SCAN (6.7): on 5.10 its tests fail instead of skipping; not measured on 6.12"),
+    ("restore_fds2", "6.1: inotify_removed_kept fails: a watch on the guest's overlayfs root gives a file handle that does not decode (ESTALE), and the test does not probe for it"),
+    ("restore_fds3", "5.10: the inotify_removed tests fail (an unlink on overlayfs reports IN_ATTRIB, not IN_DELETE)"),
+    ("restore_netlink", "5.10: fanotify marks on overlayfs (ESTALE) and NETLINK_ADD_MEMBERSHIP (EINVAL) fail"),
+    ("restore_locks", "6.1: the lease tests fail (their restore exits 1)"),
+    ("restore_mem_flags", "6.1: the workloads see other VmFlags than they expect before the dump"),
+    ("restore_external", "5.10: external_file_inherited fails (no fd of the tree refers to the file)"),
+    ("restore_fdflags", "5.10: fd_flags fails (its restore's open gets EINVAL)"),
+    ("show", "6.1: the sig_actions workload did not compile in the guest (struct ksigaction)"),
+];
 
 /// Estimated seconds under TCG of the [`DEFAULT_TESTS`] (the first run of
 /// a binary the plan does not know counts as 60 s).
@@ -1320,6 +1355,10 @@ fn run_script(s: Series, exes: &[(String, PathBuf)], a: &Args) -> String {
     ));
     // Tests that skip write BINARY::TEST: reason here (tests/common).
     t.push_str("export CAIRN_SKIP_LOG=/out/skips.log\n");
+    // The init's descriptor limit is the kernel's (hard 4096): a restore
+    // of a program that raised its own beyond (redis: 10032) is refused
+    // by a cairn below it, as on a host with a low limit.
+    t.push_str("ulimit -n 65536\n");
     let cairn = sh_quote(&root.join("target/release/cairn").to_string_lossy());
     t.push_str(&format!(
         "{cairn} check > /out/check.txt 2>&1\n{cairn} check --json > /out/check.json 2>/dev/null\n"
