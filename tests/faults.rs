@@ -358,8 +358,7 @@ fn dumper_killed_inside_injected_calls() {
         if err.contains(&format!("{point}: an unguarded call")) {
             let why = err
                 .lines()
-                .filter(|l| l.contains("unguarded call:"))
-                .last()
+                .rfind(|l| l.contains("unguarded call:"))
                 .unwrap_or("");
             note_skip(&format!("{what} ({point}) not killed: {}", why.trim()));
             let st = signal_child(&mut c, libc::SIGTERM);

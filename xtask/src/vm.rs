@@ -55,9 +55,15 @@ pub const DEFAULT_TESTS: &[&str] = &[
 /// [`plan`]). `--tests all` runs every test binary under every kernel
 /// instead.
 ///
-/// The seconds are measured under TCG with three guests at once (`--jobs
-/// 3`; stop 21 on a loaded 2-core host, so on the high side), the kernel
-/// the one it was measured on. What stop 19's first full matrix run found
+/// The seconds are measured under TCG with three guests at once, the
+/// kernel the one it was measured on: restore_unix, restore_signals,
+/// restore_threads, restore_attrs, restore_tty, restore_sockets and
+/// restore_fds on an idle host (stop 20), the others in stop 21 on a
+/// 2-core host loaded by other builds, so on the high side (faults took
+/// 286 s there against 150 s idle). The plan: 5.10 1058 s, 6.1 873 s, 6.12
+/// 807 s of these on top of the defaults; scaled to an idle host, the
+/// longest kernel (5.10) about 16 minutes of `--jobs 3` in all (stop 20's
+/// matrix of 15 binaries took about 10). What stop 19's first full matrix run found
 /// in them, and what became of it: on 5.10, inotify watches on the
 /// guests' overlayfs root (no `nfs_export`: file handles do not decode;
 /// the test probes and skips), a packet socket without packet_diag (its
@@ -122,6 +128,19 @@ pub const NOT_IN_PLAN: &[(&str, &str)] = &[
     ("restore_mem_flags", "6.1: the workloads see other VmFlags than they expect before the dump"),
     ("restore_external", "5.10: external_file_inherited fails (no fd of the tree refers to the file)"),
     ("restore_fdflags", "5.10: fd_flags fails (its restore's open gets EINVAL)"),
+    (
+        "openmpi",
+        "6.1: 494 s, and two tests fail (the oracle finds an epoll target's inode changed after \
+         the restore)",
+    ),
+    (
+        "run",
+        "6.12: a final checkpoint after SIGTERM finds the job a zombie (three tests fail)",
+    ),
+    (
+        "slurm",
+        "6.12 and 5.10: slurmd does not start in the guest (its node never comes up idle)",
+    ),
     ("show", "6.1: the sig_actions workload did not compile in the guest (struct ksigaction)"),
 ];
 
