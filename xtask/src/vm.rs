@@ -127,7 +127,8 @@ pub const NOT_IN_PLAN: &[(&str, &str)] = &[
     ("bgsnap", "needs PAGEMAP_SCAN (6.7): on 5.10 its tests fail instead of skipping; not measured on 6.12"),
     ("restore_fds2", "6.1: inotify_removed_kept fails: a watch on the guest's overlayfs root gives a file handle that does not decode (ESTALE), and the test does not probe for it"),
     ("restore_fds3", "5.10: the inotify_removed tests fail (an unlink on overlayfs reports IN_ATTRIB, not IN_DELETE)"),
-    ("restore_netlink", "5.10: fanotify marks on overlayfs (ESTALE) and NETLINK_ADD_MEMBERSHIP (EINVAL) fail"),
+    ("restore_netlink", "5.10 and 6.12: fanotify marks on the guest's overlayfs give file handles that do \
+         not decode (ESTALE); on 5.10 also NETLINK_ADD_MEMBERSHIP (EINVAL)"),
     ("restore_locks", "6.1: the lease tests fail (their restore exits 1)"),
     ("restore_mem_flags", "6.1: the workloads see other VmFlags than they expect before the dump"),
     ("restore_external", "5.10: external_file_inherited fails (no fd of the tree refers to the file)"),
