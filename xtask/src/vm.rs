@@ -2158,6 +2158,30 @@ mod tests {
     }
 
     #[test]
+    fn summary_lists_what_a_kernel_did_not_run() {
+        let ran = |names: &[&str]| {
+            Outcome::Ran(Box::new(Ran {
+                release: String::new(),
+                counts: Counts::default(),
+                ok: true,
+                times: names.iter().map(|n| (n.to_string(), None)).collect(),
+                skips: Vec::new(),
+                elapsed: Duration::ZERO,
+                panicked_in: None,
+                earlier_panic: None,
+                text: String::new(),
+            }))
+        };
+        let (s510, s61) = (series("5.10").unwrap(), series("6.1").unwrap());
+        let outcomes = vec![(s510, ran(&["faults"])), (s61, ran(&["restore_fds"]))];
+        let l = not_run_here(&s510, &outcomes).join("\n");
+        assert!(l.contains("restore_fds (6.1)"), "{l}");
+        assert!(!l.contains("faults ("), "{l}");
+        assert!(l.contains("fuzz_images (828 s under TCG"), "{l}");
+        assert!(l.contains("restore_mem (not in the CI plan)"), "{l}");
+    }
+
+    #[test]
     fn check_text_and_table() {
         let text = "kernel    5.10.0\n\nfeatures:\nsoft_dirty  yes (bit 55)\npagemap_scan  no  (EINVAL)\n\nmechanisms:\ninventory  proc (BPF iterators unavailable: x)\ndirty_tracking  uffd-wp + PAGEMAP_SCAN (no soft-dirty)\n\ncairn can checkpoint and restore here\n";
         let (f, m) = parse_check(text);
