@@ -317,34 +317,7 @@ fn dumper_killed_inside_injected_calls() {
             dir.to_str().unwrap(),
             "--leave-running",
         ];
-        let mut c = Command::new(cairn_bin())
-            .args(args)
-            .env("CAIRN_PAUSE_AT", point)
-            .stdin(Stdio::null())
-            .stdout(File::create(base.with_extension("stdout")).unwrap())
-            .stderr(File::create(&stderr).unwrap())
-            .spawn()
-            .expect("spawn cairn");
-        let marker = format!("paused at {point}");
-        let deadline = Instant::now() + CAIRN_TIMEOUT;
-        let paused = loop {
-            if fs::read_to_string(&stderr).is_ok_and(|s| s.contains(&marker)) {
-                break true;
-            }
-            if let Ok(Some(st)) = c.try_wait() {
-                assert!(
-                    st.success(),
-                    "{what}: the dump failed without pausing: {}",
-                    tail(&stderr, 4000)
-                );
-                break false;
-            }
-            if Instant::now() >= deadline {
-                sigkill(&mut c);
-                panic!("{what}: not paused at {point}: {}", tail(&stderr, 4000));
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
+        let (mut c, paused) = spawn_maybe_paused(&cairn_bin(), &args, point, point, &base);
         if !paused {
             // E.g. no userfaultfd where the background snapshot cannot run.
             eprintln!("{what} ({point}): this dump makes no such call here");
@@ -767,6 +740,25 @@ fn spawn_paused(bin: &Path, args: &[&str], point: &str, base: &Path) -> Child {
 
 /// [`spawn_paused`] with CAIRN_PAUSE_AT=`env`, waiting for `point`.
 fn spawn_paused_as(bin: &Path, args: &[&str], env: &str, point: &str, base: &Path) -> Child {
+    match spawn_maybe_paused(bin, args, env, point, base) {
+        (c, true) => c,
+        (_, false) => panic!(
+            "{} exited before pausing at {point}: {}",
+            bin.display(),
+            tail(&base.with_extension("stderr"), 4000)
+        ),
+    }
+}
+
+/// [`spawn_paused_as`] for a point the command may never reach: (the
+/// child, whether it paused); false once it exited successfully without.
+fn spawn_maybe_paused(
+    bin: &Path,
+    args: &[&str],
+    env: &str,
+    point: &str,
+    base: &Path,
+) -> (Child, bool) {
     let mut c = Command::new(bin)
         .args(args)
         .env("CAIRN_PAUSE_AT", env)
@@ -780,20 +772,22 @@ fn spawn_paused_as(bin: &Path, args: &[&str], env: &str, point: &str, base: &Pat
     let marker = format!("paused at {point}");
     loop {
         if fs::read_to_string(&stderr).is_ok_and(|s| s.contains(&marker)) {
-            return c;
+            return (c, true);
         }
         if let Ok(Some(st)) = c.try_wait() {
-            panic!(
+            assert!(
+                st.success(),
                 "{} exited ({st}) before pausing at {point}: {}",
                 bin.display(),
                 tail(&stderr, 4000)
             );
+            return (c, false);
         }
         if Instant::now() >= deadline {
             sigkill(&mut c);
             panic!("not paused at {point}: {}", tail(&stderr, 4000));
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
