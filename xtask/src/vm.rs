@@ -60,26 +60,14 @@ pub const DEFAULT_TESTS: &[&str] = &[
 /// restore_threads, restore_attrs, restore_tty, restore_sockets and
 /// restore_fds on an idle host (stop 20), the others in stop 21 on a
 /// 2-core host loaded by other builds, so on the high side (faults took
-/// 286 s there against 150 s idle). The plan: 5.10 1058 s, 6.1 1071 s, 6.12
-/// 1036 s of these on top of the defaults; scaled to an idle host, the
-/// longest kernel (5.10) about 16 minutes of `--jobs 3` in all (stop 20's
-/// matrix of 15 binaries took about 10). What stop 19's first full matrix run found
-/// in them, and what became of it: on 5.10, inotify watches on the
-/// guests' overlayfs root (no `nfs_export`: file handles do not decode;
-/// the test probes and skips), a packet socket without packet_diag (its
-/// module is `af_packet_diag`, now loaded; cairn refuses by name where it
-/// is missing), SO_BUF_LOCK (5.14) and SOCK_DESTROY of TIME_WAIT sockets
-/// (6.0) probed by the tests, and the dumper killed mid-injection (the
-/// Debian kernels' vDSO has no parking loop: cairn puts its own); on 6.1,
-/// unix socket files on overlayfs taken for deleted (unix_diag gives the
-/// overlay's device) and SO_PASSPIDFD (6.5) probed; on 5.10 also the BPF
-/// unix socket iterator (5.15) that descriptors in flight in a stream and
-/// `--leave-running` of a listener's backlog need (refused by name, the
-/// tests probe it). Stop 21: faults on 6.12, where a dumper killed while
-/// the background snapshot armed itself had crashed the target (its
-/// injected calls ran unguarded; now they park in the vDSO's clock_gettime
-/// fallback, `remote::find_clock_loop`).
+/// 286 s there against 150 s idle). The plan: 5.10 1058 s, 6.1 1530 s,
+/// 6.12 1036 s of these on top of the defaults; scaled to an idle host,
+/// the longest kernel (6.1) about 19 minutes of `--jobs 3` in all (stop
+/// 20's matrix of 15 binaries took about 10). openmpi, pageserver, migrate,
+/// restore_tcp and pair shape their veths with tc's tbf qdisc, loaded at
+/// boot since stop 21 (`TEST_MODULES`).
 pub const SPLIT_TESTS: &[(&str, u32, Option<&str>)] = &[
+    ("migrate", 459, Some("6.1")),
     ("faults", 286, Some("6.12")),
     ("restore_unix", 270, Some("5.10")),
     ("hostile_fs", 213, Some("5.10")),
