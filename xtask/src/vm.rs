@@ -127,6 +127,16 @@ pub const NOT_IN_PLAN: &[(&str, &str)] = &[
          the restore)",
     ),
     (
+        "restore_tcp",
+        "6.1 (with tbf): tcp_established_dump_killed_after_repair (a socket left in repair \
+         mode after the dumper's SIGKILL) and tcp_established_far_peer (no unacknowledged \
+         data at the checkpoint) fail",
+    ),
+    (
+        "pair",
+        "6.1 (with tbf): the takeover tests lose steps (tests/pair.rs: 329 steps lost)",
+    ),
+    (
         "run",
         "6.12: a final checkpoint after SIGTERM finds the job a zombie (three tests fail)",
     ),
