@@ -576,6 +576,37 @@ pub fn pause_at(point: &str) -> Result<()> {
     Ok(())
 }
 
+/// `CAIRN_PAUSE_AT=syscall-NR` (or `syscall-NR-K`): [`pause_at`] in the
+/// first (K-th) call of syscall number NR that cairn injects into a
+/// target, at its syscall-entry stop: a cairn killed there lets the
+/// thread run the call and go on from the `syscall` instruction with the
+/// registers cairn gave it (what the parking loops are for); an
+/// `unguarded` call (no parking loop holds the thread after it) is said
+/// so first. Called by `sys::inject::Remote`.
+pub fn pause_in_call(nr: i64, unguarded: bool) {
+    static WANT: std::sync::OnceLock<Option<(i64, u32, String)>> = std::sync::OnceLock::new();
+    static SEEN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let want = WANT.get_or_init(|| {
+        let v = std::env::var(PAUSE_ENV).ok()?;
+        let rest = v.strip_prefix("syscall-")?;
+        let (n, k) = match rest.split_once('-') {
+            Some((n, k)) => (n.parse().ok()?, k.parse().ok()?),
+            None => (rest.parse().ok()?, 1),
+        };
+        Some((n, k, v))
+    });
+    if let Some((n, k, point)) = want {
+        if *n == nr && SEEN.fetch_add(1, Ordering::SeqCst) + 1 == *k {
+            if unguarded {
+                eprintln!("cairn: {point}: an unguarded call");
+            }
+            // Interrupted: the call goes on, the dump stops at its next
+            // safe point.
+            let _ = pause_at(point);
+        }
+    }
+}
+
 // ------------------------------------------------------------ the guardian
 
 #[derive(Default)]

@@ -437,7 +437,7 @@ impl Frozen {
         r.set_insn(site.insn);
         let tid = r.tid;
         if let (Some((lo, hi)), Some(g)) = (site.parking, &mut self.guardian) {
-            match r.guard(pid, lo) {
+            match r.guard(pid, lo, site.below.words()) {
                 Ok(frame) => g.parking(tid, frame, lo, hi),
                 Err(e) => crate::warn!(
                     "tid {tid}: no parking frame below its stack pointer {:#x} ({e}): \
@@ -446,6 +446,63 @@ impl Frozen {
                 ),
             }
         }
+    }
+
+    /// The leader of `pid` made ready to run injected calls, guarded by a
+    /// parking loop (`Remote::guard`): returns it, the site every thread
+    /// of `pid` runs its calls at, and cairn's own parking page if one was
+    /// mapped (removed again by [`Frozen::drop_parking`] before the thaw).
+    /// The vDSO's parking loop (either kind) where it has one, else
+    /// cairn's own page, mapped by a call that runs unguarded (said in the
+    /// log), as do all where even that fails. A guarded call is
+    /// never left running on with changed registers when cairn is killed
+    /// (a crash of the target).
+    pub fn parking_site(&mut self, pid: i32) -> Result<(Remote, SyscallSite, Option<u64>)> {
+        let site = crate::remote::find_syscall_site(pid)?;
+        let mut r = self.remote(pid, pid, &site)?;
+        if site.parking.is_some() {
+            return Ok((r, site, None));
+        }
+        crate::info!("pid {pid}: unguarded call: mmap of cairn's own parking page (no parking loop in its vDSO)");
+        match crate::remote::own_parking_site(pid, &mut r) {
+            Ok(own) => {
+                self.guard_remote(pid, &mut r, &own);
+                Ok((r, own, Some(own.insn)))
+            }
+            Err(e) => {
+                crate::warn!(
+                    "pid {pid}: cairn's own parking loop could not be put there ({e}): remote \
+                     calls in it are not guarded"
+                );
+                Ok((r, site, None))
+            }
+        }
+    }
+
+    /// Removes cairn's own parking page `code` from `pid` (see
+    /// [`Frozen::parking_site`]): the threads `others` that ran calls
+    /// there get their registers back first (let go after the `munmap`, a
+    /// thread in the page would fault), then `r` unmaps it (a call that
+    /// runs unguarded: a thread let go after it would fault) and gets its
+    /// own back at once. Best effort; the first error.
+    pub fn drop_parking(
+        &mut self,
+        pid: i32,
+        r: &mut Remote,
+        others: &[i32],
+        code: u64,
+    ) -> Result<()> {
+        let mut res = Ok(());
+        for &tid in others.iter().filter(|&&t| t != r.tid) {
+            res = res.and(self.put_back_regs(tid));
+        }
+        crate::info!("pid {pid}: unguarded call: munmap of cairn's own parking page");
+        r.set_unguarded(true);
+        let u = r
+            .syscall(libc::SYS_munmap, &[code, crate::sys::PAGE_SIZE])
+            .map_err(|e| Error::sys(pid, "remote munmap parking code", e));
+        r.set_unguarded(false);
+        res.and(u.map(drop)).and(self.put_back_regs(r.tid))
     }
 
     fn release_guardian(&mut self) {

@@ -21,7 +21,7 @@ use crate::kinds::task as ktask;
 use crate::options::{DumpOptions, PreDumpOptions};
 use crate::procfs;
 use crate::remote::Calls;
-use crate::remote::{self, Agent, SCRATCH_LEN};
+use crate::remote::{Agent, SCRATCH_LEN};
 use crate::track::{self, Tracker};
 use crate::{info, warn};
 use freeze::Frozen;
@@ -796,7 +796,6 @@ fn collect_remote(
     status: &procfs::Status,
     stat: &procfs::Stat,
 ) -> Result<(TaskCore, u64, Vec<String>)> {
-    let mut site = remote::find_syscall_site(pid)?;
     let tids: Vec<i32> = frozen
         .procs
         .iter()
@@ -807,8 +806,11 @@ fn collect_remote(
     let seccomp =
         ktask::attrs::suspend_seccomp(pid, &tids, crate::sys::ptrace::PTRACE_O_TRACESYSGOOD)?;
     let mode = |tid: i32| seccomp.get(&tid).copied().unwrap_or(0);
+    // Every call guarded by a parking loop (the vDSO's, or cairn's own in
+    // a page of its own, removed at the end).
+    let (remote, site, own_code) = frozen.parking_site(pid)?;
     let mut leader = Agent {
-        remote: frozen.remote(pid, pid, &site)?,
+        remote,
         pid,
         scratch: 0,
         scratch_len: SCRATCH_LEN,
@@ -820,27 +822,21 @@ fn collect_remote(
     // only that far, and the page tables of the big mappings above it
     // (mmap allocates top-down) are not walked while frozen.
     const SCRATCH_HINT: u64 = 0x10_0000;
-    leader.scratch = leader.call(
+    let scratch = leader.call(
         "mmap scratch",
         libc::SYS_mmap,
         &[SCRATCH_HINT, SCRATCH_LEN, rw, flags, u64::MAX, 0],
-    )?;
-    // A vDSO without a parking loop: cairn's own, in a page of its own,
-    // guards every call from here on (the two mmaps ran unguarded).
-    let mut own_code = None;
-    if site.parking.is_none() {
-        match remote::own_parking_site(&mut leader) {
-            Ok(s) => {
-                site = s;
-                own_code = Some(s.insn);
-                frozen.guard_remote(pid, &mut leader.remote, &site);
+    );
+    let scratch = match scratch {
+        Ok(a) => a,
+        Err(e) => {
+            if let Some(code) = own_code {
+                let _ = frozen.drop_parking(pid, &mut leader.remote, &[], code);
             }
-            Err(e) => crate::warn!(
-                "pid {pid}: its vDSO has no parking loop and cairn's own could not be put \
-                 there ({e}): remote calls in it are not guarded"
-            ),
+            return Err(e);
         }
-    }
+    };
+    leader.scratch = scratch;
     let tree: std::collections::HashSet<i32> = frozen.procs.iter().map(|p| p.pid).collect();
     let result = (|| -> Result<(TaskCore, u64, Vec<String>)> {
         // mlockall(MCL_FUTURE) shows on the new scratch mapping.
@@ -878,19 +874,7 @@ fn collect_remote(
         )
         .map(drop);
     if let Some(code) = own_code {
-        // The threads' last calls ended in the page about to go, and a
-        // thread let go there (cairn killed) would fault: the other
-        // threads get their registers back first, the leader right after
-        // its munmap.
-        for &tid in tids.iter().filter(|&&t| t != pid) {
-            unmap = unmap.and(frozen.put_back_regs(tid));
-        }
-        let u = leader.call(
-            "munmap parking code",
-            libc::SYS_munmap,
-            &[code, crate::sys::PAGE_SIZE],
-        );
-        unmap = unmap.and(u.map(drop)).and(frozen.put_back_regs(pid));
+        unmap = unmap.and(frozen.drop_parking(pid, &mut leader.remote, &tids, code));
     }
     let r = result?;
     unmap?;

@@ -120,7 +120,28 @@ pub struct SyscallSite {
     /// `(loop_entry, last byte)`, or None when the vDSO has none (calls
     /// then run unguarded).
     pub parking: Option<(u64, u64)>,
+    /// The words the parking loop's frame holds below `[P] = P` (see
+    /// [`find_clock_loop`]; none for [`find_parking_loop`]'s).
+    pub below: Below,
 }
+
+/// Up to four words of a parking frame below `P`, lowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Below {
+    pub n: u8,
+    pub words: [u64; 4],
+}
+
+impl Below {
+    pub fn words(&self) -> &[u64] {
+        &self.words[..self.n as usize]
+    }
+}
+
+/// An invalid clock id (positive and beyond every clock the kernel has):
+/// clock_gettime and clock_getres fail with EINVAL before they look at
+/// their other argument.
+pub const BAD_CLOCK: u64 = 0x7fff_ffff;
 
 impl SyscallSite {
     /// Whether `rip` lies in the parking loop.
@@ -140,40 +161,117 @@ const PARKING_SYSCALLS: [u8; 3] = [0x60, 0xe4, 0xe5];
 /// `[P] = P, [P+8] = start` it loops forever. Returns the offsets of the
 /// `mov`, of the `syscall` and of the `ret`.
 pub fn find_parking_loop(code: &[u8]) -> Option<(usize, usize, usize)> {
-    let mut i = 0;
-    while i + 8 <= code.len() {
+    find_loops(code)
+        .find(|l| l.3)
+        .map(|(mov, insn, ret, _)| (mov, insn, ret))
+}
+
+/// Every `mov $nr, %eax; syscall; leave; xor...; ret` of `code` with `nr`
+/// of [`PARKING_SYSCALLS`] and xors that never clear rbp or rsp: offsets
+/// of the `mov`, the `syscall` and the `ret`, and whether the xors clear
+/// rdi and rsi.
+fn find_loops(code: &[u8]) -> impl Iterator<Item = (usize, usize, usize, bool)> + '_ {
+    (0..code.len().saturating_sub(7)).filter_map(move |i| {
         let w = &code[i..];
-        if w[0] == 0xb8
+        if !(w[0] == 0xb8
             && PARKING_SYSCALLS.contains(&w[1])
             && w[2..5] == [0, 0, 0]
-            && w[5..8] == [0x0f, 0x05, 0xc9]
+            && w[5..8] == [0x0f, 0x05, 0xc9])
         {
-            let (mut j, mut rdi, mut rsi) = (8, false, false);
-            loop {
-                match w.get(j..j + 3) {
-                    // xor r8d..r15d with itself
-                    Some([0x45, 0x31, m]) if m >> 6 == 3 && (m >> 3) & 7 == m & 7 => j += 3,
-                    _ => match w.get(j..j + 2) {
-                        Some([0x31, m]) if m >> 6 == 3 && (m >> 3) & 7 == m & 7 => {
-                            match m & 7 {
-                                4 | 5 => break, // esp, ebp
-                                6 => rsi = true,
-                                7 => rdi = true,
-                                _ => {}
-                            }
-                            j += 2;
+            return None;
+        }
+        let (mut j, mut rdi, mut rsi) = (8, false, false);
+        loop {
+            match w.get(j..j + 3) {
+                // xor r8d..r15d with itself
+                Some([0x45, 0x31, m]) if m >> 6 == 3 && (m >> 3) & 7 == m & 7 => j += 3,
+                _ => match w.get(j..j + 2) {
+                    Some([0x31, m]) if m >> 6 == 3 && (m >> 3) & 7 == m & 7 => {
+                        match m & 7 {
+                            4 | 5 => break, // esp, ebp
+                            6 => rsi = true,
+                            7 => rdi = true,
+                            _ => {}
                         }
-                        _ => break,
-                    },
-                }
-            }
-            if w.get(j) == Some(&0xc3) && rdi && rsi {
-                return Some((i, i + 5, i + j));
+                        j += 2;
+                    }
+                    _ => break,
+                },
             }
         }
-        i += 1;
-    }
-    None
+        (w.get(j) == Some(&0xc3)).then_some((i, i + 5, i + j, rdi && rsi))
+    })
+}
+
+/// The other kind of parking loop, in the clock_gettime and clock_getres
+/// fallbacks of a vDSO built without CONFIG_ZERO_CALL_USED_REGS (Debian's
+/// 6.12, for one): `mov %REG32, %edi; mov $nr, %eax; syscall; lea
+/// -N(%rbp), %rsp; pop ...; pop %rbp; ret`, `nr` clock_gettime or
+/// clock_getres, REG one of the registers popped. With `rbp = P` and a
+/// frame whose popped words lie below `P` (REG's word [`BAD_CLOCK`]),
+/// `[P] = P` and `[P+8]` = the `mov`, it loops forever in
+/// `clock_gettime(BAD_CLOCK, ...)`, which fails with EINVAL and writes
+/// nothing, whatever the other registers hold. Returns the offsets of the
+/// `mov`, of the `syscall` and of the `ret`, and the words below `P`.
+pub fn find_clock_loop(code: &[u8]) -> Option<(usize, usize, usize, Below)> {
+    (0..code.len()).find_map(|i| {
+        let w = &code[i..];
+        // mov %REG32,%edi (a REX.R prefix for r8d..r15d)
+        let (src, mut j) = match w {
+            [0x89, m, ..] if m >> 6 == 3 && m & 7 == 7 => ((m >> 3) & 7, 2),
+            [0x44, 0x89, m, ..] if m >> 6 == 3 && m & 7 == 7 => (8 + ((m >> 3) & 7), 3),
+            _ => return None,
+        };
+        let mov = w.get(j..j + 7)?;
+        if !(mov[0] == 0xb8
+            && [0xe4, 0xe5].contains(&mov[1])
+            && mov[2..5] == [0, 0, 0]
+            && mov[5..7] == [0x0f, 0x05])
+        {
+            return None;
+        }
+        let insn = i + j + 5;
+        j += 7;
+        // lea -N(%rbp),%rsp
+        let disp = match w.get(j..j + 4)? {
+            [0x48, 0x8d, 0x65, d] => *d as i8,
+            _ => return None,
+        };
+        j += 4;
+        if disp >= 0 || disp % 8 != 0 || -(disp as i32) / 8 > 4 {
+            return None;
+        }
+        let n = (-(disp as i32) / 8) as usize;
+        let mut below = Below {
+            n: n as u8,
+            words: [0; 4],
+        };
+        let mut has_src = false;
+        for k in 0..n {
+            // pop of rbx, rsi, rdi or r8..r15 (never rsp or rbp here)
+            let reg = match w.get(j..)? {
+                [0x41, r, ..] if (0x58..=0x5f).contains(r) => {
+                    j += 2;
+                    8 + (r - 0x58)
+                }
+                [r, ..] if [0x5b, 0x5e, 0x5f].contains(r) => {
+                    j += 1;
+                    r - 0x58
+                }
+                _ => return None,
+            };
+            if reg == src {
+                below.words[k] = BAD_CLOCK;
+                has_src = true;
+            }
+        }
+        (has_src && w.get(j..j + 2) == Some(&[0x5d, 0xc3][..])).then_some((
+            i,
+            insn,
+            i + j + 1,
+            below,
+        ))
+    })
 }
 
 /// cairn's own parking loop, for a vDSO that has none (a kernel built
@@ -196,28 +294,28 @@ pub const PARKING_CODE: [u8; 15] = [
     0x0f, 0x05, 0x31, 0xff, 0x31, 0xf6, 0xb8, 0x60, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xeb, 0xf3,
 ];
 
-/// Maps a page with [`PARKING_CODE`] into the process `agent` runs in
-/// (read and execute only: written through /proc/PID/mem, as a tracer
+/// Maps a page with [`PARKING_CODE`] into process `pid` by a call of
+/// `r` (read and execute only: written through /proc/PID/mem, as a tracer
 /// may) and returns it as a syscall site. The page stays in a process
 /// whose dumper died during its remote phase, as the scratch area does;
-/// else the caller unmaps it.
-pub fn own_parking_site(agent: &mut dyn Calls) -> Result<SyscallSite> {
-    let pid = agent.pid();
+/// else the caller unmaps it (`Frozen::drop_parking`).
+pub fn own_parking_site(pid: i32, r: &mut crate::sys::inject::Remote) -> Result<SyscallSite> {
     let page = crate::sys::PAGE_SIZE;
-    let addr = agent.call(
-        "mmap parking code",
-        libc::SYS_mmap,
-        &[
-            0,
-            page,
-            (libc::PROT_READ | libc::PROT_EXEC) as u64,
-            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
-            u64::MAX,
-            0,
-        ],
-    )?;
+    let addr = r
+        .syscall(
+            libc::SYS_mmap,
+            &[
+                0,
+                page,
+                (libc::PROT_READ | libc::PROT_EXEC) as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+                u64::MAX,
+                0,
+            ],
+        )
+        .map_err(|e| Error::sys(r.tid, "remote mmap parking code", e))?;
     if let Err(e) = mem::force_write(pid, addr, &PARKING_CODE) {
-        let _ = agent.call("munmap parking code", libc::SYS_munmap, &[addr, page]);
+        let _ = r.syscall(libc::SYS_munmap, &[addr, page]);
         return Err(Error::sys(
             pid,
             format!("/proc/{pid}/mem: parking code at {addr:#x}"),
@@ -227,28 +325,46 @@ pub fn own_parking_site(agent: &mut dyn Calls) -> Result<SyscallSite> {
     Ok(SyscallSite {
         insn: addr,
         parking: Some((addr, addr + PARKING_CODE.len() as u64 - 1)),
+        below: Below::default(),
     })
 }
 
-/// The syscall site for a task being dumped: the vDSO's parking loop if
-/// it has one, else any `syscall` instruction.
-pub fn find_syscall_site(pid: i32) -> Result<SyscallSite> {
+/// The start and the bytes (at most 1 MiB) of `pid`'s vDSO.
+fn vdso(pid: i32) -> Result<Option<(u64, Vec<u8>)>> {
     let maps = crate::procfs::read_maps(pid)?;
-    if let Some(m) = maps.iter().find(|m| m.path == "[vdso]") {
-        let len = (m.end - m.start).min(1 << 20) as usize;
-        let mut buf = vec![0u8; len];
-        if mem::vm_read_all(pid, m.start, &mut buf).is_ok() {
-            if let Some((entry, insn, end)) = find_parking_loop(&buf) {
-                return Ok(SyscallSite {
-                    insn: m.start + insn as u64,
-                    parking: Some((m.start + entry as u64, m.start + end as u64)),
-                });
-            }
+    let Some(m) = maps.iter().find(|m| m.path == "[vdso]") else {
+        return Ok(None);
+    };
+    let len = (m.end - m.start).min(1 << 20) as usize;
+    let mut buf = vec![0u8; len];
+    Ok(mem::vm_read_all(pid, m.start, &mut buf)
+        .ok()
+        .map(|()| (m.start, buf)))
+}
+
+/// The syscall site for a task being dumped: the vDSO's parking loop if
+/// it has one (either kind), else any `syscall` instruction.
+pub fn find_syscall_site(pid: i32) -> Result<SyscallSite> {
+    if let Some((start, buf)) = vdso(pid)? {
+        if let Some((entry, insn, end)) = find_parking_loop(&buf) {
+            return Ok(SyscallSite {
+                insn: start + insn as u64,
+                parking: Some((start + entry as u64, start + end as u64)),
+                below: Below::default(),
+            });
+        }
+        if let Some((entry, insn, end, below)) = find_clock_loop(&buf) {
+            return Ok(SyscallSite {
+                insn: start + insn as u64,
+                parking: Some((start + entry as u64, start + end as u64)),
+                below,
+            });
         }
     }
     Ok(SyscallSite {
         insn: find_syscall_insn(pid)?,
         parking: None,
+        below: Below::default(),
     })
 }
 
@@ -273,6 +389,36 @@ mod tests {
         assert_eq!(c[2..6], [0x31, 0xff, 0x31, 0xf6]);
         assert_eq!(c[6..11], [0xb8, 0x60, 0, 0, 0]);
         assert_eq!(c[11..13], [0x0f, 0x05]);
+    }
+
+    /// From the x86-64 vDSO of Debian's 6.12.118 (`__vdso_clock_gettime`'s
+    /// fallback), with the bytes before and after it.
+    const VDSO_DEBIAN_6_12: &[u8] = &[
+        0x74, 0x78, 0x89, 0xdf, 0xb8, 0xe4, 0x00, 0x00, 0x00, 0x0f, 0x05, 0x48, 0x8d, 0x65, 0xf0,
+        0x5b, 0x41, 0x5c, 0x5d, 0xc3, 0xcc,
+    ];
+
+    #[test]
+    fn clock_loop_found() {
+        assert_eq!(find_parking_loop(VDSO_DEBIAN_6_12), None);
+        let (entry, insn, end, below) = find_clock_loop(VDSO_DEBIAN_6_12).unwrap();
+        assert_eq!((entry, insn, end), (2, 9, 19));
+        // pop %rbx (the clock id), pop %r12.
+        assert_eq!(below.words(), &[BAD_CLOCK, 0]);
+    }
+
+    #[test]
+    fn clock_loop_needs_the_clock_register_popped() {
+        let mut other = VDSO_DEBIAN_6_12.to_vec();
+        other[3] = 0xcf; // mov %ecx,%edi: rcx is not popped
+        assert_eq!(find_clock_loop(&other), None);
+        let mut nr = VDSO_DEBIAN_6_12.to_vec();
+        nr[5] = 0x60; // gettimeofday takes pointers
+        assert_eq!(find_clock_loop(&nr), None);
+        let mut frame = VDSO_DEBIAN_6_12.to_vec();
+        frame[14] = 0xe8; // lea -24(%rbp): three pops expected, two found
+        assert_eq!(find_clock_loop(&frame), None);
+        assert_eq!(find_clock_loop(&VDSO_DEBIAN_6_12[..18]), None);
     }
 
     #[test]

@@ -78,6 +78,9 @@ pub struct Remote {
     /// `rbp` for every injected call: the frame chain of a parking loop
     /// (see [`Remote::guard`]).
     guard_rbp: Option<u64>,
+    /// The next calls are not guarded even with `guard_rbp` (they remove
+    /// the parking loop itself).
+    unguarded: bool,
 }
 
 impl Remote {
@@ -91,6 +94,7 @@ impl Remote {
             trap: false,
             base,
             guard_rbp: None,
+            unguarded: false,
         })
     }
 
@@ -116,10 +120,16 @@ impl Remote {
     /// lose its sharing of it (seen as a page or two of tree_cow_mix and
     /// tree_fork_storm coming back unshared): the frame goes down to the
     /// first page below that is not shared (up to 16 pages down).
-    pub fn guard(&mut self, pid: i32, loop_entry: u64) -> io::Result<u64> {
+    ///
+    /// `below`: words the loop pops from below `P` (lowest first), written
+    /// at `P - 8 * below.len()` (the other kind of parking loop,
+    /// `remote::find_clock_loop`).
+    pub fn guard(&mut self, pid: i32, loop_entry: u64, below: &[u64]) -> io::Result<u64> {
+        let low = 8 * below.len() as u64;
         let mut p = (self.base.rsp.wrapping_sub(128 + 256)) & !15;
         for _ in 0..16 {
-            let page = p & !(super::PAGE_SIZE - 1);
+            // The page of the frame's lowest word.
+            let page = p.wrapping_sub(low) & !(super::PAGE_SIZE - 1);
             match crate::procfs::read_pagemap(pid, page, page + super::PAGE_SIZE) {
                 Ok(pm) if pm.first().is_some_and(|f| f.present() && !f.exclusive()) => {
                     p = page.wrapping_sub(16);
@@ -127,13 +137,22 @@ impl Remote {
                 _ => break,
             }
         }
-        let mut frame = [0u8; 16];
-        frame[..8].copy_from_slice(&p.to_ne_bytes());
-        frame[8..].copy_from_slice(&loop_entry.to_ne_bytes());
-        super::mem::vm_write_all(pid, p, &frame)?;
+        let mut frame = Vec::with_capacity(below.len() * 8 + 16);
+        for w in below {
+            frame.extend_from_slice(&w.to_ne_bytes());
+        }
+        frame.extend_from_slice(&p.to_ne_bytes());
+        frame.extend_from_slice(&loop_entry.to_ne_bytes());
+        super::mem::vm_write_all(pid, p.wrapping_sub(low), &frame)?;
         self.guard_rbp = Some(p);
         Ok(p)
     }
+    /// Marks the next calls as unguarded whatever their parking frame
+    /// (for [`crate::guard::pause_in_call`]'s report).
+    pub fn set_unguarded(&mut self, unguarded: bool) {
+        self.unguarded = unguarded;
+    }
+
     pub fn set_insn(&mut self, insn: u64) {
         self.insn = insn;
         self.trap = false;
@@ -177,6 +196,7 @@ impl Remote {
             return self.run_to_trap();
         }
         self.step_to_syscall_stop(true)?;
+        crate::guard::pause_in_call(nr, self.guard_rbp.is_none() || self.unguarded);
         self.step_to_syscall_stop(false)?;
         let out = ptrace::get_regs(self.tid)?;
         Ok(out.rax as i64)

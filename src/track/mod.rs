@@ -545,19 +545,30 @@ pub fn create_uffd_in_target(
     flags: u64,
     features: u64,
 ) -> Result<OwnedFd> {
-    let site = crate::remote::find_syscall_site(pid)?;
-    let mut r = frozen.remote(pid, pid, &site)?;
-    let fd = r
-        .syscall(libc::SYS_userfaultfd, &[flags])
-        .map_err(|e| Error::sys(pid, "remote userfaultfd", e))?;
-    let got = uffd::pidfd_open(pid)
-        .and_then(|p| uffd::pidfd_getfd(&p, fd as i32))
-        .map_err(|e| Error::sys(pid, format!("pidfd_getfd of userfaultfd {fd}"), e));
-    let closed = r
-        .syscall(libc::SYS_close, &[fd])
-        .map_err(|e| Error::sys(pid, format!("remote close({fd})"), e));
-    let got = got?;
-    closed?;
+    // Guarded like the dump's calls: a dumper killed in the middle (a
+    // background snapshot arms before the freeze) leaves the thread parked
+    // for the guardian, never running on with these registers.
+    let (mut r, _, own_code) = frozen.parking_site(pid)?;
+    let made = (|| -> Result<OwnedFd> {
+        let fd = r
+            .syscall(libc::SYS_userfaultfd, &[flags])
+            .map_err(|e| Error::sys(pid, "remote userfaultfd", e))?;
+        let got = uffd::pidfd_open(pid)
+            .and_then(|p| uffd::pidfd_getfd(&p, fd as i32))
+            .map_err(|e| Error::sys(pid, format!("pidfd_getfd of userfaultfd {fd}"), e));
+        let closed = r
+            .syscall(libc::SYS_close, &[fd])
+            .map_err(|e| Error::sys(pid, format!("remote close({fd})"), e));
+        let got = got?;
+        closed?;
+        Ok(got)
+    })();
+    let dropped = match own_code {
+        Some(code) => frozen.drop_parking(pid, &mut r, &[], code),
+        None => Ok(()),
+    };
+    let got = made?;
+    dropped?;
     let granted = uffd::api(&got, features)
         .map_err(|e| Error::sys(pid, format!("UFFDIO_API (features {features:#x})"), e))?;
     if granted & features != features {
