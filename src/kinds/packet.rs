@@ -406,6 +406,9 @@ pub fn fanout_of(pid: i32, ino: u64, d: &PacketDiag) -> std::result::Result<Opti
     let Some(g) = k.fanout else {
         return Err(format!("is in {name}, which BPF did not find"));
     };
+    // packet_diag leaves the flags out; the group has them.
+    let word = g.id_type_flags;
+    let name = group_name(word);
     let ty = (word >> 16) & 0xff;
     let flags = word >> 24;
     if g.index == pktring::FANOUT_UNLINKED {
