@@ -161,7 +161,9 @@ fn sk_packet_fanout() {
     if skip_unless_root() {
         return;
     }
-    in_netns(|| checkpoint_restore("sk_packet", &["--fanout"]));
+    in_netns(|| {
+        checkpoint_restore("sk_packet", &["--fanout"]);
+    });
 }
 
 /// A fanotify group with inode marks (one with an ignored mask that
