@@ -8,7 +8,11 @@
  * tx_ring.head; for TPACKET_V3 the active block, its fill offset and the
  * next block sequence number, whether its queue is frozen), the
  * pending-drop count, and its fanout
- * group's member limit, member count and round-robin cursor.
+ * group's member limit, member count and round-robin cursor (or whether
+ * a fanout BPF program is set: they share a union), the socket's index in
+ * the group's member array (which picks the member of each packet), and
+ * the state of its rollover (the member it last rolled over to, whether
+ * its flow history holds anything) and its receive-pressure flag.
  *
  * AF_PACKET may be built in (its types are in /sys/kernel/btf/vmlinux) or
  * a module (their BTF is in /sys/kernel/btf/af_packet, which libbpf
@@ -59,13 +63,34 @@ struct packet_fanout {
 	__u16 id;
 	__u8 type;
 	__u8 flags;
+	/* One union in the kernel: the LB cursor or the CBPF/EBPF program. */
 	atomic_t rr_cur;
+	void *bpf_prog;
+	/* struct sock __rcu *arr[]: a flexible array (a fixed one of
+	 * PACKET_FANOUT_MAX before 5.12); only its offset is used. */
+	void *arr[1];
 } PA;
+
+#define ROLLOVER_HLEN_MAX 32
+
+struct packet_rollover {
+	int sock;
+	__u32 history[ROLLOVER_HLEN_MAX];
+} PA;
+
+/* The members' array is searched this far at most. */
+#define FANOUT_SCAN 1024
+
+/* enum packet_sock_flags (6.3 on); PACKET_SOCK_PRESSURE is a bit of
+ * packet_sock.flags there, an int `pressure` before. */
+enum packet_sock_flags___pk { PACKET_SOCK_PRESSURE___pk = 5 };
 
 enum tpacket_versions { TPACKET_V1, TPACKET_V2, TPACKET_V3 };
 
 struct packet_sock {
 	struct packet_fanout *fanout;
+	struct packet_rollover *rollover;
+	unsigned long flags;
 	struct packet_ring_buffer rx_ring;
 	struct packet_ring_buffer tx_ring;
 	enum tpacket_versions tp_version;
@@ -94,7 +119,24 @@ struct pktring_state {
 	__u32 fanout_id_type_flags;
 	/* TPACKET_V3: the queue is frozen (every block was the user's). */
 	__u32 v3_frozen;
+	/* The fanout group's program pointer is set (CBPF/EBPF groups). */
+	__u32 fanout_prog;
+	/* Index of the socket in the group's member array; FANOUT_SCAN + 1:
+	 * not in it (its interface went down), FANOUT_SCAN: not searched
+	 * that far. */
+	__u32 fanout_index;
+	/* Rollover: 1 when the socket has one; the member it rolls over to
+	 * next; 1 when its flow history holds any hash. */
+	__u32 rollover;
+	__s32 rollover_sock;
+	__u32 rollover_history;
+	/* Receive pressure (set when its queue ran low on room). */
+	__u32 pressure;
 };
+
+struct packet_sock___old {
+	int pressure;
+} PA;
 
 /* Set by user space before each run (one loaded program serves a whole
  * dump or restore). */
@@ -110,8 +152,11 @@ int packet_state(struct bpf_iter__task_file *ctx)
 	struct file___pk *file = (void *)ctx->file;
 	struct packet_sock *po;
 	struct packet_fanout *f;
+	struct packet_rollover *r;
 	struct socket *sock;
 	char *start, *next;
+	__u32 i, n;
+	__u64 off;
 
 	if (!task || !file || task->tgid != target_tgid)
 		return 0;
@@ -148,6 +193,51 @@ int packet_state(struct bpf_iter__task_file *ctx)
 		out.fanout_id_type_flags = BPF_CORE_READ(f, id) |
 					   (__u32)BPF_CORE_READ(f, type) << 16 |
 					   (__u32)BPF_CORE_READ(f, flags) << 24;
+		out.fanout_prog = BPF_CORE_READ(f, bpf_prog) != 0;
+		out.fanout_index = FANOUT_SCAN + 1;
+		n = out.fanout_members;
+		off = bpf_core_field_offset(struct packet_fanout, arr);
+		for (i = 0; i < FANOUT_SCAN; i++) {
+			void *m = 0;
+
+			if (i >= n)
+				break;
+			bpf_probe_read_kernel(&m, sizeof(m), (char *)f + off + i * sizeof(m));
+			if (m == (void *)po) {
+				out.fanout_index = i;
+				break;
+			}
+		}
+		if (i == FANOUT_SCAN && n > FANOUT_SCAN)
+			out.fanout_index = FANOUT_SCAN;
+	}
+	r = BPF_CORE_READ(po, rollover);
+	out.rollover = r != 0;
+	if (r) {
+		__u32 h = 0, words;
+
+		out.rollover_sock = BPF_CORE_READ(r, sock);
+		words = bpf_core_field_size(struct packet_rollover, history) / sizeof(__u32);
+		for (i = 0; i < ROLLOVER_HLEN_MAX; i++) {
+			__u32 w = 0;
+
+			if (i >= words)
+				break;
+			bpf_probe_read_kernel(&w, sizeof(w),
+					      (char *)r + bpf_core_field_offset(struct packet_rollover,
+										history) +
+						      i * sizeof(w));
+			h |= w;
+		}
+		out.rollover_history = h != 0;
+	}
+	if (bpf_core_enum_value_exists(enum packet_sock_flags___pk, PACKET_SOCK_PRESSURE___pk)) {
+		unsigned long fl = BPF_CORE_READ(po, flags);
+		int bit = bpf_core_enum_value(enum packet_sock_flags___pk, PACKET_SOCK_PRESSURE___pk);
+
+		out.pressure = (fl >> (bit & 63)) & 1;
+	} else if (bpf_core_field_exists(struct packet_sock___old, pressure)) {
+		out.pressure = BPF_CORE_READ((struct packet_sock___old *)po, pressure) != 0;
 	}
 	return 0;
 }

@@ -107,7 +107,8 @@ fn refused(kind: &str, names: &[&str]) {
 
 /// fds cairn cannot save make the dump refuse before the process is
 /// touched, naming the pid, the fd and the kind: sockets cairn cannot
-/// restore (NETLINK_GENERIC, a packet socket in a fanout group), io_uring, devices with state of their own (kvm, tun),
+/// restore (NETLINK_GENERIC, a packet socket in a fanout group with a
+/// fanout program), io_uring, devices with state of their own (kvm, tun),
 /// block devices. Each process goes on unharmed.
 #[test]
 fn unsupported_fd_refused() {
@@ -115,7 +116,10 @@ fn unsupported_fd_refused() {
         return;
     }
     refused("netlink", &["NETLINK", "socket"]);
-    refused("packet", &["PACKET_FANOUT", "socket"]);
+    refused(
+        "packet",
+        &["PACKET_FANOUT_CBPF", "fanout program", "socket"],
+    );
     refused("io_uring", &["io_uring"]);
     // Devices of modules a machine may not have loaded (a VM without
     // nested virtualisation has no /dev/kvm).

@@ -103,3 +103,87 @@ fn sk_packet_v3_open_block_refused() {
         );
     });
 }
+
+/// Packet fanout groups (tests/workloads/packet_fanout.c): a
+/// PACKET_FANOUT_HASH group with PACKET_FANOUT_FLAG_DEFRAG and
+/// PACKET_FANOUT_FLAG_ROLLOVER and a member limit of 4, whose members are
+/// in two processes and whose member array was reordered by a member that
+/// left, and a PACKET_FANOUT_CPU group with
+/// PACKET_FANOUT_FLAG_IGNORE_OUTGOING: every member reports its group
+/// after the restore, 16 flows reach the same members as before (the
+/// member array came back in its order), each group gets a packet once,
+/// and the member limit is the same.
+#[test]
+fn sk_packet_fanout() {
+    if skip_unless_root() {
+        return;
+    }
+    in_netns(|| {
+        checkpoint_restore("packet_fanout", &[]);
+    });
+}
+
+/// A PACKET_FANOUT_LB group that received packets is refused, naming the
+/// group and its round-robin cursor.
+#[test]
+fn sk_packet_fanout_lb_moved_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    in_netns(|| {
+        let mut w = Workload::start("packet_fanout", &["--lb"]);
+        expect_refused(
+            &mut w,
+            &[],
+            &[
+                "PACKET_FANOUT group 4245 (PACKET_FANOUT_LB",
+                "round-robin cursor is at 3",
+                "packet socket",
+            ],
+        );
+    });
+}
+
+/// A PACKET_FANOUT_CBPF group with a fanout program is refused.
+#[test]
+fn sk_packet_fanout_program_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    in_netns(|| {
+        let mut w = Workload::start("packet_fanout", &["--cbpf"]);
+        expect_refused(
+            &mut w,
+            &[],
+            &[
+                "PACKET_FANOUT group 4246 (PACKET_FANOUT_CBPF",
+                "fanout program (PACKET_FANOUT_DATA)",
+            ],
+        );
+    });
+}
+
+/// A group with a member outside the dumped tree (another process's
+/// socket) is refused before the freeze, naming the outside member and
+/// its holder; both processes go on in the group.
+#[test]
+fn sk_packet_fanout_outside_member_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    in_netns(|| {
+        let mut outside = Workload::start("packet_fanout", &["--join", "4244"]);
+        let mut w = Workload::start("packet_fanout", &["--join", "4244"]);
+        let held = format!("held by pid {}", outside.pid);
+        expect_refused(
+            &mut w,
+            &[],
+            &[
+                "PACKET_FANOUT group 4244 (PACKET_FANOUT_HASH",
+                "1 member(s) outside the dumped tree",
+                &held,
+            ],
+        );
+        outside.terminate_original_expect_pass();
+    });
+}

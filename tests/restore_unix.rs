@@ -501,3 +501,87 @@ fn unix_inflight_stream_no_bpf_refused() {
         &["fd ", "descriptors in flight in a stream", "--no-bpf"],
     );
 }
+
+/// --ext-unix-sk with a datagram socket connected to an outside socket
+/// whose name no longer leads to it (its file removed, or another file at
+/// the path): a restore reconnects such a socket by name only, so it would
+/// come back connected to no one. The dump refuses it before the tree is
+/// touched, naming the pid, fd, both sockets and the reason; the process
+/// goes on connected to its peer.
+#[test]
+fn unix_ext_dgram_peer_name_gone_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    for replace in [false, true] {
+        let dir = fresh_dir("unix-ext-dgram-gone");
+        let path = dir.join("peer.sock");
+        let peer = std::os::unix::net::UnixDatagram::bind(&path).expect("bind the outside peer");
+        let mut w = Workload::start("unix_ext_dgram", &["--connect", path.to_str().unwrap()]);
+        std::fs::remove_file(&path).unwrap();
+        if replace {
+            std::fs::write(&path, b"another file").unwrap();
+        }
+        common::refuse::dump_refused(
+            w.pid,
+            &w.images,
+            &["--ext-unix-sk"],
+            &[
+                "fd 3",
+                "unix dgram socket",
+                "outside the dumped tree",
+                "a name whose file was removed or is another file now",
+                &format!("held by pid {}", std::process::id()),
+            ],
+        );
+        w.terminate_original_expect_pass();
+        let mut b = [0u8; 16];
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let n = peer
+            .recv(&mut b)
+            .expect("the original still sends to its peer");
+        assert_eq!(&b[..n], b"after");
+    }
+}
+
+/// --ext-unix-sk with a datagram socket whose outside peer has no name
+/// (the other end of a socketpair, now held by this test only): refused at
+/// dump, naming the pid, fd and reason; the process goes on.
+#[test]
+fn unix_ext_dgram_peer_unnamed_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("unix_ext_dgram", &["--pair"]);
+    let other = cairn::sys::sock::pidfd_getfd(w.pid, 100).expect("take the other end");
+    std::fs::write(w.work.join("taken"), b"").unwrap();
+    let closed = w.work.join("closed");
+    let t0 = std::time::Instant::now();
+    while !closed.exists() {
+        assert!(
+            t0.elapsed().as_secs() < 10,
+            "the workload did not close its copy"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    common::refuse::dump_refused(
+        w.pid,
+        &w.images,
+        &["--ext-unix-sk"],
+        &[
+            "fd 3",
+            "outside the dumped tree",
+            "has no name (unbound, or the other end of a socketpair)",
+        ],
+    );
+    w.terminate_original_expect_pass();
+    let peer = std::os::unix::net::UnixDatagram::from(other);
+    peer.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut b = [0u8; 16];
+    let n = peer
+        .recv(&mut b)
+        .expect("the original still sends to its peer");
+    assert_eq!(&b[..n], b"after");
+}

@@ -357,6 +357,7 @@ pub fn dump_then(
     ext::precheck_tree(&pids, &args.external)?;
     let ext_socks = ext::socket_inos(&args.external);
     crate::kinds::unix::precheck_tree(&pids, args.ext_unix_sk, args.leave_running, &ext_socks)?;
+    crate::kinds::packet::precheck_tree(&pids)?;
     crate::kinds::tty::precheck_tree(&pids, args.shell_job, &ext::tty_keys(&args.external))?;
     crate::kinds::pipe::precheck_tree(&pids, &ext::pipe_inos(&args.external))?;
     crate::kinds::locks::precheck(&pids)?;

@@ -399,6 +399,8 @@ pub struct SharedFiles {
     /// Terminals rebuilt in cairn and what is left to do with them
     /// (kinds::tty).
     pub tty: tty::TtyRestore,
+    /// Packet sockets to join to their fanout groups (kinds::packet).
+    pub(crate) fanout: packet::FanoutRestore,
     /// Descriptions whose file status flags are set and checked (once,
     /// in the first process that has them).
     pub(crate) flags_done: std::collections::HashSet<u32>,

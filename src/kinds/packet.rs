@@ -18,9 +18,15 @@
 //! (`restore_rings`); the program's mapping of them (a VMA of kind
 //! `VMA_PACKET_RING`) is made again once the fds exist ([`map_rings`]).
 //!
+//! Fanout groups (PACKET_FANOUT) come back with their id, type, flags and
+//! member limit, every member rejoined in its place in the group's member
+//! array (read with BPF: it picks the member of each packet), once every
+//! fd exists ([`FanoutRestore::join`]); see [`fanout_of`] for the groups
+//! refused (members outside the tree, a fanout program, a moved
+//! round-robin cursor or rollover state).
+//!
 //! Refused at dump: a socket with packets queued (they cannot be queued
-//! again), in a fanout group (the members' order, balancing cursor and
-//! any BPF program cannot be set back), of another network namespace,
+//! again), of another network namespace,
 //! and ring states that cannot be set back (see `read_rings`): pending
 //! drops, a TPACKET_V3 block still open with packets in it or a frozen
 //! queue, TX frames being sent.
@@ -121,19 +127,6 @@ fn mr_name(ty: u32) -> &'static str {
     }
 }
 
-/// The kernel's position in the rings of socket `ino` of `pid` and its
-/// fanout group's state (read with BPF, see [`crate::sys::pktring`]), for
-/// the refusal; `None` when it cannot be read.
-fn kernel_state(pid: i32, ino: u64) -> Option<pktring::PacketState> {
-    match pktring::read(pid, ino) {
-        Ok(s) => s,
-        Err(e) => {
-            crate::debug!("pid {pid}: packet socket {ino}: {e}");
-            None
-        }
-    }
-}
-
 const TPACKET_VERSIONS: [&str; 3] = ["TPACKET_V1", "TPACKET_V2", "TPACKET_V3"];
 
 /// A failed packet_diag request about `f`. ENOENT for the whole family
@@ -156,7 +149,7 @@ fn diag_error(f: &FdRef, e: std::io::Error) -> Error {
 
 /// The packet_diag view of the socket `ino` of `pid`, or why it cannot
 /// be restored.
-fn examine(pid: i32, ino: u64) -> std::io::Result<std::result::Result<PacketDiag, String>> {
+fn examine(ino: u64) -> std::io::Result<std::result::Result<PacketDiag, String>> {
     let Some(d) = diag::by_ino(ino as u32)? else {
         return Ok(Err(
             "is not in cairn's network namespace (not supported)".into()
@@ -166,23 +159,6 @@ fn examine(pid: i32, ino: u64) -> std::io::Result<std::result::Result<PacketDiag
         return Ok(Err(format!(
             "has {n} bytes of received packets queued, which cannot be queued into a packet \
              socket again"
-        )));
-    }
-    if let Some(f) = d.fanout {
-        let members = match kernel_state(pid, ino).and_then(|k| k.fanout) {
-            Some(g) => format!(
-                ", {} of at most {} members, round-robin cursor {}",
-                g.members, g.max_members, g.rr_cur
-            ),
-            None => String::new(),
-        };
-        return Ok(Err(format!(
-            "is in PACKET_FANOUT group {} (type {}, flags {:#x}{members}), which cairn cannot \
-             restore exactly (the members' order in the group, which picks the member of each \
-             packet, the balancing cursor and any fanout BPF program cannot be set back)",
-            f & 0xffff,
-            (f >> 16) & 0xff,
-            f >> 24
         )));
     }
     Ok(Ok(d))
@@ -351,6 +327,325 @@ fn configure(s: &OwnedFd, p: &PacketSk) -> std::result::Result<(), String> {
         }
     }
     Ok(())
+}
+
+// ------------------------------------------------------------ fanout
+
+/// PACKET_FANOUT types (linux/if_packet.h), by number.
+const FANOUT_TYPES: [&str; 8] = [
+    "PACKET_FANOUT_HASH",
+    "PACKET_FANOUT_LB",
+    "PACKET_FANOUT_CPU",
+    "PACKET_FANOUT_ROLLOVER",
+    "PACKET_FANOUT_RND",
+    "PACKET_FANOUT_QM",
+    "PACKET_FANOUT_CBPF",
+    "PACKET_FANOUT_EBPF",
+];
+const FANOUT_LB: u32 = 1;
+const FANOUT_ROLLOVER: u32 = 3;
+const FANOUT_CBPF: u32 = 6;
+/// PACKET_FANOUT_FLAG_ROLLOVER as the group keeps it (flags >> 8).
+const FANOUT_FLAG_ROLLOVER: u32 = 0x10;
+/// The member limit of a group made with a plain `int` PACKET_FANOUT.
+const FANOUT_LEGACY_MAX: u32 = 256;
+/// PACKET_FANOUT_MAX: the largest member limit.
+const FANOUT_MAX: u32 = 1 << 16;
+
+/// A packet socket's place in its fanout group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Group {
+    /// id | type << 16 | flags << 24 (getsockopt(PACKET_FANOUT)).
+    pub word: u32,
+    pub max: u32,
+    pub members: u32,
+    pub index: u32,
+}
+
+/// "PACKET_FANOUT group 7 (PACKET_FANOUT_HASH, flags 0x90)".
+fn group_name(word: u32) -> String {
+    let ty = (word >> 16) & 0xff;
+    format!(
+        "PACKET_FANOUT group {} ({}, flags {:#x})",
+        word & 0xffff,
+        FANOUT_TYPES
+            .get(ty as usize)
+            .copied()
+            .unwrap_or("unknown type"),
+        word >> 24
+    )
+}
+
+/// The fanout group of socket `ino` of `pid` (`d` its diag) and the
+/// socket's place in it, or why a restore could not rebuild it exactly.
+/// A restore makes the group again with the same id, type, flags and
+/// member limit and joins the members in their order; what it cannot set
+/// back is refused: a member not in the group's member array (its
+/// interface went down), a PACKET_FANOUT_LB cursor that moved (only as
+/// many packets sent to the group could move it again), a fanout program
+/// (PACKET_FANOUT_DATA: the kernel keeps no copy of a classic one, and an
+/// eBPF one dies with the group), a rollover that rolled over or learnt
+/// flows, a member under receive pressure in a group that rolls over.
+/// Members outside the tree: [`precheck_tree`]. Rollover counters
+/// (PACKET_ROLLOVER_STATS) start at 0, as PACKET_STATISTICS do.
+pub fn fanout_of(pid: i32, ino: u64, d: &PacketDiag) -> std::result::Result<Option<Group>, String> {
+    let Some(word) = d.fanout else {
+        return Ok(None);
+    };
+    let name = group_name(word);
+    let k = match pktring::read(pid, ino) {
+        Ok(Some(k)) => k,
+        Ok(None) => return Err(format!("is in {name}, and BPF did not find the socket")),
+        Err(e) => {
+            return Err(format!(
+                "is in {name}: its place among the group's members, which picks the member of \
+                 each packet and no socket option shows, cannot be read with BPF ({e})"
+            ))
+        }
+    };
+    let Some(g) = k.fanout else {
+        return Err(format!("is in {name}, which BPF did not find"));
+    };
+    // packet_diag leaves the flags out; the group has them.
+    let word = g.id_type_flags;
+    let name = group_name(word);
+    let ty = (word >> 16) & 0xff;
+    let flags = word >> 24;
+    if g.index == pktring::FANOUT_UNLINKED {
+        return Err(format!(
+            "is in {name} but not among its receiving members (its interface went down): a \
+             restore can only join it as a receiving member"
+        ));
+    }
+    if g.index == pktring::FANOUT_UNSEARCHED {
+        return Err(format!(
+            "is in {name} of {} members (cairn finds a socket's place among the first {})",
+            g.members,
+            pktring::FANOUT_UNSEARCHED
+        ));
+    }
+    if ty == FANOUT_LB && g.rr_cur != 0 {
+        return Err(format!(
+            "is in {name}, whose round-robin cursor is at {} (it picks the member of the next \
+             packet; only sending as many packets to the group could set it back)",
+            g.rr_cur
+        ));
+    }
+    if ty >= FANOUT_CBPF && g.prog {
+        return Err(format!(
+            "is in {name} with a fanout program (PACKET_FANOUT_DATA), which the kernel does not \
+             show (it keeps no copy of a classic program; an eBPF one goes with the group)"
+        ));
+    }
+    let rolls = ty == FANOUT_ROLLOVER || flags & FANOUT_FLAG_ROLLOVER != 0;
+    match k.rollover {
+        Some((n, _)) if n != 0 => {
+            return Err(format!(
+                "is in {name} and rolled over to member {n} (where its next rollover starts, \
+                 which cannot be set back)"
+            ))
+        }
+        Some((_, true)) => {
+            return Err(format!(
+                "is in {name} and its rollover learnt flows while its queue ran low (a flow \
+                 history no call sets)"
+            ))
+        }
+        _ => {}
+    }
+    if rolls && k.pressure {
+        return Err(format!(
+            "is in {name} and under receive pressure (its queue ran low; rollover skips it \
+             until it reads, a state no call sets)"
+        ));
+    }
+    if g.members == 0 || g.index >= g.members || g.max_members > FANOUT_MAX {
+        return Err(format!(
+            "is in {name} at place {} of {} members (at most {}): inconsistent",
+            g.index, g.members, g.max_members
+        ));
+    }
+    Ok(Some(Group {
+        word,
+        max: g.max_members,
+        members: g.members,
+        index: g.index,
+    }))
+}
+
+/// Before freezing: every member of a fanout group one of the tree `pids`
+/// is in must be in the tree (a restore can rejoin only the tree's
+/// sockets; the group would come back smaller and pick other members).
+pub fn precheck_tree(pids: &[i32]) -> Result<()> {
+    let mut held: std::collections::HashMap<u32, (i32, i32)> = Default::default();
+    for &pid in pids {
+        let Ok(fds) = crate::procfs::read_fds(pid) else {
+            continue;
+        };
+        for (fd, target) in fds {
+            if let Some(("socket", ino)) = crate::procfs::parse_anon_link(&target) {
+                let link = format!("/proc/{pid}/fd/{fd}");
+                if sock::proto_name(&link).is_ok_and(|p| p == "PACKET") {
+                    held.entry(ino as u32).or_insert((pid, fd));
+                }
+            }
+        }
+    }
+    if held.is_empty() {
+        return Ok(());
+    }
+    let all = match diag::dump_all() {
+        Ok(a) => a,
+        // No packet_diag: each fd's precheck names the missing feature.
+        Err(_) => return Ok(()),
+    };
+    let mut inside: Vec<&PacketDiag> = (all.iter())
+        .filter(|d| d.fanout.is_some() && held.contains_key(&d.ino))
+        .collect();
+    inside.sort_by_key(|d| d.ino);
+    for d in inside {
+        let id = d.fanout.unwrap_or(0) & 0xffff;
+        let outside: Vec<u32> = (all.iter())
+            .filter(|o| o.fanout.is_some_and(|w| w & 0xffff == id) && !held.contains_key(&o.ino))
+            .map(|o| o.ino)
+            .collect();
+        if let Some(&o) = outside.first() {
+            let (pid, fd) = held[&d.ino];
+            return Err(Error::unsupported(
+                pid,
+                format!(
+                    "fd {fd} (socket:[{}], packet socket) is in {} with {} member(s) outside the \
+                     dumped tree (socket:[{o}], {}): a restore can rejoin only the tree's sockets, \
+                     and the group would pick other members; dump the tree that holds them all",
+                    d.ino,
+                    group_name(d.fanout.unwrap_or(0)),
+                    outside.len(),
+                    super::unix::holder(o)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One restored member of a fanout group, not joined yet.
+struct Member {
+    group: Group,
+    sock: OwnedFd,
+    what: String,
+}
+
+/// The restored packet sockets that were in fanout groups, joined once
+/// every fd table is in place ([`FanoutRestore::join`]).
+#[derive(Default)]
+pub struct FanoutRestore {
+    members: Vec<Member>,
+}
+
+fn join_group(s: &OwnedFd, g: &Group) -> std::io::Result<()> {
+    let type_flags = (g.word >> 16) as u16;
+    let id = (g.word & 0xffff) as u16;
+    if g.max == FANOUT_LEGACY_MAX {
+        return sock::set_int(s, SOL_PACKET, PACKET_FANOUT, g.word as i32);
+    }
+    // struct fanout_args (5.12 on): id, type_flags, max_num_members.
+    let mut b = Vec::with_capacity(8);
+    b.extend_from_slice(&id.to_ne_bytes());
+    b.extend_from_slice(&type_flags.to_ne_bytes());
+    b.extend_from_slice(&g.max.to_ne_bytes());
+    crate::sys::net::setsockopt(s, SOL_PACKET, PACKET_FANOUT, &b)
+}
+
+impl FanoutRestore {
+    /// Joins every group again, each member in its saved place (the
+    /// kernel appends a joining socket to the member array), after
+    /// checking that the group is whole in the images and that no socket
+    /// of this network namespace is in a group of that id already (it
+    /// would take the restored members in); then reads every member back:
+    /// group, place, member count and limit, and that no packet reached a
+    /// member before it joined.
+    pub fn join(&mut self) -> Result<()> {
+        let mut members = std::mem::take(&mut self.members);
+        if members.is_empty() {
+            return Ok(());
+        }
+        members.sort_by_key(|m| (m.group.word & 0xffff, m.group.index));
+        let ours: Vec<u64> = (members.iter())
+            .map(|m| own_ino(&m.sock))
+            .collect::<std::io::Result<_>>()
+            .map_err(|e| Error::Restore(format!("packet socket: its inode: {e}")))?;
+        let all = diag::dump_all()
+            .map_err(|e| Error::Restore(format!("packet_diag (fanout groups): {e}")))?;
+        let me = std::process::id() as i32;
+        for grp in members.chunk_by(|a, b| a.group.word & 0xffff == b.group.word & 0xffff) {
+            let g0 = grp[0].group;
+            let name = group_name(g0.word);
+            let places: Vec<u32> = grp.iter().map(|m| m.group.index).collect();
+            if places != (0..g0.members).collect::<Vec<_>>()
+                || grp.iter().any(|m| {
+                    m.group
+                        != Group {
+                            index: m.group.index,
+                            ..g0
+                        }
+                })
+            {
+                return Err(Error::Restore(format!(
+                    "{name}: the images hold members at places {places:?} of {} (the group is \
+                     not whole)",
+                    g0.members
+                )));
+            }
+            if let Some(o) = all.iter().find(|d| {
+                d.fanout.is_some_and(|w| w & 0xffff == g0.word & 0xffff)
+                    && !ours.contains(&(d.ino as u64))
+            }) {
+                return Err(Error::Restore(format!(
+                    "{name}: socket:[{}] ({}) is in a group of that id in this network namespace \
+                     already; the restored members would join it",
+                    o.ino,
+                    super::unix::holder(o.ino)
+                )));
+            }
+            for m in grp {
+                join_group(&m.sock, &m.group).map_err(|e| {
+                    Error::Restore(format!(
+                        "{}: join {name} at place {}: {e}",
+                        m.what, m.group.index
+                    ))
+                })?;
+            }
+            for m in grp {
+                let ino = own_ino(&m.sock)
+                    .map_err(|e| Error::Restore(format!("{}: its inode: {e}", m.what)))?;
+                let word = sock::get_int(&m.sock, SOL_PACKET, PACKET_FANOUT).unwrap_or(0) as u32;
+                let k = pktring::read(me, ino)
+                    .map_err(|e| Error::Restore(format!("{}: read {name} back: {e}", m.what)))?
+                    .and_then(|k| k.fanout);
+                let got = k.map(|k| (word, k.max_members, k.members, k.index));
+                let want = (g0.word, g0.max, g0.members, m.group.index);
+                if got != Some(want) {
+                    return Err(Error::Restore(format!(
+                        "{}: {name} came back as (group, limit, members, place) {got:?}, was \
+                         {want:?}",
+                        m.what
+                    )));
+                }
+                let queued = diag::by_ino(ino as u32)
+                    .ok()
+                    .flatten()
+                    .and_then(|d| d.rmem_alloc)
+                    .unwrap_or(0);
+                if queued != 0 {
+                    return Err(Error::Restore(format!(
+                        "{}: {queued} bytes of packets reached it before it joined {name} again",
+                        m.what
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 // ------------------------------------------------------------ rings
@@ -862,9 +1157,11 @@ impl FdKind for Packet {
             Err(_) if !crate::sys::task::pid_exists(f.pid) => return Ok(true),
             Err(e) => return Err(e),
         };
-        if let Err(why) = examine(f.pid, ino).map_err(|e| diag_error(f, e))? {
-            return Err(refuse(f, &why));
-        }
+        let d = match examine(ino).map_err(|e| diag_error(f, e))? {
+            Ok(d) => d,
+            Err(why) => return Err(refuse(f, &why)),
+        };
+        fanout_of(f.pid, ino, &d).map_err(|why| refuse(f, &why))?;
         if let Some(why) = super::sockopts::unrestorable(&s) {
             return Err(refuse(f, &why));
         }
@@ -889,20 +1186,21 @@ impl FdKind for Packet {
             return Ok(None);
         }
         let s = grab(f)?;
-        let d = examine(f.pid, ino)
+        let d = examine(ino)
             .map_err(|e| diag_error(f, e))?
             .map_err(|why| refuse(f, &why))?;
         if let Some(why) = super::sockopts::unrestorable(&s) {
             return Err(refuse(f, &why));
         }
-        if sock::get_int(&s, SOL_PACKET, PACKET_FANOUT).unwrap_or(0) != 0 {
-            return Err(refuse(
-                f,
-                "is in a PACKET_FANOUT group, which cairn cannot restore",
-            ));
-        }
+        let group = fanout_of(f.pid, ino, &d).map_err(|why| refuse(f, &why))?;
         let mut p = read(&s, ino, &d)
             .map_err(|e| Error::sys(f.pid, format!("fd {}: read the packet socket", f.fd), e))?;
+        if let Some(g) = group {
+            p.fanout = g.word;
+            p.fanout_max_members = g.max;
+            p.fanout_members = g.members;
+            p.fanout_index = g.index;
+        }
         if d.rx_ring.is_some() || d.tx_ring.is_some() {
             let (rx, tx, data) = read_rings(&s, f.pid, ino, &d, p.vnet_hdr, true)
                 .map_err(|e| Error::sys(f.pid, format!("fd {}: read its rings", f.fd), e))?
@@ -970,10 +1268,25 @@ impl FdKind for Packet {
         if total > MAX_RING_BYTES || p.ring_data.len() as u64 != total {
             return Err(invalid(path, obj, "ring_data", p.ring_data.len()));
         }
+        if p.fanout != 0
+            && ((p.fanout >> 16) & 0xff >= FANOUT_TYPES.len() as u32
+                || p.protocol == 0
+                || p.fanout_members == 0
+                || p.fanout_index >= p.fanout_members
+                || p.fanout_members > p.fanout_max_members
+                || p.fanout_max_members > FANOUT_MAX)
+        {
+            return Err(invalid(
+                path,
+                obj,
+                "fanout",
+                "bad type, place, count or limit",
+            ));
+        }
         Ok(())
     }
 
-    fn open(&self, k: &file_desc::Kind, calls: &mut dyn Calls, _cx: &mut RestoreCx) -> Result<u64> {
+    fn open(&self, k: &file_desc::Kind, calls: &mut dyn Calls, cx: &mut RestoreCx) -> Result<u64> {
         let file_desc::Kind::Packet(p) = k else {
             return Err(not_mine(self));
         };
@@ -1005,6 +1318,18 @@ impl FdKind for Packet {
                 "{what} did not come back as it was: {}",
                 diffs.join("; ")
             )));
+        }
+        if p.fanout != 0 {
+            cx.shared.fanout.members.push(Member {
+                group: Group {
+                    word: p.fanout,
+                    max: p.fanout_max_members,
+                    members: p.fanout_members,
+                    index: p.fanout_index,
+                },
+                sock: s,
+                what,
+            });
         }
         Ok(fd)
     }

@@ -121,7 +121,7 @@ fn diag_all() -> Result<HashMap<u32, UnixDiag>> {
 
 /// Who holds socket `ino` (pid, fd, comm), for an error message. Scans
 /// /proc; only used when a dump is refused.
-fn holder(ino: u32) -> String {
+pub(crate) fn holder(ino: u32) -> String {
     let want = format!("socket:[{ino}]");
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return "held by no process found".into();
@@ -186,6 +186,18 @@ fn check_graph(
             p => p,
         };
         if let Some(p) = peer.filter(|p| *p != 0 && !held.contains_key(p)) {
+            if ext_ok && d.ty as i32 == libc::SOCK_DGRAM && d.peer == Some(p) && !in_flight(p) {
+                if let Some(why) = all.get(&p).and_then(unreachable_dgram_peer) {
+                    return Err(Error::unsupported(
+                        pid,
+                        format!(
+                            "{} is connected to socket:[{p}] ({}) outside the dumped tree, which {why}: a restore reconnects a datagram socket to an outside peer by that peer's name only, so it would come back connected to no one (--ext-unix-sk); dump the tree that holds both ends, or hand it in with --external socket:[{ino}]",
+                            what(),
+                            holder(p)
+                        ),
+                    ));
+                }
+            }
             if !ext_ok && !in_flight(p) {
                 let pname = all
                     .get(&p)
@@ -256,6 +268,35 @@ fn check_graph(
         }
     }
     Ok(())
+}
+
+/// Why a restore can never reconnect a datagram socket to `peer`, a
+/// socket outside the tree, by its name (`restore` connects to the
+/// saved name from cairn): it has none (unbound, or the other end of a
+/// socketpair), a relative path (cairn would resolve it from its own
+/// directory), or a path whose file is no longer that socket's (removed,
+/// or another file took the name). None: the name leads to it now.
+fn unreachable_dgram_peer(peer: &UnixDiag) -> Option<String> {
+    let name = peer.name.as_deref().unwrap_or_default();
+    if name.is_empty() {
+        return Some("has no name (unbound, or the other end of a socketpair)".into());
+    }
+    if !is_path(name) {
+        return None;
+    }
+    let show = show_name(name);
+    if !path_bytes(name).starts_with(b"/") {
+        return Some(format!(
+            "is bound to the relative path {show} (relative to its own process's directory at bind time, which a restore cannot know)"
+        ));
+    }
+    let path = full_path(name, "");
+    match (std::fs::metadata(&path), peer.vfs) {
+        (Ok(st), Some(v)) if st.file_type().is_socket() && is_file_of(v, &path, &st) => None,
+        _ => Some(format!(
+            "is bound to {show}, a name whose file was removed or is another file now"
+        )),
+    }
 }
 
 /// Datagrams queued from a socket outside the tree that still has its

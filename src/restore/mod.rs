@@ -1177,6 +1177,8 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
             files::restore_fds(&mut p.agents[0], t, &idx, &mut shared)?;
         }
     }
+    // Packet fanout groups: every member exists now.
+    shared.fanout.join()?;
     // pktring: packet rings are mapped again from their restored sockets.
     for p in procs.iter_mut().filter(|p| !p.zombie) {
         let with = img.cores[p.i].files_shared_with;

@@ -1,7 +1,8 @@
 //! The kernel's private state of one packet socket (bpf/pktring.bpf.c):
 //! its position in its PACKET_RX_RING / PACKET_TX_RING, the TPACKET_V3
-//! active block, and its fanout group's member limit and round-robin
-//! cursor. Neither getsockopt nor packet_diag shows these; an
+//! active block, its fanout group's member limit and round-robin
+//! cursor, its index among the group's members, and its rollover and
+//! receive-pressure state. Neither getsockopt nor packet_diag shows these; an
 //! iter/task_file program reads them from struct packet_sock (CO-RE
 //! against the running kernel's BTF).
 
@@ -45,7 +46,20 @@ pub struct PacketState {
     /// The fanout group, when in one: id | type << 16 | flags << 24, its
     /// member count, member limit and round-robin cursor.
     pub fanout: Option<Fanout>,
+    /// The socket's rollover state (PACKET_FANOUT_ROLLOVER or
+    /// PACKET_FANOUT_FLAG_ROLLOVER): the member it tries first when it
+    /// rolls over, and whether its flow history holds any hash.
+    pub rollover: Option<(i32, bool)>,
+    /// Receive pressure: set when its queue ran low on room, cleared by a
+    /// read (rollover skips a member under pressure).
+    pub pressure: bool,
 }
+
+/// [`Fanout::index`] of a socket the member array does not hold (its
+/// interface went down: it is in the group but receives nothing).
+pub const FANOUT_UNLINKED: u32 = 1025;
+/// [`Fanout::index`] when the array was not searched far enough.
+pub const FANOUT_UNSEARCHED: u32 = 1024;
 
 /// A packet socket's fanout group as the kernel holds it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -54,6 +68,12 @@ pub struct Fanout {
     pub members: u32,
     pub max_members: u32,
     pub rr_cur: u32,
+    /// A fanout program is set (read for PACKET_FANOUT_CBPF/EBPF groups:
+    /// it shares a union with `rr_cur`).
+    pub prog: bool,
+    /// The socket's place in the group's member array, or
+    /// [`FANOUT_UNLINKED`] / [`FANOUT_UNSEARCHED`].
+    pub index: u32,
 }
 
 thread_local! {
@@ -104,7 +124,11 @@ pub fn read(pid: i32, ino: u64) -> io::Result<Option<PacketState>> {
                 members: o.fanout_members,
                 max_members: o.fanout_max_members,
                 rr_cur: o.fanout_rr_cur,
+                prog: o.fanout_prog != 0,
+                index: o.fanout_index,
             }),
+            rollover: (o.rollover != 0).then_some((o.rollover_sock, o.rollover_history != 0)),
+            pressure: o.pressure != 0,
         }))
     })
 }
@@ -375,6 +399,30 @@ mod tests {
                 (g.id_type_flags, g.members, g.max_members),
                 (77 | 1 << 16, 1, 5)
             );
+            assert_eq!(g.index, 0);
+            // A second member: index 1, both see 2 members; no rollover.
+            let f2 = socket_proto(libc::AF_PACKET, libc::SOCK_RAW, 0).unwrap();
+            ll_bind(&f2, a).unwrap();
+            net::setsockopt(&f2, SOL_PACKET, 18, &args).unwrap();
+            let st2 = read(pid, ino(&f2)).unwrap().expect("found");
+            let g2 = st2.fanout.expect("in the group");
+            assert_eq!((g2.index, g2.members, st2.rollover), (1, 2, None));
+            assert_eq!(
+                read(pid, ino(&f)).unwrap().unwrap().fanout.unwrap().index,
+                0
+            );
+            // The first leaves: the second takes its place.
+            drop(f);
+            let g2 = read(pid, ino(&f2)).unwrap().unwrap().fanout.unwrap();
+            assert_eq!((g2.index, g2.members), (0, 1));
+            // PACKET_FANOUT_HASH with PACKET_FANOUT_FLAG_ROLLOVER (group 78):
+            // a rollover that never rolled over.
+            let h = socket_proto(libc::AF_PACKET, libc::SOCK_RAW, 0).unwrap();
+            ll_bind(&h, a).unwrap();
+            crate::sys::sock::set_int(&h, SOL_PACKET, 18, 78 | 0x1000 << 16).unwrap();
+            let sh = read(pid, ino(&h)).unwrap().unwrap();
+            assert_eq!(sh.fanout.unwrap().id_type_flags, 78 | 0x10 << 24);
+            assert_eq!((sh.rollover, sh.pressure), (Some((0, false)), false));
             assert_eq!(read(pid, 1).unwrap(), None);
         })
         .join()

@@ -650,6 +650,14 @@ pub mod packet {
         }
     }
 
+    /// Every packet socket of cairn's network namespace.
+    pub fn dump_all() -> io::Result<Vec<PacketDiag>> {
+        Ok(super::query(&request(), true, MSG_LEN)?
+            .iter()
+            .map(parse)
+            .collect())
+    }
+
     /// The packet socket with inode `ino` in cairn's network namespace.
     pub fn by_ino(ino: u32) -> io::Result<Option<PacketDiag>> {
         Ok(super::dump_find(&request(), MSG_LEN, 4, ino)?

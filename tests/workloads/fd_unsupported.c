@@ -1,7 +1,7 @@
 /*
  * fd_unsupported: holds an fd that cairn refuses to dump, chosen with
  * --kind: netlink (a NETLINK_GENERIC socket, the default), packet (an
- * AF_PACKET socket in a PACKET_FANOUT group), io_uring, kvm (/dev/kvm), tun (/dev/net/tun), block
+ * AF_PACKET socket in a PACKET_FANOUT_CBPF group with a fanout program), io_uring, kvm (/dev/kvm), tun (/dev/net/tun), block
  * (/dev/loop0). The refused dump must leave the process exactly as it was:
  * after SIGTERM the fd is still open on the same object, and a byte left in
  * a pipe is still there (nothing was read or changed).
@@ -11,6 +11,7 @@
 #include <linux/if_ether.h>
 #include <linux/netlink.h>
 #include <linux/if_packet.h>
+#include <linux/filter.h>
 #include <sys/socket.h>
 
 int main(int argc, char **argv)
@@ -27,11 +28,15 @@ int main(int argc, char **argv)
 	if (!strcmp(kind, "netlink")) {
 		s = socket(AF_NETLINK, SOCK_RAW, NETLINK_GENERIC);
 	} else if (!strcmp(kind, "packet")) {
-		int fanout = 78 | PACKET_FANOUT_HASH << 16;
+		int fanout = 78 | PACKET_FANOUT_CBPF << 16;
+		struct sock_filter code[] = { { 0x06, 0, 0, 0 } }; /* ret 0 */
+		struct sock_fprog prog = { 1, code };
 
 		s = socket(AF_PACKET, SOCK_RAW, htons(0x88b6));
 		if (s >= 0 && setsockopt(s, SOL_PACKET, PACKET_FANOUT, &fanout, sizeof(fanout)))
 			pfail("PACKET_FANOUT");
+		if (s >= 0 && setsockopt(s, SOL_PACKET, PACKET_FANOUT_DATA, &prog, sizeof(prog)))
+			pfail("PACKET_FANOUT_DATA");
 	} else if (!strcmp(kind, "io_uring")) {
 		char params[120] = { 0 };
 		s = syscall(__NR_io_uring_setup, 4, params);

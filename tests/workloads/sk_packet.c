@@ -20,8 +20,9 @@
  * --v3ring: the same with a TPACKET_V3 PACKET_RX_RING only, whose active
  *         block holds the two frames and stays open (60 s retire timeout):
  *         refused.
- * --fanout: also holds a socket in a fanout group with a member limit of 8
- *           (refused).
+ * --fanout: also holds a socket in a fanout group (id 77, PACKET_FANOUT_HASH)
+ *           with a member limit of 8, still in it after the restore (the
+ *           groups are tests/restore_pktring.rs with packet_fanout.c).
  */
 #include "zdtm.h"
 
@@ -200,6 +201,9 @@ int main(int argc, char **argv)
 
 		if (test_flag("--queued") && recv(p1, buf, sizeof(buf), MSG_DONTWAIT) <= 0)
 			fail("the queued packet is gone");
+		if (test_flag("--fanout") &&
+		    get_opt(extra, SOL_PACKET, PACKET_FANOUT) != (77 | PACKET_FANOUT_HASH << 16))
+			fail("the socket is not in fanout group 77 any more");
 		pass();
 	}
 
