@@ -247,7 +247,7 @@ mod tests {
             b[ENTRY_LEN..ENTRY_LEN + 8],
             (libc::SYS_mprotect as u64 | EXACT << 32).to_ne_bytes()
         );
-        assert_eq!(b[ENTRY_LEN + 56..], 0u64.to_ne_bytes());
+        assert_eq!(b[ENTRY_LEN + 56..2 * ENTRY_LEN], 0u64.to_ne_bytes());
     }
 
     fn results(r: &[i64]) -> Vec<u8> {
