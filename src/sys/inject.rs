@@ -201,7 +201,7 @@ impl Remote {
     /// (`rbx` and `r12`, see `remote::batch`) and returns `rbx` at its
     /// `int3`: the descriptor it stopped at, or `end`. One stop for the
     /// whole batch; event stops on the way are continued, any other
-    /// signal is an error, as in [`Remote::run_to_trap`].
+    /// signal is an error, as in `Remote::run_to_trap`.
     pub fn run_batch(&mut self, first: u64, end: u64) -> io::Result<u64> {
         let Some((entry, trap)) = self.agent else {
             return Err(io::Error::other("no agent loop in this task"));
