@@ -8,6 +8,7 @@
 //! Pointer arguments go through the scratch area: the methods below place
 //! strings and structures at scratch offset 0 unless they take an offset.
 
+use super::batch::{self, Failed, Syscall};
 use crate::error::{Error, Result};
 use crate::sys::abi::CloneArgs;
 use crate::sys::fown;
@@ -28,6 +29,24 @@ pub trait Calls {
     fn put(&mut self, off: u64, bytes: &[u8]) -> Result<u64>;
     /// Reads `len` bytes at scratch offset `off`.
     fn get(&self, off: u64, len: usize) -> Result<Vec<u8>>;
+
+    /// Runs `calls` in order, stopping at the first that fails (an
+    /// error, or not the result it expects): `Ok(Err)` says which, and
+    /// the calls after it did not run; `Err` is a failure to run them at
+    /// all. One call at a time here; an [`super::Agent`] with an agent
+    /// loop runs them as batches with one stop each (`remote::batch`).
+    fn syscalls(&mut self, calls: &[Syscall]) -> Result<std::result::Result<Vec<u64>, Failed>> {
+        one_by_one(self, calls)
+    }
+
+    /// [`Calls::syscalls`] of named calls; a failure is reported as
+    /// [`Calls::call`] reports one, naming the task and the call.
+    fn call_all(&mut self, calls: &[(String, Syscall)]) -> Result<Vec<u64>> {
+        let tid = self.tid();
+        let list: Vec<Syscall> = calls.iter().map(|c| c.1.clone()).collect();
+        self.syscalls(&list)?
+            .map_err(|f| Error::sys(tid, format!("remote {}", calls[f.index].0), f.error))
+    }
 
     /// Runs a syscall; errors name the task and the syscall.
     fn call(&mut self, name: &str, nr: libc::c_long, args: &[u64]) -> Result<u64> {
@@ -457,7 +476,8 @@ pub trait Calls {
 
     /// prctl(PR_SET_NAME, comm).
     fn set_comm(&mut self, comm: &str) -> Result<()> {
-        self.set_comm_at(0, comm)
+        self.call_all(&[("prctl(PR_SET_NAME)".into(), set_comm_call(comm))])
+            .map(drop)
     }
 
     /// A prctl that stores an int at its pointer argument
@@ -529,15 +549,8 @@ pub trait Calls {
 
     /// prlimit64(0, res, &new, NULL).
     fn setrlimit(&mut self, res: u32, cur: u64, max: u64) -> Result<()> {
-        let mut b = cur.to_ne_bytes().to_vec();
-        b.extend_from_slice(&max.to_ne_bytes());
-        let a = self.put(0, &b)?;
-        self.call(
-            &format!("prlimit64({res})"),
-            libc::SYS_prlimit64,
-            &[0, res as u64, a, 0],
-        )
-        .map(drop)
+        let c = setrlimit_call(res, cur, max);
+        self.call_all(&[(format!("prlimit64({res})"), c)]).map(drop)
     }
 
     /// getitimer(which): (interval, value) as (seconds, microseconds).
@@ -615,14 +628,8 @@ pub trait Calls {
 
     /// sigaltstack(&new, NULL).
     fn sigaltstack_set(&mut self, sp: u64, flags: i32, size: u64) -> Result<()> {
-        let mut b = Vec::with_capacity(24);
-        b.extend_from_slice(&sp.to_ne_bytes());
-        b.extend_from_slice(&flags.to_ne_bytes());
-        b.extend_from_slice(&0u32.to_ne_bytes());
-        b.extend_from_slice(&size.to_ne_bytes());
-        let a = self.put(0, &b)?;
-        self.call("sigaltstack", libc::SYS_sigaltstack, &[a, 0])
-            .map(drop)
+        let c = sigaltstack_call(sp, flags, size);
+        self.call_all(&[("sigaltstack".into(), c)]).map(drop)
     }
 
     /// rseq(addr, len, flags, sig): flags 0 registers, 1
@@ -889,7 +896,136 @@ pub trait Calls {
     }
 }
 
+/// sigaltstack(&ss, NULL) with `ss = {sp, flags, size}`, as a call of a
+/// batch ([`Calls::syscalls`]).
+pub fn sigaltstack_call(sp: u64, flags: i32, size: u64) -> Syscall {
+    let mut b = Vec::with_capacity(24);
+    b.extend_from_slice(&sp.to_ne_bytes());
+    b.extend_from_slice(&flags.to_ne_bytes());
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    b.extend_from_slice(&size.to_ne_bytes());
+    Syscall::new(libc::SYS_sigaltstack, &[0, 0]).with_data(0, b)
+}
+
+/// prctl(PR_SET_NAME, comm), as a call of a batch.
+pub fn set_comm_call(comm: &str) -> Syscall {
+    let mut b = comm.as_bytes().to_vec();
+    b.push(0);
+    Syscall::new(libc::SYS_prctl, &[libc::PR_SET_NAME as u64, 0]).with_data(1, b)
+}
+
+/// prlimit64(0, res, &{cur, max}, NULL), as a call of a batch.
+pub fn setrlimit_call(res: u32, cur: u64, max: u64) -> Syscall {
+    let mut b = cur.to_ne_bytes().to_vec();
+    b.extend_from_slice(&max.to_ne_bytes());
+    Syscall::new(libc::SYS_prlimit64, &[0, res as u64, 0, 0]).with_data(2, b)
+}
+
+/// [`Calls::syscalls`], one call at a time.
+fn one_by_one<C: Calls + ?Sized>(
+    c: &mut C,
+    calls: &[Syscall],
+) -> Result<std::result::Result<Vec<u64>, Failed>> {
+    let mut out = Vec::with_capacity(calls.len());
+    for (index, call) in calls.iter().enumerate() {
+        let mut args = call.args;
+        if let Some((i, d)) = &call.data {
+            args[*i] = c.put(0, d)?;
+        }
+        let got = match c.syscall(call.nr, &args) {
+            Ok(v) => v,
+            Err(error) => return Ok(Err(Failed { index, error })),
+        };
+        if let Some(error) = batch::check(call, got) {
+            return Ok(Err(Failed { index, error }));
+        }
+        out.push(got);
+    }
+    Ok(Ok(out))
+}
+
+/// `CAIRN_TEST_BATCH_ENOSYS=NR`, for tests: the first call numbered NR
+/// of a batch run by the agent loop is given a number the kernel does
+/// not have, so that it fails there (ENOSYS) as a call of the batch.
+fn test_enosys() -> Option<libc::c_long> {
+    static V: std::sync::OnceLock<Option<libc::c_long>> = std::sync::OnceLock::new();
+    *V.get_or_init(|| {
+        std::env::var("CAIRN_TEST_BATCH_ENOSYS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    })
+}
+
+impl super::Agent {
+    /// [`Calls::syscalls`] through the agent loop: the descriptors go in
+    /// the upper half of the scratch area, as many per batch as fit.
+    fn run_batches(&mut self, calls: &[Syscall]) -> Result<std::result::Result<Vec<u64>, Failed>> {
+        let tid = self.remote.tid;
+        let off = self.scratch_len / 2;
+        let room = (self.scratch_len - off) as usize;
+        let mut out = Vec::with_capacity(calls.len());
+        let mut start = 0;
+        while start < calls.len() {
+            // As many calls as fit, at least one.
+            let (mut end, mut len) = (start, 0);
+            while end < calls.len() && (end == start || len + calls[end].batch_len() <= room) {
+                len += calls[end].batch_len();
+                end += 1;
+            }
+            let chunk = &calls[start..end];
+            let at = self.scratch + off;
+            let mut descs = batch::encode(chunk, at);
+            if let Some(nr) = test_enosys() {
+                if let Some(i) = chunk.iter().position(|c| c.nr == nr) {
+                    descs[i * batch::ENTRY_LEN..i * batch::ENTRY_LEN + 4]
+                        .copy_from_slice(&0xfffu32.to_ne_bytes());
+                }
+            }
+            let first = self.put_scratch(off, &descs)?;
+            crate::sys::inject::count_batch(chunk.iter().map(|c| c.nr));
+            let end_addr = first + (chunk.len() * batch::ENTRY_LEN) as u64;
+            let stop = self
+                .remote
+                .run_batch(first, end_addr)
+                .map_err(|e| Error::sys(tid, "run the agent loop", e))?;
+            let stopped = stop
+                .checked_sub(first)
+                .map(|d| (d / batch::ENTRY_LEN as u64) as usize)
+                .filter(|&i| i <= chunk.len())
+                .ok_or_else(|| {
+                    Error::sys(
+                        tid,
+                        "run the agent loop",
+                        io::Error::other(format!("stopped with rbx {stop:#x}")),
+                    )
+                })?;
+            let back = self.get_scratch(off, chunk.len() * batch::ENTRY_LEN)?;
+            match batch::decode(chunk, &back, stopped)
+                .map_err(|e| Error::sys(tid, "results of the agent loop", e))?
+            {
+                Ok(r) => out.extend(r),
+                Err(f) => {
+                    return Ok(Err(Failed {
+                        index: start + f.index,
+                        error: f.error,
+                    }))
+                }
+            }
+            start = end;
+        }
+        Ok(Ok(out))
+    }
+}
+
 impl Calls for super::Agent {
+    fn syscalls(&mut self, calls: &[Syscall]) -> Result<std::result::Result<Vec<u64>, Failed>> {
+        if self.remote.has_agent() && self.scratch_len >= super::SCRATCH_LEN && calls.len() > 1 {
+            self.run_batches(calls)
+        } else {
+            one_by_one(self, calls)
+        }
+    }
+
     fn pid(&self) -> i32 {
         self.pid
     }
@@ -930,6 +1066,10 @@ impl Calls for super::KnownActions<'_> {
 
     fn get(&self, off: u64, len: usize) -> Result<Vec<u8>> {
         self.agent.get_scratch(off, len)
+    }
+
+    fn syscalls(&mut self, calls: &[Syscall]) -> Result<std::result::Result<Vec<u64>, Failed>> {
+        self.agent.syscalls(calls)
     }
 
     fn sigaction_set(&mut self, sig: u32, act: [u64; 4]) -> Result<()> {

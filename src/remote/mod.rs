@@ -6,10 +6,11 @@ use crate::error::{Error, Result};
 use crate::sys::inject::Remote;
 use crate::sys::mem;
 
+pub mod batch;
 mod calls;
 pub mod fake;
 
-pub use calls::Calls;
+pub use calls::{set_comm_call, setrlimit_call, sigaltstack_call, Calls};
 
 pub struct Agent {
     pub remote: Remote,

@@ -39,7 +39,7 @@ use crate::kinds::task as ktask;
 use crate::options::RestoreOptions;
 use crate::procfs;
 use crate::remote::Calls;
-use crate::remote::{self, Agent, SCRATCH_LEN};
+use crate::remote::{self, batch, Agent, SCRATCH_LEN};
 use crate::sys::abi::CloneArgs;
 use crate::sys::inject::{self, Remote};
 use crate::sys::ptrace::{
@@ -514,6 +514,12 @@ fn work_mask(core: &TaskCore) -> u64 {
 fn use_tramp(agent: &mut Agent, tramp: u64, core: &TaskCore) {
     if traps_ok(core) {
         agent.remote.set_trap_insn(tramp);
+        // The agent loop stops at its own int3 the same way: batches of
+        // calls take one stop (`remote::batch`).
+        let entry = tramp + batch::AGENT_OFFSET;
+        agent
+            .remote
+            .set_agent(entry, entry + batch::AGENT_TRAP as u64);
     } else {
         agent.remote.set_insn(tramp);
     }
@@ -897,8 +903,10 @@ fn restore_memory(
             let rwx = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC;
             let fl = libc::MAP_PRIVATE | memory::FIXED_NOREPLACE as i32;
             let tramp = agent.mmap_anon("restorer area", area, AREA, rwx, fl)?;
-            mem::vm_write_all(pid, tramp, &inject::SYSCALL_TRAP)
-                .map_err(|e| sys(e, "write trampoline"))?;
+            let mut code = inject::SYSCALL_TRAP.to_vec();
+            code.resize(batch::AGENT_OFFSET as usize, 0xcc);
+            code.extend_from_slice(&batch::AGENT_CODE);
+            mem::vm_write_all(pid, tramp, &code).map_err(|e| sys(e, "write trampoline"))?;
             let core = &img.cores[p.i];
             ptrace::set_sigmask(pid, work_mask(core)).map_err(|e| sys(e, "PTRACE_SETSIGMASK"))?;
             use_tramp(agent, tramp, core);
@@ -1113,6 +1121,7 @@ fn finish(img: &Images, p: &mut Proc) -> Result<()> {
 /// unlinked once every fd table is in place.
 fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Result<i32> {
     let t0 = Instant::now();
+    let ptrace0 = ptrace::counts();
     let mut idx = FilesIndex::new(&img.files);
     idx.redirect = fixups.redirect.clone();
     let mut vessels = Vessels::new();
@@ -1322,7 +1331,83 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let (req, stops) = ptrace::counts();
+    let (single, batches) = inject::run_counts();
+    info!(
+        "ptrace: {} requests, {} stops; {single} calls with a stop each, {batches} batches; \
+         injected calls: {}",
+        req - ptrace0.0,
+        stops - ptrace0.1,
+        injected_summary()
+    );
     Ok(procs[0].pid)
+}
+
+/// The injected calls of this process so far, most frequent first:
+/// "N (mmap 120, mprotect 80, ...)".
+fn injected_summary() -> String {
+    let counts = inject::call_counts();
+    let total: u64 = counts.iter().map(|c| c.1).sum();
+    let each: Vec<String> = (counts.iter())
+        .map(|&(nr, n)| format!("{} {n}", syscall_name(nr)))
+        .collect();
+    format!("{total} ({})", each.join(", "))
+}
+
+/// The name of the x86-64 syscall `nr` among those a restore injects,
+/// else its number.
+fn syscall_name(nr: usize) -> String {
+    let known: &[(libc::c_long, &str)] = &[
+        (libc::SYS_mmap, "mmap"),
+        (libc::SYS_mprotect, "mprotect"),
+        (libc::SYS_munmap, "munmap"),
+        (libc::SYS_madvise, "madvise"),
+        (libc::SYS_mremap, "mremap"),
+        (libc::SYS_prctl, "prctl"),
+        (libc::SYS_arch_prctl, "arch_prctl"),
+        (libc::SYS_rt_sigaction, "rt_sigaction"),
+        (libc::SYS_rt_sigprocmask, "rt_sigprocmask"),
+        (libc::SYS_rt_sigtimedwait, "rt_sigtimedwait"),
+        (libc::SYS_rt_tgsigqueueinfo, "rt_tgsigqueueinfo"),
+        (libc::SYS_sigaltstack, "sigaltstack"),
+        (libc::SYS_set_robust_list, "set_robust_list"),
+        (libc::SYS_set_tid_address, "set_tid_address"),
+        (libc::SYS_rseq, "rseq"),
+        (libc::SYS_clone3, "clone3"),
+        (libc::SYS_openat, "openat"),
+        (libc::SYS_close, "close"),
+        (libc::SYS_close_range, "close_range"),
+        (libc::SYS_dup3, "dup3"),
+        (libc::SYS_fcntl, "fcntl"),
+        (libc::SYS_lseek, "lseek"),
+        (libc::SYS_pidfd_getfd, "pidfd_getfd"),
+        (libc::SYS_pidfd_open, "pidfd_open"),
+        (libc::SYS_setsid, "setsid"),
+        (libc::SYS_setpgid, "setpgid"),
+        (libc::SYS_setrlimit, "setrlimit"),
+        (libc::SYS_prlimit64, "prlimit64"),
+        (libc::SYS_sched_setattr, "sched_setattr"),
+        (libc::SYS_sched_setaffinity, "sched_setaffinity"),
+        (libc::SYS_setpriority, "setpriority"),
+        (libc::SYS_ioprio_set, "ioprio_set"),
+        (libc::SYS_personality, "personality"),
+        (libc::SYS_chdir, "chdir"),
+        (libc::SYS_fchdir, "fchdir"),
+        (libc::SYS_chroot, "chroot"),
+        (libc::SYS_umask, "umask"),
+        (libc::SYS_mlock2, "mlock2"),
+        (libc::SYS_mlockall, "mlockall"),
+        (libc::SYS_membarrier, "membarrier"),
+        (libc::SYS_timer_create, "timer_create"),
+        (libc::SYS_setitimer, "setitimer"),
+        (libc::SYS_capset, "capset"),
+        (libc::SYS_setresuid, "setresuid"),
+        (libc::SYS_setresgid, "setresgid"),
+        (libc::SYS_setgroups, "setgroups"),
+    ];
+    (known.iter())
+        .find(|k| k.0 as usize == nr)
+        .map_or_else(|| format!("#{nr}"), |k| k.1.to_string())
 }
 
 /// Writes the pid file: a new file with a random name, created

@@ -13,8 +13,47 @@
 //! ptrace stop.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::ptrace::{self, UserRegs, WaitStatus, PTRACE_EVENT_STOP};
+
+/// Injected calls by syscall number (the last slot counts numbers beyond
+/// it), for the figures a restore prints with -v ([`call_counts`]).
+static CALLS: [AtomicU64; 513] = [const { AtomicU64::new(0) }; 513];
+
+/// Runs of calls that took their own stop, and batches.
+static CALL_STOPS: AtomicU64 = AtomicU64::new(0);
+static BATCHES: AtomicU64 = AtomicU64::new(0);
+
+/// (calls run one per stop, batches run by the agent loop) so far.
+pub fn run_counts() -> (u64, u64) {
+    (
+        CALL_STOPS.load(Ordering::Relaxed),
+        BATCHES.load(Ordering::Relaxed),
+    )
+}
+
+/// Counts the calls of a batch ([`call_counts`]) and the batch.
+pub fn count_batch(nrs: impl Iterator<Item = libc::c_long>) {
+    BATCHES.fetch_add(1, Ordering::Relaxed);
+    nrs.for_each(count_call);
+}
+
+fn count_call(nr: libc::c_long) {
+    let i = usize::try_from(nr).map_or(512, |n| n.min(512));
+    CALLS[i].fetch_add(1, Ordering::Relaxed);
+}
+
+/// The injected calls so far, as (syscall number, count), most frequent
+/// first (512 stands for any number beyond 511).
+pub fn call_counts() -> Vec<(usize, u64)> {
+    let mut v: Vec<(usize, u64)> = (CALLS.iter().enumerate())
+        .map(|(i, c)| (i, c.load(Ordering::Relaxed)))
+        .filter(|&(_, c)| c > 0)
+        .collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    v
+}
 
 /// Waits for the next ptrace stop of `tid`; an exit is an error.
 pub fn wait_stop(tid: i32) -> io::Result<(i32, i32)> {
@@ -81,6 +120,9 @@ pub struct Remote {
     /// The next calls are not guarded even with `guard_rbp` (they remove
     /// the parking loop itself).
     unguarded: bool,
+    /// Address of the agent loop (`remote::batch::AGENT_CODE`) and of its
+    /// final `int3`, where batches can run ([`Remote::run_batch`]).
+    agent: Option<(u64, u64)>,
 }
 
 impl Remote {
@@ -95,6 +137,7 @@ impl Remote {
             base,
             guard_rbp: None,
             unguarded: false,
+            agent: None,
         })
     }
 
@@ -156,6 +199,54 @@ impl Remote {
     pub fn set_insn(&mut self, insn: u64) {
         self.insn = insn;
         self.trap = false;
+        self.agent = None;
+    }
+
+    /// Lets [`Remote::run_batch`] run the agent loop at `entry`, whose
+    /// `int3` is at `trap`; only with calls that trap
+    /// ([`Remote::set_trap_insn`]), since it stops the same way.
+    pub fn set_agent(&mut self, entry: u64, trap: u64) {
+        if self.trap {
+            self.agent = Some((entry, trap));
+        }
+    }
+
+    /// Whether [`Remote::run_batch`] can run.
+    pub fn has_agent(&self) -> bool {
+        self.agent.is_some()
+    }
+
+    /// Runs the agent loop over the descriptors from `first` to `end`
+    /// (`rbx` and `r12`, see `remote::batch`) and returns `rbx` at its
+    /// `int3`: the descriptor it stopped at, or `end`. One stop for the
+    /// whole batch; event stops on the way are continued, any other
+    /// signal is an error, as in `Remote::run_to_trap`.
+    pub fn run_batch(&mut self, first: u64, end: u64) -> io::Result<u64> {
+        let Some((entry, trap)) = self.agent else {
+            return Err(io::Error::other("no agent loop in this task"));
+        };
+        let mut r = self.base;
+        r.rip = entry;
+        r.orig_rax = u64::MAX;
+        r.rbx = first;
+        r.r12 = end;
+        ptrace::set_regs(self.tid, &r)?;
+        ptrace::cont(self.tid, 0)?;
+        loop {
+            let (sig, event) = wait_stop(self.tid)?;
+            if event != 0 {
+                ptrace::cont(self.tid, 0)?;
+                continue;
+            }
+            let out = ptrace::get_regs(self.tid)?;
+            if sig == libc::SIGTRAP && out.rip == trap + 1 {
+                return Ok(out.rbx);
+            }
+            return Err(io::Error::other(format!(
+                "tid {}: signal {sig} instead of the trap after the agent's calls (rip {:#x})",
+                self.tid, out.rip
+            )));
+        }
     }
 
     /// Runs every call through `insn`, which must be the start of
@@ -177,6 +268,8 @@ impl Remote {
 
     /// Runs syscall `nr`; returns the raw `rax` (negative errno on failure).
     pub fn syscall_raw(&mut self, nr: libc::c_long, args: &[u64]) -> io::Result<i64> {
+        count_call(nr);
+        CALL_STOPS.fetch_add(1, Ordering::Relaxed);
         let mut r = self.base;
         let a = |i: usize| args.get(i).copied().unwrap_or(0);
         r.rip = self.insn;

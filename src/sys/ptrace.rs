@@ -2,6 +2,7 @@
 
 use std::io;
 use std::mem::{size_of, MaybeUninit};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::check;
 
@@ -52,7 +53,21 @@ const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
 const NT_X86_XSTATE: usize = 0x202;
 const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
 
+/// ptrace requests made and ptrace stops waited for by this process, for
+/// the figures a restore prints with -v ([`counts`]).
+static REQUESTS: AtomicU64 = AtomicU64::new(0);
+static STOPS: AtomicU64 = AtomicU64::new(0);
+
+/// (ptrace requests, ptrace stops reported by [`wait`]) so far.
+pub fn counts() -> (u64, u64) {
+    (
+        REQUESTS.load(Ordering::Relaxed),
+        STOPS.load(Ordering::Relaxed),
+    )
+}
+
 fn raw(req: libc::c_uint, tid: i32, addr: usize, data: usize) -> io::Result<libc::c_long> {
+    REQUESTS.fetch_add(1, Ordering::Relaxed);
     // SAFETY: ptrace with integer addr/data; requests that write through a
     // pointer are only issued by the typed wrappers below, which pass
     // pointers to live, correctly sized buffers.
@@ -272,7 +287,11 @@ pub fn wait(tid: i32, flags: i32) -> io::Result<Option<(i32, WaitStatus)>> {
         if r == 0 {
             return Ok(None);
         }
-        return Ok(Some((r, decode_status(st))));
+        let status = decode_status(st);
+        if matches!(status, WaitStatus::Stopped { .. }) {
+            STOPS.fetch_add(1, Ordering::Relaxed);
+        }
+        return Ok(Some((r, status)));
     }
 }
 

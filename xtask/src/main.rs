@@ -1566,16 +1566,24 @@ fn tree_once(
         wait_free(*p, Duration::from_secs(30));
     }
     let t = Instant::now();
-    let st = Command::new(cairn)
-        .args(["restore", "-d", "--pidfile"])
+    let out = Command::new(cairn)
+        .args(["restore", "-v", "-d", "--pidfile"])
         .arg(&restored_file)
         .arg("-D")
         .arg(&images)
-        .status()
+        .output()
         .map_err(|e| format!("{}: {e}", cairn.display()))?;
     let restore_s = t.elapsed().as_secs_f64();
-    if !st.success() {
-        return Err(format!("cairn restore failed: {st}"));
+    if !out.status.success() {
+        return Err(format!("cairn restore failed: {}", out.status));
+    }
+    // "ptrace: N requests, M stops; ..." (cairn restore -v).
+    let err = String::from_utf8_lossy(&out.stderr);
+    if let Some(l) = err
+        .lines()
+        .find_map(|l| l.split_once("ptrace: ").map(|x| x.1))
+    {
+        eprintln!("xtask: tree {procs_n}x{threads} restore: ptrace {l}");
     }
     kill_tree(pid);
     wait_gone(pid, Duration::from_secs(10));

@@ -24,6 +24,7 @@
 use crate::error::{Error, Result};
 use crate::image::chain::Resolved;
 use crate::image::proto::{MmEntry, Vma, VmaKind};
+use crate::remote::batch::Syscall;
 use crate::remote::Calls;
 use crate::sys::{mem, PAGE_SIZE};
 
@@ -262,13 +263,16 @@ pub fn adopt(
     area: (u64, u64),
 ) -> Result<()> {
     let pid = agent.pid();
+    // One batch (`remote::batch`).
+    let mut calls: Vec<(String, Syscall)> = Vec::new();
     let mut kept: Vec<(u64, u64)> = inh.keep.iter().chain(&inh.vdso).copied().collect();
     kept.push(area);
     kept.sort_unstable();
     let mut from = 0u64;
     for (s, e) in kept.into_iter().chain([(TASK_SIZE, TASK_SIZE)]) {
         if s > from {
-            agent.munmap_as("a mapping inherited from the parent", from, s - from)?;
+            let c = Syscall::new(libc::SYS_munmap, &[from, s - from]);
+            calls.push(("munmap a mapping inherited from the parent".into(), c));
         }
         from = from.max(e);
     }
@@ -276,23 +280,23 @@ pub fn adopt(
     for &(s, e) in &inh.keep {
         let v = vma_at(mm, s)
             .ok_or_else(|| Error::Restore(format!("pid {pid}: kept range {s:#x} is in no VMA")))?;
-        agent.mprotect(s, e - s, (v.prot | rw) as i32)?;
+        let c = Syscall::new(libc::SYS_mprotect, &[s, e - s, (v.prot | rw) as u64]);
+        calls.push((format!("mprotect {s:#x}-{e:#x}"), c));
     }
     let guards: Vec<(u64, u64)> = (parent.vmas.iter())
         .flat_map(|v| v.guard_runs.chunks_exact(2))
         .map(|g| (g[0], g[0] + g[1] * PAGE_SIZE))
         .collect();
     for (s, e) in intersect(&union(guards), &inh.keep) {
-        agent.madvise(s, e - s, MADV_GUARD_REMOVE).map_err(|err| {
-            Error::Restore(format!(
-                "pid {pid}: remove the parent's guard region {s:#x}-{e:#x}: {err}"
-            ))
-        })?;
+        let c = Syscall::new(libc::SYS_madvise, &[s, e - s, MADV_GUARD_REMOVE as u64]);
+        let what = format!("madvise(MADV_GUARD_REMOVE): the parent's guard region {s:#x}-{e:#x}");
+        calls.push((what, c));
     }
     for (s, e) in subtract(&inh.keep, &inh.skip) {
-        agent.madvise(s, e - s, libc::MADV_DONTNEED)?;
+        let c = Syscall::new(libc::SYS_madvise, &[s, e - s, libc::MADV_DONTNEED as u64]);
+        calls.push((format!("madvise(MADV_DONTNEED) {s:#x}-{e:#x}"), c));
     }
-    Ok(())
+    agent.call_all(&calls).map(drop)
 }
 
 /// The VMAs of `mm` still to map after [`adopt`]: private VMAs minus

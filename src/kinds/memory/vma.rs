@@ -10,6 +10,7 @@ use std::os::unix::fs::MetadataExt;
 use crate::error::{Error, IoContext, Result};
 use crate::image::proto::{MmEntry, Vma, VmaKind};
 use crate::procfs::{self, MapsEntry};
+use crate::remote::batch::Syscall;
 use crate::remote::Calls;
 use crate::sys::PAGE_SIZE;
 
@@ -608,11 +609,59 @@ fn is_restored_vma(v: &Vma) -> bool {
     )
 }
 
-fn final_prot(agent: &mut dyn Calls, v: &Vma) -> Result<()> {
+/// One call of the final VMA sequence, for its error.
+enum Step<'a> {
+    Prot(&'a Vma),
+    Advice(&'a Vma, &'static str),
+    /// A guard region: start, pages.
+    Guard(u64, u64),
+    Lock(&'a Vma),
+}
+
+/// The final protection of `v` (a shared file mapping has it already).
+fn final_prot<'a>(v: &'a Vma, steps: &mut Vec<(Syscall, Step<'a>)>) {
     if v.kind.enum_value().ok() != Some(VmaKind::VMA_FILE_SHARED) {
-        agent.mprotect(v.start, v.end - v.start, v.prot as i32)?;
+        let c = Syscall::new(
+            libc::SYS_mprotect,
+            &[v.start, v.end - v.start, v.prot as u64],
+        );
+        steps.push((c, Step::Prot(v)));
     }
-    Ok(())
+}
+
+/// Runs `steps` (as one batch of the agent loop where the task has one);
+/// a failure names the process, the call and the VMA.
+fn run_steps(agent: &mut dyn Calls, steps: Vec<(Syscall, Step<'_>)>) -> Result<()> {
+    let pid = agent.pid();
+    let (calls, what): (Vec<Syscall>, Vec<Step>) = steps.into_iter().unzip();
+    let Err(f) = agent.syscalls(&calls)? else {
+        return Ok(());
+    };
+    let e = f.error;
+    Err(match &what[f.index] {
+        Step::Prot(v) => Error::sys(
+            pid,
+            format!(
+                "remote mprotect {:#x}-{:#x} ({}) to {:#x}",
+                v.start, v.end, v.name, v.prot
+            ),
+            e,
+        ),
+        // A kernel without THP or KSM refuses some: the restore fails
+        // then, naming the flag, rather than lose it.
+        Step::Advice(v, flag) => Error::Restore(format!(
+            "pid {pid}: VMA {:#x}-{:#x} ({}): VmFlags \"{flag}\" not restored: {e}",
+            v.start, v.end, v.name
+        )),
+        Step::Guard(start, pages) => Error::Restore(format!(
+            "pid {pid}: guard region at {start:#x} ({pages} pages): MADV_GUARD_INSTALL: {e}"
+        )),
+        Step::Lock(v) => Error::sys(
+            pid,
+            format!("remote mlock2 {:#x}-{:#x} ({})", v.start, v.end, v.name),
+            e,
+        ),
+    })
 }
 
 /// Before the children of a process are forked from it (copy-on-write
@@ -623,67 +672,53 @@ fn final_prot(agent: &mut dyn Calls, v: &Vma) -> Result<()> {
 /// A fork passes neither the lock nor the protections on for good (the
 /// child sets its own).
 pub fn lock_vmas(agent: &mut dyn Calls, mm: &MmEntry) -> Result<()> {
+    let mut steps = Vec::new();
     for v in mm.vmas.iter().filter(|v| is_restored_vma(v)) {
         if v.vm_flags.iter().any(|x| x == "lo") {
-            final_prot(agent, v)?;
-            guards_and_lock(agent, v)?;
+            final_prot(v, &mut steps);
+            guards_and_lock(v, &mut steps);
         }
     }
-    Ok(())
+    run_steps(agent, steps)
 }
 
+/// The calls of one process's VMAs, in order, run as one batch: a
+/// hundred VMAs cost one ptrace stop instead of one per call.
 fn finish_vmas_but(agent: &mut dyn Calls, mm: &MmEntry, locked_done: bool) -> Result<()> {
+    let mut steps = Vec::new();
     for v in mm.vmas.iter().filter(|v| is_restored_vma(v)) {
         let len = v.end - v.start;
-        final_prot(agent, v)?;
+        final_prot(v, &mut steps);
         let has = |f: &str| v.vm_flags.iter().any(|x| x == f);
         for (flag, advice) in ADVICE_FLAGS {
             if has(flag) {
-                // A kernel without THP or KSM refuses some: the restore
-                // fails then, naming the flag, rather than lose it.
-                agent.madvise(v.start, len, advice).map_err(|e| {
-                    Error::Restore(format!(
-                        "pid {}: VMA {:#x}-{:#x} ({}): VmFlags \"{flag}\" not restored: {e}",
-                        agent.pid(),
-                        v.start,
-                        v.end,
-                        v.name
-                    ))
-                })?;
+                let c = Syscall::new(libc::SYS_madvise, &[v.start, len, advice as u64]);
+                steps.push((c, Step::Advice(v, flag)));
             }
         }
         if !(locked_done && has("lo")) {
-            guards_and_lock(agent, v)?;
+            guards_and_lock(v, &mut steps);
         }
     }
-    Ok(())
+    run_steps(agent, steps)
 }
 
 /// Guard regions, then mlock2 (a locked VMA takes no guard region).
-fn guards_and_lock(agent: &mut dyn Calls, v: &Vma) -> Result<()> {
+fn guards_and_lock<'a>(v: &'a Vma, steps: &mut Vec<(Syscall, Step<'a>)>) {
     let has = |f: &str| v.vm_flags.iter().any(|x| x == f);
     for g in v.guard_runs.chunks_exact(2) {
-        agent
-            .madvise(g[0], g[1] * PAGE_SIZE, MADV_GUARD_INSTALL)
-            .map_err(|e| {
-                Error::Restore(format!(
-                    "pid {}: guard region at {:#x} ({} pages): MADV_GUARD_INSTALL: {e}",
-                    agent.pid(),
-                    g[0],
-                    g[1]
-                ))
-            })?;
+        let c = Syscall::new(
+            libc::SYS_madvise,
+            &[g[0], g[1] * PAGE_SIZE, MADV_GUARD_INSTALL as u64],
+        );
+        steps.push((c, Step::Guard(g[0], g[1])));
     }
     if has("lo") {
         const MLOCK_ONFAULT: u64 = 1;
         let flags = if has("lf") { MLOCK_ONFAULT } else { 0 };
-        agent.call(
-            "mlock2",
-            libc::SYS_mlock2,
-            &[v.start, v.end - v.start, flags],
-        )?;
+        let c = Syscall::new(libc::SYS_mlock2, &[v.start, v.end - v.start, flags]);
+        steps.push((c, Step::Lock(v)));
     }
-    Ok(())
 }
 
 /// mm->def_flags of a frozen process, from the VmFlags of the fresh

@@ -341,22 +341,31 @@ pub fn dump_brk(agent: &mut dyn Calls) -> Result<u64> {
 
 /// Per-thread kernel state registered by syscalls: alternate signal
 /// stack, rseq, robust list, clear_child_tid.
+/// One batch of calls (`remote::batch`).
 pub fn restore_thread_attrs(agent: &mut dyn Calls, th: &ThreadCore) -> Result<()> {
+    use crate::remote::batch::Syscall;
+    let mut calls: Vec<(String, Syscall)> = Vec::new();
     if let Some(ss) = th.altstack.as_ref() {
         // SS_ONSTACK is a state, not a flag one can set.
-        agent.sigaltstack_set(ss.sp, (ss.flags & !1) as i32, ss.size)?;
+        let c = crate::remote::sigaltstack_call(ss.sp, (ss.flags & !1) as i32, ss.size);
+        calls.push(("sigaltstack".into(), c));
     }
     if let Some(r) = th.rseq.as_ref().filter(|r| r.addr != 0) {
-        agent.rseq("rseq", r.addr, r.len, 0, r.signature)?;
+        let args = [r.addr, r.len as u64, 0, r.signature as u64];
+        calls.push(("rseq".into(), Syscall::new(libc::SYS_rseq, &args)));
     }
     if th.robust_list != 0 {
-        agent.set_robust_list(th.robust_list, th.robust_list_len)?;
+        let args = [th.robust_list, th.robust_list_len];
+        let c = Syscall::new(libc::SYS_set_robust_list, &args);
+        calls.push(("set_robust_list".into(), c));
     }
-    agent.set_tid_address(th.clear_child_tid)?;
+    let c = Syscall::new(libc::SYS_set_tid_address, &[th.clear_child_tid]);
+    calls.push(("set_tid_address".into(), c));
     if !th.comm.is_empty() {
-        agent.set_comm(&th.comm)?;
+        let c = crate::remote::set_comm_call(&th.comm);
+        calls.push(("prctl(PR_SET_NAME)".into(), c));
     }
-    Ok(())
+    agent.call_all(&calls).map(drop)
 }
 
 /// Queues the saved pending signals again, in order (all signals are

@@ -251,6 +251,9 @@ impl ProcKind for Rlimits {
     /// A hard limit above ours cannot be raised without
     /// CAP_SYS_RESOURCE: the restore fails, naming it.
     fn restore(&self, agent: &mut dyn Calls, core: &TaskCore, _: &mut Vec<String>) -> Result<()> {
+        // Every hard limit is checked first, then all are set in one
+        // batch (`remote::batch`).
+        let mut sets = Vec::new();
         for r in &core.rlimits {
             let (_, our_max) = agent.getrlimit(r.resource)?;
             let (cur, max) = (r.cur, r.max);
@@ -262,9 +265,10 @@ impl ProcKind for Rlimits {
                     core.pid, r.resource, max, our_max
                 )));
             }
-            agent.setrlimit(r.resource, cur, max)?;
+            let c = crate::remote::setrlimit_call(r.resource, cur, max);
+            sets.push((format!("prlimit64({})", r.resource), c));
         }
-        Ok(())
+        agent.call_all(&sets).map(drop)
     }
 }
 

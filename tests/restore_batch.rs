@@ -1,0 +1,67 @@
+//! The in-target agent of a restore (`remote::batch`): the calls of a
+//! task's VMAs, of what a child keeps of its parent's memory, of its
+//! resource limits and of each thread's attributes run as batches of a
+//! small loop in the restorer area, one ptrace stop per batch.
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// The figure "N batches" of cairn's -v line "ptrace: ...".
+fn batches(log: &str) -> Option<u64> {
+    let line = log.lines().find(|l| l.contains("ptrace: "))?;
+    let (before, _) = line.split_once(" batches")?;
+    before.rsplit(' ').next()?.parse().ok()
+}
+
+/// A tree restored through batches checks itself (PASS), and cairn
+/// says it ran batches (at least one per process: its VMAs).
+#[test]
+fn tree_restored_through_batches() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = tree_checkpoint_restore("tree_levels", &[], TreeOpts::default());
+    let out = t.run.as_ref().expect("restored").output();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let n = batches(&err).unwrap_or_else(|| panic!("no batch count in cairn's log:\n{err}"));
+    assert!(
+        n >= t.before.len() as u64,
+        "{n} batches for {} processes:\n{err}",
+        t.before.len()
+    );
+}
+
+/// A call of a batch that fails (an mprotect of the final protections,
+/// given a syscall number the kernel does not have through the test
+/// hook CAIRN_TEST_BATCH_ENOSYS, so that it fails inside the agent
+/// loop): the restore fails naming the process and the call, and no
+/// process of the tree is left.
+#[test]
+fn failed_batched_call_leaves_no_process() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut t = TreeTest::start("tree_levels", &[]);
+    let pids: Vec<i32> = t.before.iter().map(|p| p.pid).collect();
+    t.dump_ok(&["@no-oracle: the restore is meant to fail"]);
+    t.expect_tree_killed_by_dump();
+    wait_init_reaped_orphans(Duration::from_secs(15));
+    std::env::set_var("CAIRN_TEST_BATCH_ENOSYS", libc::SYS_mprotect.to_string());
+    let out = restore_expect_fail(&t.w.images, &[], t.w.pid);
+    std::env::remove_var("CAIRN_TEST_BATCH_ENOSYS");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("remote mprotect")
+            && err.contains("os error 38")
+            && pids.iter().any(|p| err.contains(&p.to_string())),
+        "the restore did not name the process and the failed call:\n{err}"
+    );
+    for p in pids {
+        assert!(
+            wait_pid_gone(p, Duration::from_secs(10)),
+            "pid {p} still exists after the failed restore"
+        );
+    }
+}
