@@ -985,6 +985,9 @@ fn dump_frozen(
     files.kinds.external = crate::kinds::external::ExternalDump::new(&args.external);
     let mut exe_sums = crate::kinds::exe::ExeSums::default();
     let mut pstree = Pstree::new();
+    // /proc/locks, read while the processes are collected: its first read
+    // waits for an RCU grace period (`kinds::locks::dump_with`).
+    let proc_locks = std::thread::spawn(|| procfs::read_proc_string("/proc/locks"));
     let mut found = Discovery::collect(frozen, args.freeze.no_bpf, armed.is_some());
     lap.mark("discovery");
     let procs: Vec<(i32, i32, Option<i32>, bool)> = frozen
@@ -1123,13 +1126,23 @@ fn dump_frozen(
     }
     // Every socket is in repair mode and the network locked.
     crate::guard::pause_at("repaired")?;
+    lap.mark("processes");
     files.check_tree(&pstree)?;
     // File locks, before contents are read (a leased file is not opened).
     let tables: Vec<_> = (per_proc.iter())
         .map(|(p, c, _, t)| (*p, c.files_shared_with, t.as_ref()))
         .collect();
-    files.files.locks = crate::kinds::locks::dump(&tables)?;
+    let proc_locks = proc_locks.join().unwrap_or_else(|_| {
+        Err(Error::sys(
+            0,
+            "read /proc/locks",
+            std::io::Error::other("the reading thread panicked"),
+        ))
+    });
+    files.files.locks = crate::kinds::locks::dump_with(&tables, proc_locks)?;
+    lap.mark("locks");
     files.dump_pipe_data()?;
+    lap.mark("pipe data");
     let tree_fds = files.fd_of_descs();
     let live_pids: Vec<i32> = live.iter().copied().collect();
     files.kinds.unix.finish(
@@ -1139,6 +1152,7 @@ fn dump_frozen(
         args.ext_unix_sk,
         args.leave_running,
     )?;
+    lap.mark("unix sockets");
     files
         .kinds
         .tty
@@ -1146,7 +1160,7 @@ fn dump_frozen(
     files.files.sysv_shm = crate::kinds::sysv::dump(plan.sysv_ids.iter().copied())?;
     stats.pages_scanned = plan.total_pages();
     crate::guard::check()?;
-    lap.mark("tree kinds");
+    lap.mark("tty, sysv");
     let t = Instant::now();
     let page_len = crate::sys::PAGE_SIZE;
     crate::progress::pages_begin("dump: pages", stats.pages_scanned * page_len);
