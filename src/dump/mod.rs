@@ -416,7 +416,6 @@ pub fn dump_then(
                 &mut layering,
                 pusher.as_ref(),
                 armed,
-                &mut lap,
             )
         })
         .and_then(|s| {
@@ -978,8 +977,9 @@ fn dump_frozen(
     layering: &mut Layering,
     pusher: Option<&std::sync::Arc<crate::migrate::pageserver::Pusher>>,
     armed: Option<memory::bgsnap::Armed>,
-    lap: &mut crate::stats::Lap,
 ) -> Result<(DumpStats, inet::DumpState)> {
+    // The frozen phases from here on (the seize's are `dump_then`'s).
+    let mut lap = crate::stats::Lap::start();
     let mut stats = DumpStats::default();
     let mut files = FileTable::default();
     files.kinds.external = crate::kinds::external::ExternalDump::new(&args.external);
