@@ -90,6 +90,50 @@ pub fn phases(list: &[(&str, Duration)]) {
     }
 }
 
+/// Adds `d` to the named phase: created at its first use (in that
+/// order), summed over every later use (a phase run once per process).
+pub fn phase_add(name: &str, d: Duration) {
+    if let Ok(mut g) = REC.lock() {
+        if let Some(r) = g.as_mut() {
+            match r.phases.iter_mut().find(|p| p.0 == name) {
+                Some(p) => p.1 += d,
+                None => r.phases.push((name.to_string(), d)),
+            }
+        }
+    }
+}
+
+/// The phases recorded so far, as `name 1.2 ms, ...` (for the -v log).
+pub fn phase_line() -> String {
+    let Ok(g) = REC.lock() else {
+        return String::new();
+    };
+    let Some(r) = g.as_ref() else {
+        return String::new();
+    };
+    (r.phases.iter())
+        .map(|(n, d)| format!("{n} {:.1} ms", d.as_secs_f64() * 1e3))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Laps of a sequence of phases: each [`Lap::mark`] adds the time since
+/// the previous one (or the start) to the phase it names.
+pub struct Lap(Instant);
+
+impl Lap {
+    pub fn start() -> Lap {
+        Lap(Instant::now())
+    }
+
+    /// The time since the last mark goes to phase `name`.
+    pub fn mark(&mut self, name: &str) {
+        let now = Instant::now();
+        phase_add(name, now - self.0);
+        self.0 = now;
+    }
+}
+
 /// Adds the time until it is dropped to `t`.
 pub struct Timer(Time, Instant);
 
@@ -394,5 +438,13 @@ mod tests {
         assert!(s.write_us >= 2000);
         assert_eq!(s.frozen_us, 5000);
         assert_eq!(s.command, "dump");
+        // Phases (same test: the recorder is global) sum by name, in order.
+        phase_add("a", Duration::from_millis(1));
+        phase_add("b", Duration::from_millis(2));
+        phase_add("a", Duration::from_millis(3));
+        let s = timings();
+        let got: Vec<(String, u64)> = s.phases.iter().map(|p| (p.name.clone(), p.us)).collect();
+        assert_eq!(got, vec![("a".into(), 4000), ("b".into(), 2000)]);
+        assert_eq!(phase_line(), "a 4.0 ms, b 2.0 ms");
     }
 }

@@ -366,3 +366,142 @@ fn background_snapshot_races_between_arming_and_freeze() {
     w.restore_wait(&[]);
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// The nice value of every thread of `pid`, by tid (/proc/PID/task/TID/stat,
+/// field 19).
+fn nices(pid: u32) -> Vec<(u32, i32)> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+    {
+        let Ok(e) = e else { continue };
+        let Ok(tid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(st) = fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // After "pid (comm) ": state is field 3, nice field 19.
+        let rest = &st[st.rfind(')').map_or(0, |i| i + 2)..];
+        if let Some(n) = rest.split(' ').nth(16).and_then(|x| x.parse().ok()) {
+            out.push((tid, n));
+        }
+    }
+    out
+}
+
+/// Runs `cairn dump --leave-running --background-snapshot=on` of `w`
+/// paused at `point` (`CAIRN_PAUSE_AT`), calls `look` with cairn's pid
+/// while it waits there, then lets it finish; the dump must succeed.
+fn dump_paused_at(w: &Workload, point: &str, look: impl FnOnce(u32)) {
+    let until = w.dir.join(format!("go-{point}"));
+    let err_path = w.dir.join(format!("cairn-{point}.stderr"));
+    let _ = fs::remove_dir_all(&w.images);
+    let mut cairn = Command::new(cairn_bin())
+        .args([
+            "dump",
+            "-v",
+            "--leave-running",
+            "--background-snapshot=on",
+            "-t",
+        ])
+        .arg(w.pid.to_string())
+        .arg("-D")
+        .arg(&w.images)
+        .env("CAIRN_PAUSE_AT", point)
+        .env("CAIRN_PAUSE_UNTIL", &until)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&err_path).expect("create stderr file"))
+        .spawn()
+        .expect("spawn cairn");
+    wait_paused(&mut cairn, &err_path, point);
+    let looked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| look(cairn.id())));
+    fs::write(&until, b"").expect("let cairn go on");
+    let st = wait_timeout(&mut cairn, CAIRN_TIMEOUT);
+    if st.is_none() {
+        kill_tree(&mut cairn);
+    }
+    if let Err(p) = looked {
+        std::panic::resume_unwind(p);
+    }
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "cairn dump paused at {point} failed:\n{}",
+        tail(&err_path, 6000)
+    );
+}
+
+/// While the tree is frozen, cairn's own dumping thread runs at nice -20
+/// (docs/ARCHITECTURE.md, "Background snapshot": on a loaded machine the
+/// frozen time was mostly cairn waiting for a CPU); the target's threads
+/// and cairn's guardian keep their own priority, and once the tree runs
+/// again (the background copy) every thread of cairn, and every process
+/// it started, is back at its own nice value. The last dump is restored
+/// and the workload checks its memory.
+#[test]
+fn frozen_dump_raises_only_its_own_priority_while_frozen() {
+    if skip_unless_root() {
+        return;
+    }
+    // The nice value cairn inherits (0 unless the tests run under nice).
+    let base = nices(std::process::id()).first().map_or(0, |t| t.1);
+    let mut w = Workload::start("mem_rewrite", &["--mib", "32"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let target_before = nices(w.pid as u32);
+    dump_paused_at(&w, "frozen", |cairn| {
+        let mine = nices(cairn);
+        let main = mine.iter().find(|t| t.0 == cairn).map(|t| t.1);
+        assert_eq!(
+            main,
+            Some(-20),
+            "cairn's dumping thread while the tree is frozen: {mine:?} (tests at nice {base})"
+        );
+        assert_eq!(
+            nices(w.pid as u32),
+            target_before,
+            "the frozen target's priority changed"
+        );
+        for child in children_of(cairn) {
+            assert!(
+                nices(child).iter().all(|t| t.1 == base),
+                "cairn's child {child} (started before the freeze) at {:?}",
+                nices(child)
+            );
+        }
+    });
+    dump_paused_at(&w, "bg-copy", |cairn| {
+        let mine = nices(cairn);
+        assert!(
+            mine.iter().all(|t| t.1 == base),
+            "cairn's threads after the thaw: {mine:?}"
+        );
+        for child in children_of(cairn) {
+            assert!(
+                nices(child).iter().all(|t| t.1 == base),
+                "cairn's child {child} after the thaw at {:?}",
+                nices(child)
+            );
+        }
+    });
+    assert_eq!(nices(w.pid as u32), target_before);
+    let snap = w.log_snapshot();
+    w.terminate_original_expect_pass();
+    w.log_reset(&snap);
+    w.restore_wait(&[]);
+}
+
+/// The children of every thread of `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+    {
+        let Ok(e) = e else { continue };
+        let c = fs::read_to_string(e.path().join("children")).unwrap_or_default();
+        out.extend(c.split_whitespace().filter_map(|x| x.parse::<u32>().ok()));
+    }
+    out
+}

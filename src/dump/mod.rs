@@ -393,6 +393,8 @@ pub fn dump_then(
     let guardian = Guardian::start(Role::Dump);
     crate::guard::tell_staging(&staging);
     let t0 = Instant::now();
+    // The frozen time by phase (stats-dump.img, and -v).
+    let mut lap = crate::stats::Lap::start();
     crate::progress::tasks_begin("dump: freezing", None);
     let mut frozen =
         match crate::guard::check().and_then(|()| Frozen::freeze_tree(pid, watch, guardian)) {
@@ -402,10 +404,12 @@ pub fn dump_then(
                 return Err(interrupted_or(e, pid));
             }
         };
+    lap.mark("seize");
     let mut armed = armed;
     if let Some(a) = &mut armed {
         // Before anything reads the VMAs: the program's own layout.
         a.register_frozen(&mut frozen);
+        lap.mark("register");
     }
     crate::stats::set(crate::stats::Time::Freeze, t0.elapsed());
     crate::progress::tasks_done();
@@ -465,6 +469,7 @@ pub fn dump_then(
                 stats.thawed_at.map_or_else(|| t0.elapsed(), |t| t - t0),
             );
             if stats.thawed_at.is_some() {
+                info!("dump frozen phases: {}", crate::stats::phase_line());
                 stats.armed_stop_ms = armed_stop_ms;
                 info!(
                     "stats background-snapshot: frozen_ms={:.1} copy_ms={:.1} armed_stop_ms={:.1}",
@@ -973,12 +978,18 @@ fn dump_frozen(
     pusher: Option<&std::sync::Arc<crate::migrate::pageserver::Pusher>>,
     armed: Option<memory::bgsnap::Armed>,
 ) -> Result<(DumpStats, inet::DumpState)> {
+    // The frozen phases from here on (the seize's are `dump_then`'s).
+    let mut lap = crate::stats::Lap::start();
     let mut stats = DumpStats::default();
     let mut files = FileTable::default();
     files.kinds.external = crate::kinds::external::ExternalDump::new(&args.external);
     let mut exe_sums = crate::kinds::exe::ExeSums::default();
     let mut pstree = Pstree::new();
+    // /proc/locks, read while the processes are collected: its first read
+    // waits for an RCU grace period (`kinds::locks::dump_with`).
+    let proc_locks = std::thread::spawn(|| procfs::read_proc_string("/proc/locks"));
     let mut found = Discovery::collect(frozen, args.freeze.no_bpf, armed.is_some());
+    lap.mark("discovery");
     let procs: Vec<(i32, i32, Option<i32>, bool)> = frozen
         .procs
         .iter()
@@ -1012,6 +1023,7 @@ fn dump_frozen(
         args.network_lock,
         &args.images_dir,
     )?;
+    lap.mark("inet");
     let mut per_proc = Vec::new();
     for &(pid, ppid, zombie, stopped) in &procs {
         crate::guard::check()?;
@@ -1036,7 +1048,9 @@ fn dump_frozen(
             continue;
         }
         let status = procfs::read_status(pid)?;
+        lap.mark("proc reads");
         let (mut core, brk, def_flags) = collect_remote(frozen, pid, &status, &stat)?;
+        lap.mark("remote calls");
         if stopped {
             core.state = TaskState::TASK_STOPPED.into();
             core.stop_signal = stop_signals.get(&pid).copied().unwrap_or(0) as u32;
@@ -1064,11 +1078,13 @@ fn dump_frozen(
         if let Some(why) = crate::restore::shared_not_with_parent(ppid as u32, &core) {
             return Err(Error::unsupported(pid, why));
         }
+        lap.mark("kcmp");
         let cwd = procfs::read_link(format!("/proc/{pid}/cwd"))?;
         let root = procfs::read_link(format!("/proc/{pid}/root"))?;
         core.cwd_id = files.register_fs_path(&cwd, pid, "cwd");
         core.root_id = files.register_fs_path(&root, pid, "root");
         let (smaps, fds) = found.take(pid)?;
+        lap.mark("proc reads");
         let fdt = if core.files_shared_with != 0 {
             // Same table as that process: nothing more to save.
             let mut t = crate::image::proto::FdTable::new();
@@ -1077,7 +1093,9 @@ fn dump_frozen(
         } else {
             files.dump_fds(pid, fds)?
         };
+        lap.mark("fds");
         let auxv = procfs::read_auxv(pid)?;
+        lap.mark("proc reads");
         layering.before(&mut plan, pid, stat.starttime, &smaps);
         let mut mm = memory::dump_mm(
             MmInput {
@@ -1095,6 +1113,7 @@ fn dump_frozen(
         mm.def_flags = def_flags;
         layering.after(frozen, pid, stat.starttime, &smaps);
         exe_sums.record(pid, &mut mm)?;
+        lap.mark("memory plan");
         e.threads = core.threads.iter().map(|t| t.tid).collect();
         crate::debug!(
             "pid {pid} ({}): {} threads, {} VMAs, {} fds",
@@ -1108,13 +1127,23 @@ fn dump_frozen(
     }
     // Every socket is in repair mode and the network locked.
     crate::guard::pause_at("repaired")?;
+    lap.mark("processes");
     files.check_tree(&pstree)?;
     // File locks, before contents are read (a leased file is not opened).
     let tables: Vec<_> = (per_proc.iter())
         .map(|(p, c, _, t)| (*p, c.files_shared_with, t.as_ref()))
         .collect();
-    files.files.locks = crate::kinds::locks::dump(&tables)?;
+    let proc_locks = proc_locks.join().unwrap_or_else(|_| {
+        Err(Error::sys(
+            0,
+            "read /proc/locks",
+            std::io::Error::other("the reading thread panicked"),
+        ))
+    });
+    files.files.locks = crate::kinds::locks::dump_with(&tables, proc_locks)?;
+    lap.mark("locks");
     files.dump_pipe_data()?;
+    lap.mark("pipe data");
     let tree_fds = files.fd_of_descs();
     let live_pids: Vec<i32> = live.iter().copied().collect();
     files.kinds.unix.finish(
@@ -1124,6 +1153,7 @@ fn dump_frozen(
         args.ext_unix_sk,
         args.leave_running,
     )?;
+    lap.mark("unix sockets");
     files
         .kinds
         .tty
@@ -1131,6 +1161,7 @@ fn dump_frozen(
     files.files.sysv_shm = crate::kinds::sysv::dump(plan.sysv_ids.iter().copied())?;
     stats.pages_scanned = plan.total_pages();
     crate::guard::check()?;
+    lap.mark("tty, sysv");
     let t = Instant::now();
     let page_len = crate::sys::PAGE_SIZE;
     crate::progress::pages_begin("dump: pages", stats.pages_scanned * page_len);
@@ -1141,11 +1172,14 @@ fn dump_frozen(
     files.files.net_lock = files.kinds.inet.net_lock().into();
     // bgsnap: --leave-running write-protects private memory and copies
     // it after the thaw (kinds::memory::bgsnap); the rest is copied now.
+    lap.mark("page store");
     let snap = background_snapshot(frozen, &plan, args, layering, armed)?;
+    lap.mark("write-protect");
     let phase = snap
         .as_ref()
         .map_or(memory::Phase::All, memory::Phase::Frozen);
     let mut copied = memory::copy_jobs(&plan, &writer, args.compress_level, phase)?;
+    lap.mark("frozen copy");
     // Open files' contents go to the same chunk store, still frozen.
     let (contents, volatile) = crate::kinds::contents::dump(
         &files,
@@ -1155,10 +1189,12 @@ fn dump_frozen(
         args.leave_running,
     )?;
     let volatile = crate::kinds::volatile::dump(&files.files, volatile);
+    lap.mark("file contents");
     if let Some(snap) = &snap {
         std::mem::take(&mut files.kinds.inet).resume()?;
         frozen.thaw_early()?;
         stats.thawed_at = Some(Instant::now());
+        lap.mark("thaw");
         let tc = Instant::now();
         copied.merge(snap.serve(|| {
             crate::guard::pause_at("bg-copy")?;

@@ -243,7 +243,16 @@ pub type TableRef<'a> = (i32, u32, Option<&'a FdTable>);
 /// Dump (the tree frozen): every lock the tree holds, each once, with the
 /// process and fd that take it again.
 pub fn dump(tables: &[TableRef]) -> Result<Vec<FileLock>> {
-    let system = system_locks()?;
+    dump_with(tables, procfs::read_proc_string("/proc/locks"))
+}
+
+/// [`dump`] with the text of /proc/locks read by the caller, any time
+/// since the tree was frozen (its POSIX locks cannot change meanwhile):
+/// the first read of /proc/locks after a while waits for an RCU grace
+/// period (the kernel's `percpu_down_write` of its lock list), 10-20 ms,
+/// which the dump overlaps with its other frozen work (`crate::dump`).
+pub fn dump_with(tables: &[TableRef], proc_locks: Result<String>) -> Result<Vec<FileLock>> {
+    let system: Vec<LockLine> = proc_locks?.lines().filter_map(LockLine::parse).collect();
     if system.is_empty() {
         return Ok(Vec::new());
     }

@@ -22,8 +22,10 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -105,6 +107,9 @@ pub struct Armed {
     /// Made at the freeze for processes without one (forked since).
     extra: Vec<(i32, u64, OwnedFd)>,
     stop: std::sync::Arc<AtomicBool>,
+    /// Written to stop the handler at once (it polls this with the
+    /// userfaultfds): joining it costs no poll timeout in the frozen time.
+    wake: Option<UnixStream>,
     handler: Option<std::thread::JoinHandle<u64>>,
     /// How long the tree was stopped to create the userfaultfds.
     pub stopped_ms: f64,
@@ -175,6 +180,9 @@ impl Armed {
 
     fn stop_handler(&mut self) -> u64 {
         self.stop.store(true, Ordering::SeqCst);
+        if let Some(mut w) = self.wake.take() {
+            let _ = w.write_all(&[1]);
+        }
         self.handler
             .take()
             .map_or(0, |h| h.join().unwrap_or_default())
@@ -253,14 +261,17 @@ pub fn arm(root: i32) -> Option<Armed> {
     }
     let fds = std::sync::Arc::new(fds);
     let stop = std::sync::Arc::new(AtomicBool::new(false));
+    // Without the pair the handler still stops, at its next poll timeout.
+    let (wake, woken) = UnixStream::pair().map_or((None, None), |(a, b)| (Some(a), Some(b)));
     let handler = {
         let (fds, stop) = (fds.clone(), stop.clone());
-        std::thread::spawn(move || let_through(&fds, &stop))
+        std::thread::spawn(move || let_through(&fds, woken.as_ref(), &stop))
     };
     let mut armed = Armed {
         fds,
         extra: Vec::new(),
         stop,
+        wake,
         handler: Some(handler),
         stopped_ms,
         pages: 0,
@@ -324,16 +335,22 @@ fn seccomp_thread(frozen: &Frozen, pid: i32) -> Option<i32> {
 }
 
 /// The pre-freeze fault handler: lifts the protection of every page a
-/// write faults on, until `stop`. Returns the faults served.
-fn let_through(fds: &[(i32, u64, OwnedFd)], stop: &AtomicBool) -> u64 {
-    let raw: Vec<i32> = fds.iter().map(|x| x.2.as_raw_fd()).collect();
+/// write faults on, until `stop` (`woken` becomes readable when it is
+/// set). Returns the faults served.
+fn let_through(fds: &[(i32, u64, OwnedFd)], woken: Option<&UnixStream>, stop: &AtomicBool) -> u64 {
+    let mut raw: Vec<i32> = fds.iter().map(|x| x.2.as_raw_fd()).collect();
+    raw.extend(woken.map(|w| w.as_raw_fd()));
     let mut msgs = [uffd::UffdMsg::default(); 64];
     let mut faults = 0;
     while !stop.load(Ordering::SeqCst) {
         let Ok(ready) = uffd::poll_readable(&raw, 10) else {
             return faults;
         };
-        for (k, _) in ready.iter().enumerate().filter(|(_, &r)| r) {
+        // The last one is `woken`: stop is set (checked by the loop).
+        for (k, _) in (ready.iter().enumerate())
+            .take(fds.len())
+            .filter(|(_, &r)| r)
+        {
             let (pid, _, fd) = &fds[k];
             while let Ok(n @ 1..) = uffd::read_msgs(fd, &mut msgs) {
                 for m in msgs[..n]
