@@ -103,13 +103,16 @@ mod tests {
     }
 }
 
+/// `mm->membarrier_state` by pid (None: no CONFIG_MEMBARRIER).
+type States = HashMap<i32, Option<u32>>;
+
 thread_local! {
     /// The program, loaded once per run (per thread: libbpf objects are
     /// not shared between threads).
     static LOADED: std::cell::OnceCell<Result<skel::ProcattrsSkel<'static>, String>> =
         const { std::cell::OnceCell::new() };
     /// The states of the last iterator run and the freeze it was made in.
-    static STATES: std::cell::RefCell<Option<(u64, HashMap<i32, Option<u32>>)>> =
+    static STATES: std::cell::RefCell<Option<(u64, States)>> =
         const { std::cell::RefCell::new(None) };
 }
 
