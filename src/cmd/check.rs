@@ -22,7 +22,13 @@ pub fn check(json: bool) -> Result<i32> {
             out = format!("{body},\"network_locks\":{locks}}}\n");
         }
     } else {
-        out += &locks;
+        // The verdict stays the last line: the locks go before it.
+        let v = format!("\n{}\n", verdict_line(&verdict(f)));
+        if let Some(body) = out.strip_suffix(&v) {
+            out = format!("{body}{locks}{v}");
+        } else {
+            out += &locks;
+        }
     }
     let mut stdout = std::io::stdout().lock();
     std::io::Write::write_all(&mut stdout, out.as_bytes()).at("<stdout>")?;
@@ -31,9 +37,16 @@ pub fn check(json: bool) -> Result<i32> {
 
 /// cairn's network lock tables in this network namespace
 /// ([`crate::netlock::tables`]) and what became of each: text (a section
-/// after the verdict, nothing if there is none) or a JSON array.
+/// before the verdict, nothing if there is none) or a JSON array.
 fn network_locks(json: bool) -> String {
     use crate::netlock::{tables, State};
+    if !rustix::process::geteuid().is_root() {
+        let why = "listing nftables tables needs root";
+        return match json {
+            true => format!("{{\"error\":{}}}", json_string(why)),
+            false => format!("\nnetwork locks: not listed ({why})\n"),
+        };
+    }
     let list = match crate::netlock::nft_path().map(|_| tables()) {
         None => Ok(Vec::new()),
         Some(r) => r,
