@@ -231,22 +231,7 @@ impl Remote {
         r.rbx = first;
         r.r12 = end;
         ptrace::set_regs(self.tid, &r)?;
-        ptrace::cont(self.tid, 0)?;
-        loop {
-            let (sig, event) = wait_stop(self.tid)?;
-            if event != 0 {
-                ptrace::cont(self.tid, 0)?;
-                continue;
-            }
-            let out = ptrace::get_regs(self.tid)?;
-            if sig == libc::SIGTRAP && out.rip == trap + 1 {
-                return Ok(out.rbx);
-            }
-            return Err(io::Error::other(format!(
-                "tid {}: signal {sig} instead of the trap after the agent's calls (rip {:#x})",
-                self.tid, out.rip
-            )));
-        }
+        Ok(self.cont_to_trap(trap + 1, "the agent's calls")?.rbx)
     }
 
     /// Runs every call through `insn`, which must be the start of
@@ -300,6 +285,14 @@ impl Remote {
     /// for, a group stop) are continued; any other signal is an error, as
     /// in [`Remote::step_to_syscall_stop`].
     fn run_to_trap(&mut self) -> io::Result<i64> {
+        let at = self.insn + SYSCALL_TRAP.len() as u64;
+        Ok(self.cont_to_trap(at, "the syscall")?.rax as i64)
+    }
+
+    /// Continues the task until its SIGTRAP with `rip == at` (just past an
+    /// `int3`) and returns its registers there. Event stops on the way are
+    /// continued; any other stop is an error naming `after`.
+    fn cont_to_trap(&mut self, at: u64, after: &str) -> io::Result<UserRegs> {
         ptrace::cont(self.tid, 0)?;
         loop {
             let (sig, event) = wait_stop(self.tid)?;
@@ -308,11 +301,11 @@ impl Remote {
                 continue;
             }
             let out = ptrace::get_regs(self.tid)?;
-            if sig == libc::SIGTRAP && out.rip == self.insn + SYSCALL_TRAP.len() as u64 {
-                return Ok(out.rax as i64);
+            if sig == libc::SIGTRAP && out.rip == at {
+                return Ok(out);
             }
             return Err(io::Error::other(format!(
-                "tid {}: signal {sig} instead of the trap after the syscall (rip {:#x})",
+                "tid {}: signal {sig} instead of the trap after {after} (rip {:#x})",
                 self.tid, out.rip
             )));
         }
