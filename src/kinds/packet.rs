@@ -477,20 +477,7 @@ pub fn fanout_of(pid: i32, ino: u64, d: &PacketDiag) -> std::result::Result<Opti
 /// is in must be in the tree (a restore can rejoin only the tree's
 /// sockets; the group would come back smaller and pick other members).
 pub fn precheck_tree(pids: &[i32]) -> Result<()> {
-    let mut held: std::collections::HashMap<u32, (i32, i32)> = Default::default();
-    for &pid in pids {
-        let Ok(fds) = crate::procfs::read_fds(pid) else {
-            continue;
-        };
-        for (fd, target) in fds {
-            if let Some(("socket", ino)) = crate::procfs::parse_anon_link(&target) {
-                let link = format!("/proc/{pid}/fd/{fd}");
-                if sock::proto_name(&link).is_ok_and(|p| p == "PACKET") {
-                    held.entry(ino as u32).or_insert((pid, fd));
-                }
-            }
-        }
-    }
+    let held = super::unix::sockets_held(pids, |_, proto| proto == "PACKET");
     if held.is_empty() {
         return Ok(());
     }

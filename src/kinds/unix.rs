@@ -353,6 +353,30 @@ fn listener_of(all: &HashMap<u32, UnixDiag>, client: u32) -> Option<&UnixDiag> {
         .find(|l| l.state == diag::TCP_LISTEN && l.icons.contains(&client))
 }
 
+/// The sockets the processes `pids` hold whose inode and protocol name
+/// (`/proc/PID/fd/N`'s `system.sockprotoname`) `want` takes: by inode, the
+/// first (pid, fd) found holding each. Read from /proc before the freeze.
+pub(crate) fn sockets_held(
+    pids: &[i32],
+    want: impl Fn(u64, &str) -> bool,
+) -> HashMap<u32, (i32, i32)> {
+    let mut held = HashMap::new();
+    for &pid in pids {
+        let Ok(fds) = crate::procfs::read_fds(pid) else {
+            continue;
+        };
+        for (fd, target) in fds {
+            if let Some(("socket", ino)) = crate::procfs::parse_anon_link(&target) {
+                let link = format!("/proc/{pid}/fd/{fd}");
+                if sock::proto_name(&link).is_ok_and(|p| want(ino, &p)) {
+                    held.entry(ino as u32).or_insert((pid, fd));
+                }
+            }
+        }
+    }
+    held
+}
+
 /// Before freezing: the unix sockets of the tree `pids` must form a graph
 /// cairn can restore. Errors name the pid, fd and peer.
 /// The sockets named with --external (`external`, inodes) are left out.
@@ -362,23 +386,9 @@ pub fn precheck_tree(
     leave_running: bool,
     external: &HashSet<u64>,
 ) -> Result<()> {
-    let mut held = HashMap::new();
-    for &pid in pids {
-        let Ok(fds) = crate::procfs::read_fds(pid) else {
-            continue;
-        };
-        for (fd, target) in fds {
-            if let Some(("socket", ino)) = crate::procfs::parse_anon_link(&target) {
-                let link = format!("/proc/{pid}/fd/{fd}");
-                if external.contains(&ino) {
-                    continue;
-                }
-                if sock::proto_name(&link).is_ok_and(|p| handles_proto(&p)) {
-                    held.entry(ino as u32).or_insert((pid, fd));
-                }
-            }
-        }
-    }
+    let held = sockets_held(pids, |ino, proto| {
+        !external.contains(&ino) && handles_proto(proto)
+    });
     if held.is_empty() {
         return Ok(());
     }
