@@ -987,7 +987,8 @@ fn dump_frozen(
     let mut pstree = Pstree::new();
     // /proc/locks, read while the processes are collected: its first read
     // waits for an RCU grace period (`kinds::locks::dump_with`).
-    let proc_locks = std::thread::spawn(|| procfs::read_proc_string("/proc/locks"));
+    let tree: std::collections::HashSet<i32> = frozen.procs.iter().map(|p| p.pid).collect();
+    let proc_locks = std::thread::spawn(move || procfs::read_proc_locks(|p| tree.contains(&p)));
     let mut found = Discovery::collect(frozen, args.freeze.no_bpf, armed.is_some());
     lap.mark("discovery");
     let procs: Vec<(i32, i32, Option<i32>, bool)> = frozen

@@ -243,11 +243,13 @@ pub type TableRef<'a> = (i32, u32, Option<&'a FdTable>);
 /// Dump (the tree frozen): every lock the tree holds, each once, with the
 /// process and fd that take it again.
 pub fn dump(tables: &[TableRef]) -> Result<Vec<FileLock>> {
-    dump_with(tables, procfs::read_proc_string("/proc/locks"))
+    let tree: HashSet<i32> = tables.iter().map(|t| t.0).collect();
+    dump_with(tables, procfs::read_proc_locks(|p| tree.contains(&p)))
 }
 
-/// [`dump`] with the text of /proc/locks read by the caller, any time
-/// since the tree was frozen (its POSIX locks cannot change meanwhile):
+/// [`dump`] with the text of /proc/locks read by the caller
+/// (`procfs::read_proc_locks` for the tree), any time since the tree was
+/// frozen (its POSIX locks cannot change meanwhile):
 /// the first read of /proc/locks after a while waits for an RCU grace
 /// period (the kernel's `percpu_down_write` of its lock list), 10-20 ms,
 /// which the dump overlaps with its other frozen work (`crate::dump`).

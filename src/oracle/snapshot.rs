@@ -527,7 +527,9 @@ fn pfn_visible(pid: i32, vmas: &[(u64, u64, String, String)]) -> bool {
 pub fn snapshot(procs: &[ProcSpec]) -> crate::image::proto::KernelView {
     use crate::image::proto::{KernelView, TaskView};
     let pids: Vec<i32> = procs.iter().map(|p| p.pid).collect();
-    let locks = read_text("/proc/locks")
+    // The tree's lines each once, however the machine's other locks come
+    // and go meanwhile (`procfs::read_proc_locks`).
+    let locks = procfs::read_proc_locks(|p| pids.contains(&p))
         .map(|t| parse_locks(&t, &pids))
         .unwrap_or_default();
     // State /proc does not show (subreaper, membarrier registrations):

@@ -170,8 +170,219 @@ pub fn boot_id() -> Result<String> {
     Ok(id.to_string())
 }
 
+/// The process a line of `/proc/locks` names: `1: POSIX  ADVISORY  WRITE
+/// 1234 08:02:5 0 EOF`, or with "->" before the class for a waiter.
+pub fn lock_line_pid(line: &str) -> Option<i32> {
+    let (_, rest) = line.split_once(':')?;
+    let mut words = rest.split_whitespace().peekable();
+    if words.peek() == Some(&"->") {
+        words.next();
+    }
+    words.nth(3)?.parse().ok()
+}
+
+/// Most times [`read_proc_locks`] reads the file.
+const LOCKS_READS: usize = 64;
+/// Reads in a row that must find no line of the tree not seen before.
+const LOCKS_SETTLED: usize = 3;
+
+/// `/proc/locks`, with the lines of the processes `keep` selects each
+/// shown once. The kernel hands the file out at most a page per read()
+/// and finds where to go on by counting entries (fs/locks.c
+/// `locks_start`), so a lock taken or dropped anywhere on the machine
+/// between two reads shifts the rest: lines show twice, or not at all,
+/// and on a busy machine few reads are right. The locks of a stopped or
+/// frozen tree do not change, and every line a read shows was there, so
+/// the tree's lines are gathered over several reads, each in reads of a
+/// different size (the kernel then cuts the file at other lines), until
+/// [`LOCKS_SETTLED`] reads in a row find nothing new. The text returned is
+/// the last read with the tree's lines replaced by that set (ordinal 0,
+/// sorted, each once). A file that came in one read() is whole already.
+pub fn read_proc_locks(keep: impl Fn(i32) -> bool) -> Result<String> {
+    let path = Path::new("/proc/locks");
+    let mut mine: std::collections::BTreeSet<String> = Default::default();
+    let mut settled = 0;
+    let mut last = String::new();
+    for i in 0..LOCKS_READS {
+        // 64 KiB first (the kernel fills a page per read), then sizes
+        // between 1 and 4 KiB, all different.
+        let chunk = if i == 0 {
+            1 << 16
+        } else {
+            1024 + (i * 1237) % 3072
+        };
+        let (text, reads) = read_counting(path, chunk)?;
+        if i == 0 && reads <= 1 {
+            return Ok(text);
+        }
+        let before = mine.len();
+        for l in text.lines() {
+            if lock_line_pid(l).is_some_and(&keep) {
+                let rest = l.split_once(':').map_or(l, |(_, r)| r);
+                mine.insert(rest.trim_start().to_string());
+            }
+        }
+        settled = if mine.len() == before { settled + 1 } else { 0 };
+        last = text;
+        if i > 0 && settled >= LOCKS_SETTLED {
+            break;
+        }
+    }
+    let mut out: String = (last.lines())
+        .filter(|l| !lock_line_pid(l).is_some_and(&keep))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for l in &mine {
+        out.push_str("0: ");
+        out.push_str(l);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// A bounded text file read `chunk` bytes at a time, and how many read()
+/// calls returned data.
+fn read_counting(path: &Path, chunk: usize) -> Result<(String, usize)> {
+    let mut file = File::open(path).at(path)?;
+    let mut buf = Vec::new();
+    let mut part = vec![0u8; chunk];
+    let mut reads = 0;
+    loop {
+        let n = match file.read(&mut part) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        reads += 1;
+        buf.extend_from_slice(&part[..n]);
+        if buf.len() as u64 > MAX_PROC_FILE {
+            return Err(Error::io(
+                path,
+                io::Error::new(
+                    io::ErrorKind::FileTooLarge,
+                    format!("larger than {MAX_PROC_FILE} bytes, refusing to read"),
+                ),
+            ));
+        }
+    }
+    let text = String::from_utf8(buf).map_err(|e| {
+        Error::parse(
+            path.display().to_string(),
+            format!("not valid UTF-8 at byte {}", e.utf8_error().valid_up_to()),
+        )
+    })?;
+    Ok((text, reads))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn lock_line_pids() {
+        assert_eq!(
+            lock_line_pid("1: POSIX  ADVISORY  WRITE 1234 08:02:5 0 EOF"),
+            Some(1234)
+        );
+        assert_eq!(
+            lock_line_pid("2: -> FLOCK  ADVISORY  WRITE 99 00:2a:17 0 EOF"),
+            Some(99)
+        );
+        assert_eq!(
+            lock_line_pid("3: OFDLCK ADVISORY  READ -1 00:05:7 0 EOF"),
+            Some(-1)
+        );
+        assert_eq!(lock_line_pid("garbage"), None);
+    }
+
+    /// Locks of this process that do not change, spread over several
+    /// pages of /proc/locks, while another thread takes and drops OFD
+    /// locks all the time: every read shows each of them exactly once.
+    #[test]
+    fn proc_locks_whole_while_others_change() {
+        use std::os::fd::AsRawFd;
+        let dir = std::env::temp_dir().join(format!("cairn-locks-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let held = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dir.join("held"))
+            .unwrap();
+        const N: i64 = 300;
+        for i in 0..N {
+            let fl = libc::flock {
+                l_type: libc::F_WRLCK as i16,
+                l_whence: libc::SEEK_SET as i16,
+                l_start: i * 2,
+                l_len: 1,
+                l_pid: 0,
+            };
+            nix::fcntl::fcntl(held.as_raw_fd(), nix::fcntl::FcntlArg::F_SETLK(&fl)).unwrap();
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = {
+            let stop = stop.clone();
+            let path = dir.join("churn");
+            std::thread::spawn(move || {
+                let files: Vec<File> = (0..8)
+                    .map(|i| {
+                        std::fs::OpenOptions::new()
+                            .read(true)
+                            .write(true)
+                            .create(true)
+                            .truncate(false)
+                            .open(path.with_extension(i.to_string()))
+                            .unwrap()
+                    })
+                    .collect();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for (ty, f) in [libc::F_WRLCK, libc::F_UNLCK]
+                        .iter()
+                        .flat_map(|t| files.iter().map(move |f| (*t, f)))
+                    {
+                        let fl = libc::flock {
+                            l_type: ty as i16,
+                            l_whence: libc::SEEK_SET as i16,
+                            l_start: 0,
+                            l_len: 1,
+                            l_pid: 0,
+                        };
+                        let _ = nix::fcntl::fcntl(
+                            f.as_raw_fd(),
+                            nix::fcntl::FcntlArg::F_OFD_SETLK(&fl),
+                        );
+                    }
+                }
+            })
+        };
+        let me = std::process::id() as i32;
+        let mut bad = None;
+        for _ in 0..200 {
+            let text = read_proc_locks(|p| p == me).unwrap();
+            let starts: std::collections::BTreeSet<i64> = (text.lines())
+                .filter(|l| lock_line_pid(l) == Some(me))
+                .filter_map(|l| l.split_whitespace().nth(6)?.parse().ok())
+                .collect();
+            let n = text
+                .lines()
+                .filter(|l| lock_line_pid(l) == Some(me))
+                .count();
+            if n != N as usize || starts != (0..N).map(|i| i * 2).collect() {
+                bad = Some(n);
+                break;
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        churn.join().unwrap();
+        drop(held);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            bad, None,
+            "a read of /proc/locks showed this process's {N} locks that many times"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -20,8 +20,8 @@ pub use auxv::{parse_auxv, read_auxv};
 pub use fdinfo::{parse_anon_link, parse_fdinfo, read_fdinfo, read_fds, FdInfo};
 pub use maps::{parse_maps, parse_smaps, read_maps, read_smaps, MapsEntry};
 pub use misc::{
-    boot_id, descendants, list_tasks, read_children, read_comm, read_link, read_personality,
-    read_proc_bytes, read_proc_string, MAX_PROC_FILE,
+    boot_id, descendants, list_tasks, lock_line_pid, read_children, read_comm, read_link,
+    read_personality, read_proc_bytes, read_proc_locks, read_proc_string, MAX_PROC_FILE,
 };
 pub use misc::{read_sysvipc_shm, read_timers, PosixTimerInfo, SysvShmInfo};
 pub use pagemap::{parse_pagemap, read_pagemap, PageFlags};
