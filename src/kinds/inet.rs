@@ -705,18 +705,27 @@ pub fn probe(sock: &OwnedFd, ino: u64, pid: i32) -> std::io::Result<Option<Probe
 }
 
 /// The remote address of the TCP socket with inode `ino` in the network
-/// namespace of `pid`, from /proc/PID/net/tcp or tcp6.
+/// namespace of `pid`, from /proc/PID/net/tcp or tcp6. The kernel hands
+/// that file out a page per read and finds its place again by counting
+/// sockets, so one that others open or close meanwhile can hide a line:
+/// a socket not found is looked for again, a few times.
 fn proc_net_peer(pid: i32, family: i32, ino: u64) -> std::io::Result<Option<InetAddr>> {
     let v6 = family == libc::AF_INET6;
     let path = format!("/proc/{pid}/net/tcp{}", if v6 { "6" } else { "" });
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("{path}: {e}")))?;
-    Ok(text.lines().skip(1).find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.get(9)?.parse::<u64>().ok()? == ino)
-            .then(|| parse_proc_addr(f.get(2)?))
-            .flatten()
-    }))
+    for _ in 0..5 {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{path}: {e}")))?;
+        let found = text.lines().skip(1).find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(9)?.parse::<u64>().ok()? == ino)
+                .then(|| parse_proc_addr(f.get(2)?))
+                .flatten()
+        });
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
 }
 
 /// "0100007F:1F90" (IPv4) or 32 hex digits and a port (IPv6): each 32-bit
