@@ -22,7 +22,10 @@
 //! in a session of its own, deaf to SIGINT/SIGTERM/SIGHUP), and tells it
 //! through a unix socketpair ([`fdpass`] messages), for each thread, its
 //! registers and signal mask before anything was changed, and the parking
-//! frame of each thread that runs injected syscalls (`Remote::guard`); for
+//! frame of each thread that runs injected syscalls (`Remote::guard`);
+//! around the injected calls that open a descriptor in the target only for
+//! cairn to take it (the background snapshot's `userfaultfd`), the kind of
+//! descriptor and which of that kind the process had before ([`tell_remote_fd`]); for
 //! each socket it is about to put into repair mode, a descriptor of it
 //! (SCM_RIGHTS: the guardian holds the same open file, and repair mode can
 //! be turned off from any holder) and its SO_REUSEADDR; the name of the
@@ -36,7 +39,9 @@
 //! guardian just exits. A socket that ends without that means the dumper
 //! died: the guardian takes every socket out of repair mode (the threads
 //! that could use them are still parked), seizes every thread it was told
-//! of (waiting until the dead tracer's detach has happened), puts back the
+//! of (waiting until the dead tracer's detach has happened), closes, from
+//! a thread found in its parking loop, a descriptor its interrupted calls
+//! opened for cairn, puts back the
 //! registers of each thread found in its parking loop and the signal mask
 //! of each thread that still has everything blocked, detaches, then (repair
 //! mode off first) deletes the lock table and removes the staging
@@ -140,6 +145,11 @@ static SHARED: Mutex<Shared> = Mutex::new(Shared {
     finished: false,
     late: 0,
 });
+
+/// Set in a guardian: its own calls into a thread never pause (the
+/// pause points are the dumper's, and the guardian inherits its
+/// environment).
+static NO_PAUSES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The first SIGINT/SIGTERM/SIGHUP of a dump not yet committed (0: none).
 static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
@@ -309,6 +319,27 @@ static PROCESSES: AtomicI32 = AtomicI32::new(0);
 /// harm.
 pub fn tell_socket(sock: &impl AsRawFd, ino: u64, reuse: i32) {
     send(format!("S {ino} {reuse}").as_bytes(), &[sock.as_raw_fd()]);
+}
+
+/// Injected calls of thread `tid` (at the `syscall` `insn`) are about to
+/// open a descriptor in its process only for cairn to take it and close
+/// it there (`track::create_uffd_in_target`): `link` is what
+/// /proc/PID/fd shows for one (no spaces), `before` the descriptors of
+/// that kind the process has now. A dumper killed before
+/// [`tell_remote_fd_closed`] leaves it open in the target: the guardian
+/// closes there, from the parked thread, every such descriptor that was
+/// not in `before`.
+pub fn tell_remote_fd(tid: i32, insn: u64, link: &str, before: &[i32]) {
+    let mut m = format!("F {tid} {insn:x} {link}");
+    for fd in before {
+        m.push_str(&format!(" {fd}"));
+    }
+    send(m.as_bytes(), &[]);
+}
+
+/// The descriptor of [`tell_remote_fd`] is closed in the target again.
+pub fn tell_remote_fd_closed(tid: i32) {
+    send(format!("f {tid}").as_bytes(), &[]);
 }
 
 /// The nftables table this dump created for its network lock.
@@ -554,6 +585,9 @@ pub const PAUSE_UNTIL_ENV: &str = "CAIRN_PAUSE_UNTIL";
 /// `POINT!` waits without looking at the flag: a step that takes long
 /// (what the hand-over to the guardian is for).
 pub fn pause_at(point: &str) -> Result<()> {
+    if NO_PAUSES.load(Ordering::Relaxed) {
+        return Ok(());
+    }
     let Some(v) = std::env::var_os(PAUSE_ENV) else {
         return Ok(());
     };
@@ -584,6 +618,9 @@ pub fn pause_at(point: &str) -> Result<()> {
 /// `unguarded` call (no parking loop holds the thread after it) is said
 /// so first. Called by `sys::inject::Remote`.
 pub fn pause_in_call(nr: i64, unguarded: bool) {
+    if NO_PAUSES.load(Ordering::Relaxed) {
+        return;
+    }
     static WANT: std::sync::OnceLock<Option<(i64, u32, String)>> = std::sync::OnceLock::new();
     static SEEN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let want = WANT.get_or_init(|| {
@@ -614,6 +651,19 @@ struct Record {
     regs: Option<UserRegs>,
     sigmask: u64,
     parking: Option<(u64, u64, u64)>,
+    /// Injected calls of this thread are opening a descriptor for cairn
+    /// ([`tell_remote_fd`]).
+    opening: Option<RemoteFd>,
+}
+
+/// A descriptor being opened in a target for cairn to take: the `syscall`
+/// the thread's calls run at, what /proc/PID/fd names such a descriptor,
+/// and those the process had before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RemoteFd {
+    insn: u64,
+    link: String,
+    before: Vec<i32>,
 }
 
 /// All signals blocked as the kernel reports it (SIGKILL and SIGSTOP
@@ -707,6 +757,21 @@ impl Told {
                 }
             }
             ["N", table] => self.table = Some(table.to_string()),
+            ["F", tid, insn, link, before @ ..] => {
+                if let (Ok(tid), Some(insn)) = (tid.parse::<i32>(), hex(insn)) {
+                    let before = before.iter().filter_map(|f| f.parse().ok()).collect();
+                    self.threads.entry(tid).or_default().opening = Some(RemoteFd {
+                        insn,
+                        link: link.to_string(),
+                        before,
+                    });
+                }
+            }
+            ["f", tid] => {
+                if let Some(r) = tid.parse().ok().and_then(|t: i32| self.threads.get_mut(&t)) {
+                    r.opening = None;
+                }
+            }
             _ => {}
         }
     }
@@ -729,6 +794,7 @@ pub fn raise_nofile() {
 /// `cairn __cairn-guard dump|restore PID`: see the module documentation.
 /// Returns the exit code.
 pub fn run(role: &str, dumper: &str) -> u8 {
+    NO_PAUSES.store(true, Ordering::Relaxed);
     let _ = nix::unistd::setsid();
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE] {
         let _ = crate::sys::task::ignore_signal(sig);
@@ -805,12 +871,13 @@ pub fn run(role: &str, dumper: &str) -> u8 {
             }
         }
     }
-    let (mut regs_fixed, mut masks_fixed) = (0, 0);
+    let (mut regs_fixed, mut masks_fixed, mut fds_closed) = (0, 0, 0);
     for (&tid, rec) in &told.threads {
         match repair(tid, rec) {
-            Ok((r, m)) => {
+            Ok((r, m, c)) => {
                 regs_fixed += r as usize;
                 masks_fixed += m as usize;
+                fds_closed += c;
             }
             Err(e) => {
                 failed += 1;
@@ -833,9 +900,14 @@ pub fn run(role: &str, dumper: &str) -> u8 {
     remove_staging(told.staging.as_ref(), dumper);
     eprintln!(
         "cairn guard: the dumper (pid {dumper}) died during the dump; of {} threads, put back \
-         the registers of {regs_fixed} and the signal mask of {masks_fixed}; took {sockets_fixed} \
-         of {} sockets out of repair mode{unlocked}{}",
+         the registers of {regs_fixed} and the signal mask of {masks_fixed}{}; took \
+         {sockets_fixed} of {} sockets out of repair mode{unlocked}{}",
         told.threads.len(),
+        if fds_closed > 0 {
+            format!(", closed {fds_closed} descriptor(s) an interrupted call had opened")
+        } else {
+            String::new()
+        },
         told.sockets.len(),
         if failed > 0 {
             format!(", {failed} failed")
@@ -868,14 +940,16 @@ fn remove_staging(st: Option<&(OwnedFd, std::ffi::OsString, PathBuf)>, dumper: &
 }
 
 /// Seizes `tid` once the dead dumper's detach is through, puts back what
-/// the dump changed, detaches. Returns (registers put back, mask put back).
-fn repair(tid: i32, rec: &Record) -> std::io::Result<(bool, bool)> {
+/// the dump changed, detaches. Returns (registers put back, mask put back,
+/// descriptors closed).
+fn repair(tid: i32, rec: &Record) -> std::io::Result<(bool, bool, usize)> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match inject::seize_and_stop(tid, 0) {
+        // TRACESYSGOOD: the stops of a call made here (`close_opened`).
+        match inject::seize_and_stop(tid, libc::PTRACE_O_TRACESYSGOOD as u64) {
             Ok(_) => break,
             // Gone: nothing to do.
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok((false, false)),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok((false, false, 0)),
             // Still traced by the dumper until its exit completes.
             Err(e) if e.raw_os_error() == Some(libc::EPERM) && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(2));
@@ -883,11 +957,15 @@ fn repair(tid: i32, rec: &Record) -> std::io::Result<(bool, bool)> {
             Err(e) => return Err(e),
         }
     }
-    let r = (|| -> std::io::Result<(bool, bool)> {
+    let r = (|| -> std::io::Result<(bool, bool, usize)> {
         let now = ptrace::get_regs(tid)?;
         let mut regs = false;
+        let mut closed = 0;
         if let (Some(orig), Some((frame, lo, hi))) = (&rec.regs, rec.parking) {
             if now.rbp == frame && (lo..=hi).contains(&now.rip) {
+                if let Some(o) = &rec.opening {
+                    closed = close_opened(tid, o)?;
+                }
                 ptrace::set_regs(tid, orig)?;
                 regs = true;
             }
@@ -897,12 +975,28 @@ fn repair(tid: i32, rec: &Record) -> std::io::Result<(bool, bool)> {
         if fix_mask {
             ptrace::set_sigmask(tid, rec.sigmask)?;
         }
-        Ok((regs, fix_mask))
+        Ok((regs, fix_mask, closed))
     })();
     let d = ptrace::detach(tid, 0);
     let r = r?;
     d?;
     Ok(r)
+}
+
+/// In `tid`, stopped in its parking loop: closes every descriptor of its
+/// process that /proc names `o.link` and that was not there before the
+/// interrupted calls (`o.before`). Returns how many.
+fn close_opened(tid: i32, o: &RemoteFd) -> std::io::Result<usize> {
+    let fds = crate::procfs::read_fds(tid).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut r = inject::Remote::new(tid, o.insn)?;
+    let mut closed = 0;
+    for (fd, link) in fds {
+        if link == o.link && !o.before.contains(&fd) {
+            r.syscall(libc::SYS_close, &[fd as u64])?;
+            closed += 1;
+        }
+    }
+    Ok(closed)
 }
 
 #[cfg(test)]
@@ -934,6 +1028,17 @@ mod tests {
             vec![OwnedFd::from(c)],
         );
         t.take(b"P 7 10 20 30", vec![]);
+        t.take(b"F 7 4a anon_inode:[userfaultfd] 3 9", vec![]);
+        assert_eq!(
+            t.threads[&7].opening,
+            Some(RemoteFd {
+                insn: 0x4a,
+                link: "anon_inode:[userfaultfd]".into(),
+                before: vec![3, 9]
+            })
+        );
+        t.take(b"f 7", vec![]);
+        assert_eq!(t.threads[&7].opening, None);
         assert_eq!(t.sockets.len(), 1);
         assert_eq!((t.sockets[0].0, t.sockets[0].1), (1234, 1));
         assert_eq!(t.table.as_deref(), Some("cairn_7_8"));

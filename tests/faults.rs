@@ -296,14 +296,15 @@ fn dumper_killed_inside_injected_calls() {
             format!("syscall-{}-2", nr(libc::SYS_munmap)),
             "the second munmap",
         ),
-        // Last: a dumper killed in it leaves the userfaultfd in the
-        // target's fd table, which later dumps refuse.
+        // The guardian closes the userfaultfd the call made in the
+        // target (the fd tables are compared below).
         (
             format!("syscall-{}", nr(libc::SYS_userfaultfd)),
             "the userfaultfd of the background snapshot",
         ),
     ];
     let mut hit = 0;
+    let fds_before = fd_table(w.pid);
     for (i, (point, what)) in points.iter().enumerate() {
         let dir = w.dir.join(format!("call{i}"));
         let base = w.dir.join(format!("call{i}-cairn"));
@@ -355,6 +356,11 @@ fn dumper_killed_inside_injected_calls() {
         expect_released(w.pid, &what, &w.log);
         assert!(w.original_alive(), "{what}: the workload died");
         let log = fs::read_to_string(&stderr).unwrap_or_default();
+        assert_eq!(
+            fd_table(w.pid),
+            fds_before,
+            "{what}: the target's descriptors changed; cairn's log:\n{log}"
+        );
         eprintln!(
             "{what}: target released; {}",
             log.lines()
@@ -365,6 +371,18 @@ fn dumper_killed_inside_injected_calls() {
     // Every dump maps and unmaps its scratch area.
     assert!(hit >= 2, "only {hit} of the calls were reached");
     w.terminate_original_expect_pass();
+}
+
+/// The descriptors of `pid` and what /proc names each.
+fn fd_table(pid: i32) -> std::collections::BTreeMap<i32, String> {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let fd = e.file_name().to_str()?.parse().ok()?;
+            Some((fd, fs::read_link(e.path()).ok()?.display().to_string()))
+        })
+        .collect()
 }
 
 /// A tmpfs of `mib` MiB, unmounted on drop.

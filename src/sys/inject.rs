@@ -196,6 +196,11 @@ impl Remote {
         self.unguarded = unguarded;
     }
 
+    /// The `syscall` instruction the calls run at.
+    pub fn insn(&self) -> u64 {
+        self.insn
+    }
+
     pub fn set_insn(&mut self, insn: u64) {
         self.insn = insn;
         self.trap = false;

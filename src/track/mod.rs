@@ -549,6 +549,15 @@ pub fn create_uffd_in_target(
     // background snapshot arms before the freeze) leaves the thread parked
     // for the guardian, never running on with these registers.
     let (mut r, _, own_code) = frozen.parking_site(pid)?;
+    // The guardian is told which userfaultfds the process has: one more
+    // left by a dumper killed before the close below is closed again.
+    const LINK: &str = "anon_inode:[userfaultfd]";
+    let before: Vec<i32> = crate::procfs::read_fds(pid)?
+        .into_iter()
+        .filter(|(_, l)| l == LINK)
+        .map(|(fd, _)| fd)
+        .collect();
+    crate::guard::tell_remote_fd(r.tid, r.insn(), LINK, &before);
     let made = (|| -> Result<OwnedFd> {
         let fd = r
             .syscall(libc::SYS_userfaultfd, &[flags])
@@ -561,6 +570,7 @@ pub fn create_uffd_in_target(
             .map_err(|e| Error::sys(pid, format!("remote close({fd})"), e));
         let got = got?;
         closed?;
+        crate::guard::tell_remote_fd_closed(r.tid);
         Ok(got)
     })();
     let dropped = match own_code {
