@@ -195,7 +195,7 @@ const LOCKS_SETTLED: usize = 3;
 /// frozen tree do not change, and every line a read shows was there, so
 /// the tree's lines are gathered over several reads, each in reads of a
 /// different size (the kernel then cuts the file at other lines), until
-/// [`LOCKS_SETTLED`] reads in a row find nothing new. The text returned is
+/// three reads in a row find nothing new. The text returned is
 /// the last read with the tree's lines replaced by that set (ordinal 0,
 /// sorted, each once). A file that came in one read() is whole already.
 pub fn read_proc_locks(keep: impl Fn(i32) -> bool) -> Result<String> {
