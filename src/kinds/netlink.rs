@@ -385,7 +385,15 @@ impl FdKind for Netlink {
         let s = sock::pidfd_getfd(pid, fd as i32)
             .map_err(|e| Error::sys(pid, format!("pidfd_getfd of the new socket {fd}"), e))?;
         configure(&s, n).map_err(|e| Error::Restore(format!("{what}: {e}")))?;
-        let got = read(&s, n.ino, n.protocol)
+        // The new socket's own inode (netlink_diag finds it by that).
+        let ino = std::fs::File::from(
+            s.try_clone()
+                .map_err(|e| Error::sys(pid, format!("dup of the new socket {fd}"), e))?,
+        )
+        .metadata()
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .map_err(|e| Error::sys(pid, format!("fstat of the new socket {fd}"), e))?;
+        let got = read(&s, ino, n.protocol)
             .map_err(|e| Error::Restore(format!("{what}: read back: {e}")))?;
         let d = diff(n, &got);
         if !d.is_empty() {

@@ -94,17 +94,11 @@ static int lo_count(const char *key)
 	pclose(f);
 	if (n < 0 && !strcmp(key, " allmulti ")) {
 		/*
-		 * Kernels before IFLA_ALLMULTI (5.10) do not give the count:
-		 * only lo's IFF_ALLMULTI flag (0x200) says it is not 0.
+		 * Kernels before IFLA_ALLMULTI (5.10) give the count nowhere
+		 * (lo's flags do not show what packet sockets set): unchecked.
 		 */
-		unsigned flags = 0;
-
-		f = fopen("/sys/class/net/lo/flags", "r");
-		if (!f || fscanf(f, "%x", &flags) != 1)
-			pfail("read /sys/class/net/lo/flags");
-		fclose(f);
-		test_msg("ip shows no allmulti count: lo's flags %#x instead", flags);
-		return !!(flags & 0x200);
+		test_msg("ip shows no allmulti count (a kernel without IFLA_ALLMULTI): not checked");
+		return 1;
 	}
 	if (n < 0)
 		fail("ip -d link show lo shows no %s", key);
