@@ -14,6 +14,7 @@ mod common;
 
 use std::process::Command;
 
+use common::refuse::refused_for_file_handles;
 use common::*;
 
 /// Runs `f` on a new thread in a new network namespace with lo up.
@@ -168,10 +169,19 @@ fn sk_packet_fanout() {
 
 /// A fanotify group with inode marks (one with an ignored mask that
 /// survives modification) comes back with the same fdinfo and reports an
-/// open of the marked file after the restore.
+/// open of the marked file after the restore. Where the marked files
+/// cannot be opened from their handles (overlayfs), the dump refuses.
 #[test]
 fn fd_fanotify() {
-    if skip_unless_root() {
+    if skip_unless_root()
+        || refused_for_file_handles(
+            "fd_fanotify",
+            &[],
+            &[],
+            &["fanotify mark (inode"],
+            "the restore of inode marks",
+        )
+    {
         return;
     }
     checkpoint_restore("fd_fanotify", &[]);
@@ -180,7 +190,15 @@ fn fd_fanotify() {
 /// --leave-running: the original keeps its group and marks.
 #[test]
 fn fd_fanotify_leave_running() {
-    if skip_unless_root() {
+    if skip_unless_root()
+        || refused_for_file_handles(
+            "fd_fanotify",
+            &[],
+            &["--leave-running"],
+            &["fanotify mark (inode"],
+            "the --leave-running dump of inode marks",
+        )
+    {
         return;
     }
     leave_running("fd_fanotify", &[]);

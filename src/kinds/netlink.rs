@@ -42,6 +42,9 @@ type BoolOpt = (
     fn(&mut NetlinkSk, bool),
 );
 
+/// NETLINK_LISTEN_ALL_NSID, which getsockopt reads only on newer kernels.
+const LISTEN_ALL_NSID: i32 = 8;
+
 const OPTS: &[BoolOpt] = &[
     ("NETLINK_PKTINFO", 3, |s| s.pktinfo, |s, v| s.pktinfo = v),
     (
@@ -58,7 +61,7 @@ const OPTS: &[BoolOpt] = &[
     ),
     (
         "NETLINK_LISTEN_ALL_NSID",
-        8,
+        LISTEN_ALL_NSID,
         |s| s.listen_all_nsid,
         |s, v| s.listen_all_nsid = v,
     ),
@@ -120,6 +123,15 @@ fn diag_refusal(s: &OwnedFd, ino: u64, protocol: u32) -> std::io::Result<Option<
                 "is not in cairn's network namespace (not supported)".into(),
             ));
         }
+        if let Err(e) = sock::get_int(s, SOL_NETLINK, LISTEN_ALL_NSID) {
+            if e.raw_os_error() == Some(libc::ENOPROTOOPT) {
+                return Ok(Some(format!(
+                    "is unbound and has no groups, so netlink_diag does not list it, and this \
+                     kernel's getsockopt cannot read NETLINK_LISTEN_ALL_NSID ({e}): whether \
+                     that option is set cannot be known (bind the socket before the checkpoint)"
+                )));
+            }
+        }
         return Ok(None);
     };
     if let Some(n) = d.rmem_alloc.filter(|&n| n > 0) {
@@ -167,9 +179,24 @@ fn read(s: &OwnedFd, ino: u64, protocol: u32) -> std::io::Result<NetlinkSk> {
         peer.groups.trailing_zeros() + 1
     };
     for (name, opt, _, set) in OPTS {
-        let v = sock::get_int(s, SOL_NETLINK, *opt)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("{name}: {e}")))?;
-        set(&mut n, v != 0);
+        let v = match sock::get_int(s, SOL_NETLINK, *opt) {
+            Ok(v) => v != 0,
+            // Older kernels cannot read this one by getsockopt (ENOPROTOOPT,
+            // seen on 5.10): netlink_diag's flags say whether it is set.
+            Err(e) if *opt == LISTEN_ALL_NSID && e.raw_os_error() == Some(libc::ENOPROTOOPT) => {
+                let d = sockdiag::netlink::by_ino(protocol as u8, ino as u32).map_err(|e2| {
+                    std::io::Error::new(e2.kind(), format!("{name}: {e}; netlink_diag: {e2}"))
+                })?;
+                let flags = d.and_then(|d| d.flags).ok_or_else(|| {
+                    std::io::Error::other(format!(
+                        "{name}: {e}, and netlink_diag gives no flags for the socket"
+                    ))
+                })?;
+                flags & sockdiag::netlink::FLAG_LISTEN_ALL_NSID != 0
+            }
+            Err(e) => return Err(std::io::Error::new(e.kind(), format!("{name}: {e}"))),
+        };
+        set(&mut n, v);
     }
     n.sock_opts = Some(super::sockopts::dump(s)?).into();
     Ok(n)
@@ -358,7 +385,15 @@ impl FdKind for Netlink {
         let s = sock::pidfd_getfd(pid, fd as i32)
             .map_err(|e| Error::sys(pid, format!("pidfd_getfd of the new socket {fd}"), e))?;
         configure(&s, n).map_err(|e| Error::Restore(format!("{what}: {e}")))?;
-        let got = read(&s, n.ino, n.protocol)
+        // The new socket's own inode (netlink_diag finds it by that).
+        let ino = std::fs::File::from(
+            s.try_clone()
+                .map_err(|e| Error::sys(pid, format!("dup of the new socket {fd}"), e))?,
+        )
+        .metadata()
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .map_err(|e| Error::sys(pid, format!("fstat of the new socket {fd}"), e))?;
+        let got = read(&s, ino, n.protocol)
             .map_err(|e| Error::Restore(format!("{what}: read back: {e}")))?;
         let d = diff(n, &got);
         if !d.is_empty() {

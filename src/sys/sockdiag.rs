@@ -459,6 +459,8 @@ pub mod netlink {
     const NETLINK_DIAG_FLAGS: u16 = 4;
     /// NDIAG_FLAG_CB_RUNNING: a dump is in progress on the socket.
     pub const FLAG_CB_RUNNING: u32 = 0x1;
+    /// NDIAG_FLAG_LISTEN_ALL_NSID: NETLINK_LISTEN_ALL_NSID is set.
+    pub const FLAG_LISTEN_ALL_NSID: u32 = 0x10;
     /// sizeof(struct netlink_diag_msg).
     const MSG_LEN: usize = 28;
     /// Offset of `ndiag_ino` in it.

@@ -100,3 +100,36 @@ pub fn logged_addr(w: &Workload) -> String {
         .trim()
         .to_string()
 }
+
+/// Where the files of the test directories cannot be opened again from
+/// their kernel file handles ([`super::file_handles_undecodable`]: an
+/// overlayfs without `nfs_export=on`, the root of `cargo xtask
+/// vm-test`'s guests), cairn cannot find the file an inotify watch or a
+/// fanotify inode mark is on, and its dump must refuse: starts workload
+/// `name` with `args`, dumps it with `extra_flags`, requires a refusal
+/// naming its pid, every word of `words` and the file system that cannot
+/// open the file, and that the workload goes on (it checks itself on
+/// SIGTERM); notes that `what` was not tried, with the reason, and returns
+/// true. False, with nothing done, where the handles can be opened.
+pub fn refused_for_file_handles(
+    name: &str,
+    args: &[&str],
+    extra_flags: &[&str],
+    words: &[&str],
+    what: &str,
+) -> bool {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let Some(why) = super::file_handles_undecodable(tmp) else {
+        return false;
+    };
+    let mut w = Workload::start(name, args);
+    let mut all = words.to_vec();
+    all.push("cannot open the file from its handle");
+    let r = expect_refused(&mut w, extra_flags, &all);
+    eprintln!("refused as it must: {}", r.line);
+    super::note_skip(&format!(
+        "{name}: {what} not tried: the files here cannot be opened from their handles ({why}); \
+         the dump's refusal was checked instead"
+    ));
+    true
+}

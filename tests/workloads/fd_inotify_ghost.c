@@ -25,23 +25,33 @@
 
 static int in;
 
+static char evbuf[4096] __attribute__((aligned(8)));
+static size_t evlen, evoff;
+
+/* The next queued event, left queued; NULL when there is none. */
+static struct inotify_event *peek(void)
+{
+	if (evoff >= evlen) {
+		ssize_t r = read(in, evbuf, sizeof(evbuf));
+
+		if (r < 0 && errno != EAGAIN)
+			pfail("read inotify");
+		if (r <= 0)
+			return NULL;
+		evlen = r;
+		evoff = 0;
+	}
+	return (struct inotify_event *)(evbuf + evoff);
+}
+
 /* The next queued event, which must be (wd, mask). */
 static void expect(int wd, uint32_t mask, const char *what)
 {
-	static char buf[4096] __attribute__((aligned(8)));
-	static size_t len, off;
-	struct inotify_event *e;
+	struct inotify_event *e = peek();
 
-	if (off >= len) {
-		ssize_t r = read(in, buf, sizeof(buf));
-
-		if (r <= 0)
-			pfail("%s: no event (wanted wd %d mask %#x)", what, wd, mask);
-		len = r;
-		off = 0;
-	}
-	e = (struct inotify_event *)(buf + off);
-	off += sizeof(*e) + e->len;
+	if (!e)
+		pfail("%s: no event (wanted wd %d mask %#x)", what, wd, mask);
+	evoff += sizeof(*e) + e->len;
 	if (e->wd != wd || e->mask != mask)
 		fail("%s: event wd %d mask %#x, wanted wd %d mask %#x", what, e->wd, e->mask, wd,
 		     mask);
@@ -50,16 +60,10 @@ static void expect(int wd, uint32_t mask, const char *what)
 /* The queue is empty. */
 static void expect_none(const char *what)
 {
-	char buf[4096] __attribute__((aligned(8)));
-	ssize_t r = read(in, buf, sizeof(buf));
+	struct inotify_event *e = peek();
 
-	if (r >= 0) {
-		struct inotify_event *e = (struct inotify_event *)buf;
-
+	if (e)
 		fail("%s: unexpected event wd %d mask %#x", what, e->wd, e->mask);
-	}
-	if (errno != EAGAIN)
-		pfail("%s: read inotify", what);
 }
 
 /* The fdinfo line of watch wd has mask `mask`. */
@@ -109,6 +113,15 @@ int main(int argc, char **argv)
 		if (map == MAP_FAILED)
 			pfail("mmap");
 		close(f); /* the mapping keeps the file: no IN_CLOSE_WRITE yet */
+		/*
+		 * Except on an overlayfs (seen in cargo xtask vm-test's 5.10
+		 * guest): its mapping holds the underlying file, so this close
+		 * was the overlay file's last.
+		 */
+		if (peek() && peek()->wd == 2 && peek()->mask == IN_CLOSE_WRITE) {
+			test_msg("the close of the mapped file raised IN_CLOSE_WRITE (overlayfs)");
+			expect(2, IN_CLOSE_WRITE, "close of the mapped file");
+		}
 	}
 	if (unlink(ghost))
 		pfail("unlink");

@@ -92,6 +92,14 @@ static int lo_count(const char *key)
 			n = atoi(p + strlen(key));
 	}
 	pclose(f);
+	if (n < 0 && !strcmp(key, " allmulti ")) {
+		/*
+		 * Kernels before IFLA_ALLMULTI (5.10) give the count nowhere
+		 * (lo's flags do not show what packet sockets set): unchecked.
+		 */
+		test_msg("ip shows no allmulti count (a kernel without IFLA_ALLMULTI): not checked");
+		return 1;
+	}
 	if (n < 0)
 		fail("ip -d link show lo shows no %s", key);
 	return n;

@@ -347,22 +347,43 @@ pub fn finish_removed(
 }
 
 /// The path of the file a handle names, on the mount of device `sdev`
-/// (kernel encoding: major << 20 | minor).
+/// (kernel encoding: major << 20 | minor). A file system that cannot
+/// open a file from its handle (an overlayfs without `nfs_export=on`
+/// answers ESTALE) is named in the error, with its type.
 pub(super) fn path_of_handle(sdev: u64, htype: i32, handle: &[u8]) -> std::io::Result<String> {
     let dev = format!("{}:{}", sdev >> 20, sdev & 0xfffff);
     let mi = std::fs::read_to_string("/proc/self/mountinfo")?;
-    let mount = mi
+    let (mount, fstype) = mi
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
+            // After the optional fields: "- FSTYPE SOURCE OPTIONS".
+            let fstype = f
+                .iter()
+                .position(|x| *x == "-")
+                .and_then(|i| f.get(i + 1))
+                .map_or("?", |t| *t);
             (f.get(2) == Some(&dev.as_str()))
-                .then(|| f.get(4).map(|s| s.to_string()))
+                .then(|| f.get(4).map(|s| (s.to_string(), fstype.to_string())))
                 .flatten()
         })
         .next()
         .ok_or_else(|| std::io::Error::other(format!("no mount of device {dev}")))?;
     let m = std::fs::File::open(&mount)?;
-    let f = crate::sys::task::open_by_handle(&m, htype, handle)?;
+    let f = crate::sys::task::open_by_handle(&m, htype, handle).map_err(|e| {
+        let hint = if fstype == "overlay" {
+            " (an overlayfs decodes file handles only when mounted with nfs_export=on)"
+        } else {
+            ""
+        };
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "the {fstype} file system of device {dev} (mounted at {mount}) cannot open the \
+                 file from its handle: {e}{hint}"
+            ),
+        )
+    })?;
     use std::os::fd::AsRawFd;
     let p = std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd()))?;
     Ok(p.to_string_lossy().into_owned())
