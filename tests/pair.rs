@@ -212,7 +212,7 @@ fn check_resumed(
         .lines()
         .filter_map(|l| l.split("backup ready from ").nth(1))
         .filter_map(|r| r.split_whitespace().next())
-        .last();
+        .next_back();
     assert_eq!(
         held,
         Some(ckpt.as_str()),
