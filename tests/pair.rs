@@ -227,8 +227,11 @@ fn check_resumed(
         (at - t0) as f64 / 1e6,
         t0.saturating_sub(began) as f64 / 1e6
     );
+    // A program started afresh writes count 1 first; a backup goes on
+    // from its checkpoint's count (at least 1: taken an interval after
+    // the start).
     assert!(
-        resumed > 20,
+        resumed > 1,
         "the counter started again from zero: {resumed}"
     );
     assert!(
@@ -303,12 +306,13 @@ fn sigkill_primary_twice_backup_takes_over() {
     }
     let mut p = Pair::new("pair-kill");
     p.start_counter(&["--interval", "1s"], 10, 0);
-    p.wait_for("backup ready", 1, Duration::from_secs(60));
+    // A checkpoint takes seconds in a guest under TCG on a loaded host.
+    p.wait_for("backup ready", 1, Duration::from_secs(180));
     let first = read_pidfile(&p.pidfile).unwrap();
     let second = kill_and_take_over(&p, 1, 10);
     assert_ne!(first, second);
     let ready = p.count("backup ready");
-    p.wait_for("backup ready", ready + 1, Duration::from_secs(60));
+    p.wait_for("backup ready", ready + 1, Duration::from_secs(180));
     let third = kill_and_take_over(&p, 2, 10);
     assert_ne!(second, third);
     // Still counting.
