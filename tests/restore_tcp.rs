@@ -372,10 +372,12 @@ fn tcp_established_far_peer() {
     w.dump_ok(&["--tcp-established"]);
     w.expect_killed_by_dump();
     let dump_log = newest_dump_stderr(&w.dir);
-    for l in dump_log
-        .lines()
-        .filter(|l| l.contains("bytes to read") || l.contains("network"))
-    {
+    for l in dump_log.lines().filter(|l| {
+        l.contains("bytes to read")
+            || l.contains("network")
+            || l.contains("froze")
+            || l.contains("guardian started")
+    }) {
         println!("dump: {l}");
     }
     // The slow link keeps sent data unacknowledged: both parts of the send
@@ -762,8 +764,11 @@ fn tcp_established_dump_killed_after_repair() {
                 let now = tcp_sockets(w.pid);
                 now.len() == before.len() && now.iter().all(|s| !s.2)
             }),
-            "{name}: sockets left in repair mode: {:?}",
-            tcp_sockets(w.pid)
+            "{name}: sockets left in repair mode (or not all there): {:?}, before {before:?}; \
+             workload alive: {}; cairn and its guardian said: {}",
+            tcp_sockets(w.pid),
+            w.original_alive(),
+            tail(&stderr, 3000)
         );
         assert!(
             eventually(|| lock_tables(w.pid).is_empty()),

@@ -1050,13 +1050,17 @@ impl DumpState {
         sk.backlog = p.backlog;
         dump_opts(sock, &mut sk).map_err(sys("socket options"))?;
         if p.proto == libc::IPPROTO_TCP && super::tcp::repairable(p.state) {
-            let reuse = sock::get_int(sock, libc::SOL_SOCKET, libc::SO_REUSEADDR)
-                .map_err(sys("SO_REUSEADDR"))?;
-            // The guardian holds it before it changes: a dumper that dies
-            // from here on leaves no socket in repair mode.
-            crate::guard::tell_socket(sock, ino, reuse);
-            super::tcp::repair(sock, true).map_err(sys("TCP_REPAIR"))?;
-            self.repaired.push((ino, reuse));
+            // Once per socket: in repair mode SO_REUSEADDR reads back the
+            // kernel's "force" value (2), not the one to put back.
+            if !self.repaired.iter().any(|r| r.0 == ino) {
+                let reuse = sock::get_int(sock, libc::SOL_SOCKET, libc::SO_REUSEADDR)
+                    .map_err(sys("SO_REUSEADDR"))?;
+                // The guardian holds it before it changes: a dumper that
+                // dies from here on leaves no socket in repair mode.
+                crate::guard::tell_socket(sock, ino, reuse);
+                super::tcp::repair(sock, true).map_err(sys("TCP_REPAIR"))?;
+                self.repaired.push((ino, reuse));
+            }
             let stream = super::tcp::dump_stream(sock, p.state)
                 .map_err(|e| Error::sys(pid, format!("fd {fd}: {}: {e}", p.describe()), e))?;
             info!(
