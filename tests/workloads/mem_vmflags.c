@@ -107,12 +107,12 @@ static const char *lf_name(void)
 
 static int has_flag(const char *flags, const char *f)
 {
-	char pat[8];
+	size_t n = strlen(f);
 
-	snprintf(pat, sizeof(pat), " %s ", f);
-	char line[300];
-	snprintf(line, sizeof(line), " %s ", flags);
-	return strstr(line, pat) != NULL;
+	for (const char *p = flags; (p = strstr(p, f)); p++)
+		if ((p == flags || p[-1] == ' ') && (p[n] == ' ' || p[n] == 0))
+			return 1;
+	return 0;
 }
 
 int main(int argc, char **argv)
