@@ -177,9 +177,15 @@ fn key_of(f: &FdRef) -> Option<Key> {
                 });
             }
             let info = f.info().ok()?;
+            // fdinfo has shown the inode only since 5.14 (0 before): stat
+            // gives the same st_ino through the fd's link.
+            let ino = match info.ino {
+                0 => f.metadata().ok()?.ino(),
+                ino => ino,
+            };
             Some(Key::File {
                 mnt: info.mnt_id,
-                ino: info.ino,
+                ino,
             })
         }
         None => None,
@@ -706,6 +712,31 @@ mod tests {
         ] {
             assert!(parse_inherit(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A kernel before 5.14 shows no "ino:" in fdinfo: the key of a file
+    /// takes the inode from stat, as CRIU and the user (`stat -c %i`) do.
+    #[test]
+    fn a_file_key_without_ino_in_fdinfo() {
+        use std::os::fd::AsRawFd;
+        let dir = std::env::temp_dir().join(format!("cairn-extkey-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        let path = dir.join("f");
+        let file = std::fs::File::create_new(&path).unwrap();
+        let ino = file.metadata().unwrap().ino();
+        let target = path.to_string_lossy().into_owned();
+        let pid = task::getpid();
+        for shown in [0, ino] {
+            let info = crate::procfs::FdInfo {
+                mnt_id: 0x2a,
+                ino: shown,
+                ..Default::default()
+            };
+            let f = FdRef::new(pid, file.as_raw_fd(), &target, Some(&info));
+            assert_eq!(key_of(&f), Some(Key::File { mnt: 0x2a, ino }), "{shown}");
+        }
+        drop(file);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

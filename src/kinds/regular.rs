@@ -242,7 +242,11 @@ impl FdKind for Regular {
         };
         // O_NOCTTY: a restored session leader must not pick up a
         // controlling terminal just by reopening a tty.
-        let open_flags = (r.flags as i32) & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
+        // O_DIRECT comes with the other SETFL_FLAGS by F_SETFL after the
+        // open, as it may have come: overlayfs before 6.0 lets F_SETFL set
+        // it on a file whose upper layer (tmpfs) refuses it at open.
+        let open_flags =
+            (r.flags as i32) & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_DIRECT);
         let path = cx.idx.redirect.get(&cx.id).unwrap_or(&r.path);
         let fd = calls.open(path, open_flags | libc::O_CLOEXEC | libc::O_NOCTTY)?;
         let is_reg = r

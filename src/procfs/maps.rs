@@ -185,10 +185,39 @@ pub fn parse_smaps(text: &str) -> Result<Vec<MapsEntry>> {
             ));
         };
         if key == "VmFlags" {
-            cur.vm_flags = value.split_whitespace().map(str::to_string).collect();
+            cur.vm_flags = vm_flag_names(value, lock_on_fault_unnamed());
         }
     }
     Ok(out)
+}
+
+/// Whether this kernel's smaps has no name for VM_LOCKONFAULT: kernels
+/// before 6.2 (the "lf" mnemonic came with commit 8614d6c5eda0) print "??"
+/// for it.
+fn lock_on_fault_unnamed() -> bool {
+    static UNNAMED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *UNNAMED.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .ok()
+            .and_then(|r| crate::sys::probe::parse_version(r.trim()))
+            .is_some_and(|v| v < (6, 2))
+    })
+}
+
+/// The letters of a VmFlags line. On a kernel that prints "??" for
+/// VM_LOCKONFAULT (`unnamed_lf`), a "??" beside "lo" is named "lf", as
+/// newer kernels and the BPF inventory name it: on x86-64 it is the only
+/// flag of those kernels without a name, and the kernel never sets it
+/// without VM_LOCKED. Any other "??" stays, and the dump refuses it.
+fn vm_flag_names(value: &str, unnamed_lf: bool) -> Vec<String> {
+    let mut v: Vec<String> = value.split_whitespace().map(str::to_string).collect();
+    let unknown = v.iter().filter(|f| *f == "??").count();
+    if unnamed_lf && unknown == 1 && v.iter().any(|f| f == "lo") && !v.iter().any(|f| f == "lf") {
+        for f in v.iter_mut().filter(|f| *f == "??") {
+            *f = "lf".into();
+        }
+    }
+    v
 }
 
 /// Reads and parses /proc/PID/maps.
@@ -208,6 +237,18 @@ pub fn read_smaps(pid: i32) -> Result<Vec<MapsEntry>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lock_on_fault_named_where_the_kernel_prints_question_marks() {
+        let v = |s: &str, unnamed| vm_flag_names(s, unnamed).join(" ");
+        assert_eq!(v("rd wr lo ?? ac", true), "rd wr lo lf ac");
+        // 6.2+ names it: a "??" there is another flag, refused at dump.
+        assert_eq!(v("rd wr lo ?? ac", false), "rd wr lo ?? ac");
+        assert_eq!(v("rd wr lo lf ac", true), "rd wr lo lf ac");
+        // Not locked, or two unnamed flags: not VM_LOCKONFAULT alone.
+        assert_eq!(v("rd wr ?? ac", true), "rd wr ?? ac");
+        assert_eq!(v("rd lo ?? ??", true), "rd lo ?? ??");
+    }
 
     const MAPS: &str = "\
 55d0c8a00000-55d0c8a28000 r--p 00000000 fd:01 1312034                    /usr/bin/my prog

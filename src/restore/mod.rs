@@ -1204,7 +1204,16 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
     shared.unix.send_in_flight(&shared.descs)?;
     for (owner, fd) in std::mem::take(&mut shared.keepers) {
         if let Some(&k) = by_pid.get(&owner) {
-            procs[k].agents[0].call("close keeper", libc::SYS_close, &[fd])?;
+            // close releases the fd whatever the file's flush answers
+            // (overlayfs on 6.1: EINVAL for an O_DIRECT its upper layer
+            // refuses, as the original's own close would): only EBADF
+            // means there was no keeper.
+            let a = &mut procs[k].agents[0];
+            if let Err(e) = a.syscall(libc::SYS_close, &[fd]) {
+                if e.raw_os_error() == Some(libc::EBADF) {
+                    return Err(Error::sys(a.tid(), "remote close keeper", e));
+                }
+            }
         }
     }
     shared.unix = Default::default();
