@@ -508,6 +508,29 @@ fn migrate_lazy_tree_runs_before_its_memory() {
     restored_expect_pass(src.pid, &src.log);
 }
 
+/// Post-copy (`--lazy`) keeps copy-on-write sharing: `cow_late_fork`
+/// (64 MiB shared by a root and two children that only read it) forks
+/// its second child L between the migration's pre-dump round and its
+/// final dump, so L's pages are stored whole in the final layer while
+/// the root's stay in the pre-dump's, and the restore compares their
+/// bytes to know they were the same pages (`restore::PageCompare`), with
+/// both layers' pages.img still sparse on the destination. The root
+/// checks that both children have its page frames in the whole area,
+/// the children check its bytes.
+#[test]
+fn migrate_lazy_late_child_shares_cow() {
+    if skip_unless_root() {
+        return;
+    }
+    let (_net, src, rlog) = lazy_migrated("cow_late_fork", &["--mib", "64"], 0x7c, Duration::ZERO);
+    let log = fs::read_to_string(&src.log).unwrap_or_default();
+    assert!(
+        log.contains("forked L"),
+        "the workload saw no pre-dump before the final dump:\n{log}\n{rlog}"
+    );
+    restored_expect_pass(src.pid, &src.log);
+}
+
 /// Post-copy (`--lazy`) of a tree whose images hold file contents in
 /// pages.img next to the memory left to the pager (`lazy_contents`: a
 /// deleted file of two contents chunks held open, an open memfd, a deleted

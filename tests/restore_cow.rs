@@ -240,3 +240,47 @@ fn tree_cow_mix_shares_after_chain_restore() {
     assert_shared_like("chain restore", &before, &after);
     t.finish();
 }
+
+/// The same through a post-copy restore (`restore --lazy-pages` from the
+/// image directory): the parent's memory is restored before its children
+/// are forked from it, the children's own pages come through the pager,
+/// and what they shared is shared again. Measured once every page is in.
+#[test]
+fn tree_cow_mix_shares_after_lazy_restore() {
+    if skip_unless_root() {
+        return;
+    }
+    if !pfns_visible() {
+        note_skip("page frame numbers are not visible in /proc/PID/pagemap");
+        return;
+    }
+    let mut t = TreeTest::start("tree_cow_mix", &[]);
+    let before = measure(t.w.pid);
+    t.dump_ok(&[]);
+    t.expect_tree_killed_by_dump();
+    t.restore_start(
+        &[
+            "--lazy-pages",
+            "@no-compare: --lazy-pages: the tree runs before its memory is in",
+        ],
+        false,
+    );
+    t.check_restored_tree();
+    let run = t.run.as_ref().expect("restored");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let err = String::from_utf8_lossy(&run.output().stderr).into_owned();
+        if err.contains("every page is in") {
+            assert!(err.contains("its memory follows (--lazy-pages"), "{err}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no `every page is in` after 120 s:\n{err}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let after = measure(t.w.pid);
+    assert_shared_like("lazy restore", &before, &after);
+    t.finish();
+}

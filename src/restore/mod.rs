@@ -800,7 +800,10 @@ impl PageCompare {
             .as_ref()
             .is_some_and(|(key, _)| *key == (layer, chunk));
         if !hit {
-            let data = img.chain.layers.get(layer)?.store.read_chunk(chunk).ok()?;
+            let store = &img.chain.layers.get(layer)?.store;
+            // Post-copy: the chunk may not be in the (sparse) file yet.
+            memory::lazy::ensure_read(store.path(), chunk).ok()?;
+            let data = store.read_chunk(chunk).ok()?;
             self.chunks[k] = Some(((layer, chunk), data));
         }
         let (_, data) = self.chunks[k].as_ref()?;

@@ -261,33 +261,8 @@ pub fn restore_pages(agent: &mut dyn Calls, input: PageInput<'_>, leaf: bool) ->
         }
         eager.push((owner, keep));
     }
-    // The chunks the usual path reads: asked for all at once, then
-    // waited for.
-    let mut answers = Vec::new();
-    for &(layer, chunk) in &need {
-        let (tx, rx) = mpsc::channel();
-        pager.send(Cmd::Ensure {
-            layer,
-            chunk,
-            done: tx,
-        })?;
-        answers.push(((layer, chunk), rx));
-    }
-    for ((layer, chunk), rx) in answers {
-        match rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(why)) => {
-                return Err(Error::Restore(format!(
-                    "pid {pid}: layer {layer} chunk {chunk}: {why}"
-                )))
-            }
-            Err(_) => {
-                return Err(Error::Restore(format!(
-                    "pid {pid}: layer {layer} chunk {chunk}: the pager is gone"
-                )))
-            }
-        }
-    }
+    // The chunks the usual path reads.
+    ensure(pager, &format!("pid {pid}"), &need)?;
     let maps2: Vec<(&str, &[Resolved])> = eager.iter().map(|(o, v)| (*o, v.as_slice())).collect();
     let stats = super::pagein::restore_pages(agent, mm, &maps2, stores, shm)?;
     if lazy.is_empty() {
@@ -323,6 +298,50 @@ pub fn restore_pages(agent: &mut dyn Calls, input: PageInput<'_>, leaf: bool) ->
         runs: lazy,
     }))?;
     Ok(stats)
+}
+
+/// Makes the chunks `need` (layer, chunk) present in their pages.img:
+/// asked for all at once, then waited for. `who` names the reader in
+/// errors.
+fn ensure(pager: &Pager, who: &str, need: &BTreeSet<(u32, u32)>) -> Result<()> {
+    let mut answers = Vec::new();
+    for &(layer, chunk) in need {
+        let (tx, rx) = mpsc::channel();
+        pager.send(Cmd::Ensure {
+            layer,
+            chunk,
+            done: tx,
+        })?;
+        answers.push(((layer, chunk), rx));
+    }
+    for ((layer, chunk), rx) in answers {
+        let why = match rx.recv() {
+            Ok(Ok(())) => continue,
+            Ok(Err(why)) => why,
+            Err(_) => "the pager is gone".to_string(),
+        };
+        return Err(Error::Restore(format!(
+            "{who}: layer {layer} chunk {chunk}: {why}"
+        )));
+    }
+    Ok(())
+}
+
+/// Before chunk `chunk` of the page store `store` (a pages.img) is read
+/// outside the page step: if a pager is installed and `store` is one of
+/// its layers (sparse until the pager wrote the chunk), makes the chunk
+/// present; nothing otherwise. The restore's copy-on-write plan compares
+/// a child's pages with its parent's through it (`restore::PageCompare`).
+pub fn ensure_read(store: &std::path::Path, chunk: u32) -> Result<()> {
+    let guard = PAGER.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(pager) = guard.as_ref() else {
+        return Ok(());
+    };
+    let Some(i) = pager.pages.iter().position(|p| same_file(p, store)) else {
+        return Ok(());
+    };
+    let need = BTreeSet::from([(i as u32 + 1, chunk)]);
+    ensure(pager, &store.display().to_string(), &need)
 }
 
 /// Has the vessel create a userfaultfd (it belongs to its mm), takes it
