@@ -605,7 +605,7 @@ fn create_tree(
     force_last_pid: bool,
     idx: &FilesIndex,
     shm: &mut memory::ShmObjects,
-) -> Result<(Vec<Proc>, remote::Dispositions)> {
+) -> Result<(Vec<Proc>, remote::VesselState)> {
     let own_insn = remote::find_syscall_insn(task::getpid())?;
     // The mapping that holds the syscall instruction: the only part of
     // cairn the first vessel keeps (see `shrink_vessel`).
@@ -628,9 +628,10 @@ fn create_tree(
     // The restorer area: free in every image and in the first vessel, so
     // that each child inherits it from its parent.
     let mut area = 0u64;
-    // The signal dispositions every vessel starts with: the first one's,
-    // inherited by every fork (nothing changes them before phase 4).
-    let mut actions: remote::Dispositions = [None; 65];
+    // The signal dispositions and resource limits every vessel starts
+    // with: the first one's, inherited by every fork (nothing changes
+    // them before phase 4).
+    let mut inherited = remote::VesselState::unknown();
     for (i, e) in img.pstree.entries.iter().enumerate() {
         let pid = e.pid as i32;
         let core = &img.cores[i];
@@ -684,7 +685,7 @@ fn create_tree(
             // A small page for clone3 arguments and the like.
             let rw = libc::PROT_READ | libc::PROT_WRITE;
             agent.scratch = agent.mmap_anon("scratch page", 0, 4096, rw, libc::MAP_PRIVATE)?;
-            actions = remote::KnownActions::read(&mut agent)?;
+            inherited = remote::VesselState::read(&mut agent)?;
             shrink_vessel(&mut agent, insn_vma)?;
             area = tree_area(img, pid)?;
         } else {
@@ -726,7 +727,7 @@ fn create_tree(
             )?;
         }
     }
-    Ok((procs, actions))
+    Ok((procs, inherited))
 }
 
 /// An address for the restorer area that no VMA of any image and nothing
@@ -1013,7 +1014,7 @@ fn restore_attrs(
     p: &mut Proc,
     has_zombie_child: bool,
     idx: &FilesIndex,
-    inherited: &remote::Dispositions,
+    inherited: &remote::VesselState,
 ) -> Result<()> {
     let core = &img.cores[p.i];
     let pid = p.pid;
@@ -1026,7 +1027,7 @@ fn restore_attrs(
     let mut known = *inherited;
     for k in ktask::PROC_KINDS {
         if k.phase() == ktask::Phase::BeforeThreads {
-            let mut calls = remote::KnownActions {
+            let mut calls = remote::Known {
                 agent: &mut *agent,
                 known: &mut known,
             };
@@ -1063,8 +1064,10 @@ fn restore_attrs(
         p.agents.push(agent);
     }
     for (a, th) in p.agents.iter_mut().zip(&core.threads) {
-        ktask::restore_thread_attrs(a, th)?;
+        // Scheduling first: a real-time policy clears the timer slack,
+        // which the thread's batch sets and reads back.
         ktask::attrs::restore_thread(a, th.attrs.as_ref())?;
+        ktask::restore_thread_attrs(a, th)?;
         ktask::restore_pending(a, pid, th.tid as i32, &th.pending, false)?;
     }
     for k in ktask::PROC_KINDS {
@@ -1075,12 +1078,13 @@ fn restore_attrs(
     for w in warnings {
         warn!("pid {pid}: {w}");
     }
+    let mut changed = vec![false; p.agents.len()];
     if let Some(c) = core.creds.as_ref() {
-        for a in p.agents.iter_mut() {
-            ktask::restore_creds(a, c)?;
+        for (a, ch) in p.agents.iter_mut().zip(changed.iter_mut()) {
+            *ch = ktask::restore_creds(a, c)?;
         }
     }
-    ktask::attrs::restore_late(&mut p.agents, core)?;
+    ktask::attrs::restore_late(&mut p.agents, core, &changed)?;
     // Last: after this, the filters apply (to everything but cairn's own
     // injected calls, for which they are suspended until the detach).
     ktask::attrs::restore_seccomp(&mut p.agents, core, VESSEL_OPTIONS)?;
@@ -1139,7 +1143,7 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
         "restore: pages",
         crate::progress::data_bytes(img.resolved.iter().map(|r| r.as_slice())),
     );
-    let (mut procs, actions) = create_tree(img, &mut vessels, force_last_pid, &idx, &mut shm)?;
+    let (mut procs, inherited) = create_tree(img, &mut vessels, force_last_pid, &idx, &mut shm)?;
     crate::progress::finish();
     let mut phases = vec![("create", t0.elapsed())];
     let lap = |name: &'static str, phases: &mut Vec<_>| {
@@ -1202,9 +1206,15 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
     }
     // Descriptors in flight in unix sockets: every description exists now.
     shared.unix.send_in_flight(&shared.descs)?;
+    // The keepers, a batch per process.
+    let mut keepers: HashMap<i32, Vec<(String, batch::Syscall)>> = HashMap::new();
     for (owner, fd) in std::mem::take(&mut shared.keepers) {
+        let c = batch::Syscall::new(libc::SYS_close, &[fd]);
+        keepers.entry(owner).or_default().push(("close keeper".into(), c));
+    }
+    for (owner, closes) in keepers {
         if let Some(&k) = by_pid.get(&owner) {
-            procs[k].agents[0].call("close keeper", libc::SYS_close, &[fd])?;
+            procs[k].agents[0].call_all(&closes)?;
         }
     }
     shared.unix = Default::default();
@@ -1240,7 +1250,7 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
         .collect();
     for p in procs.iter_mut().filter(|p| !p.zombie) {
         let hz = zombie_parents.contains(&(p.pid as u32));
-        restore_attrs(img, p, hz, &idx, &actions)?;
+        restore_attrs(img, p, hz, &idx, &inherited)?;
     }
     // Every process is in its cwd: removed directories go again.
     fixups.ghosts.remove_dirs();
@@ -1340,6 +1350,11 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
         stops - ptrace0.1,
         injected_summary()
     );
+    if std::env::var_os("CAIRN_TMP_SINGLE").is_some() {
+        let mut v: Vec<(usize, u64)> = inject::SINGLE.iter().enumerate().map(|(i, c)| (i, c.load(std::sync::atomic::Ordering::Relaxed))).filter(|c| c.1 > 0).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1));
+        eprintln!("SINGLE: {}", v.iter().map(|&(n, c)| format!("{} {c}", syscall_name(n))).collect::<Vec<_>>().join(", "));
+    }
     Ok(procs[0].pid)
 }
 
