@@ -546,8 +546,7 @@ impl<'a> FdQueue<'a> {
         }
         let get = self.calls.len();
         let c = Syscall::new(libc::SYS_pidfd_getfd, &[0, kfd, 0]).with_arg0_result(pidfd);
-        self.calls
-            .push((format!("pidfd_getfd({owner}, {kfd})"), c));
+        self.calls.push((format!("pidfd_getfd({owner}, {kfd})"), c));
         self.staged.push((desc.0, self.calls.len(), desc.1));
         self.calls.push((
             "fcntl(F_DUPFD_CLOEXEC)".into(),

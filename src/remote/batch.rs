@@ -306,7 +306,10 @@ mod tests {
             (libc::SYS_pidfd_getfd as u64 | ARG0_RESULT << 32).to_ne_bytes()
         );
         assert_eq!(b[ENTRY_LEN + 8..ENTRY_LEN + 16], 0x2000u64.to_ne_bytes());
-        assert_eq!(b[2 * ENTRY_LEN + 8..2 * ENTRY_LEN + 16], 0x2000u64.to_ne_bytes());
+        assert_eq!(
+            b[2 * ENTRY_LEN + 8..2 * ENTRY_LEN + 16],
+            0x2000u64.to_ne_bytes()
+        );
         assert_eq!(b[8..16], 7u64.to_ne_bytes());
         // Only an earlier call can be referred to.
         let later = Syscall::new(libc::SYS_close, &[]).with_arg0_result(1);

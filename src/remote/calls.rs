@@ -954,9 +954,9 @@ fn one_by_one<C: Calls + ?Sized>(
     for (index, call) in calls.iter().enumerate() {
         let mut args = call.args;
         if let Some(from) = call.arg0_from {
-            args[0] = *out
-                .get(from)
-                .ok_or_else(|| Error::sys(tid, "a list of calls", batch::bad_reference(index, from)))?;
+            args[0] = *out.get(from).ok_or_else(|| {
+                Error::sys(tid, "a list of calls", batch::bad_reference(index, from))
+            })?;
         }
         if let Some((i, d)) = &call.data {
             args[*i] = c.put(0, d)?;
@@ -1019,8 +1019,8 @@ impl super::Agent {
                 .collect();
             let chunk = &chunk[..];
             let at = self.scratch + off;
-            let mut descs = batch::encode(chunk, at)
-                .map_err(|e| Error::sys(tid, "a batch of calls", e))?;
+            let mut descs =
+                batch::encode(chunk, at).map_err(|e| Error::sys(tid, "a batch of calls", e))?;
             if let Some(nr) = test_enosys() {
                 if let Some(i) = chunk.iter().position(|c| c.nr == nr) {
                     descs[i * batch::ENTRY_LEN..i * batch::ENTRY_LEN + 4]

@@ -1210,7 +1210,10 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
     let mut keepers: HashMap<i32, Vec<(String, batch::Syscall)>> = HashMap::new();
     for (owner, fd) in std::mem::take(&mut shared.keepers) {
         let c = batch::Syscall::new(libc::SYS_close, &[fd]);
-        keepers.entry(owner).or_default().push(("close keeper".into(), c));
+        keepers
+            .entry(owner)
+            .or_default()
+            .push(("close keeper".into(), c));
     }
     for (owner, closes) in keepers {
         if let Some(&k) = by_pid.get(&owner) {
@@ -1351,9 +1354,20 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
         injected_summary()
     );
     if std::env::var_os("CAIRN_TMP_SINGLE").is_some() {
-        let mut v: Vec<(usize, u64)> = inject::SINGLE.iter().enumerate().map(|(i, c)| (i, c.load(std::sync::atomic::Ordering::Relaxed))).filter(|c| c.1 > 0).collect();
+        let mut v: Vec<(usize, u64)> = inject::SINGLE
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i, c.load(std::sync::atomic::Ordering::Relaxed)))
+            .filter(|c| c.1 > 0)
+            .collect();
         v.sort_by(|a, b| b.1.cmp(&a.1));
-        eprintln!("SINGLE: {}", v.iter().map(|&(n, c)| format!("{} {c}", syscall_name(n))).collect::<Vec<_>>().join(", "));
+        eprintln!(
+            "SINGLE: {}",
+            v.iter()
+                .map(|&(n, c)| format!("{} {c}", syscall_name(n)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     Ok(procs[0].pid)
 }

@@ -658,7 +658,10 @@ pub fn restore_late<A: Calls>(agents: &mut [A], core: &TaskCore, changed: &[bool
         if !changed.get(i).copied().unwrap_or(true) && sig == has {
             continue;
         }
-        let c = Syscall::new(libc::SYS_prctl, &[libc::PR_SET_PDEATHSIG as u64, sig as u64]);
+        let c = Syscall::new(
+            libc::SYS_prctl,
+            &[libc::PR_SET_PDEATHSIG as u64, sig as u64],
+        );
         if i == 0 {
             leader_calls.push(("prctl(PR_SET_PDEATHSIG)".into(), c));
         } else {

@@ -371,10 +371,14 @@ pub fn restore_thread_attrs(agent: &mut dyn Calls, th: &ThreadCore) -> Result<()
     let tid = agent.tid();
     match agent.syscalls(&list)? {
         Ok(_) => Ok(()),
-        Err(f) if calls[f.index].0 == attrs::TIMER_SLACK_READ => Err(
-            attrs::timer_slack_error(tid, th.attrs.as_ref(), f.error),
-        ),
-        Err(f) => Err(Error::sys(tid, format!("remote {}", calls[f.index].0), f.error)),
+        Err(f) if calls[f.index].0 == attrs::TIMER_SLACK_READ => {
+            Err(attrs::timer_slack_error(tid, th.attrs.as_ref(), f.error))
+        }
+        Err(f) => Err(Error::sys(
+            tid,
+            format!("remote {}", calls[f.index].0),
+            f.error,
+        )),
     }
 }
 
