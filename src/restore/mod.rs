@@ -1353,22 +1353,6 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
         stops - ptrace0.1,
         injected_summary()
     );
-    if std::env::var_os("CAIRN_TMP_SINGLE").is_some() {
-        let mut v: Vec<(usize, u64)> = inject::SINGLE
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (i, c.load(std::sync::atomic::Ordering::Relaxed)))
-            .filter(|c| c.1 > 0)
-            .collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1));
-        eprintln!(
-            "SINGLE: {}",
-            v.iter()
-                .map(|&(n, c)| format!("{} {c}", syscall_name(n)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
     Ok(procs[0].pid)
 }
 

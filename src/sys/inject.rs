@@ -24,7 +24,6 @@ static CALLS: [AtomicU64; 513] = [const { AtomicU64::new(0) }; 513];
 /// Runs of calls that took their own stop, and batches.
 static CALL_STOPS: AtomicU64 = AtomicU64::new(0);
 static BATCHES: AtomicU64 = AtomicU64::new(0);
-pub static SINGLE: [AtomicU64; 513] = [const { AtomicU64::new(0) }; 513];
 
 /// (calls run one per stop, batches run by the agent loop) so far.
 pub fn run_counts() -> (u64, u64) {
@@ -197,6 +196,11 @@ impl Remote {
         self.unguarded = unguarded;
     }
 
+    /// The `syscall` instruction the calls run at.
+    pub fn insn(&self) -> u64 {
+        self.insn
+    }
+
     pub fn set_insn(&mut self, insn: u64) {
         self.insn = insn;
         self.trap = false;
@@ -256,7 +260,6 @@ impl Remote {
     pub fn syscall_raw(&mut self, nr: libc::c_long, args: &[u64]) -> io::Result<i64> {
         count_call(nr);
         CALL_STOPS.fetch_add(1, Ordering::Relaxed);
-        SINGLE[usize::try_from(nr).map_or(512, |n| n.min(512))].fetch_add(1, Ordering::Relaxed);
         let mut r = self.base;
         let a = |i: usize| args.get(i).copied().unwrap_or(0);
         r.rip = self.insn;
