@@ -73,3 +73,41 @@ fn failed_batched_call_leaves_no_process() {
         );
     }
 }
+
+/// Resource limits that differ from process to process (a child forked
+/// before its parent changed them keeps the ones cairn's vessels have, so
+/// a restore sets none for it) and fd tables whose descriptions are
+/// fetched across processes, moved and dup'd in one batch: every process
+/// finds its 16 limits, its fds, their flags and which of them share a
+/// description (kcmp) as they were (`tree_batch_state.c`).
+#[test]
+fn limits_and_fd_tables_through_batches() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = tree_checkpoint_restore("tree_batch_state", &[], TreeOpts::default());
+    let out = t.run.as_ref().expect("restored").output();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let n = batches(&err).unwrap_or_else(|| panic!("no batch count in cairn's log:\n{err}"));
+    assert!(n > 0, "no batch ran:\n{err}");
+}
+
+/// The same tree with SIGTRAP ignored everywhere: no process may stop at
+/// the agent loop's `int3` (`restore::traps_ok`), so every list of calls
+/// runs one call at a time, cairn passing each new fd (pidfd, fetched
+/// description) from the call that made it to the next; the tree comes
+/// back the same, and no batch ran.
+#[test]
+fn fd_tables_without_the_agent_loop() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = tree_checkpoint_restore("tree_batch_state", &["--ignore-trap"], TreeOpts::default());
+    let out = t.run.as_ref().expect("restored").output();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        batches(&err),
+        Some(0),
+        "batches ran in a tree that ignores SIGTRAP:\n{err}"
+    );
+}

@@ -26,6 +26,7 @@ use crate::kinds::fd::{
     check_flags, flag_names, kind_of, DumpCx, FdKind, FdRef, RestoreCx, KINDS, SETFL_FLAGS,
 };
 use crate::procfs;
+use crate::remote::batch::Syscall;
 use crate::remote::Calls;
 use crate::sys::{fown, task, uffd};
 
@@ -432,6 +433,15 @@ pub fn change_since_dump(path: &str, st: &FileStat, same_boot: bool) -> Option<S
 
 /// Restores the fd table in the process `calls` runs in, which must have
 /// no fds open.
+///
+/// The fd work is queued as batches of calls (`remote::batch`, one ptrace
+/// stop each where the process has the agent loop): each description
+/// fetched from the process that has it (one pidfd per owner, then
+/// pidfd_getfd), moved above every target number (F_DUPFD_CLOEXEC, the
+/// copy it came from closed) and dup3'd onto its fds; a call that uses a
+/// new fd takes it from the result of the call that made it. A kind's
+/// own open runs on its own, after what was queued before it has run
+/// (it may look for descriptions made earlier in this process).
 pub fn restore_fds(
     calls: &mut dyn Calls,
     table: &FdTable,
@@ -446,15 +456,19 @@ pub fn restore_fds(
     for f in &table.fds {
         groups.entry(f.desc_id).or_default().push(f);
     }
+    let mut q = FdQueue::default();
     let mut staged: Vec<(u64, Vec<&Fd>)> = Vec::new();
     for (id, fds) in groups {
-        let first = fds.first().map(|f| f.fd).unwrap_or(0);
-        let d = idx.get(id).ok_or_else(|| {
-            Error::Restore(format!("pid {pid}: fd {first} refers to unknown file {id}"))
-        })?;
-        let tmp = if let Some(&(owner, kfd)) = shared.descs.get(&id) {
-            calls.fetch_fd(owner, kfd)?
+        // Moved out of the way of every target number, each description
+        // stays open as the keeper other processes fetch it from.
+        if let Some(&(owner, kfd)) = shared.descs.get(&id) {
+            q.fetch(pid, owner, kfd, high, (id, fds));
         } else {
+            q.run(calls, pid, shared, &mut staged)?;
+            let first = fds.first().map(|f| f.fd).unwrap_or(0);
+            let d = idx.get(id).ok_or_else(|| {
+                Error::Restore(format!("pid {pid}: fd {first} refers to unknown file {id}"))
+            })?;
             let mut cx = RestoreCx {
                 idx,
                 shared: &mut *shared,
@@ -462,23 +476,23 @@ pub fn restore_fds(
                 id,
                 fd: first,
             };
-            match &d.kind {
+            let tmp = match &d.kind {
                 Some(k) => kind_of(k).open(k, calls, &mut cx)?,
                 None => return Err(cx.cannot(pid)),
-            }
-        };
-        // Move it out of the way of every target number; it stays open
-        // as the keeper other processes fetch the description from.
-        let hi = calls.dup_above(tmp, high)?;
-        shared.descs.entry(id).or_insert((pid, hi));
-        shared.keepers.push((pid, hi));
-        staged.push((hi, fds));
-    }
-    for (hi, fds) in &staged {
-        for f in fds {
-            calls.dup3(*hi, f.fd as u64, f.cloexec)?;
+            };
+            q.move_above(tmp, high, (id, fds));
         }
     }
+    q.run(calls, pid, shared, &mut staged)?;
+    let dup3s: Vec<(String, Syscall)> = (staged.iter())
+        .flat_map(|(hi, fds)| fds.iter().map(move |f| (*hi, f)))
+        .map(|(hi, f)| {
+            let fl = if f.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+            let c = Syscall::new(libc::SYS_dup3, &[hi, f.fd as u64, fl]);
+            (format!("dup3 to fd {}", f.fd), c)
+        })
+        .collect();
+    calls.call_all(&dup3s)?;
     // File status flags, once per description, on its lowest fd here (the
     // fd number O_ASYNC's signals report).
     for (_, fds) in &staged {
@@ -498,6 +512,85 @@ pub fn restore_fds(
         }
     }
     Ok(())
+}
+
+/// The queued calls of [`restore_fds`]: the descriptions being fetched
+/// and moved, until [`FdQueue::run`].
+#[derive(Default)]
+struct FdQueue<'a> {
+    calls: Vec<(String, Syscall)>,
+    /// Owner pid -> the call that opened a pidfd for it.
+    pidfds: BTreeMap<i32, usize>,
+    /// (description id, the call whose result is its keeper, its fds).
+    staged: Vec<(u32, usize, Vec<&'a Fd>)>,
+}
+
+impl<'a> FdQueue<'a> {
+    /// Fetches fd `kfd` of process `owner` into process `pid`, at a
+    /// close-on-exec number `high` or above, for description `desc.0`
+    /// and its fds `desc.1`.
+    fn fetch(&mut self, pid: i32, owner: i32, kfd: u64, high: u64, desc: (u32, Vec<&'a Fd>)) {
+        let move_up =
+            |fd: u64| Syscall::new(libc::SYS_fcntl, &[fd, libc::F_DUPFD_CLOEXEC as u64, high]);
+        if owner == pid {
+            self.staged.push((desc.0, self.calls.len(), desc.1));
+            self.calls
+                .push(("fcntl(F_DUPFD_CLOEXEC)".into(), move_up(kfd)));
+            return;
+        }
+        let n = self.calls.len();
+        let pidfd = *self.pidfds.entry(owner).or_insert(n);
+        if pidfd == n {
+            let c = Syscall::new(libc::SYS_pidfd_open, &[owner as u64, 0]);
+            self.calls.push((format!("pidfd_open({owner})"), c));
+        }
+        let get = self.calls.len();
+        let c = Syscall::new(libc::SYS_pidfd_getfd, &[0, kfd, 0]).with_arg0_result(pidfd);
+        self.calls.push((format!("pidfd_getfd({owner}, {kfd})"), c));
+        self.staged.push((desc.0, self.calls.len(), desc.1));
+        self.calls.push((
+            "fcntl(F_DUPFD_CLOEXEC)".into(),
+            move_up(0).with_arg0_result(get),
+        ));
+        let c = Syscall::new(libc::SYS_close, &[]).with_arg0_result(get);
+        self.calls.push(("close".into(), c));
+    }
+
+    /// Moves fd `tmp` (just opened for description `desc.0`, whose fds
+    /// are `desc.1`) to a close-on-exec number `high` or above and closes
+    /// it.
+    fn move_above(&mut self, tmp: u64, high: u64, desc: (u32, Vec<&'a Fd>)) {
+        self.staged.push((desc.0, self.calls.len(), desc.1));
+        let c = Syscall::new(libc::SYS_fcntl, &[tmp, libc::F_DUPFD_CLOEXEC as u64, high]);
+        self.calls.push(("fcntl(F_DUPFD_CLOEXEC)".into(), c));
+        self.calls
+            .push(("close".into(), Syscall::new(libc::SYS_close, &[tmp])));
+    }
+
+    /// Runs what is queued (the pidfds closed last) and records each
+    /// description's keeper in `shared` and in `staged`.
+    fn run(
+        &mut self,
+        calls: &mut dyn Calls,
+        pid: i32,
+        shared: &mut SharedFiles,
+        staged: &mut Vec<(u64, Vec<&'a Fd>)>,
+    ) -> Result<()> {
+        for (_, &at) in self.pidfds.iter() {
+            let c = Syscall::new(libc::SYS_close, &[]).with_arg0_result(at);
+            self.calls.push(("close a pidfd".into(), c));
+        }
+        let got = calls.call_all(&self.calls)?;
+        for (id, at, fds) in self.staged.drain(..) {
+            let hi = got[at];
+            shared.descs.entry(id).or_insert((pid, hi));
+            shared.keepers.push((pid, hi));
+            staged.push((hi, fds));
+        }
+        self.calls.clear();
+        self.pidfds.clear();
+        Ok(())
+    }
 }
 
 /// Sets the file status flags of description `d` on `fd` (the ones

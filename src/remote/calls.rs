@@ -536,6 +536,14 @@ pub trait Calls {
         self.sigaction_set_as(&format!("rt_sigaction({sig})"), sig, act)
     }
 
+    /// rt_sigaction(sig, &act, NULL) for each of `acts`, as one batch.
+    fn sigactions_set(&mut self, acts: &[(u32, [u64; 4])]) -> Result<()> {
+        let calls: Vec<(String, Syscall)> = (acts.iter())
+            .map(|&(sig, act)| (format!("rt_sigaction({sig})"), sigaction_call(sig, act)))
+            .collect();
+        self.call_all(&calls).map(drop)
+    }
+
     /// prlimit64(0, res, NULL, &old): (soft, hard).
     fn getrlimit(&mut self, res: u32) -> Result<(u64, u64)> {
         let a = self.put(0, &[])?;
@@ -549,8 +557,16 @@ pub trait Calls {
 
     /// prlimit64(0, res, &new, NULL).
     fn setrlimit(&mut self, res: u32, cur: u64, max: u64) -> Result<()> {
-        let c = setrlimit_call(res, cur, max);
-        self.call_all(&[(format!("prlimit64({res})"), c)]).map(drop)
+        self.setrlimits(&[(res, cur, max)])
+    }
+
+    /// prlimit64(0, res, &{cur, max}, NULL) for each (res, cur, max), as
+    /// one batch.
+    fn setrlimits(&mut self, limits: &[(u32, u64, u64)]) -> Result<()> {
+        let calls: Vec<(String, Syscall)> = (limits.iter())
+            .map(|&(res, cur, max)| (format!("prlimit64({res})"), setrlimit_call(res, cur, max)))
+            .collect();
+        self.call_all(&calls).map(drop)
     }
 
     /// getitimer(which): (interval, value) as (seconds, microseconds).
@@ -907,6 +923,13 @@ pub fn sigaltstack_call(sp: u64, flags: i32, size: u64) -> Syscall {
     Syscall::new(libc::SYS_sigaltstack, &[0, 0]).with_data(0, b)
 }
 
+/// rt_sigaction(sig, &act, NULL), as a call of a batch; `act` is
+/// (handler, flags, restorer, mask).
+pub fn sigaction_call(sig: u32, act: [u64; 4]) -> Syscall {
+    let b: Vec<u8> = act.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    Syscall::new(libc::SYS_rt_sigaction, &[sig as u64, 0, 0, 8]).with_data(1, b)
+}
+
 /// prctl(PR_SET_NAME, comm), as a call of a batch.
 pub fn set_comm_call(comm: &str) -> Syscall {
     let mut b = comm.as_bytes().to_vec();
@@ -926,9 +949,15 @@ fn one_by_one<C: Calls + ?Sized>(
     c: &mut C,
     calls: &[Syscall],
 ) -> Result<std::result::Result<Vec<u64>, Failed>> {
-    let mut out = Vec::with_capacity(calls.len());
+    let tid = c.tid();
+    let mut out: Vec<u64> = Vec::with_capacity(calls.len());
     for (index, call) in calls.iter().enumerate() {
         let mut args = call.args;
+        if let Some(from) = call.arg0_from {
+            args[0] = *out.get(from).ok_or_else(|| {
+                Error::sys(tid, "a list of calls", batch::bad_reference(index, from))
+            })?;
+        }
         if let Some((i, d)) = &call.data {
             args[*i] = c.put(0, d)?;
         }
@@ -972,9 +1001,26 @@ impl super::Agent {
                 len += calls[end].batch_len();
                 end += 1;
             }
-            let chunk = &calls[start..end];
+            // A call that takes the result of a call of an earlier chunk
+            // gets it as a plain argument.
+            let chunk: Vec<Syscall> = (start..end)
+                .map(|i| {
+                    let mut c = calls[i].clone();
+                    match c.arg0_from {
+                        Some(from) if from < start => {
+                            c.args[0] = out[from];
+                            c.arg0_from = None;
+                        }
+                        Some(from) => c.arg0_from = Some(from - start),
+                        None => {}
+                    }
+                    c
+                })
+                .collect();
+            let chunk = &chunk[..];
             let at = self.scratch + off;
-            let mut descs = batch::encode(chunk, at);
+            let mut descs =
+                batch::encode(chunk, at).map_err(|e| Error::sys(tid, "a batch of calls", e))?;
             if let Some(nr) = test_enosys() {
                 if let Some(i) = chunk.iter().position(|c| c.nr == nr) {
                     descs[i * batch::ENTRY_LEN..i * batch::ENTRY_LEN + 4]
@@ -1047,7 +1093,7 @@ impl Calls for super::Agent {
     }
 }
 
-impl Calls for super::KnownActions<'_> {
+impl Calls for super::Known<'_> {
     fn pid(&self) -> i32 {
         self.agent.pid
     }
@@ -1073,13 +1119,42 @@ impl Calls for super::KnownActions<'_> {
     }
 
     fn sigaction_set(&mut self, sig: u32, act: [u64; 4]) -> Result<()> {
-        let slot = self.known.get_mut(sig as usize);
-        if slot.as_ref().is_some_and(|k| **k == Some(act)) {
-            return Ok(());
+        self.sigactions_set(&[(sig, act)])
+    }
+
+    fn sigactions_set(&mut self, acts: &[(u32, [u64; 4])]) -> Result<()> {
+        let known = &mut self.known.actions;
+        let new: Vec<(u32, [u64; 4])> = (acts.iter())
+            .filter(|(sig, act)| known.get(*sig as usize) != Some(&Some(*act)))
+            .copied()
+            .collect();
+        self.agent.sigactions_set(&new)?;
+        for (sig, act) in new {
+            if let Some(k) = known.get_mut(sig as usize) {
+                *k = Some(act);
+            }
         }
-        self.agent.sigaction_set(sig, act)?;
-        if let Some(k) = slot {
-            *k = Some(act);
+        Ok(())
+    }
+
+    fn getrlimit(&mut self, res: u32) -> Result<(u64, u64)> {
+        match self.known.limits.get(res as usize) {
+            Some(Some(l)) => Ok(*l),
+            _ => self.agent.getrlimit(res),
+        }
+    }
+
+    fn setrlimits(&mut self, limits: &[(u32, u64, u64)]) -> Result<()> {
+        let known = &mut self.known.limits;
+        let new: Vec<(u32, u64, u64)> = (limits.iter())
+            .filter(|&&(res, cur, max)| known.get(res as usize) != Some(&Some((cur, max))))
+            .copied()
+            .collect();
+        self.agent.setrlimits(&new)?;
+        for (res, cur, max) in new {
+            if let Some(k) = known.get_mut(res as usize) {
+                *k = Some((cur, max));
+            }
         }
         Ok(())
     }

@@ -605,7 +605,7 @@ fn create_tree(
     force_last_pid: bool,
     idx: &FilesIndex,
     shm: &mut memory::ShmObjects,
-) -> Result<(Vec<Proc>, remote::Dispositions)> {
+) -> Result<(Vec<Proc>, remote::VesselState)> {
     let own_insn = remote::find_syscall_insn(task::getpid())?;
     // The mapping that holds the syscall instruction: the only part of
     // cairn the first vessel keeps (see `shrink_vessel`).
@@ -628,9 +628,10 @@ fn create_tree(
     // The restorer area: free in every image and in the first vessel, so
     // that each child inherits it from its parent.
     let mut area = 0u64;
-    // The signal dispositions every vessel starts with: the first one's,
-    // inherited by every fork (nothing changes them before phase 4).
-    let mut actions: remote::Dispositions = [None; 65];
+    // The signal dispositions and resource limits every vessel starts
+    // with: the first one's, inherited by every fork (nothing changes
+    // them before phase 4).
+    let mut inherited = remote::VesselState::unknown();
     for (i, e) in img.pstree.entries.iter().enumerate() {
         let pid = e.pid as i32;
         let core = &img.cores[i];
@@ -684,7 +685,7 @@ fn create_tree(
             // A small page for clone3 arguments and the like.
             let rw = libc::PROT_READ | libc::PROT_WRITE;
             agent.scratch = agent.mmap_anon("scratch page", 0, 4096, rw, libc::MAP_PRIVATE)?;
-            actions = remote::KnownActions::read(&mut agent)?;
+            inherited = remote::VesselState::read(&mut agent)?;
             shrink_vessel(&mut agent, insn_vma)?;
             area = tree_area(img, pid)?;
         } else {
@@ -726,7 +727,7 @@ fn create_tree(
             )?;
         }
     }
-    Ok((procs, actions))
+    Ok((procs, inherited))
 }
 
 /// An address for the restorer area that no VMA of any image and nothing
@@ -1016,7 +1017,7 @@ fn restore_attrs(
     p: &mut Proc,
     has_zombie_child: bool,
     idx: &FilesIndex,
-    inherited: &remote::Dispositions,
+    inherited: &remote::VesselState,
 ) -> Result<()> {
     let core = &img.cores[p.i];
     let pid = p.pid;
@@ -1029,7 +1030,7 @@ fn restore_attrs(
     let mut known = *inherited;
     for k in ktask::PROC_KINDS {
         if k.phase() == ktask::Phase::BeforeThreads {
-            let mut calls = remote::KnownActions {
+            let mut calls = remote::Known {
                 agent: &mut *agent,
                 known: &mut known,
             };
@@ -1066,8 +1067,10 @@ fn restore_attrs(
         p.agents.push(agent);
     }
     for (a, th) in p.agents.iter_mut().zip(&core.threads) {
-        ktask::restore_thread_attrs(a, th)?;
+        // Scheduling first: a real-time policy clears the timer slack,
+        // which the thread's batch sets and reads back.
         ktask::attrs::restore_thread(a, th.attrs.as_ref())?;
+        ktask::restore_thread_attrs(a, th)?;
         ktask::restore_pending(a, pid, th.tid as i32, &th.pending, false)?;
     }
     for k in ktask::PROC_KINDS {
@@ -1078,12 +1081,13 @@ fn restore_attrs(
     for w in warnings {
         warn!("pid {pid}: {w}");
     }
+    let mut changed = vec![false; p.agents.len()];
     if let Some(c) = core.creds.as_ref() {
-        for a in p.agents.iter_mut() {
-            ktask::restore_creds(a, c)?;
+        for (a, ch) in p.agents.iter_mut().zip(changed.iter_mut()) {
+            *ch = ktask::restore_creds(a, c)?;
         }
     }
-    ktask::attrs::restore_late(&mut p.agents, core)?;
+    ktask::attrs::restore_late(&mut p.agents, core, &changed)?;
     // Last: after this, the filters apply (to everything but cairn's own
     // injected calls, for which they are suspended until the detach).
     ktask::attrs::restore_seccomp(&mut p.agents, core, VESSEL_OPTIONS)?;
@@ -1142,7 +1146,7 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
         "restore: pages",
         crate::progress::data_bytes(img.resolved.iter().map(|r| r.as_slice())),
     );
-    let (mut procs, actions) = create_tree(img, &mut vessels, force_last_pid, &idx, &mut shm)?;
+    let (mut procs, inherited) = create_tree(img, &mut vessels, force_last_pid, &idx, &mut shm)?;
     crate::progress::finish();
     let mut phases = vec![("create", t0.elapsed())];
     let lap = |name: &'static str, phases: &mut Vec<_>| {
@@ -1205,16 +1209,39 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
     }
     // Descriptors in flight in unix sockets: every description exists now.
     shared.unix.send_in_flight(&shared.descs)?;
+    // The keepers, a batch per process.
+    let mut keepers: HashMap<i32, Vec<(String, batch::Syscall)>> = HashMap::new();
     for (owner, fd) in std::mem::take(&mut shared.keepers) {
+        let c = batch::Syscall::new(libc::SYS_close, &[fd]);
+        keepers
+            .entry(owner)
+            .or_default()
+            .push(("close keeper".into(), c));
+    }
+    for (owner, closes) in keepers {
         if let Some(&k) = by_pid.get(&owner) {
             // close releases the fd whatever the file's flush answers
             // (overlayfs on 6.1: EINVAL for an O_DIRECT its upper layer
             // refuses, as the original's own close would): only EBADF
-            // means there was no keeper.
+            // means there was no keeper. A batch stops at a failed call:
+            // the closes after it go on.
             let a = &mut procs[k].agents[0];
-            if let Err(e) = a.syscall(libc::SYS_close, &[fd]) {
-                if e.raw_os_error() == Some(libc::EBADF) {
-                    return Err(Error::sys(a.tid(), "remote close keeper", e));
+            let tid = a.tid();
+            let mut rest: &[(String, batch::Syscall)] = &closes;
+            while !rest.is_empty() {
+                let list: Vec<batch::Syscall> = rest.iter().map(|c| c.1.clone()).collect();
+                match a.syscalls(&list)? {
+                    Ok(_) => break,
+                    Err(f) if f.error.raw_os_error() != Some(libc::EBADF) => {
+                        rest = &rest[f.index + 1..];
+                    }
+                    Err(f) => {
+                        return Err(Error::sys(
+                            tid,
+                            format!("remote {}", rest[f.index].0),
+                            f.error,
+                        ))
+                    }
                 }
             }
         }
@@ -1252,7 +1279,7 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
         .collect();
     for p in procs.iter_mut().filter(|p| !p.zombie) {
         let hz = zombie_parents.contains(&(p.pid as u32));
-        restore_attrs(img, p, hz, &idx, &actions)?;
+        restore_attrs(img, p, hz, &idx, &inherited)?;
     }
     // Every process is in its cwd: removed directories go again.
     fixups.ghosts.remove_dirs();

@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::image::proto::{ProcAttrs, SchedAttr, SeccompFilter, TaskCore, ThreadAttrs};
 use crate::image::validate::{bad, count, MAX_ITEMS};
 use crate::procfs;
+use crate::remote::batch::Syscall;
 use crate::remote::Calls;
 use crate::sys::sched;
 
@@ -469,9 +470,38 @@ pub fn restore_early(agent: &mut dyn Calls, core: &TaskCore) -> Result<()> {
     Ok(())
 }
 
-/// One thread's timer slack (in the thread, by `agent`), then from cairn
-/// by tid its nice value, CPU affinity, scheduling policy and I/O
-/// priority; each is read back.
+/// The calls that set one thread's timer slack and read it back, as part
+/// of the thread's batch (`kinds::task::restore_thread_attrs`, after
+/// [`restore_thread`], since a real-time policy clears the slack): the
+/// read-back must give the saved value ([`timer_slack_error`] says so).
+pub fn timer_slack_calls(t: Option<&ThreadAttrs>) -> Vec<(String, Syscall)> {
+    let Some(ns) = t.map(|t| t.timerslack_ns).filter(|&ns| ns != 0) else {
+        return Vec::new();
+    };
+    let set = Syscall::new(libc::SYS_prctl, &[PR_SET_TIMERSLACK as u64, ns]);
+    let mut get = Syscall::new(libc::SYS_prctl, &[PR_GET_TIMERSLACK as u64]);
+    get.expect = Some(ns);
+    vec![
+        ("prctl(PR_SET_TIMERSLACK)".into(), set),
+        (TIMER_SLACK_READ.into(), get),
+    ]
+}
+
+/// The name of the read-back of [`timer_slack_calls`].
+pub const TIMER_SLACK_READ: &str = "prctl(PR_GET_TIMERSLACK)";
+
+/// The error of thread `tid` whose timer slack read back otherwise than
+/// `t` has it.
+pub fn timer_slack_error(tid: i32, t: Option<&ThreadAttrs>, e: std::io::Error) -> Error {
+    Error::Restore(format!(
+        "tid {tid}: the timer slack is not {} after the restore: {e}",
+        t.map_or(0, |t| t.timerslack_ns)
+    ))
+}
+
+/// From cairn by tid, one thread's nice value, CPU affinity, scheduling
+/// policy and I/O priority; each is read back. (Its timer slack is set
+/// in the thread: [`timer_slack_calls`].)
 pub fn restore_thread(agent: &mut dyn Calls, t: Option<&ThreadAttrs>) -> Result<()> {
     let Some(t) = t else {
         return Ok(());
@@ -482,9 +512,6 @@ pub fn restore_thread(agent: &mut dyn Calls, t: Option<&ThreadAttrs>) -> Result<
             "tid {tid}: {what} is {got} after the restore, not {want}"
         ))
     };
-    if t.timerslack_ns != 0 {
-        agent.prctl("PR_SET_TIMERSLACK", PR_SET_TIMERSLACK, &[t.timerslack_ns])?;
-    }
     if !t.affinity.is_empty() {
         sched::set_affinity(tid, &t.affinity).map_err(|e| {
             Error::sys(
@@ -577,16 +604,6 @@ pub fn restore_thread(agent: &mut dyn Calls, t: Option<&ThreadAttrs>) -> Result<
                 .map_err(|e| Error::sys(tid, format!("ioprio_set {:#x}", t.ioprio), e))
         },
     )?;
-    if t.timerslack_ns != 0 {
-        let got = agent.prctl("PR_GET_TIMERSLACK", PR_GET_TIMERSLACK, &[])?;
-        if got != t.timerslack_ns {
-            return Err(mismatch(
-                "the timer slack",
-                got.to_string(),
-                t.timerslack_ns.to_string(),
-            ));
-        }
-    }
     Ok(())
 }
 
@@ -617,11 +634,19 @@ fn mask_list(mask: &[u8]) -> String {
 }
 
 /// After the credentials (which, when they change, clear the parent-death
-/// signal of every thread and reset dumpable): those two again, and the
+/// signal of the thread and reset dumpable): those two again, and the
 /// oom_score_adj written by the process itself, as it now is (an
 /// unprivileged write leaves oom_score_adj_min alone). `agents` are the
-/// process's threads, leader first.
-pub fn restore_late<A: Calls>(agents: &mut [A], core: &TaskCore) -> Result<()> {
+/// process's threads, leader first; `changed` says whose credentials
+/// changed (`kinds::task::restore_creds`). A thread whose credentials did
+/// not change has the parent-death signal it was given (the leader's by
+/// `objects::Attrs`, none for a new thread), and the process the dumpable
+/// flag `Attrs` set, unless some thread's changed: only what differs is
+/// set (one call per thread and process before; issue 15).
+pub fn restore_late<A: Calls>(agents: &mut [A], core: &TaskCore, changed: &[bool]) -> Result<()> {
+    // A thread missing from `changed` counts as changed.
+    let any_changed = changed.iter().any(|&c| c) || changed.len() < agents.len();
+    let mut leader_calls: Vec<(String, Syscall)> = Vec::new();
     for (i, a) in agents.iter_mut().enumerate() {
         // Per thread; older images have the leader's only.
         let sig = match core.threads.get(i).and_then(|th| th.attrs.as_ref()) {
@@ -629,16 +654,31 @@ pub fn restore_late<A: Calls>(agents: &mut [A], core: &TaskCore) -> Result<()> {
             None if i == 0 => core.pdeath_signal,
             None => 0,
         };
-        a.prctl("PR_SET_PDEATHSIG", libc::PR_SET_PDEATHSIG, &[sig as u64])?;
+        let has = if i == 0 { core.pdeath_signal } else { 0 };
+        if !changed.get(i).copied().unwrap_or(true) && sig == has {
+            continue;
+        }
+        let c = Syscall::new(
+            libc::SYS_prctl,
+            &[libc::PR_SET_PDEATHSIG as u64, sig as u64],
+        );
+        if i == 0 {
+            leader_calls.push(("prctl(PR_SET_PDEATHSIG)".into(), c));
+        } else {
+            a.call_all(&[("prctl(PR_SET_PDEATHSIG)".into(), c)])?;
+        }
     }
     let Some(leader) = agents.first_mut() else {
         return Ok(());
     };
-    leader.prctl(
-        "PR_SET_DUMPABLE",
-        libc::PR_SET_DUMPABLE,
-        &[core.dumpable as u64],
-    )?;
+    if any_changed {
+        let c = Syscall::new(
+            libc::SYS_prctl,
+            &[libc::PR_SET_DUMPABLE as u64, core.dumpable as u64],
+        );
+        leader_calls.push(("prctl(PR_SET_DUMPABLE)".into(), c));
+    }
+    leader.call_all(&leader_calls)?;
     let Some(a) = core.attrs.as_ref() else {
         return Ok(());
     };

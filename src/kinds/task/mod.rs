@@ -340,8 +340,9 @@ pub fn dump_brk(agent: &mut dyn Calls) -> Result<u64> {
 // ---------------------------------------------------------------- restore
 
 /// Per-thread kernel state registered by syscalls: alternate signal
-/// stack, rseq, robust list, clear_child_tid.
-/// One batch of calls (`remote::batch`).
+/// stack, rseq, robust list, clear_child_tid, name and timer slack (set
+/// and read back, `attrs::timer_slack_calls`; after
+/// `attrs::restore_thread`). One batch of calls (`remote::batch`).
 pub fn restore_thread_attrs(agent: &mut dyn Calls, th: &ThreadCore) -> Result<()> {
     use crate::remote::batch::Syscall;
     let mut calls: Vec<(String, Syscall)> = Vec::new();
@@ -365,7 +366,20 @@ pub fn restore_thread_attrs(agent: &mut dyn Calls, th: &ThreadCore) -> Result<()
         let c = crate::remote::set_comm_call(&th.comm);
         calls.push(("prctl(PR_SET_NAME)".into(), c));
     }
-    agent.call_all(&calls).map(drop)
+    calls.extend(attrs::timer_slack_calls(th.attrs.as_ref()));
+    let list: Vec<Syscall> = calls.iter().map(|c| c.1.clone()).collect();
+    let tid = agent.tid();
+    match agent.syscalls(&list)? {
+        Ok(_) => Ok(()),
+        Err(f) if calls[f.index].0 == attrs::TIMER_SLACK_READ => {
+            Err(attrs::timer_slack_error(tid, th.attrs.as_ref(), f.error))
+        }
+        Err(f) => Err(Error::sys(
+            tid,
+            format!("remote {}", calls[f.index].0),
+            f.error,
+        )),
+    }
 }
 
 /// Queues the saved pending signals again, in order (all signals are
@@ -499,8 +513,10 @@ impl OwnCreds {
 /// Credentials, last: after this the vessel may no longer be privileged.
 /// Only what differs from the vessel's (cairn's own) is changed, so an
 /// unprivileged restore of a process of the same user needs no
-/// capability ([`OwnCreds::refuse`] checked the rest).
-pub fn restore_creds(agent: &mut dyn Calls, c: &Creds) -> Result<()> {
+/// capability ([`OwnCreds::refuse`] checked the rest). Returns whether
+/// any call was made (which may have cleared the thread's parent-death
+/// signal and the process's dumpable flag: `attrs::restore_late`).
+pub fn restore_creds(agent: &mut dyn Calls, c: &Creds) -> Result<bool> {
     let last_cap = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
@@ -522,7 +538,7 @@ pub fn restore_creds(agent: &mut dyn Calls, c: &Creds) -> Result<()> {
         && c.securebits == own_bits
         && now.no_new_privs == c.no_new_privs
     {
-        return Ok(());
+        return Ok(false);
     }
     for cap in 0..=last_cap {
         if c.cap_bnd & (1 << cap) == 0 && now.cap_bnd & (1 << cap) != 0 {
@@ -572,7 +588,7 @@ pub fn restore_creds(agent: &mut dyn Calls, c: &Creds) -> Result<()> {
             &[1, 0, 0, 0],
         )?;
     }
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -126,11 +126,13 @@ impl ProcKind for SigActions {
         Ok(())
     }
 
+    /// One batch (`remote::batch`); those the vessel has already are
+    /// skipped (`remote::Known`).
     fn restore(&self, agent: &mut dyn Calls, core: &TaskCore, _: &mut Vec<String>) -> Result<()> {
-        for s in &core.sigactions {
-            agent.sigaction_set(s.signo, [s.handler, s.flags, s.restorer, s.mask])?;
-        }
-        Ok(())
+        let acts: Vec<(u32, [u64; 4])> = (core.sigactions.iter())
+            .map(|s| (s.signo, [s.handler, s.flags, s.restorer, s.mask]))
+            .collect();
+        agent.sigactions_set(&acts)
     }
 }
 
@@ -168,25 +170,36 @@ impl ProcKind for Attrs {
         check_signo(path, &obj, "pdeath_signal", c.pdeath_signal, true)
     }
 
+    /// One batch (`remote::batch`).
     fn restore(&self, agent: &mut dyn Calls, core: &TaskCore, _: &mut Vec<String>) -> Result<()> {
-        agent.umask(core.umask)?;
-        agent.personality(core.personality)?;
-        agent.set_comm(&core.comm)?;
-        agent.prctl(
-            "PR_SET_PDEATHSIG",
-            libc::PR_SET_PDEATHSIG,
-            &[core.pdeath_signal as u64],
-        )?;
-        agent.prctl(
-            "PR_SET_CHILD_SUBREAPER",
-            libc::PR_SET_CHILD_SUBREAPER,
-            &[core.child_subreaper as u64],
-        )?;
-        agent.prctl(
-            "PR_SET_DUMPABLE",
-            libc::PR_SET_DUMPABLE,
-            &[core.dumpable as u64],
-        )?;
+        use crate::remote::batch::Syscall;
+        let prctl = |op: i32, v: u64| Syscall::new(libc::SYS_prctl, &[op as u64, v]);
+        agent.call_all(&[
+            (
+                "umask".into(),
+                Syscall::new(libc::SYS_umask, &[core.umask as u64]),
+            ),
+            (
+                "personality".into(),
+                Syscall::new(libc::SYS_personality, &[core.personality as u64]),
+            ),
+            (
+                "prctl(PR_SET_NAME)".into(),
+                crate::remote::set_comm_call(&core.comm),
+            ),
+            (
+                "prctl(PR_SET_PDEATHSIG)".into(),
+                prctl(libc::PR_SET_PDEATHSIG, core.pdeath_signal as u64),
+            ),
+            (
+                "prctl(PR_SET_CHILD_SUBREAPER)".into(),
+                prctl(libc::PR_SET_CHILD_SUBREAPER, core.child_subreaper as u64),
+            ),
+            (
+                "prctl(PR_SET_DUMPABLE)".into(),
+                prctl(libc::PR_SET_DUMPABLE, core.dumpable as u64),
+            ),
+        ])?;
         Ok(())
     }
 }
@@ -251,12 +264,16 @@ impl ProcKind for Rlimits {
     /// A hard limit above ours cannot be raised without
     /// CAP_SYS_RESOURCE: the restore fails, naming it.
     fn restore(&self, agent: &mut dyn Calls, core: &TaskCore, _: &mut Vec<String>) -> Result<()> {
-        // Every hard limit is checked first, then all are set in one
-        // batch (`remote::batch`).
+        // Every hard limit is checked first, then those that differ from
+        // the vessel's are set in one batch (`remote::batch`; the vessel's
+        // are read once for the tree, `remote::Known`).
         let mut sets = Vec::new();
         for r in &core.rlimits {
-            let (_, our_max) = agent.getrlimit(r.resource)?;
+            let (our_cur, our_max) = agent.getrlimit(r.resource)?;
             let (cur, max) = (r.cur, r.max);
+            if (cur, max) == (our_cur, our_max) {
+                continue;
+            }
             if max > our_max {
                 // Lowering it would be a silent difference: refused.
                 return Err(Error::Restore(format!(
@@ -265,10 +282,9 @@ impl ProcKind for Rlimits {
                     core.pid, r.resource, max, our_max
                 )));
             }
-            let c = crate::remote::setrlimit_call(r.resource, cur, max);
-            sets.push((format!("prlimit64({})", r.resource), c));
+            sets.push((r.resource, cur, max));
         }
-        agent.call_all(&sets).map(drop)
+        agent.setrlimits(&sets)
     }
 }
 

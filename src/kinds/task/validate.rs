@@ -20,7 +20,7 @@ pub const MIN_XSAVE: usize = 576;
 /// Linux signals are 1..=64.
 pub(super) const SIG_MAX: u32 = 64;
 /// `RLIM_NLIMITS`.
-pub(super) const RLIM_NLIMITS: u32 = 16;
+pub const RLIM_NLIMITS: u32 = 16;
 
 pub(super) fn check_signo(
     path: &Path,
