@@ -419,6 +419,24 @@ fn lock_inode(w: &str) -> Option<(&str, u64)> {
     Some((dev, ino.parse().ok()?))
 }
 
+/// An epoll's `tfd` lines with `ino:HEX` (the watched file's inode)
+/// written `ino:` and what `f` gives for the inode, where it gives one.
+pub(crate) fn map_tfd_inodes(v: &str, f: impl Fn(u64) -> Option<String>) -> String {
+    v.split(' ')
+        .map(|w| {
+            match w
+                .strip_prefix("ino:")
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+                .and_then(&f)
+            {
+                Some(l) => format!("ino:{l}"),
+                None => w.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Replaces the inode numbers of objects that are recreated at restore
 /// (pipes, sockets, anonymous shared memory, memfds, deleted files) by
 /// labels in order of first appearance in the tree ("pipe:[#2]"), so
@@ -511,21 +529,7 @@ pub fn normalise(view: &KernelView) -> Vec<((i32, i32), Fields)> {
             }
             let mut parts: Vec<&str> = f[k].split(" | ").collect();
             parts.sort();
-            let v = parts
-                .join(" | ")
-                .split(' ')
-                .map(|w| {
-                    match w
-                        .strip_prefix("ino:")
-                        .and_then(|h| u64::from_str_radix(h, 16).ok())
-                        .and_then(|n| labels.get(&n))
-                    {
-                        Some(l) => format!("ino:{l}"),
-                        None => w.to_string(),
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(" ");
+            let v = map_tfd_inodes(&parts.join(" | "), |n| labels.get(&n).cloned());
             f.insert(k.clone(), v);
         }
         // fds3: an inotify watch names its file's inode in hex and its
