@@ -190,26 +190,25 @@ pub fn check_restored(
 
 /// Replaces the inode of every fd and mapping of a file at one of
 /// `paths` by the path (volatile files, recreated with a new inode), and
-/// so the inode an epoll watch of such a file names (`ino:HEX` of a
-/// `tfd` line; the restored watch is on the recreated file at the same
-/// path).
+/// so the inode an epoll watch of such a file through its fd names
+/// (`ino:HEX` of a `tfd` line: the restored watch is on the recreated
+/// file at the same path).
 fn by_path(v: &mut KernelView, paths: &std::collections::HashSet<String>) {
     if paths.is_empty() {
         return;
     }
-    // Inode -> path of every fd of the tree on a volatile file: an epoll
-    // may watch a file that its own process no longer holds.
-    let mut inodes: std::collections::HashMap<u64, String> = Default::default();
     for t in v.tasks.iter_mut() {
         let mut set = Vec::new();
+        // fd number -> (inode, path) of its volatile file.
+        let mut held = std::collections::HashMap::new();
         for (k, val) in &t.fields {
             if !paths.contains(val) {
                 continue;
             }
             if let Some(fd) = k.strip_prefix("fd.").and_then(|r| r.strip_suffix(".link")) {
                 let ino_key = format!("fd.{fd}.ino");
-                if let Some(n) = t.fields.get(&ino_key).and_then(|s| s.parse().ok()) {
-                    inodes.insert(n, val.clone());
+                if let Some(n) = t.fields.get(&ino_key).and_then(|s| s.parse::<u64>().ok()) {
+                    held.insert(fd.to_string(), (n, val.clone()));
                 }
                 set.push(ino_key);
             } else if let Some(r) = k.strip_prefix("vma.").and_then(|r| r.strip_suffix(".path")) {
@@ -221,15 +220,14 @@ fn by_path(v: &mut KernelView, paths: &std::collections::HashSet<String>) {
                 t.fields.insert(k, "(volatile file)".into());
             }
         }
-    }
-    if inodes.is_empty() {
-        return;
-    }
-    for t in v.tasks.iter_mut() {
+        if held.is_empty() {
+            continue;
+        }
         for (k, val) in t.fields.iter_mut() {
             if k.ends_with(".tfd") {
-                *val = diff::map_tfd_inodes(val, |n| {
-                    inodes.get(&n).map(|p| format!("(volatile:{p})"))
+                *val = diff::map_tfd_inodes(val, |tfd, n| {
+                    let (ino, path) = held.get(tfd)?;
+                    (*ino == n).then(|| format!("(volatile:{path})"))
                 });
             }
         }
