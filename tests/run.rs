@@ -160,6 +160,12 @@ impl Job {
     }
 }
 
+/// Steps (10 ms each) of a job that a SIGTERM must find running: room
+/// for its periodic checkpoints and the final one's start in a slow
+/// machine (a vm-test guest under TCG took seconds per checkpoint, and a
+/// job of 1000 steps ended by itself at its SIGTERM).
+const TERM_STEPS: u64 = 3000;
+
 fn signal(pid: i32, sig: i32) {
     // SAFETY: kill takes integers only.
     unsafe { libc::kill(pid, sig) };
@@ -173,7 +179,7 @@ fn sigterm_checkpoints_and_restart_goes_on() {
     if skip_unless_root() {
         return;
     }
-    let job = Job::new("run-term", 1000);
+    let job = Job::new("run-term", TERM_STEPS);
     let mut run = job.start(&["--interval", "1s"], &[], 0);
     let pid = job.wait_checkpoints_and_count(1, 60);
     job.term(&mut run);
@@ -242,7 +248,7 @@ fn incremental_layers_restore() {
     if skip_unless_root() {
         return;
     }
-    let job = Job::new("run-incr", 1000);
+    let job = Job::new("run-incr", TERM_STEPS);
     let mut run = job.start(
         &["--interval", "500ms", "--incremental", "--keep", "1"],
         &[],
@@ -352,7 +358,7 @@ fn pid_ns_restores_with_pids_taken() {
         return;
     }
     // Started in its own pid namespace, with a child.
-    let job = Job::new("run-pidns", 800);
+    let job = Job::new("run-pidns", TERM_STEPS);
     let mut run = job.start(&["--interval", "1s", "--pid-ns"], &[], 1);
     let pid = job.wait_checkpoints_and_count(1, 30);
     assert_eq!(pid, 2, "not pid 2 in its namespace: {}", job.describe());
@@ -377,7 +383,7 @@ fn pid_ns_restores_with_pids_taken() {
     job.done();
 
     // Started without one; its pid is taken before the restart.
-    let job = Job::new("run-pidns2", 800);
+    let job = Job::new("run-pidns2", TERM_STEPS);
     let mut run = job.start(&["--interval", "1s"], &[], 0);
     let pid = job.wait_checkpoints_and_count(1, 30);
     job.term(&mut run);
