@@ -719,3 +719,31 @@ fn incremental_layers_copied_while_the_job_runs() {
     );
     let _ = fs::remove_dir_all(&f.dir);
 }
+
+/// A job that ends by itself as its SIGTERM comes (here killed just
+/// before cairn run reads the SIGTERM: it finds the job ended, or its
+/// final checkpoint finds it dying or a zombie) has no final checkpoint
+/// to take: cairn run exits with the job's own status, as when the job
+/// ends by itself, not with a failure (the old binary: 1, or a waitpid
+/// error after it had reaped the job).
+#[test]
+fn job_ended_at_its_sigterm_passes_its_status_on() {
+    if skip_unless_root() {
+        return;
+    }
+    let job = Job::new("run-endterm", TERM_STEPS);
+    let mut run = job.start(&[], &[], 0);
+    let (_, pid) = job.wait_count(20, Duration::from_secs(60));
+    signal(pid, libc::SIGKILL);
+    signal(run.id() as i32, libc::SIGTERM);
+    let code = job.wait_exit(&mut run, Duration::from_secs(120));
+    assert_eq!(
+        code,
+        128 + libc::SIGKILL,
+        "cairn run did not pass the job's death on: {}",
+        job.describe()
+    );
+    assert!(wait_pid_gone(pid, Duration::from_secs(10)));
+    assert_eq!(job.completed(), 0, "{}", job.describe());
+    job.done();
+}
