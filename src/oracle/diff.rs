@@ -824,6 +824,7 @@ mod tests {
         // The eventfd's anonymous inode (0x40e) has the number of a pipe
         // created after the restore: the watch is still of the eventfd.
         let side = |pipe: &str| {
+            let link = format!("pipe:[{pipe}]");
             view(
                 5,
                 &[(
@@ -832,7 +833,7 @@ mod tests {
                     &[
                         ("fd.3.link", "anon_inode:[eventfd]"),
                         ("fd.3.ino", "1038"),
-                        ("fd.4.link", &format!("pipe:[{pipe}]")),
+                        ("fd.4.link", link.as_str()),
                         ("fd.4.ino", pipe),
                         ("fd.6.tfd", "3 events: 19 data: 3 pos:0 ino:40e sdev:10"),
                     ],

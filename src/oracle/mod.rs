@@ -270,12 +270,13 @@ mod tests {
             let tfd = format!(
                 "7 events: 19 data: 7 pos:0 ino:{ino:x} sdev:2a | 8 events: 1 data: 8 pos:0 ino:{other:x} sdev:2a"
             );
+            let (ino_s, other_s) = (ino.to_string(), other.to_string());
             let mut v = view(&[
                 ("fd.7.link", fifo),
-                ("fd.7.ino", &ino.to_string()),
+                ("fd.7.ino", ino_s.as_str()),
                 ("fd.8.link", "/etc/hosts"),
-                ("fd.8.ino", &other.to_string()),
-                ("fd.9.tfd", &tfd),
+                ("fd.8.ino", other_s.as_str()),
+                ("fd.9.tfd", tfd.as_str()),
             ]);
             by_path(&mut v, &paths);
             v
