@@ -291,7 +291,7 @@ fn killed_mid_checkpoint_leaves_the_previous_one() {
     if skip_unless_root() {
         return;
     }
-    let job = Job::new("run-kill", 1000);
+    let job = Job::new("run-kill", TERM_STEPS);
     let env = [("CAIRN_RUN_PAUSE_FROM", "2"), ("CAIRN_PAUSE_AT", "frozen")];
     let mut run = job.start(&["--interval", "1s"], &env, 0);
     job.wait_completed(1, Duration::from_secs(60));
