@@ -160,6 +160,12 @@ impl Job {
     }
 }
 
+/// Steps (10 ms each) of a job that a SIGTERM must find running: room
+/// for its periodic checkpoints and the final one's start in a slow
+/// machine (a vm-test guest under TCG took seconds per checkpoint, and a
+/// job of 1000 steps ended by itself at its SIGTERM).
+const TERM_STEPS: u64 = 3000;
+
 fn signal(pid: i32, sig: i32) {
     // SAFETY: kill takes integers only.
     unsafe { libc::kill(pid, sig) };
@@ -173,7 +179,7 @@ fn sigterm_checkpoints_and_restart_goes_on() {
     if skip_unless_root() {
         return;
     }
-    let job = Job::new("run-term", 1000);
+    let job = Job::new("run-term", TERM_STEPS);
     let mut run = job.start(&["--interval", "1s"], &[], 0);
     let pid = job.wait_checkpoints_and_count(1, 60);
     job.term(&mut run);
@@ -242,7 +248,7 @@ fn incremental_layers_restore() {
     if skip_unless_root() {
         return;
     }
-    let job = Job::new("run-incr", 1000);
+    let job = Job::new("run-incr", TERM_STEPS);
     let mut run = job.start(
         &["--interval", "500ms", "--incremental", "--keep", "1"],
         &[],
@@ -285,7 +291,7 @@ fn killed_mid_checkpoint_leaves_the_previous_one() {
     if skip_unless_root() {
         return;
     }
-    let job = Job::new("run-kill", 1000);
+    let job = Job::new("run-kill", TERM_STEPS);
     let env = [("CAIRN_RUN_PAUSE_FROM", "2"), ("CAIRN_PAUSE_AT", "frozen")];
     let mut run = job.start(&["--interval", "1s"], &env, 0);
     job.wait_completed(1, Duration::from_secs(60));
@@ -352,7 +358,7 @@ fn pid_ns_restores_with_pids_taken() {
         return;
     }
     // Started in its own pid namespace, with a child.
-    let job = Job::new("run-pidns", 800);
+    let job = Job::new("run-pidns", TERM_STEPS);
     let mut run = job.start(&["--interval", "1s", "--pid-ns"], &[], 1);
     let pid = job.wait_checkpoints_and_count(1, 30);
     assert_eq!(pid, 2, "not pid 2 in its namespace: {}", job.describe());
@@ -377,7 +383,7 @@ fn pid_ns_restores_with_pids_taken() {
     job.done();
 
     // Started without one; its pid is taken before the restart.
-    let job = Job::new("run-pidns2", 800);
+    let job = Job::new("run-pidns2", TERM_STEPS);
     let mut run = job.start(&["--interval", "1s"], &[], 0);
     let pid = job.wait_checkpoints_and_count(1, 30);
     job.term(&mut run);
@@ -712,4 +718,32 @@ fn incremental_layers_copied_while_the_job_runs() {
         f.describe()
     );
     let _ = fs::remove_dir_all(&f.dir);
+}
+
+/// A job that ends by itself as its SIGTERM comes (here killed just
+/// before cairn run reads the SIGTERM: it finds the job ended, or its
+/// final checkpoint finds it dying or a zombie) has no final checkpoint
+/// to take: cairn run exits with the job's own status, as when the job
+/// ends by itself, not with a failure (the old binary: 1, or a waitpid
+/// error after it had reaped the job).
+#[test]
+fn job_ended_at_its_sigterm_passes_its_status_on() {
+    if skip_unless_root() {
+        return;
+    }
+    let job = Job::new("run-endterm", TERM_STEPS);
+    let mut run = job.start(&[], &[], 0);
+    let (_, pid) = job.wait_count(20, Duration::from_secs(60));
+    signal(pid, libc::SIGKILL);
+    signal(run.id() as i32, libc::SIGTERM);
+    let code = job.wait_exit(&mut run, Duration::from_secs(120));
+    assert_eq!(
+        code,
+        128 + libc::SIGKILL,
+        "cairn run did not pass the job's death on: {}",
+        job.describe()
+    );
+    assert!(wait_pid_gone(pid, Duration::from_secs(10)));
+    assert_eq!(job.completed(), 0, "{}", job.describe());
+    job.done();
 }

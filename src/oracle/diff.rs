@@ -419,6 +419,31 @@ fn lock_inode(w: &str) -> Option<(&str, u64)> {
     Some((dev, ino.parse().ok()?))
 }
 
+/// An epoll's `tfd` lines ("FD events: .. ino:HEX sdev:DEV", joined by
+/// " | ") with `ino:` followed by what `f(FD, inode)` gives, where it
+/// gives something.
+pub(crate) fn map_tfd_inodes(v: &str, f: impl Fn(&str, u64) -> Option<String>) -> String {
+    v.split(" | ")
+        .map(|part| {
+            let tfd = part.split(' ').next().unwrap_or("");
+            part.split(' ')
+                .map(|w| {
+                    match w
+                        .strip_prefix("ino:")
+                        .and_then(|h| u64::from_str_radix(h, 16).ok())
+                        .and_then(|n| f(tfd, n))
+                    {
+                        Some(l) => format!("ino:{l}"),
+                        None => w.to_string(),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
 /// Replaces the inode numbers of objects that are recreated at restore
 /// (pipes, sockets, anonymous shared memory, memfds, deleted files) by
 /// labels in order of first appearance in the tree ("pipe:[#2]"), so
@@ -438,6 +463,8 @@ pub fn normalise(view: &KernelView) -> Vec<((i32, i32), Fields)> {
         labels.entry(ino).or_insert_with(|| format!("#{n}")).clone()
     }
     for (_, f) in tasks.iter_mut() {
+        // The fields as read: the inode numbers before labelling.
+        let raw = f.clone();
         mask_flags(f);
         merge_vmas(f);
         let keys: Vec<String> = f.keys().cloned().collect();
@@ -504,28 +531,27 @@ pub fn normalise(view: &KernelView) -> Vec<((i32, i32), Fields)> {
             }
         }
         // Epoll targets name their inode in hex ("ino:1a3"); the kernel
-        // lists them in the order of their file's address.
+        // lists them in the order of their file's address. A watch of the
+        // file its fd still holds takes that fd's label, or keeps its
+        // number (an eventfd's anonymous inode, a file on disk): inode
+        // numbers of different file systems can be equal (a guest's
+        // early sockets and the anon inode), so the number alone could
+        // name another object's label on one side only. A watch of a
+        // file its fd no longer holds goes by the number.
         for k in &keys {
             if !k.ends_with(".tfd") {
                 continue;
             }
             let mut parts: Vec<&str> = f[k].split(" | ").collect();
             parts.sort();
-            let v = parts
-                .join(" | ")
-                .split(' ')
-                .map(|w| {
-                    match w
-                        .strip_prefix("ino:")
-                        .and_then(|h| u64::from_str_radix(h, 16).ok())
-                        .and_then(|n| labels.get(&n))
-                    {
-                        Some(l) => format!("ino:{l}"),
-                        None => w.to_string(),
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(" ");
+            let v = map_tfd_inodes(&parts.join(" | "), |tfd, n| {
+                let key = format!("fd.{tfd}.ino");
+                let was = raw.get(&key);
+                if was.and_then(|s| s.parse::<u64>().ok()) == Some(n) {
+                    return f.get(&key).filter(|now| Some(*now) != was).cloned();
+                }
+                labels.get(&n).cloned()
+            });
             f.insert(k.clone(), v);
         }
         // fds3: an inotify watch names its file's inode in hex and its
@@ -791,6 +817,30 @@ mod tests {
         let d = diff(&before, &lost);
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d[0].field, "vma.1000-4000.VmFlags");
+    }
+
+    #[test]
+    fn epoll_watch_of_an_eventfd_keeps_its_anon_inode() {
+        // The eventfd's anonymous inode (0x40e) has the number of a pipe
+        // created after the restore: the watch is still of the eventfd.
+        let side = |pipe: &str| {
+            let link = format!("pipe:[{pipe}]");
+            view(
+                5,
+                &[(
+                    5,
+                    5,
+                    &[
+                        ("fd.3.link", "anon_inode:[eventfd]"),
+                        ("fd.3.ino", "1038"),
+                        ("fd.4.link", link.as_str()),
+                        ("fd.4.ino", pipe),
+                        ("fd.6.tfd", "3 events: 19 data: 3 pos:0 ino:40e sdev:10"),
+                    ],
+                )],
+            )
+        };
+        assert!(diff(&side("4000"), &side("1038")).is_empty());
     }
 
     #[test]

@@ -189,19 +189,28 @@ pub fn check_restored(
 }
 
 /// Replaces the inode of every fd and mapping of a file at one of
-/// `paths` by the path (volatile files, recreated with a new inode).
+/// `paths` by the path (volatile files, recreated with a new inode), and
+/// so the inode an epoll watch of such a file through its fd names
+/// (`ino:HEX` of a `tfd` line: the restored watch is on the recreated
+/// file at the same path).
 fn by_path(v: &mut KernelView, paths: &std::collections::HashSet<String>) {
     if paths.is_empty() {
         return;
     }
     for t in v.tasks.iter_mut() {
         let mut set = Vec::new();
+        // fd number -> (inode, path) of its volatile file.
+        let mut held = std::collections::HashMap::new();
         for (k, val) in &t.fields {
             if !paths.contains(val) {
                 continue;
             }
             if let Some(fd) = k.strip_prefix("fd.").and_then(|r| r.strip_suffix(".link")) {
-                set.push(format!("fd.{fd}.ino"));
+                let ino_key = format!("fd.{fd}.ino");
+                if let Some(n) = t.fields.get(&ino_key).and_then(|s| s.parse::<u64>().ok()) {
+                    held.insert(fd.to_string(), (n, val.clone()));
+                }
+                set.push(ino_key);
             } else if let Some(r) = k.strip_prefix("vma.").and_then(|r| r.strip_suffix(".path")) {
                 set.push(format!("vma.{r}.inode"));
             }
@@ -211,11 +220,70 @@ fn by_path(v: &mut KernelView, paths: &std::collections::HashSet<String>) {
                 t.fields.insert(k, "(volatile file)".into());
             }
         }
+        if held.is_empty() {
+            continue;
+        }
+        for (k, val) in t.fields.iter_mut() {
+            if k.ends_with(".tfd") {
+                *val = diff::map_tfd_inodes(val, |tfd, n| {
+                    let (ino, path) = held.get(tfd)?;
+                    (*ino == n).then(|| format!("(volatile:{path})"))
+                });
+            }
+        }
     }
 }
 
 fn strip_cow(v: &mut KernelView) {
     for t in v.tasks.iter_mut() {
         t.fields.retain(|k, _| !k.starts_with("cow."));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::proto::TaskView;
+
+    fn view(fields: &[(&str, &str)]) -> KernelView {
+        let mut v = KernelView::new();
+        v.root_pid = 5;
+        let mut t = TaskView::new();
+        t.pid = 5;
+        t.tid = 5;
+        t.fields = fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        v.tasks.push(t);
+        v
+    }
+
+    /// An epoll watch of a volatile FIFO (Open MPI's
+    /// debugger_attach_fifo): recreated with a new inode at the same path,
+    /// the watch compares by path; a watch of another file does not.
+    #[test]
+    fn epoll_watch_of_a_volatile_file_compares_by_path() {
+        let fifo = "/tmp/ompi.x/debugger_attach_fifo";
+        let paths: std::collections::HashSet<String> = [fifo.to_string()].into();
+        let side = |ino: u64, other: u64| {
+            let tfd = format!(
+                "7 events: 19 data: 7 pos:0 ino:{ino:x} sdev:2a | 8 events: 1 data: 8 pos:0 ino:{other:x} sdev:2a"
+            );
+            let (ino_s, other_s) = (ino.to_string(), other.to_string());
+            let mut v = view(&[
+                ("fd.7.link", fifo),
+                ("fd.7.ino", ino_s.as_str()),
+                ("fd.8.link", "/etc/hosts"),
+                ("fd.8.ino", other_s.as_str()),
+                ("fd.9.tfd", tfd.as_str()),
+            ]);
+            by_path(&mut v, &paths);
+            v
+        };
+        let before = side(0x1a3, 77);
+        assert!(diff::diff(&before, &side(0x2b4, 77)).is_empty());
+        let d = diff::diff(&before, &side(0x2b4, 78));
+        assert!(d.iter().any(|d| d.field == "fd.9.tfd"), "{d:?}");
     }
 }

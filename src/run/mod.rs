@@ -1077,12 +1077,32 @@ pub fn run(o: &RunOptions) -> Result<i32> {
             },
             Wake::Signal(s) if s == libc::SIGTERM => {
                 crate::log::write(0, format_args!("run: SIGTERM: final checkpoint"));
-                if job.ended()?.is_some() {
-                    continue;
+                // The job may have ended by itself just before (its
+                // SIGCHLD is read after the SIGTERM), or end while the
+                // dump freezes it (found a zombie): its status then, as
+                // when it ends by itself.
+                let ended_by_itself = |job: &Job, server: &mut control::Server| {
+                    let code = job.ended()?;
+                    if let Some(c) = code {
+                        server.sync();
+                        crate::log::write(
+                            0,
+                            format_args!(
+                                "run: the job ended with status {c} before its final checkpoint"
+                            ),
+                        );
+                    }
+                    Ok::<_, Error>(code)
+                };
+                if let Some(code) = ended_by_itself(&job, &mut server)? {
+                    return Ok(code);
                 }
                 let s = &mut server;
                 let ok = checkpoint(o, &dir, &job, &mut chain, Kind::Final, &scratch, s).is_some();
                 if !ok {
+                    if let Some(code) = ended_by_itself(&job, &mut server)? {
+                        return Ok(code);
+                    }
                     warn!("run: the final checkpoint failed: the job is killed; the previous checkpoint stays the newest");
                     job.kill();
                     job.wait();

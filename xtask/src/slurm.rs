@@ -162,6 +162,25 @@ fn memory_mib() -> u64 {
     (kb / 1024 * 9 / 10).max(256)
 }
 
+/// cgroup.conf (read from slurm.conf's directory) on a machine without
+/// systemd whose /sys/fs/cgroup is cgroup2, as in `cargo xtask vm-test`'s
+/// guests: slurmd loads the cgroup plugin even with proctrack/linuxproc
+/// and task/none, and Slurm's cgroup/v2 asks systemd over dbus for its
+/// scope; without systemd its init fails and slurmd exits ("slurmd
+/// initialization failed", the node never comes up). IgnoreSystemd makes
+/// it build its cgroups itself, CgroupAutomount enables the controllers
+/// there. `None` (Slurm's defaults) with systemd or cgroup v1.
+fn cgroup_conf() -> Option<&'static str> {
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let v2 = mounts.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.get(1) == Some(&"/sys/fs/cgroup") && f.get(2) == Some(&"cgroup2")
+    });
+    (v2 && !Path::new("/run/systemd/system").exists()).then_some(
+        "# Generated (cargo xtask slurm): cgroup v2 without systemd.\nIgnoreSystemd=yes\nCgroupAutomount=yes\n",
+    )
+}
+
 /// The slurm.conf of an instance in `dir`.
 fn slurm_conf(dir: &Path, ctld_port: u16, slurmd_port: u16) -> String {
     let d = dir.display();
@@ -300,6 +319,13 @@ impl Instance {
             .map_err(|e| format!("/dev/urandom: {e}"))?;
         create_file(&dir.join("munge.key"), 0o400, &key)?;
         create_file(&dir.join("plugstack.conf"), 0o600, b"")?;
+        let cgroup = dir.join("cgroup.conf");
+        match cgroup_conf() {
+            Some(c) => create_file(&cgroup, 0o644, c.as_bytes())?,
+            None => {
+                let _ = fs::remove_file(&cgroup);
+            }
+        }
         let ctld = free_port()?;
         let mut slurmd = free_port()?;
         for _ in 0..20 {
