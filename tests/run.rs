@@ -319,23 +319,6 @@ fn killed_mid_checkpoint_leaves_the_previous_one() {
     job.done();
 }
 
-/// Starts a process with exactly `pid` (through ns_last_pid), to take it.
-fn hold_pid(pid: i32) -> Child {
-    for _ in 0..200 {
-        let _ = fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", pid - 1));
-        let mut c = Command::new("sleep").arg("600").spawn().unwrap();
-        if c.id() as i32 == pid {
-            return c;
-        }
-        let _ = c.kill();
-        let _ = c.wait();
-        if pid_exists(pid) {
-            break;
-        }
-    }
-    panic!("cannot take pid {pid}");
-}
-
 fn started_pid(log: &str) -> i32 {
     let at = log.find("run: started ").expect("no start line");
     let rest = &log[at..];

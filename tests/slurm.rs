@@ -11,7 +11,6 @@ mod common;
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::mpi::{build_ring, expected, shm_names, ShmFiles};
@@ -360,21 +359,9 @@ impl Drop for Held {
     }
 }
 
-/// Starts a process with exactly `pid` (through ns_last_pid), to take it.
+/// A process holding a pid (killed and reaped when dropped).
 fn hold_pid(pid: i32) -> Held {
-    for _ in 0..200 {
-        let _ = fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", pid - 1));
-        let mut c = Command::new("sleep").arg("600").spawn().unwrap();
-        if c.id() as i32 == pid {
-            return Held(c);
-        }
-        let _ = c.kill();
-        let _ = c.wait();
-        if pid_exists(pid) {
-            break;
-        }
-    }
-    panic!("cannot take pid {pid}");
+    Held(common::hold_pid(pid))
 }
 
 /// `scontrol requeue JOBID`: Slurm sends SIGTERM to every process of the

@@ -346,6 +346,30 @@ pub fn remove_scratch_of(kind: &str, pid: u32) {
     }
 }
 
+/// Starts `sleep 600` with exactly `pid` (through ns_last_pid), to take
+/// it: a test that a restore copes with its pid taken. Another process
+/// of the machine may take the pid first: then it waits for that one to
+/// end and tries again (for up to a minute). Killed and reaped by the
+/// caller.
+pub fn hold_pid(pid: i32) -> Child {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut others = 0;
+    while Instant::now() < deadline {
+        let _ = fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", pid - 1));
+        let mut c = Command::new("sleep").arg("600").spawn().unwrap();
+        if c.id() as i32 == pid {
+            return c;
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        if pid_exists(pid) {
+            others += 1;
+            wait_pid_gone(pid, deadline.saturating_duration_since(Instant::now()));
+        }
+    }
+    panic!("cannot take pid {pid} ({others} times another process had it)");
+}
+
 /// Wait until no process has this pid (or timeout). Returns whether it is gone.
 pub fn wait_pid_gone(pid: i32, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
