@@ -24,15 +24,20 @@ pub(crate) fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>> {
         .read_to_end(&mut buf)
         .at(path)?;
     if buf.len() as u64 > max {
-        return Err(Error::io(
-            path,
-            io::Error::new(
-                io::ErrorKind::FileTooLarge,
-                format!("larger than {max} bytes, refusing to read"),
-            ),
-        ));
+        return Err(too_large(path, max));
     }
     Ok(buf)
+}
+
+/// The error of a file larger than a reader accepts.
+fn too_large(path: &Path, max: u64) -> Error {
+    Error::io(
+        path,
+        io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!("larger than {max} bytes, refusing to read"),
+        ),
+    )
 }
 
 /// Reads a bounded file that must be valid UTF-8.
@@ -257,13 +262,7 @@ fn read_counting(path: &Path, chunk: usize) -> Result<(String, usize)> {
         reads += 1;
         buf.extend_from_slice(&part[..n]);
         if buf.len() as u64 > MAX_PROC_FILE {
-            return Err(Error::io(
-                path,
-                io::Error::new(
-                    io::ErrorKind::FileTooLarge,
-                    format!("larger than {MAX_PROC_FILE} bytes, refusing to read"),
-                ),
-            ));
+            return Err(too_large(path, MAX_PROC_FILE));
         }
     }
     let text = String::from_utf8(buf).map_err(|e| {

@@ -9,7 +9,6 @@
 #include "zdtm.h"
 
 #include <sys/mman.h>
-#include <sys/utsname.h>
 
 #ifndef MCL_ONFAULT
 #define MCL_ONFAULT 4
@@ -43,18 +42,6 @@ static void vmflags(void *addr, char *out, size_t size)
 	fail("no VmFlags for %p", addr);
 }
 
-/* The smaps name of VM_LOCKONFAULT: "lf" since Linux 6.2, "??" (no name)
- * before. */
-static const char *lf_name(void)
-{
-	struct utsname u;
-	int maj = 0, min = 0;
-
-	if (uname(&u) || sscanf(u.release, "%d.%d", &maj, &min) != 2)
-		pfail("uname");
-	return maj > 6 || (maj == 6 && min >= 2) ? "lf" : "??";
-}
-
 static int locked(void *addr, const char *flag)
 {
 	char f[300], pat[8];
@@ -81,7 +68,7 @@ int main(int argc, char **argv)
 	if (b == MAP_FAILED)
 		pfail("mmap B");
 	fill_pattern(b, LEN, 62, 0);
-	if (locked(a, "lo") || !locked(b, "lo") || locked(b, lf_name()) != onfault)
+	if (locked(a, "lo") || !locked(b, "lo") || locked(b, smaps_lockonfault_name()) != onfault)
 		fail("unexpected VmFlags before the dump");
 
 	test_daemon();
@@ -89,7 +76,7 @@ int main(int argc, char **argv)
 
 	if (locked(a, "lo"))
 		fail("area A (mapped before mlockall) is locked after restore");
-	if (!locked(b, "lo") || locked(b, lf_name()) != onfault)
+	if (!locked(b, "lo") || locked(b, smaps_lockonfault_name()) != onfault)
 		fail("area B lost its lock flags");
 	if (check_pattern(a, LEN, 61, 0) >= 0 || check_pattern(b, LEN, 62, 0) >= 0)
 		fail("contents differ");
@@ -98,7 +85,7 @@ int main(int argc, char **argv)
 		pfail("mmap C");
 	if (!locked(c, "lo"))
 		fail("a new mapping is not locked after restore: mlockall(MCL_FUTURE) was lost");
-	if (locked(c, lf_name()) != onfault)
+	if (locked(c, smaps_lockonfault_name()) != onfault)
 		fail("a new mapping's MCL_ONFAULT differs after restore");
 	munlockall();
 	pass();

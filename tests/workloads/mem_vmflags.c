@@ -19,7 +19,6 @@
 
 #include <setjmp.h>
 #include <sys/mman.h>
-#include <sys/utsname.h>
 #include <sys/wait.h>
 
 #ifndef MADV_GUARD_INSTALL
@@ -93,18 +92,6 @@ static void smaps_field(void *addr, const char *key, char *out, size_t size)
 	fail("no %s line for the mapping at %p", key, addr);
 }
 
-/* The smaps name of VM_LOCKONFAULT: "lf" since Linux 6.2, "??" (no name)
- * before. */
-static const char *lf_name(void)
-{
-	struct utsname u;
-	int maj = 0, min = 0;
-
-	if (uname(&u) || sscanf(u.release, "%d.%d", &maj, &min) != 2)
-		pfail("uname");
-	return maj > 6 || (maj == 6 && min >= 2) ? "lf" : "??";
-}
-
 static int has_flag(const char *flags, const char *f)
 {
 	size_t n = strlen(f);
@@ -157,7 +144,7 @@ int main(int argc, char **argv)
 			fill_pattern(area[i] + 2 * PG, PG, 40 + i, 0);
 		smaps_field(area[i], "VmFlags", flags_before[i], sizeof(flags_before[i]));
 		smaps_field(area[i], "Locked", locked_before[i], sizeof(locked_before[i]));
-		if (i != GU && !has_flag(flags_before[i], i == LF ? lf_name() : names[i]))
+		if (i != GU && !has_flag(flags_before[i], i == LF ? smaps_lockonfault_name() : names[i]))
 			fail("area %s: VmFlags without %s: %s", names[i], names[i],
 			     flags_before[i]);
 	}

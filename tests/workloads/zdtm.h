@@ -33,6 +33,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #define ZDTM_UNUSED __attribute__((unused))
@@ -450,6 +451,18 @@ static inline long check_pattern(const void *p, size_t len, uint32_t seed, uint6
 		if (b[i] != zdtm_pattern(seed, base + i))
 			return (long)i;
 	return -1;
+}
+
+/* The smaps name of VM_LOCKONFAULT: "lf" since Linux 6.2, "??" (no name)
+ * before. */
+static inline const char *smaps_lockonfault_name(void)
+{
+	struct utsname u;
+	int maj = 0, min = 0;
+
+	if (uname(&u) || sscanf(u.release, "%d.%d", &maj, &min) != 2)
+		pfail("uname");
+	return maj > 6 || (maj == 6 && min >= 2) ? "lf" : "??";
 }
 
 #endif /* ZDTM_H */
