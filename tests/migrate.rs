@@ -522,7 +522,7 @@ fn migrate_lazy_late_child_shares_cow() {
     if skip_unless_root() {
         return;
     }
-    let (_net, src, rlog) = lazy_migrated("cow_late_fork", &["--mib", "64"], 0x7c, Duration::ZERO);
+    let (_net, src, rlog) = lazy_migrated("cow_late_fork", &["--mib", "16"], 0x7c, Duration::ZERO);
     let log = fs::read_to_string(&src.log).unwrap_or_default();
     assert!(
         log.contains("forked L"),
