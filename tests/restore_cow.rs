@@ -134,6 +134,19 @@ fn assert_shared_like(name: &str, before: &Sharing, after: &Sharing) {
     );
 }
 
+/// Skips (true, saying why) unless root and page frame numbers show in
+/// /proc/PID/pagemap.
+fn skip_unless_pfns() -> bool {
+    if skip_unless_root() {
+        return true;
+    }
+    if !pfns_visible() {
+        note_skip("page frame numbers are not visible in /proc/PID/pagemap");
+        return true;
+    }
+    false
+}
+
 fn pfns_visible() -> bool {
     // Page frame numbers read as 0 without CAP_SYS_ADMIN.
     let stack = std::hint::black_box(0u8);
@@ -146,11 +159,7 @@ fn pfns_visible() -> bool {
 /// oracle compares `cow.pages` of every VMA.
 #[test]
 fn tree_cow_mix_shares_after_restore() {
-    if skip_unless_root() {
-        return;
-    }
-    if !pfns_visible() {
-        note_skip("page frame numbers are not visible in /proc/PID/pagemap");
+    if skip_unless_pfns() {
         return;
     }
     let mut t = TreeTest::start("tree_cow_mix", &[]);
@@ -173,11 +182,7 @@ fn os(s: impl AsRef<std::ffi::OsStr>) -> std::ffi::OsString {
 /// layer, for the parent and the children alike, and are shared again.
 #[test]
 fn tree_cow_mix_shares_after_chain_restore() {
-    if skip_unless_root() {
-        return;
-    }
-    if !pfns_visible() {
-        note_skip("page frame numbers are not visible in /proc/PID/pagemap");
+    if skip_unless_pfns() {
         return;
     }
     let mut t = TreeTest::start("tree_cow_mix", &[]);
@@ -247,11 +252,7 @@ fn tree_cow_mix_shares_after_chain_restore() {
 /// and what they shared is shared again. Measured once every page is in.
 #[test]
 fn tree_cow_mix_shares_after_lazy_restore() {
-    if skip_unless_root() {
-        return;
-    }
-    if !pfns_visible() {
-        note_skip("page frame numbers are not visible in /proc/PID/pagemap");
+    if skip_unless_pfns() {
         return;
     }
     let mut t = TreeTest::start("tree_cow_mix", &[]);
