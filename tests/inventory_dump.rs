@@ -524,23 +524,6 @@ fn an_older_deep_chain_elsewhere_does_not_disable_bpf() {
     t.finish();
 }
 
-/// Sets an environment variable for the cairn commands a test runs, and
-/// removes it on drop (also when the test fails).
-struct EnvVar(&'static str);
-
-impl EnvVar {
-    fn set(name: &'static str, value: &str) -> EnvVar {
-        std::env::set_var(name, value);
-        EnvVar(name)
-    }
-}
-
-impl Drop for EnvVar {
-    fn drop(&mut self) {
-        std::env::remove_var(self.0);
-    }
-}
-
 /// What a kernel without the task_vma iterator (before 5.12), or one
 /// that refuses bpf_d_path in the task_file iterator, does, on this
 /// kernel: with both programs left out (`CAIRN_BPF_LEAVE_OUT`), the dump
@@ -557,7 +540,7 @@ fn dump_with_iterators_left_out_reads_them_from_proc() {
         let mut t = start_warm(name);
         let proc = dump_expecting(&t.w, "proc", &["--no-bpf"], "proc");
         let left = {
-            let _env = EnvVar::set("CAIRN_BPF_LEAVE_OUT", "vmas,files");
+            let _env = CairnEnv::set("CAIRN_BPF_LEAVE_OUT", "vmas,files");
             dump_expecting(&t.w, "left-out", &[], "bpf")
         };
         assert!(
@@ -566,7 +549,7 @@ fn dump_with_iterators_left_out_reads_them_from_proc() {
             first_difference(&left, &proc)
         );
         {
-            let _env = EnvVar::set("CAIRN_BPF_LEAVE_OUT", "vmas,files");
+            let _env = CairnEnv::set("CAIRN_BPF_LEAVE_OUT", "vmas,files");
             t.dump_ok(&[]);
         }
         let log = t.dump_log();

@@ -320,10 +320,8 @@ fn proc_membarrier_without_get_registrations() {
         note_skip(&format!("BPF iterators unavailable: {why}"));
         return;
     }
-    // Read by the cairn processes the test starts (no other test of this
-    // file registers membarrier or dumps with --no-bpf: they read the
-    // same either way).
-    std::env::set_var("CAIRN_TEST_MEMBARRIER_NO_GET", "1");
+    // Read by the cairn processes this test starts.
+    let no_get = CairnEnv::set("CAIRN_TEST_MEMBARRIER_NO_GET", "1");
     let w = checkpoint_restore("proc_membarrier", &[]);
     drop(w);
     // One run of the BPF iterator answers for every process of the frozen
@@ -333,7 +331,7 @@ fn proc_membarrier_without_get_registrations() {
     let mut w = Workload::start("proc_membarrier", &[]);
     w.dump_ok(&["--no-bpf"]);
     w.expect_killed_by_dump();
-    std::env::remove_var("CAIRN_TEST_MEMBARRIER_NO_GET");
+    drop(no_get);
     let out = restore_expect_fail(&w.images, &[], w.pid);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -343,8 +341,8 @@ fn proc_membarrier_without_get_registrations() {
         "unclear refusal: {}",
         describe(&out)
     );
-    std::env::set_var("CAIRN_TEST_MEMBARRIER_NO_GET", "1");
+    let no_get = CairnEnv::set("CAIRN_TEST_MEMBARRIER_NO_GET", "1");
     w.restore_wait(&[]);
-    std::env::remove_var("CAIRN_TEST_MEMBARRIER_NO_GET");
+    drop(no_get);
     drop(w);
 }

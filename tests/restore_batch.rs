@@ -8,12 +8,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// Held by each test: `failed_batched_call_leaves_no_process` sets
-/// CAIRN_TEST_BATCH_ENOSYS in this process's environment, which every
-/// cairn a test of this binary starts meanwhile inherits (a restore of
-/// the other test failed so in a guest, where the tests run at once).
-static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// The figure "N batches" of cairn's -v line "ptrace: ...".
 fn batches(log: &str) -> Option<u64> {
     let line = log.lines().find(|l| l.contains("ptrace: "))?;
@@ -28,7 +22,6 @@ fn tree_restored_through_batches() {
     if skip_unless_root() {
         return;
     }
-    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
     let t = tree_checkpoint_restore("tree_levels", &[], TreeOpts::default());
     let out = t.run.as_ref().expect("restored").output();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -50,15 +43,16 @@ fn failed_batched_call_leaves_no_process() {
     if skip_unless_root() {
         return;
     }
-    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
     let mut t = TreeTest::start("tree_levels", &[]);
     let pids: Vec<i32> = t.before.iter().map(|p| p.pid).collect();
     t.dump_ok(&["@no-oracle: the restore is meant to fail"]);
     t.expect_tree_killed_by_dump();
     wait_init_reaped_orphans(Duration::from_secs(15));
-    std::env::set_var("CAIRN_TEST_BATCH_ENOSYS", libc::SYS_mprotect.to_string());
+    // This test's restore only (`CairnEnv`): the other tests of this
+    // binary run at the same time.
+    let enosys = CairnEnv::set("CAIRN_TEST_BATCH_ENOSYS", &libc::SYS_mprotect.to_string());
     let out = restore_expect_fail(&t.w.images, &[], t.w.pid);
-    std::env::remove_var("CAIRN_TEST_BATCH_ENOSYS");
+    drop(enosys);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("remote mprotect")

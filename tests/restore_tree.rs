@@ -165,7 +165,7 @@ fn tree_fork_storm() {
         return;
     }
     // BPF even if the storm is small when the dump starts.
-    std::env::set_var("CAIRN_BPF_MIN_TASKS", "0");
+    let _bpf = CairnEnv::set("CAIRN_BPF_MIN_TASKS", "0");
     let t = tree_checkpoint_restore(
         "tree_fork_storm",
         &[],

@@ -56,6 +56,47 @@ pub fn cairn_bin() -> PathBuf {
     }
 }
 
+std::thread_local! {
+    /// Variables the cairn commands of this test thread get (`CairnEnv`).
+    static CAIRN_ENV: std::cell::RefCell<Vec<(&'static str, String)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An environment variable for the cairn commands the current test
+/// thread starts (`run_cairn`, the restores, `cairn_command`), removed
+/// on drop, also when the test fails. Never the test process's own
+/// environment: the tests of a binary run at once, and a test hook set
+/// there (e.g. a call made to fail) reaches every other test's cairn.
+pub struct CairnEnv(&'static str);
+
+impl CairnEnv {
+    pub fn set(name: &'static str, value: &str) -> CairnEnv {
+        CAIRN_ENV.with(|e| {
+            let mut e = e.borrow_mut();
+            e.retain(|(n, _)| *n != name);
+            e.push((name, value.to_string()));
+        });
+        CairnEnv(name)
+    }
+}
+
+impl Drop for CairnEnv {
+    fn drop(&mut self) {
+        CAIRN_ENV.with(|e| e.borrow_mut().retain(|(n, _)| *n != self.0));
+    }
+}
+
+/// A command of the cairn under test, with the current test's `CairnEnv`.
+pub fn cairn_command() -> Command {
+    let mut c = Command::new(cairn_bin());
+    CAIRN_ENV.with(|e| {
+        for (n, v) in e.borrow().iter() {
+            c.env(n, v);
+        }
+    });
+    c
+}
+
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
@@ -544,7 +585,7 @@ pub fn dir_size(dir: &Path) -> u64 {
 pub fn run_cairn(args: &[OsString], out_base: &Path, timeout: Duration) -> Output {
     let so = out_base.with_extension("stdout");
     let se = out_base.with_extension("stderr");
-    let mut child = Command::new(cairn_bin())
+    let mut child = cairn_command()
         .args(args)
         .stdin(Stdio::null())
         .stdout(File::create(&so).expect("create stdout file"))
@@ -786,7 +827,7 @@ fn spawn_restore(
         args.push(os("-d"));
     }
     args.extend(extra.iter().map(os));
-    let child = Command::new(cairn_bin())
+    let child = cairn_command()
         .args(&args)
         .stdin(Stdio::null())
         .stdout(File::create(out_base.with_extension("stdout")).expect("stdout file"))
