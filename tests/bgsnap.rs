@@ -550,6 +550,59 @@ fn children_of(pid: u32) -> Vec<u32> {
     out
 }
 
+/// `--background-snapshot=on` where it cannot be honoured for a reason
+/// known before the freeze (no `--leave-running`; `--track-mem`, whose
+/// dirty tracking holds the same memory) is refused before the tree is
+/// touched: no freeze in the log, no images, the workload runs on and
+/// checks its memory at the end.
+#[test]
+fn background_snapshot_on_refused_before_the_freeze() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut w = Workload::start("mem_rewrite", &["--mib", "8"]);
+    std::thread::sleep(Duration::from_millis(200));
+    for (flags, why) in [
+        (
+            &["-v", "--background-snapshot=on"][..],
+            "only with --leave-running",
+        ),
+        (
+            &[
+                "-v",
+                "--leave-running",
+                "--track-mem",
+                "--background-snapshot=on",
+            ][..],
+            "--track-mem arms dirty tracking",
+        ),
+    ] {
+        let out = w.dump(flags);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success()
+                && err.contains("--background-snapshot=on: not possible")
+                && err.contains(why),
+            "{flags:?}: not refused with the reason ({why}): {}",
+            describe(&out)
+        );
+        assert!(
+            !err.contains("froze ") && !err.contains("write-protected"),
+            "{flags:?}: refused only after touching the tree: {}",
+            describe(&out)
+        );
+        assert!(
+            !w.images.join("inventory.img").exists(),
+            "{flags:?}: a refused dump left images"
+        );
+        assert!(
+            w.original_alive(),
+            "{flags:?}: the refused dump left the workload dead"
+        );
+    }
+    w.terminate_original_expect_pass();
+}
+
 /// On a kernel without PAGEMAP_SCAN (before 6.7) a --leave-running dump
 /// cannot copy in the background: `--background-snapshot=on` is refused
 /// naming the missing ioctl, leaves no images and the original running

@@ -378,6 +378,13 @@ pub fn dump_then(
     let mut plan = PagePlan::default();
     let keep = args.incr.track_mem && args.leave_running;
     let mut layering = Layering::new(pid, &args.images_dir, &args.incr, keep, &mut plan)?;
+    // `--background-snapshot=on` that cannot be honoured is refused here,
+    // before the tree is touched, not after the freeze.
+    if let Some(why) = background_snapshot_impossible(args, keep && layering.holds_memory()) {
+        return Err(Error::Usage(format!(
+            "--background-snapshot=on: not possible: {why}"
+        )));
+    }
     // bgsnap: the memory is write-protected before the freeze.
     let armed = arm_background_snapshot(pid, args, layering.holds_memory());
     let armed_stop_ms = armed.as_ref().map_or(0.0, |a| a.stopped_ms);
@@ -552,6 +559,27 @@ fn arm_background_snapshot(
     Some(armed)
 }
 
+/// Why `--background-snapshot=on` cannot be honoured, known before the
+/// freeze (None: it can, or the mode is not `on`).
+fn background_snapshot_impossible(
+    args: &DumpOptions,
+    tracking_holds_memory: bool,
+) -> Option<String> {
+    if args.freeze.background_snapshot != memory::bgsnap::Mode::On {
+        return None;
+    }
+    if !args.leave_running {
+        return Some("a background snapshot is taken only with --leave-running".into());
+    }
+    if tracking_holds_memory {
+        return Some(TRACKING_HOLDS_MEMORY.into());
+    }
+    memory::bgsnap::unavailable()
+}
+
+/// Why a background snapshot is not taken under `--track-mem`.
+const TRACKING_HOLDS_MEMORY: &str = "--track-mem arms dirty tracking on the same memory";
+
 /// The background snapshot of a --leave-running dump, frozen, once the
 /// plan is complete; `None`: every page is copied frozen (and why is
 /// logged).
@@ -569,7 +597,7 @@ fn background_snapshot(
     }
     let why = if layering.keep && layering.holds_memory() {
         // One userfaultfd per VMA: the tracking's takes it.
-        Some("--track-mem arms dirty tracking on the same memory".to_string())
+        Some(TRACKING_HOLDS_MEMORY.to_string())
     } else {
         memory::bgsnap::unavailable()
     };
