@@ -393,6 +393,9 @@ pub fn dump_then(
         crate::guard::pause_at("bg-armed")?;
     }
 
+    // /proc/locks is read for the frozen tree by a thread that keeps the
+    // kernel's lock list ready from now on (`kinds::locks::ProcLocks`).
+    let proc_locks = crate::kinds::locks::ProcLocks::start();
     // BPF starts watching the tree before anything is seized (loading
     // the programs is not part of the frozen time).
     let watch = watch::TreeWatch::start(pid, &args.freeze, tree_tasks(&pids));
@@ -439,6 +442,7 @@ pub fn dump_then(
                 &mut layering,
                 pusher.as_ref(),
                 armed,
+                proc_locks,
             )
         })
         .and_then(|s| {
@@ -1005,6 +1009,7 @@ fn dump_frozen(
     layering: &mut Layering,
     pusher: Option<&std::sync::Arc<crate::migrate::pageserver::Pusher>>,
     armed: Option<memory::bgsnap::Armed>,
+    mut proc_locks: crate::kinds::locks::ProcLocks,
 ) -> Result<(DumpStats, inet::DumpState)> {
     // The frozen phases from here on (the seize's are `dump_then`'s).
     let mut lap = crate::stats::Lap::start();
@@ -1013,10 +1018,8 @@ fn dump_frozen(
     files.kinds.external = crate::kinds::external::ExternalDump::new(&args.external);
     let mut exe_sums = crate::kinds::exe::ExeSums::default();
     let mut pstree = Pstree::new();
-    // /proc/locks, read while the processes are collected: its first read
-    // waits for an RCU grace period (`kinds::locks::dump_with`).
-    let tree: std::collections::HashSet<i32> = frozen.procs.iter().map(|p| p.pid).collect();
-    let proc_locks = std::thread::spawn(move || procfs::read_proc_locks(|p| tree.contains(&p)));
+    // /proc/locks, read while the processes are collected.
+    proc_locks.frozen(frozen.procs.iter().map(|p| p.pid).collect());
     let mut found = Discovery::collect(frozen, args.freeze.no_bpf, armed.is_some());
     lap.mark("discovery");
     let procs: Vec<(i32, i32, Option<i32>, bool)> = frozen
@@ -1162,14 +1165,7 @@ fn dump_frozen(
     let tables: Vec<_> = (per_proc.iter())
         .map(|(p, c, _, t)| (*p, c.files_shared_with, t.as_ref()))
         .collect();
-    let proc_locks = proc_locks.join().unwrap_or_else(|_| {
-        Err(Error::sys(
-            0,
-            "read /proc/locks",
-            std::io::Error::other("the reading thread panicked"),
-        ))
-    });
-    files.files.locks = crate::kinds::locks::dump_with(&tables, proc_locks)?;
+    files.files.locks = crate::kinds::locks::dump_with(&tables, proc_locks.text())?;
     lap.mark("locks");
     files.dump_pipe_data()?;
     lap.mark("pipe data");

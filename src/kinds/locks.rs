@@ -247,12 +247,75 @@ pub fn dump(tables: &[TableRef]) -> Result<Vec<FileLock>> {
     dump_with(tables, procfs::read_proc_locks(|p| tree.contains(&p)))
 }
 
+/// /proc/locks for a frozen tree, read by a thread started before the
+/// freeze. Every read of /proc/locks takes the kernel's lock-list
+/// semaphore for writing (`locks_start`: `percpu_down_write`), and the
+/// first one after a quiet spell waits for an RCU grace period (10-25 ms
+/// here) before it can; while the tree is being frozen the thread reads
+/// the file every few milliseconds, so the read that counts, once the
+/// tree is frozen, finds the semaphore's slow mode still on and takes
+/// well under a millisecond.
+pub struct ProcLocks {
+    tree: Option<std::sync::mpsc::Sender<HashSet<i32>>>,
+    thread: Option<std::thread::JoinHandle<Result<String>>>,
+}
+
+/// How often the thread of [`ProcLocks`] reads /proc/locks until it is
+/// given the tree: well within a grace period.
+const WARM_EVERY: std::time::Duration = std::time::Duration::from_millis(4);
+
+impl ProcLocks {
+    /// Starts the thread; it stops by itself when dropped unused.
+    pub fn start() -> ProcLocks {
+        let (tx, rx) = std::sync::mpsc::channel::<HashSet<i32>>();
+        let thread = std::thread::spawn(move || loop {
+            use std::sync::mpsc::RecvTimeoutError;
+            match rx.recv_timeout(WARM_EVERY) {
+                Ok(tree) => return procfs::read_proc_locks(|p| tree.contains(&p)),
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = std::fs::read("/proc/locks");
+                }
+                Err(RecvTimeoutError::Disconnected) => return Ok(String::new()),
+            }
+        });
+        ProcLocks {
+            tree: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// The tree is frozen: the thread reads the file for it now.
+    pub fn frozen(&mut self, tree: HashSet<i32>) {
+        if let Some(tx) = self.tree.take() {
+            let _ = tx.send(tree);
+        }
+    }
+
+    /// The text read for the tree (after [`ProcLocks::frozen`]).
+    pub fn text(&mut self) -> Result<String> {
+        let failed = |why: &str| {
+            Error::sys(
+                0,
+                "read /proc/locks",
+                std::io::Error::other(why.to_string()),
+            )
+        };
+        if self.tree.is_some() {
+            return Err(failed("the tree was never given"));
+        }
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err(failed("the reading thread panicked"))),
+            None => Err(failed("read already")),
+        }
+    }
+}
+
 /// [`dump`] with the text of /proc/locks read by the caller
 /// (`procfs::read_proc_locks` for the tree), any time since the tree was
-/// frozen (its POSIX locks cannot change meanwhile):
-/// the first read of /proc/locks after a while waits for an RCU grace
-/// period (the kernel's `percpu_down_write` of its lock list), 10-20 ms,
-/// which the dump overlaps with its other frozen work (`crate::dump`).
+/// frozen (its POSIX locks cannot change meanwhile); the dump's comes
+/// from [`ProcLocks`].
 pub fn dump_with(tables: &[TableRef], proc_locks: Result<String>) -> Result<Vec<FileLock>> {
     let system: Vec<LockLine> = proc_locks?.lines().filter_map(LockLine::parse).collect();
     if system.is_empty() {
