@@ -545,6 +545,8 @@ fn become_zombie(agent: &mut Agent, status: i32, comm: &str, insn: u64) -> Resul
         );
     }
     ptrace::set_regs(pid, &regs).map_err(|e| Error::sys(pid, "PTRACE_SETREGS", e))?;
+    // The mask the vessel had before cairn was pinned to one CPU.
+    ktask::attrs::restore_affinity(pid, None, crate::sys::sched::unpinned().as_deref())?;
     ptrace::detach(pid, 0).map_err(|e| Error::sys(pid, "PTRACE_DETACH", e))?;
     for _ in 0..2000 {
         if procfs::read_stat(pid).is_ok_and(|s| s.state == 'Z') {
@@ -1107,6 +1109,7 @@ fn finish(img: &Images, p: &mut Proc) -> Result<()> {
     }
     p.agents[0].remote.set_insn(insn);
     p.agents[0].munmap_as("restorer area", p.tramp, AREA)?;
+    let unpinned = crate::sys::sched::unpinned();
     for (a, th) in p.agents.iter_mut().zip(&core.threads) {
         let tid = a.tid();
         let sys = |e: std::io::Error, what: &str| Error::sys(tid, what.to_string(), e);
@@ -1118,6 +1121,8 @@ fn finish(img: &Images, p: &mut Proc) -> Result<()> {
         let regs = ktask::regs_from_proto(th.regs.as_ref().unwrap_or_default());
         ptrace::set_regs(tid, &regs).map_err(|e| sys(e, "PTRACE_SETREGS"))?;
         ptrace::set_sigmask(tid, th.sigmask).map_err(|e| sys(e, "PTRACE_SETSIGMASK"))?;
+        // No more calls in it: off cairn's CPU.
+        ktask::attrs::restore_affinity(tid, th.attrs.as_ref(), unpinned.as_deref())?;
     }
     Ok(())
 }
@@ -1129,6 +1134,23 @@ fn finish(img: &Images, p: &mut Proc) -> Result<()> {
 fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Result<i32> {
     let t0 = Instant::now();
     let ptrace0 = ptrace::counts();
+    // cairn and every vessel (which inherit its mask) take turns on one
+    // CPU until the go: each ptrace stop and answer is then a switch there,
+    // not a wake-up of another CPU. Each thread gets its own mask back
+    // in `finish`, cairn when this returns.
+    let _pin = match crate::sys::sched::pin_here() {
+        Ok(p) => {
+            info!(
+                "restore: cairn and the vessels on CPU {} until the go",
+                p.cpu
+            );
+            Some(p)
+        }
+        Err(e) => {
+            info!("restore: not pinned to one CPU ({e})");
+            None
+        }
+    };
     let mut idx = FilesIndex::new(&img.files);
     idx.redirect = fixups.redirect.clone();
     let mut vessels = Vessels::new();
@@ -1149,10 +1171,14 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
     let (mut procs, inherited) = create_tree(img, &mut vessels, force_last_pid, &idx, &mut shm)?;
     crate::progress::finish();
     let mut phases = vec![("create", t0.elapsed())];
-    let lap = |name: &'static str, phases: &mut Vec<_>| {
+    // The ptrace stops of each phase, for the -v line.
+    let mut phase_stops = vec![ptrace::counts().1 - ptrace0.1];
+    let mut lap = |name: &'static str, phases: &mut Vec<_>| {
         let at = t0.elapsed();
         let prev: std::time::Duration = phases.iter().map(|&(_, d)| d).sum();
         phases.push((name, at.saturating_sub(prev)));
+        let before: u64 = phase_stops.iter().sum();
+        phase_stops.push(ptrace::counts().1 - ptrace0.1 - before);
     };
     for p in procs.iter_mut().filter(|p| !p.zombie) {
         finish_memory(img, p, &idx)?;
@@ -1364,9 +1390,8 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
         "restored {} processes in {:?} ({})",
         procs.len(),
         t0.elapsed(),
-        phases
-            .iter()
-            .map(|(n, d)| format!("{n} {d:.1?}"))
+        (phases.iter().zip(&phase_stops))
+            .map(|((n, d), s)| format!("{n} {d:.1?}, {s} stops"))
             .collect::<Vec<_>>()
             .join(", ")
     );
