@@ -467,13 +467,9 @@ fn clone_with_tid(
         exit_signal,
         ..Default::default()
     };
-    let got = parent.clone3(&args, &[tid]).map_err(|e| {
-        if e.raw_os_error() == Some(libc::EEXIST) {
-            Error::Restore(format!("pid {tid} is already in use"))
-        } else {
-            Error::sys(ppid, format!("clone3 for {tid}"), e)
-        }
-    })?;
+    let got = parent
+        .clone3(&args, &[tid])
+        .map_err(|e| clone_error(ppid, tid, e))?;
     if got != tid as u64 {
         return Err(Error::Restore(format!(
             "pid {ppid}: clone3 gave {got}, not {tid}"
@@ -481,6 +477,42 @@ fn clone_with_tid(
     }
     inject::wait_stop(tid).map_err(|e| Error::sys(tid, "wait for new task", e))?;
     ptrace::set_sigmask(tid, mask).map_err(|e| Error::sys(tid, "PTRACE_SETSIGMASK", e))
+}
+
+fn clone_error(ppid: i32, tid: i32, e: std::io::Error) -> Error {
+    if e.raw_os_error() == Some(libc::EEXIST) {
+        Error::Restore(format!("pid {tid} is already in use"))
+    } else {
+        Error::sys(ppid, format!("clone3 for {tid}"), e)
+    }
+}
+
+/// The threads `tids` of the process of `parent`, made by injected
+/// `clone3(CLONE_THREAD)` calls run as one list (one stop for all, besides
+/// each clone event); returns once each is in its first ptrace stop with
+/// the signal mask `mask`.
+fn clone_threads(parent: &mut Agent, tids: &[i32], mask: u64) -> Result<()> {
+    let ppid = parent.pid;
+    let args = CloneArgs {
+        flags: (libc::CLONE_VM
+            | libc::CLONE_FS
+            | libc::CLONE_FILES
+            | libc::CLONE_SIGHAND
+            | libc::CLONE_THREAD
+            | libc::CLONE_SYSVSEM) as u64,
+        ..Default::default()
+    };
+    for group in tids.chunks(remote::CLONE3_EACH_MAX) {
+        if let Err(f) = parent.clone3_each(&args, group)? {
+            // Those made before it are killed with the vessels.
+            return Err(clone_error(ppid, group[f.index], f.error));
+        }
+        for &tid in group {
+            inject::wait_stop(tid).map_err(|e| Error::sys(tid, "wait for new task", e))?;
+            ptrace::set_sigmask(tid, mask).map_err(|e| Error::sys(tid, "PTRACE_SETSIGMASK", e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether the injected calls of the process of `core` may stop at the
@@ -1049,15 +1081,9 @@ fn restore_attrs(
         let _ = agent.sigtimedwait_now(1u64 << (libc::SIGCHLD - 1));
     }
     ktask::restore_pending(agent, pid, pid, &core.shared_pending, true)?;
-    let thread_flags = (libc::CLONE_VM
-        | libc::CLONE_FS
-        | libc::CLONE_FILES
-        | libc::CLONE_SIGHAND
-        | libc::CLONE_THREAD
-        | libc::CLONE_SYSVSEM) as u64;
-    for th in &core.threads[1..] {
-        let tid = th.tid as i32;
-        clone_with_tid(&mut p.agents[0], thread_flags, 0, tid, work_mask(core))?;
+    let tids: Vec<i32> = core.threads[1..].iter().map(|t| t.tid as i32).collect();
+    clone_threads(&mut p.agents[0], &tids, work_mask(core))?;
+    for &tid in &tids {
         let remote = Remote::new(tid, p.tramp).map_err(|e| Error::sys(tid, "PTRACE_GETREGS", e))?;
         let mut agent = Agent {
             remote,
@@ -1085,8 +1111,9 @@ fn restore_attrs(
     }
     let mut changed = vec![false; p.agents.len()];
     if let Some(c) = core.creds.as_ref() {
+        let now = procfs::read_status(pid)?;
         for (a, ch) in p.agents.iter_mut().zip(changed.iter_mut()) {
-            *ch = ktask::restore_creds(a, c)?;
+            *ch = ktask::restore_creds(a, c, &now)?;
         }
     }
     ktask::attrs::restore_late(&mut p.agents, core, &changed)?;
