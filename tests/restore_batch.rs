@@ -68,6 +68,50 @@ fn failed_batched_call_leaves_no_process() {
     }
 }
 
+/// A process's threads are made by one list of clone3 calls run by the
+/// agent loop (`Calls::clone3_each`): when one fails there (the test hook
+/// CAIRN_TEST_BATCH_ENOSYS gives the first batched clone3 a number the
+/// kernel does not have), the restore fails naming the process and the
+/// thread id, and neither the process nor any thread made before the
+/// failure is left.
+#[test]
+fn failed_thread_clone_leaves_no_process() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut t = TreeTest::start("thread_mix", &[]);
+    let pid = t.w.pid;
+    let tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("read the task list")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&tid| tid != pid)
+        .collect();
+    assert!(
+        tids.len() >= 2,
+        "thread_mix has {} threads besides main",
+        tids.len()
+    );
+    t.dump_ok(&["@no-oracle: the restore is meant to fail"]);
+    t.expect_tree_killed_by_dump();
+    wait_init_reaped_orphans(Duration::from_secs(15));
+    let enosys = CairnEnv::set("CAIRN_TEST_BATCH_ENOSYS", &libc::SYS_clone3.to_string());
+    let out = restore_expect_fail(&t.w.images, &[], pid);
+    drop(enosys);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("clone3 for ")
+            && err.contains("os error 38")
+            && tids.iter().any(|tid| err.contains(&tid.to_string())),
+        "the restore did not name the process, the thread and the failed clone3:\n{err}"
+    );
+    for p in std::iter::once(pid).chain(tids) {
+        assert!(
+            wait_pid_gone(p, Duration::from_secs(10)),
+            "task {p} still exists after the failed restore"
+        );
+    }
+}
+
 /// Resource limits that differ from process to process (a child forked
 /// before its parent changed them keeps the ones cairn's vessels have, so
 /// a restore sets none for it) and fd tables whose descriptions are

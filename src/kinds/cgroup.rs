@@ -615,15 +615,22 @@ pub fn restore_v1(pid: i32, saved: &[CgroupV1]) -> Result<()> {
         &std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
             .map_err(|e| Error::sys(pid, "read /proc/PID/cgroup", e))?,
     );
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| Error::sys(pid, "read /proc/self/mountinfo", e))?;
+    // Read once something is to move (not for a vessel already in them).
+    let mut mountinfo: Option<String> = None;
     for v in saved {
         if now.iter().any(|(c, p)| *c == v.controllers && *p == v.path) {
             continue;
         }
+        let mountinfo = match &mut mountinfo {
+            Some(m) => &*m,
+            None => &*mountinfo.insert(
+                std::fs::read_to_string("/proc/self/mountinfo")
+                    .map_err(|e| Error::sys(pid, "read /proc/self/mountinfo", e))?,
+            ),
+        };
         let what = format!("v1 cgroup {} of hierarchy {}", v.path, v.controllers);
         check_path(&v.path).map_err(|why| Error::Restore(format!("pid {pid}: {what}: {why}")))?;
-        let mnt = v1_mount(&mountinfo, &v.controllers).ok_or_else(|| {
+        let mnt = v1_mount(mountinfo, &v.controllers).ok_or_else(|| {
             Error::Restore(format!(
                 "pid {pid}: was in {what}, but that hierarchy is not mounted here"
             ))
@@ -645,6 +652,10 @@ pub fn restore_v1(pid: i32, saved: &[CgroupV1]) -> Result<()> {
         .map_err(|e| Error::sys(pid, format!("open {what}/cgroup.procs"), e))?;
         rustix::io::write(&procs, pid.to_string().as_bytes())
             .map_err(|e| Error::sys(pid, format!("move into {what}"), e))?;
+    }
+    if mountinfo.is_none() {
+        // Nothing moved: each is where `now` said.
+        return Ok(());
     }
     let after = v1_lines(
         &std::fs::read_to_string(format!("/proc/{pid}/cgroup"))

@@ -17,6 +17,11 @@ use std::io;
 /// Scratch offset where [`Calls::clone3`] puts the set_tid array.
 const CLONE3_TID_OFF: u64 = 128;
 
+/// The most ids of one [`Calls::clone3_each`]: their array, at
+/// `CLONE3_TID_OFF`, stays in the lower half of the scratch area (the
+/// upper half holds the batches, offset 0 the data of a call made alone).
+pub const CLONE3_EACH_MAX: usize = 4096;
+
 /// System calls run in another process.
 pub trait Calls {
     /// Thread-group id of the process the calls run in.
@@ -360,6 +365,38 @@ pub trait Calls {
         }
         let argp = self.put(0, &a.to_bytes()).map_err(io::Error::other)?;
         self.syscall(libc::SYS_clone3, &[argp, CloneArgs::SIZE as u64])
+    }
+
+    /// clone3 with `args` once per id of `tids` (each its own `set_tid`),
+    /// as one list of calls ([`Calls::syscalls`]: one stop for the list,
+    /// besides the clone event of each new task); each result must be
+    /// its id. At most [`CLONE3_EACH_MAX`] ids.
+    fn clone3_each(
+        &mut self,
+        args: &CloneArgs,
+        tids: &[i32],
+    ) -> Result<std::result::Result<Vec<u64>, Failed>> {
+        if tids.len() > CLONE3_EACH_MAX {
+            return Err(Error::Restore(format!(
+                "tid {}: {} clone3 calls in one list, more than {CLONE3_EACH_MAX}",
+                self.tid(),
+                tids.len()
+            )));
+        }
+        let ids: Vec<u8> = tids.iter().flat_map(|t| t.to_ne_bytes()).collect();
+        let base = self.put(CLONE3_TID_OFF, &ids)?;
+        let calls: Vec<Syscall> = (tids.iter().enumerate())
+            .map(|(k, &tid)| {
+                let mut a = *args;
+                a.set_tid = base + 4 * k as u64;
+                a.set_tid_size = 1;
+                let mut c = Syscall::new(libc::SYS_clone3, &[0, CloneArgs::SIZE as u64])
+                    .with_data(0, a.to_bytes().to_vec());
+                c.expect = Some(tid as u64);
+                c
+            })
+            .collect();
+        self.syscalls(&calls)
     }
 
     // fanotify (kinds::anonfd::fanotify): groups and their marks.

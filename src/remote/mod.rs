@@ -10,7 +10,9 @@ pub mod batch;
 mod calls;
 pub mod fake;
 
-pub use calls::{set_comm_call, setrlimit_call, sigaction_call, sigaltstack_call, Calls};
+pub use calls::{
+    set_comm_call, setrlimit_call, sigaction_call, sigaltstack_call, Calls, CLONE3_EACH_MAX,
+};
 
 pub struct Agent {
     pub remote: Remote,

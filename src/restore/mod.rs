@@ -467,13 +467,9 @@ fn clone_with_tid(
         exit_signal,
         ..Default::default()
     };
-    let got = parent.clone3(&args, &[tid]).map_err(|e| {
-        if e.raw_os_error() == Some(libc::EEXIST) {
-            Error::Restore(format!("pid {tid} is already in use"))
-        } else {
-            Error::sys(ppid, format!("clone3 for {tid}"), e)
-        }
-    })?;
+    let got = parent
+        .clone3(&args, &[tid])
+        .map_err(|e| clone_error(ppid, tid, e))?;
     if got != tid as u64 {
         return Err(Error::Restore(format!(
             "pid {ppid}: clone3 gave {got}, not {tid}"
@@ -481,6 +477,42 @@ fn clone_with_tid(
     }
     inject::wait_stop(tid).map_err(|e| Error::sys(tid, "wait for new task", e))?;
     ptrace::set_sigmask(tid, mask).map_err(|e| Error::sys(tid, "PTRACE_SETSIGMASK", e))
+}
+
+fn clone_error(ppid: i32, tid: i32, e: std::io::Error) -> Error {
+    if e.raw_os_error() == Some(libc::EEXIST) {
+        Error::Restore(format!("pid {tid} is already in use"))
+    } else {
+        Error::sys(ppid, format!("clone3 for {tid}"), e)
+    }
+}
+
+/// The threads `tids` of the process of `parent`, made by injected
+/// `clone3(CLONE_THREAD)` calls run as one list (one stop for all, besides
+/// each clone event); returns once each is in its first ptrace stop with
+/// the signal mask `mask`.
+fn clone_threads(parent: &mut Agent, tids: &[i32], mask: u64) -> Result<()> {
+    let ppid = parent.pid;
+    let args = CloneArgs {
+        flags: (libc::CLONE_VM
+            | libc::CLONE_FS
+            | libc::CLONE_FILES
+            | libc::CLONE_SIGHAND
+            | libc::CLONE_THREAD
+            | libc::CLONE_SYSVSEM) as u64,
+        ..Default::default()
+    };
+    for group in tids.chunks(remote::CLONE3_EACH_MAX) {
+        if let Err(f) = parent.clone3_each(&args, group)? {
+            // Those made before it are killed with the vessels.
+            return Err(clone_error(ppid, group[f.index], f.error));
+        }
+        for &tid in group {
+            inject::wait_stop(tid).map_err(|e| Error::sys(tid, "wait for new task", e))?;
+            ptrace::set_sigmask(tid, mask).map_err(|e| Error::sys(tid, "PTRACE_SETSIGMASK", e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether the injected calls of the process of `core` may stop at the
@@ -545,6 +577,8 @@ fn become_zombie(agent: &mut Agent, status: i32, comm: &str, insn: u64) -> Resul
         );
     }
     ptrace::set_regs(pid, &regs).map_err(|e| Error::sys(pid, "PTRACE_SETREGS", e))?;
+    // The mask the vessel had before cairn was pinned to one CPU.
+    ktask::attrs::restore_affinity(pid, None, crate::sys::sched::unpinned().as_deref())?;
     ptrace::detach(pid, 0).map_err(|e| Error::sys(pid, "PTRACE_DETACH", e))?;
     for _ in 0..2000 {
         if procfs::read_stat(pid).is_ok_and(|s| s.state == 'Z') {
@@ -1047,15 +1081,9 @@ fn restore_attrs(
         let _ = agent.sigtimedwait_now(1u64 << (libc::SIGCHLD - 1));
     }
     ktask::restore_pending(agent, pid, pid, &core.shared_pending, true)?;
-    let thread_flags = (libc::CLONE_VM
-        | libc::CLONE_FS
-        | libc::CLONE_FILES
-        | libc::CLONE_SIGHAND
-        | libc::CLONE_THREAD
-        | libc::CLONE_SYSVSEM) as u64;
-    for th in &core.threads[1..] {
-        let tid = th.tid as i32;
-        clone_with_tid(&mut p.agents[0], thread_flags, 0, tid, work_mask(core))?;
+    let tids: Vec<i32> = core.threads[1..].iter().map(|t| t.tid as i32).collect();
+    clone_threads(&mut p.agents[0], &tids, work_mask(core))?;
+    for &tid in &tids {
         let remote = Remote::new(tid, p.tramp).map_err(|e| Error::sys(tid, "PTRACE_GETREGS", e))?;
         let mut agent = Agent {
             remote,
@@ -1083,8 +1111,9 @@ fn restore_attrs(
     }
     let mut changed = vec![false; p.agents.len()];
     if let Some(c) = core.creds.as_ref() {
+        let now = procfs::read_status(pid)?;
         for (a, ch) in p.agents.iter_mut().zip(changed.iter_mut()) {
-            *ch = ktask::restore_creds(a, c)?;
+            *ch = ktask::restore_creds(a, c, &now)?;
         }
     }
     ktask::attrs::restore_late(&mut p.agents, core, &changed)?;
@@ -1107,6 +1136,7 @@ fn finish(img: &Images, p: &mut Proc) -> Result<()> {
     }
     p.agents[0].remote.set_insn(insn);
     p.agents[0].munmap_as("restorer area", p.tramp, AREA)?;
+    let unpinned = crate::sys::sched::unpinned();
     for (a, th) in p.agents.iter_mut().zip(&core.threads) {
         let tid = a.tid();
         let sys = |e: std::io::Error, what: &str| Error::sys(tid, what.to_string(), e);
@@ -1118,6 +1148,8 @@ fn finish(img: &Images, p: &mut Proc) -> Result<()> {
         let regs = ktask::regs_from_proto(th.regs.as_ref().unwrap_or_default());
         ptrace::set_regs(tid, &regs).map_err(|e| sys(e, "PTRACE_SETREGS"))?;
         ptrace::set_sigmask(tid, th.sigmask).map_err(|e| sys(e, "PTRACE_SETSIGMASK"))?;
+        // No more calls in it: off cairn's CPU.
+        ktask::attrs::restore_affinity(tid, th.attrs.as_ref(), unpinned.as_deref())?;
     }
     Ok(())
 }
@@ -1129,6 +1161,23 @@ fn finish(img: &Images, p: &mut Proc) -> Result<()> {
 fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Result<i32> {
     let t0 = Instant::now();
     let ptrace0 = ptrace::counts();
+    // cairn and every vessel (which inherit its mask) take turns on one
+    // CPU until the go: each ptrace stop and answer is then a switch there,
+    // not a wake-up of another CPU. Each thread gets its own mask back
+    // in `finish`, cairn when this returns.
+    let _pin = match crate::sys::sched::pin_here() {
+        Ok(p) => {
+            info!(
+                "restore: cairn and the vessels on CPU {} until the go",
+                p.cpu
+            );
+            Some(p)
+        }
+        Err(e) => {
+            info!("restore: not pinned to one CPU ({e})");
+            None
+        }
+    };
     let mut idx = FilesIndex::new(&img.files);
     idx.redirect = fixups.redirect.clone();
     let mut vessels = Vessels::new();
@@ -1149,10 +1198,14 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
     let (mut procs, inherited) = create_tree(img, &mut vessels, force_last_pid, &idx, &mut shm)?;
     crate::progress::finish();
     let mut phases = vec![("create", t0.elapsed())];
-    let lap = |name: &'static str, phases: &mut Vec<_>| {
+    // The ptrace stops of each phase, for the -v line.
+    let mut phase_stops = vec![ptrace::counts().1 - ptrace0.1];
+    let mut lap = |name: &'static str, phases: &mut Vec<_>| {
         let at = t0.elapsed();
         let prev: std::time::Duration = phases.iter().map(|&(_, d)| d).sum();
         phases.push((name, at.saturating_sub(prev)));
+        let before: u64 = phase_stops.iter().sum();
+        phase_stops.push(ptrace::counts().1 - ptrace0.1 - before);
     };
     for p in procs.iter_mut().filter(|p| !p.zombie) {
         finish_memory(img, p, &idx)?;
@@ -1364,9 +1417,8 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
         "restored {} processes in {:?} ({})",
         procs.len(),
         t0.elapsed(),
-        phases
-            .iter()
-            .map(|(n, d)| format!("{n} {d:.1?}"))
+        (phases.iter().zip(&phase_stops))
+            .map(|((n, d), s)| format!("{n} {d:.1?}, {s} stops"))
             .collect::<Vec<_>>()
             .join(", ")
     );

@@ -57,7 +57,7 @@ pub fn set_attr(tid: i32, a: &SchedAttr) -> io::Result<()> {
 /// Bytes of CPU mask handled (8192 CPUs).
 const MASK_BYTES: usize = 1024;
 
-/// sched_getaffinity(tid): the mask, trimmed of trailing zero bytes.
+/// sched_getaffinity(tid) (0: the calling thread): the mask, trimmed of trailing zero bytes.
 pub fn get_affinity(tid: i32) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; MASK_BYTES];
     // SAFETY: `buf` is writable for MASK_BYTES bytes; the raw syscall
@@ -78,7 +78,7 @@ pub fn get_affinity(tid: i32) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// sched_setaffinity(tid, mask).
+/// sched_setaffinity(tid, mask) (0: the calling thread).
 pub fn set_affinity(tid: i32, mask: &[u8]) -> io::Result<()> {
     let mut buf = mask.to_vec();
     // The kernel wants whole longs.
@@ -86,6 +86,87 @@ pub fn set_affinity(tid: i32, mask: &[u8]) -> io::Result<()> {
     // SAFETY: `buf` is readable for its length, only read during the call.
     let r = unsafe { libc::syscall(libc::SYS_sched_setaffinity, tid, buf.len(), buf.as_ptr()) };
     super::check(r).map(drop)
+}
+
+/// The CPU the calling thread runs on (getcpu).
+pub fn current_cpu() -> io::Result<usize> {
+    let mut cpu: libc::c_uint = 0;
+    // SAFETY: `cpu` is a writable c_uint that outlives the call; the node
+    // and cache pointers are NULL, which getcpu allows.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_getcpu,
+            &mut cpu as *mut libc::c_uint,
+            std::ptr::null_mut::<libc::c_uint>(),
+            std::ptr::null_mut::<libc::c_void>(),
+        )
+    };
+    super::check(r)?;
+    Ok(cpu as usize)
+}
+
+thread_local! {
+    /// The calling thread's CPU mask before [`pin_here`] pinned it.
+    static UNPINNED: std::cell::RefCell<Option<Vec<u8>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The calling thread pinned to one CPU by [`pin_here`]; dropping it
+/// gives the thread its mask back.
+pub struct Pinned {
+    mask: Vec<u8>,
+    pub cpu: usize,
+    /// Dropped on the thread it pins (tid 0: the calling thread).
+    _here: std::marker::PhantomData<*const ()>,
+}
+
+/// Pins the calling thread to the CPU it runs on, so that the tasks it
+/// forks (which inherit the mask) and it take turns on one CPU: a ptrace
+/// stop and the tracer's answer are then a switch on that CPU instead of
+/// a wake-up of another one (an inter-processor interrupt, a halted vCPU
+/// woken). Threads it spawns meanwhile take their mask back with
+/// [`unpin_self`], and [`unpinned`] answers what the tasks would have
+/// inherited.
+pub fn pin_here() -> io::Result<Pinned> {
+    let mask = get_affinity(0)?;
+    let cpu = current_cpu()?;
+    let mut one = vec![0u8; cpu / 8 + 1];
+    one[cpu / 8] = 1 << (cpu % 8);
+    set_affinity(0, &one)?;
+    UNPINNED.with(|u| *u.borrow_mut() = Some(mask.clone()));
+    Ok(Pinned {
+        mask,
+        cpu,
+        _here: std::marker::PhantomData,
+    })
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        let _ = set_affinity(0, &self.mask);
+        UNPINNED.with(|u| *u.borrow_mut() = None);
+    }
+}
+
+/// The calling thread's mask before [`pin_here`], if it is pinned.
+pub fn unpinned() -> Option<Vec<u8>> {
+    UNPINNED.with(|u| u.borrow().clone())
+}
+
+/// Gives the calling thread the mask `unpinned` (from [`unpinned`] in the
+/// thread that spawned it), if any.
+pub fn unpin_self(unpinned: Option<&[u8]>) {
+    if let Some(m) = unpinned {
+        let _ = set_affinity(0, m);
+    }
+}
+
+/// How many threads can run at once: `available_parallelism`, counted
+/// on the mask before [`pin_here`] where the calling thread is pinned.
+pub fn parallelism() -> usize {
+    match unpinned() {
+        Some(m) => (m.iter().map(|b| b.count_ones() as usize).sum::<usize>()).max(1),
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    }
 }
 
 /// The nice value of thread `tid`, whatever its policy (sched_getattr
@@ -184,6 +265,37 @@ pub fn seccomp_flags(tid: i32, index: u64) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A thread pinned by `pin_here` runs on one CPU, its spawned threads
+    /// get the old mask back with `unpin_self`, and the drop restores it.
+    #[test]
+    fn pin_and_unpin() {
+        std::thread::spawn(|| {
+            let before = get_affinity(0).unwrap();
+            assert_eq!(unpinned(), None);
+            let pin = pin_here().unwrap();
+            let one = get_affinity(0).unwrap();
+            assert_eq!(one.iter().map(|b| b.count_ones()).sum::<u32>(), 1);
+            assert_eq!(one[pin.cpu / 8], 1 << (pin.cpu % 8));
+            assert_eq!(unpinned().as_deref(), Some(before.as_slice()));
+            let ones: usize = before.iter().map(|b| b.count_ones() as usize).sum();
+            assert_eq!(parallelism(), ones);
+            let u = unpinned();
+            let child = std::thread::spawn(move || {
+                let inherited = get_affinity(0).unwrap();
+                unpin_self(u.as_deref());
+                (inherited, get_affinity(0).unwrap())
+            });
+            let (inherited, after) = child.join().unwrap();
+            assert_eq!(inherited, one);
+            assert_eq!(after, before);
+            drop(pin);
+            assert_eq!(get_affinity(0).unwrap(), before);
+            assert_eq!(unpinned(), None);
+        })
+        .join()
+        .unwrap();
+    }
 
     #[test]
     fn own_attributes_read_back() {

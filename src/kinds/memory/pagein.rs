@@ -32,7 +32,7 @@ use crate::image::chain::Resolved;
 use crate::image::pages::{ChunkBufs, PageStoreReader};
 use crate::image::proto::{MmEntry, VmaKind};
 use crate::remote::Calls;
-use crate::sys::{mem, vmio, PAGE_SIZE};
+use crate::sys::{mem, sched, vmio, PAGE_SIZE};
 
 /// Where a piece of a chunk goes.
 #[derive(Clone, Copy)]
@@ -335,10 +335,10 @@ fn run(
     fds: &BTreeMap<usize, u64>,
     stats: &PageStats,
 ) -> Result<()> {
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .min(8);
+    // Pinned with the vessels during a restore (`sys::sched::pin_here`),
+    // the workers run where cairn could before.
+    let workers = sched::parallelism().min(8);
+    let unpinned = sched::unpinned();
     let (tx, rx) = mpsc::channel::<Vec<usize>>();
     let sh = Shared {
         pid: agent.pid(),
@@ -354,7 +354,10 @@ fn run(
     };
     std::thread::scope(|s| {
         for _ in 0..workers {
-            s.spawn(|| sh.work());
+            s.spawn(|| {
+                sched::unpin_self(unpinned.as_deref());
+                sh.work()
+            });
         }
         if let Err(e) = sh.read_in_place(agent, fds, &tx) {
             sh.fail(e);

@@ -15,7 +15,10 @@
 //! cairn's privileges) before the threads exist; [`restore_thread`] for
 //! each thread once they do; [`restore_late`] after the credentials
 //! (parent-death signal and dumpable, which a credential change clears,
-//! and the unprivileged oom_score_adj write); [`restore_seccomp`] last.
+//! and the unprivileged oom_score_adj write); [`restore_seccomp`] last;
+//! the CPU affinity ([`restore_affinity`]) in the go phase, once cairn
+//! makes no more calls in the thread (until then every vessel shares
+//! cairn's CPU: `sys::sched::pin_here`).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -499,9 +502,36 @@ pub fn timer_slack_error(tid: i32, t: Option<&ThreadAttrs>, e: std::io::Error) -
     ))
 }
 
-/// From cairn by tid, one thread's nice value, CPU affinity, scheduling
-/// policy and I/O priority; each is read back. (Its timer slack is set
-/// in the thread: [`timer_slack_calls`].)
+/// From cairn by tid, one thread's CPU affinity, read back. A thread
+/// without a saved mask (images of older cairns) gets `inherited`, the
+/// mask a vessel had before the restore pinned cairn to one CPU
+/// (`sys::sched::pin_here`), if it did.
+pub fn restore_affinity(tid: i32, t: Option<&ThreadAttrs>, inherited: Option<&[u8]>) -> Result<()> {
+    let want = match t.map(|t| t.affinity.as_slice()) {
+        Some(m) if !m.is_empty() => m,
+        _ => match inherited {
+            Some(m) => m,
+            None => return Ok(()),
+        },
+    };
+    sched::set_affinity(tid, want)
+        .map_err(|e| Error::sys(tid, format!("sched_setaffinity {}", mask_list(want)), e))?;
+    let got = sched::get_affinity(tid).map_err(|e| Error::sys(tid, "sched_getaffinity", e))?;
+    if got != want {
+        return Err(Error::Restore(format!(
+            "tid {tid}: the CPU affinity is {} after the restore, not {} \
+             (CPUs missing here, or a cpuset that excludes them)",
+            mask_list(&got),
+            mask_list(want)
+        )));
+    }
+    Ok(())
+}
+
+/// From cairn by tid, one thread's nice value, scheduling policy and I/O
+/// priority; each is read back. (Its CPU affinity is set last, by
+/// [`restore_affinity`]; its timer slack in the thread:
+/// [`timer_slack_calls`].)
 pub fn restore_thread(agent: &mut dyn Calls, t: Option<&ThreadAttrs>) -> Result<()> {
     let Some(t) = t else {
         return Ok(());
@@ -512,27 +542,12 @@ pub fn restore_thread(agent: &mut dyn Calls, t: Option<&ThreadAttrs>) -> Result<
             "tid {tid}: {what} is {got} after the restore, not {want}"
         ))
     };
-    if !t.affinity.is_empty() {
-        sched::set_affinity(tid, &t.affinity).map_err(|e| {
-            Error::sys(
-                tid,
-                format!("sched_setaffinity {}", mask_list(&t.affinity)),
-                e,
-            )
-        })?;
-        let got = sched::get_affinity(tid).map_err(|e| Error::sys(tid, "sched_getaffinity", e))?;
-        if got != t.affinity {
-            return Err(mismatch(
-                "the CPU affinity",
-                mask_list(&got),
-                format!(
-                    "{} (CPUs missing here, or a cpuset that excludes them)",
-                    mask_list(&t.affinity)
-                ),
-            ));
-        }
-    }
     if let Some(s) = t.sched.as_ref() {
+        if s.policy == sched::SCHED_DEADLINE {
+            // The kernel takes SCHED_DEADLINE only for a thread whose mask
+            // spans its root domain, not one pinned with cairn's.
+            restore_affinity(tid, Some(t), None)?;
+        }
         // For the fair policies `runtime` is the time slice: a custom one
         // is set again, the default is left the default.
         let fair = matches!(s.policy, 0 | 3 | 5);

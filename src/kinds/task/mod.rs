@@ -516,12 +516,17 @@ impl OwnCreds {
 /// capability ([`OwnCreds::refuse`] checked the rest). Returns whether
 /// any call was made (which may have cleared the thread's parent-death
 /// signal and the process's dumpable flag: `attrs::restore_late`).
-pub fn restore_creds(agent: &mut dyn Calls, c: &Creds) -> Result<bool> {
-    let last_cap = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or(40);
-    let now = crate::procfs::read_status(agent.tid())?;
+/// `now`: the thread's /proc status before (the threads of a process,
+/// cloned from its leader, all have the leader's until their own call
+/// here, which changes only the calling thread's: one read per process).
+pub fn restore_creds(agent: &mut dyn Calls, c: &Creds, now: &procfs::Status) -> Result<bool> {
+    static LAST_CAP: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let last_cap = *LAST_CAP.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(40)
+    });
     let own_bits = crate::sys::task::securebits().unwrap_or(u32::MAX);
     let privileged = now.cap_eff & (1 << CAP_SETPCAP) != 0;
     // The thread has the credentials already (a tree restored by the user
