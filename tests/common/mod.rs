@@ -97,6 +97,14 @@ pub fn cairn_command() -> Command {
     c
 }
 
+/// Whether the test runs in a guest of `cargo xtask vm-test` (its init
+/// script exports the kernel series), where the CPU is emulated (TCG)
+/// and three guests share the host: memory moves take several times
+/// longer than on the host.
+pub fn in_vm_guest() -> bool {
+    std::env::var_os("CAIRN_VM_KERNEL").is_some()
+}
+
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
