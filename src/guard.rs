@@ -932,8 +932,8 @@ pub fn run(role: &str, dumper: &str) -> u8 {
     remove_staging(told.staging.as_ref(), dumper);
     eprintln!(
         "cairn guard: the dumper (pid {dumper}) died during the dump; of {} threads, put back \
-         the registers of {regs_fixed} and the signal mask of {masks_fixed}{}; took \
-         {sockets_fixed} of {} sockets out of repair mode{unlocked}{}{}",
+         the registers of {regs_fixed} and the signal mask of {masks_fixed}{}{}; took \
+         {sockets_fixed} of {} sockets out of repair mode{unlocked}{}",
         told.threads.len(),
         if fds_closed > 0 {
             format!(", closed {fds_closed} descriptor(s) an interrupted call had opened")

@@ -777,16 +777,17 @@ fn dump_killed_after_repair(own_page: bool) {
         let at_pause = bytes_received(&tree_pids(w.pid));
         if own_page {
             let err = fs::read_to_string(&stderr).unwrap_or_default();
-            assert!(
-                err.contains("mmap of cairn's own parking page"),
-                "{name}: the dump did not use cairn's own parking page: {}",
-                tail(&stderr, 3000)
-            );
-            assert_ne!(
-                tree_maps(w.pid),
-                maps_before,
-                "{name}: no parking page in the tree's mappings at the pause"
-            );
+            let used = err.contains("mmap of cairn's own parking page");
+            let mapped = tree_maps(w.pid) != maps_before;
+            if !used || !mapped {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!(
+                    "{name}: the dump did not use cairn's own parking page ({used}), or it is \
+                     not in the tree's mappings at the pause ({mapped}): {}",
+                    tail(&stderr, 3000)
+                );
+            }
         }
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(c.id() as i32),
@@ -856,6 +857,13 @@ fn dump_killed_after_repair(own_page: bool) {
         );
         // The connections carry data again (the workload checks every byte).
         wait_streaming_since(&mut w, at_pause, &format!("after {name}"));
+        if own_page && sig == libc::SIGKILL {
+            let err = fs::read_to_string(&stderr).unwrap_or_default();
+            assert!(
+                err.contains("removed cairn's parking page from 2 process(es)"),
+                "{name}: the guardian does not say it removed the parking pages: {err}"
+            );
+        }
         // No parking page (nor anything else of the dump) left mapped.
         assert_eq!(
             tree_maps(w.pid),
