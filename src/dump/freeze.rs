@@ -561,6 +561,11 @@ impl Frozen {
         self.keep_parking = true;
     }
 
+    /// Whether cairn's own parking page is kept in some process.
+    pub fn has_parking_pages(&self) -> bool {
+        !self.parking_pages.is_empty()
+    }
+
     /// `vmas` of `pid` without cairn's own parking page: never dumped.
     pub fn without_parking_page(
         &self,

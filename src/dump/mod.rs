@@ -1197,7 +1197,13 @@ fn dump_frozen(
     lap.mark("file contents");
     if let Some(snap) = &snap {
         std::mem::take(&mut files.kinds.inet).resume()?;
-        frozen.thaw_early()?;
+        if frozen.has_parking_pages() {
+            // Their threads' calls that remove cairn's own parking pages
+            // write (rseq) to memory now write-protected: served.
+            snap.serve(|| frozen.thaw_early())??;
+        } else {
+            frozen.thaw_early()?;
+        }
         stats.thawed_at = Some(Instant::now());
         lap.mark("thaw");
         let tc = Instant::now();
