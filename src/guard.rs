@@ -281,6 +281,13 @@ impl Guardian {
         send(format!("P {tid} {frame:x} {lo:x} {hi:x}").as_bytes(), &[]);
     }
 
+    /// cairn's own parking page (`remote::own_parking_site`) at `page` in
+    /// process `pid`: a dumper that dies leaves it there, and the guardian
+    /// unmaps it from the leader parked in it.
+    pub fn parking_page(&mut self, pid: i32, page: u64) {
+        send(format!("G {pid} {page:x}").as_bytes(), &[]);
+    }
+
     /// A restored process, killed if the restorer dies before
     /// [`Guardian::done`].
     pub fn process(&mut self, pid: i32) {
@@ -681,6 +688,8 @@ struct Told {
     procs: Vec<(i32, OwnedFd)>,
     /// Sockets in repair mode: (inode, SO_REUSEADDR before, our dup).
     sockets: Vec<(u64, i32, OwnedFd)>,
+    /// cairn's own parking pages: (pid, address).
+    pages: Vec<(i32, u64)>,
     table: Option<String>,
     /// The directory holding the staging directory, its name there, and
     /// its path (for messages).
@@ -713,6 +722,7 @@ impl Told {
                 self.threads.clear();
                 self.dumped.clear();
                 self.sockets.clear();
+                self.pages.clear();
                 self.table = None;
             }
             ["T", tid, mask, regs @ ..] => {
@@ -745,6 +755,11 @@ impl Told {
                     (tid.parse::<i32>(), hex(frame), hex(lo), hex(hi))
                 {
                     self.threads.entry(tid).or_default().parking = Some((fr, lo, hi));
+                }
+            }
+            ["G", pid, page] => {
+                if let (Ok(pid), Some(page)) = (pid.parse::<i32>(), hex(page)) {
+                    self.pages.push((pid, page));
                 }
             }
             ["S", ino, reuse] => {
@@ -871,17 +886,34 @@ pub fn run(role: &str, dumper: &str) -> u8 {
             }
         }
     }
-    let (mut regs_fixed, mut masks_fixed, mut fds_closed) = (0, 0, 0);
-    for (&tid, rec) in &told.threads {
-        match repair(tid, rec) {
-            Ok((r, m, c)) => {
-                regs_fixed += r as usize;
-                masks_fixed += m as usize;
-                fds_closed += c;
+    let (mut regs_fixed, mut masks_fixed, mut fds_closed, mut pages_removed) = (0, 0, 0, 0);
+    // A leader parked in cairn's own parking page of its process goes
+    // last and unmaps it, once every other thread parked there has its
+    // registers back (none of them runs in it any more).
+    let own_page = |tid: i32, rec: &Record| {
+        let lo = rec.parking.map(|p| p.1)?;
+        told.pages.contains(&(tid, lo)).then_some(lo)
+    };
+    let mut kept = std::collections::BTreeSet::new();
+    let (leaders, others): (Vec<_>, Vec<_>) = (told.threads.iter())
+        .map(|(&tid, rec)| (tid, rec, own_page(tid, rec)))
+        .partition(|t| t.2.is_some());
+    for (tid, rec, page) in others.into_iter().chain(leaders) {
+        let unmap = page.filter(|p| !kept.contains(p));
+        match repair(tid, rec, unmap) {
+            Ok(d) => {
+                regs_fixed += d.regs as usize;
+                masks_fixed += d.mask as usize;
+                fds_closed += d.closed;
+                pages_removed += d.unmapped as usize;
             }
             Err(e) => {
                 failed += 1;
                 eprintln!("cairn guard: thread {tid}: {e}");
+                // Perhaps still in a parking page: it stays.
+                if let Some((_, lo, _)) = rec.parking {
+                    kept.insert(lo);
+                }
             }
         }
     }
@@ -900,11 +932,16 @@ pub fn run(role: &str, dumper: &str) -> u8 {
     remove_staging(told.staging.as_ref(), dumper);
     eprintln!(
         "cairn guard: the dumper (pid {dumper}) died during the dump; of {} threads, put back \
-         the registers of {regs_fixed} and the signal mask of {masks_fixed}{}; took \
+         the registers of {regs_fixed} and the signal mask of {masks_fixed}{}{}; took \
          {sockets_fixed} of {} sockets out of repair mode{unlocked}{}",
         told.threads.len(),
         if fds_closed > 0 {
             format!(", closed {fds_closed} descriptor(s) an interrupted call had opened")
+        } else {
+            String::new()
+        },
+        if pages_removed > 0 {
+            format!(", removed cairn's parking page from {pages_removed} process(es)")
         } else {
             String::new()
         },
@@ -939,17 +976,28 @@ fn remove_staging(st: Option<&(OwnedFd, std::ffi::OsString, PathBuf)>, dumper: &
     }
 }
 
+/// What [`repair`] put back in a thread: its registers, its mask, how many
+/// descriptors it closed, whether it unmapped cairn's parking page.
+#[derive(Default)]
+struct Repaired {
+    regs: bool,
+    mask: bool,
+    closed: usize,
+    unmapped: bool,
+}
+
 /// Seizes `tid` once the dead dumper's detach is through, puts back what
-/// the dump changed, detaches. Returns (registers put back, mask put back,
-/// descriptors closed).
-fn repair(tid: i32, rec: &Record) -> std::io::Result<(bool, bool, usize)> {
+/// the dump changed, detaches. Found in its parking loop, with `unmap`
+/// (cairn's own parking page, that loop's page): unmaps it first, by a
+/// call at the page's `syscall`.
+fn repair(tid: i32, rec: &Record, unmap: Option<u64>) -> std::io::Result<Repaired> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         // TRACESYSGOOD: the stops of a call made here (`close_opened`).
         match inject::seize_and_stop(tid, libc::PTRACE_O_TRACESYSGOOD as u64) {
             Ok(_) => break,
             // Gone: nothing to do.
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok((false, false, 0)),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(Repaired::default()),
             // Still traced by the dumper until its exit completes.
             Err(e) if e.raw_os_error() == Some(libc::EPERM) && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(2));
@@ -957,25 +1005,38 @@ fn repair(tid: i32, rec: &Record) -> std::io::Result<(bool, bool, usize)> {
             Err(e) => return Err(e),
         }
     }
-    let r = (|| -> std::io::Result<(bool, bool, usize)> {
+    let r = (|| -> std::io::Result<Repaired> {
         let now = ptrace::get_regs(tid)?;
-        let mut regs = false;
-        let mut closed = 0;
+        let mut done = Repaired::default();
         if let (Some(orig), Some((frame, lo, hi))) = (&rec.regs, rec.parking) {
             if now.rbp == frame && (lo..=hi).contains(&now.rip) {
                 if let Some(o) = &rec.opening {
-                    closed = close_opened(tid, o)?;
+                    done.closed = close_opened(tid, o)?;
+                }
+                if let Some(page) = unmap {
+                    // Its loop runs in it: the page is there. Left there
+                    // if this fails; the registers go back all the same.
+                    let u = inject::Remote::new(tid, page).and_then(|mut r| {
+                        r.syscall(libc::SYS_munmap, &[page, crate::sys::PAGE_SIZE])
+                    });
+                    match u {
+                        Ok(_) => done.unmapped = true,
+                        Err(e) => eprintln!(
+                            "cairn guard: thread {tid}: munmap of cairn's parking page at \
+                             {page:#x}: {e}"
+                        ),
+                    }
                 }
                 ptrace::set_regs(tid, orig)?;
-                regs = true;
+                done.regs = true;
             }
         }
         let mask = ptrace::get_sigmask(tid)?;
-        let fix_mask = mask != rec.sigmask && all_blocked(mask);
-        if fix_mask {
+        done.mask = mask != rec.sigmask && all_blocked(mask);
+        if done.mask {
             ptrace::set_sigmask(tid, rec.sigmask)?;
         }
-        Ok((regs, fix_mask, closed))
+        Ok(done)
     })();
     let d = ptrace::detach(tid, 0);
     let r = r?;
@@ -1028,6 +1089,8 @@ mod tests {
             vec![OwnedFd::from(c)],
         );
         t.take(b"P 7 10 20 30", vec![]);
+        t.take(b"G 7 20", vec![]);
+        assert_eq!(t.pages, [(7, 0x20)]);
         t.take(b"F 7 4a anon_inode:[userfaultfd] 3 9", vec![]);
         assert_eq!(
             t.threads[&7].opening,

@@ -59,6 +59,11 @@ pub struct Frozen {
     /// cairn's own thread runs at a high priority while the tree is
     /// frozen; back to its own at the thaw or kill.
     boost: Option<Boost>,
+    /// Once set ([`Frozen::keep_parking_pages`]), cairn's own parking page
+    /// of a process stays until the thaw (or kill), its threads parked
+    /// at it; `parking_pages` lists them.
+    keep_parking: bool,
+    parking_pages: Vec<(i32, SyscallSite)>,
 }
 
 /// The nice value of the freezing thread while the tree is frozen.
@@ -236,6 +241,8 @@ impl Frozen {
             finished: false,
             guardian,
             boost: Boost::raise(),
+            keep_parking: false,
+            parking_pages: Vec::new(),
         };
         let mut src = Source {
             bpf: watch.is_some(),
@@ -504,13 +511,18 @@ impl Frozen {
     /// The leader of `pid` made ready to run injected calls, guarded by a
     /// parking loop (`Remote::guard`): returns it, the site every thread
     /// of `pid` runs its calls at, and cairn's own parking page if one was
-    /// mapped (removed again by [`Frozen::drop_parking`] before the thaw).
-    /// The vDSO's parking loop (either kind) where it has one, else
-    /// cairn's own page, mapped by a call that runs unguarded (said in the
-    /// log), as do all where even that fails. A guarded call is
-    /// never left running on with changed registers when cairn is killed
-    /// (a crash of the target).
+    /// mapped that the caller removes again ([`Frozen::drop_parking`])
+    /// before the thaw. The vDSO's parking loop (either kind) where it has
+    /// one, else cairn's own page, mapped by a call that runs unguarded
+    /// (said in the log), as do all where even that fails. A guarded call
+    /// is never left running on with changed registers when cairn is
+    /// killed (a crash of the target). After
+    /// [`Frozen::keep_parking_pages`] the page is kept (reused by later
+    /// calls, `None` returned) and removed at the thaw.
     pub fn parking_site(&mut self, pid: i32) -> Result<(Remote, SyscallSite, Option<u64>)> {
+        if let Some(&(_, own)) = self.parking_pages.iter().find(|p| p.0 == pid) {
+            return Ok((self.remote(pid, pid, &own)?, own, None));
+        }
         let site = crate::remote::find_syscall_site(pid)?;
         let mut r = self.remote(pid, pid, &site)?;
         if site.parking.is_some() {
@@ -519,7 +531,14 @@ impl Frozen {
         crate::info!("pid {pid}: unguarded call: mmap of cairn's own parking page (no parking loop in its vDSO)");
         match crate::remote::own_parking_site(pid, &mut r) {
             Ok(own) => {
+                if let Some(g) = &mut self.guardian {
+                    g.parking_page(pid, own.insn);
+                }
                 self.guard_remote(pid, &mut r, &own);
+                if self.keep_parking {
+                    self.parking_pages.push((pid, own));
+                    return Ok((r, own, None));
+                }
                 Ok((r, own, Some(own.insn)))
             }
             Err(e) => {
@@ -529,6 +548,33 @@ impl Frozen {
                 );
                 Ok((r, site, None))
             }
+        }
+    }
+
+    /// From now on cairn's own parking page (where the vDSO has no
+    /// parking loop) stays in its process until the thaw or kill, and the
+    /// threads that ran calls stay parked at it: a dumper killed while
+    /// sockets are in repair mode (the fds are dumped after the remote
+    /// calls) leaves them spinning there until the guardian has turned
+    /// repair mode off, as the vDSO's loop does.
+    pub fn keep_parking_pages(&mut self) {
+        self.keep_parking = true;
+    }
+
+    /// Whether cairn's own parking page is kept in some process.
+    pub fn has_parking_pages(&self) -> bool {
+        !self.parking_pages.is_empty()
+    }
+
+    /// `vmas` of `pid` without cairn's own parking page: never dumped.
+    pub fn without_parking_page(
+        &self,
+        pid: i32,
+        vmas: Vec<procfs::MapsEntry>,
+    ) -> Vec<procfs::MapsEntry> {
+        match self.parking_pages.iter().find(|p| p.0 == pid) {
+            Some((_, own)) => crate::remote::without_page(vmas, own.insn),
+            None => vmas,
         }
     }
 
@@ -598,6 +644,20 @@ impl Frozen {
         // The tree runs (below): cairn back to its own priority.
         let boost = self.boost.take();
         let mut first: Option<Error> = None;
+        // The kept parking pages go first (their threads get their
+        // registers back there); repair mode is off by now.
+        for (pid, own) in std::mem::take(&mut self.parking_pages) {
+            let tids: Vec<i32> = (self.procs.iter())
+                .filter(|p| p.pid == pid)
+                .flat_map(|p| p.threads.iter().map(|t| t.tid))
+                .collect();
+            let dropped = Remote::new(pid, own.insn)
+                .map_err(|e| Error::sys(pid, "PTRACE_GETREGS", e))
+                .and_then(|mut r| self.drop_parking(pid, &mut r, &tids, own.insn));
+            if let Err(e) = dropped {
+                first.get_or_insert(e);
+            }
+        }
         for t in self.procs.iter().flat_map(|p| p.threads.iter()) {
             let r = (|| -> std::io::Result<()> {
                 if t.touched {
@@ -619,6 +679,8 @@ impl Frozen {
     /// kernel has reported every thread gone, so the pids are free.
     pub fn kill(&mut self) -> Result<()> {
         self.finished = true;
+        // Go with their processes.
+        self.parking_pages.clear();
         for p in self.live() {
             let _ = crate::sys::task::kill(p.pid, libc::SIGKILL);
         }

@@ -845,7 +845,7 @@ fn collect_remote(
         ktask::attrs::suspend_seccomp(pid, &tids, crate::sys::ptrace::PTRACE_O_TRACESYSGOOD)?;
     let mode = |tid: i32| seccomp.get(&tid).copied().unwrap_or(0);
     // Every call guarded by a parking loop (the vDSO's, or cairn's own in
-    // a page of its own, removed at the end).
+    // a page of its own, removed at the end or, in a dump, at the thaw).
     let (remote, site, own_code) = frozen.parking_site(pid)?;
     let mut leader = Agent {
         remote,
@@ -1056,6 +1056,9 @@ fn dump_frozen(
         &args.images_dir,
     )?;
     lap.mark("inet");
+    // Where the vDSO has no parking loop, the threads stay parked at
+    // cairn's own page until the thaw, past the sockets' repair mode.
+    frozen.keep_parking_pages();
     let mut per_proc = Vec::new();
     for &(pid, ppid, zombie, stopped) in &procs {
         crate::guard::check()?;
@@ -1116,6 +1119,7 @@ fn dump_frozen(
         core.cwd_id = files.register_fs_path(&cwd, pid, "cwd");
         core.root_id = files.register_fs_path(&root, pid, "root");
         let (smaps, fds) = found.take(pid)?;
+        let smaps = frozen.without_parking_page(pid, smaps);
         lap.mark("proc reads");
         let fdt = if core.files_shared_with != 0 {
             // Same table as that process: nothing more to save.
@@ -1217,7 +1221,13 @@ fn dump_frozen(
     lap.mark("file contents");
     if let Some(snap) = &snap {
         std::mem::take(&mut files.kinds.inet).resume()?;
-        frozen.thaw_early()?;
+        if frozen.has_parking_pages() {
+            // Their threads' calls that remove cairn's own parking pages
+            // write (rseq) to memory now write-protected: served.
+            snap.serve(|| frozen.thaw_early())??;
+        } else {
+            frozen.thaw_early()?;
+        }
         stats.thawed_at = Some(Instant::now());
         lap.mark("thaw");
         let tc = Instant::now();

@@ -331,9 +331,10 @@ pub const PARKING_CODE: [u8; 15] = [
 
 /// Maps a page with [`PARKING_CODE`] into process `pid` by a call of
 /// `r` (read and execute only: written through /proc/PID/mem, as a tracer
-/// may) and returns it as a syscall site. The page stays in a process
-/// whose dumper died during its remote phase, as the scratch area does;
-/// else the caller unmaps it (`Frozen::drop_parking`).
+/// may) and returns it as a syscall site. cairn unmaps it again
+/// (`Frozen::drop_parking`, at the thaw for a dump:
+/// `Frozen::keep_parking_pages`); for a dumper that died, the guardian
+/// does, from the thread it finds parked there (`guard::repair`).
 pub fn own_parking_site(pid: i32, r: &mut crate::sys::inject::Remote) -> Result<SyscallSite> {
     let page = crate::sys::PAGE_SIZE;
     let addr = r
@@ -364,6 +365,38 @@ pub fn own_parking_site(pid: i32, r: &mut crate::sys::inject::Remote) -> Result<
     })
 }
 
+/// `vmas` without the page at `page` (cairn's own parking page, kept
+/// while the dump reads them: `Frozen::keep_parking_pages`). An
+/// anonymous mapping of the same kind next to it has merged with it: only
+/// that mapping's own part is kept (the page was mapped in a gap).
+pub fn without_page(
+    vmas: Vec<crate::procfs::MapsEntry>,
+    page: u64,
+) -> Vec<crate::procfs::MapsEntry> {
+    let end = page + crate::sys::PAGE_SIZE;
+    let mut out = Vec::with_capacity(vmas.len() + 1);
+    for m in vmas {
+        if m.end <= page || m.start >= end {
+            out.push(m);
+            continue;
+        }
+        if m.start < page {
+            out.push(crate::procfs::MapsEntry {
+                end: page,
+                ..m.clone()
+            });
+        }
+        if m.end > end {
+            out.push(crate::procfs::MapsEntry {
+                offset: m.offset + (end - m.start),
+                start: end,
+                ..m
+            });
+        }
+    }
+    out
+}
+
 /// The start and the bytes (at most 1 MiB) of `pid`'s vDSO.
 fn vdso(pid: i32) -> Result<Option<(u64, Vec<u8>)>> {
     let maps = crate::procfs::read_maps(pid)?;
@@ -377,10 +410,18 @@ fn vdso(pid: i32) -> Result<Option<(u64, Vec<u8>)>> {
         .map(|()| (m.start, buf)))
 }
 
+/// Test hook: set, the vDSO's parking loops are not used, as on a kernel
+/// whose vDSO has none (cairn maps its own parking page).
+pub const NO_VDSO_PARKING_ENV: &str = "CAIRN_TEST_NO_VDSO_PARKING";
+
 /// The syscall site for a task being dumped: the vDSO's parking loop if
 /// it has one (either kind), else any `syscall` instruction.
 pub fn find_syscall_site(pid: i32) -> Result<SyscallSite> {
-    if let Some((start, buf)) = vdso(pid)? {
+    let vdso = match std::env::var_os(NO_VDSO_PARKING_ENV) {
+        Some(_) => None,
+        None => vdso(pid)?,
+    };
+    if let Some((start, buf)) = vdso {
         if let Some((entry, insn, end)) = find_parking_loop(&buf) {
             return Ok(SyscallSite {
                 insn: start + insn as u64,
@@ -413,6 +454,43 @@ mod tests {
         0xd2, 0x31, 0xc9, 0x31, 0xf6, 0x31, 0xff, 0x45, 0x31, 0xc0, 0x45, 0x31, 0xc9, 0x45, 0x31,
         0xd2, 0x45, 0x31, 0xdb, 0xc3, 0x48,
     ];
+
+    #[test]
+    fn own_page_left_out_of_the_vmas() {
+        use crate::procfs::MapsEntry;
+        let p = crate::sys::PAGE_SIZE;
+        let m = |start: u64, end: u64| MapsEntry {
+            start,
+            end,
+            offset: start,
+            read: true,
+            exec: true,
+            ..Default::default()
+        };
+        let r = |v: &[MapsEntry]| {
+            v.iter()
+                .map(|m| (m.start, m.end, m.offset))
+                .collect::<Vec<_>>()
+        };
+        // On its own, merged below, above, and on both sides.
+        let all = vec![m(0, p), m(10 * p, 11 * p), m(20 * p, 30 * p)];
+        assert_eq!(
+            r(&without_page(all, 10 * p)),
+            [(0, p, 0), (20 * p, 30 * p, 20 * p)]
+        );
+        assert_eq!(
+            r(&without_page(vec![m(5 * p, 11 * p)], 10 * p)),
+            [(5 * p, 10 * p, 5 * p)]
+        );
+        assert_eq!(
+            r(&without_page(vec![m(10 * p, 13 * p)], 10 * p)),
+            [(11 * p, 13 * p, 11 * p)]
+        );
+        assert_eq!(
+            r(&without_page(vec![m(9 * p, 12 * p)], 10 * p)),
+            [(9 * p, 10 * p, 9 * p), (11 * p, 12 * p, 11 * p)]
+        );
+    }
 
     #[test]
     fn own_parking_code_loops_with_zero_arguments() {

@@ -589,8 +589,9 @@ impl Snapshot {
     }
 
     /// Runs `copy` (the workers) while the fault handler serves the
-    /// target; stops the handler when `copy` returns.
+    /// target; stops the handler when `copy` returns. Again for each call.
     pub fn serve<R>(&self, copy: impl FnOnce() -> R) -> Result<R> {
+        self.stop.store(false, Ordering::SeqCst);
         let r = std::thread::scope(|s| {
             let h = s.spawn(|| self.handler());
             let r = copy();
