@@ -239,13 +239,15 @@ enum Arrival {
 /// each authenticated with `key` (each handshake in a thread of its own,
 /// so a peer that stalls holds no other up). A connection with another
 /// key, or for a node not in `nodes` or already connected, is refused
-/// and logged. Returns every node's channel, or why not every node
-/// connected.
+/// and logged. `gone` says why a node will not connect after all (an
+/// agent the coordinator started that has ended), which ends the wait.
+/// Returns every node's channel, or why not every node connected.
 pub(super) fn accept_agents(
     listener: &std::net::TcpListener,
     key: &std::sync::Arc<Key>,
     nodes: &[u32],
     deadline: Instant,
+    mut gone: impl FnMut(&[u32]) -> Option<String>,
 ) -> std::result::Result<Vec<(u32, Channel)>, String> {
     use std::collections::HashSet;
     use std::sync::{mpsc, Arc};
@@ -261,6 +263,10 @@ pub(super) fn accept_agents(
     let mut got: Vec<(u32, Channel)> = Vec::new();
     let mut refused: Vec<String> = Vec::new();
     while got.len() < nodes.len() {
+        let connected: Vec<u32> = got.iter().map(|g| g.0).collect();
+        if let Some(why) = gone(&connected) {
+            return Err(why);
+        }
         if Instant::now() >= deadline {
             let mut missing: Vec<u32> = nodes
                 .iter()
@@ -270,7 +276,7 @@ pub(super) fn accept_agents(
             missing.sort();
             let missing: Vec<String> = missing.iter().map(|k| k.to_string()).collect();
             return Err(format!(
-                "node(s) {} did not connect to {local}{}",
+                "node(s) {} did not connect to {local} in time{}",
                 missing.join(", "),
                 if refused.is_empty() {
                     String::new()

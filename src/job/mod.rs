@@ -199,14 +199,27 @@ impl Agents {
             how.connect_timeout
         );
         let deadline = Instant::now() + how.connect_timeout;
-        let chans = match link::accept_agents(&listener, &key, nodes, deadline) {
+        // A launched agent that ends before it has connected will not.
+        let gone = |connected: &[u32]| {
+            agents.agents.iter_mut().find_map(|a| {
+                let st = a.child.as_mut()?.try_wait().ok()??;
+                (!connected.contains(&a.k)).then(|| {
+                    format!(
+                        "node {}: its agent ended ({st}) before it connected (see its log)",
+                        a.k
+                    )
+                })
+            })
+        };
+        let chans = match link::accept_agents(&listener, &key, nodes, deadline, gone) {
             Ok(c) => c,
             Err(why) => {
                 // The agents that connected read the end of their link
                 // and end without touching their trees.
                 agents.finish(Duration::from_secs(5));
                 return Err(Error::Usage(format!(
-                    "job: {why} within {:?}: no node was given its work, nothing was done",
+                    "job: {why} (--connect-timeout {:?}): no node was given its work, nothing \
+                     was done",
                     how.connect_timeout
                 )));
             }

@@ -479,6 +479,33 @@ mod tests {
     }
 
     #[test]
+    fn split_halves_talk_both_ways_and_end() {
+        let (a, b) = pair(b"0123456789abcdef", b"0123456789abcdef");
+        let (mut a, b) = (a.unwrap(), b.unwrap());
+        let (mut to, mut from) = b.split().unwrap();
+        let t = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while let Some(m) = from.recv(Duration::from_secs(5)).unwrap() {
+                got.push(m.to_vec());
+            }
+            got
+        });
+        to.send(b"one").unwrap();
+        assert_eq!(a.recv(Duration::from_secs(5)).unwrap(), b"one");
+        a.send(b"two").unwrap();
+        to.send(b"three").unwrap();
+        a.send(b"four").unwrap();
+        assert_eq!(a.recv(Duration::from_secs(5)).unwrap(), b"three");
+        drop(to);
+        assert!(
+            a.recv(Duration::from_secs(5)).is_err(),
+            "no end after the sender's drop"
+        );
+        drop(a);
+        assert_eq!(t.join().unwrap(), [b"two".to_vec(), b"four".to_vec()]);
+    }
+
+    #[test]
     fn wrong_key_refused_on_both_sides() {
         let (a, b) = pair(b"0123456789abcdef", b"0123456789abcdeX");
         assert!(b.is_err(), "the responder accepted a wrong key");
