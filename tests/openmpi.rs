@@ -534,6 +534,16 @@ fn cairn_job(args: &[&str], log: &Path) -> std::process::Output {
     out
 }
 
+/// The highest `progress N` line of the job's log.
+fn progress(log: &Path) -> u32 {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("progress ")?.trim().parse::<u32>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
 /// The nftables tables of namespace `ns` named cairn_*: network locks.
 fn locks_in(ns: &str) -> Vec<String> {
     let out = Command::new("ip")
@@ -619,14 +629,6 @@ fn openmpi_job_checkpointed_by_the_coordinator() {
     let bad = format!("3:{gone}");
     let mut aborting = args.clone();
     aborting.extend(["--node", &bad, "-R"]);
-    let progress = |log: &Path| {
-        std::fs::read_to_string(log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.strip_prefix("progress ")?.trim().parse::<u32>().ok())
-            .max()
-            .unwrap_or(0)
-    };
     let out = cairn_job(&aborting, &jlog);
     assert!(
         !out.status.success(),
@@ -816,14 +818,6 @@ fn openmpi_job_agents_connect_over_tcp() {
     for n in &nodes {
         args.extend(["--node", n]);
     }
-    let progress = |log: &Path| {
-        std::fs::read_to_string(log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.strip_prefix("progress ")?.trim().parse::<u32>().ok())
-            .max()
-            .unwrap_or(0)
-    };
     let goes_on = |job: &TwoNodeJob, what: &str| {
         for (_, pid) in job.trees() {
             assert!(

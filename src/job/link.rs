@@ -231,7 +231,7 @@ impl Source for ChannelReceiver {
 
 /// What a connection that completed the handshake turned out to be.
 enum Arrival {
-    Node(u32, Channel),
+    Node(u32, Box<Channel>),
     Refused(String),
 }
 
@@ -302,7 +302,7 @@ pub(super) fn accept_agents(
                         Ok(answer.into_bytes())
                     });
                     let arrival = match (r, node) {
-                        (Ok((ch, _)), Some(k)) => Arrival::Node(k, ch),
+                        (Ok((ch, _)), Some(k)) => Arrival::Node(k, Box::new(ch)),
                         (Ok((_, hello)), None) => Arrival::Refused(format!(
                             "{peer}: {:?} is no node of the job still to connect",
                             String::from_utf8_lossy(&hello)
@@ -319,7 +319,7 @@ pub(super) fn accept_agents(
             match a {
                 Arrival::Node(k, ch) => {
                     crate::info!("job: node {k}: agent connected from {}", ch.peer);
-                    got.push((k, ch));
+                    got.push((k, *ch));
                 }
                 Arrival::Refused(why) => {
                     crate::warn!("job: refused an agent's connection: {why}");
