@@ -16,7 +16,7 @@
 //!   the command line in the stdio case), NUL-separated. From there the
 //!   two transports carry the same lines ([`crate::job`]).
 //!
-//! The agent's end is process-wide ([`set`], [`say`], [`hear`]): the
+//! The agent's end is process-wide ([`connect`] sets it; [`say`], [`hear`]): the
 //! hold point of a restore (`crate::pair::hold`) speaks through it too.
 
 use std::ffi::OsString;
