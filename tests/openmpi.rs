@@ -534,6 +534,16 @@ fn cairn_job(args: &[&str], log: &Path) -> std::process::Output {
     out
 }
 
+/// The highest `progress N` line of the job's log.
+fn progress(log: &Path) -> u32 {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("progress ")?.trim().parse::<u32>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
 /// The nftables tables of namespace `ns` named cairn_*: network locks.
 fn locks_in(ns: &str) -> Vec<String> {
     let out = Command::new("ip")
@@ -619,14 +629,6 @@ fn openmpi_job_checkpointed_by_the_coordinator() {
     let bad = format!("3:{gone}");
     let mut aborting = args.clone();
     aborting.extend(["--node", &bad, "-R"]);
-    let progress = |log: &Path| {
-        std::fs::read_to_string(log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.strip_prefix("progress ")?.trim().parse::<u32>().ok())
-            .max()
-            .unwrap_or(0)
-    };
     let out = cairn_job(&aborting, &jlog);
     assert!(
         !out.status.success(),
@@ -702,6 +704,283 @@ fn openmpi_job_checkpointed_by_the_coordinator() {
         tail(&jlog, 8000)
     );
     let roots = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(
+        roots.lines().count(),
+        3,
+        "not three nodes restored: {roots}"
+    );
+    job.finishes_right();
+}
+
+/// A key file of `secret` (mode 0600) at `path`.
+fn key_file(path: &Path, secret: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, secret).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// `cairn job ARGS` started in namespace `ns` (the coordinator listens
+/// there), its stderr appended to `log`.
+fn spawn_job_in(ns: &str, args: &[&str], log: &Path) -> std::process::Child {
+    let err = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let mut cmd = Command::new(cairn_bin());
+    cmd.arg("job")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(err);
+    common::netns::Net::spawn(ns, &mut cmd)
+}
+
+/// The coordinator's end: (exit status, stdout).
+fn job_result(mut c: std::process::Child, log: &Path) -> (std::process::ExitStatus, String) {
+    let st = wait_timeout(&mut c, Duration::from_secs(300)).unwrap_or_else(|| {
+        let _ = c.kill();
+        panic!("cairn job did not end within 300 s\n{}", tail(log, 6000))
+    });
+    let mut out = String::new();
+    use std::io::Read;
+    let _ = c.stdout.take().unwrap().read_to_string(&mut out);
+    (st, out)
+}
+
+/// `cairn __node-agent connect` for node `k`, started in namespace `ns`
+/// (as srun would start it on the node), its stderr to `log`.
+fn spawn_agent(
+    ns: &str,
+    k: usize,
+    coordinator: &str,
+    key: &Path,
+    log: &Path,
+) -> std::process::Child {
+    let err = File::create(log).unwrap();
+    let mut cmd = Command::new(cairn_bin());
+    cmd.args([
+        "__node-agent",
+        "-v",
+        "connect",
+        "--coordinator",
+        coordinator,
+    ])
+    .arg("--key")
+    .arg(key)
+    .args(["--node", &k.to_string(), "--connect-timeout", "30s"])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(err);
+    common::netns::Net::spawn(ns, &mut cmd)
+}
+
+/// The job of [`openmpi_job_checkpointed_by_the_coordinator`] with agents
+/// that connect to the coordinator over TCP (`--listen ADDR:PORT --key
+/// FILE`, issue 17) instead of talking over their stdin and stdout; the
+/// coordinator runs in namespace A and listens on A's veth address, the
+/// agents connect from A and B, so the job's control traffic crosses the
+/// veth. 1. A checkpoint with `-R` whose agents the test starts itself
+/// (`cairn __node-agent connect`, as srun would): the job runs on.
+/// 2. The same with node 2's agent holding another key: the coordinator
+/// refuses it, no agent is given its work when node 2 has not connected
+/// within --connect-timeout, the job runs on unharmed (no freeze, no lock,
+/// no new checkpoint: ckpt-000001 stays the newest). 3. The final checkpoint,
+/// the agents started by the launcher with `connect`, and `cairn job
+/// restore` the same way: the ranks check every number they receive and
+/// the job finishes with the right answer.
+#[test]
+fn openmpi_job_agents_connect_over_tcp() {
+    let _one = one_at_a_time();
+    let Some(mut job) = TwoNodeJob::start("openmpi-tcp", 2500) else {
+        return;
+    };
+    let addr_a = format!("{}.1", job.net.addr_b.rsplit_once('.').unwrap().0);
+    let listen = format!("{addr_a}:7319");
+    let (key, wrong) = (job.dir.join("job.key"), job.dir.join("other.key"));
+    key_file(&key, b"0123456789abcdef0123456789abcdef");
+    key_file(&wrong, b"0123456789abcdef0123456789abcdeX");
+    let ckdir = job.dir.join("ckpt");
+    let jlog = job.dir.join("job.log");
+    let trees: Vec<(String, i32)> = job
+        .trees()
+        .iter()
+        .map(|(ns, p)| (ns.to_string(), *p))
+        .collect();
+    let nodes: Vec<String> = trees
+        .iter()
+        .enumerate()
+        .map(|(k, (_, p))| format!("{k}:{p}"))
+        .collect();
+    let mut args: Vec<&str> = vec!["checkpoint", "-D", ckdir.to_str().unwrap(), "-v"];
+    args.extend(["--tcp-established", "--listen", &listen]);
+    args.extend(["--key", key.to_str().unwrap()]);
+    for n in &nodes {
+        args.extend(["--node", n]);
+    }
+    let goes_on = |job: &TwoNodeJob, what: &str| {
+        for (_, pid) in job.trees() {
+            assert!(
+                tree_runs(&job.tracker, pid),
+                "the tree of pid {pid} does not run after {what}"
+            );
+        }
+        let before = progress(&job.log);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while progress(&job.log) < before + 20 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            progress(&job.log) >= before + 20,
+            "the job did not go on after {what} (progress {before}):\n{}",
+            job.logs()
+        );
+        for ns in [&job.net.a, &job.net.b] {
+            assert_eq!(locks_in(ns), Vec::<String>::new(), "a lock left in {ns}");
+        }
+    };
+    let agents = |keys: [&Path; 3], tag: &str| -> Vec<(std::process::Child, std::path::PathBuf)> {
+        trees
+            .iter()
+            .enumerate()
+            .map(|(k, (ns, _))| {
+                let log = job.dir.join(format!("agent-{tag}-{k}.log"));
+                (spawn_agent(ns, k, &listen, keys[k], &log), log)
+            })
+            .collect()
+    };
+    let ended = |agents: Vec<(std::process::Child, std::path::PathBuf)>| -> Vec<(i32, String)> {
+        agents
+            .into_iter()
+            .map(|(mut c, log)| {
+                let st = wait_timeout(&mut c, Duration::from_secs(60));
+                let st = st.map_or_else(
+                    || {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        -1
+                    },
+                    |s| exit_code(&s),
+                );
+                (st, tail(&log, 3000))
+            })
+            .collect()
+    };
+    // 1. Agents started by the operator, -R: ckpt-1, the job runs on.
+    let mut leave = args.clone();
+    leave.push("-R");
+    let coord = spawn_job_in(&job.net.a, &leave, &jlog);
+    let started = agents([&key, &key, &key], "1");
+    let (st, out) = job_result(coord, &jlog);
+    let logs = ended(started);
+    assert!(
+        st.success(),
+        "job checkpoint over TCP: {}\n{}\nagents: {logs:?}",
+        exit_code(&st),
+        tail(&jlog, 8000)
+    );
+    assert!(out.trim().ends_with("ckpt-000001"), "{out}");
+    assert!(
+        logs.iter().all(|(st, _)| *st == 0),
+        "an agent failed: {logs:?}"
+    );
+    assert!(
+        std::fs::read_to_string(&jlog)
+            .unwrap_or_default()
+            .contains("agent connected from"),
+        "{}",
+        tail(&jlog, 4000)
+    );
+    goes_on(&job, "a checkpoint with -R");
+    // 2. Node 2's agent has another key: refused, nothing done.
+    let mut short = args.clone();
+    short.extend(["-R", "--connect-timeout", "5s"]);
+    let coord = spawn_job_in(&job.net.a, &short, &jlog);
+    let started = agents([&key, &key, &wrong], "2");
+    let (st, _) = job_result(coord, &jlog);
+    let logs = ended(started);
+    let said = tail(&jlog, 3000);
+    assert!(
+        !st.success(),
+        "a job checkpoint with an agent of another key succeeded:\n{said}"
+    );
+    assert!(
+        said.contains("job checkpoint aborted")
+            && said.contains("node(s) 2 did not connect")
+            && said.contains("does not authenticate"),
+        "{said}"
+    );
+    assert!(
+        logs[2].0 != 0 && logs[2].1.contains("wrong key"),
+        "the agent of another key: {:?}",
+        logs[2]
+    );
+    for (st, log) in &logs[..2] {
+        assert!(
+            *st != 0 && log.contains("nothing done"),
+            "an agent the coordinator let go: {st} {log}"
+        );
+    }
+    let mut left: Vec<String> = std::fs::read_dir(&ckdir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["ckpt-000001"],
+        "the refused checkpoint left something"
+    );
+    goes_on(&job, "a refused agent");
+    // 3. The final checkpoint and the restore, the agents started by the
+    // launcher with `connect`.
+    let launcher = job.dir.join("launcher.sh");
+    std::fs::write(
+        &launcher,
+        format!(
+            "#!/bin/sh\ncase $1 in 0|1) ns={a};; *) ns={b};; esac\nshift\n\
+             exec nsenter --net=/run/netns/$ns \"$@\"\n",
+            a = job.net.a,
+            b = job.net.b
+        ),
+    )
+    .unwrap();
+    make_executable(&launcher);
+    let mut last = args.clone();
+    last.extend(["--launcher", launcher.to_str().unwrap()]);
+    let (st, out) = job_result(spawn_job_in(&job.net.a, &last, &jlog), &jlog);
+    assert!(
+        st.success(),
+        "job checkpoint: {}\n{}",
+        exit_code(&st),
+        tail(&jlog, 8000)
+    );
+    assert!(out.trim().ends_with("ckpt-000002"), "{out}");
+    job.killed_and_wiped();
+    let restore = [
+        "restore",
+        "-D",
+        ckdir.to_str().unwrap(),
+        "-v",
+        "--tcp-established",
+        "--listen",
+        &listen,
+        "--key",
+        key.to_str().unwrap(),
+        "--launcher",
+        launcher.to_str().unwrap(),
+    ];
+    let (st, roots) = job_result(spawn_job_in(&job.net.a, &restore, &jlog), &jlog);
+    for (_, pid) in job.trees() {
+        job.tracker.track_tree(pid);
+    }
+    assert!(
+        st.success(),
+        "job restore: {}\n{}",
+        exit_code(&st),
+        tail(&jlog, 8000)
+    );
     assert_eq!(
         roots.lines().count(),
         3,

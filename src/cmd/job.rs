@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use crate::job::{CheckpointOptions, RestoreJobOptions};
+use crate::job::{AgentOptions, CheckpointOptions, RestoreJobOptions};
 
 #[derive(Args, Debug, Clone)]
 pub struct JobArgs {
@@ -39,6 +39,42 @@ fn parse_node(s: &str) -> std::result::Result<(u32, i32), String> {
     Ok((k, p))
 }
 
+/// How the coordinator starts and reaches its node agents.
+#[derive(Args, Debug, Clone)]
+pub struct AgentLinkArgs {
+    /// Run each node's agent as `LAUNCHER K cairn __node-agent ...` (a
+    /// script around srun, ssh, or nsenter); without it, here (or, with
+    /// --listen, started by you).
+    #[arg(long, value_name = "LAUNCHER")]
+    pub launcher: Option<PathBuf>,
+    /// Listen on ADDR:PORT for the node agents, which connect and
+    /// authenticate with --key instead of talking over their stdin and
+    /// stdout: each is `cairn __node-agent connect --coordinator
+    /// ADDR:PORT --key FILE --node K`, started by the launcher or by you
+    /// (e.g. `srun`).
+    #[arg(long, value_name = "ADDR:PORT", requires = "key")]
+    pub listen: Option<String>,
+    /// The job's key, shared with every agent (16 to 4096 bytes, mode
+    /// 0600), as for `cairn migrate`.
+    #[arg(long, value_name = "FILE", requires = "listen")]
+    pub key: Option<PathBuf>,
+    /// With --listen: how long every node's agent has to connect (else
+    /// nothing is done on any node).
+    #[arg(long = "connect-timeout", value_name = "DUR", default_value = "1m", value_parser = crate::run::parse_duration)]
+    pub connect_timeout: Duration,
+}
+
+impl AgentLinkArgs {
+    fn options(&self) -> AgentOptions {
+        AgentOptions {
+            launcher: self.launcher.clone(),
+            listen: self.listen.clone(),
+            key: self.key.clone(),
+            connect_timeout: self.connect_timeout,
+        }
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct JobCheckpointArgs {
     /// The job's checkpoint directory.
@@ -48,10 +84,8 @@ pub struct JobCheckpointArgs {
     /// node).
     #[arg(long = "node", value_name = "K:PID", required = true, value_parser = parse_node)]
     pub nodes: Vec<(u32, i32)>,
-    /// Run each node's agent as `LAUNCHER K cairn __node-agent ...` (a
-    /// script around srun, ssh, or nsenter); without it, here.
-    #[arg(long, value_name = "LAUNCHER")]
-    pub launcher: Option<PathBuf>,
+    #[command(flatten)]
+    pub agents: AgentLinkArgs,
     /// Let every tree run on after the checkpoint (default: kill them).
     #[arg(short = 'R', long = "leave-running")]
     pub leave_running: bool,
@@ -70,9 +104,8 @@ pub struct JobRestoreArgs {
     /// A job checkpoint (DIR/ckpt-N), or the job's directory (its newest).
     #[arg(short = 'D', long = "images-dir")]
     pub dir: PathBuf,
-    /// As for `job checkpoint`.
-    #[arg(long, value_name = "LAUNCHER")]
-    pub launcher: Option<PathBuf>,
+    #[command(flatten)]
+    pub agents: AgentLinkArgs,
     /// As for restore: established TCP connections.
     #[arg(long = "tcp-established")]
     pub tcp_established: bool,
@@ -99,7 +132,7 @@ impl JobCheckpointArgs {
         CheckpointOptions {
             dir: self.dir.clone(),
             nodes: self.nodes.clone(),
-            launcher: self.launcher.clone(),
+            agents: self.agents.options(),
             dump,
             timeout: self.timeout,
         }
@@ -110,7 +143,7 @@ impl JobRestoreArgs {
     pub fn options(&self) -> RestoreJobOptions {
         RestoreJobOptions {
             dir: self.dir.clone(),
-            launcher: self.launcher.clone(),
+            agents: self.agents.options(),
             restore: crate::options::RestoreOptions {
                 images_dir: PathBuf::new(),
                 detached: false,
@@ -143,6 +176,33 @@ pub struct NodeAgentArgs {
 pub enum AgentCmd {
     Dump(AgentDumpArgs),
     Restore(super::RestoreArgs),
+    /// Connect to a coordinator (`cairn job ... --listen`), authenticate
+    /// as node K, and do the work it sends (a `dump` or a `restore`).
+    Connect(AgentConnectArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AgentConnectArgs {
+    /// The coordinator's --listen address.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub coordinator: String,
+    /// The job's key (the coordinator's --key).
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// This node's index in the job (its --node K).
+    #[arg(long, value_name = "K")]
+    pub node: u32,
+    /// How long to try to connect (the coordinator may not listen yet).
+    #[arg(long = "connect-timeout", value_name = "DUR", default_value = "1m", value_parser = crate::run::parse_duration)]
+    pub connect_timeout: Duration,
+}
+
+/// The work a coordinator sends an agent that connected.
+#[derive(clap::Parser, Debug)]
+#[command(name = "__node-agent")]
+struct SentWork {
+    #[command(subcommand)]
+    what: AgentCmd,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -175,5 +235,29 @@ pub fn node_agent(a: &NodeAgentArgs) -> crate::error::Result<i32> {
     match &a.what {
         AgentCmd::Dump(d) => crate::job::agent::dump(d.node, &d.dump.options()),
         AgentCmd::Restore(r) => crate::job::agent::restore(&r.options()),
+        AgentCmd::Connect(c) => {
+            let args =
+                crate::job::link::connect(&c.coordinator, &c.key, c.node, c.connect_timeout)?;
+            let work = <SentWork as clap::Parser>::try_parse_from(
+                std::iter::once(std::ffi::OsString::from("__node-agent")).chain(args),
+            )
+            .map_err(|e| {
+                crate::error::Error::Usage(format!(
+                    "node agent {}: the coordinator sent work this cairn does not take: {e}",
+                    c.node
+                ))
+            })?;
+            match &work.what {
+                AgentCmd::Connect(_) => Err(crate::error::Error::Usage(format!(
+                    "node agent {}: the coordinator sent `connect`",
+                    c.node
+                ))),
+                AgentCmd::Dump(d) if d.node != c.node => Err(crate::error::Error::Usage(format!(
+                    "node agent {}: the coordinator sent the work of node {}",
+                    c.node, d.node
+                ))),
+                _ => node_agent(&NodeAgentArgs { what: work.what }),
+            }
+        }
     }
 }

@@ -1,6 +1,7 @@
-//! The node agent of a job (`cairn __node-agent`, started by the
-//! coordinator of [`crate::job`] on every node, its stdin and stdout the
-//! coordinator's pipes).
+//! The node agent of a job (`cairn __node-agent`, one on every node of
+//! [`crate::job`]), linked to the coordinator by its stdin and stdout or
+//! by an authenticated TCP connection ([`super::link`]): the same lines
+//! either way.
 //!
 //! `dump`: the node's tree is dumped as by `cairn dump` (same options),
 //! but kept frozen once its images are complete: the agent says
@@ -18,7 +19,6 @@
 //! waits for `go`; then `ok PID`. Anything but `go` fails the restore,
 //! which kills every task it made (`failed WHY`).
 
-use std::io::{BufRead, Write};
 use std::net::{IpAddr, SocketAddr};
 
 use crate::dump::Then;
@@ -29,10 +29,9 @@ use crate::options::{DumpOptions, RestoreOptions};
 use crate::sys::safefs;
 use crate::{info, warn};
 
-/// Says `line` to the coordinator.
+/// Says `line` to the coordinator (over the link, [`super::link`]).
 fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+    if let Err(e) = super::link::say(line) {
         warn!("node agent: cannot write to the coordinator: {e}");
     }
 }
@@ -104,9 +103,8 @@ fn report_and_wait(d: &DumpOptions, bytes: u64) -> Verdict {
         say(&format!("conn {l} {p}"));
     }
     say("end");
-    let mut line = String::new();
-    match std::io::stdin().lock().read_line(&mut line) {
-        Ok(n) if n > 0 => match line.trim() {
+    match super::link::hear() {
+        Ok(Some(line)) => match line.trim() {
             "kill" => Verdict::Kill,
             "resume" => Verdict::Resume,
             other => {

@@ -41,6 +41,7 @@
 //! `abort` to the others, whose restores then kill every task they made.
 
 pub mod agent;
+pub mod link;
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -48,7 +49,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -68,6 +69,21 @@ pub fn node_dir(k: u32) -> String {
     format!("node-{k}")
 }
 
+/// How the coordinator starts and reaches the node agents.
+#[derive(Debug, Clone, Default)]
+pub struct AgentOptions {
+    /// `LAUNCHER K CMD...` runs CMD on node K; `None`: here, or (with
+    /// `listen`) started by someone else.
+    pub launcher: Option<PathBuf>,
+    /// Listen on this ADDR:PORT for agents that connect ([`link`]);
+    /// `None`: stdin and stdout of the agents the coordinator starts.
+    pub listen: Option<String>,
+    /// The job's key (with `listen`).
+    pub key: Option<PathBuf>,
+    /// How long every agent has to connect (with `listen`).
+    pub connect_timeout: Duration,
+}
+
 /// What `cairn job checkpoint` does.
 #[derive(Debug, Clone)]
 pub struct CheckpointOptions {
@@ -75,8 +91,7 @@ pub struct CheckpointOptions {
     pub dir: PathBuf,
     /// (node index, root pid of its tree).
     pub nodes: Vec<(u32, i32)>,
-    /// `LAUNCHER K CMD...` runs CMD on node K; `None`: here.
-    pub launcher: Option<PathBuf>,
+    pub agents: AgentOptions,
     /// The dump flags every node gets (pid and directory are per node).
     pub dump: DumpOptions,
     /// How long the coordinator waits for every node at each step.
@@ -89,7 +104,7 @@ pub struct RestoreJobOptions {
     /// A job checkpoint (`DIR/ckpt-N`), or the job's directory (its
     /// newest checkpoint).
     pub dir: PathBuf,
-    pub launcher: Option<PathBuf>,
+    pub agents: AgentOptions,
     /// The restore flags every node gets (the directory is per node).
     pub restore: RestoreOptions,
     pub timeout: Duration,
@@ -101,87 +116,209 @@ enum Said {
     Eof,
 }
 
-/// The node agents of one step, each a child with its stdin and a thread
-/// that forwards its stdout lines.
+/// One node's agent: the process the coordinator started for it (none
+/// for an agent that connected by itself), and where its lines go.
+struct Agent {
+    k: u32,
+    child: Option<Child>,
+    to: Option<Box<dyn link::Sink>>,
+}
+
+/// The node agents of one step, each with a thread that forwards its
+/// lines.
 struct Agents {
-    children: Vec<(u32, Child, Option<ChildStdin>)>,
+    agents: Vec<Agent>,
     rx: mpsc::Receiver<(u32, Said)>,
 }
 
+/// A thread that forwards node `k`'s lines from `from` to `tx`, then its
+/// end.
+fn forward(k: u32, mut from: impl link::Source, tx: mpsc::Sender<(u32, Said)>) {
+    std::thread::spawn(move || {
+        while let Some(l) = from.next_line() {
+            if tx.send((k, Said::Line(l))).is_err() {
+                return;
+            }
+        }
+        let _ = tx.send((k, Said::Eof));
+    });
+}
+
 impl Agents {
-    /// Starts `__node-agent ARGS(k)` on every node `k` of `nodes`.
+    /// Starts `__node-agent ARGS(k)` on every node `k` of `nodes`: as a
+    /// child of the coordinator (through the launcher, if any) linked by
+    /// its stdin and stdout, or, with `--listen`, as an agent that
+    /// connects (the launcher starts `__node-agent connect`, or the
+    /// operator does) and is sent ARGS(k) once every node has connected.
     fn start(
+        how: &AgentOptions,
+        nodes: &[u32],
+        args: impl Fn(u32) -> Vec<OsString>,
+    ) -> Result<Agents> {
+        let Some(listen) = &how.listen else {
+            return Self::start_stdio(how.launcher.as_deref(), nodes, args);
+        };
+        let key_file = how
+            .key
+            .as_deref()
+            .ok_or_else(|| Error::Usage("job: --listen needs --key FILE".into()))?;
+        let key_file = crate::run::absolute(key_file)?;
+        let key = std::sync::Arc::new(crate::migrate::channel::read_key(&key_file)?);
+        let (listener, local) = crate::migrate::channel::listen(listen)?;
+        let mut agents = Agents {
+            agents: Vec::new(),
+            rx: mpsc::channel().1,
+        };
+        if let Some(l) = &how.launcher {
+            let sa: SocketAddr = local
+                .parse()
+                .map_err(|e| Error::Usage(format!("--listen {listen}: {e}")))?;
+            if sa.ip().is_unspecified() {
+                return Err(Error::Usage(format!(
+                    "--listen {listen}: the agents the launcher starts connect to this address: \
+                     give one the nodes can reach, not {}",
+                    sa.ip()
+                )));
+            }
+            for &k in nodes {
+                let mut argv: Vec<OsString> = vec!["connect".into()];
+                argv.extend(["--coordinator".into(), local.clone().into()]);
+                argv.extend(["--key".into(), key_file.clone().into()]);
+                argv.extend(["--node".into(), k.to_string().into()]);
+                let child = Self::launch(Some(l), k, argv, false)?;
+                agents.agents.push(Agent {
+                    k,
+                    child: Some(child),
+                    to: None,
+                });
+            }
+        }
+        info!(
+            "job: waiting for the agents of {} node(s) on {local} (for {:?})",
+            nodes.len(),
+            how.connect_timeout
+        );
+        let deadline = Instant::now() + how.connect_timeout;
+        // A launched agent that ends before it has connected will not.
+        let gone = |connected: &[u32]| {
+            agents.agents.iter_mut().find_map(|a| {
+                let st = a.child.as_mut()?.try_wait().ok()??;
+                (!connected.contains(&a.k)).then(|| {
+                    format!(
+                        "node {}: its agent ended ({st}) before it connected (see its log)",
+                        a.k
+                    )
+                })
+            })
+        };
+        let chans = match link::accept_agents(&listener, &key, nodes, deadline, gone) {
+            Ok(c) => c,
+            Err(why) => {
+                // The agents that connected read the end of their link
+                // and end without touching their trees.
+                agents.finish(Duration::from_secs(5));
+                return Err(Error::Usage(format!(
+                    "job: {why} (--connect-timeout {:?}): no node was given its work, nothing \
+                     was done",
+                    how.connect_timeout
+                )));
+            }
+        };
+        drop(listener);
+        let (tx, rx) = mpsc::channel();
+        agents.rx = rx;
+        for (k, mut ch) in chans {
+            ch.send(&link::run_message(&args(k)))?;
+            let (to, from) = ch.split()?;
+            forward(k, from, tx.clone());
+            match agents.agents.iter_mut().find(|a| a.k == k) {
+                Some(a) => a.to = Some(Box::new(to)),
+                None => agents.agents.push(Agent {
+                    k,
+                    child: None,
+                    to: Some(Box::new(to)),
+                }),
+            }
+        }
+        Ok(agents)
+    }
+
+    /// Starts `[LAUNCHER K] cairn __node-agent [-v...] ARGV`, its stdin
+    /// and stdout piped (`piped`) or not used.
+    fn launch(launcher: Option<&Path>, k: u32, args: Vec<OsString>, piped: bool) -> Result<Child> {
+        let exe = crate::run::cairn_exe()?;
+        let mut argv: Vec<OsString> = vec![exe.clone().into(), "__node-agent".into()];
+        argv.extend(crate::run::verbosity_args(0));
+        argv.extend(args);
+        let mut cmd = match launcher {
+            Some(l) => {
+                let mut c = Command::new(l);
+                c.arg(k.to_string()).args(&argv);
+                c
+            }
+            None => {
+                let mut c = Command::new(&argv[0]);
+                c.args(&argv[1..]);
+                c
+            }
+        };
+        let io = || if piped { Stdio::piped() } else { Stdio::null() };
+        let child = cmd.stdin(io()).stdout(io()).spawn().map_err(|e| {
+            Error::Usage(format!(
+                "job: cannot start the agent of node {k} ({}): {e}",
+                launcher.map_or(exe.display(), |l| l.display())
+            ))
+        })?;
+        info!(
+            "job: node {k}: agent started (pid {}{})",
+            child.id(),
+            launcher.map_or(String::new(), |l| format!(", through {}", l.display()))
+        );
+        Ok(child)
+    }
+
+    /// Starts the agents as children linked by their stdin and stdout.
+    fn start_stdio(
         launcher: Option<&Path>,
         nodes: &[u32],
         args: impl Fn(u32) -> Vec<OsString>,
     ) -> Result<Agents> {
-        let exe = crate::run::cairn_exe()?;
         let (tx, rx) = mpsc::channel();
-        let mut children = Vec::new();
+        let mut agents = Vec::new();
         for &k in nodes {
-            let mut argv: Vec<OsString> = vec![exe.clone().into(), "__node-agent".into()];
-            argv.extend(crate::run::verbosity_args(0));
-            argv.extend(args(k));
-            let mut cmd = match launcher {
-                Some(l) => {
-                    let mut c = Command::new(l);
-                    c.arg(k.to_string()).args(&argv);
-                    c
-                }
-                None => {
-                    let mut c = Command::new(&argv[0]);
-                    c.args(&argv[1..]);
-                    c
-                }
-            };
-            let mut child = cmd
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .map_err(|e| {
-                    Error::Usage(format!(
-                        "job: cannot start the agent of node {k} ({}): {e}",
-                        launcher.map_or(exe.display(), |l| l.display())
-                    ))
-                })?;
-            let stdin = child.stdin.take();
+            let mut child = Self::launch(launcher, k, args(k), true)?;
+            let to = child
+                .stdin
+                .take()
+                .map(|s| Box::new(s) as Box<dyn link::Sink>);
             let out = child.stdout.take().expect("piped stdout");
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines() {
-                    match line {
-                        Ok(l) => {
-                            if tx.send((k, Said::Line(l))).is_err() {
-                                return;
-                            }
-                        }
-                        Err(_) => break,
-                    }
-                }
-                let _ = tx.send((k, Said::Eof));
+            forward(k, BufReader::new(out).lines(), tx.clone());
+            agents.push(Agent {
+                k,
+                child: Some(child),
+                to,
             });
-            info!(
-                "job: node {k}: agent started (pid {}{})",
-                child.id(),
-                launcher.map_or(String::new(), |l| format!(", through {}", l.display()))
-            );
-            children.push((k, child, stdin));
         }
-        Ok(Agents { children, rx })
+        Ok(Agents { agents, rx })
     }
 
     /// Sends `line` to node `k`'s agent (an agent that is gone is no
     /// error here: its end says so).
     fn tell(&mut self, k: u32, line: &str) {
-        if let Some((_, _, Some(si))) = self.children.iter_mut().find(|c| c.0 == k) {
-            if let Err(e) = writeln!(si, "{line}").and_then(|()| si.flush()) {
+        if let Some(to) = self
+            .agents
+            .iter_mut()
+            .find(|a| a.k == k)
+            .and_then(|a| a.to.as_mut())
+        {
+            if let Err(e) = to.send_line(line) {
                 info!("job: node {k}: cannot tell its agent {line:?}: {e}");
             }
         }
     }
 
     fn tell_all(&mut self, line: &str) {
-        let ks: Vec<u32> = self.children.iter().map(|c| c.0).collect();
+        let ks: Vec<u32> = self.agents.iter().map(|a| a.k).collect();
         for k in ks {
             self.tell(k, line);
         }
@@ -193,16 +330,21 @@ impl Agents {
         self.rx.recv_timeout(left).ok()
     }
 
-    /// Closes every agent's stdin and waits for every agent to end (each
-    /// ends once it has thawed or killed its tree; one still running after
-    /// `grace` is killed, and its guardian puts its tree back).
-    fn finish(mut self, grace: Duration) -> Vec<(u32, Option<i32>)> {
-        for c in &mut self.children {
-            c.2 = None;
-        }
+    /// Closes every agent's link and waits for every agent the
+    /// coordinator started to end (each ends once it has thawed or killed
+    /// its tree; one still running after `grace` is killed, and its
+    /// guardian puts its tree back).
+    fn finish(self, grace: Duration) -> Vec<(u32, Option<i32>)> {
         let deadline = Instant::now() + grace;
         let mut out = Vec::new();
-        for (k, mut child, _) in self.children {
+        let mut agents = self.agents;
+        for a in &mut agents {
+            a.to = None;
+        }
+        for a in agents {
+            let (k, Some(mut child)) = (a.k, a.child) else {
+                continue;
+            };
             let st = loop {
                 match child.try_wait() {
                     Ok(Some(st)) => break st.code(),
@@ -404,7 +546,7 @@ pub fn checkpoint(o: &CheckpointOptions) -> Result<PathBuf> {
     let ks: Vec<u32> = o.nodes.iter().map(|n| n.0).collect();
     let pids: HashMap<u32, i32> = o.nodes.iter().copied().collect();
     let work = staging.path.clone();
-    let mut agents = Agents::start(o.launcher.as_deref(), &ks, |k| {
+    let mut agents = Agents::start(&o.agents, &ks, |k| {
         let mut d = o.dump.clone();
         d.pid = pids[&k];
         d.images_dir = work.join(node_dir(k));
@@ -412,6 +554,12 @@ pub fn checkpoint(o: &CheckpointOptions) -> Result<PathBuf> {
         a.insert(1, "--node".into());
         a.insert(2, k.to_string().into());
         a
+    })
+    .map_err(|e| {
+        Error::Usage(format!(
+            "job checkpoint aborted: {e}; every node's tree runs on as before and no checkpoint \
+             was made"
+        ))
     })?;
     info!(
         "job: checkpoint {name} of {} nodes: every node dumps, frozen until all have written",
@@ -554,7 +702,7 @@ pub fn checkpoint(o: &CheckpointOptions) -> Result<PathBuf> {
 /// already had) or `deadline`: (node, what its `done` said).
 fn drain(agents: &Agents, mut ended: usize, deadline: Instant) -> Vec<(u32, String)> {
     let mut done = Vec::new();
-    while ended < agents.children.len() {
+    while ended < agents.agents.len() {
         let Some((k, said)) = agents.next(deadline) else {
             break;
         };
@@ -641,7 +789,7 @@ pub fn restore(o: &RestoreJobOptions) -> Result<Vec<(u32, i32)>> {
         ks.len(),
         job.conns.len() / 2
     );
-    let mut agents = Agents::start(o.launcher.as_deref(), &ks, |k| {
+    let mut agents = Agents::start(&o.agents, &ks, |k| {
         let mut r = o.restore.clone();
         r.images_dir = ckpt.join(node_dir(k));
         crate::run::restore_argv(&r)

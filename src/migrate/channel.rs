@@ -184,8 +184,19 @@ impl Channel {
             .map_err(|e| net_err(addr, "address", e))?
             .next()
             .ok_or_else(|| net_err(addr, "address", "resolves to nothing"))?;
-        let mut stream = TcpStream::connect_timeout(&sa, HANDSHAKE_TIMEOUT)
+        let stream = TcpStream::connect_timeout(&sa, HANDSHAKE_TIMEOUT)
             .map_err(|e| net_err(addr, "connect", e))?;
+        Channel::initiate(stream, addr, key, hello)
+    }
+
+    /// Runs the handshake as initiator on a connected `stream` (to
+    /// `addr`, for messages), as [`Channel::connect`] does.
+    pub fn initiate(
+        mut stream: TcpStream,
+        addr: &str,
+        key: &Key,
+        hello: &[u8],
+    ) -> Result<(Channel, Vec<u8>)> {
         let _ = stream.set_nodelay(true);
         set_timeouts(&stream, HANDSHAKE_TIMEOUT).map_err(|e| net_err(addr, "socket", e))?;
         let mut hs = builder(key)?
@@ -319,6 +330,95 @@ impl Channel {
     pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.stream.as_fd()
     }
+
+    /// Splits the channel into a sending and a receiving half, for a
+    /// reader thread beside a writer: each half has its own socket
+    /// handle, and they share the Noise state only to encrypt or decrypt
+    /// (one sender and one receiver keep each direction's nonces in
+    /// order).
+    pub fn split(self) -> Result<(ChannelSender, ChannelReceiver)> {
+        let reader = self
+            .stream
+            .try_clone()
+            .map_err(|e| net_err(&self.peer, "socket", e))?;
+        let noise = std::sync::Arc::new(std::sync::Mutex::new(self.noise));
+        Ok((
+            ChannelSender {
+                stream: self.stream,
+                noise: noise.clone(),
+                buf: self.buf,
+                peer: self.peer.clone(),
+            },
+            ChannelReceiver {
+                stream: reader,
+                noise,
+                buf: vec![0u8; MAX_FRAME],
+                plain: self.plain,
+                peer: self.peer,
+            },
+        ))
+    }
+}
+
+type SharedNoise = std::sync::Arc<std::sync::Mutex<snow::TransportState>>;
+
+fn lock_noise(n: &SharedNoise) -> std::sync::MutexGuard<'_, snow::TransportState> {
+    n.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The sending half of a [`Channel::split`] channel; dropping it shuts
+/// the connection down for writing (the peer reads EOF).
+pub struct ChannelSender {
+    stream: TcpStream,
+    noise: SharedNoise,
+    buf: Vec<u8>,
+    pub peer: String,
+}
+
+impl ChannelSender {
+    /// As [`Channel::send`].
+    pub fn send(&mut self, plain: &[u8]) -> Result<()> {
+        if plain.len() > MAX_PLAIN {
+            return Err(net_err(&self.peer, "send", "message too long"));
+        }
+        let n = lock_noise(&self.noise)
+            .write_message(plain, &mut self.buf)
+            .map_err(|e| net_err(&self.peer, "encrypt", e))?;
+        write_frame(&mut self.stream, &self.buf[..n]).map_err(|e| net_err(&self.peer, "send", e))
+    }
+}
+
+impl Drop for ChannelSender {
+    fn drop(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// The receiving half of a [`Channel::split`] channel.
+pub struct ChannelReceiver {
+    stream: TcpStream,
+    noise: SharedNoise,
+    buf: Vec<u8>,
+    plain: Vec<u8>,
+    pub peer: String,
+}
+
+impl ChannelReceiver {
+    /// As [`Channel::recv`]; `None` at the peer's end of the connection.
+    pub fn recv(&mut self, timeout: Duration) -> Result<Option<&[u8]>> {
+        self.stream
+            .set_read_timeout(Some(timeout))
+            .map_err(|e| net_err(&self.peer, "socket", e))?;
+        let n = match read_frame(&mut self.stream, &mut self.buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(net_err(&self.peer, "receive", e)),
+        };
+        let p = lock_noise(&self.noise)
+            .read_message(&self.buf[..n], &mut self.plain)
+            .map_err(|e| net_err(&self.peer, "decrypt", format!("{e:?}")))?;
+        Ok(Some(&self.plain[..p]))
+    }
 }
 
 /// Blocking writes give up after this long (a cut network).
@@ -376,6 +476,33 @@ mod tests {
         b.send(b"ok").unwrap();
         assert_eq!(a.recv(Duration::from_secs(5)).unwrap(), b"ok");
         assert!(a.send(&vec![0u8; MAX_PLAIN + 1]).is_err());
+    }
+
+    #[test]
+    fn split_halves_talk_both_ways_and_end() {
+        let (a, b) = pair(b"0123456789abcdef", b"0123456789abcdef");
+        let (mut a, b) = (a.unwrap(), b.unwrap());
+        let (mut to, mut from) = b.split().unwrap();
+        let t = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while let Some(m) = from.recv(Duration::from_secs(5)).unwrap() {
+                got.push(m.to_vec());
+            }
+            got
+        });
+        to.send(b"one").unwrap();
+        assert_eq!(a.recv(Duration::from_secs(5)).unwrap(), b"one");
+        a.send(b"two").unwrap();
+        to.send(b"three").unwrap();
+        a.send(b"four").unwrap();
+        assert_eq!(a.recv(Duration::from_secs(5)).unwrap(), b"three");
+        drop(to);
+        assert!(
+            a.recv(Duration::from_secs(5)).is_err(),
+            "no end after the sender's drop"
+        );
+        drop(a);
+        assert_eq!(t.join().unwrap(), [b"two".to_vec(), b"four".to_vec()]);
     }
 
     #[test]

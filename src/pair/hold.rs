@@ -34,7 +34,6 @@
 //! only `cairn __pair-backup` does.
 
 use std::collections::HashSet;
-use std::io::{BufRead, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -121,20 +120,17 @@ pub fn point(
         return Ok(());
     }
     let me = crate::sys::task::getpid();
-    let mut out = std::io::stdout();
-    writeln!(out, "{HELD} {root}")
-        .and_then(|()| out.flush())
+    // Stdout and stdin, or a job agent's link to its coordinator.
+    crate::job::link::say(&format!("{HELD} {root}"))
         .map_err(|e| Error::sys(me, "write to the pair supervisor", e))?;
     if LIVE_PRIMARY.load(Ordering::SeqCst) {
         info!("pair: backup held (root pid {root} in its namespace): waiting for the release");
     } else {
         info!("restored tree held (root pid {root}): waiting for the release");
     }
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| Error::sys(me, "read from the pair supervisor", e))?;
+    let line = crate::job::link::hear()
+        .map_err(|e| Error::sys(me, "read from the pair supervisor", e))?
+        .unwrap_or_default();
     if line.trim() != GO {
         return Err(Error::Restore(format!(
             "pair: the held backup (root pid {root}) was not released (its supervisor said \
