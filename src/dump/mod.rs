@@ -438,11 +438,13 @@ pub fn dump_then(
                 &mut frozen,
                 &dir,
                 args,
-                plan,
                 &mut layering,
                 pusher.as_ref(),
-                armed,
-                proc_locks,
+                BeforeFreeze {
+                    plan,
+                    armed,
+                    proc_locks,
+                },
             )
         })
         .and_then(|s| {
@@ -1001,16 +1003,28 @@ fn tree_pids(root: i32) -> Vec<i32> {
     out
 }
 
+/// What a dump sets up before the freeze for its frozen part.
+struct BeforeFreeze {
+    plan: PagePlan,
+    /// The background snapshot's protection, set while the tree ran.
+    armed: Option<memory::bgsnap::Armed>,
+    /// /proc/locks, kept ready (`kinds::locks::ProcLocks`).
+    proc_locks: crate::kinds::locks::ProcLocks,
+}
+
 fn dump_frozen(
     frozen: &mut Frozen,
     dir: &ImageDir,
     args: &DumpOptions,
-    mut plan: PagePlan,
     layering: &mut Layering,
     pusher: Option<&std::sync::Arc<crate::migrate::pageserver::Pusher>>,
-    armed: Option<memory::bgsnap::Armed>,
-    mut proc_locks: crate::kinds::locks::ProcLocks,
+    before: BeforeFreeze,
 ) -> Result<(DumpStats, inet::DumpState)> {
+    let BeforeFreeze {
+        mut plan,
+        armed,
+        mut proc_locks,
+    } = before;
     // The frozen phases from here on (the seize's are `dump_then`'s).
     let mut lap = crate::stats::Lap::start();
     let mut stats = DumpStats::default();
