@@ -561,6 +561,14 @@ impl Frozen {
         self.keep_parking = true;
     }
 
+    /// The threads of process `pid` (none if it is not in the tree).
+    pub fn tids_of(&self, pid: i32) -> Vec<i32> {
+        (self.procs.iter())
+            .find(|p| p.pid == pid)
+            .map(|p| p.threads.iter().map(|t| t.tid).collect())
+            .unwrap_or_default()
+    }
+
     /// Whether cairn's own parking page is kept in some process.
     pub fn has_parking_pages(&self) -> bool {
         !self.parking_pages.is_empty()
@@ -647,10 +655,7 @@ impl Frozen {
         // The kept parking pages go first (their threads get their
         // registers back there); repair mode is off by now.
         for (pid, own) in std::mem::take(&mut self.parking_pages) {
-            let tids: Vec<i32> = (self.procs.iter())
-                .filter(|p| p.pid == pid)
-                .flat_map(|p| p.threads.iter().map(|t| t.tid))
-                .collect();
+            let tids = self.tids_of(pid);
             let dropped = Remote::new(pid, own.insn)
                 .map_err(|e| Error::sys(pid, "PTRACE_GETREGS", e))
                 .and_then(|mut r| self.drop_parking(pid, &mut r, &tids, own.insn));

@@ -836,12 +836,7 @@ fn collect_remote(
     status: &procfs::Status,
     stat: &procfs::Stat,
 ) -> Result<(TaskCore, u64, Vec<String>)> {
-    let tids: Vec<i32> = frozen
-        .procs
-        .iter()
-        .find(|p| p.pid == pid)
-        .map(|p| p.threads.iter().map(|t| t.tid).collect())
-        .unwrap_or_default();
+    let tids = frozen.tids_of(pid);
     // Seccomp filters suspended for cairn before the first injected call.
     let seccomp =
         ktask::attrs::suspend_seccomp(pid, &tids, crate::sys::ptrace::PTRACE_O_TRACESYSGOOD)?;
