@@ -473,11 +473,17 @@ pub fn attr_fields(a: &crate::sys::procattrs::Attrs, f: &mut Fields) {
 /// frames are read again in both: memory compaction may have moved a page
 /// that is still shared between the two reads (both page tables then
 /// name its new frame), as `kinds::memory::plan` does for the dump.
-fn same_frames(a: i32, b: i32, start: u64, end: u64) -> Option<u64> {
+/// Pages at the addresses of `skip` are not counted (the pages of rseq
+/// areas: [`rseq_pages`]).
+fn same_frames(a: i32, b: i32, start: u64, end: u64, skip: &[u64]) -> Option<u64> {
     let anon = |p: &procfs::PageFlags| if p.file_or_shared() { 0 } else { p.pfn() };
     let read = |pid: i32| -> Option<Vec<u64>> {
         let pm = procfs::read_pagemap(pid, start, end).ok()?;
-        Some(pm.iter().map(anon).collect())
+        let mut v: Vec<u64> = pm.iter().map(anon).collect();
+        for &page in skip.iter().filter(|&&p| p >= start && p < end) {
+            v[((page - start) / 4096) as usize] = 0;
+        }
+        Some(v)
     };
     let (mut fa, mut fb) = (read(a)?, read(b)?);
     let differ: Vec<usize> = (0..fa.len().min(fb.len()))
@@ -507,6 +513,45 @@ pub fn count_same_frames(a: &[u64], b: &[u64]) -> u64 {
         .zip(b)
         .filter(|(x, y)| **x != 0 && x == y && seen.get(x) == Some(&2))
         .count() as u64
+}
+
+/// The pages that hold the rseq area of one of `tids` (stopped tasks this
+/// process traces): copy-on-write sharing of such a page cannot outlive
+/// the freeze. A task frozen by ptrace was scheduled out, which sets its
+/// rseq notification, and on its next return to user space (the first
+/// call cairn injects, or the thaw) the kernel writes `cpu_id_start`,
+/// `cpu_id` and `rseq_cs` into the area, breaking the sharing of its
+/// page whatever the values. So neither side of a comparison counts it
+/// (docs/ARCHITECTURE.md "The oracle"). The area is what
+/// PTRACE_GET_RSEQ_CONFIGURATION says (Linux 5.13+); before (EIO), glibc's
+/// place from the thread pointer (`__rseq_offset` of cairn's own glibc),
+/// as `kinds::task::rseq_config` assumes. A task that cannot be asked
+/// (not traced by this thread) adds nothing.
+pub fn rseq_pages(tids: &[i32]) -> Vec<u64> {
+    use crate::sys::ptrace;
+    let mut pages = Vec::new();
+    for &tid in tids {
+        let area = match ptrace::get_rseq_config(tid) {
+            Ok(c) if c.rseq_abi_pointer != 0 => Some(c.rseq_abi_pointer),
+            Ok(_) => None,
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                match (ptrace::own_glibc_rseq_offset(), ptrace::get_regs(tid)) {
+                    (Some(off), Ok(r)) if r.fs_base != 0 => {
+                        Some(r.fs_base.wrapping_add(off as u64))
+                    }
+                    _ => None,
+                }
+            }
+            Err(_) => None,
+        };
+        if let Some(a) = area {
+            // The area (32 bytes, 32-byte aligned) never straddles a page.
+            pages.push(a & !4095);
+        }
+    }
+    pages.sort_unstable();
+    pages.dedup();
+    pages
 }
 
 /// Whether this process can see page frame numbers (CAP_SYS_ADMIN).
@@ -587,6 +632,18 @@ pub fn snapshot(procs: &[ProcSpec]) -> crate::image::proto::KernelView {
                 continue;
             };
             let (mut shared, mut note) = (0u64, String::new());
+            let rseq: Vec<u64> = {
+                let tids_of = |pid: i32| procs.iter().filter(move |q| q.pid == pid);
+                let tids: Vec<i32> = tids_of(p.pid)
+                    .chain(tids_of(p.ppid))
+                    .flat_map(|q| q.tids.iter().copied())
+                    .collect();
+                rseq_pages(&tids)
+            };
+            debug!(
+                "oracle: pid {}: rseq pages not counted for sharing: {rseq:x?}",
+                p.pid
+            );
             for (s, e, _, _) in mine.iter().filter(|v| v.2.ends_with('p')) {
                 for (ts, te, _, _) in theirs.iter().filter(|v| v.2.ends_with('p')) {
                     let (a, b) = ((*s).max(*ts), (*e).min(*te));
@@ -598,7 +655,7 @@ pub fn snapshot(procs: &[ProcSpec]) -> crate::image::proto::KernelView {
                         note = format!(" (not counted: {a:x}-{b:x} too large)");
                         continue;
                     }
-                    match same_frames(p.pid, p.ppid, a, b) {
+                    match same_frames(p.pid, p.ppid, a, b, &rseq) {
                         Some(n) => shared += n,
                         None => note = format!(" (not counted: {a:x}-{b:x} unreadable)"),
                     }
