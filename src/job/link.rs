@@ -301,15 +301,7 @@ pub(super) fn accept_agents(
                         node = k;
                         Ok(answer.into_bytes())
                     });
-                    let arrival = match (r, node) {
-                        (Ok((ch, _)), Some(k)) => Arrival::Node(k, Box::new(ch)),
-                        (Ok((_, hello)), None) => Arrival::Refused(format!(
-                            "{peer}: {:?} is no node of the job still to connect",
-                            String::from_utf8_lossy(&hello)
-                        )),
-                        (Err(e), _) => Arrival::Refused(format!("{peer}: {e}")),
-                    };
-                    let _ = tx.send(arrival);
+                    let _ = tx.send(arrival(r, node, &claimed, &peer.to_string()));
                 });
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -329,6 +321,31 @@ pub(super) fn accept_agents(
         }
     }
     Ok(got)
+}
+
+/// What became of one connection: a node's channel, or why not. A node
+/// claimed by a hello whose handshake then failed (the answer could not
+/// be sent) is released, so that its agent's next attempt is not refused
+/// as a second connection of the node.
+fn arrival(
+    r: Result<(Channel, Vec<u8>)>,
+    node: Option<u32>,
+    claimed: &Mutex<std::collections::HashSet<u32>>,
+    peer: &str,
+) -> Arrival {
+    match (r, node) {
+        (Ok((ch, _)), Some(k)) => Arrival::Node(k, Box::new(ch)),
+        (Ok((_, hello)), None) => Arrival::Refused(format!(
+            "{peer}: {:?} is no node of the job still to connect",
+            String::from_utf8_lossy(&hello)
+        )),
+        (Err(e), k) => {
+            if let Some(k) = k {
+                claimed.lock().unwrap_or_else(|e| e.into_inner()).remove(&k);
+            }
+            Arrival::Refused(format!("{peer}: {e}"))
+        }
+    }
 }
 
 /// The coordinator's answer to an agent's hello, and the node it claims
@@ -369,6 +386,20 @@ pub(super) fn run_message(args: &[OsString]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claim_whose_handshake_failed_is_released() {
+        let wanted = [0u32, 1].into_iter().collect();
+        let claimed = Mutex::default();
+        let hello = |k: u32| format!("{HELLO} node {k}").into_bytes();
+        assert_eq!(claim(&hello(1), &wanted, &claimed).1, Some(1));
+        let failed = Err(crate::Error::Usage("handshake: connection reset".into()));
+        assert!(matches!(
+            arrival(failed, Some(1), &claimed, "peer"),
+            Arrival::Refused(_)
+        ));
+        assert_eq!(claim(&hello(1), &wanted, &claimed).1, Some(1));
+    }
 
     #[test]
     fn hello_claims_a_wanted_node_once() {
