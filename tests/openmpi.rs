@@ -287,12 +287,14 @@ fn restore_detached_in(ns: &str, images: &Path, log: &Path) {
 /// other machine: three process trees, mpirun's and one per node, with
 /// TCP connections between them.
 struct TwoNodeJob {
+    // Dropped in this order: the job's processes killed first, then
+    // their tmpfs, files and namespaces.
+    tracker: PidTracker,
+    child: std::process::Child,
     dir: std::path::PathBuf,
     net: common::netns::Net,
     tmp: Tmpfs,
     shm: ShmFiles,
-    child: std::process::Child,
-    tracker: PidTracker,
     mpirun: i32,
     /// The daemons of nodes A and B (each the root of its node's tree).
     da: i32,

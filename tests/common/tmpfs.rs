@@ -45,8 +45,27 @@ impl Tmpfs {
 }
 
 impl Drop for Tmpfs {
+    /// Unmounts it; while processes killed just before still hold files
+    /// there (busy), tries again for up to 2 s, then detaches it lazily
+    /// (`umount -l`), so that a failed test never leaves it mounted.
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.path).status();
+        let quiet = |c: &mut Command| {
+            c.stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let mut gone = false;
+        for _ in 0..40 {
+            if quiet(Command::new("umount").arg(&self.path)) {
+                gone = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        if !gone {
+            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        }
         let _ = std::fs::remove_dir(&self.path);
     }
 }
