@@ -112,6 +112,40 @@ fn failed_thread_clone_leaves_no_process() {
     }
 }
 
+/// The check of the restored mappings' VmFlags runs on a thread of its
+/// own beside the files and attributes phases and is joined before the
+/// go (`restore::FlagsCheck`): when it finds a difference (the test hook
+/// CAIRN_TEST_VERIFY_FLAG makes it expect an extra flag on the last
+/// process's first VMA), the restore fails naming the process and the
+/// flag, after the later phases ran, and no process of the tree is left.
+#[test]
+fn failed_flags_check_leaves_no_process() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut t = TreeTest::start("tree_levels", &[]);
+    let pids: Vec<i32> = t.before.iter().map(|p| p.pid).collect();
+    t.dump_ok(&["@no-oracle: the restore is meant to fail"]);
+    t.expect_tree_killed_by_dump();
+    wait_init_reaped_orphans(Duration::from_secs(15));
+    let flag = CairnEnv::set("CAIRN_TEST_VERIFY_FLAG", "zz");
+    let out = restore_expect_fail(&t.w.images, &["-v"], t.w.pid);
+    drop(flag);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("came back with other VmFlags")
+            && err.contains("\"zz\"")
+            && pids.iter().any(|p| err.contains(&format!("pid {p}:"))),
+        "the restore did not name the process and the flag:\n{err}"
+    );
+    for p in pids {
+        assert!(
+            wait_pid_gone(p, Duration::from_secs(10)),
+            "pid {p} still exists after the failed restore"
+        );
+    }
+}
+
 /// Resource limits that differ from process to process (a child forked
 /// before its parent changed them keeps the ones cairn's vessels have, so
 /// a restore sets none for it) and fd tables whose descriptions are

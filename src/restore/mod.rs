@@ -1895,6 +1895,13 @@ pub fn start(args: &RestoreOptions) -> Result<Option<i32>> {
 /// is reparented when that child exits. The result comes back on a pipe.
 fn restore_detached(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Result<i32> {
     use std::io::{Read, Write};
+    // The threads of `Images::load` are joined, but a joined thread may
+    // still be on its way out in the kernel (its tid is cleared before it
+    // leaves the thread group) for a moment; it holds no lock then.
+    let deadline = Instant::now() + std::time::Duration::from_millis(500);
+    while task::own_thread_count() > 1 && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     if task::own_thread_count() > 1 {
         return Err(Error::Restore(
             "internal: restore must fork while single-threaded".into(),
