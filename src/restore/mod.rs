@@ -1216,52 +1216,57 @@ fn finish(img: &Images, p: &mut Proc) -> Result<()> {
 /// changes a saved mapping (what maps later, the restorer area and
 /// packet rings, is not checked), and mlockall(MCL_FUTURE) affects only
 /// later mappings, so the check sees what it saw at its old place.
-struct FlagsCheck {
-    worker: Option<std::thread::JoinHandle<Result<()>>>,
+struct FlagsCheck<'scope> {
+    worker: Option<std::thread::ScopedJoinHandle<'scope, Result<()>>>,
     /// The answer, where no thread could be started and the check ran at once.
     done: Option<Result<()>>,
 }
 
-impl FlagsCheck {
-    fn start(img: &Images, procs: &[Proc]) -> FlagsCheck {
-        let mut work: Vec<(i32, MmEntry)> = (procs.iter())
-            .filter(|p| !p.zombie)
-            .filter_map(|p| Some((p.pid, img.mms[p.i].clone()?)))
+impl<'scope> FlagsCheck<'scope> {
+    fn start<'env>(
+        s: &'scope std::thread::Scope<'scope, 'env>,
+        img: &'env Images,
+        procs: &[Proc],
+    ) -> FlagsCheck<'scope> {
+        let work: Vec<(i32, usize)> = (procs.iter())
+            .filter(|p| !p.zombie && img.mms[p.i].is_some())
+            .map(|p| (p.pid, p.i))
             .collect();
         // `CAIRN_TEST_VERIFY_FLAG=F`, for tests: the last process's first
         // VMA is expected with the extra flag F, so that the check fails
         // late, after the files and attributes phases.
-        if let (Ok(f), Some((_, mm))) = (std::env::var("CAIRN_TEST_VERIFY_FLAG"), work.last_mut()) {
-            if let Some(v) = mm.vmas.first_mut() {
-                v.vm_flags.push(f);
-            }
-        }
-        let check = |work: &[(i32, MmEntry)]| {
-            (work.iter()).try_for_each(|(pid, mm)| memory::verify_flags(*pid, mm))
+        let test_mm = std::env::var("CAIRN_TEST_VERIFY_FLAG").ok().and_then(|f| {
+            let mut mm = img.mms[work.last()?.1].clone()?;
+            mm.vmas.first_mut()?.vm_flags.push(f);
+            Some(mm)
+        });
+        let check = move || {
+            (work.iter().enumerate()).try_for_each(|(k, &(pid, i))| {
+                let mm = match &test_mm {
+                    Some(t) if k + 1 == work.len() => t,
+                    _ => img.mms[i].as_ref().expect("a live process's mm"),
+                };
+                memory::verify_flags(pid, mm)
+            })
         };
         let unpinned = crate::sys::sched::unpinned();
-        let (tx, rx) = std::sync::mpsc::channel();
+        let on_thread = check.clone();
         let spawned = std::thread::Builder::new()
             .name("verify-flags".into())
-            .spawn(move || {
-                let work: Vec<(i32, MmEntry)> = rx.recv().unwrap_or_default();
+            .spawn_scoped(s, move || {
                 crate::sys::sched::unpin_self(unpinned.as_deref());
-                check(&work)
+                on_thread()
             });
         match spawned {
-            Ok(w) => {
-                // The thread owns what it checks once it started.
-                let _ = tx.send(work);
-                FlagsCheck {
-                    worker: Some(w),
-                    done: None,
-                }
-            }
+            Ok(w) => FlagsCheck {
+                worker: Some(w),
+                done: None,
+            },
             Err(e) => {
                 info!("restore: VmFlags checked on cairn's thread ({e})");
                 FlagsCheck {
                     worker: None,
-                    done: Some(check(&work)),
+                    done: Some(check()),
                 }
             }
         }
@@ -1280,21 +1285,22 @@ impl FlagsCheck {
     }
 }
 
-impl Drop for FlagsCheck {
-    /// A restore that failed before the join still waits for the check
-    /// (it only reads /proc), so that no thread outlives it.
-    fn drop(&mut self) {
-        if let Some(w) = self.worker.take() {
-            let _ = w.join();
-        }
-    }
-}
-
 /// Restores the whole tree and leaves it running. Returns the root pid.
 /// `fixups` says where files are opened from instead of their saved paths
 /// (moved executable, recreated deleted files); the deleted files are
-/// unlinked once every fd table is in place.
+/// unlinked once every fd table is in place. The scope holds the thread
+/// of [`FlagsCheck`], which reads the images beside cairn's thread; a
+/// restore that fails before it is joined waits for it here.
 fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Result<i32> {
+    std::thread::scope(|s| restore_tree_in(s, img, args, fixups))
+}
+
+fn restore_tree_in<'scope, 'env>(
+    s: &'scope std::thread::Scope<'scope, 'env>,
+    img: &'env Images,
+    args: &RestoreOptions,
+    fixups: &mut Fixups,
+) -> Result<i32> {
     let t0 = Instant::now();
     let ptrace0 = ptrace::counts();
     // cairn and every vessel (which inherit its mask) take turns on one
@@ -1346,7 +1352,7 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
     for p in procs.iter_mut().filter(|p| !p.zombie) {
         finish_memory(img, p, &idx)?;
     }
-    let flags_check = FlagsCheck::start(img, &procs);
+    let flags_check = FlagsCheck::start(s, img, &procs);
     let by_pid: HashMap<i32, usize> = procs.iter().enumerate().map(|(k, p)| (p.pid, k)).collect();
     for (_, (owner, fd)) in shm.owners.drain() {
         if let Some(&k) = by_pid.get(&owner) {

@@ -1669,6 +1669,14 @@ fn tree_once(
     {
         eprintln!("xtask: tree {procs_n}x{threads} restore: ptrace {l}");
     }
+    // "restore timings: load 31.2 ms, ..." and "restored N processes in
+    // T (create ...)": cairn's own figures, beside the wall time.
+    for l in err.lines().filter(|l| {
+        l.contains("restore timings: ") || (l.contains(" processes in ") && l.contains("restored "))
+    }) {
+        let l = l.split_once("]: ").map_or(l, |x| x.1);
+        eprintln!("xtask: tree {procs_n}x{threads} {l}");
+    }
     kill_tree(pid);
     wait_gone(pid, Duration::from_secs(10));
     let _ = std::fs::remove_dir_all(&images);
