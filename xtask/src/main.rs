@@ -1278,12 +1278,7 @@ fn bench_tree(args: &[String]) -> Result<()> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--procs" => {
-                let v = it.next().ok_or("--procs needs a value")?;
-                procs = v
-                    .split(',')
-                    .map(|d| d.trim().parse().ok().filter(|&n: &usize| n >= 1))
-                    .collect::<Option<Vec<_>>>()
-                    .ok_or_else(|| format!("bad --procs {v:?}"))?;
+                procs = parse_counts("--procs", it.next())?;
             }
             "--baseline" => {
                 baseline = Some(PathBuf::from(it.next().ok_or("--baseline needs a value")?))
@@ -1370,6 +1365,16 @@ fn bench_tree(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The value of `flag`, a comma-separated list of counts of at least 1
+/// ("100,250,500").
+fn parse_counts(flag: &str, v: Option<&String>) -> Result<Vec<usize>> {
+    let v = v.ok_or_else(|| format!("{flag} needs a value"))?;
+    v.split(',')
+        .map(|d| d.trim().parse().ok().filter(|&n: &usize| n >= 1))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| format!("bad {flag} {v:?}"))
+}
+
 /// The 1-minute load average (0 where /proc/loadavg cannot be read).
 fn load_average() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
@@ -1414,12 +1419,7 @@ fn bench_chain(args: &[String]) -> Result<()> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         if a == "--depths" {
-            let v = it.next().ok_or("--depths needs a value")?;
-            depths = v
-                .split(',')
-                .map(|d| d.trim().parse().ok().filter(|&n: &usize| n >= 1))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| format!("bad --depths {v:?}"))?;
+            depths = parse_counts("--depths", it.next())?;
         } else {
             rest.push(a.clone());
         }
