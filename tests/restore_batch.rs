@@ -43,22 +43,37 @@ fn failed_batched_call_leaves_no_process() {
     if skip_unless_root() {
         return;
     }
+    // This test's restore only (`CairnEnv`): the other tests of this
+    // binary run at the same time.
+    let nr = libc::SYS_mprotect.to_string();
+    tree_levels_restore_fails("CAIRN_TEST_BATCH_ENOSYS", &nr, &[], |err, pids| {
+        err.contains("remote mprotect")
+            && err.contains("os error 38")
+            && pids.iter().any(|p| err.contains(&p.to_string()))
+    });
+}
+
+/// Dumps `tree_levels`, restores it with the test hook `var=value` set
+/// for that cairn only, and requires the restore to fail with a message
+/// `names_it` accepts (given the tree's pids), and every process gone.
+fn tree_levels_restore_fails(
+    var: &'static str,
+    value: &str,
+    flags: &[&str],
+    names_it: impl Fn(&str, &[i32]) -> bool,
+) {
     let mut t = TreeTest::start("tree_levels", &[]);
     let pids: Vec<i32> = t.before.iter().map(|p| p.pid).collect();
     t.dump_ok(&["@no-oracle: the restore is meant to fail"]);
     t.expect_tree_killed_by_dump();
     wait_init_reaped_orphans(Duration::from_secs(15));
-    // This test's restore only (`CairnEnv`): the other tests of this
-    // binary run at the same time.
-    let enosys = CairnEnv::set("CAIRN_TEST_BATCH_ENOSYS", &libc::SYS_mprotect.to_string());
-    let out = restore_expect_fail(&t.w.images, &[], t.w.pid);
-    drop(enosys);
+    let hook = CairnEnv::set(var, value);
+    let out = restore_expect_fail(&t.w.images, flags, t.w.pid);
+    drop(hook);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("remote mprotect")
-            && err.contains("os error 38")
-            && pids.iter().any(|p| err.contains(&p.to_string())),
-        "the restore did not name the process and the failed call:\n{err}"
+        names_it(&err, &pids),
+        "the restore did not name the process and what failed:\n{err}"
     );
     for p in pids {
         assert!(
@@ -110,6 +125,24 @@ fn failed_thread_clone_leaves_no_process() {
             "task {p} still exists after the failed restore"
         );
     }
+}
+
+/// The check of the restored mappings' VmFlags runs on a thread of its
+/// own beside the files and attributes phases and is joined before the
+/// go (`restore::FlagsCheck`): when it finds a difference (the test hook
+/// CAIRN_TEST_VERIFY_FLAG makes it expect an extra flag on the last
+/// process's first VMA), the restore fails naming the process and the
+/// flag, after the later phases ran, and no process of the tree is left.
+#[test]
+fn failed_flags_check_leaves_no_process() {
+    if skip_unless_root() {
+        return;
+    }
+    tree_levels_restore_fails("CAIRN_TEST_VERIFY_FLAG", "zz", &["-v"], |err, pids| {
+        err.contains("came back with other VmFlags")
+            && err.contains("\"zz\"")
+            && pids.iter().any(|p| err.contains(&format!("pid {p}:")))
+    });
 }
 
 /// Resource limits that differ from process to process (a child forked

@@ -88,35 +88,41 @@ impl Images {
         validate::files(&files, &dir.file(names::FILES))?;
         let descs = validate::desc_index(&files);
         let store = PageStoreReader::open(&dir)?;
+        // Each process's images are read, decoded and checked in parallel
+        // (most of a tree's load time is decoding its ~4 images per
+        // process); the results are taken in tree order, so the first
+        // error reported is the one a sequential read would have hit.
+        let loaded = {
+            let entries = &pstree.entries;
+            let workers = crate::sys::sched::parallelism().clamp(1, 8);
+            let per = entries.len().div_ceil(workers).max(1);
+            let (dir, descs, pstree, store) = (&dir, &descs, &pstree, &store);
+            let load = move |e: &crate::image::proto::PstreeEntry| {
+                load_proc(dir, e, descs, pstree, store, has_parent)
+            };
+            std::thread::scope(|s| {
+                let mut chunks = entries.chunks(per);
+                let first = chunks.next().unwrap_or_default();
+                let others: Vec<_> = chunks
+                    .map(|c| s.spawn(move || c.iter().map(load).collect::<Vec<_>>()))
+                    .collect();
+                let mut all: Vec<Result<ProcImages>> = first.iter().map(load).collect();
+                for h in others {
+                    all.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+                }
+                all
+            })
+        };
         let (mut cores, mut mms, mut fdtables, mut pagemaps) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for e in &pstree.entries {
-            let pid = e.pid;
-            let core_path = dir.file(&names::core(pid));
-            let core: TaskCore = dir.read(ImageType::Core, &names::core(pid))?;
-            validate::core(&core, pid, &e.threads, &core_path)?;
-            validate::core_refs(&core, &descs, &pstree, &core_path)?;
-            if is_zombie(&core) {
+        for r in loaded {
+            let ProcImages { core, live } = r?;
+            let Some((mm, pm, t)) = live else {
                 cores.push(core);
                 mms.push(None);
                 fdtables.push(None);
                 continue;
-            }
-            let mm: MmEntry = dir.read(ImageType::Mm, &names::mm(pid))?;
-            validate::mm(&mm, pid, &descs, &dir.file(&names::mm(pid)))?;
-            let own = format!("pid:{pid}");
-            let pm_name = names::pagemap(&own);
-            let pm: Pagemap = if dir.exists(&pm_name) {
-                let pm: Pagemap = dir.read(ImageType::Pagemap, &pm_name)?;
-                validate::pagemap(&pm, &own, has_parent, &dir.file(&pm_name))?;
-                pm
-            } else {
-                let mut pm = Pagemap::new();
-                pm.owner = own;
-                pm
             };
-            validate::pagemap_in_mm(&pm, &mm, &store, &dir.file(&pm_name))?;
-            validate::pagemap_vmas(&pm, &mm, &dir.file(&pm_name))?;
             pagemaps.push(pm);
             let mut shared_owners: Vec<String> = mm
                 .vmas
@@ -142,8 +148,6 @@ impl Images {
                     pagemaps.push(pm);
                 }
             }
-            let t: FdTable = dir.read(ImageType::FdTable, &names::fdinfo(pid))?;
-            validate::fdtable(&t, pid, &descs, &dir.file(&names::fdinfo(pid)))?;
             cores.push(core);
             mms.push(Some(mm));
             fdtables.push(Some(t));
@@ -185,6 +189,54 @@ impl Images {
     pub fn store(&self) -> &PageStoreReader {
         &self.chain.layers[0].store
     }
+}
+
+/// The images of one process, read and checked: its core, and for a
+/// live process its mm, own pagemap and fd table.
+struct ProcImages {
+    core: TaskCore,
+    live: Option<(MmEntry, Pagemap, FdTable)>,
+}
+
+/// Reads and checks the images of the process of `e` (the pagemaps of
+/// shared memory it maps are read by [`Images::load`], once per object).
+fn load_proc(
+    dir: &ImageDir,
+    e: &crate::image::proto::PstreeEntry,
+    descs: &HashMap<u32, &crate::image::proto::FileDesc>,
+    pstree: &Pstree,
+    store: &PageStoreReader,
+    has_parent: bool,
+) -> Result<ProcImages> {
+    let pid = e.pid;
+    let core_path = dir.file(&names::core(pid));
+    let core: TaskCore = dir.read(ImageType::Core, &names::core(pid))?;
+    validate::core(&core, pid, &e.threads, &core_path)?;
+    validate::core_refs(&core, descs, pstree, &core_path)?;
+    if is_zombie(&core) {
+        return Ok(ProcImages { core, live: None });
+    }
+    let mm: MmEntry = dir.read(ImageType::Mm, &names::mm(pid))?;
+    validate::mm(&mm, pid, descs, &dir.file(&names::mm(pid)))?;
+    let own = format!("pid:{pid}");
+    let pm_name = names::pagemap(&own);
+    let pm: Pagemap = if dir.exists(&pm_name) {
+        let pm: Pagemap = dir.read(ImageType::Pagemap, &pm_name)?;
+        validate::pagemap(&pm, &own, has_parent, &dir.file(&pm_name))?;
+        pm
+    } else {
+        let mut pm = Pagemap::new();
+        pm.owner = own;
+        pm
+    };
+    validate::pagemap_in_mm(&pm, &mm, store, &dir.file(&pm_name))?;
+    validate::pagemap_vmas(&pm, &mm, &dir.file(&pm_name))?;
+    let t: FdTable = dir.read(ImageType::FdTable, &names::fdinfo(pid))?;
+    validate::fdtable(&t, pid, descs, &dir.file(&names::fdinfo(pid)))?;
+    Ok(ProcImages {
+        core,
+        live: Some((mm, pm, t)),
+    })
 }
 
 /// Kills every vessel created so far unless disarmed, so a failed restore
@@ -1012,7 +1064,8 @@ fn restore_memory(
 }
 
 /// The rest of phase 2, once the children are forked: protections,
-/// advice, their check, the mm fields (exe link, auxv) and mlockall.
+/// advice, the mm fields (exe link, auxv) and mlockall (their check is
+/// [`FlagsCheck`]'s).
 fn finish_memory(img: &Images, p: &mut Proc, idx: &FilesIndex) -> Result<()> {
     let Some(mm) = img.mms[p.i].as_ref() else {
         return Ok(());
@@ -1020,7 +1073,6 @@ fn finish_memory(img: &Images, p: &mut Proc, idx: &FilesIndex) -> Result<()> {
     let pid = p.pid;
     let agent = &mut p.agents[0];
     memory::finish_unlocked_vmas(agent, mm)?;
-    memory::verify_flags(pid, mm)?;
     let exe = idx
         .path(mm.exe_file_id)
         .ok_or_else(|| Error::Restore(format!("pid {pid}: executable unknown")))?;
@@ -1154,11 +1206,101 @@ fn finish(img: &Images, p: &mut Proc) -> Result<()> {
     Ok(())
 }
 
+/// The check that every restored mapping has the VmFlags saved
+/// (`memory::verify_flags`), run on a thread of its own from the end of
+/// the memory phase on, beside the files and attributes phases, and
+/// joined before the go: reading and parsing the smaps of every process
+/// was a tenth of a tree's restore on cairn's one pinned CPU
+/// (`crate::sys::sched::pin_here`); this thread takes the mask cairn had
+/// before and runs wherever a CPU is free. Nothing after the memory phase
+/// changes a saved mapping (what maps later, the restorer area and
+/// packet rings, is not checked), and mlockall(MCL_FUTURE) affects only
+/// later mappings, so the check sees what it saw at its old place.
+struct FlagsCheck<'scope> {
+    worker: Option<std::thread::ScopedJoinHandle<'scope, Result<()>>>,
+    /// The answer, where no thread could be started and the check ran at once.
+    done: Option<Result<()>>,
+}
+
+impl<'scope> FlagsCheck<'scope> {
+    fn start<'env>(
+        s: &'scope std::thread::Scope<'scope, 'env>,
+        img: &'env Images,
+        procs: &[Proc],
+    ) -> FlagsCheck<'scope> {
+        let work: Vec<(i32, usize)> = (procs.iter())
+            .filter(|p| !p.zombie && img.mms[p.i].is_some())
+            .map(|p| (p.pid, p.i))
+            .collect();
+        // `CAIRN_TEST_VERIFY_FLAG=F`, for tests: the last process's first
+        // VMA is expected with the extra flag F, so that the check fails
+        // late, after the files and attributes phases.
+        let test_mm = std::env::var("CAIRN_TEST_VERIFY_FLAG").ok().and_then(|f| {
+            let mut mm = img.mms[work.last()?.1].clone()?;
+            mm.vmas.first_mut()?.vm_flags.push(f);
+            Some(mm)
+        });
+        let check = move || {
+            (work.iter().enumerate()).try_for_each(|(k, &(pid, i))| {
+                let mm = match &test_mm {
+                    Some(t) if k + 1 == work.len() => t,
+                    _ => img.mms[i].as_ref().expect("a live process's mm"),
+                };
+                memory::verify_flags(pid, mm)
+            })
+        };
+        let unpinned = crate::sys::sched::unpinned();
+        let on_thread = check.clone();
+        let spawned = std::thread::Builder::new()
+            .name("verify-flags".into())
+            .spawn_scoped(s, move || {
+                crate::sys::sched::unpin_self(unpinned.as_deref());
+                on_thread()
+            });
+        match spawned {
+            Ok(w) => FlagsCheck {
+                worker: Some(w),
+                done: None,
+            },
+            Err(e) => {
+                info!("restore: VmFlags checked on cairn's thread ({e})");
+                FlagsCheck {
+                    worker: None,
+                    done: Some(check()),
+                }
+            }
+        }
+    }
+
+    /// The check's answer: the first process whose mappings differ.
+    fn join(mut self) -> Result<()> {
+        if let Some(r) = self.done.take() {
+            return r;
+        }
+        match self.worker.take().map(|w| w.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(p)) => std::panic::resume_unwind(p),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Restores the whole tree and leaves it running. Returns the root pid.
 /// `fixups` says where files are opened from instead of their saved paths
 /// (moved executable, recreated deleted files); the deleted files are
-/// unlinked once every fd table is in place.
+/// unlinked once every fd table is in place. The scope holds the thread
+/// of [`FlagsCheck`], which reads the images beside cairn's thread; a
+/// restore that fails before it is joined waits for it here.
 fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Result<i32> {
+    std::thread::scope(|s| restore_tree_in(s, img, args, fixups))
+}
+
+fn restore_tree_in<'scope, 'env>(
+    s: &'scope std::thread::Scope<'scope, 'env>,
+    img: &'env Images,
+    args: &RestoreOptions,
+    fixups: &mut Fixups,
+) -> Result<i32> {
     let t0 = Instant::now();
     let ptrace0 = ptrace::counts();
     // cairn and every vessel (which inherit its mask) take turns on one
@@ -1210,6 +1352,7 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
     for p in procs.iter_mut().filter(|p| !p.zombie) {
         finish_memory(img, p, &idx)?;
     }
+    let flags_check = FlagsCheck::start(s, img, &procs);
     let by_pid: HashMap<i32, usize> = procs.iter().enumerate().map(|(k, p)| (p.pid, k)).collect();
     for (_, (owner, fd)) in shm.owners.drain() {
         if let Some(&k) = by_pid.get(&owner) {
@@ -1348,6 +1491,7 @@ fn restore_tree(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Res
     for p in procs.iter_mut().filter(|p| !p.zombie) {
         finish(img, p)?;
     }
+    flags_check.join()?;
     // A job that shared its shell's process group (not one of the tree's)
     // is in cairn's, which takes the shell's place.
     let root = &img.pstree.entries[0];
@@ -1757,6 +1901,13 @@ pub fn start(args: &RestoreOptions) -> Result<Option<i32>> {
 /// is reparented when that child exits. The result comes back on a pipe.
 fn restore_detached(img: &Images, args: &RestoreOptions, fixups: &mut Fixups) -> Result<i32> {
     use std::io::{Read, Write};
+    // The threads of `Images::load` are joined, but a joined thread may
+    // still be on its way out in the kernel (its tid is cleared before it
+    // leaves the thread group) for a moment; it holds no lock then.
+    let deadline = Instant::now() + std::time::Duration::from_millis(500);
+    while task::own_thread_count() > 1 && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     if task::own_thread_count() > 1 {
         return Err(Error::Restore(
             "internal: restore must fork while single-threaded".into(),

@@ -126,7 +126,7 @@ const USAGE: &str = "usage: cargo xtask demo [DEMO ARGS...]
        cargo xtask man|completions [--out DIR]
        cargo xtask deb [--out DIR] [--bin CAIRN] [--check]
        cargo xtask bench [--runs N] [--size SIZE] [-- DUMP-ARGS...]
-       cargo xtask bench tree [--runs N]
+       cargo xtask bench tree [--runs N] [--procs N,N,...] [--baseline CAIRN]
        cargo xtask bench chain [--runs N] [--depths N,N,...]
        cargo xtask bench incremental [--runs N] [--size SIZE] [--dirty PCT]
        cargo xtask bench inventory [--runs N]
@@ -1263,10 +1263,30 @@ fn bench_once(
     })
 }
 
-/// `cargo xtask bench tree [--runs N]`: freeze time and dump/restore time
-/// of flat trees of 10, 100 and 500 processes with 8 threads each.
+/// `cargo xtask bench tree [--runs N] [--procs N,N,...] [--baseline CAIRN]`:
+/// freeze time and dump/restore time of flat trees of 10, 100 and 500
+/// processes (or `--procs`) with 8 threads each. `--baseline`: every run
+/// is repeated right after with that cairn binary (e.g. main's), dump and
+/// restore, so that both see the same load; the medians of both and the
+/// load average are printed. CRIU is run beside where `criu check` passes;
+/// otherwise the bench says why it is not.
 fn bench_tree(args: &[String]) -> Result<()> {
-    let b = parse_bench_args(args)?;
+    let mut procs = vec![10usize, 100, 500];
+    let mut baseline: Option<PathBuf> = None;
+    let mut rest = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--procs" => {
+                procs = parse_counts("--procs", it.next())?;
+            }
+            "--baseline" => {
+                baseline = Some(PathBuf::from(it.next().ok_or("--baseline needs a value")?))
+            }
+            _ => rest.push(a.clone()),
+        }
+    }
+    let b = parse_bench_args(&rest)?;
     ensure_tools()?;
     run(cargo().args(["build", "--release"]))?;
     let root = root();
@@ -1276,49 +1296,118 @@ fn bench_tree(args: &[String]) -> Result<()> {
         .args(["-O2", "-Wall", "-pthread", "-o"])
         .arg(&workload)
         .arg(root.join("tests/workloads/bench_tree.c")))?;
+    let criu = criu_usable();
     let work = std::env::temp_dir().join(format!("cairn-bench-tree-{}", std::process::id()));
     std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let mut bins = vec![("cairn", cairn.clone())];
+    if let Some(b) = &baseline {
+        bins.push(("baseline", b.clone()));
+    }
+    // (binary, processes, freeze, dump, restore medians)
     let mut lines = Vec::new();
+    let mut loads = Vec::new();
     let result = (|| {
-        for procs_n in [10usize, 100, 500] {
-            let (mut freeze, mut dump, mut restore) = (Vec::new(), Vec::new(), Vec::new());
+        for &procs_n in &procs {
+            let mut runs: Vec<[Vec<f64>; 3]> = vec![Default::default(); bins.len()];
             for i in 0..b.runs {
-                let r = tree_once(&cairn, &workload, &work, procs_n, 8)?;
-                eprintln!(
-                    "xtask: tree {procs_n}x8 run {}/{}: freeze {:.1} ms, dump {:.2} s, restore {:.2} s",
-                    i + 1,
-                    b.runs,
-                    r.0,
-                    r.1,
-                    r.2
-                );
-                freeze.push(r.0);
-                dump.push(r.1);
-                restore.push(r.2);
+                for (k, (name, bin)) in bins.iter().enumerate() {
+                    loads.push(load_average());
+                    let r = tree_once(bin, &workload, &work, procs_n, 8)?;
+                    eprintln!(
+                        "xtask: tree {procs_n}x8 run {}/{} {name}: freeze {:.1} ms, dump {:.2} s, restore {:.2} s (load {:.1})",
+                        i + 1,
+                        b.runs,
+                        r.0,
+                        r.1,
+                        r.2,
+                        loads.last().copied().unwrap_or(0.0)
+                    );
+                    runs[k][0].push(r.0);
+                    runs[k][1].push(r.1);
+                    runs[k][2].push(r.2);
+                }
             }
-            lines.push((procs_n, median(&freeze), median(&dump), median(&restore)));
+            for (k, (name, _)) in bins.iter().enumerate() {
+                let [f, d, r] = &runs[k];
+                lines.push((*name, procs_n, median(f), median(d), median(r)));
+            }
         }
         Ok::<_, String>(())
     })();
     let _ = std::fs::remove_dir_all(&work);
     result?;
-    for (n, f, d, r) in &lines {
+    for (name, n, f, d, r) in &lines {
         println!(
-            "bench tree {n} processes x 8 threads: freeze {f:.1} ms ({:.3} ms/task), dump {d:.2} s, restore {r:.2} s",
+            "bench tree {n} processes x 8 threads ({name}): freeze {f:.1} ms ({:.3} ms/task), dump {d:.2} s, restore {r:.2} s",
             f / (*n as f64 * 8.0)
         );
     }
+    loads.sort_by(f64::total_cmp);
+    if let (Some(lo), Some(hi)) = (loads.first(), loads.last()) {
+        println!("load average during the runs: {lo:.1}-{hi:.1}");
+    }
+    match &criu {
+        Ok(v) => println!("CRIU: {v} passes `criu check`, but this bench does not run it yet"),
+        Err(why) => println!("CRIU: not measured ({why})"),
+    }
     println!();
-    println!("| processes | threads | freeze (ms) | per task (ms) | dump (s) | restore (s) |");
-    println!("|---|---|---|---|---|---|");
-    for (n, f, d, r) in &lines {
+    println!(
+        "| binary | processes | threads | freeze (ms) | per task (ms) | dump (s) | restore (s) |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (name, n, f, d, r) in &lines {
         println!(
-            "| {n} | {} | {f:.1} | {:.3} | {d:.2} | {r:.2} |",
+            "| {name} | {n} | {} | {f:.1} | {:.3} | {d:.2} | {r:.2} |",
             n * 8,
             f / (*n as f64 * 8.0)
         );
     }
     Ok(())
+}
+
+/// The value of `flag`, a comma-separated list of counts of at least 1
+/// ("100,250,500").
+fn parse_counts(flag: &str, v: Option<&String>) -> Result<Vec<usize>> {
+    let v = v.ok_or_else(|| format!("{flag} needs a value"))?;
+    v.split(',')
+        .map(|d| d.trim().parse().ok().filter(|&n: &usize| n >= 1))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| format!("bad {flag} {v:?}"))
+}
+
+/// The 1-minute load average (0 where /proc/loadavg cannot be read).
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// CRIU's version where it is installed and `criu check` passes on this
+/// kernel, else why not.
+fn criu_usable() -> Result<String> {
+    let v = Command::new("criu")
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("criu not installed: {e}"))?;
+    let version = String::from_utf8_lossy(&v.stdout)
+        .lines()
+        .next()
+        .unwrap_or("criu")
+        .trim()
+        .to_string();
+    let c = Command::new("criu")
+        .arg("check")
+        .output()
+        .map_err(|e| format!("criu check: {e}"))?;
+    if !c.status.success() {
+        let err = String::from_utf8_lossy(&c.stderr);
+        let last = err.lines().last().unwrap_or("").trim().to_string();
+        return Err(format!(
+            "{version}: `criu check` fails on this kernel: {last}"
+        ));
+    }
+    Ok(version)
 }
 
 /// `cargo xtask bench chain [--runs N] [--depths N,N,...]`: dump and
@@ -1330,12 +1419,7 @@ fn bench_chain(args: &[String]) -> Result<()> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         if a == "--depths" {
-            let v = it.next().ok_or("--depths needs a value")?;
-            depths = v
-                .split(',')
-                .map(|d| d.trim().parse().ok().filter(|&n: &usize| n >= 1))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| format!("bad --depths {v:?}"))?;
+            depths = parse_counts("--depths", it.next())?;
         } else {
             rest.push(a.clone());
         }
@@ -1584,6 +1668,14 @@ fn tree_once(
         .find_map(|l| l.split_once("ptrace: ").map(|x| x.1))
     {
         eprintln!("xtask: tree {procs_n}x{threads} restore: ptrace {l}");
+    }
+    // "restore timings: load 31.2 ms, ..." and "restored N processes in
+    // T (create ...)": cairn's own figures, beside the wall time.
+    for l in err.lines().filter(|l| {
+        l.contains("restore timings: ") || (l.contains(" processes in ") && l.contains("restored "))
+    }) {
+        let l = l.split_once("]: ").map_or(l, |x| x.1);
+        eprintln!("xtask: tree {procs_n}x{threads} {l}");
     }
     kill_tree(pid);
     wait_gone(pid, Duration::from_secs(10));
