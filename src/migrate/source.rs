@@ -306,6 +306,7 @@ fn round(
     {
         return (ch, Err(e));
     }
+    info!("migrate: round {idx} streams its pages as the pre-dump reads them");
     let tee = Tee::lend(ch);
     popts.page_tee = Some(crate::options::PageTee(tee.clone()));
     let dumped = dump::pre_dump(&popts);
