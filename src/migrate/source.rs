@@ -201,8 +201,11 @@ fn send_layer(
 /// ([`Tee::give_back`]); at most [`TEE_QUEUE`] chunks wait for it.
 struct Tee {
     tx: std::sync::Mutex<Option<std::sync::mpsc::SyncSender<TeeItem>>>,
-    thread: std::sync::Mutex<Option<std::thread::JoinHandle<(Channel, Result<()>)>>>,
+    thread: std::sync::Mutex<Option<TeeThread>>,
 }
+
+/// The sending thread: it gives the channel back, and whether it failed.
+type TeeThread = std::thread::JoinHandle<(Channel, Result<()>)>;
 
 /// Chunks queued for the sending thread at most.
 const TEE_QUEUE: usize = 4;
@@ -216,7 +219,7 @@ impl Tee {
     fn lend(mut ch: Channel) -> std::sync::Arc<Tee> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<TeeItem>(TEE_QUEUE);
         let thread = std::thread::spawn(move || {
-            let mut send = |item: TeeItem| -> Result<()> {
+            let send = |item: TeeItem| -> Result<()> {
                 match item {
                     // Whole `Data` messages, tag included (`data_messages`).
                     TeeItem::Chunk(msgs) => msgs.chunks(MAX_PLAIN).try_for_each(|m| ch.send(m)),
@@ -225,8 +228,7 @@ impl Tee {
             };
             // The first failure ends the thread: the queue's end makes
             // the pre-dump's next chunk fail.
-            let r = rx.iter().try_for_each(&mut send);
-            drop(send);
+            let r = rx.iter().try_for_each(send);
             (ch, r)
         });
         std::sync::Arc::new(Tee {
