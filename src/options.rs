@@ -86,6 +86,20 @@ pub struct PreDumpOptions {
     pub compress_level: i32,
     pub incr: IncrOptions,
     pub freeze: FreezeOptions,
+    /// Where the page chunks go too, as they are written (a migration's
+    /// pre-copy round, `crate::migrate::source`).
+    pub page_tee: Option<PageTee>,
+}
+
+/// A [`crate::image::pages::ChunkSink`] that gets a pre-dump's chunks
+/// beside pages.img.
+#[derive(Clone)]
+pub struct PageTee(pub std::sync::Arc<dyn crate::image::pages::ChunkSink>);
+
+impl std::fmt::Debug for PageTee {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PageTee(..)")
+    }
 }
 
 /// Incremental checkpoints, shared by dump and pre-dump.

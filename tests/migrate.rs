@@ -299,6 +299,44 @@ fn migrate_tree_runs_on_destination() {
     restored_expect_pass(src.pid, &src.log);
 }
 
+/// A pre-copy round's pages go out while the pre-dump still reads them
+/// (no staged pages.img read back afterwards): over a slow link the
+/// receiver holds part of layer 1 before the source's pre-dump has
+/// finished reading; the tree then arrives whole and checks itself.
+#[test]
+fn migrate_round_streams_while_reading() {
+    if skip_unless_root() {
+        return;
+    }
+    let net = Net::new("100mbit");
+    let mut src = start_source(&net, &["--mem", "64"]);
+    let key = write_key(&src.dir, "key", 0x5b);
+    let pidfile = src.dir.join("received.pid");
+    let images = src.dir.join("received");
+    let mut recv = receiver(&net, &key, &src.dir, &once_args(&pidfile, &images));
+    let mut m = migrate(&net, src.pid, &key, &src.dir, &["--compress-level", "-5"]);
+    let pages = images.join("1").join("pages.img");
+    let end = Instant::now() + Duration::from_secs(60);
+    while fs::metadata(&pages).map(|m| m.len()).unwrap_or(0) < 4 << 20 {
+        assert!(
+            Instant::now() < end,
+            "layer 1 did not arrive: {}\n{}",
+            m.log(),
+            recv.log()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let log = m.log();
+    assert!(
+        log.contains("round 1 streams its pages") && !log.contains("pages read while running"),
+        "4 MiB of layer 1 arrived only after the pre-dump had read every page: {log}"
+    );
+    expect_migrate(&mut m, &mut src, &recv, 0, Duration::from_secs(180));
+    expect_received(&mut recv);
+    assert_eq!(read_pidfile(&pidfile), Some(src.pid), "{}", recv.log());
+    restored_expect_pass(src.pid, &src.log);
+}
+
 /// A receiver with another key refuses the migration, writes nothing
 /// and keeps listening; the source runs on (exit 7).
 fn wrong_key_refused(extra_recv: &[&str], extra_migrate: &[&str]) {

@@ -497,6 +497,7 @@ impl PreDumpArgs {
             compress_level: self.compress_level,
             incr: self.incr.options(),
             freeze: self.freeze.options(),
+            page_tee: None,
         }
     }
 }

@@ -701,7 +701,8 @@ pub fn pre_dump(args: &PreDumpOptions) -> Result<DumpStats> {
         crate::guard::pause_at("pre-dump-copy")?;
         stats.pages_scanned = plan.total_pages();
         let t = Instant::now();
-        let mut writer = PageStoreWriter::create(&dir)?;
+        let mut writer =
+            PageStoreWriter::create(&dir)?.tee(args.page_tee.as_ref().map(|t| t.0.clone()));
         let written = memory::write_pages(&plan, &mut writer, args.compress_level)?;
         stats.parent_pages = written.parent_pages();
         let bytes = writer.finish(&dir)?;

@@ -45,6 +45,9 @@ enum Out {
 /// at a time, in index order, under the lock).
 pub struct PageStoreWriter {
     out: Out,
+    /// A sink that gets every chunk too, while pages.img is written here
+    /// (a migration's pre-copy round: [`PageStoreWriter::tee`]).
+    tee: Option<std::sync::Arc<dyn ChunkSink>>,
     path: PathBuf,
     state: std::sync::Mutex<PageStore>,
 }
@@ -64,6 +67,7 @@ impl PageStoreWriter {
         file.write_all(&hdr.encode()).at(&path)?;
         Ok(PageStoreWriter {
             out: Out::File(file),
+            tee: None,
             path,
             state: std::sync::Mutex::new(PageStore::new()),
         })
@@ -74,9 +78,17 @@ impl PageStoreWriter {
     pub fn to_sink(sink: std::sync::Arc<dyn ChunkSink>, shown: PathBuf) -> PageStoreWriter {
         PageStoreWriter {
             out: Out::Sink(sink),
+            tee: None,
             path: shown,
             state: std::sync::Mutex::new(PageStore::new()),
         }
+    }
+
+    /// Also hands every chunk, in index order, and the final header to
+    /// `sink` (pages.img is still written here).
+    pub fn tee(mut self, sink: Option<std::sync::Arc<dyn ChunkSink>>) -> PageStoreWriter {
+        self.tee = sink;
+        self
     }
 
     /// Appends one zstd frame of `raw_len` bytes; returns its chunk index.
@@ -119,6 +131,10 @@ impl PageStoreWriter {
             }
             Out::File(f) => f,
         };
+        if let Some(t) = &self.tee {
+            // Under the lock, as for a sink: in index order.
+            t.put(idx, &c, stored)?;
+        }
         st.chunks.push(c);
         drop(st);
         let at = HEADER_LEN as u64 + offset;
@@ -163,6 +179,9 @@ impl PageStoreWriter {
             Out::File(f) => f,
         };
         file.write_all_at(&hdr.encode(), 0).at(&self.path)?;
+        if let Some(t) = &self.tee {
+            t.finish(&store, &hdr)?;
+        }
         // A staging directory syncs it with every other file at its commit.
         if crate::image::staging::durable() && !dir.syncs_at_commit() {
             file.sync_all().at(&self.path)?;

@@ -126,6 +126,8 @@ pub struct Channel {
     stream: TcpStream,
     noise: snow::TransportState,
     buf: Vec<u8>,
+    /// A frame being sent: its length, then the Noise message.
+    out: Vec<u8>,
     plain: Vec<u8>,
     /// The peer's address, for messages.
     pub peer: String,
@@ -146,6 +148,25 @@ fn write_frame(stream: &mut TcpStream, msg: &[u8]) -> std::io::Result<()> {
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(msg);
     stream.write_all(&out)
+}
+
+/// Encrypts `plain` into `buf[2..]` and puts its length before it, so
+/// that the frame goes out with one write and no copy of the message
+/// (`buf` holds `2 + MAX_FRAME` bytes). Returns the frame's length.
+fn seal_frame(
+    noise: &mut snow::TransportState,
+    plain: &[u8],
+    buf: &mut [u8],
+    peer: &str,
+) -> Result<usize> {
+    if plain.len() > MAX_PLAIN {
+        return Err(net_err(peer, "send", "message too long"));
+    }
+    let n = noise
+        .write_message(plain, &mut buf[2..])
+        .map_err(|e| net_err(peer, "encrypt", e))?;
+    buf[..2].copy_from_slice(&(n as u16).to_be_bytes());
+    Ok(n + 2)
 }
 
 /// Reads one frame into `buf` (at most [`MAX_FRAME`] bytes): its length.
@@ -231,6 +252,7 @@ impl Channel {
                 stream,
                 noise,
                 buf,
+                out: vec![0u8; 2 + MAX_FRAME],
                 plain: vec![0u8; MAX_FRAME],
                 peer: addr.to_string(),
                 sent: 0,
@@ -280,6 +302,7 @@ impl Channel {
                 stream,
                 noise,
                 buf,
+                out: vec![0u8; 2 + MAX_FRAME],
                 plain: vec![0u8; MAX_FRAME],
                 peer,
                 sent: 0,
@@ -290,16 +313,11 @@ impl Channel {
 
     /// Sends one message of at most [`MAX_PLAIN`] bytes.
     pub fn send(&mut self, plain: &[u8]) -> Result<()> {
-        if plain.len() > MAX_PLAIN {
-            return Err(net_err(&self.peer, "send", "message too long"));
-        }
-        let n = self
-            .noise
-            .write_message(plain, &mut self.buf)
-            .map_err(|e| net_err(&self.peer, "encrypt", e))?;
-        write_frame(&mut self.stream, &self.buf[..n])
+        let n = seal_frame(&mut self.noise, plain, &mut self.out, &self.peer)?;
+        self.stream
+            .write_all(&self.out[..n])
             .map_err(|e| net_err(&self.peer, "send", e))?;
-        self.sent += n as u64 + 2;
+        self.sent += n as u64;
         Ok(())
     }
 
@@ -346,13 +364,13 @@ impl Channel {
             ChannelSender {
                 stream: self.stream,
                 noise: noise.clone(),
-                buf: self.buf,
+                buf: self.out,
                 peer: self.peer.clone(),
             },
             ChannelReceiver {
                 stream: reader,
                 noise,
-                buf: vec![0u8; MAX_FRAME],
+                buf: self.buf,
                 plain: self.plain,
                 peer: self.peer,
             },
@@ -378,13 +396,17 @@ pub struct ChannelSender {
 impl ChannelSender {
     /// As [`Channel::send`].
     pub fn send(&mut self, plain: &[u8]) -> Result<()> {
-        if plain.len() > MAX_PLAIN {
-            return Err(net_err(&self.peer, "send", "message too long"));
-        }
-        let n = lock_noise(&self.noise)
-            .write_message(plain, &mut self.buf)
-            .map_err(|e| net_err(&self.peer, "encrypt", e))?;
-        write_frame(&mut self.stream, &self.buf[..n]).map_err(|e| net_err(&self.peer, "send", e))
+        // Only the encryption holds the shared state: the receiving half
+        // decrypts while this one waits for the socket.
+        let n = seal_frame(
+            &mut lock_noise(&self.noise),
+            plain,
+            &mut self.buf,
+            &self.peer,
+        )?;
+        self.stream
+            .write_all(&self.buf[..n])
+            .map_err(|e| net_err(&self.peer, "send", e))
     }
 }
 

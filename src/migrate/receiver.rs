@@ -151,7 +151,11 @@ impl Drop for Store {
 struct Incoming {
     name: String,
     file: std::fs::File,
+    /// Bytes still due; for a streamed pages.img, the free space left.
     left: u64,
+    /// A pages.img streamed during a pre-copy round (`StreamPages`): it
+    /// ends with `StreamEnd`, not after `left` bytes.
+    streamed: bool,
 }
 
 /// The layer being received.
@@ -311,12 +315,56 @@ fn receive_layers(
                     name,
                     file,
                     left: head,
+                    streamed: false,
                 };
                 if head == 0 {
                     finish_file(l, inc)?;
                 } else {
                     l.file = Some(inc);
                 }
+            }
+            Msg::StreamPages => {
+                let Some(l) = layer.as_mut() else {
+                    return Err(proto_err(&peer, "StreamPages outside a layer"));
+                };
+                let name = names::PAGES.to_string();
+                if lazy || l.file.is_some() || l.names.contains(&name) {
+                    return Err(proto_err(
+                        &peer,
+                        "StreamPages in post-copy, before the previous file is complete, or twice",
+                    ));
+                }
+                // The size is not known yet: the chunks may fill what is
+                // free now, no more.
+                let free = rustix::fs::fstatvfs(&l.fd)
+                    .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+                    .unwrap_or(u64::MAX);
+                let path = l.path.join(&name);
+                let mut file = safefs::create_excl(&l.fd, OsStr::new(&name), 0o600)
+                    .map_err(|e| Error::io(&path, e))?;
+                // The header's place; StreamEnd writes it.
+                file.write_all(&[0u8; crate::image::HEADER_LEN])
+                    .map_err(|e| Error::io(&path, e))?;
+                l.names.insert(name.clone());
+                l.file = Some(Incoming {
+                    name,
+                    file,
+                    left: free,
+                    streamed: true,
+                });
+            }
+            Msg::StreamEnd { header } => {
+                let Some(l) = layer.as_mut() else {
+                    return Err(proto_err(&peer, "StreamEnd outside a layer"));
+                };
+                let Some(f) = l.file.take_if(|f| f.streamed) else {
+                    return Err(proto_err(&peer, "StreamEnd without StreamPages"));
+                };
+                use std::os::unix::fs::FileExt;
+                f.file
+                    .write_all_at(&header, 0)
+                    .map_err(|e| Error::io(l.path.join(&f.name), e))?;
+                finish_file(l, f)?;
             }
             Msg::File { name, size } => {
                 let Some(l) = layer.as_mut() else {
@@ -352,6 +400,7 @@ fn receive_layers(
                     name,
                     file,
                     left: size,
+                    streamed: false,
                 };
                 if size == 0 {
                     finish_file(l, inc)?;
@@ -369,7 +418,11 @@ fn receive_layers(
                 if d.len() as u64 > f.left {
                     return Err(proto_err(
                         &peer,
-                        format!("{}: more bytes than announced", f.name),
+                        if f.streamed {
+                            format!("{}: more bytes than this file system has free", f.name)
+                        } else {
+                            format!("{}: more bytes than announced", f.name)
+                        },
                     ));
                 }
                 f.file
@@ -377,7 +430,7 @@ fn receive_layers(
                     .map_err(|e| Error::io(l.path.join(&f.name), e))?;
                 f.left -= d.len() as u64;
                 bytes += d.len() as u64;
-                if f.left == 0 {
+                if f.left == 0 && !f.streamed {
                     let inc = l.file.take().expect("just checked");
                     finish_file(l, inc)?;
                 }

@@ -111,9 +111,17 @@ fn expect(ch: &mut Channel, timeout: Duration, what: &str) -> Result<Msg> {
 }
 
 /// Sends the layer `work/index`: every image file, `inventory.img` last,
-/// then waits until the receiver has synced it. Returns the bytes sent.
-/// `lazy`: pages.img goes as its header only (post-copy).
-fn send_layer(ch: &mut Channel, work: &Work, index: u32, lazy: bool) -> Result<u64> {
+/// then waits until the receiver has stored it. Returns the bytes sent.
+/// `lazy`: pages.img goes as its header only (post-copy). `streamed`:
+/// `Layer` and pages.img went out already, during the pre-dump
+/// ([`Tee`]).
+fn send_layer(
+    ch: &mut Channel,
+    work: &Work,
+    index: u32,
+    lazy: bool,
+    streamed: bool,
+) -> Result<u64> {
     let name = index.to_string();
     let path = work.path.join(&name);
     let dir = safefs::openat_nofollow(
@@ -128,10 +136,13 @@ fn send_layer(ch: &mut Channel, work: &Work, index: u32, lazy: bool) -> Result<u
         .into_iter()
         .filter_map(|(n, _)| n.into_string().ok())
         .filter(|n| crate::image::is_image_name(n))
+        .filter(|n| !streamed || n != names::PAGES)
         .collect();
     files.sort_by_key(|n| (n == names::INVENTORY, n.clone()));
     let before = ch.sent;
-    ch.send(&Msg::Layer { index }.encode())?;
+    if !streamed {
+        ch.send(&Msg::Layer { index }.encode())?;
+    }
     let mut buf = vec![0u8; MAX_PLAIN];
     for f in files {
         let (mut file, st) =
@@ -178,6 +189,137 @@ fn send_layer(ch: &mut Channel, work: &Work, index: u32, lazy: bool) -> Result<u
             )),
         )),
     }
+}
+
+/// A pre-copy round's pages on their way: the pre-dump hands every chunk
+/// to this sink as it writes it into pages.img (`PageStoreWriter::tee`),
+/// in index order; a thread of its own sends them on the channel as
+/// `Data` (after `StreamPages`), so that reading the tree's memory,
+/// encrypting and the receiver's writing overlap, and the staged
+/// pages.img is never read back; the final header follows as
+/// `StreamEnd`. The channel is lent to that thread for the round
+/// ([`Tee::give_back`]); at most [`TEE_QUEUE`] chunks wait for it.
+struct Tee {
+    tx: std::sync::Mutex<Option<std::sync::mpsc::SyncSender<TeeItem>>>,
+    thread: std::sync::Mutex<Option<TeeThread>>,
+}
+
+/// The sending thread: it gives the channel back, and whether it failed.
+type TeeThread = std::thread::JoinHandle<(Channel, Result<()>)>;
+
+/// Chunks queued for the sending thread at most.
+const TEE_QUEUE: usize = 4;
+
+enum TeeItem {
+    Chunk(Vec<u8>),
+    End(Vec<u8>),
+}
+
+impl Tee {
+    fn lend(mut ch: Channel) -> std::sync::Arc<Tee> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<TeeItem>(TEE_QUEUE);
+        let thread = std::thread::spawn(move || {
+            let send = |item: TeeItem| -> Result<()> {
+                match item {
+                    // Whole `Data` messages, tag included (`data_messages`).
+                    TeeItem::Chunk(msgs) => msgs.chunks(MAX_PLAIN).try_for_each(|m| ch.send(m)),
+                    TeeItem::End(header) => ch.send(&Msg::StreamEnd { header }.encode()),
+                }
+            };
+            // The first failure ends the thread: the queue's end makes
+            // the pre-dump's next chunk fail.
+            let r = rx.iter().try_for_each(send);
+            (ch, r)
+        });
+        std::sync::Arc::new(Tee {
+            tx: std::sync::Mutex::new(Some(tx)),
+            thread: std::sync::Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Ends the round: waits until everything queued was sent; the
+    /// channel and whether sending failed.
+    fn give_back(&self) -> (Channel, Result<()>) {
+        drop(self.tx.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let t = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match t.map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+            None => unreachable!("give_back is called once"),
+        }
+    }
+
+    fn queue(&self, item: TeeItem) -> Result<()> {
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        tx.and_then(|tx| tx.send(item).ok()).ok_or_else(|| {
+            Error::io(
+                std::path::Path::new("migration channel"),
+                std::io::Error::other("sending the round's pages failed"),
+            )
+        })
+    }
+}
+
+/// `stored` as `Data` messages laid end to end, each [`MAX_PLAIN`] bytes
+/// but the last: the one copy between the chunk and its encryption.
+fn data_messages(stored: &[u8]) -> Vec<u8> {
+    let per = MAX_PLAIN - 1;
+    let mut v = Vec::with_capacity(stored.len() + stored.len().div_ceil(per));
+    for piece in stored.chunks(per) {
+        v.push(5); // Msg::Data
+        v.extend_from_slice(piece);
+    }
+    v
+}
+
+impl crate::image::pages::ChunkSink for Tee {
+    fn put(&self, _idx: u32, _entry: &crate::image::proto::PageChunk, stored: &[u8]) -> Result<()> {
+        self.queue(TeeItem::Chunk(data_messages(stored)))
+    }
+
+    fn finish(
+        &self,
+        _store: &crate::image::proto::PageStore,
+        header: &crate::image::Header,
+    ) -> Result<()> {
+        self.queue(TeeItem::End(header.encode().to_vec()))
+    }
+}
+
+/// One pre-copy round: the pre-dump of layer `idx` with its pages
+/// streamed as they are read ([`Tee`]; post-copy: none sent), then the
+/// layer's other files. Returns the channel (lent to the sending thread
+/// meanwhile) and the bytes the round sent.
+fn round(
+    mut ch: Channel,
+    work: &Work,
+    mut popts: PreDumpOptions,
+    idx: u32,
+    lazy: bool,
+) -> (Channel, Result<u64>) {
+    if lazy {
+        let r = dump::pre_dump(&popts).and_then(|_| send_layer(&mut ch, work, idx, true, false));
+        return (ch, r);
+    }
+    let before = ch.sent;
+    if let Err(e) = ch
+        .send(&Msg::Layer { index: idx }.encode())
+        .and_then(|()| ch.send(&Msg::StreamPages.encode()))
+    {
+        return (ch, Err(e));
+    }
+    info!("migrate: round {idx} streams its pages as the pre-dump reads them");
+    let tee = Tee::lend(ch);
+    popts.page_tee = Some(crate::options::PageTee(tee.clone()));
+    let dumped = dump::pre_dump(&popts);
+    drop(popts);
+    let (mut ch, streamed) = tee.give_back();
+    // A failed send is the cause of a pre-dump that failed with it.
+    let r = streamed
+        .and(dumped)
+        .and_then(|_| send_layer(&mut ch, work, idx, false, true));
+    let sent = ch.sent - before;
+    (ch, r.map(|_| sent))
 }
 
 /// When each step of the final phase ended (post-copy's time to running,
@@ -280,7 +422,7 @@ pub fn migrate(o: &MigrateOptions) -> Result<i32> {
         tcp_established: o.dump.tcp_established,
         lazy: o.lazy,
     };
-    let (mut ch, welcome) = Channel::connect(&o.to, &key, &hello.encode()).map_err(|e| {
+    let (ch, welcome) = Channel::connect(&o.to, &key, &hello.encode()).map_err(|e| {
         failed(
             exit::RUNS_ON,
             format!("{e}; pid {pid} and its tree were not touched"),
@@ -301,7 +443,8 @@ pub fn migrate(o: &MigrateOptions) -> Result<i32> {
     }
     eprintln!("cairn: migrate: connected to {} (authenticated)", o.to);
     let mut work = Work::create()?;
-    let r = precopy(&mut ch, &mut work, o);
+    let (back, r) = precopy(ch, &mut work, o);
+    let mut ch = back;
     let rounds = match r {
         Ok(n) => n,
         Err(e) => {
@@ -481,7 +624,7 @@ pub fn migrate(o: &MigrateOptions) -> Result<i32> {
 /// The pre-copy rounds: pre-dumps while the tree runs, each sent at
 /// once, until what one round leaves fits `max_downtime` at the measured
 /// bandwidth, or the round limit. Returns the number of layers sent.
-fn precopy(ch: &mut Channel, work: &mut Work, o: &MigrateOptions) -> Result<u32> {
+fn precopy(mut ch: Channel, work: &mut Work, o: &MigrateOptions) -> (Channel, Result<u32>) {
     let t0 = Instant::now();
     let mut sent_total = 0u64;
     let mut send_time = Duration::ZERO;
@@ -500,11 +643,18 @@ fn precopy(ch: &mut Channel, work: &mut Work, o: &MigrateOptions) -> Result<u32>
                 dirty_tracking: o.dump.incr.dirty_tracking.clone(),
             },
             freeze: o.dump.freeze.clone(),
+            page_tee: None,
         };
         work.layers.push(name);
-        dump::pre_dump(&popts)?;
+        // The whole round counts for the bandwidth: its pages go out
+        // while the pre-dump reads them.
         let t = Instant::now();
-        let bytes = send_layer(ch, work, idx, o.lazy)?;
+        let (back, r) = round(ch, work, popts, idx, o.lazy);
+        ch = back;
+        let bytes = match r {
+            Ok(b) => b,
+            Err(e) => return (ch, Err(e)),
+        };
         let took = t.elapsed();
         sent_total += bytes;
         send_time += took;
@@ -549,7 +699,7 @@ fn precopy(ch: &mut Channel, work: &mut Work, o: &MigrateOptions) -> Result<u32>
         "migrate: pre-copy: {idx} rounds, {sent_total} bytes in {:?}",
         t0.elapsed()
     );
-    Ok(idx)
+    (ch, Ok(idx))
 }
 
 /// Inside the frozen final dump: send its layer, ask for the verdict and,
@@ -569,7 +719,7 @@ fn final_step(
             std::io::Error::other(format!("migration protocol: {why}")),
         )
     };
-    let bytes = send_layer(ch, work, idx, lazy)?;
+    let bytes = send_layer(ch, work, idx, lazy, false)?;
     split.sent = Some(Instant::now());
     info!("migrate: final layer sent and stored ({bytes} bytes); waiting for the verdict");
     ch.send(&Msg::Final.encode())?;
@@ -647,5 +797,26 @@ fn restore_locally(top: &std::path::Path, tcp: bool) -> Result<()> {
             return Err(Error::Restore(err));
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_messages_split_as_the_receiver_reads_them() {
+        for len in [1, MAX_PLAIN - 1, MAX_PLAIN, 3 * (MAX_PLAIN - 1) + 7] {
+            let stored: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let v = data_messages(&stored);
+            let mut back = Vec::new();
+            for m in v.chunks(MAX_PLAIN) {
+                match Msg::decode(m).unwrap() {
+                    Msg::Data(d) => back.extend_from_slice(&d),
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert_eq!(back, stored, "{len} bytes");
+        }
     }
 }

@@ -104,6 +104,14 @@ pub enum Msg {
     AllSent,
     /// Receiver: every page is in place.
     Done,
+    /// Source, pre-copy: pages.img of this layer follows as `Data` while
+    /// the pre-dump reads the pages (its size is not known yet): the
+    /// stored chunks, in order, after the header's place.
+    StreamPages,
+    /// Source: the end of a streamed pages.img: its final header.
+    StreamEnd {
+        header: Vec<u8>,
+    },
 }
 
 /// The bytes before a `Page`'s data: tag, layer, chunk, offset.
@@ -119,7 +127,7 @@ pub fn page_head(out: &mut [u8], layer: u32, chunk: u32, off: u64) {
 }
 
 /// The protocol version of [`Msg::Hello`] and [`Msg::Welcome`].
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
     let b = s.as_bytes();
@@ -208,6 +216,11 @@ impl Msg {
             }
             Msg::AllSent => o.push(18),
             Msg::Done => o.push(19),
+            Msg::StreamPages => o.push(20),
+            Msg::StreamEnd { header } => {
+                o.push(21);
+                o.extend_from_slice(header);
+            }
         }
         o
     }
@@ -273,6 +286,15 @@ impl Msg {
             }
             18 => Msg::AllSent,
             19 => Msg::Done,
+            20 => Msg::StreamPages,
+            21 => {
+                if rest.len() != crate::image::HEADER_LEN {
+                    return Err(format!("StreamEnd: a header of {} bytes", rest.len()));
+                }
+                return Ok(Msg::StreamEnd {
+                    header: rest.to_vec(),
+                });
+            }
             t => return Err(format!("unknown message type {t}")),
         };
         if !c.0.is_empty() {
@@ -298,6 +320,8 @@ impl Msg {
             Msg::Ack => "Ack",
             Msg::Abort { .. } => "Abort",
             Msg::Sparse { .. } => "Sparse",
+            Msg::StreamPages => "StreamPages",
+            Msg::StreamEnd { .. } => "StreamEnd",
             Msg::Want { .. } => "Want",
             Msg::Page { .. } => "Page",
             Msg::AllSent => "AllSent",
@@ -429,6 +453,10 @@ mod tests {
             },
             Msg::AllSent,
             Msg::Done,
+            Msg::StreamPages,
+            Msg::StreamEnd {
+                header: vec![9; crate::image::HEADER_LEN],
+            },
         ];
         for m in all {
             assert_eq!(Msg::decode(&m.encode()).unwrap(), m);
@@ -437,6 +465,7 @@ mod tests {
         assert!(Msg::decode(&[3, 1]).is_err());
         assert!(Msg::decode(&[6, 0]).is_err());
         assert!(Msg::decode(&[99]).is_err());
+        assert!(Msg::decode(&[21, 1, 2]).is_err());
         assert!(Msg::decode(&[4, 200, 0, b'a']).is_err());
     }
 

@@ -186,6 +186,32 @@ fn field(line: &str, k: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// `python3 -c REAPER CMD ARGS..`: a child subreaper that runs CMD and
+/// reaps every orphan of its tree at once; on SIGTERM it kills CMD if
+/// CMD has not been reaped yet (its pid is still its own); it exits when
+/// no child is left.
+const REAPER: &str = r#"
+import ctypes, os, signal, sys
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+alive = True
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+def term(*_):
+    if alive:
+        os.kill(pid, signal.SIGKILL)
+signal.signal(signal.SIGTERM, term)
+while True:
+    try:
+        p, _ = os.waitpid(-1, 0)
+    except ChildProcessError:
+        break
+    except InterruptedError:
+        continue
+    if p == pid:
+        alive = False
+"#;
+
 #[allow(clippy::too_many_arguments)]
 fn once(
     cairn: &Path,
@@ -206,7 +232,12 @@ fn once(
     let rate = (pages as f64 * dirty / 100.0).round() as u64;
     let pidfile = work.join("w.pid");
     let log = work.join("w.log");
-    let mut wcmd = Net::enter(&net.a);
+    // Under a reaper (REAPER): its orphans are reaped at once, as a
+    // system's init does; this machine's init reaps them 1-2 s late, and
+    // a hand-over's restore waits for the killed tree's pids.
+    let mut wcmd = Command::new("python3");
+    wcmd.args(["-c", REAPER, "nsenter"])
+        .arg(format!("--net=/run/netns/{}", net.a));
     wcmd.arg(workload).arg("--pidfile").arg(&pidfile);
     if lazy {
         wcmd.args(["--mib", &(size >> 20).to_string(), "--idle"]);
@@ -293,7 +324,12 @@ fn once(
         .and_then(|t| t.split(" ms").next())
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0.0);
-    let _ = w.kill();
+    // The reaper kills the source workload if it still runs (a failed
+    // migration), never a pid it has reaped.
+    let _ = Command::new("kill")
+        .args(["-TERM", &w.id().to_string()])
+        .stderr(Stdio::null())
+        .status();
     let _ = w.wait();
     if !st.success() {
         let _ = r.kill();
