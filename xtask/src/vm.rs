@@ -550,9 +550,11 @@ pub fn run_all(a: &Args) -> Result<Vec<(Series, Outcome)>> {
     let exes: BTreeMap<String, PathBuf> = if a.exec.is_some() || wanted.is_empty() {
         BTreeMap::new()
     } else {
-        test_executables(&wanted.into_iter().collect::<Vec<_>>())?
-            .into_iter()
-            .collect()
+        let names: Vec<String> = wanted.into_iter().collect();
+        if names.iter().any(|n| n == "libcairn") {
+            prebuild_libcairn()?;
+        }
+        test_executables(&names)?.into_iter().collect()
     };
     // The kernels are fetched one after the other (apt's output stays
     // readable), then run `jobs` at a time.
@@ -750,6 +752,18 @@ fn test_executables(names: &[String]) -> Result<Vec<(String, PathBuf)>> {
                 .ok_or_else(|| format!("cargo built no test executable {n}"))
         })
         .collect()
+}
+
+/// What tests/libcairn.rs builds with cargo (the same command, into its
+/// CARGO_TARGET_TMPDIR), built on the host before the guests boot: in a
+/// guest the test's own cargo (the host's toolchain, on the PATH
+/// [`run_script`] gives it) finds it up to date instead of compiling
+/// under emulation.
+fn prebuild_libcairn() -> Result<()> {
+    run(cargo()
+        .args(["build", "--release", "-p", "libcairn", "--lib"])
+        .args(["--example", "libcairn_counter", "--target-dir"])
+        .arg(root().join("target/tmp/libcairn-target")))
 }
 
 /// The string value of the first `"key":"..."` in a JSON line (no escapes
@@ -1376,6 +1390,28 @@ fn run_script(s: Series, exes: &[(String, PathBuf)], a: &Args) -> String {
     ));
     // Tests that skip write BINARY::TEST: reason here (tests/common).
     t.push_str("export CAIRN_SKIP_LOG=/out/skips.log\n");
+    // What systemd makes on a host with cgroup v2: the controllers
+    // enabled below the root and a system.slice. Slurm's cgroup/v2 with
+    // IgnoreSystemd (tests/slurm.rs, xtask/src/slurm.rs `cgroup_conf`)
+    // puts slurmstepd's scope there and fails without it.
+    t.push_str(
+        "if [ -f /sys/fs/cgroup/cgroup.controllers ] && [ ! -d /run/systemd/system ]; then\n\
+         \tfor c in $(cat /sys/fs/cgroup/cgroup.controllers); do echo \"+$c\" > /sys/fs/cgroup/cgroup.subtree_control; done 2>/dev/null\n\
+         \tmkdir -p /sys/fs/cgroup/system.slice\n\
+         fi\n",
+    );
+    // The host's toolchain (the guest sees the host's root), for the
+    // tests that run cargo (libcairn: what it builds is built on the
+    // host first, `prebuild_libcairn`); the guest has no network.
+    if let Some(dir) = std::env::var_os("CARGO")
+        .map(PathBuf::from)
+        .and_then(|c| c.parent().map(Path::to_path_buf))
+    {
+        t.push_str(&format!(
+            "export PATH={}:$PATH\nexport CARGO_NET_OFFLINE=true\n",
+            sh_quote(&dir.to_string_lossy())
+        ));
+    }
     // The init's descriptor limit is the kernel's (hard 4096): a restore
     // of a program that raised its own beyond (redis: 10032) is refused
     // by a cairn below it, as on a host with a low limit.
