@@ -1400,6 +1400,11 @@ fn run_script(s: Series, exes: &[(String, PathBuf)], a: &Args) -> String {
          \tmkdir -p /sys/fs/cgroup/system.slice\n\
          fi\n",
     );
+    // The guest has no network card, only lo with 127.0.0.1 and ::1,
+    // which getaddrinfo's AI_ADDRCONFIG does not count: Slurm's lookups
+    // (slurmd's listening port, tests/slurm.rs) then fail with "Name or
+    // service not known". An address of TEST-NET-1 on lo is counted.
+    t.push_str("ip addr add 192.0.2.1/32 dev lo 2>/dev/null\n");
     // The host's toolchain (the guest sees the host's root), for the
     // tests that run cargo (libcairn: what it builds is built on the
     // host first, `prebuild_libcairn`); the guest has no network.
