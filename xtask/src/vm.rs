@@ -1414,11 +1414,17 @@ fn run_script(s: Series, exes: &[(String, PathBuf)], a: &Args) -> String {
          \tmkdir -p /sys/fs/cgroup/system.slice\n\
          fi\n",
     );
-    // The guest has no network card, only lo with 127.0.0.1 and ::1,
-    // which getaddrinfo's AI_ADDRCONFIG does not count: Slurm's lookups
-    // (slurmd's listening port, tests/slurm.rs) then fail with "Name or
-    // service not known". An address of TEST-NET-1 on lo is counted.
-    t.push_str("ip addr add 192.0.2.1/32 dev lo 2>/dev/null\n");
+    // The guest has no network card, only lo, which a host never is:
+    // getaddrinfo's AI_ADDRCONFIG does not count 127.0.0.1 (Slurm's
+    // lookups, slurmd's listening port: "Name or service not known"), and
+    // Open MPI's out-of-band TCP ignores loopback interfaces ("No network
+    // interfaces were found", tests/slurm.rs's MPI job). A veth pair up,
+    // with an address of TEST-NET-1, stands in for the host's card.
+    t.push_str(
+        "ip link add cairn-vm0 type veth peer name cairn-vm1 && \
+         ip addr add 192.0.2.1/24 dev cairn-vm0 && ip link set cairn-vm1 up && \
+         ip link set cairn-vm0 up || echo 'cairn-vm: no veth cairn-vm0'\n",
+    );
     // The host's toolchain (the guest sees the host's root), for the
     // tests that run cargo (libcairn: what it builds is built on the
     // host first, `prebuild_libcairn`); the guest has no network.
