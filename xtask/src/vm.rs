@@ -68,7 +68,7 @@ pub const DEFAULT_TESTS: &[&str] = &[
 /// boot since stop 21 (`TEST_MODULES`). Stop 24 brought in slurm, run,
 /// libcairn, integrity and fuzz_images and moved restore_tcp to 5.10:
 /// on top of the measured totals before it (5.10 ~1210 s, 6.1 ~1680 s,
-/// 6.12 ~1370 s of `--jobs 3`), 5.10 +194 s, 6.1 +52 s, 6.12 +480 s.
+/// 6.12 ~1370 s of `--jobs 3`), 5.10 +207 s, 6.1 +52 s, 6.12 +480 s.
 pub const SPLIT_TESTS: &[(&str, u32, Option<&str>)] = &[
     ("migrate", 459, Some("6.1")),
     ("faults", 286, Some("6.12")),
@@ -132,7 +132,7 @@ pub const SPLIT_TESTS: &[(&str, u32, Option<&str>)] = &[
     // depend on the kernel. slurm: a system.slice and a veth in the
     // guest (`run_script`): 3 of 3.
     ("libcairn", 79, Some("6.1")),
-    ("integrity", 112, Some("5.10")),
+    ("integrity", 125, Some("5.10")),
     ("fuzz_images", 32, Some("6.1")),
     ("slurm", 280, Some("6.12")),
     // Stop 24: the two tests that killed or signalled the job at a
