@@ -123,14 +123,14 @@ pub const SPLIT_TESTS: &[(&str, u32, Option<&str>)] = &[
     // kernel whose vDSO has no parking loop either), 6.1 being the
     // fullest.
     ("restore_tcp", 82, Some("5.10")),
-    // Stop 24, measured on 6.12 (TCG, loaded host). libcairn: its cargo
-    // build done on the host before the boot (`prebuild_libcairn`), the
-    // guest's cargo finds it fresh: 6 of 6; placed on 6.1 (6.12 is full,
-    // nothing of it is particular to 6.12). integrity and fuzz_images:
-    // fewer rounds in a guest (`common::in_vm_guest`: 200 mutations,
-    // 200 fuzz iterations), the image decoders and validators do not
-    // depend on the kernel. slurm: a system.slice and a veth in the
-    // guest (`run_script`): 3 of 3.
+    // Stop 24 (TCG; the seconds from 6.12 on a loaded host). libcairn:
+    // its cargo build done on the host before the boot
+    // (`prebuild_libcairn`), the guest's cargo finds it fresh: 6 of 6 on
+    // 6.12 and on 6.1 (24 s there, host idle). integrity and fuzz_images:
+    // fewer rounds in a guest (`common::in_vm_guest`: 200 mutations, 200
+    // fuzz iterations): 3 of 3 on 6.12 and on 5.10 (125 s), fuzz_images
+    // on 6.12 and 6.1 (17 s, host idle). slurm: a system.slice and a
+    // veth in the guest (`run_script`): 3 of 3.
     ("libcairn", 79, Some("6.1")),
     ("integrity", 125, Some("5.10")),
     ("fuzz_images", 32, Some("6.1")),
