@@ -898,6 +898,7 @@ pub fn run(role: &str, dumper: &str) -> u8 {
     let (leaders, others): (Vec<_>, Vec<_>) = (told.threads.iter())
         .map(|(&tid, rec)| (tid, rec, own_page(tid, rec)))
         .partition(|t| t.2.is_some());
+    let mut unmapped = Vec::new();
     for (tid, rec, page) in others.into_iter().chain(leaders) {
         let unmap = page.filter(|p| !kept.contains(p));
         match repair(tid, rec, unmap) {
@@ -906,6 +907,9 @@ pub fn run(role: &str, dumper: &str) -> u8 {
                 masks_fixed += d.mask as usize;
                 fds_closed += d.closed;
                 pages_removed += d.unmapped as usize;
+                if d.unmapped {
+                    unmapped.push(tid);
+                }
             }
             Err(e) => {
                 failed += 1;
@@ -914,6 +918,22 @@ pub fn run(role: &str, dumper: &str) -> u8 {
                 if let Some((_, lo, _)) = rec.parking {
                     kept.insert(lo);
                 }
+            }
+        }
+    }
+    // A page told but not in use as a parking loop (the dumper died
+    // between its mmap and the parking frame): removed from the leader,
+    // if what is at that address is still only cairn's page.
+    for &(pid, page) in &told.pages {
+        if unmapped.contains(&pid) || kept.contains(&page) {
+            continue;
+        }
+        match remove_parking_page(pid, page) {
+            Ok(true) => pages_removed += 1,
+            Ok(false) => {}
+            Err(e) => {
+                failed += 1;
+                eprintln!("cairn guard: pid {pid}: cairn's parking page at {page:#x}: {e}");
             }
         }
     }
@@ -986,24 +1006,31 @@ struct Repaired {
     unmapped: bool,
 }
 
-/// Seizes `tid` once the dead dumper's detach is through, puts back what
-/// the dump changed, detaches. Found in its parking loop, with `unmap`
-/// (cairn's own parking page, that loop's page): unmaps it first, by a
-/// call at the page's `syscall`.
-fn repair(tid: i32, rec: &Record, unmap: Option<u64>) -> std::io::Result<Repaired> {
+/// Seizes `tid` and stops it once the dead dumper's detach is through;
+/// false if it is gone.
+fn seize_after_dumper(tid: i32) -> std::io::Result<bool> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         // TRACESYSGOOD: the stops of a call made here (`close_opened`).
         match inject::seize_and_stop(tid, libc::PTRACE_O_TRACESYSGOOD as u64) {
-            Ok(_) => break,
-            // Gone: nothing to do.
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(Repaired::default()),
+            Ok(_) => return Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(false),
             // Still traced by the dumper until its exit completes.
             Err(e) if e.raw_os_error() == Some(libc::EPERM) && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(2));
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// Seizes `tid` once the dead dumper's detach is through, puts back what
+/// the dump changed, detaches. Found in its parking loop, with `unmap`
+/// (cairn's own parking page, that loop's page): unmaps it first, by a
+/// call at the page's `syscall`.
+fn repair(tid: i32, rec: &Record, unmap: Option<u64>) -> std::io::Result<Repaired> {
+    if !seize_after_dumper(tid)? {
+        return Ok(Repaired::default());
     }
     let r = (|| -> std::io::Result<Repaired> {
         let now = ptrace::get_regs(tid)?;
@@ -1039,6 +1066,62 @@ fn repair(tid: i32, rec: &Record, unmap: Option<u64>) -> std::io::Result<Repaire
         Ok(done)
     })();
     let d = ptrace::detach(tid, 0);
+    let r = r?;
+    d?;
+    Ok(r)
+}
+
+/// Removes cairn's own parking page at `page` from process `pid` if it is
+/// there as cairn maps it (`remote::own_parking_site`): one anonymous
+/// private read-and-execute page, alone (the pages beside it unmapped),
+/// holding `remote::PARKING_CODE` or nothing yet. The leader, seized, runs
+/// the `munmap` at the page's first `syscall` (written first if the page
+/// is still empty) and gets its registers back. Whether it was removed.
+fn remove_parking_page(pid: i32, page: u64) -> std::io::Result<bool> {
+    use crate::remote::PARKING_CODE;
+    let size = crate::sys::PAGE_SIZE;
+    // Seized first: the leader cannot run in the page while it is looked
+    // at (the target knows nothing of the page; a thread that mapped
+    // something of its own there would fail the checks below).
+    if !seize_after_dumper(pid)? {
+        return Ok(false);
+    }
+    let r = (|| -> std::io::Result<bool> {
+        let maps =
+            crate::procfs::read_maps(pid).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let ours = maps.iter().any(|m| {
+            m.start == page
+                && m.end == page + size
+                && m.read
+                && m.exec
+                && !m.write
+                && !m.shared
+                && m.inode == 0
+                && m.path.is_empty()
+        }) && !maps.iter().any(|m| m.end == page || m.start == page + size);
+        if !ours {
+            return Ok(false);
+        }
+        let mut buf = vec![0u8; size as usize];
+        crate::sys::mem::vm_read_all(pid, page, &mut buf)?;
+        let code = PARKING_CODE.len();
+        let empty = buf.iter().all(|&b| b == 0);
+        if !empty && (buf[..code] != PARKING_CODE || buf[code..].iter().any(|&b| b != 0)) {
+            return Ok(false);
+        }
+        if empty {
+            crate::sys::mem::force_write(pid, page, &PARKING_CODE)?;
+        }
+        let mut r = inject::Remote::new(pid, page)?;
+        let orig = *r.base();
+        r.syscall(libc::SYS_munmap, &[page, size])?;
+        // Into the signal path before the registers go back (a call it
+        // was in restarts as it would have).
+        inject::park(pid)?;
+        ptrace::set_regs(pid, &orig)?;
+        Ok(true)
+    })();
+    let d = ptrace::detach(pid, 0);
     let r = r?;
     d?;
     Ok(r)

@@ -777,8 +777,13 @@ fn spawn_maybe_paused(
     point: &str,
     base: &Path,
 ) -> (Child, bool) {
+    // The current test's CairnEnv as well.
+    let hooks: Vec<_> = (cairn_command().get_envs())
+        .filter_map(|(n, v)| Some((n.to_owned(), v?.to_owned())))
+        .collect();
     let mut c = Command::new(bin)
         .args(args)
+        .envs(hooks)
         .env("CAIRN_PAUSE_AT", env)
         .stdin(Stdio::null())
         .stdout(File::create(base.with_extension("stdout")).unwrap())
@@ -1010,5 +1015,71 @@ fn second_signal_hands_over_to_the_guardian() {
     assert!(err.contains("cairn guard: the dumper"), "{err}");
     assert!(!dir.exists());
     assert_eq!(staging_leftovers(&w.dir), Vec::<PathBuf>::new());
+    w.terminate_original_expect_pass();
+}
+
+/// cairn's own parking page (a vDSO without a parking loop, as on
+/// Debian's 5.10 and 6.1; forced here with CAIRN_TEST_NO_VDSO_PARKING):
+/// `cairn dump --leave-running` SIGKILLed right after the mmap that puts
+/// the page into the target, before anything parks in it (pause point
+/// `parking-page-mapped`). The guardian was told the page's address
+/// before the mmap and removes it: the target's /proc/PID/maps is back as
+/// before, the target runs on, and its own check passes. Before stop 24
+/// the guardian was told only after the page was mapped and written, and
+/// the page stayed in the target.
+#[test]
+fn dumper_killed_after_mapping_the_parking_page() {
+    if skip_unless_root() {
+        return;
+    }
+    let _own = CairnEnv::set("CAIRN_TEST_NO_VDSO_PARKING", "1");
+    let mut w = Workload::start("fault_mem", &["--mib", "4"]);
+    let pid = w.pid.to_string();
+    let target = w.pid;
+    let maps = || fs::read_to_string(format!("/proc/{target}/maps")).unwrap();
+    let before = maps();
+    let fds_before = fd_table(w.pid);
+    let dir = w.dir.join("img");
+    let base = w.dir.join("cairn");
+    let stderr = base.with_extension("stderr");
+    let args = [
+        "dump",
+        "-v",
+        "-t",
+        &pid,
+        "-D",
+        dir.to_str().unwrap(),
+        "--leave-running",
+    ];
+    let point = "parking-page-mapped";
+    let (mut c, paused) = spawn_maybe_paused(&cairn_bin(), &args, point, point, &base);
+    assert!(
+        paused,
+        "the dump never mapped cairn's own parking page: {}",
+        tail(&stderr, 4000)
+    );
+    let during = maps();
+    assert_ne!(during, before, "no page mapped at the pause point");
+    sigkill(&mut c);
+    if let Some(g) = guardian_pid(&stderr) {
+        assert!(
+            wait_pid_gone(g, Duration::from_secs(15)),
+            "the guardian {g} is still there"
+        );
+    }
+    expect_released(w.pid, "killed with the parking page mapped", &w.log);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(w.original_alive(), "the workload died");
+    let log = fs::read_to_string(&stderr).unwrap_or_default();
+    assert_eq!(
+        maps(),
+        before,
+        "the target's mappings changed (at the pause:\n{during}); cairn's log:\n{log}"
+    );
+    assert_eq!(fd_table(w.pid), fds_before, "descriptors changed");
+    assert!(
+        log.contains("removed cairn's parking page from 1 process"),
+        "the guardian did not say it removed the page: {log}"
+    );
     w.terminate_original_expect_pass();
 }

@@ -265,9 +265,25 @@ fn incremental_layers_restore() {
     job.done();
 }
 
-/// Waits until `pid` is stopped by a tracer (a checkpoint holds it).
-fn wait_frozen(job: &Job, pid: i32) {
+/// Waits until the dump that `cairn run` (pid `run`) runs now says it
+/// is paused at `CAIRN_PAUSE_AT=frozen` (its whole tree frozen, the
+/// guardian told everything), then that `pid` is stopped there. A
+/// traced stop alone is not enough: the background snapshot stops the
+/// job and lets it go again while it arms, before the freeze (in a
+/// vm-test guest under TCG that took long enough for a SIGTERM sent then
+/// to be delivered, and for a cairn run killed then to leave its dump's
+/// staging directory to nobody).
+fn wait_frozen(job: &Job, run: u32, pid: i32) {
     let deadline = Instant::now() + Duration::from_secs(60);
+    while !dumper_log(run).contains("paused at frozen") {
+        assert!(
+            Instant::now() < deadline,
+            "the dump never paused at frozen: {}\n--- dumper:\n{}",
+            job.describe(),
+            dumper_log(run)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     while proc_state(pid) != Some('t') {
         assert!(
             Instant::now() < deadline,
@@ -297,7 +313,7 @@ fn killed_mid_checkpoint_leaves_the_previous_one() {
     job.wait_completed(1, Duration::from_secs(60));
     let (_, pid) = job.wait_count(1, Duration::from_secs(10));
     // The second checkpoint holds the tree frozen: kill cairn run there.
-    wait_frozen(&job, pid);
+    wait_frozen(&job, run.id(), pid);
     assert!(job
         .checkpoints()
         .iter()
@@ -494,7 +510,7 @@ fn sigterm_during_a_checkpoint_keeps_the_previous_one() {
     let mut run = job.start(&["--interval", "1s"], &env, 0);
     job.wait_completed(1, Duration::from_secs(60));
     let (_, pid) = job.wait_count(1, Duration::from_secs(10));
-    wait_frozen(&job, pid);
+    wait_frozen(&job, run.id(), pid);
     signal(pid, libc::SIGTERM);
     // The dump goes on with the signal pending.
     fs::write(&go, "").unwrap();
@@ -604,7 +620,10 @@ fn incremental_layers_copied_while_the_job_runs() {
         f.describe()
     );
     let p0 = passes(&passes_file);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Under TCG (a vm-test guest) a pass, whose first writes fault into
+    // cairn's copy, took over 10 s (2 passes in 30 s once).
+    let secs = if in_vm_guest() { 120 } else { 30 };
+    let deadline = Instant::now() + Duration::from_secs(secs);
     while passes(&passes_file) < p0 + 3 {
         assert!(
             Instant::now() < deadline,

@@ -528,12 +528,32 @@ impl Frozen {
         if site.parking.is_some() {
             return Ok((r, site, None));
         }
-        crate::info!("pid {pid}: unguarded call: mmap of cairn's own parking page (no parking loop in its vDSO)");
-        match crate::remote::own_parking_site(pid, &mut r) {
+        let maps = procfs::read_maps(pid)?;
+        let Some(addr) = crate::remote::parking_page_addr(&maps) else {
+            crate::warn!(
+                "pid {pid}: no gap of three pages for cairn's own parking loop (no parking loop \
+                 in its vDSO): remote calls in it are not guarded"
+            );
+            return Ok((r, site, None));
+        };
+        crate::info!("pid {pid}: unguarded call: mmap of cairn's own parking page at {addr:#x} (no parking loop in its vDSO)");
+        // Told first: a dumper killed once the page is there leaves it to
+        // the guardian, which finds it at that address.
+        if let Some(g) = &mut self.guardian {
+            g.parking_page(pid, addr);
+        }
+        let own = crate::remote::own_parking_site(pid, &mut r, addr, || {
+            // Its registers back at once (the mmap ran unguarded): from
+            // here on a dumper killed leaves it as it was. Still touched:
+            // more calls follow.
+            self.put_back_regs(pid)?;
+            if let Some(t) = self.task_mut(pid) {
+                t.touched = true;
+            }
+            Ok(())
+        });
+        match own {
             Ok(own) => {
-                if let Some(g) = &mut self.guardian {
-                    g.parking_page(pid, own.insn);
-                }
                 self.guard_remote(pid, &mut r, &own);
                 if self.keep_parking {
                     self.parking_pages.push((pid, own));

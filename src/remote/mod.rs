@@ -329,34 +329,86 @@ pub const PARKING_CODE: [u8; 15] = [
     0x0f, 0x05, 0x31, 0xff, 0x31, 0xf6, 0xb8, 0x60, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xeb, 0xf3,
 ];
 
-/// Maps a page with [`PARKING_CODE`] into process `pid` by a call of
-/// `r` (read and execute only: written through /proc/PID/mem, as a tracer
-/// may) and returns it as a syscall site. cairn unmaps it again
-/// (`Frozen::drop_parking`, at the thaw for a dump:
-/// `Frozen::keep_parking_pages`); for a dumper that died, the guardian
-/// does, from the thread it finds parked there (`guard::repair`).
-pub fn own_parking_site(pid: i32, r: &mut crate::sys::inject::Remote) -> Result<SyscallSite> {
+/// Where cairn's own parking page goes in a process with mappings `maps`
+/// (sorted, as /proc/PID/maps lists them): one page below the top of the
+/// highest gap of at least three pages (an unmapped page on each side: it
+/// never merges with a neighbour, so the guardian can tell it by its
+/// address alone), as the kernel's top-down placement would choose, but
+/// never in the gap below a `[stack]` (its growth and guard gap) nor in
+/// one of less than 1 GiB above the `[heap]` (its growth). Chosen before
+/// the mapping exists so that the guardian is told the address first
+/// ([`own_parking_site`]). None: no such gap.
+pub fn parking_page_addr(maps: &[crate::procfs::MapsEntry]) -> Option<u64> {
     let page = crate::sys::PAGE_SIZE;
-    let addr = r
+    let low = 0x10000u64.max(page);
+    // Not [vsyscall], in the kernel's half.
+    let user: Vec<&crate::procfs::MapsEntry> = maps.iter().filter(|m| m.end <= 1 << 63).collect();
+    user.windows(2)
+        .rev()
+        .filter(|w| w[1].path != "[stack]")
+        .filter(|w| w[1].start >= w[0].end.saturating_add(3 * page))
+        .filter(|w| w[0].path != "[heap]" || w[1].start - w[0].end >= 1 << 30)
+        .map(|w| w[1].start - 2 * page)
+        .find(|&a| a >= low)
+}
+
+/// Maps a page with [`PARKING_CODE`] at `addr` (from [`parking_page_addr`],
+/// told to the guardian before: `Guardian::parking_page`) into process
+/// `pid` by a call of `r` (read and execute only: written through
+/// /proc/PID/mem, as a tracer may) and returns it as a syscall site.
+/// `mapped` runs right after the mmap, before the code is written (it
+/// puts the registers back: a dumper killed from then on leaves the thread
+/// as it was and the page, empty or not, to the guardian). cairn unmaps
+/// it again (`Frozen::drop_parking`, at the thaw for a dump:
+/// `Frozen::keep_parking_pages`); for a dumper that died, the guardian
+/// does, from the thread it finds parked there or, with the page at that
+/// address still holding nothing but this code (or nothing at all), from
+/// the leader (`guard::remove_parking_page`).
+pub fn own_parking_site(
+    pid: i32,
+    r: &mut crate::sys::inject::Remote,
+    addr: u64,
+    mapped: impl FnOnce() -> Result<()>,
+) -> Result<SyscallSite> {
+    let page = crate::sys::PAGE_SIZE;
+    let got = r
         .syscall(
             libc::SYS_mmap,
             &[
-                0,
+                addr,
                 page,
                 (libc::PROT_READ | libc::PROT_EXEC) as u64,
-                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64
+                    | crate::kinds::memory::FIXED_NOREPLACE,
                 u64::MAX,
                 0,
             ],
         )
-        .map_err(|e| Error::sys(r.tid, "remote mmap parking code", e))?;
-    if let Err(e) = mem::force_write(pid, addr, &PARKING_CODE) {
-        let _ = r.syscall(libc::SYS_munmap, &[addr, page]);
+        .map_err(|e| Error::sys(r.tid, format!("remote mmap parking code at {addr:#x}"), e))?;
+    if got != addr {
+        // A kernel without MAP_FIXED_NOREPLACE (before 4.17) took it as a
+        // hint.
+        let _ = r.syscall(libc::SYS_munmap, &[got, page]);
         return Err(Error::sys(
-            pid,
-            format!("/proc/{pid}/mem: parking code at {addr:#x}"),
-            e,
+            r.tid,
+            format!("remote mmap parking code: at {got:#x}, not at {addr:#x}"),
+            std::io::Error::from_raw_os_error(libc::EEXIST),
         ));
+    }
+    let written = mapped()
+        .and_then(|()| crate::guard::pause_at("parking-page-mapped"))
+        .and_then(|()| {
+            mem::force_write(pid, addr, &PARKING_CODE).map_err(|e| {
+                Error::sys(
+                    pid,
+                    format!("/proc/{pid}/mem: parking code at {addr:#x}"),
+                    e,
+                )
+            })
+        });
+    if let Err(e) = written {
+        let _ = r.syscall(libc::SYS_munmap, &[addr, page]);
+        return Err(e);
     }
     Ok(SyscallSite {
         insn: addr,
@@ -490,6 +542,49 @@ mod tests {
             r(&without_page(vec![m(9 * p, 12 * p)], 10 * p)),
             [(9 * p, 10 * p, 9 * p), (11 * p, 12 * p, 11 * p)]
         );
+    }
+
+    #[test]
+    fn parking_page_goes_alone_in_the_highest_gap_not_below_the_stack() {
+        use crate::procfs::MapsEntry;
+        let p = crate::sys::PAGE_SIZE;
+        let m = |start: u64, end: u64, path: &str| MapsEntry {
+            start,
+            end,
+            path: path.into(),
+            ..Default::default()
+        };
+        let heap_top = 0x5600_0000_0000u64;
+        let maps = vec![
+            m(0x40_0000, 0x40_0000 + 4 * p, "/bin/x"),
+            m(0x5500_0000_0000, heap_top, "[heap]"),
+            m(0x7f00_0000_0000, 0x7f00_0000_0000 + 8 * p, "/lib/libc.so"),
+            // A gap of two pages only: too small.
+            m(0x7f00_0000_0000 + 10 * p, 0x7f00_0000_0000 + 20 * p, ""),
+            m(0x7ffd_0000_0000, 0x7ffd_0000_0000 + 4 * p, "[stack]"),
+        ];
+        // Below libc, one page under its start (not below the stack, not
+        // in the two-page hole).
+        assert_eq!(parking_page_addr(&maps), Some(0x7f00_0000_0000 - 2 * p));
+        // Only the stack's gap and a small one above the heap: none.
+        let maps = vec![
+            m(0x5500_0000_0000, heap_top, "[heap]"),
+            m(heap_top + 8 * p, heap_top + 9 * p, ""),
+            m(0x7ffd_0000_0000, 0x7ffd_0000_0000 + 4 * p, "[stack]"),
+        ];
+        assert_eq!(parking_page_addr(&maps), None);
+        // Not in the gap below [vsyscall].
+        let v = 0xffff_ffff_ff60_0000u64;
+        assert_eq!(
+            parking_page_addr(&[
+                m(0x7f00_0000_0000, 0x7f00_0000_0000 + p, ""),
+                m(0x7ffd_0000_0000, 0x7ffd_0000_0000 + 4 * p, "[stack]"),
+                m(v, v + p, "[vsyscall]"),
+            ]),
+            None
+        );
+        // Never below 64 KiB.
+        assert_eq!(parking_page_addr(&[m(0, p, ""), m(4 * p, 5 * p, "")]), None);
     }
 
     #[test]
