@@ -475,9 +475,11 @@ fn migrate_pid_taken_on_destination_source_thawed() {
     // exec `sleep` under its own pid, leaving the wanted pid to the next
     // fork; one command at a time in the namespace's init shell instead.
     // Then the receiver's own processes are sent far from the tree's pids.
+    // The sleep holds the pid for longer than any migration takes (a
+    // guest under TCG took 129 s); the namespace's end kills it.
     let far = (src.pid + 1000) % 30000 + 300;
     let before = format!(
-        "echo {} > /proc/sys/kernel/ns_last_pid; sleep 100 & \
+        "echo {} > /proc/sys/kernel/ns_last_pid; sleep 3600 & \
          echo {far} > /proc/sys/kernel/ns_last_pid; sleep 0.2",
         src.pid - 1
     );

@@ -66,9 +66,9 @@ pub const DEFAULT_TESTS: &[&str] = &[
 /// 20's matrix of 15 binaries took about 10). openmpi, pageserver, migrate,
 /// restore_tcp and pair shape their veths with tc's tbf qdisc, loaded at
 /// boot since stop 21 (`TEST_MODULES`). Stop 24 brought in slurm, run,
-/// libcairn, integrity and fuzz_images and moved restore_tcp to 5.10:
-/// on top of the measured totals before it (5.10 ~1210 s, 6.1 ~1680 s,
-/// 6.12 ~1370 s of `--jobs 3`), 5.10 +207 s, 6.1 +52 s, 6.12 +480 s.
+/// libcairn, integrity and fuzz_images: on top of the measured totals
+/// before it (5.10 ~1210 s, 6.1 ~1680 s, 6.12 ~1370 s of `--jobs 3`),
+/// 5.10 +125 s, 6.1 +111 s, 6.12 +480 s.
 pub const SPLIT_TESTS: &[(&str, u32, Option<&str>)] = &[
     ("migrate", 459, Some("6.1")),
     ("faults", 286, Some("6.12")),
@@ -119,10 +119,11 @@ pub const SPLIT_TESTS: &[(&str, u32, Option<&str>)] = &[
     ("restore_fds3", 18, Some("6.12")),
     // Stop 23: cairn's own parking page kept until repair is off (the
     // two 6.1 failures were that and the far-peer queue): 11 of 11 (59 s
-    // on 6.1). Stop 24: 11 of 11 on 5.10 as well, in 82 s; run there (a
-    // kernel whose vDSO has no parking loop either), 6.1 being the
-    // fullest.
-    ("restore_tcp", 82, Some("5.10")),
+    // on 6.1), and in CI. Stop 24: 11 of 11 on 5.10 once, in 82 s, but
+    // the lead's matrix then failed `tcp_established_far_peer` there (the
+    // send queue had drained before the freeze: 0 bytes unacknowledged
+    // under TCG): back on 6.1 until that test's timing is mended.
+    ("restore_tcp", 82, Some("6.1")),
     // Stop 24 (TCG; the seconds from 6.12 on a loaded host). libcairn:
     // its cargo build done on the host before the boot
     // (`prebuild_libcairn`), the guest's cargo finds it fresh: 6 of 6 on
