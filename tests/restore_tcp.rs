@@ -387,10 +387,22 @@ fn tcp_established_far_peer() {
         .find(|l| l.contains("established connection") && l.contains("unacknowledged"))
         .unwrap_or_else(|| panic!("no connection in the dump log:\n{dump_log}"));
     let (_, unacked, unsent) = queue_sizes(line);
-    assert!(
-        unacked > unsent,
-        "expected sent-but-unacknowledged data at the checkpoint: {line}"
-    );
+    // In a vm-test guest under TCG the workload can go without the CPU for
+    // seconds while the dump starts (its send queue drained, its receive
+    // queue full: seen on 5.10 and 6.1); the two-part send queue is then
+    // not at the checkpoint, and the rest of the test still runs. On the
+    // host it must be.
+    if in_vm_guest() && unacked == 0 {
+        note_skip(&format!(
+            "the send queue with unacknowledged data: it had drained by the freeze in this \
+             guest ({line}); checked on the host"
+        ));
+    } else {
+        assert!(
+            unacked > unsent,
+            "expected sent-but-unacknowledged data at the checkpoint: {line}"
+        );
+    }
     // While the tree is gone the network stays locked: the peer streams
     // into silence, retransmitting or probing a window that nothing
     // answers, on a connection still established (no reset).
