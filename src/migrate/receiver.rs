@@ -158,6 +158,14 @@ struct Incoming {
     streamed: bool,
 }
 
+/// Bytes free for an unprivileged writer on the file system of `dir`
+/// (unknown: no limit; the writes then fail as they come).
+fn free_bytes(dir: &impl std::os::fd::AsFd) -> u64 {
+    rustix::fs::fstatvfs(dir)
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+        .unwrap_or(u64::MAX)
+}
+
 /// The layer being received.
 struct LayerIn {
     fd: OwnedFd,
@@ -291,9 +299,7 @@ fn receive_layers(
                         "Sparse before the previous file is complete",
                     ));
                 }
-                let free = rustix::fs::fstatvfs(&l.fd)
-                    .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
-                    .unwrap_or(u64::MAX);
+                let free = free_bytes(&l.fd);
                 let path = l.path.join(&name);
                 if size > free {
                     return Err(Error::io(
@@ -336,9 +342,7 @@ fn receive_layers(
                 }
                 // The size is not known yet: the chunks may fill what is
                 // free now, no more.
-                let free = rustix::fs::fstatvfs(&l.fd)
-                    .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
-                    .unwrap_or(u64::MAX);
+                let free = free_bytes(&l.fd);
                 let path = l.path.join(&name);
                 let mut file = safefs::create_excl(&l.fd, OsStr::new(&name), 0o600)
                     .map_err(|e| Error::io(&path, e))?;
@@ -382,9 +386,7 @@ fn receive_layers(
                         ),
                     ));
                 }
-                let free = rustix::fs::fstatvfs(&l.fd)
-                    .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
-                    .unwrap_or(u64::MAX);
+                let free = free_bytes(&l.fd);
                 if size > free {
                     return Err(Error::io(
                         l.path.join(&name),
