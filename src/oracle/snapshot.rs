@@ -633,9 +633,9 @@ pub fn snapshot(procs: &[ProcSpec]) -> crate::image::proto::KernelView {
             };
             let (mut shared, mut note) = (0u64, String::new());
             let rseq: Vec<u64> = {
-                let tids_of = |pid: i32| procs.iter().filter(move |q| q.pid == pid);
-                let tids: Vec<i32> = tids_of(p.pid)
-                    .chain(tids_of(p.ppid))
+                let spec = |pid: i32| procs.iter().filter(move |q| q.pid == pid);
+                let tids: Vec<i32> = spec(p.pid)
+                    .chain(spec(p.ppid))
                     .flat_map(|q| q.tids.iter().copied())
                     .collect();
                 rseq_pages(&tids)
